@@ -1,0 +1,153 @@
+"""The Driver contract: the one interface between the runtime and every protocol.
+
+A driver owns its connections and its schedule. The runtime:
+  1. builds it with `DriverClass(device, ctx)` (device: the validated config model of the entry),
+  2. reads `points()` for the metadata of every point it will report,
+  3. awaits `start()`, then consumes `stream()` — an async iterator of *batches* (lists) of
+     readings and events; batches keep the per-sample cost low on the hot path,
+  4. routes commands to `write(point_name, value)`,
+  5. reads `health` (online / degraded / offline with a reason) whenever it likes,
+  6. awaits `stop()` on shutdown or before a restart.
+
+If `stream()` raises, the supervisor stops the driver, waits with backoff and starts a new instance;
+a driver never takes the process down. Drivers never block the event loop: blocking work
+(OpenCV, serial I/O without asyncio support) runs in a thread.
+
+`BaseDriver` implements the queue plumbing, so a driver only calls `self.emit(batch)` and
+`self.set_health(...)`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from edge.model import (
+    CommandResult,
+    Event,
+    Health,
+    HealthState,
+    PointInfo,
+    Record,
+    Severity,
+    Value,
+)
+
+
+@dataclass
+class DriverContext:
+    """What the runtime hands a driver besides its own config."""
+
+    site_id: str
+    data_dir: str
+    log: logging.Logger
+    clock: Callable[[], float]
+    # Extra services a driver may use (e.g. the blob store for cameras); keyed by name.
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+class Driver(abc.ABC):
+    """The contract. See the module docstring for the lifecycle."""
+
+    #: pydantic model that validates this driver's device entries (set by each driver module).
+    config_model: ClassVar[type[BaseModel]]
+
+    @abc.abstractmethod
+    def points(self) -> list[PointInfo]: ...
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    def stream(self) -> AsyncIterator[list[Record]]: ...
+
+    @abc.abstractmethod
+    async def write(self, point: str, value: Value) -> CommandResult: ...
+
+    @property
+    @abc.abstractmethod
+    def health(self) -> Health: ...
+
+
+class BaseDriver(Driver):
+    """Queue plumbing shared by the drivers: `emit()` batches, health changes become events."""
+
+    def __init__(self, device: Any, ctx: DriverContext, *, queue_batches: int = 1000) -> None:
+        self.device = device
+        self.ctx = ctx
+        self.log = ctx.log
+        self._health = Health()
+        # Bounded: a stalled consumer must not let a driver grow memory without limit.
+        self._queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=queue_batches)
+        self.dropped = 0  # records dropped because the runtime did not keep up (counted, reported)
+        self._failure: BaseException | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.device.id)
+
+    @property
+    def health(self) -> Health:
+        return self._health
+
+    def emit(self, batch: Sequence[Record]) -> None:
+        if not batch:
+            return
+        try:
+            self._queue.put_nowait(list(batch))
+        except asyncio.QueueFull:
+            self.dropped += len(batch)
+
+    def set_health(self, state: HealthState, reason: str = "") -> None:
+        """Change health; a change of state (other than a clean start) is an event in the journal."""
+        previous = self._health.state
+        if not self._health.set(state, reason) or previous == state:
+            return
+        if previous == HealthState.STARTING and state == HealthState.ONLINE:
+            return
+        severity = Severity.WARNING if state == HealthState.OFFLINE else Severity.INFO
+        self.emit(
+            [
+                Event(
+                    kind="device_state",
+                    source=self.id,
+                    severity=severity,
+                    payload={"state": str(state), "previous": str(previous), "reason": reason},
+                    ts=self.ctx.clock(),
+                )
+            ]
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        """Make `stream()` raise `exc`: the supervisor then restarts this driver with backoff."""
+        self._failure = exc
+        self.end_stream()
+
+    def end_stream(self) -> None:
+        """Make `stream()` finish (used by stop())."""
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+    async def stream(self) -> AsyncIterator[list[Record]]:
+        while True:
+            batch = await self._queue.get()
+            if batch is None:
+                if self._failure is not None:
+                    raise self._failure
+                return
+            yield batch
+
+
+def point_id(device_id: str, name: str) -> str:
+    return f"{device_id}.{name}"

@@ -1,0 +1,555 @@
+"""The site file: one YAML document validated into typed models.
+
+Validation collects every problem at once and names the file, the line and the key of each.
+The core sections are validated here; a device entry is validated by its driver's `config_model`,
+an upstream entry by its sink's `config_model`, and optional sections (`modbus_server:`, `rules:`)
+by the module that owns them — each imported only when the site uses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import types
+import typing
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.model import ID_RE, SITE_ID_RE, PointInfo, PointType, Privacy
+from edge.units import Duration, Size
+from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
+from edge.yamlpos import load as load_yaml
+
+PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
+SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key"}
+
+#: optional top-level sections: key -> "module:Model" that validates it.
+SECTION_MODELS: dict[str, str] = {
+    "modbus_server": "drivers.modbus.server:ServerConfig",
+    "rules": "rules.config:RulesConfig",
+}
+#: upstream sink type -> module that defines `SINK` (with a `config_model`).
+SINK_MODULES: dict[str, str] = {
+    "http": "edge.sync.http_sink",
+    "influxdb": "edge.sync.influx_sink",
+}
+
+
+class ConfigError(Exception):
+    """Every problem of a site file; `str()` prints one located line per problem."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+
+
+def valid_id(value: str, what: str = "id") -> str:
+    if not isinstance(value, str) or not ID_RE.match(value):
+        raise ValueError(f"invalid {what} {value!r}: use lowercase letters, digits, '_' and '-'")
+    return value
+
+
+# ---------------------------------------------------------------- core sections
+class SiteInfo(Strict):
+    id: str
+    name: str = ""
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not SITE_ID_RE.match(v):
+            raise ValueError(f"invalid site id {v!r}: use lowercase letters, digits and '-'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {v!r}; expected an IANA name such as Asia/Shanghai") from None
+        return v
+
+
+class StorageConfig(Strict):
+    path: str = "/var/lib/community-edge/edge.db"
+    state_path: str | None = None  # rules, accounts, audit; default: state.db beside `path`
+    blob_dir: str | None = None  # camera snapshots; default: blobs/ beside `path`
+    max_bytes: Size = 4 * 1024**3
+    when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    keep_history: Duration = 7 * 86400.0
+    durability: Literal["normal", "strict"] = "normal"
+    flush_interval: Duration = 0.1  # group commit: flush at least this often...
+    flush_max_items: int = Field(5000, ge=1, le=1_000_000)  # ...or when this many records wait
+
+    def resolved_state_path(self) -> str:
+        return self.state_path or str(FsPath(self.path).with_name("state.db"))
+
+    def resolved_blob_dir(self) -> str:
+        return self.blob_dir or str(FsPath(self.path).with_name("blobs"))
+
+
+class WebConfig(Strict):
+    listen: str = "0.0.0.0:8080"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    enabled: bool = True
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"invalid listen address {v!r}; expected HOST:PORT such as 0.0.0.0:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ConsumerConfig(Strict):
+    """A pull-API client; its token is given by reference only."""
+
+    id: str
+    description: str = ""
+    token_env: str | None = None
+    token_file: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, v: str) -> str:
+        return valid_id(v, "consumer id")
+
+
+# ---------------------------------------------------------------- bases for plugins
+class PointConfig(Strict):
+    """Fields every driver's points share; a driver subclasses it with its own keys."""
+
+    name: str
+    type: PointType = PointType.FLOAT
+    unit: str = ""
+    writable: bool = False
+    privacy: Privacy = Privacy.PUBLIC
+    deadband: float = Field(0.0, ge=0)
+    report_every: Duration = 0.0
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        return valid_id(v, "point name")
+
+
+class DeviceConfig(Strict):
+    """Fields every device entry shares; a driver subclasses it (and its `points`)."""
+
+    id: str
+    driver: str
+    name: str = ""
+    enabled: bool = True
+    profile: str | None = None
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, v: str) -> str:
+        return valid_id(v, "device id")
+
+    def point_infos(self) -> list[PointInfo]:
+        """PointInfo for every configured point (drivers with a `points:` list get this for free)."""
+        out = []
+        for p in getattr(self, "points", []) or []:
+            out.append(
+                PointInfo(
+                    id=f"{self.id}.{p.name}",
+                    device=self.id,
+                    name=p.name,
+                    type=p.type,
+                    unit=p.unit,
+                    writable=p.writable,
+                    privacy=p.privacy,
+                    deadband=p.deadband,
+                    report_every=p.report_every,
+                    description=p.description,
+                )
+            )
+        return out
+
+
+class SinkConfig(Strict):
+    """Fields every upstream sink shares; a sink type subclasses it."""
+
+    id: str
+    type: str
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, v: str) -> str:
+        return valid_id(v, "upstream id")
+
+
+class _Envelope(Strict):
+    """The top level; plugin sections are kept raw here and validated by their owners."""
+
+    site: SiteInfo
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    devices: list[dict[str, Any]] = Field(default_factory=list)
+    upstream: list[dict[str, Any]] = Field(default_factory=list)
+    consumers: list[ConsumerConfig] = Field(default_factory=list)
+    modbus_server: dict[str, Any] | None = None
+    rules: dict[str, Any] | None = None
+
+
+@dataclass
+class Site:
+    """A validated site file."""
+
+    source: str
+    site: SiteInfo
+    storage: StorageConfig
+    web: WebConfig
+    devices: list[DeviceConfig]
+    upstream: list[SinkConfig]
+    consumers: list[ConsumerConfig]
+    sections: dict[str, BaseModel] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def device(self, device_id: str) -> DeviceConfig:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise KeyError(device_id)
+
+    def point_infos(self) -> list[PointInfo]:
+        out: list[PointInfo] = []
+        for d in self.devices:
+            out.extend(d.point_infos())
+        return out
+
+
+# ---------------------------------------------------------------- secrets
+def resolve_secret(env: str | None, file: str | None, what: str) -> str | None:
+    """The secret named by `*_env` / `*_file`; a clear error when it is named but missing."""
+    if env:
+        value = os.environ.get(env)
+        if value is None or value == "":
+            raise ConfigError(
+                [Problem("environment", None, (), f"{what}: environment variable {env} is not set")]
+            )
+        return value
+    if file:
+        try:
+            return FsPath(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                [Problem(file, None, (), f"{what}: cannot read secret file: {exc.strerror}")]
+            ) from None
+    return None
+
+
+def _secret_problems(data: Any, path: Path, pos: Positions) -> list[Problem]:
+    out: list[Problem] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(k, str) and k.lower() in SECRET_KEYS and v not in (None, ""):
+                out.append(
+                    pos.problem(
+                        (*path, k),
+                        f"secrets are never written in the site file: use {k}_env: VARIABLE or {k}_file: PATH",
+                    )
+                )
+            else:
+                out.extend(_secret_problems(v, (*path, k), pos))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out.extend(_secret_problems(v, (*path, i), pos))
+    return out
+
+
+# ---------------------------------------------------------------- pydantic errors -> problems
+def _model_at(model: Any, loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The BaseModel class found by following `loc` from `model` (for listing accepted keys)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap_model(current, part)
+        if current is None:
+            return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap_model(tp: Any, part: str | int) -> Any:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if isinstance(part, int):
+            return None
+        f = tp.model_fields.get(part)
+        return _strip(f.annotation) if f else None
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, Sequence) and isinstance(part, int):
+        args = typing.get_args(tp)
+        return _strip(args[0]) if args else None
+    if origin is dict and isinstance(part, str):
+        args = typing.get_args(tp)
+        return _strip(args[1]) if len(args) == 2 else None
+    return None
+
+
+def _strip(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _strip(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                s = _strip(arg)
+                if (isinstance(s, type) and issubclass(s, BaseModel)) or typing.get_origin(s):
+                    return s
+        return None
+    return tp
+
+
+def validation_problems(
+    exc: ValidationError, model: type[BaseModel], prefix: Path, pos: Positions
+) -> list[Problem]:
+    """Turn a pydantic ValidationError into located, readable problems."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # tagged/union branches show up as extra loc parts; keep only ones that exist in the data
+        path = (*prefix, *loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            accepted = ", ".join(parent.model_fields) if parent else ""
+            msg = f"unknown key {loc[-1]!r}" + (f"; accepted keys: {accepted}" if accepted else "")
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "value_error":
+            msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        elif kind == "literal_error":
+            msg = f"{err['input']!r} is not accepted; expected {err['ctx']['expected']}"
+        elif kind == "enum":
+            msg = f"{err['input']!r} is not accepted; expected {err['ctx']['expected']}"
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            msg = f"{err['msg'].rstrip('.')}{shown}"
+        out.append(pos.problem(path, msg))
+    return out
+
+
+# ---------------------------------------------------------------- profiles
+def load_profile(name: str, profile_dir: FsPath = PROFILE_DIR) -> tuple[dict[str, Any], Positions]:
+    path = profile_dir / f"{name}.yaml"
+    if not _check_profile_name(name) or not path.is_file():
+        known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
+        raise LookupError(f"unknown profile {name!r}; known profiles: {', '.join(known) or 'none'}")
+    data, pos = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(data, dict):
+        raise LookupError(f"profile {name!r} is not a mapping")
+    return data, pos
+
+
+def _check_profile_name(name: str) -> bool:
+    return isinstance(name, str) and bool(ID_RE.match(name))
+
+
+def merge_profile(profile: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+    """Profile defaults under the device entry; points merged by name (device keys win)."""
+    merged: dict[str, Any] = {}
+    for k, v in (profile.get("defaults") or {}).items():
+        merged[k] = v
+    if "driver" in profile and "driver" not in device:
+        merged["driver"] = profile["driver"]
+    for k, v in device.items():
+        if k != "points":
+            merged[k] = v
+    points: list[dict[str, Any]] = [dict(p) for p in profile.get("points") or []]
+    by_name = {p.get("name"): p for p in points}
+    exclude = set(device.get("exclude_points") or [])
+    merged.pop("exclude_points", None)
+    for p in device.get("points") or []:
+        if isinstance(p, dict) and p.get("name") in by_name:
+            by_name[p["name"]].update(p)
+        else:
+            points.append(p)
+    points = [p for p in points if not (isinstance(p, dict) and p.get("name") in exclude)]
+    if points:
+        merged["points"] = points
+    return merged
+
+
+# ---------------------------------------------------------------- loading
+def _import_attr(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_site_text(text: str, file: str = "<site>") -> Site:
+    try:
+        data, pos = load_yaml(text, file)
+    except YamlError as exc:
+        raise ConfigError(exc.problems) from None
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(file, 1, (), "the site file must be a mapping with at least `site:`")])
+
+    problems = _secret_problems(data, (), pos)
+    try:
+        env = _Envelope.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(validation_problems(exc, _Envelope, (), pos))
+        env = None
+
+    devices: list[DeviceConfig] = []
+    seen_devices: dict[str, int] = {}
+    for i, entry in enumerate(data.get("devices") or [] if isinstance(data.get("devices"), list) else []):
+        path: Path = ("devices", i)
+        if not isinstance(entry, dict):
+            problems.append(pos.problem(path, "a device entry must be a mapping with id: and driver:"))
+            continue
+        dev_pos = pos
+        if entry.get("profile") is not None:
+            try:
+                profile, _ = load_profile(entry["profile"])
+                entry = merge_profile(profile, entry)
+            except (LookupError, YamlError) as exc:
+                problems.append(pos.problem((*path, "profile"), str(exc)))
+                continue
+        driver_name = entry.get("driver")
+        if not driver_name:
+            problems.append(pos.problem(path, "required key 'driver' is missing (or give a profile:)"))
+            continue
+        try:
+            from drivers import load_driver
+
+            model = load_driver(str(driver_name)).config_model
+        except LookupError as exc:
+            problems.append(pos.problem((*path, "driver"), str(exc)))
+            continue
+        except ImportError as exc:
+            problems.append(pos.problem((*path, "driver"), f"driver {driver_name!r} cannot be loaded: {exc}"))
+            continue
+        try:
+            dev = model.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, model, path, dev_pos))
+            continue
+        if dev.id in seen_devices:
+            problems.append(
+                pos.problem(
+                    (*path, "id"), f"duplicate device id {dev.id!r} (also devices[{seen_devices[dev.id]}])"
+                )
+            )
+            continue
+        seen_devices[dev.id] = i
+        names = [p.name for p in getattr(dev, "points", []) or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(pos.problem((*path, "points"), f"duplicate point names: {', '.join(dupes)}"))
+            continue
+        devices.append(dev)
+
+    sinks: list[SinkConfig] = []
+    seen_sinks: set[str] = set()
+    upstream = data.get("upstream") if isinstance(data.get("upstream"), list) else []
+    for i, entry in enumerate(upstream or []):
+        path = ("upstream", i)
+        if not isinstance(entry, dict):
+            problems.append(pos.problem(path, "an upstream entry must be a mapping with id: and type:"))
+            continue
+        kind = entry.get("type")
+        if kind not in SINK_MODULES:
+            problems.append(
+                pos.problem(
+                    (*path, "type"),
+                    f"unknown upstream type {kind!r}; known: {', '.join(sorted(SINK_MODULES))}",
+                )
+            )
+            continue
+        try:
+            model = importlib.import_module(SINK_MODULES[kind]).SINK.config_model
+            sink = model.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, model, path, pos))
+            continue
+        except (ImportError, AttributeError) as exc:
+            problems.append(pos.problem((*path, "type"), f"upstream type {kind!r} cannot be loaded: {exc}"))
+            continue
+        if sink.id in seen_sinks:
+            problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
+            continue
+        seen_sinks.add(sink.id)
+        sinks.append(sink)
+
+    sections: dict[str, BaseModel] = {}
+    for key, spec in SECTION_MODELS.items():
+        if data.get(key) is None:
+            continue
+        try:
+            model = _import_attr(spec)
+        except (ImportError, AttributeError) as exc:
+            problems.append(pos.problem((key,), f"section {key!r} is not available: {exc}"))
+            continue
+        try:
+            sections[key] = model.model_validate(data[key])
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, model, (key,), pos))
+
+    if env is not None:
+        seen: set[str] = set()
+        for i, c in enumerate(env.consumers):
+            if c.id in seen:
+                problems.append(pos.problem(("consumers", i, "id"), f"duplicate consumer id {c.id!r}"))
+            seen.add(c.id)
+            if not (c.token_env or c.token_file):
+                problems.append(pos.problem(("consumers", i), "a consumer needs token_env: or token_file:"))
+        clash = seen & seen_sinks
+        if clash:
+            problems.append(
+                pos.problem(
+                    ("consumers",), f"ids used by both upstream and consumers: {', '.join(sorted(clash))}"
+                )
+            )
+
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, format_path(p.path)))
+        raise ConfigError(problems)
+    assert env is not None
+    return Site(
+        source=file,
+        site=env.site,
+        storage=env.storage,
+        web=env.web,
+        devices=devices,
+        upstream=sinks,
+        consumers=env.consumers,
+        sections=sections,
+        raw=data,
+    )
+
+
+def load_site(path: str | os.PathLike[str]) -> Site:
+    p = FsPath(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(p), None, (), "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(p), None, (), f"cannot read: {exc}")]) from None
+    return load_site_text(text, str(p))

@@ -1,0 +1,196 @@
+"""The hub: latest value of every point, change detection, fan-out, and command routing.
+
+Drivers hand it batches; it keeps the latest sample of each point, decides which samples are
+journaled (deadband / report-every), appends those to the journal, and gives subscribers exactly
+the journaled records — so rules evaluated live see the same data a dry-run over the journal sees.
+It lives in memory and is cheap: `ingest` is on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from edge.model import (
+    CommandResult,
+    CommandStatus,
+    Event,
+    PointInfo,
+    PointType,
+    Reading,
+    Record,
+    Value,
+)
+
+Subscriber = Callable[[list[Record]], None]
+Writer = Callable[[str, Value], Awaitable[CommandResult]]  # (point name within device, value)
+
+log = logging.getLogger("edge.hub")
+
+
+class Hub:
+    def __init__(self, journal_append: Callable[[list[Record]], Any] | None = None) -> None:
+        self._append = journal_append
+        self.points: dict[str, PointInfo] = {}
+        self.latest: dict[str, Reading] = {}
+        self._filters: dict[str, tuple[float, float, bool]] = {}  # point -> (deadband, every, numeric)
+        self._reported: dict[str, tuple[Value, float, int]] = {}  # point -> last journaled (v, ts, q)
+        self._subscribers: list[Subscriber] = []
+        self._writers: dict[str, Writer] = {}
+        self.received = 0  # samples received from drivers
+        self.journaled = 0  # samples that passed change detection
+        self.events = 0
+        self.subscriber_errors = 0
+
+    # ------------------------------------------------------------ points
+    def register_points(self, infos: Iterable[PointInfo]) -> None:
+        for info in infos:
+            self.points[info.id] = info
+            if info.deadband > 0 or info.report_every > 0:
+                numeric = info.type in (PointType.FLOAT, PointType.INT)
+                self._filters[info.id] = (info.deadband, info.report_every, numeric)
+            else:
+                self._filters.pop(info.id, None)
+
+    def unregister_device(self, device_id: str) -> None:
+        prefix = device_id + "."
+        for pid in [p for p in self.points if p.startswith(prefix)]:
+            self.points.pop(pid, None)
+            self._filters.pop(pid, None)
+            self._reported.pop(pid, None)
+            self.latest.pop(pid, None)
+        self._writers.pop(device_id, None)
+
+    # ------------------------------------------------------------ ingest (hot path)
+    def ingest(self, batch: list[Record]) -> list[Record]:
+        """Take a batch from a driver (or a rule); returns the records that were journaled."""
+        latest = self.latest
+        filters = self._filters
+        out: list[Record] = []
+        append = out.append
+        n = 0
+        for rec in batch:
+            if type(rec) is Reading:
+                n += 1
+                point = rec.point
+                latest[point] = rec
+                f = filters.get(point)
+                if f is None or self._passes(rec, f):
+                    append(rec)
+            else:
+                append(rec)
+                self.events += 1
+        self.received += n
+        if not out:
+            return out
+        self.journaled += len(out) - (len(batch) - n)
+        if self._append is not None:
+            self._append(out)
+        for sub in self._subscribers:
+            try:
+                sub(out)
+            except Exception:  # a subscriber bug must never stop ingest
+                self.subscriber_errors += 1
+                log.exception("hub subscriber %r failed", sub)
+        return out
+
+    def _passes(self, r: Reading, f: tuple[float, float, bool]) -> bool:
+        deadband, every, numeric = f
+        last = self._reported.get(r.point)
+        if last is not None:
+            value, ts, quality = last
+            same = quality == r.quality and (
+                (abs(r.value - value) <= deadband)  # type: ignore[operator]
+                if numeric and deadband > 0 and r.value is not None and value is not None
+                else r.value == value
+            )
+            if same and not (every > 0 and r.ts - ts >= every):
+                return False
+        self._reported[r.point] = (r.value, r.ts, r.quality)
+        return True
+
+    def publish_event(self, event: Event) -> None:
+        self.ingest([event])
+
+    # ------------------------------------------------------------ fan-out
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call `fn(records)` with every journaled batch, synchronously. Returns an unsubscribe."""
+        self._subscribers.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._subscribers:
+                self._subscribers.remove(fn)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------ commands
+    def register_writer(self, device_id: str, writer: Writer) -> None:
+        self._writers[device_id] = writer
+
+    async def write(
+        self, point_id: str, value: Value, *, source: str, timeout: float = 10.0
+    ) -> CommandResult:
+        """Write a point through its driver; the outcome is returned and journaled as an event."""
+        start = time.monotonic()
+        device, _, name = point_id.partition(".")
+        info = self.points.get(point_id)
+        if info is None:
+            result = CommandResult(
+                point_id, value, CommandStatus.REJECTED, f"unknown point {point_id!r}", source
+            )
+        elif not info.writable:
+            result = CommandResult(point_id, value, CommandStatus.REJECTED, "point is not writable", source)
+        elif device not in self._writers:
+            result = CommandResult(point_id, value, CommandStatus.FAILED, "device is not running", source)
+        else:
+            try:
+                value = coerce_value(info, value)
+            except ValueError as exc:
+                result = CommandResult(point_id, value, CommandStatus.REJECTED, str(exc), source)
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await self._writers[device](name, value)
+                except TimeoutError:
+                    result = CommandResult(
+                        point_id, value, CommandStatus.TIMEOUT, f"no answer within {timeout:g}s"
+                    )
+                except Exception as exc:
+                    result = CommandResult(
+                        point_id, value, CommandStatus.FAILED, f"{type(exc).__name__}: {exc}"
+                    )
+                result.point = point_id
+                result.source = source
+        result.duration_ms = (time.monotonic() - start) * 1000
+        self.publish_event(result.as_event())
+        return result
+
+
+def coerce_value(info: PointInfo, value: Value) -> Value:
+    """Convert a written value to the point's type, or raise ValueError saying what is accepted."""
+    t = info.type
+    try:
+        if t == PointType.BOOL:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int | float) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "on", "off"):
+                return value.lower() in ("true", "1", "on")
+            raise ValueError
+        if t == PointType.INT:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)  # type: ignore[arg-type]
+        if t == PointType.FLOAT:
+            if isinstance(value, bool) or value is None:
+                raise ValueError
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{value!r} is not a valid {t} for {info.id}") from None

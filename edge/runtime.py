@@ -1,0 +1,280 @@
+"""The supervisor: builds and runs a site — journal, hub, drivers, components, web server.
+
+Each device runs in a `DriverSlot` that pumps the driver's stream into the hub and restarts the
+driver with capped exponential backoff when it fails; a driver never takes the process down.
+Optional components (rules engine, upstream sync, Modbus server) are plugged in through
+COMPONENTS and imported only when present; each has `start()`, `stop()` and `status()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from drivers import load_driver
+from drivers.base import Driver, DriverContext
+from edge.config import DeviceConfig, Site
+from edge.hub import Hub
+from edge.model import CommandResult, CommandStatus, Event, Health, HealthState, Severity, Value
+from edge.state import StateDB
+from edge.store import Journal
+
+log = logging.getLogger("edge.runtime")
+
+
+class Component(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+#: "module:factory" -> factory(runtime) returns a Component, or None when the site does not use it.
+COMPONENTS: list[str] = [
+    "rules.component:create",
+    "edge.sync.component:create",
+    "drivers.modbus.server:create",
+]
+
+
+@dataclass
+class DriverSlot:
+    """One device: its driver instance, the task pumping its stream, restart bookkeeping."""
+
+    config: DeviceConfig
+    driver: Driver | None = None
+    task: asyncio.Task[None] | None = None
+    restarts: int = 0
+    last_error: str = ""
+    backoff: float = 0.0
+    placeholder: Health = field(default_factory=Health)
+
+    @property
+    def health(self) -> Health:
+        return self.driver.health if self.driver is not None else self.placeholder
+
+
+class Runtime:
+    def __init__(self, site: Site, *, clock: Callable[[], float] = time.time, with_web: bool = True) -> None:
+        self.site = site
+        self.clock = clock
+        self.with_web = with_web
+        st = site.storage
+        self.journal = Journal(
+            st.path,
+            durability=st.durability,
+            flush_interval=st.flush_interval,
+            flush_max_items=st.flush_max_items,
+            clock=clock,
+        )
+        self.hub = Hub(self.journal.append)
+        self.state: StateDB | None = None
+        self.slots: dict[str, DriverSlot] = {}
+        self.components: dict[str, Component] = {}
+        self.web_runner: Any = None
+        self.started_at = 0.0
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.backoff_initial = 1.0
+        self.backoff_max = 60.0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.web_port: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.started_at = self.clock()
+        self.journal.open()
+        self.state = StateDB(self.site.storage.resolved_state_path())
+        self.hub.register_points(self.site.point_infos())
+        self.hub.publish_event(
+            Event(
+                "gateway_started",
+                self.site.site.id,
+                Severity.INFO,
+                {"devices": len(self.site.devices)},
+                self.clock(),
+            )
+        )
+        for spec in COMPONENTS:
+            module, _, attr = spec.partition(":")
+            try:
+                factory = getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                if exc.name and module.startswith(exc.name):
+                    continue
+                raise
+            component = factory(self)
+            if component is not None:
+                await component.start()
+                self.components[component.name] = component
+        for dev in self.site.devices:
+            if dev.enabled:
+                self.start_device(dev)
+        if self.with_web and self.site.web.enabled:
+            from edge.web.app import start_web
+
+            self.web_runner, self.web_port = await start_web(self)
+        self.ready.set()
+        log.info("site started", extra={"site": self.site.site.id, "devices": len(self.slots)})
+
+    async def stop(self) -> None:
+        """Stop web, drivers, components; flush the journal. Safe to call twice."""
+        self.stopping.set()
+        if self.web_runner is not None:
+            with contextlib.suppress(Exception):
+                await self.web_runner.cleanup()
+            self.web_runner = None
+        await asyncio.gather(*(self.stop_device(d) for d in list(self.slots)), return_exceptions=True)
+        for name in reversed(list(self.components)):
+            try:
+                await self.components[name].stop()
+            except Exception:
+                log.exception("component %s failed to stop", name)
+        self.components.clear()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.hub.publish_event(Event("gateway_stopped", self.site.site.id, Severity.INFO, {}, self.clock()))
+        await self.journal.close()
+        if self.state is not None:
+            self.state.close()
+            self.state = None
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A background task owned by the runtime (cancelled and awaited on stop)."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------ devices
+    def start_device(self, dev: DeviceConfig) -> None:
+        slot = DriverSlot(config=dev)
+        self.slots[dev.id] = slot
+        slot.task = asyncio.create_task(self._run_device(slot), name=f"device:{dev.id}")
+
+    async def stop_device(self, device_id: str) -> None:
+        slot = self.slots.pop(device_id, None)
+        if slot is None or slot.task is None:
+            return
+        slot.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slot.task
+
+    async def _run_device(self, slot: DriverSlot) -> None:
+        dev = slot.config
+        cls = load_driver(dev.driver)
+        ctx = DriverContext(
+            site_id=self.site.site.id,
+            data_dir=str(Path(self.site.storage.path).parent),
+            log=logging.getLogger(f"edge.driver.{dev.id}"),
+            clock=self.clock,
+            services={"blob_dir": self.site.storage.resolved_blob_dir(), "hub": self.hub},
+        )
+        while not self.stopping.is_set():
+            driver = cls(dev, ctx)  # type: ignore[call-arg]
+            slot.driver = driver
+            self.hub.register_points(driver.points())
+            self.hub.register_writer(dev.id, self._writer_for(slot))
+            started = time.monotonic()
+            try:
+                await driver.start()
+                async for batch in driver.stream():
+                    self.hub.ingest(batch)
+                    slot.backoff = 0.0
+                if self.stopping.is_set():
+                    return
+                raise RuntimeError("driver stream ended")
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(driver.stop())
+                raise
+            except Exception as exc:
+                slot.restarts += 1
+                slot.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("driver failed; restarting", extra={"device": dev.id, "error": slot.last_error})
+                with contextlib.suppress(Exception):
+                    await driver.stop()
+                slot.placeholder = Health(HealthState.OFFLINE, f"restarting after: {slot.last_error}")
+                slot.placeholder.errors = driver.health.errors + 1
+                slot.driver = None
+                self.hub.publish_event(
+                    Event(
+                        "driver_restart",
+                        dev.id,
+                        Severity.WARNING,
+                        {"error": slot.last_error, "restarts": slot.restarts},
+                        self.clock(),
+                    )
+                )
+                # a driver that ran fine for a while starts again from the smallest backoff
+                if time.monotonic() - started > self.backoff_max:
+                    slot.backoff = 0.0
+                slot.backoff = min(self.backoff_max, max(self.backoff_initial, slot.backoff * 2))
+                delay = slot.backoff * random.uniform(0.8, 1.2)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.stopping.wait()
+
+    def _writer_for(self, slot: DriverSlot) -> Callable[[str, Value], Any]:
+        async def write(point: str, value: Value) -> CommandResult:
+            if slot.driver is None:
+                return CommandResult(
+                    f"{slot.config.id}.{point}", value, CommandStatus.FAILED, "device is restarting"
+                )
+            return await slot.driver.write(point, value)
+
+        return write
+
+    # ------------------------------------------------------------ status
+    def devices_status(self) -> list[dict[str, Any]]:
+        out = []
+        for dev in self.site.devices:
+            slot = self.slots.get(dev.id)
+            health = slot.health.as_dict() if slot else {"state": "stopped", "reason": "disabled"}
+            out.append(
+                {
+                    "id": dev.id,
+                    "name": dev.name,
+                    "driver": dev.driver,
+                    "profile": dev.profile,
+                    "health": health,
+                    "restarts": slot.restarts if slot else 0,
+                    "last_error": (slot.last_error if slot else "") or health.get("reason", ""),
+                    "dropped": getattr(slot.driver, "dropped", 0) if slot and slot.driver else 0,
+                }
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        from edge.store.health import buffer_health
+
+        counts: dict[str, int] = {}
+        for d in self.devices_status():
+            counts[d["health"]["state"]] = counts.get(d["health"]["state"], 0) + 1
+        return {
+            "site": {
+                "id": self.site.site.id,
+                "name": self.site.site.name,
+                "timezone": self.site.site.timezone,
+            },
+            "uptime_s": round(self.clock() - self.started_at, 1),
+            "devices": counts,
+            "hub": {
+                "points": len(self.hub.points),
+                "received": self.hub.received,
+                "journaled": self.hub.journaled,
+                "events": self.hub.events,
+            },
+            "buffer": buffer_health(self.journal, self.site.storage),
+            "components": {name: c.status() for name, c in self.components.items()},
+        }

@@ -1,0 +1,73 @@
+"""The state database: rules and their history, rule state, accounts, tokens, audit, dead letters.
+
+Separate from the journal so the journal keeps exactly one writer. Writes here are small and rare;
+each component owns its tables and migrates them with `migrate(component, steps)`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class StateDB:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the CLI and tests may touch it from worker threads; the lock
+        # keeps statements on the one connection serialised.
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        self.conn.row_factory = sqlite3.Row
+        self.lock = threading.RLock()
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")  # rules and accounts are few and precious
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+
+    def version(self, component: str) -> int:
+        row = self.conn.execute(
+            "SELECT version FROM schema_versions WHERE component=?", (component,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def migrate(self, component: str, steps: Sequence[str]) -> int:
+        """Apply `steps[v:]` (SQL scripts) for a component at version v, each in one transaction."""
+        with self.lock:
+            current = self.version(component)
+            for version, script in enumerate(steps[current:], start=current + 1):
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in split_sql(script):
+                        self.conn.execute(statement)
+                    self.conn.execute(
+                        "INSERT INTO schema_versions(component, version) VALUES(?, ?) "
+                        "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                        (component, version),
+                    )
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+            return len(steps)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+def split_sql(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out

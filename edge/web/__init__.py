@@ -1,0 +1,1 @@
+"""The runtime's HTTP server: health, APIs, the technicians' UI."""

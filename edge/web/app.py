@@ -1,0 +1,84 @@
+"""Builds the aiohttp application: middlewares, then each route module's `setup(app, runtime)`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from edge.web.auth import auth_middleware
+from edge.web.problem import Problem, problem
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+log = logging.getLogger("edge.web")
+
+#: modules with `setup(app, runtime)`, in order; absent modules are skipped.
+ROUTE_MODULES = [
+    "edge.web.auth",
+    "edge.web.core_routes",
+    "edge.sync.pull_api",
+    "edge.sync.metrics",
+    "rules.api",
+    "edge.web.accounts",
+    "edge.web.ui",
+]
+RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)
+MAX_BODY = 1024 * 1024
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            return problem(exc.status, exc.reason or "Error", exc.text or "")
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem(500, "Internal error", "the gateway logged the details")
+
+
+def build_app(runtime: Runtime) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app[RUNTIME_KEY] = runtime
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        module.setup(app, runtime)
+    return app
+
+
+def get_runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME_KEY]  # type: ignore[no-any-return]
+
+
+async def start_web(runtime: Runtime) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner (for cleanup) and the bound port (0 in config = any free)."""
+    app = build_app(runtime)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    cfg = runtime.site.web
+    ssl_ctx = None
+    if cfg.tls_cert and cfg.tls_key:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True)
+    await site.start()
+    port = cfg.port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    log.info("web server listening", extra={"listen": f"{cfg.host}:{port}", "tls": bool(ssl_ctx)})
+    return runner, port

@@ -1,0 +1,44 @@
+"""Run a real site in-process for a test: real SQLite files in tmp_path, web on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge.config import Site, load_site
+
+
+def site_file(tmp_path: Path, doc: dict[str, Any] | str, name: str = "site.yaml") -> Path:
+    """Write a site file whose storage lives in tmp_path and whose web server takes a free port."""
+    data = yaml.safe_load(doc) if isinstance(doc, str) else dict(doc)
+    data.setdefault("site", {"id": "test-site", "name": "test"})
+    storage = dict(data.get("storage") or {})
+    storage.setdefault("path", str(tmp_path / "edge.db"))
+    data["storage"] = storage
+    web = dict(data.get("web") or {})
+    web.setdefault("listen", "127.0.0.1:0")
+    data["web"] = web
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, doc: dict[str, Any] | str) -> Site:
+    return load_site(site_file(tmp_path, doc))
+
+
+@contextlib.asynccontextmanager
+async def running_site(tmp_path: Path, doc: dict[str, Any] | str, *, web: bool = True) -> AsyncIterator[Any]:
+    """Start a Runtime for the site; stops it (flushing the journal) on exit."""
+    from edge.runtime import Runtime
+
+    rt = Runtime(load(tmp_path, doc), with_web=web)
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.stop()

@@ -1,0 +1,35 @@
+"""System tools for tests: a missing tool fails the test in CI (CI=true) and skips it elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, hint: str = "") -> str:
+    """Path of executable `name`; `make test` installs it (scripts/setup-system.sh)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    msg = (
+        f"system tool {name!r} is not installed"
+        + (f" ({hint})" if hint else "")
+        + "; `make test` installs it"
+    )
+    if in_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def require_root(why: str) -> None:
+    if os.geteuid() != 0:
+        msg = f"needs root: {why}"
+        if in_ci():
+            pytest.fail(msg)
+        pytest.skip(msg)
