@@ -108,7 +108,7 @@ class WebConfig(Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
+        _host, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"invalid listen address {v!r}; expected HOST:PORT such as 0.0.0.0:8080")
         return v
