@@ -20,6 +20,7 @@ log = logging.getLogger("edge.web")
 #: modules with `setup(app, runtime)`, in order; absent modules are skipped.
 ROUTE_MODULES = [
     "edge.web.auth",
+    "edge.web.tokens",
     "edge.web.core_routes",
     "edge.sync.pull_api",
     "edge.sync.metrics",
