@@ -155,6 +155,16 @@ class Journal:
         self._thread.start()
         return self
 
+    @classmethod
+    def open_readonly(cls, path: str) -> Journal:
+        """A reader for tools (`edge buffer …`) while another process owns the writer."""
+        j = cls(path)
+        j._read = connect(path, readonly=True)
+        row = j._read.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        j.committed_seq = int(row[0]) if row else 0
+        j.next_seq = j.committed_seq + 1
+        return j
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         version = 0
@@ -195,6 +205,9 @@ class Journal:
 
     def close_sync(self) -> None:
         if self._thread is None:
+            if self._read is not None:  # a read-only journal
+                self._read.close()
+                self._read = None
             return
         with self._cond:
             self._closing = True
