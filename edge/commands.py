@@ -1,0 +1,263 @@
+"""Core commands: `edge run`, `edge check`, `edge demo`, `edge buffer stats|tail`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.cli import HelpFormatter, add_config_arg
+from edge.config import ConfigError, Site, load_site
+from edge.units import format_duration, format_size
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a site (the systemd service runs this)",
+        description=(
+            "Run the site described by SITE.yaml until SIGTERM/SIGINT.\n"
+            "SIGTERM flushes the journal and exits within a few seconds. SIGHUP re-reads the file:\n"
+            "device changes apply live; changes to storage, web, upstream or consumers are reported\n"
+            "as needing a restart; a file with errors is refused and nothing changes.\n"
+            "Logs go to stdout as logfmt lines. Under systemd (Type=notify) it sends READY=1,\n"
+            "STATUS=… and, when WatchdogSec= is set, WATCHDOG=1 from the event loop."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(p)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "check",
+        help="validate a site file without starting anything",
+        description=(
+            "Validate SITE.yaml (and the profiles and rule packs it names) without starting anything.\n"
+            "Prints every problem as FILE:LINE: KEY: MESSAGE on stderr and exits 1; exits 0 when valid."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when the file is valid")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "demo",
+        help="run a simulated community site with its web UI",
+        description=(
+            "Run a simulated community site: electricity and water meters, a parking gate with a loop\n"
+            "sensor, waste bins, a health kiosk and an environment sensor that drops out now and then.\n"
+            "The site file is written to DATA_DIR/site.yaml (kept across runs, so edits survive); point\n"
+            "the other commands at it, e.g. `edge buffer stats -c DATA_DIR/site.yaml`."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--data-dir", default="demo-data", help="where the journal, state and site file live")
+    p.add_argument("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)")
+    p.add_argument("--port", type=int, default=8080, help="port of the web UI")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_demo)
+
+    buf = sub.add_parser(
+        "buffer",
+        help="inspect the journal (store-and-forward buffer)",
+        description="Inspect the journal of a site: its health, and its newest records.",
+        formatter_class=HelpFormatter,
+    )
+    bsub = buf.add_subparsers(dest="buffer_command", metavar="SUBCOMMAND", required=True)
+    p = bsub.add_parser(
+        "stats",
+        help="rows, bytes, backlog per consumer, ingest rate, time until full",
+        description=(
+            "Buffer health: rows and bytes held, the byte cap and full policy, per sink/consumer cursor\n"
+            "the backlog and the age of the oldest unsent record, the current ingest rate, the\n"
+            "estimated time until full, and drop counters. Works while `edge run` is running."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_buffer_stats)
+    p = bsub.add_parser(
+        "tail",
+        help="print the newest records",
+        description=(
+            "Print the newest N records of the journal, oldest first. With --json, one JSON object per\n"
+            "line in the shape the pull API serves:\n"
+            '  {"seq", "ts", "type": "reading", "point", "value", "quality"}\n'
+            '  {"seq", "ts", "type": "event", "kind", "source", "severity", "payload"}\n'
+            "(ts in UTC epoch seconds). `edge rules test --input` reads this format."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(p)
+    p.add_argument("-n", type=int, default=20, help="how many records")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records (Ctrl-C stops)")
+    p.set_defaults(func=cmd_buffer_tail)
+
+
+# ---------------------------------------------------------------- helpers
+def load_or_report(path: str) -> Site | None:
+    try:
+        return load_site(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{path}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
+
+
+def open_reader(site: Site) -> Any:
+    from edge.store.journal import Journal
+
+    db = Path(site.storage.path)
+    if not db.exists():
+        print(f"{db}: no journal yet (has the site run?)", file=sys.stderr)
+        return None
+    return Journal.open_readonly(str(db))
+
+
+# ---------------------------------------------------------------- commands
+def cmd_check(args: argparse.Namespace) -> int:
+    site = load_or_report(args.config)
+    if site is None:
+        return 1
+    if not args.quiet:
+        points = sum(len(d.point_infos()) for d in site.devices)
+        print(
+            f"{args.config}: ok — site {site.site.id}, {len(site.devices)} devices, {points} points, "
+            f"{len(site.upstream)} upstream sinks, {len(site.consumers)} pull consumers"
+        )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.logs import setup_logging
+    from edge.service import serve
+
+    site = load_or_report(args.config)
+    if site is None:
+        return 1
+    setup_logging(args.log_level)
+    return asyncio.run(serve(args.config, site))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from edge.demo import prepare
+    from edge.logs import setup_logging
+    from edge.service import serve
+
+    data_dir = Path(args.data_dir)
+    path = prepare(data_dir, args.host, args.port)
+    site = load_or_report(str(path))
+    if site is None:
+        return 1
+    site.web = site.web.model_copy(update={"listen": f"{args.host}:{args.port}"})
+    setup_logging(args.log_level)
+    token = (data_dir / "city-platform.token").read_text().strip()
+
+    def announce(rt: Any) -> None:
+        url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{rt.web_port}/"
+        logging.getLogger("edge.demo").info(
+            "demo site running: open %s (site file %s; pull API token for consumer city-platform: %s)",
+            url,
+            path,
+            token,
+        )
+
+    return asyncio.run(serve(str(path), site, on_ready=announce))
+
+
+def cmd_buffer_stats(args: argparse.Namespace) -> int:
+    from edge.store.health import buffer_health
+
+    site = load_or_report(args.config)
+    if site is None:
+        return 1
+    journal = open_reader(site)
+    if journal is None:
+        return 1
+    try:
+        health = buffer_health(journal, site.storage)
+    finally:
+        journal.close_sync()
+    if args.json:
+        print(json.dumps(health, ensure_ascii=False, default=str))
+        return 0
+    print(format_health(health))
+    return 0
+
+
+def format_health(h: dict[str, Any]) -> str:
+    now = time.time()
+    lines = [
+        f"rows            {h.get('rows', 0):,}  (seq {h.get('first_seq')} … {h.get('last_seq')})",
+        f"bytes           {format_size(h.get('bytes', 0))} of {format_size(h.get('max_bytes', 0))} "
+        f"(when full: {h.get('when_full')})",
+    ]
+    if "ingest_rate" in h:
+        lines.append(f"ingest rate     {h['ingest_rate']:.1f} records/s")
+    if h.get("time_until_full_s") is not None:
+        lines.append(f"time until full {format_duration(round(h['time_until_full_s']))}")
+    for key in ("dropped_oldest", "dropped_newest", "write_errors"):
+        if key in h:
+            lines.append(f"{key.replace('_', ' '):<15} {h[key]:,}")
+    cursors = h.get("cursors") or {}
+    if cursors:
+        lines.append("cursors:")
+        for name, c in cursors.items():
+            oldest = c.get("oldest_unsent_ts")
+            age = (
+                f"oldest unsent {format_duration(max(0, round(now - oldest)))} ago"
+                if oldest
+                else "up to date"
+            )
+            lines.append(
+                f"  {name:<16} {c.get('kind', ''):<9} seq {c.get('seq')}  backlog {c.get('backlog', 0):,}  {age}"
+            )
+    else:
+        lines.append("cursors:        none (no upstream sinks or pull consumers have registered)")
+    return "\n".join(lines)
+
+
+def cmd_buffer_tail(args: argparse.Namespace) -> int:
+    site = load_or_report(args.config)
+    if site is None:
+        return 1
+    journal = open_reader(site)
+    if journal is None:
+        return 1
+    try:
+        records = journal.tail(max(0, args.n))
+        last = records[-1]["seq"] if records else 0
+        for rec in records:
+            print(format_record(rec, args.json), flush=True)
+        while args.follow:
+            time.sleep(0.5)
+            for rec in journal.read(last, 1000):
+                print(format_record(rec, args.json), flush=True)
+                last = rec["seq"]
+    except KeyboardInterrupt:
+        pass
+    finally:
+        journal.close_sync()
+    return 0
+
+
+def format_record(rec: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(rec, ensure_ascii=False)
+    ts = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec["ts"]))
+    if rec["type"] == "reading":
+        return f"{rec['seq']:>10}  {ts}  {rec['point']:<32} {rec['value']!s:<14} {rec['quality']}"
+    payload = json.dumps(rec["payload"], ensure_ascii=False)
+    return f"{rec['seq']:>10}  {ts}  [{rec['severity']}] {rec['kind']} from {rec['source']}: {payload}"

@@ -1,0 +1,137 @@
+"""The process around a Runtime: signals, systemd notifications, config reload.
+
+SIGTERM/SIGINT stop the runtime (drivers stop, the journal flushes) and the process exits.
+SIGHUP re-reads the site file: an invalid file is reported and changes nothing; device changes
+are applied live (changed devices restart, removed ones stop, new ones start); changes to
+sections that need a restart (storage, web, upstream, consumers, modbus_server) are named in
+the log and the STATUS line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from edge.config import ConfigError, Site, load_site
+from edge.runtime import Runtime
+from edge.sdnotify import Notifier
+
+log = logging.getLogger("edge.service")
+RESTART_SECTIONS = ("storage", "web", "upstream", "consumers", "modbus_server")
+
+
+def status_line(rt: Runtime) -> str:
+    counts: dict[str, int] = {}
+    for slot in rt.slots.values():
+        counts[str(slot.health.state)] = counts.get(str(slot.health.state), 0) + 1
+    devices = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no devices"
+    return f"{devices}; journal seq {rt.journal.committed_seq}"
+
+
+def _dump(items: list[Any]) -> dict[str, Any]:
+    return {d.id: d.model_dump(mode="json") for d in items}
+
+
+async def reload(rt: Runtime, path: str) -> list[str]:
+    """Apply a changed site file; returns the sections that still need a restart."""
+    try:
+        new = load_site(path)
+    except ConfigError as exc:
+        log.error("reload refused: the site file has errors; nothing changed\n%s", exc)
+        return []
+    old = rt.site
+    needs_restart = [key for key in RESTART_SECTIONS if _section(old, key) != _section(new, key)]
+    before, after = _dump(old.devices), _dump(new.devices)
+    changed = [i for i in after if i in before and after[i] != before[i]]
+    removed = [i for i in before if i not in after]
+    added = [i for i in after if i not in before]
+    for device_id in removed + changed:
+        await rt.stop_device(device_id)
+        rt.hub.unregister_device(device_id)
+    rt.site.devices = new.devices
+    rt.site.site = new.site
+    rt.site.sections.update({k: v for k, v in new.sections.items() if k == "rules"})
+    for dev in new.devices:
+        if dev.id in added + changed and dev.enabled:
+            rt.start_device(dev)
+    rules = rt.components.get("rules")
+    if rules is not None and hasattr(rules, "reload"):
+        await rules.reload()  # type: ignore[attr-defined]
+    log.info(
+        "site file reloaded",
+        extra={"added": ",".join(added), "changed": ",".join(changed), "removed": ",".join(removed)},
+    )
+    if needs_restart:
+        log.warning("these sections changed and take effect after a restart: %s", ", ".join(needs_restart))
+    return needs_restart
+
+
+def _section(site: Site, key: str) -> Any:
+    value = getattr(site, key, None)
+    if value is None:
+        value = site.sections.get(key)
+    if isinstance(value, list):
+        return [v.model_dump(mode="json") for v in value]
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
+async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) -> int:
+    """Run the site until SIGTERM/SIGINT. Returns the process exit code."""
+    site = site or load_site(path)
+    rt = Runtime(site)
+    notifier = Notifier()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hup = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
+    try:
+        await rt.start()
+    except Exception as exc:
+        log.error("start failed: %s", exc, exc_info=True)
+        with contextlib.suppress(Exception):
+            await rt.stop()
+        return 1
+    notifier.ready(status_line(rt))
+    if on_ready is not None:
+        on_ready(rt)
+    pending_restart: list[str] = []
+
+    async def heartbeat() -> None:
+        # Sent from the event loop: if the loop hangs, the pings stop and systemd restarts us.
+        interval = notifier.watchdog_interval or 5.0
+        while True:
+            if notifier.watchdog_interval:
+                notifier.watchdog()
+            extra = f"; restart needed for {', '.join(pending_restart)}" if pending_restart else ""
+            notifier.status(status_line(rt) + extra)
+            await asyncio.sleep(interval)
+
+    beat = asyncio.create_task(heartbeat(), name="sd-heartbeat") if notifier.enabled else None
+
+    async def reloads() -> None:
+        while True:
+            await hup.wait()
+            hup.clear()
+            notifier.reloading()
+            pending_restart[:] = sorted(set(pending_restart) | set(await reload(rt, path)))
+            notifier.ready(status_line(rt))
+
+    reloader = asyncio.create_task(reloads(), name="reloader")
+    await stop.wait()
+    log.info("stopping")
+    notifier.stopping()
+    for task in (beat, reloader):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await rt.stop()
+    log.info("stopped", extra={"committed_seq": rt.journal.committed_seq})
+    return 0
