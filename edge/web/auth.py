@@ -1,8 +1,14 @@
-"""Who is calling: bearer tokens of pull consumers (from the site file) and, later, UI sessions.
+"""Who is calling: bearer tokens (pull consumers from the site file, API tokens) and UI sessions.
 
-The auth middleware puts a `Principal` (or None) into `request["principal"]`; handlers call
-`require(request, scope)`. Scopes: `read` (status, points, history), `write` (commands),
-`rules` (edit rules), `admin` (accounts, tokens), `pull` (the stream and acks of one consumer).
+The auth middleware asks each of `app["authenticators"]` in turn and puts the first `Principal`
+(or None) into `request["principal"]`; handlers call `require(request, scope)`. Scopes: `read`
+(status, points, history), `write` (commands), `rules` (edit rules), `admin` (accounts, tokens),
+`pull` (the stream and acks of one consumer).
+
+Cross-site request forgery: a browser sends the session cookie by itself, so every
+state-changing request authenticated by a cookie must also carry the session's CSRF token in the
+`X-CSRF-Token` header (a page on another site cannot read it), and any unsafe request that names
+a foreign `Origin` is refused. Bearer-token requests are not cookie-borne and need neither.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -25,6 +32,8 @@ ROLE_SCOPES = {
     "admin": frozenset({"read", "write", "rules", "admin"}),
 }
 PUBLIC_PATHS = {"/healthz"}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSRF_HEADER = "X-CSRF-Token"
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,8 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
     role: str | None = None
     consumer: str | None = None  # for kind == "consumer": the consumer id
+    session: str | None = None  # kind == "user": hash of the session id (to log out)
+    csrf: str | None = None  # kind == "user": the token unsafe requests must echo
 
 
 def require(request: web.Request, *scopes: str) -> Principal:
@@ -92,5 +103,25 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         principal = authenticate(request)
         if principal is not None:
             break
+    if request.method in UNSAFE_METHODS and bearer(request) is None:
+        check_origin(request)
+        if principal is not None and principal.csrf is not None:
+            given = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(given.encode(), principal.csrf.encode()):
+                raise Problem(
+                    403,
+                    "CSRF token missing or wrong",
+                    f"a request authenticated by the session cookie must send the {CSRF_HEADER} header",
+                )
     request["principal"] = principal
     return await handler(request)
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse an unsafe request that a page on another origin sent (browsers set Origin on them)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    parts = urlsplit(origin)
+    if origin == "null" or parts.netloc.lower() != request.host.lower():
+        raise Problem(403, "Cross-site request refused", f"origin {origin} is not this gateway")

@@ -125,3 +125,55 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return lookup(runtime.state, token)
 
     app.setdefault("authenticators", []).append(by_api_token)
+    add_routes(app, runtime)
+
+
+def add_routes(app: web.Application, runtime: Runtime) -> None:
+    """Token management for admins: list, create (the plaintext is in this one answer), revoke."""
+    from edge import audit
+    from edge.web.auth import require
+    from edge.web.problem import Problem, json_response, read_json
+
+    def state() -> StateDB:
+        assert runtime.state is not None
+        return runtime.state
+
+    async def index(request: web.Request) -> web.Response:
+        require(request, "admin")
+        return json_response({"tokens": list_tokens(state())})
+
+    async def create(request: web.Request) -> web.Response:
+        principal = require(request, "admin")
+        body = await read_json(request, 4096)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+            raise Problem(400, "Missing token name", 'send {"name": ..., "scopes": [...], "consumer": ...}')
+        scopes = body.get("scopes") or []
+        if not isinstance(scopes, list):
+            raise Problem(422, "Invalid scopes", f"a list of: {', '.join(sorted(VALID_SCOPES))}")
+        try:
+            token = create_token(
+                state(),
+                body["name"].strip()[:100],
+                scopes,
+                consumer=body.get("consumer") or None,
+                created_by=principal.name,
+            )
+        except ValueError as exc:
+            raise Problem(422, "Invalid token request", str(exc)) from None
+        audit.record(state(), principal.name, "token_create", body["name"], scopes=sorted(scopes))
+        return json_response({"token": token, "name": body["name"], "scopes": sorted(scopes)}, status=201)
+
+    async def revoke(request: web.Request) -> web.Response:
+        principal = require(request, "admin")
+        try:
+            token_id = int(request.match_info["id"])
+        except ValueError:
+            raise Problem(400, "Bad token id", "token ids are integers") from None
+        if not revoke_token(state(), token_id):
+            raise Problem(404, "No such token", f"no active token with id {token_id}")
+        audit.record(state(), principal.name, "token_revoke", str(token_id))
+        return json_response({"ok": True})
+
+    app.router.add_get("/api/v1/tokens", index)
+    app.router.add_post("/api/v1/tokens", create)
+    app.router.add_delete("/api/v1/tokens/{id}", revoke)

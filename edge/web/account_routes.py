@@ -1,0 +1,228 @@
+"""HTTP side of accounts: first-run setup, login/logout, the session's own state, users, audit log.
+
+`/api/v1/auth/state`, `/setup` and `/login` are public (they are how a session starts); everything
+else calls `require`. Every change is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from edge import audit
+from edge.web import accounts as acc
+from edge.web.auth import Principal, require
+from edge.web.problem import Problem, json_response, read_json
+
+ACCOUNTS_KEY: web.AppKey[Any] = web.AppKey("accounts", object)
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or ""
+
+
+def _set_cookie(response: web.Response, request: web.Request, sid: str) -> None:
+    response.set_cookie(
+        acc.COOKIE,
+        sid,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+        max_age=acc.SESSION_MAX,
+    )
+
+
+def _fields(body: Any, *names: str) -> list[Any]:
+    if not isinstance(body, dict):
+        raise Problem(400, "Expected a JSON object", f"with the fields: {', '.join(names)}")
+    return [body.get(n) for n in names]
+
+
+def _bad(exc: acc.AccountError) -> Problem:
+    return Problem(422, "Invalid account data", str(exc))
+
+
+def _me(principal: Principal | None) -> dict[str, Any] | None:
+    if principal is None:
+        return None
+    return {
+        "name": principal.name,
+        "kind": principal.kind,
+        "role": principal.role,
+        "scopes": sorted(principal.scopes),
+    }
+
+
+def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
+    state = accounts.state
+    guard = accounts.guard
+
+    async def auth_state(request: web.Request) -> web.Response:
+        principal: Principal | None = request.get("principal")
+        from edge.web.app import get_runtime
+
+        runtime = get_runtime(request)
+        return json_response(
+            {
+                "setup_required": accounts.setup_code is not None and acc.user_count(state) == 0,
+                "user": _me(principal),
+                "csrf": principal.csrf if principal else None,
+                "site": {
+                    "id": runtime.site.site.id,
+                    "name": runtime.site.site.name,
+                    "timezone": runtime.site.site.timezone,
+                },
+            }
+        )
+
+    async def first_setup(request: web.Request) -> web.Response:
+        code, name, password = _fields(await read_json(request, 4096), "code", "name", "password")
+        try:
+            guard.check_address(_address(request))
+        except acc.LoginRefused as exc:
+            raise Problem(exc.status, "Too many attempts", str(exc)) from None
+        if accounts.setup_code is None or acc.user_count(state) > 0:
+            raise Problem(409, "Setup already done", "an admin exists; log in instead")
+        if not accounts.setup_code.matches(code or ""):
+            audit.record(state, name or "?", "setup_failed", "", address=_address(request))
+            raise Problem(403, "Wrong setup code", "the code is printed in the gateway's log at start")
+        try:
+            await asyncio.to_thread(acc.add_user, state, name, "admin", password, created_by="setup")
+        except acc.AccountError as exc:
+            raise _bad(exc) from None
+        accounts.setup_code.consume()
+        audit.record(state, name, "setup", name, role="admin", address=_address(request))
+        sid, csrf = acc.create_session(state, name, _address(request))
+        response = json_response({"user": {"name": name, "role": "admin"}, "csrf": csrf}, status=201)
+        _set_cookie(response, request, sid)
+        return response
+
+    async def login(request: web.Request) -> web.Response:
+        name, password = _fields(await read_json(request, 4096), "name", "password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise Problem(400, "Missing credentials", "send a JSON object with name and password")
+        try:
+            role = await asyncio.to_thread(acc.verify_login, state, guard, name, password, _address(request))
+        except acc.LoginRefused as exc:
+            audit.record(
+                state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request)
+            )
+            headers = {"Retry-After": str(int(exc.retry_after) + 1)} if exc.retry_after else None
+            title = {401: "Login failed", 423: "Account locked", 429: "Too many attempts"}[exc.status]
+            resp = Problem(exc.status, title, str(exc)).response()
+            if headers:
+                resp.headers.update(headers)
+            return resp
+        audit.record(state, name, "login", name, address=_address(request))
+        sid, csrf = acc.create_session(state, name, _address(request))
+        response = json_response({"user": {"name": name, "role": role}, "csrf": csrf})
+        _set_cookie(response, request, sid)
+        return response
+
+    async def logout(request: web.Request) -> web.Response:
+        principal = require(request)
+        if principal.session:
+            acc.end_session(state, principal.session)
+            audit.record(state, principal.name, "logout", principal.name)
+        response = json_response({"ok": True})
+        response.del_cookie(acc.COOKIE, path="/")
+        return response
+
+    async def change_password(request: web.Request) -> web.Response:
+        principal = require(request)
+        if principal.kind != "user":
+            raise Problem(400, "Not a user session", "API tokens have no password")
+        old, new = _fields(await read_json(request, 4096), "old", "new")
+        try:
+            await asyncio.to_thread(
+                acc.verify_login, state, guard, principal.name, old or "", _address(request)
+            )
+            await asyncio.to_thread(acc.update_user, state, principal.name, password=new or "")
+        except acc.LoginRefused as exc:
+            raise Problem(exc.status, "Current password is wrong", str(exc)) from None
+        except acc.AccountError as exc:
+            raise _bad(exc) from None
+        audit.record(state, principal.name, "password_change", principal.name)
+        # every session of the user ended; start a fresh one for this browser
+        sid, csrf = acc.create_session(state, principal.name, _address(request))
+        response = json_response({"ok": True, "csrf": csrf})
+        _set_cookie(response, request, sid)
+        return response
+
+    async def users(request: web.Request) -> web.Response:
+        require(request, "admin")
+        return json_response({"users": acc.list_users(state)})
+
+    async def add_user(request: web.Request) -> web.Response:
+        principal = require(request, "admin")
+        name, role, password = _fields(await read_json(request, 4096), "name", "role", "password")
+        try:
+            await asyncio.to_thread(
+                acc.add_user, state, name, role or "viewer", password, created_by=principal.name
+            )
+        except acc.AccountError as exc:
+            raise _bad(exc) from None
+        audit.record(state, principal.name, "user_add", name, role=role or "viewer")
+        return json_response({"name": name, "role": role or "viewer"}, status=201)
+
+    async def change_user(request: web.Request) -> web.Response:
+        principal = require(request, "admin")
+        name = request.match_info["name"]
+        body = await read_json(request, 4096)
+        if not isinstance(body, dict) or not set(body) <= {"role", "password", "disabled", "unlock"}:
+            raise Problem(400, "Unknown fields", "accepted: role, password, disabled, unlock")
+        try:
+            await asyncio.to_thread(
+                acc.update_user,
+                state,
+                name,
+                role=body.get("role"),
+                password=body.get("password"),
+                disabled=body.get("disabled"),
+                unlock=bool(body.get("unlock")),
+            )
+        except acc.AccountError as exc:
+            raise _bad(exc) from None
+        detail = {k: v for k, v in body.items() if k != "password"}
+        if "password" in body:
+            detail["password"] = "changed"
+        audit.record(state, principal.name, "user_update", name, **detail)
+        return json_response({"ok": True})
+
+    async def delete_user(request: web.Request) -> web.Response:
+        principal = require(request, "admin")
+        name = request.match_info["name"]
+        try:
+            acc.delete_user(state, name)
+        except acc.AccountError as exc:
+            raise _bad(exc) from None
+        audit.record(state, principal.name, "user_delete", name)
+        return json_response({"ok": True})
+
+    async def audit_log(request: web.Request) -> web.Response:
+        require(request, "admin", "write")
+        try:
+            limit = min(1000, int(request.query.get("limit", "200")))
+            before = int(request.query["before"]) if "before" in request.query else None
+        except ValueError:
+            raise Problem(400, "Bad query", "limit and before are integers") from None
+        rows = audit.entries(state, limit, before)
+        for key in ("actor", "action"):
+            if request.query.get(key):
+                rows = [r for r in rows if r[key] == request.query[key]]
+        return json_response({"entries": rows})
+
+    r = app.router
+    r.add_get("/api/v1/auth/state", auth_state)
+    r.add_post("/api/v1/auth/setup", first_setup)
+    r.add_post("/api/v1/auth/login", login)
+    r.add_post("/api/v1/auth/logout", logout)
+    r.add_post("/api/v1/auth/password", change_password)
+    r.add_get("/api/v1/users", users)
+    r.add_post("/api/v1/users", add_user)
+    r.add_patch("/api/v1/users/{name}", change_user)
+    r.add_delete("/api/v1/users/{name}", delete_user)
+    r.add_get("/api/v1/audit", audit_log)

@@ -1,0 +1,124 @@
+"""`POST /api/v1/commission/read`: the technician's test-read.
+
+`{"point": "dev.p"}` asks the driver for the point now when the driver can (`async read(name)`),
+and otherwise answers the value of the driver's last poll with its age. `{"device": ID, "table":
+"holding", "address": N, "count": N}` reads a raw Modbus register range through the Modbus
+engineer's `drivers.modbus.probe` and decodes it in every word order; that module is imported
+only here, on demand, so sites without Modbus never load pymodbus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from edge.model import QUALITY_NAMES, Reading
+from edge.web.auth import require
+from edge.web.problem import Problem, json_response, read_json
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+READ_TIMEOUT = 5.0
+TABLES = ("holding", "input", "coil", "discrete")
+
+
+async def read_point(runtime: Runtime, point_id: str) -> dict[str, Any]:
+    if point_id not in runtime.hub.points:
+        raise Problem(404, "Unknown point", f"no point {point_id!r} in this site")
+    device, _, name = point_id.partition(".")
+    slot = runtime.slots.get(device)
+    driver = slot.driver if slot else None
+    reader = getattr(driver, "read", None)
+    if driver is not None and callable(reader):
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                got = await reader(name)
+        except TimeoutError:
+            raise Problem(504, "Device did not answer", f"no answer within {READ_TIMEOUT:g}s") from None
+        except Exception as exc:
+            raise Problem(502, "Read failed", f"{type(exc).__name__}: {exc}") from None
+        if isinstance(got, Reading):
+            return _answer(point_id, got.value, QUALITY_NAMES[got.quality & 3], got.ts, "driver")
+        return _answer(point_id, got, "good", time.time(), "driver")
+    latest = runtime.hub.latest.get(point_id)
+    if latest is None:
+        state = driver.health.state if driver else "stopped"
+        raise Problem(504, "No value yet", f"the device has not reported this point (device is {state})")
+    return _answer(point_id, latest.value, QUALITY_NAMES[latest.quality & 3], latest.ts, "last_poll")
+
+
+def _answer(point: str, value: Any, quality: str, ts: float, source: str) -> dict[str, Any]:
+    return {
+        "point": point,
+        "value": value,
+        "quality": quality,
+        "ts": ts,
+        "age_s": round(max(0.0, time.time() - ts), 2),
+        "source": source,
+    }
+
+
+async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    device_id = body.get("device")
+    try:
+        dev = runtime.site.device(str(device_id))
+    except KeyError:
+        raise Problem(404, "Unknown device", f"no device {device_id!r} in this site") from None
+    if dev.driver != "modbus":
+        raise Problem(422, "Not a Modbus device", f"{dev.id} uses the {dev.driver} driver")
+    table = body.get("table", "holding")
+    if table not in TABLES:
+        raise Problem(422, "Bad table", f"table is one of: {', '.join(TABLES)}")
+    try:
+        address = int(body.get("address", 0))
+        count = int(body.get("count", 2))
+    except (TypeError, ValueError):
+        raise Problem(422, "Bad range", "address and count are integers") from None
+    limit = 125 if table in ("holding", "input") else 2000
+    if not 0 <= address <= 65535 or not 1 <= count <= limit:
+        raise Problem(422, "Bad range", f"address 0-65535 and count 1-{limit} for {table}")
+    try:
+        probe = importlib.import_module("drivers.modbus.probe")
+    except ModuleNotFoundError:
+        raise Problem(
+            501,
+            "Modbus probe not available",
+            "this build has no drivers/modbus/probe.py; the raw register read needs it",
+        ) from None
+    fn = getattr(probe, "probe_device", None)
+    if fn is None:
+        raise Problem(501, "Modbus probe not available", "drivers.modbus.probe has no probe_device()")
+    try:
+        async with asyncio.timeout(READ_TIMEOUT * 2):
+            result = await fn(dev, table=table, address=address, count=count)
+    except TimeoutError:
+        raise Problem(504, "Device did not answer", f"no answer within {READ_TIMEOUT * 2:g}s") from None
+    except Exception as exc:
+        raise Problem(502, "Read failed", f"{type(exc).__name__}: {exc}") from None
+    return dict(result) if not isinstance(result, dict) else result
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    async def commission_read(request: web.Request) -> web.Response:
+        require(request, "write")
+        body = await read_json(request, 4096)
+        if not isinstance(body, dict):
+            raise Problem(
+                400,
+                "Expected a JSON object",
+                'send {"point": ID} or {"device": ID, "table", "address", "count"}',
+            )
+        if "point" in body:
+            return json_response(await read_point(runtime, str(body["point"])))
+        if "device" in body:
+            return json_response(await read_registers(runtime, body))
+        raise Problem(
+            400, "Nothing to read", 'send {"point": ID} or {"device": ID, "table", "address", "count"}'
+        )
+
+    app.router.add_post("/api/v1/commission/read", commission_read)

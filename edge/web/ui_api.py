@@ -1,0 +1,245 @@
+"""The UI's own JSON endpoints: point history for trends, device points with latest values, point
+writes (audited), events and alerts with acknowledgements, and a YAML helper for the rule editor.
+
+The live stream (SSE) is in `edge.web.live`, commissioning test-reads in `edge.web.commission`.
+History and event queries scan the newest part of the journal by `seq` (the primary key) because
+the journal has no index on point or kind; SCAN_ROWS bounds how far back one query looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from aiohttp import web
+
+from edge import audit
+from edge.model import QUALITY_NAMES, CommandStatus
+from edge.store.journal import BOOL_FLAG, row_to_record
+from edge.web.auth import require
+from edge.web.problem import Problem, json_response, read_json
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+SCAN_ROWS = 300_000
+MAX_LIMIT = 5000
+ACK_MIGRATIONS = [
+    """
+    CREATE TABLE ui_acks (
+        seq INTEGER PRIMARY KEY,   -- the journal seq of the acknowledged event
+        user TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        ts REAL NOT NULL
+    );
+    """
+]
+
+
+def _float(request: web.Request, name: str, default: float | None) -> float | None:
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except ValueError:
+        raise Problem(400, f"Bad query parameter {name}", f"{name} is a number (UTC epoch seconds)") from None
+
+
+def _limit(request: web.Request, default: int) -> int:
+    try:
+        return max(1, min(MAX_LIMIT, int(request.query.get("limit", default))))
+    except ValueError:
+        raise Problem(400, "Bad query parameter limit", f"an integer from 1 to {MAX_LIMIT}") from None
+
+
+def point_view(runtime: Runtime, point_id: str, now: float) -> dict[str, Any]:
+    info = runtime.hub.points[point_id]
+    latest = runtime.hub.latest.get(point_id)
+    return {
+        "id": point_id,
+        "name": info.name,
+        "type": str(info.type),
+        "unit": info.unit,
+        "writable": info.writable,
+        "privacy": str(info.privacy),
+        "description": info.description,
+        "value": latest.value if latest else None,
+        "quality": QUALITY_NAMES[latest.quality & 3] if latest else None,
+        "ts": latest.ts if latest else None,
+        "age_s": round(now - latest.ts, 1) if latest else None,
+    }
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    state = runtime.state
+    assert state is not None
+    state.migrate("ui", ACK_MIGRATIONS)
+    journal = runtime.journal
+
+    async def scan(sql_where: str, args: tuple[Any, ...], limit: int) -> list[Any]:
+        floor = max(0, journal.committed_seq - SCAN_ROWS)
+        sql = (
+            "SELECT seq, ts, point, value, quality, kind, severity, payload FROM journal "
+            f"WHERE seq > ? AND {sql_where} ORDER BY seq DESC LIMIT ?"
+        )
+        return await asyncio.to_thread(journal.query, sql, (floor, *args, limit))
+
+    async def history(request: web.Request) -> web.Response:
+        require(request, "read")
+        point = request.query.get("point", "")
+        if point not in runtime.hub.points:
+            raise Problem(404, "Unknown point", f"no point {point!r}; see /api/v1/devices/{{id}}/points")
+        since = _float(request, "since", time.time() - 3600)
+        rows = await scan("point = ? AND kind IS NULL AND ts >= ?", (point, since), _limit(request, 1000))
+        out = []
+        for _seq, ts, _p, value, quality, *_ in reversed(rows):
+            if quality & BOOL_FLAG:
+                value = bool(value)
+            out.append([ts, value, QUALITY_NAMES[quality & 3]])
+        return json_response({"point": point, "since": since, "readings": out})
+
+    async def device_points(request: web.Request) -> web.Response:
+        require(request, "read")
+        device_id = request.match_info["id"]
+        status = next((d for d in runtime.devices_status() if d["id"] == device_id), None)
+        if status is None:
+            raise Problem(404, "Unknown device", f"no device {device_id!r} in this site")
+        now = time.time()
+        prefix = device_id + "."
+        points = [point_view(runtime, pid, now) for pid in runtime.hub.points if pid.startswith(prefix)]
+        return json_response({"device": status, "points": points, "now": now})
+
+    async def write_point(request: web.Request) -> web.Response:
+        principal = require(request, "write")
+        point = request.match_info["id"]
+        body = await read_json(request, 4096)
+        if not isinstance(body, dict) or "value" not in body:
+            raise Problem(400, "Missing value", 'send {"value": ...}')
+        result = await runtime.hub.write(point, body["value"], source=f"user:{principal.name}")
+        audit.record(
+            state,
+            principal.name,
+            "point_write",
+            point,
+            value=body["value"],
+            status=str(result.status),
+            reason=result.reason,
+        )
+        status = {CommandStatus.OK: 200, CommandStatus.REJECTED: 422}.get(result.status, 502)
+        return json_response(
+            {
+                "point": point,
+                "value": result.value,
+                "status": str(result.status),
+                "reason": result.reason,
+                "duration_ms": round(result.duration_ms, 1),
+            },
+            status=status,
+        )
+
+    def acks_for(seqs: list[int]) -> dict[int, dict[str, Any]]:
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        with state.lock:
+            rows = state.conn.execute(
+                f"SELECT seq, user, comment, ts FROM ui_acks WHERE seq IN ({marks})", seqs
+            ).fetchall()
+        return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3]} for r in rows}
+
+    async def events(request: web.Request) -> web.Response:
+        require(request, "read")
+        where, args = ["kind IS NOT NULL"], []
+        for key, col in (("kind", "kind"), ("severity", "severity"), ("source", "point")):
+            if request.query.get(key):
+                where.append(f"{col} = ?")
+                args.append(request.query[key])
+        since = _float(request, "since", None)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        rows = await scan(" AND ".join(where), tuple(args), _limit(request, 200))
+        records = [row_to_record(r) for r in rows]
+        acks = acks_for([r["seq"] for r in records])
+        for r in records:
+            r["ack"] = acks.get(r["seq"])
+        if request.query.get("unacked") in ("1", "true"):
+            records = [r for r in records if r["ack"] is None]
+        return json_response(
+            {"events": records, "scanned_from_seq": max(0, journal.committed_seq - SCAN_ROWS)}
+        )
+
+    async def active_alerts(request: web.Request) -> web.Response:
+        """Alerts whose latest state per rule is `fired` (not yet cleared)."""
+        require(request, "read")
+        rows = await scan("kind = 'alert'", (), MAX_LIMIT)
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:  # newest first: the first seen per source is its current state
+            rec = row_to_record(r)
+            latest.setdefault(rec["source"], rec)
+        active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
+        acks = acks_for([r["seq"] for r in active])
+        for r in active:
+            r["ack"] = acks.get(r["seq"])
+        return json_response({"alerts": active})
+
+    async def ack(request: web.Request) -> web.Response:
+        principal = require(request, "write")
+        try:
+            seq = int(request.match_info["seq"])
+        except ValueError:
+            raise Problem(400, "Bad seq", "the event's journal seq is an integer") from None
+        body = await read_json(request, 8192)
+        comment = body.get("comment", "") if isinstance(body, dict) else None
+        if not isinstance(comment, str) or len(comment) > 2000:
+            raise Problem(400, "Bad comment", 'send {"comment": "..."} (up to 2000 characters)')
+        rows = await asyncio.to_thread(journal.query, "SELECT kind FROM journal WHERE seq=?", (seq,))
+        if not rows or rows[0][0] is None:
+            raise Problem(404, "No such event", f"no event with seq {seq} in the local journal")
+        with state.lock:
+            state.conn.execute(
+                "INSERT INTO ui_acks(seq, user, comment, ts) VALUES (?,?,?,?) "
+                "ON CONFLICT(seq) DO UPDATE SET user=excluded.user, comment=excluded.comment, ts=excluded.ts",
+                (seq, principal.name, comment, time.time()),
+            )
+        audit.record(state, principal.name, "alert_ack", str(seq), kind=rows[0][0], comment=comment)
+        return json_response({"seq": seq, "ack": {"user": principal.name, "comment": comment}})
+
+    async def yaml_helper(request: web.Request) -> web.Response:
+        """{"text": YAML} → {"data"} (with a located error), or {"data"} → {"text"}: the rule editor
+        edits YAML and there is no YAML parser in a browser without a build step."""
+        require(request, "read")
+        body = await read_json(request, 256 * 1024)
+        if isinstance(body, dict) and isinstance(body.get("text"), str):
+            try:
+                return json_response({"data": yaml.safe_load(body["text"])})
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark
+                return json_response(
+                    {
+                        "error": {
+                            "message": str(exc.problem or exc),
+                            "line": mark.line + 1 if mark else None,
+                            "column": mark.column + 1 if mark else None,
+                        }
+                    },
+                    status=422,
+                )
+            except yaml.YAMLError as exc:
+                return json_response({"error": {"message": str(exc), "line": None, "column": None}}, 422)
+        if isinstance(body, dict) and "data" in body:
+            text = yaml.safe_dump(body["data"], allow_unicode=True, sort_keys=False, width=100)
+            return json_response({"text": text})
+        raise Problem(400, "Expected text or data", 'send {"text": "yaml"} or {"data": {...}}')
+
+    r = app.router
+    r.add_get("/api/v1/history", history)
+    r.add_get("/api/v1/devices/{id}/points", device_points)
+    r.add_post("/api/v1/points/{id}/write", write_point)
+    r.add_get("/api/v1/events", events)
+    r.add_get("/api/v1/alerts/active", active_alerts)
+    r.add_post("/api/v1/alerts/{seq}/ack", ack)
+    r.add_post("/api/v1/ui/yaml", yaml_helper)
