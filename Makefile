@@ -1,0 +1,42 @@
+# `make demo` and `make test` work from a clean clone on Debian/Ubuntu with Python 3.11+,
+# as root or not: they create .venv, install the project, and (for tests) the system tools.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow lint bench system-deps clean help
+
+help:
+	@echo "make demo       run a simulated community site with its web UI (http://127.0.0.1:8080/)"
+	@echo "make test       install what the tests need and run the whole suite"
+	@echo "make test-slow  also run the slow soak tests"
+	@echo "make lint       ruff"
+	@echo "make bench      every benchmark in --quick mode"
+
+$(STAMP): pyproject.toml scripts/bootstrap-venv.sh
+	@PYTHON=$(PYTHON) sh scripts/bootstrap-venv.sh $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edge demo --data-dir demo-data --port 8080
+
+system-deps:
+	@sh scripts/setup-system.sh
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(BIN)/python -m bench.$$m --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo-data build *.egg-info

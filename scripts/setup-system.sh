@@ -1,0 +1,35 @@
+#!/bin/sh
+# System tools the test suite uses. Installs the missing ones with apt-get when it can (root, or
+# passwordless sudo); otherwise says which are missing — those tests then skip (or fail under CI=true).
+set -u
+# tool:debian-package
+TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd"
+FONTS_PKG=fonts-noto-cjk   # zh-CN screenshots need CJK glyphs
+
+missing=""
+for pair in $TOOLS; do
+  tool=${pair%%:*}; pkg=${pair#*:}
+  command -v "$tool" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if command -v dpkg-query >/dev/null 2>&1; then
+  dpkg-query -W -f='${Status}' "$FONTS_PKG" 2>/dev/null | grep -q "ok installed" || missing="$missing $FONTS_PKG"
+fi
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "note: missing system packages:$missing — tests that need them will skip (fail under CI=true)." >&2
+  echo "      install them with: sudo apt-get install$missing" >&2
+  exit 0
+fi
+echo "installing system packages for the tests:$missing" >&2
+$SUDO apt-get update -qq >/dev/null 2>&1 || true
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 || {
+  # one unavailable package must not stop the others
+  for pkg in $missing; do
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1 \
+      || echo "note: could not install $pkg" >&2
+  done
+}
+exit 0
