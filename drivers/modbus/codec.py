@@ -1,0 +1,180 @@
+"""Register data types: how many registers a type takes, and decoding/encoding in every word order.
+
+Word/byte orders name the four bytes of a 32-bit value as the device sends them, A being the most
+significant: ABCD is big-endian (the Modbus default), CDAB swaps the 16-bit words (common on
+meters), BADC swaps the bytes inside each word, DCBA is fully little-endian. The same rule extends
+to 64-bit values (word order reversed for CDAB/DCBA, bytes swapped for BADC/DCBA) and to 16-bit
+values (only the byte swap applies). Scale and offset turn raw counts into engineering values:
+`value = raw * scale + offset`.
+
+Pure functions, no I/O: the driver, the Modbus server mode and the commissioning probe share them.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Literal
+
+DataType = Literal[
+    "bool", "bit", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
+]
+WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+
+ORDERS: tuple[WordOrder, ...] = ("ABCD", "CDAB", "BADC", "DCBA")
+NUMERIC_TYPES: tuple[DataType, ...] = (
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+)
+#: struct format (big-endian) and register count of each fixed-size type
+_FORMATS: dict[str, tuple[str, int]] = {
+    "int16": (">h", 1),
+    "uint16": (">H", 1),
+    "int32": (">i", 2),
+    "uint32": (">I", 2),
+    "int64": (">q", 4),
+    "uint64": (">Q", 4),
+    "float32": (">f", 2),
+    "float64": (">d", 4),
+}
+INTEGER_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
+
+
+class DecodeError(ValueError):
+    """Registers that cannot be a value of the configured type (wrong count, not text)."""
+
+
+def register_count(data_type: str, length: int | None = None) -> int:
+    """Registers one value of `data_type` occupies (`length` is the string length in characters)."""
+    if data_type in _FORMATS:
+        return _FORMATS[data_type][1]
+    if data_type == "string":
+        return max(1, ((length or 2) + 1) // 2)
+    return 1  # bool / bit in a register table take one register
+
+
+def _to_bytes(registers: Sequence[int], order: str) -> bytes:
+    words = list(reversed(registers)) if order in ("CDAB", "DCBA") else list(registers)
+    out = bytearray()
+    swap = order in ("BADC", "DCBA")
+    for w in words:
+        hi, lo = (w >> 8) & 0xFF, w & 0xFF
+        out += bytes((lo, hi)) if swap else bytes((hi, lo))
+    return bytes(out)
+
+
+def _from_bytes(data: bytes, order: str) -> list[int]:
+    swap = order in ("BADC", "DCBA")
+    words = []
+    for i in range(0, len(data), 2):
+        a, b = data[i], data[i + 1]
+        words.append((b << 8) | a if swap else (a << 8) | b)
+    return list(reversed(words)) if order in ("CDAB", "DCBA") else words
+
+
+def decode_raw(
+    registers: Sequence[int], data_type: str, order: str = "ABCD", bit: int | None = None
+) -> object:
+    """The raw (unscaled) value of `registers`: int, float, bool or str."""
+    if data_type in _FORMATS:
+        fmt, n = _FORMATS[data_type]
+        if len(registers) < n:
+            raise DecodeError(f"{data_type} needs {n} registers, got {len(registers)}")
+        return struct.unpack(fmt, _to_bytes(registers[:n], order))[0]
+    if data_type == "string":
+        # Strings are sequences of bytes: only the byte swap inside a word applies.
+        swap_order = "BADC" if order in ("BADC", "DCBA") else "ABCD"
+        text = _to_bytes(registers, swap_order).rstrip(b"\x00 ")
+        try:
+            return text.decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError(f"registers are not ASCII text: {text!r}") from None
+    if not registers:
+        raise DecodeError(f"{data_type} needs 1 register, got 0")
+    if data_type == "bit":
+        return bool((registers[0] >> (bit or 0)) & 1)
+    if data_type == "bool":
+        return registers[0] != 0
+    raise DecodeError(f"unknown data type {data_type!r}")
+
+
+def scale_value(raw: object, data_type: str, scale: float = 1.0, offset: float = 0.0) -> object:
+    """Apply scale and offset; integers stay integers when neither changes them."""
+    if isinstance(raw, bool) or isinstance(raw, str):
+        return raw
+    assert isinstance(raw, int | float)
+    if scale == 1 and offset == 0:
+        return raw
+    value = raw * scale + offset
+    # Round away binary noise from the scale factor (0.1 is not exact in binary).
+    return round(value, 9) if math.isfinite(value) else value
+
+
+def decode(
+    registers: Sequence[int],
+    data_type: str,
+    order: str = "ABCD",
+    *,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    bit: int | None = None,
+) -> object:
+    """The engineering value of `registers` (raw, then scaled)."""
+    return scale_value(decode_raw(registers, data_type, order, bit), data_type, scale, offset)
+
+
+def encode(
+    value: object,
+    data_type: str,
+    order: str = "ABCD",
+    *,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    length: int | None = None,
+) -> list[int]:
+    """Registers that hold the engineering `value`; ValueError says why a value does not fit."""
+    if data_type in ("bool", "bit"):
+        return [1 if value else 0]
+    if data_type == "string":
+        text = str(value).encode("ascii", errors="strict")
+        n = register_count("string", length)
+        if len(text) > n * 2:
+            raise ValueError(f"text of {len(text)} characters does not fit {n} registers")
+        swap_order = "BADC" if order in ("BADC", "DCBA") else "ABCD"
+        return _from_bytes(text.ljust(n * 2, b"\x00"), swap_order)
+    if data_type not in _FORMATS:
+        raise ValueError(f"unknown data type {data_type!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not a number")
+    fmt, _n = _FORMATS[data_type]
+    raw: float = (value - offset) / scale if (scale != 1 or offset != 0) else value
+    if data_type in INTEGER_TYPES:
+        raw_int = round(raw)
+        bits = struct.calcsize(fmt) * 8
+        lo, hi = (0, 2**bits - 1) if data_type.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        if not lo <= raw_int <= hi:
+            raise ValueError(
+                f"{value!r} is out of range for {data_type} (raw {raw_int}, accepted {lo}..{hi})"
+            )
+        data = struct.pack(fmt, raw_int)
+    else:
+        data = struct.pack(fmt, float(raw))
+    return _from_bytes(data, order)
+
+
+def every_order(registers: Sequence[int], data_type: str) -> dict[str, object]:
+    """Decode `registers` in each word order (for commissioning: which order gives sane values?)."""
+    out: dict[str, object] = {}
+    for order in ORDERS:
+        try:
+            out[order] = decode_raw(registers, data_type, order)
+        except DecodeError as exc:
+            out[order] = f"error: {exc}"
+    return out

@@ -1,0 +1,270 @@
+"""The Modbus driver: one poll loop per device, points as views over the last poll, and writes.
+
+Coordinator style: the device's points are grouped by poll interval, each group read with the
+planner's coalesced requests. A poll that gets no answer marks every point of the device stale
+(last value kept, quality stale) in one batch and takes the device offline with the reason; the
+link's capped backoff brings it back by itself. Exception responses make only the affected points
+bad (device degraded); an "illegal data address" answer to a merged read splits the request and
+the split is remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from drivers.base import BaseDriver, DriverContext
+from drivers.modbus import codec
+from drivers.modbus.config import BIT_TABLES, ModbusDevice, ModbusPoint
+from drivers.modbus.planner import Request, SplitMemory, plan, split_request
+from drivers.modbus.transport import WRITE, DeviceException, Link, LinkError, acquire, release
+from edge.model import CommandResult, CommandStatus, HealthState, PointInfo, Quality, Reading, Record, Value
+
+READ_METHODS = {
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+}
+
+
+class ModbusDriver(BaseDriver):
+    config_model = ModbusDevice
+
+    def __init__(self, device: ModbusDevice, ctx: DriverContext) -> None:
+        super().__init__(device, ctx)
+        self.device: ModbusDevice = device
+        self.by_name: dict[str, ModbusPoint] = {p.name: p for p in device.points}
+        self.splits = SplitMemory()
+        self.refused: dict[str, str] = {}  # point -> reason (single point refused by the device)
+        self.groups: dict[float, list[ModbusPoint]] = {}
+        for p in device.points:
+            self.groups.setdefault(p.poll or device.poll, []).append(p)
+        self._plans: dict[float, list[Request]] = {}
+        self.link: Link | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_values: dict[str, Value] = {}
+        self.cycles = 0
+        self.requests_last_cycle = 0
+
+    def points(self) -> list[PointInfo]:
+        return self.device.point_infos()
+
+    def plan_for(self, interval: float) -> list[Request]:
+        if interval not in self._plans:
+            d = self.device
+            self._plans[interval] = plan(
+                self.groups[interval],
+                max_gap=d.max_gap,
+                max_gap_bits=d.max_gap_bits,
+                max_registers=d.max_registers,
+                max_bits=d.max_bits,
+                splits=self.splits,
+            )
+        return self._plans[interval]
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        d = self.device
+        self.link = acquire(d.connection, timeout=d.timeout, retries=d.retries, reconnect_max=d.reconnect_max)
+        self._task = asyncio.create_task(self._poll_loop(), name=f"modbus:{self.id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.link is not None:
+            release(self.link)
+            self.link = None
+        self.set_health(HealthState.STOPPED, "stopped")
+        self.end_stream()
+
+    async def _poll_loop(self) -> None:
+        due = dict.fromkeys(self.groups, time.monotonic())
+        try:
+            while True:
+                now = time.monotonic()
+                for interval in sorted(due):
+                    if due[interval] <= now:
+                        await self.poll_group(interval)
+                        # next slot on the fixed grid; skip slots missed by a slow cycle
+                        due[interval] += interval * max(
+                            1, int((time.monotonic() - due[interval]) / interval) + 1
+                        )
+                wake = min(due.values()) if due else now + 3600
+                await asyncio.sleep(max(0.0, wake - time.monotonic()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must restart the driver, not hang it
+            self.log.exception("modbus poll loop failed")
+            self.fail(exc)
+
+    # ------------------------------------------------------------ polling
+    async def poll_group(self, interval: float) -> None:
+        """Read every point of one poll group and emit the readings (one batch)."""
+        assert self.link is not None
+        ts = self.ctx.clock()
+        batch: list[Record] = []
+        errors: list[str] = []
+        requests = 0
+        pending = list(self.plan_for(interval))
+        while pending:
+            req = pending.pop(0)
+            requests += 1
+            try:
+                values = await self._read(req)
+            except LinkError as exc:
+                self._went_silent(str(exc), ts)
+                self.requests_last_cycle = requests
+                return
+            except DeviceException as exc:
+                if exc.code == 2 and split_request(req, self.groups[interval], self.splits):
+                    self._plans.pop(interval, None)
+                    self.log.info("device refused %s; split and remembered", req)
+                    # re-read what this request covered, with the new cut
+                    pending = [
+                        r for r in self.plan_for(interval) if set(r.points) & set(req.points)
+                    ] + pending
+                    continue
+                reason = f"{READ_METHODS[req.table]} {req.start}+{req.count}: {exc}"
+                errors.append(reason)
+                for name in req.points:
+                    batch.append(Reading(ts, f"{self.id}.{name}", None, Quality.BAD))
+                continue
+            for name in req.points:
+                batch.append(self._decode_point(self.by_name[name], req, values, ts, errors))
+        self.requests_last_cycle = requests
+        self.cycles += 1
+        self.emit(batch)
+        self.health.last_ok = ts
+        if errors:
+            self.health.errors += len(errors)
+            self.set_health(HealthState.DEGRADED, "; ".join(errors[:3]))
+        else:
+            self.set_health(HealthState.ONLINE, "")
+
+    async def _read(self, req: Request) -> list[Any]:
+        assert self.link is not None
+        resp = await self.link.call(self.device.unit, READ_METHODS[req.table], req.start, count=req.count)
+        values = resp.bits if req.table in BIT_TABLES else resp.registers
+        if len(values) < req.count:
+            raise LinkError(f"short answer: {len(values)} of {req.count} values at {req.table} {req.start}")
+        return list(values[: req.count])
+
+    def _decode_point(
+        self, p: ModbusPoint, req: Request, values: list[Any], ts: float, errors: list[str]
+    ) -> Reading:
+        pid = f"{self.id}.{p.name}"
+        off = p.address - req.start
+        try:
+            if p.table in BIT_TABLES:
+                value: Any = bool(values[off])
+            else:
+                value = codec.decode(
+                    values[off : off + p.count],
+                    str(p.type),
+                    p.order,
+                    scale=p.scale,
+                    offset=p.offset,
+                    bit=p.bit,
+                )
+                if isinstance(value, float) and value != value:  # NaN: the device says "no value"
+                    return Reading(ts, pid, None, Quality.BAD)
+        except codec.DecodeError as exc:
+            errors.append(f"{p.name}: {exc}")
+            return Reading(ts, pid, None, Quality.BAD)
+        self.last_values[p.name] = value
+        return Reading(ts, pid, value, Quality.GOOD)
+
+    def _went_silent(self, reason: str, ts: float) -> None:
+        """No answer: every point of the device is stale at once; the device is offline."""
+        self.health.errors += 1
+        if self.health.state != HealthState.OFFLINE:
+            self.emit(
+                [
+                    Reading(ts, f"{self.id}.{p.name}", self.last_values.get(p.name), Quality.STALE)
+                    for p in self.device.points
+                ]
+            )
+        self.set_health(HealthState.OFFLINE, reason)
+
+    # ------------------------------------------------------------ writes
+    async def write(self, point: str, value: Value) -> CommandResult:
+        pid = f"{self.id}.{point}"
+        p = self.by_name.get(point)
+        if p is None:
+            return CommandResult(pid, value, CommandStatus.REJECTED, f"unknown point {point!r}")
+        if not p.writable:
+            return CommandResult(pid, value, CommandStatus.REJECTED, "point is not writable")
+        if self.link is None:
+            return CommandResult(pid, value, CommandStatus.FAILED, "device is not started")
+        try:
+            if p.table == "coil":
+                regs: list[int] = []
+                method, args = "write_coil", (p.address, bool(value))
+            elif p.type == "bit":
+                regs = await self._bit_in_register(p, bool(value))
+                method, args = "write_register", (p.address, regs[0])
+            else:
+                regs = codec.encode(
+                    value, str(p.type), p.order, scale=p.scale, offset=p.offset, length=p.length
+                )
+                if len(regs) == 1 and not p.write_multiple:
+                    method, args = "write_register", (p.address, regs[0])
+                else:
+                    method, args = "write_registers", (p.address, regs)
+        except ValueError as exc:
+            return CommandResult(pid, value, CommandStatus.REJECTED, str(exc))
+        except (LinkError, DeviceException) as exc:
+            return CommandResult(pid, value, CommandStatus.FAILED, f"read before write: {exc}")
+        try:
+            await self.link.call(self.device.unit, method, *args, priority=WRITE)
+            reported: Value = value
+            if p.verify:
+                req = Request(p.table, p.address, p.count, (p.name,))
+                errors: list[str] = []
+                back = self._decode_point(p, req, await self._read_priority(req), self.ctx.clock(), errors)
+                if errors or not _same(back.value, value, p):
+                    return CommandResult(
+                        pid, value, CommandStatus.FAILED, f"read-back gave {back.value!r}, expected {value!r}"
+                    )
+                reported = back.value
+        except LinkError as exc:
+            status = CommandStatus.TIMEOUT if exc.no_answer else CommandStatus.FAILED
+            return CommandResult(pid, value, status, str(exc))
+        except DeviceException as exc:
+            return CommandResult(pid, value, CommandStatus.FAILED, f"device refused the write: {exc}")
+        self.last_values[p.name] = reported
+        self.emit([Reading(self.ctx.clock(), pid, reported, Quality.GOOD)])
+        return CommandResult(pid, value, CommandStatus.OK)
+
+    async def _read_priority(self, req: Request) -> list[Any]:
+        assert self.link is not None
+        resp = await self.link.call(
+            self.device.unit, READ_METHODS[req.table], req.start, count=req.count, priority=WRITE
+        )
+        values = resp.bits if req.table in BIT_TABLES else resp.registers
+        if len(values) < req.count:
+            raise LinkError(f"short answer: {len(values)} of {req.count} values")
+        return list(values[: req.count])
+
+    async def _bit_in_register(self, p: ModbusPoint, on: bool) -> list[int]:
+        """Read-modify-write of one bit: the other 15 bits of the register keep their state."""
+        (reg,) = await self._read_priority(Request(p.table, p.address, 1, (p.name,)))
+        mask = 1 << (p.bit or 0)
+        return [(reg | mask) if on else (reg & ~mask)]
+
+
+def _same(got: Value, want: Value, p: ModbusPoint) -> bool:
+    if isinstance(got, float) or isinstance(want, float):
+        if got is None or want is None:
+            return False
+        tol = max(abs(p.scale) / 2, 1e-6 * max(1.0, abs(float(want))))  # type: ignore[arg-type]
+        if p.type == "float32":
+            tol = max(tol, 1e-6 * abs(float(want)))  # type: ignore[arg-type]
+        return abs(float(got) - float(want)) <= tol  # type: ignore[arg-type]
+    return got == want

@@ -1,0 +1,213 @@
+"""Server mode: selected points of the site served as a Modbus TCP server (for a BMS or SCADA).
+
+The optional `modbus_server:` section maps point ids to register addresses:
+
+    modbus_server:
+      listen: 0.0.0.0:5020
+      unit: 1                     # 0 = answer every unit id
+      points:
+        - {point: meter-b1.voltage, address: 0, type: float32}
+        - {point: gate-north.barrier_open, table: coil, address: 0}
+
+Values are encoded from the hub's latest readings at the moment a request arrives, so the server
+is never behind the hub. A point without a good value reads as NaN (floats) or 0. The map is
+read-only: writes are refused with "illegal function"/"illegal address" by the datastore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from drivers.modbus import codec
+from drivers.modbus.codec import DataType, WordOrder
+from edge.config import Strict
+from edge.model import Quality
+
+log = logging.getLogger("drivers.modbus.server")
+
+
+class ServedPoint(Strict):
+    point: str  # device.point
+    table: Literal["coil", "discrete", "holding", "input"] = "holding"
+    address: int = Field(..., ge=0, le=65535)
+    type: DataType = "float32"
+    order: WordOrder = "ABCD"
+    scale: float = 1.0
+    length: int | None = None
+
+    @field_validator("point")
+    @classmethod
+    def _pid(cls, v: str) -> str:
+        dev, sep, name = v.partition(".")
+        if not sep or not dev or not name:
+            raise ValueError(f"invalid point {v!r}; expected DEVICE.POINT such as meter-b1.voltage")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ServedPoint:
+        if self.table in ("coil", "discrete"):
+            self.type = "bool"
+        if self.type == "string" and not self.length:
+            raise ValueError(f"point {self.point!r}: type string needs length:")
+        if self.scale == 0:
+            raise ValueError(f"point {self.point!r}: scale cannot be 0")
+        return self
+
+    @property
+    def count(self) -> int:
+        return 1 if self.table in ("coil", "discrete") else codec.register_count(self.type, self.length)
+
+
+class ServerConfig(Strict):
+    listen: str = "0.0.0.0:5020"
+    unit: int = Field(1, ge=0, le=255)
+    points: list[ServedPoint] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _h, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"invalid listen address {v!r}; expected HOST:PORT such as 0.0.0.0:5020")
+        return v
+
+    @model_validator(mode="after")
+    def _overlaps(self) -> ServerConfig:
+        seen: dict[tuple[str, int], str] = {}
+        for p in self.points:
+            for a in range(p.address, p.address + p.count):
+                other = seen.get((p.table, a))
+                if other is not None:
+                    raise ValueError(f"points {other!r} and {p.point!r} overlap at {p.table} address {a}")
+                seen[(p.table, a)] = p.point
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+_FC_TABLE = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    4: "input",
+}
+
+
+class ModbusServerComponent:
+    """Runtime component serving the hub's latest values."""
+
+    name = "modbus_server"
+
+    def __init__(self, config: ServerConfig, latest: dict[str, Any], known: set[str]) -> None:
+        self.config = config
+        self.latest = latest
+        self.unknown = sorted(p.point for p in config.points if p.point not in known)
+        self.points = [p for p in config.points if p.point in known]
+        self.requests = 0
+        self.port: int | None = None
+        self._server: Any = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def _devices(self) -> Any:
+        from pymodbus.simulator import DataType as SimType
+        from pymodbus.simulator import SimData, SimDevice
+
+        blocks: dict[str, list[Any]] = {"coil": [], "discrete": [], "holding": [], "input": []}
+        for p in self.points:
+            if p.table in ("coil", "discrete"):
+                blocks[p.table].append(SimData(p.address, values=[False], datatype=SimType.BITS))
+            else:
+                blocks[p.table].append(SimData(p.address, values=[0] * p.count, datatype=SimType.REGISTERS))
+        for table, b in blocks.items():
+            if not b:  # every table needs a block; an invalid one answers "illegal address"
+                blocks[table].append(SimData(0, count=1, datatype=SimType.INVALID))
+        return SimDevice(
+            self.config.unit,
+            simdata=(blocks["coil"], blocks["discrete"], blocks["holding"], blocks["input"]),
+            action=self._refresh,
+        )
+
+    async def _refresh(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: Any,
+    ) -> Any:
+        """Before each request, write the current values of the requested table into its block."""
+        self.requests += 1
+        if set_values is not None:
+            from pymodbus.constants import ExcCodes
+
+            return ExcCodes.ILLEGAL_FUNCTION  # read-only: the gateway is not controlled this way
+        table = _FC_TABLE.get(function_code)
+        for p in self.points:
+            if p.table != table:
+                continue
+            r = self.latest.get(p.point)
+            good = r is not None and r.quality == Quality.GOOD and r.value is not None
+            if table in ("coil", "discrete"):
+                # bit blocks are packed 16 bits per register
+                off = p.address - start_address * 16
+                reg, bit = divmod(off, 16)
+                if 0 <= reg < len(registers):
+                    on = bool(good and r.value)
+                    registers[reg] = (registers[reg] | (1 << bit)) if on else (registers[reg] & ~(1 << bit))
+                continue
+            value: Any = r.value if good else (math.nan if p.type.startswith("float") else 0)
+            try:
+                regs = codec.encode(value, p.type, p.order, scale=p.scale, length=p.length)
+            except ValueError:
+                regs = [0] * p.count
+            off = p.address - start_address
+            registers[off : off + len(regs)] = regs
+        return None
+
+    async def start(self) -> None:
+        from pymodbus.server import ModbusTcpServer
+
+        if self.unknown:
+            log.warning("modbus_server: unknown points not served: %s", ", ".join(self.unknown))
+        self._server = ModbusTcpServer(self._devices(), address=(self.config.host, self.config.port))
+        await self._server.serve_forever(background=True)
+        sock = self._server.transport.sockets[0] if getattr(self._server, "transport", None) else None
+        self.port = sock.getsockname()[1] if sock is not None else self.config.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "listen": self.config.listen,
+            "port": self.port,
+            "points": len(self.points),
+            "unknown_points": self.unknown,
+            "requests": self.requests,
+        }
+
+
+def create(runtime: Any) -> ModbusServerComponent | None:
+    config = runtime.site.sections.get("modbus_server")
+    if config is None:
+        return None
+    known = {p.id for p in runtime.site.point_infos()}
+    return ModbusServerComponent(config, runtime.hub.latest, known)

@@ -1,0 +1,255 @@
+"""Connections to Modbus devices: TCP, RTU over a serial line, RTU over TCP (serial servers).
+
+A `Link` owns one pymodbus client. Every request goes through `Link.call`, which:
+  - serialises requests on the link (an RS-485 bus carries one frame at a time, and several
+    devices on one bus share one Link), with an optional pause between frames;
+  - lets writes jump the queue, so a command waits for at most the one request in progress;
+  - connects lazily and, after a failure, reconnects with capped exponential backoff and jitter —
+    failing fast in between, so a dead device costs nothing and comes back by itself even after
+    hours (the cap keeps the retry interval bounded).
+Links are shared by `bus_key` through `acquire`/`release` (reference counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from drivers.modbus.config import Connection
+
+log = logging.getLogger("drivers.modbus")
+
+WRITE = 0  # priority of writes (lower runs first)
+READ = 1
+
+
+class LinkError(Exception):
+    """The request did not get an answer: not connected, timed out, or the answer was garbage."""
+
+    def __init__(self, message: str, *, no_answer: bool = False):
+        super().__init__(message)
+        self.no_answer = no_answer  # the request went out but nothing usable came back
+
+
+class DeviceException(Exception):
+    """The device answered with a Modbus exception response (illegal address, busy, ...)."""
+
+    NAMES = {
+        1: "illegal function",
+        2: "illegal data address",
+        3: "illegal data value",
+        4: "device failure",
+        5: "acknowledge",
+        6: "device busy",
+        10: "gateway path unavailable",
+        11: "gateway target failed to respond",
+    }
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"exception {code}: {self.NAMES.get(code, 'unknown')}")
+
+
+class PriorityLock:
+    """A mutex whose waiters are served by priority, then arrival order."""
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if not self._locked and not self._waiters:
+            self._locked = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # we were handed the lock as we got cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # ownership passes directly; _locked stays True
+                return
+        self._locked = False
+
+
+class Link:
+    """One connection (a TCP socket or a serial bus) and the requests queued on it."""
+
+    def __init__(
+        self, conn: Connection, *, timeout: float = 1.0, retries: int = 1, reconnect_max: float = 60.0
+    ) -> None:
+        self.conn = conn
+        self.key = conn.bus_key()
+        self.timeout = timeout
+        self.retries = retries
+        self.reconnect_initial = 0.5
+        self.reconnect_max = reconnect_max
+        self._client: Any = None
+        self._lock = PriorityLock()
+        self._backoff = 0.0
+        self._next_attempt = 0.0  # monotonic time before which we do not try to connect again
+        self.last_error = ""
+        self.requests = 0  # counters for status and tests
+        self.failures = 0
+        self.connects = 0
+        self.users = 0
+        self._last_frame = 0.0
+        self.trace: Callable[[str, int], None] | None = None  # (event, unit) hook for bus tests
+
+    # ------------------------------------------------------------ connection
+    def _make_client(self) -> Any:
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from pymodbus.framer import FramerType
+
+        c = self.conn
+        # reconnect_delay=0: pymodbus must not reconnect behind our back; we own the backoff.
+        common = {"timeout": self.timeout, "retries": 0, "reconnect_delay": 0}
+        if c.transport == "rtu":
+            return AsyncModbusSerialClient(
+                str(c.port),
+                framer=FramerType.RTU,
+                baudrate=c.baudrate,
+                parity=c.parity,
+                bytesize=c.bytesize,
+                stopbits=c.stopbits,
+                **common,
+            )
+        framer = FramerType.RTU if c.transport == "rtu_over_tcp" else FramerType.SOCKET
+        return AsyncModbusTcpClient(str(c.host), port=int(c.port or 502), framer=framer, **common)
+
+    async def _ensure_connected(self) -> Any:
+        if self._client is not None and self._client.connected:
+            return self._client
+        now = time.monotonic()
+        if now < self._next_attempt:
+            raise LinkError(
+                f"{self.last_error or 'not connected'}; next attempt in {self._next_attempt - now:.1f}s"
+            )
+        if self._client is not None:
+            self._client.close()
+        self._client = self._make_client()
+        try:
+            async with asyncio.timeout(self.timeout + 1):
+                ok = await self._client.connect()
+        except (TimeoutError, OSError) as exc:
+            ok = False
+            self.last_error = f"cannot connect to {self.describe()}: {exc or type(exc).__name__}"
+        if not ok:
+            if not self.last_error.startswith("cannot connect"):
+                self.last_error = f"cannot connect to {self.describe()}"
+            self._schedule_retry()
+            self._client.close()
+            raise LinkError(self.last_error)
+        self.connects += 1
+        self._backoff = 0.0
+        return self._client
+
+    def _schedule_retry(self) -> None:
+        self._backoff = min(self.reconnect_max, max(self.reconnect_initial, self._backoff * 2))
+        self._next_attempt = time.monotonic() + self._backoff * random.uniform(0.8, 1.2)
+
+    def describe(self) -> str:
+        c = self.conn
+        return str(c.port) if c.transport == "rtu" else f"{c.host}:{c.port} ({c.transport})"
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # ------------------------------------------------------------ requests
+    async def call(
+        self,
+        unit: int,
+        method: str,
+        *args: Any,
+        priority: int = READ,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one pymodbus request (`read_holding_registers`, `write_coil`, ...) on this link.
+
+        Returns the response PDU; raises DeviceException for an exception response and LinkError
+        when there is no usable answer after the retries.
+        """
+        await self._lock.acquire(priority)
+        try:
+            return await self._call_locked(unit, method, *args, **kwargs)
+        finally:
+            self._lock.release()
+
+    async def _call_locked(self, unit: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        from pymodbus.exceptions import ModbusException
+
+        delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
+        if delay > 0:
+            await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
+        attempts = self.retries + 1
+        error = ""
+        for _attempt in range(attempts):
+            client = await self._ensure_connected()
+            self.requests += 1
+            if self.trace:
+                self.trace("start", unit)
+            try:
+                async with asyncio.timeout(self.timeout * 1.5 + 0.2):
+                    response = await getattr(client, method)(*args, device_id=unit, **kwargs)
+            except (TimeoutError, ModbusException, OSError) as exc:
+                error = f"no valid answer from unit {unit} at {self.describe()}: {exc or type(exc).__name__}"
+                self._after_failure()
+                continue
+            finally:
+                self._last_frame = time.monotonic()
+                if self.trace:
+                    self.trace("end", unit)
+            if response.isError():
+                code = int(getattr(response, "exception_code", 0) or 0)
+                raise DeviceException(code)
+            return response
+        self.failures += 1
+        self.last_error = error
+        raise LinkError(error, no_answer=True)
+
+    def _after_failure(self) -> None:
+        # A late answer to a timed-out TCP request would be taken for the next one's: start afresh.
+        if self.conn.transport != "rtu" and self._client is not None:
+            self._client.close()
+
+
+# ---------------------------------------------------------------- shared links
+_links: dict[str, Link] = {}
+
+
+def acquire(conn: Connection, **kwargs: Any) -> Link:
+    """The Link for `conn`, shared with every device on the same bus (serial port or serial server)."""
+    if conn.transport == "tcp":
+        link = Link(conn, **kwargs)  # TCP devices are polled concurrently: one socket each
+        link.users = 1
+        return link
+    key = conn.bus_key()
+    link = _links.get(key)
+    if link is None:
+        link = _links[key] = Link(conn, **kwargs)
+    link.users += 1
+    return link
+
+
+def release(link: Link) -> None:
+    link.users -= 1
+    if link.users <= 0:
+        link.close()
+        if _links.get(link.key) is link:
+            del _links[link.key]
