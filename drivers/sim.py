@@ -74,7 +74,7 @@ class SimEvent(Strict):
 
 class SimFault(Strict):
     type: Literal["dropout", "garbage", "slow", "crash"]
-    every: Duration = 600.0  # dropout/slow/crash: how often the fault starts
+    every: Duration = 600.0  # dropout/slow: how often the fault starts; crash: how long a driver lives
     duration: Duration = 20.0  # dropout/slow: how long it lasts
     delay: Duration = 2.0  # slow: extra delay per sample
     probability: float = Field(0.0, ge=0, le=1)  # garbage: per sample
@@ -136,7 +136,7 @@ class SimDriver(BaseDriver):
                 continue
             first = f.every if f.first_after is None else f.first_after
             elapsed = now - self._t0 - first
-            if elapsed >= 0 and (elapsed % f.every) < f.duration:
+            if elapsed >= 0 and (kind == "crash" or (elapsed % f.every) < f.duration):
                 return f
         return None
 

@@ -57,6 +57,7 @@ class DriverSlot:
     last_error: str = ""
     backoff: float = 0.0
     placeholder: Health = field(default_factory=Health)
+    first_start: asyncio.Event = field(default_factory=asyncio.Event)  # set after the first start attempt
 
     @property
     def health(self) -> Health:
@@ -119,6 +120,11 @@ class Runtime:
         for dev in self.site.devices:
             if dev.enabled:
                 self.start_device(dev)
+        # Ready means every driver has made its first start attempt (connected or not):
+        # commands sent right after READY then reach a driver, not a gap.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await asyncio.gather(*(s.first_start.wait() for s in self.slots.values()))
         if self.with_web and self.site.web.enabled:
             from edge.web.app import start_web
 
@@ -160,6 +166,7 @@ class Runtime:
     def start_device(self, dev: DeviceConfig) -> None:
         slot = DriverSlot(config=dev)
         self.slots[dev.id] = slot
+        self.hub.register_writer(dev.id, self._writer_for(slot))
         slot.task = asyncio.create_task(self._run_device(slot), name=f"device:{dev.id}")
 
     async def stop_device(self, device_id: str) -> None:
@@ -184,13 +191,14 @@ class Runtime:
             driver = cls(dev, ctx)  # type: ignore[call-arg]
             slot.driver = driver
             self.hub.register_points(driver.points())
-            self.hub.register_writer(dev.id, self._writer_for(slot))
             started = time.monotonic()
             try:
-                await driver.start()
+                try:
+                    await driver.start()
+                finally:
+                    slot.first_start.set()
                 async for batch in driver.stream():
                     self.hub.ingest(batch)
-                    slot.backoff = 0.0
                 if self.stopping.is_set():
                     return
                 raise RuntimeError("driver stream ended")

@@ -1,0 +1,165 @@
+"""The simulated driver through a real runtime: signals, writes, events, faults, supervision."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from edge.model import HealthState, Reading
+from tests.support.site import running_site
+from tests.support.waiting import until
+
+
+def _readings(rt, point: str) -> list[Reading]:  # type: ignore[no-untyped-def]
+    return [r for r in rt._seen if type(r) is Reading and r.point == point]
+
+
+async def _start(tmp_path: Path, doc: str):  # type: ignore[no-untyped-def]
+    cm = running_site(tmp_path, doc, web=False)
+    rt = await cm.__aenter__()
+    rt._seen = []
+    rt.hub.subscribe(rt._seen.extend)
+    return cm, rt
+
+
+SIGNALS = """
+devices:
+  - id: dev
+    driver: sim
+    seed: 1
+    points:
+      - {name: counter, signal: counter, start: 10, step: 2, interval: 20ms}
+      - {name: ramp, signal: ramp, min: 0, max: 100, period: 1h, interval: 20ms}
+      - {name: walk, signal: random_walk, min: 0, max: 1, step: 0.5, interval: 20ms}
+      - {name: mode, type: int, signal: step, values: [1, 2, 3], period: 60ms, interval: 20ms}
+      - {name: flag, type: bool, signal: toggle, period: 100ms, interval: 20ms}
+      - {name: gate, type: bool, signal: constant, value: false, writable: true, interval: 1h}
+    events:
+      - {kind: blood_pressure, every: 30ms, generator: blood_pressure, privacy: sensitive}
+"""
+
+
+async def test_signals_have_their_shapes(tmp_path: Path) -> None:
+    cm, rt = await _start(tmp_path, SIGNALS)
+    try:
+        await until(
+            lambda: (
+                len(_readings(rt, "dev.counter")) >= 5
+                and len(set(r.value for r in _readings(rt, "dev.flag"))) == 2
+            )
+        )
+        counter = [r.value for r in _readings(rt, "dev.counter")]
+        assert all(b - a == 2 for a, b in itertools.pairwise(counter))
+        assert all(0 <= r.value <= 100 for r in _readings(rt, "dev.ramp"))
+        assert all(0 <= r.value <= 1 for r in _readings(rt, "dev.walk"))
+        assert {r.value for r in _readings(rt, "dev.mode")} <= {1, 2, 3}
+        assert all(type(r.value) is bool for r in _readings(rt, "dev.flag"))
+        await until(lambda: any(getattr(e, "kind", "") == "blood_pressure" for e in rt._seen))
+        bp = next(e for e in rt._seen if getattr(e, "kind", "") == "blood_pressure")
+        assert bp.source == "dev" and bp.payload["systolic_mmhg"] > bp.payload["diastolic_mmhg"]
+    finally:
+        await cm.__aexit__(None, None, None)
+    # everything the hub saw is in the journal, in order, with the types preserved
+    from edge.store import Journal
+
+    j = Journal.open_readonly(str(tmp_path / "edge.db"))
+    try:
+        records = j.read(0, 100000)
+        flags = [r["value"] for r in records if r["type"] == "reading" and r["point"] == "dev.flag"]
+        assert flags and all(type(v) is bool for v in flags)
+        counter = [r["value"] for r in records if r["type"] == "reading" and r["point"] == "dev.counter"]
+        assert counter[:3] == [10.0, 12.0, 14.0]
+    finally:
+        j.close_sync()
+
+
+async def test_a_write_is_echoed_and_journaled_as_a_command(tmp_path: Path) -> None:
+    cm, rt = await _start(tmp_path, SIGNALS)
+    try:
+        result = await rt.hub.write("dev.gate", True, source="test")
+        assert result.ok, result
+        await until(lambda: any(r.value is True for r in _readings(rt, "dev.gate")))
+        assert rt.hub.latest["dev.gate"].value is True
+        refused = await rt.hub.write("dev.counter", 5, source="test")
+        assert refused.status == "rejected" and "not writable" in refused.reason
+        bad = await rt.hub.write("dev.gate", "maybe", source="test")
+        assert bad.status == "rejected" and "not a valid bool" in bad.reason
+        commands = [e for e in rt._seen if getattr(e, "kind", "") == "command"]
+        assert [c.payload["status"] for c in commands] == ["ok", "rejected", "rejected"]
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_dropout_marks_points_stale_then_recovers(tmp_path: Path) -> None:
+    doc = """
+devices:
+  - id: flaky
+    driver: sim
+    points:
+      - {name: v, signal: constant, value: 1, interval: 20ms}
+    faults:
+      - {type: dropout, every: 10s, first_after: 100ms, duration: 200ms}
+  - id: steady
+    driver: sim
+    points:
+      - {name: v, signal: constant, value: 2, interval: 20ms}
+"""
+    cm, rt = await _start(tmp_path, doc)
+    try:
+        await until(lambda: rt.slots["flaky"].health.state == HealthState.OFFLINE, what="offline")
+        assert "dropout" in rt.slots["flaky"].health.reason
+        assert any(r.quality == 2 and r.value is None for r in _readings(rt, "flaky.v"))
+        steady_before = len(_readings(rt, "steady.v"))
+        await until(lambda: rt.slots["flaky"].health.state == HealthState.ONLINE, what="recovery")
+        assert len(_readings(rt, "steady.v")) > steady_before  # the other device never stopped
+        states = [e.payload["state"] for e in rt._seen if getattr(e, "kind", "") == "device_state"]
+        assert states[:2] == ["offline", "online"]
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_garbage_is_reported_as_bad_quality(tmp_path: Path) -> None:
+    doc = """
+devices:
+  - id: noisy
+    driver: sim
+    seed: 3
+    points:
+      - {name: v, signal: constant, value: 1, interval: 10ms}
+    faults:
+      - {type: garbage, probability: 0.5}
+"""
+    cm, rt = await _start(tmp_path, doc)
+    try:
+        await until(lambda: any(r.quality == 1 for r in _readings(rt, "noisy.v")))
+        assert rt.slots["noisy"].health.errors > 0
+    finally:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_a_crashing_driver_is_restarted_without_stopping_others(tmp_path: Path) -> None:
+    doc = """
+devices:
+  - id: crashy
+    driver: sim
+    points:
+      - {name: v, signal: constant, value: 1, interval: 20ms}
+    faults:
+      - {type: crash, every: 10s, first_after: 50ms, duration: 1ms}
+  - id: steady
+    driver: sim
+    points:
+      - {name: v, signal: constant, value: 2, interval: 20ms}
+"""
+    cm, rt = await _start(tmp_path, doc)
+    rt.backoff_initial = 0.05
+    try:
+        await until(lambda: rt.slots["crashy"].restarts >= 2, what="two restarts")
+        restarts = [e for e in rt._seen if getattr(e, "kind", "") == "driver_restart"]
+        assert restarts and "simulated crash" in restarts[0].payload["error"]
+        # backoff grows between restarts
+        assert rt.slots["crashy"].backoff >= 0.1
+        n = len(_readings(rt, "steady.v"))
+        await until(lambda: len(_readings(rt, "steady.v")) > n + 3)
+    finally:
+        await cm.__aexit__(None, None, None)
