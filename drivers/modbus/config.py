@@ -81,7 +81,7 @@ class ModbusPoint(PointConfig):
     scale: float = 1.0
     offset: float = 0.0
     bit: int | None = Field(None, ge=0, le=15)
-    length: int | None = Field(None, ge=1, le=250)  # string length in characters
+    length: int | None = Field(None, ge=1, le=1000)  # string length in characters
     poll: Duration | None = None  # this point's interval (default: the device's poll)
     verify: bool = False  # read back after a write and compare
     #: force FC16 (write multiple registers) even for one register; some devices refuse FC6

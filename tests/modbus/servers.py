@@ -1,0 +1,220 @@
+"""Real pymodbus servers for the Modbus tests: in-process TCP, RTU on a socat pty, garbage answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.modbus import codec
+
+TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
+FC_TABLE = {
+    1: "coil",
+    5: "coil",
+    15: "coil",
+    2: "discrete",
+    3: "holding",
+    6: "holding",
+    16: "holding",
+    4: "input",
+}
+
+
+def registers_for(values: dict[str, list[tuple[int, str, object, str]]]) -> dict[str, dict[int, int]]:
+    """{table: [(address, type, value, order)]} -> {table: {address: register}} via the codec."""
+    out: dict[str, dict[int, int]] = {}
+    for table, items in values.items():
+        regs = out.setdefault(table, {})
+        for address, dtype, value, order in items:
+            for i, r in enumerate(codec.encode(value, dtype, order, length=len(str(value)))):
+                regs[address + i] = r
+    return out
+
+
+def _runs(cells: dict[int, Any]) -> list[tuple[int, list[Any]]]:
+    runs: list[tuple[int, list[Any]]] = []
+    for a in sorted(cells):
+        if runs and runs[-1][0] + len(runs[-1][1]) == a:
+            runs[-1][1].append(cells[a])
+        else:
+            runs.append((a, [cells[a]]))
+    return runs
+
+
+class Faults:
+    """Switches a test flips to make the server misbehave."""
+
+    def __init__(self) -> None:
+        self.stall = asyncio.Event()  # set: hold every request until cleared
+        self.unstall = asyncio.Event()
+        self.exception: ExcCodes | None = None
+        self.log: list[tuple[int, int, int, int]] = []  # (unit, fc, address, count) of every request
+
+
+def sim_device(unit: int, tables: dict[str, dict[int, Any]], faults: Faults) -> SimDevice:
+    blocks: list[list[SimData]] = [[], [], [], []]
+    for table, cells in tables.items():
+        bits = table in ("coil", "discrete")
+        for start, values in _runs(cells):
+            kind = DataType.BITS if bits else DataType.REGISTERS
+            blocks[TABLE_INDEX[table]].append(SimData(start, values=list(values), datatype=kind))
+    for b in blocks:
+        if not b:
+            b.append(SimData(60000, count=1, datatype=DataType.INVALID))
+
+    async def action(
+        fc: int, start: int, address: int, count: int, registers: list[int], set_values: Any
+    ) -> Any:
+        faults.log.append((unit, fc, address, count))
+        if faults.stall.is_set():
+            await faults.unstall.wait()
+        return faults.exception
+
+    return SimDevice(unit, simdata=tuple(blocks), action=action)  # type: ignore[arg-type]
+
+
+class TcpServer:
+    """An in-process pymodbus TCP server on 127.0.0.1 with one or more unit ids."""
+
+    def __init__(
+        self, units: dict[int, dict[str, dict[int, Any]]], port: int = 0, framer: Any = None
+    ) -> None:
+        self.units = units
+        self.faults = Faults()
+        self.port = port
+        self.framer = framer
+        self.server: Any = None
+
+    async def start(self) -> TcpServer:
+        from pymodbus.framer import FramerType
+        from pymodbus.server import ModbusTcpServer
+
+        devices = [sim_device(u, t, self.faults) for u, t in self.units.items()]
+        self.server = ModbusTcpServer(
+            devices, address=("127.0.0.1", self.port), framer=self.framer or FramerType.SOCKET
+        )
+        await self.server.serve_forever(background=True)
+        self.port = self.server.transport.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.faults.unstall.set()
+            await self.server.shutdown()
+            self.server = None
+
+    async def get(self, unit: int, table: str, address: int, count: int = 1) -> list[Any]:
+        fc = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}[table]
+        return list(await self.server.context.async_getValues(unit, fc, address, count))
+
+    async def set(self, unit: int, table: str, address: int, values: list[Any]) -> None:
+        fc = {"coil": 5, "holding": 16}[table]
+        await self.server.context.async_setValues(unit, fc, address, values)
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(units: dict[int, dict[str, dict[int, Any]]], port: int = 0) -> AsyncIterator[TcpServer]:
+    s = await TcpServer(units, port).start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+class GarbageServer:
+    """A TCP 'device' that answers with a reply built by `reply(request_bytes)` (garbage, short...)."""
+
+    def __init__(self, reply: Callable[[bytes], bytes]) -> None:
+        self.reply = reply
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> GarbageServer:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readexactly(7)
+                    body = await reader.readexactly(int.from_bytes(head[4:6], "big") - 1)
+                    self.requests += 1
+                    writer.write(self.reply(head + body))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `cond` until it returns something truthy (tests wait on state, never on fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------- a server in its own process
+SERVER_SCRIPT = Path(__file__).with_name("server_process.py")
+
+
+def start_server_process(port: int, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """Run server_process.py serving `spec` on `port`; returns once it accepts connections."""
+    import json
+    import socket
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [sys.executable, str(SERVER_SCRIPT), str(port), json.dumps(spec)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server process exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return proc
+        time.sleep(0.05)
+    stop_process(proc)
+    raise RuntimeError("server process did not start listening")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    if proc.stderr:
+        proc.stderr.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
