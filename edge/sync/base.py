@@ -1,0 +1,550 @@
+"""The push-sink loop every upstream type shares: cursor, batching, filters, retries, dead letters.
+
+A sink reads the journal from its own cursor (`cursors` table, kind "sink"), forms a batch by
+count or age, withholds what its filters and privacy class exclude, encodes and compresses the rest
+(the subclass's `encode`), sends it, and advances the cursor only after a 2xx — so delivery is
+at least once and strictly in `seq` order, with one batch in flight at a time.
+
+Failures: 5xx, 408, 429, timeouts and connection errors are retried with exponential backoff and
+full jitter (capped); `Retry-After` on 429/503 is honoured; after a connection failure a cheap TCP
+probe (and any other sink's success to the same host) ends the wait as soon as the link is back.
+A non-retryable 4xx is bisected until the rejected record(s) are isolated; those go to the
+dead-letter table in the state DB, are counted and raised as a `sync_dead_letter` event, and the
+stream goes on. 401/403/404 are configuration problems, not bad records: they are retried, never
+dead-lettered (dead-lettering everything on a revoked token would be silent loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from pydantic import Field, field_validator
+
+from edge.config import SinkConfig, Strict, resolve_secret
+from edge.model import Event, Privacy, Severity
+from edge.store.journal import row_to_record
+from edge.sync.records import IncludeConfig, JournalReader, RecordFilter, Row
+from edge.units import Duration, Size
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+log = logging.getLogger("edge.sync")
+
+#: one process-wide value per gateway start, sent as X-Edge-Instance (diagnostics: a receiver can
+#: tell a replay after a restart from a retry).
+INSTANCE = uuid.uuid4().hex[:12]
+USER_AGENT = "community-edge-sync/1"
+
+DEAD_LETTER_MIGRATIONS = [
+    """
+    CREATE TABLE sync_dead_letters (
+        id INTEGER PRIMARY KEY,
+        sink TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        record TEXT NOT NULL,         -- the record as JSON (pull-API shape)
+        status INTEGER,               -- the HTTP status that rejected it
+        response TEXT NOT NULL,       -- the start of the response body
+        ts REAL NOT NULL,
+        retried REAL                  -- when a manual retry delivered it
+    );
+    CREATE INDEX sync_dead_letters_sink ON sync_dead_letters(sink, id);
+    CREATE TABLE sync_status (sink TEXT PRIMARY KEY, status TEXT NOT NULL, updated REAL NOT NULL);
+    """
+]
+
+
+# ---------------------------------------------------------------- configuration
+class BatchConfig(Strict):
+    max_items: int = Field(5000, ge=1, le=100_000)
+    max_age: Duration = 2.0
+
+
+class TimeoutConfig(Strict):
+    connect: Duration = 5.0
+    total: Duration = 30.0
+
+
+class RetryConfig(Strict):
+    initial: Duration = 1.0
+    max: Duration = 300.0  # backoff cap; also the cap on a Retry-After we honour
+    probe_every: Duration = 5.0  # after a connection failure, test the link this often
+
+
+class PushSinkConfig(SinkConfig):
+    """Keys every push sink shares (see docs/sync.md)."""
+
+    url: str
+    token_env: str | None = None
+    token_file: str | None = None
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify_tls: bool = True
+    max_bytes_per_s: Size | None = None
+    include: IncludeConfig = Field(default_factory=IncludeConfig)
+    max_privacy: Privacy = Privacy.PERSONAL
+    timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    gzip_level: int = Field(6, ge=0, le=9)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid url {v!r}; expected http://HOST[:PORT]/PATH or https://...")
+        return v
+
+    @field_validator("max_bytes_per_s")
+    @classmethod
+    def _rate(cls, v: int | None) -> int | None:
+        if v is not None and v < 1024:
+            raise ValueError(f"max_bytes_per_s {v} is too small; at least 1KiB")
+        return v
+
+
+def ssl_context(cfg: PushSinkConfig) -> ssl.SSLContext | None:
+    """TLS for https URLs: verification on unless `verify_tls: false`, custom CA, client cert."""
+    if urlsplit(cfg.url).scheme != "https":
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    if cfg.client_cert:
+        ctx.load_cert_chain(cfg.client_cert, cfg.client_key)
+    if not cfg.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# ---------------------------------------------------------------- one attempt's outcome
+@dataclass
+class Outcome:
+    status: int | None  # None: no HTTP answer (connect error, reset, timeout)
+    error: str = ""
+    retry_after: float | None = None
+    body: str = ""
+    connect_failed: bool = False  # could not even connect: the link (or the receiver) is down
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def poison(self) -> bool:
+        """A rejection of the content itself: bisect it (401/403/404/408/429 are not)."""
+        return (
+            self.status is not None
+            and 400 <= self.status < 500
+            and self.status not in (401, 403, 404, 408, 429)
+        )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class Prepared:
+    rows: list[Row]  # the rows to send (after filters)
+    first: int  # seq range covered (filtered rows inside it are withheld on purpose)
+    last: int
+
+
+class LinkBoard:
+    """Shared by the sinks of one runtime: a success to a host wakes every sink waiting on it."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[str, set[asyncio.Event]] = {}
+
+    def link_up(self, host: str) -> None:
+        for ev in self.waiters.get(host, ()):
+            ev.set()
+
+
+# ---------------------------------------------------------------- the sink
+class PushSink:
+    """Base class; subclasses set `type_name`, `config_model` and implement `encode`/`target`."""
+
+    type_name: ClassVar[str] = ""
+    config_model: ClassVar[type[PushSinkConfig]] = PushSinkConfig
+    content_type: ClassVar[str] = "application/json"
+
+    def __init__(self, cfg: PushSinkConfig, runtime: Runtime, links: LinkBoard | None = None) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.runtime = runtime
+        self.journal = runtime.journal
+        self.gateway = runtime.site.site.id
+        self.links = links or LinkBoard()
+        parts = urlsplit(cfg.url)
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.token = resolve_secret(cfg.token_env, cfg.token_file, f"upstream {cfg.id} token")
+        self.filter = RecordFilter(cfg.include, cfg.max_privacy, lambda: runtime.hub.points)
+        self.reader: JournalReader | None = None
+        self.cursor = 0
+        self.task: asyncio.Task[None] | None = None
+        # status, in memory since this start (the last snapshot is persisted for `edge sync status`)
+        self.sent_rows = 0
+        self.sent_batches = 0
+        self.sent_bytes = 0
+        self.failures = 0  # failed attempts (each one is retried or bisected)
+        self.retries = 0
+        self.dead_letters = 0  # since start
+        self.dead_letters_total = 0  # unresolved rows in the table
+        self.last_success: float | None = None
+        self.last_error = ""
+        self.last_error_at: float | None = None
+        self.retry_at: float | None = None  # monotonic deadline of the current backoff
+        self.throttled_s = 0.0
+        self.bytes_per_row = 100.0  # running estimate of encoded size, for backlog_bytes
+        self._attempt_no = 0
+        self._bw_next = 0.0
+        self._wake = asyncio.Event()
+        self._persisted_at = 0.0
+
+    # ------------------------------------------------------------ subclass hooks
+    def encode(self, rows: list[Row], first: int, last: int) -> bytes:
+        """The uncompressed request body for `rows` covering seq range first..last."""
+        raise NotImplementedError
+
+    def target(self) -> str:
+        return self.cfg.url
+
+    def extra_headers(self, body: bytes, first: int, last: int) -> dict[str, str]:
+        return {}
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        assert self.runtime.state is not None
+        self.runtime.state.migrate("sync", DEAD_LETTER_MIGRATIONS)
+        self.dead_letters_total = self._count_dead_letters()
+        self.cursor = await self.journal.register_cursor(self.id, "sink")
+        self.reader = JournalReader(self.journal.path)
+        self.task = asyncio.create_task(self._run(), name=f"sink:{self.id}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._persist_status)
+        if self.reader is not None:
+            self.reader.close()
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout.total, sock_connect=self.cfg.timeout.connect)
+        connector = aiohttp.TCPConnector(ssl=ssl_context(self.cfg) or False, limit=1)
+        async with aiohttp.ClientSession(
+            timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}
+        ) as session:
+            self.session = session
+            while True:
+                try:
+                    await self._wait_for_batch()
+                    batch = await self._prepare(self.cursor)
+                    if batch is None:
+                        continue
+                    await self._deliver(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug must not end delivery for good
+                    log.exception("sink %s: unexpected error", self.id)
+                    self._note_error(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(1.0)
+
+    # ------------------------------------------------------------ batching
+    async def _wait_for_batch(self) -> None:
+        """Until a full batch is committed, or the oldest unsent record waited `max_age`."""
+        max_items, max_age = self.cfg.batch.max_items, self.cfg.batch.max_age
+        since: float | None = None
+        while True:
+            committed = self.journal.committed_seq
+            backlog = committed - self.cursor
+            if backlog >= max_items:
+                return
+            now = time.monotonic()
+            if backlog > 0:
+                if since is None:
+                    since = now
+                if now - since >= max_age:
+                    return
+                await self.journal.wait_committed(self.cursor + max_items - 1, max_age - (now - since))
+            else:
+                since = None
+                await self.journal.wait_committed(committed, 5.0)  # wake on the first new record
+
+    async def _prepare(self, after: int) -> Prepared | None:
+        assert self.reader is not None
+        rows = await asyncio.to_thread(self.reader.read_rows, after, self.cfg.batch.max_items)
+        if not rows:
+            return None
+        last = rows[-1][0]
+        kept = self.filter.apply(rows)
+        if not kept:  # everything withheld by filters: just move past it
+            await self._advance(last)
+            return None
+        return Prepared(kept, after + 1, last)
+
+    # ------------------------------------------------------------ delivery
+    async def _deliver(self, batch: Prepared) -> None:
+        """Send one batch, bisecting on content rejections; returns when the cursor passed it."""
+        queue = [batch]
+        while queue:
+            part = queue[0]
+            outcome = await self._attempt(part)
+            if outcome.ok:
+                queue.pop(0)
+                self._on_success(part)
+                await self._advance(part.last)
+                continue
+            self.failures += 1
+            self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}")
+            if outcome.poison:
+                queue.pop(0)
+                if len(part.rows) > 1:
+                    mid = len(part.rows) // 2
+                    split = part.rows[mid - 1][0]
+                    queue[:0] = [
+                        Prepared(part.rows[:mid], part.first, split),
+                        Prepared(part.rows[mid:], split + 1, part.last),
+                    ]
+                else:
+                    await self._dead_letter(part.rows[0], outcome)
+                    await self._advance(part.last)
+                continue
+            self.retries += 1
+            await self._backoff(outcome)
+
+    async def _attempt(self, part: Prepared) -> Outcome:
+        body = await asyncio.to_thread(self._encode_compressed, part)
+        await self._throttle(len(body))
+        headers = {
+            "Content-Type": self.content_type,
+            "Idempotency-Key": f"{self.gateway}:{self.id}:{part.first}-{part.last}",
+            "X-Edge-Instance": INSTANCE,
+            **self.extra_headers(body, part.first, part.last),
+        }
+        if self.cfg.gzip_level > 0:
+            headers["Content-Encoding"] = "gzip"
+        try:
+            async with self.session.post(self.target(), data=body, headers=headers) as resp:
+                text = ""
+                if not 200 <= resp.status < 300:
+                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
+                else:
+                    await resp.read()
+                self.sent_bytes += len(body)
+                return Outcome(resp.status, "", parse_retry_after(resp.headers.get("Retry-After")), text)
+        except aiohttp.ClientConnectorError as exc:
+            return Outcome(
+                None, f"cannot connect to {self.host}:{self.port}: {exc.os_error}", connect_failed=True
+            )
+        except TimeoutError:
+            return Outcome(
+                None, f"timed out (connect {self.cfg.timeout.connect:g}s, total {self.cfg.timeout.total:g}s)"
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}")
+
+    def _encode_compressed(self, part: Prepared) -> bytes:
+        raw = self.encode(part.rows, part.first, part.last)
+        self.bytes_per_row = 0.9 * self.bytes_per_row + 0.1 * (len(raw) / max(1, len(part.rows)))
+        if self.cfg.gzip_level == 0:
+            return raw
+        import zlib
+
+        return zlib.compress(raw, self.cfg.gzip_level, wbits=31)  # wbits 31: gzip framing
+
+    async def _throttle(self, nbytes: int) -> None:
+        rate = self.cfg.max_bytes_per_s
+        if not rate:
+            return
+        now = time.monotonic()
+        start = max(now, self._bw_next)
+        self._bw_next = start + nbytes / rate
+        if start > now:
+            self.throttled_s += start - now
+            await asyncio.sleep(start - now)
+
+    def _on_success(self, part: Prepared) -> None:
+        self.sent_rows += len(part.rows)
+        self.sent_batches += 1
+        self.last_success = time.time()
+        self._attempt_no = 0
+        self.retry_at = None
+        self.links.link_up(self.host)
+
+    async def _advance(self, seq: int) -> None:
+        await self.journal.set_cursor(self.id, seq, kind="sink")
+        self.cursor = seq
+        if time.monotonic() - self._persisted_at > 1.0:
+            self._persisted_at = time.monotonic()
+            await asyncio.to_thread(self._persist_status)
+
+    def _note_error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = time.time()
+        log.warning("sink %s: %s", self.id, message)
+
+    async def _backoff(self, outcome: Outcome) -> None:
+        retry = self.cfg.retry
+        self._attempt_no += 1
+        if outcome.retry_after is not None and outcome.status in (429, 503):
+            delay = min(retry.max, outcome.retry_after)
+        else:  # full jitter: uniform over [0, min(cap, initial * 2^n)]
+            delay = random.uniform(0, min(retry.max, retry.initial * 2 ** min(self._attempt_no - 1, 30)))
+        self.retry_at = time.monotonic() + delay
+        self._wake.clear()
+        waiters = self.links.waiters.setdefault(self.host, set())
+        waiters.add(self._wake)
+        probe = None
+        if outcome.connect_failed and delay > retry.probe_every:
+            probe = asyncio.create_task(self._probe_until_up(delay))
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+        finally:
+            waiters.discard(self._wake)
+            if probe is not None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+            self.retry_at = None
+
+    async def _probe_until_up(self, horizon: float) -> None:
+        """A TCP connect every `probe_every` seconds; success ends the backoff at once."""
+        every = self.cfg.retry.probe_every
+        deadline = time.monotonic() + horizon
+        while time.monotonic() + every < deadline:
+            await asyncio.sleep(every)
+            try:
+                async with asyncio.timeout(self.cfg.timeout.connect):
+                    _reader, writer = await asyncio.open_connection(self.host, self.port)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            except (OSError, TimeoutError):
+                continue
+            self._wake.set()
+            return
+
+    # ------------------------------------------------------------ dead letters
+    async def _dead_letter(self, row: Row, outcome: Outcome) -> None:
+        record = row_to_record(row)
+        state = self.runtime.state
+        assert state is not None
+
+        def insert() -> None:
+            with state.lock:
+                state.conn.execute(
+                    "INSERT INTO sync_dead_letters(sink, seq, record, status, response, ts) VALUES (?,?,?,?,?,?)",
+                    (
+                        self.id,
+                        row[0],
+                        orjson.dumps(record).decode(),
+                        outcome.status,
+                        outcome.body[:2000],
+                        time.time(),
+                    ),
+                )
+
+        await asyncio.to_thread(insert)
+        self.dead_letters += 1
+        self.dead_letters_total += 1
+        self.runtime.hub.publish_event(
+            Event(
+                "sync_dead_letter",
+                self.id,
+                Severity.WARNING,
+                {"sink": self.id, "seq": row[0], "status": outcome.status, "response": outcome.body[:500]},
+                time.time(),
+            )
+        )
+
+    def _count_dead_letters(self) -> int:
+        state = self.runtime.state
+        assert state is not None
+        with state.lock:
+            return int(
+                state.conn.execute(
+                    "SELECT count(*) FROM sync_dead_letters WHERE sink=? AND retried IS NULL", (self.id,)
+                ).fetchone()[0]
+            )
+
+    async def send_one(self, record_row: Row) -> Outcome:
+        """Deliver one record outside the stream (a manual dead-letter retry)."""
+        seq = record_row[0]
+        return await self._attempt(Prepared([record_row], seq, seq))
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        committed = self.journal.committed_seq
+        backlog = max(0, committed - self.cursor)
+        oldest = None
+        if backlog and self.reader is not None:
+            with contextlib.suppress(Exception):
+                oldest = self.reader.oldest_after(self.cursor)
+        retry_in = None
+        if self.retry_at is not None:
+            retry_in = round(max(0.0, self.retry_at - time.monotonic()), 3)
+        return {
+            "id": self.id,
+            "type": self.type_name,
+            "url": self.cfg.url,
+            "cursor": self.cursor,
+            "backlog_rows": backlog,
+            "backlog_bytes": int(backlog * self.bytes_per_row),  # estimate: rows x recent bytes/row
+            "oldest_unsent_age_s": round(max(0.0, time.time() - oldest), 3) if oldest else 0.0,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "retry_in_s": retry_in,
+            "dead_letters": self.dead_letters_total,
+            "sent_rows": self.sent_rows,
+            "sent_batches": self.sent_batches,
+            "sent_bytes": self.sent_bytes,
+            "failures": self.failures,
+            "retries": self.retries,
+            "withheld_privacy": self.filter.withheld_privacy,
+            "withheld_filter": self.filter.withheld_filter,
+            "throttled_s": round(self.throttled_s, 3),
+            "instance": INSTANCE,
+        }
+
+    def _persist_status(self) -> None:
+        state = self.runtime.state
+        if state is None:
+            return
+        with state.lock:
+            state.conn.execute(
+                "INSERT INTO sync_status(sink, status, updated) VALUES (?,?,?) "
+                "ON CONFLICT(sink) DO UPDATE SET status=excluded.status, updated=excluded.updated",
+                (self.id, orjson.dumps(self.status()).decode(), time.time()),
+            )

@@ -1,0 +1,81 @@
+"""The sync component: runs every push sink of the site and keeps the pull consumers' cursors.
+
+`create(runtime)` returns None for a site with neither `upstream:` nor `consumers:`. Declared
+consumers get their cursor registered at start, so retention keeps their data even before they
+first connect.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from edge.config import SINK_MODULES
+from edge.sync.base import LinkBoard, PushSink
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+
+def consumer_status(runtime: Runtime, consumer_id: str) -> dict[str, Any]:
+    journal = runtime.journal
+    row = journal.query("SELECT seq, updated FROM cursors WHERE name=? AND kind='consumer'", (consumer_id,))
+    cursor, updated = (int(row[0][0]), float(row[0][1])) if row else (0, None)
+    backlog = max(0, journal.committed_seq - cursor)
+    oldest = None
+    if backlog:
+        r = journal.query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,))
+        oldest = float(r[0][0]) if r else None
+    return {
+        "id": consumer_id,
+        "cursor": cursor,
+        "backlog_rows": backlog,
+        "oldest_unsent_age_s": round(max(0.0, time.time() - oldest), 3) if oldest else 0.0,
+        "last_ack": updated if cursor > 0 else None,
+    }
+
+
+class SyncComponent:
+    name = "sync"
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.links = LinkBoard()
+        self.sinks: dict[str, PushSink] = {}
+        for cfg in runtime.site.upstream:
+            if not cfg.enabled:
+                continue
+            cls = importlib.import_module(SINK_MODULES[cfg.type]).SINK
+            self.sinks[cfg.id] = cls(cfg, runtime, self.links)
+
+    async def start(self) -> None:
+        for c in self.runtime.site.consumers:
+            await self.runtime.journal.register_cursor(c.id, "consumer")
+        for sink in self.sinks.values():
+            await sink.start()
+
+    async def stop(self) -> None:
+        for sink in self.sinks.values():
+            await sink.stop()
+
+    def consumer_ids(self) -> list[str]:
+        declared = [c.id for c in self.runtime.site.consumers]
+        extra = sorted(
+            name
+            for name, (kind, _seq, _u) in self.runtime.journal.cursors().items()
+            if kind == "consumer" and name not in declared
+        )
+        return declared + extra
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "sinks": [s.status() for s in self.sinks.values()],
+            "consumers": [consumer_status(self.runtime, cid) for cid in self.consumer_ids()],
+        }
+
+
+def create(runtime: Runtime) -> SyncComponent | None:
+    if not runtime.site.upstream and not runtime.site.consumers:
+        return None
+    return SyncComponent(runtime)

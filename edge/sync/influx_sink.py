@@ -1,0 +1,132 @@
+"""The InfluxDB sink: line protocol to `/write` (1.x) or `/api/v2/write` (2.x).
+
+Readings: measurement = device id, tags `gateway` and `device` (and `quality` when not good),
+one field per point name, timestamp at the configured precision. Events: measurement `events`,
+tags gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A point with the same
+measurement, tags and timestamp overwrites, so a replayed batch is idempotent. Readings without a
+value (None) cannot be represented and are counted as withheld.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import urlencode, urlsplit
+
+from pydantic import model_validator
+
+from edge.model import QUALITY_NAMES
+from edge.store.journal import BOOL_FLAG
+from edge.sync.base import LinkBoard, PushSink, PushSinkConfig
+from edge.sync.records import Row
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+class InfluxSinkConfig(PushSinkConfig):
+    type: str = "influxdb"
+    version: Literal[1, 2] = 1
+    database: str | None = None  # 1.x
+    retention_policy: str | None = None  # 1.x, optional
+    org: str | None = None  # 2.x
+    bucket: str | None = None  # 2.x
+    precision: Literal["s", "ms", "us", "ns"] = "ms"
+
+    @model_validator(mode="after")
+    def _target(self) -> InfluxSinkConfig:
+        if self.version == 1 and not self.database:
+            raise ValueError("InfluxDB 1.x needs database: NAME")
+        if self.version == 2 and not (self.org and self.bucket):
+            raise ValueError("InfluxDB 2.x needs org: and bucket: (and token_env: or token_file:)")
+        return self
+
+
+def _escape_key(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _escape_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def field_value(value: Any) -> str | None:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _escape_str(value)
+    return None
+
+
+class InfluxSink(PushSink):
+    type_name: ClassVar[str] = "influxdb"
+    config_model: ClassVar[type[PushSinkConfig]] = InfluxSinkConfig
+    content_type: ClassVar[str] = "text/plain; charset=utf-8"
+
+    def __init__(self, cfg: PushSinkConfig, runtime: Runtime, links: LinkBoard | None = None) -> None:
+        super().__init__(cfg, runtime, links)
+        assert isinstance(cfg, InfluxSinkConfig)
+        self.icfg = cfg
+        self.scale = SCALE[cfg.precision]
+        self.gateway_tag = _escape_key(self.gateway)
+        self.unrepresentable = 0
+        base = cfg.url.rstrip("/")
+        if urlsplit(base).path in ("", "/"):
+            path = "/write" if cfg.version == 1 else "/api/v2/write"
+        else:
+            path = ""  # the URL already names the write endpoint
+        if cfg.version == 1:
+            q = {"db": cfg.database, "precision": cfg.precision}
+            if cfg.retention_policy:
+                q["rp"] = cfg.retention_policy
+        else:
+            q = {"org": cfg.org, "bucket": cfg.bucket, "precision": cfg.precision}
+        self._url = f"{base}{path}?{urlencode(q)}"
+
+    def target(self) -> str:
+        return self._url
+
+    def extra_headers(self, body: bytes, first: int, last: int) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}"} if self.token else {}
+
+    def encode(self, rows: list[Row], first: int, last: int) -> bytes:
+        lines: list[str] = []
+        add = lines.append
+        scale = self.scale
+        gw = self.gateway_tag
+        for seq, ts, point, value, quality, kind, severity, payload in rows:
+            t = round(ts * scale)
+            if kind is None:
+                if quality & BOOL_FLAG:
+                    value = bool(value)
+                    quality &= 3
+                fv = field_value(value)
+                if fv is None:
+                    self.unrepresentable += 1
+                    continue
+                device, _, name = point.partition(".")
+                dev = _escape_key(device)
+                q = "" if quality == 0 else f",quality={QUALITY_NAMES[quality]}"
+                add(f"{dev},device={dev},gateway={gw}{q} {_escape_key(name)}={fv} {t}")
+            else:
+                add(
+                    f"events,gateway={gw},kind={_escape_key(kind)},severity={_escape_key(severity or 'info')},"
+                    f"source={_escape_key(point)} payload={_escape_str(payload or '{}')},seq={seq}i {t}"
+                )
+        return ("\n".join(lines) + "\n").encode()
+
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        out["unrepresentable"] = self.unrepresentable
+        return out
+
+
+SINK = InfluxSink

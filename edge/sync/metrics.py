@@ -1,0 +1,186 @@
+"""Prometheus `/metrics` (scope read), with the standard `prometheus_client` library.
+
+One custom collector reads the runtime's plain counters at scrape time — the hot path never
+touches a Prometheus object. Each app gets its own registry (no process-global state), so several
+runtimes in one test process do not collide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from edge.web.auth import require
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+RULE_EVAL_KEYS = ("evaluations", "evaluated", "evals", "rule_evaluations")
+
+
+def _numeric(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class RuntimeCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._last: tuple[float, int] | None = None  # (monotonic, hub.received) at the last scrape
+
+    def _ingest_rate(self) -> float:
+        now, received = time.monotonic(), self.runtime.hub.received
+        rate = 0.0
+        if self._last is not None and now > self._last[0]:
+            rate = (received - self._last[1]) / (now - self._last[0])
+        self._last = (now, received)
+        return rate
+
+    def collect(self) -> Iterator[Any]:
+        rt = self.runtime
+        hub, journal = rt.hub, rt.journal
+        yield CounterMetricFamily(
+            "edge_readings_received", "Samples received from drivers", value=hub.received
+        )
+        yield CounterMetricFamily(
+            "edge_readings_journaled", "Samples that passed change detection", value=hub.journaled
+        )
+        yield CounterMetricFamily("edge_events", "Events published", value=hub.events)
+        yield GaugeMetricFamily(
+            "edge_ingest_rate",
+            "Samples received per second since the previous scrape",
+            value=self._ingest_rate(),
+        )
+        yield GaugeMetricFamily(
+            "edge_journal_committed_seq", "Highest committed seq", value=journal.committed_seq
+        )
+        yield CounterMetricFamily(
+            "edge_journal_rows_committed", "Rows committed since start", value=journal.committed_rows
+        )
+        yield CounterMetricFamily(
+            "edge_journal_write_errors", "Failed journal commits", value=journal.write_errors
+        )
+
+        drops = CounterMetricFamily(
+            "edge_dropped", "Records dropped, by where and why", labels=["where", "reason"]
+        )
+        drops.add_metric(["hub", "subscriber_error"], hub.subscriber_errors)
+        try:
+            from edge.store.health import buffer_health
+
+            buf = buffer_health(journal, rt.site.storage)
+        except Exception:
+            buf = {}
+        for key, value in _numeric(buf).items():
+            if "drop" in key:
+                drops.add_metric(["buffer", key], value)
+        if buf:
+            yield GaugeMetricFamily("edge_buffer_rows", "Rows in the journal", value=buf.get("rows") or 0)
+            yield GaugeMetricFamily(
+                "edge_buffer_bytes", "Bytes used by the journal", value=buf.get("bytes") or 0
+            )
+
+        errors = CounterMetricFamily("edge_driver_errors", "Driver errors since start", labels=["device"])
+        restarts = CounterMetricFamily(
+            "edge_driver_restarts", "Driver restarts since start", labels=["device"]
+        )
+        up = GaugeMetricFamily(
+            "edge_device_state", "1 for the current health state", labels=["device", "state"]
+        )
+        for d in rt.devices_status():
+            errors.add_metric([d["id"]], d["health"].get("errors", 0))
+            restarts.add_metric([d["id"]], d["restarts"])
+            up.add_metric([d["id"], d["health"]["state"]], 1)
+            if d.get("dropped"):
+                drops.add_metric([f"driver:{d['id']}", "dropped"], d["dropped"])
+        yield errors
+        yield restarts
+        yield up
+
+        sync = rt.components.get("sync")
+        if sync is not None:
+            st = sync.status()
+            fams = {
+                "backlog_rows": GaugeMetricFamily(
+                    "edge_sink_backlog_rows", "Rows not yet delivered", labels=["sink"]
+                ),
+                "backlog_bytes": GaugeMetricFamily(
+                    "edge_sink_backlog_bytes", "Estimated bytes not yet delivered", labels=["sink"]
+                ),
+                "oldest_unsent_age_s": GaugeMetricFamily(
+                    "edge_sink_oldest_unsent_age_seconds",
+                    "Age of the oldest undelivered record",
+                    labels=["sink"],
+                ),
+                "sent_rows": CounterMetricFamily("edge_sink_sent_rows", "Rows delivered", labels=["sink"]),
+                "sent_batches": CounterMetricFamily(
+                    "edge_sink_sent_batches", "Batches delivered", labels=["sink"]
+                ),
+                "sent_bytes": CounterMetricFamily(
+                    "edge_sink_sent_bytes", "Bytes sent (compressed)", labels=["sink"]
+                ),
+                "failures": CounterMetricFamily(
+                    "edge_sink_failures", "Failed send attempts", labels=["sink"]
+                ),
+                "retries": CounterMetricFamily(
+                    "edge_sink_retries", "Retries after a failure", labels=["sink"]
+                ),
+                "dead_letters": GaugeMetricFamily(
+                    "edge_sink_dead_letters", "Records in the dead-letter table", labels=["sink"]
+                ),
+                "withheld_privacy": CounterMetricFamily(
+                    "edge_sink_withheld_privacy", "Records kept on site by privacy class", labels=["sink"]
+                ),
+            }
+            for s in st["sinks"]:
+                for key, fam in fams.items():
+                    fam.add_metric([s["id"]], s.get(key) or 0)
+            yield from fams.values()
+            cb = GaugeMetricFamily(
+                "edge_consumer_backlog_rows", "Rows a pull consumer has not acked", labels=["consumer"]
+            )
+            ca = GaugeMetricFamily(
+                "edge_consumer_oldest_unacked_age_seconds",
+                "Age of the oldest unacked record",
+                labels=["consumer"],
+            )
+            for c in st["consumers"]:
+                cb.add_metric([c["id"]], c["backlog_rows"])
+                ca.add_metric([c["id"]], c["oldest_unsent_age_s"])
+            yield cb
+            yield ca
+
+        rules = rt.components.get("rules")
+        if rules is not None:
+            try:
+                rst = _numeric(rules.status())
+            except Exception:
+                rst = {}
+            evals = next((rst[k] for k in RULE_EVAL_KEYS if k in rst), None)
+            if evals is not None:
+                yield CounterMetricFamily(
+                    "edge_rule_evaluations", "Rule evaluations since start", value=evals
+                )
+            g = GaugeMetricFamily(
+                "edge_rules_status", "Numeric fields of the rules engine status", labels=["field"]
+            )
+            for k, v in rst.items():
+                g.add_metric([k], v)
+            yield g
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+
+    async def metrics(request: web.Request) -> web.Response:
+        require(request, "read")
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", metrics)

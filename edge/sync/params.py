@@ -1,0 +1,43 @@
+"""Query-parameter parsing for the sync APIs: a clear 400 naming the parameter and what is accepted."""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from edge.web.problem import Problem
+
+MAX_SEQ = 2**62  # SQLite integers are 64-bit; anything past this is a client mistake
+
+
+def int_param(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not lo <= int(raw) <= hi:
+        raise Problem(
+            400,
+            "Invalid parameter",
+            f"{name}={raw[:40]!r}: expected an integer from {lo} to {hi}",
+            parameter=name,
+        )
+    return int(raw)
+
+
+def float_param(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise Problem(
+            400,
+            "Invalid parameter",
+            f"{name}={raw[:40]!r}: expected a number from {lo:g} to {hi:g}",
+            parameter=name,
+        )
+    return value

@@ -1,0 +1,179 @@
+"""The pull API for central platforms: the stream from a consumer's cursor, acks, point metadata,
+latest values, and the OpenAPI document. The sync status routes are added here too
+(`edge.sync.status_api`).
+
+A consumer only reads its own stream: the consumer id comes from its credential (a site-file
+consumer token, or an API token with scope `pull` and a consumer id), never from the request.
+Records above the consumer's privacy class (default `personal`) are withheld; `next` still moves
+past them, so the consumer's cursor passes them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from edge.model import Privacy
+from edge.store.journal import row_to_record
+from edge.sync.params import MAX_SEQ, float_param, int_param
+from edge.sync.records import PRIVACY_RANK, IncludeConfig, JournalReader, RecordFilter
+from edge.web.auth import Principal, require
+from edge.web.problem import Problem, json_response, read_json
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+MAX_LIMIT = 10_000
+MAX_WAIT = 60.0
+
+
+class PullService:
+    """State shared by the pull handlers of one app: a read connection, filters, the ack lock."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._reader: JournalReader | None = None
+        self._filters: dict[str, RecordFilter] = {}
+        self.ack_lock = asyncio.Lock()
+        self.served_rows = 0
+
+    @property
+    def reader(self) -> JournalReader:
+        if self._reader is None:
+            self._reader = JournalReader(self.runtime.journal.path)
+        return self._reader
+
+    def max_privacy(self, consumer: str) -> Privacy:
+        for c in self.runtime.site.consumers:
+            if c.id == consumer:
+                return Privacy(getattr(c, "max_privacy", Privacy.PERSONAL))
+        return Privacy.PERSONAL
+
+    def filter_for(self, consumer: str) -> RecordFilter:
+        f = self._filters.get(consumer)
+        if f is None:
+            f = RecordFilter(IncludeConfig(), self.max_privacy(consumer), lambda: self.runtime.hub.points)
+            self._filters[consumer] = f
+        return f
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+def consumer_of(principal: Principal) -> str:
+    if not principal.consumer:
+        raise Problem(403, "Forbidden", "this credential has the pull scope but names no consumer")
+    return principal.consumer
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    from edge.sync import openapi, status_api
+
+    svc = PullService(runtime)
+    journal = runtime.journal
+
+    async def on_cleanup(_app: web.Application) -> None:
+        svc.close()
+
+    app.on_cleanup.append(on_cleanup)
+
+    async def stream(request: web.Request) -> web.Response:
+        cid = consumer_of(require(request, "pull"))
+        after = int_param(request, "after", None, 0, MAX_SEQ)
+        limit = int_param(request, "limit", 1000, 1, MAX_LIMIT)
+        wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
+        assert limit is not None
+        cursor = journal.get_cursor(cid)
+        if cursor is None:  # an API-token consumer not declared in the site file
+            cursor = await journal.register_cursor(cid, "consumer")
+        if after is None:
+            after = cursor
+        if wait > 0 and journal.committed_seq <= after:
+            await journal.wait_committed(after, wait)
+        rows = await asyncio.to_thread(svc.reader.read_rows, after, limit)
+        kept = svc.filter_for(cid).apply(rows)
+        items = [row_to_record(r) for r in kept]
+        svc.served_rows += len(items)
+        nxt = rows[-1][0] if rows else after
+        return json_response({"items": items, "next": nxt, "more": nxt < journal.committed_seq})
+
+    async def ack(request: web.Request) -> web.Response:
+        principal = require(request, "pull")
+        cid = request.match_info["id"]
+        if consumer_of(principal) != cid:
+            raise Problem(
+                403, "Forbidden", f"this credential belongs to consumer {principal.consumer!r}, not {cid!r}"
+            )
+        body = await read_json(request, max_bytes=4096)
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or set(body) != {"seq"} or type(seq) is not int or seq < 0:
+            raise Problem(
+                400, "Invalid acknowledgement", 'expected a JSON object {"seq": N} with an integer N >= 0'
+            )
+        async with svc.ack_lock:
+            committed = journal.committed_seq
+            if seq > committed:
+                raise Problem(
+                    400,
+                    "Ack past the end",
+                    f"seq {seq} was never committed; the last committed seq is {committed}",
+                )
+            current = journal.get_cursor(cid) or 0
+            if seq < current:
+                raise Problem(
+                    409,
+                    "Ack moves backwards",
+                    f"consumer {cid} already acknowledged {current}; acks only move forward",
+                    cursor=current,
+                )
+            if seq > current or journal.get_cursor(cid) is None:
+                await journal.set_cursor(cid, seq, kind="consumer")
+        return json_response({"consumer": cid, "cursor": seq, "committed": journal.committed_seq})
+
+    async def points(request: web.Request) -> web.Response:
+        require(request, "pull", "read")
+        out = [
+            {
+                "id": p.id,
+                "device": p.device,
+                "name": p.name,
+                "type": str(p.type),
+                "unit": p.unit,
+                "writable": p.writable,
+                "privacy": str(p.privacy),
+                "description": p.description,
+            }
+            for p in sorted(runtime.hub.points.values(), key=lambda p: p.id)
+        ]
+        return json_response({"points": out})
+
+    async def latest(request: web.Request) -> web.Response:
+        principal = require(request, "pull", "read")
+        device = request.query.get("device")
+        limit_rank = 2
+        if "read" not in principal.scopes:  # a consumer sees only what its class allows
+            limit_rank = PRIVACY_RANK[svc.max_privacy(consumer_of(principal))]
+        out: list[dict[str, Any]] = []
+        for pid, r in sorted(runtime.hub.latest.items()):
+            if device and not pid.startswith(device + "."):
+                continue
+            info = runtime.hub.points.get(pid)
+            if info is not None and PRIVACY_RANK[info.privacy] > limit_rank:
+                continue
+            out.append(
+                {"point": pid, "ts": r.ts, "value": r.value, "quality": ("good", "bad", "stale")[r.quality]}
+            )
+        return json_response({"latest": out})
+
+    async def openapi_doc(request: web.Request) -> web.Response:
+        return json_response(openapi.document())
+
+    app.router.add_get("/api/v1/stream", stream)
+    app.router.add_post("/api/v1/consumers/{id}/ack", ack)
+    app.router.add_get("/api/v1/points", points)
+    app.router.add_get("/api/v1/latest", latest)
+    app.router.add_get("/api/v1/openapi.json", openapi_doc)
+    status_api.setup(app, runtime)

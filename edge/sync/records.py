@@ -1,0 +1,168 @@
+"""Reading the journal for sync: a private read connection, and the filters every sink and
+consumer applies before a record leaves the site (include lists and privacy minimisation).
+
+Privacy rule (documented in docs/sync.md): a reading has its point's privacy class; an event has
+the class named by `payload["privacy"]` if present, else the class of `payload["point"]` if that
+point is known, else `sensitive` for health-measurement kinds, else `public`. A record whose class
+ranks above the sink's or consumer's `max_privacy` (default `personal`) is withheld.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from edge.model import PointInfo, Privacy
+from edge.store.journal import SELECT_COLS, connect
+
+Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
+
+PRIVACY_RANK = {Privacy.PUBLIC: 0, Privacy.PERSONAL: 1, Privacy.SENSITIVE: 2}
+#: event kinds that carry health measurements: sensitive unless the payload says otherwise.
+SENSITIVE_EVENT_KINDS = frozenset(
+    {"blood_pressure", "heart_rate", "weight", "body_temperature", "glucose", "spo2", "health_measurement"}
+)
+
+
+class JournalReader:
+    """A read connection of its own, so a sink's or the pull API's paging never waits on (or
+    blocks) the event loop's connection. Methods are thread-safe; call them via `to_thread`."""
+
+    def __init__(self, path: str) -> None:
+        self._conn = connect(path)
+        self._lock = threading.Lock()
+
+    def read_rows(self, after: int, limit: int) -> list[Row]:
+        with self._lock:
+            return self._conn.execute(
+                f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+
+    def oldest_after(self, seq: int) -> float | None:
+        """Timestamp of the first record after `seq` (the oldest one not yet delivered)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
+            ).fetchone()
+        return float(row[0]) if row else None
+
+    def count_after(self, seq: int) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM journal WHERE seq > ?", (seq,)).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+
+
+class IncludeConfig(BaseModel):
+    """What a sink sends: readings and/or events, event kinds and point patterns (fnmatch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    readings: bool = True
+    events: bool = True
+    event_kinds: list[str] | None = None  # e.g. [alert, "device_*"]; None = every kind
+    points: list[str] | None = None  # e.g. ["meter-*.energy_*"]; None = every point
+
+
+def _pattern(globs: Sequence[str] | None) -> re.Pattern[str] | None:
+    if globs is None:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs) or "(?!)")
+
+
+class RecordFilter:
+    """Decides per journal row whether it may be sent; counts what it withholds and why."""
+
+    def __init__(
+        self,
+        include: IncludeConfig,
+        max_privacy: Privacy | str,
+        points: Callable[[], Mapping[str, PointInfo]],
+    ) -> None:
+        self.include = include
+        self.max_rank = PRIVACY_RANK[Privacy(max_privacy)]
+        self._points = points
+        self._kinds = _pattern(include.event_kinds)
+        self._point_re = _pattern(include.points)
+        self._reading_ok: dict[str, int] = {}
+        self.withheld_privacy = 0  # records kept on site because of their privacy class
+        self.withheld_filter = 0  # records not matching the include lists
+        self.passthrough = (
+            include.readings
+            and include.events
+            and self._kinds is None
+            and self._point_re is None
+            and self.max_rank >= PRIVACY_RANK[Privacy.SENSITIVE]
+        )
+
+    def _reading_verdict(self, point: str) -> int:
+        """0: allowed, 1: not in the include list, 2: withheld for privacy."""
+        verdict = self._reading_ok.get(point)
+        if verdict is not None:
+            return verdict
+        if self._point_re is not None and not self._point_re.match(point):
+            self._reading_ok[point] = 1
+            return 1
+        info = self._points().get(point)
+        rank = PRIVACY_RANK[info.privacy] if info is not None else 0
+        verdict = 0 if rank <= self.max_rank else 2
+        if info is not None:  # unknown points may get a class later (a driver registers them)
+            self._reading_ok[point] = verdict
+        return verdict
+
+    def event_privacy(self, kind: str, payload: str | None) -> int:
+        data: Any = None
+        if payload and ('"privacy"' in payload or '"point"' in payload):
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                data = None
+        if isinstance(data, dict):
+            p = data.get("privacy")
+            if isinstance(p, str) and p in PRIVACY_RANK:
+                return PRIVACY_RANK[Privacy(p)]
+            point = data.get("point")
+            if isinstance(point, str):
+                info = self._points().get(point)
+                if info is not None:
+                    return PRIVACY_RANK[info.privacy]
+        return PRIVACY_RANK[Privacy.SENSITIVE] if kind in SENSITIVE_EVENT_KINDS else 0
+
+    def allows(self, row: Row) -> bool:
+        kind = row[5]
+        if kind is None:
+            if not self.include.readings:
+                self.withheld_filter += 1
+                return False
+            verdict = self._reading_verdict(row[2])
+            if verdict == 0:
+                return True
+            if verdict == 2:
+                self.withheld_privacy += 1
+            else:
+                self.withheld_filter += 1
+            return False
+        if not self.include.events or (self._kinds is not None and not self._kinds.match(kind)):
+            self.withheld_filter += 1
+            return False
+        if self.event_privacy(kind, row[7]) > self.max_rank:
+            self.withheld_privacy += 1
+            return False
+        return True
+
+    def apply(self, rows: list[Row]) -> list[Row]:
+        if self.passthrough:
+            return rows
+        return [r for r in rows if self.allows(r)]
