@@ -5,6 +5,12 @@ list; the writer swaps the list out and commits it with `executemany` in one tra
 (group commit), on a timer (`flush_interval`) or as soon as `flush_max_items` records wait.
 `seq` is assigned by the writer in commit order and never reused, even when every row is deleted.
 
+Between flushes the same thread applies retention in small chunks, and inside each flush it
+applies the byte cap (`max_bytes`, `when_full`); see `edge.store.retention`. A failed commit
+(disk full, I/O error) never loses committed rows: the batch is kept and retried, or refused under
+`drop_newest`, and every refused or deleted-unsent record is counted (persisted counters) and
+reported as one `buffer_drop` event per burst.
+
 Readers (pull API, UI, sinks, CLI) use their own connection, so they never block the writer.
 """
 
@@ -13,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,40 +31,23 @@ from typing import Any
 import orjson
 
 from edge.model import QUALITY_NAMES, Event, Reading, Record
-from edge.state import split_sql
+from edge.store import retention
+from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
 
 log = logging.getLogger("edge.store")
 
 BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
+SQLITE_FULL = 13
 
-SCHEMA_VERSION = 1
-MIGRATIONS: list[str] = [
-    # v1
-    """
-    CREATE TABLE journal (
-        seq INTEGER PRIMARY KEY,
-        ts REAL NOT NULL,
-        point TEXT NOT NULL,      -- a reading's point id, or an event's source
-        value,                    -- a reading's value (NULL for an event)
-        quality INTEGER,          -- a reading's quality (| 4 for bool values); NULL for an event
-        kind TEXT,                -- an event's kind; NULL for a reading
-        severity TEXT,
-        payload TEXT              -- an event's payload as JSON
-    );
-    CREATE TABLE cursors (
-        name TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,       -- 'sink' or 'consumer'
-        seq INTEGER NOT NULL,
-        updated REAL NOT NULL
-    );
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value);
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    """,
-]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Journal", "JournalClosed", "row_to_record"]
 
 READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
 EVENT_SQL = "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (?,?,?,?,?,?)"
 SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
+COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
+LAST_SEQ_SQL = (
+    "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+)
 
 
 class JournalClosed(RuntimeError):
@@ -98,6 +89,10 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def is_disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+
+
 class Journal:
     """See the module docstring. Construct, `open()`, then `append()` from the event loop."""
 
@@ -109,123 +104,155 @@ class Journal:
         flush_interval: float = 0.1,
         flush_max_items: int = 5000,
         clock: Callable[[], float] = time.time,
+        max_bytes: int | None = 4 * 1024**3,
+        when_full: str = "drop_oldest",
+        keep_history: float | None = 7 * 86400.0,
+        retention_interval: float = 5.0,
+        retention_chunk: int = 2000,
+        max_pending: int | None = None,
+        disk_reserve: int = 32 * 1024**2,
+        wal_autocheckpoint: int = 1000,
+        source: str = "journal",
     ) -> None:
+        if durability not in ("normal", "strict"):
+            raise ValueError(f"durability {durability!r}: expected 'normal' or 'strict'")
+        if when_full not in ("drop_oldest", "drop_newest"):
+            raise ValueError(f"when_full {when_full!r}: expected 'drop_oldest' or 'drop_newest'")
         self.path = path
         self.durability = durability
         self.flush_interval = flush_interval
         self.flush_max_items = flush_max_items
         self.clock = clock
+        self.max_bytes = max_bytes
+        self.when_full = when_full
+        self.keep_history = keep_history
+        self.retention_interval = retention_interval
+        self.retention_chunk = retention_chunk
+        # records held in memory while SQLite fails; past this the full policy applies in memory
+        self.max_pending = max_pending or max(200_000, 20 * flush_max_items)
+        # free space the journal leaves on its filesystem (for the WAL and checkpoints): beyond it
+        # the disk counts as full and `when_full` applies *before* SQLite fails with SQLITE_FULL
+        self.disk_reserve = disk_reserve
+        self.wal_autocheckpoint = wal_autocheckpoint
+        self.disk_low = False  # the last flush was limited by free disk space, not max_bytes
+        self.source = source  # the `source` of buffer_drop events
         self._pending: list[Record] = []
-        self._ops: list[
-            tuple[str, tuple[Any, ...]]
-        ] = []  # cursor updates etc., committed with the next flush
-        self._cond = threading.Condition()
+        self._ops: list[tuple[str, tuple[Any, ...]]] = []  # cursor updates, committed with the next flush
+        self._cond = threading.Condition(threading.Lock())
         self._flush_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
         self._thread: threading.Thread | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_event: asyncio.Event | None = None
         self._read: sqlite3.Connection | None = None
+        self._w: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
         self.next_seq = 1
         self.committed_seq = 0
-        self.write_errors = 0
         self.last_error = ""
+        self.failing = False  # the last commit attempt failed (cleared by the next success)
+        self.disk_full = False
         self.committed_rows = 0  # since open
-        self.flushes = 0
+        self.flushes = 0  # transactions that inserted records, since open
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._unsaved: dict[str, int] = {}  # counter increments not yet persisted
+        self._overflow: list[Record] = []  # refused in memory by append(), accounted by the writer
+        self._bursts: dict[str, retention.DropBurst] = {}
+        self._ready_events: list[Event] = []  # closed bursts waiting to be journaled
+        self._rate: deque[tuple[float, int, int]] = deque()  # (monotonic, committed, expired)
+        self._expired_total = 0
+        self._next_retention = 0.0
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> Journal:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._w = connect(self.path)
-        self._w.execute("PRAGMA journal_mode=WAL")
-        self._w.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'strict' else 'NORMAL'}")
-        self._migrate(self._w)
-        row = self._w.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-        last = int(row[0]) if row else 0
-        row = self._w.execute("SELECT max(seq) FROM journal").fetchone()
-        last = max(last, int(row[0] or 0))
-        self.next_seq = last + 1
-        self.committed_seq = last
+        w = self._w = connect(self.path)
+        w.execute("PRAGMA journal_mode=WAL")
+        w.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'strict' else 'NORMAL'}")
+        w.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_autocheckpoint)}")
+        # after a checkpoint, give a WAL grown by a burst back to the filesystem
+        w.execute(f"PRAGMA journal_size_limit={int(self.wal_autocheckpoint) * 4096 * 2}")
+        migrate(w, self.path)
+        self._load_state(w)
         self._read = connect(self.path)
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
             self._commit_event = asyncio.Event()
+        self._next_retention = time.monotonic() + min(1.0, self.retention_interval)
         self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         self._thread.start()
         return self
 
     @classmethod
     def open_readonly(cls, path: str) -> Journal:
-        """A reader for tools (`edge buffer …`) while another process owns the writer."""
+        """A reader on an existing file (CLI, tools): queries only, no writer, no migration."""
         j = cls(path)
         j._read = connect(path, readonly=True)
-        row = j._read.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-        j.committed_seq = int(row[0]) if row else 0
-        j.next_seq = j.committed_seq + 1
+        j._load_state(j._read)
         return j
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
-        version = 0
-        if has_meta:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path}: schema version {version} is newer than this program ({len(MIGRATIONS)}); upgrade it"
-            )
-        for v in range(version, len(MIGRATIONS)):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in split_sql(MIGRATIONS[v]):
-                    conn.execute(stmt)
-                conn.execute(
-                    "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (v + 1,),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+    def _load_state(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        last = int(row[0]) if row else 0
+        last = max(last, int(conn.execute("SELECT max(seq) FROM journal").fetchone()[0] or 0))
+        self.next_seq = last + 1
+        self.committed_seq = last
+        for name, value in conn.execute("SELECT name, value FROM counters"):
+            self.counters[name] = int(value)
+
+    @property
+    def write_errors(self) -> int:
+        return self.counters["write_errors"]
 
     async def close(self) -> None:
         """Flush everything pending, stop the writer, close connections."""
-        if self._thread is None:
-            return
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
-        if self._read is not None:
-            self._read.close()
-        self._w.close()
+        thread = self._stop_writer()
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+        self._close_connections()
 
     def close_sync(self) -> None:
-        if self._thread is None:
-            if self._read is not None:  # a read-only journal
-                self._read.close()
-                self._read = None
-            return
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        self._thread.join()
-        self._thread = None
-        if self._read is not None:
-            self._read.close()
-        self._w.close()
+        thread = self._stop_writer()
+        if thread is not None:
+            thread.join()
+        self._close_connections()
+
+    def _stop_writer(self) -> threading.Thread | None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+        return thread
+
+    def _close_connections(self) -> None:
+        for conn in (self._read, self._w):
+            if conn is not None:
+                conn.close()
+        self._read = self._w = None
 
     # ------------------------------------------------------------ writing (event loop side)
     def append(self, records: list[Record]) -> None:
-        """Queue records for the next group commit. Never blocks."""
-        pending = self._pending
-        pending.extend(records)
-        if len(pending) >= self.flush_max_items:
-            with self._cond:
+        """Queue records for the next group commit. Never blocks (the lock is only held for swaps)."""
+        with self._cond:
+            pending = self._pending
+            pending.extend(records)
+            n = len(pending)
+            if n >= self.flush_max_items:
+                if n > self.max_pending:  # SQLite has been failing for a while: apply the policy
+                    cut = n - self.max_pending
+                    if self.when_full == "drop_newest":
+                        self._overflow.extend(pending[-cut:])
+                        del pending[-cut:]
+                    else:
+                        self._overflow.extend(pending[:cut])
+                        del pending[:cut]
                 self._cond.notify()
+
+    @property
+    def pending(self) -> int:
+        """Records appended but not committed yet."""
+        return len(self._pending)
 
     async def flush(self) -> int:
         """Commit everything appended so far; returns the highest committed seq."""
@@ -265,85 +292,287 @@ class Journal:
         await self.flush()
         return self.get_cursor(name) or 0
 
+    async def remove_cursor(self, name: str) -> None:
+        """Forget a cursor (a sink or consumer removed from the site), so it no longer holds data."""
+        with self._cond:
+            self._ops.append(("DELETE FROM cursors WHERE name=?", (name,)))
+        await self.flush()
+
     # ------------------------------------------------------------ writer thread
     def _writer(self) -> None:
+        failures_while_closing = 0
         while True:
             with self._cond:
-                if not (self._closing or self._flush_waiters or len(self._pending) >= self.flush_max_items):
+                if not (
+                    self._closing
+                    or self._flush_waiters
+                    or len(self._pending) >= self.flush_max_items
+                    or self._ready_events
+                ):
                     self._cond.wait(self.flush_interval)
                 batch, self._pending = self._pending, []
                 ops, self._ops = self._ops, []
                 waiters, self._flush_waiters = self._flush_waiters, []
+                overflow, self._overflow = self._overflow, []
                 closing = self._closing
-            if batch or ops:
-                self._commit(batch, ops)
+            if overflow:
+                self._refused(overflow, "queue_overflow", "dropped_overflow")
+            if self._bursts:
+                self._close_bursts()
+            ok = True
+            if batch or ops or self._ready_events:
+                ok = self._commit(batch, ops)
             for loop, fut in waiters:
                 loop.call_soon_threadsafe(_resolve, fut, self.committed_seq)
             if closing:
-                return
+                if ok or failures_while_closing >= 3:
+                    if not ok:
+                        self._give_up()
+                    return
+                failures_while_closing += 1
+            if not ok:
+                time.sleep(min(1.0, max(0.05, self.flush_interval * 5)))
+            elif time.monotonic() >= self._next_retention and len(self._pending) < self.flush_max_items:
+                self._retention_step()
 
-    def _commit(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        seq = self.next_seq
+    def _give_up(self) -> None:
+        """Closing while SQLite still fails: what is left cannot be kept; count and log it."""
+        with self._cond:
+            left, self._pending = self._pending, []
+        if left:
+            self._refused(left, "shutdown", "dropped_overflow")
+            log.error("journal closed with %d records it could not commit: %s", len(left), self.last_error)
+
+    def _refused(self, records: list[Record], reason: str, counter: str) -> None:
+        self._count(counter, len(records))
+        self._burst(reason).add_refused(records)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+        self._unsaved[name] = self._unsaved.get(name, 0) + n
+
+    def _burst(self, reason: str) -> retention.DropBurst:
+        b = self._bursts.get(reason)
+        if b is None:
+            b = self._bursts[reason] = retention.DropBurst(reason, self.when_full, self.clock())
+        return b
+
+    def _close_bursts(self) -> None:
+        """A burst ends after BURST_QUIET_S without a drop, or is cut after BURST_MAX_S."""
+        now = time.monotonic()
+        for reason, b in list(self._bursts.items()):
+            if b.quiet() or now - b.started >= retention.BURST_MAX_S:
+                del self._bursts[reason]
+                self._ready_events.append(b.event(self.source, self.clock(), self.counters))
+
+    def _build_rows(
+        self, batch: list[Record], seq: int
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        # The hot loop: Readings are tuples already; only bools need their flag (SQLite has no bool).
         readings: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
+        radd = readings.append
         for rec in batch:
             if type(rec) is Reading:
-                v = rec[2]
-                readings.append(
-                    (seq, rec[0], rec[1], v, rec[3] | BOOL_FLAG if v is True or v is False else rec[3])
-                )
+                ts, point, v, q = rec
+                if v is True or v is False:
+                    q |= BOOL_FLAG
+                radd((seq, ts, point, v, q))
             else:
                 assert isinstance(rec, Event)
-                events.append(
-                    (
-                        seq,
-                        rec.ts,
-                        rec.source,
-                        rec.kind,
-                        str(rec.severity),
-                        orjson.dumps(rec.payload, default=str).decode(),
-                    )
-                )
+                payload = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+                events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload))
             seq += 1
+        return readings, events
+
+    def _commit(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> bool:
+        """One group commit; True on success. On failure the records are kept (or refused by
+        the full policy) and counted; committed rows are never touched by a failure."""
         w = self._w
+        assert w is not None
+        cap: retention.CapResult | None = None
+        reason = "max_bytes"
         try:
-            w.execute("BEGIN")
+            w.execute("BEGIN IMMEDIATE")
+            if batch:
+                limit, reason = self._limit(w)
+                if limit is not None:
+                    cap = retention.make_room(
+                        w,
+                        incoming=len(batch),
+                        max_bytes=limit,
+                        drop_oldest=self.when_full == "drop_oldest",
+                        committed=self.committed_seq,
+                        rows=self.counters["rows"],
+                    )
+                    if cap.short_rows and self.when_full == "drop_newest":
+                        keep = max(0, len(batch) - cap.short_rows)
+                        self._refused(batch[keep:], reason, "dropped_newest")
+                        batch = batch[:keep]
+            records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
+            seq = self.next_seq
+            readings, events = self._build_rows(records, seq)
+            end = seq + len(records)
             if readings:
                 w.executemany(READING_SQL, readings)
             if events:
                 w.executemany(EVENT_SQL, events)
             for sql, args in ops:
                 w.execute(sql, args)
-            if batch:
-                w.execute(
-                    "INSERT INTO meta(key, value) VALUES('last_seq', ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (seq - 1,),
-                )
+            fresh = {"rows": len(records)}  # this transaction's own counter changes
+            if cap is not None:
+                fresh["rows"] -= cap.trimmed + cap.dropped
+                fresh["history_trimmed"] = cap.trimmed
+                fresh["dropped_oldest"] = cap.dropped
+            tx = dict(self._unsaved)  # ...plus increments earlier failures could not persist
+            for name, n in fresh.items():
+                tx[name] = tx.get(name, 0) + n
+            for name, n in tx.items():
+                if n:
+                    w.execute(COUNTER_SQL, (n, name))
+            if records:
+                w.execute(LAST_SEQ_SQL, (end - 1,))
             w.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
-            self.write_errors += 1
-            self.last_error = str(exc)
-            log.error("journal commit failed (%d records kept for retry): %s", len(batch), exc)
-            with self._cond:  # keep them, in order, ahead of newer records
-                self._pending[:0] = batch
-                self._ops[:0] = ops
-            time.sleep(min(1.0, self.flush_interval * 5))
-            return
-        self.next_seq = seq
-        self.committed_rows += len(batch)
-        self.flushes += 1
-        if batch:
-            self.committed_seq = seq - 1
+            self._failed(exc, batch, ops)
+            return False
+        # committed: make the transaction's effects visible
+        for name, n in fresh.items():
+            self.counters[name] = self.counters.get(name, 0) + n
+        self._unsaved.clear()
+        if cap is not None and cap.dropped:
+            self._burst(reason).add(cap.dropped, cap.first, cap.last)
+        self._ready_events = []
+        self.failing = self.disk_full = False
+        self.next_seq = end
+        if records:
+            self.committed_rows += len(records)
+            self.flushes += 1
+            self.committed_seq = end - 1
+            self._sample_rate()
             if self._loop is not None and self._commit_event is not None:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
+        return True
+
+    def _limit(self, w: sqlite3.Connection) -> tuple[int | None, str]:
+        """The byte limit for this flush: max_bytes, or less when the filesystem is nearly full."""
+        limit, reason = self.max_bytes, "max_bytes"
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            return limit, reason
+        page_size = w.execute("PRAGMA page_size").fetchone()[0]
+        allocated = w.execute("PRAGMA page_count").fetchone()[0] * page_size
+        by_disk = allocated + st.f_bavail * st.f_frsize - self.disk_reserve
+        self.disk_low = by_disk < limit if limit is not None else by_disk < allocated
+        if limit is None or by_disk < limit:
+            limit, reason = max(0, by_disk), "disk_full"
+        return limit, reason
+
+    def _failed(
+        self, exc: sqlite3.Error, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]
+    ) -> None:
+        self._count("write_errors")
+        self.failing = True
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        full = is_disk_full(exc)
+        if full:
+            self._count("disk_full")
+            if not self.disk_full:
+                log.error("journal: disk full (%s); applying when_full=%s", self.path, self.when_full)
+            self.disk_full = True
+        else:
+            log.error("journal commit failed (%d records kept for retry): %s", len(batch), exc)
+        if full and self.when_full == "drop_newest":
+            self._refused(batch, "disk_full", "dropped_newest")
+            batch = []
+        with self._cond:  # keep them, in order, ahead of newer records
+            self._pending[:0] = batch
+            self._ops[:0] = ops
+        if full and self.when_full == "drop_oldest":
+            self._free_space()
+
+    def _free_space(self) -> None:
+        """Disk full under drop_oldest: give the WAL back to the filesystem, then delete the oldest
+        rows so their pages can be reused by the retried batch."""
+        w = self._w
+        assert w is not None
+        with contextlib.suppress(sqlite3.Error):
+            w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        n_rows = max(self.counters.get("rows", 0), 1)
+        want = max(len(self._pending), self.flush_max_items, n_rows // 20)
+        try:
+            w.execute("BEGIN IMMEDIATE")
+            n, first, last = retention.delete_head(w, self.committed_seq, want)
+            w.execute(COUNTER_SQL, (-n, "rows"))
+            w.execute(COUNTER_SQL, (n, "dropped_oldest"))
+            w.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                w.execute("ROLLBACK")
+            log.warning("journal: could not free space yet: %s", exc)
+            return
+        self.counters["rows"] -= n
+        self.counters["dropped_oldest"] += n
+        if n:
+            self._burst("disk_full").add(n, first, last)
+        with contextlib.suppress(sqlite3.Error):
+            w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _retention_step(self) -> None:
+        """One small chunk of retention (expiry of delivered history older than keep_history)."""
+        self._next_retention = time.monotonic() + self.retention_interval
+        if self.keep_history is None:
+            return
+        w = self._w
+        assert w is not None
+        cutoff = self.clock() - self.keep_history
+        try:
+            w.execute("BEGIN IMMEDIATE")
+            n, more = retention.expire(w, self.committed_seq, cutoff, self.retention_chunk)
+            if n:
+                w.execute(COUNTER_SQL, (-n, "rows"))
+                w.execute(COUNTER_SQL, (n, "retention_deleted"))
+            w.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                w.execute("ROLLBACK")
+            log.warning("journal retention step failed: %s", exc)
+            return
+        if n:
+            self.counters["rows"] -= n
+            self.counters["retention_deleted"] += n
+            self._expired_total += n
+        if more:  # come back right after the next flush, not after a full interval
+            self._next_retention = time.monotonic()
+
+    def _sample_rate(self) -> None:
+        now = time.monotonic()
+        r = self._rate
+        if not r or now - r[-1][0] >= 1.0:
+            r.append((now, self.committed_rows, self._expired_total))
+            while len(r) > 2 and now - r[1][0] > 60.0:
+                r.popleft()
+
+    # ------------------------------------------------------------ stats
+    def rates(self) -> tuple[float | None, float | None]:
+        """(records committed per second, records expired per second) over the last minute."""
+        r = list(self._rate)
+        if len(r) < 2:
+            return None, None
+        (t0, c0, e0), now = r[0], time.monotonic()
+        span = now - t0
+        if span <= 0:
+            return None, None
+        return (self.committed_rows - c0) / span, (self._expired_total - e0) / span
 
     # ------------------------------------------------------------ reading
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        assert self._read is not None, "journal is not open"
+        if self._read is None:
+            raise JournalClosed("journal is not open")
         with self._read_lock:
             return self._read.execute(sql, tuple(args)).fetchall()
 

@@ -1,0 +1,162 @@
+"""Retention and the byte cap: what the journal deletes, when, and how every drop is accounted.
+
+Everything here runs on the journal's writer thread, on the write connection, inside a
+transaction the writer opened, so a deletion and the counters that record it commit together (or
+not at all). Deletions always take the head of the journal (lowest seqs) and at most `limit` rows
+at a time, so no single transaction holds the writer for long.
+
+Vocabulary:
+- *delivered*: seq <= the lowest cursor (every sink and pull consumer has it). With no cursors at
+  all, age alone decides retention, but nothing counts as delivered for the byte cap.
+- *expired*: delivered and older than `keep_history` -> deleted by `expire` (normal, counted as
+  `retention_deleted`, no event).
+- *trimmed*: delivered but younger than `keep_history`, deleted because of `max_bytes`
+  (`history_trimmed`, no event: no consumer loses anything).
+- *dropped*: not delivered, deleted (`drop_oldest`) or refused (`drop_newest`): counted and
+  reported as one `buffer_drop` event per burst.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.model import Event, Severity
+
+BURST_MAX_S = 60.0  # a drop burst longer than this is reported and a new one starts
+BURST_QUIET_S = 1.0  # ...and one with no drop for this long has ended
+
+
+def lowest_cursor(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT min(seq), count(*) FROM cursors").fetchone()
+    return int(row[0]) if row[1] else None
+
+
+def delete_head(conn: sqlite3.Connection, upto: int, limit: int) -> tuple[int, int, int]:
+    """Delete at most `limit` of the oldest rows with seq <= upto; returns (count, first, last)."""
+    if limit <= 0:
+        return 0, 0, 0
+    first = conn.execute("SELECT min(seq) FROM journal").fetchone()[0]
+    if first is None or first > upto:
+        return 0, 0, 0
+    row = conn.execute(
+        "SELECT seq FROM journal WHERE seq <= ? ORDER BY seq LIMIT 1 OFFSET ?", (upto, limit - 1)
+    ).fetchone()
+    if row is None:  # fewer than `limit` rows up to `upto`: take them all
+        row = conn.execute("SELECT max(seq) FROM journal WHERE seq <= ?", (upto,)).fetchone()
+    last = int(row[0])
+    n = conn.execute("DELETE FROM journal WHERE seq <= ?", (last,)).rowcount
+    return n, int(first), last
+
+
+def expire(conn: sqlite3.Connection, committed: int, cutoff_ts: float, limit: int) -> tuple[int, bool]:
+    """Delete up to `limit` head rows that every cursor has passed and that are older than the
+    cutoff. Returns (deleted, more_to_do)."""
+    safe = lowest_cursor(conn)
+    upto = committed if safe is None else min(safe, committed)
+    row = conn.execute(
+        "SELECT seq FROM journal WHERE seq <= ? ORDER BY seq LIMIT 1 OFFSET ?", (upto, limit - 1)
+    ).fetchone()
+    bound = int(row[0]) if row else upto
+    n = conn.execute("DELETE FROM journal WHERE seq <= ? AND ts < ?", (bound, cutoff_ts)).rowcount
+    return n, n >= limit
+
+
+@dataclass
+class CapResult:
+    """What making room did inside one transaction (applied to counters only if it commits)."""
+
+    trimmed: int = 0
+    dropped: int = 0
+    first: int = 0
+    last: int = 0
+    short_rows: int = 0  # rows still over the cap after trimming (drop_newest refuses this many)
+
+
+def make_room(
+    conn: sqlite3.Connection,
+    *,
+    incoming: int,
+    max_bytes: int,
+    drop_oldest: bool,
+    committed: int,
+    rows: int,
+) -> CapResult:
+    """Before inserting `incoming` rows: trim delivered history, then (drop_oldest) delete the
+    oldest undelivered rows, until the estimate fits under `max_bytes`."""
+    res = CapResult()
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    used = (pages - free) * page_size
+    row_bytes = max(32.0, used / rows) if rows >= 1000 else 64.0
+    over = used + incoming * row_bytes - max_bytes
+    if over <= 0:
+        return res
+    need = int(over / row_bytes) + 1
+    safe = lowest_cursor(conn)
+    if safe is not None:
+        n, _, _ = delete_head(conn, min(safe, committed), need)
+        res.trimmed = n
+        need -= n
+    if need > 0 and drop_oldest:
+        n, first, last = delete_head(conn, committed, need)
+        res.dropped, res.first, res.last = n, first, last
+        need -= n
+    res.short_rows = max(0, need)
+    return res
+
+
+@dataclass
+class DropBurst:
+    """Consecutive drops for one reason; reported as one `buffer_drop` event when it ends."""
+
+    reason: str  # max_bytes | disk_full | queue_overflow | shutdown
+    policy: str
+    started_wall: float
+    started: float = field(default_factory=time.monotonic)
+    last_drop: float = field(default_factory=time.monotonic)
+    dropped: int = 0
+    first_seq: int | None = None  # seq range of deleted rows (drop_oldest); refused rows have none
+    last_seq: int | None = None
+    first_ts: float | None = None  # time range of refused records (drop_newest)
+    last_ts: float | None = None
+
+    def add(self, count: int, first_seq: int | None = None, last_seq: int | None = None) -> None:
+        self.dropped += count
+        self.last_drop = time.monotonic()
+        if first_seq is not None:
+            self.first_seq = first_seq if self.first_seq is None else min(self.first_seq, first_seq)
+        if last_seq is not None:
+            self.last_seq = last_seq if self.last_seq is None else max(self.last_seq, last_seq)
+
+    def quiet(self) -> bool:
+        return time.monotonic() - self.last_drop >= BURST_QUIET_S
+
+    def add_refused(self, records: list[Any]) -> None:
+        if not records:
+            return
+        self.dropped += len(records)
+        self.last_drop = time.monotonic()
+        ts0, ts1 = records[0].ts, records[-1].ts
+        self.first_ts = ts0 if self.first_ts is None else min(self.first_ts, ts0)
+        self.last_ts = ts1 if self.last_ts is None else max(self.last_ts, ts1)
+
+    def event(self, source: str, now: float, counters: dict[str, int]) -> Event:
+        payload: dict[str, Any] = {
+            "reason": self.reason,
+            "policy": self.policy,
+            "dropped": self.dropped,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "started": self.started_wall,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "totals": {
+                k: counters.get(k, 0) for k in ("dropped_oldest", "dropped_newest", "dropped_overflow")
+            },
+        }
+        return Event("buffer_drop", source, Severity.WARNING, payload, now)

@@ -1,0 +1,97 @@
+"""The journal's SQLite schema, its versions and the migrations between them.
+
+Each entry of `MIGRATIONS` moves a file one version up, in its own transaction, so a file is
+always at exactly one version (`meta.schema_version`). Never edit a released entry: add one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from edge.state import split_sql
+
+# Persisted counters (table `counters`): drops and errors survive restarts, so nothing is lost
+# silently across a reboot either. `rows` is kept in step with the journal by every transaction
+# that inserts or deletes, so health never needs a full `count(*)` scan of a multi-GiB file.
+COUNTERS = (
+    "rows",
+    "dropped_oldest",  # unsent (or undelivered) records deleted to make room (when_full: drop_oldest)
+    "dropped_newest",  # incoming records refused because the buffer was full (when_full: drop_newest)
+    "dropped_overflow",  # records refused because the in-memory queue overflowed while SQLite failed
+    "history_trimmed",  # delivered records deleted before keep_history because of max_bytes
+    "retention_deleted",  # delivered records deleted after keep_history (normal expiry)
+    "disk_full",  # commits that failed with SQLITE_FULL
+    "write_errors",  # commits that failed for any reason (disk full included)
+)
+
+V1 = """
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    point TEXT NOT NULL,      -- a reading's point id, or an event's source
+    value,                    -- a reading's value (NULL for an event)
+    quality INTEGER,          -- a reading's quality (| 4 for bool values); NULL for an event
+    kind TEXT,                -- an event's kind; NULL for a reading
+    severity TEXT,
+    payload TEXT              -- an event's payload as JSON
+);
+CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,       -- 'sink' or 'consumer'
+    seq INTEGER NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# v2: persisted drop/error counters and an exact row count. No index is added to `journal` on
+# purpose: a partial index on events measured 25 % off the insert rate.
+V2 = (
+    """
+INSERT OR IGNORE INTO counters(name, value) SELECT 'rows', count(*) FROM journal;
+UPDATE counters SET value = (SELECT count(*) FROM journal) WHERE name = 'rows';
+"""
+    + "\n".join(f"INSERT OR IGNORE INTO counters(name, value) VALUES ('{c}', 0);" for c in COUNTERS[1:])
+    + "\nINSERT OR IGNORE INTO meta(key, value) SELECT 'last_seq', coalesce(max(seq), 0) FROM journal;\n"
+)
+
+MIGRATIONS: list[str] = [V1, V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    if not has_meta:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: sqlite3.Connection, path: str, upto: int = SCHEMA_VERSION) -> int:
+    """Bring the file to version `upto` (default: the newest); returns the version it had."""
+    version = schema_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{path}: journal schema version {version} is newer than this program understands "
+            f"({SCHEMA_VERSION}); upgrade community-edge or restore an older database"
+        )
+    for v in range(version, upto):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in split_sql(MIGRATIONS[v]):
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (v + 1,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return version
