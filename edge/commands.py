@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
     )
     add_config_arg(p)
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level printed",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -60,7 +65,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", default="demo-data", help="where the journal, state and site file live")
     p.add_argument("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)")
     p.add_argument("--port", type=int, default=8080, help="port of the web UI")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level printed",
+    )
     p.set_defaults(func=cmd_demo)
 
     buf = sub.add_parser(
@@ -188,6 +198,7 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
         return 1
     try:
         health = buffer_health(journal, site.storage)
+        health["devices"] = recent_flow(journal, [d.id for d in site.devices])
     finally:
         journal.close_sync()
     if args.json:
@@ -195,6 +206,28 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
         return 0
     print(format_health(health))
     return 0
+
+
+def recent_flow(journal: Any, device_ids: list[str], window: int = 20000) -> dict[str, dict[str, Any]]:
+    """Per device, over the newest `window` records: readings seen and the age of the newest one.
+
+    Bounded on purpose: a 4 GiB journal must not be scanned to answer "is data flowing?".
+    """
+    rows = journal.query(
+        "SELECT substr(point, 1, instr(point, '.') - 1) AS device, count(*), max(ts) FROM journal "
+        "WHERE seq > ? AND kind IS NULL GROUP BY device",
+        (max(0, journal.committed_seq - window),),
+    )
+    seen = {r[0]: (r[1], r[2]) for r in rows}
+    now = time.time()
+    out = {}
+    for device_id in device_ids:
+        count, last = seen.get(device_id, (0, None))
+        out[device_id] = {
+            "recent_readings": count,
+            "last_reading_age_s": round(now - last, 1) if last else None,
+        }
+    return out
 
 
 def format_health(h: dict[str, Any]) -> str:
@@ -226,6 +259,17 @@ def format_health(h: dict[str, Any]) -> str:
             )
     else:
         lines.append("cursors:        none (no upstream sinks or pull consumers have registered)")
+    devices = h.get("devices") or {}
+    if devices:
+        lines.append("devices (newest records):")
+        for name, d in devices.items():
+            age = d["last_reading_age_s"]
+            flow = (
+                f"{d['recent_readings']:,} readings, newest {age:.1f}s ago"
+                if age is not None
+                else "no readings"
+            )
+            lines.append(f"  {name:<16} {flow}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,135 @@
+"""The `edge` command: complete --help everywhere, the demo end to end, buffer stats and tail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edge.cli import build_parser
+from tests.support.waiting import until_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.append((*prefix, name))
+                out.extend(_commands(sub, (*prefix, name)))
+    return out
+
+
+COMMANDS = _commands(build_parser())
+
+
+def test_core_commands_exist() -> None:
+    for cmd in [("run",), ("check",), ("demo",), ("buffer", "stats"), ("buffer", "tail")]:
+        assert cmd in COMMANDS
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
+def test_every_command_has_a_complete_help(cmd: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*cmd, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: edge " + " ".join(cmd))
+    body = out.split("\n\n", 2)
+    assert len(body) >= 2 and body[1].strip(), f"`edge {' '.join(cmd)} --help` has no description"
+    parser = build_parser()
+    for part in cmd:  # every option is explained
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[part]
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"`edge {' '.join(cmd)}` option {action.option_strings} has no help"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> None:
+    port = _free_port()
+    data = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "demo", "--data-dir", str(data), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    return json.load(resp)["status"] == "ok"
+            except OSError:
+                return False
+
+        until_sync(healthy, timeout=60, what="/healthz of the demo")
+        site = data / "site.yaml"
+        assert _edge("check", "-c", str(site)).returncode == 0
+
+        def all_devices_flowing() -> dict | None:
+            proc_stats = _edge("buffer", "stats", "-c", str(site), "--json")
+            stats = json.loads(proc_stats.stdout)
+            devices = stats["devices"]
+            return stats if all(d["recent_readings"] > 0 for d in devices.values()) else None
+
+        stats = until_sync(all_devices_flowing, timeout=30, what="readings from every demo device")
+        assert len(stats["devices"]) >= 8
+        assert stats["rows"] > 0 and stats["bytes"] > 0
+        human = _edge("buffer", "stats", "-c", str(site))
+        assert "meter-b1" in human.stdout and "readings, newest" in human.stdout
+        tail = _edge("buffer", "tail", "-c", str(site), "-n", "15", "--json")
+        records = [json.loads(line) for line in tail.stdout.splitlines()]
+        assert len(records) == 15
+        for rec in records:
+            if rec["type"] == "reading":
+                assert set(rec) == {"seq", "ts", "type", "point", "value", "quality"}
+                assert rec["quality"] in ("good", "bad", "stale")
+            else:
+                assert set(rec) == {"seq", "ts", "type", "kind", "source", "severity", "payload"}
+        seqs = [r["seq"] for r in records]
+        assert seqs == sorted(seqs)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    assert "demo site running: open http://127.0.0.1:" in out
+
+
+def test_buffer_commands_explain_a_missing_journal(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: {{id: nothing-yet}}\nstorage: {{path: {tmp_path / 'edge.db'}}}\n")
+    proc = _edge("buffer", "stats", "-c", str(site))
+    assert proc.returncode == 1
+    assert "no journal yet" in proc.stderr

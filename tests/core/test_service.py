@@ -1,0 +1,158 @@
+"""`edge run` as a real process: systemd notifications, SIGTERM, SIGHUP reload."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.site import site_file
+from tests.support.waiting import until_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = """
+devices:
+  - id: meter
+    driver: sim
+    points:
+      - {name: power, signal: sine, min: 1, max: 5, period: 1m, interval: 20ms}
+"""
+
+
+class NotifySocket:
+    """A unix datagram socket standing in for systemd's $NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    def poll(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _records(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT seq, point, kind FROM journal ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path):
+    s = NotifySocket(tmp_path / "notify.sock")
+    yield s
+    s.close()
+
+
+def test_ready_status_watchdog_then_sigterm_flushes_and_exits(tmp_path: Path, notify: NotifySocket) -> None:
+    config = site_file(tmp_path, SITE)
+    proc = _start(config, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "200000"})
+    try:
+        until_sync(lambda: any("READY=1" in m for m in notify.poll()), timeout=30, what="READY=1")
+        until_sync(
+            lambda: sum("WATCHDOG=1" in m for m in notify.poll()) >= 3, timeout=10, what="watchdog pings"
+        )
+        assert any(m.startswith("STATUS=") and "1 online" in m for m in notify.poll()), notify.messages
+        until_sync(lambda: len(_records(tmp_path / "edge.db")) > 20, what="readings committed")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        elapsed = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert elapsed < 10
+    assert any("STOPPING=1" in m for m in notify.poll())
+    records = _records(tmp_path / "edge.db")
+    assert records[-1][2] == "gateway_stopped"  # the final flush reached the disk
+    assert "level=info logger=edge.service msg=stopped" in out
+    seqs = [r[0] for r in records]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_sighup_applies_device_changes_and_refuses_a_broken_file(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    config = site_file(tmp_path, SITE)
+    proc = _start(config, {"NOTIFY_SOCKET": str(notify.path)})
+    try:
+        until_sync(lambda: any("READY=1" in m for m in notify.poll()), timeout=30, what="READY=1")
+        data = yaml.safe_load(config.read_text())
+        data["devices"].append(
+            {
+                "id": "bin-1",
+                "driver": "sim",
+                "points": [{"name": "fill_pct", "signal": "ramp", "interval": "20ms"}],
+            }
+        )
+        data["web"]["listen"] = "127.0.0.1:0"
+        config.write_text(yaml.safe_dump(data))
+        proc.send_signal(signal.SIGHUP)
+        until_sync(
+            lambda: any(r[1] == "bin-1.fill_pct" for r in _records(tmp_path / "edge.db")),
+            what="new device reporting",
+        )
+        # a broken file changes nothing: the running devices keep reporting
+        config.write_text("site: {id: BROKEN}\ndevices: [{id: x}]\n")
+        proc.send_signal(signal.SIGHUP)
+        n = len(_records(tmp_path / "edge.db"))
+        until_sync(
+            lambda: len(_records(tmp_path / "edge.db")) > n + 20, what="still running after a bad reload"
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "reload refused: the site file has errors; nothing changed" in out
+    assert "invalid site id 'BROKEN'" in out
+    assert 'msg="site file reloaded"' in out and "added=bin-1" in out
+
+
+def test_run_with_a_broken_file_exits_1_before_starting(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: {id: ok}\nstorage: {durability: sometimes}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "-c", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "bad.yaml:2: storage.durability" in proc.stderr
+    assert not (tmp_path / "edge.db").exists()
