@@ -134,8 +134,9 @@ class ModbusServerComponent:
             else:
                 blocks[p.table].append(SimData(p.address, values=[0] * p.count, datatype=SimType.REGISTERS))
         for table, b in blocks.items():
-            if not b:  # every table needs a block; an invalid one answers "illegal address"
-                blocks[table].append(SimData(0, count=1, datatype=SimType.INVALID))
+            if not b:  # pymodbus needs every table: park an unused cell far away
+                kind = SimType.BITS if table in ("coil", "discrete") else SimType.INVALID
+                blocks[table].append(SimData(65000, count=1, datatype=kind))
         return SimDevice(
             self.config.unit,
             simdata=(blocks["coil"], blocks["discrete"], blocks["holding"], blocks["input"]),

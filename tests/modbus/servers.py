@@ -59,7 +59,8 @@ class Faults:
         self.stall = asyncio.Event()  # set: hold every request until cleared
         self.unstall = asyncio.Event()
         self.exception: ExcCodes | None = None
-        self.log: list[tuple[int, int, int, int]] = []  # (unit, fc, address, count) of every request
+        self.log: list[tuple[int, int, int, int]] = []  # (unit, fc, address, count) reaching the data
+        self.pdus: list[tuple[int, int, int, int]] = []  # every request PDU received, refused ones too
 
 
 def sim_device(unit: int, tables: dict[str, dict[int, Any]], faults: Faults) -> SimDevice:
@@ -69,9 +70,10 @@ def sim_device(unit: int, tables: dict[str, dict[int, Any]], faults: Faults) -> 
         for start, values in _runs(cells):
             kind = DataType.BITS if bits else DataType.REGISTERS
             blocks[TABLE_INDEX[table]].append(SimData(start, values=list(values), datatype=kind))
-    for b in blocks:
-        if not b:
-            b.append(SimData(60000, count=1, datatype=DataType.INVALID))
+    for i, b in enumerate(blocks):
+        if not b:  # pymodbus needs every table; park an unused cell far away
+            kind = DataType.BITS if i < 2 else DataType.INVALID
+            b.append(SimData(65000, count=1, datatype=kind))
 
     async def action(
         fc: int, start: int, address: int, count: int, registers: list[int], set_values: Any
@@ -101,8 +103,17 @@ class TcpServer:
         from pymodbus.server import ModbusTcpServer
 
         devices = [sim_device(u, t, self.faults) for u, t in self.units.items()]
+
+        def trace(sending: bool, pdu: Any) -> Any:
+            if not sending:
+                self.faults.pdus.append((pdu.dev_id, pdu.function_code, pdu.address, pdu.count))
+            return pdu
+
         self.server = ModbusTcpServer(
-            devices, address=("127.0.0.1", self.port), framer=self.framer or FramerType.SOCKET
+            devices,
+            address=("127.0.0.1", self.port),
+            framer=self.framer or FramerType.SOCKET,
+            trace_pdu=trace,
         )
         await self.server.serve_forever(background=True)
         self.port = self.server.transport.sockets[0].getsockname()[1]

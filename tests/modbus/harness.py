@@ -1,0 +1,63 @@
+"""Run a Modbus driver directly (without the runtime) and collect what it emits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from drivers.base import DriverContext
+from drivers.modbus import ModbusDevice, ModbusDriver
+from edge.model import Event, Reading, Record
+
+
+class Collected:
+    def __init__(self, driver: ModbusDriver) -> None:
+        self.driver = driver
+        self.records: list[Record] = []
+
+    def latest(self, name: str) -> Reading | None:
+        pid = f"{self.driver.id}.{name}"
+        for r in reversed(self.records):
+            if isinstance(r, Reading) and r.point == pid:
+                return r
+        return None
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for r in self.records:
+            if isinstance(r, Reading):
+                out[r.point.split(".", 1)[1]] = r.value
+        return out
+
+    def events(self, kind: str) -> list[Event]:
+        return [r for r in self.records if isinstance(r, Event) and r.kind == kind]
+
+
+def device(doc: dict[str, Any]) -> ModbusDevice:
+    doc = {"id": "dev", "driver": "modbus", **doc}
+    return ModbusDevice.model_validate(doc)
+
+
+@contextlib.asynccontextmanager
+async def running_driver(doc: dict[str, Any]) -> AsyncIterator[Collected]:
+    dev = device(doc)
+    ctx = DriverContext("test", "/tmp", logging.getLogger(f"test.{dev.id}"), time.time)
+    driver = ModbusDriver(dev, ctx)
+    got = Collected(driver)
+
+    async def pump() -> None:
+        async for batch in driver.stream():
+            got.records.extend(batch)
+
+    await driver.start()
+    task = asyncio.create_task(pump())
+    try:
+        yield got
+    finally:
+        await driver.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
