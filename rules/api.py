@@ -1,0 +1,208 @@
+"""The rules HTTP API: list, get, create, update, enable/disable, delete, validate, dry-run,
+versions and restore, YAML import/export. Reading needs `read`; changing needs `rules`.
+Every change goes through `RulesComponent`, which validates first and records the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from edge.web.app import get_runtime
+from edge.web.auth import require
+from edge.web.problem import Problem, json_response, read_json
+from rules.model import RuleErrors, RulePackError, parse_rule
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+    from rules.component import RulesComponent
+
+BASE = "/api/v1/rules"
+MAX_DRY_RUN_HOURS = 24 * 31
+MAX_PACK_BYTES = 1024 * 1024
+
+
+def _component(request: web.Request) -> RulesComponent:
+    comp = get_runtime(request).components.get("rules")
+    if comp is None:
+        raise Problem(503, "Rules engine not running", "the site has `rules: {enabled: false}`")
+    return comp  # type: ignore[no-any-return]
+
+
+def _invalid(exc: RuleErrors) -> Problem:
+    errors = [{k: e[k] for k in ("rule", "field", "line", "column", "message")} for e in exc.as_list()]
+    return Problem(422, "Invalid rule", "; ".join(str(e) for e in exc.errors), errors=errors)
+
+
+def _found(comp: RulesComponent, rule_id: str) -> Any:
+    assert comp.store is not None
+    stored = comp.store.get(rule_id)
+    if stored is None:
+        raise Problem(404, "No such rule", f"there is no rule {rule_id!r}")
+    return stored
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    require(request, "read")
+    comp = _component(request)
+    assert comp.store is not None
+    return json_response({"rules": [comp.describe(s) for s in comp.store.list()]})
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    require(request, "read")
+    comp = _component(request)
+    return json_response(comp.describe(_found(comp, request.match_info["id"])))
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    doc = await read_json(request)
+    if isinstance(doc, dict) and comp.store is not None and comp.store.get(str(doc.get("id"))) is not None:
+        raise Problem(409, "Rule exists", f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it")
+    try:
+        stored = comp.put(doc, who.name, "create")
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    return json_response(comp.describe(stored), status=201)
+
+
+async def update_rule(request: web.Request) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    rule_id = request.match_info["id"]
+    doc = await read_json(request)
+    if isinstance(doc, dict):
+        doc.setdefault("id", rule_id)
+        if doc["id"] != rule_id:
+            raise Problem(422, "Rule id mismatch", f"the body's id {doc['id']!r} is not {rule_id!r}")
+    try:
+        stored = comp.put(doc, who.name, "update")
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    return json_response(comp.describe(stored))
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    rule_id = request.match_info["id"]
+    if not comp.delete(rule_id, who.name):
+        raise Problem(404, "No such rule", f"there is no rule {rule_id!r}")
+    return web.Response(status=204)
+
+
+def _toggle(enabled: bool) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        who = require(request, "rules")
+        comp = _component(request)
+        _found(comp, request.match_info["id"])
+        stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
+        return json_response(comp.describe(stored))
+
+    return handler
+
+
+async def validate(request: web.Request) -> web.Response:
+    require(request, "rules", "read")
+    doc = await read_json(request)
+    try:
+        parse_rule(doc)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    return json_response({"ok": True})
+
+
+async def dry_run_handler(request: web.Request) -> web.Response:
+    require(request, "rules", "read")
+    comp = _component(request)
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad body", 'send {"rule": {...}, "hours": 6} or {"id": "rule-id", "hours": 6}')
+    hours = body.get("hours", 6)
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= MAX_DRY_RUN_HOURS:
+        raise Problem(422, "Bad hours", f"hours must be a number in (0, {MAX_DRY_RUN_HOURS}]")
+    doc = body.get("rule")
+    if doc is None and "id" in body:
+        doc = _found(comp, str(body["id"])).doc
+    if doc is None:
+        raise Problem(422, "No rule", 'give "rule": {...} (a new rule) or "id": an existing rule')
+    if isinstance(doc, dict):
+        doc = {**doc, "enabled": True}
+    try:
+        compiled = parse_rule(doc)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    rt = get_runtime(request)
+    await rt.journal.flush()
+    now = rt.clock()
+    from rules.replay import dry_run
+
+    result = await asyncio.to_thread(dry_run, rt.journal, compiled, comp.engine.tz, now - hours * 3600, now)
+    return json_response(result)
+
+
+async def versions(request: web.Request) -> web.Response:
+    require(request, "read")
+    comp = _component(request)
+    assert comp.store is not None
+    found = comp.store.versions(request.match_info["id"])
+    if not found:
+        raise Problem(404, "No such rule", f"rule {request.match_info['id']!r} has no history")
+    return json_response({"versions": found})
+
+
+async def restore(request: web.Request) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    try:
+        version = int(request.match_info["v"])
+    except ValueError:
+        raise Problem(400, "Bad version", "the version is a number") from None
+    try:
+        stored = comp.restore_version(request.match_info["id"], version, who.name)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    if stored is None:
+        raise Problem(404, "No such version", f"rule {request.match_info['id']!r} has no version {version}")
+    return json_response(comp.describe(stored))
+
+
+async def export_pack(request: web.Request) -> web.Response:
+    require(request, "read")
+    text = _component(request).export_pack()
+    return web.Response(text=text, content_type="application/yaml", charset="utf-8")
+
+
+async def import_pack(request: web.Request) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    raw = await request.content.read(MAX_PACK_BYTES + 1)
+    if len(raw) > MAX_PACK_BYTES:
+        raise Problem(413, "Pack too large", f"at most {MAX_PACK_BYTES} bytes")
+    try:
+        ids = comp.import_pack(raw.decode("utf-8"), who.name, file="<upload>")
+    except UnicodeDecodeError:
+        raise Problem(400, "Not UTF-8", "send the YAML pack as UTF-8 text") from None
+    except RulePackError as exc:
+        raise Problem(422, "Invalid rule pack", "nothing was imported", errors=exc.problems) from None
+    return json_response({"imported": ids})
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    r = app.router
+    r.add_get(BASE, list_rules)
+    r.add_post(BASE, create_rule)
+    r.add_get(f"{BASE}/export", export_pack)
+    r.add_post(f"{BASE}/import", import_pack)
+    r.add_post(f"{BASE}/validate", validate)
+    r.add_post(f"{BASE}/dry-run", dry_run_handler)
+    r.add_get(BASE + "/{id}", get_rule)
+    r.add_put(BASE + "/{id}", update_rule)
+    r.add_delete(BASE + "/{id}", delete_rule)
+    r.add_post(BASE + "/{id}/enable", _toggle(True))
+    r.add_post(BASE + "/{id}/disable", _toggle(False))
+    r.add_get(BASE + "/{id}/versions", versions)
+    r.add_post(BASE + "/{id}/versions/{v}/restore", restore)

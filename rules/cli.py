@@ -1,0 +1,201 @@
+"""`edge rules import|export|check|test`: rule packs on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from edge.cli import HelpFormatter, add_config_arg
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "rules",
+        help="import, export, check and test rule packs",
+        description="Rule packs (YAML) on the command line. On a running gateway, prefer the web UI/API.",
+        formatter_class=HelpFormatter,
+    )
+    rs = p.add_subparsers(dest="rules_command", metavar="ACTION")
+
+    c = rs.add_parser(
+        "check",
+        help="compile rule packs; exit 1 listing every error",
+        description="Validate and compile every rule of each pack without touching any database.\n"
+        "Prints every error as FILE:LINE: rule ID:FIELD: line L, column C: MESSAGE and exits 1.",
+        formatter_class=HelpFormatter,
+    )
+    c.add_argument("packs", nargs="+", metavar="PACK.yaml")
+    c.set_defaults(func=cmd_check)
+
+    t = rs.add_parser(
+        "test",
+        help="replay recorded records through a pack, offline, without actions",
+        description="Feed records (one JSON object per line, the `edge buffer tail --json` shape) through\n"
+        "the rules of PACK.yaml in timestamp order, executing no action, and print every firing as a\n"
+        'JSON line: {"rule", "ts", "kind": fired|cleared|error, "message"}.',
+        formatter_class=HelpFormatter,
+    )
+    t.add_argument("pack", metavar="PACK.yaml")
+    t.add_argument("--input", "-i", required=True, metavar="RECORDS.jsonl", help="records file ('-' = stdin)")
+    t.add_argument(
+        "--timezone",
+        default=None,
+        help="timezone for hour()/between()/schedules (default: the site's, else UTC)",
+    )
+    add_config_arg(t, required=False)
+    t.set_defaults(func=cmd_test)
+
+    i = rs.add_parser(
+        "import",
+        help="store the rules of packs in the site's state database",
+        description="Compile the packs and store their rules (a new version each) in the state database.\n"
+        "Nothing is stored unless every rule compiles. A running gateway loads them at its next start;\n"
+        "use POST /api/v1/rules/import to change a running gateway.",
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(i)
+    i.add_argument("packs", nargs="+", metavar="PACK.yaml")
+    i.set_defaults(func=cmd_import)
+
+    e = rs.add_parser(
+        "export",
+        help="print the stored rules as a YAML pack",
+        description="Print every rule stored in the site's state database as one YAML rule pack.",
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(e)
+    e.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    e.set_defaults(func=cmd_export)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rules.model import RulePackError, compile_pack
+
+    failed = False
+    for pack in args.packs:
+        try:
+            rules = compile_pack(_read(pack), pack)
+        except OSError as exc:
+            print(f"{pack}: cannot read: {exc}", file=sys.stderr)
+            failed = True
+        except RulePackError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            failed = True
+        else:
+            print(f"{pack}: {len(rules)} rules OK")
+    return 1 if failed else 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    import orjson
+
+    from rules.cron import site_tz
+    from rules.model import RulePackError, compile_pack
+    from rules.replay import Replay, record_from_dict
+
+    tzname = args.timezone
+    if tzname is None and args.config:
+        from edge.config import ConfigError, load_site
+
+        try:
+            tzname = load_site(args.config).site.timezone
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    try:
+        rules = compile_pack(_read(args.pack), args.pack)
+        tz = site_tz(tzname)
+    except RulePackError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    except (OSError, LookupError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    replay = Replay(rules, tz)
+    out = sys.stdout
+
+    def emit(firings: list[dict[str, Any]]) -> None:
+        for f in firings:
+            out.write(orjson.dumps({k: f[k] for k in ("rule", "ts", "kind", "message")}).decode() + "\n")
+
+    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    bad = 0
+    try:
+        for n, line in enumerate(src, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = record_from_dict(orjson.loads(line))
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                print(f"{args.input}:{n}: skipped: {exc}", file=sys.stderr)
+                bad += 1
+                continue
+            emit(replay.feed([rec]))
+        emit(replay.finish())
+    finally:
+        if src is not sys.stdin:
+            src.close()
+    if bad:
+        print(f"{bad} lines were not records and were skipped", file=sys.stderr)
+    return 0
+
+
+def _store(config: str) -> Any:
+    from edge.config import load_site
+    from edge.state import StateDB
+    from rules.store import RuleStore
+
+    site = load_site(config)
+    return RuleStore(StateDB(site.storage.resolved_state_path()))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.config import ConfigError
+    from rules.model import RulePackError, compile_pack
+
+    compiled = []
+    try:
+        for pack in args.packs:
+            compiled.extend(compile_pack(_read(pack), pack))
+        store = _store(args.config)
+    except RulePackError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        print("nothing was imported", file=sys.stderr)
+        return 1
+    except (OSError, ConfigError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for cr in compiled:
+        stored = store.put(cr.rule.doc(), "cli", "import")
+        audit.record(store.state, "cli", "rule_import", stored.id, version=stored.version)
+        print(f"imported {stored.id} (version {stored.version})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError
+    from rules.model import dump_pack
+
+    try:
+        store = _store(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    text = dump_pack([s.doc for s in store.list()])
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0

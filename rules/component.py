@@ -1,0 +1,225 @@
+"""The running rules engine inside a Runtime: load, subscribe, time, act, persist, manage.
+
+`create(runtime)` returns the component. On start it imports the site's packs (first start
+only), loads every stored rule into the `Engine`, restores persisted rule state (so a pending
+`for:` keeps its start time and an active alert does not fire again), and subscribes to the hub.
+The API and CLI change rules only through the methods here, so store and engine never diverge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge import audit
+from edge.model import Event, Record, Severity
+from rules.actions import ActionRunner
+from rules.config import RulesConfig
+from rules.cron import site_tz
+from rules.engine import Engine, Firing, KeyState
+from rules.model import RuleErrors, RulePackError, compile_pack, dump_pack, parse_rule
+from rules.store import RuleStore, StateWriter, StoredRule
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+log = logging.getLogger("rules")
+
+
+class RulesComponent:
+    name = "rules"
+
+    def __init__(self, runtime: Runtime, config: RulesConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.engine = Engine(site_tz(runtime.site.site.timezone))
+        self.actions = ActionRunner(runtime, config)
+        self.store: RuleStore | None = None
+        self.writer: StateWriter | None = None
+        self.broken: dict[str, str] = {}  # stored rules that no longer compile: id -> error
+        self._unsubscribe: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.firings = 0
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        assert self.runtime.state is not None
+        self.store = RuleStore(self.runtime.state)
+        if self.store.meta("packs_imported") is None:
+            for pack in self.config.packs:
+                self._import_first_start(pack)
+            self.store.set_meta("packs_imported", "1")
+        now = self.runtime.clock()
+        self.engine.now = now
+        for stored in self.store.list():
+            self._load(stored)
+        for rule_id, states in self.store.load_states().items():
+            for key, st in states.items():
+                self.engine.restore(rule_id, key, st)
+        self.engine.watch_points(list(self.runtime.hub.points), now)
+        self.writer = StateWriter(self.store)
+        self._unsubscribe = self.runtime.hub.subscribe(self._on_records)
+        # timers whose deadline passed while the gateway was down are due now
+        self._after(self.engine.advance(now))
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.actions.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def status(self) -> dict[str, Any]:
+        rules = self.engine.rules.values()
+        return {
+            "rules": len(self.engine.rules) + len(self.broken),
+            "enabled": sum(1 for r in rules if r.rule.enabled),
+            "active": sum(1 for r in rules if r.summary == "active"),
+            "pending": sum(1 for r in rules if r.summary == "pending"),
+            "errors": sum(1 for r in rules if r.summary == "error") + len(self.broken),
+            "evaluations": self.engine.evaluations,
+            "firings": self.firings,
+            "actions_executed": self.actions.executed,
+            "actions_failed": self.actions.failed,
+            "rate_limited": sum(self.actions.rate_limited.values()),
+            "state_write_errors": self.writer.errors if self.writer else 0,
+        }
+
+    # ------------------------------------------------------------ live evaluation
+    def _on_records(self, records: list[Record]) -> None:
+        self._after(self.engine.process(records))
+
+    def _after(self, firings: list[Firing]) -> None:
+        for f in firings:
+            self.firings += 1
+            try:
+                self.actions.dispatch(f)
+            except Exception:
+                log.exception("dispatching rule %s failed", f.rule.id)
+        eng = self.engine
+        if eng.dirty and self.writer is not None:
+            rows: list[tuple[str, str, KeyState | None]] = []
+            for rid, key in eng.dirty:
+                rr = eng.rules.get(rid)
+                st = rr.states.get(key) if rr else None
+                rows.append(
+                    (
+                        rid,
+                        key,
+                        KeyState(st.phase, st.since, st.last_fired, st.last_notified, st.args)
+                        if st
+                        else None,
+                    )
+                )
+            eng.dirty.clear()
+            self.writer.submit(rows)
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.engine.next_deadline()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, deadline - self.runtime.clock())
+        self._timer_at = deadline
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = self._timer_at = None
+        self._after(self.engine.advance(self.runtime.clock()))
+
+    # ------------------------------------------------------------ management (API, CLI)
+    def _load(self, stored: StoredRule) -> None:
+        try:
+            compiled = parse_rule(stored.doc)
+        except RuleErrors as exc:
+            self.broken[stored.id] = str(exc)
+            self.engine.remove(stored.id)
+            return
+        self.broken.pop(stored.id, None)
+        self.engine.add(compiled, self.runtime.clock())
+
+    def _import_first_start(self, pack: str) -> None:
+        try:
+            text = Path(pack).read_text(encoding="utf-8")
+            self.import_pack(text, actor="system", file=pack)
+        except (OSError, RulePackError) as exc:
+            log.error("rule pack %s not imported: %s", pack, exc)
+            self.runtime.hub.publish_event(
+                Event("rule_pack_error", "rules", Severity.WARNING, {"pack": pack, "error": str(exc)})
+            )
+
+    def describe(self, stored: StoredRule) -> dict[str, Any]:
+        rr = self.engine.rules.get(stored.id)
+        state = "error" if stored.id in self.broken else rr.summary if rr else "disabled"
+        return {
+            "id": stored.id,
+            "name": stored.doc.get("name", ""),
+            "enabled": stored.enabled,
+            "state": state,
+            "last_fired": rr.last_fired if rr else None,
+            "error": self.broken.get(stored.id) or (rr.error if rr else ""),
+            "version": stored.version,
+            "updated": stored.updated,
+            "updated_by": stored.updated_by,
+            "rule": stored.doc,
+        }
+
+    def put(self, doc: Any, actor: str, action: str = "update") -> StoredRule:
+        """Validate, store (new version), and (re)load a rule. Raises RuleErrors, changing nothing."""
+        assert self.store is not None
+        compiled = parse_rule(doc)
+        clean = compiled.rule.doc()
+        stored = self.store.put(clean, actor, action)
+        self.engine.add(compiled, self.runtime.clock())
+        self.engine.watch_points(list(self.runtime.hub.points), self.runtime.clock())
+        self.broken.pop(stored.id, None)
+        audit.record(self.runtime.state, actor, f"rule_{action}", stored.id, version=stored.version)  # type: ignore[arg-type]
+        self._arm()
+        return stored
+
+    def delete(self, rule_id: str, actor: str) -> bool:
+        assert self.store is not None
+        if not self.store.delete(rule_id, actor):
+            return False
+        self.engine.remove(rule_id)
+        self.broken.pop(rule_id, None)
+        audit.record(self.runtime.state, actor, "rule_delete", rule_id)  # type: ignore[arg-type]
+        return True
+
+    def set_enabled(self, rule_id: str, enabled: bool, actor: str) -> StoredRule | None:
+        assert self.store is not None
+        stored = self.store.get(rule_id)
+        if stored is None:
+            return None
+        return self.put({**stored.doc, "enabled": enabled}, actor, "enable" if enabled else "disable")
+
+    def restore_version(self, rule_id: str, version: int, actor: str) -> StoredRule | None:
+        assert self.store is not None
+        doc = self.store.version_doc(rule_id, version)
+        if doc is None:
+            return None
+        return self.put(doc, actor, "restore")
+
+    def import_pack(self, text: str, actor: str, file: str = "<pack>") -> list[str]:
+        """Compile the whole pack first; store nothing unless every rule compiles."""
+        compiled = compile_pack(text, file)
+        return [self.put(cr.rule.doc(), actor, "import").id for cr in compiled]
+
+    def export_pack(self) -> str:
+        assert self.store is not None
+        return dump_pack([s.doc for s in self.store.list()])
+
+
+def create(runtime: Runtime) -> RulesComponent | None:
+    config = runtime.site.sections.get("rules") or RulesConfig()
+    assert isinstance(config, RulesConfig)
+    if not config.enabled:
+        return None
+    return RulesComponent(runtime, config)

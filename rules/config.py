@@ -1,0 +1,22 @@
+"""`RulesConfig`: the optional top-level `rules:` section of the site file."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.units import Duration
+
+
+class RulesConfig(BaseModel):
+    """`rules: {packs: [deploy/rules/parking.yaml], webhook_timeout: 5s, max_actions_per_minute: 60}`"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: rule packs (YAML) imported into the state database on the first start only; later edits
+    #: happen in the UI/API and must not be overwritten by a restart
+    packs: list[str] = Field(default_factory=list)
+    webhook_timeout: Duration = 5.0
+    webhook_retries: int = Field(3, ge=0, le=10)
+    #: per rule; firings beyond it are dropped, counted and reported (an event per burst)
+    max_actions_per_minute: int = Field(60, ge=1, le=100_000)

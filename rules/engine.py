@@ -1,0 +1,463 @@
+"""The evaluation core: trigger index, windows, per-key rule state, timers — no I/O.
+
+`Engine.process(records)` takes journaled records (live from the hub, or replayed from a
+journal/file) and returns `Firing`s; it never executes actions and never touches a database, so
+the live component, the dry-run API and `edge rules test` share exactly this code. Time is the
+records' time: `for:` timers, repeats, dead-man deadlines and schedules fire when a record with a
+later timestamp arrives or when the owner calls `advance(now)`.
+
+Each rule keeps one state per key (the point id for point and no_data triggers, the event source
+for event triggers, "" for schedules): ok -> pending (`for:`) -> active -> ok. A reading is routed
+through `_route[point]` (rules, windows, dead-man watches), built once per point, so its cost is
+O(rules that care about that point).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import heapq
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.model import Event, Reading
+from rules.cron import Cron
+from rules.expr import ARGS, render_template, safe_builtins
+from rules.model import CompiledRule, MessageAction, Rule, WebhookAction
+from rules.windows import EMPTY, Window
+
+TS = ARGS.index("ts")
+Args = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class KeyState:
+    phase: str = "ok"  # ok | pending | active
+    since: float | None = None  # pending since / active since
+    last_fired: float | None = None
+    last_notified: float | None = None
+    args: Args | None = None  # the context of the last evaluation (for timer re-evaluation)
+
+
+@dataclass(slots=True)
+class Firing:
+    rule: RuleRuntime
+    key: str
+    kind: str  # fired | cleared | repeat | error
+    ts: float
+    args: Args
+    error: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.kind == "error":
+            return self.error
+        return self.rule.message(self.args, "cleared" if self.kind == "cleared" else "fired")
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern))
+
+
+class RuleRuntime:
+    """One compiled rule, bound to an engine, with its per-key states."""
+
+    def __init__(self, compiled: CompiledRule, engine: Engine) -> None:
+        rule = compiled.rule
+        self.compiled = compiled
+        self.rule: Rule = rule
+        self.id = rule.id
+        env = engine.env
+        self.cond: Callable[..., Any] | None = compiled.cond.bind(env) if compiled.cond else None
+        self.clear: Callable[..., Any] | None = compiled.clear.bind(env) if compiled.clear else None
+        self.values = {k: c.bind(env) for k, c in compiled.exprs.items()}
+        self.for_s = rule.for_ or 0.0
+        self.every = rule.every or 0.0
+        self.always = rule.notify == "always"
+        self.states: dict[str, KeyState] = {}
+        self.error = ""
+        self.error_ts: float | None = None
+        self.evaluations = 0
+        self.tz = engine.tz
+        self.points = [_regex(t.point) for t in rule.when if t.point]
+        self.events = [_regex(t.event) for t in rule.when if t.event]
+        self.no_data = [(_regex(t.no_data), float(t.for_ or 0)) for t in rule.when if t.no_data]
+        self.schedules = [Cron(t.schedule) for t in rule.when if t.schedule]
+        self.first_message = next(
+            (a.spec.message for a in rule.then if isinstance(a.spec, MessageAction | WebhookAction)), None
+        )
+
+    def state(self, key: str) -> KeyState:
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = KeyState()
+        return st
+
+    @property
+    def summary(self) -> str:
+        if not self.rule.enabled:
+            return "disabled"
+        if self.error:
+            return "error"
+        phases = {s.phase for s in self.states.values()}
+        return "active" if "active" in phases else "pending" if "pending" in phases else "ok"
+
+    @property
+    def last_fired(self) -> float | None:
+        return max((s.last_fired for s in self.states.values() if s.last_fired), default=None)
+
+    def fields(self, args: Args, state: str) -> dict[str, Any]:
+        f = dict(zip(ARGS, args, strict=True))
+        f.update(
+            rule=self.id,
+            rule_name=self.rule.name or self.id,
+            state=state,
+            time=dt.datetime.fromtimestamp(args[TS] or 0, self.tz).strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        return f
+
+    def message(self, args: Args, state: str, template: str | None = None) -> str:
+        template = template or self.first_message
+        f = self.fields(args, state)
+        text = render_template(template, f) if template else f"{f['rule_name']} {state}"
+        return text if state == "fired" or template is None else f"{text} ({state})"
+
+
+class Engine:
+    def __init__(self, tz: dt.tzinfo = dt.UTC) -> None:
+        self.tz = tz
+        self.rules: dict[str, RuleRuntime] = {}
+        self.windows: dict[tuple[str, float], Window] = {}
+        self.prev: dict[str, Any] = {}
+        self.latest: dict[str, tuple[float, Any]] = {}
+        self.now = 0.0  # the latest record/timer time seen
+        self.dirty: set[tuple[str, str]] = set()  # (rule, key) whose state changed: to persist
+        self.evaluations = 0
+        self._route: dict[
+            str, tuple[tuple[RuleRuntime, ...], list[Window], list[tuple[RuleRuntime, float]]]
+        ] = {}
+        self._event_route: dict[str, tuple[RuleRuntime, ...]] = {}
+        self._timers: list[tuple[float, int, str, str, str]] = []  # (deadline, n, rule, key, kind)
+        self._counter = itertools.count()
+        self._nodata_seen: dict[tuple[str, str], float] = {}  # (rule, point) -> last good reading ts
+        self.env = self._make_env()
+
+    # ------------------------------------------------------------ helpers for expressions
+    def _make_env(self) -> dict[str, Any]:
+        env = safe_builtins()
+        windows, latest, tz = self.windows, self.latest, self.tz
+
+        def _win(point: str, seconds: float) -> Any:
+            return windows.get((point, seconds), EMPTY)
+
+        def _p(point: str) -> Any:
+            hit = latest.get(point)
+            return hit[1] if hit else None
+
+        def _age(point: str, ts: float) -> float:
+            hit = latest.get(point)
+            return ts - hit[0] if hit else math.inf
+
+        def _local(ts: float) -> dt.datetime:
+            return dt.datetime.fromtimestamp(ts, tz)
+
+        def _between(a: int, b: int, ts: float) -> bool:
+            t = _local(ts)
+            m = t.hour * 60 + t.minute
+            return a <= m < b if a <= b else (m >= a or m < b)
+
+        env.update(
+            _win=_win,
+            _p=_p,
+            _age=_age,
+            _hour=lambda ts: _local(ts).hour,
+            _minute=lambda ts: _local(ts).minute,
+            _weekday=lambda ts: _local(ts).weekday(),  # Monday = 0, as Python
+            _between=_between,
+        )
+        return env
+
+    # ------------------------------------------------------------ rules
+    def add(self, compiled: CompiledRule, now: float | None = None) -> RuleRuntime:
+        """Add or replace a rule (its states start fresh unless restored afterwards)."""
+        self.remove(compiled.rule.id)
+        rr = RuleRuntime(compiled, self)
+        self.rules[rr.id] = rr
+        for expr in (compiled.cond, compiled.clear, *compiled.exprs.values()):
+            for point, secs in expr.windows if expr else ():
+                if point is not None:
+                    self.windows.setdefault((point, secs), Window(secs))
+        self._route.clear()
+        self._event_route.clear()
+        if rr.rule.enabled:
+            start = self.now if now is None else now
+            for cron in rr.schedules:
+                self._push(cron.next_after(start, self.tz), rr.id, "", "schedule")
+        return rr
+
+    def remove(self, rule_id: str) -> None:
+        if self.rules.pop(rule_id, None) is not None:
+            self._route.clear()
+            self._event_route.clear()
+            for k in [k for k in self._nodata_seen if k[0] == rule_id]:
+                del self._nodata_seen[k]
+
+    def watch_points(self, points: Iterable[str], now: float) -> None:
+        """Start dead-man deadlines for known points that have not reported yet (at start-up)."""
+        for point in points:
+            for rr, secs in self._routing(point)[2]:
+                if (rr.id, point) not in self._nodata_seen:
+                    self._nodata_seen[(rr.id, point)] = now
+                    self._push(now + secs, rr.id, point, "no_data")
+
+    def restore(self, rule_id: str, key: str, st: KeyState) -> None:
+        """Put back a persisted state and re-arm its timer (a pending `for:` keeps its start)."""
+        rr = self.rules.get(rule_id)
+        if rr is None:
+            return
+        rr.states[key] = st
+        if st.phase == "pending" and st.since is not None:
+            self._push(st.since + rr.for_s, rule_id, key, "for")
+        elif st.phase == "active" and rr.rule.notify == "repeat" and st.last_notified is not None:
+            self._push(st.last_notified + rr.every, rule_id, key, "repeat")
+
+    def _routing(
+        self, point: str
+    ) -> tuple[tuple[RuleRuntime, ...], list[Window], list[tuple[RuleRuntime, float]]]:
+        route = self._route.get(point)
+        if route is None:
+            rules: list[RuleRuntime] = []
+            nodata: list[tuple[RuleRuntime, float]] = []
+            for rr in self.rules.values():
+                if not rr.rule.enabled:
+                    continue
+                if any(p.match(point) for p in rr.points):
+                    rules.append(rr)
+                    exprs = (rr.compiled.cond, rr.compiled.clear, *rr.compiled.exprs.values())
+                    for expr in exprs:
+                        for wp, secs in expr.windows if expr else ():
+                            if wp is None:  # avg(point, ...) of the triggering point
+                                self.windows.setdefault((point, secs), Window(secs))
+                nodata.extend((rr, secs) for rx, secs in rr.no_data if rx.match(point))
+            wins = [w for (p, _), w in self.windows.items() if p == point]
+            route = self._route[point] = (tuple(rules), wins, nodata)
+        return route
+
+    # ------------------------------------------------------------ timers
+    def _push(self, deadline: float, rule: str, key: str, kind: str) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._counter), rule, key, kind))
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def advance(self, now: float, out: list[Firing] | None = None) -> list[Firing]:
+        """Run every timer due at or before `now`, in deadline order."""
+        out = [] if out is None else out
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, rid, key, kind = heapq.heappop(timers)
+            rr = self.rules.get(rid)
+            if rr is None or not rr.rule.enabled:
+                continue
+            self.now = max(self.now, deadline)
+            st = rr.states.get(key)
+            if kind == "for":
+                if st and st.phase == "pending" and st.since is not None and st.since + rr.for_s == deadline:
+                    args = _with_ts(st.args or _empty_args(key), deadline)
+                    self._evaluate(rr, key, args, deadline, out)
+            elif kind == "repeat":
+                if (
+                    st
+                    and st.phase == "active"
+                    and st.last_notified is not None
+                    and st.last_notified + rr.every == deadline
+                ):
+                    st.last_notified = deadline
+                    out.append(
+                        Firing(rr, key, "repeat", deadline, _with_ts(st.args or _empty_args(key), deadline))
+                    )
+                    self.dirty.add((rid, key))
+                    self._push(deadline + rr.every, rid, key, "repeat")
+            elif kind == "no_data":
+                self._nodata_due(rr, key, deadline, out)
+            elif kind == "schedule":
+                args = (None, None, "", "", "", deadline, "good", "schedule", "", "", None)
+                self._evaluate(rr, "", args, deadline, out)
+                for cron in rr.schedules:
+                    nxt = cron.next_after(deadline, self.tz)
+                    if nxt > deadline:
+                        self._push(nxt, rid, "", "schedule")
+                        break
+        return out
+
+    def _nodata_due(self, rr: RuleRuntime, point: str, deadline: float, out: list[Firing]) -> None:
+        seen = self._nodata_seen.get((rr.id, point))
+        secs = next((s for rx, s in rr.no_data if rx.match(point)), None)
+        if seen is None or secs is None:
+            return
+        if seen + secs > deadline:  # a reading came in since: wait from that reading
+            self._push(seen + secs, rr.id, point, "no_data")
+            return
+        del self._nodata_seen[(rr.id, point)]  # the next reading re-arms the watch
+        st = rr.state(point)
+        if st.phase == "active":
+            return
+        hit = self.latest.get(point)
+        device, _, name = point.partition(".")
+        args = (hit[1] if hit else None, None, point, device, name, deadline, "good", "no_data", "", "", None)
+        if rr.cond is not None:
+            try:
+                if not rr.cond(*args):
+                    return
+            except Exception as exc:
+                self._error(rr, point, deadline, args, exc, out)
+                return
+        self._fire(rr, point, st, deadline, args, out)
+
+    # ------------------------------------------------------------ records (hot path)
+    def process(self, records: Iterable[Any]) -> list[Firing]:
+        out: list[Firing] = []
+        timers = self._timers
+        for rec in records:
+            ts = rec.ts
+            if timers and timers[0][0] <= ts:
+                self.advance(ts, out)
+            if ts > self.now:
+                self.now = ts
+            if type(rec) is Reading:
+                if rec.quality:
+                    continue  # bad/stale samples feed no window and no rule (see docs)
+                self._reading(rec, out)
+            elif isinstance(rec, Event):
+                self._event(rec, out)
+        return out
+
+    def _reading(self, r: Reading, out: list[Firing]) -> None:
+        point, v, ts = r.point, r.value, r.ts
+        prev = self.prev.get(point, v)
+        self.prev[point] = v
+        self.latest[point] = (ts, v)
+        route = self._route.get(point) or self._routing(point)
+        rules, wins, nodata = route
+        if wins and isinstance(v, int | float):
+            fv = float(v)
+            for w in wins:
+                w.add(ts, fv)
+        for rr, secs in nodata:
+            k = (rr.id, point)
+            if k not in self._nodata_seen:  # one timer per (rule, point), re-armed when it pops
+                self._push(ts + secs, rr.id, point, "no_data")
+            self._nodata_seen[k] = ts
+            st = rr.states.get(point)
+            if st is not None and st.phase == "active":
+                self._clear(rr, point, st, ts, st.args or _empty_args(point), out)
+        if rules:
+            device, _, name = point.partition(".")
+            args = (v, prev, point, device, name, ts, "good", None, None, None, None)
+            for rr in rules:
+                self._evaluate(rr, point, args, ts, out)
+
+    def _event(self, e: Event, out: list[Firing]) -> None:
+        rules = self._event_route.get(e.kind)
+        if rules is None:
+            rules = self._event_route[e.kind] = tuple(
+                rr
+                for rr in self.rules.values()
+                if rr.rule.enabled and any(p.match(e.kind) for p in rr.events)
+            )
+        if not rules:
+            return
+        payload = e.payload if isinstance(e.payload, dict) else {}
+        value = payload.get("value")
+        args = (
+            value,
+            None,
+            str(payload.get("point", "")),
+            e.source,
+            e.kind,
+            e.ts,
+            "good",
+            e.kind,
+            e.source,
+            str(e.severity),
+            payload,
+        )
+        for rr in rules:
+            self._evaluate(rr, e.source, args, e.ts, out)
+
+    def _evaluate(self, rr: RuleRuntime, key: str, args: Args, ts: float, out: list[Firing]) -> None:
+        self.evaluations += 1
+        st = rr.states.get(key)
+        phase = st.phase if st is not None else "ok"
+        try:
+            if phase == "active" and rr.clear is not None:
+                if rr.clear(*args):
+                    self._clear(rr, key, st, ts, args, out)  # type: ignore[arg-type]
+                else:
+                    st.args = args  # type: ignore[union-attr]
+                if rr.error:
+                    rr.error = ""
+                return
+            hit = rr.cond(*args) if rr.cond is not None else True
+        except Exception as exc:
+            self._error(rr, key, ts, args, exc, out)
+            return
+        if rr.error:
+            rr.error = ""
+        if hit:
+            if rr.always:  # derived values: act on every evaluation that holds, keep no state
+                out.append(Firing(rr, key, "fired", ts, args))
+            elif phase == "ok":
+                st = st or rr.state(key)
+                if rr.for_s > 0:
+                    st.phase, st.since, st.args = "pending", ts, args
+                    self._push(ts + rr.for_s, rr.id, key, "for")
+                    self.dirty.add((rr.id, key))
+                else:
+                    self._fire(rr, key, st, ts, args, out)
+            elif phase == "pending":
+                st.args = args  # type: ignore[union-attr]
+                if ts - st.since >= rr.for_s:  # type: ignore[union-attr,operator]
+                    self._fire(rr, key, st, ts, args, out)  # type: ignore[arg-type]
+        elif phase == "pending":
+            st.phase, st.since = "ok", None  # type: ignore[union-attr]
+            self.dirty.add((rr.id, key))
+        elif phase == "active" and rr.clear is None:
+            self._clear(rr, key, st, ts, args, out)  # type: ignore[arg-type]
+
+    def _fire(
+        self, rr: RuleRuntime, key: str, st: KeyState, ts: float, args: Args, out: list[Firing]
+    ) -> None:
+        st.phase, st.since, st.last_fired, st.last_notified, st.args = "active", ts, ts, ts, args
+        out.append(Firing(rr, key, "fired", ts, args))
+        if rr.rule.notify == "repeat":
+            self._push(ts + rr.every, rr.id, key, "repeat")
+        self.dirty.add((rr.id, key))
+
+    def _clear(
+        self, rr: RuleRuntime, key: str, st: KeyState, ts: float, args: Args, out: list[Firing]
+    ) -> None:
+        st.phase, st.since, st.args = "ok", None, args
+        out.append(Firing(rr, key, "cleared", ts, args))
+        self.dirty.add((rr.id, key))
+
+    def _error(
+        self, rr: RuleRuntime, key: str, ts: float, args: Args, exc: BaseException, out: list[Firing]
+    ) -> None:
+        msg = f"{type(exc).__name__}: {exc}"[:500]
+        if rr.error != msg:  # report a new error once, not on every reading
+            rr.error, rr.error_ts = msg, ts
+            out.append(Firing(rr, key, "error", ts, args, error=msg))
+
+
+def _with_ts(args: Args, ts: float) -> Args:
+    return (*args[:TS], ts, *args[TS + 1 :])
+
+
+def _empty_args(key: str) -> Args:
+    device, _, name = key.partition(".")
+    return (None, None, key, device, name, 0.0, "good", None, None, None, None)

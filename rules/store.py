@@ -1,0 +1,266 @@
+"""Rules, their version history and their runtime state, in the state database.
+
+Every change of a rule writes a new row in `rule_versions` (who, when, what: the whole document),
+so any version can be shown or restored. Rule state (pending `for:` timers with their start,
+active alerts, last firing) is written by a background thread (`StateWriter`) so a synchronous
+fsync never sits between a reading and the action it triggers.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from edge.state import StateDB
+from rules.engine import KeyState
+
+MIGRATIONS = [
+    """
+    CREATE TABLE rules (
+        id TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,           -- the rule document (JSON)
+        enabled INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        updated REAL NOT NULL,
+        updated_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE rule_versions (
+        rule_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,        -- create, update, enable, disable, delete, restore, import
+        doc TEXT NOT NULL,
+        PRIMARY KEY (rule_id, version)
+    );
+    CREATE TABLE rule_state (
+        rule_id TEXT NOT NULL,
+        key TEXT NOT NULL,           -- point id, event source, or '' (schedules)
+        phase TEXT NOT NULL,         -- ok, pending, active
+        since REAL,
+        last_fired REAL,
+        last_notified REAL,
+        args TEXT,                   -- evaluation context (JSON) for re-evaluating after restart
+        PRIMARY KEY (rule_id, key)
+    );
+    CREATE TABLE rules_meta (key TEXT PRIMARY KEY, value TEXT);
+    """
+]
+
+
+@dataclass
+class StoredRule:
+    id: str
+    doc: dict[str, Any]
+    enabled: bool
+    version: int
+    updated: float
+    updated_by: str
+
+
+class RuleStore:
+    def __init__(self, state: StateDB) -> None:
+        self.state = state
+        state.migrate("rules", MIGRATIONS)
+
+    def _row(self, r: Any) -> StoredRule:
+        return StoredRule(r[0], json.loads(r[1]), bool(r[2]), r[3], r[4], r[5])
+
+    def list(self) -> list[StoredRule]:
+        with self.state.lock:
+            rows = self.state.conn.execute(
+                "SELECT id, doc, enabled, version, updated, updated_by FROM rules ORDER BY id"
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def get(self, rule_id: str) -> StoredRule | None:
+        with self.state.lock:
+            r = self.state.conn.execute(
+                "SELECT id, doc, enabled, version, updated, updated_by FROM rules WHERE id=?", (rule_id,)
+            ).fetchone()
+        return self._row(r) if r else None
+
+    def put(self, doc: dict[str, Any], actor: str, action: str = "update") -> StoredRule:
+        """Insert or replace a rule (already validated) and record the new version."""
+        rule_id = doc["id"]
+        enabled = bool(doc.get("enabled", True))
+        text = json.dumps(doc, ensure_ascii=False, sort_keys=True)
+        now = time.time()
+        with self.state.lock:
+            conn = self.state.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT MAX(version) FROM rule_versions WHERE rule_id=?", (rule_id,)
+                ).fetchone()
+                version = (row[0] or 0) + 1
+                conn.execute(
+                    "INSERT INTO rules(id, doc, enabled, version, updated, updated_by) VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, enabled=excluded.enabled, "
+                    "version=excluded.version, updated=excluded.updated, updated_by=excluded.updated_by",
+                    (rule_id, text, int(enabled), version, now, actor),
+                )
+                conn.execute(
+                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc) VALUES (?,?,?,?,?,?)",
+                    (rule_id, version, now, actor, action, text),
+                )
+                conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return StoredRule(rule_id, doc, enabled, version, now, actor)
+
+    def delete(self, rule_id: str, actor: str) -> bool:
+        current = self.get(rule_id)
+        if current is None:
+            return False
+        now = time.time()
+        with self.state.lock:
+            conn = self.state.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc) VALUES (?,?,?,?,?,?)",
+                    (
+                        rule_id,
+                        current.version + 1,
+                        now,
+                        actor,
+                        "delete",
+                        json.dumps(current.doc, ensure_ascii=False),
+                    ),
+                )
+                conn.execute("DELETE FROM rules WHERE id=?", (rule_id,))
+                conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return True
+
+    def versions(self, rule_id: str) -> list[dict[str, Any]]:
+        with self.state.lock:
+            rows = self.state.conn.execute(
+                "SELECT version, ts, actor, action, doc FROM rule_versions WHERE rule_id=? ORDER BY version DESC",
+                (rule_id,),
+            ).fetchall()
+        return [
+            {"version": r[0], "ts": r[1], "actor": r[2], "action": r[3], "rule": json.loads(r[4])}
+            for r in rows
+        ]
+
+    def version_doc(self, rule_id: str, version: int) -> dict[str, Any] | None:
+        with self.state.lock:
+            r = self.state.conn.execute(
+                "SELECT doc FROM rule_versions WHERE rule_id=? AND version=?", (rule_id, version)
+            ).fetchone()
+        return json.loads(r[0]) if r else None
+
+    # ------------------------------------------------------------ meta and state
+    def meta(self, key: str) -> str | None:
+        with self.state.lock:
+            r = self.state.conn.execute("SELECT value FROM rules_meta WHERE key=?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.state.lock:
+            self.state.conn.execute(
+                "INSERT INTO rules_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    def load_states(self) -> dict[str, dict[str, KeyState]]:
+        with self.state.lock:
+            rows = self.state.conn.execute(
+                "SELECT rule_id, key, phase, since, last_fired, last_notified, args FROM rule_state"
+            ).fetchall()
+        out: dict[str, dict[str, KeyState]] = {}
+        for r in rows:
+            args = tuple(json.loads(r[6])) if r[6] else None
+            out.setdefault(r[0], {})[r[1]] = KeyState(r[2], r[3], r[4], r[5], args)
+        return out
+
+    def save_states(self, rows: list[tuple[str, str, KeyState | None]]) -> None:
+        with self.state.lock:
+            conn = self.state.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for rule_id, key, st in rows:
+                    if st is None or (st.phase == "ok" and st.last_fired is None):
+                        conn.execute("DELETE FROM rule_state WHERE rule_id=? AND key=?", (rule_id, key))
+                        continue
+                    conn.execute(
+                        "INSERT INTO rule_state(rule_id, key, phase, since, last_fired, last_notified, args) "
+                        "VALUES (?,?,?,?,?,?,?) ON CONFLICT(rule_id, key) DO UPDATE SET phase=excluded.phase, "
+                        "since=excluded.since, last_fired=excluded.last_fired, "
+                        "last_notified=excluded.last_notified, args=excluded.args",
+                        (
+                            rule_id,
+                            key,
+                            st.phase,
+                            st.since,
+                            st.last_fired,
+                            st.last_notified,
+                            json.dumps(st.args, default=str, ensure_ascii=False) if st.args else None,
+                        ),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+
+class StateWriter:
+    """Persists rule state changes in a thread, coalescing what piles up into one transaction."""
+
+    def __init__(self, store: RuleStore) -> None:
+        self.store = store
+        self._q: queue.Queue[list[tuple[str, str, KeyState | None]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="rules-state", daemon=True)
+        self.written = 0
+        self.errors = 0
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread.start()
+
+    def submit(self, rows: list[tuple[str, str, KeyState | None]]) -> None:
+        self._idle.clear()
+        self._q.put(rows)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            rows = list(item)
+            stop = False
+            while not self._q.empty():
+                more = self._q.get()
+                if more is None:
+                    stop = True
+                    break
+                rows.extend(more)
+            latest: dict[tuple[str, str], KeyState | None] = {}
+            for rule_id, key, st in rows:
+                latest[(rule_id, key)] = st
+            try:
+                self.store.save_states([(r, k, s) for (r, k), s in latest.items()])
+                self.written += len(latest)
+            except Exception:
+                self.errors += 1
+            if self._q.empty():
+                self._idle.set()
+            if stop:
+                return
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
