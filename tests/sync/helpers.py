@@ -1,0 +1,82 @@
+"""Shared test plumbing for the sync tests: the receiver process, free ports, condition waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """The receiver script in its own process (see receiver.py)."""
+
+    def __init__(self, *args: str, port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "receiver.py"), "--port", str(port), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 20)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("PORT "):
+            self.stop()
+            raise RuntimeError(f"receiver did not start: {line!r}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}/ingest"
+
+    async def log(self) -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}/log") as r:
+            return await r.json()  # type: ignore[no-any-return]
+
+    async def control(self, **body: Any) -> None:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(f"http://127.0.0.1:{self.port}/control", json=body) as r,
+        ):
+            assert r.status == 200
+
+    async def accepted(self) -> list[dict[str, Any]]:
+        return [e for e in await self.log() if e["outcome"].endswith("ok")]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+async def wait_for(cond: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
+    """Poll `cond` until true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = cond()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
