@@ -1,34 +1,100 @@
-"""Buffer health: rows, bytes, per-cursor backlog and oldest unsent age, ingest rate, time until full."""
+"""Buffer health: rows, bytes, per-cursor backlog and oldest unsent age, ingest rate, time until
+full, drop counters and write errors — what `edge buffer stats` and `/api/v1/status` show.
+
+Every figure comes from cheap lookups (pragmas, primary-key probes, the persisted `rows` counter),
+never from a scan of the journal, so it is safe to call on a multi-GiB file.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from edge.config import StorageConfig
 from edge.store.journal import Journal
 
+RATE_PROBE_ROWS = 10_000  # a read-only journal estimates its rate from the span of its last rows
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _rate_from_data(journal: Journal, now: float) -> float | None:
+    """Records per second over the newest rows (for a reader without a writer to measure it)."""
+    last = journal.committed_seq
+    probe = journal.query(
+        "SELECT seq, ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (max(0, last - RATE_PROBE_ROWS),)
+    )
+    if not probe or probe[0][0] >= last:
+        return None
+    span = now - float(probe[0][1])
+    return (last - probe[0][0]) / span if span > 0 else None
+
 
 def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
-    rows = journal.query("SELECT count(*), min(seq), max(seq) FROM journal")[0]
+    now = journal.clock()
+    first = journal.query("SELECT seq, ts FROM journal ORDER BY seq LIMIT 1")
     page_size = journal.query("PRAGMA page_size")[0][0]
     pages = journal.query("PRAGMA page_count")[0][0]
     free = journal.query("PRAGMA freelist_count")[0][0]
+    used = (pages - free) * page_size
+    counters = dict(journal.counters)
+    rows = counters.get("rows", 0)
+    max_bytes = journal.max_bytes if journal._w is not None else storage.max_bytes
     cursors = {}
     for name, (kind, seq, updated) in journal.cursors().items():
         oldest = journal.query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+        oldest_ts = float(oldest[0][0]) if oldest else None
         cursors[name] = {
             "kind": kind,
             "seq": seq,
             "backlog": max(0, journal.committed_seq - seq),
-            "oldest_unsent_ts": oldest[0][0] if oldest else None,
+            "oldest_unsent_ts": oldest_ts,
+            "oldest_unsent_age_s": round(max(0.0, now - oldest_ts), 3) if oldest_ts is not None else None,
             "updated": updated,
         }
+    if journal._w is not None:  # the live writer measures what it commits and what it expires
+        ingest, expiring = journal.rates()
+    else:
+        ingest, expiring = _rate_from_data(journal, now), None
+    # Time until full: the net growth (ingest minus expiry) at the measured bytes per row.
+    row_bytes = used / rows if rows else None
+    time_until_full = None
+    if ingest and row_bytes and max_bytes:
+        net = (ingest - (expiring or 0.0)) * row_bytes
+        if net > 0:
+            time_until_full = max(0.0, (max_bytes - used) / net)
     return {
-        "rows": rows[0],
-        "first_seq": rows[1],
+        "rows": rows,
+        "first_seq": first[0][0] if first else None,
         "last_seq": journal.committed_seq,
-        "bytes": (pages - free) * page_size,
-        "max_bytes": storage.max_bytes,
-        "when_full": storage.when_full,
+        "oldest_ts": float(first[0][1]) if first else None,
+        "bytes": used,
+        "file_bytes": pages * page_size,
+        "wal_bytes": _file_size(journal.path + "-wal"),
+        "max_bytes": max_bytes,
+        "when_full": journal.when_full if journal._w is not None else storage.when_full,
+        "keep_history_s": storage.keep_history,
+        "durability": storage.durability,
+        "pending": journal.pending,
+        "ingest_rate": round(ingest, 1) if ingest is not None else 0.0,
+        "expiry_rate": round(expiring, 1) if expiring is not None else None,
+        "bytes_per_row": round(row_bytes, 1) if row_bytes else None,
+        "time_until_full_s": round(time_until_full, 1) if time_until_full is not None else None,
+        "dropped_oldest": counters.get("dropped_oldest", 0),
+        "dropped_newest": counters.get("dropped_newest", 0),
+        "dropped_overflow": counters.get("dropped_overflow", 0),
+        "history_trimmed": counters.get("history_trimmed", 0),
+        "retention_deleted": counters.get("retention_deleted", 0),
+        "disk_full_errors": counters.get("disk_full", 0),
+        "write_errors": counters.get("write_errors", 0),
+        "failing": journal.failing,
+        "disk_full": journal.disk_full,
+        "disk_low": journal.disk_low,
+        "last_error": journal.last_error,
         "cursors": cursors,
     }

@@ -394,21 +394,23 @@ class Journal:
         reason = "max_bytes"
         try:
             w.execute("BEGIN IMMEDIATE")
+            limit = None
             if batch:
                 limit, reason = self._limit(w)
-                if limit is not None:
-                    cap = retention.make_room(
-                        w,
-                        incoming=len(batch),
-                        max_bytes=limit,
-                        drop_oldest=self.when_full == "drop_oldest",
-                        committed=self.committed_seq,
-                        rows=self.counters["rows"],
-                    )
-                    if cap.short_rows and self.when_full == "drop_newest":
-                        keep = max(0, len(batch) - cap.short_rows)
-                        self._refused(batch[keep:], reason, "dropped_newest")
-                        batch = batch[:keep]
+            drop_oldest = self.when_full == "drop_oldest"
+            if limit is not None and not drop_oldest:  # decide what to refuse before inserting
+                cap = retention.make_room(
+                    w,
+                    incoming=len(batch),
+                    max_bytes=limit,
+                    drop_oldest=False,
+                    committed=self.committed_seq,
+                    rows=self.counters["rows"],
+                )
+                if cap.short_rows:
+                    keep = max(0, len(batch) - cap.short_rows)
+                    self._refused(batch[keep:], reason, "dropped_newest")
+                    batch = batch[:keep]
             records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
             seq = self.next_seq
             readings, events = self._build_rows(records, seq)
@@ -417,6 +419,15 @@ class Journal:
                 w.executemany(READING_SQL, readings)
             if events:
                 w.executemany(EVENT_SQL, events)
+            if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
+                cap = retention.make_room(
+                    w,
+                    incoming=0,
+                    max_bytes=limit,
+                    drop_oldest=True,
+                    committed=end - 1,
+                    rows=self.counters["rows"] + len(records),
+                )
             for sql, args in ops:
                 w.execute(sql, args)
             fresh = {"rows": len(records)}  # this transaction's own counter changes

@@ -1,0 +1,55 @@
+"""Shared helpers for the store tests: waiting on conditions, building readings, opening journals."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.model import Reading
+from edge.store.journal import Journal
+
+
+async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Wait for `pred()` to be truthy, checking every few ms; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def readings(
+    n: int, *, start_ts: float | None = None, step: float = 0.0, device: str = "meter"
+) -> list[Reading]:
+    t = time.time() if start_ts is None else start_ts
+    return [Reading(t + i * step, f"{device}.p{i % 50}", float(i), 0) for i in range(n)]
+
+
+def open_journal(tmp_path: Path, name: str = "edge.db", **kw: Any) -> Journal:
+    kw.setdefault("flush_interval", 0.02)
+    return Journal(str(tmp_path / name), **kw).open()
+
+
+def drop_events(path: str) -> list[tuple[int, str]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT seq, payload FROM journal WHERE kind='buffer_drop' ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def integrity(path: str) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()

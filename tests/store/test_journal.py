@@ -1,0 +1,262 @@
+"""The journal on real SQLite files: group commit, retention by cursors, the byte cap with both
+full policies, migration from v1, readers during writes, and the health figures."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+from edge.config import StorageConfig
+from edge.model import Event, Reading
+from edge.store import schema
+from edge.store.health import buffer_health
+from edge.store.journal import Journal
+from tests.store.helpers import drop_events, integrity, open_journal, readings, until
+
+
+async def test_group_commit_many_appends_few_transactions(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, flush_interval=0.05, flush_max_items=5000)
+    try:
+        for i in range(200):  # 200 driver batches of 100 readings
+            j.append(readings(100, device=f"dev{i}"))
+        await j.flush()
+        assert j.committed_seq == 20_000
+        assert j.flushes <= 10, f"{j.flushes} transactions for 200 appends: group commit is not grouping"
+        assert [r["seq"] for r in j.read(0, 3)] == [1, 2, 3]
+        assert j.counters["rows"] == 20_000
+    finally:
+        await j.close()
+
+
+async def test_values_round_trip_and_seq_never_reused(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, keep_history=0.0, retention_interval=0.02)
+    try:
+        j.append([Reading(1.0, "gate.open", True, 0), Reading(2.0, "gate.count", 7, 1)])
+        j.append([Event("alert", "rule-1", "warning", {"x": 1}, 3.0)])
+        await j.flush()
+        recs = j.read(0, 10)
+        assert recs[0]["value"] is True and recs[1]["value"] == 7 and recs[1]["quality"] == "bad"
+        assert recs[2]["type"] == "event" and recs[2]["payload"] == {"x": 1}
+        # with no cursors only age matters: everything is older than keep_history=0 and goes
+        await until(lambda: j.counters["retention_deleted"] == 3, what="retention of every row")
+        j.append([Reading(4.0, "gate.open", False, 0)])
+        assert await j.flush() == 4  # the table was empty, yet seq 1..3 are never handed out again
+    finally:
+        await j.close()
+
+
+async def test_retention_deletes_only_what_every_cursor_passed(tmp_path: Path) -> None:
+    now = time.time()
+    j = open_journal(tmp_path, keep_history=7 * 86400, retention_interval=0.02, retention_chunk=100)
+    try:
+        j.append(readings(1000, start_ts=now - 10 * 86400))  # old enough to expire
+        j.append(readings(1000, start_ts=now))  # recent: kept for keep_history
+        await j.flush()
+        await j.register_cursor("central", "sink", 0)
+        await j.register_cursor("city-platform", "consumer", 0)
+        await j.set_cursor("central", 800, "sink")
+        await j.set_cursor("city-platform", 500, "consumer")
+        await until(lambda: j.counters["retention_deleted"] >= 500, what="expiry up to the slowest cursor")
+        await asyncio.sleep(0)  # let another retention step run: it must not go past seq 500
+        await j.flush()
+        assert j.query("SELECT min(seq) FROM journal")[0][0] == 501
+        assert j.counters["retention_deleted"] == 500
+        await j.set_cursor("city-platform", 2000, "consumer")
+        await until(lambda: j.counters["retention_deleted"] >= 800, what="expiry up to the next cursor")
+        await j.set_cursor("central", 2000, "sink")
+        await until(lambda: j.counters["retention_deleted"] >= 1000, what="expiry of all old rows")
+        await j.flush()
+        assert j.query("SELECT min(seq), count(*) FROM journal")[0] == (1001, 1000)  # recent rows stay
+        assert j.counters["rows"] == 1000
+    finally:
+        await j.close()
+
+
+async def test_byte_cap_drop_oldest_counts_and_reports_one_event_per_burst(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, max_bytes=400_000, when_full="drop_oldest", flush_max_items=2000)
+    try:
+        await j.register_cursor("central", "sink", 0)  # the sink is offline: nothing is delivered
+        for i in range(40):
+            j.append(readings(1000, device=f"d{i}"))
+            await asyncio.sleep(0)
+        await j.flush()
+        dropped = j.counters["dropped_oldest"]
+        assert dropped > 0
+        assert j.counters["rows"] + dropped == 40_000  # every record is either stored or counted
+        assert j.query("SELECT count(*) FROM journal")[0][0] == j.counters["rows"]
+        health = buffer_health(j, StorageConfig(path=j.path))
+        assert health["bytes"] <= 400_000 * 1.1 and health["dropped_oldest"] == dropped
+        events = await until(lambda: drop_events(j.path), what="the buffer_drop event")
+        await j.flush()
+        assert len(drop_events(j.path)) == 1, "one event per burst, not per flush"
+        payload = orjson.loads(events[0][1])
+        assert payload["dropped"] == dropped and payload["policy"] == "drop_oldest"
+        assert payload["reason"] == "max_bytes" and payload["first_seq"] == 1
+        first_kept = j.query("SELECT min(seq) FROM journal")[0][0]
+        assert payload["last_seq"] == first_kept - 1
+        # a second burst is a second event (the first one may itself be dropped by now: it is data)
+        for i in range(10):
+            j.append(readings(1000, device=f"e{i}"))
+        second = await until(
+            lambda: [e for e in drop_events(j.path) if e[0] > events[0][0]], what="the second burst's event"
+        )
+        assert orjson.loads(second[0][1])["totals"]["dropped_oldest"] == j.counters["dropped_oldest"]
+    finally:
+        await j.close()
+    reopened = Journal(j.path).open()  # the counters are persisted in the journal file
+    try:
+        assert reopened.counters["dropped_oldest"] == orjson.loads(second[0][1])["totals"]["dropped_oldest"]
+    finally:
+        await reopened.close()
+
+
+async def test_byte_cap_trims_delivered_history_before_dropping(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, max_bytes=400_000, when_full="drop_newest", flush_max_items=2000)
+    try:
+        await j.register_cursor("central", "sink", 0)
+        for i in range(40):
+            j.append(readings(1000, device=f"d{i}"))
+            await asyncio.sleep(0)
+            await j.set_cursor("central", j.committed_seq, "sink")  # the sink keeps up
+        await j.flush()
+        assert j.counters["dropped_newest"] == 0 and j.counters["dropped_oldest"] == 0
+        assert j.counters["history_trimmed"] > 0
+        assert j.committed_seq == 40_000
+    finally:
+        await j.close()
+
+
+async def test_byte_cap_drop_newest_keeps_the_oldest_and_counts_refusals(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, max_bytes=400_000, when_full="drop_newest", flush_max_items=2000)
+    try:
+        await j.register_cursor("central", "sink", 0)
+        for i in range(40):
+            j.append(readings(1000, device=f"d{i}"))
+            await asyncio.sleep(0)
+        await j.flush()
+        refused = j.counters["dropped_newest"]
+        assert refused > 0
+        kept = j.query("SELECT min(seq), max(seq), count(*) FROM journal")[0]
+        assert kept[0] == 1 and kept[1] == kept[2] == j.committed_seq  # oldest kept, no gaps
+        assert j.committed_seq + refused == 40_000
+        events = await until(lambda: drop_events(j.path), what="the buffer_drop event")
+        payload = orjson.loads(events[0][1])
+        assert len(events) == 1 and payload["dropped"] == refused and payload["policy"] == "drop_newest"
+        assert payload["first_ts"] is not None and payload["first_seq"] is None  # refused rows had no seq
+    finally:
+        await j.close()
+
+
+def build_v1(path: Path) -> None:
+    """A journal file exactly as version 1 of the program wrote it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(schema.V1)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', 1), ('last_seq', 3)")
+    conn.executemany(
+        "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)",
+        [(1, 1.0, "meter.kw", 2.5, 0), (2, 2.0, "gate.open", 1, 4)],
+    )
+    conn.execute(
+        "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (3, 3.0, 'kiosk', 'bp', 'info', '{\"sys\":120}')"
+    )
+    conn.execute("INSERT INTO cursors VALUES ('central', 'sink', 2, 3.0)")
+    conn.close()
+
+
+async def test_migration_from_v1(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    build_v1(path)
+    j = Journal(str(path)).open()
+    try:
+        assert (
+            j.query("SELECT value FROM meta WHERE key='schema_version'")[0][0] == schema.SCHEMA_VERSION == 2
+        )
+        assert j.counters["rows"] == 3 and j.counters["dropped_oldest"] == 0
+        assert [r["seq"] for r in j.read(0, 10)] == [1, 2, 3]
+        assert j.read(1, 1)[0]["value"] is True and j.read(2, 1)[0]["payload"] == {"sys": 120}
+        assert j.get_cursor("central") == 2
+        j.append(readings(2))
+        assert await j.flush() == 5
+        assert j.counters["rows"] == 5
+    finally:
+        await j.close()
+    assert integrity(str(path)) == "ok"
+
+
+async def test_schema_newer_than_program_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    build_v1(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value=99 WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    try:
+        Journal(str(path)).open()
+    except schema.SchemaTooNew as exc:
+        assert "99" in str(exc) and "upgrade" in str(exc)
+    else:
+        raise AssertionError("a journal from a newer program was opened")
+
+
+async def test_readers_never_block_the_writer(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, flush_interval=0.01)
+    try:
+        j.append(readings(1000))
+        await j.flush()
+        reader = sqlite3.connect(j.path, isolation_level=None)
+        reader.execute("BEGIN")  # a long read transaction (a slow UI query, a pull API page)
+        before = reader.execute("SELECT count(*) FROM journal").fetchone()[0]
+        stop = threading.Event()
+        reads = [0]
+
+        def read_loop() -> None:  # the journal's own read connection, hammered from a thread
+            while not stop.is_set():
+                j.read(max(0, j.committed_seq - 500), 500)
+                reads[0] += 1
+
+        t = threading.Thread(target=read_loop)
+        t.start()
+        try:
+            for i in range(50):
+                j.append(readings(200, device=f"d{i}"))
+                await j.flush()
+        finally:
+            stop.set()
+            t.join()
+        assert j.committed_seq == 11_000 and reads[0] > 0
+        assert reader.execute("SELECT count(*) FROM journal").fetchone()[0] == before  # its snapshot
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM journal").fetchone()[0] == 11_000
+        reader.close()
+    finally:
+        await j.close()
+
+
+async def test_health_reports_rates_backlog_and_time_until_full(tmp_path: Path) -> None:
+    j = open_journal(tmp_path, max_bytes=50_000_000)
+    try:
+        await j.register_cursor("city-platform", "consumer", 0)
+        for _ in range(30):
+            j.append(readings(500))
+            await j.flush()
+            await asyncio.sleep(0.05)
+        h = buffer_health(j, StorageConfig(path=j.path))
+        assert h["rows"] == 15_000 and h["last_seq"] == 15_000 and h["bytes"] > 0
+        assert h["ingest_rate"] > 0 and h["time_until_full_s"] and h["time_until_full_s"] > 0
+        c = h["cursors"]["city-platform"]
+        assert c["backlog"] == 15_000 and c["oldest_unsent_age_s"] is not None
+        assert h["write_errors"] == 0 and h["dropped_oldest"] == 0
+    finally:
+        await j.close()
+    ro = Journal.open_readonly(j.path)  # `edge buffer stats` reads without a writer
+    try:
+        h = buffer_health(ro, StorageConfig(path=j.path))
+        assert h["rows"] == 15_000 and h["cursors"]["city-platform"]["backlog"] == 15_000
+    finally:
+        ro.close_sync()
