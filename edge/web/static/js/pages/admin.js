@@ -1,0 +1,74 @@
+// Users and API tokens (admins): roles, passwords, lockouts; tokens are shown once, at creation.
+import { api, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
+
+const ROLES = ['admin', 'technician', 'viewer'];
+const SCOPES = ['read', 'write', 'rules', 'admin', 'pull'];
+
+export async function render(view) {
+  view.append(h('h1', {}, t('admin.title')));
+  const users = h('section', { class: 'card', id: 'users' });
+  const tokens = h('section', { class: 'card', id: 'tokens' });
+  view.append(users, tokens);
+  await Promise.all([drawUsers(users), drawTokens(tokens)]);
+}
+
+async function drawUsers(box) {
+  const { users } = await api('GET', '/api/v1/users');
+  const msg = h('div');
+  const act = async (name, body) => {
+    try { await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+  };
+  const rows = users.map((u) => h('tr', { 'data-user': u.name },
+    h('td', {}, u.name), h('td', {}, t('role.' + u.role)),
+    h('td', {}, u.disabled ? t('admin.disabled') : u.locked ? t('admin.locked') : t('admin.active')),
+    h('td', {}, fmtTime(u.last_login)),
+    h('td', {},
+      h('button', { class: 'secondary small', onclick: async () => {
+        const v = await dialog(t('admin.resetTitle', { name: u.name }), h('label', {}, t('login.password'), h('input', { name: 'password', type: 'password', minlength: 10, required: true })));
+        if (v) await act(u.name, { password: v.password });
+      } }, t('admin.resetPassword')),
+      u.locked ? h('button', { class: 'secondary small', onclick: () => act(u.name, { unlock: true }) }, t('admin.unlock')) : null,
+      u.name !== state.user.name ? h('button', { class: 'secondary small', onclick: () => act(u.name, { disabled: !u.disabled }) }, u.disabled ? t('admin.enable') : t('admin.disable')) : null,
+      u.name !== state.user.name ? h('button', { class: 'danger small', onclick: async () => {
+        if (!confirm(t('admin.confirmDelete', { name: u.name }))) return;
+        try { await api('DELETE', `/api/v1/users/${encodeURIComponent(u.name)}`); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+      } }, t('admin.delete')) : null)));
+  const form = h('form', { class: 'row', id: 'add-user' },
+    h('input', { name: 'name', placeholder: t('login.name'), required: true }),
+    h('select', { name: 'role' }, ROLES.map((r) => h('option', { value: r, selected: r === 'technician' }, t('role.' + r)))),
+    h('input', { name: 'password', type: 'password', placeholder: t('login.password'), minlength: 10, required: true }),
+    h('button', { class: 'primary' }, t('admin.addUser')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try { await api('POST', '/api/v1/users', Object.fromEntries(new FormData(form).entries())); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+  });
+  box.replaceChildren(h('h2', {}, t('admin.users')),
+    table([t('login.name'), t('admin.role'), t('admin.status'), t('admin.lastLogin'), ''], rows), form, msg);
+}
+
+async function drawTokens(box) {
+  const { tokens } = await api('GET', '/api/v1/tokens');
+  const msg = h('div', { id: 'token-msg' });
+  const rows = tokens.map((k) => h('tr', { 'data-token': k.id, class: k.revoked ? 'revoked' : '' },
+    h('td', {}, k.name), h('td', {}, k.scopes.join(' ')), h('td', {}, k.consumer || ''),
+    h('td', {}, fmtTime(k.created)), h('td', {}, fmtTime(k.last_used)),
+    h('td', {}, k.revoked ? t('admin.revoked') : h('button', { class: 'danger small', onclick: async () => {
+      await api('DELETE', `/api/v1/tokens/${k.id}`); await drawTokens(box);
+    } }, t('admin.revoke')))));
+  const form = h('form', { class: 'row', id: 'add-token' },
+    h('input', { name: 'name', placeholder: t('admin.tokenName'), required: true }),
+    SCOPES.map((s) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'scope', value: s, checked: s === 'read' }), t('scope.' + s))),
+    h('input', { name: 'consumer', placeholder: t('admin.consumer') }),
+    h('button', { class: 'primary' }, t('admin.createToken')));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const fd = new FormData(form);
+    try {
+      const r = await api('POST', '/api/v1/tokens', { name: fd.get('name'), scopes: fd.getAll('scope'), consumer: fd.get('consumer') || null });
+      await drawTokens(box);
+      box.querySelector('#token-msg').replaceChildren(h('div', { class: 'ok-box' }, h('p', {}, t('admin.tokenOnce')), h('code', { id: 'new-token' }, r.token)));
+    } catch (e) { msg.replaceChildren(errorBox(e)); }
+  });
+  box.replaceChildren(h('h2', {}, t('admin.tokens')),
+    table([t('admin.tokenName'), t('admin.scopes'), t('admin.consumer'), t('admin.created'), t('admin.lastUsed'), ''], rows), form, msg);
+}

@@ -1,0 +1,154 @@
+// One device: live values over SSE, a trend of the local history, writes with confirmation,
+// and commissioning test-reads (a point, or a raw Modbus register range in every word order).
+import { api, badge, can, dialog, errorBox, fmtAge, fmtClock, fmtTime, fmtValue, h, t, table } from '../core.js';
+import { trendChart } from '../chart.js';
+
+const QCLS = { good: 'ok', bad: 'bad', stale: 'warn' };
+
+export async function render(view, [deviceId]) {
+  const info = await api('GET', `/api/v1/devices/${encodeURIComponent(deviceId)}/points`);
+  const dev = info.device;
+  const points = new Map(info.points.map((p) => [p.id, p]));
+  const cells = new Map();
+  let selected = (info.points.find((p) => p.type === 'float' || p.type === 'int') || info.points.find((p) => p.type === 'bool'))?.id || null;
+  let history = [];
+
+  view.append(h('div', {}, h('p', {}, h('a', { href: '/devices' }, '← ' + t('nav.devices'))),
+    h('h1', {}, dev.id, ' ', badge(dev.health.state === 'online' ? 'ok' : 'warn', t('state.' + dev.health.state))),
+    dev.name ? h('p', { class: 'sub' }, dev.name) : null,
+    dev.last_error ? h('p', { class: 'err-text' }, dev.last_error) : null));
+
+  const rows = info.points.map((p) => {
+    const value = h('td', { class: 'value', 'data-point': p.id }, fmtValue(p.value));
+    const quality = h('td', {}, p.quality ? badge(QCLS[p.quality], t('quality.' + p.quality)) : '—');
+    const age = h('td', { class: 'age' }, '—');
+    cells.set(p.id, { value, quality, age });
+    const writeBtn = p.writable && can('write')
+      ? h('button', { class: 'secondary small', 'data-write': p.id, onclick: (ev) => { ev.stopPropagation(); writePoint(p); } }, t('device.write'))
+      : null;
+    return h('tr', { 'data-row': p.id, class: 'clickable', onclick: () => select(p.id) },
+      h('td', {}, p.name, p.privacy !== 'public' ? h('span', { class: 'sub' }, ` (${t('privacy.' + p.privacy)})`) : null),
+      value, h('td', {}, p.unit || ''), quality, age, h('td', {}, writeBtn));
+  });
+  view.append(h('section', { class: 'card' }, h('h2', {}, t('device.points')),
+    table([t('device.point'), t('device.value'), t('device.unit'), t('device.quality'), t('device.age'), ''], rows, { class: 'points' })));
+
+  const trendTitle = h('h2');
+  const trendBox = h('div', { class: 'trend-box' });
+  view.append(h('section', { class: 'card' }, trendTitle, trendBox));
+
+  function drawTrend() {
+    const p = points.get(selected);
+    trendTitle.textContent = p ? t('device.trend', { point: p.name, unit: p.unit || '' }) : t('device.trendNone');
+    trendBox.replaceChildren(trendChart(history, { fmtX: fmtClock }));
+  }
+
+  async function select(pid) {
+    selected = pid;
+    for (const tr of view.querySelectorAll('tr[data-row]')) tr.classList.toggle('selected', tr.dataset.row === pid);
+    const since = Date.now() / 1000 - 3600;
+    const res = await api('GET', `/api/v1/history?point=${encodeURIComponent(pid)}&since=${since}&limit=2000`);
+    history = res.readings;
+    drawTrend();
+  }
+
+  async function writePoint(p) {
+    const input = p.type === 'bool'
+      ? h('select', { name: 'value', id: 'write-value' }, h('option', { value: 'true' }, t('value.true')), h('option', { value: 'false' }, t('value.false')))
+      : h('input', { name: 'value', id: 'write-value', required: true });
+    const values = await dialog(t('device.writeTitle', { point: p.id }),
+      h('div', {}, h('p', {}, t('device.writeWarn')), h('label', {}, t('device.newValue'), input)), t('device.writeConfirm'));
+    if (!values) return;
+    let value = values.value;
+    if (p.type === 'bool') value = value === 'true';
+    else if (p.type !== 'str' && value.trim() !== '' && !Number.isNaN(Number(value))) value = Number(value);
+    const res = await api('POST', `/api/v1/points/${encodeURIComponent(p.id)}/write`, { value }, { allowError: true });
+    const msg = res.ok ? t('device.writeOk', { point: p.id, value: fmtValue(res.data.value) })
+      : t('device.writeFailed', { status: res.data.status || res.status, reason: res.data.reason || res.data.detail || '' });
+    writeResult.replaceChildren(h('div', { class: res.ok ? 'ok-box' : 'error', role: 'status' }, msg));
+  }
+  const writeResult = h('div', { id: 'write-result' });
+  view.append(writeResult);
+
+  // Commissioning
+  if (can('write')) view.append(commissioning(dev, info.points));
+
+  function tickAges() {
+    const now = Date.now() / 1000;
+    for (const [pid, c] of cells) {
+      const p = points.get(pid);
+      c.age.textContent = p.ts ? fmtAge(now - p.ts) : '—';
+    }
+  }
+  tickAges();
+  const ageTimer = setInterval(tickAges, 1000);
+
+  const es = new EventSource(`/api/v1/live?device=${encodeURIComponent(deviceId)}&events=0`);
+  es.addEventListener('records', (ev) => {
+    for (const r of JSON.parse(ev.data)) {
+      if (r.type !== 'reading') continue;
+      const p = points.get(r.point);
+      const c = cells.get(r.point);
+      if (!p || !c) continue;
+      p.value = r.value; p.ts = r.ts; p.quality = r.quality;
+      c.value.textContent = fmtValue(r.value);
+      c.value.classList.remove('flash'); void c.value.offsetWidth; c.value.classList.add('flash');
+      c.quality.replaceChildren(badge(QCLS[r.quality], t('quality.' + r.quality)));
+      if (r.point === selected) { history.push([r.ts, r.value, r.quality]); if (history.length > 3000) history.shift(); drawTrend(); }
+    }
+    tickAges();
+  });
+  if (selected) await select(selected); else drawTrend();
+  return () => { es.close(); clearInterval(ageTimer); };
+}
+
+function commissioning(dev, pts) {
+  const out = h('div', { id: 'commission-result' });
+  const pointSel = h('select', { id: 'commission-point' }, pts.map((p) => h('option', { value: p.id }, p.name)));
+  const readBtn = h('button', { class: 'primary', id: 'commission-read', type: 'button', onclick: async () => {
+    out.replaceChildren(h('p', { class: 'loading' }, t('common.loading')));
+    try {
+      const r = await api('POST', '/api/v1/commission/read', { point: pointSel.value });
+      out.replaceChildren(h('dl', { class: 'kv' },
+        h('dt', {}, t('device.value')), h('dd', { 'data-k': 'commission-value' }, fmtValue(r.value)),
+        h('dt', {}, t('device.quality')), h('dd', {}, t('quality.' + r.quality)),
+        h('dt', {}, t('commission.at')), h('dd', {}, fmtTime(r.ts)),
+        h('dt', {}, t('commission.source')), h('dd', {}, t('commission.src.' + r.source))));
+    } catch (err) { out.replaceChildren(errorBox(err)); }
+  } }, t('commission.read'));
+  const card = h('section', { class: 'card' }, h('h2', {}, t('commission.title')),
+    h('div', { class: 'row' }, h('label', {}, t('device.point'), pointSel), readBtn), out);
+  if (dev.driver === 'modbus') card.append(registerProbe(dev));
+  return card;
+}
+
+function registerProbe(dev) {
+  const tableSel = h('select', { name: 'table' }, ['holding', 'input', 'coil', 'discrete'].map((x) => h('option', { value: x }, t('modbus.' + x))));
+  const addr = h('input', { name: 'address', type: 'number', min: 0, max: 65535, value: 0 });
+  const count = h('input', { name: 'count', type: 'number', min: 1, max: 125, value: 2 });
+  const out = h('div', { id: 'probe-result' });
+  const btn = h('button', { class: 'primary', type: 'button', onclick: async () => {
+    out.replaceChildren(h('p', { class: 'loading' }, t('common.loading')));
+    const res = await api('POST', '/api/v1/commission/read',
+      { device: dev.id, table: tableSel.value, address: Number(addr.value), count: Number(count.value) }, { allowError: true });
+    if (res.status === 501) { out.replaceChildren(h('div', { class: 'error' }, t('modbus.noProbe'))); return; }
+    if (!res.ok) { out.replaceChildren(h('div', { class: 'error' }, `${res.data.title}: ${res.data.detail || ''}`)); return; }
+    out.replaceChildren(probeTable(res.data));
+  } }, t('modbus.read'));
+  return h('div', { class: 'probe' }, h('h3', {}, t('modbus.title')),
+    h('div', { class: 'row' }, h('label', {}, t('modbus.table'), tableSel), h('label', {}, t('modbus.address'), addr), h('label', {}, t('modbus.count'), count), btn), out);
+}
+
+// The probe answers raw registers plus decodings; shown generically so its exact shape can grow.
+function probeTable(data) {
+  const raw = data.registers || data.raw || [];
+  const parts = [h('p', {}, t('modbus.raw'), ' ', h('code', {}, raw.map((r) => (typeof r === 'number' ? '0x' + r.toString(16).padStart(4, '0') : String(r))).join(' ')))];
+  const dec = data.decoded || data.decodings || {};
+  const rows = Array.isArray(dec)
+    ? dec.map((d) => h('tr', {}, h('td', {}, d.type || ''), h('td', {}, d.order || ''), h('td', {}, fmtValue(d.value))))
+    : Object.entries(dec).flatMap(([type, byOrder]) => (typeof byOrder === 'object' && byOrder !== null
+      ? Object.entries(byOrder).map(([order, v]) => h('tr', {}, h('td', {}, type), h('td', {}, order), h('td', {}, fmtValue(v))))
+      : [h('tr', {}, h('td', {}, type), h('td', {}, ''), h('td', {}, fmtValue(byOrder)))]));
+  parts.push(table([t('modbus.type'), t('modbus.order'), t('device.value')], rows));
+  return h('div', {}, parts);
+}

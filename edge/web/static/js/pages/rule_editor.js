@@ -1,0 +1,182 @@
+// The rule editor: YAML text, validated as you type with the error shown at its line and column,
+// dry-run over the buffered history with a timeline, save, enable/disable, versions with diff and
+// restore. YAML is parsed by the gateway (/api/v1/ui/yaml): there is no YAML parser in a browser.
+import { api, badge, can, fmtClock, fmtTime, h, t } from '../core.js';
+import { timeline } from '../chart.js';
+
+const TEMPLATE = `id: bin-full-east
+name: 东区垃圾桶满 Bin full (east)
+enabled: true
+when: bin-east-*.fill_pct
+if: value > 85
+for: 1m
+clear_if: value < 70
+notify: toggle
+severity: warning
+then:
+  - alert: "{device}: {value:.0f}% full"
+`;
+
+// Where a validation error about `field` (its own line/column) sits in the YAML text.
+export function locate(text, field, line, column) {
+  const lines = text.split('\n');
+  const key = String(field || '').split(/[.[]/)[0];
+  const idx = key ? lines.findIndex((l) => new RegExp(`^${key.replace(/[-/\\^$*+?.()|[\]{}]/g, '\\$&')}\\s*:`).test(l)) : -1;
+  if (idx < 0) return { line: line || 1, column: column || 1 };
+  const after = lines[idx].slice(lines[idx].indexOf(':') + 1);
+  const lead = after.length - after.trimStart().length;
+  const rest = after.trimStart();
+  if (rest === '' || rest.startsWith('|') || rest.startsWith('>')) {
+    const bodyLine = idx + (line || 1);
+    const indent = (lines[bodyLine] || '').length - (lines[bodyLine] || '').trimStart().length;
+    return { line: bodyLine + 1, column: indent + (column || 1) };
+  }
+  const quote = rest.startsWith('"') || rest.startsWith("'") ? 1 : 0;
+  return { line: idx + 1 + ((line || 1) - 1), column: lines[idx].indexOf(':') + 1 + lead + quote + (column || 1) };
+}
+
+function diffLines(a, b) {
+  // LCS line diff: small texts, so the O(n·m) table is fine.
+  const x = a.split('\n'), y = b.split('\n');
+  const n = x.length, m = y.length;
+  const L = Array.from({ length: n + 1 }, () => new Array(m + 1).fill(0));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && x[i] === y[j]) { out.push([' ', x[i]]); i++; j++; }
+    else if (j < m && (i >= n || L[i][j + 1] >= L[i + 1][j])) { out.push(['+', y[j]]); j++; }
+    else { out.push(['-', x[i]]); i++; }
+  }
+  return out;
+}
+
+async function toYaml(data) { return (await api('POST', '/api/v1/ui/yaml', { data })).text; }
+
+export async function render(view, [ruleId]) {
+  const isNew = ruleId === 'new';
+  let current = null;
+  if (!isNew) {
+    const res = await api('GET', `/api/v1/rules/${encodeURIComponent(ruleId)}`, undefined, { allowError: true });
+    if (res.status === 404 && res.data && res.data.title !== 'Not Found') { view.append(h('div', { class: 'error' }, res.data.detail || res.data.title)); return; }
+    if (!res.ok) { view.append(h('div', { class: 'error', id: 'rules-missing' }, t('rules.apiMissing'))); return; }
+    current = res.data;
+  }
+  const editable = can('rules');
+  view.append(h('p', {}, h('a', { href: '/rules' }, '← ' + t('nav.rules'))),
+    h('h1', {}, isNew ? t('editor.newTitle') : t('editor.title', { id: ruleId }), ' ',
+      current ? badge(current.enabled ? 'ok' : 'muted', t('ruleState.' + (current.state || (current.enabled ? 'ok' : 'disabled')))) : null));
+  const text = h('textarea', { id: 'rule-text', spellcheck: 'false', rows: 16, readonly: !editable });
+  text.value = current ? await toYaml(current.rule) : TEMPLATE;
+  const status = h('div', { id: 'rule-status', class: 'status-line', role: 'status' });
+  const where = h('pre', { id: 'rule-error-where', class: 'where', hidden: true });
+  const help = h('details', { class: 'help' }, h('summary', {}, t('editor.help')),
+    h('pre', {}, t('editor.helpText')));
+  view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where), help));
+
+  let parsed = null;
+  let seq = 0;
+  async function validate() {
+    const mine = ++seq;
+    where.hidden = true;
+    const y = await api('POST', '/api/v1/ui/yaml', { text: text.value }, { allowError: true });
+    if (mine !== seq) return false;
+    if (!y.ok) {
+      const e = y.data.error || {};
+      showError(e.line, e.column, t('editor.yamlError', { message: e.message }));
+      parsed = null;
+      return false;
+    }
+    parsed = y.data.data;
+    const v = await api('POST', '/api/v1/rules/validate', parsed, { allowError: true });
+    if (mine !== seq) return false;
+    if (v.ok) { status.className = 'status-line ok'; status.textContent = t('editor.valid'); return true; }
+    const errs = v.data.errors || [];
+    if (!errs.length) { showError(null, null, v.data.detail || v.data.title); return false; }
+    const e = errs[0];
+    const pos = locate(text.value, e.field, e.line, e.column);
+    showError(pos.line, pos.column, `${e.field ? e.field + ': ' : ''}${e.message}`, errs.length - 1);
+    return false;
+  }
+  function showError(line, column, message, more = 0) {
+    status.className = 'status-line bad';
+    status.textContent = (line ? t('editor.at', { line, column }) + ' ' : '') + message + (more ? ' ' + t('editor.more', { n: more }) : '');
+    status.dataset.line = line || '';
+    status.dataset.column = column || '';
+    if (line) {
+      const src = text.value.split('\n')[line - 1] || '';
+      where.textContent = `${String(line).padStart(3)} | ${src}\n    | ${' '.repeat(Math.max(0, column - 1))}^`;
+      where.hidden = false;
+    }
+  }
+  let timer = null;
+  text.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(validate, 350); });
+
+  // Dry-run
+  const hours = h('select', { id: 'dry-hours' }, [1, 6, 24, 72].map((x) => h('option', { value: x, selected: x === 6 }, t('editor.hours', { n: x }))));
+  const dryOut = h('div', { id: 'dry-result' });
+  const dryBtn = h('button', { class: 'secondary', id: 'dry-run', type: 'button', onclick: async () => {
+    if (!(await validate()) && !parsed) return;
+    dryOut.replaceChildren(h('p', { class: 'loading' }, t('editor.dryRunning')));
+    const n = Number(hours.value);
+    const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed, hours: n }, { allowError: true });
+    if (!r.ok) { dryOut.replaceChildren(h('div', { class: 'error' }, `${r.data.title}: ${r.data.detail || ''}`)); return; }
+    const to = Date.now() / 1000, from = to - n * 3600;
+    const f = r.data.firings || [];
+    dryOut.replaceChildren(
+      h('p', { 'data-k': 'dry-summary' }, t('editor.drySummary', { evaluated: r.data.evaluated ?? 0, fired: f.filter((x) => x.kind === 'fired').length, cleared: f.filter((x) => x.kind === 'cleared').length })),
+      timeline(f, from, to, { fmtX: fmtClock }),
+      h('ol', { class: 'firings' }, f.slice(0, 200).map((x) => h('li', { class: `k-${x.kind}` }, `${fmtTime(x.ts)} · ${t('firing.' + x.kind)} · ${x.message || ''}`))));
+  } }, t('editor.dryRun'));
+  view.append(h('section', { class: 'card' }, h('h2', {}, t('editor.dryTitle')), h('div', { class: 'row' }, hours, dryBtn), dryOut));
+
+  if (editable) {
+    const saveMsg = h('div', { id: 'save-msg' });
+    const save = h('button', { class: 'primary', id: 'save-rule', type: 'button', onclick: async () => {
+      if (!(await validate())) return;
+      const id = parsed && parsed.id;
+      const r = isNew
+        ? await api('POST', '/api/v1/rules', parsed, { allowError: true })
+        : await api('PUT', `/api/v1/rules/${encodeURIComponent(ruleId)}`, parsed, { allowError: true });
+      if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, `${r.data.title}: ${r.data.detail || ''}`)); return; }
+      saveMsg.replaceChildren(h('div', { class: 'ok-box' }, t('editor.saved')));
+      if (isNew && id) location.href = `/rules/${encodeURIComponent(id)}`;
+    } }, t('editor.save'));
+    const row = h('div', { class: 'row' }, save);
+    if (current) {
+      row.append(h('button', { class: 'secondary', type: 'button', onclick: async () => {
+        await api('POST', `/api/v1/rules/${encodeURIComponent(ruleId)}/${current.enabled ? 'disable' : 'enable'}`, {});
+        location.reload();
+      } }, current.enabled ? t('rules.disable') : t('rules.enable')),
+      h('button', { class: 'danger', type: 'button', onclick: async () => {
+        if (!confirm(t('editor.confirmDelete', { id: ruleId }))) return;
+        await api('DELETE', `/api/v1/rules/${encodeURIComponent(ruleId)}`);
+        location.href = '/rules';
+      } }, t('editor.delete')));
+    }
+    view.append(row, saveMsg);
+  }
+  if (current) view.append(await versions(ruleId, text, editable));
+  await validate();
+}
+
+async function versions(ruleId, text, editable) {
+  const box = h('section', { class: 'card' }, h('h2', {}, t('editor.versions')));
+  const res = await api('GET', `/api/v1/rules/${encodeURIComponent(ruleId)}/versions`, undefined, { allowError: true });
+  if (!res.ok) { box.append(h('p', { class: 'hint' }, t('editor.noVersions'))); return box; }
+  const diff = h('pre', { class: 'diff', id: 'version-diff' });
+  const list = h('ul', { class: 'versions' });
+  for (const v of res.data.versions || []) {
+    list.append(h('li', {}, `v${v.version} · ${fmtTime(v.ts)} · ${v.actor || ''} `,
+      h('button', { class: 'secondary small', type: 'button', onclick: async () => {
+        const old = await toYaml(v.rule);
+        diff.replaceChildren(...diffLines(old, text.value).map(([k, l]) => h('span', { class: k === '+' ? 'add' : k === '-' ? 'del' : '' }, `${k} ${l}\n`)));
+      } }, t('editor.diff')),
+      editable ? h('button', { class: 'secondary small', type: 'button', onclick: async () => {
+        await api('POST', `/api/v1/rules/${encodeURIComponent(ruleId)}/versions/${v.version}/restore`, {});
+        location.reload();
+      } }, t('editor.restore')) : null));
+  }
+  box.append(list, diff);
+  return box;
+}

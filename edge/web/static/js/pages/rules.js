@@ -1,0 +1,44 @@
+// Rules: list with state and last firing, enable/disable, pack import/export (rules API).
+import { api, badge, can, errorBox, fmtTime, h, t, table } from '../core.js';
+
+const CLS = { ok: 'ok', pending: 'warn', active: 'bad', error: 'bad', disabled: 'muted' };
+
+export async function render(view) {
+  view.append(h('h1', {}, t('rules.title')));
+  const res = await api('GET', '/api/v1/rules', undefined, { allowError: true });
+  if (res.status === 404) {
+    view.append(h('div', { class: 'error', id: 'rules-missing' }, t('rules.apiMissing')));
+    return;
+  }
+  if (!res.ok) { view.append(errorBox({ toString: () => res.data.detail || res.data.title })); return; }
+  const msg = h('div', { id: 'rules-msg' });
+  const tools = h('div', { class: 'row' });
+  if (can('rules')) {
+    const file = h('input', { type: 'file', accept: '.yaml,.yml', id: 'pack-file', hidden: true, onchange: async () => {
+      const text = await file.files[0].text();
+      const r = await api('POST', '/api/v1/rules/import', text, { raw: true, contentType: 'application/yaml', allowError: true });
+      msg.replaceChildren(h('div', { class: r.ok ? 'ok-box' : 'error' }, r.ok ? t('rules.imported') : `${r.data.title}: ${r.data.detail || ''}`));
+      if (r.ok) setTimeout(() => location.reload(), 600);
+    } });
+    tools.append(h('a', { href: '/rules/new', class: 'button primary', id: 'new-rule' }, t('rules.new')),
+      h('button', { class: 'secondary', onclick: () => file.click() }, t('rules.import')), file);
+  }
+  tools.append(h('a', { href: '/api/v1/rules/export', class: 'button secondary', download: 'rules.yaml' }, t('rules.export')));
+  view.append(tools, msg);
+  const rows = res.data.rules.map((r) => {
+    const toggle = can('rules') ? h('button', { class: 'secondary small', onclick: async () => {
+      await api('POST', `/api/v1/rules/${encodeURIComponent(r.id)}/${r.enabled ? 'disable' : 'enable'}`, {});
+      location.reload();
+    } }, r.enabled ? t('rules.disable') : t('rules.enable')) : null;
+    return h('tr', { 'data-rule': r.id },
+      h('td', {}, h('a', { href: `/rules/${encodeURIComponent(r.id)}` }, r.id)),
+      h('td', {}, r.name || ''),
+      h('td', {}, badge(CLS[r.state] || 'muted', t('ruleState.' + r.state)), r.error ? h('div', { class: 'err-text' }, r.error) : null),
+      h('td', {}, r.last_fired ? fmtTime(r.last_fired) : t('rules.never')),
+      h('td', {}, String(r.version ?? '')),
+      h('td', {}, toggle));
+  });
+  view.append(rows.length
+    ? table([t('rules.id'), t('rules.name'), t('rules.state'), t('rules.lastFired'), t('rules.version'), ''], rows, { class: 'rules' })
+    : h('p', { class: 'hint' }, t('rules.none')));
+}

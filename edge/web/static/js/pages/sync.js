@@ -1,0 +1,45 @@
+// Sync: per sink and consumer cursor, backlog, last success/error; dead letters with retry.
+import { api, fmtAge, fmtBytes, fmtTime, h, t, table } from '../core.js';
+
+export async function render(view) {
+  view.append(h('h1', {}, t('sync.title')));
+  const res = await api('GET', '/api/v1/sync', undefined, { allowError: true });
+  const now = Date.now() / 1000;
+  if (!res.ok) {
+    view.append(h('div', { class: 'error', id: 'sync-missing' }, t('sync.apiMissing')));
+    const st = await api('GET', '/api/v1/status');
+    const rows = Object.entries(st.buffer.cursors || {}).map(([name, c]) => h('tr', {},
+      h('td', {}, name), h('td', {}, t('cursor.' + c.kind)), h('td', {}, String(c.seq)), h('td', {}, String(c.backlog)),
+      h('td', {}, c.oldest_unsent_ts ? fmtAge(now - c.oldest_unsent_ts) : t('overview.upToDate'))));
+    view.append(h('h2', {}, t('sync.cursors')), table([t('sync.id'), t('overview.kind'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent')], rows));
+    return;
+  }
+  const d = res.data;
+  view.append(h('h2', {}, t('sync.sinks')), table(
+    [t('sync.id'), t('sync.type'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.lastSuccess'), t('sync.lastError'), t('sync.retryIn'), t('sync.deadLetters')],
+    (d.sinks || []).map((s) => h('tr', { 'data-sink': s.id },
+      h('td', {}, s.id), h('td', {}, s.type), h('td', {}, String(s.cursor)),
+      h('td', {}, `${s.backlog_rows} (${fmtBytes(s.backlog_bytes)})`),
+      h('td', {}, s.oldest_unsent_age_s ? fmtAge(s.oldest_unsent_age_s) : t('overview.upToDate')),
+      h('td', {}, fmtTime(s.last_success)), h('td', { class: 'err-text' }, s.last_error || ''),
+      h('td', {}, s.retry_in_s ? fmtAge(s.retry_in_s) : '—'), h('td', {}, String(s.dead_letters || 0))))));
+  view.append(h('h2', {}, t('sync.consumers')), table(
+    [t('sync.id'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.lastAck')],
+    (d.consumers || []).map((c) => h('tr', { 'data-consumer': c.id },
+      h('td', {}, c.id), h('td', {}, String(c.cursor)), h('td', {}, String(c.backlog_rows)),
+      h('td', {}, c.oldest_unsent_age_s ? fmtAge(c.oldest_unsent_age_s) : t('overview.upToDate')), h('td', {}, fmtTime(c.last_ack))))));
+  const dl = h('div', { id: 'dead-letters' });
+  view.append(h('h2', {}, t('sync.deadLetters')), dl);
+  async function loadDead() {
+    const r = await api('GET', '/api/v1/sync/dead-letters', undefined, { allowError: true });
+    const items = r.ok ? (r.data.dead_letters || r.data.items || []) : [];
+    dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('sync.reason'), t('sync.rows'), ''],
+      items.map((x) => h('tr', {}, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
+        h('td', { class: 'err-text' }, x.reason || x.error || ''), h('td', {}, String(x.rows ?? x.count ?? '')),
+        h('td', {}, h('button', { class: 'secondary small', onclick: async () => {
+          await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {});
+          await loadDead();
+        } }, t('sync.retry')))))) : h('p', { class: 'hint' }, t('sync.noDead')));
+  }
+  await loadDead();
+}
