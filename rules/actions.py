@@ -152,14 +152,15 @@ class ActionRunner:
             self.write_latency_ms.append((time.time() - firing.ts) * 1000)
             if len(self.write_latency_ms) > 10_000:
                 del self.write_latency_ms[:5000]
-            result = await self.hub.write(
-                spec.point, self._value(firing, where, spec), source=f"rule:{rr.id}"
-            )
+            target = spec.point.replace("{device}", str(args[3]))
+            result = await self.hub.write(target, self._value(firing, where, spec), source=f"rule:{rr.id}")
             if not result.ok:
-                raise RuntimeError(f"write {spec.point} {result.status}: {result.reason}")
+                raise RuntimeError(f"write {target} {result.status}: {result.reason}")
         elif action.kind == "set":
             assert isinstance(spec, WriteAction)
-            self._set(spec.point, self._value(firing, where, spec), firing.ts)
+            self._set(
+                spec.point.replace("{device}", str(args[3])), self._value(firing, where, spec), firing.ts
+            )
         elif action.kind in ("alert", "event"):
             assert isinstance(spec, MessageAction)
             message = rr.message(args, state, spec.message)

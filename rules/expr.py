@@ -350,10 +350,13 @@ class _Checker(ast.NodeTransformer):
         if is_window:
             return self._window(node, fname, args)
         if fname in ("p", "age"):
-            pt = self._point_literal(args[0], fname)
-            self.points.add(pt)
             target = "_p" if fname == "p" else "_age"
-            call_args: list[ast.expr] = [ast.Constant(pt)]
+            if isinstance(args[0], ast.Constant):
+                pt = self._point_literal(args[0], fname)
+                self.points.add(pt)
+                call_args: list[ast.expr] = [ast.Constant(pt)]
+            else:  # computed, e.g. p(device + '.current_b'): just a lookup of the latest value
+                call_args = [self.visit(args[0])]
             if fname == "age":
                 call_args.append(ast.Name("ts", ast.Load()))
             return self._call(node, target, call_args)
@@ -433,6 +436,15 @@ def _depth_and_count(tree: ast.AST) -> tuple[int, int]:
     return depth, count
 
 
+def _shift_lines(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if hasattr(node, "lineno"):
+            node.lineno = max(1, node.lineno - 1)
+            end = getattr(node, "end_lineno", None)
+            if end is not None:
+                node.end_lineno = max(1, end - 1)
+
+
 def compile_expr(source: Any, *, rule: str = "", field: str = "if") -> Compiled:
     """Validate and compile one expression; raises ExprError (located) when it is not accepted."""
     try:
@@ -454,9 +466,16 @@ def _compile(source: Any) -> Compiled:
     if "__" in source:
         raise ExprError("double underscores ('__') are not allowed", column=source.index("__") + 1)
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        # inside parentheses an expression may span lines (YAML block scalars); the opening
+        # parenthesis sits on its own line so reported columns stay those of the source
+        tree = ast.parse("(\n" + source + "\n)", mode="eval")
+        _shift_lines(tree)
     except SyntaxError as exc:
-        raise ExprError(f"syntax error: {exc.msg}", line=exc.lineno or 1, column=exc.offset or 1) from None
+        lines = source.split("\n")
+        line, column = max(1, (exc.lineno or 2) - 1), exc.offset or 1
+        if line > len(lines):  # the error is at the end of the text
+            line, column = len(lines), len(lines[-1]) + 1
+        raise ExprError(f"syntax error: {exc.msg}", line=line, column=column) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExprError(f"the expression is nested too deeply; at most {MAX_DEPTH} levels") from None
     depth, count = _depth_and_count(tree)

@@ -75,8 +75,11 @@ class WriteAction(Strict):
     @field_validator("point")
     @classmethod
     def _point(cls, v: str) -> str:
-        if not POINT_RE.match(v):
-            raise ValueError(f"{v!r} is not a point id like 'gate-north.barrier_open'")
+        if not POINT_RE.match(v.replace("{device}", "d")):
+            raise ValueError(
+                f"{v!r} is not a point id like 'gate-north.barrier_open' ('{{device}}.barrier_open' "
+                "names the triggering device)"
+            )
         return v
 
     @model_validator(mode="after")
