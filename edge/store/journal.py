@@ -110,7 +110,7 @@ class Journal:
         retention_interval: float = 5.0,
         retention_chunk: int = 2000,
         max_pending: int | None = None,
-        disk_reserve: int = 32 * 1024**2,
+        disk_reserve: int | None = 32 * 1024**2,
         wal_autocheckpoint: int = 1000,
         source: str = "journal",
     ) -> None:
@@ -132,6 +132,7 @@ class Journal:
         self.max_pending = max_pending or max(200_000, 20 * flush_max_items)
         # free space the journal leaves on its filesystem (for the WAL and checkpoints): beyond it
         # the disk counts as full and `when_full` applies *before* SQLite fails with SQLITE_FULL
+        # (None: no free-space check, SQLITE_FULL is the only signal)
         self.disk_reserve = disk_reserve
         self.wal_autocheckpoint = wal_autocheckpoint
         self.disk_low = False  # the last flush was limited by free disk space, not max_bytes
@@ -471,6 +472,8 @@ class Journal:
     def _limit(self, w: sqlite3.Connection) -> tuple[int | None, str]:
         """The byte limit for this flush: max_bytes, or less when the filesystem is nearly full."""
         limit, reason = self.max_bytes, "max_bytes"
+        if self.disk_reserve is None:
+            return limit, reason
         try:
             st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
         except OSError:
