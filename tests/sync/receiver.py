@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--token", default=None)
     ap.add_argument("--hmac-secret", default=None)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--cycle", action="store_true", help="take the failure modes in turn, not at random")
     args = ap.parse_args()
     rnd = random.Random(args.seed)
     state = {"fail": args.fail, "poison": set(args.poison), "modes": args.modes.split(",")}
@@ -49,7 +50,11 @@ def main() -> None:
             entry["outcome"] = "401"
             return web.Response(status=401, text="bad token")
         if state["fail"] and rnd.random() < state["fail"]:
-            mode = rnd.choice(state["modes"])
+            if args.cycle:
+                mode = state["modes"][state.setdefault("turn", 0) % len(state["modes"])]
+                state["turn"] += 1
+            else:
+                mode = rnd.choice(state["modes"])
             entry["outcome"] = mode
             if mode == "500":
                 return web.Response(status=500, text="injected failure")
