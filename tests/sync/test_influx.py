@@ -1,0 +1,148 @@
+"""The InfluxDB sink against a real InfluxDB 1.x (Debian `influxdb`) on loopback: every reading of
+a run arrives, including after influxd is stopped and started again mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from edge.model import Reading
+from tests.support.site import running_site
+from tests.support.tools import require_tool
+from tests.sync.helpers import free_port, wait_for
+
+
+class Influx:
+    def __init__(self, exe: str, root: Path) -> None:
+        self.exe = exe
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        root.mkdir(parents=True, exist_ok=True)
+        self.config = root / "influxdb.conf"
+        self.config.write_text(
+            f"""reporting-disabled = true
+bind-address = "127.0.0.1:{free_port()}"
+[meta]
+  dir = "{root}/meta"
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+"""
+        )
+        self.log = root / "influxd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([self.exe, "-config", str(self.config)], stdout=out, stderr=out)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.proc = None
+
+    async def ping(self) -> bool:
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{self.url}/ping") as r:
+                return r.status == 204
+        except aiohttp.ClientError:
+            return False
+
+    async def query(self, q: str, db: str | None = None) -> dict:  # type: ignore[type-arg]
+        params = {"q": q}
+        if db:
+            params["db"] = db
+        async with aiohttp.ClientSession() as s, s.post(f"{self.url}/query", params=params) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()  # type: ignore[no-any-return]
+
+    async def count(self, db: str) -> int:
+        doc = await self.query("SELECT count(*) FROM /.*/ WHERE time > 0", db)
+        total = 0
+        for series in doc["results"][0].get("series", []):
+            if series["name"] == "events":
+                continue
+            cols = series["columns"]
+            for row in series["values"]:
+                total += sum(v for c, v in zip(cols, row, strict=True) if c.startswith("count_") and v)
+        return total
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[Influx]:
+    exe = require_tool("influxd", "Debian package influxdb")
+    server = Influx(exe, tmp_path / "influx")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_influx_receives_every_reading_across_an_outage(tmp_path: Path, influx: Influx) -> None:
+    await wait_for(influx.ping, 30, "influxd to answer /ping")
+    await influx.query("CREATE DATABASE community")
+    doc = {
+        "upstream": [
+            {
+                "id": "tsdb",
+                "type": "influxdb",
+                "url": influx.url,
+                "database": "community",
+                "batch": {"max_items": 500, "max_age": "100ms"},
+                "retry": {"initial": "100ms", "max": "1s", "probe_every": "200ms"},
+                "timeout": {"connect": "1s", "total": "5s"},
+            }
+        ]
+    }
+    async with running_site(tmp_path, doc) as rt:
+        s = rt.components["sync"].sinks["tsdb"]
+        t0 = time.time() - 3600
+        n = 0
+
+        def ingest(k: int) -> None:
+            nonlocal n
+            batch = []
+            for _ in range(k):  # distinct ms timestamps: Influx overwrites same series+time
+                batch.append(Reading(t0 + n * 0.01, f"meter-{n % 3}.kw", n * 0.5))
+                batch.append(Reading(t0 + n * 0.01, f"meter-{n % 3}.count", n))
+                batch.append(Reading(t0 + n * 0.01, "gate.open", n % 2 == 0))
+                n += 1
+            rt.hub.ingest(batch)
+
+        ingest(1000)
+        committed = await rt.journal.flush()
+        await wait_for(lambda: s.cursor >= committed, 30, "the first part to reach influx")
+        assert await influx.count("community") == 3000
+
+        influx.stop()  # outage: readings keep coming and wait in the journal
+        ingest(1000)
+        committed = await rt.journal.flush()
+        await wait_for(lambda: s.failures >= 2, 20, "failed attempts during the outage")
+        assert s.cursor < committed
+        influx.start()
+        await wait_for(lambda: s.cursor >= committed, 60, "the backlog to drain after influxd returns")
+        assert (
+            await influx.count("community")
+            == 6000
+            == rt.journal.query("SELECT count(*) FROM journal WHERE kind IS NULL")[0][0]
+        )
+        assert s.status()["dead_letters"] == 0
+        events = await influx.query("SELECT count(seq) FROM events", "community")
+        assert events["results"][0]["series"][0]["values"][0][1] >= 1  # gateway_started at least
