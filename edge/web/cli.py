@@ -1,0 +1,265 @@
+"""`edge users`, `edge tokens` and `edge tls`: accounts, API tokens and a self-signed certificate,
+from the gateway's console (they work on the state DB directly, with or without the service running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.cli import add_config_arg
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from edge.cli import HelpFormatter
+
+    users = sub.add_parser(
+        "users",
+        help="web UI accounts: add, list, set a password",
+        description="Manage the web UI's accounts (roles: admin, technician, viewer).",
+        formatter_class=HelpFormatter,
+    )
+    us = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    p = us.add_parser("add", help="add a user (asks for the password)", formatter_class=HelpFormatter)
+    add_config_arg(p)
+    p.add_argument("name", help="user name (letters, digits, _ . @ -)")
+    p.add_argument("--role", default="technician", choices=["admin", "technician", "viewer"])
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
+    p.set_defaults(func=cmd_users_add)
+    p = us.add_parser("list", help="list users", formatter_class=HelpFormatter)
+    add_config_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_users_list)
+    p = us.add_parser(
+        "passwd", help="set a user's password (also unlocks the account)", formatter_class=HelpFormatter
+    )
+    add_config_arg(p)
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
+    p.set_defaults(func=cmd_users_passwd)
+
+    tokens = sub.add_parser(
+        "tokens",
+        help="API tokens: create, list, revoke",
+        description="API tokens for scripts and central systems. A token is printed once, at creation, "
+        "and stored only as a hash.",
+        formatter_class=HelpFormatter,
+    )
+    ts = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    p = ts.add_parser("create", help="create a token and print it once", formatter_class=HelpFormatter)
+    add_config_arg(p)
+    p.add_argument("name", help="what the token is for")
+    p.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        choices=["read", "write", "rules", "admin", "pull"],
+        help="repeat for several scopes (default: read)",
+    )
+    p.add_argument("--consumer", help="pull consumer id (needed with --scope pull)")
+    p.set_defaults(func=cmd_tokens_create)
+    p = ts.add_parser("list", help="list tokens (never their values)", formatter_class=HelpFormatter)
+    add_config_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_tokens_list)
+    p = ts.add_parser("revoke", help="revoke a token by id", formatter_class=HelpFormatter)
+    add_config_arg(p)
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_tokens_revoke)
+
+    tls = sub.add_parser(
+        "tls",
+        help="TLS helpers for the web UI",
+        description="Then set web.tls_cert and web.tls_key in the site file.",
+        formatter_class=HelpFormatter,
+    )
+    tl = tls.add_subparsers(dest="tls_command", metavar="ACTION", required=True)
+    p = tl.add_parser(
+        "selfsigned",
+        help="generate a self-signed certificate (with openssl, else the cryptography package)",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/edge.crt and DIR/edge.key")
+    p.add_argument(
+        "--name", action="append", dest="names", help="host name or IP for the certificate (repeat)"
+    )
+    p.add_argument("--days", type=int, default=3650)
+    p.set_defaults(func=cmd_tls_selfsigned)
+
+
+def _state(args: argparse.Namespace) -> Any:
+    from edge.commands import load_or_report
+    from edge.state import StateDB
+
+    site = load_or_report(args.config)
+    if site is None:
+        raise SystemExit(1)
+    return StateDB(site.storage.resolved_state_path())
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("repeat: ") != first:
+        raise SystemExit("the two passwords differ; nothing changed")
+    return first
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.web.accounts import AccountError, add_user
+
+    state = _state(args)
+    try:
+        add_user(state, args.name, args.role, _password(args), created_by="cli")
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    audit.record(state, "cli", "user_add", args.name, role=args.role)
+    print(f"added {args.name} ({args.role})")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from edge.web.accounts import list_users
+
+    users = list_users(_state(args))
+    if args.json:
+        print(json.dumps(users, ensure_ascii=False))
+        return 0
+    for u in users:
+        flags = " ".join(f for f, on in (("locked", u["locked"]), ("disabled", u["disabled"])) if on)
+        print(f"{u['name']:<24} {u['role']:<11} {flags}")
+    return 0
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.web.accounts import AccountError, update_user
+
+    state = _state(args)
+    try:
+        update_user(state, args.name, password=_password(args), unlock=True)
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    audit.record(state, "cli", "user_update", args.name, password="changed")
+    print(f"password of {args.name} set; its sessions were ended")
+    return 0
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.web.tokens import create_token
+
+    state = _state(args)
+    scopes = args.scopes or ["read"]
+    try:
+        token = create_token(state, args.name, scopes, consumer=args.consumer, created_by="cli")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    audit.record(state, "cli", "token_create", args.name, scopes=sorted(scopes))
+    print(token)
+    print("(shown once: it is stored only as a hash)", file=sys.stderr)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from edge.web.tokens import list_tokens
+
+    tokens = list_tokens(_state(args))
+    if args.json:
+        print(json.dumps(tokens, ensure_ascii=False))
+        return 0
+    for t in tokens:
+        status = "revoked" if t["revoked"] else "active"
+        print(f"{t['id']:>4} {t['name']:<24} {' '.join(t['scopes']):<24} {t['consumer'] or '':<16} {status}")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.web.tokens import revoke_token
+
+    state = _state(args)
+    if not revoke_token(state, args.id):
+        print(f"error: no active token with id {args.id}", file=sys.stderr)
+        return 1
+    audit.record(state, "cli", "token_revoke", str(args.id))
+    print(f"revoked token {args.id}")
+    return 0
+
+
+def cmd_tls_selfsigned(args: argparse.Namespace) -> int:
+    import socket
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = args.names or [socket.gethostname(), "localhost", "127.0.0.1"]
+    crt, key = out / "edge.crt", out / "edge.key"
+    openssl = shutil.which("openssl")
+    if openssl:
+        san = ",".join(f"IP:{n}" if n.replace(".", "").isdigit() or ":" in n else f"DNS:{n}" for n in names)
+        cmd = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+        cmd += ["-nodes", "-keyout", str(key), "-out", str(crt), "-days", str(args.days)]
+        cmd += ["-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}"]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"error: openssl failed: {done.stderr.strip()}", file=sys.stderr)
+            return 1
+        tool = "openssl"
+    else:
+        try:
+            _with_cryptography(names, args.days, crt, key)
+        except ImportError:
+            print("error: needs the openssl command or the Python cryptography package", file=sys.stderr)
+            return 1
+        tool = "cryptography"
+    key.chmod(0o600)
+    print(f"wrote {crt} and {key} ({tool}); set web.tls_cert: {crt} and web.tls_key: {key}")
+    return 0
+
+
+def _with_cryptography(names: list[str], days: int, crt: Path, key_path: Path) -> None:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    alt: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            alt.append(x509.DNSName(n))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
