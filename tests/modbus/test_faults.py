@@ -1,0 +1,110 @@
+"""Misbehaving devices: garbage and short answers, stalls that must not stall other devices,
+writes that must not wait behind a slow poll cycle."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edge.model import HealthState, Quality
+from tests.modbus.harness import running_driver
+from tests.modbus.servers import GarbageServer, tcp_server, wait_for
+
+
+def conn(port: int) -> dict[str, object]:
+    return {"transport": "tcp", "host": "127.0.0.1", "port": port}
+
+
+def short_answer(request: bytes) -> bytes:
+    # a well-framed FC3 answer carrying 1 register whatever was asked
+    tid, unit, fc = request[:2], request[6], request[7]
+    pdu = bytes([fc, 2, 0x12, 0x34])
+    return tid + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
+
+
+def garbage(request: bytes) -> bytes:
+    return b"\xde\xad\xbe\xef" * 3
+
+
+async def test_short_answer_is_an_error_not_a_value() -> None:
+    srv = await GarbageServer(short_answer).start()
+    try:
+        points = [{"name": "v", "address": 0, "type": "float32"}]
+        doc = {"connection": conn(srv.port), "poll": 0.1, "timeout": 0.3, "retries": 0, "points": points}
+        async with running_driver(doc) as got:
+            await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
+            assert "short answer: 1 of 2" in got.driver.health.reason
+            await wait_for(lambda: got.latest("v") is not None, what="a reading")
+            assert got.latest("v").quality == Quality.STALE and got.latest("v").value is None
+    finally:
+        await srv.stop()
+
+
+async def test_garbage_answer_times_out_and_marks_stale() -> None:
+    srv = await GarbageServer(garbage).start()
+    try:
+        points = [{"name": "v", "address": 0, "type": "uint16"}]
+        doc = {"connection": conn(srv.port), "poll": 0.1, "timeout": 0.2, "retries": 1, "points": points}
+        async with running_driver(doc) as got:
+            await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
+            assert "no valid answer from unit 1" in got.driver.health.reason
+            await wait_for(lambda: got.events("device_state"), what="a device_state event")
+            assert got.events("device_state")[-1].payload["state"] == "offline"
+            assert srv.requests >= 2  # the retry went out
+    finally:
+        await srv.stop()
+
+
+async def test_a_stalled_device_does_not_stall_the_others() -> None:
+    async with tcp_server({1: {"holding": {0: 11}}}) as slow, tcp_server({1: {"holding": {0: 22}}}) as fast:
+        slow.faults.stall.set()  # every request to `slow` hangs
+        points = [{"name": "v", "address": 0, "type": "uint16"}]
+        slow_doc = {
+            "id": "slow",
+            "connection": conn(slow.port),
+            "poll": 0.1,
+            "timeout": 1.0,
+            "points": points,
+        }
+        fast_doc = {"id": "fast", "connection": conn(fast.port), "poll": 0.05, "points": points}
+        async with running_driver(slow_doc) as s, running_driver(fast_doc) as f:
+            await wait_for(lambda: f.driver.cycles >= 5, timeout=5, what="fast device polls")
+            # five fast cycles completed while the slow device had not finished one
+            assert s.driver.cycles == 0 and f.values() == {"v": 22}
+            await wait_for(lambda: s.driver.health.state == HealthState.OFFLINE, what="slow device offline")
+            slow.faults.stall.clear()
+            slow.faults.unstall.set()
+            await wait_for(lambda: s.driver.health.state == HealthState.ONLINE, timeout=10, what="recovery")
+            await wait_for(lambda: s.values().get("v") == 11, what="slow device value")
+
+
+async def test_write_jumps_the_queue_of_a_slow_poll_cycle() -> None:
+    # 20 separate requests per cycle (holes larger than max_gap), each held 50 ms by the device
+    regs = {a * 20: a for a in range(20)}
+    points = [{"name": f"p{a}", "address": a * 20, "type": "uint16"} for a in range(20)]
+    points.append({"name": "cmd", "table": "coil", "address": 0, "writable": True})
+    async with tcp_server({1: {"holding": regs, "coil": {0: False}}}) as srv:
+        doc = {"connection": conn(srv.port), "poll": 0.05, "max_gap": 0, "timeout": 2.0, "points": points}
+        async with running_driver(doc) as got:
+            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+
+            async def slow_action() -> None:
+                while True:
+                    srv.faults.stall.set()
+                    srv.faults.unstall.clear()
+                    await asyncio.sleep(0.05)
+                    srv.faults.unstall.set()
+                    await asyncio.sleep(0)
+
+            pacer = asyncio.create_task(slow_action())
+            try:
+                await wait_for(lambda: len(srv.faults.log) > 30, what="the slow cycle under way")
+                before = len(srv.faults.log)
+                result = await got.driver.write("cmd", True)
+                assert result.ok, result.reason
+                # at most the request in flight ran before the write (not the rest of the cycle)
+                idx = next(i for i, e in enumerate(srv.faults.log) if e[1] == 5)
+                assert idx - before <= 1, srv.faults.log[before : idx + 1]
+            finally:
+                pacer.cancel()
+                srv.faults.stall.clear()
+                srv.faults.unstall.set()
