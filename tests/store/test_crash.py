@@ -52,7 +52,9 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path, durability: str) -> None
         try:
             # a random kill point: somewhere after another 2k..60k committed records
             target = previous + rng.randint(2_000, 60_000)
-            wait_for(lambda: committed_max(db) >= target or proc.poll() is not None, 60, f"seq {target}")
+            wait_for(
+                lambda t=target, p=proc: committed_max(db) >= t or p.poll() is not None, 60, f"seq {target}"
+            )
             assert proc.poll() is None, f"writer exited early with {proc.returncode}"
             seen = committed_max(db)
         finally:
