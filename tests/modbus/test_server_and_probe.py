@@ -1,0 +1,136 @@
+"""Server mode (the gateway as a Modbus TCP server) and the `edge modbus probe` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from drivers.modbus import codec
+from edge.model import Quality, Reading
+from tests.modbus.servers import free_port, registers_for, tcp_server, wait_for
+from tests.support.site import running_site
+
+
+async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    port = free_port()
+    doc = {
+        "devices": [
+            {
+                "id": "meter-b1",
+                "driver": "modbus",
+                "enabled": False,  # values are injected below; the point ids must exist
+                "connection": {"transport": "tcp", "host": "127.0.0.1"},
+                "points": [
+                    {"name": "voltage", "table": "input", "address": 0, "type": "float32"},
+                    {"name": "energy", "table": "input", "address": 2, "type": "uint32"},
+                    {"name": "door", "table": "coil", "address": 0},
+                ],
+            }
+        ],
+        "modbus_server": {
+            "listen": f"127.0.0.1:{port}",
+            "unit": 1,
+            "points": [
+                {"point": "meter-b1.voltage", "address": 0, "type": "float32"},
+                {"point": "meter-b1.energy", "address": 2, "type": "uint32", "order": "CDAB"},
+                {"point": "meter-b1.door", "table": "coil", "address": 3},
+                {"point": "nowhere.value", "address": 10},
+            ],
+        },
+    }
+    async with running_site(tmp_path, doc, web=False) as rt:
+        now = time.time()
+        rt.hub.ingest(
+            [
+                Reading(now, "meter-b1.voltage", 231.5),
+                Reading(now, "meter-b1.energy", 123456),
+                Reading(now, "meter-b1.door", True),
+            ]
+        )
+        status = rt.components["modbus_server"].status()
+        assert status["unknown_points"] == ["nowhere.value"]
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            r = await client.read_holding_registers(0, count=4, device_id=1)
+            assert codec.decode(r.registers[0:2], "float32") == 231.5
+            assert codec.decode(r.registers[2:4], "uint32", "CDAB") == 123456
+            bits = await client.read_coils(0, count=4, device_id=1)
+            assert bits.bits[:4] == [False, False, False, True]
+            rt.hub.ingest([Reading(time.time(), "meter-b1.voltage", 230.0, Quality.STALE)])
+            r = await client.read_holding_registers(0, count=2, device_id=1)
+            v = codec.decode(r.registers, "float32")
+            assert v != v  # NaN: a value that is not good is not served as if it were
+            refused = await client.write_register(0, 1, device_id=1)
+            assert refused.isError()
+        finally:
+            client.close()
+        assert rt.components["modbus_server"].status()["requests"] >= 3
+
+        mbpoll = shutil.which("mbpoll")
+        if mbpoll:  # Debian's mbpoll reads it too (what a BMS technician would try first)
+            rt.hub.ingest([Reading(time.time(), "meter-b1.voltage", 229.75)])
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [mbpoll, "-1", "-B", "-a", "1", "-t", "4:float", "-r", "1", "-p", str(port), "127.0.0.1"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            assert out.returncode == 0, out.stderr
+            assert "[1]: \t229.75" in out.stdout
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+async def test_probe_prints_every_word_order() -> None:
+    regs = registers_for({"holding": [(0x10, "float32", 230.25, "CDAB"), (0x12, "float32", 50.0, "CDAB")]})
+    async with tcp_server({5: {"holding": regs["holding"]}}) as srv:
+        # the CLI runs in its own process; the server keeps serving from this loop meanwhile
+        out = await asyncio.to_thread(
+            run_cli,
+            "modbus", "probe", "--host", "127.0.0.1", "--port", str(srv.port), "--unit", "5",
+            "--address", "0x10", "--count", "4", "--type", "float32",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        text = out.stdout
+        assert "raw registers:" in text and "(0x0010)" in text
+        raw, _, decoded = text.partition("in each word order:")
+        assert "0x4366" in raw  # the high half of 230.25, second register in CDAB order
+        header, *rows = [line.split() for line in decoded.strip().splitlines()]
+        assert header == ["address", "ABCD", "CDAB", "BADC", "DCBA"]
+        assert rows[0][0] == "16" and rows[0][2] == "230.25"  # the CDAB column
+        assert rows[1][0] == "18" and rows[1][2] == "50"
+        js = await asyncio.to_thread(
+            run_cli, "modbus", "probe", "--host", "127.0.0.1", "--port", str(srv.port), "--unit", "5",
+            "--address", "16", "--count", "2", "--json",
+        )  # fmt: skip
+        data = json.loads(js.stdout)
+        assert data["decoded"][0]["orders"]["CDAB"] == 230.25
+        bad = await asyncio.to_thread(
+            run_cli, "modbus", "probe", "--host", "127.0.0.1", "--port", str(srv.port), "--unit", "5",
+            "--address", "1000", "--count", "2",
+        )  # fmt: skip
+        assert bad.returncode == 1 and "illegal data address" in bad.stderr
+
+
+def test_probe_help_is_complete() -> None:
+    out = run_cli("modbus", "probe", "--help")
+    assert out.returncode == 0
+    for opt in ("--host", "--serial", "--unit", "--table", "--address", "--count", "--type", "--json"):
+        assert opt in out.stdout
