@@ -12,7 +12,7 @@ from pathlib import Path
 
 from drivers.modbus import codec
 from edge.model import Quality, Reading
-from tests.modbus.servers import free_port, registers_for, tcp_server, wait_for
+from tests.modbus.servers import free_port, registers_for, tcp_server
 from tests.support.site import running_site
 
 
