@@ -19,6 +19,7 @@ import math
 import operator
 import re
 import string
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,6 +276,8 @@ class _Checker(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        if isinstance(node.slice, ast.Slice):
+            raise _fail(node, "slices are not allowed")
         if not isinstance(node.slice, ast.Constant) or not isinstance(node.slice.value, str | int):
             raise _fail(node, "indexing takes a constant key: payload['systolic'] or x[0]")
         return self.generic_visit(node)
@@ -333,9 +336,12 @@ class _Checker(ast.NodeTransformer):
                 raise _fail(node, f"{func.attr}() takes at most 3 arguments here")
             return node
         if not isinstance(func, ast.Name):
+            self.visit(func)  # reports what it is (a lambda, ...) when that is not allowed
             raise _fail(node, "only named functions and allowed methods can be called")
         fname = func.id
-        if fname.startswith("_") or fname not in FUNCTIONS:
+        if fname.startswith("_"):
+            raise _fail(func, f"names starting with '_' are not allowed ({fname!r})")
+        if fname not in FUNCTIONS:
             raise _fail(func, f"unknown function {fname!r}; functions: {', '.join(sorted(FUNCTIONS))}")
         lo, hi = FUNCTIONS[fname]
         args = node.args
@@ -495,7 +501,9 @@ def _compile(source: Any) -> Compiled:
     )
     ast.fix_missing_locations(fn)
     try:
-        code = compile(fn, "<rule>", "eval")
+        with warnings.catch_warnings():  # e.g. "'int' object is not subscriptable": it fails at run time
+            warnings.simplefilter("ignore")
+            code = compile(fn, "<rule>", "eval")
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
         raise ExprError(f"cannot compile: {exc}") from None
     return Compiled(source, code, checker.windows, checker.points)
