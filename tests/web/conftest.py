@@ -1,0 +1,103 @@
+"""Fixtures for the web UI tests: a real runtime with simulated devices and an HTTP client that
+keeps the session cookie and sends the CSRF token like the UI's own JavaScript does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.site import running_site
+
+SITE = """
+site: {id: web-test, name: 测试站点, timezone: Asia/Shanghai}
+devices:
+  - id: gate-north
+    driver: sim
+    points:
+      - {name: loop_occupied, type: bool, signal: toggle, period: 2s, interval: 100ms}
+      - {name: barrier_open, type: bool, signal: constant, value: false, writable: true}
+      - {name: power_kw, signal: sine, min: 2, max: 9, period: 20s, interval: 100ms, unit: kW}
+"""
+PASSWORD = "correct horse battery"
+
+
+class Client:
+    """An HTTP client for one browser-like session against the runtime's web server."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.csrf: str | None = None
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def request(self, method: str, path: str, **kw: Any) -> aiohttp.ClientResponse:
+        headers = dict(kw.pop("headers", {}) or {})
+        if method != "GET" and self.csrf and kw.pop("csrf", True):
+            headers.setdefault("X-CSRF-Token", self.csrf)
+        kw.setdefault("allow_redirects", False)
+        resp = await self.http.request(method, self.base + path, headers=headers, **kw)
+        await resp.read()
+        return resp
+
+    async def json(self, method: str, path: str, body: Any = None, expect: int = 200, **kw: Any) -> Any:
+        resp = (
+            await self.request(method, path, json=body, **kw)
+            if body is not None
+            else await self.request(method, path, **kw)
+        )
+        assert resp.status == expect, f"{method} {path}: {resp.status} {await resp.text()}"
+        return await resp.json(content_type=None)
+
+    async def login(self, name: str, password: str = PASSWORD, expect: int = 200) -> aiohttp.ClientResponse:
+        resp = await self.request("POST", "/api/v1/auth/login", json={"name": name, "password": password})
+        assert resp.status == expect, await resp.text()
+        if resp.status == 200:
+            self.csrf = (await resp.json())["csrf"]
+        return resp
+
+
+def setup_code(rt: Any) -> str:
+    from edge.web.account_routes import ACCOUNTS_KEY
+
+    return str(rt.web_runner.app[ACCOUNTS_KEY].setup_code.code)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Any]:
+    async with running_site(tmp_path, SITE) as rt:
+        yield rt
+
+
+@pytest.fixture
+async def client(site: Any) -> AsyncIterator[Client]:
+    c = Client(f"http://127.0.0.1:{site.web_port}")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def admin(site: Any, client: Client) -> Client:
+    """The client, logged in as the admin created through first-run setup."""
+    body = await client.json(
+        "POST",
+        "/api/v1/auth/setup",
+        {"code": setup_code(site), "name": "admin", "password": PASSWORD},
+        expect=201,
+    )
+    client.csrf = body["csrf"]
+    return client
+
+
+async def make_user(admin: Client, site: Any, name: str, role: str) -> Client:
+    await admin.json("POST", "/api/v1/users", {"name": name, "role": role, "password": PASSWORD}, expect=201)
+    c = Client(admin.base)
+    await c.login(name)
+    return c
