@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -222,24 +220,9 @@ async def test_logout_ends_the_session(site: Any, admin: Client) -> None:
 
 async def test_https_with_selfsigned_certificate_sets_secure_cookie(tmp_path: Path) -> None:
     require_tool("openssl")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "tls",
-            "selfsigned",
-            "--out",
-            str(tmp_path / "tls"),
-            "--name",
-            "127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
+    from edge.cli import main
+
+    assert main(["tls", "selfsigned", "--out", str(tmp_path / "tls"), "--name", "127.0.0.1"]) == 0
     doc = yaml.safe_load(SITE)
     doc["web"] = {"tls_cert": str(tmp_path / "tls/edge.crt"), "tls_key": str(tmp_path / "tls/edge.key")}
     async with running_site(tmp_path, doc) as rt:
