@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 MAX_LIMIT = 10_000
+PULL_KEY: web.AppKey[PullService] = web.AppKey("sync.pull", object)  # type: ignore[arg-type]
 MAX_WAIT = 60.0
 
 
@@ -38,6 +39,7 @@ class PullService:
         self._filters: dict[str, RecordFilter] = {}
         self.ack_lock = asyncio.Lock()
         self.served_rows = 0
+        self.waiting = 0  # long polls waiting right now
 
     @property
     def reader(self) -> JournalReader:
@@ -73,6 +75,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     from edge.sync import openapi, status_api
 
     svc = PullService(runtime)
+    app[PULL_KEY] = svc
     journal = runtime.journal
 
     async def on_cleanup(_app: web.Application) -> None:
@@ -92,7 +95,11 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         if after is None:
             after = cursor
         if wait > 0 and journal.committed_seq <= after:
-            await journal.wait_committed(after, wait)
+            svc.waiting += 1
+            try:
+                await journal.wait_committed(after, wait)
+            finally:
+                svc.waiting -= 1
         rows = await asyncio.to_thread(svc.reader.read_rows, after, limit)
         kept = svc.filter_for(cid).apply(rows)
         items = [row_to_record(r) for r in kept]

@@ -1,0 +1,158 @@
+"""`edge sync status -c site.yaml [--json]`: where every sink and consumer stands.
+
+Reads the journal and the state DB directly (read-only), so it works whether or not the gateway
+is running; last success/error come from the snapshot the running sinks persist about once a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from edge.cli import HelpFormatter, add_config_arg
+
+    p = subparsers.add_parser(
+        "sync",
+        help="upstream sync: status of push sinks and pull consumers",
+        description="Upstream sync: push sinks (upstream:) and pull consumers (consumers:).",
+        formatter_class=HelpFormatter,
+    )
+    sub = p.add_subparsers(dest="sync_command", metavar="SUBCOMMAND")
+    st = sub.add_parser(
+        "status",
+        help="cursor, backlog, oldest unsent age, last success/error and dead letters per sink/consumer",
+        description=(
+            "Print, per push sink and pull consumer: cursor, backlog rows, oldest unsent age, last\n"
+            "success and error (as of the running gateway's last snapshot) and dead letters.\n"
+            "Exit status 0, or 1 when the site file or its database cannot be read."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(st)
+    st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    st.set_defaults(func=status_command)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def collect(site: Any) -> dict[str, Any]:
+    """The status of every sink and consumer of `site`, from its files on disk."""
+    import sqlite3
+    from pathlib import Path
+
+    import orjson
+
+    path = site.storage.path
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no journal yet (has the gateway ever run?)")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        committed = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        committed_seq = int(committed[0]) if committed else 0
+        cursors = {
+            r[0]: (r[1], int(r[2]), float(r[3]))
+            for r in conn.execute("SELECT name, kind, seq, updated FROM cursors")
+        }
+
+        def oldest(seq: int) -> float:
+            r = conn.execute("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
+            return round(max(0.0, time.time() - r[0]), 3) if r else 0.0
+
+        snapshots: dict[str, dict[str, Any]] = {}
+        dead: dict[str, int] = {}
+        state_path = site.storage.resolved_state_path()
+        if Path(state_path).exists():
+            sconn = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=10)
+            try:
+                has = sconn.execute("SELECT 1 FROM sqlite_master WHERE name='sync_status'").fetchone()
+                if has:
+                    snapshots = {
+                        r[0]: orjson.loads(r[1])
+                        for r in sconn.execute("SELECT sink, status FROM sync_status")
+                    }
+                    dead = dict(
+                        sconn.execute(
+                            "SELECT sink, count(*) FROM sync_dead_letters WHERE retried IS NULL GROUP BY sink"
+                        ).fetchall()
+                    )
+            finally:
+                sconn.close()
+        sinks = []
+        for cfg in site.upstream:
+            seq = cursors.get(cfg.id, ("sink", 0, 0.0))[1]
+            snap = snapshots.get(cfg.id, {})
+            sinks.append(
+                {
+                    "id": cfg.id,
+                    "type": cfg.type,
+                    "enabled": cfg.enabled,
+                    "cursor": seq,
+                    "backlog_rows": max(0, committed_seq - seq),
+                    "oldest_unsent_age_s": oldest(seq) if committed_seq > seq else 0.0,
+                    "last_success": snap.get("last_success"),
+                    "last_error": snap.get("last_error", ""),
+                    "dead_letters": dead.get(cfg.id, 0),
+                }
+            )
+        consumers = []
+        for c in site.consumers:
+            _kind, seq, updated = cursors.get(c.id, ("consumer", 0, 0.0))
+            consumers.append(
+                {
+                    "id": c.id,
+                    "cursor": seq,
+                    "backlog_rows": max(0, committed_seq - seq),
+                    "oldest_unsent_age_s": oldest(seq) if committed_seq > seq else 0.0,
+                    "last_ack": updated if seq > 0 else None,
+                }
+            )
+        return {"committed_seq": committed_seq, "sinks": sinks, "consumers": consumers}
+    finally:
+        conn.close()
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def status_command(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    import orjson
+
+    from edge.config import ConfigError, load_site
+
+    try:
+        site = load_site(args.config)
+        data = collect(site)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        print(f"edge sync status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    print(f"last committed seq: {data['committed_seq']}")
+    if not data["sinks"] and not data["consumers"]:
+        print("no upstream sinks and no pull consumers are configured")
+    for s in data["sinks"]:
+        print(
+            f"sink {s['id']} ({s['type']}{'' if s['enabled'] else ', disabled'}): cursor {s['cursor']}, "
+            f"backlog {s['backlog_rows']} rows, oldest unsent {s['oldest_unsent_age_s']:.0f}s, "
+            f"last success {_when(s['last_success'])}, dead letters {s['dead_letters']}"
+        )
+        if s["last_error"]:
+            print(f"    last error: {s['last_error']}")
+    for c in data["consumers"]:
+        print(
+            f"consumer {c['id']}: cursor {c['cursor']}, backlog {c['backlog_rows']} rows, "
+            f"oldest unacked {c['oldest_unsent_age_s']:.0f}s, last ack {_when(c['last_ack'])}"
+        )
+    return 0

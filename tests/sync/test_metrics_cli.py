@@ -1,0 +1,97 @@
+"""`/metrics` (Prometheus text from the runtime's counters) and `edge sync status`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.model import Reading
+from edge.web.tokens import create_token
+from tests.support.site import running_site, site_file
+from tests.sync.helpers import ROOT, free_port, wait_for
+
+
+def edge_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def sink(url: str) -> dict[str, object]:
+    return {"id": "central", "type": "http", "url": url, "batch": {"max_items": 100, "max_age": "50ms"}}
+
+
+async def test_metrics_expose_runtime_counters(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    rx = receiver()
+    dead = f"http://127.0.0.1:{free_port()}/ingest"
+    doc = {
+        "upstream": [
+            sink(rx.url),
+            {**sink(dead), "id": "offline", "retry": {"initial": "10ms", "max": "50ms"}},
+        ]
+    }
+    async with running_site(tmp_path, doc) as rt:
+        rt.hub.ingest([Reading(time.time(), "dev.p", float(i)) for i in range(40)])
+        committed = await rt.journal.flush()
+        await wait_for(lambda: rt.components["sync"].sinks["central"].cursor >= committed, 10, "delivery")
+        await wait_for(lambda: rt.components["sync"].sinks["offline"].retries >= 2, 10, "retries")
+        token = create_token(rt.state, "prom", ["read"])
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"http://127.0.0.1:{rt.web_port}/metrics", headers={"Authorization": f"Bearer {token}"}
+            ) as r,
+        ):
+            assert r.status == 200 and r.content_type == "text/plain"
+            text = await r.text()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{rt.web_port}/metrics") as r:
+            assert r.status == 401
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+    assert samples[("edge_readings_received_total", ())] == 40
+    assert samples[("edge_journal_committed_seq", ())] >= committed
+    assert samples[("edge_sink_sent_rows_total", (("sink", "central"),))] >= 40
+    assert samples[("edge_sink_backlog_rows", (("sink", "offline"),))] >= committed - 1
+    assert samples[("edge_sink_retries_total", (("sink", "offline"),))] >= 2
+    assert ("edge_ingest_rate", ()) in samples
+
+
+async def test_sync_status_cli(tmp_path: Path, receiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rx = receiver()
+    monkeypatch.setenv("CITY_TOKEN", "city-0123456789")
+    doc = {"upstream": [sink(rx.url)], "consumers": [{"id": "city", "token_env": "CITY_TOKEN"}]}
+    async with running_site(tmp_path, doc) as rt:
+        rt.hub.ingest([Reading(time.time(), "dev.p", float(i)) for i in range(10)])
+        committed = await rt.journal.flush()
+        await wait_for(lambda: rt.components["sync"].sinks["central"].cursor >= committed, 10, "delivery")
+    path = site_file(tmp_path, doc)
+    status = ["sync", "status", "-c", str(path)]
+    out = await asyncio.to_thread(
+        edge_cli, *status, "--json", env={"CITY_TOKEN": "x", "PATH": "/usr/bin:/bin"}
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    central = data["sinks"][0]
+    assert central["id"] == "central" and central["cursor"] >= committed and central["last_success"]
+    assert (
+        data["consumers"][0]["id"] == "city" and data["consumers"][0]["backlog_rows"] == data["committed_seq"]
+    )
+    text = await asyncio.to_thread(edge_cli, *status)
+    assert text.returncode == 0 and "sink central (http)" in text.stdout and "consumer city" in text.stdout
+    missing = await asyncio.to_thread(edge_cli, "sync", "status", "-c", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "nope.yaml" in missing.stderr
