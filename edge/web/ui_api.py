@@ -99,6 +99,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             if quality & BOOL_FLAG:
                 value = bool(value)
             out.append([ts, value, QUALITY_NAMES[quality & 3]])
+        out.sort(key=lambda r: r[0])  # journal order is arrival order; a trend is drawn by time
         return json_response({"point": point, "since": since, "readings": out})
 
     async def device_points(request: web.Request) -> web.Response:

@@ -27,7 +27,7 @@ export function setLang(lang) {
   location.reload();
 }
 
-// t('key', {n: 3}) → the catalogue's text with {n} filled in; a missing key shows itself
+// t(KEY, {n: 3}) → the catalogue's text with {n} filled in; a missing key shows itself
 // (and a test fails), never an empty string.
 export function t(key, params) {
   let s = state.cat[key];

@@ -1,0 +1,161 @@
+"""The UI's JSON endpoints against a real runtime: history, live stream, commissioning, events and
+acknowledgements, the YAML helper; and the static files: translations complete, nothing external."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edge.model import Event, Reading
+from tests.web.conftest import Client
+
+STATIC = Path(__file__).resolve().parents[2] / "edge" / "web" / "static"
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_history_returns_journaled_readings_of_one_point(site: Any, admin: Client) -> None:
+    now = time.time()
+    site.hub.ingest(
+        [Reading(now - 30, "gate-north.power_kw", 4.25), Reading(now - 20, "gate-north.power_kw", 4.5)]
+    )
+    await site.journal.flush()
+    body = await admin.json("GET", f"/api/v1/history?point=gate-north.power_kw&since={now - 60}&limit=5000")
+    values = [r[1] for r in body["readings"]]
+    assert 4.25 in values and 4.5 in values
+    assert [r[0] for r in body["readings"]] == sorted(r[0] for r in body["readings"])
+    bools = await admin.json("GET", "/api/v1/history?point=gate-north.loop_occupied")
+    assert all(isinstance(r[1], bool) for r in bools["readings"])
+    resp = await admin.request("GET", "/api/v1/history?point=nope.x")
+    assert resp.status == 404 and "devices" in await resp.text()
+
+
+async def test_live_stream_delivers_journaled_readings_of_the_device(site: Any, admin: Client) -> None:
+    async with admin.http.get(admin.base + "/api/v1/live?device=gate-north&events=0") as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+        site.hub.ingest([Reading(time.time(), "gate-north.power_kw", 123.5)])
+        async with asyncio.timeout(5):
+            async for line in resp.content:
+                if line.startswith(b"data: [") and b"123.5" in line:
+                    rec = [r for r in json.loads(line[6:]) if r["value"] == 123.5][0]
+                    assert rec == {
+                        **rec,
+                        "type": "reading",
+                        "point": "gate-north.power_kw",
+                        "quality": "good",
+                    }
+                    break
+
+
+async def test_device_points_and_commissioning_read_the_simulated_value(site: Any, admin: Client) -> None:
+    await wait_for(lambda: "gate-north.power_kw" in site.hub.latest)
+    body = await admin.json("GET", "/api/v1/devices/gate-north/points")
+    by_id = {p["id"]: p for p in body["points"]}
+    assert by_id["gate-north.power_kw"]["unit"] == "kW" and by_id["gate-north.barrier_open"]["writable"]
+    read = await admin.json("POST", "/api/v1/commission/read", {"point": "gate-north.power_kw"})
+    assert 2 <= read["value"] <= 9 and read["quality"] == "good" and read["age_s"] < 5
+    resp = await admin.request("POST", "/api/v1/commission/read", json={"device": "gate-north", "address": 0})
+    assert resp.status == 422 and "sim driver" in await resp.text()
+
+
+async def test_write_goes_through_the_hub_and_is_audited(site: Any, admin: Client) -> None:
+    body = await admin.json("POST", "/api/v1/points/gate-north.barrier_open/write", {"value": True})
+    assert body["status"] == "ok"
+    await wait_for(lambda: site.hub.latest.get("gate-north.barrier_open", Reading(0, "", None)).value is True)
+    resp = await admin.request("POST", "/api/v1/points/gate-north.power_kw/write", json={"value": 1})
+    assert resp.status == 422 and "not writable" in await resp.text()
+    entries = (await admin.json("GET", "/api/v1/audit?action=point_write"))["entries"]
+    assert [(e["target"], e["detail"]["status"]) for e in entries] == [
+        ("gate-north.power_kw", "rejected"),
+        ("gate-north.barrier_open", "ok"),
+    ]
+
+
+async def test_events_filter_and_acknowledge_with_comment(site: Any, admin: Client) -> None:
+    site.hub.publish_event(
+        Event("alert", "bin-full", "warning", {"state": "fired", "name": "Bin full", "message": "92%"})
+    )
+    site.hub.publish_event(Event("vehicle_passage", "gate-north", "info", {"plate": "京A·12345"}))
+    await site.journal.flush()
+    alerts = (await admin.json("GET", "/api/v1/events?kind=alert"))["events"]
+    assert [e["source"] for e in alerts] == ["bin-full"] and alerts[0]["ack"] is None
+    active = (await admin.json("GET", "/api/v1/alerts/active"))["alerts"]
+    assert [a["source"] for a in active] == ["bin-full"]
+    seq = alerts[0]["seq"]
+    await admin.json("POST", f"/api/v1/alerts/{seq}/ack", {"comment": "已清运 emptied"})
+    acked = (await admin.json("GET", "/api/v1/events?kind=alert"))["events"][0]
+    assert acked["ack"]["user"] == "admin" and acked["ack"]["comment"] == "已清运 emptied"
+    assert (await admin.json("GET", "/api/v1/events?kind=alert&unacked=1"))["events"] == []
+    resp = await admin.request("POST", "/api/v1/alerts/999999/ack", json={"comment": ""})
+    assert resp.status == 404
+    site.hub.publish_event(Event("alert", "bin-full", "warning", {"state": "cleared"}))
+    await site.journal.flush()
+    assert (await admin.json("GET", "/api/v1/alerts/active"))["alerts"] == []
+
+
+async def test_yaml_helper_locates_syntax_errors(site: Any, admin: Client) -> None:
+    ok = await admin.json("POST", "/api/v1/ui/yaml", {"text": "id: a\nif: value > 1\n"})
+    assert ok["data"] == {"id": "a", "if": "value > 1"}
+    bad = await admin.json("POST", "/api/v1/ui/yaml", {"text": "id: a\nwhen: [x\nif: 1\n"}, expect=422)
+    assert bad["error"]["line"] >= 2 and bad["error"]["message"]
+    dumped = await admin.json("POST", "/api/v1/ui/yaml", {"data": {"name": "垃圾桶"}})
+    assert dumped["text"] == "name: 垃圾桶\n"
+
+
+async def test_sse_stream_ends_when_the_runtime_stops(tmp_path: Path) -> None:
+    from tests.support.site import running_site
+    from tests.web.conftest import PASSWORD, SITE, setup_code
+
+    async with running_site(tmp_path, SITE) as rt:
+        jar = aiohttp.CookieJar(unsafe=True)
+        http = aiohttp.ClientSession(cookie_jar=jar)
+        base = f"http://127.0.0.1:{rt.web_port}"
+        async with http.post(
+            base + "/api/v1/auth/setup", json={"code": setup_code(rt), "name": "a", "password": PASSWORD}
+        ):
+            pass
+        resp = await http.get(base + "/api/v1/live")
+        await resp.content.readline()
+    # the runtime stopped with a client still attached; the stream ended instead of hanging
+    async with asyncio.timeout(5):
+        while await resp.content.readline():
+            pass
+    resp.release()
+    await http.close()
+
+
+def test_catalogues_translate_every_string_in_both_languages() -> None:
+    en = json.loads((STATIC / "i18n/en.json").read_text("utf-8"))
+    zh = json.loads((STATIC / "i18n/zh-CN.json").read_text("utf-8"))
+    assert set(en) == set(zh)
+    assert all(v.strip() for v in [*en.values(), *zh.values()])
+    used = set()
+    for js in STATIC.rglob("*.js"):
+        used |= set(re.findall(r"\bt\('([A-Za-z0-9_.]+)'", js.read_text("utf-8")))
+    for page in STATIC.glob("*.html"):
+        used |= set(re.findall(r'data-i18n(?:-placeholder|-title)?="([^"]+)"', page.read_text("utf-8")))
+    missing = sorted(k for k in used if k not in en and not k.endswith("."))
+    assert missing == []
+    # zh-CN really is Chinese, not copied English
+    untranslated = [
+        k for k in en if en[k] == zh[k] and re.search(r"[a-z]{4,}", en[k]) and not k.startswith("editor.help")
+    ]
+    assert len(untranslated) < 5, untranslated
+
+
+def test_static_files_load_nothing_from_outside() -> None:
+    for f in STATIC.rglob("*"):
+        if f.suffix in (".js", ".css", ".html"):
+            text = f.read_text("utf-8")
+            assert not re.search(r"(src|href)=\"https?://|url\(https?:|@import|fetch\('https?:", text), f
+            assert "fonts.googleapis" not in text and "cdn" not in text.lower(), f
