@@ -18,10 +18,17 @@ from tests.web.conftest import Client
 STATIC = Path(__file__).resolve().parents[2] / "edge" / "web" / "static"
 
 
-async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
+async def wait_for(hub: Any, predicate: Any, timeout: float = 5.0) -> None:
+    """Wait until predicate() holds, re-checking on every batch the hub journals."""
+    changed = asyncio.Event()
+    unsubscribe = hub.subscribe(lambda _batch: changed.set())
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                changed.clear()
+                await changed.wait()
+    finally:
+        unsubscribe()
 
 
 async def test_history_returns_journaled_readings_of_one_point(site: Any, admin: Client) -> None:
@@ -47,7 +54,7 @@ async def test_live_stream_delivers_journaled_readings_of_the_device(site: Any, 
         async with asyncio.timeout(5):
             async for line in resp.content:
                 if line.startswith(b"data: [") and b"123.5" in line:
-                    rec = [r for r in json.loads(line[6:]) if r["value"] == 123.5][0]
+                    rec = next(r for r in json.loads(line[6:]) if r["value"] == 123.5)
                     assert rec == {
                         **rec,
                         "type": "reading",
@@ -58,7 +65,7 @@ async def test_live_stream_delivers_journaled_readings_of_the_device(site: Any, 
 
 
 async def test_device_points_and_commissioning_read_the_simulated_value(site: Any, admin: Client) -> None:
-    await wait_for(lambda: "gate-north.power_kw" in site.hub.latest)
+    await wait_for(site.hub, lambda: "gate-north.power_kw" in site.hub.latest)
     body = await admin.json("GET", "/api/v1/devices/gate-north/points")
     by_id = {p["id"]: p for p in body["points"]}
     assert by_id["gate-north.power_kw"]["unit"] == "kW" and by_id["gate-north.barrier_open"]["writable"]
@@ -71,7 +78,9 @@ async def test_device_points_and_commissioning_read_the_simulated_value(site: An
 async def test_write_goes_through_the_hub_and_is_audited(site: Any, admin: Client) -> None:
     body = await admin.json("POST", "/api/v1/points/gate-north.barrier_open/write", {"value": True})
     assert body["status"] == "ok"
-    await wait_for(lambda: site.hub.latest.get("gate-north.barrier_open", Reading(0, "", None)).value is True)
+    await wait_for(
+        site.hub, lambda: site.hub.latest.get("gate-north.barrier_open", Reading(0, "", None)).value is True
+    )
     resp = await admin.request("POST", "/api/v1/points/gate-north.power_kw/write", json={"value": 1})
     assert resp.status == 422 and "not writable" in await resp.text()
     entries = (await admin.json("GET", "/api/v1/audit?action=point_write"))["entries"]
