@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -43,6 +44,8 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Journal", "JournalClosed", "row_to_r
 
 READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
 EVENT_SQL = "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (?,?,?,?,?,?)"
+AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?,?)"
+_VALUE = operator.itemgetter(2)
 SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
 COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
 LAST_SEQ_SQL = (
@@ -386,6 +389,32 @@ class Journal:
             seq += 1
         return readings, events
 
+    def _insert(self, w: sqlite3.Connection, records: list[Record], seq: int) -> None:
+        """Insert `records` as seq, seq+1, ... The common flush (readings only) binds the Reading
+        tuples themselves and lets SQLite number them (rowid = max + 1): no per-row Python work
+        beyond a C-level type scan. Anything else takes the explicit-seq path."""
+        if not records:
+            return
+        end = seq + len(records)
+        if set(map(type, records)) == {Reading}:
+            if bool in set(map(type, map(_VALUE, records))):
+                records = [
+                    r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in records
+                ]  # type: ignore[union-attr]
+            top = w.execute("SELECT max(seq) FROM journal").fetchone()[0]
+            if top != seq - 1:  # rows deleted up to the end (or a gap): pin the first seq explicitly
+                w.execute(READING_SQL, (seq, *records[0]))
+                records = records[1:]
+            w.executemany(AUTO_READING_SQL, records)
+            if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != end - 1:
+                raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
+            return
+        readings, events = self._build_rows(records, seq)
+        if readings:
+            w.executemany(READING_SQL, readings)
+        if events:
+            w.executemany(EVENT_SQL, events)
+
     def _commit(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> bool:
         """One group commit; True on success. On failure the records are kept (or refused by
         the full policy) and counted; committed rows are never touched by a failure."""
@@ -414,12 +443,8 @@ class Journal:
                     batch = batch[:keep]
             records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
             seq = self.next_seq
-            readings, events = self._build_rows(records, seq)
             end = seq + len(records)
-            if readings:
-                w.executemany(READING_SQL, readings)
-            if events:
-                w.executemany(EVENT_SQL, events)
+            self._insert(w, records, seq)
             if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
                 cap = retention.make_room(
                     w,
