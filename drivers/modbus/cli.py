@@ -50,10 +50,11 @@ def probe_command(args: argparse.Namespace) -> int:
 
     try:
         if args.serial:
-            conn = Connection(transport="rtu", port=args.serial, baudrate=args.baudrate, parity=args.parity)
+            spec = {"transport": "rtu", "port": args.serial, "baudrate": args.baudrate, "parity": args.parity}
         else:
             transport = "rtu_over_tcp" if args.rtu_over_tcp else "tcp"
-            conn = Connection(transport=transport, host=args.host, port=args.port)
+            spec = {"transport": transport, "host": args.host, "port": args.port}
+        conn = Connection.model_validate(spec)
         limit = 2000 if args.table in ("coil", "discrete") else 125
         if not 1 <= args.count <= limit:
             raise ValueError(f"--count must be 1..{limit} for table {args.table}")

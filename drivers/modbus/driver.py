@@ -202,6 +202,7 @@ class ModbusDriver(BaseDriver):
             return CommandResult(pid, value, CommandStatus.REJECTED, "point is not writable")
         if self.link is None:
             return CommandResult(pid, value, CommandStatus.FAILED, "device is not started")
+        args: tuple[Any, ...]
         try:
             if p.table == "coil":
                 regs: list[int] = []

@@ -20,10 +20,12 @@ TABLE_ORDER = ("coil", "discrete", "holding", "input")
 
 
 class PlannedPoint(Protocol):
-    name: str
-    table: str
-    address: int
-
+    @property
+    def name(self) -> str: ...
+    @property
+    def table(self) -> str: ...
+    @property
+    def address(self) -> int: ...
     @property
     def count(self) -> int: ...
 

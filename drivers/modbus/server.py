@@ -164,15 +164,16 @@ class ModbusServerComponent:
                 continue
             r = self.latest.get(p.point)
             good = r is not None and r.quality == Quality.GOOD and r.value is not None
+            current = r.value if (good and r is not None) else None
             if table in ("coil", "discrete"):
                 # bit blocks are packed 16 bits per register
                 off = p.address - start_address * 16
                 reg, bit = divmod(off, 16)
                 if 0 <= reg < len(registers):
-                    on = bool(good and r.value)
+                    on = bool(current)
                     registers[reg] = (registers[reg] | (1 << bit)) if on else (registers[reg] & ~(1 << bit))
                 continue
-            value: Any = r.value if good else (math.nan if p.type.startswith("float") else 0)
+            value: Any = current if good else (math.nan if p.type.startswith("float") else 0)
             try:
                 regs = codec.encode(value, p.type, p.order, scale=p.scale, length=p.length)
             except ValueError:

@@ -117,7 +117,7 @@ class Link:
 
         c = self.conn
         # reconnect_delay=0: pymodbus must not reconnect behind our back; we own the backoff.
-        common = {"timeout": self.timeout, "retries": 0, "reconnect_delay": 0}
+        common: dict[str, Any] = {"timeout": self.timeout, "retries": 0, "reconnect_delay": 0}
         if c.transport == "rtu":
             return AsyncModbusSerialClient(
                 str(c.port),
@@ -240,11 +240,11 @@ def acquire(conn: Connection, **kwargs: Any) -> Link:
         link.users = 1
         return link
     key = conn.bus_key()
-    link = _links.get(key)
-    if link is None:
-        link = _links[key] = Link(conn, **kwargs)
-    link.users += 1
-    return link
+    shared = _links.get(key)
+    if shared is None:
+        shared = _links[key] = Link(conn, **kwargs)
+    shared.users += 1
+    return shared
 
 
 def release(link: Link) -> None:
