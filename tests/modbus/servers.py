@@ -59,6 +59,7 @@ class Faults:
         self.stall = asyncio.Event()  # set: hold every request until cleared
         self.unstall = asyncio.Event()
         self.exception: ExcCodes | None = None
+        self.ignore_writes = False  # acknowledge writes but keep the old values (a stubborn device)
         self.log: list[tuple[int, int, int, int]] = []  # (unit, fc, address, count) reaching the data
         self.pdus: list[tuple[int, int, int, int]] = []  # every request PDU received, refused ones too
 
@@ -81,6 +82,11 @@ def sim_device(unit: int, tables: dict[str, dict[int, Any]], faults: Faults) -> 
         faults.log.append((unit, fc, address, count))
         if faults.stall.is_set():
             await faults.unstall.wait()
+        if faults.ignore_writes and set_values:
+            if fc in (5, 15):  # bits are packed 16 to a register: keep the stored ones
+                return faults.exception
+            offset = address - start
+            set_values[:] = registers[offset : offset + len(set_values)]
         return faults.exception
 
     return SimDevice(unit, simdata=tuple(blocks), action=action)  # type: ignore[arg-type]

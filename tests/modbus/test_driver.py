@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from drivers.modbus import codec
 from edge.model import HealthState, Quality
 from tests.modbus.harness import running_driver
-from tests.modbus.servers import registers_for, tcp_server, wait_for
+from tests.modbus.servers import free_port, registers_for, tcp_server, wait_for
 
 TYPE_VALUES = [
     ("int16", -1234),
@@ -208,3 +210,65 @@ async def test_exception_response_marks_points_bad_and_degrades() -> None:
             await wait_for(lambda: got.latest("a").quality == Quality.GOOD, what="a good reading again")
             assert got.latest("a").value == 1
             assert got.driver.health.state == HealthState.ONLINE
+
+
+async def test_verify_catches_a_device_that_ignores_the_write() -> None:
+    async with tcp_server({1: {"holding": {0: 5}}}) as srv:
+        points = [{"name": "sp", "address": 0, "type": "uint16", "writable": True, "verify": True}]
+        async with running_driver({"connection": conn(srv.port), "poll": 0.2, "points": points}) as got:
+            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            srv.faults.ignore_writes = True
+            r = await got.driver.write("sp", 9)
+            assert r.status == "failed" and r.reason == "read-back gave 5, expected 9"
+            assert await srv.get(1, "holding", 0, 1) == [5]
+
+
+async def test_per_point_poll_intervals_are_grouped() -> None:
+    async with tcp_server({1: {"holding": {0: 1, 100: 2}}}) as srv:
+        points = [
+            {"name": "fast", "address": 0, "type": "uint16"},
+            {"name": "slow", "address": 100, "type": "uint16", "poll": "1h"},
+        ]
+        async with running_driver({"connection": conn(srv.port), "poll": 0.05, "points": points}) as got:
+            await wait_for(lambda: got.driver.cycles >= 6, what="six cycles")
+            reads = [e[2] for e in srv.faults.log if e[1] == 3]
+            assert reads.count(100) == 1 and reads.count(0) >= 5
+            assert got.values() == {"fast": 1, "slow": 2}
+
+
+async def test_shared_bus_link_is_reference_counted() -> None:
+    from drivers.modbus import transport
+    from drivers.modbus.config import Connection
+
+    c = Connection.model_validate({"transport": "rtu_over_tcp", "host": "127.0.0.1", "port": 1})
+    a, b = transport.acquire(c), transport.acquire(c)
+    assert a is b and a.users == 2
+    transport.release(a)
+    assert transport.acquire(c) is a
+    transport.release(a)
+    transport.release(a)
+    assert c.bus_key() not in transport._links
+    tcp = Connection.model_validate({"transport": "tcp", "host": "127.0.0.1", "port": 1})
+    assert transport.acquire(tcp) is not transport.acquire(tcp)  # TCP devices poll concurrently
+
+
+async def test_reconnect_backoff_is_capped_with_jitter() -> None:
+    from drivers.modbus.config import Connection
+    from drivers.modbus.transport import Link, LinkError
+
+    port = free_port()  # nothing listens here
+    link = Link(
+        Connection.model_validate({"host": "127.0.0.1", "port": port}), timeout=0.5, reconnect_max=2.0
+    )
+    delays = []
+    for _ in range(12):
+        link._next_attempt = 0.0  # pretend the wait is over (hours of failure in a few ms)
+        with pytest.raises(LinkError, match="cannot connect"):
+            await link.call(1, "read_holding_registers", 0, count=1)
+        delays.append(link._next_attempt - time.monotonic())
+        # between attempts it fails fast without touching the network
+        with pytest.raises(LinkError, match="next attempt in"):
+            await link.call(1, "read_holding_registers", 0, count=1)
+    assert delays[0] < 1.0  # starts small
+    assert all(d <= 2.0 * 1.2 for d in delays) and all(d >= 1.5 for d in delays[-5:])  # capped
+    assert link.connects == 0 and len({round(d, 4) for d in delays[-5:]}) > 1  # jittered
