@@ -191,9 +191,10 @@ class ModbusDevice(DeviceConfig):
                         break
                     same_view = a.type == b.type and a.address == b.address and a.order == b.order
                     if not same_view and not (a.type == "bit" and b.type == "bit"):
+                        why = " with different types" if a.type != b.type else ""
                         problems.append(
                             f"points {a.name!r} ({a.type} at {a.address}) and {b.name!r} ({b.type} at "
-                            f"{b.address}) overlap in table {table} with different types"
+                            f"{b.address}) overlap in table {table}{why}"
                         )
         if problems:
             raise ValueError("; ".join(problems))

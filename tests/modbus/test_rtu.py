@@ -86,3 +86,28 @@ async def test_a_failing_unit_does_not_hold_up_the_other_unit(bus: tuple[str, An
         await wait_for(lambda: lv.driver.cycles >= 5, what="live unit keeps polling")
         assert lv.driver.health.state == "online"
         assert lv.values()["voltage"] == 230.5
+
+
+async def test_rtu_over_tcp_serial_server_shared_by_two_units() -> None:
+    from pymodbus.framer import FramerType
+
+    from tests.modbus.servers import TcpServer, registers_for
+
+    regs1 = registers_for({"holding": [(0, "int32", -5, "ABCD")]})["holding"]
+    regs2 = registers_for({"holding": [(0, "int32", 77, "ABCD")]})["holding"]
+    srv = await TcpServer({1: {"holding": regs1}, 2: {"holding": regs2}}, framer=FramerType.RTU).start()
+    try:
+        conn = {"transport": "rtu_over_tcp", "host": "127.0.0.1", "port": srv.port}
+        points = [{"name": "v", "address": 0, "type": "int32", "writable": True}]
+        d1: dict[str, Any] = {"id": "u1", "connection": conn, "unit": 1, "poll": 0.05, "points": points}
+        d2: dict[str, Any] = {"id": "u2", "connection": conn, "unit": 2, "poll": 0.05, "points": points}
+        async with running_driver(d1) as u1, running_driver(d2) as u2:
+            assert u1.driver.link is u2.driver.link
+            await wait_for(lambda: u1.driver.cycles >= 3 and u2.driver.cycles >= 3, what="polls")
+            assert u1.values()["v"] == -5 and u2.values()["v"] == 77
+            r = await u2.driver.write("v", 123456)
+            assert r.ok, r.reason
+            assert await srv.get(2, "holding", 0, 2) == codec.encode(123456, "int32")
+            assert await srv.get(1, "holding", 0, 2) == codec.encode(-5, "int32")
+    finally:
+        await srv.stop()
