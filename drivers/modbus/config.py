@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.modbus.codec import DataType, WordOrder, register_count
 from edge.config import DeviceConfig, PointConfig, Strict
@@ -168,36 +169,59 @@ class ModbusDevice(DeviceConfig):
 
     @model_validator(mode="after")
     def _check_map(self) -> ModbusDevice:
-        problems = []
-        for p in self.points:
+        # (index of the offending point, key, message): reported at that point's line
+        problems: list[tuple[int, str, str]] = []
+        for i, p in enumerate(self.points):
             if p.count > (1 if p.table in BIT_TABLES else self.max_registers):
                 problems.append(
-                    f"point {p.name!r}: takes {p.count} registers but this device reads at most "
-                    f"{self.max_registers} per request"
+                    (
+                        i,
+                        "type",
+                        f"point {p.name!r}: takes {p.count} registers but this device reads at most "
+                        f"{self.max_registers} per request",
+                    )
                 )
             if self.align and p.count in (2, 4) and p.type != "string" and p.address % 2:
                 problems.append(
-                    f"point {p.name!r}: {p.type} at odd address {p.address}; this device "
-                    "(align: true) needs 32/64-bit values at even addresses"
+                    (
+                        i,
+                        "address",
+                        f"point {p.name!r}: {p.type} at odd address {p.address}; this device "
+                        "(align: true) needs 32/64-bit values at even addresses",
+                    )
                 )
-        by_table: dict[str, list[ModbusPoint]] = {}
-        for p in self.points:
-            by_table.setdefault(p.table, []).append(p)
-        for table, pts in by_table.items():
-            pts = sorted(pts, key=lambda p: (p.address, p.end))
-            for i, a in enumerate(pts):
-                for b in pts[i + 1 :]:
+        by_table: dict[str, list[tuple[int, ModbusPoint]]] = {}
+        for i, p in enumerate(self.points):
+            by_table.setdefault(p.table, []).append((i, p))
+        for table, entries in by_table.items():
+            entries.sort(key=lambda e: (e[1].address, e[1].end))
+            for k, (_ia, a) in enumerate(entries):
+                for ib, b in entries[k + 1 :]:
                     if b.address >= a.end:
                         break
                     same_view = a.type == b.type and a.address == b.address and a.order == b.order
                     if not same_view and not (a.type == "bit" and b.type == "bit"):
                         why = " with different types" if a.type != b.type else ""
                         problems.append(
-                            f"points {a.name!r} ({a.type} at {a.address}) and {b.name!r} ({b.type} at "
-                            f"{b.address}) overlap in table {table}{why}"
+                            (
+                                ib,
+                                "address",
+                                f"points {a.name!r} ({a.type} at {a.address}) and {b.name!r} ({b.type} at "
+                                f"{b.address}) overlap in table {table}{why}",
+                            )
                         )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValidationError.from_exception_data(
+                "ModbusDevice",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", "{message}", {"message": msg}),
+                        loc=("points", i, key),
+                        input=None,
+                    )
+                    for i, key, msg in problems
+                ],
+            )
         return self
 
     def point_infos(self) -> list[PointInfo]:
