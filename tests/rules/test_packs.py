@@ -89,6 +89,7 @@ def test_energy_pack() -> None:
         *series("meter-b3.current_a", [10.0] * 11, 60, start=601),
         # 06:00 check: 60 kWh used since 00:00
         *series("meter-b1.energy_import", [200.0, 230.0, 260.0], 3600, start=3 * 3600),
+        Reading(T0 + 6 * 3600 + 1, "other.x", 0),  # the replay runs to just after 06:00
     ]
     out = replay("energy.yaml", records)
     fired = {(r, k) for r, k, kind, _ in out if kind == "fired"}
@@ -101,7 +102,8 @@ def test_energy_pack() -> None:
         ("meter-b1.energy_import", "fired", 3 * 3600 + 600),
         ("meter-b1.energy_import", "cleared", 4 * 3600),
         ("meter-b1.energy_import", "fired", 4 * 3600 + 600),
-        ("meter-b1.energy_import", "cleared", 5 * 3600),  # the replay ends with the last record
+        ("meter-b1.energy_import", "cleared", 5 * 3600),
+        ("meter-b1.energy_import", "fired", 5 * 3600 + 600),
     ]
     night = [t for r, _, kind, t in out if r == "night-consumption" and kind == "fired"]
     assert night and 3600 + 1800 <= night[0] <= 3600 + 2700
