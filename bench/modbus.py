@@ -173,8 +173,19 @@ async def run(quick: bool) -> dict[str, Any]:
                 samples.append(time.perf_counter() - t0)
             return statistics.median(samples)
 
-        floor = await timed(lambda: raw_cycle(clients, plans), cycles)
-        cycle = await timed(driver_cycle, cycles)
+        # alternate floor and driver cycles so both see the same machine load
+        floors, drivers_t = [], []
+        await raw_cycle(clients, plans)
+        await driver_cycle()
+        for _ in range(cycles):
+            t0 = time.perf_counter()
+            await raw_cycle(clients, plans)
+            t1 = time.perf_counter()
+            await driver_cycle()
+            t2 = time.perf_counter()
+            floors.append(t1 - t0)
+            drivers_t.append(t2 - t1)
+        floor, cycle = statistics.median(floors), statistics.median(drivers_t)
         per_point = await timed(lambda: raw_cycle(clients, per_point_plans), max(3, cycles // 5))
         for c in clients:
             c.close()

@@ -61,22 +61,14 @@ def register_count(data_type: str, length: int | None = None) -> int:
 
 
 def _to_bytes(registers: Sequence[int], order: str) -> bytes:
-    words = list(reversed(registers)) if order in ("CDAB", "DCBA") else list(registers)
-    out = bytearray()
-    swap = order in ("BADC", "DCBA")
-    for w in words:
-        hi, lo = (w >> 8) & 0xFF, w & 0xFF
-        out += bytes((lo, hi)) if swap else bytes((hi, lo))
-    return bytes(out)
+    # struct does the byte work in C: this runs for every value of every poll
+    words = registers[::-1] if order in ("CDAB", "DCBA") else registers
+    return struct.pack(("<" if order in ("BADC", "DCBA") else ">") + "H" * len(words), *words)
 
 
 def _from_bytes(data: bytes, order: str) -> list[int]:
-    swap = order in ("BADC", "DCBA")
-    words = []
-    for i in range(0, len(data), 2):
-        a, b = data[i], data[i + 1]
-        words.append((b << 8) | a if swap else (a << 8) | b)
-    return list(reversed(words)) if order in ("CDAB", "DCBA") else words
+    words = list(struct.unpack(("<" if order in ("BADC", "DCBA") else ">") + "H" * (len(data) // 2), data))
+    return words[::-1] if order in ("CDAB", "DCBA") else words
 
 
 def decode_raw(

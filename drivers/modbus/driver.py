@@ -37,6 +37,10 @@ class ModbusDriver(BaseDriver):
         super().__init__(device, ctx)
         self.device: ModbusDevice = device
         self.by_name: dict[str, ModbusPoint] = {p.name: p for p in device.points}
+        # decoding runs for every point of every poll: look its parameters up once
+        self._decode_args: dict[str, tuple[int, str, str, float, float, int | None]] = {
+            p.name: (p.count, str(p.type), p.order, p.scale, p.offset, p.bit) for p in device.points
+        }
         self.splits = SplitMemory()
         self.refused: dict[str, str] = {}  # point -> reason (single point refused by the device)
         self.groups: dict[float, list[ModbusPoint]] = {}
