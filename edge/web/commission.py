@@ -3,7 +3,7 @@
 `{"point": "dev.p"}` asks the driver for the point now when the driver can (`async read(name)`),
 and otherwise answers the value of the driver's last poll with its age. `{"device": ID, "table":
 "holding", "address": N, "count": N}` reads a raw Modbus register range through the Modbus
-engineer's `drivers.modbus.probe` and decodes it in every word order; that module is imported
+engineer's `drivers.modbus.probe.probe()` and decodes it in every word order; that module is imported
 only here, on demand, so sites without Modbus never load pymodbus.
 """
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 READ_TIMEOUT = 5.0
 TABLES = ("holding", "input", "coil", "discrete")
+DATA_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string")
 
 
 async def read_point(runtime: Runtime, point_id: str) -> dict[str, Any]:
@@ -90,17 +91,28 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
             "Modbus probe not available",
             "this build has no drivers/modbus/probe.py; the raw register read needs it",
         ) from None
-    fn = getattr(probe, "probe_device", None)
+    fn = getattr(probe, "probe", None)
     if fn is None:
-        raise Problem(501, "Modbus probe not available", "drivers.modbus.probe has no probe_device()")
+        raise Problem(501, "Modbus probe not available", "drivers.modbus.probe has no probe()")
+    data_type = body.get("type", "float32")
+    if data_type not in DATA_TYPES:
+        raise Problem(422, "Bad type", f"type is one of: {', '.join(DATA_TYPES)}")
     try:
         async with asyncio.timeout(READ_TIMEOUT * 2):
-            result = await fn(dev, table=table, address=address, count=count)
+            result = await fn(
+                dev.connection,  # type: ignore[attr-defined]
+                unit=dev.unit,  # type: ignore[attr-defined]
+                table=table,
+                address=address,
+                count=count,
+                data_type=data_type,
+                timeout=READ_TIMEOUT,
+            )
     except TimeoutError:
         raise Problem(504, "Device did not answer", f"no answer within {READ_TIMEOUT * 2:g}s") from None
     except Exception as exc:
         raise Problem(502, "Read failed", f"{type(exc).__name__}: {exc}") from None
-    return dict(result) if not isinstance(result, dict) else result
+    return dict(result)
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:

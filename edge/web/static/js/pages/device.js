@@ -126,29 +126,34 @@ function registerProbe(dev) {
   const tableSel = h('select', { name: 'table' }, ['holding', 'input', 'coil', 'discrete'].map((x) => h('option', { value: x }, t('modbus.' + x))));
   const addr = h('input', { name: 'address', type: 'number', min: 0, max: 65535, value: 0 });
   const count = h('input', { name: 'count', type: 'number', min: 1, max: 125, value: 2 });
+  const dtype = h('select', { name: 'type' }, ['float32', 'int16', 'uint16', 'int32', 'uint32', 'int64', 'uint64', 'float64', 'string'].map((x) => h('option', { value: x }, x)));
   const out = h('div', { id: 'probe-result' });
   const btn = h('button', { class: 'primary', type: 'button', onclick: async () => {
     out.replaceChildren(h('p', { class: 'loading' }, t('common.loading')));
     const res = await api('POST', '/api/v1/commission/read',
-      { device: dev.id, table: tableSel.value, address: Number(addr.value), count: Number(count.value) }, { allowError: true });
+      { device: dev.id, table: tableSel.value, address: Number(addr.value), count: Number(count.value), type: dtype.value }, { allowError: true });
     if (res.status === 501) { out.replaceChildren(h('div', { class: 'error' }, t('modbus.noProbe'))); return; }
     if (!res.ok) { out.replaceChildren(h('div', { class: 'error' }, `${res.data.title}: ${res.data.detail || ''}`)); return; }
     out.replaceChildren(probeTable(res.data));
   } }, t('modbus.read'));
   return h('div', { class: 'probe' }, h('h3', {}, t('modbus.title')),
-    h('div', { class: 'row' }, h('label', {}, t('modbus.table'), tableSel), h('label', {}, t('modbus.address'), addr), h('label', {}, t('modbus.count'), count), btn), out);
+    h('div', { class: 'row' }, h('label', {}, t('modbus.table'), tableSel), h('label', {}, t('modbus.address'), addr), h('label', {}, t('modbus.count'), count), h('label', {}, t('modbus.type'), dtype), btn), out);
 }
 
-// The probe answers raw registers plus decodings; shown generically so its exact shape can grow.
+// The probe answers raw registers and, per value offset, the decoding in each word order
+// (ABCD, CDAB, BADC, DCBA), or bits for coils and discrete inputs.
 function probeTable(data) {
-  const raw = data.registers || data.raw || [];
-  const parts = [h('p', {}, t('modbus.raw'), ' ', h('code', {}, raw.map((r) => (typeof r === 'number' ? '0x' + r.toString(16).padStart(4, '0') : String(r))).join(' ')))];
-  const dec = data.decoded || data.decodings || {};
-  const rows = Array.isArray(dec)
-    ? dec.map((d) => h('tr', {}, h('td', {}, d.type || ''), h('td', {}, d.order || ''), h('td', {}, fmtValue(d.value))))
-    : Object.entries(dec).flatMap(([type, byOrder]) => (typeof byOrder === 'object' && byOrder !== null
-      ? Object.entries(byOrder).map(([order, v]) => h('tr', {}, h('td', {}, type), h('td', {}, order), h('td', {}, fmtValue(v))))
-      : [h('tr', {}, h('td', {}, type), h('td', {}, ''), h('td', {}, fmtValue(byOrder)))]));
-  parts.push(table([t('modbus.type'), t('modbus.order'), t('device.value')], rows));
-  return h('div', {}, parts);
+  if (data.bits) {
+    return table([t('modbus.address'), t('device.value')],
+      data.bits.map((b, i) => h('tr', {}, h('td', {}, String(data.address + i)), h('td', {}, b ? '1' : '0'))), { class: 'probe-table' });
+  }
+  const regs = data.registers || [];
+  const raw = table([t('modbus.address'), 'hex', t('device.value')],
+    regs.map((r, i) => h('tr', {}, h('td', {}, String(data.address + i)), h('td', {}, h('code', {}, '0x' + r.toString(16).toUpperCase().padStart(4, '0'))), h('td', {}, String(r)))));
+  const rows = data.decoded || [];
+  const orders = rows.length ? Object.keys(rows[0].orders) : [];
+  const decoded = table([t('modbus.address'), ...orders],
+    rows.map((row) => h('tr', {}, h('td', {}, String(data.address + row.offset)), orders.map((o) => h('td', { 'data-order': o }, fmtValue(row.orders[o]))))),
+    { class: 'probe-table' });
+  return h('div', {}, h('p', {}, t('modbus.raw'), ' ', data.target || ''), raw, h('p', {}, t('modbus.decoded', { type: data.type })), decoded);
 }

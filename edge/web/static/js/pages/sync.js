@@ -33,12 +33,13 @@ export async function render(view) {
   async function loadDead() {
     const r = await api('GET', '/api/v1/sync/dead-letters', undefined, { allowError: true });
     const items = r.ok ? (r.data.dead_letters || r.data.items || []) : [];
-    dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('sync.reason'), t('sync.rows'), ''],
+    dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('sync.reason'), t('sync.record'), ''],
       items.map((x) => h('tr', {}, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
-        h('td', { class: 'err-text' }, x.reason || x.error || ''), h('td', {}, String(x.rows ?? x.count ?? '')),
-        h('td', {}, h('button', { class: 'secondary small', onclick: async () => {
-          await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {});
+        h('td', { class: 'err-text' }, `${x.status ?? ''} ${x.response || ''}`.trim()), h('td', {}, x.record ? `seq ${x.seq} ${x.record.point || x.record.kind || ''}` : String(x.seq ?? '')),
+        h('td', {}, x.retried ? t('sync.retried') : h('button', { class: 'secondary small', 'data-retry': x.id, onclick: async () => {
+          const res = await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {}, { allowError: true });
           await loadDead();
+          if (!res.ok) dl.prepend(h('div', { class: 'error', role: 'alert' }, `${res.data.title}: ${res.data.detail || ''}`));
         } }, t('sync.retry')))))) : h('p', { class: 'hint' }, t('sync.noDead')));
   }
   await loadDead();
