@@ -146,7 +146,10 @@ async def run(quick: bool) -> dict[str, Any]:
             drivers.append(d)
         plans = [d.plan_for(1.0) for d in drivers]
         coalesced = sum(len(p) for p in plans)
-        greedy = sum(len(greedy_max_insert(d.device.points, max_insert=MAX_GAP)) for d in drivers)
+        greedy_plans = [greedy_max_insert(d.device.points, max_insert=MAX_GAP) for d in drivers]
+        greedy = sum(len(p) for p in greedy_plans)
+        registers = sum(r.count for p in plans for r in p)
+        greedy_registers = sum(r.count for p in greedy_plans for r in p)
         per_point_plans = [
             [Request(p.table, p.address, p.count, (p.name,)) for p in d.device.points] for d in drivers
         ]
@@ -203,6 +206,8 @@ async def run(quick: bool) -> dict[str, Any]:
         "max_gap": MAX_GAP,
         "requests_per_cycle": coalesced,
         "greedy_max_insert_requests": greedy,
+        "registers_read": registers,
+        "greedy_registers_read": greedy_registers,
         "one_per_point_requests": points,
         "cycle_ms": round(cycle * 1000, 2),
         "raw_floor_ms": round(floor * 1000, 2),
@@ -225,7 +230,8 @@ def main() -> None:
     print(f"map: {r['points']} points on {r['devices']} devices (max_gap {r['max_gap']})")
     print(
         f"requests per cycle: coalesced {r['requests_per_cycle']}, greedy max_insert "
-        f"{r['greedy_max_insert_requests']}, one per point {r['one_per_point_requests']}"
+        f"{r['greedy_max_insert_requests']}, one per point {r['one_per_point_requests']}; registers read "
+        f"{r['registers_read']} vs greedy {r['greedy_registers_read']}"
     )
     print(
         f"poll cycle (all devices concurrently, median of {r['cycles']}): driver {r['cycle_ms']} ms, "
