@@ -32,6 +32,14 @@ from rules.windows import EMPTY, Window
 
 TS = ARGS.index("ts")
 Args = tuple[Any, ...]
+Route = tuple[
+    tuple[tuple[Callable[..., Any], dict[str, "KeyState"], "RuleRuntime"], ...],
+    tuple["RuleRuntime", ...],
+    bool,
+    tuple[str, str],
+    list[Window],
+    list[tuple["RuleRuntime", float]],
+]
 
 
 @dataclass(slots=True)
@@ -78,7 +86,9 @@ class RuleRuntime:
         self.for_s = rule.for_ or 0.0
         self.every = rule.every or 0.0
         self.always = rule.notify == "always"
+        # only keys that are pending or active: "not in states" is the hot path's cheap test
         self.states: dict[str, KeyState] = {}
+        self.last_fired: float | None = None
         self.error = ""
         self.error_ts: float | None = None
         self.evaluations = 0
@@ -106,10 +116,6 @@ class RuleRuntime:
         phases = {s.phase for s in self.states.values()}
         return "active" if "active" in phases else "pending" if "pending" in phases else "ok"
 
-    @property
-    def last_fired(self) -> float | None:
-        return max((s.last_fired for s in self.states.values() if s.last_fired), default=None)
-
     def fields(self, args: Args, state: str) -> dict[str, Any]:
         f = dict(zip(ARGS, args, strict=True))
         f.update(
@@ -132,14 +138,11 @@ class Engine:
         self.tz = tz
         self.rules: dict[str, RuleRuntime] = {}
         self.windows: dict[tuple[str, float], Window] = {}
-        self.prev: dict[str, Any] = {}
-        self.latest: dict[str, tuple[float, Any]] = {}
+        self.latest: dict[str, Reading] = {}
         self.now = 0.0  # the latest record/timer time seen
         self.dirty: set[tuple[str, str]] = set()  # (rule, key) whose state changed: to persist
         self.evaluations = 0
-        self._route: dict[
-            str, tuple[tuple[RuleRuntime, ...], list[Window], list[tuple[RuleRuntime, float]]]
-        ] = {}
+        self._route: dict[str, Route] = {}
         self._event_route: dict[str, tuple[RuleRuntime, ...]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []  # (deadline, n, rule, key, kind)
         self._counter = itertools.count()
@@ -156,7 +159,7 @@ class Engine:
 
         def _p(point: str) -> Any:
             hit = latest.get(point)
-            return hit[1] if hit else None
+            return hit[2] if hit else None
 
         def _age(point: str, ts: float) -> float:
             hit = latest.get(point)
@@ -209,7 +212,7 @@ class Engine:
     def watch_points(self, points: Iterable[str], now: float) -> None:
         """Start dead-man deadlines for known points that have not reported yet (at start-up)."""
         for point in points:
-            for rr, secs in self._routing(point)[2]:
+            for rr, secs in self._routing(point)[5]:
                 if (rr.id, point) not in self._nodata_seen:
                     self._nodata_seen[(rr.id, point)] = now
                     self._push(now + secs, rr.id, point, "no_data")
@@ -219,24 +222,31 @@ class Engine:
         rr = self.rules.get(rule_id)
         if rr is None:
             return
+        if st.last_fired is not None:
+            rr.last_fired = max(rr.last_fired or 0.0, st.last_fired)
+        if st.phase not in ("pending", "active"):
+            return
         rr.states[key] = st
         if st.phase == "pending" and st.since is not None:
             self._push(st.since + rr.for_s, rule_id, key, "for")
         elif st.phase == "active" and rr.rule.notify == "repeat" and st.last_notified is not None:
             self._push(st.last_notified + rr.every, rule_id, key, "repeat")
 
-    def _routing(
-        self, point: str
-    ) -> tuple[tuple[RuleRuntime, ...], list[Window], list[tuple[RuleRuntime, float]]]:
+    def _routing(self, point: str) -> Route:
+        """(fast rules, slow rules, has side effects, (device, name), windows, dead-man watches)."""
         route = self._route.get(point)
         if route is None:
-            rules: list[RuleRuntime] = []
+            fast: list[tuple[Callable[..., Any], dict[str, KeyState], RuleRuntime]] = []
+            slow: list[RuleRuntime] = []
             nodata: list[tuple[RuleRuntime, float]] = []
             for rr in self.rules.values():
                 if not rr.rule.enabled:
                     continue
                 if any(p.match(point) for p in rr.points):
-                    rules.append(rr)
+                    if rr.cond is not None and not rr.always and not rr.error:
+                        fast.append((rr.cond, rr.states, rr))
+                    else:
+                        slow.append(rr)
                     exprs = (rr.compiled.cond, rr.compiled.clear, *rr.compiled.exprs.values())
                     for expr in exprs:
                         for wp, secs in expr.windows if expr else ():
@@ -244,7 +254,9 @@ class Engine:
                                 self.windows.setdefault((point, secs), Window(secs))
                 nodata.extend((rr, secs) for rx, secs in rr.no_data if rx.match(point))
             wins = [w for (p, _), w in self.windows.items() if p == point]
-            route = self._route[point] = (tuple(rules), wins, nodata)
+            device, _, name = point.partition(".")
+            route = (tuple(fast), tuple(slow), bool(wins or nodata), (device, name), wins, nodata)
+            self._route[point] = route
         return route
 
     # ------------------------------------------------------------ timers
@@ -268,6 +280,7 @@ class Engine:
             if kind == "for":
                 if st and st.phase == "pending" and st.since is not None and st.since + rr.for_s == deadline:
                     args = _with_ts(st.args or _empty_args(key), deadline)
+                    self.evaluations += 1
                     self._evaluate(rr, key, args, deadline, out)
             elif kind == "repeat":
                 if (
@@ -286,6 +299,7 @@ class Engine:
                 self._nodata_due(rr, key, deadline, out)
             elif kind == "schedule":
                 args = (None, None, "", "", "", deadline, "good", "schedule", "", "", None)
+                self.evaluations += 1
                 self._evaluate(rr, "", args, deadline, out)
                 for cron in rr.schedules:
                     nxt = cron.next_after(deadline, self.tz)
@@ -303,12 +317,12 @@ class Engine:
             self._push(seen + secs, rr.id, point, "no_data")
             return
         del self._nodata_seen[(rr.id, point)]  # the next reading re-arms the watch
-        st = rr.state(point)
-        if st.phase == "active":
+        st = rr.states.get(point)
+        if st is not None and st.phase == "active":
             return
         hit = self.latest.get(point)
         device, _, name = point.partition(".")
-        args = (hit[1] if hit else None, None, point, device, name, deadline, "good", "no_data", "", "", None)
+        args = (hit[2] if hit else None, None, point, device, name, deadline, "good", "no_data", "", "", None)
         if rr.cond is not None:
             try:
                 if not rr.cond(*args):
@@ -316,38 +330,63 @@ class Engine:
             except Exception as exc:
                 self._error(rr, point, deadline, args, exc, out)
                 return
-        self._fire(rr, point, st, deadline, args, out)
+        self._fire(rr, point, rr.state(point), deadline, args, out)
 
     # ------------------------------------------------------------ records (hot path)
     def process(self, records: Iterable[Any]) -> list[Firing]:
         out: list[Firing] = []
         timers = self._timers
+        routes = self._route
+        latest = self.latest
+        evaluate = self._evaluate
+        n = 0
         for rec in records:
             ts = rec.ts
             if timers and timers[0][0] <= ts:
                 self.advance(ts, out)
             if ts > self.now:
                 self.now = ts
-            if type(rec) is Reading:
-                if rec.quality:
-                    continue  # bad/stale samples feed no window and no rule (see docs)
-                self._reading(rec, out)
-            elif isinstance(rec, Event):
-                self._event(rec, out)
+            if type(rec) is not Reading:
+                if isinstance(rec, Event):
+                    self._event(rec, out)
+                continue
+            if rec.quality:
+                continue  # bad/stale samples feed no window and no rule (see docs)
+            point = rec.point
+            v = rec.value
+            old = latest.get(point)
+            prev = old.value if old is not None else v
+            latest[point] = rec
+            route = routes.get(point) or self._routing(point)
+            if route[2]:
+                self._side_effects(rec, route, out)
+            fast, slow = route[0], route[1]
+            if not (fast or slow):
+                continue
+            args = (v, prev, point, *route[3], ts, "good", None, None, None, None)
+            n += len(fast) + len(slow)
+            # a key in state ok whose condition is false costs one call and nothing more
+            for cond, states, rr in fast:
+                if point not in states:
+                    try:
+                        if not cond(*args):
+                            continue
+                    except Exception:
+                        pass  # _evaluate runs it again and reports the error
+                evaluate(rr, point, args, ts, out)
+            for rr in slow:
+                evaluate(rr, point, args, ts, out)
+        self.evaluations += n
         return out
 
-    def _reading(self, r: Reading, out: list[Firing]) -> None:
+    def _side_effects(self, r: Reading, route: Route, out: list[Firing]) -> None:
+        """Windows and dead-man watches of a point (only points that have any)."""
         point, v, ts = r.point, r.value, r.ts
-        prev = self.prev.get(point, v)
-        self.prev[point] = v
-        self.latest[point] = (ts, v)
-        route = self._route.get(point) or self._routing(point)
-        rules, wins, nodata = route
-        if wins and isinstance(v, int | float):
+        if route[4] and isinstance(v, int | float):
             fv = float(v)
-            for w in wins:
+            for w in route[4]:
                 w.add(ts, fv)
-        for rr, secs in nodata:
+        for rr, secs in route[5]:
             k = (rr.id, point)
             if k not in self._nodata_seen:  # one timer per (rule, point), re-armed when it pops
                 self._push(ts + secs, rr.id, point, "no_data")
@@ -355,11 +394,6 @@ class Engine:
             st = rr.states.get(point)
             if st is not None and st.phase == "active":
                 self._clear(rr, point, st, ts, st.args or _empty_args(point), out)
-        if rules:
-            device, _, name = point.partition(".")
-            args = (v, prev, point, device, name, ts, "good", None, None, None, None)
-            for rr in rules:
-                self._evaluate(rr, point, args, ts, out)
 
     def _event(self, e: Event, out: list[Firing]) -> None:
         rules = self._event_route.get(e.kind)
@@ -386,11 +420,11 @@ class Engine:
             str(e.severity),
             payload,
         )
+        self.evaluations += len(rules)
         for rr in rules:
             self._evaluate(rr, e.source, args, e.ts, out)
 
     def _evaluate(self, rr: RuleRuntime, key: str, args: Args, ts: float, out: list[Firing]) -> None:
-        self.evaluations += 1
         st = rr.states.get(key)
         phase = st.phase if st is not None else "ok"
         try:
@@ -400,14 +434,14 @@ class Engine:
                 else:
                     st.args = args  # type: ignore[union-attr]
                 if rr.error:
-                    rr.error = ""
+                    self._recovered(rr)
                 return
             hit = rr.cond(*args) if rr.cond is not None else True
         except Exception as exc:
             self._error(rr, key, ts, args, exc, out)
             return
         if rr.error:
-            rr.error = ""
+            self._recovered(rr)
         if hit:
             if rr.always:  # derived values: act on every evaluation that holds, keep no state
                 out.append(Firing(rr, key, "fired", ts, args))
@@ -424,7 +458,7 @@ class Engine:
                 if ts - st.since >= rr.for_s:  # type: ignore[union-attr,operator]
                     self._fire(rr, key, st, ts, args, out)  # type: ignore[arg-type]
         elif phase == "pending":
-            st.phase, st.since = "ok", None  # type: ignore[union-attr]
+            del rr.states[key]
             self.dirty.add((rr.id, key))
         elif phase == "active" and rr.clear is None:
             self._clear(rr, key, st, ts, args, out)  # type: ignore[arg-type]
@@ -433,6 +467,7 @@ class Engine:
         self, rr: RuleRuntime, key: str, st: KeyState, ts: float, args: Args, out: list[Firing]
     ) -> None:
         st.phase, st.since, st.last_fired, st.last_notified, st.args = "active", ts, ts, ts, args
+        rr.last_fired = ts
         out.append(Firing(rr, key, "fired", ts, args))
         if rr.rule.notify == "repeat":
             self._push(ts + rr.every, rr.id, key, "repeat")
@@ -442,14 +477,21 @@ class Engine:
         self, rr: RuleRuntime, key: str, st: KeyState, ts: float, args: Args, out: list[Firing]
     ) -> None:
         st.phase, st.since, st.args = "ok", None, args
+        rr.states.pop(key, None)
         out.append(Firing(rr, key, "cleared", ts, args))
         self.dirty.add((rr.id, key))
+
+    def _recovered(self, rr: RuleRuntime) -> None:
+        rr.error = ""
+        self._route.clear()
 
     def _error(
         self, rr: RuleRuntime, key: str, ts: float, args: Args, exc: BaseException, out: list[Firing]
     ) -> None:
         msg = f"{type(exc).__name__}: {exc}"[:500]
         if rr.error != msg:  # report a new error once, not on every reading
+            if not rr.error:
+                self._route.clear()  # the rule leaves the hot path until it recovers
             rr.error, rr.error_ts = msg, ts
             out.append(Firing(rr, key, "error", ts, args, error=msg))
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.model import Reading
 from rules.engine import Engine
 from rules.expr import ARGS, ExprError, check_template, compile_expr, render_template
 from rules.model import RuleErrors, parse_rule
@@ -111,7 +112,7 @@ def test_rule_format_errors_name_the_field() -> None:
 
 def test_allowed_expressions_evaluate_like_python() -> None:
     e = Engine()
-    e.latest["m.p"] = (0.0, 7)
+    e.latest["m.p"] = Reading(0.0, "m.p", 7)
     cases = {
         "value > 80 and prev < 80 and device.startswith('bin')": True,
         "name in ('fill', 'level') and not value < 0": True,

@@ -1,0 +1,207 @@
+"""Rules benchmark: evaluations per second with 1,000 rules over many points, and reading -> action
+latency, each beside a floor measured in the same run.
+
+    python -m bench.rules [--quick]
+
+Throughput: 1,000 rules (4 per point over 250 points, the FIELD-NOTES expression shape
+`value > T and prev < T and device.startswith('bin')`) fed batches of readings through
+`Engine.process`, against the floor of plain compiled lambdas looked up per point and called with
+the same arguments (no state, no timers, no windows). Latency: a real Runtime with those 1,000
+rules plus a barrier rule; from `hub.ingest` of the loop reading to the barrier write reaching the
+device's writer, against the floor of a bare hub subscriber that issues the same write.
+The last line is JSON with `"ratio"` = floor evaluations/s / engine evaluations/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.model import CommandResult, CommandStatus, PointInfo, PointType, Reading
+from rules.engine import Engine
+from rules.model import parse_rule
+
+POINTS = 250
+RULES_PER_POINT = 4
+EXPR = "value > {t} and prev < {t} and device.startswith('bin')"
+
+
+def rule_docs() -> list[dict[str, Any]]:
+    docs = []
+    for i in range(POINTS):
+        for j in range(RULES_PER_POINT):
+            t = 60 + 10 * j
+            docs.append({"id": f"r{i}-{j}", "when": f"bin-{i}.fill", "if": EXPR.format(t=t)})
+    return docs
+
+
+def readings(n: int, seed: int = 1) -> list[Reading]:
+    """Each point a random walk in 0-100 (fill levels move slowly), so thresholds are crossed now
+    and then, as on a real site, not on every other reading."""
+    rng = random.Random(seed)
+    level = [rng.uniform(0, 100) for _ in range(POINTS)]
+    out = []
+    for i in range(n):
+        k = rng.randrange(POINTS)
+        level[k] = min(100.0, max(0.0, level[k] + rng.uniform(-2, 2)))
+        out.append(Reading(1.7e9 + i * 0.01, f"bin-{k}.fill", level[k]))
+    return out
+
+
+def engine_rate(recs: list[Reading], batch: int = 500) -> tuple[float, int]:
+    e = Engine()
+    for d in rule_docs():
+        e.add(parse_rule(d))
+    e.process(recs[:batch])  # build routes, as a running engine has
+    e.evaluations = 0
+    firings = 0
+    start = time.perf_counter()
+    for i in range(0, len(recs), batch):
+        firings += len(e.process(recs[i : i + batch]))
+    elapsed = time.perf_counter() - start
+    return e.evaluations / elapsed, firings
+
+
+def floor_rate(recs: list[Reading], batch: int = 500) -> tuple[float, int]:
+    by_point: dict[str, list[Any]] = {}
+    for d in rule_docs():
+        t = int(d["if"].split()[2])
+        fn = eval(compile(f"lambda value, prev, device: {EXPR.format(t=t)}", "<floor>", "eval"))
+        by_point.setdefault(d["when"], []).append(fn)
+    prev: dict[str, Any] = {}
+    n = 0
+    start = time.perf_counter()
+    for i in range(0, len(recs), batch):
+        for r in recs[i : i + batch]:
+            point, v = r.point, r.value
+            p = prev.get(point, v)
+            prev[point] = v
+            device = point.partition(".")[0]
+            for fn in by_point.get(point, ()):
+                fn(v, p, device)
+                n += 1
+    elapsed = time.perf_counter() - start
+    return n / elapsed, n
+
+
+async def latency(samples: int, with_rules: bool) -> list[float]:
+    """ms from hub.ingest(loop reading) to the barrier write reaching the device writer."""
+    from edge.config import load_site_text
+    from edge.runtime import Runtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        site = load_site_text(
+            f"site: {{id: bench, name: bench}}\nstorage: {{path: {Path(tmp) / 'edge.db'}}}\n"
+            f"rules: {{max_actions_per_minute: 100000}}\n"
+        )
+        rt = Runtime(site, with_web=False)
+        await rt.start()
+        try:
+            hub = rt.hub
+            hub.register_points([PointInfo("gate.barrier", "gate", "barrier", PointType.BOOL, writable=True)])
+            arrived: asyncio.Future[float] | None = None
+
+            async def writer(point: str, value: Any) -> CommandResult:
+                if arrived is not None and not arrived.done():
+                    arrived.set_result(time.perf_counter())
+                return CommandResult(f"gate.{point}", value, CommandStatus.OK)
+
+            hub.register_writer("gate", writer)
+            if with_rules:
+                comp = rt.components["rules"]
+                for d in rule_docs():
+                    comp.engine.add(parse_rule(d))
+                for j in range(9):  # other rules listening to the same loop point
+                    comp.engine.add(
+                        parse_rule({"id": f"loop-{j}", "when": "gate.loop", "if": f"value and {j} > 100"})
+                    )
+                comp.engine.add(
+                    parse_rule(
+                        {
+                            "id": "open",
+                            "when": "gate.loop",
+                            "if": "value == True",
+                            "then": [{"write": {"point": "gate.barrier", "value": True}}],
+                        }
+                    )
+                )
+            else:
+
+                def bare(recs: list[Any]) -> None:
+                    for r in recs:
+                        if type(r) is Reading and r.point == "gate.loop" and r.value:
+                            asyncio.get_running_loop().create_task(
+                                hub.write("gate.barrier", True, source="bare")
+                            )
+
+                hub.subscribe(bare)
+            out = []
+            loop = asyncio.get_running_loop()
+            noise = readings(200, seed=2)
+            for i in range(samples):
+                hub.ingest(noise[(i * 20) % 200 : (i * 20) % 200 + 20])  # background traffic
+                arrived = loop.create_future()
+                start = time.perf_counter()
+                hub.ingest([Reading(time.time(), "gate.loop", True)])
+                end = await asyncio.wait_for(arrived, 5)
+                out.append((end - start) * 1000)
+                hub.ingest([Reading(time.time(), "gate.loop", False)])
+                await asyncio.sleep(0)
+            return out
+        finally:
+            await rt.stop()
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller run (well under a minute)")
+    args = ap.parse_args()
+    n = 50_000 if args.quick else 300_000
+    samples = 300 if args.quick else 2000
+    recs = readings(n)
+    runs = 3
+    eng_runs = [engine_rate(recs) for _ in range(runs)]
+    eng, firings = max(r[0] for r in eng_runs), eng_runs[0][1]
+    flo = max(floor_rate(recs)[0] for _ in range(runs))
+    print(f"rules: {POINTS * RULES_PER_POINT} over {POINTS} points, {n} readings")
+    print(f"engine:          {eng:,.0f} evaluations/s ({1e6 / eng:.2f} µs each), {firings} fired/cleared")
+    print(f"floor (lambdas): {flo:,.0f} evaluations/s ({1e6 / flo:.2f} µs each)")
+    print(f"ratio floor/engine: {flo / eng:.2f} (target <= 3)")
+    lat = asyncio.run(latency(samples, True))
+    lat_floor = asyncio.run(latency(samples, False))
+    p50, p99 = statistics.median(lat), pct(lat, 0.99)
+    f50, f99 = statistics.median(lat_floor), pct(lat_floor, 0.99)
+    print(f"reading -> write, 1,000+ rules: p50 {p50:.3f} ms, p99 {p99:.3f} ms (target p99 < 5 ms)")
+    print(f"floor (bare subscriber):        p50 {f50:.3f} ms, p99 {f99:.3f} ms")
+    print(
+        json.dumps(
+            {
+                "rules": POINTS * RULES_PER_POINT,
+                "readings": n,
+                "firings": firings,
+                "evals_per_s": round(eng),
+                "floor_evals_per_s": round(flo),
+                "latency_p50_ms": round(p50, 4),
+                "latency_p99_ms": round(p99, 4),
+                "floor_latency_p50_ms": round(f50, 4),
+                "floor_latency_p99_ms": round(f99, 4),
+                "ratio": round(flo / eng, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
