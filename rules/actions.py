@@ -138,7 +138,7 @@ class ActionRunner:
 
     def _value(self, firing: Firing, where: str, spec: WriteAction) -> Any:
         if spec.expr is not None:
-            return firing.rule.values[where](*firing.args)
+            return firing.rule.values[where](firing.args)
         return spec.value
 
     async def _execute(self, firing: Firing, where: str, action: Action, cleared: bool) -> None:

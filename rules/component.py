@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 log = logging.getLogger("rules")
+PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill -9 window)
 
 
 class RulesComponent:
@@ -42,6 +43,7 @@ class RulesComponent:
         self._unsubscribe: Any = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.firings = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -70,6 +72,9 @@ class RulesComponent:
             self._unsubscribe()
         if self._timer is not None:
             self._timer.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_states()
         await self.actions.close()
         if self.writer is not None:
             self.writer.close()
@@ -101,24 +106,25 @@ class RulesComponent:
                 self.actions.dispatch(f)
             except Exception:
                 log.exception("dispatching rule %s failed", f.rule.id)
-        eng = self.engine
-        if eng.dirty and self.writer is not None:
-            rows: list[tuple[str, str, KeyState | None]] = []
-            for rid, key in eng.dirty:
-                rr = eng.rules.get(rid)
-                st = rr.states.get(key) if rr else None
-                rows.append(
-                    (
-                        rid,
-                        key,
-                        KeyState(st.phase, st.since, st.last_fired, st.last_notified, st.args)
-                        if st
-                        else None,
-                    )
-                )
-            eng.dirty.clear()
-            self.writer.submit(rows)
+        if self.engine.dirty and self._flush_handle is None:
+            # coalesce: a burst of state changes becomes one transaction in the writer thread,
+            # which keeps that thread (and its GIL appetite) off the reading -> action path
+            self._flush_handle = asyncio.get_running_loop().call_later(PERSIST_DELAY, self._flush_states)
         self._arm()
+
+    def _flush_states(self) -> None:
+        self._flush_handle = None
+        eng = self.engine
+        if not eng.dirty or self.writer is None:
+            return
+        rows: list[tuple[str, str, KeyState | None]] = []
+        for rid, key in eng.dirty:
+            rr = eng.rules.get(rid)
+            st = rr.states.get(key) if rr else None
+            snapshot = KeyState(st.phase, st.since, st.last_fired, st.last_notified, st.args) if st else None
+            rows.append((rid, key, snapshot))
+        eng.dirty.clear()
+        self.writer.submit(rows)
 
     def _arm(self) -> None:
         deadline = self.engine.next_deadline()

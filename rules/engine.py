@@ -325,7 +325,7 @@ class Engine:
         args = (hit[2] if hit else None, None, point, device, name, deadline, "good", "no_data", "", "", None)
         if rr.cond is not None:
             try:
-                if not rr.cond(*args):
+                if not rr.cond(args):
                     return
             except Exception as exc:
                 self._error(rr, point, deadline, args, exc, out)
@@ -363,13 +363,14 @@ class Engine:
             fast, slow = route[0], route[1]
             if not (fast or slow):
                 continue
-            args = (v, prev, point, *route[3], ts, "good", None, None, None, None)
+            device, name = route[3]
+            args = (v, prev, point, device, name, ts, "good", None, None, None, None)
             n += len(fast) + len(slow)
             # a key in state ok whose condition is false costs one call and nothing more
             for cond, states, rr in fast:
                 if point not in states:
                     try:
-                        if not cond(*args):
+                        if not cond(args):
                             continue
                     except Exception:
                         pass  # _evaluate runs it again and reports the error
@@ -429,14 +430,14 @@ class Engine:
         phase = st.phase if st is not None else "ok"
         try:
             if phase == "active" and rr.clear is not None:
-                if rr.clear(*args):
+                if rr.clear(args):
                     self._clear(rr, key, st, ts, args, out)  # type: ignore[arg-type]
                 else:
                     st.args = args  # type: ignore[union-attr]
                 if rr.error:
                     self._recovered(rr)
                 return
-            hit = rr.cond(*args) if rr.cond is not None else True
+            hit = rr.cond(args) if rr.cond is not None else True
         except Exception as exc:
             self._error(rr, key, ts, args, exc, out)
             return

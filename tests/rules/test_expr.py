@@ -132,7 +132,7 @@ def test_allowed_expressions_evaluate_like_python() -> None:
     )
     for src, expected in cases.items():
         fn = compile_expr(src).bind(e.env)
-        assert fn(*args.values()) == expected, src
+        assert fn(tuple(args.values())) == expected, src
 
 
 def test_compiled_function_has_no_builtins() -> None:
@@ -191,7 +191,7 @@ def test_random_expressions_compile_to_something_safe_or_are_rejected(src: str, 
     # and it never reaches anything outside the allow-list
     args = (values[0], values[1], "d.p", "d", "p", 0.0, "good", None, None, None, {})
     try:
-        result = fn(*args)
+        result = fn(args)
     except (ArithmeticError, TypeError, ValueError, KeyError, IndexError, AttributeError):
         return
     assert not callable(result) or result in (None,)  # no function objects leak out
