@@ -19,84 +19,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import operator
 import os
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from edge.model import QUALITY_NAMES, Event, Reading, Record
+from edge.model import Event, Record
 from edge.store import retention
+from edge.store.rows import (
+    AUTO_READING_SQL,
+    BOOL_FLAG,
+    EVENT_SQL,
+    READING_SQL,
+    SELECT_COLS,
+    JournalClosed,
+    JournalReader,
+    build_rows,
+    connect,
+    insert_records,
+    is_disk_full,
+    row_to_record,
+)
 from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
 
 log = logging.getLogger("edge.store")
 
-BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
-SQLITE_FULL = 13
+__all__ = [  # re-exported: other modules import these from here
+    "AUTO_READING_SQL",
+    "BOOL_FLAG",
+    "EVENT_SQL",
+    "MIGRATIONS",
+    "READING_SQL",
+    "SCHEMA_VERSION",
+    "SELECT_COLS",
+    "Journal",
+    "JournalClosed",
+    "build_rows",
+    "connect",
+    "row_to_record",
+]
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Journal", "JournalClosed", "row_to_record"]
-
-READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
-EVENT_SQL = "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (?,?,?,?,?,?)"
-AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?,?)"
-_VALUE = operator.itemgetter(2)
-SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
 COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
 LAST_SEQ_SQL = (
     "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 )
 
 
-class JournalClosed(RuntimeError):
-    pass
-
-
-def row_to_record(row: Sequence[Any]) -> dict[str, Any]:
-    """A journal row in the shape shared by `edge buffer tail --json` and the pull API."""
-    seq, ts, point, value, quality, kind, severity, payload = row
-    if kind is None:
-        if quality & BOOL_FLAG:
-            value = bool(value)
-            quality &= 3
-        return {
-            "seq": seq,
-            "ts": ts,
-            "type": "reading",
-            "point": point,
-            "value": value,
-            "quality": QUALITY_NAMES[quality],
-        }
-    return {
-        "seq": seq,
-        "ts": ts,
-        "type": "event",
-        "kind": kind,
-        "source": point,
-        "severity": severity,
-        "payload": orjson.loads(payload) if payload else {},
-    }
-
-
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def is_disk_full(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
-
-
-class Journal:
+class Journal(JournalReader):
     """See the module docstring. Construct, `open()`, then `append()` from the event loop."""
 
     def __init__(
@@ -369,52 +342,6 @@ class Journal:
                 del self._bursts[reason]
                 self._ready_events.append(b.event(self.source, self.clock(), self.counters))
 
-    def _build_rows(
-        self, batch: list[Record], seq: int
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        # The hot loop: Readings are tuples already; only bools need their flag (SQLite has no bool).
-        readings: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        radd = readings.append
-        for rec in batch:
-            if type(rec) is Reading:
-                ts, point, v, q = rec
-                if v is True or v is False:
-                    q |= BOOL_FLAG
-                radd((seq, ts, point, v, q))
-            else:
-                assert isinstance(rec, Event)
-                payload = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-                events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload))
-            seq += 1
-        return readings, events
-
-    def _insert(self, w: sqlite3.Connection, records: list[Record], seq: int) -> None:
-        """Insert `records` as seq, seq+1, ... The common flush (readings only) binds the Reading
-        tuples themselves and lets SQLite number them (rowid = max + 1): no per-row Python work
-        beyond a C-level type scan. Anything else takes the explicit-seq path."""
-        if not records:
-            return
-        end = seq + len(records)
-        if set(map(type, records)) == {Reading}:
-            if bool in set(map(type, map(_VALUE, records))):
-                records = [
-                    r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in records
-                ]  # type: ignore[union-attr]
-            top = w.execute("SELECT max(seq) FROM journal").fetchone()[0]
-            if top != seq - 1:  # rows deleted up to the end (or a gap): pin the first seq explicitly
-                w.execute(READING_SQL, (seq, *records[0]))
-                records = records[1:]
-            w.executemany(AUTO_READING_SQL, records)
-            if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != end - 1:
-                raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
-            return
-        readings, events = self._build_rows(records, seq)
-        if readings:
-            w.executemany(READING_SQL, readings)
-        if events:
-            w.executemany(EVENT_SQL, events)
-
     def _commit(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> bool:
         """One group commit; True on success. On failure the records are kept (or refused by
         the full policy) and counted; committed rows are never touched by a failure."""
@@ -444,7 +371,7 @@ class Journal:
             records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
             seq = self.next_seq
             end = seq + len(records)
-            self._insert(w, records, seq)
+            insert_records(w, records, seq)
             if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
                 cap = retention.make_room(
                     w,
@@ -607,53 +534,6 @@ class Journal:
         if span <= 0:
             return None, None
         return (self.committed_rows - c0) / span, (self._expired_total - e0) / span
-
-    # ------------------------------------------------------------ reading
-    def query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        if self._read is None:
-            raise JournalClosed("journal is not open")
-        with self._read_lock:
-            return self._read.execute(sql, tuple(args)).fetchall()
-
-    def read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
-        """Raw rows with seq > after, in seq order (see `row_to_record`)."""
-        return self.query(
-            f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        )
-
-    def read(self, after: int, limit: int) -> list[dict[str, Any]]:
-        return [row_to_record(r) for r in self.read_rows(after, limit)]
-
-    def tail(self, n: int) -> list[dict[str, Any]]:
-        rows = self.query(f"SELECT {SELECT_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,))
-        return [row_to_record(r) for r in reversed(rows)]
-
-    def get_cursor(self, name: str) -> int | None:
-        rows = self.query("SELECT seq FROM cursors WHERE name=?", (name,))
-        return int(rows[0][0]) if rows else None
-
-    def cursors(self) -> dict[str, tuple[str, int, float]]:
-        return {
-            r[0]: (r[1], int(r[2]), float(r[3]))
-            for r in self.query("SELECT name, kind, seq, updated FROM cursors")
-        }
-
-    async def wait_committed(self, after: int, timeout: float) -> int:
-        """Wait until a record with seq > after is committed, or the timeout; returns committed_seq."""
-        if self.committed_seq > after or timeout <= 0 or self._commit_event is None:
-            return self.committed_seq
-        deadline = time.monotonic() + timeout
-        while self.committed_seq <= after:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._commit_event.clear()
-            if self.committed_seq > after:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._commit_event.wait()
-        return self.committed_seq
 
 
 def _resolve(fut: asyncio.Future[int], value: int) -> None:

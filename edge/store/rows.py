@@ -1,0 +1,175 @@
+"""The journal's row format: how records become SQLite rows and back, and its connections.
+
+`row_to_record` gives the one record shape shared by `edge buffer tail --json` and the pull API.
+`JournalReader` is the read side every journal has (queries on its own connection, so readers
+never block the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from edge.model import QUALITY_NAMES, Event, Reading, Record
+
+BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
+SQLITE_FULL = 13
+
+READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
+EVENT_SQL = "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (?,?,?,?,?,?)"
+AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?,?)"
+_VALUE = operator.itemgetter(2)
+SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
+
+
+class JournalClosed(RuntimeError):
+    pass
+
+
+def row_to_record(row: Sequence[Any]) -> dict[str, Any]:
+    """A journal row in the shape shared by `edge buffer tail --json` and the pull API."""
+    seq, ts, point, value, quality, kind, severity, payload = row
+    if kind is None:
+        if quality & BOOL_FLAG:
+            value = bool(value)
+            quality &= 3
+        return {
+            "seq": seq,
+            "ts": ts,
+            "type": "reading",
+            "point": point,
+            "value": value,
+            "quality": QUALITY_NAMES[quality],
+        }
+    return {
+        "seq": seq,
+        "ts": ts,
+        "type": "event",
+        "kind": kind,
+        "source": point,
+        "severity": severity,
+        "payload": orjson.loads(payload) if payload else {},
+    }
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def is_disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
+
+
+def build_rows(batch: list[Record], seq: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Explicit-seq rows for a mixed batch: readings (bools flagged) and events (payload as JSON)."""
+    readings: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    radd = readings.append
+    for rec in batch:
+        if type(rec) is Reading:
+            ts, point, v, q = rec
+            if v is True or v is False:
+                q |= BOOL_FLAG
+            radd((seq, ts, point, v, q))
+        else:
+            assert isinstance(rec, Event)
+            payload = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload))
+        seq += 1
+    return readings, events
+
+
+def insert_records(w: sqlite3.Connection, records: list[Record], seq: int) -> None:
+    """Insert `records` as seq, seq+1, ... inside the caller's transaction.
+
+    The common flush (readings only) binds the Reading tuples themselves and lets SQLite number
+    them (rowid = max + 1): no per-row Python work beyond C-level type scans. The numbering is
+    checked before the transaction can commit. Anything else takes the explicit-seq path."""
+    if not records:
+        return
+    end = seq + len(records)
+    if set(map(type, records)) == {Reading}:
+        rows: list[Any] = records
+        if bool in set(map(type, map(_VALUE, rows))):
+            rows = [r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in rows]
+        top = w.execute("SELECT max(seq) FROM journal").fetchone()[0]
+        if top != seq - 1:  # rows deleted up to the end (or a gap): pin the first seq explicitly
+            w.execute(READING_SQL, (seq, *rows[0]))
+            rows = rows[1:]
+        w.executemany(AUTO_READING_SQL, rows)
+        if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != end - 1:
+            raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
+        return
+    readings, events = build_rows(records, seq)
+    if readings:
+        w.executemany(READING_SQL, readings)
+    if events:
+        w.executemany(EVENT_SQL, events)
+
+
+class JournalReader:
+    """The read side of a journal. Needs `_read`, `_read_lock`, `committed_seq`, `_commit_event`."""
+
+    _read: sqlite3.Connection | None
+    _read_lock: threading.Lock
+    _commit_event: asyncio.Event | None
+    committed_seq: int
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        if self._read is None:
+            raise JournalClosed("journal is not open")
+        with self._read_lock:
+            return self._read.execute(sql, tuple(args)).fetchall()
+
+    def read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
+        """Raw rows with seq > after, in seq order (see `row_to_record`)."""
+        return self.query(
+            f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
+
+    def read(self, after: int, limit: int) -> list[dict[str, Any]]:
+        return [row_to_record(r) for r in self.read_rows(after, limit)]
+
+    def tail(self, n: int) -> list[dict[str, Any]]:
+        rows = self.query(f"SELECT {SELECT_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,))
+        return [row_to_record(r) for r in reversed(rows)]
+
+    def get_cursor(self, name: str) -> int | None:
+        rows = self.query("SELECT seq FROM cursors WHERE name=?", (name,))
+        return int(rows[0][0]) if rows else None
+
+    def cursors(self) -> dict[str, tuple[str, int, float]]:
+        return {
+            r[0]: (r[1], int(r[2]), float(r[3]))
+            for r in self.query("SELECT name, kind, seq, updated FROM cursors")
+        }
+
+    async def wait_committed(self, after: int, timeout: float) -> int:
+        """Wait until a record with seq > after is committed, or the timeout; returns committed_seq."""
+        if self.committed_seq > after or timeout <= 0 or self._commit_event is None:
+            return self.committed_seq
+        deadline = time.monotonic() + timeout
+        while self.committed_seq <= after:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._commit_event.clear()
+            if self.committed_seq > after:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._commit_event.wait()
+        return self.committed_seq
