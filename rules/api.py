@@ -5,7 +5,7 @@ Every change goes through `RulesComponent`, which validates first and records th
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
@@ -27,7 +27,7 @@ def _component(request: web.Request) -> RulesComponent:
     comp = get_runtime(request).components.get("rules")
     if comp is None:
         raise Problem(503, "Rules engine not running", "the site has `rules: {enabled: false}`")
-    return comp  # type: ignore[no-any-return]
+    return cast("RulesComponent", comp)
 
 
 def _invalid(exc: RuleErrors) -> Problem:
@@ -47,7 +47,7 @@ async def list_rules(request: web.Request) -> web.Response:
     require(request, "read")
     comp = _component(request)
     assert comp.store is not None
-    return json_response({"rules": [comp.describe(s) for s in comp.store.list()]})
+    return json_response({"rules": [comp.describe(s) for s in comp.store.list_rules()]})
 
 
 async def get_rule(request: web.Request) -> web.Response:
@@ -100,6 +100,7 @@ def _toggle(enabled: bool) -> Any:
         comp = _component(request)
         _found(comp, request.match_info["id"])
         stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
+        assert stored is not None
         return json_response(comp.describe(stored))
 
     return handler

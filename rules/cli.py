@@ -192,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    text = dump_pack([s.doc for s in store.list()])
+    text = dump_pack([s.doc for s in store.list_rules()])
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)

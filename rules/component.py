@@ -56,7 +56,7 @@ class RulesComponent:
             self.store.set_meta("packs_imported", "1")
         now = self.runtime.clock()
         self.engine.now = now
-        for stored in self.store.list():
+        for stored in self.store.list_rules():
             self._load(stored)
         for rule_id, states in self.store.load_states().items():
             for key, st in states.items():
@@ -220,11 +220,11 @@ class RulesComponent:
 
     def export_pack(self) -> str:
         assert self.store is not None
-        return dump_pack([s.doc for s in self.store.list()])
+        return dump_pack([s.doc for s in self.store.list_rules()])
 
 
 def create(runtime: Runtime) -> RulesComponent | None:
-    config = runtime.site.sections.get("rules") or RulesConfig()
+    config = runtime.site.sections.get("rules") or RulesConfig.model_validate({})
     assert isinstance(config, RulesConfig)
     if not config.enabled:
         return None

@@ -463,7 +463,7 @@ def _shift_lines(tree: ast.AST) -> None:
             node.lineno = max(1, node.lineno - 1)
             end = getattr(node, "end_lineno", None)
             if end is not None:
-                node.end_lineno = max(1, end - 1)
+                setattr(node, "end_lineno", max(1, end - 1))  # noqa: B010 - not every AST type declares it
 
 
 def compile_expr(source: Any, *, rule: str = "", field: str = "if") -> Compiled:

@@ -70,7 +70,7 @@ class RuleStore:
     def _row(self, r: Any) -> StoredRule:
         return StoredRule(r[0], json.loads(r[1]), bool(r[2]), r[3], r[4], r[5])
 
-    def list(self) -> list[StoredRule]:
+    def list_rules(self) -> list[StoredRule]:
         with self.state.lock:
             rows = self.state.conn.execute(
                 "SELECT id, doc, enabled, version, updated, updated_by FROM rules ORDER BY id"
