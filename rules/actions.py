@@ -78,7 +78,7 @@ class ActionRunner:
     def dispatch(self, firing: Firing) -> None:
         """Called from the engine's callback: decide synchronously, execute in a task."""
         if firing.kind == "error":
-            self.hub.publish_event(
+            self._publish_soon(
                 Event(
                     "rule_error",
                     firing.rule.id,
@@ -100,7 +100,7 @@ class ActionRunner:
             self.rate_limited[rid] = self.rate_limited.get(rid, 0) + 1
             if not limit.limited:
                 limit.limited = True
-                self.hub.publish_event(
+                self._publish_soon(
                     Event(
                         "rule_rate_limited",
                         rid,
@@ -117,6 +117,11 @@ class ActionRunner:
         task = asyncio.get_running_loop().create_task(self._run(firing, actions), name=f"rule:{rid}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _publish_soon(self, event: Event) -> None:
+        # dispatch runs inside the hub's fan-out: publishing there would nest an ingest and show
+        # other subscribers this event before the batch that caused it
+        asyncio.get_running_loop().call_soon(self.hub.publish_event, event)
 
     async def _run(self, firing: Firing, actions: list[tuple[str, Action, bool]]) -> None:
         for where, action, cleared in actions:

@@ -242,3 +242,13 @@ def test_edge_rules_import_then_export_round_trip(tmp_path: Path) -> None:
     exported = compile_pack(out.stdout)
     assert [r.rule.id for r in exported] == ["bin-full", "bin-not-emptied"]
     assert exported[0].rule.for_ == 60 and exported[0].rule.clear_if == "value < 60"
+
+
+def test_rules_section_of_the_site_file_is_validated_with_location(tmp_path: Path) -> None:
+    from edge.config import ConfigError, load_site
+
+    config = site_file(tmp_path, {"devices": [], "rules": {"packz": ["a.yaml"], "max_actions_per_minute": 0}})
+    with pytest.raises(ConfigError) as err:
+        load_site(config)
+    text = str(err.value)
+    assert "rules.packz" in text and "rules.max_actions_per_minute" in text
