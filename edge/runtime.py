@@ -75,6 +75,10 @@ class Runtime:
             durability=st.durability,
             flush_interval=st.flush_interval,
             flush_max_items=st.flush_max_items,
+            max_bytes=st.max_bytes,
+            when_full=st.when_full,
+            keep_history=st.keep_history,
+            source=site.site.id,
             clock=clock,
         )
         self.hub = Hub(self.journal.append)
