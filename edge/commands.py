@@ -241,9 +241,12 @@ def format_health(h: dict[str, Any]) -> str:
         lines.append(f"ingest rate     {h['ingest_rate']:.1f} records/s")
     if h.get("time_until_full_s") is not None:
         lines.append(f"time until full {format_duration(round(h['time_until_full_s']))}")
-    for key in ("dropped_oldest", "dropped_newest", "write_errors"):
-        if key in h:
+    for key in ("dropped_oldest", "dropped_newest", "dropped_overflow", "history_trimmed", "write_errors"):
+        if h.get(key):
             lines.append(f"{key.replace('_', ' '):<15} {h[key]:,}")
+    if h.get("failing") or h.get("disk_full") or h.get("disk_low"):
+        state = "disk full" if h.get("disk_full") else "disk space low" if h.get("disk_low") else "writes failing"
+        lines.append(f"WARNING         {state}: {h.get('last_error') or 'see the log'}")
     cursors = h.get("cursors") or {}
     if cursors:
         lines.append("cursors:")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def setup(app: web.Application, runtime: Runtime) -> None:
     async def healthz(request: web.Request) -> web.Response:
-        ok = runtime.ready.is_set() and not runtime.stopping.is_set() and runtime.journal.write_errors == 0
+        ok = runtime.ready.is_set() and not runtime.stopping.is_set() and not runtime.journal.failing
         body = {
             "status": "ok" if ok else "degraded",
             "site": runtime.site.site.id,
