@@ -39,6 +39,7 @@ Route = tuple[
     tuple[str, str],
     list[Window],
     list[tuple["RuleRuntime", float]],
+    int,
 ]
 
 
@@ -255,7 +256,15 @@ class Engine:
                 nodata.extend((rr, secs) for rx, secs in rr.no_data if rx.match(point))
             wins = [w for (p, _), w in self.windows.items() if p == point]
             device, _, name = point.partition(".")
-            route = (tuple(fast), tuple(slow), bool(wins or nodata), (device, name), wins, nodata)
+            route = (
+                tuple(fast),
+                tuple(slow),
+                bool(wins or nodata),
+                (device, name),
+                wins,
+                nodata,
+                len(fast) + len(slow),
+            )
             self._route[point] = route
         return route
 
@@ -339,33 +348,33 @@ class Engine:
         routes = self._route
         latest = self.latest
         evaluate = self._evaluate
+        now = self.now
         n = 0
         for rec in records:
-            ts = rec.ts
+            ts = rec[0] if type(rec) is Reading else rec.ts
+            if ts > now:
+                now = self.now = ts
             if timers and timers[0][0] <= ts:
                 self.advance(ts, out)
-            if ts > self.now:
-                self.now = ts
             if type(rec) is not Reading:
                 if isinstance(rec, Event):
                     self._event(rec, out)
                 continue
-            if rec.quality:
+            _, point, v, quality = rec
+            if quality:
                 continue  # bad/stale samples feed no window and no rule (see docs)
-            point = rec.point
-            v = rec.value
             old = latest.get(point)
-            prev = old.value if old is not None else v
+            prev = old[2] if old is not None else v
             latest[point] = rec
             route = routes.get(point) or self._routing(point)
             if route[2]:
                 self._side_effects(rec, route, out)
-            fast, slow = route[0], route[1]
-            if not (fast or slow):
+            fast = route[0]
+            if not fast and not route[1]:
                 continue
             device, name = route[3]
             args = (v, prev, point, device, name, ts, "good", None, None, None, None)
-            n += len(fast) + len(slow)
+            n += route[6]
             # a key in state ok whose condition is false costs one call and nothing more
             for cond, states, rr in fast:
                 if point not in states:
@@ -375,7 +384,7 @@ class Engine:
                     except Exception:
                         pass  # _evaluate runs it again and reports the error
                 evaluate(rr, point, args, ts, out)
-            for rr in slow:
+            for rr in route[1]:
                 evaluate(rr, point, args, ts, out)
         self.evaluations += n
         return out
