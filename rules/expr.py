@@ -18,7 +18,6 @@ import ast
 import math
 import operator
 import re
-import string
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,27 +64,8 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
 }
 #: methods callable on values (str, dict payloads, lists); none of them builds large objects
 METHODS = frozenset(
-    {
-        "lower",
-        "upper",
-        "strip",
-        "lstrip",
-        "rstrip",
-        "startswith",
-        "endswith",
-        "isdigit",
-        "isalpha",
-        "isalnum",
-        "isspace",
-        "casefold",
-        "title",
-        "count",
-        "find",
-        "split",
-        "get",
-        "keys",
-        "values",
-    }
+    "lower upper strip lstrip rstrip startswith endswith isdigit isalpha isalnum isspace casefold "
+    "title count find split get keys values".split()
 )
 _TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -99,35 +79,11 @@ _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Pow: operator.pow,
 }
 _ALLOWED = (
-    ast.Expression,
-    ast.BoolOp,
-    ast.And,
-    ast.Or,
-    ast.BinOp,
-    ast.UnaryOp,
-    ast.Not,
-    ast.USub,
-    ast.UAdd,
-    ast.Compare,
-    ast.Eq,
-    ast.NotEq,
-    ast.Lt,
-    ast.LtE,
-    ast.Gt,
-    ast.GtE,
-    ast.In,
-    ast.NotIn,
-    ast.Is,
-    ast.IsNot,
-    ast.IfExp,
-    ast.Call,
-    ast.Name,
-    ast.Load,
-    ast.Constant,
-    ast.Attribute,
-    ast.Tuple,
-    ast.List,
-    ast.Subscript,
+    *(
+        getattr(ast, n)
+        for n in "Expression BoolOp And Or BinOp UnaryOp Not USub UAdd Compare Eq NotEq Lt LtE Gt "
+        "GtE In NotIn Is IsNot IfExp Call Name Load Constant Attribute Tuple List Subscript".split()
+    ),
     *_BINOPS,
 )
 _FORBIDDEN_WHY = {
@@ -550,77 +506,3 @@ def safe_builtins() -> dict[str, Any]:
         "_sum": sum,
         "_nan": math.nan,
     }
-
-
-# ---------------------------------------------------------------- message templates
-_SPEC_RE = re.compile(r"^[<>^=]?[+\- ]?#?0?\d{0,2}[,_]?(\.\d{1,2})?[bdeEfFgGnosxX%]?$")
-TEMPLATE_FIELDS = frozenset(
-    {
-        "value",
-        "prev",
-        "point",
-        "device",
-        "name",
-        "ts",
-        "time",
-        "rule",
-        "rule_name",
-        "quality",
-        "kind",
-        "source",
-        "severity",
-        "payload",
-        "state",
-    }
-)
-
-
-def check_template(template: str, *, rule: str = "", field: str = "message") -> None:
-    """Refuse templates that could reach attributes or build huge strings (`{value.__class__}`)."""
-    if len(template) > MAX_SEQUENCE:
-        raise ExprError(
-            f"the template is too long; at most {MAX_SEQUENCE} characters", rule=rule, field=field
-        )
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ExprError(f"bad template: {exc}", rule=rule, field=field) from None
-    col = 1
-    for literal, fname, spec, conv in parts:
-        col += len(literal)
-        if fname is None:
-            continue
-        base, _, key = fname.partition("[")
-        if base not in TEMPLATE_FIELDS or "." in fname or (key and not re.fullmatch(r"[A-Za-z0-9_]+\]", key)):
-            raise ExprError(
-                f"unknown template field {{{fname}}}; fields: {', '.join(sorted(TEMPLATE_FIELDS))} "
-                "(and payload[key])",
-                rule=rule,
-                field=field,
-                column=col,
-            )
-        if spec and ("{" in spec or not _SPEC_RE.match(spec)):
-            raise ExprError(
-                f"format spec {spec!r} is not accepted (e.g. .1f, >8, d)", rule=rule, field=field, column=col
-            )
-        if conv not in (None, "r", "s"):
-            raise ExprError(f"conversion !{conv} is not accepted", rule=rule, field=field, column=col)
-        col += len(fname) + 2 + (len(spec) + 1 if spec else 0)
-
-
-def render_template(template: str, fields: dict[str, Any]) -> str:
-    """Fill a checked template; a field whose format does not fit its value is printed plainly."""
-    try:
-        return template.format_map(fields)
-    except (ValueError, TypeError, KeyError, IndexError):
-        plain = {k: ("" if v is None else v) for k, v in fields.items()}
-        out = []
-        for literal, fname, _spec, _conv in string.Formatter().parse(template):
-            out.append(literal)
-            if fname is not None:
-                base, _, key = fname.partition("[")
-                v = plain.get(base, "")
-                if key and isinstance(v, dict):
-                    v = v.get(key.rstrip("]"), "")
-                out.append(str(v))
-        return "".join(out)

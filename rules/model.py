@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.units import Duration
 from edge.yamlpos import Positions, YamlError
 from edge.yamlpos import load as load_yaml
-from rules.expr import Compiled, ExprError, check_template, compile_expr
+from rules.expr import Compiled, ExprError, compile_expr
+from rules.templates import check_template
 
 RULE_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 PATTERN_RE = re.compile(r"^[a-z0-9_*?\[\]-]+\.[a-z0-9_*?\[\]-]+$")
