@@ -153,7 +153,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
 
     async def events(request: web.Request) -> web.Response:
         require(request, "read")
-        where, args = ["kind IS NOT NULL"], []
+        where: list[str] = ["kind IS NOT NULL"]
+        args: list[Any] = []
         for key, col in (("kind", "kind"), ("severity", "severity"), ("source", "point")):
             if request.query.get(key):
                 where.append(f"{col} = ?")

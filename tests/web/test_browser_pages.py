@@ -161,6 +161,9 @@ async def test_rule_versions_diff_restore_and_disable(tmp_path: Path, browser: A
         assert "value > 90" in await page.input_value("#rule-text")
         # diff version 1 against the editor: the changed condition shows as - and +
         await page.locator("ul.versions li", has_text="v1").locator("button").first.click()
+        await page.wait_for_function(
+            "() => document.getElementById('version-diff').textContent.includes('+ ')", timeout=T
+        )
         diff = await page.inner_text("#version-diff")
         assert "- if: value > 85" in diff and "+ if: value > 90" in diff
         await page.locator("ul.versions li", has_text="v1").locator("button").nth(1).click()

@@ -247,3 +247,24 @@ async def test_pages_carry_a_strict_content_security_policy(site: Any, admin: Cl
     csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_password_change_needs_the_old_one_and_ends_other_sessions(site: Any, admin: Client) -> None:
+    other = Client(admin.base)
+    try:
+        await other.login("admin")
+        resp = await admin.request(
+            "POST", "/api/v1/auth/password", json={"old": "not it at all", "new": "a new long password"}
+        )
+        assert resp.status == 401
+        body = await admin.json(
+            "POST", "/api/v1/auth/password", {"old": PASSWORD, "new": "a new long password"}
+        )
+        admin.csrf = body["csrf"]
+        assert (
+            await admin.request("GET", "/api/v1/status")
+        ).status == 200  # this browser keeps a fresh session
+        assert (await other.request("GET", "/api/v1/status")).status == 401  # the other one is logged out
+        await other.login("admin", "a new long password")
+    finally:
+        await other.close()

@@ -1,7 +1,7 @@
 // The application shell: session state, navigation (server paths, history.pushState), language
 // switch, logout, and the page modules. Each page module exports `render(view, params)` and may
 // return a cleanup function (to close its live stream or timers).
-import { api, applyI18n, can, h, loadLang, pickLang, setLang, state, t } from './core.js';
+import { api, applyI18n, can, dialog, h, loadLang, pickLang, setLang, state, t } from './core.js';
 
 const ROUTES = [
   [/^\/$/, () => import('./pages/overview.js'), 'nav.overview'],
@@ -47,6 +47,17 @@ export async function navigate(path, push = true) {
   view.replaceChildren(h('h1', {}, t('common.notFound')));
 }
 
+async function changePassword() {
+  const v = await dialog(t('password.title'), h('div', {},
+    h('label', {}, t('password.old'), h('input', { name: 'old', type: 'password', required: true, autocomplete: 'current-password' })),
+    h('label', {}, t('password.new'), h('input', { name: 'new', type: 'password', required: true, minlength: 10, autocomplete: 'new-password' }))),
+  t('password.submit'));
+  if (!v) return;
+  const res = await api('POST', '/api/v1/auth/password', v, { allowError: true });
+  if (res.ok) state.csrf = res.data.csrf;
+  alert(res.ok ? t('password.done') : `${res.data.title}: ${res.data.detail || ''}`);
+}
+
 async function main() {
   await loadLang(pickLang());
   const st = await api('GET', '/api/v1/auth/state', undefined, { noRedirect: true });
@@ -57,7 +68,13 @@ async function main() {
   applyI18n(document);
   document.getElementById('site-name').textContent = st.site.name || st.site.id;
   document.getElementById('tz').textContent = st.site.timezone;
-  document.getElementById('user').textContent = `${st.user.name} (${t('role.' + st.user.role)})`;
+  const who = document.getElementById('user');
+  who.textContent = `${st.user.name} (${t('role.' + st.user.role)})`;
+  if (st.user.kind === 'user') {
+    who.classList.add('clickable');
+    who.title = t('password.title');
+    who.addEventListener('click', changePassword);
+  }
   for (const a of document.querySelectorAll('#nav a[data-scope]')) {
     if (!can(a.dataset.scope)) a.remove();
   }

@@ -148,7 +148,7 @@ function probeTable(data) {
       data.bits.map((b, i) => h('tr', {}, h('td', {}, String(data.address + i)), h('td', {}, b ? '1' : '0'))), { class: 'probe-table' });
   }
   const regs = data.registers || [];
-  const raw = table([t('modbus.address'), 'hex', t('device.value')],
+  const raw = table([t('modbus.address'), t('modbus.hex'), t('device.value')],
     regs.map((r, i) => h('tr', {}, h('td', {}, String(data.address + i)), h('td', {}, h('code', {}, '0x' + r.toString(16).toUpperCase().padStart(4, '0'))), h('td', {}, String(r)))));
   const rows = data.decoded || [];
   const orders = rows.length ? Object.keys(rows[0].orders) : [];

@@ -19,9 +19,10 @@ export async function render(view) {
   let timer = null;
 
   async function refresh() {
-    const [st, alerts] = await Promise.all([
+    const [st, alerts, sync] = await Promise.all([
       api('GET', '/api/v1/status'),
       api('GET', '/api/v1/alerts/active').catch(() => ({ alerts: [] })),
+      api('GET', '/api/v1/sync', undefined, { allowError: true }).then((r) => (r.ok ? r.data : null)),
     ]);
     const now = Date.now() / 1000;
     let rate = null;
@@ -61,14 +62,27 @@ export async function render(view) {
       comps.length
         ? h('dl', { class: 'kv' }, comps.map(([name, s]) => [h('dt', {}, name), h('dd', {}, summary(s))]))
         : h('p', { class: 'hint' }, t('overview.noComponents')),
-      h('a', { href: '/sync' }, t('overview.toSync')));
+      null);
     const hubCard = card(t('overview.ingest'),
       h('div', { class: 'stats' },
         stat('ingest-rate', rate === null ? '—' : rate.toFixed(1), t('overview.perSecond')),
         stat('hub-points', st.hub.points, t('overview.points')),
         stat('hub-received', st.hub.received, t('overview.received'))),
       h('p', { class: 'hint' }, t('overview.uptime', { age: fmtAge(st.uptime_s) })));
-    body.replaceChildren(deviceCard, alertCard, bufferCard, hubCard, syncCard);
+    const cards = [deviceCard, alertCard, bufferCard, hubCard];
+    if (sync && (sync.sinks.length || sync.consumers.length)) {
+      cards.push(card(t('overview.sync'), h('table', {}, h('tbody', {},
+        sync.sinks.map((s) => h('tr', { 'data-sync': s.id }, h('td', {}, s.id),
+          h('td', {}, s.last_error ? h('span', { class: 'err-text' }, t('overview.syncError')) : t('overview.syncOk')),
+          h('td', {}, t('overview.lastSuccess', { age: s.last_success ? fmtAge(now - s.last_success) : '—' })),
+          h('td', {}, t('overview.backlogRows', { n: s.backlog_rows })))),
+        sync.consumers.map((c) => h('tr', { 'data-sync': c.id }, h('td', {}, c.id), h('td', {}, t('cursor.consumer')),
+          h('td', {}, t('overview.lastAck', { age: c.last_ack ? fmtAge(now - c.last_ack) : '—' })),
+          h('td', {}, t('overview.backlogRows', { n: c.backlog_rows })))))),
+      h('a', { href: '/sync' }, t('overview.toSync'))));
+    }
+    cards.push(syncCard);
+    body.replaceChildren(...cards);
     body.dataset.loaded = '1';
   }
 
