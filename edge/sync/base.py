@@ -24,6 +24,7 @@ import random
 import ssl
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -47,6 +48,7 @@ log = logging.getLogger("edge.sync")
 #: tell a replay after a restart from a retry).
 INSTANCE = uuid.uuid4().hex[:12]
 USER_AGENT = "community-edge-sync/1"
+PREFETCH = 2  # batches built ahead while one is sent (each with its own read connection)
 
 DEAD_LETTER_MIGRATIONS = [
     """
@@ -168,9 +170,18 @@ def parse_retry_after(value: str | None) -> float | None:
 
 @dataclass
 class Prepared:
-    rows: list[Row]  # the rows to send (after filters)
+    rows: list[Row]  # the rows to send (after filters); empty: all withheld, just move past
     first: int  # seq range covered (filtered rows inside it are withheld on purpose)
     last: int
+    body: bytes | None = None  # the compressed request body, when built ahead
+
+
+async def _cancel_all(tasks: deque[asyncio.Task[Any]]) -> None:
+    while tasks:
+        task = tasks.popleft()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
 
 
 class LinkBoard:
@@ -204,7 +215,7 @@ class PushSink:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.token = resolve_secret(cfg.token_env, cfg.token_file, f"upstream {cfg.id} token")
         self.filter = RecordFilter(cfg.include, cfg.max_privacy, lambda: runtime.hub.points)
-        self.reader: JournalReader | None = None
+        self.readers: list[JournalReader] = []
         self.cursor = 0
         self.task: asyncio.Task[None] | None = None
         # status, in memory since this start (the last snapshot is persisted for `edge sync status`)
@@ -224,7 +235,12 @@ class PushSink:
         self._attempt_no = 0
         self._bw_next = 0.0
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set whenever the cursor moves
+        self._cursor_dirty = asyncio.Event()
+        self.durable_cursor = 0
+        self._persister: asyncio.Task[None] | None = None
         self._persisted_at = 0.0
+        self.started_at = 0.0
 
     # ------------------------------------------------------------ subclass hooks
     def encode(self, rows: list[Row], first: int, last: int) -> bytes:
@@ -242,9 +258,20 @@ class PushSink:
         assert self.runtime.state is not None
         self.runtime.state.migrate("sync", DEAD_LETTER_MIGRATIONS)
         self.dead_letters_total = self._count_dead_letters()
-        self.cursor = await self.journal.register_cursor(self.id, "sink")
-        self.reader = JournalReader(self.journal.path)
+        self.cursor = self.durable_cursor = await self.journal.register_cursor(self.id, "sink")
+        self.readers = [JournalReader(self.journal.path) for _ in range(PREFETCH)]
+        self.started_at = time.monotonic()
         self.task = asyncio.create_task(self._run(), name=f"sink:{self.id}")
+        self._persister = asyncio.create_task(self._persist_cursor(), name=f"sink:{self.id}:cursor")
+
+    async def _persist_cursor(self) -> None:
+        while True:
+            await self._cursor_dirty.wait()
+            self._cursor_dirty.clear()
+            seq = self.cursor
+            if seq != self.durable_cursor:
+                await self.journal.set_cursor(self.id, seq, kind="sink")
+                self.durable_cursor = seq
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -252,10 +279,18 @@ class PushSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
+        if self._persister is not None:
+            self._persister.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._persister
+            self._persister = None
+        if self.cursor != self.durable_cursor:
+            await self.journal.set_cursor(self.id, self.cursor, kind="sink")
+            self.durable_cursor = self.cursor
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self._persist_status)
-        if self.reader is not None:
-            self.reader.close()
+        for reader in self.readers:
+            reader.close()
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout.total, sock_connect=self.cfg.timeout.connect)
@@ -264,19 +299,44 @@ class PushSink:
             timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}
         ) as session:
             self.session = session
-            while True:
-                try:
-                    await self._wait_for_batch()
-                    batch = await self._prepare(self.cursor)
-                    if batch is None:
-                        continue
-                    await self._deliver(batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug must not end delivery for good
-                    log.exception("sink %s: unexpected error", self.id)
-                    self._note_error(f"{type(exc).__name__}: {exc}")
-                    await asyncio.sleep(1.0)
+            # Batches of a backlog are built ahead, in worker threads, while the current one is
+            # sent: still one request in flight, but reading, encoding and gzip overlap the POST.
+            # A prefetched batch covers a fixed seq range (end, end + max_items], so it does not
+            # depend on the one before it; the cursor always ends at a batch's `last`.
+            ahead: deque[asyncio.Task[Prepared | None]] = deque()
+            ahead_end = 0
+            n = self.cfg.batch.max_items
+            built = 0
+            try:
+                while True:
+                    try:
+                        if ahead:
+                            batch = await ahead.popleft()
+                        else:
+                            await self._wait_for_batch()
+                            batch = await asyncio.to_thread(self._build, self.cursor, None, self.readers[0])
+                            ahead_end = batch.last if batch is not None else self.cursor
+                        if batch is None:
+                            continue
+                        while len(ahead) < PREFETCH and self.journal.committed_seq - ahead_end >= n:
+                            built += 1
+                            reader = self.readers[built % len(self.readers)]
+                            task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader)
+                            ahead.append(asyncio.create_task(task))
+                            ahead_end += n
+                        if not batch.rows:
+                            await self._advance(batch.last)
+                            continue
+                        await self._deliver(batch)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # a bug must not end delivery for good
+                        log.exception("sink %s: unexpected error", self.id)
+                        self._note_error(f"{type(exc).__name__}: {exc}")
+                        await _cancel_all(ahead)
+                        await asyncio.sleep(1.0)
+            finally:
+                await _cancel_all(ahead)
 
     # ------------------------------------------------------------ batching
     async def _wait_for_batch(self) -> None:
@@ -299,17 +359,22 @@ class PushSink:
                 since = None
                 await self.journal.wait_committed(committed, 5.0)  # wake on the first new record
 
-    async def _prepare(self, after: int) -> Prepared | None:
-        assert self.reader is not None
-        rows = await asyncio.to_thread(self.reader.read_rows, after, self.cfg.batch.max_items)
-        if not rows:
-            return None
-        last = rows[-1][0]
+    def _build(self, after: int, upto: int | None, reader: JournalReader) -> Prepared | None:
+        """Read, filter, encode and compress the batch after `after` (up to seq `upto`, else one
+        batch's worth); runs in a worker thread."""
+        if upto is None:
+            rows = reader.read_rows(after, self.cfg.batch.max_items)
+            if not rows:
+                return None
+            last = rows[-1][0]
+        else:
+            rows = reader.read_range(after, upto)
+            last = upto
         kept = self.filter.apply(rows)
-        if not kept:  # everything withheld by filters: just move past it
-            await self._advance(last)
-            return None
-        return Prepared(kept, after + 1, last)
+        batch = Prepared(kept, after + 1, last)
+        if kept:
+            batch.body = self._encode_compressed(batch)
+        return batch
 
     # ------------------------------------------------------------ delivery
     async def _deliver(self, batch: Prepared) -> None:
@@ -342,7 +407,7 @@ class PushSink:
             await self._backoff(outcome)
 
     async def _attempt(self, part: Prepared) -> Outcome:
-        body = await asyncio.to_thread(self._encode_compressed, part)
+        body = part.body if part.body is not None else await asyncio.to_thread(self._encode_compressed, part)
         await self._throttle(len(body))
         headers = {
             "Content-Type": self.content_type,
@@ -401,11 +466,21 @@ class PushSink:
         self.links.link_up(self.host)
 
     async def _advance(self, seq: int) -> None:
-        await self.journal.set_cursor(self.id, seq, kind="sink")
+        # Delivered: move on at once. The durable cursor follows in the background (coalesced by
+        # _persist_cursor): a crash before it lands only means a replay, never a gap, and
+        # retention waits for the durable one.
         self.cursor = seq
+        self._progress.set()
+        self._cursor_dirty.set()
         if time.monotonic() - self._persisted_at > 1.0:
             self._persisted_at = time.monotonic()
             await asyncio.to_thread(self._persist_status)
+
+    async def wait_cursor(self, seq: int) -> None:
+        """Return once the cursor reached `seq` (wrap in `asyncio.timeout`)."""
+        while self.cursor < seq:
+            self._progress.clear()
+            await self._progress.wait()
 
     def _note_error(self, message: str) -> None:
         self.last_error = message
@@ -508,9 +583,9 @@ class PushSink:
         committed = self.journal.committed_seq
         backlog = max(0, committed - self.cursor)
         oldest = None
-        if backlog and self.reader is not None:
+        if backlog and self.readers:
             with contextlib.suppress(Exception):
-                oldest = self.reader.oldest_after(self.cursor)
+                oldest = self.readers[0].oldest_after(self.cursor)
         retry_in = None
         if self.retry_at is not None:
             retry_in = round(max(0.0, self.retry_at - time.monotonic()), 3)

@@ -45,6 +45,13 @@ class JournalReader:
                 f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             ).fetchall()
 
+    def read_range(self, after: int, upto: int) -> list[Row]:
+        """Rows with after < seq <= upto, in seq order."""
+        with self._lock:
+            return self._conn.execute(
+                f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq", (after, upto)
+            ).fetchall()
+
     def oldest_after(self, seq: int) -> float | None:
         """Timestamp of the first record after `seq` (the oldest one not yet delivered)."""
         with self._lock:
@@ -97,6 +104,8 @@ class RecordFilter:
         self._kinds = _pattern(include.event_kinds)
         self._point_re = _pattern(include.points)
         self._reading_ok: dict[str, int] = {}
+        self._withheld_key: tuple[int, int] | None = None
+        self._withheld: set[str] = set()
         self.withheld_privacy = 0  # records kept on site because of their privacy class
         self.withheld_filter = 0  # records not matching the include lists
         self.passthrough = (
@@ -162,7 +171,29 @@ class RecordFilter:
             return False
         return True
 
+    def _withheld_points(self) -> set[str]:
+        """Registered points above the privacy limit (recomputed when the point set changes)."""
+        points = self._points()
+        key = (id(points), len(points))
+        if key != self._withheld_key:
+            self._withheld_key = key
+            self._withheld = {
+                pid for pid, info in points.items() if PRIVACY_RANK[info.privacy] > self.max_rank
+            }
+        return self._withheld
+
     def apply(self, rows: list[Row]) -> list[Row]:
         if self.passthrough:
             return rows
-        return [r for r in rows if self.allows(r)]
+        allows = self.allows
+        if self.include.readings and self._point_re is None:
+            # the common case: readings are withheld only for privacy, by point id
+            withheld = self._withheld_points()
+            if not withheld:
+                return [r for r in rows if r[5] is None or allows(r)]
+            kept = [
+                r for r in rows if (r[5] is None and r[2] not in withheld) or (r[5] is not None and allows(r))
+            ]
+            self.withheld_privacy += sum(1 for r in rows if r[5] is None and r[2] in withheld)
+            return kept
+        return [r for r in rows if allows(r)]

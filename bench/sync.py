@@ -1,0 +1,252 @@
+"""Sync benchmark: drain a backlog of readings from the journal to a local HTTP receiver, beside
+the floor of encoding + gzip + POST of the same rows without the journal (same encoder, same
+receiver, one batch in flight), measured in the same run; then the pull API's rows/s for a
+consumer catching up, beside a paged SELECT of the same journal.
+
+    python -m bench.sync [--quick]
+
+The receiver runs in its own process (it decompresses and parses every batch). The last line is
+one JSON object with the figures and "ratio" (drain / floor; target >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import aiohttp
+import orjson
+import yaml
+
+BATCH = 5000
+POINTS = 500
+
+
+def rows_for(n: int) -> list[tuple[object, ...]]:
+    """Journal-shaped rows (seq, ts, point, value, quality, kind, severity, payload)."""
+    t0 = 1.7e9
+    return [
+        (i + 2, t0 + i * 0.01, f"dev{i % 50}.p{i % POINTS}", float(i % 1000) * 0.5, 0, None, None, None)
+        for i in range(n)
+    ]
+
+
+def receiver_main(port: int) -> None:
+    import orjson
+    from aiohttp import web
+
+    count = {"rows": 0}
+
+    async def ingest(request: web.Request) -> web.Response:
+        doc = orjson.loads(await request.read())
+        count["rows"] += len(doc["readings"]) + len(doc["events"])
+        return web.Response(status=204)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(count)
+
+    async def run() -> None:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/ingest", ingest)
+        app.router.add_get("/stats", stats)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        print(f"PORT {site._server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def start_receiver() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.sync", "--receiver"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise SystemExit(f"receiver did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}/ingest"
+
+
+async def floor(url: str, rows: list[tuple[object, ...]]) -> tuple[float, float]:
+    """The same encoder, gzip and POST, one batch in flight, rows already in memory."""
+    from edge.sync.http_sink import encode_batch
+
+    async with aiohttp.ClientSession() as http:
+        start, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(rows), BATCH):
+            part = rows[i : i + BATCH]
+            body = zlib.compress(encode_batch("bench", "floor", part, part[0][0], part[-1][0]), 6, wbits=31)  # type: ignore[arg-type]
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            async with http.post(url, data=body, headers=headers) as r:
+                assert r.status == 204
+        return len(rows) / (time.perf_counter() - start), (time.process_time() - cpu) / len(rows)
+
+
+def fill_journal(path: str, n: int) -> int:
+    from edge.model import Event, Reading
+    from edge.store.journal import Journal
+
+    async def go() -> int:
+        j = Journal(path, flush_max_items=50_000).open()
+        j.append([Event("bench_started", "bench", "info", {}, 1.7e9)])
+        t0 = 1.7e9
+        for start in range(0, n, 50_000):
+            j.append(
+                [
+                    Reading(t0 + i * 0.01, f"dev{i % 50}.p{i % POINTS}", float(i % 1000) * 0.5)
+                    for i in range(start, min(n, start + 50_000))
+                ]
+            )
+            await j.flush()
+        seq = await j.flush()
+        await j.close()
+        return seq
+
+    return asyncio.run(go())
+
+
+async def drain_and_pull(tmp: Path, url: str, committed: int) -> tuple[float, float, float, float]:
+    from edge.config import load_site
+    from edge.runtime import Runtime
+    from edge.store.journal import SELECT_COLS, connect
+
+    os.environ["BENCH_PULL_TOKEN"] = "bench-pull-token-0123456789"
+    site = tmp / "site.yaml"
+    site.write_text(
+        yaml.safe_dump(
+            {
+                "site": {"id": "bench"},
+                "storage": {"path": str(tmp / "edge.db")},
+                "web": {"listen": "127.0.0.1:0"},
+                "upstream": [
+                    {
+                        "id": "central",
+                        "type": "http",
+                        "url": url,
+                        "batch": {"max_items": BATCH, "max_age": "1s"},
+                    }
+                ],
+                "consumers": [{"id": "city", "token_env": "BENCH_PULL_TOKEN"}],
+            }
+        )
+    )
+    rt = Runtime(load_site(site))
+    await rt.start()
+    # measured from the moment the runtime is up (its start-up is not the drain's cost)
+    sink = rt.components["sync"].sinks["central"]  # type: ignore[attr-defined]
+    start, cpu, done = time.perf_counter(), time.process_time(), sink.cursor
+    await sink.wait_cursor(committed)
+    drain = (committed - done) / (time.perf_counter() - start)
+    drain_cpu = (time.process_time() - cpu) / (committed - done)
+
+    headers = {"Authorization": "Bearer bench-pull-token-0123456789"}
+    base = f"http://127.0.0.1:{rt.web_port}/api/v1"
+    got = 0
+    async with aiohttp.ClientSession(headers=headers) as http:
+        start = time.perf_counter()
+        after, more = 0, True
+        while more:
+            async with http.get(f"{base}/stream?after={after}&limit=10000") as r:
+                page = orjson.loads(await r.read())
+            got += len(page["items"])
+            after, more = page["next"], page["more"]
+            async with http.post(f"{base}/consumers/city/ack", json={"seq": after}) as r:
+                assert r.status == 200
+        pull = got / (time.perf_counter() - start)
+    await rt.stop()
+
+    conn = connect(str(tmp / "edge.db"))
+    start = time.perf_counter()
+    after, n = 0, 0
+    while True:
+        rows = conn.execute(
+            f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT 10000", (after,)
+        ).fetchall()
+        if not rows:
+            break
+        n += len(rows)
+        after = rows[-1][0]
+    select_rate = n / (time.perf_counter() - start)
+    conn.close()
+    return drain, pull, select_rate, drain_cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="200,000 readings instead of 1,000,000")
+    ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.receiver:
+        receiver_main(args.port)
+        return
+    n = 200_000 if args.quick else 1_000_000
+    proc, url = start_receiver()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-sync-") as d:
+            tmp = Path(d)
+            t = time.perf_counter()
+            committed = fill_journal(str(tmp / "edge.db"), n)
+            fill_s = time.perf_counter() - t
+            rows = rows_for(n)
+            floor_before, cpu_before = asyncio.run(floor(url, rows))
+            drain, pull, select_rate, drain_cpu = asyncio.run(drain_and_pull(tmp, url, committed))
+            # the machine is shared: measure the floor on both sides of the drain, keep the higher
+            floor_after, cpu_after = asyncio.run(floor(url, rows))
+            floor_rate = max(floor_before, floor_after)
+            floor_cpu = min(cpu_before, cpu_after)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    ratio = drain / floor_rate
+    print(f"backlog: {committed:,} records (filled in {fill_s:.1f}s); batches of {BATCH}, gzip level 6")
+    print(
+        f"floor: encode + gzip + POST, rows in memory   {floor_rate:>12,.0f} rows/s (best of {floor_before:,.0f} before and {floor_after:,.0f} after the drain)"
+    )
+    print(f"sink drain from the journal                  {drain:>12,.0f} rows/s")
+    print(
+        f"ratio {ratio:.2f} (target >= 0.50); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"CPU per row (gateway process, all threads): floor {floor_cpu * 1e6:.2f} us, drain {drain_cpu * 1e6:.2f} us "
+        f"(cpu_ratio {floor_cpu / drain_cpu:.2f}: the load-independent figure)"
+    )
+    print(f"pull API, consumer catching up (10k pages)   {pull:>12,.0f} rows/s")
+    print(
+        f"  beside a paged SELECT of the journal       {select_rate:>12,.0f} rows/s ({pull / select_rate:.2f})"
+    )
+    print(
+        json.dumps(
+            {
+                "records": committed,
+                "drain_rows_per_s": round(drain),
+                "floor_rows_per_s": round(floor_rate),
+                "floor_before": round(floor_before),
+                "floor_after": round(floor_after),
+                "ratio": round(ratio, 3),
+                "cpu_ratio": round(floor_cpu / drain_cpu, 3),
+                "load_average": round(os.getloadavg()[0], 2),
+                "pull_rows_per_s": round(pull),
+                "select_rows_per_s": round(select_rate),
+                "pull_ratio": round(pull / select_rate, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
