@@ -240,6 +240,13 @@ class _Checker(ast.NodeTransformer):
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
         self.generic_visit(node)
+        if (
+            isinstance(node.op, ast.Mod)
+            and isinstance(node.left, ast.Constant)
+            and isinstance(node.left.value, str)
+        ):
+            # '%0999999999d' % 1 would build a gigabyte (even while folding constants)
+            raise _fail(node, "string formatting with % is not allowed; use a message template in an action")
         if isinstance(node.op, ast.Pow):
             ok, exp = _const_value(node.right)
             if not ok or isinstance(exp, bool) or not isinstance(exp, int | float):

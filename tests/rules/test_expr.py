@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from edge.model import Reading
 from rules.engine import Engine
-from rules.expr import ARGS, ExprError, check_template, compile_expr, render_template
-from rules.model import RuleErrors, parse_rule
+from rules.expr import ARGS, ExprError, compile_expr
+from rules.model import CompiledRule, RuleErrors, parse_rule
+from rules.templates import check_template, render_template
 
 ESCAPES = {
     "().__class__.__bases__": "double underscores",
@@ -44,6 +45,7 @@ ESCAPES = {
     "value ** 1000": "exponent 1000 is too large",
     "'a'*10**9": "repetition would build 1000000000 items",
     "'a' * value": "repeating a string or list needs a literal count",
+    "'%0999999999d' % 1": "string formatting with % is not allowed",
     "(1, 2) * 100000": "at most 10000 items",
     "(10**64) ** 64": "too large",
     "value[1:2]": "slices are not allowed",
@@ -185,6 +187,11 @@ def test_random_expressions_compile_to_something_safe_or_are_rejected(src: str, 
     except ExprError as exc:
         assert exc.message  # rejected with a message, never another exception
         return
+    # inside an engine, as a rule: whatever the expression does, process() returns normally
+    engine = Engine()
+    engine.add(CompiledRule(parse_rule({"id": "h", "when": "d.p"}).rule, compiled, None))
+    firings = engine.process([Reading(0.0, "d.p", values[0])])
+    assert all(f.kind in ("fired", "error") for f in firings)
     fn = compiled.bind(Engine().env)
     assert fn.__globals__["__builtins__"] == {}
     # evaluation may raise (the engine marks the rule `error`), but only ordinary exceptions,
