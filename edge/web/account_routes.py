@@ -59,6 +59,7 @@ def _me(principal: Principal | None) -> dict[str, Any] | None:
 def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
     state = accounts.state
     guard = accounts.guard
+    setup_lock = asyncio.Lock()  # two browsers racing with the right code must not make two admins
 
     async def auth_state(request: web.Request) -> web.Response:
         principal: Principal | None = request.get("principal")
@@ -84,16 +85,17 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
             guard.check_address(_address(request))
         except acc.LoginRefused as exc:
             raise Problem(exc.status, "Too many attempts", str(exc)) from None
-        if accounts.setup_code is None or acc.user_count(state) > 0:
-            raise Problem(409, "Setup already done", "an admin exists; log in instead")
-        if not accounts.setup_code.matches(code or ""):
-            audit.record(state, name or "?", "setup_failed", "", address=_address(request))
-            raise Problem(403, "Wrong setup code", "the code is printed in the gateway's log at start")
-        try:
-            await asyncio.to_thread(acc.add_user, state, name, "admin", password, created_by="setup")
-        except acc.AccountError as exc:
-            raise _bad(exc) from None
-        accounts.setup_code.consume()
+        async with setup_lock:
+            if accounts.setup_code is None or acc.user_count(state) > 0:
+                raise Problem(409, "Setup already done", "an admin exists; log in instead")
+            if not accounts.setup_code.matches(code or ""):
+                audit.record(state, str(name or "?")[:64], "setup_failed", "", address=_address(request))
+                raise Problem(403, "Wrong setup code", "the code is printed in the gateway's log at start")
+            try:
+                await asyncio.to_thread(acc.add_user, state, name, "admin", password, created_by="setup")
+            except acc.AccountError as exc:
+                raise _bad(exc) from None
+            accounts.setup_code.consume()
         audit.record(state, name, "setup", name, role="admin", address=_address(request))
         sid, csrf = acc.create_session(state, name, _address(request))
         response = json_response({"user": {"name": name, "role": "admin"}, "csrf": csrf}, status=201)

@@ -9,7 +9,8 @@ function show(msg) {
 
 function next() {
   const n = new URLSearchParams(location.search).get('next') || '/';
-  return n.startsWith('/') && !n.startsWith('//') ? n : '/';
+  // only a path on this gateway: not //host or /\host, which browsers treat as another site
+  return /^\/(?![/\\])/.test(n) ? n : '/';
 }
 
 function problemText(res) {
