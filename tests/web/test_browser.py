@@ -170,10 +170,18 @@ def check_commissioning_read(page: Any) -> None:
     value.wait_for(timeout=T)
     got = float(value.inner_text())
     assert 7.2 - 1e-6 <= got <= 18 + 1e-6
-    since = time.time() - 60
-    history = page.request.get(f"/api/v1/history?point={LIVE_POINT}&since={since}").json()["readings"]
-    # the page shows three decimals
-    assert any(abs(got - r[1]) <= 0.0006 for r in history), (got, history[-3:])
+    # The value read must be one the device reported: wait until the journal has committed it
+    # (the read answers from the driver at once; the journal commits in groups).
+    page.wait_for_function(
+        """async ([point, v]) => {
+            const since = Date.now() / 1000 - 120;
+            const r = await fetch(`/api/v1/history?point=${point}&since=${since}`);
+            return (await r.json()).readings.some((x) => Math.abs(x[1] - v) <= 0.0006);  // 3 decimals shown
+        }""",
+        arg=[LIVE_POINT, got],
+        polling=250,
+        timeout=T,
+    )
 
 
 def check_bad_rule_error_position(page: Any) -> None:
