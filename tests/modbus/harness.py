@@ -19,6 +19,19 @@ class Collected:
         self.driver = driver
         self.records: list[Record] = []
 
+    def drained(self) -> bool:
+        return self.driver._queue.empty()
+
+    async def polled(self, cycles: int = 1, timeout: float = 10.0) -> None:
+        """Wait until `cycles` poll cycles completed and their readings were collected."""
+        from tests.modbus.servers import wait_for
+
+        await wait_for(
+            lambda: self.driver.cycles >= cycles and self.drained(),
+            timeout=timeout,
+            what=f"{cycles} poll cycles",
+        )
+
     def latest(self, name: str) -> Reading | None:
         pid = f"{self.driver.id}.{name}"
         for r in reversed(self.records):

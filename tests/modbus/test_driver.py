@@ -42,7 +42,7 @@ async def test_every_type_and_word_order_decodes() -> None:
     regs.update(registers_for({"holding": items})["holding"])
     async with tcp_server({1: {"holding": regs}}) as srv:
         async with running_driver({"connection": conn(srv.port), "poll": 0.2, "points": points}) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             values = got.values()
     for order in codec.ORDERS:
         for dtype, value in TYPE_VALUES:
@@ -91,7 +91,7 @@ async def test_profile_chint_dtsu666_engineering_values() -> None:
 
         profile, _ = load_profile("chint-dtsu666")
         async with running_driver(merge_profile(profile, doc | {"id": "meter-b1"})) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             values = got.values()
             assert got.driver.health.state == HealthState.ONLINE
     for address, (_raw, expected) in DTSU_RAW.items():
@@ -116,7 +116,7 @@ async def test_meter_profiles(profile: str, values: dict[int, float]) -> None:
     async with tcp_server({1: {"input": regs}}) as srv:
         doc = merge_profile(prof, {"id": "m", "connection": conn(srv.port), "poll": 0.2})
         async with running_driver(doc) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             got_values = got.values()
     for address, v in values.items():
         assert got_values[by_address[address]] == pytest.approx(v, rel=1e-6)
@@ -139,7 +139,7 @@ async def test_writes_land_in_the_server_and_are_verified() -> None:
     async with tcp_server({1: tables}) as srv:
         doc = merge_profile(prof, {"id": "gate", "connection": conn(srv.port), "poll": 0.2, "points": points})
         async with running_driver(doc) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             assert got.values()["loop_occupied"] is True and got.values()["barrier_closed"] is True
             r = await got.driver.write("open_cmd", True)  # FC5
             assert r.ok, r.reason
@@ -157,7 +157,8 @@ async def test_writes_land_in_the_server_and_are_verified() -> None:
             assert r.status == "rejected" and "out of range for int16" in r.reason
             r = await got.driver.write("fault_code", 1)
             assert r.status == "rejected" and "not writable" in r.reason
-            assert got.latest("setpoint").value == -12.5  # the written value is reported at once
+            # the written value is reported at once
+            await wait_for(lambda: got.latest("setpoint").value == -12.5, what="the written value")
 
 
 async def test_refused_write_is_a_failed_command() -> None:
@@ -166,7 +167,7 @@ async def test_refused_write_is_a_failed_command() -> None:
     async with tcp_server({1: {"holding": {0: 5}}}) as srv:
         points = [{"name": "sp", "address": 0, "type": "uint16", "writable": True, "verify": True}]
         async with running_driver({"connection": conn(srv.port), "poll": 0.2, "points": points}) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             srv.faults.exception = ExcCodes.ILLEGAL_VALUE
             r = await got.driver.write("sp", 9)
             assert r.status == "failed" and "illegal data value" in r.reason
@@ -184,7 +185,7 @@ async def test_illegal_address_splits_the_request_and_remembers() -> None:
     ]
     async with tcp_server({1: {"holding": regs}}) as srv:
         async with running_driver({"connection": conn(srv.port), "poll": 0.1, "points": points}) as got:
-            await wait_for(lambda: got.driver.cycles >= 2, what="two poll cycles")
+            await got.polled(2)
             assert got.values() == {"a": 1, "b": 2, "c": 3 * 65536 + 4}
             assert got.driver.health.state == HealthState.ONLINE
             plan = got.driver.plan_for(0.1)
@@ -200,7 +201,7 @@ async def test_exception_response_marks_points_bad_and_degrades() -> None:
     async with tcp_server({1: {"holding": {0: 1, 1: 2}}}) as srv:
         points = [{"name": "a", "address": 0, "type": "uint16"}]
         async with running_driver({"connection": conn(srv.port), "poll": 0.1, "points": points}) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             srv.faults.exception = ExcCodes.DEVICE_BUSY
             await wait_for(lambda: got.driver.health.state == HealthState.DEGRADED, what="degraded")
             assert "device busy" in got.driver.health.reason
@@ -216,7 +217,7 @@ async def test_verify_catches_a_device_that_ignores_the_write() -> None:
     async with tcp_server({1: {"holding": {0: 5}}}) as srv:
         points = [{"name": "sp", "address": 0, "type": "uint16", "writable": True, "verify": True}]
         async with running_driver({"connection": conn(srv.port), "poll": 0.2, "points": points}) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
             srv.faults.ignore_writes = True
             r = await got.driver.write("sp", 9)
             assert r.status == "failed" and r.reason == "read-back gave 5, expected 9"
@@ -230,7 +231,7 @@ async def test_per_point_poll_intervals_are_grouped() -> None:
             {"name": "slow", "address": 100, "type": "uint16", "poll": "1h"},
         ]
         async with running_driver({"connection": conn(srv.port), "poll": 0.05, "points": points}) as got:
-            await wait_for(lambda: got.driver.cycles >= 6, what="six cycles")
+            await got.polled(6)
             reads = [e[2] for e in srv.faults.log if e[1] == 3]
             assert reads.count(100) == 1 and reads.count(0) >= 5
             assert got.values() == {"fast": 1, "slow": 2}

@@ -67,7 +67,7 @@ async def test_a_stalled_device_does_not_stall_the_others() -> None:
         }
         fast_doc = {"id": "fast", "connection": conn(fast.port), "poll": 0.05, "points": points}
         async with running_driver(slow_doc) as s, running_driver(fast_doc) as f:
-            await wait_for(lambda: f.driver.cycles >= 5, timeout=5, what="fast device polls")
+            await f.polled(5)
             # five fast cycles completed while the slow device had not finished one
             assert s.driver.cycles == 0 and f.values() == {"v": 22}
             await wait_for(lambda: s.driver.health.state == HealthState.OFFLINE, what="slow device offline")
@@ -85,7 +85,7 @@ async def test_write_jumps_the_queue_of_a_slow_poll_cycle() -> None:
     async with tcp_server({1: {"holding": regs, "coil": {0: False}}}) as srv:
         doc = {"connection": conn(srv.port), "poll": 0.05, "max_gap": 0, "timeout": 2.0, "points": points}
         async with running_driver(doc) as got:
-            await wait_for(lambda: got.driver.cycles >= 1, what="a poll cycle")
+            await got.polled(1)
 
             async def slow_action() -> None:
                 while True:

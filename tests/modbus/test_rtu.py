@@ -58,7 +58,8 @@ async def test_two_units_on_one_bus_never_interleave(bus: tuple[str, list[tuple[
     async with running_driver(d2) as m2, running_driver(d3) as m3:
         assert m2.driver.link is m3.driver.link  # one bus, one connection
         m2.driver.link.trace = lambda ev, unit: events.append((ev, unit))  # type: ignore[union-attr]
-        await wait_for(lambda: m2.driver.cycles >= 20 and m3.driver.cycles >= 20, timeout=20, what="polls")
+        await m2.polled(20, timeout=20)
+        await m3.polled(20, timeout=20)
         assert m2.values()["voltage"] == 230.5
         assert m3.values()["voltage"] == 399.25
     # client side: every request ended before the next began
@@ -83,7 +84,7 @@ async def test_a_failing_unit_does_not_hold_up_the_other_unit(bus: tuple[str, An
     async with running_driver(ghost) as g, running_driver(live) as lv:
         await wait_for(lambda: g.driver.health.state == "degraded", what="ghost degraded")
         assert "exception 4" in g.driver.health.reason
-        await wait_for(lambda: lv.driver.cycles >= 5, what="live unit keeps polling")
+        await lv.polled(5)
         assert lv.driver.health.state == "online"
         assert lv.values()["voltage"] == 230.5
 
@@ -103,7 +104,8 @@ async def test_rtu_over_tcp_serial_server_shared_by_two_units() -> None:
         d2: dict[str, Any] = {"id": "u2", "connection": conn, "unit": 2, "poll": 0.05, "points": points}
         async with running_driver(d1) as u1, running_driver(d2) as u2:
             assert u1.driver.link is u2.driver.link
-            await wait_for(lambda: u1.driver.cycles >= 3 and u2.driver.cycles >= 3, what="polls")
+            await u1.polled(3)
+            await u2.polled(3)
             assert u1.values()["v"] == -5 and u2.values()["v"] == 77
             r = await u2.driver.write("v", 123456)
             assert r.ok, r.reason
