@@ -13,6 +13,7 @@ import fnmatch
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -104,7 +105,8 @@ class RecordFilter:
         self._kinds = _pattern(include.event_kinds)
         self._point_re = _pattern(include.points)
         self._reading_ok: dict[str, int] = {}
-        self._withheld_key: tuple[int, int] | None = None
+        self._withheld_key: tuple[int, int, int] | None = None
+        self._count_lock = threading.Lock()
         self._withheld: set[str] = set()
         self.withheld_privacy = 0  # records kept on site because of their privacy class
         self.withheld_filter = 0  # records not matching the include lists
@@ -149,51 +151,47 @@ class RecordFilter:
                     return PRIVACY_RANK[info.privacy]
         return PRIVACY_RANK[Privacy.SENSITIVE] if kind in SENSITIVE_EVENT_KINDS else 0
 
-    def allows(self, row: Row) -> bool:
+    def verdict(self, row: Row) -> int:
+        """0: send, 1: not in the include lists, 2: withheld for privacy."""
         kind = row[5]
         if kind is None:
-            if not self.include.readings:
-                self.withheld_filter += 1
-                return False
-            verdict = self._reading_verdict(row[2])
-            if verdict == 0:
-                return True
-            if verdict == 2:
-                self.withheld_privacy += 1
-            else:
-                self.withheld_filter += 1
-            return False
+            return self._reading_verdict(row[2]) if self.include.readings else 1
         if not self.include.events or (self._kinds is not None and not self._kinds.match(kind)):
-            self.withheld_filter += 1
-            return False
-        if self.event_privacy(kind, row[7]) > self.max_rank:
-            self.withheld_privacy += 1
-            return False
-        return True
+            return 1
+        return 2 if self.event_privacy(kind, row[7]) > self.max_rank else 0
 
     def _withheld_points(self) -> set[str]:
-        """Registered points above the privacy limit (recomputed when the point set changes)."""
+        """Registered points above the privacy limit (recomputed when the point set changes, and
+        every few seconds in case a reload changed a class)."""
         points = self._points()
-        key = (id(points), len(points))
+        key = (id(points), len(points), int(time.monotonic() / 5))
         if key != self._withheld_key:
             self._withheld_key = key
             self._withheld = {
                 pid for pid, info in points.items() if PRIVACY_RANK[info.privacy] > self.max_rank
             }
+            self._reading_ok = {}
         return self._withheld
 
     def apply(self, rows: list[Row]) -> list[Row]:
+        """The rows that may leave the site. Thread-safe (two batch builders share a filter)."""
         if self.passthrough:
             return rows
-        allows = self.allows
-        if self.include.readings and self._point_re is None:
-            # the common case: readings are withheld only for privacy, by point id
-            withheld = self._withheld_points()
-            if not withheld:
-                return [r for r in rows if r[5] is None or allows(r)]
-            kept = [
-                r for r in rows if (r[5] is None and r[2] not in withheld) or (r[5] is not None and allows(r))
-            ]
-            self.withheld_privacy += sum(1 for r in rows if r[5] is None and r[2] in withheld)
-            return kept
-        return [r for r in rows if allows(r)]
+        withheld = self._withheld_points()
+        if self.include.readings and self._point_re is None and not withheld:
+            # the common case: every reading passes; a batch without events passes whole
+            if not any(r[5] is not None for r in rows):
+                return rows
+        verdict = self.verdict
+        kept = []
+        counts = [0, 0, 0]
+        for r in rows:
+            v = verdict(r)
+            counts[v] += 1
+            if v == 0:
+                kept.append(r)
+        if counts[1] or counts[2]:
+            with self._count_lock:
+                self.withheld_filter += counts[1]
+                self.withheld_privacy += counts[2]
+        return kept
