@@ -3,7 +3,7 @@
 # passwordless sudo); otherwise says which are missing — those tests then skip (or fail under CI=true).
 set -u
 # tool:debian-package
-TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd"
+TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd openssl:openssl"
 FONTS_PKG=fonts-noto-cjk   # zh-CN screenshots need CJK glyphs
 
 missing=""
