@@ -26,21 +26,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
     )
     us = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    p = us.add_parser("add", help="add a user (asks for the password)", formatter_class=HelpFormatter)
+    p = us.add_parser(
+        "add",
+        help="add a user (asks for the password)",
+        description="Add a web UI account. The password is asked for twice (or read from stdin with\n"
+        "--password-stdin); it is stored as an argon2id hash only.",
+        formatter_class=HelpFormatter,
+    )
     add_config_arg(p)
     p.add_argument("name", help="user name (letters, digits, _ . @ -)")
-    p.add_argument("--role", default="technician", choices=["admin", "technician", "viewer"])
+    p.add_argument(
+        "--role",
+        default="technician",
+        choices=["admin", "technician", "viewer"],
+        help="admin: everything; technician: read, write points, edit rules; viewer: read only",
+    )
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
     p.set_defaults(func=cmd_users_add)
-    p = us.add_parser("list", help="list users", formatter_class=HelpFormatter)
+    p = us.add_parser(
+        "list",
+        help="list users",
+        description="List the web UI's accounts with their role, state and last login.",
+        formatter_class=HelpFormatter,
+    )
     add_config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_users_list)
     p = us.add_parser(
-        "passwd", help="set a user's password (also unlocks the account)", formatter_class=HelpFormatter
+        "passwd",
+        help="set a user's password (also unlocks the account)",
+        description="Set a user's password; this also lifts a lockout and ends the user's other sessions.",
+        formatter_class=HelpFormatter,
     )
     add_config_arg(p)
-    p.add_argument("name")
+    p.add_argument("name", help="the user whose password to set")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
     p.set_defaults(func=cmd_users_passwd)
 
@@ -52,7 +71,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
     )
     ts = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
-    p = ts.add_parser("create", help="create a token and print it once", formatter_class=HelpFormatter)
+    p = ts.add_parser(
+        "create",
+        help="create a token and print it once",
+        description="Create an API token and print it once; only its hash is stored. Scopes: read, write,\n"
+        "rules, admin, pull (pull needs --consumer: the consumer whose cursor the token moves).",
+        formatter_class=HelpFormatter,
+    )
     add_config_arg(p)
     p.add_argument("name", help="what the token is for")
     p.add_argument(
@@ -64,13 +89,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--consumer", help="pull consumer id (needed with --scope pull)")
     p.set_defaults(func=cmd_tokens_create)
-    p = ts.add_parser("list", help="list tokens (never their values)", formatter_class=HelpFormatter)
+    p = ts.add_parser(
+        "list",
+        help="list tokens (never their values)",
+        description="List API tokens: id, name, scopes, consumer, created, last used, revoked.",
+        formatter_class=HelpFormatter,
+    )
     add_config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_tokens_list)
-    p = ts.add_parser("revoke", help="revoke a token by id", formatter_class=HelpFormatter)
+    p = ts.add_parser(
+        "revoke",
+        help="revoke a token by id",
+        description="Revoke an API token (see `edge tokens list` for ids); it stops working at once.",
+        formatter_class=HelpFormatter,
+    )
     add_config_arg(p)
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the token's id")
     p.set_defaults(func=cmd_tokens_revoke)
 
     tls = sub.add_parser(
@@ -83,13 +118,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = tl.add_parser(
         "selfsigned",
         help="generate a self-signed certificate (with openssl, else the cryptography package)",
+        description="Generate a self-signed certificate and key for the web UI's HTTPS, then set\n"
+        "web.tls_cert and web.tls_key in the site file. Browsers warn about a self-signed\n"
+        "certificate until it is trusted; compare its SHA-256 fingerprint (printed here).",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/edge.crt and DIR/edge.key")
     p.add_argument(
         "--name", action="append", dest="names", help="host name or IP for the certificate (repeat)"
     )
-    p.add_argument("--days", type=int, default=3650)
+    p.add_argument("--days", type=int, default=3650, help="validity of the certificate in days")
     p.set_defaults(func=cmd_tls_selfsigned)
 
 
@@ -225,6 +263,7 @@ def cmd_tls_selfsigned(args: argparse.Namespace) -> int:
         tool = "cryptography"
     key.chmod(0o600)
     print(f"wrote {crt} and {key} ({tool}); set web.tls_cert: {crt} and web.tls_key: {key}")
+    print(f"SHA-256 fingerprint: {_fingerprint(crt)}")
     return 0
 
 
@@ -263,3 +302,12 @@ def _with_cryptography(names: list[str], days: int, crt: Path, key_path: Path) -
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
+
+
+def _fingerprint(crt: Path) -> str:
+    import hashlib
+    import ssl
+
+    der = ssl.PEM_cert_to_DER_cert(crt.read_text())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

@@ -53,9 +53,11 @@ def test_every_command_has_a_complete_help(cmd: tuple[str, ...], capsys: pytest.
     for part in cmd:  # every option is explained
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = sub.choices[part]
+    assert parser.description, f"`edge {' '.join(cmd)}` has no description"
     for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            assert action.help, f"`edge {' '.join(cmd)}` option {action.option_strings} has no help"
+        if action.dest != "help" and not isinstance(action, argparse._SubParsersAction):
+            name = action.option_strings or [action.dest]
+            assert action.help, f"`edge {' '.join(cmd)}` argument {name} has no help"
 
 
 def _free_port() -> int:
