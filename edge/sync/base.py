@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
-import ssl
 import time
 import uuid
 from collections import deque
@@ -30,14 +28,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
-from pydantic import Field, field_validator
 
-from edge.config import SinkConfig, Strict, resolve_secret
-from edge.model import Event, Privacy, Severity
+from edge.config import resolve_secret
+from edge.model import Event, Severity
 from edge.store.journal import row_to_record
-from edge.sync.records import IncludeConfig, JournalReader, RecordFilter, Row
-from edge.units import Duration, Size
+from edge.sync import deadletters
+from edge.sync.records import JournalReader, RecordFilter, Row
+from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
+from edge.sync.sink_config import PushSinkConfig, ssl_context
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -50,122 +48,7 @@ INSTANCE = uuid.uuid4().hex[:12]
 USER_AGENT = "community-edge-sync/1"
 PREFETCH = 2  # batches built ahead while one is sent (each with its own read connection)
 
-DEAD_LETTER_MIGRATIONS = [
-    """
-    CREATE TABLE sync_dead_letters (
-        id INTEGER PRIMARY KEY,
-        sink TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        record TEXT NOT NULL,         -- the record as JSON (pull-API shape)
-        status INTEGER,               -- the HTTP status that rejected it
-        response TEXT NOT NULL,       -- the start of the response body
-        ts REAL NOT NULL,
-        retried REAL                  -- when a manual retry delivered it
-    );
-    CREATE INDEX sync_dead_letters_sink ON sync_dead_letters(sink, id);
-    CREATE TABLE sync_status (sink TEXT PRIMARY KEY, status TEXT NOT NULL, updated REAL NOT NULL);
-    """
-]
-
-
-# ---------------------------------------------------------------- configuration
-class BatchConfig(Strict):
-    max_items: int = Field(5000, ge=1, le=100_000)
-    max_age: Duration = 2.0
-
-
-class TimeoutConfig(Strict):
-    connect: Duration = 5.0
-    total: Duration = 30.0
-
-
-class RetryConfig(Strict):
-    initial: Duration = 1.0
-    max: Duration = 300.0  # backoff cap; also the cap on a Retry-After we honour
-    probe_every: Duration = 5.0  # after a connection failure, test the link this often
-
-
-class PushSinkConfig(SinkConfig):
-    """Keys every push sink shares (see docs/sync.md)."""
-
-    url: str
-    token_env: str | None = None
-    token_file: str | None = None
-    batch: BatchConfig = Field(default_factory=BatchConfig)
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    verify_tls: bool = True
-    max_bytes_per_s: Size | None = None
-    include: IncludeConfig = Field(default_factory=IncludeConfig)
-    max_privacy: Privacy = Privacy.PERSONAL
-    timeout: TimeoutConfig = Field(default_factory=TimeoutConfig)
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    gzip_level: int = Field(6, ge=0, le=9)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"invalid url {v!r}; expected http://HOST[:PORT]/PATH or https://...")
-        return v
-
-    @field_validator("max_bytes_per_s")
-    @classmethod
-    def _rate(cls, v: int | None) -> int | None:
-        if v is not None and v < 1024:
-            raise ValueError(f"max_bytes_per_s {v} is too small; at least 1KiB")
-        return v
-
-
-def ssl_context(cfg: PushSinkConfig) -> ssl.SSLContext | None:
-    """TLS for https URLs: verification on unless `verify_tls: false`, custom CA, client cert."""
-    if urlsplit(cfg.url).scheme != "https":
-        return None
-    ctx = ssl.create_default_context(cafile=cfg.ca_file)
-    if cfg.client_cert:
-        ctx.load_cert_chain(cfg.client_cert, cfg.client_key)
-    if not cfg.verify_tls:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-# ---------------------------------------------------------------- one attempt's outcome
-@dataclass
-class Outcome:
-    status: int | None  # None: no HTTP answer (connect error, reset, timeout)
-    error: str = ""
-    retry_after: float | None = None
-    body: str = ""
-    connect_failed: bool = False  # could not even connect: the link (or the receiver) is down
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    @property
-    def poison(self) -> bool:
-        """A rejection of the content itself: bisect it (401/403/404/408/429 are not)."""
-        return (
-            self.status is not None
-            and 400 <= self.status < 500
-            and self.status not in (401, 403, 404, 408, 429)
-        )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+__all__ = ["LinkBoard", "Outcome", "Prepared", "PushSink", "PushSinkConfig"]
 
 
 @dataclass
@@ -182,17 +65,6 @@ async def _cancel_all(tasks: deque[asyncio.Task[Any]]) -> None:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-
-
-class LinkBoard:
-    """Shared by the sinks of one runtime: a success to a host wakes every sink waiting on it."""
-
-    def __init__(self) -> None:
-        self.waiters: dict[str, set[asyncio.Event]] = {}
-
-    def link_up(self, host: str) -> None:
-        for ev in self.waiters.get(host, ()):
-            ev.set()
 
 
 # ---------------------------------------------------------------- the sink
@@ -256,8 +128,8 @@ class PushSink:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         assert self.runtime.state is not None
-        self.runtime.state.migrate("sync", DEAD_LETTER_MIGRATIONS)
-        self.dead_letters_total = self._count_dead_letters()
+        deadletters.ensure(self.runtime.state)
+        self.dead_letters_total = deadletters.pending(self.runtime.state, self.id)
         self.cursor = self.durable_cursor = await self.journal.register_cursor(self.id, "sink")
         self.readers = [JournalReader(self.journal.path) for _ in range(PREFETCH)]
         self.started_at = time.monotonic()
@@ -532,25 +404,11 @@ class PushSink:
 
     # ------------------------------------------------------------ dead letters
     async def _dead_letter(self, row: Row, outcome: Outcome) -> None:
-        record = row_to_record(row)
         state = self.runtime.state
         assert state is not None
-
-        def insert() -> None:
-            with state.lock:
-                state.conn.execute(
-                    "INSERT INTO sync_dead_letters(sink, seq, record, status, response, ts) VALUES (?,?,?,?,?,?)",
-                    (
-                        self.id,
-                        row[0],
-                        orjson.dumps(record).decode(),
-                        outcome.status,
-                        outcome.body[:2000],
-                        time.time(),
-                    ),
-                )
-
-        await asyncio.to_thread(insert)
+        await asyncio.to_thread(
+            deadletters.add, state, self.id, row[0], row_to_record(row), outcome.status, outcome.body
+        )
         self.dead_letters += 1
         self.dead_letters_total += 1
         self.runtime.hub.publish_event(
@@ -562,16 +420,6 @@ class PushSink:
                 time.time(),
             )
         )
-
-    def _count_dead_letters(self) -> int:
-        state = self.runtime.state
-        assert state is not None
-        with state.lock:
-            return int(
-                state.conn.execute(
-                    "SELECT count(*) FROM sync_dead_letters WHERE sink=? AND retried IS NULL", (self.id,)
-                ).fetchone()[0]
-            )
 
     async def send_one(self, record_row: Row) -> Outcome:
         """Deliver one record outside the stream (a manual dead-letter retry)."""
@@ -614,12 +462,5 @@ class PushSink:
         }
 
     def _persist_status(self) -> None:
-        state = self.runtime.state
-        if state is None:
-            return
-        with state.lock:
-            state.conn.execute(
-                "INSERT INTO sync_status(sink, status, updated) VALUES (?,?,?) "
-                "ON CONFLICT(sink) DO UPDATE SET status=excluded.status, updated=excluded.updated",
-                (self.id, orjson.dumps(self.status()).decode(), time.time()),
-            )
+        if self.runtime.state is not None:
+            deadletters.save_status(self.runtime.state, self.id, self.status())

@@ -105,7 +105,7 @@ class RuntimeCollector(Collector):
         sync = rt.components.get("sync")
         if sync is not None:
             st = sync.status()
-            fams = {
+            fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
                 "backlog_rows": GaugeMetricFamily(
                     "edge_sink_backlog_rows", "Rows not yet delivered", labels=["sink"]
                 ),

@@ -1,0 +1,76 @@
+"""Configuration keys every push sink shares (an upstream entry), and its TLS context."""
+
+from __future__ import annotations
+
+import ssl
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from edge.config import SinkConfig, Strict
+from edge.model import Privacy
+from edge.sync.records import IncludeConfig
+from edge.units import Duration, Size
+
+
+class BatchConfig(Strict):
+    max_items: int = Field(5000, ge=1, le=100_000)
+    max_age: Duration = 2.0
+
+
+class TimeoutConfig(Strict):
+    connect: Duration = 5.0
+    total: Duration = 30.0
+
+
+class RetryConfig(Strict):
+    initial: Duration = 1.0
+    max: Duration = 300.0  # backoff cap; also the cap on a Retry-After we honour
+    probe_every: Duration = 5.0  # after a connection failure, test the link this often
+
+
+class PushSinkConfig(SinkConfig):
+    """Keys every push sink shares (see docs/sync.md)."""
+
+    url: str
+    token_env: str | None = None
+    token_file: str | None = None
+    batch: BatchConfig = Field(default_factory=lambda: BatchConfig.model_validate({}))
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify_tls: bool = True
+    max_bytes_per_s: Size | None = None
+    include: IncludeConfig = Field(default_factory=lambda: IncludeConfig.model_validate({}))
+    max_privacy: Privacy = Privacy.PERSONAL
+    timeout: TimeoutConfig = Field(default_factory=lambda: TimeoutConfig.model_validate({}))
+    retry: RetryConfig = Field(default_factory=lambda: RetryConfig.model_validate({}))
+    gzip_level: int = Field(6, ge=0, le=9)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid url {v!r}; expected http://HOST[:PORT]/PATH or https://...")
+        return v
+
+    @field_validator("max_bytes_per_s")
+    @classmethod
+    def _rate(cls, v: int | None) -> int | None:
+        if v is not None and v < 1024:
+            raise ValueError(f"max_bytes_per_s {v} is too small; at least 1KiB")
+        return v
+
+
+def ssl_context(cfg: PushSinkConfig) -> ssl.SSLContext | None:
+    """TLS for https URLs: verification on unless `verify_tls: false`, custom CA, client cert."""
+    if urlsplit(cfg.url).scheme != "https":
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    if cfg.client_cert:
+        ctx.load_cert_chain(cfg.client_cert, cfg.client_key)
+    if not cfg.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
