@@ -152,8 +152,12 @@ class RulesComponent:
         self.engine.add(compiled, self.runtime.clock())
 
     def _import_first_start(self, pack: str) -> None:
+        path = Path(pack)
+        if not path.is_absolute() and not path.exists():
+            # relative to the site file, as a technician writing `packs: [rules/waste.yaml]` means
+            path = Path(self.runtime.site.source).parent / pack
         try:
-            text = Path(pack).read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
             self.import_pack(text, actor="system", file=pack)
         except (OSError, RulePackError) as exc:
             log.error("rule pack %s not imported: %s", pack, exc)

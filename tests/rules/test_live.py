@@ -240,3 +240,18 @@ async def test_evaluation_error_publishes_rule_error_and_engine_keeps_going(tmp_
         await until(lambda: events.kind("rule_error") and events.kind("alert"))
         assert "ZeroDivisionError" in events.kind("rule_error")[0].payload["message"]
         assert rt.components["rules"].engine.rules["bad"].summary == "error"
+
+
+async def test_packs_relative_to_the_site_file_are_imported_on_first_start_only(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "p.yaml").write_text("rules:\n  - {id: a, when: d.x, if: value > 1}\n")
+    site = {"devices": [], "rules": {"packs": ["rules/p.yaml", "rules/missing.yaml"]}}
+    async with running_site(tmp_path, site, web=False) as rt:
+        comp = rt.components["rules"]
+        assert comp.store.get("a").version == 1
+        comp.delete("a", "tech")  # a technician removed it; a restart must not bring it back
+        await rt.journal.flush()
+        errors = [r for r in rt.journal.tail(100) if r.get("kind") == "rule_pack_error"]
+        assert len(errors) == 1 and "missing.yaml" in errors[0]["payload"]["error"]
+    async with running_site(tmp_path, site, web=False) as rt:
+        assert rt.components["rules"].store.get("a") is None
