@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,7 +30,9 @@ def free_port() -> int:
 class Receiver:
     """The receiver script in its own process (see receiver.py)."""
 
-    def __init__(self, *args: str, port: int = 0) -> None:
+    def __init__(self, *args: str, port: int = 0, client_ssl: ssl.SSLContext | None = None) -> None:
+        self.client_ssl = client_ssl  # for a receiver serving (m)TLS: how the test itself connects
+        scheme = "https" if client_ssl is not None else "http"
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "receiver.py"), "--port", str(port), *args],
             stdout=subprocess.PIPE,
@@ -42,10 +45,11 @@ class Receiver:
             self.stop()
             raise RuntimeError(f"receiver did not start: {line!r}")
         self.port = int(line.split()[1])
-        self.url = f"http://127.0.0.1:{self.port}/ingest"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/ingest"
 
     async def log(self) -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}/log") as r:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.base}/log", ssl=self.client_ssl or True) as r:
             return await r.json()  # type: ignore[no-any-return]
 
     async def control(self, **body: Any) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import random
+import ssl
 import sys
 import zlib
 
@@ -33,6 +34,9 @@ def main() -> None:
     ap.add_argument("--token", default=None)
     ap.add_argument("--hmac-secret", default=None)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate (and --tls-key)")
+    ap.add_argument("--tls-key", default=None)
+    ap.add_argument("--client-ca", default=None, help="require client certificates signed by this CA")
     ap.add_argument("--cycle", action="store_true", help="take the failure modes in turn, not at random")
     args = ap.parse_args()
     rnd = random.Random(args.seed)
@@ -112,7 +116,14 @@ def main() -> None:
     async def run() -> None:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, auto_decompress=False)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port, reuse_address=True)
+        ssl_ctx = None
+        if args.tls_cert:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(args.tls_cert, args.tls_key)
+            if args.client_ca:
+                ssl_ctx.load_verify_locations(args.client_ca)
+                ssl_ctx.verify_mode = ssl.CERT_REQUIRED
+        site = web.TCPSite(runner, "127.0.0.1", args.port, reuse_address=True, ssl_context=ssl_ctx)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         print(f"PORT {port}", flush=True)

@@ -146,3 +146,45 @@ async def test_influx_receives_every_reading_across_an_outage(tmp_path: Path, in
         assert s.status()["dead_letters"] == 0
         events = await influx.query("SELECT count(seq) FROM events", "community")
         assert events["results"][0]["series"][0]["values"][0][1] >= 1  # gateway_started at least
+
+
+async def test_line_protocol_and_v2_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Escaping, field types, precision and the 2.x endpoint (no 2.x server here: the encoding is
+    what a 2.x server parses, checked against the line-protocol rules)."""
+    monkeypatch.setenv("INFLUX_TOKEN", "tok")
+    doc = {
+        "upstream": [
+            {
+                "id": "v2",
+                "type": "influxdb",
+                "version": 2,
+                "url": "http://127.0.0.1:9/",
+                "org": "acme corp",
+                "bucket": "community",
+                "token_env": "INFLUX_TOKEN",
+                "precision": "us",
+                "retry": {"initial": "10s", "max": "10s"},
+            }
+        ]
+    }
+    async with running_site(tmp_path, doc) as rt:
+        sink = rt.components["sync"].sinks["v2"]
+        assert sink.target() == "http://127.0.0.1:9/api/v2/write?org=acme+corp&bucket=community&precision=us"
+        assert sink.extra_headers(b"", 1, 1) == {"Authorization": "Token tok"}
+        rows = [
+            (1, 1.5, "gate-north.plate", 'a "b" c', 0, None, None, None),
+            (2, 1.5, "gate-north.open", 1, 4, None, None, None),  # bool flag
+            (3, 1.5, "meter.count", 7, 1, None, None, None),
+            (4, 1.5, "meter.kw", 2.0, 0, None, None, None),
+            (5, 1.5, "meter.none", None, 1, None, None, None),
+            (6, 2.0, "rule 1", None, None, "alert", "warning", '{"a": "x y"}'),
+        ]
+        text = sink.encode(rows, 1, 6).decode()
+    assert text.splitlines() == [
+        'gate-north,device=gate-north,gateway=test-site plate="a \\"b\\" c" 1500000',
+        "gate-north,device=gate-north,gateway=test-site open=true 1500000",
+        "meter,device=meter,gateway=test-site,quality=bad count=7i 1500000",
+        "meter,device=meter,gateway=test-site kw=2.0 1500000",
+        'events,gateway=test-site,kind=alert,severity=warning,source=rule\\ 1 payload="{\\"a\\": \\"x y\\"}",seq=6i 2000000',
+    ]
+    assert sink.unrepresentable == 1
