@@ -25,18 +25,18 @@ def register(sub: Any) -> None:
         "Prints every error as FILE:LINE: rule ID:FIELD: line L, column C: MESSAGE and exits 1.",
         formatter_class=HelpFormatter,
     )
-    c.add_argument("packs", nargs="+", metavar="PACK.yaml")
+    c.add_argument("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to check")
     c.set_defaults(func=cmd_check)
 
     t = rs.add_parser(
         "test",
         help="replay recorded records through a pack, offline, without actions",
         description="Feed records (one JSON object per line, the `edge buffer tail --json` shape) through\n"
-        "the rules of PACK.yaml in timestamp order, executing no action, and print every firing as a\n"
+        "the rules of PACK.yaml in file order (the journal's order), executing no action, and print every firing as a\n"
         'JSON line: {"rule", "ts", "kind": fired|cleared|error, "message"}.',
         formatter_class=HelpFormatter,
     )
-    t.add_argument("pack", metavar="PACK.yaml")
+    t.add_argument("pack", metavar="PACK.yaml", help="the rule pack to test")
     t.add_argument("--input", "-i", required=True, metavar="RECORDS.jsonl", help="records file ('-' = stdin)")
     t.add_argument(
         "--timezone",
@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
         formatter_class=HelpFormatter,
     )
     add_config_arg(i)
-    i.add_argument("packs", nargs="+", metavar="PACK.yaml")
+    i.add_argument("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to import")
     i.set_defaults(func=cmd_import)
 
     e = rs.add_parser(
