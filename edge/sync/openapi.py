@@ -171,9 +171,8 @@ _DOC: dict[str, Any] = {
         "/api/v1/openapi.json": {
             "get": {
                 "operationId": "openapi",
-                "summary": "This document",
-                "security": [],
-                "responses": {"200": _ok({"type": "object"})},
+                "summary": "This document (any credential)",
+                "responses": {"200": _ok({"type": "object"}), "401": _PROBLEM},
             }
         },
         "/api/v1/sync": {

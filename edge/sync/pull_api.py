@@ -176,6 +176,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return json_response({"latest": out})
 
     async def openapi_doc(request: web.Request) -> web.Response:
+        require(request)  # any credential: every API but /healthz needs one
         return json_response(openapi.document())
 
     app.router.add_get("/api/v1/stream", stream)

@@ -95,3 +95,18 @@ async def test_schemathesis_finds_no_server_errors(tmp_path: Path, monkeypatch: 
             assert code == 0, out[-4000:]
             generated = re.search(r"(\d+) generated", out)
             assert generated and int(generated.group(1)) > 50, out[-2000:]
+
+
+async def test_document_is_served_to_any_credential_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiohttp
+
+    monkeypatch.setenv("DOC_PULL", "doc-pull-token-0123456789")
+    async with running_site(tmp_path, {"consumers": [{"id": "doc", "token_env": "DOC_PULL"}]}) as rt:
+        url = f"http://127.0.0.1:{rt.web_port}/api/v1/openapi.json"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as r:
+                assert r.status == 401
+            async with http.get(url, headers={"Authorization": "Bearer doc-pull-token-0123456789"}) as r:
+                assert r.status == 200 and (await r.json()) == openapi.document()
