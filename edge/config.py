@@ -90,7 +90,7 @@ class StorageConfig(Strict):
     keep_history: Duration = 7 * 86400.0
     durability: Literal["normal", "strict"] = "normal"
     flush_interval: Duration = 0.1  # group commit: flush at least this often...
-    flush_max_items: int = Field(5000, ge=1, le=1_000_000)  # ...or when this many records wait
+    flush_max_items: int = Field(default=5000, ge=1, le=1_000_000)  # ...or when this many records wait
 
     def resolved_state_path(self) -> str:
         return self.state_path or str(FsPath(self.path).with_name("state.db"))
@@ -209,8 +209,8 @@ class _Envelope(Strict):
     """The top level; plugin sections are kept raw here and validated by their owners."""
 
     site: SiteInfo
-    storage: StorageConfig = Field(default_factory=StorageConfig)
-    web: WebConfig = Field(default_factory=WebConfig)
+    storage: StorageConfig = Field(default_factory=lambda: StorageConfig())
+    web: WebConfig = Field(default_factory=lambda: WebConfig())
     devices: list[dict[str, Any]] = Field(default_factory=list)
     upstream: list[dict[str, Any]] = Field(default_factory=list)
     consumers: list[ConsumerConfig] = Field(default_factory=list)
@@ -453,7 +453,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem((*path, "driver"), f"driver {driver_name!r} cannot be loaded: {exc}"))
             continue
         try:
-            dev = model.model_validate(entry)
+            dev = typing.cast(DeviceConfig, model.model_validate(entry))
         except ValidationError as exc:
             problems.extend(validation_problems(exc, model, path, dev_pos))
             continue
@@ -491,7 +491,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             continue
         try:
             model = importlib.import_module(SINK_MODULES[kind]).SINK.config_model
-            sink = model.model_validate(entry)
+            sink = typing.cast(SinkConfig, model.model_validate(entry))
         except ValidationError as exc:
             problems.extend(validation_problems(exc, model, path, pos))
             continue

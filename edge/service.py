@@ -15,6 +15,8 @@ import logging
 import signal
 from typing import Any
 
+from pydantic import BaseModel
+
 from edge.config import ConfigError, Site, load_site
 from edge.runtime import Runtime
 from edge.sdnotify import Notifier
@@ -75,7 +77,7 @@ def _section(site: Site, key: str) -> Any:
         value = site.sections.get(key)
     if isinstance(value, list):
         return [v.model_dump(mode="json") for v in value]
-    if hasattr(value, "model_dump"):
+    if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value
 

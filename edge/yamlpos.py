@@ -99,17 +99,20 @@ def load(text: str, file: str) -> tuple[Any, Positions]:
                         Problem(file, key_node.start_mark.line + 1, path, "keys must be plain words")
                     )
                     continue
+                pkey: str | int = (
+                    key if isinstance(key, str | int) and not isinstance(key, bool) else str(key)
+                )
                 if key in out:
                     problems.append(
                         Problem(
                             file,
                             key_node.start_mark.line + 1,
-                            (*path, key),
-                            f"duplicate key {key!r} (first at line {positions.lines.get((*path, key))})",
+                            (*path, pkey),
+                            f"duplicate key {key!r} (first at line {positions.lines.get((*path, pkey))})",
                         )
                     )
                     continue
-                child = (*path, key)
+                child = (*path, pkey)
                 positions.lines[child] = key_node.start_mark.line + 1
                 out[key] = build(value_node, child)
             return out
