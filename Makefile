@@ -12,7 +12,7 @@ help:
 	@echo "make demo       run a simulated community site with its web UI (http://127.0.0.1:8080/)"
 	@echo "make test       install what the tests need and run the whole suite"
 	@echo "make test-slow  also run the slow soak tests"
-	@echo "make lint       ruff"
+	@echo "make lint       ruff and mypy"
 	@echo "make bench      every benchmark in --quick mode"
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
@@ -34,6 +34,7 @@ test-slow: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(BIN)/python -m bench.$$m --quick || exit 1; done
