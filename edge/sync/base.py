@@ -223,7 +223,11 @@ class PushSink:
             now = time.monotonic()
             if backlog > 0:
                 if since is None:
-                    since = now
+                    # age from the record's own timestamp: the tail of an old backlog goes at once
+                    # (a record stamped in the future, by a skewed device clock, counts as new)
+                    oldest = await asyncio.to_thread(self.readers[0].oldest_after, self.cursor)
+                    age = min(max_age, max(0.0, time.time() - oldest)) if oldest is not None else 0.0
+                    since = now - age
                 if now - since >= max_age:
                     return
                 await self.journal.wait_committed(self.cursor + max_items - 1, max_age - (now - since))

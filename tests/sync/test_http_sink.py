@@ -209,3 +209,19 @@ def test_config_errors_are_located(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="database"):
         load(tmp_path, doc)
     assert os.environ.get("EDGE_NEVER_SET") is None
+
+
+async def test_batch_age_counts_from_the_record_timestamp(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    """The tail of an old backlog (records journaled while the gateway was down, or before a
+    sink was added) goes at once instead of waiting max_age again."""
+    from edge.store.journal import Journal
+
+    rx = receiver()
+    journal = Journal(str(tmp_path / "edge.db")).open()
+    journal.append([Reading(time.time() - 3600, "dev.p", float(i)) for i in range(5)])
+    await journal.flush()
+    await journal.close()
+    cfg = sink(rx.url, batch={"max_items": 1000, "max_age": "60s"})
+    async with running_site(tmp_path, {"upstream": [cfg]}) as rt:
+        s = rt.components["sync"].sinks["central"]
+        await wait_for(lambda: s.cursor >= 5, 20, "the hour-old records (max_age is 60 s)")
