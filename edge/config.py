@@ -130,6 +130,8 @@ class ConsumerConfig(Strict):
     description: str = ""
     token_env: str | None = None
     token_file: str | None = None
+    # the most private class of data this consumer may pull (sensitive data stays on site by default)
+    max_privacy: Privacy = Privacy.PERSONAL
 
     @field_validator("id")
     @classmethod

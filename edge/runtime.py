@@ -121,6 +121,7 @@ class Runtime:
             if component is not None:
                 await component.start()
                 self.components[component.name] = component
+        await self.prune_cursors()
         for dev in self.site.devices:
             if dev.enabled:
                 self.start_device(dev)
@@ -135,6 +136,37 @@ class Runtime:
             self.web_runner, self.web_port = await start_web(self)
         self.ready.set()
         log.info("site started", extra={"site": self.site.site.id, "devices": len(self.slots)})
+
+    async def prune_cursors(self) -> list[str]:
+        """Remove cursors nobody will move again: sinks no longer in the site file, and consumers
+        neither declared nor named by a live API token. A forgotten cursor would otherwise hold
+        retention back forever (until the byte cap trims)."""
+        from edge.web.tokens import list_tokens
+
+        assert self.state is not None
+        sinks = {s.id for s in self.site.upstream}
+        consumers = {c.id for c in self.site.consumers}
+        consumers |= {t["consumer"] for t in list_tokens(self.state) if t["consumer"] and not t["revoked"]}
+        removed = []
+        for name, (kind, seq, _updated) in self.journal.cursors().items():
+            if (kind == "sink" and name not in sinks) or (kind == "consumer" and name not in consumers):
+                await self.journal.remove_cursor(name)
+                removed.append(name)
+                log.warning(
+                    "removed the cursor of a %s no longer configured",
+                    kind,
+                    extra={"cursor": name, "seq": seq},
+                )
+                self.hub.publish_event(
+                    Event(
+                        "cursor_removed",
+                        self.site.site.id,
+                        Severity.WARNING,
+                        {"cursor": name, "kind": kind, "seq": seq},
+                        self.clock(),
+                    )
+                )
+        return removed
 
     async def stop(self) -> None:
         """Stop web, drivers, components; flush the journal. Safe to call twice."""

@@ -163,3 +163,28 @@ devices:
         await until(lambda: len(_readings(rt, "steady.v")) > n + 3)
     finally:
         await cm.__aexit__(None, None, None)
+
+
+async def test_cursors_of_removed_sinks_and_consumers_are_pruned_at_start(tmp_path: Path) -> None:
+    from edge.web.tokens import create_token
+
+    doc = "devices: []\nconsumers:\n  - {id: city, token_env: EDGE_TEST_CITY_TOKEN}\n"
+    import os
+
+    os.environ["EDGE_TEST_CITY_TOKEN"] = "x" * 32
+    try:
+        async with running_site(tmp_path, doc, web=False) as rt:
+            await rt.journal.register_cursor("old-sink", "sink")
+            await rt.journal.register_cursor("old-consumer", "consumer")
+            await rt.journal.register_cursor("token-consumer", "consumer")
+            assert rt.state is not None
+            create_token(rt.state, "t", ["pull"], consumer="token-consumer")
+        async with running_site(tmp_path, doc, web=False) as rt:
+            cursors = rt.journal.cursors()
+            assert "city" in cursors and "token-consumer" in cursors
+            assert "old-sink" not in cursors and "old-consumer" not in cursors, cursors
+            await rt.journal.flush()
+            removed = rt.journal.query("SELECT payload FROM journal WHERE kind='cursor_removed'")
+            assert len(removed) == 2
+    finally:
+        del os.environ["EDGE_TEST_CITY_TOKEN"]
