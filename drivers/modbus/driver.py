@@ -52,6 +52,7 @@ class ModbusDriver(BaseDriver):
         self.last_values: dict[str, Value] = {}
         self.cycles = 0
         self.requests_last_cycle = 0
+        self._stopping = False
 
     def points(self) -> list[PointInfo]:
         return self.device.point_infos()
@@ -76,11 +77,16 @@ class ModbusDriver(BaseDriver):
         self._task = asyncio.create_task(self._poll_loop(), name=f"modbus:{self.id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            # Python 3.11's asyncio.timeout/wait_for can swallow a cancellation that lands as a
+            # timeout fires; cancel again until the loop has really ended, or stop() would hang.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
         if self.link is not None:
             release(self.link)
             self.link = None
@@ -90,7 +96,7 @@ class ModbusDriver(BaseDriver):
     async def _poll_loop(self) -> None:
         due = dict.fromkeys(self.groups, time.monotonic())
         try:
-            while True:
+            while not self._stopping:
                 now = time.monotonic()
                 for interval in sorted(due):
                     if due[interval] <= now:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -204,16 +205,19 @@ def start_server_process(port: int, spec: dict[str, Any]) -> subprocess.Popen[by
     import socket
 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    # stderr to a file, not a pipe: an unread pipe fills up and freezes the server mid-test
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, str(SERVER_SCRIPT), str(port), json.dumps(spec)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server process exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            log.seek(0)
+            raise RuntimeError(f"server process exited: {log.read().decode()[-2000:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return proc
         time.sleep(0.05)
@@ -225,8 +229,6 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 def free_port() -> int:
