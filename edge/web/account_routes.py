@@ -13,7 +13,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.web import accounts as acc
-from edge.web.auth import Principal, require
+from edge.web.auth import Principal, principal_of, require
 from edge.web.problem import Problem, json_response, read_json
 
 ACCOUNTS_KEY: web.AppKey[Any] = web.AppKey("accounts", object)
@@ -62,7 +62,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
     setup_lock = asyncio.Lock()  # two browsers racing with the right code must not make two admins
 
     async def auth_state(request: web.Request) -> web.Response:
-        principal: Principal | None = request.get("principal")
+        principal: Principal | None = principal_of(request)
         from edge.web.app import get_runtime
 
         runtime = get_runtime(request)

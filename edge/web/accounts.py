@@ -398,5 +398,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         session = find_session(state, sid)
         return session_principal(session) if session else None
 
-    app.setdefault("authenticators", []).append(by_session)
+    from edge.web.auth import authenticators
+
+    authenticators(app).append(by_session)
     account_routes.add_routes(app, accounts)

@@ -1,7 +1,7 @@
 """Who is calling: bearer tokens (pull consumers from the site file, API tokens) and UI sessions.
 
-The auth middleware asks each of `app["authenticators"]` in turn and puts the first `Principal`
-(or None) into `request["principal"]`; handlers call `require(request, scope)`. Scopes: `read`
+The auth middleware asks each of `authenticators(app)` in turn and puts the first `Principal`
+(or None) into `request[PRINCIPAL]` (`principal_of(request)`); handlers call `require(request, scope)`. Scopes: `read`
 (status, points, history), `write` (commands), `rules` (edit rules), `admin` (accounts, tokens),
 `pull` (the stream and acks of one consumer).
 
@@ -26,6 +26,24 @@ from edge.web.problem import Problem
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
+#: the authenticators asked in turn (each: request -> Principal | None)
+AUTHENTICATORS: web.AppKey[list[Any]] = web.AppKey("authenticators", list)
+#: the caller of a request, set by the middleware
+PRINCIPAL: web.RequestKey[Any] = web.RequestKey("principal", object)
+
+
+def authenticators(app: web.Application) -> list[Any]:
+    """The app's authenticator list (created on first use); append to add a way to log in."""
+    if AUTHENTICATORS not in app:
+        app[AUTHENTICATORS] = []
+    return app[AUTHENTICATORS]
+
+
+def principal_of(request: web.Request) -> Any:
+    """The request's Principal, or None when nobody is logged in."""
+    return request.get(PRINCIPAL)
+
+
 ROLE_SCOPES = {
     "viewer": frozenset({"read"}),
     "technician": frozenset({"read", "write", "rules"}),
@@ -49,7 +67,7 @@ class Principal:
 
 def require(request: web.Request, *scopes: str) -> Principal:
     """The caller, if it holds at least one of `scopes`; else 401 (no credential) or 403."""
-    principal: Principal | None = request.get("principal")
+    principal: Principal | None = request.get(PRINCIPAL)
     if principal is None:
         raise Problem(401, "Authentication required", "send a bearer token or log in")
     if scopes and not (principal.scopes & set(scopes)):
@@ -87,19 +105,19 @@ def bearer(request: web.Request) -> str | None:
 
 def setup(app: web.Application, runtime: Runtime) -> None:
     consumers = ConsumerTokens(runtime)
-    authenticators: list[Any] = app.setdefault("authenticators", [])
+    auths = authenticators(app)
 
     def by_consumer_token(request: web.Request) -> Principal | None:
         token = bearer(request)
         return consumers.lookup(token) if token else None
 
-    authenticators.append(by_consumer_token)
+    auths.append(by_consumer_token)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     principal = None
-    for authenticate in request.app.get("authenticators", []):
+    for authenticate in request.app.get(AUTHENTICATORS, []):
         principal = authenticate(request)
         if principal is not None:
             break
@@ -113,7 +131,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
                     "CSRF token missing or wrong",
                     f"a request authenticated by the session cookie must send the {CSRF_HEADER} header",
                 )
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     return await handler(request)
 
 

@@ -124,7 +124,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             return None
         return lookup(runtime.state, token)
 
-    app.setdefault("authenticators", []).append(by_api_token)
+    from edge.web.auth import authenticators
+
+    authenticators(app).append(by_api_token)
     add_routes(app, runtime)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edge.web import commission, live, ui_api
+from edge.web.auth import principal_of
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -49,7 +50,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return accounts is not None and accounts.setup_code is not None and user_count(accounts.state) == 0
 
     async def page(request: web.Request) -> web.StreamResponse:
-        principal = request.get("principal")
+        principal = principal_of(request)
         if principal is None or principal.kind != "user":
             target = "/setup" if setup_pending() else "/login"
             nxt = request.path_qs if request.path != "/" else ""
