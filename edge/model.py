@@ -49,6 +49,10 @@ class Privacy(StrEnum):
     SENSITIVE = "sensitive"
 
 
+#: privacy classes in order: data of a class may go wherever that class or a higher one is allowed
+PRIVACY_RANK = {Privacy.PUBLIC: 0, Privacy.PERSONAL: 1, Privacy.SENSITIVE: 2}
+
+
 class PointType(StrEnum):
     FLOAT = "float"
     INT = "int"

@@ -19,6 +19,7 @@ from edge.model import Privacy
 from edge.store.journal import row_to_record
 from edge.sync.params import MAX_SEQ, float_param, int_param
 from edge.sync.records import PRIVACY_RANK, IncludeConfig, JournalReader, RecordFilter
+from edge.web import privacy
 from edge.web.auth import Principal, require
 from edge.web.problem import Problem, json_response, read_json
 
@@ -160,8 +161,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     async def latest(request: web.Request) -> web.Response:
         principal = require(request, "pull", "read")
         device = request.query.get("device")
-        limit_rank = 2
-        if "read" not in principal.scopes:  # a consumer sees only what its class allows
+        if "read" in principal.scopes:  # a local user or token: the class of its role
+            limit_rank = privacy.limit_for(principal)
+        else:  # a consumer sees only what its class allows
             limit_rank = PRIVACY_RANK[svc.max_privacy(consumer_of(principal))]
         out: list[dict[str, Any]] = []
         for pid, r in sorted(runtime.hub.latest.items()):

@@ -20,12 +20,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from edge.model import PointInfo, Privacy
+from edge.model import PRIVACY_RANK, PointInfo, Privacy
 from edge.store.journal import SELECT_COLS, connect
 
 Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
 
-PRIVACY_RANK = {Privacy.PUBLIC: 0, Privacy.PERSONAL: 1, Privacy.SENSITIVE: 2}
 #: event kinds that carry health measurements: sensitive unless the payload says otherwise.
 SENSITIVE_EVENT_KINDS = frozenset(
     {"blood_pressure", "heart_rate", "weight", "body_temperature", "glucose", "spo2", "health_measurement"}

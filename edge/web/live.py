@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from edge.model import QUALITY_NAMES, Reading, Record
+from edge.web import privacy
 from edge.web.auth import require
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def record_json(rec: Record) -> dict[str, Any]:
 
 def setup(app: web.Application, runtime: Runtime) -> None:
     async def live(request: web.Request) -> web.StreamResponse:
-        require(request, "read")
+        principal = require(request, "read")
         device = request.query.get("device")
         points = {p for p in request.query.get("points", "").split(",") if p}
         with_events = request.query.get("events", "1") not in ("0", "false")
@@ -97,7 +98,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                     await response.write(b": keepalive\n\n")
                     continue
                 batch = getter.result()
-                payload = orjson.dumps([record_json(r) for r in batch], default=str)
+                records = privacy.minimise(runtime, principal, [record_json(r) for r in batch])
+                payload = orjson.dumps(records, default=str)
                 await response.write(b"event: records\ndata: " + payload + b"\n\n")
                 if dropped != reported_drops:
                     reported_drops = dropped

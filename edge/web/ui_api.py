@@ -18,6 +18,7 @@ from aiohttp import web
 from edge import audit
 from edge.model import QUALITY_NAMES, CommandStatus
 from edge.store.journal import BOOL_FLAG, row_to_record
+from edge.web import privacy
 from edge.web.auth import require
 from edge.web.problem import Problem, json_response, read_json
 
@@ -88,10 +89,16 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return await asyncio.to_thread(journal.query, sql, (floor, *args, limit))
 
     async def history(request: web.Request) -> web.Response:
-        require(request, "read")
+        principal = require(request, "read")
         point = request.query.get("point", "")
         if point not in runtime.hub.points:
             raise Problem(404, "Unknown point", f"no point {point!r}; see /api/v1/devices/{{id}}/points")
+        if privacy.minimise_history(runtime, principal, point):
+            raise Problem(
+                403,
+                "Private data",
+                f"{point} is {runtime.hub.points[point].privacy}: your role may not see it",
+            )
         since = _float(request, "since", time.time() - 3600)
         rows = await scan("point = ? AND kind IS NULL AND ts >= ?", (point, since), _limit(request, 1000))
         out = []
@@ -103,7 +110,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return json_response({"point": point, "since": since, "readings": out})
 
     async def device_points(request: web.Request) -> web.Response:
-        require(request, "read")
+        principal = require(request, "read")
         device_id = request.match_info["id"]
         status = next((d for d in runtime.devices_status() if d["id"] == device_id), None)
         if status is None:
@@ -111,6 +118,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         now = time.time()
         prefix = device_id + "."
         points = [point_view(runtime, pid, now) for pid in runtime.hub.points if pid.startswith(prefix)]
+        for p in points:
+            if privacy.minimise_history(runtime, principal, p["id"]):
+                p["value"], p["redacted"] = None, p["privacy"]
         return json_response({"device": status, "points": points, "now": now})
 
     async def write_point(request: web.Request) -> web.Response:
@@ -152,7 +162,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3]} for r in rows}
 
     async def events(request: web.Request) -> web.Response:
-        require(request, "read")
+        principal = require(request, "read")
         where: list[str] = ["kind IS NOT NULL"]
         args: list[Any] = []
         for key, col in (("kind", "kind"), ("severity", "severity"), ("source", "point")):
@@ -164,7 +174,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             where.append("ts >= ?")
             args.append(since)
         rows = await scan(" AND ".join(where), tuple(args), _limit(request, 200))
-        records = [row_to_record(r) for r in rows]
+        records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows])
         acks = acks_for([r["seq"] for r in records])
         for r in records:
             r["ack"] = acks.get(r["seq"])

@@ -1,0 +1,87 @@
+"""Data minimisation in the local UI: each role sees personal/sensitive data only up to its class."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.model import Event, Reading
+from tests.support.site import running_site
+from tests.web.conftest import PASSWORD, Client, setup_code
+
+SITE = """
+site: {id: privacy-test}
+devices:
+  - id: kiosk-1
+    driver: sim
+    points:
+      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
+      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
+"""
+
+
+async def _users(rt: Any) -> dict[str, Client]:
+    base = f"http://127.0.0.1:{rt.web_port}"
+    admin = Client(base)
+    body = await admin.json(
+        "POST",
+        "/api/v1/auth/setup",
+        {"code": setup_code(rt), "name": "boss", "password": PASSWORD},
+        expect=201,
+    )
+    admin.csrf = body["csrf"]
+    clients = {"admin": admin}
+    for role in ("technician", "viewer"):
+        await admin.json(
+            "POST", "/api/v1/users", {"name": role, "role": role, "password": PASSWORD}, expect=201
+        )
+        c = Client(base)
+        await c.login(role)
+        clients[role] = c
+    return clients
+
+
+async def test_each_role_sees_private_payloads_only_up_to_its_class(tmp_path: Path) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        now = time.time()
+        rt.hub.ingest(
+            [
+                Event(
+                    "blood_pressure",
+                    "kiosk-1",
+                    payload={"systolic_mmhg": 151, "privacy": "sensitive"},
+                    ts=now,
+                ),
+                Event(
+                    "vehicle_passage", "kiosk-1", payload={"plate": "沪A12345", "privacy": "personal"}, ts=now
+                ),
+                Event("bin_full", "kiosk-1", payload={"fill_pct": 91}, ts=now),
+                Reading(now, "kiosk-1.last_systolic", 151.0),
+            ]
+        )
+        await rt.journal.flush()
+        clients = await _users(rt)
+        try:
+            seen = {}
+            for role, c in clients.items():
+                events = (await c.json("GET", "/api/v1/events?source=kiosk-1"))["events"]
+                seen[role] = {e["kind"]: e["payload"] for e in events}
+            assert seen["admin"]["blood_pressure"]["systolic_mmhg"] == 151
+            assert seen["technician"]["blood_pressure"] == {"privacy": "sensitive", "redacted": True}
+            assert seen["technician"]["vehicle_passage"]["plate"] == "沪A12345"
+            assert seen["viewer"]["vehicle_passage"] == {"privacy": "personal", "redacted": True}
+            assert seen["viewer"]["bin_full"]["fill_pct"] == 91
+
+            history = "/api/v1/history?point=kiosk-1.last_systolic&since=0"
+            assert (await clients["admin"].json("GET", history))["readings"]
+            resp = await clients["viewer"].request("GET", history)
+            assert resp.status == 403
+            points = (await clients["viewer"].json("GET", "/api/v1/devices/kiosk-1/points"))["points"]
+            sensitive = next(p for p in points if p["id"] == "kiosk-1.last_systolic")
+            assert sensitive["value"] is None and sensitive["redacted"] == "sensitive"
+            latest = (await clients["technician"].json("GET", "/api/v1/latest"))["latest"]
+            assert "kiosk-1.last_systolic" not in {r["point"] for r in latest}
+        finally:
+            for c in clients.values():
+                await c.close()
