@@ -170,6 +170,9 @@ async def test_privacy_and_metadata(site: Any) -> None:
     assert kiosk["privacy"] == "sensitive" and kiosk["device"] == "kiosk"
     _, latest, _ = await call("GET", f"{site.base}/api/v1/latest", CITY)
     assert [x["point"] for x in latest["latest"]] == ["meter.kw"]
-    reader = create_token(site.state, "viewer", ["read"])
+    reader = create_token(site.state, "viewer", ["read"])  # a read token sees public data only
     _, latest, _ = await call("GET", f"{site.base}/api/v1/latest", reader)
+    assert {x["point"] for x in latest["latest"]} == {"meter.kw"}
+    admin = create_token(site.state, "admin", ["read", "admin"])
+    _, latest, _ = await call("GET", f"{site.base}/api/v1/latest", admin)
     assert {x["point"] for x in latest["latest"]} == {"meter.kw", "kiosk.systolic"}
