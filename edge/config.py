@@ -99,20 +99,19 @@ class StorageConfig(Strict):
         return self.blob_dir or str(FsPath(self.path).with_name("blobs"))
 
 
-class WebConfig(Strict):
-    listen: str = "0.0.0.0:8080"
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    enabled: bool = True
+def valid_listen(value: object, example: str = "0.0.0.0:8080") -> str:
+    """A HOST:PORT listen address (a bare number is refused with an example)."""
+    text = str(value)
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"invalid listen address {text!r}; expected HOST:PORT such as {example}")
+    return text
 
-    @field_validator("listen", mode="before")
-    @classmethod
-    def _listen(cls, v: object) -> str:
-        v = str(v)
-        _host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"invalid listen address {v!r}; expected HOST:PORT such as 0.0.0.0:8080")
-        return v
+
+class ListenAddress:
+    """`host` and `port` of a model's `listen: HOST:PORT` field."""
+
+    listen: str
 
     @property
     def host(self) -> str:
@@ -121,6 +120,18 @@ class WebConfig(Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class WebConfig(ListenAddress, Strict):
+    listen: str = "0.0.0.0:8080"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    enabled: bool = True
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen(cls, v: object) -> str:
+        return valid_listen(v)
 
 
 class ConsumerConfig(Strict):
@@ -152,6 +163,10 @@ class PointConfig(Strict):
     report_every: Duration = 0.0
     description: str = ""
 
+    def point_type(self) -> PointType:
+        """The engineering type of the values (drivers whose `type` means more override this)."""
+        return self.type
+
     @field_validator("name")
     @classmethod
     def _valid_name(cls, v: str) -> str:
@@ -182,7 +197,7 @@ class DeviceConfig(Strict):
                     id=f"{self.id}.{p.name}",
                     device=self.id,
                     name=p.name,
-                    type=p.type,
+                    type=p.point_type(),
                     unit=p.unit,
                     writable=p.writable,
                     privacy=p.privacy,

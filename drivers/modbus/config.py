@@ -15,7 +15,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.modbus.codec import DataType, WordOrder, register_count
 from edge.config import DeviceConfig, PointConfig, Strict
-from edge.model import PointInfo, PointType
+from edge.model import PointType
 from edge.units import Duration
 
 Table = Literal["coil", "discrete", "holding", "input"]
@@ -223,20 +223,3 @@ class ModbusDevice(DeviceConfig):
                 ],
             )
         return self
-
-    def point_infos(self) -> list[PointInfo]:
-        return [
-            PointInfo(
-                id=f"{self.id}.{p.name}",
-                device=self.id,
-                name=p.name,
-                type=p.point_type(),
-                unit=p.unit,
-                writable=p.writable,
-                privacy=p.privacy,
-                deadband=p.deadband,
-                report_every=p.report_every,
-                description=p.description,
-            )
-            for p in self.points
-        ]

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from drivers.modbus import codec
 from drivers.modbus.codec import DataType, WordOrder
-from edge.config import Strict
+from edge.config import ListenAddress, Strict, valid_listen
 from edge.model import Quality
 
 log = logging.getLogger("drivers.modbus.server")
@@ -63,18 +63,15 @@ class ServedPoint(Strict):
         return 1 if self.table in ("coil", "discrete") else codec.register_count(self.type, self.length)
 
 
-class ServerConfig(Strict):
+class ServerConfig(ListenAddress, Strict):
     listen: str = "0.0.0.0:5020"
     unit: int = Field(1, ge=0, le=255)
     points: list[ServedPoint] = Field(default_factory=list)
 
-    @field_validator("listen")
+    @field_validator("listen", mode="before")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        _h, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"invalid listen address {v!r}; expected HOST:PORT such as 0.0.0.0:5020")
-        return v
+    def _listen(cls, v: object) -> str:
+        return valid_listen(v, "0.0.0.0:5020")
 
     @model_validator(mode="after")
     def _overlaps(self) -> ServerConfig:
@@ -86,14 +83,6 @@ class ServerConfig(Strict):
                     raise ValueError(f"points {other!r} and {p.point!r} overlap at {p.table} address {a}")
                 seen[(p.table, a)] = p.point
         return self
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 _FC_TABLE = {
