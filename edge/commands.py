@@ -55,8 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="run a simulated community site with its web UI",
         description=(
-            "Run a simulated community site: electricity and water meters, a parking gate with a loop\n"
-            "sensor, waste bins, a health kiosk and an environment sensor that drops out now and then.\n"
+            "Run a simulated community site: electricity and water meters, parking gates with loop\n"
+            "sensors, waste bins, a health kiosk and an environment sensor that drops out now and then.\n"
+            "Two devices are real Modbus TCP devices simulated in the demo process on 127.0.0.1:15020\n"
+            "(a free port if that one is taken) and read by the modbus driver: meter-main (CHINT\n"
+            "DTSU666, unit 1) and gate-south (parking barrier, unit 2).\n"
             "The site file is written to DATA_DIR/site.yaml (kept across runs, so edits survive); point\n"
             "the other commands at it, e.g. `edge buffer stats -c DATA_DIR/site.yaml`."
         ),
@@ -160,31 +163,63 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import logging
-
     from edge.demo import prepare
     from edge.logs import setup_logging
-    from edge.service import serve
 
     data_dir = Path(args.data_dir)
     path = prepare(data_dir, args.host, args.port)
-    site = load_or_report(str(path))
-    if site is None:
-        return 1
-    site.web = site.web.model_copy(update={"listen": f"{args.host}:{args.port}"})
     setup_logging(args.log_level)
-    token = (data_dir / "city-platform.token").read_text().strip()
+    return asyncio.run(_demo(args, data_dir, path))
 
-    def announce(rt: Any) -> None:
-        url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{rt.web_port}/"
-        logging.getLogger("edge.demo").info(
-            "demo site running: open %s (site file %s; pull API token for consumer city-platform: %s)",
-            url,
-            path,
-            token,
+
+async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
+    """Start the simulated Modbus field devices, then serve the site; stop them afterwards."""
+    import logging
+
+    from edge.demo import SIM_HOST, move_simulator_port, simulator_port
+    from edge.service import serve
+
+    log = logging.getLogger("edge.demo")
+    simulator: Any = None
+    wanted = simulator_port(path)
+    if wanted is None:
+        log.info("site file %s has no simulated Modbus devices (delete it to get them)", path)
+    else:
+        from drivers.modbus.simulator import FieldDeviceSimulator
+
+        simulator = FieldDeviceSimulator(SIM_HOST, wanted)
+        try:
+            await simulator.start()
+        except OSError as exc:
+            simulator = FieldDeviceSimulator(SIM_HOST, 0)
+            got = await simulator.start()
+            move_simulator_port(path, wanted, got)
+            log.warning("Modbus simulator: port %d unavailable (%s); serving on %d instead", wanted, exc, got)
+        log.info(
+            "Modbus simulator on %s:%d (unit 1: CHINT DTSU666 meter, unit 2: parking barrier)",
+            SIM_HOST,
+            simulator.port,
         )
+    try:
+        site = load_or_report(str(path))
+        if site is None:
+            return 1
+        site.web = site.web.model_copy(update={"listen": f"{args.host}:{args.port}"})
+        token = (data_dir / "city-platform.token").read_text().strip()
 
-    return asyncio.run(serve(str(path), site, on_ready=announce))
+        def announce(rt: Any) -> None:
+            url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{rt.web_port}/"
+            log.info(
+                "demo site running: open %s (site file %s; pull API token for consumer city-platform: %s)",
+                url,
+                path,
+                token,
+            )
+
+        return await serve(str(path), site, on_ready=announce)
+    finally:
+        if simulator is not None:
+            await simulator.stop()
 
 
 def cmd_buffer_stats(args: argparse.Namespace) -> int:

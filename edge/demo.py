@@ -1,11 +1,17 @@
-"""`edge demo`: a simulated community site — meters, a parking gate, waste bins, a health kiosk.
+"""`edge demo`: a simulated community site — meters, parking gates, waste bins, a health kiosk.
 
 The generated site file is an ordinary one (written to DATA_DIR/site.yaml), so every other
 command works against it: `edge buffer stats -c DATA_DIR/site.yaml`.
+
+Most devices use the `sim` driver. Two are real Modbus TCP devices driven by the `modbus` driver:
+`meter-main` (CHINT DTSU666, unit 1) and `gate-south` (parking-barrier controller, unit 2), served
+by `drivers.modbus.simulator` inside the demo process on 127.0.0.1:SIM_PORT. When that port is
+taken, the demo serves them on a free port and rewrites the port in the site file.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -13,9 +19,16 @@ from typing import Any
 import yaml
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+SIM_HOST = "127.0.0.1"  # the simulated field devices never leave loopback
+SIM_PORT = 15020
+#: the demo's devices served by the simulator; their `port:` tells the demo where to serve it
+SIM_DEVICES = ("meter-main", "gate-south")
+_LOOPBACK = ("127.0.0.1", "localhost")
 
 
-def demo_site(data_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> dict[str, Any]:
+def demo_site(
+    data_dir: Path, host: str = "127.0.0.1", port: int = 8080, sim_port: int = SIM_PORT
+) -> dict[str, Any]:
     rule_packs = sorted(str(p) for p in (DEPLOY / "rules").glob("*.yaml"))
     site: dict[str, Any] = {
         "site": {
@@ -33,6 +46,15 @@ def demo_site(data_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> dict
         "devices": [
             _meter("meter-b1", "1 号楼 电表 Building 1 meter", base_kw=18, seed=1),
             _meter("meter-b2", "2 号楼 电表 Building 2 meter", base_kw=12, seed=2),
+            {
+                "id": "meter-main",
+                "name": "总进线 电表 Main incomer meter (Modbus)",
+                "driver": "modbus",
+                "profile": "chint-dtsu666",
+                "connection": {"transport": "tcp", "host": SIM_HOST, "port": sim_port},
+                "unit": 1,
+                "poll": "2s",
+            },
             {
                 "id": "water-main",
                 "name": "总水表 Main water meter",
@@ -87,6 +109,28 @@ def demo_site(data_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> dict
                 ],
                 "events": [
                     {"kind": "vehicle_passage", "every": "40s", "generator": "vehicle", "privacy": "personal"}
+                ],
+            },
+            {
+                "id": "gate-south",
+                "name": "南门道闸 South gate barrier (Modbus)",
+                "driver": "modbus",
+                "profile": "parking-barrier",
+                "connection": {"transport": "tcp", "host": SIM_HOST, "port": sim_port},
+                "unit": 2,
+                "poll": "500ms",
+                # polled twice a second, journaled on change (and every 30 s to show it is alive)
+                "points": [
+                    {"name": name, "report_every": "30s"}
+                    for name in (
+                        "open_cmd",
+                        "close_cmd",
+                        "loop_occupied",
+                        "barrier_open",
+                        "barrier_closed",
+                        "fault_code",
+                        "vehicle_count",
+                    )
                 ],
             },
             _bin("bin-east-1", "东区垃圾桶 1 East bin 1", period="20m", seed=5),
@@ -245,7 +289,7 @@ def _bin(device_id: str, name: str, period: str, seed: int) -> dict[str, Any]:
     }
 
 
-def prepare(data_dir: Path, host: str, port: int) -> Path:
+def prepare(data_dir: Path, host: str, port: int, sim_port: int = SIM_PORT) -> Path:
     """Write DATA_DIR/site.yaml (kept if it exists, so edits survive) and the consumer token."""
     data_dir.mkdir(parents=True, exist_ok=True)
     token = data_dir / "city-platform.token"
@@ -259,7 +303,68 @@ def prepare(data_dir: Path, host: str, port: int) -> Path:
             "# Check it with: edge check -c " + str(path) + "\n"
         )
         body = yaml.safe_dump(
-            demo_site(data_dir.resolve(), host, port), allow_unicode=True, sort_keys=False, width=120
+            demo_site(data_dir.resolve(), host, port, sim_port),
+            allow_unicode=True,
+            sort_keys=False,
+            width=120,
         )
         path.write_text(header + body, encoding="utf-8")
     return path
+
+
+def _served_by_simulator(device: Any, port: Any) -> bool:
+    """A Modbus TCP device on loopback at `port` (the simulator's devices, and copies of them)."""
+    if not isinstance(device, dict) or device.get("driver") != "modbus":
+        return False
+    conn = device.get("connection")
+    return (
+        isinstance(conn, dict)
+        and conn.get("transport", "tcp") == "tcp"
+        and conn.get("host") in _LOOPBACK
+        and conn.get("port") == port
+    )
+
+
+def simulator_port(path: Path) -> int | None:
+    """The port the site file expects the simulator on, or None when it has none of its devices.
+
+    A site file written by an older demo (no Modbus devices) gets None: it runs as it always did.
+    A file that does not parse gets None too; `edge demo` then reports its errors as usual.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    devices = doc.get("devices") if isinstance(doc, dict) else None
+    for device in devices if isinstance(devices, list) else []:
+        if not isinstance(device, dict) or device.get("id") not in SIM_DEVICES:
+            continue
+        port = (device.get("connection") or {}).get("port") if device.get("driver") == "modbus" else None
+        if isinstance(port, int) and _served_by_simulator(device, port):
+            return port
+    return None
+
+
+def move_simulator_port(path: Path, old: int, new: int) -> None:
+    """Point the site file's simulator devices at `new` instead of `old`.
+
+    Edits only those `port:` values, so the technician's comments and edits survive; if the file
+    is laid out so that this edit would change anything else, the file is written anew instead.
+    """
+    text = path.read_text(encoding="utf-8")
+    doc = yaml.safe_load(text)
+    for device in doc.get("devices") or []:
+        if _served_by_simulator(device, old):
+            device["connection"]["port"] = new
+    edited = re.sub(rf"(\bport:\s*){old}\b", rf"\g<1>{new}", text)
+    try:
+        same = yaml.safe_load(edited) == doc
+    except yaml.YAMLError:
+        same = False
+    if not same:
+        lines = text.splitlines(keepends=True)
+        header = "".join(
+            lines[: next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))]
+        )
+        edited = header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=120)
+    path.write_text(edited, encoding="utf-8")
