@@ -324,7 +324,8 @@ class FieldDeviceSimulator:
                 await server.shutdown()
             raise OSError(errno.EADDRINUSE, f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         self._server = server
-        self.port = int(server.transport.sockets[0].getsockname()[1])
+        transport: Any = server.transport  # an asyncio Server once listening
+        self.port = int(transport.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:

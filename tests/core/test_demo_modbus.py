@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -106,6 +107,43 @@ async def test_open_cmd_raises_the_barrier_and_close_cmd_lowers_it(tmp_path: Pat
 
         refused = await rt.hub.write("gate-south.barrier_open", True, source="test")
         assert not refused.ok  # a limit switch is read-only
+
+
+async def test_demo_gate_pack_opens_gate_south_for_a_vehicle(tmp_path: Path) -> None:
+    pack = ROOT / "deploy" / "rules" / "demo-gate.yaml"
+    async with simulator(vehicle_arrivals=(0.5, 1.0)) as sim:
+        doc = {**_modbus_devices(tmp_path, sim.port), "rules": {"packs": [str(pack)]}}
+        async with running_site(tmp_path, doc, web=False) as rt:
+            latest = rt.hub.latest
+            await until(
+                lambda: (
+                    _good(latest, "gate-south.vehicle_count")
+                    and latest["gate-south.vehicle_count"].value >= 1
+                ),
+                20,
+                what="a vehicle let through by the rule",
+            )
+            await rt.journal.flush()
+            rows = rt.journal.read(0, 100000)
+            commands = [r["payload"] for r in rows if r["type"] == "event" and r["kind"] == "command"]
+            assert commands and all(c["point"] == "gate-south.open_cmd" for c in commands)
+            assert commands[0]["status"] == "ok" and commands[0]["by"] == "rule:gate-open-cmd-on-loop"
+
+
+def test_demo_gate_pack_leaves_gates_without_open_cmd_alone() -> None:
+    from edge.model import Reading
+    from rules.model import compile_pack
+    from rules.replay import Replay
+
+    pack = ROOT / "deploy" / "rules" / "demo-gate.yaml"
+    rp = Replay(compile_pack(pack.read_text(encoding="utf-8"), pack.name), ZoneInfo("Asia/Shanghai"))
+    rp.feed([Reading(1000.0 + i, "gate-north.loop_occupied", v) for i, v in enumerate([False, True, False])])
+    rp.feed([Reading(1010.0, "gate-south.open_cmd", False)])
+    rp.feed([Reading(1011.0 + i, "gate-south.loop_occupied", v) for i, v in enumerate([False, True])])
+    rp.finish()
+    assert [(f["rule"], f["key"]) for f in rp.firings] == [
+        ("gate-open-cmd-on-loop", "gate-south.loop_occupied")
+    ]
 
 
 # ---------------------------------------------------------------- the gate's behaviour over time
@@ -230,7 +268,7 @@ def test_demo_serves_its_modbus_devices_on_a_free_port_when_its_port_is_taken(tm
         with edge_demo(data):
             moved = simulator_port(site)
             assert moved is not None and moved != busy
-            flow = until_sync(
+            flow: Any = until_sync(
                 lambda: _flowing(site, SIM_DEVICES),
                 timeout=30,
                 what="readings from meter-main and gate-south",
