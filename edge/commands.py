@@ -280,7 +280,9 @@ def format_health(h: dict[str, Any]) -> str:
         if h.get(key):
             lines.append(f"{key.replace('_', ' '):<15} {h[key]:,}")
     if h.get("failing") or h.get("disk_full") or h.get("disk_low"):
-        state = "disk full" if h.get("disk_full") else "disk space low" if h.get("disk_low") else "writes failing"
+        state = (
+            "disk full" if h.get("disk_full") else "disk space low" if h.get("disk_low") else "writes failing"
+        )
         lines.append(f"WARNING         {state}: {h.get('last_error') or 'see the log'}")
     cursors = h.get("cursors") or {}
     if cursors:
