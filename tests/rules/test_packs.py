@@ -66,6 +66,24 @@ def test_parking_pack() -> None:
     ]
 
 
+def test_parking_pack_leaves_gates_with_an_open_command_coil_to_their_own_rule() -> None:
+    records: list[Reading | Event] = [
+        Reading(T0, "gate-south.open_cmd", False),  # a Modbus controller: opened through its coil
+        *series("gate-south.loop_occupied", [False, True, False], 10, start=1),
+    ]
+    assert [r for r, *_ in replay("parking.yaml", records)] == []
+    demo = compile_pack((PACKS / "demo-gate.yaml").read_text(encoding="utf-8"), "demo-gate.yaml")
+    rp = Replay(demo, SHANGHAI)
+    rp.feed(sorted(records, key=lambda r: r.ts))
+    rp.finish()
+    assert [f["kind"] for f in rp.firings][:1] == ["fired"]
+
+
+def test_energy_pack_waits_for_all_three_phases() -> None:
+    out = replay("energy.yaml", [Reading(T0, "meter-x.current_a", 10.0)])
+    assert [k for _, _, k, _ in out if k == "error"] == []
+
+
 def test_waste_pack_fill_hysteresis_and_not_emptied() -> None:
     fill = [50, 88, 90, 91, 75, 65, 59, 20]  # one reading a minute
     out = replay("waste.yaml", series("bin-east-1.fill_pct", fill, 60))
