@@ -279,7 +279,9 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     goto(page, demo.base, "/rules/new", timings)
     page.fill(
         "#rule-text",
-        f'id: shot\nname: 示例 example\nwhen: {LIVE_POINT}\nif: value > 10\nfor: 10s\nclear_if: value < 9\nnotify: toggle\nseverity: warning\nthen:\n  - alert: "{{device}} {{value:.1f}} kW"\n',
+        # a rule that crosses often on the demo's wandering voltage, so the timeline has marks
+        'id: shot\nname: 电压偏高 Voltage above 225 V\nwhen: meter-*.voltage\nif: value > 225\n'
+        'clear_if: value < 224.8\nnotify: toggle\nseverity: warning\nthen:\n  - alert: "{device} {value:.1f} V"\n',
     )
     page.wait_for_selector("#rule-status.ok", timeout=T)
     page.click("#dry-run")
