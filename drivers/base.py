@@ -9,6 +9,13 @@ A driver owns its connections and its schedule. The runtime:
   5. reads `health` (online / degraded / offline with a reason) whenever it likes,
   6. awaits `stop()` on shutdown or before a restart.
 
+Optional: `async def read(self, point: str) -> Reading` reads one point from the device *now*,
+outside the poll schedule (the commissioning test-read: "does this meter answer?"). It returns the
+reading without emitting it (a look, not data) and raises `DeviceReadError` with a message a
+technician can act on when the device does not answer or refuses. `Driver.read` raises
+`NotImplementedError`; a driver that overrides it reads on demand, which `reads_on_demand(driver)`
+tells the caller.
+
 If `stream()` raises, the supervisor stops the driver, waits with backoff and starts a new instance;
 a driver never takes the process down. Drivers never block the event loop: blocking work
 (OpenCV, serial I/O without asyncio support) runs in a thread.
@@ -34,10 +41,22 @@ from edge.model import (
     Health,
     HealthState,
     PointInfo,
+    Reading,
     Record,
     Severity,
     Value,
 )
+
+
+class DeviceReadError(Exception):
+    """An on-demand read got no usable value: no answer, refused (Modbus exception), not started.
+
+    The message is shown to the technician as it is, so it says what happened and where.
+    """
+
+    def __init__(self, message: str, *, no_answer: bool = False) -> None:
+        super().__init__(message)
+        self.no_answer = no_answer  # nothing came back (timeout, connection refused), not a refusal
 
 
 @dataclass
@@ -76,6 +95,15 @@ class Driver(abc.ABC):
     @property
     @abc.abstractmethod
     def health(self) -> Health: ...
+
+    async def read(self, point: str) -> Reading:
+        """Read `point` from the device now, outside the poll schedule; the reading is not emitted.
+
+        Raises `DeviceReadError` with a clear message if the device does not answer, and
+        `LookupError` for a point this device does not have. Optional: this default means
+        "this driver cannot read on demand" (see `reads_on_demand`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot read a point on demand")
 
 
 class BaseDriver(Driver):
@@ -147,6 +175,12 @@ class BaseDriver(Driver):
                     raise self._failure
                 return
             yield batch
+
+
+def reads_on_demand(driver: object) -> bool:
+    """Whether `driver` implements the optional on-demand `read(point)` of the contract."""
+    reader = getattr(type(driver), "read", None)
+    return callable(reader) and reader is not Driver.read
 
 
 def point_id(device_id: str, name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import BaseDriver, DriverContext
+from drivers.base import BaseDriver, DeviceReadError, DriverContext
 from edge.config import DeviceConfig, PointConfig, Strict
 from edge.model import (
     CommandResult,
@@ -185,11 +185,23 @@ class SimDriver(BaseDriver):
                 delay = 0
             await asyncio.sleep(delay)
 
-    def _value(self, p: SimPoint, now: float) -> Value:
+    def _value(self, p: SimPoint, now: float, *, peek: bool = False) -> Value:
+        """The signal's value at `now`. `peek`: look without moving a stateful signal on (an
+        on-demand read must not advance a counter or the seeded random sequence)."""
         if p.name in self._written:
             return self._written[p.name]
         t = now - self._t0
         s = p.signal
+        if peek and s in ("random_walk", "counter") and p.name in self._state:
+            return _as_type(self._state[p.name], p.type)
+        if peek and s in ("random", "random_walk", "counter"):
+            # never sampled yet (or pure noise): a fresh draw that leaves self.rng untouched
+            saved_rng, saved_state = self.rng, dict(self._state)
+            self.rng = random.Random()
+            try:
+                return self._value(p, now)
+            finally:
+                self.rng, self._state = saved_rng, saved_state
         if s == "constant":
             v: Value = p.value if p.value is not None else p.min if p.type != PointType.BOOL else False
         elif s == "ramp":
@@ -251,6 +263,24 @@ class SimDriver(BaseDriver):
                 "privacy": ev.privacy,
             }
         return dict(ev.payload)
+
+    # ------------------------------------------------------------ on-demand read
+    async def read(self, point: str) -> Reading:
+        """The point's simulated value now; fails like the device would during a dropout."""
+        spec = next((p for p in self.cfg.points if p.name == point), None)
+        if spec is None:
+            raise LookupError(f"device {self.id} has no point {point!r}")
+        now = self.ctx.clock()
+        if self._fault_active("dropout", now) is not None:
+            raise DeviceReadError(f"device {self.id} does not answer (simulated dropout)", no_answer=True)
+        slow = self._fault_active("slow", now)
+        if slow is not None:
+            await asyncio.sleep(slow.delay)
+            now = self.ctx.clock()
+        pid = f"{self.id}.{point}"
+        if self._garbage():
+            return Reading(now, pid, None, Quality.BAD)
+        return Reading(now, pid, self._value(spec, now, peek=True), Quality.GOOD)
 
     # ------------------------------------------------------------ writes
     async def write(self, point: str, value: Value) -> CommandResult:

@@ -15,7 +15,7 @@ import contextlib
 import time
 from typing import Any
 
-from drivers.base import BaseDriver, DriverContext
+from drivers.base import BaseDriver, DeviceReadError, DriverContext
 from drivers.modbus import codec
 from drivers.modbus.config import BIT_TABLES, ModbusDevice, ModbusPoint
 from drivers.modbus.planner import Request, SplitMemory, plan, split_request
@@ -166,7 +166,14 @@ class ModbusDriver(BaseDriver):
         return list(values[: req.count])
 
     def _decode_point(
-        self, p: ModbusPoint, req: Request, values: list[Any], ts: float, errors: list[str]
+        self,
+        p: ModbusPoint,
+        req: Request,
+        values: list[Any],
+        ts: float,
+        errors: list[str],
+        *,
+        remember: bool = True,
     ) -> Reading:
         pid = f"{self.id}.{p.name}"
         off = p.address - req.start
@@ -187,7 +194,8 @@ class ModbusDriver(BaseDriver):
         except codec.DecodeError as exc:
             errors.append(f"{p.name}: {exc}")
             return Reading(ts, pid, None, Quality.BAD)
-        self.last_values[p.name] = value
+        if remember:
+            self.last_values[p.name] = value
         return Reading(ts, pid, value, Quality.GOOD)
 
     def _went_silent(self, reason: str, ts: float) -> None:
@@ -201,6 +209,30 @@ class ModbusDriver(BaseDriver):
                 ]
             )
         self.set_health(HealthState.OFFLINE, reason)
+
+    # ------------------------------------------------------------ on-demand read
+    async def read(self, point: str) -> Reading:
+        """One request for just this point, now, with write priority: it waits for the request in
+        flight, never for the rest of a poll cycle. Not emitted and not remembered as the point's
+        last value: a commissioning read is a look, not data."""
+        p = self.by_name.get(point)
+        if p is None:
+            raise LookupError(f"device {self.id} has no point {point!r}")
+        if self.link is None:
+            raise DeviceReadError(f"device {self.id} is not started")
+        req = Request(p.table, p.address, p.count, (p.name,))
+        what = f"{READ_METHODS[p.table]} {p.address}+{p.count}"
+        try:
+            values = await self._read_priority(req, retry_now=True)
+        except LinkError as exc:
+            raise DeviceReadError(f"{self.id} did not answer {what}: {exc}", no_answer=True) from None
+        except DeviceException as exc:
+            raise DeviceReadError(f"{self.id} refused {what}: Modbus {exc}") from None
+        errors: list[str] = []
+        got = self._decode_point(p, req, values, self.ctx.clock(), errors, remember=False)
+        if errors:
+            raise DeviceReadError(f"{self.id} answered {what} with {values!r}: {errors[0]}")
+        return got
 
     # ------------------------------------------------------------ writes
     async def write(self, point: str, value: Value) -> CommandResult:
@@ -253,10 +285,15 @@ class ModbusDriver(BaseDriver):
         self.emit([Reading(self.ctx.clock(), pid, reported, Quality.GOOD)])
         return CommandResult(pid, value, CommandStatus.OK)
 
-    async def _read_priority(self, req: Request) -> list[Any]:
+    async def _read_priority(self, req: Request, *, retry_now: bool = False) -> list[Any]:
         assert self.link is not None
         resp = await self.link.call(
-            self.device.unit, READ_METHODS[req.table], req.start, count=req.count, priority=WRITE
+            self.device.unit,
+            READ_METHODS[req.table],
+            req.start,
+            count=req.count,
+            priority=WRITE,
+            retry_now=retry_now,
         )
         values = resp.bits if req.table in BIT_TABLES else resp.registers
         if len(values) < req.count:

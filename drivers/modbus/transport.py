@@ -131,11 +131,11 @@ class Link:
         framer = FramerType.RTU if c.transport == "rtu_over_tcp" else FramerType.SOCKET
         return AsyncModbusTcpClient(str(c.host), port=int(c.port or 502), framer=framer, **common)
 
-    async def _ensure_connected(self) -> Any:
+    async def _ensure_connected(self, *, retry_now: bool = False) -> Any:
         if self._client is not None and self._client.connected:
             return self._client
         now = time.monotonic()
-        if now < self._next_attempt:
+        if now < self._next_attempt and not retry_now:
             raise LinkError(
                 f"{self.last_error or 'not connected'}; next attempt in {self._next_attempt - now:.1f}s"
             )
@@ -178,20 +178,24 @@ class Link:
         method: str,
         *args: Any,
         priority: int = READ,
+        retry_now: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Run one pymodbus request (`read_holding_registers`, `write_coil`, ...) on this link.
 
         Returns the response PDU; raises DeviceException for an exception response and LinkError
-        when there is no usable answer after the retries.
+        when there is no usable answer after the retries. `retry_now` tries to connect even during
+        the reconnect backoff (a person asked, e.g. a commissioning read after fixing a cable).
         """
         await self._lock.acquire(priority)
         try:
-            return await self._call_locked(unit, method, *args, **kwargs)
+            return await self._call_locked(unit, method, *args, retry_now=retry_now, **kwargs)
         finally:
             self._lock.release()
 
-    async def _call_locked(self, unit: int, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call_locked(
+        self, unit: int, method: str, *args: Any, retry_now: bool = False, **kwargs: Any
+    ) -> Any:
         from pymodbus.exceptions import ModbusException
 
         delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
@@ -199,8 +203,8 @@ class Link:
             await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
         attempts = self.retries + 1
         error = ""
-        for _attempt in range(attempts):
-            client = await self._ensure_connected()
+        for attempt in range(attempts):
+            client = await self._ensure_connected(retry_now=retry_now and attempt == 0)
             self.requests += 1
             if self.trace:
                 self.trace("start", unit)

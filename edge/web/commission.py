@@ -1,10 +1,13 @@
 """`POST /api/v1/commission/read`: the technician's test-read.
 
-`{"point": "dev.p"}` asks the driver for the point now when the driver can (`async read(name)`),
-and otherwise answers the value of the driver's last poll with its age. `{"device": ID, "table":
-"holding", "address": N, "count": N}` reads a raw Modbus register range through the Modbus
-engineer's `drivers.modbus.probe.probe()` and decodes it in every word order; that module is imported
-only here, on demand, so sites without Modbus never load pymodbus.
+`{"point": "dev.p"}` reads the point from the device now when the driver can read on demand
+(`read(name)` of the Driver contract, see `drivers.base.reads_on_demand`): `source: "device"` with
+the read's `duration_ms`; a device that does not answer is a 502 problem whose detail is the
+driver's reason. A driver that cannot read on demand answers the value of its last poll with its
+age (`source: "last_poll"`). `{"device": ID, "table": "holding", "address": N, "count": N}` reads a
+raw Modbus register range through the Modbus engineer's `drivers.modbus.probe.probe()` and decodes
+it in every word order; that module is imported only here, on demand, so sites without Modbus
+never load pymodbus. Every test-read, answered or not, is written to the audit log.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from drivers.base import DeviceReadError, reads_on_demand
+from edge import audit
 from edge.model import QUALITY_NAMES, Reading
 from edge.web.auth import require
 from edge.web.problem import Problem, json_response, read_json
@@ -34,18 +39,30 @@ async def read_point(runtime: Runtime, point_id: str) -> dict[str, Any]:
     device, _, name = point_id.partition(".")
     slot = runtime.slots.get(device)
     driver = slot.driver if slot else None
-    reader = getattr(driver, "read", None)
-    if driver is not None and callable(reader):
+    if driver is not None and reads_on_demand(driver):
+        started = time.monotonic()
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                got = await reader(name)
+                got = await driver.read(name)
         except TimeoutError:
-            raise Problem(504, "Device did not answer", f"no answer within {READ_TIMEOUT:g}s") from None
+            raise Problem(
+                504, "Device did not answer", f"{device}: no answer within {READ_TIMEOUT:g}s"
+            ) from None
+        except DeviceReadError as exc:
+            raise Problem(502, "Device did not answer", str(exc)) from None
+        except LookupError as exc:
+            raise Problem(404, "Unknown point", str(exc)) from None
+        except NotImplementedError:
+            pass  # declared but not available on this instance: answer the last poll
         except Exception as exc:
             raise Problem(502, "Read failed", f"{type(exc).__name__}: {exc}") from None
-        if isinstance(got, Reading):
-            return _answer(point_id, got.value, QUALITY_NAMES[got.quality & 3], got.ts, "driver")
-        return _answer(point_id, got, "good", time.time(), "driver")
+        else:
+            ms = round((time.monotonic() - started) * 1000, 1)
+            if isinstance(got, Reading):
+                answer = _answer(point_id, got.value, QUALITY_NAMES[got.quality & 3], got.ts, "device")
+            else:
+                answer = _answer(point_id, got, "good", time.time(), "device")
+            return {**answer, "duration_ms": ms}
     latest = runtime.hub.latest.get(point_id)
     if latest is None:
         state = driver.health.state if driver else "stopped"
@@ -60,7 +77,8 @@ def _answer(point: str, value: Any, quality: str, ts: float, source: str) -> dic
         "quality": quality,
         "ts": ts,
         "age_s": round(max(0.0, time.time() - ts), 2),
-        "source": source,
+        "source": source,  # "device": read just now; "last_poll": the driver's latest value
+        "duration_ms": None,  # of the read, when source is "device"
     }
 
 
@@ -116,8 +134,34 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
+    def audited(actor: str, target: str, answer: dict[str, Any] | None, problem: Problem | None) -> None:
+        if runtime.state is None:
+            return
+        if problem is not None:
+            audit.record(
+                runtime.state,
+                actor,
+                "commission_read",
+                target,
+                ok=False,
+                status=problem.status,
+                reason=problem.detail,
+            )
+        elif answer is not None:
+            # the value itself stays out of the log: a point may hold personal data
+            audit.record(
+                runtime.state,
+                actor,
+                "commission_read",
+                target,
+                ok=True,
+                source=answer.get("source", "device"),
+                quality=answer.get("quality"),
+                duration_ms=answer.get("duration_ms"),
+            )
+
     async def commission_read(request: web.Request) -> web.Response:
-        require(request, "write")
+        principal = require(request, "write")
         body = await read_json(request, 4096)
         if not isinstance(body, dict):
             raise Problem(
@@ -126,11 +170,22 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 'send {"point": ID} or {"device": ID, "table", "address", "count"}',
             )
         if "point" in body:
-            return json_response(await read_point(runtime, str(body["point"])))
-        if "device" in body:
-            return json_response(await read_registers(runtime, body))
-        raise Problem(
-            400, "Nothing to read", 'send {"point": ID} or {"device": ID, "table", "address", "count"}'
-        )
+            target = str(body["point"])
+            reading = read_point(runtime, target)
+        elif "device" in body:
+            target = f"{body['device']}:{body.get('table', 'holding')}:{body.get('address', 0)}"
+            reading = read_registers(runtime, body)
+        else:
+            raise Problem(
+                400, "Nothing to read", 'send {"point": ID} or {"device": ID, "table", "address", "count"}'
+            )
+        try:
+            answer = await reading
+        except Problem as problem:
+            if problem.status not in (400, 404, 422, 501):  # a malformed ask reached no device
+                audited(principal.name, target, None, problem)
+            raise
+        audited(principal.name, target, answer, None)
+        return json_response(answer)
 
     app.router.add_post("/api/v1/commission/read", commission_read)

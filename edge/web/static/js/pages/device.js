@@ -113,7 +113,8 @@ function commissioning(dev, pts) {
         h('dt', {}, t('device.value')), h('dd', { 'data-k': 'commission-value' }, fmtValue(r.value)),
         h('dt', {}, t('device.quality')), h('dd', {}, t('quality.' + r.quality)),
         h('dt', {}, t('commission.at')), h('dd', {}, fmtTime(r.ts)),
-        h('dt', {}, t('commission.source')), h('dd', {}, t('commission.src.' + r.source))));
+        h('dt', {}, t('commission.source')), h('dd', { 'data-k': 'commission-source', 'data-source': r.source },
+          r.source === 'device' ? t('commission.src.device', { ms: Math.round(r.duration_ms ?? 0) }) : t('commission.src.last_poll'))));
     } catch (err) { out.replaceChildren(errorBox(err)); }
   } }, t('commission.read'));
   const card = h('section', { class: 'card' }, h('h2', {}, t('commission.title')),
