@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 BASE = "/api/v1/rules"
 MAX_DRY_RUN_HOURS = 24 * 31
 MAX_PACK_BYTES = 1024 * 1024
+MAX_VERSION = 2**62
 
 
 def _component(request: web.Request) -> RulesComponent:
@@ -162,6 +163,8 @@ async def restore(request: web.Request) -> web.Response:
         version = int(request.match_info["v"])
     except ValueError:
         raise Problem(400, "Bad version", "the version is a number") from None
+    if not 1 <= version <= MAX_VERSION:  # SQLite integers stop at 64 bits
+        raise Problem(400, "Bad version", f"the version is a number from 1 to {MAX_VERSION}")
     try:
         stored = comp.restore_version(request.match_info["id"], version, who.name)
     except RuleErrors as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from edge import audit
+from edge.sync.params import MAX_SEQ, int_param
 from edge.web import accounts as acc
 from edge.web.auth import Principal, principal_of, require
 from edge.web.problem import Problem, json_response, read_json
@@ -161,14 +162,14 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
     async def add_user(request: web.Request) -> web.Response:
         principal = require(request, "admin")
         name, role, password = _fields(await read_json(request, 4096), "name", "role", "password")
+        if role in (None, ""):  # only an absent role defaults; `{}` or `false` is a mistake
+            role = "viewer"
         try:
-            await asyncio.to_thread(
-                acc.add_user, state, name, role or "viewer", password, created_by=principal.name
-            )
+            await asyncio.to_thread(acc.add_user, state, name, role, password, created_by=principal.name)
         except acc.AccountError as exc:
             raise _bad(exc) from None
-        audit.record(state, principal.name, "user_add", name, role=role or "viewer")
-        return json_response({"name": name, "role": role or "viewer"}, status=201)
+        audit.record(state, principal.name, "user_add", name, role=role)
+        return json_response({"name": name, "role": role}, status=201)
 
     async def change_user(request: web.Request) -> web.Response:
         principal = require(request, "admin")
@@ -176,6 +177,9 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         body = await read_json(request, 4096)
         if not isinstance(body, dict) or not set(body) <= {"role", "password", "disabled", "unlock"}:
             raise Problem(400, "Unknown fields", "accepted: role, password, disabled, unlock")
+        for flag in ("disabled", "unlock"):
+            if body.get(flag) is not None and not isinstance(body[flag], bool):
+                raise Problem(422, "Invalid account data", f"{flag} is true or false")
         try:
             await asyncio.to_thread(
                 acc.update_user,
@@ -206,11 +210,10 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
 
     async def audit_log(request: web.Request) -> web.Response:
         require(request, "admin", "write")
-        try:
-            limit = min(1000, int(request.query.get("limit", "200")))
-            before = int(request.query["before"]) if "before" in request.query else None
-        except ValueError:
-            raise Problem(400, "Bad query", "limit and before are integers") from None
+        # bounded: SQLite integers stop at 64 bits and a negative LIMIT means "no limit"
+        limit = int_param(request, "limit", 200, 1, 1000)
+        before = int_param(request, "before", None, 1, MAX_SEQ)
+        assert limit is not None
         rows = audit.entries(state, limit, before)
         for key in ("actor", "action"):
             if request.query.get(key):

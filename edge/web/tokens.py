@@ -150,8 +150,10 @@ def add_routes(app: web.Application, runtime: Runtime) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
             raise Problem(400, "Missing token name", 'send {"name": ..., "scopes": [...], "consumer": ...}')
         scopes = body.get("scopes") or []
-        if not isinstance(scopes, list):
+        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
             raise Problem(422, "Invalid scopes", f"a list of: {', '.join(sorted(VALID_SCOPES))}")
+        if not isinstance(body.get("consumer"), str | None):
+            raise Problem(422, "Invalid consumer", "consumer is a consumer id (a string) or null")
         try:
             token = create_token(
                 state(),
@@ -171,6 +173,8 @@ def add_routes(app: web.Application, runtime: Runtime) -> None:
             token_id = int(request.match_info["id"])
         except ValueError:
             raise Problem(400, "Bad token id", "token ids are integers") from None
+        if not 1 <= token_id <= 2**62:  # SQLite integers stop at 64 bits
+            raise Problem(400, "Bad token id", f"token ids are integers from 1 to {2**62}")
         if not revoke_token(state(), token_id):
             raise Problem(404, "No such token", f"no active token with id {token_id}")
         audit.record(state(), principal.name, "token_revoke", str(token_id))

@@ -9,15 +9,18 @@ the journal has no index on point or kind; SCAN_ROWS bounds how far back one que
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import yaml
 from aiohttp import web
 
 from edge import audit
 from edge.model import QUALITY_NAMES, CommandStatus
 from edge.store.journal import BOOL_FLAG, row_to_record
+from edge.sync.params import MAX_SEQ
 from edge.web import privacy
 from edge.web.auth import require
 from edge.web.problem import Problem, json_response, read_json
@@ -44,9 +47,12 @@ def _float(request: web.Request, name: str, default: float | None) -> float | No
     if raw in (None, ""):
         return default
     try:
-        return float(raw)  # type: ignore[arg-type]
+        value = float(raw)  # type: ignore[arg-type]
     except ValueError:
-        raise Problem(400, f"Bad query parameter {name}", f"{name} is a number (UTC epoch seconds)") from None
+        value = math.nan
+    if not math.isfinite(value):  # nan and inf compare false with every ts, and print as null
+        raise Problem(400, f"Bad query parameter {name}", f"{name} is a number (UTC epoch seconds)")
+    return value
 
 
 def _limit(request: web.Request, default: int) -> int:
@@ -204,6 +210,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             seq = int(request.match_info["seq"])
         except ValueError:
             raise Problem(400, "Bad seq", "the event's journal seq is an integer") from None
+        if not 1 <= seq <= MAX_SEQ:  # SQLite integers stop at 64 bits
+            raise Problem(400, "Bad seq", f"the event's journal seq is an integer from 1 to {MAX_SEQ}")
         body = await read_json(request, 8192)
         comment = body.get("comment", "") if isinstance(body, dict) else None
         if not isinstance(comment, str) or len(comment) > 2000:
@@ -227,7 +235,13 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         body = await read_json(request, 256 * 1024)
         if isinstance(body, dict) and isinstance(body.get("text"), str):
             try:
-                return json_response({"data": yaml.safe_load(body["text"])})
+                data = yaml.safe_load(body["text"])
+                return json_response({"data": data})
+            except orjson.JSONEncodeError as exc:  # e.g. an integer past 64 bits
+                return json_response(
+                    {"error": {"message": f"not representable in JSON: {exc}", "line": None, "column": None}},
+                    status=422,
+                )
             except yaml.MarkedYAMLError as exc:
                 mark = exc.problem_mark
                 return json_response(
