@@ -1,7 +1,9 @@
-"""The OpenAPI 3.1 document of the sync and pull APIs, served at `/api/v1/openapi.json`.
+"""The OpenAPI 3.1 document of the whole HTTP API, served at `/api/v1/openapi.json`.
 
-Written as data here (not derived from handlers) and checked against the app's router by
-tests/sync/test_openapi.py, so the two cannot drift apart.
+Written as data (not derived from handlers) and checked against the app's router by
+tests/sync/test_openapi.py, so the two cannot drift apart. This module holds the pull and sync
+paths and assembles the document; the other areas are in `openapi_web` (core, accounts, tokens,
+audit), `openapi_ui` (the UI's JSON, live stream, commissioning) and `openapi_rules`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import copy
 from typing import Any
 
 from edge import __version__
+from edge.sync import openapi_rules, openapi_ui, openapi_web
+from edge.sync.openapi_base import COMPONENTS, ERRORS, JSON, PROBLEM, READ_SECURITY, WRITE_SECURITY
 
-_PROBLEM = {"$ref": "#/components/responses/Problem"}
-_ERRORS = {"400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM}
-_JSON = "application/json"
+_PROBLEM = PROBLEM
+_ERRORS = ERRORS
+_JSON = JSON
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -63,19 +67,22 @@ RECORD = {
 _DOC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
-        "title": "Community Edge pull and sync API",
+        "title": "Community Edge API",
         "version": __version__,
         "description": (
-            "Central platforms read the gateway's journal from their own cursor and acknowledge what "
-            "they stored. Every record has a monotonic `seq`; de-duplicate by it. Errors are "
-            "application/problem+json. Records above the consumer's privacy class are withheld."
+            "The gateway's HTTP API. Central platforms read the journal from their own cursor "
+            "(scope pull) and acknowledge what they stored; every record has a monotonic `seq`, "
+            "de-duplicate by it, and records above the consumer's privacy class are withheld. The "
+            "web UI and scripts use the rest with an API token or a UI session (unsafe requests "
+            "from a session also send X-CSRF-Token). Errors are application/problem+json."
         ),
     },
-    "security": [{"bearer": []}],
+    "security": READ_SECURITY,
     "paths": {
         "/api/v1/stream": {
             "get": {
                 "operationId": "stream",
+                "security": [{"bearer": []}],
                 "summary": "Records after a seq, for the calling consumer (scope pull)",
                 "parameters": [
                     _int(
@@ -112,6 +119,7 @@ _DOC: dict[str, Any] = {
         "/api/v1/consumers/{id}/ack": {
             "post": {
                 "operationId": "ack",
+                "security": [{"bearer": []}],
                 "summary": "Move the consumer's cursor forward (scope pull, own id only)",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "requestBody": {
@@ -209,6 +217,7 @@ _DOC: dict[str, Any] = {
         "/api/v1/sync/dead-letters/{id}/retry": {
             "post": {
                 "operationId": "retryDeadLetter",
+                "security": WRITE_SECURITY,
                 "summary": "Send one dead letter again (scope write)",
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {
@@ -236,29 +245,14 @@ _DOC: dict[str, Any] = {
         },
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Record": RECORD,
-            "Problem": {
-                "type": "object",
-                "required": ["type", "title", "status"],
-                "properties": {
-                    "type": {"type": "string"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "detail": {"type": "string"},
-                },
-            },
-        },
-        "responses": {
-            "Problem": {
-                "description": "An error (RFC 9457)",
-                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            }
-        },
+        **COMPONENTS,
+        "schemas": {**COMPONENTS["schemas"], "Record": RECORD},
     },
 }
 
 
 def document() -> dict[str, Any]:
-    return copy.deepcopy(_DOC)
+    doc = copy.deepcopy(_DOC)
+    for area in (openapi_web, openapi_ui, openapi_rules):
+        doc["paths"].update(copy.deepcopy(area.paths()))
+    return doc

@@ -1,0 +1,146 @@
+"""Building blocks the OpenAPI area modules share: parameters, bodies, answers, credentials.
+
+Each area module (`openapi_web`, `openapi_ui`, `openapi_rules`, and the sync paths in
+`openapi`) writes its paths with these, so every operation describes errors and credentials the
+same way the handlers produce them (`edge.web.problem`, `edge.web.auth`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+JSON = "application/json"
+PROBLEM = {"$ref": "#/components/responses/Problem"}
+#: every authenticated operation can answer these (bad input, no credential, wrong scope/CSRF)
+ERRORS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM}
+#: an operation with a JSON body can also answer these (read_json)
+BODY_ERRORS = {"413": PROBLEM, "415": PROBLEM}
+MAX_SEQ = 2**62
+
+#: who may call: a bearer token, or a UI session cookie
+READ_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]
+#: unsafe methods from a UI session also echo the session's CSRF token
+WRITE_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"session": [], "csrf": []}]
+PUBLIC: list[dict[str, list[str]]] = []
+
+
+def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def obj(
+    properties: dict[str, Any], required: list[str] | None = None, *, closed: bool = False
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def int_query(
+    name: str, description: str, minimum: int, maximum: int, required: bool = False
+) -> dict[str, Any]:
+    return query(name, {"type": "integer", "minimum": minimum, "maximum": maximum}, description, required)
+
+
+def path(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def body(schema: dict[str, Any], media: str = JSON, description: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"required": True, "content": {media: {"schema": schema}}}
+    if description:
+        out["description"] = description
+    return out
+
+
+def op(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    request_body: dict[str, Any] | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """One operation; security defaults to read (GET) credentials, pass WRITE_SECURITY for changes."""
+    out: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if description:
+        out["description"] = description
+    if parameters:
+        out["parameters"] = parameters
+    if request_body:
+        out["requestBody"] = request_body
+    out["responses"] = responses
+    out["security"] = READ_SECURITY if security is None else security
+    return out
+
+
+def errors(*statuses: int, body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = dict(ERRORS)
+    if body:
+        out.update(BODY_ERRORS)
+    out.update({str(s): PROBLEM for s in statuses})
+    return out
+
+
+OK_TRUE = ok(obj({"ok": {"const": True}}, ["ok"]))
+
+COMPONENTS: dict[str, Any] = {
+    "securitySchemes": {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token (`ce_...`, scopes read/write/rules/admin/pull) or a pull "
+            "consumer's token from the site file (scope pull)",
+        },
+        "session": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "edge_session",
+            "description": "The web UI's session (POST /api/v1/auth/login); scopes by role",
+        },
+        "csrf": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-CSRF-Token",
+            "description": "The session's CSRF token (`csrf` in the login answer); unsafe requests "
+            "authenticated by the session cookie must send it",
+        },
+    },
+    "schemas": {
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+            },
+        },
+    },
+    "responses": {
+        "Problem": {
+            "description": "An error (RFC 9457)",
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    },
+}

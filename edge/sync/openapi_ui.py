@@ -1,0 +1,305 @@
+"""OpenAPI paths of the web UI's JSON endpoints: history, device points, point writes, events and
+alert acknowledgements, the YAML helper (`edge.web.ui_api`), the live SSE stream
+(`edge.web.live`) and the commissioning test-read (`edge.web.commission`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.sync.openapi_base import (
+    MAX_SEQ,
+    PROBLEM,
+    WRITE_SECURITY,
+    array,
+    body,
+    errors,
+    obj,
+    ok,
+    op,
+    path,
+    query,
+)
+
+MAX_LIMIT = 5000  # edge.web.ui_api.MAX_LIMIT
+TABLES = ["holding", "input", "coil", "discrete"]
+DATA_TYPES = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
+QUALITY = {"enum": ["good", "bad", "stale", None]}
+VALUE = {"type": ["number", "integer", "boolean", "string", "null"]}
+ACK = {
+    "type": ["object", "null"],
+    "properties": {"user": {"type": "string"}, "comment": {"type": "string"}, "ts": {"type": "number"}},
+}
+SINCE = {"type": "number", "description": "UTC epoch seconds"}
+LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+
+POINT_VIEW = obj(
+    {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "unit": {"type": ["string", "null"]},
+        "writable": {"type": "boolean"},
+        "privacy": {"enum": ["public", "personal", "sensitive"]},
+        "description": {"type": ["string", "null"]},
+        "value": VALUE,
+        "quality": QUALITY,
+        "ts": {"type": ["number", "null"]},
+        "age_s": {"type": ["number", "null"]},
+        "redacted": {"type": "string", "description": "set when the caller's role may not see the value"},
+    },
+    ["id", "name", "type", "writable", "privacy", "value"],
+)
+WRITE_RESULT = obj(
+    {
+        "point": {"type": "string"},
+        "value": {"description": "the value as the driver took it, or as sent when refused"},
+        "status": {"type": "string"},
+        "reason": {"type": ["string", "null"]},
+        "duration_ms": {"type": "number"},
+    },
+    ["point", "status"],
+)
+EVENT = obj(
+    {
+        "seq": {"type": "integer"},
+        "ts": {"type": "number"},
+        "type": {"const": "event"},
+        "kind": {"type": "string"},
+        "source": {"type": "string"},
+        "severity": {"type": "string"},
+        "payload": {"type": "object"},
+        "ack": ACK,
+    },
+    ["seq", "ts", "kind", "source"],
+)
+YAML_ERROR = obj(
+    {
+        "error": obj(
+            {
+                "message": {"type": "string"},
+                "line": {"type": ["integer", "null"]},
+                "column": {"type": ["integer", "null"]},
+            },
+            ["message"],
+        )
+    },
+    ["error"],
+)
+READ_ANSWER = {
+    "description": "A point's value ({point}) or a raw register range decoded in every word order "
+    "({device, ...}, from drivers.modbus.probe)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "point": {"type": "string"},
+                    "value": VALUE,
+                    "quality": QUALITY,
+                    "ts": {"type": "number"},
+                    "age_s": {"type": "number"},
+                    "source": {"enum": ["driver", "last_poll"]},
+                },
+            }
+        }
+    },
+}
+
+
+def paths() -> dict[str, Any]:
+    return {
+        "/api/v1/history": {
+            "get": op(
+                "history",
+                "Readings of one point since a time, oldest first, for a trend (scope read)",
+                {
+                    "200": ok(
+                        obj(
+                            {
+                                "point": {"type": "string"},
+                                "since": {"type": "number"},
+                                "readings": array(
+                                    {
+                                        "type": "array",
+                                        "description": "[ts, value, quality]",
+                                        "prefixItems": [{"type": "number"}, VALUE, QUALITY],
+                                    }
+                                ),
+                            },
+                            ["point", "since", "readings"],
+                        )
+                    ),
+                    "404": PROBLEM,
+                    **errors(),
+                },
+                parameters=[
+                    query("point", {"type": "string"}, "the point id, `device.point`", required=True),
+                    query("since", SINCE, "readings at or after this time (default: an hour ago)"),
+                    query("limit", LIMIT, "at most this many readings (default 1000)"),
+                ],
+            )
+        },
+        "/api/v1/devices/{id}/points": {
+            "get": op(
+                "devicePoints",
+                "A device's status and its points with their latest values (scope read)",
+                {
+                    "200": ok(
+                        obj(
+                            {
+                                "device": {"type": "object"},
+                                "points": array(POINT_VIEW),
+                                "now": {"type": "number"},
+                            },
+                            ["device", "points", "now"],
+                        )
+                    ),
+                    "404": PROBLEM,
+                    **errors(),
+                },
+                parameters=[path("id", "the device id")],
+            )
+        },
+        "/api/v1/points/{id}/write": {
+            "post": op(
+                "writePoint",
+                "Write a value to a writable point through its driver; audited (scope write)",
+                {
+                    "200": ok(WRITE_RESULT, "The device took the value"),
+                    "422": ok(
+                        WRITE_RESULT, "Refused: unknown or read-only point, or a value of the wrong type"
+                    ),
+                    "502": ok(WRITE_RESULT, "The device failed or is not running"),
+                    "504": ok(WRITE_RESULT, "The device did not answer in time"),
+                    **errors(body=True),
+                },
+                parameters=[path("id", "the point id, `device.point`")],
+                request_body=body(obj({"value": VALUE}, ["value"])),
+                security=WRITE_SECURITY,
+            )
+        },
+        "/api/v1/events": {
+            "get": op(
+                "events",
+                "Recent events, newest first, with their acknowledgements (scope read)",
+                {
+                    "200": ok(
+                        obj(
+                            {"events": array(EVENT), "scanned_from_seq": {"type": "integer"}},
+                            ["events", "scanned_from_seq"],
+                        )
+                    ),
+                    **errors(),
+                },
+                parameters=[
+                    query("kind", {"type": "string"}, "only events of this kind"),
+                    query("severity", {"type": "string"}, "only events of this severity"),
+                    query("source", {"type": "string"}, "only events from this source"),
+                    query("since", SINCE, "only events at or after this time"),
+                    query("limit", LIMIT, "at most this many events (default 200)"),
+                    query("unacked", {"enum": ["0", "1", "true", "false"]}, "1 or true: only unacknowledged"),
+                ],
+            )
+        },
+        "/api/v1/alerts/active": {
+            "get": op(
+                "activeAlerts",
+                "Alerts whose rule's latest state is `fired`, with acknowledgements (scope read)",
+                {"200": ok(obj({"alerts": array(EVENT)}, ["alerts"])), **errors()},
+            )
+        },
+        "/api/v1/alerts/{seq}/ack": {
+            "post": op(
+                "ackAlert",
+                "Acknowledge an event by its journal seq, with a comment; audited (scope write)",
+                {
+                    "200": ok(obj({"seq": {"type": "integer"}, "ack": ACK}, ["seq", "ack"])),
+                    "404": PROBLEM,
+                    **errors(body=True),
+                },
+                parameters=[
+                    path(
+                        "seq",
+                        "the event's journal seq",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
+                    )
+                ],
+                request_body=body(obj({"comment": {"type": "string", "maxLength": 2000}})),
+                security=WRITE_SECURITY,
+            )
+        },
+        "/api/v1/ui/yaml": {
+            "post": op(
+                "uiYaml",
+                "YAML text to data (with a located error) or data to YAML text, for the rule editor "
+                "(scope read)",
+                {
+                    "200": ok(
+                        {"oneOf": [obj({"data": {}}, ["data"]), obj({"text": {"type": "string"}}, ["text"])]}
+                    ),
+                    "422": ok(YAML_ERROR, "The text is not YAML (or has values JSON cannot carry)"),
+                    **errors(body=True),
+                },
+                request_body=body(
+                    {"oneOf": [obj({"text": {"type": "string"}}, ["text"]), obj({"data": {}}, ["data"])]}
+                ),
+                security=WRITE_SECURITY,
+            )
+        },
+        "/api/v1/live": {
+            "get": op(
+                "live",
+                "Server-Sent Events of records as they are journaled (scope read); never ends by itself",
+                {
+                    "200": {
+                        "description": "event: hello, then `records` (a JSON array), `dropped` and keepalives",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors(),
+                },
+                parameters=[
+                    query("device", {"type": "string"}, "only this device's readings and events"),
+                    query("points", {"type": "string"}, "comma-separated point ids: only their readings"),
+                    query("events", {"enum": ["0", "1", "true", "false"]}, "0 or false: no events"),
+                ],
+            )
+        },
+        "/api/v1/commission/read": {
+            "post": op(
+                "commissionRead",
+                "Technician's test-read: a point now, or a raw Modbus register range (scope write)",
+                {
+                    "200": READ_ANSWER,
+                    "404": PROBLEM,
+                    "422": PROBLEM,
+                    "501": PROBLEM,
+                    "502": PROBLEM,
+                    "504": PROBLEM,
+                    **errors(body=True),
+                },
+                request_body=body(
+                    {
+                        "oneOf": [
+                            obj({"point": {"type": "string"}}, ["point"]),
+                            obj(
+                                {
+                                    "device": {"type": "string"},
+                                    "table": {"enum": TABLES},
+                                    "address": {"type": "integer", "minimum": 0, "maximum": 65535},
+                                    "count": {
+                                        "type": "integer",
+                                        "minimum": 1,
+                                        "maximum": 2000,
+                                        "description": "at most 125 for holding and input",
+                                    },
+                                    "type": {"enum": DATA_TYPES},
+                                },
+                                ["device"],
+                            ),
+                        ]
+                    }
+                ),
+                security=WRITE_SECURITY,
+            )
+        },
+    }

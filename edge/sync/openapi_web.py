@@ -1,0 +1,317 @@
+"""OpenAPI paths of the core routes (`edge.web.core_routes`), accounts and sessions
+(`edge.web.account_routes`), API tokens (`edge.web.tokens`) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.sync.openapi_base import (
+    MAX_SEQ,
+    OK_TRUE,
+    PROBLEM,
+    PUBLIC,
+    WRITE_SECURITY,
+    array,
+    body,
+    errors,
+    int_query,
+    obj,
+    ok,
+    op,
+    path,
+    query,
+)
+
+ROLES = ["admin", "technician", "viewer"]
+SCOPES = ["admin", "pull", "read", "rules", "write"]
+USER_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"}
+PASSWORD = {"type": "string", "minLength": 10, "maxLength": 1024}
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_NUM = {"type": ["number", "null"]}
+
+ME = {
+    "type": ["object", "null"],
+    "properties": {
+        "name": {"type": "string"},
+        "kind": {"enum": ["user", "token", "consumer"]},
+        "role": NULLABLE_STR,
+        "scopes": array({"type": "string"}),
+    },
+}
+SESSION_STARTED = obj(
+    {"user": obj({"name": {"type": "string"}, "role": {"enum": ROLES}}), "csrf": {"type": "string"}},
+    ["user", "csrf"],
+)
+USER = obj(
+    {
+        "name": {"type": "string"},
+        "role": {"type": "string"},
+        "created": {"type": "number"},
+        "created_by": {"type": "string"},
+        "failures": {"type": "integer"},
+        "locked": {"type": "boolean"},
+        "locked_until": NULLABLE_NUM,
+        "disabled": {"type": "boolean"},
+        "last_login": NULLABLE_NUM,
+    },
+    ["name", "role"],
+)
+TOKEN = obj(
+    {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "scopes": array({"type": "string"}),
+        "consumer": NULLABLE_STR,
+        "created": {"type": "number"},
+        "created_by": {"type": "string"},
+        "last_used": NULLABLE_NUM,
+        "revoked": NULLABLE_NUM,
+    },
+    ["id", "name", "scopes"],
+)
+AUDIT_ENTRY = obj(
+    {
+        "id": {"type": "integer"},
+        "ts": {"type": "number"},
+        "actor": {"type": "string"},
+        "action": {"type": "string"},
+        "target": {"type": "string"},
+        "detail": {"type": "object"},
+    },
+    ["id", "ts", "actor", "action", "target"],
+)
+
+
+def paths() -> dict[str, Any]:
+    return {
+        "/healthz": {
+            "get": op(
+                "healthz",
+                "Liveness and readiness (no credential)",
+                {
+                    "200": ok(
+                        obj(
+                            {
+                                "status": {"enum": ["ok", "degraded"]},
+                                "site": {"type": "string"},
+                                "committed_seq": {"type": "integer"},
+                            },
+                            ["status", "site", "committed_seq"],
+                        )
+                    ),
+                    "503": ok({"type": "object"}, "Not ready yet (starting)"),
+                },
+                security=PUBLIC,
+            )
+        },
+        "/api/v1/status": {
+            "get": op(
+                "status",
+                "The runtime's status: site, journal, components (scope read)",
+                {"200": ok({"type": "object"}), **errors()},
+            )
+        },
+        "/api/v1/devices": {
+            "get": op(
+                "devices",
+                "Every device with its driver health and restarts (scope read)",
+                {"200": ok(obj({"devices": array({"type": "object"})}, ["devices"])), **errors()},
+            )
+        },
+        "/api/v1/auth/state": {
+            "get": op(
+                "authState",
+                "Who is calling, whether first-run setup is pending, the site (no credential needed)",
+                {
+                    "200": ok(
+                        obj(
+                            {
+                                "setup_required": {"type": "boolean"},
+                                "user": ME,
+                                "csrf": NULLABLE_STR,
+                                "site": obj(
+                                    {
+                                        "id": {"type": "string"},
+                                        "name": {"type": "string"},
+                                        "timezone": {"type": "string"},
+                                    }
+                                ),
+                            },
+                            ["setup_required", "user", "csrf", "site"],
+                        )
+                    )
+                },
+                security=PUBLIC,
+            )
+        },
+        "/api/v1/auth/setup": {
+            "post": op(
+                "authSetup",
+                "First run: create the admin with the setup code from the gateway's log; starts a session",
+                {
+                    "201": ok(SESSION_STARTED, "Admin created, session cookie set"),
+                    **errors(409, 422, 429, body=True),
+                },
+                request_body=body(
+                    obj(
+                        {"code": {"type": "string"}, "name": USER_NAME, "password": PASSWORD},
+                        ["code", "name", "password"],
+                    )
+                ),
+                security=PUBLIC,
+            )
+        },
+        "/api/v1/auth/login": {
+            "post": op(
+                "authLogin",
+                "Log in with name and password; sets the session cookie and answers the CSRF token",
+                {
+                    "200": ok(SESSION_STARTED, "Logged in, session cookie set"),
+                    **errors(423, 429, body=True),
+                },
+                request_body=body(
+                    obj({"name": {"type": "string"}, "password": {"type": "string"}}, ["name", "password"])
+                ),
+                security=PUBLIC,
+            )
+        },
+        "/api/v1/auth/logout": {
+            "post": op(
+                "authLogout",
+                "End the calling session (any credential)",
+                {"200": OK_TRUE, **errors()},
+                security=WRITE_SECURITY,
+            )
+        },
+        "/api/v1/auth/password": {
+            "post": op(
+                "authPassword",
+                "Change the session user's own password; ends its other sessions (UI session only)",
+                {
+                    "200": ok(obj({"ok": {"const": True}, "csrf": {"type": "string"}}, ["ok", "csrf"])),
+                    **errors(422, 423, 429, body=True),
+                },
+                request_body=body(obj({"old": {"type": "string"}, "new": PASSWORD}, ["old", "new"])),
+                security=WRITE_SECURITY,
+            )
+        },
+        "/api/v1/users": {
+            "get": op(
+                "users",
+                "User accounts (scope admin)",
+                {"200": ok(obj({"users": array(USER)}, ["users"])), **errors()},
+            ),
+            "post": op(
+                "addUser",
+                "Add a user account (scope admin); role defaults to viewer",
+                {
+                    "201": ok(
+                        obj({"name": {"type": "string"}, "role": {"type": "string"}}, ["name", "role"])
+                    ),
+                    **errors(422, body=True),
+                },
+                request_body=body(
+                    obj(
+                        {"name": USER_NAME, "role": {"enum": ROLES}, "password": PASSWORD},
+                        ["name", "password"],
+                    )
+                ),
+                security=WRITE_SECURITY,
+            ),
+        },
+        "/api/v1/users/{name}": {
+            "patch": op(
+                "changeUser",
+                "Change a user's role or password, disable or unlock it (scope admin)",
+                {"200": OK_TRUE, **errors(422, body=True)},
+                parameters=[path("name", "the user name")],
+                request_body=body(
+                    obj(
+                        {
+                            "role": {"enum": ROLES},
+                            "password": PASSWORD,
+                            "disabled": {"type": "boolean"},
+                            "unlock": {"type": "boolean"},
+                        },
+                        closed=True,
+                    )
+                ),
+                security=WRITE_SECURITY,
+            ),
+            "delete": op(
+                "deleteUser",
+                "Delete a user and its sessions; never the last admin (scope admin)",
+                {"200": OK_TRUE, **errors(422)},
+                parameters=[path("name", "the user name")],
+                security=WRITE_SECURITY,
+            ),
+        },
+        "/api/v1/audit": {
+            "get": op(
+                "audit",
+                "The audit log, newest first (scope admin or write)",
+                {"200": ok(obj({"entries": array(AUDIT_ENTRY)}, ["entries"])), **errors()},
+                parameters=[
+                    int_query("limit", "at most this many entries (default 200)", 1, 1000),
+                    int_query("before", "only entries with id below this (paging)", 1, MAX_SEQ),
+                    query("actor", {"type": "string"}, "only entries by this actor"),
+                    query("action", {"type": "string"}, "only entries of this action"),
+                ],
+            )
+        },
+        "/api/v1/tokens": {
+            "get": op(
+                "tokens",
+                "API tokens, without their secrets (scope admin)",
+                {"200": ok(obj({"tokens": array(TOKEN)}, ["tokens"])), **errors()},
+            ),
+            "post": op(
+                "createToken",
+                "Create an API token; the plaintext is in this answer only (scope admin)",
+                {
+                    "201": ok(
+                        obj(
+                            {
+                                "token": {"type": "string"},
+                                "name": {"type": "string"},
+                                "scopes": array({"enum": SCOPES}),
+                            },
+                            ["token", "name", "scopes"],
+                        )
+                    ),
+                    **errors(422, body=True),
+                },
+                request_body=body(
+                    obj(
+                        {
+                            "name": {"type": "string", "minLength": 1, "pattern": r"\S"},
+                            "scopes": {
+                                "type": "array",
+                                "items": {"enum": SCOPES},
+                                "minItems": 1,
+                                "uniqueItems": True,
+                            },
+                            "consumer": {
+                                "type": ["string", "null"],
+                                "description": "the consumer id whose cursor a pull token moves "
+                                "(required with scope pull)",
+                            },
+                        },
+                        ["name", "scopes"],
+                    )
+                ),
+                security=WRITE_SECURITY,
+            ),
+        },
+        "/api/v1/tokens/{id}": {
+            "delete": op(
+                "revokeToken",
+                "Revoke an API token (scope admin)",
+                {"200": OK_TRUE, "404": PROBLEM, **errors()},
+                parameters=[
+                    path("id", "the token's id", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ})
+                ],
+                security=WRITE_SECURITY,
+            )
+        },
+    }
