@@ -2,7 +2,10 @@
 
 `create(runtime)` returns the component. On start it imports the site's packs (first start
 only), loads every stored rule into the `Engine`, restores persisted rule state (so a pending
-`for:` keeps its start time and an active alert does not fire again), and subscribes to the hub.
+`for:` keeps its start time and an active alert does not fire again), refills the rules' windows
+from the journal (`rules.backfill`, so `avg(P, 10m)` means the same right after a restart), and
+only then subscribes to the hub. A rule created or changed at run time gets its new windows
+refilled the same way, in a task.
 The API and CLI change rules only through the methods here, so store and engine never diverge.
 """
 
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from edge import audit
 from edge.model import Event, Record, Severity
 from rules.actions import ActionRunner
+from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig
 from rules.cron import site_tz
 from rules.engine import Engine, Firing, KeyState
@@ -45,6 +49,9 @@ class RulesComponent:
         self._timer_at: float | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self.firings = 0
+        self._started = False
+        self._backfills: set[asyncio.Task[None]] = set()
+        self.backfill: dict[str, Any] = {"runs": 0, "windows": 0, "rows": 0, "samples": 0, "truncated": 0}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -63,6 +70,9 @@ class RulesComponent:
                 self.engine.restore(rule_id, key, st)
         self.engine.watch_points(list(self.runtime.hub.points), now)
         self.writer = StateWriter(self.store)
+        # windows hold the journal's recent readings before the first live reading arrives
+        await self._backfill(wants_of(self.engine.rules.values()), keep=set())
+        self._started = True
         self._unsubscribe = self.runtime.hub.subscribe(self._on_records)
         # timers whose deadline passed while the gateway was down are due now
         self._after(self.engine.advance(now))
@@ -70,6 +80,9 @@ class RulesComponent:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        for task in list(self._backfills):
+            task.cancel()
+        await asyncio.gather(*self._backfills, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
         if self._flush_handle is not None:
@@ -93,7 +106,54 @@ class RulesComponent:
             "actions_failed": self.actions.failed,
             "rate_limited": sum(self.actions.rate_limited.values()),
             "state_write_errors": self.writer.errors if self.writer else 0,
+            "window_backfill": dict(self.backfill),
         }
+
+    # ------------------------------------------------------------ window history
+    async def _backfill(self, wants: WindowWants, keep: set[tuple[str, float]]) -> None:
+        """Refill `wants` from the journal; windows in `keep` already hold their history."""
+        limit = self.config.window_backfill_rows
+        if not wants or limit <= 0:
+            return
+        journal = self.runtime.journal
+        upto = await journal.flush()  # everything the engine was given so far is now readable
+        history = await asyncio.to_thread(read_history, journal, wants, self.runtime.clock(), upto, limit)
+        filled = self.engine.fill_windows(history.windows, keep)
+        b = self.backfill
+        b["runs"] += 1
+        b["windows"] += filled
+        b["rows"] += history.rows
+        b["samples"] += history.samples
+        b["truncated"] += int(history.truncated)
+        b["last"] = history.summary()
+        if history.truncated:
+            log.warning(
+                "rule windows refilled from the newest %d journal rows only (rules.window_backfill_rows)",
+                limit,
+            )
+
+    def _backfill_later(self, rule_id: str, keep: set[tuple[str, float]]) -> None:
+        rr = self.engine.rules.get(rule_id)
+        if rr is None or not self._started:
+            return  # at start-up every rule's windows are refilled at once
+        wants = WindowWants()
+        wants.add_rule(rr)
+        wants.points -= keep
+        if not wants:
+            return
+        task = asyncio.get_running_loop().create_task(self._backfill(wants, keep))
+        self._backfills.add(task)
+        task.add_done_callback(self._backfill_done)
+
+    def _backfill_done(self, task: asyncio.Task[None]) -> None:
+        self._backfills.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("refilling rule windows failed: %s", task.exception())
+
+    async def backfilled(self) -> None:
+        """Wait until the windows of rules changed so far hold their history."""
+        while self._backfills:
+            await asyncio.gather(*list(self._backfills), return_exceptions=True)
 
     # ------------------------------------------------------------ live evaluation
     def _on_records(self, records: list[Record]) -> None:
@@ -187,7 +247,9 @@ class RulesComponent:
         compiled = parse_rule(doc)
         clean = compiled.rule.doc()
         stored = self.store.put(clean, actor, action)
+        had = set(self.engine.windows)
         self.engine.add(compiled, self.runtime.clock())
+        self._backfill_later(stored.id, had)
         self.engine.watch_points(list(self.runtime.hub.points), self.runtime.clock())
         self.broken.pop(stored.id, None)
         audit.record(self.runtime.state, actor, f"rule_{action}", stored.id, version=stored.version)  # type: ignore[arg-type]

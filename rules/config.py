@@ -20,3 +20,6 @@ class RulesConfig(BaseModel):
     webhook_retries: int = Field(3, ge=0, le=10)
     #: per rule; firings beyond it are dropped, counted and reported (an event per burst)
     max_actions_per_minute: int = Field(60, ge=1, le=100_000)
+    #: journal rows read at most to refill rule windows after a restart or a rule change (newest
+    #: kept); bounds start-up on a huge journal. 0: windows start empty
+    window_backfill_rows: int = Field(500_000, ge=0, le=50_000_000)

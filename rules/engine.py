@@ -137,6 +137,27 @@ class Engine:
         elif st.phase == "active" and rr.rule.notify == "repeat" and st.last_notified is not None:
             self._push(st.last_notified + rr.every, rule_id, key, "repeat")
 
+    def fill_windows(
+        self, history: dict[tuple[str, float], Window], keep: Iterable[tuple[str, float]] = ()
+    ) -> int:
+        """Put windows read back from the journal in place (see `rules.backfill`); evaluates
+        nothing. A window in `keep` already holds its history and is left alone; one created since
+        the read started keeps what was fed to it live on top of the history. Returns how many
+        windows were filled."""
+        keep = set(keep)
+        n = 0
+        for key, hist in history.items():
+            if key in keep:
+                continue
+            live = self.windows.get(key)
+            if live is None:
+                self.windows[key] = hist
+                self._route.pop(key[0], None)  # the point's route lists its windows
+            else:
+                live.adopt(hist)
+            n += 1
+        return n
+
     def _routing(self, point: str) -> Route:
         """(fast rules, slow rules, has side effects, (device, name), windows, dead-man watches)."""
         route = self._route.get(point)

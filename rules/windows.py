@@ -7,6 +7,7 @@ amortised. An empty window answers NaN (comparisons with NaN are false), count a
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 
@@ -47,6 +48,24 @@ class Window:
             self._maxq.popleft()
         if not samples:
             self._sum = 0.0  # no float drift carried over an empty window
+
+    def adopt(self, history: Window) -> None:
+        """Take `history`'s samples (read from the journal) as this window's past, keeping the
+        samples fed live since this window was created that `history` does not already hold.
+
+        The live samples are a suffix of the point's journaled readings in journal order, and
+        `history` a prefix of them (up to the seq the back-fill read to), so the two overlap in at
+        most one run: history's tail equals the live head. O(len(live)) work on top of a swap of
+        `history`'s structures, so a long history costs the event loop nothing."""
+        live = list(self.samples)
+        if live:
+            tail = list(itertools.islice(reversed(history.samples), len(live)))[::-1]
+            overlap = next((m for m in range(len(tail), 0, -1) if tail[len(tail) - m :] == live[:m]), 0)
+            live = live[overlap:]
+        self.samples, self._sum = history.samples, history._sum
+        self._minq, self._maxq = history._minq, history._maxq
+        for ts, v in live:
+            self.add(ts, v)
 
     def avg(self, now: float) -> float:
         self.evict(now)

@@ -1,0 +1,152 @@
+"""Window contents rebuilt from the journal: at start-up, and for rules changed at run time.
+
+The hub hands the engine exactly the journaled readings, so what a window `avg(P, 10m)` holds is a
+function of the journal: the good numeric readings of P in the last 10 minutes. After a restart
+(or when a rule brings a new window at run time) `read_history` reads those readings back, in
+journal order, into fresh `Window`s, and `Engine.fill_windows` puts them in place. Nothing is
+evaluated on the way: no rule state, timer, latest value or action is touched.
+
+The read is bounded twice, so a large journal cannot stall start-up: by reading time (the longest
+window wanted plus `MARGIN_S` for readings journaled slightly out of timestamp order) and by a row
+budget (`max_rows` journal rows, newest kept). It runs in a thread, paged on the journal's read
+connection, so the event loop and the journal writer keep going.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rules.state import RuleRuntime
+from rules.windows import Window
+
+MARGIN_S = 60.0  # readings journaled up to this much out of timestamp order are still found
+PAGE = 5000
+DEFAULT_MAX_ROWS = 500_000
+HISTORY_SQL = (
+    "SELECT seq, ts, point, value FROM journal "
+    "WHERE seq > ? AND seq <= ? AND kind IS NULL AND (quality & 3) = 0 ORDER BY seq LIMIT ?"
+)
+
+WindowKey = tuple[str, float]
+
+
+@dataclass
+class WindowWants:
+    """The windows to refill: (point, seconds) pairs, and per-point windows of pattern rules
+    (`avg(point, W)` with `when: bin-*.fill_pct`), each created for every matching point found."""
+
+    points: set[WindowKey] = field(default_factory=set)
+    patterns: list[tuple[re.Pattern[str], float]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.points or self.patterns)
+
+    @property
+    def longest(self) -> float:
+        return max([s for _, s in self.points] + [s for _, s in self.patterns], default=0.0)
+
+    def add_rule(self, rr: RuleRuntime) -> None:
+        exprs = (rr.compiled.cond, rr.compiled.clear, *rr.compiled.exprs.values())
+        for expr in exprs:
+            for point, secs in expr.windows if expr else ():
+                if point is not None:
+                    self.points.add((point, secs))
+                elif rr.rule.enabled:  # the engine keeps per-point windows for enabled rules only
+                    self.patterns.extend((rx, secs) for rx in rr.points)
+
+    def lengths(self, point: str) -> list[float]:
+        found = {s for p, s in self.points if p == point}
+        found.update(s for rx, s in self.patterns if rx.match(point))
+        return sorted(found)
+
+
+def wants_of(rules: Iterable[RuleRuntime]) -> WindowWants:
+    wants = WindowWants()
+    for rr in rules:
+        wants.add_rule(rr)
+    return wants
+
+
+@dataclass
+class History:
+    """Windows read from the journal, not yet in an engine."""
+
+    windows: dict[WindowKey, Window]
+    upto_seq: int  # journal rows up to this seq were read
+    rows: int = 0  # rows scanned
+    samples: int = 0  # samples put into windows
+    truncated: bool = False  # the row budget cut the oldest part of the time range
+    seconds: float = 0.0  # how long the read took
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "windows": len(self.windows),
+            "rows": self.rows,
+            "samples": self.samples,
+            "truncated": self.truncated,
+            "ms": round(self.seconds * 1000, 1),
+        }
+
+
+def read_history(
+    journal: Any, wants: WindowWants, now: float, upto_seq: int, max_rows: int = DEFAULT_MAX_ROWS
+) -> History:
+    """The wanted windows filled with the journal's readings up to `upto_seq` (blocking: run it
+    in a thread). `now` is the time the windows are measured back from."""
+    started = time.monotonic()
+    out = History({}, upto_seq)
+    if not wants or upto_seq <= 0:
+        return out
+    first = _first_seq_at(journal, now - wants.longest - MARGIN_S, upto_seq)
+    if first is None:
+        return out
+    if upto_seq - first + 1 > max_rows:
+        first, out.truncated = upto_seq - max_rows + 1, True
+    route: dict[str, list[Window]] = {}
+    windows = out.windows
+    after = first - 1
+    while after < upto_seq:
+        rows = journal.query(HISTORY_SQL, (after, upto_seq, PAGE))
+        if not rows:
+            break
+        for _, ts, point, value in rows:
+            wins = route.get(point)
+            if wins is None:
+                wins = route[point] = [
+                    windows.setdefault((point, s), Window(s)) for s in wants.lengths(point)
+                ]
+            if wins and isinstance(value, int | float):
+                fv = float(value)
+                for w in wins:
+                    w.add(ts, fv)
+                out.samples += len(wins)
+        out.rows += len(rows)
+        after = rows[-1][0]
+    # a point that matched a pattern but had no numeric reading gets no window (as live)
+    for key in [k for k, w in windows.items() if not w.samples]:
+        del windows[key]
+    out.seconds = time.monotonic() - started
+    return out
+
+
+def _first_seq_at(journal: Any, since: float, upto_seq: int) -> int | None:
+    """The first seq whose ts >= since, by bisection over seq (the journal has no ts index, and
+    `seq` order follows time closely enough: MARGIN_S covers the drift)."""
+    row = journal.query("SELECT min(seq) FROM journal")
+    if not row or row[0][0] is None or row[0][0] > upto_seq:
+        return None
+    lo, hi = int(row[0][0]), upto_seq + 1  # invariant: answer in [lo, hi]; hi means "none"
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = journal.query("SELECT seq, ts FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,))
+        if not r or r[0][0] > upto_seq:
+            hi = mid
+        elif r[0][1] >= since:
+            hi = mid
+        else:
+            lo = int(r[0][0]) + 1
+    return lo if lo <= upto_seq else None
