@@ -22,6 +22,7 @@ from aiohttp import web
 from drivers.base import DeviceReadError, reads_on_demand
 from edge import audit
 from edge.model import QUALITY_NAMES, Reading
+from edge.web import privacy
 from edge.web.auth import require
 from edge.web.problem import Problem, json_response, read_json
 
@@ -186,6 +187,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 audited(principal.name, target, None, problem)
             raise
         audited(principal.name, target, answer, None)
+        if "point" in body and privacy.minimise_history(runtime, principal, target):
+            # the device answered (that is what commissioning checks); the value stays hidden
+            answer = {**answer, "value": None, "redacted": str(runtime.hub.points[target].privacy)}
         return json_response(answer)
 
     app.router.add_post("/api/v1/commission/read", commission_read)

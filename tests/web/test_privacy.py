@@ -85,3 +85,17 @@ async def test_each_role_sees_private_payloads_only_up_to_its_class(tmp_path: Pa
         finally:
             for c in clients.values():
                 await c.close()
+
+
+async def test_a_technician_commissions_a_sensitive_point_without_seeing_its_value(tmp_path: Path) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        clients = await _users(rt)
+        try:
+            body = {"point": "kiosk-1.last_systolic"}
+            tech = await clients["technician"].json("POST", "/api/v1/commission/read", body)
+            assert tech["source"] == "device" and tech["value"] is None and tech["redacted"] == "sensitive"
+            admin = await clients["admin"].json("POST", "/api/v1/commission/read", body)
+            assert admin["value"] == 120
+        finally:
+            for c in clients.values():
+                await c.close()
