@@ -139,10 +139,10 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         if principal.kind != "user":
             raise Problem(400, "Not a user session", "API tokens have no password")
         old, new = _fields(await read_json(request, 4096), "old", "new")
+        if not isinstance(old, str):  # argon2 verifies str or bytes only
+            raise Problem(400, "Missing current password", 'send {"old": "...", "new": "..."} as strings')
         try:
-            await asyncio.to_thread(
-                acc.verify_login, state, guard, principal.name, old or "", _address(request)
-            )
+            await asyncio.to_thread(acc.verify_login, state, guard, principal.name, old, _address(request))
             await asyncio.to_thread(acc.update_user, state, principal.name, password=new or "")
         except acc.LoginRefused as exc:
             raise Problem(exc.status, "Current password is wrong", str(exc)) from None

@@ -137,3 +137,21 @@ async def test_live_stream_with_odd_filters_still_says_hello(api: Any) -> None:
         assert r.status == 200 and r.content_type == "text/event-stream"
         first = await r.content.readuntil(b"\n\n")
         assert b"event: hello" in first
+
+
+async def test_password_change_with_a_current_password_that_is_not_a_string_is_400(api: Any) -> None:
+    client, _ = api
+    user = {"name": "tech2", "role": "technician", "password": "long enough pw"}
+    assert (await client.call("POST", "/api/v1/users", json=user))[0] == 201
+    base = client.base
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.post(base + "/api/v1/auth/login", json=user) as r:
+            csrf = (await r.json())["csrf"]
+        for old in (5, ["a"], None):
+            body = {"old": old, "new": "another long pw"}
+            async with browser.post(
+                base + "/api/v1/auth/password", json=body, headers={"X-CSRF-Token": csrf}
+            ) as r:
+                assert r.status == 400, (old, await r.text())
+        async with browser.get(base + "/api/v1/auth/state") as r:  # still logged in, password unchanged
+            assert (await r.json())["user"]["name"] == "tech2"
