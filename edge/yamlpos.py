@@ -23,6 +23,7 @@ class Problem:
     line: int | None
     path: Path
     message: str
+    column: int | None = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -66,9 +67,13 @@ def format_path(path: Path) -> str:
     return out
 
 
-def load(text: str, file: str) -> tuple[Any, Positions]:
+MAX_NODES = 200_000  # a "billion laughs" document (aliases of aliases) must not expand unbounded
+
+
+def load(text: str, file: str, max_nodes: int = MAX_NODES) -> tuple[Any, Positions]:
     """Parse YAML text; returns the plain data and the positions. Raises YamlError."""
     positions = Positions(file)
+    built = 0
     loader = yaml.SafeLoader(text)
     problems: list[Problem] = []
     try:
@@ -79,7 +84,7 @@ def load(text: str, file: str) -> tuple[Any, Positions]:
         msg = f"YAML syntax error: {exc.problem or exc}"
         if exc.context:
             msg += f" ({exc.context})"
-        raise YamlError([Problem(file, line, (), msg)]) from None
+        raise YamlError([Problem(file, line, (), msg, mark.column + 1 if mark else None)]) from None
     except yaml.YAMLError as exc:
         raise YamlError([Problem(file, None, (), f"YAML error: {exc}")]) from None
     finally:
@@ -88,6 +93,19 @@ def load(text: str, file: str) -> tuple[Any, Positions]:
         return None, positions
 
     def build(n: yaml.Node, path: Path) -> Any:
+        nonlocal built
+        built += 1
+        if built > max_nodes:
+            raise YamlError(
+                [
+                    Problem(
+                        file,
+                        n.start_mark.line + 1,
+                        path,
+                        f"document too large: more than {max_nodes} values once aliases are expanded",
+                    )
+                ]
+            )
         positions.lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             loader.flatten_mapping(n)  # resolves `<<:` merge keys

@@ -98,7 +98,18 @@ READ_ANSWER = {
                     "quality": QUALITY,
                     "ts": {"type": "number"},
                     "age_s": {"type": "number"},
-                    "source": {"enum": ["driver", "last_poll"]},
+                    "source": {
+                        "enum": ["device", "last_poll"],
+                        "description": "device: read from the device just now; last_poll: the driver's latest value",
+                    },
+                    "duration_ms": {
+                        "type": ["number", "null"],
+                        "description": "of the read, when source is device",
+                    },
+                    "redacted": {
+                        "type": "string",
+                        "description": "the point's privacy class, when the caller's role may not see its value",
+                    },
                 },
             }
         }

@@ -24,6 +24,8 @@ from edge.sync.params import MAX_SEQ
 from edge.web import privacy
 from edge.web.auth import require
 from edge.web.problem import Problem, json_response, read_json
+from edge.yamlpos import YamlError
+from edge.yamlpos import load as load_yaml
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -235,8 +237,14 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         body = await read_json(request, 256 * 1024)
         if isinstance(body, dict) and isinstance(body.get("text"), str):
             try:
-                data = yaml.safe_load(body["text"])
+                data, _ = load_yaml(body["text"], "rule", max_nodes=20_000)
                 return json_response({"data": data})
+            except YamlError as exc:
+                first = exc.problems[0]
+                return json_response(
+                    {"error": {"message": first.message, "line": first.line, "column": first.column}},
+                    status=422,
+                )
             except orjson.JSONEncodeError as exc:  # e.g. an integer past 64 bits
                 return json_response(
                     {"error": {"message": f"not representable in JSON: {exc}", "line": None, "column": None}},

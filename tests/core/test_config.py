@@ -133,3 +133,10 @@ def test_bad_durations_say_what_is_accepted(bad: object) -> None:
 )
 def test_sizes(text: object, size: int) -> None:
     assert parse_size(text) == size
+
+
+def test_a_site_file_whose_aliases_explode_is_refused_quickly() -> None:
+    from tests.web.test_api_fuzz_regressions import BILLION_LAUGHS
+
+    with pytest.raises(ConfigError, match="document too large"):
+        load_site_text("site: {id: s}\nx:\n" + "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines()))

@@ -118,6 +118,20 @@ async def test_yaml_with_an_integer_json_cannot_carry_is_422(api: Any) -> None:
     assert status == 422 and "64-bit" in body["error"]["message"]
 
 
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)
+)
+
+
+async def test_yaml_whose_aliases_expand_to_billions_of_values_is_refused(api: Any) -> None:
+    client, _ = api
+    status, body = await client.call("POST", "/api/v1/ui/yaml", json={"text": BILLION_LAUGHS})
+    assert status == 422 and "document too large" in body["error"]["message"]
+    status, body = await client.call("POST", "/api/v1/ui/yaml", json={"text": "id: x\nif: [value > 1"})
+    assert status == 422 and body["error"]["line"] and body["error"]["column"]
+
+
 async def test_history_and_events_refuse_times_that_are_not_finite(api: Any) -> None:
     client, _ = api
     for path in (
