@@ -74,3 +74,25 @@ async def running_driver(doc: dict[str, Any]) -> AsyncIterator[Collected]:
         await driver.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 5)
+
+
+@contextlib.asynccontextmanager
+async def slow_device(srv: Any, hold: float = 0.05) -> AsyncIterator[None]:
+    """The test server holds every request for `hold` seconds, one after another: a slow poll
+    cycle, so a test can check what waits behind it."""
+
+    async def pace() -> None:
+        while True:
+            srv.faults.stall.set()
+            srv.faults.unstall.clear()
+            await asyncio.sleep(hold)
+            srv.faults.unstall.set()
+            await asyncio.sleep(0)
+
+    pacer = asyncio.create_task(pace())
+    try:
+        yield
+    finally:
+        pacer.cancel()
+        srv.faults.stall.clear()
+        srv.faults.unstall.set()

@@ -3,10 +3,8 @@ writes that must not wait behind a slow poll cycle."""
 
 from __future__ import annotations
 
-import asyncio
-
 from edge.model import HealthState, Quality
-from tests.modbus.harness import running_driver
+from tests.modbus.harness import running_driver, slow_device
 from tests.modbus.servers import GarbageServer, tcp_server, wait_for
 
 
@@ -87,16 +85,7 @@ async def test_write_jumps_the_queue_of_a_slow_poll_cycle() -> None:
         async with running_driver(doc) as got:
             await got.polled(1)
 
-            async def slow_action() -> None:
-                while True:
-                    srv.faults.stall.set()
-                    srv.faults.unstall.clear()
-                    await asyncio.sleep(0.05)
-                    srv.faults.unstall.set()
-                    await asyncio.sleep(0)
-
-            pacer = asyncio.create_task(slow_action())
-            try:
+            async with slow_device(srv):
                 await wait_for(lambda: len(srv.faults.log) > 30, what="the slow cycle under way")
                 before = len(srv.faults.log)
                 result = await got.driver.write("cmd", True)
@@ -104,7 +93,3 @@ async def test_write_jumps_the_queue_of_a_slow_poll_cycle() -> None:
                 # at most the request in flight ran before the write (not the rest of the cycle)
                 idx = next(i for i, e in enumerate(srv.faults.log) if e[1] == 5)
                 assert idx - before <= 1, srv.faults.log[before : idx + 1]
-            finally:
-                pacer.cancel()
-                srv.faults.stall.clear()
-                srv.faults.unstall.set()

@@ -3,7 +3,6 @@ servers on loopback: it asks the device now, jumps a slow poll cycle, and fails 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from pymodbus.constants import ExcCodes
 from drivers.base import DeviceReadError, reads_on_demand
 from drivers.modbus import codec
 from edge.model import Quality
-from tests.modbus.harness import running_driver
+from tests.modbus.harness import running_driver, slow_device
 from tests.modbus.servers import tcp_server, wait_for
 
 HOUR = 3600  # a poll interval that never comes round again during a test
@@ -79,16 +78,7 @@ async def test_read_waits_only_for_the_request_in_flight_of_a_slow_poll_cycle() 
             assert got.values()["probe"] == 4242
             await srv.set(1, "holding", 500, [4343])
 
-            async def slow_device() -> None:
-                while True:
-                    srv.faults.stall.set()
-                    srv.faults.unstall.clear()
-                    await asyncio.sleep(0.05)
-                    srv.faults.unstall.set()
-                    await asyncio.sleep(0)
-
-            pacer = asyncio.create_task(slow_device())
-            try:
+            async with slow_device(srv):
                 await wait_for(lambda: len(srv.faults.log) > 30, what="the slow cycle under way")
                 before = len(srv.faults.log)
                 reading = await got.driver.read("probe")
@@ -96,10 +86,6 @@ async def test_read_waits_only_for_the_request_in_flight_of_a_slow_poll_cycle() 
                 # at most the request in flight ran before the read (not the rest of the cycle)
                 idx = next(i for i, e in enumerate(srv.faults.log) if i >= before and e[2] == 500)
                 assert idx - before <= 1, srv.faults.log[before : idx + 1]
-            finally:
-                pacer.cancel()
-                srv.faults.stall.clear()
-                srv.faults.unstall.set()
 
 
 async def test_exception_response_names_the_modbus_exception() -> None:
