@@ -109,6 +109,7 @@ def test_pending_for_and_active_alert_survive_kill_9(tmp_path: Path) -> None:
             timeout=30,
             what="pending and active rule state persisted",
         )
+        assert rows is not None
         assert rows["stuck"][2] == "pending" and rows["full"][2] == "active"
         pending_since = rows["stuck"][3]
         until_sync(lambda: _alerts(journal), timeout=10, what="the first alert committed")
