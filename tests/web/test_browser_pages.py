@@ -177,3 +177,24 @@ async def test_rule_versions_diff_restore_and_disable(tmp_path: Path, browser: A
         await page.wait_for_selector('tr[data-rule="bin-full"] .badge-muted', timeout=T)
         assert (await (await page.request.get("/api/v1/rules/bin-full")).json())["enabled"] is False
         assert page.errors == []
+
+
+async def test_overview_components_are_translated_rows(tmp_path: Path, browser: Any) -> None:
+    sink = {"id": "central", "type": "http", "url": "http://127.0.0.1:9/ingest", "retry": {"initial": "50ms"}}
+    async with running_site(tmp_path, {"upstream": [sink]}) as rt:
+        if "rules" not in rt.components:
+            pytest.skip("the rules engine (rules/component.py) is not in this build")
+        page = await logged_in_page(browser, rt)
+        csrf = (await (await page.request.get("/api/v1/auth/state")).json())["csrf"]
+        rule = {"id": "hot", "name": "Hot", "when": "dev.t", "if": "value > 1", "then": [{"alert": "hot"}]}
+        resp = await page.request.post("/api/v1/rules", data=rule, headers={"X-CSRF-Token": csrf})
+        assert resp.status == 201
+        await page.goto("/")
+        await page.wait_for_selector("[data-k=comp-rules-enabled]", timeout=T)
+        assert await page.inner_text("[data-k=comp-rules-enabled]") == "1 of 1 rules"
+        assert await page.inner_text('[data-component="rules"] h3') == "Rules engine"
+        sink_row = page.locator("[data-k=comp-sync-sink-central]")
+        assert "waiting" in await sink_row.inner_text()
+        # no raw field names from the status document
+        assert "enabled:" not in await page.inner_text('[data-component="rules"]')
+        assert page.errors == []

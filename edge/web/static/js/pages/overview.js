@@ -60,7 +60,7 @@ export async function render(view) {
     const comps = Object.entries(st.components || {});
     const syncCard = card(t('overview.components'),
       comps.length
-        ? h('dl', { class: 'kv' }, comps.map(([name, s]) => [h('dt', {}, name), h('dd', {}, summary(s))]))
+        ? comps.map(([name, s]) => componentView(name, s, now))
         : h('p', { class: 'hint' }, t('overview.noComponents')),
       null);
     const hubCard = card(t('overview.ingest'),
@@ -89,6 +89,57 @@ export async function render(view) {
   await refresh();
   timer = setInterval(() => refresh().catch(() => {}), 5000);
   return () => clearInterval(timer);
+}
+
+// The components the UI knows get translated rows; any other falls back to its raw fields.
+function componentView(name, s, now) {
+  const rows = (COMPONENT_ROWS[name] || rawRows)(s || {}, now, name);
+  const title = COMPONENT_TITLES[name] ? t(COMPONENT_TITLES[name]) : name;
+  return h('div', { class: 'component', 'data-component': name },
+    h('h3', {}, title),
+    h('dl', { class: 'kv' }, rows.map(([key, label, value, cls]) => [
+      h('dt', {}, label),
+      h('dd', { 'data-k': `comp-${name}-${key}`, class: cls || '' }, String(value))])));
+}
+
+const COMPONENT_TITLES = { rules: 'comp.rules.title', sync: 'comp.sync.title', modbus_server: 'comp.modbus.title' };
+
+const COMPONENT_ROWS = {
+  rules: (s) => [
+    ['enabled', t('comp.rules.enabledLabel'), t('comp.rules.enabled', { n: s.enabled ?? 0, total: s.rules ?? 0 })],
+    ['active', t('comp.rules.activeLabel'), s.active ?? 0, s.active ? 'err-text' : ''],
+    ['pending', t('comp.rules.pendingLabel'), s.pending ?? 0],
+    ['errors', t('comp.rules.errorsLabel'), s.errors ?? 0, s.errors ? 'err-text' : ''],
+    ['evaluations', t('comp.rules.evaluationsLabel'), s.evaluations ?? 0],
+    ['firings', t('comp.rules.firingsLabel'), s.firings ?? 0],
+    ['actions', t('comp.rules.actionsLabel'),
+      t('comp.rules.actions', { ok: s.actions_executed ?? 0, failed: s.actions_failed ?? 0 }),
+      s.actions_failed ? 'err-text' : ''],
+  ],
+  sync: (s, now) => [
+    ...(s.sinks || []).map((k) => [`sink-${k.id}`, t('comp.sync.sink', { id: k.id }), [
+      k.last_error ? t('overview.syncError') : t('overview.syncOk'),
+      t('overview.backlogRows', { n: k.backlog_rows ?? 0 }),
+      t('overview.lastSuccess', { age: k.last_success ? fmtAge(now - k.last_success) : '—' }),
+      ...(k.dead_letters ? [t('comp.sync.deadLetters', { n: k.dead_letters })] : []),
+      ...(k.last_error ? [t('comp.sync.lastError', { error: k.last_error })] : []),
+    ].join(' · '), k.last_error ? 'err-text' : '']),
+    ...(s.consumers || []).map((c) => [`consumer-${c.id}`, t('comp.sync.consumer', { id: c.id }), [
+      t('overview.backlogRows', { n: c.backlog_rows ?? 0 }),
+      t('overview.lastAck', { age: c.last_ack ? fmtAge(now - c.last_ack) : '—' }),
+    ].join(' · ')]),
+  ],
+  modbus_server: (s) => [
+    ['listen', t('comp.modbus.listen'), s.port ? `${s.listen} (${s.port})` : String(s.listen ?? '—')],
+    ['points', t('comp.modbus.points'), s.points ?? 0],
+    ['requests', t('comp.modbus.requests'), s.requests ?? 0],
+    ...((s.unknown_points || []).length
+      ? [['unknown', t('comp.modbus.unknown'), s.unknown_points.join(', '), 'err-text']] : []),
+  ],
+};
+
+function rawRows(s, now, name) {
+  return [['raw', name, summary(s)]];
 }
 
 function summary(s) {
