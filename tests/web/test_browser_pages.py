@@ -198,3 +198,39 @@ async def test_overview_components_are_translated_rows(tmp_path: Path, browser: 
         # no raw field names from the status document
         assert "enabled:" not in await page.inner_text('[data-component="rules"]')
         assert page.errors == []
+
+
+async def test_commissioning_read_says_it_came_from_the_device(tmp_path: Path, browser: Any) -> None:
+    doc = {
+        "devices": [
+            {
+                "id": "meter-a1",
+                "driver": "sim",
+                "points": [
+                    {"name": "voltage", "signal": "constant", "value": 231.5, "interval": "1s", "unit": "V"}
+                ],
+            }
+        ]
+    }
+    async with running_site(tmp_path, doc) as rt:
+        page = await logged_in_page(browser, rt)
+        await page.goto("/devices/meter-a1")
+        await page.click("#commission-read", timeout=T)
+        source = page.locator("[data-k=commission-source]")
+        await source.wait_for(timeout=T)
+        assert await source.get_attribute("data-source") == "device"
+        assert "read from the device just now" in await source.inner_text()
+        assert await page.inner_text("[data-k=commission-value]") == "231.5"
+        assert page.errors == []
+        # the same read in Chinese, in a browser whose language is zh-CN
+        base = f"http://127.0.0.1:{rt.web_port}"
+        zh = await browser.new_context(locale="zh-CN", base_url=base, bypass_csp=True)
+        resp = await zh.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
+        assert resp.status == 200
+        zpage = await zh.new_page()
+        await zpage.goto("/devices/meter-a1")
+        await zpage.click("#commission-read", timeout=T)
+        zsource = zpage.locator("[data-k=commission-source]")
+        await zsource.wait_for(timeout=T)
+        assert "刚从设备读取" in await zsource.inner_text()
+        await zh.close()
