@@ -4,7 +4,6 @@ Every change goes through `RulesComponent`, which validates first and records th
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -137,13 +136,8 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         compiled = parse_rule(doc)
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    rt = get_runtime(request)
-    await rt.journal.flush()
-    now = rt.clock()
-    from rules.replay import dry_run
-
-    result = await asyncio.to_thread(dry_run, rt.journal, compiled, comp.engine.tz, now - hours * 3600, now)
-    return json_response(result)
+    now = get_runtime(request).clock()
+    return json_response(await comp.dry_run(compiled, now - hours * 3600, now))
 
 
 async def versions(request: web.Request) -> web.Response:

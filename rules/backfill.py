@@ -30,6 +30,11 @@ HISTORY_SQL = (
     "SELECT seq, ts, point, value FROM journal "
     "WHERE seq > ? AND seq <= ? AND kind IS NULL AND (quality & 3) = 0 ORDER BY seq LIMIT ?"
 )
+# a dry run's pre-fill: only readings older than its range (the journal is not in ts order)
+HISTORY_BEFORE_SQL = (
+    "SELECT seq, ts, point, value FROM journal WHERE seq > ? AND seq <= ? AND kind IS NULL "
+    "AND (quality & 3) = 0 AND ts < ? ORDER BY seq LIMIT ?"
+)
 
 WindowKey = tuple[str, float]
 
@@ -93,10 +98,16 @@ class History:
 
 
 def read_history(
-    journal: Any, wants: WindowWants, now: float, upto_seq: int, max_rows: int = DEFAULT_MAX_ROWS
+    journal: Any,
+    wants: WindowWants,
+    now: float,
+    upto_seq: int,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    before_now: bool = False,
 ) -> History:
     """The wanted windows filled with the journal's readings up to `upto_seq` (blocking: run it
-    in a thread). `now` is the time the windows are measured back from."""
+    in a thread). `now` is the time the windows are measured back from; with `before_now` only
+    readings older than `now` are read (a dry run's past, when later rows are its range)."""
     started = time.monotonic()
     out = History({}, upto_seq)
     if not wants or upto_seq <= 0:
@@ -110,7 +121,10 @@ def read_history(
     windows = out.windows
     after = first - 1
     while after < upto_seq:
-        rows = journal.query(HISTORY_SQL, (after, upto_seq, PAGE))
+        if before_now:
+            rows = journal.query(HISTORY_BEFORE_SQL, (after, upto_seq, now, PAGE))
+        else:
+            rows = journal.query(HISTORY_SQL, (after, upto_seq, PAGE))
         if not rows:
             break
         for _, ts, point, value in rows:

@@ -23,7 +23,8 @@ from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig
 from rules.cron import site_tz
 from rules.engine import Engine, Firing, KeyState
-from rules.model import RuleErrors, RulePackError, compile_pack, dump_pack, parse_rule
+from rules.model import CompiledRule, RuleErrors, RulePackError, compile_pack, dump_pack, parse_rule
+from rules.replay import dry_run
 from rules.store import RuleStore, StateWriter, StoredRule
 
 if TYPE_CHECKING:
@@ -157,6 +158,16 @@ class RulesComponent:
         """Wait until the windows of rules changed so far hold their history."""
         while self._backfills:
             await asyncio.gather(*list(self._backfills), return_exceptions=True)
+
+    # ------------------------------------------------------------ dry run
+    async def dry_run(self, compiled: CompiledRule, since: float, until: float) -> dict[str, Any]:
+        """`compiled` over the journal's records in [since, until], acting on nothing; its windows
+        start with the readings before `since` (same row cap as the refill at start), read and
+        evaluated in a thread so the event loop keeps serving readings."""
+        journal = self.runtime.journal
+        await journal.flush()
+        limit = self.config.window_backfill_rows
+        return await asyncio.to_thread(dry_run, journal, compiled, self.engine.tz, since, until, limit)
 
     # ------------------------------------------------------------ live evaluation
     def _on_records(self, records: list[Record]) -> None:

@@ -4,6 +4,11 @@ Both the dry-run API (the journal's last N hours) and `edge rules test` (a JSONL
 `edge buffer tail --json` shape) feed records to a fresh `Engine` in timestamp order and report
 each firing as `{rule, ts, kind, message}`; timers run on the records' time, so a `for: 1m` in a
 replay fires exactly where it would have fired live.
+
+A dry run starts where the live engine was, not empty: its windows are first filled with the
+journal's readings just before the range (`rules.backfill`, the same read as after a restart), so
+`avg(p, 10m)` in the range's first 10 minutes means what it meant live. The pre-fill evaluates
+nothing and reports nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from edge.model import QUALITY_BY_NAME, Event, Reading
+from rules.backfill import DEFAULT_MAX_ROWS, History, read_history, wants_of
 from rules.engine import Engine, Firing
 from rules.model import CompiledRule
 
@@ -80,14 +86,23 @@ class Replay:
         return self.engine.evaluations
 
 
-def journal_records(journal: Any, since: float, until: float | None = None) -> Iterator[Reading | Event]:
-    """Committed journal records with ts >= since, in seq order, paged."""
+def first_seq_at(journal: Any, since: float) -> int | None:
+    """The first journal seq whose record has ts >= since (None: no such record)."""
+    row = journal.query("SELECT MIN(seq) FROM journal WHERE ts >= ?", (since,))
+    return None if not row or row[0][0] is None else int(row[0][0])
+
+
+def journal_records(
+    journal: Any, since: float, until: float | None = None, first: int | None = None
+) -> Iterator[Reading | Event]:
+    """Committed journal records with ts >= since, in seq order, paged (from seq `first` when the
+    caller already looked it up)."""
     from edge.store.journal import row_to_record
 
-    row = journal.query("SELECT MIN(seq) FROM journal WHERE ts >= ?", (since,))
-    if not row or row[0][0] is None:
+    first = first_seq_at(journal, since) if first is None else first
+    if first is None:
         return
-    after = int(row[0][0]) - 1
+    after = first - 1
     while True:
         rows = journal.read_rows(after, PAGE)
         if not rows:
@@ -102,11 +117,39 @@ def journal_records(journal: Any, since: float, until: float | None = None) -> I
         after = rows[-1][0]
 
 
-def dry_run(journal: Any, rule: CompiledRule, tz: dt.tzinfo, since: float, until: float) -> dict[str, Any]:
+def prefill(
+    rp: Replay, journal: Any, since: float, upto_seq: int, max_rows: int = DEFAULT_MAX_ROWS
+) -> History:
+    """Fill `rp`'s windows with the journal's readings older than `since` up to seq `upto_seq`
+    (the last of them); evaluates nothing (blocking: run it in a thread)."""
+    wants = wants_of(rp.engine.rules.values())
+    history = read_history(journal, wants, since, upto_seq, max_rows, before_now=True)
+    rp.engine.fill_windows(history.windows)
+    return history
+
+
+def dry_run(
+    journal: Any,
+    rule: CompiledRule,
+    tz: dt.tzinfo,
+    since: float,
+    until: float,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> dict[str, Any]:
+    """The rule over the journal's records in [since, until], its windows pre-filled from the
+    readings before `since` (at most `max_rows` journal rows; 0: start empty)."""
     rp = Replay([rule], tz, start=since)
-    rp.feed(journal_records(journal, since, until))
+    first = first_seq_at(journal, since)
+    history = None
+    if max_rows > 0:
+        # by ts, not by seq: records journaled late (or start-up events) mix the two orders
+        row = journal.query("SELECT MAX(seq) FROM journal WHERE ts < ?", (since,))
+        upto = int(row[0][0]) if row and row[0][0] is not None else 0
+        history = prefill(rp, journal, since, upto, max_rows)
+    rp.feed(journal_records(journal, since, until, first))
     rp.finish(until)
     return {
         "firings": [{k: f[k] for k in ("ts", "kind", "message", "key")} for f in rp.firings],
         "evaluated": rp.evaluated,
+        "prefill": history.summary() if history is not None else None,
     }

@@ -142,3 +142,20 @@ async def test_dry_run_over_the_journal_reports_firings_without_acting(tmp_path:
         assert status == 422
         status, body = await tech.call("POST", "/dry-run", {"rule": RULE, "hours": 100000})
         assert status == 422
+
+
+async def test_dry_run_windows_hold_the_readings_before_the_range(tmp_path: Path) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        tech = Client(session, rt.web_port, create_token(rt.state, "tech", ["read", "rules"]))
+        now = time.time()
+        start = now - 1800  # the range of a half-hour dry run
+        rt.hub.ingest([Reading(start - 600 + i * 60, "bin-1.fill_pct", 100) for i in range(9)])
+        rt.hub.ingest([Reading(start + 30 + i * 60, "bin-1.fill_pct", 10) for i in range(5)])
+        rule = {**RULE, "id": "emptied", "if": "avg(point, '10m') > 50 and value < 20", "clear_if": None}
+        del rule["clear_if"]
+        status, body = await tech.call("POST", "/dry-run", {"rule": rule, "hours": 0.5})
+        assert status == 200, body
+        # the first low reading in the range is judged with the nine high ones before it
+        assert [(f["kind"], round(f["ts"] - start)) for f in body["firings"]][:1] == [("fired", 30)]
+        assert body["evaluated"] == 5 and body["prefill"]["samples"] == 9
