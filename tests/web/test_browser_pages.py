@@ -234,3 +234,33 @@ async def test_commissioning_read_says_it_came_from_the_device(tmp_path: Path, b
         await zsource.wait_for(timeout=T)
         assert "刚从设备读取" in await zsource.inner_text()
         await zh.close()
+
+
+async def test_rule_pack_import_from_the_rules_page(tmp_path: Path, browser: Any) -> None:
+    pack = tmp_path / "bin-pack.yaml"
+    pack.write_text(
+        "rules:\n"
+        "  - id: bin-overflow\n"
+        "    name: 垃圾桶满 Bin overflowing\n"
+        "    when: bin-east-1.fill_pct\n"
+        "    if: value > 95\n"
+        "    then:\n"
+        "      - alert: overflowing\n",
+        "utf-8",
+    )
+    async with running_site(tmp_path, {}) as rt:
+        if "rules" not in rt.components:
+            pytest.skip("the rules engine (rules/component.py) is not in this build")
+        page = await logged_in_page(browser, rt)
+        await page.goto("/rules")
+        await page.wait_for_selector("#new-rule", timeout=T)
+        await page.set_input_files("#pack-file", str(pack))
+        await page.wait_for_selector("#rules-msg .ok-box", timeout=T)
+        row = page.locator('tr[data-rule="bin-overflow"]')
+        await row.wait_for(timeout=T)  # the page reloads with the imported rule
+        assert "Bin overflowing" in await row.inner_text()
+        await page.goto("/audit")
+        entry = page.locator('tr[data-action="rule_import"]', has_text="bin-overflow")
+        await entry.wait_for(timeout=T)
+        assert "admin" in await entry.inner_text()
+        assert page.errors == []
