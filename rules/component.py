@@ -23,7 +23,15 @@ from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig
 from rules.cron import site_tz
 from rules.engine import Engine, Firing, KeyState
-from rules.model import CompiledRule, RuleErrors, RulePackError, compile_pack, dump_pack, parse_rule
+from rules.model import (
+    CompiledRule,
+    RuleErrors,
+    RulePackError,
+    compile_pack,
+    dump_pack,
+    parse_rule,
+    same_logic,
+)
 from rules.replay import dry_run
 from rules.store import RuleStore, StateWriter, StoredRule
 
@@ -260,13 +268,30 @@ class RulesComponent:
         assert self.store is not None
         compiled = parse_rule(doc)
         clean = compiled.rule.doc()
-        stored = self.store.put(clean, actor, action)
+        previous = self.store.get(compiled.rule.id)
+        keep = (
+            previous is not None
+            and compiled.rule.id in self.engine.rules
+            and compiled.rule.id not in self.broken
+            and same_logic(previous.doc, clean)
+        )
+        stored = self.store.put(clean, actor, action, keep_state=keep)
         had = set(self.engine.windows)
-        self.engine.add(compiled, self.runtime.clock())
+        if keep:  # a renamed rule or a reworded message keeps its pending timer and active alert
+            self.engine.replace(compiled)
+        else:
+            self.engine.add(compiled, self.runtime.clock())
         self._backfill_later(stored.id, had)
         self.engine.watch_points(list(self.runtime.hub.points), self.runtime.clock())
         self.broken.pop(stored.id, None)
-        audit.record(self.runtime.state, actor, f"rule_{action}", stored.id, version=stored.version)  # type: ignore[arg-type]
+        audit.record(
+            self.runtime.state,  # type: ignore[arg-type]
+            actor,
+            f"rule_{action}",
+            stored.id,
+            version=stored.version,
+            rule_state="kept" if keep else "reset" if previous else "new",
+        )
         self._arm()
         return stored
 

@@ -107,6 +107,25 @@ class Engine:
                 self._push(cron.next_after(start, self.tz), rr.id, "", "schedule")
         return rr
 
+    def replace(self, compiled: CompiledRule) -> RuleRuntime:
+        """Swap in a new version of a rule whose logic did not change (`rules.model.same_logic`),
+        keeping its states, timers, dead-man watches and windows: a pending `for:` fires at its
+        original deadline and an active alert stays active without firing again."""
+        old = self.rules.get(compiled.rule.id)
+        if old is None:
+            return self.add(compiled)
+        rr = RuleRuntime(compiled, self)
+        rr.states, rr.last_fired, rr.error, rr.error_ts = old.states, old.last_fired, old.error, old.error_ts
+        rr.evaluations = old.evaluations
+        self.rules[rr.id] = rr
+        for expr in compiled.exprs.values():  # actions may bring new windows; the condition's stay
+            for point, secs in expr.windows:
+                if point is not None:
+                    self.windows.setdefault((point, secs), Window(secs))
+        self._route.clear()
+        self._event_route.clear()
+        return rr
+
     def remove(self, rule_id: str) -> None:
         if self.rules.pop(rule_id, None) is not None:
             self._route.clear()

@@ -211,6 +211,18 @@ class Rule(Strict):
         }
 
 
+# what an edit may change and keep the rule's state (a pending `for:`, an active alert): how the
+# rule is shown and what it does when it fires, not when it fires
+PRESENTATION_FIELDS = frozenset({"name", "description", "severity", "max_actions_per_minute", "then", "else"})
+
+
+def same_logic(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two rule documents (`Rule.doc()` form) decide firing the same way: they differ at
+    most in presentation and actions. Any other change (triggers, `if`, `for`, `clear_if`,
+    `no_data`, `notify`, `every`, `enabled`) changes the logic."""
+    return all(old.get(k) == new.get(k) for k in (old.keys() | new.keys()) - PRESENTATION_FIELDS)
+
+
 @dataclass
 class CompiledRule:
     rule: Rule

@@ -1,7 +1,7 @@
 """Rules, their version history and their runtime state, in the state database.
 
-Every change of a rule writes a new row in `rule_versions` (who, when, what: the whole document),
-so any version can be shown or restored. Rule state (pending `for:` timers with their start,
+Every change of a rule writes a new row in `rule_versions` (who, when, what: the whole document,
+and whether the rule's state was kept or reset), so any version can be shown or restored. Rule state (pending `for:` timers with their start,
 active alerts, last firing) is written by a background thread (`StateWriter`) so a synchronous
 fsync never sits between a reading and the action it triggers.
 """
@@ -48,7 +48,11 @@ MIGRATIONS = [
         PRIMARY KEY (rule_id, key)
     );
     CREATE TABLE rules_meta (key TEXT PRIMARY KEY, value TEXT);
-    """
+    """,
+    # what a change did to the rule's runtime state: new (no rule before), kept (only presentation
+    # or actions changed), reset (the logic changed, or the rule was enabled/disabled/deleted);
+    # '' for versions written before this was recorded
+    "ALTER TABLE rule_versions ADD COLUMN state TEXT NOT NULL DEFAULT ''",
 ]
 
 
@@ -84,8 +88,11 @@ class RuleStore:
             ).fetchone()
         return self._row(r) if r else None
 
-    def put(self, doc: dict[str, Any], actor: str, action: str = "update") -> StoredRule:
-        """Insert or replace a rule (already validated) and record the new version."""
+    def put(
+        self, doc: dict[str, Any], actor: str, action: str = "update", keep_state: bool = False
+    ) -> StoredRule:
+        """Insert or replace a rule (already validated) and record the new version. Its persisted
+        state is dropped unless `keep_state` (the change left its logic alone)."""
         rule_id = doc["id"]
         enabled = bool(doc.get("enabled", True))
         text = json.dumps(doc, ensure_ascii=False, sort_keys=True)
@@ -98,6 +105,8 @@ class RuleStore:
                     "SELECT MAX(version) FROM rule_versions WHERE rule_id=?", (rule_id,)
                 ).fetchone()
                 version = (row[0] or 0) + 1
+                existed = conn.execute("SELECT 1 FROM rules WHERE id=?", (rule_id,)).fetchone()
+                state = "kept" if keep_state and existed else "reset" if existed else "new"
                 conn.execute(
                     "INSERT INTO rules(id, doc, enabled, version, updated, updated_by) VALUES (?,?,?,?,?,?) "
                     "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, enabled=excluded.enabled, "
@@ -105,10 +114,12 @@ class RuleStore:
                     (rule_id, text, int(enabled), version, now, actor),
                 )
                 conn.execute(
-                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc) VALUES (?,?,?,?,?,?)",
-                    (rule_id, version, now, actor, action, text),
+                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (rule_id, version, now, actor, action, text, state),
                 )
-                conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
+                if state != "kept":
+                    conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -125,7 +136,8 @@ class RuleStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
-                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc) VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state) "
+                    "VALUES (?,?,?,?,?,?,?)",
                     (
                         rule_id,
                         current.version + 1,
@@ -133,6 +145,7 @@ class RuleStore:
                         actor,
                         "delete",
                         json.dumps(current.doc, ensure_ascii=False),
+                        "reset",
                     ),
                 )
                 conn.execute("DELETE FROM rules WHERE id=?", (rule_id,))
@@ -146,11 +159,19 @@ class RuleStore:
     def versions(self, rule_id: str) -> list[dict[str, Any]]:
         with self.state.lock:
             rows = self.state.conn.execute(
-                "SELECT version, ts, actor, action, doc FROM rule_versions WHERE rule_id=? ORDER BY version DESC",
+                "SELECT version, ts, actor, action, doc, state FROM rule_versions WHERE rule_id=? "
+                "ORDER BY version DESC",
                 (rule_id,),
             ).fetchall()
         return [
-            {"version": r[0], "ts": r[1], "actor": r[2], "action": r[3], "rule": json.loads(r[4])}
+            {
+                "version": r[0],
+                "ts": r[1],
+                "actor": r[2],
+                "action": r[3],
+                "rule": json.loads(r[4]),
+                "state": r[5],
+            }
             for r in rows
         ]
 
