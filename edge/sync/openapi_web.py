@@ -69,6 +69,17 @@ TOKEN = obj(
     },
     ["id", "name", "scopes"],
 )
+SESSION = obj(
+    {
+        "id": {"type": "string", "description": "opaque; neither the cookie value nor its stored hash"},
+        "user": {"type": "string"},
+        "created": {"type": "number"},
+        "last_seen": {"type": "number"},
+        "address": {"type": "string"},
+        "current": {"type": "boolean", "description": "the session making this request"},
+    },
+    ["id", "user", "created", "last_seen", "address", "current"],
+)
 AUDIT_ENTRY = obj(
     {
         "id": {"type": "integer"},
@@ -302,6 +313,24 @@ def paths() -> dict[str, Any]:
                 ),
                 security=WRITE_SECURITY,
             ),
+        },
+        "/api/v1/sessions": {
+            "get": op(
+                "sessions",
+                "Live UI sessions: everyone's for scope admin (or one user's with ?user=), "
+                "otherwise the caller's own",
+                {"200": ok(obj({"sessions": array(SESSION)}, ["sessions"])), **errors()},
+                parameters=[query("user", {"type": "string"}, "only this user's sessions (admin)")],
+            )
+        },
+        "/api/v1/sessions/{id}": {
+            "delete": op(
+                "endSession",
+                "End a session (an admin any session, a user only their own); audited as session_end",
+                {"200": OK_TRUE, "404": PROBLEM, **errors()},
+                parameters=[path("id", "the session's opaque id from GET /api/v1/sessions")],
+                security=WRITE_SECURITY,
+            )
         },
         "/api/v1/tokens/{id}": {
             "delete": op(

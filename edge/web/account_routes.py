@@ -208,6 +208,47 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         audit.record(state, principal.name, "user_delete", name)
         return json_response({"ok": True})
 
+    def _session_user(request: web.Request) -> Principal:
+        principal = require(request)
+        if principal.kind != "user" and "admin" not in principal.scopes:
+            raise Problem(
+                403, "Not a user session", "sessions belong to users; an API token needs scope admin"
+            )
+        return principal
+
+    def _public(session: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        out = {k: v for k, v in session.items() if k != "_hash"}
+        out["current"] = session["_hash"] == principal.session
+        return out
+
+    async def sessions(request: web.Request) -> web.Response:
+        """Everyone's sessions for an admin (or one user's with ?user=), otherwise the caller's own."""
+        principal = _session_user(request)
+        wanted = request.query.get("user") or None
+        if "admin" not in principal.scopes:
+            if wanted not in (None, principal.name):
+                raise Problem(403, "Forbidden", "only an admin sees other users' sessions")
+            wanted = principal.name
+        rows = acc.list_sessions(state, wanted)
+        return json_response({"sessions": [_public(s, principal) for s in rows]})
+
+    async def end_session(request: web.Request) -> web.Response:
+        principal = _session_user(request)
+        own_only = None if "admin" in principal.scopes else principal.name
+        session = acc.find_session_by_id(state, request.match_info["id"], own_only)
+        if session is None:  # another user's session is as unknown to a non-admin as a wrong id
+            raise Problem(404, "No such session", "list the live sessions with GET /api/v1/sessions")
+        acc.end_session(state, session["_hash"])
+        audit.record(
+            state,
+            principal.name,
+            "session_end",
+            session["user"],
+            session=session["id"],
+            address=session["address"],
+        )
+        return json_response({"ok": True})
+
     async def audit_log(request: web.Request) -> web.Response:
         require(request, "admin", "write")
         # bounded: SQLite integers stop at 64 bits and a negative LIMIT means "no limit"
@@ -230,4 +271,6 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
     r.add_post("/api/v1/users", add_user)
     r.add_patch("/api/v1/users/{name}", change_user)
     r.add_delete("/api/v1/users/{name}", delete_user)
+    r.add_get("/api/v1/sessions", sessions)
+    r.add_delete("/api/v1/sessions/{id}", end_session)
     r.add_get("/api/v1/audit", audit_log)

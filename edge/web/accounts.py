@@ -335,6 +335,34 @@ def end_session(state: StateDB, id_hash: str) -> None:
         state.conn.execute("DELETE FROM sessions WHERE hash=?", (id_hash,))
 
 
+def session_id(id_hash: str) -> str:
+    """The opaque id a session is listed and ended by: derived from the stored hash, so it is
+    neither the cookie value nor the hash the cookie is looked up by."""
+    return _sha("session-id:" + id_hash)[:24]
+
+
+def list_sessions(state: StateDB, user: str | None = None) -> list[dict[str, Any]]:
+    """Live sessions (of `user`, or everyone's), newest first, without anything that would log in."""
+    ensure(state)
+    now = time.time()
+    sql = "SELECT hash, user, created, last_seen, address FROM sessions WHERE last_seen >= ? AND created >= ?"
+    args: list[Any] = [now - SESSION_IDLE, now - SESSION_MAX]
+    if user is not None:
+        sql += " AND user=?"
+        args.append(user)
+    with state.lock:
+        rows = state.conn.execute(sql + " ORDER BY created DESC", args).fetchall()
+    return [
+        {"id": session_id(h), "user": u, "created": c, "last_seen": seen, "address": a, "_hash": h}
+        for h, u, c, seen, a in rows
+    ]
+
+
+def find_session_by_id(state: StateDB, sid: str, user: str | None = None) -> dict[str, Any] | None:
+    """The live session with opaque id `sid` (only among `user`'s when given)."""
+    return next((s for s in list_sessions(state, user) if s["id"] == sid), None)
+
+
 # ---------------------------------------------------------------- first run
 class SetupCode:
     """The one-time code that lets the first admin be created; exists only while there are no users."""

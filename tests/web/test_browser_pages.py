@@ -264,3 +264,23 @@ async def test_rule_pack_import_from_the_rules_page(tmp_path: Path, browser: Any
         await entry.wait_for(timeout=T)
         assert "admin" in await entry.inner_text()
         assert page.errors == []
+
+
+async def test_admin_ends_another_session_on_the_users_page(tmp_path: Path, browser: Any) -> None:
+    async with running_site(tmp_path, {}) as rt:
+        page = await logged_in_page(browser, rt)
+        other = await browser.new_context(base_url=f"http://127.0.0.1:{rt.web_port}")
+        login = await other.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
+        assert login.status == 200
+        await page.goto("/admin")
+        await page.wait_for_selector("#sessions tbody tr", timeout=T)
+        rows = page.locator("#sessions tbody tr")
+        assert await rows.count() == 2
+        await page.locator("#sessions tbody tr button").click()
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#sessions tbody tr').length === 1", timeout=T
+        )
+        assert "this session" in await page.inner_text("#sessions tbody tr")
+        assert (await other.request.get("/api/v1/status")).status == 401
+        await other.close()
+        assert page.errors == []

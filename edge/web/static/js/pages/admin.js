@@ -8,8 +8,9 @@ export async function render(view) {
   view.append(h('h1', {}, t('admin.title')));
   const users = h('section', { class: 'card', id: 'users' });
   const tokens = h('section', { class: 'card', id: 'tokens' });
-  view.append(users, tokens);
-  await Promise.all([drawUsers(users), drawTokens(tokens)]);
+  const sessions = h('section', { class: 'card', id: 'sessions' });
+  view.append(users, sessions, tokens);
+  await Promise.all([drawUsers(users), drawSessions(sessions), drawTokens(tokens)]);
 }
 
 async function drawUsers(box) {
@@ -44,6 +45,19 @@ async function drawUsers(box) {
   });
   box.replaceChildren(h('h2', {}, t('admin.users')),
     table([t('login.name'), t('admin.role'), t('admin.status'), t('admin.lastLogin'), ''], rows), form, msg);
+}
+
+// Live sessions (everyone's for an admin): who, since when, last seen, from where; end any but this one.
+async function drawSessions(box) {
+  const { sessions } = await api('GET', '/api/v1/sessions');
+  const msg = h('div');
+  const rows = sessions.map((s) => h('tr', { 'data-session': s.id, 'data-session-user': s.user },
+    h('td', {}, s.user), h('td', {}, fmtTime(s.created)), h('td', {}, fmtTime(s.last_seen)), h('td', {}, s.address),
+    h('td', {}, s.current ? t('admin.thisSession') : h('button', { class: 'danger small', onclick: async () => {
+      try { await api('DELETE', `/api/v1/sessions/${encodeURIComponent(s.id)}`); await drawSessions(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    } }, t('admin.endSession')))));
+  box.replaceChildren(h('h2', {}, t('admin.sessions')),
+    table([t('login.name'), t('admin.created'), t('admin.lastSeen'), t('admin.address'), ''], rows), msg);
 }
 
 async function drawTokens(box) {
