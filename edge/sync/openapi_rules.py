@@ -136,7 +136,19 @@ def paths() -> dict[str, Any]:
                 "Replay the last hours of the journal through a rule (new or stored) without acting "
                 "(scope rules or read)",
                 {
-                    "200": ok(obj({"firings": array({"type": "object"}), "evaluated": {"type": "integer"}})),
+                    "200": ok(
+                        obj(
+                            {
+                                "firings": array({"type": "object"}),
+                                "evaluated": {"type": "integer"},
+                                "prefill": {
+                                    "type": ["object", "null"],
+                                    "description": "windows filled from readings before the range "
+                                    "(windows, rows, samples, truncated, ms); null when the refill is off",
+                                },
+                            }
+                        )
+                    ),
                     "404": PROBLEM,
                     **INVALID,
                     **errors(body=True),
@@ -196,6 +208,11 @@ def paths() -> dict[str, Any]:
                                             "ts": {"type": "number"},
                                             "actor": {"type": "string"},
                                             "action": {"type": "string"},
+                                            "state": {
+                                                "type": "string",
+                                                "description": "new, kept (only presentation or actions "
+                                                "changed) or reset; empty for versions saved before this was recorded",
+                                            },
                                             "rule": {"type": "object"},
                                         },
                                         ["version", "rule"],
