@@ -280,7 +280,7 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     page.fill(
         "#rule-text",
         # a rule that crosses often on the demo's wandering voltage, so the timeline has marks
-        'id: shot\nname: 电压偏高 Voltage above 225 V\nwhen: meter-*.voltage\nif: value > 225\n'
+        "id: shot\nname: 电压偏高 Voltage above 225 V\nwhen: meter-*.voltage\nif: value > 225\n"
         'clear_if: value < 224.8\nnotify: toggle\nseverity: warning\nthen:\n  - alert: "{device} {value:.1f} V"\n',
     )
     page.wait_for_selector("#rule-status.ok", timeout=T)
