@@ -101,10 +101,11 @@ class Engine:
                     self.windows.setdefault((point, secs), Window(secs))
         self._route.clear()
         self._event_route.clear()
+        rr.schedule_token = f"@{next(self._counter)}"
         if rr.rule.enabled:
             start = self.now if now is None else now
             for cron in rr.schedules:
-                self._push(cron.next_after(start, self.tz), rr.id, "", "schedule")
+                self._push(cron.next_after(start, self.tz), rr.id, rr.schedule_token, "schedule")
         return rr
 
     def replace(self, compiled: CompiledRule) -> RuleRuntime:
@@ -117,6 +118,7 @@ class Engine:
         rr = RuleRuntime(compiled, self)
         rr.states, rr.last_fired, rr.error, rr.error_ts = old.states, old.last_fired, old.error, old.error_ts
         rr.evaluations = old.evaluations
+        rr.schedule_token = old.schedule_token  # its queued schedule timers stay valid
         self.rules[rr.id] = rr
         for expr in compiled.exprs.values():  # actions may bring new windows; the condition's stay
             for point, secs in expr.windows:
@@ -251,13 +253,15 @@ class Engine:
             elif kind == "no_data":
                 self._nodata_due(rr, key, deadline, out)
             elif kind == "schedule":
+                if key != rr.schedule_token:  # queued for a version of the rule since reset
+                    continue
                 args = (None, None, "", "", "", deadline, "good", "schedule", "", "", None)
                 self.evaluations += 1
                 self._evaluate(rr, "", args, deadline, out)
                 for cron in rr.schedules:
                     nxt = cron.next_after(deadline, self.tz)
                     if nxt > deadline:
-                        self._push(nxt, rid, "", "schedule")
+                        self._push(nxt, rid, rr.schedule_token, "schedule")
                         break
         return out
 

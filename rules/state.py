@@ -77,6 +77,9 @@ class RuleRuntime:
         self.events = [_regex(t.event) for t in rule.when if t.event]
         self.no_data = [(_regex(t.no_data), float(t.for_ or 0)) for t in rule.when if t.no_data]
         self.schedules = [Cron(t.schedule) for t in rule.when if t.schedule]
+        # schedule timers carry this token as their key: timers queued for an earlier version of
+        # the rule (replaced with a reset) are then recognised as stale and dropped
+        self.schedule_token = ""
         self.first_message = next(
             (a.spec.message for a in rule.then if isinstance(a.spec, MessageAction | WebhookAction)), None
         )
