@@ -61,6 +61,15 @@ def add_config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def add_log_level_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe log level printed",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.cli import HelpFormatter, add_config_arg
+from edge.cli import HelpFormatter, add_config_arg, add_log_level_arg
 from edge.config import ConfigError, Site, load_site
 from edge.units import format_duration, format_size
 
@@ -30,12 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=HelpFormatter,
     )
     add_config_arg(p)
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level printed",
-    )
+    add_log_level_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -68,12 +63,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--data-dir", default="demo-data", help="where the journal, state and site file live")
     p.add_argument("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)")
     p.add_argument("--port", type=int, default=8080, help="port of the web UI")
-    p.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="least severe log level printed",
-    )
+    add_log_level_arg(p)
     p.set_defaults(func=cmd_demo)
 
     buf = sub.add_parser(
