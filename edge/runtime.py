@@ -30,6 +30,10 @@ from edge.store import Journal
 log = logging.getLogger("edge.runtime")
 
 
+class StartError(RuntimeError):
+    """A site that cannot start for a reason a person can fix (the message says how)."""
+
+
 class Component(Protocol):
     name: str
 
@@ -133,7 +137,13 @@ class Runtime:
         if self.with_web and self.site.web.enabled:
             from edge.web.app import start_web
 
-            self.web_runner, self.web_port = await start_web(self)
+            try:
+                self.web_runner, self.web_port = await start_web(self)
+            except OSError as exc:
+                raise StartError(
+                    f"the web server cannot listen on {self.site.web.listen}: {exc.strerror or exc}; "
+                    "another program may be using that port: change web.listen (edge demo: --port)"
+                ) from None
         self.ready.set()
         log.info("site started", extra={"site": self.site.site.id, "devices": len(self.slots)})
 

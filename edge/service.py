@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from edge.config import ConfigError, Site, load_site
-from edge.runtime import Runtime
+from edge.runtime import Runtime, StartError
 from edge.sdnotify import Notifier
 
 log = logging.getLogger("edge.service")
@@ -95,6 +95,11 @@ async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) ->
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     try:
         await rt.start()
+    except StartError as exc:
+        log.error("start failed: %s", exc)
+        with contextlib.suppress(Exception):
+            await rt.stop()
+        return 1
     except Exception as exc:
         log.error("start failed: %s", exc, exc_info=True)
         with contextlib.suppress(Exception):

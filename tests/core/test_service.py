@@ -156,3 +156,21 @@ def test_run_with_a_broken_file_exits_1_before_starting(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "bad.yaml:2: storage.durability" in proc.stderr
     assert not (tmp_path / "edge.db").exists()
+
+
+def test_a_web_port_in_use_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = site_file(tmp_path, {"web": {"listen": f"127.0.0.1:{port}"}, **yaml.safe_load(SITE)})
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert f"the web server cannot listen on 127.0.0.1:{port}" in proc.stdout
+    assert "change web.listen" in proc.stdout and "Traceback" not in proc.stdout
