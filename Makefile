@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_PORT ?= 8080
 
 .PHONY: demo test test-slow lint bench system-deps clean help
 
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/edge demo --data-dir demo-data --port 8080
+	$(BIN)/edge demo --data-dir demo-data --port $(DEMO_PORT)
 
 system-deps:
 	@sh scripts/setup-system.sh
