@@ -132,6 +132,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     site = load_or_report(args.config)
     if site is None:
         return 1
+    if not check_rule_packs(site):
+        return 1
     if not args.quiet:
         points = sum(len(d.point_infos()) for d in site.devices)
         print(
@@ -139,6 +141,33 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{len(site.upstream)} upstream sinks, {len(site.consumers)} pull consumers"
         )
     return 0
+
+
+def check_rule_packs(site: Site) -> bool:
+    """Compile the rule packs the site names (rules.packs); print every problem on stderr."""
+    rules = site.sections.get("rules")
+    packs: list[str] = list(getattr(rules, "packs", []) or [])
+    if not packs:
+        return True
+    from rules.config import resolve_pack
+    from rules.model import RulePackError, compile_pack
+
+    ok = True
+    for i, pack in enumerate(packs):
+        path = resolve_pack(pack, site.source)
+        try:
+            compile_pack(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            print(
+                f"{site.source}: rules.packs[{i}]: cannot read rule pack {pack!r}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            ok = False
+        except RulePackError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            ok = False
+    return ok
 
 
 def cmd_run(args: argparse.Namespace) -> int:

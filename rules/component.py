@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import audit
 from edge.model import Event, Record, Severity
 from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
-from rules.config import RulesConfig
+from rules.config import RulesConfig, resolve_pack
 from rules.cron import site_tz
 from rules.engine import Engine, Firing, KeyState
 from rules.model import (
@@ -234,10 +233,7 @@ class RulesComponent:
         self.engine.add(compiled, self.runtime.clock())
 
     def _import_first_start(self, pack: str) -> None:
-        path = Path(pack)
-        if not path.is_absolute() and not path.exists():
-            # relative to the site file, as a technician writing `packs: [rules/waste.yaml]` means
-            path = Path(self.runtime.site.source).parent / pack
+        path = resolve_pack(pack, self.runtime.site.source)
         try:
             text = path.read_text(encoding="utf-8")
             self.import_pack(text, actor="system", file=pack)

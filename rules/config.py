@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.units import Duration
@@ -23,3 +25,13 @@ class RulesConfig(BaseModel):
     #: journal rows read at most to refill rule windows after a restart or a rule change (newest
     #: kept); bounds start-up on a huge journal. 0: windows start empty
     window_backfill_rows: int = Field(500_000, ge=0, le=50_000_000)
+
+
+def resolve_pack(pack: str, site_source: str) -> Path:
+    """Where a pack named in the site file is: as written (absolute, or found from the working
+    directory), else relative to the site file — as a technician writing `packs: [rules/waste.yaml]`
+    next to the site file means."""
+    path = Path(pack)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(site_source).parent / pack

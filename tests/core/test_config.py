@@ -140,3 +140,16 @@ def test_a_site_file_whose_aliases_explode_is_refused_quickly() -> None:
 
     with pytest.raises(ConfigError, match="document too large"):
         load_site_text("site: {id: s}\nx:\n" + "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines()))
+
+
+def test_edge_check_compiles_the_rule_packs_the_site_names(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "bad.yaml").write_text("- id: bad\n  when: x.y\n  if: value >\n")
+    site = tmp_path / "site.yaml"
+    site.write_text("site: {id: s}\nrules:\n  packs: [rules/bad.yaml, missing.yaml]\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check", "-c", str(site)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 1
+    assert "bad.yaml:3: rule bad:if:" in proc.stderr  # found beside the site file, located
+    assert "rules.packs[1]: cannot read rule pack 'missing.yaml'" in proc.stderr
