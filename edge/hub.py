@@ -55,6 +55,19 @@ class Hub:
             else:
                 self._filters.pop(info.id, None)
 
+    def restore_latest(self, readings: Iterable[Reading]) -> int:
+        """Take the journal's newest readings as the latest values at start-up (registered points
+        only, nothing journaled or fanned out): the UI and `/latest` show the last known value with
+        its age instead of nothing, and deadband filtering continues from what was journaled."""
+        n = 0
+        for r in readings:
+            if r.point in self.points and r.point not in self.latest:
+                self.latest[r.point] = r
+                if r.point in self._filters:
+                    self._reported[r.point] = (r.value, r.ts, r.quality)
+                n += 1
+        return n
+
     def unregister_device(self, device_id: str) -> None:
         prefix = device_id + "."
         for pid in [p for p in self.points if p.startswith(prefix)]:

@@ -23,7 +23,7 @@ from drivers import load_driver
 from drivers.base import Driver, DriverContext
 from edge.config import DeviceConfig, Site
 from edge.hub import Hub
-from edge.model import CommandResult, CommandStatus, Event, Health, HealthState, Severity, Value
+from edge.model import CommandResult, CommandStatus, Event, Health, HealthState, Reading, Severity, Value
 from edge.state import StateDB
 from edge.store import Journal
 
@@ -97,6 +97,9 @@ class Runtime:
         self.backoff_max = 60.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self.web_port: int | None = None
+        # the newest good reading of each point found in the journal at start (rules take it as
+        # the latest value, so `prev` and `p()` mean after a restart what they meant before)
+        self.restored_good: dict[str, Reading] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -104,6 +107,8 @@ class Runtime:
         self.journal.open()
         self.state = StateDB(self.site.storage.resolved_state_path())
         self.hub.register_points(self.site.point_infos())
+        last, self.restored_good = await asyncio.to_thread(self.journal.last_readings)
+        self.hub.restore_latest(last.values())
         self.hub.publish_event(
             Event(
                 "gateway_started",

@@ -71,6 +71,8 @@ class RulesComponent:
             self.store.set_meta("packs_imported", "1")
         now = self.runtime.clock()
         self.engine.now = now
+        for point, reading in getattr(self.runtime, "restored_good", {}).items():
+            self.engine.latest.setdefault(point, reading)
         for stored in self.store.list_rules():
             self._load(stored)
         for rule_id, states in self.store.load_states().items():

@@ -147,6 +147,24 @@ class JournalReader:
         rows = self.query(f"SELECT {SELECT_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,))
         return [row_to_record(r) for r in reversed(rows)]
 
+    def last_readings(self, rows: int = 200_000) -> tuple[dict[str, Reading], dict[str, Reading]]:
+        """The newest reading of each point, and its newest good one, among the newest `rows`
+        records (bounded: start-up must not scan a multi-GiB journal)."""
+        last: dict[str, Reading] = {}
+        good: dict[str, Reading] = {}
+        found = self.query(
+            "SELECT ts, point, value, quality FROM journal WHERE seq > ? AND kind IS NULL ORDER BY seq",
+            (max(0, self.committed_seq - rows),),
+        )
+        for ts, point, value, quality in found:
+            if quality & BOOL_FLAG:
+                value, quality = bool(value), quality & 3
+            r = Reading(ts, point, value, quality)
+            last[point] = r
+            if quality == 0:
+                good[point] = r
+        return last, good
+
     def get_cursor(self, name: str) -> int | None:
         rows = self.query("SELECT seq FROM cursors WHERE name=?", (name,))
         return int(rows[0][0]) if rows else None
