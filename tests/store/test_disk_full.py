@@ -81,7 +81,15 @@ async def test_full_disk_applies_policy_and_recovers(
         before = j.committed_seq
         await ingest(50)
         await until(lambda: j.committed_seq >= before + 50 * 200 and not j.failing, 20, what="recovery")
-        events = await until(lambda: drop_events(j.path), 20, what="the buffer_drop event")
+        dropped = sum(j.counters[c] for c in ("dropped_oldest", "dropped_newest", "dropped_overflow"))
+
+        def reported() -> list[tuple[int, str]] | None:
+            # one event per drop burst; the last burst is reported when it closes, so wait for the
+            # events to account for every counted drop rather than for the first one
+            found = drop_events(j.path)
+            return found if sum(orjson.loads(p)["dropped"] for _, p in found) == dropped else None
+
+        events = await until(reported, 20, what="buffer_drop events for every counted drop")
         payloads = [orjson.loads(p) for _, p in events]
         # a real SQLITE_FULL under drop_oldest may leave no room to delete in the file: the oldest
         # records waiting in memory are dropped instead (queue_overflow), still counted and reported
