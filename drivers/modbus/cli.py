@@ -44,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def probe_command(args: argparse.Namespace) -> int:
+    import logging
+
+    # pymodbus logs its own connection errors; the probe says what failed in one line of its own
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     from drivers.modbus.config import Connection
     from drivers.modbus.probe import format_probe, probe
     from drivers.modbus.transport import DeviceException, LinkError
