@@ -117,14 +117,18 @@ def load_or_report(path: str) -> Site | None:
         return None
 
 
-def open_reader(site: Site) -> Any:
+def open_reader(config: str) -> tuple[Site, Any] | None:
+    """The site and a read-only journal for a tool; None (with the reason on stderr) otherwise."""
     from edge.store.journal import Journal
 
+    site = load_or_report(config)
+    if site is None:
+        return None
     db = Path(site.storage.path)
     if not db.exists():
         print(f"{db}: no journal yet (has the site run?)", file=sys.stderr)
         return None
-    return Journal.open_readonly(str(db))
+    return site, Journal.open_readonly(str(db))
 
 
 # ---------------------------------------------------------------- commands
@@ -244,12 +248,10 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
 def cmd_buffer_stats(args: argparse.Namespace) -> int:
     from edge.store.health import buffer_health
 
-    site = load_or_report(args.config)
-    if site is None:
+    opened = open_reader(args.config)
+    if opened is None:
         return 1
-    journal = open_reader(site)
-    if journal is None:
-        return 1
+    site, journal = opened
     try:
         health = buffer_health(journal, site.storage)
         health["devices"] = recent_flow(journal, [d.id for d in site.devices])
@@ -333,12 +335,10 @@ def format_health(h: dict[str, Any]) -> str:
 
 
 def cmd_buffer_tail(args: argparse.Namespace) -> int:
-    site = load_or_report(args.config)
-    if site is None:
+    opened = open_reader(args.config)
+    if opened is None:
         return 1
-    journal = open_reader(site)
-    if journal is None:
-        return 1
+    _site, journal = opened
     try:
         records = journal.tail(max(0, args.n))
         last = records[-1]["seq"] if records else 0

@@ -47,8 +47,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     max_bytes = journal.max_bytes if journal._w is not None else storage.max_bytes
     cursors = {}
     for name, (kind, seq, updated) in journal.cursors().items():
-        oldest = journal.query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
-        oldest_ts = float(oldest[0][0]) if oldest else None
+        oldest_ts = journal.oldest_after(seq)
         cursors[name] = {
             "kind": kind,
             "seq": seq,

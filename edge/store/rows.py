@@ -165,6 +165,11 @@ class JournalReader:
                 good[point] = r
         return last, good
 
+    def oldest_after(self, seq: int) -> float | None:
+        """Timestamp of the first record after `seq`: the oldest one a cursor at `seq` has not passed."""
+        rows = self.query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+        return float(rows[0][0]) if rows else None
+
     def get_cursor(self, name: str) -> int | None:
         rows = self.query("SELECT seq FROM cursors WHERE name=?", (name,))
         return int(rows[0][0]) if rows else None

@@ -45,21 +45,19 @@ def collect(site: Any) -> dict[str, Any]:
 
     import orjson
 
+    from edge.store.journal import Journal
+
     path = site.storage.path
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no journal yet (has the gateway ever run?)")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    journal = Journal.open_readonly(path)
     try:
-        committed = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-        committed_seq = int(committed[0]) if committed else 0
-        cursors = {
-            r[0]: (r[1], int(r[2]), float(r[3]))
-            for r in conn.execute("SELECT name, kind, seq, updated FROM cursors")
-        }
+        committed_seq = journal.committed_seq
+        cursors = journal.cursors()
 
         def oldest(seq: int) -> float:
-            r = conn.execute("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
-            return round(max(0.0, time.time() - r[0]), 3) if r else 0.0
+            ts = journal.oldest_after(seq)
+            return round(max(0.0, time.time() - ts), 3) if ts is not None else 0.0
 
         snapshots: dict[str, dict[str, Any]] = {}
         dead: dict[str, int] = {}
@@ -111,7 +109,7 @@ def collect(site: Any) -> dict[str, Any]:
             )
         return {"committed_seq": committed_seq, "sinks": sinks, "consumers": consumers}
     finally:
-        conn.close()
+        journal.close_sync()
 
 
 def _when(ts: float | None) -> str:

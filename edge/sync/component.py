@@ -23,10 +23,7 @@ def consumer_status(runtime: Runtime, consumer_id: str) -> dict[str, Any]:
     row = journal.query("SELECT seq, updated FROM cursors WHERE name=? AND kind='consumer'", (consumer_id,))
     cursor, updated = (int(row[0][0]), float(row[0][1])) if row else (0, None)
     backlog = max(0, journal.committed_seq - cursor)
-    oldest = None
-    if backlog:
-        r = journal.query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,))
-        oldest = float(r[0][0]) if r else None
+    oldest = journal.oldest_after(cursor) if backlog else None
     return {
         "id": consumer_id,
         "cursor": cursor,
