@@ -237,3 +237,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def probe_site(port: int, unit: int = 5) -> dict[str, Any]:
+    """A site with one Modbus meter (`meter-b9`, a float32 CDAB voltage at holding 0x10) on a test
+    server: what the commissioning tests probe."""
+    return {
+        "devices": [
+            {
+                "id": "meter-b9",
+                "driver": "modbus",
+                "connection": {"transport": "tcp", "host": "127.0.0.1", "port": port},
+                "unit": unit,
+                "poll": "1s",
+                "points": [
+                    {
+                        "name": "voltage",
+                        "table": "holding",
+                        "address": 0x10,
+                        "type": "float32",
+                        "order": "CDAB",
+                        "unit": "V",
+                    }
+                ],
+            }
+        ]
+    }

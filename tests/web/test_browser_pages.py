@@ -80,31 +80,11 @@ async def test_sync_page_shows_dead_letter_and_retries_it(tmp_path: Path, browse
 
 async def test_modbus_probe_on_the_device_page(tmp_path: Path, browser: Any) -> None:
     pytest.importorskip("drivers.modbus.probe", reason="drivers/modbus/probe.py is not in this build")
-    from tests.modbus.servers import registers_for, tcp_server
+    from tests.modbus.servers import probe_site, registers_for, tcp_server
 
     regs = registers_for({"holding": [(0x10, "float32", 230.25, "CDAB")]})
     async with tcp_server({5: {"holding": regs["holding"]}}) as srv:
-        doc = {
-            "devices": [
-                {
-                    "id": "meter-b9",
-                    "driver": "modbus",
-                    "connection": {"transport": "tcp", "host": "127.0.0.1", "port": srv.port},
-                    "unit": 5,
-                    "poll": "1s",
-                    "points": [
-                        {
-                            "name": "voltage",
-                            "table": "holding",
-                            "address": 0x10,
-                            "type": "float32",
-                            "order": "CDAB",
-                            "unit": "V",
-                        }
-                    ],
-                }
-            ]
-        }
+        doc = probe_site(srv.port)
         async with running_site(tmp_path, doc) as rt:
             page = await logged_in_page(browser, rt)
             await page.goto("/devices/meter-b9")

@@ -14,30 +14,11 @@ pytest.importorskip("drivers.modbus.probe", reason="drivers/modbus/probe.py is n
 
 
 async def test_raw_register_read_decodes_every_word_order(tmp_path: Path) -> None:
-    from tests.modbus.servers import registers_for, tcp_server
+    from tests.modbus.servers import probe_site, registers_for, tcp_server
 
     regs = registers_for({"holding": [(0x10, "float32", 230.25, "CDAB"), (0x12, "float32", 50.0, "CDAB")]})
     async with tcp_server({5: {"holding": regs["holding"]}}) as srv:
-        doc = {
-            "devices": [
-                {
-                    "id": "meter-b9",
-                    "driver": "modbus",
-                    "connection": {"transport": "tcp", "host": "127.0.0.1", "port": srv.port},
-                    "unit": 5,
-                    "poll": "1s",
-                    "points": [
-                        {
-                            "name": "voltage",
-                            "table": "holding",
-                            "address": 0x10,
-                            "type": "float32",
-                            "order": "CDAB",
-                        }
-                    ],
-                }
-            ]
-        }
+        doc = probe_site(srv.port)
         async with running_site(tmp_path, doc) as rt:
             c = Client(f"http://127.0.0.1:{rt.web_port}")
             try:
