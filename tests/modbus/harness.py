@@ -24,7 +24,7 @@ class Collected:
 
     async def polled(self, cycles: int = 1, timeout: float = 10.0) -> None:
         """Wait until `cycles` poll cycles completed and their readings were collected."""
-        from tests.modbus.servers import wait_for
+        from tests.support.waiting import until as wait_for
 
         await wait_for(
             lambda: self.driver.cycles >= cycles and self.drained(),

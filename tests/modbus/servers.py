@@ -183,18 +183,6 @@ class GarbageServer:
             await self.server.wait_closed()
 
 
-async def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `cond` until it returns something truthy (tests wait on state, never on fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 # ---------------------------------------------------------------- a server in its own process
 SERVER_SCRIPT = Path(__file__).with_name("server_process.py")
 

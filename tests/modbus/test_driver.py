@@ -9,7 +9,8 @@ import pytest
 from drivers.modbus import codec
 from edge.model import HealthState, Quality
 from tests.modbus.harness import running_driver
-from tests.modbus.servers import free_port, registers_for, tcp_server, wait_for
+from tests.modbus.servers import free_port, registers_for, tcp_server
+from tests.support.waiting import until as wait_for
 
 TYPE_VALUES = [
     ("int16", -1234),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from edge.model import HealthState, Quality
 from tests.modbus.harness import running_driver, slow_device
-from tests.modbus.servers import GarbageServer, tcp_server, wait_for
+from tests.modbus.servers import GarbageServer, tcp_server
+from tests.support.waiting import until as wait_for
 
 
 def conn(port: int) -> dict[str, object]:

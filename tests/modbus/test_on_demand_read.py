@@ -13,7 +13,8 @@ from drivers.base import DeviceReadError, reads_on_demand
 from drivers.modbus import codec
 from edge.model import Quality
 from tests.modbus.harness import running_driver, slow_device
-from tests.modbus.servers import tcp_server, wait_for
+from tests.modbus.servers import tcp_server
+from tests.support.waiting import until as wait_for
 
 HOUR = 3600  # a poll interval that never comes round again during a test
 

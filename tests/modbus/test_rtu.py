@@ -11,8 +11,9 @@ import pytest
 
 from drivers.modbus import codec
 from tests.modbus.harness import running_driver
-from tests.modbus.servers import Faults, sim_device, stop_process, wait_for
+from tests.modbus.servers import Faults, sim_device, stop_process
 from tests.support.tools import require_tool
+from tests.support.waiting import until as wait_for
 
 
 @pytest.fixture

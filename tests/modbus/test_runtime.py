@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.model import Quality
-from tests.modbus.servers import free_port, start_server_process, stop_process, wait_for
+from tests.modbus.servers import free_port, start_server_process, stop_process
 from tests.support.site import running_site
+from tests.support.waiting import until as wait_for
 
 SPEC = {"1": {"holding": {"0": 1234, "1": 0, "2": 17}, "coil": {"0": False}}}
 

@@ -1,28 +1,14 @@
-"""Shared helpers for the store tests: waiting on conditions, building readings, opening journals."""
+"""Shared helpers for the store tests: building readings, opening journals, reading drop events."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge.model import Reading
 from edge.store.journal import Journal
-
-
-async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Wait for `pred()` to be truthy, checking every few ms; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def readings(

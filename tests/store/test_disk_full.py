@@ -14,8 +14,9 @@ import pytest
 
 from edge.config import StorageConfig
 from edge.store.health import buffer_health
-from tests.store.helpers import drop_events, integrity, open_journal, readings, until
+from tests.store.helpers import drop_events, integrity, open_journal, readings
 from tests.support.tools import require_root
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.root
 

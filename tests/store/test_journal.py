@@ -16,7 +16,8 @@ from edge.model import Event, Reading
 from edge.store import schema
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
-from tests.store.helpers import drop_events, integrity, open_journal, readings, until
+from tests.store.helpers import drop_events, integrity, open_journal, readings
+from tests.support.waiting import until
 
 
 async def test_group_commit_many_appends_few_transactions(tmp_path: Path) -> None:
