@@ -112,8 +112,13 @@ devices:
         steady_before = len(_readings(rt, "steady.v"))
         await until(lambda: rt.slots["flaky"].health.state == HealthState.ONLINE, what="recovery")
         assert len(_readings(rt, "steady.v")) > steady_before  # the other device never stopped
-        states = [e.payload["state"] for e in rt._seen if getattr(e, "kind", "") == "device_state"]
-        assert states[:2] == ["offline", "online"]
+
+        def states() -> list[str]:
+            return [e.payload["state"] for e in rt._seen if getattr(e, "kind", "") == "device_state"]
+
+        # the health flag flips first; the event reaches the hub through the driver's queue
+        await until(lambda: len(states()) >= 2, what="both device_state events")
+        assert states()[:2] == ["offline", "online"]
     finally:
         await cm.__aexit__(None, None, None)
 
