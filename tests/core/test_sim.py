@@ -108,10 +108,23 @@ devices:
     try:
         await until(lambda: rt.slots["flaky"].health.state == HealthState.OFFLINE, what="offline")
         assert "dropout" in rt.slots["flaky"].health.reason
-        assert any(r.quality == 2 and r.value is None for r in _readings(rt, "flaky.v"))
-        steady_before = len(_readings(rt, "steady.v"))
+
+        def stale() -> list[Reading]:
+            return [r for r in _readings(rt, "flaky.v") if r.quality == 2 and r.value is None]
+
+        # the stale readings follow the health flag through the driver's queue
+        went_stale = (await until(stale, what="the stale reading of the dropout"))[0]
         await until(lambda: rt.slots["flaky"].health.state == HealthState.ONLINE, what="recovery")
-        assert len(_readings(rt, "steady.v")) > steady_before  # the other device never stopped
+
+        def good_again() -> list[Reading]:
+            return [r for r in _readings(rt, "flaky.v") if r.quality == 0 and r.ts > went_stale.ts]
+
+        back = (await until(good_again, what="a good reading after the dropout"))[0]
+        # the other device never stopped: it has readings stamped inside the dropout
+        await until(
+            lambda: any(went_stale.ts < r.ts < back.ts for r in _readings(rt, "steady.v")),
+            what="readings of the steady device during the dropout",
+        )
 
         def states() -> list[str]:
             return [e.payload["state"] for e in rt._seen if getattr(e, "kind", "") == "device_state"]
