@@ -48,6 +48,8 @@ class ModbusDriver(BaseDriver):
             self.groups.setdefault(p.poll or device.poll, []).append(p)
         self._plans: dict[float, list[Request]] = {}
         self.link: Link | None = None
+        # this device's own timeout and retries, also on a bus shared with other devices
+        self.timing: dict[str, Any] = {"timeout": device.timeout, "retries": device.retries}
         self._task: asyncio.Task[None] | None = None
         self.last_values: dict[str, Value] = {}
         self.cycles = 0
@@ -159,7 +161,9 @@ class ModbusDriver(BaseDriver):
 
     async def _read(self, req: Request) -> list[Any]:
         assert self.link is not None
-        resp = await self.link.call(self.device.unit, READ_METHODS[req.table], req.start, count=req.count)
+        resp = await self.link.call(
+            self.device.unit, READ_METHODS[req.table], req.start, count=req.count, **self.timing
+        )
         values = resp.bits if req.table in BIT_TABLES else resp.registers
         if len(values) < req.count:
             raise LinkError(f"short answer: {len(values)} of {req.count} values at {req.table} {req.start}")
@@ -265,7 +269,7 @@ class ModbusDriver(BaseDriver):
         except (LinkError, DeviceException) as exc:
             return CommandResult(pid, value, CommandStatus.FAILED, f"read before write: {exc}")
         try:
-            await self.link.call(self.device.unit, method, *args, priority=WRITE)
+            await self.link.call(self.device.unit, method, *args, priority=WRITE, **self.timing)
             reported: Value = value
             if p.verify:
                 req = Request(p.table, p.address, p.count, (p.name,))
@@ -294,6 +298,7 @@ class ModbusDriver(BaseDriver):
             count=req.count,
             priority=WRITE,
             retry_now=retry_now,
+            **self.timing,
         )
         values = resp.bits if req.table in BIT_TABLES else resp.registers
         if len(values) < req.count:

@@ -179,6 +179,8 @@ class Link:
         *args: Any,
         priority: int = READ,
         retry_now: bool = False,
+        timeout: float | None = None,
+        retries: int | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run one pymodbus request (`read_holding_registers`, `write_coil`, ...) on this link.
@@ -186,30 +188,49 @@ class Link:
         Returns the response PDU; raises DeviceException for an exception response and LinkError
         when there is no usable answer after the retries. `retry_now` tries to connect even during
         the reconnect backoff (a person asked, e.g. a commissioning read after fixing a cable).
+        `timeout` and `retries` are the calling device's own (devices sharing one RS-485 bus may
+        differ: a slow meter next to a quick barrier controller); the link's are the default.
         """
         await self._lock.acquire(priority)
         try:
-            return await self._call_locked(unit, method, *args, retry_now=retry_now, **kwargs)
+            return await self._call_locked(
+                unit,
+                method,
+                *args,
+                retry_now=retry_now,
+                timeout=self.timeout if timeout is None else timeout,
+                retries=self.retries if retries is None else retries,
+                **kwargs,
+            )
         finally:
             self._lock.release()
 
     async def _call_locked(
-        self, unit: int, method: str, *args: Any, retry_now: bool = False, **kwargs: Any
+        self,
+        unit: int,
+        method: str,
+        *args: Any,
+        retry_now: bool,
+        timeout: float,
+        retries: int,
+        **kwargs: Any,
     ) -> Any:
         from pymodbus.exceptions import ModbusException
 
         delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
         if delay > 0:
             await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
-        attempts = self.retries + 1
         error = ""
-        for attempt in range(attempts):
+        for attempt in range(retries + 1):
             client = await self._ensure_connected(retry_now=retry_now and attempt == 0)
+            # pymodbus 3.x reads the response timeout from its transaction manager's copy of the
+            # connection parameters at each request; we hold the bus, so this is ours alone
+            client.ctx.comm_params.timeout_connect = timeout
             self.requests += 1
             if self.trace:
                 self.trace("start", unit)
             try:
-                async with asyncio.timeout(self.timeout * 1.5 + 0.2):
+                async with asyncio.timeout(timeout * 1.5 + 0.2):
                     response = await getattr(client, method)(*args, device_id=unit, **kwargs)
             except (TimeoutError, ModbusException, OSError) as exc:
                 error = f"no valid answer from unit {unit} at {self.describe()}: {exc or type(exc).__name__}"
