@@ -12,14 +12,13 @@ from pathlib import Path
 
 from drivers.modbus import codec
 from edge.model import Quality, Reading
-from tests.modbus.servers import free_port, registers_for, tcp_server
+from tests.modbus.servers import registers_for, tcp_server
 from tests.support.site import running_site
 
 
 async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
     from pymodbus.client import AsyncModbusTcpClient
 
-    port = free_port()
     doc = {
         "devices": [
             {
@@ -35,7 +34,7 @@ async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
             }
         ],
         "modbus_server": {
-            "listen": f"127.0.0.1:{port}",
+            "listen": "127.0.0.1:0",  # the server binds a free port itself: no port to lose to others
             "unit": 1,
             "points": [
                 {"point": "meter-b1.voltage", "address": 0, "type": "float32"},
@@ -56,6 +55,8 @@ async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
         )
         status = rt.components["modbus_server"].status()
         assert status["unknown_points"] == ["nowhere.value"]
+        port = status["port"]
+        assert port
         client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
         await client.connect()
         try:
