@@ -3,11 +3,15 @@
 A sink reads the journal from its own cursor (`cursors` table, kind "sink"), forms a batch by
 count or age, withholds what its filters and privacy class exclude, encodes and compresses the rest
 (the subclass's `encode`), sends it, and advances the cursor only after a 2xx — so delivery is
-at least once and strictly in `seq` order, with one batch in flight at a time.
+at least once. With `max_in_flight: 1` (the default) one batch is in flight at a time and batches
+arrive strictly in `seq` order; with N > 1 up to N consecutive batches are sent at once and the
+cursor moves over the contiguous prefix of the delivered ones (edge.sync.window).
 
 Failures: 5xx, 408, 429, timeouts and connection errors are retried with exponential backoff and
 full jitter (capped); `Retry-After` on 429/503 is honoured; after a connection failure a cheap TCP
 probe (and any other sink's success to the same host) ends the wait as soon as the link is back.
+With several batches in flight, one backoff is shared and the failed batches retry in seq order
+before new ones are launched (no retry storm).
 A non-retryable 4xx is bisected until the rejected record(s) are isolated; those go to the
 dead-letter table in the state DB, are counted and raised as a `sync_dead_letter` event, and the
 stream goes on. 401/403/404 are configuration problems, not bad records: they are retried, never
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -36,6 +41,7 @@ from edge.sync import deadletters
 from edge.sync.records import JournalReader, RecordFilter, Row
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
+from edge.sync.window import Recovery, Signal, Slot, Window
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -89,6 +95,12 @@ class PushSink:
         self.filter = RecordFilter(cfg.include, cfg.max_privacy, lambda: runtime.hub.points)
         self.readers: list[JournalReader] = []
         self.cursor = 0
+        # batches built ahead (each with its own read connection): enough to refill the window
+        self.prefetch = max(PREFETCH, cfg.max_in_flight)
+        self._signal = Signal()  # the window or the recovery changed
+        self._window = Window(cfg.max_in_flight)
+        self._recovery = Recovery(self._signal)
+        self._launched = 0  # seq up to which batches have been handed to a delivery
         self.task: asyncio.Task[None] | None = None
         # status, in memory since this start (the last snapshot is persisted for `edge sync status`)
         self.sent_rows = 0
@@ -131,7 +143,7 @@ class PushSink:
         deadletters.ensure(self.runtime.state)
         self.dead_letters_total = deadletters.pending(self.runtime.state, self.id)
         self.cursor = self.durable_cursor = await self.journal.register_cursor(self.id, "sink")
-        self.readers = [JournalReader(self.journal.path) for _ in range(PREFETCH)]
+        self.readers = [JournalReader(self.journal.path) for _ in range(self.prefetch)]
         self.started_at = time.monotonic()
         self.task = asyncio.create_task(self._run(), name=f"sink:{self.id}")
         self._persister = asyncio.create_task(self._persist_cursor(), name=f"sink:{self.id}:cursor")
@@ -166,58 +178,71 @@ class PushSink:
 
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout.total, sock_connect=self.cfg.timeout.connect)
-        connector = aiohttp.TCPConnector(ssl=ssl_context(self.cfg) or False, limit=1)
+        connector = aiohttp.TCPConnector(ssl=ssl_context(self.cfg) or False, limit=self.cfg.max_in_flight)
         async with aiohttp.ClientSession(
             timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}
         ) as session:
             self.session = session
-            # Batches of a backlog are built ahead, in worker threads, while the current one is
-            # sent: still one request in flight, but reading, encoding and gzip overlap the POST.
-            # A prefetched batch covers a fixed seq range (end, end + max_items], so it does not
-            # depend on the one before it; the cursor always ends at a batch's `last`.
-            ahead: deque[asyncio.Task[Prepared | None]] = deque()
-            ahead_end = 0
-            n = self.cfg.batch.max_items
-            built = 0
-            try:
-                while True:
-                    try:
-                        if ahead:
-                            batch = await ahead.popleft()
-                        else:
-                            await self._wait_for_batch()
-                            batch = await asyncio.to_thread(self._build, self.cursor, None, self.readers[0])
-                            ahead_end = batch.last if batch is not None else self.cursor
-                        if batch is None:
-                            continue
-                        while len(ahead) < PREFETCH and self.journal.committed_seq - ahead_end >= n:
-                            built += 1
-                            reader = self.readers[built % len(self.readers)]
-                            task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader)
-                            ahead.append(asyncio.create_task(task))
-                            ahead_end += n
-                        if not batch.rows:
-                            await self._advance(batch.last)
-                            continue
-                        await self._deliver(batch)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # a bug must not end delivery for good
-                        log.exception("sink %s: unexpected error", self.id)
-                        self._note_error(f"{type(exc).__name__}: {exc}")
-                        await _cancel_all(ahead)
-                        await asyncio.sleep(1.0)
-            finally:
-                await _cancel_all(ahead)
+            while True:
+                self._window = Window(self.cfg.max_in_flight)
+                self._recovery = Recovery(self._signal)
+                self._launched = self.cursor
+                try:
+                    async with asyncio.TaskGroup() as deliveries:
+                        await self._launch(deliveries)
+                except Exception as exc:  # a bug must not end delivery for good
+                    while isinstance(exc, ExceptionGroup):
+                        exc = exc.exceptions[0]
+                    log.error("sink %s: unexpected error", self.id, exc_info=exc)
+                    self._note_error(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(1.0)
+
+    async def _launch(self, deliveries: asyncio.TaskGroup) -> None:
+        """Form batches in seq order and hand each to a delivery task, at most `max_in_flight`
+        at a time, and none while failed batches wait for their retry."""
+        # Batches of a backlog are built ahead, in worker threads, while others are sent:
+        # reading, encoding and gzip overlap the POSTs. A prefetched batch covers a fixed seq
+        # range (end, end + max_items], so it does not depend on the one before it; the cursor
+        # always ends at a batch's `last` (or inside the batch being bisected).
+        ahead: deque[asyncio.Task[Prepared | None]] = deque()
+        ahead_end = 0
+        n = self.cfg.batch.max_items
+        built = 0
+        try:
+            while True:
+                if ahead:
+                    batch = await ahead.popleft()
+                else:
+                    await self._wait_for_batch()
+                    batch = await asyncio.to_thread(self._build, self._launched, None, self.readers[0])
+                    ahead_end = batch.last if batch is not None else self._launched
+                if batch is None:
+                    continue
+                while len(ahead) < self.prefetch and self.journal.committed_seq - ahead_end >= n:
+                    built += 1
+                    reader = self.readers[built % len(self.readers)]
+                    task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader)
+                    ahead.append(asyncio.create_task(task))
+                    ahead_end += n
+                await self._signal.until(lambda: not self._window.full and not self._recovery.active)
+                slot = self._window.open(batch.first, batch.last)
+                self._launched = batch.last
+                if batch.rows:
+                    deliveries.create_task(self._deliver(batch, slot))
+                else:  # everything withheld: just move past it (in turn)
+                    await self._passed(slot, batch.last)
+        finally:
+            await _cancel_all(ahead)
 
     # ------------------------------------------------------------ batching
     async def _wait_for_batch(self) -> None:
-        """Until a full batch is committed, or the oldest unsent record waited `max_age`."""
+        """Until a full batch is committed after the last launched one, or the oldest record not
+        yet launched waited `max_age`."""
         max_items, max_age = self.cfg.batch.max_items, self.cfg.batch.max_age
         since: float | None = None
         while True:
             committed = self.journal.committed_seq
-            backlog = committed - self.cursor
+            backlog = committed - self._launched
             if backlog >= max_items:
                 return
             now = time.monotonic()
@@ -225,12 +250,12 @@ class PushSink:
                 if since is None:
                     # age from the record's own timestamp: the tail of an old backlog goes at once
                     # (a record stamped in the future, by a skewed device clock, counts as new)
-                    oldest = await asyncio.to_thread(self.readers[0].oldest_after, self.cursor)
+                    oldest = await asyncio.to_thread(self.readers[0].oldest_after, self._launched)
                     age = min(max_age, max(0.0, time.time() - oldest)) if oldest is not None else 0.0
                     since = now - age
                 if now - since >= max_age:
                     return
-                await self.journal.wait_committed(self.cursor + max_items - 1, max_age - (now - since))
+                await self.journal.wait_committed(self._launched + max_items - 1, max_age - (now - since))
             else:
                 since = None
                 await self.journal.wait_committed(committed, 5.0)  # wake on the first new record
@@ -253,16 +278,19 @@ class PushSink:
         return batch
 
     # ------------------------------------------------------------ delivery
-    async def _deliver(self, batch: Prepared) -> None:
-        """Send one batch, bisecting on content rejections; returns when the cursor passed it."""
+    async def _deliver(self, batch: Prepared, slot: Slot) -> None:
+        """Send one batch, bisecting on content rejections; returns when all of it is delivered or
+        dead-lettered. A retryable failure waits its turn in the sink's shared recovery."""
         queue = [batch]
         while queue:
             part = queue[0]
             outcome = await self._attempt(part)
+            if outcome.ok or outcome.poison:
+                self._recovery.answered(slot.first)
             if outcome.ok:
                 queue.pop(0)
                 self._on_success(part)
-                await self._advance(part.last)
+                await self._passed(slot, part.last)
                 continue
             self.failures += 1
             self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}")
@@ -277,10 +305,10 @@ class PushSink:
                     ]
                 else:
                     await self._dead_letter(part.rows[0], outcome)
-                    await self._advance(part.last)
+                    await self._passed(slot, part.last)
                 continue
             self.retries += 1
-            await self._backoff(outcome)
+            await self._recovery.wait_turn(slot.first, functools.partial(self._backoff, outcome))
 
     async def _attempt(self, part: Prepared) -> Outcome:
         body = part.body if part.body is not None else await asyncio.to_thread(self._encode_compressed, part)
@@ -337,15 +365,21 @@ class PushSink:
         self.sent_rows += len(part.rows)
         self.sent_batches += 1
         self.last_success = time.time()
-        self._attempt_no = 0
-        self.retry_at = None
-        self.links.link_up(self.host)
+        if not self._recovery.active:  # a batch sent before the failure says nothing of the retry
+            self._attempt_no = 0
+        self.links.link_up(self.host, but=self._wake)  # our own backoff keeps its Retry-After
 
-    async def _advance(self, seq: int) -> None:
-        # Delivered: move on at once. The durable cursor follows in the background (coalesced by
-        # _persist_cursor): a crash before it lands only means a replay, never a gap, and
-        # retention waits for the durable one.
-        self.cursor = seq
+    async def _passed(self, slot: Slot, seq: int) -> None:
+        """`slot` is delivered (or dead-lettered) up to `seq`: move the cursor over what is now
+        contiguous. Delivered means move on at once; the durable cursor follows in the background
+        (coalesced by _persist_cursor): a crash before it lands only means a replay, never a gap,
+        and retention waits for the durable one."""
+        slot.upto = seq
+        cursor = self._window.passed(self.cursor)
+        self._signal.fire()
+        if cursor == self.cursor:
+            return
+        self.cursor = cursor
         self._progress.set()
         self._cursor_dirty.set()
         if time.monotonic() - self._persisted_at > 1.0:
@@ -462,6 +496,8 @@ class PushSink:
             "withheld_privacy": self.filter.withheld_privacy,
             "withheld_filter": self.filter.withheld_filter,
             "throttled_s": round(self.throttled_s, 3),
+            "in_flight": self._window.in_flight,
+            "max_in_flight": self.cfg.max_in_flight,
             "instance": INSTANCE,
         }
 

@@ -49,6 +49,9 @@ class LinkBoard:
     def __init__(self) -> None:
         self.waiters: dict[str, set[asyncio.Event]] = {}
 
-    def link_up(self, host: str) -> None:
+    def link_up(self, host: str, but: asyncio.Event | None = None) -> None:
+        """A request to `host` succeeded: end the backoff of every sink waiting on it (except `but`,
+        the caller's own: its batches in flight were sent before it failed)."""
         for ev in self.waiters.get(host, ()):
-            ev.set()
+            if ev is not but:
+                ev.set()

@@ -46,6 +46,8 @@ class PushSinkConfig(SinkConfig):
     timeout: TimeoutConfig = Field(default_factory=lambda: TimeoutConfig.model_validate({}))
     retry: RetryConfig = Field(default_factory=lambda: RetryConfig.model_validate({}))
     gzip_level: int = Field(6, ge=0, le=9)
+    # batches sent at once; above 1 they may arrive out of seq order (docs/sync.md)
+    max_in_flight: int = Field(1, ge=1, le=16)
 
     @field_validator("url")
     @classmethod
