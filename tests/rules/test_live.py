@@ -63,7 +63,11 @@ async def test_loop_sensor_opens_the_sim_barrier_end_to_end(tmp_path: Path) -> N
             what="command event",
         )
         assert cmd[0].payload["status"] == "ok"
-        assert rt.hub.latest["gate-north.barrier_open"].value is True  # the device echoed the write
+        # the device echoes the write through its queue: the echo reaches the hub after the command event
+        await until(
+            lambda: getattr(rt.hub.latest.get("gate-north.barrier_open"), "value", None) is True,
+            what="the device's echo",
+        )
         assert comp.actions.write_latency_ms, "latency of reading -> write was measured"
         assert comp.status()["actions_executed"] >= 2  # the write and the gate_opened event
         assert events.kind("gate_opened")[0].payload["message"].startswith("gate-north")
