@@ -47,6 +47,7 @@ COMPONENTS: list[str] = [
     "rules.component:create",
     "edge.sync.component:create",
     "drivers.modbus.server:create",
+    "edge.store.trend:create",
 ]
 
 

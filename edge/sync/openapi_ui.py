@@ -122,31 +122,51 @@ def paths() -> dict[str, Any]:
         "/api/v1/history": {
             "get": op(
                 "history",
-                "Readings of one point since a time, oldest first, for a trend (scope read)",
+                "Readings of one point, or minute/hour buckets of them, oldest first, for a trend "
+                "(scope read)",
                 {
                     "200": ok(
                         obj(
                             {
                                 "point": {"type": "string"},
                                 "since": {"type": "number"},
+                                "until": {"type": ["number", "null"]},
+                                "resolution": {"enum": ["raw", "minute", "hour"]},
                                 "readings": array(
                                     {
                                         "type": "array",
-                                        "description": "[ts, value, quality]",
+                                        "description": "[ts, value, quality]; for buckets [middle ts, "
+                                        "average, 'good']",
                                         "prefixItems": [{"type": "number"}, VALUE, QUALITY],
                                     }
                                 ),
+                                "ranges": array(
+                                    {
+                                        "type": "array",
+                                        "description": "[min, max] of each bucket, aligned with readings",
+                                        "prefixItems": [{"type": "number"}, {"type": "number"}],
+                                    }
+                                ),
                             },
-                            ["point", "since", "readings"],
+                            ["point", "since", "readings", "resolution"],
                         )
                     ),
                     "404": PROBLEM,
+                    "503": PROBLEM,
                     **errors(),
                 },
                 parameters=[
                     query("point", {"type": "string"}, "the point id, `device.point`", required=True),
                     query("since", SINCE, "readings at or after this time (default: an hour ago)"),
-                    query("limit", LIMIT, "at most this many readings (default 1000)"),
+                    query("until", SINCE, "readings at or before this time (default: now)"),
+                    query("limit", LIMIT, "at most this many readings or buckets, the newest (default 1000)"),
+                    query(
+                        "resolution",
+                        {"enum": ["auto", "raw", "minute", "hour"]},
+                        "auto (default): raw readings for a short range the journal scan covers, else "
+                        "minute buckets, or hour buckets when minutes would exceed the limit; buckets "
+                        "come from the trend index and carry `ranges`",
+                    ),
                 ],
             )
         },

@@ -20,6 +20,7 @@ from aiohttp import web
 from edge import audit
 from edge.model import QUALITY_NAMES, CommandStatus
 from edge.store.journal import BOOL_FLAG, row_to_record
+from edge.store.trend import TrendIndex, history_buckets
 from edge.sync.params import MAX_SEQ
 from edge.web import privacy
 from edge.web.auth import require
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 SCAN_ROWS = 300_000
 MAX_LIMIT = 5000
+RESOLUTIONS = ("auto", "raw", "minute", "hour")
+RAW_SPAN = 3 * 3600.0  # auto answers raw readings for ranges up to this long (when the scan covers them)
 ACK_MIGRATIONS = [
     """
     CREATE TABLE ui_acks (
@@ -97,6 +100,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return await asyncio.to_thread(journal.query, sql, (floor, *args, limit))
 
     async def history(request: web.Request) -> web.Response:
+        """Raw readings, or minute/hour buckets from the trend index (`resolution`, default
+        `auto`: raw when the range is short and the raw scan covers it, else buckets)."""
         principal = require(request, "read")
         point = request.query.get("point", "")
         if point not in runtime.hub.points:
@@ -107,15 +112,59 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 "Private data",
                 f"{point} is {runtime.hub.points[point].privacy}: your role may not see it",
             )
-        since = _float(request, "since", time.time() - 3600)
-        rows = await scan("point = ? AND kind IS NULL AND ts >= ?", (point, since), _limit(request, 1000))
-        out = []
-        for _seq, ts, _p, value, quality, *_ in reversed(rows):
-            if quality & BOOL_FLAG:
-                value = bool(value)
-            out.append([ts, value, QUALITY_NAMES[quality & 3]])
-        out.sort(key=lambda r: r[0])  # journal order is arrival order; a trend is drawn by time
-        return json_response({"point": point, "since": since, "readings": out})
+        now = time.time()
+        since = _float(request, "since", now - 3600)
+        until = _float(request, "until", None)
+        assert since is not None
+        if until is not None and until < since:
+            raise Problem(400, "Bad query parameter until", "until is a time at or after since")
+        limit = _limit(request, 1000)
+        resolution = request.query.get("resolution") or "auto"
+        if resolution not in RESOLUTIONS:
+            raise Problem(400, "Bad query parameter resolution", f"one of {', '.join(RESOLUTIONS)}")
+        trend = runtime.components.get("trend")
+        if not isinstance(trend, TrendIndex):
+            if resolution in ("minute", "hour"):
+                raise Problem(503, "No trend index", "the trend index is not running; ask for resolution=raw")
+            trend = None
+        end = now if until is None else until
+        body: dict[str, Any] = {"point": point, "since": since, "until": until}
+        if resolution in ("auto", "raw"):
+            where, args = "point = ? AND kind IS NULL AND ts >= ?", [point, since]
+            if until is not None:
+                where += " AND ts <= ?"
+                args.append(until)
+            raw = resolution == "raw" or trend is None
+            if not raw and end - since <= RAW_SPAN:  # short: raw if the scan reaches back to `since`
+                floor = max(0, journal.committed_seq - SCAN_ROWS)
+                oldest = await asyncio.to_thread(journal.oldest_after, floor) if floor else None
+                raw = oldest is None or oldest <= since
+            rows = await scan(where, tuple(args), limit + 1) if raw else []
+            if resolution == "raw" or (raw and len(rows) <= limit):
+                out = []
+                for _seq, ts, _p, value, quality, *_ in reversed(rows[:limit]):
+                    if quality & BOOL_FLAG:
+                        value = bool(value)
+                    out.append([ts, value, QUALITY_NAMES[quality & 3]])
+                out.sort(key=lambda r: r[0])  # journal order is arrival order; a trend is drawn by time
+                return json_response({**body, "resolution": "raw", "readings": out})
+            minutes = math.floor(end / 60) - math.floor(since / 60) + 1
+            resolution = "minute" if minutes <= limit else "hour"
+        assert trend is not None
+        buckets = await asyncio.to_thread(
+            history_buckets,
+            trend,
+            point,
+            since,
+            end,
+            resolution == "hour",
+            limit,
+            max(0, journal.committed_seq - SCAN_ROWS),
+        )
+        body["resolution"] = resolution
+        body["readings"] = [[ts, avg, "good"] for ts, avg, _lo, _hi in buckets]
+        body["ranges"] = [[lo, hi] for _ts, _avg, lo, hi in buckets]
+        return json_response(body)
 
     async def device_points(request: web.Request) -> web.Response:
         principal = require(request, "read")

@@ -1,0 +1,344 @@
+"""The trend index: per-minute rollups of every numeric and bool point, so a 24-hour or 7-day
+trend does not have to scan the journal (which has no index on point, on purpose: an index costs
+a quarter of the insert rate).
+
+A follower reads the journal behind the writer and keeps, per point and minute, the count, min,
+max and sum of the good numeric readings (bools count as 0/1) in its own SQLite file (`trend.db`
+beside the journal), so it never contends for the journal's write lock. Each chunk of the
+journal's seq range is aggregated by one INSERT ... SELECT ... GROUP BY inside SQLite (the sqlite3
+module releases the GIL while SQLite works: no Python runs per row), and the follower's cursor
+moves in the same transaction of the trend file: a crash can neither count a row twice nor skip
+one. A missing or unreadable trend file is rebuilt from what the journal still holds.
+
+`TrendIndex` is the runtime component (`create`); `history_buckets` answers the history API with
+buckets plus the newest readings the follower has not rolled up yet, so a trend reaches "now".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.store.rows import connect
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+    from edge.store.journal import Journal
+
+log = logging.getLogger("edge.store.trend")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS trend.minute (
+    point TEXT NOT NULL,
+    bucket INTEGER NOT NULL,   -- floor(ts / 60): the minute, UTC epoch minutes
+    n INTEGER NOT NULL,        -- good numeric readings in that minute
+    vmin, vmax, vsum,
+    PRIMARY KEY (point, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trend.meta (key TEXT PRIMARY KEY, value);
+"""
+# Good (quality & 3 = 0) numeric readings; bools are stored as 0/1 integers (quality bit 2 flags
+# them), strings and events are left out.
+READINGS_WHERE = "kind IS NULL AND (quality & 3) = 0 AND typeof(value) IN ('integer', 'real')"
+ROLLUP_SQL = f"""
+INSERT INTO trend.minute(point, bucket, n, vmin, vmax, vsum)
+SELECT point, CAST(ts / 60 AS INTEGER), count(*), min(value), max(value), sum(value)
+FROM main.journal WHERE seq > ? AND seq <= ? AND {READINGS_WHERE}
+GROUP BY 1, 2
+ON CONFLICT(point, bucket) DO UPDATE SET
+    n = n + excluded.n, vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
+    vsum = vsum + excluded.vsum
+"""
+CURSOR_SQL = (
+    "INSERT INTO trend.meta(key, value) VALUES('cursor', ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+# Old buckets of every point: the points are walked by a skip-scan of the primary key (one
+# b-tree seek per point), so trimming never scans the whole table.
+TRIM_SQL = """
+WITH RECURSIVE points(p) AS (
+    SELECT (SELECT min(point) FROM trend.minute)
+    UNION ALL SELECT (SELECT min(point) FROM trend.minute WHERE point > p) FROM points WHERE p IS NOT NULL
+)
+DELETE FROM trend.minute WHERE point IN (SELECT p FROM points WHERE p IS NOT NULL) AND bucket < ?
+"""
+
+CHUNK_SEQ = 50_000  # journal seqs per transaction: short snapshots, the WAL can checkpoint between
+IDLE_INTERVAL = 2.0  # seconds between rollups once caught up (not one per group commit)
+TRIM_INTERVAL = 600.0
+FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
+
+
+def default_path(journal_path: str) -> str:
+    return str(Path(journal_path).with_name("trend.db"))
+
+
+def open_follower(journal_path: str, trend_path: str) -> sqlite3.Connection:
+    """The follower's connection: the journal read-only, the trend file attached as `trend`.
+
+    A trend file of another schema version, or one ahead of the journal (the journal was
+    replaced), is emptied: it is derived data, rebuilt from the journal."""
+    conn = connect(journal_path, readonly=True)
+    conn.isolation_level = None
+    conn.execute("ATTACH DATABASE ? AS trend", (trend_path,))
+    conn.execute("PRAGMA trend.journal_mode=WAL")
+    conn.execute("PRAGMA trend.synchronous=NORMAL")
+    for stmt in SCHEMA.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+    meta = dict(conn.execute("SELECT key, value FROM trend.meta").fetchall())
+    journal_last = _journal_last_seq(conn)
+    if meta.get("version") != SCHEMA_VERSION or int(meta.get("cursor") or 0) > journal_last:
+        if meta:
+            log.warning("trend index %s does not match the journal; rebuilding it", trend_path)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM trend.minute")
+        conn.execute("DELETE FROM trend.meta")
+        conn.execute("INSERT INTO trend.meta(key, value) VALUES('version', ?)", (SCHEMA_VERSION,))
+        conn.execute(CURSOR_SQL, (0,))
+        conn.execute("COMMIT")
+    return conn
+
+
+def _journal_last_seq(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM main.meta WHERE key='last_seq'").fetchone()
+    top = conn.execute("SELECT max(seq) FROM main.journal").fetchone()[0]
+    return max(int(row[0]) if row else 0, int(top or 0))
+
+
+def read_cursor(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM trend.meta WHERE key='cursor'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def rollup_chunk(conn: sqlite3.Connection, chunk: int = CHUNK_SEQ) -> tuple[int, int]:
+    """Roll up the next `chunk` seqs after the cursor in one transaction; returns (cursor, the
+    journal's newest seq). Rows retention deleted before the follower read them are skipped: the
+    range starts at the oldest row still there."""
+    conn.execute("BEGIN IMMEDIATE")  # also fixes the journal snapshot for this transaction
+    try:
+        cursor = read_cursor(conn)
+        top = int(conn.execute("SELECT max(seq) FROM main.journal").fetchone()[0] or 0)
+        nxt = conn.execute("SELECT min(seq) FROM main.journal WHERE seq > ?", (cursor,)).fetchone()[0]
+        if nxt is None:
+            conn.execute("COMMIT")
+            return cursor, top
+        hi = min(max(cursor, nxt - 1) + chunk, top)
+        conn.execute(ROLLUP_SQL, (cursor, hi))
+        conn.execute(CURSOR_SQL, (hi,))
+        conn.execute("COMMIT")
+        return hi, top
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def trim(conn: sqlite3.Connection, before_ts: float) -> int:
+    """Delete buckets that end before `before_ts`; returns how many."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(TRIM_SQL, (math.floor(before_ts / 60),))
+        n = int(conn.execute("SELECT changes()").fetchone()[0])  # rowcount: -1 after a WITH
+        conn.execute("COMMIT")
+        return n
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+class TrendIndex:
+    """The follower as a runtime component; also the read side for the history API."""
+
+    name = "trend"
+
+    def __init__(
+        self,
+        journal: Journal,
+        path: str,
+        *,
+        keep_history: float | None = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+        idle_interval: float = IDLE_INTERVAL,
+        chunk: int = CHUNK_SEQ,
+    ) -> None:
+        self.journal = journal
+        self.path = path
+        self.keep_history = keep_history
+        self.clock = clock
+        self.idle_interval = idle_interval
+        self.chunk = chunk
+        self.cursor = 0
+        self.buckets = 0
+        self.trimmed = 0  # buckets deleted for being older than keep_history, since start
+        self.last_rollup: float | None = None
+        self.last_error = ""
+        self.rolled = asyncio.Event()  # set after every rollup transaction (tests, benches wait on it)
+        self._conn: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[Any] | None = None
+        self._stopping = asyncio.Event()
+        self._next_trim = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._conn = await asyncio.to_thread(open_follower, self.journal.path, self.path)
+        self.cursor = read_cursor(self._conn)
+        self._read = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._task = asyncio.create_task(self._follow(), name="trend-follower")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._inflight is not None:  # a rollup running in its thread finishes its transaction
+            with contextlib.suppress(Exception):
+                await self._inflight
+        for conn in (self._conn, self._read):
+            if conn is not None:
+                conn.close()
+        self._conn = self._read = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor,
+            "lag_rows": max(0, self.journal.committed_seq - self.cursor),
+            "buckets": self.buckets,
+            "trimmed": self.trimmed,
+            "last_rollup": self.last_rollup,
+            "last_error": self.last_error,
+        }
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn` in a worker thread; a cancelled caller does not abandon the transaction (stop
+        waits for it), so the connection is never closed under a running statement."""
+        self._inflight = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        try:
+            return await asyncio.shield(self._inflight)
+        finally:
+            if self._inflight.done():
+                self._inflight = None
+
+    async def _follow(self) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        self.buckets = await self._run(_count_buckets, conn)
+        while not self._stopping.is_set():
+            try:
+                while not self._stopping.is_set():
+                    cursor, top = await self._run(rollup_chunk, conn, self.chunk)
+                    self.cursor = cursor
+                    self.last_rollup = self.clock()
+                    self.last_error = ""
+                    self.rolled.set()
+                    if cursor >= top:
+                        break
+                if time.monotonic() >= self._next_trim:  # after catching up: old rows may be rolled up
+                    await self._trim()
+            except sqlite3.Error as exc:  # e.g. the disk is full: keep the cursor, try again later
+                if not self.last_error:
+                    log.warning("trend rollup failed: %s", exc)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.idle_interval):
+                    await self._stopping.wait()
+            await self.journal.wait_committed(self.cursor, 60.0)
+
+    async def _trim(self) -> None:
+        self._next_trim = time.monotonic() + TRIM_INTERVAL
+        if self.keep_history is None or self._conn is None:
+            return
+        self.trimmed += await self._run(trim, self._conn, self.clock() - self.keep_history)
+        self.buckets = await self._run(_count_buckets, self._conn)
+
+    async def caught_up(self, timeout: float = 30.0) -> int:
+        """Wait until the cursor has reached the journal's committed seq at the time of the call."""
+        target = self.journal.committed_seq
+        async with asyncio.timeout(timeout):
+            while self.cursor < target:
+                self.rolled.clear()
+                if self.cursor >= target:
+                    break
+                await self.rolled.wait()
+        return self.cursor
+
+    # ------------------------------------------------------------ read side
+    def read(self, point: str, lo: int, hi: int, hour: bool) -> tuple[int, list[tuple[Any, ...]]]:
+        """(cursor, [(bucket, n, vmin, vmax, vsum)]) for minutes lo..hi of a point, in one
+        snapshot, as minutes or grouped into hours."""
+        if self._read is None:
+            raise sqlite3.ProgrammingError("trend index is not open")
+        key = "bucket / 60" if hour else "bucket"
+        sql = (
+            f"SELECT {key}, sum(n), min(vmin), max(vmax), sum(vsum) FROM minute "
+            "WHERE point = ? AND bucket >= ? AND bucket <= ? GROUP BY 1 ORDER BY 1"
+        )
+        with self._read_lock:
+            self._read.execute("BEGIN")
+            try:
+                row = self._read.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
+                rows = self._read.execute(sql, (point, lo, hi)).fetchall()
+            finally:
+                self._read.execute("COMMIT")
+        return (int(row[0]) if row else 0), rows
+
+
+def _count_buckets(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM trend.minute").fetchone()[0])
+
+
+def history_buckets(
+    trend: TrendIndex, point: str, since: float, until: float, hour: bool, limit: int, scan_floor: int
+) -> list[tuple[float, float, Any, Any]]:
+    """Buckets of `point` between since and until, newest `limit`, oldest first: (middle ts,
+    average, min, max). Readings after the follower's cursor (not rolled up yet; at most those
+    after `scan_floor`, the raw scan's bound) are folded in from the journal, so the newest
+    minute is there too. Runs in a worker thread."""
+    lo = math.floor(max(0.0, since) / 60)  # clamped: SQLite integers stop at 64 bits
+    hi = math.floor(min(until, FAR_FUTURE) / 60)
+    cursor, rows = trend.read(point, lo, hi, hour)
+    acc: dict[int, list[Any]] = {int(r[0]): list(r[1:]) for r in rows}
+    tail = trend.journal.query(
+        f"SELECT ts, value FROM journal WHERE seq > ? AND point = ? AND {READINGS_WHERE} "
+        "AND ts >= ? AND ts < ?",
+        (max(cursor, scan_floor), point, lo * 60, (hi + 1) * 60),
+    )
+    width = 3600 if hour else 60
+    for ts, value in tail:
+        key = math.floor(ts / width)
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [1, value, value, value]
+        else:
+            a[0] += 1
+            a[1] = min(a[1], value)
+            a[2] = max(a[2], value)
+            a[3] += value
+    keys = sorted(acc)[-limit:]
+    return [(k * width + width / 2, acc[k][3] / acc[k][0], acc[k][1], acc[k][2]) for k in keys]
+
+
+def create(runtime: Runtime) -> TrendIndex:
+    st = runtime.site.storage
+    return TrendIndex(
+        runtime.journal,
+        default_path(st.path),
+        keep_history=st.keep_history,
+        clock=runtime.clock,
+        idle_interval=IDLE_INTERVAL,
+    )
