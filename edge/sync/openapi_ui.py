@@ -165,7 +165,7 @@ def paths() -> dict[str, Any]:
                         {"enum": ["auto", "raw", "minute", "hour"]},
                         "auto (default): raw readings for a short range the journal scan covers, else "
                         "minute buckets, or hour buckets when minutes would exceed the limit; buckets "
-                        "come from the trend index and carry `ranges`",
+                        "come from the trend index (every bucket that overlaps since..until) and carry `ranges`",
                     ),
                 ],
             )
