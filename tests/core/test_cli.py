@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import build_parser
+from tests.support.ports import free_port
 from tests.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +60,6 @@ def test_every_command_has_a_complete_help(cmd: tuple[str, ...], capsys: pytest.
             assert action.help, f"`edge {' '.join(cmd)}` argument {name} has no help"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edge.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
@@ -73,7 +67,7 @@ def _edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "demo"
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "demo", "--data-dir", str(data), "--port", str(port)],

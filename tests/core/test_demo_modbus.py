@@ -22,6 +22,7 @@ import yaml
 from drivers.modbus.simulator import FieldDeviceSimulator, GateModel
 from edge.demo import SIM_DEVICES, demo_site, move_simulator_port, prepare, simulator_port
 from edge.model import Quality
+from tests.support.ports import free_port
 from tests.support.site import running_site
 from tests.support.waiting import until, until_sync
 
@@ -203,12 +204,6 @@ def test_moving_the_simulator_port_keeps_the_technicians_edits(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------- `edge demo` in a subprocess
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _edge(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edge.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -217,7 +212,7 @@ def _edge(*args: str) -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def edge_demo(data: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     log = open(data.parent / f"{data.name}.log", "w+")  # a file, not a pipe nobody reads
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "demo", "--data-dir", str(data), "--port", str(port)],

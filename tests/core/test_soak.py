@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,17 +17,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.ports import free_port
 from tests.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_S = float(os.environ.get("EDGE_SOAK_SECONDS", "40"))
 WARMUP_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_kib(pid: int) -> int:
@@ -55,7 +49,7 @@ def _call(url: str, token: str, body: dict | None = None) -> dict:
 
 
 def test_demo_soak_under_a_pull_consumer(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "demo"
     proc = subprocess.Popen(
         [

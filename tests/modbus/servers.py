@@ -18,6 +18,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus import codec
+from tests.support.ports import free_port as free_port  # re-exported for the Modbus tests
 
 TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
 FC_TABLE = {
@@ -217,14 +218,6 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def probe_site(port: int, unit: int = 5) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import select
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -17,14 +16,10 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.ports import free_port as free_port  # re-exported for the sync tests
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Receiver:
