@@ -16,6 +16,7 @@ import hmac
 import random
 import ssl
 import sys
+import time
 import zlib
 
 import orjson
@@ -48,6 +49,7 @@ def main() -> None:
             "instance": request.headers.get("X-Edge-Instance", ""),
             "key": request.headers.get("Idempotency-Key", ""),
             "outcome": "?",
+            "t": time.monotonic(),  # arrival, for the spacing of retries
         }
         log.append(entry)
         if args.token and request.headers.get("Authorization") != f"Bearer {args.token}":
