@@ -1,0 +1,333 @@
+"""`max_in_flight`: several batches of a sink in flight at once against a real receiver on
+127.0.0.1 that holds each request a while and counts how many it serves at the same time. The
+cursor moves only over delivered batches, failures back off together, poison is still isolated,
+and the default still sends one batch at a time in order (also across kill -9)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+from aiohttp import web
+
+from edge.model import Reading
+from edge.state import StateDB
+from edge.web.tokens import create_token
+from tests.support.site import running_site
+from tests.support.waiting import until
+from tests.sync.helpers import free_port, wait_for
+from tests.sync.test_chaos import KILLS, site_doc, start_gateway
+
+
+@dataclass
+class Request:
+    first: int
+    last: int
+    key: str
+    status: int
+    seqs: list[int]
+
+
+@dataclass
+class SlowReceiver:
+    """Answers every batch after `delay` seconds; `active`/`peak`: requests being served at once.
+    Batches whose first seq is in `down_for` get 503 while `down` is set; `poison` points get 400."""
+
+    delay: float = 0.0
+    active: int = 0
+    peak: int = 0
+    requests: list[Request] = field(default_factory=list)
+    down: bool = False
+    down_for: set[int] | None = None  # None: every batch while down
+    poison: set[str] = field(default_factory=set)
+    hold_until: int = 0  # hold the 503s until this many requests have arrived
+    received: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.received = self.peak = 0
+        self.arrived.clear()
+
+    def accepted(self) -> list[Request]:
+        return [r for r in self.requests if r.status == 204]
+
+    def seqs(self) -> set[int]:
+        return {q for r in self.accepted() for q in r.seqs}
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            doc = orjson.loads(zlib.decompress(await request.read(), 47))
+            first, last = doc["first_seq"], doc["last_seq"]
+            seqs = sorted([r["seq"] for r in doc["readings"]] + [e["seq"] for e in doc["events"]])
+            self.received += 1
+            if self.received >= self.hold_until:
+                self.arrived.set()
+            await asyncio.sleep(self.delay)  # the link's round trip
+            status = 204
+            if self.down and (self.down_for is None or first in self.down_for):
+                await self.arrived.wait()
+                status = 503
+            elif any(r["point"] in self.poison for r in doc["readings"]):
+                status = 400
+            self.requests.append(Request(first, last, request.headers["Idempotency-Key"], status, seqs))
+            return web.Response(status=status, text="" if status == 204 else "no")
+        finally:
+            self.active -= 1
+
+
+@contextlib.asynccontextmanager
+async def slow_receiver(delay: float = 0.0) -> AsyncIterator[SlowReceiver]:
+    rx = SlowReceiver(delay)
+    app = web.Application()
+    app.router.add_post("/ingest", rx.ingest)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, auto_decompress=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rx.url = f"http://127.0.0.1:{port}/ingest"
+    try:
+        yield rx
+    finally:
+        await runner.cleanup()
+
+
+def sink(url: str, in_flight: int | None, **extra: object) -> dict[str, object]:
+    cfg: dict[str, object] = {
+        "id": "central",
+        "type": "http",
+        "url": url,
+        "batch": {"max_items": 50, "max_age": "20ms"},
+        "retry": {"initial": "50ms", "max": "200ms"},
+        "timeout": {"connect": "2s", "total": "10s"},
+    }
+    if in_flight is not None:
+        cfg["max_in_flight"] = in_flight
+    cfg.update(extra)
+    return cfg
+
+
+async def settled(rt: Any, rx: SlowReceiver) -> int:
+    """Wait until the sink delivered the start-up records, forget them at the receiver, and
+    return the cursor: the next batches are then aligned at cursor + 1, + 51, + 101, ..."""
+    s = rt.components["sync"].sinks["central"]
+    await until(
+        lambda: s.cursor >= rt.journal.committed_seq > 0 and s.status()["in_flight"] == 0,
+        10,
+        what="the start-up records to be delivered",
+    )
+    rx.reset()
+    return int(s.cursor)
+
+
+async def backlog(rt: Any, n: int, poison_at: int | None = None) -> int:
+    """Journal `n` readings (one of them on the poison point) and return the committed seq."""
+    t = time.time()
+    batch = [Reading(t + i * 1e-3, "dev.p", float(i)) for i in range(n)]
+    if poison_at is not None:
+        batch[poison_at] = Reading(t + poison_at * 1e-3, "dev.poison", -1.0)
+    rt.hub.ingest(batch)
+    return int(await rt.journal.flush())
+
+
+async def test_batches_go_concurrently_and_the_cursor_reaches_the_end(tmp_path: Path) -> None:
+    async with slow_receiver(delay=0.2) as rx, running_site(tmp_path, {"upstream": [sink(rx.url, 4)]}) as rt:
+        s = rt.components["sync"].sinks["central"]
+        b = await settled(rt, rx)
+        committed = await backlog(rt, 600)
+        await until(lambda: rx.active >= 2, 10, what="two requests at the receiver at once")
+        assert s.status()["in_flight"] >= 2 and s.status()["max_in_flight"] == 4
+        await until(lambda: s.cursor >= committed, 20, what="the cursor to reach the last seq")
+        assert 1 < rx.peak <= 4
+        assert rx.seqs() == set(range(b + 1, committed + 1))
+        assert s.cursor == committed and s.failures == 0
+        await until(lambda: s.status()["in_flight"] == 0, 5, what="the window to empty")
+        await until(lambda: rt.journal.get_cursor("central") == committed, 5, what="the durable cursor")
+
+
+async def test_cursor_waits_for_a_failing_first_batch_then_jumps(tmp_path: Path) -> None:
+    async with slow_receiver(delay=0.05) as rx, running_site(tmp_path, {"upstream": [sink(rx.url, 4)]}) as rt:
+        s = rt.components["sync"].sinks["central"]
+        b = await settled(rt, rx)
+        # the first batch fails (once the other three are sent too) until the test says so
+        rx.down, rx.down_for, rx.hold_until = True, {b + 1}, 4
+        committed = await backlog(rt, 200)
+        await until(
+            lambda: (
+                {b + 51, b + 101, b + 151} <= {r.first for r in rx.accepted()}
+                and sum(r.status == 503 for r in rx.requests) >= 3
+                and s.failures >= 3
+            ),
+            20,
+            what="batches 2-4 delivered while batch 1 keeps failing",
+        )
+        # not past the failed batch, in memory or on disk, though everything after it is delivered
+        assert s.cursor == b and rt.journal.get_cursor("central") == b
+        assert s.status()["in_flight"] == 1 and s.status()["backlog_rows"] == committed - b
+        assert s.failures == s.retries >= 3
+        rx.down = False
+        await until(lambda: s.cursor == committed, 10, what="the cursor to jump over the whole window")
+        assert rx.accepted()[-1].first == b + 1  # the last batch delivered was the one that failed
+        assert rx.seqs() == set(range(b + 1, committed + 1))
+        await until(lambda: rt.journal.get_cursor("central") == committed, 5, what="the durable cursor")
+
+
+async def test_an_outage_is_probed_by_one_batch_not_a_storm(tmp_path: Path) -> None:
+    async with slow_receiver(delay=0.05) as rx, running_site(tmp_path, {"upstream": [sink(rx.url, 4)]}) as rt:
+        s = rt.components["sync"].sinks["central"]
+        b = await settled(rt, rx)
+        rx.down, rx.hold_until = True, 4  # every batch fails, once all four are in flight
+        committed = await backlog(rt, 400)
+        await until(lambda: sum(r.status == 503 for r in rx.requests) >= 10, 20, what="ten failures")
+        first_wave, retries = rx.requests[:4], rx.requests[4:]
+        assert sorted(r.first for r in first_wave) == [b + 1, b + 51, b + 101, b + 151]
+        # after the shared backoff only the lowest batch is retried, alone, while the link is down
+        assert {r.first for r in retries} == {b + 1}
+        peak_in_outage = rx.peak
+        rx.down = False
+        await until(lambda: s.cursor >= committed, 20, what="delivery once the receiver is back")
+        assert peak_in_outage == 4 and set(range(b + 1, committed + 1)) <= rx.seqs()
+        mine = {r.key for r in rx.accepted() if r.last <= committed}
+        assert len(mine) == 8
+        assert s.failures == s.retries == sum(r.status == 503 for r in rx.requests)
+
+
+async def test_poison_in_the_second_concurrent_batch_is_dead_lettered_alone(tmp_path: Path) -> None:
+    async with slow_receiver(delay=0.1) as rx, running_site(tmp_path, {"upstream": [sink(rx.url, 4)]}) as rt:
+        s = rt.components["sync"].sinks["central"]
+        b = await settled(rt, rx)
+        rx.poison = {"dev.poison"}
+        committed = await backlog(rt, 200, poison_at=77)  # in the second batch, b+51..b+100
+        poison = b + 78
+        await until(
+            lambda: s.cursor >= committed and s.dead_letters == 1, 20, what="the stream to pass the poison"
+        )
+        assert rx.peak > 1
+        assert {q for q in rx.seqs() if q <= committed} == set(range(b + 1, committed + 1)) - {poison}
+        with rt.state.lock:
+            letters = rt.state.conn.execute(
+                "SELECT seq FROM sync_dead_letters WHERE sink='central'"
+            ).fetchall()
+        assert [row[0] for row in letters] == [poison]
+        assert s.status()["dead_letters"] == 1 and s.failures >= 1 and s.retries == 0
+
+
+async def test_default_sends_one_batch_at_a_time_in_order(tmp_path: Path) -> None:
+    async with (
+        slow_receiver(delay=0.05) as rx,
+        running_site(tmp_path, {"upstream": [sink(rx.url, None)]}) as rt,
+    ):
+        s = rt.components["sync"].sinks["central"]
+        b = await settled(rt, rx)
+        committed = await backlog(rt, 300)
+        await until(lambda: s.cursor >= committed, 20, what="delivery")
+        assert rx.peak == 1
+        firsts = [r.first for r in rx.requests]
+        assert firsts == [b + 1, b + 51, b + 101, b + 151, b + 201, b + 251]
+        assert s.status()["max_in_flight"] == 1
+
+
+async def test_nothing_is_lost_across_kill9_with_four_in_flight(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    """test_chaos's scenario with max_in_flight 4: out of order, replays bounded by the window."""
+    in_flight = 4
+    rx = receiver("--fail", "0.35", "--hang", "5", "--seed", "11", "--cycle")
+    web_port = free_port()
+    sites = {}
+    for name, with_sim in (("busy", True), ("drain", False)):
+        doc = site_doc(tmp_path, rx.url, web_port, with_sim)
+        doc["upstream"][0]["max_in_flight"] = in_flight
+        sites[name] = tmp_path / f"{name}.yaml"
+        sites[name].write_text(yaml.safe_dump(doc))
+
+    procs = []
+    try:
+        for _ in range(KILLS):
+            before = len(await rx.accepted())
+            gw = start_gateway(sites["busy"])
+            procs.append(gw)
+
+            async def progressed(before: int = before) -> bool:
+                return len(await rx.accepted()) >= before + 5
+
+            await wait_for(progressed, 60, "the gateway to deliver a few batches")
+            os.kill(gw.pid, signal.SIGKILL)
+            gw.wait(10)
+
+        state = StateDB(str(tmp_path / "state.db"))
+        token = create_token(state, "chaos", ["read"])
+        state.close()
+        gw = start_gateway(sites["drain"])
+        procs.append(gw)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+
+            async def sync_status() -> dict[str, Any] | None:
+                try:
+                    async with http.get(f"http://127.0.0.1:{web_port}/api/v1/sync") as r:
+                        return (await r.json())["sinks"][0] if r.status == 200 else None
+                except aiohttp.ClientError:
+                    return None
+
+            async def drained() -> bool:
+                st = await sync_status()
+                return bool(st and st["backlog_rows"] == 0 and st["cursor"] > 0 and st["in_flight"] == 0)
+
+            await wait_for(drained, 90, "the last gateway run to drain its backlog")
+            status = await sync_status()
+            assert status is not None and status["max_in_flight"] == in_flight
+        log = await rx.log()
+        gw.send_signal(signal.SIGTERM)
+        assert gw.wait(15) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(10)
+
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    cursor = conn.execute("SELECT seq FROM cursors WHERE name='central'").fetchone()[0]
+    conn.close()
+    assert cursor == status["cursor"]
+
+    accepted = [e for e in log if e["outcome"].endswith("ok")]
+    received: set[int] = set()
+    keys: dict[str, set[str]] = {}
+    replays: dict[str, int] = {}
+    for e in accepted:
+        assert e["seqs"] == list(range(e["first"], e["last"] + 1)), "a batch must be a contiguous seq range"
+        mine = keys.setdefault(e["instance"], set())
+        if received & set(e["seqs"]) and e["key"] not in mine:
+            # a replay from a new instance of what the killed one had in flight (a retry of a
+            # batch whose response was lost carries a key this instance already used)
+            replays[e["instance"]] = replays.get(e["instance"], 0) + 1
+        mine.add(e["key"])
+        received.update(e["seqs"])
+    assert received == set(range(1, cursor + 1))
+    assert len(keys) == KILLS + 1
+    first_instance = accepted[0]["instance"]
+    assert first_instance not in replays
+    # at most the window (plus the batches the durable cursor had not caught up with)
+    assert all(n <= 2 * in_flight for n in replays.values()), replays
+    mine_log = [e for e in log if e["instance"] == status["instance"]]
+    by_key = {e["key"]: e for e in mine_log if e["outcome"].endswith("ok")}
+    assert status["sent_batches"] == len(by_key)
+    assert status["sent_rows"] == sum(len(e["seqs"]) for e in by_key.values())
+    assert status["failures"] + status["sent_batches"] == len(mine_log)
+    assert status["failures"] == status["retries"]
+    assert status["dead_letters"] == 0
