@@ -44,6 +44,16 @@ async def logged_in_page(browser: Any, rt: Any) -> Any:
     return page
 
 
+async def open_page(page: Any, path: str) -> None:
+    """Navigate and wait until the page's module has rendered: app.js sets #view's data-ready once
+    render() returned, after the page's last fetch (an element seen earlier may be one of several
+    that arrive one after the other)."""
+    await page.goto(path)
+    await page.wait_for_function(
+        "p => document.getElementById('view')?.dataset.ready === p", arg=path, timeout=T
+    )
+
+
 async def test_sync_page_shows_dead_letter_and_retries_it(tmp_path: Path, browser: Any) -> None:
     from tests.sync.helpers import Receiver, wait_for
 
@@ -63,7 +73,7 @@ async def test_sync_page_shows_dead_letter_and_retries_it(tmp_path: Path, browse
             s = rt.components["sync"].sinks["central"]
             await wait_for(lambda: s.dead_letters == 1, 20, "the poison record to be dead-lettered")
             page = await logged_in_page(browser, rt)
-            await page.goto("/sync")
+            await open_page(page, "/sync")
             await page.wait_for_selector('tr[data-sink="central"]', timeout=T)
             row = await page.inner_text("#dead-letters")
             assert "400" in row and "poison" in row and "dev.poison" in row
@@ -87,7 +97,7 @@ async def test_modbus_probe_on_the_device_page(tmp_path: Path, browser: Any) -> 
         doc = probe_site(srv.port)
         async with running_site(tmp_path, doc) as rt:
             page = await logged_in_page(browser, rt)
-            await page.goto("/devices/meter-b9")
+            await open_page(page, "/devices/meter-b9")
             await page.wait_for_selector(".probe", timeout=T)
             await page.fill(".probe input[name=address]", str(0x10))
             await page.click(".probe button")
@@ -136,7 +146,7 @@ async def test_rule_versions_diff_restore_and_disable(tmp_path: Path, browser: A
         assert (await page.request.post("/api/v1/rules", data=rule, headers=hdr)).status == 201
         rule["if"] = "value > 90"
         assert (await page.request.put("/api/v1/rules/bin-full", data=rule, headers=hdr)).status == 200
-        await page.goto("/rules/bin-full")
+        await open_page(page, "/rules/bin-full")
         await page.wait_for_selector("ul.versions li", timeout=T)
         assert "value > 90" in await page.input_value("#rule-text")
         # diff version 1 against the editor: the changed condition shows as - and +
@@ -152,7 +162,7 @@ async def test_rule_versions_diff_restore_and_disable(tmp_path: Path, browser: A
         )
         got = await (await page.request.get("/api/v1/rules/bin-full")).json()
         assert got["rule"]["if"] == "value > 85" and got["version"] == 3
-        await page.goto("/rules")
+        await open_page(page, "/rules")
         await page.locator('tr[data-rule="bin-full"] button').click()
         await page.wait_for_selector('tr[data-rule="bin-full"] .badge-muted', timeout=T)
         assert (await (await page.request.get("/api/v1/rules/bin-full")).json())["enabled"] is False
@@ -169,7 +179,7 @@ async def test_overview_components_are_translated_rows(tmp_path: Path, browser: 
         rule = {"id": "hot", "name": "Hot", "when": "dev.t", "if": "value > 1", "then": [{"alert": "hot"}]}
         resp = await page.request.post("/api/v1/rules", data=rule, headers={"X-CSRF-Token": csrf})
         assert resp.status == 201
-        await page.goto("/")
+        await open_page(page, "/")
         await page.wait_for_selector("[data-k=comp-rules-enabled]", timeout=T)
         assert await page.inner_text("[data-k=comp-rules-enabled]") == "1 of 1 rules"
         assert await page.inner_text('[data-component="rules"] h3') == "Rules engine"
@@ -194,7 +204,7 @@ async def test_commissioning_read_says_it_came_from_the_device(tmp_path: Path, b
     }
     async with running_site(tmp_path, doc) as rt:
         page = await logged_in_page(browser, rt)
-        await page.goto("/devices/meter-a1")
+        await open_page(page, "/devices/meter-a1")
         await page.click("#commission-read", timeout=T)
         source = page.locator("[data-k=commission-source]")
         await source.wait_for(timeout=T)
@@ -208,7 +218,7 @@ async def test_commissioning_read_says_it_came_from_the_device(tmp_path: Path, b
         resp = await zh.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
         assert resp.status == 200
         zpage = await zh.new_page()
-        await zpage.goto("/devices/meter-a1")
+        await open_page(zpage, "/devices/meter-a1")
         await zpage.click("#commission-read", timeout=T)
         zsource = zpage.locator("[data-k=commission-source]")
         await zsource.wait_for(timeout=T)
@@ -232,14 +242,14 @@ async def test_rule_pack_import_from_the_rules_page(tmp_path: Path, browser: Any
         if "rules" not in rt.components:
             pytest.skip("the rules engine (rules/component.py) is not in this build")
         page = await logged_in_page(browser, rt)
-        await page.goto("/rules")
+        await open_page(page, "/rules")
         await page.wait_for_selector("#new-rule", timeout=T)
         await page.set_input_files("#pack-file", str(pack))
         await page.wait_for_selector("#rules-msg .ok-box", timeout=T)
         row = page.locator('tr[data-rule="bin-overflow"]')
         await row.wait_for(timeout=T)  # the page reloads with the imported rule
         assert "Bin overflowing" in await row.inner_text()
-        await page.goto("/audit")
+        await open_page(page, "/audit")
         entry = page.locator('tr[data-action="rule_import"]', has_text="bin-overflow")
         await entry.wait_for(timeout=T)
         assert "admin" in await entry.inner_text()
@@ -252,7 +262,7 @@ async def test_admin_ends_another_session_on_the_users_page(tmp_path: Path, brow
         other = await browser.new_context(base_url=f"http://127.0.0.1:{rt.web_port}")
         login = await other.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
         assert login.status == 200
-        await page.goto("/admin")
+        await open_page(page, "/admin")
         await page.wait_for_selector("#sessions tbody tr", timeout=T)
         rows = page.locator("#sessions tbody tr")
         assert await rows.count() == 2
