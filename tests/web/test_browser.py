@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +45,7 @@ class Demo:
     """`edge demo` in a subprocess; its log lines are collected so the test can read the setup code."""
 
     def __init__(self, data_dir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []
         self.ready = threading.Event()
@@ -90,7 +88,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     require_tool("chromium", "Debian package chromium")
     d = Demo(tmp_path_factory.mktemp("demo"))
     try:
-        if not d.ready.wait(30):
+        if not d.ready.wait(60):  # a loaded machine starts it slowly
             raise AssertionError("edge demo did not start:\n" + "".join(d.lines))
         yield d
     finally:
