@@ -20,10 +20,13 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +78,7 @@ DELETE FROM trend.minute WHERE point IN (SELECT p FROM points WHERE p IS NOT NUL
 CHUNK_SEQ = 50_000  # journal seqs per transaction: short snapshots, the WAL can checkpoint between
 IDLE_INTERVAL = 2.0  # seconds between rollups once caught up (not one per group commit)
 TRIM_INTERVAL = 600.0
+FOLLOWER_NICE = 10
 FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
 
 
@@ -157,6 +161,14 @@ def trim(conn: sqlite3.Connection, before_ts: float) -> int:
         raise
 
 
+def _lower_priority() -> None:
+    """The follower's thread yields the CPU to the hub and the journal writer (Linux nices
+    threads one by one): under a burst it lags, and catches up when the burst is over."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FOLLOWER_NICE)
+
+
 class TrendIndex:
     """The follower as a runtime component; also the read side for the history API."""
 
@@ -189,12 +201,14 @@ class TrendIndex:
         self._read_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._stopping = asyncio.Event()
         self._next_trim = 0.0
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self._conn = await asyncio.to_thread(open_follower, self.journal.path, self.path)
+        self._executor = ThreadPoolExecutor(1, "trend-follower", initializer=_lower_priority)
+        self._conn = await self._run(open_follower, self.journal.path, self.path)
         self.cursor = read_cursor(self._conn)
         self._read = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._task = asyncio.create_task(self._follow(), name="trend-follower")
@@ -213,6 +227,9 @@ class TrendIndex:
             if conn is not None:
                 conn.close()
         self._conn = self._read = None
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -225,9 +242,9 @@ class TrendIndex:
         }
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn` in a worker thread; a cancelled caller does not abandon the transaction (stop
-        waits for it), so the connection is never closed under a running statement."""
-        self._inflight = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        """`fn` in the follower's thread; a cancelled caller does not abandon the transaction
+        (stop waits for it), so the connection is never closed under a running statement."""
+        self._inflight = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         try:
             return await asyncio.shield(self._inflight)
         finally:
