@@ -7,14 +7,25 @@ function el(tag, attrs) {
   return n;
 }
 
-export function trendChart(points, { width = 1000, height = 220, fmtX = String } = {}) {
+// `ranges` ([min, max] per point, for bucketed history) draws the min–max band behind the line.
+export function trendChart(points, { width = 1000, height = 220, fmtX = String, ranges = null } = {}) {
   const svg = el('svg', { viewBox: `0 0 ${width} ${height}`, class: 'trend', role: 'img' });
-  const data = points.filter((p) => p[1] !== null && p[1] !== undefined).map((p) => [p[0], typeof p[1] === 'boolean' ? (p[1] ? 1 : 0) : Number(p[1])]).filter((p) => Number.isFinite(p[1]));
+  const num = (v) => (typeof v === 'boolean' ? (v ? 1 : 0) : Number(v));
+  const band = [];
+  const data = [];
+  points.forEach((p, i) => {
+    if (p[1] === null || p[1] === undefined || !Number.isFinite(num(p[1]))) return;
+    data.push([p[0], num(p[1])]);
+    const r = ranges && ranges[i];
+    if (r && Number.isFinite(num(r[0])) && Number.isFinite(num(r[1]))) band.push([p[0], num(r[0]), num(r[1])]);
+  });
   svg.dataset.points = String(data.length);
+  svg.dataset.band = String(band.length);
   if (data.length < 1) return svg;
   const pad = { l: 48, r: 8, t: 8, b: 22 };
   const x0 = data[0][0], x1 = Math.max(data[data.length - 1][0], x0 + 1);
-  let y0 = Math.min(...data.map((p) => p[1])), y1 = Math.max(...data.map((p) => p[1]));
+  let y0 = Math.min(...data.map((p) => p[1]), ...band.map((b) => b[1]));
+  let y1 = Math.max(...data.map((p) => p[1]), ...band.map((b) => b[2]));
   if (y0 === y1) { y0 -= 1; y1 += 1; }
   const sx = (x) => pad.l + ((x - x0) / (x1 - x0)) * (width - pad.l - pad.r);
   const sy = (y) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
@@ -29,7 +40,13 @@ export function trendChart(points, { width = 1000, height = 220, fmtX = String }
     label.textContent = fmtX(x);
     svg.append(label);
   }
-  const d = data.map((p, i) => `${i ? 'L' : 'M'}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(' ');
+  const xy = (x, y) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
+  if (band.length > 1) {
+    const upper = band.map((b, i) => `${i ? 'L' : 'M'}${xy(b[0], b[2])}`);
+    const lower = band.slice().reverse().map((b) => `L${xy(b[0], b[1])}`);
+    svg.append(el('path', { d: [...upper, ...lower, 'Z'].join(' '), class: 'band' }));
+  }
+  const d = data.map((p, i) => `${i ? 'L' : 'M'}${xy(p[0], p[1])}`).join(' ');
   svg.append(el('path', { d, class: 'line' }));
   return svg;
 }

@@ -4,6 +4,9 @@ import { api, badge, can, dialog, errorBox, fmtAge, fmtClock, fmtTime, fmtValue,
 import { trendChart } from '../chart.js';
 
 const QCLS = { good: 'ok', bad: 'bad', stale: 'warn' };
+// Trend ranges: the server answers raw readings when it can, else minute or hour buckets from the
+// trend index (a limit that fits a day of minutes keeps 24 h at minute resolution).
+const RANGES = { '1h': { seconds: 3600, limit: 5000 }, '24h': { seconds: 86400, limit: 1500 }, '7d': { seconds: 7 * 86400, limit: 1000 } };
 
 export async function render(view, [deviceId]) {
   const info = await api('GET', `/api/v1/devices/${encodeURIComponent(deviceId)}/points`);
@@ -12,6 +15,9 @@ export async function render(view, [deviceId]) {
   const cells = new Map();
   let selected = (info.points.find((p) => p.type === 'float' || p.type === 'int') || info.points.find((p) => p.type === 'bool'))?.id || null;
   let history = [];
+  let ranges = null; // [min, max] per reading when the history is bucketed
+  let resolution = 'raw';
+  let range = '1h';
 
   view.append(h('div', {}, h('p', {}, h('a', { href: '/devices' }, '← ' + t('nav.devices'))),
     h('h1', {}, dev.id, ' ', badge(dev.health.state === 'online' ? 'ok' : 'warn', t('state.' + dev.health.state))),
@@ -35,20 +41,31 @@ export async function render(view, [deviceId]) {
 
   const trendTitle = h('h2');
   const trendBox = h('div', { class: 'trend-box' });
-  view.append(h('section', { class: 'card' }, trendTitle, trendBox));
+  const trendNote = h('p', { class: 'hint', id: 'trend-resolution' });
+  const rangeButtons = Object.keys(RANGES).map((key) => h('button', {
+    type: 'button', class: 'small', 'data-range': key, 'aria-pressed': String(key === range),
+    onclick: () => { range = key; for (const b of rangeButtons) b.setAttribute('aria-pressed', String(b.dataset.range === key)); if (selected) select(selected); },
+  }, t('device.range.' + key)));
+  view.append(h('section', { class: 'card' }, trendTitle, h('div', { id: 'trend-range', role: 'group' }, rangeButtons), trendBox, trendNote));
 
   function drawTrend() {
     const p = points.get(selected);
-    trendTitle.textContent = p ? t('device.trend', { point: p.name, unit: p.unit || '' }) : t('device.trendNone');
-    trendBox.replaceChildren(trendChart(history, { fmtX: fmtClock }));
+    trendTitle.textContent = p ? t('device.trend', { point: p.name, unit: p.unit || '', range: t('device.range.' + range) }) : t('device.trendNone');
+    trendBox.replaceChildren(trendChart(history, { fmtX: range === '1h' ? fmtClock : fmtTime, ranges }));
+    trendNote.textContent = t('device.resolution.' + resolution);
+    trendNote.dataset.resolution = resolution;
   }
 
   async function select(pid) {
     selected = pid;
     for (const tr of view.querySelectorAll('tr[data-row]')) tr.classList.toggle('selected', tr.dataset.row === pid);
-    const since = Date.now() / 1000 - 3600;
-    const res = await api('GET', `/api/v1/history?point=${encodeURIComponent(pid)}&since=${since}&limit=2000`);
+    const { seconds, limit } = RANGES[range];
+    const since = Date.now() / 1000 - seconds;
+    const res = await api('GET', `/api/v1/history?point=${encodeURIComponent(pid)}&since=${since}&limit=${limit}`);
+    if (pid !== selected) return; // another point was chosen meanwhile
     history = res.readings;
+    ranges = res.ranges || null;
+    resolution = res.resolution || 'raw';
     drawTrend();
   }
 
@@ -94,7 +111,7 @@ export async function render(view, [deviceId]) {
       c.value.textContent = fmtValue(r.value);
       c.value.classList.remove('flash'); void c.value.offsetWidth; c.value.classList.add('flash');
       c.quality.replaceChildren(badge(QCLS[r.quality], t('quality.' + r.quality)));
-      if (r.point === selected) { history.push([r.ts, r.value, r.quality]); if (history.length > 3000) history.shift(); drawTrend(); }
+      if (r.point === selected && resolution === 'raw') { history.push([r.ts, r.value, r.quality]); if (history.length > 6000) history.shift(); drawTrend(); }
     }
     tickAges();
   });

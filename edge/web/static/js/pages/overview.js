@@ -102,7 +102,7 @@ function componentView(name, s, now) {
       h('dd', { 'data-k': `comp-${name}-${key}`, class: cls || '' }, String(value))])));
 }
 
-const COMPONENT_TITLES = { rules: 'comp.rules.title', sync: 'comp.sync.title', modbus_server: 'comp.modbus.title' };
+const COMPONENT_TITLES = { rules: 'comp.rules.title', sync: 'comp.sync.title', modbus_server: 'comp.modbus.title', trend: 'comp.trend.title' };
 
 const COMPONENT_ROWS = {
   rules: (s) => [
@@ -128,6 +128,13 @@ const COMPONENT_ROWS = {
       t('overview.backlogRows', { n: c.backlog_rows ?? 0 }),
       t('overview.lastAck', { age: c.last_ack ? fmtAge(now - c.last_ack) : '—' }),
     ].join(' · ')]),
+  ],
+  trend: (s, now) => [
+    ['cursor', t('comp.trend.cursor'), s.cursor ?? 0],
+    ['lag', t('comp.trend.lag'), t('comp.trend.lagRows', { n: s.lag_rows ?? 0 })],
+    ['buckets', t('comp.trend.buckets'), s.buckets ?? 0],
+    ['last-rollup', t('comp.trend.lastRollup'), s.last_rollup ? fmtAge(now - s.last_rollup) : '—'],
+    ...(s.last_error ? [['error', t('comp.trend.lastError'), s.last_error, 'err-text']] : []),
   ],
   modbus_server: (s) => [
     ['listen', t('comp.modbus.listen'), s.port ? `${s.listen} (${s.port})` : String(s.listen ?? '—')],
