@@ -43,7 +43,8 @@ class Request:
 @dataclass
 class SlowReceiver:
     """Answers every batch after `delay` seconds; `active`/`peak`: requests being served at once.
-    Batches whose first seq is in `down_for` get 503 while `down` is set; `poison` points get 400."""
+    Batches whose first seq is in `down_for` get 503 at once while `down` is set (with
+    `Retry-After` if given); batches holding a `poison` point get 400."""
 
     delay: float = 0.0
     active: int = 0
@@ -51,6 +52,7 @@ class SlowReceiver:
     requests: list[Request] = field(default_factory=list)
     down: bool = False
     down_for: set[int] | None = None  # None: every batch while down
+    retry_after: str | None = None
     poison: set[str] = field(default_factory=set)
     hold_until: int = 0  # hold the 503s until this many requests have arrived
     received: int = 0
@@ -72,21 +74,26 @@ class SlowReceiver:
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
-            doc = orjson.loads(zlib.decompress(await request.read(), 47))
+            wire = await request.read()
+            gzipped = request.headers.get("Content-Encoding") == "gzip"
+            doc = orjson.loads(zlib.decompress(wire, 47) if gzipped else wire)
             first, last = doc["first_seq"], doc["last_seq"]
             seqs = sorted([r["seq"] for r in doc["readings"]] + [e["seq"] for e in doc["events"]])
             self.received += 1
             if self.received >= self.hold_until:
                 self.arrived.set()
-            await asyncio.sleep(self.delay)  # the link's round trip
-            status = 204
+            status, headers = 204, {}
             if self.down and (self.down_for is None or first in self.down_for):
                 await self.arrived.wait()
                 status = 503
-            elif any(r["point"] in self.poison for r in doc["readings"]):
-                status = 400
+                if self.retry_after:
+                    headers["Retry-After"] = self.retry_after
+            else:
+                await asyncio.sleep(self.delay)  # the link's round trip
+                if any(r["point"] in self.poison for r in doc["readings"]):
+                    status = 400
             self.requests.append(Request(first, last, request.headers["Idempotency-Key"], status, seqs))
-            return web.Response(status=status, text="" if status == 204 else "no")
+            return web.Response(status=status, headers=headers, text="" if status == 204 else "no")
         finally:
             self.active -= 1
 
@@ -188,6 +195,24 @@ async def test_cursor_waits_for_a_failing_first_batch_then_jumps(tmp_path: Path)
         await until(lambda: rt.journal.get_cursor("central") == committed, 5, what="the durable cursor")
 
 
+async def test_retry_after_holds_though_batches_sent_before_the_failure_succeed(tmp_path: Path) -> None:
+    cfg = sink("", 4, retry={"initial": "50ms", "max": "5s"})
+    async with (
+        slow_receiver(delay=0.2) as rx,
+        running_site(tmp_path, {"upstream": [{**cfg, "url": rx.url}]}) as rt,
+    ):
+        s = rt.components["sync"].sinks["central"]
+        b = await settled(rt, rx)
+        rx.down, rx.down_for, rx.hold_until, rx.retry_after = True, {b + 1}, 4, "1"
+        committed = await backlog(rt, 200)
+        await until(lambda: len(rx.accepted()) == 3, 10, what="batches 2-4 to succeed after batch 1 failed")
+        # their successes do not end the sink's own wait: the receiver asked for a second
+        assert s.failures == 1 and (s.status()["retry_in_s"] or 0) > 0.3
+        rx.down = False
+        await until(lambda: s.cursor >= committed, 10, what="batch 1 after the Retry-After")
+        assert s.failures == s.retries == 1
+
+
 async def test_an_outage_is_probed_by_one_batch_not_a_storm(tmp_path: Path) -> None:
     async with slow_receiver(delay=0.05) as rx, running_site(tmp_path, {"upstream": [sink(rx.url, 4)]}) as rt:
         s = rt.components["sync"].sinks["central"]
@@ -226,6 +251,26 @@ async def test_poison_in_the_second_concurrent_batch_is_dead_lettered_alone(tmp_
             ).fetchall()
         assert [row[0] for row in letters] == [poison]
         assert s.status()["dead_letters"] == 1 and s.failures >= 1 and s.retries == 0
+
+
+async def test_bandwidth_cap_holds_over_all_batches_in_flight(tmp_path: Path) -> None:
+    rate = 4096
+    cfg = sink("", 4, max_bytes_per_s="4KiB", gzip_level=0, batch={"max_items": 20, "max_age": "10ms"})
+    async with (
+        slow_receiver(delay=0.05) as rx,
+        running_site(tmp_path, {"upstream": [{**cfg, "url": rx.url}]}) as rt,
+    ):
+        s = rt.components["sync"].sinks["central"]
+        await settled(rt, rx)
+        bytes_before, batches_before = s.sent_bytes, s.sent_batches
+        start = time.monotonic()
+        committed = await backlog(rt, 80)
+        await until(lambda: s.cursor >= committed, 30, what="delivery under the cap")
+        elapsed = time.monotonic() - start
+        sent, batches = s.sent_bytes - bytes_before, s.sent_batches - batches_before
+        # the first batch goes at once, each next one when the bytes before it are paid for
+        assert batches >= 4 and s.throttled_s > 0
+        assert elapsed >= 0.95 * (sent - sent / batches) / rate, (elapsed, sent, batches)
 
 
 async def test_default_sends_one_batch_at_a_time_in_order(tmp_path: Path) -> None:
