@@ -27,9 +27,15 @@ from bench import ingest
 from edge.store.journal import READING_SQL, Journal
 from edge.store.rows import connect
 from edge.store.schema import migrate
-from edge.store.trend import READINGS_WHERE, TrendIndex, history_buckets, open_follower, rollup_chunk
+from edge.store.trend import (
+    CHUNK_SEQ,
+    READINGS_WHERE,
+    TrendIndex,
+    history_buckets,
+    open_follower,
+    rollup_chunk,
+)
 
-CHUNK = 50_000
 DAY = 86400
 
 
@@ -66,7 +72,7 @@ def rollup(path: Path, trend_path: Path) -> float:
     start = time.perf_counter()
     cursor, top = 0, 1
     while cursor < top:
-        cursor, top = rollup_chunk(conn, CHUNK)
+        cursor, top = rollup_chunk(conn, CHUNK_SEQ)
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
@@ -80,8 +86,8 @@ def group_by_floor(path: Path, rows: int) -> float:
         f"FROM journal WHERE seq > ? AND seq <= ? AND {READINGS_WHERE} GROUP BY 1, 2"
     )
     start = time.perf_counter()
-    for lo in range(0, rows, CHUNK):
-        conn.execute(sql, (lo, lo + CHUNK)).fetchall()
+    for lo in range(0, rows, CHUNK_SEQ):
+        conn.execute(sql, (lo, lo + CHUNK_SEQ)).fetchall()
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed

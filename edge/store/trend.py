@@ -75,7 +75,7 @@ WITH RECURSIVE points(p) AS (
 DELETE FROM trend.minute WHERE point IN (SELECT p FROM points WHERE p IS NOT NULL) AND bucket < ?
 """
 
-CHUNK_SEQ = 50_000  # journal seqs per transaction: short snapshots, the WAL can checkpoint between
+CHUNK_SEQ = 10_000  # journal seqs per transaction: short snapshots, the WAL can checkpoint between
 IDLE_INTERVAL = 2.0  # seconds between rollups once caught up (not one per group commit)
 TRIM_INTERVAL = 600.0
 FOLLOWER_NICE = 10
@@ -265,6 +265,9 @@ class TrendIndex:
                     self.rolled.set()
                     if cursor >= top:
                         break
+                    if self.journal.committed_seq > top:  # the writer is busy: let one commit
+                        # (and its WAL checkpoint) pass with no snapshot of ours pinning the WAL
+                        await self.journal.wait_committed(self.journal.committed_seq, 0.5)
                 if time.monotonic() >= self._next_trim:  # after catching up: old rows may be rolled up
                     await self._trim()
             except sqlite3.Error as exc:  # e.g. the disk is full: keep the cursor, try again later
