@@ -177,7 +177,8 @@ async def test_retry_after_is_honoured(tmp_path: Path, receiver) -> None:  # typ
 async def test_link_return_ends_backoff_at_once(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     url = f"http://127.0.0.1:{port}/ingest"
-    cfg = sink(url, retry={"initial": "20s", "max": "60s", "probe_every": "100ms"})
+    # a first backoff drawn from [0, 60 s] is over 8 s at once 87 % of the time (from [0, 20 s]: 60 %)
+    cfg = sink(url, retry={"initial": "60s", "max": "120s", "probe_every": "100ms"})
     async with running_site(tmp_path, {"upstream": [cfg]}) as rt:
         s = rt.components["sync"].sinks["central"]
         await wait_for(
