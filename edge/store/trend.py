@@ -92,6 +92,15 @@ def open_follower(journal_path: str, trend_path: str) -> sqlite3.Connection:
     A trend file of another schema version, or one ahead of the journal (the journal was
     replaced), is emptied: it is derived data, rebuilt from the journal."""
     conn = connect(journal_path, readonly=True)
+    try:
+        _prepare(conn, trend_path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, trend_path: str) -> None:
     conn.isolation_level = None
     conn.execute("ATTACH DATABASE ? AS trend", (trend_path,))
     conn.execute("PRAGMA trend.journal_mode=WAL")
@@ -110,7 +119,12 @@ def open_follower(journal_path: str, trend_path: str) -> sqlite3.Connection:
         conn.execute("INSERT INTO trend.meta(key, value) VALUES('version', ?)", (SCHEMA_VERSION,))
         conn.execute(CURSOR_SQL, (0,))
         conn.execute("COMMIT")
-    return conn
+
+
+def _open_fresh(journal_path: str, trend_path: str) -> sqlite3.Connection:
+    for suffix in ("", "-wal", "-shm"):
+        Path(trend_path + suffix).unlink(missing_ok=True)
+    return open_follower(journal_path, trend_path)
 
 
 def _journal_last_seq(conn: sqlite3.Connection) -> int:
@@ -208,7 +222,11 @@ class TrendIndex:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(1, "trend-follower", initializer=_lower_priority)
-        self._conn = await self._run(open_follower, self.journal.path, self.path)
+        try:
+            self._conn = await self._run(open_follower, self.journal.path, self.path)
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is derived data
+            log.warning("trend index %s unreadable (%s); rebuilding it", self.path, exc)
+            self._conn = await self._run(_open_fresh, self.journal.path, self.path)
         self.cursor = read_cursor(self._conn)
         self._read = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._task = asyncio.create_task(self._follow(), name="trend-follower")

@@ -267,3 +267,14 @@ def test_kill_9_of_edge_run_never_double_counts(tmp_path: Path) -> None:
 
     asyncio.run(finish())
     assert journal.exists()
+
+
+async def test_a_damaged_trend_file_is_replaced_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "trend.db").write_bytes(b"this is not a SQLite file" * 100)
+    async with running_site(tmp_path, SIM, web=False) as rt:
+        trend = rt.components["trend"]
+        assert isinstance(trend, TrendIndex)
+        await until(lambda: rt.hub.journaled > 50, what="sim readings journaled")
+        await rt.journal.flush()
+        await trend.caught_up()
+        assert assert_matches_journal(tmp_path) > 0
