@@ -12,6 +12,8 @@ from edge.model import Privacy
 from edge.sync.records import IncludeConfig
 from edge.units import Duration, Size
 
+MAX_IN_FLIGHT = 16  # batches a sink may send at once; the window a crash can replay
+
 
 class BatchConfig(Strict):
     max_items: int = Field(5000, ge=1, le=100_000)
@@ -47,7 +49,7 @@ class PushSinkConfig(SinkConfig):
     retry: RetryConfig = Field(default_factory=lambda: RetryConfig.model_validate({}))
     gzip_level: int = Field(6, ge=0, le=9)
     # batches sent at once; above 1 they may arrive out of seq order (docs/sync.md)
-    max_in_flight: int = Field(1, ge=1, le=16)
+    max_in_flight: int = 1
 
     @field_validator("url")
     @classmethod
@@ -62,6 +64,15 @@ class PushSinkConfig(SinkConfig):
     def _rate(cls, v: int | None) -> int | None:
         if v is not None and v < 1024:
             raise ValueError(f"max_bytes_per_s {v} is too small; at least 1KiB")
+        return v
+
+    @field_validator("max_in_flight")
+    @classmethod
+    def _in_flight(cls, v: int) -> int:
+        if not 1 <= v <= MAX_IN_FLIGHT:
+            raise ValueError(
+                f"max_in_flight {v} is out of range; expected 1 to {MAX_IN_FLIGHT} batches sent at once"
+            )
         return v
 
 
