@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 DRIVER_MODULES: dict[str, str] = {
     "sim": "drivers.sim",
     "modbus": "drivers.modbus",
+    "ble": "drivers.ble",
+    "camera": "drivers.camera",
 }
 
 

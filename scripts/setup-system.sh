@@ -3,13 +3,19 @@
 # passwordless sudo); otherwise says which are missing — those tests then skip (or fail under CI=true).
 set -u
 # tool:debian-package
-TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd openssl:openssl"
+TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd openssl:openssl dbus-daemon:dbus ffmpeg:ffmpeg"
+# BLE tests run python-dbusmock's bluez5 template with the system Python, beside the venv
+PYMODULES="dbusmock:python3-dbusmock"
 FONTS_PKG=fonts-noto-cjk   # zh-CN screenshots need CJK glyphs
 
 missing=""
 for pair in $TOOLS; do
   tool=${pair%%:*}; pkg=${pair#*:}
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+for pair in $PYMODULES; do
+  mod=${pair%%:*}; pkg=${pair#*:}
+  /usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing="$missing $pkg"
 done
 if command -v dpkg-query >/dev/null 2>&1; then
   dpkg-query -W -f='${Status}' "$FONTS_PKG" 2>/dev/null | grep -q "ok installed" || missing="$missing $FONTS_PKG"
