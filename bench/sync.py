@@ -1,12 +1,16 @@
 """Sync benchmark: drain a backlog of readings from the journal to a local HTTP receiver, beside
 the floor of encoding + gzip + POST of the same rows without the journal (same encoder, same
 receiver, one batch in flight), measured in the same run; then the pull API's rows/s for a
-consumer catching up, beside a paged SELECT of the same journal.
+consumer catching up, beside a paged SELECT of the same journal; then the same drain over a
+high-latency link (a receiver that holds every answer 100 ms, 50 ms with --quick: a 4G or
+satellite round trip) with max_in_flight 1, 4 and 8.
 
     python -m bench.sync [--quick]
 
-The receiver runs in its own process (it decompresses and parses every batch). The last line is
-one JSON object with the figures and "ratio" (drain / floor; target >= 0.5).
+The receivers run in their own processes (they decompress and parse every batch). The last line
+is one JSON object with the figures and "ratio" (drain / floor at the default max_in_flight 1
+over the fast receiver; target >= 0.5); "latency_drain_rows_per_s" holds the slow link's drain
+rate per max_in_flight.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import asyncio
 import json
 import os
 import select
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -29,6 +35,7 @@ import yaml
 
 BATCH = 5000
 POINTS = 500
+IN_FLIGHT = (1, 4, 8)  # max_in_flight values drained over the high-latency receiver
 
 
 def rows_for(n: int) -> list[tuple[object, ...]]:
@@ -40,7 +47,7 @@ def rows_for(n: int) -> list[tuple[object, ...]]:
     ]
 
 
-def receiver_main(port: int) -> None:
+def receiver_main(port: int, delay: float) -> None:
     import orjson
     from aiohttp import web
 
@@ -49,6 +56,8 @@ def receiver_main(port: int) -> None:
     async def ingest(request: web.Request) -> web.Response:
         doc = orjson.loads(await request.read())
         count["rows"] += len(doc["readings"]) + len(doc["events"])
+        if delay:
+            await asyncio.sleep(delay)  # the link's round trip, on top of the local one
         return web.Response(status=204)
 
     async def stats(request: web.Request) -> web.Response:
@@ -68,9 +77,11 @@ def receiver_main(port: int) -> None:
     asyncio.run(run())
 
 
-def start_receiver() -> tuple[subprocess.Popen[str], str]:
+def start_receiver(delay: float = 0.0) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.sync", "--receiver"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "bench.sync", "--receiver", "--delay", str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -119,39 +130,55 @@ def fill_journal(path: str, n: int) -> int:
     return asyncio.run(go())
 
 
-async def drain_and_pull(tmp: Path, url: str, committed: int) -> tuple[float, float, float, float]:
+async def start_site(tmp: Path, db: Path, url: str, **site: object) -> Any:
+    """A runtime over the journal `db` with one push sink `central` to `url`, started."""
     from edge.config import load_site
     from edge.runtime import Runtime
+
+    sink = {"id": "central", "type": "http", "url": url, "batch": {"max_items": BATCH, "max_age": "1s"}}
+    sink.update(site.pop("sink", {}))  # type: ignore[call-overload]
+    path = tmp / "site.yaml"
+    doc = {"site": {"id": "bench"}, "storage": {"path": str(db)}, "web": {"listen": "127.0.0.1:0"}}
+    path.write_text(yaml.safe_dump({**doc, "upstream": [sink], **site}))
+    rt = Runtime(load_site(path))
+    await rt.start()
+    return rt
+
+
+async def drain(rt: Any, committed: int) -> tuple[float, float]:
+    """Rows/s and CPU s/row of the sink draining the backlog, from the moment the runtime is up
+    (its start-up is not the drain's cost)."""
+    sink = rt.components["sync"].sinks["central"]
+    start, cpu, done = time.perf_counter(), time.process_time(), sink.cursor
+    await sink.wait_cursor(committed)
+    return (committed - done) / (time.perf_counter() - start), (time.process_time() - cpu) / (
+        committed - done
+    )
+
+
+def copy(src: Path, dst: Path) -> None:
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+async def drain_over_latency(tmp: Path, url: str, committed: int, in_flight: int) -> float:
+    """The drain over the slow receiver, from a copy of the journal as filled (no cursor yet)."""
+    db = tmp / f"latency-{in_flight}.db"
+    copy(tmp / "filled.db", db)
+    rt = await start_site(tmp, db, url, sink={"max_in_flight": in_flight})
+    rate, _cpu = await drain(rt, committed)
+    await rt.stop()
+    db.unlink()
+    return rate
+
+
+async def drain_and_pull(tmp: Path, url: str, committed: int) -> tuple[float, float, float, float]:
     from edge.store.journal import SELECT_COLS, connect
 
     os.environ["BENCH_PULL_TOKEN"] = "bench-pull-token-0123456789"
-    site = tmp / "site.yaml"
-    site.write_text(
-        yaml.safe_dump(
-            {
-                "site": {"id": "bench"},
-                "storage": {"path": str(tmp / "edge.db")},
-                "web": {"listen": "127.0.0.1:0"},
-                "upstream": [
-                    {
-                        "id": "central",
-                        "type": "http",
-                        "url": url,
-                        "batch": {"max_items": BATCH, "max_age": "1s"},
-                    }
-                ],
-                "consumers": [{"id": "city", "token_env": "BENCH_PULL_TOKEN"}],
-            }
-        )
-    )
-    rt = Runtime(load_site(site))
-    await rt.start()
-    # measured from the moment the runtime is up (its start-up is not the drain's cost)
-    sink = rt.components["sync"].sinks["central"]  # type: ignore[attr-defined]
-    start, cpu, done = time.perf_counter(), time.process_time(), sink.cursor
-    await sink.wait_cursor(committed)
-    drain = (committed - done) / (time.perf_counter() - start)
-    drain_cpu = (time.process_time() - cpu) / (committed - done)
+    consumers = [{"id": "city", "token_env": "BENCH_PULL_TOKEN"}]
+    rt = await start_site(tmp, tmp / "edge.db", url, consumers=consumers)
+    drain_rate, drain_cpu = await drain(rt, committed)
 
     headers = {"Authorization": "Bearer bench-pull-token-0123456789"}
     base = f"http://127.0.0.1:{rt.web_port}/api/v1"
@@ -182,7 +209,7 @@ async def drain_and_pull(tmp: Path, url: str, committed: int) -> tuple[float, fl
         after = rows[-1][0]
     select_rate = n / (time.perf_counter() - start)
     conn.close()
-    return drain, pull, select_rate, drain_cpu
+    return drain_rate, pull, select_rate, drain_cpu
 
 
 def main() -> None:
@@ -190,18 +217,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200,000 readings instead of 1,000,000")
     ap.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.receiver:
-        receiver_main(args.port)
+        receiver_main(args.port, args.delay)
         return
     n = 200_000 if args.quick else 1_000_000
+    latency = 0.05 if args.quick else 0.1
     proc, url = start_receiver()
+    slow_proc, slow_url = start_receiver(latency)
     try:
         with tempfile.TemporaryDirectory(prefix="bench-sync-") as d:
             tmp = Path(d)
             t = time.perf_counter()
             committed = fill_journal(str(tmp / "edge.db"), n)
             fill_s = time.perf_counter() - t
+            copy(tmp / "edge.db", tmp / "filled.db")
             rows = rows_for(n)
             floor_before, cpu_before = asyncio.run(floor(url, rows))
             drain, pull, select_rate, drain_cpu = asyncio.run(drain_and_pull(tmp, url, committed))
@@ -209,9 +240,13 @@ def main() -> None:
             floor_after, cpu_after = asyncio.run(floor(url, rows))
             floor_rate = max(floor_before, floor_after)
             floor_cpu = min(cpu_before, cpu_after)
+            over_latency = {
+                k: asyncio.run(drain_over_latency(tmp, slow_url, committed, k)) for k in IN_FLIGHT
+            }
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for p in (proc, slow_proc):
+            p.terminate()
+            p.wait(10)
     ratio = drain / floor_rate
     print(f"backlog: {committed:,} records (filled in {fill_s:.1f}s); batches of {BATCH}, gzip level 6")
     print(
@@ -230,6 +265,14 @@ def main() -> None:
         f"  beside a paged SELECT of the journal       {select_rate:>12,.0f} rows/s ({pull / select_rate:.2f})"
     )
     print(
+        f"sink drain over a {latency * 1000:.0f} ms round trip (one batch in flight caps it at "
+        f"{BATCH / latency:,.0f} rows/s), beside the floor above:"
+    )
+    for k, rate in over_latency.items():
+        print(
+            f"  max_in_flight {k:<2}                             {rate:>12,.0f} rows/s ({rate / floor_rate:.2f})"
+        )
+    print(
         json.dumps(
             {
                 "records": committed,
@@ -243,6 +286,9 @@ def main() -> None:
                 "pull_rows_per_s": round(pull),
                 "select_rows_per_s": round(select_rate),
                 "pull_ratio": round(pull / select_rate, 3),
+                "latency_ms": round(latency * 1000),
+                "latency_drain_rows_per_s": {str(k): round(rate) for k, rate in over_latency.items()},
+                "latency_ratio": {str(k): round(rate / floor_rate, 3) for k, rate in over_latency.items()},
             }
         )
     )
