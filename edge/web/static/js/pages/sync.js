@@ -16,11 +16,12 @@ export async function render(view) {
   }
   const d = res.data;
   view.append(h('h2', {}, t('sync.sinks')), table(
-    [t('sync.id'), t('sync.type'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.lastSuccess'), t('sync.lastError'), t('sync.retryIn'), t('sync.deadLetters')],
+    [t('sync.id'), t('sync.type'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.inFlight'), t('sync.lastSuccess'), t('sync.lastError'), t('sync.retryIn'), t('sync.deadLetters')],
     (d.sinks || []).map((s) => h('tr', { 'data-sink': s.id },
       h('td', {}, s.id), h('td', {}, s.type), h('td', {}, String(s.cursor)),
       h('td', {}, `${s.backlog_rows} (${fmtBytes(s.backlog_bytes)})`),
       h('td', {}, s.oldest_unsent_age_s ? fmtAge(s.oldest_unsent_age_s) : t('overview.upToDate')),
+      h('td', { class: 'in-flight' }, `${s.in_flight ?? 0} / ${s.max_in_flight ?? 1}`),
       h('td', {}, fmtTime(s.last_success)), h('td', { class: 'err-text' }, s.last_error || ''),
       h('td', {}, s.retry_in_s ? fmtAge(s.retry_in_s) : '—'), h('td', {}, String(s.dead_letters || 0))))));
   view.append(h('h2', {}, t('sync.consumers')), table(
