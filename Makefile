@@ -35,6 +35,7 @@ test-slow: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --exclude '*.md' .
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -139,7 +139,9 @@ def test_a_site_file_whose_aliases_explode_is_refused_quickly() -> None:
     from tests.web.test_api_fuzz_regressions import BILLION_LAUGHS
 
     with pytest.raises(ConfigError, match="document too large"):
-        load_site_text("site: {id: s}\nx:\n" + "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines()))
+        load_site_text(
+            "site: {id: s}\nx:\n" + "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines())
+        )
 
 
 def test_edge_check_compiles_the_rule_packs_the_site_names(tmp_path: Path) -> None:

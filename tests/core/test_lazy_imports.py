@@ -34,6 +34,8 @@ def test_a_sim_site_loads_no_protocol_library(tmp_path: Path) -> None:
         print("LOADED=" + ",".join(loaded))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "LOADED=\n" in proc.stdout, proc.stdout
