@@ -29,6 +29,7 @@ from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.sync.helpers import free_port, wait_for
 from tests.sync.test_chaos import KILLS, site_doc, start_gateway
+from tests.sync.test_http_sink import sink as http_sink
 
 
 @dataclass
@@ -116,18 +117,8 @@ async def slow_receiver(delay: float = 0.0) -> AsyncIterator[SlowReceiver]:
 
 
 def sink(url: str, in_flight: int | None, **extra: object) -> dict[str, object]:
-    cfg: dict[str, object] = {
-        "id": "central",
-        "type": "http",
-        "url": url,
-        "batch": {"max_items": 50, "max_age": "20ms"},
-        "retry": {"initial": "50ms", "max": "200ms"},
-        "timeout": {"connect": "2s", "total": "10s"},
-    }
-    if in_flight is not None:
-        cfg["max_in_flight"] = in_flight
-    cfg.update(extra)
-    return cfg
+    """test_http_sink's sink entry, with `max_in_flight` when given (None: the default)."""
+    return http_sink(url, **({"max_in_flight": in_flight} if in_flight is not None else {}), **extra)
 
 
 async def settled(rt: Any, rx: SlowReceiver) -> int:
