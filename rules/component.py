@@ -49,6 +49,7 @@ class RulesComponent:
         self.config = config
         self.engine = Engine(site_tz(runtime.site.site.timezone))
         self.actions = ActionRunner(runtime, config)
+        self.actions.snapshot_hook = self._snapshot
         self.store: RuleStore | None = None
         self.writer: StateWriter | None = None
         self.broken: dict[str, str] = {}  # stored rules that no longer compile: id -> error
@@ -101,6 +102,18 @@ class RulesComponent:
         await self.actions.close()
         if self.writer is not None:
             self.writer.close()
+
+    async def _snapshot(self, camera: str, firing: Firing) -> Any:
+        """A rule's snapshot action: the camera device named takes it (drivers/camera)."""
+        slot = self.runtime.slots.get(camera)
+        if slot is None:
+            raise LookupError(f"snapshot: this site has no device {camera!r} (name a camera device id)")
+        take = getattr(slot.driver, "snapshot", None)
+        if slot.driver is not None and take is None:
+            raise LookupError(f"snapshot: device {camera!r} is a {slot.config.driver} device, not a camera")
+        if take is None:
+            raise RuntimeError(f"snapshot: camera {camera!r} is restarting")
+        return await take(f"rule:{firing.rule.id}", rule=firing.rule.id)
 
     def status(self) -> dict[str, Any]:
         rules = self.engine.rules.values()
