@@ -1,0 +1,100 @@
+"""Snapshot files: content-addressed, written atomically, capped per camera.
+
+Layout: `<blob_dir>/<camera id>/<sha256>.jpg`. The blob id is the sha256 of the bytes (64
+lowercase hex digits), so an id names exactly one content and a request can be validated
+without touching the file system; ids are matched by pattern, never joined into a path raw.
+A file appears under its final name only complete (temp file, fsync, rename). No OpenCV here:
+the web server serves blobs on sites without cameras too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+BLOB_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+SUFFIX = ".jpg"
+
+
+def valid_blob_id(blob_id: str) -> bool:
+    return bool(BLOB_ID_RE.fullmatch(blob_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    id: str
+    path: Path
+    bytes: int
+    sha256: str
+
+
+class BlobStore:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def put(self, camera: str, data: bytes) -> Blob:
+        digest = hashlib.sha256(data).hexdigest()
+        folder = self.root / camera
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{digest}{SUFFIX}"
+        if final.exists():  # the same picture again: it becomes the newest, once
+            os.utime(final)
+            return Blob(digest, final, len(data), digest)
+        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself survives a power cut
+        finally:
+            os.close(fd)
+        return Blob(digest, final, len(data), digest)
+
+    def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
+        """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain."""
+        folder = self.root / camera
+        entries = []
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    if e.is_file() and e.name.endswith(SUFFIX) and valid_blob_id(e.name[: -len(SUFFIX)]):
+                        st = e.stat()
+                        entries.append((st.st_mtime_ns, e.name, st.st_size))
+        except FileNotFoundError:
+            return []
+        entries.sort()
+        total = sum(size for _, _, size in entries)
+        deleted: list[Blob] = []
+        for _, name, size in entries:
+            if len(entries) - len(deleted) <= keep and total <= max_bytes:
+                break
+            path = folder / name
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            total -= size
+            blob_id = name[: -len(SUFFIX)]
+            deleted.append(Blob(blob_id, path, size, blob_id))
+        return deleted
+
+    def find(self, blob_id: str) -> Path | None:
+        """The file of a blob of any camera, or None. `blob_id` must be valid (checked again)."""
+        if not valid_blob_id(blob_id):
+            return None
+        try:
+            with os.scandir(self.root) as it:
+                folders = [Path(e.path) for e in it if e.is_dir()]
+        except FileNotFoundError:
+            return None
+        for folder in folders:
+            path = folder / f"{blob_id}{SUFFIX}"
+            if path.is_file():
+                return path
+        return None

@@ -1,0 +1,129 @@
+"""The camera device entry: source, watchdog, analysis rate, parking zones, snapshots, retention.
+
+Zone polygons are in normalised coordinates (0..1 of the frame's width and height), so a zone
+drawn once stays right when the camera's stream resolution changes (main vs sub stream).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from edge.config import DeviceConfig, Strict, valid_id
+from edge.units import Duration, Size
+
+#: accepted source schemes; anything else is refused with this list
+SCHEMES = ("http", "https", "rtsp", "rtsps", "file")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class Zone(Strict):
+    """A parking space: a polygon in normalised 0..1 image coordinates."""
+
+    name: str
+    polygon: list[list[float]]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return valid_id(v, "zone name")
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, v: list[list[float]]) -> list[list[float]]:
+        if len(v) < 3:
+            raise ValueError(f"a polygon needs at least 3 corners [[x, y], ...]; got {len(v)}")
+        for i, corner in enumerate(v):
+            if len(corner) != 2:
+                raise ValueError(f"corner {i} must be [x, y]; got {corner}")
+            if not all(0.0 <= c <= 1.0 for c in corner):
+                raise ValueError(
+                    f"corner {i} {corner} is outside 0..1: coordinates are fractions of the frame's "
+                    "width and height"
+                )
+        area = 0.0
+        for (x1, y1), (x2, y2) in zip(v, v[1:] + v[:1], strict=True):
+            area += x1 * y2 - x2 * y1
+        if abs(area) / 2 < 1e-4:
+            raise ValueError("the polygon encloses no area (its corners lie on a line or coincide)")
+        return v
+
+
+class Snapshots(Strict):
+    """When snapshots are taken besides rules and commands, and how many are kept."""
+
+    every: Duration = 0.0  # periodic snapshots (0: none)
+    quality: int = Field(default=80, ge=10, le=100)  # JPEG quality
+    keep: int = Field(default=500, ge=1, le=1_000_000)  # per camera, oldest deleted first
+    max_bytes: Size = 256 * 1024**2  # per camera
+
+
+class CameraDevice(DeviceConfig):
+    """A camera: one video source, analysed at a low rate, snapshots stored as blobs."""
+
+    driver: Literal["camera"] = "camera"
+    url: str  # http(s) MJPEG, rtsp(s)://, a file path, or a V4L2 device (/dev/video0)
+    loop: bool = False  # a file source starts over at its end (demos)
+    realtime: bool = True  # a file source is read at its own frame rate, not as fast as it decodes
+    open_timeout: Duration = 5.0
+    read_timeout: Duration = 3.0
+    stale_after: Duration = 5.0  # watchdog: no good frame for this long -> offline, reopen
+    reconnect_max: Duration = 30.0  # cap of the reopen backoff
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    analyse_every: Duration = 1.0
+    analyse_width: int = Field(320, ge=64, le=1920)  # frames are downscaled to this width first
+    zones: list[Zone] = Field(default_factory=list)
+    reference_frames: int = Field(5, ge=1, le=100)  # the empty reference: mean of the first N analysed
+    threshold: int = Field(30, ge=1, le=255)  # grey-level difference that counts as changed
+    occupied_fraction: float = Field(0.3, gt=0, lt=1)  # share of a zone that must differ
+    hold: Duration = 3.0  # a zone's state must hold this long before its point changes
+    redact: bool = True  # blur faces, plates and moving regions before a snapshot is stored
+    snapshots: Snapshots = Field(default_factory=lambda: Snapshots())
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        text = v.strip()
+        if not text:
+            raise ValueError("url is empty; expected http(s)://, rtsp(s)://, a file path or /dev/videoN")
+        m = _SCHEME_RE.match(text)
+        if m and m.group(1).lower() not in SCHEMES:
+            raise ValueError(
+                f"unsupported url scheme {m.group(1)!r}; expected one of {', '.join(SCHEMES)}, "
+                "a file path or a V4L2 device such as /dev/video0"
+            )
+        return text
+
+    @field_validator("analyse_every", "stale_after", "open_timeout", "read_timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_zones(self) -> CameraDevice:
+        names = [z.name for z in self.zones]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate zone names: {', '.join(dupes)}")
+        return self
+
+    def source_kind(self) -> Literal["network", "file", "device"]:
+        low = self.url.lower()
+        if low.startswith("/dev/video"):
+            return "device"
+        if low.startswith("file://") or not _SCHEME_RE.match(self.url):
+            return "file"
+        return "network"
+
+    def source_path(self) -> str:
+        """What OpenCV opens (a `file://` prefix removed)."""
+        return self.url[len("file://") :] if self.url.lower().startswith("file://") else self.url
+
+    def point_infos(self) -> list[Any]:
+        from drivers.camera.points import camera_points
+
+        return camera_points(self)

@@ -1,0 +1,260 @@
+"""The camera driver: one capture thread, a watchdog, analysis at a low rate, snapshots as blobs.
+
+The event loop never touches OpenCV: the capture thread keeps the latest frame; analysis,
+redaction and JPEG encoding run in worker threads (OpenCV releases the GIL). The watch loop
+ticks a few times a second: it reports `fps` and `frames`, judges health from the age of the
+latest frame, runs an analysis when one is due and takes periodic snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import cv2
+
+from drivers.base import BaseDriver, DriverContext
+from drivers.camera.analysis import ZoneAnalyser
+from drivers.camera.blobs import BlobStore
+from drivers.camera.capture import Frame, FrameSource
+from drivers.camera.config import CameraDevice
+from drivers.camera.points import COMMANDS, camera_points, zone_point
+from drivers.camera.redact import redact
+from edge.model import (
+    CommandResult,
+    CommandStatus,
+    Event,
+    HealthState,
+    PointInfo,
+    Privacy,
+    Quality,
+    Reading,
+    Record,
+    Severity,
+    Value,
+)
+
+TICK = 0.2  # seconds between watchdog/analysis checks
+FPS_EVERY = 1.0  # seconds between fps/frames readings
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot could not be taken (no recent frame); the message says why."""
+
+
+class CameraDriver(BaseDriver):
+    config_model = CameraDevice
+
+    def __init__(self, device: CameraDevice, ctx: DriverContext) -> None:
+        super().__init__(device, ctx)
+        self.device: CameraDevice = device
+        self.source = FrameSource(device)
+        self.analyser = ZoneAnalyser(device)
+        self.blobs = BlobStore(ctx.services.get("blob_dir") or f"{ctx.data_dir}/blobs")
+        self._task: asyncio.Task[None] | None = None
+        self._snapshot_lock = asyncio.Lock()
+        self._snapshot_tasks: set[asyncio.Task[Any]] = set()
+        self.snapshots_taken = 0
+        self.snapshots_deleted = 0
+        self.snapshot_ms: list[float] = []  # recent snapshot latencies (bench)
+        self.analysis_ms: list[float] = []
+        self.last_motion: float | None = None
+
+    def points(self) -> list[PointInfo]:
+        return camera_points(self.device)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.source.start()
+        self._task = asyncio.create_task(self._watch_loop(), name=f"camera:{self.id}")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._task, *self._snapshot_tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._task = None
+        await asyncio.to_thread(self.source.stop)
+        self.end_stream()
+
+    # ------------------------------------------------------------ the watch loop
+    async def _watch_loop(self) -> None:
+        d = self.device
+        loop = asyncio.get_running_loop()
+        last_fps_at = loop.time()
+        last_frames = 0
+        next_analysis = loop.time()
+        next_snapshot = loop.time() + d.snapshots.every if d.snapshots.every else None
+        analysed_seq = 0
+        while True:
+            await asyncio.sleep(TICK)
+            now = loop.time()
+            frame = self.source.latest()
+            self._judge_health(frame)
+            if now - last_fps_at >= FPS_EVERY:
+                frames = self.source.frames
+                fps = (frames - last_frames) / (now - last_fps_at)
+                last_fps_at, last_frames = now, frames
+                ts = self.ctx.clock()
+                self.emit(
+                    [Reading(ts, f"{self.id}.fps", round(fps, 2)), Reading(ts, f"{self.id}.frames", frames)]
+                )
+            online = self.health.state == HealthState.ONLINE
+            if online and frame is not None and now >= next_analysis and frame.seq != analysed_seq:
+                next_analysis = now + d.analyse_every
+                analysed_seq = frame.seq
+                await self._analyse(frame)
+            if next_snapshot is not None and now >= next_snapshot:
+                next_snapshot = now + d.snapshots.every
+                if online:
+                    self._spawn_snapshot("periodic")
+
+    def _judge_health(self, frame: Frame | None) -> None:
+        d = self.device
+        age = time.monotonic() - frame.at if frame is not None else None
+        if frame is not None and age is not None and age <= d.stale_after:
+            if self.health.state != HealthState.ONLINE:
+                self.set_health(HealthState.ONLINE)
+            self.health.last_ok = frame.ts
+            return
+        if self.health.state == HealthState.OFFLINE:
+            return
+        if frame is None and not self.source.error and self.health.state == HealthState.STARTING:
+            return  # still opening: a first frame may take the open timeout
+        if age is not None and age > d.stale_after:
+            reason = f"no frame for {d.stale_after:g} s"
+            if self.source.error:
+                reason += f": {self.source.error}"
+            self.source.request_reopen()  # a frozen source: read() may block, the thread reopens after
+        else:
+            reason = self.source.error or f"no frame for {d.stale_after:g} s"
+        self.health.errors += 1
+        self.set_health(HealthState.OFFLINE, reason)
+        self._mark_stale()
+
+    def _mark_stale(self) -> None:
+        ts = self.ctx.clock()
+        names = ["fps", "motion", *(zone_point(z.name) for z in self.device.zones)]
+        self.emit([Reading(ts, f"{self.id}.{n}", None, Quality.STALE) for n in names])
+
+    async def _analyse(self, frame: Frame) -> None:
+        started = time.perf_counter()
+        result = await asyncio.to_thread(self.analyser.analyse, frame.image, frame.at, frame.seq)
+        self.analysis_ms.append((time.perf_counter() - started) * 1000)
+        if len(self.analysis_ms) > 1000:
+            del self.analysis_ms[:500]
+        ts = frame.ts
+        batch: list[Record] = [Reading(ts, f"{self.id}.motion", result.motion_pct)]
+        self.last_motion = result.motion_pct
+        for zone, occupied in result.changed.items():
+            batch.append(Reading(ts, f"{self.id}.{zone_point(zone)}", occupied))
+        self.emit(batch)
+
+    # ------------------------------------------------------------ snapshots
+    def _spawn_snapshot(self, reason: str) -> None:
+        task = asyncio.create_task(self._snapshot_logged(reason), name=f"camera:{self.id}:snapshot")
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._snapshot_tasks.discard)
+
+    async def _snapshot_logged(self, reason: str) -> None:
+        try:
+            await self.snapshot(reason)
+        except SnapshotError as exc:
+            self.log.warning("snapshot (%s) not taken: %s", reason, exc)
+
+    async def snapshot(self, reason: str, rule: str | None = None) -> dict[str, Any]:
+        """Take a snapshot of the latest frame: redact, store as a blob, emit a `snapshot` event.
+
+        Returns the event's payload; raises SnapshotError when there is no recent frame."""
+        frame = self.source.latest()
+        if frame is None or time.monotonic() - frame.at > self.device.stale_after:
+            state = f"{self.health.state}" + (f": {self.health.reason}" if self.health.reason else "")
+            raise SnapshotError(f"camera {self.id} has no recent frame ({state})")
+        async with self._snapshot_lock:
+            started = time.perf_counter()
+            payload, pruned = await asyncio.to_thread(self._store_snapshot, frame, reason, rule)
+            self.snapshot_ms.append((time.perf_counter() - started) * 1000)
+            if len(self.snapshot_ms) > 1000:
+                del self.snapshot_ms[:500]
+        self.snapshots_taken += 1
+        ts = self.ctx.clock()
+        records: list[Record] = [Event("snapshot", self.id, Severity.INFO, payload, frame.ts)]
+        if pruned:
+            self.snapshots_deleted += len(pruned)
+            records.append(
+                Event(
+                    "blobs_pruned",
+                    self.id,
+                    Severity.INFO,
+                    {
+                        "blobs": [b.id for b in pruned],
+                        "count": len(pruned),
+                        "bytes": sum(b.bytes for b in pruned),
+                        "deleted_total": self.snapshots_deleted,
+                        "keep": self.device.snapshots.keep,
+                        "max_bytes": self.device.snapshots.max_bytes,
+                    },
+                    ts,
+                )
+            )
+            records.append(Reading(ts, f"{self.id}.snapshots_deleted", self.snapshots_deleted))
+        self.emit(records)
+        return payload
+
+    def _store_snapshot(
+        self, frame: Frame, reason: str, rule: str | None
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """In a worker thread: redact, encode, write the blob, apply the retention cap."""
+        image = frame.image
+        redaction = None
+        if self.device.redact:
+            image, redaction = redact(image, self.analyser.moving_boxes(image, frame.seq))
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.device.snapshots.quality])
+        if not ok:
+            raise SnapshotError(f"camera {self.id}: the frame could not be encoded as JPEG")
+        blob = self.blobs.put(self.id, encoded.tobytes())
+        payload: dict[str, Any] = {
+            "blob": blob.id,
+            "bytes": blob.bytes,
+            "sha256": blob.sha256,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "reason": reason,
+            "redacted": redaction is not None,
+            "privacy": str(Privacy.PERSONAL),
+        }
+        if redaction is not None:
+            payload["redaction"] = redaction.mode
+            payload["faces"] = redaction.faces
+            payload["plates"] = redaction.plates
+            payload["moving_regions"] = redaction.moving
+            if redaction.reason:
+                payload["redaction_reason"] = redaction.reason
+        if rule is not None:
+            payload["rule"] = rule
+        snaps = self.device.snapshots
+        pruned = self.blobs.prune(self.id, snaps.keep, snaps.max_bytes)
+        return payload, pruned
+
+    # ------------------------------------------------------------ commands
+    async def write(self, point: str, value: Value) -> CommandResult:
+        pid = f"{self.id}.{point}"
+        if point not in COMMANDS:
+            return CommandResult(pid, value, CommandStatus.REJECTED, "not a writable point of this camera")
+        if value not in (True, 1, "true", "1"):
+            return CommandResult(pid, value, CommandStatus.REJECTED, "write true to do it")
+        if point == "capture_reference":
+            self.analyser.recapture_reference()
+            return CommandResult(pid, value, CommandStatus.OK)
+        try:
+            payload = await self.snapshot("command")
+        except SnapshotError as exc:
+            return CommandResult(pid, value, CommandStatus.FAILED, str(exc))
+        return CommandResult(pid, value, CommandStatus.OK, f"blob {payload['blob']}")
+
+
+DRIVER = CameraDriver
