@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from edge import __version__
-from edge.sync import openapi_rules, openapi_ui, openapi_web
+from edge.sync import openapi_blobs, openapi_rules, openapi_ui, openapi_web
 from edge.sync.openapi_base import COMPONENTS, ERRORS, JSON, PROBLEM, READ_SECURITY, WRITE_SECURITY
 
 _PROBLEM = PROBLEM
@@ -253,6 +253,6 @@ _DOC: dict[str, Any] = {
 
 def document() -> dict[str, Any]:
     doc = copy.deepcopy(_DOC)
-    for area in (openapi_web, openapi_ui, openapi_rules):
+    for area in (openapi_web, openapi_ui, openapi_rules, openapi_blobs):
         doc["paths"].update(copy.deepcopy(area.paths()))
     return doc

@@ -26,6 +26,7 @@ ROUTE_MODULES = [
     "edge.sync.metrics",
     "rules.api",
     "edge.web.accounts",
+    "edge.web.blobs",
     "edge.web.ui",
 ]
 RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)

@@ -1,0 +1,27 @@
+"""OpenAPI path of the blob API (`edge.web.blobs`): camera snapshots as JPEG."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.sync.openapi_base import PROBLEM, errors, op, path
+
+
+def paths() -> dict[str, Any]:
+    return {
+        "/api/v1/blobs/{id}": {
+            "get": op(
+                "getBlob",
+                "A stored camera snapshot (personal data: technician, admin, or a consumer allowed personal)",
+                {
+                    "200": {
+                        "description": "The JPEG, redacted unless the camera has redact: false",
+                        "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+                    },
+                    "404": PROBLEM,
+                    **errors(),
+                },
+                parameters=[path("id", "the blob id: the sha256 of the image (64 lowercase hex digits)")],
+            )
+        }
+    }

@@ -1,0 +1,64 @@
+"""`GET /api/v1/blobs/{id}`: a stored snapshot, for callers allowed to see personal data.
+
+Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
+admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above.
+The id is the blob's sha256; anything else is refused before the file system is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from drivers.camera.blobs import BlobStore, valid_blob_id
+from edge.model import PRIVACY_RANK, Privacy
+from edge.web import privacy
+from edge.web.auth import Principal, require
+from edge.web.problem import Problem
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+
+def may_see_personal(runtime: Runtime, principal: Principal) -> bool:
+    if "read" in principal.scopes:  # a local user or an API token: the class of its role/scopes
+        return privacy.limit_for(principal) >= PRIVACY_RANK[Privacy.PERSONAL]
+    if principal.consumer:  # a pull consumer: its class from the site file (undeclared: personal)
+        limit = next((c.max_privacy for c in runtime.site.consumers if c.id == principal.consumer), None)
+        return PRIVACY_RANK[limit or Privacy.PERSONAL] >= PRIVACY_RANK[Privacy.PERSONAL]
+    return False
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    store = BlobStore(runtime.site.storage.resolved_blob_dir())
+
+    async def get_blob(request: web.Request) -> web.Response:
+        principal = require(request, "read", "pull")
+        if not may_see_personal(runtime, principal):
+            raise Problem(403, "Forbidden", "snapshots are personal data: this needs a technician or admin")
+        blob_id = request.match_info["id"]
+        if not valid_blob_id(blob_id):
+            raise Problem(
+                400, "Malformed blob id", "a blob id is the sha256 of the image: 64 lowercase hex digits"
+            )
+        path = await asyncio.to_thread(store.find, blob_id)
+        if path is None:
+            raise Problem(
+                404, "No such blob", f"no snapshot {blob_id} (it may have been deleted by retention)"
+            )
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:  # deleted by retention between find and read
+            raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
+        return web.Response(
+            body=data,
+            content_type="image/jpeg",
+            headers={
+                "Cache-Control": "private, max-age=86400, immutable",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    app.router.add_get("/api/v1/blobs/{id}", get_blob)
