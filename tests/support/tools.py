@@ -33,3 +33,22 @@ def require_root(why: str) -> None:
         if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def require_python_module(python: str, module: str, hint: str = "") -> str:
+    """Path of interpreter `python` if it can import `module` (a system package, not the venv's)."""
+    path = shutil.which(python)
+    if path:
+        import subprocess
+
+        probe = subprocess.run([path, "-c", f"import {module}"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return path
+    msg = (
+        f"python module {module!r} is not importable by {python}"
+        + (f" ({hint})" if hint else "")
+        + "; `make test` installs it"
+    )
+    if in_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)

@@ -1,0 +1,318 @@
+"""The BLE driver: BTHome v2 sensors heard through the shared scanner, GATT health instruments.
+
+`mode: bthome` (default): every advertisement of the device's address with BTHome service data
+is decoded; a packet id seen twice in a row is the same packet again (BlueZ re-reports service
+data with every RSSI change) and is dropped; objects become readings of the mapped points (or, with
+no `points:`, of a point named after each object, added as they appear). Garbage, unknown
+objects and encrypted packets are counted, never raised: the device is degraded with the reason.
+
+`mode: gatt`: when the instrument advertises (a cuff or a scale wakes up for a measurement), the
+driver connects, subscribes to the measurement characteristics of its `services:` and turns each
+indication into an event (`blood_pressure`, `weight`, `body_temperature`) marked with the
+device's privacy class, plus the `measurements` counter point. A failed or hanging connection
+times out after `connect_timeout` and backs off (capped, jittered); each device has its own task,
+so one stuck instrument never holds up another.
+
+Either mode: no advertisement for `stale_after` takes the device offline with the reason (BTHome
+points go stale, last value kept); the next advertisement brings it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
+from drivers.base import BaseDriver, DriverContext
+from drivers.ble import bthome
+from drivers.ble.config import SERVICES, BleDevice, BlePoint, base_object, object_type
+from drivers.ble.measurements import DECODERS, BadMeasurement
+from drivers.ble.scanner import SharedScanner, scanner_for
+from edge.model import (
+    CommandResult,
+    CommandStatus,
+    Event,
+    HealthState,
+    PointInfo,
+    Quality,
+    Reading,
+    Record,
+    Severity,
+    Value,
+)
+
+COUNTERS = (
+    "advertisements",  # heard from this address
+    "packets",  # BTHome packets decoded
+    "duplicates",  # same packet id again: dropped
+    "garbage",  # service data that is not a BTHome v2 packet
+    "unknown_objects",  # packets cut short at an object id the decoder does not know
+    "encrypted",  # encrypted packets that could not be decrypted
+    "measurements",  # GATT measurements turned into events
+    "bad_measurements",  # GATT indications without a usable value (NaN, 0xFFFF, too short)
+    "connects",
+    "connect_failures",
+)
+
+
+class BleDriver(BaseDriver):
+    config_model = BleDevice
+
+    def __init__(self, device: BleDevice, ctx: DriverContext) -> None:
+        super().__init__(device, ctx)
+        self.device: BleDevice = device
+        self.by_key: dict[str, BlePoint] = {p.key: p for p in device.points}
+        self.default_map = device.mode == "bthome" and not device.points
+        self.found: dict[str, PointInfo] = {}  # default map: a point per object seen so far
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.last_values: dict[str, Value] = {}
+        self.last_packet_id: int | None = None
+        self.connected = False
+        self._scanner: SharedScanner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._heard = asyncio.Event()
+        self._last_heard = time.monotonic()
+        self._ble_device: Any = None  # bleak's BLEDevice from the latest advertisement
+
+    def points(self) -> list[PointInfo]:
+        if self.default_map:
+            return list(self.found.values())
+        return self.device.point_infos()
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._last_heard = time.monotonic()
+        scanner = scanner_for(self.device.adapter)
+        await scanner.add(self.device.address, self._on_advertisement)
+        self._scanner = scanner
+        self._tasks.append(asyncio.create_task(self._watch_silence(), name=f"ble:{self.id}:silence"))
+        if self.device.mode == "gatt":
+            self._tasks.append(asyncio.create_task(self._gatt_loop(), name=f"ble:{self.id}:gatt"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            # cancel until it has really ended: a cancellation landing as a timeout fires can be
+            # swallowed by asyncio.timeout in Python 3.11
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
+        self._tasks.clear()
+        if self._scanner is not None:
+            await self._scanner.remove(self.device.address)
+            self._scanner = None
+        self.set_health(HealthState.STOPPED, "stopped")
+        self.end_stream()
+
+    async def _watch_silence(self) -> None:
+        """Offline (and BTHome points stale) after `stale_after` without an advertisement."""
+        stale_after = self.device.stale_after
+        while True:
+            wait = self._last_heard + stale_after - time.monotonic()
+            if wait > 0 or self.connected:
+                await asyncio.sleep(max(wait, 0.05 * stale_after))
+                continue
+            self._went_silent()
+            self._heard.clear()
+            await self._heard.wait()
+
+    def _went_silent(self) -> None:
+        ts = self.ctx.clock()
+        if self.device.mode == "bthome":
+            self.emit(
+                [Reading(ts, pid, self.last_values.get(pid), Quality.STALE) for pid in self._point_ids()]
+            )
+        self.set_health(
+            HealthState.OFFLINE,
+            f"no advertisement from {self.device.address} for {self.device.stale_after:g}s",
+        )
+
+    def _point_ids(self) -> list[str]:
+        return [info.id for info in self.points() if info.name != "measurements"]
+
+    # ------------------------------------------------------------ advertisements
+    def _on_advertisement(self, device: Any, adv: Any) -> None:
+        self.counters["advertisements"] += 1
+        self._last_heard = time.monotonic()
+        self._heard.set()
+        if self.device.mode == "gatt":
+            self._ble_device = device
+            if self.health.state in (HealthState.OFFLINE, HealthState.STARTING):
+                self.set_health(HealthState.ONLINE, "advertising")
+            return
+        data = adv.service_data.get(bthome.SERVICE_UUID)
+        if data is not None:
+            self.on_service_data(data, adv.rssi)
+
+    def on_service_data(self, data: bytes, rssi: int | None = None) -> None:
+        """One BTHome payload of this device: decode, de-duplicate, emit (never raises)."""
+        try:
+            packet = bthome.decode(data)
+        except bthome.EncryptedPacket:
+            self._bad(
+                "encrypted",
+                "encrypted BTHome packet: decryption needs the `cryptography` package, "
+                "which this gateway does not have",
+            )
+            return
+        except bthome.BTHomeError as exc:
+            self._bad("garbage", f"bad BTHome data {bytes(data[:24]).hex(' ')}: {exc}")
+            return
+        if packet.packet_id is not None:
+            if packet.packet_id == self.last_packet_id:
+                self.counters["duplicates"] += 1
+                return
+            self.last_packet_id = packet.packet_id
+        self.counters["packets"] += 1
+        ts = self.ctx.clock()
+        values: dict[str, Any] = packet.values
+        if rssi is not None:
+            values["rssi"] = rssi
+        batch: list[Record] = []
+        prefix = self.id + "."
+        if self.default_map:
+            for key, value in values.items():
+                if key == "rssi":
+                    continue
+                pid = prefix + key
+                if key not in self.found:
+                    self._found(key)
+                self.last_values[pid] = value
+                batch.append(Reading(ts, pid, value, Quality.GOOD))
+        else:
+            for key, p in self.by_key.items():
+                if key in values:
+                    pid = prefix + p.name
+                    value = values[key]
+                    self.last_values[pid] = value
+                    batch.append(Reading(ts, pid, value, Quality.GOOD))
+        self.health.last_ok = ts
+        self.emit(batch)
+        if packet.unknown is not None:
+            self._bad(
+                "unknown_objects",
+                f"unknown BTHome object id 0x{packet.unknown:02x}: kept the objects before it, "
+                "skipped the rest of the packet",
+            )
+        elif self.health.state != HealthState.ONLINE:
+            self.set_health(HealthState.ONLINE)
+
+    def _found(self, key: str) -> None:
+        """Default map: a new object becomes a point (registered with the hub when there is one)."""
+        name = base_object(key)
+        info = PointInfo(
+            id=f"{self.id}.{key}",
+            device=self.id,
+            name=key,
+            type=object_type(name),
+            unit=bthome.OBJECT_NAMES[name].unit,
+        )
+        self.found[key] = info
+        hub = self.ctx.services.get("hub")
+        if hub is not None:
+            hub.register_points([info])
+
+    def _bad(self, counter: str, reason: str) -> None:
+        self.counters[counter] += 1
+        self.health.errors += 1
+        self.set_health(
+            HealthState.DEGRADED, f"{reason} ({self.counters[counter]} {counter.replace('_', ' ')})"
+        )
+
+    # ------------------------------------------------------------ GATT
+    async def _gatt_loop(self) -> None:
+        d = self.device
+        backoff = d.reconnect_min
+        while True:
+            await self._heard.wait()  # an instrument advertises when it has something to send
+            connected = await self._session()
+            if connected:
+                backoff = d.reconnect_min
+            # jittered, so instruments that failed together do not all retry together
+            await asyncio.sleep(random.uniform(backoff / 2, backoff))
+            if not connected:
+                backoff = min(d.reconnect_max, backoff * 2)
+            if time.monotonic() - self._last_heard > d.stale_after:
+                self._heard.clear()
+
+    async def _session(self) -> bool:
+        """Connect, subscribe, deliver indications until the instrument disconnects. True if it
+        connected."""
+        from bleak import BleakClient
+        from bleak.exc import BleakError
+
+        d = self.device
+        gone = asyncio.Event()
+        target = self._ble_device or d.address
+        client = BleakClient(
+            target,
+            disconnected_callback=lambda _client: gone.set(),
+            timeout=d.connect_timeout,
+            bluez={"adapter": d.adapter} if d.adapter else {},
+        )
+        subscribed: list[str] = []
+        try:
+            async with asyncio.timeout(d.connect_timeout):
+                await client.connect()
+                missing = []
+                for name in d.services:
+                    char = SERVICES[name][1]
+                    if client.services.get_characteristic(char) is None:
+                        missing.append(name)
+                        continue
+                    await client.start_notify(char, self._indication_handler(name))
+                    subscribed.append(name)
+            if not subscribed:
+                raise BleakError(f"none of the services {', '.join(d.services)} on the device")
+            self.connected = True
+            self.counters["connects"] += 1
+            note = f"connected; the device has no {', '.join(missing)} service" if missing else ""
+            self.set_health(HealthState.DEGRADED if missing else HealthState.ONLINE, note)
+            await gone.wait()
+            return True
+        except (BleakError, TimeoutError, OSError, EOFError) as exc:
+            self.counters["connect_failures"] += 1
+            self.health.errors += 1
+            why = str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                why = f"no connection within {d.connect_timeout:g}s"
+            self.set_health(HealthState.DEGRADED, f"GATT connection to {d.address} failed: {why}")
+            return bool(subscribed)
+        finally:
+            self.connected = False
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await client.disconnect()
+
+    def _indication_handler(self, service: str) -> Any:
+        def handler(_char: Any, data: bytearray) -> None:
+            self.on_measurement(service, bytes(data))
+
+        return handler
+
+    def on_measurement(self, service: str, data: bytes) -> None:
+        """One indication of a measurement characteristic: an event, or a counted bad measurement."""
+        ts = self.ctx.clock()
+        try:
+            payload = DECODERS[service](data)
+        except BadMeasurement as exc:
+            self._bad("bad_measurements", f"{service}: {exc}")
+            return
+        payload["privacy"] = str(self.device.privacy)
+        self.counters["measurements"] += 1
+        self.health.last_ok = ts
+        self.emit(
+            [
+                Event(SERVICES[service][2], self.id, Severity.INFO, payload, ts),
+                Reading(ts, f"{self.id}.measurements", self.counters["measurements"], Quality.GOOD),
+            ]
+        )
+        if self.health.state == HealthState.DEGRADED and self.connected:
+            self.set_health(HealthState.ONLINE, "")
+
+    # ------------------------------------------------------------ writes
+    async def write(self, point: str, value: Value) -> CommandResult:
+        return CommandResult(f"{self.id}.{point}", value, CommandStatus.REJECTED, "BLE points are read-only")

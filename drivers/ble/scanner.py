@@ -1,0 +1,91 @@
+"""One BleakScanner per adapter, shared by every BLE device of the site, dispatching by address.
+
+A radio scans for everyone at once: a scanner per device would ask BlueZ for a discovery session
+each and see every advertisement many times. The first device on an adapter starts its scanner,
+the last one to leave stops it. Advertisements from addresses no device claims are counted and
+dropped (a busy site hears phones, watches and the neighbours' kettles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("edge.driver.ble")
+
+#: called with (bleak BLEDevice, bleak AdvertisementData) for each advertisement of one address
+Listener = Callable[[Any, Any], None]
+
+
+class SharedScanner:
+    """The scanner of one adapter (None: bleak's default adapter) and its listeners by address."""
+
+    def __init__(self, adapter: str | None) -> None:
+        self.adapter = adapter
+        self.listeners: dict[str, Listener] = {}
+        self.advertisements = 0  # every advertisement heard
+        self.unclaimed = 0  # ...from addresses no device of the site has
+        self._scanner: Any = None
+        self._lock = asyncio.Lock()
+
+    def dispatch(self, device: Any, adv: Any) -> None:
+        """bleak's detection callback: hand the advertisement to the device with that address."""
+        self.advertisements += 1
+        listener = self.listeners.get(device.address.upper())
+        if listener is None:
+            self.unclaimed += 1
+            return
+        listener(device, adv)
+
+    async def add(self, address: str, listener: Listener) -> None:
+        """Listen for `address` (upper case); starts scanning for the first listener."""
+        async with self._lock:
+            if address in self.listeners:
+                raise ValueError(f"BLE address {address} is already used by another device of this site")
+            self.listeners[address] = listener
+            if self._scanner is not None:
+                return
+            try:
+                from bleak import BleakScanner
+
+                scanner = BleakScanner(self.dispatch, bluez={"adapter": self.adapter} if self.adapter else {})
+                await scanner.start()
+            except BaseException:
+                self.listeners.pop(address, None)
+                raise
+            self._scanner = scanner
+            log.info("BLE scanning started on %s", self.adapter or "the default adapter")
+
+    async def remove(self, address: str) -> None:
+        """Stop listening for `address`; the last listener stops the scan."""
+        async with self._lock:
+            self.listeners.pop(address, None)
+            if self.listeners or self._scanner is None:
+                return
+            scanner, self._scanner = self._scanner, None
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    await scanner.stop()
+            log.info("BLE scanning stopped on %s", self.adapter or "the default adapter")
+
+    @property
+    def scanning(self) -> bool:
+        return self._scanner is not None
+
+
+# bleak's BlueZ manager lives in one event loop; so do the scanners built on it
+_scanners: dict[tuple[asyncio.AbstractEventLoop, str | None], SharedScanner] = {}
+
+
+def scanner_for(adapter: str | None) -> SharedScanner:
+    """The shared scanner of `adapter` in the running event loop."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _scanners if k[0].is_closed()]:
+        del _scanners[key]
+    key = (loop, adapter)
+    if key not in _scanners:
+        _scanners[key] = SharedScanner(adapter)
+    return _scanners[key]
