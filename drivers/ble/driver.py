@@ -224,6 +224,15 @@ class BleDriver(BaseDriver):
 
     # ------------------------------------------------------------ GATT
     async def _gatt_loop(self) -> None:
+        try:
+            await self._connect_when_heard()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must restart the driver, not leave it deaf
+            self.log.exception("BLE GATT loop failed")
+            self.fail(exc)
+
+    async def _connect_when_heard(self) -> None:
         d = self.device
         backoff = d.reconnect_min
         while True:

@@ -39,18 +39,22 @@ obj.EmitSignal('org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as
                [args[1], dbus.Dictionary(args[2], signature='sv'), dbus.Array([], signature='s')])
 """
 _CONNECT = """
-if getattr(self, 'refuse', ''):
+if getattr(self, 'refuse', '') not in ('', 'hang'):
     raise dbus.exceptions.DBusException(self.refuse, name='org.bluez.Error.Failed')
-changed = {'Connected': dbus.Boolean(True, variant_level=1),
-           'ServicesResolved': dbus.Boolean(True, variant_level=1)}
+changed = {'Connected': dbus.Boolean(True, variant_level=1)}
+if getattr(self, 'refuse', '') != 'hang':  # 'hang': connected, service discovery never ends
+    changed['ServicesResolved'] = dbus.Boolean(True, variant_level=1)
 self.props['org.bluez.Device1'].update(changed)
 self.EmitSignal('org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as',
                 ['org.bluez.Device1', dbus.Dictionary(changed, signature='sv'), dbus.Array([], signature='s')])
 """
-_DISCONNECT = _CONNECT.replace("True", "False").replace(
-    "if getattr(self, 'refuse', ''):\n    raise dbus.exceptions.DBusException(self.refuse, name='org.bluez.Error.Failed')\n",
-    "",
-)
+_DISCONNECT = """
+changed = {'Connected': dbus.Boolean(False, variant_level=1),
+           'ServicesResolved': dbus.Boolean(False, variant_level=1)}
+self.props['org.bluez.Device1'].update(changed)
+self.EmitSignal('org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as',
+                ['org.bluez.Device1', dbus.Dictionary(changed, signature='sv'), dbus.Array([], signature='s')])
+"""
 _ADD_DEVICE = f"""
 path = '/org/bluez/{ADAPTER}/dev_' + args[0].replace(':', '_').upper()
 props = {{
@@ -75,6 +79,7 @@ self.AddObject(path, 'org.bluez.Device1', props, [
     ('Connect', '', '', {_CONNECT!r}),
     ('Disconnect', '', '', {_DISCONNECT!r}),
 ])
+objects[path].refuse = args[2]
 self.EmitSignal('org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', 'oa{{sa{{sv}}}}',
                 [dbus.ObjectPath(path), {{'org.bluez.Device1': props}}])
 ret = path
@@ -172,7 +177,7 @@ class MockBluez:
         await self.call("/", MOCK, "AddAdapter", "ss", [ADAPTER, "edge-test"])
         for name, sig, out, code in (
             ("SetProperties", "osa{sv}", "", _SET_PROPERTIES),
-            ("AddBleDevice", "ss", "s", _ADD_DEVICE),
+            ("AddBleDevice", "sss", "s", _ADD_DEVICE),
             ("AddGatt", "sss", "s", _ADD_GATT),
             ("Refuse", "ss", "", _REFUSE),
         ):
@@ -216,9 +221,12 @@ class MockBluez:
         return list(reply.body)
 
     # ------------------------------------------------------------ what a test does
-    async def add_device(self, address: str, name: str = "") -> str:
-        """A BLE device that appears while we scan (InterfacesAdded); returns its object path."""
-        return str((await self.call("/", MOCK, "AddBleDevice", "ss", [address, name or address]))[0])
+    async def add_device(self, address: str, name: str = "", *, refuse: str = "") -> str:
+        """A BLE device that appears while we scan (InterfacesAdded); returns its object path.
+        `refuse`: its Connect fails with org.bluez.Error.Failed and this message; `hang`: it
+        connects but its service discovery never ends."""
+        body = [address, name or address, refuse]
+        return str((await self.call("/", MOCK, "AddBleDevice", "sss", body))[0])
 
     async def set_properties(self, path: str, interface: str, props: dict[str, Variant]) -> None:
         await self.call("/", MOCK, "SetProperties", "osa{sv}", [path, interface, props])
@@ -244,6 +252,7 @@ class MockBluez:
         await self.set_properties(char_path, "org.bluez.GattCharacteristic1", {"Value": Variant("ay", value)})
 
     async def refuse_connections(self, device_path: str, error: str) -> None:
+        """From now on Connect fails with `error` (empty: it succeeds again)."""
         await self.call("/", MOCK, "Refuse", "ss", [device_path, error])
 
     async def disconnect(self, device_path: str) -> None:
