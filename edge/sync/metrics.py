@@ -136,6 +136,9 @@ class RuntimeCollector(Collector):
                 "withheld_privacy": CounterMetricFamily(
                     "edge_sink_withheld_privacy", "Records kept on site by privacy class", labels=["sink"]
                 ),
+                "in_flight": GaugeMetricFamily(
+                    "edge_sink_in_flight", "Batches being sent now (at most max_in_flight)", labels=["sink"]
+                ),
             }
             for s in st["sinks"]:
                 for key, fam in fams.items():

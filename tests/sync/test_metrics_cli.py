@@ -69,6 +69,7 @@ async def test_metrics_expose_runtime_counters(tmp_path: Path, receiver) -> None
     assert samples[("edge_sink_backlog_rows", (("sink", "offline"),))] >= committed - 1
     assert samples[("edge_sink_retries_total", (("sink", "offline"),))] >= 2
     assert ("edge_ingest_rate", ()) in samples
+    assert 0 <= samples[("edge_sink_in_flight", (("sink", "offline"),))] <= 1  # max_in_flight 1
 
 
 async def test_sync_status_cli(tmp_path: Path, receiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
