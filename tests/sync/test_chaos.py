@@ -63,14 +63,12 @@ def start_gateway(site: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def test_every_seq_arrives_in_order_across_kill9_and_failures(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
-    rx = receiver("--fail", "0.35", "--hang", "5", "--seed", "7", "--cycle")
-    web_port = free_port()
-    busy = tmp_path / "busy.yaml"
-    busy.write_text(yaml.safe_dump(site_doc(tmp_path, rx.url, web_port, True)))
-    drain = tmp_path / "drain.yaml"
-    drain.write_text(yaml.safe_dump(site_doc(tmp_path, rx.url, web_port, False)))
-
+async def kill_then_drain(
+    tmp_path: Path, rx: Any, busy: Path, drain: Path, web_port: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the busy site KILLS times, each killed with SIGKILL once it delivered a few batches,
+    then the drain site until its backlog is empty; returns the final sink status and the
+    receiver's log, after checking the journal's integrity and its durable cursor."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(KILLS):
@@ -103,7 +101,7 @@ async def test_every_seq_arrives_in_order_across_kill9_and_failures(tmp_path: Pa
 
             async def drained() -> bool:
                 st = await sync_status()
-                return bool(st and st["backlog_rows"] == 0 and st["cursor"] > 0)
+                return bool(st and st["backlog_rows"] == 0 and st["cursor"] > 0 and not st["in_flight"])
 
             await wait_for(drained, 90, "the last gateway run to drain its backlog")
             status = await sync_status()
@@ -122,6 +120,19 @@ async def test_every_seq_arrives_in_order_across_kill9_and_failures(tmp_path: Pa
     cursor = conn.execute("SELECT seq FROM cursors WHERE name='central'").fetchone()[0]
     conn.close()
     assert cursor == status["cursor"]
+    return status, log
+
+
+async def test_every_seq_arrives_in_order_across_kill9_and_failures(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    rx = receiver("--fail", "0.35", "--hang", "5", "--seed", "7", "--cycle")
+    web_port = free_port()
+    busy = tmp_path / "busy.yaml"
+    busy.write_text(yaml.safe_dump(site_doc(tmp_path, rx.url, web_port, True)))
+    drain = tmp_path / "drain.yaml"
+    drain.write_text(yaml.safe_dump(site_doc(tmp_path, rx.url, web_port, False)))
+
+    status, log = await kill_then_drain(tmp_path, rx, busy, drain, web_port)
+    cursor = status["cursor"]
 
     accepted = [e for e in log if e["outcome"].endswith("ok")]
     received: set[int] = set()

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sqlite3
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -17,18 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import yaml
 from aiohttp import web
 
 from edge.model import Reading
-from edge.state import StateDB
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 from tests.support.waiting import until
-from tests.sync.helpers import free_port, wait_for
-from tests.sync.test_chaos import KILLS, site_doc, start_gateway
+from tests.sync.helpers import free_port
+from tests.sync.test_chaos import KILLS, kill_then_drain, site_doc
 from tests.sync.test_http_sink import sink as http_sink
 
 
@@ -291,55 +285,9 @@ async def test_nothing_is_lost_across_kill9_with_four_in_flight(tmp_path: Path, 
         sites[name] = tmp_path / f"{name}.yaml"
         sites[name].write_text(yaml.safe_dump(doc))
 
-    procs = []
-    try:
-        for _ in range(KILLS):
-            before = len(await rx.accepted())
-            gw = start_gateway(sites["busy"])
-            procs.append(gw)
-
-            async def progressed(before: int = before) -> bool:
-                return len(await rx.accepted()) >= before + 5
-
-            await wait_for(progressed, 60, "the gateway to deliver a few batches")
-            os.kill(gw.pid, signal.SIGKILL)
-            gw.wait(10)
-
-        state = StateDB(str(tmp_path / "state.db"))
-        token = create_token(state, "chaos", ["read"])
-        state.close()
-        gw = start_gateway(sites["drain"])
-        procs.append(gw)
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-
-            async def sync_status() -> dict[str, Any] | None:
-                try:
-                    async with http.get(f"http://127.0.0.1:{web_port}/api/v1/sync") as r:
-                        return (await r.json())["sinks"][0] if r.status == 200 else None
-                except aiohttp.ClientError:
-                    return None
-
-            async def drained() -> bool:
-                st = await sync_status()
-                return bool(st and st["backlog_rows"] == 0 and st["cursor"] > 0 and st["in_flight"] == 0)
-
-            await wait_for(drained, 90, "the last gateway run to drain its backlog")
-            status = await sync_status()
-            assert status is not None and status["max_in_flight"] == in_flight
-        log = await rx.log()
-        gw.send_signal(signal.SIGTERM)
-        assert gw.wait(15) == 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(10)
-
-    conn = sqlite3.connect(tmp_path / "edge.db")
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    cursor = conn.execute("SELECT seq FROM cursors WHERE name='central'").fetchone()[0]
-    conn.close()
-    assert cursor == status["cursor"]
+    status, log = await kill_then_drain(tmp_path, rx, sites["busy"], sites["drain"], web_port)
+    assert status["max_in_flight"] == in_flight
+    cursor = status["cursor"]
 
     accepted = [e for e in log if e["outcome"].endswith("ok")]
     received: set[int] = set()
