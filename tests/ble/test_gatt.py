@@ -66,6 +66,15 @@ async def cuff_wakes_up(bluez: MockBluez) -> tuple[str, str]:
     return device, char
 
 
+async def cuff_measuring(rt: Any, bluez: MockBluez) -> tuple[list[Any], str, str]:
+    """The cuff wakes up and the driver subscribes; returns (records seen by the hub, device, char)."""
+    seen: list[Any] = []
+    rt.hub.subscribe(seen.extend)
+    device, char = await cuff_wakes_up(bluez)
+    await wait_subscribed(bluez, char)
+    return seen, device, char
+
+
 async def subscribed(bluez: MockBluez, char: str) -> bool:
     return bool(await bluez.property(char, CHAR, "Notifying"))
 
@@ -76,10 +85,7 @@ async def wait_subscribed(bluez: MockBluez, char: str) -> None:
 
 async def test_indication_becomes_a_sensitive_blood_pressure_event(tmp_path: Path, bluez: MockBluez) -> None:
     async with running_site(tmp_path, cuff_site(), web=False) as rt:
-        seen: list[Any] = []
-        rt.hub.subscribe(seen.extend)
-        _device, char = await cuff_wakes_up(bluez)
-        await wait_subscribed(bluez, char)
+        seen, _device, char = await cuff_measuring(rt, bluez)
         slot = rt.slots["kiosk-bp"]
         assert slot.health.state == HealthState.ONLINE
         await bluez.indicate(char, bp(152, 95, 78, user=2))
@@ -101,10 +107,7 @@ async def test_special_values_are_counted_bad_measurements_not_numbers(
     tmp_path: Path, bluez: MockBluez
 ) -> None:
     async with running_site(tmp_path, cuff_site(), web=False) as rt:
-        seen: list[Any] = []
-        rt.hub.subscribe(seen.extend)
-        _device, char = await cuff_wakes_up(bluez)
-        await wait_subscribed(bluez, char)
+        seen, _device, char = await cuff_measuring(rt, bluez)
         slot = rt.slots["kiosk-bp"]
         driver = slot.driver
         for special in ("ff07", "0008", "fe07", "0208"):  # NaN, NRes, +INF, -INF
@@ -124,10 +127,7 @@ async def test_instrument_that_disconnects_is_reconnected_when_it_advertises_aga
     tmp_path: Path, bluez: MockBluez
 ) -> None:
     async with running_site(tmp_path, cuff_site(), web=False) as rt:
-        seen: list[Any] = []
-        rt.hub.subscribe(seen.extend)
-        device, char = await cuff_wakes_up(bluez)
-        await wait_subscribed(bluez, char)
+        seen, device, char = await cuff_measuring(rt, bluez)
         driver = rt.slots["kiosk-bp"].driver
         await bluez.indicate(char, bp(120, 80, 70))
         await until(lambda: len(events(seen, "blood_pressure")) == 1, what="first measurement")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -44,11 +45,12 @@ def require_python_module(python: str, module: str, hint: str = "") -> str:
         probe = subprocess.run([path, "-c", f"import {module}"], capture_output=True, timeout=30)
         if probe.returncode == 0:
             return path
-    msg = (
-        f"python module {module!r} is not importable by {python}"
-        + (f" ({hint})" if hint else "")
-        + "; `make test` installs it"
-    )
+    missing(f"python module {module!r} is not importable by {python}", hint)
+
+
+def missing(what: str, hint: str = "") -> NoReturn:
+    """Fail (CI) or skip (elsewhere) because `what` is not installed."""
+    msg = what + (f" ({hint})" if hint else "") + "; `make test` installs it"
     if in_ci():
         pytest.fail(msg)
     pytest.skip(msg)
