@@ -86,6 +86,9 @@ class StorageConfig(Strict):
     state_path: str | None = None  # rules, accounts, audit; default: state.db beside `path`
     blob_dir: str | None = None  # camera snapshots; default: blobs/ beside `path`
     max_bytes: Size = 4 * 1024**3
+    # left free on the journal's filesystem for the WAL, checkpoints, trend index and snapshots:
+    # beyond it the disk counts as full (the when_full policy applies) before SQLite ever fails
+    disk_reserve: Size = Field(default=32 * 1024**2, ge=0)
     when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     keep_history: Duration = 7 * 86400.0
     durability: Literal["normal", "strict"] = "normal"

@@ -81,6 +81,7 @@ class Runtime:
             flush_interval=st.flush_interval,
             flush_max_items=st.flush_max_items,
             max_bytes=st.max_bytes,
+            disk_reserve=st.disk_reserve,
             when_full=st.when_full,
             keep_history=st.keep_history,
             source=site.site.id,

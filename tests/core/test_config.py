@@ -155,3 +155,13 @@ def test_edge_check_compiles_the_rule_packs_the_site_names(tmp_path: Path) -> No
     assert proc.returncode == 1
     assert "bad.yaml:3: rule bad:if:" in proc.stderr  # found beside the site file, located
     assert "rules.packs[1]: cannot read rule pack 'missing.yaml'" in proc.stderr
+
+
+async def test_disk_reserve_reaches_the_journal(tmp_path: Path) -> None:
+    from tests.support.site import running_site
+
+    doc = "storage: {disk_reserve: 64MiB}\ndevices: []\n"
+    async with running_site(tmp_path, doc, web=False) as rt:
+        assert rt.journal.disk_reserve == 64 * 1024**2
+    with pytest.raises(ConfigError, match="disk_reserve"):
+        load_site_text("site: {id: s}\nstorage: {disk_reserve: -1}\n")
