@@ -83,6 +83,13 @@ class CameraDriver(BaseDriver):
 
     # ------------------------------------------------------------ the watch loop
     async def _watch_loop(self) -> None:
+        try:
+            await self._watch()
+        except Exception as exc:  # an OpenCV error in analysis: the supervisor restarts the driver
+            self.log.exception("camera %s watch loop failed", self.id)
+            self.fail(exc)
+
+    async def _watch(self) -> None:
         d = self.device
         loop = asyncio.get_running_loop()
         last_fps_at = loop.time()
@@ -121,17 +128,19 @@ class CameraDriver(BaseDriver):
                 self.set_health(HealthState.ONLINE)
             self.health.last_ok = frame.ts
             return
-        if self.health.state == HealthState.OFFLINE:
-            return
         if frame is None and not self.source.error and self.health.state == HealthState.STARTING:
             return  # still opening: a first frame may take the open timeout
         if age is not None and age > d.stale_after:
             reason = f"no frame for {d.stale_after:g} s"
             if self.source.error:
                 reason += f": {self.source.error}"
-            self.source.request_reopen()  # a frozen source: read() may block, the thread reopens after
         else:
             reason = self.source.error or f"no frame for {d.stale_after:g} s"
+        if self.health.state == HealthState.OFFLINE:
+            self.set_health(HealthState.OFFLINE, reason)  # the latest reason, no new event
+            return
+        if self.source.connected:
+            self.source.request_reopen()  # a frozen source: read() may block, the thread reopens after
         self.health.errors += 1
         self.set_health(HealthState.OFFLINE, reason)
         self._mark_stale()
