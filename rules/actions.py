@@ -191,7 +191,7 @@ class ActionRunner:
             assert isinstance(spec, SnapshotAction)
             if self.snapshot_hook is not None:
                 await self.snapshot_hook(spec.camera, firing)
-            else:  # the camera driver picks these up once it exists
+            else:  # outside a running site (no device to ask): journal the request instead
                 self.hub.publish_event(
                     Event(
                         "snapshot_request",

@@ -61,6 +61,7 @@ class CameraDriver(BaseDriver):
         self.snapshot_ms: list[float] = []  # recent snapshot latencies (bench)
         self.analysis_ms: list[float] = []
         self.last_motion: float | None = None
+        self._restate = False  # zone points were marked stale: report every zone state again
 
     def points(self) -> list[PointInfo]:
         return camera_points(self.device)
@@ -149,6 +150,7 @@ class CameraDriver(BaseDriver):
         ts = self.ctx.clock()
         names = ["fps", "motion", *(zone_point(z.name) for z in self.device.zones)]
         self.emit([Reading(ts, f"{self.id}.{n}", None, Quality.STALE) for n in names])
+        self._restate = True
 
     async def _analyse(self, frame: Frame) -> None:
         started = time.perf_counter()
@@ -159,7 +161,14 @@ class CameraDriver(BaseDriver):
         ts = frame.ts
         batch: list[Record] = [Reading(ts, f"{self.id}.motion", result.motion_pct)]
         self.last_motion = result.motion_pct
-        for zone, occupied in result.changed.items():
+        changed = dict(result.changed)
+        if self._restate and result.reference_ready:
+            # back after an outage: a zone whose state did not change would otherwise stay stale
+            for zone, state in self.analyser.zones.items():
+                if state.reported is not None:
+                    changed.setdefault(zone, state.reported)
+            self._restate = False
+        for zone, occupied in changed.items():
             batch.append(Reading(ts, f"{self.id}.{zone_point(zone)}", occupied))
         self.emit(batch)
 

@@ -36,12 +36,15 @@ async def test_mjpeg_frames_flow_and_the_camera_is_online(tmp_path: Path) -> Non
 
 async def test_source_dies_goes_offline_with_a_reason_and_recovers_without_restart(tmp_path: Path) -> None:
     port = free_port()
+    zone = {"name": "bay", "polygon": [[0.1, 0.1], [0.4, 0.1], [0.4, 0.4], [0.1, 0.4]]}
+    doc = camera_site(f"http://127.0.0.1:{port}/cam.mjpg", zones=[zone], analyse_every="100ms")
     with mjpeg_server(port) as source:
-        async with running_site(tmp_path, camera_site(source.url), web=False) as rt:
+        async with running_site(tmp_path, doc, web=False) as rt:
             seen = Collector(rt)
             slot = rt.slots["cam"]
             driver = await until(lambda: slot.driver, what="driver")
             await until(lambda: slot.health.state == "online", timeout=15, what="camera online")
+            await until(lambda: value(rt, "cam.bay_occupied") is not None, timeout=15, what="zone state")
 
             source.kill()
             await until(lambda: slot.health.state == "offline", timeout=10, what="camera offline")
@@ -62,7 +65,15 @@ async def test_source_dies_goes_offline_with_a_reason_and_recovers_without_resta
             await until(lambda: driver.source.frames > frames_before + 5, timeout=10, what="new frames")
             assert slot.driver is driver and slot.restarts == 0, "recovered inside the driver"
             assert driver.source.opens >= 2
-            assert [e.payload["state"] for e in seen.kind("device_state")][-1] == "online"
+            # the event follows the health flag through the driver's queue
+            await until(
+                lambda: [e.payload["state"] for e in seen.kind("device_state")][-1] == "online",
+                what="the online device_state event",
+            )
+            # the zone was marked stale with the rest; it is reported again even if unchanged
+            await until(
+                lambda: rt.hub.latest["cam.bay_occupied"].quality == 0, timeout=15, what="zone state again"
+            )
 
 
 async def test_a_source_that_cannot_be_opened_is_offline_with_the_url_in_the_reason(tmp_path: Path) -> None:
