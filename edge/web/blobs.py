@@ -3,6 +3,7 @@
 Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
 admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above.
 The id is the blob's sha256; anything else is refused before the file system is touched.
+Every image served is written to the audit log (who, which snapshot).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from drivers.camera.blobs import BlobStore, valid_blob_id
+from edge import audit
 from edge.model import PRIVACY_RANK, Privacy
 from edge.web import privacy
 from edge.web.auth import Principal, require
@@ -52,6 +54,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             data = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:  # deleted by retention between find and read
             raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
+        if runtime.state is not None:  # who looked at which personal image, like every write
+            await asyncio.to_thread(audit.record, runtime.state, principal.name, "view_snapshot", blob_id)
         return web.Response(
             body=data,
             content_type="image/jpeg",

@@ -57,6 +57,14 @@ async def test_blob_api_serves_snapshots_to_those_allowed_personal_data(
             data = await resp.read()
             assert hashlib.sha256(data).hexdigest() == payload["sha256"] and len(data) == payload["bytes"]
             assert (await admin.request("GET", blob)).status == 200
+            from edge import audit
+
+            assert rt.state is not None
+            views = [e for e in audit.entries(rt.state) if e["action"] == "view_snapshot"]
+            assert [(e["actor"], e["target"]) for e in views] == [
+                ("admin", payload["blob"]),
+                ("tom", payload["blob"]),
+            ]
 
             async with aiohttp.ClientSession() as http:
 
