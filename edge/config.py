@@ -191,6 +191,11 @@ class DeviceConfig(Strict):
     def _valid_id(cls, v: str) -> str:
         return valid_id(v, "device id")
 
+    def exclusive(self) -> list[tuple[str, str]]:
+        """(key, value) pairs no other enabled device of the site may share: one physical device
+        entered twice (a BLE address) would split its data between two ids."""
+        return []
+
     def point_infos(self) -> list[PointInfo]:
         """PointInfo for every configured point (drivers with a `points:` list get this for free)."""
         out = []
@@ -445,6 +450,8 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
     devices: list[DeviceConfig] = []
     seen_devices: dict[str, int] = {}
+    seen_exclusive: dict[tuple[str, str], int] = {}
+    devices_by_index: dict[int, str] = {}
     for i, entry in enumerate(data.get("devices") or [] if isinstance(data.get("devices"), list) else []):
         path: Path = ("devices", i)
         if not isinstance(entry, dict):
@@ -485,6 +492,20 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             )
             continue
         seen_devices[dev.id] = i
+        taken = next((k for k in dev.exclusive() if k in seen_exclusive), None) if dev.enabled else None
+        if taken is not None:
+            j = seen_exclusive[taken]
+            problems.append(
+                pos.problem(
+                    (*path, taken[0]),
+                    f"{taken[0]} {taken[1]} is already used by devices[{j}] ({devices_by_index[j]}); "
+                    "one device, one entry",
+                )
+            )
+            continue
+        if dev.enabled:
+            seen_exclusive.update({k: i for k in dev.exclusive()})
+        devices_by_index[i] = dev.id
         names = [p.name for p in getattr(dev, "points", []) or []]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -136,6 +136,9 @@ class BleDevice(DeviceConfig):
     def _address(cls, v: object) -> str:
         return valid_mac(v)
 
+    def exclusive(self) -> list[tuple[str, str]]:
+        return [("address", self.address)]
+
     @field_validator("adapter")
     @classmethod
     def _adapter(cls, v: str | None) -> str | None:
