@@ -183,3 +183,21 @@ async def test_hanging_connection_times_out_and_holds_up_no_other_device(
         await until(lambda: driver.counters["connect_failures"] >= 1, timeout=10, what="the timeout")
         assert "no connection within 4s" in slot.health.reason
         assert slot.restarts == 0
+
+
+async def test_the_health_pack_alerts_on_a_very_high_reading_from_a_real_cuff(
+    tmp_path: Path, bluez: MockBluez
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    site = {**cuff_site(), "rules": {"packs": [str(root / "deploy/rules/health.yaml")]}}
+    async with running_site(tmp_path, site, web=False) as rt:
+        seen, _device, char = await cuff_measuring(rt, bluez)
+        await bluez.indicate(char, bp(186, 124, 90))
+        alerts = await until(lambda: events(seen, "alert"), what="the health pack's alert")
+        assert [a.payload["rule"] for a in alerts] == ["bp-very-high"]
+        assert alerts[0].severity == "critical" and "186/124" in alerts[0].payload["message"]
+        await bluez.indicate(char, bp(118, 76, 70))  # a normal reading: no alert
+        await until(lambda: len(events(seen, "blood_pressure")) == 2, what="the normal reading")
+        await bluez.indicate(char, bp(150, 85, 72))  # a high one: the warning, after nothing else
+        await until(lambda: len(events(seen, "alert")) == 2, what="the second alert")
+        assert [a.payload["rule"] for a in events(seen, "alert")] == ["bp-very-high", "bp-high"]
