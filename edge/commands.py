@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "sensors, waste bins, a health kiosk and an environment sensor that drops out now and then.\n"
             "Two devices are real Modbus TCP devices simulated in the demo process on 127.0.0.1:15020\n"
             "(a free port if that one is taken) and read by the modbus driver: meter-main (CHINT\n"
-            "DTSU666, unit 1) and gate-south (parking barrier, unit 2).\n"
+            "DTSU666, unit 1) and gate-south (parking barrier, unit 2). cam-parking is a camera\n"
+            "reading a video the demo draws into DATA_DIR (OpenCV, no camera needed).\n"
             "The site file is written to DATA_DIR/site.yaml (kept across runs, so edits survive); point\n"
             "the other commands at it, e.g. `edge buffer stats -c DATA_DIR/site.yaml`."
         ),
@@ -199,10 +200,11 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
     """Start the simulated Modbus field devices, then serve the site; stop them afterwards."""
     import logging
 
-    from edge.demo import SIM_HOST, move_simulator_port, simulator_port
+    from edge.demo import SIM_HOST, move_simulator_port, ready_cameras, simulator_port
     from edge.service import serve
 
     log = logging.getLogger("edge.demo")
+    path = ready_cameras(path, log)  # without OpenCV: a copy of the site file without cameras
     simulator: Any = None
     wanted = simulator_port(path)
     if wanted is None:

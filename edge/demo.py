@@ -7,10 +7,17 @@ Most devices use the `sim` driver. Two are real Modbus TCP devices driven by the
 `meter-main` (CHINT DTSU666, unit 1) and `gate-south` (parking-barrier controller, unit 2), served
 by `drivers.modbus.simulator` inside the demo process on 127.0.0.1:SIM_PORT. When that port is
 taken, the demo serves them on a free port and rewrites the port in the site file.
+
+`cam-parking` is a `camera` device reading a video that the demo draws with OpenCV into
+DATA_DIR/demo-parking.avi when it is missing (a car parks in one marked space, leaves, parks in
+the other, on a loop): its zone points change and rules take snapshots, with no camera attached.
+Without OpenCV the demo runs without its cameras (see `ready_cameras`).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 import secrets
 from pathlib import Path
@@ -24,6 +31,12 @@ SIM_PORT = 15020
 #: the demo's devices served by the simulator; their `port:` tells the demo where to serve it
 SIM_DEVICES = ("meter-main", "gate-south")
 _LOOPBACK = ("127.0.0.1", "localhost")
+DEMO_CAMERA = "cam-parking"
+DEMO_VIDEO = "demo-parking.avi"  # drawn into the data dir at demo start when missing
+#: the site file the demo runs instead when its cameras cannot run (no OpenCV)
+NO_CAMERA_SITE = "site.no-camera.yaml"
+#: the two marked spaces in the demo video, as fractions of the frame (x0, y0, x1, y1)
+SPACES = {"space_1": (0.08, 0.52, 0.42, 0.97), "space_2": (0.58, 0.52, 0.92, 0.97)}
 
 
 def demo_site(
@@ -133,6 +146,7 @@ def demo_site(
                     )
                 ],
             },
+            _camera(data_dir),
             _bin("bin-east-1", "东区垃圾桶 1 East bin 1", period="20m", seed=5),
             _bin("bin-east-2", "东区垃圾桶 2 East bin 2", period="35m", seed=6),
             {
@@ -258,6 +272,32 @@ def _meter(device_id: str, name: str, base_kw: float, seed: int) -> dict[str, An
     }
 
 
+def _camera(data_dir: Path) -> dict[str, Any]:
+    def inset(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+        """The zone: the marked space less a margin, so a car passing its edge is not parked in it."""
+        x0, y0, x1, y1 = x0 + 0.03, y0 + 0.04, x1 - 0.03, y1 - 0.03
+        return [
+            [round(x0, 2), round(y0, 2)],
+            [round(x1, 2), round(y0, 2)],
+            [round(x1, 2), round(y1, 2)],
+            [round(x0, 2), round(y1, 2)],
+        ]
+
+    return {
+        "id": DEMO_CAMERA,
+        "name": "停车场摄像头 Parking camera (demo video)",
+        "driver": "camera",
+        "url": str(data_dir / DEMO_VIDEO),
+        "loop": True,
+        # one analysis a second and a short hold: cheap (a 320x240 frame), and the video's car
+        # stands still in a space for 10 s or more, so a change holds long enough to be reported
+        "analyse_every": "1s",
+        "hold": "2s",
+        "zones": [{"name": name, "polygon": inset(*box)} for name, box in SPACES.items()],
+        "snapshots": {"keep": 100, "max_bytes": "32MiB"},
+    }
+
+
 def _bin(device_id: str, name: str, period: str, seed: int) -> dict[str, Any]:
     return {
         "id": device_id,
@@ -368,3 +408,149 @@ def move_simulator_port(path: Path, old: int, new: int) -> None:
         )
         edited = header + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=120)
     path.write_text(edited, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- the demo camera
+#: the car's path in the demo video: (second, x, y) of its top-left corner in fractions of the
+#: frame, None while it is out of view; positions between two keyframes are interpolated
+CAR_W, CAR_H = 0.2, 0.36
+LANE_Y = 0.08
+_PATH: list[tuple[float, tuple[float, float] | None]] = [
+    (0.0, None),
+    (8.0, (-CAR_W, LANE_Y)),
+    (12.0, (0.15, LANE_Y)),
+    (15.0, (0.15, 0.57)),  # in space_1
+    (27.0, (0.15, 0.57)),
+    (30.0, (0.15, LANE_Y)),
+    (33.0, (1.0, LANE_Y)),
+    (33.01, None),
+    (36.0, (-CAR_W, LANE_Y)),
+    (40.0, (0.65, LANE_Y)),
+    (43.0, (0.65, 0.57)),  # in space_2
+    (53.0, (0.65, 0.57)),
+    (56.0, (0.65, LANE_Y)),
+    (58.0, (1.0, LANE_Y)),
+    (58.01, None),
+    (60.0, None),
+]
+VIDEO_FPS = 5.0
+VIDEO_SIZE = (320, 240)
+
+
+def car_at(t: float) -> tuple[float, float] | None:
+    """Where the car is `t` seconds into the demo video (top-left corner, fractions), or None."""
+    for (t0, a), (t1, b) in itertools.pairwise(_PATH):
+        if t0 <= t < t1:
+            if a is None or b is None:
+                return a
+            f = (t - t0) / (t1 - t0)
+            return (a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f)
+    return None
+
+
+def write_demo_video(path: Path) -> Path:
+    """Draw the demo video: a parking area, two marked spaces, a car parking in each in turn.
+
+    Motion-JPEG in AVI through cv2.VideoWriter (no FFmpeg needed), 320x240 at 5 fps, 60 s: about
+    2 MB, written in well under a second. Written to a temporary file and renamed, so a demo
+    stopped meanwhile leaves no half video behind."""
+    import cv2
+    import numpy as np
+
+    w, h = VIDEO_SIZE
+    rng = np.random.default_rng(7)
+    # asphalt: grey with a fixed, soft texture (the same in every frame, so it is no motion)
+    noise = rng.normal(0, 9, (h, w)).astype(np.float32)
+    asphalt = np.clip(92 + cv2.GaussianBlur(noise, (0, 0), 1.2), 0, 255).astype(np.uint8)
+    ground = cv2.cvtColor(asphalt, cv2.COLOR_GRAY2BGR)
+    cv2.rectangle(ground, (0, 0), (w - 1, int(0.03 * h)), (60, 110, 60), -1)  # a hedge at the back
+    for x0, y0, x1, y1 in SPACES.values():  # white lines on three sides of each space
+        p0, p1 = (int(x0 * w), int(y0 * h)), (int(x1 * w), h - 1)
+        cv2.line(ground, p0, (p0[0], p1[1]), (235, 235, 235), 2)
+        cv2.line(ground, (p1[0], p0[1]), p1, (235, 235, 235), 2)
+        cv2.line(ground, (p0[0], int(y1 * h)), (p1[0], int(y1 * h)), (235, 235, 235), 2)
+    for i, name in enumerate(SPACES, 1):
+        x0, y0, _, _ = SPACES[name]
+        cv2.putText(
+            ground,
+            f"P{i}",
+            (int(x0 * w) + 4, int(y0 * h) - 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (235, 235, 235),
+            1,
+        )
+    cw, ch = int(CAR_W * w), int(CAR_H * h)
+    car = np.zeros((ch, cw, 3), np.uint8)
+    car[:] = (200, 200, 190)  # a silver car: far brighter than the asphalt, as the analysis needs
+    car += rng.integers(0, 14, (ch, cw, 1), dtype=np.uint8)  # paint texture
+    cv2.rectangle(car, (6, int(0.18 * ch)), (cw - 7, int(0.38 * ch)), (70, 50, 40), -1)  # windscreen
+    cv2.rectangle(car, (8, int(0.42 * ch)), (cw - 9, int(0.72 * ch)), (225, 222, 215), -1)  # roof
+    cv2.rectangle(car, (6, int(0.76 * ch)), (cw - 7, int(0.86 * ch)), (70, 50, 40), -1)  # rear window
+    for y in (int(0.04 * ch), ch - int(0.06 * ch)):  # lights
+        cv2.rectangle(car, (3, y - 2), (11, y + 2), (200, 230, 255), -1)
+        cv2.rectangle(car, (cw - 12, y - 2), (cw - 4, y + 2), (200, 230, 255), -1)
+    cv2.rectangle(car, (0, 0), (cw - 1, ch - 1), (90, 90, 90), 1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # VideoWriter picks AVI by the suffix
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"MJPG"), VIDEO_FPS, (w, h))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write an MJPG AVI at {tmp}")
+    try:
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 80)
+        for i in range(int(_PATH[-1][0] * VIDEO_FPS)):
+            frame = ground.copy()
+            at = car_at(i / VIDEO_FPS)
+            if at is not None:
+                x, y = round(at[0] * w), round(at[1] * h)
+                sx0, sy0, sx1, sy1 = max(x, 0), max(y, 0), min(x + cw, w), min(y + ch, h)
+                if sx1 > sx0 and sy1 > sy0:
+                    frame[sy0:sy1, sx0:sx1] = car[sy0 - y : sy1 - y, sx0 - x : sx1 - x]
+            writer.write(frame)
+    finally:
+        writer.release()
+    tmp.replace(path)
+    return path
+
+
+def ready_cameras(path: Path, log: logging.Logger) -> Path:
+    """Ready the site file's cameras for `edge demo`; returns the site file to run.
+
+    The demo video is drawn when a camera's url names it and it is missing (a new data dir, or a
+    deleted video); an existing one is reused. A site file from an older demo (no camera) runs as
+    it is. When OpenCV cannot be imported or the video cannot be drawn, the demo runs without its
+    cameras: from a copy of the site file without them (DATA_DIR/site.no-camera.yaml, written anew
+    at every start, so the technician's edits to site.yaml still count). `log` gets one line.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return path  # `edge demo` reports the file's errors as usual
+    devices = doc.get("devices") if isinstance(doc, dict) else None
+    cameras = [d for d in devices or [] if isinstance(d, dict) and d.get("driver") == "camera"]
+    if not cameras:
+        log.info(f"site file {path} has no camera (delete it to get the demo's parking camera)")
+        return path
+    names = ", ".join(str(d.get("id")) for d in cameras)
+    try:
+        import cv2  # noqa: F401
+
+        drawn = []
+        for cam in cameras:
+            url = cam.get("url")
+            video = Path(url) if isinstance(url, str) else None
+            if video is not None and video.name == DEMO_VIDEO and not video.exists():
+                drawn.append(str(write_demo_video(video)))
+    except (ImportError, OSError) as exc:
+        others = [d for d in devices or [] if d not in cameras]
+        copy = path.with_name(NO_CAMERA_SITE)
+        header = f"# Written by `edge demo` from {path.name} without its cameras ({names}); do not edit.\n"
+        body = yaml.safe_dump({**doc, "devices": others}, allow_unicode=True, sort_keys=False, width=120)
+        copy.write_text(header + body, encoding="utf-8")
+        log.warning(f"demo camera off: {type(exc).__name__}: {exc}; running without {names} (from {copy})")
+        return copy
+    log.info(
+        f"cameras {names}: " + (f"drew the demo video {', '.join(drawn)}" if drawn else "demo video reused")
+    )
+    return path
