@@ -241,12 +241,15 @@ class Runtime:
             services={"blob_dir": self.site.storage.resolved_blob_dir(), "hub": self.hub},
         )
         while not self.stopping.is_set():
-            driver = cls(dev, ctx)  # type: ignore[call-arg]
-            slot.driver = driver
-            self.hub.register_points(driver.points())
+            driver: Driver | None = None
             started = time.monotonic()
             try:
                 try:
+                    # a constructor that raises (a secret that cannot be resolved...) is a failed
+                    # start like any other: reported, retried with backoff, never a dead task
+                    driver = cls(dev, ctx)  # type: ignore[call-arg]
+                    slot.driver = driver
+                    self.hub.register_points(driver.points())
                     await driver.start()
                 finally:
                     slot.first_start.set()
@@ -256,17 +259,19 @@ class Runtime:
                     return
                 raise RuntimeError("driver stream ended")
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(driver.stop())
+                if driver is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(driver.stop())
                 raise
             except Exception as exc:
                 slot.restarts += 1
                 slot.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("driver failed; restarting", extra={"device": dev.id, "error": slot.last_error})
-                with contextlib.suppress(Exception):
-                    await driver.stop()
+                if driver is not None:
+                    with contextlib.suppress(Exception):
+                        await driver.stop()
                 slot.placeholder = Health(HealthState.OFFLINE, f"restarting after: {slot.last_error}")
-                slot.placeholder.errors = driver.health.errors + 1
+                slot.placeholder.errors = (driver.health.errors if driver is not None else 0) + 1
                 slot.driver = None
                 self.hub.publish_event(
                     Event(

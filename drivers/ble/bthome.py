@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 SERVICE_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
+SERVICE_UUID_LE = bytes.fromhex("d2fc")  # 0xFCD2 as it is sent (little-endian), part of the nonce
 PACKET_ID = 0x00
 
 
@@ -137,19 +138,59 @@ class Decoded:
     packet_id: int | None = None
     trigger: bool = False
     unknown: int | None = None  # the unknown object id that ended decoding, if one did
+    counter: int | None = None  # an encrypted packet's counter (replay protection)
 
 
-def decode(data: bytes) -> Decoded:
-    """Decode one BTHome v2 service-data payload; raises BTHomeError for garbage."""
+class NotAuthentic(BTHomeError):
+    """An encrypted packet whose MIC does not match: a wrong bind key, or a forged packet."""
+
+
+def decode(data: bytes, key: bytes | None = None, mac: str = "") -> Decoded:
+    """Decode one BTHome v2 service-data payload; raises BTHomeError for garbage.
+
+    An encrypted packet (device info bit 0) needs the device's 16-byte bind `key` and its `mac`
+    (AES-CCM, 4-byte MIC; nonce = MAC + service UUID + device info + 4-byte counter); its counter
+    is returned as `Decoded.counter` so the caller can refuse replays.
+    """
     if not data:
         raise BTHomeError("empty service data")
     info = data[0]
     version = info >> 5
     if version != 2:
         raise BTHomeError(f"device info byte 0x{info:02x}: BTHome version {version}, expected 2")
-    if info & 0x01:
+    out = Decoded(trigger=bool(info & 0x04))
+    if not info & 0x01:
+        return decode_objects(data, 1, out)
+    if key is None:
         raise EncryptedPacket("encrypted BTHome packet")
-    return decode_objects(data, 1, Decoded(trigger=bool(info & 0x04)))
+    if len(data) < 1 + 1 + 8:
+        raise BTHomeError(f"encrypted packet of {len(data)} bytes: too short for data, counter and MIC")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    counter = data[-8:-4]
+    try:
+        plain = AESCCM(key, tag_length=4).decrypt(
+            _nonce(mac, info, counter), bytes(data[1:-8]) + bytes(data[-4:]), None
+        )
+    except InvalidTag:
+        raise NotAuthentic("encrypted packet does not authenticate (wrong bind key?)") from None
+    out.counter = int.from_bytes(counter, "little")
+    return decode_objects(plain, 0, out)
+
+
+def _nonce(mac: str, info: int, counter: bytes) -> bytes:
+    return bytes.fromhex(mac.replace(":", "")) + SERVICE_UUID_LE + bytes([info]) + counter
+
+
+def encrypt(plain_objects: bytes, key: bytes, mac: str, counter: int, info: int = 0x41) -> bytes:
+    """An encrypted BTHome payload of `plain_objects` (the `[id][value]` bytes): for tests and the
+    simulator; real sensors encrypt on the device."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
+    ctr = counter.to_bytes(4, "little")
+    sealed = AESCCM(key, tag_length=4).encrypt(_nonce(mac, info, ctr), plain_objects, None)
+    return bytes([info]) + sealed[:-4] + ctr + sealed[-4:]
 
 
 def decode_objects(data: bytes, pos: int, out: Decoded) -> Decoded:

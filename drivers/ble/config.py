@@ -123,6 +123,9 @@ class BleDevice(DeviceConfig):
     mode: Literal["bthome", "gatt"] = "bthome"
     #: no advertisement for this long: offline, points stale (BTHome); offline (GATT)
     stale_after: Duration = 600.0
+    # encrypted BTHome: the sensor's bind key, by reference only (never in the site file)
+    bind_key_env: str | None = None
+    bind_key_file: str | None = None
     points: list[BlePoint] = Field(default_factory=list)
     # GATT health instruments
     services: list[Literal["blood_pressure", "weight", "temperature"]] = Field(default_factory=list)

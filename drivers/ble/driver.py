@@ -30,6 +30,7 @@ from drivers.ble import bthome
 from drivers.ble.config import SERVICES, BleDevice, BlePoint, base_object, object_type
 from drivers.ble.measurements import DECODERS, BadMeasurement
 from drivers.ble.scanner import SharedScanner, scanner_for
+from edge.config import resolve_secret
 from edge.model import (
     CommandResult,
     CommandStatus,
@@ -49,12 +50,32 @@ COUNTERS = (
     "duplicates",  # same packet id again: dropped
     "garbage",  # service data that is not a BTHome v2 packet
     "unknown_objects",  # packets cut short at an object id the decoder does not know
-    "encrypted",  # encrypted packets that could not be decrypted
+    "encrypted",  # encrypted packets that could not be decrypted (no bind key, or a wrong one)
+    "replayed",  # encrypted packets whose counter did not move forward: dropped
     "measurements",  # GATT measurements turned into events
     "bad_measurements",  # GATT indications without a usable value (NaN, 0xFFFF, too short)
     "connects",
     "connect_failures",
 )
+
+
+RESET_AFTER = 3
+
+
+def _bind_key(device: BleDevice) -> bytes | None:
+    """The device's 16-byte BTHome bind key from its secret reference (None: not encrypted)."""
+    text = resolve_secret(device.bind_key_env, device.bind_key_file, f"device {device.id} bind_key")
+    if text is None:
+        return None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        raise ValueError(
+            f"device {device.id}: bind_key must be 32 hex digits (16 bytes), as the sensor shows it"
+        )
+    return key
 
 
 class BleDriver(BaseDriver):
@@ -69,6 +90,9 @@ class BleDriver(BaseDriver):
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_values: dict[str, Value] = {}
         self.last_packet_id: int | None = None
+        self.last_counter: int | None = None  # encrypted packets: the newest counter accepted
+        self._behind = 0  # authentic packets in a row with an older counter (a sensor reset?)
+        self.key = _bind_key(device)
         self.connected = False
         self._scanner: SharedScanner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,16 +174,17 @@ class BleDriver(BaseDriver):
     def on_service_data(self, data: bytes, rssi: int | None = None) -> None:
         """One BTHome payload of this device: decode, de-duplicate, emit (never raises)."""
         try:
-            packet = bthome.decode(data)
+            packet = bthome.decode(data, self.key, self.device.address)
         except bthome.EncryptedPacket:
-            self._bad(
-                "encrypted",
-                "encrypted BTHome packet: decryption needs the `cryptography` package, "
-                "which this gateway does not have",
-            )
+            self._bad("encrypted", "encrypted BTHome packet: give the sensor's bind_key_env or bind_key_file")
+            return
+        except bthome.NotAuthentic as exc:
+            self._bad("encrypted", str(exc))
             return
         except bthome.BTHomeError as exc:
             self._bad("garbage", f"bad BTHome data {bytes(data[:24]).hex(' ')}: {exc}")
+            return
+        if packet.counter is not None and not self._counter_moves_on(packet.counter):
             return
         if packet.packet_id is not None:
             if packet.packet_id == self.last_packet_id:
@@ -214,6 +239,18 @@ class BleDriver(BaseDriver):
         hub = self.ctx.services.get("hub")
         if hub is not None:
             hub.register_points([info])
+
+    def _counter_moves_on(self, counter: int) -> bool:
+        """Replay protection for encrypted packets: the counter must grow. A sensor whose counter
+        restarted (new battery) is believed after RESET_AFTER authentic packets in a row."""
+        if self.last_counter is not None and counter <= self.last_counter:
+            self._behind += 1
+            if self._behind < RESET_AFTER:
+                self.counters["replayed"] += 1
+                return False
+        self._behind = 0
+        self.last_counter = counter
+        return True
 
     def _bad(self, counter: str, reason: str) -> None:
         self.counters[counter] += 1

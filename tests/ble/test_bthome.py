@@ -164,3 +164,38 @@ async def test_silence_takes_the_device_offline_and_an_advertisement_brings_it_b
         await until(lambda: slot.health.state == HealthState.ONLINE, what="online again")
         assert latest["bin-east-1.fill_distance"].value == 1235
         assert latest["bin-east-1.fill_distance"].quality == Quality.GOOD
+
+
+async def test_encrypted_sensor_with_its_bind_key_is_decrypted_and_replays_are_dropped(
+    tmp_path: Path, bluez: MockBluez, monkeypatch: Any
+) -> None:
+    from drivers.ble.bthome import encrypt
+
+    key = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+    monkeypatch.setenv("EDGE_TEST_BINDKEY", key.hex())
+    async with running_site(tmp_path, bin_site(bind_key_env="EDGE_TEST_BINDKEY"), web=False) as rt:
+        path = await bluez.add_device(BIN)
+        slot = rt.slots["bin-east-1"]
+        latest = rt.hub.latest
+
+        def sealed(distance: int, counter: int, with_key: bytes = key) -> bytes:
+            return encrypt(bytes([0x40]) + distance.to_bytes(2, "little"), with_key, BIN, counter)
+
+        await bluez.advertise(path, {SERVICE_UUID: sealed(800, 10)})
+        await until(lambda: "bin-east-1.fill_distance" in latest, what="a decrypted reading")
+        assert latest["bin-east-1.fill_distance"].value == 800
+        await bluez.advertise(path, {SERVICE_UUID: sealed(700, 10)}, rssi=-60)  # the same counter again
+        await until(lambda: slot.driver.counters["replayed"] == 1, what="the replay counted")
+        await bluez.advertise(path, {SERVICE_UUID: sealed(600, 11, bytes(16))}, rssi=-61)  # wrong key
+        await until(lambda: slot.driver.counters["encrypted"] == 1, what="the forgery counted")
+        assert "does not authenticate" in slot.health.reason
+        await bluez.advertise(path, {SERVICE_UUID: sealed(500, 12)}, rssi=-62)
+        await until(lambda: latest["bin-east-1.fill_distance"].value == 500, what="the next packet")
+        assert slot.driver.counters["packets"] == 2 and slot.health.state == HealthState.ONLINE
+
+
+async def test_a_missing_bind_key_variable_is_the_devices_error(tmp_path: Path, bluez: MockBluez) -> None:
+    async with running_site(tmp_path, bin_site(bind_key_env="EDGE_TEST_NO_SUCH_KEY"), web=False) as rt:
+        slot = rt.slots["bin-east-1"]
+        await until(lambda: "EDGE_TEST_NO_SUCH_KEY" in (slot.health.reason or ""), what="the reason")
+        assert slot.health.state != HealthState.ONLINE

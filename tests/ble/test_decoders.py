@@ -192,3 +192,31 @@ def test_body_temperature_field_notes_example_and_fahrenheit() -> None:
     assert f == {"temperature_c": 37.0, "unit_sent": "°F", "body_site": "ear"}
     with pytest.raises(measurements.BadMeasurement, match="NaN"):
         measurements.body_temperature(bytes([0x00]) + (0x007FFFFF).to_bytes(4, "little"))
+
+
+# bthome.io's encryption example: bind key, MAC, counter 0x33221100, temperature 25.06 degC and
+# humidity 50.55 % encrypted to these bytes
+SPEC_KEY = bytes.fromhex("231d39c1d7cc1ab1aee224cd096db932")
+SPEC_MAC = "54:48:E6:8F:80:A5"
+SPEC_PACKET = bytes.fromhex("41 a4 72 66 c9 5f 73 00 11 22 33 78 23 72 14")
+
+
+def test_bthome_decrypts_the_specification_example() -> None:
+    packet = bthome.decode(SPEC_PACKET, SPEC_KEY, SPEC_MAC)
+    assert packet.values == {"temperature": 25.06, "humidity": 50.55}
+    assert packet.counter == 0x33221100
+
+
+def test_bthome_encrypted_with_a_wrong_key_or_mac_does_not_authenticate() -> None:
+    with pytest.raises(bthome.NotAuthentic):
+        bthome.decode(SPEC_PACKET, bytes(16), SPEC_MAC)
+    with pytest.raises(bthome.NotAuthentic):
+        bthome.decode(SPEC_PACKET, SPEC_KEY, "54:48:E6:8F:80:A6")
+    with pytest.raises(bthome.NotAuthentic):  # one flipped bit of the data
+        bthome.decode(SPEC_PACKET[:2] + bytes([SPEC_PACKET[2] ^ 1]) + SPEC_PACKET[3:], SPEC_KEY, SPEC_MAC)
+    with pytest.raises(bthome.BTHomeError, match="too short"):
+        bthome.decode(bytes.fromhex("41 00 11 22"), SPEC_KEY, SPEC_MAC)
+
+
+def test_bthome_encrypt_reproduces_the_specification_example() -> None:
+    assert bthome.encrypt(bytes.fromhex("02 ca 09 03 bf 13"), SPEC_KEY, SPEC_MAC, 0x33221100) == SPEC_PACKET

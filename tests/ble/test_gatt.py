@@ -17,6 +17,7 @@ from tests.ble.bluez import ADAPTER, MockBluez
 from tests.support.site import running_site
 from tests.support.waiting import until, until_async
 
+ROOT = Path(__file__).resolve().parents[2]
 CUFF = "C0:26:DA:00:00:01"
 CHAR = "org.bluez.GattCharacteristic1"
 
@@ -188,8 +189,7 @@ async def test_hanging_connection_times_out_and_holds_up_no_other_device(
 async def test_the_health_pack_alerts_on_a_very_high_reading_from_a_real_cuff(
     tmp_path: Path, bluez: MockBluez
 ) -> None:
-    root = Path(__file__).resolve().parents[2]
-    site = {**cuff_site(), "rules": {"packs": [str(root / "deploy/rules/health.yaml")]}}
+    site = {**cuff_site(), "rules": {"packs": [str(ROOT / "deploy/rules/health.yaml")]}}
     async with running_site(tmp_path, site, web=False) as rt:
         seen, _device, char = await cuff_measuring(rt, bluez)
         await bluez.indicate(char, bp(186, 124, 90))
