@@ -1,4 +1,5 @@
 // Alerts and events: filter by kind, severity, period and acknowledgement; acknowledge with a comment.
+// A camera's `snapshot` event shows a thumbnail of its blob that opens the full image in a new tab.
 import { api, badge, can, dialog, fmtTime, h, t, table } from '../core.js';
 
 const SEV = { critical: 'bad', warning: 'warn', info: 'info', debug: 'muted' };
@@ -10,10 +11,27 @@ function describe(e) {
   return Object.entries(p).slice(0, 5).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' ');
 }
 
+const BLOB_ID = /^[0-9a-f]{64}$/;
+const THUMB_W = 96;
+
+// A snapshot's thumbnail. A viewer gets the event without its payload (the events API minimises
+// personal events), and a blob may have been pruned since: both show a line of text, never a
+// broken image.
+function snapshot(e) {
+  const p = e.payload || {};
+  if (typeof p.blob !== 'string' || !BLOB_ID.test(p.blob)) return h('span', { class: 'hint snapshot-withheld' }, t('alerts.snapshotWithheld'));
+  const url = '/api/v1/blobs/' + p.blob;
+  const height = p.width > 0 && p.height > 0 ? Math.round((THUMB_W * p.height) / p.width) : null;
+  const img = h('img', { class: 'thumb', src: url, loading: 'lazy', width: THUMB_W, height, alt: t('alerts.snapshotAlt', { source: e.source, time: fmtTime(e.ts) }) });
+  const link = h('a', { class: 'snapshot', href: url, target: '_blank', rel: 'noopener', title: t('alerts.snapshotOpen') }, img);
+  img.addEventListener('error', () => link.replaceWith(h('span', { class: 'hint snapshot-gone' }, t('alerts.snapshotGone'))));
+  return h('div', { class: 'snapshot-cell' }, link, p.rule ? h('span', { class: 'sub' }, t('alerts.snapshotRule', { rule: p.rule })) : null);
+}
+
 export async function render(view, _params, query) {
   view.append(h('h1', {}, t('alerts.title')));
   const kind = h('select', { id: 'f-kind' }, h('option', { value: '' }, t('alerts.allKinds')),
-    ['alert', 'command', 'device_offline', 'driver_restart', 'vehicle_passage', 'blood_pressure', 'gateway_started'].map((k) => h('option', { value: k }, k)));
+    ['alert', 'command', 'device_offline', 'driver_restart', 'vehicle_passage', 'blood_pressure', 'snapshot', 'gateway_started'].map((k) => h('option', { value: k }, k)));
   kind.value = query.get('kind') || 'alert';
   const severity = h('select', { id: 'f-severity' }, h('option', { value: '' }, t('alerts.allSeverities')),
     ['critical', 'warning', 'info', 'debug'].map((s) => h('option', { value: s }, t('severity.' + s))));
@@ -35,7 +53,7 @@ export async function render(view, _params, query) {
     const rows = events.map((e) => h('tr', { 'data-seq': e.seq, 'data-kind': e.kind, 'data-source': e.source },
       h('td', {}, fmtTime(e.ts)), h('td', {}, e.kind), h('td', {}, e.source),
       h('td', {}, badge(SEV[e.severity] || 'muted', t('severity.' + e.severity))),
-      h('td', { class: 'desc' }, describe(e)),
+      h('td', { class: 'desc' }, e.kind === 'snapshot' ? snapshot(e) : describe(e)),
       h('td', {}, e.ack
         ? h('span', { class: 'acked', title: e.ack.comment }, t('alerts.ackedBy', { user: e.ack.user }), e.ack.comment ? h('div', { class: 'sub' }, e.ack.comment) : null)
         : can('write') ? h('button', { class: 'secondary small', 'data-ack': e.seq, onclick: () => ack(e) }, t('alerts.ack')) : '')));
