@@ -10,8 +10,15 @@ module releases the GIL while SQLite works: no Python runs per row), and the fol
 moves in the same transaction of the trend file: a crash can neither count a row twice nor skip
 one. A missing or unreadable trend file is rebuilt from what the journal still holds.
 
+The same transaction copies the chunk's events (rows with a kind: alerts, gate passages, drops)
+into an `events` table of the trend file, indexed on kind, source and ts, so the UI's Alerts &
+events page can filter days of events without scanning the journal. Events are rare next to
+readings: the copy costs little.
+
 `TrendIndex` is the runtime component (`create`); `history_buckets` answers the history API with
-buckets plus the newest readings the follower has not rolled up yet, so a trend reaches "now".
+buckets plus the newest readings the follower has not rolled up yet, so a trend reaches "now";
+`TrendIndex.read_events` answers the events API the same way (its caller adds the journal's rows
+after the cursor).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.store.trend")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the events table
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trend.minute (
     point TEXT NOT NULL,
@@ -48,7 +55,21 @@ CREATE TABLE IF NOT EXISTS trend.minute (
     PRIMARY KEY (point, bucket)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trend.meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS trend.events (
+    seq INTEGER PRIMARY KEY,   -- the journal seq (acknowledgements refer to it)
+    ts REAL NOT NULL,
+    source TEXT,
+    kind TEXT NOT NULL,
+    severity TEXT,
+    payload TEXT
+);
+-- an index on (x) is ordered by (x, seq): "kind = ? ORDER BY seq DESC LIMIT n" reads n entries
+CREATE INDEX IF NOT EXISTS trend.events_kind ON events(kind);
+CREATE INDEX IF NOT EXISTS trend.events_kind_source ON events(kind, source);
+CREATE INDEX IF NOT EXISTS trend.events_source ON events(source);
+CREATE INDEX IF NOT EXISTS trend.events_ts ON events(ts);
 """
+EVENT_COLS = "seq, ts, source, kind, severity, payload"
 # Good (quality & 3 = 0) numeric readings; bools are stored as 0/1 integers (quality bit 2 flags
 # them), strings and events are left out.
 READINGS_WHERE = "kind IS NULL AND (quality & 3) = 0 AND typeof(value) IN ('integer', 'real')"
@@ -60,6 +81,11 @@ GROUP BY 1, 2
 ON CONFLICT(point, bucket) DO UPDATE SET
     n = n + excluded.n, vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
     vsum = vsum + excluded.vsum
+"""
+EVENTS_SQL = """
+INSERT OR IGNORE INTO trend.events(seq, ts, source, kind, severity, payload)
+SELECT seq, ts, point, kind, severity, payload FROM main.journal
+WHERE seq > ? AND seq <= ? AND kind IS NOT NULL
 """
 CURSOR_SQL = (
     "INSERT INTO trend.meta(key, value) VALUES('cursor', ?) "
@@ -115,6 +141,7 @@ def _prepare(conn: sqlite3.Connection, trend_path: str) -> None:
             log.warning("trend index %s does not match the journal; rebuilding it", trend_path)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("DELETE FROM trend.minute")
+        conn.execute("DELETE FROM trend.events")
         conn.execute("DELETE FROM trend.meta")
         conn.execute("INSERT INTO trend.meta(key, value) VALUES('version', ?)", (SCHEMA_VERSION,))
         conn.execute(CURSOR_SQL, (0,))
@@ -152,6 +179,7 @@ def rollup_chunk(conn: sqlite3.Connection, chunk: int = CHUNK_SEQ) -> tuple[int,
             return cursor, top
         hi = min(max(cursor, nxt - 1) + chunk, top)
         conn.execute(ROLLUP_SQL, (cursor, hi))
+        conn.execute(EVENTS_SQL, (cursor, hi))
         conn.execute(CURSOR_SQL, (hi,))
         conn.execute("COMMIT")
         return hi, top
@@ -161,14 +189,15 @@ def rollup_chunk(conn: sqlite3.Connection, chunk: int = CHUNK_SEQ) -> tuple[int,
         raise
 
 
-def trim(conn: sqlite3.Connection, before_ts: float) -> int:
-    """Delete buckets that end before `before_ts`; returns how many."""
+def trim(conn: sqlite3.Connection, before_ts: float) -> tuple[int, int]:
+    """Delete buckets that end before `before_ts`, and events before it; returns how many of each."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(TRIM_SQL, (math.floor(before_ts / 60),))
         n = int(conn.execute("SELECT changes()").fetchone()[0])  # rowcount: -1 after a WITH
+        events = conn.execute("DELETE FROM trend.events WHERE ts < ?", (before_ts,)).rowcount
         conn.execute("COMMIT")
-        return n
+        return n, events
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
@@ -207,6 +236,8 @@ class TrendIndex:
         self.cursor = 0
         self.buckets = 0
         self.trimmed = 0  # buckets deleted for being older than keep_history, since start
+        self.events = 0  # events in the index (as of the last trim)
+        self.events_trimmed = 0
         self.last_rollup: float | None = None
         self.last_error = ""
         self.rolled = asyncio.Event()  # set after every rollup transaction (tests, benches wait on it)
@@ -255,6 +286,8 @@ class TrendIndex:
             "lag_rows": max(0, self.journal.committed_seq - self.cursor),
             "buckets": self.buckets,
             "trimmed": self.trimmed,
+            "events": self.events,
+            "events_trimmed": self.events_trimmed,
             "last_rollup": self.last_rollup,
             "last_error": self.last_error,
         }
@@ -272,7 +305,7 @@ class TrendIndex:
     async def _follow(self) -> None:
         assert self._conn is not None
         conn = self._conn
-        self.buckets = await self._run(_count_buckets, conn)
+        self.buckets, self.events = await self._run(_count, conn)
         while not self._stopping.is_set():
             try:
                 while not self._stopping.is_set():
@@ -301,8 +334,10 @@ class TrendIndex:
         self._next_trim = time.monotonic() + TRIM_INTERVAL
         if self.keep_history is None or self._conn is None:
             return
-        self.trimmed += await self._run(trim, self._conn, self.clock() - self.keep_history)
-        self.buckets = await self._run(_count_buckets, self._conn)
+        buckets, events = await self._run(trim, self._conn, self.clock() - self.keep_history)
+        self.trimmed += buckets
+        self.events_trimmed += events
+        self.buckets, self.events = await self._run(_count, self._conn)
 
     async def caught_up(self, timeout: float = 30.0) -> int:
         """Wait until the cursor has reached the journal's committed seq at the time of the call."""
@@ -319,25 +354,49 @@ class TrendIndex:
     def read(self, point: str, lo: int, hi: int, hour: bool) -> tuple[int, list[tuple[Any, ...]]]:
         """(cursor, [(bucket, n, vmin, vmax, vsum)]) for minutes lo..hi of a point, in one
         snapshot, as minutes or grouped into hours."""
-        if self._read is None:
-            raise sqlite3.ProgrammingError("trend index is not open")
         key = "bucket / 60" if hour else "bucket"
         sql = (
             f"SELECT {key}, sum(n), min(vmin), max(vmax), sum(vsum) FROM minute "
             "WHERE point = ? AND bucket >= ? AND bucket <= ? GROUP BY 1 ORDER BY 1"
         )
+        return self._snapshot(sql, (point, lo, hi))
+
+    def read_events(self, where: str, args: tuple[Any, ...], limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+        """(cursor, the newest `limit` events matching `where`, newest first) in one snapshot. The
+        rows have the journal's shape (seq, ts, point, value, quality, kind, severity, payload), the
+        source in `point`; `where` names the event's columns (seq, ts, source, kind, severity)."""
+        sql = (
+            "SELECT seq, ts, source, NULL, NULL, kind, severity, payload FROM events "
+            f"WHERE {where} ORDER BY seq DESC LIMIT ?"
+        )
+        return self._snapshot(sql, (*args, limit))
+
+    def latest_events(self, kind: str) -> tuple[int, list[tuple[Any, ...]]]:
+        """(cursor, the newest event of `kind` from each source), rows as in `read_events`."""
+        sql = (
+            "SELECT seq, ts, source, NULL, NULL, kind, severity, payload FROM events WHERE seq IN "
+            "(SELECT max(seq) FROM events WHERE kind = ? GROUP BY source) ORDER BY seq DESC"
+        )
+        return self._snapshot(sql, (kind,))
+
+    def _snapshot(self, sql: str, args: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
+        """(cursor, rows of `sql`) read in one transaction of the trend file."""
+        if self._read is None:
+            raise sqlite3.ProgrammingError("trend index is not open")
         with self._read_lock:
             self._read.execute("BEGIN")
             try:
                 row = self._read.execute("SELECT value FROM meta WHERE key='cursor'").fetchone()
-                rows = self._read.execute(sql, (point, lo, hi)).fetchall()
+                rows = self._read.execute(sql, args).fetchall()
             finally:
                 self._read.execute("COMMIT")
         return (int(row[0]) if row else 0), rows
 
 
-def _count_buckets(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT count(*) FROM trend.minute").fetchone()[0])
+def _count(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(buckets, events) in the index."""
+    buckets = conn.execute("SELECT count(*) FROM trend.minute").fetchone()[0]
+    return int(buckets), int(conn.execute("SELECT count(*) FROM trend.events").fetchone()[0])
 
 
 def history_buckets(

@@ -212,11 +212,22 @@ def paths() -> dict[str, Any]:
         "/api/v1/events": {
             "get": op(
                 "events",
-                "Recent events, newest first, with their acknowledgements (scope read)",
+                "Events, newest first, with their acknowledgements (scope read)",
                 {
                     "200": ok(
                         obj(
-                            {"events": array(EVENT), "scanned_from_seq": {"type": "integer"}},
+                            {
+                                "events": array(EVENT),
+                                "scanned_from_seq": {
+                                    "type": "integer",
+                                    "description": "the journal rows after this seq were scanned raw",
+                                },
+                                "indexed_to_seq": {
+                                    "type": ["integer", "null"],
+                                    "description": "events up to this seq came from the trend index "
+                                    "(null: it is not running, the raw scan answered alone)",
+                                },
+                            },
                             ["events", "scanned_from_seq"],
                         )
                     ),
@@ -228,7 +239,11 @@ def paths() -> dict[str, Any]:
                     query("source", {"type": "string"}, "only events from this source"),
                     query("since", SINCE, "only events at or after this time"),
                     query("limit", LIMIT, "at most this many events (default 200)"),
-                    query("unacked", {"enum": ["0", "1", "true", "false"]}, "1 or true: only unacknowledged"),
+                    query(
+                        "unacked",
+                        {"enum": ["0", "1", "true", "false"]},
+                        "1 or true: the newest `limit` unacknowledged events",
+                    ),
                 ],
             )
         },

@@ -2,8 +2,11 @@
 writes (audited), events and alerts with acknowledgements, and a YAML helper for the rule editor.
 
 The live stream (SSE) is in `edge.web.live`, commissioning test-reads in `edge.web.commission`.
-History and event queries scan the newest part of the journal by `seq` (the primary key) because
-the journal has no index on point or kind; SCAN_ROWS bounds how far back one query looks.
+The journal has no index on point or kind, so a raw query scans its newest part by `seq` (the
+primary key); SCAN_ROWS bounds how far back one looks. Long trends come from the trend index's
+buckets and events from its copy of the events (`edge.store.trend`), with the journal's rows after
+the index's cursor scanned raw, so the newest data is there at once; without the trend component,
+the raw scan answers alone.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 SCAN_ROWS = 300_000
 MAX_LIMIT = 5000
 RESOLUTIONS = ("auto", "raw", "minute", "hour")
+EVENT_PAGE = 500  # rows fetched per round while skipping acknowledged events (unacked=1)
 RAW_SPAN = 3 * 3600.0  # auto answers raw readings for ranges up to this long (when the scan covers them)
 ACK_MIGRATIONS = [
     """
@@ -91,13 +95,37 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     state.migrate("ui", ACK_MIGRATIONS)
     journal = runtime.journal
 
-    async def scan(sql_where: str, args: tuple[Any, ...], limit: int) -> list[Any]:
-        floor = max(0, journal.committed_seq - SCAN_ROWS)
+    async def scan(sql_where: str, args: tuple[Any, ...], limit: int, floor: int | None = None) -> list[Any]:
+        """The newest `limit` journal rows after `floor` (default: the raw scan's bound) matching."""
+        if floor is None:
+            floor = max(0, journal.committed_seq - SCAN_ROWS)
         sql = (
             "SELECT seq, ts, point, value, quality, kind, severity, payload FROM journal "
             f"WHERE seq > ? AND {sql_where} ORDER BY seq DESC LIMIT ?"
         )
         return await asyncio.to_thread(journal.query, sql, (floor, *args, limit))
+
+    def trend_index() -> TrendIndex | None:
+        trend = runtime.components.get("trend")
+        return trend if isinstance(trend, TrendIndex) else None
+
+    async def newest_events(
+        conds: list[str], args: tuple[Any, ...], limit: int
+    ) -> tuple[list[Any], int, int | None]:
+        """(the newest `limit` events matching, newest first; the raw scan's lower bound; the trend
+        index's cursor or None). `conds` name the source `{source}`. Events up to the cursor come
+        from the index, those after it from the journal (at most SCAN_ROWS back), so each is
+        listed once whatever the follower's progress."""
+        floor = max(0, journal.committed_seq - SCAN_ROWS)
+        trend = trend_index()
+        raw_where = " AND ".join(["kind IS NOT NULL", *conds]).format(source="point")
+        if trend is None:
+            return await scan(raw_where, args, limit, floor), floor, None
+        index_where = " AND ".join(conds or ["1"]).format(source="source")
+        cursor, indexed = await asyncio.to_thread(trend.read_events, index_where, args, limit)
+        lo = max(cursor, floor)
+        tail = await scan(raw_where, args, limit, lo)
+        return (tail + indexed)[:limit], lo, cursor
 
     async def history(request: web.Request) -> web.Response:
         """Raw readings, or minute/hour buckets from the trend index (`resolution`, default
@@ -219,32 +247,49 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3]} for r in rows}
 
     async def events(request: web.Request) -> web.Response:
+        """The newest events matching the filters, newest first; with `unacked`, the newest
+        unacknowledged ones (acknowledged events are skipped page by page, not cut after `limit`)."""
         principal = require(request, "read")
-        where: list[str] = ["kind IS NOT NULL"]
+        conds: list[str] = []
         args: list[Any] = []
-        for key, col in (("kind", "kind"), ("severity", "severity"), ("source", "point")):
+        for key, col in (("kind", "kind"), ("severity", "severity"), ("source", "{source}")):
             if request.query.get(key):
-                where.append(f"{col} = ?")
+                conds.append(f"{col} = ?")
                 args.append(request.query[key])
         since = _float(request, "since", None)
         if since is not None:
-            where.append("ts >= ?")
+            conds.append("ts >= ?")
             args.append(since)
-        rows = await scan(" AND ".join(where), tuple(args), _limit(request, 200))
+        limit = _limit(request, 200)
+        unacked = request.query.get("unacked") in ("1", "true")
+        page = max(limit, EVENT_PAGE) if unacked else limit
+        rows, scanned_from, indexed_to = await newest_events(conds, tuple(args), page)
+        acks = acks_for([r[0] for r in rows])
+        if unacked:
+            kept = [r for r in rows if r[0] not in acks]
+            while len(kept) < limit and len(rows) == page:  # more may be older than this page
+                rows, _, _ = await newest_events([*conds, "seq < ?"], (*args, rows[-1][0]), page)
+                acked = acks_for([r[0] for r in rows])
+                kept += [r for r in rows if r[0] not in acked]
+            rows = kept[:limit]
         records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows])
-        acks = acks_for([r["seq"] for r in records])
         for r in records:
             r["ack"] = acks.get(r["seq"])
-        if request.query.get("unacked") in ("1", "true"):
-            records = [r for r in records if r["ack"] is None]
         return json_response(
-            {"events": records, "scanned_from_seq": max(0, journal.committed_seq - SCAN_ROWS)}
+            {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
         )
 
     async def active_alerts(request: web.Request) -> web.Response:
-        """Alerts whose latest state per rule is `fired` (not yet cleared)."""
+        """Alerts whose latest state per rule is `fired` (not yet cleared): per source, the newest
+        alert in the trend index's events or, when newer, in the journal after its cursor."""
         require(request, "read")
-        rows = await scan("kind = 'alert'", (), MAX_LIMIT)
+        trend = trend_index()
+        if trend is None:
+            rows = await scan("kind = 'alert'", (), MAX_LIMIT)
+        else:
+            cursor, indexed = await asyncio.to_thread(trend.latest_events, "alert")
+            floor = max(cursor, journal.committed_seq - SCAN_ROWS)
+            rows = await scan("kind = 'alert'", (), MAX_LIMIT, floor) + indexed
         latest: dict[str, dict[str, Any]] = {}
         for r in rows:  # newest first: the first seen per source is its current state
             rec = row_to_record(r)
@@ -268,6 +313,11 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         if not isinstance(comment, str) or len(comment) > 2000:
             raise Problem(400, "Bad comment", 'send {"comment": "..."} (up to 2000 characters)')
         rows = await asyncio.to_thread(journal.query, "SELECT kind FROM journal WHERE seq=?", (seq,))
+        trend = trend_index()
+        if (not rows or rows[0][0] is None) and trend is not None:  # listed from the index: the
+            # journal may have deleted it (max_bytes) while the index keeps it for keep_history
+            _, indexed = await asyncio.to_thread(trend.read_events, "seq = ?", (seq,), 1)
+            rows = [(r[5],) for r in indexed]
         if not rows or rows[0][0] is None:
             raise Problem(404, "No such event", f"no event with seq {seq} in the local journal")
         with state.lock:
