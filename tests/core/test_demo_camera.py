@@ -120,3 +120,30 @@ def test_the_video_parks_the_car_in_each_space_in_turn() -> None:
     assert car_at(0) is None and car_at(0.9) is None and car_at(3)[1] < 0.5  # not in a space
     assert car_at(20) == pytest.approx((0.15, 0.57)) and car_at(48) == pytest.approx((0.65, 0.57))
     assert car_at(31) is None and car_at(59) is None
+
+
+def test_demo_gate_pack_snapshots_only_while_the_camera_reports() -> None:
+    """A vehicle at the south gate is snapshotted while cam-parking reports; not once it stopped
+    (a demo run without OpenCV after one with it) nor on a site without that camera."""
+    from zoneinfo import ZoneInfo
+
+    from edge.model import Reading
+    from rules.model import compile_pack
+    from rules.replay import Replay
+
+    pack = Path(__file__).resolve().parents[2] / "deploy" / "rules" / "demo-gate.yaml"
+    rp = Replay(compile_pack(pack.read_text(encoding="utf-8"), pack.name), ZoneInfo("Asia/Shanghai"))
+    loop = "gate-south.loop_occupied"
+    rp.feed([Reading(1000.0, loop, False), Reading(1001.0, loop, True), Reading(1002.0, loop, False)])
+    rp.feed(
+        [
+            Reading(1010.0, f"{DEMO_CAMERA}.fps", 5.0),
+            Reading(1011.0, loop, True),
+            Reading(1012.0, loop, False),
+        ]
+    )
+    rp.feed([Reading(1013.0, f"{DEMO_CAMERA}.space_1_occupied", True)])
+    rp.feed([Reading(1100.0, loop, True)])
+    rp.finish()
+    fired = [(f["rule"], f["ts"]) for f in rp.firings if f["kind"] == "fired"]
+    assert fired == [("snapshot-gate-south-vehicle", 1011.0), ("snapshot-space-occupied", 1013.0)]
