@@ -5,7 +5,10 @@ set -u
 # tool:debian-package
 TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd openssl:openssl dbus-daemon:dbus ffmpeg:ffmpeg"
 # BLE tests run python-dbusmock's bluez5 template with the system Python, beside the venv
-PYMODULES="dbusmock:python3-dbusmock"
+PYMODULES="dbusmock:python3-dbusmock gi:python3-gi"
+# RTSP camera tests serve video with GStreamer's RTSP server from the system Python (PyGObject)
+TYPELIBS="GstRtspServer-1.0:gir1.2-gst-rtsp-server-1.0"
+GST_ELEMENTS="videotestsrc:gstreamer1.0-plugins-base rtph264pay:gstreamer1.0-plugins-good x264enc:gstreamer1.0-plugins-ugly"
 FONTS_PKG=fonts-noto-cjk   # zh-CN screenshots need CJK glyphs
 
 missing=""
@@ -16,6 +19,16 @@ done
 for pair in $PYMODULES; do
   mod=${pair%%:*}; pkg=${pair#*:}
   /usr/bin/python3 -c "import $mod" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+for pair in $TYPELIBS; do
+  lib=${pair%%:*}; pkg=${pair#*:}
+  /usr/bin/python3 -c "import gi; gi.require_version('${lib%-*}', '${lib##*-}'); from gi.repository import ${lib%-*}" \
+    >/dev/null 2>&1 || missing="$missing $pkg"
+done
+for pair in $GST_ELEMENTS; do
+  element=${pair%%:*}; pkg=${pair#*:}
+  /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); assert Gst.ElementFactory.find('$element')" \
+    >/dev/null 2>&1 || missing="$missing $pkg"
 done
 if command -v dpkg-query >/dev/null 2>&1; then
   dpkg-query -W -f='${Status}' "$FONTS_PKG" 2>/dev/null | grep -q "ok installed" || missing="$missing $FONTS_PKG"
