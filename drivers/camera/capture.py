@@ -5,7 +5,8 @@ GIL while it decodes, so it runs in a dedicated thread and the event loop only e
 newest frame. Older frames are dropped on purpose: analysis and snapshots want "now", and a
 queue would only add latency. The driver's watchdog asks for a reopen when no good frame came
 for `stale_after`; the thread also reopens by itself when a read fails, with capped, jittered
-backoff.
+backoff, and when a read took the whole read timeout: the source froze, and what such a read
+returns is the decoder's leftover frame, not a new one.
 """
 
 from __future__ import annotations
@@ -140,7 +141,17 @@ class FrameSource:
         since_rewind = 0
         next_at = time.monotonic()
         while not self._stop.is_set() and not self._reopen.is_set():
+            started = time.monotonic()
             ok, image = cap.read()
+            blocked = time.monotonic() - started
+            if not is_file and blocked >= d.read_timeout:
+                # FFmpeg's read timeout fired: the source froze. The frames a timed-out read still
+                # returns are the decoder's leftovers (two of them, each after another full
+                # timeout); counting them as new would keep a frozen camera online. Reopen now.
+                self.error = (
+                    f"the source {self.shown} stopped sending (a read blocked for {round(blocked, 1):g} s)"
+                )
+                return got_any
             if not ok or image is None:
                 if is_file and d.loop and since_rewind > 0:
                     since_rewind = 0
