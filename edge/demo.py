@@ -534,27 +534,37 @@ def ready_cameras(path: Path, log: logging.Logger) -> Path:
     devices = doc.get("devices") if isinstance(doc, dict) else None
     cameras = [d for d in devices or [] if isinstance(d, dict) and d.get("driver") == "camera"]
     if not cameras:
-        log.info(f"site file {path} has no camera (delete it to get the demo's parking camera)")
+        log.info("site file %s has no camera (delete it to get the demo's parking camera)", path)
         return path
     names = ", ".join(str(d.get("id")) for d in cameras)
     try:
         import cv2  # noqa: F401
-
-        drawn = []
-        for cam in cameras:
-            url = cam.get("url")
-            video = Path(url) if isinstance(url, str) else None
-            if video is not None and video.name == DEMO_VIDEO and not video.exists():
+    except ImportError as exc:
+        return _without_cameras(path, doc, cameras, f"OpenCV cannot be imported ({exc})", log)
+    drawn = []
+    for cam in cameras:
+        url = cam.get("url")
+        video = Path(url) if isinstance(url, str) else None
+        if video is not None and video.name == DEMO_VIDEO and not video.exists():
+            try:
                 drawn.append(str(write_demo_video(video)))
-    except (ImportError, OSError) as exc:
-        others = [d for d in devices or [] if d not in cameras]
-        copy = path.with_name(NO_CAMERA_SITE)
-        header = f"# Written by `edge demo` from {path.name} without its cameras ({names}); do not edit.\n"
-        body = yaml.safe_dump({**doc, "devices": others}, allow_unicode=True, sort_keys=False, width=120)
-        copy.write_text(header + body, encoding="utf-8")
-        log.warning(f"demo camera off: {type(exc).__name__}: {exc}; running without {names} (from {copy})")
-        return copy
+            except Exception as exc:  # OSError, cv2.error: the demo runs on without the camera
+                return _without_cameras(path, doc, cameras, f"cannot draw {video} ({exc})", log)
     log.info(
-        f"cameras {names}: " + (f"drew the demo video {', '.join(drawn)}" if drawn else "demo video reused")
+        "cameras %s: %s", names, f"drew the demo video {', '.join(drawn)}" if drawn else "demo video reused"
     )
     return path
+
+
+def _without_cameras(
+    path: Path, doc: dict[str, Any], cameras: list[Any], why: str, log: logging.Logger
+) -> Path:
+    """Write DATA_DIR/site.no-camera.yaml: the site file less its cameras; log why, in one line."""
+    names = ", ".join(str(d.get("id")) for d in cameras)
+    copy = path.with_name(NO_CAMERA_SITE)
+    header = f"# Written by `edge demo` from {path.name} without its cameras ({names}); do not edit.\n"
+    others = [d for d in doc.get("devices") or [] if d not in cameras]
+    body = yaml.safe_dump({**doc, "devices": others}, allow_unicode=True, sort_keys=False, width=120)
+    copy.write_text(header + body, encoding="utf-8")
+    log.warning("demo camera off: %s; running without %s (from %s)", why, names, copy)
+    return copy
