@@ -1,7 +1,9 @@
 """Trend index benchmark: the follower's rollup rate beside the same GROUP BY fetched into Python
-(the aggregation alone, without the upsert into trend.db) measured in the same run; the latency
+(the aggregation alone, without the upsert into trend.db) measured in the same run, with the copy
+of the events (one row in EVENT_EVERY is an event) and without it; the latency
 of a 24-hour history query answered from the buckets, beside a scan of the whole journal for that
-point (what answering it without the index would take); and ingest through hub -> journal with
+point (what answering it without the index would take), and of the newest 200 alerts from the
+index beside a scan of the whole journal for them; and ingest through hub -> journal with
 the follower running and without it, each beside the raw `executemany` floor of bench.ingest.
 
     python -m bench.trend [--quick]
@@ -24,7 +26,8 @@ from typing import Any
 from unittest import mock
 
 from bench import ingest
-from edge.store.journal import READING_SQL, Journal
+from edge.store import trend as trend_module
+from edge.store.journal import EVENT_SQL, READING_SQL, Journal
 from edge.store.rows import connect
 from edge.store.schema import migrate
 from edge.store.trend import (
@@ -37,10 +40,12 @@ from edge.store.trend import (
 )
 
 DAY = 86400
+EVENT_EVERY = 1000  # a busy site: 1,000 points at 1 s and an event a second
 
 
 def build_journal(path: Path, points: int, step: int) -> tuple[int, float]:
-    """A journal file holding `points` points, one reading every `step` seconds over 24 h."""
+    """A journal file holding `points` points, one reading every `step` seconds over 24 h; every
+    EVENT_EVERY-th row is an alert instead."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -52,10 +57,23 @@ def build_journal(path: Path, points: int, step: int) -> tuple[int, float]:
         rows = [
             (seq + i + 1, t0 + k + i / points, name, float((k + i) % 997), 0) for i, name in enumerate(names)
         ]
+        events = [
+            (
+                s,
+                ts,
+                f"rule:{name}",
+                "alert",
+                "warning",
+                json.dumps({"state": "fired", "point": name, "value": v}),
+            )
+            for s, ts, name, v, _q in rows
+            if s % EVENT_EVERY == 0
+        ]
         seq += len(rows)
         if not conn.in_transaction:
             conn.execute("BEGIN")
-        conn.executemany(READING_SQL, rows)
+        conn.executemany(READING_SQL, [r for r in rows if r[0] % EVENT_EVERY])
+        conn.executemany(EVENT_SQL, events)
         if j % 200 == 199:
             conn.execute("COMMIT")
     if conn.in_transaction:
@@ -66,13 +84,15 @@ def build_journal(path: Path, points: int, step: int) -> tuple[int, float]:
     return seq, t0
 
 
-def rollup(path: Path, trend_path: Path) -> float:
-    """The follower's work, chunk by chunk, from an empty trend file; seconds."""
+def rollup(path: Path, trend_path: Path, events: bool = True) -> float:
+    """The follower's work, chunk by chunk, from an empty trend file; seconds. Without `events`
+    the copy of the events is a no-op statement."""
     conn = open_follower(str(path), str(trend_path))
     start = time.perf_counter()
     cursor, top = 0, 1
-    while cursor < top:
-        cursor, top = rollup_chunk(conn, CHUNK_SEQ)
+    with mock.patch.object(trend_module, "EVENTS_SQL", trend_module.EVENTS_SQL if events else "SELECT ?, ?"):
+        while cursor < top:
+            cursor, top = rollup_chunk(conn, CHUNK_SEQ)
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
@@ -118,10 +138,24 @@ async def query_latency(path: Path, trend_path: Path, point: str, t0: float) -> 
             (point, t0),
             repeat=1,
         )
+        alerts = await asyncio.to_thread(timed, trend.read_events, "kind = ?", ("alert",), 200)
+        alerts_scan = await asyncio.to_thread(
+            timed,
+            journal.query,
+            "SELECT seq FROM journal WHERE kind = 'alert' AND ts >= ? ORDER BY seq DESC LIMIT 200",
+            (t0 + DAY,),  # none that new: the whole journal is read
+            repeat=1,
+        )
     finally:
         await trend.stop()
         journal.close_sync()
-    return {"hour_ms": hours, "minute_ms": minutes, "full_scan_ms": full_scan}
+    return {
+        "hour_ms": hours,
+        "minute_ms": minutes,
+        "full_scan_ms": full_scan,
+        "alerts_ms": alerts,
+        "alerts_scan_ms": alerts_scan,
+    }
 
 
 class FollowedJournal(Journal):
@@ -173,21 +207,29 @@ def main() -> None:
         d = Path(tmp)
         rows, t0 = build_journal(d / "edge.db", points, step)
         floor_s = group_by_floor(d / "edge.db", rows)
+        plain_s = rollup(d / "edge.db", d / "trend-without-events.db", events=False)
         rollup_s = rollup(d / "edge.db", d / "trend.db")
         trend_mib = sum(p.stat().st_size for p in d.glob("trend.db*")) / 2**20
         latency = asyncio.run(query_latency(d / "edge.db", d / "trend.db", "meter-7.p3", t0))
         ingest_floor = ingest.floor(d / "floor.db", 600_000)
         without, with_follower = asyncio.run(ingest_rates(d, n_ingest))
-    rate, floor_rate = rows / rollup_s, rows / floor_s
+    rate, floor_rate, plain_rate = rows / rollup_s, rows / floor_s, rows / plain_s
     ratio = rate / floor_rate
     print(
         f"journal: {points} points x 1 reading/{step} s x 24 h = {rows:,} rows; trend.db {trend_mib:.1f} MiB"
     )
     print(f"floor: the same GROUP BY fetched into Python   {floor_rate:>12,.0f} rows/s")
-    print(f"rollup into trend.db (upsert, cursor)          {rate:>12,.0f} rows/s   ratio {ratio:.2f}")
+    print(
+        f"rollup into trend.db (upsert, events, cursor)  {rate:>12,.0f} rows/s   ratio {ratio:.2f}; "
+        f"without the events' copy {plain_rate:,.0f} rows/s ({rows // EVENT_EVERY:,} events)"
+    )
     print(
         f"24 h history of one point: hour buckets {latency['hour_ms']:.1f} ms, minute buckets "
         f"{latency['minute_ms']:.1f} ms; scanning the whole journal instead {latency['full_scan_ms']:.0f} ms"
+    )
+    print(
+        f"newest 200 alerts from the index {latency['alerts_ms']:.1f} ms; "
+        f"scanning the whole journal for alerts {latency['alerts_scan_ms']:.0f} ms"
     )
     print(
         f"ingest hub -> journal: {without:,.0f} readings/s without the follower (ratio "
@@ -206,6 +248,10 @@ def main() -> None:
                 "rollup_rows_per_s": round(rate),
                 "group_by_floor_rows_per_s": round(floor_rate),
                 "ratio": round(ratio, 3),
+                "rollup_without_events_rows_per_s": round(plain_rate),
+                "events": rows // EVENT_EVERY,
+                "alerts_200_ms": round(latency["alerts_ms"], 2),
+                "alerts_scan_ms": round(latency["alerts_scan_ms"], 1),
                 "history_24h_hour_ms": round(latency["hour_ms"], 2),
                 "history_24h_minute_ms": round(latency["minute_ms"], 2),
                 "full_scan_ms": round(latency["full_scan_ms"], 1),

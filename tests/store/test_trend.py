@@ -1,12 +1,14 @@
 """The trend index on real SQLite files: its minute buckets equal a GROUP BY of the journal's good
 numeric readings (computed here in Python, independently of the follower's SQL), across chunks,
 restarts, a `kill -9` of a real `edge run`, a deleted trend file and rows retention removed before
-the follower read them; and old buckets are trimmed after keep_history.
+the follower read them; and old buckets are trimmed after keep_history. Its copy of the events
+equals the journal's events across chunks, restarts and a schema-1 file, and is trimmed likewise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import signal
 import sqlite3
@@ -278,3 +280,94 @@ async def test_a_damaged_trend_file_is_replaced_not_fatal(tmp_path: Path) -> Non
         await rt.journal.flush()
         await trend.caught_up()
         assert assert_matches_journal(tmp_path) > 0
+
+
+def journal_events(journal_path: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT seq, ts, point, kind, severity, payload FROM journal WHERE kind IS NOT NULL ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def held_events(trend_path: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{trend_path}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT seq, ts, source, kind, severity, payload FROM events ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def mixed(t0: float, n: int, sign: float = 1.0) -> list[Any]:
+    """Readings with an event every 37 records."""
+    return [
+        Event("alert", f"rule:r{i % 5}", Severity.WARNING, {"state": "fired", "i": i}, t0 + i * 0.5)
+        if i % 37 == 0
+        else Reading(t0 + i * 0.5, f"m.p{i % 7}", sign * i, 0)
+        for i in range(n)
+    ]
+
+
+async def test_events_are_copied_once_across_chunks_and_a_restart(tmp_path: Path) -> None:
+    t0 = time.time() - 3600
+    j = open_journal(tmp_path, keep_history=None)
+    try:
+        j.append(mixed(t0, 5000))
+        await j.flush()
+        async with following(j, tmp_path / "trend.db", chunk=700) as trend:
+            assert await trend.caught_up() == 5000
+        j.append(mixed(t0 + 1, 3000, -1.0))
+        await j.flush()
+        async with following(j, tmp_path / "trend.db", chunk=700) as trend:
+            assert await trend.caught_up() == 8000
+    finally:
+        await j.close()
+    want = journal_events(tmp_path / "edge.db")
+    assert len(want) == 136 + 82
+    assert held_events(tmp_path / "trend.db") == want
+    assert_same(held(tmp_path / "trend.db"), expected(tmp_path / "edge.db"))
+
+
+async def test_events_older_than_keep_history_are_trimmed(tmp_path: Path) -> None:
+    now = time.time()
+    j = open_journal(tmp_path, keep_history=None)
+    try:
+        j.append(
+            [Event("alert", "rule:r", Severity.CRITICAL, {"h": h}, now - h * 3600) for h in (5, 3, 0.5, 0)]
+        )
+        await j.flush()
+        async with following(j, tmp_path / "trend.db", keep_history=3600.0) as trend:
+            await trend.caught_up()
+            await until(lambda: trend.events_trimmed > 0, what="the first trim")
+            assert trend.status()["events"] == 2 and trend.status()["events_trimmed"] == 2
+    finally:
+        await j.close()
+    assert [json.loads(e[5])["h"] for e in held_events(tmp_path / "trend.db")] == [0.5, 0]
+
+
+async def test_a_trend_file_of_schema_1_is_rebuilt_with_the_events(tmp_path: Path) -> None:
+    """A trend.db from before the events table, caught up: the new follower starts over."""
+    now = time.time()
+    j = open_journal(tmp_path, keep_history=None)
+    try:
+        j.append(mixed(now - 600, 400))
+        await j.flush()
+        old = sqlite3.connect(tmp_path / "trend.db", isolation_level=None)
+        old.executescript(
+            "CREATE TABLE minute (point TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL,"
+            " vmin, vmax, vsum, PRIMARY KEY (point, bucket)) WITHOUT ROWID;"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value);"
+            "INSERT INTO meta VALUES ('version', 1), ('cursor', 400);"
+        )
+        old.close()
+        async with following(j, tmp_path / "trend.db") as trend:
+            assert await trend.caught_up() == 400
+    finally:
+        await j.close()
+    assert len(held_events(tmp_path / "trend.db")) == 11
+    assert held_events(tmp_path / "trend.db") == journal_events(tmp_path / "edge.db")
+    assert_same(held(tmp_path / "trend.db"), expected(tmp_path / "edge.db"))
