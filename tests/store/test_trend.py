@@ -282,24 +282,21 @@ async def test_a_damaged_trend_file_is_replaced_not_fatal(tmp_path: Path) -> Non
         assert assert_matches_journal(tmp_path) > 0
 
 
-def journal_events(journal_path: Path) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
+def read_only(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute(
-            "SELECT seq, ts, point, kind, severity, payload FROM journal WHERE kind IS NOT NULL ORDER BY seq"
-        ).fetchall()
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def journal_events(journal_path: Path) -> list[tuple[Any, ...]]:
+    cols = "seq, ts, point, kind, severity, payload"
+    return read_only(journal_path, f"SELECT {cols} FROM journal WHERE kind IS NOT NULL ORDER BY seq")
 
 
 def held_events(trend_path: Path) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{trend_path}?mode=ro", uri=True)
-    try:
-        return conn.execute(
-            "SELECT seq, ts, source, kind, severity, payload FROM events ORDER BY seq"
-        ).fetchall()
-    finally:
-        conn.close()
+    return read_only(trend_path, "SELECT seq, ts, source, kind, severity, payload FROM events ORDER BY seq")
 
 
 def mixed(t0: float, n: int, sign: float = 1.0) -> list[Any]:
