@@ -54,3 +54,15 @@ def missing(what: str, hint: str = "") -> NoReturn:
     if in_ci():
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def require_gi_typelib(python: str, namespace: str, version: str, hint: str = "") -> str:
+    """Path of interpreter `python` if PyGObject there can load typelib `namespace`-`version`."""
+    path = require_python_module(python, "gi", hint)
+    import subprocess
+
+    code = f"import gi; gi.require_version({namespace!r}, {version!r}); from gi.repository import {namespace}"
+    probe = subprocess.run([path, "-c", code], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        missing(f"GObject typelib {namespace}-{version} is not loadable by {python}", hint)
+    return path
