@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.model import Event, PointInfo, PointType, Reading, Severity
+from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity
 from rules.config import RulesConfig
 from rules.engine import Firing
 from rules.model import Action, MessageAction, SnapshotAction, WebhookAction, WriteAction
@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rules.actions")
 SnapshotHook = Callable[[str, Firing], Awaitable[Any]]
+
+
+def _privacy(value: Any) -> Privacy:
+    try:
+        return Privacy(value)
+    except ValueError:
+        return Privacy.PUBLIC
 
 
 class RateLimit:
@@ -183,6 +190,10 @@ class ActionRunner:
             kind = "alert" if action.kind == "alert" else str(spec.kind)
             if action.kind == "event":
                 payload = {**spec.payload, **payload}
+            inherited = self._trigger_privacy(args)
+            if PRIVACY_RANK[inherited] > PRIVACY_RANK[_privacy(payload.get("privacy"))]:
+                # a message can quote what triggered it ("186/124 mmHg"): it is at least as private
+                payload["privacy"] = str(inherited)
             self.hub.publish_event(Event(kind, rr.id, severity, payload, firing.ts))
         elif action.kind == "webhook":
             assert isinstance(spec, WebhookAction)
@@ -201,6 +212,16 @@ class ActionRunner:
                         firing.ts,
                     )
                 )
+
+    def _trigger_privacy(self, args: tuple[Any, ...]) -> Privacy:
+        """The privacy class of the record that made the rule fire: an event's own class (or its
+        point's), a reading's point's."""
+        payload = args[10] if isinstance(args[10], dict) else {}
+        if args[7] is not None and "privacy" in payload:  # an event that says its class
+            return _privacy(payload["privacy"])
+        point = payload.get("point") if args[7] is not None else args[2]
+        info = self.hub.points.get(str(point)) if point else None
+        return info.privacy if info is not None else Privacy.PUBLIC
 
     def _set(self, point: str, value: Any, ts: float) -> None:
         if point not in self.hub.points:

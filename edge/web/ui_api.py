@@ -282,7 +282,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     async def active_alerts(request: web.Request) -> web.Response:
         """Alerts whose latest state per rule is `fired` (not yet cleared): per source, the newest
         alert in the trend index's events or, when newer, in the journal after its cursor."""
-        require(request, "read")
+        principal = require(request, "read")
         trend = trend_index()
         if trend is None:
             rows = await scan("kind = 'alert'", (), MAX_LIMIT)
@@ -295,6 +295,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             rec = row_to_record(r)
             latest.setdefault(rec["source"], rec)
         active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
+        active = privacy.minimise(runtime, principal, active)  # after the state is read from it
         acks = acks_for([r["seq"] for r in active])
         for r in active:
             r["ack"] = acks.get(r["seq"])

@@ -196,6 +196,7 @@ async def test_the_health_pack_alerts_on_a_very_high_reading_from_a_real_cuff(
         alerts = await until(lambda: events(seen, "alert"), what="the health pack's alert")
         assert [a.payload["rule"] for a in alerts] == ["bp-very-high"]
         assert alerts[0].severity == "critical" and "186/124" in alerts[0].payload["message"]
+        assert alerts[0].payload["privacy"] == "sensitive"  # it quotes a sensitive measurement
         await bluez.indicate(char, bp(118, 76, 70))  # a normal reading: no alert
         await until(lambda: len(events(seen, "blood_pressure")) == 2, what="the normal reading")
         await bluez.indicate(char, bp(150, 85, 72))  # a high one: the warning, after nothing else

@@ -99,3 +99,73 @@ async def test_a_technician_commissions_a_sensitive_point_without_seeing_its_val
         finally:
             for c in clients.values():
                 await c.close()
+
+
+async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(tmp_path: Path) -> None:
+    from tests.support.waiting import until_async
+
+    site = SITE + "rules: {max_actions_per_minute: 600}\n"
+    rules = [
+        {
+            "id": "bp-high",
+            "when": [{"event": "blood_pressure"}],
+            "if": "payload['systolic_mmhg'] >= 140",
+            "then": [{"alert": "reading {payload[systolic_mmhg]} mmHg"}],
+        },
+        {
+            "id": "systolic-high",
+            "when": [{"point": "kiosk-1.last_systolic"}],
+            "if": "value >= 140",
+            "then": [{"alert": "last {value} mmHg"}],
+        },
+        {
+            "id": "kiosk-busy",
+            "when": [{"point": "kiosk-1.in_use"}],
+            "if": "value",
+            "then": [{"alert": "kiosk in use"}],
+        },
+    ]
+    async with running_site(tmp_path, site) as rt:
+        for rule in rules:
+            rt.components["rules"].put(rule, "test", "create")
+        now = time.time()
+        rt.hub.ingest(
+            [
+                Event(
+                    "blood_pressure",
+                    "kiosk-1",
+                    payload={"systolic_mmhg": 171, "privacy": "sensitive"},
+                    ts=now,
+                ),
+                Reading(now, "kiosk-1.last_systolic", 171.0),
+                Reading(now, "kiosk-1.in_use", True),
+            ]
+        )
+        clients = await _users(rt)
+        try:
+
+            async def active(role: str) -> dict[str, Any]:
+                alerts = (await clients[role].json("GET", "/api/v1/alerts/active"))["alerts"]
+                return {a["source"]: a["payload"] for a in alerts}
+
+            await until_async(lambda: _has_three(active("admin")), what="three active alerts")
+            admin = await active("admin")
+            assert (
+                admin["bp-high"]["message"] == "reading 171 mmHg"
+                and admin["bp-high"]["privacy"] == "sensitive"
+            )
+            assert admin["systolic-high"]["privacy"] == "sensitive"
+            assert "privacy" not in admin["kiosk-busy"]  # a public trigger: a public alert
+            viewer = await active("viewer")
+            assert viewer["bp-high"] == {"privacy": "sensitive", "redacted": True}
+            assert viewer["systolic-high"] == {"privacy": "sensitive", "redacted": True}
+            assert viewer["kiosk-busy"]["message"] == "kiosk in use"
+            events = (await clients["technician"].json("GET", "/api/v1/events?kind=alert"))["events"]
+            assert all("171" not in str(e["payload"]) for e in events)
+        finally:
+            for c in clients.values():
+                await c.close()
+
+
+async def _has_three(alerts: Any) -> bool:
+    return len(await alerts) == 3
