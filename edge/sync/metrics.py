@@ -101,6 +101,14 @@ class RuntimeCollector(Collector):
         yield errors
         yield restarts
         yield up
+        # drivers that count what they saw (BLE: advertisements, duplicates, garbage, replays...)
+        counted = CounterMetricFamily(
+            "edge_driver_count", "A driver's own counters since its start", labels=["device", "counter"]
+        )
+        for device_id, slot in rt.slots.items():
+            for name, value in _numeric(getattr(slot.driver, "counters", None) or {}).items():
+                counted.add_metric([device_id, name], value)
+        yield counted
 
         sync = rt.components.get("sync")
         if sync is not None:
