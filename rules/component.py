@@ -1,7 +1,7 @@
 """The running rules engine inside a Runtime: load, subscribe, time, act, persist, manage.
 
-`create(runtime)` returns the component. On start it imports the site's packs (first start
-only), loads every stored rule into the `Engine`, restores persisted rule state (so a pending
+`create(runtime)` returns the component. On start it imports from the site's packs each rule not
+imported before, loads every stored rule into the `Engine`, restores persisted rule state (so a pending
 `for:` keeps its start time and an active alert does not fire again), refills the rules' windows
 from the journal (`rules.backfill`, so `avg(P, 10m)` means the same right after a restart), and
 only then subscribes to the hub. A rule created or changed at run time gets its new windows
@@ -12,6 +12,7 @@ The API and CLI change rules only through the methods here, so store and engine 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +67,7 @@ class RulesComponent:
     async def start(self) -> None:
         assert self.runtime.state is not None
         self.store = RuleStore(self.runtime.state)
-        if self.store.meta("packs_imported") is None:
-            for pack in self.config.packs:
-                self._import_first_start(pack)
-            self.store.set_meta("packs_imported", "1")
+        self._import_packs()
         now = self.runtime.clock()
         self.engine.now = now
         for point, reading in getattr(self.runtime, "restored_good", {}).items():
@@ -247,16 +245,39 @@ class RulesComponent:
         self.broken.pop(stored.id, None)
         self.engine.add(compiled, self.runtime.clock())
 
-    def _import_first_start(self, pack: str) -> None:
-        path = resolve_pack(pack, self.runtime.site.source)
+    def _import_packs(self) -> None:
+        """Import, from the site's packs, every rule not imported before: a pack added to the site
+        file or a rule added to a pack arrives at the next start, while a rule once imported is
+        never imported again — edited in the UI, or deleted there, it stays as the technician left
+        it. An existing rule id is never overwritten. The state DB remembers `pack#rule` pairs;
+        a database from before this (meta "1") counts every rule of the listed packs as imported."""
+        assert self.store is not None
+        raw = self.store.meta("packs_imported")
+        legacy = raw == "1"
         try:
-            text = path.read_text(encoding="utf-8")
-            self.import_pack(text, actor="system", file=pack)
-        except (OSError, RulePackError) as exc:
-            log.error("rule pack %s not imported: %s", pack, exc)
-            self.runtime.hub.publish_event(
-                Event("rule_pack_error", "rules", Severity.WARNING, {"pack": pack, "error": str(exc)})
-            )
+            done: set[str] = set(json.loads(raw)) if raw and not legacy else set()
+        except (ValueError, TypeError):
+            done = set()
+        for pack in self.config.packs:
+            try:
+                text = resolve_pack(pack, self.runtime.site.source).read_text(encoding="utf-8")
+                compiled = compile_pack(text, pack)  # all or nothing, as an import from the UI
+            except (OSError, RulePackError) as exc:
+                log.error("rule pack %s not imported: %s", pack, exc)
+                self.runtime.hub.publish_event(
+                    Event("rule_pack_error", "rules", Severity.WARNING, {"pack": pack, "error": str(exc)})
+                )
+                continue
+            for cr in compiled:
+                key = f"{pack}#{cr.rule.id}"
+                if key in done:
+                    continue
+                done.add(key)
+                if legacy or self.store.get(cr.rule.id) is not None:
+                    continue
+                self.put(cr.rule.doc(), "system", "import")
+                log.info("rule %s imported from pack %s", cr.rule.id, pack)
+        self.store.set_meta("packs_imported", json.dumps(sorted(done)))
 
     def describe(self, stored: StoredRule) -> dict[str, Any]:
         rr = self.engine.rules.get(stored.id)

@@ -15,8 +15,9 @@ class RulesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    #: rule packs (YAML) imported into the state database on the first start only; later edits
-    #: happen in the UI/API and must not be overwritten by a restart
+    #: rule packs (YAML): each rule is imported into the state database once, at the first start
+    #: that sees it (a pack added later, or a rule added to a pack, arrives at the next start);
+    #: later edits and deletions happen in the UI/API and are never undone by a restart
     packs: list[str] = Field(default_factory=list)
     webhook_timeout: Duration = 5.0
     webhook_retries: int = Field(3, ge=0, le=10)
