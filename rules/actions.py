@@ -9,6 +9,7 @@ execute actions; the excess is dropped, counted per rule and reported once per b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,14 +45,22 @@ class RateLimit:
         self.limited = False
 
     def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill)
-        self.updated = now
+        self._refill()
         if self.tokens >= 1:
             self.tokens -= 1
             self.limited = False
             return True
         return False
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill)
+        self.updated = now
+
+    def export(self) -> float:
+        """The tokens left now (for persisting across a restart)."""
+        self._refill()
+        return self.tokens
 
 
 class ActionRunner:
@@ -61,6 +70,10 @@ class ActionRunner:
         self.config = config
         self.snapshot_hook: SnapshotHook | None = None
         self._limits: dict[str, RateLimit] = {}
+        # tokens left per rule when the gateway last stopped (or crashed): a restart does not hand
+        # a rule a fresh minute's budget, so a crash loop cannot multiply its writes and webhooks
+        self._saved: dict[str, tuple[float, float]] = {}  # rule -> (tokens, wall time)
+        self.limits_dirty = False
         self._session: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.executed = 0
@@ -103,6 +116,13 @@ class ActionRunner:
         if limit is None:
             per_min = firing.rule.rule.max_actions_per_minute or self.config.max_actions_per_minute
             limit = self._limits[rid] = RateLimit(per_min)
+            saved = self._saved.pop(rid, None)
+            if saved is not None:  # refilled for the time the gateway was down, at most full
+                tokens, at = saved
+                limit.tokens = min(
+                    limit.capacity, max(0.0, tokens) + max(0.0, time.time() - at) * limit.refill
+                )
+        self.limits_dirty = True
         if not limit.take():
             self.rate_limited[rid] = self.rate_limited.get(rid, 0) + 1
             if not limit.limited:
@@ -124,6 +144,21 @@ class ActionRunner:
         task = asyncio.get_running_loop().create_task(self._run(firing, actions), name=f"rule:{rid}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def export_limits(self) -> str:
+        """Every rule's remaining budget as JSON (rules not limited yet keep their saved one)."""
+        now = time.time()
+        out = {rid: [round(tokens, 3), at] for rid, (tokens, at) in self._saved.items()}
+        out.update({rid: [round(limit.export(), 3), now] for rid, limit in self._limits.items()})
+        self.limits_dirty = False
+        return json.dumps(out, sort_keys=True)
+
+    def restore_limits(self, text: str | None) -> None:
+        try:
+            data = json.loads(text) if text else {}
+            self._saved = {str(r): (float(v[0]), float(v[1])) for r, v in data.items()}
+        except (ValueError, TypeError, IndexError, AttributeError):
+            self._saved = {}  # unreadable: every rule starts with a full budget, as before
 
     def _publish_soon(self, event: Event) -> None:
         # dispatch runs inside the hub's fan-out: publishing there would nest an ingest and show

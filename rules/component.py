@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 log = logging.getLogger("rules")
+RATE_LIMITS = "rate_limits"  # rules_meta key: each rule's remaining action budget
 PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill -9 window)
 
 
@@ -68,6 +69,7 @@ class RulesComponent:
         assert self.runtime.state is not None
         self.store = RuleStore(self.runtime.state)
         self._import_packs()
+        self.actions.restore_limits(self.store.meta(RATE_LIMITS))
         now = self.runtime.clock()
         self.engine.now = now
         for point, reading in getattr(self.runtime, "restored_good", {}).items():
@@ -200,7 +202,7 @@ class RulesComponent:
                 self.actions.dispatch(f)
             except Exception:
                 log.exception("dispatching rule %s failed", f.rule.id)
-        if self.engine.dirty and self._flush_handle is None:
+        if (self.engine.dirty or self.actions.limits_dirty) and self._flush_handle is None:
             # coalesce: a burst of state changes becomes one transaction in the writer thread,
             # which keeps that thread (and its GIL appetite) off the reading -> action path
             self._flush_handle = asyncio.get_running_loop().call_later(PERSIST_DELAY, self._flush_states)
@@ -209,7 +211,12 @@ class RulesComponent:
     def _flush_states(self) -> None:
         self._flush_handle = None
         eng = self.engine
-        if not eng.dirty or self.writer is None:
+        if self.writer is None:
+            return
+        meta = {RATE_LIMITS: self.actions.export_limits()} if self.actions.limits_dirty else {}
+        if not eng.dirty:
+            if meta:
+                self.writer.submit([], meta)
             return
         rows: list[tuple[str, str, KeyState | None]] = []
         for rid, key in eng.dirty:
@@ -218,7 +225,7 @@ class RulesComponent:
             snapshot = KeyState(st.phase, st.since, st.last_fired, st.last_notified, st.args) if st else None
             rows.append((rid, key, snapshot))
         eng.dirty.clear()
-        self.writer.submit(rows)
+        self.writer.submit(rows, meta)
 
     def _arm(self) -> None:
         deadline = self.engine.next_deadline()

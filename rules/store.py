@@ -237,11 +237,13 @@ class RuleStore:
 
 
 class StateWriter:
-    """Persists rule state changes in a thread, coalescing what piles up into one transaction."""
+    """Persists rule state changes (and small meta values) in a thread, coalescing what piles up
+    into one transaction."""
 
     def __init__(self, store: RuleStore) -> None:
         self.store = store
-        self._q: queue.Queue[list[tuple[str, str, KeyState | None]] | None] = queue.Queue()
+        Item = tuple[list[tuple[str, str, KeyState | None]], dict[str, str]]
+        self._q: queue.Queue[Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="rules-state", daemon=True)
         self.written = 0
         self.errors = 0
@@ -249,28 +251,34 @@ class StateWriter:
         self._idle.set()
         self._thread.start()
 
-    def submit(self, rows: list[tuple[str, str, KeyState | None]]) -> None:
+    def submit(
+        self, rows: list[tuple[str, str, KeyState | None]], meta: dict[str, str] | None = None
+    ) -> None:
         self._idle.clear()
-        self._q.put(rows)
+        self._q.put((rows, meta or {}))
 
     def _run(self) -> None:
         while True:
             item = self._q.get()
             if item is None:
                 return
-            rows = list(item)
+            rows, meta = list(item[0]), dict(item[1])
             stop = False
             while not self._q.empty():
                 more = self._q.get()
                 if more is None:
                     stop = True
                     break
-                rows.extend(more)
+                rows.extend(more[0])
+                meta.update(more[1])
             latest: dict[tuple[str, str], KeyState | None] = {}
             for rule_id, key, st in rows:
                 latest[(rule_id, key)] = st
             try:
-                self.store.save_states([(r, k, s) for (r, k), s in latest.items()])
+                if latest:
+                    self.store.save_states([(r, k, s) for (r, k), s in latest.items()])
+                for key, value in meta.items():
+                    self.store.set_meta(key, value)
                 self.written += len(latest)
             except Exception:
                 self.errors += 1
