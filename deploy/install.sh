@@ -13,6 +13,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
 
 id community-edge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/community-edge --shell /usr/sbin/nologin community-edge
+# the unit's SupplementaryGroups: a group that does not exist would stop the service from starting
+for group in dialout video bluetooth; do getent group "$group" >/dev/null || groupadd --system "$group"; done
 mkdir -p "$PREFIX" "$ETC"
 cp -a "$SRC/edge" "$SRC/drivers" "$SRC/rules" "$SRC/deploy" "$SRC/pyproject.toml" "$SRC/README.md" "$PREFIX/"
 sh "$SRC/scripts/bootstrap-venv.sh" "$PREFIX/.venv"

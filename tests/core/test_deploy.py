@@ -49,3 +49,28 @@ def test_unit_runs_the_notify_protocol_the_runtime_speaks() -> None:
     assert "Type=notify" in text and "WatchdogSec=" in text
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text
     assert re.search(r"ExecStart=\S+/edge run -c \S+", text)
+
+
+def test_install_creates_every_group_the_unit_needs(tmp_path: Path) -> None:
+    """systemd refuses to start a unit whose SupplementaryGroups names a missing group (bluetooth
+    exists only where BlueZ is installed): install.sh creates each one. Run against a fake getent
+    and groupadd that record what the script asks for."""
+    groups = [
+        g
+        for line in UNIT.read_text().splitlines()
+        if line.startswith("SupplementaryGroups=")
+        for g in line.split("=", 1)[1].split()
+    ]
+    assert "bluetooth" in groups and "dialout" in groups
+    script = (ROOT / "deploy" / "install.sh").read_text()
+    loop = next(line for line in script.splitlines() if line.startswith("for group in"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "groupadd.log"
+    (bin_dir / "getent").write_text("#!/bin/sh\nexit 2\n")  # no group exists yet
+    (bin_dir / "groupadd").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    for tool in ("getent", "groupadd"):
+        (bin_dir / tool).chmod(0o755)
+    subprocess.run(["sh", "-c", loop], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True, timeout=30)
+    created = {line.split()[-1] for line in log.read_text().splitlines()}
+    assert set(groups) <= created
