@@ -335,9 +335,11 @@ class TrendIndex:
         if self.keep_history is None or self._conn is None:
             return
         buckets, events = await self._run(trim, self._conn, self.clock() - self.keep_history)
+        counts = await self._run(_count, self._conn)
+        # all at once: status() never shows a trim whose counts are not in yet
         self.trimmed += buckets
         self.events_trimmed += events
-        self.buckets, self.events = await self._run(_count, self._conn)
+        self.buckets, self.events = counts
 
     async def caught_up(self, timeout: float = 30.0) -> int:
         """Wait until the cursor has reached the journal's committed seq at the time of the call."""
