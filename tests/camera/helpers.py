@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import cv2
 import numpy as np
 
 from edge.model import Event, Reading
+from tests.support.procs import stop_process
 from tests.support.tools import require_tool
 
 Image = np.ndarray[Any, Any]
@@ -61,11 +60,7 @@ class MjpegServer:
         )
 
     def kill(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -116,3 +111,9 @@ class Collector:
 
     def of(self, point: str) -> list[Reading]:
         return [r for r in self.readings if r.point == point]
+
+
+def value(rt: Any, point: str) -> Any:
+    """The latest value of `point` in the hub, None before its first reading."""
+    r = rt.hub.latest.get(point)
+    return None if r is None else r.value

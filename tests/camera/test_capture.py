@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.camera.helpers import Collector, mjpeg_server
+from tests.camera.helpers import Collector, mjpeg_server, value
 from tests.support.ports import free_port
 from tests.support.site import running_site
 from tests.support.waiting import until
@@ -16,11 +16,6 @@ def camera_site(url: str, **extra: Any) -> dict[str, Any]:
     cam = {"id": "cam", "driver": "camera", "url": url, "stale_after": "1s", "reconnect_max": "500ms"}
     cam.update(extra)
     return {"devices": [cam]}
-
-
-def value(rt: Any, point: str) -> Any:
-    r = rt.hub.latest.get(point)
-    return None if r is None else r.value
 
 
 async def test_mjpeg_frames_flow_and_the_camera_is_online(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ import numpy as np
 
 from drivers.camera.capture import FrameSource
 from drivers.camera.config import CameraDevice
-from tests.camera.helpers import Collector
+from tests.camera.helpers import Collector, value
 from tests.support.ports import free_port
+from tests.support.procs import stop_process
 from tests.support.site import running_site
 from tests.support.tools import require_gi_typelib
 from tests.support.waiting import until, until_sync
@@ -88,11 +89,7 @@ class RtspServer:
         await self._signal(signal.SIGUSR2, "THAWED")
 
     def kill(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -123,11 +120,6 @@ def site(url: str) -> dict[str, Any]:
         "points": [{"name": "n", "signal": "counter", "interval": "100ms"}],
     }
     return {"devices": [cam, meter]}
-
-
-def value(rt: Any, point: str) -> Any:
-    r = rt.hub.latest.get(point)
-    return None if r is None else r.value
 
 
 def runtime_threads() -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus import codec
 from tests.support.ports import free_port as free_port  # re-exported for the Modbus tests
+from tests.support.procs import stop_process as stop_process  # re-exported for the Modbus tests
 
 TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
 FC_TABLE = {
@@ -212,12 +212,6 @@ def start_server_process(port: int, spec: dict[str, Any]) -> subprocess.Popen[by
         time.sleep(0.05)
     stop_process(proc)
     raise RuntimeError("server process did not start listening")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 def probe_site(port: int, unit: int = 5) -> dict[str, Any]:
