@@ -95,10 +95,14 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     state.migrate("ui", ACK_MIGRATIONS)
     journal = runtime.journal
 
+    def scan_floor() -> int:
+        """The seq after which the raw scan looks (SCAN_ROWS back from the newest)."""
+        return max(0, journal.committed_seq - SCAN_ROWS)
+
     async def scan(sql_where: str, args: tuple[Any, ...], limit: int, floor: int | None = None) -> list[Any]:
         """The newest `limit` journal rows after `floor` (default: the raw scan's bound) matching."""
         if floor is None:
-            floor = max(0, journal.committed_seq - SCAN_ROWS)
+            floor = scan_floor()
         sql = (
             "SELECT seq, ts, point, value, quality, kind, severity, payload FROM journal "
             f"WHERE seq > ? AND {sql_where} ORDER BY seq DESC LIMIT ?"
@@ -116,7 +120,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         index's cursor or None). `conds` name the source `{source}`. Events up to the cursor come
         from the index, those after it from the journal (at most SCAN_ROWS back), so each is
         listed once whatever the follower's progress."""
-        floor = max(0, journal.committed_seq - SCAN_ROWS)
+        floor = scan_floor()
         trend = trend_index()
         raw_where = " AND ".join(["kind IS NOT NULL", *conds]).format(source="point")
         if trend is None:
@@ -150,11 +154,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         resolution = request.query.get("resolution") or "auto"
         if resolution not in RESOLUTIONS:
             raise Problem(400, "Bad query parameter resolution", f"one of {', '.join(RESOLUTIONS)}")
-        trend = runtime.components.get("trend")
-        if not isinstance(trend, TrendIndex):
-            if resolution in ("minute", "hour"):
-                raise Problem(503, "No trend index", "the trend index is not running; ask for resolution=raw")
-            trend = None
+        trend = trend_index()
+        if trend is None and resolution in ("minute", "hour"):
+            raise Problem(503, "No trend index", "the trend index is not running; ask for resolution=raw")
         end = now if until is None else until
         body: dict[str, Any] = {"point": point, "since": since, "until": until}
         if resolution in ("auto", "raw"):
@@ -164,7 +166,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 args.append(until)
             raw = resolution == "raw" or trend is None
             if not raw and end - since <= RAW_SPAN:  # short: raw if the scan reaches back to `since`
-                floor = max(0, journal.committed_seq - SCAN_ROWS)
+                floor = scan_floor()
                 oldest = await asyncio.to_thread(journal.oldest_after, floor) if floor else None
                 raw = oldest is None or oldest <= since
             rows = await scan(where, tuple(args), limit + 1) if raw else []
@@ -187,7 +189,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             end,
             resolution == "hour",
             limit,
-            max(0, journal.committed_seq - SCAN_ROWS),
+            scan_floor(),
         )
         body["resolution"] = resolution
         body["readings"] = [[ts, avg, "good"] for ts, avg, _lo, _hi in buckets]
@@ -288,7 +290,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             rows = await scan("kind = 'alert'", (), MAX_LIMIT)
         else:
             cursor, indexed = await asyncio.to_thread(trend.latest_events, "alert")
-            floor = max(cursor, journal.committed_seq - SCAN_ROWS)
+            floor = max(cursor, scan_floor())
             rows = await scan("kind = 'alert'", (), MAX_LIMIT, floor) + indexed
         latest: dict[str, dict[str, Any]] = {}
         for r in rows:  # newest first: the first seen per source is its current state
