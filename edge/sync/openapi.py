@@ -13,7 +13,15 @@ from typing import Any
 
 from edge import __version__
 from edge.sync import openapi_blobs, openapi_rules, openapi_ui, openapi_web
-from edge.sync.openapi_base import COMPONENTS, ERRORS, JSON, PROBLEM, READ_SECURITY, WRITE_SECURITY
+from edge.sync.openapi_base import (
+    COMPONENTS,
+    ERRORS,
+    EVENT_FIELDS,
+    JSON,
+    PROBLEM,
+    READ_SECURITY,
+    WRITE_SECURITY,
+)
 
 _PROBLEM = PROBLEM
 _ERRORS = ERRORS
@@ -51,15 +59,7 @@ RECORD = {
         {
             "type": "object",
             "required": ["seq", "ts", "type", "kind", "source", "severity", "payload"],
-            "properties": {
-                "seq": {"type": "integer"},
-                "ts": {"type": "number"},
-                "type": {"const": "event"},
-                "kind": {"type": "string"},
-                "source": {"type": "string"},
-                "severity": {"type": "string"},
-                "payload": {"type": "object"},
-            },
+            "properties": EVENT_FIELDS,
         },
     ]
 }

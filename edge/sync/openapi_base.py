@@ -28,6 +28,18 @@ def ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
+#: the fields of an event record (`edge buffer tail --json`, the pull API, the UI's events list)
+EVENT_FIELDS: dict[str, Any] = {
+    "seq": {"type": "integer"},
+    "ts": {"type": "number"},
+    "type": {"const": "event"},
+    "kind": {"type": "string"},
+    "source": {"type": "string"},
+    "severity": {"type": "string"},
+    "payload": {"type": "object"},
+}
+
+
 def obj(
     properties: dict[str, Any], required: list[str] | None = None, *, closed: bool = False
 ) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from edge.sync.openapi_base import (
+    EVENT_FIELDS,
     MAX_SEQ,
     PROBLEM,
     WRITE_SECURITY,
@@ -59,19 +60,7 @@ WRITE_RESULT = obj(
     },
     ["point", "status"],
 )
-EVENT = obj(
-    {
-        "seq": {"type": "integer"},
-        "ts": {"type": "number"},
-        "type": {"const": "event"},
-        "kind": {"type": "string"},
-        "source": {"type": "string"},
-        "severity": {"type": "string"},
-        "payload": {"type": "object"},
-        "ack": ACK,
-    },
-    ["seq", "ts", "kind", "source"],
-)
+EVENT = obj({**EVENT_FIELDS, "ack": ACK}, ["seq", "ts", "kind", "source"])
 YAML_ERROR = obj(
     {
         "error": obj(
