@@ -52,6 +52,27 @@ class Privacy(StrEnum):
 #: privacy classes in order: data of a class may go wherever that class or a higher one is allowed
 PRIVACY_RANK = {Privacy.PUBLIC: 0, Privacy.PERSONAL: 1, Privacy.SENSITIVE: 2}
 
+#: event kinds that carry health measurements: sensitive unless the payload says otherwise.
+SENSITIVE_EVENT_KINDS = frozenset(
+    {"blood_pressure", "heart_rate", "weight", "body_temperature", "glucose", "spo2", "health_measurement"}
+)
+
+
+def event_privacy(kind: str, payload: Any, points: Any) -> Privacy:
+    """An event's class — the one rule the sinks, the pull API, the local UI and the rules share:
+    `payload["privacy"]` if it names a class, else the class of the known point `payload["point"]`,
+    else `sensitive` for health-measurement kinds, else `public`. `points` maps point ids to
+    PointInfo."""
+    if isinstance(payload, dict):
+        named = payload.get("privacy")
+        if isinstance(named, str) and named in PRIVACY_RANK:
+            return Privacy(named)
+        point = payload.get("point")
+        info = points.get(point) if isinstance(point, str) else None
+        if info is not None:
+            return info.privacy  # type: ignore[no-any-return]
+    return Privacy.SENSITIVE if kind in SENSITIVE_EVENT_KINDS else Privacy.PUBLIC
+
 
 class PointType(StrEnum):
     FLOAT = "float"

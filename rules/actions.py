@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity
+from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity, event_privacy
 from rules.config import RulesConfig
 from rules.engine import Firing
 from rules.model import Action, MessageAction, SnapshotAction, WebhookAction, WriteAction
@@ -249,13 +249,11 @@ class ActionRunner:
                 )
 
     def _trigger_privacy(self, args: tuple[Any, ...]) -> Privacy:
-        """The privacy class of the record that made the rule fire: an event's own class (or its
-        point's), a reading's point's."""
-        payload = args[10] if isinstance(args[10], dict) else {}
-        if args[7] is not None and "privacy" in payload:  # an event that says its class
-            return _privacy(payload["privacy"])
-        point = payload.get("point") if args[7] is not None else args[2]
-        info = self.hub.points.get(str(point)) if point else None
+        """The privacy class of the record that made the rule fire: an event's class (the rule
+        the sinks apply), a reading's point's."""
+        if args[7] is not None:
+            return event_privacy(str(args[7]), args[10], self.hub.points)
+        info = self.hub.points.get(str(args[2]))
         return info.privacy if info is not None else Privacy.PUBLIC
 
     def _set(self, point: str, value: Any, ts: float) -> None:

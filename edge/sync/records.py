@@ -20,15 +20,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from edge.model import PRIVACY_RANK, PointInfo, Privacy
+from edge.model import PRIVACY_RANK, PointInfo, Privacy, event_privacy
 from edge.store.journal import SELECT_COLS, connect
 
 Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
-
-#: event kinds that carry health measurements: sensitive unless the payload says otherwise.
-SENSITIVE_EVENT_KINDS = frozenset(
-    {"blood_pressure", "heart_rate", "weight", "body_temperature", "glucose", "spo2", "health_measurement"}
-)
 
 
 class JournalReader:
@@ -134,21 +129,12 @@ class RecordFilter:
 
     def event_privacy(self, kind: str, payload: str | None) -> int:
         data: Any = None
-        if payload and ('"privacy"' in payload or '"point"' in payload):
+        if payload and ('"privacy"' in payload or '"point"' in payload):  # skip parsing the rest
             try:
                 data = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 data = None
-        if isinstance(data, dict):
-            p = data.get("privacy")
-            if isinstance(p, str) and p in PRIVACY_RANK:
-                return PRIVACY_RANK[Privacy(p)]
-            point = data.get("point")
-            if isinstance(point, str):
-                info = self._points().get(point)
-                if info is not None:
-                    return PRIVACY_RANK[info.privacy]
-        return PRIVACY_RANK[Privacy.SENSITIVE] if kind in SENSITIVE_EVENT_KINDS else 0
+        return PRIVACY_RANK[event_privacy(kind, data, self._points())]
 
     def verdict(self, row: Row) -> int:
         """0: send, 1: not in the include lists, 2: withheld for privacy."""

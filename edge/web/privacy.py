@@ -4,8 +4,8 @@ Each role sees data up to a privacy class: viewers `public`, technicians `person
 commission gates whose events carry plates), admins `sensitive` (health measurements). Tokens
 see `public` unless they hold the admin scope. Above that class a reading's value and an event's
 payload are replaced by a marker, so a viewer can still see *that* the kiosk measured, not *what*.
-An event's class is its `payload["privacy"]`, else that of the point it names (the rule the push
-sinks and the pull API apply too).
+An event's class is `edge.model.event_privacy` (the rule the push sinks and the pull API apply
+too).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edge.model import PRIVACY_RANK as RANK
-from edge.model import Privacy
+from edge.model import Privacy, event_privacy
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -30,23 +30,12 @@ def limit_for(principal: Principal | None) -> int:
     return RANK[Privacy.SENSITIVE] if "admin" in principal.scopes else 0
 
 
-def _rank(value: Any) -> int:
-    try:
-        return RANK[Privacy(value)]
-    except ValueError:
-        return 0
-
-
 def record_rank(runtime: Runtime, rec: dict[str, Any]) -> int:
     points = runtime.hub.points
     if rec.get("type") == "reading":
         info = points.get(rec.get("point", ""))
         return RANK[info.privacy] if info is not None else 0
-    payload = rec.get("payload") or {}
-    if "privacy" in payload:
-        return _rank(payload["privacy"])
-    info = points.get(str(payload.get("point", "")))
-    return RANK[info.privacy] if info is not None else 0
+    return RANK[event_privacy(str(rec.get("kind", "")), rec.get("payload"), points)]
 
 
 def minimise(

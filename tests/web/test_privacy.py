@@ -169,3 +169,28 @@ async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(
 
 async def _has_three(alerts: Any) -> bool:
     return len(await alerts) == 3
+
+
+async def test_a_health_measurement_without_a_class_is_sensitive_in_the_ui_as_upstream(
+    tmp_path: Path,
+) -> None:
+    """One rule for every consumer of an event's class (edge.model.event_privacy): a measurement
+    kind that does not say its class is sensitive for the local UI too, not only for the sinks."""
+    from edge.sync.records import IncludeConfig, RecordFilter
+
+    async with running_site(tmp_path, SITE) as rt:
+        rt.hub.ingest([Event("weight", "scale-1", payload={"weight_kg": 81.5}, ts=time.time())])
+        await rt.journal.flush()
+        sink = RecordFilter(IncludeConfig(), "personal", lambda: rt.hub.points)
+        assert sink.event_privacy("weight", '{"weight_kg": 81.5}') == 2  # withheld upstream...
+        clients = await _users(rt)
+        try:
+            seen = {}
+            for role, c in clients.items():
+                events = (await c.json("GET", "/api/v1/events?source=scale-1"))["events"]
+                seen[role] = events[0]["payload"]
+            assert seen["admin"] == {"weight_kg": 81.5}
+            assert seen["technician"] == {"privacy": "sensitive", "redacted": True}  # ...and here
+        finally:
+            for c in clients.values():
+                await c.close()
