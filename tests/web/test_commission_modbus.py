@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.support.site import running_site
 from tests.web.conftest import PASSWORD, Client, setup_code
-
-pytest.importorskip("drivers.modbus.probe", reason="drivers/modbus/probe.py is not in this build")
 
 
 async def test_raw_register_read_decodes_every_word_order(tmp_path: Path) -> None:
