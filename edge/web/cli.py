@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import shutil
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tl = tls.add_subparsers(dest="tls_command", metavar="ACTION", required=True)
     p = tl.add_parser(
         "selfsigned",
-        help="generate a self-signed certificate (with openssl, else the cryptography package)",
+        help="generate a self-signed certificate and key for HTTPS",
         description="Generate a self-signed certificate and key for the web UI's HTTPS, then set\n"
         "web.tls_cert and web.tls_key in the site file. Browsers warn about a self-signed\n"
         "certificate until it is trusted; compare its SHA-256 fingerprint (printed here).",
@@ -243,31 +242,14 @@ def cmd_tls_selfsigned(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     names = args.names or [socket.gethostname(), "localhost", "127.0.0.1"]
     crt, key = out / "edge.crt", out / "edge.key"
-    openssl = shutil.which("openssl")
-    if openssl:
-        san = ",".join(f"IP:{n}" if n.replace(".", "").isdigit() or ":" in n else f"DNS:{n}" for n in names)
-        cmd = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-        cmd += ["-nodes", "-keyout", str(key), "-out", str(crt), "-days", str(args.days)]
-        cmd += ["-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}"]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(f"error: openssl failed: {done.stderr.strip()}", file=sys.stderr)
-            return 1
-        tool = "openssl"
-    else:
-        try:
-            _with_cryptography(names, args.days, crt, key)
-        except ImportError:
-            print("error: needs the openssl command or the Python cryptography package", file=sys.stderr)
-            return 1
-        tool = "cryptography"
-    key.chmod(0o600)
-    print(f"wrote {crt} and {key} ({tool}); set web.tls_cert: {crt} and web.tls_key: {key}")
+    _self_signed(names, args.days, crt, key)
+    print(f"wrote {crt} and {key}; set web.tls_cert: {crt} and web.tls_key: {key}")
     print(f"SHA-256 fingerprint: {_fingerprint(crt)}")
     return 0
 
 
-def _with_cryptography(names: list[str], days: int, crt: Path, key_path: Path) -> None:
+def _self_signed(names: list[str], days: int, crt: Path, key_path: Path) -> None:
+    """An EC P-256 key and a certificate for `names` (IP addresses and DNS names)."""
     import datetime
     import ipaddress
 
@@ -297,11 +279,13 @@ def _with_cryptography(names: list[str], days: int, crt: Path, key_path: Path) -
         .sign(key, hashes.SHA256())
     )
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    key_path.unlink(missing_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
 
 
 def _fingerprint(crt: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +80,6 @@ def test_tokens_create_list_revoke(site_path: Path, monkeypatch: Any, capsys: An
 
 
 def test_tls_selfsigned_writes_a_usable_pair(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
-    if not shutil.which("openssl"):
-        pytest.importorskip("cryptography", reason="needs openssl or the cryptography package")
     code, out, _ = run(
         monkeypatch, capsys, "tls", "selfsigned", "--out", str(tmp_path / "tls"), "--name", "gw.local"
     )
@@ -91,6 +88,11 @@ def test_tls_selfsigned_writes_a_usable_pair(tmp_path: Path, monkeypatch: Any, c
 
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tmp_path / "tls/edge.crt", tmp_path / "tls/edge.key")  # raises if not a pair
+    assert (tmp_path / "tls/edge.key").stat().st_mode & 0o077 == 0
+    # run again over the old pair: a new key replaces it, still private
+    old_key = (tmp_path / "tls/edge.key").read_bytes()
+    assert run(monkeypatch, capsys, "tls", "selfsigned", "--out", str(tmp_path / "tls"))[0] == 0
+    assert (tmp_path / "tls/edge.key").read_bytes() != old_key
     assert (tmp_path / "tls/edge.key").stat().st_mode & 0o077 == 0
 
 

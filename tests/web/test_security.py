@@ -12,7 +12,6 @@ import yaml
 
 from edge.web.accounts import IP_MAX_ATTEMPTS, MAX_FAILURES
 from tests.support.site import running_site
-from tests.support.tools import require_tool
 from tests.web.conftest import PASSWORD, SITE, Client, make_user, setup_code
 
 PUBLIC_API = {"/healthz", "/api/v1/auth/state", "/api/v1/auth/setup", "/api/v1/auth/login"}
@@ -221,7 +220,6 @@ async def test_logout_ends_the_session(site: Any, admin: Client) -> None:
 
 
 async def test_https_with_selfsigned_certificate_sets_secure_cookie(tmp_path: Path) -> None:
-    require_tool("openssl")
     from edge.cli import main
 
     assert main(["tls", "selfsigned", "--out", str(tmp_path / "tls"), "--name", "127.0.0.1"]) == 0
