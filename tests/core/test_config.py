@@ -12,32 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import ConfigError, load_site, load_site_text
+from edge.config import ConfigError, load_site_text
 from edge.units import parse_duration, parse_size
+from tests.support.golden import assert_problems
 
 CASES = sorted(p for p in (Path(__file__).parent.parent / "cases" / "config").iterdir() if p.is_dir())
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _problems(case: Path) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_site(case / "site.yaml")
-    return [str(p).replace(str(case / "site.yaml"), "site.yaml") for p in info.value.problems]
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_broken_site_files_report_every_problem_with_its_line(case: Path) -> None:
-    expected = [line for line in (case / "expected.err").read_text(encoding="utf-8").splitlines() if line]
-    actual = _problems(case)
-    assert len(actual) == len(expected), "\n".join(actual)
-    for want in expected:
-        if want.endswith("…"):
-            assert any(a.startswith(want[:-1]) for a in actual), (want, actual)
-        else:
-            assert want in actual, (want, actual)
-    for line in actual:
-        assert line.startswith("site.yaml:"), line
-        assert line.split(":")[1].isdigit(), f"no line number in {line!r}"
+    assert_problems(case)
 
 
 def test_edge_check_exits_1_with_errors_on_stderr() -> None:

@@ -1,15 +1,12 @@
 """Golden cases as data: tests/cases/modbus/<case>/site.yaml plus expected.json (the request plan
-per poll group) or expected.err (lines the located error must contain).
+per poll group) or expected.err (every located problem), checked by tests/support/golden.py.
 
-Adding a case is adding a folder. `UPDATE_GOLDEN=1 pytest tests/modbus/test_cases.py` rewrites
+Adding a case is adding a folder. `UPDATE_GOLDEN=1 pytest tests/modbus/test_cases.py` writes
 expected.json from the current planner (review the diff before committing it).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,8 @@ import pytest
 
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.planner import greedy_max_insert, plan
-from edge.config import ConfigError, load_site
+from edge.config import load_site
+from tests.support.golden import assert_json, assert_problems
 
 CASES = Path(__file__).resolve().parents[1] / "cases" / "modbus"
 
@@ -51,24 +49,12 @@ def plans(dev: ModbusDevice) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
 def test_case(case: str) -> None:
     folder = CASES / case
-    err_file = folder / "expected.err"
-    if err_file.exists():
-        with pytest.raises(ConfigError) as info:
-            load_site(folder / "site.yaml")
-        text = str(info.value)
-        for line in err_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                assert line.strip() in text, f"{case}: expected {line!r} in:\n{text}"
-        # every problem is located: file and line
-        for problem in text.splitlines():
-            assert re.match(r".*site\.yaml:\d+: ", problem), problem
+    if (folder / "expected.err").exists():
+        assert_problems(folder)
         return
     site = load_site(folder / "site.yaml")
     got = {d.id: plans(d) for d in site.devices if isinstance(d, ModbusDevice)}
-    expected_file = folder / "expected.json"
-    if os.environ.get("UPDATE_GOLDEN") or not expected_file.exists():
-        expected_file.write_text(json.dumps(got, indent=2) + "\n", encoding="utf-8")
-    assert got == json.loads(expected_file.read_text(encoding="utf-8"))
+    assert_json(folder / "expected.json", got)
     for device_plans in got.values():
         for p in device_plans:
             # the coalesced plan is never worse than Telegraf's greedy max_insert on the same map
