@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.ports import free_port
 from tests.support.waiting import until_sync
 
@@ -48,6 +50,7 @@ def _call(url: str, token: str, body: dict | None = None) -> dict:
         return json.load(resp)
 
 
+@pytest.mark.slow
 def test_demo_soak_under_a_pull_consumer(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "demo"
