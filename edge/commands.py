@@ -154,6 +154,7 @@ def check_rule_packs(site: Site) -> bool:
     packs: list[str] = list(getattr(rules, "packs", []) or [])
     if not packs:
         return True
+    from edge.yamlpos import YamlError, read_text
     from rules.config import resolve_pack
     from rules.model import RulePackError, compile_pack
 
@@ -161,7 +162,13 @@ def check_rule_packs(site: Site) -> bool:
     for i, pack in enumerate(packs):
         path = resolve_pack(pack, site.source)
         try:
-            compile_pack(path.read_text(encoding="utf-8"), str(path))
+            compile_pack(read_text(path), str(path))
+        except YamlError as exc:  # larger than the cap: refused before it is read whole
+            print(exc, file=sys.stderr)
+            ok = False
+        except UnicodeDecodeError as exc:
+            print(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}", file=sys.stderr)
+            ok = False
         except OSError as exc:
             print(
                 f"{site.source}: rules.packs[{i}]: cannot read rule pack {pack!r}: {exc.strerror or exc}",

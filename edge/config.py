@@ -24,6 +24,7 @@ from edge.model import ID_RE, SITE_ID_RE, PointInfo, PointType, Privacy
 from edge.units import Duration, Size
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
 from edge.yamlpos import load as load_yaml
+from edge.yamlpos import read_text as read_yaml_text
 
 PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
 SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key"}
@@ -387,7 +388,7 @@ def load_profile(name: str, profile_dir: FsPath | None = None) -> tuple[dict[str
     if not _check_profile_name(name) or not path.is_file():
         known = sorted(p.stem for p in profile_dir.glob("*.yaml"))
         raise LookupError(f"unknown profile {name!r}; known profiles: {', '.join(known) or 'none'}")
-    data, pos = load_yaml(path.read_text(encoding="utf-8"), str(path))
+    data, pos = load_yaml(read_yaml_text(path), str(path))
     if not isinstance(data, dict):
         raise LookupError(f"profile {name!r} is not a mapping")
     return data, pos
@@ -595,9 +596,13 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
 
 def load_site(path: str | os.PathLike[str]) -> Site:
+    """Read and validate a site file. Pure-Python parsing takes about a second per MiB (the cap):
+    callers on an event loop run this in a thread."""
     p = FsPath(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_yaml_text(p)
+    except YamlError as exc:
+        raise ConfigError(exc.problems) from None
     except FileNotFoundError:
         raise ConfigError([Problem(str(p), None, (), "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -3,14 +3,22 @@
 Errors a technician reads must name the file and the line; PyYAML's plain loaders forget positions,
 so we compose the node graph and build plain Python objects ourselves, recording the line of every
 path (`("devices", 2, "poll")`). Duplicate keys, which YAML silently overwrites, are reported.
+
+Every document is bounded before it can cost much: its size (`max_bytes`), its nesting depth
+(`max_depth`, checked while composing: PyYAML's composer recurses once per level, so a
+5,000-deep `[[[…]]]` would otherwise end in RecursionError) and its value count once aliases are
+expanded (`max_nodes`, the "billion laughs"). Each limit is a located YamlError like any other.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from edge.units import format_size
 
 Path = tuple[str | int, ...]
 
@@ -68,13 +76,88 @@ def format_path(path: Path) -> str:
 
 
 MAX_NODES = 200_000  # a "billion laughs" document (aliases of aliases) must not expand unbounded
+MAX_DEPTH = 64  # a real site file nests about 6 levels deep, a rule pack about 8
+MAX_BYTES = 1024 * 1024  # a large site is ~100 KB; pure-Python parsing takes about 1 s per MiB
 
 
-def load(text: str, file: str, max_nodes: int = MAX_NODES) -> tuple[Any, Positions]:
-    """Parse YAML text; returns the plain data and the positions. Raises YamlError."""
+def too_large(file: str, size: int, max_bytes: int) -> YamlError:
+    return YamlError(
+        [
+            Problem(
+                file,
+                None,
+                (),
+                f"file too large: {size:,} bytes ({format_size(size)}); "
+                f"at most {max_bytes:,} bytes ({format_size(max_bytes)}) are accepted",
+            )
+        ]
+    )
+
+
+def too_deep(file: str, line: int, path: Path, max_depth: int, column: int | None = None) -> YamlError:
+    return YamlError(
+        [
+            Problem(
+                file,
+                line,
+                path,
+                f"nesting deeper than {max_depth} levels (mappings and lists inside each other, "
+                "aliases and merge keys included)",
+                column,
+            )
+        ]
+    )
+
+
+def read_text(path: str | os.PathLike[str], max_bytes: int = MAX_BYTES) -> str:
+    """The UTF-8 text of a YAML file; YamlError if it is larger than `max_bytes`, found without
+    reading more than that (a 100 MB file costs nothing). OSError and UnicodeDecodeError pass."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise too_large(os.fspath(path), os.fstat(f.fileno()).st_size, max_bytes)
+    return data.decode("utf-8")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses a collection deeper than `max_depth` before recursing
+    into it, so its recursion never goes further than the limit."""
+
+    def __init__(self, text: str, file: str, max_depth: int) -> None:
+        super().__init__(text)
+        self.file = file
+        self.max_depth = max_depth
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.check_event(yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > self.max_depth:
+                mark = self.peek_event().start_mark
+                raise too_deep(self.file, mark.line + 1, (), self.max_depth, mark.column + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load(
+    text: str,
+    file: str,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+    max_bytes: int = MAX_BYTES,
+) -> tuple[Any, Positions]:
+    """Parse YAML text; returns the plain data and the positions. Raises YamlError, also for a
+    document larger than `max_bytes` (UTF-8), nested deeper than `max_depth`, or expanding to
+    more than `max_nodes` values."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise too_large(file, size, max_bytes)
     positions = Positions(file)
     built = 0
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text, file, max_depth)
     problems: list[Problem] = []
     try:
         node = loader.get_single_node()
@@ -106,12 +189,21 @@ def load(text: str, file: str, max_nodes: int = MAX_NODES) -> tuple[Any, Positio
                     )
                 ]
             )
+        # aliases stack collections deeper than the text shows (each anchor wrapping the last)
+        if len(path) > max_depth:
+            raise too_deep(file, n.start_mark.line + 1, path[:2], max_depth)
         positions.lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, yaml.MappingNode):
             loader.flatten_mapping(n)  # resolves `<<:` merge keys
             out: dict[Any, Any] = {}
             for key_node, value_node in n.value:
-                key = loader.construct_object(key_node, deep=True)
+                # a collection key is never a plain word, and constructing one recurses as deep
+                # as its aliases reach: only scalar keys are constructed
+                key = (
+                    loader.construct_object(key_node, deep=True)
+                    if isinstance(key_node, yaml.ScalarNode)
+                    else None
+                )
                 if not isinstance(key, str | int | float | bool):
                     problems.append(
                         Problem(file, key_node.start_mark.line + 1, path, "keys must be plain words")
@@ -142,7 +234,12 @@ def load(text: str, file: str, max_nodes: int = MAX_NODES) -> tuple[Any, Positio
             problems.append(Problem(file, n.start_mark.line + 1, path, f"bad value: {exc}"))
             return None
 
-    data = build(node, ())
+    try:
+        data = build(node, ())
+    except RecursionError:
+        # merge keys chained through anchors the walk skipped (values under refused keys) are
+        # flattened recursively; the checks above bound every other path
+        raise too_deep(file, node.start_mark.line + 1, (), max_depth) from None
     if problems:
         raise YamlError(problems)
     return data, positions
