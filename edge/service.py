@@ -1,10 +1,11 @@
 """The process around a Runtime: signals, systemd notifications, config reload.
 
 SIGTERM/SIGINT stop the runtime (drivers stop, the journal flushes) and the process exits.
-SIGHUP re-reads the site file: an invalid file is reported and changes nothing; device changes
-are applied live (changed devices restart, removed ones stop, new ones start); changes to
-sections that need a restart (storage, web, upstream, consumers, modbus_server) are named in
-the log and the STATUS line.
+SIGHUP re-reads the site file (in a thread: a large file does not stall the loop): an invalid
+file is reported and changes nothing; device changes are applied live (changed devices restart,
+removed ones stop, new ones start); changes to sections that need a restart (storage, web,
+upstream, consumers, modbus_server) are named in the log and the STATUS line. A reload that
+fails anyway is logged, READY=1 is sent again and the next SIGHUP is still heard.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _dump(items: list[Any]) -> dict[str, Any]:
 async def reload(rt: Runtime, path: str) -> list[str]:
     """Apply a changed site file; returns the sections that still need a restart."""
     try:
-        new = load_site(path)
+        # reading and parsing a (capped, 1 MiB) file takes up to a second: not on the event loop
+        new = await asyncio.to_thread(load_site, path)
     except ConfigError as exc:
         log.error("reload refused: the site file has errors; nothing changed\n%s", exc)
         return []
@@ -127,7 +129,14 @@ async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) ->
             await hup.wait()
             hup.clear()
             notifier.reloading()
-            pending_restart[:] = sorted(set(pending_restart) | set(await reload(rt, path)))
+            try:
+                pending_restart[:] = sorted(set(pending_restart) | set(await reload(rt, path)))
+            except Exception:
+                # one failed reload must not end the task: every later SIGHUP would go unheard
+                log.exception(
+                    "reload failed; the site runs on with what was applied before the failure; "
+                    "fix the site file and send SIGHUP again, or restart the service"
+                )
             notifier.ready(status_line(rt))
 
     reloader = asyncio.create_task(reloads(), name="reloader")
