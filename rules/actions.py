@@ -4,21 +4,45 @@ Each firing runs in its own task, so a slow webhook of one rule never delays ano
 the engine, which only decides). A per-rule token bucket limits how many firings per minute
 execute actions; the excess is dropped, counted per rule and reported once per burst as a
 `rule_rate_limited` event. Every failed action is counted and journaled as `rule_action_failed`.
+
+What a firing produces is as private as what it read (`rules.model.firing_privacy`): an alert
+carries that class, and a virtual point written by `set:` takes it (a class only ever rises while
+the gateway runs), so a rule cannot copy a blood pressure into a public point.
+
+Webhooks post only to destinations `rules.webhook_allow` names, checked again here at send time:
+the name must resolve to an address that is not loopback, link-local, multicast or unspecified
+unless the allow-list names that exact address, and the connection goes to the address checked.
+A failed post is journaled as "webhook to HOST failed" whatever the cause (refused, timeout, DNS,
+TLS), so rule authors cannot map the network through the errors; the cause goes to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ipaddress
 import json
 import logging
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity, event_privacy
-from rules.config import RulesConfig
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity
+from rules.config import RulesConfig, normal_host, parse_allow_entry, webhook_allowed
 from rules.engine import Firing
-from rules.model import Action, MessageAction, SnapshotAction, WebhookAction, WriteAction
+from rules.model import (
+    Action,
+    MessageAction,
+    SnapshotAction,
+    WebhookAction,
+    WriteAction,
+    firing_privacy,
+    webhook_target,
+)
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -206,7 +230,10 @@ class ActionRunner:
         elif action.kind == "set":
             assert isinstance(spec, WriteAction)
             self._set(
-                spec.point.replace("{device}", str(args[3])), self._value(firing, where, spec), firing.ts
+                spec.point.replace("{device}", str(args[3])),
+                self._value(firing, where, spec),
+                firing.ts,
+                firing_privacy(rr.compiled, args, self.hub.points),
             )
         elif action.kind in ("alert", "event"):
             assert isinstance(spec, MessageAction)
@@ -225,7 +252,7 @@ class ActionRunner:
             kind = "alert" if action.kind == "alert" else str(spec.kind)
             if action.kind == "event":
                 payload = {**spec.payload, **payload}
-            inherited = self._trigger_privacy(args)
+            inherited = firing_privacy(rr.compiled, args, self.hub.points)
             if PRIVACY_RANK[inherited] > PRIVACY_RANK[_privacy(payload.get("privacy"))]:
                 # a message can quote what triggered it ("186/124 mmHg"): it is at least as private
                 payload["privacy"] = str(inherited)
@@ -248,16 +275,16 @@ class ActionRunner:
                     )
                 )
 
-    def _trigger_privacy(self, args: tuple[Any, ...]) -> Privacy:
-        """The privacy class of the record that made the rule fire: an event's class (the rule
-        the sinks apply), a reading's point's."""
-        if args[7] is not None:
-            return event_privacy(str(args[7]), args[10], self.hub.points)
-        info = self.hub.points.get(str(args[2]))
-        return info.privacy if info is not None else Privacy.PUBLIC
-
-    def _set(self, point: str, value: Any, ts: float) -> None:
-        if point not in self.hub.points:
+    def _set(self, point: str, value: Any, ts: float, privacy: Privacy) -> None:
+        """Write a virtual point whose value is derived from data of class `privacy`: the point
+        takes that class if it is higher than the one it has (never lower: earlier values of it,
+        journaled and shown, may have come from the more private input)."""
+        info = self.hub.points.get(point)
+        if info is not None:
+            if PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
+                log.warning("point %s is now %s: rule input of that class was set into it", point, privacy)
+                self.hub.register_points([dataclasses.replace(info, privacy=privacy)])
+        else:
             device, _, name = point.partition(".")
             ptype = (
                 PointType.BOOL
@@ -269,15 +296,27 @@ class ActionRunner:
                 else PointType.FLOAT
             )
             self.hub.register_points(
-                [PointInfo(point, device, name, ptype, description="virtual point set by rules")]
+                [
+                    PointInfo(
+                        point, device, name, ptype, privacy=privacy, description="virtual point set by rules"
+                    )
+                ]
             )
         self.hub.ingest([Reading(ts, point, value)])
 
     async def _webhook(self, spec: WebhookAction, firing: Firing, state: str) -> None:
-        import aiohttp
-
+        host, port = webhook_target(spec.url)
+        allow = self.config.webhook_allow
+        if not webhook_allowed(allow, host, port):  # saved before the allow-list changed
+            raise RuntimeError(f"webhook to {host} refused: rules.webhook_allow does not name it")
+        failed = f"webhook to {host} failed"
+        if not _address_allowed(host, allow):
+            log.warning("webhook to %s refused: a loopback/link-local/multicast/unspecified address", host)
+            raise RuntimeError(failed)
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=CheckedResolver(allow))
+            )
         rr = firing.rule
         body = {
             "rule": rr.id,
@@ -290,20 +329,33 @@ class ActionRunner:
             "site": self.runtime.site.site.id,
         }
         timeout = aiohttp.ClientTimeout(total=spec.timeout or self.config.webhook_timeout)
-        last = ""
+        status = ""
         for attempt in range(spec.retries + 1):
             try:
-                async with self._session.post(spec.url, json=body, timeout=timeout) as resp:
+                # no redirects: a 3xx would send the post to a destination nobody allowed
+                async with self._session.post(
+                    spec.url, json=body, timeout=timeout, allow_redirects=False
+                ) as resp:
                     if resp.status < 300:
                         return
-                    last = f"HTTP {resp.status}"
+                    status = f": HTTP {resp.status}"
                     if 400 <= resp.status < 500 and resp.status not in (408, 429):
                         break  # the receiver refuses this body: retrying will not help
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                # refused, timed out, unresolvable, TLS: one message for all in the journal,
+                # which rule authors read; the cause only in the gateway log
+                status = ""
+                log.warning(
+                    "rule %s webhook %s attempt %d: %s: %s",
+                    rr.id,
+                    spec.url,
+                    attempt + 1,
+                    type(exc).__name__,
+                    exc,
+                )
             if attempt < spec.retries:
                 await asyncio.sleep(min(30.0, 0.2 * 2**attempt))
-        raise RuntimeError(f"webhook {spec.url} failed after {spec.retries + 1} attempts: {last}")
+        raise RuntimeError(failed + status)
 
     async def close(self) -> None:
         for t in list(self._tasks):
@@ -312,3 +364,55 @@ class ActionRunner:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _forbidden_address(addr: str) -> bool:
+    """Loopback, link-local, multicast or unspecified: the gateway itself and its segment's
+    infrastructure, which no rule may reach unless the allow-list names the address."""
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified
+
+
+def _named_exactly(addr: str, allow: Sequence[str]) -> bool:
+    addr = normal_host(addr.split("%", 1)[0])
+    return any(parse_allow_entry(entry)[0] == addr for entry in allow)
+
+
+def _address_allowed(host: str, allow: Sequence[str]) -> bool:
+    """For a host that is an IP address: whether it may be posted to (names are judged when they
+    resolve, by `CheckedResolver`)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return not _forbidden_address(host) or _named_exactly(host, allow)
+
+
+class CheckedResolver(AbstractResolver):
+    """The webhooks' DNS resolver: resolves as usual, then drops every address a rule may not
+    reach; the connection then goes to an address checked here (not to a second lookup that
+    could answer differently)."""
+
+    def __init__(self, allow: Sequence[str]) -> None:
+        from aiohttp.resolver import DefaultResolver
+
+        self._allow = list(allow)
+        self._inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        kept = [
+            r for r in found if not _forbidden_address(r["host"]) or _named_exactly(r["host"], self._allow)
+        ]
+        if not kept:
+            raise OSError(
+                f"{host} resolves only to addresses no webhook may reach: {[r['host'] for r in found]}"
+            )
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()

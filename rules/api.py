@@ -1,6 +1,13 @@
 """The rules HTTP API: list, get, create, update, enable/disable, delete, validate, dry-run,
-versions and restore, YAML import/export. Reading needs `read`; changing needs `rules`.
-Every change goes through `RulesComponent`, which validates first and records the audit trail."""
+versions and restore, YAML import/export. Reading needs `read`; changing, validating and dry runs
+need `rules`. Every change goes through `RulesComponent`, which validates first and records the
+audit trail; a webhook to a destination the site's `rules.webhook_allow` does not name is refused
+here, before anything is stored.
+
+A dry run's firings quote journaled records, so each is shown only up to the caller's privacy
+class (`edge.web.privacy`): above it, message, key and point are withheld and the firing says
+`redacted` and its class, as the UI does for events.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
+from edge.model import PRIVACY_RANK, Privacy
+from edge.web import privacy
 from edge.web.app import get_runtime
-from edge.web.auth import require
+from edge.web.auth import Principal, require
 from edge.web.problem import Problem, json_response, read_json
-from rules.model import RuleErrors, RulePackError, parse_rule
+from rules.model import (
+    CompiledRule,
+    RuleErrors,
+    RulePackError,
+    compile_pack,
+    parse_rule,
+    reads_privacy,
+    webhook_problems,
+)
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -33,6 +50,23 @@ def _component(request: web.Request) -> RulesComponent:
 def _invalid(exc: RuleErrors) -> Problem:
     errors = [{k: e[k] for k in ("rule", "field", "line", "column", "message")} for e in exc.as_list()]
     return Problem(422, "Invalid rule", "; ".join(str(e) for e in exc.errors), errors=errors)
+
+
+def _webhook_allow(request: web.Request) -> list[str]:
+    config = get_runtime(request).site.sections.get("rules")
+    return list(getattr(config, "webhook_allow", None) or [])
+
+
+def _checked(request: web.Request, doc: Any) -> CompiledRule:
+    """The rule compiled, its webhooks allowed on this site; else 422 naming every problem."""
+    try:
+        compiled = parse_rule(doc)
+        refused = webhook_problems(compiled.rule, _webhook_allow(request))
+        if refused:
+            raise RuleErrors(refused)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    return compiled
 
 
 def _found(comp: RulesComponent, rule_id: str) -> Any:
@@ -62,6 +96,7 @@ async def create_rule(request: web.Request) -> web.Response:
     doc = await read_json(request)
     if isinstance(doc, dict) and comp.store is not None and comp.store.get(str(doc.get("id"))) is not None:
         raise Problem(409, "Rule exists", f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it")
+    _checked(request, doc)
     try:
         stored = comp.put(doc, who.name, "create")
     except RuleErrors as exc:
@@ -78,6 +113,7 @@ async def update_rule(request: web.Request) -> web.Response:
         doc.setdefault("id", rule_id)
         if doc["id"] != rule_id:
             raise Problem(422, "Rule id mismatch", f"the body's id {doc['id']!r} is not {rule_id!r}")
+    _checked(request, doc)
     try:
         stored = comp.put(doc, who.name, "update")
     except RuleErrors as exc:
@@ -98,7 +134,9 @@ def _toggle(enabled: bool) -> Any:
     async def handler(request: web.Request) -> web.Response:
         who = require(request, "rules")
         comp = _component(request)
-        _found(comp, request.match_info["id"])
+        found = _found(comp, request.match_info["id"])
+        if enabled:  # a rule stored before the allow-list changed does not start posting
+            _checked(request, found.doc)
         stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
         assert stored is not None
         return json_response(comp.describe(stored))
@@ -107,17 +145,38 @@ def _toggle(enabled: bool) -> Any:
 
 
 async def validate(request: web.Request) -> web.Response:
-    require(request, "rules", "read")
-    doc = await read_json(request)
-    try:
-        parse_rule(doc)
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
+    require(request, "rules")
+    _checked(request, await read_json(request))
     return json_response({"ok": True})
 
 
+def _point_rank(points: Any, point: Any) -> int:
+    info = points.get(point) if isinstance(point, str) else None
+    return PRIVACY_RANK[info.privacy] if info is not None else 0
+
+
+def minimise_firings(
+    runtime: Runtime, principal: Principal, compiled: CompiledRule, result: dict[str, Any]
+) -> dict[str, Any]:
+    """Each firing's class judged again with the hub's point classes (the replay may have run
+    without them) and, above the caller's class, its message, key and point withheld (in place).
+    A firing that does not say its class counts as sensitive."""
+    points = runtime.hub.points
+    limit = privacy.limit_for(principal)
+    read = PRIVACY_RANK[reads_privacy(compiled, points)]
+    by_rank = {r: p for p, r in PRIVACY_RANK.items()}
+    for f in result.get("firings", []):
+        named = f.get("privacy")
+        rank = PRIVACY_RANK[Privacy(named)] if named in PRIVACY_RANK else PRIVACY_RANK[Privacy.SENSITIVE]
+        rank = max(rank, read, _point_rank(points, f.get("point")))
+        f["privacy"] = str(by_rank[rank])
+        if rank > limit:
+            f.update(message=None, key=None, point=None, redacted=True)
+    return result
+
+
 async def dry_run_handler(request: web.Request) -> web.Response:
-    require(request, "rules", "read")
+    who = require(request, "rules")
     comp = _component(request)
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -136,8 +195,10 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         compiled = parse_rule(doc)
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    now = get_runtime(request).clock()
-    return json_response(await comp.dry_run(compiled, now - hours * 3600, now))
+    runtime = get_runtime(request)
+    now = runtime.clock()
+    result = await comp.dry_run(compiled, now - hours * 3600, now)
+    return json_response(minimise_firings(runtime, who, compiled, result))
 
 
 async def versions(request: web.Request) -> web.Response:
@@ -159,6 +220,10 @@ async def restore(request: web.Request) -> web.Response:
         raise Problem(400, "Bad version", "the version is a number") from None
     if not 1 <= version <= MAX_VERSION:  # SQLite integers stop at 64 bits
         raise Problem(400, "Bad version", f"the version is a number from 1 to {MAX_VERSION}")
+    assert comp.store is not None
+    old = comp.store.version_doc(request.match_info["id"], version)
+    if old is not None:
+        _checked(request, old)
     try:
         stored = comp.restore_version(request.match_info["id"], version, who.name)
     except RuleErrors as exc:
@@ -181,7 +246,9 @@ async def import_pack(request: web.Request) -> web.Response:
     if len(raw) > MAX_PACK_BYTES:
         raise Problem(413, "Pack too large", f"at most {MAX_PACK_BYTES} bytes")
     try:
-        ids = comp.import_pack(raw.decode("utf-8"), who.name, file="<upload>")
+        text = raw.decode("utf-8")
+        compile_pack(text, "<upload>", webhook_allow=_webhook_allow(request))
+        ids = comp.import_pack(text, who.name, file="<upload>")
     except UnicodeDecodeError:
         raise Problem(400, "Not UTF-8", "send the YAML pack as UTF-8 text") from None
     except RulePackError as exc:

@@ -8,16 +8,20 @@ report all of them at once.
 
 from __future__ import annotations
 
+import ast
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.model import PRIVACY_RANK, Privacy, event_privacy
 from edge.units import Duration
 from edge.yamlpos import Positions, YamlError
 from edge.yamlpos import load as load_yaml
+from rules.config import allow_entry_for, webhook_allowed
 from rules.expr import Compiled, ExprError, compile_expr
 from rules.templates import check_template
 
@@ -108,7 +112,22 @@ class WebhookAction(Strict):
     def _url(cls, v: str) -> str:
         if not re.match(r"^https?://[^\s]+$", v):
             raise ValueError("webhook url must start with http:// or https://")
+        try:
+            host, _ = webhook_target(v)
+        except ValueError as exc:
+            raise ValueError(f"webhook url {v!r} is not a URL: {exc}") from None
+        if not host:
+            raise ValueError(f"webhook url {v!r} names no host")
         return v
+
+
+def webhook_target(url: str) -> tuple[str, int]:
+    """(host, port) a webhook URL connects to, parsed as the HTTP client parses it (yarl), so the
+    allow-list judges the destination the post really goes to."""
+    from yarl import URL
+
+    u = URL(url)
+    return (u.host or "").rstrip(".").lower(), u.port or (443 if u.scheme == "https" else 80)
 
 
 class SnapshotAction(Strict):
@@ -229,6 +248,74 @@ class CompiledRule:
     cond: Compiled | None
     clear: Compiled | None
     exprs: dict[str, Compiled] = field(default_factory=dict)  # "then[0]" -> value expression
+    #: points the expressions read by name (p(), age(), windows), and whether one computes the
+    #: point it reads (`p(device + '.x')`), which may then be any point
+    reads: frozenset[str] = frozenset()
+    reads_any_point: bool = False
+
+
+def _computes_point(source: str) -> bool:
+    """Whether an expression calls p()/age() or a window function on a computed point."""
+    try:
+        tree = ast.parse("(\n" + source + "\n)", mode="eval")  # as rules.expr parses it
+    except SyntaxError:
+        return True  # it compiled, so this does not happen; if it did, assume the worst
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
+            first = node.args[0]
+            if node.func.id in ("p", "age") and not isinstance(first, ast.Constant):
+                return True
+    return False
+
+
+def reads_privacy(compiled: CompiledRule, points: Mapping[str, Any]) -> Privacy:
+    """The highest class of the points a rule's expressions read: of each point it names, or of
+    every known point when it computes which one. `points` maps ids to objects with `.privacy`
+    (PointInfo); a point not in it counts as public."""
+    if compiled.reads_any_point:
+        infos: Any = points.values()
+    else:
+        infos = (points[p] for p in compiled.reads if p in points)
+    return max((Privacy(i.privacy) for i in infos), key=PRIVACY_RANK.__getitem__, default=Privacy.PUBLIC)
+
+
+def firing_privacy(compiled: CompiledRule, args: tuple[Any, ...], points: Mapping[str, Any]) -> Privacy:
+    """The class of what a firing read: the record that triggered it (an event's class as the
+    sinks judge it, `edge.model.event_privacy`; a reading's, or a dead-man's last value's, its
+    point's) and every point its expressions read. A message, a `set:` value or a dry-run line
+    made from them is at least that private."""
+    payload = args[10]
+    if isinstance(payload, dict):  # an event trigger (the engine always passes its payload dict)
+        trigger = event_privacy(str(args[7]), payload, points)
+    else:
+        info = points.get(str(args[2] or ""))
+        trigger = Privacy(info.privacy) if info is not None else Privacy.PUBLIC
+    read = reads_privacy(compiled, points)
+    return read if PRIVACY_RANK[read] > PRIVACY_RANK[trigger] else trigger
+
+
+def webhook_problems(rule: Rule, allow: Sequence[str]) -> list[ExprError]:
+    """Every webhook of `rule` whose destination the site's `rules.webhook_allow` does not name."""
+    problems = []
+    for section, actions in (("then", rule.then), ("else", rule.else_)):
+        for i, action in enumerate(actions):
+            if not isinstance(action.spec, WebhookAction):
+                continue
+            url = action.spec.url
+            host, port = webhook_target(url)
+            if webhook_allowed(allow, host, port):
+                continue
+            entry = allow_entry_for(host, port, 443 if url.lower().startswith("https") else 80)
+            problems.append(
+                ExprError(
+                    f"webhook to {host} is not allowed on this site: add {entry!r} to "
+                    "`rules: webhook_allow:` in the site file"
+                    + (f" (allowed now: {', '.join(allow)})" if allow else " (it allows no webhook now)"),
+                    rule=rule.id,
+                    field=f"{section}[{i}].webhook.url",
+                )
+            )
+    return problems
 
 
 def _fix_bool_expr(text: str | None) -> str | None:
@@ -263,7 +350,15 @@ def compile_rule(rule: Rule) -> CompiledRule:
                 errors.append(exc)
     if errors:
         raise RuleErrors(errors)
-    return CompiledRule(rule, cond, clear, exprs)
+    used = [c for c in (cond, clear, *exprs.values()) if c is not None]
+    return CompiledRule(
+        rule,
+        cond,
+        clear,
+        exprs,
+        reads=frozenset(p for c in used for p in c.points),
+        reads_any_point=any(_computes_point(c.source) for c in used),
+    )
 
 
 class RuleErrors(ValueError):
@@ -334,8 +429,12 @@ class RulePackError(ValueError):
         super().__init__("\n".join(problems))
 
 
-def compile_pack(text: str, file: str = "<pack>") -> list[CompiledRule]:
-    """Every rule of a pack, compiled; RulePackError lists every problem as `file:line: ...`."""
+def compile_pack(
+    text: str, file: str = "<pack>", webhook_allow: Sequence[str] | None = None
+) -> list[CompiledRule]:
+    """Every rule of a pack, compiled; RulePackError lists every problem as `file:line: ...`.
+    With `webhook_allow` (the site's `rules.webhook_allow`), a webhook to a destination it does not
+    name is a problem too; None checks no destination (offline tests that post nothing)."""
     entries, pos = load_pack_text(text, file)
     problems: list[str] = []
     out: list[CompiledRule] = []
@@ -343,6 +442,8 @@ def compile_pack(text: str, file: str = "<pack>") -> list[CompiledRule]:
     for entry in entries:
         try:
             cr = parse_rule(entry.doc)
+            if webhook_allow is not None and (refused := webhook_problems(cr.rule, webhook_allow)):
+                raise RuleErrors(refused)
         except RuleErrors as exc:
             for e in exc.errors:
                 field_path: tuple[Any, ...] = (entry.index, *_split_field(e.field))

@@ -5,6 +5,10 @@ Both the dry-run API (the journal's last N hours) and `edge rules test` (a JSONL
 each firing as `{rule, ts, kind, message}`; timers run on the records' time, so a `for: 1m` in a
 replay fires exactly where it would have fired live.
 
+A dry run's firings quote journaled data, so each carries the class of what it read
+(`rules.model.firing_privacy`: its trigger record and the points the rule reads) and the trigger's
+point id; the API withholds message and key of firings above the caller's class.
+
 A dry run starts where the live engine was, not empty: its windows are first filled with the
 journal's readings just before the range (`rules.backfill`, the same read as after a restart), so
 `avg(p, 10m)` in the range's first 10 minutes means what it meant live. The pre-fill evaluates
@@ -14,13 +18,13 @@ nothing and reports nothing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
-from edge.model import QUALITY_BY_NAME, Event, Reading
+from edge.model import QUALITY_BY_NAME, Event, Privacy, Reading
 from rules.backfill import DEFAULT_MAX_ROWS, History, read_history, wants_of
 from rules.engine import Engine, Firing
-from rules.model import CompiledRule
+from rules.model import CompiledRule, firing_privacy
 
 PAGE = 5000
 
@@ -42,17 +46,39 @@ def record_from_dict(d: dict[str, Any]) -> Reading | Event:
         ) from None
 
 
-def firing_dict(f: Firing) -> dict[str, Any]:
+class PointClass(NamedTuple):
+    """A point's class where only the class is known (what `firing_privacy` reads of a point)."""
+
+    privacy: Privacy
+
+
+def firing_dict(f: Firing, points: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A firing as replays report it; `points` (id -> PointInfo or PointClass) gives its class."""
     kind = "fired" if f.kind == "repeat" else f.kind
-    return {"rule": f.rule.id, "key": f.key, "ts": f.ts, "kind": kind, "message": f.message}
+    return {
+        "rule": f.rule.id,
+        "key": f.key,
+        "ts": f.ts,
+        "kind": kind,
+        "message": f.message,
+        "privacy": str(firing_privacy(f.rule.compiled, f.args, points or {})),
+        "point": str(f.args[2] or ""),
+    }
 
 
 class Replay:
     """A fresh engine over some rules; feed records, collect firings."""
 
-    def __init__(self, rules: Iterable[CompiledRule], tz: dt.tzinfo, start: float | None = None) -> None:
+    def __init__(
+        self,
+        rules: Iterable[CompiledRule],
+        tz: dt.tzinfo,
+        start: float | None = None,
+        points: Mapping[str, Any] | None = None,
+    ) -> None:
         self.engine = Engine(tz)
         self._rules = list(rules)
+        self._points = points or {}
         self._started = False
         self.firings: list[dict[str, Any]] = []
         self.records = 0
@@ -71,13 +97,14 @@ class Replay:
             if not self._started:
                 self._start(rec.ts)
             self.records += 1
-            new.extend(firing_dict(f) for f in self.engine.process((rec,)))
+            new.extend(firing_dict(f, self._points) for f in self.engine.process((rec,)))
         self.firings.extend(new)
         return new
 
     def finish(self, until: float | None = None) -> list[dict[str, Any]]:
         """Run timers due up to `until` (default: the last record's time)."""
-        new = [firing_dict(f) for f in self.engine.advance(until if until is not None else self.engine.now)]
+        due = self.engine.advance(until if until is not None else self.engine.now)
+        new = [firing_dict(f, self._points) for f in due]
         self.firings.extend(new)
         return new
 
@@ -135,10 +162,18 @@ def dry_run(
     since: float,
     until: float,
     max_rows: int = DEFAULT_MAX_ROWS,
+    *,
+    point_classes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The rule over the journal's records in [since, until], its windows pre-filled from the
-    readings before `since` (at most `max_rows` journal rows; 0: start empty)."""
-    rp = Replay([rule], tz, start=since)
+    readings before `since` (at most `max_rows` journal rows; 0: start empty).
+
+    Each firing carries `privacy`, the class of what it read, judged with `point_classes` (point
+    id -> class, the hub's; a point not in it counts as public, so a caller without it judges
+    again with the point classes it has, from the firing's `point`), and `point`, the trigger's
+    point id."""
+    classes = {pid: PointClass(Privacy(c)) for pid, c in (point_classes or {}).items()}
+    rp = Replay([rule], tz, start=since, points=classes)
     first = first_seq_at(journal, since)
     history = None
     if max_rows > 0:
@@ -149,7 +184,9 @@ def dry_run(
     rp.feed(journal_records(journal, since, until, first))
     rp.finish(until)
     return {
-        "firings": [{k: f[k] for k in ("ts", "kind", "message", "key")} for f in rp.firings],
+        "firings": [
+            {k: f[k] for k in ("ts", "kind", "message", "key", "privacy", "point")} for f in rp.firings
+        ],
         "evaluated": rp.evaluated,
         "prefill": history.summary() if history is not None else None,
     }

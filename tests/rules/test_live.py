@@ -77,6 +77,10 @@ def _rules_site(**rules: Any) -> dict[str, Any]:
     return {"devices": [], "rules": rules or {"max_actions_per_minute": 600}}
 
 
+# webhooks reach only what the site allows; a receiver on loopback must be named by address
+WEBHOOK_SITE = _rules_site(max_actions_per_minute=600, webhook_allow=["127.0.0.1"])
+
+
 async def _put(rt: Any, doc: dict[str, Any]) -> None:
     rt.components["rules"].put(doc, "test", "create")
 
@@ -104,7 +108,7 @@ async def test_webhook_retries_until_delivered_and_slow_action_never_delays_anot
     await server.start()
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with running_site(tmp_path, _rules_site(), web=False) as rt:
+        async with running_site(tmp_path, WEBHOOK_SITE, web=False) as rt:
             events = Collector(rt)
             await _put(
                 rt,
@@ -146,7 +150,7 @@ async def test_webhook_retries_until_delivered_and_slow_action_never_delays_anot
 
 
 async def test_failed_action_is_counted_and_journaled(tmp_path: Path) -> None:
-    async with running_site(tmp_path, _rules_site(), web=False) as rt:
+    async with running_site(tmp_path, WEBHOOK_SITE, web=False) as rt:
         events = Collector(rt)
         await _put(
             rt,
