@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edge.web.auth import auth_middleware
+from edge.web.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, connection_budget
 from edge.web.problem import Problem, problem
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ ROUTE_MODULES = [
     "edge.web.ui",
 ]
 RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)
+#: the connection counters and caps of the server that serves this app (`edge.web.limits`)
+CONNECTIONS_KEY: web.AppKey[ConnectionStats] = web.AppKey("connections", ConnectionStats)
 MAX_BODY = 1024 * 1024
 
 
@@ -51,6 +54,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[RUNTIME_KEY] = runtime
+    app[CONNECTIONS_KEY] = ConnectionStats(total=connection_budget())
     for name in ROUTE_MODULES:
         try:
             module = importlib.import_module(name)
@@ -69,18 +73,26 @@ def get_runtime(request: web.Request) -> Runtime:
 async def start_web(runtime: Runtime) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (for cleanup) and the bound port (0 in config = any free)."""
     app = build_app(runtime)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    # aiohttp's keep-alive timer runs from the connection's start and after each response until
+    # the next request's headers are complete: it is the header timeout as well as the idle one
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=HEADER_TIMEOUT)
     await runner.setup()
     cfg = runtime.site.web
     ssl_ctx = None
     if cfg.tls_cert and cfg.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx, reuse_address=True)
+    stats = app[CONNECTIONS_KEY]
+    site = GatedSite(runner, cfg.host, cfg.port, stats, ssl_context=ssl_ctx)
     await site.start()
-    port = cfg.port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        port = server.sockets[0].getsockname()[1]
-    log.info("web server listening", extra={"listen": f"{cfg.host}:{port}", "tls": bool(ssl_ctx)})
+    port = site.port
+    log.info(
+        "web server listening",
+        extra={
+            "listen": f"{cfg.host}:{port}",
+            "tls": bool(ssl_ctx),
+            "max_connections": stats.total,
+            "per_client": stats.per_client,
+        },
+    )
     return runner, port
