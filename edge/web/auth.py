@@ -1,14 +1,21 @@
 """Who is calling: bearer tokens (pull consumers from the site file, API tokens) and UI sessions.
 
-The auth middleware asks each of `authenticators(app)` in turn and puts the first `Principal`
-(or None) into `request[PRINCIPAL]` (`principal_of(request)`); handlers call `require(request, scope)`. Scopes: `read`
-(status, points, history), `write` (commands), `rules` (edit rules), `admin` (accounts, tokens),
-`pull` (the stream and acks of one consumer).
+A request is authenticated by exactly one credential. One that carries an `Authorization` header
+is authenticated by that header alone: the middleware asks each of `bearer_authenticators(app)`
+(pull consumers, API tokens), and a token none of them knows is a 401, never a fall-through to
+the session cookie. Any other request is asked of `authenticators(app)` (the session cookie).
+The first `Principal` (or None) goes into `request[PRINCIPAL]` (`principal_of(request)`); handlers
+call `require(request, scope)`. Scopes: `read` (status, points, history), `write` (commands),
+`rules` (edit rules), `admin` (accounts, tokens), `pull` (the stream and acks of one consumer).
 
 Cross-site request forgery: a browser sends the session cookie by itself, so every
 state-changing request authenticated by a cookie must also carry the session's CSRF token in the
 `X-CSRF-Token` header (a page on another site cannot read it), and any unsafe request that names
-a foreign `Origin` is refused. Bearer-token requests are not cookie-borne and need neither.
+an `Origin` other than this server's own scheme, host and port is refused. A bearer token is not
+sent by a browser on its own (a page on another origin cannot set `Authorization` without CORS,
+which this server does not answer), so bearer requests need neither, and their cookie is ignored.
+Behind a reverse proxy that terminates TLS or rewrites Host the Origin check refuses every unsafe
+cookie request: a proxy is not supported.
 """
 
 from __future__ import annotations
@@ -26,17 +33,26 @@ from edge.web.problem import Problem
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
-#: the authenticators asked in turn (each: request -> Principal | None)
+#: the authenticators asked in turn for a request without an Authorization header (the cookie)
 AUTHENTICATORS: web.AppKey[list[Any]] = web.AppKey("authenticators", list)
+#: the authenticators asked in turn for a bearer token (each: (request, token) -> Principal | None)
+BEARER_AUTHENTICATORS: web.AppKey[list[Any]] = web.AppKey("bearer_authenticators", list)
 #: the caller of a request, set by the middleware
 PRINCIPAL: web.RequestKey[Any] = web.RequestKey("principal", object)
 
 
 def authenticators(app: web.Application) -> list[Any]:
-    """The app's authenticator list (created on first use); append to add a way to log in."""
+    """The app's list of ways to log in without an Authorization header (created on first use)."""
     if AUTHENTICATORS not in app:
         app[AUTHENTICATORS] = []
     return app[AUTHENTICATORS]
+
+
+def bearer_authenticators(app: web.Application) -> list[Any]:
+    """The app's list of bearer-token lookups, `(request, token) -> Principal | None`."""
+    if BEARER_AUTHENTICATORS not in app:
+        app[BEARER_AUTHENTICATORS] = []
+    return app[BEARER_AUTHENTICATORS]
 
 
 def principal_of(request: web.Request) -> Any:
@@ -105,25 +121,44 @@ def bearer(request: web.Request) -> str | None:
 
 def setup(app: web.Application, runtime: Runtime) -> None:
     consumers = ConsumerTokens(runtime)
-    auths = authenticators(app)
 
-    def by_consumer_token(request: web.Request) -> Principal | None:
-        token = bearer(request)
-        return consumers.lookup(token) if token else None
+    def by_consumer_token(request: web.Request, token: str) -> Principal | None:
+        return consumers.lookup(token)
 
-    auths.append(by_consumer_token)
+    bearer_authenticators(app).append(by_consumer_token)
+
+
+def by_bearer(request: web.Request) -> Principal | None:
+    """The principal of the request's Authorization header; 401 when it does not verify."""
+    token = bearer(request)
+    if token:
+        for lookup in request.app.get(BEARER_AUTHENTICATORS, []):
+            principal = lookup(request, token)
+            if principal is not None:
+                return principal  # type: ignore[no-any-return]
+    if request.path in PUBLIC_PATHS:
+        return None
+    raise Problem(
+        401,
+        "Invalid credential",
+        "the Authorization header is not a valid bearer token (unknown, revoked or mistyped); "
+        "a request that sends one is authenticated by it alone",
+    )
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     principal = None
-    for authenticate in request.app.get(AUTHENTICATORS, []):
-        principal = authenticate(request)
-        if principal is not None:
-            break
-    if request.method in UNSAFE_METHODS and bearer(request) is None:
-        check_origin(request)
-        if principal is not None and principal.csrf is not None:
+    if "Authorization" in request.headers:
+        principal = by_bearer(request)
+    else:
+        for authenticate in request.app.get(AUTHENTICATORS, []):
+            principal = authenticate(request)
+            if principal is not None:
+                break
+        if request.method in UNSAFE_METHODS:
+            check_origin(request)
+        if request.method in UNSAFE_METHODS and principal is not None and principal.csrf is not None:
             given = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(given.encode(), principal.csrf.encode()):
                 raise Problem(
@@ -135,11 +170,34 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return await handler(request)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or a `scheme://host[:port]`; None when malformed."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port if port is not None else DEFAULT_PORTS[scheme]
+
+
 def check_origin(request: web.Request) -> None:
-    """Refuse an unsafe request that a page on another origin sent (browsers set Origin on them)."""
+    """Refuse an unsafe request that a page on another origin sent (browsers set Origin on them):
+    its scheme, host and port must be this server's own (the scheme is https exactly when this
+    connection is TLS)."""
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    parts = urlsplit(origin)
-    if origin == "null" or parts.netloc.lower() != request.host.lower():
-        raise Problem(403, "Cross-site request refused", f"origin {origin} is not this gateway")
+    own = _origin_of(f"{'https' if request.secure else 'http'}://{request.host}")
+    if origin == "null" or own is None or _origin_of(origin) != own:
+        raise Problem(
+            403,
+            "Cross-site request refused",
+            f"origin {origin} is not this gateway; the page must be served from "
+            f"{'https' if request.secure else 'http'}://{request.host}",
+        )

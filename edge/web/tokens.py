@@ -116,17 +116,14 @@ def lookup(state: StateDB, token: str) -> Principal | None:
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.web.auth import bearer
+    from edge.web.auth import bearer_authenticators
 
-    def by_api_token(request: web.Request) -> Principal | None:
-        token = bearer(request)
-        if not token or runtime.state is None:
+    def by_api_token(request: web.Request, token: str) -> Principal | None:
+        if runtime.state is None:
             return None
         return lookup(runtime.state, token)
 
-    from edge.web.auth import authenticators
-
-    authenticators(app).append(by_api_token)
+    bearer_authenticators(app).append(by_api_token)
     add_routes(app, runtime)
 
 
