@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -10,26 +11,36 @@ from aiohttp import web
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str = "", **extra: Any) -> web.Response:
+def problem(
+    status: int, title: str, detail: str = "", headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    return web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM)
+    return web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM, headers=headers)
 
 
 class Problem(web.HTTPException):
     """Raise from a handler; the error middleware turns it into problem+json."""
 
-    def __init__(self, status: int, title: str, detail: str = "", **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         self.status_code = status
         super().__init__(reason=title)
         self.title = title
         self.detail = detail
         self.extra = extra
+        self.problem_headers = headers
 
     def response(self) -> web.Response:
-        return problem(self.status_code, self.title, self.detail, **self.extra)
+        return problem(self.status_code, self.title, self.detail, self.problem_headers, **self.extra)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -41,17 +52,65 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-async def read_json(request: web.Request, max_bytes: int = 1024 * 1024) -> Any:
-    """The request body as JSON, or a 400/413/415 problem saying what is wrong."""
+MAX_DEPTH = 64  # nesting of a JSON body: deeper documents would exhaust recursion further on
+BODY_TIMEOUT = 10.0  # seconds to send a request body once its headers are in
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `value` nests lists and objects more than `limit` levels deep (iterative: a deep
+    value must not exhaust the recursion it is checked to protect)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The request body, or a 413 saying the cap, or a 408 when it does not arrive in time."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise Problem(413, "Request body too large", f"at most {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            while chunk := await request.content.read(max_bytes + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise Problem(413, "Request body too large", f"at most {max_bytes} bytes")
+    except TimeoutError:
+        raise Problem(
+            408, "Request body too slow", f"the body must arrive within {BODY_TIMEOUT:g} s"
+        ) from None
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request, max_bytes: int = 1024 * 1024) -> Any:
+    """The request body as JSON, or a 400/408/413/415/422 problem saying what is wrong."""
     ctype = request.content_type
     if ctype not in ("application/json", "application/merge-patch+json", ""):
         raise Problem(415, "Unsupported media type", f"send application/json, not {ctype}")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise Problem(413, "Request body too large", f"at most {max_bytes} bytes")
+    raw = await read_body(request, max_bytes)
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise _depth_problem() from None
         raise Problem(400, "Malformed JSON body", str(exc)) from None
+    # a body cannot nest deeper than it has brackets: the walk is only for the few that could
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and too_deep(data):
+        raise _depth_problem()
+    return data
+
+
+def _depth_problem() -> Problem:
+    return Problem(
+        422,
+        "JSON body nested too deep",
+        f"lists and objects may nest at most {MAX_DEPTH} levels deep",
+        max_depth=MAX_DEPTH,
+    )

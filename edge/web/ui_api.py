@@ -16,8 +16,6 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-import yaml
 from aiohttp import web
 
 from edge import audit
@@ -27,9 +25,9 @@ from edge.store.trend import TrendIndex, history_buckets
 from edge.sync.params import MAX_SEQ
 from edge.web import privacy
 from edge.web.auth import require
-from edge.web.problem import Problem, json_response, read_json
-from edge.yamlpos import YamlError
-from edge.yamlpos import load as load_yaml
+from edge.web.problem import PROBLEM, Problem, json_response, read_json
+from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
+from edge.web.rule_yaml import YamlWorker
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -332,44 +330,23 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         audit.record(state, principal.name, "alert_ack", str(seq), kind=rows[0][0], comment=comment)
         return json_response({"seq": seq, "ack": {"user": principal.name, "comment": comment}})
 
+    yaml_worker = YamlWorker()
+    app.on_cleanup.append(yaml_worker.close)
+
     async def yaml_helper(request: web.Request) -> web.Response:
         """{"text": YAML} → {"data"} (with a located error), or {"data"} → {"text"}: the rule editor
-        edits YAML and there is no YAML parser in a browser without a build step."""
+        edits YAML and there is no YAML parser in a browser without a build step. The conversion
+        runs in `rule_yaml`'s worker process, never on the event loop."""
         require(request, "read")
-        body = await read_json(request, 256 * 1024)
+        body = await read_json(request, MAX_YAML_BODY)
         if isinstance(body, dict) and isinstance(body.get("text"), str):
-            try:
-                data, _ = load_yaml(body["text"], "rule", max_nodes=20_000)
-                return json_response({"data": data})
-            except YamlError as exc:
-                first = exc.problems[0]
-                return json_response(
-                    {"error": {"message": first.message, "line": first.line, "column": first.column}},
-                    status=422,
-                )
-            except orjson.JSONEncodeError as exc:  # e.g. an integer past 64 bits
-                return json_response(
-                    {"error": {"message": f"not representable in JSON: {exc}", "line": None, "column": None}},
-                    status=422,
-                )
-            except yaml.MarkedYAMLError as exc:
-                mark = exc.problem_mark
-                return json_response(
-                    {
-                        "error": {
-                            "message": str(exc.problem or exc),
-                            "line": mark.line + 1 if mark else None,
-                            "column": mark.column + 1 if mark else None,
-                        }
-                    },
-                    status=422,
-                )
-            except yaml.YAMLError as exc:
-                return json_response({"error": {"message": str(exc), "line": None, "column": None}}, 422)
-        if isinstance(body, dict) and "data" in body:
-            text = yaml.safe_dump(body["data"], allow_unicode=True, sort_keys=False, width=100)
-            return json_response({"text": text})
-        raise Problem(400, "Expected text or data", 'send {"text": "yaml"} or {"data": {...}}')
+            status, out = await yaml_worker.run("text", body["text"])
+        elif isinstance(body, dict) and "data" in body:
+            status, out = await yaml_worker.run("data", body["data"])
+        else:
+            raise Problem(400, "Expected text or data", 'send {"text": "yaml"} or {"data": {...}}')
+        ctype = "application/json" if status == 200 else PROBLEM
+        return web.Response(status=status, body=out, content_type=ctype)
 
     r = app.router
     r.add_get("/api/v1/history", history)
