@@ -74,3 +74,16 @@ def test_install_creates_every_group_the_unit_needs(tmp_path: Path) -> None:
     subprocess.run(["sh", "-c", loop], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=True, timeout=30)
     created = {line.split()[-1] for line in log.read_text().splitlines()}
     assert set(groups) <= created
+
+
+def test_unit_gives_the_web_server_room_for_its_connection_cap() -> None:
+    """The web server's total connection cap is a share of the soft fd limit it starts with: the
+    unit must raise systemd's default (1024) so the cap reaches its maximum with the reserve left."""
+    from edge.web.limits import FD_RESERVE_MIN, MAX_CONNECTIONS, connection_budget
+
+    m = re.search(r"^LimitNOFILE=(\d+)$", UNIT.read_text(), re.M)
+    assert m, "the unit sets no LimitNOFILE"
+    limit = int(m.group(1))
+    assert connection_budget(limit) == MAX_CONNECTIONS
+    assert limit - MAX_CONNECTIONS >= FD_RESERVE_MIN
+    assert connection_budget(1024) < 1024 - FD_RESERVE_MIN + 1  # the default leaves the reserve too
