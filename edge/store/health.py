@@ -1,26 +1,25 @@
 """Buffer health: rows, bytes, per-cursor backlog and oldest unsent age, ingest rate, time until
 full, drop counters and write errors — what `edge buffer stats` and `/api/v1/status` show.
 
+Whether the journal is writing right now (`disk_full`, `recovering`, `failing`) is known to the
+writer alone: in its own process it is read from the journal, in another one (`edge buffer stats`)
+from the state the running writer publishes (`edge.store.space.StatusFile`). Either way the free
+space is measured now and compared with the reserve, so a disk filled by another program shows as
+full even before the writer's next step.
+
 Every figure comes from cheap lookups (pragmas, primary-key probes, the persisted `rows` counter),
 never from a scan of the journal, so it is safe to call on a multi-GiB file.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from edge.config import StorageConfig
+from edge.store import space
 from edge.store.journal import Journal
 
 RATE_PROBE_ROWS = 10_000  # a read-only journal estimates its rate from the span of its last rows
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _rate_from_data(journal: Journal, now: float) -> float | None:
@@ -33,6 +32,47 @@ def _rate_from_data(journal: Journal, now: float) -> float | None:
         return None
     span = now - float(probe[0][1])
     return (last - probe[0][0]) / span if span > 0 else None
+
+
+def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
+    """disk_full / recovering / failing and the free-space figures, from the writer when it runs."""
+    live = journal._w is not None
+    if live:
+        state: dict[str, Any] = {
+            "writer": "this process",
+            "disk_full": journal.disk_full,
+            "recovering": journal.recovering,
+            "failing": journal.failing,
+            "backlog_rows": journal.pending if journal.disk_full else 0,
+            "last_error": journal.last_error,
+            "disk_reserve": journal.disk_reserve,
+            "min_free_bytes": journal.min_free_bytes,
+            "peak_wal_bytes": journal.peak_wal_bytes,
+            "last_recovery": journal.last_recovery,
+        }
+    else:
+        published = space.read_status(journal.path)
+        state = {
+            "writer": f"pid {published['pid']}" if published else "not running",
+            "disk_full": bool(published and published.get("disk_full")),
+            "recovering": bool(published and published.get("recovering")),
+            "failing": bool(published and published.get("failing")),
+            "backlog_rows": int((published or {}).get("backlog_rows") or 0),
+            "last_error": str((published or {}).get("last_error") or ""),
+            "disk_reserve": published.get("disk_reserve") if published else storage.disk_reserve,
+            "min_free_bytes": (published or {}).get("min_free_bytes"),
+            "peak_wal_bytes": (published or {}).get("peak_wal_bytes"),
+            "last_recovery": (published or {}).get("last_recovery"),
+        }
+    free = space.free_bytes(journal.path)
+    state["free_bytes"] = free
+    reserve = state["disk_reserve"]
+    if free is not None and reserve is not None and free < reserve:
+        # the writer refuses any step that would take the reserve: full now, whatever it last said
+        state["disk_full"] = True
+        if not state["last_error"]:
+            state["last_error"] = f"disk full: {free} bytes free, {reserve} reserved for the journal"
+    return state
 
 
 def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
@@ -67,6 +107,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         net = (ingest - (expiring or 0.0)) * row_bytes
         if net > 0:
             time_until_full = max(0.0, (max_bytes - used) / net)
+    writer = writer_state(journal, storage)
     return {
         "rows": rows,
         "first_seq": first[0][0] if first else None,
@@ -74,12 +115,12 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         "oldest_ts": float(first[0][1]) if first else None,
         "bytes": used,
         "file_bytes": pages * page_size,
-        "wal_bytes": _file_size(journal.path + "-wal"),
+        "wal_bytes": space.file_size(journal.path + "-wal"),
         "max_bytes": max_bytes,
         "when_full": journal.when_full if journal._w is not None else storage.when_full,
         "keep_history_s": storage.keep_history,
         "durability": storage.durability,
-        "pending": journal.pending,
+        "pending": journal.pending if journal._w is not None else writer["backlog_rows"],
         "ingest_rate": round(ingest, 1) if ingest is not None else 0.0,
         "expiry_rate": round(expiring, 1) if expiring is not None else None,
         "bytes_per_row": round(row_bytes, 1) if row_bytes else None,
@@ -91,9 +132,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         "retention_deleted": counters.get("retention_deleted", 0),
         "disk_full_errors": counters.get("disk_full", 0),
         "write_errors": counters.get("write_errors", 0),
-        "failing": journal.failing,
-        "disk_full": journal.disk_full,
         "disk_low": journal.disk_low,
-        "last_error": journal.last_error,
+        **writer,
         "cursors": cursors,
     }

@@ -11,6 +11,13 @@ applies the byte cap (`max_bytes`, `when_full`); see `edge.store.retention`. A f
 `drop_newest`, and every refused or deleted-unsent record is counted (persisted counters) and
 reported as one `buffer_drop` event per burst.
 
+A transaction inserts at most `flush_max_items` records, and no more than the free space beyond
+`disk_reserve` can take (WAL frames, then the file's growth at the checkpoint; see
+`edge.store.space`). After the disk was full the backlog waiting in memory goes in such bounded
+steps, each followed by a WAL checkpoint that gives the frames back, so recovery never writes into
+the reserve; when not even a step fits, the writer holds (drop per policy, counted) and says so.
+`disk_full`, `recovering` and `failing` are published for other processes (`edge buffer stats`).
+
 Readers (pull API, UI, sinks, CLI) use their own connection, so they never block the writer.
 """
 
@@ -19,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -29,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.model import Event, Record
-from edge.store import retention
+from edge.store import retention, space
 from edge.store.rows import (
     AUTO_READING_SQL,
     BOOL_FLAG,
@@ -48,6 +54,10 @@ from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
 
 log = logging.getLogger("edge.store")
 
+CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never the writer's 30 s
+PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+
 __all__ = [  # re-exported: other modules import these from here
     "AUTO_READING_SQL",
     "BOOL_FLAG",
@@ -58,6 +68,7 @@ __all__ = [  # re-exported: other modules import these from here
     "SELECT_COLS",
     "Journal",
     "JournalClosed",
+    "JournalUnreadable",
     "build_rows",
     "connect",
     "row_to_record",
@@ -67,6 +78,21 @@ COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
 LAST_SEQ_SQL = (
     "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 )
+
+
+class JournalUnreadable(RuntimeError):
+    """The journal file cannot be opened as a SQLite database; the message names it and says what
+    to do. Nothing in the file was changed."""
+
+
+def unreadable(path: str, exc: sqlite3.Error) -> JournalUnreadable:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (SQLITE_NOTADB, SQLITE_CORRUPT) or "not a database" in str(exc) or "malformed" in str(exc):
+        return JournalUnreadable(
+            f"journal {path} is not a SQLite database or is damaged ({exc}): restore it from a backup "
+            "or move it aside (a new journal is created on the next start); nothing was changed"
+        )
+    return JournalUnreadable(f"journal {path} cannot be opened ({exc}); nothing was changed")
 
 
 class Journal(JournalReader):
@@ -128,7 +154,16 @@ class Journal(JournalReader):
         self.committed_seq = 0
         self.last_error = ""
         self.failing = False  # the last commit attempt failed (cleared by the next success)
-        self.disk_full = False
+        self.disk_full = False  # refusing or dropping for lack of space, or writing the backlog back
+        self.recovering = False  # space is back and the backlog goes in bounded steps
+        self.free_bytes: int | None = None  # on the journal's filesystem, at the last step
+        self.min_free_bytes: int | None = None  # lowest free space a step left (checkpoint included)
+        self.peak_wal_bytes = 0  # largest WAL a step left before its checkpoint
+        self.last_recovery: dict[str, Any] | None = None  # the last return from a full disk
+        self._recovery: dict[str, Any] | None = None
+        self._status = space.StatusFile(path)
+        self._published = 0.0
+        self._published_flags = (False, False, False)
         self.committed_rows = 0  # since open
         self.flushes = 0  # transactions that inserted records, since open
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -142,16 +177,27 @@ class Journal(JournalReader):
 
     # ------------------------------------------------------------ lifecycle
     def open(self) -> Journal:
+        """Open (or create) the file and start the writer. Raises JournalUnreadable, naming the
+        file, when it is not a SQLite database."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         w = self._w = connect(self.path)
-        w.execute("PRAGMA journal_mode=WAL")
-        w.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'strict' else 'NORMAL'}")
-        w.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_autocheckpoint)}")
-        # after a checkpoint, give a WAL grown by a burst back to the filesystem
-        w.execute(f"PRAGMA journal_size_limit={int(self.wal_autocheckpoint) * 4096 * 2}")
-        migrate(w, self.path)
-        self._load_state(w)
+        try:
+            w.execute("PRAGMA journal_mode=WAL")
+            w.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'strict' else 'NORMAL'}")
+            w.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_autocheckpoint)}")
+            # after a checkpoint, give a WAL grown by a burst back to the filesystem
+            w.execute(f"PRAGMA journal_size_limit={int(self.wal_autocheckpoint) * 4096 * 2}")
+            migrate(w, self.path)
+            self._load_state(w)
+        except sqlite3.DatabaseError as exc:
+            w.close()
+            self._w = None
+            raise unreadable(self.path, exc) from None
         self._read = connect(self.path)
+        problem = self._status.open()
+        if problem:
+            log.warning("journal: cannot write its status for other processes: %s", problem)
+        self._publish(force=True)
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
             self._commit_event = asyncio.Event()
@@ -165,7 +211,12 @@ class Journal(JournalReader):
         """A reader on an existing file (CLI, tools): queries only, no writer, no migration."""
         j = cls(path)
         j._read = connect(path, readonly=True)
-        j._load_state(j._read)
+        try:
+            j._load_state(j._read)
+        except sqlite3.DatabaseError as exc:
+            j._read.close()
+            j._read = None
+            raise unreadable(path, exc) from None
         return j
 
     def _load_state(self, conn: sqlite3.Connection) -> None:
@@ -203,6 +254,9 @@ class Journal(JournalReader):
         return thread
 
     def _close_connections(self) -> None:
+        if self._w is not None:
+            self._status.write({"open": False})
+            self._status.close()
         for conn in (self._read, self._w):
             if conn is not None:
                 conn.close()
@@ -287,18 +341,29 @@ class Journal(JournalReader):
                     or self._ready_events
                 ):
                     self._cond.wait(self.flush_interval)
-                batch, self._pending = self._pending, []
+            fits = self._rows_that_fit()  # outside the lock: statvfs and pragmas
+            with self._cond:
+                take = min(len(self._pending), self.flush_max_items if fits is None else fits)
+                batch = self._pending[:take]
+                del self._pending[:take]
                 ops, self._ops = self._ops, []
-                waiters, self._flush_waiters = self._flush_waiters, []
                 overflow, self._overflow = self._overflow, []
                 closing = self._closing
+                waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
+                if not self._pending or fits == 0:  # flush() means everything appended so far
+                    waiters, self._flush_waiters = self._flush_waiters, []
             if overflow:
                 self._refused(overflow, "queue_overflow", "dropped_overflow")
             if self._bursts:
                 self._close_bursts()
             ok = True
-            if batch or ops or self._ready_events:
+            if fits == 0 and (batch or ops or self._ready_events or self.pending):
+                with self._cond:
+                    self._ops[:0] = ops
+                ok = self._hold()
+            elif batch or ops or self._ready_events:
                 ok = self._commit(batch, ops)
+            self._publish()
             for loop, fut in waiters:
                 loop.call_soon_threadsafe(_resolve, fut, self.committed_seq)
             if closing:
@@ -319,6 +384,141 @@ class Journal(JournalReader):
         if left:
             self._refused(left, "shutdown", "dropped_overflow")
             log.error("journal closed with %d records it could not commit: %s", len(left), self.last_error)
+
+    # ------------------------------------------------------------ space
+    def _room(self) -> space.Room | None:
+        if self.disk_reserve is None or self._w is None:
+            return None
+        return space.measure(self._w, self.path, self.disk_reserve, self.counters.get("rows", 0))
+
+    def _rows_that_fit(self) -> int | None:
+        """Records the next step may insert: `flush_max_items`, fewer when the WAL of more would
+        reach into the reserve, 0 when not even a step's fixed pages fit (None: no reserve)."""
+        try:
+            room = self._room()
+        except sqlite3.Error:
+            return None
+        if room is None:
+            return None
+        self.free_bytes = room.free
+        fits = room.rows_for_wal()
+        if fits == 0 and space.file_size(self.path + "-wal") > 0:
+            self._checkpoint()  # the WAL may be holding the space: give it back and measure again
+            room = self._room()
+            if room is None:
+                return None
+            self.free_bytes = room.free
+            fits = room.rows_for_wal()
+        return min(fits, self.flush_max_items)
+
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the file and truncate it, waiting briefly for readers: a reader holding
+        an old snapshot keeps the frames it may still read (the next steps then see less room)."""
+        w = self._w
+        assert w is not None
+        try:
+            w.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            busy = w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            log.debug("journal checkpoint failed: %s", exc)
+            return False
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                w.execute("PRAGMA busy_timeout=30000")
+        return not busy
+
+    def _hold(self) -> bool:
+        """Not even one step fits beyond the reserve: write nothing rather than take the reserve
+        (SQLite would fill it, then fail). drop_newest refuses what waits; drop_oldest keeps it in
+        memory up to `max_pending`. Returns False (nothing committed)."""
+        reserve = self.disk_reserve or 0
+        free = self.free_bytes if self.free_bytes is not None else 0
+        self._enter_full()
+        self.failing = True
+        self.last_error = (
+            f"disk full: {free} bytes free on the filesystem of {self.path}, {reserve} reserved; "
+            f"nothing is written until space returns"
+        )
+        if self.when_full == "drop_newest":
+            with self._cond:
+                refused, self._pending = self._pending, []
+            self._refused(refused, "disk_full", "dropped_newest")
+        return False
+
+    def _enter_full(self) -> None:
+        if not self.disk_full:
+            log.error("journal: disk full (%s); applying when_full=%s", self.path, self.when_full)
+        self.disk_full = True
+        self.recovering = False
+        self._recovery = None
+
+    def _after_step(self, rows: int, disk_drop: bool) -> None:
+        """A step committed: leave the disk-full state once the backlog is in and nothing was
+        dropped for lack of space; checkpoint between steps while space is tight."""
+        if disk_drop:
+            self._enter_full()
+        elif self.disk_full:
+            rec = self._recovery
+            if rec is None:
+                rec = self._recovery = {"started": time.monotonic(), "rows": 0, "steps": 0}
+            rec["rows"] += rows
+            rec["steps"] += 1
+            if self.pending >= self.flush_max_items:
+                self.recovering = True
+            else:
+                self.disk_full = self.recovering = False
+                self._recovery = None
+                self.last_recovery = {
+                    "rows": rec["rows"],
+                    "steps": rec["steps"],
+                    "seconds": round(time.monotonic() - rec["started"], 3),
+                    "ended": self.clock(),
+                }
+                log.info(
+                    "journal: space is back; the backlog of %d records went in %d steps in %.2f s",
+                    rec["rows"],
+                    rec["steps"],
+                    self.last_recovery["seconds"],
+                )
+        if self.disk_reserve is None:
+            if self.disk_full:
+                self._checkpoint()
+            return
+        wal = space.file_size(self.path + "-wal")
+        self.peak_wal_bytes = max(self.peak_wal_bytes, wal)
+        if not (self.disk_full or self.disk_low):
+            return
+        # the lowest free space of the step: after its commit, minus what the checkpoint adds to
+        # the file before it truncates the WAL
+        before_free, before_size = space.free_bytes(self.path), space.file_size(self.path)
+        self._checkpoint()
+        grown = max(0, space.file_size(self.path) - before_size)
+        if before_free is not None:
+            low = before_free - grown
+            self.min_free_bytes = low if self.min_free_bytes is None else min(self.min_free_bytes, low)
+
+    def _publish(self, force: bool = False) -> None:
+        """The writer's state for other processes; the backlog figure at most every 0.2 s."""
+        now = time.monotonic()
+        flags = (self.disk_full, self.recovering, self.failing)
+        if not force and flags == self._published_flags and now - self._published < PUBLISH_INTERVAL_S:
+            return
+        self._published, self._published_flags = now, flags
+        troubled = self.disk_full or self.failing
+        self._status.write(
+            {
+                "open": True,
+                "disk_full": self.disk_full,
+                "recovering": self.recovering,
+                "failing": self.failing,
+                "backlog_rows": self.pending if troubled else 0,
+                "last_error": self.last_error if troubled else "",
+                "disk_reserve": self.disk_reserve,
+                "min_free_bytes": self.min_free_bytes,
+                "peak_wal_bytes": self.peak_wal_bytes if troubled else None,
+                "last_recovery": self.last_recovery,
+            }
+        )
 
     def _refused(self, records: list[Record], reason: str, counter: str) -> None:
         self._count(counter, len(records))
@@ -353,7 +553,7 @@ class Journal(JournalReader):
             w.execute("BEGIN IMMEDIATE")
             limit = None
             if batch:
-                limit, reason = self._limit(w)
+                limit, reason = self._limit(w, len(batch) + len(self._ready_events))
             drop_oldest = self.when_full == "drop_oldest"
             if limit is not None and not drop_oldest:  # decide what to refuse before inserting
                 cap = retention.make_room(
@@ -409,7 +609,8 @@ class Journal(JournalReader):
         if cap is not None and cap.dropped:
             self._burst(reason).add(cap.dropped, cap.first, cap.last)
         self._ready_events = []
-        self.failing = self.disk_full = False
+        self.failing = False
+        disk_drop = reason == "disk_full" and cap is not None and bool(cap.dropped or cap.short_rows)
         self.next_seq = end
         if records:
             self.committed_rows += len(records)
@@ -419,20 +620,22 @@ class Journal(JournalReader):
             if self._loop is not None and self._commit_event is not None:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
+        self._after_step(len(records), disk_drop)
         return True
 
-    def _limit(self, w: sqlite3.Connection) -> tuple[int | None, str]:
-        """The byte limit for this flush: max_bytes, or less when the filesystem is nearly full."""
+    def _limit(self, w: sqlite3.Connection, rows: int) -> tuple[int | None, str]:
+        """The byte limit for a flush of `rows` records: max_bytes, or less when the filesystem
+        cannot take the file's growth and the step's WAL beyond the reserve."""
         limit, reason = self.max_bytes, "max_bytes"
         if self.disk_reserve is None:
             return limit, reason
-        try:
-            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-        except OSError:
+        room = space.measure(w, self.path, self.disk_reserve, self.counters.get("rows", 0))
+        if room is None:
             return limit, reason
-        page_size = w.execute("PRAGMA page_size").fetchone()[0]
-        allocated = w.execute("PRAGMA page_count").fetchone()[0] * page_size
-        by_disk = allocated + st.f_bavail * st.f_frsize - self.disk_reserve
+        allocated = room.pages * room.page_size
+        # the file may grow only as far as leaves a full step's WAL beyond the reserve: when the
+        # journal itself fills the disk, every next step still fits (drop_oldest makes room inside)
+        by_disk = room.data_limit(max(rows, self.flush_max_items))
         self.disk_low = by_disk < limit if limit is not None else by_disk < allocated
         if limit is None or by_disk < limit:
             limit, reason = max(0, by_disk), "disk_full"
@@ -447,9 +650,7 @@ class Journal(JournalReader):
         full = is_disk_full(exc)
         if full:
             self._count("disk_full")
-            if not self.disk_full:
-                log.error("journal: disk full (%s); applying when_full=%s", self.path, self.when_full)
-            self.disk_full = True
+            self._enter_full()
         else:
             log.error("journal commit failed (%d records kept for retry): %s", len(batch), exc)
         if full and self.when_full == "drop_newest":
@@ -466,10 +667,9 @@ class Journal(JournalReader):
         rows so their pages can be reused by the retried batch."""
         w = self._w
         assert w is not None
-        with contextlib.suppress(sqlite3.Error):
-            w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._checkpoint()
         n_rows = max(self.counters.get("rows", 0), 1)
-        want = max(len(self._pending), self.flush_max_items, n_rows // 20)
+        want = max(self.flush_max_items, n_rows // 20)  # room for the next step, not the whole backlog
         try:
             w.execute("BEGIN IMMEDIATE")
             n, first, last = retention.delete_head(w, self.committed_seq, want)
@@ -485,8 +685,7 @@ class Journal(JournalReader):
         self.counters["dropped_oldest"] += n
         if n:
             self._burst("disk_full").add(n, first, last)
-        with contextlib.suppress(sqlite3.Error):
-            w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._checkpoint()
 
     def _retention_step(self) -> None:
         """One small chunk of retention (expiry of delivered history older than keep_history)."""

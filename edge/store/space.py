@@ -1,0 +1,169 @@
+"""What the journal's filesystem can take, and the writer's state as other processes see it.
+
+The journal leaves `disk_reserve` bytes free on its filesystem. A transaction costs the disk twice
+before its WAL frames are given back: the frames themselves, then the pages the checkpoint copies
+into the database file (nothing when they land on free pages of the file). `Room` estimates that
+cost from the measured bytes per row, so the writer sizes each step to what is free beyond the
+reserve instead of finding out from `SQLITE_FULL` — a failure that may come only after the WAL
+has already taken the last free byte.
+
+The writer's state (disk full, recovering, failing, backlog) lives in memory; `edge buffer stats`
+runs in another process. `StatusFile` is a small fixed-size file beside the journal, written in
+place: once it exists, rewriting it takes no new blocks, so the writer can still say "disk full"
+on a filesystem with no free byte left (a copy-on-write filesystem may still refuse it; the
+reader then also compares free space with the reserve itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+WAL_FRAME_HEADER = 24
+# b-tree interior pages, counters, meta, cursors, a freelist trunk: pages a step writes whatever
+# its size; an overestimate only makes the first step a little smaller
+STEP_FIXED_PAGES = 16
+# a leaf page is rarely full and events are larger than readings: what the average row misses
+WAL_SLACK = 1.5
+STATUS_SUFFIX = "-status"
+STATUS_SIZE = 4096
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem holding `path`."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+@dataclass(frozen=True)
+class Room:
+    """The space one write step may use: free bytes beyond the reserve, and the file's shape."""
+
+    free: int  # bytes free on the filesystem now
+    reserve: int
+    page_size: int
+    pages: int  # the database file's pages...
+    free_pages: int  # ...of which free (reused before the file grows)
+    row_bytes: float  # measured bytes per stored row
+
+    @property
+    def spare(self) -> int:
+        return self.free - self.reserve
+
+    def wal_bytes(self, rows: int) -> int:
+        """WAL bytes a transaction inserting `rows` rows adds before a checkpoint gives them back."""
+        frame = self.page_size + WAL_FRAME_HEADER
+        pages = rows * self.row_bytes * WAL_SLACK / self.page_size + STEP_FIXED_PAGES
+        return int(pages * frame)
+
+    def growth_bytes(self, rows: int) -> int:
+        """Bytes the database file grows by when the checkpoint copies `rows` new rows into it."""
+        return max(0, int(rows * self.row_bytes * WAL_SLACK) - self.free_pages * self.page_size)
+
+    def step_bytes(self, rows: int) -> int:
+        return self.wal_bytes(rows) + self.growth_bytes(rows)
+
+    def rows_for_wal(self) -> int:
+        """How many rows a step may insert with its WAL frames kept out of the reserve (the file's
+        growth is bounded separately, by the byte limit the full policy applies)."""
+        base = self.wal_bytes(0)
+        if self.spare <= base:
+            return 0
+        per_row = self.wal_bytes(1_000_000) - base
+        return int((self.spare - base) * 1_000_000 / per_row) if per_row > 0 else 0
+
+    def data_limit(self, rows: int) -> int:
+        """Bytes the journal's data may occupy after a step of `rows` rows: the file as allocated
+        plus what is spare once the step's WAL frames are paid for."""
+        return max(0, self.pages * self.page_size + self.spare - self.wal_bytes(rows))
+
+
+def measure(conn: Any, path: str, reserve: int, rows: int) -> Room | None:
+    """The room for the next step on the write connection, or None when free space is unknown."""
+    free = free_bytes(path)
+    if free is None:
+        return None
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    used = (pages - free_pages) * page_size
+    row_bytes = max(32.0, used / rows) if rows >= 1000 else 64.0
+    return Room(free, reserve, page_size, pages, free_pages, row_bytes)
+
+
+class StatusFile:
+    """The writer's state, rewritten in place in a file of fixed size beside the journal."""
+
+    def __init__(self, journal_path: str) -> None:
+        self.path = journal_path + STATUS_SUFFIX
+        self._fd: int | None = None
+        self._last = b""
+
+    def open(self) -> str:
+        """Create (or reuse) the file; returns an error to log, or '' when it is writable."""
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(self._fd).st_size < STATUS_SIZE:
+                os.pwrite(self._fd, b" " * STATUS_SIZE, 0)
+        except OSError as exc:
+            self.close()
+            return f"{self.path}: {exc.strerror or exc}"
+        return ""
+
+    def write(self, state: dict[str, Any]) -> None:
+        if self._fd is None:
+            return
+        key = orjson.dumps(state)
+        if key == self._last:  # unchanged: no write at all in steady operation
+            return
+        body = orjson.dumps({**state, "pid": os.getpid(), "updated": time.time()})
+        if len(body) > STATUS_SIZE:
+            return
+        with contextlib.suppress(OSError):  # a status that cannot be written must not stop the writer
+            os.pwrite(self._fd, body.ljust(STATUS_SIZE), 0)
+            self._last = key
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def read_status(journal_path: str) -> dict[str, Any] | None:
+    """The state a running writer published, or None when no writer is running (stopped, killed)."""
+    try:
+        with open(journal_path + STATUS_SUFFIX, "rb") as f:
+            state = orjson.loads(f.read(STATUS_SIZE).strip() or b"null")
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(state, dict) or not state.get("open") or not _alive(state.get("pid")):
+        return None
+    return state
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the gateway runs as another user: it exists
+        return True
+    return True
