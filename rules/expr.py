@@ -10,11 +10,22 @@ str/dict/list), no names starting with `_`, no lambdas, comprehensions, walrus, 
 starred arguments, literal exponents within ±MAX_EXPONENT, constant folding that refuses huge
 strings and numbers, and bounded source length, node count and nesting depth. The generated
 function's globals hold no builtins at all (`__builtins__` is empty).
+
+What the compiler cannot see is how large the values will be at run time: `str(value) * int(value)`
+or `(int(ts) ** 64) ** 64` are small texts that build gigabytes. So every operation whose cost
+grows with its operands' sizes is compiled into a guarded call (`_pow`, `_mul`, `_add`, `_mod`,
+`_str`, `_int`, `_round`, `_sum`) that estimates the size of its result from the operands and
+raises `LimitExceeded` before computing anything larger than MAX_INT_BITS bits or MAX_SEQUENCE
+characters/items; an expression evaluates in time and memory bounded by its node count times
+those caps (plus linear scans of its inputs). Operations that cannot grow a value (comparisons,
+`and`/`or`, float arithmetic, `-`, `/`, `//`, subscripts) stay native, and `Compiled.cost` counts
+the guarded and size-dependent ones so the engine times only expressions that have any.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import operator
 import re
@@ -32,6 +43,8 @@ MAX_EXPONENT = 64  # |n| in `x ** n`
 MAX_SEQUENCE = 10_000  # characters / items a constant may fold to
 MAX_INT_BITS = 4096  # bits an integer constant may fold to
 MAX_LITERAL_ITEMS = 200  # items in a list/tuple literal
+# int() of a text longer than this could only give a number past MAX_INT_BITS (about 0.3 digits a bit)
+MAX_INT_TEXT = MAX_INT_BITS // 3
 
 #: the evaluation context, in the order of the compiled function's arguments
 ARGS = ("value", "prev", "point", "device", "name", "ts", "quality", "kind", "source", "severity", "payload")
@@ -104,6 +117,15 @@ _FORBIDDEN_WHY = {
 }
 
 
+class LimitExceeded(Exception):
+    """An evaluation refused to build a value past one of the limits; `limit` names which one
+    ("integer size", "sequence size", "string formatting", "sum start", "time")."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
 class ExprError(ValueError):
     """A compile error, located: rule id, field (`if`, `clear_if`, `then[0].expr`), line, column."""
 
@@ -138,6 +160,7 @@ class Compiled:
     code: Any  # code object of `lambda <ARGS>: <expr>`
     windows: set[tuple[str | None, float]] = field(default_factory=set)  # (point or None=this, seconds)
     points: set[str] = field(default_factory=set)  # points read through p()/age()/windows
+    cost: int = 0  # operations whose cost grows with their operands (0: constant-time per node)
 
     def bind(self, env: dict[str, Any]) -> Callable[..., Any]:
         # the code comes from a validated AST and env has empty builtins
@@ -189,6 +212,7 @@ class _Checker(ast.NodeTransformer):
     def __init__(self) -> None:
         self.windows: set[tuple[str | None, float]] = set()
         self.points: set[str] = set()
+        self.cost = 0
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         if type(node) in _FORBIDDEN_WHY:
@@ -275,7 +299,11 @@ class _Checker(ast.NodeTransformer):
                             node,
                             f"repeating a string or list needs a literal count (at most {MAX_SEQUENCE} items)",
                         )
-        return node
+        guard = _guard(node)
+        if guard is None:
+            return node
+        self.cost += 1
+        return self._call(node, guard, [node.left, node.right])
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
         self.generic_visit(node)
@@ -297,6 +325,8 @@ class _Checker(ast.NodeTransformer):
             node.args = [self.visit(a) for a in node.args]
             if len(node.args) > 3:
                 raise _fail(node, f"{func.attr}() takes at most 3 arguments here")
+            if not (isinstance(func.value, ast.Name) and func.value.id in _SHORT_NAMES):
+                self.cost += 1  # a scan of a value that may be long (a payload text, a list)
             return node
         if not isinstance(func, ast.Name):
             self.visit(func)  # reports what it is (a lambda, ...) when that is not allowed
@@ -345,7 +375,14 @@ class _Checker(ast.NodeTransformer):
                 [ast.Constant(bounds[0]), ast.Constant(bounds[1]), ast.Name("ts", ast.Load())],
             )
         node.args = [self.visit(a) for a in args]
+        if fname in _SCANNING_FUNCTIONS:
+            self.cost += 1
         return self._call(node, f"_{fname}", node.args)
+
+    def visit_Compare(self, node: ast.Compare) -> ast.AST:
+        self.generic_visit(node)
+        self.cost += sum(1 for op in node.ops if isinstance(op, ast.In | ast.NotIn))
+        return node
 
     @staticmethod
     def _is_point_arg(a: ast.AST) -> bool:
@@ -405,6 +442,30 @@ class _ContextAccess(ast.NodeTransformer):
 
 
 _ARG_INDEX = {name: i for i, name in enumerate(ARGS)}
+# context names that hold identifiers from the site file (point ids, device names): short texts
+_SHORT_NAMES = frozenset({"point", "device", "name", "quality", "kind", "source", "severity"})
+# functions whose cost grows with their argument (str/int/float of a long text, a long list)
+_SCANNING_FUNCTIONS = frozenset({"str", "int", "float", "round", "sum", "min", "max", "any", "all"})
+
+
+def _guard(node: ast.BinOp) -> str | None:
+    """The guarded helper a (not constant-folded) operation compiles to; None: it stays native
+    because it cannot grow a value (a float literal operand makes `*` float arithmetic or a
+    TypeError, a number literal makes `+` arithmetic, a small literal exponent keeps `**` small)."""
+    lok, left = _const_value(node.left)
+    rok, right = _const_value(node.right)
+    num_l = lok and isinstance(left, int | float) and not isinstance(left, bool)
+    num_r = rok and isinstance(right, int | float) and not isinstance(right, bool)
+    op = type(node.op)
+    if op is ast.Pow:
+        return "_pow" if isinstance(right, int) and not isinstance(right, bool) and right >= 2 else None
+    if op is ast.Mult:
+        return None if isinstance(left, float) or isinstance(right, float) else "_mul"
+    if op is ast.Add:
+        return None if num_l or num_r else "_add"
+    if op is ast.Mod:
+        return None if num_l else "_mod"
+    return None
 
 
 def _depth_and_count(tree: ast.AST) -> tuple[int, int]:
@@ -482,11 +543,142 @@ def _compile(source: Any) -> Compiled:
             code = compile(fn, "<rule>", "eval")
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
         raise ExprError(f"cannot compile: {exc}") from None
-    return Compiled(source, code, checker.windows, checker.points)
+    return Compiled(source, code, checker.windows, checker.points, checker.cost)
+
+
+_CONTAINERS: frozenset[type] = frozenset(
+    (
+        tuple,
+        list,
+        dict,
+        set,
+        frozenset,
+        type({}.keys()),
+        type({}.values()),
+        type({}.items()),
+    )
+)
+
+
+def value_size(value: Any, limit: int = MAX_SEQUENCE) -> int:
+    """Characters and items in `value`, nested containers counted through (as `str()` would print
+    them, a shared element once per place it appears); an int counts its decimal digits. Stops
+    counting once past `limit`, so the cost is bounded by the limit, not by the value."""
+    total = 0
+    stack: list[Any] = [value]
+    while stack:
+        v: Any = stack.pop()
+        t = type(v)
+        if t is str or t is bytes:
+            total += len(v)
+        elif t is int:
+            total += v.bit_length() // 3 + 1
+        elif t in _CONTAINERS:
+            total += len(v)
+            if total > limit:
+                return total
+            stack.extend(itertools.chain.from_iterable(v.items()) if isinstance(v, dict) else v)
+        else:
+            total += 1
+        if total > limit:
+            return total
+    return total
+
+
+def _too_long(what: str, size: int) -> LimitExceeded:
+    return LimitExceeded(
+        "sequence size",
+        f"{what} would build a value of {size} characters or items; the limit is {MAX_SEQUENCE}",
+    )
+
+
+def _too_big(what: str, bits: int) -> LimitExceeded:
+    return LimitExceeded(
+        "integer size", f"{what} would make a number of about {bits} bits; the limit is {MAX_INT_BITS} bits"
+    )
+
+
+def _pow(base: Any, exp: int) -> Any:
+    if isinstance(base, int) and base.bit_length() * exp > MAX_INT_BITS:
+        raise _too_big("**", base.bit_length() * exp)
+    return base**exp
+
+
+def _mul(a: Any, b: Any) -> Any:
+    if type(a) is float or type(b) is float:
+        return a * b
+    if isinstance(a, int) and isinstance(b, int):
+        if a.bit_length() + b.bit_length() > MAX_INT_BITS:
+            raise _too_big("*", a.bit_length() + b.bit_length())
+        return a * b
+    seq, n = (a, b) if isinstance(b, int) else (b, a)
+    if isinstance(n, int) and n > 0 and isinstance(seq, str | bytes | tuple | list):
+        size = value_size(seq)
+        if size and size * n > MAX_SEQUENCE:
+            raise _too_long("repeating", min(size * n, 10**12))
+    return a * b
+
+
+def _add(a: Any, b: Any) -> Any:
+    ta = type(a)
+    if ta is type(b) and (ta is str or ta is tuple or ta is list or ta is bytes):
+        size = value_size(a) + value_size(b)
+        if size > MAX_SEQUENCE:
+            raise _too_long("+", size)
+    return a + b
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if isinstance(a, str | bytes):
+        # '%0999999999d' % 1 builds a gigabyte; a message template formats text safely
+        raise LimitExceeded(
+            "string formatting",
+            "string formatting with % is not allowed; use a message template in an action",
+        )
+    return a % b
+
+
+def _str(x: Any) -> str:
+    t = type(x)
+    if t is str:
+        return x
+    if t is int and x.bit_length() > MAX_INT_BITS:
+        raise _too_big("str()", x.bit_length())
+    if t in _CONTAINERS:
+        size = value_size(x)
+        if size > MAX_SEQUENCE:
+            raise _too_long("str()", size)
+    return str(x)
+
+
+def _int(x: Any) -> int:
+    if isinstance(x, str | bytes) and len(x) > MAX_INT_TEXT:
+        raise LimitExceeded(
+            "integer size",
+            f"int() of a text of {len(x)} characters; the limit is {MAX_INT_TEXT} ({MAX_INT_BITS} bits)",
+        )
+    return int(x)
+
+
+def _round(x: Any, n: Any = 0) -> Any:
+    if not n:
+        return round(x)
+    # round(int, -k) computes 10**k
+    if isinstance(x, int) and isinstance(n, int) and n < 0 and -n * 10 // 3 > MAX_INT_BITS:
+        raise _too_big("round()", -n * 10 // 3)
+    return round(x, n)
+
+
+def _sum(seq: Any, start: Any = 0) -> Any:
+    if type(start) not in (int, float, bool):
+        # sum(items, ()) or sum(items, '') concatenates: quadratic in the number of items
+        raise LimitExceeded("sum start", f"sum() takes a number as its start, not {type(start).__name__}")
+    return sum(seq, start)
 
 
 def safe_builtins() -> dict[str, Any]:
-    """The plain functions an expression may call, under their rewritten names."""
+    """The plain functions an expression may call, under their rewritten names, and the guarded
+    operations the compiler rewrites size-growing operators into."""
 
     def _min(*a: Any) -> Any:
         return min(*a) if len(a) > 1 else min(a[0])
@@ -494,22 +686,23 @@ def safe_builtins() -> dict[str, Any]:
     def _max(*a: Any) -> Any:
         return max(*a) if len(a) > 1 else max(a[0])
 
-    def _round(x: Any, n: int = 0) -> Any:
-        return round(x, n) if n else round(x)
-
     return {
         "__builtins__": {},
         "_abs": abs,
         "_round": _round,
-        "_int": int,
+        "_int": _int,
         "_float": float,
-        "_str": str,
+        "_str": _str,
         "_bool": bool,
         "_len": len,
         "_any": any,
         "_all": all,
         "_min": _min,
         "_max": _max,
-        "_sum": sum,
+        "_sum": _sum,
         "_nan": math.nan,
+        "_pow": _pow,
+        "_mul": _mul,
+        "_add": _add,
+        "_mod": _mod,
     }
