@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -70,18 +71,33 @@ def add_log_level_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: every file and directory a command creates is its user's alone: the journal, the state database
+#: (password and session hashes), the snapshots, the demo's token. A file the user asks for
+#: elsewhere (a TLS pair, an export) is private too until they widen it.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from edge.state import StateDBError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # before any command creates data; restored for a program that calls main() in-process
+    previous = os.umask(PRIVATE_UMASK)
     try:
         return int(args.func(args) or 0)
+    except StateDBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        os.umask(previous)
 
 
 if __name__ == "__main__":

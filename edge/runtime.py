@@ -21,10 +21,11 @@ from typing import Any, Protocol
 
 from drivers import load_driver
 from drivers.base import Driver, DriverContext
+from edge import fileperm
 from edge.config import DeviceConfig, Site
 from edge.hub import Hub
 from edge.model import CommandResult, CommandStatus, Event, Health, HealthState, Reading, Severity, Value
-from edge.state import StateDB
+from edge.state import StateDB, StateDBError
 from edge.store import Journal
 
 log = logging.getLogger("edge.runtime")
@@ -102,12 +103,17 @@ class Runtime:
         # the newest good reading of each point found in the journal at start (rules take it as
         # the latest value, so `prev` and `p()` mean after a restart what they meant before)
         self.restored_good: dict[str, Reading] = {}
+        self._private_kept: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.started_at = self.clock()
         self.journal.open()
-        self.state = StateDB(self.site.storage.resolved_state_path())
+        try:
+            self.state = StateDB(self.site.storage.resolved_state_path())
+        except StateDBError as exc:
+            raise StartError(str(exc)) from None
+        private = await self.make_data_private()
         self.hub.register_points(self.site.point_infos())
         last, self.restored_good = await asyncio.to_thread(self.journal.last_readings)
         self.hub.restore_latest(last.values())
@@ -132,6 +138,11 @@ class Runtime:
             if component is not None:
                 await component.start()
                 self.components[component.name] = component
+        private += await self.make_data_private()  # trend.db, created by its component
+        if private:
+            log.warning(
+                "made data files private (other users could read them): %s", fileperm.summary(private)
+            )
         await self.prune_cursors()
         for dev in self.site.devices:
             if dev.enabled:
@@ -153,6 +164,17 @@ class Runtime:
                 ) from None
         self.ready.set()
         log.info("site started", extra={"site": self.site.site.id, "devices": len(self.slots)})
+
+    async def make_data_private(self) -> list[str]:
+        """Files 0600 and directories 0700 for the journal, trend index, state and snapshots,
+        also when the process umask (an embedding program, an older version) made them readable."""
+        cameras = any(d.driver == "camera" for d in self.site.devices)
+        changed, kept = await asyncio.to_thread(fileperm.make_private, self.site.storage, blob_dir=cameras)
+        for item in kept:
+            if item not in self._private_kept:
+                self._private_kept.add(item)
+                log.info("left with its mode (not only this gateway's data, or not ours): %s", item)
+        return changed
 
     async def prune_cursors(self) -> list[str]:
         """Remove cursors nobody will move again: sinks no longer in the site file, and consumers

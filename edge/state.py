@@ -12,6 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+class StateDBError(RuntimeError):
+    """The state database cannot be opened; the message names the file and what to do."""
+
+
 class StateDB:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -19,15 +23,29 @@ class StateDB:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: the CLI and tests may touch it from worker threads; the lock
         # keeps statements on the one connection serialised.
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+        except sqlite3.Error as exc:
+            raise StateDBError(f"{path}: cannot open the state database: {exc}") from None
         self.conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")  # rules and accounts are few and precious
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")  # rules and accounts are few and precious
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_versions "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk I/O: not damage
+                raise StateDBError(f"{path}: cannot use the state database: {exc}") from None
+            raise StateDBError(
+                f"{path}: the state database (rules, accounts, API tokens, audit log) is damaged "
+                f"or not a database ({exc}); restore it from a backup, or move it aside to start "
+                "with an empty one (rules, accounts and tokens are then gone)"
+            ) from None
 
     def version(self, component: str) -> int:
         row = self.conn.execute(

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -47,7 +48,7 @@ class NotifySocket:
         self.sock.close()
 
 
-def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start(config: Path, env: dict[str, str], **popen: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
         cwd=ROOT,
@@ -55,6 +56,7 @@ def _start(config: Path, env: dict[str, str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        **popen,
     )
 
 
