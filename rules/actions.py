@@ -409,9 +409,10 @@ class CheckedResolver(AbstractResolver):
             r for r in found if not _forbidden_address(r["host"]) or _named_exactly(r["host"], self._allow)
         ]
         if not kept:
-            raise OSError(
-                f"{host} resolves only to addresses no webhook may reach: {[r['host'] for r in found]}"
-            )
+            # the HTTP client reports this as a DNS failure without the reason: log it here
+            why = f"{host} resolves only to addresses no webhook may reach: {[r['host'] for r in found]}"
+            log.warning("webhook refused: %s", why)
+            raise OSError(why)
         return kept
 
     async def close(self) -> None:
