@@ -237,21 +237,31 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
         if site is None:
             return 1
         site.web = site.web.model_copy(update={"listen": f"{args.host}:{args.port}"})
-        token = (data_dir / "city-platform.token").read_text().strip()
+        token_file = data_dir / "city-platform.token"
+        # a log is copied into tickets and chats: it names the token and where it is, not all of it
+        shown = token_prefix(token_file.read_text().strip())
 
         def announce(rt: Any) -> None:
             url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{rt.web_port}/"
             log.info(
-                "demo site running: open %s (site file %s; pull API token for consumer city-platform: %s)",
+                "demo site running: open %s (site file %s; pull API token for consumer city-platform: "
+                "%s, the whole token is in %s)",
                 url,
                 path,
-                token,
+                shown,
+                token_file,
             )
 
         return await serve(str(path), site, on_ready=announce)
     finally:
         if simulator is not None:
             await simulator.stop()
+
+
+def token_prefix(token: str, shown: int = 4) -> str:
+    """Enough of a token to tell it apart (the demo's fixed "demo-" prefix not counted), no more."""
+    head = "demo-" if token.startswith("demo-") else ""
+    return token[: len(head) + shown] + "…"
 
 
 def cmd_buffer_stats(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import secrets
 from pathlib import Path
@@ -335,8 +336,10 @@ def prepare(data_dir: Path, host: str, port: int, sim_port: int = SIM_PORT) -> P
     data_dir.mkdir(parents=True, exist_ok=True)
     token = data_dir / "city-platform.token"
     if not token.exists():
-        token.write_text("demo-" + secrets.token_urlsafe(24) + "\n")
-        token.chmod(0o600)
+        # created 0600, never readable by others even for a moment (whatever the umask)
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("demo-" + secrets.token_urlsafe(24) + "\n")
     path = data_dir / "site.yaml"
     if not path.exists():
         header = (

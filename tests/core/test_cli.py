@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import build_parser
+from tests.core.test_file_modes import not_private
 from tests.support.ports import free_port
 from tests.support.waiting import until_sync
 
@@ -76,6 +77,7 @@ def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> No
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        umask=0o022,  # a login shell's: the demo's files must be private all the same
     )
     try:
 
@@ -121,6 +123,14 @@ def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> No
             out, _ = proc.communicate()
     assert proc.returncode == 0, out[-3000:]
     assert "demo site running: open http://127.0.0.1:" in out
+    token_file = data / "city-platform.token"
+    token = token_file.read_text().strip()
+    assert token not in out  # a log line is copied into tickets: a prefix and where the token is
+    assert (
+        f"pull API token for consumer city-platform: {token[:9]}…, the whole token is in {token_file}" in out
+    )
+    assert (data / "blobs").is_dir()  # the camera's snapshot directory
+    assert not_private(data) == []  # journal, state, trend, WAL, site file, video, token, snapshots
 
 
 def test_buffer_commands_explain_a_missing_journal(tmp_path: Path) -> None:
