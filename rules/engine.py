@@ -10,6 +10,16 @@ Each rule keeps one state per key (the point id for point and no_data triggers, 
 for event triggers, "" for schedules): ok -> pending (`for:`) -> active -> ok. A reading is routed
 through `_route[point]` (rules, windows, dead-man watches), built once per point, so its cost is
 O(rules that care about that point).
+
+Evaluation has a budget. The expression compiler bounds every value an expression builds
+(`rules.expr.LimitExceeded`: the rule goes to `error` and is evaluated again on the next record,
+cheaply, since the check comes before the work). Time is bounded on top of that for expressions
+with size-dependent operations (`Compiled.cost > 0`; plain comparisons and arithmetic are never
+timed, which keeps the hot path at compiled-lambda speed): each call is timed with the monotonic
+clock, and a rule whose evaluations take longer than `eval_budget` seconds twice in a row goes to
+`error` and is suspended — no longer evaluated until it is saved again or the gateway restarts.
+Two in a row, so one evaluation that a busy machine or a garbage collection happened to stretch
+does not stop a rule.
 """
 
 from __future__ import annotations
@@ -18,11 +28,12 @@ import datetime as dt
 import heapq
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from edge.model import Event, Reading
-from rules.expr import safe_builtins
+from rules.expr import LimitExceeded, safe_builtins
 from rules.model import CompiledRule
 from rules.state import TS, Args, Firing, KeyState, RuleRuntime
 from rules.windows import EMPTY, Window
@@ -36,6 +47,9 @@ Route = tuple[
     list[tuple["RuleRuntime", float]],
     int,
 ]
+
+EVAL_BUDGET_S = 0.05  # one evaluation of a timed expression (see the module docstring)
+STRIKES = 2  # evaluations over budget in a row that suspend a rule
 
 
 class Engine:
@@ -52,6 +66,8 @@ class Engine:
         self._timers: list[tuple[float, int, str, str, str]] = []  # (deadline, n, rule, key, kind)
         self._counter = itertools.count()
         self._nodata_seen: dict[tuple[str, str], float] = {}  # (rule, point) -> last good reading ts
+        self.eval_budget = EVAL_BUDGET_S
+        self.suspended: dict[str, str] = {}  # rule id -> why: over its time budget, not evaluated
         self.env = self._make_env()
 
     # ------------------------------------------------------------ helpers for expressions
@@ -94,6 +110,7 @@ class Engine:
         """Add or replace a rule (its states start fresh unless restored afterwards)."""
         self.remove(compiled.rule.id)
         rr = RuleRuntime(compiled, self)
+        self._time(rr)
         self.rules[rr.id] = rr
         for expr in (compiled.cond, compiled.clear, *compiled.exprs.values()):
             for point, secs in expr.windows if expr else ():
@@ -116,6 +133,7 @@ class Engine:
         if old is None:
             return self.add(compiled)
         rr = RuleRuntime(compiled, self)
+        self._time(rr)  # a suspension stays: the expressions are the same
         rr.states, rr.last_fired, rr.error, rr.error_ts = old.states, old.last_fired, old.error, old.error_ts
         rr.evaluations = old.evaluations
         rr.schedule_token = old.schedule_token  # its queued schedule timers stay valid
@@ -129,11 +147,46 @@ class Engine:
         return rr
 
     def remove(self, rule_id: str) -> None:
+        self.suspended.pop(rule_id, None)
         if self.rules.pop(rule_id, None) is not None:
             self._route.clear()
             self._event_route.clear()
             for k in [k for k in self._nodata_seen if k[0] == rule_id]:
                 del self._nodata_seen[k]
+
+    def _time(self, rr: RuleRuntime) -> None:
+        """Time the rule's expressions that have size-dependent operations (see the module
+        docstring); the others keep their bare compiled function."""
+        strikes = [0]  # shared by the rule's expressions: it is the rule that is suspended
+        budget, clock = self.eval_budget, time.perf_counter
+
+        def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def run(args: Any) -> Any:
+                start = clock()
+                result = fn(args)
+                spent = clock() - start
+                if spent <= budget:
+                    strikes[0] = 0
+                    return result
+                strikes[0] += 1
+                if strikes[0] < STRIKES:
+                    return result
+                raise LimitExceeded(
+                    "time",
+                    f"evaluations took {spent * 1000:.0f} ms, {STRIKES} in a row over the limit of "
+                    f"{budget * 1000:.0f} ms; the rule is suspended until it is saved again",
+                )
+
+            return run
+
+        c = rr.compiled
+        if rr.cond is not None and c.cond is not None and c.cond.cost:
+            rr.cond = timed(rr.cond)
+        if rr.clear is not None and c.clear is not None and c.clear.cost:
+            rr.clear = timed(rr.clear)
+        for where, expr in c.exprs.items():
+            if expr.cost:
+                rr.values[where] = timed(rr.values[where])
 
     def watch_points(self, points: Iterable[str], now: float) -> None:
         """Start dead-man deadlines for known points that have not reported yet (at start-up)."""
@@ -187,7 +240,7 @@ class Engine:
             slow: list[RuleRuntime] = []
             nodata: list[tuple[RuleRuntime, float]] = []
             for rr in self.rules.values():
-                if not rr.rule.enabled:
+                if not rr.rule.enabled or rr.id in self.suspended:
                     continue
                 if any(p.match(point) for p in rr.points):
                     if rr.cond is not None and not rr.always and not rr.error:
@@ -228,7 +281,7 @@ class Engine:
         while timers and timers[0][0] <= now:
             deadline, _, rid, key, kind = heapq.heappop(timers)
             rr = self.rules.get(rid)
-            if rr is None or not rr.rule.enabled:
+            if rr is None or not rr.rule.enabled or rid in self.suspended:
                 continue
             self.now = max(self.now, deadline)
             st = rr.states.get(key)
@@ -329,8 +382,10 @@ class Engine:
                     try:
                         if not cond(args):
                             continue
-                    except Exception:
-                        pass  # _evaluate runs it again and reports the error
+                    except Exception as exc:
+                        # reported here: evaluating it again could double the cost of one over budget
+                        self._error(rr, point, ts, args, exc, out)
+                        continue
                 evaluate(rr, point, args, ts, out)
             for rr in route[1]:
                 evaluate(rr, point, args, ts, out)
@@ -359,7 +414,7 @@ class Engine:
             rules = self._event_route[e.kind] = tuple(
                 rr
                 for rr in self.rules.values()
-                if rr.rule.enabled and any(p.match(e.kind) for p in rr.events)
+                if rr.rule.enabled and rr.id not in self.suspended and any(p.match(e.kind) for p in rr.events)
             )
         if not rules:
             return
@@ -447,6 +502,10 @@ class Engine:
         self, rr: RuleRuntime, key: str, ts: float, args: Args, exc: BaseException, out: list[Firing]
     ) -> None:
         msg = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, LimitExceeded) and exc.limit == "time":
+            self.suspended[rr.id] = msg
+            self._route.clear()
+            self._event_route.clear()
         if rr.error != msg:  # report a new error once, not on every reading
             if not rr.error:
                 self._route.clear()  # the rule leaves the hot path until it recovers
