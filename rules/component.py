@@ -12,12 +12,22 @@ The API and CLI change rules only through the methods here, so store and engine 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
 
 from edge import audit
 from edge.model import Event, Record, Severity
+from edge.web.problem import Problem
 from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
@@ -32,7 +42,6 @@ from rules.model import (
     parse_rule,
     same_logic,
 )
-from rules.replay import dry_run
 from rules.store import RuleStore, StateWriter, StoredRule
 
 if TYPE_CHECKING:
@@ -41,6 +50,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("rules")
 RATE_LIMITS = "rate_limits"  # rules_meta key: each rule's remaining action budget
 PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill -9 window)
+DRY_RUN_SECONDS = 30.0  # wall-clock budget of one dry run (its process is killed past it)
+DRY_RUN_MEMORY = 512 * 2**20  # address space of a dry run's process (RLIMIT_AS)
+MAX_DRY_RUNS = 2  # dry runs at once; more are refused with 429 and Retry-After
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `rules` is importable from
+
+
+class DryRunBusy(Problem):
+    """429 with the Retry-After header the plain problem response cannot carry."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            429,
+            "Too many dry runs",
+            f"{MAX_DRY_RUNS} dry runs are running; try again in {retry_after} s",
+            retry_after=retry_after,
+        )
+        self.retry_after = retry_after
+
+    def response(self) -> web.Response:
+        resp = super().response()
+        resp.headers["Retry-After"] = str(self.retry_after)
+        return resp
 
 
 class RulesComponent:
@@ -63,6 +94,10 @@ class RulesComponent:
         self._started = False
         self._backfills: set[asyncio.Task[None]] = set()
         self.backfill: dict[str, Any] = {"runs": 0, "windows": 0, "rows": 0, "samples": 0, "truncated": 0}
+        self.dry_run_seconds = DRY_RUN_SECONDS
+        self.dry_run_memory = DRY_RUN_MEMORY
+        self.dry_runs: dict[object, float] = {}  # each running dry run -> its monotonic deadline
+        self.dry_run_procs: set[asyncio.subprocess.Process] = set()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -91,6 +126,7 @@ class RulesComponent:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        await asyncio.gather(*(_end(p) for p in list(self.dry_run_procs)))
         for task in list(self._backfills):
             task.cancel()
         await asyncio.gather(*self._backfills, return_exceptions=True)
@@ -184,12 +220,61 @@ class RulesComponent:
     # ------------------------------------------------------------ dry run
     async def dry_run(self, compiled: CompiledRule, since: float, until: float) -> dict[str, Any]:
         """`compiled` over the journal's records in [since, until], acting on nothing; its windows
-        start with the readings before `since` (same row cap as the refill at start), read and
-        evaluated in a thread so the event loop keeps serving readings."""
-        journal = self.runtime.journal
-        await journal.flush()
-        limit = self.config.window_backfill_rows
-        return await asyncio.to_thread(dry_run, journal, compiled, self.engine.tz, since, until, limit)
+        start with the readings before `since` (same row cap as the refill at start).
+
+        It runs in a child process (`rules.dry_run_worker`) on a read-only connection to the
+        journal file: no work of the dry run can hold this process's event loop. The child has a
+        wall-clock budget (`dry_run_seconds`, killed past it), an address-space cap
+        (`dry_run_memory`), and at most MAX_DRY_RUNS run at once. Raises `Problem`: 422 when the
+        dry run is over a budget, 429 (Retry-After) when too many run, 503 when the child failed."""
+        now = time.monotonic()
+        if len(self.dry_runs) >= MAX_DRY_RUNS:
+            raise DryRunBusy(max(1, math.ceil(min(self.dry_runs.values()) - now)))
+        budget = self.dry_run_seconds
+        token = object()
+        self.dry_runs[token] = now + budget
+        proc: asyncio.subprocess.Process | None = None
+        try:
+            journal = self.runtime.journal
+            await journal.flush()  # the child reads the file: every record handed over so far is in it
+            request = {
+                "journal": str(journal.path),
+                "rule": compiled.rule.doc(),
+                "timezone": self.runtime.site.site.timezone,
+                "since": since,
+                "until": until,
+                "max_rows": self.config.window_backfill_rows,
+                "memory_bytes": self.dry_run_memory,
+                "seconds": budget,
+            }
+            path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "rules.dry_run_worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+            self.dry_run_procs.add(proc)
+            try:
+                async with asyncio.timeout(self.dry_runs[token] - time.monotonic()):
+                    out, err = await proc.communicate(orjson.dumps(request, default=str))
+            except TimeoutError:
+                raise Problem(
+                    422,
+                    "Dry run over its time budget",
+                    f"the dry run did not finish within {budget:g} s and was stopped; "
+                    "dry-run fewer hours or a simpler rule",
+                    limit="time",
+                ) from None
+            return _answer(out, err, proc.returncode)
+        finally:
+            del self.dry_runs[token]
+            if proc is not None:
+                await _end(proc)
+                self.dry_run_procs.discard(proc)
 
     # ------------------------------------------------------------ live evaluation
     def _on_records(self, records: list[Record]) -> None:
@@ -365,6 +450,31 @@ class RulesComponent:
     def export_pack(self) -> str:
         assert self.store is not None
         return dump_pack([s.doc for s in self.store.list_rules()])
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Kill (if still running) and reap a dry run's process, even when the caller is cancelled."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await asyncio.shield(proc.wait())
+
+
+def _answer(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:
+    try:
+        answer = orjson.loads(out)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("result"), dict):
+        return answer["result"]  # type: ignore[no-any-return]
+    if isinstance(answer, dict) and "error" in answer:
+        limit = {"limit": answer["limit"]} if answer.get("limit") else {}
+        raise Problem(422, "Dry run failed", str(answer["error"]), **limit)
+    tail = err.decode("utf-8", "replace").strip().splitlines()[-1:]
+    log.error("dry run process ended with %s: %s", returncode, tail)
+    raise Problem(
+        503, "Dry run failed", f"the dry run's process ended unexpectedly (exit status {returncode})"
+    )
 
 
 def create(runtime: Runtime) -> RulesComponent | None:
