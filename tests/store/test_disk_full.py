@@ -4,19 +4,28 @@ counts and reports the drops, keeps every committed record, and recovers when sp
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from edge.config import StorageConfig
+from edge.store import space
 from edge.store.health import buffer_health
+from edge.store.journal import Journal
 from tests.store.helpers import drop_events, integrity, open_journal, readings
+from tests.support.site import site_file
 from tests.support.tools import require_root
 from tests.support.waiting import until
+from tests.sync.test_metrics_cli import edge_cli
 
 pytestmark = pytest.mark.root
 
@@ -106,3 +115,164 @@ async def test_full_disk_applies_policy_and_recovers(
     finally:
         await j.close()
     assert integrity(str(small_disk / "edge.db")) == "ok"
+
+
+def fill(disk: Path) -> list[Path]:
+    """Another program takes every free byte, in 256 KiB files that can be given back one by one."""
+    files: list[Path] = []
+    chunk = b"\1" * 256 * 1024
+    while True:
+        f = disk / f"filler-{len(files)}"
+        files.append(f)
+        try:
+            with open(f, "wb") as out:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            return files
+
+
+def free_until(files: list[Path], disk: Path, target: int) -> None:
+    """Give back filler files until `target` bytes are free."""
+    while (space.free_bytes(str(disk / "edge.db")) or 0) < target:
+        files.pop().unlink()
+
+
+class DiskSampler:
+    """Lowest free space and largest WAL seen while the journal writes, sampled by a thread."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = str(db)
+        self.min_free: int | None = None
+        self.max_wal = 0
+        self.armed = threading.Event()  # set once space was given back: the full disk itself is not counted
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.0005):
+            if not self.armed.is_set():
+                continue
+            free = space.free_bytes(self.db)
+            if free is not None:
+                self.min_free = free if self.min_free is None else min(self.min_free, free)
+            self.max_wal = max(self.max_wal, space.file_size(self.db + "-wal"))
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def phase(h: dict[str, Any]) -> str:
+    return "recovering" if h["recovering"] else "full" if h["disk_full"] else "ok"
+
+
+async def test_recovery_from_a_full_disk_keeps_the_reserve_and_status_tells_each_phase(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    reserve = 1024**2
+    step = 2000
+    db = small_disk / "edge.db"
+    storage = StorageConfig(path=str(db), disk_reserve=reserve)
+    site = site_file(tmp_path, {"storage": {"path": str(db), "disk_reserve": reserve}})
+    j = open_journal(small_disk, disk_reserve=reserve, flush_max_items=step, max_pending=60_000)
+    n = 0
+
+    def ingest(rows: int) -> None:
+        nonlocal n
+        for _ in range(rows // 200):
+            j.append(readings(200, device=f"d{n % 7}"))
+            n += 200
+
+    def seen_by_another_process() -> dict[str, Any]:
+        reader = Journal.open_readonly(str(db))  # what `edge buffer stats` opens
+        try:
+            return buffer_health(reader, storage)
+        finally:
+            reader.close_sync()
+
+    try:
+        await j.register_cursor("central", "sink", 0)  # the uplink is down: nothing is delivered
+        ingest(20_000)
+        await j.flush()
+        assert phase(buffer_health(j, storage)) == "ok" and phase(seen_by_another_process()) == "ok"
+        files = fill(small_disk)  # another program fills the disk
+
+        # full: readings keep coming, at most max_pending wait in memory, the rest is counted
+        ingest(70_000)
+        await until(lambda: j.disk_full and j.counters["dropped_overflow"] > 0, 20, what="disk full")
+        assert j.pending <= j.max_pending
+        h = await until(
+            lambda: (s := seen_by_another_process())["backlog_rows"] >= 50_000 and s, 20, what="published"
+        )
+        assert h["disk_full"] and h["failing"] and not h["recovering"] and h["free_bytes"] < reserve
+        assert h["writer"].startswith("pid ") and "disk full" in h["last_error"]
+        cli = edge_cli("buffer", "stats", "-c", str(site), "--json")
+        assert cli.returncode == 0, cli.stderr
+        shown = json.loads(cli.stdout)
+        assert shown["disk_full"] and shown["failing"] and shown["backlog_rows"] >= 50_000
+        assert shown["free_bytes"] < shown["disk_reserve"] == reserve
+
+        # space returns, but not enough for the whole backlog in one transaction
+        backlog = j.pending
+        with DiskSampler(db) as sampler:
+            t0 = time.monotonic()
+            free_until(files, small_disk, reserve + 3 * 1024**2)
+            sampler.armed.set()
+            room = space.free_bytes(str(db))
+            assert room is not None
+            phases = [phase(buffer_health(j, storage))]
+            published = [phase(seen_by_another_process())]
+
+            polls = 0
+
+            def caught_up() -> bool:
+                nonlocal polls
+                polls += 1
+                ingest(200)  # readings keep flowing during the recovery
+                now = phase(buffer_health(j, storage))
+                if now != phases[-1]:
+                    phases.append(now)
+                if polls % 4 == 0 or now == "ok":  # another process's view costs more: less often
+                    other = phase(seen_by_another_process())
+                    if other != published[-1]:
+                        published.append(other)
+                return published[-1] == "ok" and now == "ok"
+
+            await until(caught_up, 60, interval=0.002, what="recovery")
+            took = time.monotonic() - t0
+        await j.flush()
+        print(f"\nrecovery of {backlog} records: {took:.2f} s, {j.last_recovery}")
+        print(f"phases {phases}, seen from another process {published}")
+        print(
+            f"lowest free {sampler.min_free} bytes (reserve {reserve}), largest WAL {sampler.max_wal} bytes"
+        )
+        assert phases == ["full", "recovering", "ok"], phases
+        assert published[0] == "full" and published[-1] == "ok", published
+        assert sampler.min_free is not None and sampler.min_free >= reserve
+        assert j.min_free_bytes is not None and j.min_free_bytes >= reserve
+        assert sampler.max_wal <= room - reserve
+        assert j.last_recovery is not None and j.last_recovery["steps"] > 1
+        assert j.last_recovery["rows"] >= backlog
+        # nothing kept in memory was dropped on the way back: only the overflow while full
+        assert j.counters["dropped_oldest"] == j.counters["dropped_newest"] == 0
+        dropped = j.counters["dropped_overflow"]
+        events = await until(
+            lambda: (
+                (found := drop_events(str(db)))
+                and sum(orjson.loads(p)["dropped"] for _, p in found) == dropped
+                and found
+            ),
+            20,
+            what="buffer_drop events for every counted drop",
+        )
+        stored = j.query("SELECT count(*) FROM journal")[0][0]
+        assert stored == j.counters["rows"] and stored + dropped == n + len(events)
+    finally:
+        await j.close()
+    assert integrity(str(db)) == "ok"
+    assert phase(seen_by_another_process()) == "ok"
