@@ -7,7 +7,10 @@ else calls `require`. Every change is written to the audit log.
 from __future__ import annotations
 
 import asyncio
+import re
+import unicodedata
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -34,6 +37,43 @@ def _set_cookie(response: web.Response, request: web.Request, sid: str) -> None:
         path="/",
         max_age=acc.SESSION_MAX,
     )
+
+
+# One slash, then anything but another slash or a backslash: browsers read //host and /\\host
+# (and /<tab>/host, since they drop tabs and newlines) as another site.
+_SAME_ORIGIN_PATH = re.compile(r"/(?![/\\])")
+
+
+def _unsafe_char(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch).startswith("C")
+
+
+def safe_next(value: Any) -> str:
+    """`value` if it is a path on this gateway to go to after login, else "/".
+
+    Accepted: one leading "/" followed by anything but "/" or "\\" (also once percent-decoded),
+    no whitespace or control character anywhere and no encoded control character; so no scheme
+    and no other host. login.js applies the same rule before it follows the value."""
+    if not isinstance(value, str) or len(value) > 2048:
+        return "/"
+    # byte-wise, as a URL parser sees %xx; a decoded space is harmless, a decoded control is not
+    decoded = unquote_to_bytes(value).decode("latin-1")
+    if not (_SAME_ORIGIN_PATH.match(value) and _SAME_ORIGIN_PATH.match(decoded)):
+        return "/"
+    if any(map(_unsafe_char, value)) or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded):
+        return "/"
+    return value
+
+
+def _refused(exc: acc.LoginRefused, title: str) -> web.Response:
+    """The problem response for a refused login or setup; a 429 says when to come back, in the
+    Retry-After header and as `retry_after` in the body (the login page reads the body)."""
+    wait = exc.retry_after_header
+    if not wait:
+        return Problem(exc.status, title, str(exc)).response()
+    resp = Problem(exc.status, title, str(exc), retry_after=int(wait)).response()
+    resp.headers["Retry-After"] = wait
+    return resp
 
 
 def _fields(body: Any, *names: str) -> list[Any]:
@@ -81,11 +121,12 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         )
 
     async def first_setup(request: web.Request) -> web.Response:
-        code, name, password = _fields(await read_json(request, 4096), "code", "name", "password")
+        body = await read_json(request, 4096)
+        code, name, password, nxt = _fields(body, "code", "name", "password", "next")
         try:
             guard.check_address(_address(request))
         except acc.LoginRefused as exc:
-            raise Problem(exc.status, "Too many attempts", str(exc)) from None
+            return _refused(exc, "Too many attempts")
         async with setup_lock:
             if accounts.setup_code is None or acc.user_count(state) > 0:
                 raise Problem(409, "Setup already done", "an admin exists; log in instead")
@@ -99,12 +140,14 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
             accounts.setup_code.consume()
         audit.record(state, name, "setup", name, role="admin", address=_address(request))
         sid, csrf = acc.create_session(state, name, _address(request))
-        response = json_response({"user": {"name": name, "role": "admin"}, "csrf": csrf}, status=201)
+        response = json_response(
+            {"user": {"name": name, "role": "admin"}, "csrf": csrf, "next": safe_next(nxt)}, status=201
+        )
         _set_cookie(response, request, sid)
         return response
 
     async def login(request: web.Request) -> web.Response:
-        name, password = _fields(await read_json(request, 4096), "name", "password")
+        name, password, nxt = _fields(await read_json(request, 4096), "name", "password", "next")
         if not isinstance(name, str) or not isinstance(password, str):
             raise Problem(400, "Missing credentials", "send a JSON object with name and password")
         try:
@@ -113,15 +156,10 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
             audit.record(
                 state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request)
             )
-            headers = {"Retry-After": str(int(exc.retry_after) + 1)} if exc.retry_after else None
-            title = {401: "Login failed", 423: "Account locked", 429: "Too many attempts"}[exc.status]
-            resp = Problem(exc.status, title, str(exc)).response()
-            if headers:
-                resp.headers.update(headers)
-            return resp
+            return _refused(exc, "Login failed" if exc.status == 401 else "Too many attempts")
         audit.record(state, name, "login", name, address=_address(request))
         sid, csrf = acc.create_session(state, name, _address(request))
-        response = json_response({"user": {"name": name, "role": role}, "csrf": csrf})
+        response = json_response({"user": {"name": name, "role": role}, "csrf": csrf, "next": safe_next(nxt)})
         _set_cookie(response, request, sid)
         return response
 
@@ -145,7 +183,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
             await asyncio.to_thread(acc.verify_login, state, guard, principal.name, old, _address(request))
             await asyncio.to_thread(acc.update_user, state, principal.name, password=new or "")
         except acc.LoginRefused as exc:
-            raise Problem(exc.status, "Current password is wrong", str(exc)) from None
+            return _refused(exc, "Current password is wrong" if exc.status == 401 else "Too many attempts")
         except acc.AccountError as exc:
             raise _bad(exc) from None
         audit.record(state, principal.name, "password_change", principal.name)

@@ -1,21 +1,50 @@
-"""Accounts of the local web UI: users and roles, argon2 password hashes, sessions, first-run setup,
-login rate limiting and lockout.
+"""Accounts of the local web UI: users and roles, argon2 password hashes, sessions, first-run setup
+and the login throttle.
 
 There is no default password. While no user exists the gateway prints a one-time setup code to
 its log; whoever can read the log (the operator at the console) can create the first admin, a
 stranger on the LAN cannot. Sessions are random 256-bit ids stored only as SHA-256 in the state
 DB, each with its own CSRF token; the HTTP side lives in `edge.web.account_routes`.
+
+Login throttle. A hard lock after N wrong passwords lets anyone who can reach the login form keep
+the admin out for good (N guesses every lock period renew it). So nothing here ever refuses a
+correct password for longer than a short, capped wait unless the wrong guesses came from the same
+source. A source is an IPv4 address or an IPv6 /64 (one host owns a whole /64).
+
+- Per source: at most IP_MAX_ATTEMPTS attempts in any IP_WINDOW seconds, whatever the names.
+- Per (name, source): after PAIR_FREE_FAILURES wrong passwords, that source must wait 1 s, 2 s,
+  4 s ... (at most PAIR_MAX_DELAY) after each further one before it may try that name again. Only
+  that source waits; a correct password from it clears its counter.
+- Per name, across all sources: after ACCOUNT_FREE_FAILURES wrong passwords (within
+  ACCOUNT_WINDOW of each other) every attempt at that name waits 1 s, 2 s ... at most
+  ACCOUNT_MAX_DELAY. The wait is a ticket per (name, source) that starts when that source asks and
+  is not moved by anyone else's failures, so an attacker elsewhere can slow a distributed guess
+  but cannot push back the admin's turn: from a source with no recent failures a correct password
+  gets in after at most ACCOUNT_MAX_DELAY seconds.
+- While one attempt of a (name, source) is being verified a second one is refused, so parallel
+  requests cannot slip guesses past the counters.
+
+The counters per name and per (name, source) live in the state DB (table login_throttle), so
+they survive a restart and `edge users unlock` (another process on the same file) clears them for
+a running gateway. Names that are not accounts go through exactly the same counters, dummy hash
+verification and answers, so the answers do not tell which names exist. The per-source window,
+the tickets and the in-flight set are in memory and bounded. Limits: sources sharing one address
+(NAT, a reverse proxy) share its throttle; an attacker with many addresses gets one guess per
+address per ACCOUNT_MAX_DELAY once the name is slowed, so passwords must still be strong.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import re
 import secrets
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +64,18 @@ log = logging.getLogger("edge.web.accounts")
 ROLES = ("admin", "technician", "viewer")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MIN_PASSWORD = 10
-MAX_FAILURES = 5  # wrong passwords in a row before the account locks
-LOCK_SECONDS = 15 * 60
-IP_WINDOW = 60.0  # per-address rate limit on login attempts
+IP_WINDOW = 60.0  # per-source rate limit on login and setup attempts
 IP_MAX_ATTEMPTS = 20
+PAIR_FREE_FAILURES = 3  # typos from one source before it has to wait
+PAIR_MAX_DELAY = 300.0
+ACCOUNT_FREE_FAILURES = 5  # wrong passwords at one name, from anywhere, before every source waits
+ACCOUNT_MAX_DELAY = 15.0  # the longest a correct password from a clean source is kept waiting
+ACCOUNT_WINDOW = 15 * 60.0  # a name's counter restarts after this long without a failure
+THROTTLE_FORGET = 3600.0  # a (name, source) counter restarts, and its row goes, after this long
+TICKET_GRACE = 60.0  # a source that comes back later than this after its wait starts a new one
+MAX_SOURCES = 10_000  # memory bounds against address spraying
+MAX_TICKETS = 10_000
+MAX_THROTTLE_ROWS = 20_000
 SESSION_IDLE = 12 * 3600
 SESSION_MAX = 7 * 24 * 3600
 COOKIE = "edge_session"
@@ -69,7 +106,19 @@ MIGRATIONS = [
         last_seen REAL NOT NULL,
         address TEXT NOT NULL DEFAULT ''
     );
+    """,
+    # users.failures and users.locked_until belonged to the old hard lock and are no longer read.
     """
+    CREATE TABLE login_throttle (
+        name TEXT NOT NULL,
+        source TEXT NOT NULL,
+        failures INTEGER NOT NULL,
+        last_failure REAL NOT NULL,
+        PRIMARY KEY (name, source)
+    );
+    CREATE INDEX login_throttle_age ON login_throttle(last_failure);
+    UPDATE users SET failures=0, locked_until=0;
+    """,
 ]
 
 
@@ -78,10 +127,17 @@ class AccountError(ValueError):
 
 
 class LoginRefused(Exception):
+    """A refused login: 401 wrong name or password, 429 wait `retry_after` seconds first."""
+
     def __init__(self, status: int, message: str, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str | None:
+        """Whole seconds, at least 1 (a client retrying after 0 would only be refused again)."""
+        return str(_secs(self.retry_after)) if self.status == 429 else None
 
 
 @dataclass(frozen=True)
@@ -145,27 +201,34 @@ def add_user(state: StateDB, name: str, role: str, password: str, *, created_by:
 
 
 def list_users(state: StateDB) -> list[dict[str, Any]]:
+    """Users with their state; `locked` means logins at the name are slowed by recent failures
+    (until `locked_until` at the latest), not that a correct password is refused."""
     ensure(state)
     now = time.time()
     with state.lock:
         rows = state.conn.execute(
-            "SELECT name, role, created, created_by, failures, locked_until, disabled, last_login "
-            "FROM users ORDER BY name"
+            "SELECT u.name, u.role, u.created, u.created_by, u.disabled, u.last_login, "
+            "t.failures, t.last_failure FROM users u "
+            "LEFT JOIN login_throttle t ON t.name = u.name AND t.source = '' ORDER BY u.name"
         ).fetchall()
-    return [
-        {
-            "name": r[0],
-            "role": r[1],
-            "created": r[2],
-            "created_by": r[3],
-            "failures": r[4],
-            "locked": r[5] > now,
-            "locked_until": r[5] if r[5] > now else None,
-            "disabled": bool(r[6]),
-            "last_login": r[7],
-        }
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        failures = _decayed(r[6], r[7], now, ACCOUNT_WINDOW)
+        slowed = account_delay(failures) > 0
+        out.append(
+            {
+                "name": r[0],
+                "role": r[1],
+                "created": r[2],
+                "created_by": r[3],
+                "failures": failures,
+                "locked": slowed,
+                "locked_until": r[7] + ACCOUNT_WINDOW if slowed else None,
+                "disabled": bool(r[4]),
+                "last_login": r[5],
+            }
+        )
+    return out
 
 
 def update_user(
@@ -191,13 +254,11 @@ def update_user(
         if role is not None:
             state.conn.execute("UPDATE users SET role=? WHERE name=?", (role, name))
         if pw_hash is not None:
-            state.conn.execute(
-                "UPDATE users SET pw_hash=?, failures=0, locked_until=0 WHERE name=?", (pw_hash, name)
-            )
+            state.conn.execute("UPDATE users SET pw_hash=? WHERE name=?", (pw_hash, name))
         if disabled is not None:
             state.conn.execute("UPDATE users SET disabled=? WHERE name=?", (int(disabled), name))
-        if unlock:
-            state.conn.execute("UPDATE users SET failures=0, locked_until=0 WHERE name=?", (name,))
+        if unlock or pw_hash is not None:
+            clear_throttle(state, name)
         if role is not None or pw_hash is not None or disabled:
             state.conn.execute("DELETE FROM sessions WHERE user=?", (name,))
 
@@ -222,65 +283,186 @@ def _admins(state: StateDB, other_than: str) -> int:
 
 
 # ---------------------------------------------------------------- login
+def source_of(address: str) -> str:
+    """The throttle's unit for a peer address: the IPv4 address, or the IPv6 /64 it is in."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def pair_delay(failures: int) -> float:
+    """How long a source waits after its `failures`-th wrong password at one name."""
+    if failures <= PAIR_FREE_FAILURES:
+        return 0.0
+    return min(2.0 ** min(failures - PAIR_FREE_FAILURES - 1, 30), PAIR_MAX_DELAY)
+
+
+def account_delay(failures: int) -> float:
+    """How long every source waits for its turn at a name with `failures` recent wrong passwords."""
+    if failures <= ACCOUNT_FREE_FAILURES:
+        return 0.0
+    return min(2.0 ** min(failures - ACCOUNT_FREE_FAILURES - 1, 30), ACCOUNT_MAX_DELAY)
+
+
+def _decayed(failures: int | None, last: float | None, now: float, keep: float) -> int:
+    if failures is None or last is None or now - last > keep:
+        return 0
+    return int(failures)
+
+
+def _throttle_key(name: str) -> str:
+    # Longer than any account name can be: hashed, so a stranger cannot store kilobytes per row.
+    return name if len(name) <= 64 else "#" + _sha(name)[:32]
+
+
+def clear_throttle(state: StateDB, name: str | None = None) -> int:
+    """Forget the failed logins at `name` (every name when None), from every source; returns how
+    many counters went. A running gateway reads them from the DB at each attempt."""
+    ensure(state)
+    with state.lock:
+        if name is None:
+            cur = state.conn.execute("DELETE FROM login_throttle")
+        else:
+            cur = state.conn.execute("DELETE FROM login_throttle WHERE name=?", (_throttle_key(name),))
+    return int(cur.rowcount)
+
+
 class LoginGuard:
-    """Per-address rate limit (sliding window) and per-account lockout after MAX_FAILURES."""
+    """The in-memory half of the login throttle (see the module docstring): the per-source window,
+    the tickets of slowed names and the attempts being verified. Thread-safe: verification runs in
+    worker threads."""
 
     def __init__(self, clock: Any = time.time) -> None:
         self.clock = clock
         self.attempts: dict[str, deque[float]] = {}
-        self.unknown_failures: dict[str, tuple[int, float]] = {}  # names with no account
+        self.tickets: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.inflight: set[tuple[str, str]] = set()
+        self.last_prune = 0.0
+        self.lock = threading.Lock()
 
     def check_address(self, address: str) -> None:
-        now = self.clock()
-        q = self.attempts.setdefault(address, deque())
-        while q and q[0] < now - IP_WINDOW:
-            q.popleft()
-        if len(q) >= IP_MAX_ATTEMPTS:
-            raise LoginRefused(429, "too many login attempts from this address", q[0] + IP_WINDOW - now)
-        q.append(now)
-        if len(self.attempts) > 10000:  # bounded memory against address spraying
-            self.attempts = {a: d for a, d in self.attempts.items() if d and d[-1] > now - IP_WINDOW}
+        """Count an attempt from `address`; LoginRefused(429) past IP_MAX_ATTEMPTS per IP_WINDOW."""
+        source = source_of(address)
+        with self.lock:
+            now = self.clock()
+            q = self.attempts.setdefault(source, deque())
+            while q and q[0] <= now - IP_WINDOW:
+                q.popleft()
+            if len(q) >= IP_MAX_ATTEMPTS:
+                wait = q[0] + IP_WINDOW - now
+                raise LoginRefused(429, f"too many attempts from this address: wait {_secs(wait)} s", wait)
+            q.append(now)
+            if len(self.attempts) > MAX_SOURCES:
+                self.attempts = {a: d for a, d in self.attempts.items() if d and d[-1] > now - IP_WINDOW}
+
+    def admit(self, key: tuple[str, str], now: float, pair_ready: float, slowed_by: float) -> None:
+        """Let one attempt at key = (name, source) go to verification, or LoginRefused(429)."""
+        with self.lock:
+            if key in self.inflight:
+                raise LoginRefused(429, "an attempt for this name is already being checked: wait 1 s", 1.0)
+            ready = pair_ready
+            if slowed_by > 0:
+                ticket = self.tickets.get(key)
+                if ticket is None or now > ticket + TICKET_GRACE:
+                    ticket = now + slowed_by
+                    self.tickets[key] = ticket
+                    self.tickets.move_to_end(key)
+                    while len(self.tickets) > MAX_TICKETS:
+                        self.tickets.popitem(last=False)
+                ready = max(ready, ticket)
+            if ready > now:
+                wait = ready - now
+                raise LoginRefused(429, f"too many failed logins: wait {_secs(wait)} s", wait)
+            self.tickets.pop(key, None)  # one verification per wait
+            self.inflight.add(key)
+
+    def done(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            self.inflight.discard(key)
+
+    def prune_due(self, now: float) -> bool:
+        with self.lock:
+            if now - self.last_prune < 60:
+                return False
+            self.last_prune = now
+            return True
+
+
+def _secs(wait: float) -> int:
+    return max(1, math.ceil(wait))
 
 
 def verify_login(state: StateDB, guard: LoginGuard, name: str, password: str, address: str) -> str:
-    """The user's role when name/password are right; else LoginRefused (401, 423 locked, 429)."""
+    """The user's role when name/password are right; else LoginRefused (401, or 429 with the wait).
+
+    A name with no account takes the same path (same counters, same dummy verification, same
+    answers), so the answers do not tell which names exist."""
     guard.check_address(address)
     ensure(state)
+    source = source_of(address)
+    key = (_throttle_key(name), source)
     now = guard.clock()
     with state.lock:
-        row = state.conn.execute(
-            "SELECT role, pw_hash, failures, locked_until, disabled FROM users WHERE name=?", (name,)
-        ).fetchone()
-    if row is None:
-        # Same work and same answers as for a real account, so names cannot be enumerated.
-        fails, until = guard.unknown_failures.get(name, (0, 0.0))
-        if until > now:
-            raise LoginRefused(423, "account locked after too many wrong passwords", until - now)
-        _verify(_DUMMY_HASH, password)
-        fails += 1
-        guard.unknown_failures[name] = (fails, now + LOCK_SECONDS if fails >= MAX_FAILURES else 0.0)
-        if len(guard.unknown_failures) > 10000:
-            guard.unknown_failures.clear()
-        raise LoginRefused(401, "wrong user name or password")
-    role, pw_hash, failures, locked_until, disabled = row
-    if locked_until > now:
-        raise LoginRefused(423, "account locked after too many wrong passwords", locked_until - now)
-    if not _verify(pw_hash, password) or disabled:
-        failures += 1
-        lock = now + LOCK_SECONDS if failures >= MAX_FAILURES else 0.0
-        with state.lock:
-            state.conn.execute(
-                "UPDATE users SET failures=?, locked_until=? WHERE name=?",
-                (0 if lock else failures, lock, name),
+        counters = {
+            r[0]: (r[1], r[2])
+            for r in state.conn.execute(
+                "SELECT source, failures, last_failure FROM login_throttle WHERE name=? AND source IN ('', ?)",
+                key,
             )
-        if lock:
-            raise LoginRefused(423, "account locked after too many wrong passwords", LOCK_SECONDS)
-        raise LoginRefused(401, "wrong user name or password")
+        }
+        row = state.conn.execute("SELECT role, pw_hash, disabled FROM users WHERE name=?", (name,)).fetchone()
+    pair_fails = _decayed(*counters.get(source, (None, None)), now, THROTTLE_FORGET)
+    pair_last = counters.get(source, (0, 0.0))[1]
+    name_fails = _decayed(*counters.get("", (None, None)), now, ACCOUNT_WINDOW)
+    guard.admit(key, now, pair_last + pair_delay(pair_fails), account_delay(name_fails))
+    try:
+        good = _verify(row[1] if row is not None else _DUMMY_HASH, password)
+        if row is None or not good or row[2]:
+            _record_failure(state, guard, key, pair_fails, name_fails, now)
+            raise LoginRefused(401, "wrong user name or password")
+    finally:
+        guard.done(key)
+    role, pw_hash, _ = row
     with state.lock:
-        state.conn.execute("UPDATE users SET failures=0, last_login=? WHERE name=?", (now, name))
+        state.conn.execute("DELETE FROM login_throttle WHERE name=? AND source=?", key)
+        state.conn.execute("UPDATE users SET last_login=? WHERE name=?", (time.time(), name))
         if HASHER.check_needs_rehash(pw_hash):
             state.conn.execute("UPDATE users SET pw_hash=? WHERE name=?", (HASHER.hash(password), name))
     return str(role)
+
+
+def _record_failure(
+    state: StateDB, guard: LoginGuard, key: tuple[str, str], pair_fails: int, name_fails: int, now: float
+) -> None:
+    upsert = (
+        "INSERT INTO login_throttle(name, source, failures, last_failure) VALUES (?,?,?,?) "
+        "ON CONFLICT(name, source) DO UPDATE SET failures=excluded.failures, last_failure=excluded.last_failure"
+    )
+    with state.lock:
+        state.conn.execute("BEGIN IMMEDIATE")
+        try:
+            state.conn.execute(upsert, (key[0], key[1], pair_fails + 1, now))
+            state.conn.execute(upsert, (key[0], "", name_fails + 1, now))
+            if guard.prune_due(now):
+                # bounded: old counters go, and past the cap the oldest ones
+                state.conn.execute(
+                    "DELETE FROM login_throttle WHERE last_failure < ?", (now - THROTTLE_FORGET,)
+                )
+                state.conn.execute(
+                    "DELETE FROM login_throttle WHERE rowid IN (SELECT rowid FROM login_throttle "
+                    "ORDER BY last_failure DESC LIMIT -1 OFFSET ?)",
+                    (MAX_THROTTLE_ROWS,),
+                )
+            state.conn.execute("COMMIT")
+        except BaseException:
+            state.conn.execute("ROLLBACK")
+            raise
 
 
 def _verify(pw_hash: str, password: str) -> bool:

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     users = sub.add_parser(
         "users",
-        help="web UI accounts: add, list, set a password",
+        help="web UI accounts: add, list, set a password, unlock",
         description="Manage the web UI's accounts (roles: admin, technician, viewer).",
         formatter_class=HelpFormatter,
     )
@@ -53,14 +53,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_users_list)
     p = us.add_parser(
         "passwd",
-        help="set a user's password (also unlocks the account)",
-        description="Set a user's password; this also lifts a lockout and ends the user's other sessions.",
+        help="set a user's password (also clears its login throttle)",
+        description="Set a user's password; this also clears the throttle of failed logins at the\n"
+        "name and ends the user's other sessions.",
         formatter_class=HelpFormatter,
     )
     add_config_arg(p)
     p.add_argument("name", help="the user whose password to set")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
     p.set_defaults(func=cmd_users_passwd)
+    p = us.add_parser(
+        "unlock",
+        help="clear the throttle of failed logins at a user (or at every name)",
+        description="Forget the failed logins at a user's name, from every address, so that a\n"
+        "correct password gets in at once. Failed logins slow down the address they come from\n"
+        "(exponentially, up to 5 minutes) and, past a few, every address trying that name (up to\n"
+        "15 s); this clears both. A running gateway honours it at the next attempt (the counters\n"
+        "are in the state DB). Not cleared: the in-memory limit of 20 attempts per minute per\n"
+        "address, which lapses by itself within a minute. Passwords and sessions are unchanged.",
+        epilog="examples:\n  edge users unlock -c /etc/community-edge/site.yaml wang\n"
+        "  edge users unlock -c /etc/community-edge/site.yaml --all",
+        formatter_class=HelpFormatter,
+    )
+    add_config_arg(p)
+    p.add_argument("name", nargs="?", metavar="NAME", help="the user to unlock (omit with --all)")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="clear the counters of every name, including names that are not accounts",
+    )
+    p.set_defaults(func=cmd_users_unlock, parser=p)
 
     tokens = sub.add_parser(
         "tokens",
@@ -172,7 +194,8 @@ def cmd_users_list(args: argparse.Namespace) -> int:
         print(json.dumps(users, ensure_ascii=False))
         return 0
     for u in users:
-        flags = " ".join(f for f, on in (("locked", u["locked"]), ("disabled", u["disabled"])) if on)
+        slowed = f"slowed ({u['failures']} failed logins)"
+        flags = " ".join(f for f, on in ((slowed, u["locked"]), ("disabled", u["disabled"])) if on)
         print(f"{u['name']:<24} {u['role']:<11} {flags}")
     return 0
 
@@ -189,6 +212,24 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
         return 1
     audit.record(state, "cli", "user_update", args.name, password="changed")
     print(f"password of {args.name} set; its sessions were ended")
+    return 0
+
+
+def cmd_users_unlock(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.web.accounts import clear_throttle, list_users
+
+    if args.all == bool(args.name):
+        args.parser.error("give either a user NAME or --all (not both)")
+    state = _state(args)
+    if args.name and args.name not in {u["name"] for u in list_users(state)}:
+        print(
+            f"error: no user {args.name!r} (see `edge users list`; --all clears every name)", file=sys.stderr
+        )
+        return 1
+    cleared = clear_throttle(state, args.name)
+    audit.record(state, "cli", "user_unlock", args.name or "*", counters=cleared)
+    print(f"cleared {cleared} login throttle counter(s) for {args.name or 'every name'}")
     return 0
 
 

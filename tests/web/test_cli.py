@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,19 @@ def test_users_add_list_passwd(site_path: Path, monkeypatch: Any, capsys: Any) -
     state = StateDB(str(site_path.parent / "state.db"))
     try:
         old = state.conn.execute("SELECT pw_hash FROM users").fetchone()[0]
-        state.conn.execute("UPDATE users SET locked_until=9e99")
+        state.conn.execute(
+            "INSERT INTO login_throttle(name, source, failures, last_failure) VALUES ('wang', '', 9, ?)",
+            (time.time(),),
+        )
+        code, out, _ = run(monkeypatch, capsys, "users", "list", "-c", c)
+        assert "slowed (9 failed logins)" in out
         assert (
             run(monkeypatch, capsys, "users", "passwd", "-c", c, "wang", stdin="another long one\n")[0] == 0
         )
-        new, locked = state.conn.execute("SELECT pw_hash, locked_until FROM users").fetchone()
-        assert new != old and new.startswith("$argon2id$") and locked == 0  # passwd also unlocks
+        new = state.conn.execute("SELECT pw_hash FROM users").fetchone()[0]
+        assert new != old and new.startswith("$argon2id$")
+        # passwd also clears the login throttle
+        assert state.conn.execute("SELECT count(*) FROM login_throttle").fetchone()[0] == 0
     finally:
         state.close()
 
@@ -102,3 +110,16 @@ def test_every_subcommand_has_help(capsys: Any) -> None:
             main(argv)
         assert exc.value.code == 0
         assert "usage: edge" in capsys.readouterr().out
+
+
+def test_users_unlock_help_states_the_throttle_as_the_code_has_it(capsys: Any) -> None:
+    from edge.web import accounts
+
+    with pytest.raises(SystemExit) as exc:
+        main(["users", "unlock", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "usage: edge users unlock" in text and "--all" in text and "NAME" in text
+    assert f"up to {accounts.PAIR_MAX_DELAY / 60:g} minutes" in text
+    assert f"(up to {accounts.ACCOUNT_MAX_DELAY:g} s)" in text
+    assert f"{accounts.IP_MAX_ATTEMPTS} attempts per minute" in text and accounts.IP_WINDOW == 60

@@ -7,15 +7,30 @@ function show(msg) {
   box.hidden = !msg;
 }
 
-function next() {
-  const n = new URLSearchParams(location.search).get('next') || '/';
-  // only a path on this gateway: not //host or /\host, which browsers treat as another site
-  return /^\/(?![/\\])/.test(n) ? n : '/';
+// The rule of safe_next() in edge/web/account_routes.py: a path on this gateway, else '/'.
+// Browsers read //host and /\host as another site, and drop tabs and newlines before that
+// (so /<tab>/host is //host); an encoded control character is refused as well.
+const SAME_ORIGIN = /^\/(?![/\\])/;
+const UNSAFE = /[\p{White_Space}\p{C}]/u;
+
+function safeNext(n) {
+  if (typeof n !== 'string' || n.length > 2048) return '/';
+  const decoded = n.replace(/%([0-9a-fA-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+  if (!SAME_ORIGIN.test(n) || !SAME_ORIGIN.test(decoded)) return '/';
+  if (UNSAFE.test(n) || /[\x00-\x1f\x7f]/.test(decoded)) return '/';
+  return n;
 }
 
 function problemText(res) {
-  const key = { 401: 'login.wrong', 403: 'setup.wrongCode', 423: 'login.locked', 429: 'login.tooMany', 409: 'setup.done' }[res.status];
+  // a 429 says how long to wait: the server's own text carries the number
+  const key = { 401: 'login.wrong', 403: 'setup.wrongCode', 409: 'setup.done' }[res.status];
   return key ? t(key) : `${res.data.title || ''}: ${res.data.detail || ''}`;
+}
+
+function holdButton(form, seconds) {
+  const button = form.querySelector('button');
+  button.disabled = true;
+  setTimeout(() => { button.disabled = false; }, seconds * 1000);
 }
 
 async function main() {
@@ -35,9 +50,13 @@ async function main() {
     show('');
     const v = Object.fromEntries(new FormData(form).entries());
     if (setup && v.password !== v.password2) { show(t('setup.mismatch')); return; }
-    const body = setup ? { code: v.code, name: v.name, password: v.password } : { name: v.name, password: v.password };
+    const wanted = safeNext(new URLSearchParams(location.search).get('next') || '/');
+    const body = setup ? { code: v.code, name: v.name, password: v.password, next: wanted }
+      : { name: v.name, password: v.password, next: wanted };
     const res = await api('POST', setup ? '/api/v1/auth/setup' : '/api/v1/auth/login', body, { allowError: true, noRedirect: true });
-    if (res.ok) { location.href = next(); return; }
+    // the server checked `next` too; checking its answer again costs nothing
+    if (res.ok) { location.href = safeNext(res.data.next ?? wanted); return; }
+    if (res.status === 429 && res.data.retry_after) holdButton(form, res.data.retry_after);
     show(res.status === 422 ? `${t('setup.invalid')}: ${res.data.detail}` : problemText(res));
   });
 }
