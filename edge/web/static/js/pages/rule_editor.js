@@ -1,6 +1,9 @@
 // The rule editor: YAML text, validated as you type with the error shown at its line and column,
 // dry-run over the buffered history with a timeline, save, enable/disable, versions with diff and
 // restore. YAML is parsed by the gateway (/api/v1/ui/yaml): there is no YAML parser in a browser.
+// Validating and dry runs need the `rules` scope: a role without it reads the rule and nothing more.
+// A dry-run firing that quotes data above the user's privacy class comes without its message; the
+// list says which class it was.
 import { api, badge, can, fmtClock, fmtTime, h, t } from '../core.js';
 import { timeline } from '../chart.js';
 
@@ -77,6 +80,7 @@ export async function render(view, [ruleId]) {
   let parsed = null;
   let seq = 0;
   async function validate() {
+    if (!editable) return false;
     const mine = ++seq;
     where.hidden = true;
     const y = await api('POST', '/api/v1/ui/yaml', { text: text.value }, { allowError: true });
@@ -113,22 +117,8 @@ export async function render(view, [ruleId]) {
   text.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(validate, 350); });
 
   // Dry-run
-  const hours = h('select', { id: 'dry-hours' }, [1, 6, 24, 72].map((x) => h('option', { value: x, selected: x === 6 }, t('editor.hours', { n: x }))));
-  const dryOut = h('div', { id: 'dry-result' });
-  const dryBtn = h('button', { class: 'secondary', id: 'dry-run', type: 'button', onclick: async () => {
-    if (!(await validate()) && !parsed) return;
-    dryOut.replaceChildren(h('p', { class: 'loading' }, t('editor.dryRunning')));
-    const n = Number(hours.value);
-    const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed, hours: n }, { allowError: true });
-    if (!r.ok) { dryOut.replaceChildren(h('div', { class: 'error' }, `${r.data.title}: ${r.data.detail || ''}`)); return; }
-    const to = Date.now() / 1000, from = to - n * 3600;
-    const f = r.data.firings || [];
-    dryOut.replaceChildren(
-      h('p', { 'data-k': 'dry-summary' }, t('editor.drySummary', { evaluated: r.data.evaluated ?? 0, fired: f.filter((x) => x.kind === 'fired').length, cleared: f.filter((x) => x.kind === 'cleared').length })),
-      timeline(f, from, to, { fmtX: fmtClock }),
-      h('ol', { class: 'firings' }, f.slice(0, 200).map((x) => h('li', { class: `k-${x.kind}` }, `${fmtTime(x.ts)} · ${t('firing.' + x.kind)} · ${x.message || ''}`))));
-  } }, t('editor.dryRun'));
-  view.append(h('section', { class: 'card' }, h('h2', {}, t('editor.dryTitle')), h('div', { class: 'row' }, hours, dryBtn), dryOut));
+  if (editable) view.append(dryRunCard(validate, () => parsed));
+  else view.append(h('p', { class: 'hint', id: 'dry-run-needs-rules' }, t('editor.needsRules')));
 
   if (editable) {
     const saveMsg = h('div', { id: 'save-msg' });
@@ -158,6 +148,34 @@ export async function render(view, [ruleId]) {
   }
   if (current) view.append(await versions(ruleId, text, editable));
   await validate();
+}
+
+function firingLine(x) {
+  const what = x.redacted
+    ? h('span', { class: 'redacted', 'data-privacy': x.privacy }, t('editor.firingRedacted', { privacy: t('privacy.' + x.privacy) }))
+    : (x.message || '');
+  return h('li', { class: `k-${x.kind}` }, `${fmtTime(x.ts)} · ${t('firing.' + x.kind)} · `, what);
+}
+
+function dryRunCard(validate, parsed) {
+  const hours = h('select', { id: 'dry-hours' }, [1, 6, 24, 72].map((x) => h('option', { value: x, selected: x === 6 }, t('editor.hours', { n: x }))));
+  const dryOut = h('div', { id: 'dry-result' });
+  const dryBtn = h('button', { class: 'secondary', id: 'dry-run', type: 'button', onclick: async () => {
+    if (!(await validate()) && !parsed()) return;
+    dryOut.replaceChildren(h('p', { class: 'loading' }, t('editor.dryRunning')));
+    const n = Number(hours.value);
+    const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed(), hours: n }, { allowError: true });
+    if (!r.ok) { dryOut.replaceChildren(h('div', { class: 'error' }, `${r.data.title}: ${r.data.detail || ''}`)); return; }
+    const to = Date.now() / 1000, from = to - n * 3600;
+    const f = r.data.firings || [];
+    const hidden = f.filter((x) => x.redacted).length;
+    dryOut.replaceChildren(
+      h('p', { 'data-k': 'dry-summary' }, t('editor.drySummary', { evaluated: r.data.evaluated ?? 0, fired: f.filter((x) => x.kind === 'fired').length, cleared: f.filter((x) => x.kind === 'cleared').length })),
+      hidden ? h('p', { class: 'hint', 'data-k': 'dry-redacted' }, t('editor.dryRedacted', { n: hidden })) : null,
+      timeline(f, from, to, { fmtX: fmtClock }),
+      h('ol', { class: 'firings' }, f.slice(0, 200).map(firingLine)));
+  } }, t('editor.dryRun'));
+  return h('section', { class: 'card' }, h('h2', {}, t('editor.dryTitle')), h('div', { class: 'row' }, hours, dryBtn), dryOut);
 }
 
 async function versions(ruleId, text, editable) {

@@ -1,0 +1,63 @@
+"""The rule editor in headless Chromium as each role sees it: a technician's dry-run of a rule
+quoting health data lists the firing with its class instead of the values, and a viewer (no `rules`
+scope) gets the rule text without validation or dry-run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.model import Event
+from tests.support.site import running_site
+from tests.web.test_browser import T
+from tests.web.test_browser_pages import browser, open_page
+from tests.web.test_browser_snapshots import _page_as
+from tests.web.test_privacy import _users
+from tests.web.test_rule_privacy import BP, SITE, _pull_token
+
+__all__ = ["_pull_token", "browser"]  # fixtures shared with the modules they come from
+
+RULE_TEXT = (
+    "id: bp-dry\nwhen:\n  - event: blood_pressure\n"
+    'then:\n  - alert: "{payload[resident]} {payload[systolic_mmhg]}"\n'
+)
+
+
+async def test_the_rule_editor_shows_each_role_only_what_it_may_see(tmp_path: Path, browser: Any) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        rt.hub.ingest([Event("blood_pressure", "kiosk-1", payload=dict(BP), ts=time.time() - 60)])
+        await rt.journal.flush()
+        rt.components["rules"].put(
+            {"id": "bp-live", "when": [{"event": "blood_pressure"}], "then": [{"alert": "x"}]},
+            "test",
+            "create",
+        )
+        for c in (await _users(rt)).values():
+            await c.close()
+
+        tech = await _page_as(browser, rt, "technician")
+        await open_page(tech, "/rules/new")
+        await tech.fill("#rule-text", RULE_TEXT)
+        await tech.wait_for_selector("#rule-status.ok", timeout=T)
+        await tech.select_option("#dry-hours", "1")
+        await tech.click("#dry-run")
+        line = tech.locator("ol.firings li.k-fired .redacted")
+        await line.wait_for(timeout=T)
+        assert await line.get_attribute("data-privacy") == "sensitive"
+        assert await line.inner_text() == "hidden (sensitive data)"
+        assert "1 firings quote data above" in await tech.inner_text("[data-k=dry-redacted]")
+        body = await tech.inner_text("body")
+        assert "王芳" not in body and "151" not in body
+        assert tech.errors == []
+
+        viewer = await _page_as(browser, rt, "viewer")
+        asked: list[str] = []
+        viewer.on("request", lambda r: asked.append(r.url))
+        await open_page(viewer, "/rules/bp-live")
+        assert "blood_pressure" in await viewer.input_value("#rule-text")
+        assert await viewer.locator("#dry-run").count() == 0
+        assert await viewer.locator("#save-rule").count() == 0
+        assert "rules permission" in await viewer.inner_text("#dry-run-needs-rules")
+        assert not [u for u in asked if "/api/v1/rules/validate" in u or "dry-run" in u]
+        assert viewer.errors == []
