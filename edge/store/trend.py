@@ -256,7 +256,12 @@ class TrendIndex:
         try:
             self._conn = await self._run(open_follower, self.journal.path, self.path)
         except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is derived data
-            log.warning("trend index %s unreadable (%s); rebuilding it", self.path, exc)
+            log.warning(
+                "trend index %s is not a SQLite database or is damaged (%s); it only holds data derived "
+                "from the journal: rebuilding it",
+                self.path,
+                exc,
+            )
             self._conn = await self._run(_open_fresh, self.journal.path, self.path)
         self.cursor = read_cursor(self._conn)
         self._read = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
