@@ -21,6 +21,8 @@ from edge.sync.openapi_base import (
     PROBLEM,
     READ_SECURITY,
     WRITE_SECURITY,
+    array,
+    obj,
 )
 
 _PROBLEM = PROBLEM
@@ -42,26 +44,100 @@ def _int(name: str, description: str, minimum: int, maximum: int, required: bool
     }
 
 
-RECORD = {
-    "oneOf": [
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+#: Named schemas: code generators name a model after its schema, so each record variant and each
+#: listed item is a component of its own (inline variants made two models with one name).
+SCHEMAS: dict[str, Any] = {
+    "ReadingRecord": obj(
         {
-            "type": "object",
-            "required": ["seq", "ts", "type", "point", "value", "quality"],
-            "properties": {
-                "seq": {"type": "integer"},
-                "ts": {"type": "number", "description": "UTC epoch seconds"},
-                "type": {"const": "reading"},
-                "point": {"type": "string"},
-                "value": {"type": ["number", "integer", "boolean", "string", "null"]},
-                "quality": {"enum": ["good", "bad", "stale"]},
+            "seq": {"type": "integer"},
+            "ts": {"type": "number", "description": "UTC epoch seconds"},
+            "type": {"type": "string", "const": "reading"},
+            "point": {"type": "string"},
+            "value": {"type": ["number", "integer", "boolean", "string", "null"]},
+            "quality": {"type": "string", "enum": ["good", "bad", "stale"]},
+        },
+        ["seq", "ts", "type", "point", "value", "quality"],
+    ),
+    "EventRecord": obj(
+        {
+            **EVENT_FIELDS,
+            "type": {"type": "string", "const": "event"},
+            "payload": {"type": "object", "additionalProperties": True},
+        },
+        ["seq", "ts", "type", "kind", "source", "severity", "payload"],
+    ),
+    "Record": {
+        "oneOf": [_ref("ReadingRecord"), _ref("EventRecord")],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {
+                "reading": "#/components/schemas/ReadingRecord",
+                "event": "#/components/schemas/EventRecord",
             },
         },
+    },
+    "PointInfo": obj(
         {
-            "type": "object",
-            "required": ["seq", "ts", "type", "kind", "source", "severity", "payload"],
-            "properties": EVENT_FIELDS,
+            "id": {"type": "string"},
+            "device": {"type": "string"},
+            "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["float", "int", "bool", "str"]},
+            "unit": {"type": "string"},
+            "writable": {"type": "boolean"},
+            "privacy": {"type": "string", "enum": ["public", "personal", "sensitive"]},
+            "description": {"type": "string"},
         },
-    ]
+        ["id", "device", "name", "type", "privacy"],
+    ),
+    "LatestValue": obj(
+        {
+            "point": {"type": "string"},
+            "ts": {"type": ["number", "null"]},
+            "value": {"type": ["number", "integer", "boolean", "string", "null"]},
+            "quality": {"type": ["string", "null"]},
+        },
+        ["point"],
+    ),
+    "SinkStatus": obj(
+        {
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "cursor": {"type": "integer"},
+            "backlog_rows": {"type": "integer"},
+            "oldest_unsent_age_s": {"type": ["number", "null"]},
+            "last_success": {"type": ["number", "null"]},
+            "last_error": {"type": ["string", "null"]},
+            "in_flight": {"type": "integer"},
+        },
+        ["id", "type", "cursor", "backlog_rows"],
+    ),
+    "ConsumerStatus": obj(
+        {
+            "id": {"type": "string"},
+            "cursor": {"type": "integer"},
+            "backlog_rows": {"type": "integer"},
+            "oldest_unsent_age_s": {"type": ["number", "null"]},
+            "last_ack": {"type": ["number", "null"]},
+        },
+        ["id", "cursor", "backlog_rows"],
+    ),
+    "DeadLetter": obj(
+        {
+            "id": {"type": "integer"},
+            "sink": {"type": "string"},
+            "seq": {"type": "integer"},
+            "record": _ref("Record"),
+            "status": {"type": ["integer", "null"], "description": "the receiver's HTTP status"},
+            "response": {"type": ["string", "null"]},
+            "ts": {"type": "number"},
+            "retried": {"type": ["number", "null"]},
+        },
+        ["id", "sink", "seq", "record"],
+    ),
 }
 
 _DOC: dict[str, Any] = {
@@ -103,7 +179,7 @@ _DOC: dict[str, Any] = {
                             "type": "object",
                             "required": ["items", "next", "more"],
                             "properties": {
-                                "items": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+                                "items": array(_ref("Record")),
                                 "next": {
                                     "type": "integer",
                                     "description": "pass as `after` for the next page",
@@ -158,7 +234,7 @@ _DOC: dict[str, Any] = {
                 "operationId": "points",
                 "summary": "Point metadata (scope pull or read)",
                 "responses": {
-                    "200": _ok({"type": "object", "properties": {"points": {"type": "array"}}}),
+                    "200": _ok(obj({"points": array(_ref("PointInfo"))}, ["points"])),
                     **_ERRORS,
                 },
             }
@@ -171,7 +247,7 @@ _DOC: dict[str, Any] = {
                     {"name": "device", "in": "query", "required": False, "schema": {"type": "string"}}
                 ],
                 "responses": {
-                    "200": _ok({"type": "object", "properties": {"latest": {"type": "array"}}}),
+                    "200": _ok(obj({"latest": array(_ref("LatestValue"))}, ["latest"])),
                     **_ERRORS,
                 },
             }
@@ -192,7 +268,10 @@ _DOC: dict[str, Any] = {
                         {
                             "type": "object",
                             "required": ["sinks", "consumers"],
-                            "properties": {"sinks": {"type": "array"}, "consumers": {"type": "array"}},
+                            "properties": {
+                                "sinks": array(_ref("SinkStatus")),
+                                "consumers": array(_ref("ConsumerStatus")),
+                            },
                         }
                     ),
                     **_ERRORS,
@@ -209,7 +288,7 @@ _DOC: dict[str, Any] = {
                     _int("before", "only ids below this (paging)", 1, 2**62),
                 ],
                 "responses": {
-                    "200": _ok({"type": "object", "properties": {"dead_letters": {"type": "array"}}}),
+                    "200": _ok(obj({"dead_letters": array(_ref("DeadLetter"))}, ["dead_letters"])),
                     **_ERRORS,
                 },
             }
@@ -246,7 +325,7 @@ _DOC: dict[str, Any] = {
     },
     "components": {
         **COMPONENTS,
-        "schemas": {**COMPONENTS["schemas"], "Record": RECORD},
+        "schemas": {**COMPONENTS["schemas"], **SCHEMAS},
     },
 }
 

@@ -126,14 +126,20 @@ def paths() -> dict[str, Any]:
                                         "type": "array",
                                         "description": "[ts, value, quality]; for buckets [middle ts, "
                                         "average, 'good']",
-                                        "prefixItems": [{"type": "number"}, VALUE, QUALITY],
+                                        # one schema for the three items: schemathesis turns prefixItems
+                                        # into draft-4 `items: [...]` and rejects its own result
+                                        "items": VALUE,
+                                        "minItems": 3,
+                                        "maxItems": 3,
                                     }
                                 ),
                                 "ranges": array(
                                     {
                                         "type": "array",
                                         "description": "[min, max] of each bucket, aligned with readings",
-                                        "prefixItems": [{"type": "number"}, {"type": "number"}],
+                                        "items": {"type": "number"},
+                                        "minItems": 2,
+                                        "maxItems": 2,
                                     }
                                 ),
                             },
