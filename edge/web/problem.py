@@ -98,7 +98,7 @@ async def read_json(request: web.Request, max_bytes: int = 1024 * 1024) -> Any:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc).lower():
+        if "depth limit" in str(exc) or "recursion" in str(exc).lower():
             raise _depth_problem() from None
         raise Problem(400, "Malformed JSON body", str(exc)) from None
     # a body cannot nest deeper than it has brackets: the walk is only for the few that could

@@ -46,6 +46,10 @@ def _error(
     )
 
 
+def _editor_problem(status: int, title: str, message: str, **extra: Any) -> Problem:
+    return Problem(status, title, message, error={"message": message, "line": None, "column": None}, **extra)
+
+
 def _too_deep_error() -> tuple[int, bytes]:
     message = f"the YAML nests lists and mappings more than {MAX_DEPTH} levels deep"
     return 422, _error(422, "YAML nested too deep", message)
@@ -86,7 +90,7 @@ class YamlWorker:
 
     async def run(self, kind: str, value: Any) -> tuple[int, bytes]:
         if kind == "text" and len(value.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
-            raise Problem(
+            raise _editor_problem(
                 413,
                 "YAML text too large",
                 f"a rule's YAML is at most {MAX_TEXT_BYTES} bytes ({MAX_TEXT_BYTES // 1024} KiB)",
@@ -94,7 +98,7 @@ class YamlWorker:
             )
         if self.pending >= MAX_PENDING:
             self.refused += 1
-            raise Problem(
+            raise _editor_problem(
                 429,
                 "YAML helper busy",
                 f"{MAX_PENDING} conversions are already running or queued; retry in {RETRY_AFTER_S} s",
@@ -108,7 +112,9 @@ class YamlWorker:
             return await loop.run_in_executor(self.pool, convert, kind, value)
         except BrokenProcessPool:
             self.pool = None  # the worker died (killed, out of memory): the next request starts one
-            raise Problem(503, "YAML helper unavailable", "its worker process stopped; retry") from None
+            raise _editor_problem(
+                503, "YAML helper unavailable", "its worker process stopped; retry"
+            ) from None
         finally:
             self.pending -= 1
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
+from edge.web.rule_yaml import MAX_TEXT_BYTES
 from edge.web.tokens import create_token
 from tests.support.site import running_site
 
@@ -169,3 +171,65 @@ async def test_password_change_with_a_current_password_that_is_not_a_string_is_4
                 assert r.status == 400, (old, await r.text())
         async with browser.get(base + "/api/v1/auth/state") as r:  # still logged in, password unchanged
             assert (await r.json())["user"]["name"] == "tech2"
+
+
+def _short_problem(status: int, body: Any, expect: int) -> None:
+    assert status == expect, body
+    text = str(body)
+    assert "Traceback" not in text and len(text) < 2000, text[:300]
+
+
+async def test_json_nested_deeper_than_the_limit_is_422_naming_it(api: Any) -> None:
+    client, _ = api
+    for levels in (65, 900, 5000):  # 5,000 is past orjson's own limit: the same answer
+        deep = "[" * levels + "]" * levels
+        for body in ('{"data": ' + deep + "}", '{"text": "x", "extra": ' + deep + "}"):
+            status, problem = await client.call(
+                "POST", "/api/v1/ui/yaml", data=body, headers={"Content-Type": "application/json"}
+            )
+            _short_problem(status, problem, 422)
+            assert "64 levels" in problem["detail"] and problem["max_depth"] == 64, problem
+    shallow = "[" * 60 + "]" * 60
+    status, body = await client.call("POST", "/api/v1/ui/yaml", json={"data": orjson.loads(shallow)})
+    assert status == 200 and body["text"].startswith("-")
+
+
+async def test_yaml_nested_too_deep_is_422_with_an_error_for_the_editor(api: Any) -> None:
+    client, _ = api
+    for text in ("a: " + "[" * 5000 + "]" * 5000, "a: " + "[" * 100 + "]" * 100):
+        status, body = await client.call("POST", "/api/v1/ui/yaml", json={"text": text})
+        _short_problem(status, body, 422)
+        assert body["status"] == 422 and body["title"], body  # a problem document
+        assert "64 levels" in body["error"]["message"] and body["error"]["line"] == 1, body
+
+
+async def test_yaml_text_over_the_cap_is_413_saying_the_cap(api: Any) -> None:
+    client, _ = api
+    line = "- {a: 1, b: [x, y, z], c: hello}\n"
+    at_cap = (line * (MAX_TEXT_BYTES // len(line) + 1))[:MAX_TEXT_BYTES]
+    status, body = await client.call("POST", "/api/v1/ui/yaml", json={"text": at_cap + "#"})
+    _short_problem(status, body, 413)
+    assert f"{MAX_TEXT_BYTES} bytes" in body["detail"] and body["error"]["message"] == body["detail"]
+    status, body = await client.call(
+        "POST", "/api/v1/ui/yaml", json={"text": "汉" * (MAX_TEXT_BYTES // 3 + 1)}
+    )
+    assert status == 413, body  # the cap counts UTF-8 bytes, not characters
+    status, body = await client.call("POST", "/api/v1/ui/yaml", json={"text": at_cap[: at_cap.rindex("\n")]})
+    assert status in (200, 422) and status != 413, body  # at the cap: parsed (may be too many values)
+
+
+async def test_yaml_conversions_past_the_queue_are_429_with_retry_after(api: Any) -> None:
+    client, _ = api
+    line = "- {a: 1, b: [x, y, z], c: hello}\n"
+    text = line * 1500  # ~50 KB: long enough to parse that six requests overlap
+
+    async def convert() -> tuple[int, str | None]:
+        async with client.http.post(client.base + "/api/v1/ui/yaml", json={"text": text}) as r:
+            await r.read()
+            return r.status, r.headers.get("Retry-After")
+
+    answers = await asyncio.gather(*(convert() for _ in range(6)))
+    statuses = sorted(s for s, _ in answers)
+    assert statuses.count(429) >= 1 and set(statuses) <= {200, 429}, answers
+    assert all(after == "2" for s, after in answers if s == 429)
+    assert (await convert())[0] == 200  # the queue drained
