@@ -121,8 +121,17 @@ def test_merge_keys_chained_through_skipped_anchors_are_refused() -> None:
 
 
 def test_a_collection_used_as_a_key_is_refused_without_constructing_it() -> None:
-    with pytest.raises(YamlError, match="keys must be plain words"):
-        load("a: &a [[[1]]]\n? *a\n: 2\n", "key.yaml")
+    # the anchors sit under a repeated (refused) key, so only the key itself could expand them:
+    # constructing it would recurse 12,000 levels deep
+    lines = ["x: 1", "x:", "  - &a0 " + deep_flow(60)]
+    lines += [f"  - &a{i} " + "[" * 60 + f"*a{i - 1}" + "]" * 60 for i in range(1, 200)]
+    lines += ["? *a199", ": 2"]
+    with pytest.raises(YamlError) as refused:
+        load("\n".join(lines), "key.yaml")
+    assert [p.message for p in refused.value.problems] == [
+        "duplicate key 'x' (first at line 1)",
+        "keys must be plain words",
+    ]
 
 
 def test_load_site_text_reports_depth_as_a_config_error() -> None:
