@@ -174,7 +174,7 @@ class Engine:
                 raise LimitExceeded(
                     "time",
                     f"evaluations took {spent * 1000:.0f} ms, {STRIKES} in a row over the limit of "
-                    f"{budget * 1000:.0f} ms; the rule is suspended until it is saved again",
+                    f"{budget * 1000:g} ms; the rule is suspended until it is saved again",
                 )
 
             return run
