@@ -6,8 +6,10 @@ execute actions; the excess is dropped, counted per rule and reported once per b
 `rule_rate_limited` event. Every failed action is counted and journaled as `rule_action_failed`.
 
 What a firing produces is as private as what it read (`rules.model.firing_privacy`): an alert
-carries that class, and a virtual point written by `set:` takes it (a class only ever rises while
-the gateway runs), so a rule cannot copy a blood pressure into a public point.
+carries that class, and a virtual point written by `set:` takes it (a class only ever rises), so a
+rule cannot copy a blood pressure into a public point. Virtual points and their classes are kept in
+the state database and registered again when the runner is created at start-up, before any
+consumer reads the journal: values journaled before a restart keep their class.
 
 Webhooks post only to destinations `rules.webhook_allow` names, checked again here at send time:
 the name must resolve to an address that is not loopback, link-local, multicast or unspecified
@@ -43,11 +45,13 @@ from rules.model import (
     firing_privacy,
     webhook_target,
 )
+from rules.store import RuleStore
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 log = logging.getLogger("rules.actions")
+VIRTUAL_POINTS = "virtual_points"  # rules_meta key: {point id: [type, privacy class]}
 SnapshotHook = Callable[[str, Firing], Awaitable[Any]]
 
 
@@ -104,6 +108,23 @@ class ActionRunner:
         self.failed = 0
         self.rate_limited: dict[str, int] = {}
         self.write_latency_ms: list[float] = []  # recent reading->write-issued latencies (bench)
+        state = getattr(runtime, "state", None)
+        self._meta = RuleStore(state) if state is not None else None
+        self._virtual: dict[str, list[str]] = {}
+        self._restore_virtual_points()
+
+    def _restore_virtual_points(self) -> None:
+        """Register the virtual points of earlier runs with their classes (before the sinks and
+        the pull API start reading the journal, which holds their earlier values)."""
+        raw = self._meta.meta(VIRTUAL_POINTS) if self._meta is not None else None
+        try:
+            saved = {str(k): (PointType(v[0]), Privacy(v[1])) for k, v in json.loads(raw or "{}").items()}
+        except (ValueError, TypeError, IndexError, AttributeError):
+            log.error("the saved classes of rule-set points are unreadable; they register again when set")
+            return
+        for point, (ptype, privacy) in saved.items():
+            self._virtual[point] = [str(ptype), str(privacy)]
+            self._register(point, ptype, privacy)
 
     def actions_for(self, firing: Firing) -> list[tuple[str, Action, bool]]:
         """(where, action, cleared-notice) to run for a firing."""
@@ -275,33 +296,32 @@ class ActionRunner:
                     )
                 )
 
-    def _set(self, point: str, value: Any, ts: float, privacy: Privacy) -> None:
-        """Write a virtual point whose value is derived from data of class `privacy`: the point
-        takes that class if it is higher than the one it has (never lower: earlier values of it,
-        journaled and shown, may have come from the more private input)."""
+    def _register(self, point: str, ptype: PointType, privacy: Privacy) -> PointInfo:
+        """The point registered at `privacy` at least (a point's class never goes down: earlier
+        values of it, journaled and shown, may have come from the more private input)."""
         info = self.hub.points.get(point)
-        if info is not None:
-            if PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
-                log.warning("point %s is now %s: rule input of that class was set into it", point, privacy)
-                self.hub.register_points([dataclasses.replace(info, privacy=privacy)])
-        else:
+        if info is None:
             device, _, name = point.partition(".")
-            ptype = (
-                PointType.BOOL
-                if isinstance(value, bool)
-                else PointType.INT
-                if isinstance(value, int)
-                else PointType.STR
-                if isinstance(value, str)
-                else PointType.FLOAT
+            info = PointInfo(
+                point, device, name, ptype, privacy=privacy, description="virtual point set by rules"
             )
-            self.hub.register_points(
-                [
-                    PointInfo(
-                        point, device, name, ptype, privacy=privacy, description="virtual point set by rules"
-                    )
-                ]
-            )
+        elif PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
+            log.warning("point %s is now %s: rule input of that class was set into it", point, privacy)
+            info = dataclasses.replace(info, privacy=privacy)
+        else:
+            return info
+        self.hub.register_points([info])
+        return info
+
+    def _set(self, point: str, value: Any, ts: float, privacy: Privacy) -> None:
+        """Write a virtual point whose value is derived from data of class `privacy`."""
+        info = self.hub.points.get(point)
+        if info is None or PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
+            ptype = info.type if info is not None else _type_of(value)
+            info = self._register(point, ptype, privacy)
+            self._virtual[point] = [str(info.type), str(info.privacy)]
+            if self._meta is not None:  # rare: a new point or a class that rose
+                self._meta.set_meta(VIRTUAL_POINTS, json.dumps(self._virtual, sort_keys=True))
         self.hub.ingest([Reading(ts, point, value)])
 
     async def _webhook(self, spec: WebhookAction, firing: Firing, state: str) -> None:
@@ -417,3 +437,11 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _type_of(value: Any) -> PointType:
+    if isinstance(value, bool):
+        return PointType.BOOL
+    if isinstance(value, int):
+        return PointType.INT
+    return PointType.STR if isinstance(value, str) else PointType.FLOAT
