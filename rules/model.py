@@ -279,18 +279,22 @@ def reads_privacy(compiled: CompiledRule, points: Mapping[str, Any]) -> Privacy:
     return max((Privacy(i.privacy) for i in infos), key=PRIVACY_RANK.__getitem__, default=Privacy.PUBLIC)
 
 
-def firing_privacy(compiled: CompiledRule, args: tuple[Any, ...], points: Mapping[str, Any]) -> Privacy:
+def firing_privacy(
+    compiled: CompiledRule, args: tuple[Any, ...], points: Mapping[str, Any], read: Privacy | None = None
+) -> Privacy:
     """The class of what a firing read: the record that triggered it (an event's class as the
     sinks judge it, `edge.model.event_privacy`; a reading's, or a dead-man's last value's, its
-    point's) and every point its expressions read. A message, a `set:` value or a dry-run line
-    made from them is at least that private."""
+    point's) and every point its expressions read (`read`, when the caller already has
+    `reads_privacy` for these points). A message, a `set:` value or a dry-run line made from them
+    is at least that private."""
     payload = args[10]
     if isinstance(payload, dict):  # an event trigger (the engine always passes its payload dict)
         trigger = event_privacy(str(args[7]), payload, points)
     else:
         info = points.get(str(args[2] or ""))
         trigger = Privacy(info.privacy) if info is not None else Privacy.PUBLIC
-    read = reads_privacy(compiled, points)
+    if read is None:
+        read = reads_privacy(compiled, points)
     return read if PRIVACY_RANK[read] > PRIVACY_RANK[trigger] else trigger
 
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from edge.model import QUALITY_BY_NAME, Event, Privacy, Reading
 from rules.backfill import DEFAULT_MAX_ROWS, History, read_history, wants_of
 from rules.engine import Engine, Firing
-from rules.model import CompiledRule, firing_privacy
+from rules.model import CompiledRule, firing_privacy, reads_privacy
 
 PAGE = 5000
 
@@ -52,8 +52,11 @@ class PointClass(NamedTuple):
     privacy: Privacy
 
 
-def firing_dict(f: Firing, points: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A firing as replays report it; `points` (id -> PointInfo or PointClass) gives its class."""
+def firing_dict(
+    f: Firing, points: Mapping[str, Any] | None = None, read: Privacy | None = None
+) -> dict[str, Any]:
+    """A firing as replays report it; `points` (id -> PointInfo or PointClass) gives its class,
+    `read` the rule's `reads_privacy` when the caller keeps it."""
     kind = "fired" if f.kind == "repeat" else f.kind
     return {
         "rule": f.rule.id,
@@ -61,7 +64,7 @@ def firing_dict(f: Firing, points: Mapping[str, Any] | None = None) -> dict[str,
         "ts": f.ts,
         "kind": kind,
         "message": f.message,
-        "privacy": str(firing_privacy(f.rule.compiled, f.args, points or {})),
+        "privacy": str(firing_privacy(f.rule.compiled, f.args, points or {}, read)),
         "point": str(f.args[2] or ""),
     }
 
@@ -79,6 +82,8 @@ class Replay:
         self.engine = Engine(tz)
         self._rules = list(rules)
         self._points = points or {}
+        # what each rule reads is fixed for the replay: judged once, not per firing
+        self._reads = {cr.rule.id: reads_privacy(cr, self._points) for cr in self._rules}
         self._started = False
         self.firings: list[dict[str, Any]] = []
         self.records = 0
@@ -97,16 +102,19 @@ class Replay:
             if not self._started:
                 self._start(rec.ts)
             self.records += 1
-            new.extend(firing_dict(f, self._points) for f in self.engine.process((rec,)))
+            new.extend(self._dict(f) for f in self.engine.process((rec,)))
         self.firings.extend(new)
         return new
 
     def finish(self, until: float | None = None) -> list[dict[str, Any]]:
         """Run timers due up to `until` (default: the last record's time)."""
         due = self.engine.advance(until if until is not None else self.engine.now)
-        new = [firing_dict(f, self._points) for f in due]
+        new = [self._dict(f) for f in due]
         self.firings.extend(new)
         return new
+
+    def _dict(self, f: Firing) -> dict[str, Any]:
+        return firing_dict(f, self._points, self._reads.get(f.rule.id))
 
     @property
     def evaluated(self) -> int:
