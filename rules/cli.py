@@ -26,6 +26,12 @@ def register(sub: Any) -> None:
         formatter_class=HelpFormatter,
     )
     c.add_argument("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to check")
+    c.add_argument(
+        "-c",
+        "--config",
+        metavar="SITE.yaml",
+        help="also check webhooks against this site's rules.webhook_allow (without it, destinations are not checked)",
+    )
     c.set_defaults(func=cmd_check)
 
     t = rs.add_parser(
@@ -77,13 +83,29 @@ def _read(path: str) -> str:
         return f.read()
 
 
+def _webhook_allow(config: str) -> list[str]:
+    """The site's `rules.webhook_allow` (empty: no webhook destination is allowed)."""
+    from edge.config import load_site
+
+    rules = load_site(config).sections.get("rules")
+    return list(getattr(rules, "webhook_allow", None) or [])
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError
     from rules.model import RulePackError, compile_pack
 
+    allow = None
+    if args.config:
+        try:
+            allow = _webhook_allow(args.config)
+        except (OSError, ConfigError) as exc:
+            print(exc, file=sys.stderr)
+            return 2
     failed = False
     for pack in args.packs:
         try:
-            rules = compile_pack(_read(pack), pack)
+            rules = compile_pack(_read(pack), pack, webhook_allow=allow)
         except OSError as exc:
             print(f"{pack}: cannot read: {exc}", file=sys.stderr)
             failed = True
@@ -166,8 +188,9 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     compiled = []
     try:
+        allow = _webhook_allow(args.config)
         for pack in args.packs:
-            compiled.extend(compile_pack(_read(pack), pack))
+            compiled.extend(compile_pack(_read(pack), pack, webhook_allow=allow))
         store = _store(args.config)
     except RulePackError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
