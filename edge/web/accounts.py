@@ -424,7 +424,7 @@ def verify_login(state: StateDB, guard: LoginGuard, name: str, password: str, ad
     try:
         good = _verify(row[1] if row is not None else _DUMMY_HASH, password)
         if row is None or not good or row[2]:
-            _record_failure(state, guard, key, pair_fails, name_fails, now)
+            _record_failure(state, guard, key, now)
             raise LoginRefused(401, "wrong user name or password")
     finally:
         guard.done(key)
@@ -437,18 +437,19 @@ def verify_login(state: StateDB, guard: LoginGuard, name: str, password: str, ad
     return str(role)
 
 
-def _record_failure(
-    state: StateDB, guard: LoginGuard, key: tuple[str, str], pair_fails: int, name_fails: int, now: float
-) -> None:
-    upsert = (
-        "INSERT INTO login_throttle(name, source, failures, last_failure) VALUES (?,?,?,?) "
-        "ON CONFLICT(name, source) DO UPDATE SET failures=excluded.failures, last_failure=excluded.last_failure"
+def _record_failure(state: StateDB, guard: LoginGuard, key: tuple[str, str], now: float) -> None:
+    # Counted in SQL on the row as it is now: failures from other sources, or an unlock from the
+    # CLI, may have changed it since it was read before the verification.
+    bump = (
+        "INSERT INTO login_throttle(name, source, failures, last_failure) VALUES (?, ?, 1, ?) "
+        "ON CONFLICT(name, source) DO UPDATE SET last_failure=excluded.last_failure, failures="
+        "CASE WHEN login_throttle.last_failure < ? THEN 1 ELSE login_throttle.failures + 1 END"
     )
     with state.lock:
         state.conn.execute("BEGIN IMMEDIATE")
         try:
-            state.conn.execute(upsert, (key[0], key[1], pair_fails + 1, now))
-            state.conn.execute(upsert, (key[0], "", name_fails + 1, now))
+            state.conn.execute(bump, (key[0], key[1], now, now - THROTTLE_FORGET))
+            state.conn.execute(bump, (key[0], "", now, now - ACCOUNT_WINDOW))
             if guard.prune_due(now):
                 # bounded: old counters go, and past the cap the oldest ones
                 state.conn.execute(

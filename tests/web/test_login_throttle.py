@@ -235,3 +235,13 @@ async def test_setup_429_says_when_to_come_back(site: Any, client: Client, clock
     body = {"code": setup_code(site), "name": "root", "password": PASSWORD, "next": "//evil.example"}
     created = await client.json("POST", "/api/v1/auth/setup", body, expect=201)
     assert created["next"] == "/"
+
+
+async def test_parallel_guesses_are_each_counted(admin: Client, clock: Clock, client_from: From) -> None:
+    attackers = [await client_from(f"127.0.0.{i}") for i in range(2, 6)]
+    answers = await asyncio.gather(*(attempt(a, "admin", WRONG) for a in attackers for _ in range(2)))
+    failed = sum(a.status == 401 for a in answers)
+    assert failed >= len(attackers)  # each address had at least one guess checked
+    # guesses checked side by side from several addresses all count for the name
+    users = (await admin.json("GET", "/api/v1/users"))["users"]
+    assert users[0]["failures"] == failed
