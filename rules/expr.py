@@ -621,7 +621,10 @@ def _mul(a: Any, b: Any) -> Any:
 
 def _add(a: Any, b: Any) -> Any:
     ta = type(a)
-    if ta is type(b) and (ta is str or ta is tuple or ta is list or ta is bytes):
+    if ta is str and type(b) is str:
+        if len(a) + len(b) > MAX_SEQUENCE:
+            raise _too_long("+", len(a) + len(b))
+    elif ta is type(b) and (ta is tuple or ta is list or ta is bytes):
         size = value_size(a) + value_size(b)
         if size > MAX_SEQUENCE:
             raise _too_long("+", size)
@@ -642,9 +645,10 @@ def _str(x: Any) -> str:
     t = type(x)
     if t is str:
         return x
-    if t is int and x.bit_length() > MAX_INT_BITS:
-        raise _too_big("str()", x.bit_length())
-    if t in _CONTAINERS:
+    if t is int:
+        if x.bit_length() > MAX_INT_BITS:
+            raise _too_big("str()", x.bit_length())
+    elif t in _CONTAINERS:
         size = value_size(x)
         if size > MAX_SEQUENCE:
             raise _too_long("str()", size)
