@@ -124,7 +124,7 @@ def paths() -> dict[str, Any]:
         f"{BASE}/validate": {
             "post": op(
                 "validateRule",
-                "Check a rule without storing it (scope rules or read)",
+                "Check a rule without storing it (scope rules)",
                 {"200": ok(obj({"ok": {"const": True}}, ["ok"])), "422": PROBLEM, **errors(body=True)},
                 request_body=body(RULE),
                 security=WRITE_SECURITY,
@@ -134,12 +134,37 @@ def paths() -> dict[str, Any]:
             "post": op(
                 "dryRunRule",
                 "Replay the last hours of the journal through a rule (new or stored) without acting "
-                "(scope rules or read)",
+                "(scope rules); a firing above the caller's privacy class comes back redacted. It runs in "
+                "a worker process with a time and memory budget: 503 when the budget is exceeded, 429 "
+                "while other dry-runs run",
                 {
                     "200": ok(
                         obj(
                             {
-                                "firings": array({"type": "object"}),
+                                "firings": array(
+                                    obj(
+                                        {
+                                            "ts": {"type": "number"},
+                                            "kind": {
+                                                "type": "string",
+                                                "description": "fired, cleared or error",
+                                            },
+                                            "message": {"type": ["string", "null"]},
+                                            "key": {"type": ["string", "null"]},
+                                            "point": {"type": ["string", "null"]},
+                                            "privacy": {
+                                                "type": "string",
+                                                "enum": ["public", "personal", "sensitive"],
+                                            },
+                                            "redacted": {
+                                                "type": "boolean",
+                                                "description": "message, key and point withheld: the firing is "
+                                                "above the caller's privacy class",
+                                            },
+                                        },
+                                        ["ts", "kind"],
+                                    )
+                                ),
                                 "evaluated": {"type": "integer"},
                                 "prefill": {
                                     "type": ["object", "null"],
@@ -150,6 +175,8 @@ def paths() -> dict[str, Any]:
                         )
                     ),
                     "404": PROBLEM,
+                    "429": PROBLEM,
+                    "503": PROBLEM,
                     **INVALID,
                     **errors(body=True),
                 },
