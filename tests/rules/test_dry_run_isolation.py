@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from edge.model import Reading
 from edge.web.tokens import create_token
@@ -122,3 +123,22 @@ async def test_dry_run_process_is_reaped_when_cancelled_and_at_shutdown(tmp_path
         pids.append(next(iter(comp.dry_run_procs)).pid)
     assert not _alive(pids[1])
     assert isinstance((await asyncio.gather(at_shutdown, return_exceptions=True))[0], Exception)
+
+
+async def test_dry_run_over_its_memory_cap_is_refused_with_the_limit(tmp_path: Path) -> None:
+    from edge.web.problem import Problem
+    from rules.model import parse_rule
+
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        comp = rt.components["rules"]
+        comp.dry_run_memory = 160 * 2**20
+        await _fill_journal(rt, 300_000)
+        # a firing with a long message for every record: the answer alone outgrows the cap
+        rule = parse_rule(
+            {**WORST, "if": None, "notify": "always", "then": [{"alert": "{value} " + "x" * 200}]}
+        )
+        now = time.time()
+        with pytest.raises(Problem) as err:
+            await comp.dry_run(rule, now - 5 * 3600, now)
+        assert err.value.status_code == 422 and err.value.extra == {"limit": "memory"}
+        assert "160 MiB" in err.value.detail and not comp.dry_run_procs
