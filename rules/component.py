@@ -165,6 +165,8 @@ class RulesComponent:
             "actions_failed": self.actions.failed,
             "rate_limited": sum(self.actions.rate_limited.values()),
             "state_write_errors": self.writer.errors if self.writer else 0,
+            "suspended": len(self.engine.suspended),  # over their time budget, not evaluated
+            "dry_runs": len(self.dry_runs),
             # flat, so /metrics shows them (edge_rules_status{field=...})
             "windows_refilled": self.backfill["windows"],
             "window_backfill_truncated": self.backfill["truncated"],

@@ -133,7 +133,8 @@ class Engine:
         if old is None:
             return self.add(compiled)
         rr = RuleRuntime(compiled, self)
-        self._time(rr)  # a suspension stays: the expressions are the same
+        self._time(rr)
+        self.suspended.pop(rr.id, None)  # saved again: evaluated again (the error shows until then)
         rr.states, rr.last_fired, rr.error, rr.error_ts = old.states, old.last_fired, old.error, old.error_ts
         rr.evaluations = old.evaluations
         rr.schedule_token = old.schedule_token  # its queued schedule timers stay valid
@@ -163,19 +164,20 @@ class Engine:
         def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
             def run(args: Any) -> Any:
                 start = clock()
-                result = fn(args)
-                spent = clock() - start
-                if spent <= budget:
-                    strikes[0] = 0
-                    return result
-                strikes[0] += 1
-                if strikes[0] < STRIKES:
-                    return result
-                raise LimitExceeded(
-                    "time",
-                    f"evaluations took {spent * 1000:.0f} ms, {STRIKES} in a row over the limit of "
-                    f"{budget * 1000:g} ms; the rule is suspended until it is saved again",
-                )
+                try:
+                    return fn(args)
+                finally:  # an evaluation ending in an error took its time too; the verdict replaces both
+                    spent = clock() - start
+                    if spent <= budget:
+                        strikes[0] = 0
+                    else:
+                        strikes[0] += 1
+                        if strikes[0] >= STRIKES:
+                            raise LimitExceeded(
+                                "time",
+                                f"evaluations took {spent * 1000:.0f} ms, {STRIKES} in a row over the "
+                                f"limit of {budget * 1000:g} ms; the rule is suspended until it is saved again",
+                            )
 
             return run
 

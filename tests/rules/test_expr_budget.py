@@ -219,6 +219,21 @@ def test_rule_over_its_time_budget_twice_in_a_row_goes_to_error_and_is_suspended
     assert [f.rule.id for f in e.process([Event("ping", "x", "info", huge, TS + 3)])] == ["slow"]
 
 
+def test_a_slow_evaluation_that_ends_in_an_error_counts_against_the_time_budget() -> None:
+    e = Engine()
+    e.eval_budget = 0.0005
+    # scans the payload, then fails on a size limit: every record would cost the scan again
+    e.add(_rule("scan-then-fail", f"{SLOW} and len(str(value) * int(value)) > 0"))
+    huge = {"s": "ab 12 " * 2_000_000, "value": 10**9}
+    errors = []
+    for i in range(2):
+        errors += [
+            f.error for f in e.process([Event("ping", "x", "info", huge, TS + i)]) if f.kind == "error"
+        ]
+    assert "sequence" not in e.rules["scan-then-fail"].error and "the rule is suspended" in errors[-1]
+    assert "scan-then-fail" in e.suspended
+
+
 def test_a_size_limit_error_reports_once_and_the_rule_recovers() -> None:
     e = engine({"id": "rep", "when": "d.*", "if": "len(str(value) * int(value)) > 5"})
     firings = [(f.rule.id, f.kind) for f in e.process([r(TS, "d.a", 10**9), r(TS + 1, "d.b", 10**9)])]
