@@ -68,10 +68,11 @@ async def test_login_page_follows_only_same_origin_next(admin: Client, clock: Cl
     page = await ctx.new_page()
     try:
         cases = [(v, True) for v in [*EVIL, *GOOD]] + [("/\t/evil.example", False), ("/#/rules", False)]
-        for value, tamper in cases:
+        for i, (value, tamper) in enumerate(cases):
             clock.advance(60)  # many logins from one address: keep under its per-minute limit
             forced.clear()
-            await ctx.clear_cookies()  # a fresh visitor each time (a session would need its CSRF token)
+            if i < len(cases) - 1:  # a fresh visitor; the last one logs in again over its session
+                await ctx.clear_cookies()
             if tamper:
                 forced["value"] = value
             await page.goto(f"/login?next={quote(value, safe='')}")

@@ -41,6 +41,8 @@ async function main() {
   sel.addEventListener('change', () => setLang(sel.value));
   const st = await api('GET', '/api/v1/auth/state', undefined, { noRedirect: true });
   document.getElementById('site-name').textContent = st.site.name || st.site.id;
+  // a browser that still has a session must send its CSRF token, or logging in again is refused
+  if (st.csrf) state.csrf = st.csrf;
   const setup = st.setup_required;
   const form = document.getElementById(setup ? 'setup-form' : 'login-form');
   form.hidden = false;
