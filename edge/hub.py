@@ -35,6 +35,8 @@ class Hub:
     def __init__(self, journal_append: Callable[[list[Record]], Any] | None = None) -> None:
         self._append = journal_append
         self.points: dict[str, PointInfo] = {}
+        #: bumped by every registration: caches of point classes (the sinks' filters) key on it
+        self.points_version = 0
         self.latest: dict[str, Reading] = {}
         self._filters: dict[str, tuple[float, float, bool]] = {}  # point -> (deadband, every, numeric)
         self._reported: dict[str, tuple[Value, float, int]] = {}  # point -> last journaled (v, ts, q)
@@ -47,6 +49,7 @@ class Hub:
 
     # ------------------------------------------------------------ points
     def register_points(self, infos: Iterable[PointInfo]) -> None:
+        self.points_version += 1
         for info in infos:
             self.points[info.id] = info
             if info.deadband > 0 or info.report_every > 0:

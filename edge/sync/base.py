@@ -92,7 +92,9 @@ class PushSink:
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.token = resolve_secret(cfg.token_env, cfg.token_file, f"upstream {cfg.id} token")
-        self.filter = RecordFilter(cfg.include, cfg.max_privacy, lambda: runtime.hub.points)
+        self.filter = RecordFilter(
+            cfg.include, cfg.max_privacy, lambda: runtime.hub.points, lambda: runtime.hub.points_version
+        )
         self.readers: list[JournalReader] = []
         self.cursor = 0
         # batches built ahead (each with its own read connection): enough to refill the window

@@ -57,7 +57,12 @@ class PullService:
     def filter_for(self, consumer: str) -> RecordFilter:
         f = self._filters.get(consumer)
         if f is None:
-            f = RecordFilter(IncludeConfig(), self.max_privacy(consumer), lambda: self.runtime.hub.points)
+            f = RecordFilter(
+                IncludeConfig(),
+                self.max_privacy(consumer),
+                lambda: self.runtime.hub.points,
+                lambda: self.runtime.hub.points_version,
+            )
             self._filters[consumer] = f
         return f
 

@@ -92,10 +92,12 @@ class RecordFilter:
         include: IncludeConfig,
         max_privacy: Privacy | str,
         points: Callable[[], Mapping[str, PointInfo]],
+        version: Callable[[], int] | None = None,
     ) -> None:
         self.include = include
         self.max_rank = PRIVACY_RANK[Privacy(max_privacy)]
         self._points = points
+        self._version = version
         self._kinds = _pattern(include.event_kinds)
         self._point_re = _pattern(include.points)
         self._reading_ok: dict[str, int] = {}
@@ -146,10 +148,12 @@ class RecordFilter:
         return 2 if self.event_privacy(kind, row[7]) > self.max_rank else 0
 
     def _withheld_points(self) -> set[str]:
-        """Registered points above the privacy limit (recomputed when the point set changes, and
-        every few seconds in case a reload changed a class)."""
+        """Registered points above the privacy limit, recomputed whenever a point is registered
+        (`version`: a rule's `set:` point rises to a private class at once); without `version`,
+        when the point set changes and every few seconds."""
         points = self._points()
-        key = (id(points), len(points), int(time.monotonic() / 5))
+        ver = self._version() if self._version is not None else int(time.monotonic() / 5)
+        key = (id(points), len(points), ver)
         if key != self._withheld_key:
             self._withheld_key = key
             self._withheld = {

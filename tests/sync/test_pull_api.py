@@ -176,3 +176,19 @@ async def test_privacy_and_metadata(site: Any) -> None:
     admin = create_token(site.state, "admin", ["read", "admin"])
     _, latest, _ = await call("GET", f"{site.base}/api/v1/latest", admin)
     assert {x["point"] for x in latest["latest"]} == {"meter.kw", "kiosk.systolic"}
+
+
+async def test_a_point_whose_class_rises_is_withheld_from_the_next_page(site: Any) -> None:
+    """A rule's `set:` point rises to the class of what it copied: the consumer's filter must not
+    keep sending it on a verdict it cached while the point was public."""
+    site.hub.register_points([PointInfo("health.last_bp", "health", "last_bp")])
+    site.hub.ingest([Reading(time.time(), "health.last_bp", 120.0)])
+    first = await site.journal.flush()
+    _, page, _ = await call("GET", f"{site.base}/api/v1/stream?after=0", CITY)
+    assert [i["value"] for i in page["items"] if i.get("point") == "health.last_bp"] == [120.0]
+
+    site.hub.register_points([PointInfo("health.last_bp", "health", "last_bp", privacy=Privacy.SENSITIVE)])
+    site.hub.ingest([Reading(time.time(), "health.last_bp", 151.0)])
+    await site.journal.flush()
+    _, page, _ = await call("GET", f"{site.base}/api/v1/stream?after={first}", CITY)
+    assert [i for i in page["items"] if i.get("point") == "health.last_bp"] == []
