@@ -401,15 +401,15 @@ class Journal(JournalReader):
         if room is None:
             return None
         self.free_bytes = room.free
-        fits = room.rows_for_wal()
+        fits = room.rows_that_fit(self.flush_max_items)
         if fits == 0 and space.file_size(self.path + "-wal") > 0:
             self._checkpoint()  # the WAL may be holding the space: give it back and measure again
             room = self._room()
             if room is None:
                 return None
             self.free_bytes = room.free
-            fits = room.rows_for_wal()
-        return min(fits, self.flush_max_items)
+            fits = room.rows_that_fit(self.flush_max_items)
+        return fits
 
     def _checkpoint(self) -> bool:
         """Copy the WAL into the file and truncate it, waiting briefly for readers: a reader holding

@@ -17,6 +17,7 @@ reader then also compares free space with the reserve itself).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ WAL_FRAME_HEADER = 24
 STEP_FIXED_PAGES = 16
 # a leaf page is rarely full and events are larger than readings: what the average row misses
 WAL_SLACK = 1.5
+# the WAL index (-shm) grows in 32 KiB chunks, one per 4096 frames: a step may start one
+SHM_CHUNK = 32 * 1024
 STATUS_SUFFIX = "-status"
 STATUS_SIZE = 4096
 
@@ -60,37 +63,55 @@ class Room:
     pages: int  # the database file's pages...
     free_pages: int  # ...of which free (reused before the file grows)
     row_bytes: float  # measured bytes per stored row
+    file_bytes: int  # the database file on disk: pages beyond it are still in the WAL only
+
+    @property
+    def used(self) -> int:
+        return (self.pages - self.free_pages) * self.page_size
 
     @property
     def spare(self) -> int:
-        return self.free - self.reserve
+        """Free bytes beyond the reserve and beyond what the next checkpoint adds to the file for
+        pages that are in the WAL only (a reader's snapshot may have kept it from copying them)."""
+        backfill = max(0, self.pages * self.page_size - self.file_bytes)
+        return self.free - self.reserve - backfill
 
     def wal_bytes(self, rows: int) -> int:
         """WAL bytes a transaction inserting `rows` rows adds before a checkpoint gives them back."""
         frame = self.page_size + WAL_FRAME_HEADER
         pages = rows * self.row_bytes * WAL_SLACK / self.page_size + STEP_FIXED_PAGES
-        return int(pages * frame)
+        return int(pages * frame) + SHM_CHUNK
 
-    def growth_bytes(self, rows: int) -> int:
-        """Bytes the database file grows by when the checkpoint copies `rows` new rows into it."""
-        return max(0, int(rows * self.row_bytes * WAL_SLACK) - self.free_pages * self.page_size)
+    def data_limit(self, headroom_rows: int) -> int:
+        """Bytes the journal's data may occupy: the file as allocated plus what is spare once a
+        step of `headroom_rows` rows has its WAL frames (the full policy deletes beyond it).
+        The checkpoint copies those pages into the file while the WAL still holds them: what the
+        file grows by is paid for once as WAL frames and once as file, both out of `spare`."""
+        return max(0, self.pages * self.page_size + self.spare - self.wal_bytes(headroom_rows))
 
-    def step_bytes(self, rows: int) -> int:
-        return self.wal_bytes(rows) + self.growth_bytes(rows)
+    def deleted_rows(self, rows: int, headroom_rows: int) -> int:
+        """Rows the full policy deletes to take `rows` more under `data_limit`."""
+        over = self.used + rows * self.row_bytes - self.data_limit(headroom_rows)
+        return max(0, math.ceil(over / self.row_bytes))
 
-    def rows_for_wal(self) -> int:
-        """How many rows a step may insert with its WAL frames kept out of the reserve (the file's
-        growth is bounded separately, by the byte limit the full policy applies)."""
-        base = self.wal_bytes(0)
-        if self.spare <= base:
+    def step_wal(self, rows: int, headroom_rows: int) -> int:
+        """WAL bytes of a step inserting `rows` rows, the deletions that make room for them
+        included: with secure_delete (on in Debian's SQLite) a freed page is written, zeroed."""
+        return self.wal_bytes(rows + self.deleted_rows(rows, headroom_rows))
+
+    def rows_that_fit(self, most: int) -> int:
+        """How many rows (at most `most`, a full step) a step may insert with its WAL frames kept
+        out of the reserve; 0 when not even an empty step fits."""
+        lo, hi = 0, most
+        if self.step_wal(0, most) > self.spare:
             return 0
-        per_row = self.wal_bytes(1_000_000) - base
-        return int((self.spare - base) * 1_000_000 / per_row) if per_row > 0 else 0
-
-    def data_limit(self, rows: int) -> int:
-        """Bytes the journal's data may occupy after a step of `rows` rows: the file as allocated
-        plus what is spare once the step's WAL frames are paid for."""
-        return max(0, self.pages * self.page_size + self.spare - self.wal_bytes(rows))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.step_wal(mid, most) <= self.spare:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
 
 def measure(conn: Any, path: str, reserve: int, rows: int) -> Room | None:
@@ -103,7 +124,7 @@ def measure(conn: Any, path: str, reserve: int, rows: int) -> Room | None:
     free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
     used = (pages - free_pages) * page_size
     row_bytes = max(32.0, used / rows) if rows >= 1000 else 64.0
-    return Room(free, reserve, page_size, pages, free_pages, row_bytes)
+    return Room(free, reserve, page_size, pages, free_pages, row_bytes, file_size(path))
 
 
 class StatusFile:

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from edge.config import StorageConfig
+from edge.model import Record
 from edge.store import space
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
@@ -171,99 +173,56 @@ def phase(h: dict[str, Any]) -> str:
     return "recovering" if h["recovering"] else "full" if h["disk_full"] else "ok"
 
 
-async def test_recovery_from_a_full_disk_keeps_the_reserve_and_status_tells_each_phase(
-    small_disk: Path, tmp_path: Path
-) -> None:
-    reserve = 1024**2
-    step = 2000
-    db = small_disk / "edge.db"
-    storage = StorageConfig(path=str(db), disk_reserve=reserve)
-    site = site_file(tmp_path, {"storage": {"path": str(db), "disk_reserve": reserve}})
-    j = open_journal(small_disk, disk_reserve=reserve, flush_max_items=step, max_pending=60_000)
-    n = 0
+RESERVE = 1024**2
+STEP = 2000  # flush_max_items: records per transaction
 
-    def ingest(rows: int) -> None:
-        nonlocal n
+
+class Flow:
+    """A journal on the small disk with readings flowing in and no uplink (nothing delivered)."""
+
+    def __init__(self, disk: Path) -> None:
+        self.db = disk / "edge.db"
+        self.disk = disk
+        self.storage = StorageConfig(path=str(self.db), disk_reserve=RESERVE)
+        self.j = open_journal(disk, disk_reserve=RESERVE, flush_max_items=STEP, max_pending=60_000)
+        self.n = 0  # records appended
+
+    def ingest(self, rows: int) -> None:
         for _ in range(rows // 200):
-            j.append(readings(200, device=f"d{n % 7}"))
-            n += 200
+            batch: list[Record] = list(readings(200, device=f"d{self.n % 7}"))
+            self.j.append(batch)
+            self.n += 200
 
-    def seen_by_another_process() -> dict[str, Any]:
-        reader = Journal.open_readonly(str(db))  # what `edge buffer stats` opens
+    def seen_by_another_process(self) -> dict[str, Any]:
+        reader = Journal.open_readonly(str(self.db))  # what `edge buffer stats` opens
         try:
-            return buffer_health(reader, storage)
+            return buffer_health(reader, self.storage)
         finally:
             reader.close_sync()
 
-    try:
-        await j.register_cursor("central", "sink", 0)  # the uplink is down: nothing is delivered
-        ingest(20_000)
-        await j.flush()
-        assert phase(buffer_health(j, storage)) == "ok" and phase(seen_by_another_process()) == "ok"
-        files = fill(small_disk)  # another program fills the disk
-
-        # full: readings keep coming, at most max_pending wait in memory, the rest is counted
-        ingest(70_000)
+    async def fill_while_flowing(self) -> list[Path]:
+        """Another program takes the whole disk while readings keep coming: at most max_pending
+        wait in memory, the rest is counted."""
+        await self.j.register_cursor("central", "sink", 0)
+        self.ingest(20_000)
+        await self.j.flush()
+        assert phase(buffer_health(self.j, self.storage)) == "ok"
+        assert phase(self.seen_by_another_process()) == "ok"
+        files = fill(self.disk)
+        self.ingest(70_000)
+        j = self.j
         await until(lambda: j.disk_full and j.counters["dropped_overflow"] > 0, 20, what="disk full")
         assert j.pending <= j.max_pending
-        h = await until(
-            lambda: (s := seen_by_another_process())["backlog_rows"] >= 50_000 and s, 20, what="published"
-        )
-        assert h["disk_full"] and h["failing"] and not h["recovering"] and h["free_bytes"] < reserve
-        assert h["writer"].startswith("pid ") and "disk full" in h["last_error"]
-        cli = edge_cli("buffer", "stats", "-c", str(site), "--json")
-        assert cli.returncode == 0, cli.stderr
-        shown = json.loads(cli.stdout)
-        assert shown["disk_full"] and shown["failing"] and shown["backlog_rows"] >= 50_000
-        assert shown["free_bytes"] < shown["disk_reserve"] == reserve
+        return files
 
-        # space returns, but not enough for the whole backlog in one transaction
-        backlog = j.pending
-        with DiskSampler(db) as sampler:
-            t0 = time.monotonic()
-            free_until(files, small_disk, reserve + 3 * 1024**2)
-            sampler.armed.set()
-            room = space.free_bytes(str(db))
-            assert room is not None
-            phases = [phase(buffer_health(j, storage))]
-            published = [phase(seen_by_another_process())]
-
-            polls = 0
-
-            def caught_up() -> bool:
-                nonlocal polls
-                polls += 1
-                ingest(200)  # readings keep flowing during the recovery
-                now = phase(buffer_health(j, storage))
-                if now != phases[-1]:
-                    phases.append(now)
-                if polls % 4 == 0 or now == "ok":  # another process's view costs more: less often
-                    other = phase(seen_by_another_process())
-                    if other != published[-1]:
-                        published.append(other)
-                return published[-1] == "ok" and now == "ok"
-
-            await until(caught_up, 60, interval=0.002, what="recovery")
-            took = time.monotonic() - t0
+    async def assert_every_record_accounted(self) -> None:
+        """Stored or counted, and every counted drop reported by a buffer_drop event."""
+        j = self.j
         await j.flush()
-        print(f"\nrecovery of {backlog} records: {took:.2f} s, {j.last_recovery}")
-        print(f"phases {phases}, seen from another process {published}")
-        print(
-            f"lowest free {sampler.min_free} bytes (reserve {reserve}), largest WAL {sampler.max_wal} bytes"
-        )
-        assert phases == ["full", "recovering", "ok"], phases
-        assert published[0] == "full" and published[-1] == "ok", published
-        assert sampler.min_free is not None and sampler.min_free >= reserve
-        assert j.min_free_bytes is not None and j.min_free_bytes >= reserve
-        assert sampler.max_wal <= room - reserve
-        assert j.last_recovery is not None and j.last_recovery["steps"] > 1
-        assert j.last_recovery["rows"] >= backlog
-        # nothing kept in memory was dropped on the way back: only the overflow while full
-        assert j.counters["dropped_oldest"] == j.counters["dropped_newest"] == 0
-        dropped = j.counters["dropped_overflow"]
+        dropped = sum(j.counters[c] for c in ("dropped_oldest", "dropped_newest", "dropped_overflow"))
         events = await until(
             lambda: (
-                (found := drop_events(str(db)))
+                (found := drop_events(str(self.db)))
                 and sum(orjson.loads(p)["dropped"] for _, p in found) == dropped
                 and found
             ),
@@ -271,8 +230,120 @@ async def test_recovery_from_a_full_disk_keeps_the_reserve_and_status_tells_each
             what="buffer_drop events for every counted drop",
         )
         stored = j.query("SELECT count(*) FROM journal")[0][0]
-        assert stored == j.counters["rows"] and stored + dropped == n + len(events)
+        assert stored == j.counters["rows"] and stored + dropped == self.n + len(events)
+
+
+async def test_recovery_from_a_full_disk_keeps_the_reserve_and_status_tells_each_phase(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    flow = Flow(small_disk)
+    j, db = flow.j, flow.db
+    site = site_file(tmp_path, {"storage": {"path": str(db), "disk_reserve": RESERVE}})
+    try:
+        files = await flow.fill_while_flowing()
+        h = await until(
+            lambda: (s := flow.seen_by_another_process())["backlog_rows"] >= 50_000 and s,
+            20,
+            what="the backlog published",
+        )
+        assert h["disk_full"] and h["failing"] and not h["recovering"] and h["free_bytes"] < RESERVE
+        assert h["writer"].startswith("pid ") and "disk full" in h["last_error"]
+        cli = edge_cli("buffer", "stats", "-c", str(site), "--json")
+        assert cli.returncode == 0, cli.stderr
+        shown = json.loads(cli.stdout)
+        assert shown["disk_full"] and shown["failing"] and shown["backlog_rows"] >= 50_000
+        assert shown["free_bytes"] < shown["disk_reserve"] == RESERVE
+
+        # space returns, but not enough for the whole backlog in one transaction
+        backlog = j.pending
+        with DiskSampler(db) as sampler:
+            t0 = time.monotonic()
+            free_until(files, small_disk, RESERVE + 3 * 1024**2)
+            sampler.armed.set()
+            room = space.free_bytes(str(db))
+            assert room is not None
+            phases = [phase(buffer_health(j, flow.storage))]
+            published = [phase(flow.seen_by_another_process())]
+            polls = 0
+
+            def caught_up() -> bool:
+                nonlocal polls
+                polls += 1
+                if polls <= 50:  # readings keep flowing during the recovery (not enough to fill the disk)
+                    flow.ingest(200)
+                now = phase(buffer_health(j, flow.storage))
+                if now != phases[-1]:
+                    phases.append(now)
+                if polls % 4 == 0 or now == "ok":  # another process's view costs more: less often
+                    other = phase(flow.seen_by_another_process())
+                    if other != published[-1]:
+                        published.append(other)
+                return published[-1] == "ok" and now == "ok"
+
+            await until(caught_up, 60, interval=0.002, what="recovery")
+            took = time.monotonic() - t0
+        print(f"\nrecovery of {backlog} records: {took:.2f} s, {j.last_recovery}")
+        print(f"phases {phases}, seen from another process {published}")
+        print(
+            f"lowest free {sampler.min_free} bytes (reserve {RESERVE}), largest WAL {sampler.max_wal} bytes"
+        )
+        assert phases == ["full", "recovering", "ok"], phases
+        assert published[0] == "full" and published[-1] == "ok", published
+        assert sampler.min_free is not None and sampler.min_free >= RESERVE
+        assert j.min_free_bytes is not None and j.min_free_bytes >= RESERVE
+        assert sampler.max_wal <= room - RESERVE
+        assert j.last_recovery is not None and j.last_recovery["steps"] > 1
+        assert j.last_recovery["rows"] >= backlog
+        # nothing kept in memory was dropped on the way back: only the overflow while full
+        assert j.counters["dropped_oldest"] == j.counters["dropped_newest"] == 0
+        await flow.assert_every_record_accounted()
     finally:
         await j.close()
     assert integrity(str(db)) == "ok"
-    assert phase(seen_by_another_process()) == "ok"
+    assert phase(flow.seen_by_another_process()) == "ok"
+
+
+async def test_a_reader_holding_a_snapshot_stops_the_recovery_short_of_the_reserve(small_disk: Path) -> None:
+    """A reader's snapshot keeps the checkpoint from giving the WAL back: the steps go on until the
+    WAL has taken the room beyond the reserve, then the writer holds (still full, backlog left);
+    once the reader lets go, the rest goes in."""
+    flow = Flow(small_disk)
+    j, db = flow.j, flow.db
+    try:
+        files = await flow.fill_while_flowing()
+        await until(lambda: j.pending >= 50_000, 20, what="a backlog")
+        snapshot = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        committed = j.committed_seq
+        with DiskSampler(db) as sampler:
+            try:
+                snapshot.execute("BEGIN")
+                snapshot.execute("SELECT count(*) FROM journal").fetchone()  # its snapshot from here on
+                free_until(files, small_disk, RESERVE + 2 * 1024**2)
+                sampler.armed.set()
+                room = space.free_bytes(str(db))
+                assert room is not None
+
+                def holding() -> bool:  # some steps went in, then the WAL filled the room
+                    return j.committed_seq > committed and j.failing and j.disk_full and not j.recovering
+
+                await until(holding, 30, what="the writer holding short of the reserve")
+                held = j.pending
+                h = flow.seen_by_another_process()
+                assert h["disk_full"] and not h["recovering"] and h["backlog_rows"] > 0
+                assert space.file_size(str(db) + "-wal") > 512 * 1024  # the WAL took the room...
+                assert sampler.min_free is not None and sampler.min_free >= RESERVE  # ...not the reserve
+            finally:
+                snapshot.close()
+            await until(
+                lambda: not j.disk_full and j.pending < STEP, 30, what="recovery once the reader is gone"
+            )
+        assert sampler.min_free >= RESERVE  # the checkpoint that copied the held WAL into the file too
+        assert sampler.max_wal <= room - RESERVE
+        print(
+            f"\nheld {held} records with a reader's snapshot; dropped_oldest {j.counters['dropped_oldest']}"
+        )
+        assert held > 0
+        await flow.assert_every_record_accounted()
+    finally:
+        await j.close()
+    assert integrity(str(db)) == "ok"
