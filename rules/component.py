@@ -51,7 +51,8 @@ log = logging.getLogger("rules")
 RATE_LIMITS = "rate_limits"  # rules_meta key: each rule's remaining action budget
 PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill -9 window)
 DRY_RUN_SECONDS = 30.0  # wall-clock budget of one dry run (its process is killed past it)
-DRY_RUN_MEMORY = 512 * 2**20  # address space of a dry run's process (RLIMIT_AS)
+DRY_RUN_MEMORY = 512 * 2**20  # resident memory of a dry run's process (its address space: twice that)
+MEMORY_POLL_S = 0.1  # how often the resident memory of a running dry run is read
 MAX_DRY_RUNS = 2  # dry runs at once; more are refused with 429 and Retry-After
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `rules` is importable from
 
@@ -227,7 +228,7 @@ class RulesComponent:
         It runs in a child process (`rules.dry_run_worker`) on a read-only connection to the
         journal file: no work of the dry run can hold this process's event loop. The child has a
         wall-clock budget (`dry_run_seconds`, killed past it), an address-space cap
-        (`dry_run_memory`), and at most MAX_DRY_RUNS run at once. Raises `Problem`: 422 when the
+        (`dry_run_memory` resident, twice that of address space), and at most MAX_DRY_RUNS run at once. Raises `Problem`: 422 when the
         dry run is over a budget, 429 (Retry-After) when too many run, 503 when the child failed."""
         now = time.monotonic()
         if len(self.dry_runs) >= MAX_DRY_RUNS:
@@ -260,6 +261,7 @@ class RulesComponent:
                 env={**os.environ, "PYTHONPATH": path},
             )
             self.dry_run_procs.add(proc)
+            watch = asyncio.create_task(_watch_memory(proc, self.dry_run_memory))
             try:
                 async with asyncio.timeout(self.dry_runs[token] - time.monotonic()):
                     out, err = await proc.communicate(orjson.dumps(request, default=str))
@@ -271,6 +273,11 @@ class RulesComponent:
                     "dry-run fewer hours or a simpler rule",
                     limit="time",
                 ) from None
+            finally:
+                watch.cancel()
+                over_memory = (await asyncio.gather(watch, return_exceptions=True))[0] is True
+            if over_memory:
+                raise _over_memory(self.dry_run_memory)
             return _answer(out, err, proc.returncode)
         finally:
             del self.dry_runs[token]
@@ -460,6 +467,41 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     await asyncio.shield(proc.wait())
+
+
+async def _watch_memory(proc: asyncio.subprocess.Process, limit: int) -> bool:
+    """Kill `proc` once its resident memory passes `limit`; True if it did. The child caps its own
+    address space too, but a service whose seccomp filter refuses setrlimit leaves it uncapped,
+    and a mapping that never becomes resident should not end a dry run."""
+    while proc.returncode is None:
+        rss = _resident(proc.pid)
+        if rss is None:
+            return False  # ended (or no /proc): the wall-clock budget still holds
+        if rss > limit:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            return True
+        await asyncio.sleep(MEMORY_POLL_S)
+    return False
+
+
+def _resident(pid: int) -> int | None:
+    """Resident bytes of a process (a read of a few hundred bytes from procfs, never a disk)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _over_memory(limit: int) -> Problem:
+    return Problem(
+        422,
+        "Dry run over its memory budget",
+        f"the dry run needed more than {limit // 2**20} MiB of memory and was stopped; "
+        "dry-run fewer hours or a rule that fires less",
+        limit="memory",
+    )
 
 
 def _answer(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:

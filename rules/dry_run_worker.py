@@ -5,8 +5,10 @@ A dry run evaluates a rule someone is still writing over up to a month of journa
 gateway's process even a thread running it would hold the interpreter lock while the event loop
 waits. Here it cannot: the child opens the journal's SQLite file read-only, runs
 `rules.replay.dry_run` on it, and answers with one JSON document on stdout. It caps itself before
-doing anything else: address space (RLIMIT_AS), CPU seconds (RLIMIT_CPU) and an alarm for the wall
-clock, so it ends on its own even if the gateway that started it is gone.
+doing anything else: address space (RLIMIT_AS, twice the resident memory the parent allows, which
+it watches), CPU seconds (RLIMIT_CPU) and an alarm for the wall clock, so it ends on its own even if
+the gateway that started it is gone. Under a seccomp filter that refuses setrlimit the two limits
+are skipped; the parent's watch of resident memory and wall clock still holds.
 
 Request (stdin, JSON): {"journal": path, "rule": rule document, "timezone": name or null,
 "since": ts, "until": ts, "max_rows": n, "memory_bytes": n, "seconds": n}.
@@ -26,9 +28,12 @@ MAX_REQUEST = 4 * 1024 * 1024  # bytes of the request: a rule document and a few
 
 
 def _cap(memory_bytes: int, seconds: float) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     cpu = int(seconds) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    for limit, value in ((resource.RLIMIT_AS, 2 * memory_bytes), (resource.RLIMIT_CPU, cpu)):
+        try:
+            resource.setrlimit(limit, (value, value + (limit == resource.RLIMIT_CPU)))
+        except (OSError, ValueError) as exc:
+            print(f"dry run: limit {limit} not set: {exc}", file=sys.stderr)
     # the wall clock, for a child left behind: SIGALRM's default action ends the process
     signal.alarm(int(seconds) + 2)
 

@@ -5,6 +5,9 @@ that the event loop never waits on, stopped at its budget and reaped on every pa
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 from edge.model import Reading
 from edge.web.tokens import create_token
 from tests.rules.test_api import Client
+from tests.support.procs import stop_process
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -142,3 +146,34 @@ async def test_dry_run_over_its_memory_cap_is_refused_with_the_limit(tmp_path: P
             await comp.dry_run(rule, now - 5 * 3600, now)
         assert err.value.status_code == 422 and err.value.extra == {"limit": "memory"}
         assert "160 MiB" in err.value.detail and not comp.dry_run_procs
+
+        # the child's own address-space cap holds without the parent's watch (a gateway gone)
+        request = {
+            "journal": str(rt.journal.path),
+            "rule": rule.rule.doc(),
+            "timezone": None,
+            "since": now - 5 * 3600,
+            "until": now,
+            "max_rows": 0,
+            "memory_bytes": 80 * 2**20,
+            "seconds": 60,
+        }
+        returncode, out = await asyncio.to_thread(_run_worker, request)
+        assert returncode == 1 and json.loads(out) == {
+            "error": "the dry run needed more than 80 MiB of memory",
+            "limit": "memory",
+        }
+
+
+def _run_worker(request: dict[str, Any]) -> tuple[int, bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rules.dry_run_worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, _ = proc.communicate(json.dumps(request).encode(), timeout=60)
+    finally:
+        stop_process(proc)
+    return proc.returncode, out
