@@ -12,7 +12,11 @@ expanded (`max_nodes`, the "billion laughs"). Each limit is a located YamlError 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +81,34 @@ def format_path(path: Path) -> str:
 
 MAX_NODES = 200_000  # a "billion laughs" document (aliases of aliases) must not expand unbounded
 MAX_DEPTH = 64  # a real site file nests about 6 levels deep, a rule pack about 8
-MAX_BYTES = 1024 * 1024  # a large site is ~100 KB; pure-Python parsing takes about 1 s per MiB
+MAX_BYTES = 1024 * 1024  # a large site is ~100 KB; pure-Python parsing takes seconds per MiB
+GC_PAUSE_BYTES = 64 * 1024  # from this size on, parsing pauses the cyclic garbage collector
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic GC off while a large document is parsed. Its node graph is a million tracked
+    objects: full collections made parsing 2.5 times slower, and each holds the GIL, so a parse in
+    a worker thread stalled the event loop for up to a second per collection. Counted, because
+    parses in two threads may overlap."""
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def too_large(file: str, size: int, max_bytes: int) -> YamlError:
@@ -142,6 +173,23 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+def _dismantle(root: yaml.Node, loader: yaml.SafeLoader) -> None:
+    """Free a large node graph one node at a time. Dropped at once, its million objects are
+    deallocated in one go that holds the GIL: a parse in a worker thread then stalled the event
+    loop for most of a second at its very end."""
+    loader.constructed_objects.clear()  # scalar values only: the nodes below still hold them
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.CollectionNode):
+            items, node.value = node.value, []
+            for item in items:
+                if isinstance(item, tuple):
+                    stack.extend(item)
+                else:
+                    stack.append(item)
+
+
 def load(
     text: str,
     file: str,
@@ -155,6 +203,11 @@ def load(
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise too_large(file, size, max_bytes)
+    with _gc_paused() if size >= GC_PAUSE_BYTES else contextlib.nullcontext():
+        return _load(text, file, max_nodes, max_depth)
+
+
+def _load(text: str, file: str, max_nodes: int, max_depth: int) -> tuple[Any, Positions]:
     positions = Positions(file)
     built = 0
     loader = _BoundedLoader(text, file, max_depth)
@@ -240,6 +293,9 @@ def load(
         # merge keys chained through anchors the walk skipped (values under refused keys) are
         # flattened recursively; the checks above bound every other path
         raise too_deep(file, node.start_mark.line + 1, (), max_depth) from None
+    finally:
+        if len(text) >= GC_PAUSE_BYTES:
+            _dismantle(node, loader)
     if problems:
         raise YamlError(problems)
     return data, positions

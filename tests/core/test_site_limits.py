@@ -184,3 +184,25 @@ def test_sighup_refuses_a_deep_then_a_huge_file_and_applies_the_next_good_one(tm
     assert f"{config}:{deep_line}: nesting deeper than {MAX_DEPTH} levels" in out
     assert f"{config}: file too large: {huge:,} bytes (2.0MiB)" in out
     assert 'msg="site file reloaded"' in out and "added=bin-1" in out
+
+
+def test_a_large_document_loads_whole_and_leaves_the_garbage_collector_as_it_was() -> None:
+    # from 64 KiB on the collector pauses during the parse and the node graph is freed piecewise
+    import gc
+
+    entry = "  - {id: bin-%d, driver: sim, points: [{name: fill_pct, signal: ramp}], tags: *tags}\n"
+    text = "tags: &tags [a, b]\ndevices:\n" + "".join(entry % i for i in range(2000))
+    assert len(text) > 128 * 1024
+    data, pos = load(text, "big.yaml")
+    assert data == yaml.safe_load(text)
+    assert pos.line_of(("devices", 1999, "points", 0, "name")) == 2002
+    assert gc.isenabled()
+    with pytest.raises(YamlError, match="nesting deeper"):
+        load(text + "x: " + deep_flow() + "\n", "big.yaml")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load(text, "big.yaml")
+        assert not gc.isenabled()  # a program that runs without the collector keeps it off
+    finally:
+        gc.enable()
