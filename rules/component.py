@@ -471,8 +471,8 @@ async def _end(proc: asyncio.subprocess.Process) -> None:
 
 async def _watch_memory(proc: asyncio.subprocess.Process, limit: int) -> bool:
     """Kill `proc` once its resident memory passes `limit`; True if it did. The child caps its own
-    address space too, but a service whose seccomp filter refuses setrlimit leaves it uncapped,
-    and a mapping that never becomes resident should not end a dry run."""
+    address space too (at twice this), but only if the system let it, and a mapping that never
+    becomes resident should not end a dry run."""
     while proc.returncode is None:
         rss = _resident(proc.pid)
         if rss is None:

@@ -7,8 +7,9 @@ waits. Here it cannot: the child opens the journal's SQLite file read-only, runs
 `rules.replay.dry_run` on it, and answers with one JSON document on stdout. It caps itself before
 doing anything else: address space (RLIMIT_AS, twice the resident memory the parent allows, which
 it watches), CPU seconds (RLIMIT_CPU) and an alarm for the wall clock, so it ends on its own even if
-the gateway that started it is gone. Under a seccomp filter that refuses setrlimit the two limits
-are skipped; the parent's watch of resident memory and wall clock still holds.
+the gateway that started it is gone. Where a limit cannot be set (a seccomp filter refusing
+prlimit64; the shipped unit allows it) it is skipped with a line on stderr; the parent's watch of
+resident memory and wall clock still holds.
 
 Request (stdin, JSON): {"journal": path, "rule": rule document, "timezone": name or null,
 "since": ts, "until": ts, "max_rows": n, "memory_bytes": n, "seconds": n}.
