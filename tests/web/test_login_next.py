@@ -1,11 +1,13 @@
 """Where a login leads: only a path on this gateway is kept as `next`, by the server (login and
-setup answer the checked value) and by login.js (it checks again what it follows), in Chromium."""
+setup answer the checked value) and by login.js (it checks again what it follows), in Chromium;
+and how the page shows a wait the throttle asks for."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
+from edge.web.accounts import PAIR_FREE_FAILURES
 from tests.web.conftest import PASSWORD, Client
 from tests.web.test_browser import T
 from tests.web.test_browser_pages import browser
@@ -84,5 +86,29 @@ async def test_login_page_follows_only_same_origin_next(admin: Client, clock: Cl
             expected = value if value in GOOD else "/"
             assert page.url == base + expected, (value, tamper, page.url)
         assert followed == []
+    finally:
+        await ctx.close()
+
+
+async def test_login_page_shows_the_wait_and_holds_the_button(
+    admin: Client, clock: Clock, browser: Any
+) -> None:
+    ctx = await browser.new_context(locale="en-US", base_url=admin.base)
+    try:
+        page = await ctx.new_page()
+        await page.goto("/login")
+        await page.wait_for_selector("#login-form:not([hidden])", timeout=T)
+        await page.fill("#login-name", "admin")
+        await page.fill("#login-password", "wrong password!")
+        for _ in range(PAIR_FREE_FAILURES + 1):
+            async with page.expect_response("**/api/v1/auth/login") as wrong:
+                await page.click("#login-submit")
+            assert (await wrong.value).status == 401
+        async with page.expect_response("**/api/v1/auth/login") as refused:
+            await page.click("#login-submit")
+        assert (await refused.value).status == 429
+        assert "wait 1 s" in await page.inner_text("#message")
+        assert await page.is_disabled("#login-submit")
+        await page.wait_for_selector("#login-submit:not([disabled])", timeout=T)
     finally:
         await ctx.close()
