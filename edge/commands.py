@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "SIGTERM flushes the journal and exits within a few seconds. SIGHUP re-reads the file:\n"
             "device changes apply live; changes to storage, web, upstream or consumers are reported\n"
             "as needing a restart; a file with errors is refused and nothing changes.\n"
+            "Files, directories and databases it creates are private to its user (0600/0700), and\n"
+            "older ones in the storage directory are made so at start.\n"
             "Logs go to stdout as logfmt lines. Under systemd (Type=notify) it sends READY=1,\n"
             "STATUS=… and, when WatchdogSec= is set, WATCHDOG=1 from the event loop."
         ),
@@ -38,7 +40,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="validate a site file without starting anything",
         description=(
             "Validate SITE.yaml (and the profiles and rule packs it names) without starting anything.\n"
-            "Prints every problem as FILE:LINE: KEY: MESSAGE on stderr and exits 1; exits 0 when valid."
+            "Prints every problem as FILE:LINE: KEY: MESSAGE on stderr and exits 1; exits 0 when valid.\n"
+            "Each of these files may be at most 1 MiB and nest at most 64 levels deep."
         ),
         formatter_class=HelpFormatter,
     )

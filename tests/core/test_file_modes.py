@@ -8,8 +8,6 @@ import os
 import signal
 import sqlite3
 import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +16,12 @@ import yaml
 
 from edge.config import StorageConfig
 from edge.fileperm import make_private
+from tests.core.test_demo_modbus import _edge
 from tests.core.test_service import SITE, NotifySocket, _records, _start
 from tests.support.procs import stop_process
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_sync
 
-ROOT = Path(__file__).resolve().parents[2]
 LOOSE_UMASK = 0o022  # the usual login umask: files 0644, directories 0755
 SHOT = "0" * 64 + ".jpg"
 
@@ -137,24 +135,12 @@ def test_a_state_database_that_is_not_a_database_names_the_file_and_what_to_do(t
     data.mkdir()
     state = data / "state.db"
     state.write_bytes(b"this was never an SQLite file\n" * 200)
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _edge("run", "-c", str(config))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"start failed: {state}: the state database" in proc.stdout
     assert "restore it from a backup, or move it aside" in proc.stdout
-    users = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "users", "list", "-c", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    users = _edge("users", "list", "-c", str(config))
     assert users.returncode == 1
     assert users.stderr.startswith(f"error: {state}: the state database")
     assert "Traceback" not in users.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,12 @@ import yaml
 
 from edge.config import ConfigError, load_profile, load_site_text
 from edge.yamlpos import MAX_BYTES, MAX_DEPTH, YamlError, load
+from tests.core.test_demo_modbus import _edge
 from tests.core.test_service import SITE, NotifySocket, _records, _start
 from tests.support.procs import stop_process
 from tests.support.site import site_file
 from tests.support.waiting import until_sync
 
-ROOT = Path(__file__).resolve().parents[2]
 DEEP = 5000
 HEADER = "site: {id: deep-site}\nx:\n"  # the nesting starts on line 3
 
@@ -34,13 +33,7 @@ def deep_block(levels: int = DEEP) -> str:
 
 
 def _check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return _edge("check", "-c", str(path))
 
 
 def _refused(proc: subprocess.CompletedProcess[str]) -> str:
