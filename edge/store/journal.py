@@ -55,6 +55,7 @@ from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
 log = logging.getLogger("edge.store")
 
 CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never the writer's 30 s
+TIGHT_STEPS = 8  # closer to the reserve than this many full steps' WAL: checkpoint after every step
 PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
@@ -162,6 +163,7 @@ class Journal(JournalReader):
         self.last_recovery: dict[str, Any] | None = None  # the last return from a full disk
         self._recovery: dict[str, Any] | None = None
         self._status = space.StatusFile(path)
+        self._tight = False
         self._published = 0.0
         self._published_flags = (False, False, False)
         self.committed_rows = 0  # since open
@@ -402,6 +404,9 @@ class Journal(JournalReader):
             return None
         self.free_bytes = room.free
         fits = room.rows_that_fit(self.flush_max_items)
+        # a few steps from the reserve: checkpoint after each step so the WAL does not pile up
+        # (not otherwise: a TRUNCATE checkpoint per flush costs an fsync and wears an SD card)
+        self._tight = room.spare < TIGHT_STEPS * room.wal_bytes(self.flush_max_items)
         if fits == 0 and space.file_size(self.path + "-wal") > 0:
             self._checkpoint()  # the WAL may be holding the space: give it back and measure again
             room = self._room()
@@ -486,7 +491,7 @@ class Journal(JournalReader):
             return
         wal = space.file_size(self.path + "-wal")
         self.peak_wal_bytes = max(self.peak_wal_bytes, wal)
-        if not (self.disk_full or self.disk_low):
+        if not (self.disk_full or self._tight):
             return
         # the lowest free space of the step: after its commit, minus what the checkpoint adds to
         # the file before it truncates the WAL
