@@ -6,8 +6,9 @@ it creates is private from the start (SQLite gives a database's -wal and -shm fi
 database itself); `make_private` tightens what exists already: files written by an older version,
 or by a Runtime embedded without the command. It only removes permission bits, never adds any.
 
-A directory that also holds other programs' files (/var/lib, /tmp, a home directory, one owned by
-another user) keeps its mode: the data files in it are still made private one by one.
+A directory that holds anything besides this gateway's data (/var/lib, /tmp, a home directory, a
+project checkout with `storage.path: edge.db`, the demo's directory with its site file) or is owned
+by another user keeps its mode: the data files in it are still made private one by one.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ SHARED_DIRS = frozenset(
 )
 
 
-def shared_dir(path: Path) -> str | None:
-    """Why directory `path` must keep its mode, or None when it holds only this gateway's data."""
+def shared_dir(path: Path, own: tuple[str, ...] | None = None) -> str | None:
+    """Why directory `path` must keep its mode, or None when it holds only this gateway's data:
+    entries whose names start with one of `own` (None: everything in it is ours)."""
     resolved = path.resolve()
     if str(resolved) in SHARED_DIRS:
         return "a system directory"
@@ -46,6 +48,13 @@ def shared_dir(path: Path) -> str | None:
         return "owned by another user"
     if st.st_mode & (stat.S_ISVTX | stat.S_IWOTH):
         return "writable by everyone"
+    if own is not None:
+        try:
+            other = next((e.name for e in os.scandir(resolved) if not e.name.startswith(own)), None)
+        except OSError:
+            return "cannot be listed"
+        if other is not None:
+            return f"holds other files too, such as {other}"
     return None
 
 
@@ -90,12 +99,13 @@ def make_private(storage: StorageConfig, *, blob_dir: bool = False) -> tuple[lis
     if blob_dir and not blobs.exists():
         blobs.mkdir(parents=True, exist_ok=True)  # mode= is filtered by the umask: chmod below
     files = database_files(storage)
-    dirs: list[Path] = []
-    for d in [f.parent for f in files] + ([blobs] if blobs.is_dir() else []):
-        if d not in dirs and d.is_dir():
-            dirs.append(d)
-    for d in dirs:
-        reason = shared_dir(d)
+    own = (*(f.name for f in files), blobs.name)
+    dirs: list[tuple[Path, tuple[str, ...] | None]] = []
+    for d, names in [(f.parent, own) for f in files] + ([(blobs, None)] if blobs.is_dir() else []):
+        if d not in [seen for seen, _ in dirs] and d.is_dir():
+            dirs.append((d, names))
+    for d, names in dirs:
+        reason = shared_dir(d, names)
         if reason is None:
             _tighten(d, PRIVATE_DIR, changed, kept)
         else:

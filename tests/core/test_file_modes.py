@@ -112,20 +112,26 @@ async def test_an_embedded_runtime_makes_its_files_private_under_umask_022(
     assert not_private(data) == []
 
 
-def test_a_directory_shared_with_others_keeps_its_mode_and_the_files_in_it_are_private(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        (0o1777, "writable by everyone"),  # like /tmp
+        (0o755, "holds other files too, such as notes.txt"),  # a project dir with storage.path: edge.db
+    ],
+)
+def test_a_directory_holding_more_than_the_data_keeps_its_mode_and_the_data_is_private(
+    tmp_path: Path, mode: int, reason: str
 ) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
-    shared.chmod(0o1777)  # like /tmp: other programs' files live here too
-    (shared / "edge.db").write_bytes(b"")
-    (shared / "edge.db").chmod(0o644)
-    (shared / "notes.txt").write_text("not ours")
-    (shared / "notes.txt").chmod(0o644)
+    shared.chmod(mode)
+    for name in ("edge.db", "edge.db-wal", "notes.txt"):
+        (shared / name).write_bytes(b"")
+        (shared / name).chmod(0o644)
     changed, kept = make_private(StorageConfig(path=str(shared / "edge.db")))
-    assert changed == [str(shared / "edge.db")]
-    assert kept == [f"{shared} (writable by everyone)"]
-    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert changed == [str(shared / "edge.db"), str(shared / "edge.db-wal")]
+    assert kept == [f"{shared} ({reason})"]
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
     assert stat.S_IMODE((shared / "edge.db").stat().st_mode) == 0o600
     assert stat.S_IMODE((shared / "notes.txt").stat().st_mode) == 0o644
 
