@@ -11,10 +11,11 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -23,10 +24,11 @@ from edge.model import Record
 from edge.store import space
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
+from edge.web.tokens import create_token
 from tests.store.helpers import drop_events, integrity, open_journal, readings
-from tests.support.site import site_file
+from tests.support.site import running_site, site_file
 from tests.support.tools import require_root
-from tests.support.waiting import until
+from tests.support.waiting import until, until_async
 from tests.sync.test_metrics_cli import edge_cli
 
 pytestmark = pytest.mark.root
@@ -347,3 +349,50 @@ async def test_a_reader_holding_a_snapshot_stops_the_recovery_short_of_the_reser
     finally:
         await j.close()
     assert integrity(str(db)) == "ok"
+
+
+async def test_the_status_api_of_a_running_gateway_tells_full_then_ok(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """/api/v1/status → buffer, over HTTP from a running site whose journal is on the small disk."""
+    doc = {
+        "storage": {
+            "path": str(small_disk / "edge.db"),
+            "state_path": str(tmp_path / "state.db"),
+            "disk_reserve": RESERVE,
+            "flush_max_items": STEP,
+        }
+    }
+    async with running_site(tmp_path, doc) as rt:
+        token = create_token(rt.state, "technician", ["read"])
+        url = f"http://127.0.0.1:{rt.web_port}/api/v1/status"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+
+            async def buffer() -> dict[str, Any]:
+                async with http.get(url) as resp:
+                    assert resp.status == 200, await resp.text()
+                    return dict((await resp.json())["buffer"])
+
+            assert not (await buffer())["disk_full"]
+            files = fill(small_disk)
+            batch: list[Record] = list(readings(2000))
+            rt.journal.append(batch)
+            full = await until_async_value(buffer, lambda b: b["disk_full"] and b["failing"], what="full")
+            assert full["free_bytes"] < full["disk_reserve"] == RESERVE and full["writer"] == "this process"
+            free_until(files, small_disk, RESERVE + 2 * 1024**2)
+            ok = await until_async_value(buffer, lambda b: not b["disk_full"] and not b["failing"], what="ok")
+            assert ok["free_bytes"] >= RESERVE and ok["backlog_rows"] == 0
+
+
+async def until_async_value(
+    fetch: Callable[[], Awaitable[dict[str, Any]]], ok: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """The first fetched value that satisfies `ok`, polled with a timeout."""
+    found: dict[str, Any] = {}
+
+    async def check() -> bool:
+        found.update(await fetch())
+        return ok(found)
+
+    await until_async(check, 20, what=what)
+    return found
