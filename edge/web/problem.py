@@ -43,13 +43,13 @@ class Problem(web.HTTPException):
         return problem(self.status_code, self.title, self.detail, self.problem_headers, **self.extra)
 
 
+def json_body(data: Any) -> bytes:
+    """`data` as the JSON every API answers with (also for encoding in a thread)."""
+    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS),
-        content_type="application/json",
-        headers=headers,
-    )
+    return web.Response(status=status, body=json_body(data), content_type="application/json", headers=headers)
 
 
 MAX_DEPTH = 64  # nesting of a JSON body: deeper documents would exhaust recursion further on

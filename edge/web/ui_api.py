@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from edge.store.trend import TrendIndex, history_buckets
 from edge.sync.params import MAX_SEQ
 from edge.web import privacy
 from edge.web.auth import require
-from edge.web.problem import PROBLEM, Problem, json_response, read_json
+from edge.web.problem import PROBLEM, Problem, json_body, json_response, read_json
 from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
 from edge.web.rule_yaml import YamlWorker
 
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 
 SCAN_ROWS = 300_000
 MAX_LIMIT = 5000
+# History, events and alerts queries running at once: each scans in a thread and turns up to
+# MAX_LIMIT rows into JSON there, so a loop of them neither blocks the event loop nor takes every
+# thread of the default executor the rest of the runtime shares; the others wait their turn.
+QUERY_SLOTS = 2
 RESOLUTIONS = ("auto", "raw", "minute", "hour")
 EVENT_PAGE = 500  # rows fetched per round while skipping acknowledged events (unacked=1)
 RAW_SPAN = 3 * 3600.0  # auto answers raw readings for ranges up to this long (when the scan covers them)
@@ -107,6 +112,23 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         )
         return await asyncio.to_thread(journal.query, sql, (floor, *args, limit))
 
+    queries = asyncio.Semaphore(QUERY_SLOTS)
+
+    def bounded(
+        handler: Callable[[web.Request], Awaitable[web.Response]],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def one_of_the_slots(request: web.Request) -> web.Response:
+            async with queries:
+                return await handler(request)
+
+        return one_of_the_slots
+
+    async def rendered(build: Callable[[], Any]) -> web.Response:
+        """A JSON answer whose rows are turned into records and encoded in a thread: up to
+        MAX_LIMIT of them take tens of milliseconds the event loop owes to ingest."""
+        body = await asyncio.to_thread(lambda: json_body(build()))
+        return web.Response(body=body, content_type="application/json")
+
     def trend_index() -> TrendIndex | None:
         trend = runtime.components.get("trend")
         return trend if isinstance(trend, TrendIndex) else None
@@ -169,13 +191,17 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 raw = oldest is None or oldest <= since
             rows = await scan(where, tuple(args), limit + 1) if raw else []
             if resolution == "raw" or (raw and len(rows) <= limit):
-                out = []
-                for _seq, ts, _p, value, quality, *_ in reversed(rows[:limit]):
-                    if quality & BOOL_FLAG:
-                        value = bool(value)
-                    out.append([ts, value, QUALITY_NAMES[quality & 3]])
-                out.sort(key=lambda r: r[0])  # journal order is arrival order; a trend is drawn by time
-                return json_response({**body, "resolution": "raw", "readings": out})
+
+                def readings() -> dict[str, Any]:
+                    out = []
+                    for _seq, ts, _p, value, quality, *_ in reversed(rows[:limit]):
+                        if quality & BOOL_FLAG:
+                            value = bool(value)
+                        out.append([ts, value, QUALITY_NAMES[quality & 3]])
+                    out.sort(key=lambda r: r[0])  # journal order is arrival order; a trend is drawn by time
+                    return {**body, "resolution": "raw", "readings": out}
+
+                return await rendered(readings)
             minutes = math.floor(end / 60) - math.floor(since / 60) + 1
             resolution = "minute" if minutes <= limit else "hour"
         assert trend is not None
@@ -190,9 +216,13 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             scan_floor(),
         )
         body["resolution"] = resolution
-        body["readings"] = [[ts, avg, "good"] for ts, avg, _lo, _hi in buckets]
-        body["ranges"] = [[lo, hi] for _ts, _avg, lo, hi in buckets]
-        return json_response(body)
+
+        def bucketed() -> dict[str, Any]:
+            body["readings"] = [[ts, avg, "good"] for ts, avg, _lo, _hi in buckets]
+            body["ranges"] = [[lo, hi] for _ts, _avg, lo, hi in buckets]
+            return body
+
+        return await rendered(bucketed)
 
     async def device_points(request: web.Request) -> web.Response:
         principal = require(request, "read")
@@ -264,20 +294,22 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         unacked = request.query.get("unacked") in ("1", "true")
         page = max(limit, EVENT_PAGE) if unacked else limit
         rows, scanned_from, indexed_to = await newest_events(conds, tuple(args), page)
-        acks = acks_for([r[0] for r in rows])
+        acks = await asyncio.to_thread(acks_for, [r[0] for r in rows])
         if unacked:
             kept = [r for r in rows if r[0] not in acks]
             while len(kept) < limit and len(rows) == page:  # more may be older than this page
                 rows, _, _ = await newest_events([*conds, "seq < ?"], (*args, rows[-1][0]), page)
-                acked = acks_for([r[0] for r in rows])
+                acked = await asyncio.to_thread(acks_for, [r[0] for r in rows])
                 kept += [r for r in rows if r[0] not in acked]
             rows = kept[:limit]
-        records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows])
-        for r in records:
-            r["ack"] = acks.get(r["seq"])
-        return json_response(
-            {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
-        )
+
+        def listed() -> dict[str, Any]:
+            records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows])
+            for r in records:
+                r["ack"] = acks.get(r["seq"])
+            return {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
+
+        return await rendered(listed)
 
     async def active_alerts(request: web.Request) -> web.Response:
         """Alerts whose latest state per rule is `fired` (not yet cleared): per source, the newest
@@ -290,16 +322,20 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             cursor, indexed = await asyncio.to_thread(trend.latest_events, "alert")
             floor = max(cursor, scan_floor())
             rows = await scan("kind = 'alert'", (), MAX_LIMIT, floor) + indexed
-        latest: dict[str, dict[str, Any]] = {}
-        for r in rows:  # newest first: the first seen per source is its current state
-            rec = row_to_record(r)
-            latest.setdefault(rec["source"], rec)
-        active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
-        active = privacy.minimise(runtime, principal, active)  # after the state is read from it
-        acks = acks_for([r["seq"] for r in active])
-        for r in active:
-            r["ack"] = acks.get(r["seq"])
-        return json_response({"alerts": active})
+
+        def current() -> dict[str, Any]:
+            latest: dict[str, dict[str, Any]] = {}
+            for r in rows:  # newest first: the first seen per source is its current state
+                rec = row_to_record(r)
+                latest.setdefault(rec["source"], rec)
+            active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
+            active = privacy.minimise(runtime, principal, active)  # after the state is read from it
+            acks = acks_for([r["seq"] for r in active])
+            for r in active:
+                r["ack"] = acks.get(r["seq"])
+            return {"alerts": active}
+
+        return await rendered(current)
 
     async def ack(request: web.Request) -> web.Response:
         principal = require(request, "write")
@@ -349,10 +385,10 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         return web.Response(status=status, body=out, content_type=ctype)
 
     r = app.router
-    r.add_get("/api/v1/history", history)
+    r.add_get("/api/v1/history", bounded(history))
     r.add_get("/api/v1/devices/{id}/points", device_points)
     r.add_post("/api/v1/points/{id}/write", write_point)
-    r.add_get("/api/v1/events", events)
-    r.add_get("/api/v1/alerts/active", active_alerts)
+    r.add_get("/api/v1/events", bounded(events))
+    r.add_get("/api/v1/alerts/active", bounded(active_alerts))
     r.add_post("/api/v1/alerts/{seq}/ack", ack)
     r.add_post("/api/v1/ui/yaml", yaml_helper)
