@@ -23,7 +23,10 @@ from typing import Any
 import aiohttp
 import yaml
 
+from edge.model import Event, Quality, Reading, Record, Severity
+from edge.store.journal import Journal
 from edge.web.rule_yaml import MAX_TEXT_BYTES
+from edge.web.ui_api import MAX_LIMIT
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import site_file
@@ -44,6 +47,7 @@ WINDOW_S = 15.0  # unloaded, then loaded; longer than the header timeout, so slo
 PROBE_EVERY = 0.25
 HEALTHZ_BOUND_S = 1.0
 MAX_GAP_S = 2.0
+PREFILL = MAX_LIMIT + 1000
 
 
 def _low_fd_limit() -> None:
@@ -61,6 +65,22 @@ def _readings(db: Path, point: str, since: float, until: float) -> list[float]:
     finally:
         conn.close()
     return [r[0] for r in rows]
+
+
+def _prefill(db: Path) -> None:
+    """An hour of history before the test: enough events and readings that the history and event
+    queries answer their largest pages (MAX_LIMIT rows)."""
+    journal = Journal(str(db)).open()
+    start = time.time() - 3600
+    records: list[Record] = []
+    for i in range(PREFILL):
+        ts = start + i * 3600 / PREFILL
+        records.append(Reading(ts, "meter.fast", float(i), Quality.GOOD))
+        payload = {"rule": "fill", "state": "fired", "value": i, "message": "bin over 90 % full " * 4}
+        records.append(Event("alert", "meter", Severity.WARNING, payload, ts))
+    journal.append(records)
+    asyncio.run(journal.flush())
+    journal.close_sync()
 
 
 def _largest_yaml() -> str:
@@ -112,8 +132,9 @@ async def _worst_case(
         loop("yaml", "POST", "/api/v1/ui/yaml", json=big_yaml),  # two viewers editing rules
         loop("yaml", "POST", "/api/v1/ui/yaml", json=big_yaml),
         loop("deep", "POST", "/api/v1/ui/yaml", data=deep_json, headers=json_header),
-        loop("history", "GET", "/api/v1/history?point=meter.fast&since=0&resolution=raw&limit=5000"),
-        loop("events", "GET", "/api/v1/events?limit=5000"),
+        loop("history", "GET", f"/api/v1/history?point=meter.fast&since=0&resolution=raw&limit={MAX_LIMIT}"),
+        loop("events", "GET", f"/api/v1/events?limit={MAX_LIMIT}"),
+        loop("alerts", "GET", "/api/v1/alerts/active"),
     )
 
 
@@ -170,6 +191,7 @@ def test_healthz_and_ingest_hold_under_a_connection_and_request_flood(tmp_path: 
     doc = yaml.safe_load(SITE)
     doc["web"] = {"listen": f"127.0.0.1:{port}"}
     config = site_file(tmp_path, doc)
+    _prefill(tmp_path / "edge.db")
     made = subprocess.run(
         [sys.executable, "-m", "edge.cli", "tokens", "create", "-c", str(config), "flood", "--scope", "read"],
         cwd=ROOT,
@@ -241,6 +263,7 @@ def test_healthz_and_ingest_hold_under_a_connection_and_request_flood(tmp_path: 
     assert log_path.stat().st_size < 1_000_000, "the log grew by a megabyte"
     # the worst-case requests were served or refused as designed, never a 5xx
     assert statuses["yaml 200"] >= 3 and statuses["deep 422"] >= 3 and statuses["history 200"] >= 3, report
+    assert statuses["events 200"] >= 3 and statuses["alerts 200"] >= 3, report
     assert not [k for k in statuses if k.split()[1][0] not in "24"], report
 
     # ingest: no gap in the 1 s point, and as many readings as in the unloaded window
