@@ -39,9 +39,33 @@ ME = {
     },
 }
 SESSION_STARTED = obj(
-    {"user": obj({"name": {"type": "string"}, "role": {"enum": ROLES}}), "csrf": {"type": "string"}},
+    {
+        "user": obj({"name": {"type": "string"}, "role": {"enum": ROLES}}),
+        "csrf": {"type": "string"},
+        "next": {
+            "type": "string",
+            "description": "where the page goes now: the request's `next` if it is a path on this "
+            "gateway, else /",
+        },
+    },
     ["user", "csrf"],
 )
+NEXT = {"type": "string", "description": "the page to open after logging in (a path on this gateway)"}
+#: a throttled login, setup or password change: wait `retry_after` seconds (also the Retry-After header)
+THROTTLED = {
+    "description": "Too many attempts; wait the Retry-After header's seconds (also `retry_after` in the body)",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {
+        "application/problem+json": {
+            "schema": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Problem"},
+                    obj({"retry_after": {"type": "integer", "minimum": 1}}),
+                ]
+            }
+        }
+    },
+}
 USER = obj(
     {
         "name": {"type": "string"},
@@ -49,7 +73,7 @@ USER = obj(
         "created": {"type": "number"},
         "created_by": {"type": "string"},
         "failures": {"type": "integer"},
-        "locked": {"type": "boolean"},
+        "locked": {"type": "boolean", "description": "logins at this name are slowed by recent failures"},
         "locked_until": NULLABLE_NUM,
         "disabled": {"type": "boolean"},
         "last_login": NULLABLE_NUM,
@@ -161,11 +185,12 @@ def paths() -> dict[str, Any]:
                 "First run: create the admin with the setup code from the gateway's log; starts a session",
                 {
                     "201": ok(SESSION_STARTED, "Admin created, session cookie set"),
-                    **errors(409, 422, 429, body=True),
+                    **errors(409, 422, body=True),
+                    "429": THROTTLED,
                 },
                 request_body=body(
                     obj(
-                        {"code": {"type": "string"}, "name": USER_NAME, "password": PASSWORD},
+                        {"code": {"type": "string"}, "name": USER_NAME, "password": PASSWORD, "next": NEXT},
                         ["code", "name", "password"],
                     )
                 ),
@@ -178,10 +203,14 @@ def paths() -> dict[str, Any]:
                 "Log in with name and password; sets the session cookie and answers the CSRF token",
                 {
                     "200": ok(SESSION_STARTED, "Logged in, session cookie set"),
-                    **errors(423, 429, body=True),
+                    **errors(body=True),
+                    "429": THROTTLED,
                 },
                 request_body=body(
-                    obj({"name": {"type": "string"}, "password": {"type": "string"}}, ["name", "password"])
+                    obj(
+                        {"name": {"type": "string"}, "password": {"type": "string"}, "next": NEXT},
+                        ["name", "password"],
+                    )
                 ),
                 security=PUBLIC,
             )
@@ -200,7 +229,8 @@ def paths() -> dict[str, Any]:
                 "Change the session user's own password; ends its other sessions (UI session only)",
                 {
                     "200": ok(obj({"ok": {"const": True}, "csrf": {"type": "string"}}, ["ok", "csrf"])),
-                    **errors(422, 423, 429, body=True),
+                    **errors(422, body=True),
+                    "429": THROTTLED,
                 },
                 request_body=body(obj({"old": {"type": "string"}, "new": PASSWORD}, ["old", "new"])),
                 security=WRITE_SECURITY,
