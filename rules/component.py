@@ -12,17 +12,12 @@ The API and CLI change rules only through the methods here, so store and engine 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import os
-import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 
 from edge import audit
@@ -32,6 +27,7 @@ from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
 from rules.cron import site_tz
+from rules.dry_run_worker import ChildFailed, OverBudget, end, run_in_child
 from rules.engine import Engine, Firing, KeyState
 from rules.model import (
     CompiledRule,
@@ -52,9 +48,7 @@ RATE_LIMITS = "rate_limits"  # rules_meta key: each rule's remaining action budg
 PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill -9 window)
 DRY_RUN_SECONDS = 30.0  # wall-clock budget of one dry run (its process is killed past it)
 DRY_RUN_MEMORY = 512 * 2**20  # resident memory of a dry run's process (its address space: twice that)
-MEMORY_POLL_S = 0.1  # how often the resident memory of a running dry run is read
 MAX_DRY_RUNS = 2  # dry runs at once; more are refused with 429 and Retry-After
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `rules` is importable from
 
 
 class DryRunBusy(Problem):
@@ -127,7 +121,7 @@ class RulesComponent:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        await asyncio.gather(*(_end(p) for p in list(self.dry_run_procs)))
+        await asyncio.gather(*(end(p) for p in list(self.dry_run_procs)))
         for task in list(self._backfills):
             task.cancel()
         await asyncio.gather(*self._backfills, return_exceptions=True)
@@ -226,17 +220,15 @@ class RulesComponent:
         start with the readings before `since` (same row cap as the refill at start).
 
         It runs in a child process (`rules.dry_run_worker`) on a read-only connection to the
-        journal file: no work of the dry run can hold this process's event loop. The child has a
-        wall-clock budget (`dry_run_seconds`, killed past it), an address-space cap
-        (`dry_run_memory` resident, twice that of address space), and at most MAX_DRY_RUNS run at once. Raises `Problem`: 422 when the
-        dry run is over a budget, 429 (Retry-After) when too many run, 503 when the child failed."""
+        journal file, so no work of the dry run can hold this process's event loop, within a
+        wall-clock budget (`dry_run_seconds`) and a memory budget (`dry_run_memory` resident), at
+        most MAX_DRY_RUNS at once. Raises `Problem`: 422 over a budget or a limit, 429 with
+        Retry-After when too many run, 503 when the child failed."""
         now = time.monotonic()
         if len(self.dry_runs) >= MAX_DRY_RUNS:
             raise DryRunBusy(max(1, math.ceil(min(self.dry_runs.values()) - now)))
-        budget = self.dry_run_seconds
         token = object()
-        self.dry_runs[token] = now + budget
-        proc: asyncio.subprocess.Process | None = None
+        self.dry_runs[token] = now + self.dry_run_seconds
         try:
             journal = self.runtime.journal
             await journal.flush()  # the child reads the file: every record handed over so far is in it
@@ -247,43 +239,20 @@ class RulesComponent:
                 "since": since,
                 "until": until,
                 "max_rows": self.config.window_backfill_rows,
-                "memory_bytes": self.dry_run_memory,
-                "seconds": budget,
             }
-            path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "rules.dry_run_worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": path},
-            )
-            self.dry_run_procs.add(proc)
-            watch = asyncio.create_task(_watch_memory(proc, self.dry_run_memory))
-            try:
-                async with asyncio.timeout(self.dry_runs[token] - time.monotonic()):
-                    out, err = await proc.communicate(orjson.dumps(request, default=str))
-            except TimeoutError:
-                raise Problem(
-                    422,
-                    "Dry run over its time budget",
-                    f"the dry run did not finish within {budget:g} s and was stopped; "
-                    "dry-run fewer hours or a simpler rule",
-                    limit="time",
-                ) from None
-            finally:
-                watch.cancel()
-                over_memory = (await asyncio.gather(watch, return_exceptions=True))[0] is True
-            if over_memory:
-                raise _over_memory(self.dry_run_memory)
-            return _answer(out, err, proc.returncode)
+            return await run_in_child(request, self.dry_run_seconds, self.dry_run_memory, self.dry_run_procs)
+        except OverBudget as exc:
+            hint = {"time": "; dry-run fewer hours or a simpler rule", "memory": "; dry-run fewer hours"}
+            raise Problem(
+                422, "Dry run over its budget", f"{exc}{hint.get(exc.limit, '')}", limit=exc.limit
+            ) from None
+        except ValueError as exc:
+            raise Problem(422, "Dry run failed", str(exc)) from None
+        except ChildFailed as exc:
+            log.error("%s", exc)
+            raise Problem(503, "Dry run failed", "the dry run's process ended unexpectedly") from None
         finally:
             del self.dry_runs[token]
-            if proc is not None:
-                await _end(proc)
-                self.dry_run_procs.discard(proc)
 
     # ------------------------------------------------------------ live evaluation
     def _on_records(self, records: list[Record]) -> None:
@@ -459,66 +428,6 @@ class RulesComponent:
     def export_pack(self) -> str:
         assert self.store is not None
         return dump_pack([s.doc for s in self.store.list_rules()])
-
-
-async def _end(proc: asyncio.subprocess.Process) -> None:
-    """Kill (if still running) and reap a dry run's process, even when the caller is cancelled."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    await asyncio.shield(proc.wait())
-
-
-async def _watch_memory(proc: asyncio.subprocess.Process, limit: int) -> bool:
-    """Kill `proc` once its resident memory passes `limit`; True if it did. The child caps its own
-    address space too (at twice this), but only if the system let it, and a mapping that never
-    becomes resident should not end a dry run."""
-    while proc.returncode is None:
-        rss = _resident(proc.pid)
-        if rss is None:
-            return False  # ended (or no /proc): the wall-clock budget still holds
-        if rss > limit:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            return True
-        await asyncio.sleep(MEMORY_POLL_S)
-    return False
-
-
-def _resident(pid: int) -> int | None:
-    """Resident bytes of a process (a read of a few hundred bytes from procfs, never a disk)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            return next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _over_memory(limit: int) -> Problem:
-    return Problem(
-        422,
-        "Dry run over its memory budget",
-        f"the dry run needed more than {limit // 2**20} MiB of memory and was stopped; "
-        "dry-run fewer hours or a rule that fires less",
-        limit="memory",
-    )
-
-
-def _answer(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:
-    try:
-        answer = orjson.loads(out)
-    except orjson.JSONDecodeError:
-        answer = None
-    if isinstance(answer, dict) and isinstance(answer.get("result"), dict):
-        return answer["result"]  # type: ignore[no-any-return]
-    if isinstance(answer, dict) and "error" in answer:
-        limit = {"limit": answer["limit"]} if answer.get("limit") else {}
-        raise Problem(422, "Dry run failed", str(answer["error"]), **limit)
-    tail = err.decode("utf-8", "replace").strip().splitlines()[-1:]
-    log.error("dry run process ended with %s: %s", returncode, tail)
-    raise Problem(
-        503, "Dry run failed", f"the dry run's process ended unexpectedly (exit status {returncode})"
-    )
 
 
 def create(runtime: Runtime) -> RulesComponent | None:

@@ -1,5 +1,6 @@
-"""A dry run in a process of its own: `python -m rules.dry_run_worker`, started by
-`RulesComponent.dry_run`.
+"""A dry run in a process of its own: both ends. `run_in_child` (the gateway's side, used by
+`RulesComponent.dry_run`) starts `python -m rules.dry_run_worker`, watches and reaps it; `main` is
+the child.
 
 A dry run evaluates a rule someone is still writing over up to a month of journal records; in the
 gateway's process even a thread running it would hold the interpreter lock while the event loop
@@ -11,6 +12,10 @@ the gateway that started it is gone. Where a limit cannot be set (a seccomp filt
 prlimit64; the shipped unit allows it) it is skipped with a line on stderr; the parent's watch of
 resident memory and wall clock still holds.
 
+The gateway kills the child past its wall-clock budget or once its resident memory passes the
+budget (read from /proc every MEMORY_POLL_S), and reaps it on every path: answer, budget, error,
+cancellation (a request or the gateway stopping).
+
 Request (stdin, JSON): {"journal": path, "rule": rule document, "timezone": name or null,
 "since": ts, "until": ts, "max_rows": n, "memory_bytes": n, "seconds": n}.
 Answer (stdout, JSON): {"result": {firings, evaluated, prefill}} or {"error": text, "limit": name}.
@@ -18,14 +23,125 @@ Answer (stdout, JSON): {"result": {firings, evaluated, prefill}} or {"error": te
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import resource
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 MAX_REQUEST = 4 * 1024 * 1024  # bytes of the request: a rule document and a few numbers
+MEMORY_POLL_S = 0.1  # how often the gateway reads a running child's resident memory
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `rules` is importable from
+
+
+class OverBudget(Exception):
+    """The dry run passed a budget ("time", "memory") or one of the expression limits; `limit`
+    names which."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
+class ChildFailed(Exception):
+    """The child ended without an answer (killed from outside, a crash)."""
+
+
+# ---------------------------------------------------------------- the gateway's side
+async def run_in_child(
+    request: dict[str, Any], seconds: float, memory: int, running: set[asyncio.subprocess.Process]
+) -> dict[str, Any]:
+    """The dry run's result, computed by a child process given `request` (see the module
+    docstring) and at most `seconds` of wall clock and `memory` resident bytes. The process is in
+    `running` while it runs. Raises OverBudget (a budget or an expression limit), ChildFailed, or
+    ValueError (the rule did not compile)."""
+    path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rules.dry_run_worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    running.add(proc)
+    watch = asyncio.create_task(_watch_memory(proc, memory))
+    try:
+        async with asyncio.timeout(seconds):
+            out, err = await proc.communicate(
+                orjson.dumps({**request, "memory_bytes": memory, "seconds": seconds})
+            )
+    except TimeoutError:
+        raise OverBudget("time", f"the dry run did not finish within {seconds:g} s and was stopped") from None
+    finally:
+        watch.cancel()
+        over_memory = (await asyncio.gather(watch, return_exceptions=True))[0] is True
+        await end(proc)
+        running.discard(proc)
+    if over_memory:
+        raise OverBudget("memory", _memory_message(memory))
+    return _answer(out, err, proc.returncode)
+
+
+async def end(proc: asyncio.subprocess.Process) -> None:
+    """Kill (if still running) and reap a child, even when the caller is being cancelled."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await asyncio.shield(proc.wait())
+
+
+async def _watch_memory(proc: asyncio.subprocess.Process, limit: int) -> bool:
+    """Kill `proc` once its resident memory passes `limit`; True if it did. The child caps its own
+    address space too (at twice this), but only if the system let it, and a mapping that never
+    becomes resident should not end a dry run."""
+    while proc.returncode is None:
+        rss = _resident(proc.pid)
+        if rss is None:
+            return False  # ended (or no /proc): the wall-clock budget still holds
+        if rss > limit:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            return True
+        await asyncio.sleep(MEMORY_POLL_S)
+    return False
+
+
+def _resident(pid: int) -> int | None:
+    """Resident bytes of a process (a read of a few hundred bytes from procfs, never a disk)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _memory_message(memory: int) -> str:
+    return f"the dry run needed more than {memory // 2**20} MiB of memory"
+
+
+def _answer(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:
+    try:
+        answer = orjson.loads(out)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("result"), dict):
+        return answer["result"]  # type: ignore[no-any-return]
+    if isinstance(answer, dict) and "error" in answer:
+        if answer.get("limit"):
+            raise OverBudget(str(answer["limit"]), str(answer["error"]))
+        raise ValueError(str(answer["error"]))
+    tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
+    raise ChildFailed(f"the dry run's process ended with status {returncode}: {' | '.join(tail)}")
+
+
+# ---------------------------------------------------------------- the child
 
 
 def _cap(memory_bytes: int, seconds: float) -> None:
@@ -75,7 +191,7 @@ def main() -> int:
     try:
         answer = run(request)
     except MemoryError:
-        answer = {"error": f"the dry run needed more than {memory // 2**20} MiB of memory", "limit": "memory"}
+        answer = {"error": _memory_message(memory), "limit": "memory"}
     sys.stdout.buffer.write(orjson.dumps(answer, default=str, option=orjson.OPT_NON_STR_KEYS))
     sys.stdout.buffer.flush()
     return 0 if "result" in answer else 1
