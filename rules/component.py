@@ -246,8 +246,6 @@ class RulesComponent:
             raise Problem(
                 422, "Dry run over its budget", f"{exc}{hint.get(exc.limit, '')}", limit=exc.limit
             ) from None
-        except ValueError as exc:
-            raise Problem(422, "Dry run failed", str(exc)) from None
         except ChildFailed as exc:
             log.error("%s", exc)
             raise Problem(503, "Dry run failed", "the dry run's process ended unexpectedly") from None

@@ -58,8 +58,7 @@ async def run_in_child(
 ) -> dict[str, Any]:
     """The dry run's result, computed by a child process given `request` (see the module
     docstring) and at most `seconds` of wall clock and `memory` resident bytes. The process is in
-    `running` while it runs. Raises OverBudget (a budget or an expression limit), ChildFailed, or
-    ValueError (the rule did not compile)."""
+    `running` while it runs. Raises OverBudget (a budget or an expression limit) or ChildFailed."""
     path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -136,7 +135,7 @@ def _answer(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:
     if isinstance(answer, dict) and "error" in answer:
         if answer.get("limit"):
             raise OverBudget(str(answer["limit"]), str(answer["error"]))
-        raise ValueError(str(answer["error"]))
+        raise ChildFailed(f"the dry run failed: {answer['error']}")  # the rule was validated before
     tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
     raise ChildFailed(f"the dry run's process ended with status {returncode}: {' | '.join(tail)}")
 
