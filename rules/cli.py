@@ -77,10 +77,22 @@ def register(sub: Any) -> None:
 
 
 def _read(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    """A pack's text; a pack over the YAML size cap is a RulePackError, found before the file is
+    read whole."""
+    from edge.yamlpos import MAX_BYTES, YamlError, read_text, too_large
+    from rules.model import RulePackError
+
+    try:
+        if path != "-":
+            return read_text(path)
+        text = sys.stdin.read(MAX_BYTES + 1)
+        if len(text.encode("utf-8")) > MAX_BYTES:
+            raise too_large("<stdin>", len(text.encode("utf-8")), MAX_BYTES)
+        return text
+    except YamlError as exc:
+        raise RulePackError([str(p) for p in exc.problems]) from None
+    except UnicodeDecodeError as exc:
+        raise RulePackError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
 
 
 def _webhook_allow(config: str) -> list[str]:

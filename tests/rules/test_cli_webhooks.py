@@ -57,3 +57,29 @@ def test_check_and_import_refuse_a_webhook_the_site_does_not_allow(tmp_path: Pat
     out = _rules("import", "-c", str(allowing), str(pack))
     assert out.returncode == 0, out.stderr
     assert "imported notify-central" in out.stdout
+
+
+def test_edge_check_holds_the_site_packs_to_its_allow_list(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+    site = site_file(tmp_path, {"devices": [], "rules": {"packs": [str(pack)]}})
+    out = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "check", "-c", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert f"{pack}:" in out.stderr and "hooks.example.net" in out.stderr and "webhook_allow" in out.stderr
+
+
+def test_rules_commands_refuse_an_oversized_or_binary_pack_without_a_traceback(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("rules: []\n" + "#" * (2 * 1024 * 1024) + "\n", encoding="utf-8")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"rules: [\xff\xfe]\n")
+    for pack, expected in ((big, "file too large"), (binary, "not UTF-8")):
+        out = _rules("check", str(pack))
+        assert out.returncode == 1, out.stderr
+        assert expected in out.stderr and "Traceback" not in out.stderr
