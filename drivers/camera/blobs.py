@@ -3,7 +3,8 @@
 Layout: `<blob_dir>/<camera id>/<sha256>.jpg`. The blob id is the sha256 of the bytes (64
 lowercase hex digits), so an id names exactly one content and a request can be validated
 without touching the file system; ids are matched by pattern, never joined into a path raw.
-A file appears under its final name only complete (temp file, fsync, rename). No OpenCV here:
+A file appears under its final name only complete (temp file, fsync, rename). Snapshots show
+people and plates: files are created 0600 and camera folders 0700 whatever the umask. No OpenCV here:
 the web server serves blobs on sites without cameras too.
 """
 
@@ -38,13 +39,15 @@ class BlobStore:
     def put(self, camera: str, data: bytes) -> Blob:
         digest = hashlib.sha256(data).hexdigest()
         folder = self.root / camera
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
         final = folder / f"{digest}{SUFFIX}"
         if final.exists():  # the same picture again: it becomes the newest, once
             os.utime(final)
             return Blob(digest, final, len(data), digest)
         tmp = folder / f".{digest}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
