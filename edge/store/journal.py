@@ -143,7 +143,11 @@ class Journal(JournalReader):
         self._pending: list[Record] = []
         self._ops: list[tuple[str, tuple[Any, ...]]] = []  # cursor updates, committed with the next flush
         self._cond = threading.Condition(threading.Lock())
-        self._flush_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
+        # flush() waiters with the count of records appended before they asked: a step commits at
+        # most flush_max_items, and a waiter must not wait for records appended after it
+        self._flush_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int], int]] = []
+        self._appended = 0  # records ever appended
+        self._taken = 0  # ...of which taken from the head of the queue (a step, or dropped)
         self._thread: threading.Thread | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -270,6 +274,7 @@ class Journal(JournalReader):
         with self._cond:
             pending = self._pending
             pending.extend(records)
+            self._appended += len(records)
             n = len(pending)
             if n >= self.flush_max_items:
                 if n > self.max_pending:  # SQLite has been failing for a while: apply the policy
@@ -280,6 +285,7 @@ class Journal(JournalReader):
                     else:
                         self._overflow.extend(pending[:cut])
                         del pending[:cut]
+                        self._taken += cut
                 self._cond.notify()
 
     @property
@@ -294,7 +300,7 @@ class Journal(JournalReader):
         with self._cond:
             if self._thread is None:
                 raise JournalClosed("journal is closed")
-            self._flush_waiters.append((loop, fut))
+            self._flush_waiters.append((loop, fut, self._appended))
             self._cond.notify()
         return await fut
 
@@ -348,12 +354,15 @@ class Journal(JournalReader):
                 take = min(len(self._pending), self.flush_max_items if fits is None else fits)
                 batch = self._pending[:take]
                 del self._pending[:take]
+                self._taken += take
                 ops, self._ops = self._ops, []
                 overflow, self._overflow = self._overflow, []
                 closing = self._closing
-                waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = []
-                if not self._pending or fits == 0:  # flush() means everything appended so far
+                if not self._pending or fits == 0:  # nothing more can go in now: answer them all
                     waiters, self._flush_waiters = self._flush_waiters, []
+                else:
+                    waiters = [w for w in self._flush_waiters if w[2] <= self._taken]
+                    self._flush_waiters = [w for w in self._flush_waiters if w[2] > self._taken]
             if overflow:
                 self._refused(overflow, "queue_overflow", "dropped_overflow")
             if self._bursts:
@@ -366,7 +375,7 @@ class Journal(JournalReader):
             elif batch or ops or self._ready_events:
                 ok = self._commit(batch, ops)
             self._publish()
-            for loop, fut in waiters:
+            for loop, fut, _ in waiters:
                 loop.call_soon_threadsafe(_resolve, fut, self.committed_seq)
             if closing:
                 if ok or failures_while_closing >= 3:
@@ -663,6 +672,7 @@ class Journal(JournalReader):
             batch = []
         with self._cond:  # keep them, in order, ahead of newer records
             self._pending[:0] = batch
+            self._taken -= len(batch)
             self._ops[:0] = ops
         if full and self.when_full == "drop_oldest":
             self._free_space()

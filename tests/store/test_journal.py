@@ -261,3 +261,17 @@ async def test_health_reports_rates_backlog_and_time_until_full(tmp_path: Path) 
         assert h["rows"] == 15_000 and h["cursors"]["city-platform"]["backlog"] == 15_000
     finally:
         ro.close_sync()
+
+
+async def test_flush_returns_once_what_came_before_it_is_in_while_more_keeps_coming(tmp_path: Path) -> None:
+    """A transaction takes at most flush_max_items records; flush() (and so a sink's cursor move)
+    must not wait for the queue to run dry when records arrive faster than the writer commits."""
+    j = open_journal(tmp_path, flush_max_items=1000)
+    try:
+        j.append(list(readings(5000)))
+        flushed = asyncio.ensure_future(j.flush())
+        await until(lambda: (j.append(list(readings(20_000))), flushed.done())[1], 10, what="flush()")
+        assert flushed.result() >= 5000
+        assert j.pending > 0  # the queue never ran dry meanwhile
+    finally:
+        await j.close()
