@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edge.web.auth import auth_middleware
-from edge.web.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, connection_budget
+from edge.web.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
 from edge.web.problem import Problem, problem
 
 if TYPE_CHECKING:
@@ -52,7 +52,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def build_app(runtime: Runtime) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[busy_middleware, error_middleware, auth_middleware], client_max_size=MAX_BODY
+    )
     app[RUNTIME_KEY] = runtime
     app[CONNECTIONS_KEY] = ConnectionStats(total=connection_budget())
     for name in ROUTE_MODULES:

@@ -5,7 +5,11 @@ because only here the peer address is known before a transport and a request han
 connection past the per-client cap or the total cap is closed at once with a reset (a few
 syscalls, no buffers, no handler), never queued until file descriptors run out. The total cap
 comes from the process's soft RLIMIT_NOFILE at start, leaving room for devices, sinks and the
-SQLite files. When accept() itself fails for want of descriptors (EMFILE), accepting pauses
+SQLite files. When the total is reached, a new connection takes the place of the oldest one that
+has not yet sent a whole request (a slow client still sending its headers), or failing that of
+the keep-alive connection idle longest, so clients spread over many addresses cannot lock
+everyone out until their headers time out; only when every connection is serving a request is
+the new one refused. When accept() itself fails for want of descriptors (EMFILE), accepting pauses
 briefly instead of spinning, and the failure is a counter, logged at most once a minute.
 
 Slow clients: a connection that has not sent complete request headers within HEADER_TIMEOUT of
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import resource
 import socket
@@ -27,7 +32,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -67,10 +72,15 @@ class ConnectionStats:
     accepted: int = 0
     refused_per_client: int = 0
     refused_total: int = 0
+    evicted: int = 0  # idle connections closed to admit a new one at the total cap
     accept_errors: int = 0  # accept() failed (out of descriptors or buffers)
     by_client: dict[str, int] = field(default_factory=dict)
+    #: admitted connections that have not sent a whole request yet, oldest first
+    fresh: dict[_Slot, None] = field(default_factory=dict)
+    #: connections that were served and wait for their next request, longest idle first
+    idle: dict[_Slot, None] = field(default_factory=dict)
     _logged_at: float = -LOG_EVERY
-    _logged_counts: tuple[int, int, int] = (0, 0, 0)
+    _logged_counts: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -78,28 +88,42 @@ class ConnectionStats:
             "accepted": self.accepted,
             "refused_per_client": self.refused_per_client,
             "refused_total": self.refused_total,
+            "evicted": self.evicted,
             "accept_errors": self.accept_errors,
             "per_client_cap": self.per_client,
             "total_cap": self.total,
         }
+
+    def evict_idlest(self) -> bool:
+        """Close the oldest connection without a request, else the one idle longest, to make room;
+        False when every connection is serving a request."""
+        for slot in itertools.chain(self.fresh, self.idle):
+            if slot.transport is not None:
+                slot.transport.abort()
+                slot.release()  # now: its connection_lost comes on a later loop turn
+                self.evicted += 1
+                self.note_trouble("total cap reached, the longest idle connection closed")
+                return True
+        return False
 
     def note_trouble(self, what: str) -> None:
         """Log the first refusal or accept error, then at most one line a minute with the counts."""
         now = time.monotonic()
         if now - self._logged_at < LOG_EVERY:
             return
-        counts = (self.refused_per_client, self.refused_total, self.accept_errors)
+        counts = (self.refused_per_client, self.refused_total, self.evicted, self.accept_errors)
         since = [c - p for c, p in zip(counts, self._logged_counts, strict=True)]
         self._logged_at, self._logged_counts = now, counts
         log.warning(
             "web connections refused (%s): %d over the per-client cap of %d, %d over the total cap "
-            "of %d, %d accept errors since the last report; %d open",
+            "of %d, %d idle ones closed to make room, %d accept errors since the last report; %d open",
             what,
             since[0],
             self.per_client,
             since[1],
             self.total,
             since[2],
+            since[3],
             self.open,
             extra={"connections": self.as_dict()},
         )
@@ -108,18 +132,33 @@ class ConnectionStats:
 class _Slot:
     """One admitted connection's share of the caps, given back exactly once."""
 
-    __slots__ = ("client", "released", "stats")
+    __slots__ = ("busy", "client", "released", "stats", "transport")
 
     def __init__(self, stats: ConnectionStats, client: str) -> None:
         self.stats, self.client, self.released = stats, client, False
+        self.transport: asyncio.Transport | None = None  # set once the handler has it
+        self.busy = 0  # requests in progress
         stats.open += 1
         stats.accepted += 1
         stats.by_client[client] = stats.by_client.get(client, 0) + 1
+        stats.fresh[self] = None
+
+    def request_started(self) -> None:
+        self.busy += 1
+        self.stats.fresh.pop(self, None)
+        self.stats.idle.pop(self, None)
+
+    def request_done(self) -> None:
+        self.busy -= 1
+        if not self.busy and not self.released:
+            self.stats.idle[self] = None  # the most recently active: evicted last
 
     def release(self) -> None:
         if self.released:
             return
         self.released = True
+        self.stats.fresh.pop(self, None)
+        self.stats.idle.pop(self, None)
         self.stats.open -= 1
         left = self.stats.by_client[self.client] - 1
         if left:
@@ -137,6 +176,7 @@ class _Counted(asyncio.Protocol):
         self.inner, self.slot = inner, slot
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.slot.transport = cast(asyncio.Transport, transport)
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -270,14 +310,14 @@ class GatedSite(web.BaseSite):
                 self._pause()
                 return
             client = str(addr[0]) if isinstance(addr, tuple) else "local"
-            if stats.open >= stats.total:
-                stats.refused_total += 1
-                _reset(conn)
-                stats.note_trouble("total cap reached")
-            elif stats.by_client.get(client, 0) >= stats.per_client:
+            if stats.by_client.get(client, 0) >= stats.per_client:
                 stats.refused_per_client += 1
                 _reset(conn)
                 stats.note_trouble(f"per-client cap reached by {client}")
+            elif stats.open >= stats.total and not stats.evict_idlest():
+                stats.refused_total += 1
+                _reset(conn)
+                stats.note_trouble("total cap reached, every connection busy")
             else:
                 conn.setblocking(False)
                 task = asyncio.ensure_future(self._serve(conn, _Slot(stats, client)))
@@ -307,3 +347,17 @@ class GatedSite(web.BaseSite):
                 raise
             if not isinstance(exc, OSError | ssl.SSLError | TimeoutError):
                 log.debug("connection setup failed", exc_info=True)
+
+
+@web.middleware
+async def busy_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Mark the request's connection busy while it is handled, so the total cap never evicts it."""
+    protocol = request.transport.get_protocol() if request.transport is not None else None
+    slot = protocol.slot if isinstance(protocol, _Counted) else None
+    if slot is None:
+        return await handler(request)  # type: ignore[no-any-return]
+    slot.request_started()
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    finally:
+        slot.request_done()

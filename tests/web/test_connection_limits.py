@@ -19,6 +19,7 @@ import pytest
 from edge.web import limits
 from edge.web.app import CONNECTIONS_KEY
 from edge.web.limits import PER_CLIENT, ConnectionStats
+from edge.web.tokens import create_token
 from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.web.conftest import SITE
@@ -116,21 +117,55 @@ async def test_one_address_holds_at_most_its_share(site: Any) -> None:
             w.close()
 
 
-async def test_the_total_cap_refuses_cheaply_and_logs_once(site: Any, caplog: Any) -> None:
+async def test_the_total_cap_evicts_the_longest_idle_then_refuses_and_logs_once(
+    site: Any, caplog: Any
+) -> None:
     caplog.set_level(logging.WARNING, logger="edge.web.limits")
     stats = stats_of(site)
     stats.total = 6
-    held = [await connect(site, f"127.0.0.{10 + i}") for i in range(6)]
+    # a browser's keep-alive connection, served once, then five connections that never send a
+    # whole request, from six addresses
+    served = await connect(site, "127.0.0.10")
+    served[1].write(HEALTHZ.replace(b"Connection: close", b"Connection: keep-alive"))
+    assert (await served[0].readline()).startswith(b"HTTP/1.1 200")
+    idle = [served]
+    for i in range(1, 6):
+        idle.append(await connect(site, f"127.0.0.{10 + i}"))
+        await until(lambda n=i + 1: stats.open == n, what="admitted")
+    await until(lambda: len(stats.fresh) == 5 and len(stats.idle) == 1, what="five fresh, one served")
+    # a seventh address is served: the oldest connection without a request makes room, not the
+    # older one that was served and waits for its next request
+    assert (await healthz(site, "127.0.0.30")).startswith(b"HTTP/1.1 200")
+    assert stats.evicted == 1 and stats.refused_total == 0
+    async with asyncio.timeout(5):
+        assert await closed_by_server(idle[1][0])
+    assert served[1].transport is not None and not served[1].transport.is_closing()
+    assert stats.by_client.get("127.0.0.10") == 1
+    for _, w in idle:
+        w.close()
+    await until(lambda: stats.open == 0, what="slots released")
+
+    # every connection busy with a request (a body that has not arrived yet): nothing to evict
+    token = create_token(site.state, "uploader", ["read"])
+    busy = []
+    for i in range(6):
+        reader, writer = await connect(site, f"127.0.0.{10 + i}")
+        writer.write(
+            b"POST /api/v1/ui/yaml HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n".encode()
+        )
+        busy.append((reader, writer))
     try:
-        await until(lambda: stats.open == 6, what="six admitted")
+        await until(lambda: stats.open == 6 and not stats.fresh and not stats.idle, what="six busy")
         for i in range(20):
             assert await healthz(site, f"127.0.0.{30 + i}") == b""
-        assert stats.refused_total == 20 and stats.open == 6
+        assert stats.refused_total == 20 and stats.open == 6 and stats.evicted == 1
+        # the eviction was logged; the refusals within the minute only count
         lines = [r for r in caplog.records if "web connections refused" in r.getMessage()]
         assert len(lines) == 1, [r.getMessage() for r in lines]
         assert "total cap of 6" in lines[0].getMessage()
     finally:
-        for _, w in held:
+        for _, w in busy:
             w.close()
     await until(lambda: stats.open == 0, what="slots released")
     assert (await healthz(site)).startswith(b"HTTP/1.1 200")
