@@ -1,6 +1,7 @@
 """Slow HTTP clients for the flood test, run as their own process (`python -m tests.web.slow_clients
-PORT COUNT SECONDS`): COUNT connections to 127.0.0.1:PORT from ten loopback addresses
-(127.0.0.2-11), half trickling header bytes one a second, half idle. A connection the server
+PORT COUNT SECONDS`): COUNT connections to 127.0.0.1:PORT from 25 loopback addresses
+(127.0.0.2-26: 40 each, more than one address may hold, and more in all than the server holds
+with the fd limit of a unit without LimitNOFILE), half trickling header bytes one a second, half idle. A connection the server
 closes or refuses is opened again after a pause, so the pressure lasts until SECONDS have passed;
 then it prints its counts as one JSON line and exits."""
 
@@ -13,7 +14,7 @@ import resource
 import sys
 import time
 
-SOURCES = [f"127.0.0.{i}" for i in range(2, 12)]
+SOURCES = [f"127.0.0.{i}" for i in range(2, 27)]
 REOPEN_AFTER = 2.0  # seconds before a refused or closed connection is opened again
 TRICKLE_EVERY = 1.0
 

@@ -256,10 +256,10 @@ def test_healthz_and_ingest_hold_under_a_connection_and_request_flood(tmp_path: 
     assert not calm_failures and not failures, (failures, report)
     assert max(latencies) < HEALTHZ_BOUND_S, report
 
-    # the flood was real: the server held connections, refused the rest and closed slow ones
-    assert flood_counts["max_open"] >= 100 and flood_counts["closed_by_server"] > 0, report
+    # the flood was real: the server held connections, refused or evicted the rest, closed slow ones
+    assert flood_counts["max_open"] >= 500 and flood_counts["closed_by_server"] > 0, report
     assert "Traceback" not in log_text and "out of system resource" not in log_text, log_text[-3000:]
-    assert log_text.count("web connections refused") <= 1, log_text[-3000:]  # once a minute at most
+    assert log_text.count("web connections refused") == 1, log_text[-3000:]  # once a minute at most
     assert log_path.stat().st_size < 1_000_000, "the log grew by a megabyte"
     # the worst-case requests were served or refused as designed, never a 5xx
     assert statuses["yaml 200"] >= 3 and statuses["deep 422"] >= 3 and statuses["history 200"] >= 3, report
