@@ -26,7 +26,7 @@ from edge.store.trend import TrendIndex, history_buckets
 from edge.sync.params import MAX_SEQ
 from edge.web import privacy
 from edge.web.auth import require
-from edge.web.problem import PROBLEM, Problem, json_body, json_response, read_json
+from edge.web.problem import Problem, json_body, json_response, read_json
 from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
 from edge.web.rule_yaml import YamlWorker
 
@@ -381,8 +381,9 @@ def setup(app: web.Application, runtime: Runtime) -> None:
             status, out = await yaml_worker.run("data", body["data"])
         else:
             raise Problem(400, "Expected text or data", 'send {"text": "yaml"} or {"data": {...}}')
-        ctype = "application/json" if status == 200 else PROBLEM
-        return web.Response(status=status, body=out, content_type=ctype)
+        # a located YAML error is a problem document too, but stays application/json: the rule
+        # editor and the API description have always read its `error` from that
+        return web.Response(status=status, body=out, content_type="application/json")
 
     r = app.router
     r.add_get("/api/v1/history", bounded(history))
