@@ -4,12 +4,15 @@ Origin must match this server's scheme, host and port."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from edge.web.tokens import create_token
-from tests.web.conftest import PASSWORD, Client
+from tests.support.site import running_site
+from tests.web.conftest import PASSWORD, SITE, Client, setup_code
 
 NEW_USER = {"name": "mallory", "role": "admin", "password": PASSWORD}
 
@@ -97,3 +100,23 @@ async def test_login_with_a_bearer_header_is_refused_not_mixed(site: Any, admin:
         ) as r:
             assert r.status == 401
             assert "edge_session" not in r.cookies
+
+
+async def test_over_tls_only_an_https_origin_is_this_gateway(tmp_path: Path) -> None:
+    from edge.cli import main
+
+    assert main(["tls", "selfsigned", "--out", str(tmp_path / "tls"), "--name", "127.0.0.1"]) == 0
+    doc = yaml.safe_load(SITE)
+    doc["web"] = {"tls_cert": str(tmp_path / "tls/edge.crt"), "tls_key": str(tmp_path / "tls/edge.key")}
+    async with running_site(tmp_path, doc) as rt:
+        base = f"https://127.0.0.1:{rt.web_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            setup = {"code": setup_code(rt), "name": "admin", "password": PASSWORD}
+            async with s.post(base + "/api/v1/auth/setup", json=setup, ssl=False) as r:
+                assert r.status == 201
+                csrf = (await r.json())["csrf"]
+            path = base + "/api/v1/points/gate-north.barrier_open/write"
+            for origin, expect in ((f"http://127.0.0.1:{rt.web_port}", 403), (base, 200)):
+                headers = {"Origin": origin, "X-CSRF-Token": csrf}
+                async with s.post(path, json={"value": True}, headers=headers, ssl=False) as r:
+                    assert r.status == expect, (origin, await r.text())
