@@ -233,3 +233,24 @@ async def test_yaml_conversions_past_the_queue_are_429_with_retry_after(api: Any
     assert statuses.count(429) >= 1 and set(statuses) <= {200, 429}, answers
     assert all(after == "2" for s, after in answers if s == 429)
     assert (await convert())[0] == 200  # the queue drained
+
+
+async def test_a_json_body_that_arrives_in_pieces_is_read_whole(api: Any) -> None:
+    _, rt = api
+    token = create_token(rt.state, "pieces", ["read"])
+    body = orjson.dumps({"data": {"notes": ["水表" * 50] * 400}})  # ~120 KB
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.web_port)
+    try:
+        writer.write(
+            b"POST /api/v1/ui/yaml HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        for i in range(0, len(body), 16384):
+            writer.write(body[i : i + 16384])
+            await writer.drain()
+            await asyncio.sleep(0.05)  # pacing: the handler must see the body arrive in pieces
+        async with asyncio.timeout(30):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:500]

@@ -202,3 +202,24 @@ async def test_accept_out_of_descriptors_pauses_instead_of_spinning(site: Any, c
     finally:
         for c in clients:
             c.close()
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("edge.web.problem.BODY_TIMEOUT", 1.0)
+    token = create_token(site.state, "uploader", ["read"])
+    reader, writer = await connect(site)
+    body = b'{"text": "id: a"}'
+    writer.write(
+        b"POST /api/v1/ui/yaml HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: {len(body) + 1}\r\n\r\n".encode()
+        + body  # one byte short: the server waits for it
+    )
+    try:
+        async with asyncio.timeout(10):
+            status = await reader.readline()
+            rest = await reader.read(4000)
+        assert status.startswith(b"HTTP/1.1 408"), status + rest
+        assert b"within 1 s" in rest
+    finally:
+        writer.close()
+    await until(lambda: stats_of(site).open == 0, what="the connection closed")
