@@ -131,7 +131,7 @@ async def test_the_total_cap_evicts_the_longest_idle_then_refuses_and_logs_once(
     idle = [served]
     for i in range(1, 6):
         idle.append(await connect(site, f"127.0.0.{10 + i}"))
-        await until(lambda n=i + 1: stats.open == n, what="admitted")
+        await until(lambda: stats.open == len(idle), what="admitted")
     await until(lambda: len(stats.fresh) == 5 and len(stats.idle) == 1, what="five fresh, one served")
     # a seventh address is served: the oldest connection without a request makes room, not the
     # older one that was served and waits for its next request
