@@ -62,6 +62,14 @@ async def healthz(rt: Any, source: str = "127.0.0.1") -> bytes:
             await writer.wait_closed()
 
 
+def upload_head(token: str, length: int) -> bytes:
+    """The head of a rule-editor request whose body is `length` bytes."""
+    return (
+        b"POST /api/v1/ui/yaml HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: {length}\r\n\r\n".encode()
+    )
+
+
 async def closed_by_server(reader: asyncio.StreamReader) -> bool:
     try:
         return await reader.read(1) == b""
@@ -150,10 +158,7 @@ async def test_the_total_cap_evicts_the_longest_idle_then_refuses_and_logs_once(
     busy = []
     for i in range(6):
         reader, writer = await connect(site, f"127.0.0.{10 + i}")
-        writer.write(
-            b"POST /api/v1/ui/yaml HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n".encode()
-        )
+        writer.write(upload_head(token, 100))
         busy.append((reader, writer))
     try:
         await until(lambda: stats.open == 6 and not stats.fresh and not stats.idle, what="six busy")
@@ -209,11 +214,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(site: Any, monkeypatch
     token = create_token(site.state, "uploader", ["read"])
     reader, writer = await connect(site)
     body = b'{"text": "id: a"}'
-    writer.write(
-        b"POST /api/v1/ui/yaml HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {token}\r\nContent-Length: {len(body) + 1}\r\n\r\n".encode()
-        + body  # one byte short: the server waits for it
-    )
+    writer.write(upload_head(token, len(body) + 1) + body)  # one byte short: the server waits for it
     try:
         async with asyncio.timeout(10):
             status = await reader.readline()
