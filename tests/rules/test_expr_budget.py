@@ -30,7 +30,7 @@ from tests.rules.helpers import engine, r
 
 TS = 1.75e9
 ENV = Engine().env
-BIG_TEXT = "ab 12 %d " * 12_000  # an event payload or a text reading of ~100 kB
+BIG_TEXT = "ab 12 %d " * 3_000  # an event payload or a text reading of 27 kB: past every size limit
 DIGITS = "9" * 4000
 
 
