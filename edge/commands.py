@@ -123,7 +123,7 @@ def load_or_report(path: str) -> Site | None:
 
 def open_reader(config: str) -> tuple[Site, Any] | None:
     """The site and a read-only journal for a tool; None (with the reason on stderr) otherwise."""
-    from edge.store.journal import Journal
+    from edge.store.journal import Journal, JournalUnreadable
 
     site = load_or_report(config)
     if site is None:
@@ -132,7 +132,11 @@ def open_reader(config: str) -> tuple[Site, Any] | None:
     if not db.exists():
         print(f"{db}: no journal yet (has the site run?)", file=sys.stderr)
         return None
-    return site, Journal.open_readonly(str(db))
+    try:
+        return site, Journal.open_readonly(str(db))
+    except JournalUnreadable as exc:
+        print(exc, file=sys.stderr)
+        return None
 
 
 # ---------------------------------------------------------------- commands
@@ -142,6 +146,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     if not check_rule_packs(site):
         return 1
+    if Path(site.storage.path).exists():
+        from edge.store.journal import Journal, JournalUnreadable
+
+        try:
+            Journal.open_readonly(site.storage.path).close_sync()
+        except JournalUnreadable as exc:
+            print(f"{args.config}: storage.path: {exc}", file=sys.stderr)
+            return 1
     if not args.quiet:
         points = sum(len(d.point_infos()) for d in site.devices)
         print(
@@ -323,11 +335,19 @@ def format_health(h: dict[str, Any]) -> str:
     for key in ("dropped_oldest", "dropped_newest", "dropped_overflow", "history_trimmed", "write_errors"):
         if h.get(key):
             lines.append(f"{key.replace('_', ' '):<15} {h[key]:,}")
-    if h.get("failing") or h.get("disk_full") or h.get("disk_low"):
-        state = (
-            "disk full" if h.get("disk_full") else "disk space low" if h.get("disk_low") else "writes failing"
-        )
+    if h.get("failing") or h.get("disk_full") or h.get("disk_low") or h.get("recovering"):
+        if h.get("recovering"):
+            state = "recovering from a full disk"
+        elif h.get("disk_full"):
+            state = "disk full"
+        else:
+            state = "disk space low" if h.get("disk_low") else "writes failing"
         lines.append(f"WARNING         {state}: {h.get('last_error') or 'see the log'}")
+    if h.get("backlog_rows"):
+        lines.append(f"backlog         {h['backlog_rows']:,} records waiting in memory for space")
+    if h.get("free_bytes") is not None:
+        reserve = format_size(h["disk_reserve"]) if h.get("disk_reserve") is not None else "none"
+        lines.append(f"disk free       {format_size(h['free_bytes'])} (journal reserve {reserve})")
     cursors = h.get("cursors") or {}
     if cursors:
         lines.append("cursors:")

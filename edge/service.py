@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from edge.config import ConfigError, Site, load_site
 from edge.runtime import Runtime, StartError
 from edge.sdnotify import Notifier
+from edge.store.journal import JournalUnreadable
 
 log = logging.getLogger("edge.service")
 RESTART_SECTIONS = ("storage", "web", "upstream", "consumers", "modbus_server")
@@ -97,7 +98,7 @@ async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) ->
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     try:
         await rt.start()
-    except StartError as exc:
+    except (StartError, JournalUnreadable) as exc:
         log.error("start failed: %s", exc)
         with contextlib.suppress(Exception):
             await rt.stop()

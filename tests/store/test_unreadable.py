@@ -44,11 +44,6 @@ def test_a_journal_that_is_not_a_database_is_named_and_left_alone(tmp_path: Path
     untouched(db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/commands.py (cmd_buffer_stats, cmd_check) and edge/service.py (serve) do not catch "
-    "JournalUnreadable yet: `edge buffer stats` and `edge run` print a traceback",
-)
 @pytest.mark.parametrize("command", [["buffer", "stats"], ["run"], ["check"]])
 def test_the_commands_print_the_named_error_without_a_traceback(tmp_path: Path, command: list[str]) -> None:
     db = garbage_journal(tmp_path)
