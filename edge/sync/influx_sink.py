@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+# The `precision=` query value each server version takes for a site-file precision: 1.x's /write
+# knows n, u, ms, s, m, h and reads an unknown value ("us") as nanoseconds, answering 204, so
+# microsecond points would land in 1970; 2.x's /api/v2/write takes ns, us, ms, s.
+V1_PRECISION = {"s": "s", "ms": "ms", "us": "u", "ns": "n"}
+V2_PRECISION = {"s": "s", "ms": "ms", "us": "us", "ns": "ns"}
 
 
 class InfluxSinkConfig(PushSinkConfig):
@@ -85,11 +90,11 @@ class InfluxSink(PushSink):
         else:
             path = ""  # the URL already names the write endpoint
         if cfg.version == 1:
-            q = {"db": cfg.database, "precision": cfg.precision}
+            q = {"db": cfg.database, "precision": V1_PRECISION[cfg.precision]}
             if cfg.retention_policy:
                 q["rp"] = cfg.retention_policy
         else:
-            q = {"org": cfg.org, "bucket": cfg.bucket, "precision": cfg.precision}
+            q = {"org": cfg.org, "bucket": cfg.bucket, "precision": V2_PRECISION[cfg.precision]}
         self._url = f"{base}{path}?{urlencode(q)}"
 
     def target(self) -> str:

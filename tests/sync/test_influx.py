@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 
 from edge.model import Reading
+from edge.sync.influx_sink import SCALE
 from tests.support.site import running_site
 from tests.support.tools import require_tool
 from tests.sync.helpers import free_port, wait_for
@@ -66,10 +68,12 @@ bind-address = "127.0.0.1:{free_port()}"
         except aiohttp.ClientError:
             return False
 
-    async def query(self, q: str, db: str | None = None) -> dict:  # type: ignore[type-arg]
+    async def query(self, q: str, db: str | None = None, epoch: str | None = None) -> dict:  # type: ignore[type-arg]
         params = {"q": q}
         if db:
             params["db"] = db
+        if epoch:
+            params["epoch"] = epoch
         async with aiohttp.ClientSession() as s, s.post(f"{self.url}/query", params=params) as r:
             assert r.status == 200, await r.text()
             return await r.json()  # type: ignore[no-any-return]
@@ -188,3 +192,83 @@ async def test_line_protocol_and_v2_target(tmp_path: Path, monkeypatch: pytest.M
         'events,gateway=test-site,kind=alert,severity=warning,source=rule\\ 1 payload="{\\"a\\": \\"x y\\"}",seq=6i 2000000',
     ]
     assert sink.unrepresentable == 1
+
+
+# The units each server version documents for its `precision=` parameter (seconds per unit):
+# 1.x /write (n, u, ms, s, m, h) and 2.x /api/v2/write (ns, us, ms, s).
+V1_UNITS = {"n": 1e-9, "u": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+V2_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+async def test_every_precision_lands_at_the_record_time(tmp_path: Path, influx: Influx) -> None:
+    """One sink per precision the site file accepts, each to its own database; the points read
+    back (epoch=ns) carry the record's time within one unit of that precision (precision: us
+    was once sent as `us`, which 1.x reads as nanoseconds: points from 1970)."""
+    await wait_for(influx.ping, 30, "influxd to answer /ping")
+    precisions = sorted(SCALE)
+    upstream = []
+    for p in precisions:
+        await influx.query(f"CREATE DATABASE prec_{p}")
+        upstream.append(
+            {
+                "id": f"tsdb-{p}",
+                "type": "influxdb",
+                "url": influx.url,
+                "database": f"prec_{p}",
+                "precision": p,
+                "batch": {"max_items": 100, "max_age": "50ms"},
+                "include": {"events": False},
+            }
+        )
+    async with running_site(tmp_path, {"upstream": upstream}) as rt:
+        # sub-second parts down to the microsecond, a few seconds apart (one point per second
+        # stays distinct even at precision: s)
+        base = float(int(time.time()) - 600)
+        stamps = [base + k * 3 + frac for k, frac in enumerate((0.123456, 0.5, 0.987654, 0.000321))]
+        rt.hub.ingest([Reading(ts, "meter.kw", float(k)) for k, ts in enumerate(stamps)])
+        committed = await rt.journal.flush()
+        sinks = rt.components["sync"].sinks
+        await wait_for(
+            lambda: all(s.cursor >= committed for s in sinks.values()), 30, "every sink to deliver"
+        )
+        assert all(s.failures == 0 for s in sinks.values())
+    for p in precisions:
+        doc = await influx.query("SELECT kw FROM meter ORDER BY time", f"prec_{p}", epoch="ns")
+        values = doc["results"][0]["series"][0]["values"]
+        got = {int(v): t for t, v in values}
+        assert sorted(got) == list(range(len(stamps))), (p, values)
+        # a float timestamp near today's epoch resolves about 0.24 us: ns is held to 1 us
+        unit_ns = max(1e9 / SCALE[p], 1_000)
+        for k, ts in enumerate(stamps):
+            assert abs(got[k] - ts * 1e9) <= unit_ns, (p, k, got[k], ts)
+
+
+@pytest.mark.parametrize("precision", sorted(SCALE))
+@pytest.mark.parametrize("version", [1, 2])
+async def test_precision_parameter_is_one_the_server_version_knows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, version: int
+) -> None:
+    """The `precision=` sent names the same unit the timestamps are written in, from the set the
+    server version documents. 1.x is also checked against a real server above; no InfluxDB 2.x
+    is installed here, so for 2.x this check against its documented parameter set is the test."""
+    monkeypatch.setenv("INFLUX_TOKEN", "tok")
+    target = {"database": "db"} if version == 1 else {"org": "o", "bucket": "b", "token_env": "INFLUX_TOKEN"}
+    doc = {
+        "upstream": [
+            {
+                "id": "tsdb",
+                "type": "influxdb",
+                "version": version,
+                "url": "http://127.0.0.1:9/",
+                "precision": precision,
+                "retry": {"initial": "10s", "max": "10s"},
+                **target,
+            }
+        ]
+    }
+    async with running_site(tmp_path, doc, web=False) as rt:
+        sink = rt.components["sync"].sinks["tsdb"]
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(sink.target()).query))
+    units = V1_UNITS if version == 1 else V2_UNITS
+    assert query["precision"] in units
+    assert units[query["precision"]] == pytest.approx(1 / SCALE[precision])
