@@ -158,8 +158,11 @@ class ModbusDevice(DeviceConfig):
     poll: Duration = 5.0
     timeout: Duration = 1.0  # per request
     retries: int = Field(1, ge=0, le=10)  # per request, before the poll counts as failed
-    max_gap: int = Field(10, ge=0, le=MAX_REGISTERS)  # registers read and thrown away to save a request
-    max_gap_bits: int = Field(64, ge=0, le=MAX_BITS)
+    #: registers read and thrown away to save a request. The default bridges any hole that keeps the
+    #: request within `max_registers` (Telegraf's `max_insert` at its limit): a device that refuses
+    #: a read across unmapped registers gets the request split, and the split is remembered.
+    max_gap: int = Field(MAX_REGISTERS, ge=0, le=MAX_REGISTERS)
+    max_gap_bits: int = Field(MAX_BITS, ge=0, le=MAX_BITS)
     max_registers: int = Field(MAX_REGISTERS, ge=1, le=MAX_REGISTERS)  # some devices accept fewer
     max_bits: int = Field(MAX_BITS, ge=1, le=MAX_BITS)
     #: device demands 32/64-bit values at even addresses (a profile says so; validation enforces it)

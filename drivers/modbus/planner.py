@@ -66,8 +66,8 @@ class SplitMemory:
 def plan(
     points: Iterable[PlannedPoint],
     *,
-    max_gap: int = 10,
-    max_gap_bits: int = 64,
+    max_gap: int = 125,
+    max_gap_bits: int = 2000,
     max_registers: int = 125,
     max_bits: int = 2000,
     splits: SplitMemory | None = None,

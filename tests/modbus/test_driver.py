@@ -95,6 +95,35 @@ async def test_profile_chint_dtsu666_engineering_values() -> None:
             await got.polled(1)
             values = got.values()
             assert got.driver.health.state == HealthState.ONLINE
+            # the 16- and 24-register holes of its map are read rather than cost two more requests
+            assert got.driver.requests_last_cycle == 2
+            reads = {(a, n) for _u, fc, a, n in srv.faults.pdus if fc == 4}
+            assert reads == {(0x2006, 64), (0x401E, 12)}
+    for address, (_raw, expected) in DTSU_RAW.items():
+        assert values[DTSU_NAMES[address]] == pytest.approx(expected, rel=1e-6), DTSU_NAMES[address]
+
+
+async def test_dtsu666_that_refuses_reads_across_its_holes_converges() -> None:
+    # only the profile's own registers exist: every read spanning a hole is "illegal data address"
+    items = [(a, "float32", raw, "ABCD") for a, (raw, _) in DTSU_RAW.items()]
+    from edge.config import load_profile, merge_profile
+
+    profile, _ = load_profile("chint-dtsu666")
+    mapped = [int(p["address"]) for p in profile["points"]]
+    regs = _filled(items, [(a, a + 2) for a in mapped])
+    async with tcp_server({7: {"input": regs}}) as srv:
+        doc = {"profile": "chint-dtsu666", "connection": conn(srv.port), "unit": 7, "poll": 0.05}
+        async with running_driver(merge_profile(profile, doc | {"id": "meter-b1"})) as got:
+            await got.polled(4)
+            values = got.values()
+            assert got.driver.health.state == HealthState.ONLINE, got.driver.health.reason
+            assert not [r for r in got.records if getattr(r, "quality", 0) != Quality.GOOD]
+            # each refused merged read was tried once; every later cycle uses the remembered cut
+            reads = [(a, n) for _u, fc, a, n in srv.faults.pdus if fc == 4]
+            assert reads.count((0x2006, 64)) == 1 and reads.count((0x401E, 12)) == 1
+            assert got.driver.requests_last_cycle == 5
+            plan = [(r.start, r.count) for r in got.driver.plan_for(0.05)]
+            assert plan == [(0x2006, 20), (0x202A, 2), (0x2044, 2), (0x401E, 2), (0x4028, 2)]
     for address, (_raw, expected) in DTSU_RAW.items():
         assert values[DTSU_NAMES[address]] == pytest.approx(expected, rel=1e-6), DTSU_NAMES[address]
 
