@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -77,9 +78,9 @@ DTSU_NAMES = {
 }
 
 
-def _filled(items: list[tuple[int, str, object, str]], spans: list[tuple[int, int]]) -> dict[int, int]:
+def _filled(items: Sequence[tuple[int, str, object, str]], spans: list[tuple[int, int]]) -> dict[int, int]:
     regs = {a: 0 for start, end in spans for a in range(start, end)}
-    regs.update(registers_for({"input": items})["input"])
+    regs.update(registers_for({"input": list(items)})["input"])
     return regs
 
 
