@@ -134,11 +134,12 @@ class Engine:
             return self.add(compiled)
         rr = RuleRuntime(compiled, self)
         self._time(rr)
-        self.suspended.pop(rr.id, None)  # saved again: evaluated again (the error shows until then)
         rr.states, rr.last_fired, rr.error, rr.error_ts = old.states, old.last_fired, old.error, old.error_ts
         rr.evaluations = old.evaluations
         rr.schedule_token = old.schedule_token  # its queued schedule timers stay valid
         self.rules[rr.id] = rr
+        if self.suspended.pop(rr.id, None) is not None:  # saved again: evaluated again
+            self._rearm(rr)
         for expr in compiled.exprs.values():  # actions may bring new windows; the condition's stay
             for point, secs in expr.windows:
                 if point is not None:
@@ -154,6 +155,18 @@ class Engine:
             self._event_route.clear()
             for k in [k for k in self._nodata_seen if k[0] == rule_id]:
                 del self._nodata_seen[k]
+
+    def _rearm(self, rr: RuleRuntime) -> None:
+        """Arm the timers of a rule coming out of suspension (`advance` dropped all but its
+        schedule meanwhile), as `restore` does after a restart; a timer that was not dropped finds
+        its state moved on and does nothing."""
+        for key, st in rr.states.items():
+            if st.phase == "pending" and st.since is not None:
+                self._push(st.since + rr.for_s, rr.id, key, "for")
+            elif st.phase == "active" and rr.rule.notify == "repeat" and st.last_notified is not None:
+                self._push(st.last_notified + rr.every, rr.id, key, "repeat")
+        for k in [k for k in self._nodata_seen if k[0] == rr.id]:
+            del self._nodata_seen[k]  # the next reading starts the dead-man watch again
 
     def _time(self, rr: RuleRuntime) -> None:
         """Time the rule's expressions that have size-dependent operations (see the module
@@ -283,9 +296,13 @@ class Engine:
         while timers and timers[0][0] <= now:
             deadline, _, rid, key, kind = heapq.heappop(timers)
             rr = self.rules.get(rid)
-            if rr is None or not rr.rule.enabled or rid in self.suspended:
+            if rr is None or not rr.rule.enabled:
                 continue
             self.now = max(self.now, deadline)
+            if rid in self.suspended:  # evaluates nothing; keeps its schedule for when it is saved
+                if kind == "schedule" and key == rr.schedule_token:
+                    self._next_schedule(rr, deadline)
+                continue
             st = rr.states.get(key)
             if kind == "for":
                 if st and st.phase == "pending" and st.since is not None and st.since + rr.for_s == deadline:
@@ -313,12 +330,15 @@ class Engine:
                 args = (None, None, "", "", "", deadline, "good", "schedule", "", "", None)
                 self.evaluations += 1
                 self._evaluate(rr, "", args, deadline, out)
-                for cron in rr.schedules:
-                    nxt = cron.next_after(deadline, self.tz)
-                    if nxt > deadline:
-                        self._push(nxt, rid, rr.schedule_token, "schedule")
-                        break
+                self._next_schedule(rr, deadline)
         return out
+
+    def _next_schedule(self, rr: RuleRuntime, deadline: float) -> None:
+        for cron in rr.schedules:
+            nxt = cron.next_after(deadline, self.tz)
+            if nxt > deadline:
+                self._push(nxt, rr.id, rr.schedule_token, "schedule")
+                break
 
     def _nodata_due(self, rr: RuleRuntime, point: str, deadline: float, out: list[Firing]) -> None:
         seen = self._nodata_seen.get((rr.id, point))

@@ -25,6 +25,7 @@ from rules.expr import (
     LimitExceeded,
     compile_expr,
 )
+from rules.model import parse_rule
 from rules.templates import render_template
 from tests.rules.helpers import engine, r
 
@@ -228,6 +229,20 @@ def test_rule_over_its_time_budget_twice_in_a_row_goes_to_error_and_is_suspended
     assert [f.rule.id for f in e.process([Event("ping", "x", "info", huge, TS + 3)])] == ["slow"]
 
 
+def test_a_suspended_rule_saved_again_gets_its_timers_back() -> None:
+    e = Engine()
+    e.eval_budget = 0.0  # every timed evaluation is over it
+    doc = {"id": "tick", "when": [{"schedule": "* * * * *"}], "if": "len(str(ts)) > 0", "notify": "always"}
+    e.add(parse_rule(doc), TS)
+    assert [f.kind for f in e.advance(TS + 60)] == ["fired"]  # one strike
+    assert [f.kind for f in e.advance(TS + 120)] == ["error"] and "tick" in e.suspended
+    assert e.advance(TS + 600) == []  # its schedule timers pass unevaluated
+    e.eval_budget = 10.0
+    e.replace(parse_rule({**doc, "name": "renamed"}))  # same logic: states kept, suspension lifted
+    assert "tick" not in e.suspended
+    assert [f.kind for f in e.advance(TS + 650)] == ["fired"]  # TS + 620: the next minute
+
+
 def test_a_slow_evaluation_that_ends_in_an_error_counts_against_the_time_budget() -> None:
     e = Engine()
     e.eval_budget = 0.0005
@@ -253,8 +268,6 @@ def test_a_size_limit_error_reports_once_and_the_rule_recovers() -> None:
 
 
 def _rule(rule_id: str, cond: str) -> Any:
-    from rules.model import parse_rule
-
     return parse_rule({"id": rule_id, "when": [{"event": "ping"}], "if": cond, "notify": "toggle"})
 
 
