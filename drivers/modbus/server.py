@@ -12,6 +12,13 @@ The optional `modbus_server:` section maps point ids to register addresses:
 Values are encoded from the hub's latest readings at the moment a request arrives, so the server
 is never behind the hub. A point without a good value reads as NaN (floats) or 0. The map is
 read-only: writes are refused with "illegal function"/"illegal address" by the datastore.
+
+A read that spans registers no point occupies is refused with "illegal data address" unless the
+site says `fill_gaps: zeros` (then the holes between the lowest and the highest mapped register of
+a table read as 0). A request for a unit id the server does not serve is answered with exception
+0x0B, "gateway target device failed to respond": the gateway is the BMS's path to the site's
+devices and no device answers at that unit (0x02 would send the technician looking at register
+addresses that are right). Each such unit is logged once and counted.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class ServedPoint(Strict):
 class ServerConfig(ListenAddress, Strict):
     listen: str = "0.0.0.0:5020"
     unit: int = Field(1, ge=0, le=255)
+    #: what a read across registers no point occupies gets: "illegal data address", or zeros
+    fill_gaps: Literal["refuse", "zeros"] = "refuse"
     points: list[ServedPoint] = Field(default_factory=list)
 
     @field_validator("listen", mode="before")
@@ -97,6 +106,28 @@ _FC_TABLE = {
 }
 
 
+class _UnitGate:
+    """The server's datastore as pymodbus sees it: the served unit's requests go through, any other
+    unit gets exception 0x0B at once (pymodbus would log a traceback and answer "device failure")."""
+
+    def __init__(self, core: Any, component: ModbusServerComponent) -> None:
+        self.core = core
+        self.component = component
+
+    def device_ids(self) -> list[int]:
+        return list(self.core.device_ids())
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1) -> Any:
+        if device_id != self.component.config.unit:
+            return self.component.unknown_unit(device_id)
+        return await self.core.async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id: int, func_code: int, address: int, values: Any) -> Any:
+        if device_id != self.component.config.unit:
+            return self.component.unknown_unit(device_id)
+        return await self.core.async_setValues(device_id, func_code, address, values)
+
+
 class ModbusServerComponent:
     """Runtime component serving the hub's latest values."""
 
@@ -108,20 +139,50 @@ class ModbusServerComponent:
         self.unknown = sorted(p.point for p in config.points if p.point not in known)
         self.points = [p for p in config.points if p.point in known]
         self.requests = 0
+        #: requests per unit id this server does not serve (at most 256 keys: unit ids are a byte)
+        self.unknown_units: dict[int, int] = {}
         self.port: int | None = None
         self._server: Any = None
         self._task: asyncio.Task[Any] | None = None
+
+    def unknown_unit(self, unit: int) -> Any:
+        """Count a request for `unit`, log the first one, and give the exception to answer."""
+        from pymodbus.constants import ExcCodes
+
+        seen = self.unknown_units.get(unit, 0)
+        self.unknown_units[unit] = seen + 1
+        if not seen:
+            log.warning(
+                "modbus_server: a client asked for unit %d, which this server does not serve (it answers "
+                "unit %d); answered exception 0x0B (gateway target device failed to respond). Further "
+                "requests for unit %d are counted (unknown_unit_requests), not logged",
+                unit,
+                self.config.unit,
+                unit,
+            )
+        return ExcCodes.GATEWAY_NO_RESPONSE
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {"requests": self.requests, "unknown_unit_requests": sum(self.unknown_units.values())}
 
     def _devices(self) -> Any:
         from pymodbus.simulator import DataType as SimType
         from pymodbus.simulator import SimData, SimDevice
 
         blocks: dict[str, list[Any]] = {"coil": [], "discrete": [], "holding": [], "input": []}
+        spans: dict[str, tuple[int, int]] = {}
         for p in self.points:
             if p.table in ("coil", "discrete"):
+                # bits between two points already read as off: pymodbus packs a bit table whole
                 blocks[p.table].append(SimData(p.address, values=[False], datatype=SimType.BITS))
+            elif self.config.fill_gaps == "zeros":
+                lo, hi = spans.get(p.table, (p.address, p.address + p.count))
+                spans[p.table] = (min(lo, p.address), max(hi, p.address + p.count))
             else:
                 blocks[p.table].append(SimData(p.address, values=[0] * p.count, datatype=SimType.REGISTERS))
+        for table, (lo, hi) in spans.items():
+            blocks[table].append(SimData(lo, values=[0] * (hi - lo), datatype=SimType.REGISTERS))
         for table, b in blocks.items():
             if not b:  # pymodbus needs every table: park an unused cell far away
                 kind = SimType.BITS if table in ("coil", "discrete") else SimType.INVALID
@@ -177,6 +238,8 @@ class ModbusServerComponent:
         if self.unknown:
             log.warning("modbus_server: unknown points not served: %s", ", ".join(self.unknown))
         self._server = ModbusTcpServer(self._devices(), address=(self.config.host, self.config.port))
+        if self.config.unit != 0:  # unit 0 answers every unit id
+            self._server.context = _UnitGate(self._server.context, self)
         await self._server.serve_forever(background=True)
         sock = self._server.transport.sockets[0] if getattr(self._server, "transport", None) else None
         self.port = sock.getsockname()[1] if sock is not None else self.config.port
@@ -193,6 +256,9 @@ class ModbusServerComponent:
             "points": len(self.points),
             "unknown_points": self.unknown,
             "requests": self.requests,
+            "fill_gaps": self.config.fill_gaps,
+            "unknown_unit_requests": sum(self.unknown_units.values()),
+            "unknown_units": {str(u): n for u, n in sorted(self.unknown_units.items())},
         }
 
 

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from drivers.modbus import codec
 from edge.model import Quality, Reading
 from tests.modbus.servers import registers_for, tcp_server
-from tests.support.site import running_site
+from tests.support.site import load, running_site
 
 
-async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
-    from pymodbus.client import AsyncModbusTcpClient
-
-    doc = {
+def served_site(points: list[dict[str, Any]], **server: Any) -> dict[str, Any]:
+    """A site whose meter-b1 (voltage, energy, door; not polled) is served by `modbus_server:`."""
+    return {
         "devices": [
             {
                 "id": "meter-b1",
                 "driver": "modbus",
-                "enabled": False,  # values are injected below; the point ids must exist
+                "enabled": False,  # values are injected by the tests; the point ids must exist
                 "connection": {"transport": "tcp", "host": "127.0.0.1"},
                 "points": [
                     {"name": "voltage", "table": "input", "address": 0, "type": "float32"},
@@ -33,17 +36,22 @@ async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
                 ],
             }
         ],
-        "modbus_server": {
-            "listen": "127.0.0.1:0",  # the server binds a free port itself: no port to lose to others
-            "unit": 1,
-            "points": [
-                {"point": "meter-b1.voltage", "address": 0, "type": "float32"},
-                {"point": "meter-b1.energy", "address": 2, "type": "uint32", "order": "CDAB"},
-                {"point": "meter-b1.door", "table": "coil", "address": 3},
-                {"point": "nowhere.value", "address": 10},
-            ],
-        },
+        # the server binds a free port itself: no port to lose to others
+        "modbus_server": {"listen": "127.0.0.1:0", "unit": 1, "points": points, **server},
     }
+
+
+async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    doc = served_site(
+        [
+            {"point": "meter-b1.voltage", "address": 0, "type": "float32"},
+            {"point": "meter-b1.energy", "address": 2, "type": "uint32", "order": "CDAB"},
+            {"point": "meter-b1.door", "table": "coil", "address": 3},
+            {"point": "nowhere.value", "address": 10},
+        ]
+    )
     async with running_site(tmp_path, doc, web=False) as rt:
         now = time.time()
         rt.hub.ingest(
@@ -87,6 +95,91 @@ async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
             )
             assert out.returncode == 0, out.stderr
             assert "[1]: \t229.75" in out.stdout
+
+
+GAPPED = [  # holding 0-1 and 10-11 are served; 2-9 belong to no point
+    {"point": "meter-b1.voltage", "address": 0, "type": "float32"},
+    {"point": "meter-b1.energy", "address": 10, "type": "uint32"},
+]
+
+
+async def test_unknown_unit_gets_exception_0x0b_one_log_line_and_a_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    caplog.set_level(logging.DEBUG, logger="pymodbus")
+    async with running_site(tmp_path, served_site(GAPPED), web=False) as rt:
+        rt.hub.ingest([Reading(time.time(), "meter-b1.voltage", 231.5)])
+        server = rt.components["modbus_server"]
+        caplog.clear()
+        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            for _ in range(40):  # a BMS polling the wrong unit
+                r = await client.read_holding_registers(0, count=2, device_id=7)
+                assert r.isError() and r.exception_code == 0x0B
+            r = await client.read_coils(0, count=1, device_id=9)
+            assert r.isError() and r.exception_code == 0x0B
+            r = await client.write_register(0, 1, device_id=9)
+            assert r.isError() and r.exception_code == 0x0B
+            # the served unit still answers, and a read across the unmapped 2-9 is refused
+            r = await client.read_holding_registers(0, count=2, device_id=1)
+            assert codec.decode(r.registers, "float32") == 231.5
+            r = await client.read_holding_registers(0, count=12, device_id=1)
+            assert r.isError() and r.exception_code == 0x02
+        finally:
+            client.close()
+        mbpoll = shutil.which("mbpoll")
+        if mbpoll:  # what a BMS technician would try first
+            out = await asyncio.to_thread(
+                subprocess.run,
+                [mbpoll, "-1", "-a", "7", "-t", "4", "-r", "1", "-p", str(server.port), "127.0.0.1"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            assert out.returncode != 0
+            assert "Target device failed to respond" in out.stderr  # libmodbus names 0x0B so
+        assert server.counters["unknown_unit_requests"] == 42 + (1 if mbpoll else 0)
+        assert server.status()["unknown_units"] == {"7": 40 + (1 if mbpoll else 0), "9": 2}
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in lines] == ["drivers.modbus.server"] * 2, [r.getMessage() for r in lines]
+    assert "unit 7" in lines[0].getMessage() and "0x0B" in lines[0].getMessage()
+    assert "unit 9" in lines[1].getMessage()
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+
+
+async def test_fill_gaps_zeros_serves_the_holes_between_points(tmp_path: Path) -> None:
+    from pymodbus.client import AsyncModbusTcpClient
+
+    async with running_site(tmp_path, served_site(GAPPED, fill_gaps="zeros"), web=False) as rt:
+        rt.hub.ingest(
+            [Reading(time.time(), "meter-b1.voltage", 231.5), Reading(time.time(), "meter-b1.energy", 70000)]
+        )
+        server = rt.components["modbus_server"]
+        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            r = await client.read_holding_registers(0, count=12, device_id=1)
+            assert not r.isError(), r
+            assert codec.decode(r.registers[0:2], "float32") == 231.5
+            assert r.registers[2:10] == [0] * 8
+            assert codec.decode(r.registers[10:12], "uint32") == 70000
+            # past the last mapped register is still no register at all
+            r = await client.read_holding_registers(10, count=3, device_id=1)
+            assert r.isError() and r.exception_code == 0x02
+        finally:
+            client.close()
+
+
+async def test_fill_gaps_accepts_only_refuse_or_zeros(tmp_path: Path) -> None:
+    from edge.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, served_site(GAPPED, fill_gaps="ones"))
+    text = "\n".join(str(p) for p in info.value.problems)
+    assert "fill_gaps" in text and "'refuse'" in text and "'zeros'" in text, text
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
