@@ -8,8 +8,10 @@ arrive strictly in `seq` order; with N > 1 up to N consecutive batches are sent 
 cursor moves over the contiguous prefix of the delivered ones (edge.sync.window).
 
 Failures: 5xx, 408, 429, timeouts and connection errors are retried with exponential backoff and
-full jitter (capped); `Retry-After` on 429/503 is honoured; after a connection failure a cheap TCP
-probe (and any other sink's success to the same host) ends the wait as soon as the link is back.
+full jitter (capped). A server's `Retry-After` is a floor on the next attempt that nothing
+shortens. Only when the last attempt got no answer at all (connect error, DNS, timeout, reset)
+does a cheap TCP probe, or any other sink's success to the same host, end the wait as soon as the
+link is back; a sink the server answered with an error waits its backoff out.
 With several batches in flight, one backoff is shared and the failed batches retry in seq order
 before new ones are launched (no retry storm).
 A non-retryable 4xx is bisected until the rejected record(s) are isolated; those go to the
@@ -53,6 +55,7 @@ log = logging.getLogger("edge.sync")
 INSTANCE = uuid.uuid4().hex[:12]
 USER_AGENT = "community-edge-sync/1"
 PREFETCH = 2  # batches built ahead while one is sent (each with its own read connection)
+STATUS_EVERY = 1.0  # seconds between two status snapshots written to the state DB, at least
 
 __all__ = ["LinkBoard", "Outcome", "Prepared", "PushSink", "PushSinkConfig"]
 
@@ -125,7 +128,11 @@ class PushSink:
         self._cursor_dirty = asyncio.Event()
         self.durable_cursor = 0
         self._persister: asyncio.Task[None] | None = None
-        self._persisted_at = 0.0
+        self._not_before = 0.0  # monotonic: no attempt before this (the server's Retry-After)
+        self._status_dirty = asyncio.Event()
+        self._status_written: dict[str, Any] | None = None
+        self._status_writer: asyncio.Task[None] | None = None
+        self.status_writes = 0  # snapshots written to the state DB since start
         self.started_at = 0.0
 
     # ------------------------------------------------------------ subclass hooks
@@ -149,6 +156,7 @@ class PushSink:
         self.started_at = time.monotonic()
         self.task = asyncio.create_task(self._run(), name=f"sink:{self.id}")
         self._persister = asyncio.create_task(self._persist_cursor(), name=f"sink:{self.id}:cursor")
+        self._status_writer = asyncio.create_task(self._persist_status(), name=f"sink:{self.id}:status")
 
     async def _persist_cursor(self) -> None:
         while True:
@@ -165,16 +173,19 @@ class PushSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
-        if self._persister is not None:
-            self._persister.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._persister
-            self._persister = None
+        for task in (self._persister, self._status_writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._persister = self._status_writer = None
         if self.cursor != self.durable_cursor:
             await self.journal.set_cursor(self.id, self.cursor, kind="sink")
             self.durable_cursor = self.cursor
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._persist_status)
+            snapshot = self.snapshot()
+            if self._changed(snapshot):
+                await asyncio.to_thread(self._write_status, snapshot)
         for reader in self.readers:
             reader.close()
 
@@ -296,6 +307,9 @@ class PushSink:
                 continue
             self.failures += 1
             self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}")
+            if outcome.retry_after is not None and outcome.status is not None:
+                # the floor of every attempt of this sink, also of batches already waiting
+                self._not_before = max(self._not_before, time.monotonic() + outcome.retry_after)
             if outcome.poison:
                 queue.pop(0)
                 if len(part.rows) > 1:
@@ -384,9 +398,7 @@ class PushSink:
         self.cursor = cursor
         self._progress.set()
         self._cursor_dirty.set()
-        if time.monotonic() - self._persisted_at > 1.0:
-            self._persisted_at = time.monotonic()
-            await asyncio.to_thread(self._persist_status)
+        self._status_dirty.set()
 
     async def wait_cursor(self, seq: int) -> None:
         """Return once the cursor reached `seq` (wrap in `asyncio.timeout`)."""
@@ -397,26 +409,41 @@ class PushSink:
     def _note_error(self, message: str) -> None:
         self.last_error = message
         self.last_error_at = time.time()
+        self._status_dirty.set()
         log.warning("sink %s: %s", self.id, message)
 
     async def _backoff(self, outcome: Outcome) -> None:
+        """Wait before the next attempt: the server's `Retry-After` when it gave one, else full
+        jitter over the exponential backoff. Either way never before `_not_before`; a link that
+        comes back ends the wait early only after a link failure, and still not before it."""
         retry = self.cfg.retry
         self._attempt_no += 1
-        if outcome.retry_after is not None and outcome.status in (429, 503):
-            delay = min(retry.max, outcome.retry_after)
+        if outcome.retry_after is not None and outcome.status is not None:
+            delay = 0.0  # the floor is the whole wait
         else:  # full jitter: uniform over [0, min(cap, initial * 2^n)]
             delay = random.uniform(0, min(retry.max, retry.initial * 2 ** min(self._attempt_no - 1, 30)))
-        self.retry_at = time.monotonic() + delay
+        self.retry_at = max(time.monotonic() + delay, self._not_before)
         self._wake.clear()
-        waiters = self.links.waiters.setdefault(self.host, set())
-        waiters.add(self._wake)
+        waiters: set[asyncio.Event] = set()
+        if outcome.link_failed:
+            waiters = self.links.waiters.setdefault(self.host, set())
+            waiters.add(self._wake)
         probe = None
         if outcome.connect_failed and delay > retry.probe_every:
             probe = asyncio.create_task(self._probe_until_up(delay))
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
+            while not self._wake.is_set():
+                # another batch's answer may raise the floor while this one waits
+                self.retry_at = max(self.retry_at, self._not_before)
+                remaining = self.retry_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._wake.wait()
+            while (rest := self._not_before - time.monotonic()) > 0:
+                self.retry_at = self._not_before  # the link is back; the server's floor holds
+                await asyncio.sleep(rest)
         finally:
             waiters.discard(self._wake)
             if probe is not None:
@@ -451,6 +478,7 @@ class PushSink:
         )
         self.dead_letters += 1
         self.dead_letters_total += 1
+        self._status_dirty.set()
         self.runtime.hub.publish_event(
             Event(
                 "sync_dead_letter",
@@ -503,6 +531,36 @@ class PushSink:
             "instance": INSTANCE,
         }
 
-    def _persist_status(self) -> None:
+    def snapshot(self) -> dict[str, Any]:
+        """What `edge sync status` shows of a running sink beyond the files: its last success and
+        error and its dead letters (the moment's figures, backlog and age, it reads itself)."""
+        return {
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "dead_letters": self.dead_letters_total,
+            "instance": INSTANCE,
+        }
+
+    def _changed(self, snapshot: dict[str, Any]) -> bool:
+        # the same error again (a retry failing alike) is no news: its time alone is not written
+        old = self._status_written
+        return old is None or any(snapshot[k] != old[k] for k in snapshot if k != "last_error_at")
+
+    def _write_status(self, snapshot: dict[str, Any]) -> None:
         if self.runtime.state is not None:
-            deadletters.save_status(self.runtime.state, self.id, self.status())
+            deadletters.save_status(self.runtime.state, self.id, snapshot)
+            self._status_written = snapshot
+            self.status_writes += 1
+
+    async def _persist_status(self) -> None:
+        """Write the snapshot when it changed, at most once per STATUS_EVERY seconds (a busy
+        sink's last success moves with every batch)."""
+        while True:
+            await self._status_dirty.wait()
+            self._status_dirty.clear()
+            snapshot = self.snapshot()
+            if not self._changed(snapshot):
+                continue
+            await asyncio.to_thread(self._write_status, snapshot)
+            await asyncio.sleep(STATUS_EVERY)

@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--fail", type=float, default=0.0, help="probability of a failure mode per request")
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--hang", type=float, default=5.0)
+    ap.add_argument("--retry-after", default="1", help="the Retry-After header of the 429 mode")
     ap.add_argument("--poison", action="append", default=[], help="reject any batch holding this point (400)")
     ap.add_argument("--token", default=None)
     ap.add_argument("--hmac-secret", default=None)
@@ -65,7 +66,7 @@ def main() -> None:
             if mode == "500":
                 return web.Response(status=500, text="injected failure")
             if mode == "429":
-                return web.Response(status=429, headers={"Retry-After": "1"}, text="slow down")
+                return web.Response(status=429, headers={"Retry-After": args.retry_after}, text="slow down")
             if mode == "hang":
                 await asyncio.sleep(args.hang)
                 return web.Response(status=500, text="too late")
