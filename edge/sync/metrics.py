@@ -3,11 +3,14 @@
 One custom collector reads the runtime's plain counters at scrape time — the hot path never
 touches a Prometheus object. Each app gets its own registry (no process-global state), so several
 runtimes in one test process do not collide.
+
+Everything counted is a counter (`*_total`) and Prometheus computes rates from it; gauges are
+levels only. The collector keeps no state between scrapes, so what one scraper reads never depends
+on whether another scraped before it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,19 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 RULE_EVAL_KEYS = ("evaluations", "evaluated", "evals", "rule_evaluations")
+# Fields of the rules engine's status that only ever grow: counters, for rate(). The evaluations
+# have their own family, edge_rule_evaluations_total.
+RULE_COUNTERS = (
+    "firings",
+    "actions_executed",
+    "actions_failed",
+    "rate_limited",
+    "state_write_errors",
+    "windows_refilled",
+    "window_backfill_truncated",
+)
+# Still in edge_rules_status as well, where docs/rules.md tells operators to look.
+RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated",)
 
 
 def _numeric(d: dict[str, Any]) -> dict[str, float]:
@@ -31,15 +47,6 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
 class RuntimeCollector(Collector):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._last: tuple[float, int] | None = None  # (monotonic, hub.received) at the last scrape
-
-    def _ingest_rate(self) -> float:
-        now, received = time.monotonic(), self.runtime.hub.received
-        rate = 0.0
-        if self._last is not None and now > self._last[0]:
-            rate = (received - self._last[1]) / (now - self._last[0])
-        self._last = (now, received)
-        return rate
 
     def collect(self) -> Iterator[Any]:
         rt = self.runtime
@@ -51,11 +58,6 @@ class RuntimeCollector(Collector):
             "edge_readings_journaled", "Samples that passed change detection", value=hub.journaled
         )
         yield CounterMetricFamily("edge_events", "Events published", value=hub.events)
-        yield GaugeMetricFamily(
-            "edge_ingest_rate",
-            "Samples received per second since the previous scrape",
-            value=self._ingest_rate(),
-        )
         yield GaugeMetricFamily(
             "edge_journal_committed_seq", "Highest committed seq", value=journal.committed_seq
         )
@@ -80,6 +82,13 @@ class RuntimeCollector(Collector):
             if "drop" in key:
                 drops.add_metric(["buffer", key], value)
         if buf:
+            # The journal's own one-minute window, as `edge buffer stats` shows it: the same for
+            # every scraper. Graphs should use rate(edge_readings_received_total[...]).
+            yield GaugeMetricFamily(
+                "edge_ingest_rate",
+                "Records committed to the journal per second over the last minute",
+                value=buf.get("ingest_rate") or 0,
+            )
             yield GaugeMetricFamily("edge_buffer_rows", "Rows in the journal", value=buf.get("rows") or 0)
             yield GaugeMetricFamily(
                 "edge_buffer_bytes", "Bytes used by the journal", value=buf.get("bytes") or 0
@@ -177,11 +186,20 @@ class RuntimeCollector(Collector):
                 yield CounterMetricFamily(
                     "edge_rule_evaluations", "Rule evaluations since start", value=evals
                 )
+            counted_rules = CounterMetricFamily(
+                "edge_rules_count", "The rules engine's counters since start", labels=["counter"]
+            )
             g = GaugeMetricFamily(
                 "edge_rules_status", "Numeric fields of the rules engine status", labels=["field"]
             )
             for k, v in rst.items():
-                g.add_metric([k], v)
+                if k in RULE_EVAL_KEYS:
+                    continue
+                if k in RULE_COUNTERS:
+                    counted_rules.add_metric([k], v)
+                if k not in RULE_COUNTERS or k in RULE_COUNTERS_ALSO_STATUS:
+                    g.add_metric([k], v)
+            yield counted_rules
             yield g
 
 

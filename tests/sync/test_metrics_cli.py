@@ -1,4 +1,5 @@
-"""`/metrics` (Prometheus text from the runtime's counters) and `edge sync status`."""
+"""`/metrics` (Prometheus text from the runtime's counters, checked by promtool) and `edge sync
+status`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.model import Reading
 from edge.web.tokens import create_token
 from tests.support.site import running_site, site_file
+from tests.support.tools import require_tool
+from tests.support.waiting import until
 from tests.sync.helpers import ROOT, free_port, wait_for
 
 
@@ -33,6 +36,33 @@ def sink(url: str) -> dict[str, object]:
     return {"id": "central", "type": "http", "url": url, "batch": {"max_items": 100, "max_age": "50ms"}}
 
 
+# A meter whose 20 counters are sampled together once a second: 20 readings per second, in bursts.
+METER_POINTS = 20
+METER = {
+    "id": "meter",
+    "driver": "sim",
+    "points": [{"name": f"c{i}", "signal": "counter", "interval": "1s"} for i in range(METER_POINTS)],
+}
+
+
+async def scrape(port: int, token: str) -> str:
+    """The /metrics text, read with a read-scope API token."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}) as r,
+    ):
+        assert r.status == 200 and r.content_type == "text/plain", await r.text()
+        return await r.text()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
 async def test_metrics_expose_runtime_counters(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
     rx = receiver()
     dead = f"http://127.0.0.1:{free_port()}/ingest"
@@ -48,28 +78,56 @@ async def test_metrics_expose_runtime_counters(tmp_path: Path, receiver) -> None
         await wait_for(lambda: rt.components["sync"].sinks["central"].cursor >= committed, 10, "delivery")
         await wait_for(lambda: rt.components["sync"].sinks["offline"].retries >= 2, 10, "retries")
         token = create_token(rt.state, "prom", ["read"])
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"http://127.0.0.1:{rt.web_port}/metrics", headers={"Authorization": f"Bearer {token}"}
-            ) as r,
-        ):
-            assert r.status == 200 and r.content_type == "text/plain"
-            text = await r.text()
+        text = await scrape(rt.web_port, token)
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{rt.web_port}/metrics") as r:
             assert r.status == 401
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
+    got = samples(text)
+    assert got[("edge_readings_received_total", ())] == 40
+    assert got[("edge_journal_committed_seq", ())] >= committed
+    assert got[("edge_sink_sent_rows_total", (("sink", "central"),))] >= 40
+    assert got[("edge_sink_backlog_rows", (("sink", "offline"),))] >= committed - 1
+    assert got[("edge_sink_retries_total", (("sink", "offline"),))] >= 2
+    assert ("edge_ingest_rate", ()) in got
+    assert 0 <= got[("edge_sink_in_flight", (("sink", "offline"),))] <= 1  # max_in_flight 1
+
+
+async def test_a_scrape_does_not_change_what_the_next_scraper_reads(tmp_path: Path) -> None:
+    async with running_site(tmp_path, {"devices": [METER]}) as rt:
+        # the journal measures its rate once it has commits a second apart
+        await until(lambda: rt.journal.rates()[0], timeout=20, what="two commits a second apart")
+        token = create_token(rt.state, "prom", ["read"])
+        first, second = samples(await scrape(rt.web_port, token)), samples(await scrape(rt.web_port, token))
+    for got in (first, second):
+        # 20 readings a second, plus the device's online event; generous for a loaded machine
+        assert 0.5 * METER_POINTS <= got[("edge_ingest_rate", ())] <= 1.5 * METER_POINTS, got
+    # what only ever grows is a counter, for rate(); the engine's levels stay gauges
+    assert ("edge_rules_count_total", (("counter", "firings"),)) in second
+    assert ("edge_rules_status", (("field", "firings"),)) not in second
+    assert ("edge_rules_status", (("field", "rules"),)) in second
+    assert ("edge_rules_status", (("field", "window_backfill_truncated"),)) in second  # docs/rules.md
+
+
+async def test_promtool_accepts_the_live_metrics(tmp_path: Path, receiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    promtool = require_tool("promtool", "Debian package prometheus")
+    rx = receiver()
+    monkeypatch.setenv("CITY_TOKEN", "city-0123456789")
+    doc = {
+        "devices": [METER],
+        "upstream": [sink(rx.url)],
+        "consumers": [{"id": "city", "token_env": "CITY_TOKEN"}],
     }
-    assert samples[("edge_readings_received_total", ())] == 40
-    assert samples[("edge_journal_committed_seq", ())] >= committed
-    assert samples[("edge_sink_sent_rows_total", (("sink", "central"),))] >= 40
-    assert samples[("edge_sink_backlog_rows", (("sink", "offline"),))] >= committed - 1
-    assert samples[("edge_sink_retries_total", (("sink", "offline"),))] >= 2
-    assert ("edge_ingest_rate", ()) in samples
-    assert 0 <= samples[("edge_sink_in_flight", (("sink", "offline"),))] <= 1  # max_in_flight 1
+    async with running_site(tmp_path, doc) as rt:
+        await until(lambda: rt.hub.received >= METER_POINTS, timeout=20, what="a first poll of the meter")
+        text = await scrape(rt.web_port, create_token(rt.state, "prom", ["read"]))
+    for family in ("edge_readings_received", "edge_sink_sent_rows", "edge_consumer_backlog_rows"):
+        assert family in text
+    check = await asyncio.to_thread(
+        subprocess.run, [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    # promtool prints one line per problem (a counter without _total, a missing HELP, a bad unit)
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), (
+        check.stdout + check.stderr
+    )
 
 
 async def test_sync_status_cli(tmp_path: Path, receiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
