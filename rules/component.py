@@ -23,6 +23,7 @@ from aiohttp import web
 from edge import audit
 from edge.model import Event, Record, Severity
 from edge.web.problem import Problem
+from edge.yamlpos import YamlError, read_text
 from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
@@ -37,6 +38,7 @@ from rules.model import (
     dump_pack,
     parse_rule,
     same_logic,
+    webhook_problems,
 )
 from rules.store import RuleStore, StateWriter, StoredRule
 
@@ -98,7 +100,8 @@ class RulesComponent:
     async def start(self) -> None:
         assert self.runtime.state is not None
         self.store = RuleStore(self.runtime.state)
-        self._import_packs()
+        # reading and compiling packs is CPU work proportional to their size: off the event loop
+        self._import_packs(await asyncio.to_thread(self._read_packs))
         self.actions.restore_limits(self.store.meta(RATE_LIMITS))
         now = self.runtime.clock()
         self.engine.now = now
@@ -239,6 +242,8 @@ class RulesComponent:
                 "since": since,
                 "until": until,
                 "max_rows": self.config.window_backfill_rows,
+                # the hub's classes (rule-set points included) judge each firing's privacy
+                "point_classes": {p: str(i.privacy) for p, i in self.runtime.hub.points.items()},
             }
             return await run_in_child(request, self.dry_run_seconds, self.dry_run_memory, self.dry_run_procs)
         except OverBudget as exc:
@@ -313,7 +318,19 @@ class RulesComponent:
         self.broken.pop(stored.id, None)
         self.engine.add(compiled, self.runtime.clock())
 
-    def _import_packs(self) -> None:
+    def _read_packs(self) -> list[tuple[str, list[CompiledRule] | Exception]]:
+        """Each site pack compiled, or why it cannot be (too large, unreadable, a rule that does
+        not compile, a webhook the site does not allow): all or nothing, as an import from the UI."""
+        out: list[tuple[str, list[CompiledRule] | Exception]] = []
+        for pack in self.config.packs:
+            try:
+                text = read_text(resolve_pack(pack, self.runtime.site.source))
+                out.append((pack, compile_pack(text, pack, webhook_allow=self.config.webhook_allow)))
+            except (OSError, UnicodeDecodeError, YamlError, RulePackError) as exc:
+                out.append((pack, exc))
+        return out
+
+    def _import_packs(self, packs: list[tuple[str, list[CompiledRule] | Exception]]) -> None:
         """Import, from the site's packs, every rule not imported before: a pack added to the site
         file or a rule added to a pack arrives at the next start, while a rule once imported is
         never imported again — edited in the UI, or deleted there, it stays as the technician left
@@ -326,11 +343,9 @@ class RulesComponent:
             done: set[str] = set(json.loads(raw)) if raw and not legacy else set()
         except (ValueError, TypeError):
             done = set()
-        for pack in self.config.packs:
-            try:
-                text = resolve_pack(pack, self.runtime.site.source).read_text(encoding="utf-8")
-                compiled = compile_pack(text, pack)  # all or nothing, as an import from the UI
-            except (OSError, RulePackError) as exc:
+        for pack, compiled in packs:
+            if isinstance(compiled, Exception):
+                exc = compiled
                 log.error("rule pack %s not imported: %s", pack, exc)
                 self.runtime.hub.publish_event(
                     Event("rule_pack_error", "rules", Severity.WARNING, {"pack": pack, "error": str(exc)})
@@ -367,6 +382,9 @@ class RulesComponent:
         """Validate, store (new version), and (re)load a rule. Raises RuleErrors, changing nothing."""
         assert self.store is not None
         compiled = parse_rule(doc)
+        refused = webhook_problems(compiled.rule, self.config.webhook_allow)
+        if refused:  # every way in (API, packs, restore, enable) stores only allowed destinations
+            raise RuleErrors(refused)
         clean = compiled.rule.doc()
         previous = self.store.get(compiled.rule.id)
         keep = (
@@ -420,7 +438,7 @@ class RulesComponent:
 
     def import_pack(self, text: str, actor: str, file: str = "<pack>") -> list[str]:
         """Compile the whole pack first; store nothing unless every rule compiles."""
-        compiled = compile_pack(text, file)
+        compiled = compile_pack(text, file, webhook_allow=self.config.webhook_allow)
         return [self.put(cr.rule.doc(), actor, "import").id for cr in compiled]
 
     def export_pack(self) -> str:

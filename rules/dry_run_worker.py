@@ -175,6 +175,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             float(request["since"]),
             float(request["until"]),
             int(request["max_rows"]),
+            point_classes=request.get("point_classes"),
         )
     except LimitExceeded as exc:  # a message template over its size limit
         return {"error": str(exc), "limit": exc.limit}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.site import running_site
@@ -90,3 +91,18 @@ async def test_a_state_db_from_before_counts_the_listed_packs_as_imported(tmp_pa
     energy = write_pack(tmp_path / "energy.yaml", rule("meter-high", 1000))
     async with running_site(tmp_path, site(waste, energy), web=False) as rt:
         assert set(stored(rt)) == {"meter-high"}  # a pack added since arrives
+
+
+async def test_a_site_pack_or_a_rule_with_a_webhook_the_site_does_not_allow_is_refused(
+    tmp_path: Path,
+) -> None:
+    from rules.model import RuleErrors
+
+    hook = {**rule("bin-hook", 80), "then": [{"webhook": "https://hooks.example.net/bin"}]}
+    pack = write_pack(tmp_path / "hooks.yaml", hook, rule("bin-full", 85))
+    async with running_site(tmp_path, site(pack), web=False) as rt:
+        assert stored(rt) == {}  # all or nothing: the pack is refused whole
+        comp = rt.components["rules"]
+        with pytest.raises(RuleErrors, match=r"hooks\.example\.net.*webhook_allow"):
+            comp.put(hook, "tech", "update")  # every way in goes through put()
+        assert comp.store.get("bin-hook") is None

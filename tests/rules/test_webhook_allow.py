@@ -183,8 +183,16 @@ async def test_a_rule_stored_before_the_allow_list_changed_does_not_post(
     tmp_path: Path, receiver: tuple[int, list[dict[str, Any]], asyncio.Event]
 ) -> None:
     port, hits, _ = receiver
+    async with running_site(tmp_path, _site("127.0.0.1"), web=False) as rt:
+        rt.components["rules"].put(_hook("old", f"http://127.0.0.1:{port}/ok"), "test", "create")
+    # the site no longer allows that host; the stored rule loads, and its webhook is refused at send time
     async with running_site(tmp_path, _site("127.0.0.2"), web=False) as rt:
-        errors = await _fire(rt, [_hook("old", f"http://127.0.0.1:{port}/ok")])
+        events = Collector(rt)
+        rt.hub.ingest([Reading(time.time(), "d.x", 1)])
+        failed = await until(
+            lambda: events.kind("rule_action_failed"), timeout=20, what="the webhook failing"
+        )
+        errors = {e.source: e.payload["error"] for e in failed}
     assert errors == {
         "old": "RuntimeError: webhook to 127.0.0.1 refused: rules.webhook_allow does not name it"
     }
