@@ -135,8 +135,8 @@ def paths() -> dict[str, Any]:
                 "dryRunRule",
                 "Replay the last hours of the journal through a rule (new or stored) without acting "
                 "(scope rules); a firing above the caller's privacy class comes back redacted. It runs in "
-                "a worker process with a time and memory budget: 503 when the budget is exceeded, 429 "
-                "while other dry-runs run",
+                "a worker process with a time and memory budget: 422 with `limit` past a budget or an "
+                "expression limit, 429 with Retry-After while two run, 503 when the process died",
                 {
                     "200": ok(
                         obj(
