@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import itertools
 import logging
 import resource
@@ -100,10 +101,14 @@ class ConnectionStats:
         for slot in itertools.chain(self.fresh, self.idle):
             if slot.transport is not None:
                 slot.transport.abort()
-                slot.release()  # now: its connection_lost comes on a later loop turn
-                self.evicted += 1
-                self.note_trouble("total cap reached, the longest idle connection closed")
-                return True
+            elif slot.setup is not None:  # accepted on this loop turn, or still in its TLS handshake
+                slot.setup.cancel()
+            else:
+                continue
+            slot.release()  # now: its connection_lost comes on a later loop turn
+            self.evicted += 1
+            self.note_trouble("total cap reached, the longest idle connection closed")
+            return True
         return False
 
     def note_trouble(self, what: str) -> None:
@@ -132,11 +137,12 @@ class ConnectionStats:
 class _Slot:
     """One admitted connection's share of the caps, given back exactly once."""
 
-    __slots__ = ("busy", "client", "released", "stats", "transport")
+    __slots__ = ("busy", "client", "released", "setup", "stats", "transport")
 
     def __init__(self, stats: ConnectionStats, client: str) -> None:
         self.stats, self.client, self.released = stats, client, False
         self.transport: asyncio.Transport | None = None  # set once the handler has it
+        self.setup: asyncio.Task[Any] | None = None  # the task making the transport
         self.busy = 0  # requests in progress
         stats.open += 1
         stats.accepted += 1
@@ -320,33 +326,38 @@ class GatedSite(web.BaseSite):
                 stats.note_trouble("total cap reached, every connection busy")
             else:
                 conn.setblocking(False)
-                task = asyncio.ensure_future(self._serve(conn, _Slot(stats, client)))
+                slot = _Slot(stats, client)
+                slot.setup = task = asyncio.ensure_future(self._serve(conn, slot))
                 self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(self._served, conn, slot))
 
     async def _serve(self, conn: socket.socket, slot: _Slot) -> None:
         server = self._runner.server
         assert server is not None
         factory: Callable[[], asyncio.Protocol] = server
         loop = asyncio.get_running_loop()
-        try:
-            if self._ssl_context is not None:
-                await loop.connect_accepted_socket(
-                    lambda: _Counted(factory(), slot),
-                    conn,
-                    ssl=self._ssl_context,
-                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-                )
-            else:
-                await loop.connect_accepted_socket(lambda: _Counted(factory(), slot), conn)
-        except BaseException as exc:
-            # A failed or timed-out TLS handshake never reaches the handler: give the slot back here.
-            slot.release()
-            conn.close()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            if not isinstance(exc, OSError | ssl.SSLError | TimeoutError):
-                log.debug("connection setup failed", exc_info=True)
+        if self._ssl_context is not None:
+            await loop.connect_accepted_socket(
+                lambda: _Counted(factory(), slot),
+                conn,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        else:
+            await loop.connect_accepted_socket(lambda: _Counted(factory(), slot), conn)
+
+    def _served(self, conn: socket.socket, slot: _Slot, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        slot.setup = None
+        if not task.cancelled() and task.exception() is None:
+            return
+        # a failed, timed-out or evicted TLS handshake (or a setup cancelled before it began) never
+        # reaches the handler: the slot and the socket are given back here
+        slot.release()
+        conn.close()
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not isinstance(exc, OSError | ssl.SSLError | TimeoutError):
+            log.debug("connection setup failed", exc_info=exc)
 
 
 @web.middleware

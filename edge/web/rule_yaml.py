@@ -12,9 +12,9 @@ the worker: MAX_TEXT_BYTES of YAML, and the JSON body's own cap and nesting limi
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import contextlib
+import sys
+from asyncio.subprocess import PIPE
 from typing import Any
 
 import orjson
@@ -29,6 +29,8 @@ MAX_BODY_BYTES = 256 * 1024  # the request: the text JSON-escaped, or the data t
 MAX_NODES = 20_000  # values once aliases are expanded
 MAX_PENDING = 2  # conversions running or queued; more are refused with 429
 RETRY_AFTER_S = 2
+CONVERT_TIMEOUT = 30.0  # seconds for one conversion (64 KiB takes about 0.7 s here) before a restart
+WORKER_IDLE_S = 60.0  # the worker (about 60 MB once it has parsed 64 KiB) ends after this long unused
 
 
 def _error(
@@ -81,12 +83,18 @@ def convert(kind: str, value: Any) -> tuple[int, bytes]:
 
 
 class YamlWorker:
-    """The worker process (started on first use) and the count of conversions waiting for it."""
+    """The worker process (`python -m edge.web.rule_yaml`, started on first use and again after it
+    dies) and the conversions waiting for it. A plain child process rather than multiprocessing:
+    multiprocessing's spawn re-runs the parent's main script in the child, which a program that
+    embeds the runtime may not guard."""
 
     def __init__(self) -> None:
-        self.pool: ProcessPoolExecutor | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.turn = asyncio.Lock()  # one conversion at a time on the worker's pipe
         self.pending = 0
         self.refused = 0  # requests answered 429 because MAX_PENDING were queued
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.retiring: asyncio.Task[None] | None = None
 
     async def run(self, kind: str, value: Any) -> tuple[int, bytes]:
         if kind == "text" and len(value.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
@@ -104,21 +112,70 @@ class YamlWorker:
                 f"{MAX_PENDING} conversions are already running or queued; retry in {RETRY_AFTER_S} s",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
+        try:
+            request = orjson.dumps([kind, value])
+        except orjson.JSONEncodeError as exc:  # a lone surrogate from a \ud800 escape
+            raise _editor_problem(422, "Invalid text", f"not valid Unicode text: {exc}") from None
         self.pending += 1
         try:
-            if self.pool is None:
-                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.pool, convert, kind, value)
-        except BrokenProcessPool:
-            self.pool = None  # the worker died (killed, out of memory): the next request starts one
-            raise _editor_problem(
-                503, "YAML helper unavailable", "its worker process stopped; retry"
-            ) from None
+            async with self.turn:
+                return await self._exchange(request)
         finally:
             self.pending -= 1
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+            self.idle_timer = asyncio.get_running_loop().call_later(WORKER_IDLE_S, self._retire)
+
+    def _retire(self) -> None:
+        if not self.pending and self.proc is not None:
+            self.retiring = asyncio.ensure_future(self.close())
+
+    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        try:
+            if self.proc is None or self.proc.returncode is not None:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", __name__, stdin=PIPE, stdout=PIPE
+                )
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            async with asyncio.timeout(CONVERT_TIMEOUT):
+                self.proc.stdin.write(len(request).to_bytes(4, "big") + request)
+                await self.proc.stdin.drain()
+                head = await self.proc.stdout.readexactly(6)
+                return int.from_bytes(head[:2], "big"), await self.proc.stdout.readexactly(
+                    int.from_bytes(head[2:], "big")
+                )
+        except BaseException as exc:
+            # a worker that died, hung or was left mid-answer by a cancelled request is not reused
+            await self.close()
+            if isinstance(exc, OSError | EOFError | TimeoutError):
+                raise _editor_problem(
+                    503, "YAML helper unavailable", "its worker process stopped; retry"
+                ) from None
+            raise
 
     async def close(self, _app: Any = None) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        proc, self.proc = self.proc, None
+        if self.retiring is not None and self.retiring is not asyncio.current_task():
+            await self.retiring
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def serve() -> None:
+    """The worker's loop: a 4-byte length and a JSON [kind, value] in, a 2-byte status, a 4-byte
+    length and the answer's JSON out; it ends when the gateway closes the pipe."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while len(head := stdin.read(4)) == 4:
+        kind, value = orjson.loads(stdin.read(int.from_bytes(head, "big")))
+        status, body = convert(kind, value)
+        stdout.write(status.to_bytes(2, "big") + len(body).to_bytes(4, "big") + body)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
