@@ -11,6 +11,7 @@ class (`edge.web.privacy`): above it, message, key and point are withheld and th
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -19,7 +20,7 @@ from edge.model import PRIVACY_RANK, Privacy
 from edge.web import privacy
 from edge.web.app import get_runtime
 from edge.web.auth import Principal, require
-from edge.web.problem import Problem, json_response, read_json
+from edge.web.problem import Problem, json_response, read_body, read_json
 from rules.model import (
     CompiledRule,
     RuleErrors,
@@ -235,20 +236,19 @@ async def restore(request: web.Request) -> web.Response:
 
 async def export_pack(request: web.Request) -> web.Response:
     require(request, "read")
-    text = _component(request).export_pack()
+    text = await asyncio.to_thread(_component(request).export_pack)  # YAML dumping is CPU work
     return web.Response(text=text, content_type="application/yaml", charset="utf-8")
 
 
 async def import_pack(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
-    raw = await request.content.read(MAX_PACK_BYTES + 1)
-    if len(raw) > MAX_PACK_BYTES:
-        raise Problem(413, "Pack too large", f"at most {MAX_PACK_BYTES} bytes")
+    raw = await read_body(request, MAX_PACK_BYTES)
     try:
         text = raw.decode("utf-8")
-        compile_pack(text, "<upload>", webhook_allow=_webhook_allow(request))
-        ids = comp.import_pack(text, who.name, file="<upload>")
+        # parsing up to MAX_PACK_BYTES of YAML is seconds of CPU: never on the event loop
+        compiled = await asyncio.to_thread(compile_pack, text, "<upload>", _webhook_allow(request))
+        ids = comp.store_pack(compiled, who.name)
     except UnicodeDecodeError:
         raise Problem(400, "Not UTF-8", "send the YAML pack as UTF-8 text") from None
     except RulePackError as exc:

@@ -438,7 +438,10 @@ class RulesComponent:
 
     def import_pack(self, text: str, actor: str, file: str = "<pack>") -> list[str]:
         """Compile the whole pack first; store nothing unless every rule compiles."""
-        compiled = compile_pack(text, file, webhook_allow=self.config.webhook_allow)
+        return self.store_pack(compile_pack(text, file, webhook_allow=self.config.webhook_allow), actor)
+
+    def store_pack(self, compiled: list[CompiledRule], actor: str) -> list[str]:
+        """Store the rules of a pack compiled beforehand (all of it compiled: nothing stored else)."""
         return [self.put(cr.rule.doc(), actor, "import").id for cr in compiled]
 
     def export_pack(self) -> str:

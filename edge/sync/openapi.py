@@ -14,6 +14,7 @@ from typing import Any
 from edge import __version__
 from edge.sync import openapi_blobs, openapi_rules, openapi_ui, openapi_web
 from edge.sync.openapi_base import (
+    BODY_ERRORS,
     COMPONENTS,
     ERRORS,
     EVENT_FIELDS,
@@ -223,8 +224,7 @@ _DOC: dict[str, Any] = {
                         }
                     ),
                     "409": _PROBLEM,
-                    "413": _PROBLEM,
-                    "415": _PROBLEM,
+                    **BODY_ERRORS,
                     **_ERRORS,
                 },
             }

@@ -13,8 +13,9 @@ JSON = "application/json"
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 #: every authenticated operation can answer these (bad input, no credential, wrong scope/CSRF)
 ERRORS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM}
-#: an operation with a JSON body can also answer these (read_json)
-BODY_ERRORS = {"413": PROBLEM, "415": PROBLEM}
+#: an operation with a JSON body can also answer these (read_json): too slow (408), too large
+#: (413), not JSON (415), nested deeper than 64 levels (422)
+BODY_ERRORS = {"408": PROBLEM, "413": PROBLEM, "415": PROBLEM, "422": PROBLEM}
 MAX_SEQ = 2**62
 
 #: who may call: a bearer token, or a UI session cookie
@@ -102,6 +103,17 @@ def op(
         out["requestBody"] = request_body
     out["responses"] = responses
     out["security"] = READ_SECURITY if security is None else security
+    return out
+
+
+def or_problem(response: dict[str, Any]) -> dict[str, Any]:
+    """`response` (an operation's own JSON answer for a status) that may also come as a problem
+    document, e.g. a 422 of the operation's own shape or read_json's 422 for a too-deep body."""
+    out = dict(response)
+    out["content"] = {
+        **response["content"],
+        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
+    }
     return out
 
 

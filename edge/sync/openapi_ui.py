@@ -17,6 +17,7 @@ from edge.sync.openapi_base import (
     obj,
     ok,
     op,
+    or_problem,
     path,
     query,
 )
@@ -191,13 +192,13 @@ def paths() -> dict[str, Any]:
                 "writePoint",
                 "Write a value to a writable point through its driver; audited (scope write)",
                 {
+                    **errors(body=True),
                     "200": ok(WRITE_RESULT, "The device took the value"),
-                    "422": ok(
-                        WRITE_RESULT, "Refused: unknown or read-only point, or a value of the wrong type"
+                    "422": or_problem(
+                        ok(WRITE_RESULT, "Refused: unknown or read-only point, or a value of the wrong type")
                     ),
                     "502": ok(WRITE_RESULT, "The device failed or is not running"),
                     "504": ok(WRITE_RESULT, "The device did not answer in time"),
-                    **errors(body=True),
                 },
                 parameters=[path("id", "the point id, `device.point`")],
                 request_body=body(obj({"value": VALUE}, ["value"])),
@@ -273,13 +274,19 @@ def paths() -> dict[str, Any]:
             "post": op(
                 "uiYaml",
                 "YAML text to data (with a located error) or data to YAML text, for the rule editor "
-                "(scope read)",
+                "(scope read). The text is at most 64 KiB and is parsed in a worker process; 429 while "
+                "two conversions run or wait",
                 {
+                    **errors(429, 503, body=True),
                     "200": ok(
                         {"oneOf": [obj({"data": {}}, ["data"]), obj({"text": {"type": "string"}}, ["text"])]}
                     ),
-                    "422": ok(YAML_ERROR, "The text is not YAML (or has values JSON cannot carry)"),
-                    **errors(body=True),
+                    "422": or_problem(
+                        ok(
+                            YAML_ERROR,
+                            "The text is not YAML, nests too deep, or has values JSON cannot carry",
+                        )
+                    ),
                 },
                 request_body=body(
                     {"oneOf": [obj({"text": {"type": "string"}}, ["text"]), obj({"data": {}}, ["data"])]}
