@@ -3,14 +3,16 @@ the floor of encoding + gzip + POST of the same rows without the journal (same e
 receiver, one batch in flight), measured in the same run; then the pull API's rows/s for a
 consumer catching up, beside a paged SELECT of the same journal; then the same drain over a
 high-latency link (a receiver that holds every answer 100 ms, 50 ms with --quick: a 4G or
-satellite round trip) with max_in_flight 1, 4 and 8.
+satellite round trip) with max_in_flight 1, 4 and 8 and batches of 5000, and with the sink's
+default settings (one batch in flight, batches sized by the link up to batch.max_items).
 
     python -m bench.sync [--quick]
 
 The receivers run in their own processes (they decompress and parse every batch). The last line
 is one JSON object with the figures and "ratio" (drain / floor at the default max_in_flight 1
 over the fast receiver; target >= 0.5); "latency_drain_rows_per_s" holds the slow link's drain
-rate per max_in_flight.
+rate per max_in_flight, "latency_default_rows_per_s" the default sink's (target >= 0.5 of the
+floor).
 """
 
 from __future__ import annotations
@@ -161,15 +163,19 @@ def copy(src: Path, dst: Path) -> None:
         a.backup(b)
 
 
-async def drain_over_latency(tmp: Path, url: str, committed: int, in_flight: int) -> float:
-    """The drain over the slow receiver, from a copy of the journal as filled (no cursor yet)."""
-    db = tmp / f"latency-{in_flight}.db"
+async def drain_over_latency(
+    tmp: Path, url: str, committed: int, sink: dict[str, object]
+) -> tuple[float, int]:
+    """The drain over the slow receiver, from a copy of the journal as filled (no cursor yet),
+    with these sink settings; also the batch size the sink ended with."""
+    db = tmp / "latency.db"
     copy(tmp / "filled.db", db)
-    rt = await start_site(tmp, db, url, sink={"max_in_flight": in_flight})
+    rt = await start_site(tmp, db, url, sink=sink)
     rate, _cpu = await drain(rt, committed)
+    items = rt.components["sync"].sinks["central"].batch_items()
     await rt.stop()
     db.unlink()
-    return rate
+    return rate, items
 
 
 async def drain_and_pull(tmp: Path, url: str, committed: int) -> tuple[float, float, float, float]:
@@ -241,8 +247,13 @@ def main() -> None:
             floor_rate = max(floor_before, floor_after)
             floor_cpu = min(cpu_before, cpu_after)
             over_latency = {
-                k: asyncio.run(drain_over_latency(tmp, slow_url, committed, k)) for k in IN_FLIGHT
+                k: asyncio.run(drain_over_latency(tmp, slow_url, committed, {"max_in_flight": k}))[0]
+                for k in IN_FLIGHT
             }
+            # the sink entry without batch: or max_in_flight: keys
+            default_rate, default_items = asyncio.run(
+                drain_over_latency(tmp, slow_url, committed, {"batch": {}})
+            )
     finally:
         for p in (proc, slow_proc):
             p.terminate()
@@ -273,6 +284,10 @@ def main() -> None:
             f"  max_in_flight {k:<2}                             {rate:>12,.0f} rows/s ({rate / floor_rate:.2f})"
         )
     print(
+        f"  default settings (1 in flight, sized by link) {default_rate:>11,.0f} rows/s "
+        f"({default_rate / floor_rate:.2f}; target >= 0.50; ended at {default_items:,} records a batch)"
+    )
+    print(
         json.dumps(
             {
                 "records": committed,
@@ -289,6 +304,9 @@ def main() -> None:
                 "latency_ms": round(latency * 1000),
                 "latency_drain_rows_per_s": {str(k): round(rate) for k, rate in over_latency.items()},
                 "latency_ratio": {str(k): round(rate / floor_rate, 3) for k, rate in over_latency.items()},
+                "latency_default_rows_per_s": round(default_rate),
+                "latency_default_ratio": round(default_rate / floor_rate, 3),
+                "latency_default_batch_items": default_items,
             }
         )
     )

@@ -43,7 +43,7 @@ from edge.sync import deadletters
 from edge.sync.records import JournalReader, RecordFilter, Row
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
-from edge.sync.window import Recovery, Signal, Slot, Window
+from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -66,6 +66,7 @@ class Prepared:
     first: int  # seq range covered (filtered rows inside it are withheld on purpose)
     last: int
     body: bytes | None = None  # the compressed request body, when built ahead
+    asked: int = 0  # the batch size it was built for (0: a part of a bisected batch)
 
 
 async def _cancel_all(tasks: deque[asyncio.Task[Any]]) -> None:
@@ -106,6 +107,7 @@ class PushSink:
         self._window = Window(cfg.max_in_flight)
         self._recovery = Recovery(self._signal)
         self._launched = 0  # seq up to which batches have been handed to a delivery
+        self.sizer = BatchSizer(cfg.batch.max_items, cfg.batch.max_bytes, cfg.timeout.total)
         self.task: asyncio.Task[None] | None = None
         # status, in memory since this start (the last snapshot is persisted for `edge sync status`)
         self.sent_rows = 0
@@ -215,11 +217,10 @@ class PushSink:
         at a time, and none while failed batches wait for their retry."""
         # Batches of a backlog are built ahead, in worker threads, while others are sent:
         # reading, encoding and gzip overlap the POSTs. A prefetched batch covers a fixed seq
-        # range (end, end + max_items], so it does not depend on the one before it; the cursor
+        # range (end, end + n], so it does not depend on the one before it; the cursor
         # always ends at a batch's `last` (or inside the batch being bisected).
         ahead: deque[asyncio.Task[Prepared | None]] = deque()
         ahead_end = 0
-        n = self.cfg.batch.max_items
         built = 0
         try:
             while True:
@@ -227,14 +228,22 @@ class PushSink:
                     batch = await ahead.popleft()
                 else:
                     await self._wait_for_batch()
-                    batch = await asyncio.to_thread(self._build, self._launched, None, self.readers[0])
+                    n = self.batch_items()
+                    if self.journal.committed_seq - self._launched >= n:  # a backlog: learn the link
+                        n = self.sizer.take(self.bytes_per_row)
+                    batch = await asyncio.to_thread(self._build, self._launched, None, self.readers[0], n)
                     ahead_end = batch.last if batch is not None else self._launched
                 if batch is None:
                     continue
-                while len(ahead) < self.prefetch and self.journal.committed_seq - ahead_end >= n:
+                # each at the size the link asks for now
+                while (
+                    len(ahead) < self.prefetch
+                    and self.journal.committed_seq - ahead_end >= self.batch_items()
+                ):
+                    n = self.sizer.take(self.bytes_per_row)
                     built += 1
                     reader = self.readers[built % len(self.readers)]
-                    task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader)
+                    task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader, n)
                     ahead.append(asyncio.create_task(task))
                     ahead_end += n
                 await self._signal.until(lambda: not self._window.full and not self._recovery.active)
@@ -248,12 +257,17 @@ class PushSink:
             await _cancel_all(ahead)
 
     # ------------------------------------------------------------ batching
+    def batch_items(self) -> int:
+        """The size of the next batch: by the link, within `batch.max_items` and `max_bytes`."""
+        return self.sizer.size(self.bytes_per_row)
+
     async def _wait_for_batch(self) -> None:
         """Until a full batch is committed after the last launched one, or the oldest record not
         yet launched waited `max_age`."""
-        max_items, max_age = self.cfg.batch.max_items, self.cfg.batch.max_age
+        max_age = self.cfg.batch.max_age
         since: float | None = None
         while True:
+            max_items = self.batch_items()
             committed = self.journal.committed_seq
             backlog = committed - self._launched
             if backlog >= max_items:
@@ -273,11 +287,11 @@ class PushSink:
                 since = None
                 await self.journal.wait_committed(committed, 5.0)  # wake on the first new record
 
-    def _build(self, after: int, upto: int | None, reader: JournalReader) -> Prepared | None:
-        """Read, filter, encode and compress the batch after `after` (up to seq `upto`, else one
-        batch's worth); runs in a worker thread."""
+    def _build(self, after: int, upto: int | None, reader: JournalReader, n: int) -> Prepared | None:
+        """Read, filter, encode and compress the batch after `after` (up to seq `upto`, else
+        `n` records); runs in a worker thread."""
         if upto is None:
-            rows = reader.read_rows(after, self.cfg.batch.max_items)
+            rows = reader.read_rows(after, n)
             if not rows:
                 return None
             last = rows[-1][0]
@@ -285,7 +299,7 @@ class PushSink:
             rows = reader.read_range(after, upto)
             last = upto
         kept = self.filter.apply(rows)
-        batch = Prepared(kept, after + 1, last)
+        batch = Prepared(kept, after + 1, last, asked=n)
         if kept:
             batch.body = self._encode_compressed(batch)
         return batch
@@ -302,6 +316,9 @@ class PushSink:
                 self._recovery.answered(slot.first)
             if outcome.ok:
                 queue.pop(0)
+                if part is batch:
+                    items = part.last - part.first + 1
+                    self.sizer.observe(items, outcome.elapsed, full=items >= part.asked)
                 self._on_success(part)
                 await self._passed(slot, part.last)
                 continue
@@ -337,6 +354,7 @@ class PushSink:
         }
         if self.cfg.gzip_level > 0:
             headers["Content-Encoding"] = "gzip"
+        start = time.monotonic()
         try:
             async with self.session.post(self.target(), data=body, headers=headers) as resp:
                 text = ""
@@ -345,12 +363,14 @@ class PushSink:
                 else:
                     await resp.read()
                 self.sent_bytes += len(body)
-                return Outcome(resp.status, "", parse_retry_after(resp.headers.get("Retry-After")), text)
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                return Outcome(resp.status, "", retry_after, text, elapsed=time.monotonic() - start)
         except aiohttp.ClientConnectorError as exc:
             return Outcome(
                 None, f"cannot connect to {self.host}:{self.port}: {exc.os_error}", connect_failed=True
             )
         except TimeoutError:
+            self.sizer.timed_out()
             return Outcome(
                 None, f"timed out (connect {self.cfg.timeout.connect:g}s, total {self.cfg.timeout.total:g}s)"
             )
@@ -528,6 +548,7 @@ class PushSink:
             "throttled_s": round(self.throttled_s, 3),
             "in_flight": self._window.in_flight,
             "max_in_flight": self.cfg.max_in_flight,
+            "batch_items": self.batch_items(),
             "instance": INSTANCE,
         }
 

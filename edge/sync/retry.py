@@ -21,6 +21,7 @@ class Outcome:
     retry_after: float | None = None
     body: str = ""
     connect_failed: bool = False  # could not even connect: the link (or the receiver) is down
+    elapsed: float = 0.0  # seconds from sending the request to the whole answer
 
     @property
     def ok(self) -> bool:

@@ -15,9 +15,23 @@ from edge.units import Duration, Size
 MAX_IN_FLIGHT = 16  # batches a sink may send at once; the window a crash can replay
 
 
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
 class BatchConfig(Strict):
-    max_items: int = Field(5000, ge=1, le=100_000)
+    # the most records in one batch; a sink starts at 5000 (or this, if smaller) and grows its
+    # batches towards it when the link's round trip dominates (edge.sync.window.BatchSizer)
+    max_items: int = Field(50_000, ge=1, le=100_000)
     max_age: Duration = 2.0
+    # the most encoded bytes (before gzip) in one batch, estimated from recent records
+    max_bytes: Size = 4 * 1024 * 1024
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _bytes(cls, v: int) -> int:
+        if not 64 * 1024 <= v <= MAX_BATCH_BYTES:
+            raise ValueError(f"{v} bytes is out of range; expected 64KiB to 64MiB (encoded, before gzip)")
+        return v
 
 
 class TimeoutConfig(Strict):

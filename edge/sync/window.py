@@ -117,3 +117,92 @@ class Recovery:
             self.probe = None
             self.waiting.clear()
             self.signal.fire()
+
+
+#: the batch a sink starts with (and never goes below, unless `batch.max_items` is smaller)
+START_ITEMS = 5000
+#: grown until the round trip's fixed part is at most this share of a request's time
+FIXED_SHARE = 0.2
+SAMPLES = 24  # recent successful requests the fit looks at
+
+
+class BatchSizer:
+    """How many records go into the next batch, sized by the link.
+
+    A request's time is modelled as `a + b * n`: `a` the fixed part of a round trip (the link's
+    latency and the receiver's per-request work), `b` the cost per record. With one batch in
+    flight a backlog drains at `n / (a + b * n)`, so a link whose round trip dominates wants big
+    batches. From recent successful requests (the fastest one per size class, since load on the
+    gateway only adds time) the sizer fits `a` and `b` and aims at the size where `a` is at most
+    FIXED_SHARE of a request: `n = a * (1 - s) / (s * b)`.
+
+    It starts at START_ITEMS; until two size classes have been answered it doubles each batch it
+    builds (a slow start, so the fit has sizes to compare after two answers); then it moves at
+    most 4x up or 2x down per answer, ignores changes under a quarter (load on a shared machine
+    makes single requests noisy), and never leaves [START_ITEMS, `max_items`], the bytes cap (by
+    the recent encoded bytes per record) or a quarter of the request timeout. A timeout halves it.
+    """
+
+    def __init__(self, max_items: int, max_bytes: int, timeout: float) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.floor = min(START_ITEMS, max_items)
+        self.items = self.floor
+        self.fitted = False
+        self.samples: deque[tuple[int, float]] = deque(maxlen=SAMPLES)
+        self.fixed_s: float | None = None  # the last fit, for the status
+        self.per_item_s: float | None = None
+
+    def size(self, bytes_per_item: float) -> int:
+        """The size a batch has now (when to send one, how much a read takes)."""
+        by_bytes = int(self.max_bytes / max(1.0, bytes_per_item))
+        return max(1, min(self.items, self.max_items, by_bytes))
+
+    def take(self, bytes_per_item: float) -> int:
+        """The size of the batch about to be built; while learning, the next one is twice it."""
+        n = self.size(bytes_per_item)
+        if not self.fitted:
+            self.items = min(self.max_items, max(self.items, n * 2))
+        return n
+
+    def observe(self, items: int, seconds: float, full: bool) -> None:
+        """A batch of `items` records (seq range) was delivered in `seconds`; `full`: it had the
+        size asked for (a live tail's smaller batch still teaches the fixed part)."""
+        if items <= 0 or seconds <= 0:
+            return
+        self.samples.append((items, seconds))
+        fastest: dict[int, tuple[int, float]] = {}
+        for n, d in self.samples:
+            key = n.bit_length()
+            if key not in fastest or d / n < fastest[key][1] / fastest[key][0]:
+                fastest[key] = (n, d)
+        if len(fastest) < 2:
+            self.fitted = False
+            return
+        self.fitted = True
+        points = list(fastest.values())
+        mean_n = sum(n for n, _ in points) / len(points)
+        mean_d = sum(d for _, d in points) / len(points)
+        var = sum((n - mean_n) ** 2 for n, _ in points)
+        b = sum((n - mean_n) * (d - mean_d) for n, d in points) / var
+        a = mean_d - b * mean_n
+        self.fixed_s, self.per_item_s = max(0.0, a), b
+        if b <= 0:  # the time does not grow with the size: the round trip is all of it
+            target = float(self.max_items)
+        elif a <= 0:  # no fixed part to amortise
+            target = float(self.floor)
+        else:
+            target = a * (1 - FIXED_SHARE) / (FIXED_SHARE * b)
+            target = min(target, (self.timeout / 4 - a) / b)
+        target = max(self.floor, min(self.max_items, target))
+        if target > 1.25 * self.items:
+            self.items = int(min(target, self.items * 4))
+        elif target < 0.75 * self.items:
+            self.items = int(max(target, self.items / 2))
+
+    def timed_out(self) -> None:
+        """A request ran into the timeout: perhaps the batch is too big for the link."""
+        self.items = max(1, self.items // 2)
+        self.samples.clear()
+        self.fitted = True  # no slow start again until the next answers
