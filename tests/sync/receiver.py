@@ -18,6 +18,7 @@ import ssl
 import sys
 import time
 import zlib
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -43,10 +44,10 @@ def main() -> None:
     args = ap.parse_args()
     rnd = random.Random(args.seed)
     state = {"fail": args.fail, "poison": set(args.poison), "modes": args.modes.split(",")}
-    log: list[dict] = []
+    log: list[dict[str, Any]] = []
 
     async def ingest(request: web.Request) -> web.StreamResponse:
-        entry = {
+        entry: dict[str, Any] = {
             "instance": request.headers.get("X-Edge-Instance", ""),
             "key": request.headers.get("Idempotency-Key", ""),
             "outcome": "?",

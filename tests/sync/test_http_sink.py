@@ -14,10 +14,6 @@ from edge.web.tokens import create_token
 from tests.support.site import running_site
 from tests.sync.helpers import free_port, wait_for
 
-POINTS = {
-    "devices": [],
-}
-
 
 def sink(url: str, **extra: object) -> dict[str, object]:
     cfg: dict[str, object] = {
