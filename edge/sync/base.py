@@ -324,9 +324,6 @@ class PushSink:
                 continue
             self.failures += 1
             self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}")
-            if outcome.retry_after is not None and outcome.status is not None:
-                # the floor of every attempt of this sink, also of batches already waiting
-                self._not_before = max(self._not_before, time.monotonic() + outcome.retry_after)
             if outcome.poison:
                 queue.pop(0)
                 if len(part.rows) > 1:
@@ -341,6 +338,9 @@ class PushSink:
                     await self._passed(slot, part.last)
                 continue
             self.retries += 1
+            if outcome.retry_after is not None and outcome.status is not None:
+                # the floor of every attempt of this sink, also of batches already waiting
+                self._not_before = max(self._not_before, time.monotonic() + outcome.retry_after)
             await self._recovery.wait_turn(slot.first, functools.partial(self._backoff, outcome))
 
     async def _attempt(self, part: Prepared) -> Outcome:

@@ -41,7 +41,7 @@ class TimeoutConfig(Strict):
 
 class RetryConfig(Strict):
     initial: Duration = 1.0
-    max: Duration = 300.0  # backoff cap; also the cap on a Retry-After we honour
+    max: Duration = 300.0  # backoff cap (a server's Retry-After may ask for longer: it is a floor)
     probe_every: Duration = 5.0  # after a connection failure, test the link this often
 
 
