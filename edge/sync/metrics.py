@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from edge.web.auth import require
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     from edge.runtime import Runtime
 
 RULE_EVAL_KEYS = ("evaluations", "evaluated", "evals", "rule_evaluations")
@@ -44,11 +44,15 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-class RuntimeCollector(Collector):
+class RuntimeCollector:
+    """A prometheus_client collector (the registry needs only `collect`)."""
+
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         rt = self.runtime
         hub, journal = rt.hub, rt.journal
         yield CounterMetricFamily(
@@ -204,11 +208,18 @@ class RuntimeCollector(Collector):
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(runtime))
+    registry: CollectorRegistry | None = None
 
     async def metrics(request: web.Request) -> web.Response:
+        nonlocal registry
         require(request, "read")
+        # prometheus_client is imported at the first scrape: about 1 MB that a gateway nobody
+        # scrapes does not need
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(RuntimeCollector(runtime))  # type: ignore[arg-type]
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -50,14 +50,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
 from edge.state import StateDB
 from edge.web.auth import ROLE_SCOPES, Principal
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from argon2 import PasswordHasher
 
     from edge.runtime import Runtime
 
@@ -90,11 +88,13 @@ COOKIE = "edge_session"
 # other parameters (the library's 64 MiB default, used before) still verify, and are redone with
 # these at the next successful login.
 HASH_MEMORY_KIB = 19 * 1024
-HASHER = PasswordHasher(time_cost=2, memory_cost=HASH_MEMORY_KIB, parallelism=1, hash_len=32, salt_len=16)
+HASH_TIME_COST = 2
+HASH_PARALLELISM = 1
 # Every hash and verification runs on this one thread, so concurrent logins queue instead of each
 # holding its own 19 MiB. One thread also means one malloc arena: hashes taken in turn by several
 # worker threads leave 19 MiB resident in each thread's arena (6 workers: +115 MB of RSS).
 _HASHING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
+_hasher: PasswordHasher | None = None
 _dummy_hash: str | None = None  # made at the first login attempt, not at import (19 MiB, 40 ms)
 _dummy_lock = threading.Lock()
 
@@ -445,7 +445,7 @@ def verify_login(state: StateDB, guard: LoginGuard, name: str, password: str, ad
         guard.done(key)
     role, pw_hash, _ = row
     # Hashed outside the DB lock; stored only if the password was not changed meanwhile.
-    rehashed = hash_password(password) if HASHER.check_needs_rehash(pw_hash) else None
+    rehashed = hash_password(password) if hasher().check_needs_rehash(pw_hash) else None
     with state.lock:
         state.conn.execute("DELETE FROM login_throttle WHERE name=? AND source=?", key)
         state.conn.execute("UPDATE users SET last_login=? WHERE name=?", (time.time(), name))
@@ -490,13 +490,30 @@ def _on_hashing_thread(fn: Callable[..., T], *args: Any) -> T:
     return _HASHING.submit(fn, *args).result()
 
 
+def hasher() -> PasswordHasher:
+    """The argon2id hasher with the parameters above; argon2 is imported at the first use (about
+    1 MB that a gateway nobody logs in to does not need)."""
+    global _hasher
+    if _hasher is None:
+        from argon2 import PasswordHasher
+
+        _hasher = PasswordHasher(
+            time_cost=HASH_TIME_COST,
+            memory_cost=HASH_MEMORY_KIB,
+            parallelism=HASH_PARALLELISM,
+            hash_len=32,
+            salt_len=16,
+        )
+    return _hasher
+
+
 def hash_password(password: str) -> str:
-    """An argon2id hash of `password` with HASHER's parameters (computed on the argon2 thread)."""
-    return _on_hashing_thread(HASHER.hash, password)
+    """An argon2id hash of `password` with hasher()'s parameters (computed on the argon2 thread)."""
+    return _on_hashing_thread(hasher().hash, password)
 
 
 def _dummy() -> str:
-    """The hash a name without an account is verified against, with HASHER's parameters so the
+    """The hash a name without an account is verified against, with hasher()'s parameters so the
     two take the same time; its password is random and thrown away."""
     global _dummy_hash
     with _dummy_lock:
@@ -506,9 +523,11 @@ def _dummy() -> str:
 
 
 def _verify(pw_hash: str, password: str) -> bool:
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _on_hashing_thread(HASHER.verify, pw_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return _on_hashing_thread(hasher().verify, pw_hash, password)
+    except (VerificationError, InvalidHashError):  # VerifyMismatchError is a VerificationError
         return False
 
 
