@@ -509,6 +509,11 @@ class PushSink:
             )
         )
 
+    def dead_letter_resolved(self) -> None:
+        """A manual retry delivered one of the dead letters."""
+        self.dead_letters_total = max(0, self.dead_letters_total - 1)
+        self._status_dirty.set()
+
     async def send_one(self, record_row: Row) -> Outcome:
         """Deliver one record outside the stream (a manual dead-letter retry)."""
         seq = record_row[0]

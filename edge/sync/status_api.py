@@ -116,7 +116,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         assert state is not None
         with state.lock:
             state.conn.execute("UPDATE sync_dead_letters SET retried=? WHERE id=?", (time.time(), int(raw)))
-        sink.dead_letters_total = max(0, sink.dead_letters_total - 1)
+        sink.dead_letter_resolved()
         from edge.audit import record
 
         record(state, principal.name, "sync.dead_letter.retry", row[0], dead_letter=int(raw))

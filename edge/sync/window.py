@@ -177,11 +177,12 @@ class BatchSizer:
             key = n.bit_length()
             if key not in fastest or d / n < fastest[key][1] / fastest[key][0]:
                 fastest[key] = (n, d)
-        if len(fastest) < 2:
+        points = list(fastest.values())
+        if len(points) < 2 or max(n for n, _ in points) < self.floor // 2:
+            # one size, or only a live tail's small batches: nothing to tell a backlog's size by
             self.fitted = False
             return
         self.fitted = True
-        points = list(fastest.values())
         mean_n = sum(n for n, _ in points) / len(points)
         mean_d = sum(d for _, d in points) / len(points)
         var = sum((n - mean_n) ** 2 for n, _ in points)

@@ -109,3 +109,13 @@ def test_batch_caps_out_of_range_are_named(tmp_path: Path) -> None:
         load(tmp_path, {"upstream": [entry]})
     text = str(exc.value)
     assert "max_bytes" in text and "64KiB to 64MiB" in text and "max_items" in text, text
+
+
+def test_a_live_tail_of_small_batches_leaves_the_size_alone() -> None:
+    """Batches of a few records sent by max_age say nothing of a backlog's best size, however
+    their times fall."""
+    sizer = BatchSizer(max_items=50_000, max_bytes=64 * 1024 * 1024, timeout=30.0)
+    for k in range(40):
+        n = 1 + k % 40
+        sizer.observe(n, 0.05 + (0.02 if k % 3 else 0.0) - 1e-4 * n, full=False)
+    assert sizer.size(100.0) == START_ITEMS
