@@ -10,10 +10,9 @@ half second: RSS, VmHWM (its peak RSS since start) and CPU time. The floor is a 
 that imports every module the gateway had loaded (written by the gateway at exit) and does
 nothing else. Targets for this workload: steady RSS <= 45 MB, peak <= 60 MB.
 
---profile runs the site a second time with tracemalloc on (slower, more memory: its figures are
-not the benchmark's) and prints the largest allocation sites and packages, and the imports that
-cost the most time (`python -X importtime`) and memory (RSS per top-level package imported in
-turn).
+--profile runs the site a second time with tracemalloc and `-X importtime` on (slower, more
+memory: its figures are not the benchmark's) and prints the largest allocation sites and
+packages, the gateway's slowest imports, and what importing each package costs in RSS on its own.
 
 The last line is one JSON object with the figures and "ratio" = steady RSS / floor RSS.
 """
@@ -71,32 +70,18 @@ for name in open(sys.argv[1]).read().split():
             pass
 status = open("/proc/self/status").read()
 print(json.dumps({k: int(l.split()[1]) * 1024 for l in status.splitlines()
-                  for k in ("VmRSS", "VmHWM") if l.startswith(k + ":")}))
+                  for k in ("VmRSS", "VmHWM", "RssFile") if l.startswith(k + ":")}))
 """
 
-# Memory per top-level package: imported in the order the gateway's module list gives, RSS read
-# after each.
+# What importing one package costs on its own: RSS after `import NAME` minus a bare interpreter's.
+# Shared dependencies count in every package that pulls them in, so the figures overlap.
 IMPORT_COST = """
 import importlib, json, sys
 def rss():
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS:"))
-names = [n for n in open(sys.argv[1]).read().split() if n != "__main__"]
-tops = []
-for n in names:
-    t = n.split(".")[0]
-    if t not in tops:
-        tops.append(t)
-costs = {}
-for top in tops:
-    before = rss()
-    for n in names:
-        if n.split(".")[0] == top and n not in sys.modules:
-            try:
-                importlib.import_module(n)
-            except Exception:
-                pass
-    costs[top] = rss() - before
-print(json.dumps(costs))
+before = rss()
+importlib.import_module(sys.argv[1])
+print(rss() - before)
 """
 
 
@@ -163,14 +148,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def proc_memory(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of `pid` in bytes."""
+def proc_memory(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM and RssFile (the part of RSS that is mapped files: shared libraries, shareable
+    with other processes) of `pid`, in bytes."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssFile"):
             fields[key] = int(rest.split()[0]) * 1024
-    return fields["VmRSS"], fields["VmHWM"]
+    return fields
 
 
 def cpu_seconds(pid: int) -> float:
@@ -210,9 +196,10 @@ def run_gateway(
     env = dict(os.environ)
     if snapshot is not None:
         env["PYTHONTRACEMALLOC"] = "1"  # from the first import on
+    importtime = ["-X", "importtime"] if snapshot else []
     with open(log, "w") as out:
         gateway = subprocess.Popen(
-            [sys.executable, "-c", GATEWAY, str(site), str(modules), str(snapshot or "")],
+            [sys.executable, *importtime, "-c", GATEWAY, str(site), str(modules), str(snapshot or "")],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -226,13 +213,13 @@ def run_gateway(
         cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
         samples: list[tuple[float, int, int]] = []  # (seconds since t0, rss, hwm)
         while (now := time.monotonic()) - t0 < seconds:
-            rss, hwm = proc_memory(gateway.pid)
-            samples.append((now - t0, rss, hwm))
+            mem = proc_memory(gateway.pid)
+            samples.append((now - t0, mem["VmRSS"], mem["VmHWM"]))
             time.sleep(SAMPLE_EVERY)  # the sampling period itself
         cpu = cpu_seconds(gateway.pid) - cpu0
         wall = time.monotonic() - t0
         rows = received_rows(upstream) - rows0
-        _, peak = proc_memory(gateway.pid)
+        end = proc_memory(gateway.pid)
         if snapshot is not None:
             gateway.send_signal(signal.SIGUSR1)
             deadline = time.monotonic() + 60
@@ -252,7 +239,8 @@ def run_gateway(
         "steady_rss_mb": round(statistics.median(steady) / MB, 1),
         "max_rss_mb": round(max(rss for _, rss, _ in samples) / MB, 1),
         "rss_at_up_mb": round(samples[0][1] / MB, 1),
-        "peak_mb": round(peak / MB, 1),
+        "peak_mb": round(end["VmHWM"] / MB, 1),
+        "file_backed_mb": round(end["RssFile"] / MB, 1),
         "cpu_pct": round(100 * cpu / wall, 2),
         "rows_per_s": round(rows / wall, 1),
         "seconds": round(wall, 1),
@@ -267,7 +255,15 @@ def floor(modules: Path) -> dict[str, float]:
     if out.returncode != 0:
         raise SystemExit(f"floor interpreter failed:\n{out.stderr[-3000:]}")
     got = json.loads(out.stdout.splitlines()[-1])
-    return {"floor_rss_mb": round(got["VmRSS"] / MB, 1), "floor_peak_mb": round(got["VmHWM"] / MB, 1)}
+    bare = subprocess.run(
+        [sys.executable, "-c", FLOOR, os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    return {
+        "floor_rss_mb": round(got["VmRSS"] / MB, 1),
+        "floor_peak_mb": round(got["VmHWM"] / MB, 1),
+        "floor_file_backed_mb": round(got["RssFile"] / MB, 1),
+        "bare_python_mb": round(json.loads(bare.stdout.splitlines()[-1])["VmRSS"] / MB, 1),
+    }
 
 
 # ---------------------------------------------------------------- --profile
@@ -294,34 +290,45 @@ def profile(tmp: Path, meter_ports: list[int], upstream: str, seconds: float, mo
         frame = s.traceback[0]
         print(f"  {s.size / MB:6.2f} MB  {_short(frame.filename)}:{frame.lineno}")
 
-    out = subprocess.run(
-        [sys.executable, "-c", IMPORT_COST, str(modules)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    costs = json.loads(out.stdout.splitlines()[-1])
-    print("RSS per top-level package, imported in turn (a package's share of what it pulls in):")
-    for name, size in sorted(costs.items(), key=lambda kv: -kv[1])[:15]:
+    print("RSS of importing one package alone, in a fresh interpreter (dependencies included):")
+    costs = []
+    for name in _packages(modules):
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT_COST, name], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        if out.returncode == 0:
+            costs.append((int(out.stdout.split()[-1]), name))
+    for size, name in sorted(costs, reverse=True)[:20]:
         print(f"  {size / MB:6.2f} MB  {name}")
 
-    code = "import importlib, sys\nfor n in open(sys.argv[1]).read().split():\n    try: importlib.import_module(n)\n    except Exception: pass"
-    out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code, str(modules)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # the gateway's own imports, in the order it made them (written by -X importtime to its log)
     rows = []
-    for line in out.stderr.splitlines():
+    for line in (tmp / "traced" / "edge.log").read_text().splitlines():
         parts = line.split("|")
         if line.startswith("import time:") and len(parts) == 3 and parts[1].strip().isdigit():
             rows.append((int(parts[1]), parts[2].rstrip()))
-    print("imports by cumulative time (python -X importtime):")
-    for us, name in sorted(rows, reverse=True)[:15]:
-        print(f"  {us / 1000:7.1f} ms  {name.strip()}")
+    print("the gateway's imports by cumulative time (python -X importtime, nested names indented):")
+    for us, name in sorted(rows, reverse=True)[:20]:
+        print(f"  {us / 1000:7.1f} ms  {name}")
+
+
+def _packages(modules: Path) -> list[str]:
+    """The packages worth weighing: every third-party top-level package the gateway loaded, and the
+    project's own at their second level (edge.web, drivers.modbus, rules.engine ...)."""
+    names = [n for n in modules.read_text().split() if not n.startswith("_") and n != "__main__"]
+    own = ("edge", "drivers", "rules")
+    out: list[str] = []
+    for n in names:
+        parts = n.split(".")
+        if parts[0] in own:
+            key = ".".join(parts[:2])
+        elif parts[0] in sys.stdlib_module_names:
+            continue
+        else:
+            key = parts[0]
+        if key not in out:
+            out.append(key)
+    return out
 
 
 def _short(filename: str) -> str:
@@ -378,6 +385,10 @@ def main() -> None:
                 f"floor (bare interpreter importing the same modules): RSS {r['floor_rss_mb']} MB, peak "
                 f"{r['floor_peak_mb']} MB; ratio {r['ratio']} (peak {r['ratio_peak']}); targets: steady "
                 f"<= {TARGET_STEADY_MB:g} MB, peak <= {TARGET_PEAK_MB:g} MB"
+            )
+            print(
+                f"of which mapped files (shared libraries): gateway {r['file_backed_mb']} MB, floor "
+                f"{r['floor_file_backed_mb']} MB; an interpreter importing nothing: {r['bare_python_mb']} MB"
             )
             if args.profile:
                 profile(tmp, ports, upstream, min(seconds, 30.0), modules)
