@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import math
 import time
+from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 from drivers.base import BaseDriver, DeviceReadError, DriverContext
@@ -37,10 +41,8 @@ class ModbusDriver(BaseDriver):
         super().__init__(device, ctx)
         self.device: ModbusDevice = device
         self.by_name: dict[str, ModbusPoint] = {p.name: p for p in device.points}
-        # decoding runs for every point of every poll: look its parameters up once
-        self._decode_args: dict[str, tuple[int, str, str, float, float, int | None]] = {
-            p.name: (p.count, str(p.type), p.order, p.scale, p.offset, p.bit) for p in device.points
-        }
+        # how to decode each planned request, built once per request of the plan (see _reader)
+        self._readers: dict[Request, _RequestReader] = {}
         self.splits = SplitMemory()
         self.refused: dict[str, str] = {}  # point -> reason (single point refused by the device)
         self.groups: dict[float, list[ModbusPoint]] = {}
@@ -147,8 +149,7 @@ class ModbusDriver(BaseDriver):
                 for name in req.points:
                     batch.append(Reading(ts, f"{self.id}.{name}", None, Quality.BAD))
                 continue
-            for name in req.points:
-                batch.append(self._decode_point(self.by_name[name], req, values, ts, errors))
+            self._decode_request(req, values, ts, batch, errors)
         self.requests_last_cycle = requests
         self.cycles += 1
         self.emit(batch)
@@ -165,9 +166,79 @@ class ModbusDriver(BaseDriver):
             self.device.unit, READ_METHODS[req.table], req.start, count=req.count, **self.timing
         )
         values = resp.bits if req.table in BIT_TABLES else resp.registers
-        if len(values) < req.count:
-            raise LinkError(f"short answer: {len(values)} of {req.count} values at {req.table} {req.start}")
-        return list(values[: req.count])
+        if len(values) != req.count:  # bits come padded to a whole byte
+            if len(values) < req.count:
+                raise LinkError(
+                    f"short answer: {len(values)} of {req.count} values at {req.table} {req.start}"
+                )
+            values = values[: req.count]
+        return list(values) if not isinstance(values, list) else values
+
+    def _reader(self, req: Request) -> _RequestReader:
+        reader = self._readers.get(req)
+        if reader is None:
+            if len(self._readers) > 4 * len(self.device.points) + 64:
+                self._readers.clear()  # plans changed by splits: drop readers of requests gone
+            reader = self._readers[req] = _RequestReader(self.id, req, [self.by_name[n] for n in req.points])
+        return reader
+
+    def _decode_request(
+        self, req: Request, values: list[Any], ts: float, batch: list[Record], errors: list[str]
+    ) -> None:
+        """Decode every point of one answered request into `batch`, in the request's point order.
+
+        Fixed-size numbers (nearly every point of a meter) come from the answer packed to bytes
+        once and unpacked in C — all at once when they share one word order, and then turned into
+        readings without a Python-level step per value unless one is NaN; bits, strings and bools
+        take `_decode_point`. Every path gives the values `codec.decode` gives."""
+        reader = self._reader(req)
+        if reader.unpack_all is not None:
+            raws: Sequence[Any] = reader.unpack_all(codec.pack_registers(values, reader.swapped_all))
+            scales = reader.scales
+            if scales is not None:  # codec.scale_value; round() passes inf and NaN through
+                raws = [
+                    r if s is None else round(r * s + o, 9)
+                    for r, s, o in zip(raws, scales, reader.offsets, strict=True)
+                ]
+            if not (reader.may_be_nan and any(map(math.isnan, raws))):
+                self.last_values.update(zip(reader.names, raws, strict=True))
+                batch.extend(map(_reading, zip(repeat(ts), reader.pids, raws, repeat(Quality.GOOD))))
+                return
+            self._decode_each(reader, req, values, ts, batch, errors, raws)
+            return
+        self._decode_each(reader, req, values, ts, batch, errors, None)
+
+    def _decode_each(
+        self,
+        reader: _RequestReader,
+        req: Request,
+        values: list[Any],
+        ts: float,
+        batch: list[Record],
+        errors: list[str],
+        scaled: Sequence[Any] | None,
+    ) -> None:
+        """Point by point: `scaled` holds the values already unpacked and scaled, if any."""
+        if scaled is None and reader.needs_bytes:
+            be = codec.pack_registers(values)
+            le = codec.pack_registers(values, little=True) if reader.needs_swapped else be
+        last = self.last_values
+        good, bad = Quality.GOOD, Quality.BAD
+        for i, (pid, p, unpack, swapped, at, scale, offset) in enumerate(reader.entries):
+            if scaled is not None:
+                value = scaled[i]
+            elif unpack is None:
+                batch.append(self._decode_point(p, req, values, ts, errors))
+                continue
+            else:
+                value = unpack(le if swapped else be, at)[0]
+                if scale is not None:  # codec.scale_value; round() passes inf and NaN through
+                    value = round(value * scale + offset, 9)
+            if value != value:  # NaN: the device says "no value"
+                batch.append(_reading((ts, pid, None, bad)))
+                continue
+            last[p.name] = value
+            batch.append(_reading((ts, pid, value, good)))
 
     def _decode_point(
         self,
@@ -310,6 +381,66 @@ class ModbusDriver(BaseDriver):
         (reg,) = await self._read_priority(Request(p.table, p.address, 1, (p.name,)))
         mask = 1 << (p.bit or 0)
         return [(reg | mask) if on else (reg & ~mask)]
+
+
+class _RequestReader:
+    """Per point of one request: (point id, point, unpack_from or None, reads the byte-swapped copy,
+    byte offset, scale or None when the raw value is the value, offset)."""
+
+    __slots__ = (
+        "entries",
+        "may_be_nan",
+        "names",
+        "needs_bytes",
+        "needs_swapped",
+        "offsets",
+        "pids",
+        "scales",
+        "swapped_all",
+        "unpack_all",
+    )
+
+    def __init__(self, device_id: str, req: Request, points: list[ModbusPoint]) -> None:
+        self.entries: list[tuple[str, ModbusPoint, Any, bool, int, float | None, float]] = []
+        for p in points:
+            fast = None if p.table in BIT_TABLES else codec.unpacker(str(p.type), p.order)
+            unpack, swapped = fast if fast is not None else (None, False)
+            scaled = p.scale != 1 or p.offset != 0
+            self.entries.append(
+                (
+                    f"{device_id}.{p.name}",
+                    p,
+                    unpack,
+                    swapped,
+                    2 * (p.address - req.start),
+                    p.scale if scaled else None,
+                    p.offset,
+                )
+            )
+        self.needs_bytes = any(e[2] is not None for e in self.entries)
+        self.needs_swapped = any(e[2] is not None and e[3] for e in self.entries)
+        whole = None
+        if self.entries and all(e[2] is not None for e in self.entries):
+            whole = codec.unpacker_for_all([(str(p.type), p.order, p.address - req.start) for p in points])
+        self.unpack_all: Callable[[bytes], tuple[Any, ...]] | None = None
+        self.swapped_all = False
+        if whole is not None:
+            self.unpack_all, self.swapped_all = whole
+        self.pids = tuple(e[0] for e in self.entries)
+        self.names = tuple(p.name for p in points)
+        scales = tuple(e[5] for e in self.entries)
+        self.scales = scales if any(sc is not None for sc in scales) else None
+        self.offsets = tuple(e[6] for e in self.entries)
+        # a NaN can only come from a float register or a scaled value (ints scale to floats)
+        self.may_be_nan = any(
+            str(p.type).startswith("float") or e[5] is not None
+            for p, e in zip(points, self.entries, strict=True)
+        )
+
+
+#: a Reading from its four fields without NamedTuple's keyword-handling constructor (what
+#: Reading._make does too): one per value of every poll
+_reading: Callable[[tuple[float, str, Value, int]], Reading] = functools.partial(tuple.__new__, Reading)  # type: ignore[assignment]
 
 
 def _same(got: Value, want: Value, p: ModbusPoint) -> bool:

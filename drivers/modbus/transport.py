@@ -29,6 +29,19 @@ WRITE = 0  # priority of writes (lower runs first)
 READ = 1
 
 
+_ModbusException: type[Exception] | None = None
+
+
+def _modbus_exception() -> type[Exception]:
+    """pymodbus's exception base, imported on first use (a site without Modbus never loads pymodbus)."""
+    global _ModbusException
+    if _ModbusException is None:
+        from pymodbus.exceptions import ModbusException
+
+        _ModbusException = ModbusException
+    return _ModbusException
+
+
 class LinkError(Exception):
     """The request did not get an answer: not connected, timed out, or the answer was garbage."""
 
@@ -64,9 +77,15 @@ class PriorityLock:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, without a trip through the event loop."""
+        if self._locked or self._waiters:
+            return False
+        self._locked = True
+        return True
+
     async def acquire(self, priority: int) -> None:
-        if not self._locked and not self._waiters:
-            self._locked = True
+        if self.try_acquire():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._seq), fut))
@@ -191,62 +210,54 @@ class Link:
         `timeout` and `retries` are the calling device's own (devices sharing one RS-485 bus may
         differ: a slow meter next to a quick barrier controller); the link's are the default.
         """
-        await self._lock.acquire(priority)
+        # One coroutine, no awaits on the way in when the link is free: this runs for every request
+        # of every poll, and each extra level is paid again at every resume.
+        if not self._lock.try_acquire():
+            await self._lock.acquire(priority)
         try:
-            return await self._call_locked(
-                unit,
-                method,
-                *args,
-                retry_now=retry_now,
-                timeout=self.timeout if timeout is None else timeout,
-                retries=self.retries if retries is None else retries,
-                **kwargs,
-            )
+            if timeout is None:
+                timeout = self.timeout
+            if retries is None:
+                retries = self.retries
+            if self.conn.frame_delay:
+                delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
+            error = ""
+            for attempt in range(retries + 1):
+                client = self._client
+                if client is None or not client.connected:
+                    client = await self._ensure_connected(retry_now=retry_now and attempt == 0)
+                # pymodbus 3.x reads the response timeout from its transaction manager's copy of the
+                # connection parameters at each request; we hold the bus, so this is ours alone
+                client.ctx.comm_params.timeout_connect = timeout
+                self.requests += 1
+                if self.trace:
+                    self.trace("start", unit)
+                try:
+                    # pymodbus bounds the request itself: the connect and the wait for the answer
+                    # are each a wait_for(timeout_connect) (set above). A second timer of our own per
+                    # request cost more than all the link's other bookkeeping.
+                    response = await getattr(client, method)(*args, device_id=unit, **kwargs)
+                except (TimeoutError, _modbus_exception(), OSError) as exc:
+                    error = (
+                        f"no valid answer from unit {unit} at {self.describe()}: {exc or type(exc).__name__}"
+                    )
+                    self._after_failure()
+                    continue
+                finally:
+                    self._last_frame = time.monotonic()
+                    if self.trace:
+                        self.trace("end", unit)
+                if response.isError():
+                    code = int(getattr(response, "exception_code", 0) or 0)
+                    raise DeviceException(code)
+                return response
+            self.failures += 1
+            self.last_error = error
+            raise LinkError(error, no_answer=True)
         finally:
             self._lock.release()
-
-    async def _call_locked(
-        self,
-        unit: int,
-        method: str,
-        *args: Any,
-        retry_now: bool,
-        timeout: float,
-        retries: int,
-        **kwargs: Any,
-    ) -> Any:
-        from pymodbus.exceptions import ModbusException
-
-        delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
-        if delay > 0:
-            await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
-        error = ""
-        for attempt in range(retries + 1):
-            client = await self._ensure_connected(retry_now=retry_now and attempt == 0)
-            # pymodbus 3.x reads the response timeout from its transaction manager's copy of the
-            # connection parameters at each request; we hold the bus, so this is ours alone
-            client.ctx.comm_params.timeout_connect = timeout
-            self.requests += 1
-            if self.trace:
-                self.trace("start", unit)
-            try:
-                async with asyncio.timeout(timeout * 1.5 + 0.2):
-                    response = await getattr(client, method)(*args, device_id=unit, **kwargs)
-            except (TimeoutError, ModbusException, OSError) as exc:
-                error = f"no valid answer from unit {unit} at {self.describe()}: {exc or type(exc).__name__}"
-                self._after_failure()
-                continue
-            finally:
-                self._last_frame = time.monotonic()
-                if self.trace:
-                    self.trace("end", unit)
-            if response.isError():
-                code = int(getattr(response, "exception_code", 0) or 0)
-                raise DeviceException(code)
-            return response
-        self.failures += 1
-        self.last_error = error
-        raise LinkError(error, no_answer=True)
 
     def _after_failure(self) -> None:
         # A late answer to a timed-out TCP request would be taken for the next one's: start afresh.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -108,3 +109,45 @@ def test_every_order_shows_the_right_one() -> None:
     shown = codec.every_order(codec.encode(230.0, "float32", "CDAB"), "float32")
     assert shown["CDAB"] == 230.0
     assert shown["ABCD"] != 230.0
+
+
+def test_unpackers_give_what_decode_raw_gives() -> None:
+    # the driver's fast path: answers packed once, values unpacked in C, in every type and order
+    rng = random.Random(5)
+    for dtype in codec.NUMERIC_TYPES:
+        n = codec.register_count(dtype)
+        for order in codec.ORDERS:
+            unpacker = codec.unpacker(dtype, order)
+            assert unpacker is not None
+            unpack, swapped = unpacker
+            for _ in range(300):
+                regs = [rng.randrange(65536) for _ in range(n + 3)]
+                at = rng.randrange(4)
+                got = unpack(codec.pack_registers(regs, swapped), 2 * at)[0]
+                want = codec.decode_raw(regs[at : at + n], dtype, order)
+                assert got == want or (got != got and want != want), (dtype, order, regs, at)
+    assert codec.unpacker("string", "ABCD") is None and codec.unpacker("bit", "ABCD") is None
+
+
+def test_one_unpack_for_a_whole_answer_in_one_order() -> None:
+    rng = random.Random(6)
+    for _ in range(500):
+        order = rng.choice(codec.ORDERS)
+        fields, at = [], rng.randrange(3)
+        for _i in range(rng.randrange(1, 10)):
+            dtype = rng.choice(codec.NUMERIC_TYPES)
+            fields.append((dtype, order, at))
+            at += codec.register_count(dtype) + rng.choice([0, 0, 1, 5])
+        regs = [rng.randrange(65536) for _ in range(at + 2)]
+        whole = codec.unpacker_for_all(fields)
+        assert whole is not None
+        unpack, swapped = whole
+        got = unpack(codec.pack_registers(regs, swapped))
+        want = [codec.decode_raw(regs[a : a + codec.register_count(t)], t, o) for t, o, a in fields]
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert g == w or (g != g and w != w), (fields, regs)
+    # mixed orders needing different copies, overlaps and non-numbers: no single format
+    assert codec.unpacker_for_all([("float32", "ABCD", 0), ("float32", "CDAB", 2)]) is None
+    assert codec.unpacker_for_all([("uint32", "ABCD", 0), ("uint16", "ABCD", 1)]) is None
+    assert codec.unpacker_for_all([("string", "ABCD", 0)]) is None

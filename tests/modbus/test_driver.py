@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -309,3 +311,55 @@ async def test_reconnect_backoff_is_capped_with_jitter() -> None:
     assert at_least[0] < 1.0  # starts small
     assert all(d <= 2.0 * 1.2 for d in at_least) and all(d >= 1.5 for d in at_most[-5:])  # capped
     assert link.connects == 0 and len({round(d, 4) for d in at_least[-5:]}) > 1  # jittered
+
+
+@pytest.mark.parametrize("orders", [("CDAB",), codec.ORDERS], ids=["one-order", "mixed"])
+async def test_polled_values_are_what_codec_decode_gives(orders: tuple[str, ...]) -> None:
+    # random maps (every numeric type, scale and offset, NaN and infinite floats; bits and strings
+    # with mixed orders) against codec.decode of the registers the server holds: however the driver
+    # decodes a whole answer, each value and quality is the one decode gives point by point
+    rng = random.Random(len(orders))
+    nan32, inf32 = [0x7FC0, 0], [0x7F80, 0]
+    regs: dict[int, int] = {}
+    points: list[dict[str, Any]] = []
+    address = 0
+    for i in range(150):
+        order = rng.choice(orders)
+        dtype = rng.choice([*codec.NUMERIC_TYPES, *(["string", "bit"] if len(orders) > 1 else [])])
+        point: dict[str, Any] = {"name": f"p{i}", "address": address, "type": dtype, "order": order}
+        if dtype == "string":
+            point["length"] = 6
+        if dtype == "bit":
+            point["bit"] = rng.randrange(16)
+        elif dtype != "string":
+            point["scale"], point["offset"] = rng.choice([(1.0, 0.0), (0.1, 0.0), (1.0, -40.0), (0.001, 5.0)])
+        n = codec.register_count(dtype, point.get("length"))
+        words = [rng.randrange(65536) for _ in range(n)]
+        if dtype == "string":
+            words = codec.encode("".join(rng.choice("AB12 ") for _ in range(6)), "string", order, length=6)
+        elif dtype == "float32" and rng.random() < 0.3:
+            words = codec.encode(codec.decode_raw(rng.choice([nan32, inf32]), "float32"), "float32", order)
+        regs.update({address + k: w for k, w in enumerate(words)})
+        points.append(point)
+        address += n + rng.choice([0, 0, 1, 3])
+    regs.update({a: 0 for a in range(address) if a not in regs})
+    async with tcp_server({1: {"holding": regs}}) as srv:
+        async with running_driver({"connection": conn(srv.port), "poll": 0.2, "points": points}) as got:
+            await got.polled(1)
+    for p in points:
+        n = codec.register_count(p["type"], p.get("length"))
+        want = codec.decode(
+            [regs[p["address"] + k] for k in range(n)],
+            p["type"],
+            p["order"],
+            scale=p.get("scale", 1.0),
+            offset=p.get("offset", 0.0),
+            bit=p.get("bit"),
+        )
+        reading = got.latest(p["name"])
+        assert reading is not None, p
+        if isinstance(want, float) and want != want:
+            assert (reading.value, reading.quality) == (None, Quality.BAD), p
+        else:
+            assert (reading.value, reading.quality) == (want, Quality.GOOD), p
+            assert type(reading.value) is type(want), p
