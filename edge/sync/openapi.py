@@ -113,6 +113,7 @@ SCHEMAS: dict[str, Any] = {
             "last_success": {"type": ["number", "null"]},
             "last_error": {"type": ["string", "null"]},
             "in_flight": {"type": "integer"},
+            "batch_items": {"type": "integer", "description": "records per batch now, sized by the link"},
         },
         ["id", "type", "cursor", "backlog_rows"],
     ),
