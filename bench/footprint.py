@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from bench.modbus import free_port
 from bench.sync import start_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,14 +139,6 @@ def site_doc(tmp: Path, meter_ports: list[int], upstream: str, web_port: int) ->
         ],
         "upstream": [{"id": "central", "type": "http", "url": upstream}],
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_memory(pid: int) -> dict[str, int]:
