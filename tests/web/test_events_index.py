@@ -47,6 +47,7 @@ def alert(source: str, state: str, ts: float, severity: str = Severity.CRITICAL,
 async def journal(rt: Any, records: list[Any], filler: int = 0) -> list[int]:
     """Journal `records`, then `filler` readings that push them out of the raw scan's window;
     returns the records' seqs. Everything is rolled up when it returns."""
+    await rt.journal.flush()  # the runtime's own start-up events are not the test's records
     first = rt.journal.committed_seq + 1
     now = time.time()
     rt.hub.ingest(
