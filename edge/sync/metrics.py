@@ -47,8 +47,9 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
 class RuntimeCollector:
     """A prometheus_client collector (the registry needs only `collect`)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, connections: Any = None) -> None:
         self.runtime = runtime
+        self.connections = connections  # the web server's ConnectionStats, when it has one
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -206,9 +207,37 @@ class RuntimeCollector:
             yield counted_rules
             yield g
 
+        conns = self.connections
+        if conns is not None:
+            yield GaugeMetricFamily(
+                "edge_web_connections_open", "Open connections to the web server", value=conns.open
+            )
+            caps = GaugeMetricFamily(
+                "edge_web_connections_cap",
+                "Connections held at most, per client address and in total",
+                labels=["scope"],
+            )
+            caps.add_metric(["per_client"], conns.per_client)
+            caps.add_metric(["total"], conns.total)
+            yield caps
+            refused = CounterMetricFamily(
+                "edge_web_connections_refused",
+                "Connections closed at once: over the per-client or total cap, evicted to admit a new "
+                "one at the total cap, or accept() failing",
+                labels=["reason"],
+            )
+            refused.add_metric(["per_client_cap"], conns.refused_per_client)
+            refused.add_metric(["total_cap"], conns.refused_total)
+            refused.add_metric(["evicted_idle"], conns.evicted)
+            refused.add_metric(["accept_error"], conns.accept_errors)
+            yield refused
+
 
 def setup(app: web.Application, runtime: Runtime) -> None:
+    from edge.web.app import CONNECTIONS_KEY
+
     registry: CollectorRegistry | None = None
+    connections = app.get(CONNECTIONS_KEY)
 
     async def metrics(request: web.Request) -> web.Response:
         nonlocal registry
@@ -219,7 +248,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
 
         if registry is None:
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(RuntimeCollector(runtime))  # type: ignore[arg-type]
+            registry.register(RuntimeCollector(runtime, connections))  # type: ignore[arg-type]
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

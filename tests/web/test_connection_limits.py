@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from edge.web import limits
@@ -117,6 +118,16 @@ async def test_one_address_holds_at_most_its_share(site: Any) -> None:
         assert stats.refused_per_client == 1
         # other addresses are served, and the address gets a slot back when one of its closes
         assert (await healthz(site, "127.0.0.1")).startswith(b"HTTP/1.1 200")
+        token = create_token(site.state, "scraper", ["read"])
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"http://127.0.0.1:{site.web_port}/metrics", headers={"Authorization": f"Bearer {token}"}
+            ) as r,
+        ):
+            metrics = await r.text()
+        assert 'edge_web_connections_refused_total{reason="per_client_cap"} 1.0' in metrics
+        assert f'edge_web_connections_cap{{scope="per_client"}} {float(PER_CLIENT)}' in metrics
         held.pop()[1].close()
         await until(lambda: stats.by_client.get("127.0.0.2") == PER_CLIENT - 1, what="slot released")
         assert (await healthz(site, "127.0.0.2")).startswith(b"HTTP/1.1 200")
