@@ -3,6 +3,10 @@ writes that must not wait behind a slow poll cycle."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from edge.model import HealthState, Quality
 from tests.modbus.harness import running_driver, slow_device
 from tests.modbus.servers import GarbageServer, tcp_server
@@ -36,6 +40,53 @@ async def test_short_answer_is_an_error_not_a_value() -> None:
             assert got.latest("v").quality == Quality.STALE and got.latest("v").value is None
     finally:
         await srv.stop()
+
+
+def lying_byte_count(request: bytes) -> bytes:
+    # a well-framed FC3 answer whose byte count claims far more registers than the frame holds
+    tid, unit, fc = request[:2], request[6], request[7]
+    pdu = bytes([fc, 200, 0x12, 0x34])
+    return tid + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
+
+
+async def test_byte_count_past_the_frame_is_no_answer() -> None:
+    srv = await GarbageServer(lying_byte_count).start()
+    try:
+        points = [{"name": "v", "address": 0, "type": "uint16"}]
+        doc = {"connection": conn(srv.port), "poll": 0.1, "timeout": 0.3, "retries": 0, "points": points}
+        async with running_driver(doc) as got:
+            await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
+            assert "no valid answer from unit 1" in got.driver.health.reason
+            assert not [r for r in got.records if getattr(r, "quality", None) == Quality.GOOD]
+    finally:
+        await srv.stop()
+
+
+def test_register_answers_decode_as_pymodbus_does() -> None:
+    # the link registers its own FC3/FC4 answer decoding (one struct call per answer) with pymodbus
+    from pymodbus.exceptions import ModbusIOException
+    from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+    from drivers.modbus.transport import _fast_register_answers
+
+    rng = random.Random(3)
+    for ours, theirs in zip(
+        _fast_register_answers(), (ReadHoldingRegistersResponse, ReadInputRegistersResponse), strict=True
+    ):
+        assert ours.function_code == theirs.function_code and issubclass(ours, theirs)
+        assert ours.rtu_byte_count_pos == theirs.rtu_byte_count_pos
+        for _ in range(300):
+            n = rng.randrange(0, 126)
+            data = bytes([2 * n]) + bytes(rng.randrange(256) for _ in range(2 * n + rng.randrange(3)))
+            a, b = ours(), theirs()
+            a.decode(data)
+            b.decode(data)
+            assert a.registers == b.registers
+        for bad in (bytes([4, 1, 2]), bytes([9]), bytes([200, 0x12, 0x34])):
+            with pytest.raises(ModbusIOException):
+                ours().decode(bad)
+            with pytest.raises(ModbusIOException):
+                theirs().decode(bad)
 
 
 async def test_garbage_answer_times_out_and_marks_stale() -> None:
