@@ -101,6 +101,13 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
     state = accounts.state
     guard = accounts.guard
     setup_lock = asyncio.Lock()  # two browsers racing with the right code must not make two admins
+    # Password hashing runs on one thread of its own (accounts.py); a request waiting for it would
+    # otherwise hold one of the few threads of the executor the rest of the API shares.
+    hashing = asyncio.Semaphore(2)
+
+    async def hashed(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        async with hashing:
+            return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def auth_state(request: web.Request) -> web.Response:
         principal: Principal | None = principal_of(request)
@@ -134,7 +141,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
                 audit.record(state, str(name or "?")[:64], "setup_failed", "", address=_address(request))
                 raise Problem(403, "Wrong setup code", "the code is printed in the gateway's log at start")
             try:
-                await asyncio.to_thread(acc.add_user, state, name, "admin", password, created_by="setup")
+                await hashed(acc.add_user, state, name, "admin", password, created_by="setup")
             except acc.AccountError as exc:
                 raise _bad(exc) from None
             accounts.setup_code.consume()
@@ -151,7 +158,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         if not isinstance(name, str) or not isinstance(password, str):
             raise Problem(400, "Missing credentials", "send a JSON object with name and password")
         try:
-            role = await asyncio.to_thread(acc.verify_login, state, guard, name, password, _address(request))
+            role = await hashed(acc.verify_login, state, guard, name, password, _address(request))
         except acc.LoginRefused as exc:
             audit.record(
                 state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request)
@@ -180,8 +187,8 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         if not isinstance(old, str):  # argon2 verifies str or bytes only
             raise Problem(400, "Missing current password", 'send {"old": "...", "new": "..."} as strings')
         try:
-            await asyncio.to_thread(acc.verify_login, state, guard, principal.name, old, _address(request))
-            await asyncio.to_thread(acc.update_user, state, principal.name, password=new or "")
+            await hashed(acc.verify_login, state, guard, principal.name, old, _address(request))
+            await hashed(acc.update_user, state, principal.name, password=new or "")
         except acc.LoginRefused as exc:
             return _refused(exc, "Current password is wrong" if exc.status == 401 else "Too many attempts")
         except acc.AccountError as exc:
@@ -203,7 +210,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
         if role in (None, ""):  # only an absent role defaults; `{}` or `false` is a mistake
             role = "viewer"
         try:
-            await asyncio.to_thread(acc.add_user, state, name, role, password, created_by=principal.name)
+            await hashed(acc.add_user, state, name, role, password, created_by=principal.name)
         except acc.AccountError as exc:
             raise _bad(exc) from None
         audit.record(state, principal.name, "user_add", name, role=role)
@@ -219,7 +226,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
             if body.get(flag) is not None and not isinstance(body[flag], bool):
                 raise Problem(422, "Invalid account data", f"{flag} is true or false")
         try:
-            await asyncio.to_thread(
+            await hashed(
                 acc.update_user,
                 state,
                 name,
