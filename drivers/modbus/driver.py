@@ -122,8 +122,9 @@ class ModbusDriver(BaseDriver):
         """Read every point of one poll group and emit the readings (one batch)."""
         assert self.link is not None
         ts = self.ctx.clock()
-        # Answers are decoded after the last request, in request order: decoding one answer between
-        # two requests ran about four times slower (the event loop's I/O in between left it cold).
+        # Answers are decoded after the last request, in request order: decoding each one between
+        # two requests took 2.1-2.4 ms per 1,000 values in bench.modbus, all of them together
+        # 1.3-1.7 ms (the same answers decoded again in a loop: 0.5 ms; the loop's I/O cools it).
         answers: list[tuple[Request, list[Any] | str]] = []
         requests = 0
         pending = list(self.plan_for(interval))
