@@ -50,7 +50,8 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False)
+    # validators are built at first use: a site never builds those of driver kinds it does not use
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False, defer_build=True)
 
 
 def valid_id(value: str, what: str = "id") -> str:
