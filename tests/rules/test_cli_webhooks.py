@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.cli import edge_cli
 from tests.support.site import site_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,13 +64,7 @@ def test_edge_check_holds_the_site_packs_to_its_allow_list(tmp_path: Path) -> No
     pack = tmp_path / "pack.yaml"
     pack.write_text(PACK, encoding="utf-8")
     site = site_file(tmp_path, {"devices": [], "rules": {"packs": [str(pack)]}})
-    out = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "check", "-c", str(site)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = edge_cli("check", "-c", str(site))
     assert out.returncode == 1
     assert f"{pack}:" in out.stderr and "hooks.example.net" in out.stderr and "webhook_allow" in out.stderr
 

@@ -26,10 +26,10 @@ from edge.store.health import buffer_health
 from edge.store.journal import Journal
 from edge.web.tokens import create_token
 from tests.store.helpers import drop_events, integrity, open_journal, readings
+from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.tools import require_root
 from tests.support.waiting import until, until_async
-from tests.sync.test_metrics_cli import edge_cli
 
 pytestmark = pytest.mark.root
 

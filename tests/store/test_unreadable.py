@@ -13,8 +13,8 @@ import pytest
 from edge.store.journal import Journal, JournalUnreadable
 from edge.store.trend import TrendIndex
 from tests.store.test_trend import SIM, assert_matches_journal
+from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
-from tests.sync.test_metrics_cli import edge_cli
 
 GARBAGE = os.urandom(3000) + b"not a database"
 

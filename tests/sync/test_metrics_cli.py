@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,21 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.model import Reading
 from edge.web.tokens import create_token
+from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.tools import require_tool
 from tests.support.waiting import until
-from tests.sync.helpers import ROOT, free_port, wait_for
-
-
-def edge_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+from tests.sync.helpers import free_port, wait_for
 
 
 def sink(url: str) -> dict[str, object]:

@@ -27,10 +27,10 @@ from edge.model import Event, Quality, Reading, Record, Severity
 from edge.store.journal import Journal
 from edge.web.rule_yaml import MAX_TEXT_BYTES
 from edge.web.ui_api import MAX_LIMIT
+from tests.support.cli import answering
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import site_file
-from tests.support.waiting import until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = """
@@ -138,19 +138,6 @@ async def _worst_case(
     )
 
 
-async def _wait_up(base: str, edge: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-
-        async def up() -> bool:
-            try:
-                async with http.get(base + "/healthz") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return edge.poll() is not None  # exited: the caller fails with its log
-
-        await until_async(up, timeout=60, what="edge run answering /healthz")
-
-
 async def _unloaded(base: str) -> tuple[list[float], list[str]]:
     """Probe /healthz for WINDOW_S with nothing else running."""
     stop = asyncio.Event()
@@ -213,7 +200,7 @@ def test_healthz_and_ingest_hold_under_a_connection_and_request_flood(tmp_path: 
         )
     flood: subprocess.Popen[str] | None = None
     try:
-        asyncio.run(_wait_up(base, edge))
+        asyncio.run(answering(base, edge))
         assert edge.poll() is None, log_path.read_text()[-3000:]
         unloaded_from = time.time()
         calm_latencies, calm_failures = asyncio.run(_unloaded(base))

@@ -15,11 +15,11 @@ from argon2 import PasswordHasher, extract_parameters
 
 from edge.state import StateDB
 from edge.web import accounts
+from tests.support.cli import answering
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import site_file
 from tests.web.conftest import PASSWORD, Client
-from tests.web.test_flood import _wait_up
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -88,7 +88,7 @@ def test_concurrent_logins_hold_one_hash_in_memory_at_a_time(tmp_path: Path) -> 
             stderr=subprocess.STDOUT,
         )
     try:
-        asyncio.run(_wait_up(base, edge))
+        asyncio.run(answering(base, edge))
         assert edge.poll() is None, log_path.read_text()[-3000:]
         status = Path(f"/proc/{edge.pid}/status")
         _, before = _memory(status.read_text())
