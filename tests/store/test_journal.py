@@ -16,6 +16,7 @@ from edge.model import Event, Reading
 from edge.store import schema
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
+from edge.store.rows import insert_many
 from tests.store.helpers import drop_events, integrity, open_journal, readings
 from tests.support.waiting import until
 
@@ -275,3 +276,58 @@ async def test_flush_returns_once_what_came_before_it_is_in_while_more_keeps_com
         assert j.pending > 0  # the queue never ran dry meanwhile
     finally:
         await j.close()
+
+
+async def test_every_record_lands_at_its_seq_in_append_order_whatever_the_flush_size(tmp_path: Path) -> None:
+    """Readings go in as multi-row statements of up to 1000 rows plus power-of-two remainders:
+    no row may be lost, doubled or reordered at a statement boundary, bools keep their flag, and
+    a flush that also carries an event, or follows a deletion of every row, numbers the same."""
+    j = open_journal(tmp_path, flush_max_items=5000, keep_history=None)
+    expected: list[tuple[str, object]] = []
+    try:
+        for size in (1, 2, 3, 999, 1000, 1001, 1023, 2047, 4999, 5000, 3001):
+            batch = [
+                Reading(float(len(expected) + i), f"m.p{i % 7}", len(expected) + i, 0) for i in range(size)
+            ]
+            if size == 3:
+                batch[1] = Reading(batch[1].ts, "gate.open", True, 0)
+            j.append(batch)
+            expected += [(r.point, r.value) for r in batch]
+            await j.flush()
+        j.append([Reading(-1.0, "m.p0", 0.5, 2), Event("alert", "rule-1", "warning", {"n": 1}, -1.0)])
+        expected += [("m.p0", 0.5), ("rule-1", {"n": 1})]
+        await j.flush()
+        rows = j.read(0, len(expected) + 10)
+        assert [r["seq"] for r in rows] == list(range(1, len(expected) + 1))
+        got = [
+            (r["point"], r["value"]) if r["type"] == "reading" else (r["source"], r["payload"]) for r in rows
+        ]
+        assert got == expected
+        assert [type(v) for _, v in got] == [type(v) for _, v in expected]  # 1 == True == 1.0
+        assert rows[len(expected) - 2]["quality"] == "stale"
+    finally:
+        await j.close()
+    conn = sqlite3.connect(j.path)
+    conn.execute("DELETE FROM journal")  # the next flush starts after an empty table: seq pinned
+    conn.commit()
+    conn.close()
+    j = open_journal(tmp_path, flush_max_items=5000, keep_history=None)
+    try:
+        j.append(readings(1500))
+        assert await j.flush() == len(expected) + 1500
+        assert [r["seq"] for r in j.read(0, 2000)] == list(range(len(expected) + 1, len(expected) + 1501))
+    finally:
+        await j.close()
+
+
+def test_statements_shrink_to_the_variable_limit_of_the_sqlite_build(tmp_path: Path) -> None:
+    """A SQLite built with the old 999-variable limit still takes every row, in order."""
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (a, b, c, d)")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    rows = [(i, f"p{i}", float(i), i % 3) for i in range(1234)]
+    for n in (0, 1, 249, 250, 1234):
+        conn.execute("DELETE FROM t")
+        insert_many(conn, "INSERT INTO t(a, b, c, d) VALUES ", 4, rows[:n])
+        assert conn.execute("SELECT a, b, c, d FROM t ORDER BY rowid").fetchall() == rows[:n]
+    conn.close()
