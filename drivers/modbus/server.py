@@ -19,6 +19,11 @@ a table read as 0). A request for a unit id the server does not serve is answere
 0x0B, "gateway target device failed to respond": the gateway is the BMS's path to the site's
 devices and no device answers at that unit (0x02 would send the technician looking at register
 addresses that are right). Each such unit is logged once and counted.
+
+Modbus TCP has no authentication: whoever reaches the port reads the map. So a point above
+`max_privacy` (default `public`) is served as if it had no value (NaN or 0), whatever the map says,
+and a point's class is read at each request (a rule's `set:` point can rise to the class of what
+it copied); such points are named in the log once and counted (`withheld_privacy`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pydantic import Field, field_validator, model_validator
 from drivers.modbus import codec
 from drivers.modbus.codec import DataType, WordOrder
 from edge.config import ListenAddress, Strict, valid_listen
-from edge.model import Quality
+from edge.model import PRIVACY_RANK, Privacy, Quality
 
 log = logging.getLogger("drivers.modbus.server")
 
@@ -75,6 +80,8 @@ class ServerConfig(ListenAddress, Strict):
     unit: int = Field(1, ge=0, le=255)
     #: what a read across registers no point occupies gets: "illegal data address", or zeros
     fill_gaps: Literal["refuse", "zeros"] = "refuse"
+    #: the highest privacy class served; points above it read as having no value
+    max_privacy: Privacy = Privacy.PUBLIC
     points: list[ServedPoint] = Field(default_factory=list)
 
     @field_validator("listen", mode="before")
@@ -133,9 +140,19 @@ class ModbusServerComponent:
 
     name = "modbus_server"
 
-    def __init__(self, config: ServerConfig, latest: dict[str, Any], known: set[str]) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        latest: dict[str, Any],
+        known: set[str],
+        infos: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
         self.latest = latest
+        self.infos = infos if infos is not None else {}  # point id -> PointInfo, live (the hub's)
+        self.max_rank = PRIVACY_RANK[config.max_privacy]
+        self.withheld_privacy = 0  # values not served because of their point's class
+        self._withheld_named: set[str] = set()
         self.unknown = sorted(p.point for p in config.points if p.point not in known)
         self.points = [p for p in config.points if p.point in known]
         self.requests = 0
@@ -164,7 +181,11 @@ class ModbusServerComponent:
 
     @property
     def counters(self) -> dict[str, int]:
-        return {"requests": self.requests, "unknown_unit_requests": sum(self.unknown_units.values())}
+        return {
+            "requests": self.requests,
+            "unknown_unit_requests": sum(self.unknown_units.values()),
+            "withheld_privacy": self.withheld_privacy,
+        }
 
     def _devices(self) -> Any:
         from pymodbus.simulator import DataType as SimType
@@ -213,6 +234,10 @@ class ModbusServerComponent:
             if p.table != table:
                 continue
             r = self.latest.get(p.point)
+            info = self.infos.get(p.point)
+            if info is not None and PRIVACY_RANK[info.privacy] > self.max_rank:
+                self._withhold(p.point, info.privacy)
+                r = None
             good = r is not None and r.quality == Quality.GOOD and r.value is not None
             current = r.value if (good and r is not None) else None
             if table in ("coil", "discrete"):
@@ -231,6 +256,17 @@ class ModbusServerComponent:
             off = p.address - start_address
             registers[off : off + len(regs)] = regs
         return None
+
+    def _withhold(self, point: str, klass: str) -> None:
+        self.withheld_privacy += 1
+        if point not in self._withheld_named:
+            self._withheld_named.add(point)
+            log.warning(
+                "modbus_server: %s is %s data, above max_privacy %s: served as having no value",
+                point,
+                klass,
+                self.config.max_privacy,
+            )
 
     async def start(self) -> None:
         from pymodbus.server import ModbusTcpServer
@@ -257,6 +293,8 @@ class ModbusServerComponent:
             "unknown_points": self.unknown,
             "requests": self.requests,
             "fill_gaps": self.config.fill_gaps,
+            "max_privacy": str(self.config.max_privacy),
+            "withheld_privacy": self.withheld_privacy,
             "unknown_unit_requests": sum(self.unknown_units.values()),
             "unknown_units": {str(u): n for u, n in sorted(self.unknown_units.items())},
         }
@@ -267,4 +305,4 @@ def create(runtime: Any) -> ModbusServerComponent | None:
     if config is None:
         return None
     known = {p.id for p in runtime.site.point_infos()}
-    return ModbusServerComponent(config, runtime.hub.latest, known)
+    return ModbusServerComponent(config, runtime.hub.latest, known, runtime.hub.points)

@@ -122,6 +122,11 @@ class RuntimeCollector:
         for device_id, slot in rt.slots.items():
             for name, value in _numeric(getattr(slot.driver, "counters", None) or {}).items():
                 counted.add_metric([device_id, name], value)
+        for component_name, component in rt.components.items():  # e.g. the Modbus server's
+            counters = getattr(component, "counters", None)
+            if isinstance(counters, dict):
+                for name, value in _numeric(counters).items():
+                    counted.add_metric([component_name, name], value)
         yield counted
 
         sync = rt.components.get("sync")

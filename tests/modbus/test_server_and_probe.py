@@ -150,11 +150,6 @@ async def test_unknown_unit_gets_exception_0x0b_one_log_line_and_a_count(
     assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/sync/metrics.py exports only drivers' counters: the runtime's components need the same "
-    "loop over rt.components (then drop this mark)",
-)
 async def test_unknown_unit_count_reaches_metrics(tmp_path: Path) -> None:
     from pymodbus.client import AsyncModbusTcpClient
 
@@ -197,6 +192,37 @@ async def test_fill_gaps_zeros_serves_the_holes_between_points(tmp_path: Path) -
             assert r.isError() and r.exception_code == 0x02
         finally:
             client.close()
+
+
+async def test_points_above_max_privacy_are_served_as_having_no_value(tmp_path: Path) -> None:
+    """Modbus TCP has no authentication: a health value mapped by mistake, or a point a rule raised
+    to sensitive, must not be readable by whoever reaches the port."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from edge.model import PointInfo, Privacy
+
+    async with running_site(tmp_path, served_site(GAPPED), web=False) as rt:
+        rt.hub.ingest(
+            [Reading(time.time(), "meter-b1.voltage", 231.5), Reading(time.time(), "meter-b1.energy", 7)]
+        )
+        server = rt.components["modbus_server"]
+        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            r = await client.read_holding_registers(0, count=2, device_id=1)
+            assert codec.decode(r.registers, "float32") == 231.5  # public: served
+            info = rt.hub.points["meter-b1.voltage"]
+            rt.hub.register_points(
+                [PointInfo(info.id, info.device, info.name, info.type, privacy=Privacy.SENSITIVE)]
+            )
+            r = await client.read_holding_registers(0, count=2, device_id=1)
+            v = codec.decode(r.registers, "float32")
+            assert v != v, "a sensitive value was served"
+            r = await client.read_holding_registers(10, count=2, device_id=1)
+            assert codec.decode(r.registers, "uint32") == 7  # the public point beside it still is
+        finally:
+            client.close()
+        assert server.status()["withheld_privacy"] >= 1
 
 
 async def test_fill_gaps_accepts_only_refuse_or_zeros(tmp_path: Path) -> None:
