@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from edge.model import (
@@ -39,7 +39,7 @@ class Hub:
         self.points_version = 0
         self.latest: dict[str, Reading] = {}
         self._filters: dict[str, tuple[float, float, bool]] = {}  # point -> (deadband, every, numeric)
-        self._reported: dict[str, tuple[Value, float, int]] = {}  # point -> last journaled (v, ts, q)
+        self._reported: dict[str, Reading] = {}  # point -> its last journaled reading
         self._subscribers: list[Subscriber] = []
         self._writers: dict[str, Writer] = {}
         self.received = 0  # samples received from drivers
@@ -67,7 +67,7 @@ class Hub:
             if r.point in self.points and r.point not in self.latest:
                 self.latest[r.point] = r
                 if r.point in self._filters:
-                    self._reported[r.point] = (r.value, r.ts, r.quality)
+                    self._reported[r.point] = r
                 n += 1
         return n
 
@@ -81,28 +81,43 @@ class Hub:
         self._writers.pop(device_id, None)
 
     # ------------------------------------------------------------ ingest (hot path)
-    def ingest(self, batch: list[Record]) -> list[Record]:
-        """Take a batch from a driver (or a rule); returns the records that were journaled."""
+    def ingest(self, batch: Sequence[Record]) -> list[Record]:
+        """Take a batch from a driver (or a rule); returns the records that were journaled.
+
+        One loop with the change detection inlined: a method call per filtered reading and a
+        tuple per journaled one cost a quarter of the hub's time at 10,000 points."""
         latest = self.latest
         filters = self._filters
+        reported = self._reported
         out: list[Record] = []
         append = out.append
-        n = 0
+        events = 0
         for rec in batch:
             if type(rec) is Reading:
-                n += 1
                 point = rec.point
                 latest[point] = rec
                 f = filters.get(point)
-                if f is None or self._passes(rec, f):
-                    append(rec)
+                if f is not None:
+                    last = reported.get(point)
+                    if last is not None and last.quality == rec.quality:
+                        deadband, every, numeric = f
+                        value, prev = rec.value, last.value
+                        if numeric and deadband > 0 and value is not None and prev is not None:
+                            same = abs(value - prev) <= deadband  # type: ignore[operator]
+                        else:
+                            same = value == prev
+                        if same and not (every > 0 and rec.ts - last.ts >= every):
+                            continue
+                    reported[point] = rec
+                append(rec)
             else:
                 append(rec)
-                self.events += 1
-        self.received += n
+                events += 1
+        self.events += events
+        self.received += len(batch) - events
         if not out:
             return out
-        self.journaled += len(out) - (len(batch) - n)
+        self.journaled += len(out) - events
         if self._append is not None:
             self._append(out)
         for sub in self._subscribers:
@@ -112,21 +127,6 @@ class Hub:
                 self.subscriber_errors += 1
                 log.exception("hub subscriber %r failed", sub)
         return out
-
-    def _passes(self, r: Reading, f: tuple[float, float, bool]) -> bool:
-        deadband, every, numeric = f
-        last = self._reported.get(r.point)
-        if last is not None:
-            value, ts, quality = last
-            same = quality == r.quality and (
-                (abs(r.value - value) <= deadband)  # type: ignore[operator]
-                if numeric and deadband > 0 and r.value is not None and value is not None
-                else r.value == value
-            )
-            if same and not (every > 0 and r.ts - ts >= every):
-                return False
-        self._reported[r.point] = (r.value, r.ts, r.quality)
-        return True
 
     def publish_event(self, event: Event) -> None:
         self.ingest([event])
