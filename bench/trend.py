@@ -86,7 +86,7 @@ def build_journal(path: Path, points: int, step: int) -> tuple[int, float]:
 
 def rollup(path: Path, trend_path: Path, events: bool = True) -> float:
     """The follower's work, chunk by chunk, from an empty trend file; seconds. Without `events`
-    the copy of the events is a no-op statement."""
+    the copy of the events (staged per chunk, merged with the buckets) is a no-op statement."""
     conn = open_follower(str(path), str(trend_path))
     start = time.perf_counter()
     cursor, top = 0, 1
@@ -183,7 +183,8 @@ class FollowedJournal(Journal):
 
 async def ingest_rates(d: Path, n: int) -> tuple[float, float]:
     """Readings/s through hub -> journal without, then with the follower (alternated, best of 2)."""
-    without, with_follower = [], []
+    without: list[float] = []
+    with_follower: list[float] = []
     for k in range(2):
         for follow, out in ((False, without), (True, with_follower)):
             path = d / f"ingest-{k}-{int(follow)}" / "edge.db"

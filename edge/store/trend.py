@@ -73,8 +73,23 @@ EVENT_COLS = "seq, ts, source, kind, severity, payload"
 # Good (quality & 3 = 0) numeric readings; bools are stored as 0/1 integers (quality bit 2 flags
 # them), strings and events are left out.
 READINGS_WHERE = "kind IS NULL AND (quality & 3) = 0 AND typeof(value) IN ('integer', 'real')"
-ROLLUP_SQL = f"""
-INSERT INTO trend.minute(point, bucket, n, vmin, vmax, vsum)
+# Each chunk is aggregated into `temp.stage` in a transaction that only reads the journal; every
+# FLUSH_SEQ seqs (and whenever the follower reaches the journal's end) the stage is merged into
+# trend.minute, with the events and the cursor, in one transaction that does not read the journal.
+# Upserting every chunk into trend.db rewrote the same leaf pages (one per point) chunk after
+# chunk: the commits and the upserts took half of the rollup's time.
+STAGE_TABLES = """
+CREATE TEMP TABLE IF NOT EXISTS stage (
+    point TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL, vmin, vmax, vsum,
+    PRIMARY KEY (point, bucket)
+) WITHOUT ROWID;
+CREATE TEMP TABLE IF NOT EXISTS stage_events (
+    seq INTEGER PRIMARY KEY, ts REAL, source TEXT, kind TEXT, severity TEXT, payload TEXT
+);
+CREATE TEMP TABLE IF NOT EXISTS stage_meta (key TEXT PRIMARY KEY, value);
+"""
+STAGE_SQL = f"""
+INSERT INTO temp.stage(point, bucket, n, vmin, vmax, vsum)
 SELECT point, CAST(ts / 60 AS INTEGER), count(*), min(value), max(value), sum(value)
 FROM main.journal WHERE seq > ? AND seq <= ? AND {READINGS_WHERE}
 GROUP BY 1, 2
@@ -83,9 +98,24 @@ ON CONFLICT(point, bucket) DO UPDATE SET
     vsum = vsum + excluded.vsum
 """
 EVENTS_SQL = """
-INSERT OR IGNORE INTO trend.events(seq, ts, source, kind, severity, payload)
+INSERT INTO temp.stage_events(seq, ts, source, kind, severity, payload)
 SELECT seq, ts, point, kind, severity, payload FROM main.journal
 WHERE seq > ? AND seq <= ? AND kind IS NOT NULL
+"""
+STAGED_SQL = (
+    "INSERT INTO temp.stage_meta(key, value) VALUES('staged', ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+MERGE_SQL = """
+INSERT INTO trend.minute(point, bucket, n, vmin, vmax, vsum)
+SELECT point, bucket, n, vmin, vmax, vsum FROM temp.stage ORDER BY point, bucket
+ON CONFLICT(point, bucket) DO UPDATE SET
+    n = n + excluded.n, vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
+    vsum = vsum + excluded.vsum
+"""
+MERGE_EVENTS_SQL = """
+INSERT OR IGNORE INTO trend.events(seq, ts, source, kind, severity, payload)
+SELECT seq, ts, source, kind, severity, payload FROM temp.stage_events
 """
 CURSOR_SQL = (
     "INSERT INTO trend.meta(key, value) VALUES('cursor', ?) "
@@ -101,7 +131,8 @@ WITH RECURSIVE points(p) AS (
 DELETE FROM trend.minute WHERE point IN (SELECT p FROM points WHERE p IS NOT NULL) AND bucket < ?
 """
 
-CHUNK_SEQ = 10_000  # journal seqs per transaction: short snapshots, the WAL can checkpoint between
+CHUNK_SEQ = 10_000  # journal seqs per read transaction: short snapshots, the WAL can checkpoint between
+FLUSH_SEQ = 100_000  # journal seqs staged in memory before they go into trend.db (catching up only)
 IDLE_INTERVAL = 2.0  # seconds between rollups once caught up (not one per group commit)
 TRIM_INTERVAL = 600.0
 FOLLOWER_NICE = 10
@@ -131,7 +162,8 @@ def _prepare(conn: sqlite3.Connection, trend_path: str) -> None:
     conn.execute("ATTACH DATABASE ? AS trend", (trend_path,))
     conn.execute("PRAGMA trend.journal_mode=WAL")
     conn.execute("PRAGMA trend.synchronous=NORMAL")
-    for stmt in SCHEMA.split(";"):
+    conn.execute("PRAGMA temp_store=MEMORY")
+    for stmt in (SCHEMA + STAGE_TABLES).split(";"):
         if stmt.strip():
             conn.execute(stmt)
     meta = dict(conn.execute("SELECT key, value FROM trend.meta").fetchall())
@@ -166,27 +198,50 @@ def read_cursor(conn: sqlite3.Connection) -> int:
 
 
 def rollup_chunk(conn: sqlite3.Connection, chunk: int = CHUNK_SEQ) -> tuple[int, int]:
-    """Roll up the next `chunk` seqs after the cursor in one transaction; returns (cursor, the
+    """Aggregate the next `chunk` seqs into the stage, and move what is staged into trend.db once
+    FLUSH_SEQ seqs wait or the journal's end is reached; returns (the cursor in trend.db, the
     journal's newest seq). Rows retention deleted before the follower read them are skipped: the
-    range starts at the oldest row still there."""
-    conn.execute("BEGIN IMMEDIATE")  # also fixes the journal snapshot for this transaction
+    range starts at the oldest row still there. A crash loses the stage and the cursor never
+    passed it: nothing is counted twice or skipped."""
+    conn.execute("BEGIN")  # reads the journal (one snapshot), writes only the in-memory stage
     try:
         cursor = read_cursor(conn)
+        row = conn.execute("SELECT value FROM temp.stage_meta WHERE key='staged'").fetchone()
+        staged = max(cursor, int(row[0])) if row else cursor
         top = int(conn.execute("SELECT max(seq) FROM main.journal").fetchone()[0] or 0)
-        nxt = conn.execute("SELECT min(seq) FROM main.journal WHERE seq > ?", (cursor,)).fetchone()[0]
-        if nxt is None:
-            conn.execute("COMMIT")
-            return cursor, top
-        hi = min(max(cursor, nxt - 1) + chunk, top)
-        conn.execute(ROLLUP_SQL, (cursor, hi))
-        conn.execute(EVENTS_SQL, (cursor, hi))
-        conn.execute(CURSOR_SQL, (hi,))
+        nxt = conn.execute("SELECT min(seq) FROM main.journal WHERE seq > ?", (staged,)).fetchone()[0]
+        if nxt is not None:
+            hi = min(max(staged, nxt - 1) + chunk, top)
+            conn.execute(STAGE_SQL, (staged, hi))
+            conn.execute(EVENTS_SQL, (staged, hi))
+            conn.execute(STAGED_SQL, (hi,))
+            staged = hi
         conn.execute("COMMIT")
-        return hi, top
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+    if staged > cursor and (staged >= top or staged - cursor >= FLUSH_SEQ):
+        cursor = _merge(conn, staged)
+    return cursor, top
+
+
+def _merge(conn: sqlite3.Connection, staged: int) -> int:
+    """The stage into trend.minute and trend.events, with the cursor, in one transaction that
+    reads no journal page: no snapshot of the journal's WAL is held while trend.db commits."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute(MERGE_SQL)
+        conn.execute(MERGE_EVENTS_SQL)
+        conn.execute(CURSOR_SQL, (staged,))
+        conn.execute("DELETE FROM temp.stage")
+        conn.execute("DELETE FROM temp.stage_events")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return staged
 
 
 def trim(conn: sqlite3.Connection, before_ts: float) -> tuple[int, int]:

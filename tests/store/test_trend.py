@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from edge.model import Event, Reading, Severity
+from edge.store import trend as trend_module
 from edge.store.journal import Journal
 from edge.store.trend import TrendIndex
 from tests.rules.test_restart import _start, _stop
@@ -368,3 +369,44 @@ async def test_a_trend_file_of_schema_1_is_rebuilt_with_the_events(tmp_path: Pat
     assert len(held_events(tmp_path / "trend.db")) == 11
     assert held_events(tmp_path / "trend.db") == journal_events(tmp_path / "edge.db")
     assert_same(held(tmp_path / "trend.db"), expected(tmp_path / "edge.db"))
+
+
+async def test_what_is_staged_reaches_trend_db_with_its_cursor_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are aggregated in memory and merged into trend.db every FLUSH_SEQ seqs or at the
+    journal's end. A follower that dies between two merges leaves trend.db at its last merge, and
+    the next one neither counts the lost stage twice nor skips it; rows of the same minute staged
+    in several chunks merge into one bucket."""
+    monkeypatch.setattr(trend_module, "FLUSH_SEQ", 2000)
+    t0 = math.floor(time.time() / 60) * 60 - 3600
+    j = open_journal(tmp_path, keep_history=None)
+    try:
+        j.append([Reading(t0 + i * 0.5, f"m.p{i % 7}", float(i % 101), 0) for i in range(5000)])
+        j.append([Event("alert", "rule-1", "warning", {"i": i}, t0 + i) for i in range(0, 5000, 499)])
+        j.append([Reading(t0 + i * 0.5, f"m.p{i % 7}", float(i % 13), 0) for i in range(1000)])
+        await j.flush()
+    finally:
+        await j.close()
+    journal, trend_path = str(tmp_path / "edge.db"), str(tmp_path / "trend.db")
+    conn = trend_module.open_follower(journal, trend_path)
+    cursors = []
+    for _ in range(4):  # 4 chunks of 700 seqs: one merge at 2100, 700 staged after it
+        cursors.append(trend_module.rollup_chunk(conn, 700)[0])
+    assert cursors == [0, 0, 2100, 2100]
+    assert snapshot(tmp_path / "trend.db")[0] == 2100
+    assert_matches_journal(tmp_path)
+    conn.close()  # the stage of seqs 2101-2800 is lost with it
+    conn = trend_module.open_follower(journal, trend_path)
+    try:
+        cursor, top = 0, 1
+        while cursor < top:
+            cursor, top = trend_module.rollup_chunk(conn, 700)
+        events = conn.execute("SELECT seq FROM trend.events ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    assert cursor == top == 6011
+    want = expected(tmp_path / "edge.db")
+    assert sum(v[0] for v in want.values()) == 6000
+    assert_same(held(tmp_path / "trend.db"), want)
+    assert [s for (s,) in events] == list(range(5001, 5012))
