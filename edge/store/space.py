@@ -103,11 +103,14 @@ class Room:
         """How many rows (at most `most`, a full step) a step may insert with its WAL frames kept
         out of the reserve; 0 when not even an empty step fits."""
         lo, hi = 0, most
-        if self.step_wal(0, most) > self.spare:
+        spare = self.spare
+        if self.step_wal(most, most) <= spare:  # the common case: a full step fits
+            return most
+        if self.step_wal(0, most) > spare:
             return 0
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.step_wal(mid, most) <= self.spare:
+            if self.step_wal(mid, most) <= spare:
                 lo = mid
             else:
                 hi = mid - 1
