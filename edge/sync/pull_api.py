@@ -21,12 +21,17 @@ from edge.sync.params import MAX_SEQ, float_param, int_param
 from edge.sync.records import PRIVACY_RANK, IncludeConfig, JournalReader, RecordFilter
 from edge.web import privacy
 from edge.web.auth import Principal, require
-from edge.web.problem import Problem, json_response, read_json
+from edge.web.problem import Problem, json_body, json_response, read_json
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 MAX_LIMIT = 10_000
+# Stream pages built at once: each filters, shapes and encodes up to MAX_LIMIT rows (about 5 ms of
+# CPU per 10,000) in a thread, as the UI's history queries do (edge.web.ui_api QUERY_SLOTS), so a
+# consumer paging fast takes no event-loop time from ingest and at most two threads of the default
+# executor the rest of the runtime shares; further requests wait their turn.
+PAGE_SLOTS = 2
 PULL_KEY: web.AppKey[PullService] = web.AppKey("sync.pull", object)  # type: ignore[arg-type]
 MAX_WAIT = 60.0
 
@@ -39,6 +44,7 @@ class PullService:
         self._reader: JournalReader | None = None
         self._filters: dict[str, RecordFilter] = {}
         self.ack_lock = asyncio.Lock()
+        self.page_slots = asyncio.Semaphore(PAGE_SLOTS)
         self.served_rows = 0
         self.waiting = 0  # long polls waiting right now
 
@@ -65,6 +71,15 @@ class PullService:
             )
             self._filters[consumer] = f
         return f
+
+    def page(self, consumer: str, after: int, limit: int) -> tuple[bytes, int]:
+        """The stream page after `after` as JSON, and how many records it holds. Blocking: the
+        read, the privacy filter and the encoding all run in the calling (worker) thread."""
+        rows = self.reader.read_rows(after, limit)
+        kept = self.filter_for(consumer).apply(rows)
+        nxt = rows[-1][0] if rows else after
+        more = nxt < self.runtime.journal.committed_seq
+        return json_body({"items": [row_to_record(r) for r in kept], "next": nxt, "more": more}), len(kept)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -106,12 +121,11 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 await journal.wait_committed(after, wait)
             finally:
                 svc.waiting -= 1
-        rows = await asyncio.to_thread(svc.reader.read_rows, after, limit)
-        kept = svc.filter_for(cid).apply(rows)
-        items = [row_to_record(r) for r in kept]
-        svc.served_rows += len(items)
-        nxt = rows[-1][0] if rows else after
-        return json_response({"items": items, "next": nxt, "more": nxt < journal.committed_seq})
+        svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
+        async with svc.page_slots:
+            body, served = await asyncio.to_thread(svc.page, cid, after, limit)
+        svc.served_rows += served
+        return web.Response(body=body, content_type="application/json")
 
     async def ack(request: web.Request) -> web.Response:
         principal = require(request, "pull")

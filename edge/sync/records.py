@@ -10,6 +10,7 @@ ranks above the sink's or consumer's `max_privacy` (default `personal`) is withh
 from __future__ import annotations
 
 import fnmatch
+import operator
 import re
 import sqlite3
 import threading
@@ -24,6 +25,7 @@ from edge.model import PRIVACY_RANK, PointInfo, Privacy, event_privacy
 from edge.store.journal import SELECT_COLS, connect
 
 Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
+_KIND = operator.itemgetter(5)
 
 
 class JournalReader:
@@ -147,29 +149,33 @@ class RecordFilter:
             return 1
         return 2 if self.event_privacy(kind, row[7]) > self.max_rank else 0
 
-    def _withheld_points(self) -> set[str]:
+    def refresh(self) -> set[str]:
         """Registered points above the privacy limit, recomputed whenever a point is registered
         (`version`: a rule's `set:` point rises to a private class at once); without `version`,
-        when the point set changes and every few seconds."""
+        when the point set changes and every few seconds. Called on the event loop (which alone
+        registers points) before a page is filtered in a thread, the classes are read whole."""
         points = self._points()
         ver = self._version() if self._version is not None else int(time.monotonic() / 5)
         key = (id(points), len(points), ver)
         if key != self._withheld_key:
-            self._withheld_key = key
+            # a copy (one C call): a thread must not iterate the dict the loop may be growing
+            snapshot = dict(points)
             self._withheld = {
-                pid for pid, info in points.items() if PRIVACY_RANK[info.privacy] > self.max_rank
+                pid for pid, info in snapshot.items() if PRIVACY_RANK[info.privacy] > self.max_rank
             }
             self._reading_ok = {}
+            self._withheld_key = key
         return self._withheld
 
     def apply(self, rows: list[Row]) -> list[Row]:
         """The rows that may leave the site. Thread-safe (two batch builders share a filter)."""
         if self.passthrough:
             return rows
-        withheld = self._withheld_points()
+        withheld = self.refresh()
         if self.include.readings and self._point_re is None and not withheld:
             # the common case: every reading passes; a batch without events passes whole
-            if not any(r[5] is not None for r in rows):
+            # (the kinds are counted in C: a generator over 10,000 rows took ~1 ms a page)
+            if list(map(_KIND, rows)).count(None) == len(rows):
                 return rows
         verdict = self.verdict
         kept = []
