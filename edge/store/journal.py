@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +269,7 @@ class Journal(JournalReader):
         self._read = self._w = None
 
     # ------------------------------------------------------------ writing (event loop side)
-    def append(self, records: list[Record]) -> None:
+    def append(self, records: Sequence[Record]) -> None:
         """Queue records for the next group commit. Never blocks (the lock is only held for swaps)."""
         with self._cond:
             pending = self._pending
