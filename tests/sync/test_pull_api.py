@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from edge.model import PointInfo, Privacy, Reading
+from edge.model import Event, PointInfo, Privacy, Reading
+from edge.sync.pull_api import PAGE_SLOTS, PULL_KEY
 from edge.web.tokens import create_token
 from tests.support.site import running_site
+from tests.sync.helpers import wait_for
 
 CITY, OTHER = "city-token-0123456789", "other-token-0123456789"
 
@@ -76,8 +79,6 @@ async def test_long_poll_wakes_on_new_data(site: Any) -> None:
     committed = await site.journal.flush()
     url = f"{site.base}/api/v1/stream?after={committed}&wait=30"
     poll = asyncio.create_task(call("GET", url, CITY))
-    from edge.sync.pull_api import PULL_KEY
-    from tests.sync.helpers import wait_for
 
     svc = site.web_runner.app[PULL_KEY]
     await wait_for(lambda: svc.waiting == 1, 10, "the long poll to be waiting in the handler")
@@ -192,3 +193,102 @@ async def test_a_point_whose_class_rises_is_withheld_from_the_next_page(site: An
     await site.journal.flush()
     _, page, _ = await call("GET", f"{site.base}/api/v1/stream?after={first}", CITY)
     assert [i for i in page["items"] if i.get("point") == "health.last_bp"] == []
+
+
+async def test_every_record_shape_on_a_page(site: Any) -> None:
+    """Readings of each value type and quality and events with and without a payload come out
+    in the one record shape; a sensitive event is withheld and passed."""
+    t = 1.7e9
+    site.journal.append(
+        [
+            Reading(t, "meter.kw", 1.5),
+            Reading(t + 1, "gate.open", True, 1),
+            Reading(t + 2, "gate.count", 7, 2),
+            Reading(t + 3, "panel.mode", "auto, eco"),
+            Event("alert", "rules.hot", "warning", {"point": "meter.kw", "value": 41.5}, t + 4),
+            Event("blood_pressure", "kiosk", "info", {"systolic": 151}, t + 5),
+            Event("device_online", "meter", "info", {}, t + 6),
+        ]
+    )
+    end = await site.journal.flush()
+    first = end - 6
+    _, page, _ = await call("GET", f"{site.base}/api/v1/stream?after={first - 1}", CITY)
+    reading = {"type": "reading"}
+    assert page == {
+        "items": [
+            {"seq": first, "ts": t, **reading, "point": "meter.kw", "value": 1.5, "quality": "good"},
+            {"seq": first + 1, "ts": t + 1, **reading, "point": "gate.open", "value": True, "quality": "bad"},
+            {"seq": first + 2, "ts": t + 2, **reading, "point": "gate.count", "value": 7, "quality": "stale"},
+            {
+                "seq": first + 3,
+                "ts": t + 3,
+                **reading,
+                "point": "panel.mode",
+                "value": "auto, eco",
+                "quality": "good",
+            },
+            {
+                "seq": first + 4,
+                "ts": t + 4,
+                "type": "event",
+                "kind": "alert",
+                "source": "rules.hot",
+                "severity": "warning",
+                "payload": {"point": "meter.kw", "value": 41.5},
+            },
+            {
+                "seq": end,
+                "ts": t + 6,
+                "type": "event",
+                "kind": "device_online",
+                "source": "meter",
+                "severity": "info",
+                "payload": {},
+            },
+        ],
+        "next": end,
+        "more": False,
+    }
+
+
+async def test_pages_are_built_off_the_loop_two_at_once(site: Any) -> None:
+    """A page is read, filtered and encoded in a worker thread, PAGE_SLOTS at a time: while two
+    are being built the loop still answers, and the other requests wait their turn."""
+    ingest(site, 20)
+    await site.journal.flush()
+    svc = site.web_runner.app[PULL_KEY]
+    build = svc.page
+    release = threading.Event()
+    lock = threading.Lock()
+    building: list[int] = []
+    threads: set[int] = set()
+    loop_thread = threading.get_ident()
+    peak = 0
+
+    def held_page(*args: Any) -> Any:
+        nonlocal peak
+        with lock:
+            building.append(threading.get_ident())
+            threads.add(threading.get_ident())
+            peak = max(peak, len(building))
+        try:
+            if threading.get_ident() != loop_thread:  # never block the loop itself
+                release.wait(30)
+            return build(*args)
+        finally:
+            with lock:
+                building.pop()
+
+    svc.page = held_page
+    stream = f"{site.base}/api/v1/stream?after=0&limit=5"
+    polls = [asyncio.create_task(call("GET", stream, CITY)) for _ in range(PAGE_SLOTS + 3)]
+    try:
+        await wait_for(lambda: len(building) >= PAGE_SLOTS, 10, "two pages to be in their threads")
+        status, _, _ = await call("GET", f"{site.base}/api/v1/points", CITY)
+        assert status == 200  # the loop is free while both pages are built
+        assert len(building) == PAGE_SLOTS  # the others are still waiting for a slot
+    finally:
+        release.set()
+    pages = await asyncio.gather(*polls)
+    assert {(status, len(page["items"])) for status, page, _ in pages} == {(200, 5)}
+    assert peak == PAGE_SLOTS and loop_thread not in threads
