@@ -104,7 +104,16 @@ async def test_ack_semantics(site: Any) -> None:
     assert status == 409 and ctype == "application/problem+json" and body["cursor"] == 5
     status, body, _ = await call("POST", ack, CITY, json={"seq": committed + 1})
     assert status == 400 and str(committed) in body["detail"]
-    for bad in ({"seq": "7"}, {"seq": 1.5}, {"seq": -1}, {"seq": True}, [], {"seq": 6, "x": 1}, {}):
+    bad_bodies: list[Any] = [
+        {"seq": "7"},
+        {"seq": 1.5},
+        {"seq": -1},
+        {"seq": True},
+        [],
+        {"seq": 6, "x": 1},
+        {},
+    ]
+    for bad in bad_bodies:
         status, body, ctype = await call("POST", ack, CITY, json=bad)
         assert (status, ctype) == (400, "application/problem+json"), bad
     assert (await call("POST", ack, CITY, data=b"{nope", headers={"Content-Type": "application/json"}))[
