@@ -205,12 +205,13 @@ PULL_ROUNDS = 3  # pull catch-ups, each beside its own paged SELECT; the figures
 PULL_TOKEN = "bench-pull-token-{}-0123456789"
 
 
-async def pull_catch_up(base: str, consumer: str, token: str) -> float:
-    """Rows/s of `consumer` paging the whole journal from 0 through the pull API, 10k a page, acking
-    each page (a consumer catching up after an outage)."""
+async def pull_catch_up(base: str, consumer: str, token: str) -> tuple[float, float]:
+    """Rows/s and CPU s/row (this process, all threads: the gateway and the consumer) of `consumer`
+    paging the whole journal from 0 through the pull API, 10k a page, acking each page (a
+    consumer catching up after an outage)."""
     got = 0
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         after, more = 0, True
         while more:
             async with http.get(f"{base}/stream?after={after}&limit=10000") as r:
@@ -219,15 +220,15 @@ async def pull_catch_up(base: str, consumer: str, token: str) -> float:
             after, more = page["next"], page["more"]
             async with http.post(f"{base}/consumers/{consumer}/ack", json={"seq": after}) as r:
                 assert r.status == 200
-        return got / (time.perf_counter() - start)
+        return got / (time.perf_counter() - start), (time.process_time() - cpu) / got
 
 
-def paged_select(db: Path) -> float:
+def paged_select(db: Path) -> tuple[float, float]:
     """The floor: the stream's own SELECT, 10k rows a page, on a connection of its own."""
     from edge.store.journal import SELECT_COLS, connect
 
     conn = connect(str(db))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     after, n = 0, 0
     while True:
         rows = conn.execute(
@@ -237,14 +238,14 @@ def paged_select(db: Path) -> float:
             break
         n += len(rows)
         after = rows[-1][0]
-    rate = n / (time.perf_counter() - start)
+    rate, cpu_per_row = n / (time.perf_counter() - start), (time.process_time() - cpu) / n
     conn.close()
-    return rate
+    return rate, cpu_per_row
 
 
 async def drain_and_pull(
     tmp: Path, url: str, committed: int
-) -> tuple[float, float, list[float], list[float]]:
+) -> tuple[float, float, list[tuple[float, float]], list[tuple[float, float]]]:
     """The sink's drain, then PULL_ROUNDS rounds of a consumer catching up (a new consumer each
     round, so each pages from 0) beside the paged SELECT, both with the runtime up: the machine
     is shared, so each pull has its floor measured a moment later, not minutes apart."""
@@ -307,8 +308,10 @@ def main() -> None:
             p.terminate()
             p.wait(10)
     ratio = drain / floor_rate
-    pull, select_rate = statistics.median(pulls), statistics.median(selects)
-    pull_ratio = statistics.median(p / q for p, q in zip(pulls, selects, strict=True))
+    pull, select_rate = statistics.median(p[0] for p in pulls), statistics.median(q[0] for q in selects)
+    pull_ratio = statistics.median(p[0] / q[0] for p, q in zip(pulls, selects, strict=True))
+    # CPU per row does not move with the other processes' load as the rates do
+    pull_cpu_ratio = statistics.median(q[1] / p[1] for p, q in zip(pulls, selects, strict=True))
     print(f"backlog: {committed:,} records (filled in {fill_s:.1f}s); batches of {BATCH}, gzip level 6")
     print(
         f"floor: encode + gzip + POST, rows in memory   {floor_rate:>12,.0f} rows/s (best of {floor_before:,.0f} before and {floor_after:,.0f} after the drain)"
@@ -323,11 +326,16 @@ def main() -> None:
     )
     print(
         f"pull API, consumer catching up (10k pages)   {pull:>12,.0f} rows/s "
-        f"(median of {PULL_ROUNDS}: {min(pulls):,.0f}-{max(pulls):,.0f})"
+        f"(median of {PULL_ROUNDS}: {min(p[0] for p in pulls):,.0f}-{max(p[0] for p in pulls):,.0f})"
     )
     print(
         f"  beside a paged SELECT of the journal       {select_rate:>12,.0f} rows/s "
-        f"({min(selects):,.0f}-{max(selects):,.0f}); ratio {pull_ratio:.2f} (median of the rounds' own; target >= 0.60)"
+        f"({min(q[0] for q in selects):,.0f}-{max(q[0] for q in selects):,.0f}); "
+        f"ratio {pull_ratio:.2f} (median of the rounds' own; target >= 0.60)"
+    )
+    print(
+        f"  CPU per row: pull {statistics.median(p[1] for p in pulls) * 1e6:.2f} us (gateway and consumer), "
+        f"SELECT {statistics.median(q[1] for q in selects) * 1e6:.2f} us (cpu_ratio {pull_cpu_ratio:.2f})"
     )
     print(
         f"sink drain over a {latency * 1000:.0f} ms round trip (one batch in flight caps it at "
@@ -355,8 +363,9 @@ def main() -> None:
                 "pull_rows_per_s": round(pull),
                 "select_rows_per_s": round(select_rate),
                 "pull_ratio": round(pull_ratio, 3),
-                "pull_rounds_rows_per_s": [round(p) for p in pulls],
-                "select_rounds_rows_per_s": [round(q) for q in selects],
+                "pull_cpu_ratio": round(pull_cpu_ratio, 3),
+                "pull_rounds_rows_per_s": [round(p[0]) for p in pulls],
+                "select_rounds_rows_per_s": [round(q[0]) for q in selects],
                 "latency_ms": round(latency * 1000),
                 "latency_drain_rows_per_s": {str(k): round(rate) for k, rate in over_latency.items()},
                 "latency_ratio": {str(k): round(rate / floor_rate, 3) for k, rate in over_latency.items()},

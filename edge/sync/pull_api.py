@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
 from edge.model import Privacy
@@ -21,7 +22,7 @@ from edge.sync.params import MAX_SEQ, float_param, int_param
 from edge.sync.records import PRIVACY_RANK, IncludeConfig, JournalReader, RecordFilter
 from edge.web import privacy
 from edge.web.auth import Principal, require
-from edge.web.problem import Problem, json_body, json_response, read_json
+from edge.web.problem import Problem, json_response, read_json
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -79,7 +80,10 @@ class PullService:
         kept = self.filter_for(consumer).apply(rows)
         nxt = rows[-1][0] if rows else after
         more = nxt < self.runtime.journal.committed_seq
-        return json_body({"items": [row_to_record(r) for r in kept], "next": nxt, "more": more}), len(kept)
+        page = {"items": [row_to_record(r) for r in kept], "next": nxt, "more": more}
+        # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
+        # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
+        return orjson.dumps(page, default=str), len(kept)
 
     def close(self) -> None:
         if self._reader is not None:
