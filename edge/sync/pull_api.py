@@ -152,7 +152,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                     "Ack past the end",
                     f"seq {seq} was never committed; the last committed seq is {committed}",
                 )
-            current = journal.get_cursor(cid) or 0
+            stored = journal.get_cursor(cid)  # one query on the loop: None when never acked
+            current = stored or 0
             if seq < current:
                 raise Problem(
                     409,
@@ -160,7 +161,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                     f"consumer {cid} already acknowledged {current}; acks only move forward",
                     cursor=current,
                 )
-            if seq > current or journal.get_cursor(cid) is None:
+            if seq > current or stored is None:
                 await journal.set_cursor(cid, seq, kind="consumer")
         return json_response({"consumer": cid, "cursor": seq, "committed": journal.committed_seq})
 
