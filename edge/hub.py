@@ -49,7 +49,6 @@ class Hub:
 
     # ------------------------------------------------------------ points
     def register_points(self, infos: Iterable[PointInfo]) -> None:
-        self.points_version += 1
         for info in infos:
             self.points[info.id] = info
             if info.deadband > 0 or info.report_every > 0:
@@ -57,6 +56,9 @@ class Hub:
                 self._filters[info.id] = (info.deadband, info.report_every, numeric)
             else:
                 self._filters.pop(info.id, None)
+        # after the update: a filter that recomputes in between must not cache old classes
+        # under the new version
+        self.points_version += 1
 
     def restore_latest(self, readings: Iterable[Reading]) -> int:
         """Take the journal's newest readings as the latest values at start-up (registered points

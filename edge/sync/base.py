@@ -231,6 +231,7 @@ class PushSink:
                     n = self.batch_items()
                     if self.journal.committed_seq - self._launched >= n:  # a backlog: learn the link
                         n = self.sizer.take(self.bytes_per_row)
+                    self.filter.refresh()  # point classes are read on the loop, which alone changes them
                     batch = await asyncio.to_thread(self._build, self._launched, None, self.readers[0], n)
                     ahead_end = batch.last if batch is not None else self._launched
                 if batch is None:
@@ -243,6 +244,7 @@ class PushSink:
                     n = self.sizer.take(self.bytes_per_row)
                     built += 1
                     reader = self.readers[built % len(self.readers)]
+                    self.filter.refresh()
                     task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader, n)
                     ahead.append(asyncio.create_task(task))
                     ahead_end += n
