@@ -158,7 +158,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     """The dry run a request asks for (in this process; `main` caps the process first)."""
     from edge.store.journal import Journal
     from rules.cron import site_tz
-    from rules.expr import LimitExceeded
+    from rules.guards import LimitExceeded
     from rules.model import RuleErrors, parse_rule
     from rules.replay import dry_run
 

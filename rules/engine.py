@@ -12,7 +12,7 @@ through `_route[point]` (rules, windows, dead-man watches), built once per point
 O(rules that care about that point).
 
 Evaluation has a budget. The expression compiler bounds every value an expression builds
-(`rules.expr.LimitExceeded`: the rule goes to `error` and is evaluated again on the next record,
+(`rules.guards.LimitExceeded`: the rule goes to `error` and is evaluated again on the next record,
 cheaply, since the check comes before the work). Time is bounded on top of that for expressions
 with size-dependent operations (`Compiled.cost > 0`; plain comparisons and arithmetic are never
 timed, which keeps the hot path at compiled-lambda speed): each call is timed with the monotonic
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from edge.model import Event, Reading
-from rules.expr import LimitExceeded, safe_builtins
+from rules.guards import LimitExceeded, safe_builtins
 from rules.model import CompiledRule
 from rules.state import TS, Args, Firing, KeyState, RuleRuntime
 from rules.windows import EMPTY, Window

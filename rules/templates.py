@@ -15,7 +15,8 @@ import re
 import string
 from typing import Any
 
-from rules.expr import MAX_INT_BITS, MAX_SEQUENCE, ExprError, LimitExceeded, value_size
+from rules.expr import ExprError
+from rules.guards import MAX_INT_BITS, MAX_SEQUENCE, LimitExceeded, value_size
 
 MAX_MESSAGE = MAX_SEQUENCE  # characters of one rendered message
 _SPEC_RE = re.compile(r"^[<>^=]?[+\- ]?#?0?\d{0,2}[,_]?(\.\d{1,2})?[bdeEfFgGnosxX%]?$")

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from edge.model import Reading
 from rules.engine import Engine
-from rules.expr import ARGS, ExprError, LimitExceeded, compile_expr
+from rules.expr import ARGS, ExprError, compile_expr
+from rules.guards import LimitExceeded
 from rules.model import CompiledRule, RuleErrors, parse_rule
 from rules.templates import check_template, render_template
 

@@ -18,13 +18,12 @@ from rules.engine import Engine
 from rules.expr import (
     ARGS,
     FUNCTIONS,
-    MAX_INT_BITS,
     METHODS,
     WINDOW_FUNCTIONS,
     ExprError,
-    LimitExceeded,
     compile_expr,
 )
+from rules.guards import MAX_INT_BITS, LimitExceeded
 from rules.model import parse_rule
 from rules.templates import render_template
 from tests.rules.helpers import engine, r
