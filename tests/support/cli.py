@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -25,6 +26,19 @@ def edge_cli(
         timeout=timeout,
         env=env,
     )
+
+
+def start_edge_run(config: Path, log_path: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """`edge run -c CONFIG` as a process of its own, its output in `log_path`; the caller stops it
+    (tests/support/procs.stop_process)."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **popen,
+        )
 
 
 async def answering(base: str, edge: subprocess.Popen[bytes], timeout: float = 60) -> None:

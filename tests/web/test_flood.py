@@ -27,7 +27,7 @@ from edge.model import Event, Quality, Reading, Record, Severity
 from edge.store.journal import Journal
 from edge.web.rule_yaml import MAX_TEXT_BYTES
 from edge.web.ui_api import MAX_LIMIT
-from tests.support.cli import answering
+from tests.support.cli import answering, edge_cli, start_edge_run
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import site_file
@@ -179,25 +179,12 @@ def test_healthz_and_ingest_hold_under_a_connection_and_request_flood(tmp_path: 
     doc["web"] = {"listen": f"127.0.0.1:{port}"}
     config = site_file(tmp_path, doc)
     _prefill(tmp_path / "edge.db")
-    made = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "tokens", "create", "-c", str(config), "flood", "--scope", "read"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    made = edge_cli("tokens", "create", "-c", str(config), "flood", "--scope", "read")
     assert made.returncode == 0, made.stderr
     token = made.stdout.split()[0]
     log_path = tmp_path / "edge.log"
     base = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
-        edge = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_low_fd_limit,
-        )
+    edge = start_edge_run(config, log_path, preexec_fn=_low_fd_limit)
     flood: subprocess.Popen[str] | None = None
     try:
         asyncio.run(answering(base, edge))

@@ -15,7 +15,7 @@ from argon2 import PasswordHasher, extract_parameters
 
 from edge.state import StateDB
 from edge.web import accounts
-from tests.support.cli import answering
+from tests.support.cli import answering, start_edge_run
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import site_file
@@ -80,13 +80,7 @@ def test_concurrent_logins_hold_one_hash_in_memory_at_a_time(tmp_path: Path) -> 
         state.close()
     log_path = tmp_path / "edge.log"
     base = f"http://127.0.0.1:{port}"
-    with open(log_path, "w") as log:
-        edge = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    edge = start_edge_run(config, log_path)
     try:
         asyncio.run(answering(base, edge))
         assert edge.poll() is None, log_path.read_text()[-3000:]
