@@ -1,8 +1,9 @@
 """The `edge` command. Each command group lives beside the code it drives and registers itself here.
 
-A module in COMMAND_MODULES exposes `register(subparsers)`; it adds its parsers and sets
-`func=callable(args) -> int` on each. Modules are imported when the CLI starts, so they must keep
-heavy imports (pymodbus, cv2) inside their command functions.
+A module in COMMAND_MODULES exposes `register(subparsers)`; it declares each of its commands with
+`add_command` (and a group of them with `add_command_group`), which gives every command the same
+help layout, the same `-c SITE.yaml` and its `func=callable(args) -> int`. Modules are imported when
+the CLI starts, so they must keep heavy imports (pymodbus, cv2) inside their command functions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 COMMAND_MODULES = [
     "edge.commands",  # run, check, demo, buffer
@@ -52,14 +55,105 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Command: TypeAlias = Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a command: what `ArgumentParser.add_argument` takes."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+    def add_to(self, parser: argparse._ActionsContainer) -> None:
+        parser.add_argument(*self.flags, **self.options)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Arguments that exclude each other; `required`: exactly one of them must be given."""
+
+    args: tuple[Arg, ...]
+    required: bool
+
+    def add_to(self, parser: argparse._ActionsContainer) -> None:
+        group = parser.add_mutually_exclusive_group(required=self.required)
+        for a in self.args:
+            a.add_to(group)
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    return Arg(flags, options)
+
+
+def one_of(*args: Arg, required: bool = False) -> OneOf:
+    return OneOf(args, required)
+
+
+def config_arg(required: bool = True) -> Arg:
+    """`-c SITE.yaml`, worded the same in every command that reads a site file."""
+    return arg(
         "-c",
         "--config",
         required=required,
         metavar="SITE.yaml",
         help="the site file (`edge demo` writes one into its data dir: DIR/site.yaml)",
     )
+
+
+def add_config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
+    config_arg(required).add_to(p)
+
+
+def add_command(
+    sub: Subcommands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    func: Command,
+    config: bool = False,
+    args: Sequence[Arg | OneOf] = (),
+    epilog: str | None = None,
+    formatter_class: type[argparse.HelpFormatter] = HelpFormatter,
+) -> argparse.ArgumentParser:
+    """Declare `edge ... NAME`, run by `func`. `config`: it needs `-c SITE.yaml`, listed before
+    `args` (a command where it is optional, or comes later, puts `config_arg(False)` in `args`).
+    The arguments appear in `--help` in the order given."""
+    p = sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=formatter_class
+    )
+    for a in (config_arg(), *args) if config else args:
+        a.add_to(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_command_group(
+    sub: Subcommands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    dest: str,
+    metavar: str | None = "ACTION",
+    required: bool = True,
+    formatter_class: type[argparse.HelpFormatter] = HelpFormatter,
+) -> Subcommands:
+    """Declare `edge NAME ACTION ...`; its actions are added with `add_command` on the result.
+    Without `required`, `edge NAME` alone prints the group's help and exits 2; with it, argparse
+    names the missing ACTION."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=formatter_class)
+    actions = p.add_subparsers(dest=dest, metavar=metavar, required=required)
+    if not required:
+
+        def print_group_help(args: argparse.Namespace) -> int:
+            p.print_help()
+            return 2
+
+        p.set_defaults(func=print_group_help)
+    return actions
 
 
 def add_log_level_arg(p: argparse.ArgumentParser) -> None:

@@ -6,74 +6,74 @@ import argparse
 import sys
 from typing import Any
 
-from edge.cli import HelpFormatter, add_config_arg
+from edge.cli import Subcommands, add_command, add_command_group, arg, config_arg
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
+def register(sub: Subcommands) -> None:
+    rs = add_command_group(
+        sub,
         "rules",
         help="import, export, check and test rule packs",
         description="Rule packs (YAML) on the command line. On a running gateway, prefer the web UI/API.",
-        formatter_class=HelpFormatter,
+        dest="rules_command",
+        required=False,
     )
-    rs = p.add_subparsers(dest="rules_command", metavar="ACTION")
-
-    c = rs.add_parser(
+    add_command(
+        rs,
         "check",
         help="compile rule packs; exit 1 listing every error",
         description="Validate and compile every rule of each pack without touching any database.\n"
         "Prints every error as FILE:LINE: rule ID:FIELD: line L, column C: MESSAGE and exits 1.",
-        formatter_class=HelpFormatter,
+        func=cmd_check,
+        args=[
+            arg("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to check"),
+            arg(
+                "-c",
+                "--config",
+                metavar="SITE.yaml",
+                help="also check webhooks against this site's rules.webhook_allow (without it, destinations are not checked)",
+            ),
+        ],
     )
-    c.add_argument("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to check")
-    c.add_argument(
-        "-c",
-        "--config",
-        metavar="SITE.yaml",
-        help="also check webhooks against this site's rules.webhook_allow (without it, destinations are not checked)",
-    )
-    c.set_defaults(func=cmd_check)
-
-    t = rs.add_parser(
+    add_command(
+        rs,
         "test",
         help="replay recorded records through a pack, offline, without actions",
         description="Feed records (one JSON object per line, the `edge buffer tail --json` shape) through\n"
         "the rules of PACK.yaml in file order (the journal's order), executing no action, and print every firing as a\n"
         'JSON line: {"rule", "ts", "kind": fired|cleared|error, "message"}.',
-        formatter_class=HelpFormatter,
+        func=cmd_test,
+        args=[
+            arg("pack", metavar="PACK.yaml", help="the rule pack to test"),
+            arg("--input", "-i", required=True, metavar="RECORDS.jsonl", help="records file ('-' = stdin)"),
+            arg(
+                "--timezone",
+                default=None,
+                help="timezone for hour()/between()/schedules (default: the site's, else UTC)",
+            ),
+            config_arg(required=False),
+        ],
     )
-    t.add_argument("pack", metavar="PACK.yaml", help="the rule pack to test")
-    t.add_argument("--input", "-i", required=True, metavar="RECORDS.jsonl", help="records file ('-' = stdin)")
-    t.add_argument(
-        "--timezone",
-        default=None,
-        help="timezone for hour()/between()/schedules (default: the site's, else UTC)",
-    )
-    add_config_arg(t, required=False)
-    t.set_defaults(func=cmd_test)
-
-    i = rs.add_parser(
+    add_command(
+        rs,
         "import",
         help="store the rules of packs in the site's state database",
         description="Compile the packs and store their rules (a new version each) in the state database.\n"
         "Nothing is stored unless every rule compiles. A running gateway loads them at its next start;\n"
         "use POST /api/v1/rules/import to change a running gateway.",
-        formatter_class=HelpFormatter,
+        func=cmd_import,
+        config=True,
+        args=[arg("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to import")],
     )
-    add_config_arg(i)
-    i.add_argument("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to import")
-    i.set_defaults(func=cmd_import)
-
-    e = rs.add_parser(
+    add_command(
+        rs,
         "export",
         help="print the stored rules as a YAML pack",
         description="Print every rule stored in the site's state database as one YAML rule pack.",
-        formatter_class=HelpFormatter,
+        func=cmd_export,
+        config=True,
+        args=[arg("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")],
     )
-    add_config_arg(e)
-    e.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
-    e.set_defaults(func=cmd_export)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def _read(path: str) -> str:

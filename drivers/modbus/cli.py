@@ -7,15 +7,25 @@ import asyncio
 import json
 import sys
 
+from edge.cli import Subcommands, add_command, add_command_group, arg, one_of
+
 TYPES = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "modbus", help="Modbus commissioning tools", description="Modbus commissioning tools."
+def register(subparsers: Subcommands) -> None:
+    # the plain layout: these helps state their defaults themselves, and the description is wrapped
+    plain = argparse.HelpFormatter
+    sub = add_command_group(
+        subparsers,
+        "modbus",
+        help="Modbus commissioning tools",
+        description="Modbus commissioning tools.",
+        dest="modbus_command",
+        metavar=None,
+        formatter_class=plain,
     )
-    sub = p.add_subparsers(dest="modbus_command", required=True)
-    pr = sub.add_parser(
+    add_command(
+        sub,
         "probe",
         help="read registers once; print them raw and decoded in every word order",
         description=(
@@ -23,24 +33,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "register tables, the values decoded as TYPE in each word order (ABCD, CDAB, BADC, DCBA), "
             "so you can tell which order the device uses."
         ),
+        func=probe_command,
+        formatter_class=plain,
+        args=[
+            one_of(
+                arg("--host", help="Modbus TCP device or serial server (IP or name)"),
+                arg("--serial", metavar="DEVICE", help="serial port for RTU, e.g. /dev/ttyUSB0"),
+                required=True,
+            ),
+            arg("--port", type=int, default=502, help="TCP port (default 502)"),
+            arg("--rtu-over-tcp", action="store_true", help="RTU framing over TCP (serial servers)"),
+            arg("--baudrate", type=int, default=9600, help="serial speed (default 9600)"),
+            arg("--parity", choices=["N", "E", "O"], default="N", help="serial parity (default N)"),
+            arg("--unit", type=int, default=1, help="unit id (default 1)"),
+            arg(
+                "--table",
+                choices=["coil", "discrete", "holding", "input"],
+                default="holding",
+                help="default holding",
+            ),
+            arg("--address", type=lambda s: int(s, 0), default=0, help="start address, 8192 or 0x2000"),
+            arg("--count", type=int, default=2, help="registers or bits to read (default 2)"),
+            arg("--type", choices=TYPES, default="float32", help="decode as (default float32)"),
+            arg("--timeout", type=float, default=2.0, help="seconds (default 2)"),
+            arg("--json", action="store_true", help="print the result as JSON"),
+        ],
     )
-    target = pr.add_mutually_exclusive_group(required=True)
-    target.add_argument("--host", help="Modbus TCP device or serial server (IP or name)")
-    target.add_argument("--serial", metavar="DEVICE", help="serial port for RTU, e.g. /dev/ttyUSB0")
-    pr.add_argument("--port", type=int, default=502, help="TCP port (default 502)")
-    pr.add_argument("--rtu-over-tcp", action="store_true", help="RTU framing over TCP (serial servers)")
-    pr.add_argument("--baudrate", type=int, default=9600, help="serial speed (default 9600)")
-    pr.add_argument("--parity", choices=["N", "E", "O"], default="N", help="serial parity (default N)")
-    pr.add_argument("--unit", type=int, default=1, help="unit id (default 1)")
-    pr.add_argument(
-        "--table", choices=["coil", "discrete", "holding", "input"], default="holding", help="default holding"
-    )
-    pr.add_argument("--address", type=lambda s: int(s, 0), default=0, help="start address, 8192 or 0x2000")
-    pr.add_argument("--count", type=int, default=2, help="registers or bits to read (default 2)")
-    pr.add_argument("--type", choices=TYPES, default="float32", help="decode as (default float32)")
-    pr.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
-    pr.add_argument("--json", action="store_true", help="print the result as JSON")
-    pr.set_defaults(func=probe_command)
 
 
 def probe_command(args: argparse.Namespace) -> int:

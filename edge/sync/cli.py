@@ -11,18 +11,21 @@ import sys
 import time
 from typing import Any
 
+from edge.cli import Subcommands, add_command, add_command_group, arg
 
-def register(subparsers: Any) -> None:
-    from edge.cli import HelpFormatter, add_config_arg
 
-    p = subparsers.add_parser(
+def register(subparsers: Subcommands) -> None:
+    sub = add_command_group(
+        subparsers,
         "sync",
         help="upstream sync: status of push sinks and pull consumers",
         description="Upstream sync: push sinks (upstream:) and pull consumers (consumers:).",
-        formatter_class=HelpFormatter,
+        dest="sync_command",
+        metavar="SUBCOMMAND",
+        required=False,
     )
-    sub = p.add_subparsers(dest="sync_command", metavar="SUBCOMMAND")
-    st = sub.add_parser(
+    add_command(
+        sub,
         "status",
         help="cursor, backlog, oldest unsent age, last success/error and dead letters per sink/consumer",
         description=(
@@ -30,12 +33,10 @@ def register(subparsers: Any) -> None:
             "success and error (as of the running gateway's last snapshot) and dead letters.\n"
             "Exit status 0, or 1 when the site file or its database cannot be read."
         ),
-        formatter_class=HelpFormatter,
+        func=status_command,
+        config=True,
+        args=[arg("--json", action="store_true", help="print one JSON object instead of a table")],
     )
-    add_config_arg(st)
-    st.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    st.set_defaults(func=status_command)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def collect(site: Any) -> dict[str, Any]:

@@ -12,57 +12,60 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.cli import add_config_arg
+from edge.cli import add_command, add_command_group, arg
+
+_PASSWORD_STDIN = arg("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
+_JSON = arg("--json", action="store_true", help="print JSON")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from edge.cli import HelpFormatter
-
-    users = sub.add_parser(
+    us = add_command_group(
+        sub,
         "users",
         help="web UI accounts: add, list, set a password, unlock",
         description="Manage the web UI's accounts (roles: admin, technician, viewer).",
-        formatter_class=HelpFormatter,
+        dest="users_command",
     )
-    us = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    p = us.add_parser(
+    add_command(
+        us,
         "add",
         help="add a user (asks for the password)",
         description="Add a web UI account. The password is asked for twice (or read from stdin with\n"
         "--password-stdin); it is stored as an argon2id hash only.",
-        formatter_class=HelpFormatter,
+        func=cmd_users_add,
+        config=True,
+        args=[
+            arg("name", help="user name (letters, digits, _ . @ -)"),
+            arg(
+                "--role",
+                default="technician",
+                choices=["admin", "technician", "viewer"],
+                help="admin: everything; technician: read, write points, edit rules; viewer: read only",
+            ),
+            _PASSWORD_STDIN,
+        ],
     )
-    add_config_arg(p)
-    p.add_argument("name", help="user name (letters, digits, _ . @ -)")
-    p.add_argument(
-        "--role",
-        default="technician",
-        choices=["admin", "technician", "viewer"],
-        help="admin: everything; technician: read, write points, edit rules; viewer: read only",
-    )
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
-    p.set_defaults(func=cmd_users_add)
-    p = us.add_parser(
+    add_command(
+        us,
         "list",
         help="list users",
         description="List the web UI's accounts with their role, state and last login.",
-        formatter_class=HelpFormatter,
+        func=cmd_users_list,
+        config=True,
+        args=[_JSON],
     )
-    add_config_arg(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_users_list)
-    p = us.add_parser(
+    add_command(
+        us,
         "passwd",
         help="set a user's password (also clears its login throttle)",
         description="Set a user's password; this also clears the throttle of failed logins at the\n"
         "name and ends the user's other sessions.",
-        formatter_class=HelpFormatter,
+        func=cmd_users_passwd,
+        config=True,
+        args=[arg("name", help="the user whose password to set"), _PASSWORD_STDIN],
     )
-    add_config_arg(p)
-    p.add_argument("name", help="the user whose password to set")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
-    p.set_defaults(func=cmd_users_passwd)
-    p = us.add_parser(
+    unlock = add_command(
+        us,
         "unlock",
         help="clear the throttle of failed logins at a user (or at every name)",
         description="Forget the failed logins at a user's name, from every address, so that a\n"
@@ -73,83 +76,87 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "address, which lapses by itself within a minute. Passwords and sessions are unchanged.",
         epilog="examples:\n  edge users unlock -c /etc/community-edge/site.yaml wang\n"
         "  edge users unlock -c /etc/community-edge/site.yaml --all",
-        formatter_class=HelpFormatter,
+        func=cmd_users_unlock,
+        config=True,
+        args=[
+            arg("name", nargs="?", metavar="NAME", help="the user to unlock (omit with --all)"),
+            arg(
+                "--all",
+                action="store_true",
+                help="clear the counters of every name, including names that are not accounts",
+            ),
+        ],
     )
-    add_config_arg(p)
-    p.add_argument("name", nargs="?", metavar="NAME", help="the user to unlock (omit with --all)")
-    p.add_argument(
-        "--all",
-        action="store_true",
-        help="clear the counters of every name, including names that are not accounts",
-    )
-    p.set_defaults(func=cmd_users_unlock, parser=p)
+    unlock.set_defaults(parser=unlock)  # NAME and --all exclude each other: it reports a usage error
 
-    tokens = sub.add_parser(
+    ts = add_command_group(
+        sub,
         "tokens",
         help="API tokens: create, list, revoke",
         description="API tokens for scripts and central systems. A token is printed once, at creation, "
         "and stored only as a hash.",
-        formatter_class=HelpFormatter,
+        dest="tokens_command",
     )
-    ts = tokens.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
-    p = ts.add_parser(
+    add_command(
+        ts,
         "create",
         help="create a token and print it once",
         description="Create an API token and print it once; only its hash is stored. Scopes: read, write,\n"
         "rules, admin, pull (pull needs --consumer: the consumer whose cursor the token moves).",
-        formatter_class=HelpFormatter,
+        func=cmd_tokens_create,
+        config=True,
+        args=[
+            arg("name", help="what the token is for"),
+            arg(
+                "--scope",
+                action="append",
+                dest="scopes",
+                choices=["read", "write", "rules", "admin", "pull"],
+                help="repeat for several scopes (default: read)",
+            ),
+            arg("--consumer", help="pull consumer id (needed with --scope pull)"),
+        ],
     )
-    add_config_arg(p)
-    p.add_argument("name", help="what the token is for")
-    p.add_argument(
-        "--scope",
-        action="append",
-        dest="scopes",
-        choices=["read", "write", "rules", "admin", "pull"],
-        help="repeat for several scopes (default: read)",
-    )
-    p.add_argument("--consumer", help="pull consumer id (needed with --scope pull)")
-    p.set_defaults(func=cmd_tokens_create)
-    p = ts.add_parser(
+    add_command(
+        ts,
         "list",
         help="list tokens (never their values)",
         description="List API tokens: id, name, scopes, consumer, created, last used, revoked.",
-        formatter_class=HelpFormatter,
+        func=cmd_tokens_list,
+        config=True,
+        args=[_JSON],
     )
-    add_config_arg(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_tokens_list)
-    p = ts.add_parser(
+    add_command(
+        ts,
         "revoke",
         help="revoke a token by id",
         description="Revoke an API token (see `edge tokens list` for ids); it stops working at once.",
-        formatter_class=HelpFormatter,
+        func=cmd_tokens_revoke,
+        config=True,
+        args=[arg("id", type=int, help="the token's id")],
     )
-    add_config_arg(p)
-    p.add_argument("id", type=int, help="the token's id")
-    p.set_defaults(func=cmd_tokens_revoke)
 
-    tls = sub.add_parser(
+    tl = add_command_group(
+        sub,
         "tls",
         help="TLS helpers for the web UI",
         description="Then set web.tls_cert and web.tls_key in the site file.",
-        formatter_class=HelpFormatter,
+        dest="tls_command",
     )
-    tl = tls.add_subparsers(dest="tls_command", metavar="ACTION", required=True)
-    p = tl.add_parser(
+    add_command(
+        tl,
         "selfsigned",
         help="generate a self-signed certificate and key for HTTPS",
         description="Generate a self-signed certificate and key for the web UI's HTTPS, then set\n"
         "web.tls_cert and web.tls_key in the site file. Browsers warn about a self-signed\n"
         "certificate until it is trusted; compare its SHA-256 fingerprint (printed here).",
-        formatter_class=HelpFormatter,
+        func=cmd_tls_selfsigned,
+        args=[
+            arg("--out", required=True, metavar="DIR", help="writes DIR/edge.crt and DIR/edge.key"),
+            arg("--name", action="append", dest="names", help="host name or IP for the certificate (repeat)"),
+            arg("--days", type=int, default=3650, help="validity of the certificate in days"),
+        ],
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/edge.crt and DIR/edge.key")
-    p.add_argument(
-        "--name", action="append", dest="names", help="host name or IP for the certificate (repeat)"
-    )
-    p.add_argument("--days", type=int, default=3650, help="validity of the certificate in days")
-    p.set_defaults(func=cmd_tls_selfsigned)
 
 
 def _state(args: argparse.Namespace) -> Any:
