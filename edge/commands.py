@@ -8,11 +8,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.cli import HelpFormatter, add_config_arg, add_log_level_arg
 from edge.config import ConfigError, Site, load_site
 from edge.units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from edge.store.journal import Journal
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -299,17 +302,12 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def recent_flow(journal: Any, device_ids: list[str], window: int = 20000) -> dict[str, dict[str, Any]]:
+def recent_flow(journal: Journal, device_ids: list[str], window: int = 20000) -> dict[str, dict[str, Any]]:
     """Per device, over the newest `window` records: readings seen and the age of the newest one.
 
     Bounded on purpose: a 4 GiB journal must not be scanned to answer "is data flowing?".
     """
-    rows = journal.query(
-        "SELECT substr(point, 1, instr(point, '.') - 1) AS device, count(*), max(ts) FROM journal "
-        "WHERE seq > ? AND kind IS NULL GROUP BY device",
-        (max(0, journal.committed_seq - window),),
-    )
-    seen = {r[0]: (r[1], r[2]) for r in rows}
+    seen = journal.device_counts(max(0, journal.committed_seq - window))
     now = time.time()
     out = {}
     for device_id in device_ids:

@@ -18,24 +18,17 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rules.state import RuleRuntime
 from rules.windows import Window
 
+if TYPE_CHECKING:
+    from edge.store.reader import JournalQueries
+
 MARGIN_S = 60.0  # readings journaled up to this much out of timestamp order are still found
 PAGE = 5000
 DEFAULT_MAX_ROWS = 500_000
-HISTORY_SQL = (
-    "SELECT seq, ts, point, value FROM journal "
-    "WHERE seq > ? AND seq <= ? AND kind IS NULL AND (quality & 3) = 0 ORDER BY seq LIMIT ?"
-)
-# a dry run's pre-fill: only readings older than its range (the journal is not in ts order)
-HISTORY_BEFORE_SQL = (
-    "SELECT seq, ts, point, value FROM journal WHERE seq > ? AND seq <= ? AND kind IS NULL "
-    "AND (quality & 3) = 0 AND ts < ? ORDER BY seq LIMIT ?"
-)
-
 WindowKey = tuple[str, float]
 
 
@@ -98,7 +91,7 @@ class History:
 
 
 def read_history(
-    journal: Any,
+    journal: JournalQueries,
     wants: WindowWants,
     now: float,
     upto_seq: int,
@@ -121,10 +114,7 @@ def read_history(
     windows = out.windows
     after = first - 1
     while after < upto_seq:
-        if before_now:
-            rows = journal.query(HISTORY_BEFORE_SQL, (after, upto_seq, now, PAGE))
-        else:
-            rows = journal.query(HISTORY_SQL, (after, upto_seq, PAGE))
+        rows = journal.history_page(after, upto_seq, PAGE, now if before_now else None)
         if not rows:
             break
         for _, ts, point, value in rows:
@@ -147,20 +137,20 @@ def read_history(
     return out
 
 
-def _first_seq_at(journal: Any, since: float, upto_seq: int) -> int | None:
+def _first_seq_at(journal: JournalQueries, since: float, upto_seq: int) -> int | None:
     """The first seq whose ts >= since, by bisection over seq (the journal has no ts index, and
     `seq` order follows time closely enough: MARGIN_S covers the drift)."""
-    row = journal.query("SELECT min(seq) FROM journal")
-    if not row or row[0][0] is None or row[0][0] > upto_seq:
+    oldest = journal.min_seq()
+    if oldest is None or oldest > upto_seq:
         return None
-    lo, hi = int(row[0][0]), upto_seq + 1  # invariant: answer in [lo, hi]; hi means "none"
+    lo, hi = oldest, upto_seq + 1  # invariant: answer in [lo, hi]; hi means "none"
     while lo < hi:
         mid = (lo + hi) // 2
-        r = journal.query("SELECT seq, ts FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,))
-        if not r or r[0][0] > upto_seq:
+        found = journal.first_at_or_after(mid)
+        if found is None or found[0] > upto_seq:
             hi = mid
-        elif r[0][1] >= since:
+        elif found[1] >= since:
             hi = mid
         else:
-            lo = int(r[0][0]) + 1
+            lo = found[0] + 1
     return lo if lo <= upto_seq else None

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edge.model import QUALITY_BY_NAME, Event, Privacy, Reading
 from rules.backfill import DEFAULT_MAX_ROWS, History, read_history, wants_of
 from rules.engine import Engine, Firing
 from rules.model import CompiledRule, firing_privacy, reads_privacy
+
+if TYPE_CHECKING:
+    from edge.store.reader import JournalQueries
 
 PAGE = 5000
 
@@ -121,14 +124,13 @@ class Replay:
         return self.engine.evaluations
 
 
-def first_seq_at(journal: Any, since: float) -> int | None:
+def first_seq_at(journal: JournalQueries, since: float) -> int | None:
     """The first journal seq whose record has ts >= since (None: no such record)."""
-    row = journal.query("SELECT MIN(seq) FROM journal WHERE ts >= ?", (since,))
-    return None if not row or row[0][0] is None else int(row[0][0])
+    return journal.first_seq_since(since)
 
 
 def journal_records(
-    journal: Any, since: float, until: float | None = None, first: int | None = None
+    journal: JournalQueries, since: float, until: float | None = None, first: int | None = None
 ) -> Iterator[Reading | Event]:
     """Committed journal records with ts >= since, in seq order, paged (from seq `first` when the
     caller already looked it up)."""
@@ -153,7 +155,7 @@ def journal_records(
 
 
 def prefill(
-    rp: Replay, journal: Any, since: float, upto_seq: int, max_rows: int = DEFAULT_MAX_ROWS
+    rp: Replay, journal: JournalQueries, since: float, upto_seq: int, max_rows: int = DEFAULT_MAX_ROWS
 ) -> History:
     """Fill `rp`'s windows with the journal's readings older than `since` up to seq `upto_seq`
     (the last of them); evaluates nothing (blocking: run it in a thread)."""
@@ -164,7 +166,7 @@ def prefill(
 
 
 def dry_run(
-    journal: Any,
+    journal: JournalQueries,
     rule: CompiledRule,
     tz: dt.tzinfo,
     since: float,
@@ -186,8 +188,7 @@ def dry_run(
     history = None
     if max_rows > 0:
         # by ts, not by seq: records journaled late (or start-up events) mix the two orders
-        row = journal.query("SELECT MAX(seq) FROM journal WHERE ts < ?", (since,))
-        upto = int(row[0][0]) if row and row[0][0] is not None else 0
+        upto = journal.last_seq_before(since) or 0
         history = prefill(rp, journal, since, upto, max_rows)
     rp.feed(journal_records(journal, since, until, first))
     rp.finish(until)

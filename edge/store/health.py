@@ -25,7 +25,7 @@ RATE_PROBE_ROWS = 10_000  # a read-only journal estimates its rate from the span
 def _rate_from_data(journal: Journal, now: float) -> float | None:
     """Records per second over the newest rows (for a reader without a writer to measure it)."""
     last = journal.committed_seq
-    probe = journal.query(
+    probe = journal._query(
         "SELECT seq, ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (max(0, last - RATE_PROBE_ROWS),)
     )
     if not probe or probe[0][0] >= last:
@@ -77,10 +77,10 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
 
 def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     now = journal.clock()
-    first = journal.query("SELECT seq, ts FROM journal ORDER BY seq LIMIT 1")
-    page_size = journal.query("PRAGMA page_size")[0][0]
-    pages = journal.query("PRAGMA page_count")[0][0]
-    free = journal.query("PRAGMA freelist_count")[0][0]
+    first = journal._query("SELECT seq, ts FROM journal ORDER BY seq LIMIT 1")
+    page_size = journal._query("PRAGMA page_size")[0][0]
+    pages = journal._query("PRAGMA page_count")[0][0]
+    free = journal._query("PRAGMA freelist_count")[0][0]
     used = (pages - free) * page_size
     counters = dict(journal.counters)
     rows = counters.get("rows", 0)

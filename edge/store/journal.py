@@ -34,8 +34,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge.model import Event, Record
+from edge.model import Event, Reading, Record
 from edge.store import retention, space
+from edge.store.reader import JournalQueries
 from edge.store.rows import (
     AUTO_READING_SQL,
     BOOL_FLAG,
@@ -43,7 +44,6 @@ from edge.store.rows import (
     READING_SQL,
     SELECT_COLS,
     JournalClosed,
-    JournalReader,
     build_rows,
     connect,
     insert_records,
@@ -96,7 +96,7 @@ def unreadable(path: str, exc: sqlite3.Error) -> JournalUnreadable:
     return JournalUnreadable(f"journal {path} cannot be opened ({exc}); nothing was changed")
 
 
-class Journal(JournalReader):
+class Journal(JournalQueries):
     """See the module docstring. Construct, `open()`, then `append()` from the event loop."""
 
     def __init__(
@@ -267,6 +267,38 @@ class Journal(JournalReader):
             if conn is not None:
                 conn.close()
         self._read = self._w = None
+
+    # ------------------------------------------------------------ reading (event loop side)
+    def last_readings(self, rows: int = 200_000) -> tuple[dict[str, Reading], dict[str, Reading]]:
+        """The newest reading of each point, and its newest good one, among the newest `rows`
+        records (bounded: start-up must not scan a multi-GiB journal)."""
+        last: dict[str, Reading] = {}
+        good: dict[str, Reading] = {}
+        for ts, point, value, quality in self.readings_after(max(0, self.committed_seq - rows)):
+            if quality & BOOL_FLAG:
+                value, quality = bool(value), quality & 3
+            r = Reading(ts, point, value, quality)
+            last[point] = r
+            if quality == 0:
+                good[point] = r
+        return last, good
+
+    async def wait_committed(self, after: int, timeout: float) -> int:
+        """Wait until a record with seq > after is committed, or the timeout; returns committed_seq."""
+        if self.committed_seq > after or timeout <= 0 or self._commit_event is None:
+            return self.committed_seq
+        deadline = time.monotonic() + timeout
+        while self.committed_seq <= after:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._commit_event.clear()
+            if self.committed_seq > after:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._commit_event.wait()
+        return self.committed_seq
 
     # ------------------------------------------------------------ writing (event loop side)
     def append(self, records: Sequence[Record]) -> None:

@@ -1,19 +1,14 @@
 """The journal's row format: how records become SQLite rows and back, and its connections.
 
 `row_to_record` gives the one record shape shared by `edge buffer tail --json` and the pull API.
-`JournalReader` is the read side every journal has (queries on its own connection, so readers
-never block the writer).
+The reads themselves are named queries in `edge.store.reader`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import operator
 import sqlite3
-import threading
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
@@ -149,81 +144,3 @@ def insert_records(w: sqlite3.Connection, records: list[Record], seq: int) -> No
         insert_many(w, READING_VALUES, 5, readings)
     if events:
         w.executemany(EVENT_SQL, events)
-
-
-class JournalReader:
-    """The read side of a journal. Needs `_read`, `_read_lock`, `committed_seq`, `_commit_event`."""
-
-    _read: sqlite3.Connection | None
-    _read_lock: threading.Lock
-    _commit_event: asyncio.Event | None
-    committed_seq: int
-
-    def query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        if self._read is None:
-            raise JournalClosed("journal is not open")
-        with self._read_lock:
-            return self._read.execute(sql, tuple(args)).fetchall()
-
-    def read_rows(self, after: int, limit: int) -> list[tuple[Any, ...]]:
-        """Raw rows with seq > after, in seq order (see `row_to_record`)."""
-        return self.query(
-            f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-        )
-
-    def read(self, after: int, limit: int) -> list[dict[str, Any]]:
-        return [row_to_record(r) for r in self.read_rows(after, limit)]
-
-    def tail(self, n: int) -> list[dict[str, Any]]:
-        rows = self.query(f"SELECT {SELECT_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,))
-        return [row_to_record(r) for r in reversed(rows)]
-
-    def last_readings(self, rows: int = 200_000) -> tuple[dict[str, Reading], dict[str, Reading]]:
-        """The newest reading of each point, and its newest good one, among the newest `rows`
-        records (bounded: start-up must not scan a multi-GiB journal)."""
-        last: dict[str, Reading] = {}
-        good: dict[str, Reading] = {}
-        found = self.query(
-            "SELECT ts, point, value, quality FROM journal WHERE seq > ? AND kind IS NULL ORDER BY seq",
-            (max(0, self.committed_seq - rows),),
-        )
-        for ts, point, value, quality in found:
-            if quality & BOOL_FLAG:
-                value, quality = bool(value), quality & 3
-            r = Reading(ts, point, value, quality)
-            last[point] = r
-            if quality == 0:
-                good[point] = r
-        return last, good
-
-    def oldest_after(self, seq: int) -> float | None:
-        """Timestamp of the first record after `seq`: the oldest one a cursor at `seq` has not passed."""
-        rows = self.query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
-        return float(rows[0][0]) if rows else None
-
-    def get_cursor(self, name: str) -> int | None:
-        rows = self.query("SELECT seq FROM cursors WHERE name=?", (name,))
-        return int(rows[0][0]) if rows else None
-
-    def cursors(self) -> dict[str, tuple[str, int, float]]:
-        return {
-            r[0]: (r[1], int(r[2]), float(r[3]))
-            for r in self.query("SELECT name, kind, seq, updated FROM cursors")
-        }
-
-    async def wait_committed(self, after: int, timeout: float) -> int:
-        """Wait until a record with seq > after is committed, or the timeout; returns committed_seq."""
-        if self.committed_seq > after or timeout <= 0 or self._commit_event is None:
-            return self.committed_seq
-        deadline = time.monotonic() + timeout
-        while self.committed_seq <= after:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._commit_event.clear()
-            if self.committed_seq > after:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._commit_event.wait()
-        return self.committed_seq

@@ -472,7 +472,7 @@ def history_buckets(
     hi = math.floor(min(until, FAR_FUTURE) / 60)
     cursor, rows = trend.read(point, lo, hi, hour)
     acc: dict[int, list[Any]] = {int(r[0]): list(r[1:]) for r in rows}
-    tail = trend.journal.query(
+    tail = trend.journal._query(
         f"SELECT ts, value FROM journal WHERE seq > ? AND point = ? AND {READINGS_WHERE} "
         "AND ts >= ? AND ts < ?",
         (max(cursor, scan_floor), point, lo * 60, (hi + 1) * 60),

@@ -39,8 +39,9 @@ import aiohttp
 from edge.config import resolve_secret
 from edge.model import Event, Severity
 from edge.store.journal import row_to_record
+from edge.store.reader import JournalReader
 from edge.sync import deadletters
-from edge.sync.records import JournalReader, RecordFilter, Row
+from edge.sync.records import RecordFilter, Row
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
 from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 def consumer_status(runtime: Runtime, consumer_id: str) -> dict[str, Any]:
     journal = runtime.journal
-    row = journal.query("SELECT seq, updated FROM cursors WHERE name=? AND kind='consumer'", (consumer_id,))
-    cursor, updated = (int(row[0][0]), float(row[0][1])) if row else (0, None)
+    found = journal.consumer_cursor(consumer_id)
+    cursor, updated = found if found is not None else (0, None)
     backlog = max(0, journal.committed_seq - cursor)
     oldest = journal.oldest_after(cursor) if backlog else None
     return {

@@ -18,8 +18,9 @@ from aiohttp import web
 
 from edge.model import Privacy
 from edge.store.journal import row_to_record
+from edge.store.reader import JournalReader
 from edge.sync.params import MAX_SEQ, float_param, int_param
-from edge.sync.records import PRIVACY_RANK, IncludeConfig, JournalReader, RecordFilter
+from edge.sync.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 from edge.web import privacy
 from edge.web.auth import Principal, require
 from edge.web.problem import Problem, json_response, read_json

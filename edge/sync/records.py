@@ -1,5 +1,5 @@
-"""Reading the journal for sync: a private read connection, and the filters every sink and
-consumer applies before a record leaves the site (include lists and privacy minimisation).
+"""The filters every sink and pull consumer applies before a record leaves the site: include
+lists and privacy minimisation. (Their rows come from `edge.store.reader.JournalReader`.)
 
 Privacy rule (documented in docs/sync.md): a reading has its point's privacy class; an event has
 the class named by `payload["privacy"]` if present, else the class of `payload["point"]` if that
@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import operator
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,51 +21,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from edge.model import PRIVACY_RANK, PointInfo, Privacy, event_privacy
-from edge.store.journal import SELECT_COLS, connect
+from edge.store.reader import Row
 
-Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
 _KIND = operator.itemgetter(5)
-
-
-class JournalReader:
-    """A read connection of its own, so a sink's or the pull API's paging never waits on (or
-    blocks) the event loop's connection. Methods are thread-safe; call them via `to_thread`."""
-
-    def __init__(self, path: str) -> None:
-        self._conn = connect(path)
-        self._lock = threading.Lock()
-
-    def read_rows(self, after: int, limit: int) -> list[Row]:
-        with self._lock:
-            return self._conn.execute(
-                f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
-            ).fetchall()
-
-    def read_range(self, after: int, upto: int) -> list[Row]:
-        """Rows with after < seq <= upto, in seq order."""
-        with self._lock:
-            return self._conn.execute(
-                f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq", (after, upto)
-            ).fetchall()
-
-    def oldest_after(self, seq: int) -> float | None:
-        """Timestamp of the first record after `seq` (the oldest one not yet delivered)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,)
-            ).fetchone()
-        return float(row[0]) if row else None
-
-    def count_after(self, seq: int) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM journal WHERE seq > ?", (seq,)).fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
 
 
 class IncludeConfig(BaseModel):

@@ -106,11 +106,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         """The newest `limit` journal rows after `floor` (default: the raw scan's bound) matching."""
         if floor is None:
             floor = scan_floor()
-        sql = (
-            "SELECT seq, ts, point, value, quality, kind, severity, payload FROM journal "
-            f"WHERE seq > ? AND {sql_where} ORDER BY seq DESC LIMIT ?"
-        )
-        return await asyncio.to_thread(journal.query, sql, (floor, *args, limit))
+        return await asyncio.to_thread(journal.newest_rows, sql_where, args, floor, limit)
 
     queries = asyncio.Semaphore(QUERY_SLOTS)
 
@@ -349,13 +345,13 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         comment = body.get("comment", "") if isinstance(body, dict) else None
         if not isinstance(comment, str) or len(comment) > 2000:
             raise Problem(400, "Bad comment", 'send {"comment": "..."} (up to 2000 characters)')
-        rows = await asyncio.to_thread(journal.query, "SELECT kind FROM journal WHERE seq=?", (seq,))
+        kind = await asyncio.to_thread(journal.kind_of, seq)
         trend = trend_index()
-        if (not rows or rows[0][0] is None) and trend is not None:  # listed from the index: the
-            # journal may have deleted it (max_bytes) while the index keeps it for keep_history
+        if kind is None and trend is not None:  # listed from the index: the journal may have
+            # deleted it (max_bytes) while the index keeps it for keep_history
             _, indexed = await asyncio.to_thread(trend.read_events, "seq = ?", (seq,), 1)
-            rows = [(r[5],) for r in indexed]
-        if not rows or rows[0][0] is None:
+            kind = indexed[0][5] if indexed else None
+        if kind is None:
             raise Problem(404, "No such event", f"no event with seq {seq} in the local journal")
         with state.lock:
             state.conn.execute(
@@ -363,7 +359,7 @@ def setup(app: web.Application, runtime: Runtime) -> None:
                 "ON CONFLICT(seq) DO UPDATE SET user=excluded.user, comment=excluded.comment, ts=excluded.ts",
                 (seq, principal.name, comment, time.time()),
             )
-        audit.record(state, principal.name, "alert_ack", str(seq), kind=rows[0][0], comment=comment)
+        audit.record(state, principal.name, "alert_ack", str(seq), kind=kind, comment=comment)
         return json_response({"seq": seq, "ack": {"user": principal.name, "comment": comment}})
 
     yaml_worker = YamlWorker()

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from edge.model import Reading
+from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.support.waiting import until_async
 
@@ -68,7 +69,7 @@ async def test_a_rule_sees_prev_from_before_the_restart(tmp_path: Path) -> None:
 
         async def alerts() -> list:  # type: ignore[type-arg]
             await rt.journal.flush()
-            return rt.journal.query("SELECT payload FROM journal WHERE kind = 'alert'")
+            return sql(rt.journal, "SELECT payload FROM journal WHERE kind = 'alert'")
 
         found: list = []  # type: ignore[type-arg]
 

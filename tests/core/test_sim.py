@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 
 from edge.model import HealthState, Reading
+from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -202,7 +203,7 @@ async def test_cursors_of_removed_sinks_and_consumers_are_pruned_at_start(tmp_pa
             assert "city" in cursors and "token-consumer" in cursors
             assert "old-sink" not in cursors and "old-consumer" not in cursors, cursors
             await rt.journal.flush()
-            removed = rt.journal.query("SELECT payload FROM journal WHERE kind='cursor_removed'")
+            removed = sql(rt.journal, "SELECT payload FROM journal WHERE kind='cursor_removed'")
             assert len(removed) == 2
     finally:
         del os.environ["EDGE_TEST_CITY_TOKEN"]

@@ -18,6 +18,7 @@ import pytest
 from edge.model import Reading
 from edge.web.tokens import create_token
 from tests.rules.test_api import Client
+from tests.store.helpers import sql
 from tests.support.procs import stop_process
 from tests.support.site import running_site
 from tests.support.waiting import until
@@ -54,7 +55,7 @@ async def test_live_rule_that_would_blow_up_goes_to_error_while_the_gateway_serv
         assert bomb["state"] == "error" and "4096 bits" in bomb["error"], bomb
         assert comp.describe(comp.store.get("fine"))["state"] == "active"
         await rt.journal.flush()
-        rows = rt.journal.query("SELECT count(*) FROM journal WHERE point = 'd.x'")
+        rows = sql(rt.journal, "SELECT count(*) FROM journal WHERE point = 'd.x'")
         assert rows[0][0] == 20
 
 

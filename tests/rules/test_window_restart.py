@@ -19,6 +19,7 @@ from edge.store.journal import Journal
 from rules.model import parse_rule
 from rules.replay import Replay, journal_records
 from tests.rules.test_restart import _query, _start, _stop
+from tests.store.helpers import sql
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until, until_sync
 
@@ -57,7 +58,7 @@ def _replay_upto(journal: Any, seq: int) -> Replay:
 
 
 def _records_upto(journal: Any, seq: int) -> list[Reading | Event]:
-    rows = journal.query("SELECT count(*) FROM journal WHERE seq <= ?", (seq,))[0][0]
+    rows = sql(journal, "SELECT count(*) FROM journal WHERE seq <= ?", (seq,))[0][0]
     return list(journal_records(journal, 0))[:rows]
 
 
@@ -100,15 +101,15 @@ async def test_window_holds_the_pre_restart_readings_and_the_refill_fires_nothin
         assert live_n == 9 and live_avg == (sum(values) + 100.0) / 9  # not 100: not empty
 
         seq = await rt.journal.flush()
-        trigger = rt.journal.query(
-            "SELECT max(seq) FROM journal WHERE point='meter.power' AND seq <= ?", (seq,)
+        trigger = sql(
+            rt.journal, "SELECT max(seq) FROM journal WHERE point='meter.power' AND seq <= ?", (seq,)
         )[0][0]
         rp = _replay_upto(rt.journal, trigger)
         replayed = rp.engine.windows[("meter.power", 600.0)]
         assert (replayed.avg(nxt.ts), replayed.count(nxt.ts)) == (live_avg, live_n)
         # neither the refill nor the new reading fired: avg 20.8 < 50, and 9 readings are not few
-        new_alerts = rt.journal.query(
-            "SELECT point FROM journal WHERE kind='alert' AND seq > ?", (started_seq[0][0],)
+        new_alerts = sql(
+            rt.journal, "SELECT point FROM journal WHERE kind='alert' AND seq > ?", (started_seq[0][0],)
         )
         assert new_alerts == [] and comp.firings == 1  # the one firing is `track` (notify: always)
 
@@ -193,12 +194,15 @@ def test_window_survives_kill_9_of_edge_run(tmp_path: Path) -> None:
     assert n == before + 1, (n, before)
     journal = Journal.open_readonly(str(db))
     try:
-        trigger = journal.query(
-            "SELECT max(seq) FROM journal WHERE point='meter.power' AND ts = ? AND seq < ?", (ts, seq)
+        trigger = sql(
+            journal,
+            "SELECT max(seq) FROM journal WHERE point='meter.power' AND ts = ? AND seq < ?",
+            (ts, seq),
         )[0][0]
         rp = _replay_upto(journal, trigger)
         replayed = rp.engine.windows[("meter.power", 600.0)]
-        live_avg = journal.query(
+        live_avg = sql(
+            journal,
             "SELECT value FROM journal WHERE point='site.power_avg' AND seq > ? ORDER BY seq LIMIT 1",
             (trigger,),
         )[0][0]

@@ -23,6 +23,12 @@ def open_journal(tmp_path: Path, name: str = "edge.db", **kw: Any) -> Journal:
     return Journal(str(tmp_path / name), **kw).open()
 
 
+def sql(journal: Journal, text: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """A query a test writes itself, on the journal's read connection (the runtime only reads
+    through the store's named queries)."""
+    return journal._query(text, args)
+
+
 def drop_events(path: str) -> list[tuple[int, str]]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:

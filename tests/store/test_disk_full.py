@@ -25,7 +25,7 @@ from edge.store import space
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
 from edge.web.tokens import create_token
-from tests.store.helpers import drop_events, integrity, open_journal, readings
+from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.tools import require_root
@@ -86,7 +86,7 @@ async def test_full_disk_applies_policy_and_recovers(
         if policy == "drop_newest":
             assert h["disk_full_errors"] > 0 and "disk is full" in h["last_error"]
             # nothing committed was lost: refusals only ever concern new records
-            assert j.query("SELECT count(*) FROM journal WHERE seq <= ?", (committed_at_full,))[0][0] == (
+            assert sql(j, "SELECT count(*) FROM journal WHERE seq <= ?", (committed_at_full,))[0][0] == (
                 committed_at_full
             )
         else:
@@ -113,7 +113,7 @@ async def test_full_disk_applies_policy_and_recovers(
         assert {p["reason"] for p in payloads} <= reasons and all(p["policy"] == policy for p in payloads)
         dropped = sum(j.counters[c] for c in ("dropped_oldest", "dropped_newest", "dropped_overflow"))
         assert dropped > 0 and sum(p["dropped"] for p in payloads) == dropped
-        stored = j.query("SELECT count(*) FROM journal")[0][0]
+        stored = sql(j, "SELECT count(*) FROM journal")[0][0]
         assert stored == j.counters["rows"]
         assert stored + dropped == n + len(events)  # every record is stored or counted
     finally:
@@ -231,7 +231,7 @@ class Flow:
             20,
             what="buffer_drop events for every counted drop",
         )
-        stored = j.query("SELECT count(*) FROM journal")[0][0]
+        stored = sql(j, "SELECT count(*) FROM journal")[0][0]
         assert stored == j.counters["rows"] and stored + dropped == self.n + len(events)
 
 

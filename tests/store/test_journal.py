@@ -17,7 +17,7 @@ from edge.store import schema
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
 from edge.store.rows import insert_many
-from tests.store.helpers import drop_events, integrity, open_journal, readings
+from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.waiting import until
 
 
@@ -66,14 +66,14 @@ async def test_retention_deletes_only_what_every_cursor_passed(tmp_path: Path) -
         await until(lambda: j.counters["retention_deleted"] >= 500, what="expiry up to the slowest cursor")
         await asyncio.sleep(0)  # let another retention step run: it must not go past seq 500
         await j.flush()
-        assert j.query("SELECT min(seq) FROM journal")[0][0] == 501
+        assert sql(j, "SELECT min(seq) FROM journal")[0][0] == 501
         assert j.counters["retention_deleted"] == 500
         await j.set_cursor("city-platform", 2000, "consumer")
         await until(lambda: j.counters["retention_deleted"] >= 800, what="expiry up to the next cursor")
         await j.set_cursor("central", 2000, "sink")
         await until(lambda: j.counters["retention_deleted"] >= 1000, what="expiry of all old rows")
         await j.flush()
-        assert j.query("SELECT min(seq), count(*) FROM journal")[0] == (1001, 1000)  # recent rows stay
+        assert sql(j, "SELECT min(seq), count(*) FROM journal")[0] == (1001, 1000)  # recent rows stay
         assert j.counters["rows"] == 1000
     finally:
         await j.close()
@@ -90,7 +90,7 @@ async def test_byte_cap_drop_oldest_counts_and_reports_one_event_per_burst(tmp_p
         dropped = j.counters["dropped_oldest"]
         assert dropped > 0
         assert j.counters["rows"] + dropped == 40_000  # every record is either stored or counted
-        assert j.query("SELECT count(*) FROM journal")[0][0] == j.counters["rows"]
+        assert sql(j, "SELECT count(*) FROM journal")[0][0] == j.counters["rows"]
         health = buffer_health(j, StorageConfig(path=j.path))
         assert health["bytes"] <= 400_000 * 1.1 and health["dropped_oldest"] == dropped
         events = await until(lambda: drop_events(j.path), what="the buffer_drop event")
@@ -99,7 +99,7 @@ async def test_byte_cap_drop_oldest_counts_and_reports_one_event_per_burst(tmp_p
         payload = orjson.loads(events[0][1])
         assert payload["dropped"] == dropped and payload["policy"] == "drop_oldest"
         assert payload["reason"] == "max_bytes" and payload["first_seq"] == 1
-        first_kept = j.query("SELECT min(seq) FROM journal")[0][0]
+        first_kept = sql(j, "SELECT min(seq) FROM journal")[0][0]
         assert payload["last_seq"] == first_kept - 1
         # a second burst is a second event (the first one may itself be dropped by now: it is data)
         for i in range(10):
@@ -143,7 +143,7 @@ async def test_byte_cap_drop_newest_keeps_the_oldest_and_counts_refusals(tmp_pat
         await j.flush()
         refused = j.counters["dropped_newest"]
         assert refused > 0
-        kept = j.query("SELECT min(seq), max(seq), count(*) FROM journal")[0]
+        kept = sql(j, "SELECT min(seq), max(seq), count(*) FROM journal")[0]
         assert kept[0] == 1 and kept[1] == kept[2] == j.committed_seq  # oldest kept, no gaps
         assert j.committed_seq + refused == 40_000
         events = await until(lambda: drop_events(j.path), what="the buffer_drop event")
@@ -176,9 +176,7 @@ async def test_migration_from_v1(tmp_path: Path) -> None:
     build_v1(path)
     j = Journal(str(path)).open()
     try:
-        assert (
-            j.query("SELECT value FROM meta WHERE key='schema_version'")[0][0] == schema.SCHEMA_VERSION == 2
-        )
+        assert sql(j, "SELECT value FROM meta WHERE key='schema_version'")[0][0] == schema.SCHEMA_VERSION == 2
         assert j.counters["rows"] == 3 and j.counters["dropped_oldest"] == 0
         assert [r["seq"] for r in j.read(0, 10)] == [1, 2, 3]
         assert j.read(1, 1)[0]["value"] is True and j.read(2, 1)[0]["payload"] == {"sys": 120}

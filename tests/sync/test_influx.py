@@ -16,6 +16,7 @@ import pytest
 
 from edge.model import Reading
 from edge.sync.influx_sink import SCALE
+from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.support.tools import require_tool
 from tests.sync.helpers import free_port, wait_for
@@ -145,7 +146,7 @@ async def test_influx_receives_every_reading_across_an_outage(tmp_path: Path, in
         assert (
             await influx.count("community")
             == 6000
-            == rt.journal.query("SELECT count(*) FROM journal WHERE kind IS NULL")[0][0]
+            == sql(rt.journal, "SELECT count(*) FROM journal WHERE kind IS NULL")[0][0]
         )
         assert s.status()["dead_letters"] == 0
         events = await influx.query("SELECT count(seq) FROM events", "community")

@@ -18,6 +18,7 @@ import pytest
 from edge.model import Event, Reading, Severity
 from edge.store.trend import TrendIndex
 from edge.web import ui_api
+from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.web.conftest import PASSWORD, Client, make_user, setup_code
@@ -55,8 +56,8 @@ async def journal(rt: Any, records: list[Any], filler: int = 0) -> list[int]:
     )
     await rt.journal.flush()
     await rt.components["trend"].caught_up()
-    rows = rt.journal.query(
-        "SELECT seq FROM journal WHERE seq >= ? AND kind IS NOT NULL ORDER BY seq", (first,)
+    rows = sql(
+        rt.journal, "SELECT seq FROM journal WHERE seq >= ? AND kind IS NOT NULL ORDER BY seq", (first,)
     )
     return [r[0] for r in rows]
 

@@ -15,6 +15,7 @@ import pytest
 
 from edge.model import Reading
 from edge.web import ui_api
+from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.web.conftest import Client, make_user
 
@@ -57,8 +58,10 @@ def buckets_of(readings: list[Reading], width: int) -> dict[int, tuple[float, fl
 
 def journal_buckets(rt: Any, point: str, width: int) -> dict[int, tuple[float, float, float]]:
     """Every good reading of the point in the journal (the sim's own included), bucketed here."""
-    rows = rt.journal.query(
-        "SELECT ts, value FROM journal WHERE point = ? AND kind IS NULL AND quality & 3 = 0", (point,)
+    rows = sql(
+        rt.journal,
+        "SELECT ts, value FROM journal WHERE point = ? AND kind IS NULL AND quality & 3 = 0",
+        (point,),
     )
     return buckets_of([Reading(ts, point, value) for ts, value in rows], width)
 

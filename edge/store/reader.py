@@ -1,0 +1,162 @@
+"""Every read of the journal's tables, as named queries: the store owns its SQL.
+
+`JournalQueries` runs each query on the connection of the object it belongs to, under that
+connection's lock, in the caller's thread: the `Journal` itself (its read connection, beside the
+writer's) or a `JournalReader` (a connection of its own, so a sink's or the pull API's paging
+never waits on, or blocks, the event loop's connection). Callers that must not block the event
+loop call these methods via `asyncio.to_thread`, as they always did.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from edge.store.rows import SELECT_COLS, JournalClosed, connect, row_to_record
+
+Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
+
+HISTORY_SQL = (
+    "SELECT seq, ts, point, value FROM journal "
+    "WHERE seq > ? AND seq <= ? AND kind IS NULL AND (quality & 3) = 0 ORDER BY seq LIMIT ?"
+)
+# only readings older than a time (the journal is not in ts order)
+HISTORY_BEFORE_SQL = (
+    "SELECT seq, ts, point, value FROM journal WHERE seq > ? AND seq <= ? AND kind IS NULL "
+    "AND (quality & 3) = 0 AND ts < ? ORDER BY seq LIMIT ?"
+)
+
+
+class JournalQueries:
+    """The named reads. Needs `_read` (a connection, None when closed) and `_read_lock`."""
+
+    _read: sqlite3.Connection | None
+    _read_lock: threading.Lock
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        if self._read is None:
+            raise JournalClosed("journal is not open")
+        with self._read_lock:
+            return self._read.execute(sql, tuple(args)).fetchall()
+
+    # ------------------------------------------------------------ records in seq order
+    def read_rows(self, after: int, limit: int) -> list[Row]:
+        """Raw rows with seq > after, in seq order (see `row_to_record`)."""
+        return self._query(
+            f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        )
+
+    def read_range(self, after: int, upto: int) -> list[Row]:
+        """Raw rows with after < seq <= upto, in seq order."""
+        return self._query(
+            f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq", (after, upto)
+        )
+
+    def read(self, after: int, limit: int) -> list[dict[str, Any]]:
+        return [row_to_record(r) for r in self.read_rows(after, limit)]
+
+    def tail(self, n: int) -> list[dict[str, Any]]:
+        rows = self._query(f"SELECT {SELECT_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,))
+        return [row_to_record(r) for r in reversed(rows)]
+
+    def newest_rows(self, where: str, args: Iterable[Any], after: int, limit: int) -> list[Row]:
+        """The newest `limit` raw rows with seq > after matching `where` (a condition on the
+        journal's columns with `?` for `args`), newest first."""
+        sql = f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND {where} ORDER BY seq DESC LIMIT ?"
+        return self._query(sql, (after, *args, limit))
+
+    def readings_after(self, seq: int) -> list[tuple[float, str, Any, int]]:
+        """(ts, point, value, quality) of every reading with seq > `seq`, in seq order."""
+        return self._query(
+            "SELECT ts, point, value, quality FROM journal WHERE seq > ? AND kind IS NULL ORDER BY seq",
+            (seq,),
+        )
+
+    def history_page(
+        self, after: int, upto: int, limit: int, before_ts: float | None = None
+    ) -> list[tuple[int, float, str, Any]]:
+        """(seq, ts, point, value) of good readings with after < seq <= upto, in seq order, at most
+        `limit`; with `before_ts`, only those with ts < before_ts."""
+        if before_ts is None:
+            return self._query(HISTORY_SQL, (after, upto, limit))
+        return self._query(HISTORY_BEFORE_SQL, (after, upto, before_ts, limit))
+
+    # ------------------------------------------------------------ single values
+    def oldest_after(self, seq: int) -> float | None:
+        """Timestamp of the first record after `seq`: the oldest one a cursor at `seq` has not passed."""
+        rows = self._query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
+        return float(rows[0][0]) if rows else None
+
+    def count_after(self, seq: int) -> int:
+        return int(self._query("SELECT count(*) FROM journal WHERE seq > ?", (seq,))[0][0])
+
+    def kind_of(self, seq: int) -> str | None:
+        """The kind of the event at `seq`; None for a reading or a seq the journal does not hold."""
+        rows = self._query("SELECT kind FROM journal WHERE seq=?", (seq,))
+        return rows[0][0] if rows else None
+
+    def min_seq(self) -> int | None:
+        """The oldest seq the journal holds (None: it is empty)."""
+        rows = self._query("SELECT min(seq) FROM journal")
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def first_at_or_after(self, seq: int) -> tuple[int, float] | None:
+        """(seq, ts) of the first record with seq >= `seq`."""
+        rows = self._query("SELECT seq, ts FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,))
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    def first_seq_since(self, ts: float) -> int | None:
+        """The lowest seq whose record has ts >= `ts` (a full scan: the journal has no ts index)."""
+        rows = self._query("SELECT MIN(seq) FROM journal WHERE ts >= ?", (ts,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def last_seq_before(self, ts: float) -> int | None:
+        """The highest seq whose record has ts < `ts` (a full scan)."""
+        rows = self._query("SELECT MAX(seq) FROM journal WHERE ts < ?", (ts,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def device_counts(self, after: int) -> dict[str, tuple[int, float]]:
+        """Per device (the point id up to its first dot): readings with seq > after and the newest
+        reading's ts."""
+        rows = self._query(
+            "SELECT substr(point, 1, instr(point, '.') - 1) AS device, count(*), max(ts) FROM journal "
+            "WHERE seq > ? AND kind IS NULL GROUP BY device",
+            (after,),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    # ------------------------------------------------------------ cursors
+    def get_cursor(self, name: str) -> int | None:
+        rows = self._query("SELECT seq FROM cursors WHERE name=?", (name,))
+        return int(rows[0][0]) if rows else None
+
+    def consumer_cursor(self, name: str) -> tuple[int, float] | None:
+        """(seq, updated) of the pull consumer `name`'s cursor; None when it has none."""
+        rows = self._query("SELECT seq, updated FROM cursors WHERE name=? AND kind='consumer'", (name,))
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
+    def cursors(self) -> dict[str, tuple[str, int, float]]:
+        return {
+            r[0]: (r[1], int(r[2]), float(r[3]))
+            for r in self._query("SELECT name, kind, seq, updated FROM cursors")
+        }
+
+
+class JournalReader(JournalQueries):
+    """A read connection of its own on the journal at `path`. Thread-safe; call it via `to_thread`."""
+
+    def __init__(self, path: str) -> None:
+        self._read = connect(path)
+        self._read_lock = threading.Lock()
+
+    def close(self) -> None:
+        conn = self._read
+        if conn is None:
+            return
+        with self._read_lock:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
