@@ -181,7 +181,3 @@ def reads_on_demand(driver: object) -> bool:
     """Whether `driver` implements the optional on-demand `read(point)` of the contract."""
     reader = getattr(type(driver), "read", None)
     return callable(reader) and reader is not Driver.read
-
-
-def point_id(device_id: str, name: str) -> str:
-    return f"{device_id}.{name}"

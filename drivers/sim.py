@@ -30,6 +30,7 @@ from edge.model import (
     Record,
     Severity,
     Value,
+    point_id,
 )
 from edge.units import Duration
 
@@ -158,7 +159,10 @@ class SimDriver(BaseDriver):
                     self.set_health(HealthState.OFFLINE, "simulated dropout: no answer")
                     self.health.errors += 1
                     self.emit(
-                        [Reading(now, f"{self.id}.{p.name}", None, Quality.STALE) for p in self.cfg.points]
+                        [
+                            Reading(now, point_id(self.id, p.name), None, Quality.STALE)
+                            for p in self.cfg.points
+                        ]
                     )
             else:
                 slow = self._fault_active("slow", now)
@@ -170,7 +174,7 @@ class SimDriver(BaseDriver):
                     self.set_health(HealthState.ONLINE)
                 batch: list[Record] = []
                 for p in pts:
-                    pid = f"{self.id}.{p.name}"
+                    pid = point_id(self.id, p.name)
                     if self._garbage():
                         self.health.errors += 1
                         batch.append(Reading(now, pid, None, Quality.BAD))
@@ -277,14 +281,14 @@ class SimDriver(BaseDriver):
         if slow is not None:
             await asyncio.sleep(slow.delay)
             now = self.ctx.clock()
-        pid = f"{self.id}.{point}"
+        pid = point_id(self.id, point)
         if self._garbage():
             return Reading(now, pid, None, Quality.BAD)
         return Reading(now, pid, self._value(spec, now, peek=True), Quality.GOOD)
 
     # ------------------------------------------------------------ writes
     async def write(self, point: str, value: Value) -> CommandResult:
-        pid = f"{self.id}.{point}"
+        pid = point_id(self.id, point)
         spec = next((p for p in self.cfg.points if p.name == point), None)
         if spec is None or not spec.writable:
             return CommandResult(pid, value, CommandStatus.REJECTED, "not a writable point of this device")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edge.model import ID_RE, SITE_ID_RE, PointInfo, PointType, Privacy
+from edge.model import ID_RE, SITE_ID_RE, PointInfo, PointType, Privacy, point_id
 from edge.units import Duration, Size
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
 from edge.yamlpos import load as load_yaml
@@ -204,7 +204,7 @@ class DeviceConfig(Strict):
         for p in getattr(self, "points", []) or []:
             out.append(
                 PointInfo(
-                    id=f"{self.id}.{p.name}",
+                    id=point_id(self.id, p.name),
                     device=self.id,
                     name=p.name,
                     type=p.point_type(),

@@ -196,6 +196,12 @@ class CommandResult:
         )
 
 
+def point_id(device: str, name: str) -> str:
+    """The id of point `name` of `device`, as the hub, the journal, rules and the APIs address it.
+    Neither part can hold a dot (`ID_RE`), so `split_point` takes it apart again."""
+    return f"{device}.{name}"
+
+
 def split_point(point_id: str) -> tuple[str, str]:
     device, _, name = point_id.partition(".")
     return device, name

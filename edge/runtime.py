@@ -24,7 +24,17 @@ from drivers.base import Driver, DriverContext
 from edge import fileperm
 from edge.config import DeviceConfig, Site
 from edge.hub import Hub
-from edge.model import CommandResult, CommandStatus, Event, Health, HealthState, Reading, Severity, Value
+from edge.model import (
+    CommandResult,
+    CommandStatus,
+    Event,
+    Health,
+    HealthState,
+    Reading,
+    Severity,
+    Value,
+    point_id,
+)
 from edge.state import StateDB, StateDBError
 from edge.store import Journal
 
@@ -317,7 +327,7 @@ class Runtime:
         async def write(point: str, value: Value) -> CommandResult:
             if slot.driver is None:
                 return CommandResult(
-                    f"{slot.config.id}.{point}", value, CommandStatus.FAILED, "device is restarting"
+                    point_id(slot.config.id, point), value, CommandStatus.FAILED, "device is restarting"
                 )
             return await slot.driver.write(point, value)
 

@@ -42,6 +42,7 @@ from edge.model import (
     Record,
     Severity,
     Value,
+    point_id,
 )
 
 COUNTERS = (
@@ -229,7 +230,7 @@ class BleDriver(BaseDriver):
         """Default map: a new object becomes a point (registered with the hub when there is one)."""
         name = base_object(key)
         info = PointInfo(
-            id=f"{self.id}.{key}",
+            id=point_id(self.id, key),
             device=self.id,
             name=key,
             type=object_type(name),
@@ -361,4 +362,6 @@ class BleDriver(BaseDriver):
 
     # ------------------------------------------------------------ writes
     async def write(self, point: str, value: Value) -> CommandResult:
-        return CommandResult(f"{self.id}.{point}", value, CommandStatus.REJECTED, "BLE points are read-only")
+        return CommandResult(
+            point_id(self.id, point), value, CommandStatus.REJECTED, "BLE points are read-only"
+        )

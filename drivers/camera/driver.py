@@ -34,6 +34,7 @@ from edge.model import (
     Record,
     Severity,
     Value,
+    point_id,
 )
 
 TICK = 0.2  # seconds between watchdog/analysis checks
@@ -149,7 +150,7 @@ class CameraDriver(BaseDriver):
     def _mark_stale(self) -> None:
         ts = self.ctx.clock()
         names = ["fps", "motion", *(zone_point(z.name) for z in self.device.zones)]
-        self.emit([Reading(ts, f"{self.id}.{n}", None, Quality.STALE) for n in names])
+        self.emit([Reading(ts, point_id(self.id, n), None, Quality.STALE) for n in names])
         self._restate = True
 
     async def _analyse(self, frame: Frame) -> None:
@@ -169,7 +170,7 @@ class CameraDriver(BaseDriver):
                     changed.setdefault(zone, state.reported)
             self._restate = False
         for zone, occupied in changed.items():
-            batch.append(Reading(ts, f"{self.id}.{zone_point(zone)}", occupied))
+            batch.append(Reading(ts, point_id(self.id, zone_point(zone)), occupied))
         self.emit(batch)
 
     # ------------------------------------------------------------ snapshots
@@ -260,7 +261,7 @@ class CameraDriver(BaseDriver):
 
     # ------------------------------------------------------------ commands
     async def write(self, point: str, value: Value) -> CommandResult:
-        pid = f"{self.id}.{point}"
+        pid = point_id(self.id, point)
         if point not in COMMANDS:
             return CommandResult(pid, value, CommandStatus.REJECTED, "not a writable point of this camera")
         if value not in (True, 1, "true", "1"):

@@ -24,7 +24,17 @@ from drivers.modbus import codec
 from drivers.modbus.config import BIT_TABLES, ModbusDevice, ModbusPoint
 from drivers.modbus.planner import Request, SplitMemory, plan, split_request
 from drivers.modbus.transport import WRITE, DeviceException, Link, LinkError, acquire, release
-from edge.model import CommandResult, CommandStatus, HealthState, PointInfo, Quality, Reading, Record, Value
+from edge.model import (
+    CommandResult,
+    CommandStatus,
+    HealthState,
+    PointInfo,
+    Quality,
+    Reading,
+    Record,
+    Value,
+    point_id,
+)
 
 READ_METHODS = {
     "coil": "read_coils",
@@ -171,7 +181,7 @@ class ModbusDriver(BaseDriver):
         for req, answer in answers:
             if isinstance(answer, str):
                 errors.append(answer)
-                batch.extend(Reading(ts, f"{self.id}.{name}", None, Quality.BAD) for name in req.points)
+                batch.extend(Reading(ts, point_id(self.id, name), None, Quality.BAD) for name in req.points)
             else:
                 self._decode_request(req, answer, ts, batch, errors)
         return batch, errors
@@ -267,7 +277,7 @@ class ModbusDriver(BaseDriver):
         *,
         remember: bool = True,
     ) -> Reading:
-        pid = f"{self.id}.{p.name}"
+        pid = point_id(self.id, p.name)
         off = p.address - req.start
         try:
             if p.table in BIT_TABLES:
@@ -296,7 +306,7 @@ class ModbusDriver(BaseDriver):
         if self.health.state != HealthState.OFFLINE:
             self.emit(
                 [
-                    Reading(ts, f"{self.id}.{p.name}", self.last_values.get(p.name), Quality.STALE)
+                    Reading(ts, point_id(self.id, p.name), self.last_values.get(p.name), Quality.STALE)
                     for p in self.device.points
                 ]
             )
@@ -328,7 +338,7 @@ class ModbusDriver(BaseDriver):
 
     # ------------------------------------------------------------ writes
     async def write(self, point: str, value: Value) -> CommandResult:
-        pid = f"{self.id}.{point}"
+        pid = point_id(self.id, point)
         p = self.by_name.get(point)
         if p is None:
             return CommandResult(pid, value, CommandStatus.REJECTED, f"unknown point {point!r}")
@@ -425,7 +435,7 @@ class _RequestReader:
             scaled = p.scale != 1 or p.offset != 0
             self.entries.append(
                 (
-                    f"{device_id}.{p.name}",
+                    point_id(device_id, p.name),
                     p,
                     unpack,
                     swapped,
