@@ -7,11 +7,13 @@ drawn once stays right when the camera's stream resolution changes (main vs sub 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from drivers.camera.points import camera_points
 from edge.config import DeviceConfig, Strict, valid_id
+from edge.model import PointInfo
 from edge.units import Duration, Size
 
 #: accepted source schemes; anything else is refused with this list
@@ -123,7 +125,5 @@ class CameraDevice(DeviceConfig):
         """What OpenCV opens (a `file://` prefix removed)."""
         return self.url[len("file://") :] if self.url.lower().startswith("file://") else self.url
 
-    def point_infos(self) -> list[Any]:
-        from drivers.camera.points import camera_points
-
-        return camera_points(self)
+    def point_infos(self) -> list[PointInfo]:
+        return camera_points(self.id, [z.name for z in self.zones])

@@ -20,7 +20,7 @@ from drivers.camera.analysis import ZoneAnalyser
 from drivers.camera.blobs import BlobStore
 from drivers.camera.capture import Frame, FrameSource
 from drivers.camera.config import CameraDevice
-from drivers.camera.points import COMMANDS, camera_points, zone_point
+from drivers.camera.points import COMMANDS, zone_point
 from drivers.camera.redact import redact
 from edge.model import (
     CommandResult,
@@ -65,7 +65,7 @@ class CameraDriver(BaseDriver):
         self._restate = False  # zone points were marked stale: report every zone state again
 
     def points(self) -> list[PointInfo]:
-        return camera_points(self.device)
+        return self.device.point_infos()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

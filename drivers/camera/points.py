@@ -3,12 +3,9 @@ a dot, since rules and the pull API address points as `device.point`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
-from edge.model import PointInfo, PointType, Privacy
-
-if TYPE_CHECKING:
-    from drivers.camera.config import CameraDevice
+from edge.model import PointInfo, PointType, Privacy, point_id
 
 #: writable command points: writing true does the action (the value read back stays false)
 COMMANDS = ("snapshot", "capture_reference")
@@ -18,15 +15,16 @@ def zone_point(zone: str) -> str:
     return f"{zone}_occupied"
 
 
-def camera_points(device: CameraDevice) -> list[PointInfo]:
-    d = device.id
+def camera_points(device_id: str, zones: Iterable[str]) -> list[PointInfo]:
+    """The points of camera `device_id` with the parking zones named `zones`. The id and the zone
+    names are all that decides the list: `CameraDevice.point_infos` asks for it with them."""
 
     def info(
         name: str, kind: PointType, unit: str = "", description: str = "", writable: bool = False
     ) -> PointInfo:
         return PointInfo(
-            id=f"{d}.{name}",
-            device=d,
+            id=point_id(device_id, name),
+            device=device_id,
             name=name,
             type=kind,
             unit=unit,
@@ -54,6 +52,6 @@ def camera_points(device: CameraDevice) -> list[PointInfo]:
             writable=True,
         ),
     ]
-    for zone in device.zones:
-        out.append(info(zone_point(zone.name), PointType.BOOL, "", f"parking space {zone.name} is occupied"))
+    for zone in zones:
+        out.append(info(zone_point(zone), PointType.BOOL, "", f"parking space {zone} is occupied"))
     return out
