@@ -156,13 +156,17 @@ def add_command_group(
     return actions
 
 
-def add_log_level_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def log_level_arg() -> Arg:
+    return arg(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="least severe log level printed",
     )
+
+
+def add_log_level_arg(p: argparse.ArgumentParser) -> None:
+    log_level_arg().add_to(p)
 
 
 #: every file and directory a command creates is its user's alone: the journal, the state database
