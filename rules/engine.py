@@ -109,7 +109,7 @@ class Engine:
     def add(self, compiled: CompiledRule, now: float | None = None) -> RuleRuntime:
         """Add or replace a rule (its states start fresh unless restored afterwards)."""
         self.remove(compiled.rule.id)
-        rr = RuleRuntime(compiled, self)
+        rr = RuleRuntime(compiled, self.env, self.tz)
         self._time(rr)
         self.rules[rr.id] = rr
         for expr in (compiled.cond, compiled.clear, *compiled.exprs.values()):
@@ -132,7 +132,7 @@ class Engine:
         old = self.rules.get(compiled.rule.id)
         if old is None:
             return self.add(compiled)
-        rr = RuleRuntime(compiled, self)
+        rr = RuleRuntime(compiled, self.env, self.tz)
         self._time(rr)
         rr.states, rr.last_fired, rr.error, rr.error_ts = old.states, old.last_fired, old.error, old.error_ts
         rr.evaluations = old.evaluations

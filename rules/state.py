@@ -8,15 +8,12 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rules.cron import Cron
 from rules.expr import ARGS
 from rules.model import CompiledRule, MessageAction, Rule, WebhookAction
 from rules.templates import render_template
-
-if TYPE_CHECKING:
-    from rules.engine import Engine
 
 TS = ARGS.index("ts")
 Args = tuple[Any, ...]
@@ -52,14 +49,14 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 
 class RuleRuntime:
-    """One compiled rule, bound to an engine, with its per-key states."""
+    """One compiled rule, bound to an engine's expression environment `env` (its windows, latest
+    values and clock functions) and its timezone `tz`, with its per-key states."""
 
-    def __init__(self, compiled: CompiledRule, engine: Engine) -> None:
+    def __init__(self, compiled: CompiledRule, env: dict[str, Any], tz: dt.tzinfo) -> None:
         rule = compiled.rule
         self.compiled = compiled
         self.rule: Rule = rule
         self.id = rule.id
-        env = engine.env
         self.cond: Callable[..., Any] | None = compiled.cond.bind(env) if compiled.cond else None
         self.clear: Callable[..., Any] | None = compiled.clear.bind(env) if compiled.clear else None
         self.values = {k: c.bind(env) for k, c in compiled.exprs.items()}
@@ -72,7 +69,7 @@ class RuleRuntime:
         self.error = ""
         self.error_ts: float | None = None
         self.evaluations = 0
-        self.tz = engine.tz
+        self.tz = tz
         self.points = [_regex(t.point) for t in rule.when if t.point]
         self.events = [_regex(t.event) for t in rule.when if t.event]
         self.no_data = [(_regex(t.no_data), float(t.for_ or 0)) for t in rule.when if t.no_data]
