@@ -143,7 +143,7 @@ def add_command_group(
 ) -> Subcommands:
     """Declare `edge NAME ACTION ...`; its actions are added with `add_command` on the result.
     Without `required`, `edge NAME` alone prints the group's help and exits 2; with it, argparse
-    names the missing ACTION."""
+    refuses it naming `metavar` (or `dest` when metavar is None: a name people do not read)."""
     p = sub.add_parser(name, help=help, description=description, formatter_class=formatter_class)
     actions = p.add_subparsers(dest=dest, metavar=metavar, required=required)
     if not required:
