@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from edge.config import StorageConfig
+from edge.paths import trend_path
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -77,10 +78,8 @@ def _tighten(path: Path, mode: int, changed: list[str], kept: list[str]) -> None
 def database_files(storage: StorageConfig) -> list[Path]:
     """The journal, its trend index and the state database, each with the files beside it that
     share its name (SQLite's -wal, -shm, -journal, the journal's -status, a copy someone made)."""
-    from edge.store.trend import default_path
-
     out: list[Path] = []
-    for base in (storage.path, default_path(storage.path), storage.resolved_state_path()):
+    for base in (storage.path, trend_path(storage.path), storage.resolved_state_path()):
         if base == ":memory:":
             continue
         db = Path(base)

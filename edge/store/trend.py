@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge import paths
 from edge.store.rows import connect
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
 
 
 def default_path(journal_path: str) -> str:
-    return str(Path(journal_path).with_name("trend.db"))
+    return paths.trend_path(journal_path)
 
 
 def open_follower(journal_path: str, trend_path: str) -> sqlite3.Connection:
