@@ -89,9 +89,6 @@ class JournalQueries:
         rows = self._query("SELECT ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (seq,))
         return float(rows[0][0]) if rows else None
 
-    def count_after(self, seq: int) -> int:
-        return int(self._query("SELECT count(*) FROM journal WHERE seq > ?", (seq,))[0][0])
-
     def kind_of(self, seq: int) -> str | None:
         """The kind of the event at `seq`; None for a reading or a seq the journal does not hold."""
         rows = self._query("SELECT kind FROM journal WHERE seq=?", (seq,))
