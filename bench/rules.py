@@ -20,6 +20,7 @@ import asyncio
 import gc
 import json
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -176,7 +177,8 @@ def refill_rates(rows: int) -> tuple[float, float]:
     spread over the last hour, for a pattern rule with `avg(point, '1h')` on all 250 points:
     rows/s, against the floor of the same paged SELECT with no Python work per row."""
     from edge.store.journal import Journal
-    from rules.backfill import HISTORY_SQL, PAGE, read_history, wants_of
+    from edge.store.reader import HISTORY_SQL
+    from rules.backfill import PAGE, read_history, wants_of
 
     now = 1.7e9
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,11 +201,14 @@ def refill_rates(rows: int) -> tuple[float, float]:
             history = read_history(j, wants, now, upto, max_rows=rows)
             refill = time.perf_counter() - t0
             assert history.rows == rows and len(history.windows) == POINTS, history.summary()
+            # the floor: the refill's own paged SELECT on a bare read-only connection
+            bare = sqlite3.connect(f"file:{j.path}?mode=ro", uri=True)
             t0 = time.perf_counter()
             after = 0
-            while batch := j.query(HISTORY_SQL, (after, upto, PAGE)):
+            while batch := bare.execute(HISTORY_SQL, (after, upto, PAGE)).fetchall():
                 after = batch[-1][0]
             floor = time.perf_counter() - t0
+            bare.close()
             await j.close()
             return rows / refill, rows / floor
 

@@ -127,13 +127,19 @@ async def query_latency(path: Path, trend_path: Path, point: str, t0: float) -> 
     journal = Journal.open_readonly(str(path))
     trend = TrendIndex(journal, str(trend_path))
     await trend.start()
+    # the scans the index saves: the same questions asked of the journal file on a bare connection
+    bare = sqlite3.connect(f"file:{journal.path}?mode=ro", uri=True, check_same_thread=False)
+
+    def scan(sql: str, args: tuple[Any, ...]) -> list[Any]:
+        return bare.execute(sql, args).fetchall()
+
     try:
         now = time.time()
         hours = await asyncio.to_thread(timed, history_buckets, trend, point, t0, now, True, 1000, 0)
         minutes = await asyncio.to_thread(timed, history_buckets, trend, point, t0, now, False, 2000, 0)
         full_scan = await asyncio.to_thread(
             timed,
-            journal.query,
+            scan,
             "SELECT ts, value FROM journal WHERE point = ? AND kind IS NULL AND ts >= ?",
             (point, t0),
             repeat=1,
@@ -141,12 +147,13 @@ async def query_latency(path: Path, trend_path: Path, point: str, t0: float) -> 
         alerts = await asyncio.to_thread(timed, trend.read_events, "kind = ?", ("alert",), 200)
         alerts_scan = await asyncio.to_thread(
             timed,
-            journal.query,
+            scan,
             "SELECT seq FROM journal WHERE kind = 'alert' AND ts >= ? ORDER BY seq DESC LIMIT 200",
             (t0 + DAY,),  # none that new: the whole journal is read
             repeat=1,
         )
     finally:
+        bare.close()
         await trend.stop()
         journal.close_sync()
     return {
