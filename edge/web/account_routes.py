@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import unicodedata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
@@ -17,10 +17,22 @@ from aiohttp import web
 from edge import audit
 from edge.sync.params import MAX_SEQ, int_param
 from edge.web import accounts as acc
-from edge.web.auth import Principal, principal_of, require
+from edge.web.auth import Principal, authenticators, principal_of, require
 from edge.web.problem import Problem, json_response, read_json
 
-ACCOUNTS_KEY: web.AppKey[Any] = web.AppKey("accounts", object)
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+ACCOUNTS_KEY: web.AppKey[acc.Accounts] = web.AppKey("accounts", acc.Accounts)
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    state = runtime.state
+    assert state is not None, "the state DB opens before the web server"
+    accounts = acc.open_accounts(state)
+    app[ACCOUNTS_KEY] = accounts
+    authenticators(app).append(acc.session_authenticator(state))
+    add_routes(app, accounts)
 
 
 def _address(request: web.Request) -> str:

@@ -57,8 +57,6 @@ if TYPE_CHECKING:
     from aiohttp import web
     from argon2 import PasswordHasher
 
-    from edge.runtime import Runtime
-
 log = logging.getLogger("edge.web.accounts")
 T = TypeVar("T")
 
@@ -644,11 +642,8 @@ def session_principal(session: Session) -> Principal:
     )
 
 
-def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.web import account_routes
-
-    state = runtime.state
-    assert state is not None, "the state DB opens before the web server"
+def open_accounts(state: StateDB) -> Accounts:
+    """The accounts of the state DB `state`, with a setup code while there is no user yet."""
     ensure(state)
     code = None
     if user_count(state) == 0:
@@ -657,8 +652,11 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         log.warning(
             "no user accounts yet: open the web UI and create the admin with setup code %s", code.code
         )
-    accounts = Accounts(state, LoginGuard(), code)
-    app[account_routes.ACCOUNTS_KEY] = accounts
+    return Accounts(state, LoginGuard(), code)
+
+
+def session_authenticator(state: StateDB) -> Callable[[web.Request], Principal | None]:
+    """Who a request's session cookie belongs to (None: no cookie, or no live session)."""
 
     def by_session(request: web.Request) -> Principal | None:
         sid = request.cookies.get(COOKIE)
@@ -667,7 +665,4 @@ def setup(app: web.Application, runtime: Runtime) -> None:
         session = find_session(state, sid)
         return session_principal(session) if session else None
 
-    from edge.web.auth import authenticators
-
-    authenticators(app).append(by_session)
-    account_routes.add_routes(app, accounts)
+    return by_session
