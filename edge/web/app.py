@@ -26,7 +26,7 @@ ROUTE_MODULES = [
     "edge.sync.pull_api",
     "edge.sync.metrics",
     "rules.api",
-    "edge.web.accounts",
+    "edge.web.account_routes",
     "edge.web.blobs",
     "edge.web.ui",
 ]
