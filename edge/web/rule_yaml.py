@@ -92,7 +92,6 @@ class YamlWorker:
         self.proc: asyncio.subprocess.Process | None = None
         self.turn = asyncio.Lock()  # one conversion at a time on the worker's pipe
         self.pending = 0
-        self.refused = 0  # requests answered 429 because MAX_PENDING were queued
         self.idle_timer: asyncio.TimerHandle | None = None
         self.retiring: asyncio.Task[None] | None = None
 
@@ -105,7 +104,6 @@ class YamlWorker:
                 max_bytes=MAX_TEXT_BYTES,
             )
         if self.pending >= MAX_PENDING:
-            self.refused += 1
             raise _editor_problem(
                 429,
                 "YAML helper busy",
