@@ -67,7 +67,6 @@ class Prepared:
     first: int  # seq range covered (filtered rows inside it are withheld on purpose)
     last: int
     body: bytes | None = None  # the compressed request body, when built ahead
-    asked: int = 0  # the batch size it was built for (0: a part of a bisected batch)
 
 
 async def _cancel_all(tasks: deque[asyncio.Task[Any]]) -> None:
@@ -302,7 +301,7 @@ class PushSink:
             rows = reader.read_range(after, upto)
             last = upto
         kept = self.filter.apply(rows)
-        batch = Prepared(kept, after + 1, last, asked=n)
+        batch = Prepared(kept, after + 1, last)
         if kept:
             batch.body = self._encode_compressed(batch)
         return batch
@@ -320,8 +319,7 @@ class PushSink:
             if outcome.ok:
                 queue.pop(0)
                 if part is batch:
-                    items = part.last - part.first + 1
-                    self.sizer.observe(items, outcome.elapsed, full=items >= part.asked)
+                    self.sizer.observe(part.last - part.first + 1, outcome.elapsed)
                 self._on_success(part)
                 await self._passed(slot, part.last)
                 continue

@@ -166,9 +166,9 @@ class BatchSizer:
             self.items = min(self.max_items, max(self.items, n * 2))
         return n
 
-    def observe(self, items: int, seconds: float, full: bool) -> None:
-        """A batch of `items` records (seq range) was delivered in `seconds`; `full`: it had the
-        size asked for (a live tail's smaller batch still teaches the fixed part)."""
+    def observe(self, items: int, seconds: float) -> None:
+        """A batch of `items` records (seq range) was delivered in `seconds` (a live tail's
+        smaller batch still teaches the fixed part)."""
         if items <= 0 or seconds <= 0:
             return
         self.samples.append((items, seconds))

@@ -70,7 +70,7 @@ def drive(sizer: BatchSizer, fixed: float, per_item: float, answers: int = 30) -
     for _ in range(answers):
         n = sizer.take(100.0)
         asked.append(n)
-        sizer.observe(n, fixed + per_item * n, full=True)
+        sizer.observe(n, fixed + per_item * n)
     return asked
 
 
@@ -117,5 +117,5 @@ def test_a_live_tail_of_small_batches_leaves_the_size_alone() -> None:
     sizer = BatchSizer(max_items=50_000, max_bytes=64 * 1024 * 1024, timeout=30.0)
     for k in range(40):
         n = 1 + k % 40
-        sizer.observe(n, 0.05 + (0.02 if k % 3 else 0.0) - 1e-4 * n, full=False)
+        sizer.observe(n, 0.05 + (0.02 if k % 3 else 0.0) - 1e-4 * n)
     assert sizer.size(100.0) == START_ITEMS
