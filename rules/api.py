@@ -97,7 +97,6 @@ async def create_rule(request: web.Request) -> web.Response:
     doc = await read_json(request)
     if isinstance(doc, dict) and comp.store is not None and comp.store.get(str(doc.get("id"))) is not None:
         raise Problem(409, "Rule exists", f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it")
-    _checked(request, doc)
     try:
         stored = comp.put(doc, who.name, "create")
     except RuleErrors as exc:
@@ -114,7 +113,6 @@ async def update_rule(request: web.Request) -> web.Response:
         doc.setdefault("id", rule_id)
         if doc["id"] != rule_id:
             raise Problem(422, "Rule id mismatch", f"the body's id {doc['id']!r} is not {rule_id!r}")
-    _checked(request, doc)
     try:
         stored = comp.put(doc, who.name, "update")
     except RuleErrors as exc:
@@ -135,10 +133,11 @@ def _toggle(enabled: bool) -> Any:
     async def handler(request: web.Request) -> web.Response:
         who = require(request, "rules")
         comp = _component(request)
-        found = _found(comp, request.match_info["id"])
-        if enabled:  # a rule stored before the allow-list changed does not start posting
-            _checked(request, found.doc)
-        stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
+        _found(comp, request.match_info["id"])
+        try:  # put checks webhooks: a rule stored before the allow-list changed does not start posting
+            stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
+        except RuleErrors as exc:
+            raise _invalid(exc) from None
         assert stored is not None
         return json_response(comp.describe(stored))
 
@@ -221,10 +220,6 @@ async def restore(request: web.Request) -> web.Response:
         raise Problem(400, "Bad version", "the version is a number") from None
     if not 1 <= version <= MAX_VERSION:  # SQLite integers stop at 64 bits
         raise Problem(400, "Bad version", f"the version is a number from 1 to {MAX_VERSION}")
-    assert comp.store is not None
-    old = comp.store.version_doc(request.match_info["id"], version)
-    if old is not None:
-        _checked(request, old)
     try:
         stored = comp.restore_version(request.match_info["id"], version, who.name)
     except RuleErrors as exc:
