@@ -102,10 +102,6 @@ def config_arg(required: bool = True) -> Arg:
     )
 
 
-def add_config_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    config_arg(required).add_to(p)
-
-
 def add_command(
     sub: Subcommands,
     name: str,
@@ -163,10 +159,6 @@ def log_level_arg() -> Arg:
         choices=["debug", "info", "warning", "error"],
         help="least severe log level printed",
     )
-
-
-def add_log_level_arg(p: argparse.ArgumentParser) -> None:
-    log_level_arg().add_to(p)
 
 
 #: every file and directory a command creates is its user's alone: the journal, the state database

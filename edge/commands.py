@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.cli import HelpFormatter, add_config_arg, add_log_level_arg
+from edge.cli import add_command, add_command_group, arg, log_level_arg
 from edge.config import ConfigError, Site, load_site
 from edge.units import format_duration, format_size
 
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    add_command(
+        sub,
         "run",
         help="run a site (the systemd service runs this)",
         description=(
@@ -32,13 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Logs go to stdout as logfmt lines. Under systemd (Type=notify) it sends READY=1,\n"
             "STATUS=… and, when WatchdogSec= is set, WATCHDOG=1 from the event loop."
         ),
-        formatter_class=HelpFormatter,
+        func=cmd_run,
+        config=True,
+        args=[log_level_arg()],
     )
-    add_config_arg(p)
-    add_log_level_arg(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
+    add_command(
+        sub,
         "check",
         help="validate a site file without starting anything",
         description=(
@@ -46,13 +46,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Prints every problem as FILE:LINE: KEY: MESSAGE on stderr and exits 1; exits 0 when valid.\n"
             "Each of these files may be at most 1 MiB and nest at most 64 levels deep."
         ),
-        formatter_class=HelpFormatter,
+        func=cmd_check,
+        config=True,
+        args=[arg("-q", "--quiet", action="store_true", help="print nothing when the file is valid")],
     )
-    add_config_arg(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing when the file is valid")
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser(
+    add_command(
+        sub,
         "demo",
         help="run a simulated community site with its web UI",
         description=(
@@ -65,22 +64,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "The site file is written to DATA_DIR/site.yaml (kept across runs, so edits survive); point\n"
             "the other commands at it, e.g. `edge buffer stats -c DATA_DIR/site.yaml`."
         ),
-        formatter_class=HelpFormatter,
+        func=cmd_demo,
+        args=[
+            arg("--data-dir", default="demo-data", help="where the journal, state and site file live"),
+            arg("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)"),
+            arg("--port", type=int, default=8080, help="port of the web UI"),
+            log_level_arg(),
+        ],
     )
-    p.add_argument("--data-dir", default="demo-data", help="where the journal, state and site file live")
-    p.add_argument("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)")
-    p.add_argument("--port", type=int, default=8080, help="port of the web UI")
-    add_log_level_arg(p)
-    p.set_defaults(func=cmd_demo)
 
-    buf = sub.add_parser(
+    bsub = add_command_group(
+        sub,
         "buffer",
         help="inspect the journal (store-and-forward buffer)",
         description="Inspect the journal of a site: its health, and its newest records.",
-        formatter_class=HelpFormatter,
+        dest="buffer_command",
+        metavar="SUBCOMMAND",
     )
-    bsub = buf.add_subparsers(dest="buffer_command", metavar="SUBCOMMAND", required=True)
-    p = bsub.add_parser(
+    add_command(
+        bsub,
         "stats",
         help="rows, bytes, backlog per consumer, ingest rate, time until full",
         description=(
@@ -88,12 +90,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "the backlog and the age of the oldest unsent record, the current ingest rate, the\n"
             "estimated time until full, and drop counters. Works while `edge run` is running."
         ),
-        formatter_class=HelpFormatter,
+        func=cmd_buffer_stats,
+        config=True,
+        args=[arg("--json", action="store_true", help="print one JSON object")],
     )
-    add_config_arg(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_buffer_stats)
-    p = bsub.add_parser(
+    add_command(
+        bsub,
         "tail",
         help="print the newest records",
         description=(
@@ -103,13 +105,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             '  {"seq", "ts", "type": "event", "kind", "source", "severity", "payload"}\n'
             "(ts in UTC epoch seconds). `edge rules test --input` reads this format."
         ),
-        formatter_class=HelpFormatter,
+        func=cmd_buffer_tail,
+        config=True,
+        args=[
+            arg("-n", type=int, default=20, help="how many records"),
+            arg("--json", action="store_true", help="JSON lines instead of a table"),
+            arg("-f", "--follow", action="store_true", help="keep printing new records (Ctrl-C stops)"),
+        ],
     )
-    add_config_arg(p)
-    p.add_argument("-n", type=int, default=20, help="how many records")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new records (Ctrl-C stops)")
-    p.set_defaults(func=cmd_buffer_tail)
 
 
 # ---------------------------------------------------------------- helpers
