@@ -25,13 +25,11 @@ RATE_PROBE_ROWS = 10_000  # a read-only journal estimates its rate from the span
 def _rate_from_data(journal: Journal, now: float) -> float | None:
     """Records per second over the newest rows (for a reader without a writer to measure it)."""
     last = journal.committed_seq
-    probe = journal._query(
-        "SELECT seq, ts FROM journal WHERE seq > ? ORDER BY seq LIMIT 1", (max(0, last - RATE_PROBE_ROWS),)
-    )
-    if not probe or probe[0][0] >= last:
+    probe = journal.first_at_or_after(max(0, last - RATE_PROBE_ROWS) + 1)
+    if probe is None or probe[0] >= last:
         return None
-    span = now - float(probe[0][1])
-    return (last - probe[0][0]) / span if span > 0 else None
+    span = now - float(probe[1])
+    return (last - probe[0]) / span if span > 0 else None
 
 
 def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
