@@ -83,9 +83,9 @@ def _refused(exc: acc.LoginRefused, title: str) -> web.Response:
     wait = exc.retry_after_header
     if not wait:
         return Problem(exc.status, title, str(exc)).response()
-    resp = Problem(exc.status, title, str(exc), retry_after=int(wait)).response()
-    resp.headers["Retry-After"] = wait
-    return resp
+    return Problem(
+        exc.status, title, str(exc), headers={"Retry-After": wait}, retry_after=int(wait)
+    ).response()
 
 
 def _fields(body: Any, *names: str) -> list[Any]:
