@@ -134,7 +134,6 @@ class PushSink:
         self._status_dirty = asyncio.Event()
         self._status_written: dict[str, Any] | None = None
         self._status_writer: asyncio.Task[None] | None = None
-        self.status_writes = 0  # snapshots written to the state DB since start
         self.started_at = 0.0
 
     # ------------------------------------------------------------ subclass hooks
@@ -578,7 +577,6 @@ class PushSink:
         if self.runtime.state is not None:
             deadletters.save_status(self.runtime.state, self.id, snapshot)
             self._status_written = snapshot
-            self.status_writes += 1
 
     async def _persist_status(self) -> None:
         """Write the snapshot when it changed, at most once per STATUS_EVERY seconds (a busy

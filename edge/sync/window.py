@@ -151,8 +151,6 @@ class BatchSizer:
         self.items = self.floor
         self.fitted = False
         self.samples: deque[tuple[int, float]] = deque(maxlen=SAMPLES)
-        self.fixed_s: float | None = None  # the last fit, for the status
-        self.per_item_s: float | None = None
 
     def size(self, bytes_per_item: float) -> int:
         """The size a batch has now (when to send one, how much a read takes)."""
@@ -188,7 +186,6 @@ class BatchSizer:
         var = sum((n - mean_n) ** 2 for n, _ in points)
         b = sum((n - mean_n) * (d - mean_d) for n, d in points) / var
         a = mean_d - b * mean_n
-        self.fixed_s, self.per_item_s = max(0.0, a), b
         if b <= 0:  # the time does not grow with the size: the round trip is all of it
             target = float(self.max_items)
         elif a <= 0:  # no fixed part to amortise
