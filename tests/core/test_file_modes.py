@@ -16,8 +16,8 @@ import yaml
 
 from edge.config import StorageConfig
 from edge.fileperm import make_private
-from tests.core.test_demo_modbus import _edge
 from tests.core.test_service import SITE, NotifySocket, _records, _start
+from tests.support.cli import edge_cli
 from tests.support.procs import stop_process
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_sync
@@ -141,12 +141,12 @@ def test_a_state_database_that_is_not_a_database_names_the_file_and_what_to_do(t
     data.mkdir()
     state = data / "state.db"
     state.write_bytes(b"this was never an SQLite file\n" * 200)
-    proc = _edge("run", "-c", str(config))
+    proc = edge_cli("run", "-c", str(config))
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"start failed: {state}: the state database" in proc.stdout
     assert "restore it from a backup, or move it aside" in proc.stdout
-    users = _edge("users", "list", "-c", str(config))
+    users = edge_cli("users", "list", "-c", str(config))
     assert users.returncode == 1
     assert users.stderr.startswith(f"error: {state}: the state database")
     assert "Traceback" not in users.stderr

@@ -13,8 +13,8 @@ import yaml
 
 from edge.config import ConfigError, load_profile, load_site_text
 from edge.yamlpos import MAX_BYTES, MAX_DEPTH, YamlError, load
-from tests.core.test_demo_modbus import _edge
 from tests.core.test_service import SITE, NotifySocket, _records, _start
+from tests.support.cli import edge_cli
 from tests.support.procs import stop_process
 from tests.support.site import site_file
 from tests.support.waiting import until_sync
@@ -33,7 +33,7 @@ def deep_block(levels: int = DEEP) -> str:
 
 
 def _check(path: Path) -> subprocess.CompletedProcess[str]:
-    return _edge("check", "-c", str(path))
+    return edge_cli("check", "-c", str(path))
 
 
 def _refused(proc: subprocess.CompletedProcess[str]) -> str:
