@@ -147,6 +147,7 @@ class Compiled:
     windows: set[tuple[str | None, float]] = field(default_factory=set)  # (point or None=this, seconds)
     points: set[str] = field(default_factory=set)  # points read through p()/age()/windows
     cost: int = 0  # operations whose cost grows with their operands (0: constant-time per node)
+    any_point: bool = False  # p()/age() of a computed point (`p(device + '.x')`): may read any point
 
     def bind(self, env: dict[str, Any]) -> Callable[..., Any]:
         # the code comes from a validated AST and env has empty builtins
@@ -199,6 +200,7 @@ class _Checker(ast.NodeTransformer):
         self.windows: set[tuple[str | None, float]] = set()
         self.points: set[str] = set()
         self.cost = 0
+        self.any_point = False
 
     def generic_visit(self, node: ast.AST) -> ast.AST:
         if type(node) in _FORBIDDEN_WHY:
@@ -341,6 +343,7 @@ class _Checker(ast.NodeTransformer):
                 self.points.add(pt)
                 call_args: list[ast.expr] = [ast.Constant(pt)]
             else:  # computed, e.g. p(device + '.current_b'): just a lookup of the latest value
+                self.any_point = True
                 call_args = [self.visit(args[0])]
             if fname == "age":
                 call_args.append(ast.Name("ts", ast.Load()))
@@ -529,4 +532,4 @@ def _compile(source: Any) -> Compiled:
             code = compile(fn, "<rule>", "eval")
     except (SyntaxError, RecursionError, MemoryError, ValueError) as exc:
         raise ExprError(f"cannot compile: {exc}") from None
-    return Compiled(source, code, checker.windows, checker.points, checker.cost)
+    return Compiled(source, code, checker.windows, checker.points, checker.cost, checker.any_point)

@@ -8,7 +8,6 @@ report all of them at once.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -254,20 +253,6 @@ class CompiledRule:
     reads_any_point: bool = False
 
 
-def _computes_point(source: str) -> bool:
-    """Whether an expression calls p()/age() or a window function on a computed point."""
-    try:
-        tree = ast.parse("(\n" + source + "\n)", mode="eval")  # as rules.expr parses it
-    except SyntaxError:
-        return True  # it compiled, so this does not happen; if it did, assume the worst
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
-            first = node.args[0]
-            if node.func.id in ("p", "age") and not isinstance(first, ast.Constant):
-                return True
-    return False
-
-
 def reads_privacy(compiled: CompiledRule, points: Mapping[str, Any]) -> Privacy:
     """The highest class of the points a rule's expressions read: of each point it names, or of
     every known point when it computes which one. `points` maps ids to objects with `.privacy`
@@ -361,7 +346,7 @@ def compile_rule(rule: Rule) -> CompiledRule:
         clear,
         exprs,
         reads=frozenset(p for c in used for p in c.points),
-        reads_any_point=any(_computes_point(c.source) for c in used),
+        reads_any_point=any(c.any_point for c in used),
     )
 
 
