@@ -599,7 +599,7 @@ class Journal(JournalQueries):
             w.execute("BEGIN IMMEDIATE")
             limit = None
             if batch:
-                limit, reason = self._limit(w, len(batch) + len(self._ready_events))
+                limit, reason = self._limit(len(batch) + len(self._ready_events))
             drop_oldest = self.when_full == "drop_oldest"
             if limit is not None and not drop_oldest:  # decide what to refuse before inserting
                 cap = retention.make_room(
@@ -669,13 +669,13 @@ class Journal(JournalQueries):
         self._after_step(len(records), disk_drop)
         return True
 
-    def _limit(self, w: sqlite3.Connection, rows: int) -> tuple[int | None, str]:
+    def _limit(self, rows: int) -> tuple[int | None, str]:
         """The byte limit for a flush of `rows` records: max_bytes, or less when the filesystem
         cannot take the file's growth and the step's WAL beyond the reserve."""
         limit, reason = self.max_bytes, "max_bytes"
         if self.disk_reserve is None:
             return limit, reason
-        room = space.measure(w, self.path, self.disk_reserve, self.counters.get("rows", 0))
+        room = self._room()
         if room is None:
             return limit, reason
         allocated = room.pages * room.page_size
