@@ -203,11 +203,12 @@ def load(
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
         raise too_large(file, size, max_bytes)
-    with _gc_paused() if size >= GC_PAUSE_BYTES else contextlib.nullcontext():
-        return _load(text, file, max_nodes, max_depth)
+    large = size >= GC_PAUSE_BYTES
+    with _gc_paused() if large else contextlib.nullcontext():
+        return _load(text, file, max_nodes, max_depth, large)
 
 
-def _load(text: str, file: str, max_nodes: int, max_depth: int) -> tuple[Any, Positions]:
+def _load(text: str, file: str, max_nodes: int, max_depth: int, large: bool) -> tuple[Any, Positions]:
     positions = Positions(file)
     built = 0
     loader = _BoundedLoader(text, file, max_depth)
@@ -294,7 +295,7 @@ def _load(text: str, file: str, max_nodes: int, max_depth: int) -> tuple[Any, Po
         # flattened recursively; the checks above bound every other path
         raise too_deep(file, node.start_mark.line + 1, (), max_depth) from None
     finally:
-        if len(text) >= GC_PAUSE_BYTES:
+        if large:  # the graph parsed with the GC paused
             _dismantle(node, loader)
     if problems:
         raise YamlError(problems)
