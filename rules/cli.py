@@ -95,11 +95,12 @@ def _read(path: str) -> str:
         raise RulePackError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
 
 
-def _webhook_allow(config: str) -> list[str]:
-    """The site's `rules.webhook_allow` (empty: no webhook destination is allowed)."""
+def _webhook_allow(config: str, site: Any = None) -> list[str]:
+    """The site's `rules.webhook_allow` (empty: no webhook destination is allowed); `site`: the
+    site file already loaded from `config`."""
     from edge.config import load_site
 
-    rules = load_site(config).sections.get("rules")
+    rules = (site or load_site(config)).sections.get("rules")
     return list(getattr(rules, "webhook_allow", None) or [])
 
 
@@ -184,26 +185,28 @@ def cmd_test(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(config: str) -> Any:
+def _store(config: str, site: Any = None) -> Any:
+    """The site's rule store (`site`: the site file already loaded from `config`)."""
     from edge.config import load_site
     from edge.state import StateDB
     from rules.store import RuleStore
 
-    site = load_site(config)
+    site = site or load_site(config)
     return RuleStore(StateDB(site.storage.resolved_state_path()))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from edge import audit
-    from edge.config import ConfigError
+    from edge.config import ConfigError, load_site
     from rules.model import RulePackError, compile_pack
 
     compiled = []
     try:
-        allow = _webhook_allow(args.config)
+        site = load_site(args.config)  # once: for the allow-list and the store
+        allow = _webhook_allow(args.config, site)
         for pack in args.packs:
             compiled.extend(compile_pack(_read(pack), pack, webhook_allow=allow))
-        store = _store(args.config)
+        store = _store(args.config, site)
     except RulePackError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         print("nothing was imported", file=sys.stderr)
