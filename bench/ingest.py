@@ -22,12 +22,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from itertools import chain
 from pathlib import Path
 
 from edge.hub import Hub
 from edge.model import PointInfo, Reading
 from edge.store.journal import READING_SQL, Journal
+from edge.store.rows import AUTO_READING_VALUES, insert_many
 from edge.store.schema import migrate
 
 DEVICES = 200
@@ -35,23 +35,18 @@ POINTS_PER_DEVICE = 50  # one driver batch = one device poll
 
 
 FLUSH_ROWS = 5000  # the pipeline's journal commits this many rows per transaction
-ROWS_PER_STATEMENT = 1000
 
 
 def floor(path: Path, n: int) -> float:
     """The physical limit here: prebuilt rows inserted with multi-row INSERT ... VALUES statements
-    (1000 rows each, seq numbered by SQLite), FLUSH_ROWS per transaction, WAL, synchronous=NORMAL:
-    the same statements and transactions the journal writes, without anything else."""
+    (the journal's own `insert_many`, seq numbered by SQLite), FLUSH_ROWS per transaction, WAL,
+    synchronous=NORMAL: the same statements and transactions the journal writes, nothing else."""
     conn = _floor_db(path)
     rows = list(_floor_rows(n))
-    sql = "INSERT INTO journal(ts, point, value, quality) VALUES " + ",".join(
-        ["(?,?,?,?)"] * ROWS_PER_STATEMENT
-    )
     start = time.perf_counter()
     for i in range(0, n, FLUSH_ROWS):
         conn.execute("BEGIN")
-        for j in range(i, min(n, i + FLUSH_ROWS), ROWS_PER_STATEMENT):
-            conn.execute(sql, tuple(chain.from_iterable(rows[j : j + ROWS_PER_STATEMENT])))
+        insert_many(conn, AUTO_READING_VALUES, 4, rows[i : i + FLUSH_ROWS])
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
