@@ -2,7 +2,7 @@
 versions and restore, YAML import/export. Reading needs `read`; changing, validating and dry runs
 need `rules`. Every change goes through `RulesComponent`, which validates first and records the
 audit trail; a webhook to a destination the site's `rules.webhook_allow` does not name is refused
-here, before anything is stored.
+there (422), before anything is stored; validate checks the same here.
 
 A dry run's firings quote journaled records, so each is shown only up to the caller's privacy
 class (`edge.web.privacy`): above it, message, key and point are withheld and the firing says
