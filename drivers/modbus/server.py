@@ -145,11 +145,11 @@ class ModbusServerComponent:
         config: ServerConfig,
         latest: dict[str, Any],
         known: set[str],
-        infos: dict[str, Any] | None = None,
+        infos: dict[str, Any],
     ) -> None:
         self.config = config
         self.latest = latest
-        self.infos = infos if infos is not None else {}  # point id -> PointInfo, live (the hub's)
+        self.infos = infos  # point id -> PointInfo, live (the hub's): each point's privacy class
         self.max_rank = PRIVACY_RANK[config.max_privacy]
         self.withheld_privacy = 0  # values not served because of their point's class
         self._withheld_named: set[str] = set()
