@@ -153,6 +153,7 @@ class JournalReader(JournalQueries):
         if conn is None:
             return
         with self._read_lock:
+            self._read = None  # later reads raise JournalClosed, as on a closed Journal
             try:
                 conn.close()
             except sqlite3.Error:

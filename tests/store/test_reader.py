@@ -9,6 +9,7 @@ import pytest
 
 from edge.model import Event, Reading
 from edge.store.reader import JournalReader
+from edge.store.rows import JournalClosed
 from tests.store.helpers import open_journal
 
 
@@ -68,5 +69,6 @@ async def test_a_reader_of_its_own_sees_commits_and_refuses_after_close(tmp_path
     finally:
         reader.close()
         await j.close()
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(JournalClosed):
         reader.read_rows(0, 1)
+    reader.close()  # a second close is harmless
