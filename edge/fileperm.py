@@ -89,9 +89,12 @@ def database_files(storage: StorageConfig) -> list[Path]:
     return out
 
 
-def make_private(storage: StorageConfig, *, blob_dir: bool = False) -> tuple[list[str], list[str]]:
+def make_private(
+    storage: StorageConfig, *, blob_dir: bool = False, snapshots: bool = True
+) -> tuple[list[str], list[str]]:
     """Tighten the site's data directories and files; create the snapshot directory privately
-    when `blob_dir`. Returns (paths made private, directories left as they are with the reason)."""
+    when `blob_dir`; walk every folder and picture below it when `snapshots`. Returns (paths made
+    private, directories left as they are with the reason)."""
     changed: list[str] = []
     kept: list[str] = []
     blobs = Path(storage.resolved_blob_dir())
@@ -111,7 +114,7 @@ def make_private(storage: StorageConfig, *, blob_dir: bool = False) -> tuple[lis
             kept.append(f"{d} ({reason})")
     for f in files:
         _tighten(f, PRIVATE_FILE, changed, kept)
-    if blobs.is_dir():
+    if snapshots and blobs.is_dir():
         _tighten_tree(blobs, changed, kept)
     return changed, kept
 

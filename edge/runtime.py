@@ -148,7 +148,8 @@ class Runtime:
             if component is not None:
                 await component.start()
                 self.components[component.name] = component
-        private += await self.make_data_private()  # trend.db, created by its component
+        # trend.db, created by its component (the snapshot tree was walked above)
+        private += await self.make_data_private(snapshots=False)
         if private:
             log.warning(
                 "made data files private (other users could read them): %s", fileperm.summary(private)
@@ -175,11 +176,14 @@ class Runtime:
         self.ready.set()
         log.info("site started", extra={"site": self.site.site.id, "devices": len(self.slots)})
 
-    async def make_data_private(self) -> list[str]:
-        """Files 0600 and directories 0700 for the journal, trend index, state and snapshots,
-        also when the process umask (an embedding program, an older version) made them readable."""
+    async def make_data_private(self, snapshots: bool = True) -> list[str]:
+        """Files 0600 and directories 0700 for the journal, trend index, state and (`snapshots`)
+        every snapshot, also when the process umask (an embedding program, an older version) made
+        them readable."""
         cameras = any(d.driver == "camera" for d in self.site.devices)
-        changed, kept = await asyncio.to_thread(fileperm.make_private, self.site.storage, blob_dir=cameras)
+        changed, kept = await asyncio.to_thread(
+            fileperm.make_private, self.site.storage, blob_dir=cameras, snapshots=snapshots
+        )
         for item in kept:
             if item not in self._private_kept:
                 self._private_kept.add(item)
