@@ -43,6 +43,7 @@ from rules.model import (
     WebhookAction,
     WriteAction,
     firing_privacy,
+    reads_privacy,
     webhook_target,
 )
 from rules.store import RuleStore
@@ -98,6 +99,10 @@ class ActionRunner:
         self.config = config
         self.snapshot_hook: SnapshotHook | None = None
         self._limits: dict[str, RateLimit] = {}
+        #: rule id -> ((the hub's registration counter, the compiled rule), the class of the points
+        #: it reads): a rule that computes which point it reads would otherwise scan every point
+        #: of the hub on the event loop for each action
+        self._reads: dict[str, tuple[tuple[int, Any], Privacy]] = {}
         # tokens left per rule when the gateway last stopped (or crashed): a restart does not hand
         # a rule a fresh minute's budget, so a crash loop cannot multiply its writes and webhooks
         self._saved: dict[str, tuple[float, float]] = {}  # rule -> (tokens, wall time)
@@ -254,7 +259,7 @@ class ActionRunner:
                 spec.point.replace("{device}", str(args[3])),
                 self._value(firing, where, spec),
                 firing.ts,
-                firing_privacy(rr.compiled, args, self.hub.points),
+                self._firing_privacy(rr, args),
             )
         elif action.kind in ("alert", "event"):
             assert isinstance(spec, MessageAction)
@@ -273,7 +278,7 @@ class ActionRunner:
             kind = "alert" if action.kind == "alert" else str(spec.kind)
             if action.kind == "event":
                 payload = {**spec.payload, **payload}
-            inherited = firing_privacy(rr.compiled, args, self.hub.points)
+            inherited = self._firing_privacy(rr, args)
             if PRIVACY_RANK[inherited] > PRIVACY_RANK[_privacy(payload.get("privacy"))]:
                 # a message can quote what triggered it ("186/124 mmHg"): it is at least as private
                 payload["privacy"] = str(inherited)
@@ -312,6 +317,14 @@ class ActionRunner:
             return info
         self.hub.register_points([info])
         return info
+
+    def _firing_privacy(self, rr: Any, args: tuple[Any, ...]) -> Privacy:
+        key = (self.hub.points_version, rr.compiled)  # a rule saved again is compiled anew
+        cached = self._reads.get(rr.id)
+        if cached is None or cached[0] != key:
+            cached = (key, reads_privacy(rr.compiled, self.hub.points))
+            self._reads[rr.id] = cached
+        return firing_privacy(rr.compiled, args, self.hub.points, cached[1])
 
     def _set(self, point: str, value: Any, ts: float, privacy: Privacy) -> None:
         """Write a virtual point whose value is derived from data of class `privacy`."""
