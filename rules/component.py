@@ -382,8 +382,10 @@ class RulesComponent:
         """Validate, store (new version), and (re)load a rule. Raises RuleErrors, changing nothing."""
         assert self.store is not None
         compiled = parse_rule(doc)
-        refused = webhook_problems(compiled.rule, self.config.webhook_allow)
-        if refused:  # every way in (API, packs, restore, enable) stores only allowed destinations
+        # every way in (API, packs, restore, enable) stores an enabled rule only with allowed
+        # destinations; disabling one whose host the site no longer allows must stay possible
+        refused = webhook_problems(compiled.rule, self.config.webhook_allow) if compiled.rule.enabled else []
+        if refused:
             raise RuleErrors(refused)
         clean = compiled.rule.doc()
         previous = self.store.get(compiled.rule.id)

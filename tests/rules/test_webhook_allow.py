@@ -197,3 +197,18 @@ async def test_a_rule_stored_before_the_allow_list_changed_does_not_post(
         "old": "RuntimeError: webhook to 127.0.0.1 refused: rules.webhook_allow does not name it"
     }
     assert not hits
+
+
+async def test_a_rule_whose_host_is_no_longer_allowed_can_be_disabled_but_not_enabled(tmp_path: Path) -> None:
+    from rules.model import RuleErrors
+
+    rule = _hook("old", "http://127.0.0.1:9/ok")
+    async with running_site(tmp_path, _site("127.0.0.1"), web=False) as rt:
+        rt.components["rules"].put(rule, "test", "create")
+    async with running_site(tmp_path, _site("127.0.0.2"), web=False) as rt:
+        comp = rt.components["rules"]
+        stored = comp.set_enabled("old", False, "test")
+        assert stored is not None and stored.enabled is False
+        with pytest.raises(RuleErrors, match="webhook_allow"):
+            comp.set_enabled("old", True, "test")
+        assert comp.store.get("old").enabled is False
