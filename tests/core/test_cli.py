@@ -15,6 +15,7 @@ import pytest
 
 from edge.cli import build_parser
 from tests.core.test_file_modes import not_private
+from tests.support.cli import edge_cli
 from tests.support.ports import free_port
 from tests.support.waiting import until_sync
 
@@ -61,12 +62,6 @@ def test_every_command_has_a_complete_help(cmd: tuple[str, ...], capsys: pytest.
             assert action.help, f"`edge {' '.join(cmd)}` argument {name} has no help"
 
 
-def _edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "demo"
@@ -90,10 +85,10 @@ def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> No
 
         until_sync(healthy, timeout=60, what="/healthz of the demo")
         site = data / "site.yaml"
-        assert _edge("check", "-c", str(site)).returncode == 0
+        assert edge_cli("check", "-c", str(site)).returncode == 0
 
         def all_devices_flowing() -> dict | None:
-            proc_stats = _edge("buffer", "stats", "-c", str(site), "--json")
+            proc_stats = edge_cli("buffer", "stats", "-c", str(site), "--json")
             stats = json.loads(proc_stats.stdout)
             devices = stats["devices"]
             return stats if all(d["recent_readings"] > 0 for d in devices.values()) else None
@@ -101,9 +96,9 @@ def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> No
         stats = until_sync(all_devices_flowing, timeout=30, what="readings from every demo device")
         assert len(stats["devices"]) >= 8
         assert stats["rows"] > 0 and stats["bytes"] > 0
-        human = _edge("buffer", "stats", "-c", str(site))
+        human = edge_cli("buffer", "stats", "-c", str(site))
         assert "meter-b1" in human.stdout and "readings, newest" in human.stdout
-        tail = _edge("buffer", "tail", "-c", str(site), "-n", "15", "--json")
+        tail = edge_cli("buffer", "tail", "-c", str(site), "-n", "15", "--json")
         records = [json.loads(line) for line in tail.stdout.splitlines()]
         assert len(records) == 15
         for rec in records:
@@ -136,6 +131,6 @@ def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> No
 def test_buffer_commands_explain_a_missing_journal(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(f"site: {{id: nothing-yet}}\nstorage: {{path: {tmp_path / 'edge.db'}}}\n")
-    proc = _edge("buffer", "stats", "-c", str(site))
+    proc = edge_cli("buffer", "stats", "-c", str(site))
     assert proc.returncode == 1
     assert "no journal yet" in proc.stderr

@@ -12,14 +12,15 @@ import pytest
 import yaml
 
 from edge.demo import DEMO_CAMERA, DEMO_VIDEO, car_at, prepare
-from tests.core.test_demo_modbus import _edge, edge_demo
+from tests.core.test_demo_modbus import edge_demo
+from tests.support.cli import edge_cli
 from tests.support.waiting import until_sync
 
 ZONES = (f"{DEMO_CAMERA}.space_1_occupied", f"{DEMO_CAMERA}.space_2_occupied")
 
 
 def _tail(site: Path) -> list[dict[str, Any]]:
-    out = _edge("buffer", "tail", "-c", str(site), "-n", "5000", "--json").stdout
+    out = edge_cli("buffer", "tail", "-c", str(site), "-n", "5000", "--json").stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
@@ -57,7 +58,7 @@ def test_the_demo_camera_sees_the_car_park_and_rules_take_snapshots(tmp_path: Pa
         assert blob.is_file() and blob.stat().st_size == shot["bytes"], shot
         assert shot["redacted"] is True and (shot["width"], shot["height"]) == (320, 240)
         assert shot["rule"] in ("snapshot-space-occupied", "snapshot-gate-south-vehicle")
-    assert _edge("check", "-q", "-c", str(site)).returncode == 0
+    assert edge_cli("check", "-q", "-c", str(site)).returncode == 0
 
     # a second start on the same data dir reuses the video and the camera runs again
     before = video.stat()
@@ -95,7 +96,8 @@ def test_without_opencv_the_demo_runs_without_its_camera(
         copy = data / "site.no-camera.yaml"
         until_sync(
             lambda: (
-                _edge("buffer", "stats", "-c", str(copy), "--json").stdout and _has_readings(copy, "meter-b1")
+                edge_cli("buffer", "stats", "-c", str(copy), "--json").stdout
+                and _has_readings(copy, "meter-b1")
             ),
             timeout=30,
             interval=0.5,
@@ -111,7 +113,7 @@ def test_without_opencv_the_demo_runs_without_its_camera(
 
 
 def _has_readings(site: Path, device: str) -> bool:
-    stats = json.loads(_edge("buffer", "stats", "-c", str(site), "--json").stdout)
+    stats = json.loads(edge_cli("buffer", "stats", "-c", str(site), "--json").stdout)
     return bool(stats["devices"].get(device, {}).get("recent_readings", 0) > 0)
 
 

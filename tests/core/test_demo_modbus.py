@@ -22,6 +22,7 @@ import yaml
 from drivers.modbus.simulator import FieldDeviceSimulator, GateModel
 from edge.demo import SIM_DEVICES, demo_site, move_simulator_port, prepare, simulator_port
 from edge.model import Quality
+from tests.support.cli import edge_cli
 from tests.support.ports import free_port
 from tests.support.site import running_site
 from tests.support.waiting import until, until_sync
@@ -204,12 +205,6 @@ def test_moving_the_simulator_port_keeps_the_technicians_edits(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------- `edge demo` in a subprocess
-def _edge(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-
-
 @contextlib.contextmanager
 def edge_demo(data: Path) -> Iterator[int]:
     port = free_port()
@@ -248,7 +243,7 @@ def edge_demo(data: Path) -> Iterator[int]:
 
 
 def _flowing(site: Path, devices: tuple[str, ...]) -> dict[str, Any] | None:
-    stats = json.loads(_edge("buffer", "stats", "-c", str(site), "--json").stdout)
+    stats = json.loads(edge_cli("buffer", "stats", "-c", str(site), "--json").stdout)
     flow = stats["devices"]
     return flow if all(flow.get(d, {}).get("recent_readings", 0) > 0 for d in devices) else None
 
@@ -269,14 +264,14 @@ def test_demo_serves_its_modbus_devices_on_a_free_port_when_its_port_is_taken(tm
                 what="readings from meter-main and gate-south",
             )
             assert flow["meter-main"]["recent_readings"] > 0 and flow["gate-south"]["recent_readings"] > 0
-            tail = _edge("buffer", "tail", "-c", str(site), "-n", "2000", "--json").stdout.splitlines()
+            tail = edge_cli("buffer", "tail", "-c", str(site), "-n", "2000", "--json").stdout.splitlines()
             voltages = [
                 r["value"]
                 for r in map(json.loads, tail)
                 if r["type"] == "reading" and r["point"] == "meter-main.voltage_a" and r["quality"] == "good"
             ]
             assert voltages and all(200 <= x <= 250 for x in voltages)
-    assert _edge("check", "-q", "-c", str(site)).returncode == 0
+    assert edge_cli("check", "-q", "-c", str(site)).returncode == 0
 
 
 def test_a_site_file_from_an_older_demo_keeps_working(tmp_path: Path) -> None:
