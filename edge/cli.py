@@ -21,7 +21,7 @@ COMMAND_MODULES = [
     "edge.sync.cli",  # sync status
     "rules.cli",  # rules import|export|check|test
     "drivers.modbus.cli",  # modbus probe
-    "edge.web.cli",  # users / tokens / tls
+    "edge.api.cli",  # users / tokens / tls
 ]
 
 

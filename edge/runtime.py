@@ -164,7 +164,7 @@ class Runtime:
             async with asyncio.timeout(10):
                 await asyncio.gather(*(s.first_start.wait() for s in self.slots.values()))
         if self.with_web and self.site.web.enabled:
-            from edge.web.app import start_web
+            from edge.api.app import start_web
 
             try:
                 self.web_runner, self.web_port = await start_web(self)
@@ -194,7 +194,7 @@ class Runtime:
         """Remove cursors nobody will move again: sinks no longer in the site file, and consumers
         neither declared nor named by a live API token. A forgotten cursor would otherwise hold
         retention back forever (until the byte cap trims)."""
-        from edge.web.tokens import list_tokens
+        from edge.api.tokens import list_tokens
 
         assert self.state is not None
         sinks = {s.id for s in self.site.upstream}

@@ -5,7 +5,7 @@ audit trail; a webhook to a destination the site's `rules.webhook_allow` does no
 there (422), before anything is stored; validate checks the same here.
 
 A dry run's firings quote journaled records, so each is shown only up to the caller's privacy
-class (`edge.web.privacy`): above it, message, key and point are withheld and the firing says
+class (`edge.api.privacy`): above it, message, key and point are withheld and the firing says
 `redacted` and its class, as the UI does for events.
 """
 
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
+from edge.api import privacy
+from edge.api.app import get_runtime
+from edge.api.auth import Principal, require
+from edge.api.problem import Problem, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, Privacy
-from edge.web import privacy
-from edge.web.app import get_runtime
-from edge.web.auth import Principal, require
-from edge.web.problem import Problem, json_response, read_body, read_json
 from rules.model import (
     CompiledRule,
     RuleErrors,

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edge import audit
+from edge.api.problem import Problem
 from edge.model import Event, Record, Severity
-from edge.web.problem import Problem
 from edge.yamlpos import YamlError, read_text
 from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of

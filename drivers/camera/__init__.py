@@ -1,7 +1,7 @@
 """Camera driver (`driver: camera`): capture, parking-zone occupancy, redacted snapshots as blobs.
 
 `DRIVER` is loaded on first use, so importing this package (the web server does, for
-`drivers.camera.blobs`) never loads OpenCV; only a site with a camera does.
+`edge.store.blobs`) never loads OpenCV; only a site with a camera does.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import cv2
 
 from drivers.base import BaseDriver, DriverContext
 from drivers.camera.analysis import ZoneAnalyser
-from drivers.camera.blobs import BlobStore
 from drivers.camera.capture import Frame, FrameSource
 from drivers.camera.config import CameraDevice
 from drivers.camera.points import COMMANDS, zone_point
@@ -36,6 +35,7 @@ from edge.model import (
     Value,
     point_id,
 )
+from edge.store.blobs import BlobStore
 
 TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings

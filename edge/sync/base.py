@@ -40,8 +40,8 @@ from edge.config import resolve_secret
 from edge.model import Event, Severity
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
+from edge.store.records import RecordFilter, Row
 from edge.sync import deadletters
-from edge.sync.records import RecordFilter, Row
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
 from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window

@@ -17,8 +17,8 @@ from pydantic import model_validator
 
 from edge.model import QUALITY_NAMES
 from edge.store.journal import BOOL_FLAG
+from edge.store.records import Row
 from edge.sync.base import LinkBoard, PushSink
-from edge.sync.records import Row
 from edge.sync.sink_config import PushSinkConfig
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from edge.config import SinkConfig, Strict
 from edge.model import Privacy
-from edge.sync.records import IncludeConfig
+from edge.store.records import IncludeConfig
 from edge.units import Duration, Size
 
 MAX_IN_FLIGHT = 16  # batches a sink may send at once; the window a crash can replay

@@ -21,10 +21,10 @@ from aiohttp import web
 
 from drivers.base import DeviceReadError, reads_on_demand
 from edge import audit
+from edge.api import privacy
+from edge.api.auth import require
+from edge.api.problem import Problem, json_response, read_json
 from edge.model import QUALITY_NAMES, Reading
-from edge.web import privacy
-from edge.web.auth import require
-from edge.web.problem import Problem, json_response, read_json
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from edge.api import privacy
+from edge.api.auth import require
 from edge.model import QUALITY_NAMES, Reading, Record
-from edge.web import privacy
-from edge.web.auth import require
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

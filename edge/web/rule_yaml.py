@@ -6,7 +6,7 @@ syscall it makes, so ingest and every other request would stall. One worker proc
 (a second one would only compete for the same two cores); a request that finds MAX_PENDING
 conversions already queued is answered 429 at once. Sizes are capped before anything is sent to
 the worker: MAX_TEXT_BYTES of YAML, and the JSON body's own cap and nesting limit
-(`edge.web.problem`).
+(`edge.api.problem`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import yaml
 
-from edge.web.problem import MAX_DEPTH, Problem, too_deep
+from edge.api.problem import MAX_DEPTH, Problem, too_deep
 from edge.yamlpos import YamlError
 from edge.yamlpos import load as load_yaml
 

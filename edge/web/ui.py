@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from edge.api.auth import principal_of
 from edge.web import commission, live, ui_api
-from edge.web.auth import principal_of
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -42,8 +42,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.web.account_routes import ACCOUNTS_KEY
-    from edge.web.accounts import user_count
+    from edge.api.account_routes import ACCOUNTS_KEY
+    from edge.api.accounts import user_count
 
     def setup_pending() -> bool:
         accounts = app.get(ACCOUNTS_KEY)

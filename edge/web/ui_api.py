@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edge import audit
+from edge.api import privacy
+from edge.api.auth import require
+from edge.api.params import MAX_SEQ
+from edge.api.problem import Problem, json_body, json_response, read_json
 from edge.model import QUALITY_NAMES, CommandStatus
 from edge.store.journal import BOOL_FLAG, row_to_record
 from edge.store.trend import TrendIndex, history_buckets
-from edge.sync.params import MAX_SEQ
-from edge.web import privacy
-from edge.web.auth import require
-from edge.web.problem import Problem, json_body, json_response, read_json
 from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
 from edge.web.rule_yaml import YamlWorker
 

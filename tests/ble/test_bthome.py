@@ -73,7 +73,7 @@ async def test_same_packet_id_is_dropped_and_a_new_one_is_not(tmp_path: Path, bl
         await until(lambda: rt.hub.latest["bin-east-1.fill_distance"].value == 10000, what="next packet")
         assert driver.counters["packets"] == 2
         # the counters reach /metrics (read here through the collector the endpoint serves)
-        from edge.sync.metrics import RuntimeCollector
+        from edge.api.metrics import RuntimeCollector
 
         family = next(f for f in RuntimeCollector(rt).collect() if f.name == "edge_driver_count")
         counts = {(s.labels["device"], s.labels["counter"]): s.value for s in family.samples}

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from drivers.camera.blobs import BlobStore
+from edge.store.blobs import BlobStore
 
 
 def test_snapshots_are_0600_in_0700_folders_under_a_permissive_umask(tmp_path: Path) -> None:

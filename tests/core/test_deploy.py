@@ -79,7 +79,7 @@ def test_install_creates_every_group_the_unit_needs(tmp_path: Path) -> None:
 def test_unit_gives_the_web_server_room_for_its_connection_cap() -> None:
     """The web server's total connection cap is a share of the soft fd limit it starts with: the
     unit must raise systemd's default (1024) so the cap reaches its maximum with the reserve left."""
-    from edge.web.limits import FD_RESERVE_MIN, MAX_CONNECTIONS, connection_budget
+    from edge.api.limits import FD_RESERVE_MIN, MAX_CONNECTIONS, connection_budget
 
     m = re.search(r"^LimitNOFILE=(\d+)$", UNIT.read_text(), re.M)
     assert m, "the unit sets no LimitNOFILE"

@@ -185,7 +185,7 @@ devices:
 
 
 async def test_cursors_of_removed_sinks_and_consumers_are_pruned_at_start(tmp_path: Path) -> None:
-    from edge.web.tokens import create_token
+    from edge.api.tokens import create_token
 
     doc = "devices: []\nconsumers:\n  - {id: city, token_env: EDGE_TEST_CITY_TOKEN}\n"
     import os

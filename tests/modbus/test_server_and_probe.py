@@ -153,7 +153,7 @@ async def test_unknown_unit_gets_exception_0x0b_one_log_line_and_a_count(
 async def test_unknown_unit_count_reaches_metrics(tmp_path: Path) -> None:
     from pymodbus.client import AsyncModbusTcpClient
 
-    from edge.sync.metrics import RuntimeCollector
+    from edge.api.metrics import RuntimeCollector
 
     async with running_site(tmp_path, served_site(GAPPED), web=False) as rt:
         client = AsyncModbusTcpClient(

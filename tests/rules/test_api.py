@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from edge.api.tokens import create_token
 from edge.model import Reading
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 
 RULE = {

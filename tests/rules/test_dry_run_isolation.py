@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.api.tokens import create_token
 from edge.model import Reading
-from edge.web.tokens import create_token
 from tests.rules.test_api import Client
 from tests.store.helpers import sql
 from tests.support.procs import stop_process
@@ -131,7 +131,7 @@ async def test_dry_run_process_is_reaped_when_cancelled_and_at_shutdown(tmp_path
 
 
 async def test_dry_run_over_its_memory_cap_is_refused_with_the_limit(tmp_path: Path) -> None:
-    from edge.web.problem import Problem
+    from edge.api.problem import Problem
     from rules.model import parse_rule
 
     async with running_site(tmp_path, {"devices": []}) as rt:

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from edge.api.tokens import create_token
 from edge.model import Event, Reading
-from edge.web.tokens import create_token
 from tests.rules.test_api import Client
 from tests.support.site import running_site
 from tests.support.waiting import until

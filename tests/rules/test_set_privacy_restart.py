@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from edge.model import Event
-from edge.sync.records import IncludeConfig, RecordFilter
+from edge.store.records import IncludeConfig, RecordFilter
 from tests.support.site import running_site
 from tests.support.waiting import until
 

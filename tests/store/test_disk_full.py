@@ -19,12 +19,12 @@ import aiohttp
 import orjson
 import pytest
 
+from edge.api.tokens import create_token
 from edge.config import StorageConfig
 from edge.model import Record
 from edge.store import space
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
-from edge.web.tokens import create_token
 from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file

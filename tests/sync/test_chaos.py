@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import yaml
 
+from edge.api.tokens import create_token
 from edge.state import StateDB
-from edge.web.tokens import create_token
 from tests.sync.helpers import ROOT, free_port, wait_for
 
 KILLS = 3

@@ -10,9 +10,9 @@ import jsonschema_rs
 import orjson
 
 from edge.model import Event, Quality, Reading
+from edge.store.records import IncludeConfig
 from edge.sync.http_sink import HttpSinkConfig, encode_batch
 from edge.sync.influx_sink import InfluxSinkConfig
-from edge.sync.records import IncludeConfig
 from edge.sync.sink_config import BatchConfig, PushSinkConfig, RetryConfig, TimeoutConfig
 from tests.support.site import running_site
 from tests.sync.helpers import ROOT

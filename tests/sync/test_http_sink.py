@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiohttp
 
+from edge.api.tokens import create_token
 from edge.model import Event, Reading
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 from tests.sync.helpers import free_port, wait_for
 

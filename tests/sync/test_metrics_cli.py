@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.api.tokens import create_token
 from edge.model import Reading
-from edge.web.tokens import create_token
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.tools import require_tool

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from edge.sync import openapi
+from edge.api import openapi
+from edge.api.tokens import create_token
 from edge.web import ui
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 
 

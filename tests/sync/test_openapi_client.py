@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.api.tokens import create_token
 from edge.model import Event, PointInfo, Reading
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 
 CITY = "city-token-0123456789"

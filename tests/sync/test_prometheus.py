@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from edge.web.tokens import create_token
+from edge.api.tokens import create_token
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import running_site

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from edge.api.pull import PAGE_SLOTS, PULL_KEY
+from edge.api.tokens import create_token
 from edge.model import Event, PointInfo, Privacy, Reading
-from edge.sync.pull_api import PAGE_SLOTS, PULL_KEY
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 from tests.sync.helpers import wait_for
 

@@ -63,7 +63,7 @@ class Client:
 
 
 def setup_code(rt: Any) -> str:
-    from edge.web.account_routes import ACCOUNTS_KEY
+    from edge.api.account_routes import ACCOUNTS_KEY
 
     return str(rt.web_runner.app[ACCOUNTS_KEY].setup_code.code)
 

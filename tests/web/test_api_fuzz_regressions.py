@@ -13,8 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
+from edge.api.tokens import create_token
 from edge.web.rule_yaml import MAX_TEXT_BYTES
-from edge.web.tokens import create_token
 from tests.support.site import running_site
 
 SITE = {

@@ -113,7 +113,7 @@ def test_every_subcommand_has_help(capsys: Any) -> None:
 
 
 def test_users_unlock_help_states_the_throttle_as_the_code_has_it(capsys: Any) -> None:
-    from edge.web import accounts
+    from edge.api import accounts
 
     with pytest.raises(SystemExit) as exc:
         main(["users", "unlock", "--help"])

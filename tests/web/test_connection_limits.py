@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from edge.web import limits
-from edge.web.app import CONNECTIONS_KEY
-from edge.web.limits import PER_CLIENT, ConnectionStats
-from edge.web.tokens import create_token
+from edge.api import limits
+from edge.api.app import CONNECTIONS_KEY
+from edge.api.limits import PER_CLIENT, ConnectionStats
+from edge.api.tokens import create_token
 from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.web.conftest import SITE
@@ -30,7 +30,7 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n"
 
 @pytest.fixture
 async def fast_timeout_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    monkeypatch.setattr("edge.web.app.HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr("edge.api.app.HEADER_TIMEOUT", 1.0)
     async with running_site(tmp_path, SITE) as rt:
         yield rt
 
@@ -139,7 +139,7 @@ async def test_one_address_holds_at_most_its_share(site: Any) -> None:
 async def test_the_total_cap_evicts_the_longest_idle_then_refuses_and_logs_once(
     site: Any, caplog: Any
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.web.limits")
+    caplog.set_level(logging.WARNING, logger="edge.api.limits")
     stats = stats_of(site)
     stats.total = 6
     # a browser's keep-alive connection, served once, then five connections that never send a
@@ -221,7 +221,7 @@ async def test_accept_out_of_descriptors_pauses_instead_of_spinning(site: Any, c
 
 
 async def test_a_body_that_does_not_arrive_in_time_is_408(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("edge.web.problem.BODY_TIMEOUT", 1.0)
+    monkeypatch.setattr("edge.api.problem.BODY_TIMEOUT", 1.0)
     token = create_token(site.state, "uploader", ["read"])
     reader, writer = await connect(site)
     body = b'{"text": "id: a"}'

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from edge.web.tokens import create_token
+from edge.api.tokens import create_token
 from tests.support.site import running_site
 from tests.web.conftest import PASSWORD, SITE, Client, setup_code
 

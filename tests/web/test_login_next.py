@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from edge.web.accounts import PAIR_FREE_FAILURES
+from edge.api.accounts import PAIR_FREE_FAILURES
 from tests.web.conftest import PASSWORD, Client
 from tests.web.test_browser import T
 from tests.web.test_browser_pages import browser

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from edge.web.accounts import (
+from edge.api.accounts import (
     ACCOUNT_FREE_FAILURES,
     ACCOUNT_MAX_DELAY,
     IP_MAX_ATTEMPTS,
@@ -53,7 +53,7 @@ class Clock:
 
 @pytest.fixture
 def clock(site: Any) -> Clock:
-    from edge.web.account_routes import ACCOUNTS_KEY
+    from edge.api.account_routes import ACCOUNTS_KEY
 
     c = Clock()
     site.web_runner.app[ACCOUNTS_KEY].guard.clock = c

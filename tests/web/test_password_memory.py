@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 from argon2 import PasswordHasher, extract_parameters
 
+from edge.api import accounts
 from edge.state import StateDB
-from edge.web import accounts
 from tests.support.cli import answering, start_edge_run
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
@@ -41,7 +41,7 @@ def _memory(status: str) -> tuple[int, int]:
 def test_importing_accounts_computes_no_hash() -> None:
     # A hash at import shows as a peak well above what the process holds afterwards (64 MiB with
     # the old parameters, 19 MiB with the current ones); imports alone stay close to it.
-    code = "import sys, edge.web.accounts; print('argon2' in sys.modules); print(open('/proc/self/status').read())"
+    code = "import sys, edge.api.accounts; print('argon2' in sys.modules); print(open('/proc/self/status').read())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

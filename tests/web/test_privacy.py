@@ -176,7 +176,7 @@ async def test_a_health_measurement_without_a_class_is_sensitive_in_the_ui_as_up
 ) -> None:
     """One rule for every consumer of an event's class (edge.model.event_privacy): a measurement
     kind that does not say its class is sensitive for the local UI too, not only for the sinks."""
-    from edge.sync.records import IncludeConfig, RecordFilter
+    from edge.store.records import IncludeConfig, RecordFilter
 
     async with running_site(tmp_path, SITE) as rt:
         rt.hub.ingest([Event("weight", "scale-1", payload={"weight_kg": 81.5}, ts=time.time())])

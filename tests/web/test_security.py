@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 import yaml
 
-from edge.web.account_routes import ACCOUNTS_KEY
-from edge.web.accounts import IP_MAX_ATTEMPTS, PAIR_FREE_FAILURES
+from edge.api.account_routes import ACCOUNTS_KEY
+from edge.api.accounts import IP_MAX_ATTEMPTS, PAIR_FREE_FAILURES
 from tests.support.site import running_site
 from tests.web.conftest import PASSWORD, SITE, Client, make_user, setup_code
 
@@ -23,7 +23,7 @@ PUBLIC_DOCS = {"/api/v1/openapi.json"}
 
 
 async def test_first_run_needs_the_setup_code_from_the_log(tmp_path: Path, caplog: Any) -> None:
-    caplog.set_level(logging.WARNING, logger="edge.web.accounts")
+    caplog.set_level(logging.WARNING, logger="edge.api.accounts")
     async with running_site(tmp_path, SITE) as rt:
         code = setup_code(rt)
         assert code in caplog.text, "the setup code must be printed to the log"
@@ -111,7 +111,7 @@ async def test_cross_site_post_without_csrf_token_is_refused(site: Any, admin: C
     resp = await admin.request("POST", path, json={"value": True}, headers={"Origin": admin.base})
     assert resp.status == 200, await resp.text()
     # a bearer token is not cookie-borne: no CSRF token needed
-    from edge.web.tokens import create_token
+    from edge.api.tokens import create_token
 
     token = create_token(site.state, "script", ["read", "write"])
     async with aiohttp.ClientSession() as s:

@@ -7,7 +7,7 @@ function show(msg) {
   box.hidden = !msg;
 }
 
-// The rule of safe_next() in edge/web/account_routes.py: a path on this gateway, else '/'.
+// The rule of safe_next() in edge/api/account_routes.py: a path on this gateway, else '/'.
 // Browsers read //host and /\host as another site, and drop tabs and newlines before that
 // (so /<tab>/host is //host); an encoded control character is refused as well.
 const SAME_ORIGIN = /^\/(?![/\\])/;

@@ -16,8 +16,8 @@ from edge.model import PRIVACY_RANK as RANK
 from edge.model import Privacy, event_privacy
 
 if TYPE_CHECKING:
+    from edge.api.auth import Principal
     from edge.runtime import Runtime
-    from edge.web.auth import Principal
 
 ROLE_LIMIT = {"viewer": Privacy.PUBLIC, "technician": Privacy.PERSONAL, "admin": Privacy.SENSITIVE}
 

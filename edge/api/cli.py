@@ -180,7 +180,7 @@ def _password(args: argparse.Namespace) -> str:
 
 def cmd_users_add(args: argparse.Namespace) -> int:
     from edge import audit
-    from edge.web.accounts import AccountError, add_user
+    from edge.api.accounts import AccountError, add_user
 
     state = _state(args)
     try:
@@ -194,7 +194,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    from edge.web.accounts import list_users
+    from edge.api.accounts import list_users
 
     users = list_users(_state(args))
     if args.json:
@@ -209,7 +209,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 def cmd_users_passwd(args: argparse.Namespace) -> int:
     from edge import audit
-    from edge.web.accounts import AccountError, update_user
+    from edge.api.accounts import AccountError, update_user
 
     state = _state(args)
     try:
@@ -224,7 +224,7 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
 
 def cmd_users_unlock(args: argparse.Namespace) -> int:
     from edge import audit
-    from edge.web.accounts import clear_throttle, list_users
+    from edge.api.accounts import clear_throttle, list_users
 
     if args.all == bool(args.name):
         args.parser.error("give either a user NAME or --all (not both)")
@@ -242,7 +242,7 @@ def cmd_users_unlock(args: argparse.Namespace) -> int:
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
     from edge import audit
-    from edge.web.tokens import create_token
+    from edge.api.tokens import create_token
 
     state = _state(args)
     scopes = args.scopes or ["read"]
@@ -258,7 +258,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
-    from edge.web.tokens import list_tokens
+    from edge.api.tokens import list_tokens
 
     tokens = list_tokens(_state(args))
     if args.json:
@@ -272,7 +272,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     from edge import audit
-    from edge.web.tokens import revoke_token
+    from edge.api.tokens import revoke_token
 
     state = _state(args)
     if not revoke_token(state, args.id):

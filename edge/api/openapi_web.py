@@ -1,11 +1,11 @@
-"""OpenAPI paths of the core routes (`edge.web.core_routes`), accounts and sessions
-(`edge.web.account_routes`), API tokens (`edge.web.tokens`) and the audit log."""
+"""OpenAPI paths of the core routes (`edge.api.core_routes`), accounts and sessions
+(`edge.api.account_routes`), API tokens (`edge.api.tokens`) and the audit log."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge.sync.openapi_base import (
+from edge.api.openapi_base import (
     MAX_SEQ,
     OK_TRUE,
     PROBLEM,

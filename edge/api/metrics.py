@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from edge.web.auth import require
+from edge.api.auth import require
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -239,7 +239,7 @@ class RuntimeCollector:
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.web.app import CONNECTIONS_KEY
+    from edge.api.app import CONNECTIONS_KEY
 
     registry: CollectorRegistry | None = None
     connections = app.get(CONNECTIONS_KEY)

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge.web.auth import require
-from edge.web.problem import json_response
+from edge.api.auth import require
+from edge.api.problem import json_response
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

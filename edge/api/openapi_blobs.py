@@ -1,10 +1,10 @@
-"""OpenAPI path of the blob API (`edge.web.blobs`): camera snapshots as JPEG."""
+"""OpenAPI path of the blob API (`edge.api.blobs`): camera snapshots as JPEG."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from edge.sync.openapi_base import PROBLEM, errors, op, path
+from edge.api.openapi_base import PROBLEM, errors, op, path
 
 
 def paths() -> dict[str, Any]:

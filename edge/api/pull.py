@@ -1,6 +1,6 @@
 """The pull API for central platforms: the stream from a consumer's cursor, acks, point metadata,
 latest values, and the OpenAPI document. The sync status routes are added here too
-(`edge.sync.status_api`).
+(`edge.api.status`).
 
 A consumer only reads its own stream: the consumer id comes from its credential (a site-file
 consumer token, or an API token with scope `pull` and a consumer id), never from the request.
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from edge.api import privacy
+from edge.api.auth import Principal, require
+from edge.api.params import MAX_SEQ, float_param, int_param
+from edge.api.problem import Problem, json_response, read_json
 from edge.model import Privacy
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
-from edge.sync.params import MAX_SEQ, float_param, int_param
-from edge.sync.records import PRIVACY_RANK, IncludeConfig, RecordFilter
-from edge.web import privacy
-from edge.web.auth import Principal, require
-from edge.web.problem import Problem, json_response, read_json
+from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -98,7 +98,8 @@ def consumer_of(principal: Principal) -> str:
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.sync import openapi, status_api
+    from edge.api import openapi
+    from edge.api import status as status_api
 
     svc = PullService(runtime)
     app[PULL_KEY] = svc

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from edge.api.problem import Problem
 from edge.config import resolve_secret
-from edge.web.problem import Problem
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

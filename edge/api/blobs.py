@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from drivers.camera.blobs import BlobStore, valid_blob_id
 from edge import audit
+from edge.api import privacy
+from edge.api.auth import Principal, require
+from edge.api.problem import Problem
 from edge.model import PRIVACY_RANK, Privacy
-from edge.web import privacy
-from edge.web.auth import Principal, require
-from edge.web.problem import Problem
+from edge.store.blobs import BlobStore, valid_blob_id
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.sync.openapi_base import (
+from edge.api.openapi_base import (
     PROBLEM,
     WRITE_SECURITY,
     array,

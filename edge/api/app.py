@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from edge.web.auth import auth_middleware
-from edge.web.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
-from edge.web.problem import Problem, problem
+from edge.api.auth import auth_middleware
+from edge.api.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
+from edge.api.problem import Problem, problem
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -20,18 +20,18 @@ log = logging.getLogger("edge.web")
 
 #: modules with `setup(app, runtime)`, in order; absent modules are skipped.
 ROUTE_MODULES = [
-    "edge.web.auth",
-    "edge.web.tokens",
-    "edge.web.core_routes",
-    "edge.sync.pull_api",
-    "edge.sync.metrics",
+    "edge.api.auth",
+    "edge.api.tokens",
+    "edge.api.core_routes",
+    "edge.api.pull",
+    "edge.api.metrics",
     "rules.api",
-    "edge.web.account_routes",
-    "edge.web.blobs",
+    "edge.api.account_routes",
+    "edge.api.blobs",
     "edge.web.ui",
 ]
 RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)
-#: the connection counters and caps of the server that serves this app (`edge.web.limits`)
+#: the connection counters and caps of the server that serves this app (`edge.api.limits`)
 CONNECTIONS_KEY: web.AppKey[ConnectionStats] = web.AppKey("connections", ConnectionStats)
 MAX_BODY = 1024 * 1024
 

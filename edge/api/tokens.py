@@ -18,8 +18,8 @@ from aiohttp import web
 from edge.state import StateDB
 
 if TYPE_CHECKING:
+    from edge.api.auth import Principal
     from edge.runtime import Runtime
-    from edge.web.auth import Principal
 
 PREFIX = "ce_"
 VALID_SCOPES = frozenset({"read", "write", "rules", "admin", "pull"})
@@ -99,7 +99,7 @@ def list_tokens(state: StateDB) -> list[dict[str, Any]]:
 
 
 def lookup(state: StateDB, token: str) -> Principal | None:
-    from edge.web.auth import Principal
+    from edge.api.auth import Principal
 
     if not token.startswith(PREFIX):
         return None
@@ -116,7 +116,7 @@ def lookup(state: StateDB, token: str) -> Principal | None:
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.web.auth import bearer_authenticators
+    from edge.api.auth import bearer_authenticators
 
     def by_api_token(request: web.Request, token: str) -> Principal | None:
         if runtime.state is None:
@@ -130,8 +130,8 @@ def setup(app: web.Application, runtime: Runtime) -> None:
 def add_routes(app: web.Application, runtime: Runtime) -> None:
     """Token management for admins: list, create (the plaintext is in this one answer), revoke."""
     from edge import audit
-    from edge.web.auth import require
-    from edge.web.problem import Problem, json_response, read_json
+    from edge.api.auth import require
+    from edge.api.problem import Problem, json_response, read_json
 
     def state() -> StateDB:
         assert runtime.state is not None

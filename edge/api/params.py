@@ -6,7 +6,7 @@ import math
 
 from aiohttp import web
 
-from edge.web.problem import Problem
+from edge.api.problem import Problem
 
 MAX_SEQ = 2**62  # SQLite integers are 64-bit; anything past this is a client mistake
 

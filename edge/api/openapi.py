@@ -12,8 +12,8 @@ import copy
 from typing import Any
 
 from edge import __version__
-from edge.sync import openapi_blobs, openapi_rules, openapi_ui, openapi_web
-from edge.sync.openapi_base import (
+from edge.api import openapi_blobs, openapi_rules, openapi_ui, openapi_web
+from edge.api.openapi_base import (
     BODY_ERRORS,
     COMPONENTS,
     ERRORS,

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from edge.api.auth import require
+from edge.api.params import MAX_SEQ, int_param
+from edge.api.problem import Problem, json_response
 from edge.store.journal import BOOL_FLAG
-from edge.sync.params import MAX_SEQ, int_param
-from edge.sync.records import Row
-from edge.web.auth import require
-from edge.web.problem import Problem, json_response
+from edge.store.records import Row
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

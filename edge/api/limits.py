@@ -15,7 +15,7 @@ briefly instead of spinning, and the failure is a counter, logged at most once a
 Slow clients: a connection that has not sent complete request headers within HEADER_TIMEOUT of
 connecting (or of its previous response) is closed, and so is an idle keep-alive connection
 (aiohttp's keep-alive timer covers both); a TLS handshake has HANDSHAKE_TIMEOUT; a request body
-has `edge.web.problem.BODY_TIMEOUT`.
+has `edge.api.problem.BODY_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-log = logging.getLogger("edge.web.limits")
+log = logging.getLogger("edge.api.limits")
 
 HEADER_TIMEOUT = 10.0  # seconds to send a request's headers; also the idle keep-alive timeout
 HANDSHAKE_TIMEOUT = 10.0  # seconds for a TLS handshake

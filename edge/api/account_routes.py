@@ -15,10 +15,10 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from edge import audit
-from edge.sync.params import MAX_SEQ, int_param
-from edge.web import accounts as acc
-from edge.web.auth import Principal, authenticators, principal_of, require
-from edge.web.problem import Problem, json_response, read_json
+from edge.api import accounts as acc
+from edge.api.auth import Principal, authenticators, principal_of, require
+from edge.api.params import MAX_SEQ, int_param
+from edge.api.problem import Problem, json_response, read_json
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -123,7 +123,7 @@ def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
 
     async def auth_state(request: web.Request) -> web.Response:
         principal: Principal | None = principal_of(request)
-        from edge.web.app import get_runtime
+        from edge.api.app import get_runtime
 
         runtime = get_runtime(request)
         return json_response(

@@ -4,7 +4,7 @@ and the login throttle.
 There is no default password. While no user exists the gateway prints a one-time setup code to
 its log; whoever can read the log (the operator at the console) can create the first admin, a
 stranger on the LAN cannot. Sessions are random 256-bit ids stored only as SHA-256 in the state
-DB, each with its own CSRF token; the HTTP side lives in `edge.web.account_routes`.
+DB, each with its own CSRF token; the HTTP side lives in `edge.api.account_routes`.
 
 Login throttle. A hard lock after N wrong passwords lets anyone who can reach the login form keep
 the admin out for good (N guesses every lock period renew it). So nothing here ever refuses a
@@ -50,14 +50,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from edge.api.auth import ROLE_SCOPES, Principal
 from edge.state import StateDB
-from edge.web.auth import ROLE_SCOPES, Principal
 
 if TYPE_CHECKING:
     from aiohttp import web
     from argon2 import PasswordHasher
 
-log = logging.getLogger("edge.web.accounts")
+log = logging.getLogger("edge.api.accounts")
 T = TypeVar("T")
 
 ROLES = ("admin", "technician", "viewer")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge.sync.openapi_base import (
+from edge.api.openapi_base import (
     EVENT_FIELDS,
     MAX_SEQ,
     PROBLEM,

@@ -2,7 +2,7 @@
 
 Each area module (`openapi_web`, `openapi_ui`, `openapi_rules`, and the sync paths in
 `openapi`) writes its paths with these, so every operation describes errors and credentials the
-same way the handlers produce them (`edge.web.problem`, `edge.web.auth`).
+same way the handlers produce them (`edge.api.problem`, `edge.api.auth`).
 """
 
 from __future__ import annotations
