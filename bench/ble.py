@@ -22,10 +22,10 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from drivers.base import DriverContext
 from drivers.ble import BleDevice, BleDriver
 from drivers.ble.bthome import SERVICE_UUID, encode
 from drivers.ble.scanner import SharedScanner
+from edge.driver import DriverContext
 from edge.hub import Hub
 
 DEVICES = 50

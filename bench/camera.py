@@ -24,10 +24,10 @@ from typing import Any
 
 import cv2
 
-from drivers.base import DriverContext
 from drivers.camera.analysis import ZoneAnalyser
 from drivers.camera.config import CameraDevice
 from drivers.camera.driver import CameraDriver
+from edge.driver import DriverContext
 
 ZONES = [
     {

@@ -28,11 +28,11 @@ import sys
 import time
 from typing import Any
 
-from drivers.base import DriverContext
 from drivers.modbus import ModbusDevice, ModbusDriver
 from drivers.modbus.codec import register_count
 from drivers.modbus.planner import Request, greedy_max_insert, plan
 from drivers.modbus.transport import acquire
+from edge.driver import DriverContext
 
 DEVICES = 10
 POINTS_PER_DEVICE = 100

@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from drivers.base import Driver
+    from edge.driver import Driver
 
 #: driver name in the site file -> module that defines `DRIVER` (a Driver subclass).
 DRIVER_MODULES: dict[str, str] = {

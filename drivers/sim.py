@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import BaseDriver, DeviceReadError, DriverContext
 from edge.config import DeviceConfig, PointConfig, Strict
+from edge.driver import BaseDriver, DeviceReadError, DriverContext
 from edge.model import (
     CommandResult,
     CommandStatus,

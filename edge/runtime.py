@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from drivers import load_driver
-from drivers.base import Driver, DriverContext
 from edge import fileperm
 from edge.config import DeviceConfig, Site
+from edge.driver import Driver, DriverContext
 from edge.hub import Hub
 from edge.model import (
     CommandResult,

@@ -25,12 +25,12 @@ import random
 import time
 from typing import Any
 
-from drivers.base import BaseDriver, DriverContext
 from drivers.ble import bthome
 from drivers.ble.config import SERVICES, BleDevice, BlePoint, base_object, object_type
 from drivers.ble.measurements import DECODERS, BadMeasurement
 from drivers.ble.scanner import SharedScanner, scanner_for
 from edge.config import resolve_secret
+from edge.driver import BaseDriver, DriverContext
 from edge.model import (
     CommandResult,
     CommandStatus,

@@ -15,12 +15,12 @@ from typing import Any
 
 import cv2
 
-from drivers.base import BaseDriver, DriverContext
 from drivers.camera.analysis import ZoneAnalyser
 from drivers.camera.capture import Frame, FrameSource
 from drivers.camera.config import CameraDevice
 from drivers.camera.points import COMMANDS, zone_point
 from drivers.camera.redact import redact
+from edge.driver import BaseDriver, DriverContext
 from edge.model import (
     CommandResult,
     CommandStatus,

@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
 
-from drivers.base import BaseDriver, DeviceReadError, DriverContext
 from drivers.modbus import codec
 from drivers.modbus.config import BIT_TABLES, ModbusDevice, ModbusPoint
 from drivers.modbus.planner import Request, SplitMemory, plan, split_request
 from drivers.modbus.transport import WRITE, DeviceException, Link, LinkError, acquire, release
+from edge.driver import BaseDriver, DeviceReadError, DriverContext
 from edge.model import (
     CommandResult,
     CommandStatus,

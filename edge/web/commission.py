@@ -1,7 +1,7 @@
 """`POST /api/v1/commission/read`: the technician's test-read.
 
 `{"point": "dev.p"}` reads the point from the device now when the driver can read on demand
-(`read(name)` of the Driver contract, see `drivers.base.reads_on_demand`): `source: "device"` with
+(`read(name)` of the Driver contract, see `edge.driver.reads_on_demand`): `source: "device"` with
 the read's `duration_ms`; a device that does not answer is a 502 problem whose detail is the
 driver's reason. A driver that cannot read on demand answers the value of its last poll with its
 age (`source: "last_poll"`). `{"device": ID, "table": "holding", "address": N, "count": N}` reads a
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from drivers.base import DeviceReadError, reads_on_demand
 from edge import audit
 from edge.api import privacy
 from edge.api.auth import require
 from edge.api.problem import Problem, json_response, read_json
+from edge.driver import DeviceReadError, reads_on_demand
 from edge.model import QUALITY_NAMES, Reading
 
 if TYPE_CHECKING:

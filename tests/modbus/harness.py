@@ -9,8 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.base import DriverContext
 from drivers.modbus import ModbusDevice, ModbusDriver
+from edge.driver import DriverContext
 from edge.model import Event, Reading, Record
 
 

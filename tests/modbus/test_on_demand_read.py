@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pymodbus.constants import ExcCodes
 
-from drivers.base import DeviceReadError, reads_on_demand
 from drivers.modbus import codec
+from edge.driver import DeviceReadError, reads_on_demand
 from edge.model import Quality
 from tests.modbus.harness import running_driver, slow_device
 from tests.modbus.servers import tcp_server

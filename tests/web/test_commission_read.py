@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceReadError, DriverContext, reads_on_demand
 from drivers.modbus import codec
 from drivers.sim import SimDevice, SimDriver
+from edge.driver import DeviceReadError, DriverContext, reads_on_demand
 from edge.model import Quality
 from tests.modbus.servers import TcpServer, tcp_server
 from tests.support.site import running_site
