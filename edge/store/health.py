@@ -34,7 +34,7 @@ def _rate_from_data(journal: Journal, now: float) -> float | None:
 
 def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     """disk_full / recovering / failing and the free-space figures, from the writer when it runs."""
-    live = journal._w is not None
+    live = journal.writing
     if live:
         state: dict[str, Any] = {
             "writer": "this process",
@@ -75,14 +75,12 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
 
 def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     now = journal.clock()
-    first = journal._query("SELECT seq, ts FROM journal ORDER BY seq LIMIT 1")
-    page_size = journal._query("PRAGMA page_size")[0][0]
-    pages = journal._query("PRAGMA page_count")[0][0]
-    free = journal._query("PRAGMA freelist_count")[0][0]
+    first = journal.first_at_or_after(0)
+    page_size, pages, free = journal.pages()
     used = (pages - free) * page_size
     counters = dict(journal.counters)
     rows = counters.get("rows", 0)
-    max_bytes = journal.max_bytes if journal._w is not None else storage.max_bytes
+    max_bytes = journal.max_bytes if journal.writing else storage.max_bytes
     cursors = {}
     for name, (kind, seq, updated) in journal.cursors().items():
         oldest_ts = journal.oldest_after(seq)
@@ -94,7 +92,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
             "oldest_unsent_age_s": round(max(0.0, now - oldest_ts), 3) if oldest_ts is not None else None,
             "updated": updated,
         }
-    if journal._w is not None:  # the live writer measures what it commits and what it expires
+    if journal.writing:  # the live writer measures what it commits and what it expires
         ingest, expiring = journal.rates()
     else:
         ingest, expiring = _rate_from_data(journal, now), None
@@ -108,17 +106,17 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     writer = writer_state(journal, storage)
     return {
         "rows": rows,
-        "first_seq": first[0][0] if first else None,
+        "first_seq": first[0] if first else None,
         "last_seq": journal.committed_seq,
-        "oldest_ts": float(first[0][1]) if first else None,
+        "oldest_ts": float(first[1]) if first else None,
         "bytes": used,
         "file_bytes": pages * page_size,
         "wal_bytes": space.file_size(journal.path + "-wal"),
         "max_bytes": max_bytes,
-        "when_full": journal.when_full if journal._w is not None else storage.when_full,
+        "when_full": journal.when_full if journal.writing else storage.when_full,
         "keep_history_s": storage.keep_history,
         "durability": storage.durability,
-        "pending": journal.pending if journal._w is not None else writer["backlog_rows"],
+        "pending": journal.pending if journal.writing else writer["backlog_rows"],
         "ingest_rate": round(ingest, 1) if ingest is not None else 0.0,
         "expiry_rate": round(expiring, 1) if expiring is not None else None,
         "bytes_per_row": round(row_bytes, 1) if row_bytes else None,

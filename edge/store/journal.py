@@ -168,6 +168,7 @@ class Journal(JournalQueries):
         self._recovery: dict[str, Any] | None = None
         self._status = space.StatusFile(path)
         self._tight = False
+        self._step_room: space.Room | None = None  # measured before the step, used by its commit
         self._published = 0.0
         self._published_flags = (False, False, False)
         self.committed_rows = 0  # since open
@@ -233,6 +234,11 @@ class Journal(JournalQueries):
         self.committed_seq = last
         for name, value in conn.execute("SELECT name, value FROM counters"):
             self.counters[name] = int(value)
+
+    @property
+    def writing(self) -> bool:
+        """This object runs the writer (opened with `open`, not `open_readonly`, and not closed)."""
+        return self._w is not None
 
     @property
     def write_errors(self) -> int:
@@ -436,13 +442,17 @@ class Journal(JournalQueries):
 
     def _rows_that_fit(self) -> int | None:
         """Records the next step may insert: `flush_max_items`, fewer when the WAL of more would
-        reach into the reserve, 0 when not even a step's fixed pages fit (None: no reserve)."""
+        reach into the reserve, 0 when not even a step's fixed pages fit (None: no reserve).
+        The room measured here is the one the step's commit sizes its byte limit with: statvfs
+        and three pragmas once per step, not twice."""
+        self._step_room = None
         try:
             room = self._room()
         except sqlite3.Error:
             return None
         if room is None:
             return None
+        self._step_room = room
         self.free_bytes = room.free
         fits = room.rows_that_fit(self.flush_max_items)
         # a few steps from the reserve: checkpoint after each step so the WAL does not pile up
@@ -450,7 +460,11 @@ class Journal(JournalQueries):
         self._tight = room.spare < TIGHT_STEPS * room.wal_bytes(self.flush_max_items)
         if fits == 0 and space.file_size(self.path + "-wal") > 0:
             self._checkpoint()  # the WAL may be holding the space: give it back and measure again
-            room = self._room()
+            try:
+                room = self._room()
+            except sqlite3.Error:
+                room = None
+            self._step_room = room
             if room is None:
                 return None
             self.free_bytes = room.free
@@ -675,7 +689,9 @@ class Journal(JournalQueries):
         limit, reason = self.max_bytes, "max_bytes"
         if self.disk_reserve is None:
             return limit, reason
-        room = self._room()
+        room, self._step_room = self._step_room, None  # a retried commit measures afresh
+        if room is None:
+            room = self._room()
         if room is None:
             return limit, reason
         allocated = room.pages * room.page_size

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from edge.store.rows import SELECT_COLS, JournalClosed, connect, row_to_record
+from edge.store.rows import READINGS_WHERE, SELECT_COLS, EventMatch, JournalClosed, connect, row_to_record
 
 Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
 
@@ -61,11 +61,35 @@ class JournalQueries:
         rows = self._query(f"SELECT {SELECT_COLS} FROM journal ORDER BY seq DESC LIMIT ?", (n,))
         return [row_to_record(r) for r in reversed(rows)]
 
-    def newest_rows(self, where: str, args: Iterable[Any], after: int, limit: int) -> list[Row]:
-        """The newest `limit` raw rows with seq > after matching `where` (a condition on the
-        journal's columns with `?` for `args`), newest first."""
-        sql = f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND {where} ORDER BY seq DESC LIMIT ?"
+    def newest_readings(
+        self, point: str, since: float, until: float | None, after: int, limit: int
+    ) -> list[Row]:
+        """The newest `limit` raw readings of `point` with seq > after and since <= ts (<= until
+        when given), newest first."""
+        sql = f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND point = ? AND kind IS NULL AND ts >= ?"
+        args: list[Any] = [after, point, since]
+        if until is not None:
+            sql += " AND ts <= ?"
+            args.append(until)
+        return self._query(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
+
+    def newest_events(self, match: EventMatch, after: int, limit: int) -> list[Row]:
+        """The newest `limit` raw events with seq > after that `match`, newest first."""
+        conds, args = match.where("point")
+        where = " AND ".join(["seq > ?", "kind IS NOT NULL", *conds])
+        sql = f"SELECT {SELECT_COLS} FROM journal WHERE {where} ORDER BY seq DESC LIMIT ?"
         return self._query(sql, (after, *args, limit))
+
+    def numeric_readings(
+        self, point: str, after: int, since: float, before: float
+    ) -> list[tuple[float, Any]]:
+        """(ts, value) of the good numeric readings of `point` with seq > after and
+        since <= ts < before, in no particular order (what a trend bucket averages)."""
+        return self._query(
+            f"SELECT ts, value FROM journal WHERE seq > ? AND point = ? AND {READINGS_WHERE} "
+            "AND ts >= ? AND ts < ?",
+            (after, point, since, before),
+        )
 
     def readings_after(self, seq: int) -> list[tuple[float, str, Any, int]]:
         """(ts, point, value, quality) of every reading with seq > `seq`, in seq order."""
@@ -123,6 +147,13 @@ class JournalQueries:
             (after,),
         )
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    def pages(self) -> tuple[int, int, int]:
+        """(page size, pages in the file, free pages among them): the file's size and its data's."""
+        page_size = self._query("PRAGMA page_size")[0][0]
+        pages = self._query("PRAGMA page_count")[0][0]
+        free = self._query("PRAGMA freelist_count")[0][0]
+        return int(page_size), int(pages), int(free)
 
     # ------------------------------------------------------------ cursors
     def get_cursor(self, name: str) -> int | None:

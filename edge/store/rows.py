@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -26,6 +27,38 @@ READING_VALUES = "INSERT INTO journal(seq, ts, point, value, quality) VALUES "
 AUTO_READING_VALUES = "INSERT INTO journal(ts, point, value, quality) VALUES "
 _VALUE = operator.itemgetter(2)
 SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
+# Good (quality & 3 = 0) numeric readings; bools are stored as 0/1 integers (quality bit 2 flags
+# them), strings and events are left out: what a trend averages.
+READINGS_WHERE = "kind IS NULL AND (quality & 3) = 0 AND typeof(value) IN ('integer', 'real')"
+
+
+@dataclass(frozen=True)
+class EventMatch:
+    """Which events a read returns: every field that is set must hold. Callers say what they want
+    in these terms; the store turns it into SQL for the table it reads (the journal, whose source
+    column is `point`, or the trend index's copy of the events)."""
+
+    kind: str | None = None
+    severity: str | None = None
+    source: str | None = None
+    since: float | None = None  # ts >= since
+    before_seq: int | None = None  # seq < before_seq: the next page back
+
+    def where(self, source_col: str) -> tuple[list[str], list[Any]]:
+        """(conditions, their arguments) on a table whose event source is `source_col`."""
+        conds: list[str] = []
+        args: list[Any] = []
+        for col, value in (("kind", self.kind), ("severity", self.severity), (source_col, self.source)):
+            if value is not None:
+                conds.append(f"{col} = ?")
+                args.append(value)
+        if self.since is not None:
+            conds.append("ts >= ?")
+            args.append(self.since)
+        if self.before_seq is not None:
+            conds.append("seq < ?")
+            args.append(self.before_seq)
+        return conds, args
 
 
 class JournalClosed(RuntimeError):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import paths
-from edge.store.rows import connect
+from edge.store.rows import READINGS_WHERE, EventMatch, connect
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -71,9 +71,6 @@ CREATE INDEX IF NOT EXISTS trend.events_source ON events(source);
 CREATE INDEX IF NOT EXISTS trend.events_ts ON events(ts);
 """
 EVENT_COLS = "seq, ts, source, kind, severity, payload"
-# Good (quality & 3 = 0) numeric readings; bools are stored as 0/1 integers (quality bit 2 flags
-# them), strings and events are left out.
-READINGS_WHERE = "kind IS NULL AND (quality & 3) = 0 AND typeof(value) IN ('integer', 'real')"
 # Each chunk is aggregated into `temp.stage` in a transaction that only reads the journal; every
 # FLUSH_SEQ seqs (and whenever the follower reaches the journal's end) the stage is merged into
 # trend.minute, with the events and the cursor, in one transaction that does not read the journal.
@@ -424,15 +421,21 @@ class TrendIndex:
         )
         return self._snapshot(sql, (point, lo, hi))
 
-    def read_events(self, where: str, args: tuple[Any, ...], limit: int) -> tuple[int, list[tuple[Any, ...]]]:
-        """(cursor, the newest `limit` events matching `where`, newest first) in one snapshot. The
-        rows have the journal's shape (seq, ts, point, value, quality, kind, severity, payload), the
-        source in `point`; `where` names the event's columns (seq, ts, source, kind, severity)."""
+    def read_events(self, match: EventMatch, limit: int) -> tuple[int, list[tuple[Any, ...]]]:
+        """(cursor, the newest `limit` events that `match`, newest first) in one snapshot. The
+        rows have the journal's shape (seq, ts, point, value, quality, kind, severity, payload),
+        the source in `point`."""
+        conds, args = match.where("source")
         sql = (
             "SELECT seq, ts, source, NULL, NULL, kind, severity, payload FROM events "
-            f"WHERE {where} ORDER BY seq DESC LIMIT ?"
+            f"WHERE {' AND '.join(conds or ['1'])} ORDER BY seq DESC LIMIT ?"
         )
         return self._snapshot(sql, (*args, limit))
+
+    def event_kind(self, seq: int) -> str | None:
+        """The kind of the indexed event at `seq` (None: the index holds no event there)."""
+        _, rows = self._snapshot("SELECT kind FROM events WHERE seq = ?", (seq,))
+        return rows[0][0] if rows else None
 
     def latest_events(self, kind: str) -> tuple[int, list[tuple[Any, ...]]]:
         """(cursor, the newest event of `kind` from each source), rows as in `read_events`."""
@@ -473,11 +476,7 @@ def history_buckets(
     hi = math.floor(min(until, FAR_FUTURE) / 60)
     cursor, rows = trend.read(point, lo, hi, hour)
     acc: dict[int, list[Any]] = {int(r[0]): list(r[1:]) for r in rows}
-    tail = trend.journal._query(
-        f"SELECT ts, value FROM journal WHERE seq > ? AND point = ? AND {READINGS_WHERE} "
-        "AND ts >= ? AND ts < ?",
-        (max(cursor, scan_floor), point, lo * 60, (hi + 1) * 60),
-    )
+    tail = trend.journal.numeric_readings(point, max(cursor, scan_floor), lo * 60, (hi + 1) * 60)
     width = 3600 if hour else 60
     for ts, value in tail:
         key = math.floor(ts / width)
