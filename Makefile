@@ -18,7 +18,7 @@ help:
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
 	@PYTHON=$(PYTHON) sh scripts/bootstrap-venv.sh $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

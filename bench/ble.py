@@ -22,8 +22,9 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from drivers.ble import BleDevice, BleDriver
 from drivers.ble.bthome import SERVICE_UUID, encode
+from drivers.ble.config import BleDevice
+from drivers.ble.driver import BleDriver
 from drivers.ble.scanner import SharedScanner
 from edge.driver import DriverContext
 from edge.hub import Hub

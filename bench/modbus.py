@@ -28,8 +28,9 @@ import sys
 import time
 from typing import Any
 
-from drivers.modbus import ModbusDevice, ModbusDriver
 from drivers.modbus.codec import register_count
+from drivers.modbus.config import ModbusDevice
+from drivers.modbus.driver import ModbusDriver
 from drivers.modbus.planner import Request, greedy_max_insert, plan
 from drivers.modbus.transport import acquire
 from edge.driver import DriverContext

@@ -1,9 +1,10 @@
 """The `edge` command. Each command group lives beside the code it drives and registers itself here.
 
-A module in COMMAND_MODULES exposes `register(subparsers)`; it declares each of its commands with
-`add_command` (and a group of them with `add_command_group`), which gives every command the same
-help layout, the same `-c SITE.yaml` and its `func=callable(args) -> int`. Modules are imported when
-the CLI starts, so they must keep heavy imports (pymodbus, cv2) inside their command functions.
+The core's command modules (COMMAND_MODULES) and every plugin's `commands` hook (`edge.plugins`)
+take the subparsers and declare each command with `add_command` (and a group of them with
+`add_command_group`), which gives every command the same help layout, the same `-c SITE.yaml` and
+its `func=callable(args) -> int`. They run when the CLI starts, so they keep heavy imports
+(pymodbus, cv2) inside their command functions.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 COMMAND_MODULES = [
-    "edge.commands",  # run, check, demo, buffer
-    "edge.sync.cli",  # sync status
-    "rules.cli",  # rules import|export|check|test
-    "drivers.modbus.cli",  # modbus probe
+    "edge.commands",  # run, check, buffer
     "edge.api.cli",  # users / tokens / tls
 ]
 
@@ -45,13 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"community-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name or (exc.name and name.startswith(exc.name + ".")):
-                continue  # that command group is not part of this build
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
+    from edge.plugins import registry
+
+    for plugin in registry().plugins:
+        if plugin.commands is not None:
+            plugin.commands(sub)
     return parser
 
 

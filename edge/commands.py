@@ -1,4 +1,4 @@
-"""Core commands: `edge run`, `edge check`, `edge demo`, `edge buffer stats|tail`."""
+"""Core commands: `edge run`, `edge check`, `edge buffer stats|tail`."""
 
 from __future__ import annotations
 
@@ -50,29 +50,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         config=True,
         args=[arg("-q", "--quiet", action="store_true", help="print nothing when the file is valid")],
     )
-    add_command(
-        sub,
-        "demo",
-        help="run a simulated community site with its web UI",
-        description=(
-            "Run a simulated community site: electricity and water meters, parking gates with loop\n"
-            "sensors, waste bins, a health kiosk and an environment sensor that drops out now and then.\n"
-            "Two devices are real Modbus TCP devices simulated in the demo process on 127.0.0.1:15020\n"
-            "(a free port if that one is taken) and read by the modbus driver: meter-main (CHINT\n"
-            "DTSU666, unit 1) and gate-south (parking barrier, unit 2). cam-parking is a camera\n"
-            "reading a video the demo draws into DATA_DIR (OpenCV, no camera needed).\n"
-            "The site file is written to DATA_DIR/site.yaml (kept across runs, so edits survive); point\n"
-            "the other commands at it, e.g. `edge buffer stats -c DATA_DIR/site.yaml`."
-        ),
-        func=cmd_demo,
-        args=[
-            arg("--data-dir", default="demo-data", help="where the journal, state and site file live"),
-            arg("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)"),
-            arg("--port", type=int, default=8080, help="port of the web UI"),
-            log_level_arg(),
-        ],
-    )
-
     bsub = add_command_group(
         sub,
         "buffer",
@@ -150,7 +127,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     site = load_or_report(args.config)
     if site is None:
         return 1
-    if not check_rule_packs(site):
+    from edge.plugins import registry
+
+    problems = [line for p in registry().with_hook("check") if p.check for line in p.check(site)]
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
         return 1
     if Path(site.storage.path).exists():
         from edge.store.journal import Journal, JournalUnreadable
@@ -169,41 +151,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_rule_packs(site: Site) -> bool:
-    """Compile the rule packs the site names (rules.packs); print every problem on stderr."""
-    rules = site.sections.get("rules")
-    packs: list[str] = list(getattr(rules, "packs", []) or [])
-    if not packs:
-        return True
-    from edge.yamlpos import YamlError, read_text
-    from rules.config import resolve_pack
-    from rules.model import RulePackError, compile_pack
-
-    allow = list(getattr(rules, "webhook_allow", None) or [])
-    ok = True
-    for i, pack in enumerate(packs):
-        path = resolve_pack(pack, site.source)
-        try:
-            compile_pack(read_text(path), str(path), webhook_allow=allow)
-        except YamlError as exc:  # larger than the cap: refused before it is read whole
-            print(exc, file=sys.stderr)
-            ok = False
-        except UnicodeDecodeError as exc:
-            print(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}", file=sys.stderr)
-            ok = False
-        except OSError as exc:
-            print(
-                f"{site.source}: rules.packs[{i}]: cannot read rule pack {pack!r}: {exc.strerror or exc}",
-                file=sys.stderr,
-            )
-            ok = False
-        except RulePackError as exc:
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-            ok = False
-    return ok
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.logs import setup_logging
     from edge.service import serve
@@ -213,71 +160,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     setup_logging(args.log_level)
     return asyncio.run(serve(args.config, site))
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import prepare
-    from edge.logs import setup_logging
-
-    data_dir = Path(args.data_dir)
-    path = prepare(data_dir, args.host, args.port)
-    setup_logging(args.log_level)
-    return asyncio.run(_demo(args, data_dir, path))
-
-
-async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
-    """Start the simulated Modbus field devices, then serve the site; stop them afterwards."""
-    import logging
-
-    from edge.demo import SIM_HOST, move_simulator_port, ready_cameras, simulator_port
-    from edge.service import serve
-
-    log = logging.getLogger("edge.demo")
-    path = ready_cameras(path, log)  # without OpenCV: a copy of the site file without cameras
-    simulator: Any = None
-    wanted = simulator_port(path)
-    if wanted is None:
-        log.info("site file %s has no simulated Modbus devices (delete it to get them)", path)
-    else:
-        from drivers.modbus.simulator import FieldDeviceSimulator
-
-        simulator = FieldDeviceSimulator(SIM_HOST, wanted)
-        try:
-            await simulator.start()
-        except OSError as exc:
-            simulator = FieldDeviceSimulator(SIM_HOST, 0)
-            got = await simulator.start()
-            move_simulator_port(path, wanted, got)
-            log.warning("Modbus simulator: port %d unavailable (%s); serving on %d instead", wanted, exc, got)
-        log.info(
-            "Modbus simulator on %s:%d (unit 1: CHINT DTSU666 meter, unit 2: parking barrier)",
-            SIM_HOST,
-            simulator.port,
-        )
-    try:
-        site = load_or_report(str(path))
-        if site is None:
-            return 1
-        site.web = site.web.model_copy(update={"listen": f"{args.host}:{args.port}"})
-        token_file = data_dir / "city-platform.token"
-        # a log is copied into tickets and chats: it names the token and where it is, not all of it
-        shown = token_prefix(token_file.read_text().strip())
-
-        def announce(rt: Any) -> None:
-            url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{rt.web_port}/"
-            log.info(
-                "demo site running: open %s (site file %s; pull API token for consumer city-platform: "
-                "%s, the whole token is in %s)",
-                url,
-                path,
-                shown,
-                token_file,
-            )
-
-        return await serve(str(path), site, on_ready=announce)
-    finally:
-        if simulator is not None:
-            await simulator.stop()
 
 
 def token_prefix(token: str, shown: int = 4) -> str:

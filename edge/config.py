@@ -1,14 +1,13 @@
 """The site file: one YAML document validated into typed models.
 
 Validation collects every problem at once and names the file, the line and the key of each.
-The core sections are validated here; a device entry is validated by its driver's `config_model`,
-an upstream entry by its sink's `config_model`, and optional sections (`modbus_server:`, `rules:`)
-by the module that owns them — each imported only when the site uses it.
+The core sections are validated here; a device entry by the model its driver's plugin declares,
+an upstream entry by its sink's, and every other top-level section by the plugin that declares it
+(`edge.plugins`): each imported only when the site uses it.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import types
 import typing
@@ -21,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge.model import ID_RE, SITE_ID_RE, PointInfo, PointType, Privacy, point_id
+from edge.plugins import registry
 from edge.units import Duration, Size
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
 from edge.yamlpos import load as load_yaml
@@ -28,17 +28,6 @@ from edge.yamlpos import read_text as read_yaml_text
 
 PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
 SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key"}
-
-#: optional top-level sections: key -> "module:Model" that validates it.
-SECTION_MODELS: dict[str, str] = {
-    "modbus_server": "drivers.modbus.server:ServerConfig",
-    "rules": "rules.config:RulesConfig",
-}
-#: upstream sink type -> module that defines `SINK` (with a `config_model`).
-SINK_MODULES: dict[str, str] = {
-    "http": "edge.sync.http_sink",
-    "influxdb": "edge.sync.influx_sink",
-}
 
 
 class ConfigError(Exception):
@@ -233,7 +222,7 @@ class SinkConfig(Strict):
 
 
 class _Envelope(Strict):
-    """The top level; plugin sections are kept raw here and validated by their owners."""
+    """The core keys of the top level; plugin sections are validated by their plugins."""
 
     site: SiteInfo
     storage: StorageConfig = Field(default_factory=lambda: StorageConfig())
@@ -241,8 +230,6 @@ class _Envelope(Strict):
     devices: list[dict[str, Any]] = Field(default_factory=list)
     upstream: list[dict[str, Any]] = Field(default_factory=list)
     consumers: list[ConsumerConfig] = Field(default_factory=list)
-    modbus_server: dict[str, Any] | None = None
-    rules: dict[str, Any] | None = None
 
 
 @dataclass
@@ -353,9 +340,14 @@ def _strip(tp: Any) -> Any:
 
 
 def validation_problems(
-    exc: ValidationError, model: type[BaseModel], prefix: Path, pos: Positions
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: Path,
+    pos: Positions,
+    more_keys: Sequence[str] = (),
 ) -> list[Problem]:
-    """Turn a pydantic ValidationError into located, readable problems."""
+    """Turn a pydantic ValidationError into located, readable problems. `more_keys`: keys accepted
+    at the top of `model` beyond its fields (the plugins' sections of the site file)."""
     out = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -364,7 +356,8 @@ def validation_problems(
         kind = err["type"]
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
-            accepted = ", ".join(parent.model_fields) if parent else ""
+            keys = [*parent.model_fields, *(more_keys if len(loc) == 1 else ())] if parent else []
+            accepted = ", ".join(keys)
             msg = f"unknown key {loc[-1]!r}" + (f"; accepted keys: {accepted}" if accepted else "")
         elif kind == "missing":
             msg = "required key is missing"
@@ -425,11 +418,6 @@ def merge_profile(profile: dict[str, Any], device: dict[str, Any]) -> dict[str, 
 
 
 # ---------------------------------------------------------------- loading
-def _import_attr(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def load_site_text(text: str, file: str = "<site>") -> Site:
     try:
         data, pos = load_yaml(text, file)
@@ -439,13 +427,15 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         raise ConfigError([Problem(file, 1, (), "the site file must be a mapping with at least `site:`")])
 
     problems = _secret_problems(data, (), pos)
+    plugins = registry()
+    section_keys = plugins.section_keys()
     try:
-        env = _Envelope.model_validate(data)
+        env = _Envelope.model_validate({k: v for k, v in data.items() if k not in section_keys})
     except ValidationError as exc:
         # device and upstream entries are validated one by one below, by their own models
         problems.extend(
             p
-            for p in validation_problems(exc, _Envelope, (), pos)
+            for p in validation_problems(exc, _Envelope, (), pos, sorted(section_keys))
             if not (len(p.path) >= 2 and p.path[0] in ("devices", "upstream"))
         )
         env = None
@@ -472,9 +462,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem(path, "required key 'driver' is missing (or give a profile:)"))
             continue
         try:
-            from drivers import load_driver
-
-            model = load_driver(str(driver_name)).config_model
+            model = plugins.device_model(str(driver_name))
         except LookupError as exc:
             problems.append(pos.problem((*path, "driver"), str(exc)))
             continue
@@ -524,22 +512,18 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem(path, "an upstream entry must be a mapping with id: and type:"))
             continue
         kind = entry.get("type")
-        if kind not in SINK_MODULES:
-            problems.append(
-                pos.problem(
-                    (*path, "type"),
-                    f"unknown upstream type {kind!r}; known: {', '.join(sorted(SINK_MODULES))}",
-                )
-            )
+        try:
+            model = plugins.sink_model(str(kind))
+        except LookupError as exc:
+            problems.append(pos.problem((*path, "type"), str(exc)))
+            continue
+        except ImportError as exc:
+            problems.append(pos.problem((*path, "type"), f"upstream type {kind!r} cannot be loaded: {exc}"))
             continue
         try:
-            model = importlib.import_module(SINK_MODULES[kind]).SINK.config_model
             sink = typing.cast(SinkConfig, model.model_validate(entry))
         except ValidationError as exc:
             problems.extend(validation_problems(exc, model, path, pos))
-            continue
-        except (ImportError, AttributeError) as exc:
-            problems.append(pos.problem((*path, "type"), f"upstream type {kind!r} cannot be loaded: {exc}"))
             continue
         if sink.id in seen_sinks:
             problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
@@ -548,12 +532,15 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         sinks.append(sink)
 
     sections: dict[str, BaseModel] = {}
-    for key, spec in SECTION_MODELS.items():
+    for key in sorted(section_keys):
         if data.get(key) is None:
             continue
         try:
-            model = _import_attr(spec)
-        except (ImportError, AttributeError) as exc:
+            model = plugins.section(key)
+        except LookupError as exc:
+            problems.append(pos.problem((key,), str(exc)))
+            continue
+        except ImportError as exc:
             problems.append(pos.problem((key,), f"section {key!r} is not available: {exc}"))
             continue
         try:

@@ -2,15 +2,14 @@
 
 Each device runs in a `DriverSlot` that pumps the driver's stream into the hub and restarts the
 driver with capped exponential backoff when it fails; a driver never takes the process down.
-Optional components (rules engine, upstream sync, Modbus server) are plugged in through
-COMPONENTS and imported only when present; each has `start()`, `stop()` and `status()`.
+Components (rules engine, upstream sync, Modbus server, trend index...) come from the plugins that
+declare one (`edge.plugins`), in their order; each has `start()`, `stop()` and `status()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import random
 import time
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers import load_driver
 from edge import fileperm
 from edge.config import DeviceConfig, Site
 from edge.driver import Driver, DriverContext
@@ -35,6 +33,7 @@ from edge.model import (
     Value,
     point_id,
 )
+from edge.plugins import registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal
 
@@ -54,12 +53,6 @@ class Component(Protocol):
 
 
 #: "module:factory" -> factory(runtime) returns a Component, or None when the site does not use it.
-COMPONENTS: list[str] = [
-    "rules.component:create",
-    "edge.sync.component:create",
-    "drivers.modbus.server:create",
-    "edge.store.trend:create",
-]
 
 
 @dataclass
@@ -136,15 +129,9 @@ class Runtime:
                 self.clock(),
             )
         )
-        for spec in COMPONENTS:
-            module, _, attr = spec.partition(":")
-            try:
-                factory = getattr(importlib.import_module(module), attr)
-            except ModuleNotFoundError as exc:
-                if exc.name and module.startswith(exc.name):
-                    continue
-                raise
-            component = factory(self)
+        for plugin in registry().with_hook("component"):
+            assert plugin.component is not None
+            component = plugin.component(self)
             if component is not None:
                 await component.start()
                 self.components[component.name] = component
@@ -268,7 +255,7 @@ class Runtime:
 
     async def _run_device(self, slot: DriverSlot) -> None:
         dev = slot.config
-        cls = load_driver(dev.driver)
+        cls = registry().driver(dev.driver)
         ctx = DriverContext(
             site_id=self.site.site.id,
             data_dir=str(Path(self.site.storage.path).parent),

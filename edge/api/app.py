@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edge.api import account_routes, auth, blobs, core_routes, metrics, pull, tokens
 from edge.api.auth import auth_middleware
 from edge.api.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
 from edge.api.problem import Problem, problem
+from edge.plugins import registry
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 log = logging.getLogger("edge.web")
 
-#: modules with `setup(app, runtime)`, in order; absent modules are skipped.
-ROUTE_MODULES = [
-    "edge.api.auth",
-    "edge.api.tokens",
-    "edge.api.core_routes",
-    "edge.api.pull",
-    "edge.api.metrics",
-    "rules.api",
-    "edge.api.account_routes",
-    "edge.api.blobs",
-    "edge.web.ui",
-]
+#: the core's route modules, each with `setup(app, runtime)`, in order; plugins add theirs after
+#: (`edge.plugins`, `routes`)
+ROUTE_MODULES = [auth, tokens, core_routes, pull, metrics, account_routes, blobs]
 RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)
 #: the connection counters and caps of the server that serves this app (`edge.api.limits`)
 CONNECTIONS_KEY: web.AppKey[ConnectionStats] = web.AppKey("connections", ConnectionStats)
@@ -57,14 +49,11 @@ def build_app(runtime: Runtime) -> web.Application:
     )
     app[RUNTIME_KEY] = runtime
     app[CONNECTIONS_KEY] = ConnectionStats(total=connection_budget())
-    for name in ROUTE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
+    for module in ROUTE_MODULES:
         module.setup(app, runtime)
+    for plugin in registry().with_hook("routes"):
+        assert plugin.routes is not None
+        plugin.routes(app, runtime)
     return app
 
 

@@ -7,11 +7,10 @@ first connect.
 
 from __future__ import annotations
 
-import importlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from edge.config import SINK_MODULES
+from edge.plugins import registry
 from edge.sync.base import LinkBoard, PushSink
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ class SyncComponent:
         for cfg in runtime.site.upstream:
             if not cfg.enabled:
                 continue
-            cls = importlib.import_module(SINK_MODULES[cfg.type]).SINK
+            cls = registry().sink(cfg.type)
             self.sinks[cfg.id] = cls(cfg, runtime, self.links)
 
     async def start(self) -> None:

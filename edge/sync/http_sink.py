@@ -98,6 +98,3 @@ class HttpSink(PushSink):
         if self.hmac_secret:
             headers[SIGNATURE_HEADER] = sign(self.hmac_secret, body)
         return headers
-
-
-SINK = HttpSink

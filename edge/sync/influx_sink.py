@@ -133,6 +133,3 @@ class InfluxSink(PushSink):
         out = super().status()
         out["unrepresentable"] = self.unrepresentable
         return out
-
-
-SINK = InfluxSink

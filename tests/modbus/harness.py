@@ -9,7 +9,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.modbus import ModbusDevice, ModbusDriver
+from drivers.modbus.config import ModbusDevice
+from drivers.modbus.driver import ModbusDriver
 from edge.driver import DriverContext
 from edge.model import Event, Reading, Record
 

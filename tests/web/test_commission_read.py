@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from drivers.modbus import codec
-from drivers.sim import SimDevice, SimDriver
+from drivers.sim.driver import SimDevice, SimDriver
 from edge.driver import DeviceReadError, DriverContext, reads_on_demand
 from edge.model import Quality
 from tests.modbus.servers import TcpServer, tcp_server

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SIM_HOST = "127.0.0.1"  # the simulated field devices never leave loopback
 SIM_PORT = 15020
 #: the demo's devices served by the simulator; their `port:` tells the demo where to serve it

@@ -1,0 +1,59 @@
+"""The Modbus manifest: `driver: modbus` (TCP, RTU, RTU over TCP), the `modbus_server:` section
+and its server component, and `edge modbus probe`. pymodbus and pyserial come with the `modbus`
+extra."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edge.plugins import Plugin, Spec
+
+if TYPE_CHECKING:
+    import argparse
+
+    from pydantic import BaseModel
+
+    from edge.driver import Driver
+    from edge.runtime import Runtime
+
+
+def device_model() -> type[BaseModel]:
+    from drivers.modbus.config import ModbusDevice
+
+    return ModbusDevice
+
+
+def driver() -> type[Driver]:
+    from drivers.modbus.driver import ModbusDriver
+
+    return ModbusDriver
+
+
+def server_section() -> type[BaseModel]:
+    from drivers.modbus.server import ServerConfig
+
+    return ServerConfig
+
+
+def server_component(runtime: Runtime) -> Any:
+    from drivers.modbus.server import create
+
+    return create(runtime)
+
+
+def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from drivers.modbus import cli
+
+    cli.register(sub)
+
+
+PLUGIN = Plugin(
+    name="modbus",
+    extra="modbus",
+    requires=("pymodbus", "serial"),
+    drivers={"modbus": Spec(device_model, driver)},
+    sections={"modbus_server": server_section},
+    component=server_component,
+    commands=commands,
+    order=30,
+)

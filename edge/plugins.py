@@ -1,0 +1,208 @@
+"""The plugin registry: every feature declares itself in one manifest, and the core reads only this.
+
+A feature package (each driver, each sink, the rules engine, the Modbus server, the web UI, the
+trend index) holds a `Plugin` in its `plugin.py` and names it under the `community_edge.plugins`
+entry-point group of its distribution's pyproject.toml:
+
+    [project.entry-points."community_edge.plugins"]
+    modbus = "drivers.modbus.plugin:PLUGIN"
+
+so a third party ships a driver or a sink as a package of its own, with no edit to the core. The
+config loader asks the registry for drivers, sinks and top-level sections, the runtime for
+components, the web server for routes and the CLI for commands: the core names no feature.
+
+A manifest is imported when the CLI or the runtime starts, so it imports nothing heavy: every hook
+is a function that imports its module when called (a site without cameras never loads OpenCV).
+A plugin whose third-party modules are missing (`requires`) stays listed, and a site that uses it
+is refused with the pip extra to install (`extra`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import argparse
+
+    from aiohttp import web
+    from pydantic import BaseModel
+
+    from edge.config import Site
+    from edge.driver import Driver
+    from edge.runtime import Runtime
+
+log = logging.getLogger("edge.plugins")
+
+GROUP = "community_edge.plugins"
+DISTRIBUTION = "community-edge"
+
+
+class Component(Protocol):
+    """A long-running part of a site beside the drivers (rules engine, sinks, trend index...)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A driver or a sink: its config model (light: `edge check` imports only this) and the class
+    that runs it (may import the plugin's third-party modules)."""
+
+    config: Callable[[], type[BaseModel]]
+    load: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """What one feature adds to the runtime. Every hook is optional and imports lazily."""
+
+    name: str
+    #: pip extra that installs the third-party modules in `requires` (`community-edge[modbus]`)
+    extra: str | None = None
+    #: top-level modules the feature needs beyond the core (checked without importing them)
+    requires: tuple[str, ...] = ()
+    #: driver name in a device entry (`driver: modbus`) -> its device model and Driver class
+    drivers: Mapping[str, Spec] = field(default_factory=dict)
+    #: upstream `type:` -> its entry model and sink class
+    sinks: Mapping[str, Spec] = field(default_factory=dict)
+    #: top-level key of the site file -> the pydantic model of that section
+    sections: Mapping[str, Callable[[], type[BaseModel]]] = field(default_factory=dict)
+    #: builds the feature's component for a site, or None when the site does not use it
+    component: Callable[[Runtime], Component | None] | None = None
+    #: adds the feature's HTTP routes (`setup(app, runtime)`)
+    routes: Callable[[web.Application, Runtime], None] | None = None
+    #: adds the feature's `edge` commands (must not import heavy modules: the CLI loads it always)
+    commands: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] | None = None
+    #: problems `edge check` reports beyond the schema (e.g. a rule pack that does not compile):
+    #: lines for stderr, empty when the site is fine
+    check: Callable[[Site], list[str]] | None = None
+    #: OpenAPI paths of the routes this plugin adds (merged into the document at /api/v1/openapi.json)
+    openapi: Callable[[], Mapping[str, Any]] | None = None
+    #: start order among components and routes (lower first)
+    order: int = 50
+
+    def missing(self) -> list[str]:
+        """The modules in `requires` that cannot be imported here."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def install_hint(self) -> str:
+        missing = self.missing()
+        if not missing:
+            return ""
+        extra = self.extra or self.name
+        return (
+            f"the {self.name} plugin needs {', '.join(missing)}, which this installation lacks: "
+            f"pip install '{DISTRIBUTION}[{extra}]'"
+        )
+
+
+class UnknownPlugin(LookupError):
+    pass
+
+
+class PluginUnavailable(LookupError):
+    """The plugin is registered but its third-party modules are not installed."""
+
+
+class Registry:
+    """The plugins of this installation, sorted by `order` then name."""
+
+    def __init__(self, plugins: Iterable[Plugin]) -> None:
+        self.plugins: list[Plugin] = sorted(plugins, key=lambda p: (p.order, p.name))
+        self._check_unique("drivers")
+        self._check_unique("sinks")
+        self._check_unique("sections")
+
+    def _check_unique(self, kind: str) -> None:
+        owner: dict[str, str] = {}
+        for p in self.plugins:
+            for key in getattr(p, kind):
+                if key in owner:
+                    raise ValueError(
+                        f"plugins {owner[key]!r} and {p.name!r} both declare {kind[:-1]} {key!r}"
+                    )
+                owner[key] = p.name
+
+    def _owner(self, kind: str, key: str) -> Plugin | None:
+        return next((p for p in self.plugins if key in getattr(p, kind)), None)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(k for p in self.plugins for k in getattr(p, kind))
+
+    def _find(self, kind: str, key: str, what: str, known_as: str = "known") -> Any:
+        plugin = self._owner(kind, key)
+        if plugin is None:
+            known = ", ".join(self.names(kind)) or "none"
+            raise UnknownPlugin(f"unknown {what} {key!r}; {known_as}: {known}")
+        hint = plugin.install_hint()
+        if hint:
+            raise PluginUnavailable(f"{what} {key!r}: {hint}")
+        return getattr(plugin, kind)[key]
+
+    def device_model(self, driver: str) -> type[BaseModel]:
+        """The model of a device entry with `driver: NAME` (UnknownPlugin, PluginUnavailable)."""
+        return self._find("drivers", driver, "driver", "known drivers").config()  # type: ignore[no-any-return]
+
+    def driver(self, name: str) -> type[Driver]:
+        return self._find("drivers", name, "driver", "known drivers").load()  # type: ignore[no-any-return]
+
+    def sink_model(self, kind: str) -> type[BaseModel]:
+        return self._find("sinks", kind, "upstream type").config()  # type: ignore[no-any-return]
+
+    def sink(self, kind: str) -> Any:
+        return self._find("sinks", kind, "upstream type").load()
+
+    def section(self, key: str) -> type[BaseModel]:
+        return self._find("sections", key, "section")()  # type: ignore[no-any-return]
+
+    def section_keys(self) -> set[str]:
+        return {k for p in self.plugins for k in p.sections}
+
+    def with_hook(self, hook: str) -> list[Plugin]:
+        """Plugins that define `hook` and whose modules are installed, in order."""
+        return [p for p in self.plugins if getattr(p, hook) is not None and not p.missing()]
+
+
+def discover() -> list[Plugin]:
+    """The plugins named in the `community_edge.plugins` entry-point group of every installed
+    distribution. A manifest that fails to import is logged and left out."""
+    found: list[Plugin] = []
+    for ep in entry_points(group=GROUP):
+        try:
+            plugin = ep.load()
+        except Exception:
+            log.exception("plugin %s (%s) cannot be loaded", ep.name, ep.value)
+            continue
+        if not isinstance(plugin, Plugin):
+            log.error("plugin %s (%s) is not an edge.plugins.Plugin", ep.name, ep.value)
+            continue
+        found.append(plugin)
+    return found
+
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The registry of this process (discovered once)."""
+    global _registry
+    if _registry is None:
+        _registry = Registry(discover())
+    return _registry
+
+
+def use(plugins: Iterable[Plugin] | None) -> None:
+    """Replace the process's registry (None: discover again on next use)."""
+    global _registry
+    _registry = None if plugins is None else Registry(plugins)
