@@ -129,19 +129,24 @@ async def delete_rule(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _toggle(enabled: bool) -> Any:
-    async def handler(request: web.Request) -> web.Response:
-        who = require(request, "rules")
-        comp = _component(request)
-        _found(comp, request.match_info["id"])
-        try:  # put checks webhooks: a rule stored before the allow-list changed does not start posting
-            stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
-        except RuleErrors as exc:
-            raise _invalid(exc) from None
-        assert stored is not None
-        return json_response(comp.describe(stored))
+def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    _found(comp, request.match_info["id"])
+    try:  # put checks webhooks: a rule stored before the allow-list changed does not start posting
+        stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    assert stored is not None
+    return json_response(comp.describe(stored))
 
-    return handler
+
+async def enable_rule(request: web.Request) -> web.Response:
+    return _set_enabled(request, True)
+
+
+async def disable_rule(request: web.Request) -> web.Response:
+    return _set_enabled(request, False)
 
 
 async def validate(request: web.Request) -> web.Response:
@@ -251,18 +256,22 @@ async def import_pack(request: web.Request) -> web.Response:
     return json_response({"imported": ids})
 
 
+ROUTES = [
+    web.get(BASE, list_rules),
+    web.post(BASE, create_rule),
+    web.get(f"{BASE}/export", export_pack),
+    web.post(f"{BASE}/import", import_pack),
+    web.post(f"{BASE}/validate", validate),
+    web.post(f"{BASE}/dry-run", dry_run_handler),
+    web.get(BASE + "/{id}", get_rule),
+    web.put(BASE + "/{id}", update_rule),
+    web.delete(BASE + "/{id}", delete_rule),
+    web.post(BASE + "/{id}/enable", enable_rule),
+    web.post(BASE + "/{id}/disable", disable_rule),
+    web.get(BASE + "/{id}/versions", versions),
+    web.post(BASE + "/{id}/versions/{v}/restore", restore),
+]
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
-    r = app.router
-    r.add_get(BASE, list_rules)
-    r.add_post(BASE, create_rule)
-    r.add_get(f"{BASE}/export", export_pack)
-    r.add_post(f"{BASE}/import", import_pack)
-    r.add_post(f"{BASE}/validate", validate)
-    r.add_post(f"{BASE}/dry-run", dry_run_handler)
-    r.add_get(BASE + "/{id}", get_rule)
-    r.add_put(BASE + "/{id}", update_rule)
-    r.add_delete(BASE + "/{id}", delete_rule)
-    r.add_post(BASE + "/{id}/enable", _toggle(True))
-    r.add_post(BASE + "/{id}/disable", _toggle(False))
-    r.add_get(BASE + "/{id}/versions", versions)
-    r.add_post(BASE + "/{id}/versions/{v}/restore", restore)
+    app.router.add_routes(ROUTES)

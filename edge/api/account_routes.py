@@ -16,6 +16,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.api import accounts as acc
+from edge.api import app as api_app
 from edge.api.auth import Principal, authenticators, principal_of, require
 from edge.api.params import MAX_SEQ, int_param
 from edge.api.problem import Problem, json_response, read_json
@@ -26,13 +27,21 @@ if TYPE_CHECKING:
 ACCOUNTS_KEY: web.AppKey[acc.Accounts] = web.AppKey("accounts", acc.Accounts)
 
 
-def setup(app: web.Application, runtime: Runtime) -> None:
-    state = runtime.state
-    assert state is not None, "the state DB opens before the web server"
-    accounts = acc.open_accounts(state)
-    app[ACCOUNTS_KEY] = accounts
-    authenticators(app).append(acc.session_authenticator(state))
-    add_routes(app, accounts)
+class AccountWork:
+    """What the account handlers of one app share besides the accounts."""
+
+    def __init__(self) -> None:
+        self.setup_lock = asyncio.Lock()  # two browsers racing with the right code must not make two admins
+        # Password hashing runs on one thread of its own (accounts.py); a request waiting for it
+        # would otherwise hold one of the few threads of the executor the rest of the API shares.
+        self.hashing = asyncio.Semaphore(2)
+
+    async def hashed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        async with self.hashing:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+ACCOUNT_WORK_KEY: web.AppKey[AccountWork] = web.AppKey("account_work", AccountWork)
 
 
 def _address(request: web.Request) -> str:
@@ -109,225 +118,252 @@ def _me(principal: Principal | None) -> dict[str, Any] | None:
     }
 
 
-def add_routes(app: web.Application, accounts: acc.Accounts) -> None:
-    state = accounts.state
-    guard = accounts.guard
-    setup_lock = asyncio.Lock()  # two browsers racing with the right code must not make two admins
-    # Password hashing runs on one thread of its own (accounts.py); a request waiting for it would
-    # otherwise hold one of the few threads of the executor the rest of the API shares.
-    hashing = asyncio.Semaphore(2)
+async def auth_state(request: web.Request) -> web.Response:
+    principal: Principal | None = principal_of(request)
+    runtime = api_app.get_runtime(request)
+    accounts = request.app[ACCOUNTS_KEY]
+    return json_response(
+        {
+            "setup_required": accounts.setup_code is not None and acc.user_count(accounts.state) == 0,
+            "user": _me(principal),
+            "csrf": principal.csrf if principal else None,
+            "site": {
+                "id": runtime.site.site.id,
+                "name": runtime.site.site.name,
+                "timezone": runtime.site.site.timezone,
+            },
+        }
+    )
 
-    async def hashed(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        async with hashing:
-            return await asyncio.to_thread(fn, *args, **kwargs)
 
-    async def auth_state(request: web.Request) -> web.Response:
-        principal: Principal | None = principal_of(request)
-        from edge.api.app import get_runtime
+async def first_setup(request: web.Request) -> web.Response:
+    accounts = request.app[ACCOUNTS_KEY]
+    state, guard = accounts.state, accounts.guard
+    body = await read_json(request, 4096)
+    code, name, password, nxt = _fields(body, "code", "name", "password", "next")
+    try:
+        guard.check_address(_address(request))
+    except acc.LoginRefused as exc:
+        return _refused(exc, "Too many attempts")
+    async with request.app[ACCOUNT_WORK_KEY].setup_lock:
+        if accounts.setup_code is None or acc.user_count(state) > 0:
+            raise Problem(409, "Setup already done", "an admin exists; log in instead")
+        if not accounts.setup_code.matches(code or ""):
+            audit.record(state, str(name or "?")[:64], "setup_failed", "", address=_address(request))
+            raise Problem(403, "Wrong setup code", "the code is printed in the gateway's log at start")
+        try:
+            await request.app[ACCOUNT_WORK_KEY].hashed(
+                acc.add_user, state, name, "admin", password, created_by="setup"
+            )
+        except acc.AccountError as exc:
+            raise _bad(exc) from None
+        accounts.setup_code.consume()
+    audit.record(state, name, "setup", name, role="admin", address=_address(request))
+    sid, csrf = acc.create_session(state, name, _address(request))
+    response = json_response(
+        {"user": {"name": name, "role": "admin"}, "csrf": csrf, "next": safe_next(nxt)}, status=201
+    )
+    _set_cookie(response, request, sid)
+    return response
 
-        runtime = get_runtime(request)
-        return json_response(
-            {
-                "setup_required": accounts.setup_code is not None and acc.user_count(state) == 0,
-                "user": _me(principal),
-                "csrf": principal.csrf if principal else None,
-                "site": {
-                    "id": runtime.site.site.id,
-                    "name": runtime.site.site.name,
-                    "timezone": runtime.site.site.timezone,
-                },
-            }
+
+async def login(request: web.Request) -> web.Response:
+    state, guard = request.app[ACCOUNTS_KEY].state, request.app[ACCOUNTS_KEY].guard
+    name, password, nxt = _fields(await read_json(request, 4096), "name", "password", "next")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise Problem(400, "Missing credentials", "send a JSON object with name and password")
+    try:
+        role = await request.app[ACCOUNT_WORK_KEY].hashed(
+            acc.verify_login, state, guard, name, password, _address(request)
         )
+    except acc.LoginRefused as exc:
+        audit.record(state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request))
+        return _refused(exc, "Login failed" if exc.status == 401 else "Too many attempts")
+    audit.record(state, name, "login", name, address=_address(request))
+    sid, csrf = acc.create_session(state, name, _address(request))
+    response = json_response({"user": {"name": name, "role": role}, "csrf": csrf, "next": safe_next(nxt)})
+    _set_cookie(response, request, sid)
+    return response
 
-    async def first_setup(request: web.Request) -> web.Response:
-        body = await read_json(request, 4096)
-        code, name, password, nxt = _fields(body, "code", "name", "password", "next")
-        try:
-            guard.check_address(_address(request))
-        except acc.LoginRefused as exc:
-            return _refused(exc, "Too many attempts")
-        async with setup_lock:
-            if accounts.setup_code is None or acc.user_count(state) > 0:
-                raise Problem(409, "Setup already done", "an admin exists; log in instead")
-            if not accounts.setup_code.matches(code or ""):
-                audit.record(state, str(name or "?")[:64], "setup_failed", "", address=_address(request))
-                raise Problem(403, "Wrong setup code", "the code is printed in the gateway's log at start")
-            try:
-                await hashed(acc.add_user, state, name, "admin", password, created_by="setup")
-            except acc.AccountError as exc:
-                raise _bad(exc) from None
-            accounts.setup_code.consume()
-        audit.record(state, name, "setup", name, role="admin", address=_address(request))
-        sid, csrf = acc.create_session(state, name, _address(request))
-        response = json_response(
-            {"user": {"name": name, "role": "admin"}, "csrf": csrf, "next": safe_next(nxt)}, status=201
+
+async def logout(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    principal = require(request)
+    if principal.session:
+        acc.end_session(state, principal.session)
+        audit.record(state, principal.name, "logout", principal.name)
+    response = json_response({"ok": True})
+    response.del_cookie(acc.COOKIE, path="/")
+    return response
+
+
+async def change_password(request: web.Request) -> web.Response:
+    state, guard = request.app[ACCOUNTS_KEY].state, request.app[ACCOUNTS_KEY].guard
+    principal = require(request)
+    if principal.kind != "user":
+        raise Problem(400, "Not a user session", "API tokens have no password")
+    old, new = _fields(await read_json(request, 4096), "old", "new")
+    if not isinstance(old, str):  # argon2 verifies str or bytes only
+        raise Problem(400, "Missing current password", 'send {"old": "...", "new": "..."} as strings')
+    try:
+        await request.app[ACCOUNT_WORK_KEY].hashed(
+            acc.verify_login, state, guard, principal.name, old, _address(request)
         )
-        _set_cookie(response, request, sid)
-        return response
+        await request.app[ACCOUNT_WORK_KEY].hashed(acc.update_user, state, principal.name, password=new or "")
+    except acc.LoginRefused as exc:
+        return _refused(exc, "Current password is wrong" if exc.status == 401 else "Too many attempts")
+    except acc.AccountError as exc:
+        raise _bad(exc) from None
+    audit.record(state, principal.name, "password_change", principal.name)
+    # every session of the user ended; start a fresh one for this browser
+    sid, csrf = acc.create_session(state, principal.name, _address(request))
+    response = json_response({"ok": True, "csrf": csrf})
+    _set_cookie(response, request, sid)
+    return response
 
-    async def login(request: web.Request) -> web.Response:
-        name, password, nxt = _fields(await read_json(request, 4096), "name", "password", "next")
-        if not isinstance(name, str) or not isinstance(password, str):
-            raise Problem(400, "Missing credentials", "send a JSON object with name and password")
-        try:
-            role = await hashed(acc.verify_login, state, guard, name, password, _address(request))
-        except acc.LoginRefused as exc:
-            audit.record(
-                state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request)
-            )
-            return _refused(exc, "Login failed" if exc.status == 401 else "Too many attempts")
-        audit.record(state, name, "login", name, address=_address(request))
-        sid, csrf = acc.create_session(state, name, _address(request))
-        response = json_response({"user": {"name": name, "role": role}, "csrf": csrf, "next": safe_next(nxt)})
-        _set_cookie(response, request, sid)
-        return response
 
-    async def logout(request: web.Request) -> web.Response:
-        principal = require(request)
-        if principal.session:
-            acc.end_session(state, principal.session)
-            audit.record(state, principal.name, "logout", principal.name)
-        response = json_response({"ok": True})
-        response.del_cookie(acc.COOKIE, path="/")
-        return response
+async def users(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    require(request, "admin")
+    return json_response({"users": acc.list_users(state)})
 
-    async def change_password(request: web.Request) -> web.Response:
-        principal = require(request)
-        if principal.kind != "user":
-            raise Problem(400, "Not a user session", "API tokens have no password")
-        old, new = _fields(await read_json(request, 4096), "old", "new")
-        if not isinstance(old, str):  # argon2 verifies str or bytes only
-            raise Problem(400, "Missing current password", 'send {"old": "...", "new": "..."} as strings')
-        try:
-            await hashed(acc.verify_login, state, guard, principal.name, old, _address(request))
-            await hashed(acc.update_user, state, principal.name, password=new or "")
-        except acc.LoginRefused as exc:
-            return _refused(exc, "Current password is wrong" if exc.status == 401 else "Too many attempts")
-        except acc.AccountError as exc:
-            raise _bad(exc) from None
-        audit.record(state, principal.name, "password_change", principal.name)
-        # every session of the user ended; start a fresh one for this browser
-        sid, csrf = acc.create_session(state, principal.name, _address(request))
-        response = json_response({"ok": True, "csrf": csrf})
-        _set_cookie(response, request, sid)
-        return response
 
-    async def users(request: web.Request) -> web.Response:
-        require(request, "admin")
-        return json_response({"users": acc.list_users(state)})
+async def add_user(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    principal = require(request, "admin")
+    name, role, password = _fields(await read_json(request, 4096), "name", "role", "password")
+    if role in (None, ""):  # only an absent role defaults; `{}` or `false` is a mistake
+        role = "viewer"
+    try:
+        await request.app[ACCOUNT_WORK_KEY].hashed(
+            acc.add_user, state, name, role, password, created_by=principal.name
+        )
+    except acc.AccountError as exc:
+        raise _bad(exc) from None
+    audit.record(state, principal.name, "user_add", name, role=role)
+    return json_response({"name": name, "role": role}, status=201)
 
-    async def add_user(request: web.Request) -> web.Response:
-        principal = require(request, "admin")
-        name, role, password = _fields(await read_json(request, 4096), "name", "role", "password")
-        if role in (None, ""):  # only an absent role defaults; `{}` or `false` is a mistake
-            role = "viewer"
-        try:
-            await hashed(acc.add_user, state, name, role, password, created_by=principal.name)
-        except acc.AccountError as exc:
-            raise _bad(exc) from None
-        audit.record(state, principal.name, "user_add", name, role=role)
-        return json_response({"name": name, "role": role}, status=201)
 
-    async def change_user(request: web.Request) -> web.Response:
-        principal = require(request, "admin")
-        name = request.match_info["name"]
-        body = await read_json(request, 4096)
-        if not isinstance(body, dict) or not set(body) <= {"role", "password", "disabled", "unlock"}:
-            raise Problem(400, "Unknown fields", "accepted: role, password, disabled, unlock")
-        for flag in ("disabled", "unlock"):
-            if body.get(flag) is not None and not isinstance(body[flag], bool):
-                raise Problem(422, "Invalid account data", f"{flag} is true or false")
-        try:
-            await hashed(
-                acc.update_user,
-                state,
-                name,
-                role=body.get("role"),
-                password=body.get("password"),
-                disabled=body.get("disabled"),
-                unlock=bool(body.get("unlock")),
-            )
-        except acc.AccountError as exc:
-            raise _bad(exc) from None
-        detail = {k: v for k, v in body.items() if k != "password"}
-        if "password" in body:
-            detail["password"] = "changed"
-        audit.record(state, principal.name, "user_update", name, **detail)
-        return json_response({"ok": True})
-
-    async def delete_user(request: web.Request) -> web.Response:
-        principal = require(request, "admin")
-        name = request.match_info["name"]
-        try:
-            acc.delete_user(state, name)
-        except acc.AccountError as exc:
-            raise _bad(exc) from None
-        audit.record(state, principal.name, "user_delete", name)
-        return json_response({"ok": True})
-
-    def _session_user(request: web.Request) -> Principal:
-        principal = require(request)
-        if principal.kind != "user" and "admin" not in principal.scopes:
-            raise Problem(
-                403, "Not a user session", "sessions belong to users; an API token needs scope admin"
-            )
-        return principal
-
-    def _public(session: dict[str, Any], principal: Principal) -> dict[str, Any]:
-        out = {k: v for k, v in session.items() if k != "_hash"}
-        out["current"] = session["_hash"] == principal.session
-        return out
-
-    async def sessions(request: web.Request) -> web.Response:
-        """Everyone's sessions for an admin (or one user's with ?user=), otherwise the caller's own."""
-        principal = _session_user(request)
-        wanted = request.query.get("user") or None
-        if "admin" not in principal.scopes:
-            if wanted not in (None, principal.name):
-                raise Problem(403, "Forbidden", "only an admin sees other users' sessions")
-            wanted = principal.name
-        rows = acc.list_sessions(state, wanted)
-        return json_response({"sessions": [_public(s, principal) for s in rows]})
-
-    async def end_session(request: web.Request) -> web.Response:
-        principal = _session_user(request)
-        own_only = None if "admin" in principal.scopes else principal.name
-        session = acc.find_session_by_id(state, request.match_info["id"], own_only)
-        if session is None:  # another user's session is as unknown to a non-admin as a wrong id
-            raise Problem(404, "No such session", "list the live sessions with GET /api/v1/sessions")
-        acc.end_session(state, session["_hash"])
-        audit.record(
+async def change_user(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    principal = require(request, "admin")
+    name = request.match_info["name"]
+    body = await read_json(request, 4096)
+    if not isinstance(body, dict) or not set(body) <= {"role", "password", "disabled", "unlock"}:
+        raise Problem(400, "Unknown fields", "accepted: role, password, disabled, unlock")
+    for flag in ("disabled", "unlock"):
+        if body.get(flag) is not None and not isinstance(body[flag], bool):
+            raise Problem(422, "Invalid account data", f"{flag} is true or false")
+    try:
+        await request.app[ACCOUNT_WORK_KEY].hashed(
+            acc.update_user,
             state,
-            principal.name,
-            "session_end",
-            session["user"],
-            session=session["id"],
-            address=session["address"],
+            name,
+            role=body.get("role"),
+            password=body.get("password"),
+            disabled=body.get("disabled"),
+            unlock=bool(body.get("unlock")),
         )
-        return json_response({"ok": True})
+    except acc.AccountError as exc:
+        raise _bad(exc) from None
+    detail = {k: v for k, v in body.items() if k != "password"}
+    if "password" in body:
+        detail["password"] = "changed"
+    audit.record(state, principal.name, "user_update", name, **detail)
+    return json_response({"ok": True})
 
-    async def audit_log(request: web.Request) -> web.Response:
-        require(request, "admin", "write")
-        # bounded: SQLite integers stop at 64 bits and a negative LIMIT means "no limit"
-        limit = int_param(request, "limit", 200, 1, 1000)
-        before = int_param(request, "before", None, 1, MAX_SEQ)
-        assert limit is not None
-        rows = audit.entries(state, limit, before)
-        for key in ("actor", "action"):
-            if request.query.get(key):
-                rows = [r for r in rows if r[key] == request.query[key]]
-        return json_response({"entries": rows})
 
-    r = app.router
-    r.add_get("/api/v1/auth/state", auth_state)
-    r.add_post("/api/v1/auth/setup", first_setup)
-    r.add_post("/api/v1/auth/login", login)
-    r.add_post("/api/v1/auth/logout", logout)
-    r.add_post("/api/v1/auth/password", change_password)
-    r.add_get("/api/v1/users", users)
-    r.add_post("/api/v1/users", add_user)
-    r.add_patch("/api/v1/users/{name}", change_user)
-    r.add_delete("/api/v1/users/{name}", delete_user)
-    r.add_get("/api/v1/sessions", sessions)
-    r.add_delete("/api/v1/sessions/{id}", end_session)
-    r.add_get("/api/v1/audit", audit_log)
+async def delete_user(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    principal = require(request, "admin")
+    name = request.match_info["name"]
+    try:
+        acc.delete_user(state, name)
+    except acc.AccountError as exc:
+        raise _bad(exc) from None
+    audit.record(state, principal.name, "user_delete", name)
+    return json_response({"ok": True})
+
+
+def _session_user(request: web.Request) -> Principal:
+    principal = require(request)
+    if principal.kind != "user" and "admin" not in principal.scopes:
+        raise Problem(403, "Not a user session", "sessions belong to users; an API token needs scope admin")
+    return principal
+
+
+def _public(session: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    out = {k: v for k, v in session.items() if k != "_hash"}
+    out["current"] = session["_hash"] == principal.session
+    return out
+
+
+async def sessions(request: web.Request) -> web.Response:
+    """Everyone's sessions for an admin (or one user's with ?user=), otherwise the caller's own."""
+    state = request.app[ACCOUNTS_KEY].state
+    principal = _session_user(request)
+    wanted = request.query.get("user") or None
+    if "admin" not in principal.scopes:
+        if wanted not in (None, principal.name):
+            raise Problem(403, "Forbidden", "only an admin sees other users' sessions")
+        wanted = principal.name
+    rows = acc.list_sessions(state, wanted)
+    return json_response({"sessions": [_public(s, principal) for s in rows]})
+
+
+async def end_session(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    principal = _session_user(request)
+    own_only = None if "admin" in principal.scopes else principal.name
+    session = acc.find_session_by_id(state, request.match_info["id"], own_only)
+    if session is None:  # another user's session is as unknown to a non-admin as a wrong id
+        raise Problem(404, "No such session", "list the live sessions with GET /api/v1/sessions")
+    acc.end_session(state, session["_hash"])
+    audit.record(
+        state,
+        principal.name,
+        "session_end",
+        session["user"],
+        session=session["id"],
+        address=session["address"],
+    )
+    return json_response({"ok": True})
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    state = request.app[ACCOUNTS_KEY].state
+    require(request, "admin", "write")
+    # bounded: SQLite integers stop at 64 bits and a negative LIMIT means "no limit"
+    limit = int_param(request, "limit", 200, 1, 1000)
+    before = int_param(request, "before", None, 1, MAX_SEQ)
+    assert limit is not None
+    rows = audit.entries(state, limit, before)
+    for key in ("actor", "action"):
+        if request.query.get(key):
+            rows = [r for r in rows if r[key] == request.query[key]]
+    return json_response({"entries": rows})
+
+
+ROUTES = [
+    web.get("/api/v1/auth/state", auth_state),
+    web.post("/api/v1/auth/setup", first_setup),
+    web.post("/api/v1/auth/login", login),
+    web.post("/api/v1/auth/logout", logout),
+    web.post("/api/v1/auth/password", change_password),
+    web.get("/api/v1/users", users),
+    web.post("/api/v1/users", add_user),
+    web.patch("/api/v1/users/{name}", change_user),
+    web.delete("/api/v1/users/{name}", delete_user),
+    web.get("/api/v1/sessions", sessions),
+    web.delete("/api/v1/sessions/{id}", end_session),
+    web.get("/api/v1/audit", audit_log),
+]
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    state = runtime.state
+    assert state is not None, "the state DB opens before the web server"
+    app[ACCOUNTS_KEY] = acc.open_accounts(state)
+    app[ACCOUNT_WORK_KEY] = AccountWork()
+    authenticators(app).append(acc.session_authenticator(state))
+    app.router.add_routes(ROUTES)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edge import audit
+from edge.api import app as api_app
 from edge.api import privacy
 from edge.api.auth import Principal, require
 from edge.api.problem import Problem
@@ -22,6 +23,8 @@ from edge.store.blobs import BlobStore, valid_blob_id
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
+
+BLOBS_KEY: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
 
 
 def may_see_personal(runtime: Runtime, principal: Principal) -> bool:
@@ -33,36 +36,35 @@ def may_see_personal(runtime: Runtime, principal: Principal) -> bool:
     return False
 
 
-def setup(app: web.Application, runtime: Runtime) -> None:
-    store = BlobStore(runtime.site.storage.resolved_blob_dir())
-
-    async def get_blob(request: web.Request) -> web.Response:
-        principal = require(request, "read", "pull")
-        if not may_see_personal(runtime, principal):
-            raise Problem(403, "Forbidden", "snapshots are personal data: this needs a technician or admin")
-        blob_id = request.match_info["id"]
-        if not valid_blob_id(blob_id):
-            raise Problem(
-                400, "Malformed blob id", "a blob id is the sha256 of the image: 64 lowercase hex digits"
-            )
-        path = await asyncio.to_thread(store.find, blob_id)
-        if path is None:
-            raise Problem(
-                404, "No such blob", f"no snapshot {blob_id} (it may have been deleted by retention)"
-            )
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:  # deleted by retention between find and read
-            raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
-        if runtime.state is not None:  # who looked at which personal image, like every write
-            await asyncio.to_thread(audit.record, runtime.state, principal.name, "view_snapshot", blob_id)
-        return web.Response(
-            body=data,
-            content_type="image/jpeg",
-            headers={
-                "Cache-Control": "private, max-age=86400, immutable",
-                "X-Content-Type-Options": "nosniff",
-            },
+async def get_blob(request: web.Request) -> web.Response:
+    principal = require(request, "read", "pull")
+    runtime = api_app.get_runtime(request)
+    if not may_see_personal(runtime, principal):
+        raise Problem(403, "Forbidden", "snapshots are personal data: this needs a technician or admin")
+    blob_id = request.match_info["id"]
+    if not valid_blob_id(blob_id):
+        raise Problem(
+            400, "Malformed blob id", "a blob id is the sha256 of the image: 64 lowercase hex digits"
         )
+    path = await asyncio.to_thread(request.app[BLOBS_KEY].find, blob_id)
+    if path is None:
+        raise Problem(404, "No such blob", f"no snapshot {blob_id} (it may have been deleted by retention)")
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:  # deleted by retention between find and read
+        raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
+    if runtime.state is not None:  # who looked at which personal image, like every write
+        await asyncio.to_thread(audit.record, runtime.state, principal.name, "view_snapshot", blob_id)
+    return web.Response(
+        body=data,
+        content_type="image/jpeg",
+        headers={
+            "Cache-Control": "private, max-age=86400, immutable",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    app[BLOBS_KEY] = BlobStore(runtime.site.storage.resolved_blob_dir())
     app.router.add_get("/api/v1/blobs/{id}", get_blob)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from edge.api import app as api_app
 from edge.api.auth import require
 from edge.api.problem import json_response
 
@@ -13,24 +14,33 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 
+async def healthz(request: web.Request) -> web.Response:
+    runtime = api_app.get_runtime(request)
+    ok = runtime.ready.is_set() and not runtime.stopping.is_set() and not runtime.journal.failing
+    body = {
+        "status": "ok" if ok else "degraded",
+        "site": runtime.site.site.id,
+        "committed_seq": runtime.journal.committed_seq,
+    }
+    return json_response(body, status=200 if runtime.ready.is_set() else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    require(request, "read")
+    return json_response(api_app.get_runtime(request).status())
+
+
+async def devices(request: web.Request) -> web.Response:
+    require(request, "read")
+    return json_response({"devices": api_app.get_runtime(request).devices_status()})
+
+
+ROUTES = [
+    web.get("/healthz", healthz),
+    web.get("/api/v1/status", status),
+    web.get("/api/v1/devices", devices),
+]
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
-    async def healthz(request: web.Request) -> web.Response:
-        ok = runtime.ready.is_set() and not runtime.stopping.is_set() and not runtime.journal.failing
-        body = {
-            "status": "ok" if ok else "degraded",
-            "site": runtime.site.site.id,
-            "committed_seq": runtime.journal.committed_seq,
-        }
-        return json_response(body, status=200 if runtime.ready.is_set() else 503)
-
-    async def status(request: web.Request) -> web.Response:
-        require(request, "read")
-        return json_response(runtime.status())
-
-    async def devices(request: web.Request) -> web.Response:
-        require(request, "read")
-        return json_response({"devices": runtime.devices_status()})
-
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/v1/status", status)
-    app.router.add_get("/api/v1/devices", devices)
+    app.router.add_routes(ROUTES)

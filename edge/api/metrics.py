@@ -238,23 +238,37 @@ class RuntimeCollector:
             yield refused
 
 
+class Scrapes:
+    """The app's own registry, made at its first scrape: prometheus_client (about 1 MB) is
+    imported only on a gateway someone scrapes."""
+
+    def __init__(self, runtime: Runtime, connections: Any) -> None:
+        self.runtime = runtime
+        self.connections = connections
+        self._registry: CollectorRegistry | None = None
+
+    def registry(self) -> CollectorRegistry:
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(RuntimeCollector(self.runtime, self.connections))  # type: ignore[arg-type]
+        return self._registry
+
+
+SCRAPES_KEY: web.AppKey[Scrapes] = web.AppKey("metrics.scrapes", Scrapes)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    require(request, "read")
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    body = generate_latest(request.app[SCRAPES_KEY].registry())
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
     from edge.api.app import CONNECTIONS_KEY
 
-    registry: CollectorRegistry | None = None
-    connections = app.get(CONNECTIONS_KEY)
-
-    async def metrics(request: web.Request) -> web.Response:
-        nonlocal registry
-        require(request, "read")
-        # prometheus_client is imported at the first scrape: about 1 MB that a gateway nobody
-        # scrapes does not need
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-        if registry is None:
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(RuntimeCollector(runtime, connections))  # type: ignore[arg-type]
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
+    app[SCRAPES_KEY] = Scrapes(runtime, app.get(CONNECTIONS_KEY))
     app.router.add_get("/metrics", metrics)

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edge.api import privacy
+from edge.api import app as api_app
+from edge.api import openapi, privacy
+from edge.api import status as status_api
 from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
@@ -97,119 +99,129 @@ def consumer_of(principal: Principal) -> str:
     return principal.consumer
 
 
+async def _close_reader(app: web.Application) -> None:
+    app[PULL_KEY].close()
+
+
+async def stream(request: web.Request) -> web.Response:
+    cid = consumer_of(require(request, "pull"))
+    svc = request.app[PULL_KEY]
+    journal = svc.runtime.journal
+    after = int_param(request, "after", None, 0, MAX_SEQ)
+    limit = int_param(request, "limit", 1000, 1, MAX_LIMIT)
+    wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
+    assert limit is not None
+    cursor = journal.get_cursor(cid)
+    if cursor is None:  # an API-token consumer not declared in the site file
+        cursor = await journal.register_cursor(cid, "consumer")
+    if after is None:
+        after = cursor
+    if wait > 0 and journal.committed_seq <= after:
+        svc.waiting += 1
+        try:
+            await journal.wait_committed(after, wait)
+        finally:
+            svc.waiting -= 1
+    svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
+    async with svc.page_slots:
+        body, served = await asyncio.to_thread(svc.page, cid, after, limit)
+    svc.served_rows += served
+    return web.Response(body=body, content_type="application/json")
+
+
+async def ack(request: web.Request) -> web.Response:
+    principal = require(request, "pull")
+    cid = request.match_info["id"]
+    if consumer_of(principal) != cid:
+        raise Problem(
+            403, "Forbidden", f"this credential belongs to consumer {principal.consumer!r}, not {cid!r}"
+        )
+    svc = request.app[PULL_KEY]
+    journal = svc.runtime.journal
+    body = await read_json(request, max_bytes=4096)
+    seq = body.get("seq") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) != {"seq"} or type(seq) is not int or seq < 0:
+        raise Problem(
+            400, "Invalid acknowledgement", 'expected a JSON object {"seq": N} with an integer N >= 0'
+        )
+    async with svc.ack_lock:
+        committed = journal.committed_seq
+        if seq > committed:
+            raise Problem(
+                400,
+                "Ack past the end",
+                f"seq {seq} was never committed; the last committed seq is {committed}",
+            )
+        stored = journal.get_cursor(cid)  # one query on the loop: None when never acked
+        current = stored or 0
+        if seq < current:
+            raise Problem(
+                409,
+                "Ack moves backwards",
+                f"consumer {cid} already acknowledged {current}; acks only move forward",
+                cursor=current,
+            )
+        if seq > current or stored is None:
+            await journal.set_cursor(cid, seq, kind="consumer")
+    return json_response({"consumer": cid, "cursor": seq, "committed": journal.committed_seq})
+
+
+async def points(request: web.Request) -> web.Response:
+    require(request, "pull", "read")
+    out = [
+        {
+            "id": p.id,
+            "device": p.device,
+            "name": p.name,
+            "type": str(p.type),
+            "unit": p.unit,
+            "writable": p.writable,
+            "privacy": str(p.privacy),
+            "description": p.description,
+        }
+        for p in sorted(api_app.get_runtime(request).hub.points.values(), key=lambda p: p.id)
+    ]
+    return json_response({"points": out})
+
+
+async def latest(request: web.Request) -> web.Response:
+    principal = require(request, "pull", "read")
+    svc = request.app[PULL_KEY]
+    runtime = svc.runtime
+    device = request.query.get("device")
+    if "read" in principal.scopes:  # a local user or token: the class of its role
+        limit_rank = privacy.limit_for(principal)
+    else:  # a consumer sees only what its class allows
+        limit_rank = PRIVACY_RANK[svc.max_privacy(consumer_of(principal))]
+    out: list[dict[str, Any]] = []
+    for pid, r in sorted(runtime.hub.latest.items()):
+        if device and not pid.startswith(device + "."):
+            continue
+        info = runtime.hub.points.get(pid)
+        if info is not None and PRIVACY_RANK[info.privacy] > limit_rank:
+            continue
+        out.append(
+            {"point": pid, "ts": r.ts, "value": r.value, "quality": ("good", "bad", "stale")[r.quality]}
+        )
+    return json_response({"latest": out})
+
+
+async def openapi_doc(request: web.Request) -> web.Response:
+    require(request)  # any credential: every API but /healthz needs one
+    return json_response(openapi.document())
+
+
+ROUTES = [
+    web.get("/api/v1/stream", stream),
+    web.post("/api/v1/consumers/{id}/ack", ack),
+    web.get("/api/v1/points", points),
+    web.get("/api/v1/latest", latest),
+    web.get("/api/v1/openapi.json", openapi_doc),
+]
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.api import openapi
-    from edge.api import status as status_api
-
-    svc = PullService(runtime)
-    app[PULL_KEY] = svc
-    journal = runtime.journal
-
-    async def on_cleanup(_app: web.Application) -> None:
-        svc.close()
-
-    app.on_cleanup.append(on_cleanup)
-
-    async def stream(request: web.Request) -> web.Response:
-        cid = consumer_of(require(request, "pull"))
-        after = int_param(request, "after", None, 0, MAX_SEQ)
-        limit = int_param(request, "limit", 1000, 1, MAX_LIMIT)
-        wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
-        assert limit is not None
-        cursor = journal.get_cursor(cid)
-        if cursor is None:  # an API-token consumer not declared in the site file
-            cursor = await journal.register_cursor(cid, "consumer")
-        if after is None:
-            after = cursor
-        if wait > 0 and journal.committed_seq <= after:
-            svc.waiting += 1
-            try:
-                await journal.wait_committed(after, wait)
-            finally:
-                svc.waiting -= 1
-        svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
-        async with svc.page_slots:
-            body, served = await asyncio.to_thread(svc.page, cid, after, limit)
-        svc.served_rows += served
-        return web.Response(body=body, content_type="application/json")
-
-    async def ack(request: web.Request) -> web.Response:
-        principal = require(request, "pull")
-        cid = request.match_info["id"]
-        if consumer_of(principal) != cid:
-            raise Problem(
-                403, "Forbidden", f"this credential belongs to consumer {principal.consumer!r}, not {cid!r}"
-            )
-        body = await read_json(request, max_bytes=4096)
-        seq = body.get("seq") if isinstance(body, dict) else None
-        if not isinstance(body, dict) or set(body) != {"seq"} or type(seq) is not int or seq < 0:
-            raise Problem(
-                400, "Invalid acknowledgement", 'expected a JSON object {"seq": N} with an integer N >= 0'
-            )
-        async with svc.ack_lock:
-            committed = journal.committed_seq
-            if seq > committed:
-                raise Problem(
-                    400,
-                    "Ack past the end",
-                    f"seq {seq} was never committed; the last committed seq is {committed}",
-                )
-            stored = journal.get_cursor(cid)  # one query on the loop: None when never acked
-            current = stored or 0
-            if seq < current:
-                raise Problem(
-                    409,
-                    "Ack moves backwards",
-                    f"consumer {cid} already acknowledged {current}; acks only move forward",
-                    cursor=current,
-                )
-            if seq > current or stored is None:
-                await journal.set_cursor(cid, seq, kind="consumer")
-        return json_response({"consumer": cid, "cursor": seq, "committed": journal.committed_seq})
-
-    async def points(request: web.Request) -> web.Response:
-        require(request, "pull", "read")
-        out = [
-            {
-                "id": p.id,
-                "device": p.device,
-                "name": p.name,
-                "type": str(p.type),
-                "unit": p.unit,
-                "writable": p.writable,
-                "privacy": str(p.privacy),
-                "description": p.description,
-            }
-            for p in sorted(runtime.hub.points.values(), key=lambda p: p.id)
-        ]
-        return json_response({"points": out})
-
-    async def latest(request: web.Request) -> web.Response:
-        principal = require(request, "pull", "read")
-        device = request.query.get("device")
-        if "read" in principal.scopes:  # a local user or token: the class of its role
-            limit_rank = privacy.limit_for(principal)
-        else:  # a consumer sees only what its class allows
-            limit_rank = PRIVACY_RANK[svc.max_privacy(consumer_of(principal))]
-        out: list[dict[str, Any]] = []
-        for pid, r in sorted(runtime.hub.latest.items()):
-            if device and not pid.startswith(device + "."):
-                continue
-            info = runtime.hub.points.get(pid)
-            if info is not None and PRIVACY_RANK[info.privacy] > limit_rank:
-                continue
-            out.append(
-                {"point": pid, "ts": r.ts, "value": r.value, "quality": ("good", "bad", "stale")[r.quality]}
-            )
-        return json_response({"latest": out})
-
-    async def openapi_doc(request: web.Request) -> web.Response:
-        require(request)  # any credential: every API but /healthz needs one
-        return json_response(openapi.document())
-
-    app.router.add_get("/api/v1/stream", stream)
-    app.router.add_post("/api/v1/consumers/{id}/ack", ack)
-    app.router.add_get("/api/v1/points", points)
-    app.router.add_get("/api/v1/latest", latest)
-    app.router.add_get("/api/v1/openapi.json", openapi_doc)
+    app[PULL_KEY] = PullService(runtime)
+    app.on_cleanup.append(_close_reader)
+    app.router.add_routes(ROUTES)
     status_api.setup(app, runtime)

@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edge import audit
+from edge.api import app as api_app
+from edge.api.auth import Principal, bearer_authenticators, require
+from edge.api.problem import Problem, json_response, read_json
 from edge.state import StateDB
 
 if TYPE_CHECKING:
-    from edge.api.auth import Principal
     from edge.runtime import Runtime
 
 PREFIX = "ce_"
@@ -99,8 +102,6 @@ def list_tokens(state: StateDB) -> list[dict[str, Any]]:
 
 
 def lookup(state: StateDB, token: str) -> Principal | None:
-    from edge.api.auth import Principal
-
     if not token.startswith(PREFIX):
         return None
     ensure(state)
@@ -115,68 +116,70 @@ def lookup(state: StateDB, token: str) -> Principal | None:
     return Principal("token", row[1], frozenset(row[2].split()), consumer=row[3])
 
 
+def by_api_token(request: web.Request, token: str) -> Principal | None:
+    """The bearer authenticator for API tokens."""
+    state = api_app.get_runtime(request).state
+    return None if state is None else lookup(state, token)
+
+
+def _state(request: web.Request) -> StateDB:
+    state = api_app.get_runtime(request).state
+    assert state is not None, "the state DB opens before the web server"
+    return state
+
+
+async def index(request: web.Request) -> web.Response:
+    require(request, "admin")
+    return json_response({"tokens": list_tokens(_state(request))})
+
+
+async def create(request: web.Request) -> web.Response:
+    principal = require(request, "admin")
+    body = await read_json(request, 4096)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+        raise Problem(400, "Missing token name", 'send {"name": ..., "scopes": [...], "consumer": ...}')
+    scopes = body.get("scopes") or []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise Problem(422, "Invalid scopes", f"a list of: {', '.join(sorted(VALID_SCOPES))}")
+    if not isinstance(body.get("consumer"), str | None):
+        raise Problem(422, "Invalid consumer", "consumer is a consumer id (a string) or null")
+    try:
+        token = create_token(
+            _state(request),
+            body["name"].strip()[:100],
+            scopes,
+            consumer=body.get("consumer") or None,
+            created_by=principal.name,
+        )
+    except ValueError as exc:
+        raise Problem(422, "Invalid token request", str(exc)) from None
+    audit.record(_state(request), principal.name, "token_create", body["name"], scopes=sorted(scopes))
+    return json_response({"token": token, "name": body["name"], "scopes": sorted(scopes)}, status=201)
+
+
+async def revoke(request: web.Request) -> web.Response:
+    principal = require(request, "admin")
+    try:
+        token_id = int(request.match_info["id"])
+    except ValueError:
+        raise Problem(400, "Bad token id", "token ids are integers") from None
+    if not 1 <= token_id <= 2**62:  # SQLite integers stop at 64 bits
+        raise Problem(400, "Bad token id", f"token ids are integers from 1 to {2**62}")
+    if not revoke_token(_state(request), token_id):
+        raise Problem(404, "No such token", f"no active token with id {token_id}")
+    audit.record(_state(request), principal.name, "token_revoke", str(token_id))
+    return json_response({"ok": True})
+
+
+ROUTES = [
+    web.get("/api/v1/tokens", index),
+    web.post("/api/v1/tokens", create),
+    web.delete("/api/v1/tokens/{id}", revoke),
+]
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.api.auth import bearer_authenticators
-
-    def by_api_token(request: web.Request, token: str) -> Principal | None:
-        if runtime.state is None:
-            return None
-        return lookup(runtime.state, token)
-
+    """API tokens as bearer credentials, and token management for admins: list, create (the
+    plaintext is in this one answer), revoke."""
     bearer_authenticators(app).append(by_api_token)
-    add_routes(app, runtime)
-
-
-def add_routes(app: web.Application, runtime: Runtime) -> None:
-    """Token management for admins: list, create (the plaintext is in this one answer), revoke."""
-    from edge import audit
-    from edge.api.auth import require
-    from edge.api.problem import Problem, json_response, read_json
-
-    def state() -> StateDB:
-        assert runtime.state is not None
-        return runtime.state
-
-    async def index(request: web.Request) -> web.Response:
-        require(request, "admin")
-        return json_response({"tokens": list_tokens(state())})
-
-    async def create(request: web.Request) -> web.Response:
-        principal = require(request, "admin")
-        body = await read_json(request, 4096)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
-            raise Problem(400, "Missing token name", 'send {"name": ..., "scopes": [...], "consumer": ...}')
-        scopes = body.get("scopes") or []
-        if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-            raise Problem(422, "Invalid scopes", f"a list of: {', '.join(sorted(VALID_SCOPES))}")
-        if not isinstance(body.get("consumer"), str | None):
-            raise Problem(422, "Invalid consumer", "consumer is a consumer id (a string) or null")
-        try:
-            token = create_token(
-                state(),
-                body["name"].strip()[:100],
-                scopes,
-                consumer=body.get("consumer") or None,
-                created_by=principal.name,
-            )
-        except ValueError as exc:
-            raise Problem(422, "Invalid token request", str(exc)) from None
-        audit.record(state(), principal.name, "token_create", body["name"], scopes=sorted(scopes))
-        return json_response({"token": token, "name": body["name"], "scopes": sorted(scopes)}, status=201)
-
-    async def revoke(request: web.Request) -> web.Response:
-        principal = require(request, "admin")
-        try:
-            token_id = int(request.match_info["id"])
-        except ValueError:
-            raise Problem(400, "Bad token id", "token ids are integers") from None
-        if not 1 <= token_id <= 2**62:  # SQLite integers stop at 64 bits
-            raise Problem(400, "Bad token id", f"token ids are integers from 1 to {2**62}")
-        if not revoke_token(state(), token_id):
-            raise Problem(404, "No such token", f"no active token with id {token_id}")
-        audit.record(state(), principal.name, "token_revoke", str(token_id))
-        return json_response({"ok": True})
-
-    app.router.add_get("/api/v1/tokens", index)
-    app.router.add_post("/api/v1/tokens", create)
-    app.router.add_delete("/api/v1/tokens/{id}", revoke)
+    app.router.add_routes(ROUTES)

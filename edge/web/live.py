@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from edge.api import app as api_app
 from edge.api import privacy
 from edge.api.auth import require
 from edge.model import QUALITY_NAMES, Reading, Record
@@ -45,73 +46,84 @@ def record_json(rec: Record) -> dict[str, Any]:
     }
 
 
-def setup(app: web.Application, runtime: Runtime) -> None:
-    async def live(request: web.Request) -> web.StreamResponse:
-        principal = require(request, "read")
-        device = request.query.get("device")
-        points = {p for p in request.query.get("points", "").split(",") if p}
-        with_events = request.query.get("events", "1") not in ("0", "false")
-        prefix = device + "." if device else None
+class Subscription:
+    """One connection's share of the hub: the records its filters want, in a bounded queue; a
+    batch that does not fit is counted in `dropped`, not queued."""
 
-        def wanted(rec: Record) -> bool:
-            if type(rec) is Reading:
-                if points:
-                    return rec.point in points
-                return prefix is None or rec.point.startswith(prefix)
-            return with_events and (device is None or rec.source == device)  # type: ignore[union-attr]
+    def __init__(self, device: str | None, points: set[str], with_events: bool) -> None:
+        self.device = device
+        self.points = points
+        self.with_events = with_events
+        self.prefix = device + "." if device else None
+        self.queue: asyncio.Queue[list[Record]] = asyncio.Queue(maxsize=QUEUE_BATCHES)
+        self.dropped = 0
 
-        queue: asyncio.Queue[list[Record]] = asyncio.Queue(maxsize=QUEUE_BATCHES)
-        dropped = 0
+    def wanted(self, rec: Record) -> bool:
+        if type(rec) is Reading:
+            if self.points:
+                return rec.point in self.points
+            return self.prefix is None or rec.point.startswith(self.prefix)
+        return self.with_events and (self.device is None or rec.source == self.device)  # type: ignore[union-attr]
 
-        def on_batch(batch: list[Record]) -> None:
-            nonlocal dropped
-            mine = [r for r in batch if wanted(r)]
-            if not mine:
-                return
-            try:
-                queue.put_nowait(mine)
-            except asyncio.QueueFull:
-                dropped += len(mine)
-
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        unsubscribe = runtime.hub.subscribe(on_batch)
-        stopping = asyncio.ensure_future(runtime.stopping.wait())
-        reported_drops = 0
+    def on_batch(self, batch: list[Record]) -> None:
+        mine = [r for r in batch if self.wanted(r)]
+        if not mine:
+            return
         try:
-            await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
-            while not runtime.stopping.is_set():
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, stopping}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED"
-                )
-                if getter not in done:
-                    getter.cancel()
-                    if stopping in done:
-                        break
-                    await response.write(b": keepalive\n\n")
-                    continue
-                batch = getter.result()
-                records = privacy.minimise(runtime, principal, [record_json(r) for r in batch])
-                payload = orjson.dumps(records, default=str)
-                await response.write(b"event: records\ndata: " + payload + b"\n\n")
-                if dropped != reported_drops:
-                    reported_drops = dropped
-                    msg = orjson.dumps({"dropped": dropped, "ts": time.time()})
-                    await response.write(b"event: dropped\ndata: " + msg + b"\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            unsubscribe()
-            stopping.cancel()
-            with contextlib.suppress(Exception):
-                await response.write_eof()
-        return response
+            self.queue.put_nowait(mine)
+        except asyncio.QueueFull:
+            self.dropped += len(mine)
 
+
+async def live(request: web.Request) -> web.StreamResponse:
+    principal = require(request, "read")
+    runtime = api_app.get_runtime(request)
+    sub = Subscription(
+        request.query.get("device"),
+        {p for p in request.query.get("points", "").split(",") if p},
+        request.query.get("events", "1") not in ("0", "false"),
+    )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    unsubscribe = runtime.hub.subscribe(sub.on_batch)
+    stopping = asyncio.ensure_future(runtime.stopping.wait())
+    reported_drops = 0
+    try:
+        await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
+        while not runtime.stopping.is_set():
+            getter = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait(
+                {getter, stopping}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED"
+            )
+            if getter not in done:
+                getter.cancel()
+                if stopping in done:
+                    break
+                await response.write(b": keepalive\n\n")
+                continue
+            batch = getter.result()
+            records = privacy.minimise(runtime, principal, [record_json(r) for r in batch])
+            payload = orjson.dumps(records, default=str)
+            await response.write(b"event: records\ndata: " + payload + b"\n\n")
+            if sub.dropped != reported_drops:
+                reported_drops = sub.dropped
+                msg = orjson.dumps({"dropped": sub.dropped, "ts": time.time()})
+                await response.write(b"event: dropped\ndata: " + msg + b"\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        unsubscribe()
+        stopping.cancel()
+        with contextlib.suppress(Exception):
+            await response.write_eof()
+    return response
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
     app.router.add_get("/api/v1/live", live)
