@@ -1,11 +1,14 @@
 #!/bin/sh
 # Install Community Edge as a systemd service on a Debian/Raspberry Pi OS gateway.
-#   sudo deploy/install.sh            # from a checkout
+#   sudo deploy/install.sh                    # from a checkout, every driver
+#   sudo EXTRAS=modbus deploy/install.sh      # only the drivers this site uses (modbus, ble, camera)
 # Installs to /opt/community-edge, a site file to /etc/community-edge/site.yaml (kept if present),
 # data to /var/lib/community-edge, and the unit community-edge.service (enabled, not started
 # until the site file checks clean).
 set -eu
 PREFIX=${PREFIX:-/opt/community-edge}
+# the pip extras of the drivers to install: all, or a comma-separated list of modbus, ble, camera
+EXTRAS=${EXTRAS:-all}
 ETC=/etc/community-edge
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -18,7 +21,7 @@ for group in dialout video bluetooth; do getent group "$group" >/dev/null || gro
 mkdir -p "$PREFIX" "$ETC"
 cp -a "$SRC/edge" "$SRC/drivers" "$SRC/rules" "$SRC/deploy" "$SRC/pyproject.toml" "$SRC/README.md" "$PREFIX/"
 sh "$SRC/scripts/bootstrap-venv.sh" "$PREFIX/.venv"
-"$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PREFIX"
+"$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PREFIX[$EXTRAS]"
 
 if [ ! -f "$ETC/site.yaml" ]; then
   sed "s#path: .*edge.db#path: /var/lib/community-edge/edge.db#" "$SRC/deploy/sites/example-site.yaml" > "$ETC/site.yaml"
