@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edge.plugins import Plugin
@@ -33,6 +34,12 @@ def routes(app: web.Application, runtime: Runtime) -> None:
     from rules import api
 
     api.setup(app, runtime)
+
+
+def openapi() -> Mapping[str, Any]:
+    from rules import openapi
+
+    return openapi.paths()
 
 
 def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,6 +82,7 @@ PLUGIN = Plugin(
     sections={"rules": section},
     component=component,
     routes=routes,
+    openapi=openapi,
     commands=commands,
     check=check_rule_packs,
     order=10,

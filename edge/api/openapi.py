@@ -2,17 +2,20 @@
 
 Written as data (not derived from handlers) and checked against the app's router by
 tests/sync/test_openapi.py, so the two cannot drift apart. This module holds the pull and sync
-paths and assembles the document; the other areas are in `openapi_web` (core, accounts, tokens,
-audit), `openapi_ui` (the UI's JSON, live stream, commissioning) and `openapi_rules`.
+paths and assembles the document; the core's other areas are in `openapi_web` (core, accounts,
+tokens, audit) and `openapi_blobs`. A plugin that adds routes describes them in its own
+`openapi.py` and declares it through the `openapi` hook of its manifest (`edge.plugins`), so the
+document holds a feature's paths exactly when the installation has the feature.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from edge import __version__
-from edge.api import openapi_blobs, openapi_rules, openapi_ui, openapi_web
+from edge.api import openapi_blobs, openapi_web
 from edge.api.openapi_base import (
     BODY_ERRORS,
     COMPONENTS,
@@ -25,6 +28,7 @@ from edge.api.openapi_base import (
     array,
     obj,
 )
+from edge.plugins import registry
 
 _PROBLEM = PROBLEM
 _ERRORS = ERRORS
@@ -331,8 +335,51 @@ _DOC: dict[str, Any] = {
 }
 
 
+class ConflictingPaths(ValueError):
+    """Two parts of the installation describe the same path or the same operation id."""
+
+
 def document() -> dict[str, Any]:
+    """The document of this installation: the core's paths and those of every plugin with an
+    `openapi` hook whose modules are installed (ConflictingPaths when two describe one path or
+    operation id, or a hook answers something that is not a mapping of paths)."""
     doc = copy.deepcopy(_DOC)
-    for area in (openapi_web, openapi_ui, openapi_rules, openapi_blobs):
-        doc["paths"].update(copy.deepcopy(area.paths()))
+    paths: dict[str, Any] = doc["paths"]
+    path_owner = dict.fromkeys(paths, "the core")
+    op_owner = {op["operationId"]: "the core" for ops in paths.values() for op in ops.values()}
+    areas: list[tuple[str, Mapping[str, Any]]] = [
+        ("the core", openapi_web.paths()),
+        ("the core", openapi_blobs.paths()),
+    ]
+    for plugin in registry().with_hook("openapi"):
+        if plugin.openapi is not None:
+            areas.append((f"plugin {plugin.name!r}", plugin.openapi()))
+    for owner, area in areas:
+        if not isinstance(area, Mapping):
+            raise ConflictingPaths(
+                f"{owner}: the openapi hook answered {type(area).__name__}; "
+                "it must answer a mapping of paths ('/api/v1/...') to their operations"
+            )
+        for path, ops in area.items():
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConflictingPaths(
+                    f"{owner}: openapi path {path!r} does not start with '/'; "
+                    "the hook answers a mapping of paths ('/api/v1/...') to their operations"
+                )
+            if path in path_owner:
+                raise ConflictingPaths(
+                    f"{owner} describes {path}, which {path_owner[path]} already describes"
+                )
+            for method, op in ops.items():
+                op_id = op.get("operationId")
+                if op_id is None:
+                    continue
+                if op_id in op_owner:
+                    raise ConflictingPaths(
+                        f"{owner}: operationId {op_id!r} of {method.upper()} {path} is already "
+                        f"used by {op_owner[op_id]}"
+                    )
+                op_owner[op_id] = owner
+            path_owner[path] = owner
+            paths[path] = copy.deepcopy(ops)
     return doc

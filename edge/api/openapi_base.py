@@ -1,8 +1,10 @@
-"""Building blocks the OpenAPI area modules share: parameters, bodies, answers, credentials.
+"""Building blocks every part of the OpenAPI document shares: parameters, bodies, answers,
+credentials, a point's value and quality.
 
-Each area module (`openapi_web`, `openapi_ui`, `openapi_rules`, and the sync paths in
-`openapi`) writes its paths with these, so every operation describes errors and credentials the
-same way the handlers produce them (`edge.api.problem`, `edge.api.auth`).
+The core's areas (`openapi_web`, `openapi_blobs`, the pull and sync paths in `openapi`) and each
+plugin's `openapi` hook (its own `openapi.py` beside its routes) write their paths with these, so
+every operation describes errors and credentials the same way the handlers produce them
+(`edge.api.problem`, `edge.api.auth`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ ERRORS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM}
 #: (413), not JSON (415), nested deeper than 64 levels (422)
 BODY_ERRORS = {"408": PROBLEM, "413": PROBLEM, "415": PROBLEM, "422": PROBLEM}
 MAX_SEQ = 2**62
+#: a point's value as the hub holds it, and its quality (null before the first reading)
+VALUE = {"type": ["number", "integer", "boolean", "string", "null"]}
+QUALITY = {"enum": ["good", "bad", "stale", None]}
 
 #: who may call: a bearer token, or a UI session cookie
 READ_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from edge.plugins import Plugin
 
@@ -18,4 +19,10 @@ def routes(app: web.Application, runtime: Runtime) -> None:
     ui.setup(app, runtime)
 
 
-PLUGIN = Plugin(name="web-ui", routes=routes, order=90)
+def openapi() -> Mapping[str, Any]:
+    from edge.web import openapi
+
+    return openapi.paths()
+
+
+PLUGIN = Plugin(name="web-ui", routes=routes, openapi=openapi, order=90)

@@ -1,5 +1,8 @@
 """OpenAPI paths of the rules API (`rules.api`): CRUD, enable/disable, validate, dry-run,
-versions and restore, YAML pack import/export. Reading needs scope read, changing scope rules."""
+versions and restore, YAML pack import/export. Reading needs scope read, changing scope rules.
+
+Declared by the rules plugin's `openapi` hook, so the document describes these routes exactly
+when the plugin serves them."""
 
 from __future__ import annotations
 
