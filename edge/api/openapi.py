@@ -335,14 +335,14 @@ _DOC: dict[str, Any] = {
 }
 
 
-class ConflictingPaths(ValueError):
-    """Two parts of the installation describe the same path or the same operation id."""
+class PathsRefused(ValueError):
+    """Two parts of the installation describe the same path or operation id, or a plugin's hook
+    answers something other than a mapping of paths."""
 
 
 def document() -> dict[str, Any]:
     """The document of this installation: the core's paths and those of every plugin with an
-    `openapi` hook whose modules are installed (ConflictingPaths when two describe one path or
-    operation id, or a hook answers something that is not a mapping of paths)."""
+    `openapi` hook whose modules are installed (PathsRefused names the plugin at fault)."""
     doc = copy.deepcopy(_DOC)
     paths: dict[str, Any] = doc["paths"]
     path_owner = dict.fromkeys(paths, "the core")
@@ -356,26 +356,24 @@ def document() -> dict[str, Any]:
             areas.append((f"plugin {plugin.name!r}", plugin.openapi()))
     for owner, area in areas:
         if not isinstance(area, Mapping):
-            raise ConflictingPaths(
+            raise PathsRefused(
                 f"{owner}: the openapi hook answered {type(area).__name__}; "
                 "it must answer a mapping of paths ('/api/v1/...') to their operations"
             )
         for path, ops in area.items():
             if not isinstance(path, str) or not path.startswith("/"):
-                raise ConflictingPaths(
+                raise PathsRefused(
                     f"{owner}: openapi path {path!r} does not start with '/'; "
                     "the hook answers a mapping of paths ('/api/v1/...') to their operations"
                 )
             if path in path_owner:
-                raise ConflictingPaths(
-                    f"{owner} describes {path}, which {path_owner[path]} already describes"
-                )
+                raise PathsRefused(f"{owner} describes {path}, which {path_owner[path]} already describes")
             for method, op in ops.items():
                 op_id = op.get("operationId")
                 if op_id is None:
                     continue
                 if op_id in op_owner:
-                    raise ConflictingPaths(
+                    raise PathsRefused(
                         f"{owner}: operationId {op_id!r} of {method.upper()} {path} is already "
                         f"used by {op_owner[op_id]}"
                     )

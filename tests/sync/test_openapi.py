@@ -31,23 +31,29 @@ def routes(app: Any) -> set[tuple[str, str]]:
     return out
 
 
+def assert_describes(doc: dict[str, Any], served: set[tuple[str, str]]) -> None:
+    """`doc` is a valid OpenAPI 3.1 document of exactly the routes `served`: every path parameter
+    declared, every operation named, and a 401 documented wherever a credential is checked."""
+    import schemathesis
+
+    assert doc["openapi"].startswith("3.1")
+    schemathesis.openapi.from_dict(doc).validate()  # against the OpenAPI 3.1 meta-schema
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert served - documented == set(), "routes without documentation"
+    assert documented - served == set(), "documented routes the app does not serve"
+    for path, ops in doc["paths"].items():  # path parameters are declared
+        for method, op in ops.items():
+            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert declared == set(re.findall(r"{(\w+)}", path)), path
+            assert op.get("operationId") and op.get("summary"), (method, path)
+            if op.get("security", doc["security"]):  # a credential is checked: its problems are documented
+                assert "401" in op["responses"], (method, path)
+
+
 async def test_document_matches_router(tmp_path: Path) -> None:
     doc = openapi.document()
-    assert doc["openapi"].startswith("3.1")
-    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     async with running_site(tmp_path, {}) as rt:
-        served = routes(rt.web_runner.app)
-        assert served - documented == set(), "routes without documentation"
-        assert documented - served == set(), "documented routes the app does not serve"
-        for path, ops in doc["paths"].items():  # path parameters are declared
-            for method, op in ops.items():
-                declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
-                assert declared == set(re.findall(r"{(\w+)}", path)), path
-                assert op.get("operationId") and op.get("summary"), (method, path)
-                if op.get(
-                    "security", doc["security"]
-                ):  # a credential is checked: its problems are documented
-                    assert "401" in op["responses"], (method, path)
+        assert_describes(doc, routes(rt.web_runner.app))
 
 
 def test_operations_are_unique_and_security_schemes_exist() -> None:
