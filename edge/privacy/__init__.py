@@ -1,0 +1,17 @@
+"""Residents' personal data, protected by construction (PIPL art. 51: de-identification and
+encryption).
+
+This package holds the building blocks, each usable and tested on its own:
+- `pseudonym`: keyed pseudonyms (HMAC-SHA256, one key per recipient) for plates and resident ids
+  before they leave the site, the `pseudonymise:` block a sink or pull consumer declares, and the
+  identifying fields of each shipped event kind;
+- `keys`: one AES-256-GCM data key per subject, wrapped by the site's master key, in `keys.db`:
+  sealing a sensitive record under its subject's key, and forgetting a subject by deleting that
+  key (crypto-shredding);
+- `keyfile`: reading a key given by reference (a file only its owner can read, or an environment
+  variable).
+
+Wiring them in comes next: sinks and the pull API pseudonymise with them, the journal, the state
+database and the snapshot store seal sensitive payloads, and `edge privacy` drives forgetting,
+export and master-key rotation.
+"""

@@ -1,0 +1,417 @@
+"""One data key per subject (a resident), so that forgetting a subject is deleting one key.
+
+Sensitive records are sealed with AES-256-GCM under their subject's own data key. Data keys live
+in a small SQLite file (`keys.db`), each wrapped (AES-256-GCM) under a key derived with HKDF from
+the site's master key, which is a file only its owner can read. Deleting a subject's key makes
+every copy of its sealed records unreadable at once: the journal, the state database, a backup
+taken last year (crypto-shredding).
+
+What keys.db holds and what it never holds:
+- the subject id never: a row is found by HMAC-SHA256 of the id under the store's index key (a
+  random secret kept in the file wrapped by the master key; deriving it from the master key alone
+  would change every subject's row on a master-key rotation, and a row cannot be re-keyed without
+  the id it hides);
+- a forgotten key's bytes never: the file runs with `secure_delete`, so SQLite overwrites deleted
+  content with zeros, and the WAL is checkpointed and truncated after every forget and rotation,
+  so no earlier page image of the row stays in it. What the file system or the flash keeps of
+  blocks the file no longer uses is outside the file's reach;
+- the random reference (`kid`) of each forgotten key, so that opening what it sealed says
+  `KeyForgotten` rather than "unknown key".
+
+An envelope is: version byte (1) | the key's 16-byte reference | 96-bit random nonce | ciphertext
+and tag (45 bytes over the plaintext). The version and the reference are authenticated with the
+caller's associated data, so moving an envelope to another record (other `aad`) or altering any
+byte makes `open` fail. Random nonces are safe for 2³² seals per subject key, far beyond what one
+resident produces.
+
+The master key is rotated by rewrapping every data key (`rotate_master`); sealed records are not
+touched. Install the new key file only after the rotation returned: until then the file holds
+data keys wrapped by the old one. Copies of keys.db taken before a rotation still open with the
+old master key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from edge.privacy.keyfile import KeyFileError, read_private_file
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
+
+VERSION = 1
+KID_BYTES = 16
+NONCE_BYTES = 12
+TAG_BYTES = 16
+HEADER_BYTES = 1 + KID_BYTES
+OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+MASTER_KEY_BYTES = 32
+CACHE_SIZE = 4096  # unwrapped data keys kept in memory (a site's active residents)
+
+WRAP_INFO = b"community-edge keys.db wrap v1"
+SUBJECT_AAD = b"community-edge subject key "
+KEYRING_AAD = b"community-edge keyring "
+
+SCHEMA = (
+    # subject: HMAC-SHA256 of the subject id under the index key; kid: the reference envelopes carry
+    "CREATE TABLE IF NOT EXISTS subject_keys ("
+    " subject BLOB PRIMARY KEY, kid BLOB NOT NULL UNIQUE, wrapped BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS forgotten_keys (kid BLOB PRIMARY KEY)",
+    "CREATE TABLE IF NOT EXISTS keyring (name TEXT PRIMARY KEY, wrapped BLOB NOT NULL)",
+)
+
+
+class KeyForgotten(LookupError):
+    """The subject's data key was deleted: what it sealed can no longer be read by anyone."""
+
+
+class EnvelopeError(ValueError):
+    """Bytes that are not an envelope this store can open: altered, truncated, sealed with other
+    associated data or by another key store."""
+
+
+class WrongMasterKey(ValueError):
+    """The master key given does not open this key store."""
+
+
+# ---------------------------------------------------------------- the master key file
+def create_master_key(path: str | os.PathLike[str]) -> None:
+    """Write a new random master key to `path` (base64, mode 0600), atomically: the file appears
+    whole or not at all. An existing file is never replaced: the data its key protects would
+    become unreadable."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    text = base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)) + b"\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, final)  # unlike a rename, refuses to replace an existing key
+    except FileExistsError:
+        raise KeyFileError(
+            str(final), "a master key already exists here; it is never overwritten (choose another path)"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_master_key(path: str | os.PathLike[str]) -> bytes:
+    """The master key in `path`, refused unless only its owner can read the file."""
+    where = str(path)
+    text = read_private_file(where, "privacy master key").strip()
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != MASTER_KEY_BYTES:
+        raise KeyFileError(
+            where,
+            f"privacy master key: expected {MASTER_KEY_BYTES} bytes in base64 (as create_master_key "
+            "writes them)",
+        )
+    return key
+
+
+def _check_master(master_key: bytes) -> None:
+    if not isinstance(master_key, bytes) or len(master_key) != MASTER_KEY_BYTES:
+        raise ValueError(f"a master key is {MASTER_KEY_BYTES} bytes (see load_master_key)")
+
+
+def _wrapper(master_key: bytes) -> AESGCM:
+    _check_master(master_key)
+    kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=WRAP_INFO)
+    return AESGCM(kdf.derive(master_key))
+
+
+def _wrap(wrapper: AESGCM, secret: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + wrapper.encrypt(nonce, secret, aad)
+
+
+def _unwrap(wrapper: AESGCM, wrapped: bytes, aad: bytes) -> bytes:
+    return wrapper.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], aad)
+
+
+def _create_private(path: str) -> None:
+    """Create the file 0600 before SQLite does (its -wal and -shm take the database's mode); an
+    existing file loses any group and other bits."""
+    if path == ":memory:":
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
+
+
+def _put(cache: OrderedDict[bytes, V], key: bytes, value: V, size: int) -> None:
+    """Least recently used entries leave first."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > size:
+        cache.popitem(last=False)
+
+
+# ---------------------------------------------------------------- the store
+class SubjectKeys:
+    """Per-subject data keys in `path`, wrapped by `master_key`. Safe to share between threads
+    (one lock around the file and the caches; encryption itself runs outside it). Another process
+    may use the same file: a key it forgets or creates is seen at the next seal or open."""
+
+    def __init__(self, path: str | os.PathLike[str], master_key: bytes, cache_size: int = CACHE_SIZE):
+        self.path = str(path)
+        self._wrapper = _wrapper(master_key)
+        self._lock = threading.Lock()
+        self._cache_size = max(1, cache_size)
+        self._ciphers: OrderedDict[bytes, AESGCM] = OrderedDict()  # kid -> the data key
+        self._kids: OrderedDict[bytes, bytes] = OrderedDict()  # subject ref -> kid
+        self._wal_pending = False
+        _create_private(self.path)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            self._setup()
+            self._index_key = self._load_index_key()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _setup(self) -> None:
+        c = self._conn
+        c.execute("PRAGMA busy_timeout=30000")
+        if c.execute("PRAGMA secure_delete=ON").fetchone()[0] != 1:
+            raise RuntimeError("this SQLite cannot overwrite deleted content (secure_delete)")
+        c.execute("PRAGMA journal_mode=WAL")
+        # a data key lost in a power cut would make every record sealed with it unreadable
+        c.execute("PRAGMA synchronous=FULL")
+        for statement in SCHEMA:
+            c.execute(statement)
+
+    def _load_index_key(self) -> bytes:
+        aad = KEYRING_AAD + b"index"
+        self._conn.execute(
+            "INSERT OR IGNORE INTO keyring (name, wrapped) VALUES ('index', ?)",
+            (_wrap(self._wrapper, secrets.token_bytes(32), aad),),
+        )
+        (wrapped,) = self._conn.execute("SELECT wrapped FROM keyring WHERE name = 'index'").fetchone()
+        try:
+            return _unwrap(self._wrapper, wrapped, aad)
+        except InvalidTag:
+            raise WrongMasterKey(
+                f"{self.path}: this master key does not open the key store (it was written, or last "
+                "rotated, under another master key)"
+            ) from None
+
+    # ------------------------------------------------------------ public API
+    def seal(self, subject: str, plaintext: bytes, aad: bytes) -> bytes:
+        """`plaintext` sealed under `subject`'s data key (created on first use), bound to `aad`."""
+        ref = self._ref(subject)
+        with self._lock:
+            self._notice_other_writers()
+            kid, cipher = self._key_for_seal(ref)
+        header = bytes((VERSION,)) + kid
+        nonce = os.urandom(NONCE_BYTES)
+        return header + nonce + cipher.encrypt(nonce, plaintext, header + aad)
+
+    def open(self, envelope: bytes, aad: bytes) -> bytes:
+        """The plaintext of `envelope`; KeyForgotten when its subject was forgotten, EnvelopeError
+        when it was altered or `aad` is not what it was sealed with."""
+        if len(envelope) < OVERHEAD:
+            raise EnvelopeError(f"{len(envelope)} bytes is too short for a sealed envelope")
+        if envelope[0] != VERSION:
+            raise EnvelopeError(f"envelope version {envelope[0]}: this store reads version {VERSION}")
+        header, nonce = envelope[:HEADER_BYTES], envelope[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES]
+        with self._lock:
+            self._notice_other_writers()
+            cipher = self._cipher(header[1:])
+        try:
+            return cipher.decrypt(nonce, envelope[HEADER_BYTES + NONCE_BYTES :], header + aad)
+        except InvalidTag:
+            raise EnvelopeError(
+                "the envelope does not open: it was altered, or sealed with other associated data"
+            ) from None
+
+    def forget(self, subject: str) -> bool:
+        """Delete `subject`'s data key: everything sealed under it, wherever a copy is, can no
+        longer be opened. False when the subject had no key."""
+        ref = self._ref(subject)
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute("DELETE FROM subject_keys WHERE subject = ? RETURNING kid", (ref,)).fetchone()
+                if row is not None:
+                    c.execute("INSERT OR IGNORE INTO forgotten_keys (kid) VALUES (?)", (row[0],))
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            kid = self._kids.pop(ref, None)
+            if row is not None:
+                self._ciphers.pop(row[0], None)
+            if kid is not None:
+                self._ciphers.pop(kid, None)
+            if row is None:
+                return False
+            self._wal_pending = True
+            self._truncate_wal()
+        return True
+
+    def rotate_master(self, new_master_key: bytes) -> int:
+        """Rewrap every data key (and the index key) under `new_master_key`; sealed data is not
+        touched and opens as before. Returns the number of subject keys rewrapped."""
+        new = _wrapper(new_master_key)
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                rows = c.execute("SELECT kid, wrapped FROM subject_keys").fetchall()
+                rewrapped = []
+                for kid, wrapped in rows:
+                    aad = SUBJECT_AAD + kid
+                    rewrapped.append((_wrap(new, _unwrap(self._wrapper, wrapped, aad), aad), kid))
+                c.executemany("UPDATE subject_keys SET wrapped = ? WHERE kid = ?", rewrapped)
+                for name, wrapped in c.execute("SELECT name, wrapped FROM keyring").fetchall():
+                    aad = KEYRING_AAD + name.encode()
+                    c.execute(
+                        "UPDATE keyring SET wrapped = ? WHERE name = ?",
+                        (_wrap(new, _unwrap(self._wrapper, wrapped, aad), aad), name),
+                    )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            self._wrapper = new
+            self._wal_pending = True
+            self._truncate_wal()
+        return len(rows)
+
+    def subjects_count(self) -> int:
+        """How many subjects hold a data key."""
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM subject_keys").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._wal_pending:
+                self._truncate_wal()
+            self._ciphers.clear()
+            self._kids.clear()
+            self._conn.close()
+
+    def __enter__(self) -> SubjectKeys:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ under the lock
+    def _ref(self, subject: str) -> bytes:
+        if not isinstance(subject, str) or not subject:
+            raise ValueError(f"a subject id is a non-empty string, not {subject!r}")
+        return hmac.new(self._index_key, subject.encode("utf-8"), hashlib.sha256).digest()
+
+    def _notice_other_writers(self) -> None:
+        """Drop the caches when another connection changed the file: a key another process forgot
+        must stop opening here too, and a rotation elsewhere must not leave this one wrapping new
+        keys under the old master key."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return
+        self._data_version = version
+        self._ciphers.clear()
+        self._kids.clear()
+        (wrapped,) = self._conn.execute("SELECT wrapped FROM keyring WHERE name = 'index'").fetchone()
+        try:
+            _unwrap(self._wrapper, wrapped, KEYRING_AAD + b"index")
+        except InvalidTag:
+            raise WrongMasterKey(
+                f"{self.path}: the master key was rotated by another process; reopen with the new key"
+            ) from None
+
+    def _remember(self, ref: bytes, kid: bytes, cipher: AESGCM) -> None:
+        _put(self._kids, ref, kid, self._cache_size)
+        _put(self._ciphers, kid, cipher, self._cache_size)
+
+    def _key_for_seal(self, ref: bytes) -> tuple[bytes, AESGCM]:
+        kid = self._kids.get(ref)
+        if kid is not None:
+            cipher = self._ciphers.get(kid)
+            if cipher is not None:
+                self._kids.move_to_end(ref)
+                self._ciphers.move_to_end(kid)
+                return kid, cipher
+        row = self._conn.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
+        if row is None:
+            kid = os.urandom(KID_BYTES)
+            data_key = AESGCM.generate_key(bit_length=256)
+            wrapped = _wrap(self._wrapper, data_key, SUBJECT_AAD + kid)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO subject_keys (subject, kid, wrapped) VALUES (?, ?, ?)",
+                (ref, kid, wrapped),
+            )
+            # another process may have created this subject's key first: use the one stored
+            row = self._conn.execute(
+                "SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)
+            ).fetchone()
+        kid, wrapped = row
+        cipher = AESGCM(self._unwrap_data_key(kid, wrapped))
+        self._remember(ref, kid, cipher)
+        return kid, cipher
+
+    def _cipher(self, kid: bytes) -> AESGCM:
+        cipher = self._ciphers.get(kid)
+        if cipher is not None:
+            self._ciphers.move_to_end(kid)
+            return cipher
+        row = self._conn.execute("SELECT subject, wrapped FROM subject_keys WHERE kid = ?", (kid,)).fetchone()
+        if row is None:
+            if self._conn.execute("SELECT 1 FROM forgotten_keys WHERE kid = ?", (kid,)).fetchone():
+                raise KeyForgotten("the subject's data key was deleted: this envelope no longer opens")
+            raise EnvelopeError(f"no data key with this envelope's reference in {self.path}")
+        cipher = AESGCM(self._unwrap_data_key(kid, row[1]))
+        self._remember(row[0], kid, cipher)
+        return cipher
+
+    def _unwrap_data_key(self, kid: bytes, wrapped: bytes) -> bytes:
+        try:
+            return _unwrap(self._wrapper, wrapped, SUBJECT_AAD + kid)
+        except InvalidTag:
+            raise EnvelopeError(f"{self.path}: a data key does not unwrap (the file was altered)") from None
+
+    def _truncate_wal(self) -> None:
+        """Copy the WAL into the database and cut it to zero bytes, so that no earlier image of a
+        deleted or rewrapped key stays in it. A reader in another process can hold it back: then
+        it is tried again at the next forget, rotation or close."""
+        busy, _log, _done = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning(
+                "%s: the WAL could not be truncated (another connection is reading); retried later",
+                self.path,
+            )
+            return
+        self._wal_pending = False

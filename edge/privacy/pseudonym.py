@@ -1,0 +1,164 @@
+"""Keyed pseudonyms: what a recipient sees instead of a plate or a resident id.
+
+A pseudonym is HMAC-SHA256 of the value's canonical text under the recipient's own key, printed
+as `ps_` and the first 20 characters of the digest's base32 (100 bits, lowercase). The same
+value under the same key is the same pseudonym on every run and in every process, so a central
+platform can still count a resident's visits; two recipients with different keys get unrelated
+pseudonyms and cannot join their data; without the key a pseudonym cannot be turned back into
+the value, nor checked against a guessed plate.
+
+Collision odds: with n distinct values under one key, the chance that any two share a pseudonym
+is about n² / 2¹⁰¹: for a large site's whole history (10⁶ distinct plates and residents) about
+4 × 10⁻¹⁹, for 10,000 residents about 4 × 10⁻²³.
+
+The value alone is hashed, not its field name, so the same resident id under `resident` in a
+blood-pressure event and in a weight event gives the same pseudonym, and a later notice that a
+subject was erased can name the subject's pseudonym for each recipient.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import field_validator, model_validator
+
+from edge.config import Strict
+from edge.privacy.keyfile import KeyFileError, read_key
+
+PREFIX = "ps_"
+DIGEST_CHARS = 20  # base32 characters: 5 bits each, 100 bits
+MIN_KEY_BYTES = 32
+
+#: Payload fields that identify a person, per event kind the shipped drivers and rule packs emit:
+#: the demo gate's `vehicle_passage` and the parking pack's `vehicle` carry the licence plate; the
+#: simulated kiosk's measurements carry the resident id, a BLE cuff's, scale's or thermometer's the
+#: device's user index (which, with the device, names one person). Measurement values are
+#: sensitive but do not identify anyone on their own: they are withheld or encrypted, not
+#: pseudonymised.
+DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
+    "vehicle_passage": ("plate",),
+    "vehicle": ("plate",),
+    "blood_pressure": ("resident", "user"),
+    "weight": ("resident", "user"),
+    "body_temperature": ("user",),
+}
+KNOWN_FIELDS = frozenset(f for fields in DEFAULT_FIELDS.values() for f in fields)
+
+
+def canonical_text(value: object) -> str:
+    """The text a value is hashed as: a string as it is, anything else as compact JSON with sorted
+    keys (3 -> "3", True -> "true", {"b": 1, "a": 2} -> '{"a":2,"b":1}')."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def pseudonym(key: bytes, value: object) -> str:
+    """The recipient's pseudonym of `value` under `key`."""
+    digest = hmac.new(key, canonical_text(value).encode("utf-8"), hashlib.sha256).digest()
+    return PREFIX + base64.b32encode(digest)[:DIGEST_CHARS].decode("ascii").lower()
+
+
+def load_pseudonym_key(key_file: str | None, key_env: str | None, what: str = "pseudonymise") -> bytes:
+    """A recipient's pseudonym key from its reference; at least MIN_KEY_BYTES bytes of it."""
+    key, source = read_key(key_file, key_env, what)
+    if len(key) < MIN_KEY_BYTES:
+        raise KeyFileError(
+            key_file or "environment",
+            f"{what}: the key from {source} is {len(key)} bytes; at least {MIN_KEY_BYTES} are "
+            "needed (for example `openssl rand -base64 48`)",
+        )
+    return key
+
+
+def pseudonymise_payload(payload: Mapping[str, Any], fields: Iterable[str], key: bytes) -> dict[str, Any]:
+    """A copy of an event payload with the value of every key named in `fields` replaced by its
+    pseudonym, at any depth (inside nested objects and lists); the payload itself is unchanged.
+    A value that is an object or a list becomes one pseudonym of its canonical text."""
+    names = frozenset(fields)
+    return _replace(payload, names, key) if names else _copy(payload)
+
+
+def _replace(payload: Mapping[str, Any], names: frozenset[str], key: bytes) -> dict[str, Any]:
+    return {
+        k: pseudonym(key, v) if k in names and v is not None else _inner(v, names, key)
+        for k, v in payload.items()
+    }
+
+
+def _inner(value: Any, names: frozenset[str], key: bytes) -> Any:
+    if isinstance(value, Mapping):
+        return _replace(value, names, key)
+    if isinstance(value, list | tuple):
+        return [_inner(v, names, key) for v in value]
+    return value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    return value
+
+
+class PseudonymiseConfig(Strict):
+    """A sink's or a pull consumer's `pseudonymise:` block. The fields of DEFAULT_FIELDS are
+    pseudonymised for every recipient; `fields` adds the site's own (a custom event kind's
+    `badge`), `clear` names those this recipient must see as they are."""
+
+    fields: list[str] = []
+    clear: list[str] = []
+    key_file: str | None = None
+    key_env: str | None = None
+
+    @field_validator("fields", "clear")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not name.strip() or name != name.strip():
+                raise ValueError(f"invalid field name {name!r}: a payload key without surrounding spaces")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PseudonymiseConfig:
+        if bool(self.key_file) == bool(self.key_env):
+            raise ValueError(
+                "a recipient pseudonymises with its own key: give key_file: PATH or key_env: VARIABLE "
+                "(exactly one)"
+            )
+        both = sorted(set(self.fields) & set(self.clear))
+        if both:
+            raise ValueError(f"{', '.join(both)}: named in both fields: and clear:")
+        known = KNOWN_FIELDS | set(self.fields)
+        unknown = sorted(set(self.clear) - known)
+        if unknown:
+            raise ValueError(
+                f"clear: {', '.join(unknown)} is not a pseudonymised field; "
+                f"pseudonymised fields: {', '.join(sorted(known))}"
+            )
+        return self
+
+    def fields_for(self, kind: str) -> frozenset[str]:
+        """The payload fields of an event of `kind` that this recipient receives as pseudonyms."""
+        return frozenset((*DEFAULT_FIELDS.get(kind, ()), *self.fields)) - frozenset(self.clear)
+
+
+class Pseudonymiser:
+    """One recipient's pseudonyms: its configuration and its key, loaded once."""
+
+    def __init__(self, config: PseudonymiseConfig, what: str = "pseudonymise"):
+        self.config = config
+        self.key = load_pseudonym_key(config.key_file, config.key_env, what)
+
+    def value(self, value: object) -> str:
+        return pseudonym(self.key, value)
+
+    def payload(self, kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of an event payload as this recipient may see it."""
+        return pseudonymise_payload(payload, self.config.fields_for(kind), self.key)
