@@ -10,38 +10,44 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+class _Deadline:
+    """The moment a wait gives up, failing with what it waited for."""
+
+    def __init__(self, timeout: float, what: object) -> None:
+        self.timeout = timeout
+        self.what = what
+        self.at = time.monotonic() + timeout
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise AssertionError(f"timed out after {self.timeout}s waiting for {self.what}")
+
+
 async def until(
     predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = ""
 ) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+    deadline = _Deadline(timeout, what or predicate)
+    while not (value := predicate()):
+        deadline.check()
         await asyncio.sleep(interval)
+    return value
 
 
 async def until_async(
     predicate: Callable[[], Awaitable[object]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> None:
     """`until` for a predicate that must itself await (a flush, a query in a thread)."""
-    deadline = time.monotonic() + timeout
+    deadline = _Deadline(timeout, what or predicate)
     while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        deadline.check()
         await asyncio.sleep(interval)
 
 
 def until_sync(
     predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+    deadline = _Deadline(timeout, what or predicate)
+    while not (value := predicate()):
+        deadline.check()
         time.sleep(interval)
+    return value
