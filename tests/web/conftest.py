@@ -3,6 +3,7 @@ keeps the session cookie and sends the CSRF token like the UI's own JavaScript d
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -83,17 +84,22 @@ async def client(site: Any) -> AsyncIterator[Client]:
         await c.close()
 
 
-@pytest.fixture
-async def admin(site: Any, client: Client) -> Client:
-    """The client, logged in as the admin created through first-run setup."""
+async def set_up_admin(client: Client, rt: Any, name: str = "admin") -> Client:
+    """`client`, logged in as the admin `name` created through first-run setup of runtime `rt`."""
     body = await client.json(
         "POST",
         "/api/v1/auth/setup",
-        {"code": setup_code(site), "name": "admin", "password": PASSWORD},
+        {"code": setup_code(rt), "name": name, "password": PASSWORD},
         expect=201,
     )
     client.csrf = body["csrf"]
     return client
+
+
+@pytest.fixture
+async def admin(site: Any, client: Client) -> Client:
+    """The client, logged in as the admin created through first-run setup."""
+    return await set_up_admin(client, site)
 
 
 async def make_user(admin: Client, site: Any, name: str, role: str) -> Client:
@@ -101,3 +107,24 @@ async def make_user(admin: Client, site: Any, name: str, role: str) -> Client:
     c = Client(admin.base)
     await c.login(name)
     return c
+
+
+async def clients_by_role(rt: Any) -> dict[str, Client]:
+    """A logged-in client per role of runtime `rt`: "admin" (the account "boss", from first-run
+    setup), "technician" and "viewer" (accounts named after their role). The caller closes them."""
+    admin = await set_up_admin(Client(f"http://127.0.0.1:{rt.web_port}"), rt, "boss")
+    clients = {"admin": admin}
+    for role in ("technician", "viewer"):
+        clients[role] = await make_user(admin, rt, role, role)
+    return clients
+
+
+@contextlib.asynccontextmanager
+async def signed_in_roles(rt: Any) -> AsyncIterator[dict[str, Client]]:
+    """`clients_by_role(rt)`, closed on exit."""
+    clients = await clients_by_role(rt)
+    try:
+        yield clients
+    finally:
+        for c in clients.values():
+            await c.close()

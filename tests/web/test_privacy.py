@@ -8,7 +8,7 @@ from typing import Any
 
 from edge.model import Event, Reading
 from tests.support.site import running_site
-from tests.web.conftest import PASSWORD, Client, setup_code
+from tests.web.conftest import clients_by_role, signed_in_roles
 
 SITE = """
 site: {id: privacy-test}
@@ -21,25 +21,7 @@ devices:
 """
 
 
-async def _users(rt: Any) -> dict[str, Client]:
-    base = f"http://127.0.0.1:{rt.web_port}"
-    admin = Client(base)
-    body = await admin.json(
-        "POST",
-        "/api/v1/auth/setup",
-        {"code": setup_code(rt), "name": "boss", "password": PASSWORD},
-        expect=201,
-    )
-    admin.csrf = body["csrf"]
-    clients = {"admin": admin}
-    for role in ("technician", "viewer"):
-        await admin.json(
-            "POST", "/api/v1/users", {"name": role, "role": role, "password": PASSWORD}, expect=201
-        )
-        c = Client(base)
-        await c.login(role)
-        clients[role] = c
-    return clients
+_users = clients_by_role  # the name tests/web/test_browser_rule_privacy.py imports
 
 
 async def test_each_role_sees_private_payloads_only_up_to_its_class(tmp_path: Path) -> None:
@@ -61,8 +43,7 @@ async def test_each_role_sees_private_payloads_only_up_to_its_class(tmp_path: Pa
             ]
         )
         await rt.journal.flush()
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
             seen = {}
             for role, c in clients.items():
                 events = (await c.json("GET", "/api/v1/events?source=kiosk-1"))["events"]
@@ -82,23 +63,16 @@ async def test_each_role_sees_private_payloads_only_up_to_its_class(tmp_path: Pa
             assert sensitive["value"] is None and sensitive["redacted"] == "sensitive"
             latest = (await clients["technician"].json("GET", "/api/v1/latest"))["latest"]
             assert "kiosk-1.last_systolic" not in {r["point"] for r in latest}
-        finally:
-            for c in clients.values():
-                await c.close()
 
 
 async def test_a_technician_commissions_a_sensitive_point_without_seeing_its_value(tmp_path: Path) -> None:
     async with running_site(tmp_path, SITE) as rt:
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
             body = {"point": "kiosk-1.last_systolic"}
             tech = await clients["technician"].json("POST", "/api/v1/commission/read", body)
             assert tech["source"] == "device" and tech["value"] is None and tech["redacted"] == "sensitive"
             admin = await clients["admin"].json("POST", "/api/v1/commission/read", body)
             assert admin["value"] == 120
-        finally:
-            for c in clients.values():
-                await c.close()
 
 
 async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(tmp_path: Path) -> None:
@@ -141,8 +115,7 @@ async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(
                 Reading(now, "kiosk-1.in_use", True),
             ]
         )
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
 
             async def active(role: str) -> dict[str, Any]:
                 alerts = (await clients[role].json("GET", "/api/v1/alerts/active"))["alerts"]
@@ -162,9 +135,6 @@ async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(
             assert viewer["kiosk-busy"]["message"] == "kiosk in use"
             events = (await clients["technician"].json("GET", "/api/v1/events?kind=alert"))["events"]
             assert all("171" not in str(e["payload"]) for e in events)
-        finally:
-            for c in clients.values():
-                await c.close()
 
 
 async def _has_three(alerts: Any) -> bool:
@@ -183,14 +153,10 @@ async def test_a_health_measurement_without_a_class_is_sensitive_in_the_ui_as_up
         await rt.journal.flush()
         sink = RecordFilter(IncludeConfig(), "personal", lambda: rt.hub.points)
         assert sink.event_privacy("weight", '{"weight_kg": 81.5}') == 2  # withheld upstream...
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
             seen = {}
             for role, c in clients.items():
                 events = (await c.json("GET", "/api/v1/events?source=scale-1"))["events"]
                 seen[role] = events[0]["payload"]
             assert seen["admin"] == {"weight_kg": 81.5}
             assert seen["technician"] == {"privacy": "sensitive", "redacted": True}  # ...and here
-        finally:
-            for c in clients.values():
-                await c.close()

@@ -13,7 +13,7 @@ import pytest
 from edge.model import Event, Reading
 from tests.support.site import running_site
 from tests.support.waiting import until
-from tests.web.test_privacy import _users
+from tests.web.conftest import signed_in_roles
 
 PULL_TOKEN = "city-token-0123456789"
 SITE = """
@@ -45,8 +45,7 @@ def _dry(rule_id: str, when: Any, message: str, cond: str | None = None) -> dict
 
 async def test_validate_and_dry_run_need_the_rules_scope(tmp_path: Path) -> None:
     async with running_site(tmp_path, SITE) as rt:
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
             body = _dry("bp", [{"event": "blood_pressure"}], "{payload[resident]} {payload[systolic_mmhg]}")
             viewer = clients["viewer"]
             for path, doc in (("validate", body["rule"]), ("dry-run", body)):
@@ -54,9 +53,6 @@ async def test_validate_and_dry_run_need_the_rules_scope(tmp_path: Path) -> None
                 assert resp.status == 403, path
                 assert "rules" in (await resp.json())["detail"]
             assert (await clients["technician"].json("POST", "/api/v1/rules/validate", body["rule"]))["ok"]
-        finally:
-            for c in clients.values():
-                await c.close()
 
 
 async def test_a_dry_run_shows_each_role_only_what_its_class_may_see(tmp_path: Path) -> None:
@@ -90,8 +86,7 @@ async def test_a_dry_run_shows_each_role_only_what_its_class_may_see(tmp_path: P
             ),
             "public": _dry("public", "kiosk-1.in_use", "in use {value}", "value"),
         }
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
             seen: dict[str, dict[str, Any]] = {}
             for role in ("technician", "admin"):
                 for name, body in runs.items():
@@ -115,9 +110,6 @@ async def test_a_dry_run_shows_each_role_only_what_its_class_may_see(tmp_path: P
             assert seen["technician:plate"]["privacy"] == "personal"
             assert seen["technician:public"]["message"] == "in use True"
             assert seen["technician:public"]["privacy"] == "public"
-        finally:
-            for c in clients.values():
-                await c.close()
 
 
 async def test_a_point_set_from_health_data_is_as_private_as_the_health_data(tmp_path: Path) -> None:
@@ -155,8 +147,7 @@ async def test_a_point_set_from_health_data_is_as_private_as_the_health_data(tmp
         await until(lambda: rt.hub.latest["health.last_bp"].value == 151, what="the health set again")
         await rt.journal.flush()
 
-        clients = await _users(rt)
-        try:
+        async with signed_in_roles(rt) as clients:
             for role in ("viewer", "technician"):
                 latest = (await clients[role].json("GET", "/api/v1/latest"))["latest"]
                 assert "health.last_bp" not in {r["point"] for r in latest}, role
@@ -164,9 +155,6 @@ async def test_a_point_set_from_health_data_is_as_private_as_the_health_data(tmp
             assert {r["point"]: r["value"] for r in admin}["health.last_bp"] == 151
             listed = (await clients["viewer"].json("GET", "/api/v1/points"))["points"]
             assert {p["id"]: p["privacy"] for p in listed}["health.last_bp"] == "sensitive"
-        finally:
-            for c in clients.values():
-                await c.close()
 
         # the pull consumer (max_privacy personal by default) gets none of its readings
         base = f"http://127.0.0.1:{rt.web_port}"
