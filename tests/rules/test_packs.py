@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,24 @@ from edge.model import Event, Reading
 from rules.model import compile_pack
 from rules.replay import Replay
 from tests.rules.helpers import SHANGHAI
+from tests.support.cli import ROOT, edge_cli
 from tests.support.site import site_file
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKS = ROOT / "deploy" / "rules"
 T0 = dt.datetime(2026, 12, 1, 0, 0, tzinfo=SHANGHAI).timestamp()  # local midnight
 
 
-def replay(pack: str, records: list[Reading | Event]) -> list[tuple[str, str, str, float]]:
+def firings(pack: str, records: Sequence[Reading | Event]) -> list[dict[str, Any]]:
+    """What the shipped `pack` does with `records`, replayed in time order in Asia/Shanghai."""
     rules = compile_pack((PACKS / pack).read_text(encoding="utf-8"), pack)
     rp = Replay(rules, SHANGHAI)
     rp.feed(sorted(records, key=lambda r: r.ts))
     rp.finish()
-    return [(f["rule"], f["key"], f["kind"], f["ts"] - T0) for f in rp.firings]
+    return rp.firings
+
+
+def replay(pack: str, records: Sequence[Reading | Event]) -> list[tuple[str, str, str, float]]:
+    return [(f["rule"], f["key"], f["kind"], f["ts"] - T0) for f in firings(pack, records)]
 
 
 def series(point: str, values: list[Any], every: float, start: float = 0) -> list[Reading]:
@@ -36,13 +40,7 @@ def series(point: str, values: list[Any], every: float, start: float = 0) -> lis
 
 @pytest.mark.parametrize("pack", sorted(p.name for p in PACKS.glob("*.yaml")))
 def test_every_shipped_pack_passes_edge_rules_check(pack: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "rules", "check", str(PACKS / pack)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = edge_cli("rules", "check", str(PACKS / pack))
     assert out.returncode == 0, out.stderr
     assert "rules OK" in out.stdout
 
@@ -72,11 +70,7 @@ def test_parking_pack_leaves_gates_with_an_open_command_coil_to_their_own_rule()
         *series("gate-south.loop_occupied", [False, True, False], 10, start=1),
     ]
     assert [r for r, *_ in replay("parking.yaml", records)] == []
-    demo = compile_pack((PACKS / "demo-gate.yaml").read_text(encoding="utf-8"), "demo-gate.yaml")
-    rp = Replay(demo, SHANGHAI)
-    rp.feed(sorted(records, key=lambda r: r.ts))
-    rp.finish()
-    assert [f["kind"] for f in rp.firings][:1] == ["fired"]
+    assert [f["kind"] for f in firings("demo-gate.yaml", records)][:1] == ["fired"]
 
 
 def test_energy_pack_waits_for_all_three_phases() -> None:
@@ -179,23 +173,8 @@ def test_edge_rules_test_prints_json_lines_from_buffer_tail_records(tmp_path: Pa
     text = "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\nnot json\n"
     records.write_text(text, encoding="utf-8")
     for pack in ("waste.yaml", "health.yaml"):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge.cli",
-                "rules",
-                "test",
-                str(PACKS / pack),
-                "--input",
-                str(records),
-                "--timezone",
-                "Asia/Shanghai",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        out = edge_cli(
+            "rules", "test", str(PACKS / pack), "--input", str(records), "--timezone", "Asia/Shanghai"
         )
         assert out.returncode == 0, out.stderr
         assert "records.jsonl:7: skipped" in out.stderr
@@ -225,13 +204,7 @@ def test_edge_rules_check_lists_every_error_and_exits_1(tmp_path: Path) -> None:
         "    when: nonsense\n",
         encoding="utf-8",
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "rules", "check", str(pack)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = edge_cli("rules", "check", str(pack))
     assert out.returncode == 1
     err = out.stderr.splitlines()
     assert f"{pack}:4: rule one:if: line 1, column 16: unknown name 'vlaue'" in err[0]
@@ -243,19 +216,10 @@ def test_edge_rules_check_lists_every_error_and_exits_1(tmp_path: Path) -> None:
 
 def test_edge_rules_import_then_export_round_trip(tmp_path: Path) -> None:
     config = site_file(tmp_path, {"devices": []})
-    run = [sys.executable, "-m", "edge.cli", "rules"]
-    out = subprocess.run(
-        [*run, "import", "-c", str(config), str(PACKS / "waste.yaml")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = edge_cli("rules", "import", "-c", str(config), str(PACKS / "waste.yaml"))
     assert out.returncode == 0, out.stderr
     assert "imported bin-full (version 1)" in out.stdout
-    out = subprocess.run(
-        [*run, "export", "-c", str(config)], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    out = edge_cli("rules", "export", "-c", str(config))
     assert out.returncode == 0, out.stderr
     exported = compile_pack(out.stdout)
     assert [r.rule.id for r in exported] == ["bin-full", "bin-not-emptied"]
