@@ -80,7 +80,7 @@ def test_the_installed_driver_is_checked_by_its_own_model(tmp_path: Path, instal
 
 
 def _readings(config: Path, env: dict[str, str]) -> list[dict[str, Any]]:
-    done = edge_cli("buffer", "tail", "-c", str(config), "--json", "-n", "500", env=env)
+    done = edge_cli("buffer", "tail", "-c", str(config), "--json", "-n", "100000", env=env)
     if done.returncode != 0:  # no journal yet
         return []
     records = [json.loads(line) for line in done.stdout.splitlines()]
