@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -17,6 +16,7 @@ from edge.cli import build_parser
 from tests.core.test_file_modes import not_private
 from tests.support.cli import edge_cli
 from tests.support.ports import free_port
+from tests.support.procs import terminate
 from tests.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,12 +110,7 @@ def test_demo_brings_up_a_site_with_every_device_reporting(tmp_path: Path) -> No
         seqs = [r["seq"] for r in records]
         assert seqs == sorted(seqs)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = terminate(proc, timeout=20)
     assert proc.returncode == 0, out[-3000:]
     assert "demo site running: open http://127.0.0.1:" in out
     token_file = data / "city-platform.token"

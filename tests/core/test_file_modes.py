@@ -5,20 +5,18 @@ files and 0700 directories (WAL and SHM included), tightens a data directory an 
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from edge.config import StorageConfig
 from edge.fileperm import make_private
 from tests.core.test_service import SITE, NotifySocket, _records, _start
 from tests.support.cli import edge_cli
-from tests.support.procs import stop_process
+from tests.support.procs import stop_process, terminate
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_sync
 
@@ -48,9 +46,7 @@ def loose_umask() -> Iterator[None]:
 def _data_site(tmp_path: Path) -> tuple[Path, Path]:
     """A sim site whose journal, trend index and state live in tmp_path/data (not created yet)."""
     data = tmp_path / "data"
-    doc = yaml.safe_load(SITE)
-    doc["storage"] = {"path": str(data / "edge.db")}
-    return site_file(tmp_path, doc), data
+    return site_file(tmp_path, {**SITE, "storage": {"path": str(data / "edge.db")}}), data
 
 
 def _run_until(config: Path, data: Path, condition: str) -> str:
@@ -65,8 +61,7 @@ def _run_until(config: Path, data: Path, condition: str) -> str:
             wal = ("edge.db-wal", "edge.db-shm", "trend.db-wal", "state.db-wal")
             until_sync(lambda: all((data / n).exists() for n in wal), what="the WAL files")
             assert not_private(data) == []  # while running: the WAL and SHM files too
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out = terminate(proc)
     finally:
         stop_process(proc)
         notify.close()
@@ -102,8 +97,7 @@ def test_a_data_dir_an_older_version_left_readable_is_tightened_at_start(tmp_pat
 async def test_an_embedded_runtime_makes_its_files_private_under_umask_022(
     tmp_path: Path, loose_umask: None
 ) -> None:
-    doc = yaml.safe_load(SITE)
-    doc["storage"] = {"path": str(tmp_path / "data" / "edge.db")}
+    doc = {**SITE, "storage": {"path": str(tmp_path / "data" / "edge.db")}}
     async with running_site(tmp_path, doc, web=False) as rt:
         data = tmp_path / "data"
         assert {"edge.db-wal", "trend.db", "state.db-wal"} <= {p.name for p in data.iterdir()}

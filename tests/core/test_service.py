@@ -14,17 +14,22 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.cli import ROOT, edge_cli
+from tests.support.procs import stop_process, terminate
 from tests.support.site import site_file
 from tests.support.waiting import until_sync
 
-ROOT = Path(__file__).resolve().parents[2]
-SITE = """
-devices:
-  - id: meter
-    driver: sim
-    points:
-      - {name: power, signal: sine, min: 1, max: 5, period: 1m, interval: 20ms}
-"""
+SITE: dict[str, Any] = {
+    "devices": [
+        {
+            "id": "meter",
+            "driver": "sim",
+            "points": [
+                {"name": "power", "signal": "sine", "min": 1, "max": 5, "period": "1m", "interval": "20ms"}
+            ],
+        }
+    ]
+}
 
 
 class NotifySocket:
@@ -85,12 +90,9 @@ def test_ready_status_watchdog_then_sigterm_flushes_and_exits(tmp_path: Path, no
         )
         assert any(m.startswith("STATUS=") and "1 online" in m for m in notify.poll()), notify.messages
         until_sync(lambda: len(_records(tmp_path / "edge.db")) > 20, what="readings committed")
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)  # a hang on SIGTERM fails here
+        out = terminate(proc)  # a hang on SIGTERM is killed and fails the return code
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert proc.returncode == 0, out
     assert any("STOPPING=1" in m for m in notify.poll())
     records = _records(tmp_path / "edge.db")
@@ -136,13 +138,10 @@ def test_sighup_applies_device_changes_and_refuses_a_broken_file(
         until_sync(
             lambda: len(_records(tmp_path / "edge.db")) > n + 20, what="still running after a bad reload"
         )
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out = terminate(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
+        stop_process(proc)
+    assert proc.returncode == 0, out
     assert "reload refused: the site file has errors; nothing changed" in out
     assert "invalid site id 'BROKEN'" in out
     assert 'msg="site file reloaded"' in out and "added=bin-1" in out
@@ -151,13 +150,7 @@ def test_sighup_applies_device_changes_and_refuses_a_broken_file(
 def test_run_with_a_broken_file_exits_1_before_starting(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("site: {id: ok}\nstorage: {durability: sometimes}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "-c", str(bad)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = edge_cli("run", "-c", str(bad))
     assert proc.returncode == 1
     assert "bad.yaml:2: storage.durability" in proc.stderr
     assert not (tmp_path / "edge.db").exists()
@@ -168,14 +161,8 @@ def test_a_web_port_in_use_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        config = site_file(tmp_path, {"web": {"listen": f"127.0.0.1:{port}"}, **yaml.safe_load(SITE)})
-        proc = subprocess.run(
-            [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        config = site_file(tmp_path, {"web": {"listen": f"127.0.0.1:{port}"}, **SITE})
+        proc = edge_cli("run", "-c", str(config))
     assert proc.returncode == 1
     assert f"the web server cannot listen on 127.0.0.1:{port}" in proc.stdout
     assert "change web.listen" in proc.stdout and "Traceback" not in proc.stdout

@@ -15,7 +15,7 @@ from edge.config import ConfigError, load_profile, load_site_text
 from edge.yamlpos import MAX_BYTES, MAX_DEPTH, YamlError, load
 from tests.core.test_service import SITE, NotifySocket, _records, _start
 from tests.support.cli import edge_cli
-from tests.support.procs import stop_process
+from tests.support.procs import stop_process, terminate
 from tests.support.site import site_file
 from tests.support.waiting import until_sync
 
@@ -166,8 +166,7 @@ def test_sighup_refuses_a_deep_then_a_huge_file_and_applies_the_next_good_one(tm
             timeout=30,
             what="the device added by the good file reporting",
         )
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        out = terminate(proc)
     finally:
         stop_process(proc)
         notify.close()

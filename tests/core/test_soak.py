@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.procs import terminate
 from tests.support.waiting import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,12 +100,7 @@ def test_demo_soak_under_a_pull_consumer(tmp_path: Path) -> None:
                 next_sample += 2.0
         elapsed, cpu = time.monotonic() - t0, _cpu_s(proc.pid) - cpu0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = terminate(proc, timeout=20)
     assert proc.returncode == 0, out[-3000:]
 
     # exactly once, in order; every gap is a record withheld for privacy (the consumer's default

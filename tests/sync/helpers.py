@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import select
-import signal
 import ssl
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from tests.support.ports import free_port as free_port  # re-exported for the sync tests
+from tests.support.procs import terminate
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -58,13 +57,7 @@ class Receiver:
         return [e for e in await self.log() if e["outcome"].endswith("ok")]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        terminate(self.proc, timeout=5)
 
 
 async def wait_for(cond: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:

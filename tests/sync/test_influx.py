@@ -3,8 +3,6 @@ a run arrives, including after influxd is stopped and started again mid-run."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -17,6 +15,7 @@ import pytest
 from edge.model import Reading
 from edge.sync.influx_sink import SCALE
 from tests.store.helpers import sql
+from tests.support.procs import terminate
 from tests.support.site import running_site
 from tests.support.tools import require_tool
 from tests.sync.helpers import free_port, wait_for
@@ -53,13 +52,8 @@ bind-address = "127.0.0.1:{free_port()}"
             self.proc = subprocess.Popen([self.exe, "-config", str(self.config)], stdout=out, stderr=out)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        if self.proc is not None:
+            terminate(self.proc, timeout=15)
         self.proc = None
 
     async def ping(self) -> bool:
