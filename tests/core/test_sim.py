@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from edge.model import HealthState, Reading
 from tests.store.helpers import sql
@@ -15,12 +18,30 @@ def _readings(rt, point: str) -> list[Reading]:  # type: ignore[no-untyped-def]
     return [r for r in rt._seen if type(r) is Reading and r.point == point]
 
 
-async def _start(tmp_path: Path, doc: str):  # type: ignore[no-untyped-def]
-    cm = running_site(tmp_path, doc, web=False)
-    rt = await cm.__aenter__()
-    rt._seen = []
-    rt.hub.subscribe(rt._seen.extend)
-    return cm, rt
+@contextlib.asynccontextmanager
+async def _watched(tmp_path: Path, doc: str) -> AsyncIterator[Any]:
+    """The running site, with everything its hub publishes collected in `rt._seen`."""
+    async with running_site(tmp_path, doc, web=False) as rt:
+        rt._seen = []
+        rt.hub.subscribe(rt._seen.extend)
+        yield rt
+
+
+def _beside_a_steady_device(device_id: str, fault: str) -> str:
+    """A site of device `device_id` with `fault` and device `steady` without one, both reporting `v`."""
+    return f"""
+devices:
+  - id: {device_id}
+    driver: sim
+    points:
+      - {{name: v, signal: constant, value: 1, interval: 20ms}}
+    faults:
+      - {fault}
+  - id: steady
+    driver: sim
+    points:
+      - {{name: v, signal: constant, value: 2, interval: 20ms}}
+"""
 
 
 SIGNALS = """
@@ -41,8 +62,7 @@ devices:
 
 
 async def test_signals_have_their_shapes(tmp_path: Path) -> None:
-    cm, rt = await _start(tmp_path, SIGNALS)
-    try:
+    async with _watched(tmp_path, SIGNALS) as rt:
         await until(
             lambda: (
                 len(_readings(rt, "dev.counter")) >= 5
@@ -58,8 +78,6 @@ async def test_signals_have_their_shapes(tmp_path: Path) -> None:
         await until(lambda: any(getattr(e, "kind", "") == "blood_pressure" for e in rt._seen))
         bp = next(e for e in rt._seen if getattr(e, "kind", "") == "blood_pressure")
         assert bp.source == "dev" and bp.payload["systolic_mmhg"] > bp.payload["diastolic_mmhg"]
-    finally:
-        await cm.__aexit__(None, None, None)
     # everything the hub saw is in the journal, in order, with the types preserved
     from edge.store import Journal
 
@@ -75,8 +93,7 @@ async def test_signals_have_their_shapes(tmp_path: Path) -> None:
 
 
 async def test_a_write_is_echoed_and_journaled_as_a_command(tmp_path: Path) -> None:
-    cm, rt = await _start(tmp_path, SIGNALS)
-    try:
+    async with _watched(tmp_path, SIGNALS) as rt:
         result = await rt.hub.write("dev.gate", True, source="test")
         assert result.ok, result
         await until(lambda: any(r.value is True for r in _readings(rt, "dev.gate")))
@@ -87,26 +104,11 @@ async def test_a_write_is_echoed_and_journaled_as_a_command(tmp_path: Path) -> N
         assert bad.status == "rejected" and "not a valid bool" in bad.reason
         commands = [e for e in rt._seen if getattr(e, "kind", "") == "command"]
         assert [c.payload["status"] for c in commands] == ["ok", "rejected", "rejected"]
-    finally:
-        await cm.__aexit__(None, None, None)
 
 
 async def test_dropout_marks_points_stale_then_recovers(tmp_path: Path) -> None:
-    doc = """
-devices:
-  - id: flaky
-    driver: sim
-    points:
-      - {name: v, signal: constant, value: 1, interval: 20ms}
-    faults:
-      - {type: dropout, every: 10s, first_after: 100ms, duration: 200ms}
-  - id: steady
-    driver: sim
-    points:
-      - {name: v, signal: constant, value: 2, interval: 20ms}
-"""
-    cm, rt = await _start(tmp_path, doc)
-    try:
+    doc = _beside_a_steady_device("flaky", "{type: dropout, every: 10s, first_after: 100ms, duration: 200ms}")
+    async with _watched(tmp_path, doc) as rt:
         await until(lambda: rt.slots["flaky"].health.state == HealthState.OFFLINE, what="offline")
         assert "dropout" in rt.slots["flaky"].health.reason
 
@@ -133,8 +135,6 @@ devices:
         # the health flag flips first; the event reaches the hub through the driver's queue
         await until(lambda: len(states()) >= 2, what="both device_state events")
         assert states()[:2] == ["offline", "online"]
-    finally:
-        await cm.__aexit__(None, None, None)
 
 
 async def test_garbage_is_reported_as_bad_quality(tmp_path: Path) -> None:
@@ -148,31 +148,15 @@ devices:
     faults:
       - {type: garbage, probability: 0.5}
 """
-    cm, rt = await _start(tmp_path, doc)
-    try:
+    async with _watched(tmp_path, doc) as rt:
         await until(lambda: any(r.quality == 1 for r in _readings(rt, "noisy.v")))
         assert rt.slots["noisy"].health.errors > 0
-    finally:
-        await cm.__aexit__(None, None, None)
 
 
 async def test_a_crashing_driver_is_restarted_without_stopping_others(tmp_path: Path) -> None:
-    doc = """
-devices:
-  - id: crashy
-    driver: sim
-    points:
-      - {name: v, signal: constant, value: 1, interval: 20ms}
-    faults:
-      - {type: crash, every: 10s, first_after: 50ms, duration: 1ms}
-  - id: steady
-    driver: sim
-    points:
-      - {name: v, signal: constant, value: 2, interval: 20ms}
-"""
-    cm, rt = await _start(tmp_path, doc)
-    rt.backoff_initial = 0.05
-    try:
+    doc = _beside_a_steady_device("crashy", "{type: crash, every: 10s, first_after: 50ms, duration: 1ms}")
+    async with _watched(tmp_path, doc) as rt:
+        rt.backoff_initial = 0.05
         await until(lambda: rt.slots["crashy"].restarts >= 2, what="two restarts")
         restarts = [e for e in rt._seen if getattr(e, "kind", "") == "driver_restart"]
         assert restarts and "simulated crash" in restarts[0].payload["error"]
@@ -180,8 +164,6 @@ devices:
         assert rt.slots["crashy"].backoff >= 0.1
         n = len(_readings(rt, "steady.v"))
         await until(lambda: len(_readings(rt, "steady.v")) > n + 3)
-    finally:
-        await cm.__aexit__(None, None, None)
 
 
 async def test_cursors_of_removed_sinks_and_consumers_are_pruned_at_start(tmp_path: Path) -> None:
