@@ -79,14 +79,22 @@ async def test_retention_deletes_only_what_every_cursor_passed(tmp_path: Path) -
         await j.close()
 
 
+async def _overfill(j: Journal, sink_keeps_up: bool = False) -> None:
+    """40 driver batches of 1000 readings, far past a 400 kB cap, with sink "central" registered
+    from seq 0 (offline unless `sink_keeps_up`: then its cursor follows every commit)."""
+    await j.register_cursor("central", "sink", 0)
+    for i in range(40):
+        j.append(readings(1000, device=f"d{i}"))
+        await asyncio.sleep(0)
+        if sink_keeps_up:
+            await j.set_cursor("central", j.committed_seq, "sink")
+    await j.flush()
+
+
 async def test_byte_cap_drop_oldest_counts_and_reports_one_event_per_burst(tmp_path: Path) -> None:
     j = open_journal(tmp_path, max_bytes=400_000, when_full="drop_oldest", flush_max_items=2000)
     try:
-        await j.register_cursor("central", "sink", 0)  # the sink is offline: nothing is delivered
-        for i in range(40):
-            j.append(readings(1000, device=f"d{i}"))
-            await asyncio.sleep(0)
-        await j.flush()
+        await _overfill(j)  # the sink is offline: nothing is delivered
         dropped = j.counters["dropped_oldest"]
         assert dropped > 0
         assert j.counters["rows"] + dropped == 40_000  # every record is either stored or counted
@@ -120,12 +128,7 @@ async def test_byte_cap_drop_oldest_counts_and_reports_one_event_per_burst(tmp_p
 async def test_byte_cap_trims_delivered_history_before_dropping(tmp_path: Path) -> None:
     j = open_journal(tmp_path, max_bytes=400_000, when_full="drop_newest", flush_max_items=2000)
     try:
-        await j.register_cursor("central", "sink", 0)
-        for i in range(40):
-            j.append(readings(1000, device=f"d{i}"))
-            await asyncio.sleep(0)
-            await j.set_cursor("central", j.committed_seq, "sink")  # the sink keeps up
-        await j.flush()
+        await _overfill(j, sink_keeps_up=True)
         assert j.counters["dropped_newest"] == 0 and j.counters["dropped_oldest"] == 0
         assert j.counters["history_trimmed"] > 0
         assert j.committed_seq == 40_000
@@ -136,11 +139,7 @@ async def test_byte_cap_trims_delivered_history_before_dropping(tmp_path: Path) 
 async def test_byte_cap_drop_newest_keeps_the_oldest_and_counts_refusals(tmp_path: Path) -> None:
     j = open_journal(tmp_path, max_bytes=400_000, when_full="drop_newest", flush_max_items=2000)
     try:
-        await j.register_cursor("central", "sink", 0)
-        for i in range(40):
-            j.append(readings(1000, device=f"d{i}"))
-            await asyncio.sleep(0)
-        await j.flush()
+        await _overfill(j)
         refused = j.counters["dropped_newest"]
         assert refused > 0
         kept = sql(j, "SELECT min(seq), max(seq), count(*) FROM journal")[0]
