@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from tests.plugins.helpers import line_of, python_env
 from tests.support.cli import edge_cli, start_edge_run
-from tests.support.procs import stop_process
+from tests.support.procs import stop_process, terminate
 from tests.support.site import site_file
 from tests.support.waiting import until_sync
 
@@ -101,8 +100,8 @@ def test_edge_run_journals_the_counters_of_the_installed_driver(tmp_path: Path, 
             return found if len(found) >= 5 else []
 
         readings = until_sync(five_readings, timeout=90, interval=0.2, what="5 readings of ex.count")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+        terminate(proc)
+        assert proc.returncode == 0, log.read_text()[-3000:]
     finally:
         stop_process(proc)
     values = [r["value"] for r in readings]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import tomllib
@@ -28,7 +27,7 @@ from edge.plugins import registry
 from tests.plugins.helpers import line_of, python_env
 from tests.support.cli import ROOT, answering, edge_cli, start_edge_run
 from tests.support.ports import free_port
-from tests.support.procs import stop_process
+from tests.support.procs import stop_process, terminate
 from tests.support.site import site_file
 from tests.support.waiting import until_async
 from tests.sync.helpers import Receiver
@@ -186,8 +185,8 @@ async def test_a_site_of_the_core_runs_without_any_extra(tmp_path: Path) -> None
             return "meter.power" in points
 
         await until_async(delivered, timeout=60, what="meter.power delivered upstream")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+        terminate(proc)
+        assert proc.returncode == 0, log.read_text()[-3000:]
     finally:
         stop_process(proc)
         rx.stop()
