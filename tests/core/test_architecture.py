@@ -139,10 +139,10 @@ PLANTED = [
     ),
     (
         "edge/store/space.py",
-        "import edge.store.trend",
+        "import edge.trend.plugin",
         CORE,
-        "edge.store.trend",
-        "edge.store.space -> edge.store.trend",
+        "edge.trend.plugin",
+        "edge.store.space -> edge.trend.plugin",
     ),
     (
         "drivers/sim/driver.py",
