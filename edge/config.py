@@ -17,36 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from edge.model import ID_RE, SITE_ID_RE, PointInfo, PointType, Privacy, point_id
+from edge.driver import DeviceConfig
+from edge.model import ID_RE, SITE_ID_RE, PointInfo, Privacy
 from edge.plugins import registry
 from edge.units import Duration, Size
+from edge.validation import ConfigError, ListenAddress, Strict, valid_id, valid_listen
+
+# kept only while edge/api/auth.py still imports it from here; its one place is edge.validation
+from edge.validation import resolve_secret as resolve_secret
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
 from edge.yamlpos import load as load_yaml
 from edge.yamlpos import read_text as read_yaml_text
 
 PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
 SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key"}
-
-
-class ConfigError(Exception):
-    """Every problem of a site file; `str()` prints one located line per problem."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-class Strict(BaseModel):
-    # validators are built at first use: a site never builds those of driver kinds it does not use
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False, defer_build=True)
-
-
-def valid_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_RE.match(value):
-        raise ValueError(f"invalid {what} {value!r}: use lowercase letters, digits, '_' and '-'")
-    return value
 
 
 # ---------------------------------------------------------------- core sections
@@ -93,29 +79,6 @@ class StorageConfig(Strict):
         return self.blob_dir or str(FsPath(self.path).with_name("blobs"))
 
 
-def valid_listen(value: object, example: str = "0.0.0.0:8080") -> str:
-    """A HOST:PORT listen address (a bare number is refused with an example)."""
-    text = str(value)
-    _host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"invalid listen address {text!r}; expected HOST:PORT such as {example}")
-    return text
-
-
-class ListenAddress:
-    """`host` and `port` of a model's `listen: HOST:PORT` field."""
-
-    listen: str
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
-
-
 class WebConfig(ListenAddress, Strict):
     listen: str = "0.0.0.0:8080"
     tls_cert: str | None = None
@@ -142,70 +105,6 @@ class ConsumerConfig(Strict):
     @classmethod
     def _valid_id(cls, v: str) -> str:
         return valid_id(v, "consumer id")
-
-
-# ---------------------------------------------------------------- bases for plugins
-class PointConfig(Strict):
-    """Fields every driver's points share; a driver subclasses it with its own keys."""
-
-    name: str
-    type: PointType = PointType.FLOAT
-    unit: str = ""
-    writable: bool = False
-    privacy: Privacy = Privacy.PUBLIC
-    deadband: float = Field(0.0, ge=0)
-    report_every: Duration = 0.0
-    description: str = ""
-
-    def point_type(self) -> PointType:
-        """The engineering type of the values (drivers whose `type` means more override this)."""
-        return self.type
-
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, v: str) -> str:
-        return valid_id(v, "point name")
-
-
-class DeviceConfig(Strict):
-    """Fields every device entry shares; a driver subclasses it (and its `points`)."""
-
-    id: str
-    driver: str
-    name: str = ""
-    enabled: bool = True
-    profile: str | None = None
-    description: str = ""
-
-    @field_validator("id")
-    @classmethod
-    def _valid_id(cls, v: str) -> str:
-        return valid_id(v, "device id")
-
-    def exclusive(self) -> list[tuple[str, str]]:
-        """(key, value) pairs no other enabled device of the site may share: one physical device
-        entered twice (a BLE address) would split its data between two ids."""
-        return []
-
-    def point_infos(self) -> list[PointInfo]:
-        """PointInfo for every configured point (drivers with a `points:` list get this for free)."""
-        out = []
-        for p in getattr(self, "points", []) or []:
-            out.append(
-                PointInfo(
-                    id=point_id(self.id, p.name),
-                    device=self.id,
-                    name=p.name,
-                    type=p.point_type(),
-                    unit=p.unit,
-                    writable=p.writable,
-                    privacy=p.privacy,
-                    deadband=p.deadband,
-                    report_every=p.report_every,
-                    description=p.description,
-                )
-            )
-        return out
 
 
 class SinkConfig(Strict):
@@ -260,25 +159,6 @@ class Site:
 
 
 # ---------------------------------------------------------------- secrets
-def resolve_secret(env: str | None, file: str | None, what: str) -> str | None:
-    """The secret named by `*_env` / `*_file`; a clear error when it is named but missing."""
-    if env:
-        value = os.environ.get(env)
-        if value is None or value == "":
-            raise ConfigError(
-                [Problem("environment", None, (), f"{what}: environment variable {env} is not set")]
-            )
-        return value
-    if file:
-        try:
-            return FsPath(file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                [Problem(file, None, (), f"{what}: cannot read secret file: {exc.strerror}")]
-            ) from None
-    return None
-
-
 def _secret_problems(data: Any, path: Path, pos: Positions) -> list[Problem]:
     out: list[Problem] = []
     if isinstance(data, dict):

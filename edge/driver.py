@@ -22,6 +22,12 @@ a driver never takes the process down. Drivers never block the event loop: block
 
 `BaseDriver` implements the queue plumbing, so a driver only calls `self.emit(batch)` and
 `self.set_health(...)`.
+
+The contract is this module alone: the device and point models a driver's config extends
+(`DeviceConfig`, `PointConfig`), the context with the services a driver may use (`DriverContext`:
+typed, no lookup by name), and the capabilities other parts of the site may ask a driver for
+(`Snapshots`: a rule's snapshot action reaches a camera through it). A driver imports nothing else
+of the core besides `edge.model`, `edge.units` and `edge.validation`.
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from edge.model import (
     CommandResult,
@@ -41,11 +47,83 @@ from edge.model import (
     Health,
     HealthState,
     PointInfo,
+    PointType,
+    Privacy,
     Reading,
     Record,
     Severity,
     Value,
+    point_id,
 )
+from edge.units import Duration
+from edge.validation import Strict, valid_id
+
+if TYPE_CHECKING:
+    from edge.store.blobs import BlobStore
+
+
+# ---------------------------------------------------------------- config bases
+class PointConfig(Strict):
+    """Fields every driver's points share; a driver subclasses it with its own keys."""
+
+    name: str
+    type: PointType = PointType.FLOAT
+    unit: str = ""
+    writable: bool = False
+    privacy: Privacy = Privacy.PUBLIC
+    deadband: float = Field(0.0, ge=0)
+    report_every: Duration = 0.0
+    description: str = ""
+
+    def point_type(self) -> PointType:
+        """The engineering type of the values (drivers whose `type` means more override this)."""
+        return self.type
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        return valid_id(v, "point name")
+
+
+class DeviceConfig(Strict):
+    """Fields every device entry shares; a driver subclasses it (and its `points`)."""
+
+    id: str
+    driver: str
+    name: str = ""
+    enabled: bool = True
+    profile: str | None = None
+    description: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, v: str) -> str:
+        return valid_id(v, "device id")
+
+    def exclusive(self) -> list[tuple[str, str]]:
+        """(key, value) pairs no other enabled device of the site may share: one physical device
+        entered twice (a BLE address) would split its data between two ids."""
+        return []
+
+    def point_infos(self) -> list[PointInfo]:
+        """PointInfo for every configured point (drivers with a `points:` list get this for free)."""
+        out = []
+        for p in getattr(self, "points", []) or []:
+            out.append(
+                PointInfo(
+                    id=point_id(self.id, p.name),
+                    device=self.id,
+                    name=p.name,
+                    type=p.point_type(),
+                    unit=p.unit,
+                    writable=p.writable,
+                    privacy=p.privacy,
+                    deadband=p.deadband,
+                    report_every=p.report_every,
+                    description=p.description,
+                )
+            )
+        return out
 
 
 class DeviceReadError(Exception):
@@ -59,6 +137,10 @@ class DeviceReadError(Exception):
         self.no_answer = no_answer  # nothing came back (timeout, connection refused), not a refusal
 
 
+def _no_registration(infos: Iterable[PointInfo]) -> None:
+    """Outside a runtime (a probe, a test) nobody keeps point metadata: found points go nowhere."""
+
+
 @dataclass
 class DriverContext:
     """What the runtime hands a driver besides its own config."""
@@ -67,8 +149,31 @@ class DriverContext:
     data_dir: str
     log: logging.Logger
     clock: Callable[[], float]
-    # Extra services a driver may use (e.g. the blob store for cameras); keyed by name.
-    services: dict[str, Any] = field(default_factory=dict)
+    #: announce points found at run time (a BLE sensor reporting an object not in its map), so
+    #: their metadata (type, unit, privacy) is known before their first reading arrives
+    register_points: Callable[[Iterable[PointInfo]], None] = _no_registration
+    #: where snapshots and other binary objects go (None: `blobs/` under `data_dir`)
+    blobs: BlobStore | None = field(default=None)
+
+    def blob_store(self) -> BlobStore:
+        """The site's blob store (one under `data_dir` when the runtime gave none)."""
+        if self.blobs is None:
+            from edge.store.blobs import BlobStore
+
+            self.blobs = BlobStore(f"{self.data_dir}/blobs")
+        return self.blobs
+
+
+# ---------------------------------------------------------------- capabilities
+class Snapshots:
+    """Capability: the driver takes still pictures on request (a camera). A driver declares it by
+    subclassing (`class CameraDriver(BaseDriver, Snapshots)`); a rule's snapshot action asks for
+    it (`Runtime.driver_with(device, Snapshots)`), never for a driver type or a method name."""
+
+    async def snapshot(self, reason: str, rule: str | None = None) -> dict[str, Any]:
+        """Take one now; returns the payload of the `snapshot` event it emits. Raises an
+        exception whose message says why when no picture can be taken."""
+        raise NotImplementedError(f"{type(self).__name__} declares Snapshots but takes none")
 
 
 class Driver(abc.ABC):

@@ -19,12 +19,13 @@ is refused with the pip extra to install (`extra`).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import argparse
@@ -34,7 +35,11 @@ if TYPE_CHECKING:
 
     from edge.config import Site
     from edge.driver import Driver
+    from edge.hub import Hub
+    from edge.model import Reading
     from edge.runtime import Runtime
+    from edge.state import StateDB
+    from edge.store import Journal
 
 log = logging.getLogger("edge.plugins")
 
@@ -52,6 +57,44 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ComponentContext:
+    """What a component (rules engine, sync, Modbus server, trend index...) gets from the runtime,
+    instead of the `Runtime` itself: the site's config, the journal, the hub, the state database,
+    the clock, a way to own background tasks, the devices' capabilities (`driver_with`) and the
+    other components by type (`component`). A component cannot reach a driver slot, restart a
+    device or stop the web server, and what it depends on is written here."""
+
+    site: Site
+    journal: Journal
+    hub: Hub
+    #: rules, accounts, audit, dead letters (open before any component is built)
+    state: StateDB
+    clock: Callable[[], float]
+    #: the newest good reading of each point found in the journal at start
+    restored_good: Mapping[str, Reading]
+    #: runs a background task the runtime owns (cancelled and awaited on stop)
+    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
+    #: (device id, capability) -> the running driver with it; see `Runtime.driver_with`
+    find_driver: Callable[[str, type[Any]], Any]
+    #: the components built so far, in start order
+    components: Callable[[], Iterable[object]] = field(default=lambda: ())
+
+    def driver_with(self, device_id: str, capability: type[T]) -> T | None:
+        """The running driver of `device_id` as `capability` (a Protocol or mixin of
+        `edge.driver`), None while it restarts; LookupError with a message naming the device when
+        the site has no such enabled device or its driver lacks the capability."""
+        found: T | None = self.find_driver(device_id, capability)
+        return found
+
+    def component(self, kind: type[T]) -> T | None:
+        """The component of this type, None when the site does not run one (or it starts later)."""
+        return next((c for c in self.components() if isinstance(c, kind)), None)
 
 
 @dataclass(frozen=True)
@@ -78,8 +121,9 @@ class Plugin:
     sinks: Mapping[str, Spec] = field(default_factory=dict)
     #: top-level key of the site file -> the pydantic model of that section
     sections: Mapping[str, Callable[[], type[BaseModel]]] = field(default_factory=dict)
-    #: builds the feature's component for a site, or None when the site does not use it
-    component: Callable[[Runtime], Component | None] | None = None
+    #: builds the feature's component for a site from the runtime's narrow context (journal, hub,
+    #: state, clock, capabilities of the devices...), or None when the site does not use it
+    component: Callable[[ComponentContext], Component | None] | None = None
     #: adds the feature's HTTP routes (`setup(app, runtime)`)
     routes: Callable[[web.Application, Runtime], None] | None = None
     #: adds the feature's `edge` commands (must not import heavy modules: the CLI loads it always)

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edge import fileperm
-from edge.config import DeviceConfig, Site
-from edge.driver import Driver, DriverContext
+from edge.config import Site
+from edge.driver import DeviceConfig, Driver, DriverContext
 from edge.hub import Hub
 from edge.model import (
     CommandResult,
@@ -33,11 +33,15 @@ from edge.model import (
     Value,
     point_id,
 )
-from edge.plugins import registry
+from edge.plugins import ComponentContext, registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal
 
+if TYPE_CHECKING:
+    from edge.store.blobs import BlobStore
+
 log = logging.getLogger("edge.runtime")
+C = TypeVar("C")
 
 
 class StartError(RuntimeError):
@@ -50,9 +54,6 @@ class Component(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
-
-
-#: "module:factory" -> factory(runtime) returns a Component, or None when the site does not use it.
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Runtime:
         # the latest value, so `prev` and `p()` mean after a restart what they meant before)
         self.restored_good: dict[str, Reading] = {}
         self._private_kept: set[str] = set()
+        self._blob_store: BlobStore | None = None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -129,9 +131,10 @@ class Runtime:
                 self.clock(),
             )
         )
+        ctx = self.component_context()
         for plugin in registry().with_hook("component"):
             assert plugin.component is not None
-            component = plugin.component(self)
+            component = plugin.component(ctx)
             if component is not None:
                 await component.start()
                 self.components[component.name] = component
@@ -238,7 +241,57 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def component_context(self) -> ComponentContext:
+        """The narrow view of this runtime a component gets (the state database must be open)."""
+        assert self.state is not None, "components are built after the state database is open"
+        return ComponentContext(
+            site=self.site,
+            journal=self.journal,
+            hub=self.hub,
+            state=self.state,
+            clock=self.clock,
+            restored_good=self.restored_good,
+            spawn=self.spawn,
+            find_driver=self.driver_with,
+            components=lambda: list(self.components.values()),
+        )
+
     # ------------------------------------------------------------ devices
+    def driver(self, device_id: str) -> Driver | None:
+        """The running driver of `device_id` (None: no such device, disabled, or restarting)."""
+        slot = self.slots.get(device_id)
+        return slot.driver if slot is not None else None
+
+    def driver_with(self, device_id: str, capability: type[C]) -> C | None:
+        """The running driver of `device_id` as `capability` (a Protocol or mixin of
+        `edge.driver`, e.g. `Snapshots`), or None while that driver restarts.
+
+        Raises LookupError, with a message that names the device, when the site has no such
+        device, the device is disabled, or its driver does not have the capability (judged on the
+        driver's class, so the answer is the same while it restarts)."""
+        try:
+            dev = self.site.device(device_id)
+        except KeyError:
+            raise LookupError(f"this site has no device {device_id!r}") from None
+        what = getattr(capability, "__name__", str(capability))
+        if not issubclass(registry().driver(dev.driver), capability):
+            raise LookupError(
+                f"device {device_id!r} is a {dev.driver} device, which has no {what} capability"
+            )
+        slot = self.slots.get(device_id)
+        if slot is None:
+            raise LookupError(f"device {device_id!r} is disabled")
+        driver = slot.driver
+        return driver if isinstance(driver, capability) else None
+
+    def _blobs(self) -> BlobStore:
+        """One blob store for every camera of the site (the web server opens its own to serve)."""
+        if self._blob_store is None:
+            from edge.store.blobs import BlobStore
+
+            self._blob_store = BlobStore(self.site.storage.resolved_blob_dir())
+        return self._blob_store
+
     def start_device(self, dev: DeviceConfig) -> None:
         slot = DriverSlot(config=dev)
         self.slots[dev.id] = slot
@@ -261,7 +314,8 @@ class Runtime:
             data_dir=str(Path(self.site.storage.path).parent),
             log=logging.getLogger(f"edge.driver.{dev.id}"),
             clock=self.clock,
-            services={"blob_dir": self.site.storage.resolved_blob_dir(), "hub": self.hub},
+            register_points=self.hub.register_points,
+            blobs=self._blobs(),
         )
         while not self.stopping.is_set():
             driver: Driver | None = None

@@ -49,7 +49,7 @@ from rules.model import (
 from rules.store import RuleStore
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 log = logging.getLogger("rules.actions")
 VIRTUAL_POINTS = "virtual_points"  # rules_meta key: {point id: [type, privacy class]}
@@ -93,9 +93,9 @@ class RateLimit:
 
 
 class ActionRunner:
-    def __init__(self, runtime: Runtime, config: RulesConfig) -> None:
-        self.runtime = runtime
-        self.hub = runtime.hub
+    def __init__(self, ctx: ComponentContext, config: RulesConfig) -> None:
+        self.site_id = ctx.site.site.id
+        self.hub = ctx.hub
         self.config = config
         self.snapshot_hook: SnapshotHook | None = None
         self._limits: dict[str, RateLimit] = {}
@@ -113,8 +113,7 @@ class ActionRunner:
         self.failed = 0
         self.rate_limited: dict[str, int] = {}
         self.write_latency_ms: list[float] = []  # recent reading->write-issued latencies (bench)
-        state = getattr(runtime, "state", None)
-        self._meta = RuleStore(state) if state is not None else None
+        self._meta = RuleStore(ctx.state)
         self._virtual: dict[str, list[str]] = {}
         self._restore_virtual_points()
 
@@ -359,7 +358,7 @@ class ActionRunner:
             "point": firing.args[2],
             "value": firing.args[0],
             "ts": firing.ts,
-            "site": self.runtime.site.site.id,
+            "site": self.site_id,
         }
         timeout = aiohttp.ClientTimeout(total=spec.timeout or self.config.webhook_timeout)
         status = ""

@@ -1,6 +1,6 @@
 """The running rules engine inside a Runtime: load, subscribe, time, act, persist, manage.
 
-`create(runtime)` returns the component. On start it imports from the site's packs each rule not
+`create(ctx)` returns the component (ctx: the runtime's narrow `ComponentContext`). On start it imports from the site's packs each rule not
 imported before, loads every stored rule into the `Engine`, restores persisted rule state (so a pending
 `for:` keeps its start time and an active alert does not fire again), refills the rules' windows
 from the journal (`rules.backfill`, so `avg(P, 10m)` means the same right after a restart), and
@@ -22,6 +22,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.api.problem import Problem
+from edge.driver import Snapshots
 from edge.model import Event, Record, Severity
 from edge.yamlpos import YamlError, read_text
 from rules.actions import ActionRunner
@@ -43,7 +44,7 @@ from rules.model import (
 from rules.store import RuleStore, StateWriter, StoredRule
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 log = logging.getLogger("rules")
 RATE_LIMITS = "rate_limits"  # rules_meta key: each rule's remaining action budget
@@ -74,11 +75,11 @@ class DryRunBusy(Problem):
 class RulesComponent:
     name = "rules"
 
-    def __init__(self, runtime: Runtime, config: RulesConfig) -> None:
-        self.runtime = runtime
+    def __init__(self, ctx: ComponentContext, config: RulesConfig) -> None:
+        self.ctx = ctx
         self.config = config
-        self.engine = Engine(site_tz(runtime.site.site.timezone))
-        self.actions = ActionRunner(runtime, config)
+        self.engine = Engine(site_tz(ctx.site.site.timezone))
+        self.actions = ActionRunner(ctx, config)
         self.actions.snapshot_hook = self._snapshot
         self.store: RuleStore | None = None
         self.writer: StateWriter | None = None
@@ -98,26 +99,25 @@ class RulesComponent:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        assert self.runtime.state is not None
-        self.store = RuleStore(self.runtime.state)
+        self.store = RuleStore(self.ctx.state)
         # reading and compiling packs is CPU work proportional to their size: off the event loop
         self._import_packs(await asyncio.to_thread(self._read_packs))
         self.actions.restore_limits(self.store.meta(RATE_LIMITS))
-        now = self.runtime.clock()
+        now = self.ctx.clock()
         self.engine.now = now
-        for point, reading in getattr(self.runtime, "restored_good", {}).items():
+        for point, reading in self.ctx.restored_good.items():
             self.engine.latest.setdefault(point, reading)
         for stored in self.store.list_rules():
             self._load(stored)
         for rule_id, states in self.store.load_states().items():
             for key, st in states.items():
                 self.engine.restore(rule_id, key, st)
-        self.engine.watch_points(list(self.runtime.hub.points), now)
+        self.engine.watch_points(list(self.ctx.hub.points), now)
         self.writer = StateWriter(self.store)
         # windows hold the journal's recent readings before the first live reading arrives
         await self._backfill(wants_of(self.engine.rules.values()), keep=set())
         self._started = True
-        self._unsubscribe = self.runtime.hub.subscribe(self._on_records)
+        self._unsubscribe = self.ctx.hub.subscribe(self._on_records)
         # timers whose deadline passed while the gateway was down are due now
         self._after(self.engine.advance(now))
 
@@ -138,16 +138,15 @@ class RulesComponent:
             self.writer.close()
 
     async def _snapshot(self, camera: str, firing: Firing) -> Any:
-        """A rule's snapshot action: the camera device named takes it (drivers/camera)."""
-        slot = self.runtime.slots.get(camera)
-        if slot is None:
-            raise LookupError(f"snapshot: this site has no device {camera!r} (name a camera device id)")
-        take = getattr(slot.driver, "snapshot", None)
-        if slot.driver is not None and take is None:
-            raise LookupError(f"snapshot: device {camera!r} is a {slot.config.driver} device, not a camera")
-        if take is None:
+        """A rule's snapshot action: the device named takes it through the `Snapshots` capability
+        of its driver (a camera), whatever that driver is."""
+        try:
+            taker = self.ctx.driver_with(camera, Snapshots)
+        except LookupError as exc:
+            raise LookupError(f"snapshot: {exc} (name a device that takes snapshots: a camera)") from None
+        if taker is None:
             raise RuntimeError(f"snapshot: camera {camera!r} is restarting")
-        return await take(f"rule:{firing.rule.id}", rule=firing.rule.id)
+        return await taker.snapshot(f"rule:{firing.rule.id}", rule=firing.rule.id)
 
     def status(self) -> dict[str, Any]:
         rules = self.engine.rules.values()
@@ -177,9 +176,9 @@ class RulesComponent:
         limit = self.config.window_backfill_rows
         if not wants or limit <= 0:
             return
-        journal = self.runtime.journal
+        journal = self.ctx.journal
         upto = await journal.flush()  # everything the engine was given so far is now readable
-        history = await asyncio.to_thread(read_history, journal, wants, self.runtime.clock(), upto, limit)
+        history = await asyncio.to_thread(read_history, journal, wants, self.ctx.clock(), upto, limit)
         filled = self.engine.fill_windows(history.windows, keep)
         b = self.backfill
         b["runs"] += 1
@@ -233,17 +232,17 @@ class RulesComponent:
         token = object()
         self.dry_runs[token] = now + self.dry_run_seconds
         try:
-            journal = self.runtime.journal
+            journal = self.ctx.journal
             await journal.flush()  # the child reads the file: every record handed over so far is in it
             request = {
                 "journal": str(journal.path),
                 "rule": compiled.rule.doc(),
-                "timezone": self.runtime.site.site.timezone,
+                "timezone": self.ctx.site.site.timezone,
                 "since": since,
                 "until": until,
                 "max_rows": self.config.window_backfill_rows,
                 # the hub's classes (rule-set points included) judge each firing's privacy
-                "point_classes": {p: str(i.privacy) for p, i in self.runtime.hub.points.items()},
+                "point_classes": {p: str(i.privacy) for p, i in self.ctx.hub.points.items()},
             }
             return await run_in_child(request, self.dry_run_seconds, self.dry_run_memory, self.dry_run_procs)
         except OverBudget as exc:
@@ -299,13 +298,13 @@ class RulesComponent:
             return
         if self._timer is not None:
             self._timer.cancel()
-        delay = max(0.0, deadline - self.runtime.clock())
+        delay = max(0.0, deadline - self.ctx.clock())
         self._timer_at = deadline
         self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
     def _tick(self) -> None:
         self._timer = self._timer_at = None
-        self._after(self.engine.advance(self.runtime.clock()))
+        self._after(self.engine.advance(self.ctx.clock()))
 
     # ------------------------------------------------------------ management (API, CLI)
     def _load(self, stored: StoredRule) -> None:
@@ -316,7 +315,7 @@ class RulesComponent:
             self.engine.remove(stored.id)
             return
         self.broken.pop(stored.id, None)
-        self.engine.add(compiled, self.runtime.clock())
+        self.engine.add(compiled, self.ctx.clock())
 
     def _read_packs(self) -> list[tuple[str, list[CompiledRule] | Exception]]:
         """Each site pack compiled, or why it cannot be (too large, unreadable, a rule that does
@@ -324,7 +323,7 @@ class RulesComponent:
         out: list[tuple[str, list[CompiledRule] | Exception]] = []
         for pack in self.config.packs:
             try:
-                text = read_text(resolve_pack(pack, self.runtime.site.source))
+                text = read_text(resolve_pack(pack, self.ctx.site.source))
                 out.append((pack, compile_pack(text, pack, webhook_allow=self.config.webhook_allow)))
             except (OSError, UnicodeDecodeError, YamlError, RulePackError) as exc:
                 out.append((pack, exc))
@@ -347,7 +346,7 @@ class RulesComponent:
             if isinstance(compiled, Exception):
                 exc = compiled
                 log.error("rule pack %s not imported: %s", pack, exc)
-                self.runtime.hub.publish_event(
+                self.ctx.hub.publish_event(
                     Event("rule_pack_error", "rules", Severity.WARNING, {"pack": pack, "error": str(exc)})
                 )
                 continue
@@ -400,12 +399,12 @@ class RulesComponent:
         if keep:  # a renamed rule or a reworded message keeps its pending timer and active alert
             self.engine.replace(compiled)
         else:
-            self.engine.add(compiled, self.runtime.clock())
+            self.engine.add(compiled, self.ctx.clock())
         self._backfill_later(stored.id, had)
-        self.engine.watch_points(list(self.runtime.hub.points), self.runtime.clock())
+        self.engine.watch_points(list(self.ctx.hub.points), self.ctx.clock())
         self.broken.pop(stored.id, None)
         audit.record(
-            self.runtime.state,  # type: ignore[arg-type]
+            self.ctx.state,
             actor,
             f"rule_{action}",
             stored.id,
@@ -421,7 +420,7 @@ class RulesComponent:
             return False
         self.engine.remove(rule_id)
         self.broken.pop(rule_id, None)
-        audit.record(self.runtime.state, actor, "rule_delete", rule_id)  # type: ignore[arg-type]
+        audit.record(self.ctx.state, actor, "rule_delete", rule_id)
         return True
 
     def set_enabled(self, rule_id: str, enabled: bool, actor: str) -> StoredRule | None:
@@ -451,9 +450,9 @@ class RulesComponent:
         return dump_pack([s.doc for s in self.store.list_rules()])
 
 
-def create(runtime: Runtime) -> RulesComponent | None:
-    config = runtime.site.sections.get("rules") or RulesConfig.model_validate({})
+def create(ctx: ComponentContext) -> RulesComponent | None:
+    config = ctx.site.sections.get("rules") or RulesConfig.model_validate({})
     assert isinstance(config, RulesConfig)
     if not config.enabled:
         return None
-    return RulesComponent(runtime, config)
+    return RulesComponent(ctx, config)

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivers.ble.bthome import OBJECT_NAMES
-from edge.config import DeviceConfig, PointConfig
+from edge.driver import DeviceConfig, PointConfig
 from edge.model import PointInfo, PointType, Privacy
 from edge.units import Duration
 

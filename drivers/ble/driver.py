@@ -29,7 +29,6 @@ from drivers.ble import bthome
 from drivers.ble.config import SERVICES, BleDevice, BlePoint, base_object, object_type
 from drivers.ble.measurements import DECODERS, BadMeasurement
 from drivers.ble.scanner import SharedScanner, scanner_for
-from edge.config import resolve_secret
 from edge.driver import BaseDriver, DriverContext
 from edge.model import (
     CommandResult,
@@ -44,6 +43,7 @@ from edge.model import (
     Value,
     point_id,
 )
+from edge.validation import resolve_secret
 
 COUNTERS = (
     "advertisements",  # heard from this address
@@ -227,7 +227,7 @@ class BleDriver(BaseDriver):
             self.set_health(HealthState.ONLINE)
 
     def _found(self, key: str) -> None:
-        """Default map: a new object becomes a point (registered with the hub when there is one)."""
+        """Default map: a new object becomes a point (announced through the context, so the site knows its metadata)."""
         name = base_object(key)
         info = PointInfo(
             id=point_id(self.id, key),
@@ -237,9 +237,7 @@ class BleDriver(BaseDriver):
             unit=bthome.OBJECT_NAMES[name].unit,
         )
         self.found[key] = info
-        hub = self.ctx.services.get("hub")
-        if hub is not None:
-            hub.register_points([info])
+        self.ctx.register_points([info])
 
     def _counter_moves_on(self, counter: int) -> bool:
         """Replay protection for encrypted packets: the counter must grow. A sensor whose counter

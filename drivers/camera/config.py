@@ -12,9 +12,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivers.camera.points import camera_points
-from edge.config import DeviceConfig, Strict, valid_id
+from edge.driver import DeviceConfig
 from edge.model import PointInfo
 from edge.units import Duration, Size
+from edge.validation import Strict, valid_id
 
 #: accepted source schemes; anything else is refused with this list
 SCHEMES = ("http", "https", "rtsp", "rtsps", "file")

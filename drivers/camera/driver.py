@@ -20,7 +20,7 @@ from drivers.camera.capture import Frame, FrameSource
 from drivers.camera.config import CameraDevice
 from drivers.camera.points import COMMANDS, zone_point
 from drivers.camera.redact import redact
-from edge.driver import BaseDriver, DriverContext
+from edge.driver import BaseDriver, DriverContext, Snapshots
 from edge.model import (
     CommandResult,
     CommandStatus,
@@ -35,7 +35,6 @@ from edge.model import (
     Value,
     point_id,
 )
-from edge.store.blobs import BlobStore
 
 TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings
@@ -45,7 +44,7 @@ class SnapshotError(RuntimeError):
     """A snapshot could not be taken (no recent frame); the message says why."""
 
 
-class CameraDriver(BaseDriver):
+class CameraDriver(BaseDriver, Snapshots):
     config_model = CameraDevice
 
     def __init__(self, device: CameraDevice, ctx: DriverContext) -> None:
@@ -53,7 +52,7 @@ class CameraDriver(BaseDriver):
         self.device: CameraDevice = device
         self.source = FrameSource(device)
         self.analyser = ZoneAnalyser(device)
-        self.blobs = BlobStore(ctx.services.get("blob_dir") or f"{ctx.data_dir}/blobs")
+        self.blobs = ctx.blob_store()
         self._task: asyncio.Task[None] | None = None
         self._snapshot_lock = asyncio.Lock()
         self._snapshot_tasks: set[asyncio.Task[Any]] = set()

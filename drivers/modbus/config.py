@@ -14,9 +14,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from drivers.modbus.codec import DataType, WordOrder, register_count
-from edge.config import DeviceConfig, PointConfig, Strict
+from edge.driver import DeviceConfig, PointConfig
 from edge.model import PointType
 from edge.units import Duration
+from edge.validation import Strict
 
 Table = Literal["coil", "discrete", "holding", "input"]
 BIT_TABLES = ("coil", "discrete")

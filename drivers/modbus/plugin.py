@@ -1,9 +1,11 @@
 """The Modbus manifest: `driver: modbus` (TCP, RTU, RTU over TCP), the `modbus_server:` section
-and its server component, and `edge modbus probe`. pymodbus and pyserial come with the `modbus`
+and its server component, the commissioning test-read (`POST /api/v1/commission/read`) and
+`edge modbus probe`. pymodbus and pyserial come with the `modbus`
 extra."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edge.plugins import Plugin, Spec
@@ -11,9 +13,11 @@ from edge.plugins import Plugin, Spec
 if TYPE_CHECKING:
     import argparse
 
+    from aiohttp import web
     from pydantic import BaseModel
 
     from edge.driver import Driver
+    from edge.plugins import ComponentContext
     from edge.runtime import Runtime
 
 
@@ -35,10 +39,22 @@ def server_section() -> type[BaseModel]:
     return ServerConfig
 
 
-def server_component(runtime: Runtime) -> Any:
+def server_component(ctx: ComponentContext) -> Any:
     from drivers.modbus.server import create
 
-    return create(runtime)
+    return create(ctx)
+
+
+def routes(app: web.Application, runtime: Runtime) -> None:
+    from drivers.modbus import commission
+
+    commission.setup(app, runtime)
+
+
+def openapi() -> Mapping[str, Any]:
+    from drivers.modbus.openapi import paths
+
+    return paths()
 
 
 def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +70,8 @@ PLUGIN = Plugin(
     drivers={"modbus": Spec(device_model, driver)},
     sections={"modbus_server": server_section},
     component=server_component,
+    routes=routes,
+    openapi=openapi,
     commands=commands,
     order=30,
 )

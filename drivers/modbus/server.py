@@ -31,14 +31,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from drivers.modbus import codec
 from drivers.modbus.codec import DataType, WordOrder
-from edge.config import ListenAddress, Strict, valid_listen
 from edge.model import PRIVACY_RANK, Privacy, Quality
+from edge.validation import ListenAddress, Strict, valid_listen
+
+if TYPE_CHECKING:
+    from edge.plugins import ComponentContext
 
 log = logging.getLogger("drivers.modbus.server")
 
@@ -300,9 +303,10 @@ class ModbusServerComponent:
         }
 
 
-def create(runtime: Any) -> ModbusServerComponent | None:
-    config = runtime.site.sections.get("modbus_server")
+def create(ctx: ComponentContext) -> ModbusServerComponent | None:
+    config = ctx.site.sections.get("modbus_server")
     if config is None:
         return None
-    known = {p.id for p in runtime.site.point_infos()}
-    return ModbusServerComponent(config, runtime.hub.latest, known, runtime.hub.points)
+    assert isinstance(config, ServerConfig)
+    known = {p.id for p in ctx.site.point_infos()}
+    return ModbusServerComponent(config, ctx.hub.latest, known, ctx.hub.points)

@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from edge.config import DeviceConfig, PointConfig, Strict
-from edge.driver import BaseDriver, DeviceReadError, DriverContext
+from edge.driver import BaseDriver, DeviceConfig, DeviceReadError, DriverContext, PointConfig
 from edge.model import (
     CommandResult,
     CommandStatus,
@@ -33,6 +32,7 @@ from edge.model import (
     point_id,
 )
 from edge.units import Duration
+from edge.validation import Strict
 
 Signal = Literal["constant", "ramp", "sine", "random_walk", "random", "counter", "toggle", "step"]
 

@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from edge.config import resolve_secret
 from edge.model import Event, Severity
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
@@ -45,6 +44,7 @@ from edge.sync import deadletters
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
 from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window
+from edge.validation import resolve_secret
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

@@ -1,6 +1,6 @@
 """The sync component: runs every push sink of the site and keeps the pull consumers' cursors.
 
-`create(runtime)` returns None for a site with neither `upstream:` nor `consumers:`. Declared
+`create(ctx)` (ctx: the runtime's narrow `ComponentContext`) returns None for a site with neither `upstream:` nor `consumers:`. Declared
 consumers get their cursor registered at start, so retention keeps their data even before they
 first connect.
 """
@@ -14,11 +14,11 @@ from edge.plugins import registry
 from edge.sync.base import LinkBoard, PushSink
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
+    from edge.store import Journal
 
 
-def consumer_status(runtime: Runtime, consumer_id: str) -> dict[str, Any]:
-    journal = runtime.journal
+def consumer_status(journal: Journal, consumer_id: str) -> dict[str, Any]:
     found = journal.consumer_cursor(consumer_id)
     cursor, updated = found if found is not None else (0, None)
     backlog = max(0, journal.committed_seq - cursor)
@@ -35,19 +35,19 @@ def consumer_status(runtime: Runtime, consumer_id: str) -> dict[str, Any]:
 class SyncComponent:
     name = "sync"
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, ctx: ComponentContext) -> None:
+        self.ctx = ctx
         self.links = LinkBoard()
         self.sinks: dict[str, PushSink] = {}
-        for cfg in runtime.site.upstream:
+        for cfg in ctx.site.upstream:
             if not cfg.enabled:
                 continue
             cls = registry().sink(cfg.type)
-            self.sinks[cfg.id] = cls(cfg, runtime, self.links)
+            self.sinks[cfg.id] = cls(cfg, ctx, self.links)
 
     async def start(self) -> None:
-        for c in self.runtime.site.consumers:
-            await self.runtime.journal.register_cursor(c.id, "consumer")
+        for c in self.ctx.site.consumers:
+            await self.ctx.journal.register_cursor(c.id, "consumer")
         for sink in self.sinks.values():
             await sink.start()
 
@@ -56,10 +56,10 @@ class SyncComponent:
             await sink.stop()
 
     def consumer_ids(self) -> list[str]:
-        declared = [c.id for c in self.runtime.site.consumers]
+        declared = [c.id for c in self.ctx.site.consumers]
         extra = sorted(
             name
-            for name, (kind, _seq, _u) in self.runtime.journal.cursors().items()
+            for name, (kind, _seq, _u) in self.ctx.journal.cursors().items()
             if kind == "consumer" and name not in declared
         )
         return declared + extra
@@ -67,11 +67,11 @@ class SyncComponent:
     def status(self) -> dict[str, Any]:
         return {
             "sinks": [s.status() for s in self.sinks.values()],
-            "consumers": [consumer_status(self.runtime, cid) for cid in self.consumer_ids()],
+            "consumers": [consumer_status(self.ctx.journal, cid) for cid in self.consumer_ids()],
         }
 
 
-def create(runtime: Runtime) -> SyncComponent | None:
-    if not runtime.site.upstream and not runtime.site.consumers:
+def create(ctx: ComponentContext) -> SyncComponent | None:
+    if not ctx.site.upstream and not ctx.site.consumers:
         return None
-    return SyncComponent(runtime)
+    return SyncComponent(ctx)

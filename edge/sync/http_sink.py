@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from edge.config import resolve_secret
 from edge.model import QUALITY_NAMES
 from edge.store.journal import BOOL_FLAG
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, PushSink
 from edge.sync.sink_config import PushSinkConfig
+from edge.validation import resolve_secret
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

@@ -7,10 +7,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from edge.config import SinkConfig, Strict
+from edge.config import SinkConfig
 from edge.model import Privacy
 from edge.store.records import IncludeConfig
 from edge.units import Duration, Size
+from edge.validation import Strict
 
 MAX_IN_FLIGHT = 16  # batches a sink may send at once; the window a crash can replay
 

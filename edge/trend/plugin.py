@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 from edge.plugins import Plugin
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 
-def component(runtime: Runtime) -> Any:
+def component(ctx: ComponentContext) -> Any:
     from edge.store.trend import create
 
-    return create(runtime)
+    # trend's create reads only site.storage, journal and clock, which the context carries
+    return create(ctx)  # type: ignore[arg-type]
 
 
 PLUGIN = Plugin(name="trend", component=component, order=40)

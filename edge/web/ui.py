@@ -3,7 +3,7 @@
 The UI is hand-written HTML/JS/CSS under `static/` (ES modules, no build step, no CDN, no external
 fonts). Page paths are served by the server, so a page requested without a session redirects to
 /login (or /setup on first run) before any script runs; the JSON it then uses is in `ui_api`,
-`live` (SSE) and `commission`.
+`live` (SSE) and the plugins' routes (the commissioning read comes with the Modbus plugin).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edge.api.auth import principal_of
-from edge.web import commission, live, ui_api
+from edge.web import live, ui_api
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -70,7 +70,6 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     app.on_response_prepare.append(security_headers)
     ui_api.setup(app, runtime)
     live.setup(app, runtime)
-    commission.setup(app, runtime)
 
 
 def _html(name: str) -> web.FileResponse:

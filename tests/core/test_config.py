@@ -86,7 +86,7 @@ def test_profile_defaults_and_point_overrides_merge(tmp_path: Path) -> None:
 
 
 def test_secrets_resolve_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge.config import resolve_secret
+    from edge.validation import resolve_secret
 
     monkeypatch.setenv("EDGE_TEST_TOKEN", "from-env")
     assert resolve_secret("EDGE_TEST_TOKEN", None, "t") == "from-env"

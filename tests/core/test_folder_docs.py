@@ -25,7 +25,8 @@ from drivers.ble.config import BleDevice
 from drivers.camera.config import CameraDevice
 from drivers.modbus.config import ModbusDevice
 from drivers.modbus.server import ServerConfig
-from edge.config import DeviceConfig, Site, load_site_text
+from edge.config import Site, load_site_text
+from edge.driver import DeviceConfig
 from edge.sync.http_sink import HttpSinkConfig
 from edge.sync.influx_sink import InfluxSinkConfig
 

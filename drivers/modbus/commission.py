@@ -1,26 +1,29 @@
-"""`POST /api/v1/commission/read`: the technician's test-read.
+"""`POST /api/v1/commission/read`: the technician's test-read, served by the Modbus plugin.
 
 `{"point": "dev.p"}` reads the point from the device now when the driver can read on demand
-(`read(name)` of the Driver contract, see `edge.driver.reads_on_demand`): `source: "device"` with
-the read's `duration_ms`; a device that does not answer is a 502 problem whose detail is the
-driver's reason. A driver that cannot read on demand answers the value of its last poll with its
-age (`source: "last_poll"`). `{"device": ID, "table": "holding", "address": N, "count": N}` reads a
-raw Modbus register range through the Modbus engineer's `drivers.modbus.probe.probe()` and decodes
-it in every word order; that module is imported only here, on demand, so sites without Modbus
-never load pymodbus. Every test-read, answered or not, is written to the audit log.
+(`read(name)` of the Driver contract, see `edge.driver.reads_on_demand`; any driver, not only
+Modbus): `source: "device"` with the read's `duration_ms`; a device that does not answer is a 502
+problem whose detail is the driver's reason. A driver that cannot read on demand answers the value
+of its last poll with its age (`source: "last_poll"`). `{"device": ID, "table": "holding",
+"address": N, "count": N}` reads a raw register range of a Modbus device through `probe.probe()`
+and decodes it in every word order; tables, types and per-request limits are the Modbus package's
+own. This module is imported only when the web server starts with the Modbus plugin installed.
+Every test-read, answered or not, is written to the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from aiohttp import web
 
+from drivers.modbus.codec import NUMERIC_TYPES
+from drivers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, ModbusDevice, Table
 from edge import audit
 from edge.api import privacy
+from edge.api.app import get_runtime
 from edge.api.auth import require
 from edge.api.problem import Problem, json_response, read_json
 from edge.driver import DeviceReadError, reads_on_demand
@@ -30,16 +33,17 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 READ_TIMEOUT = 5.0
-TABLES = ("holding", "input", "coil", "discrete")
-DATA_TYPES = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string")
+#: register tables first, then the bit tables (the order the error message and the document list)
+TABLES = (*(t for t in get_args(Table) if t not in BIT_TABLES), *BIT_TABLES)
+DATA_TYPES = (*NUMERIC_TYPES, "string")
+ASK = 'send {"point": ID} or {"device": ID, "table", "address", "count"}'
 
 
 async def read_point(runtime: Runtime, point_id: str) -> dict[str, Any]:
     if point_id not in runtime.hub.points:
         raise Problem(404, "Unknown point", f"no point {point_id!r} in this site")
     device, _, name = point_id.partition(".")
-    slot = runtime.slots.get(device)
-    driver = slot.driver if slot else None
+    driver = runtime.driver(device)
     if driver is not None and reads_on_demand(driver):
         started = time.monotonic()
         try:
@@ -89,7 +93,7 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
         dev = runtime.site.device(str(device_id))
     except KeyError:
         raise Problem(404, "Unknown device", f"no device {device_id!r} in this site") from None
-    if dev.driver != "modbus":
+    if not isinstance(dev, ModbusDevice):
         raise Problem(422, "Not a Modbus device", f"{dev.id} uses the {dev.driver} driver")
     table = body.get("table", "holding")
     if table not in TABLES:
@@ -99,28 +103,20 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
         count = int(body.get("count", 2))
     except (TypeError, ValueError):
         raise Problem(422, "Bad range", "address and count are integers") from None
-    limit = 125 if table in ("holding", "input") else 2000
+    limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
     if not 0 <= address <= 65535 or not 1 <= count <= limit:
         raise Problem(422, "Bad range", f"address 0-65535 and count 1-{limit} for {table}")
-    try:
-        probe = importlib.import_module("drivers.modbus.probe")
-    except ModuleNotFoundError:
-        raise Problem(
-            501,
-            "Modbus probe not available",
-            "this build has no drivers/modbus/probe.py; the raw register read needs it",
-        ) from None
-    fn = getattr(probe, "probe", None)
-    if fn is None:
-        raise Problem(501, "Modbus probe not available", "drivers.modbus.probe has no probe()")
     data_type = body.get("type", "float32")
     if data_type not in DATA_TYPES:
         raise Problem(422, "Bad type", f"type is one of: {', '.join(DATA_TYPES)}")
+    # pymodbus is loaded at the first raw read, not when the web server starts
+    from drivers.modbus.probe import probe
+
     try:
         async with asyncio.timeout(READ_TIMEOUT * 2):
-            result = await fn(
-                dev.connection,  # type: ignore[attr-defined]
-                unit=dev.unit,  # type: ignore[attr-defined]
+            result = await probe(
+                dev.connection,
+                unit=dev.unit,
                 table=table,
                 address=address,
                 count=count,
@@ -134,62 +130,61 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
     return dict(result)
 
 
+def _audited(
+    runtime: Runtime, actor: str, target: str, answer: dict[str, Any] | None, problem: Problem | None
+) -> None:
+    if runtime.state is None:
+        return
+    if problem is not None:
+        audit.record(
+            runtime.state,
+            actor,
+            "commission_read",
+            target,
+            ok=False,
+            status=problem.status,
+            reason=problem.detail,
+        )
+    elif answer is not None:
+        # the value itself stays out of the log: a point may hold personal data
+        audit.record(
+            runtime.state,
+            actor,
+            "commission_read",
+            target,
+            ok=True,
+            source=answer.get("source", "device"),
+            quality=answer.get("quality"),
+            duration_ms=answer.get("duration_ms"),
+        )
+
+
+async def commission_read(request: web.Request) -> web.Response:
+    principal = require(request, "write")
+    runtime = get_runtime(request)
+    body = await read_json(request, 4096)
+    if not isinstance(body, dict):
+        raise Problem(400, "Expected a JSON object", ASK)
+    if "point" in body:
+        target = str(body["point"])
+        reading = read_point(runtime, target)
+    elif "device" in body:
+        target = f"{body['device']}:{body.get('table', 'holding')}:{body.get('address', 0)}"
+        reading = read_registers(runtime, body)
+    else:
+        raise Problem(400, "Nothing to read", ASK)
+    try:
+        answer = await reading
+    except Problem as problem:
+        if problem.status not in (400, 404, 422, 501):  # a malformed ask reached no device
+            _audited(runtime, principal.name, target, None, problem)
+        raise
+    _audited(runtime, principal.name, target, answer, None)
+    if "point" in body and privacy.minimise_history(runtime, principal, target):
+        # the device answered (that is what commissioning checks); the value stays hidden
+        answer = {**answer, "value": None, "redacted": str(runtime.hub.points[target].privacy)}
+    return json_response(answer)
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
-    def audited(actor: str, target: str, answer: dict[str, Any] | None, problem: Problem | None) -> None:
-        if runtime.state is None:
-            return
-        if problem is not None:
-            audit.record(
-                runtime.state,
-                actor,
-                "commission_read",
-                target,
-                ok=False,
-                status=problem.status,
-                reason=problem.detail,
-            )
-        elif answer is not None:
-            # the value itself stays out of the log: a point may hold personal data
-            audit.record(
-                runtime.state,
-                actor,
-                "commission_read",
-                target,
-                ok=True,
-                source=answer.get("source", "device"),
-                quality=answer.get("quality"),
-                duration_ms=answer.get("duration_ms"),
-            )
-
-    async def commission_read(request: web.Request) -> web.Response:
-        principal = require(request, "write")
-        body = await read_json(request, 4096)
-        if not isinstance(body, dict):
-            raise Problem(
-                400,
-                "Expected a JSON object",
-                'send {"point": ID} or {"device": ID, "table", "address", "count"}',
-            )
-        if "point" in body:
-            target = str(body["point"])
-            reading = read_point(runtime, target)
-        elif "device" in body:
-            target = f"{body['device']}:{body.get('table', 'holding')}:{body.get('address', 0)}"
-            reading = read_registers(runtime, body)
-        else:
-            raise Problem(
-                400, "Nothing to read", 'send {"point": ID} or {"device": ID, "table", "address", "count"}'
-            )
-        try:
-            answer = await reading
-        except Problem as problem:
-            if problem.status not in (400, 404, 422, 501):  # a malformed ask reached no device
-                audited(principal.name, target, None, problem)
-            raise
-        audited(principal.name, target, answer, None)
-        if "point" in body and privacy.minimise_history(runtime, principal, target):
-            # the device answered (that is what commissioning checks); the value stays hidden
-            answer = {**answer, "value": None, "redacted": str(runtime.hub.points[target].privacy)}
-        return json_response(answer)
-
     app.router.add_post("/api/v1/commission/read", commission_read)
