@@ -99,8 +99,9 @@ def test_every_module_of_edge_is_core_or_feature() -> None:
     edge = {m for m in g.modules if m == "edge" or m.startswith("edge.")}
     unlisted = sorted(edge - core - features)
     assert not unlisted, (
-        "modules of edge/ that are neither listed as core nor inside a feature package "
-        f"([tool.importlinter] contract {CORE!r} in pyproject.toml): {unlisted}"
+        f"modules of edge/ that are neither core nor inside a feature package: {unlisted}; list a core "
+        f"module in the source_modules of contracts {CORE!r} and {EXTRAS!r} ([tool.importlinter] in "
+        "pyproject.toml), or a new feature package in their forbidden_modules"
     )
     assert not core & features, f"modules both core and feature: {sorted(core & features)}"
 
