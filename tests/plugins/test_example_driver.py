@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +34,13 @@ devices:
 """
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example package installed by pip into a directory of its own, offline (--no-index)."""
-    target = tmp_path_factory.mktemp("example-driver")
+def pip_install(source: Path, target: Path) -> Path:
+    """Install the package at `source` into `target` with pip, offline (--no-index)."""
     done = subprocess.run(
         [
             sys.executable,
             *("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"),
-            *("--target", str(target), str(EXAMPLE)),
+            *("--target", str(target), str(source)),
         ],
         capture_output=True,
         text=True,
@@ -49,6 +49,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return target
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example package installed into a directory of its own."""
+    target = pip_install(EXAMPLE, tmp_path_factory.mktemp("example-driver"))
     assert (target / "edge_example_driver" / "plugin.py").is_file()
     return target
 
@@ -107,3 +114,21 @@ def test_edge_run_journals_the_counters_of_the_installed_driver(tmp_path: Path, 
     values = [r["value"] for r in readings]
     assert values == list(range(10, 10 + 5 * len(values), 5))  # start 10, step 5, none lost
     assert {r["quality"] for r in readings} == {"good"}
+
+
+def test_a_package_cannot_take_over_a_driver_name_the_core_declares(tmp_path: Path) -> None:
+    """A package whose manifest declares `sim` too is refused by every command, naming both
+    plugins: `driver: sim` never silently runs someone else's code."""
+    source = tmp_path / "clash"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = source / "edge_example_driver" / "plugin.py"
+    text = manifest.read_text(encoding="utf-8")
+    assert 'drivers={"example":' in text
+    manifest.write_text(text.replace('drivers={"example":', 'drivers={"sim":'), encoding="utf-8")
+    target = pip_install(source, tmp_path / "target")
+    config = site_file(tmp_path, {"devices": [{"id": "meter", "driver": "sim"}]})
+
+    assert edge_cli("check", "-c", str(config)).returncode == 0
+    done = edge_cli("check", "-c", str(config), env=python_env(target))
+    assert done.returncode != 0
+    assert re.search(r"plugins '(example|sim)' and '(example|sim)' both declare driver 'sim'", done.stderr)
