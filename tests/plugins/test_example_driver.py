@@ -2,7 +2,11 @@
 directory of its own, and `edge check`, `edge run` and `edge buffer tail` started with that
 directory on PYTHONPATH find `driver: example` through the package's `community_edge.plugins`
 entry point and journal its counters; without the package the same site is refused as naming an
-unknown driver. Nothing in the core names the example: installing it is the whole change."""
+unknown driver. Nothing in the core names the example: installing it is the whole change. A package
+that declares a driver name the core already declares is refused rather than let in.
+
+The example builds with its own stdlib-only PEP 517 backend (example_driver/build_backend.py):
+pip then needs neither the network nor the `wheel` distribution setuptools 65 would ask for."""
 
 from __future__ import annotations
 

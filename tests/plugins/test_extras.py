@@ -152,7 +152,7 @@ def _importable(env: dict[str, str] | None = None) -> list[str]:
 def test_the_hidden_modules_are_absent_in_the_child() -> None:
     """The simulation itself: the extras' modules are installed here (make installs .[all,test]),
     and absent from a process started with python_env(without=...)."""
-    assert _importable() == EXTRA_MODULES
+    assert _importable() == EXTRA_MODULES, "the test venv lacks an extra: make installs .[all,test]"
     assert _importable(python_env(without=EXTRA_MODULES)) == []
 
 
