@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.cli import add_command, add_command_group, arg, log_level_arg
+from edge.cli import Command, add_command, add_command_group, arg, log_level_arg
 from edge.config import ConfigError, Site, load_site
 from edge.units import format_duration, format_size
 
@@ -104,7 +106,7 @@ def load_or_report(path: str) -> Site | None:
         return None
 
 
-def open_reader(config: str) -> tuple[Site, Any] | None:
+def open_reader(config: str) -> tuple[Site, Journal] | None:
     """The site and a read-only journal for a tool; None (with the reason on stderr) otherwise."""
     from edge.store.journal import Journal, JournalUnreadable
 
@@ -168,18 +170,30 @@ def token_prefix(token: str, shown: int = 4) -> str:
     return token[: len(head) + shown] + "…"
 
 
-def cmd_buffer_stats(args: argparse.Namespace) -> int:
+def on_journal(command: Callable[[argparse.Namespace, Site, Journal], int]) -> Command:
+    """`command` run with the site of `-c` and its journal opened read-only, closed after it;
+    exit status 1 (the reason on stderr) when either cannot be read."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        opened = open_reader(args.config)
+        if opened is None:
+            return 1
+        site, journal = opened
+        try:
+            return command(args, site, journal)
+        finally:
+            journal.close_sync()
+
+    return run
+
+
+@on_journal
+def cmd_buffer_stats(args: argparse.Namespace, site: Site, journal: Journal) -> int:
     from edge.store.health import buffer_health
 
-    opened = open_reader(args.config)
-    if opened is None:
-        return 1
-    site, journal = opened
-    try:
-        health = buffer_health(journal, site.storage)
-        health["devices"] = recent_flow(journal, [d.id for d in site.devices])
-    finally:
-        journal.close_sync()
+    health = buffer_health(journal, site.storage)
+    health["devices"] = recent_flow(journal, [d.id for d in site.devices])
     if args.json:
         print(json.dumps(health, ensure_ascii=False, default=str))
         return 0
@@ -260,11 +274,8 @@ def format_health(h: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_buffer_tail(args: argparse.Namespace) -> int:
-    opened = open_reader(args.config)
-    if opened is None:
-        return 1
-    _site, journal = opened
+@on_journal
+def cmd_buffer_tail(args: argparse.Namespace, _site: Site, journal: Journal) -> int:
     try:
         records = journal.tail(max(0, args.n))
         last = records[-1]["seq"] if records else 0
@@ -277,8 +288,6 @@ def cmd_buffer_tail(args: argparse.Namespace) -> int:
                 last = rec["seq"]
     except KeyboardInterrupt:
         pass
-    finally:
-        journal.close_sync()
     return 0
 
 

@@ -5,14 +5,16 @@ from the gateway's console (they work on the state DB directly, with or without 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.cli import add_command, add_command_group, arg
+from edge.cli import Command, add_command, add_command_group, arg
 
 _PASSWORD_STDIN = arg("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
 _JSON = arg("--json", action="store_true", help="print JSON")
@@ -178,52 +180,73 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
-def cmd_users_add(args: argparse.Namespace) -> int:
-    from edge import audit
-    from edge.api.accounts import AccountError, add_user
+def _on_state(command: Callable[[argparse.Namespace, Any], int]) -> Command:
+    """`command` run on the state DB of the site in `-c`. The ValueError it raises (an AccountError,
+    a token the checks refuse) is the refusal of what was asked: `error: ...`, exit status 1."""
 
-    state = _state(args)
-    try:
-        add_user(state, args.name, args.role, _password(args), created_by="cli")
-    except AccountError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    audit.record(state, "cli", "user_add", args.name, role=args.role)
-    print(f"added {args.name} ({args.role})")
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        state = _state(args)
+        try:
+            return command(args, state)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _done(state: Any, action: str, target: str, message: str, **details: Any) -> int:
+    """Audit a change made from the console (by "cli"), then tell the operator."""
+    from edge import audit
+
+    audit.record(state, "cli", action, target, **details)
+    print(message)
     return 0
+
+
+def _listed(
+    args: argparse.Namespace, rows: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]
+) -> int:
+    """`rows` as one JSON array with --json, else one `line` a row."""
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    for row in rows:
+        print(line(row))
+    return 0
+
+
+@_on_state
+def cmd_users_add(args: argparse.Namespace, state: Any) -> int:
+    from edge.api.accounts import add_user
+
+    add_user(state, args.name, args.role, _password(args), created_by="cli")
+    return _done(state, "user_add", args.name, f"added {args.name} ({args.role})", role=args.role)
+
+
+def _user_line(u: dict[str, Any]) -> str:
+    slowed = f"slowed ({u['failures']} failed logins)"
+    flags = " ".join(f for f, on in ((slowed, u["locked"]), ("disabled", u["disabled"])) if on)
+    return f"{u['name']:<24} {u['role']:<11} {flags}"
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
     from edge.api.accounts import list_users
 
-    users = list_users(_state(args))
-    if args.json:
-        print(json.dumps(users, ensure_ascii=False))
-        return 0
-    for u in users:
-        slowed = f"slowed ({u['failures']} failed logins)"
-        flags = " ".join(f for f, on in ((slowed, u["locked"]), ("disabled", u["disabled"])) if on)
-        print(f"{u['name']:<24} {u['role']:<11} {flags}")
-    return 0
+    return _listed(args, list_users(_state(args)), _user_line)
 
 
-def cmd_users_passwd(args: argparse.Namespace) -> int:
-    from edge import audit
-    from edge.api.accounts import AccountError, update_user
+@_on_state
+def cmd_users_passwd(args: argparse.Namespace, state: Any) -> int:
+    from edge.api.accounts import update_user
 
-    state = _state(args)
-    try:
-        update_user(state, args.name, password=_password(args), unlock=True)
-    except AccountError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    audit.record(state, "cli", "user_update", args.name, password="changed")
-    print(f"password of {args.name} set; its sessions were ended")
-    return 0
+    update_user(state, args.name, password=_password(args), unlock=True)
+    message = f"password of {args.name} set; its sessions were ended"
+    return _done(state, "user_update", args.name, message, password="changed")
 
 
 def cmd_users_unlock(args: argparse.Namespace) -> int:
-    from edge import audit
     from edge.api.accounts import clear_throttle, list_users
 
     if args.all == bool(args.name):
@@ -235,52 +258,40 @@ def cmd_users_unlock(args: argparse.Namespace) -> int:
         )
         return 1
     cleared = clear_throttle(state, args.name)
-    audit.record(state, "cli", "user_unlock", args.name or "*", counters=cleared)
-    print(f"cleared {cleared} login throttle counter(s) for {args.name or 'every name'}")
-    return 0
+    message = f"cleared {cleared} login throttle counter(s) for {args.name or 'every name'}"
+    return _done(state, "user_unlock", args.name or "*", message, counters=cleared)
 
 
-def cmd_tokens_create(args: argparse.Namespace) -> int:
-    from edge import audit
+@_on_state
+def cmd_tokens_create(args: argparse.Namespace, state: Any) -> int:
     from edge.api.tokens import create_token
 
-    state = _state(args)
     scopes = args.scopes or ["read"]
-    try:
-        token = create_token(state, args.name, scopes, consumer=args.consumer, created_by="cli")
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    audit.record(state, "cli", "token_create", args.name, scopes=sorted(scopes))
-    print(token)
+    token = create_token(state, args.name, scopes, consumer=args.consumer, created_by="cli")
+    _done(state, "token_create", args.name, token, scopes=sorted(scopes))
     print("(shown once: it is stored only as a hash)", file=sys.stderr)
     return 0
+
+
+def _token_line(t: dict[str, Any]) -> str:
+    status = "revoked" if t["revoked"] else "active"
+    return f"{t['id']:>4} {t['name']:<24} {' '.join(t['scopes']):<24} {t['consumer'] or '':<16} {status}"
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     from edge.api.tokens import list_tokens
 
-    tokens = list_tokens(_state(args))
-    if args.json:
-        print(json.dumps(tokens, ensure_ascii=False))
-        return 0
-    for t in tokens:
-        status = "revoked" if t["revoked"] else "active"
-        print(f"{t['id']:>4} {t['name']:<24} {' '.join(t['scopes']):<24} {t['consumer'] or '':<16} {status}")
-    return 0
+    return _listed(args, list_tokens(_state(args)), _token_line)
 
 
-def cmd_tokens_revoke(args: argparse.Namespace) -> int:
-    from edge import audit
+@_on_state
+def cmd_tokens_revoke(args: argparse.Namespace, state: Any) -> int:
     from edge.api.tokens import revoke_token
 
-    state = _state(args)
     if not revoke_token(state, args.id):
         print(f"error: no active token with id {args.id}", file=sys.stderr)
         return 1
-    audit.record(state, "cli", "token_revoke", str(args.id))
-    print(f"revoked token {args.id}")
-    return 0
+    return _done(state, "token_revoke", str(args.id), f"revoked token {args.id}")
 
 
 def cmd_tls_selfsigned(args: argparse.Namespace) -> int:
