@@ -82,19 +82,21 @@ class ComponentContext:
     spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
     #: (device id, capability) -> the running driver with it; see `Runtime.driver_with`
     find_driver: Callable[[str, type[Any]], Any]
-    #: the components built so far, in start order
-    components: Callable[[], Iterable[object]] = field(default=lambda: ())
+    #: component type -> the running component of that type; see `Runtime.component`
+    find_component: Callable[[type[Any]], Any] = field(default=lambda kind: None)
 
     def driver_with(self, device_id: str, capability: type[T]) -> T | None:
-        """The running driver of `device_id` as `capability` (a Protocol or mixin of
+        """The running driver of `device_id` as `capability` (a capability class of
         `edge.driver`), None while it restarts; LookupError with a message naming the device when
         the site has no such enabled device or its driver lacks the capability."""
         found: T | None = self.find_driver(device_id, capability)
         return found
 
     def component(self, kind: type[T]) -> T | None:
-        """The component of this type, None when the site does not run one (or it starts later)."""
-        return next((c for c in self.components() if isinstance(c, kind)), None)
+        """The component of this type, None when the site does not run one (or it starts later
+        than the asking component: components are built in plugin order)."""
+        found: T | None = self.find_component(kind)
+        return found
 
 
 @dataclass(frozen=True)

@@ -253,8 +253,13 @@ class Runtime:
             restored_good=self.restored_good,
             spawn=self.spawn,
             find_driver=self.driver_with,
-            components=lambda: list(self.components.values()),
+            find_component=self.component,
         )
+
+    def component(self, kind: type[C]) -> C | None:
+        """The running component of type `kind` (`runtime.component(SyncComponent)`), None when
+        the site runs none: a typed lookup instead of `components.get(name)` and a cast."""
+        return next((c for c in self.components.values() if isinstance(c, kind)), None)
 
     # ------------------------------------------------------------ devices
     def driver(self, device_id: str) -> Driver | None:
@@ -263,7 +268,7 @@ class Runtime:
         return slot.driver if slot is not None else None
 
     def driver_with(self, device_id: str, capability: type[C]) -> C | None:
-        """The running driver of `device_id` as `capability` (a Protocol or mixin of
+        """The running driver of `device_id` as `capability` (a capability class of
         `edge.driver`, e.g. `Snapshots`), or None while that driver restarts.
 
         Raises LookupError, with a message that names the device, when the site has no such
