@@ -1,12 +1,47 @@
-"""The audit log: who logged in, changed a rule, wrote a point, created a token — in the state DB."""
+"""The audit log: who logged in, changed a rule, wrote a point, created a token — in the state DB.
+
+The log is append-only and hash-chained, so that an edit or a deletion is found by `verify`:
+
+- every entry stores `prev_hash`, the hash of the entry before it (64 zeros for the first), and
+  `hash` = SHA-256 over `prev_hash`, a newline and the entry's canonical encoding (`canonical`:
+  compact JSON with sorted keys of its id, ts, actor, action, target and detail);
+- a separate head record (table `audit_head`, one row) holds the chain's first and last entry
+  and the last hash, so that entries cut from the end are found too, not only from the middle;
+- entries written before the chain existed are chained, in id order, when a state DB is first
+  opened by this version (`ensure`); from then on an entry without a hash is reported.
+
+What the chain does not stop: anyone who can write the state DB file can rewrite an entry and
+recompute every hash after it and the head (there is no secret in the chain), cut the end and move
+the head back, or put an older copy of the whole file in place. The chain makes a change
+detectable only against a copy of a hash kept elsewhere: keep the head hash that
+`edge audit verify` prints (or an export) off the gateway, and a later rewrite of anything before
+it no longer matches. It also turns a careless edit with the sqlite3 shell, or a tool that does not
+know the scheme, into a reported break.
+
+`record()` adds one SHA-256 over a few hundred bytes and one small UPDATE to the transaction it
+already was; the state DB's fsync per write stays the cost that matters.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
+import sqlite3
 import time
-from typing import Any
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
 
 from edge.state import StateDB
+
+log = logging.getLogger(__name__)
+
+#: the previous hash of the chain's first entry
+GENESIS = "0" * 64
 
 MIGRATIONS = [
     """
@@ -19,20 +54,119 @@ MIGRATIONS = [
         detail TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX audit_ts ON audit(ts);
-    """
+    """,
+    # the hash chain; `pending` asks `ensure` to chain the entries written before it
+    f"""
+    ALTER TABLE audit ADD COLUMN prev_hash TEXT;
+    ALTER TABLE audit ADD COLUMN hash TEXT;
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        first_id INTEGER,            -- the chain's first entry; NULL while the log is empty
+        first_prev TEXT NOT NULL,    -- the prev_hash that entry must carry
+        last_id INTEGER,             -- the chain's last entry
+        last_hash TEXT NOT NULL,     -- its hash: the next entry's prev_hash
+        pending INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO audit_head(id, first_prev, last_hash, pending) VALUES (1, '{GENESIS}', '{GENESIS}', 1);
+    """,
 ]
+
+_COLUMNS = "id, ts, actor, action, target, detail, prev_hash, hash"
+_ready: weakref.WeakSet[StateDB] = weakref.WeakSet()  # state DBs migrated and chained in this process
 
 
 def ensure(state: StateDB) -> None:
+    if state in _ready:
+        return
     state.migrate("audit", MIGRATIONS)
+    pending = "SELECT last_hash, first_id FROM audit_head WHERE id=1 AND pending"
+    with state.lock:
+        if state.conn.execute(pending).fetchone() is not None:
+            with _transaction(state.conn):
+                head = state.conn.execute(pending).fetchone()  # another process may have done it
+                if head is not None:
+                    _chain_unchained(state.conn, head["last_hash"], head["first_id"])
+    _ready.add(state)
+
+
+def _chain_unchained(conn: sqlite3.Connection, prev: str, first_id: int | None) -> None:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE hash IS NULL ORDER BY id").fetchall()
+    for row in rows:
+        digest = entry_hash(
+            prev, canonical(row["id"], row["ts"], row["actor"], row["action"], row["target"], row["detail"])
+        )
+        conn.execute("UPDATE audit SET prev_hash=?, hash=? WHERE id=?", (prev, digest, row["id"]))
+        prev = digest
+        first_id = row["id"] if first_id is None else first_id
+    last_id = rows[-1]["id"] if rows else None
+    conn.execute(
+        "UPDATE audit_head SET pending=0, first_id=?, last_id=COALESCE(?, last_id), last_hash=? WHERE id=1",
+        (first_id, last_id, prev),
+    )
+    if rows:
+        log.info("chained %d audit entries written before the audit log had its hash chain", len(rows))
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """IMMEDIATE: the read of the last hash and the append are one step, also against another
+    process (the CLI beside a running gateway), so the chain never forks. Inside a caller's
+    transaction, a savepoint of it."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT audit_chain")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO audit_chain")
+            conn.execute("RELEASE audit_chain")
+            raise
+        conn.execute("RELEASE audit_chain")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def canonical(entry_id: int, ts: float, actor: str, action: str, target: str, detail: str) -> bytes:
+    """The bytes an entry's hash covers. `detail` as stored (JSON text) is decoded first, so the
+    export's object re-encodes to the same bytes; text that is not JSON is covered as it is."""
+    entry: dict[str, Any] = {"id": entry_id, "ts": ts, "actor": actor, "action": action, "target": target}
+    try:
+        entry["detail"] = json.loads(detail)
+    except (TypeError, ValueError):
+        entry["detail_raw"] = detail
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def entry_hash(prev_hash: str, encoded: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii", "replace") + b"\n" + encoded).hexdigest()
 
 
 def record(state: StateDB, actor: str, action: str, target: str = "", **detail: Any) -> None:
     ensure(state)
-    with state.lock:
-        state.conn.execute(
-            "INSERT INTO audit(ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
-            (time.time(), actor, action, target, json.dumps(detail, ensure_ascii=False, default=str)),
+    ts = time.time()
+    text = json.dumps(detail, ensure_ascii=False, default=str)
+    conn = state.conn
+    with state.lock, _transaction(conn):
+        head = conn.execute("SELECT last_id, last_hash FROM audit_head WHERE id=1").fetchone()
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit").fetchone()[0]
+        if head is not None:
+            prev, entry_id = head["last_hash"], max(top, head["last_id"] or 0) + 1
+        else:  # the head record was deleted: go on from the last entry; verify reports the loss
+            last = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+            prev, entry_id = (last["hash"] if last and last["hash"] else GENESIS), top + 1
+        digest = entry_hash(prev, canonical(entry_id, ts, actor, action, target, text))
+        conn.execute(
+            f"INSERT INTO audit({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+            (entry_id, ts, actor, action, target, text, prev, digest),
+        )
+        conn.execute(
+            "UPDATE audit_head SET first_id=COALESCE(first_id, ?), last_id=?, last_hash=? WHERE id=1",
+            (entry_id, entry_id, digest),
         )
 
 
@@ -50,3 +184,155 @@ def entries(state: StateDB, limit: int = 200, before_id: int | None = None) -> l
         {"id": r[0], "ts": r[1], "actor": r[2], "action": r[3], "target": r[4], "detail": json.loads(r[5])}
         for r in rows
     ]
+
+
+# ---------------------------------------------------------------- verify and export
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first place the chain does not hold: the entry (None: the log as a whole) and why."""
+
+    entry_id: int | None
+    reason: str
+    entry: dict[str, Any] | None = None  # that entry as `export` writes it
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    checked: int  # entries whose hash and link were checked before the break (all when intact)
+    last_id: int | None
+    last_hash: str
+    broken: ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+def _exported(row: sqlite3.Row) -> dict[str, Any]:
+    entry = json.loads(
+        canonical(row["id"], row["ts"], row["actor"], row["action"], row["target"], row["detail"])
+    )
+    entry["prev_hash"], entry["hash"] = row["prev_hash"], row["hash"]
+    return entry
+
+
+@contextlib.contextmanager
+def _snapshot(state: StateDB) -> Iterator[sqlite3.Connection]:
+    """One read transaction on a connection of its own: the head and every entry as of one
+    moment, while the gateway goes on appending (WAL readers do not block the writer) and without
+    holding the state lock for the whole read. A database in memory has only its one connection."""
+    if state.path == ":memory:":
+        with state.lock:
+            yield state.conn
+        return
+    conn = sqlite3.connect(f"{Path(state.path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("BEGIN")
+        yield conn
+    finally:
+        conn.close()
+
+
+def _rows(conn: sqlite3.Connection) -> Iterator[sqlite3.Row]:
+    """Every entry in id order, a page at a time."""
+    after = -1
+    while True:
+        page = conn.execute(
+            f"SELECT {_COLUMNS} FROM audit WHERE id > ? ORDER BY id LIMIT 1000", (after,)
+        ).fetchall()
+        if not page:
+            return
+        yield from page
+        after = page[-1]["id"]
+
+
+def _span(first: int, last: int) -> str:
+    return f"entry #{first} is" if first == last else f"entries #{first}–#{last} ({last - first + 1}) are"
+
+
+def _check(row: sqlite3.Row, prev_id: int | None, expected_prev: str, first_id: int | None) -> str | None:
+    """Why this entry breaks the chain, or None."""
+    n = row["id"]
+    if row["hash"] is None:
+        return f"entry #{n} has no hash: it was written outside the audit log, or its hash was erased"
+    if entry_hash(row["prev_hash"] or "", _row_canonical(row)) != row["hash"]:
+        return f"entry #{n} was changed after it was written: its content no longer matches its hash"
+    if prev_id is None:
+        if first_id is not None and n > first_id:
+            return f"{_span(first_id, n - 1)} missing from the start of the log (the chain starts at #{first_id})"
+        if first_id is not None and n < first_id:
+            return f"entry #{n} comes before the chain's first entry #{first_id}: it was added outside the audit log"
+        if row["prev_hash"] != expected_prev:
+            return f"entry #{n} does not start the chain: its previous hash is not the chain's start"
+        return None
+    if row["prev_hash"] != expected_prev:
+        if n > prev_id + 1:
+            return f"{_span(prev_id + 1, n - 1)} missing: deleted from the middle of the log"
+        return (
+            f"entry #{n} does not follow entry #{prev_id}: #{prev_id}'s hash was rewritten, "
+            "or entries were deleted and the rest renumbered"
+        )
+    return None
+
+
+def _row_canonical(row: sqlite3.Row) -> bytes:
+    return canonical(row["id"], row["ts"], row["actor"], row["action"], row["target"], row["detail"])
+
+
+def verify(state: StateDB) -> Verification:
+    """Check every entry's hash and link in id order, then the end against the head record; the
+    first break wins. Reads one snapshot, so it may run beside a gateway that is writing."""
+    ensure(state)
+    with _snapshot(state) as conn:
+        head = conn.execute(
+            "SELECT first_id, first_prev, last_id, last_hash FROM audit_head WHERE id=1"
+        ).fetchone()
+        first_id = head["first_id"] if head else None
+        expected_prev = head["first_prev"] if head else GENESIS
+        prev_id: int | None = None
+        checked = 0
+        for row in _rows(conn):
+            reason = _check(row, prev_id, expected_prev, first_id)
+            if reason is not None:
+                return Verification(
+                    checked, prev_id, expected_prev, ChainBreak(row["id"], reason, _exported(row))
+                )
+            checked += 1
+            prev_id, expected_prev = row["id"], row["hash"]
+    if head is None:
+        reason = "the head record (table audit_head) is missing: entries cut from the end cannot be detected"
+        return Verification(checked, prev_id, expected_prev, ChainBreak(None, reason))
+    last_id, last_hash = head["last_id"], head["last_hash"]
+    if last_id == prev_id and last_hash == expected_prev:
+        return Verification(checked, prev_id, expected_prev, None)
+    if prev_id is not None and (last_id is None or last_id < prev_id):
+        reason = f"entries after #{last_id} were added without moving the head: written outside the audit log"
+        broken = ChainBreak(prev_id, reason)
+    elif last_id is not None and (prev_id is None or last_id > prev_id):
+        ends = f"ends at entry #{prev_id}" if prev_id is not None else "is empty"
+        missing = _span(prev_id + 1 if prev_id is not None else first_id or last_id, last_id)
+        broken = ChainBreak(
+            last_id,
+            f"the log {ends} but its head records #{last_id} as the last: {missing} missing, cut from the end",
+        )
+    else:
+        broken = ChainBreak(
+            prev_id, f"entry #{prev_id}'s hash differs from the one the head recorded: it was rewritten"
+        )
+    return Verification(checked, prev_id, expected_prev, broken)
+
+
+def export(state: StateDB, out: TextIO) -> int:
+    """Write every entry as one JSON line, oldest first: id, ts, actor, action, target, detail (or
+    detail_raw when the stored detail is not JSON), prev_hash and hash. An entry's hash is
+    SHA-256 of `prev_hash + "\\n" +` the line without its two hash fields, encoded as compact JSON
+    with sorted keys (ensure_ascii off): the export is checkable without this program. Returns the
+    number of entries written."""
+    ensure(state)
+    n = 0
+    with _snapshot(state) as conn:
+        for row in _rows(conn):
+            out.write(json.dumps(_exported(row), ensure_ascii=False) + "\n")
+            n += 1
+    return n

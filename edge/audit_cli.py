@@ -1,0 +1,120 @@
+"""`edge audit verify` and `edge audit export`: the audit log's hash chain, from the gateway's
+console (they read the state DB directly, with or without the service running)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.cli import Subcommands, add_command, add_command_group, arg
+
+
+def register(sub: Subcommands) -> None:
+    group = add_command_group(
+        sub,
+        "audit",
+        help="the audit log: verify its hash chain, export it",
+        description="The audit log (logins, account, token and rule changes, point writes) is kept in\n"
+        "the state DB as a hash chain: each entry hashes the one before it, and a head record\n"
+        "holds the last hash, so an edited, deleted or cut-off entry is found by `verify`.",
+        dest="audit_command",
+    )
+    add_command(
+        group,
+        "verify",
+        help="check the hash chain; exit 1 at the first broken entry",
+        description="Check every entry's hash and its link to the one before, then the end of the log\n"
+        "against the head record. Prints the number of entries and the last hash (keep it off the\n"
+        "gateway: anyone who can write the state DB can rebuild the whole chain, and a kept hash is\n"
+        "what such a rebuild no longer matches). On a break it prints the first broken entry and\n"
+        "why, and exits 1. It reads one snapshot of the log, so the gateway may be running.",
+        epilog="example:\n  edge audit verify -c /etc/community-edge/site.yaml",
+        func=cmd_audit_verify,
+        config=True,
+    )
+    add_command(
+        group,
+        "export",
+        help="write every entry with its hashes as JSON lines",
+        description="Write every entry of the audit log, oldest first, as one JSON object per line: id, ts,\n"
+        "actor, action, target, detail, prev_hash and hash. A line's hash is SHA-256 of its\n"
+        'prev_hash, "\\n" and the line without its two hash fields as compact JSON with sorted keys,\n'
+        "so the export can be checked without this program. The export itself is written to the\n"
+        "audit log (action audit_export) after the last entry it holds.",
+        epilog="example:\n  edge audit export -c /etc/community-edge/site.yaml --output audit.jsonl",
+        func=cmd_audit_export,
+        config=True,
+        args=[
+            arg(
+                "--output",
+                metavar="FILE",
+                help="write to FILE (replaced if it exists, readable by its owner only) instead of stdout",
+            )
+        ],
+    )
+
+
+def _open_state(config: str) -> Any:
+    """The site's state DB, or None with the reason on stderr: a missing file is not created."""
+    from edge.commands import load_or_report
+    from edge.state import StateDB
+
+    site = load_or_report(config)
+    if site is None:
+        return None
+    path = site.storage.resolved_state_path()
+    if not Path(path).exists():
+        print(f"{path}: no state database yet, so no audit log (has the site run?)", file=sys.stderr)
+        return None
+    return StateDB(path)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from edge import audit
+
+    state = _open_state(args.config)
+    if state is None:
+        return 1
+    try:
+        result = audit.verify(state)
+    finally:
+        state.close()
+    if result.broken is None:
+        last = f"last entry #{result.last_id}" if result.last_id is not None else "no entries yet"
+        print(f"audit log intact: {result.checked} entries, {last}, head hash {result.last_hash}")
+        return 0
+    where = f"entry #{result.broken.entry_id}" if result.broken.entry_id is not None else "the log"
+    print(f"audit log broken at {where}: {result.broken.reason}")
+    if result.broken.entry is not None:
+        print(json.dumps(result.broken.entry, ensure_ascii=False))
+    print(f"{result.checked} entries before it verified")
+    return 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from edge import audit
+
+    state = _open_state(args.config)
+    if state is None:
+        return 1
+    try:
+        if args.output is None:
+            n = audit.export(state, sys.stdout)
+            sys.stdout.flush()
+        else:
+            try:
+                fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except OSError as exc:
+                print(f"error: {args.output}: cannot write the export: {exc.strerror}", file=sys.stderr)
+                return 1
+            with open(fd, "w", encoding="utf-8") as out:
+                n = audit.export(state, out)
+            print(f"exported {n} audit entries to {args.output}", file=sys.stderr)
+        audit.record(state, "cli", "audit_export", args.output or "stdout", entries=n)
+    finally:
+        state.close()
+    return 0
