@@ -41,6 +41,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import TypeVar
@@ -53,6 +54,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from edge.privacy.keyfile import KeyFileError, read_private_file
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 V = TypeVar("V")
 
 VERSION = 1
@@ -63,6 +65,9 @@ HEADER_BYTES = 1 + KID_BYTES
 OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
 MASTER_KEY_BYTES = 32
 CACHE_SIZE = 4096  # unwrapped data keys kept in memory (a site's active residents)
+# how long a key another process forgot may still open here: asking SQLite whether the file
+# changed on every seal would cost as much as the encryption itself
+RECHECK_S = 0.1
 
 WRAP_INFO = b"community-edge keys.db wrap v1"
 SUBJECT_AAD = b"community-edge subject key "
@@ -168,7 +173,7 @@ def _create_private(path: str) -> None:
             os.chmod(path, mode & 0o700)
 
 
-def _put(cache: OrderedDict[bytes, V], key: bytes, value: V, size: int) -> None:
+def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
     """Least recently used entries leave first."""
     cache[key] = value
     cache.move_to_end(key)
@@ -180,15 +185,24 @@ def _put(cache: OrderedDict[bytes, V], key: bytes, value: V, size: int) -> None:
 class SubjectKeys:
     """Per-subject data keys in `path`, wrapped by `master_key`. Safe to share between threads
     (one lock around the file and the caches; encryption itself runs outside it). Another process
-    may use the same file: a key it forgets or creates is seen at the next seal or open."""
+    may use the same file: a key it forgets stops opening here within `recheck` seconds, and a
+    rotation it made is noticed before this one creates a key."""
 
-    def __init__(self, path: str | os.PathLike[str], master_key: bytes, cache_size: int = CACHE_SIZE):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        master_key: bytes,
+        cache_size: int = CACHE_SIZE,
+        recheck: float = RECHECK_S,
+    ):
         self.path = str(path)
         self._wrapper = _wrapper(master_key)
         self._lock = threading.Lock()
         self._cache_size = max(1, cache_size)
-        self._ciphers: OrderedDict[bytes, AESGCM] = OrderedDict()  # kid -> the data key
-        self._kids: OrderedDict[bytes, bytes] = OrderedDict()  # subject ref -> kid
+        self._recheck = recheck
+        # in memory only: the subject ids of recent seals, and the unwrapped keys
+        self._keys: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()  # subject -> (header, key)
+        self._ciphers: OrderedDict[bytes, AESGCM] = OrderedDict()  # kid -> key, for opening
         self._wal_pending = False
         _create_private(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -199,6 +213,7 @@ class SubjectKeys:
             self._conn.close()
             raise
         self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        self._checked = time.monotonic()
 
     def _setup(self) -> None:
         c = self._conn
@@ -229,11 +244,16 @@ class SubjectKeys:
     # ------------------------------------------------------------ public API
     def seal(self, subject: str, plaintext: bytes, aad: bytes) -> bytes:
         """`plaintext` sealed under `subject`'s data key (created on first use), bound to `aad`."""
-        ref = self._ref(subject)
+        if not isinstance(subject, str) or not subject:
+            raise ValueError(f"a subject id is a non-empty string, not {subject!r}")
         with self._lock:
             self._notice_other_writers()
-            kid, cipher = self._key_for_seal(ref)
-        header = bytes((VERSION,)) + kid
+            entry = self._keys.get(subject)
+            if entry is None:
+                entry = self._load_or_create(subject)
+            else:
+                self._keys.move_to_end(subject)
+        header, cipher = entry
         nonce = os.urandom(NONCE_BYTES)
         return header + nonce + cipher.encrypt(nonce, plaintext, header + aad)
 
@@ -270,11 +290,10 @@ class SubjectKeys:
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
-            kid = self._kids.pop(ref, None)
-            if row is not None:
-                self._ciphers.pop(row[0], None)
-            if kid is not None:
-                self._ciphers.pop(kid, None)
+            cached = self._keys.pop(subject, None)
+            for kid in (cached[0][1:] if cached else None, row[0] if row else None):
+                if kid is not None:
+                    self._ciphers.pop(kid, None)
             if row is None:
                 return False
             self._wal_pending = True
@@ -320,7 +339,7 @@ class SubjectKeys:
             if self._wal_pending:
                 self._truncate_wal()
             self._ciphers.clear()
-            self._kids.clear()
+            self._keys.clear()
             self._conn.close()
 
     def __enter__(self) -> SubjectKeys:
@@ -335,16 +354,20 @@ class SubjectKeys:
             raise ValueError(f"a subject id is a non-empty string, not {subject!r}")
         return hmac.new(self._index_key, subject.encode("utf-8"), hashlib.sha256).digest()
 
-    def _notice_other_writers(self) -> None:
-        """Drop the caches when another connection changed the file: a key another process forgot
-        must stop opening here too, and a rotation elsewhere must not leave this one wrapping new
-        keys under the old master key."""
+    def _notice_other_writers(self, now: bool = False) -> None:
+        """Drop the caches when another connection changed the file (`now`: check whatever the
+        time since the last check): a key another process forgot must stop opening here too, and
+        a rotation elsewhere must not leave this one wrapping new keys under the old master key."""
+        t = time.monotonic()
+        if not now and t - self._checked < self._recheck:
+            return
+        self._checked = t
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version:
             return
         self._data_version = version
         self._ciphers.clear()
-        self._kids.clear()
+        self._keys.clear()
         (wrapped,) = self._conn.execute("SELECT wrapped FROM keyring WHERE name = 'index'").fetchone()
         try:
             _unwrap(self._wrapper, wrapped, KEYRING_AAD + b"index")
@@ -353,54 +376,52 @@ class SubjectKeys:
                 f"{self.path}: the master key was rotated by another process; reopen with the new key"
             ) from None
 
-    def _remember(self, ref: bytes, kid: bytes, cipher: AESGCM) -> None:
-        _put(self._kids, ref, kid, self._cache_size)
-        _put(self._ciphers, kid, cipher, self._cache_size)
-
-    def _key_for_seal(self, ref: bytes) -> tuple[bytes, AESGCM]:
-        kid = self._kids.get(ref)
-        if kid is not None:
-            cipher = self._ciphers.get(kid)
-            if cipher is not None:
-                self._kids.move_to_end(ref)
-                self._ciphers.move_to_end(kid)
-                return kid, cipher
-        row = self._conn.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
+    def _load_or_create(self, subject: str) -> tuple[bytes, AESGCM]:
+        ref = self._ref(subject)
+        c = self._conn
+        row = c.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
         if row is None:
-            kid = os.urandom(KID_BYTES)
-            data_key = AESGCM.generate_key(bit_length=256)
-            wrapped = _wrap(self._wrapper, data_key, SUBJECT_AAD + kid)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO subject_keys (subject, kid, wrapped) VALUES (?, ?, ?)",
-                (ref, kid, wrapped),
-            )
-            # another process may have created this subject's key first: use the one stored
-            row = self._conn.execute(
-                "SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)
-            ).fetchone()
+            c.execute("BEGIN IMMEDIATE")  # no rotation can commit between the check and the insert
+            try:
+                self._notice_other_writers(now=True)
+                kid = os.urandom(KID_BYTES)
+                wrapped = _wrap(self._wrapper, AESGCM.generate_key(bit_length=256), SUBJECT_AAD + kid)
+                c.execute(
+                    "INSERT OR IGNORE INTO subject_keys (subject, kid, wrapped) VALUES (?, ?, ?)",
+                    (ref, kid, wrapped),
+                )
+                # another process may have created this subject's key first: use the one stored
+                row = c.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
         kid, wrapped = row
         cipher = AESGCM(self._unwrap_data_key(kid, wrapped))
-        self._remember(ref, kid, cipher)
-        return kid, cipher
+        entry = (bytes((VERSION,)) + kid, cipher)
+        _put(self._keys, subject, entry, self._cache_size)
+        _put(self._ciphers, kid, cipher, self._cache_size)
+        return entry
 
     def _cipher(self, kid: bytes) -> AESGCM:
         cipher = self._ciphers.get(kid)
         if cipher is not None:
             self._ciphers.move_to_end(kid)
             return cipher
-        row = self._conn.execute("SELECT subject, wrapped FROM subject_keys WHERE kid = ?", (kid,)).fetchone()
+        row = self._conn.execute("SELECT wrapped FROM subject_keys WHERE kid = ?", (kid,)).fetchone()
         if row is None:
             if self._conn.execute("SELECT 1 FROM forgotten_keys WHERE kid = ?", (kid,)).fetchone():
                 raise KeyForgotten("the subject's data key was deleted: this envelope no longer opens")
             raise EnvelopeError(f"no data key with this envelope's reference in {self.path}")
-        cipher = AESGCM(self._unwrap_data_key(kid, row[1]))
-        self._remember(row[0], kid, cipher)
+        cipher = AESGCM(self._unwrap_data_key(kid, row[0]))
+        _put(self._ciphers, kid, cipher, self._cache_size)
         return cipher
 
     def _unwrap_data_key(self, kid: bytes, wrapped: bytes) -> bytes:
         try:
             return _unwrap(self._wrapper, wrapped, SUBJECT_AAD + kid)
         except InvalidTag:
+            self._notice_other_writers(now=True)  # WrongMasterKey when it was rotated elsewhere
             raise EnvelopeError(f"{self.path}: a data key does not unwrap (the file was altered)") from None
 
     def _truncate_wal(self) -> None:

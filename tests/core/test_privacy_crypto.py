@@ -259,7 +259,7 @@ def test_forget_leaves_no_wrapped_key_in_the_file_or_its_wal(tmp_path: Path, mas
 
 def test_a_key_forgotten_by_another_process_stops_opening_here(tmp_path: Path, master: bytes) -> None:
     db = tmp_path / "keys.db"
-    with SubjectKeys(db, master) as gateway:
+    with SubjectKeys(db, master, recheck=0) as gateway:
         sealed = gateway.seal("r-0042", b"186/124", b"")
         assert gateway.open(sealed, b"") == b"186/124"  # now cached in the gateway's memory
         code = (
@@ -333,3 +333,14 @@ def test_threads_seal_and_open_through_one_store(tmp_path: Path, master: bytes) 
             t.join(timeout=60)
         assert errors == []
         assert keys.subjects_count() == 40
+
+
+def test_a_rotation_elsewhere_stops_new_keys_under_the_old_master(tmp_path: Path, master: bytes) -> None:
+    db = tmp_path / "keys.db"
+    with SubjectKeys(db, master) as gateway, SubjectKeys(db, master) as cli:
+        known = gateway.seal("r-0001", b"before", b"")
+        assert cli.rotate_master(os.urandom(32)) == 1
+        with pytest.raises(WrongMasterKey, match="rotated by another process"):
+            gateway.seal("r-0002", b"a new subject", b"")  # its key would be wrapped by the old master
+        assert cli.subjects_count() == 1
+        assert cli.open(known, b"") == b"before"
