@@ -83,8 +83,9 @@ async def test_a_component_gets_the_narrow_context(tmp_path: Path, with_probe: N
         with pytest.raises(LookupError, match="'bin-1' is a sim device, which has no Snapshots"):
             ctx.driver_with("bin-1", Snapshots)
 
-        task = rt.components["probe"].task
-        assert task is not None and not task.done()
+        mine = rt.component(Probe)
+        assert mine is not None and mine.task is not None and not mine.task.done()
+        task = mine.task
     # the task the context spawned belongs to the runtime: stopped with it
     assert task.cancelled()
 

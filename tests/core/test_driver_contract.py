@@ -119,9 +119,9 @@ async def test_the_snapshot_action_reaches_a_driver_through_its_declared_capabil
         taken = await until(lambda: seen.kind("snapshot", "cam-1"), what="the declared camera's snapshot")
         assert taken[0].payload == {"reason": "rule:shot", "rule": "shot"}
 
-        def failure(rule_id: str) -> str | None:
+        def failure(rule_id: str) -> str:
             found = [e for e in seen.kind("rule_action_failed") if e.payload["rule"] == rule_id]
-            return str(found[0].payload["error"]) if found else None
+            return str(found[0].payload["error"]) if found else ""
 
         fake = await until(lambda: failure("fake"), what="the lookalike refused")
         assert "device 'fake-cam' is a lookalike device, which has no Snapshots capability" in fake
