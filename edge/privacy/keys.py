@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -43,6 +44,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -280,16 +282,10 @@ class SubjectKeys:
         longer be opened. False when the subject had no key."""
         ref = self._ref(subject)
         with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self._writing(check=False) as c:  # forgetting needs no master key
                 row = c.execute("DELETE FROM subject_keys WHERE subject = ? RETURNING kid", (ref,)).fetchone()
                 if row is not None:
                     c.execute("INSERT OR IGNORE INTO forgotten_keys (kid) VALUES (?)", (row[0],))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
             cached = self._keys.pop(subject, None)
             for kid in (cached[0][1:] if cached else None, row[0] if row else None):
                 if kid is not None:
@@ -305,9 +301,7 @@ class SubjectKeys:
         touched and opens as before. Returns the number of subject keys rewrapped."""
         new = _wrapper(new_master_key)
         with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self._writing() as c:
                 rows = c.execute("SELECT kid, wrapped FROM subject_keys").fetchall()
                 rewrapped = []
                 for kid, wrapped in rows:
@@ -320,10 +314,6 @@ class SubjectKeys:
                         "UPDATE keyring SET wrapped = ? WHERE name = ?",
                         (_wrap(new, _unwrap(self._wrapper, wrapped, aad), aad), name),
                     )
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
             self._wrapper = new
             self._wal_pending = True
             self._truncate_wal()
@@ -354,6 +344,23 @@ class SubjectKeys:
             raise ValueError(f"a subject id is a non-empty string, not {subject!r}")
         return hmac.new(self._index_key, subject.encode("utf-8"), hashlib.sha256).digest()
 
+    @contextlib.contextmanager
+    def _writing(self, check: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the file's write lock from the start. `check`: first make
+        sure this store's master key is still the one in force, so no rotation elsewhere can come
+        between that check and a key wrapped under it."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if check:
+                self._notice_other_writers(now=True)
+            yield c
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
     def _notice_other_writers(self, now: bool = False) -> None:
         """Drop the caches when another connection changed the file (`now`: check whatever the
         time since the last check): a key another process forgot must stop opening here too, and
@@ -378,12 +385,9 @@ class SubjectKeys:
 
     def _load_or_create(self, subject: str) -> tuple[bytes, AESGCM]:
         ref = self._ref(subject)
-        c = self._conn
-        row = c.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
+        row = self._conn.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
         if row is None:
-            c.execute("BEGIN IMMEDIATE")  # no rotation can commit between the check and the insert
-            try:
-                self._notice_other_writers(now=True)
+            with self._writing() as c:
                 kid = os.urandom(KID_BYTES)
                 wrapped = _wrap(self._wrapper, AESGCM.generate_key(bit_length=256), SUBJECT_AAD + kid)
                 c.execute(
@@ -392,10 +396,6 @@ class SubjectKeys:
                 )
                 # another process may have created this subject's key first: use the one stored
                 row = c.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
         kid, wrapped = row
         cipher = AESGCM(self._unwrap_data_key(kid, wrapped))
         entry = (bytes((VERSION,)) + kid, cipher)
