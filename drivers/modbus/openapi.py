@@ -1,12 +1,13 @@
 """OpenAPI path of the commissioning test-read (`POST /api/v1/commission/read`): a point read now,
 or a raw Modbus register range decoded in every word order (`drivers.modbus.probe`).
 
-The tables, data types and per-request limits come from the Modbus package itself, so the
-document bounds a raw read the way the handler does."""
+Declared by the Modbus plugin's `openapi` hook beside its `routes` hook (`drivers.modbus.commission`);
+the tables, data types and per-request limits are the handler's own, so the document bounds a raw
+read the way the handler does."""
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Any
 
 from edge.api.openapi_base import (
     PROBLEM,
@@ -52,15 +53,14 @@ READ_ANSWER = {
 
 
 def raw_read() -> dict[str, Any]:
-    """The body of a raw register read: register tables first, then the bit tables."""
-    from drivers.modbus.codec import NUMERIC_TYPES
-    from drivers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, Table
+    """The body of a raw register read, bounded by the handler's own tables, types and limits."""
+    from drivers.modbus.commission import DATA_TYPES, TABLES
+    from drivers.modbus.config import MAX_BITS, MAX_REGISTERS
 
-    tables = [t for t in get_args(Table) if t not in BIT_TABLES] + list(BIT_TABLES)
     return obj(
         {
             "device": {"type": "string"},
-            "table": {"enum": tables},
+            "table": {"enum": list(TABLES)},
             "address": {"type": "integer", "minimum": 0, "maximum": 65535},
             "count": {
                 "type": "integer",
@@ -68,7 +68,7 @@ def raw_read() -> dict[str, Any]:
                 "maximum": MAX_BITS,
                 "description": f"at most {MAX_REGISTERS} for holding and input",
             },
-            "type": {"enum": [*NUMERIC_TYPES, "string"]},
+            "type": {"enum": list(DATA_TYPES)},
         },
         ["device"],
     )

@@ -76,19 +76,6 @@ YAML_ERROR = obj(
 
 
 def paths() -> dict[str, Any]:
-    out = _ui_paths()
-    from edge.web import ui
-
-    if hasattr(ui, "commission"):
-        # the UI's setup still registers the commissioning read until the Modbus plugin's routes
-        # hook does; describing it here keeps the document equal to the routes either way
-        from drivers.modbus.openapi import paths as commission_paths
-
-        out.update(commission_paths())
-    return out
-
-
-def _ui_paths() -> dict[str, Any]:
     return {
         "/api/v1/history": {
             "get": op(
