@@ -10,8 +10,8 @@ from edge.model import Event, Reading
 from tests.support.site import running_site
 from tests.web.conftest import clients_by_role, signed_in_roles
 
-SITE = """
-site: {id: privacy-test}
+#: a health kiosk whose last systolic reading is sensitive (a site file's `devices:` section)
+KIOSK = """
 devices:
   - id: kiosk-1
     driver: sim
@@ -19,6 +19,22 @@ devices:
       - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
       - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
 """
+SITE = "site: {id: privacy-test}" + KIOSK
+
+
+def alert_rule(rule_id: str, when: Any, message: str, cond: str | None = None) -> dict[str, Any]:
+    """A rule that raises an alert with `message` (when `cond` holds, if given)."""
+    rule: dict[str, Any] = {"id": rule_id, "when": when, "then": [{"alert": message}]}
+    if cond is not None:
+        rule["if"] = cond
+    return rule
+
+
+def _blood_pressure(systolic: int, ts: float) -> Event:
+    """A kiosk measurement that says its class: sensitive."""
+    return Event(
+        "blood_pressure", "kiosk-1", payload={"systolic_mmhg": systolic, "privacy": "sensitive"}, ts=ts
+    )
 
 
 _users = clients_by_role  # the name tests/web/test_browser_rule_privacy.py imports
@@ -29,12 +45,7 @@ async def test_each_role_sees_private_payloads_only_up_to_its_class(tmp_path: Pa
         now = time.time()
         rt.hub.ingest(
             [
-                Event(
-                    "blood_pressure",
-                    "kiosk-1",
-                    payload={"systolic_mmhg": 151, "privacy": "sensitive"},
-                    ts=now,
-                ),
+                _blood_pressure(151, now),
                 Event(
                     "vehicle_passage", "kiosk-1", payload={"plate": "沪A12345", "privacy": "personal"}, ts=now
                 ),
@@ -80,24 +91,16 @@ async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(
 
     site = SITE + "rules: {max_actions_per_minute: 600}\n"
     rules = [
-        {
-            "id": "bp-high",
-            "when": [{"event": "blood_pressure"}],
-            "if": "payload['systolic_mmhg'] >= 140",
-            "then": [{"alert": "reading {payload[systolic_mmhg]} mmHg"}],
-        },
-        {
-            "id": "systolic-high",
-            "when": [{"point": "kiosk-1.last_systolic"}],
-            "if": "value >= 140",
-            "then": [{"alert": "last {value} mmHg"}],
-        },
-        {
-            "id": "kiosk-busy",
-            "when": [{"point": "kiosk-1.in_use"}],
-            "if": "value",
-            "then": [{"alert": "kiosk in use"}],
-        },
+        alert_rule(
+            "bp-high",
+            [{"event": "blood_pressure"}],
+            "reading {payload[systolic_mmhg]} mmHg",
+            "payload['systolic_mmhg'] >= 140",
+        ),
+        alert_rule(
+            "systolic-high", [{"point": "kiosk-1.last_systolic"}], "last {value} mmHg", "value >= 140"
+        ),
+        alert_rule("kiosk-busy", [{"point": "kiosk-1.in_use"}], "kiosk in use", "value"),
     ]
     async with running_site(tmp_path, site) as rt:
         for rule in rules:
@@ -105,12 +108,7 @@ async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(
         now = time.time()
         rt.hub.ingest(
             [
-                Event(
-                    "blood_pressure",
-                    "kiosk-1",
-                    payload={"systolic_mmhg": 171, "privacy": "sensitive"},
-                    ts=now,
-                ),
+                _blood_pressure(171, now),
                 Reading(now, "kiosk-1.last_systolic", 171.0),
                 Reading(now, "kiosk-1.in_use", True),
             ]

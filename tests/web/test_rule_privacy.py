@@ -14,20 +14,17 @@ from edge.model import Event, Reading
 from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.web.conftest import signed_in_roles
+from tests.web.test_privacy import KIOSK, alert_rule
 
 PULL_TOKEN = "city-token-0123456789"
-SITE = """
-site: {id: rule-privacy-test}
-devices:
-  - id: kiosk-1
-    driver: sim
-    points:
-      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
-      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
-consumers:
+SITE = (
+    "site: {id: rule-privacy-test}"
+    + KIOSK
+    + """consumers:
   - {id: city, token_env: CITY_TOKEN}
 rules: {max_actions_per_minute: 600}
 """
+)
 BP = {"resident": "王芳", "systolic_mmhg": 151}  # a health kind that does not name its class
 
 
@@ -37,10 +34,7 @@ def _pull_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _dry(rule_id: str, when: Any, message: str, cond: str | None = None) -> dict[str, Any]:
-    rule: dict[str, Any] = {"id": rule_id, "when": when, "then": [{"alert": message}]}
-    if cond is not None:
-        rule["if"] = cond
-    return {"rule": rule, "hours": 1}
+    return {"rule": alert_rule(rule_id, when, message, cond), "hours": 1}
 
 
 async def test_validate_and_dry_run_need_the_rules_scope(tmp_path: Path) -> None:
