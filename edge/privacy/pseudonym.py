@@ -79,7 +79,8 @@ def load_pseudonym_key(key_file: str | None, key_env: str | None, what: str = "p
 def pseudonymise_payload(payload: Mapping[str, Any], fields: Iterable[str], key: bytes) -> dict[str, Any]:
     """A copy of an event payload with the value of every key named in `fields` replaced by its
     pseudonym, at any depth (inside nested objects and lists); the payload itself is unchanged.
-    A value that is an object or a list becomes one pseudonym of its canonical text."""
+    A value that is an object or a list becomes one pseudonym of its canonical text; a null stays
+    null (there is nobody to hide)."""
     names = frozenset(fields)
     return _replace(payload, names, key) if names else _copy(payload)
 
