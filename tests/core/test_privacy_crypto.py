@@ -137,6 +137,7 @@ def test_payload_copy_defaults_nested_and_non_string_values() -> None:
     assert out["history"][1]["resident"] == pseudonym(key, '["r-1","r-2"]')
     assert out["device"]["user"] == pseudonym(key, {"name": "王", "id": 7})
     assert out["history"][0]["at"] == 1
+    assert pseudonymise_payload({"resident": None}, ["resident"], key) == {"resident": None}
     untouched = pseudonymise_payload(original, (), key)
     assert untouched == original and untouched["history"] is not original["history"]
 
