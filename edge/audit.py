@@ -92,9 +92,7 @@ def ensure(state: StateDB) -> None:
 def _chain_unchained(conn: sqlite3.Connection, prev: str, first_id: int | None) -> None:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE hash IS NULL ORDER BY id").fetchall()
     for row in rows:
-        digest = entry_hash(
-            prev, canonical(row["id"], row["ts"], row["actor"], row["action"], row["target"], row["detail"])
-        )
+        digest = entry_hash(prev, _row_canonical(row))
         conn.execute("UPDATE audit SET prev_hash=?, hash=? WHERE id=?", (prev, digest, row["id"]))
         prev = digest
         first_id = row["id"] if first_id is None else first_id
@@ -209,9 +207,7 @@ class Verification:
 
 
 def _exported(row: sqlite3.Row) -> dict[str, Any]:
-    entry = json.loads(
-        canonical(row["id"], row["ts"], row["actor"], row["action"], row["target"], row["detail"])
-    )
+    entry = json.loads(_row_canonical(row))
     entry["prev_hash"], entry["hash"] = row["prev_hash"], row["hash"]
     return entry
 
