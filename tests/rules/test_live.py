@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from edge.model import Event, Reading
+from tests.support.servers import serving
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -24,6 +27,13 @@ class Collector:
 
     def kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
+
+
+@contextlib.asynccontextmanager
+async def _watching(tmp_path: Path, doc: dict[str, Any]) -> AsyncIterator[tuple[Any, Collector]]:
+    """The running site (no web server) and a Collector of the events its hub publishes."""
+    async with running_site(tmp_path, doc, web=False) as rt:
+        yield rt, Collector(rt)
 
 
 async def test_loop_sensor_opens_the_sim_barrier_end_to_end(tmp_path: Path) -> None:
@@ -52,8 +62,7 @@ async def test_loop_sensor_opens_the_sim_barrier_end_to_end(tmp_path: Path) -> N
         ],
         "rules": {"packs": [str(ROOT / "deploy/rules/parking.yaml")]},
     }
-    async with running_site(tmp_path, site, web=False) as rt:
-        events = Collector(rt)
+    async with _watching(tmp_path, site) as (rt, events):
         comp = rt.components["rules"]
         assert "gate-open-on-loop" in comp.engine.rules
         driver = await until(lambda: rt.slots["gate-north"].driver, what="sim driver")
@@ -99,17 +108,8 @@ async def test_webhook_retries_until_delivered_and_slow_action_never_delays_anot
         await release.wait()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/flaky", flaky)
-    app.router.add_post("/slow", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    server = web.TCPSite(runner, "127.0.0.1", 0)
-    await server.start()
-    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with running_site(tmp_path, WEBHOOK_SITE, web=False) as rt:
-            events = Collector(rt)
+    async with serving({"/flaky": flaky, "/slow": slow}) as port:
+        async with _watching(tmp_path, WEBHOOK_SITE) as (rt, events):
             await _put(
                 rt,
                 {
@@ -145,13 +145,10 @@ async def test_webhook_retries_until_delivered_and_slow_action_never_delays_anot
             release.set()
             await until(lambda: len(events.kind("alert")) == 2, what="slow rule finishes")
             assert not events.kind("rule_action_failed")
-    finally:
-        await runner.cleanup()
 
 
 async def test_failed_action_is_counted_and_journaled(tmp_path: Path) -> None:
-    async with running_site(tmp_path, WEBHOOK_SITE, web=False) as rt:
-        events = Collector(rt)
+    async with _watching(tmp_path, WEBHOOK_SITE) as (rt, events):
         await _put(
             rt,
             {
@@ -198,8 +195,7 @@ async def test_set_writes_a_virtual_point_from_an_expression(tmp_path: Path) -> 
 
 
 async def test_rate_limit_drops_counts_and_reports_once(tmp_path: Path) -> None:
-    async with running_site(tmp_path, _rules_site(max_actions_per_minute=2), web=False) as rt:
-        events = Collector(rt)
+    async with _watching(tmp_path, _rules_site(max_actions_per_minute=2)) as (rt, events):
         await _put(rt, {"id": "chatty", "when": "d.x", "notify": "always", "then": [{"alert": "{value}"}]})
         now = time.time()
         for i in range(5):
@@ -211,8 +207,7 @@ async def test_rate_limit_drops_counts_and_reports_once(tmp_path: Path) -> None:
 
 
 async def test_toggle_sends_a_cleared_alert_and_else_actions_run(tmp_path: Path) -> None:
-    async with running_site(tmp_path, _rules_site(), web=False) as rt:
-        events = Collector(rt)
+    async with _watching(tmp_path, _rules_site()) as (rt, events):
         await _put(
             rt,
             {
@@ -240,8 +235,7 @@ async def test_toggle_sends_a_cleared_alert_and_else_actions_run(tmp_path: Path)
 
 
 async def test_evaluation_error_publishes_rule_error_and_engine_keeps_going(tmp_path: Path) -> None:
-    async with running_site(tmp_path, _rules_site(), web=False) as rt:
-        events = Collector(rt)
+    async with _watching(tmp_path, _rules_site()) as (rt, events):
         await _put(rt, {"id": "bad", "when": "d.x", "if": "value / 0 > 1"})
         await _put(rt, {"id": "good", "when": "d.x", "if": "value > 1", "then": [{"alert": "ok"}]})
         rt.hub.ingest([Reading(time.time(), "d.x", 5)])

@@ -19,6 +19,7 @@ from edge.model import Reading
 from rules.model import RulePackError, compile_pack
 from tests.rules.test_live import Collector
 from tests.support.ports import free_port
+from tests.support.servers import serving
 from tests.support.site import load, running_site
 from tests.support.waiting import until
 
@@ -79,20 +80,11 @@ async def receiver() -> AsyncIterator[tuple[int, list[dict[str, Any]], asyncio.E
         await never.wait()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/ok", ok)
-    app.router.add_post("/busy", busy)
-    app.router.add_post("/hang", hang)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield port, hits, never
-    finally:
-        never.set()
-        await runner.cleanup()
+    async with serving({"/ok": ok, "/busy": busy, "/hang": hang}, shutdown_timeout=0.1) as port:
+        try:
+            yield port, hits, never
+        finally:
+            never.set()
 
 
 def _hook(rule_id: str, url: str, timeout: str = "5s") -> dict[str, Any]:
