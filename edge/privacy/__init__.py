@@ -9,7 +9,7 @@ This package holds the building blocks, each usable and tested on its own:
   sealing a sensitive record under its subject's key, and forgetting a subject by deleting that
   key (crypto-shredding);
 - `keyfile`: reading a key given by reference (a file only its owner can read, or an environment
-  variable).
+  variable) and writing a new master key file.
 
 Wiring them in comes next: sinks and the pull API pseudonymise with them, the journal, the state
 database and the snapshot store seal sensitive payloads, and `edge privacy` drives forgetting,

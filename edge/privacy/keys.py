@@ -32,8 +32,6 @@ old master key.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -45,7 +43,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -53,7 +50,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edge.privacy.keyfile import KeyFileError, read_private_file
+from edge.privacy.keyfile import MASTER_KEY_BYTES, create_master_key, load_master_key
+
+__all__ = [
+    "EnvelopeError",
+    "KeyForgotten",
+    "SubjectKeys",
+    "WrongMasterKey",
+    "create_master_key",
+    "load_master_key",
+]
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -65,7 +71,6 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 HEADER_BYTES = 1 + KID_BYTES
 OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
-MASTER_KEY_BYTES = 32
 CACHE_SIZE = 4096  # unwrapped data keys kept in memory (a site's active residents)
 # how long a key another process forgot may still open here: asking SQLite whether the file
 # changed on every seal would cost as much as the encryption itself
@@ -95,51 +100,6 @@ class EnvelopeError(ValueError):
 
 class WrongMasterKey(ValueError):
     """The master key given does not open this key store."""
-
-
-# ---------------------------------------------------------------- the master key file
-def create_master_key(path: str | os.PathLike[str]) -> None:
-    """Write a new random master key to `path` (base64, mode 0600), atomically: the file appears
-    whole or not at all. An existing file is never replaced: the data its key protects would
-    become unreadable."""
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
-    text = base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)) + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, final)  # unlike a rename, refuses to replace an existing key
-    except FileExistsError:
-        raise KeyFileError(
-            str(final), "a master key already exists here; it is never overwritten (choose another path)"
-        ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def load_master_key(path: str | os.PathLike[str]) -> bytes:
-    """The master key in `path`, refused unless only its owner can read the file."""
-    where = str(path)
-    text = read_private_file(where, "privacy master key").strip()
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != MASTER_KEY_BYTES:
-        raise KeyFileError(
-            where,
-            f"privacy master key: expected {MASTER_KEY_BYTES} bytes in base64 (as create_master_key "
-            "writes them)",
-        )
-    return key
 
 
 def _check_master(master_key: bytes) -> None:
