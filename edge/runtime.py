@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge import fileperm
 from edge.config import Site
@@ -33,7 +33,7 @@ from edge.model import (
     Value,
     point_id,
 )
-from edge.plugins import ComponentContext, registry
+from edge.plugins import Component, ComponentContext, registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal
 
@@ -46,14 +46,6 @@ C = TypeVar("C")
 
 class StartError(RuntimeError):
     """A site that cannot start for a reason a person can fix (the message says how)."""
-
-
-class Component(Protocol):
-    name: str
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass
