@@ -61,7 +61,9 @@ def floor(ads: list[tuple[Any, Any]], rounds: int) -> float:
 async def pipeline(ads: list[tuple[Any, Any]], rounds: int) -> tuple[float, int]:
     hub = Hub()
     scanner = SharedScanner("hci0")
-    ctx = DriverContext("bench", "/tmp", logging.getLogger("bench.ble"), time.time, {"hub": hub})
+    ctx = DriverContext(
+        "bench", "/tmp", logging.getLogger("bench.ble"), time.time, register_points=hub.register_points
+    )
     drivers = []
     for i in range(DEVICES):
         address = f"A4:C1:38:00:{i // 256:02X}:{i % 256:02X}"

@@ -28,6 +28,7 @@ from drivers.camera.analysis import ZoneAnalyser
 from drivers.camera.config import CameraDevice
 from drivers.camera.driver import CameraDriver
 from edge.driver import DriverContext
+from edge.store.blobs import BlobStore
 
 ZONES = [
     {
@@ -87,7 +88,7 @@ async def through_driver(path: Path, blob_dir: Path, snapshots: int) -> dict[str
     """The driver as the runtime runs it: frames/s of the capture thread while the watch loop
     analyses, and snapshot latency while frames keep coming."""
     ctx = DriverContext(
-        "bench", str(blob_dir), logging.getLogger("bench.camera"), time.time, {"blob_dir": str(blob_dir)}
+        "bench", str(blob_dir), logging.getLogger("bench.camera"), time.time, blobs=BlobStore(blob_dir)
     )
     driver = CameraDriver(device(path, analyse_every="200ms", loop=True), ctx)
     records = 0
