@@ -7,9 +7,10 @@ import asyncio
 import json
 import sys
 
+from drivers.modbus.codec import NUMERIC_TYPES
 from edge.cli import Subcommands, add_command, add_command_group, arg, one_of
 
-TYPES = ["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"]
+TYPES = [*NUMERIC_TYPES, "string"]
 
 
 def register(subparsers: Subcommands) -> None:
