@@ -60,6 +60,21 @@ class Receiver:
         terminate(self.proc, timeout=5)
 
 
+def sink(url: str, **extra: object) -> dict[str, object]:
+    """An `upstream:` entry: HTTP sink "central" posting to `url` in small, quick batches with
+    short retries; `extra` replaces or adds keys."""
+    cfg: dict[str, object] = {
+        "id": "central",
+        "type": "http",
+        "url": url,
+        "batch": {"max_items": 50, "max_age": "50ms"},
+        "retry": {"initial": "50ms", "max": "500ms"},
+        "timeout": {"connect": "2s", "total": "5s"},
+    }
+    cfg.update(extra)
+    return cfg
+
+
 async def wait_for(cond: Callable[[], Awaitable[bool] | bool], timeout: float, what: str) -> None:
     """Poll `cond` until true; fail naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

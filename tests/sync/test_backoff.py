@@ -11,12 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from edge.model import Reading
 from edge.sync.retry import MAX_RETRY_AFTER, parse_retry_after
 from tests.support.site import running_site
 from tests.sync.helpers import Receiver, wait_for
 from tests.sync.test_http_sink import sink
+
+
+@pytest.fixture
+def failing_and_ok(receiver: Callable[..., Receiver]) -> tuple[Receiver, Receiver]:
+    """A receiver that answers every batch with HTTP 500 (until told otherwise), and one that
+    accepts every batch."""
+    return receiver("--fail", "1", "--modes", "500"), receiver()
+
+
+def _upstream(*sinks: dict[str, object]) -> dict[str, Any]:
+    """A site whose `upstream:` section is `sinks` (and nothing else)."""
+    return {"upstream": list(sinks)}
 
 
 async def steady_round(rt: Any, sink_id: str) -> None:
@@ -33,12 +46,10 @@ async def test_retry_after_is_a_floor_another_sinks_success_does_not_shorten(
 ) -> None:
     limited = receiver("--fail", "1", "--modes", "429", "--retry-after", "3")
     ok = receiver()
-    doc = {
-        "upstream": [
-            sink(limited.url, id="limited", retry={"initial": "10ms", "max": "1s"}),
-            sink(ok.url, id="steady"),
-        ]
-    }
+    doc = _upstream(
+        sink(limited.url, id="limited", retry={"initial": "10ms", "max": "1s"}),
+        sink(ok.url, id="steady"),
+    )
     async with running_site(tmp_path, doc) as rt:
 
         async def answered(n: int) -> bool:
@@ -58,17 +69,14 @@ async def test_retry_after_is_a_floor_another_sinks_success_does_not_shorten(
 
 
 async def test_a_sink_the_server_fails_is_not_woken_by_another_sinks_success(
-    tmp_path: Path, receiver: Callable[..., Receiver]
+    tmp_path: Path, failing_and_ok: tuple[Receiver, Receiver]
 ) -> None:
-    failing = receiver("--fail", "1", "--modes", "500")
-    ok = receiver()
+    failing, ok = failing_and_ok
     # a first backoff drawn from [0, 60 s] is over 5 s at once 92 % of the time
-    doc = {
-        "upstream": [
-            sink(failing.url, id="failing", retry={"initial": "60s", "max": "120s", "probe_every": "100ms"}),
-            sink(ok.url, id="steady"),
-        ]
-    }
+    doc = _upstream(
+        sink(failing.url, id="failing", retry={"initial": "60s", "max": "120s", "probe_every": "100ms"}),
+        sink(ok.url, id="steady"),
+    )
     async with running_site(tmp_path, doc) as rt:
         s = rt.components["sync"].sinks["failing"]
         await wait_for(lambda: (s.status()["retry_in_s"] or 0) > 5, 60, "a long backoff after a 500")
@@ -81,17 +89,14 @@ async def test_a_sink_the_server_fails_is_not_woken_by_another_sinks_success(
 
 
 async def test_a_failing_sink_writes_its_status_only_when_it_changes(
-    tmp_path: Path, receiver: Callable[..., Receiver]
+    tmp_path: Path, failing_and_ok: tuple[Receiver, Receiver]
 ) -> None:
-    failing = receiver("--fail", "1", "--modes", "500")
-    ok = receiver()
-    doc = {
-        "upstream": [
-            sink(failing.url, id="failing", retry={"initial": "200ms", "max": "400ms"}),
-            # passes every reading without sending it: its cursor moves, nothing else does
-            sink(ok.url, id="alerts", include={"readings": False, "event_kinds": ["alert"]}),
-        ]
-    }
+    failing, ok = failing_and_ok
+    doc = _upstream(
+        sink(failing.url, id="failing", retry={"initial": "200ms", "max": "400ms"}),
+        # passes every reading without sending it: its cursor moves, nothing else does
+        sink(ok.url, id="alerts", include={"readings": False, "event_kinds": ["alert"]}),
+    )
     async with running_site(tmp_path, doc) as rt:
         state = rt.state
         s = rt.components["sync"].sinks["failing"]

@@ -18,7 +18,7 @@ import yaml
 
 from edge.api.tokens import create_token
 from edge.state import StateDB
-from tests.sync.helpers import ROOT, free_port, wait_for
+from tests.sync.helpers import ROOT, free_port, sink, wait_for
 
 KILLS = 3
 
@@ -42,14 +42,12 @@ def site_doc(tmp_path: Path, url: str, port: int, with_sim: bool) -> dict[str, A
         "web": {"listen": f"127.0.0.1:{port}"},
         "devices": devices,
         "upstream": [
-            {
-                "id": "central",
-                "type": "http",
-                "url": url,
-                "batch": {"max_items": 200, "max_age": "100ms"},
-                "timeout": {"connect": "1s", "total": "3s"},
-                "retry": {"initial": "50ms", "max": "1s"},
-            }
+            sink(
+                url,
+                batch={"max_items": 200, "max_age": "100ms"},
+                timeout={"connect": "1s", "total": "3s"},
+                retry={"initial": "50ms", "max": "1s"},
+            )
         ],
     }
 

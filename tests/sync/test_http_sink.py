@@ -12,20 +12,7 @@ import aiohttp
 from edge.api.tokens import create_token
 from edge.model import Event, Reading
 from tests.support.site import running_site
-from tests.sync.helpers import free_port, wait_for
-
-
-def sink(url: str, **extra: object) -> dict[str, object]:
-    cfg: dict[str, object] = {
-        "id": "central",
-        "type": "http",
-        "url": url,
-        "batch": {"max_items": 50, "max_age": "50ms"},
-        "retry": {"initial": "50ms", "max": "500ms"},
-        "timeout": {"connect": "2s", "total": "5s"},
-    }
-    cfg.update(extra)
-    return cfg
+from tests.sync.helpers import free_port, sink, wait_for
 
 
 def delivered(rt, sink_id: str = "central") -> bool:  # type: ignore[no-untyped-def]
