@@ -27,7 +27,8 @@ The contract is this module alone: the device and point models a driver's config
 (`DeviceConfig`, `PointConfig`), the context with the services a driver may use (`DriverContext`:
 typed, no lookup by name), and the capabilities other parts of the site may ask a driver for
 (`Snapshots`: a rule's snapshot action reaches a camera through it). A driver imports nothing else
-of the core besides `edge.model`, `edge.units` and `edge.validation`.
+of the core besides `edge.model`, `edge.units` and `edge.validation` (a plugin's HTTP routes and
+`edge` commands, beside its driver, use the API's and the CLI's helpers).
 """
 
 from __future__ import annotations
