@@ -30,18 +30,34 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
-async def logged_in_page(browser: Any, rt: Any) -> Any:
-    base = f"http://127.0.0.1:{rt.web_port}"
-    ctx = await browser.new_context(locale="en-US", base_url=base, bypass_csp=True)
-    resp = await ctx.request.post(
-        "/api/v1/auth/setup", data={"code": setup_code(rt), "name": "admin", "password": PASSWORD}
+async def site_context(browser: Any, rt: Any, locale: str = "en-US") -> Any:
+    """A browser context of its own (cookies, language) for runtime `rt`'s web UI."""
+    return await browser.new_context(
+        locale=locale, base_url=f"http://127.0.0.1:{rt.web_port}", bypass_csp=True
     )
-    assert resp.status == 201
+
+
+async def watched_page(ctx: Any) -> Any:
+    """A new page of `ctx`; the script errors it throws collect in `page.errors`."""
     page = await ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.errors = errors
     return page
+
+
+async def logged_in_page(browser: Any, rt: Any) -> Any:
+    ctx = await site_context(browser, rt)
+    resp = await ctx.request.post(
+        "/api/v1/auth/setup", data={"code": setup_code(rt), "name": "admin", "password": PASSWORD}
+    )
+    assert resp.status == 201
+    return await watched_page(ctx)
+
+
+def one_sim_device(device_id: str, point: dict[str, Any]) -> dict[str, Any]:
+    """A site of one simulated device with one point."""
+    return {"devices": [{"id": device_id, "driver": "sim", "points": [point]}]}
 
 
 async def open_page(page: Any, path: str) -> None:
@@ -111,24 +127,10 @@ async def test_modbus_probe_on_the_device_page(tmp_path: Path, browser: Any) -> 
 
 
 async def test_rule_versions_diff_restore_and_disable(tmp_path: Path, browser: Any) -> None:
-    doc = {
-        "devices": [
-            {
-                "id": "bin-east-1",
-                "driver": "sim",
-                "points": [
-                    {
-                        "name": "fill_pct",
-                        "signal": "ramp",
-                        "min": 0,
-                        "max": 100,
-                        "period": "1h",
-                        "interval": "1s",
-                    }
-                ],
-            }
-        ]
-    }
+    doc = one_sim_device(
+        "bin-east-1",
+        {"name": "fill_pct", "signal": "ramp", "min": 0, "max": 100, "period": "1h", "interval": "1s"},
+    )
     async with running_site(tmp_path, doc) as rt:
         assert "rules" in rt.components  # a site runs its rules engine unless told not to
         page = await logged_in_page(browser, rt)
@@ -188,17 +190,9 @@ async def test_overview_components_are_translated_rows(tmp_path: Path, browser: 
 
 
 async def test_commissioning_read_says_it_came_from_the_device(tmp_path: Path, browser: Any) -> None:
-    doc = {
-        "devices": [
-            {
-                "id": "meter-a1",
-                "driver": "sim",
-                "points": [
-                    {"name": "voltage", "signal": "constant", "value": 231.5, "interval": "1s", "unit": "V"}
-                ],
-            }
-        ]
-    }
+    doc = one_sim_device(
+        "meter-a1", {"name": "voltage", "signal": "constant", "value": 231.5, "interval": "1s", "unit": "V"}
+    )
     async with running_site(tmp_path, doc) as rt:
         page = await logged_in_page(browser, rt)
         await open_page(page, "/devices/meter-a1")
@@ -210,8 +204,7 @@ async def test_commissioning_read_says_it_came_from_the_device(tmp_path: Path, b
         assert await page.inner_text("[data-k=commission-value]") == "231.5"
         assert page.errors == []
         # the same read in Chinese, in a browser whose language is zh-CN
-        base = f"http://127.0.0.1:{rt.web_port}"
-        zh = await browser.new_context(locale="zh-CN", base_url=base, bypass_csp=True)
+        zh = await site_context(browser, rt, "zh-CN")
         resp = await zh.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
         assert resp.status == 200
         zpage = await zh.new_page()

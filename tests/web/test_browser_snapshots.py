@@ -14,7 +14,7 @@ from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.web.conftest import PASSWORD
 from tests.web.test_browser import SHOTS, T
-from tests.web.test_browser_pages import browser, logged_in_page
+from tests.web.test_browser_pages import browser, logged_in_page, site_context, watched_page
 
 __all__ = ["browser"]  # the fixture, shared with test_browser_pages
 
@@ -50,16 +50,10 @@ async def _snapshot_taken(tmp_path: Path, rt: Any) -> dict[str, Any]:
 
 
 async def _page_as(browser: Any, rt: Any, name: str) -> Any:
-    ctx = await browser.new_context(
-        locale="en-US", base_url=f"http://127.0.0.1:{rt.web_port}", bypass_csp=True
-    )
+    ctx = await site_context(browser, rt)
     resp = await ctx.request.post("/api/v1/auth/login", data={"name": name, "password": PASSWORD})
     assert resp.status == 200, await resp.text()
-    page = await ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    return page
+    return await watched_page(ctx)
 
 
 async def test_snapshot_thumbnails_on_the_alerts_page(tmp_path: Path, browser: Any) -> None:
