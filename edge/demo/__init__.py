@@ -75,17 +75,7 @@ def demo_site(
                 "driver": "sim",
                 "seed": 3,
                 "points": [
-                    {
-                        "name": "flow_m3h",
-                        "signal": "random_walk",
-                        "min": 0,
-                        "max": 12,
-                        "step": 0.4,
-                        "interval": "2s",
-                        "unit": "m³/h",
-                        "deadband": 0.05,
-                        "report_every": "30s",
-                    },
+                    _walk("flow_m3h", 0, 12, 0.4, "2s", unit="m³/h", deadband=0.05, report_every="30s"),
                     {
                         "name": "total_m3",
                         "signal": "counter",
@@ -185,27 +175,8 @@ def demo_site(
                 "driver": "sim",
                 "seed": 9,
                 "points": [
-                    {
-                        "name": "temperature",
-                        "signal": "random_walk",
-                        "min": -5,
-                        "max": 38,
-                        "start": 21,
-                        "step": 0.1,
-                        "interval": "5s",
-                        "unit": "°C",
-                        "deadband": 0.05,
-                    },
-                    {
-                        "name": "humidity",
-                        "signal": "random_walk",
-                        "min": 20,
-                        "max": 95,
-                        "start": 55,
-                        "step": 0.3,
-                        "interval": "5s",
-                        "unit": "%",
-                    },
+                    _walk("temperature", -5, 38, 0.1, "5s", start=21, unit="°C", deadband=0.05),
+                    _walk("humidity", 20, 95, 0.3, "5s", start=55, unit="%"),
                 ],
                 # drops out for 20 s every 5 minutes, so the UI shows offline → recovery
                 "faults": [{"type": "dropout", "every": "5m", "duration": "20s"}],
@@ -224,25 +195,28 @@ def demo_site(
     return site
 
 
+def _walk(
+    name: str, low: float, high: float, step: float, interval: str, start: float | None = None, **more: Any
+) -> dict[str, Any]:
+    """A point that drifts by up to `step` a sample between `low` and `high` (from `start`, if given)."""
+    point: dict[str, Any] = {"name": name, "signal": "random_walk", "min": low, "max": high}
+    if start is not None:
+        point["start"] = start
+    return {**point, "step": step, "interval": interval, **more}
+
+
+def _sim(device_id: str, name: str, seed: int, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """A device of the `sim` driver; its `seed` makes its signals the same on every run."""
+    return {"id": device_id, "name": name, "driver": "sim", "seed": seed, "points": points}
+
+
 def _meter(device_id: str, name: str, base_kw: float, seed: int) -> dict[str, Any]:
-    return {
-        "id": device_id,
-        "name": name,
-        "driver": "sim",
-        "seed": seed,
-        "points": [
-            {
-                "name": "voltage",
-                "signal": "random_walk",
-                "min": 214,
-                "max": 236,
-                "start": 225,
-                "step": 0.3,
-                "interval": "2s",
-                "unit": "V",
-                "deadband": 0.2,
-                "report_every": "1m",
-            },
+    return _sim(
+        device_id,
+        name,
+        seed,
+        [
+            _walk("voltage", 214, 236, 0.3, "2s", start=225, unit="V", deadband=0.2, report_every="1m"),
             {
                 "name": "active_power_kw",
                 "signal": "sine",
@@ -260,17 +234,9 @@ def _meter(device_id: str, name: str, base_kw: float, seed: int) -> dict[str, An
                 "interval": "2s",
                 "unit": "kWh",
             },
-            {
-                "name": "power_factor",
-                "signal": "random_walk",
-                "min": 0.85,
-                "max": 0.99,
-                "start": 0.95,
-                "step": 0.005,
-                "interval": "10s",
-            },
+            _walk("power_factor", 0.85, 0.99, 0.005, "10s", start=0.95),
         ],
-    }
+    )
 
 
 def _camera(data_dir: Path) -> dict[str, Any]:
@@ -301,12 +267,11 @@ def _camera(data_dir: Path) -> dict[str, Any]:
 
 
 def _bin(device_id: str, name: str, period: str, seed: int) -> dict[str, Any]:
-    return {
-        "id": device_id,
-        "name": name,
-        "driver": "sim",
-        "seed": seed,
-        "points": [
+    return _sim(
+        device_id,
+        name,
+        seed,
+        [
             {
                 "name": "fill_pct",
                 "signal": "ramp",
@@ -328,7 +293,7 @@ def _bin(device_id: str, name: str, period: str, seed: int) -> dict[str, Any]:
                 "report_every": "5m",
             },
         ],
-    }
+    )
 
 
 def prepare(data_dir: Path, host: str, port: int, sim_port: int = SIM_PORT) -> Path:
