@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.ports import free_port
 from tests.support.tools import require_tool
@@ -189,13 +190,7 @@ def check_bad_rule_error_position(page: Any) -> None:
     page.wait_for_selector("#rule-status.bad", timeout=T)
     api = page.request.post(
         "/api/v1/rules/validate",
-        data={
-            "id": "ui-bad",
-            "name": "broken",
-            "when": "meter-b1.active_power_kw",
-            "if": "value > > 10",
-            "then": [{"alert": "x"}],
-        },
+        data=yaml.safe_load(text),  # the rule the editor holds, as JSON
         headers={"X-CSRF-Token": page.request.get("/api/v1/auth/state").json()["csrf"]},
     )
     err = api.json()["errors"][0]
