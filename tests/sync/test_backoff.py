@@ -16,8 +16,7 @@ import pytest
 from edge.model import Reading
 from edge.sync.retry import MAX_RETRY_AFTER, parse_retry_after
 from tests.support.site import running_site
-from tests.sync.helpers import Receiver, wait_for
-from tests.sync.test_http_sink import sink
+from tests.sync.helpers import Receiver, sink, wait_for
 
 
 @pytest.fixture
