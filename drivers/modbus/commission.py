@@ -23,7 +23,6 @@ from drivers.modbus.codec import NUMERIC_TYPES
 from drivers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, ModbusDevice, Table
 from edge import audit
 from edge.api import privacy
-from edge.api.app import get_runtime
 from edge.api.auth import require
 from edge.api.problem import Problem, json_response, read_json
 from edge.driver import DeviceReadError, reads_on_demand
@@ -33,6 +32,8 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 READ_TIMEOUT = 5.0
+#: the runtime whose devices the route reads (put in the app by `setup`)
+RUNTIME_KEY: web.AppKey[Any] = web.AppKey("modbus_commission_runtime", object)
 #: register tables first, then the bit tables (the order the error message and the document list)
 TABLES = (*(t for t in get_args(Table) if t not in BIT_TABLES), *BIT_TABLES)
 DATA_TYPES = (*NUMERIC_TYPES, "string")
@@ -161,7 +162,7 @@ def _audited(
 
 async def commission_read(request: web.Request) -> web.Response:
     principal = require(request, "write")
-    runtime = get_runtime(request)
+    runtime: Runtime = request.app[RUNTIME_KEY]
     body = await read_json(request, 4096)
     if not isinstance(body, dict):
         raise Problem(400, "Expected a JSON object", ASK)
@@ -187,4 +188,5 @@ async def commission_read(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
+    app[RUNTIME_KEY] = runtime
     app.router.add_post("/api/v1/commission/read", commission_read)
