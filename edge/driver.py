@@ -128,7 +128,7 @@ class DeviceConfig(Strict):
 
 
 class DeviceReadError(Exception):
-    """An on-demand read got no usable value: no answer, refused (Modbus exception), not started.
+    """An on-demand read got no usable value: no answer, refused by the device (an exception response), not started.
 
     The message is shown to the technician as it is, so it says what happened and where.
     """

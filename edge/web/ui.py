@@ -3,7 +3,7 @@
 The UI is hand-written HTML/JS/CSS under `static/` (ES modules, no build step, no CDN, no external
 fonts). Page paths are served by the server, so a page requested without a session redirects to
 /login (or /setup on first run) before any script runs; the JSON it then uses is in `ui_api`,
-`live` (SSE) and the plugins' routes (the commissioning read comes with the Modbus plugin).
+`live` (SSE) and the plugins' routes (the commissioning read comes with a driver's plugin).
 """
 
 from __future__ import annotations
