@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 COMMAND_MODULES = [
     "edge.commands",  # run, check, buffer
     "edge.api.cli",  # users / tokens / tls
+    "edge.audit_cli",  # audit verify / export
 ]
 
 
@@ -47,9 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.plugins import registry
 
     for plugin in registry().plugins:
-        if plugin.commands is not None:
-            plugin.commands(sub)
+        if plugin.commands is None:
+            continue
+        before = set(sub.choices)
+        plugin.commands(sub)
+        hint = plugin.install_hint()
+        if hint:  # listed in --help, but running one says what to install instead of a traceback
+            for name in set(sub.choices) - before:
+                _refuse_with(sub.choices[name], f"edge {name}: {hint}")
     return parser
+
+
+def _refuse_with(parser: argparse.ArgumentParser, message: str) -> None:
+    def refuse(args: argparse.Namespace) -> int:
+        print(message, file=sys.stderr)
+        return 1
+
+    parser.set_defaults(func=refuse)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _refuse_with(child, message)
 
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -165,9 +184,14 @@ PRIVATE_UMASK = 0o077
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edge.plugins import PluginConflict
     from edge.state import StateDBError
 
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except PluginConflict as exc:
+        print(f"edge: {exc}; uninstall one of the packages that provide them", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -148,9 +148,13 @@ class Plugin:
             return ""
         extra = self.extra or self.name
         return (
-            f"the {self.name} plugin needs {', '.join(missing)}, which this installation lacks: "
+            f"the {self.name} plugin needs the Python modules {', '.join(missing)}, which this installation lacks: "
             f"pip install '{DISTRIBUTION}[{extra}]'"
         )
+
+
+class PluginConflict(ValueError):
+    """Two installed plugins declare the same driver, sink or section."""
 
 
 class UnknownPlugin(LookupError):
@@ -175,7 +179,7 @@ class Registry:
         for p in self.plugins:
             for key in getattr(p, kind):
                 if key in owner:
-                    raise ValueError(
+                    raise PluginConflict(
                         f"plugins {owner[key]!r} and {p.name!r} both declare {kind[:-1]} {key!r}"
                     )
                 owner[key] = p.name

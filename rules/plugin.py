@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from edge.config import Site
+    from edge.plugins import ComponentContext
     from edge.runtime import Runtime
 
 
@@ -24,10 +25,10 @@ def section() -> type[BaseModel]:
     return RulesConfig
 
 
-def component(runtime: Runtime) -> Any:
+def component(ctx: ComponentContext) -> Any:
     from rules.component import create
 
-    return create(runtime)
+    return create(ctx)
 
 
 def routes(app: web.Application, runtime: Runtime) -> None:

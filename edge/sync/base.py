@@ -47,7 +47,7 @@ from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window
 from edge.validation import resolve_secret
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 log = logging.getLogger("edge.sync")
 
@@ -85,19 +85,19 @@ class PushSink:
     config_model: ClassVar[type[PushSinkConfig]] = PushSinkConfig
     content_type: ClassVar[str] = "application/json"
 
-    def __init__(self, cfg: PushSinkConfig, runtime: Runtime, links: LinkBoard | None = None) -> None:
+    def __init__(self, cfg: PushSinkConfig, ctx: ComponentContext, links: LinkBoard | None = None) -> None:
         self.cfg = cfg
         self.id = cfg.id
-        self.runtime = runtime
-        self.journal = runtime.journal
-        self.gateway = runtime.site.site.id
+        self.ctx = ctx
+        self.journal = ctx.journal
+        self.gateway = ctx.site.site.id
         self.links = links or LinkBoard()
         parts = urlsplit(cfg.url)
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.token = resolve_secret(cfg.token_env, cfg.token_file, f"upstream {cfg.id} token")
         self.filter = RecordFilter(
-            cfg.include, cfg.max_privacy, lambda: runtime.hub.points, lambda: runtime.hub.points_version
+            cfg.include, cfg.max_privacy, lambda: ctx.hub.points, lambda: ctx.hub.points_version
         )
         self.readers: list[JournalReader] = []
         self.cursor = 0
@@ -149,9 +149,9 @@ class PushSink:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        assert self.runtime.state is not None
-        deadletters.ensure(self.runtime.state)
-        self.dead_letters_total = deadletters.pending(self.runtime.state, self.id)
+        assert self.ctx.state is not None
+        deadletters.ensure(self.ctx.state)
+        self.dead_letters_total = deadletters.pending(self.ctx.state, self.id)
         self.cursor = self.durable_cursor = await self.journal.register_cursor(self.id, "sink")
         self.readers = [JournalReader(self.journal.path) for _ in range(self.prefetch)]
         self.started_at = time.monotonic()
@@ -491,7 +491,7 @@ class PushSink:
 
     # ------------------------------------------------------------ dead letters
     async def _dead_letter(self, row: Row, outcome: Outcome) -> None:
-        state = self.runtime.state
+        state = self.ctx.state
         assert state is not None
         await asyncio.to_thread(
             deadletters.add, state, self.id, row[0], row_to_record(row), outcome.status, outcome.body
@@ -499,7 +499,7 @@ class PushSink:
         self.dead_letters += 1
         self.dead_letters_total += 1
         self._status_dirty.set()
-        self.runtime.hub.publish_event(
+        self.ctx.hub.publish_event(
             Event(
                 "sync_dead_letter",
                 self.id,
@@ -574,8 +574,8 @@ class PushSink:
         return old is None or any(snapshot[k] != old[k] for k in snapshot if k != "last_error_at")
 
     def _write_status(self, snapshot: dict[str, Any]) -> None:
-        if self.runtime.state is not None:
-            deadletters.save_status(self.runtime.state, self.id, snapshot)
+        if self.ctx.state is not None:
+            deadletters.save_status(self.ctx.state, self.id, snapshot)
             self._status_written = snapshot
 
     async def _persist_status(self) -> None:

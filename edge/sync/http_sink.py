@@ -23,7 +23,7 @@ from edge.sync.sink_config import PushSinkConfig
 from edge.validation import resolve_secret
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 FORMAT = "community-edge/batch/v1"
 SIGNATURE_HEADER = "X-Edge-Signature"
@@ -82,8 +82,8 @@ class HttpSink(PushSink):
     type_name: ClassVar[str] = "http"
     config_model: ClassVar[type[PushSinkConfig]] = HttpSinkConfig
 
-    def __init__(self, cfg: PushSinkConfig, runtime: Runtime, links: LinkBoard | None = None) -> None:
-        super().__init__(cfg, runtime, links)
+    def __init__(self, cfg: PushSinkConfig, ctx: ComponentContext, links: LinkBoard | None = None) -> None:
+        super().__init__(cfg, ctx, links)
         assert isinstance(cfg, HttpSinkConfig)
         secret = resolve_secret(cfg.hmac_secret_env, cfg.hmac_secret_file, f"upstream {cfg.id} hmac secret")
         self.hmac_secret = secret.encode() if secret else None

@@ -22,7 +22,7 @@ from edge.sync.base import LinkBoard, PushSink
 from edge.sync.sink_config import PushSinkConfig
 
 if TYPE_CHECKING:
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # The `precision=` query value each server version takes for a site-file precision: 1.x's /write
@@ -77,8 +77,8 @@ class InfluxSink(PushSink):
     config_model: ClassVar[type[PushSinkConfig]] = InfluxSinkConfig
     content_type: ClassVar[str] = "text/plain; charset=utf-8"
 
-    def __init__(self, cfg: PushSinkConfig, runtime: Runtime, links: LinkBoard | None = None) -> None:
-        super().__init__(cfg, runtime, links)
+    def __init__(self, cfg: PushSinkConfig, ctx: ComponentContext, links: LinkBoard | None = None) -> None:
+        super().__init__(cfg, ctx, links)
         assert isinstance(cfg, InfluxSinkConfig)
         self.icfg = cfg
         self.scale = SCALE[cfg.precision]

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from edge.runtime import Runtime
+    from edge.plugins import ComponentContext
 
 
 def http_model() -> type[BaseModel]:
@@ -39,10 +39,10 @@ def influx_sink() -> Any:
     return InfluxSink
 
 
-def component(runtime: Runtime) -> Any:
+def component(ctx: ComponentContext) -> Any:
     from edge.sync.component import create
 
-    return create(runtime)
+    return create(ctx)
 
 
 def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

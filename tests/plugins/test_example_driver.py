@@ -134,5 +134,6 @@ def test_a_package_cannot_take_over_a_driver_name_the_core_declares(tmp_path: Pa
 
     assert edge_cli("check", "-c", str(config)).returncode == 0
     done = edge_cli("check", "-c", str(config), env=python_env(target))
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert re.search(r"plugins '(example|sim)' and '(example|sim)' both declare driver 'sim'", done.stderr)
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr

@@ -117,6 +117,18 @@ def test_check_names_the_extra_a_site_needs_at_the_key_that_needs_it(
     assert problem.endswith(f"pip install 'community-edge[{extra}]'"), problem
 
 
+def test_a_command_of_a_plugin_without_its_library_names_the_extra() -> None:
+    """`edge modbus probe` stays listed without pymodbus, and running it says what to install
+    instead of failing with a traceback inside the probe."""
+    env = python_env(without=["pymodbus"])
+    assert "modbus" in edge_cli("--help", env=env).stdout
+    done = edge_cli("modbus", "probe", "--host", "127.0.0.1", "--port", "1", env=env)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("edge modbus: the modbus plugin needs the Python modules pymodbus")
+    assert done.stderr.strip().endswith("pip install 'community-edge[modbus]'")
+
+
 CORE_SITE = """
 devices:
   - id: meter
