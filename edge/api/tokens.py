@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edge import audit
-from edge.api import app as api_app
 from edge.api.auth import Principal, bearer_authenticators, require
 from edge.api.problem import Problem, json_response, read_json
 from edge.state import StateDB
@@ -116,14 +115,22 @@ def lookup(state: StateDB, token: str) -> Principal | None:
     return Principal("token", row[1], frozenset(row[2].split()), consumer=row[3])
 
 
+def _site_state(request: web.Request) -> StateDB | None:
+    # imported here: the app module imports every route module, which `edge tokens` (this
+    # module's other user) does not need
+    from edge.api.app import get_runtime
+
+    return get_runtime(request).state
+
+
 def by_api_token(request: web.Request, token: str) -> Principal | None:
     """The bearer authenticator for API tokens."""
-    state = api_app.get_runtime(request).state
+    state = _site_state(request)
     return None if state is None else lookup(state, token)
 
 
 def _state(request: web.Request) -> StateDB:
-    state = api_app.get_runtime(request).state
+    state = _site_state(request)
     assert state is not None, "the state DB opens before the web server"
     return state
 
