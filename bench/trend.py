@@ -28,7 +28,7 @@ from unittest import mock
 from bench import ingest
 from edge.store import trend as trend_module
 from edge.store.journal import EVENT_SQL, READING_SQL, Journal
-from edge.store.rows import connect
+from edge.store.rows import EventMatch, connect
 from edge.store.schema import migrate
 from edge.store.trend import (
     CHUNK_SEQ,
@@ -144,7 +144,7 @@ async def query_latency(path: Path, trend_path: Path, point: str, t0: float) -> 
             (point, t0),
             repeat=1,
         )
-        alerts = await asyncio.to_thread(timed, trend.read_events, "kind = ?", ("alert",), 200)
+        alerts = await asyncio.to_thread(timed, trend.read_events, EventMatch(kind="alert"), 200)
         alerts_scan = await asyncio.to_thread(
             timed,
             scan,

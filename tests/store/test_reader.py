@@ -9,7 +9,7 @@ import pytest
 
 from edge.model import Event, Reading
 from edge.store.reader import JournalReader
-from edge.store.rows import JournalClosed
+from edge.store.rows import EventMatch, JournalClosed
 from tests.store.helpers import open_journal
 
 
@@ -40,8 +40,11 @@ async def test_named_reads_answer_on_a_real_journal(tmp_path: Path) -> None:
         assert [r[0] for r in j.history_page(0, 5, 10)] == [1, 2, 5]
         assert [r[0] for r in j.history_page(1, 5, 1)] == [2]
         assert [r[0] for r in j.history_page(0, 5, 10, before_ts=110.0)] == [1]
-        assert [r[0] for r in j.newest_rows("kind IS NULL AND point = ?", ("meter.p",), 0, 10)] == [3, 1]
-        assert [r[0] for r in j.newest_rows("kind IS NULL", (), 2, 1)] == [5]
+        assert [r[0] for r in j.newest_readings("meter.p", 0.0, None, 0, 10)] == [3, 1]
+        assert [r[0] for r in j.newest_readings("meter.p", 95.0, 105.0, 0, 10)] == [1]
+        assert [r[0] for r in j.newest_events(EventMatch(kind="alert", source="rule.hot"), 0, 10)] == [4]
+        assert j.newest_events(EventMatch(kind="alert", before_seq=4), 0, 10) == []
+        assert [r[0] for r in j.newest_readings("meter.q", 0.0, None, 2, 1)] == [5]
         assert j.readings_after(3) == [(130.0, "meter.q", 3, 0)]
         phone = j.consumer_cursor("phone")
         assert phone is not None and phone[0] == 4
