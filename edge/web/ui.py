@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from edge.api.account_routes import ACCOUNTS_KEY
+from edge.api.accounts import user_count
 from edge.api.auth import principal_of
 from edge.web import live, ui_api
 
@@ -41,27 +43,28 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         h.setdefault("Strict-Transport-Security", "max-age=31536000")
 
 
+def setup_pending(request: web.Request) -> bool:
+    """No account yet and a setup code printed: the first visit creates the admin."""
+    accounts = request.app.get(ACCOUNTS_KEY)
+    return accounts is not None and accounts.setup_code is not None and user_count(accounts.state) == 0
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    if principal is None or principal.kind != "user":
+        target = "/setup" if setup_pending(request) else "/login"
+        nxt = request.path_qs if request.path != "/" else ""
+        raise web.HTTPFound(target + (f"?next={_quote(nxt)}" if nxt else ""))
+    return _html("index.html")
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    if request.path == "/login" and setup_pending(request):
+        raise web.HTTPFound("/setup")
+    return _html("login.html")
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.api.account_routes import ACCOUNTS_KEY
-    from edge.api.accounts import user_count
-
-    def setup_pending() -> bool:
-        accounts = app.get(ACCOUNTS_KEY)
-        return accounts is not None and accounts.setup_code is not None and user_count(accounts.state) == 0
-
-    async def page(request: web.Request) -> web.StreamResponse:
-        principal = principal_of(request)
-        if principal is None or principal.kind != "user":
-            target = "/setup" if setup_pending() else "/login"
-            nxt = request.path_qs if request.path != "/" else ""
-            raise web.HTTPFound(target + (f"?next={_quote(nxt)}" if nxt else ""))
-        return _html("index.html")
-
-    async def login_page(request: web.Request) -> web.StreamResponse:
-        if request.path == "/login" and setup_pending():
-            raise web.HTTPFound("/setup")
-        return _html("login.html")
-
     for path in PAGES:
         app.router.add_get(path, page)
     app.router.add_get("/login", login_page)

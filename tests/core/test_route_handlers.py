@@ -22,9 +22,9 @@ from tests.support.site import running_site
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER_FILES = [
     *sorted((ROOT / "edge" / "api").glob("*.py")),
-    ROOT / "edge" / "web" / "ui_api.py",
-    ROOT / "edge" / "web" / "live.py",
+    *sorted((ROOT / "edge" / "web").glob("*.py")),
     ROOT / "rules" / "api.py",
+    ROOT / "drivers" / "modbus" / "commission.py",
 ]
 ROUTE_MODULES = {
     "edge.api.tokens",
@@ -36,7 +36,9 @@ ROUTE_MODULES = {
     "edge.api.blobs",
     "edge.web.ui_api",
     "edge.web.live",
+    "edge.web.ui",
     "rules.api",
+    "drivers.modbus.commission",
 }
 ROUTE_CALLS = {"add_get", "add_post", "add_put", "add_patch", "add_delete", "add_head", "add_route"}
 ROUTE_DEFS = {"get", "post", "put", "patch", "delete", "head", "route", "view"}
