@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     import argparse
@@ -57,6 +57,13 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A component that re-reads its plugin's `live_sections` when the site file is reloaded."""
+
+    async def reload(self) -> None: ...
 
 
 T = TypeVar("T")
@@ -123,6 +130,9 @@ class Plugin:
     sinks: Mapping[str, Spec] = field(default_factory=dict)
     #: top-level key of the site file -> the pydantic model of that section
     sections: Mapping[str, Callable[[], type[BaseModel]]] = field(default_factory=dict)
+    #: those of `sections` a reload (SIGHUP) applies at once: the component's `reload()` re-reads
+    #: them; a change to any other section is reported as needing a restart
+    live_sections: tuple[str, ...] = ()
     #: builds the feature's component for a site from the runtime's narrow context (journal, hub,
     #: state, clock, capabilities of the devices...), or None when the site does not use it
     component: Callable[[ComponentContext], Component | None] | None = None
@@ -218,6 +228,9 @@ class Registry:
 
     def section_keys(self) -> set[str]:
         return {k for p in self.plugins for k in p.sections}
+
+    def live_section_keys(self) -> set[str]:
+        return {k for p in self.plugins for k in p.live_sections}
 
     def with_hook(self, hook: str) -> list[Plugin]:
         """Plugins that define `hook` and whose modules are installed, in order."""

@@ -19,12 +19,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from edge.config import ConfigError, Site, load_site
+from edge.plugins import Reloadable, registry
 from edge.runtime import Runtime, StartError
 from edge.sdnotify import Notifier
 from edge.store.journal import JournalUnreadable
 
 log = logging.getLogger("edge.service")
-RESTART_SECTIONS = ("storage", "web", "upstream", "consumers", "modbus_server")
+#: the core's sections a reload cannot apply; the plugins' sections need a restart too unless their
+#: plugin lists them in `live_sections`
+RESTART_SECTIONS = ("storage", "web", "upstream", "consumers")
 
 
 def status_line(rt: Runtime) -> str:
@@ -48,7 +51,10 @@ async def reload(rt: Runtime, path: str) -> list[str]:
         log.error("reload refused: the site file has errors; nothing changed\n%s", exc)
         return []
     old = rt.site
-    needs_restart = [key for key in RESTART_SECTIONS if _section(old, key) != _section(new, key)]
+    plugins = registry()
+    live = plugins.live_section_keys()
+    restart = [*RESTART_SECTIONS, *sorted(plugins.section_keys() - live)]
+    needs_restart = [key for key in restart if _section(old, key) != _section(new, key)]
     before, after = _dump(old.devices), _dump(new.devices)
     changed = [i for i in after if i in before and after[i] != before[i]]
     removed = [i for i in before if i not in after]
@@ -58,13 +64,13 @@ async def reload(rt: Runtime, path: str) -> list[str]:
         rt.hub.unregister_device(device_id)
     rt.site.devices = new.devices
     rt.site.site = new.site
-    rt.site.sections.update({k: v for k, v in new.sections.items() if k == "rules"})
+    rt.site.sections.update({k: v for k, v in new.sections.items() if k in live})
     for dev in new.devices:
         if dev.id in added + changed and dev.enabled:
             rt.start_device(dev)
-    rules = rt.components.get("rules")
-    if rules is not None and hasattr(rules, "reload"):
-        await rules.reload()  # type: ignore[attr-defined]
+    for component in list(rt.components.values()):
+        if isinstance(component, Reloadable):
+            await component.reload()
     log.info(
         "site file reloaded",
         extra={"added": ",".join(added), "changed": ",".join(changed), "removed": ",".join(removed)},

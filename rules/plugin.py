@@ -81,6 +81,7 @@ def check_rule_packs(site: Site) -> list[str]:
 PLUGIN = Plugin(
     name="rules",
     sections={"rules": section},
+    live_sections=("rules",),
     component=component,
     routes=routes,
     openapi=openapi,

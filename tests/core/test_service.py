@@ -166,3 +166,64 @@ def test_a_web_port_in_use_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert f"the web server cannot listen on 127.0.0.1:{port}" in proc.stdout
     assert "change web.listen" in proc.stdout and "Traceback" not in proc.stdout
+
+
+async def test_a_reload_applies_live_sections_and_names_the_ones_that_need_a_restart(tmp_path: Path) -> None:
+    """Which plugin sections a reload applies comes from the plugins (`live_sections`): `rules:`
+    is re-read at once by its component; `modbus_server:` (no live section) is named for a restart."""
+    from edge.config import load_site
+    from edge.runtime import Runtime
+    from edge.service import reload
+    from tests.support.ports import free_port
+
+    (tmp_path / "a.yaml").write_text("rules: []\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("rules: []\n", encoding="utf-8")
+    data = {
+        **SITE,
+        "rules": {"packs": ["a.yaml"]},
+        "modbus_server": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "points": [{"point": "meter.power", "address": 0, "type": "float32"}],
+        },
+    }
+    config = site_file(tmp_path, data)
+    rt = Runtime(load_site(config), with_web=False)
+    await rt.start()
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["rules"] = {"packs": ["b.yaml"]}
+        data["modbus_server"]["points"][0]["address"] = 10
+        config.write_text(yaml.safe_dump(data), encoding="utf-8")
+        assert await reload(rt, str(config)) == ["modbus_server"]
+        assert list(rt.site.sections["rules"].packs) == ["b.yaml"]  # type: ignore[attr-defined]
+    finally:
+        await rt.stop()
+
+
+async def test_a_reload_names_a_changed_section_of_any_plugin(tmp_path: Path) -> None:
+    """A section of a plugin the core has never heard of is held to a restart too."""
+    from pydantic import BaseModel
+
+    from edge import plugins
+    from edge.config import load_site
+    from edge.runtime import Runtime
+    from edge.service import reload
+
+    class Lights(BaseModel):
+        level: int
+
+    extra = plugins.Plugin(name="lights", sections={"lights": lambda: Lights})
+    plugins.use([*plugins.registry().plugins, extra])
+    try:
+        config = site_file(tmp_path, {**SITE, "lights": {"level": 1}})
+        rt = Runtime(load_site(config), with_web=False)
+        await rt.start()
+        try:
+            data = yaml.safe_load(config.read_text(encoding="utf-8"))
+            data["lights"]["level"] = 2
+            config.write_text(yaml.safe_dump(data), encoding="utf-8")
+            assert await reload(rt, str(config)) == ["lights"]
+        finally:
+            await rt.stop()
+    finally:
+        plugins.use(None)
