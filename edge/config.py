@@ -26,7 +26,6 @@ from edge.units import Duration, Size
 from edge.validation import ConfigError, ListenAddress, Strict, valid_id, valid_listen
 
 # kept only while edge/api/auth.py still imports it from here; its one place is edge.validation
-from edge.validation import resolve_secret as resolve_secret
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
 from edge.yamlpos import load as load_yaml
 from edge.yamlpos import read_text as read_yaml_text

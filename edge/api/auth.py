@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from edge.api.problem import Problem
-from edge.config import resolve_secret
+from edge.validation import resolve_secret
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
