@@ -60,7 +60,7 @@ def register(sub: Subcommands) -> None:
 
 def _open_state(config: str) -> Any:
     """The site's state DB, or None with the reason on stderr: a missing file is not created."""
-    from edge.commands import load_or_report
+    from edge.cli import load_or_report
     from edge.state import StateDB
 
     site = load_or_report(config)

@@ -15,7 +15,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from edge.config import Site
 
 COMMAND_MODULES = [
     "edge.commands",  # run, check, buffer
@@ -209,6 +212,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         os.umask(previous)
+
+
+def load_or_report(path: str) -> Site | None:
+    """The validated site file, or None after printing every problem and their count on stderr."""
+    from edge.config import ConfigError, load_site
+
+    try:
+        return load_site(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        n = len(exc.problems)
+        print(f"{path}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return None
 
 
 if __name__ == "__main__":

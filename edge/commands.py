@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.cli import Command, add_command, add_command_group, arg, log_level_arg
-from edge.config import ConfigError, Site, load_site
+from edge.cli import Command, add_command, add_command_group, arg, load_or_report, log_level_arg
+from edge.config import Site
 from edge.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -95,17 +95,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-def load_or_report(path: str) -> Site | None:
-    try:
-        return load_site(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        n = len(exc.problems)
-        print(f"{path}: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
-        return None
-
-
 def open_reader(config: str) -> tuple[Site, Journal] | None:
     """The site and a read-only journal for a tool; None (with the reason on stderr) otherwise."""
     from edge.store.journal import Journal, JournalUnreadable

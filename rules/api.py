@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 
 from edge.api import privacy
-from edge.api.app import get_runtime
 from edge.api.auth import Principal, require
+from edge.api.keys import get_runtime
 from edge.api.problem import Problem, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, Privacy
 from rules.model import (

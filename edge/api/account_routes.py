@@ -16,7 +16,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.api import accounts as acc
-from edge.api import app as api_app
+from edge.api import keys
 from edge.api.auth import Principal, authenticators, principal_of, require
 from edge.api.params import MAX_SEQ, int_param
 from edge.api.problem import Problem, json_response, read_json
@@ -120,7 +120,7 @@ def _me(principal: Principal | None) -> dict[str, Any] | None:
 
 async def auth_state(request: web.Request) -> web.Response:
     principal: Principal | None = principal_of(request)
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     accounts = request.app[ACCOUNTS_KEY]
     return json_response(
         {

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from edge.api import account_routes, auth, blobs, core_routes, metrics, pull, tokens
 from edge.api.auth import auth_middleware
+from edge.api.keys import CONNECTIONS_KEY, RUNTIME_KEY
 from edge.api.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
 from edge.api.problem import Problem, problem
 from edge.plugins import registry
@@ -22,9 +23,6 @@ log = logging.getLogger("edge.web")
 #: the core's route modules, each with `setup(app, runtime)`, in order; plugins add theirs after
 #: (`edge.plugins`, `routes`)
 ROUTE_MODULES = [auth, tokens, core_routes, pull, metrics, account_routes, blobs]
-RUNTIME_KEY: web.AppKey[Any] = web.AppKey("runtime", object)
-#: the connection counters and caps of the server that serves this app (`edge.api.limits`)
-CONNECTIONS_KEY: web.AppKey[ConnectionStats] = web.AppKey("connections", ConnectionStats)
 MAX_BODY = 1024 * 1024
 
 
@@ -55,10 +53,6 @@ def build_app(runtime: Runtime) -> web.Application:
         assert plugin.routes is not None
         plugin.routes(app, runtime)
     return app
-
-
-def get_runtime(request: web.Request) -> Runtime:
-    return request.app[RUNTIME_KEY]  # type: ignore[no-any-return]
 
 
 async def start_web(runtime: Runtime) -> tuple[web.AppRunner, int]:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edge import audit
-from edge.api import app as api_app
-from edge.api import privacy
+from edge.api import keys, privacy
 from edge.api.auth import Principal, require
 from edge.api.problem import Problem
 from edge.model import PRIVACY_RANK, Privacy
@@ -38,7 +37,7 @@ def may_see_personal(runtime: Runtime, principal: Principal) -> bool:
 
 async def get_blob(request: web.Request) -> web.Response:
     principal = require(request, "read", "pull")
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     if not may_see_personal(runtime, principal):
         raise Problem(403, "Forbidden", "snapshots are personal data: this needs a technician or admin")
     blob_id = request.match_info["id"]

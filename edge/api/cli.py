@@ -162,7 +162,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _state(args: argparse.Namespace) -> Any:
-    from edge.commands import load_or_report
+    from edge.cli import load_or_report
     from edge.state import StateDB
 
     site = load_or_report(args.config)

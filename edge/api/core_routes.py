@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge.api import app as api_app
+from edge.api import keys
 from edge.api.auth import require
 from edge.api.problem import json_response
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     ok = runtime.ready.is_set() and not runtime.stopping.is_set() and not runtime.journal.failing
     body = {
         "status": "ok" if ok else "degraded",
@@ -27,12 +27,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     require(request, "read")
-    return json_response(api_app.get_runtime(request).status())
+    return json_response(keys.get_runtime(request).status())
 
 
 async def devices(request: web.Request) -> web.Response:
     require(request, "read")
-    return json_response({"devices": api_app.get_runtime(request).devices_status()})
+    return json_response({"devices": keys.get_runtime(request).devices_status()})
 
 
 ROUTES = [

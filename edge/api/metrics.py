@@ -268,7 +268,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, runtime: Runtime) -> None:
-    from edge.api.app import CONNECTIONS_KEY
+    from edge.api.keys import CONNECTIONS_KEY
 
     app[SCRAPES_KEY] = Scrapes(runtime, app.get(CONNECTIONS_KEY))
     app.router.add_get("/metrics", metrics)

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edge.api import app as api_app
-from edge.api import openapi, privacy
+from edge.api import keys, openapi, privacy
 from edge.api import status as status_api
 from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
@@ -179,7 +178,7 @@ async def points(request: web.Request) -> web.Response:
             "privacy": str(p.privacy),
             "description": p.description,
         }
-        for p in sorted(api_app.get_runtime(request).hub.points.values(), key=lambda p: p.id)
+        for p in sorted(keys.get_runtime(request).hub.points.values(), key=lambda p: p.id)
     ]
     return json_response({"points": out})
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edge.api import app as api_app
+from edge.api import keys
 from edge.api.auth import require
 from edge.api.params import MAX_SEQ, int_param
 from edge.api.problem import Problem, json_response
@@ -48,7 +48,7 @@ def _component(runtime: Runtime) -> SyncComponent | None:
 
 async def sync_status(request: web.Request) -> web.Response:
     require(request, "read")
-    comp = _component(api_app.get_runtime(request))
+    comp = _component(keys.get_runtime(request))
     return json_response(comp.status() if comp is not None else {"sinks": [], "consumers": []})
 
 
@@ -57,7 +57,7 @@ async def dead_letters(request: web.Request) -> web.Response:
     sink = request.query.get("sink")
     limit = int_param(request, "limit", 100, 1, 1000)
     before = int_param(request, "before", None, 1, MAX_SEQ)
-    state = api_app.get_runtime(request).state
+    state = keys.get_runtime(request).state
     if state is None or state.version("sync") == 0:
         return json_response({"dead_letters": []})
     sql = "SELECT id, sink, seq, record, status, response, ts, retried FROM sync_dead_letters WHERE 1=1"
@@ -93,7 +93,7 @@ async def retry(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:
         raise Problem(400, "Invalid id", f"dead-letter id {raw[:40]!r} must be a positive integer")
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     state = runtime.state
     row = None
     if state is not None and state.version("sync") > 0:

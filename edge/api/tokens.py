@@ -118,7 +118,7 @@ def lookup(state: StateDB, token: str) -> Principal | None:
 def _site_state(request: web.Request) -> StateDB | None:
     # imported here: the app module imports every route module, which `edge tokens` (this
     # module's other user) does not need
-    from edge.api.app import get_runtime
+    from edge.api.keys import get_runtime
 
     return get_runtime(request).state
 

@@ -8,8 +8,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from edge.cli import Subcommands, add_command, arg, log_level_arg
-from edge.commands import load_or_report, token_prefix
+from edge.cli import Subcommands, add_command, arg, load_or_report, log_level_arg
+from edge.commands import token_prefix
 from edge.plugins import Plugin
 
 

@@ -13,11 +13,13 @@ never from a scan of the journal, so it is safe to call on a multi-GiB file.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.config import StorageConfig
 from edge.store import space
 from edge.store.journal import Journal
+
+if TYPE_CHECKING:
+    from edge.config import StorageConfig
 
 RATE_PROBE_ROWS = 10_000  # a read-only journal estimates its rate from the span of its last rows
 

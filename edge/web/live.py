@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edge.api import app as api_app
-from edge.api import privacy
+from edge.api import keys, privacy
 from edge.api.auth import require
 from edge.model import QUALITY_NAMES, Reading, Record
 
@@ -77,7 +76,7 @@ class Subscription:
 
 async def live(request: web.Request) -> web.StreamResponse:
     principal = require(request, "read")
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     sub = Subscription(
         request.query.get("device"),
         {p for p in request.query.get("points", "").split(",") if p},

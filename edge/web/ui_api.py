@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from edge import audit
-from edge.api import app as api_app
-from edge.api import privacy
+from edge.api import keys, privacy
 from edge.api.auth import require
 from edge.api.params import MAX_SEQ
 from edge.api.problem import Problem, json_body, json_response, read_json
@@ -155,7 +154,7 @@ async def history(request: web.Request) -> web.Response:
     """Raw readings, or minute/hour buckets from the trend index (`resolution`, default
     `auto`: raw when the range is short and the raw scan covers it, else buckets)."""
     async with request.app[QUERY_SLOTS_KEY]:
-        return await _history(request, api_app.get_runtime(request))
+        return await _history(request, keys.get_runtime(request))
 
 
 async def _history(request: web.Request, runtime: Runtime) -> web.Response:
@@ -233,7 +232,7 @@ async def _history(request: web.Request, runtime: Runtime) -> web.Response:
 
 async def device_points(request: web.Request) -> web.Response:
     principal = require(request, "read")
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     device_id = request.match_info["id"]
     status = next((d for d in runtime.devices_status() if d["id"] == device_id), None)
     if status is None:
@@ -249,7 +248,7 @@ async def device_points(request: web.Request) -> web.Response:
 
 async def write_point(request: web.Request) -> web.Response:
     principal = require(request, "write")
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     point = request.match_info["id"]
     body = await read_json(request, 4096)
     if not isinstance(body, dict) or "value" not in body:
@@ -281,7 +280,7 @@ async def events(request: web.Request) -> web.Response:
     """The newest events matching the filters, newest first; with `unacked`, the newest
     unacknowledged ones (acknowledged events are skipped page by page, not cut after `limit`)."""
     async with request.app[QUERY_SLOTS_KEY]:
-        return await _events(request, api_app.get_runtime(request))
+        return await _events(request, keys.get_runtime(request))
 
 
 async def _events(request: web.Request, runtime: Runtime) -> web.Response:
@@ -320,7 +319,7 @@ async def active_alerts(request: web.Request) -> web.Response:
     """Alerts whose latest state per rule is `fired` (not yet cleared): per source, the newest
     alert in the trend index's events or, when newer, in the journal after its cursor."""
     async with request.app[QUERY_SLOTS_KEY]:
-        return await _active_alerts(request, api_app.get_runtime(request))
+        return await _active_alerts(request, keys.get_runtime(request))
 
 
 async def _active_alerts(request: web.Request, runtime: Runtime) -> web.Response:
@@ -353,7 +352,7 @@ async def _active_alerts(request: web.Request, runtime: Runtime) -> web.Response
 
 async def ack(request: web.Request) -> web.Response:
     principal = require(request, "write")
-    runtime = api_app.get_runtime(request)
+    runtime = keys.get_runtime(request)
     state = _state(runtime)
     try:
         seq = int(request.match_info["seq"])

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from edge.api import limits
-from edge.api.app import CONNECTIONS_KEY
+from edge.api.keys import CONNECTIONS_KEY
 from edge.api.limits import PER_CLIENT, ConnectionStats
 from edge.api.tokens import create_token
 from tests.support.site import running_site
