@@ -329,6 +329,10 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem(path, "a device entry must be a mapping with id: and driver:"))
             continue
         dev_pos = pos
+        driver_key: Path = (*path, "driver")
+        driver_from = ""
+        if entry.get("profile") is not None and entry.get("driver") is None:
+            driver_key, driver_from = (*path, "profile"), f"profile {entry['profile']!r} uses "
         if entry.get("profile") is not None:
             try:
                 profile, _ = load_profile(entry["profile"])
@@ -343,10 +347,12 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         try:
             model = plugins.device_model(str(driver_name))
         except LookupError as exc:
-            problems.append(pos.problem((*path, "driver"), str(exc)))
+            problems.append(pos.problem(driver_key, driver_from + str(exc)))
             continue
         except ImportError as exc:
-            problems.append(pos.problem((*path, "driver"), f"driver {driver_name!r} cannot be loaded: {exc}"))
+            problems.append(
+                pos.problem(driver_key, f"{driver_from}driver {driver_name!r} cannot be loaded: {exc}")
+            )
             continue
         try:
             dev = typing.cast(DeviceConfig, model.model_validate(entry))

@@ -82,8 +82,8 @@ CASES = {
     "modbus profile without pymodbus": (
         PROFILE_DEVICE,
         ["pymodbus"],
-        "id: meter-b1",
-        "devices[0].driver",
+        "profile: chint-dtsu666",
+        "devices[0].profile",
         "modbus",
     ),
     "camera device without cv2": (CAMERA_DEVICE, ["cv2"], "driver: camera", "devices[0].driver", "camera"),
