@@ -54,19 +54,24 @@ class StateDB:
         return int(row[0]) if row else 0
 
     def migrate(self, component: str, steps: Sequence[str]) -> int:
-        """Apply `steps[v:]` (SQL scripts) for a component at version v, each in one transaction."""
+        """Apply `steps[v:]` (SQL scripts) for a component at version v, each in one transaction.
+
+        The version is read again inside each step's IMMEDIATE transaction: two processes opening
+        an old database at once (the service and `edge users add`) each apply a step only if the
+        other has not, instead of both running it (an ALTER TABLE twice fails)."""
         with self.lock:
-            current = self.version(component)
-            for version, script in enumerate(steps[current:], start=current + 1):
+            while self.version(component) < len(steps):
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in split_sql(script):
-                        self.conn.execute(statement)
-                    self.conn.execute(
-                        "INSERT INTO schema_versions(component, version) VALUES(?, ?) "
-                        "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
-                        (component, version),
-                    )
+                    current = self.version(component)
+                    if current < len(steps):
+                        for statement in split_sql(steps[current]):
+                            self.conn.execute(statement)
+                        self.conn.execute(
+                            "INSERT INTO schema_versions(component, version) VALUES(?, ?) "
+                            "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                            (component, current + 1),
+                        )
                     self.conn.execute("COMMIT")
                 except BaseException:
                     self.conn.execute("ROLLBACK")
