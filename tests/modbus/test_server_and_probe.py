@@ -280,3 +280,22 @@ def test_probe_help_is_complete() -> None:
     assert out.returncode == 0
     for opt in ("--host", "--serial", "--unit", "--table", "--address", "--count", "--type", "--json"):
         assert opt in out.stdout
+
+
+async def test_a_served_point_with_scale_holds_value_divided_by_scale(tmp_path: Path) -> None:
+    """`scale` means the same served as polled (value = register x scale): 50.00 Hz with
+    `scale: 0.01` is register 5000, as docs/modbus.md documents."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    points = [{"point": "meter-b1.voltage", "address": 0, "type": "uint16", "scale": 0.01}]
+    async with running_site(tmp_path, served_site(points), web=False) as rt:
+        rt.hub.ingest([Reading(time.time(), "meter-b1.voltage", 50.0)])
+        server = rt.components["modbus_server"]
+        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
+        await client.connect()
+        try:
+            r = await client.read_holding_registers(0, count=1, device_id=1)
+            assert not r.isError(), r
+            assert r.registers == [5000]
+        finally:
+            client.close()
