@@ -334,3 +334,17 @@ def test_modbus_doc_key_references_exist() -> None:
     referenced = set(re.findall(r"`([a-z_]+):(?: [^`]*)?`", text))
     assert referenced, f"{MODBUS_DOC}: no `key: value` found (has the pattern changed?)"
     assert referenced <= known, f"{MODBUS_DOC} names keys no Modbus model has: {sorted(referenced - known)}"
+
+
+def test_every_driver_sink_and_section_of_the_registry_is_documented_here() -> None:
+    """A driver, sink or site-file section a plugin of this repository adds must get its README
+    row here (the sim driver, for tests and the demo, is documented in the README's Devices)."""
+    from edge.plugins import registry
+
+    documented = {model for doc in READMES for _, model in doc.models}
+    plugins = [p for p in registry().plugins if p.name in {"modbus", "ble", "camera", "sync", "rules"}]
+    for plugin in plugins:
+        models = [spec.config() for spec in (*plugin.drivers.values(), *plugin.sinks.values())]
+        models += [load() for key, load in plugin.sections.items() if key != "rules"]  # docs/rules.md
+        missing = [m.__name__ for m in models if m not in documented]
+        assert missing == [], f"{plugin.name}: no README table documents {missing}"
