@@ -176,7 +176,7 @@ PLANTED = [
 CIRCLE = [("rules/cron.py", "import rules.templates"), ("rules/templates.py", "import rules.cron")]
 
 HEADING = re.compile(r"^\S+ is not allowed to import (\S+):$")
-HOP = re.compile(r"^(-)?\s*(\S+ -> \S+) \(l\.[^)]*\)$")
+HOP = re.compile(r"^[-&\s]*(\S+ -> \S+) \(l\.[^)]*\)$")
 
 
 def broken_contracts(output: str) -> dict[str, list[str]]:
@@ -201,11 +201,12 @@ def chains(report: list[str]) -> list[tuple[str, list[str]]]:
     for line in report:
         if m := HEADING.match(line):
             target = m.group(1)
-        elif m := HOP.match(line):
-            if m.group(1):
-                found.append((target, []))
-            if found:
-                found[-1][1].append(m.group(2))
+            continue
+        # "-" opens a chain; a chain whose first step has several importers goes on with "& ..."
+        if line.startswith("-") and set(line) != {"-"}:  # not the contract name's underline
+            found.append((target, []))
+        if found and (m := HOP.match(line)):
+            found[-1][1].append(m.group(1))
     return found
 
 
