@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import argparse
 
     from aiohttp import web
+    from prometheus_client import Metric
     from pydantic import BaseModel
 
     from edge.config import Site
@@ -64,6 +65,15 @@ class Reloadable(Protocol):
     """A component that re-reads its plugin's `live_sections` when the site file is reloaded."""
 
     async def reload(self) -> None: ...
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """A component with Prometheus metrics of its own: `/metrics` yields what `collect_metrics()`
+    answers at each scrape, beside the core's. It reads the component's plain counters then and
+    imports prometheus_client only inside the call, so a gateway nobody scrapes never loads it."""
+
+    def collect_metrics(self) -> Iterable[Metric]: ...
 
 
 T = TypeVar("T")

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from edge.api.problem import Problem
 from edge.driver import Snapshots
 from edge.model import Event, Record, Severity
 from edge.yamlpos import YamlError, read_text
+from rules import metrics
 from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
@@ -44,6 +46,8 @@ from rules.model import (
 from rules.store import RuleStore, StateWriter, StoredRule
 
 if TYPE_CHECKING:
+    from prometheus_client import Metric
+
     from edge.plugins import ComponentContext
 
 log = logging.getLogger("rules")
@@ -169,6 +173,9 @@ class RulesComponent:
             "window_backfill_truncated": self.backfill["truncated"],
             "window_backfill": dict(self.backfill),
         }
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        return metrics.families(self.status)
 
     # ------------------------------------------------------------ window history
     async def _backfill(self, wants: WindowWants, keep: set[tuple[str, float]]) -> None:

@@ -7,37 +7,40 @@ runtimes in one test process do not collide.
 Everything counted is a counter (`*_total`) and Prometheus computes rates from it; gauges are
 levels only. The collector keeps no state between scrapes, so what one scraper reads never depends
 on whether another scraped before it.
+
+The core's collector names no feature: a component with metrics of its own implements
+`edge.plugins.MetricsSource`, and its families are yielded beside the core's at each scrape.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from edge.api.auth import require
+from edge.plugins import MetricsSource
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client import CollectorRegistry, Metric
 
     from edge.runtime import Runtime
 
-RULE_EVAL_KEYS = ("evaluations", "evaluated", "evals", "rule_evaluations")
-# Fields of the rules engine's status that only ever grow: counters, for rate(). The evaluations
-# have their own family, edge_rule_evaluations_total.
-RULE_COUNTERS = (
-    "firings",
-    "actions_executed",
-    "actions_failed",
-    "rate_limited",
-    "state_write_errors",
-    "windows_refilled",
-    "window_backfill_truncated",
-)
-# Still in edge_rules_status as well, where docs/rules.md tells operators to look.
-RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated",)
+log = logging.getLogger("edge.metrics")
+
+
+def _families_of(source: MetricsSource) -> list[Metric]:
+    """The families of one component, read whole before any is yielded: a component whose
+    metrics fail is logged and left out of this scrape instead of cutting the response short."""
+    try:
+        return list(source.collect_metrics())
+    except Exception:
+        log.exception(
+            "metrics of component %s cannot be read", getattr(source, "name", type(source).__name__)
+        )
+        return []
 
 
 def _numeric(d: dict[str, Any]) -> dict[str, float]:
@@ -115,102 +118,23 @@ class RuntimeCollector:
         yield errors
         yield restarts
         yield up
-        # drivers that count what they saw (BLE: advertisements, duplicates, garbage, replays...)
+        # drivers that count what they saw (advertisements, duplicates, garbage, replays...)
         counted = CounterMetricFamily(
             "edge_driver_count", "A driver's own counters since its start", labels=["device", "counter"]
         )
         for device_id, slot in rt.slots.items():
             for name, value in _numeric(getattr(slot.driver, "counters", None) or {}).items():
                 counted.add_metric([device_id, name], value)
-        for component_name, component in rt.components.items():  # e.g. the Modbus server's
+        for component_name, component in rt.components.items():  # share the drivers' family
             counters = getattr(component, "counters", None)
             if isinstance(counters, dict):
                 for name, value in _numeric(counters).items():
                     counted.add_metric([component_name, name], value)
         yield counted
 
-        sync = rt.components.get("sync")
-        if sync is not None:
-            st = sync.status()
-            fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
-                "backlog_rows": GaugeMetricFamily(
-                    "edge_sink_backlog_rows", "Rows not yet delivered", labels=["sink"]
-                ),
-                "backlog_bytes": GaugeMetricFamily(
-                    "edge_sink_backlog_bytes", "Estimated bytes not yet delivered", labels=["sink"]
-                ),
-                "oldest_unsent_age_s": GaugeMetricFamily(
-                    "edge_sink_oldest_unsent_age_seconds",
-                    "Age of the oldest undelivered record",
-                    labels=["sink"],
-                ),
-                "sent_rows": CounterMetricFamily("edge_sink_sent_rows", "Rows delivered", labels=["sink"]),
-                "sent_batches": CounterMetricFamily(
-                    "edge_sink_sent_batches", "Batches delivered", labels=["sink"]
-                ),
-                "sent_bytes": CounterMetricFamily(
-                    "edge_sink_sent_bytes", "Bytes sent (compressed)", labels=["sink"]
-                ),
-                "failures": CounterMetricFamily(
-                    "edge_sink_failures", "Failed send attempts", labels=["sink"]
-                ),
-                "retries": CounterMetricFamily(
-                    "edge_sink_retries", "Retries after a failure", labels=["sink"]
-                ),
-                "dead_letters": GaugeMetricFamily(
-                    "edge_sink_dead_letters", "Records in the dead-letter table", labels=["sink"]
-                ),
-                "withheld_privacy": CounterMetricFamily(
-                    "edge_sink_withheld_privacy", "Records kept on site by privacy class", labels=["sink"]
-                ),
-                "in_flight": GaugeMetricFamily(
-                    "edge_sink_in_flight", "Batches being sent now (at most max_in_flight)", labels=["sink"]
-                ),
-            }
-            for s in st["sinks"]:
-                for key, fam in fams.items():
-                    fam.add_metric([s["id"]], s.get(key) or 0)
-            yield from fams.values()
-            cb = GaugeMetricFamily(
-                "edge_consumer_backlog_rows", "Rows a pull consumer has not acked", labels=["consumer"]
-            )
-            ca = GaugeMetricFamily(
-                "edge_consumer_oldest_unacked_age_seconds",
-                "Age of the oldest unacked record",
-                labels=["consumer"],
-            )
-            for c in st["consumers"]:
-                cb.add_metric([c["id"]], c["backlog_rows"])
-                ca.add_metric([c["id"]], c["oldest_unsent_age_s"])
-            yield cb
-            yield ca
-
-        rules = rt.components.get("rules")
-        if rules is not None:
-            try:
-                rst = _numeric(rules.status())
-            except Exception:
-                rst = {}
-            evals = next((rst[k] for k in RULE_EVAL_KEYS if k in rst), None)
-            if evals is not None:
-                yield CounterMetricFamily(
-                    "edge_rule_evaluations", "Rule evaluations since start", value=evals
-                )
-            counted_rules = CounterMetricFamily(
-                "edge_rules_count", "The rules engine's counters since start", labels=["counter"]
-            )
-            g = GaugeMetricFamily(
-                "edge_rules_status", "Numeric fields of the rules engine status", labels=["field"]
-            )
-            for k, v in rst.items():
-                if k in RULE_EVAL_KEYS:
-                    continue
-                if k in RULE_COUNTERS:
-                    counted_rules.add_metric([k], v)
-                if k not in RULE_COUNTERS or k in RULE_COUNTERS_ALSO_STATUS:
-                    g.add_metric([k], v)
-            yield counted_rules
-            yield g
+        for component in rt.components.values():
+            if isinstance(component, MetricsSource):
+                yield from _families_of(component)
 
         conns = self.connections
         if conns is not None:

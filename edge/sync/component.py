@@ -8,12 +8,16 @@ first connect.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from edge.plugins import registry
+from edge.sync import metrics
 from edge.sync.base import LinkBoard, PushSink
 
 if TYPE_CHECKING:
+    from prometheus_client import Metric
+
     from edge.plugins import ComponentContext
     from edge.store import Journal
 
@@ -69,6 +73,9 @@ class SyncComponent:
             "sinks": [s.status() for s in self.sinks.values()],
             "consumers": [consumer_status(self.ctx.journal, cid) for cid in self.consumer_ids()],
         }
+
+    def collect_metrics(self) -> Iterator[Metric]:
+        return metrics.families(self.status())
 
 
 def create(ctx: ComponentContext) -> SyncComponent | None:
