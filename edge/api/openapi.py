@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 document of the whole HTTP API, served at `/api/v1/openapi.json`.
 
 Written as data (not derived from handlers) and checked against the app's router by
-tests/sync/test_openapi.py, so the two cannot drift apart. This module holds the pull and sync
-paths and assembles the document; the core's other areas are in `openapi_web` (core, accounts,
-tokens, audit) and `openapi_blobs`. A plugin that adds routes describes them in its own
+tests/sync/test_openapi.py, so the two cannot drift apart. This module holds the pull paths and
+assembles the document; the core's other areas are in `openapi_web` (core, accounts, tokens,
+audit) and `openapi_blobs`. A plugin that adds routes describes them in its own
 `openapi.py` and declares it through the `openapi` hook of its manifest (`edge.plugins`), so the
 document holds a feature's paths exactly when the installation has the feature.
 """
@@ -24,7 +24,6 @@ from edge.api.openapi_base import (
     JSON,
     PROBLEM,
     READ_SECURITY,
-    WRITE_SECURITY,
     array,
     obj,
 )
@@ -107,6 +106,8 @@ SCHEMAS: dict[str, Any] = {
         },
         ["point"],
     ),
+    # the sync plugin's paths (edge.sync.openapi) name these three: a plugin's `openapi` hook
+    # answers paths only, so the schemas they refer to stay among the document's components
     "SinkStatus": obj(
         {
             "id": {"type": "string"},
@@ -262,55 +263,6 @@ _DOC: dict[str, Any] = {
                 "operationId": "openapi",
                 "summary": "This document (any credential)",
                 "responses": {"200": _ok({"type": "object"}), "401": _PROBLEM},
-            }
-        },
-        "/api/v1/sync": {
-            "get": {
-                "operationId": "syncStatus",
-                "summary": "Per sink and consumer: cursor, backlog, last success/error, retry state (scope read)",
-                "responses": {
-                    "200": _ok(
-                        {
-                            "type": "object",
-                            "required": ["sinks", "consumers"],
-                            "properties": {
-                                "sinks": array(_ref("SinkStatus")),
-                                "consumers": array(_ref("ConsumerStatus")),
-                            },
-                        }
-                    ),
-                    **_ERRORS,
-                },
-            }
-        },
-        "/api/v1/sync/dead-letters": {
-            "get": {
-                "operationId": "deadLetters",
-                "summary": "Records a receiver rejected as bad content (scope read)",
-                "parameters": [
-                    {"name": "sink", "in": "query", "required": False, "schema": {"type": "string"}},
-                    _int("limit", "page size", 1, 1000),
-                    _int("before", "only ids below this (paging)", 1, 2**62),
-                ],
-                "responses": {
-                    "200": _ok(obj({"dead_letters": array(_ref("DeadLetter"))}, ["dead_letters"])),
-                    **_ERRORS,
-                },
-            }
-        },
-        "/api/v1/sync/dead-letters/{id}/retry": {
-            "post": {
-                "operationId": "retryDeadLetter",
-                "security": WRITE_SECURITY,
-                "summary": "Send one dead letter again (scope write)",
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {
-                    "200": _ok({"type": "object"}),
-                    "404": _PROBLEM,
-                    "409": _PROBLEM,
-                    "502": _PROBLEM,
-                    **_ERRORS,
-                },
             }
         },
         "/metrics": {

@@ -1,9 +1,13 @@
 """The sync tables in the state DB: dead letters (records a receiver rejected as bad content) and
-the last status snapshot of each sink (read by `edge sync status` while the gateway runs)."""
+the last status snapshot of each sink (read by `edge sync status` while the gateway runs).
+
+Every statement against these tables is here: the routes (`edge.sync.api`), the sinks and the CLI
+call these functions."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,8 +32,77 @@ MIGRATIONS = [
 ]
 
 
+COMPONENT = "sync"  # the tables' owner in the state DB's migrations
+
+
 def ensure(state: StateDB) -> None:
-    state.migrate("sync", MIGRATIONS)
+    state.migrate(COMPONENT, MIGRATIONS)
+
+
+def _created(state: StateDB) -> bool:
+    """The tables exist: a site that never ran a sink has none (and listing them is not an error)."""
+    return state.version(COMPONENT) > 0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One stored dead letter, as a manual retry needs it."""
+
+    id: int
+    sink: str
+    record: dict[str, Any]  # the pull-API shape
+    retried: float | None  # when a manual retry delivered it, None while pending
+
+
+def listing(state: StateDB, sink: str | None, before: int | None, limit: int) -> list[dict[str, Any]]:
+    """The newest dead letters first (of `sink` only when given; ids below `before` when given),
+    at most `limit`, in the shape of `GET /api/v1/sync/dead-letters`."""
+    if not _created(state):
+        return []
+    sql = "SELECT id, sink, seq, record, status, response, ts, retried FROM sync_dead_letters WHERE 1=1"
+    args: list[Any] = []
+    if sink:
+        sql += " AND sink=?"
+        args.append(sink)
+    if before:
+        sql += " AND id<?"
+        args.append(before)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    with state.lock:
+        rows = state.conn.execute(sql, args).fetchall()
+    return [
+        {
+            "id": r[0],
+            "sink": r[1],
+            "seq": r[2],
+            "record": orjson.loads(r[3]),
+            "status": r[4],
+            "response": r[5],
+            "ts": r[6],
+            "retried": r[7],
+        }
+        for r in rows
+    ]
+
+
+def one(state: StateDB, dead_letter_id: int) -> DeadLetter | None:
+    """The dead letter `dead_letter_id`, None when there is no such one."""
+    if not _created(state):
+        return None
+    with state.lock:
+        row = state.conn.execute(
+            "SELECT sink, record, retried FROM sync_dead_letters WHERE id=?", (dead_letter_id,)
+        ).fetchone()
+    if row is None:
+        return None
+    return DeadLetter(dead_letter_id, row[0], orjson.loads(row[1]), row[2])
+
+
+def mark_retried(state: StateDB, dead_letter_id: int) -> None:
+    """A manual retry delivered it: it no longer counts as pending."""
+    with state.lock:
+        state.conn.execute("UPDATE sync_dead_letters SET retried=? WHERE id=?", (time.time(), dead_letter_id))
 
 
 def add(

@@ -1,8 +1,10 @@
 """The upstream sync manifest: the `http` and `influxdb` push sinks, the sync component (which
-also keeps the pull consumers' cursors) and `edge sync status`."""
+also keeps the pull consumers' cursors), its HTTP routes (`GET /api/v1/sync`, the dead letters)
+with their OpenAPI paths, and `edge sync status`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edge.plugins import Plugin, Spec
@@ -10,9 +12,11 @@ from edge.plugins import Plugin, Spec
 if TYPE_CHECKING:
     import argparse
 
+    from aiohttp import web
     from pydantic import BaseModel
 
     from edge.plugins import ComponentContext
+    from edge.runtime import Runtime
 
 
 def http_model() -> type[BaseModel]:
@@ -45,6 +49,18 @@ def component(ctx: ComponentContext) -> Any:
     return create(ctx)
 
 
+def routes(app: web.Application, runtime: Runtime) -> None:
+    from edge.sync import api
+
+    api.setup(app, runtime)
+
+
+def openapi() -> Mapping[str, Any]:
+    from edge.sync import openapi
+
+    return openapi.paths()
+
+
 def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edge.sync import cli
 
@@ -55,6 +71,8 @@ PLUGIN = Plugin(
     name="sync",
     sinks={"http": Spec(http_model, http_sink), "influxdb": Spec(influx_model, influx_sink)},
     component=component,
+    routes=routes,
+    openapi=openapi,
     commands=commands,
     order=20,
 )

@@ -24,13 +24,13 @@ HANDLER_FILES = [
     *sorted((ROOT / "edge" / "api").glob("*.py")),
     *sorted((ROOT / "edge" / "web").glob("*.py")),
     ROOT / "rules" / "api.py",
+    ROOT / "edge" / "sync" / "api.py",
     ROOT / "drivers" / "modbus" / "commission.py",
 ]
 ROUTE_MODULES = {
     "edge.api.tokens",
     "edge.api.core_routes",
     "edge.api.pull",
-    "edge.api.status",
     "edge.api.metrics",
     "edge.api.account_routes",
     "edge.api.blobs",
@@ -38,6 +38,7 @@ ROUTE_MODULES = {
     "edge.web.live",
     "edge.web.ui",
     "rules.api",
+    "edge.sync.api",
     "drivers.modbus.commission",
 }
 ROUTE_CALLS = {"add_get", "add_post", "add_put", "add_patch", "add_delete", "add_head", "add_route"}

@@ -40,7 +40,12 @@ def registry() -> Iterator[Callable[..., None]]:
 
 @pytest.mark.parametrize(
     ("plugin", "prefix"),
-    [("rules", "/api/v1/rules"), ("modbus", "/api/v1/commission"), ("web-ui", "/api/v1/history")],
+    [
+        ("rules", "/api/v1/rules"),
+        ("sync", "/api/v1/sync"),
+        ("modbus", "/api/v1/commission"),
+        ("web-ui", "/api/v1/history"),
+    ],
 )
 async def test_without_a_plugin_the_document_has_none_of_its_paths(
     tmp_path: Path, registry: Callable[..., None], plugin: str, prefix: str

@@ -1,0 +1,103 @@
+"""The sync plugin's HTTP routes: `GET /api/v1/sync` (every sink and consumer), the dead-letter
+list and a manual dead-letter retry. Added by the `routes` hook of `edge.sync.plugin`, described
+by `edge.sync.openapi`; the dead-letter table is read and written through `edge.sync.deadletters`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from edge import audit
+from edge.api import keys
+from edge.api.auth import require
+from edge.api.params import MAX_SEQ, int_param
+from edge.api.problem import Problem, json_response
+from edge.store.journal import BOOL_FLAG
+from edge.store.records import Row
+from edge.sync import deadletters
+from edge.sync.component import SyncComponent
+from edge.sync.openapi import MAX_DEAD_LETTERS
+
+if TYPE_CHECKING:
+    from edge.runtime import Runtime
+
+
+def record_to_row(record: dict[str, Any]) -> Row:
+    """A record in the pull-API shape back to a raw journal row (for re-sending a dead letter)."""
+    if record.get("type") == "reading":
+        value = record["value"]
+        quality = ("good", "bad", "stale").index(record["quality"])
+        if value is True or value is False:
+            quality |= BOOL_FLAG
+            value = int(value)
+        return (record["seq"], record["ts"], record["point"], value, quality, None, None, None)
+    payload = orjson.dumps(record.get("payload") or {}).decode()
+    return (
+        record["seq"],
+        record["ts"],
+        record["source"],
+        None,
+        None,
+        record["kind"],
+        record["severity"],
+        payload,
+    )
+
+
+async def sync_status(request: web.Request) -> web.Response:
+    require(request, "read")
+    comp = keys.get_runtime(request).component(SyncComponent)
+    return json_response(comp.status() if comp is not None else {"sinks": [], "consumers": []})
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    require(request, "read")
+    sink = request.query.get("sink")
+    limit = int_param(request, "limit", 100, 1, MAX_DEAD_LETTERS) or 100
+    before = int_param(request, "before", None, 1, MAX_SEQ)
+    state = keys.get_runtime(request).state
+    found = deadletters.listing(state, sink, before, limit) if state is not None else []
+    return json_response({"dead_letters": found})
+
+
+async def retry(request: web.Request) -> web.Response:
+    principal = require(request, "write")
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(400, "Invalid id", f"dead-letter id {raw[:40]!r} must be a positive integer")
+    runtime = keys.get_runtime(request)
+    state = runtime.state
+    letter = deadletters.one(state, int(raw)) if state is not None else None
+    if state is None or letter is None:
+        raise Problem(404, "Not found", f"no dead letter {raw}")
+    comp = runtime.component(SyncComponent)
+    sink = comp.sinks.get(letter.sink) if comp is not None else None
+    if sink is None:
+        raise Problem(409, "Sink not running", f"upstream {letter.sink!r} is not configured or disabled")
+    if letter.retried is not None:
+        return json_response({"id": letter.id, "delivered": True, "already": True})
+    outcome = await sink.send_one(record_to_row(letter.record))
+    if not outcome.ok:
+        raise Problem(
+            502,
+            "Receiver rejected the record again",
+            outcome.error or outcome.body[:500],
+            receiver_status=outcome.status,
+        )
+    deadletters.mark_retried(state, letter.id)
+    sink.dead_letter_resolved()
+    audit.record(state, principal.name, "sync.dead_letter.retry", letter.sink, dead_letter=letter.id)
+    return json_response({"id": letter.id, "delivered": True, "status": outcome.status})
+
+
+ROUTES = [
+    web.get("/api/v1/sync", sync_status),
+    web.get("/api/v1/sync/dead-letters", dead_letters),
+    web.post("/api/v1/sync/dead-letters/{id}/retry", retry),
+]
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    app.router.add_routes(ROUTES)
