@@ -1,0 +1,211 @@
+"""Journal rows to MQTT messages, each within the sink's size cap (pure: no client, no loop).
+
+`json`: the HTTP sink's batch document (format community-edge/batch/v1), split over as many
+messages as the cap needs, each naming the seq range it covers. `thingsboard`: ThingsBoard's
+gateway API telemetry, `{"<device>": [{"ts": ms, "values": {...}}]}`. `point`: one message per
+reading on its own topic (and one per event).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from edge.model import QUALITY_NAMES
+from edge.store.journal import BOOL_FLAG
+from edge.store.records import Row
+
+FORMAT = "community-edge/batch/v1"
+TB_CONNECT = "v1/gateway/connect"
+TB_TELEMETRY = "v1/gateway/telemetry"
+TB_ATTRIBUTES = "v1/gateway/attributes"
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+class TooLarge(ValueError):
+    """One record alone does not fit in a message: it is dead-lettered, the stream goes on."""
+
+    def __init__(self, what: str, size: int, cap: int) -> None:
+        super().__init__(f"{what} needs a {size}-byte message; max_message_bytes is {cap}")
+
+
+def _value(value: Any, quality: int) -> tuple[Any, int]:
+    if quality & BOOL_FLAG:
+        return bool(value), quality & 3
+    return value, quality
+
+
+def json_messages(
+    gateway: str, sink: str, topic: str, rows: list[Row], first: int, last: int, cap: int
+) -> list[Message]:
+    """The batch document(s) for `rows` (covering first..last); a message ends before the record
+    that would take it over `cap` bytes."""
+    head = orjson.dumps({"format": FORMAT, "gateway": gateway, "sink": sink})[:-1]
+    overhead = len(head) + 120  # ranges, sent_at and the two array keys
+    out: list[Message] = []
+    readings: list[bytes] = []
+    events: list[bytes] = []
+    size = overhead
+    start = first
+
+    def flush(end: int) -> None:
+        body = b"".join(
+            [
+                head,
+                b',"first_seq":%d,"last_seq":%d,"sent_at":%s' % (start, end, orjson.dumps(time.time())),
+                b',"readings":[',
+                b",".join(readings),
+                b'],"events":[',
+                b",".join(events),
+                b"]}",
+            ]
+        )
+        out.append(Message(topic, body))
+
+    prev = first - 1
+    for seq, ts, point, value, quality, kind, severity, payload in rows:
+        if kind is None:
+            value, quality = _value(value, quality)
+            item = orjson.dumps(
+                {"seq": seq, "ts": ts, "point": point, "value": value, "quality": QUALITY_NAMES[quality]}
+            )
+            target = readings
+        else:
+            item = orjson.dumps(
+                {
+                    "seq": seq,
+                    "ts": ts,
+                    "kind": kind,
+                    "source": point,
+                    "severity": severity,
+                    "payload": orjson.Fragment(payload or "{}"),
+                }
+            )
+            target = events
+        if overhead + len(item) > cap:
+            raise TooLarge(f"record seq {seq}", overhead + len(item), cap)
+        if size + len(item) + 1 > cap and (readings or events):
+            flush(prev)
+            readings, events, size, start = [], [], overhead, prev + 1
+            target = readings if kind is None else events
+        target.append(item)
+        size += len(item) + 1
+        prev = seq
+    if readings or events:
+        flush(last)
+    return out
+
+
+def _device_of(source: str) -> str:
+    return source.partition(".")[0]
+
+
+def thingsboard_messages(names: Mapping[str, str], rows: list[Row], cap: int) -> list[Message]:
+    """`v1/gateway/telemetry` messages: per device, one entry per timestamp (ms) with the values
+    of its points then; an event is an entry of its source device whose values are `event`,
+    `severity`, `seq` and `event_payload` (the event's JSON as a string). Readings without a value
+    are left out. `names`: device id -> ThingsBoard device name."""
+    per_device: dict[str, dict[int, dict[str, Any]]] = {}
+    for seq, ts, point, value, quality, kind, severity, payload in rows:
+        device, _, name = point.partition(".")
+        entries = per_device.setdefault(names.get(device, device), {})
+        ms = round(ts * 1000)
+        if kind is None:
+            if value is None:
+                continue
+            value, _q = _value(value, quality)
+            entries.setdefault(ms, {})[name] = value
+        else:
+            entries.setdefault(ms, {}).update(
+                {"event": kind, "severity": severity or "info", "seq": seq, "event_payload": payload or "{}"}
+            )
+    return _pack_by_key(
+        TB_TELEMETRY,
+        (
+            (device, orjson.dumps({"ts": ms, "values": values}))
+            for device, entries in per_device.items()
+            for ms, values in entries.items()
+        ),
+        cap,
+    )
+
+
+def _pack_by_key(topic: str, items: Iterable[tuple[str, bytes]], cap: int) -> list[Message]:
+    """`{"key": [item, ...], ...}` messages of at most `cap` bytes, items kept in order."""
+    out: list[Message] = []
+    groups: dict[str, list[bytes]] = {}
+    size = 2
+
+    def flush() -> None:
+        parts = [orjson.dumps(k) + b":[" + b",".join(v) + b"]" for k, v in groups.items()]
+        out.append(Message(topic, b"{" + b",".join(parts) + b"}"))
+
+    for key, item in items:
+        extra = len(item) + 1 + (0 if key in groups else len(orjson.dumps(key)) + 4)
+        if 2 + extra > cap:
+            raise TooLarge(f"an entry of device {key}", 2 + extra, cap)
+        if size + extra > cap:
+            flush()
+            groups, size = {}, 2
+            extra = len(item) + 1 + len(orjson.dumps(key)) + 4
+        groups.setdefault(key, []).append(item)
+        size += extra
+    if groups:
+        flush()
+    return out
+
+
+def thingsboard_connect(device_name: str) -> Message:
+    return Message(TB_CONNECT, orjson.dumps({"device": device_name}))
+
+
+def thingsboard_attributes(device_name: str, attributes: Mapping[str, Any]) -> Message:
+    return Message(TB_ATTRIBUTES, orjson.dumps({device_name: dict(attributes)}))
+
+
+def point_messages(
+    gateway: str, sink: str, point_topic: str, event_topic: str, rows: list[Row], cap: int
+) -> list[Message]:
+    """One message per reading on `point_topic` (`{"seq", "ts", "value", "quality"}`) and one per
+    event on `event_topic` (the json format's event object)."""
+    out: list[Message] = []
+    for seq, ts, point, value, quality, kind, severity, payload in rows:
+        if kind is None:
+            device, _, name = point.partition(".")
+            value, quality = _value(value, quality)
+            topic = point_topic.format(site=gateway, sink=sink, device=device, point=name)
+            body = orjson.dumps({"seq": seq, "ts": ts, "value": value, "quality": QUALITY_NAMES[quality]})
+        else:
+            topic = event_topic.format(site=gateway, sink=sink, kind=kind, source=point)
+            body = orjson.dumps(
+                {
+                    "seq": seq,
+                    "ts": ts,
+                    "kind": kind,
+                    "source": point,
+                    "severity": severity,
+                    "payload": orjson.Fragment(payload or "{}"),
+                }
+            )
+        if len(body) > cap:
+            raise TooLarge(f"record seq {seq}", len(body), cap)
+        out.append(Message(topic, body))
+    return out
+
+
+def devices_in(rows: list[Row]) -> list[str]:
+    """Device ids the rows name, in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.setdefault(_device_of(row[2]), None)
+    return list(seen)

@@ -1,0 +1,283 @@
+"""The MQTT push sink: the push sinks' loop (cursor, batching, filters, privacy, backoff, dead
+letters, bandwidth cap) with a publish at QoS 1 in place of a POST.
+
+A batch is delivered when the broker has acknowledged (PUBACK) every message it became; only then
+does the cursor move past it. A connection lost with messages unacknowledged fails the batch, and
+the whole batch is published again on the next connection: duplicates come only from what was in
+flight. One connection per sink, opened on the first batch, with a will `offline` (retained) on
+the status topic and a retained `online` published as soon as it is up; a stop publishes
+`offline` itself and disconnects cleanly (no will then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import aiomqtt
+import orjson
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.mqtt import formats
+from edge.mqtt.config import MqttSinkConfig
+from edge.store.records import Row
+from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
+from edge.sync.sink_config import PushSinkConfig
+from edge.validation import resolve_secret
+
+if TYPE_CHECKING:
+    from edge.plugins import ComponentContext
+
+log = logging.getLogger("edge.mqtt")
+
+#: QoS 1 messages one connection has unacknowledged at once (paho queues the rest, in order)
+MAX_INFLIGHT = 200
+#: batches encoded ahead whose messages wait for their turn
+ENCODED_AHEAD = 64
+#: what the sink's own outcome codes mean in `Outcome.status` (the push sinks speak HTTP):
+ACKED = 200  # every message of the batch got its PUBACK
+TOO_LARGE = 413  # a record alone is over max_message_bytes: dead-lettered
+
+
+def tls_context(cfg: MqttSinkConfig) -> ssl.SSLContext | None:
+    if cfg.tls is None:
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls.ca_file)
+    if cfg.tls.cert_file:
+        ctx.load_cert_chain(cfg.tls.cert_file, cfg.tls.key_file)
+    if not cfg.tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class MqttSink(PushSink):
+    type_name: ClassVar[str] = "mqtt"
+    config_model: ClassVar[type[PushSinkConfig]] = MqttSinkConfig
+
+    def __init__(self, cfg: PushSinkConfig, ctx: ComponentContext, links: LinkBoard | None = None) -> None:
+        super().__init__(cfg, ctx, links)
+        assert isinstance(cfg, MqttSinkConfig)
+        self.mcfg = cfg
+        self.password = resolve_secret(cfg.password_env, cfg.password_file, f"upstream {cfg.id} password")
+        self.client_id = cfg.client_id or f"edge-{self.gateway}-{self.id}"
+        self.status_topic = cfg.status_topic.format(site=self.gateway, sink=self.id)
+        self.topic = cfg.topic.format(site=self.gateway, sink=self.id)
+        self.names = {d.id: d.name or d.id for d in ctx.site.devices}
+        self.client: aiomqtt.Client | None = None
+        self._down = asyncio.Event()  # the current connection was lost
+        self._connecting = asyncio.Lock()
+        self._encoded: OrderedDict[tuple[int, int], list[formats.Message]] = OrderedDict()
+        self.announced: set[str] = set()  # ThingsBoard devices connected on this connection
+        self.connected = False
+        self.session_present: bool | None = None
+        self.connects = 0
+        self.last_puback: float | None = None
+        self.messages_acked = 0
+
+    # ------------------------------------------------------------ encoding
+    def messages(self, rows: list[Row], first: int, last: int) -> list[formats.Message]:
+        cfg = self.mcfg
+        cap = cfg.max_message_bytes
+        if cfg.format == "json":
+            return formats.json_messages(self.gateway, self.id, self.topic, rows, first, last, cap)
+        if cfg.format == "thingsboard":
+            return formats.thingsboard_messages(self.names, rows, cap)
+        return formats.point_messages(self.gateway, self.id, cfg.point_topic, cfg.event_topic, rows, cap)
+
+    def encode(self, rows: list[Row], first: int, last: int) -> bytes:
+        # runs in the batch builder's worker thread: the messages wait for `_attempt`, the bytes
+        # returned only feed the sink's size estimate
+        try:
+            msgs = self.messages(rows, first, last)
+        except formats.TooLarge:
+            return b""  # `_attempt` meets it again and dead-letters the record
+        self._encoded[(first, last)] = msgs
+        while len(self._encoded) > ENCODED_AHEAD:
+            self._encoded.popitem(last=False)
+        return b"".join(m.payload for m in msgs)
+
+    def _prefix(self, rows: list[Row]) -> list[formats.Message]:
+        """ThingsBoard: connect (and describe) each device once per connection before its data."""
+        if self.mcfg.format != "thingsboard":
+            return []
+        out: list[formats.Message] = []
+        for device in formats.devices_in(rows):
+            name = self.names.get(device, device)
+            if name in self.announced:
+                continue
+            out.append(formats.thingsboard_connect(name))
+            out.append(formats.thingsboard_attributes(name, {"gateway": self.gateway, "device_id": device}))
+        return out
+
+    # ------------------------------------------------------------ delivery
+    async def _attempt(self, part: Prepared) -> Outcome:
+        msgs = self._encoded.pop((part.first, part.last), None)
+        if msgs is None:
+            try:
+                msgs = await asyncio.to_thread(self.messages, part.rows, part.first, part.last)
+            except formats.TooLarge as exc:
+                return Outcome(TOO_LARGE, str(exc), body=str(exc))
+        size = sum(len(m.payload) for m in msgs)
+        await self._throttle(size)
+        start = time.monotonic()
+        try:
+            client = await self._connection()
+        except MqttConnectError as exc:  # the broker answered: credentials, client id...
+            return Outcome(None, f"broker {self.host}:{self.port} refused the connection: {exc}")
+        except aiomqtt.MqttError as exc:
+            text = str(exc)
+            if "SSL" in text or "certificate" in text:
+                return Outcome(None, f"TLS to {self.host}:{self.port} failed: {text}")
+            return Outcome(None, f"cannot connect to {self.host}:{self.port}: {text}", connect_failed=True)
+        prefix = self._prefix(part.rows)
+        try:
+            await self._publish_all(client, [*prefix, *msgs])
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            await self._close(client)
+            what = str(exc) or "timed out"
+            return Outcome(None, f"published {len(msgs)} message(s), not all acknowledged: {what}")
+        self.announced.update(
+            orjson.loads(m.payload)["device"] for m in prefix if m.topic == formats.TB_CONNECT
+        )
+        self.sent_bytes += size
+        self.messages_acked += len(msgs)
+        self.last_puback = time.time()
+        return Outcome(ACKED, elapsed=time.monotonic() - start)
+
+    async def _publish_all(self, client: aiomqtt.Client, msgs: list[formats.Message]) -> None:
+        """Publish in order and return once every PUBACK is in; raises when the connection is lost
+        (or `timeout.total` passes) first."""
+        acks: asyncio.Future[Any] = asyncio.gather(
+            *(client.publish(m.topic, m.payload, qos=1, retain=m.retain, timeout=float("inf")) for m in msgs)
+        )
+        lost: asyncio.Future[Any] = asyncio.ensure_future(self._down.wait())
+        try:
+            async with asyncio.timeout(self.cfg.timeout.total):
+                done, _ = await asyncio.wait({acks, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {self.cfg.timeout.total:g}s") from None
+        finally:
+            lost.cancel()
+            if not acks.done():
+                acks.cancel()
+                with contextlib.suppress(BaseException):
+                    await acks
+        if acks not in done:
+            raise aiomqtt.MqttError("connection lost before every PUBACK arrived")
+        acks.result()
+
+    # ------------------------------------------------------------ connection
+    async def _connection(self) -> aiomqtt.Client:
+        async with self._connecting:
+            if self.client is not None and not self._down.is_set():
+                return self.client
+            if self.client is not None:
+                await self._close(self.client)
+            client = self._new_client()
+            self._down.clear()
+            async with asyncio.timeout(self.cfg.timeout.connect + 1):
+                await client.__aenter__()
+            self.client = client
+            self.connected = True
+            self.connects += 1
+            self.announced = set()
+            self._status_dirty.set()
+            # the birth message: retained, so a subscriber arriving later still sees the state
+            await self._publish_all(client, [formats.Message(self.status_topic, b"online", retain=True)])
+            log.info(
+                "sink %s: connected to %s:%s as %s (session present: %s)",
+                self.id,
+                self.host,
+                self.port,
+                self.client_id,
+                self.session_present,
+            )
+            return client
+
+    def _new_client(self) -> aiomqtt.Client:
+        cfg = self.mcfg
+        v5 = cfg.protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = 0 if cfg.clean_start else int(cfg.session_expiry)
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=cfg.username,
+            password=self.password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(self.status_topic, b"offline", qos=1, retain=True),
+            clean_session=None if v5 else cfg.clean_start,
+            clean_start=cfg.clean_start if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            keepalive=int(cfg.keepalive),
+            timeout=self.cfg.timeout.connect,
+            max_inflight_messages=MAX_INFLIGHT,
+            tls_context=tls_context(cfg),
+        )
+        # the session-present flag and a lost connection, from the client's own callbacks
+        paho_client = client._client
+        on_connect: Any = paho_client.on_connect
+        on_disconnect: Any = paho_client.on_disconnect
+
+        def connected(c: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+            self.session_present = bool(getattr(flags, "session_present", False))
+            on_connect(c, userdata, flags, reason, props)
+
+        def disconnected(c: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+            if self.client is client or self.client is None:
+                self._down.set()
+                self.connected = False
+                self._status_dirty.set()
+            on_disconnect(c, userdata, flags, reason, props)
+
+        paho_client.on_connect = connected
+        paho_client.on_disconnect = disconnected
+        return client
+
+    async def _close(self, client: aiomqtt.Client, *, goodbye: bool = False) -> None:
+        if self.client is client:
+            self.client = None
+            self.connected = False
+        if goodbye and not self._down.is_set():
+            # a clean stop says so itself: the broker sends the will only on a lost connection
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await client.__aexit__(None, None, None)
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.client is not None:
+            await self._close(self.client, goodbye=True)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        out = super().status()
+        out.update(
+            {
+                "broker": f"{self.host}:{self.port}",
+                "client_id": self.client_id,
+                "protocol": self.mcfg.protocol,
+                "format": self.mcfg.format,
+                "connected": self.connected,
+                "session_present": self.session_present,
+                "connects": self.connects,
+                "last_puback": self.last_puback,
+                "messages_acked": self.messages_acked,
+            }
+        )
+        return out

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge import plugins
+from tests.mqtt.broker import Broker
+
+
+@pytest.fixture(autouse=True)
+def mqtt_plugin() -> Iterator[None]:
+    """The mqtt sink registered beside the installed plugins (whether or not its entry point is)."""
+    from edge.mqtt.plugin import PLUGIN
+
+    found = plugins.discover()
+    plugins.use(found if any(p.name == "mqtt" for p in found) else [*found, PLUGIN])
+    yield
+    plugins.use(None)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Start mosquitto with `broker(extra_config)`; every one started is stopped by PID at the end."""
+    started: list[Broker] = []
+
+    def start(extra: str = "", **kw: Any) -> Broker:
+        b = Broker(tmp_path / f"broker{len(started)}", extra=extra, **kw)
+        started.append(b)
+        return b
+
+    yield start
+    for b in started:
+        b.kill()
