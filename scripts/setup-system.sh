@@ -3,7 +3,7 @@
 # passwordless sudo); otherwise says which are missing — those tests then skip (or fail under CI=true).
 set -u
 # tool:debian-package
-TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd openssl:openssl dbus-daemon:dbus ffmpeg:ffmpeg promtool:prometheus"
+TOOLS="socat:socat influxd:influxdb chromium:chromium mbpoll:mbpoll systemd-analyze:systemd openssl:openssl dbus-daemon:dbus ffmpeg:ffmpeg promtool:prometheus mosquitto:mosquitto mosquitto_passwd:mosquitto mosquitto_sub:mosquitto-clients"
 # BLE tests run python-dbusmock's bluez5 template with the system Python, beside the venv
 PYMODULES="dbusmock:python3-dbusmock gi:python3-gi"
 # RTSP camera tests serve video with GStreamer's RTSP server from the system Python (PyGObject)
