@@ -276,6 +276,7 @@ class ClockTrust:
         self.since: float | None = None  # wall time of the last transition
         self._stepped_unsynced: ClockStep | None = None
         self._untrusted_at: ClockSample | None = None
+        self._checked: ClockSample | None = None
 
     def check(self) -> list[Event]:
         return self.observe(self._clock(), self._sync())
@@ -339,7 +340,15 @@ class ClockTrust:
         elif self.trusted is None:
             self.since = sample.wall
         self.trusted, self.reason = trusted, reason
+        self._checked = sample
         return events
+
+    @property
+    def last_sample(self) -> ClockSample | None:
+        """The clocks at the last completed check: a job that saw a jump believes only a later
+        check. Set after `trusted`, so a thread that reads this first, then `trusted`, never
+        pairs a new check with the trust from before it."""
+        return self._checked
 
     def snapshot(self) -> dict[str, Any]:
         """For status, metrics and the UI overview."""

@@ -19,9 +19,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from edge.clock import ClockConfig
 from edge.driver import DeviceConfig
 from edge.model import ID_RE, SITE_ID_RE, PointInfo, Privacy
 from edge.plugins import registry
+from edge.privacy.config import PrivacyConfig
 from edge.units import Duration, Size
 from edge.validation import ConfigError, ListenAddress, Strict, valid_id, valid_listen
 
@@ -128,6 +130,8 @@ class _Envelope(Strict):
     devices: list[dict[str, Any]] = Field(default_factory=list)
     upstream: list[dict[str, Any]] = Field(default_factory=list)
     consumers: list[ConsumerConfig] = Field(default_factory=list)
+    privacy: PrivacyConfig = Field(default_factory=lambda: PrivacyConfig())
+    clock: ClockConfig = Field(default_factory=lambda: ClockConfig())
 
 
 @dataclass
@@ -143,6 +147,8 @@ class Site:
     consumers: list[ConsumerConfig]
     sections: dict[str, BaseModel] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
 
     def device(self, device_id: str) -> DeviceConfig:
         for d in self.devices:
@@ -465,6 +471,8 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         consumers=env.consumers,
         sections=sections,
         raw=data,
+        privacy=env.privacy,
+        clock=env.clock,
     )
 
 

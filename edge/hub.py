@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from edge.model import (
+    PRIVACY_RANK,
     CommandResult,
     CommandStatus,
     Event,
     PointInfo,
     PointType,
+    Privacy,
     Reading,
     Record,
     Value,
@@ -37,6 +39,9 @@ class Hub:
         self.points: dict[str, PointInfo] = {}
         #: bumped by every registration: caches of point classes (the sinks' filters) key on it
         self.points_version = 0
+        #: PRIVACY_RANK of every personal or sensitive point (public ones are absent): the journal's
+        #: writer thread stores it with each reading, so it is replaced, never changed in place
+        self.private_ranks: dict[str, int] = {}
         self.latest: dict[str, Reading] = {}
         self._filters: dict[str, tuple[float, float, bool]] = {}  # point -> (deadband, every, numeric)
         self._reported: dict[str, Reading] = {}  # point -> its last journaled reading
@@ -49,13 +54,19 @@ class Hub:
 
     # ------------------------------------------------------------ points
     def register_points(self, infos: Iterable[PointInfo]) -> None:
+        ranks = dict(self.private_ranks)
         for info in infos:
             self.points[info.id] = info
+            if info.privacy == Privacy.PUBLIC:
+                ranks.pop(info.id, None)
+            else:
+                ranks[info.id] = PRIVACY_RANK[info.privacy]
             if info.deadband > 0 or info.report_every > 0:
                 numeric = info.type in (PointType.FLOAT, PointType.INT)
                 self._filters[info.id] = (info.deadband, info.report_every, numeric)
             else:
                 self._filters.pop(info.id, None)
+        self.private_ranks = ranks
         # after the update: a filter that recomputes in between must not cache old classes
         # under the new version
         self.points_version += 1
@@ -75,6 +86,7 @@ class Hub:
 
     def unregister_device(self, device_id: str) -> None:
         prefix = device_id + "."
+        self.private_ranks = {p: r for p, r in self.private_ranks.items() if not p.startswith(prefix)}
         for pid in [p for p in self.points if p.startswith(prefix)]:
             self.points.pop(pid, None)
             self._filters.pop(pid, None)

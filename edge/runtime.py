@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge import fileperm
+from edge.clock import ClockSample, ClockTrust, SyncSource, boottime, kernel_sync_status
 from edge.config import Site
 from edge.driver import DeviceConfig, Driver, DriverContext
 from edge.hub import Hub
@@ -67,11 +68,24 @@ class DriverSlot:
 
 
 class Runtime:
-    def __init__(self, site: Site, *, clock: Callable[[], float] = time.time, with_web: bool = True) -> None:
+    def __init__(
+        self,
+        site: Site,
+        *,
+        clock: Callable[[], float] = time.time,
+        with_web: bool = True,
+        clock_sample: Callable[[], ClockSample] | None = None,
+        clock_sync: SyncSource = kernel_sync_status,
+    ) -> None:
+        """`clock_sample` (wall and monotonic time read together) and `clock_sync` (the kernel's
+        NTP status) are the clock trust's sources: injectable, so a test drives a jump or a sync."""
         self.site = site
         self.clock = clock
         self.with_web = with_web
         st = site.storage
+        sample = clock_sample or (lambda: ClockSample(clock(), boottime()))
+        self.clock_trust = ClockTrust(site.clock, site.site.id, sync=clock_sync, clock=sample)
+        self.clock_check_interval = 10.0  # an adjtimex call and two clock reads: cheap
         self.journal = Journal(
             st.path,
             durability=st.durability,
@@ -83,8 +97,13 @@ class Runtime:
             keep_history=st.keep_history,
             source=site.site.id,
             clock=clock,
+            retention_s=site.privacy.retention_s(st.keep_history),
+            clock_sample=sample,
+            clock_trust=self.clock_trust,
+            clock_tolerance=site.clock.max_step,
         )
         self.hub = Hub(self.journal.append)
+        self.journal.classes = self.hub  # each record is stored with its privacy class
         self.state: StateDB | None = None
         self.slots: dict[str, DriverSlot] = {}
         self.components: dict[str, Component] = {}
@@ -105,6 +124,8 @@ class Runtime:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self.started_at = self.clock()
+        if any(d.driver == "camera" for d in self.site.devices):
+            self.journal.blobs = self._blobs()  # snapshots expire with their class
         self.journal.open()
         try:
             self.state = StateDB(self.site.storage.resolved_state_path())
@@ -123,6 +144,8 @@ class Runtime:
                 self.clock(),
             )
         )
+        self.check_clock()
+        self.spawn(self._watch_clock(), "clock-trust")
         ctx = self.component_context()
         for plugin in registry().with_hook("component"):
             assert plugin.component is not None
@@ -225,6 +248,20 @@ class Runtime:
         if self.state is not None:
             self.state.close()
             self.state = None
+
+    def check_clock(self) -> None:
+        """One look at the clock's trust; its transitions are journaled like any event."""
+        for event in self.clock_trust.check():
+            log.warning("clock: %s: %s", event.kind, event.payload.get("reason", ""))
+            self.hub.publish_event(event)
+
+    async def _watch_clock(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.clock_check_interval):
+                    await self.stopping.wait()
+            if not self.stopping.is_set():
+                self.check_clock()
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """A background task owned by the runtime (cancelled and awaited on stop)."""
@@ -416,5 +453,6 @@ class Runtime:
                 "events": self.hub.events,
             },
             "buffer": buffer_health(self.journal, self.site.storage),
+            "clock": self.clock_trust.snapshot(),
             "components": {name: c.status() for name, c in self.components.items()},
         }

@@ -3,7 +3,8 @@
 Layout: `<blob_dir>/<camera id>/<sha256>.jpg`. The blob id is the sha256 of the bytes (64
 lowercase hex digits), so an id names exactly one content and a request can be validated
 without touching the file system; ids are matched by pattern, never joined into a path raw.
-A file appears under its final name only complete (temp file, fsync, rename). Snapshots show
+A file appears under its final name only complete (temp file, fsync, rename). A snapshot's age is
+its file's modification time (set when it was stored, or stored again). Snapshots show
 people and plates: files are created 0600 and camera folders 0700 whatever the umask. No OpenCV here:
 the web server serves blobs on sites without cameras too.
 """
@@ -59,9 +60,8 @@ class BlobStore:
             os.close(fd)
         return Blob(digest, final, len(data), digest)
 
-    def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
-        """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain."""
-        folder = self.root / camera
+    def _entries(self, folder: Path) -> list[tuple[int, str, int]]:
+        """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first."""
         entries = []
         try:
             with os.scandir(folder) as it:
@@ -72,6 +72,35 @@ class BlobStore:
         except FileNotFoundError:
             return []
         entries.sort()
+        return entries
+
+    def expire(self, cutoff_ts: float) -> list[Blob]:
+        """Delete every camera's blobs stored before `cutoff_ts` (epoch seconds): the retention of
+        their privacy class, beside the count and size caps of `prune`."""
+        try:
+            with os.scandir(self.root) as it:
+                folders = [Path(e.path) for e in it if e.is_dir()]
+        except FileNotFoundError:
+            return []
+        cutoff_ns = int(cutoff_ts * 1e9)
+        deleted: list[Blob] = []
+        for folder in folders:
+            for mtime_ns, name, size in self._entries(folder):
+                if mtime_ns >= cutoff_ns:
+                    break
+                path = folder / name
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                blob_id = name[: -len(SUFFIX)]
+                deleted.append(Blob(blob_id, path, size, blob_id))
+        return deleted
+
+    def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
+        """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain."""
+        folder = self.root / camera
+        entries = self._entries(folder)
         total = sum(size for _, _, size in entries)
         deleted: list[Blob] = []
         for _, name, size in entries:

@@ -49,6 +49,7 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
             "min_free_bytes": journal.min_free_bytes,
             "peak_wal_bytes": journal.peak_wal_bytes,
             "last_recovery": journal.last_recovery,
+            "retention_paused": journal.retention_paused,
         }
     else:
         published = space.read_status(journal.path)
@@ -63,6 +64,7 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
             "min_free_bytes": (published or {}).get("min_free_bytes"),
             "peak_wal_bytes": (published or {}).get("peak_wal_bytes"),
             "last_recovery": (published or {}).get("last_recovery"),
+            "retention_paused": (published or {}).get("retention_paused"),
         }
     free = space.free_bytes(journal.path)
     state["free_bytes"] = free
@@ -128,6 +130,8 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         "dropped_overflow": counters.get("dropped_overflow", 0),
         "history_trimmed": counters.get("history_trimmed", 0),
         "retention_deleted": counters.get("retention_deleted", 0),
+        "retention_expired": counters.get("retention_expired", 0),
+        "snapshots_expired": counters.get("snapshots_expired", 0),
         "disk_full_errors": counters.get("disk_full", 0),
         "write_errors": counters.get("write_errors", 0),
         "disk_low": journal.disk_low,

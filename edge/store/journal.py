@@ -30,11 +30,12 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from edge.model import Event, Reading, Record
+from edge.clock import ClockSample, boottime, forward_jump
+from edge.model import PRIVACY_RANK, Event, Privacy, Reading, Record, Severity
 from edge.store import retention, space
 from edge.store.reader import JournalQueries
 from edge.store.rows import (
@@ -44,6 +45,7 @@ from edge.store.rows import (
     READING_SQL,
     SELECT_COLS,
     JournalClosed,
+    RecordClasses,
     build_rows,
     connect,
     insert_records,
@@ -52,11 +54,16 @@ from edge.store.rows import (
 )
 from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
 
+if TYPE_CHECKING:
+    from edge.store.blobs import BlobStore
+
 log = logging.getLogger("edge.store")
 
 CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never the writer's 30 s
 TIGHT_STEPS = 8  # closer to the reserve than this many full steps' WAL: checkpoint after every step
 PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
+BLOB_INTERVAL_S = 60.0  # snapshot files are checked for age this often (a directory scan)
+RANK_NAMES = {rank: str(cls) for cls, rank in PRIVACY_RANK.items()}
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 __all__ = [  # re-exported: other modules import these from here
@@ -79,6 +86,17 @@ COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
 LAST_SEQ_SQL = (
     "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 )
+
+
+class TrustView(Protocol):
+    """What retention asks of the clock's trust (`edge.clock.ClockTrust`): trusted or not, and the
+    (wall, monotonic) sample of its last check, so a trust older than a jump is not believed."""
+
+    @property
+    def trusted(self) -> bool | None: ...
+
+    @property
+    def last_sample(self) -> ClockSample | None: ...
 
 
 class JournalUnreadable(RuntimeError):
@@ -116,6 +134,12 @@ class Journal(JournalQueries):
         disk_reserve: int | None = 32 * 1024**2,
         wal_autocheckpoint: int = 1000,
         source: str = "journal",
+        retention_s: Mapping[int, float | None] | None = None,
+        classes: RecordClasses | None = None,
+        clock_sample: Callable[[], ClockSample] | None = None,
+        clock_trust: TrustView | None = None,
+        clock_tolerance: float = 2.0,
+        blobs: BlobStore | None = None,
     ) -> None:
         if durability not in ("normal", "strict"):
             raise ValueError(f"durability {durability!r}: expected 'normal' or 'strict'")
@@ -131,6 +155,25 @@ class Journal(JournalQueries):
         self.keep_history = keep_history
         self.retention_interval = retention_interval
         self.retention_chunk = retention_chunk
+        # seconds each privacy class (PRIVACY_RANK) is kept; public defaults to keep_history, and so
+        # does a class the caller leaves out (None: kept until the byte cap)
+        kept: dict[int, float | None] = dict.fromkeys(PRIVACY_RANK.values(), keep_history)
+        kept.update(retention_s or {})
+        self.retention_s = kept
+        self.classes = classes  # the class of each record at ingest (the hub, in the runtime)
+        # (wall, monotonic) read together: a retention pass that sees the wall clock run ahead of
+        # the monotonic one deletes nothing by age until `clock_trust` says the clock is trusted
+        self._clock_sample = clock_sample or (lambda: ClockSample(self.clock(), boottime()))
+        self.clock_trust = clock_trust
+        self.clock_tolerance = clock_tolerance
+        self.retention_paused: str | None = None  # why age-based deletion is on hold, for people
+        self._paused_at: float | None = None  # monotonic time of the (latest) jump
+        self._paused_since: float | None = None  # monotonic time the pause began
+        self._last_pass: ClockSample | None = None
+        self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
+        self._law: dict[int, retention.LawExpiry] = {}  # expired before delivery, not reported yet
+        self.blobs = blobs  # snapshot files, kept no longer than their class (personal)
+        self._next_blobs = 0.0
         # records held in memory while SQLite fails; past this the full policy applies in memory
         self.max_pending = max_pending or max(200_000, 20 * flush_max_items)
         # free space the journal leaves on its filesystem (for the WAL and checkpoints): beyond it
@@ -170,7 +213,7 @@ class Journal(JournalQueries):
         self._tight = False
         self._step_room: space.Room | None = None  # measured before the step, used by its commit
         self._published = 0.0
-        self._published_flags = (False, False, False)
+        self._published_flags: tuple[bool, bool, bool, str | None] = (False, False, False, None)
         self.committed_rows = 0  # since open
         self.flushes = 0  # transactions that inserted records, since open
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -560,7 +603,7 @@ class Journal(JournalQueries):
     def _publish(self, force: bool = False) -> None:
         """The writer's state for other processes; the backlog figure at most every 0.2 s."""
         now = time.monotonic()
-        flags = (self.disk_full, self.recovering, self.failing)
+        flags = (self.disk_full, self.recovering, self.failing, self.retention_paused)
         if not force and flags == self._published_flags and now - self._published < PUBLISH_INTERVAL_S:
             return
         self._published, self._published_flags = now, flags
@@ -577,6 +620,7 @@ class Journal(JournalQueries):
                 "min_free_bytes": self.min_free_bytes,
                 "peak_wal_bytes": self.peak_wal_bytes if troubled else None,
                 "last_recovery": self.last_recovery,
+                "retention_paused": self.retention_paused,
             }
         )
 
@@ -631,7 +675,7 @@ class Journal(JournalQueries):
             records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
             seq = self.next_seq
             end = seq + len(records)
-            insert_records(w, records, seq)
+            insert_records(w, records, seq, self.classes)
             if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
                 cap = retention.make_room(
                     w,
@@ -751,31 +795,143 @@ class Journal(JournalQueries):
         self._checkpoint()
 
     def _retention_step(self) -> None:
-        """One small chunk of retention (expiry of delivered history older than keep_history)."""
+        """One small chunk of retention: per privacy class, the oldest records past the class's
+        retention (public ones once delivered, personal and sensitive ones delivered or not), and
+        snapshot files past theirs; nothing by age while the wall clock is not believed."""
         self._next_retention = time.monotonic() + self.retention_interval
-        if self.keep_history is None:
+        sample = self._clock_sample()
+        if not self._clock_allows(sample):
             return
         w = self._w
         assert w is not None
-        cutoff = self.clock() - self.keep_history
+        now = sample.wall
+        snapshots = self._expire_blobs(now)
+        chunks: list[retention.ClassExpiry] = []
         try:
             w.execute("BEGIN IMMEDIATE")
-            n, more = retention.expire(w, self.committed_seq, cutoff, self.retention_chunk)
-            if n:
-                w.execute(COUNTER_SQL, (-n, "rows"))
-                w.execute(COUNTER_SQL, (n, "retention_deleted"))
+            for rank, keep in self.retention_s.items():
+                if keep is None:
+                    continue
+                chunks.append(
+                    retention.expire_class(
+                        w,
+                        rank,
+                        now - keep,
+                        start=self._retention_from[rank],
+                        committed=self.committed_seq,
+                        limit=self.retention_chunk,
+                    )
+                )
+            deleted = sum(c.deleted for c in chunks)
+            expired = sum(c.expired for c in chunks)
+            if deleted + expired:
+                w.execute(COUNTER_SQL, (-(deleted + expired), "rows"))
+            for name, n in (
+                ("retention_deleted", deleted),
+                ("retention_expired", expired),
+                ("snapshots_expired", snapshots),
+            ):
+                if n:
+                    w.execute(COUNTER_SQL, (n, name))
             w.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
+            if snapshots:  # the files are gone: count them with the next commit
+                self._count("snapshots_expired", snapshots)
             log.warning("journal retention step failed: %s", exc)
             return
-        if n:
-            self.counters["rows"] -= n
-            self.counters["retention_deleted"] += n
-            self._expired_total += n
+        self.counters["rows"] -= deleted + expired
+        self.counters["retention_deleted"] += deleted
+        self.counters["retention_expired"] += expired
+        self.counters["snapshots_expired"] += snapshots
+        self._expired_total += deleted + expired
+        more = False
+        for c in chunks:
+            self._retention_from[c.rank] = c.next_start
+            more = more or c.more
+            if c.expired:
+                keep = self.retention_s[c.rank]
+                assert keep is not None
+                self._law.setdefault(c.rank, retention.LawExpiry(c.rank, keep)).add(c)
+            law = self._law.get(c.rank)
+            if law is not None and not c.more:  # caught up: one event for what this pass removed
+                del self._law[c.rank]
+                total = self.counters["retention_expired"]
+                self._ready_events.append(law.event(self.source, now, RANK_NAMES[c.rank], total))
+                log.warning(
+                    "journal: %d %s records past their retention were deleted before every sink "
+                    "and consumer had them",
+                    law.count,
+                    RANK_NAMES[c.rank],
+                )
         if more:  # come back right after the next flush, not after a full interval
             self._next_retention = time.monotonic()
+
+    def _expire_blobs(self, now: float) -> int:
+        """Snapshot files older than the retention of their class (personal: the camera records
+        every snapshot as personal), at most every BLOB_INTERVAL_S; returns how many went."""
+        keep = self.retention_s[PRIVACY_RANK[Privacy.PERSONAL]]
+        if self.blobs is None or keep is None or time.monotonic() < self._next_blobs:
+            return 0
+        self._next_blobs = time.monotonic() + BLOB_INTERVAL_S
+        try:
+            gone = self.blobs.expire(now - keep)
+        except OSError as exc:
+            log.warning("journal: snapshot files could not be checked for age: %s", exc)
+            return 0
+        if gone:
+            payload = {
+                "class": str(Privacy.PERSONAL),
+                "count": len(gone),
+                "bytes": sum(b.bytes for b in gone),
+                "blobs": [b.id for b in gone[:1000]],
+                "retention_s": keep,
+            }
+            self._ready_events.append(Event("snapshots_expired", self.source, Severity.INFO, payload, now))
+        return len(gone)
+
+    def _clock_allows(self, sample: ClockSample) -> bool:
+        """The clock guard of age-based deletion: False (delete nothing) from a pass that sees the
+        wall clock jump forward against the monotonic clock until the clock's trust, checked
+        after the jump, says it is trusted; without a trust to ask, until a pass without a jump."""
+        last, self._last_pass = self._last_pass, sample
+        jump = forward_jump(last, sample, self.clock_tolerance) if last is not None else None
+        if jump is not None:
+            reason = f"clock jumped forward {jump.step:.0f} s; waiting for a trusted clock"
+            first = self.retention_paused is None
+            self.retention_paused, self._paused_at = reason, sample.mono
+            if first:
+                self._paused_since = sample.mono
+                log.warning("journal retention paused: %s (%s)", reason, jump.describe())
+                payload = {"step_s": round(jump.step, 3), "reason": reason, "detail": jump.describe()}
+                self._ready_events.append(
+                    Event("retention_paused", self.source, Severity.WARNING, payload, sample.wall)
+                )
+            self._publish(force=True)
+            return False
+        if self.retention_paused is None:
+            return True
+        trust = self.clock_trust
+        if trust is not None:
+            seen = trust.last_sample  # before `trusted`: see ClockTrust.last_sample
+            assert self._paused_at is not None
+            if seen is None or seen.mono < self._paused_at or not trust.trusted:
+                return False
+        paused_for = sample.mono - (self._paused_since or sample.mono)
+        log.info("journal retention resumed after %.0f s: the clock is trusted again", paused_for)
+        self._ready_events.append(
+            Event(
+                "retention_resumed",
+                self.source,
+                Severity.INFO,
+                {"paused_s": round(paused_for, 3), "paused_reason": self.retention_paused},
+                sample.wall,
+            )
+        )
+        self.retention_paused = self._paused_at = self._paused_since = None
+        self._publish(force=True)
+        return True
 
     def _sample_rate(self) -> None:
         now = time.monotonic()

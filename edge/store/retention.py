@@ -8,8 +8,12 @@ at a time, so no single transaction holds the writer for long.
 Vocabulary:
 - *delivered*: seq <= the lowest cursor (every sink and pull consumer has it). With no cursors at
   all, age alone decides retention, but nothing counts as delivered for the byte cap.
-- *expired*: delivered and older than `keep_history` -> deleted by `expire` (normal, counted as
-  `retention_deleted`, no event).
+- *expired*: delivered and older than its class's retention (public: `keep_history`) -> deleted by
+  `expire_class` (normal, counted as `retention_deleted`, no event).
+- *expired before delivery*: a personal or sensitive record older than its class's retention that
+  a sink or consumer has not fetched yet -> deleted all the same (the law wins over delivery),
+  counted as `retention_expired` and reported as one `retention_expired` event per class once the
+  retention pass has caught up. Public records are never deleted by age before delivery.
 - *trimmed*: delivered but younger than `keep_history`, deleted because of `max_bytes`
   (`history_trimmed`, no event: no consumer loses anything).
 - *dropped*: not delivered, deleted (`drop_oldest`) or refused (`drop_newest`): counted and
@@ -51,17 +55,102 @@ def delete_head(conn: sqlite3.Connection, upto: int, limit: int) -> tuple[int, i
     return n, int(first), last
 
 
-def expire(conn: sqlite3.Connection, committed: int, cutoff_ts: float, limit: int) -> tuple[int, bool]:
-    """Delete up to `limit` head rows that every cursor has passed and that are older than the
-    cutoff. Returns (deleted, more_to_do)."""
+@dataclass
+class ClassExpiry:
+    """What one chunk of retention removed of one privacy class (applied once it commits)."""
+
+    rank: int
+    deleted: int = 0  # delivered (or no cursor at all): retention_deleted
+    expired: int = 0  # not delivered yet: retention_expired
+    oldest_ts: float | None = None  # of the expired (undelivered) ones
+    newest_ts: float | None = None
+    more: bool = False  # the chunk was full: come back soon
+    next_start: int = 0  # every row of this class up to here is gone or delivered-and-young
+
+
+def expire_class(
+    conn: sqlite3.Connection,
+    rank: int,
+    cutoff_ts: float,
+    *,
+    start: int,
+    committed: int,
+    limit: int,
+) -> ClassExpiry:
+    """Delete up to `limit` rows of privacy class `rank` older than the cutoff, oldest seq first,
+    from `start` (exclusive; every earlier row of the class is gone). Public rows (rank 0) only up
+    to the lowest cursor; personal and sensitive rows up to `committed`, delivered or not.
+
+    Rows are visited in seq order and the walk stops at the first row of the class that is young
+    enough to keep: records arrive in time order, so what follows is younger too (a record stamped
+    earlier than one before it waits for it). The next chunk starts there, so a class's walk never
+    revisits rows: its cost is the rows between the two, not the journal."""
     safe = lowest_cursor(conn)
-    upto = committed if safe is None else min(safe, committed)
-    row = conn.execute(
-        "SELECT seq FROM journal WHERE seq <= ? ORDER BY seq LIMIT 1 OFFSET ?", (upto, limit - 1)
-    ).fetchone()
-    bound = int(row[0]) if row else upto
-    n = conn.execute("DELETE FROM journal WHERE seq <= ? AND ts < ?", (bound, cutoff_ts)).rowcount
-    return n, n >= limit
+    upto = min(safe, committed) if (rank == 0 and safe is not None) else committed
+    res = ClassExpiry(rank, next_start=max(start, 0))
+    if upto <= start:
+        return res
+    cur = conn.execute(
+        "SELECT seq, ts FROM journal WHERE seq > ? AND seq <= ? AND privacy = ? ORDER BY seq",
+        (start, upto, rank),
+    )
+    taken: list[tuple[int, float]] = []
+    young: int | None = None
+    for seq, ts in cur:
+        if ts >= cutoff_ts:
+            young = seq
+            break
+        taken.append((seq, ts))
+        if len(taken) >= limit:
+            break
+    cur.close()
+    if taken:
+        first, last = taken[0][0], taken[-1][0]
+        # the walk took every row of the class in [first, last]: delete exactly those
+        conn.execute("DELETE FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ?", (first, last, rank))
+        for seq, ts in taken:
+            if safe is None or seq <= safe:
+                res.deleted += 1
+            else:
+                res.expired += 1
+                res.oldest_ts = ts if res.oldest_ts is None else min(res.oldest_ts, ts)
+                res.newest_ts = ts if res.newest_ts is None else max(res.newest_ts, ts)
+    if len(taken) >= limit:
+        res.more, res.next_start = True, taken[-1][0]
+    elif young is not None:
+        res.next_start = young - 1
+    else:
+        res.next_start = upto
+    return res
+
+
+@dataclass
+class LawExpiry:
+    """Undelivered records of one class removed at their retention since the last report."""
+
+    rank: int
+    retention_s: float
+    count: int = 0
+    oldest_ts: float | None = None
+    newest_ts: float | None = None
+
+    def add(self, chunk: ClassExpiry) -> None:
+        self.count += chunk.expired
+        for ts in (chunk.oldest_ts, chunk.newest_ts):
+            if ts is not None:
+                self.oldest_ts = ts if self.oldest_ts is None else min(self.oldest_ts, ts)
+                self.newest_ts = ts if self.newest_ts is None else max(self.newest_ts, ts)
+
+    def event(self, source: str, now: float, cls: str, total: int) -> Event:
+        payload = {
+            "class": cls,
+            "count": self.count,
+            "oldest_ts": self.oldest_ts,
+            "newest_ts": self.newest_ts,
+            "retention_s": self.retention_s,
+            "total": total,
+        }
+        return Event("retention_expired", source, Severity.WARNING, payload, now)
 
 
 @dataclass

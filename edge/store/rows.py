@@ -8,24 +8,46 @@ from __future__ import annotations
 
 import operator
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 
-from edge.model import QUALITY_NAMES, Event, Reading, Record
+from edge.model import PRIVACY_RANK, QUALITY_NAMES, Event, Reading, Record, event_privacy
 
 BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
 SQLITE_FULL = 13
 
 READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
 EVENT_SQL = "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (?,?,?,?,?,?)"
+CLASSED_EVENT_SQL = (
+    "INSERT INTO journal(seq, ts, point, kind, severity, payload, privacy) VALUES (?,?,?,?,?,?,?)"
+)
 AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?,?)"
 READING_VALUES = "INSERT INTO journal(seq, ts, point, value, quality) VALUES "
 AUTO_READING_VALUES = "INSERT INTO journal(ts, point, value, quality) VALUES "
 _VALUE = operator.itemgetter(2)
+_POINT = operator.itemgetter(1)  # of a Reading
+_ROW_POINT = operator.itemgetter(2)  # of an explicit-seq reading row
+IN_LIST_MAX = 500  # points per `point IN (...)` when a flush's readings are classed
+
+
+class RecordClasses(Protocol):
+    """Where the writer learns the privacy class of what it stores (the hub, in the runtime):
+    `private_ranks` maps each personal or sensitive point to its PRIVACY_RANK (public points are
+    absent, so a site without private points pays one empty-dict test per flush); `points` maps
+    point ids to PointInfo, for `event_privacy`. Read from the writer thread: the owner replaces
+    `private_ranks` instead of changing it in place."""
+
+    @property
+    def private_ranks(self) -> Mapping[str, int]: ...
+
+    @property
+    def points(self) -> Mapping[str, Any]: ...
+
+
 SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
 # Good (quality & 3 = 0) numeric readings; bools are stored as 0/1 integers (quality bit 2 flags
 # them), strings and events are left out: what a trend averages.
@@ -104,8 +126,12 @@ def is_disk_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
 
 
-def build_rows(batch: list[Record], seq: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Explicit-seq rows for a mixed batch: readings (bools flagged) and events (payload as JSON)."""
+def build_rows(
+    batch: list[Record], seq: int, points: Mapping[str, Any] | None = None
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Explicit-seq rows for a mixed batch: readings (bools flagged) and events (payload as JSON,
+    their privacy rank last; `points` maps point ids to PointInfo for `event_privacy`)."""
+    known: Mapping[str, Any] = points if points is not None else {}
     readings: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     radd = readings.append
@@ -118,7 +144,8 @@ def build_rows(batch: list[Record], seq: int) -> tuple[list[tuple[Any, ...]], li
         else:
             assert isinstance(rec, Event)
             payload = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-            events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload))
+            rank = PRIVACY_RANK[event_privacy(rec.kind, rec.payload, known)]
+            events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload, rank))
         seq += 1
     return readings, events
 
@@ -151,8 +178,33 @@ def insert_many(w: sqlite3.Connection, head: str, ncols: int, rows: Sequence[Seq
         i += size
 
 
-def insert_records(w: sqlite3.Connection, records: list[Record], seq: int) -> None:
-    """Insert `records` as seq, seq+1, ... inside the caller's transaction.
+def class_readings(w: sqlite3.Connection, points: Iterable[str], seq: int, ranks: Mapping[str, int]) -> None:
+    """Set the class of the readings of private points among rows inserted from `seq` on: one
+    C-level set of the batch's points, then an UPDATE over the new rows per class present.
+    Readings of public points, nearly all of them, stay at the column's default 0."""
+    if not ranks:
+        return
+    hits = set(points).intersection(ranks)
+    if not hits:
+        return
+    by_rank: dict[int, list[str]] = {}
+    for point in hits:
+        by_rank.setdefault(ranks[point], []).append(point)
+    for rank, names in by_rank.items():
+        for i in range(0, len(names), IN_LIST_MAX):
+            part = names[i : i + IN_LIST_MAX]
+            w.execute(
+                "UPDATE journal SET privacy = ? WHERE seq >= ? AND kind IS NULL AND point IN "
+                f"({','.join('?' * len(part))})",
+                (rank, seq, *part),
+            )
+
+
+def insert_records(
+    w: sqlite3.Connection, records: list[Record], seq: int, classes: RecordClasses | None = None
+) -> None:
+    """Insert `records` as seq, seq+1, ... inside the caller's transaction, each with its privacy
+    class (`classes`; without it readings are public and events classed by kind and payload).
 
     The common flush (readings only) binds the readings' fields as they are and lets SQLite number
     them (rowid = max + 1): no per-row Python work beyond C-level maps. The numbering is checked
@@ -160,6 +212,7 @@ def insert_records(w: sqlite3.Connection, records: list[Record], seq: int) -> No
     if not records:
         return
     end = seq + len(records)
+    ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
     if set(map(type, records)) == {Reading}:
         rows: list[Any] = records
         if bool in set(map(type, map(_VALUE, rows))):
@@ -171,9 +224,13 @@ def insert_records(w: sqlite3.Connection, records: list[Record], seq: int) -> No
         insert_many(w, AUTO_READING_VALUES, 4, rows)
         if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != end - 1:
             raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
+        if ranks:
+            class_readings(w, map(_POINT, cast(list[Reading], records)), seq, ranks)
         return
-    readings, events = build_rows(records, seq)
+    readings, events = build_rows(records, seq, classes.points if classes is not None else None)
     if readings:
         insert_many(w, READING_VALUES, 5, readings)
+        if ranks:
+            class_readings(w, map(_ROW_POINT, readings), seq, ranks)
     if events:
-        w.executemany(EVENT_SQL, events)
+        w.executemany(CLASSED_EVENT_SQL, events)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from edge.model import PRIVACY_RANK, SENSITIVE_EVENT_KINDS
 from edge.state import split_sql
 
 # Persisted counters (table `counters`): drops and errors survive restarts, so nothing is lost
@@ -19,9 +20,11 @@ COUNTERS = (
     "dropped_newest",  # incoming records refused because the buffer was full (when_full: drop_newest)
     "dropped_overflow",  # records refused because the in-memory queue overflowed while SQLite failed
     "history_trimmed",  # delivered records deleted before keep_history because of max_bytes
-    "retention_deleted",  # delivered records deleted after keep_history (normal expiry)
+    "retention_deleted",  # delivered records deleted after their class's retention (normal expiry)
     "disk_full",  # commits that failed with SQLITE_FULL
     "write_errors",  # commits that failed for any reason (disk full included)
+    "retention_expired",  # personal/sensitive records deleted at their retention before delivery
+    "snapshots_expired",  # snapshot files deleted at the retention of their class
 )
 
 V1 = """
@@ -45,6 +48,8 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+V2_COUNTERS = COUNTERS[1:8]  # the counters v2 created (later ones come with their own version)
+
 # v2: persisted drop/error counters and an exact row count. No index is added to `journal` on
 # purpose: a partial index on events measured 25 % off the insert rate.
 V2 = (
@@ -52,11 +57,28 @@ V2 = (
 INSERT OR IGNORE INTO counters(name, value) SELECT 'rows', count(*) FROM journal;
 UPDATE counters SET value = (SELECT count(*) FROM journal) WHERE name = 'rows';
 """
-    + "\n".join(f"INSERT OR IGNORE INTO counters(name, value) VALUES ('{c}', 0);" for c in COUNTERS[1:])
+    + "\n".join(f"INSERT OR IGNORE INTO counters(name, value) VALUES ('{c}', 0);" for c in V2_COUNTERS)
     + "\nINSERT OR IGNORE INTO meta(key, value) SELECT 'last_seq', coalesce(max(seq), 0) FROM journal;\n"
 )
 
-MIGRATIONS: list[str] = [V1, V2]
+# v3: each record's privacy class (PRIVACY_RANK: 0 public, 1 personal, 2 sensitive), so retention
+# applies per class. Adding a column with a constant default rewrites no row. Events already
+# stored are classified as `edge.model.event_privacy` would without the site's points (the
+# payload's `privacy`, else the health-measurement kinds); readings already stored keep 0: the
+# class of a point lives in the site file, not the journal.
+_NAMED = " ".join(f"WHEN '{c}' THEN {r}" for c, r in PRIVACY_RANK.items())
+_KINDS = ", ".join(f"'{k}'" for k in sorted(SENSITIVE_EVENT_KINDS))
+V3 = f"""
+ALTER TABLE journal ADD COLUMN privacy INTEGER NOT NULL DEFAULT 0;
+UPDATE journal SET privacy =
+    CASE (CASE WHEN json_valid(payload) THEN json_extract(payload, '$.privacy') END) {_NAMED}
+    ELSE (CASE WHEN kind IN ({_KINDS}) THEN 2 ELSE 0 END) END
+    WHERE kind IS NOT NULL;
+INSERT OR IGNORE INTO counters(name, value) VALUES ('retention_expired', 0);
+INSERT OR IGNORE INTO counters(name, value) VALUES ('snapshots_expired', 0);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
