@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import signal
 import socket
@@ -34,6 +35,8 @@ class Broker:
         self.log = self.dir / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # as root mosquitto would switch to its own user, which cannot write the test's directory
+            f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {self.dir}/\n"
             "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
@@ -135,11 +138,12 @@ class Subscriber:
         return [p for t, p, _ in self.messages if t == topic]
 
     def seqs(self, topic: str) -> list[int]:
-        """Every record seq in the json-format messages on `topic`, in arrival order."""
+        """Every record seq in the json-format messages on `topic`, in arrival order (a message
+        arrives whole: its readings and events in seq order)."""
         out: list[int] = []
         for payload in self.on(topic):
             doc = orjson.loads(payload)
-            out.extend(r["seq"] for r in doc["readings"] + doc["events"])
+            out.extend(sorted(r["seq"] for r in doc["readings"] + doc["events"]))
         return out
 
     def counts(self, topic: str) -> Counter[int]:
