@@ -188,6 +188,15 @@ def make_certs(d: Path) -> dict[str, Path]:
     return {p.stem + p.suffix.replace(".", "_"): p for p in d.iterdir()}
 
 
+def password_file(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto password file made by `mosquitto_passwd` (hashed, as an operator makes it)."""
+    tool = require_tool("mosquitto_passwd", "Debian package mosquitto")
+    path.touch()
+    for user, password in users.items():
+        subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True, timeout=30)
+    return path
+
+
 def client_tls(certs: dict[str, Path]) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(certs["ca_crt"]))
     ctx.load_cert_chain(str(certs["client_crt"]), str(certs["client_key"]))
