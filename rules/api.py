@@ -12,7 +12,7 @@ class (`edge.api.privacy`): above it, message, key and point are withheld and th
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from edge.api.auth import Principal, require
 from edge.api.keys import get_runtime
 from edge.api.problem import Problem, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, Privacy
+from rules.component import RulesComponent
 from rules.model import (
     CompiledRule,
     RuleErrors,
@@ -33,7 +34,6 @@ from rules.model import (
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
-    from rules.component import RulesComponent
 
 BASE = "/api/v1/rules"
 MAX_DRY_RUN_HOURS = 24 * 31
@@ -42,10 +42,10 @@ MAX_VERSION = 2**62
 
 
 def _component(request: web.Request) -> RulesComponent:
-    comp = get_runtime(request).components.get("rules")
+    comp = get_runtime(request).component(RulesComponent)
     if comp is None:
         raise Problem(503, "Rules engine not running", "the site has `rules: {enabled: false}`")
-    return cast("RulesComponent", comp)
+    return comp
 
 
 def _invalid(exc: RuleErrors) -> Problem:

@@ -110,8 +110,7 @@ def _scan_floor(journal: Journal) -> int:
 
 
 def _trend_index(runtime: Runtime) -> TrendIndex | None:
-    trend = runtime.components.get("trend")
-    return trend if isinstance(trend, TrendIndex) else None
+    return runtime.component(TrendIndex)
 
 
 async def _rendered(build: Callable[[], Any]) -> web.Response:
