@@ -137,6 +137,15 @@ class Subscriber:
     def on(self, topic: str) -> list[bytes]:
         return [p for t, p, _ in self.messages if t == topic]
 
+    def says(self, topic: str, payload: bytes, after: int) -> Callable[[], bool]:
+        """A condition: `payload` arrived on `topic` after the first `after` messages there."""
+        return lambda: payload in self.on(topic)[after:]
+
+    def grown(self, topic: str, n: int) -> Callable[[], bool]:
+        """A condition: `n` more records arrived on `topic` than now."""
+        start = len(self.seqs(topic))
+        return lambda: len(self.seqs(topic)) >= start + n
+
     def seqs(self, topic: str) -> list[int]:
         """Every record seq in the json-format messages on `topic`, in arrival order (a message
         arrives whole: its readings and events in seq order)."""

@@ -74,28 +74,16 @@ async def test_kill9_and_broker_restarts_lose_nothing_and_will_says_offline(tmp_
                 statuses = len(sub.on(STATUS))
                 gw = start_edge_run(busy, tmp_path / f"run{k}.log")
                 procs.append(gw)
-                await until(
-                    lambda n=statuses: b"online" in sub.on(STATUS)[n:], 60, what="the birth message `online`"
-                )
-                before = len(sub.seqs(TOPIC))
-                await until(
-                    lambda n=before: len(sub.seqs(TOPIC)) >= n + 3 * BATCH, 60, what="records flowing"
-                )
+                await until(sub.says(STATUS, b"online", statuses), 60, what="the birth message `online`")
+                await until(sub.grown(TOPIC, 3 * BATCH), 60, what="records flowing")
                 if restarts < 2:
                     b.restart()
                     restarts += 1
-                    seen = len(sub.seqs(TOPIC))
-                    await until(
-                        lambda n=seen: len(sub.seqs(TOPIC)) >= n + BATCH,
-                        60,
-                        what="records after the restart",
-                    )
+                    await until(sub.grown(TOPIC, BATCH), 60, what="records after the restart")
                 statuses = len(sub.on(STATUS))
                 os.kill(gw.pid, signal.SIGKILL)
                 gw.wait(10)
-                await until(
-                    lambda n=statuses: b"offline" in sub.on(STATUS)[n:], 30, what="the will `offline`"
-                )
+                await until(sub.says(STATUS, b"offline", statuses), 30, what="the will `offline`")
             gw = start_edge_run(drain, tmp_path / "drain.log")
             procs.append(gw)
             committed = committed_seq(tmp_path / "edge.db")

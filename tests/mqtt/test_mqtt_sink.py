@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge.model import Reading
 from tests.mqtt.broker import Subscriber, all_arrived, mqtt_sink, sink_of
@@ -14,6 +16,10 @@ from tests.support.site import running_site
 from tests.support.waiting import until
 
 TOPIC = "edge/test-site/records"
+
+
+def moved_past(sink: Any, seq: int) -> Callable[[], bool]:
+    return lambda: bool(sink.cursor > seq)
 
 
 def readings(n: int, start: int = 0) -> list[Reading]:
@@ -79,9 +85,7 @@ async def test_broker_restarts_mid_stream_lose_nothing(tmp_path: Path, broker) -
                 if k in (10, 20):
                     # mid-stream: whatever is in flight now may be published twice
                     await until(
-                        lambda since=at_restart: s.cursor > since,
-                        20,
-                        what="records acknowledged since the last restart",
+                        moved_past(s, at_restart), 20, what="records acknowledged since the last restart"
                     )
                     at_restart = s.cursor
                     b.restart()
