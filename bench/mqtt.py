@@ -100,7 +100,7 @@ async def drain(tmp: Path, db: Path, port: int, committed: int) -> float:
     rt = Runtime(load_site(path), with_web=False)
     await rt.start()
     try:
-        s = rt.components["sync"].sinks["central"]
+        s = rt.components["sync"].sinks["central"]  # type: ignore[attr-defined]
         start, done = time.perf_counter(), s.cursor
         await s.wait_cursor(committed)
         return (committed - done) / (time.perf_counter() - start)
