@@ -1,7 +1,7 @@
 """Building blocks every part of the OpenAPI document shares: parameters, bodies, answers,
 credentials, a point's value and quality.
 
-The core's areas (`openapi_web`, `openapi_blobs`, the pull and sync paths in `openapi`) and each
+The core's areas (`openapi_web`, `openapi_blobs`, the pull paths in `openapi`) and each
 plugin's `openapi` hook (its own `openapi.py` beside its routes) write their paths with these, so
 every operation describes errors and credentials the same way the handlers produce them
 (`edge.api.problem`, `edge.api.auth`).

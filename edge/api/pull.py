@@ -1,6 +1,5 @@
 """The pull API for central platforms: the stream from a consumer's cursor, acks, point metadata,
-latest values, and the OpenAPI document. The sync status routes are added here too
-(`edge.api.status`).
+latest values, and the OpenAPI document.
 
 A consumer only reads its own stream: the consumer id comes from its credential (a site-file
 consumer token, or an API token with scope `pull` and a consumer id), never from the request.
@@ -17,7 +16,6 @@ import orjson
 from aiohttp import web
 
 from edge.api import keys, openapi, privacy
-from edge.api import status as status_api
 from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
@@ -223,4 +221,3 @@ def setup(app: web.Application, runtime: Runtime) -> None:
     app[PULL_KEY] = PullService(runtime)
     app.on_cleanup.append(_close_reader)
     app.router.add_routes(ROUTES)
-    status_api.setup(app, runtime)
