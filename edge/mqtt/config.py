@@ -17,6 +17,8 @@ TOPIC_FIELDS = {
     "status_topic": {"site", "sink"},
     "point_topic": {"site", "sink", "device", "point"},
     "event_topic": {"site", "sink", "kind", "source"},
+    "command_topic": {"site", "sink"},
+    "response_topic": {"site", "sink"},
 }
 MIN_MESSAGE = 1024
 MAX_MESSAGE = 256 * 1024 * 1024  # the MQTT protocol's own limit on a packet
@@ -67,6 +69,19 @@ class MqttSinkConfig(PushSinkConfig):
     status_topic: str = "edge/{site}/status"
     max_message_bytes: Size = 256 * 1024
     gzip_level: int = 0
+    # downlink: point writes requested on command_topic, answered on response_topic (off: none)
+    commands: bool = False
+    command_topic: str = "edge/{site}/commands"
+    response_topic: str = "edge/{site}/responses"
+    command_ttl: Duration = 30.0  # a request issued longer ago is refused (and so is its replay)
+    command_rate: int = Field(30, ge=1, le=6000)  # requests a minute, at most
+
+    @field_validator("command_ttl")
+    @classmethod
+    def _ttl(cls, v: float) -> float:
+        if not 1 <= v <= 3600:
+            raise ValueError(f"command_ttl {v:g}s is out of range; expected 1s to 1h")
+        return v
 
     @field_validator("url")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.mqtt import formats
+from edge.mqtt.commands import Commands
 from edge.mqtt.config import MqttSinkConfig
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
@@ -82,6 +84,12 @@ class MqttSink(PushSink):
         self.connects = 0
         self.last_puback: float | None = None
         self.messages_acked = 0
+        self.commands: Commands | None = None
+        self.command_topic = cfg.command_topic.format(site=self.gateway, sink=self.id)
+        self.response_topic = cfg.response_topic.format(site=self.gateway, sink=self.id)
+        if cfg.commands:
+            self.commands = Commands(cfg, ctx, f"mqtt:{self.id}")
+        self._command_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ encoding
     def messages(self, rows: list[Row], first: int, last: int) -> list[formats.Message]:
@@ -193,6 +201,8 @@ class MqttSink(PushSink):
             self._status_dirty.set()
             # the birth message: retained, so a subscriber arriving later still sees the state
             await self._publish_all(client, [formats.Message(self.status_topic, b"online", retain=True)])
+            if self.commands is not None:
+                await client.subscribe(self.command_topic, qos=1)
             log.info(
                 "sink %s: connected to %s:%s as %s (session present: %s)",
                 self.id,
@@ -259,7 +269,39 @@ class MqttSink(PushSink):
             async with asyncio.timeout(2.0):
                 await client.__aexit__(None, None, None)
 
+    async def start(self) -> None:
+        await super().start()
+        if self.commands is not None:
+            self._command_task = asyncio.create_task(self._command_loop(), name=f"sink:{self.id}:commands")
+
+    async def _command_loop(self) -> None:
+        """Keep the connection up (also when there is nothing to publish) and answer requests."""
+        assert self.commands is not None
+        failures = 0
+        while True:
+            try:
+                client = await self._connection()
+                failures = 0
+                async for msg in client.messages:
+                    if not msg.topic.matches(self.command_topic):
+                        continue
+                    payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
+                    answer = await self.commands.handle(payload)
+                    await client.publish(
+                        self.response_topic, orjson.dumps(answer), qos=1, timeout=self.cfg.timeout.total
+                    )
+            except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+                log.debug("sink %s: command subscription: %s", self.id, exc)
+            failures += 1
+            retry = self.cfg.retry
+            await asyncio.sleep(random.uniform(0, min(retry.max, retry.initial * 2 ** min(failures, 20))))
+
     async def stop(self) -> None:
+        if self._command_task is not None:
+            self._command_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._command_task
+            self._command_task = None
         await super().stop()
         if self.client is not None:
             await self._close(self.client, goodbye=True)
@@ -280,4 +322,6 @@ class MqttSink(PushSink):
                 "messages_acked": self.messages_acked,
             }
         )
+        if self.commands is not None:
+            out.update(self.commands.status())
         return out
