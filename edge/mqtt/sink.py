@@ -251,6 +251,11 @@ class MqttSink(PushSink):
                 self.connected = False
                 self._status_dirty.set()
             on_disconnect(c, userdata, flags, reason, props)
+            # the loss is handled through `_down`; a client dropped without its context exit
+            # would otherwise leave the future's exception unretrieved (logged at collection)
+            lost = client._disconnected
+            if lost.done() and not lost.cancelled():
+                lost.exception()
 
         paho_client.on_connect = connected
         paho_client.on_disconnect = disconnected
