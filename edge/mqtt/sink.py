@@ -312,6 +312,19 @@ class MqttSink(PushSink):
             await self._close(self.client, goodbye=True)
 
     # ------------------------------------------------------------ status
+    def snapshot(self) -> dict[str, Any]:
+        """The persisted status (what `edge sync status` reads from the files) with the link's
+        state: connected, session present, last PUBACK."""
+        out = super().snapshot()
+        out.update(
+            {
+                "connected": self.connected,
+                "session_present": self.session_present,
+                "last_puback": self.last_puback,
+            }
+        )
+        return out
+
     def status(self) -> dict[str, Any]:
         out = super().status()
         out.update(

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from edge.model import Reading
 from tests.mqtt.broker import Subscriber, all_arrived, mqtt_sink, sink_of
 from tests.support.site import running_site
@@ -101,3 +103,22 @@ async def test_broker_restarts_mid_stream_lose_nothing(tmp_path: Path, broker) -
         first_seen = list(dict.fromkeys(seqs))
         out_of_order = [(a, b) for a, b in itertools.pairwise(first_seen) if b < a]
         assert not out_of_order, (out_of_order, seqs)
+
+
+async def test_the_persisted_status_holds_the_link_state(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    """`edge sync status` reads the snapshot from the state database: it carries the link's state."""
+    b = broker()
+
+    def saved(state: Any) -> dict[str, Any]:
+        with state.lock:
+            row = state.conn.execute("SELECT status FROM sync_status WHERE sink='central'").fetchone()
+        return orjson.loads(row[0]) if row else {}
+
+    async with running_site(tmp_path, {"upstream": [mqtt_sink(b.port)]}, web=False) as rt:
+        rt.hub.ingest(readings(10))
+        committed = await rt.journal.flush()
+        s = sink_of(rt)
+        await until(lambda: s.cursor >= committed, 20, what="the records acknowledged")
+        await until(lambda: saved(rt.state).get("last_puback") is not None, 10, what="the snapshot written")
+        snap = saved(rt.state)
+        assert snap["connected"] is True and snap["session_present"] is False
