@@ -1,6 +1,6 @@
-"""The mqtt sink against a real mosquitto: delivery once each in order at QoS 1, the PUBACK-gated
-cursor, a broker restart mid-stream, TLS with client certificates, a password file, the retained
-birth message and the clean goodbye."""
+"""The mqtt sink against a real mosquitto: delivery once each in order at QoS 1 (MQTT 5 and 3.1.1),
+the PUBACK-gated cursor, broker restarts mid-stream, the retained birth message and the clean
+goodbye, the per-point format, a record over the message cap dead-lettered, the persisted status."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from edge.model import Reading
+from edge.model import Event, Reading, Severity
 from tests.mqtt.broker import Subscriber, all_arrived, mqtt_sink, sink_of
 from tests.support.site import running_site
 from tests.support.waiting import until
@@ -29,10 +30,13 @@ def readings(n: int, start: int = 0) -> list[Reading]:
     return [Reading(t + (start + i) * 1e-3, "dev.p", float(start + i)) for i in range(n)]
 
 
-async def test_records_arrive_once_each_in_order(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_records_arrive_once_each_in_order(tmp_path: Path, broker, protocol: str) -> None:  # type: ignore[no-untyped-def]
     b = broker()
     async with Subscriber(b.port) as sub:
-        async with running_site(tmp_path, {"upstream": [mqtt_sink(b.port)]}, web=False) as rt:
+        async with running_site(
+            tmp_path, {"upstream": [mqtt_sink(b.port, protocol=protocol)]}, web=False
+        ) as rt:
             for k in range(5):
                 rt.hub.ingest(readings(100, k * 100))
             committed = await rt.journal.flush()
@@ -122,3 +126,24 @@ async def test_the_persisted_status_holds_the_link_state(tmp_path: Path, broker)
         await until(lambda: saved(rt.state).get("last_puback") is not None, 10, what="the snapshot written")
         snap = saved(rt.state)
         assert snap["connected"] is True and snap["session_present"] is False
+
+
+async def test_point_format_and_a_record_over_the_cap(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    b = broker()
+    doc = {"upstream": [mqtt_sink(b.port, format="point", max_message_bytes="1KiB")]}
+    async with Subscriber(b.port) as sub:
+        async with running_site(tmp_path, doc, web=False) as rt:
+            t = time.time()
+            rt.hub.ingest([Reading(t, "dev.temp", 21.5), Reading(t, "dev.on", True)])
+            rt.hub.publish_event(Event("note", "dev", Severity.INFO, {"text": "x" * 2000}, t))
+            rt.hub.publish_event(Event("alert", "dev", Severity.WARNING, {"text": "small"}, t))
+            committed = await rt.journal.flush()
+            s = sink_of(rt)
+            await until(lambda: s.cursor >= committed, 20, what="the stream past the big record")
+            await until(lambda: sub.on("edge/test-site/events/alert"), 10, what="the event after it")
+            assert s.status()["dead_letters"] == 1 and "max_message_bytes" in s.last_error
+            temp = orjson.loads(sub.on("edge/test-site/dev/temp")[0])
+            assert temp["value"] == 21.5 and temp["quality"] == "good" and temp["ts"] == t
+            assert orjson.loads(sub.on("edge/test-site/dev/on")[0])["value"] is True
+            assert orjson.loads(sub.on("edge/test-site/events/alert")[0])["payload"] == {"text": "small"}
+            assert not sub.on("edge/test-site/events/note")
