@@ -74,27 +74,37 @@ class BlobStore:
         entries.sort()
         return entries
 
+    def _folders(self) -> list[Path]:
+        """Every camera's folder."""
+        try:
+            with os.scandir(self.root) as it:
+                return [Path(e.path) for e in it if e.is_dir()]
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def _delete(folder: Path, name: str, size: int) -> Blob | None:
+        """Remove one blob file; None when it was already gone."""
+        path = folder / name
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        blob_id = name[: -len(SUFFIX)]
+        return Blob(blob_id, path, size, blob_id)
+
     def expire(self, cutoff_ts: float) -> list[Blob]:
         """Delete every camera's blobs stored before `cutoff_ts` (epoch seconds): the retention of
         their privacy class, beside the count and size caps of `prune`."""
-        try:
-            with os.scandir(self.root) as it:
-                folders = [Path(e.path) for e in it if e.is_dir()]
-        except FileNotFoundError:
-            return []
         cutoff_ns = int(cutoff_ts * 1e9)
         deleted: list[Blob] = []
-        for folder in folders:
+        for folder in self._folders():
             for mtime_ns, name, size in self._entries(folder):
                 if mtime_ns >= cutoff_ns:
                     break
-                path = folder / name
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    continue
-                blob_id = name[: -len(SUFFIX)]
-                deleted.append(Blob(blob_id, path, size, blob_id))
+                blob = self._delete(folder, name, size)
+                if blob is not None:
+                    deleted.append(blob)
         return deleted
 
     def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
@@ -106,26 +116,17 @@ class BlobStore:
         for _, name, size in entries:
             if len(entries) - len(deleted) <= keep and total <= max_bytes:
                 break
-            path = folder / name
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            total -= size
-            blob_id = name[: -len(SUFFIX)]
-            deleted.append(Blob(blob_id, path, size, blob_id))
+            blob = self._delete(folder, name, size)
+            if blob is not None:
+                total -= size
+                deleted.append(blob)
         return deleted
 
     def find(self, blob_id: str) -> Path | None:
         """The file of a blob of any camera, or None. `blob_id` must be valid (checked again)."""
         if not valid_blob_id(blob_id):
             return None
-        try:
-            with os.scandir(self.root) as it:
-                folders = [Path(e.path) for e in it if e.is_dir()]
-        except FileNotFoundError:
-            return None
-        for folder in folders:
+        for folder in self._folders():
             path = folder / f"{blob_id}{SUFFIX}"
             if path.is_file():
                 return path
