@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import orjson
 
 from edge import audit
@@ -55,6 +54,8 @@ def site(modbus_port: int, broker_port: int, **sink: Any) -> dict[str, Any]:
 
 
 async def test_commands_write_through_modbus_and_refusals_change_nothing(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    import aiomqtt
+
     b = broker()
     async with (
         tcp_server({1: {"holding": {0: 40, 1: 7, 2: 3}}}) as plc,
@@ -119,6 +120,8 @@ async def test_commands_write_through_modbus_and_refusals_change_nothing(tmp_pat
 
 
 async def test_commands_over_the_rate_are_refused(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    import aiomqtt
+
     b = broker()
     async with (
         tcp_server({1: {"holding": {0: 40, 1: 7, 2: 3}}}) as plc,
