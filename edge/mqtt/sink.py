@@ -192,8 +192,14 @@ class MqttSink(PushSink):
                 await self._close(self.client)
             client = self._new_client()
             self._down.clear()
-            async with asyncio.timeout(self.cfg.timeout.connect + 1):
+            # bounded by the client's own timeout (CONNACK) and the socket's: an outer cancel would
+            # leave the connect running in its thread, to take the session over later
+            try:
                 await client.__aenter__()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client._client.disconnect()
+                raise
             self.client = client
             self.connected = True
             self.connects += 1
@@ -238,6 +244,7 @@ class MqttSink(PushSink):
         )
         # the session-present flag and a lost connection, from the client's own callbacks
         paho_client = client._client
+        paho_client.connect_timeout = self.cfg.timeout.connect  # the TCP connect, in its thread
         on_connect: Any = paho_client.on_connect
         on_disconnect: Any = paho_client.on_disconnect
 
