@@ -12,7 +12,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from edge.config import ConfigError
+from edge.validation import ConfigError
 from edge.yamlpos import Problem
 
 MASTER_KEY_BYTES = 32

@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import field_validator, model_validator
 
-from edge.config import Strict
 from edge.privacy.keyfile import KeyFileError, read_key
+from edge.validation import Strict
 
 PREFIX = "ps_"
 DIGEST_CHARS = 20  # base32 characters: 5 bits each, 100 bits

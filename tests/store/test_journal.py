@@ -175,7 +175,7 @@ async def test_migration_from_v1(tmp_path: Path) -> None:
     build_v1(path)
     j = Journal(str(path)).open()
     try:
-        assert sql(j, "SELECT value FROM meta WHERE key='schema_version'")[0][0] == schema.SCHEMA_VERSION == 2
+        assert sql(j, "SELECT value FROM meta WHERE key='schema_version'")[0][0] == schema.SCHEMA_VERSION == 3
         assert j.counters["rows"] == 3 and j.counters["dropped_oldest"] == 0
         assert [r["seq"] for r in j.read(0, 10)] == [1, 2, 3]
         assert j.read(1, 1)[0]["value"] is True and j.read(2, 1)[0]["payload"] == {"sys": 120}
