@@ -218,9 +218,20 @@ def format_health(h: dict[str, Any]) -> str:
         lines.append(f"ingest rate     {h['ingest_rate']:.1f} records/s")
     if h.get("time_until_full_s") is not None:
         lines.append(f"time until full {format_duration(round(h['time_until_full_s']))}")
-    for key in ("dropped_oldest", "dropped_newest", "dropped_overflow", "history_trimmed", "write_errors"):
+    counters = (
+        "dropped_oldest",
+        "dropped_newest",
+        "dropped_overflow",
+        "history_trimmed",
+        "retention_expired",
+        "snapshots_expired",
+        "write_errors",
+    )
+    for key in counters:
         if h.get(key):
             lines.append(f"{key.replace('_', ' '):<15} {h[key]:,}")
+    if h.get("retention_paused"):
+        lines.append(f"WARNING         retention paused: {h['retention_paused']}")
     if h.get("failing") or h.get("disk_full") or h.get("disk_low") or h.get("recovering"):
         if h.get("recovering"):
             state = "recovering from a full disk"

@@ -101,6 +101,26 @@ class RuntimeCollector:
             yield GaugeMetricFamily(
                 "edge_buffer_bytes", "Bytes used by the journal", value=buf.get("bytes") or 0
             )
+            yield CounterMetricFamily(
+                "edge_retention_expired",
+                "Personal or sensitive records deleted at their class's retention before delivery",
+                value=buf.get("retention_expired") or 0,
+            )
+            yield CounterMetricFamily(
+                "edge_snapshots_expired",
+                "Snapshot files deleted at their class's retention",
+                value=buf.get("snapshots_expired") or 0,
+            )
+            yield GaugeMetricFamily(
+                "edge_retention_paused",
+                "1 while deletion by age waits for a trusted clock after a forward jump",
+                value=1 if buf.get("retention_paused") else 0,
+            )
+        yield GaugeMetricFamily(
+            "edge_clock_trusted",
+            "1 while the wall clock is trusted (kernel synchronised, or trusted by the site)",
+            value=1 if rt.clock_trust.trusted else 0,
+        )
 
         errors = CounterMetricFamily("edge_driver_errors", "Driver errors since start", labels=["device"])
         restarts = CounterMetricFamily(

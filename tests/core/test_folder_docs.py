@@ -27,6 +27,7 @@ from drivers.modbus.config import ModbusDevice
 from drivers.modbus.server import ServerConfig
 from edge.config import Site, load_site_text
 from edge.driver import DeviceConfig
+from edge.mqtt.config import MqttSinkConfig
 from edge.sync.http_sink import HttpSinkConfig
 from edge.sync.influx_sink import InfluxSinkConfig
 
@@ -69,6 +70,12 @@ READMES = [
         [("", CameraDevice)],
         ("driver",),
         lambda s: any(d.driver == "camera" for d in s.devices),
+    ),
+    FolderDoc(
+        "edge/mqtt/README.md",
+        [("", MqttSinkConfig)],
+        ("type",),
+        lambda s: any(u.type == "mqtt" for u in s.upstream),
     ),
     FolderDoc(
         "edge/sync/README.md",
@@ -342,7 +349,7 @@ def test_every_driver_sink_and_section_of_the_registry_is_documented_here() -> N
     from edge.plugins import registry
 
     documented = {model for doc in READMES for _, model in doc.models}
-    plugins = [p for p in registry().plugins if p.name in {"modbus", "ble", "camera", "sync", "rules"}]
+    plugins = [p for p in registry().plugins if p.name in {"modbus", "ble", "camera", "sync", "rules", "mqtt"}]
     for plugin in plugins:
         models = [spec.config() for spec in (*plugin.drivers.values(), *plugin.sinks.values())]
         models += [load() for key, load in plugin.sections.items() if key != "rules"]  # docs/rules.md

@@ -148,7 +148,7 @@ rules:
       - event: {kind: power_seen, message: "power {value:.0f}"}
 """
 #: the extras' libraries and what they bring with them (pymodbus needs nothing more)
-EXTRA_MODULES = ["pymodbus", "serial", "bleak", "dbus_fast", "cv2", "numpy"]
+EXTRA_MODULES = ["pymodbus", "serial", "bleak", "dbus_fast", "cv2", "numpy", "aiomqtt", "paho"]
 
 
 def _importable(env: dict[str, str] | None = None) -> list[str]:

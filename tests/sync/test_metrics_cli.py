@@ -143,3 +143,31 @@ async def test_sync_status_cli(tmp_path: Path, receiver, monkeypatch) -> None:  
     assert text.returncode == 0 and "sink central (http)" in text.stdout and "consumer city" in text.stdout
     missing = await asyncio.to_thread(edge_cli, "sync", "status", "-c", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 1 and "nope.yaml" in missing.stderr
+
+
+async def test_metrics_show_retention_and_clock_trust(tmp_path: Path) -> None:
+    """What retention per class and the clock guard do is visible to Prometheus: the expired
+    counters, the pause, and whether the clock is trusted (an unsynchronised kernel clock on a
+    site that does not trust one: 0; a site that trusts it: 1)."""
+    async with running_site(tmp_path, {"clock": {"trust_unsynced": False}}) as rt:
+        token = create_token(rt.state, "prom", ["read"])
+        untrusted = samples(await scrape(rt.web_port, token))
+        trusted_now = rt.clock_trust.trusted
+    assert untrusted[("edge_retention_expired_total", ())] == 0
+    assert untrusted[("edge_snapshots_expired_total", ())] == 0
+    assert untrusted[("edge_retention_paused", ())] == 0
+    assert untrusted[("edge_clock_trusted", ())] == (1 if trusted_now else 0)
+    (tmp_path / "b").mkdir()
+    async with running_site(tmp_path / "b", {"clock": {"trust_unsynced": True}}) as rt:
+        token = create_token(rt.state, "prom", ["read"])
+        assert samples(await scrape(rt.web_port, token))[("edge_clock_trusted", ())] == 1
+
+
+def test_buffer_stats_show_retention_counters_and_a_pause() -> None:
+    from edge.commands import format_health
+
+    text = format_health(
+        {"rows": 1, "retention_expired": 12, "snapshots_expired": 3, "retention_paused": "clock jumped"}
+    )
+    assert "retention expired 12" in text and "snapshots expired 3" in text
+    assert "WARNING         retention paused: clock jumped" in text
