@@ -39,6 +39,12 @@ def register(subparsers: Subcommands) -> None:
     )
 
 
+#: the saved status every sink writes (`PushSink.snapshot`); other keys are its kind's own
+BASE_SNAPSHOT_KEYS = {"last_success", "last_error", "last_error_at", "dead_letters", "instance"}
+#: the keys `collect` gives every sink row
+ROW_KEYS = {"id", "type", "enabled", "cursor", "backlog_rows", "oldest_unsent_age_s", *BASE_SNAPSHOT_KEYS}
+
+
 def collect(site: Any) -> dict[str, Any]:
     """The status of every sink and consumer of `site`, from its files on disk."""
     import sqlite3
@@ -94,6 +100,8 @@ def collect(site: Any) -> dict[str, Any]:
                     "last_success": snap.get("last_success"),
                     "last_error": snap.get("last_error", ""),
                     "dead_letters": dead.get(cfg.id, 0),
+                    # what a kind of sink adds to its saved status (an MQTT sink: its link)
+                    **{k: v for k, v in snap.items() if k not in BASE_SNAPSHOT_KEYS},
                 }
             )
         consumers = []
@@ -117,6 +125,12 @@ def _when(ts: float | None) -> str:
     if not ts:
         return "never"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _shown(key: str, value: Any) -> str:
+    if key.startswith("last_") and isinstance(value, int | float) and not isinstance(value, bool):
+        return _when(value)
+    return "yes" if value is True else "no" if value is False else str(value)
 
 
 def status_command(args: argparse.Namespace) -> int:
@@ -149,6 +163,9 @@ def status_command(args: argparse.Namespace) -> int:
         )
         if s["last_error"]:
             print(f"    last error: {s['last_error']}")
+        own = {k: v for k, v in s.items() if k not in ROW_KEYS}
+        if own:
+            print("    " + ", ".join(f"{k.replace('_', ' ')} {_shown(k, v)}" for k, v in own.items()))
     for c in data["consumers"]:
         print(
             f"consumer {c['id']}: cursor {c['cursor']}, backlog {c['backlog_rows']} rows, "

@@ -4,6 +4,7 @@ goodbye, the per-point format, a record over the message cap dead-lettered, the 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import pytest
 
 from edge.model import Event, Reading, Severity
 from tests.mqtt.broker import Subscriber, all_arrived, mqtt_sink, sink_of
+from tests.support.cli import edge_cli
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -126,6 +128,14 @@ async def test_the_persisted_status_holds_the_link_state(tmp_path: Path, broker)
         await until(lambda: saved(rt.state).get("last_puback") is not None, 10, what="the snapshot written")
         snap = saved(rt.state)
         assert snap["connected"] is True and snap["session_present"] is False
+        shown = await asyncio.to_thread(edge_cli, "sync", "status", "-c", str(tmp_path / "site.yaml"))
+        as_json = await asyncio.to_thread(
+            edge_cli, "sync", "status", "--json", "-c", str(tmp_path / "site.yaml")
+        )
+    assert shown.returncode == 0, shown.stderr
+    assert "connected yes, session present no, last puback " in shown.stdout, shown.stdout
+    row = orjson.loads(as_json.stdout)["sinks"][0]
+    assert row["connected"] is True and row["last_puback"] is not None
 
 
 async def test_point_format_and_a_record_over_the_cap(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
