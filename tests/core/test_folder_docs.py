@@ -349,7 +349,9 @@ def test_every_driver_sink_and_section_of_the_registry_is_documented_here() -> N
     from edge.plugins import registry
 
     documented = {model for doc in READMES for _, model in doc.models}
-    plugins = [p for p in registry().plugins if p.name in {"modbus", "ble", "camera", "sync", "rules", "mqtt"}]
+    plugins = [
+        p for p in registry().plugins if p.name in {"modbus", "ble", "camera", "sync", "rules", "mqtt"}
+    ]
     for plugin in plugins:
         models = [spec.config() for spec in (*plugin.drivers.values(), *plugin.sinks.values())]
         models += [load() for key, load in plugin.sections.items() if key != "rules"]  # docs/rules.md
