@@ -31,8 +31,10 @@ CORE = "core-imports-no-feature"
 EXTRAS = "core-without-extras"
 DRIVERS = "drivers-see-only-the-contract"
 WEB = "nothing-imports-the-web-ui"
-# what the runtime hands a driver through DriverContext.services (the camera's blob store)
+# what the runtime hands a driver through DriverContext.blobs (the camera's blob store)
 HANDED_TO_DRIVERS = {"edge.store.blobs"}
+# the kit the core offers a plugin's routes: auth, problem+json, privacy, OpenAPI helpers
+API_KIT = {"edge.api.auth", "edge.api.problem", "edge.api.privacy", "edge.api.openapi_base"}
 
 
 def lint_imports() -> str:
@@ -119,6 +121,17 @@ def test_drivers_may_reach_no_store_module_but_the_blob_store() -> None:
     open_to_drivers = sorted(store - forbidden - HANDED_TO_DRIVERS)
     assert not open_to_drivers, (
         f"store modules drivers may import: {open_to_drivers}; add them to the forbidden_modules "
+        f"of contract {DRIVERS!r} in pyproject.toml"
+    )
+
+
+def test_drivers_may_reach_no_api_module_but_the_kit_for_routes() -> None:
+    g = graph()
+    api = {m for m in g.modules if m.startswith("edge.api.")}
+    forbidden = expand(g, CONTRACTS[DRIVERS]["forbidden_modules"])
+    open_to_drivers = sorted(api - forbidden - API_KIT)
+    assert not open_to_drivers, (
+        f"API modules drivers may import: {open_to_drivers}; add them to the forbidden_modules "
         f"of contract {DRIVERS!r} in pyproject.toml"
     )
 
