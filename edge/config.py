@@ -25,7 +25,7 @@ from edge.model import ID_RE, SITE_ID_RE, PointInfo, Privacy
 from edge.plugins import registry
 from edge.privacy.config import PrivacyConfig
 from edge.units import Duration, Size
-from edge.validation import ConfigError, ListenAddress, Strict, valid_id, valid_listen
+from edge.validation import ConfigError, ConsumerId, ListenAddress, Strict, UpstreamId, valid_listen
 
 # kept only while edge/api/auth.py still imports it from here; its one place is edge.validation
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
@@ -95,30 +95,20 @@ class WebConfig(ListenAddress, Strict):
 class ConsumerConfig(Strict):
     """A pull-API client; its token is given by reference only."""
 
-    id: str
+    id: ConsumerId
     description: str = ""
     token_env: str | None = None
     token_file: str | None = None
     # the most private class of data this consumer may pull (sensitive data stays on site by default)
     max_privacy: Privacy = Privacy.PERSONAL
 
-    @field_validator("id")
-    @classmethod
-    def _valid_id(cls, v: str) -> str:
-        return valid_id(v, "consumer id")
-
 
 class SinkConfig(Strict):
     """Fields every upstream sink shares; a sink type subclasses it."""
 
-    id: str
+    id: UpstreamId
     type: str
     enabled: bool = True
-
-    @field_validator("id")
-    @classmethod
-    def _valid_id(cls, v: str) -> str:
-        return valid_id(v, "upstream id")
 
 
 class _Envelope(Strict):

@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from edge.model import (
     CommandResult,
@@ -57,7 +57,7 @@ from edge.model import (
     point_id,
 )
 from edge.units import Duration
-from edge.validation import Strict, valid_id
+from edge.validation import DeviceId, PointName, Strict
 
 if TYPE_CHECKING:
     from edge.store.blobs import BlobStore
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 class PointConfig(Strict):
     """Fields every driver's points share; a driver subclasses it with its own keys."""
 
-    name: str
+    name: PointName
     type: PointType = PointType.FLOAT
     unit: str = ""
     writable: bool = False
@@ -80,26 +80,16 @@ class PointConfig(Strict):
         """The engineering type of the values (drivers whose `type` means more override this)."""
         return self.type
 
-    @field_validator("name")
-    @classmethod
-    def _valid_name(cls, v: str) -> str:
-        return valid_id(v, "point name")
-
 
 class DeviceConfig(Strict):
     """Fields every device entry shares; a driver subclasses it (and its `points`)."""
 
-    id: str
+    id: DeviceId
     driver: str
     name: str = ""
     enabled: bool = True
     profile: str | None = None
     description: str = ""
-
-    @field_validator("id")
-    @classmethod
-    def _valid_id(cls, v: str) -> str:
-        return valid_id(v, "device id")
 
     def exclusive(self) -> list[tuple[str, str]]:
         """(key, value) pairs no other enabled device of the site may share: one physical device

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path as FsPath
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from edge.model import ID_RE
 from edge.yamlpos import Problem
@@ -30,6 +31,18 @@ def valid_id(value: str, what: str = "id") -> str:
     if not isinstance(value, str) or not ID_RE.match(value):
         raise ValueError(f"invalid {what} {value!r}: use lowercase letters, digits, '_' and '-'")
     return value
+
+
+def _id_of(what: str) -> AfterValidator:
+    # the error names the field the way the site file's reader knows it ("device id", ...)
+    return AfterValidator(lambda v: valid_id(v, what))
+
+
+DeviceId = Annotated[str, _id_of("device id")]
+PointName = Annotated[str, _id_of("point name")]
+ConsumerId = Annotated[str, _id_of("consumer id")]
+UpstreamId = Annotated[str, _id_of("upstream id")]
+ZoneName = Annotated[str, _id_of("zone name")]
 
 
 def valid_listen(value: object, example: str = "0.0.0.0:8080") -> str:

@@ -15,7 +15,7 @@ from drivers.camera.points import camera_points
 from edge.driver import DeviceConfig
 from edge.model import PointInfo
 from edge.units import Duration, Size
-from edge.validation import Strict, valid_id
+from edge.validation import Strict, ZoneName
 
 #: accepted source schemes; anything else is refused with this list
 SCHEMES = ("http", "https", "rtsp", "rtsps", "file")
@@ -25,13 +25,8 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 class Zone(Strict):
     """A parking space: a polygon in normalised 0..1 image coordinates."""
 
-    name: str
+    name: ZoneName
     polygon: list[list[float]]
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return valid_id(v, "zone name")
 
     @field_validator("polygon")
     @classmethod
