@@ -15,11 +15,9 @@ from typing import Any
 
 import orjson
 
-from edge.model import QUALITY_NAMES
-from edge.store.journal import BOOL_FLAG
 from edge.store.records import Row
+from edge.sync.http_sink import FORMAT, batch_record, reading_value
 
-FORMAT = "community-edge/batch/v1"
 TB_CONNECT = "v1/gateway/connect"
 TB_TELEMETRY = "v1/gateway/telemetry"
 TB_ATTRIBUTES = "v1/gateway/attributes"
@@ -37,12 +35,6 @@ class TooLarge(ValueError):
 
     def __init__(self, what: str, size: int, cap: int) -> None:
         super().__init__(f"{what} needs a {size}-byte message; max_message_bytes is {cap}")
-
-
-def _value(value: Any, quality: int) -> tuple[Any, int]:
-    if quality & BOOL_FLAG:
-        return bool(value), quality & 3
-    return value, quality
 
 
 def json_messages(
@@ -73,25 +65,10 @@ def json_messages(
         out.append(Message(topic, body))
 
     prev = first - 1
-    for seq, ts, point, value, quality, kind, severity, payload in rows:
-        if kind is None:
-            value, quality = _value(value, quality)
-            item = orjson.dumps(
-                {"seq": seq, "ts": ts, "point": point, "value": value, "quality": QUALITY_NAMES[quality]}
-            )
-            target = readings
-        else:
-            item = orjson.dumps(
-                {
-                    "seq": seq,
-                    "ts": ts,
-                    "kind": kind,
-                    "source": point,
-                    "severity": severity,
-                    "payload": orjson.Fragment(payload or "{}"),
-                }
-            )
-            target = events
+    for row in rows:
+        seq, kind = row[0], row[5]
+        item = orjson.dumps(batch_record(row))
+        target = readings if kind is None else events
         if overhead + len(item) > cap:
             raise TooLarge(f"record seq {seq}", overhead + len(item), cap)
         if size + len(item) + 1 > cap and (readings or events):
@@ -123,7 +100,7 @@ def thingsboard_messages(names: Mapping[str, str], rows: list[Row], cap: int) ->
         if kind is None:
             if value is None:
                 continue
-            value, _q = _value(value, quality)
+            value, _q = reading_value(value, quality)
             entries.setdefault(ms, {})[name] = value
         else:
             entries.setdefault(ms, {}).update(
@@ -179,24 +156,16 @@ def point_messages(
     """One message per reading on `point_topic` (`{"seq", "ts", "value", "quality"}`) and one per
     event on `event_topic` (the json format's event object)."""
     out: list[Message] = []
-    for seq, ts, point, value, quality, kind, severity, payload in rows:
+    for row in rows:
+        seq, point, kind = row[0], row[2], row[5]
+        record = batch_record(row)
         if kind is None:
             device, _, name = point.partition(".")
-            value, quality = _value(value, quality)
             topic = point_topic.format(site=gateway, sink=sink, device=device, point=name)
-            body = orjson.dumps({"seq": seq, "ts": ts, "value": value, "quality": QUALITY_NAMES[quality]})
+            del record["point"]  # the topic names it
         else:
             topic = event_topic.format(site=gateway, sink=sink, kind=kind, source=point)
-            body = orjson.dumps(
-                {
-                    "seq": seq,
-                    "ts": ts,
-                    "kind": kind,
-                    "source": point,
-                    "severity": severity,
-                    "payload": orjson.Fragment(payload or "{}"),
-                }
-            )
+        body = orjson.dumps(record)
         if len(body) > cap:
             raise TooLarge(f"record seq {seq}", len(body), cap)
         out.append(Message(topic, body))

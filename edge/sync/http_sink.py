@@ -35,31 +35,39 @@ class HttpSinkConfig(PushSinkConfig):
     hmac_secret_file: str | None = None
 
 
+def reading_value(value: Any, quality: int) -> tuple[Any, int]:
+    """A journal value and quality as sent: a bool is stored as 0/1 with BOOL_FLAG in its quality."""
+    if quality & BOOL_FLAG:
+        return bool(value), quality & 3
+    return value, quality
+
+
+def batch_record(row: Row) -> dict[str, Any]:
+    """One journal row as the batch document holds it (the MQTT sink's json and point formats
+    too): a reading {seq, ts, point, value, quality} or an event {seq, ts, kind, source,
+    severity, payload}."""
+    seq, ts, point, value, quality, kind, severity, payload = row
+    if kind is None:
+        if quality & BOOL_FLAG:  # reading_value, inlined: this runs once per record sent
+            value, quality = bool(value), quality & 3
+        return {"seq": seq, "ts": ts, "point": point, "value": value, "quality": QUALITY_NAMES[quality]}
+    return {
+        "seq": seq,
+        "ts": ts,
+        "kind": kind,
+        "source": point,
+        "severity": severity,
+        # already JSON in the journal: embed it without a decode/encode round trip
+        "payload": orjson.Fragment(payload or "{}"),
+    }
+
+
 def encode_batch(gateway: str, sink: str, rows: list[Row], first: int, last: int) -> bytes:
     """The batch document for `rows` (raw journal rows), as JSON bytes."""
     readings: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    add_reading = readings.append
-    for seq, ts, point, value, quality, kind, severity, payload in rows:
-        if kind is None:
-            if quality & BOOL_FLAG:
-                value = bool(value)
-                quality &= 3
-            add_reading(
-                {"seq": seq, "ts": ts, "point": point, "value": value, "quality": QUALITY_NAMES[quality]}
-            )
-        else:
-            events.append(
-                {
-                    "seq": seq,
-                    "ts": ts,
-                    "kind": kind,
-                    "source": point,
-                    "severity": severity,
-                    # already JSON in the journal: embed it without a decode/encode round trip
-                    "payload": orjson.Fragment(payload or "{}"),
-                }
-            )
+    for row in rows:
+        (readings if row[5] is None else events).append(batch_record(row))
     return orjson.dumps(
         {
             "format": FORMAT,

@@ -154,6 +154,7 @@ async def test_point_format_and_a_record_over_the_cap(tmp_path: Path, broker) ->
             assert s.status()["dead_letters"] == 1 and "max_message_bytes" in s.last_error
             temp = orjson.loads(sub.on("edge/test-site/dev/temp")[0])
             assert temp["value"] == 21.5 and temp["quality"] == "good" and temp["ts"] == t
+            assert set(temp) == {"seq", "ts", "value", "quality"}  # the topic names the point
             assert orjson.loads(sub.on("edge/test-site/dev/on")[0])["value"] is True
             assert orjson.loads(sub.on("edge/test-site/events/alert")[0])["payload"] == {"text": "small"}
             assert not sub.on("edge/test-site/events/note")
