@@ -14,7 +14,7 @@ from tests.camera.helpers import write_video
 from tests.camera.test_snapshots import moving_dots
 from tests.support.site import running_site
 from tests.support.waiting import until
-from tests.web.conftest import PASSWORD, Client, make_user, setup_code
+from tests.web.conftest import Client, make_user, set_up_admin
 
 
 async def test_blob_api_serves_snapshots_to_those_allowed_personal_data(
@@ -39,13 +39,7 @@ async def test_blob_api_serves_snapshots_to_those_allowed_personal_data(
         admin, nobody = Client(base), Client(base)
         clients = [admin, nobody]
         try:
-            body = await admin.json(
-                "POST",
-                "/api/v1/auth/setup",
-                {"code": setup_code(rt), "name": "admin", "password": PASSWORD},
-                expect=201,
-            )
-            admin.csrf = body["csrf"]
+            await set_up_admin(admin, rt)
             viewer = await make_user(admin, rt, "vera", "viewer")
             tech = await make_user(admin, rt, "tom", "technician")
             clients += [viewer, tech]

@@ -96,6 +96,16 @@ async def set_up_admin(client: Client, rt: Any, name: str = "admin") -> Client:
     return client
 
 
+@contextlib.asynccontextmanager
+async def signed_in_admin(rt: Any, name: str = "admin") -> AsyncIterator[Client]:
+    """A client of runtime `rt` logged in as the admin `name` from first-run setup, closed on exit."""
+    c = Client(f"http://127.0.0.1:{rt.web_port}")
+    try:
+        yield await set_up_admin(c, rt, name)
+    finally:
+        await c.close()
+
+
 @pytest.fixture
 async def admin(site: Any, client: Client) -> Client:
     """The client, logged in as the admin created through first-run setup."""

@@ -19,7 +19,7 @@ from edge.model import Quality
 from tests.modbus.servers import TcpServer, tcp_server
 from tests.support.site import running_site
 from tests.support.waiting import until
-from tests.web.conftest import PASSWORD, Client, setup_code
+from tests.web.conftest import Client, signed_in_admin
 
 
 def site_doc(modbus_port: int) -> dict[str, Any]:
@@ -61,19 +61,8 @@ async def meter() -> AsyncIterator[TcpServer]:
 
 @pytest.fixture
 async def admin_on(tmp_path: Path, meter: TcpServer) -> AsyncIterator[tuple[Any, Client]]:
-    async with running_site(tmp_path, site_doc(meter.port)) as rt:
-        c = Client(f"http://127.0.0.1:{rt.web_port}")
-        try:
-            body = await c.json(
-                "POST",
-                "/api/v1/auth/setup",
-                {"code": setup_code(rt), "name": "admin", "password": PASSWORD},
-                expect=201,
-            )
-            c.csrf = body["csrf"]
-            yield rt, c
-        finally:
-            await c.close()
+    async with running_site(tmp_path, site_doc(meter.port)) as rt, signed_in_admin(rt) as c:
+        yield rt, c
 
 
 async def test_modbus_read_asks_the_device_now_and_a_stopped_device_is_a_502(
