@@ -13,7 +13,7 @@ help:
 	@echo "make demo       run a simulated community site with its web UI (http://127.0.0.1:8080/)"
 	@echo "make test       install what the tests need and run the whole suite, soak included"
 	@echo "make test-fast  the same without the tests marked slow (the soak)"
-	@echo "make lint       ruff and mypy"
+	@echo "make lint       ruff, mypy and lint-imports (the rule of the arrows, docs/architecture.md)"
 	@echo "make bench      every benchmark in --quick mode"
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
