@@ -3,12 +3,14 @@ writes that must not wait behind a slow poll cycle."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from edge.model import HealthState, Quality
-from tests.modbus.harness import running_driver, slow_device
+from tests.modbus.harness import Collected, running_driver, slow_device
 from tests.modbus.servers import GarbageServer, tcp_server
 from tests.support.waiting import until as wait_for
 
@@ -17,49 +19,57 @@ def conn(port: int) -> dict[str, object]:
     return {"transport": "tcp", "host": "127.0.0.1", "port": port}
 
 
-def short_answer(request: bytes) -> bytes:
-    # a well-framed FC3 answer carrying 1 register whatever was asked
-    tid, unit, fc = request[:2], request[6], request[7]
-    pdu = bytes([fc, 2, 0x12, 0x34])
-    return tid + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
+def one_register_answer(byte_count: int) -> Callable[[bytes], bytes]:
+    """A well-framed FC3 answer carrying 1 register whatever was asked, its byte count
+    `byte_count` (2 is honest; more claims registers the frame does not hold)."""
+
+    def answer(request: bytes) -> bytes:
+        tid, unit, fc = request[:2], request[6], request[7]
+        pdu = bytes([fc, byte_count, 0x12, 0x34])
+        return tid + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
+
+    return answer
 
 
 def garbage(request: bytes) -> bytes:
     return b"\xde\xad\xbe\xef" * 3
 
 
-async def test_short_answer_is_an_error_not_a_value() -> None:
-    srv = await GarbageServer(short_answer).start()
+@contextlib.asynccontextmanager
+async def polling_a_bad_device(
+    reply: Callable[[bytes], bytes], point_type: str, timeout: float, retries: int
+) -> AsyncIterator[tuple[GarbageServer, Collected]]:
+    """A driver polling one point `v` of a device that answers every request with `reply(request)`."""
+    srv = await GarbageServer(reply).start()
     try:
-        points = [{"name": "v", "address": 0, "type": "float32"}]
-        doc = {"connection": conn(srv.port), "poll": 0.1, "timeout": 0.3, "retries": 0, "points": points}
+        points = [{"name": "v", "address": 0, "type": point_type}]
+        doc = {
+            "connection": conn(srv.port),
+            "poll": 0.1,
+            "timeout": timeout,
+            "retries": retries,
+            "points": points,
+        }
         async with running_driver(doc) as got:
-            await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
-            assert "short answer: 1 of 2" in got.driver.health.reason
-            await wait_for(lambda: got.latest("v") is not None, what="a reading")
-            assert got.latest("v").quality == Quality.STALE and got.latest("v").value is None
+            yield srv, got
     finally:
         await srv.stop()
 
 
-def lying_byte_count(request: bytes) -> bytes:
-    # a well-framed FC3 answer whose byte count claims far more registers than the frame holds
-    tid, unit, fc = request[:2], request[6], request[7]
-    pdu = bytes([fc, 200, 0x12, 0x34])
-    return tid + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
+async def test_short_answer_is_an_error_not_a_value() -> None:
+    async with polling_a_bad_device(one_register_answer(2), "float32", timeout=0.3, retries=0) as (_, got):
+        await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
+        assert "short answer: 1 of 2" in got.driver.health.reason
+        await wait_for(lambda: got.latest("v") is not None, what="a reading")
+        latest = got.latest("v")
+        assert latest is not None and latest.quality == Quality.STALE and latest.value is None
 
 
 async def test_byte_count_past_the_frame_is_no_answer() -> None:
-    srv = await GarbageServer(lying_byte_count).start()
-    try:
-        points = [{"name": "v", "address": 0, "type": "uint16"}]
-        doc = {"connection": conn(srv.port), "poll": 0.1, "timeout": 0.3, "retries": 0, "points": points}
-        async with running_driver(doc) as got:
-            await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
-            assert "no valid answer from unit 1" in got.driver.health.reason
-            assert not [r for r in got.records if getattr(r, "quality", None) == Quality.GOOD]
-    finally:
-        await srv.stop()
+    async with polling_a_bad_device(one_register_answer(200), "uint16", timeout=0.3, retries=0) as (_, got):
+        await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
+        assert "no valid answer from unit 1" in got.driver.health.reason
+        assert not [r for r in got.records if getattr(r, "quality", None) == Quality.GOOD]
 
 
 def test_register_answers_decode_as_pymodbus_does() -> None:
@@ -90,18 +100,12 @@ def test_register_answers_decode_as_pymodbus_does() -> None:
 
 
 async def test_garbage_answer_times_out_and_marks_stale() -> None:
-    srv = await GarbageServer(garbage).start()
-    try:
-        points = [{"name": "v", "address": 0, "type": "uint16"}]
-        doc = {"connection": conn(srv.port), "poll": 0.1, "timeout": 0.2, "retries": 1, "points": points}
-        async with running_driver(doc) as got:
-            await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
-            assert "no valid answer from unit 1" in got.driver.health.reason
-            await wait_for(lambda: got.events("device_state"), what="a device_state event")
-            assert got.events("device_state")[-1].payload["state"] == "offline"
-            assert srv.requests >= 2  # the retry went out
-    finally:
-        await srv.stop()
+    async with polling_a_bad_device(garbage, "uint16", timeout=0.2, retries=1) as (srv, got):
+        await wait_for(lambda: got.driver.health.state == HealthState.OFFLINE, what="offline")
+        assert "no valid answer from unit 1" in got.driver.health.reason
+        await wait_for(lambda: got.events("device_state"), what="a device_state event")
+        assert got.events("device_state")[-1].payload["state"] == "offline"
+        assert srv.requests >= 2  # the retry went out
 
 
 async def test_a_stalled_device_does_not_stall_the_others() -> None:
