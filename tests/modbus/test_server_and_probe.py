@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,19 @@ from drivers.modbus import codec
 from edge.model import Quality, Reading
 from tests.modbus.servers import registers_for, tcp_server
 from tests.support.site import load, running_site
+
+
+@contextlib.asynccontextmanager
+async def modbus_client(port: int) -> AsyncIterator[Any]:
+    """A pymodbus TCP client (what a BMS would use) connected to `port` on loopback, closed on exit."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+    await client.connect()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def served_site(points: list[dict[str, Any]], **server: Any) -> dict[str, Any]:
@@ -42,8 +57,6 @@ def served_site(points: list[dict[str, Any]], **server: Any) -> dict[str, Any]:
 
 
 async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
-    from pymodbus.client import AsyncModbusTcpClient
-
     doc = served_site(
         [
             {"point": "meter-b1.voltage", "address": 0, "type": "float32"},
@@ -65,9 +78,7 @@ async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
         assert status["unknown_points"] == ["nowhere.value"]
         port = status["port"]
         assert port
-        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
-        await client.connect()
-        try:
+        async with modbus_client(port) as client:
             r = await client.read_holding_registers(0, count=4, device_id=1)
             assert codec.decode(r.registers[0:2], "float32") == 231.5
             assert codec.decode(r.registers[2:4], "uint32", "CDAB") == 123456
@@ -79,8 +90,6 @@ async def test_server_mode_serves_hub_values(tmp_path: Path) -> None:
             assert v != v  # NaN: a value that is not good is not served as if it were
             refused = await client.write_register(0, 1, device_id=1)
             assert refused.isError()
-        finally:
-            client.close()
         assert rt.components["modbus_server"].status()["requests"] >= 3
 
         mbpoll = shutil.which("mbpoll")
@@ -106,16 +115,12 @@ GAPPED = [  # holding 0-1 and 10-11 are served; 2-9 belong to no point
 async def test_unknown_unit_gets_exception_0x0b_one_log_line_and_a_count(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from pymodbus.client import AsyncModbusTcpClient
-
     caplog.set_level(logging.DEBUG, logger="pymodbus")
     async with running_site(tmp_path, served_site(GAPPED), web=False) as rt:
         rt.hub.ingest([Reading(time.time(), "meter-b1.voltage", 231.5)])
         server = rt.components["modbus_server"]
         caplog.clear()
-        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
-        await client.connect()
-        try:
+        async with modbus_client(server.port) as client:
             for _ in range(40):  # a BMS polling the wrong unit
                 r = await client.read_holding_registers(0, count=2, device_id=7)
                 assert r.isError() and r.exception_code == 0x0B
@@ -128,8 +133,6 @@ async def test_unknown_unit_gets_exception_0x0b_one_log_line_and_a_count(
             assert codec.decode(r.registers, "float32") == 231.5
             r = await client.read_holding_registers(0, count=12, device_id=1)
             assert r.isError() and r.exception_code == 0x02
-        finally:
-            client.close()
         mbpoll = shutil.which("mbpoll")
         if mbpoll:  # what a BMS technician would try first
             out = await asyncio.to_thread(
@@ -151,20 +154,12 @@ async def test_unknown_unit_gets_exception_0x0b_one_log_line_and_a_count(
 
 
 async def test_unknown_unit_count_reaches_metrics(tmp_path: Path) -> None:
-    from pymodbus.client import AsyncModbusTcpClient
-
     from edge.api.metrics import RuntimeCollector
 
     async with running_site(tmp_path, served_site(GAPPED), web=False) as rt:
-        client = AsyncModbusTcpClient(
-            "127.0.0.1", port=rt.components["modbus_server"].port, timeout=2, retries=0
-        )
-        await client.connect()
-        try:
+        async with modbus_client(rt.components["modbus_server"].port) as client:
             for _ in range(3):
                 assert (await client.read_holding_registers(0, count=2, device_id=7)).exception_code == 0x0B
-        finally:
-            client.close()
         # read through the collector /metrics serves, where the drivers' own counters are
         family = next(f for f in RuntimeCollector(rt).collect() if f.name == "edge_driver_count")
         counts = {(s.labels["device"], s.labels["counter"]): s.value for s in family.samples}
@@ -172,16 +167,12 @@ async def test_unknown_unit_count_reaches_metrics(tmp_path: Path) -> None:
 
 
 async def test_fill_gaps_zeros_serves_the_holes_between_points(tmp_path: Path) -> None:
-    from pymodbus.client import AsyncModbusTcpClient
-
     async with running_site(tmp_path, served_site(GAPPED, fill_gaps="zeros"), web=False) as rt:
         rt.hub.ingest(
             [Reading(time.time(), "meter-b1.voltage", 231.5), Reading(time.time(), "meter-b1.energy", 70000)]
         )
         server = rt.components["modbus_server"]
-        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
-        await client.connect()
-        try:
+        async with modbus_client(server.port) as client:
             r = await client.read_holding_registers(0, count=12, device_id=1)
             assert not r.isError(), r
             assert codec.decode(r.registers[0:2], "float32") == 231.5
@@ -190,15 +181,11 @@ async def test_fill_gaps_zeros_serves_the_holes_between_points(tmp_path: Path) -
             # past the last mapped register is still no register at all
             r = await client.read_holding_registers(10, count=3, device_id=1)
             assert r.isError() and r.exception_code == 0x02
-        finally:
-            client.close()
 
 
 async def test_points_above_max_privacy_are_served_as_having_no_value(tmp_path: Path) -> None:
     """Modbus TCP has no authentication: a health value mapped by mistake, or a point a rule raised
     to sensitive, must not be readable by whoever reaches the port."""
-    from pymodbus.client import AsyncModbusTcpClient
-
     from edge.model import PointInfo, Privacy
 
     async with running_site(tmp_path, served_site(GAPPED), web=False) as rt:
@@ -206,9 +193,7 @@ async def test_points_above_max_privacy_are_served_as_having_no_value(tmp_path: 
             [Reading(time.time(), "meter-b1.voltage", 231.5), Reading(time.time(), "meter-b1.energy", 7)]
         )
         server = rt.components["modbus_server"]
-        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
-        await client.connect()
-        try:
+        async with modbus_client(server.port) as client:
             r = await client.read_holding_registers(0, count=2, device_id=1)
             assert codec.decode(r.registers, "float32") == 231.5  # public: served
             info = rt.hub.points["meter-b1.voltage"]
@@ -220,8 +205,6 @@ async def test_points_above_max_privacy_are_served_as_having_no_value(tmp_path: 
             assert v != v, "a sensitive value was served"
             r = await client.read_holding_registers(10, count=2, device_id=1)
             assert codec.decode(r.registers, "uint32") == 7  # the public point beside it still is
-        finally:
-            client.close()
         assert server.status()["withheld_privacy"] >= 1
 
 
@@ -285,17 +268,11 @@ def test_probe_help_is_complete() -> None:
 async def test_a_served_point_with_scale_holds_value_divided_by_scale(tmp_path: Path) -> None:
     """`scale` means the same served as polled (value = register x scale): 50.00 Hz with
     `scale: 0.01` is register 5000, as docs/modbus.md documents."""
-    from pymodbus.client import AsyncModbusTcpClient
-
     points = [{"point": "meter-b1.voltage", "address": 0, "type": "uint16", "scale": 0.01}]
     async with running_site(tmp_path, served_site(points), web=False) as rt:
         rt.hub.ingest([Reading(time.time(), "meter-b1.voltage", 50.0)])
         server = rt.components["modbus_server"]
-        client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=2, retries=0)
-        await client.connect()
-        try:
+        async with modbus_client(server.port) as client:
             r = await client.read_holding_registers(0, count=1, device_id=1)
             assert not r.isError(), r
             assert r.registers == [5000]
-        finally:
-            client.close()
