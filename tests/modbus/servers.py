@@ -21,16 +21,6 @@ from tests.support.ports import free_port as free_port  # re-exported for the Mo
 from tests.support.procs import stop_process as stop_process  # re-exported for the Modbus tests
 
 TABLE_INDEX = {"coil": 0, "discrete": 1, "holding": 2, "input": 3}
-FC_TABLE = {
-    1: "coil",
-    5: "coil",
-    15: "coil",
-    2: "discrete",
-    3: "holding",
-    6: "holding",
-    16: "holding",
-    4: "input",
-}
 
 
 def registers_for(values: dict[str, list[tuple[int, str, object, str]]]) -> dict[str, dict[int, int]]:
