@@ -12,7 +12,7 @@ import os
 import types
 import typing
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
@@ -315,6 +315,33 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         )
         env = None
 
+    def validated(
+        entry: dict[str, Any],
+        path: Path,
+        find_model: Callable[[str], type[BaseModel]],
+        label: str,
+        name: Any,
+        key: Path,
+        prefix: str = "",
+    ) -> BaseModel | None:
+        """A device or upstream `entry` (at `path`) validated by the model its plugin gives for
+        `name`, or None with the problems added. An unknown name, or a plugin that cannot be
+        imported, is reported at `key` (the `driver:`, `profile:` or `type:` that named it), after
+        `prefix` (the profile that named the driver)."""
+        try:
+            model = find_model(str(name))
+        except LookupError as exc:
+            problems.append(pos.problem(key, prefix + str(exc)))
+            return None
+        except ImportError as exc:
+            problems.append(pos.problem(key, f"{prefix}{label} {name!r} cannot be loaded: {exc}"))
+            return None
+        try:
+            return model.model_validate(entry)
+        except ValidationError as exc:
+            problems.extend(validation_problems(exc, model, path, pos))
+            return None
+
     devices: list[DeviceConfig] = []
     seen_devices: dict[str, int] = {}
     seen_exclusive: dict[tuple[str, str], int] = {}
@@ -324,7 +351,6 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         if not isinstance(entry, dict):
             problems.append(pos.problem(path, "a device entry must be a mapping with id: and driver:"))
             continue
-        dev_pos = pos
         driver_key: Path = (*path, "driver")
         driver_from = ""
         if entry.get("profile") is not None and entry.get("driver") is None:
@@ -340,21 +366,10 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         if not driver_name:
             problems.append(pos.problem(path, "required key 'driver' is missing (or give a profile:)"))
             continue
-        try:
-            model = plugins.device_model(str(driver_name))
-        except LookupError as exc:
-            problems.append(pos.problem(driver_key, driver_from + str(exc)))
+        found = validated(entry, path, plugins.device_model, "driver", driver_name, driver_key, driver_from)
+        if found is None:
             continue
-        except ImportError as exc:
-            problems.append(
-                pos.problem(driver_key, f"{driver_from}driver {driver_name!r} cannot be loaded: {exc}")
-            )
-            continue
-        try:
-            dev = typing.cast(DeviceConfig, model.model_validate(entry))
-        except ValidationError as exc:
-            problems.extend(validation_problems(exc, model, path, dev_pos))
-            continue
+        dev = typing.cast(DeviceConfig, found)
         if dev.id in seen_devices:
             problems.append(
                 pos.problem(
@@ -393,19 +408,10 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem(path, "an upstream entry must be a mapping with id: and type:"))
             continue
         kind = entry.get("type")
-        try:
-            model = plugins.sink_model(str(kind))
-        except LookupError as exc:
-            problems.append(pos.problem((*path, "type"), str(exc)))
+        found = validated(entry, path, plugins.sink_model, "upstream type", kind, (*path, "type"))
+        if found is None:
             continue
-        except ImportError as exc:
-            problems.append(pos.problem((*path, "type"), f"upstream type {kind!r} cannot be loaded: {exc}"))
-            continue
-        try:
-            sink = typing.cast(SinkConfig, model.model_validate(entry))
-        except ValidationError as exc:
-            problems.extend(validation_problems(exc, model, path, pos))
-            continue
+        sink = typing.cast(SinkConfig, found)
         if sink.id in seen_sinks:
             problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
             continue
