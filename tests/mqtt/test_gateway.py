@@ -11,14 +11,13 @@ import sqlite3
 import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.mqtt.broker import Subscriber, mqtt_sink
 from tests.support.cli import start_edge_run
 from tests.support.procs import stop_process, terminate
-from tests.support.site import site_file
+from tests.support.site import busy_meter, site_file
 from tests.support.waiting import until
 
 KILLS = 3
@@ -34,21 +33,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def site(tmp_path: Path, port: int, *, busy: bool, name: str) -> Path:
-    devices: list[dict[str, Any]] = []
-    if busy:
-        devices = [
-            {
-                "id": "meter",
-                "driver": "sim",
-                "points": [
-                    {"name": f"p{i}", "signal": "random", "min": 0, "max": 100, "interval": "20ms"}
-                    for i in range(10)
-                ],
-            }
-        ]
     doc = {
         "site": {"id": "chaos-site"},
-        "devices": devices,
+        "devices": [busy_meter()] if busy else [],
         "upstream": [mqtt_sink(port, batch={"max_items": BATCH, "max_age": "100ms"}, keepalive="5s")],
     }
     return site_file(tmp_path, doc, name=name)

@@ -12,6 +12,18 @@ import yaml
 from edge.config import Site, load_site
 
 
+def busy_meter() -> dict[str, Any]:
+    """A sim device `meter` with ten random points, each read every 20 ms: a steady stream of
+    records for the tests that kill and restart a gateway under load."""
+    return {
+        "id": "meter",
+        "driver": "sim",
+        "points": [
+            {"name": f"p{i}", "signal": "random", "min": 0, "max": 100, "interval": "20ms"} for i in range(10)
+        ],
+    }
+
+
 def site_file(tmp_path: Path, doc: dict[str, Any] | str, name: str = "site.yaml") -> Path:
     """Write a site file whose storage lives in tmp_path and whose web server takes a free port."""
     data = yaml.safe_load(doc) if isinstance(doc, str) else dict(doc)

@@ -18,29 +18,18 @@ import yaml
 
 from edge.api.tokens import create_token
 from edge.state import StateDB
+from tests.support.site import busy_meter
 from tests.sync.helpers import ROOT, free_port, sink, wait_for
 
 KILLS = 3
 
 
 def site_doc(tmp_path: Path, url: str, port: int, with_sim: bool) -> dict[str, Any]:
-    devices = []
-    if with_sim:
-        devices = [
-            {
-                "id": "meter",
-                "driver": "sim",
-                "points": [
-                    {"name": f"p{i}", "signal": "random", "min": 0, "max": 100, "interval": "20ms"}
-                    for i in range(10)
-                ],
-            }
-        ]
     return {
         "site": {"id": "chaos-site"},
         "storage": {"path": str(tmp_path / "edge.db")},
         "web": {"listen": f"127.0.0.1:{port}"},
-        "devices": devices,
+        "devices": [busy_meter()] if with_sim else [],
         "upstream": [
             sink(
                 url,
