@@ -14,6 +14,7 @@ import numpy as np
 from edge.model import Event, Reading
 from tests.support.procs import stop_process
 from tests.support.tools import require_tool
+from tests.support.waiting import until
 
 Image = np.ndarray[Any, Any]
 
@@ -117,3 +118,14 @@ def value(rt: Any, point: str) -> Any:
     """The latest value of `point` in the hub, None before its first reading."""
     r = rt.hub.latest.get(point)
     return None if r is None else r.value
+
+
+async def frames_flow(rt: Any, shape: tuple[int, int, int], min_fps: float, timeout: float) -> None:
+    """Camera `cam` of runtime `rt` comes online, counts 15 frames and reports an fps above
+    `min_fps` (each within `timeout` seconds), and its latest frame is an image of `shape`."""
+    slot = rt.slots["cam"]
+    await until(lambda: slot.health.state == "online", timeout=timeout, what="camera online")
+    await until(lambda: (value(rt, "cam.frames") or 0) >= 15, timeout=timeout, what="15 frames")
+    await until(lambda: (value(rt, "cam.fps") or 0) > min_fps, timeout=timeout, what="fps reported")
+    frame = slot.driver.source.latest()
+    assert frame is not None and frame.image.shape == shape

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.camera.helpers import Collector, mjpeg_server, value
+from tests.camera.helpers import Collector, frames_flow, mjpeg_server, value
 from tests.support.ports import free_port
 from tests.support.site import running_site
 from tests.support.waiting import until
@@ -21,12 +21,7 @@ def camera_site(url: str, **extra: Any) -> dict[str, Any]:
 async def test_mjpeg_frames_flow_and_the_camera_is_online(tmp_path: Path) -> None:
     with mjpeg_server(free_port()) as source:
         async with running_site(tmp_path, camera_site(source.url), web=False) as rt:
-            slot = rt.slots["cam"]
-            await until(lambda: slot.health.state == "online", timeout=15, what="camera online")
-            await until(lambda: (value(rt, "cam.frames") or 0) >= 15, timeout=15, what="15 frames")
-            await until(lambda: (value(rt, "cam.fps") or 0) > 5, timeout=10, what="fps reported")
-            frame = slot.driver.source.latest()  # type: ignore[union-attr]
-            assert frame is not None and frame.image.shape == (360, 640, 3)
+            await frames_flow(rt, (360, 640, 3), min_fps=5, timeout=15)
 
 
 async def test_source_dies_goes_offline_with_a_reason_and_recovers_without_restart(tmp_path: Path) -> None:
