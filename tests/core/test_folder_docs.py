@@ -52,6 +52,16 @@ def _sink_type(model: type[BaseModel]) -> object:
     return model.model_fields["type"].default
 
 
+def _driver_doc(driver: str, model: type[BaseModel]) -> FolderDoc:
+    """The README of the driver folder drivers/<driver>/, whose table documents the device `model`."""
+    return FolderDoc(
+        f"drivers/{driver}/README.md",
+        [("", model)],
+        ("driver",),
+        lambda s: any(d.driver == driver for d in s.devices),
+    )
+
+
 READMES = [
     FolderDoc(
         "drivers/modbus/README.md",
@@ -59,18 +69,8 @@ READMES = [
         ("driver",),
         lambda s: any(d.driver == "modbus" for d in s.devices) and "modbus_server" in s.sections,
     ),
-    FolderDoc(
-        "drivers/ble/README.md",
-        [("", BleDevice)],
-        ("driver",),
-        lambda s: any(d.driver == "ble" for d in s.devices),
-    ),
-    FolderDoc(
-        "drivers/camera/README.md",
-        [("", CameraDevice)],
-        ("driver",),
-        lambda s: any(d.driver == "camera" for d in s.devices),
-    ),
+    _driver_doc("ble", BleDevice),
+    _driver_doc("camera", CameraDevice),
     FolderDoc(
         "edge/mqtt/README.md",
         [("", MqttSinkConfig)],
