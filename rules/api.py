@@ -19,6 +19,7 @@ from aiohttp import web
 from edge.api import privacy
 from edge.api.auth import Principal, require
 from edge.api.keys import get_runtime
+from edge.api.params import path_int
 from edge.api.problem import Problem, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, Privacy
 from rules.component import RulesComponent
@@ -219,12 +220,7 @@ async def versions(request: web.Request) -> web.Response:
 async def restore(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
-    try:
-        version = int(request.match_info["v"])
-    except ValueError:
-        raise Problem(400, "Bad version", "the version is a number") from None
-    if not 1 <= version <= MAX_VERSION:  # SQLite integers stop at 64 bits
-        raise Problem(400, "Bad version", f"the version is a number from 1 to {MAX_VERSION}")
+    version = path_int(request, "v", "Bad version", "the version is a number", MAX_VERSION)
     try:
         stored = comp.restore_version(request.match_info["id"], version, who.name)
     except RuleErrors as exc:

@@ -1,4 +1,4 @@
-"""Query-parameter parsing for the sync APIs: a clear 400 naming the parameter and what is accepted."""
+"""Query- and path-parameter parsing for the APIs: a clear 400 naming the parameter and what is accepted."""
 
 from __future__ import annotations
 
@@ -23,6 +23,18 @@ def int_param(request: web.Request, name: str, default: int | None, lo: int, hi:
             parameter=name,
         )
     return int(raw)
+
+
+def path_int(request: web.Request, name: str, title: str, meaning: str, hi: int = MAX_SEQ) -> int:
+    """The path parameter `name` as an integer from 1 to `hi`, else a 400 titled `title` whose
+    detail is `meaning` ("the version is a number"), with the range when the number is outside it."""
+    try:
+        value = int(request.match_info[name])
+    except ValueError:
+        raise Problem(400, title, meaning) from None
+    if not 1 <= value <= hi:  # SQLite integers stop at 64 bits
+        raise Problem(400, title, f"{meaning} from 1 to {hi}")
+    return value
 
 
 def float_param(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:

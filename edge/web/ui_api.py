@@ -23,7 +23,7 @@ from aiohttp import web
 from edge import audit
 from edge.api import keys, privacy
 from edge.api.auth import require
-from edge.api.params import MAX_SEQ
+from edge.api.params import path_int
 from edge.api.problem import Problem, json_body, json_response, read_json
 from edge.model import QUALITY_NAMES, CommandStatus
 from edge.state import StateDB
@@ -353,12 +353,7 @@ async def ack(request: web.Request) -> web.Response:
     principal = require(request, "write")
     runtime = keys.get_runtime(request)
     state = _state(runtime)
-    try:
-        seq = int(request.match_info["seq"])
-    except ValueError:
-        raise Problem(400, "Bad seq", "the event's journal seq is an integer") from None
-    if not 1 <= seq <= MAX_SEQ:  # SQLite integers stop at 64 bits
-        raise Problem(400, "Bad seq", f"the event's journal seq is an integer from 1 to {MAX_SEQ}")
+    seq = path_int(request, "seq", "Bad seq", "the event's journal seq is an integer")
     body = await read_json(request, 8192)
     comment = body.get("comment", "") if isinstance(body, dict) else None
     if not isinstance(comment, str) or len(comment) > 2000:
