@@ -148,6 +148,12 @@ class JournalQueries:
         )
         return {r[0]: (r[1], r[2]) for r in rows}
 
+    def count_by_class(self) -> dict[int, int]:
+        """Rows held now per privacy class (PRIVACY_RANK -> count; a class without rows is absent).
+        A full scan: for reports, not for the hot path. Needs schema v3 (the `privacy` column)."""
+        rows = self._query("SELECT privacy, count(*) FROM journal GROUP BY privacy")
+        return {int(r[0]): int(r[1]) for r in rows}
+
     def pages(self) -> tuple[int, int, int]:
         """(page size, pages in the file, free pages among them): the file's size and its data's."""
         page_size = self._query("PRAGMA page_size")[0][0]
