@@ -85,19 +85,8 @@ def list_tokens(state: StateDB) -> list[dict[str, Any]]:
         rows = state.conn.execute(
             "SELECT id, name, scopes, consumer, created, created_by, last_used, revoked FROM api_tokens ORDER BY id"
         ).fetchall()
-    return [
-        {
-            "id": r[0],
-            "name": r[1],
-            "scopes": r[2].split(),
-            "consumer": r[3],
-            "created": r[4],
-            "created_by": r[5],
-            "last_used": r[6],
-            "revoked": r[7],
-        }
-        for r in rows
-    ]
+    # the state DB's rows are sqlite3.Row: keyed by the SELECT's column names, in its order
+    return [{**dict(r), "scopes": r["scopes"].split()} for r in rows]
 
 
 def lookup(state: StateDB, token: str) -> Principal | None:

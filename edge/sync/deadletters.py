@@ -71,19 +71,8 @@ def listing(state: StateDB, sink: str | None, before: int | None, limit: int) ->
     args.append(limit)
     with state.lock:
         rows = state.conn.execute(sql, args).fetchall()
-    return [
-        {
-            "id": r[0],
-            "sink": r[1],
-            "seq": r[2],
-            "record": orjson.loads(r[3]),
-            "status": r[4],
-            "response": r[5],
-            "ts": r[6],
-            "retried": r[7],
-        }
-        for r in rows
-    ]
+    # the state DB's rows are sqlite3.Row: keyed by the SELECT's column names, in its order
+    return [{**dict(r), "record": orjson.loads(r["record"])} for r in rows]
 
 
 def one(state: StateDB, dead_letter_id: int) -> DeadLetter | None:
