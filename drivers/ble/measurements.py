@@ -38,6 +38,25 @@ def _need(data: bytes, n: int, what: str) -> None:
         raise BadMeasurement(f"{what}: {len(data)} bytes, expected at least {n}")
 
 
+def _flags(data: bytes, fixed: int, extras: dict[int, int], what: str) -> int:
+    """The flags byte of a measurement of `fixed` bytes followed by optional fields (flag bit ->
+    size in bytes); BadMeasurement when `data` is shorter than its flags say."""
+    _need(data, fixed, what)
+    flags = data[0]
+    size = fixed + sum(n for bit, n in extras.items() if flags & bit)
+    _need(data, size, f"{what} with flags 0x{flags:02x}")
+    return flags
+
+
+def _measured_at(payload: dict[str, Any], data: bytes, flags: int, pos: int) -> int:
+    """Adds the optional timestamp (flag 0x02, 7 bytes at `pos`) every measurement may carry;
+    returns the position of the field after it."""
+    if flags & 0x02:
+        payload["measured_at"] = _timestamp(data, pos)
+        return pos + 7
+    return pos
+
+
 def _u16(data: bytes, pos: int) -> int:
     return int.from_bytes(data[pos : pos + 2], "little")
 
@@ -56,12 +75,8 @@ def _number(value: float) -> float | int:
 
 def blood_pressure(data: bytes) -> dict[str, Any]:
     """Blood Pressure Measurement: systolic/diastolic/MAP (SFLOAT), then the optional fields."""
-    _need(data, 7, "blood pressure measurement")
-    flags = data[0]
+    flags = _flags(data, 7, {0x02: 7, 0x04: 2, 0x08: 1, 0x10: 2}, "blood pressure measurement")
     kpa = bool(flags & 0x01)
-    size = 7 + (7 if flags & 0x02 else 0) + (2 if flags & 0x04 else 0) + (1 if flags & 0x08 else 0)
-    size += 2 if flags & 0x10 else 0
-    _need(data, size, f"blood pressure measurement with flags 0x{flags:02x}")
     factor = MMHG_PER_KPA if kpa else 1.0
     payload: dict[str, Any] = {}
     for key, pos in (("systolic_mmhg", 1), ("diastolic_mmhg", 3), ("mean_arterial_mmhg", 5)):
@@ -74,10 +89,7 @@ def blood_pressure(data: bytes) -> dict[str, Any]:
         payload[key] = round(value * factor) if kpa else _number(value)
     if kpa:
         payload["unit_sent"] = "kPa"
-    pos = 7
-    if flags & 0x02:
-        payload["measured_at"] = _timestamp(data, pos)
-        pos += 7
+    pos = _measured_at(payload, data, flags, 7)
     if flags & 0x04:
         try:
             payload["pulse_bpm"] = _number(decode_sfloat(_u16(data, pos)))
@@ -94,11 +106,8 @@ def blood_pressure(data: bytes) -> dict[str, Any]:
 
 def weight(data: bytes) -> dict[str, Any]:
     """Weight Measurement: u16 x 0.005 kg (SI) or x 0.01 lb (imperial), then the optional fields."""
-    _need(data, 3, "weight measurement")
-    flags = data[0]
+    flags = _flags(data, 3, {0x02: 7, 0x04: 1, 0x08: 4}, "weight measurement")
     imperial = bool(flags & 0x01)
-    size = 3 + (7 if flags & 0x02 else 0) + (1 if flags & 0x04 else 0) + (4 if flags & 0x08 else 0)
-    _need(data, size, f"weight measurement with flags 0x{flags:02x}")
     raw = _u16(data, 1)
     if raw == 0xFFFF:
         raise BadMeasurement("weight: the scale reports a failed measurement (0xFFFF)")
@@ -107,10 +116,7 @@ def weight(data: bytes) -> dict[str, Any]:
     }
     if imperial:
         payload["unit_sent"] = "lb"
-    pos = 3
-    if flags & 0x02:
-        payload["measured_at"] = _timestamp(data, pos)
-        pos += 7
+    pos = _measured_at(payload, data, flags, 3)
     if flags & 0x04:
         payload["user"] = data[pos]
         pos += 1
@@ -123,11 +129,8 @@ def weight(data: bytes) -> dict[str, Any]:
 
 def body_temperature(data: bytes) -> dict[str, Any]:
     """Temperature Measurement: a FLOAT in degC (or degF), then timestamp and the body site."""
-    _need(data, 5, "temperature measurement")
-    flags = data[0]
+    flags = _flags(data, 5, {0x02: 7, 0x04: 1}, "temperature measurement")
     fahrenheit = bool(flags & 0x01)
-    size = 5 + (7 if flags & 0x02 else 0) + (1 if flags & 0x04 else 0)
-    _need(data, size, f"temperature measurement with flags 0x{flags:02x}")
     try:
         value = decode_float(int.from_bytes(data[1:5], "little"))
     except SpecialValue as exc:
@@ -135,10 +138,7 @@ def body_temperature(data: bytes) -> dict[str, Any]:
     payload: dict[str, Any] = {"temperature_c": round((value - 32) * 5 / 9, 2) if fahrenheit else value}
     if fahrenheit:
         payload["unit_sent"] = "°F"
-    pos = 5
-    if flags & 0x02:
-        payload["measured_at"] = _timestamp(data, pos)
-        pos += 7
+    pos = _measured_at(payload, data, flags, 5)
     if flags & 0x04:
         payload["body_site"] = BODY_SITES.get(data[pos], f"type {data[pos]}")
     return payload
