@@ -129,13 +129,8 @@ class ExprError(ValueError):
         return f"{where}: {pos}: {self.message}" if where else f"{pos}: {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "field": self.field,
-            "line": self.line,
-            "column": self.column,
-            "message": self.message,
-        }
+        """The located error as the rules API answers it (`errors[]` of a 422)."""
+        return {key: getattr(self, key) for key in ("rule", "field", "line", "column", "message")}
 
 
 @dataclass
