@@ -24,7 +24,7 @@ COMMAND_MODULES = [
     "edge.commands",  # run, check, buffer
     "edge.api.cli",  # users / tokens / tls
     "edge.audit_cli",  # audit verify / export
-    "edge.privacy.cli",  # privacy report
+    "edge.privacy_cli",  # privacy report
 ]
 
 
