@@ -220,3 +220,31 @@ def test_help_documents_the_json_shape() -> None:
         "encrypted_at_rest",
     ):
         assert word in done.stdout
+
+
+def test_a_rule_packs_alerts_take_the_class_of_their_trigger(tmp_path: Path) -> None:
+    (tmp_path / "gate.yaml").write_text(
+        "rules:\n"
+        "  - id: plate-seen\n"
+        "    when: gate-south.last_plate\n"
+        "    then:\n"
+        "      - alert: 'plate {value}'\n"
+        "  - id: meter-high\n"
+        "    when: meter-*.energy_import\n"
+        "    if: value > 10\n"
+        "    then:\n"
+        "      - event: {kind: energy_high, message: high}\n",
+        encoding="utf-8",
+    )
+    data = report(site_file(tmp_path, {**SITE, "rules": {"packs": ["gate.yaml"]}}))
+    alert = next(e for e in data["events"] if e["kind"] == "alert")
+    assert (alert["privacy"], alert["source"]) == ("personal", "rules (gate.yaml)")
+    # alert is outside central's include list; the public consumer may not see a plate
+    assert receives(data["events"], "kind", "alert") == {
+        "central": "withheld",
+        "bms": "clear",
+        "viewer": "withheld",
+    }
+    energy = next(e for e in data["events"] if e["kind"] == "energy_high")
+    assert energy["privacy"] == "public"
+    assert receives(data["events"], "kind", "energy_high")["viewer"] == "clear"
