@@ -120,6 +120,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     from edge.plugins import registry
 
+    for warning in site.warnings:  # allowed, but someone should have decided it on purpose
+        print(warning, file=sys.stderr)
     problems = [line for p in registry().with_hook("check") if p.check for line in p.check(site)]
     for line in problems:
         print(line, file=sys.stderr)

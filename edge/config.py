@@ -24,6 +24,7 @@ from edge.driver import DeviceConfig
 from edge.model import ID_RE, SITE_ID_RE, PointInfo, Privacy
 from edge.plugins import registry
 from edge.privacy.config import PrivacyConfig
+from edge.privacy.pseudonym import PseudonymiseConfig
 from edge.units import Duration, Size
 from edge.validation import ConfigError, ConsumerId, ListenAddress, Strict, UpstreamId, valid_listen
 
@@ -33,7 +34,8 @@ from edge.yamlpos import load as load_yaml
 from edge.yamlpos import read_text as read_yaml_text
 
 PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
-SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key"}
+# `key`: a pseudonym key written in clear (`pseudonymise: {key: ...}`) is refused like a token
+SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key", "key"}
 
 
 # ---------------------------------------------------------------- core sections
@@ -101,6 +103,9 @@ class ConsumerConfig(Strict):
     token_file: str | None = None
     # the most private class of data this consumer may pull (sensitive data stays on site by default)
     max_privacy: Privacy = Privacy.PERSONAL
+    # its own pseudonym key, extra fields and fields it sees in clear; without it the identifying
+    # fields of the shipped event kinds are withheld from this consumer (docs/privacy.md)
+    pseudonymise: PseudonymiseConfig | None = None
 
 
 class SinkConfig(Strict):
@@ -139,6 +144,8 @@ class Site:
     raw: dict[str, Any] = field(default_factory=dict)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     clock: ClockConfig = field(default_factory=ClockConfig)
+    #: what `edge check` prints but does not refuse (a recipient that sees a field in clear)
+    warnings: list[Problem] = field(default_factory=list)
 
     def device(self, device_id: str) -> DeviceConfig:
         for d in self.devices:
@@ -401,6 +408,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
     sinks: list[SinkConfig] = []
     seen_sinks: set[str] = set()
+    sink_index: dict[str, int] = {}
     upstream = data.get("upstream") if isinstance(data.get("upstream"), list) else []
     for i, entry in enumerate(upstream or []):
         path = ("upstream", i)
@@ -416,6 +424,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
             continue
         seen_sinks.add(sink.id)
+        sink_index[sink.id] = i
         sinks.append(sink)
 
     sections: dict[str, BaseModel] = {}
@@ -451,6 +460,21 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
                 )
             )
 
+    warnings: list[Problem] = []
+    if env is not None:
+        recipients: list[Recipient] = []
+        for sink in sinks:
+            cfg = getattr(sink, "pseudonymise", None)
+            if isinstance(cfg, PseudonymiseConfig):
+                recipients.append((("upstream", sink_index[sink.id]), sink.id, cfg))
+        recipients += [
+            (("consumers", i), c.id, c.pseudonymise)
+            for i, c in enumerate(env.consumers)
+            if c.pseudonymise is not None
+        ]
+        problems.extend(_shared_keys(recipients, pos))
+        warnings = _clear_warnings(recipients, pos)
+
     secret_paths = {p.path for p in problems if p.message.startswith("secrets are never")}
     problems = [p for p in problems if not (p.path in secret_paths and p.message.startswith("unknown key"))]
     if problems:
@@ -469,7 +493,49 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         raw=data,
         privacy=env.privacy,
         clock=env.clock,
+        warnings=warnings,
     )
+
+
+Recipient = tuple[Path, str, PseudonymiseConfig]  # where in the file, its id, its pseudonymise:
+
+
+def _shared_keys(recipients: list[Recipient], pos: Positions) -> list[Problem]:
+    """Two recipients pseudonymising with the same key could join their data: refused, naming both."""
+    out: list[Problem] = []
+    seen: dict[tuple[str, str], tuple[Path, str]] = {}
+    for path, rid, cfg in recipients:
+        if cfg.key_file:
+            ref, key_name = ("key_file", os.path.realpath(cfg.key_file)), "key_file"
+        else:
+            ref, key_name = ("key_env", cfg.key_env or ""), "key_env"
+        if ref in seen:
+            other_path, other_id = seen[ref]
+            out.append(
+                pos.problem(
+                    (*path, "pseudonymise", key_name),
+                    f"{rid} uses the same pseudonym key as {other_id} ({format_path(other_path)}); "
+                    "each recipient needs its own key, or the two could join their data",
+                )
+            )
+        else:
+            seen[ref] = (path, str(rid))
+    return out
+
+
+def _clear_warnings(recipients: list[Recipient], pos: Positions) -> list[Problem]:
+    """One warning per field a recipient receives in clear (`pseudonymise.clear`)."""
+    out: list[Problem] = []
+    for path, rid, cfg in recipients:
+        for i, name in enumerate(cfg.clear):
+            out.append(
+                pos.problem(
+                    (*path, "pseudonymise", "clear", i),
+                    f"warning: {rid} receives {name!r} in clear, not pseudonymised "
+                    "(personal information leaves the site as it is)",
+                )
+            )
+    return out
 
 
 def load_site(path: str | os.PathLike[str]) -> Site:

@@ -4,7 +4,9 @@ latest values, and the OpenAPI document.
 A consumer only reads its own stream: the consumer id comes from its credential (a site-file
 consumer token, or an API token with scope `pull` and a consumer id), never from the request.
 Records above the consumer's privacy class (default `personal`) are withheld; `next` still moves
-past them, so the consumer's cursor passes them too.
+past them, so the consumer's cursor passes them too. What a consumer receives is shaped for it
+(`RecordShaper`): identifying event fields and personal string points as its own pseudonyms, or
+withheld when it has no `pseudonymise:` key (an API-token consumer not in the site file has none).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
 from edge.model import Privacy
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
-from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
+from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter, RecordShaper
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -44,6 +47,12 @@ class PullService:
         self.runtime = runtime
         self._reader: JournalReader | None = None
         self._filters: dict[str, RecordFilter] = {}
+        # keys are read once, at start: a consumer whose key file is missing stops the start
+        self._shapers: dict[str, RecordShaper] = {
+            c.id: self._shaper(Pseudonymiser(c.pseudonymise, f"consumer {c.id} pseudonymise"))
+            for c in runtime.site.consumers
+            if c.pseudonymise is not None
+        }
         self.ack_lock = asyncio.Lock()
         self.page_slots = asyncio.Semaphore(PAGE_SLOTS)
         self.served_rows = 0
@@ -73,11 +82,21 @@ class PullService:
             self._filters[consumer] = f
         return f
 
+    def _shaper(self, pseudonymiser: Pseudonymiser | None) -> RecordShaper:
+        return RecordShaper(pseudonymiser, lambda: self.runtime.hub.points)
+
+    def shaper_for(self, consumer: str) -> RecordShaper:
+        """The consumer's pseudonyms; without a key of its own, identifying fields are withheld."""
+        shaper = self._shapers.get(consumer)
+        if shaper is None:
+            shaper = self._shapers[consumer] = self._shaper(None)
+        return shaper
+
     def page(self, consumer: str, after: int, limit: int) -> tuple[bytes, int]:
         """The stream page after `after` as JSON, and how many records it holds. Blocking: the
         read, the privacy filter and the encoding all run in the calling (worker) thread."""
         rows = self.reader.read_rows(after, limit)
-        kept = self.filter_for(consumer).apply(rows)
+        kept = self.shaper_for(consumer).apply(self.filter_for(consumer).apply(rows))
         nxt = rows[-1][0] if rows else after
         more = nxt < self.runtime.journal.committed_seq
         page = {"items": [row_to_record(r) for r in kept], "next": nxt, "more": more}
@@ -186,10 +205,13 @@ async def latest(request: web.Request) -> web.Response:
     svc = request.app[PULL_KEY]
     runtime = svc.runtime
     device = request.query.get("device")
+    shaper: RecordShaper | None = None
     if "read" in principal.scopes:  # a local user or token: the class of its role
         limit_rank = privacy.limit_for(principal)
-    else:  # a consumer sees only what its class allows
-        limit_rank = PRIVACY_RANK[svc.max_privacy(consumer_of(principal))]
+    else:  # a consumer sees only what its class allows, personal strings as its pseudonyms
+        cid = consumer_of(principal)
+        limit_rank = PRIVACY_RANK[svc.max_privacy(cid)]
+        shaper = svc.shaper_for(cid)
     out: list[dict[str, Any]] = []
     for pid, r in sorted(runtime.hub.latest.items()):
         if device and not pid.startswith(device + "."):
@@ -197,9 +219,8 @@ async def latest(request: web.Request) -> web.Response:
         info = runtime.hub.points.get(pid)
         if info is not None and PRIVACY_RANK[info.privacy] > limit_rank:
             continue
-        out.append(
-            {"point": pid, "ts": r.ts, "value": r.value, "quality": ("good", "bad", "stale")[r.quality]}
-        )
+        value = shaper.value(pid, r.value) if shaper is not None else r.value
+        out.append({"point": pid, "ts": r.ts, "value": value, "quality": ("good", "bad", "stale")[r.quality]})
     return json_response({"latest": out})
 
 

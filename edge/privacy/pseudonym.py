@@ -108,6 +108,32 @@ def _copy(value: Any) -> Any:
     return value
 
 
+#: What a recipient without a pseudonym key gets in place of an identifying field's value (beside a
+#: null): the field is withheld, never sent in clear.
+WITHHELD = "no pseudonym key"
+
+
+def withhold_payload(payload: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """A copy of an event payload with every key named in `fields` (at any depth) set to null and a
+    `<field>_withheld` marker beside it, for a recipient that has no pseudonym key."""
+    return _withhold(payload, frozenset(fields))
+
+
+def _withhold(payload: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in payload.items():
+        if k in names and v is not None:
+            out[k] = None
+            out[f"{k}_withheld"] = WITHHELD
+        elif isinstance(v, Mapping):
+            out[k] = _withhold(v, names)
+        elif isinstance(v, list | tuple):
+            out[k] = [_withhold(i, names) if isinstance(i, Mapping) else i for i in v]
+        else:
+            out[k] = v
+    return out
+
+
 class PseudonymiseConfig(Strict):
     """A sink's or a pull consumer's `pseudonymise:` block. The fields of DEFAULT_FIELDS are
     pseudonymised for every recipient; `fields` adds the site's own (a custom event kind's

@@ -37,9 +37,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from edge.model import Event, Severity
+from edge.privacy.pseudonym import Pseudonymiser
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
-from edge.store.records import RecordFilter, Row
+from edge.store.records import RecordFilter, RecordShaper, Row
 from edge.sync import deadletters
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
@@ -99,6 +100,13 @@ class PushSink:
         self.filter = RecordFilter(
             cfg.include, cfg.max_privacy, lambda: ctx.hub.points, lambda: ctx.hub.points_version
         )
+        # the key is read once, here: a missing or readable-by-others key file stops the start
+        pseudonymiser = (
+            Pseudonymiser(cfg.pseudonymise, f"upstream {cfg.id} pseudonymise")
+            if cfg.pseudonymise is not None
+            else None
+        )
+        self.shaper = RecordShaper(pseudonymiser, lambda: ctx.hub.points)
         self.readers: list[JournalReader] = []
         self.cursor = 0
         # batches built ahead (each with its own read connection): enough to refill the window
@@ -299,7 +307,9 @@ class PushSink:
         else:
             rows = reader.read_range(after, upto)
             last = upto
-        kept = self.filter.apply(rows)
+        # shaped here, before any sink type encodes them: http, InfluxDB and MQTT alike carry the
+        # recipient's pseudonyms (and a dead letter keeps the rows as they were to be sent)
+        kept = self.shaper.apply(self.filter.apply(rows))
         batch = Prepared(kept, after + 1, last)
         if kept:
             batch.body = self._encode_compressed(batch)

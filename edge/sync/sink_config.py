@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from edge.config import SinkConfig
 from edge.model import Privacy
+from edge.privacy.pseudonym import PseudonymiseConfig
 from edge.store.records import IncludeConfig
 from edge.units import Duration, Size
 from edge.validation import Strict
@@ -60,6 +61,9 @@ class PushSinkConfig(SinkConfig):
     max_bytes_per_s: Size | None = None
     include: IncludeConfig = Field(default_factory=lambda: IncludeConfig.model_validate({}))
     max_privacy: Privacy = Privacy.PERSONAL
+    # this sink's own pseudonym key, extra fields and fields it sees in clear; without it the
+    # identifying fields of the shipped event kinds are withheld from this sink (docs/privacy.md)
+    pseudonymise: PseudonymiseConfig | None = None
     timeout: TimeoutConfig = Field(default_factory=lambda: TimeoutConfig.model_validate({}))
     retry: RetryConfig = Field(default_factory=lambda: RetryConfig.model_validate({}))
     gzip_level: int = Field(6, ge=0, le=9)

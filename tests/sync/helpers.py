@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,32 @@ async def wait_for(cond: Callable[[], Awaitable[bool] | bool], timeout: float, w
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class Collector:
+    """Every request body POSTed to a real in-process HTTP server, as the receiver read it (after
+    gzip), per path: for tests that look at the bytes themselves, not only the parsed batch."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, list[bytes]] = {}
+        self.port = 0
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _take(self, request: Any) -> Any:
+        from aiohttp import web
+
+        self.bodies.setdefault(request.path, []).append(await request.read())
+        return web.Response(status=204)
+
+    @contextlib.asynccontextmanager
+    async def serving(self, *paths: str) -> AsyncIterator[Collector]:
+        from tests.support.servers import serving
+
+        async with serving(dict.fromkeys(paths, self._take)) as port:
+            self.port = port
+            yield self
+
+    def raw(self, path: str) -> bytes:
+        return b"\n".join(self.bodies.get(path, []))

@@ -1,0 +1,186 @@
+"""Pseudonyms upstream: a plate leaves the site as each recipient's own keyed pseudonym (HTTP sinks,
+the pull API), stays the same across a gateway restart, is sent in clear only where `clear:` says
+so (and `edge check` warns), and is withheld from a recipient without a key."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from edge.model import Event, PointInfo, PointType, Privacy, Reading
+from edge.privacy.pseudonym import WITHHELD, pseudonym
+from tests.support.cli import edge_cli
+from tests.support.site import running_site, site_file
+from tests.sync.helpers import Collector, sink, wait_for
+
+PLATE = "沪A23522"
+RAW_PLATE = PLATE.encode()
+LAST_PLATE = PointInfo(
+    "gate-south.last_plate", "gate-south", "last_plate", PointType.STR, privacy=Privacy.PERSONAL
+)
+
+
+def key_file(tmp_path: Path, name: str) -> tuple[Path, bytes]:
+    """A pseudonym key file only its owner may read, and the key it holds."""
+    key = secrets.token_hex(32).encode()
+    path = tmp_path / f"{name}.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + b"\n")  # the newline an editor adds is not part of the key
+    return path, key
+
+
+def passage(n: int) -> list[Any]:
+    """A gate's passage of PLATE and the gate's `last_plate` point reading it."""
+    t = time.time() + n * 1e-3
+    return [
+        Event("vehicle_passage", "gate-south", payload={"plate": PLATE, "direction": "in", "n": n}, ts=t),
+        Reading(t, LAST_PLATE.id, PLATE),
+    ]
+
+
+def batches(c: Collector, path: str) -> list[dict[str, Any]]:
+    return [orjson.loads(b) for b in c.bodies.get(path, [])]
+
+
+def passages(c: Collector, path: str) -> list[dict[str, Any]]:
+    return [e["payload"] for b in batches(c, path) for e in b["events"] if e["kind"] == "vehicle_passage"]
+
+
+def plate_readings(c: Collector, path: str) -> list[Any]:
+    return [r["value"] for b in batches(c, path) for r in b["readings"] if r["point"] == LAST_PLATE.id]
+
+
+async def test_each_sink_gets_its_own_stable_pseudonym_the_clear_value_only_where_allowed(
+    tmp_path: Path,
+) -> None:
+    key_a, secret_a = key_file(tmp_path, "a")
+    key_b, secret_b = key_file(tmp_path, "b")
+    key_c, _ = key_file(tmp_path, "c")
+    collector = Collector()
+    async with collector.serving("/a", "/b", "/c", "/none") as c:
+        doc = {
+            "upstream": [
+                sink(c.url("/a"), id="a", pseudonymise={"key_file": str(key_a)}),
+                sink(c.url("/b"), id="b", pseudonymise={"key_file": str(key_b)}),
+                sink(c.url("/c"), id="c", pseudonymise={"key_file": str(key_c), "clear": ["plate"]}),
+                sink(c.url("/none"), id="none"),
+            ]
+        }
+
+        async def run(n: int) -> None:
+            async with running_site(tmp_path, doc) as rt:
+                rt.hub.register_points([LAST_PLATE])
+                rt.hub.ingest(passage(n))
+                committed = await rt.journal.flush()
+                sinks = rt.components["sync"].sinks
+                await wait_for(
+                    lambda: all(s.cursor >= committed for s in sinks.values()), 20, "every sink to deliver"
+                )
+
+        await run(1)
+        await run(2)  # a second gateway run on the same files: the keys are read again
+
+    seen_a = passages(c, "/a")
+    assert [p["n"] for p in seen_a] == [1, 2]
+    mine = pseudonym(secret_a, PLATE)
+    assert mine.startswith("ps_") and [p["plate"] for p in seen_a] == [mine, mine]
+    assert plate_readings(c, "/a") == [mine, mine]
+    theirs = pseudonym(secret_b, PLATE)
+    assert theirs != mine
+    assert [p["plate"] for p in passages(c, "/b")] == [theirs, theirs]
+    assert plate_readings(c, "/b") == [theirs, theirs]
+    # clear: [plate] lets this sink see the passage's plate as it is
+    assert [p["plate"] for p in passages(c, "/c")] == [PLATE, PLATE]
+    # no key: the plate is withheld, never sent in clear
+    for p in passages(c, "/none"):
+        assert p["plate"] is None and p["plate_withheld"] == WITHHELD and p["direction"] == "in"
+    assert plate_readings(c, "/none") == [None, None]
+    for path in ("/a", "/b", "/none"):
+        assert c.raw(path) and RAW_PLATE not in c.raw(path), path
+    assert RAW_PLATE in c.raw("/c")
+
+
+async def test_pull_consumers_get_their_own_pseudonym_or_nothing(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("CITY_TOKEN", "city-token-0123456789")
+    monkeypatch.setenv("BMS_TOKEN", "bms-token-0123456789")
+    city_key, city_secret = key_file(tmp_path, "city")
+    sink_key, sink_secret = key_file(tmp_path, "sink")
+    collector = Collector()
+    async with collector.serving("/ingest") as c:
+        doc = {
+            "upstream": [sink(c.url("/ingest"), pseudonymise={"key_file": str(sink_key)})],
+            "consumers": [
+                {"id": "city", "token_env": "CITY_TOKEN", "pseudonymise": {"key_file": str(city_key)}},
+                {"id": "bms", "token_env": "BMS_TOKEN"},
+            ],
+        }
+        async with running_site(tmp_path, doc) as rt:
+            rt.hub.register_points([LAST_PLATE])
+            rt.hub.ingest(passage(1))
+            await rt.journal.flush()
+            base = f"http://127.0.0.1:{rt.web_port}/api/v1"
+            got: dict[str, tuple[bytes, bytes]] = {}
+            for who in ("city", "bms"):
+                headers = {"Authorization": f"Bearer {who}-token-0123456789"}
+                async with aiohttp.ClientSession(headers=headers) as http:
+                    async with http.get(f"{base}/stream?after=0&limit=100") as r:
+                        assert r.status == 200
+                        page = await r.read()
+                    async with http.get(f"{base}/latest?device=gate-south") as r:
+                        assert r.status == 200
+                        latest = await r.read()
+                got[who] = (page, latest)
+
+    mine = pseudonym(city_secret, PLATE)
+    assert mine != pseudonym(sink_secret, PLATE)
+    for who, (page, latest) in got.items():
+        assert RAW_PLATE not in page and RAW_PLATE not in latest, who
+        items = orjson.loads(page)["items"]
+        event = next(i for i in items if i.get("kind") == "vehicle_passage")
+        reading = next(i for i in items if i.get("point") == LAST_PLATE.id)
+        value = next(x["value"] for x in orjson.loads(latest)["latest"] if x["point"] == LAST_PLATE.id)
+        if who == "city":
+            assert event["payload"]["plate"] == mine and reading["value"] == mine and value == mine
+        else:  # a consumer without a key of its own gets no plate at all
+            assert event["payload"]["plate"] is None and event["payload"]["plate_withheld"] == WITHHELD
+            assert reading["value"] is None and value is None
+
+
+def test_edge_check_warns_of_clear_fields_and_refuses_a_shared_key(tmp_path: Path) -> None:
+    key, _ = key_file(tmp_path, "shared")
+    other, _ = key_file(tmp_path, "other")
+    doc: dict[str, Any] = {
+        "upstream": [
+            sink("http://127.0.0.1:9/a", id="a", pseudonymise={"key_file": str(key)}),
+            sink("http://127.0.0.1:9/b", id="b", pseudonymise={"key_file": str(other), "clear": ["plate"]}),
+        ]
+    }
+    config = site_file(tmp_path, doc)
+    done = edge_cli("check", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    lines = config.read_text(encoding="utf-8").splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.strip() == "- plate")
+    assert f"{config}:{line}: upstream[1].pseudonymise.clear[0]: warning: b receives 'plate' in clear" in (
+        done.stderr
+    )
+
+    doc["consumers"] = [{"id": "city", "token_env": "T", "pseudonymise": {"key_file": str(key)}}]
+    done = edge_cli("check", "-c", str(site_file(tmp_path, doc)))
+    assert done.returncode == 1
+    assert "consumers[0].pseudonymise.key_file: city uses the same pseudonym key as a (upstream[0])" in (
+        done.stderr
+    )
+
+    doc["consumers"] = [
+        {"id": "city", "token_env": "T", "pseudonymise": {"key": "a literal key in the file"}}
+    ]
+    done = edge_cli("check", "-c", str(site_file(tmp_path, doc)))
+    assert done.returncode == 1
+    assert "consumers[0].pseudonymise.key: secrets are never written in the site file" in done.stderr
