@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import select
 import ssl
 import subprocess
@@ -15,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from edge.model import Event, PointInfo, PointType, Privacy, Reading
 from tests.support.ports import free_port as free_port  # re-exported for the sync tests
 from tests.support.procs import terminate
 
@@ -117,3 +120,28 @@ class Collector:
 
     def raw(self, path: str) -> bytes:
         return b"\n".join(self.bodies.get(path, []))
+
+
+def key_file(directory: Path, name: str) -> tuple[Path, bytes]:
+    """A pseudonym key file only its owner may read (`NAME.key` in `directory`), and its key."""
+    key = secrets.token_hex(32).encode()
+    path = directory / f"{name}.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + b"\n")  # the newline an editor adds is not part of the key
+    return path, key
+
+
+PLATE = "沪A23522"
+LAST_PLATE = PointInfo(
+    "gate-south.last_plate", "gate-south", "last_plate", PointType.STR, privacy=Privacy.PERSONAL
+)
+
+
+def passage(n: int) -> list[Any]:
+    """A gate's `vehicle_passage` event of PLATE and the gate's `last_plate` point reading it."""
+    t = time.time() + n * 1e-3
+    return [
+        Event("vehicle_passage", "gate-south", payload={"plate": PLATE, "direction": "in", "n": n}, ts=t),
+        Reading(t, LAST_PLATE.id, PLATE),
+    ]

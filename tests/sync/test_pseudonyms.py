@@ -4,45 +4,20 @@ so (and `edge check` warns), and is withheld from a recipient without a key."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from edge.model import Event, PointInfo, PointType, Privacy, Reading
 from edge.privacy.pseudonym import WITHHELD, pseudonym
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
-from tests.sync.helpers import Collector, sink, wait_for
+from tests.support.tools import require_tool
+from tests.sync.helpers import LAST_PLATE, PLATE, Collector, key_file, passage, sink, wait_for
+from tests.sync.test_influx import Influx
 
-PLATE = "沪A23522"
 RAW_PLATE = PLATE.encode()
-LAST_PLATE = PointInfo(
-    "gate-south.last_plate", "gate-south", "last_plate", PointType.STR, privacy=Privacy.PERSONAL
-)
-
-
-def key_file(tmp_path: Path, name: str) -> tuple[Path, bytes]:
-    """A pseudonym key file only its owner may read, and the key it holds."""
-    key = secrets.token_hex(32).encode()
-    path = tmp_path / f"{name}.key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")  # the newline an editor adds is not part of the key
-    return path, key
-
-
-def passage(n: int) -> list[Any]:
-    """A gate's passage of PLATE and the gate's `last_plate` point reading it."""
-    t = time.time() + n * 1e-3
-    return [
-        Event("vehicle_passage", "gate-south", payload={"plate": PLATE, "direction": "in", "n": n}, ts=t),
-        Reading(t, LAST_PLATE.id, PLATE),
-    ]
 
 
 def batches(c: Collector, path: str) -> list[dict[str, Any]]:
@@ -184,3 +159,45 @@ def test_edge_check_warns_of_clear_fields_and_refuses_a_shared_key(tmp_path: Pat
     done = edge_cli("check", "-c", str(site_file(tmp_path, doc)))
     assert done.returncode == 1
     assert "consumers[0].pseudonymise.key: secrets are never written in the site file" in done.stderr
+
+
+async def test_influxdb_line_protocol_carries_the_pseudonym(tmp_path: Path) -> None:
+    influx = Influx(require_tool("influxd", "Debian package influxdb"), tmp_path / "influx")
+    influx.start()
+    try:
+        await wait_for(influx.ping, 30, "influxd to answer /ping")
+        await influx.query("CREATE DATABASE community")
+        key, secret = key_file(tmp_path, "tsdb")
+        collector = Collector()
+        async with collector.serving("/write") as c:
+            common = {"database": "community", "pseudonymise": {"key_file": str(key)}}
+            doc = {
+                "upstream": [
+                    sink(influx.url, id="tsdb", type="influxdb", **common),
+                    # the same line protocol to a receiver that keeps the bytes; its own key
+                    sink(
+                        c.url("/write"),
+                        id="copy",
+                        type="influxdb",
+                        **{**common, "pseudonymise": {"key_file": str(key_file(tmp_path, "copy")[0])}},
+                    ),
+                ]
+            }
+            async with running_site(tmp_path, doc) as rt:
+                rt.hub.register_points([LAST_PLATE])
+                rt.hub.ingest(passage(1))
+                committed = await rt.journal.flush()
+                sinks = rt.components["sync"].sinks
+                await wait_for(lambda: all(s.cursor >= committed for s in sinks.values()), 20, "both sinks")
+        mine = pseudonym(secret, PLATE)
+        events = await influx.query("SELECT payload FROM events WHERE kind = 'vehicle_passage'", "community")
+        payloads = [orjson.loads(v[1]) for v in events["results"][0]["series"][0]["values"]]
+        assert [p["plate"] for p in payloads] == [mine]
+        plates = await influx.query('SELECT last_plate FROM "gate-south"', "community")
+        assert [v[1] for v in plates["results"][0]["series"][0]["values"]] == [mine]
+        everything = await influx.query("SELECT * FROM /.*/", "community")
+        assert PLATE not in orjson.dumps(everything).decode()
+        raw = c.raw("/write")
+        assert b"vehicle_passage" in raw and b"last_plate=" in raw and RAW_PLATE not in raw
+    finally:
+        influx.stop()
