@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from edge.model import PRIVACY_RANK, PointInfo, Privacy, event_privacy
+from edge.model import PRIVACY_RANK, PointInfo, PointType, Privacy, event_privacy
+from edge.privacy.pseudonym import DEFAULT_FIELDS
 from edge.store.records import IncludeConfig, RecordFilter
 from edge.units import format_duration
 from edge.yamlpos import YamlError
@@ -183,7 +184,9 @@ def recipients(site: Any) -> list[Recipient]:
     return out
 
 
-def _verdict(r: Recipient, row: tuple[Any, ...], kind: str | None) -> dict[str, str]:
+def _verdict(
+    r: Recipient, row: tuple[Any, ...], kind: str | None, point: PointInfo | None = None
+) -> dict[str, str]:
     assert r.filter is not None
     if not r.enabled:
         return {"receives": WITHHELD, "why": "disabled"}
@@ -192,19 +195,32 @@ def _verdict(r: Recipient, row: tuple[Any, ...], kind: str | None) -> dict[str, 
         return {"receives": WITHHELD, "why": "not in its include lists"}
     if v == 2:
         return {"receives": WITHHELD, "why": f"above its max_privacy {r.max_privacy}"}
+    # what RecordShaper does to it where it leaves: pseudonyms with a key, withheld fields without
     fields_for = getattr(r.pseudonymise, "fields_for", None)
-    if kind is not None and callable(fields_for):
-        fields = sorted(fields_for(kind))
-        if fields:
-            return {"receives": PSEUDONYMISED, "fields": ", ".join(fields)}
+    if kind is not None:
+        fields = sorted(fields_for(kind) if callable(fields_for) else DEFAULT_FIELDS.get(kind, ()))
+    else:
+        fields = ["value"] if point is not None and _personal_string(point) else []
+    if fields and callable(fields_for):
+        return {"receives": PSEUDONYMISED, "fields": ", ".join(fields)}
+    if fields:
+        return {
+            "receives": CLEAR,
+            "withheld_fields": ", ".join(fields),
+            "why": "no pseudonymise: key, so its identifying fields are withheld (null)",
+        }
     return {"receives": CLEAR}
+
+
+def _personal_string(p: PointInfo) -> bool:
+    return p.type == PointType.STR and PRIVACY_RANK[p.privacy] >= PRIVACY_RANK[Privacy.PERSONAL]
 
 
 def _point_items(infos: Iterable[PointInfo], rs: list[Recipient]) -> list[Item]:
     out = []
     for p in infos:
         row = (0, 0.0, p.id, None, 0, None, None, None)
-        out.append(Item(p.id, p.device, p.privacy, {r.id: _verdict(r, row, None) for r in rs}))
+        out.append(Item(p.id, p.device, p.privacy, {r.id: _verdict(r, row, None, p) for r in rs}))
     out.sort(key=lambda i: (-PRIVACY_RANK[i.privacy], i.id))
     return out
 
@@ -386,7 +402,7 @@ def render_text(report: Report) -> str:
         lines.append("  none: nothing leaves the site")
     for r in report.recipients:
         ps = _pseudonymise_dict(r.pseudonymise)
-        how = f"pseudonymise {ps}" if ps is not None else "no pseudonymise: (identifying fields in clear)"
+        how = f"pseudonymise {ps}" if ps is not None else "no pseudonymise: (identifying fields withheld)"
         state = "" if r.enabled else ", disabled"
         lines.append(f"  {r.id}: {r.kind} ({r.type}{state}), max_privacy {r.max_privacy}, {how}")
     lines.append("")
@@ -413,8 +429,9 @@ def render_text(report: Report) -> str:
             lines += ["  " + line for line in _table(rows)]
     lines += [
         "",
-        "clear: sent as stored; pseudonym: identifying fields replaced by the recipient's keyed "
-        "pseudonym; withheld: kept on site (above the recipient's max_privacy, outside its include "
+        "clear: sent as stored, but for identifying fields withheld from a recipient without a "
+        "pseudonym key (`--json`: withheld_fields); pseudonym: identifying fields replaced by the "
+        "recipient's keyed pseudonym; withheld: kept on site (above the recipient's max_privacy, outside its include "
         "lists, or the recipient is disabled). `--json` says why for each.",
     ]
     return "\n".join(lines) + "\n"

@@ -201,3 +201,29 @@ async def test_influxdb_line_protocol_carries_the_pseudonym(tmp_path: Path) -> N
         assert b"vehicle_passage" in raw and b"last_plate=" in raw and RAW_PLATE not in raw
     finally:
         influx.stop()
+
+
+def test_the_privacy_report_says_what_each_recipient_gets_of_a_plate(tmp_path: Path) -> None:
+    key, _ = key_file(tmp_path, "a")
+    gate = {
+        "id": "gate-south",
+        "driver": "sim",
+        "points": [{"name": "last_plate", "type": "str", "value": PLATE, "privacy": "personal"}],
+        "events": [{"kind": "vehicle_passage", "generator": "vehicle", "every": "1s", "privacy": "personal"}],
+    }
+    doc = {
+        "devices": [gate],
+        "upstream": [
+            sink("http://127.0.0.1:9/a", id="a", pseudonymise={"key_file": str(key)}),
+            sink("http://127.0.0.1:9/b", id="b"),
+        ],
+    }
+    done = edge_cli("privacy", "report", "-c", str(site_file(tmp_path, doc)), "--json")
+    assert done.returncode == 0, done.stderr
+    data = orjson.loads(done.stdout)
+    passage_to = next(e for e in data["events"] if e["kind"] == "vehicle_passage")["recipients"]
+    point_to = next(p for p in data["points"] if p["point"] == "gate-south.last_plate")["recipients"]
+    assert passage_to["a"] == {"receives": "pseudonymised", "fields": "plate"}
+    assert point_to["a"] == {"receives": "pseudonymised", "fields": "value"}
+    for got in (passage_to["b"], point_to["b"]):
+        assert got["receives"] == "clear" and got["withheld_fields"] in ("plate", "value"), got
