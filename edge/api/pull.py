@@ -83,7 +83,9 @@ class PullService:
         return f
 
     def _shaper(self, pseudonymiser: Pseudonymiser | None) -> RecordShaper:
-        return RecordShaper(pseudonymiser, lambda: self.runtime.hub.points)
+        return RecordShaper(
+            pseudonymiser, lambda: self.runtime.hub.points, lambda: self.runtime.hub.points_version
+        )
 
     def shaper_for(self, consumer: str) -> RecordShaper:
         """The consumer's pseudonyms; without a key of its own, identifying fields are withheld."""
@@ -139,6 +141,7 @@ async def stream(request: web.Request) -> web.Response:
         finally:
             svc.waiting -= 1
     svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
+    svc.shaper_for(cid).personal_points()
     async with svc.page_slots:
         body, served = await asyncio.to_thread(svc.page, cid, after, limit)
     svc.served_rows += served

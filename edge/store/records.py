@@ -165,11 +165,31 @@ class RecordShaper:
     Thread-safe: it keeps no state between rows but a cache of field names per event kind."""
 
     def __init__(
-        self, pseudonymiser: Pseudonymiser | None, points: Callable[[], Mapping[str, PointInfo]]
+        self,
+        pseudonymiser: Pseudonymiser | None,
+        points: Callable[[], Mapping[str, PointInfo]],
+        version: Callable[[], int] | None = None,
     ) -> None:
         self.pseudonymiser = pseudonymiser
         self._points = points
+        self._version = version
         self._fields: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
+        self._personal: frozenset[str] = frozenset()
+        self._personal_key: tuple[int, int, int] | None = None
+
+    def personal_points(self) -> frozenset[str]:
+        """Registered points of class `personal` or above, recomputed as RecordFilter.refresh
+        does (whenever a point is registered or rises to a private class)."""
+        points = self._points()
+        ver = self._version() if self._version is not None else int(time.monotonic() / 5)
+        key = (id(points), len(points), ver)
+        if key != self._personal_key:
+            snapshot = dict(points)  # one C call: the loop may be growing the dict
+            self._personal = frozenset(
+                pid for pid, info in snapshot.items() if PRIVACY_RANK[info.privacy] >= _PERSONAL_RANK
+            )
+            self._personal_key = key
+        return self._personal
 
     def fields_for(self, kind: str) -> frozenset[str]:
         """The payload fields of an event of `kind` this recipient gets as pseudonyms (or withheld)."""
@@ -212,15 +232,16 @@ class RecordShaper:
 
     def apply(self, rows: list[Row]) -> list[Row]:
         """The rows as this recipient may see them (new tuples where something was replaced)."""
+        personal = self.personal_points()
+        if not personal and list(map(_KIND, rows)).count(None) == len(rows):
+            return rows  # the common batch: public readings only (counted in C)
         out = rows
         for i, row in enumerate(rows):
             if row[5] is None:
-                if type(row[3]) is not str:
+                if row[2] not in personal or type(row[3]) is not str:
                     continue
-                value = self.value(row[2], row[3])
-                if value == row[3]:
-                    continue
-                new: Row = (*row[:3], value, *row[4:])
+                p = self.pseudonymiser
+                new: Row = (*row[:3], p.value(row[3]) if p is not None else None, *row[4:])
             else:
                 payload = self.payload(row[5], row[7])
                 if payload is row[7]:

@@ -106,7 +106,7 @@ class PushSink:
             if cfg.pseudonymise is not None
             else None
         )
-        self.shaper = RecordShaper(pseudonymiser, lambda: ctx.hub.points)
+        self.shaper = RecordShaper(pseudonymiser, lambda: ctx.hub.points, lambda: ctx.hub.points_version)
         self.readers: list[JournalReader] = []
         self.cursor = 0
         # batches built ahead (each with its own read connection): enough to refill the window
@@ -239,6 +239,7 @@ class PushSink:
                     if self.journal.committed_seq - self._launched >= n:  # a backlog: learn the link
                         n = self.sizer.take(self.bytes_per_row)
                     self.filter.refresh()  # point classes are read on the loop, which alone changes them
+                    self.shaper.personal_points()
                     batch = await asyncio.to_thread(self._build, self._launched, None, self.readers[0], n)
                     ahead_end = batch.last if batch is not None else self._launched
                 if batch is None:
@@ -252,6 +253,7 @@ class PushSink:
                     built += 1
                     reader = self.readers[built % len(self.readers)]
                     self.filter.refresh()
+                    self.shaper.personal_points()
                     task = asyncio.to_thread(self._build, ahead_end, ahead_end + n, reader, n)
                     ahead.append(asyncio.create_task(task))
                     ahead_end += n
