@@ -22,10 +22,10 @@ from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
 from edge.model import Privacy
-from edge.privacy.pseudonym import Pseudonymiser
+from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
-from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter, RecordShaper
+from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime

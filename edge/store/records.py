@@ -6,8 +6,8 @@ the class named by `payload["privacy"]` if present, else the class of `payload["
 point is known, else `sensitive` for health-measurement kinds, else `public`. A record whose class
 ranks above the sink's or consumer's `max_privacy` (default `personal`) is withheld.
 
-What passes is then shaped for its recipient (`RecordShaper`): the identifying payload fields of
-an event (edge.privacy.pseudonym.DEFAULT_FIELDS, plus the recipient's `pseudonymise.fields`) and
+What passes is then shaped for its recipient (edge.privacy.pseudonym.RecordShaper): the
+identifying payload fields of an event (DEFAULT_FIELDS there, plus the recipient's `fields:`) and
 the string values of `personal` and `sensitive` points become the recipient's own pseudonyms, or
 are withheld (null, with a `<field>_withheld` marker) from a recipient without a pseudonym key.
 Only the fields a recipient names in `pseudonymise.clear` leave as they are.
@@ -27,7 +27,6 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from edge.model import PRIVACY_RANK, PointInfo, Privacy, event_privacy
-from edge.privacy.pseudonym import DEFAULT_FIELDS, Pseudonymiser, withhold_payload
 from edge.store.reader import Row
 
 _KIND = operator.itemgetter(5)
@@ -154,100 +153,3 @@ class RecordFilter:
                 self.withheld_filter += counts[1]
                 self.withheld_privacy += counts[2]
         return kept
-
-
-_PERSONAL_RANK = PRIVACY_RANK[Privacy.PERSONAL]
-
-
-class RecordShaper:
-    """What one recipient sees of the rows it may receive: identifying event fields and personal
-    string points' values as its pseudonyms (`pseudonymiser`), or withheld when it has no key.
-    Thread-safe: it keeps no state between rows but a cache of field names per event kind."""
-
-    def __init__(
-        self,
-        pseudonymiser: Pseudonymiser | None,
-        points: Callable[[], Mapping[str, PointInfo]],
-        version: Callable[[], int] | None = None,
-    ) -> None:
-        self.pseudonymiser = pseudonymiser
-        self._points = points
-        self._version = version
-        self._fields: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {}
-        self._personal: frozenset[str] = frozenset()
-        self._personal_key: tuple[int, int, int] | None = None
-
-    def personal_points(self) -> frozenset[str]:
-        """Registered points of class `personal` or above, recomputed as RecordFilter.refresh
-        does (whenever a point is registered or rises to a private class)."""
-        points = self._points()
-        ver = self._version() if self._version is not None else int(time.monotonic() / 5)
-        key = (id(points), len(points), ver)
-        if key != self._personal_key:
-            snapshot = dict(points)  # one C call: the loop may be growing the dict
-            self._personal = frozenset(
-                pid for pid, info in snapshot.items() if PRIVACY_RANK[info.privacy] >= _PERSONAL_RANK
-            )
-            self._personal_key = key
-        return self._personal
-
-    def fields_for(self, kind: str) -> frozenset[str]:
-        """The payload fields of an event of `kind` this recipient gets as pseudonyms (or withheld)."""
-        return self._kind(kind)[0]
-
-    def _kind(self, kind: str) -> tuple[frozenset[str], tuple[str, ...]]:
-        found = self._fields.get(kind)
-        if found is None:
-            p = self.pseudonymiser
-            names = p.config.fields_for(kind) if p is not None else frozenset(DEFAULT_FIELDS.get(kind, ()))
-            # the quoted names, to skip parsing a payload that holds none of them
-            found = (names, tuple(orjson.dumps(n).decode() for n in sorted(names)))
-            self._fields[kind] = found
-        return found
-
-    def payload(self, kind: str, payload: str | None) -> str | None:
-        """A payload's JSON text as this recipient may see it."""
-        names, quoted = self._kind(kind)
-        if not names or not payload or not any(q in payload for q in quoted):
-            return payload
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return payload
-        if not isinstance(data, dict):
-            return payload
-        p = self.pseudonymiser
-        shaped = p.payload(kind, data) if p is not None else withhold_payload(data, names)
-        return orjson.dumps(shaped).decode()
-
-    def value(self, point: str, value: Any) -> Any:
-        """A reading's value as this recipient may see it: a personal string point's as a pseudonym
-        (or null without a key)."""
-        if type(value) is not str:
-            return value
-        info = self._points().get(point)
-        if info is None or PRIVACY_RANK[info.privacy] < _PERSONAL_RANK:
-            return value
-        return self.pseudonymiser.value(value) if self.pseudonymiser is not None else None
-
-    def apply(self, rows: list[Row]) -> list[Row]:
-        """The rows as this recipient may see them (new tuples where something was replaced)."""
-        personal = self.personal_points()
-        if not personal and list(map(_KIND, rows)).count(None) == len(rows):
-            return rows  # the common batch: public readings only (counted in C)
-        out = rows
-        for i, row in enumerate(rows):
-            if row[5] is None:
-                if row[2] not in personal or type(row[3]) is not str:
-                    continue
-                p = self.pseudonymiser
-                new: Row = (*row[:3], p.value(row[3]) if p is not None else None, *row[4:])
-            else:
-                payload = self.payload(row[5], row[7])
-                if payload is row[7]:
-                    continue
-                new = (*row[:7], payload)
-            if out is rows:
-                out = list(rows)
-            out[i] = new
-        return out

@@ -37,10 +37,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from edge.model import Event, Severity
-from edge.privacy.pseudonym import Pseudonymiser
+from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
-from edge.store.records import RecordFilter, RecordShaper, Row
+from edge.store.records import RecordFilter, Row
 from edge.sync import deadletters
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
