@@ -95,6 +95,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+def pseudonym_key_problems(site: Site) -> list[str]:
+    """Each recipient's pseudonym key read as `edge run` will read it (a missing file, one others
+    may read, or a key too short would otherwise stop the gateway's start, not this check)."""
+    from edge.privacy.keyfile import KeyFileError
+    from edge.privacy.pseudonym import load_pseudonym_key
+
+    out: list[str] = []
+    recipients: list[tuple[str, object]] = [(f"upstream {s.id}", s) for s in site.upstream]
+    recipients += [(f"consumer {c.id}", c) for c in site.consumers]
+    for what, recipient in recipients:
+        cfg = getattr(recipient, "pseudonymise", None)
+        if cfg is None:
+            continue
+        try:
+            load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
+        except KeyFileError as exc:
+            out.extend(str(p) for p in exc.problems)
+    return out
+
+
 def open_reader(config: str) -> tuple[Site, Journal] | None:
     """The site and a read-only journal for a tool; None (with the reason on stderr) otherwise."""
     from edge.store.journal import Journal, JournalUnreadable
@@ -123,6 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in site.warnings:  # allowed, but someone should have decided it on purpose
         print(warning, file=sys.stderr)
     problems = [line for p in registry().with_hook("check") if p.check for line in p.check(site)]
+    problems += pseudonym_key_problems(site)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:

@@ -146,6 +146,12 @@ def test_edge_check_warns_of_clear_fields_and_refuses_a_shared_key(tmp_path: Pat
         done.stderr
     )
 
+    other.chmod(0o644)  # a key others on the box may read protects nothing
+    done = edge_cli("check", "-c", str(config))
+    assert done.returncode == 1
+    assert f"{other}: upstream b pseudonymise: key file has mode 0644" in done.stderr
+    other.chmod(0o600)
+
     doc["consumers"] = [{"id": "city", "token_env": "T", "pseudonymise": {"key_file": str(key)}}]
     done = edge_cli("check", "-c", str(site_file(tmp_path, doc)))
     assert done.returncode == 1
