@@ -250,9 +250,14 @@ class RecordShaper:
         return found
 
     def payload(self, kind: str, payload: str | None) -> str | None:
-        """A payload's JSON text as this recipient may see it."""
+        """A payload's JSON text as this recipient may see it; an event about a personal string
+        point (a rule's alert on `last_plate`) has its `value` treated like the point's readings."""
+        if not payload:
+            return payload
         names, quoted = self._kind(kind)
-        if not names or not payload or not any(q in payload for q in quoted):
+        named = bool(names) and any(q in payload for q in quoted)
+        about_point = bool(self._personal) and '"point"' in payload and '"value"' in payload
+        if not (named or about_point):
             return payload
         try:
             data = orjson.loads(payload)
@@ -260,8 +265,12 @@ class RecordShaper:
             return payload
         if not isinstance(data, dict):
             return payload
+        if about_point and data.get("point") in self._personal and isinstance(data.get("value"), str):
+            names = names | {"value"}
+        elif not named:
+            return payload
         p = self.pseudonymiser
-        shaped = p.payload(kind, data) if p is not None else withhold_payload(data, names)
+        shaped = pseudonymise_payload(data, names, p.key) if p is not None else withhold_payload(data, names)
         return orjson.dumps(shaped).decode()
 
     def value(self, point: str, value: Any) -> Any:

@@ -139,9 +139,18 @@ LAST_PLATE = PointInfo(
 
 
 def passage(n: int) -> list[Any]:
-    """A gate's `vehicle_passage` event of PLATE and the gate's `last_plate` point reading it."""
+    """A gate's `vehicle_passage` event of PLATE, the gate's `last_plate` point reading it and a
+    rule's alert on that point (an alert carries the point's `value`)."""
     t = time.time() + n * 1e-3
+    alert = {
+        "rule": "plate-seen",
+        "state": "fired",
+        "point": LAST_PLATE.id,
+        "value": PLATE,
+        "privacy": "personal",
+    }
     return [
         Event("vehicle_passage", "gate-south", payload={"plate": PLATE, "direction": "in", "n": n}, ts=t),
         Reading(t, LAST_PLATE.id, PLATE),
+        Event("alert", "plate-seen", payload=alert, ts=t),
     ]

@@ -67,6 +67,8 @@ async def test_each_sink_gets_its_own_stable_pseudonym_the_clear_value_only_wher
     mine = pseudonym(secret_a, PLATE)
     assert mine.startswith("ps_") and [p["plate"] for p in seen_a] == [mine, mine]
     assert plate_readings(c, "/a") == [mine, mine]
+    alerts = [e["payload"] for b in batches(c, "/a") for e in b["events"] if e["kind"] == "alert"]
+    assert [a["value"] for a in alerts] == [mine, mine]
     theirs = pseudonym(secret_b, PLATE)
     assert theirs != mine
     assert [p["plate"] for p in passages(c, "/b")] == [theirs, theirs]
@@ -77,6 +79,8 @@ async def test_each_sink_gets_its_own_stable_pseudonym_the_clear_value_only_wher
     for p in passages(c, "/none"):
         assert p["plate"] is None and p["plate_withheld"] == WITHHELD and p["direction"] == "in"
     assert plate_readings(c, "/none") == [None, None]
+    alerts = [e["payload"] for b in batches(c, "/none") for e in b["events"] if e["kind"] == "alert"]
+    assert [(a["value"], a["value_withheld"]) for a in alerts] == [(None, WITHHELD)] * 2
     for path in ("/a", "/b", "/none"):
         assert c.raw(path) and RAW_PLATE not in c.raw(path), path
     assert RAW_PLATE in c.raw("/c")
