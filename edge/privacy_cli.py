@@ -19,8 +19,9 @@ JSON_SHAPE = """\
                                  held (records in the journal now; null when there is no journal)
   held_note                      why held is null, or "" when the counts were read
   points[]                       point, source (device), privacy, retention_s, encrypted_at_rest,
-                                 recipients.{ID: {receives: clear|pseudonymised|withheld,
-                                 why (withheld), fields (pseudonymised)}}
+                                 recipients.{ID: {receives: clear|pseudonymised|fields_withheld|withheld,
+                                 why (withheld, fields_withheld), fields (pseudonymised),
+                                 withheld_fields (fields_withheld)}}
   events[]                       kind, source (device, rules or gateway), privacy, note, and the
                                  same retention_s, encrypted_at_rest and recipients"""
 

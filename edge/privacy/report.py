@@ -36,6 +36,8 @@ from edge.yamlpos import read_text as read_yaml_text
 
 CLEAR = "clear"
 PSEUDONYMISED = "pseudonymised"
+#: sent, but its identifying fields are withheld (null): the recipient has no pseudonym key
+FIELDS_WITHHELD = "fields_withheld"
 WITHHELD = "withheld"
 CLASSES = tuple(PRIVACY_RANK)  # public, personal, sensitive
 
@@ -205,7 +207,7 @@ def _verdict(
         return {"receives": PSEUDONYMISED, "fields": ", ".join(fields)}
     if fields:
         return {
-            "receives": CLEAR,
+            "receives": FIELDS_WITHHELD,
             "withheld_fields": ", ".join(fields),
             "why": "no pseudonymise: key, so its identifying fields are withheld (null)",
         }
@@ -385,7 +387,7 @@ def build(site: Any) -> Report:
 
 
 # ---------------------------------------------------------------- text
-SHORT = {CLEAR: "clear", PSEUDONYMISED: "pseudonym", WITHHELD: "withheld"}
+SHORT = {CLEAR: "clear", PSEUDONYMISED: "pseudonym", FIELDS_WITHHELD: "no-ids", WITHHELD: "withheld"}
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -429,8 +431,8 @@ def render_text(report: Report) -> str:
             lines += ["  " + line for line in _table(rows)]
     lines += [
         "",
-        "clear: sent as stored, but for identifying fields withheld from a recipient without a "
-        "pseudonym key (`--json`: withheld_fields); pseudonym: identifying fields replaced by the "
+        "clear: sent as stored; no-ids: sent with its identifying fields withheld (null), the "
+        "recipient has no pseudonym key (`--json`: fields_withheld, withheld_fields); pseudonym: identifying fields replaced by the "
         "recipient's keyed pseudonym; withheld: kept on site (above the recipient's max_privacy, outside its include "
         "lists, or the recipient is disabled). `--json` says why for each.",
     ]

@@ -96,9 +96,10 @@ def test_report_says_who_receives_what_and_keeps_it_how_long(tmp_path: Path) -> 
         "meter-1.energy_import": "public",
     }
     # readings pass central's include (no points: filter); a personal point stops at max_privacy public
+    # a personal string point goes without its value to a recipient with no pseudonym key
     assert receives(points, "point", "gate-south.last_plate") == {
-        "central": "clear",
-        "bms": "clear",
+        "central": "fields_withheld",
+        "bms": "fields_withheld",
         "viewer": "withheld",
     }
     assert receives(points, "point", "meter-1.energy_import") == dict.fromkeys(
@@ -110,8 +111,8 @@ def test_report_says_who_receives_what_and_keeps_it_how_long(tmp_path: Path) -> 
         ["central", "bms", "viewer"], "withheld"
     )
     assert receives(events, "kind", "vehicle_passage", "gate-south") == {
-        "central": "clear",
-        "bms": "clear",
+        "central": "fields_withheld",
+        "bms": "fields_withheld",
         "viewer": "withheld",
     }
     # the gateway's own kinds: outside central's include list, everywhere else in clear
@@ -150,8 +151,8 @@ def test_text_report_groups_points_by_class_with_a_column_per_recipient(tmp_path
     assert lines[personal + 2].split() == [
         "gate-south.last_plate",
         "gate-south",
-        "clear",
-        "clear",
+        "no-ids",
+        "no-ids",
         "withheld",
     ]
     assert lines.index("Points: public") > personal
