@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,6 +33,55 @@ REMEMBERED = 100_000  # request ids kept for replay detection (each for command_
 
 class Refused(Exception):
     """A request that never reaches a device; the message is the reason sent back."""
+
+
+#: ThingsBoard RPC methods taken as a point write; params `{"point": "<point>", "value": ...}`
+RPC_WRITE_METHODS = ("set", "setValue", "write")
+
+
+def is_rpc_reply(payload: bytes) -> bool:
+    """A reply on `v1/gateway/rpc` (the gateway's own, coming back through its subscription):
+    `id` at the top level, where a request has it inside `data`."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and "id" in doc and "method" not in (doc.get("data") or {})
+
+
+def parse_rpc(payload: bytes, devices: Mapping[str, str]) -> tuple[str, int | str, str, Any]:
+    """A ThingsBoard gateway RPC request `{"device": NAME, "data": {"id": N, "method": "set",
+    "params": {"point": P, "value": V}}}` as (device name, id, point id, value); raises Refused.
+    P is the point's name on that device (or its full id `device.point` on that device)."""
+    if len(payload) > MAX_REQUEST:
+        raise Refused(f"malformed: request of {len(payload)} bytes; at most {MAX_REQUEST}")
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(f"malformed: not JSON ({exc})") from None
+    shape = '{"device", "data": {"id", "method", "params": {"point", "value"}}}'
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
+        raise Refused(f"malformed: expected {shape}")
+    name, data = doc.get("device"), doc["data"]
+    if not isinstance(name, str) or name not in devices:
+        raise Refused(f'malformed: "device" {name!r} is not a device of this gateway')
+    rpc_id = data.get("id")
+    if isinstance(rpc_id, bool) or not isinstance(rpc_id, int | str) or rpc_id == "":
+        raise Refused('malformed: "data.id" must be the request number')
+    method = data.get("method")
+    if method not in RPC_WRITE_METHODS:
+        raise Refused(f'malformed: "data.method" {method!r} is not one of {", ".join(RPC_WRITE_METHODS)}')
+    params = data.get("params")
+    if not isinstance(params, dict) or not isinstance(params.get("point"), str) or "value" not in params:
+        raise Refused('malformed: "data.params" must be {"point": "<point name>", "value": ...}')
+    device = devices[name]
+    point = params["point"]
+    if "." in point:
+        if point.partition(".")[0] != device:
+            raise Refused(f"malformed: point {point!r} is not on device {name!r}")
+    else:
+        point = f"{device}.{point}"
+    return name, rpc_id, point, params["value"]
 
 
 class Commands:
@@ -85,19 +135,26 @@ class Commands:
         return req
 
     async def handle(self, payload: bytes) -> dict[str, Any]:
-        """Run one request; returns the answer to publish."""
+        """Run one request from the command topic; returns the answer to publish."""
         self.received += 1
-        now = time.time()
-        rid: Any = None
-        point: Any = None
         try:
             req = self.parse(payload)
-            rid, point = req["id"], req["point"]
-            age = now - float(req["ts"])
-            if age > self.cfg.command_ttl:
-                raise Refused(f"expired: issued {age:.1f}s ago; command_ttl is {self.cfg.command_ttl:g}s")
-            if age < -self.cfg.command_ttl:
-                raise Refused(f"expired: issued {-age:.1f}s in the future; the clocks disagree")
+        except Refused as exc:
+            return await self._refuse(None, None, exc)
+        return await self.run(req["id"], req["point"], req["value"], float(req["ts"]))
+
+    async def run(self, rid: str, point: str, value: Any, issued: float | None) -> dict[str, Any]:
+        """The checks every request goes through (TTL when it says when it was issued, replay,
+        rate, privacy), then the write; returns the answer
+        `{"id", "point", "status", "reason", "value"}`."""
+        now = time.time()
+        try:
+            if issued is not None:
+                age = now - issued
+                if age > self.cfg.command_ttl:
+                    raise Refused(f"expired: issued {age:.1f}s ago; command_ttl is {self.cfg.command_ttl:g}s")
+                if age < -self.cfg.command_ttl:
+                    raise Refused(f"expired: issued {-age:.1f}s in the future; the clocks disagree")
             self._forget_old(now)
             if rid in self.seen:
                 raise Refused(f"replayed: request id {rid!r} was already received")
@@ -110,12 +167,8 @@ class Commands:
                     f"point {point!r} is {info.privacy}; this sink's max_privacy is {self.cfg.max_privacy}"
                 )
         except Refused as exc:
-            reason = str(exc)
-            self.refused[reason.partition(":")[0]] += 1
-            answer = {"id": rid, "point": point, "status": "refused", "reason": reason, "value": None}
-            await self._audit(point, None, answer)
-            return answer
-        result = await self.ctx.hub.write(point, req["value"], source=self.source)
+            return await self._refuse(rid, point, exc)
+        result = await self.ctx.hub.write(point, value, source=self.source)
         self.outcomes[str(result.status)] += 1
         answer = {
             "id": rid,
@@ -124,8 +177,32 @@ class Commands:
             "reason": result.reason,
             "value": result.value,
         }
-        await self._audit(point, req["value"], answer)
+        await self._audit(point, value, answer)
         return answer
+
+    async def _refuse(self, rid: Any, point: Any, exc: Refused) -> dict[str, Any]:
+        reason = str(exc)
+        self.refused[reason.partition(":")[0]] += 1
+        answer = {"id": rid, "point": point, "status": "refused", "reason": reason, "value": None}
+        await self._audit(point, None, answer)
+        return answer
+
+    async def handle_rpc(self, payload: bytes, devices: Mapping[str, str]) -> dict[str, Any]:
+        """Run one ThingsBoard RPC request (`v1/gateway/rpc`); `devices` maps the names the
+        gateway gave ThingsBoard to device ids. Returns the reply in ThingsBoard's shape,
+        `{"device", "id", "data": {"success", "status", "reason", "point", "value"}}`."""
+        self.received += 1
+        device: Any = None
+        rpc_id: Any = None
+        try:
+            device, rpc_id, point, value = parse_rpc(payload, devices)
+        except Refused as exc:
+            answer = await self._refuse(None, None, exc)
+        else:
+            # ThingsBoard numbers requests per device; it sends no issue time, so no TTL here
+            answer = await self.run(f"tb:{device}:{rpc_id}", point, value, None)
+        data = {k: answer[k] for k in ("status", "reason", "point", "value")}
+        return {"device": device, "id": rpc_id, "data": {"success": answer["status"] == "ok", **data}}
 
     async def _audit(self, point: str | None, value: Any, answer: dict[str, Any]) -> None:
         state = self.ctx.state

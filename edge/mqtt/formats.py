@@ -21,6 +21,7 @@ from edge.sync.http_sink import FORMAT, batch_record, reading_value
 TB_CONNECT = "v1/gateway/connect"
 TB_TELEMETRY = "v1/gateway/telemetry"
 TB_ATTRIBUTES = "v1/gateway/attributes"
+TB_RPC = "v1/gateway/rpc"  # server-side RPC requests in, the gateway's replies out
 
 
 @dataclass(frozen=True)

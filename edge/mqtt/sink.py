@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.mqtt import formats
-from edge.mqtt.commands import Commands
+from edge.mqtt.commands import Commands, is_rpc_reply
 from edge.mqtt.config import MqttSinkConfig
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
@@ -90,6 +90,9 @@ class MqttSink(PushSink):
         if cfg.commands:
             self.commands = Commands(cfg, ctx, f"mqtt:{self.id}")
         self._command_task: asyncio.Task[None] | None = None
+        # ThingsBoard RPC: requests name a device as this gateway announced it
+        self.rpc = cfg.commands and cfg.format == "thingsboard"
+        self.devices_by_name = {name: device for device, name in self.names.items()}
 
     # ------------------------------------------------------------ encoding
     def messages(self, rows: list[Row], first: int, last: int) -> list[formats.Message]:
@@ -209,6 +212,8 @@ class MqttSink(PushSink):
             await self._publish_all(client, [formats.Message(self.status_topic, b"online", retain=True)])
             if self.commands is not None:
                 await client.subscribe(self.command_topic, qos=1)
+                if self.rpc:
+                    await client.subscribe(formats.TB_RPC, qos=1)
             log.info(
                 "sink %s: connected to %s:%s as %s (session present: %s)",
                 self.id,
@@ -295,13 +300,18 @@ class MqttSink(PushSink):
                 client = await self._connection()
                 failures = 0
                 async for msg in client.messages:
-                    if not msg.topic.matches(self.command_topic):
-                        continue
                     payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-                    answer = await self.commands.handle(payload)
-                    await client.publish(
-                        self.response_topic, orjson.dumps(answer), qos=1, timeout=self.cfg.timeout.total
-                    )
+                    if msg.topic.matches(self.command_topic):
+                        answer = await self.commands.handle(payload)
+                        topic = self.response_topic
+                    elif self.rpc and msg.topic.matches(formats.TB_RPC):
+                        if is_rpc_reply(payload):
+                            continue  # a reply (ours) comes back on the topic it shares with requests
+                        answer = await self.commands.handle_rpc(payload, self.devices_by_name)
+                        topic = formats.TB_RPC
+                    else:
+                        continue
+                    await client.publish(topic, orjson.dumps(answer), qos=1, timeout=self.cfg.timeout.total)
             except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
                 log.debug("sink %s: command subscription: %s", self.id, exc)
             failures += 1
