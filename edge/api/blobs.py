@@ -3,7 +3,8 @@
 Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
 admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above.
 The id is the blob's sha256; anything else is refused before the file system is touched.
-Every image served is written to the audit log (who, which snapshot).
+Every image served is written to the audit log (who, which snapshot, its class and count as a
+read of personal data; the action stays `view_snapshot`, the one entry of the response).
 """
 
 from __future__ import annotations
@@ -53,7 +54,18 @@ async def get_blob(request: web.Request) -> web.Response:
     except FileNotFoundError:  # deleted by retention between find and read
         raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
     if runtime.state is not None:  # who looked at which personal image, like every write
-        await asyncio.to_thread(audit.record, runtime.state, principal.name, "view_snapshot", blob_id)
+        detail = {"kind": principal.kind, "route": privacy.route_of(request.method, request.path)}
+        if principal.consumer:
+            detail["consumer"] = principal.consumer
+        await asyncio.to_thread(
+            audit.record,
+            runtime.state,
+            principal.name,
+            "view_snapshot",
+            blob_id,
+            classes={str(Privacy.PERSONAL): 1},
+            **detail,
+        )
     return web.Response(
         body=data,
         content_type="image/jpeg",

@@ -12,6 +12,7 @@ withheld when it has no `pseudonymise:` key (an API-token consumer not in the si
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -94,17 +95,19 @@ class PullService:
             shaper = self._shapers[consumer] = self._shaper(None)
         return shaper
 
-    def page(self, consumer: str, after: int, limit: int) -> tuple[bytes, int]:
-        """The stream page after `after` as JSON, and how many records it holds. Blocking: the
-        read, the privacy filter and the encoding all run in the calling (worker) thread."""
+    def page(self, consumer: str, after: int, limit: int) -> tuple[bytes, int, privacy.ReadCounts]:
+        """The stream page after `after` as JSON, how many records it holds and how many of them
+        per class above public (for the audit of reads). Blocking: the read, the privacy filter
+        and the encoding all run in the calling (worker) thread."""
         rows = self.reader.read_rows(after, limit)
         kept = self.shaper_for(consumer).apply(self.filter_for(consumer).apply(rows))
         nxt = rows[-1][0] if rows else after
         more = nxt < self.runtime.journal.committed_seq
-        page = {"items": [row_to_record(r) for r in kept], "next": nxt, "more": more}
+        items = [row_to_record(r) for r in kept]
+        page = {"items": items, "next": nxt, "more": more}
         # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
         # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
-        return orjson.dumps(page, default=str), len(kept)
+        return orjson.dumps(page, default=str), len(kept), privacy.count_records(self.runtime, items)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -122,7 +125,8 @@ async def _close_reader(app: web.Application) -> None:
 
 
 async def stream(request: web.Request) -> web.Response:
-    cid = consumer_of(require(request, "pull"))
+    principal = require(request, "pull")
+    cid = consumer_of(principal)
     svc = request.app[PULL_KEY]
     journal = svc.runtime.journal
     after = int_param(request, "after", None, 0, MAX_SEQ)
@@ -143,8 +147,9 @@ async def stream(request: web.Request) -> web.Response:
     svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
     svc.shaper_for(cid).personal_points()
     async with svc.page_slots:
-        body, served = await asyncio.to_thread(svc.page, cid, after, limit)
+        body, served, counts = await asyncio.to_thread(svc.page, cid, after, limit)
     svc.served_rows += served
+    await privacy.audit_reads(svc.runtime, principal, privacy.route_of(request.method, request.path), counts)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -216,6 +221,7 @@ async def latest(request: web.Request) -> web.Response:
         limit_rank = PRIVACY_RANK[svc.max_privacy(cid)]
         shaper = svc.shaper_for(cid)
     out: list[dict[str, Any]] = []
+    counts: privacy.ReadCounts = Counter()
     for pid, r in sorted(runtime.hub.latest.items()):
         if device and not pid.startswith(device + "."):
             continue
@@ -223,7 +229,10 @@ async def latest(request: web.Request) -> web.Response:
         if info is not None and PRIVACY_RANK[info.privacy] > limit_rank:
             continue
         value = shaper.value(pid, r.value) if shaper is not None else r.value
+        if info is not None:
+            privacy.count_read(counts, PRIVACY_RANK[info.privacy])
         out.append({"point": pid, "ts": r.ts, "value": value, "quality": ("good", "bad", "stale")[r.quality]})
+    await privacy.audit_reads(runtime, principal, privacy.route_of(request.method, request.path), counts)
     return json_response({"latest": out})
 
 

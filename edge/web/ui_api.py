@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,10 @@ def point_view(runtime: Runtime, point_id: str, now: float) -> dict[str, Any]:
         "ts": latest.ts if latest else None,
         "age_s": round(now - latest.ts, 1) if latest else None,
     }
+
+
+def _route(request: web.Request) -> str:
+    return privacy.route_of(request.method, request.path)
 
 
 def _state(runtime: Runtime) -> StateDB:
@@ -205,7 +210,11 @@ async def _history(request: web.Request, runtime: Runtime) -> web.Response:
                 out.sort(key=lambda r: r[0])  # journal order is arrival order; a trend is drawn by time
                 return {**body, "resolution": "raw", "readings": out}
 
-            return await _rendered(readings)
+            response = await _rendered(readings)
+            counts: privacy.ReadCounts = Counter()
+            privacy.count_read(counts, privacy.point_rank(runtime, point), min(len(rows), limit))
+            await privacy.audit_reads(runtime, principal, _route(request), counts)
+            return response
         minutes = math.floor(end / 60) - math.floor(since / 60) + 1
         resolution = "minute" if minutes <= limit else "hour"
     assert trend is not None
@@ -226,7 +235,11 @@ async def _history(request: web.Request, runtime: Runtime) -> web.Response:
         body["ranges"] = [[lo, hi] for _ts, _avg, lo, hi in buckets]
         return body
 
-    return await _rendered(bucketed)
+    response = await _rendered(bucketed)
+    bucket_counts: privacy.ReadCounts = Counter()
+    privacy.count_read(bucket_counts, privacy.point_rank(runtime, point), len(buckets))
+    await privacy.audit_reads(runtime, principal, _route(request), bucket_counts)
+    return response
 
 
 async def device_points(request: web.Request) -> web.Response:
@@ -239,9 +252,13 @@ async def device_points(request: web.Request) -> web.Response:
     now = time.time()
     prefix = device_id + "."
     points = [point_view(runtime, pid, now) for pid in runtime.hub.points if pid.startswith(prefix)]
+    counts: privacy.ReadCounts = Counter()
     for p in points:
         if privacy.minimise_history(runtime, principal, p["id"]):
             p["value"], p["redacted"] = None, p["privacy"]
+        elif p.get("value") is not None:
+            privacy.count_read(counts, privacy.point_rank(runtime, p["id"]))
+    await privacy.audit_reads(runtime, principal, _route(request), counts)
     return json_response({"device": status, "points": points, "now": now})
 
 
@@ -305,13 +322,17 @@ async def _events(request: web.Request, runtime: Runtime) -> web.Response:
             kept += [r for r in rows if r[0] not in acked]
         rows = kept[:limit]
 
+    counts: privacy.ReadCounts = Counter()
+
     def listed() -> dict[str, Any]:
-        records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows])
+        records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows], counts)
         for r in records:
             r["ack"] = acks.get(r["seq"])
         return {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
 
-    return await _rendered(listed)
+    response = await _rendered(listed)
+    await privacy.audit_reads(runtime, principal, _route(request), counts)
+    return response
 
 
 async def active_alerts(request: web.Request) -> web.Response:
@@ -340,13 +361,16 @@ async def _active_alerts(request: web.Request, runtime: Runtime) -> web.Response
             rec = row_to_record(row)
             latest.setdefault(rec["source"], rec)
         active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
-        active = privacy.minimise(runtime, principal, active)  # after the state is read from it
+        active = privacy.minimise(runtime, principal, active, counts)  # after the state is read from it
         acks = _acks_for(state, [r["seq"] for r in active])
         for r in active:
             r["ack"] = acks.get(r["seq"])
         return {"alerts": active}
 
-    return await _rendered(current)
+    counts: privacy.ReadCounts = Counter()
+    response = await _rendered(current)
+    await privacy.audit_reads(runtime, principal, _route(request), counts)
+    return response
 
 
 async def ack(request: web.Request) -> web.Response:
