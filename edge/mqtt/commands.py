@@ -8,6 +8,9 @@ the TTL, over `command_rate`, or for a point above the sink's `max_privacy`. Oth
 same write the UI makes (`Hub.write`: only `writable` points, the value checked against the
 point's type), from source `mqtt:<sink id>`, and audited under that name. The answer is
 `{"id", "point", "status": ok|rejected|failed|timeout|refused, "reason", "value"}`.
+
+With the thingsboard format the same checks and write serve ThingsBoard's gateway RPC
+(`v1/gateway/rpc`), less the TTL: its requests carry no issue time.
 """
 
 from __future__ import annotations
