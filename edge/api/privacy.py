@@ -99,14 +99,16 @@ def point_rank(runtime: Runtime, point: str) -> int:
     return RANK[info.privacy] if info is not None else 0
 
 
-async def audit_reads(runtime: Runtime, principal: Principal, target: str, counts: ReadCounts) -> None:
+async def audit_reads(
+    runtime: Runtime, principal: Principal, target: str, counts: ReadCounts, **extra: Any
+) -> None:
     """One `read` entry for a response that returned data above public: who, the route, the
-    records per class. Nothing for a public-only response. The write is a state DB transaction
-    with an fsync: off the event loop."""
+    records per class (and `extra`). Nothing for a public-only response. The write is a state DB
+    transaction with an fsync: off the event loop."""
     state = getattr(runtime, "state", None)
     if state is None or not any(counts.values()):
         return
-    detail: dict[str, Any] = {"kind": principal.kind, "classes": dict(sorted(counts.items()))}
+    detail: dict[str, Any] = {"kind": principal.kind, "classes": dict(sorted(counts.items())), **extra}
     if principal.consumer:
         detail["consumer"] = principal.consumer
     await asyncio.to_thread(audit.record, state, principal.name, "read", target, **detail)

@@ -3,13 +3,20 @@
 Each connection subscribes to the hub with a bounded queue; a browser that cannot keep up loses
 records rather than growing the gateway's memory, and is told how many (a `dropped` event).
 Filters (`device=`, `points=a,b`, `events=0`) keep a device page's stream small.
+
+Reads of personal and sensitive records are audited per connection, not per record: one `read`
+entry with the records sent per class when the connection ends (noticed at the next write or
+keepalive, or when the gateway stops), and one every AUDIT_EVERY_S while it stays open, so a
+stream held open for days, or a gateway that dies, leaves at most that span unrecorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,8 +29,11 @@ from edge.model import QUALITY_NAMES, Reading, Record
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 QUEUE_BATCHES = 500
 KEEPALIVE_S = 15.0
+AUDIT_EVERY_S = 300.0
 
 
 def record_json(rec: Record) -> dict[str, Any]:
@@ -93,6 +103,19 @@ async def live(request: web.Request) -> web.StreamResponse:
     unsubscribe = runtime.hub.subscribe(sub.on_batch)
     stopping = asyncio.ensure_future(runtime.stopping.wait())
     reported_drops = 0
+    counts: privacy.ReadCounts = Counter()
+    target = privacy.route_of(request.method, request.path)
+    opened = audited = time.monotonic()
+
+    async def audit_span(last: bool) -> None:
+        nonlocal audited
+        span = time.monotonic() - audited
+        audited = time.monotonic()
+        await privacy.audit_reads(
+            runtime, principal, target, counts, span_s=round(span, 1), connection_end=last
+        )
+        counts.clear()
+
     try:
         await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
         while not runtime.stopping.is_set():
@@ -105,11 +128,15 @@ async def live(request: web.Request) -> web.StreamResponse:
                 if stopping in done:
                     break
                 await response.write(b": keepalive\n\n")
+                if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
+                    await audit_span(last=False)
                 continue
             batch = getter.result()
-            records = privacy.minimise(runtime, principal, [record_json(r) for r in batch])
+            records = privacy.minimise(runtime, principal, [record_json(r) for r in batch], counts)
             payload = orjson.dumps(records, default=str)
             await response.write(b"event: records\ndata: " + payload + b"\n\n")
+            if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
+                await audit_span(last=False)
             if sub.dropped != reported_drops:
                 reported_drops = sub.dropped
                 msg = orjson.dumps({"dropped": sub.dropped, "ts": time.time()})
@@ -119,6 +146,13 @@ async def live(request: web.Request) -> web.StreamResponse:
     finally:
         unsubscribe()
         stopping.cancel()
+        if counts:  # what was sent since the last entry: the connection's summary
+            try:
+                await audit_span(last=True)
+            except Exception:  # the gateway's state DB may already be closing
+                log.warning(
+                    "could not audit the reads of a live stream open %.0f s", time.monotonic() - opened
+                )
         with contextlib.suppress(Exception):
             await response.write_eof()
     return response

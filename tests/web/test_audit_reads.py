@@ -4,6 +4,7 @@ write nothing, and the chain still verifies."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,33 @@ async def test_a_blob_download_is_audited_as_a_read_of_personal_data(tmp_path: P
         assert entry["detail"]["classes"] == {"personal": 1}
         assert entry["detail"]["route"] == f"GET /api/v1/blobs/{blob.id}"
         assert verified(rt)
+
+
+async def test_a_live_stream_is_audited_once_per_connection_when_it_ends(tmp_path: Path) -> None:
+    from edge.state import StateDB
+
+    async with running_site(tmp_path, SITE) as rt:
+        state_path = rt.site.storage.resolved_state_path()
+        async with signed_in_roles(rt) as clients:
+            admin = clients["admin"]
+            # readings of no point: only events, so the kiosk's own sensitive readings stay out
+            async with admin.http.get(admin.base + "/api/v1/live?points=none.x") as resp:
+                assert resp.status == 200
+                for systolic in (151, 152):
+                    rt.hub.ingest([_blood_pressure(systolic, time.time())])
+                seen = 0
+                async with asyncio.timeout(10):
+                    async for line in resp.content:
+                        seen += line.count(b"systolic_mmhg")
+                        if seen == 2:
+                            break
+                assert reads(rt) == []  # not per batch: the connection is summarised when it ends
+                await rt.stop()  # ends the stream from the gateway's side
+    state = StateDB(state_path)
+    try:
+        [entry] = [e for e in audit.entries(state) if e["action"] == "read"]
+        assert entry["actor"] == "boss" and entry["target"] == "GET /api/v1/live"
+        assert entry["detail"]["classes"] == {"sensitive": 2} and entry["detail"]["connection_end"] is True
+        assert audit.verify(state).ok
+    finally:
+        state.close()
