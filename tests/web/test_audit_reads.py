@@ -157,3 +157,30 @@ async def test_a_live_stream_is_audited_once_per_connection_when_it_ends(tmp_pat
         assert audit.verify(state).ok
     finally:
         state.close()
+
+
+async def test_history_and_device_points_of_a_sensitive_point_are_audited(tmp_path: Path) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        now = time.time()
+        rt.hub.ingest([Reading(now + i * 1e-3, "kiosk-1.last_systolic", 150.0 + i) for i in range(3)])
+        await rt.journal.flush()
+        async with signed_in_roles(rt) as clients:
+            count = len(reads(rt))
+            for _ in range(2):  # the viewer sees the point redacted: nothing read
+                await clients["viewer"].json("GET", "/api/v1/devices/kiosk-1/points")
+            assert len(reads(rt)) == count
+
+            history = await clients["admin"].json(
+                "GET", f"/api/v1/history?point=kiosk-1.last_systolic&since={now - 1}&resolution=raw"
+            )
+            entry = reads(rt)[-1]
+            assert entry["target"] == "GET /api/v1/history"
+            assert (
+                entry["detail"]["classes"] == {"sensitive": len(history["readings"])} and history["readings"]
+            )
+
+            await clients["admin"].json("GET", "/api/v1/devices/kiosk-1/points")
+            entry = reads(rt)[-1]
+            assert entry["target"] == "GET /api/v1/devices/kiosk-1/points"
+            assert entry["detail"]["classes"] == {"sensitive": 1}
+        assert verified(rt)
