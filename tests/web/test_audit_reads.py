@@ -9,17 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from edge import audit
 from edge.api.blobs import BLOBS_KEY
 from edge.model import Event, PointInfo, PointType, Privacy, Reading
 from tests.support.site import running_site
-from tests.sync.test_pull_api import call
+from tests.sync.test_pull_api import CITY, call
+from tests.sync.test_pull_api import site as pull_site  # noqa: F401  (the fixture)
 from tests.web.conftest import signed_in_roles
 from tests.web.test_privacy import SITE, _blood_pressure
-
-CITY = "city-token-0123456789"
 
 
 def reads(rt: Any) -> list[dict[str, Any]]:
@@ -72,47 +69,40 @@ async def test_event_reads_are_audited_per_class_and_redacted_ones_are_not(tmp_p
 
 
 async def test_a_pull_page_with_personal_records_is_audited_with_its_consumer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pull_site: Any,  # noqa: F811
 ) -> None:
-    monkeypatch.setenv("CITY_TOKEN", CITY)
-    doc = {"consumers": [{"id": "city", "token_env": "CITY_TOKEN"}]}
-    async with running_site(tmp_path, doc) as rt:
-        rt.hub.register_points(
-            [
-                PointInfo(
-                    "gate.last_plate", "gate", "last_plate", type=PointType.STR, privacy=Privacy.PERSONAL
-                ),
-                PointInfo("kiosk.systolic", "kiosk", "systolic", privacy=Privacy.SENSITIVE),
-                PointInfo("meter.kw", "meter", "kw", unit="kW"),
-            ]
-        )
-        base = f"http://127.0.0.1:{rt.web_port}"
-        t = time.time()
-        rt.hub.ingest([Reading(t + i * 1e-3, "meter.kw", float(i)) for i in range(20)])
-        public_end = await rt.journal.flush()
-        status, page, _ = await call("GET", f"{base}/api/v1/stream?after=0&limit=100", CITY)
-        assert status == 200 and len(page["items"]) == public_end
-        assert reads(rt) == []  # a public-only page writes nothing
+    """The pull API's site (consumer `city`, a sensitive kiosk point, a public meter) and a
+    personal string point."""
+    rt, base = pull_site, pull_site.base
+    rt.hub.register_points(
+        [PointInfo("gate.last_plate", "gate", "last_plate", type=PointType.STR, privacy=Privacy.PERSONAL)]
+    )
+    t = time.time()
+    rt.hub.ingest([Reading(t + i * 1e-3, "meter.kw", float(i)) for i in range(20)])
+    public_end = await rt.journal.flush()
+    status, page, _ = await call("GET", f"{base}/api/v1/stream?after=0&limit=100", CITY)
+    assert status == 200 and len(page["items"]) == public_end
+    assert reads(rt) == []  # a public-only page writes nothing
 
-        rt.hub.ingest(
-            [Reading(t + 1 + i * 1e-3, "gate.last_plate", f"沪A1234{i}") for i in range(3)]
-            + [Reading(t + 2, "kiosk.systolic", 151.0)]  # above the consumer's class: withheld
-            + [Reading(t + 3, "meter.kw", 1.0)]
-        )
-        await rt.journal.flush()
-        url = f"{base}/api/v1/stream?after={public_end}&limit=100"
-        status, page, _ = await call("GET", url, CITY)
-        assert status == 200 and {i["point"] for i in page["items"]} == {"gate.last_plate", "meter.kw"}
-        [entry] = reads(rt)
-        assert entry["target"] == "GET /api/v1/stream"
-        assert entry["detail"]["consumer"] == "city" and entry["detail"]["kind"] == "consumer"
-        assert entry["detail"]["classes"] == {"personal": 3}
+    rt.hub.ingest(
+        [Reading(t + 1 + i * 1e-3, "gate.last_plate", f"沪A1234{i}") for i in range(3)]
+        + [Reading(t + 2, "kiosk.systolic", 151.0)]  # above the consumer's class: withheld
+        + [Reading(t + 3, "meter.kw", 1.0)]
+    )
+    await rt.journal.flush()
+    url = f"{base}/api/v1/stream?after={public_end}&limit=100"
+    status, page, _ = await call("GET", url, CITY)
+    assert status == 200 and {i["point"] for i in page["items"]} == {"gate.last_plate", "meter.kw"}
+    [entry] = reads(rt)
+    assert entry["target"] == "GET /api/v1/stream"
+    assert entry["detail"]["consumer"] == "city" and entry["detail"]["kind"] == "consumer"
+    assert entry["detail"]["classes"] == {"personal": 3}
 
-        status, latest, _ = await call("GET", f"{base}/api/v1/latest", CITY)
-        assert status == 200 and "gate.last_plate" in {r["point"] for r in latest["latest"]}
-        entry = reads(rt)[-1]
-        assert entry["target"] == "GET /api/v1/latest" and entry["detail"]["classes"] == {"personal": 1}
-        assert verified(rt)
+    status, latest, _ = await call("GET", f"{base}/api/v1/latest", CITY)
+    assert status == 200 and "gate.last_plate" in {r["point"] for r in latest["latest"]}
+    entry = reads(rt)[-1]
+    assert entry["target"] == "GET /api/v1/latest" and entry["detail"]["classes"] == {"personal": 1}
+    assert verified(rt)
 
 
 async def test_a_blob_download_is_audited_as_a_read_of_personal_data(tmp_path: Path) -> None:
