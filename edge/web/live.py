@@ -84,6 +84,19 @@ class Subscription:
             self.dropped += len(mine)
 
 
+async def audit_span(
+    runtime: Runtime, principal: Any, target: str, counts: privacy.ReadCounts, since: float, *, last: bool
+) -> float:
+    """One audit entry for what a live stream sent since `since` (monotonic); empties `counts`
+    and returns the time the next span starts."""
+    now = time.monotonic()
+    await privacy.audit_reads(
+        runtime, principal, target, counts, span_s=round(now - since, 1), connection_end=last
+    )
+    counts.clear()
+    return now
+
+
 async def live(request: web.Request) -> web.StreamResponse:
     principal = require(request, "read")
     runtime = keys.get_runtime(request)
@@ -107,15 +120,6 @@ async def live(request: web.Request) -> web.StreamResponse:
     target = privacy.route_of(request.method, request.path)
     opened = audited = time.monotonic()
 
-    async def audit_span(last: bool) -> None:
-        nonlocal audited
-        span = time.monotonic() - audited
-        audited = time.monotonic()
-        await privacy.audit_reads(
-            runtime, principal, target, counts, span_s=round(span, 1), connection_end=last
-        )
-        counts.clear()
-
     try:
         await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
         while not runtime.stopping.is_set():
@@ -129,14 +133,14 @@ async def live(request: web.Request) -> web.StreamResponse:
                     break
                 await response.write(b": keepalive\n\n")
                 if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
-                    await audit_span(last=False)
+                    audited = await audit_span(runtime, principal, target, counts, audited, last=False)
                 continue
             batch = getter.result()
             records = privacy.minimise(runtime, principal, [record_json(r) for r in batch], counts)
             payload = orjson.dumps(records, default=str)
             await response.write(b"event: records\ndata: " + payload + b"\n\n")
             if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
-                await audit_span(last=False)
+                audited = await audit_span(runtime, principal, target, counts, audited, last=False)
             if sub.dropped != reported_drops:
                 reported_drops = sub.dropped
                 msg = orjson.dumps({"dropped": sub.dropped, "ts": time.time()})
@@ -148,7 +152,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         stopping.cancel()
         if counts:  # what was sent since the last entry: the connection's summary
             try:
-                await audit_span(last=True)
+                await audit_span(runtime, principal, target, counts, audited, last=True)
             except Exception:  # the gateway's state DB may already be closing
                 log.warning(
                     "could not audit the reads of a live stream open %.0f s", time.monotonic() - opened
