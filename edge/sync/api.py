@@ -4,13 +4,14 @@ by `edge.sync.openapi`; the dead-letter table is read and written through `edge.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from edge import audit
-from edge.api import keys
+from edge.api import keys, privacy
 from edge.api.auth import require
 from edge.api.params import MAX_SEQ, int_param
 from edge.api.problem import Problem, json_response
@@ -53,12 +54,17 @@ async def sync_status(request: web.Request) -> web.Response:
 
 
 async def dead_letters(request: web.Request) -> web.Response:
-    require(request, "read")
+    principal = require(request, "read")
     sink = request.query.get("sink")
     limit = int_param(request, "limit", 100, 1, MAX_DEAD_LETTERS) or 100
     before = int_param(request, "before", None, 1, MAX_SEQ)
-    state = keys.get_runtime(request).state
+    runtime = keys.get_runtime(request)
+    state = runtime.state
     found = deadletters.listing(state, sink, before, limit) if state is not None else []
+    # a dead letter holds a record as it was sent: the caller sees it only up to its class
+    counts: privacy.ReadCounts = Counter()
+    privacy.minimise(runtime, principal, [letter["record"] for letter in found], counts)
+    await privacy.audit_reads(runtime, principal, privacy.route_of(request.method, request.path), counts)
     return json_response({"dead_letters": found})
 
 
