@@ -20,6 +20,7 @@ is refused with the pip extra to install (`extra`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -159,8 +160,9 @@ class Plugin:
     order: int = 50
 
     def missing(self) -> list[str]:
-        """The modules in `requires` that cannot be imported here."""
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        """The modules in `requires` that cannot be imported here (looked up once per process:
+        the OpenAPI document asks at every request)."""
+        return [m for m in self.requires if not _importable(m)]
 
     def install_hint(self) -> str:
         missing = self.missing()
@@ -171,6 +173,11 @@ class Plugin:
             f"the {self.name} plugin needs the Python modules {', '.join(missing)}, which this installation lacks: "
             f"pip install '{DISTRIBUTION}[{extra}]'"
         )
+
+
+@functools.cache
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 class PluginConflict(ValueError):
