@@ -4,7 +4,8 @@ the response topic.
 A request is `{"id": "...", "point": "device.point", "value": ..., "ts": <unix seconds issued>}`.
 It is refused, with a reason, counted and never reaching a device, when it is malformed, older than
 `command_ttl` (or issued further in the future than that), a replay of a request id seen within
-the TTL, over `command_rate`, or for a point above the sink's `max_privacy`. Otherwise it is the
+the TTL (kept in the state DB, so a restart of the gateway does not make a replay new), over
+`command_rate`, or for a point above the sink's `max_privacy`. Otherwise it is the
 same write the UI makes (`Hub.write`: only `writable` points, the value checked against the
 point's type), from source `mqtt:<sink id>`, and audited under that name. The answer is
 `{"id", "point", "status": ok|rejected|failed|timeout|refused, "reason", "value"}`.
@@ -29,9 +30,80 @@ from edge.model import PRIVACY_RANK
 if TYPE_CHECKING:
     from edge.mqtt.config import MqttSinkConfig
     from edge.plugins import ComponentContext
+    from edge.state import StateDB
 
 MAX_REQUEST = 4096  # bytes; the UI's write takes the same
 REMEMBERED = 100_000  # request ids kept for replay detection (each for command_ttl at most)
+
+# request ids taken, per sink, so a replay after a restart within the TTL is still a replay
+SEEN_SCHEMA = [
+    """
+    CREATE TABLE mqtt_requests (
+        sink TEXT NOT NULL,
+        id   TEXT NOT NULL,
+        at   REAL NOT NULL,        -- unix time the request was taken
+        PRIMARY KEY (sink, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX mqtt_requests_at ON mqtt_requests(at);
+    """
+]
+
+
+class SeenRequests:
+    """The request ids a sink took within twice its TTL, in memory and in the state DB.
+
+    An id is stored before its write runs: a crash between the two loses the write, never repeats
+    it. Without a state DB (a test's bare context) the ids live in memory only."""
+
+    def __init__(self, state: StateDB | None, sink: str, ttl: float) -> None:
+        self.state = state
+        self.sink = sink
+        self.ttl = ttl
+        self.ids: OrderedDict[str, float] = OrderedDict()  # request id -> when it arrived
+        self._loaded = state is None
+
+    def _load(self, now: float) -> None:
+        assert self.state is not None
+        self.state.migrate("mqtt", SEEN_SCHEMA)
+        with self.state.lock:
+            rows = self.state.conn.execute(
+                "SELECT id, at FROM mqtt_requests WHERE sink=? AND at>=? ORDER BY at",
+                (self.sink, now - 2 * self.ttl),
+            ).fetchall()
+        for rid, at in rows[-REMEMBERED:]:
+            self.ids[rid] = at
+        self._loaded = True
+
+    def _forget_old(self, now: float) -> None:
+        horizon = now - 2 * self.ttl
+        while self.ids and (next(iter(self.ids.values())) < horizon or len(self.ids) > REMEMBERED):
+            self.ids.popitem(last=False)
+
+    def take(self, rid: str, now: float) -> bool:
+        """Record `rid` as taken; False if it was taken within the TTL (a replay). Blocking: run
+        it in a thread."""
+        if not self._loaded:
+            self._load(now)
+        self._forget_old(now)
+        if rid in self.ids:
+            return False
+        self.ids[rid] = now
+        if self.state is not None:
+            with self.state.lock:
+                self.state.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self.state.conn.execute(
+                        "INSERT OR REPLACE INTO mqtt_requests(sink, id, at) VALUES(?, ?, ?)",
+                        (self.sink, rid, now),
+                    )
+                    self.state.conn.execute(
+                        "DELETE FROM mqtt_requests WHERE sink=? AND at<?", (self.sink, now - 2 * self.ttl)
+                    )
+                    self.state.conn.execute("COMMIT")
+                except BaseException:
+                    self.state.conn.execute("ROLLBACK")
+                    raise
+        return True
 
 
 class Refused(Exception):
@@ -94,7 +166,7 @@ class Commands:
         self.cfg = cfg
         self.ctx = ctx
         self.source = source
-        self.seen: OrderedDict[str, float] = OrderedDict()  # request id -> when it arrived
+        self.seen = SeenRequests(ctx.state, source, cfg.command_ttl)
         self.refused: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.received = 0
@@ -110,11 +182,6 @@ class Commands:
             return False
         self._tokens -= 1.0
         return True
-
-    def _forget_old(self, now: float) -> None:
-        horizon = now - 2 * self.cfg.command_ttl
-        while self.seen and (next(iter(self.seen.values())) < horizon or len(self.seen) > REMEMBERED):
-            self.seen.popitem(last=False)
 
     def parse(self, payload: bytes) -> dict[str, Any]:
         """The request, checked; raises Refused with the reason."""
@@ -158,10 +225,8 @@ class Commands:
                     raise Refused(f"expired: issued {age:.1f}s ago; command_ttl is {self.cfg.command_ttl:g}s")
                 if age < -self.cfg.command_ttl:
                     raise Refused(f"expired: issued {-age:.1f}s in the future; the clocks disagree")
-            self._forget_old(now)
-            if rid in self.seen:
+            if not await asyncio.to_thread(self.seen.take, rid, now):
                 raise Refused(f"replayed: request id {rid!r} was already received")
-            self.seen[rid] = now
             if not self._take_token():
                 raise Refused(f"rate limited: at most {self.cfg.command_rate} requests a minute")
             info = self.ctx.hub.points.get(point)

@@ -6,6 +6,7 @@ reasons, counted and audited, and change nothing on the device."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,40 @@ async def test_commands_over_the_rate_are_refused(tmp_path: Path, broker) -> Non
         assert [a["status"] for a in got] == ["ok", "ok", "refused"]
         assert got[2]["reason"].startswith("rate limited") and "2 requests a minute" in got[2]["reason"]
         assert await plc.get(1, "holding", 0) == [42]
+
+
+def _connected(rt: Any) -> Callable[[], bool]:
+    return lambda: bool(sink_of(rt).status()["connected"])
+
+
+def _answered(answers: Subscriber) -> Callable[[], bool]:
+    return lambda: bool(answers.on(RESPONSES))
+
+
+async def test_a_replay_after_a_restart_is_still_a_replay(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    """The request ids taken survive a restart of the gateway: the same request published again
+    within its TTL, to the restarted gateway, is refused and does not reach the device."""
+    import aiomqtt
+
+    b = broker()
+    async with tcp_server({1: {"holding": {0: 40, 1: 7, 2: 3}}}) as plc:
+        doc = site(plc.port, b.port)
+        request = {"id": "once", "point": "boiler.setpoint", "value": 61, "ts": time.time()}
+        for run in range(2):
+            async with (
+                Subscriber(b.port, RESPONSES) as answers,
+                running_site(tmp_path, doc, web=False) as rt,
+            ):
+                await until(_connected(rt), 20, what="the sink connected and subscribed")
+                if run == 1:
+                    await plc.set(1, "holding", 0, [40])  # what a replay would overwrite
+                async with aiomqtt.Client("127.0.0.1", b.port, identifier="operator") as operator:
+                    await operator.publish(COMMANDS, orjson.dumps(request), qos=1)
+                await until(_answered(answers), 20, what="the answer")
+                answer = orjson.loads(answers.on(RESPONSES)[0])
+            if run == 0:
+                assert answer["status"] == "ok"
+                assert await plc.get(1, "holding", 0) == [61]
+            else:
+                assert answer["status"] == "refused" and answer["reason"].startswith("replayed")
+                assert await plc.get(1, "holding", 0) == [40]
