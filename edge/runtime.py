@@ -13,12 +13,13 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from edge import fileperm
+from edge import buildinfo, fileperm
 from edge.clock import ClockSample, ClockTrust, SyncSource, boottime, kernel_sync_status
 from edge.config import Site
 from edge.driver import DeviceConfig, Driver, DriverContext
@@ -44,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.runtime")
 C = TypeVar("C")
 
+#: a device whose driver restarted this many times within CRASH_LOOP_WINDOW seconds is crash
+#: looping (`crash_looping` in the status: what a rollout's health gate refuses)
+CRASH_LOOP_RESTARTS = 3
+CRASH_LOOP_WINDOW = 600.0
+
 
 class StartError(RuntimeError):
     """A site that cannot start for a reason a person can fix (the message says how)."""
@@ -61,10 +67,17 @@ class DriverSlot:
     backoff: float = 0.0
     placeholder: Health = field(default_factory=Health)
     first_start: asyncio.Event = field(default_factory=asyncio.Event)  # set after the first start attempt
+    #: monotonic times of the restarts within the crash-loop window (older ones are dropped)
+    restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=CRASH_LOOP_RESTARTS))
 
     @property
     def health(self) -> Health:
         return self.driver.health if self.driver is not None else self.placeholder
+
+    def crash_looping(self, now: float) -> bool:
+        """CRASH_LOOP_RESTARTS restarts within the last CRASH_LOOP_WINDOW seconds (monotonic)."""
+        times = self.restart_times
+        return len(times) >= CRASH_LOOP_RESTARTS and now - times[0] <= CRASH_LOOP_WINDOW
 
 
 class Runtime:
@@ -376,6 +389,7 @@ class Runtime:
                 raise
             except Exception as exc:
                 slot.restarts += 1
+                slot.restart_times.append(time.monotonic())
                 slot.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("driver failed; restarting", extra={"device": dev.id, "error": slot.last_error})
                 if driver is not None:
@@ -432,6 +446,28 @@ class Runtime:
             )
         return out
 
+    def build_info(self) -> dict[str, str]:
+        """`version`, `config_hash`, `rules_hash`: what a fleet compares to find drift."""
+        return buildinfo.build_info(self.site.raw, self.components.values())
+
+    def health_gate(self) -> dict[str, Any]:
+        """What a rollout's health gate asks: `ready` (started and serving), `devices_started`
+        (every enabled device's driver made its first start attempt, connected or not),
+        `crash_looping` (the devices restarted CRASH_LOOP_RESTARTS times within CRASH_LOOP_WINDOW
+        seconds), `journal_failing`; `healthy` when all of them are as they should be."""
+        now = time.monotonic()
+        started = all(slot.first_start.is_set() for slot in self.slots.values())
+        looping = sorted(dev for dev, slot in self.slots.items() if slot.crash_looping(now))
+        ready = self.ready.is_set() and not self.stopping.is_set()
+        failing = bool(self.journal.failing)
+        return {
+            "ready": ready,
+            "devices_started": started,
+            "crash_looping": looping,
+            "journal_failing": failing,
+            "healthy": ready and started and not looping and not failing,
+        }
+
     def status(self) -> dict[str, Any]:
         from edge.store.health import buffer_health
 
@@ -444,6 +480,8 @@ class Runtime:
                 "name": self.site.site.name,
                 "timezone": self.site.site.timezone,
             },
+            **self.build_info(),
+            **self.health_gate(),
             "uptime_s": round(self.clock() - self.started_at, 1),
             "devices": counts,
             "hub": {

@@ -177,6 +177,11 @@ class RulesComponent:
     def collect_metrics(self) -> Iterator[Metric]:
         return metrics.families(self.status)
 
+    def rule_documents(self) -> list[dict[str, Any]]:
+        """The stored rules as their canonical documents: what the rules hash covers
+        (`edge.buildinfo.RulesInForce`), a rule that no longer compiles included."""
+        return [s.doc for s in self.store.list_rules()] if self.store is not None else []
+
     # ------------------------------------------------------------ window history
     async def _backfill(self, wants: WindowWants, keep: set[tuple[str, float]]) -> None:
         """Refill `wants` from the journal; windows in `keep` already hold their history."""

@@ -4,6 +4,9 @@ One custom collector reads the runtime's plain counters at scrape time — the h
 touches a Prometheus object. Each app gets its own registry (no process-global state), so several
 runtimes in one test process do not collide.
 
+Beside the runtime's families: `edge_build_info{version, config_hash, rules_hash}` (always 1,
+`edge.buildinfo`) and prometheus_client's `process_*` families of this process.
+
 Everything counted is a counter (`*_total`) and Prometheus computes rates from it; gauges are
 levels only. The collector keeps no state between scrapes, so what one scraper reads never depends
 on whether another scraped before it.
@@ -55,7 +58,7 @@ class RuntimeCollector:
         self.connections = connections  # the web server's ConnectionStats, when it has one
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
         rt = self.runtime
         hub, journal = rt.hub, rt.journal
@@ -116,6 +119,12 @@ class RuntimeCollector:
                 "1 while deletion by age waits for a trusted clock after a forward jump",
                 value=1 if buf.get("retention_paused") else 0,
             )
+        info = InfoMetricFamily(
+            "edge_build",
+            "The version, the config hash (the site file as loaded) and the rules hash (the rules in force)",
+            value=rt.build_info(),
+        )
+        yield info
         yield GaugeMetricFamily(
             "edge_clock_trusted",
             "1 while the wall clock is trusted (kernel synchronised, or trusted by the site)",
@@ -193,10 +202,13 @@ class Scrapes:
 
     def registry(self) -> CollectorRegistry:
         if self._registry is None:
-            from prometheus_client import CollectorRegistry
+            from prometheus_client import CollectorRegistry, ProcessCollector
 
             self._registry = CollectorRegistry(auto_describe=False)
             self._registry.register(RuntimeCollector(self.runtime, self.connections))  # type: ignore[arg-type]
+            # process_* (resident memory, CPU seconds, open fds, start time), read from /proc at
+            # each scrape; on a system without /proc it yields nothing
+            ProcessCollector(registry=self._registry)
         return self._registry
 
 
