@@ -1,0 +1,314 @@
+"""A site's backup archive: journal, state DB, trend index and snapshot files, with a manifest.
+
+`create` runs beside a working gateway: each database is copied by SQLite's backup API in one
+snapshot (edge/store/backup.py), the trend index before the journal so its cursor is never ahead
+of the journal it goes with. `restore` puts an archive back onto a stopped gateway; it checks the
+whole archive (checksums, site id, schema versions, `PRAGMA integrity_check`) before it moves
+anything, and keeps the files it replaces beside them as `*.pre-restore`.
+
+A gateway counts as running while any process has its journal or state DB open: SQLite holds a
+read lock on a byte of the database's `-shm` file for every open connection in WAL mode, and
+`fcntl(F_GETLK)` names the process holding it. That covers the service, a second `edge run` and a
+backup in progress, and needs no pid file that a crash could leave behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import struct
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edge import paths
+from edge.config import Site
+from edge.store import backup as store_backup
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+MAX_MANIFEST = 4 << 20  # a manifest lists the files; more than this is not one of ours
+# the archive's names for the site's files
+JOURNAL, STATE, TREND, BLOBS = "journal.db", "state.db", "trend.db", "blobs"
+# the byte of a WAL database's -shm file every connection holds a read lock on (SQLite's
+# os_unix.c: UNIX_SHM_DMS = (22 + SQLITE_SHM_NLOCK) * 4 + SQLITE_SHM_NLOCK = 128)
+SHM_DMS = 128
+_FLOCK = "hhqqi4x"  # struct flock on Linux (x86_64, aarch64, armhf with 64-bit off_t)
+
+
+class BackupError(RuntimeError):
+    """A backup or restore that cannot go on; the message names the file and what to do."""
+
+
+@dataclass
+class Targets:
+    """Where the site keeps the files an archive holds."""
+
+    journal: Path
+    state: Path
+    trend: Path
+    blobs: Path
+
+    @classmethod
+    def of(cls, site: Site) -> Targets:
+        journal = site.storage.path
+        return cls(
+            Path(journal),
+            Path(site.storage.resolved_state_path()),
+            Path(paths.trend_path(journal)),
+            Path(site.storage.resolved_blob_dir()),
+        )
+
+
+@dataclass
+class Summary:
+    """What a backup holds (the manifest's main facts), for the command's report."""
+
+    path: Path
+    site_id: str
+    last_seq: int
+    files: int
+    bytes: int
+    schema: dict[str, Any] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _blob_files(root: Path) -> Iterator[tuple[str, Path]]:
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            yield f"{BLOBS}/{path.relative_to(root).as_posix()}", path
+
+
+def running_holder(targets: Targets) -> tuple[Path, int] | None:
+    """(database, pid) of a process that has the journal or the state DB open, else None."""
+    for db in (targets.journal, targets.state):
+        shm = Path(f"{db}-shm")
+        try:
+            fd = os.open(shm, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # no connection in WAL mode: SQLite removes it when the last one closes
+        except OSError as exc:
+            raise BackupError(f"{shm}: cannot tell whether the gateway runs: {exc.strerror}") from None
+        try:
+            probe = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, SHM_DMS, 1, 0)
+            kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_GETLK, probe))
+        finally:
+            os.close(fd)
+        if kind != fcntl.F_UNLCK:
+            return db, pid
+    return None
+
+
+def create(site: Site, out: Path) -> Summary:
+    """Write a backup of the site's data to `out` (replaced atomically, readable by its owner only)."""
+    targets = Targets.of(site)
+    if not targets.journal.exists():
+        raise BackupError(
+            f"{targets.journal}: no journal to back up (storage.path of {site.source}; has the site run?)"
+        )
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, Any]] = {}
+    schema: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix=".edge-backup-", dir=out.parent) as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o700)
+        if targets.trend.exists():
+            store_backup.copy_database(str(targets.trend), str(work / TREND))
+            schema["trend"] = store_backup.trend_facts(str(work / TREND)).versions["trend"]
+        store_backup.copy_database(str(targets.journal), str(work / JOURNAL))
+        facts = store_backup.journal_facts(str(work / JOURNAL))
+        schema["journal"] = facts.versions["journal"]
+        if targets.state.exists():
+            store_backup.copy_database(str(targets.state), str(work / STATE))
+            schema["state"] = store_backup.state_facts(str(work / STATE)).versions
+        members = [(name, work / name) for name in (JOURNAL, STATE, TREND) if (work / name).exists()]
+        members += list(_blob_files(targets.blobs))
+        for name, path in members:
+            try:
+                files[name] = {"sha256": _sha256(path), "size": path.stat().st_size}
+            except FileNotFoundError:
+                continue  # a snapshot expired while the backup ran
+        from edge import __version__
+
+        manifest = {
+            "format": FORMAT,
+            "site_id": site.site.id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "edge_version": __version__,
+            "schema": schema,
+            "journal_last_seq": facts.last_seq,
+            "files": files,
+        }
+        partial = work / "archive.tar.gz"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+            for name, path in members:
+                if name in files:
+                    tar.add(path, arcname=name, recursive=False)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(partial, out)
+    return Summary(out, site.site.id, facts.last_seq or 0, len(files), out.stat().st_size, schema)
+
+
+def _safe_name(name: str) -> bool:
+    p = PurePosixPath(name)
+    return not p.is_absolute() and ".." not in p.parts and name == p.as_posix() and bool(name)
+
+
+def _read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
+    try:
+        member = tar.getmember(MANIFEST)
+    except KeyError:
+        raise BackupError(f"{archive}: not a Community Edge backup (no {MANIFEST} in it)") from None
+    stream = tar.extractfile(member) if member.isfile() and member.size <= MAX_MANIFEST else None
+    if stream is None:
+        raise BackupError(f"{archive}: {MANIFEST} is not a file of at most {MAX_MANIFEST} bytes")
+    try:
+        manifest = json.loads(stream.read())
+    except ValueError as exc:
+        raise BackupError(f"{archive}: {MANIFEST} is not valid JSON ({exc}); the backup is damaged") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
+        raise BackupError(f"{archive}: {MANIFEST} is not a backup manifest of format {FORMAT}")
+    return manifest
+
+
+def _unpack(archive: Path, site: Site, into: Path) -> dict[str, Any]:
+    """Check the archive and extract it into `into`; nothing of the site is touched."""
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except FileNotFoundError:
+        raise BackupError(f"{archive}: no such file") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BackupError(
+            f"{archive}: not a backup archive (a .tar.gz written by `edge backup`): {exc}"
+        ) from None
+    with tar:
+        try:
+            manifest = _read_manifest(tar, archive)
+            if manifest.get("site_id") != site.site.id:
+                raise BackupError(
+                    f"{archive}: this is a backup of site {manifest.get('site_id')!r}, and {site.source} "
+                    f"is site {site.site.id!r}; restore a backup of this site"
+                )
+            files: dict[str, Any] = manifest["files"]
+            if JOURNAL not in files:
+                raise BackupError(f"{archive}: the manifest lists no {JOURNAL}; the backup is damaged")
+            seen: set[str] = set()
+            for member in tar:
+                if member.name == MANIFEST:
+                    continue
+                if member.name not in files or not member.isfile() or not _safe_name(member.name):
+                    raise BackupError(f"{archive}: {member.name!r} is not a file its manifest lists; refused")
+                stream = tar.extractfile(member)
+                dest = into / member.name
+                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                h = hashlib.sha256()
+                assert stream is not None
+                with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                    while chunk := stream.read(1 << 20):
+                        h.update(chunk)
+                        f.write(chunk)
+                if h.hexdigest() != files[member.name].get("sha256"):
+                    raise BackupError(
+                        f"{archive}: {member.name} does not match its checksum; the backup is damaged"
+                    )
+                seen.add(member.name)
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise BackupError(f"{archive}: cannot read the archive ({exc}); the backup is damaged") from None
+    missing = sorted(set(files) - seen)
+    if missing:
+        raise BackupError(
+            f"{archive}: {', '.join(missing[:3])} listed in the manifest but not in the archive"
+        )
+    for name in (JOURNAL, STATE, TREND):
+        if name in files:
+            problem = store_backup.integrity_problem(str(into / name))
+            if problem:
+                raise BackupError(f"{archive}: {name} fails PRAGMA integrity_check: {problem}")
+    version = store_backup.journal_facts(str(into / JOURNAL)).versions["journal"]
+    if store_backup.journal_too_new(version):
+        raise BackupError(
+            f"{archive}: its journal has schema version {version}, newer than this program's; "
+            "install the release that wrote it"
+        )
+    return manifest
+
+
+def _aside(path: Path) -> None:
+    """Move `path` (and a database's -wal/-shm) to `*.pre-restore`, replacing an older one."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(f"{path}{suffix}")
+        kept = Path(f"{path}.pre-restore{suffix}")
+        if kept.is_dir():
+            shutil.rmtree(kept)
+        else:
+            kept.unlink(missing_ok=True)
+        if p.exists():
+            os.replace(p, kept)
+
+
+def restore(site: Site, archive: Path) -> Summary:
+    """Put the archive's files in place of the site's; refuses while the gateway runs."""
+    targets = Targets.of(site)
+    holder = running_holder(targets)
+    if holder:
+        raise BackupError(
+            f"{holder[0]} is open in process {holder[1]} (the gateway, or another edge command): stop "
+            "the service first (systemctl stop community-edge), then restore"
+        )
+    targets.journal.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(prefix=".edge-restore-", dir=targets.journal.parent) as tmp:
+        work = Path(tmp)
+        manifest = _unpack(archive.absolute(), site, work)
+        holder = running_holder(targets)  # checking took a while: the service may have started
+        if holder:
+            raise BackupError(
+                f"{holder[0]} was opened by process {holder[1]} during the restore; nothing replaced"
+            )
+        places = [(JOURNAL, targets.journal), (STATE, targets.state), (TREND, targets.trend)]
+        for name, dest in places:
+            if (work / name).exists() or dest.exists():
+                _aside(dest)
+            if (work / name).exists():
+                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                shutil.move(str(work / name), str(dest))  # another filesystem too
+        if targets.blobs.exists() or (work / BLOBS).exists():
+            _aside(targets.blobs)
+        if (work / BLOBS).exists():
+            shutil.move(str(work / BLOBS), str(targets.blobs))
+    files = manifest["files"]
+    return Summary(
+        archive,
+        site.site.id,
+        int(manifest.get("journal_last_seq") or 0),
+        len(files),
+        sum(int(f.get("size") or 0) for f in files.values()),
+        dict(manifest.get("schema") or {}),
+    )

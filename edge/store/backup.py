@@ -1,0 +1,103 @@
+"""Consistent copies of the site's SQLite files while the gateway writes them, and the checks a
+restore makes on a copy before it replaces anything.
+
+A copy goes through SQLite's online backup API on connections of its own, in one step: the source
+is read inside one read transaction, so the copy is the database as it was when that transaction
+began (WAL mode: the gateway keeps writing meanwhile, and nothing it commits later is in the copy).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.store.schema import SCHEMA_VERSION
+
+# the trend index's own version, as edge/store/trend.py writes it; a restored index of another
+# version is rebuilt from the journal by the trend plugin, so it is recorded, never refused
+TREND_META = "SELECT value FROM meta WHERE key='version'"
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What one copied database holds: its schema version(s) and, for a journal, its last seq."""
+
+    versions: dict[str, int]
+    last_seq: int | None = None
+
+
+def _open_ro(path: str) -> sqlite3.Connection:
+    # read-only through a URI, so a copy never creates a missing file nor takes a write lock
+    return sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True, timeout=30)
+
+
+def copy_database(src: str, dst: str) -> None:
+    """Copy the database at `src` into a new file `dst` in one backup step (one snapshot)."""
+    Path(dst).unlink(missing_ok=True)
+    source = _open_ro(src)
+    try:
+        target = sqlite3.connect(dst)
+        try:
+            source.backup(target)  # pages=-1: every page in one step, under one read transaction
+            target.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file, no -wal
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def journal_facts(path: str) -> Copied:
+    """The journal copy's schema version and last seq."""
+    conn = _open_ro(path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        row = conn.execute("SELECT max(seq) FROM journal").fetchone()
+        last = int(row[0]) if row and row[0] is not None else 0
+        return Copied({"journal": version}, last)
+    finally:
+        conn.close()
+
+
+def state_facts(path: str) -> Copied:
+    """The state DB copy's schema version per component."""
+    conn = _open_ro(path)
+    try:
+        has = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_versions'"
+        ).fetchone()
+        rows = conn.execute("SELECT component, version FROM schema_versions").fetchall() if has else []
+        return Copied({str(c): int(v) for c, v in rows})
+    finally:
+        conn.close()
+
+
+def trend_facts(path: str) -> Copied:
+    """The trend index copy's version (0 when it has none yet)."""
+    conn = _open_ro(path)
+    try:
+        has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        row = conn.execute(TREND_META).fetchone() if has else None
+        return Copied({"trend": int(row[0]) if row and row[0] is not None else 0})
+    finally:
+        conn.close()
+
+
+def integrity_problem(path: str) -> str | None:
+    """None when `PRAGMA integrity_check` finds the file sound, else what it found first."""
+    try:
+        conn = _open_ro(path)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    result = [str(r[0]) for r in rows]
+    return None if result == ["ok"] else "; ".join(result[:3])
+
+
+def journal_too_new(version: int) -> bool:
+    """A journal copy this program could not open (written by a newer release)."""
+    return version > SCHEMA_VERSION
