@@ -73,7 +73,7 @@ class MqttSink(PushSink):
         self.client_id = cfg.client_id or f"edge-{self.gateway}-{self.id}"
         self.status_topic = cfg.status_topic.format(site=self.gateway, sink=self.id)
         self.topic = cfg.topic.format(site=self.gateway, sink=self.id)
-        self.names = {d.id: d.name or d.id for d in ctx.site.devices}
+        self._names_of: tuple[object, dict[str, str]] | None = None
         self.client: aiomqtt.Client | None = None
         self._down = asyncio.Event()  # the current connection was lost
         self._connecting = asyncio.Lock()
@@ -92,7 +92,19 @@ class MqttSink(PushSink):
         self._command_task: asyncio.Task[None] | None = None
         # ThingsBoard RPC: requests name a device as this gateway announced it
         self.rpc = cfg.commands and cfg.format == "thingsboard"
-        self.devices_by_name = {name: device for device, name in self.names.items()}
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Device id -> the name ThingsBoard knows it by, as the site says now: a reload (SIGHUP)
+        replaces the device list, and a device it added or renamed is announced under its name."""
+        devices = self.ctx.site.devices
+        if self._names_of is None or self._names_of[0] is not devices:
+            self._names_of = (devices, {d.id: d.name or d.id for d in devices})
+        return self._names_of[1]
+
+    @property
+    def devices_by_name(self) -> dict[str, str]:
+        return {name: device for device, name in self.names.items()}
 
     # ------------------------------------------------------------ encoding
     def messages(self, rows: list[Row], first: int, last: int) -> list[formats.Message]:

@@ -115,3 +115,37 @@ async def test_thingsboard_gateway_api_shapes(tmp_path: Path, broker) -> None:  
     assert orjson.loads(alarm["event_payload"]) == {"why": "dry"}
     attributes = [orjson.loads(p) for p in sub.on("v1/gateway/attributes")]
     assert {"Main meter": {"gateway": "test-site", "device_id": "meter"}} in attributes
+
+
+async def test_a_device_added_or_renamed_by_a_reload_goes_by_its_name(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    """SIGHUP's reload replaces the device list: a device it adds, and one it renames, are
+    connected and sent under the names the site gives them now, not under their ids."""
+    from edge.service import reload
+    from tests.support.site import site_file
+
+    b = broker()
+
+    def device(dev_id: str, name: str) -> dict[str, Any]:
+        return {"id": dev_id, "name": name, "driver": "sim", "points": [{"name": "idle", "interval": "1h"}]}
+
+    doc: dict[str, Any] = {
+        "devices": [device("meter", "Main meter")],
+        "upstream": [mqtt_sink(b.port, format="thingsboard")],
+    }
+    async with Subscriber(b.port, "v1/gateway/#") as sub:
+        async with running_site(tmp_path, doc, web=False) as rt:
+            doc["devices"] = [device("meter", "Meter of block 3"), device("gate", "North gate")]
+            path = site_file(tmp_path, doc)
+            assert await reload(rt, str(path)) == []
+            t = round(time.time())
+            rt.hub.ingest([Reading(t, "meter.power", 7.0), Reading(t, "gate.open", True)])
+            committed = await rt.journal.flush()
+            await until(lambda: sink_of(rt).cursor >= committed, 20, what="the batch acknowledged")
+
+            def sent_to() -> set[str]:
+                return {d for p in sub.on("v1/gateway/telemetry") for d in orjson.loads(p)}
+
+            await until(lambda: {"Meter of block 3", "North gate"} <= sent_to(), 10, what="telemetry by name")
+    connects = {orjson.loads(p)["device"] for p in sub.on("v1/gateway/connect")}
+    assert {"Meter of block 3", "North gate"} <= connects
+    assert not {"meter", "gate"} & (sent_to() | connects)
