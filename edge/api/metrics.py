@@ -4,8 +4,8 @@ One custom collector reads the runtime's plain counters at scrape time — the h
 touches a Prometheus object. Each app gets its own registry (no process-global state), so several
 runtimes in one test process do not collide.
 
-Beside the runtime's families: `edge_build_info{version, config_hash, rules_hash}` (always 1,
-`edge.buildinfo`) and prometheus_client's `process_*` families of this process.
+Beside the runtime's families: `edge_build_info` (always 1, labelled with the version and the
+hashes of `edge.buildinfo`) and prometheus_client's `process_*` families of this process.
 
 Everything counted is a counter (`*_total`) and Prometheus computes rates from it; gauges are
 levels only. The collector keeps no state between scrapes, so what one scraper reads never depends
@@ -104,6 +104,30 @@ class RuntimeCollector:
             yield GaugeMetricFamily(
                 "edge_buffer_bytes", "Bytes used by the journal", value=buf.get("bytes") or 0
             )
+            if buf.get("max_bytes"):
+                yield GaugeMetricFamily(
+                    "edge_buffer_max_bytes",
+                    "The journal's byte cap (storage.max_bytes)",
+                    value=buf["max_bytes"],
+                )
+            if buf.get("time_until_full_s") is not None:
+                # only while the journal grows: absent, not infinite, when it does not
+                yield GaugeMetricFamily(
+                    "edge_buffer_time_until_full_seconds",
+                    "Seconds until the journal reaches its byte cap at the measured net growth",
+                    value=buf["time_until_full_s"],
+                )
+            if buf.get("free_bytes") is not None:
+                yield GaugeMetricFamily(
+                    "edge_buffer_free_bytes",
+                    "Free bytes on the journal's filesystem",
+                    value=buf["free_bytes"],
+                )
+            yield GaugeMetricFamily(
+                "edge_buffer_disk_full",
+                "1 while the journal cannot write for want of disk space (its reserve reached)",
+                value=1 if buf.get("disk_full") else 0,
+            )
             yield CounterMetricFamily(
                 "edge_retention_expired",
                 "Personal or sensitive records deleted at their class's retention before delivery",
@@ -121,7 +145,7 @@ class RuntimeCollector:
             )
         info = InfoMetricFamily(
             "edge_build",
-            "The version, the config hash (the site file as loaded) and the rules hash (the rules in force)",
+            "The version and the configuration hashes in force (edge.buildinfo)",
             value=rt.build_info(),
         )
         yield info
