@@ -7,7 +7,11 @@ problem whose detail is the driver's reason. A driver that cannot read on demand
 of its last poll with its age (`source: "last_poll"`). `{"device": ID, "table": "holding",
 "address": N, "count": N}` reads a raw register range of a Modbus device through `probe.probe()`
 and decodes it in every word order; tables, types and per-request limits are the Modbus package's
-own. This module is imported only when the web server starts with the Modbus plugin installed.
+own; the address may be written as the datasheets do (`"0x2006"`). A device's exception response
+is a 502 whose `exception_code` names the Modbus code, with a `message_key` the UI words in the
+reader's language. `GET /api/v1/commission/registers/{device}` is the device's register map (each
+point's table, address, data type, word order), for the device page and the raw read's defaults.
+This module is imported only when the web server starts with the Modbus plugin installed.
 Every test-read, answered or not, is written to the audit log.
 """
 
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any, get_args
 from aiohttp import web
 
 from drivers.modbus.codec import NUMERIC_TYPES
-from drivers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, ModbusDevice, Table
+from drivers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, ModbusDevice, Table, _int
 from edge import audit
 from edge.api import privacy
 from edge.api.auth import require
@@ -100,10 +104,12 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
     if table not in TABLES:
         raise Problem(422, "Bad table", f"table is one of: {', '.join(TABLES)}")
     try:
-        address = int(body.get("address", 0))
-        count = int(body.get("count", 2))
+        address = int(_int(body.get("address", 0), "address"))
+        count = int(_int(body.get("count", 2), "count"))
     except (TypeError, ValueError):
-        raise Problem(422, "Bad range", "address and count are integers") from None
+        raise Problem(
+            422, "Bad range", "address and count are integers, decimal or hex (8198 or 0x2006)"
+        ) from None
     limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
     if not 0 <= address <= 65535 or not 1 <= count <= limit:
         raise Problem(422, "Bad range", f"address 0-65535 and count 1-{limit} for {table}")
@@ -112,6 +118,7 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
         raise Problem(422, "Bad type", f"type is one of: {', '.join(DATA_TYPES)}")
     # pymodbus is loaded at the first raw read, not when the web server starts
     from drivers.modbus.probe import probe
+    from drivers.modbus.transport import DeviceException
 
     try:
         async with asyncio.timeout(READ_TIMEOUT * 2):
@@ -126,9 +133,57 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
             )
     except TimeoutError:
         raise Problem(504, "Device did not answer", f"no answer within {READ_TIMEOUT * 2:g}s") from None
+    except DeviceException as exc:
+        name = DeviceException.NAMES.get(exc.code, "unknown")
+        raise Problem(
+            502,
+            "The device refused the read",
+            f"Modbus exception {exc.code} ({name}) for {table} {address} (0x{address:04X}) count {count}",
+            message_key="modbus.exception",
+            args={"code": exc.code, "table": table, "address": address, "count": count},
+            exception_code=exc.code,
+        ) from None
     except Exception as exc:
         raise Problem(502, "Read failed", f"{type(exc).__name__}: {exc}") from None
     return dict(result)
+
+
+def register_map(dev: ModbusDevice) -> dict[str, Any]:
+    """Where each point of `dev` lives: what a technician compares with the datasheet."""
+    return {
+        "device": dev.id,
+        "unit": dev.unit,
+        "profile": dev.profile,
+        "points": [
+            {
+                "point": f"{dev.id}.{p.name}",
+                "name": p.name,
+                "table": p.table,
+                "address": p.address,
+                "count": p.count,
+                "type": p.type,
+                "order": p.order if p.table not in BIT_TABLES and p.count > 1 else None,
+                "bit": p.bit,
+                "scale": p.scale,
+                "offset": p.offset,
+                "writable": p.writable,
+            }
+            for p in dev.points
+        ],
+    }
+
+
+async def registers(request: web.Request) -> web.Response:
+    require(request, "read")
+    runtime: Runtime = request.app[RUNTIME_KEY]
+    device_id = request.match_info["device"]
+    try:
+        dev = runtime.site.device(device_id)
+    except KeyError:
+        raise Problem(404, "Unknown device", f"no device {device_id!r} in this site") from None
+    if not isinstance(dev, ModbusDevice):
+        raise Problem(404, "Not a Modbus device", f"{dev.id} uses the {dev.driver} driver: no registers")
+    return json_response(register_map(dev))
 
 
 def _audited(
@@ -190,3 +245,4 @@ async def commission_read(request: web.Request) -> web.Response:
 def setup(app: web.Application, runtime: Runtime) -> None:
     app[RUNTIME_KEY] = runtime
     app.router.add_post("/api/v1/commission/read", commission_read)
+    app.router.add_get("/api/v1/commission/registers/{device}", registers)

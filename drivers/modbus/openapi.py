@@ -14,10 +14,13 @@ from edge.api.openapi_base import (
     QUALITY,
     VALUE,
     WRITE_SECURITY,
+    array,
     body,
     errors,
     obj,
+    ok,
     op,
+    path,
 )
 
 READ_ANSWER = {
@@ -61,7 +64,12 @@ def raw_read() -> dict[str, Any]:
         {
             "device": {"type": "string"},
             "table": {"enum": list(TABLES)},
-            "address": {"type": "integer", "minimum": 0, "maximum": 65535},
+            "address": {
+                "oneOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 65535},
+                    {"type": "string", "description": "decimal or 0x hex, as datasheets write it: 0x2006"},
+                ]
+            },
             "count": {
                 "type": "integer",
                 "minimum": 1,
@@ -74,8 +82,48 @@ def raw_read() -> dict[str, Any]:
     )
 
 
+REGISTER = obj(
+    {
+        "point": {"type": "string"},
+        "name": {"type": "string"},
+        "table": {"type": "string"},
+        "address": {"type": "integer"},
+        "count": {"type": "integer", "description": "registers (or bits) the point occupies"},
+        "type": {"type": "string", "description": "the register data type (float32, uint16, ...)"},
+        "order": {"type": ["string", "null"], "description": "word order of a multi-register value"},
+        "bit": {"type": ["integer", "null"]},
+        "scale": {"type": "number"},
+        "offset": {"type": "number"},
+        "writable": {"type": "boolean"},
+    },
+    ["point", "table", "address", "type"],
+)
+
+
 def paths() -> dict[str, Any]:
     return {
+        "/api/v1/commission/registers/{device}": {
+            "get": op(
+                "commissionRegisters",
+                "A Modbus device's register map: each point's table, address, type, word order (scope read)",
+                {
+                    "200": ok(
+                        obj(
+                            {
+                                "device": {"type": "string"},
+                                "unit": {"type": "integer"},
+                                "profile": {"type": ["string", "null"]},
+                                "points": array(REGISTER),
+                            },
+                            ["device", "points"],
+                        )
+                    ),
+                    "404": PROBLEM,
+                    **errors(),
+                },
+                parameters=[path("device", "the device id")],
+            )
+        },
         "/api/v1/commission/read": {
             "post": op(
                 "commissionRead",
@@ -92,5 +140,5 @@ def paths() -> dict[str, Any]:
                 request_body=body({"oneOf": [obj({"point": {"type": "string"}}, ["point"]), raw_read()]}),
                 security=WRITE_SECURITY,
             )
-        }
+        },
     }

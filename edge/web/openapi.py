@@ -41,6 +41,10 @@ POINT_VIEW = obj(
         "writable": {"type": "boolean"},
         "privacy": {"enum": ["public", "personal", "sensitive"]},
         "description": {"type": ["string", "null"]},
+        "precision": {
+            "type": ["integer", "null"],
+            "description": "decimals to show, when the profile declares them",
+        },
         "value": VALUE,
         "quality": QUALITY,
         "ts": {"type": ["number", "null"]},
@@ -202,6 +206,11 @@ def paths() -> dict[str, Any]:
                     query("severity", {"type": "string"}, "only events of this severity"),
                     query("source", {"type": "string"}, "only events from this source"),
                     query("since", SINCE, "only events at or after this time"),
+                    query(
+                        "before",
+                        {"type": "integer", "minimum": 1},
+                        "only events with a smaller seq: the next page back from the last one listed",
+                    ),
                     query("limit", LIMIT, "at most this many events (default 200)"),
                     query(
                         "unacked",

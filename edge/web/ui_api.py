@@ -24,7 +24,7 @@ from aiohttp import web
 from edge import audit
 from edge.api import keys, privacy
 from edge.api.auth import require
-from edge.api.params import path_int
+from edge.api.params import MAX_SEQ, int_param, path_int
 from edge.api.problem import Problem, json_body, json_response, read_json
 from edge.model import QUALITY_NAMES, CommandStatus
 from edge.state import StateDB
@@ -92,6 +92,8 @@ def point_view(runtime: Runtime, point_id: str, now: float) -> dict[str, Any]:
         "writable": info.writable,
         "privacy": str(info.privacy),
         "description": info.description,
+        # decimals the UI rounds to, once profiles declare them (else it derives them from the unit)
+        "precision": getattr(info, "precision", None),
         "value": latest.value if latest else None,
         "quality": QUALITY_NAMES[latest.quality & 3] if latest else None,
         "ts": latest.ts if latest else None,
@@ -307,6 +309,7 @@ async def _events(request: web.Request, runtime: Runtime) -> web.Response:
         severity=request.query.get("severity") or None,
         source=request.query.get("source") or None,
         since=_float(request, "since", None),
+        before_seq=int_param(request, "before", None, 1, MAX_SEQ),  # the next page back
     )
     limit = _limit(request, 200)
     unacked = request.query.get("unacked") in ("1", "true")

@@ -112,6 +112,26 @@ async def test_events_filter_and_acknowledge_with_comment(site: Any, admin: Clie
     assert (await admin.json("GET", "/api/v1/alerts/active"))["alerts"] == []
 
 
+async def test_events_page_back_by_seq(site: Any, admin: Client) -> None:
+    for i in range(5):
+        site.hub.publish_event(Event("gate_opened", "gate-north", "info", {"message": f"open {i}"}))
+    await site.journal.flush()
+    first = (await admin.json("GET", "/api/v1/events?kind=gate_opened&limit=2"))["events"]
+    assert [e["payload"]["message"] for e in first] == ["open 4", "open 3"]
+    seen = [e["payload"]["message"] for e in first]
+    before = first[-1]["seq"]
+    while True:  # the next page starts below the last seq listed, none twice, none left out
+        page = (await admin.json("GET", f"/api/v1/events?kind=gate_opened&limit=2&before={before}"))["events"]
+        if not page:
+            break
+        assert all(e["seq"] < before for e in page)
+        seen += [e["payload"]["message"] for e in page]
+        before = page[-1]["seq"]
+    assert seen == [f"open {i}" for i in range(4, -1, -1)]
+    resp = await admin.request("GET", "/api/v1/events?before=x")
+    assert resp.status == 400 and "before" in await resp.text()
+
+
 async def test_yaml_helper_locates_syntax_errors(site: Any, admin: Client) -> None:
     ok = await admin.json("POST", "/api/v1/ui/yaml", {"text": "id: a\nif: value > 1\n"})
     assert ok["data"] == {"id": "a", "if": "value > 1"}
