@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "edge.api.cli",  # users / tokens / tls
     "edge.audit_cli",  # audit verify / export
     "edge.privacy_cli",  # privacy report
+    "edge.status_cli",  # status
     "edge.backup_cli",  # backup / restore
 ]
 
