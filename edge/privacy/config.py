@@ -3,7 +3,13 @@
 ```yaml
 privacy:
   retention: {sensitive: 30d, personal: 90d}   # public: storage.keep_history
+  master_key_file: /etc/community-edge/master.key   # 0600: seals sensitive data at rest
 ```
+
+With `master_key_file` (a file only its owner can read, written by `edge privacy new-key`),
+sensitive payloads and the values of sensitive points are sealed at rest under one data key per
+resident (`edge.privacy.atrest`); without it they are stored in clear, and the record of
+processing says so.
 
 A class left out keeps `storage.keep_history`. A class may be kept longer than `keep_history`:
 retention is a ceiling the law sets, not a promise to keep data that long (the byte cap can still
@@ -32,6 +38,13 @@ class PrivacyConfig(Strict):
     """The site file's `privacy:` section."""
 
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    # the site master key that wraps every resident's data key (None: nothing is sealed)
+    master_key_file: str | None = Field(default=None, min_length=1)
+
+    @property
+    def encrypted_at_rest(self) -> bool:
+        """Sensitive records are sealed before they are written."""
+        return self.master_key_file is not None
 
     def retention_s(self, keep_history: float | None) -> dict[int, float | None]:
         """Seconds each class (by `PRIVACY_RANK`) is kept; None: kept until the byte cap."""

@@ -1,0 +1,43 @@
+"""The privacy manifest: with `privacy.master_key_file`, sensitive data is sealed at rest.
+
+Its component starts before every other one: it opens the site's data keys (`keys.db` beside the
+journal) with the master key, hands the sealer to the journal (so the sinks, the rules and the
+trend index, which start after it, only ever see a journal that seals), seals what an earlier run
+stored in clear, and journals the `subject_erased` notices `edge privacy forget` queued.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edge.plugins import Plugin
+
+if TYPE_CHECKING:
+    from edge.config import Site
+    from edge.plugins import ComponentContext
+
+
+def component(ctx: ComponentContext) -> Any:
+    if ctx.site.privacy.master_key_file is None:
+        return None
+    from edge.privacy.component import PrivacyComponent
+
+    return PrivacyComponent(ctx)
+
+
+def check(site: Site) -> list[str]:
+    """The master key read as `edge run` will read it: a missing file or one others may read is
+    found by `edge check`, not at the gateway's start."""
+    path = site.privacy.master_key_file
+    if path is None:
+        return []
+    from edge.privacy.keyfile import KeyFileError, load_master_key
+
+    try:
+        load_master_key(path)
+    except KeyFileError as exc:
+        return [f"privacy.master_key_file: {p}" for p in exc.problems]
+    return []
+
+
+PLUGIN = Plugin(name="privacy", component=component, check=check, order=1)
