@@ -24,12 +24,15 @@ from edge.api.problem import Problem, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, Privacy
 from rules.component import RulesComponent
 from rules.model import (
+    MAX_RULE_TEXT_BYTES,
     CompiledRule,
     RuleErrors,
     RulePackError,
     compile_pack,
+    load_rule_text,
     parse_rule,
     reads_privacy,
+    rule_text,
     webhook_problems,
 )
 
@@ -45,13 +48,59 @@ MAX_VERSION = 2**62
 def _component(request: web.Request) -> RulesComponent:
     comp = get_runtime(request).component(RulesComponent)
     if comp is None:
-        raise Problem(503, "Rules engine not running", "the site has `rules: {enabled: false}`")
+        raise Problem(
+            503,
+            "Rules engine not running",
+            "the site has `rules: {enabled: false}`",
+            message_key="rules.engine_off",
+        )
     return comp
 
 
 def _invalid(exc: RuleErrors) -> Problem:
-    errors = [{k: e[k] for k in ("rule", "field", "line", "column", "message")} for e in exc.as_list()]
-    return Problem(422, "Invalid rule", "; ".join(str(e) for e in exc.errors), errors=errors)
+    errors = []
+    for e in exc.errors:
+        item = e.as_dict()
+        # the UI words the message in the reader's language from the key; `message` is English
+        item["message_key"] = getattr(e, "key", None)
+        item["args"] = getattr(e, "message_args", None) if item["message_key"] else None
+        errors.append(item)
+    first = exc.errors[0] if exc.errors else None
+    return Problem(
+        422,
+        "Invalid rule",
+        "; ".join(str(e) for e in exc.errors),
+        errors=errors,
+        message_key="rule.invalid",
+        args={"count": len(errors), "first": first.message if first else ""},
+    )
+
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
+async def _rule_body(request: web.Request) -> Any:
+    """The rule a create or update sends: a JSON document, or its YAML text (the editor sends
+    what the author wrote, which the rule keeps)."""
+    if request.content_type not in YAML_TYPES:
+        return await read_json(request)
+    raw = await read_body(request, MAX_RULE_TEXT_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem(
+            400, "Not UTF-8", "send the rule's YAML as UTF-8 text", message_key="rules.not_utf8"
+        ) from None
+    try:
+        # a rule's text is at most 64 KiB: parsing it takes tens of milliseconds, off the loop
+        return await asyncio.to_thread(load_rule_text, text)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+
+
+def described(comp: RulesComponent, stored: Any) -> dict[str, Any]:
+    """A rule as the API shows it, with the YAML the editor shows (`text`)."""
+    return {**comp.describe(stored), "text": rule_text(stored.doc)}
 
 
 def _webhook_allow(request: web.Request) -> list[str]:
@@ -75,7 +124,13 @@ def _found(comp: RulesComponent, rule_id: str) -> Any:
     assert comp.store is not None
     stored = comp.store.get(rule_id)
     if stored is None:
-        raise Problem(404, "No such rule", f"there is no rule {rule_id!r}")
+        raise Problem(
+            404,
+            "No such rule",
+            f"there is no rule {rule_id!r}",
+            message_key="rules.not_found",
+            args={"id": rule_id},
+        )
     return stored
 
 
@@ -89,36 +144,49 @@ async def list_rules(request: web.Request) -> web.Response:
 async def get_rule(request: web.Request) -> web.Response:
     require(request, "read")
     comp = _component(request)
-    return json_response(comp.describe(_found(comp, request.match_info["id"])))
+    return json_response(described(comp, _found(comp, request.match_info["id"])))
 
 
 async def create_rule(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
-    doc = await read_json(request)
+    doc = await _rule_body(request)
     if isinstance(doc, dict) and comp.store is not None and comp.store.get(str(doc.get("id"))) is not None:
-        raise Problem(409, "Rule exists", f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it")
+        raise Problem(
+            409,
+            "Rule exists",
+            f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it",
+            message_key="rules.exists",
+            args={"id": str(doc["id"])},
+        )
     try:
         stored = comp.put(doc, who.name, "create")
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    return json_response(comp.describe(stored), status=201)
+    return json_response(described(comp, stored), status=201)
 
 
 async def update_rule(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     rule_id = request.match_info["id"]
-    doc = await read_json(request)
+    doc = await _rule_body(request)
     if isinstance(doc, dict):
-        doc.setdefault("id", rule_id)
-        if doc["id"] != rule_id:
-            raise Problem(422, "Rule id mismatch", f"the body's id {doc['id']!r} is not {rule_id!r}")
+        if getattr(doc, "source", None) is None:  # a text without its id would not say which rule
+            doc.setdefault("id", rule_id)
+        if doc.get("id") != rule_id:
+            raise Problem(
+                422,
+                "Rule id mismatch",
+                f"the body's id {doc.get('id')!r} is not {rule_id!r}",
+                message_key="rules.id_mismatch",
+                args={"given": str(doc.get("id")), "id": rule_id},
+            )
     try:
         stored = comp.put(doc, who.name, "update")
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    return json_response(comp.describe(stored))
+    return json_response(described(comp, stored))
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -126,7 +194,13 @@ async def delete_rule(request: web.Request) -> web.Response:
     comp = _component(request)
     rule_id = request.match_info["id"]
     if not comp.delete(rule_id, who.name):
-        raise Problem(404, "No such rule", f"there is no rule {rule_id!r}")
+        raise Problem(
+            404,
+            "No such rule",
+            f"there is no rule {rule_id!r}",
+            message_key="rules.not_found",
+            args={"id": rule_id},
+        )
     return web.Response(status=204)
 
 
@@ -139,7 +213,7 @@ def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     except RuleErrors as exc:
         raise _invalid(exc) from None
     assert stored is not None
-    return json_response(comp.describe(stored))
+    return json_response(described(comp, stored))
 
 
 async def enable_rule(request: web.Request) -> web.Response:
@@ -213,7 +287,15 @@ async def versions(request: web.Request) -> web.Response:
     assert comp.store is not None
     found = comp.store.versions(request.match_info["id"])
     if not found:
-        raise Problem(404, "No such rule", f"rule {request.match_info['id']!r} has no history")
+        raise Problem(
+            404,
+            "No such rule",
+            f"rule {request.match_info['id']!r} has no history",
+            message_key="rules.no_history",
+            args={"id": request.match_info["id"]},
+        )
+    for v in found:  # each version's text as the editor shows it (for the diff)
+        v["text"] = v.pop("source") or rule_text(v["rule"])
     return json_response({"versions": found})
 
 
@@ -226,8 +308,14 @@ async def restore(request: web.Request) -> web.Response:
     except RuleErrors as exc:
         raise _invalid(exc) from None
     if stored is None:
-        raise Problem(404, "No such version", f"rule {request.match_info['id']!r} has no version {version}")
-    return json_response(comp.describe(stored))
+        raise Problem(
+            404,
+            "No such version",
+            f"rule {request.match_info['id']!r} has no version {version}",
+            message_key="rules.no_version",
+            args={"id": request.match_info["id"], "version": version},
+        )
+    return json_response(described(comp, stored))
 
 
 async def export_pack(request: web.Request) -> web.Response:
@@ -246,9 +334,18 @@ async def import_pack(request: web.Request) -> web.Response:
         compiled = await asyncio.to_thread(compile_pack, text, "<upload>", _webhook_allow(request))
         ids = comp.store_pack(compiled, who.name)
     except UnicodeDecodeError:
-        raise Problem(400, "Not UTF-8", "send the YAML pack as UTF-8 text") from None
+        raise Problem(
+            400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="rules.not_utf8"
+        ) from None
     except RulePackError as exc:
-        raise Problem(422, "Invalid rule pack", "nothing was imported", errors=exc.problems) from None
+        raise Problem(
+            422,
+            "Invalid rule pack",
+            "nothing was imported",
+            errors=exc.problems,
+            message_key="rules.pack_invalid",
+            args={"count": len(exc.problems), "first": exc.problems[0] if exc.problems else ""},
+        ) from None
     return json_response({"imported": ids})
 
 

@@ -8,13 +8,23 @@ report all of them at once.
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge.model import PRIVACY_RANK, Privacy, event_privacy
 from edge.units import Duration
@@ -176,7 +186,44 @@ class Action(Strict):
 ACTION_KINDS = ("write", "set", "alert", "event", "webhook", "snapshot")
 
 
+@dataclass(frozen=True)
+class PackPlace:
+    """Where a rule sat in the pack it was imported from, so an export writes the pack back as its
+    author laid it out: the rule's own lines (its leading comments included), the columns of its
+    `-` and of its keys, and on the first and last rule the text before and after the list."""
+
+    file: str
+    index: int
+    chunk: str
+    dash: int
+    indent: int
+    header: str = ""
+    trailer: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> PackPlace | None:
+        return cls(**json.loads(text)) if text else None
+
+
+class RuleDoc(dict[str, Any]):
+    """A rule document with the YAML text its author wrote (`source`; None when it came as JSON)
+    and its place in the pack it came from. It is a plain dict to everything that reads the rule."""
+
+    def __init__(
+        self, data: Mapping[str, Any], source: str | None = None, place: PackPlace | None = None
+    ) -> None:
+        super().__init__(data)
+        self.source = source
+        self.place = place
+
+
 class Rule(Strict):
+    _source: str | None = PrivateAttr(None)
+    _place: PackPlace | None = PrivateAttr(None)
+
     id: str
     name: str = ""
     description: str = ""
@@ -221,12 +268,14 @@ class Rule(Strict):
             raise ValueError("notify: repeat needs `every:` (e.g. every: 10m)")
         return self
 
-    def doc(self) -> dict[str, Any]:
-        """The rule as a plain document (what export and the API return)."""
-        return self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json") | {
+    def doc(self) -> RuleDoc:
+        """The rule as a plain document (what export and the API return), with the text it was
+        written as, if any."""
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json") | {
             "id": self.id,
             "when": [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in self.when],
         }
+        return RuleDoc(data, self._source, self._place)
 
 
 # what an edit may change and keep the rule's state (a pending `for:`, an active alert): how the
@@ -376,15 +425,99 @@ def parse_rule(doc: Any) -> CompiledRule:
     try:
         rule = Rule.model_validate(doc)
     except ValidationError as exc:
-        errs = []
-        for e in exc.errors():
-            loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown key {loc[-1]!r}"
-            errs.append(ExprError(msg, rule=rid, field=_field_name(loc)))
-        raise RuleErrors(errs) from None
+        raise RuleErrors(_validation_errors(exc, rid)) from None
+    if isinstance(doc, RuleDoc):
+        rule._source, rule._place = doc.source, doc.place
     return compile_rule(rule)
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+# the keys each mapping of a rule may hold, by the kind of its last named parent
+_KEYS: dict[str, list[str]] = {
+    "": _keys_of(Rule),
+    "when": _keys_of(Trigger),
+    "then": _keys_of(Action),
+    "else": _keys_of(Action),
+    "write": _keys_of(WriteAction),
+    "set": _keys_of(WriteAction),
+    "alert": _keys_of(MessageAction),
+    "event": _keys_of(MessageAction),
+    "webhook": _keys_of(WebhookAction),
+    "snapshot": _keys_of(SnapshotAction),
+}
+
+
+def _known_keys(parent: tuple[Any, ...]) -> list[str]:
+    named = [p for p in parent if isinstance(p, str)]
+    return _KEYS.get(named[-1] if named else "", [])
+
+
+class KeyedError(ExprError):
+    """A validation error with the message key and arguments a user interface translates it by."""
+
+    def __init__(self, message: str, key: str, args: dict[str, Any], **where: Any) -> None:
+        super().__init__(message, **where)
+        self.key = key
+        self.message_args = args
+
+
+def _validation_errors(exc: ValidationError, rid: str) -> list[ExprError]:
+    """pydantic's errors, located; an unknown key says which known key it looks like, and the
+    `Field required` that a misspelt key causes for the key it meant is left out."""
+    raw = []
+    for e in exc.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        raw.append((e["type"], loc, e["msg"].removeprefix("Value error, ")))
+    meant: set[tuple[Any, ...]] = set()
+    errs: list[ExprError] = []
+    for kind, loc, _ in raw:
+        if kind != "extra_forbidden":
+            continue
+        unknown = str(loc[-1])
+        guess = difflib.get_close_matches(unknown, _known_keys(loc[:-1]), n=1, cutoff=0.6)
+        if guess:
+            meant.add((*loc[:-1], guess[0]))
+            text = f"unknown key {unknown!r} — did you mean {guess[0]!r}?"
+            errs.append(
+                KeyedError(
+                    text,
+                    "rule.unknown_key_did_you_mean",
+                    {"key": unknown, "suggestion": guess[0]},
+                    rule=rid,
+                    field=_field_name(loc),
+                )
+            )
+        else:
+            known = ", ".join(_known_keys(loc[:-1]))
+            text = f"unknown key {unknown!r}; accepted keys: {known}"
+            errs.append(
+                KeyedError(
+                    text,
+                    "rule.unknown_key",
+                    {"key": unknown, "known": known},
+                    rule=rid,
+                    field=_field_name(loc),
+                )
+            )
+    for kind, loc, msg in raw:
+        if kind == "extra_forbidden" or (kind == "missing" and loc in meant):
+            continue
+        if kind == "missing":
+            errs.append(
+                KeyedError(
+                    "required, missing",
+                    "rule.missing_key",
+                    {"key": str(loc[-1])},
+                    rule=rid,
+                    field=_field_name(loc),
+                )
+            )
+            continue
+        errs.append(ExprError(msg, rule=rid, field=_field_name(loc)))
+    return errs
 
 
 @dataclass
@@ -425,12 +558,13 @@ def compile_pack(
     With `webhook_allow` (the site's `rules.webhook_allow`), a webhook to a destination it does not
     name is a problem too; None checks no destination (offline tests that post nothing)."""
     entries, pos = load_pack_text(text, file)
+    places = pack_places(text, file, [e.line for e in entries])
     problems: list[str] = []
     out: list[CompiledRule] = []
     seen: dict[str, int] = {}
     for entry in entries:
         try:
-            cr = parse_rule(entry.doc)
+            cr = parse_rule(_with_text(entry.doc, places[entry.index] if places else None))
             if webhook_allow is not None and (refused := webhook_problems(cr.rule, webhook_allow)):
                 raise RuleErrors(refused)
         except RuleErrors as exc:
@@ -460,5 +594,288 @@ def _split_field(f: str) -> list[str | int]:
     return out
 
 
+# ------------------------------------------------------------ the author's text
+# A rule keeps the YAML its author wrote: the editor shows it, an edit replaces it, and an export
+# writes each rule back into its pack at its place, so comments, key order and shorthand survive.
+
+_DASH = re.compile(r"^( *)-( |$|\n|\r)")
+MAX_RULE_TEXT_BYTES = 64 * 1024  # one rule's YAML; real rules are a few hundred bytes
+
+
+def _blank_or_comment(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
+
+
+def _indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def pack_places(text: str, file: str, item_lines: Sequence[int | None]) -> list[PackPlace] | None:
+    """Each rule's place in a pack: its lines from the comments above it to the next rule's, the
+    columns of its `-` and its keys; the text before the first and after the last rule go on those
+    two. None when the layout is not a plain block list (a flow list `[...]`, say): those rules
+    are then written out fresh."""
+    lines = text.splitlines(keepends=True)
+    if not item_lines or any(n is None for n in item_lines):
+        return None
+    dashes: list[tuple[int, int, int]] = []  # (row of the "-", its column, column of the keys)
+    for n in item_lines:
+        row = int(n or 1) - 1
+        while row >= 0 and not _DASH.match(lines[row]):
+            row -= 1
+        if row < 0 or (dashes and row <= dashes[-1][0]):
+            return None
+        dash = _indent_of(lines[row])
+        rest = lines[row][dash + 1 :]
+        if rest.strip() and not rest.strip().startswith("#"):
+            indent = dash + 1 + _indent_of(rest)
+        else:  # "-" alone on its line: the keys start below
+            indent = _indent_of(lines[int(n or 1) - 1])
+        dashes.append((row, dash, indent))
+    starts = []
+    for k, (row, _, _) in enumerate(dashes):
+        floor = dashes[k - 1][0] + 1 if k else 0
+        while row > floor and _blank_or_comment(lines[row - 1]):
+            row -= 1
+        starts.append(row)
+    last_row, last_dash, last_indent = dashes[-1]
+    end = len(lines)
+    for row in range(last_row + 1, len(lines)):
+        line = lines[row]
+        if _blank_or_comment(line):
+            continue
+        if _indent_of(line) < last_indent and not (_indent_of(line) == last_dash and _DASH.match(line)):
+            end = row
+            while end > last_row + 1 and _blank_or_comment(lines[end - 1]):
+                end -= 1
+            break
+    places = []
+    for k, (_, dash, indent) in enumerate(dashes):
+        stop = starts[k + 1] if k + 1 < len(dashes) else end
+        places.append(
+            PackPlace(
+                file,
+                k,
+                "".join(lines[starts[k] : stop]),
+                dash,
+                indent,
+                header="".join(lines[: starts[0]]) if k == 0 else "",
+                trailer="".join(lines[end:]) if k == len(dashes) - 1 else "",
+            )
+        )
+    return places
+
+
+def _standalone_lines(place: PackPlace) -> list[str]:
+    """The rule's lines in its pack, unindented into a YAML document of its own, one for one."""
+    out = []
+    seen_dash = False
+    for line in place.chunk.splitlines(keepends=True):
+        ending = line[len(line.rstrip("\r\n")) :]
+        if not seen_dash and _DASH.match(line) and _indent_of(line) == place.dash:
+            seen_dash = True
+            rest = line[place.dash + 1 :]
+            if not rest.strip():
+                out.append(ending)
+            elif rest.strip().startswith("#"):
+                out.append(rest.lstrip(" "))
+            else:
+                out.append(line[place.indent :])
+            continue
+        if not line.strip():
+            out.append(ending)
+        elif _indent_of(line) >= place.indent:
+            out.append(line[place.indent :])
+        else:
+            out.append(line.lstrip(" "))
+    return out
+
+
+def standalone_text(place: PackPlace) -> str:
+    return "".join(_standalone_lines(place))
+
+
+def _with_text(doc: Any, place: PackPlace | None) -> Any:
+    """A pack's rule document with its own text, when that text reads back as the same rule."""
+    if place is None or not isinstance(doc, dict):
+        return doc
+    text = standalone_text(place)
+    try:
+        same = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == doc
+    except yaml.YAMLError:
+        same = False
+    return RuleDoc(doc, text if same else None, place)
+
+
+def rule_text(doc: Mapping[str, Any]) -> str:
+    """The YAML the rule editor shows: the author's text, or the document written out in its
+    fields' order for a rule that came as JSON."""
+    source = getattr(doc, "source", None)
+    if source is not None:
+        return str(source)
+    return yaml.safe_dump(dict(doc), allow_unicode=True, sort_keys=False, width=100)
+
+
+def load_rule_text(text: str) -> RuleDoc:
+    """One rule's YAML text as a document that keeps that text; RuleErrors naming the line."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_RULE_TEXT_BYTES:
+        raise RuleErrors(
+            [
+                KeyedError(
+                    f"a rule's YAML is at most {MAX_RULE_TEXT_BYTES} bytes ({size} given)",
+                    "rule.text_too_large",
+                    {"max": MAX_RULE_TEXT_BYTES, "size": size},
+                )
+            ]
+        )
+    try:
+        data, _ = load_yaml(text, "rule", max_nodes=20_000)
+    except YamlError as exc:
+        first = exc.problems[0]
+        problem = first.message.removeprefix("YAML syntax error: ")
+        raise RuleErrors(
+            [
+                KeyedError(
+                    problem,
+                    "yaml.syntax",
+                    {"problem": problem},
+                    line=first.line or 1,
+                    column=first.column or 1,
+                )
+            ]
+        ) from None
+    if not isinstance(data, dict):
+        raise RuleErrors([ExprError("a rule must be a mapping with id:, when:, if:, then:")])
+    return RuleDoc(data, text)
+
+
+_TOP_KEY = re.compile(r"""^(?:"([^"]+)"|'([^']+)'|([^\s#'"{\[][^:#]*?))\s*:(?:\s|$)""")
+
+
+def edited_text(source: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """The author's text with the top-level keys whose value changed between the documents `old`
+    and `new` (`Rule.doc()` form) written anew, every other line as it was: how a change made
+    without the text (enabling, a JSON client) keeps the comments and shorthand. None when the
+    text is not a block mapping whose keys start their lines."""
+    lines = source.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    blocks: dict[str, tuple[int, int]] = {}  # key -> (first row, row after its last)
+    current: tuple[str, int] | None = None
+    for row, line in enumerate([*lines, "#end\n"]):
+        if not line.strip() or line[0] == " ":
+            continue
+        if current is not None:
+            blocks[current[0]] = (current[1], row)
+            current = None
+        if line.startswith("#") or row == len(lines):
+            continue
+        m = _TOP_KEY.match(line)
+        if m is None:
+            return None
+        current = (next(g for g in m.groups() if g is not None).strip(), row)
+    defaults = {f.alias or n: f.default for n, f in Rule.model_fields.items() if not f.is_required()}
+    edits: list[tuple[int, int, list[str]]] = []
+    for key in old.keys() | new.keys():
+        if old.get(key) == new.get(key):
+            continue
+        if key in new:
+            value = new[key]
+        elif key in blocks and isinstance(defaults.get(key), str | bool | int):
+            value = defaults[key]
+        else:
+            if key in blocks:
+                edits.append((*blocks[key], []))
+            continue
+        dumped = yaml.safe_dump({key: value}, allow_unicode=True, sort_keys=False, width=4096)
+        first, after = blocks.get(key, (len(lines), len(lines)))
+        if key in blocks:  # a block's trailing blank lines separate it from the next: keep them
+            while after > first + 1 and not lines[after - 1].strip():
+                after -= 1
+        edits.append((first, after, dumped.splitlines(keepends=True)))
+    for first, after, fresh in sorted(edits, key=lambda e: e[0], reverse=True):
+        lines[first:after] = fresh
+    return "".join(lines)
+
+
+def _pack_lines(place: PackPlace, source: str | None, dash: int) -> list[str]:
+    """A rule as lines of a pack whose items start at column `dash`: the lines it had in its pack
+    where its text still has them, the others indented like them."""
+    new = (source or "").splitlines(keepends=True)
+    if new and not new[-1].endswith("\n"):
+        new[-1] += "\n"
+    chunk = place.chunk.splitlines(keepends=True)
+    if chunk and not chunk[-1].endswith("\n"):
+        chunk[-1] += "\n"
+    orig = _standalone_lines(place)
+    out: list[str] = []
+    if new == orig or source is None:
+        out = chunk
+    else:
+        dash_row = next(
+            (i for i, line in enumerate(chunk) if _DASH.match(line) and _indent_of(line) == place.dash), -1
+        )
+        have_dash = False
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, orig, new, autojunk=False).get_opcodes():
+            if tag == "equal":
+                for i in range(i1, i2):
+                    if i == dash_row and have_dash:  # a key inserted above took the "-"
+                        out.append(" " * place.indent + orig[i])
+                        continue
+                    have_dash = have_dash or i == dash_row
+                    out.append(chunk[i])
+                continue
+            for line in new[j1:j2]:
+                if not have_dash and not _blank_or_comment(line):
+                    out.append(" " * place.dash + "-" + " " * (place.indent - place.dash - 1) + line)
+                    have_dash = True
+                else:
+                    out.append(line if not line.strip() else " " * place.indent + line)
+    shift = dash - place.dash
+    if shift > 0:
+        out = [" " * shift + line if line.strip() else line for line in out]
+    elif shift < 0:
+        out = [line[-shift:] if line[:-shift].strip() == "" else line for line in out]
+    return out
+
+
+def _fresh_lines(source: str, dash: int) -> list[str]:
+    out = []
+    have_dash = False
+    for line in source.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            line += "\n"
+        if not have_dash and not _blank_or_comment(line):
+            out.append(" " * dash + "- " + line)
+            have_dash = True
+        else:
+            out.append(line if not line.strip() else " " * (dash + 2) + line)
+    return out
+
+
 def dump_pack(docs: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump({"rules": docs}, allow_unicode=True, sort_keys=False)
+    """The rules as one pack: rules imported from a pack in their pack's order, each with the text
+    and place it had there (changed lines only rewritten), the others after them, written out
+    fresh. A pack imported, untouched and exported comes back byte for byte."""
+
+    def order(doc: dict[str, Any]) -> tuple[int, str, int, str]:
+        place = getattr(doc, "place", None)
+        return (0, place.file, place.index, "") if place else (1, "", 0, str(doc.get("id")))
+
+    docs = sorted(docs, key=order)
+    first = getattr(docs[0], "place", None) if docs else None
+    dash = first.dash if first else 0
+    head = first.header if first and first.header else "rules:\n" if docs else "rules: []\n"
+    lines = [head if head.endswith("\n") else head + "\n"]
+    for doc in docs:
+        place = getattr(doc, "place", None)
+        if place is not None:
+            lines += _pack_lines(place, getattr(doc, "source", None), dash)
+        else:
+            lines += _fresh_lines(rule_text(doc), dash)
+    last = getattr(docs[-1], "place", None) if docs else None
+    if last is not None and last.trailer:
+        lines.append(last.trailer)
+    return "".join(lines)

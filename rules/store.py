@@ -17,6 +17,7 @@ from typing import Any
 
 from edge.state import StateDB
 from rules.engine import KeyState
+from rules.model import PackPlace, RuleDoc, edited_text
 
 MIGRATIONS = [
     """
@@ -53,13 +54,20 @@ MIGRATIONS = [
     # or actions changed), reset (the logic changed, or the rule was enabled/disabled/deleted);
     # '' for versions written before this was recorded
     "ALTER TABLE rule_versions ADD COLUMN state TEXT NOT NULL DEFAULT ''",
+    # the YAML its author wrote (NULL: the rule came as JSON) and, for a rule imported from a pack,
+    # its place there (`rules.model.PackPlace`), so the editor and an export give that text back
+    """
+    ALTER TABLE rules ADD COLUMN source TEXT;
+    ALTER TABLE rules ADD COLUMN place TEXT;
+    ALTER TABLE rule_versions ADD COLUMN source TEXT;
+    """,
 ]
 
 
 @dataclass
 class StoredRule:
     id: str
-    doc: dict[str, Any]
+    doc: RuleDoc
     enabled: bool
     version: int
     updated: float
@@ -71,31 +79,36 @@ class RuleStore:
         self.state = state
         state.migrate("rules", MIGRATIONS)
 
+    COLUMNS = "id, doc, enabled, version, updated, updated_by, source, place"
+
     def _row(self, r: Any) -> StoredRule:
-        return StoredRule(r[0], json.loads(r[1]), bool(r[2]), r[3], r[4], r[5])
+        doc = RuleDoc(json.loads(r[1]), r[6], PackPlace.from_json(r[7]))
+        return StoredRule(r[0], doc, bool(r[2]), r[3], r[4], r[5])
 
     def list_rules(self) -> list[StoredRule]:
         with self.state.lock:
-            rows = self.state.conn.execute(
-                "SELECT id, doc, enabled, version, updated, updated_by FROM rules ORDER BY id"
-            ).fetchall()
+            rows = self.state.conn.execute(f"SELECT {self.COLUMNS} FROM rules ORDER BY id").fetchall()
         return [self._row(r) for r in rows]
 
     def get(self, rule_id: str) -> StoredRule | None:
         with self.state.lock:
-            r = self.state.conn.execute(
-                "SELECT id, doc, enabled, version, updated, updated_by FROM rules WHERE id=?", (rule_id,)
-            ).fetchone()
+            r = self.state.conn.execute(f"SELECT {self.COLUMNS} FROM rules WHERE id=?", (rule_id,)).fetchone()
         return self._row(r) if r else None
 
     def put(
         self, doc: dict[str, Any], actor: str, action: str = "update", keep_state: bool = False
     ) -> StoredRule:
         """Insert or replace a rule (already validated) and record the new version. Its persisted
-        state is dropped unless `keep_state` (the change left its logic alone)."""
+        state is dropped unless `keep_state` (the change left its logic alone).
+
+        The rule's text is the one `doc` brings (a `RuleDoc` from the editor or a pack); a change
+        that brings none (enabling, a JSON client) rewrites only the changed keys of the stored
+        text. A rule keeps its place in its pack until a pack import gives it a new one."""
         rule_id = doc["id"]
         enabled = bool(doc.get("enabled", True))
-        text = json.dumps(doc, ensure_ascii=False, sort_keys=True)
+        text = json.dumps(doc, ensure_ascii=False)
+        source = getattr(doc, "source", None)
+        place = getattr(doc, "place", None)
         now = time.time()
         with self.state.lock:
             conn = self.state.conn
@@ -105,18 +118,26 @@ class RuleStore:
                     "SELECT MAX(version) FROM rule_versions WHERE rule_id=?", (rule_id,)
                 ).fetchone()
                 version = (row[0] or 0) + 1
-                existed = conn.execute("SELECT 1 FROM rules WHERE id=?", (rule_id,)).fetchone()
+                existed = conn.execute(
+                    "SELECT doc, source, place FROM rules WHERE id=?", (rule_id,)
+                ).fetchone()
                 state = "kept" if keep_state and existed else "reset" if existed else "new"
+                if existed and source is None and existed[1] is not None:
+                    source = edited_text(existed[1], json.loads(existed[0]), doc)
+                if existed and place is None:
+                    place = PackPlace.from_json(existed[2])
                 conn.execute(
-                    "INSERT INTO rules(id, doc, enabled, version, updated, updated_by) VALUES (?,?,?,?,?,?) "
+                    "INSERT INTO rules(id, doc, enabled, version, updated, updated_by, source, place) "
+                    "VALUES (?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(id) DO UPDATE SET doc=excluded.doc, enabled=excluded.enabled, "
-                    "version=excluded.version, updated=excluded.updated, updated_by=excluded.updated_by",
-                    (rule_id, text, int(enabled), version, now, actor),
+                    "version=excluded.version, updated=excluded.updated, updated_by=excluded.updated_by, "
+                    "source=excluded.source, place=excluded.place",
+                    (rule_id, text, int(enabled), version, now, actor, source, place and place.to_json()),
                 )
                 conn.execute(
-                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    (rule_id, version, now, actor, action, text, state),
+                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state, source) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (rule_id, version, now, actor, action, text, state, source),
                 )
                 if state != "kept":
                     conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
@@ -124,7 +145,7 @@ class RuleStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return StoredRule(rule_id, doc, enabled, version, now, actor)
+        return StoredRule(rule_id, RuleDoc(doc, source, place), enabled, version, now, actor)
 
     def delete(self, rule_id: str, actor: str) -> bool:
         current = self.get(rule_id)
@@ -136,8 +157,8 @@ class RuleStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(
-                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state, source) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
                     (
                         rule_id,
                         current.version + 1,
@@ -146,6 +167,7 @@ class RuleStore:
                         "delete",
                         json.dumps(current.doc, ensure_ascii=False),
                         "reset",
+                        current.doc.source,
                     ),
                 )
                 conn.execute("DELETE FROM rules WHERE id=?", (rule_id,))
@@ -159,8 +181,8 @@ class RuleStore:
     def versions(self, rule_id: str) -> list[dict[str, Any]]:
         with self.state.lock:
             rows = self.state.conn.execute(
-                "SELECT version, ts, actor, action, doc, state FROM rule_versions WHERE rule_id=? "
-                "ORDER BY version DESC",
+                "SELECT version, ts, actor, action, doc, state, source FROM rule_versions "
+                "WHERE rule_id=? ORDER BY version DESC",
                 (rule_id,),
             ).fetchall()
         return [
@@ -171,16 +193,18 @@ class RuleStore:
                 "action": r[3],
                 "rule": json.loads(r[4]),
                 "state": r[5],
+                "source": r[6],
             }
             for r in rows
         ]
 
-    def version_doc(self, rule_id: str, version: int) -> dict[str, Any] | None:
+    def version_doc(self, rule_id: str, version: int) -> RuleDoc | None:
+        """The document of a version with the text it had (restoring it restores that text)."""
         with self.state.lock:
             r = self.state.conn.execute(
-                "SELECT doc FROM rule_versions WHERE rule_id=? AND version=?", (rule_id, version)
+                "SELECT doc, source FROM rule_versions WHERE rule_id=? AND version=?", (rule_id, version)
             ).fetchone()
-        return json.loads(r[0]) if r else None
+        return RuleDoc(json.loads(r[0]), r[1]) if r else None
 
     # ------------------------------------------------------------ meta and state
     def meta(self, key: str) -> str | None:

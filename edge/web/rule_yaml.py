@@ -43,6 +43,8 @@ def _error(
             "title": title,
             "status": status,
             "detail": message,
+            "message_key": "yaml.invalid",
+            "args": {"message": message},
             "error": {"message": message, "line": line, "column": column},
         }
     )
@@ -71,7 +73,9 @@ def convert(kind: str, value: Any) -> tuple[int, bytes]:
         return _too_deep_error()
     except YamlError as exc:
         first = exc.problems[0]
-        return 422, _error(422, "Invalid YAML", first.message, first.line, first.column)
+        # the editor says "YAML syntax:" itself; the loader's own prefix would make it twice
+        message = first.message.removeprefix("YAML syntax error: ")
+        return 422, _error(422, "Invalid YAML", message, first.line, first.column)
     except orjson.JSONEncodeError as exc:  # e.g. an integer past 64 bits
         return 422, _error(422, "Invalid YAML", f"not representable in JSON: {exc}")
     except yaml.MarkedYAMLError as exc:

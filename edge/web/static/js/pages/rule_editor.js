@@ -6,6 +6,7 @@
 // list says which class it was.
 import { api, badge, can, fmtClock, fmtTime, h, t } from '../core.js';
 import { timeline } from '../chart.js';
+import { STATE_BADGE, said } from './rules.js';
 
 const TEMPLATE = `id: bin-full-east
 name: 东区垃圾桶满 Bin full (east)
@@ -54,6 +55,8 @@ function diffLines(a, b) {
   return out;
 }
 
+function stateBadge(state) { return badge(STATE_BADGE[state] || 'muted', t('ruleState.' + state)); }
+
 async function toYaml(data) { return (await api('POST', '/api/v1/ui/yaml', { data })).text; }
 
 export async function render(view, [ruleId]) {
@@ -68,13 +71,17 @@ export async function render(view, [ruleId]) {
   const editable = can('rules');
   view.append(h('p', {}, h('a', { href: '/rules' }, '← ' + t('nav.rules'))),
     h('h1', {}, isNew ? t('editor.newTitle') : t('editor.title', { id: ruleId }), ' ',
-      current ? badge(current.enabled ? 'ok' : 'muted', t('ruleState.' + (current.state || (current.enabled ? 'ok' : 'disabled')))) : null));
+      current ? stateBadge(current.state || (current.enabled ? 'ok' : 'disabled')) : null));
   const text = h('textarea', { id: 'rule-text', spellcheck: 'false', rows: 16, readonly: !editable });
-  text.value = current ? await toYaml(current.rule) : TEMPLATE;
+  // the text the author wrote (comments, key order, shorthand), as the rule keeps it
+  text.value = current ? (current.text ?? await toYaml(current.rule)) : TEMPLATE;
   const status = h('div', { id: 'rule-status', class: 'status-line', role: 'status' });
   const where = h('pre', { id: 'rule-error-where', class: 'where', hidden: true });
-  const help = h('details', { class: 'help' }, h('summary', {}, t('editor.help')),
-    h('pre', {}, t('editor.helpText')));
+  const example = h('pre', { id: 'rule-help-text' }, t('editor.helpText'));
+  // a YAML example wrapped mid-line reads as different YAML: it scrolls sideways instead
+  example.style.whiteSpace = 'pre';
+  example.style.overflowX = 'auto';
+  const help = h('details', { class: 'help' }, h('summary', {}, t('editor.help')), example);
   view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where), help));
 
   let parsed = null;
@@ -87,7 +94,7 @@ export async function render(view, [ruleId]) {
     if (mine !== seq) return false;
     if (!y.ok) {
       const e = y.data.error || {};
-      showError(e.line, e.column, t('editor.yamlError', { message: e.message }));
+      showError(e.line, e.column, t('editor.yamlError', { message: e.message || said(y.data) }));
       parsed = null;
       return false;
     }
@@ -96,10 +103,12 @@ export async function render(view, [ruleId]) {
     if (mine !== seq) return false;
     if (v.ok) { status.className = 'status-line ok'; status.textContent = t('editor.valid'); return true; }
     const errs = v.data.errors || [];
-    if (!errs.length) { showError(null, null, v.data.detail || v.data.title); return false; }
+    if (!errs.length) { showError(null, null, said(v.data)); return false; }
     const e = errs[0];
     const pos = locate(text.value, e.field, e.line, e.column);
-    showError(pos.line, pos.column, `${e.field ? e.field + ': ' : ''}${e.message}`, errs.length - 1);
+    // an unknown key's message names the key already
+    const named = e.args && e.args.key !== undefined && String(e.field || '').endsWith(String(e.args.key));
+    showError(pos.line, pos.column, `${e.field && !named ? e.field + ': ' : ''}${said(e)}`, errs.length - 1);
     return false;
   }
   function showError(line, column, message, more = 0) {
@@ -125,10 +134,12 @@ export async function render(view, [ruleId]) {
     const save = h('button', { class: 'primary', id: 'save-rule', type: 'button', onclick: async () => {
       if (!(await validate())) return;
       const id = parsed && parsed.id;
+      // the text itself is saved, so the rule keeps every line the author did not change
+      const asText = { raw: true, contentType: 'application/yaml', allowError: true };
       const r = isNew
-        ? await api('POST', '/api/v1/rules', parsed, { allowError: true })
-        : await api('PUT', `/api/v1/rules/${encodeURIComponent(ruleId)}`, parsed, { allowError: true });
-      if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, `${r.data.title}: ${r.data.detail || ''}`)); return; }
+        ? await api('POST', '/api/v1/rules', text.value, asText)
+        : await api('PUT', `/api/v1/rules/${encodeURIComponent(ruleId)}`, text.value, asText);
+      if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
       saveMsg.replaceChildren(h('div', { class: 'ok-box' }, t('editor.saved')));
       if (isNew && id) location.href = `/rules/${encodeURIComponent(id)}`;
     } }, t('editor.save'));
@@ -165,7 +176,7 @@ function dryRunCard(validate, parsed) {
     dryOut.replaceChildren(h('p', { class: 'loading' }, t('editor.dryRunning')));
     const n = Number(hours.value);
     const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed(), hours: n }, { allowError: true });
-    if (!r.ok) { dryOut.replaceChildren(h('div', { class: 'error' }, `${r.data.title}: ${r.data.detail || ''}`)); return; }
+    if (!r.ok) { dryOut.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
     const to = Date.now() / 1000, from = to - n * 3600;
     const f = r.data.firings || [];
     const hidden = f.filter((x) => x.redacted).length;
@@ -182,12 +193,13 @@ async function versions(ruleId, text, editable) {
   const box = h('section', { class: 'card' }, h('h2', {}, t('editor.versions')));
   const res = await api('GET', `/api/v1/rules/${encodeURIComponent(ruleId)}/versions`, undefined, { allowError: true });
   if (!res.ok) { box.append(h('p', { class: 'hint' }, t('editor.noVersions'))); return box; }
-  const diff = h('pre', { class: 'diff', id: 'version-diff' });
+  const diff = h('pre', { class: 'diff', id: 'version-diff', hidden: true }); // shown once a diff is asked for
   const list = h('ul', { class: 'versions' });
   for (const v of res.data.versions || []) {
     list.append(h('li', {}, `v${v.version} · ${fmtTime(v.ts)} · ${v.actor || ''} `,
       h('button', { class: 'secondary small', type: 'button', onclick: async () => {
-        const old = await toYaml(v.rule);
+        const old = v.text ?? await toYaml(v.rule);
+        diff.hidden = false;
         diff.replaceChildren(...diffLines(old, text.value).map(([k, l]) => h('span', { class: k === '+' ? 'add' : k === '-' ? 'del' : '' }, `${k} ${l}\n`)));
       } }, t('editor.diff')),
       editable ? h('button', { class: 'secondary small', type: 'button', onclick: async () => {

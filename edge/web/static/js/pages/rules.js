@@ -1,7 +1,16 @@
 // Rules: list with state and last firing, enable/disable, pack import/export (rules API).
 import { api, badge, can, errorBox, fmtTime, h, t, table } from '../core.js';
 
-const CLS = { ok: 'ok', pending: 'warn', active: 'bad', error: 'bad', disabled: 'muted' };
+// a rule state's badge colour, the same in the list and the editor: an active rule has an alert on
+export const STATE_BADGE = { ok: 'ok', pending: 'warn', active: 'bad', error: 'bad', disabled: 'muted' };
+
+// A server message (a problem, or one validation error of it) in the reader's language: its
+// `message_key` and `args` from the catalogue, else the server's English.
+export function said(m) {
+  const key = m && m.message_key;
+  if (key) { const s = t(key, m.args || undefined); if (s !== key) return s; }
+  return (m && (m.message || [m.title, m.detail].filter(Boolean).join(': '))) || '';
+}
 
 export async function render(view) {
   view.append(h('h1', {}, t('rules.title')));
@@ -10,14 +19,14 @@ export async function render(view) {
     view.append(h('div', { class: 'error', id: 'rules-missing' }, t('rules.apiMissing')));
     return;
   }
-  if (!res.ok) { view.append(errorBox({ toString: () => res.data.detail || res.data.title })); return; }
+  if (!res.ok) { view.append(errorBox({ toString: () => said(res.data) })); return; }
   const msg = h('div', { id: 'rules-msg' });
   const tools = h('div', { class: 'row' });
   if (can('rules')) {
     const file = h('input', { type: 'file', accept: '.yaml,.yml', id: 'pack-file', hidden: true, onchange: async () => {
       const text = await file.files[0].text();
       const r = await api('POST', '/api/v1/rules/import', text, { raw: true, contentType: 'application/yaml', allowError: true });
-      msg.replaceChildren(h('div', { class: r.ok ? 'ok-box' : 'error' }, r.ok ? t('rules.imported') : `${r.data.title}: ${r.data.detail || ''}`));
+      msg.replaceChildren(h('div', { class: r.ok ? 'ok-box' : 'error' }, r.ok ? t('rules.imported') : said(r.data)));
       if (r.ok) setTimeout(() => location.reload(), 600);
     } });
     tools.append(h('a', { href: '/rules/new', class: 'button primary', id: 'new-rule' }, t('rules.new')),
@@ -33,7 +42,7 @@ export async function render(view) {
     return h('tr', { 'data-rule': r.id },
       h('td', {}, h('a', { href: `/rules/${encodeURIComponent(r.id)}` }, r.id)),
       h('td', {}, r.name || ''),
-      h('td', {}, badge(CLS[r.state] || 'muted', t('ruleState.' + r.state)), r.error ? h('div', { class: 'err-text' }, r.error) : null),
+      h('td', {}, badge(STATE_BADGE[r.state] || 'muted', t('ruleState.' + r.state)), r.error ? h('div', { class: 'err-text' }, r.error) : null),
       h('td', {}, r.last_fired ? fmtTime(r.last_fired) : t('rules.never')),
       h('td', {}, String(r.version ?? '')),
       h('td', {}, toggle));
