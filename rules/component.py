@@ -23,6 +23,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.api.problem import Problem
+from edge.clock import ClockSample, boottime, forward_jump
 from edge.driver import Snapshots
 from edge.model import Event, Record, Severity
 from edge.yamlpos import YamlError, read_text
@@ -93,6 +94,8 @@ class RulesComponent:
         self._timer_at: float | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self.firings = 0
+        self.schedules_skipped = 0  # schedule matches a forward jump of the clock went over
+        self._clock_seen: ClockSample | None = None
         self._started = False
         self._backfills: set[asyncio.Task[None]] = set()
         self.backfill: dict[str, Any] = {"runs": 0, "windows": 0, "rows": 0, "samples": 0, "truncated": 0}
@@ -162,6 +165,7 @@ class RulesComponent:
             "errors": sum(1 for r in rules if r.summary == "error") + len(self.broken),
             "evaluations": self.engine.evaluations,
             "firings": self.firings,
+            "schedules_skipped": self.schedules_skipped,
             "actions_executed": self.actions.executed,
             "actions_failed": self.actions.failed,
             "rate_limited": sum(self.actions.rate_limited.values()),
@@ -270,7 +274,36 @@ class RulesComponent:
 
     # ------------------------------------------------------------ live evaluation
     def _on_records(self, records: list[Record]) -> None:
+        self._guard_clock()
         self._after(self.engine.process(records))
+
+    def _guard_clock(self) -> None:
+        """Schedules never act on a forward jump of the wall clock: before the engine sees a time
+        later than a jump (a record stamped after it, or a timer), the schedules due in the span
+        the jump went over are skipped — each runs next at its first match after the new time —
+        instead of all running at once, and an hourly rule not 24 times for a clock set a day
+        ahead. A step back needs nothing: the engine's timers wait for the time to come again."""
+        now = ClockSample(self.ctx.clock(), boottime())
+        last, self._clock_seen = self._clock_seen, now
+        if last is None or not self.engine.has_schedules:
+            return
+        jump = forward_jump(last, now, self.ctx.site.clock.max_step)
+        if jump is None or jump.mono_elapsed < 0:
+            return
+        skipped = self.engine.skip_schedules(last.wall + jump.mono_elapsed, now.wall)
+        if not skipped:
+            return
+        self.schedules_skipped += len(skipped)
+        log.warning("schedules of %s not run: %s", ", ".join(sorted(set(skipped))), jump.describe())
+        payload = {
+            "rules": sorted(set(skipped)),
+            "skipped": len(skipped),
+            "step_s": round(jump.step, 3),
+            "reason": jump.describe(),
+        }
+        event = Event("schedules_skipped", "rules", Severity.WARNING, payload, now.wall)
+        # not from inside the hub's fan-out that called us: the event is a record of its own
+        asyncio.get_running_loop().call_soon(self.ctx.hub.publish_event, event)
 
     def _after(self, firings: list[Firing]) -> None:
         for f in firings:
@@ -316,6 +349,7 @@ class RulesComponent:
 
     def _tick(self) -> None:
         self._timer = self._timer_at = None
+        self._guard_clock()
         self._after(self.engine.advance(self.ctx.clock()))
 
     # ------------------------------------------------------------ management (API, CLI)

@@ -68,6 +68,7 @@ class Engine:
         self._nodata_seen: dict[tuple[str, str], float] = {}  # (rule, point) -> last good reading ts
         self.eval_budget = EVAL_BUDGET_S
         self.suspended: dict[str, str] = {}  # rule id -> why: over its time budget, not evaluated
+        self._scheduled: set[str] = set()  # rules with a schedule trigger
         self.env = self._make_env()
 
     # ------------------------------------------------------------ helpers for expressions
@@ -119,6 +120,8 @@ class Engine:
         self._route.clear()
         self._event_route.clear()
         rr.schedule_token = f"@{next(self._counter)}"
+        if rr.schedules:
+            self._scheduled.add(rr.id)
         if rr.rule.enabled:
             start = self.now if now is None else now
             for cron in rr.schedules:
@@ -150,6 +153,7 @@ class Engine:
 
     def remove(self, rule_id: str) -> None:
         self.suspended.pop(rule_id, None)
+        self._scheduled.discard(rule_id)
         if self.rules.pop(rule_id, None) is not None:
             self._route.clear()
             self._event_route.clear()
@@ -332,6 +336,32 @@ class Engine:
                 self._evaluate(rr, "", args, deadline, out)
                 self._next_schedule(rr, deadline)
         return out
+
+    @property
+    def has_schedules(self) -> bool:
+        """Whether any rule has a schedule trigger (kept as a set: asked once per batch)."""
+        return bool(self._scheduled)
+
+    def skip_schedules(self, after: float, until: float) -> list[str]:
+        """Drop the schedule timers due in (`after`, `until`] without running them, and queue each
+        of those rules' next match after `until`: the span a forward jump of the wall clock went
+        over, which no real time passed through. Returns the rules whose schedule was skipped."""
+        kept, skipped = [], []
+        for timer in self._timers:
+            deadline, _, rid, key, kind = timer
+            if kind == "schedule" and after < deadline <= until:
+                rr = self.rules.get(rid)
+                if rr is not None and key == rr.schedule_token:  # else queued for an older version
+                    skipped.append(rr)
+            else:
+                kept.append(timer)
+        if len(kept) == len(self._timers):
+            return []
+        heapq.heapify(kept)
+        self._timers = kept
+        for rr in skipped:
+            self._next_schedule(rr, until)
+        return [rr.id for rr in skipped]
 
     def _next_schedule(self, rr: RuleRuntime, deadline: float) -> None:
         for cron in rr.schedules:
