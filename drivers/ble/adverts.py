@@ -219,6 +219,10 @@ def encode_eddystone(frame: EddystoneUID | EddystoneTLM) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------- advertisements -> points
+Mode = Literal["ibeacon", "eddystone", "advert"]
+MODES: tuple[Mode, ...] = ("ibeacon", "eddystone", "advert")
+
+
 @dataclass(frozen=True, slots=True)
 class PointSpec:
     """What the driver declares for one point key (PointInfo's name, type, unit, description)."""
@@ -262,6 +266,18 @@ def distance_m(power_1m: int, rssi: int | None) -> float | None:
     return round(10 ** ((power_1m - rssi) / (10 * PATH_LOSS_EXPONENT)), 1)
 
 
+def point_specs(mode: Mode, layout: AdvertLayout | None = None) -> list[PointSpec]:
+    """The points a device of `mode` reports (mode advert: those of its layout), for the site-file
+    checks made before the device's watch exists."""
+    if mode == "ibeacon":
+        return list(IBEACON_POINTS)
+    if mode == "eddystone":
+        return list(EDDYSTONE_POINTS)
+    if layout is None:
+        raise ValueError("mode advert needs a layout (the device's profile)")
+    return [*PRESENCE, *(PointSpec(f.name, f.point_type(), f.unit, f.description) for f in layout.fields)]
+
+
 @dataclass(slots=True)
 class Heard:
     """One advertisement of a watched device: point values, and what could not be read."""
@@ -269,9 +285,6 @@ class Heard:
     values: dict[str, Value] = field(default_factory=dict)
     problem: NotDecoded | None = None
     packet_id: int | None = None
-
-
-Mode = Literal["ibeacon", "eddystone", "advert"]
 
 
 class AdvertWatch:
@@ -310,15 +323,7 @@ class AdvertWatch:
 
     def points(self) -> list[PointSpec]:
         """Every point key `read` can report, with its metadata."""
-        if self.mode == "ibeacon":
-            return list(IBEACON_POINTS)
-        if self.mode == "eddystone":
-            return list(EDDYSTONE_POINTS)
-        assert self.layout is not None
-        return [
-            *PRESENCE,
-            *(PointSpec(f.name, f.point_type(), f.unit, f.description) for f in self.layout.fields),
-        ]
+        return point_specs(self.mode, self.layout)
 
     def absent(self) -> dict[str, Value]:
         """The values to report once stale_after has passed without an advertisement."""
