@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "edge.audit_cli",  # audit verify / export
     "edge.privacy_cli",  # privacy report
     "edge.status_cli",  # status
+    "edge.doctor",  # doctor
     "edge.backup_cli",  # backup / restore
 ]
 
