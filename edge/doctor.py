@@ -1,0 +1,500 @@
+"""`edge doctor`: what on this host stands between a site file and a gateway that works, each
+problem with the command that fixes it.
+
+It looks at the host, not at the running gateway (`edge status` does that): the site file, the
+device nodes the site names (serial ports, V4L2 cameras) and whether the service user may open
+them, the user's membership of dialout / video / bluetooth, BlueZ for a site with BLE devices,
+the space on the journal's filesystem, the clock's sync, the ports the site listens on, and the
+modes of the secret files the site names. It changes nothing.
+
+It knows the site file's devices by their entries (`driver:`, strings naming `/dev/...`), not by
+importing their drivers: a check of the host must work when a driver's extra is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import grp
+import json
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.cli import Subcommands, add_command, arg
+
+#: the account of deploy/systemd/community-edge.service
+SERVICE_USER = "community-edge"
+#: severities, mildest first; the exit code is the worst one's
+OK, INFO, WARNING, ERROR = "ok", "info", "warning", "error"
+EXIT = {OK: 0, INFO: 0, WARNING: 1, ERROR: 2}
+#: a key ending in `_file` whose name says it holds a secret (the others: a CA, a pack)
+SECRET_WORDS = ("token", "secret", "password", "key", "hmac", "credential")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # what was looked at: site, device, group, bluez, disk, clock, port, secret
+    severity: str
+    message: str
+    fix: str = ""  # the command (or edit) that fixes it
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    groups: frozenset[int]  # primary and supplementary gids
+
+
+def service_user(name: str | None) -> User:
+    """The named account, else the service's account when it exists, else whoever runs this.
+    KeyError when a named account does not exist."""
+    if name is None:
+        try:
+            entry = pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            entry = pwd.getpwuid(os.geteuid())
+    else:
+        entry = pwd.getpwnam(name)
+    gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
+    return User(entry.pw_name, entry.pw_uid, frozenset(gids))
+
+
+def may_open(user: User, st: os.stat_result, read: bool = True, write: bool = True) -> bool:
+    """Whether `user` may open a file of this stat for reading and/or writing (mode bits; ACLs
+    and capabilities other than root's are not looked at)."""
+    if user.uid == 0:
+        return True
+    if st.st_uid == user.uid:
+        r, w = stat.S_IRUSR, stat.S_IWUSR
+    elif st.st_gid in user.groups:
+        r, w = stat.S_IRGRP, stat.S_IWGRP
+    else:
+        r, w = stat.S_IROTH, stat.S_IWOTH
+    return (not read or bool(st.st_mode & r)) and (not write or bool(st.st_mode & w))
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _in_group(user: User, group: str) -> bool | None:
+    """None when the host has no such group."""
+    try:
+        return grp.getgrnam(group).gr_gid in user.groups
+    except KeyError:
+        return None
+
+
+# ---------------------------------------------------------------- the site file's entries
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def device_nodes(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where in the site file, path) of every device node the devices name."""
+    out = []
+    for i, dev in enumerate(raw.get("devices") or []):
+        if isinstance(dev, dict) and dev.get("enabled", True) is not False:
+            name = f"devices[{i}] ({dev.get('id', '?')})"
+            out += [(name + where, v) for where, v in _strings(dev, "") if v.startswith("/dev/")]
+    return out
+
+
+def secret_files(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key path, file) of every secret file the site names: `*_file` keys whose name says
+    secret, and the web server's TLS key."""
+    out = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                key = str(k)
+                here = f"{path}.{key}" if path else key
+                if key.endswith("_file") and isinstance(v, str) and v and any(w in key for w in SECRET_WORDS):
+                    out.append((here, v))
+                else:
+                    walk(v, here)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    walk(raw, "")
+    web = raw.get("web")
+    if isinstance(web, dict) and isinstance(web.get("tls_key"), str):
+        out.append(("web.tls_key", web["tls_key"]))
+    return out
+
+
+def listen_addresses(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """(section, host:port) of every server the site runs: `web` and any section with `listen`."""
+    out = []
+    web = raw.get("web") if isinstance(raw.get("web"), dict) else {}
+    assert isinstance(web, dict)
+    if web.get("enabled", True) is not False:
+        out.append(("web.listen", str(web.get("listen") or "0.0.0.0:8080")))
+    for key, section in raw.items():
+        if key == "web" or not isinstance(section, dict) or not isinstance(section.get("listen"), str):
+            continue
+        if section.get("enabled", True) is not False:
+            out.append((f"{key}.listen", section["listen"]))
+    return out
+
+
+# ---------------------------------------------------------------- the checks
+def check_devices(raw: dict[str, Any], user: User) -> Iterator[Finding]:
+    needs: dict[str, str] = {}  # group -> why
+    for where, path in device_nodes(raw):
+        group = "video" if os.path.basename(path).startswith("video") else "dialout"
+        needs.setdefault(group, f"{path} ({where})")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            yield Finding(
+                "device",
+                ERROR,
+                f"{path} ({where}) does not exist",
+                "plug the device in, or name the node that exists: ls -l /dev/serial/by-id/ /dev/video*",
+            )
+            continue
+        except OSError as exc:
+            yield Finding("device", ERROR, f"{path} ({where}) cannot be looked at: {exc.strerror}")
+            continue
+        if not stat.S_ISCHR(st.st_mode):
+            yield Finding(
+                "device",
+                WARNING,
+                f"{path} ({where}) is not a character device (a serial port or camera node)",
+                "name the device node itself: ls -l /dev/serial/by-id/ /dev/video*",
+            )
+        if may_open(user, st):
+            yield Finding("device", OK, f"{path}: {user.name} may read and write it")
+            continue
+        group_name = _group_name(st.st_gid)
+        if st.st_gid != 0 and bool(st.st_mode & stat.S_IRGRP) and bool(st.st_mode & stat.S_IWGRP):
+            fix = f"sudo usermod -aG {group_name} {user.name}  (then restart the service)"
+        else:
+            fix = (
+                f"sudo chgrp {group} {path} && sudo chmod g+rw {path}  (for good: a udev rule "
+                f'SUBSYSTEM=="tty", GROUP="{group}", MODE="0660")'
+            )
+        yield Finding(
+            "device",
+            ERROR,
+            f"{path} ({where}): {user.name} may not open it for reading and writing "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}, owner {st.st_uid}, group {group_name})",
+            fix,
+        )
+    ble = [
+        dev.get("id", "?")
+        for dev in raw.get("devices") or []
+        if isinstance(dev, dict) and dev.get("driver") == "ble" and dev.get("enabled", True) is not False
+    ]
+    if ble:
+        needs.setdefault("bluetooth", f"the BLE devices {', '.join(map(str, ble))}")
+    for group, why in sorted(needs.items()):
+        member = _in_group(user, group)
+        if user.uid == 0:
+            yield Finding("group", OK, f"{user.name} may open any device; group {group} not needed")
+        elif member is None:
+            yield Finding("group", WARNING, f"this host has no group {group} (for {why})")
+        elif member:
+            yield Finding("group", OK, f"{user.name} is in group {group}")
+        else:
+            yield Finding(
+                "group",
+                ERROR,
+                f"{user.name} is not in group {group}, which {why} needs",
+                f"sudo usermod -aG {group} {user.name}  (then restart the service)",
+            )
+    if ble:
+        yield from check_bluez()
+
+
+def check_bluez(sysfs: Path = Path("/sys/class/bluetooth")) -> Iterator[Finding]:
+    tool = shutil.which("bluetoothctl")
+    if tool is None:
+        yield Finding(
+            "bluez", ERROR, "BlueZ is not installed (no bluetoothctl)", "sudo apt-get install bluez"
+        )
+    adapters = sorted(p.name for p in sysfs.glob("hci*")) if sysfs.is_dir() else []
+    if not adapters:
+        yield Finding(
+            "bluez",
+            ERROR,
+            "no Bluetooth adapter (nothing in /sys/class/bluetooth)",
+            "plug in a Bluetooth adapter or enable the built-in one; check `rfkill list bluetooth`",
+        )
+        return
+    if tool is None:
+        return
+    try:
+        shown = subprocess.run([tool, "show"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        yield Finding(
+            "bluez", WARNING, f"bluetoothctl show did not answer: {exc}", "sudo systemctl start bluetooth"
+        )
+        return
+    if "Powered: yes" in shown:
+        yield Finding("bluez", OK, f"Bluetooth adapter powered ({', '.join(adapters)})")
+    else:
+        yield Finding(
+            "bluez",
+            ERROR,
+            f"no powered Bluetooth adapter ({', '.join(adapters)}; or bluetoothd is not running)",
+            "sudo systemctl start bluetooth && sudo rfkill unblock bluetooth && bluetoothctl power on",
+        )
+
+
+def check_disk(raw: dict[str, Any]) -> Iterator[Finding]:
+    from edge.config import StorageConfig
+
+    try:
+        storage = StorageConfig.model_validate(raw.get("storage") or {})
+    except ValueError:
+        return  # the site check names the problem
+    where = Path(storage.path).parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    usage = shutil.disk_usage(where)
+    journal = Path(storage.path)
+    used = journal.stat().st_size if journal.exists() else 0
+    free_mib = usage.free / 2**20
+    if usage.free < storage.disk_reserve:
+        yield Finding(
+            "disk",
+            ERROR,
+            f"{free_mib:.0f} MiB free on the journal's filesystem ({where}), less than "
+            f"storage.disk_reserve ({storage.disk_reserve / 2**20:.0f} MiB): the journal counts as full",
+            f"free space on {where} (journalctl --vacuum-size=100M, old files), or lower storage.disk_reserve",
+        )
+    elif usage.free + used < storage.max_bytes + storage.disk_reserve:
+        yield Finding(
+            "disk",
+            WARNING,
+            f"{free_mib:.0f} MiB free on {where}: the journal cannot grow to storage.max_bytes "
+            f"({storage.max_bytes / 2**20:.0f} MiB); it will count as full before its cap",
+            f"lower storage.max_bytes to about {(usage.free + used - storage.disk_reserve) * 0.8 / 2**20:.0f}MiB, "
+            "or give the journal a bigger filesystem",
+        )
+    else:
+        yield Finding("disk", OK, f"{free_mib:.0f} MiB free on {where}")
+
+
+def check_clock(raw: dict[str, Any]) -> Iterator[Finding]:
+    from edge.clock import kernel_sync_status
+
+    sync = kernel_sync_status()
+    trusted = isinstance(raw.get("clock"), dict) and raw["clock"].get("trust_unsynced") is True
+    if sync.synchronised:
+        yield Finding("clock", OK, f"the clock is synchronised ({sync.detail})")
+    else:
+        yield Finding(
+            "clock",
+            INFO if trusted else WARNING,
+            f"the clock is not synchronised ({sync.detail})"
+            + (
+                "; the site trusts it anyway (clock.trust_unsynced)"
+                if trusted
+                else ": the gateway will not trust it (clock_untrusted, edge_clock_trusted 0)"
+            ),
+            "sudo timedatectl set-ntp true  (needs systemd-timesyncd or chrony and a reachable NTP server); "
+            "a box with a battery-backed RTC may set clock.trust_unsynced: true",
+        )
+
+
+def check_ports(raw: dict[str, Any]) -> Iterator[Finding]:
+    from edge.config import StorageConfig
+    from edge.store import space
+
+    try:
+        running = space.read_status(StorageConfig.model_validate(raw.get("storage") or {}).path)
+    except ValueError:
+        running = None
+    for key, listen in listen_addresses(raw):
+        host, _, port_text = listen.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        try:
+            port = int(port_text)
+        except ValueError:
+            continue  # the site check names it
+        if port == 0:
+            continue
+        if running:
+            yield Finding(
+                "port", INFO, f"{key} {listen}: not tried, the gateway runs (pid {running.get('pid')})"
+            )
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    yield Finding(
+                        "port",
+                        ERROR,
+                        f"{key} {listen}: the port is in use by another program",
+                        f"sudo ss -ltnp 'sport = :{port}'  (stop that program, or change {key})",
+                    )
+                elif exc.errno == errno.EACCES:
+                    yield Finding(
+                        "port",
+                        ERROR,
+                        f"{key} {listen}: a port below 1024 needs a privilege the service user lacks",
+                        f"use a port above 1023 in {key}, or AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit",
+                    )
+                else:
+                    yield Finding(
+                        "port", ERROR, f"{key} {listen}: cannot listen there: {exc.strerror}", f"fix {key}"
+                    )
+                continue
+        yield Finding("port", OK, f"{key} {listen}: free")
+
+
+def check_secrets(raw: dict[str, Any], user: User) -> Iterator[Finding]:
+    for key, name in secret_files(raw):
+        path = Path(name)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            yield Finding(
+                "secret",
+                ERROR,
+                f"{key}: {path} does not exist",
+                f"create it: install -m 600 -o {user.name} /dev/null {path}, then write the secret",
+            )
+            continue
+        except OSError as exc:
+            yield Finding("secret", ERROR, f"{key}: {path} cannot be looked at: {exc.strerror}")
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            yield Finding(
+                "secret",
+                ERROR,
+                f"{key}: {path} has mode {mode:04o}: other users may read the secret",
+                f"chmod 600 {path}",
+            )
+        elif not may_open(user, st, write=False):
+            yield Finding(
+                "secret",
+                ERROR,
+                f"{key}: {path} is not readable by {user.name}, who runs the gateway",
+                f"sudo chown {user.name} {path}",
+            )
+        else:
+            yield Finding("secret", OK, f"{key}: {path} is {user.name}'s alone ({mode:04o})")
+
+
+def check_site(config: str) -> tuple[dict[str, Any] | None, list[Finding]]:
+    """The raw mapping of the site file (None when it is not YAML) and what `edge check` finds."""
+    from edge.config import ConfigError, load_site
+    from edge.yamlpos import YamlError
+    from edge.yamlpos import load as load_yaml
+    from edge.yamlpos import read_text as read_yaml_text
+
+    try:
+        raw, _ = load_yaml(read_yaml_text(Path(config)), config)
+    except (YamlError, OSError) as exc:
+        problems = getattr(exc, "problems", None) or [exc]
+        return None, [Finding("site", ERROR, str(p), f"edge check -c {config}") for p in problems]
+    if not isinstance(raw, dict):
+        return None, [Finding("site", ERROR, f"{config}: not a mapping", f"edge check -c {config}")]
+    try:
+        load_site(config)
+    except ConfigError as exc:
+        return raw, [Finding("site", ERROR, str(p), f"fix it; edge check -c {config}") for p in exc.problems]
+    return raw, [Finding("site", OK, f"{config} is valid")]
+
+
+def diagnose(config: str, user: User) -> list[Finding]:
+    raw, findings = check_site(config)
+    if raw is not None:
+        for check in (check_devices(raw, user), check_disk(raw), check_ports(raw), check_secrets(raw, user)):
+            findings.extend(check)
+        findings.extend(check_clock(raw))
+    return findings
+
+
+def worst(findings: list[Finding]) -> str:
+    order = [OK, INFO, WARNING, ERROR]
+    return max((f.severity for f in findings), key=order.index, default=OK)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        user = service_user(args.user)
+    except KeyError:
+        print(
+            f"edge doctor: no user {args.user!r} on this host (--user names the account the gateway runs as)",
+            file=sys.stderr,
+        )
+        return EXIT[ERROR]
+    findings = diagnose(args.config, user)
+    verdict = worst(findings)
+    if args.json:
+        print(
+            json.dumps(
+                {"user": user.name, "worst": verdict, "findings": [asdict(f) for f in findings]}, indent=2
+            )
+        )
+    else:
+        marks = {OK: "ok  ", INFO: "info", WARNING: "WARN", ERROR: "FAIL"}
+        for f in findings:
+            if f.severity == OK and not args.verbose:
+                continue
+            print(f"{marks[f.severity]} {f.check:<7} {f.message}")
+            if f.fix and f.severity != OK:
+                print(f"             fix: {f.fix}")
+        problems = sum(1 for f in findings if f.severity in (WARNING, ERROR))
+        print(
+            f"{len(findings)} checks as user {user.name}: "
+            + (f"{problems} to fix" if problems else "nothing to fix")
+        )
+    return EXIT[verdict]
+
+
+def register(sub: Subcommands) -> None:
+    add_command(
+        sub,
+        "doctor",
+        help="check this host for the site: devices, groups, BlueZ, disk, clock, ports, secret files",
+        description="Check what on this host stands between the site file and a working gateway: the\n"
+        "site file, the device nodes it names and whether the service user may open them, its\n"
+        "membership of dialout/video/bluetooth, BlueZ (a site with BLE devices), the space on the\n"
+        "journal's filesystem, the clock's sync, the ports it listens on, the modes of its secret\n"
+        "files. Each problem comes with the command that fixes it. It changes nothing.\n\n"
+        "exit codes: 0 nothing to fix, 1 warnings, 2 errors",
+        epilog="example:\n  sudo edge doctor -c /etc/community-edge/site.yaml",
+        func=cmd_doctor,
+        config=True,
+        args=[
+            arg("--json", action="store_true", help="print the findings as JSON"),
+            arg(
+                "--user",
+                help=f"the account the gateway runs as (default: {SERVICE_USER} if it exists, else you)",
+            ),
+            arg("-v", "--verbose", action="store_true", help="list what is fine too"),
+        ],
+    )
