@@ -26,7 +26,7 @@ from edge.api import keys, privacy
 from edge.api.auth import require
 from edge.api.params import MAX_SEQ, int_param, path_int
 from edge.api.problem import Problem, json_body, json_response, read_json
-from edge.model import QUALITY_NAMES, CommandStatus
+from edge.model import QUALITY_NAMES, CommandStatus, Event, Severity
 from edge.state import StateDB
 from edge.store.journal import BOOL_FLAG, Journal, row_to_record
 from edge.store.rows import EventMatch
@@ -399,7 +399,34 @@ async def ack(request: web.Request) -> web.Response:
             (seq, principal.name, comment, time.time()),
         )
     audit.record(state, principal.name, "alert_ack", str(seq), kind=kind, comment=comment)
+    await _journal_ack(runtime, seq, kind, principal.name, comment)
     return json_response({"seq": seq, "ack": {"user": principal.name, "comment": comment}})
+
+
+async def _journal_ack(runtime: Runtime, seq: int, kind: str, user: str, comment: str) -> None:
+    """The acknowledgement as an `alert_ack` event, so it travels upstream and into the KPIs like
+    the alert did. The account name is personal: sinks pseudonymise or withhold `user`."""
+    rows = await asyncio.to_thread(runtime.journal.read_range, seq - 1, seq)
+    acked = row_to_record(rows[0]) if rows else {}
+    payload = acked.get("payload") or {}
+    runtime.hub.publish_event(
+        Event(
+            "alert_ack",
+            runtime.site.site.id,
+            Severity.INFO,
+            {
+                "seq": seq,
+                "kind": kind,
+                "rule": payload.get("rule", acked.get("source")),
+                "severity": acked.get("severity"),
+                "user": user,
+                "comment": comment,
+                "acked_at": runtime.clock(),
+                "privacy": "personal",
+            },
+            runtime.clock(),
+        )
+    )
 
 
 async def yaml_helper(request: web.Request) -> web.Response:
