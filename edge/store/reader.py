@@ -9,6 +9,7 @@ loop call these methods via `asyncio.to_thread`, as they always did.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -106,6 +107,50 @@ class JournalQueries:
         if before_ts is None:
             return self._query(HISTORY_SQL, (after, upto, limit))
         return self._query(HISTORY_BEFORE_SQL, (after, upto, before_ts, limit))
+
+    # ------------------------------------------------------------ operator KPIs (edge.kpi)
+    def reading_counts(
+        self, after: int, upto: int, bounds: list[float]
+    ) -> list[tuple[str, int, int, int, float, int, int]]:
+        """Per point and per time bucket of the readings with after < seq <= upto: (point,
+        bucket, good readings, all readings, oldest ts, lowest seq, highest seq). Bucket i holds
+        ts < bounds[i] (and >= bounds[i-1]); the last bucket, len(bounds), the rest. One
+        aggregate over the range."""
+        case = " ".join(f"WHEN ts < ? THEN {i}" for i in range(len(bounds)))
+        bucket = f"CASE {case} ELSE {len(bounds)} END" if bounds else "0"
+        rows = self._query(
+            f"SELECT point, {bucket} AS b, sum((quality & 3) = 0), count(*), min(ts), min(seq), max(seq) "
+            "FROM journal "
+            "WHERE seq > ? AND seq <= ? AND kind IS NULL GROUP BY point, b",
+            (*bounds, after, upto),
+        )
+        return [(r[0], int(r[1]), int(r[2]), int(r[3]), float(r[4]), int(r[5]), int(r[6])) for r in rows]
+
+    def events_and_readings_of(
+        self, after: int, upto: int, points: list[str]
+    ) -> list[tuple[int, float, str, int | None, str | None, str | None, str | None]]:
+        """(seq, ts, point or source, quality, kind, severity, payload) of every event and of the
+        readings of `points` with after < seq <= upto, in seq order."""
+        return self._query(
+            "SELECT seq, ts, point, quality, kind, severity, payload FROM journal "
+            "WHERE seq > ? AND seq <= ? AND (kind IS NOT NULL OR point IN (SELECT value FROM json_each(?))) "
+            "ORDER BY seq",
+            (after, upto, json.dumps(points)),
+        )
+
+    def first_good_reading_of_device(self, device: str, after: int, upto: int) -> tuple[int, float] | None:
+        """(seq, ts) of the first good reading of a point of `device` with after < seq <= upto."""
+        rows = self._query(
+            "SELECT seq, ts FROM journal WHERE seq > ? AND seq <= ? AND kind IS NULL "
+            "AND (quality & 3) = 0 AND point > ? AND point < ? ORDER BY seq LIMIT 1",
+            (after, upto, device + ".", device + "/"),
+        )
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
+
+    def last_at_or_before(self, seq: int) -> tuple[int, float] | None:
+        """(seq, ts) of the last record with seq <= `seq`."""
+        rows = self._query("SELECT seq, ts FROM journal WHERE seq <= ? ORDER BY seq DESC LIMIT 1", (seq,))
+        return (int(rows[0][0]), float(rows[0][1])) if rows else None
 
     # ------------------------------------------------------------ single values
     def oldest_after(self, seq: int) -> float | None:

@@ -1,0 +1,1 @@
+"""Operator KPIs: availability, completeness, delivery, alert response and rule actions per day."""

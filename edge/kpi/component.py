@@ -1,0 +1,293 @@
+"""The KPI component: folds the journal behind a cursor into per-day figures, samples the delivery
+cursors, closes each day after its local midnight (journals `kpi_daily`, and an `alert` when a
+device is below its target), and answers "today so far" from memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edge.kpi.config import KpiConfig
+from edge.kpi.days import Days
+from edge.kpi.engine import UP, Fold, PointPlan, new_day, plans_of
+from edge.kpi.figures import EDGES, add_delays, day_figures
+from edge.kpi.store import KpiStore
+from edge.model import Event, Severity
+
+if TYPE_CHECKING:
+    from edge.plugins import ComponentContext
+    from edge.store.reader import JournalQueries
+
+log = logging.getLogger("edge.kpi")
+
+CHUNK = 50_000  # journal records per fold step (one aggregate, one transaction)
+CURSOR = "kpi"  # the journal cursor: retention keeps what the fold has not read yet
+MARGIN_S = 3600.0  # records a little out of ts order still land in their own day
+STALE_S = 60.0  # without records this long, open intervals are counted up to now anyway
+
+
+def fold_step(fold: Fold, journal: JournalQueries, upto: int) -> None:
+    """Fold the journal's records after the fold's position up to `upto` (one chunk)."""
+    after = fold.state["pos"]
+    lo = journal.first_at_or_after(after + 1)
+    hi = journal.last_at_or_before(upto)
+    bounds: list[float] = []
+    if lo is not None and hi is not None:
+        _day, _start, end = fold.cal.at(min(lo[1], hi[1]) - MARGIN_S)
+        while end <= max(lo[1], hi[1]) + MARGIN_S:
+            bounds.append(end)
+            _day, _start, end = fold.cal.at(end)
+    counts = journal.reading_counts(after, upto, bounds)
+    ordered = journal.events_and_readings_of(after, upto, fold.ordered_points)
+    fold.fold(upto, counts, bounds, ordered, journal.first_good_reading_of_device, journal.last_at_or_before)
+
+
+class KpiComponent:
+    name = "kpi"
+
+    def __init__(self, ctx: ComponentContext, config: KpiConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.cal = Days(ctx.site.site.timezone)
+        self.plans: dict[str, PointPlan] = plans_of(ctx.site.devices)
+        self.store = KpiStore(ctx.state)
+        self.fold = Fold(self.cal, self.plans, ctx.site.site.id, self.store.meta("state"), self._load_day)
+        self.cursors: dict[str, list[Any]] = self.store.meta("cursors") or {}
+        self.closed_days = 0
+        self.errors = 0
+        self.last_error = ""
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.caught_up = asyncio.Event()
+
+    def _load_day(self, day: str) -> dict[str, Any] | None:
+        found = self.store.day(day)
+        return found[0] if found is not None else None
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        # gateway_started of this run goes in before the first fold: until the fold has seen it,
+        # the gateway's last state may be "up" from a run that died
+        await self.ctx.journal.flush()
+        await self.ctx.journal.register_cursor(CURSOR, "kpi", self.fold.state["pos"])
+        await self.step()
+        self._task = self.ctx.spawn(self._run(), "kpi")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.step(advance=False)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.step()
+            except Exception as exc:  # a bad step is retried at the next tick, never fatal
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("kpi step failed")
+
+    def wake(self) -> None:
+        """Run a step now (tests and the API's "today so far" use it)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------ one step
+    async def step(self, advance: bool = True) -> None:
+        """Fold everything committed, sample the cursors, advance to now, close finished days."""
+        async with self.lock:
+            journal = self.ctx.journal
+            target = journal.committed_seq
+            while self.fold.state["pos"] < target:
+                upto = min(target, self.fold.state["pos"] + CHUNK)
+                await asyncio.to_thread(fold_step, self.fold, journal, upto)
+                if self.fold.state["pos"] < target:
+                    await self._commit()
+            now = self.ctx.clock()
+            await asyncio.to_thread(self._sample_cursors, now)
+            closed: dict[str, dict[str, Any]] = {}
+            starts: dict[str, dict[str, Any]] = {}
+            gw = self.fold.state["gw"]
+            if advance and gw is not None and gw[0] == UP:
+                today, start, _end = self.cal.at(now)
+                if gw[1] < start and self.store.day_start(today) is None:
+                    self.fold.advance(start)
+                    starts[today] = copy.deepcopy(self.fold.state)
+                # up to the newest record folded: a record still on its way to the journal must
+                # not find its device's interval already counted in the state before it
+                last_ts = self.fold.state["last_ts"] or now
+                self.fold.advance(min(now, max(last_ts, now - STALE_S)))
+                closed = self._close_days(now)
+            await self._commit(closed=closed, starts=starts)
+            self.caught_up.set()
+        for day, figures in closed.items():
+            await self._announce(day, figures)
+        await journal.set_cursor(CURSOR, self.fold.state["pos"], kind="kpi")
+
+    async def _commit(
+        self, closed: dict[str, dict[str, Any]] | None = None, starts: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        fold = self.fold
+        days = {d: fold.days[d] for d in fold.dirty if d in fold.days}
+        keep_from = (
+            dt.date.fromisoformat(self.cal.day_of(self.ctx.clock())) - dt.timedelta(days=self.config.keep)
+        ).isoformat()
+        ops, fold.alert_ops = fold.alert_ops, []
+        state = copy.deepcopy(fold.state)
+        await asyncio.to_thread(
+            self.store.commit,
+            days=days,
+            state=state,
+            alert_ops=ops,
+            day_of=self.cal.day_of,
+            meta={"cursors": self.cursors},
+            day_starts=starts,
+            closed=closed,
+            keep_from=keep_from,
+        )
+        fold.dirty.clear()
+        today = self.cal.day_of(self.ctx.clock())
+        for d in [d for d in fold.days if d < today and self._is_closed(d)]:
+            fold.days.pop(d, None)  # a closed past day need not stay in memory
+
+    def _is_closed(self, day: str) -> bool:
+        found = self.store.day(day)
+        return found is not None and found[1]
+
+    def _sample_cursors(self, now: float) -> None:
+        """Each sink's and consumer's cursor moved since the last sample: the records it passed
+        were acknowledged by `updated`; their delays spread between their oldest and newest ts."""
+        journal = self.ctx.journal
+        for name, (kind, seq, updated) in journal.cursors().items():
+            if kind not in ("sink", "consumer"):
+                continue
+            prev = self.cursors.get(name)
+            self.cursors[name] = [kind, seq, updated]
+            if prev is None or seq <= prev[1]:
+                continue
+            lo = journal.first_at_or_after(prev[1] + 1)
+            hi = journal.last_at_or_before(seq)
+            if lo is None or hi is None:
+                continue
+            acc = self.fold.day(self.cal.day_of(hi[1]))
+            if acc is None:
+                continue
+            slot = acc.setdefault("dl", {}).setdefault(
+                name, {"kind": kind, "seq": seq, "hist": [0.0] * len(EDGES)}
+            )
+            slot["seq"] = max(slot["seq"], seq)
+            add_delays(slot["hist"], updated - hi[1], updated - lo[1], seq - prev[1])
+        for day, acc in self.fold.days.items():  # every day's share uses the newest cursor
+            for name, slot in acc.get("dl", {}).items():
+                if name in self.cursors:
+                    slot["seq"] = self.cursors[name][1]
+                    self.fold.dirty.add(day)
+
+    # ------------------------------------------------------------ closing a day
+    def _close_days(self, now: float) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for day in sorted(set(self.store.open_days()) | set(self.fold.days)):
+            _start, end = self.cal.bounds_of(day)
+            if now < end + self.config.close_after or self._is_closed(day):
+                continue
+            gw = self.fold.state["gw"]
+            if gw is not None and gw[1] < end:
+                self.fold.advance(end)
+            acc = self.fold.days.get(day) or self._load_day(day) or new_day()
+            out[day] = self.figures(day, acc, closed=True, now=now)
+        return out
+
+    def figures(
+        self, day: str, acc: dict[str, Any], *, closed: bool, now: float, device: str | None = None
+    ) -> dict[str, Any]:
+        cursors = {n: (c[0], int(c[1]), float(c[2])) for n, c in self.cursors.items()}
+        return day_figures(
+            day, acc, self.plans, self.config, self.store.alerts_of(day), cursors, now, closed, device
+        )
+
+    async def _announce(self, day: str, figures: dict[str, Any]) -> None:
+        """The closed day upstream (one `kpi_daily` per site and day) and, below a target, an
+        alert in the shape the rules engine journals."""
+        site = self.ctx.site.site.id
+        payload = {
+            "day": day,
+            "timezone": self.cal.name,
+            "site": figures["site"],
+            "gateway": figures["gateway"],
+            "alerts": figures["alerts"],
+            "rule_actions": figures["rule_actions"],
+            "delivery": figures["delivery"],
+            "devices": {
+                d["id"]: {
+                    "availability": d["availability"],
+                    "completeness": d["completeness"],
+                    "observed_s": d["observed_s"],
+                    "online_s": d["online_s"],
+                    "below_target": d["below_target"],
+                }
+                for d in figures["devices"]
+            },
+            "privacy": "public",
+        }
+        self.ctx.hub.publish_event(Event("kpi_daily", site, Severity.INFO, payload, self.ctx.clock()))
+        self.closed_days += 1
+        below = figures["below_target"]
+        if below:
+            worst = "; ".join(
+                f"{b['device']} {b['figure']} {b['value'] * 100:.2f}% < {b['target'] * 100:g}%"
+                for b in below[:10]
+            )
+            more = f" (+{len(below) - 10} more)" if len(below) > 10 else ""
+            self.ctx.hub.publish_event(
+                Event(
+                    "alert",
+                    "kpi",
+                    Severity.WARNING,
+                    {
+                        "rule": "kpi",
+                        "name": "operator KPI below target",
+                        "state": "fired",
+                        "message": f"{day}: {worst}{more}",
+                        "point": None,
+                        "value": len(below),
+                        "day": day,
+                        "below_target": below,
+                    },
+                    self.ctx.clock(),
+                )
+            )
+
+    # ------------------------------------------------------------ reads for the API
+    def today(self) -> dict[str, Any]:
+        now = self.ctx.clock()
+        day = self.cal.day_of(now)
+        acc = self.fold.days.get(day) or self._load_day(day) or new_day()
+        return self.figures(day, acc, closed=False, now=now)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "position": self.fold.state["pos"],
+            "days_closed": self.closed_days,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+
+def create(ctx: ComponentContext) -> KpiComponent | None:
+    cfg = ctx.site.sections.get("kpi")
+    if not isinstance(cfg, KpiConfig) or not cfg.enabled:
+        return None
+    return KpiComponent(ctx, cfg)

@@ -1,0 +1,119 @@
+"""The KPIs without a running gateway: the stored figures for `edge kpi show|export`, and
+`edge kpi rebuild --day`, which folds one past day again from the journal."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from edge.kpi.component import CHUNK, fold_step
+from edge.kpi.config import KpiConfig
+from edge.kpi.days import Days
+from edge.kpi.engine import Fold, PointPlan, plans_of
+from edge.kpi.figures import day_figures
+from edge.kpi.store import KpiStore
+
+if TYPE_CHECKING:
+    from edge.config import Site
+    from edge.store.journal import Journal
+
+
+class RebuildError(RuntimeError):
+    """A day that cannot be rebuilt; the message says why and that nothing was changed."""
+
+
+@dataclass
+class OfflineKpi:
+    """What `edge.kpi.api.report` reads, from the files of a site that may not be running."""
+
+    site: Site
+    cal: Days = field(init=False)
+    plans: dict[str, PointPlan] = field(init=False)
+    config: KpiConfig = field(init=False)
+    store: KpiStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        from edge.state import StateDB
+
+        cfg = self.site.sections.get("kpi")
+        self.config = cfg if isinstance(cfg, KpiConfig) else KpiConfig.model_validate({})
+        self.cal = Days(self.site.site.timezone)
+        self.plans = plans_of(self.site.devices)
+        self.store = KpiStore(StateDB(self.site.storage.resolved_state_path()))
+        self.ctx = SimpleNamespace(clock=time.time)
+        self.fold = SimpleNamespace(days={})
+        self._cursors = self._read_cursors()
+
+    def _read_cursors(self) -> dict[str, tuple[str, int, float]]:
+        journal = self._journal()
+        if journal is None:
+            return {}
+        try:
+            return {n: c for n, c in journal.cursors().items() if c[0] in ("sink", "consumer")}
+        finally:
+            journal.close_sync()
+
+    def _journal(self) -> Journal | None:
+        from edge.store.journal import Journal
+
+        path = self.site.storage.path
+        return Journal.open_readonly(path) if Path(path).exists() else None
+
+    def figures(
+        self, day: str, acc: dict[str, Any], *, closed: bool, now: float, device: str | None = None
+    ) -> dict[str, Any]:
+        return day_figures(
+            day, acc, self.plans, self.config, self.store.alerts_of(day), self._cursors, now, closed, device
+        )
+
+    def close(self) -> None:
+        self.store.db.close()
+
+    def rebuild(self, day: str) -> dict[str, Any]:
+        """Fold `day` again from the journal, from the state saved at its start (or, without
+        one, from its first record); returns the day's figures. The stored day is replaced only
+        when the journal still holds the whole day."""
+        start, end = self.cal.bounds_of(day)
+        if end > time.time():
+            raise RebuildError(f"{day} is not over yet; only a past day can be rebuilt (nothing was changed)")
+        journal = self._journal()
+        if journal is None:
+            raise RebuildError(f"{self.site.storage.path}: no journal (nothing was changed)")
+        try:
+            oldest = journal.first_at_or_after(0)
+            if oldest is None or oldest[1] > start:
+                held = (
+                    "it is empty"
+                    if oldest is None
+                    else f"its oldest record is from {self.cal.day_of(oldest[1])}"
+                )
+                raise RebuildError(
+                    f"the journal no longer holds all of {day} ({held}); the stored figures of {day} "
+                    "are kept unchanged"
+                )
+            first = journal.first_seq_since(start)
+            last = journal.last_seq_before(end)
+            if first is None or last is None or last < first:
+                raise RebuildError(f"the journal holds no record of {day} (nothing was changed)")
+            saved = self.store.day_start(day)
+            state = copy.deepcopy(saved) if saved is not None else None
+            fold = Fold(self.cal, self.plans, self.site.site.id, state, only_day=day)
+            fold.state["pos"] = first - 1
+            while fold.state["pos"] < last:
+                fold_step(fold, journal, min(last, fold.state["pos"] + CHUNK))
+            fold.advance(end)  # what held at the day's last record held until its end
+        finally:
+            journal.close_sync()
+        data = fold.days.get(day)
+        if data is None:
+            raise RebuildError(f"the journal holds no record of {day} (nothing was changed)")
+        stored = self.store.day(day)
+        if stored is not None and "dl" in stored[0]:
+            data["dl"] = stored[0]["dl"]  # delivery is sampled from the cursors live, not journaled
+        figures = self.figures(day, data, closed=True, now=time.time())
+        self.store.replace_day(day, data, figures if stored is not None and stored[1] else None)
+        return figures

@@ -1,0 +1,185 @@
+"""The KPI tables of the state database: per-day accumulators, the fold's state and position,
+the state at each day's start (for a rebuild), and one row per alert (its acknowledgement and
+clear). Everything one fold step changes is written in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from edge.state import StateDB
+
+MIGRATIONS = [
+    """
+    CREATE TABLE kpi_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE kpi_days (
+        day TEXT PRIMARY KEY,        -- YYYY-MM-DD in the site's timezone
+        data TEXT NOT NULL,          -- the accumulators (edge.kpi.engine.new_day)
+        closed INTEGER NOT NULL DEFAULT 0,
+        figures TEXT                 -- the figures as journaled in kpi_daily when closed
+    );
+    CREATE TABLE kpi_day_start (day TEXT PRIMARY KEY, state TEXT NOT NULL);
+    CREATE TABLE kpi_alerts (
+        alert INTEGER PRIMARY KEY,   -- journal seq of the alert's first firing
+        day TEXT NOT NULL,
+        akey TEXT NOT NULL,          -- source (and day of a KPI alert): repeats while open join it
+        severity TEXT NOT NULL,
+        fired_ts REAL NOT NULL,
+        ack_ts REAL,
+        cleared_ts REAL
+    );
+    CREATE INDEX kpi_alerts_day ON kpi_alerts(day);
+    CREATE TABLE kpi_alert_alias (alias INTEGER PRIMARY KEY, alert INTEGER NOT NULL);
+    """
+]
+COMPONENT = "kpi"
+
+
+class KpiStore:
+    def __init__(self, state: StateDB) -> None:
+        self.db = state
+        state.migrate(COMPONENT, MIGRATIONS)
+
+    # ------------------------------------------------------------ reads
+    def meta(self, key: str) -> Any:
+        with self.db.lock:
+            row = self.db.conn.execute("SELECT value FROM kpi_meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def day(self, day: str) -> tuple[dict[str, Any], bool, dict[str, Any] | None] | None:
+        with self.db.lock:
+            row = self.db.conn.execute(
+                "SELECT data, closed, figures FROM kpi_days WHERE day=?", (day,)
+            ).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0]), bool(row[1]), json.loads(row[2]) if row[2] else None
+
+    def days_between(self, first: str, last: str) -> list[tuple[str, dict[str, Any], bool]]:
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                "SELECT day, data, closed FROM kpi_days WHERE day >= ? AND day <= ? ORDER BY day",
+                (first, last),
+            ).fetchall()
+        return [(r[0], json.loads(r[1]), bool(r[2])) for r in rows]
+
+    def open_days(self) -> list[str]:
+        with self.db.lock:
+            rows = self.db.conn.execute("SELECT day FROM kpi_days WHERE closed=0 ORDER BY day").fetchall()
+        return [r[0] for r in rows]
+
+    def day_start(self, day: str) -> dict[str, Any] | None:
+        with self.db.lock:
+            row = self.db.conn.execute("SELECT state FROM kpi_day_start WHERE day=?", (day,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def alerts_of(self, day: str) -> list[dict[str, Any]]:
+        with self.db.lock:
+            rows = self.db.conn.execute(
+                "SELECT alert, severity, fired_ts, ack_ts, cleared_ts FROM kpi_alerts WHERE day=?", (day,)
+            ).fetchall()
+        return [
+            {"alert": r[0], "severity": r[1], "fired_ts": r[2], "ack_ts": r[3], "cleared_ts": r[4]}
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------ one fold step
+    def commit(
+        self,
+        *,
+        days: dict[str, dict[str, Any]],
+        state: dict[str, Any],
+        alert_ops: Iterable[tuple[Any, ...]],
+        day_of: Any,
+        meta: dict[str, Any] | None = None,
+        day_starts: dict[str, dict[str, Any]] | None = None,
+        closed: dict[str, dict[str, Any]] | None = None,
+        keep_from: str | None = None,
+    ) -> None:
+        """The touched days, the fold's state (with its position), the alert changes, the day
+        closes: all or nothing, so a restart never counts a record twice nor loses one."""
+        conn = self.db.conn
+        with self.db.lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for day, data in days.items():
+                    conn.execute(
+                        "INSERT INTO kpi_days(day, data) VALUES(?, ?) "
+                        "ON CONFLICT(day) DO UPDATE SET data=excluded.data",
+                        (day, json.dumps(data, separators=(",", ":"))),
+                    )
+                for day, figures in (closed or {}).items():
+                    conn.execute(
+                        "UPDATE kpi_days SET closed=1, figures=? WHERE day=?",
+                        (json.dumps(figures, separators=(",", ":")), day),
+                    )
+                for day, start in (day_starts or {}).items():
+                    conn.execute(
+                        "INSERT OR REPLACE INTO kpi_day_start(day, state) VALUES(?, ?)",
+                        (day, json.dumps(start, separators=(",", ":"))),
+                    )
+                for op in alert_ops:
+                    _alert_op(conn, op, day_of)
+                for key, value in {"state": state, **(meta or {})}.items():
+                    conn.execute(
+                        "INSERT INTO kpi_meta(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, json.dumps(value, separators=(",", ":"))),
+                    )
+                if keep_from is not None:
+                    conn.execute("DELETE FROM kpi_days WHERE day < ?", (keep_from,))
+                    conn.execute("DELETE FROM kpi_day_start WHERE day < ?", (keep_from,))
+                    conn.execute(
+                        "DELETE FROM kpi_alert_alias WHERE alert IN (SELECT alert FROM kpi_alerts WHERE day < ?)",
+                        (keep_from,),
+                    )
+                    conn.execute("DELETE FROM kpi_alerts WHERE day < ?", (keep_from,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def replace_day(self, day: str, data: dict[str, Any], figures: dict[str, Any] | None) -> None:
+        """A rebuilt day: its accumulators (and its figures when it was closed) replaced."""
+        with self.db.lock:
+            self.db.conn.execute(
+                "UPDATE kpi_days SET data=?, figures=coalesce(?, figures) WHERE day=?",
+                (
+                    json.dumps(data, separators=(",", ":")),
+                    json.dumps(figures, separators=(",", ":")) if figures is not None else None,
+                    day,
+                ),
+            )
+            self.db.conn.execute(
+                "INSERT OR IGNORE INTO kpi_days(day, data) VALUES(?, ?)",
+                (day, json.dumps(data, separators=(",", ":"))),
+            )
+
+
+def _alert_op(conn: Any, op: tuple[Any, ...], day_of: Any) -> None:
+    if op[0] == "fired":
+        _, seq, ts, source, severity, key = op
+        row = conn.execute(
+            "SELECT alert FROM kpi_alerts WHERE akey=? AND ack_ts IS NULL AND cleared_ts IS NULL "
+            "ORDER BY alert DESC LIMIT 1",
+            (key,),
+        ).fetchone()
+        if row is not None:  # fired again while still open: the same alert
+            conn.execute("INSERT OR IGNORE INTO kpi_alert_alias(alias, alert) VALUES(?, ?)", (seq, row[0]))
+            return
+        conn.execute(
+            "INSERT OR IGNORE INTO kpi_alerts(alert, day, akey, severity, fired_ts) VALUES(?,?,?,?,?)",
+            (seq, day_of(ts), key, severity, ts),
+        )
+    elif op[0] == "ack":
+        _, acked, ts = op
+        row = conn.execute("SELECT alert FROM kpi_alert_alias WHERE alias=?", (acked,)).fetchone()
+        alert = row[0] if row is not None else acked
+        conn.execute("UPDATE kpi_alerts SET ack_ts=? WHERE alert=? AND ack_ts IS NULL", (ts, alert))
+    elif op[0] == "cleared":
+        _, source, ts = op
+        conn.execute(
+            "UPDATE kpi_alerts SET cleared_ts=? WHERE cleared_ts IS NULL AND (akey=? OR akey LIKE ?)",
+            (ts, source, source + "/%"),
+        )
