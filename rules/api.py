@@ -52,7 +52,7 @@ def _component(request: web.Request) -> RulesComponent:
             503,
             "Rules engine not running",
             "the site has `rules: {enabled: false}`",
-            message_key="rules.engine_off",
+            message_key="msg.rules.engine_off",
         )
     return comp
 
@@ -71,7 +71,7 @@ def _invalid(exc: RuleErrors) -> Problem:
         "Invalid rule",
         "; ".join(str(e) for e in exc.errors),
         errors=errors,
-        message_key="rule.invalid",
+        message_key="msg.rule.invalid",
         args={"count": len(errors), "first": first.message if first else ""},
     )
 
@@ -89,7 +89,7 @@ async def _rule_body(request: web.Request) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Problem(
-            400, "Not UTF-8", "send the rule's YAML as UTF-8 text", message_key="rules.not_utf8"
+            400, "Not UTF-8", "send the rule's YAML as UTF-8 text", message_key="msg.rules.not_utf8"
         ) from None
     try:
         # a rule's text is at most 64 KiB: parsing it takes tens of milliseconds, off the loop
@@ -128,7 +128,7 @@ def _found(comp: RulesComponent, rule_id: str) -> Any:
             404,
             "No such rule",
             f"there is no rule {rule_id!r}",
-            message_key="rules.not_found",
+            message_key="msg.rules.not_found",
             args={"id": rule_id},
         )
     return stored
@@ -156,7 +156,7 @@ async def create_rule(request: web.Request) -> web.Response:
             409,
             "Rule exists",
             f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it",
-            message_key="rules.exists",
+            message_key="msg.rules.exists",
             args={"id": str(doc["id"])},
         )
     try:
@@ -179,7 +179,7 @@ async def update_rule(request: web.Request) -> web.Response:
                 422,
                 "Rule id mismatch",
                 f"the body's id {doc.get('id')!r} is not {rule_id!r}",
-                message_key="rules.id_mismatch",
+                message_key="msg.rules.id_mismatch",
                 args={"given": str(doc.get("id")), "id": rule_id},
             )
     try:
@@ -198,7 +198,7 @@ async def delete_rule(request: web.Request) -> web.Response:
             404,
             "No such rule",
             f"there is no rule {rule_id!r}",
-            message_key="rules.not_found",
+            message_key="msg.rules.not_found",
             args={"id": rule_id},
         )
     return web.Response(status=204)
@@ -291,7 +291,7 @@ async def versions(request: web.Request) -> web.Response:
             404,
             "No such rule",
             f"rule {request.match_info['id']!r} has no history",
-            message_key="rules.no_history",
+            message_key="msg.rules.no_history",
             args={"id": request.match_info["id"]},
         )
     for v in found:  # each version's text as the editor shows it (for the diff)
@@ -312,7 +312,7 @@ async def restore(request: web.Request) -> web.Response:
             404,
             "No such version",
             f"rule {request.match_info['id']!r} has no version {version}",
-            message_key="rules.no_version",
+            message_key="msg.rules.no_version",
             args={"id": request.match_info["id"], "version": version},
         )
     return json_response(described(comp, stored))
@@ -335,7 +335,7 @@ async def import_pack(request: web.Request) -> web.Response:
         ids = comp.store_pack(compiled, who.name)
     except UnicodeDecodeError:
         raise Problem(
-            400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="rules.not_utf8"
+            400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="msg.rules.not_utf8"
         ) from None
     except RulePackError as exc:
         raise Problem(
@@ -343,7 +343,7 @@ async def import_pack(request: web.Request) -> web.Response:
             "Invalid rule pack",
             "nothing was imported",
             errors=exc.problems,
-            message_key="rules.pack_invalid",
+            message_key="msg.rules.pack_invalid",
             args={"count": len(exc.problems), "first": exc.problems[0] if exc.problems else ""},
         ) from None
     return json_response({"imported": ids})

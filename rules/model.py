@@ -458,9 +458,9 @@ def _known_keys(parent: tuple[Any, ...]) -> list[str]:
 class KeyedError(ExprError):
     """A validation error with the message key and arguments a user interface translates it by."""
 
-    def __init__(self, message: str, key: str, args: dict[str, Any], **where: Any) -> None:
+    def __init__(self, message: str, *, message_key: str, args: dict[str, Any], **where: Any) -> None:
         super().__init__(message, **where)
-        self.key = key
+        self.key = message_key
         self.message_args = args
 
 
@@ -470,10 +470,10 @@ def _validation_errors(exc: ValidationError, rid: str) -> list[ExprError]:
     raw = []
     for e in exc.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        raw.append((e["type"], loc, e["msg"].removeprefix("Value error, ")))
+        raw.append((e["type"], loc, e["msg"].removeprefix("Value error, "), dict(e.get("ctx") or {})))
     meant: set[tuple[Any, ...]] = set()
     errs: list[ExprError] = []
-    for kind, loc, _ in raw:
+    for kind, loc, _, _ in raw:
         if kind != "extra_forbidden":
             continue
         unknown = str(loc[-1])
@@ -484,8 +484,8 @@ def _validation_errors(exc: ValidationError, rid: str) -> list[ExprError]:
             errs.append(
                 KeyedError(
                     text,
-                    "rule.unknown_key_did_you_mean",
-                    {"key": unknown, "suggestion": guess[0]},
+                    message_key="msg.rule.unknown_key_did_you_mean",
+                    args={"key": unknown, "suggestion": guess[0]},
                     rule=rid,
                     field=_field_name(loc),
                 )
@@ -496,28 +496,43 @@ def _validation_errors(exc: ValidationError, rid: str) -> list[ExprError]:
             errs.append(
                 KeyedError(
                     text,
-                    "rule.unknown_key",
-                    {"key": unknown, "known": known},
+                    message_key="msg.rule.unknown_key",
+                    args={"key": unknown, "known": known},
                     rule=rid,
                     field=_field_name(loc),
                 )
             )
-    for kind, loc, msg in raw:
+    for kind, loc, msg, ctx in raw:
         if kind == "extra_forbidden" or (kind == "missing" and loc in meant):
             continue
         if kind == "missing":
-            errs.append(
-                KeyedError(
-                    "required, missing",
-                    "rule.missing_key",
-                    {"key": str(loc[-1])},
-                    rule=rid,
-                    field=_field_name(loc),
-                )
-            )
+            msg, ctx = "required, missing", {"key": str(loc[-1])}
+        key = PYDANTIC_KEYS.get(kind)
+        if key is None:
+            errs.append(ExprError(msg, rule=rid, field=_field_name(loc)))
             continue
-        errs.append(ExprError(msg, rule=rid, field=_field_name(loc)))
+        args = {k: v if isinstance(v, int | float) else str(v) for k, v in ctx.items() if k != "error"}
+        errs.append(KeyedError(msg, message_key=key, args=args, rule=rid, field=_field_name(loc)))
     return errs
+
+
+# pydantic's error types a rule meets, by the message key the UI words them with
+PYDANTIC_KEYS = {
+    "missing": "msg.rule.missing_key",
+    "literal_error": "msg.rule.one_of",
+    "greater_than_equal": "msg.rule.at_least",
+    "less_than_equal": "msg.rule.at_most",
+    "int_parsing": "msg.rule.not_integer",
+    "int_type": "msg.rule.not_integer",
+    "int_from_float": "msg.rule.not_integer",
+    "bool_parsing": "msg.rule.not_boolean",
+    "bool_type": "msg.rule.not_boolean",
+    "string_type": "msg.rule.not_text",
+    "list_type": "msg.rule.not_list",
+    "dict_type": "msg.rule.not_mapping",
+    "model_type": "msg.rule.not_mapping",
+    "model_attributes_type": "msg.rule.not_mapping",
+}
 
 
 @dataclass
@@ -714,7 +729,14 @@ def rule_text(doc: Mapping[str, Any]) -> str:
     source = getattr(doc, "source", None)
     if source is not None:
         return str(source)
-    return yaml.safe_dump(dict(doc), allow_unicode=True, sort_keys=False, width=100)
+    return yaml.dump(dict(doc), Dumper=_IndentedDumper, allow_unicode=True, sort_keys=False, width=100)
+
+
+class _IndentedDumper(yaml.SafeDumper):
+    """Lists indented under their key, as rules are written by hand (and in the packs)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
 
 
 def load_rule_text(text: str) -> RuleDoc:
@@ -725,8 +747,8 @@ def load_rule_text(text: str) -> RuleDoc:
             [
                 KeyedError(
                     f"a rule's YAML is at most {MAX_RULE_TEXT_BYTES} bytes ({size} given)",
-                    "rule.text_too_large",
-                    {"max": MAX_RULE_TEXT_BYTES, "size": size},
+                    message_key="msg.rule.text_too_large",
+                    args={"max": MAX_RULE_TEXT_BYTES, "size": size},
                 )
             ]
         )
@@ -739,8 +761,8 @@ def load_rule_text(text: str) -> RuleDoc:
             [
                 KeyedError(
                     problem,
-                    "yaml.syntax",
-                    {"problem": problem},
+                    message_key="msg.yaml.syntax",
+                    args={"problem": problem},
                     line=first.line or 1,
                     column=first.column or 1,
                 )
@@ -855,12 +877,12 @@ def _fresh_lines(source: str, dash: int) -> list[str]:
     return out
 
 
-def dump_pack(docs: list[dict[str, Any]]) -> str:
+def dump_pack(docs: Sequence[Mapping[str, Any]]) -> str:
     """The rules as one pack: rules imported from a pack in their pack's order, each with the text
     and place it had there (changed lines only rewritten), the others after them, written out
     fresh. A pack imported, untouched and exported comes back byte for byte."""
 
-    def order(doc: dict[str, Any]) -> tuple[int, str, int, str]:
+    def order(doc: Mapping[str, Any]) -> tuple[int, str, int, str]:
         place = getattr(doc, "place", None)
         return (0, place.file, place.index, "") if place else (1, "", 0, str(doc.get("id")))
 

@@ -57,9 +57,22 @@ DESCRIBED = obj(
         "version": {"type": "integer"},
         "updated": {"type": "number"},
         "updated_by": {"type": "string"},
+        "rule": RULE,
+        # the YAML the editor shows: as its author wrote it (a pack, the editor), or the
+        # document written out in its fields' order for a rule that came as JSON
+        "text": {"type": "string"},
     },
     ["id", "enabled", "state", "version"],
 )
+
+
+def rule_body() -> dict[str, Any]:
+    """A rule as JSON, or as its YAML text (the editor's), which the rule then keeps."""
+    out = body(RULE)
+    out["content"]["application/yaml"] = {"schema": {"type": "string", "maxLength": 64 * 1024}}
+    return out
+
+
 INVALID = {"422": PROBLEM, "503": PROBLEM}
 RULE_ID = path("id", "the rule id")
 
@@ -88,7 +101,7 @@ def paths() -> dict[str, Any]:
                 "createRule",
                 "Create a rule (scope rules); 409 when the id exists",
                 {"201": ok(DESCRIBED), "409": PROBLEM, **INVALID, **errors(body=True)},
-                request_body=body(RULE),
+                request_body=rule_body(),
                 security=WRITE_SECURITY,
             ),
         },
@@ -210,7 +223,7 @@ def paths() -> dict[str, Any]:
                 "Replace a rule (a new version; scope rules); the body's id, if any, must match",
                 {"200": ok(DESCRIBED), **INVALID, **errors(body=True)},
                 parameters=[RULE_ID],
-                request_body=body(RULE),
+                request_body=rule_body(),
                 security=WRITE_SECURITY,
             ),
             "delete": op(

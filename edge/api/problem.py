@@ -1,4 +1,11 @@
-"""Errors as `application/problem+json` (RFC 9457), for every API."""
+"""Errors as `application/problem+json` (RFC 9457), for every API.
+
+Beside the English `title` and `detail`, a problem people meet in the UI carries `message_key` and
+`args`: the UI words it from its catalogue (`edge/web/static/i18n/messages.<lang>.json`, a flat
+object of key -> template with `{arg}` placeholders) in the reader's language. A raiser names the
+key (`Problem(..., message_key="rules.not_found", args={"id": ...})`); a problem raised without
+one gets the key its title has in `TITLE_KEYS`, with its numeric and text extra fields as args
+(`retry_after`, `max_bytes`)."""
 
 from __future__ import annotations
 
@@ -11,13 +18,69 @@ from aiohttp import web
 PROBLEM = "application/problem+json"
 
 
+# the message key of a problem by its title, for the problems raised without one: refusals of
+# authentication and permission, not-found, rate limits, bodies refused, commissioning reads
+TITLE_KEYS: dict[str, str] = {
+    "Authentication required": "msg.auth.required",
+    "Invalid credential": "msg.auth.invalid_credential",
+    "Forbidden": "msg.auth.forbidden",
+    "CSRF token missing or wrong": "msg.auth.csrf",
+    "Cross-site request refused": "msg.auth.cross_site",
+    "Login failed": "msg.auth.login_failed",
+    "Current password is wrong": "msg.auth.password_wrong",
+    "Too many attempts": "msg.rate.too_many_attempts",
+    "Too many dry runs": "msg.rate.too_many_dry_runs",
+    "YAML helper busy": "msg.rate.yaml_busy",
+    "YAML helper unavailable": "msg.yaml.unavailable",
+    "YAML text too large": "msg.yaml.too_large",
+    "YAML nested too deep": "msg.yaml.too_deep",
+    "Not Found": "msg.http.not_found",
+    "Not found": "msg.http.not_found",
+    "Method Not Allowed": "msg.http.method_not_allowed",
+    "Unknown device": "msg.device.unknown",
+    "Unknown point": "msg.point.unknown",
+    "No such event": "msg.event.unknown",
+    "No such token": "msg.token.unknown",
+    "No such session": "msg.session.unknown",
+    "Request body too large": "msg.body.too_large",
+    "Request body too slow": "msg.body.too_slow",
+    "Malformed JSON body": "msg.body.malformed_json",
+    "JSON body nested too deep": "msg.body.too_deep",
+    "Unsupported media type": "msg.body.media_type",
+    "Internal error": "msg.http.internal",
+    "Not a Modbus device": "msg.commission.not_modbus",
+    "Device did not answer": "msg.commission.no_answer",
+    "Read failed": "msg.commission.read_failed",
+    "Bad table": "msg.commission.bad_table",
+    "Bad range": "msg.commission.bad_range",
+    "Bad type": "msg.commission.bad_type",
+    "Nothing to read": "msg.commission.nothing_to_read",
+    "Dry run over its budget": "msg.rules.dry_run_budget",
+    "Dry run failed": "msg.rules.dry_run_failed",
+}
+
+
 def problem(
-    status: int, title: str, detail: str = "", headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str = "",
+    headers: dict[str, str] | None = None,
+    *,
+    message_key: str | None = None,
+    args: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> web.Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
+    key = message_key or TITLE_KEYS.get(title)
+    if key is not None:
+        plain = {
+            k: v for k, v in extra.items() if isinstance(v, str | int | float) and not isinstance(v, bool)
+        }
+        body["message_key"] = key
+        body["args"] = {**plain, **(args or {})}
     return web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM, headers=headers)
 
 

@@ -34,7 +34,12 @@ WORKER_IDLE_S = 60.0  # the worker (about 60 MB once it has parsed 64 KiB) ends 
 
 
 def _error(
-    status: int, title: str, message: str, line: int | None = None, column: int | None = None
+    status: int,
+    title: str,
+    message: str,
+    line: int | None = None,
+    column: int | None = None,
+    key: str = "msg.yaml.invalid",
 ) -> bytes:
     # a problem document that also carries the `error` the rule editor shows next to the text
     return orjson.dumps(
@@ -43,7 +48,7 @@ def _error(
             "title": title,
             "status": status,
             "detail": message,
-            "message_key": "yaml.invalid",
+            "message_key": key,
             "args": {"message": message},
             "error": {"message": message, "line": line, "column": column},
         }
@@ -56,7 +61,7 @@ def _editor_problem(status: int, title: str, message: str, **extra: Any) -> Prob
 
 def _too_deep_error() -> tuple[int, bytes]:
     message = f"the YAML nests lists and mappings more than {MAX_DEPTH} levels deep"
-    return 422, _error(422, "YAML nested too deep", message)
+    return 422, _error(422, "YAML nested too deep", message, key="msg.yaml.too_deep")
 
 
 def convert(kind: str, value: Any) -> tuple[int, bytes]:
