@@ -1,7 +1,7 @@
 // The application shell: session state, navigation (server paths, history.pushState), language
 // switch, logout, and the page modules. Each page module exports `render(view, params)` and may
 // return a cleanup function (to close its live stream or timers).
-import { api, applyI18n, can, dialog, h, loadLang, pickLang, setLang, state, t } from './core.js';
+import { api, applyI18n, can, dialog, fmt, h, loadLang, pickLang, problemText, setLang, state, t } from './core.js';
 
 const ROUTES = [
   [/^\/$/, () => import('./pages/overview.js'), 'nav.overview'],
@@ -23,6 +23,7 @@ export async function navigate(path, push = true) {
   cleanup = null;
   const url = new URL(path, location.origin);
   const view = document.getElementById('view');
+  setMenu(false);
   for (const a of document.querySelectorAll('#nav a')) {
     const href = a.getAttribute('href');
     a.classList.toggle('active', href === '/' ? url.pathname === '/' : url.pathname.startsWith(href));
@@ -55,7 +56,16 @@ async function changePassword() {
   if (!v) return;
   const res = await api('POST', '/api/v1/auth/password', v, { allowError: true });
   if (res.ok) state.csrf = res.data.csrf;
-  alert(res.ok ? t('password.done') : `${res.data.title}: ${res.data.detail || ''}`);
+  alert(res.ok ? t('password.done') : problemText(res.data, res.status));
+}
+
+// On a narrow screen the navigation folds behind a menu button.
+function setMenu(open) {
+  const header = document.querySelector('header.top');
+  const button = document.getElementById('menu');
+  if (!header || !button) return;
+  header.classList.toggle('menu-open', open);
+  button.setAttribute('aria-expanded', String(open));
 }
 
 async function main() {
@@ -67,9 +77,10 @@ async function main() {
   state.site = st.site;
   applyI18n(document);
   document.getElementById('site-name').textContent = st.site.name || st.site.id;
-  document.getElementById('tz').textContent = st.site.timezone;
+  document.getElementById('tz').textContent = `${st.site.timezone} (${fmt().zone()})`;
+  document.getElementById('menu').addEventListener('click', () => setMenu(!document.querySelector('header.top').classList.contains('menu-open')));
   const who = document.getElementById('user');
-  who.textContent = `${st.user.name} (${t('role.' + st.user.role)})`;
+  who.replaceChildren(h('span', { translate: 'no' }, st.user.name), ` (${t('role.' + st.user.role)})`);
   if (st.user.kind === 'user') {
     who.classList.add('clickable');
     who.title = t('password.title');

@@ -1,4 +1,5 @@
-// A small SVG line chart for a point's local history (numbers; booleans as 0/1 steps).
+// A small SVG line chart for a point's local history (numbers; booleans as 0/1 steps). Axis
+// labels come formatted by the caller (format.js), never by this file.
 const NS = 'http://www.w3.org/2000/svg';
 
 function el(tag, attrs) {
@@ -8,7 +9,7 @@ function el(tag, attrs) {
 }
 
 // `ranges` ([min, max] per point, for bucketed history) draws the min–max band behind the line.
-export function trendChart(points, { width = 1000, height = 220, fmtX = String, ranges = null } = {}) {
+export function trendChart(points, { width = 1000, height = 220, fmtX = String, fmtY = String, ranges = null } = {}) {
   const svg = el('svg', { viewBox: `0 0 ${width} ${height}`, class: 'trend', role: 'img' });
   const num = (v) => (typeof v === 'boolean' ? (v ? 1 : 0) : Number(v));
   const band = [];
@@ -32,7 +33,7 @@ export function trendChart(points, { width = 1000, height = 220, fmtX = String, 
   for (const v of [y0, (y0 + y1) / 2, y1]) {
     svg.append(el('line', { x1: pad.l, x2: width - pad.r, y1: sy(v), y2: sy(v), class: 'grid' }));
     const label = el('text', { x: pad.l - 4, y: sy(v) + 4, 'text-anchor': 'end', class: 'axis' });
-    label.textContent = String(Math.round(v * 100) / 100);
+    label.textContent = fmtY(v);
     svg.append(label);
   }
   for (const [x, anchor] of [[x0, 'start'], [x1, 'end']]) {

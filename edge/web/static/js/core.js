@@ -1,5 +1,8 @@
-// Shared plumbing of the UI: translations, the API client (with the session's CSRF token),
-// DOM helpers and time formatting in the site's timezone. No framework, no build step.
+// Shared plumbing of the UI: translations (the UI's catalogue and the server messages'), the API
+// client (with the session's CSRF token), problem responses in the reader's language, DOM helpers.
+// Formatting is format.js's; the fmt* names here are kept for the pages that import them.
+// No framework, no build step.
+import { createFormat } from './format.js';
 
 export const state = { user: null, csrf: null, site: { timezone: 'UTC', name: '', id: '' }, lang: 'en', cat: {} };
 
@@ -15,9 +18,15 @@ export function pickLang() {
   return 'en';
 }
 
+// The UI's catalogue and the server messages' (problem+json `message_key`s), in one lookup; a
+// key both define keeps the UI's text. A messages file that does not load leaves the problem's
+// own `detail` to be shown.
 export async function loadLang(lang) {
-  const r = await fetch(`/static/i18n/${lang}.json`);
-  state.cat = await r.json();
+  const [ui, messages] = await Promise.all([
+    fetch(`/static/i18n/${lang}.json`).then((r) => r.json()),
+    fetch(`/static/i18n/messages.${lang}.json`).then((r) => (r.ok ? r.json() : {})).catch(() => ({})),
+  ]);
+  state.cat = { ...messages, ...ui };
   state.lang = lang;
   document.documentElement.lang = lang;
 }
@@ -61,7 +70,7 @@ export function h(tag, attrs, ...children) {
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super((body && (body.detail || body.title)) || `HTTP ${status}`);
+    super(problemText(body, status));
     this.status = status;
     this.body = body || {};
   }
@@ -90,50 +99,33 @@ export function can(scope) {
   return !!(state.user && state.user.scopes && state.user.scopes.includes(scope));
 }
 
-let fmtCache = null;
-function fmt() {
-  if (!fmtCache || fmtCache.lang !== state.lang) {
-    const opts = { timeZone: state.site.timezone, year: 'numeric', month: '2-digit', day: '2-digit',
-      hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false };
-    const short = { timeZone: state.site.timezone, hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false };
-    const loc = state.lang === 'zh-CN' ? 'zh-CN' : 'en-GB';
-    fmtCache = { lang: state.lang, full: new Intl.DateTimeFormat(loc, opts), short: new Intl.DateTimeFormat(loc, short) };
+let formatCache = null;
+
+// The formatter of the page's language and the site's timezone (times are UTC epoch seconds on
+// the wire and shown in the site's zone, not the laptop's).
+export function fmt() {
+  if (!formatCache || formatCache.lang !== state.lang || formatCache.timeZone !== state.site.timezone) {
+    formatCache = createFormat({ lang: state.lang, timeZone: state.site.timezone || 'UTC', t });
   }
-  return fmtCache;
+  return formatCache;
 }
 
-// Times are UTC epoch seconds on the wire and shown in the site's timezone, not the laptop's.
-export function fmtTime(ts) {
-  if (ts === null || ts === undefined) return '—';
-  return fmt().full.format(new Date(ts * 1000));
-}
+export const fmtTime = (ts) => fmt().dateTime(ts);
+export const fmtClock = (ts) => fmt().clock(ts);
+// how long ago, from a number of seconds elapsed
+export const fmtAge = (seconds) => (seconds === null || seconds === undefined ? '—' : fmt().fromNow(-Math.max(0, seconds)));
+export const fmtBytes = (n) => fmt().bytes(n);
+export const fmtValue = (v, point) => fmt().value(v, point);
 
-export function fmtClock(ts) {
-  return ts ? fmt().short.format(new Date(ts * 1000)) : '—';
-}
-
-export function fmtAge(seconds) {
-  if (seconds === null || seconds === undefined) return '—';
-  const s = Math.max(0, seconds);
-  if (s < 90) return t('age.s', { n: Math.round(s) });
-  if (s < 5400) return t('age.m', { n: Math.round(s / 60) });
-  if (s < 172800) return t('age.h', { n: Math.round(s / 3600) });
-  return t('age.d', { n: Math.round(s / 86400) });
-}
-
-export function fmtBytes(n) {
-  if (n === null || n === undefined) return '—';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
-
-export function fmtValue(v) {
-  if (v === null || v === undefined) return '—';
-  if (typeof v === 'boolean') return v ? t('value.true') : t('value.false');
-  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : String(Math.round(v * 1000) / 1000);
-  return String(v);
+// A problem+json answer in the reader's language: its `message_key` and `args` from the
+// catalogue, else the server's own title and detail.
+export function problemText(body, status) {
+  const b = body || {};
+  if (typeof b.message_key === 'string' && state.cat[b.message_key] !== undefined) {
+    return t(b.message_key, b.args && typeof b.args === 'object' ? b.args : undefined);
+  }
+  const text = [b.title, b.detail].filter(Boolean).join(': ');
+  return text || (status ? t('common.httpError', { status }) : t('common.error'));
 }
 
 export function badge(kind, text) {
@@ -160,13 +152,28 @@ export function dialog(title, body, okLabel) {
   });
 }
 
+// An error box for an ApiError, a problem body ({status, data} of an allowError call) or anything else.
 export function errorBox(err) {
-  const msg = err instanceof ApiError ? `${err.body.title || ''}${err.body.detail ? ': ' + err.body.detail : ''}` : String(err);
+  let msg;
+  if (err instanceof ApiError) msg = problemText(err.body, err.status);
+  else if (err && typeof err === 'object' && 'status' in err && 'data' in err) msg = problemText(typeof err.data === 'object' ? err.data : { detail: err.data }, err.status);
+  else msg = String(err && err.message ? err.message : err);
   return h('div', { class: 'error', role: 'alert' }, msg || t('common.error'));
 }
 
+// A table whose cells carry their column's header (data-label): on a narrow screen the CSS
+// turns each row into a card that labels its values.
 export function table(headers, rows, attrs) {
-  return h('table', attrs || {},
+  const body = h('tbody', {}, rows);
+  for (const tr of body.children) {
+    [...tr.children].forEach((td, i) => { if (headers[i] && !td.dataset.label) td.dataset.label = headers[i]; });
+  }
+  return h('table', { ...(attrs || {}), class: `${(attrs && attrs.class) || ''} cards`.trim() },
     h('thead', {}, h('tr', {}, headers.map((x) => h('th', {}, x)))),
-    h('tbody', {}, rows));
+    body);
+}
+
+// The page's "nothing here" line, in place of an empty table.
+export function tableOrNone(headers, rows, noneText, attrs) {
+  return rows.length ? table(headers, rows, attrs) : h('p', { class: 'hint none' }, noneText);
 }

@@ -1,5 +1,5 @@
 // Login and first-run setup (the admin account, guarded by the setup code from the log).
-import { api, applyI18n, loadLang, pickLang, setLang, state, t } from './core.js';
+import { api, applyI18n, loadLang, pickLang, problemText, setLang, state, t } from './core.js';
 
 function show(msg) {
   const box = document.getElementById('message');
@@ -21,10 +21,10 @@ function safeNext(n) {
   return n;
 }
 
-function problemText(res) {
-  // a 429 says how long to wait: the server's own text carries the number
+function failure(res) {
+  // a 429 says how long to wait: the server's message (or its own text) carries the number
   const key = { 401: 'login.wrong', 403: 'setup.wrongCode', 409: 'setup.done' }[res.status];
-  return key ? t(key) : `${res.data.title || ''}: ${res.data.detail || ''}`;
+  return key ? t(key) : problemText(res.data, res.status);
 }
 
 function holdButton(form, seconds) {
@@ -59,7 +59,7 @@ async function main() {
     // the server checked `next` too; checking its answer again costs nothing
     if (res.ok) { location.href = safeNext(res.data.next ?? wanted); return; }
     if (res.status === 429 && res.data.retry_after) holdButton(form, res.data.retry_after);
-    show(res.status === 422 ? `${t('setup.invalid')}: ${res.data.detail}` : problemText(res));
+    show(res.status === 422 ? `${t('setup.invalid')}: ${problemText(res.data, res.status)}` : failure(res));
   });
 }
 

@@ -1,4 +1,6 @@
 // Users and API tokens (admins): roles, passwords, lockouts; tokens are shown once, at creation.
+// The pull consumers the site file declares (their token is a file or variable on the gateway,
+// not one of the API's tokens) are listed with the tokens, since they reach the same API.
 import { api, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
 
 const ROLES = ['admin', 'technician', 'viewer'];
@@ -20,9 +22,9 @@ async function drawUsers(box) {
     try { await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
   };
   const rows = users.map((u) => h('tr', { 'data-user': u.name },
-    h('td', {}, u.name), h('td', {}, t('role.' + u.role)),
+    h('td', { translate: 'no' }, u.name), h('td', {}, t('role.' + u.role)),
     h('td', {}, u.disabled ? t('admin.disabled') : u.locked ? t('admin.locked') : t('admin.active')),
-    h('td', {}, fmtTime(u.last_login)),
+    h('td', {}, u.last_login ? fmtTime(u.last_login) : t('admin.never')),
     h('td', {},
       h('button', { class: 'secondary small', onclick: async () => {
         const v = await dialog(t('admin.resetTitle', { name: u.name }), h('label', {}, t('login.password'), h('input', { name: 'password', type: 'password', minlength: 10, required: true })));
@@ -52,7 +54,7 @@ async function drawSessions(box) {
   const { sessions } = await api('GET', '/api/v1/sessions');
   const msg = h('div');
   const rows = sessions.map((s) => h('tr', { 'data-session': s.id, 'data-session-user': s.user },
-    h('td', {}, s.user), h('td', {}, fmtTime(s.created)), h('td', {}, fmtTime(s.last_seen)), h('td', {}, s.address),
+    h('td', { translate: 'no' }, s.user), h('td', {}, fmtTime(s.created)), h('td', {}, fmtTime(s.last_seen)), h('td', {}, s.address),
     h('td', {}, s.current ? t('admin.thisSession') : h('button', { class: 'danger small', onclick: async () => {
       try { await api('DELETE', `/api/v1/sessions/${encodeURIComponent(s.id)}`); await drawSessions(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
     } }, t('admin.endSession')))));
@@ -61,14 +63,26 @@ async function drawSessions(box) {
 }
 
 async function drawTokens(box) {
-  const { tokens } = await api('GET', '/api/v1/tokens');
+  const [{ tokens }, sync] = await Promise.all([
+    api('GET', '/api/v1/tokens'),
+    api('GET', '/api/v1/sync', undefined, { allowError: true }).then((r) => (r.ok ? r.data : null)),
+  ]);
   const msg = h('div', { id: 'token-msg' });
   const rows = tokens.map((k) => h('tr', { 'data-token': k.id, class: k.revoked ? 'revoked' : '' },
-    h('td', {}, k.name), h('td', {}, k.scopes.join(' ')), h('td', {}, k.consumer || ''),
-    h('td', {}, fmtTime(k.created)), h('td', {}, fmtTime(k.last_used)),
+    h('td', { translate: 'no' }, k.name), h('td', {}, k.scopes.map((x) => t('scope.' + x)).join(' ')), h('td', {}, k.consumer || ''),
+    h('td', {}, fmtTime(k.created)), h('td', {}, k.last_used ? fmtTime(k.last_used) : t('admin.never')),
     h('td', {}, k.revoked ? t('admin.revoked') : h('button', { class: 'danger small', onclick: async () => {
-      await api('DELETE', `/api/v1/tokens/${k.id}`); await drawTokens(box);
+      try { await api('DELETE', `/api/v1/tokens/${k.id}`); await drawTokens(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
     } }, t('admin.revoke')))));
+  // a consumer no API token names holds the token its site-file entry points at
+  const byToken = new Set(tokens.map((k) => k.consumer).filter(Boolean));
+  for (const c of (sync && sync.consumers) || []) {
+    if (byToken.has(c.id)) continue;
+    rows.push(h('tr', { 'data-site-consumer': c.id },
+      h('td', {}, c.id, h('div', { class: 'sub' }, t('admin.siteConsumer'))), h('td', {}, t('scope.pull')), h('td', {}, c.id),
+      h('td', {}, '—'), h('td', {}, c.last_ack ? fmtTime(c.last_ack) : t('admin.never')),
+      h('td', {}, h('span', { class: 'sub' }, t('admin.siteConsumerHow')))));
+  }
   const form = h('form', { class: 'row', id: 'add-token' },
     h('input', { name: 'name', placeholder: t('admin.tokenName'), required: true }),
     SCOPES.map((s) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'scope', value: s, checked: s === 'read' }), t('scope.' + s))),

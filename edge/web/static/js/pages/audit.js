@@ -1,18 +1,34 @@
-// Audit log: who logged in, changed a rule, wrote a point, created a token.
-import { api, fmtTime, h, t, table } from '../core.js';
+// Audit log: who logged in, changed a rule, wrote a point, created a token, read personal data.
+// Actions and detail fields read in the page's language; an action the catalogue does not know
+// shows as it is recorded.
+import { api, fmt, fmtTime, h, state, t, table } from '../core.js';
+
+const label = (prefix, key) => (state.cat[prefix + key] !== undefined ? t(prefix + key) : key);
+
+function detailText(detail) {
+  return Object.entries(detail || {}).map(([k, v]) => {
+    let shown = v;
+    if (typeof v === 'number') shown = fmt().number(v);
+    else if (typeof v === 'boolean') shown = v ? t('value.yes') : t('value.no');
+    else if (v && typeof v === 'object') shown = JSON.stringify(v);
+    return `${label('audit.field.', k)}: ${shown}`;
+  }).join(' · ');
+}
 
 export async function render(view) {
   view.append(h('h1', {}, t('audit.title')));
-  const filter = h('input', { id: 'audit-filter', placeholder: t('audit.filter') });
+  const filter = h('input', { id: 'audit-filter', placeholder: t('audit.filter'), type: 'search' });
   const out = h('div');
   view.append(h('div', { class: 'row' }, filter), out);
   const { entries } = await api('GET', '/api/v1/audit?limit=500');
   function draw() {
     const f = filter.value.trim().toLowerCase();
-    const rows = entries.filter((e) => !f || `${e.actor} ${e.action} ${e.target}`.toLowerCase().includes(f)).map((e) => h('tr', { 'data-action': e.action },
-      h('td', {}, fmtTime(e.ts)), h('td', {}, e.actor), h('td', {}, t('action.' + e.action) === 'action.' + e.action ? e.action : t('action.' + e.action)),
-      h('td', {}, e.target), h('td', { class: 'desc' }, Object.entries(e.detail || {}).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(' '))));
-    out.replaceChildren(table([t('alerts.time'), t('audit.actor'), t('audit.action'), t('audit.target'), t('alerts.detail')], rows, { class: 'audit' }));
+    const rows = entries.filter((e) => !f || `${e.actor} ${e.action} ${label('action.', e.action)} ${e.target}`.toLowerCase().includes(f)).map((e) => h('tr', { 'data-action': e.action },
+      h('td', { class: 'when' }, fmtTime(e.ts)), h('td', { translate: 'no' }, e.actor), h('td', {}, label('action.', e.action)),
+      h('td', { translate: 'no' }, e.target), h('td', { class: 'desc' }, detailText(e.detail))));
+    out.replaceChildren(rows.length
+      ? table([t('alerts.time'), t('audit.actor'), t('audit.action'), t('audit.target'), t('alerts.detail')], rows, { class: 'audit' })
+      : h('p', { class: 'hint none' }, t('audit.none')));
   }
   filter.addEventListener('input', draw);
   draw();

@@ -1,5 +1,5 @@
-// Devices: every device with its state, restarts and last error.
-import { api, badge, fmtAge, h, t, table } from '../core.js';
+// Devices: every device with its state, how long it has been in it, restarts and last error.
+import { api, badge, fmt, h, t, table } from '../core.js';
 
 const CLS = { online: 'ok', degraded: 'warn', offline: 'bad', starting: 'info', stopped: 'muted' };
 
@@ -14,10 +14,10 @@ export async function render(view) {
       [t('devices.device'), t('devices.driver'), t('devices.state'), t('devices.since'), t('devices.restarts'), t('devices.lastError')],
       devices.map((d) => h('tr', { 'data-device': d.id },
         h('td', {}, h('a', { href: `/devices/${encodeURIComponent(d.id)}` }, d.id), d.name ? h('div', { class: 'sub' }, d.name) : null),
-        h('td', {}, d.driver + (d.profile ? ` / ${d.profile}` : '')),
+        h('td', { translate: 'no' }, d.driver + (d.profile ? ` / ${d.profile}` : '')),
         h('td', {}, badge(CLS[d.health.state] || 'muted', t('state.' + d.health.state))),
-        h('td', {}, fmtAge(now - d.health.since)),
-        h('td', {}, String(d.restarts)),
+        h('td', { class: 'duration', title: fmt().dateTime(d.health.since) }, fmt().duration(now - d.health.since)),
+        h('td', {}, fmt().number(d.restarts, 0)),
         h('td', { class: 'err-text' }, d.last_error || ''))),
       { class: 'devices' }));
   }

@@ -1,5 +1,7 @@
-// Overview: site health at a glance, refreshed every 5 s from /api/v1/status.
-import { api, fmtAge, fmtBytes, h, t } from '../core.js';
+// Overview: site health at a glance, refreshed every 5 s from /api/v1/status (whose buffer
+// carries the ingest rate and the time until full, so both show from the first render).
+// Active alerts are counted once, from /api/v1/alerts/active, for every card that shows them.
+import { api, fmt, fmtAge, fmtBytes, h, t, table } from '../core.js';
 
 const STATES = ['online', 'degraded', 'offline', 'starting', 'stopped'];
 
@@ -15,63 +17,59 @@ export async function render(view) {
   view.append(h('h1', {}, t('overview.title')));
   const body = h('div', { class: 'grid' });
   view.append(body);
-  let prev = null;
   let timer = null;
 
   async function refresh() {
     const [st, alerts, sync] = await Promise.all([
       api('GET', '/api/v1/status'),
-      api('GET', '/api/v1/alerts/active').catch(() => ({ alerts: [] })),
+      api('GET', '/api/v1/alerts/active').catch(() => null),
       api('GET', '/api/v1/sync', undefined, { allowError: true }).then((r) => (r.ok ? r.data : null)),
     ]);
     const now = Date.now() / 1000;
-    let rate = null;
-    let untilFull = null;
-    if (prev) {
-      const dt = now - prev.now;
-      rate = Math.max(0, (st.hub.received - prev.st.hub.received) / dt);
-      const growth = (st.buffer.bytes - prev.st.buffer.bytes) / dt;
-      if (growth > 0 && st.buffer.max_bytes) untilFull = (st.buffer.max_bytes - st.buffer.bytes) / growth;
-    }
-    prev = { st, now };
+    const f = fmt();
+    const rate = st.buffer.ingest_rate ?? null;
+    const untilFull = st.buffer.time_until_full_s ?? null;
     const devs = st.devices || {};
     const known = STATES.filter((s) => devs[s] !== undefined || ['online', 'degraded', 'offline'].includes(s));
     const deviceCard = card(t('overview.devices'),
       h('div', { class: 'stats' }, known.map((s) => stat(`devices-${s}`, devs[s] || 0, t('state.' + s), `st-${s}`))),
       h('a', { href: '/devices' }, t('overview.toDevices')));
-    const active = alerts.alerts || [];
+    const active = alerts ? alerts.alerts || [] : null;
+    const activeCount = active ? active.length : (st.components?.rules?.active ?? 0);
     const alertCard = card(t('overview.alerts'),
-      h('div', { class: 'stats' }, stat('alerts-active', active.length, t('overview.activeAlerts'), active.length ? 'st-offline' : 'st-online')),
-      h('ul', { class: 'compact' }, active.slice(0, 5).map((a) => h('li', {}, `${a.payload.name || a.source}: ${a.payload.message || ''}`))),
+      h('div', { class: 'stats' }, stat('alerts-active', f.number(activeCount, 0), t('overview.activeAlerts'), activeCount ? 'st-offline' : 'st-online')),
+      h('ul', { class: 'compact' }, (active || []).slice(0, 5).map((a) => h('li', {},
+        a.payload.redacted ? `${a.source}: ${t('event.redacted', { privacy: t('privacy.' + a.payload.privacy) })}`
+          : `${a.payload.name || a.source}: ${a.payload.message || ''}`))),
       h('a', { href: '/alerts' }, t('overview.toAlerts')));
     const b = st.buffer;
     const cursorRows = Object.entries(b.cursors || {}).map(([name, c]) => h('tr', {},
-      h('td', {}, name), h('td', {}, t('cursor.' + c.kind)), h('td', { 'data-k': `backlog-${name}` }, String(c.backlog)),
+      h('td', {}, name), h('td', {}, t('cursor.' + c.kind)), h('td', { 'data-k': `backlog-${name}` }, f.number(c.backlog, 0)),
       h('td', {}, c.oldest_unsent_ts ? fmtAge(now - c.oldest_unsent_ts) : t('overview.upToDate'))));
     const bufferCard = card(t('overview.buffer'),
       h('div', { class: 'stats' },
-        stat('buffer-rows', b.rows, t('overview.rows')),
+        stat('buffer-rows', f.number(b.rows, 0), t('overview.rows')),
         stat('buffer-bytes', fmtBytes(b.bytes), t('overview.bytes')),
-        stat('buffer-full', untilFull === null ? '—' : fmtAge(untilFull), t('overview.untilFull'))),
+        stat('buffer-full', untilFull === null ? t('overview.notFilling') : f.fromNow(untilFull), t('overview.untilFull'))),
       h('p', { class: 'hint' }, t('overview.cap', { max: fmtBytes(b.max_bytes), policy: t('policy.' + b.when_full) })),
       cursorRows.length
-        ? h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, t('overview.cursor')), h('th', {}, t('overview.kind')), h('th', {}, t('overview.backlog')), h('th', {}, t('overview.oldestUnsent')))), h('tbody', {}, cursorRows))
+        ? table([t('overview.cursor'), t('overview.kind'), t('overview.backlog'), t('overview.oldestUnsent')], cursorRows)
         : h('p', { class: 'hint' }, t('overview.noCursors')));
     const comps = Object.entries(st.components || {});
     const syncCard = card(t('overview.components'),
       comps.length
-        ? comps.map(([name, s]) => componentView(name, s, now))
+        ? comps.map(([name, s]) => componentView(name, name === 'rules' && active ? { ...s, active: activeCount } : s, now))
         : h('p', { class: 'hint' }, t('overview.noComponents')),
       null);
     const hubCard = card(t('overview.ingest'),
       h('div', { class: 'stats' },
-        stat('ingest-rate', rate === null ? '—' : rate.toFixed(1), t('overview.perSecond')),
+        stat('ingest-rate', f.number(rate, 1), t('overview.perSecond')),
         stat('hub-points', st.hub.points, t('overview.points')),
-        stat('hub-received', st.hub.received, t('overview.received'))),
-      h('p', { class: 'hint' }, t('overview.uptime', { age: fmtAge(st.uptime_s) })));
+        stat('hub-received', f.number(st.hub.received, 0), t('overview.received'))),
+      h('p', { class: 'hint' }, t('overview.uptime', { age: f.duration(st.uptime_s), since: f.dateTime(now - st.uptime_s) })));
     const cards = [deviceCard, alertCard, bufferCard, hubCard];
     if (sync && (sync.sinks.length || sync.consumers.length)) {
-      cards.push(card(t('overview.sync'), h('table', {}, h('tbody', {},
+      cards.push(card(t('overview.sync'), h('table', { class: 'plain' }, h('tbody', {},
         sync.sinks.map((s) => h('tr', { 'data-sync': s.id }, h('td', {}, s.id),
           h('td', {}, s.last_error ? h('span', { class: 'err-text' }, t('overview.syncError')) : t('overview.syncOk')),
           h('td', {}, t('overview.lastSuccess', { age: s.last_success ? fmtAge(now - s.last_success) : '—' })),
@@ -110,8 +108,8 @@ const COMPONENT_ROWS = {
     ['active', t('comp.rules.activeLabel'), s.active ?? 0, s.active ? 'err-text' : ''],
     ['pending', t('comp.rules.pendingLabel'), s.pending ?? 0],
     ['errors', t('comp.rules.errorsLabel'), s.errors ?? 0, s.errors ? 'err-text' : ''],
-    ['evaluations', t('comp.rules.evaluationsLabel'), s.evaluations ?? 0],
-    ['firings', t('comp.rules.firingsLabel'), s.firings ?? 0],
+    ['evaluations', t('comp.rules.evaluationsLabel'), fmt().number(s.evaluations ?? 0, 0)],
+    ['firings', t('comp.rules.firingsLabel'), fmt().number(s.firings ?? 0, 0)],
     ['actions', t('comp.rules.actionsLabel'),
       t('comp.rules.actions', { ok: s.actions_executed ?? 0, failed: s.actions_failed ?? 0 }),
       s.actions_failed ? 'err-text' : ''],
@@ -131,8 +129,8 @@ const COMPONENT_ROWS = {
   ],
   trend: (s, now) => [
     ['cursor', t('comp.trend.cursor'), s.cursor ?? 0],
-    ['lag', t('comp.trend.lag'), t('comp.trend.lagRows', { n: s.lag_rows ?? 0 })],
-    ['buckets', t('comp.trend.buckets'), s.buckets ?? 0],
+    ['lag', t('comp.trend.lag'), t('comp.trend.lagRows', { n: fmt().number(s.lag_rows ?? 0, 0) })],
+    ['buckets', t('comp.trend.buckets'), fmt().number(s.buckets ?? 0, 0)],
     ['last-rollup', t('comp.trend.lastRollup'), s.last_rollup ? fmtAge(now - s.last_rollup) : '—'],
     ...(s.last_error ? [['error', t('comp.trend.lastError'), s.last_error, 'err-text']] : []),
   ],
@@ -154,6 +152,6 @@ function summary(s) {
   return Object.entries(s)
     .filter(([, v]) => v === null || typeof v !== 'object')
     .slice(0, 6)
-    .map(([k, v]) => `${k}: ${v}`)
+    .map(([k, v]) => `${k}: ${typeof v === 'number' ? fmt().number(v) : v}`)
     .join(' · ');
 }

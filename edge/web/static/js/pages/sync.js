@@ -1,5 +1,6 @@
-// Sync: per sink and consumer cursor, backlog, last success/error; dead letters with retry.
-import { api, fmtAge, fmtBytes, fmtTime, h, t, table } from '../core.js';
+// Sync: per sink and consumer cursor, backlog, last success/error; dead letters with retry. An
+// empty list says so ("no push sinks configured") rather than showing bare headers.
+import { api, errorBox, fmt, fmtAge, fmtBytes, fmtTime, h, t, table, tableOrNone } from '../core.js';
 
 export async function render(view) {
   view.append(h('h1', {}, t('sync.title')));
@@ -9,26 +10,28 @@ export async function render(view) {
     view.append(h('div', { class: 'error', id: 'sync-missing' }, t('sync.apiMissing')));
     const st = await api('GET', '/api/v1/status');
     const rows = Object.entries(st.buffer.cursors || {}).map(([name, c]) => h('tr', {},
-      h('td', {}, name), h('td', {}, t('cursor.' + c.kind)), h('td', {}, String(c.seq)), h('td', {}, String(c.backlog)),
+      h('td', {}, name), h('td', {}, t('cursor.' + c.kind)), h('td', {}, String(c.seq)), h('td', {}, fmt().number(c.backlog, 0)),
       h('td', {}, c.oldest_unsent_ts ? fmtAge(now - c.oldest_unsent_ts) : t('overview.upToDate'))));
-    view.append(h('h2', {}, t('sync.cursors')), table([t('sync.id'), t('overview.kind'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent')], rows));
+    view.append(h('h2', {}, t('sync.cursors')), tableOrNone([t('sync.id'), t('overview.kind'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent')], rows, t('overview.noCursors')));
     return;
   }
   const d = res.data;
-  view.append(h('h2', {}, t('sync.sinks')), table(
+  view.append(h('h2', {}, t('sync.sinks')), tableOrNone(
     [t('sync.id'), t('sync.type'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.inFlight'), t('sync.lastSuccess'), t('sync.lastError'), t('sync.retryIn'), t('sync.deadLetters')],
     (d.sinks || []).map((s) => h('tr', { 'data-sink': s.id },
       h('td', {}, s.id), h('td', {}, s.type), h('td', {}, String(s.cursor)),
-      h('td', {}, `${s.backlog_rows} (${fmtBytes(s.backlog_bytes)})`),
+      h('td', {}, `${fmt().number(s.backlog_rows, 0)} (${fmtBytes(s.backlog_bytes)})`),
       h('td', {}, s.oldest_unsent_age_s ? fmtAge(s.oldest_unsent_age_s) : t('overview.upToDate')),
       h('td', { class: 'in-flight' }, `${s.in_flight ?? 0} / ${s.max_in_flight ?? 1}`),
       h('td', {}, fmtTime(s.last_success)), h('td', { class: 'err-text' }, s.last_error || ''),
-      h('td', {}, s.retry_in_s ? fmtAge(s.retry_in_s) : '—'), h('td', {}, String(s.dead_letters || 0))))));
-  view.append(h('h2', {}, t('sync.consumers')), table(
+      h('td', {}, s.retry_in_s ? fmt().fromNow(s.retry_in_s) : '—'), h('td', {}, fmt().number(s.dead_letters || 0, 0)))),
+    t('sync.noSinks'), { id: 'sinks' }));
+  view.append(h('h2', {}, t('sync.consumers')), tableOrNone(
     [t('sync.id'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.lastAck')],
     (d.consumers || []).map((c) => h('tr', { 'data-consumer': c.id },
-      h('td', {}, c.id), h('td', {}, String(c.cursor)), h('td', {}, String(c.backlog_rows)),
-      h('td', {}, c.oldest_unsent_age_s ? fmtAge(c.oldest_unsent_age_s) : t('overview.upToDate')), h('td', {}, fmtTime(c.last_ack))))));
+      h('td', {}, c.id), h('td', {}, String(c.cursor)), h('td', {}, fmt().number(c.backlog_rows, 0)),
+      h('td', {}, c.oldest_unsent_age_s ? fmtAge(c.oldest_unsent_age_s) : t('overview.upToDate')), h('td', {}, fmtTime(c.last_ack)))),
+    t('sync.noConsumers'), { id: 'consumers' }));
   const dl = h('div', { id: 'dead-letters' });
   view.append(h('h2', {}, t('sync.deadLetters')), dl);
   async function loadDead() {
@@ -36,11 +39,11 @@ export async function render(view) {
     const items = r.ok ? (r.data.dead_letters || r.data.items || []) : [];
     dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('sync.reason'), t('sync.record'), ''],
       items.map((x) => h('tr', {}, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
-        h('td', { class: 'err-text' }, `${x.status ?? ''} ${x.response || ''}`.trim()), h('td', {}, x.record ? `seq ${x.seq} ${x.record.point || x.record.kind || ''}` : String(x.seq ?? '')),
+        h('td', { class: 'err-text' }, `${x.status ?? ''} ${x.response || ''}`.trim()), h('td', {}, x.record ? t('sync.recordIs', { seq: x.seq, what: x.record.point || x.record.kind || '' }) : String(x.seq ?? '')),
         h('td', {}, x.retried ? t('sync.retried') : h('button', { class: 'secondary small', 'data-retry': x.id, onclick: async () => {
           const res = await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {}, { allowError: true });
           await loadDead();
-          if (!res.ok) dl.prepend(h('div', { class: 'error', role: 'alert' }, `${res.data.title}: ${res.data.detail || ''}`));
+          if (!res.ok) dl.prepend(errorBox(res));
         } }, t('sync.retry')))))) : h('p', { class: 'hint' }, t('sync.noDead')));
   }
   await loadDead();
