@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from edge.config import load_profile, validation_problems
 from edge.model import PointType, Value
@@ -137,18 +137,13 @@ class FieldSpec(Strict):
     invalid: int | None = None  # the raw value meaning "not available"
     description: str = ""
 
-    @field_validator("scale")
+    @field_validator("scale", "add")
     @classmethod
-    def _scale(cls, v: float) -> float:
-        if v == 0 or not math.isfinite(v):
-            raise ValueError(f"scale must be a finite number other than 0 (got {v!r})")
-        return v
-
-    @field_validator("add")
-    @classmethod
-    def _add(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"add must be a finite number (got {v!r})")
+    def _finite(cls, v: float, info: ValidationInfo) -> float:
+        # a scale of 0 would read every sensor as 0; NaN and inf would reach the journal
+        if not math.isfinite(v) or (v == 0 and info.field_name == "scale"):
+            other = " other than 0" if info.field_name == "scale" else ""
+            raise ValueError(f"{info.field_name} must be a finite number{other} (got {v!r})")
         return v
 
     @property
