@@ -132,6 +132,7 @@ export async function render(view, [ruleId]) {
   if (editable) {
     const saveMsg = h('div', { id: 'save-msg' });
     const save = h('button', { class: 'primary', id: 'save-rule', type: 'button', onclick: async () => {
+      clearTimeout(timer); // a check still waiting for the typing to stop would void this one
       if (!(await validate())) return;
       const id = parsed && parsed.id;
       // the text itself is saved, so the rule keeps every line the author did not change
