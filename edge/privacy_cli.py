@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from edge.cli import Subcommands, add_command, add_command_group, arg
 
@@ -45,7 +46,7 @@ def register(sub: Subcommands) -> None:
         "pull consumer whether it receives it in clear, pseudonymised or withheld (judged by the\n"
         "same filter the sinks and the pull API apply: include lists and max_privacy). Then each\n"
         "class's retention (privacy.retention, else storage.keep_history), whether it is encrypted\n"
-        "at rest (not yet: said plainly), and the records the journal holds now per class (read-\n"
+        "at rest (sensitive records are, where privacy.master_key_file is set), and the records the journal holds now per class (read-\n"
         "only; a site that has not run yet has none). A rule's alert or event takes the class of\n"
         "what fired it: it is listed at the most private class of the points its trigger matches.\n\n"
         + JSON_SHAPE,
@@ -55,6 +56,225 @@ def register(sub: Subcommands) -> None:
         config=True,
         args=[arg("--json", action="store_true", help="print the report as JSON (shape above)")],
     )
+
+    subject = arg(
+        "--subject",
+        required=True,
+        metavar="REF",
+        help="the resident's reference (resident id, user id or plate)",
+    )
+    add_command(
+        group,
+        "export",
+        help="everything the gateway holds about one resident, as JSON lines (access and copy)",
+        description="Every journal record that names the resident REF in an identifying\n"
+        "field (resident, user, subject, plate), sensitive ones opened with the site's keys, one JSON\n"
+        "object per line (PIPL art. 45). The export is written to the audit log. The gateway may run.",
+        epilog="example:\n  edge privacy export -c site.yaml --subject R-1042 --out R-1042.jsonl",
+        func=cmd_privacy_export,
+        config=True,
+        args=[subject, arg("--out", metavar="FILE", help="write here (created 0600) instead of stdout")],
+    )
+    add_command(
+        group,
+        "forget",
+        help="erase one resident: delete their data key so every sealed copy stops opening",
+        description="Deletes the resident's data key (crypto-shredding, PIPL art. 47): their sensitive\n"
+        "records stop opening everywhere at once (journal, trend index, dead letters, and backups of\n"
+        "those files taken before) and read as erased. Records that name them in clear (a personal\n"
+        "plate) are counted and kept to their retention. A subject_erased event carrying only\n"
+        "pseudonyms (the site's, and each recipient's own) is journaled by the gateway (within seconds\n"
+        "when it runs, else at its next start). Written to the audit log. Cannot be undone.",
+        epilog="example:\n  edge privacy forget -c site.yaml --subject R-1042",
+        func=cmd_privacy_forget,
+        config=True,
+        args=[subject],
+    )
+    add_command(
+        group,
+        "rotate-key",
+        help="rewrap every resident's data key under a new master key (nothing else is rewritten)",
+        description="Rewraps every data key in keys.db under the master key in NEW (created 0600 when it\n"
+        "does not exist); the journal and the other files are not rewritten. Stop the gateway first,\n"
+        "then point privacy.master_key_file at NEW and start it: the old master key opens nothing\n"
+        "after the rotation.",
+        epilog="example:\n  edge privacy rotate-key -c site.yaml --new-key /etc/community-edge/master-2027.key",
+        func=cmd_privacy_rotate,
+        config=True,
+        args=[arg("--new-key", required=True, metavar="NEW", help="the new master key file")],
+    )
+    add_command(
+        group,
+        "new-key",
+        help="write a new random master key file (0600), never over an existing one",
+        description="Writes a new random site master key (32 bytes, base64) to FILE, readable by its\n"
+        "owner only; an existing file is never replaced. Name it in privacy.master_key_file.",
+        epilog="example:\n  edge privacy new-key /etc/community-edge/master.key",
+        func=cmd_privacy_new_key,
+        args=[arg("file", metavar="FILE", help="where to write the key")],
+    )
+
+
+def _open_site_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """(site, sealer registered for its journal and state DB), or None after saying why."""
+    from edge.cli import load_or_report
+    from edge.privacy.atrest import Sealer, register
+    from edge.privacy.keyfile import KeyFileError
+    from edge.privacy.keys import WrongMasterKey
+
+    site = load_or_report(args.config)
+    if site is None:
+        return None
+    key_file = site.privacy.master_key_file
+    if key_file is None:
+        print(
+            f"{args.config}: privacy.master_key_file is not set: nothing is sealed, no key to use",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        sealer = Sealer.open(site.storage.path, key_file)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    except WrongMasterKey as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    register(site.storage.path, sealer)
+    register(site.storage.resolved_state_path(), sealer)
+    return site, sealer
+
+
+def _subject(args: argparse.Namespace) -> str | None:
+    from edge.privacy.subjects import check_subject
+
+    try:
+        return check_subject(args.subject)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_privacy_export(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from edge import audit
+    from edge.privacy import subjects
+    from edge.state import StateDB
+
+    subject = _subject(args)
+    opened = _open_site_keys(args) if subject is not None else None
+    if subject is None or opened is None:
+        return 1
+    site, sealer = opened
+    if not Path(site.storage.path).exists():
+        print(f"{site.storage.path}: no journal yet (has the site run?)", file=sys.stderr)
+        return 1
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        if args.out:
+            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                n = subjects.export(site.storage.path, subject, out)
+        else:
+            n = subjects.export(site.storage.path, subject, sys.stdout)
+        pseudonym = sealer.keys.local_pseudonym(subject)
+        audit.record(state, "cli", "privacy_export", pseudonym, records=n, out=args.out or "stdout")
+    finally:
+        state.close()
+        sealer.close()
+    print(f"{n} records of subject {pseudonym} exported", file=sys.stderr)
+    return 0
+
+
+def cmd_privacy_forget(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.privacy import subjects
+    from edge.privacy.keyfile import KeyFileError
+    from edge.state import StateDB
+
+    subject = _subject(args)
+    opened = _open_site_keys(args) if subject is not None else None
+    if subject is None or opened is None:
+        return 1
+    site, sealer = opened
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        try:
+            done = subjects.forget(site, sealer, state, subject)
+        except KeyFileError as exc:
+            print(f"error: {exc}; nothing was erased", file=sys.stderr)
+            return 1
+        audit.record(
+            state,
+            "cli",
+            "privacy_forget",
+            done.subject_pseudonym,
+            had_key=done.had_key,
+            kept_in_clear=done.kept_in_clear,
+            recipients=done.recipients,
+        )
+    finally:
+        state.close()
+        sealer.close()
+    print(
+        f"subject {done.subject_pseudonym}: "
+        + (
+            "data key deleted; its sealed records no longer open anywhere"
+            if done.had_key
+            else "held no data key"
+        )
+        + f"; {done.kept_in_clear} records name it in clear and stay until their retention;"
+        " the subject_erased event is journaled by the gateway"
+    )
+    return 0
+
+
+def cmd_privacy_rotate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge import audit
+    from edge.privacy.keyfile import KeyFileError, create_master_key, load_master_key
+    from edge.state import StateDB
+
+    opened = _open_site_keys(args)
+    if opened is None:
+        return 1
+    site, sealer = opened
+    try:
+        try:
+            if not Path(args.new_key).exists():
+                create_master_key(args.new_key)
+            new = load_master_key(args.new_key)
+        except KeyFileError as exc:
+            print(f"error: {exc}; nothing was rotated", file=sys.stderr)
+            return 1
+        n = sealer.keys.rotate_master(new)
+    finally:
+        sealer.close()
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        audit.record(state, "cli", "privacy_rotate_key", args.new_key, subject_keys=n)
+    finally:
+        state.close()
+    print(
+        f"{n} data keys rewrapped under {args.new_key}; set privacy.master_key_file: {args.new_key} "
+        "before the next start (the old master key no longer opens keys.db)"
+    )
+    return 0
+
+
+def cmd_privacy_new_key(args: argparse.Namespace) -> int:
+    from edge.privacy.keyfile import KeyFileError, create_master_key
+
+    try:
+        create_master_key(args.file)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: new master key (0600); name it in privacy.master_key_file")
+    return 0
 
 
 def cmd_privacy_report(args: argparse.Namespace) -> int:

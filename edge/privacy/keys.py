@@ -279,6 +279,13 @@ class SubjectKeys:
             self._truncate_wal()
         return len(rows)
 
+    def local_pseudonym(self, subject: str) -> str:
+        """The subject as this site names it without saying who it is (`ps_` and the base32 of its
+        row reference): stable, and meaningless without keys.db and the master key."""
+        import base64
+
+        return "ps_" + base64.b32encode(self._ref(subject)).decode()[:20].lower()
+
     def subjects_count(self) -> int:
         """How many subjects hold a data key."""
         with self._lock:

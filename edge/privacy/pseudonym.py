@@ -68,6 +68,26 @@ def pseudonym(key: bytes, value: object) -> str:
     return PREFIX + base64.b32encode(digest)[:DIGEST_CHARS].decode("ascii").lower()
 
 
+FINGERPRINT_INFO = b"community-edge recipient fingerprint"
+ERASED_KIND = "subject_erased"  # an erasure notice: each recipient receives only its own pseudonym
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A recipient's pseudonym key named without revealing it (16 hex digits)."""
+    return hmac.new(key, FINGERPRINT_INFO, hashlib.sha256).hexdigest()[:16]
+
+
+def erasure_for(payload: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+    """What one recipient (its pseudonym key, None without one) sees of a subject_erased notice:
+    its own pseudonym of the subject, never the site's nor another recipient's."""
+    recipients = payload.get("recipients")
+    own = recipients.get(key_fingerprint(key)) if key is not None and isinstance(recipients, dict) else None
+    out: dict[str, Any] = {"subject": own}
+    if own is None:
+        out["subject_withheld"] = "no pseudonym key" if key is None else "key not known at the erasure"
+    return out
+
+
 def load_pseudonym_key(key_file: str | None, key_env: str | None, what: str = "pseudonymise") -> bytes:
     """A recipient's pseudonym key from its reference; at least MIN_KEY_BYTES bytes of it."""
     key, source = read_key(key_file, key_env, what)
@@ -254,6 +274,8 @@ class RecordShaper:
         point (a rule's alert on `last_plate`) has its `value` treated like the point's readings."""
         if not payload:
             return payload
+        if kind == ERASED_KIND:
+            return self._erasure(payload)
         names, quoted = self._kind(kind)
         named = bool(names) and any(q in payload for q in quoted)
         about_point = bool(self._personal) and '"point"' in payload and '"value"' in payload
@@ -272,6 +294,14 @@ class RecordShaper:
         p = self.pseudonymiser
         shaped = pseudonymise_payload(data, names, p.key) if p is not None else withhold_payload(data, names)
         return orjson.dumps(shaped).decode()
+
+    def _erasure(self, payload: str) -> str:
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            data = {}
+        key = self.pseudonymiser.key if self.pseudonymiser is not None else None
+        return orjson.dumps(erasure_for(data if isinstance(data, dict) else {}, key)).decode()
 
     def value(self, point: str, value: Any) -> Any:
         """A reading's value as this recipient may see it: a personal string point's as a pseudonym

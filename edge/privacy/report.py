@@ -65,7 +65,14 @@ DRIVER_KINDS: dict[str, dict[str, Privacy]] = {
 #: kinds the rules engine emits about itself when a site has rule packs
 RULE_ENGINE_KINDS = ("rule_error", "rule_rate_limited", "rule_action_failed", "rule_pack_error")
 
-AT_REST = "no: stored in plaintext (encryption at rest is not wired yet)"
+AT_REST_OFF = (
+    "no: stored in plaintext (privacy.master_key_file is not set: encryption at rest is not wired yet "
+    "for this site)"
+)
+AT_REST_ON = (
+    "sensitive: yes, AES-256-GCM with one data key per resident, wrapped by the master key in {key} "
+    "(journal, trend index events, dead letters); personal and public: no"
+)
 
 
 @dataclass
@@ -115,6 +122,11 @@ class Report:
     retention: dict[str, float | None]
     held: dict[str, int] | None
     held_note: str
+    master_key_file: str | None = None  # sensitive records are sealed at rest under it
+
+    def encrypted(self, cls: str | Privacy) -> bool:
+        """Records of class `cls` are encrypted at rest."""
+        return self.master_key_file is not None and str(cls) == str(Privacy.SENSITIVE)
 
     def as_dict(self) -> dict[str, Any]:
         def item(i: Item, key: str) -> dict[str, Any]:
@@ -122,7 +134,7 @@ class Report:
             if i.note:
                 out["note"] = i.note
             out["retention_s"] = self.retention[str(i.privacy)]
-            out["encrypted_at_rest"] = False
+            out["encrypted_at_rest"] = self.encrypted(i.privacy)
             out["recipients"] = i.receives
             return out
 
@@ -134,7 +146,7 @@ class Report:
             "classes": {
                 c: {
                     "retention_s": self.retention[c],
-                    "encrypted_at_rest": False,
+                    "encrypted_at_rest": self.encrypted(c),
                     "held": None if self.held is None else self.held.get(c, 0),
                 }
                 for c in map(str, CLASSES)
@@ -383,6 +395,7 @@ def build(site: Any) -> Report:
         retention=retention,
         held=held,
         held_note=note,
+        master_key_file=site.privacy.master_key_file,
     )
 
 
@@ -413,9 +426,17 @@ def render_text(report: Report) -> str:
     for c in map(str, CLASSES):
         kept = report.retention[c]
         held = "-" if report.held is None else str(report.held.get(c, 0))
-        rows.append([c, "until the byte cap" if kept is None else format_duration(kept), "no", held])
+        rows.append(
+            [
+                c,
+                "until the byte cap" if kept is None else format_duration(kept),
+                "yes" if report.encrypted(c) else "no",
+                held,
+            ]
+        )
     lines += ["  " + line for line in _table(rows)]
-    lines.append(f"  encrypted at rest: {AT_REST}")
+    at_rest = AT_REST_OFF if report.master_key_file is None else AT_REST_ON.format(key=report.master_key_file)
+    lines.append(f"  encrypted at rest: {at_rest}")
     if report.held_note:
         lines.append(f"  note: {report.held_note}")
     ids = [r.id for r in report.recipients]

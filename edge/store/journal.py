@@ -34,6 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
+from edge import paths
 from edge.clock import ClockSample, boottime, forward_jump
 from edge.model import PRIVACY_RANK, Event, Privacy, Reading, Record, Severity
 from edge.store import retention, space
@@ -46,11 +49,14 @@ from edge.store.rows import (
     SELECT_COLS,
     JournalClosed,
     RecordClasses,
+    Sealer,
     build_rows,
     connect,
     insert_records,
     is_disk_full,
+    register,
     row_to_record,
+    unregister,
 )
 from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
 
@@ -83,8 +89,17 @@ __all__ = [  # re-exported: other modules import these from here
 ]
 
 COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
+ADD_COUNTER_SQL = "INSERT INTO counters(name, value) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 LAST_SEQ_SQL = (
     "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+)
+
+
+# sensitive records still in clear: events whose payload is text, readings whose value is not sealed
+UNSEALED_SQL = (
+    "SELECT seq, ts, point, value, kind, payload FROM journal WHERE seq > ? AND privacy = 2 AND "
+    "((kind IS NOT NULL AND typeof(payload) = 'text') OR (kind IS NULL AND typeof(value) <> 'blob'))"
+    " ORDER BY seq LIMIT ?"
 )
 
 
@@ -140,6 +155,7 @@ class Journal(JournalQueries):
         clock_trust: TrustView | None = None,
         clock_tolerance: float = 2.0,
         blobs: BlobStore | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         if durability not in ("normal", "strict"):
             raise ValueError(f"durability {durability!r}: expected 'normal' or 'strict'")
@@ -173,6 +189,11 @@ class Journal(JournalQueries):
         self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
         self._law: dict[int, retention.LawExpiry] = {}  # expired before delivery, not reported yet
         self.blobs = blobs  # snapshot files, kept no longer than their class (personal)
+        # seals sensitive payloads and values before they reach SQLite (see attach_sealer)
+        self.sealer: Sealer | None = None
+        self._secure_delete = False  # the write connection zeroes what it deletes (set with a sealer)
+        if sealer is not None:
+            self.attach_sealer(sealer)
         self._next_blobs = 0.0
         # records held in memory while SQLite fails; past this the full policy applies in memory
         self.max_pending = max_pending or max(200_000, 20 * flush_max_items)
@@ -308,7 +329,67 @@ class Journal(JournalQueries):
                 self._cond.notify()
         return thread
 
+    def attach_sealer(self, sealer: Sealer) -> None:
+        """From now on sensitive payloads and sensitive points' values are sealed with `sealer`
+        before they are written, and every reader of this journal (and of its trend index) in
+        this process opens them. The journal closes it when it closes."""
+        self.sealer = sealer
+        register(self.path, sealer)
+        register(paths.trend_path(self.path), sealer)
+
+    async def seal_existing(self, chunk: int = 500) -> int:
+        """Seal the sensitive records written in clear before a sealer was attached (an older
+        version, or a site without a master key), `chunk` rows per transaction, on a connection
+        of its own beside the writer; returns how many were sealed (counted in `sealed_existing`)."""
+        if self.sealer is None:
+            return 0
+        return await asyncio.to_thread(self._seal_existing, self.sealer, chunk)
+
+    def _seal_existing(self, sealer: Sealer, chunk: int) -> int:
+        conn = connect(self.path)
+        try:
+            # the rewritten pages' old content is zeroed, and the WAL that held it is truncated
+            conn.execute("PRAGMA secure_delete=ON")
+            total, after = 0, 0
+            while True:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = conn.execute(UNSEALED_SQL, (after, chunk)).fetchall()
+                    for seq, ts, point, value, kind, payload in rows:
+                        if kind is None:
+                            conn.execute(
+                                "UPDATE journal SET value = ? WHERE seq = ?",
+                                (sealer.seal_value(value, ts, point), seq),
+                            )
+                        else:
+                            data = orjson.loads(payload) if payload else {}
+                            sealed = sealer.seal_payload(data, payload or "{}", ts, point)
+                            conn.execute("UPDATE journal SET payload = ? WHERE seq = ?", (sealed, seq))
+                    if rows:
+                        conn.execute(ADD_COUNTER_SQL, ("sealed_existing", len(rows)))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                total += len(rows)
+                self.counters["sealed_existing"] = self.counters.get("sealed_existing", 0) + len(rows)
+                if len(rows) < chunk:
+                    break
+                after = rows[-1][0]
+            if total:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                log.warning("journal: %d sensitive records stored in clear were sealed", total)
+            return total
+        finally:
+            conn.close()
+
     def _close_connections(self) -> None:
+        if self.sealer is not None:
+            unregister(self.path, self.sealer)
+            unregister(paths.trend_path(self.path), self.sealer)
+            self.sealer.close()
+            self.sealer = None
         if self._w is not None:
             self._status.write({"open": False})
             self._status.close()
@@ -675,7 +756,10 @@ class Journal(JournalQueries):
             records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
             seq = self.next_seq
             end = seq + len(records)
-            insert_records(w, records, seq, self.classes)
+            if self.sealer is not None and not self._secure_delete:
+                w.execute("PRAGMA secure_delete=FAST")  # deleted sealed rows leave no stale bytes behind
+                self._secure_delete = True
+            insert_records(w, records, seq, self.classes, self.sealer)
             if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
                 cap = retention.make_room(
                     w,

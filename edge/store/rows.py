@@ -7,7 +7,9 @@ The reads themselves are named queries in `edge.store.reader`.
 from __future__ import annotations
 
 import operator
+import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -15,7 +17,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from edge.model import PRIVACY_RANK, QUALITY_NAMES, Event, Reading, Record, event_privacy
+from edge.model import PRIVACY_RANK, QUALITY_NAMES, Event, Privacy, Reading, Record, event_privacy
 
 BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
 SQLITE_FULL = 13
@@ -32,6 +34,8 @@ _VALUE = operator.itemgetter(2)
 _POINT = operator.itemgetter(1)  # of a Reading
 _ROW_POINT = operator.itemgetter(2)  # of an explicit-seq reading row
 IN_LIST_MAX = 500  # points per `point IN (...)` when a flush's readings are classed
+SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
+_sensitive_points: tuple[int, frozenset[str]] = (0, frozenset())  # (id of the ranks, its sensitive points)
 
 
 class RecordClasses(Protocol):
@@ -46,6 +50,102 @@ class RecordClasses(Protocol):
 
     @property
     def points(self) -> Mapping[str, Any]: ...
+
+
+class Sealer(Protocol):
+    """What seals sensitive values before they are written and opens them where rows are read
+    (`edge.privacy.atrest.Sealer`). `open_text` raises LookupError when the value's subject was
+    forgotten (it reads as erased), ValueError when it does not open here (it reads as sealed)."""
+
+    sealed: int
+
+    def seal_payload(self, payload: dict[str, Any], text: str, ts: float, source: str) -> bytes: ...
+
+    def seal_value(self, value: Any, ts: float, source: str) -> bytes: ...
+
+    def open_text(self, envelope: bytes, column: str, ts: float, source: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+ERASED_PAYLOAD = '{"erased":true}'  # what a forgotten subject's sealed payload reads as
+SEALED_PAYLOAD = '{"sealed":true}'  # ...and one this process holds no key for
+SEALED_COLUMNS = ("payload", "value", "record")
+_SOURCE_COLUMNS = ("point", "source")
+_sealers: dict[str, Sealer] = {}
+_sealers_lock = threading.Lock()
+
+
+def _norm(path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(os.fspath(path))
+
+
+def register(path: str | os.PathLike[str], sealer: Sealer) -> None:
+    """Rows fetched from the SQLite file `path` in this process are opened with `sealer`."""
+    with _sealers_lock:
+        _sealers[_norm(path)] = sealer
+
+
+def unregister(path: str | os.PathLike[str], sealer: Sealer | None = None) -> None:
+    with _sealers_lock:
+        key = _norm(path)
+        if sealer is None or _sealers.get(key) is sealer:
+            _sealers.pop(key, None)
+
+
+def sealer_for(path: str | os.PathLike[str]) -> Sealer | None:
+    if not _sealers:
+        return None
+    return _sealers.get(_norm(path))
+
+
+def sealed_columns(description: Sequence[Sequence[Any]] | None) -> tuple[list[int], int, int]:
+    """(indexes of the columns that may hold an envelope, index of ts, index of the point or
+    source; -1 when absent) of a query's columns."""
+    if not description:
+        return [], -1, -1
+    names = [d[0] for d in description]
+    cols = [i for i, n in enumerate(names) if n in SEALED_COLUMNS]
+    ts = names.index("ts") if "ts" in names else -1
+    src = next((names.index(n) for n in _SOURCE_COLUMNS if n in names), -1)
+    return cols, ts, src
+
+
+def open_rows(path: str, description: Sequence[Sequence[Any]] | None, rows: list[Any]) -> list[Any]:
+    """`rows` with every envelope among their sealed columns opened (bytes are never a stored
+    value otherwise). Costs one C-level type scan per sealed column when nothing is sealed."""
+    if not rows:
+        return rows
+    cols, ts_i, src_i = sealed_columns(description)
+    hit = [i for i in cols if bytes in set(map(type, map(operator.itemgetter(i), rows)))]
+    if not hit:
+        return rows
+    sealer = sealer_for(path)
+    names = [d[0] for d in description or ()]
+    out = []
+    for row in rows:
+        if not any(type(row[i]) is bytes for i in hit):
+            out.append(row)
+            continue
+        items = list(row)
+        for i in hit:
+            if type(items[i]) is bytes:
+                items[i] = _open_one(sealer, items[i], names[i], row, ts_i, src_i)
+        out.append(tuple(items))
+    return out
+
+
+def _open_one(sealer: Sealer | None, envelope: bytes, column: str, row: Any, ts_i: int, src_i: int) -> Any:
+    reading = column == "value"
+    if sealer is None or ts_i < 0 or src_i < 0:
+        return None if reading else SEALED_PAYLOAD
+    try:
+        text = sealer.open_text(envelope, column, row[ts_i], row[src_i])
+    except LookupError:  # the subject was forgotten: erased, not an error
+        return None if reading else ERASED_PAYLOAD
+    except ValueError:  # altered, or another site's keys
+        return None if reading else SEALED_PAYLOAD
+    return orjson.loads(text) if reading else text
 
 
 SELECT_COLS = "seq, ts, point, value, quality, kind, severity, payload"
@@ -113,11 +213,47 @@ def row_to_record(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+class OpeningCursor(sqlite3.Cursor):
+    """Fetches open sealed values (`edge.privacy.atrest.open_rows`), so every reader of the
+    journal sees a sensitive record as it came, or as erased, without code of its own."""
+
+    def fetchall(self) -> list[Any]:
+        return open_rows(self.connection.path, self.description, super().fetchall())  # type: ignore[attr-defined]
+
+    def fetchmany(self, size: int | None = 1) -> list[Any]:
+        rows = super().fetchmany(self.arraysize if size is None else size)
+        return open_rows(self.connection.path, self.description, rows)  # type: ignore[attr-defined]
+
+    def fetchone(self) -> Any:
+        row = super().fetchone()
+        if row is None:
+            return None
+        return open_rows(self.connection.path, self.description, [row])[0]  # type: ignore[attr-defined]
+
+
+class JournalConnection(sqlite3.Connection):
+    """A connection to one journal file whose cursors open sealed values."""
+
+    path = ""
+
+    def cursor(self, factory: Any = OpeningCursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:  # type: ignore[override]
+        # sqlite3's own execute makes a plain cursor, not this connection's
+        return super().cursor(OpeningCursor).execute(sql, parameters)
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30, factory=JournalConnection
+        )
     else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=30, factory=JournalConnection
+        )
+    conn.path = path
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
 
@@ -127,10 +263,11 @@ def is_disk_full(exc: sqlite3.Error) -> bool:
 
 
 def build_rows(
-    batch: list[Record], seq: int, points: Mapping[str, Any] | None = None
+    batch: list[Record], seq: int, points: Mapping[str, Any] | None = None, sealer: Sealer | None = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Explicit-seq rows for a mixed batch: readings (bools flagged) and events (payload as JSON,
-    their privacy rank last; `points` maps point ids to PointInfo for `event_privacy`)."""
+    their privacy rank last; `points` maps point ids to PointInfo for `event_privacy`). With a
+    `sealer`, a sensitive event's payload is sealed here, before it reaches SQLite."""
     known: Mapping[str, Any] = points if points is not None else {}
     readings: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
@@ -143,8 +280,11 @@ def build_rows(
             radd((seq, ts, point, v, q))
         else:
             assert isinstance(rec, Event)
-            payload = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            text = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
             rank = PRIVACY_RANK[event_privacy(rec.kind, rec.payload, known)]
+            payload: str | bytes = text
+            if rank == SENSITIVE and sealer is not None:
+                payload = sealer.seal_payload(rec.payload, text, rec.ts, rec.source)
             events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload, rank))
         seq += 1
     return readings, events
@@ -200,11 +340,38 @@ def class_readings(w: sqlite3.Connection, points: Iterable[str], seq: int, ranks
             )
 
 
+def sensitive_points(ranks: Mapping[str, int]) -> frozenset[str]:
+    """The sensitive points among `ranks`, recomputed only when the owner replaces the mapping."""
+    global _sensitive_points
+    key, found = _sensitive_points
+    if key != id(ranks):
+        found = frozenset(p for p, r in ranks.items() if r == SENSITIVE)
+        _sensitive_points = (id(ranks), found)
+    return found
+
+
+def seal_readings(records: list[Any], hits: frozenset[str] | set[str], sealer: Sealer) -> list[Any]:
+    """`records` with the value of each reading of a point in `hits` sealed (bools keep their
+    flag in the quality column, so the value opens to what it was)."""
+    out = []
+    for r in records:
+        if type(r) is Reading and r.point in hits:
+            q = r.quality | BOOL_FLAG if r.value is True or r.value is False else r.quality
+            r = Reading(r.ts, r.point, cast(Any, sealer.seal_value(r.value, r.ts, r.point)), q)
+        out.append(r)
+    return out
+
+
 def insert_records(
-    w: sqlite3.Connection, records: list[Record], seq: int, classes: RecordClasses | None = None
+    w: sqlite3.Connection,
+    records: list[Record],
+    seq: int,
+    classes: RecordClasses | None = None,
+    sealer: Sealer | None = None,
 ) -> None:
     """Insert `records` as seq, seq+1, ... inside the caller's transaction, each with its privacy
     class (`classes`; without it readings are public and events classed by kind and payload).
+    With a `sealer`, sensitive payloads and the values of sensitive points are sealed first.
 
     The common flush (readings only) binds the readings' fields as they are and lets SQLite number
     them (rowid = max + 1): no per-row Python work beyond C-level maps. The numbering is checked
@@ -213,6 +380,18 @@ def insert_records(
         return
     end = seq + len(records)
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
+    if sealer is not None and ranks:
+        secret = sensitive_points(ranks)
+        if secret:
+            only = set(map(type, records)) == {Reading}
+            pts = (
+                map(_POINT, cast(list[Reading], records))
+                if only
+                else (r.point for r in records if type(r) is Reading)
+            )
+            hits = secret.intersection(pts)
+            if hits:
+                records = seal_readings(records, hits, sealer)
     if set(map(type, records)) == {Reading}:
         rows: list[Any] = records
         if bool in set(map(type, map(_VALUE, rows))):
@@ -227,7 +406,7 @@ def insert_records(
         if ranks:
             class_readings(w, map(_POINT, cast(list[Reading], records)), seq, ranks)
         return
-    readings, events = build_rows(records, seq, classes.points if classes is not None else None)
+    readings, events = build_rows(records, seq, classes.points if classes is not None else None, sealer)
     if readings:
         insert_many(w, READING_VALUES, 5, readings)
         if ranks:

@@ -25,6 +25,7 @@ COUNTERS = (
     "write_errors",  # commits that failed for any reason (disk full included)
     "retention_expired",  # personal/sensitive records deleted at their retention before delivery
     "snapshots_expired",  # snapshot files deleted at the retention of their class
+    "sealed_existing",  # sensitive records written in clear before a sealer, sealed afterwards (no v2/v3 row)
 )
 
 V1 = """
@@ -78,6 +79,10 @@ INSERT OR IGNORE INTO counters(name, value) VALUES ('retention_expired', 0);
 INSERT OR IGNORE INTO counters(name, value) VALUES ('snapshots_expired', 0);
 """
 
+# Sensitive payloads and values may be sealed (a BLOB envelope in `payload` or `value`, see
+# edge.privacy.atrest) without a new version: the columns take any type, and a file written by an
+# older version is sealed in place by `Journal.seal_existing` (counted in `sealed_existing`, a
+# counter row created on first use).
 MIGRATIONS: list[str] = [V1, V2, V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -317,7 +317,8 @@ class TrendIndex:
             )
             self._conn = await self._run(_open_fresh, self.journal.path, self.path)
         self.cursor = read_cursor(self._conn)
-        self._read = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        # events copied from the journal keep their sealed payloads: this connection opens them
+        self._read = connect(self.path)
         self._task = asyncio.create_task(self._follow(), name="trend-follower")
 
     async def stop(self) -> None:

@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from edge.privacy.atrest import Sealer, open_record
 from edge.state import StateDB
+from edge.store.rows import sealer_for
 
 MIGRATIONS = [
     """
@@ -72,7 +74,17 @@ def listing(state: StateDB, sink: str | None, before: int | None, limit: int) ->
     with state.lock:
         rows = state.conn.execute(sql, args).fetchall()
     # the state DB's rows are sqlite3.Row: keyed by the SELECT's column names, in its order
-    return [{**dict(r), "record": orjson.loads(r["record"])} for r in rows]
+    return [{**dict(r), "record": _record(state, r["record"], r["sink"], r["seq"])} for r in rows]
+
+
+def _where(sink: str, seq: int) -> str:
+    """What a sealed dead letter is bound to: it opens only as this sink's record `seq`."""
+    return f"dead letter\x00{sink}\x00{int(seq)}"
+
+
+def _record(state: StateDB, stored: str | bytes, sink: str, seq: int) -> Any:
+    """A stored record: sensitive ones are sealed (opened where the gateway holds the keys)."""
+    return open_record(state.path, stored, _where(sink, seq))
 
 
 def one(state: StateDB, dead_letter_id: int) -> DeadLetter | None:
@@ -81,11 +93,11 @@ def one(state: StateDB, dead_letter_id: int) -> DeadLetter | None:
         return None
     with state.lock:
         row = state.conn.execute(
-            "SELECT sink, record, retried FROM sync_dead_letters WHERE id=?", (dead_letter_id,)
+            "SELECT sink, record, retried, seq FROM sync_dead_letters WHERE id=?", (dead_letter_id,)
         ).fetchone()
     if row is None:
         return None
-    return DeadLetter(dead_letter_id, row[0], orjson.loads(row[1]), row[2])
+    return DeadLetter(dead_letter_id, row[0], _record(state, row[1], row[0], row[3]), row[2])
 
 
 def mark_retried(state: StateDB, dead_letter_id: int) -> None:
@@ -97,10 +109,15 @@ def mark_retried(state: StateDB, dead_letter_id: int) -> None:
 def add(
     state: StateDB, sink: str, seq: int, record: dict[str, Any], status: int | None, response: str
 ) -> None:
+    stored: str | bytes = orjson.dumps(record).decode()
+    sealer = sealer_for(state.path)
+    if isinstance(sealer, Sealer) and sealer.is_sensitive(record):
+        # a receiver's answer may quote what it rejected: a sensitive record's is not kept
+        stored, response = sealer.seal_record(record, _where(sink, seq)), ""
     with state.lock:
         state.conn.execute(
             "INSERT INTO sync_dead_letters(sink, seq, record, status, response, ts) VALUES (?,?,?,?,?,?)",
-            (sink, seq, orjson.dumps(record).decode(), status, response[:2000], time.time()),
+            (sink, seq, stored, status, response[:2000], time.time()),
         )
 
 

@@ -1,0 +1,168 @@
+"""Sensitive values sealed before they reach SQLite, opened again where rows are read.
+
+What is sealed: the payload of every `sensitive` event and the value of every reading of a
+`sensitive` point, in the journal (and, being copied as they are, in the trend index's events),
+and a sensitive record a sink dead-lettered (state DB). Each is an envelope of
+`edge.privacy.keys` under its subject's data key: the resident named by the payload's `resident`,
+`user` or `subject` field, else the site-wide key `SITE_SUBJECT` (a sensitive point's readings).
+
+The associated data binds an envelope to its row: the column, the record's time and its point
+(an event's source), so an envelope copied onto another record does not open. The trend index
+keeps the journal's (ts, source), so its copies open with the same associated data.
+
+Rows are opened where they are fetched (`edge.store.rows.connect` gives every journal connection a
+cursor that calls `open_rows`): sinks, the pull API, the UI and the CLI see the record as it came,
+without a line of their own. A process that holds no key for the file (a tool run without the
+master key) sees `SEALED_PAYLOAD` / a null value; a record whose subject was forgotten shows
+`ERASED_PAYLOAD` / a null value: erased, not an error.
+
+`Sealer`s are found by the path of the file they serve (`edge.store.rows.register`), so a reader
+opened anywhere in the process (a sink's own connection, the trend follower) opens what the
+writer sealed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from edge.store.rows import register, sealer_for, unregister
+
+if TYPE_CHECKING:  # `cryptography` loads only where something is sealed or opened
+    from edge.privacy.keys import SubjectKeys
+
+__all__ = [
+    "SITE_SUBJECT",
+    "SUBJECT_FIELDS",
+    "Sealer",
+    "keys_path",
+    "register",
+    "sealer_for",
+    "subject_of",
+    "unregister",
+]
+
+SITE_SUBJECT = "@site"  # the data key of sensitive records that name no resident
+SUBJECT_FIELDS = ("resident", "user", "subject")  # payload fields that name the record's subject
+
+
+def keys_path(journal_path: str | os.PathLike[str]) -> str:
+    """The data keys: `keys.db` beside the journal."""
+    return str(Path(journal_path).with_name("keys.db"))
+
+
+def subject_of(payload: Any) -> str:
+    """The subject a sensitive payload belongs to: its resident's reference, else the site."""
+    if isinstance(payload, dict):
+        for name in SUBJECT_FIELDS:
+            value = payload.get(name)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                return str(value)
+    return SITE_SUBJECT
+
+
+def aad(column: str, ts: float, source: str) -> bytes:
+    """The associated data binding an envelope to its row's column, time and point."""
+    return f"{column}\x00{float(ts)!r}\x00{source}".encode()
+
+
+class Sealer:
+    """Seals and opens sensitive values with `keys`. Thread-safe (SubjectKeys is)."""
+
+    def __init__(self, keys: SubjectKeys) -> None:
+        self.keys = keys
+        self.sealed = 0  # values sealed since open (for status)
+        # the journal's classes (`edge.store.rows.RecordClasses`: the hub), for `is_sensitive`
+        self.classes: Any = None
+
+    def is_sensitive(self, record: Mapping[str, Any]) -> bool:
+        """A record in the pull-API shape is of class `sensitive` (a dead letter to seal)."""
+        from edge.model import Privacy, event_privacy
+
+        classes = self.classes
+        if record.get("type") == "event":
+            points = classes.points if classes is not None else {}
+            return event_privacy(str(record.get("kind")), record.get("payload"), points) == Privacy.SENSITIVE
+        ranks = classes.private_ranks if classes is not None else {}
+        return ranks.get(record.get("point"), 0) >= 2
+
+    @classmethod
+    def open(cls, journal_path: str | os.PathLike[str], master_key_file: str) -> Sealer:
+        """The sealer of the site whose journal is `journal_path`, with the master key in
+        `master_key_file` (refused, naming the file, unless only its owner can read it)."""
+        from edge.privacy.keyfile import load_master_key
+        from edge.privacy.keys import SubjectKeys
+
+        return cls(SubjectKeys(keys_path(journal_path), load_master_key(master_key_file)))
+
+    def seal_payload(self, payload: dict[str, Any], text: str, ts: float, source: str) -> bytes:
+        self.sealed += 1
+        return self.keys.seal(subject_of(payload), text.encode(), aad("payload", ts, source))
+
+    def seal_value(self, value: Any, ts: float, source: str) -> bytes:
+        self.sealed += 1
+        return self.keys.seal(SITE_SUBJECT, orjson.dumps(value), aad("value", ts, source))
+
+    def seal_record(self, record: Mapping[str, Any], where: str) -> bytes:
+        """A whole record (a dead letter) bound to `where` (its sink and seq)."""
+        payload = record.get("payload")
+        self.sealed += 1
+        return self.keys.seal(subject_of(payload), orjson.dumps(record), aad("record", 0.0, where))
+
+    def open_record(self, envelope: bytes, where: str) -> dict[str, Any] | None:
+        """A sealed record (`seal_record`), or None when its subject was forgotten."""
+        try:
+            text = self.open_text(envelope, "record", 0.0, where)
+        except LookupError:
+            return None
+        return dict(orjson.loads(text))
+
+    def open_text(self, envelope: bytes, column: str, ts: float, source: str) -> str:
+        """The sealed text. Raises KeyForgotten (a LookupError) when its subject was forgotten,
+        EnvelopeError or WrongMasterKey (ValueErrors) when it does not open here."""
+        return self.keys.open(envelope, aad(column, ts, source)).decode()
+
+    def close(self) -> None:
+        self.keys.close()
+
+
+def open_record(path: str, envelope: Any, where: str) -> Any:
+    """A stored record of the file `path` (a dead letter): as it is when it was not sealed, opened
+    when this process holds the keys, else a marker saying it is erased or sealed."""
+    if type(envelope) is not bytes:
+        return orjson.loads(envelope)
+    sealer = sealer_for(path)
+    if not isinstance(sealer, Sealer):
+        return {"sealed": True}
+    try:
+        rec = sealer.open_record(envelope, where)
+    except ValueError:  # altered, or another key store's
+        return {"sealed": True}
+    return {"erased": True} if rec is None else rec
+
+
+def seal_text(path: str, text: str, where: str) -> str | bytes:
+    """`text` to store in the SQLite file `path` (a component's own sensitive state): sealed
+    under the site key, bound to `where`, when this process seals for that file; else as it is."""
+    sealer = sealer_for(path)
+    if not isinstance(sealer, Sealer):
+        return text
+    sealer.sealed += 1
+    return sealer.keys.seal(SITE_SUBJECT, text.encode(), aad("state", 0.0, where))
+
+
+def open_text(path: str, stored: str | bytes | None, where: str) -> str | None:
+    """What `seal_text` stored: the text, or None when it cannot be opened here."""
+    if stored is None or isinstance(stored, str):
+        return stored
+    sealer = sealer_for(path)
+    if sealer is None:
+        return None
+    try:
+        return sealer.open_text(bytes(stored), "state", 0.0, where)
+    except (LookupError, ValueError):  # forgotten, or not this store's
+        return None

@@ -1,0 +1,93 @@
+"""The privacy component: sealing at rest wired into a running gateway (see `plugin`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from edge.model import Event, Severity
+from edge.plugins import ComponentContext
+from edge.privacy import subjects
+from edge.privacy.atrest import Sealer, register, unregister
+from edge.privacy.pseudonym import ERASED_KIND
+
+log = logging.getLogger("edge.privacy")
+
+
+class PrivacyStartError(RuntimeError):
+    """The site's master key cannot be used: the message names the file and what to do."""
+
+
+NOTICE_INTERVAL_S = 2.0  # how soon a running gateway journals an erasure `edge privacy forget` queued
+
+
+class PrivacyComponent:
+    name = "privacy"
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        self.ctx = ctx
+        self.sealer: Sealer | None = None
+        self.sealed_existing = 0
+        self.notices = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from edge.privacy.keyfile import KeyFileError
+        from edge.privacy.keys import WrongMasterKey
+
+        site, journal = self.ctx.site, self.ctx.journal
+        key_file = site.privacy.master_key_file
+        assert key_file is not None
+        try:
+            sealer = await asyncio.to_thread(Sealer.open, journal.path, key_file)
+        except KeyFileError as exc:
+            raise PrivacyStartError(f"privacy.master_key_file: {exc}") from None
+        except WrongMasterKey as exc:
+            raise PrivacyStartError(f"privacy.master_key_file {key_file}: {exc}") from None
+        self.sealer = sealer
+        sealer.classes = journal.classes  # which dead letters are sensitive
+        journal.attach_sealer(sealer)  # the journal closes it, after its last flush
+        register(self.ctx.state.path, sealer)  # dead letters
+        self.sealed_existing = await journal.seal_existing()
+        await self.journal_notices()
+        self._task = self.ctx.spawn(self._watch(), "privacy-notices")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.sealer is not None:
+            unregister(self.ctx.state.path, self.sealer)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "encrypted_at_rest": self.sealer is not None,
+            "sealed": self.sealer.sealed if self.sealer is not None else 0,
+            "sealed_existing": self.sealed_existing,
+            "erasures_journaled": self.notices,
+        }
+
+    async def journal_notices(self) -> int:
+        """Journal every erasure notice queued by `edge privacy forget` as a subject_erased event."""
+        state = self.ctx.state
+        pending = await asyncio.to_thread(subjects.pending_notices, state)
+        for _id, ts, payload in pending:
+            self.ctx.hub.publish_event(Event(ERASED_KIND, self.ctx.site.site.id, Severity.INFO, payload, ts))
+        if pending:
+            await self.ctx.journal.flush()
+            await asyncio.to_thread(subjects.mark_journaled, state, [p[0] for p in pending])
+            self.notices += len(pending)
+            log.info("journaled %d subject_erased notices", len(pending))
+        return len(pending)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(NOTICE_INTERVAL_S)
+            try:
+                await self.journal_notices()
+            except Exception as exc:  # the state DB busy or failing: try again next time
+                log.warning("privacy: erasure notices not journaled yet: %s", exc)

@@ -1,0 +1,171 @@
+"""A resident's rights over what the gateway holds: a copy of it (PIPL art. 45) and its erasure
+(art. 47), by the resident's reference (the `resident`/`user` id a kiosk records, or a plate).
+
+- `export`: every journal record that names the subject in an identifying field (sealed ones
+  opened with the site's keys), as JSON lines.
+- `forget`: deletes the subject's data key (`edge.privacy.keys`), so every sealed copy of its
+  sensitive records, in the journal, the trend index, dead letters and any backup of them, stops
+  opening at once; records that named it in clear (a `personal` plate) are counted, not rewritten:
+  they leave at their class's retention. An erasure notice is queued in the state DB and the
+  gateway journals it as a `subject_erased` event: the subject's local pseudonym and, per
+  recipient with a pseudonym key, that recipient's own pseudonym, keyed by a fingerprint of the
+  key so a recipient receives only its own (`edge.privacy.pseudonym.RecordShaper`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from edge.privacy.atrest import SITE_SUBJECT, SUBJECT_FIELDS, Sealer
+from edge.privacy.pseudonym import (
+    KNOWN_FIELDS,
+    canonical_text,
+    key_fingerprint,
+    load_pseudonym_key,
+    pseudonym,
+)
+from edge.state import StateDB
+
+if TYPE_CHECKING:
+    from edge.config import Site
+
+COMPONENT = "privacy"  # the erasure notices' owner in the state DB's migrations
+MIGRATIONS = [
+    """
+    CREATE TABLE privacy_erasures (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        payload TEXT NOT NULL,      -- the subject_erased event's payload (pseudonyms only)
+        journaled REAL              -- when the gateway journaled it; NULL until then
+    );
+    """
+]
+IDENTIFYING = frozenset(SUBJECT_FIELDS) | KNOWN_FIELDS  # fields whose value names a person
+PAGE = 5000
+
+
+def check_subject(subject: str) -> str:
+    """A subject reference as given on the command line; ValueError naming what is accepted."""
+    ref = subject.strip() if isinstance(subject, str) else ""
+    if not ref:
+        raise ValueError("--subject: give the resident's reference (a resident id, user id or plate)")
+    if ref == SITE_SUBJECT:
+        raise ValueError(f"--subject {SITE_SUBJECT}: that is the site's own key, not a resident")
+    return ref
+
+
+def names_subject(payload: Any, subject: str) -> bool:
+    """An identifying field of `payload` (at its top level) holds `subject`."""
+    if not isinstance(payload, dict):
+        return False
+    return any(
+        k in IDENTIFYING and v is not None and canonical_text(v) == subject for k, v in payload.items()
+    )
+
+
+# ---------------------------------------------------------------- export
+def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]:
+    """The journal's records that name `subject`, oldest first (sealed ones as they came, when
+    this process holds the site's keys)."""
+    from edge.store.reader import JournalReader
+    from edge.store.rows import row_to_record
+
+    reader = JournalReader(journal_path)
+    try:
+        after = 0
+        while True:
+            rows = reader.read_rows(after, PAGE)
+            if not rows:
+                return
+            after = rows[-1][0]
+            for row in rows:
+                if row[5] is None:
+                    continue
+                rec = row_to_record(row)
+                if names_subject(rec["payload"], subject):
+                    yield rec
+    finally:
+        reader.close()
+
+
+def export(journal_path: str, subject: str, out: IO[str]) -> int:
+    """Write every journal record held about `subject` to `out` as JSON lines; returns how many.
+    (A dead letter is a copy of a journal record a receiver refused: sealed like it, it goes with
+    its subject's key.)"""
+    n = 0
+    for rec in journal_records(journal_path, subject):
+        out.write(orjson.dumps(rec, default=str).decode() + "\n")
+        n += 1
+    return n
+
+
+def count_in_clear(journal_path: str, subject: str) -> int:
+    """Records that name `subject` and are not sensitive, so not sealed (a `personal` plate):
+    what forgetting the key does not reach."""
+    from edge.model import Privacy, event_privacy
+
+    return sum(
+        1
+        for rec in journal_records(journal_path, subject)
+        if event_privacy(rec["kind"], rec["payload"], {}) != Privacy.SENSITIVE
+    )
+
+
+# ---------------------------------------------------------------- forget
+@dataclass(frozen=True)
+class Erasure:
+    subject_pseudonym: str  # the site's own pseudonym of the subject
+    had_key: bool  # a data key existed (sealed records of the subject may exist)
+    kept_in_clear: int  # records naming the subject in clear, left to their retention
+    recipients: int  # recipients whose own pseudonym the notice carries
+
+
+def notice_payload(site: Site, sealer: Sealer, subject: str) -> dict[str, Any]:
+    """The subject_erased payload: pseudonyms only, never the reference itself."""
+    recipients: dict[str, str] = {}
+    for what, recipient in [(f"upstream {s.id}", s) for s in site.upstream] + [
+        (f"consumer {c.id}", c) for c in site.consumers
+    ]:
+        cfg = getattr(recipient, "pseudonymise", None)
+        if cfg is None:
+            continue
+        key = load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
+        recipients[key_fingerprint(key)] = pseudonym(key, subject)
+    return {"subject": sealer.keys.local_pseudonym(subject), "recipients": recipients}
+
+
+def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
+    """Delete `subject`'s data key and queue the subject_erased notice (see the module)."""
+    payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
+    kept = count_in_clear(site.storage.path, subject)
+    had_key = sealer.keys.forget(subject)
+    payload["kept_in_clear"] = kept
+    state.migrate(COMPONENT, MIGRATIONS)
+    with state.lock:
+        state.conn.execute(
+            "INSERT INTO privacy_erasures(ts, payload) VALUES (?, ?)",
+            (time.time(), orjson.dumps(payload).decode()),
+        )
+    return Erasure(payload["subject"], had_key, kept, len(payload["recipients"]))
+
+
+def pending_notices(state: StateDB) -> list[tuple[int, float, dict[str, Any]]]:
+    """Erasure notices not journaled yet: (id, when forgotten, payload)."""
+    state.migrate(COMPONENT, MIGRATIONS)
+    with state.lock:
+        rows = state.conn.execute(
+            "SELECT id, ts, payload FROM privacy_erasures WHERE journaled IS NULL ORDER BY id"
+        ).fetchall()
+    return [(int(r[0]), float(r[1]), orjson.loads(r[2])) for r in rows]
+
+
+def mark_journaled(state: StateDB, ids: list[int]) -> None:
+    with state.lock:
+        state.conn.executemany(
+            "UPDATE privacy_erasures SET journaled = ? WHERE id = ?", [(time.time(), i) for i in ids]
+        )

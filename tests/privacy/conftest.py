@@ -1,0 +1,78 @@
+"""Fixtures for sealing at rest: a site with a master key, and the raw bytes of its files."""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.model import Event, Reading
+from edge.privacy.keyfile import create_master_key
+
+RESIDENT = "R-90417"  # a resident reference no other test data contains
+SYSTOLIC = 14159  # a blood pressure no other record carries
+SECRET_VALUE = 31337.25  # a sensitive point's reading
+PLATE = "沪A77531"  # a personal (not sensitive) field: pseudonymised upstream, kept in clear here
+
+SITE = """
+site: {id: sealed-site}
+privacy:
+  master_key_file: MASTER
+devices:
+  - id: kiosk-1
+    driver: sim
+    points:
+      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
+      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
+"""
+
+
+def site_doc(master: Path) -> str:
+    return SITE.replace("MASTER", str(master))
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Path:
+    path = tmp_path / "master.key"
+    create_master_key(path)
+    return path
+
+
+def measurement(ts: float | None = None, resident: str = RESIDENT, systolic: int = SYSTOLIC) -> Event:
+    """A kiosk's blood-pressure measurement (sensitive by kind) naming its resident."""
+    payload = {"resident": resident, "systolic_mmhg": systolic, "diastolic_mmhg": 71}
+    return Event("blood_pressure", "kiosk-1", payload=payload, ts=ts or time.time())
+
+
+def private_records(ts: float | None = None) -> list[Event | Reading]:
+    """A measurement, a sensitive point's reading and a vehicle passage (personal: in clear)."""
+    now = ts or time.time()
+    return [
+        measurement(now),
+        Reading(now, "kiosk-1.last_systolic", SECRET_VALUE),
+        Event("vehicle_passage", "kiosk-1", payload={"plate": PLATE}, ts=now),
+    ]
+
+
+def markers() -> list[bytes]:
+    """The plaintext a sealed file must not contain: as text, and the reading as SQLite stores a
+    REAL (big-endian IEEE 754)."""
+    return [RESIDENT.encode(), str(SYSTOLIC).encode(), struct.pack(">d", SECRET_VALUE), b"31337.25"]
+
+
+def raw(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (databases, their -wal and -shm, snapshots), as on disk."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def plaintext_in(folder: Path, skip: tuple[str, ...] = ()) -> list[tuple[str, bytes]]:
+    """(file, marker) for every marker found in clear in a file under `folder`."""
+    return [
+        (name, m)
+        for name, data in raw(folder).items()
+        if not name.startswith(skip)
+        for m in markers()
+        if m in data
+    ]

@@ -1,0 +1,89 @@
+"""Sensitive records are sealed before they reach any file the gateway writes, and read back as
+they came by whoever may see them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edge.model import Event
+from edge.sync import deadletters
+from tests.privacy.conftest import (
+    PLATE,
+    RESIDENT,
+    SECRET_VALUE,
+    SYSTOLIC,
+    plaintext_in,
+    private_records,
+    raw,
+    site_doc,
+)
+from tests.support.site import running_site
+from tests.support.waiting import until_async
+from tests.web.conftest import signed_in_roles
+
+
+async def test_no_plaintext_of_a_sensitive_record_in_any_file_while_the_api_reads_it(
+    tmp_path: Path, master: Path
+) -> None:
+    async with running_site(tmp_path, site_doc(master)) as rt:
+        rt.hub.ingest(private_records())
+        await rt.journal.flush()
+        trend = rt.components["trend"]
+        await trend.caught_up()
+        record = {
+            "seq": 1,
+            "type": "event",
+            "kind": "blood_pressure",
+            "source": "kiosk-1",
+            "payload": {"resident": RESIDENT, "systolic_mmhg": SYSTOLIC},
+        }
+        deadletters.ensure(rt.state)
+        deadletters.add(rt.state, "city", 1, record, 400, f"bad systolic {SYSTOLIC}")
+
+        # while it runs: the WAL files hold the newest pages
+        assert plaintext_in(tmp_path) == []
+        assert any(name.endswith("-wal") for name in raw(tmp_path))
+        assert PLATE.encode() in raw(tmp_path)["edge.db-wal"]  # personal data is not sealed: the grep works
+
+        async with signed_in_roles(rt) as clients:
+            events = (await clients["admin"].json("GET", "/api/v1/events?source=kiosk-1"))["events"]
+            bp = next(e for e in events if e["kind"] == "blood_pressure")
+            assert bp["payload"]["resident"] == RESIDENT and bp["payload"]["systolic_mmhg"] == SYSTOLIC
+            tech = (await clients["technician"].json("GET", "/api/v1/events?source=kiosk-1"))["events"]
+            assert next(e for e in tech if e["kind"] == "blood_pressure")["payload"] == {
+                "privacy": "sensitive",
+                "redacted": True,
+            }
+            history = "/api/v1/history?point=kiosk-1.last_systolic&since=0&resolution=raw"
+            values = [r[1] for r in (await clients["admin"].json("GET", history))["readings"]]
+            assert SECRET_VALUE in values
+        letters = deadletters.listing(rt.state, "city", None, 10)
+        assert letters[0]["record"]["payload"]["systolic_mmhg"] == SYSTOLIC
+        assert rt.journal.tail(5)[-3]["payload"]["resident"] == RESIDENT  # the CLI's shape, opened
+    assert plaintext_in(tmp_path) == []  # after the last checkpoint too
+
+
+async def test_a_rule_alert_quoting_a_sensitive_value_is_sealed_too(tmp_path: Path, master: Path) -> None:
+    rule = {
+        "id": "bp-high",
+        "when": [{"event": "blood_pressure"}],
+        "if": "payload['systolic_mmhg'] >= 140",
+        "then": [{"alert": "systolic {payload[systolic_mmhg]} mmHg"}],
+    }
+    async with running_site(tmp_path, site_doc(master)) as rt:
+        rt.components["rules"].put(rule, "test", "create")
+        rt.hub.ingest(
+            [Event("blood_pressure", "kiosk-1", payload={"systolic_mmhg": SYSTOLIC}, ts=time.time())]
+        )
+
+        async def alerted() -> bool:
+            await rt.journal.flush()
+            return any(r.get("kind") == "alert" for r in rt.journal.tail(10))
+
+        await until_async(alerted, what="the rule's alert in the journal")
+        alert = next(r for r in rt.journal.tail(10) if r.get("kind") == "alert")
+        assert str(SYSTOLIC) in alert["payload"]["message"]
+        await rt.journal.flush()
+    # the rule's own state (its evaluation context in the state DB) is the rules engine's to seal
+    assert plaintext_in(tmp_path, skip=("state.db",)) == []
