@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 DEMO_PORT ?= 8080
 
-.PHONY: demo test test-fast lint bench system-deps clean help
+.PHONY: demo test test-fast lint bench dist system-deps clean help
 
 help:
 	@echo "make demo       run a simulated community site with its web UI (http://127.0.0.1:8080/)"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-fast  the same without the tests marked slow (the soak)"
 	@echo "make lint       ruff, mypy and lint-imports (the rule of the arrows, docs/architecture.md)"
 	@echo "make bench      every benchmark in --quick mode"
+	@echo "make dist       the offline bundle (wheels + install.sh) in build/dist/, docs/fleet.md"
 
 $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
 	@PYTHON=$(PYTHON) sh scripts/bootstrap-venv.sh $(VENV)
@@ -42,6 +43,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(BIN)/python -m bench.$$m --quick || exit 1; done
+
+# the wheels of the project and every dependency for this Python and architecture, and the
+# installer; PLATFORM=manylinux2014_aarch64 PYVER=3.11 for another one (docs/fleet.md)
+dist: $(STAMP)
+	@PYTHON=$(BIN)/python sh scripts/make-dist.sh
 
 clean:
 	rm -rf $(VENV) demo-data build *.egg-info

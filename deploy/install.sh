@@ -1,41 +1,216 @@
 #!/bin/sh
 # Install Community Edge as a systemd service on a Debian/Raspberry Pi OS gateway.
-#   sudo deploy/install.sh                    # from a checkout, every driver
+#   sudo deploy/install.sh                    # from a checkout, every driver (pip needs network)
 #   sudo EXTRAS=modbus deploy/install.sh      # only the drivers this site uses (modbus, ble, camera)
+#   sudo ./install.sh --from community-edge-VERSION-cpXY-ARCH.tar.gz   # offline, from `make dist`
 # Installs to /opt/community-edge, a site file to /etc/community-edge/site.yaml (kept if present),
 # data to /var/lib/community-edge, and the unit community-edge.service (enabled, not started
 # until the site file checks clean).
+#
+# --from BUNDLE installs with no network (pip --no-index from the bundle's wheels) into its own
+# venv, PREFIX/versions/VERSION-SUM/venv; PREFIX/current points at the one in use and
+# PREFIX/.venv at current/venv, so the unit's paths never change. Upgrading a running gateway:
+# back up its data (edge backup), switch `current`, restart, and wait for the health gate
+# (`edge status`: /healthz answers for this site, and with HEALTH_TOKEN_FILE every device started
+# and none crash-looping). A gateway that fails the gate is rolled back: `current` points at the
+# previous version again, the backup is restored, the service restarted. The same bundle twice
+# changes nothing ("unchanged", exit 0). The two newest versions are kept.
+#
+# Settings (environment): PREFIX, ETC (site file's folder), EXTRAS, and for a gateway without
+# systemd (a container, a test) SERVICE=none with START_CMD / STOP_CMD (shell commands; the
+# default is systemctl), HEALTH_TIMEOUT (seconds, default 90), HEALTH_TOKEN_FILE.
 set -eu
 PREFIX=${PREFIX:-/opt/community-edge}
 # the pip extras of the drivers to install: all, or a comma-separated list of modbus, ble, camera
 EXTRAS=${EXTRAS:-all}
-ETC=/etc/community-edge
+ETC=${ETC:-/etc/community-edge}
+SERVICE=${SERVICE:-systemd}
+START_CMD=${START_CMD:-systemctl restart community-edge.service}
+STOP_CMD=${STOP_CMD:-systemctl stop community-edge.service}
+HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-90}
+HEALTH_TOKEN_FILE=${HEALTH_TOKEN_FILE:-}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUNDLE=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
+            BUNDLE=$2; shift 2 ;;
+    --from=*) BUNDLE=${1#--from=}; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
+  esac
+done
 
-[ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
-command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+log() { echo "install.sh: $*" >&2; }
 
-id community-edge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/community-edge --shell /usr/sbin/nologin community-edge
-# the unit's SupplementaryGroups: a group that does not exist would stop the service from starting
-for group in dialout video bluetooth; do getent group "$group" >/dev/null || groupadd --system "$group"; done
-mkdir -p "$PREFIX" "$ETC"
-cp -a "$SRC/edge" "$SRC/drivers" "$SRC/rules" "$SRC/deploy" "$SRC/pyproject.toml" "$SRC/README.md" "$PREFIX/"
-sh "$SRC/scripts/bootstrap-venv.sh" "$PREFIX/.venv"
-"$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PREFIX[$EXTRAS]"
+system_setup() {
+  # the service user, its groups, the unit: once per machine, only with systemd
+  [ "$SERVICE" = systemd ] || return 0
+  [ "$(id -u)" = 0 ] || { echo "run as root (sudo $0), or SERVICE=none for a prefix of your own" >&2; exit 1; }
+  id community-edge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/community-edge --shell /usr/sbin/nologin community-edge
+  # the unit's SupplementaryGroups: a group that does not exist would stop the service from starting
+  for group in dialout video bluetooth; do getent group "$group" >/dev/null || groupadd --system "$group"; done
+}
 
-if [ ! -f "$ETC/site.yaml" ]; then
-  sed "s#path: .*edge.db#path: /var/lib/community-edge/edge.db#" "$SRC/deploy/sites/example-site.yaml" > "$ETC/site.yaml"
-  echo "wrote $ETC/site.yaml — edit it, then: edge check -c $ETC/site.yaml"
+site_file() {
+  # $1: the folder holding deploy/sites/example-site.yaml
+  mkdir -p "$ETC"
+  if [ ! -f "$ETC/site.yaml" ]; then
+    sed "s#path: .*edge.db#path: /var/lib/community-edge/edge.db#" "$1/deploy/sites/example-site.yaml" > "$ETC/site.yaml"
+    echo "wrote $ETC/site.yaml — edit it, then: edge check -c $ETC/site.yaml"
+  fi
+  [ -f "$ETC/env" ] || { install -m 0600 /dev/null "$ETC/env"; echo "# EDGE_CENTRAL_TOKEN=..." > "$ETC/env"; }
+  if [ "$SERVICE" = systemd ]; then chown -R root:community-edge "$ETC"; chmod 0750 "$ETC"; fi
+}
+
+unit() {
+  # $1: the folder holding deploy/systemd/community-edge.service
+  [ "$SERVICE" = systemd ] || return 0
+  install -m 0644 "$1/deploy/systemd/community-edge.service" /etc/systemd/system/community-edge.service
+  ln -sf "$PREFIX/.venv/bin/edge" /usr/local/bin/edge
+  systemctl daemon-reload
+  systemctl enable community-edge.service
+}
+
+# ---------------------------------------------------------------- from a checkout (needs network)
+if [ -z "$BUNDLE" ]; then
+  [ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
+  command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+  system_setup
+  mkdir -p "$PREFIX"
+  cp -a "$SRC/edge" "$SRC/drivers" "$SRC/rules" "$SRC/deploy" "$SRC/pyproject.toml" "$SRC/README.md" "$PREFIX/"
+  sh "$SRC/scripts/bootstrap-venv.sh" "$PREFIX/.venv"
+  "$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PREFIX[$EXTRAS]"
+  site_file "$SRC"
+  unit "$SRC"
+  if "$PREFIX/.venv/bin/edge" check -q -c "$ETC/site.yaml"; then
+    systemctl restart community-edge.service && echo "community-edge is running: journalctl -u community-edge -f"
+  else
+    echo "fix the site file above, then: systemctl start community-edge" >&2
+  fi
+  exit 0
 fi
-[ -f "$ETC/env" ] || { install -m 0600 /dev/null "$ETC/env"; echo "# EDGE_CENTRAL_TOKEN=..." > "$ETC/env"; }
-chown -R root:community-edge "$ETC"; chmod 0750 "$ETC"
 
-install -m 0644 "$SRC/deploy/systemd/community-edge.service" /etc/systemd/system/community-edge.service
-ln -sf "$PREFIX/.venv/bin/edge" /usr/local/bin/edge
-systemctl daemon-reload
-systemctl enable community-edge.service
-if "$PREFIX/.venv/bin/edge" check -q -c "$ETC/site.yaml"; then
-  systemctl restart community-edge.service && echo "community-edge is running: journalctl -u community-edge -f"
+# ---------------------------------------------------------------- from an offline bundle
+[ -f "$BUNDLE" ] || { echo "error: $BUNDLE: no such bundle (build one with make dist)" >&2; exit 2; }
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || { echo "error: $PY not found; the bundle needs the system's Python 3" >&2; exit 1; }
+SUM=$(sha256sum "$BUNDLE" | cut -c1-12)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+tar -xzf "$BUNDLE" -C "$WORK" || { echo "error: $BUNDLE: not a readable .tar.gz" >&2; exit 2; }
+STAGE=$(ls -d "$WORK"/community-edge-*/ 2>/dev/null | head -n 1)
+[ -n "$STAGE" ] && [ -f "$STAGE/BUNDLE" ] || { echo "error: $BUNDLE: not a bundle from make dist (no BUNDLE file)" >&2; exit 2; }
+STAGE=${STAGE%/}
+(cd "$STAGE" && sha256sum --quiet -c SHA256SUMS) || { echo "error: $BUNDLE: a file does not match SHA256SUMS; the bundle is damaged" >&2; exit 2; }
+VERSION=$(sed -n 's/^version=//p' "$STAGE/BUNDLE")
+WANT_PY=$(sed -n 's/^python=//p' "$STAGE/BUNDLE")
+WANT_ARCH=$(sed -n 's/^arch=//p' "$STAGE/BUNDLE")
+HAVE_PY=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+[ "$HAVE_PY" = "$WANT_PY" ] || { echo "error: $BUNDLE is built for Python $WANT_PY; this gateway's $PY is $HAVE_PY (build the bundle with PYVER=$HAVE_PY)" >&2; exit 2; }
+[ "$(uname -m)" = "$WANT_ARCH" ] || { echo "error: $BUNDLE is built for $WANT_ARCH; this gateway is $(uname -m)" >&2; exit 2; }
+
+ID=$VERSION-$SUM
+NEW=$PREFIX/versions/$ID
+PREVIOUS=
+[ -L "$PREFIX/current" ] && PREVIOUS=$(readlink "$PREFIX/current")
+if [ "$PREVIOUS" = "versions/$ID" ] && [ -x "$NEW/venv/bin/edge" ]; then
+  echo "unchanged: community-edge $ID is installed in $PREFIX"
+  exit 0
+fi
+
+system_setup
+mkdir -p "$PREFIX/versions" "$PREFIX/backups"
+chmod 0700 "$PREFIX/backups"  # backups hold the site's personal data
+rm -rf "$NEW"
+"$PY" -m venv "$NEW/venv" || { echo "error: $PY -m venv failed (Debian: apt install python3-venv)" >&2; exit 1; }
+REQ=community-edge
+[ -z "$EXTRAS" ] || REQ="community-edge[$EXTRAS]"
+if ! "$NEW/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index \
+    --find-links "$STAGE/wheels" "$REQ"; then
+  rm -rf "$NEW"
+  echo "error: installing $REQ from the bundle failed; $PREFIX is unchanged" >&2
+  exit 1
+fi
+cp -a "$STAGE/deploy" "$STAGE/BUNDLE" "$NEW/"
+site_file "$NEW"
+
+running() {
+  # `edge status` exits 3 when nothing answers and the journal has no writer, 2 on bad input
+  [ -n "$PREVIOUS" ] || return 1
+  code=0
+  "$NEW/venv/bin/edge" status -c "$ETC/site.yaml" >/dev/null 2>&1 || code=$?
+  [ "$code" != 3 ] && [ "$code" != 2 ]
+}
+
+healthy() {
+  # the health gate: `edge status` exits 0 once the gateway answers healthy for this site
+  tokenarg=
+  [ -z "$HEALTH_TOKEN_FILE" ] || tokenarg="--token-file $HEALTH_TOKEN_FILE"
+  deadline=$(( $(date +%s) + HEALTH_TIMEOUT ))
+  while :; do
+    # shellcheck disable=SC2086
+    if "$PREFIX/.venv/bin/edge" status -c "$ETC/site.yaml" --json $tokenarg > "$WORK/status.json" 2>&1; then
+      return 0
+    fi
+    [ "$(date +%s)" -lt "$deadline" ] || { cat "$WORK/status.json" >&2; return 1; }
+    sleep 1
+  done
+}
+
+switch() {
+  # point `current` (and the unit's .venv) at $1 atomically
+  ln -sfn "$1" "$PREFIX/current.new" && mv -T "$PREFIX/current.new" "$PREFIX/current"
+  [ -L "$PREFIX/.venv" ] || { rm -rf "$PREFIX/.venv"; ln -s current/venv "$PREFIX/.venv"; }
+}
+
+BACKUP=
+if "$NEW/venv/bin/edge" check -q -c "$ETC/site.yaml" 2>"$WORK/check.txt"; then CHECKED=yes; else CHECKED=no; fi
+if running; then
+  if [ "$CHECKED" = no ]; then
+    cat "$WORK/check.txt" >&2
+    rm -rf "$NEW"
+    echo "error: community-edge $VERSION refuses the live site file (above); the running version is unchanged" >&2
+    exit 1
+  fi
+  BACKUP=$PREFIX/backups/before-$ID.tar.gz
+  # the new version takes it (a previous version may predate `edge backup`); copying migrates nothing
+  "$NEW/venv/bin/edge" backup -c "$ETC/site.yaml" --out "$BACKUP" >&2 \
+    || { rm -rf "$NEW"; echo "error: the backup before the upgrade failed; nothing changed" >&2; exit 1; }
+fi
+switch "versions/$ID"
+unit "$NEW"
+if [ "$CHECKED" = no ]; then
+  cat "$WORK/check.txt" >&2
+  echo "installed community-edge $ID in $PREFIX; fix the site file above, then start the service" >&2
+  exit 0
+fi
+sh -c "$STOP_CMD" >/dev/null 2>&1 || true
+sh -c "$START_CMD"
+if healthy; then
+  # keep the previous version for a rollback by hand; older ones go
+  for old in $(ls -1t "$PREFIX/versions"); do
+    case "versions/$old" in "versions/$ID"|"$PREVIOUS") ;; *) rm -rf "${PREFIX:?}/versions/$old" ;; esac
+  done
+  echo "installed community-edge $ID in $PREFIX${PREVIOUS:+ (previous: $PREVIOUS)}; it answers healthy"
+  exit 0
+fi
+
+log "community-edge $ID failed its health check within ${HEALTH_TIMEOUT}s"
+if [ -z "$PREVIOUS" ]; then
+  echo "error: the first install does not answer healthy; see its log (journalctl -u community-edge)" >&2
+  exit 1
+fi
+sh -c "$STOP_CMD" >/dev/null 2>&1 || true
+switch "$PREVIOUS"
+if [ -n "$BACKUP" ]; then
+  "$NEW/venv/bin/edge" restore -c "$ETC/site.yaml" "$BACKUP" >&2 \
+    || log "restoring $BACKUP failed: the data of the failed version is still in place"
+fi
+sh -c "$START_CMD"
+if healthy; then
+  echo "error: rolled back to $PREVIOUS and its data from $BACKUP; it answers healthy" >&2
 else
-  echo "fix the site file above, then: systemctl start community-edge" >&2
+  echo "error: rolled back to $PREVIOUS and its data from $BACKUP, and it does not answer healthy either" >&2
 fi
+exit 1

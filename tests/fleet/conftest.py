@@ -1,0 +1,100 @@
+"""The fleet tests' shared pieces: the offline bundle (built once per test session: it takes the
+registry and ~20 s), a network namespace with no network, and gateways started by shell commands
+the way install.sh and the Ansible role start them where there is no systemd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.ports import free_port
+from tests.support.waiting import until_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`scripts/make-dist.sh` (what `make dist` runs) for this Python and architecture."""
+    out = tmp_path_factory.mktemp("dist")
+    env = dict(os.environ, DIST=str(out), PYTHON=str(ROOT / ".venv" / "bin" / "python"))
+    done = subprocess.run(
+        ["sh", str(ROOT / "scripts" / "make-dist.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (made,) = out.glob("community-edge-*.tar.gz")
+    return made
+
+
+@pytest.fixture
+def offline() -> Iterator[list[str]]:
+    """The command prefix that runs a command in a network namespace of the test's own whose only
+    interface is loopback (`ip netns`, as root); every command run with it sees the same loopback,
+    so a gateway started by one answers the next. Skipped where it is refused, failed under CI."""
+    ip = shutil.which("ip")
+    name = f"edge-offline-{os.getpid()}-{free_port()}"
+    why = None
+    if ip is None:
+        why = "ip (iproute2) is needed"
+    elif os.geteuid() != 0:
+        why = "ip netns needs root"
+    else:
+        made = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
+        if made.returncode != 0:
+            why = f"ip netns add is not permitted here: {made.stderr.strip()}"
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"an install with no network needs a network namespace: {why}")
+        pytest.skip(why)
+    assert ip is not None
+    try:
+        subprocess.run([ip, "netns", "exec", name, ip, "link", "set", "lo", "up"], check=True)
+        yield [ip, "netns", "exec", name]
+    finally:
+        subprocess.run([ip, "netns", "delete", name], check=False)
+
+
+# A gateway's start and stop without systemd: `edge run` in the background, its pid in a file.
+# A stopped process is waited for until it is gone (or a zombie no one here can reap).
+START_CMD = 'nohup "{prefix}/.venv/bin/edge" run -c "{etc}/site.yaml" >> "{data}/run.log" 2>&1 & echo $! > "{data}/edge.pid"'
+STOP_CMD = (
+    'p=$(cat "{data}/edge.pid" 2>/dev/null) || exit 0; kill "$p" 2>/dev/null || exit 0; '
+    'while [ -d /proc/$p ] && [ "$(cut -d" " -f3 /proc/$p/stat 2>/dev/null)" != Z ]; do sleep 0.1; done'
+)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_pid_file(pid_file: Path) -> None:
+    """Stop the gateway whose pid `pid_file` holds (SIGTERM, then SIGKILL after 30 s)."""
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    try:
+        until_sync(lambda: not alive(pid), timeout=30, what=f"pid {pid} to exit")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        until_sync(lambda: not alive(pid), timeout=10, what=f"pid {pid} to die")
+
+
+@pytest.fixture
+def pid_files() -> Iterator[list[Path]]:
+    """Pid files of gateways a test starts through START_CMD; each is stopped at the end."""
+    files: list[Path] = []
+    yield files
+    for f in files:
+        stop_pid_file(f)

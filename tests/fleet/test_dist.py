@@ -1,0 +1,231 @@
+"""`make dist`'s bundle installs with no network: `deploy/install.sh --from BUNDLE` in a network
+namespace whose only interface is loopback installs into a prefix of its own, starts `edge run`
+from it and passes the health gate; the same bundle again changes nothing; an upgrade to a build
+that fails the health gate is rolled back to the previous version and the backup of its data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fleet.conftest import ROOT, START_CMD, STOP_CMD, alive, stop_pid_file
+from tests.support.ports import free_port
+from tests.support.waiting import until_sync
+
+BROKEN = b"""
+
+async def _does_not_start(self, *args, **kwargs):  # a build that fails its health gate
+    raise RuntimeError("this build cannot start")
+
+
+Runtime.start = _does_not_start
+"""
+
+
+class Gateway:
+    """A gateway's prefix, site file and data directory under tmp_path, and install.sh run on it."""
+
+    def __init__(self, tmp_path: Path, offline: list[str]) -> None:
+        self.prefix, self.etc, self.data = tmp_path / "opt", tmp_path / "etc", tmp_path / "data"
+        self.etc.mkdir()
+        self.data.mkdir()
+        self.offline = offline
+        self.port = free_port()
+        site = {
+            "site": {"id": "offline-site", "name": "offline"},
+            "storage": {"path": str(self.data / "edge.db")},
+            "web": {"listen": f"127.0.0.1:{self.port}"},
+            "devices": [
+                {
+                    "id": "meter",
+                    "driver": "sim",
+                    "points": [{"name": "p", "signal": "random", "min": 0, "max": 9, "interval": "20ms"}],
+                }
+            ],
+        }
+        (self.etc / "site.yaml").write_text(yaml.safe_dump(site))
+        self.pid_file = self.data / "edge.pid"
+
+    def install(self, bundle: Path, health_timeout: int = 60) -> subprocess.CompletedProcess[str]:
+        fmt = {"prefix": self.prefix, "etc": self.etc, "data": self.data}
+        env = dict(
+            os.environ,
+            PREFIX=str(self.prefix),
+            ETC=str(self.etc),
+            SERVICE="none",
+            EXTRAS="modbus",
+            PYTHON=sys._base_executable,  # type: ignore[attr-defined]
+            START_CMD=START_CMD.format(**fmt),
+            STOP_CMD=STOP_CMD.format(**fmt),
+            HEALTH_TIMEOUT=str(health_timeout),
+        )
+        for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            env.pop(proxy, None)
+        return subprocess.run(
+            [*self.offline, "sh", str(ROOT / "deploy" / "install.sh"), "--from", str(bundle)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    def inside(self, code: str) -> Any:
+        """Run Python `code` (which prints JSON) in the namespace, with the installed interpreter."""
+        done = subprocess.run(
+            [*self.offline, str(self.prefix / ".venv" / "bin" / "python"), "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def healthz(self) -> Any:
+        return self.inside(
+            "import json, urllib.request;"
+            f"print(urllib.request.urlopen('http://127.0.0.1:{self.port}/healthz', timeout=10).read().decode())"
+        )
+
+    def current(self) -> str:
+        return os.readlink(self.prefix / "current")
+
+
+def last_seq(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def broken_copy(bundle: Path, out: Path) -> Path:
+    """The bundle with its project wheel's Runtime.start made to fail (SHA256SUMS made to match)."""
+    with tarfile.open(bundle) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else b"") for m in src]  # type: ignore[union-attr]
+    files = {m.name: data for m, data in members}
+    (wheel_name,) = [n for n in files if "/wheels/community_edge-" in n]
+    patched = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(files[wheel_name])) as zin, zipfile.ZipFile(patched, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "edge/runtime.py":
+                data += BROKEN
+            zout.writestr(item, data)
+    files[wheel_name] = patched.getvalue()
+    top = wheel_name.split("/")[0]
+    sums = files[f"{top}/SHA256SUMS"].decode().splitlines()
+    rel = "./" + wheel_name.split("/", 1)[1]
+    files[f"{top}/SHA256SUMS"] = (
+        "\n".join(
+            f"{hashlib.sha256(files[wheel_name]).hexdigest()}  {rel}" if line.endswith("  " + rel) else line
+            for line in sums
+        )
+        + "\n"
+    ).encode()
+    with tarfile.open(out, "w:gz") as dst:
+        for member, _ in members:
+            data = files[member.name]
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return out
+
+
+def test_the_bundle_holds_the_installer_and_a_wheel_per_dependency(bundle: Path) -> None:
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        (top,) = {n.split("/")[0] for n in names}
+        text = tar.extractfile(f"{top}/BUNDLE").read().decode()  # type: ignore[union-attr]
+        info = dict(line.partition("=")[::2] for line in text.split())
+        installer = tar.extractfile(f"{top}/install.sh").read()  # type: ignore[union-attr]
+    assert installer == (ROOT / "deploy" / "install.sh").read_bytes()
+    wheels = {n.split("/")[-1].split("-")[0].lower() for n in names if n.endswith(".whl")}
+    # the core's dependencies and every driver extra's, as wheels (nothing to build on the gateway)
+    assert {
+        "community_edge",
+        "aiohttp",
+        "pydantic",
+        "pydantic_core",
+        "pyyaml",
+        "cryptography",
+        "pymodbus",
+    } <= wheels
+    assert {"bleak", "opencv_python_headless", "aiomqtt"} <= wheels
+    assert not [n for n in names if n.endswith((".tar.gz", ".zip"))]
+    assert (
+        info["arch"] == os.uname().machine
+        and info["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    )
+
+
+@pytest.mark.slow
+def test_install_offline_upgrade_and_rollback(
+    bundle: Path, offline: list[str], tmp_path: Path, pid_files: list[Path]
+) -> None:
+    gw = Gateway(tmp_path, offline)
+    pid_files.append(gw.pid_file)
+    # the namespace really has no way out
+    refused = subprocess.run(
+        [
+            *offline,
+            sys.executable,
+            "-c",
+            "import socket; socket.create_connection(('151.101.0.223', 443), timeout=5)",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "unreachable" in refused.stderr
+
+    first = gw.install(bundle)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "answers healthy" in first.stdout
+    health = gw.healthz()
+    assert health["site"] == "offline-site" and health["status"] == "ok"
+    first_version = gw.current()
+    assert first_version.startswith("versions/0.") and (gw.prefix / ".venv").resolve() == (
+        gw.prefix / first_version / "venv"
+    )
+    pid = int(gw.pid_file.read_text())
+    assert (
+        Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1]
+        == str(gw.prefix / ".venv/bin/edge").encode()
+    )
+
+    again = gw.install(bundle)
+    assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
+    assert int(gw.pid_file.read_text()) == pid and alive(pid)  # not even restarted
+
+    until_sync(lambda: last_seq(gw.data / "edge.db") > 200, timeout=60, what="the gateway ingesting")
+    before = last_seq(gw.data / "edge.db")
+    upgrade = gw.install(broken_copy(bundle, tmp_path / "broken.tar.gz"), health_timeout=15)
+    assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
+    assert f"rolled back to {first_version}" in upgrade.stderr and "it answers healthy" in upgrade.stderr
+    assert gw.current() == first_version
+    assert (gw.prefix / "backups").stat().st_mode & 0o077 == 0
+    (backup,) = (gw.prefix / "backups").glob("before-*.tar.gz")
+    assert (gw.data / "edge.db.pre-restore").exists()  # the failed version's data, kept aside
+    restored_pid = int(gw.pid_file.read_text())
+    assert restored_pid != pid and alive(
+        restored_pid
+    )  # the broken build cannot run: this is the previous one
+    assert gw.healthz()["status"] == "ok"
+    stop_pid_file(gw.pid_file)
+    conn = sqlite3.connect(gw.data / "edge.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT max(seq) FROM journal").fetchone()[0] >= before
+    finally:
+        conn.close()
+    assert backup.stat().st_mode & 0o077 == 0
