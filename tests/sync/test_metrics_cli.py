@@ -82,8 +82,10 @@ async def test_metrics_expose_runtime_counters(tmp_path: Path, receiver) -> None
 
 async def test_a_scrape_does_not_change_what_the_next_scraper_reads(tmp_path: Path) -> None:
     async with running_site(tmp_path, {"devices": [METER]}) as rt:
-        # the journal measures its rate once it has commits a second apart
+        # the journal measures its rate once it has commits a second apart; over the first two
+        # of the meter's once-a-second bursts that reads up to 40 rows in 1.3 s: wait for four
         await until(lambda: rt.journal.rates()[0], timeout=20, what="two commits a second apart")
+        await until(lambda: rt.hub.received >= 4 * METER_POINTS, timeout=20, what="four bursts")
         token = create_token(rt.state, "prom", ["read"])
         first, second = samples(await scrape(rt.web_port, token)), samples(await scrape(rt.web_port, token))
     for got in (first, second):
