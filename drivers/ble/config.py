@@ -36,7 +36,23 @@ SERVICES: dict[str, tuple[str, str, str]] = {
         "00002a1c-0000-1000-8000-00805f9b34fb",
         "body_temperature",
     ),
+    "glucose": (
+        "00001808-0000-1000-8000-00805f9b34fb",
+        "00002a18-0000-1000-8000-00805f9b34fb",
+        "glucose",
+    ),
+    "pulse_oximeter": (
+        "00001822-0000-1000-8000-00805f9b34fb",
+        "00002a5e-0000-1000-8000-00805f9b34fb",
+        "spo2",
+    ),
 }
+GLUCOSE_CONTEXT = "00002a34-0000-1000-8000-00805f9b34fb"
+RACP = "00002a52-0000-1000-8000-00805f9b34fb"
+PLX_CONTINUOUS = "00002a5f-0000-1000-8000-00805f9b34fb"
+PLX_FEATURES = "00002a60-0000-1000-8000-00805f9b34fb"
+SERVICE_LIST = ", ".join(SERVICES)
+RESIDENT_RE = re.compile(r"^[\w.@:-]{1,64}$")
 
 #: not BTHome objects, but what every advertisement carries
 EXTRA_OBJECTS = {"rssi": ("dBm", PointType.INT)}
@@ -128,8 +144,15 @@ class BleDevice(DeviceConfig):
     bind_key_file: str | None = None
     points: list[BlePoint] = Field(default_factory=list)
     # GATT health instruments
-    services: list[Literal["blood_pressure", "weight", "temperature"]] = Field(default_factory=list)
+    services: list[Literal["blood_pressure", "weight", "temperature", "glucose", "pulse_oximeter"]] = Field(
+        default_factory=list
+    )
     privacy: Privacy = Privacy.SENSITIVE  # of the measurement events
+    #: the resident a personal instrument belongs to (a glucose meter lent to one resident): their
+    #: id is the `resident` of every event, as the kiosk's own measurements carry it
+    resident: str | None = None
+    #: glucose: how long the meter may take to send its stored records and end with its response
+    records_timeout: Duration = 60.0
     connect_timeout: Duration = 20.0
     reconnect_min: Duration = 2.0
     reconnect_max: Duration = 300.0
@@ -155,7 +178,16 @@ class BleDevice(DeviceConfig):
         if isinstance(v, list):
             for s in v:
                 if s not in SERVICES:
-                    raise ValueError(f"unknown GATT service {s!r}; this driver speaks {', '.join(SERVICES)}")
+                    raise ValueError(f"unknown GATT service {s!r}; this driver speaks {SERVICE_LIST}")
+        return v
+
+    @field_validator("resident")
+    @classmethod
+    def _resident(cls, v: str | None) -> str | None:
+        if v is not None and not RESIDENT_RE.match(v):
+            raise ValueError(
+                f"invalid resident {v!r}; expected the resident's id (1-64 letters, digits, . _ - @ :)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -164,13 +196,15 @@ class BleDevice(DeviceConfig):
             raise ValueError("stale_after must be greater than 0")
         if self.mode == "gatt":
             if not self.services:
-                raise ValueError(
-                    "mode gatt needs services: [blood_pressure, weight, temperature] (one or more)"
-                )
+                raise ValueError(f"mode gatt needs services: [{SERVICE_LIST}] (one or more)")
             if self.points:
                 raise ValueError("mode gatt reports measurements as events; points: are for mode bthome")
         elif self.services:
             raise ValueError("services: are for mode gatt; a BTHome sensor only advertises")
+        elif self.resident is not None:
+            raise ValueError("resident: is for mode gatt; a BTHome sensor's readings name nobody")
+        if self.records_timeout <= 0:
+            raise ValueError("records_timeout must be greater than 0")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must be at least reconnect_min")
         return self

@@ -8,8 +8,11 @@ objects and encrypted packets are counted, never raised: the device is degraded 
 
 `mode: gatt`: when the instrument advertises (a cuff or a scale wakes up for a measurement), the
 driver connects, subscribes to the measurement characteristics of its `services:` and turns each
-indication into an event (`blood_pressure`, `weight`, `body_temperature`) marked with the
-device's privacy class, plus the `measurements` counter point. A failed or hanging connection
+indication into an event (`blood_pressure`, `weight`, `body_temperature`, `glucose`, `spo2`)
+marked with the device's privacy class (and its `resident:`, if given), plus the `measurements`
+counter point. A glucose meter is then asked for the records stored since the last one this
+gateway received (Record Access Control Point); each measurement is paired with its context and
+the last record number is kept in the data dir (`drivers/ble/glucose.py`). A failed or hanging connection
 times out after `connect_timeout` and backs off (capped, jittered); each device has its own task,
 so one stuck instrument never holds up another.
 
@@ -23,10 +26,23 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
-from drivers.ble import bthome
-from drivers.ble.config import SERVICES, BleDevice, BlePoint, base_object, object_type
+from drivers.ble import bthome, glucose, plx
+from drivers.ble.config import (
+    GLUCOSE_CONTEXT,
+    PLX_CONTINUOUS,
+    PLX_FEATURES,
+    RACP,
+    SERVICES,
+    BleDevice,
+    BlePoint,
+    base_object,
+    object_type,
+)
 from drivers.ble.measurements import DECODERS, BadMeasurement
 from drivers.ble.scanner import SharedScanner, scanner_for
 from edge.driver import BaseDriver, DriverContext
@@ -57,6 +73,9 @@ COUNTERS = (
     "bad_measurements",  # GATT indications without a usable value (NaN, 0xFFFF, too short)
     "connects",
     "connect_failures",
+    "records",  # glucose records received (stored or new; also counted as measurements when they hold one)
+    "racp_failures",  # record requests the meter answered with an error, an abort, or not at all
+    "state_errors",  # the last glucose record number could not be written to the data dir
 )
 
 
@@ -100,6 +119,13 @@ class BleDriver(BaseDriver):
         self._heard = asyncio.Event()
         self._last_heard = time.monotonic()
         self._ble_device: Any = None  # bleak's BLEDevice from the latest advertisement
+        # glucose: the last record number received, kept per meter in the data dir
+        self.sequences = glucose.SequenceStore(Path(ctx.data_dir) / "ble-glucose")
+        self.last_sequence = self.sequences.load(device.address) if "glucose" in device.services else None
+        self._sequence_dirty = False
+        self.pairing = glucose.Pairing(self._glucose_record)
+        self._racp: asyncio.Future[tuple[int, int]] | None = None
+        self.plx_features: dict[str, Any] = {}
 
     def points(self) -> list[PointInfo]:
         if self.default_map:
@@ -284,8 +310,8 @@ class BleDriver(BaseDriver):
                 self._heard.clear()
 
     async def _session(self) -> bool:
-        """Connect, subscribe, deliver indications until the instrument disconnects. True if it
-        connected."""
+        """Connect, subscribe, fetch a glucose meter's stored records, deliver indications until
+        the instrument disconnects. True if it connected."""
         from bleak import BleakClient
         from bleak.exc import BleakError
 
@@ -304,18 +330,18 @@ class BleDriver(BaseDriver):
                 await client.connect()
                 missing = []
                 for name in d.services:
-                    char = SERVICES[name][1]
-                    if client.services.get_characteristic(char) is None:
+                    if await self._subscribe(client, name):
+                        subscribed.append(name)
+                    else:
                         missing.append(name)
-                        continue
-                    await client.start_notify(char, self._indication_handler(name))
-                    subscribed.append(name)
             if not subscribed:
                 raise BleakError(f"none of the services {', '.join(d.services)} on the device")
             self.connected = True
             self.counters["connects"] += 1
             note = f"connected; the device has no {', '.join(missing)} service" if missing else ""
             self.set_health(HealthState.DEGRADED if missing else HealthState.ONLINE, note)
+            if "glucose" in subscribed and client.services.get_characteristic(RACP) is not None:
+                await self._fetch_records(client, gone)
             await gone.wait()
             return True
         except (BleakError, TimeoutError, OSError, EOFError) as exc:
@@ -328,35 +354,170 @@ class BleDriver(BaseDriver):
             return bool(subscribed)
         finally:
             self.connected = False
+            self._racp = None
+            self.pairing.flush()  # a measurement still waiting for its context is kept
+            self._save_sequence()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await client.disconnect()
 
-    def _indication_handler(self, service: str) -> Any:
+    async def _subscribe(self, client: Any, service: str) -> bool:
+        """Start notifications/indications of the service's characteristics; False when the device
+        lacks the service's measurement characteristic(s)."""
+        chars = client.services
+        if service == "glucose":
+            measurement = SERVICES[service][1]
+            if chars.get_characteristic(measurement) is None:
+                return False
+            await client.start_notify(measurement, self._handler(self.on_glucose))
+            # context and RACP are optional: a meter without RACP only sends new measurements
+            if chars.get_characteristic(GLUCOSE_CONTEXT) is not None:
+                await client.start_notify(GLUCOSE_CONTEXT, self._handler(self.on_glucose_context))
+            if chars.get_characteristic(RACP) is not None:
+                await client.start_notify(RACP, self._handler(self.on_racp))
+            return True
+        if service == "pulse_oximeter":
+            found = False
+            for char, decoder in ((SERVICES[service][1], plx.spot_check), (PLX_CONTINUOUS, plx.continuous)):
+                if chars.get_characteristic(char) is not None:
+                    await client.start_notify(
+                        char, self._handler(partial(self.on_measurement, service, decoder=decoder))
+                    )
+                    found = True
+            if found and chars.get_characteristic(PLX_FEATURES) is not None:
+                try:
+                    self.plx_features = plx.features(bytes(await client.read_gatt_char(PLX_FEATURES)))
+                except BadMeasurement as exc:
+                    self.log.warning("PLX features of %s unreadable: %s", self.device.address, exc)
+            return found
+        char = SERVICES[service][1]
+        if chars.get_characteristic(char) is None:
+            return False
+        await client.start_notify(char, self._handler(partial(self.on_measurement, service)))
+        return True
+
+    def _handler(self, on_value: Callable[[bytes], None]) -> Any:
         def handler(_char: Any, data: bytearray) -> None:
-            self.on_measurement(service, bytes(data))
+            on_value(bytes(data))
 
         return handler
 
-    def on_measurement(self, service: str, data: bytes) -> None:
+    def on_measurement(
+        self, service: str, data: bytes, decoder: Callable[[bytes], dict[str, Any]] | None = None
+    ) -> None:
         """One indication of a measurement characteristic: an event, or a counted bad measurement."""
-        ts = self.ctx.clock()
         try:
-            payload = DECODERS[service](data)
+            payload = (decoder or DECODERS[service])(data)
         except BadMeasurement as exc:
             self._bad("bad_measurements", f"{service}: {exc}")
             return
+        self._emit_measurement(SERVICES[service][2], payload)
+
+    def _emit_measurement(self, kind: str, payload: dict[str, Any]) -> None:
+        ts = self.ctx.clock()
+        if self.device.resident is not None:
+            payload["resident"] = self.device.resident
         payload["privacy"] = str(self.device.privacy)
         self.counters["measurements"] += 1
         self.health.last_ok = ts
         self.emit(
             [
-                Event(SERVICES[service][2], self.id, Severity.INFO, payload, ts),
+                Event(kind, self.id, Severity.INFO, payload, ts),
                 Reading(ts, f"{self.id}.measurements", self.counters["measurements"], Quality.GOOD),
             ]
         )
         if self.health.state == HealthState.DEGRADED and self.connected:
             self.set_health(HealthState.ONLINE, "")
+
+    # ------------------------------------------------------------ glucose records
+    def on_glucose(self, data: bytes) -> None:
+        """A Glucose Measurement (a stored record or a new one): held until its context arrives."""
+        try:
+            m = glucose.measurement(data)
+        except BadMeasurement as exc:
+            self._bad("bad_measurements", f"glucose: {exc}")
+            return
+        self.pairing.on_measurement(m)
+
+    def on_glucose_context(self, data: bytes) -> None:
+        try:
+            sequence, fields = glucose.context(data)
+        except BadMeasurement as exc:
+            self._bad("bad_measurements", f"glucose context: {exc}")
+            return
+        self.pairing.on_context(sequence, fields)
+
+    def _glucose_record(self, m: glucose.Measurement, context: dict[str, Any] | None) -> None:
+        """A measurement with its context (or without, when none came): an event, once per record."""
+        last = self.last_sequence
+        if last is not None and m.sequence <= last:
+            self.counters["duplicates"] += 1  # the meter sent a record this gateway already has
+            return
+        self.last_sequence = m.sequence  # received: a record without a value is not asked for again
+        self._sequence_dirty = True
+        self.counters["records"] += 1
+        try:
+            payload = glucose.glucose_record(m, context)
+        except BadMeasurement as exc:
+            self._bad("bad_measurements", f"glucose: {exc}")
+        else:
+            self._emit_measurement(SERVICES["glucose"][2], payload)
+        if self._racp is None:  # a new measurement outside a transfer: keep its number now
+            self._save_sequence()
+
+    def on_racp(self, data: bytes) -> None:
+        response = glucose.racp_response(data)
+        if response is None:
+            self.log.debug("RACP indication ignored: %s", data.hex(" "))
+            return
+        if self._racp is not None and not self._racp.done():
+            self._racp.set_result(response)
+
+    @property
+    def transferring(self) -> bool:
+        """A glucose meter's stored records are being fetched (its RACP response is awaited)."""
+        return self._racp is not None
+
+    async def _fetch_records(self, client: Any, gone: asyncio.Event) -> None:
+        """Ask for the stored records after the last one received and wait for the meter's RACP
+        response; the records arrive meanwhile as measurement and context notifications. A meter
+        that disconnects meanwhile ends the wait: the next connection goes on from the last record
+        received."""
+        d = self.device
+        self._racp = response = asyncio.get_running_loop().create_future()
+        disconnected = asyncio.ensure_future(gone.wait())
+        try:
+            await client.write_gatt_char(RACP, glucose.report_request(self.last_sequence), response=True)
+            async with asyncio.timeout(d.records_timeout):
+                await asyncio.wait({response, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+            if not response.done():
+                self.log.info("%s disconnected during its record transfer", d.address)
+                return
+            op, code = response.result()
+        except TimeoutError:
+            with contextlib.suppress(Exception):  # the meter may be gone; the abort is a courtesy
+                async with asyncio.timeout(5):
+                    await client.write_gatt_char(RACP, glucose.ABORT_REQUEST, response=True)
+            self._bad("racp_failures", f"glucose: no RACP response within {d.records_timeout:g}s")
+            return
+        finally:
+            disconnected.cancel()
+            self._racp = None
+            self.pairing.flush()
+            self._save_sequence()
+        if op == glucose.RACP_REPORT and code in (glucose.SUCCESS, glucose.NO_RECORDS):
+            return
+        what = "the record transfer was aborted" if op == glucose.RACP_ABORT else glucose.response_text(code)
+        self._bad("racp_failures", f"glucose: the meter answered the record request with {what}")
+
+    def _save_sequence(self) -> None:
+        if not self._sequence_dirty or self.last_sequence is None:
+            return
+        try:
+            self.sequences.save(self.device.address, self.last_sequence)
+            self._sequence_dirty = False
+        except OSError as exc:
+            self._bad("state_errors", f"cannot keep the last glucose record number: {exc}")
 
     # ------------------------------------------------------------ writes
     async def write(self, point: str, value: Value) -> CommandResult:

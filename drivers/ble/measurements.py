@@ -33,7 +33,7 @@ class BadMeasurement(ValueError):
     """The indication carries no usable measurement (says why)."""
 
 
-def _need(data: bytes, n: int, what: str) -> None:
+def need(data: bytes, n: int, what: str) -> None:
     if len(data) < n:
         raise BadMeasurement(f"{what}: {len(data)} bytes, expected at least {n}")
 
@@ -41,10 +41,10 @@ def _need(data: bytes, n: int, what: str) -> None:
 def _flags(data: bytes, fixed: int, extras: dict[int, int], what: str) -> int:
     """The flags byte of a measurement of `fixed` bytes followed by optional fields (flag bit ->
     size in bytes); BadMeasurement when `data` is shorter than its flags say."""
-    _need(data, fixed, what)
+    need(data, fixed, what)
     flags = data[0]
     size = fixed + sum(n for bit, n in extras.items() if flags & bit)
-    _need(data, size, f"{what} with flags 0x{flags:02x}")
+    need(data, size, f"{what} with flags 0x{flags:02x}")
     return flags
 
 
@@ -52,18 +52,18 @@ def _measured_at(payload: dict[str, Any], data: bytes, flags: int, pos: int) -> 
     """Adds the optional timestamp (flag 0x02, 7 bytes at `pos`) every measurement may carry;
     returns the position of the field after it."""
     if flags & 0x02:
-        payload["measured_at"] = _timestamp(data, pos)
+        payload["measured_at"] = date_time(data, pos)
         return pos + 7
     return pos
 
 
-def _u16(data: bytes, pos: int) -> int:
+def u16(data: bytes, pos: int) -> int:
     return int.from_bytes(data[pos : pos + 2], "little")
 
 
-def _timestamp(data: bytes, pos: int) -> str | None:
+def date_time(data: bytes, pos: int) -> str | None:
     """The 7-byte Date Time as ISO text in the device's local time; None when the device has no date."""
-    year, month, day, hour, minute, second = _u16(data, pos), *data[pos + 2 : pos + 7]
+    year, month, day, hour, minute, second = u16(data, pos), *data[pos + 2 : pos + 7]
     if year == 0 or month == 0 or day == 0:
         return None
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
@@ -81,7 +81,7 @@ def blood_pressure(data: bytes) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     for key, pos in (("systolic_mmhg", 1), ("diastolic_mmhg", 3), ("mean_arterial_mmhg", 5)):
         try:
-            value = decode_sfloat(_u16(data, pos))
+            value = decode_sfloat(u16(data, pos))
         except SpecialValue as exc:
             if key == "mean_arterial_mmhg":  # many cuffs do not compute it
                 continue
@@ -92,7 +92,7 @@ def blood_pressure(data: bytes) -> dict[str, Any]:
     pos = _measured_at(payload, data, flags, 7)
     if flags & 0x04:
         try:
-            payload["pulse_bpm"] = _number(decode_sfloat(_u16(data, pos)))
+            payload["pulse_bpm"] = _number(decode_sfloat(u16(data, pos)))
         except SpecialValue:
             pass
         pos += 2
@@ -100,7 +100,7 @@ def blood_pressure(data: bytes) -> dict[str, Any]:
         payload["user"] = data[pos]
         pos += 1
     if flags & 0x10:
-        payload["status"] = _u16(data, pos)
+        payload["status"] = u16(data, pos)
     return payload
 
 
@@ -108,7 +108,7 @@ def weight(data: bytes) -> dict[str, Any]:
     """Weight Measurement: u16 x 0.005 kg (SI) or x 0.01 lb (imperial), then the optional fields."""
     flags = _flags(data, 3, {0x02: 7, 0x04: 1, 0x08: 4}, "weight measurement")
     imperial = bool(flags & 0x01)
-    raw = _u16(data, 1)
+    raw = u16(data, 1)
     if raw == 0xFFFF:
         raise BadMeasurement("weight: the scale reports a failed measurement (0xFFFF)")
     payload: dict[str, Any] = {
@@ -121,8 +121,8 @@ def weight(data: bytes) -> dict[str, Any]:
         payload["user"] = data[pos]
         pos += 1
     if flags & 0x08:
-        payload["bmi"] = round(_u16(data, pos) * 0.1, 1)
-        height = _u16(data, pos + 2)
+        payload["bmi"] = round(u16(data, pos) * 0.1, 1)
+        height = u16(data, pos + 2)
         payload["height_m"] = round(height * 0.1 * 0.0254, 3) if imperial else round(height * 0.001, 3)
     return payload
 

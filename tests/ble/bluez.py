@@ -115,9 +115,122 @@ for path, iface, props in ((spath, 'org.bluez.GattService1', sprops),
                     [dbus.ObjectPath(path), {iface: props}])
 ret = cpath
 """
+# A GATT service with several characteristics (uuid, flags); every characteristic takes writes
+# (kept in `writes`) and the one made a glucose meter's Record Access Control Point answers them.
+_ADD_SERVICE = """
+device, suuid, chars = args[0], args[1], args[2]
+n = 0
+for p in objects:
+    n += p.startswith(device + '/service') and p.count('/') == device.count('/') + 1
+spath = device + '/service%04x' % (0x100 * (n + 1))
+sprops = {'UUID': dbus.String(suuid, variant_level=1),
+          'Device': dbus.ObjectPath(device, variant_level=1),
+          'Primary': dbus.Boolean(True, variant_level=1)}
+self.AddObject(spath, 'org.bluez.GattService1', sprops, [])
+self.EmitSignal('org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', 'oa{sa{sv}}',
+                [dbus.ObjectPath(spath), {'org.bluez.GattService1': sprops}])
+ret = []
+notify = ("self.props['org.bluez.GattCharacteristic1']['Notifying'] = dbus.Boolean(%s, variant_level=1)\\n"
+          "self.EmitSignal('org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', "
+          "['org.bluez.GattCharacteristic1', dbus.Dictionary({'Notifying': dbus.Boolean(%s, variant_level=1)}, "
+          "signature='sv'), dbus.Array([], signature='s')])")
+for i, (cuuid, flags) in enumerate(chars):
+    cpath = spath + '/char%04x' % (0x100 * (n + 1) + i + 1)
+    cprops = {'UUID': dbus.String(cuuid, variant_level=1),
+              'Service': dbus.ObjectPath(spath, variant_level=1),
+              'Value': dbus.Array([], signature='y', variant_level=1),
+              'Notifying': dbus.Boolean(False, variant_level=1),
+              'Flags': dbus.Array(flags, signature='s', variant_level=1)}
+    self.AddObject(cpath, 'org.bluez.GattCharacteristic1', cprops, [
+        ('ReadValue', 'a{sv}', 'ay', "ret = self.props['org.bluez.GattCharacteristic1']['Value']"),
+        ('WriteValue', 'aya{sv}', '', _WRITE),
+        ('StartNotify', '', '', notify % ('True', 'True')),
+        ('StopNotify', '', '', notify % ('False', 'False')),
+    ])
+    objects[cpath].writes = []
+    self.EmitSignal('org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', 'oa{sa{sv}}',
+                    [dbus.ObjectPath(cpath), {'org.bluez.GattCharacteristic1': cprops}])
+    ret.append(cpath)
+"""
+# WriteValue: the glucose meter's side of the Record Access Control Point. Records are
+# (sequence, measurement, context) on the RACP object; a report request sends the matching ones
+# as Value changes of the measurement and context characteristics (what BlueZ makes of
+# notifications), then the RACP response indication, 10 ms apart after the write's reply (a
+# meter sends one notification per connection event, never a burst inside the write). `answer`: a response code to send instead
+# of the records, -1 to send nothing at all, -2 to send every record whatever the filter.
+_WRITE = """
+req = bytes(args[0])
+self.writes.append(req)
+meter = getattr(self, 'records', None)
+out = []
+if meter is not None and req[:1] == bytes([1]):
+    if self.answer > 0 or self.answer == -1:
+        out.append((self.path, bytes([6, 0, 1, self.answer])) if self.answer > 0 else None)
+    else:
+        if req[1] == 1 or self.answer == -2:
+            chosen = list(meter)
+        elif req[1] == 3 and len(req) >= 5 and req[2] == 1:
+            chosen = []
+            for r in meter:  # a loop: a comprehension here would not see `req`
+                if r[0] >= (req[3] | req[4] << 8):
+                    chosen.append(r)
+        else:
+            chosen = None
+        if chosen is None:
+            out.append((self.path, bytes([6, 0, 1, 3])))
+        else:
+            for seq, m, c in chosen:
+                out.append((self.meas, m))
+                if c:
+                    out.append((self.ctx, c))
+            out.append((self.path, bytes([6, 0, 1, 1 if chosen else 6])))
+elif meter is not None and req[:1] == bytes([3]):
+    out.append((self.path, bytes([6, 0, 3, 1])))
+from gi.repository import GLib
+
+def send(item):
+    v = dbus.Array([dbus.Byte(b) for b in item[1]], signature='y', variant_level=1)
+    objects[item[0]].props['org.bluez.GattCharacteristic1']['Value'] = v
+    objects[item[0]].EmitSignal('org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as',
+        ['org.bluez.GattCharacteristic1', dbus.Dictionary({'Value': v}, signature='sv'),
+         dbus.Array([], signature='s')])
+    return False
+
+for i, item in enumerate(x for x in out if x is not None):
+    GLib.timeout_add(10 * (i + 1), send, item)
+"""
+_MAKE_METER = """
+racp = objects[args[0]]
+racp.records, racp.answer, racp.meas, racp.ctx = [], 0, args[1], args[2]
+"""
+_STORE_RECORD = """
+objects[args[0]].records.append((int(args[1]), bytes(args[2]), bytes(args[3])))
+"""
+_ANSWER = """
+objects[args[0]].answer = int(args[1])
+"""
+_WRITES = """
+ret = dbus.Array([dbus.Array(w, signature='y') for w in objects[args[0]].writes], signature='ay')
+"""
 _REFUSE = """
 objects[args[0]].refuse = args[1]
 """
+
+
+class GlucoseMeter:
+    """A glucose meter on the mock: its characteristics' paths and the records it holds."""
+
+    def __init__(self, bluez: MockBluez, measurement: str, context: str, racp: str) -> None:
+        self.bluez, self.measurement, self.context, self.racp = bluez, measurement, context, racp
+
+    async def store(self, sequence: int, measurement: bytes, context: bytes = b"") -> None:
+        """A record the meter keeps (and sends when asked for records from `sequence` or before)."""
+        await self.bluez.call("/", MOCK, "StoreRecord", "sqayay", [self.racp, sequence, measurement, context])
+
+    async def answer(self, code: int) -> None:
+        """Answer record requests with this RACP response code instead of records (-1: never
+        answer; -2: send every record, ignoring the filter; 0: answer normally again)."""
+        await self.bluez.call("/", MOCK, "Answer", "si", [self.racp, code])
 
 
 class MockBluez:
@@ -180,6 +293,11 @@ class MockBluez:
             ("AddBleDevice", "sss", "s", _ADD_DEVICE),
             ("AddGatt", "sss", "s", _ADD_GATT),
             ("Refuse", "ss", "", _REFUSE),
+            ("AddService", "ssa(sas)", "as", _ADD_SERVICE.replace("_WRITE", repr(_WRITE))),
+            ("MakeGlucoseMeter", "sss", "", _MAKE_METER),
+            ("StoreRecord", "sqayay", "", _STORE_RECORD),
+            ("Answer", "si", "", _ANSWER),
+            ("Writes", "s", "aay", _WRITES),
         ):
             await self.call("/", DBUS_MOCK, "AddMethod", "sssss", [MOCK, name, sig, out, code])
 
@@ -246,6 +364,27 @@ class MockBluez:
         """A GATT service with one indicating characteristic; returns the characteristic's path."""
         body = [device_path, BASE_UUID.format(service), BASE_UUID.format(characteristic)]
         return str((await self.call("/", MOCK, "AddGatt", "sss", body))[0])
+
+    async def add_service(
+        self, device_path: str, service: int, chars: list[tuple[int, list[str]]]
+    ) -> list[str]:
+        """A GATT service with the characteristics (uuid, flags) given; returns their paths. Each
+        takes writes (see `writes`)."""
+        body = [device_path, BASE_UUID.format(service), [[BASE_UUID.format(c), flags] for c, flags in chars]]
+        return [str(p) for p in (await self.call("/", MOCK, "AddService", "ssa(sas)", body))[0]]
+
+    async def add_glucose_meter(self, device_path: str) -> GlucoseMeter:
+        """The Glucose service (measurement, context, RACP) of a meter that answers record requests
+        from the records stored with `GlucoseMeter.store`."""
+        meas, ctx, racp = await self.add_service(
+            device_path, 0x1808, [(0x2A18, ["notify"]), (0x2A34, ["notify"]), (0x2A52, ["write", "indicate"])]
+        )
+        await self.call("/", MOCK, "MakeGlucoseMeter", "sss", [racp, meas, ctx])
+        return GlucoseMeter(self, meas, ctx, racp)
+
+    async def writes(self, char_path: str) -> list[bytes]:
+        """Every value written to the characteristic, in order."""
+        return [bytes(w) for w in (await self.call("/", MOCK, "Writes", "s", [char_path]))[0]]
 
     async def indicate(self, char_path: str, value: bytes) -> None:
         """The instrument sends a value: BlueZ reports it as a change of the characteristic's Value."""
