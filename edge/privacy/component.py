@@ -23,6 +23,17 @@ class PrivacyStartError(RuntimeError):
 NOTICE_INTERVAL_S = 2.0  # how soon a running gateway journals an erasure `edge privacy forget` queued
 
 
+def drop_trend_index(journal_path: str) -> None:
+    from pathlib import Path
+
+    from edge import paths
+
+    trend = paths.trend_path(journal_path)
+    for suffix in ("", "-wal", "-shm"):
+        Path(trend + suffix).unlink(missing_ok=True)
+    log.warning("trend index %s removed: it held copies of records now sealed; it is rebuilt", trend)
+
+
 class PrivacyComponent:
     name = "privacy"
 
@@ -51,6 +62,10 @@ class PrivacyComponent:
         journal.attach_sealer(sealer)  # the journal closes it, after its last flush
         register(self.ctx.state.path, sealer)  # dead letters
         self.sealed_existing = await journal.seal_existing()
+        if self.sealed_existing:
+            # the trend index copied those events in clear: it is derived data, rebuilt (from the
+            # sealed journal) by its component, which starts after this one
+            await asyncio.to_thread(drop_trend_index, journal.path)
         await self.journal_notices()
         self._task = self.ctx.spawn(self._watch(), "privacy-notices")
 
