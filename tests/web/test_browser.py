@@ -176,7 +176,7 @@ def check_commissioning_read(page: Any) -> None:
         """async ([point, v]) => {
             const since = Date.now() / 1000 - 120;
             const r = await fetch(`/api/v1/history?point=${point}&since=${since}`);
-            return (await r.json()).readings.some((x) => Math.abs(x[1] - v) <= 0.0006);  // 3 decimals shown
+            return (await r.json()).readings.some((x) => Math.abs(x[1] - v) <= 0.0051);  // kW: 2 decimals shown
         }""",
         arg=[LIVE_POINT, got],
         polling=250,

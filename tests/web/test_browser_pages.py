@@ -114,15 +114,25 @@ async def test_modbus_probe_on_the_device_page(tmp_path: Path, browser: Any) -> 
             page = await logged_in_page(browser, rt)
             await open_page(page, "/devices/meter-b9")
             await page.wait_for_selector(".probe", timeout=T)
-            await page.fill(".probe input[name=address]", str(0x10))
+            # the form starts at the point's own table and address, written as the datasheet does
+            assert await page.input_value(".probe input[name=address]") == "0x0010"
+            assert await page.input_value(".probe select[name=type]") == "float32"
+            await page.fill(".probe input[name=address]", "0x10")
             await page.click(".probe button")
             cell = page.locator('#probe-result td[data-order="CDAB"]')
             await cell.first.wait_for(timeout=T)
-            assert await cell.first.inner_text() == "230.25"
-            # and the point itself, test-read through the driver's last poll
+            assert await cell.first.inner_text() == "230.25"  # every decoding as the device gives it
+            # and the point itself, test-read through the driver: rounded like a voltage (1 decimal)
             await page.click("#commission-read")
             await page.wait_for_selector("[data-k=commission-value]", timeout=T)
-            assert await page.inner_text("[data-k=commission-value]") == "230.25"
+            assert await page.inner_text("[data-k=commission-value]") == "230.3"
+            # an address the device does not map: the exception code in words, in the page's language
+            await page.fill(".probe input[name=address]", "0x400")
+            await page.click(".probe button")
+            refused = page.locator("#probe-result .error")
+            await refused.wait_for(timeout=T)
+            assert await refused.get_attribute("data-exception") == "2"
+            assert "no register at this address" in await refused.inner_text()
             assert page.errors == []
 
 

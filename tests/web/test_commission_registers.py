@@ -54,5 +54,6 @@ async def test_register_map_hex_address_and_exception_code(tmp_path: Path) -> No
             problem = await resp.json(content_type=None)
             assert problem["exception_code"] == 2
             assert problem["message_key"] == "modbus.exception"
-            assert problem["args"] == {"code": 2, "table": "holding", "address": 0x400, "count": 2}
+            want = {"code": 2, "table": "holding", "address": 0x400, "count": 2}
+            assert problem["args"].items() >= want.items()
             assert "illegal data address" in problem["detail"] and "0x0400" in problem["detail"]
