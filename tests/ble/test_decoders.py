@@ -4,12 +4,15 @@ Example bytes are the ones in the project's field notes (taken from the specific
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.ble import bthome, measurements
+from drivers.ble import bthome, glucose, measurements, plx
 from drivers.ble.ieee11073 import (
     SpecialValue,
     decode_float,
@@ -220,3 +223,59 @@ def test_bthome_encrypted_with_a_wrong_key_or_mac_does_not_authenticate() -> Non
 
 def test_bthome_encrypt_reproduces_the_specification_example() -> None:
     assert bthome.encrypt(bytes.fromhex("02 ca 09 03 bf 13"), SPEC_KEY, SPEC_MAC, 0x33221100) == SPEC_PACKET
+
+
+# ---------------------------------------------------------------- GATT golden cases
+GOLDEN = Path(__file__).resolve().parents[1] / "cases" / "ble" / "gatt"
+DECODER_MODULES = {"glucose": glucose, "plx": plx}
+
+
+def _golden() -> list[Any]:
+    out = []
+    for path in sorted(GOLDEN.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert doc.get("source", "").startswith("https://"), f"{path.name} names no source"
+        out += [pytest.param(case, id=f"{path.stem}: {case['name'][:60]}") for case in doc["cases"]]
+    return out
+
+
+@pytest.mark.parametrize("case", _golden())
+def test_gatt_golden_case(case: dict[str, Any]) -> None:
+    module, name = case["decoder"].split(".")
+    decode = getattr(DECODER_MODULES[module], name)
+    data = bytes.fromhex(case["bytes"])
+    if "error" in case:
+        with pytest.raises(measurements.BadMeasurement) as exc:
+            decode(data)
+        assert str(exc.value) == case["error"]
+        return
+    got = decode(data)
+    if isinstance(got, glucose.Measurement):
+        got = {"sequence": got.sequence, "context_follows": got.context_follows, "payload": got.payload}
+    elif name == "context":
+        got = {"sequence": got[0], "fields": got[1]}
+    elif isinstance(got, tuple):
+        got = list(got)
+    assert got == case["expect"]
+
+
+def test_glucose_units_both_ways_and_special_concentration() -> None:
+    mg = glucose.measurement(bytes.fromhex("02 07 00 ea 07 0c 06 07 00 00 5f b0 11"))  # 95e-5 kg/L
+    assert mg.payload["glucose_mg_dl"] == 95 and mg.payload["glucose_mmol_l"] == 5.3
+    assert mg.payload["unit_sent"] == "kg/L"
+    nan = glucose.measurement(bytes.fromhex("02 08 00 ea 07 0c 06 07 00 00 ff 07 11"))
+    with pytest.raises(measurements.BadMeasurement, match="sent NaN"):
+        glucose.glucose_record(nan, None)
+    assert glucose.report_request(None) == bytes([1, 1])
+    assert glucose.report_request(0x01FF) == bytes([1, 3, 1, 0x00, 0x02])
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [("ff07", "NaN"), ("0008", "NRes"), ("fe07", "+INF"), ("0208", "-INF"), ("0108", "reserved")],
+)
+def test_plx_special_values_are_named_never_numbers(raw: str, name: str) -> None:
+    payload = plx.spot_check(bytes.fromhex("00" + raw + "4800"))
+    assert payload == {"mode": "spot_check", "pulse_bpm": 72, "special": {"spo2_pct": name}}
+    with pytest.raises(measurements.BadMeasurement, match="no SpO2 and no pulse rate"):
+        plx.continuous(bytes.fromhex("00" + raw + raw))
