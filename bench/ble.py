@@ -7,8 +7,12 @@ beside a floor measured in the same run (a bare `struct.unpack_from` loop over t
 listen on one shared scanner; the benchmark calls the scanner's detection callback as bleak
 would for each advertisement, and every driver's stream is consumed into a Hub as the runtime
 does. The radio and BlueZ are not part of it: a real adapter delivers tens to a few hundred
-advertisements per second, far below either figure. The last line is one JSON object with the
-figures and "ratio" (pipeline / floor).
+advertisements per second, far below either figure.
+
+The GATT health decoders (glucose measurement + context, PLX spot-check and continuous, blood
+pressure) are timed the same way: values/s through `drivers.ble.glucose`/`plx`/`measurements`
+beside a floor of `struct.unpack_from` over the same bytes (flags and the two SFLOATs).
+The last line is one JSON object with the figures, "ratio" (pipeline / floor) and "gatt_ratio".
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from drivers.ble import glucose, measurements, plx
 from drivers.ble.bthome import SERVICE_UUID, encode
 from drivers.ble.config import BleDevice
 from drivers.ble.driver import BleDriver
@@ -106,6 +111,33 @@ async def pipeline(ads: list[tuple[Any, Any]], rounds: int) -> tuple[float, int]
     return packets / elapsed, hub.received
 
 
+#: one value of each GATT characteristic the driver decodes, with its decoder
+GATT_VALUES: list[tuple[Any, bytes]] = [
+    (glucose.measurement, bytes.fromhex("1b 01 00 e3 07 02 1b 0b 0a 1e fb ff 34 b0 12 05 01")),
+    (glucose.context, bytes.fromhex("ff 00 00 b3 03 64 00 04 12 3c 00 32 04 d2 f4 59 f1")),
+    (plx.spot_check, bytes.fromhex("0f ac f3 be f5 e8 07 0b 1d 17 08 39 20 40 22 00 00 66 e3")),
+    (plx.continuous, bytes.fromhex("1f de f3 ca f3 ca f3 5a f5 d4 f3 b2 f2 20 01 00 00 00 7a e3")),
+    (measurements.blood_pressure, bytes.fromhex("1e 98 00 5f 00 ff 07 e8 07 0c 06 07 00 00 4e 00 02 00 00")),
+]
+GATT_FLOOR = struct.Struct("<BHH")
+
+
+def gatt(rounds: int) -> tuple[float, float]:
+    """(values/s through the decoders, floor unpacks/s over the same bytes)."""
+    values = GATT_VALUES * 200
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for decode, data in values:
+            decode(data)
+    rate = len(values) * rounds / (time.perf_counter() - t0)
+    unpack = GATT_FLOOR.unpack_from
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for _decode, data in values:
+            unpack(data)
+    return rate, len(values) * rounds / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer advertisements (under a minute)")
@@ -115,11 +147,15 @@ def main() -> None:
     floor_rate = floor(ads, rounds * 5)
     rate, readings = asyncio.run(pipeline(ads, rounds))
     ratio = rate / floor_rate
+    gatt_rate, gatt_floor = gatt(20 if args.quick else 100)
     print(f"floor (struct.unpack_from over the same bytes): {floor_rate:,.0f} packets/s")
     print(
         f"decode + dispatch + driver + hub:               {rate:,.0f} advertisements/s ({readings:,} readings)"
     )
     print(f"ratio {ratio:.3f}")
+    print(f"GATT floor (struct.unpack_from, flags + 2 SFLOATs): {gatt_floor:,.0f} values/s")
+    print(f"GATT decoders (glucose, context, PLX, blood pressure): {gatt_rate:,.0f} values/s")
+    print(f"GATT ratio {gatt_rate / gatt_floor:.3f}")
     print(
         json.dumps(
             {
@@ -129,6 +165,9 @@ def main() -> None:
                 "advertisements_per_s": round(rate),
                 "readings": readings,
                 "floor_unpack_per_s": round(floor_rate),
+                "gatt_values_per_s": round(gatt_rate),
+                "gatt_floor_unpack_per_s": round(gatt_floor),
+                "gatt_ratio": round(gatt_rate / gatt_floor, 3),
                 "ratio": round(ratio, 3),
             }
         )
