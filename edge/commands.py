@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge import fmt
 from edge.cli import Command, add_command, add_command_group, arg, load_or_report, log_level_arg
 from edge.config import Site
-from edge.units import format_duration, format_size
+from edge.units import format_size
 
 if TYPE_CHECKING:
     from edge.store.journal import Journal
@@ -159,8 +160,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not args.quiet:
         points = sum(len(d.point_infos()) for d in site.devices)
         print(
-            f"{args.config}: ok — site {site.site.id}, {len(site.devices)} devices, {points} points, "
-            f"{len(site.upstream)} upstream sinks, {len(site.consumers)} pull consumers"
+            f"{args.config}: ok — site {site.site.id}, {fmt.count(len(site.devices), 'device')}, "
+            f"{fmt.count(points, 'point')}, {fmt.count(len(site.upstream), 'upstream sink')}, "
+            f"{fmt.count(len(site.consumers), 'pull consumer')}"
         )
     return 0
 
@@ -238,9 +240,9 @@ def format_health(h: dict[str, Any]) -> str:
         f"(when full: {h.get('when_full')})",
     ]
     if "ingest_rate" in h:
-        lines.append(f"ingest rate     {h['ingest_rate']:.1f} records/s")
+        lines.append(f"ingest rate     {fmt.number(float(h['ingest_rate']), 1)} records/s")
     if h.get("time_until_full_s") is not None:
-        lines.append(f"time until full {format_duration(round(h['time_until_full_s']))}")
+        lines.append(f"time until full {fmt.duration(h['time_until_full_s'])}")
     counters = (
         "dropped_oldest",
         "dropped_newest",
@@ -273,11 +275,7 @@ def format_health(h: dict[str, Any]) -> str:
         lines.append("cursors:")
         for name, c in cursors.items():
             oldest = c.get("oldest_unsent_ts")
-            age = (
-                f"oldest unsent {format_duration(max(0, round(now - oldest)))} ago"
-                if oldest
-                else "up to date"
-            )
+            age = f"oldest unsent {fmt.ago(max(0.0, now - oldest))}" if oldest else "up to date"
             lines.append(
                 f"  {name:<16} {c.get('kind', ''):<9} seq {c.get('seq')}  backlog {c.get('backlog', 0):,}  {age}"
             )
@@ -289,7 +287,7 @@ def format_health(h: dict[str, Any]) -> str:
         for name, d in devices.items():
             age = d["last_reading_age_s"]
             flow = (
-                f"{d['recent_readings']:,} readings, newest {age:.1f}s ago"
+                f"{fmt.count(d['recent_readings'], 'reading')}, newest {fmt.ago(age)}"
                 if age is not None
                 else "no readings"
             )
@@ -298,27 +296,42 @@ def format_health(h: dict[str, Any]) -> str:
 
 
 @on_journal
-def cmd_buffer_tail(args: argparse.Namespace, _site: Site, journal: Journal) -> int:
+def cmd_buffer_tail(args: argparse.Namespace, site: Site, journal: Journal) -> int:
+    shown = RecordFormat(site)
     try:
         records = journal.tail(max(0, args.n))
         last = records[-1]["seq"] if records else 0
         for rec in records:
-            print(format_record(rec, args.json), flush=True)
+            print(format_record(rec, args.json, shown), flush=True)
         while args.follow:
             time.sleep(0.5)
             for rec in journal.read(last, 1000):
-                print(format_record(rec, args.json), flush=True)
+                print(format_record(rec, args.json, shown), flush=True)
                 last = rec["seq"]
     except KeyboardInterrupt:
         pass
     return 0
 
 
-def format_record(rec: dict[str, Any], as_json: bool) -> str:
+class RecordFormat:
+    """What a record is shown with: the site's time zone (the gateway's host may run in another,
+    or in UTC) and each point's declared precision."""
+
+    def __init__(self, site: Site | None = None) -> None:
+        self.tz = fmt.zone(site.site.timezone if site is not None else None)
+        self.precision: dict[str, int | None] = {}
+        for device in site.devices if site is not None else []:
+            for info in device.point_infos():
+                self.precision[info.id] = getattr(info, "precision", None)
+
+
+def format_record(rec: dict[str, Any], as_json: bool, shown: RecordFormat | None = None) -> str:
     if as_json:
         return json.dumps(rec, ensure_ascii=False)
-    ts = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec["ts"]))
+    shown = shown or RecordFormat()
+    ts = fmt.timestamp(rec["ts"], shown.tz)
     if rec["type"] == "reading":
-        return f"{rec['seq']:>10}  {ts}  {rec['point']:<32} {rec['value']!s:<14} {rec['quality']}"
+        value = fmt.number(rec["value"], shown.precision.get(rec["point"]))
+        return f"{rec['seq']:>10}  {ts}  {rec['point']:<32} {value:<14} {rec['quality']}"
     payload = json.dumps(rec["payload"], ensure_ascii=False)
     return f"{rec['seq']:>10}  {ts}  [{rec['severity']}] {rec['kind']} from {rec['source']}: {payload}"

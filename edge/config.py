@@ -8,6 +8,8 @@ an upstream entry by its sink's, and every other top-level section by the plugin
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import types
 import typing
@@ -227,11 +229,15 @@ def validation_problems(
     prefix: Path,
     pos: Positions,
     more_keys: Sequence[str] = (),
+    skip_missing: bool = False,
 ) -> list[Problem]:
     """Turn a pydantic ValidationError into located, readable problems. `more_keys`: keys accepted
-    at the top of `model` beyond its fields (the plugins' sections of the site file)."""
+    at the top of `model` beyond its fields (the plugins' sections of the site file);
+    `skip_missing`: leave out missing keys (a profile that could not be read would give them)."""
     out = []
     for err in exc.errors(include_url=False):
+        if skip_missing and err["type"] == "missing":
+            continue
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         # tagged/union branches show up as extra loc parts; keep only ones that exist in the data
         path = (*prefix, *loc)
@@ -255,6 +261,34 @@ def validation_problems(
             msg = f"{err['msg'].rstrip('.')}{shown}"
         out.append(pos.problem(path, msg))
     return out
+
+
+def _without_profile(
+    entry: dict[str, Any], path: Path, pos: Positions, find_model: Callable[[str], type[BaseModel]]
+) -> list[Problem]:
+    """The other problems of a device whose profile cannot be read, so one fix run shows them
+    all: its own keys checked against its driver's model (when it names the driver), leaving out
+    the keys the profile may have given."""
+    driver = entry.get("driver")
+    guessed = ""
+    if driver is None:  # the profile would name it: take the driver of the profile meant
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        close = difflib.get_close_matches(str(entry.get("profile")), known, n=1, cutoff=0.6)
+        with contextlib.suppress(LookupError, YamlError):
+            driver = load_profile(close[0])[0].get("driver") if close else None
+            guessed = f" (checked as a {driver} device, like profile {close[0]!r})"
+    if not isinstance(driver, str):
+        return []
+    try:
+        model = find_model(driver)
+    except (LookupError, ImportError) as exc:
+        return [pos.problem((*path, "driver"), str(exc))]
+    try:
+        model.model_validate({k: v for k, v in entry.items() if k != "profile"} | {"driver": driver})
+    except ValidationError as exc:
+        found = validation_problems(exc, model, path, pos, skip_missing=True)
+        return [Problem(p.file, p.line, p.path, p.message + guessed, p.column) for p in found]
+    return []
 
 
 # ---------------------------------------------------------------- profiles
@@ -368,6 +402,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
                 entry = merge_profile(profile, entry)
             except (LookupError, YamlError) as exc:
                 problems.append(pos.problem((*path, "profile"), str(exc)))
+                problems.extend(_without_profile(entry, path, pos, plugins.device_model))
                 continue
         driver_name = entry.get("driver")
         if not driver_name:

@@ -27,26 +27,37 @@ _SIZE_UNITS = {
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)(?![a-z])")
+DURATION_EXAMPLES = "500ms, 5s, 2m, 1h30m, 7d"
+
+
 def parse_duration(value: object) -> float:
-    """Seconds from `5s`, `500ms`, `1h30m`, or a plain number of seconds."""
+    """Seconds from `5s`, `5 s`, `500ms`, `1h30m`, `1h 30m`, or a plain number of seconds.
+
+    A space may separate a number from its unit and one part from the next, never the letters of
+    a unit: `5 m s` is refused rather than read as 5 ms, as is anything else that is not parts
+    of a number and a unit (ms, s, m, h, d, w)."""
+    bad = f"invalid duration {value!r}; expected e.g. {DURATION_EXAMPLES}"
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}; expected e.g. 500ms, 5s, 2m, 1h, 7d")
+        raise ValueError(bad)
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
     if isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
+        text = value.strip().lower()
         pos = 0
         total = 0.0
-        for m in _DURATION_RE.finditer(text):
-            if m.start() != pos:
-                break
+        while pos < len(text) and (m := _DURATION_PART.match(text, pos)):
             total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
             pos = m.end()
         if text and pos == len(text):
             return total
-    raise ValueError(f"invalid duration {value!r}; expected e.g. 500ms, 5s, 2m, 1h30m, 7d")
+        if pos:  # a valid start and something after it: say which part is not understood
+            raise ValueError(
+                f"{bad} ({text[pos:].strip()!r} after {text[:pos].strip()!r} has no number or unit)"
+            )
+    raise ValueError(bad)
 
 
 def parse_size(value: object) -> int:
