@@ -129,7 +129,7 @@ class KpiComponent:
                 # up to the newest record folded: a record still on its way to the journal must
                 # not find its device's interval already counted in the state before it
                 last_ts = self.fold.state["last_ts"] or now
-                self.fold.advance(min(now, max(last_ts, now - STALE_S)))
+                self.fold.advance(min(now, max(last_ts, now - STALE_S)), overdue_until=now - STALE_S)
                 closed = self._close_days(now)
             await self._commit(closed=closed, starts=starts)
             self.caught_up.set()
@@ -237,6 +237,7 @@ class KpiComponent:
                     "observed_s": d["observed_s"],
                     "online_s": d["online_s"],
                     "below_target": d["below_target"],
+                    "points": d["points"],
                 }
                 for d in figures["devices"]
             },

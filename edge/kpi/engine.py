@@ -190,20 +190,33 @@ class Fold:
                 self._flush_point(plan, t)
                 ps[3] = None
 
-    def advance(self, t: float) -> None:
-        """Account every open interval up to `t` (a tick of the live clock, a day's end)."""
+    def advance(self, t: float, overdue_until: float | None = None) -> None:
+        """Account every open interval up to `t` (a tick of the live clock, a day's end); reports
+        overdue only up to `overdue_until` (default `t`): a tick leaves the newest seconds to the
+        reports still on their way to the journal."""
         self._flush_gateway(t)
         for dev in list(self.state["dev"]):
             self._flush_device(dev, t)
+        horizon = t if overdue_until is None else min(t, overdue_until)
         for pid in list(self.state["pts"]):
             plan = self.plans.get(pid)
             if plan is not None:
-                self._flush_point(plan, t)
+                self._flush_point(plan, horizon if plan.method == "report_every" else t)
 
     def _set_device(self, dev: str, state: str, t: float) -> None:
         st = self.state["dev"].get(dev)
         if st is None:
             return
+        gw = self.state["gw"]
+        if t < st[1] and gw is not None and gw[0] == UP and (st[0] == UP) != (state == UP):
+            # a tick counted past this change while its event was on its way: move the seconds
+            # since the change to the new state (not before the gateway's own last change)
+            start = max(t, gw[1] if gw[1] < st[1] else t)
+            old, new = ("up", "down") if st[0] == UP else ("down", "up")
+            for acc, secs in self._split(start, st[1]):
+                d = acc["dev"].setdefault(dev, {"up": 0.0, "down": 0.0})
+                d[old] -= secs
+                d[new] += secs
         t = max(t, st[1])
         self._flush_device(dev, t)
         st[0] = state
@@ -320,6 +333,13 @@ class Fold:
             if plan.method == "report_every":
                 if good:
                     self._flush_point(plan, ts)
+                    if ps[0] is not None and ps[1] is not None and ts < ps[1]:
+                        # a tick counted past this report while it was on its way: give back
+                        # the seconds it covers
+                        lo = max(ts, ps[0] + plan.report_every + plan.tolerance)
+                        hi = min(ps[1], ts + plan.report_every + plan.tolerance)
+                        for acc, secs in self._split(lo, hi):
+                            acc["pts"].setdefault(plan.id, [0, 0, 0.0, 0.0])[2] -= secs
                     ps[0] = ts if ps[0] is None else max(ps[0], ts)
                     ps[1] = max(ps[1] or ts, ts)
             else:
@@ -348,15 +368,15 @@ class Fold:
                 st[0] = UP  # starting counts as available until a device says otherwise
             for dev in self.state["dev"]:
                 self._sync_on_change(dev, max(ts, self.state["dev"][dev][1]))
-            acc = self.day(acc_key)
-            if acc is not None:
-                acc["gw"]["starts"] += 1
+            started = self.day(acc_key)
+            if started is not None:
+                started["gw"]["starts"] += 1
         elif src == self.site_id and kind == "gateway_stopped":
             if self.state["gw"] is not None:
                 self._set_gateway(DOWN, ts)
-            acc = self.day(acc_key)
-            if acc is not None:
-                acc["gw"]["stops"] += 1
+            stopped = self.day(acc_key)
+            if stopped is not None:
+                stopped["gw"]["stops"] += 1
         elif kind == "device_state" and src in self.devices:
             state = str(payload.get("state", ""))
             self._set_device(src, DOWN if state in DOWN_STATES else UP, ts)
@@ -375,16 +395,16 @@ class Fold:
             if isinstance(acked, int):
                 self.alert_ops.append(("ack", acked, ts))
         elif kind == "rule_action_failed":
-            acc = self.day(acc_key)
-            if acc is not None:
-                acc["act"][1] += 1
+            failed = self.day(acc_key)
+            if failed is not None:
+                failed["act"][1] += 1
         elif _rule_action(kind, src, payload):
-            acc = self.day(acc_key)
-            if acc is not None:
-                acc["act"][0] += 1
-        acc = self.day(acc_key) if kind is not None else None
-        if acc is not None:
-            rec = acc["rec"]
+            done = self.day(acc_key)
+            if done is not None:
+                done["act"][0] += 1
+        day = self.day(acc_key)
+        if day is not None:
+            rec = day["rec"]
             rec[0] += 1
             rec[1] = seq if rec[1] is None else min(rec[1], seq)
             rec[2] = seq if rec[2] is None else max(rec[2], seq)
