@@ -303,7 +303,7 @@ class SequenceStore:
 
     def save(self, address: str, sequence: int) -> None:
         """Raises OSError when the file cannot be written (the caller reports it)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         final = self.path(address)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=final.stem, suffix=".tmp")
         try:

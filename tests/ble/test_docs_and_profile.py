@@ -22,6 +22,9 @@ def test_the_documented_device_entries_validate() -> None:
     site = load_site_text("site: {id: doc-site}\n" + block.group(1), "docs/ble.md")
     by_id = {d.id: d for d in site.devices}
     assert isinstance(by_id["kiosk-bp"], BleDevice) and by_id["kiosk-bp"].mode == "gatt"
+    meter = by_id["glucose-r0042"]
+    assert isinstance(meter, BleDevice) and meter.services == ["glucose"] and meter.resident == "r-0042"
+    assert isinstance(by_id["kiosk-spo2"], BleDevice) and by_id["kiosk-spo2"].services == ["pulse_oximeter"]
     assert [p.name for p in site.device("bin-west-1").points][:3] == ["distance_mm", "temperature", "battery"]
 
 
