@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg, config_arg
 
 
@@ -127,7 +128,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(problem, file=sys.stderr)
             failed = True
         else:
-            print(f"{pack}: {len(rules)} rules OK")
+            print(f"{pack}: {fmt.count(len(rules), 'rule')} OK")
     return 1 if failed else 0
 
 
@@ -181,7 +182,10 @@ def cmd_test(args: argparse.Namespace) -> int:
         if src is not sys.stdin:
             src.close()
     if bad:
-        print(f"{bad} lines were not records and were skipped", file=sys.stderr)
+        print(
+            f"{fmt.count(bad, 'line')} skipped: {'it was' if bad == 1 else 'they were'} not records",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -88,3 +88,11 @@ async def test_buffer_tail_shows_the_sites_time_and_rounded_values(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "1744" in x)
     assert "2025-12-06 13:46:40 +08:00" in line and " 1744.71 " in line and "1744.71015625" not in line
+
+
+def test_rules_check_counts_one_rule_as_one(tmp_path: Path) -> None:
+    pack = tmp_path / "one.yaml"
+    pack.write_text("rules:\n  - id: a\n    when: m-1.p\n    if: value > 1\n", encoding="utf-8")
+    proc = edge_cli("rules", "check", str(pack))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{pack}: 1 rule OK"
