@@ -6,15 +6,11 @@ is hidden, an unknown kind falls back to labelled fields, repeats group and aler
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.tools import require_tool
-
-STATIC = Path(__file__).resolve().parents[2] / "edge" / "web" / "static"
+from tests.web.test_format_js import STATIC, catalogue, run_node
 
 EVENTS: list[dict[str, Any]] = [
     {
@@ -110,27 +106,12 @@ LINES = {
 
 
 def run(lang: str) -> dict[str, Any]:
-    cat = json.loads((STATIC / "i18n" / f"{lang}.json").read_text("utf-8"))
     script = SCRIPT % {
         "core": json.dumps((STATIC / "js" / "core.js").as_uri()),
         "alerts": json.dumps((STATIC / "js" / "pages" / "alerts.js").as_uri()),
         "lang": json.dumps(lang),
     }
-    out = subprocess.run(
-        [
-            require_tool("node", "Debian package nodejs"),
-            "--input-type=module",
-            "-e",
-            script,
-            json.dumps([cat, EVENTS]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
+    return dict(run_node(script, [catalogue(lang), EVENTS]))
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])

@@ -126,17 +126,15 @@ console.log(JSON.stringify(cases.map(([m, args]) => f[m](...args))));
 """
 
 
-def run(lang: str) -> list[str]:
-    cat = json.loads((STATIC / "i18n" / f"{lang}.json").read_text("utf-8"))
-    module = json.dumps((STATIC / "js" / "format.js").as_uri())
-    script = SCRIPT % {"module": module, "lang": json.dumps(lang)}
+def run_node(script: str, data: Any) -> Any:
+    """What the ES-module `script` prints (JSON), given `data` as JSON in process.argv[1]."""
     out = subprocess.run(
         [
             require_tool("node", "Debian package nodejs"),
             "--input-type=module",
             "-e",
             script,
-            json.dumps([cat, CASES]),
+            json.dumps(data),
         ],
         capture_output=True,
         text=True,
@@ -144,7 +142,16 @@ def run(lang: str) -> list[str]:
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout))
+    return json.loads(out.stdout)
+
+
+def catalogue(lang: str) -> dict[str, str]:
+    return dict(json.loads((STATIC / "i18n" / f"{lang}.json").read_text("utf-8")))
+
+
+def run(lang: str) -> list[str]:
+    module = json.dumps((STATIC / "js" / "format.js").as_uri())
+    return list(run_node(SCRIPT % {"module": module, "lang": json.dumps(lang)}, [catalogue(lang), CASES]))
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
