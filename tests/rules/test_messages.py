@@ -8,8 +8,12 @@ import json
 import re
 from pathlib import Path
 
+import aiohttp
+
 from edge.api.problem import TITLE_KEYS
+from edge.api.tokens import create_token
 from rules.model import PYDANTIC_KEYS
+from tests.support.site import running_site
 
 ROOT = Path(__file__).resolve().parents[2]
 I18N = ROOT / "edge/web/static/i18n"
@@ -55,3 +59,23 @@ def test_no_server_message_shadows_a_key_of_the_ui_catalogue() -> None:
     for lang in LANGS:
         ui = json.loads((I18N / f"{lang}.json").read_text(encoding="utf-8"))
         assert not set(ui) & set(_catalogue(lang)), lang
+
+
+async def test_refusals_and_not_found_carry_their_message_key(tmp_path: Path) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        base = f"http://127.0.0.1:{rt.web_port}/api/v1"
+        viewer = {"Authorization": f"Bearer {create_token(rt.state, 'viewer', ['read'])}"}
+        cases = [
+            ("POST", "/rules/validate", viewer, 403, "msg.auth.forbidden"),
+            ("GET", "/rules", {}, 401, "msg.auth.required"),
+            ("GET", "/no-such-thing", viewer, 404, "msg.http.not_found"),
+            ("GET", "/rules/nope", viewer, 404, "msg.rules.not_found"),
+        ]
+        en, zh = _catalogue("en"), _catalogue("zh-CN")
+        for method, path, headers, status, key in cases:
+            async with session.request(method, base + path, headers=headers, json={}) as resp:
+                body = await resp.json(content_type=None)
+            assert (resp.status, body.get("message_key")) == (status, key), (path, body)
+            assert key in en and key in zh
+            assert _placeholders(en[key]) <= set(body["args"]), (key, body["args"])
