@@ -220,7 +220,7 @@ def test_availability_and_completeness_equal_the_truth_across_a_shanghai_midnigh
     truth = Truth(path, night["end"])
     gw = first_day["gateway"]
     assert abs(gw["down_s"] - (night["restarted"] - night["stopped"])) < 1.0
-    assert DOWN_FOR <= gw["down_s"] < DOWN_FOR + 60
+    assert DOWN_FOR <= gw["down_s"] < DOWN_FOR + 900  # the new run takes some real time to start
     assert gw["stops"] == 1 and gw["starts"] == 2
 
     # the flaky device went offline on its schedule (a sample or two late at most), the steady one never
