@@ -6,12 +6,14 @@ monotonic clock, in a running gateway."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from edge.model import Reading
 from edge.runtime import Runtime
 from rules.component import RulesComponent
 from rules.cron import Cron
 from rules.engine import Engine
+from rules.model import CompiledRule
 from tests.core.test_clock_runtime import START, Clocks
 from tests.rules.test_schedule_reset import T0, _rule
 from tests.store.helpers import sql
@@ -29,7 +31,7 @@ DAY = 86400.0
 
 def test_the_engine_skips_the_schedule_matches_in_a_span_and_resumes_after_it() -> None:
     engine = Engine()
-    engine.add(_rule("True"), now=T0)  # every 10 minutes
+    engine.add(cast(CompiledRule, _rule("True")), now=T0)  # every 10 minutes
     assert engine.has_schedules
     assert engine.skip_schedules(T0 + 3600, T0 + 7200) == []  # nothing due in that span: kept
     assert engine.next_deadline() == T0 + 600

@@ -76,6 +76,9 @@ async def test_the_rules_use_only_families_a_gateway_exports(tmp_path: Path) -> 
         used |= set(re.findall(r"\b(edge_[a-z_]+)\b", rule["expr"]))
     assert used, "the rules name no edge_ family"
     assert used <= exported, sorted(used - exported)
+    # the process collector is on the registry /metrics serves
+    process = {"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"}
+    assert process | {"process_start_time_seconds", "edge_build_info"} <= exported
 
 
 async def test_prometheus_scrapes_with_the_shipped_config_and_evaluates_a_rule(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import yaml
 from edge import __version__, buildinfo
 from edge.api.tokens import create_token
 from edge.config import load_site
+from edge.driver import DeviceConfig
+from edge.runtime import CRASH_LOOP_WINDOW, DriverSlot
 from edge.status_cli import HEALTHY, NOT_RUNNING, UNHEALTHY, UNREADABLE
 from rules.component import RulesComponent
 from tests.core.test_sim import _beside_a_steady_device
@@ -88,6 +89,17 @@ async def test_status_of_a_running_gateway_and_its_hashes(tmp_path: Path) -> Non
     assert buildinfo.config_hash(load_site(changed).raw) != report["config_hash"]
 
 
+def test_a_crash_loop_is_three_restarts_within_ten_minutes() -> None:
+    slot = DriverSlot(config=DeviceConfig.model_validate({"id": "d", "driver": "sim"}))
+    slot.restart_times.extend([100.0, 200.0])
+    assert not slot.crash_looping(300.0)  # two restarts
+    slot.restart_times.append(300.0)
+    assert slot.crash_looping(300.0) and slot.crash_looping(100.0 + CRASH_LOOP_WINDOW)
+    assert not slot.crash_looping(100.0 + CRASH_LOOP_WINDOW + 1)  # the first one is too old
+    slot.restart_times.append(800.0)  # only the last three count
+    assert slot.crash_looping(100.0 + CRASH_LOOP_WINDOW + 1)
+
+
 def test_a_crash_looping_driver_makes_edge_run_unhealthy(tmp_path: Path) -> None:
     port = free_port()
     doc = yaml.safe_load(_beside_a_steady_device("crashy", "{type: crash, every: 1h, first_after: 50ms}"))
@@ -98,7 +110,7 @@ def test_a_crash_looping_driver_makes_edge_run_unhealthy(tmp_path: Path) -> None
     token_file = tmp_path / "status.token"
     token_file.write_text(token.stdout.strip().splitlines()[-1] + "\n")
     log_path = tmp_path / "edge.log"
-    proc: subprocess.Popen[bytes] | None = start_edge_run(config, log_path)
+    proc = start_edge_run(config, log_path)
     try:
         asyncio.run(answering(f"http://127.0.0.1:{port}", proc))
         assert proc.poll() is None, log_path.read_text()
@@ -108,7 +120,9 @@ def test_a_crash_looping_driver_makes_edge_run_unhealthy(tmp_path: Path) -> None
             return (code, report) if report.get("crash_looping") else None
 
         # restarts after 1, 2 and 4 s of backoff: the third within about 8 s
-        code, report = until_sync(looping, timeout=60, interval=0.5, what="crashy crash looping")
+        found = until_sync(looping, timeout=60, interval=0.5, what="crashy crash looping")
+        assert found is not None
+        code, report = found
         assert code == UNHEALTHY and report["healthy"] is False
         assert report["crash_looping"] == ["crashy"] and report["devices_started"] is True
         human = edge_cli("status", "-c", str(config), "--token-file", str(token_file))
