@@ -398,11 +398,9 @@ class Fold:
             failed = self.day(acc_key)
             if failed is not None:
                 failed["act"][1] += 1
-        elif _rule_action(kind, src, payload):
-            done = self.day(acc_key)
-            if done is not None:
-                done["act"][0] += 1
         day = self.day(acc_key)
+        if day is not None and _rule_action(kind, src, payload):
+            day["act"][0] += 1
         if day is not None:
             rec = day["rec"]
             rec[0] += 1
@@ -426,6 +424,6 @@ def _rule_action(kind: str, source: str, payload: Mapping[str, Any]) -> bool:
     writes are commands `by` `rule:<id>` that succeeded (a failed one is a rule_action_failed)."""
     if kind == "command":
         return str(payload.get("by", "")).startswith("rule:") and payload.get("status") == "ok"
-    if kind in RULE_EVENTS_NOT_ACTIONS:
+    if kind in RULE_EVENTS_NOT_ACTIONS or "below_target" in payload:  # the KPIs' own alert
         return False
     return payload.get("rule") == source and payload.get("state") in ("fired", "cleared")
