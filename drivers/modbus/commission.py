@@ -9,7 +9,7 @@ of its last poll with its age (`source: "last_poll"`). `{"device": ID, "table": 
 and decodes it in every word order; tables, types and per-request limits are the Modbus package's
 own; the address may be written as the datasheets do (`"0x2006"`). A device's exception response
 is a 502 whose `exception_code` names the Modbus code, with a `message_key` the UI words in the
-reader's language. `GET /api/v1/commission/registers/{device}` is the device's register map (each
+reader's language. `GET /api/v1/commission/registers/{id}` is the device's register map (each
 point's table, address, data type, word order), for the device page and the raw read's defaults.
 This module is imported only when the web server starts with the Modbus plugin installed.
 Every test-read, answered or not, is written to the audit log.
@@ -176,7 +176,7 @@ def register_map(dev: ModbusDevice) -> dict[str, Any]:
 async def registers(request: web.Request) -> web.Response:
     require(request, "read")
     runtime: Runtime = request.app[RUNTIME_KEY]
-    device_id = request.match_info["device"]
+    device_id = request.match_info["id"]
     try:
         dev = runtime.site.device(device_id)
     except KeyError:
@@ -245,4 +245,4 @@ async def commission_read(request: web.Request) -> web.Response:
 def setup(app: web.Application, runtime: Runtime) -> None:
     app[RUNTIME_KEY] = runtime
     app.router.add_post("/api/v1/commission/read", commission_read)
-    app.router.add_get("/api/v1/commission/registers/{device}", registers)
+    app.router.add_get("/api/v1/commission/registers/{id}", registers)

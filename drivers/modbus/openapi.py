@@ -102,7 +102,7 @@ REGISTER = obj(
 
 def paths() -> dict[str, Any]:
     return {
-        "/api/v1/commission/registers/{device}": {
+        "/api/v1/commission/registers/{id}": {
             "get": op(
                 "commissionRegisters",
                 "A Modbus device's register map: each point's table, address, type, word order (scope read)",
@@ -121,7 +121,7 @@ def paths() -> dict[str, Any]:
                     "404": PROBLEM,
                     **errors(),
                 },
-                parameters=[path("device", "the device id")],
+                parameters=[path("id", "the device id")],
             )
         },
         "/api/v1/commission/read": {
