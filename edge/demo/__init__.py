@@ -1,5 +1,8 @@
 """`edge demo`: a simulated community site — meters, parking gates, waste bins, a health kiosk.
 
+`kiosk-instruments` (`driver: demo_kiosk`, edge/demo/kiosk.py) plays the kiosk's five Bluetooth
+instruments through the BLE driver's decoders, so their events are those of real ones.
+
 The generated site file is an ordinary one (written to DATA_DIR/site.yaml), so every other
 command works against it: `edge buffer stats -c DATA_DIR/site.yaml`.
 
@@ -168,6 +171,13 @@ def demo_site(
                         "privacy": "sensitive",
                     }
                 ],
+            },
+            {
+                "id": "kiosk-instruments",
+                "name": "健康小屋 仪器 Health kiosk instruments (simulated Bluetooth)",
+                "driver": "demo_kiosk",
+                "seed": 10,
+                "every": "20s",
             },
             {
                 "id": "env-courtyard",

@@ -6,11 +6,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.cli import Subcommands, add_command, arg, load_or_report, log_level_arg
 from edge.commands import token_prefix
-from edge.plugins import Plugin
+from edge.plugins import Plugin, Spec
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from edge.driver import Driver
 
 
 def register(sub: Subcommands) -> None:
@@ -20,7 +25,9 @@ def register(sub: Subcommands) -> None:
         help="run a simulated community site with its web UI",
         description=(
             "Run a simulated community site: electricity and water meters, parking gates with loop\n"
-            "sensors, waste bins, a health kiosk and an environment sensor that drops out now and then.\n"
+            "sensors, waste bins, a health kiosk (its five instruments simulated down to the bytes they\n"
+            "send: blood pressure, weight, temperature, glucose, SpO2) and an environment sensor that\n"
+            "drops out now and then.\n"
             "Two devices are real Modbus TCP devices simulated in the demo process on 127.0.0.1:15020\n"
             "(a free port if that one is taken) and read by the modbus driver: meter-main (CHINT\n"
             "DTSU666, unit 1) and gate-south (parking barrier, unit 2). cam-parking is a camera\n"
@@ -103,4 +110,18 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
             await simulator.stop()
 
 
-PLUGIN = Plugin(name="demo", commands=register, order=0)
+def kiosk_model() -> type[BaseModel]:
+    from edge.demo.kiosk import DemoKioskDevice
+
+    return DemoKioskDevice
+
+
+def kiosk_driver() -> type[Driver]:
+    from edge.demo.kiosk import DemoKioskDriver
+
+    return DemoKioskDriver
+
+
+PLUGIN = Plugin(
+    name="demo", commands=register, order=0, drivers={"demo_kiosk": Spec(kiosk_model, kiosk_driver)}
+)

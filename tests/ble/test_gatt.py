@@ -202,3 +202,30 @@ async def test_the_health_pack_alerts_on_a_very_high_reading_from_a_real_cuff(
         await bluez.indicate(char, bp(150, 85, 72))  # a high one: the warning, after nothing else
         await until(lambda: len(events(seen, "alert")) == 2, what="the second alert")
         assert [a.payload["rule"] for a in events(seen, "alert")] == ["bp-very-high", "bp-high"]
+
+
+async def test_the_demo_kiosk_sends_all_five_instruments_as_real_ones_would(tmp_path: Path) -> None:
+    from edge.demo import demo_site
+
+    entry = next(d for d in demo_site(tmp_path)["devices"] if d["id"] == "kiosk-instruments")
+    assert entry["driver"] == "demo_kiosk"
+    site = {
+        "devices": [{**entry, "every": "20ms"}],
+        "rules": {"packs": [str(ROOT / "deploy/rules/health.yaml")]},
+    }
+    kinds = {"blood_pressure", "weight", "body_temperature", "glucose", "spo2"}
+    async with running_site(tmp_path, site, web=False) as rt:
+        seen: list[Any] = []
+        rt.hub.subscribe(seen.extend)
+        await until(
+            lambda: {e.kind for e in seen if isinstance(e, Event)} >= kinds | {"alert"},
+            timeout=30,
+            what="every instrument's event and a health alert",
+        )
+    by_kind = {e.kind: e.payload for e in seen if isinstance(e, Event) and e.kind in kinds}
+    for payload in by_kind.values():
+        assert payload["privacy"] == "sensitive" and payload["resident"].startswith("r-")
+    assert {"systolic_mmhg", "diastolic_mmhg", "pulse_bpm"} <= set(by_kind["blood_pressure"])
+    assert set(by_kind["glucose"]) >= {"glucose_mmol_l", "glucose_mg_dl", "unit_sent", "meal", "sequence"}
+    assert by_kind["spo2"]["mode"] == "spot_check" and "pulse_bpm" in by_kind["spo2"]
+    assert "weight_kg" in by_kind["weight"] and by_kind["body_temperature"]["body_site"] == "ear"
