@@ -150,3 +150,12 @@ def test_an_edit_without_text_rewrites_only_the_keys_it_changed() -> None:
     assert _changed_lines(source, edited) == [("for: 1m", "for: 5m")]
     assert edited_text("{id: b, when: x.y}", old, new) is None
     assert isinstance(parse_rule(RuleDoc(old, source)).rule.doc(), RuleDoc)
+
+
+async def test_a_site_pack_is_imported_with_its_text(tmp_path: Path) -> None:
+    pack = tmp_path / "community.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+    async with running_site(tmp_path, {"devices": [], "rules": {"packs": [str(pack)]}}, web=False) as rt:
+        comp = rt.components["rules"]
+        assert "when: {event: blood_pressure}   # every reading" in comp.store.get("bp-high").doc.source
+        assert comp.export_pack() == PACK
