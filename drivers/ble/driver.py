@@ -64,7 +64,7 @@ from edge.validation import resolve_secret
 COUNTERS = (
     "advertisements",  # heard from this address
     "packets",  # BTHome packets decoded
-    "duplicates",  # same packet id again: dropped
+    "duplicates",  # same BTHome packet id again, or a glucose record already received: dropped
     "garbage",  # service data that is not a BTHome v2 packet
     "unknown_objects",  # packets cut short at an object id the decoder does not know
     "encrypted",  # encrypted packets that could not be decrypted (no bind key, or a wrong one)
