@@ -124,14 +124,18 @@ def _found(comp: RulesComponent, rule_id: str) -> Any:
     assert comp.store is not None
     stored = comp.store.get(rule_id)
     if stored is None:
-        raise Problem(
-            404,
-            "No such rule",
-            f"there is no rule {rule_id!r}",
-            message_key="msg.rules.not_found",
-            args={"id": rule_id},
-        )
+        raise _no_such_rule(rule_id)
     return stored
+
+
+def _no_such_rule(rule_id: str) -> Problem:
+    return Problem(
+        404,
+        "No such rule",
+        f"there is no rule {rule_id!r}",
+        message_key="msg.rules.not_found",
+        args={"id": rule_id},
+    )
 
 
 async def list_rules(request: web.Request) -> web.Response:
@@ -194,13 +198,7 @@ async def delete_rule(request: web.Request) -> web.Response:
     comp = _component(request)
     rule_id = request.match_info["id"]
     if not comp.delete(rule_id, who.name):
-        raise Problem(
-            404,
-            "No such rule",
-            f"there is no rule {rule_id!r}",
-            message_key="msg.rules.not_found",
-            args={"id": rule_id},
-        )
+        raise _no_such_rule(rule_id)
     return web.Response(status=204)
 
 
