@@ -86,6 +86,7 @@ class KpiComponent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
+            await self.ctx.journal.flush()  # the devices have stopped: fold their last records
             await self.step(advance=False)
 
     async def _run(self) -> None:

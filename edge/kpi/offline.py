@@ -84,16 +84,18 @@ class OfflineKpi:
         if journal is None:
             raise RebuildError(f"{self.site.storage.path}: no journal (nothing was changed)")
         try:
+            stored = self.store.day(day)
             oldest = journal.first_at_or_after(0)
-            if oldest is None or oldest[1] > start:
-                held = (
-                    "it is empty"
-                    if oldest is None
-                    else f"its oldest record is from {self.cal.day_of(oldest[1])}"
-                )
+            known_first = stored[0]["rec"][1] if stored is not None else None
+            lost = oldest is not None and (
+                (known_first is not None and known_first < oldest[0])  # the fold saw older ones
+                or (known_first is None and oldest[0] > 1 and oldest[1] > start)
+            )
+            if lost:
+                assert oldest is not None
                 raise RebuildError(
-                    f"the journal no longer holds all of {day} ({held}); the stored figures of {day} "
-                    "are kept unchanged"
+                    f"the journal no longer holds all of {day} (its oldest record, seq {oldest[0]}, is from "
+                    f"{self.cal.day_of(oldest[1])}); the stored figures of {day} are kept unchanged"
                 )
             first = journal.first_seq_since(start)
             last = journal.last_seq_before(end)

@@ -1,0 +1,108 @@
+"""`edge kpi rebuild|show|export` as real processes on the files a gateway left: a past day
+folded again from the journal equals what the live fold stored; a day the journal no longer
+holds, a day not over and a malformed day are refused and change nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+from pathlib import Path
+
+from edge.kpi.days import Days
+from edge.kpi.engine import new_day
+from edge.kpi.store import KpiStore
+from edge.runtime import Runtime
+from edge.state import StateDB
+from tests.support.cli import edge_cli
+from tests.support.site import load, site_file
+from tests.support.waiting import until
+
+SITE = {
+    "site": {"id": "kpi-cli", "name": "KPI", "timezone": "Asia/Shanghai"},
+    "kpi": {"interval": "100ms"},
+    "devices": [
+        {
+            "id": "a",
+            "driver": "sim",
+            "points": [{"name": "p", "signal": "random", "interval": "50ms"}],
+            "faults": [{"type": "dropout", "every": "1h", "duration": "300ms", "first_after": "300ms"}],
+        }
+    ],
+}
+
+
+async def test_rebuild_a_past_day_from_the_journal(tmp_path: Path) -> None:
+    offset = -2 * 86400.0  # the gateway ran two days ago
+
+    def clock() -> float:
+        return time.time() + offset
+
+    site = load(tmp_path, SITE)
+    config = site_file(tmp_path, SITE)
+    days = Days("Asia/Shanghai")
+    rt = Runtime(site, clock=clock, with_web=False)
+    await rt.start()
+    day = days.day_of(clock())
+    try:
+        until_ts = clock() + 1.5
+        await until(lambda: clock() >= until_ts, timeout=10, interval=0.05)
+    finally:
+        await rt.stop()
+
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        store = KpiStore(state)
+        found = store.day(day)
+        assert found is not None
+        live = found[0]
+        assert live["dev"]["a"]["down"] > 0.2  # the dropout was seen
+        store.replace_day(day, new_day(), None)  # lost: the rebuild must bring it back
+    finally:
+        state.close()
+
+    done = edge_cli("kpi", "rebuild", "--day", day, "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"{day}: rebuilt" in done.stdout
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        found = KpiStore(state).day(day)
+        assert found is not None
+        rebuilt = found[0]
+    finally:
+        state.close()
+    start, end = days.bounds_of(day)
+    with sqlite3.connect(site.storage.path) as conn:
+        held = conn.execute("SELECT count(*) FROM journal WHERE ts >= ? AND ts < ?", (start, end)).fetchone()[
+            0
+        ]
+    assert rebuilt["rec"][0] == held  # every record of the day, once
+    assert rebuilt["pts"]["a.p"][:2] == live["pts"]["a.p"][:2]
+    assert abs(rebuilt["dev"]["a"]["up"] - live["dev"]["a"]["up"]) < 0.5
+    # what was down stays down, and the gateway's stop counts as down until the day's end
+    assert rebuilt["dev"]["a"]["down"] >= live["dev"]["a"]["down"] - 0.5
+    assert rebuilt["gw"]["stops"] == 1 and rebuilt["gw"]["down"] > 0
+
+    before = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+    refused = edge_cli("kpi", "rebuild", "--day", before, "-c", str(config))
+    assert refused.returncode == 1 and f"holds no record of {before}" in refused.stderr
+    today = days.day_of(time.time())
+    refused = edge_cli("kpi", "rebuild", "--day", today, "-c", str(config))
+    assert refused.returncode == 1 and "not over yet" in refused.stderr
+    refused = edge_cli("kpi", "rebuild", "--day", "2026-02-30", "-c", str(config))
+    assert refused.returncode == 2 and "YYYY-MM-DD" in refused.stderr
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        assert KpiStore(state).day(before) is None and KpiStore(state).day(today) is None
+    finally:
+        state.close()
+
+    shown = edge_cli("kpi", "show", "-c", str(config), "--from", day, "--to", day)
+    assert shown.returncode == 0, shown.stderr
+    assert day in shown.stdout and "a:availability" in shown.stdout
+    exported = edge_cli("kpi", "export", "-c", str(config), "--from", day, "--to", day)
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[0].startswith("day,device,availability") and lines[1].startswith(f"{day},a,")
+    bad = edge_cli("kpi", "show", "-c", str(config), "--device", "nope")
+    assert bad.returncode == 2 and "'nope'" in bad.stderr
