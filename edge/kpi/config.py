@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from edge.units import Duration
+
+SEVERITIES = frozenset({"debug", "info", "warning", "critical"})
 
 
 def parse_share(value: object) -> float:
@@ -75,6 +77,16 @@ class KpiConfig(BaseModel):
     close_after: Duration = 300.0
     #: how often the journal is folded and the delivery cursors are sampled
     interval: Duration = 5.0
+
+    @field_validator("ack_within")
+    @classmethod
+    def _severities(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - SEVERITIES)
+        if unknown:
+            raise ValueError(
+                f"unknown severity {', '.join(map(repr, unknown))}; expected some of {', '.join(sorted(SEVERITIES))}"
+            )
+        return v
 
     def targets_for(self, device: str) -> tuple[float, float]:
         """(availability, completeness) targets of `device`."""

@@ -131,6 +131,10 @@ async def test_kpi_daily_and_alert_ack_reach_a_receiver_and_the_pull_api(
             assert current["alerts"]["ack_mean_s"] == pytest.approx(waited, abs=0.01)
             assert current["alerts"]["not_acked_within_target"] == {}
             assert report["availability_matrix"]["devices"]["flaky"][0] == flaky["availability"]
+            # the sink has acknowledged every record of the closed day, each within seconds
+            central = closed["delivery"]["central"]
+            assert central["kind"] == "sink" and central["delivered_share"] == 1.0
+            assert 0 <= central["delay_p50_s"] <= central["delay_p95_s"] < 10
             status, text = await call("GET", f"{url}&format=csv", reader)
             assert status == 200
             table = [r for r in csv.DictReader(io.StringIO(text)) if r["day"] == day]
