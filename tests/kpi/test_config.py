@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edge.config import load_site_text
+from edge.kpi.config import KpiConfig
 from edge.validation import ConfigError
 
 SITE = """\
@@ -23,6 +24,7 @@ def test_targets_as_percentages_fractions_and_per_device() -> None:
         "site.yaml",
     )
     kpi = site.sections["kpi"]
+    assert isinstance(kpi, KpiConfig)
     assert kpi.availability == pytest.approx(0.995) and kpi.completeness == pytest.approx(0.9)
     assert kpi.ack_within == {"critical": 900.0}
     assert kpi.targets_for("meter") == (pytest.approx(0.95), pytest.approx(0.9))
