@@ -729,7 +729,10 @@ def rule_text(doc: Mapping[str, Any]) -> str:
     source = getattr(doc, "source", None)
     if source is not None:
         return str(source)
-    return yaml.dump(dict(doc), Dumper=_IndentedDumper, allow_unicode=True, sort_keys=False, width=100)
+    # rules stored before their text was kept have their keys sorted: `when` would come last
+    order = {key: i for i, key in enumerate(_keys_of(Rule))}
+    ordered = dict(sorted(doc.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return yaml.dump(ordered, Dumper=_IndentedDumper, allow_unicode=True, sort_keys=False, width=100)
 
 
 class _IndentedDumper(yaml.SafeDumper):

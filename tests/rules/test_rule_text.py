@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from edge.api.tokens import create_token
-from rules.model import RuleDoc, compile_pack, dump_pack, edited_text, load_rule_text, parse_rule
+from rules.model import RuleDoc, compile_pack, dump_pack, edited_text, load_rule_text, parse_rule, rule_text
 from tests.rules.test_api import Client
 from tests.support.site import running_site
 
@@ -159,3 +159,16 @@ async def test_a_site_pack_is_imported_with_its_text(tmp_path: Path) -> None:
         comp = rt.components["rules"]
         assert "when: {event: blood_pressure}   # every reading" in comp.store.get("bp-high").doc.source
         assert comp.export_pack() == PACK
+
+
+def test_a_rule_stored_before_texts_were_kept_is_shown_in_field_order() -> None:
+    # such rows hold their document with sorted keys (`when` last)
+    stored = {
+        "enabled": True,
+        "id": "x",
+        "if": "value > 1",
+        "then": [{"alert": "x"}],
+        "when": [{"point": "a.b"}],
+    }
+    keys = [line.split(":")[0] for line in rule_text(stored).splitlines() if line[:1].isalpha()]
+    assert keys == ["id", "enabled", "when", "if", "then"]
