@@ -236,7 +236,11 @@ def check_gate_trend(s: Session) -> None:
 def check_alerts(s: Session) -> None:
     page = s.page
     page.wait_for_function("() => document.getElementById('events')?.dataset.loaded", timeout=T)
+    loaded = page.get_attribute("#events", "data-loaded")
     page.select_option("#f-kind", "")
+    page.wait_for_function(
+        "before => document.getElementById('events').dataset.loaded !== before", arg=loaded, timeout=T
+    )
     page.wait_for_selector("tr[data-kind]", timeout=T)
     options = {
         o["value"]: o["text"]
@@ -251,7 +255,7 @@ def check_alerts(s: Session) -> None:
     assert page.locator('tr:not([data-kind="alert"]) button[data-ack]').count() == 0
     lines = page.locator("tr[data-kind] td.desc .line").all_inner_texts()
     assert lines and not any(re.search(r"\w+=\S", line) for line in lines), lines[:5]
-    if not s.phone:  # badges and buttons on one line: no column squeezed a character per line
+    if not s.narrow:  # badges and buttons on one line: no column squeezed a character per line
         tall = page.eval_on_selector_all(
             "table.events .badge, table.events button",
             "es => es.filter((e) => e.getBoundingClientRect().height > 34).map((e) => e.textContent)",

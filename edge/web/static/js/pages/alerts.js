@@ -15,7 +15,9 @@ const PERSON = new Set(['resident', 'user', 'subject']);
 const QUIET = new Set(['privacy', 'sha256', 'blobs', 'redaction', 'faces', 'duration_ms', 'totals']);
 // Units of the payload fields the shipped kinds carry, for their numbers.
 const FIELD_UNIT = {
-  systolic_mmhg: 'mmHg', diastolic_mmhg: 'mmHg', pulse_bpm: 'bpm', weight_kg: 'kg', temperature_c: '°C',
+  systolic_mmhg: 'mmHg', diastolic_mmhg: 'mmHg', mean_arterial_mmhg: 'mmHg', pulse_bpm: 'bpm', weight_kg: 'kg',
+  temperature_c: '°C', spo2_pct: '%', glucose_mmol_l: 'mmol/L', glucose_mg_dl: 'mg/dL', height_m: 'm',
+  hba1c_pct: '%', carbohydrate_g: 'g', exercise_s: 's', time_offset_min: 'min',
   step_s: 's', paused_s: 's', duration_s: 's', width: 'px', height: 'px', retention_s: 's',
 };
 
@@ -38,7 +40,7 @@ function fieldValue(name, v) {
   const f = fmt();
   if (v === null || v === undefined || v === '') return null;
   if (PERSON.has(name)) return MASK;
-  if (name.endsWith('_ts') || name === 'started') return f.dateTime(v);
+  if (name.endsWith('_ts') || name === 'started' || (name === 'measured_at' && typeof v === 'number')) return f.dateTime(v);
   if (['retention_s', 'paused_s', 'duration_s'].includes(name) && typeof v === 'number') return f.duration(v);
   if (name === 'bytes' && typeof v === 'number') return f.bytes(v);
   if (name === 'state' || name === 'previous') return has('state.' + v) ? t('state.' + v) : has('alertState.' + v) ? t('alertState.' + v) : String(v);
@@ -66,6 +68,12 @@ const LINES = {
   blood_pressure: (p) => [
     t('event.line.bloodPressure', { sys: fmt().number(p.systolic_mmhg, 0), dia: fmt().number(p.diastolic_mmhg, 0) }),
     ...fields(p, ['systolic_mmhg', 'diastolic_mmhg'])],
+  spo2: (p) => [t('event.line.spo2', { spo2: fmt().number(p.spo2_pct, 0) }), ...fields(p, ['spo2_pct'])],
+  glucose: (p) => [p.glucose_mmol_l !== undefined
+    ? t('event.line.glucose', { value: fmt().number(p.glucose_mmol_l, 1), unit: 'mmol/L' })
+    : t('event.line.glucose', { value: fmt().number(p.glucose_mg_dl, 0), unit: 'mg/dL' }), ...fields(p, ['glucose_mmol_l', 'glucose_mg_dl'])],
+  weight: (p) => [t('event.line.weight', { value: fmt().number(p.weight_kg, 1) }), ...fields(p, ['weight_kg'])],
+  body_temperature: (p) => [t('event.line.bodyTemperature', { value: fmt().number(p.temperature_c, 1) }), ...fields(p, ['temperature_c'])],
   command: (p) => [t('event.line.command', { point: p.point, value: fmt().value(p.value), status: has('command.' + p.status) ? t('command.' + p.status) : p.status }),
     ...(p.reason ? [p.reason] : []), ...(p.by ? [t('event.line.by', { by: String(p.by).replace(/^user:/, '') })] : [])],
   device_state: (p) => [t('event.line.deviceState', { from: fieldValue('state', p.previous) ?? '—', to: fieldValue('state', p.state) ?? '—' }), ...(p.reason ? [p.reason] : [])],
@@ -74,7 +82,7 @@ const LINES = {
 };
 
 // kinds whose line names what happened on its own ("North gate: vehicle entering ...")
-const OWN_LABEL = new Set(['vehicle_passage', 'blood_pressure']);
+const OWN_LABEL = new Set(['vehicle_passage', 'blood_pressure', 'spo2', 'glucose', 'weight', 'body_temperature']);
 
 export function describe(e, deviceName) {
   const p = e.payload || {};
