@@ -9,9 +9,11 @@ This package holds the building blocks, each usable and tested on its own:
   sealing a sensitive record under its subject's key, and forgetting a subject by deleting that
   key (crypto-shredding);
 - `keyfile`: reading a key given by reference (a file only its owner can read, or an environment
-  variable) and writing a new master key file.
+  variable) and writing a new master key file;
+- `atrest`: the sealer the journal, the trend index and dead letters use for sensitive values,
+  wired into a running gateway by the `privacy` plugin's component (`plugin`, `component`);
+- `subjects`: a resident's export and erasure (`edge privacy export`/`forget`).
 
-Wiring them in comes next: sinks and the pull API pseudonymise with them, the journal, the state
-database and the snapshot store seal sensitive payloads, and `edge privacy` drives forgetting,
-export and master-key rotation.
+Sinks and the pull API pseudonymise with `pseudonym`; `edge privacy` drives export, forgetting
+and master-key rotation.
 """
