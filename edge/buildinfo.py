@@ -52,10 +52,11 @@ class RulesInForce(Protocol):
     def rule_documents(self) -> list[dict[str, Any]]: ...
 
 
-def build_info(raw: dict[str, Any], components: Iterable[object]) -> dict[str, str]:
-    """`version`, `config_hash`, `rules_hash` of a running site."""
+def build_info(config: str, components: Iterable[object]) -> dict[str, str]:
+    """`version`, `config_hash` (given: `config_hash` of the site's raw content) and
+    `rules_hash` of a running site."""
     docs: list[dict[str, Any]] = []
     for component in components:
         if isinstance(component, RulesInForce):
             docs.extend(component.rule_documents())
-    return {"version": __version__, "config_hash": config_hash(raw), "rules_hash": rules_hash(docs)}
+    return {"version": __version__, "config_hash": config, "rules_hash": rules_hash(docs)}

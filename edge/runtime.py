@@ -133,6 +133,7 @@ class Runtime:
         self.restored_good: dict[str, Reading] = {}
         self._private_kept: set[str] = set()
         self._blob_store: BlobStore | None = None
+        self._config_hash: tuple[dict[str, Any], str] | None = None  # (the raw site it hashes, hash)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -447,8 +448,12 @@ class Runtime:
         return out
 
     def build_info(self) -> dict[str, str]:
-        """`version`, `config_hash`, `rules_hash`: what a fleet compares to find drift."""
-        return buildinfo.build_info(self.site.raw, self.components.values())
+        """`version`, `config_hash`, `rules_hash`: what a fleet compares to find drift. The config
+        hash is computed once per loaded site file (a scrape does not re-serialise it)."""
+        raw = self.site.raw
+        if self._config_hash is None or self._config_hash[0] is not raw:
+            self._config_hash = (raw, buildinfo.config_hash(raw))
+        return buildinfo.build_info(self._config_hash[1], self.components.values())
 
     def health_gate(self) -> dict[str, Any]:
         """What a rollout's health gate asks: `ready` (started and serving), `devices_started`
