@@ -60,6 +60,20 @@ EVENTS: list[dict[str, Any]] = [
         "payload": {"state": "offline", "previous": "online", "reason": "no answer"},
     },
     {
+        "seq": 3,
+        "ts": 1.0,
+        "kind": "spo2",
+        "source": "kiosk-1",
+        "severity": "info",
+        "payload": {
+            "mode": "spot_check",
+            "spo2_pct": 97,
+            "pulse_bpm": 76,
+            "resident": "r-1",
+            "privacy": "sensitive",
+        },
+    },
+    {
         "seq": 4,
         "ts": 1.0,
         "kind": "buffer_drop",
@@ -92,6 +106,7 @@ LINES = {
         "Blood pressure · content hidden (sensitive data)",
         "Gate opened · gate-north: vehicle on the loop",
         "Device state · online → offline · no answer",
+        "Blood oxygen 97% · mode spot check · pulse 76 bpm · resident ■■■■",
         "Buffer full: records dropped · dropped 1,200 · lasted 3 minutes",
     ],
     "zh-CN": [
@@ -100,6 +115,7 @@ LINES = {
         "血压 · 内容已隐藏（敏感个人信息）",
         "道闸抬杆 · gate-north: vehicle on the loop",
         "设备状态 · 在线 → 离线 · no answer",
+        "血氧 97% · 模式 单次测量 · 脉搏 76 bpm · 住户 ■■■■",
         "缓冲区已满：记录被丢弃 · 丢弃 1,200 · 持续 3 分钟",
     ],
 }

@@ -44,7 +44,8 @@ function fieldValue(name, v) {
   if (['retention_s', 'paused_s', 'duration_s'].includes(name) && typeof v === 'number') return f.duration(v);
   if (name === 'bytes' && typeof v === 'number') return f.bytes(v);
   if (name === 'state' || name === 'previous') return has('state.' + v) ? t('state.' + v) : has('alertState.' + v) ? t('alertState.' + v) : String(v);
-  if (name === 'direction' && has('event.direction.' + v)) return t('event.direction.' + v);
+  // enumerations the decoders name in English (a meal, a body site) read in the page's language
+  if (typeof v === 'string' && has('event.value.' + v)) return t('event.value.' + v);
   if (typeof v === 'object') return Array.isArray(v) ? f.count(v.length, 'unit.item') : JSON.stringify(v);
   if (typeof v === 'number') return f.quantity(v, { unit: FIELD_UNIT[name] });
   return f.value(v);
