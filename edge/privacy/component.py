@@ -66,6 +66,7 @@ class PrivacyComponent:
             # the trend index copied those events in clear: it is derived data, rebuilt (from the
             # sealed journal) by its component, which starts after this one
             await asyncio.to_thread(drop_trend_index, journal.path)
+        await self.restore_sensitive()
         await self.journal_notices()
         self._task = self.ctx.spawn(self._watch(), "privacy-notices")
 
@@ -85,6 +86,25 @@ class PrivacyComponent:
             "sealed_existing": self.sealed_existing,
             "erasures_journaled": self.notices,
         }
+
+    async def restore_sensitive(self) -> int:
+        """The newest values of sensitive points, read again now that they open: the runtime took
+        the journal's newest readings before this component started, when a sealed value read as
+        null. Returns how many points were restored."""
+        hub = self.ctx.hub
+        secret = {p for p, rank in hub.private_ranks.items() if rank >= 2}
+        if not secret:
+            return 0
+        last, good = await asyncio.to_thread(self.ctx.journal.last_readings)
+        restored = [r for p, r in last.items() if p in secret]
+        for r in restored:
+            seen = hub.latest.get(r.point)
+            if seen is not None and seen.value is None:
+                del hub.latest[r.point]
+        hub.restore_latest(restored)
+        if isinstance(self.ctx.restored_good, dict):  # what the rules, which start next, take as latest
+            self.ctx.restored_good.update({p: r for p, r in good.items() if p in secret})
+        return len(restored)
 
     async def journal_notices(self) -> int:
         """Journal every erasure notice queued by `edge privacy forget` as a subject_erased event."""

@@ -87,3 +87,12 @@ async def test_a_rule_alert_quoting_a_sensitive_value_is_sealed_too(tmp_path: Pa
         await rt.journal.flush()
     # the rule's own state (its evaluation context in the state DB) is the rules engine's to seal
     assert plaintext_in(tmp_path, skip=("state.db",)) == []
+
+
+async def test_a_sensitive_point_keeps_its_last_value_across_a_restart(tmp_path: Path, master: Path) -> None:
+    async with running_site(tmp_path, site_doc(master)) as rt:
+        rt.hub.ingest(private_records())
+        await rt.journal.flush()
+    async with running_site(tmp_path, site_doc(master)) as rt:
+        # what the rules took as the point's value before the kiosk reported again
+        assert rt.restored_good["kiosk-1.last_systolic"].value == SECRET_VALUE
