@@ -4,6 +4,7 @@ included, and the gateway journals a subject_erased notice carrying pseudonyms o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +20,7 @@ from edge.store.rows import register, unregister
 from tests.privacy.conftest import PLATE, RESIDENT, SYSTOLIC, measurement, private_records, raw, site_doc
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
+from tests.support.waiting import until_async
 
 OTHER = "R-20333"  # a second resident, who is not forgotten
 
@@ -141,3 +143,22 @@ async def test_bad_requests_change_nothing(tmp_path: Path, master: Path) -> None
     assert loose.returncode == 1
     assert str(master) in loose.stderr and "0600" in loose.stderr
     assert not (tmp_path / "keys.db").exists() and not (tmp_path / "state.db").exists()
+
+
+async def test_forget_while_the_gateway_runs_takes_effect_at_once(tmp_path: Path, master: Path) -> None:
+    config, _ = with_consumers(tmp_path, master)
+    async with running_site(tmp_path, config.read_text(encoding="utf-8")) as rt:
+        rt.hub.ingest(private_records())
+        await rt.journal.flush()
+        done = await asyncio.to_thread(
+            edge_cli, "privacy", "forget", "-c", str(config), "--subject", RESIDENT
+        )
+        assert done.returncode == 0, done.stderr
+
+        async def noticed() -> bool:
+            await rt.journal.flush()
+            return any(r.get("kind") == "subject_erased" for r in rt.journal.tail(20))
+
+        await until_async(noticed, what="the subject_erased notice journaled by the running gateway")
+        bp = next(r for r in rt.journal.read(0, 100) if r.get("kind") == "blood_pressure")
+        assert bp["payload"] == {"erased": True}
