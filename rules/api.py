@@ -261,7 +261,13 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         raise Problem(400, "Bad body", 'send {"rule": {...}, "hours": 6} or {"id": "rule-id", "hours": 6}')
     hours = body.get("hours", 6)
     if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= MAX_DRY_RUN_HOURS:
-        raise Problem(422, "Bad hours", f"hours must be a number in (0, {MAX_DRY_RUN_HOURS}]")
+        raise Problem(
+            422,
+            "Bad hours",
+            f"hours must be a number in (0, {MAX_DRY_RUN_HOURS}]",
+            message_key="msg.rules.dry_run_hours",
+            args={"max": MAX_DRY_RUN_HOURS},
+        )
     doc = body.get("rule")
     if doc is None and "id" in body:
         doc = _found(comp, str(body["id"])).doc
