@@ -65,6 +65,8 @@ async def reload(rt: Runtime, path: str) -> list[str]:
     rt.site.devices = new.devices
     rt.site.site = new.site
     rt.site.sections.update({k: v for k, v in new.sections.items() if k in live})
+    if not needs_restart:  # what runs is now the new file: its hash is the one to report
+        rt.site.raw = new.raw
     for dev in new.devices:
         if dev.id in added + changed and dev.enabled:
             rt.start_device(dev)

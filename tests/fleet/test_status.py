@@ -17,6 +17,7 @@ from edge.api.tokens import create_token
 from edge.config import load_site
 from edge.driver import DeviceConfig
 from edge.runtime import CRASH_LOOP_WINDOW, DriverSlot
+from edge.service import reload
 from edge.status_cli import HEALTHY, NOT_RUNNING, UNHEALTHY, UNREADABLE
 from rules.component import RulesComponent
 from tests.core.test_sim import _beside_a_steady_device
@@ -64,6 +65,14 @@ async def test_status_of_a_running_gateway_and_its_hashes(tmp_path: Path) -> Non
         code, after = await asyncio.to_thread(status, config, "--token-file", str(token_file))
         assert after["rules_hash"] != buildinfo.NO_RULES
         assert after["rules_hash"] == buildinfo.rules_hash(rules.rule_documents())
+
+        # a reload that applies the whole new file moves the config hash to the new file's
+        reloaded = {**doc, "devices": [{**STEADY, "points": [{**STEADY["points"][0], "value": 3}]}]}  # type: ignore[dict-item]
+        assert await reload(rt, str(site_file(tmp_path, reloaded))) == []
+        code, moved = await asyncio.to_thread(status, config, "--token-file", str(token_file))
+        assert moved["config_hash"] == buildinfo.config_hash(load_site(config).raw) != report["config_hash"]
+        site_file(tmp_path, doc)  # back to the file the rest of the test hashes
+        assert await reload(rt, str(config)) == []
 
         # the token from the environment; human output
         env = {"EDGE_TOKEN": token_file.read_text().strip(), "PATH": "/usr/bin:/bin"}
