@@ -33,6 +33,7 @@ PAGES = [
     "/devices/meter-main",
     "/devices/gate-south",
     "/devices/kiosk-1",
+    "/devices/kiosk-instruments",
     "/alerts",
     "/rules",
     "/rules/bp-high",
@@ -172,6 +173,10 @@ class Session:
         sideways = self.page.evaluate(SIDEWAYS)
         if sideways:
             out.append(f"{path}: the page scrolls sideways ({sideways})")
+        # a page that failed to render shows its error instead: the walk saw nothing of it
+        out += [
+            f"{path}: shows an error: {e}" for e in self.page.locator("#view [role=alert]").all_inner_texts()
+        ]
         if self.narrow:
             out += [f"{path}: touch target under 40 px: {s}" for s in self.page.evaluate(SMALL_TARGETS)]
         out += [f"{path}: a column squeezed to a few characters: {c}" for c in self.page.evaluate(SQUEEZED)]
