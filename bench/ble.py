@@ -12,7 +12,11 @@ advertisements per second, far below either figure.
 The GATT health decoders (glucose measurement + context, PLX spot-check and continuous, blood
 pressure) are timed the same way: values/s through `drivers.ble.glucose`/`plx`/`measurements`
 beside a floor of `struct.unpack_from` over the same bytes (flags and the two SFLOATs).
-The last line is one JSON object with the figures, "ratio" (pipeline / floor) and "gatt_ratio".
+The advertisement formats (iBeacon, Eddystone TLM, the Ruuvi RAWv2 and pvvx layouts of
+`drivers/profiles/ble-*.yaml`) are timed likewise: decodes/s of each through `drivers.ble.adverts`
+/ `mfr`, and all four beside a floor of one `struct.unpack_from` per payload over the same bytes.
+The last line is one JSON object with the figures, "ratio" (pipeline / floor), "gatt_ratio" and
+"adverts_ratio".
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from drivers.ble import glucose, measurements, plx
+from drivers.ble import adverts, glucose, measurements, mfr, plx
 from drivers.ble.bthome import SERVICE_UUID, encode
 from drivers.ble.config import BleDevice
 from drivers.ble.driver import BleDriver
@@ -138,6 +142,47 @@ def gatt(rounds: int) -> tuple[float, float]:
     return rate, len(values) * rounds / (time.perf_counter() - t0)
 
 
+def advert_cases() -> list[tuple[str, Any, tuple[Any, ...], struct.Struct, bytes]]:
+    """(name, decoder, its arguments, floor struct, payload) per format, on the golden cases' bytes."""
+    ruuvi, pvvx = mfr.load_layout("ble-ruuvi-rawv2"), mfr.load_layout("ble-pvvx-thermometer")
+    ruuvi_data = bytes.fromhex("05 12 fc 53 94 c3 7c 00 04 ff fc 04 0c ac 36 42 00 cd cb b8 33 4c 88 4f")
+    pvvx_data = bytes.fromhex("93 41 8c 38 c1 a4 ac 08 9e 14 a0 0b 64 88 04")
+    ibeacon = adverts.encode_ibeacon(adverts.IBeacon("f7826da6-4fa2-4e98-8024-bc5b71e0893e", 1, 7, -59))
+    tlm = adverts.encode_eddystone(adverts.EddystoneTLM(2840, 19.0, 5223, 1094.8))
+    return [
+        ("ibeacon", adverts.decode_ibeacon, (ibeacon,), struct.Struct(">2x16sHHb"), ibeacon[adverts.APPLE]),
+        (
+            "eddystone_tlm",
+            adverts.decode_eddystone,
+            (tlm,),
+            struct.Struct(">2xHhII"),
+            tlm[adverts.EDDYSTONE_UUID],
+        ),
+        ("ruuvi_rawv2", mfr.decode, (ruuvi, ruuvi_data), struct.Struct(">xhHHhhhHBH6s"), ruuvi_data),
+        ("pvvx", mfr.decode, (pvvx, pvvx_data), struct.Struct("<6shHHBBB"), pvvx_data),
+    ]
+
+
+def advert_formats(rounds: int) -> tuple[dict[str, int], float, float]:
+    """(decodes/s per format, all formats' decodes/s, floor unpacks/s over the same payloads)."""
+    cases = advert_cases()
+    rates: dict[str, int] = {}
+    total = 0.0
+    for name, decode, args, _layout, _data in cases:
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            decode(*args)
+        elapsed = time.perf_counter() - t0
+        rates[f"{name}_per_s"] = round(rounds / elapsed)
+        total += elapsed
+    t0 = time.perf_counter()
+    for _name, _decode, _args, layout, data in cases:
+        unpack = layout.unpack_from
+        for _ in range(rounds):
+            unpack(data)
+    return rates, len(cases) * rounds / total, len(cases) * rounds / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer advertisements (under a minute)")
@@ -148,6 +193,7 @@ def main() -> None:
     rate, readings = asyncio.run(pipeline(ads, rounds))
     ratio = rate / floor_rate
     gatt_rate, gatt_floor = gatt(20 if args.quick else 100)
+    formats, advert_rate, advert_floor = advert_formats(50_000 if args.quick else 200_000)
     print(f"floor (struct.unpack_from over the same bytes): {floor_rate:,.0f} packets/s")
     print(
         f"decode + dispatch + driver + hub:               {rate:,.0f} advertisements/s ({readings:,} readings)"
@@ -156,6 +202,13 @@ def main() -> None:
     print(f"GATT floor (struct.unpack_from, flags + 2 SFLOATs): {gatt_floor:,.0f} values/s")
     print(f"GATT decoders (glucose, context, PLX, blood pressure): {gatt_rate:,.0f} values/s")
     print(f"GATT ratio {gatt_rate / gatt_floor:.3f}")
+    print(f"advertisement floor (struct.unpack_from, one per payload): {advert_floor:,.0f} payloads/s")
+    print(
+        "advertisement decoders (decodes/s): "
+        + ", ".join(f"{k.removesuffix('_per_s')} {v:,}" for k, v in formats.items())
+        + f"; together {advert_rate:,.0f}"
+    )
+    print(f"advertisement ratio {advert_rate / advert_floor:.3f}")
     print(
         json.dumps(
             {
@@ -168,6 +221,10 @@ def main() -> None:
                 "gatt_values_per_s": round(gatt_rate),
                 "gatt_floor_unpack_per_s": round(gatt_floor),
                 "gatt_ratio": round(gatt_rate / gatt_floor, 3),
+                **formats,
+                "adverts_per_s": round(advert_rate),
+                "adverts_floor_unpack_per_s": round(advert_floor),
+                "adverts_ratio": round(advert_rate / advert_floor, 3),
                 "ratio": round(ratio, 3),
             }
         )

@@ -16,8 +16,16 @@ the last record number is kept in the data dir (`drivers/ble/glucose.py`). A fai
 times out after `connect_timeout` and backs off (capped, jittered); each device has its own task,
 so one stuck instrument never holds up another.
 
-Either mode: no advertisement for `stale_after` takes the device offline with the reason (BTHome
-points go stale, last value kept); the next advertisement brings it back.
+`mode: ibeacon | eddystone | advert`: each advertisement is read by the device's `AdvertWatch`
+(drivers/ble/adverts.py; a vendor layout from its profile, drivers/ble/mfr.py) into `present`,
+`rssi` and the format's points. A beacon given by `beacon:` ids instead of an address is offered
+every advertisement no address claims and keeps those carrying its ids. A layout's `packet_id`
+seen twice in a row is dropped as in BTHome mode; what cannot be read is counted (`garbage`,
+`encrypted`, `unsupported`) and degrades the device, never raised.
+
+Every mode: no advertisement for `stale_after` takes the device offline with the reason (BTHome
+and beacon points go stale, last value kept; a beacon's `present` becomes false, a good reading:
+absence is a fact); the next advertisement brings it back.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.ble import bthome, glucose, plx
+from drivers.ble.adverts import MODES, Heard
 from drivers.ble.config import (
     GLUCOSE_CONTEXT,
     PLX_CONTINUOUS,
@@ -63,11 +72,12 @@ from edge.validation import resolve_secret
 
 COUNTERS = (
     "advertisements",  # heard from this address
-    "packets",  # BTHome packets decoded
+    "packets",  # BTHome packets decoded; beacon and vendor-layout advertisements read
     "duplicates",  # same BTHome packet id again, or a glucose record already received: dropped
-    "garbage",  # service data that is not a BTHome v2 packet
+    "garbage",  # service data that is not a BTHome v2 packet, or not the beacon/layout format claimed
     "unknown_objects",  # packets cut short at an object id the decoder does not know
-    "encrypted",  # encrypted packets that could not be decrypted (no bind key, or a wrong one)
+    "encrypted",  # encrypted packets that could not be decrypted (no bind key, or a wrong one; Eddystone eTLM)
+    "unsupported",  # beacon frames of a kind no decoder reads (Eddystone EID)
     "replayed",  # encrypted packets whose counter did not move forward: dropped
     "measurements",  # GATT measurements turned into events
     "bad_measurements",  # GATT indications without a usable value (NaN, 0xFFFF, too short)
@@ -105,6 +115,15 @@ class BleDriver(BaseDriver):
         super().__init__(device, ctx)
         self.device: BleDevice = device
         self.by_key: dict[str, BlePoint] = {p.key: p for p in device.points}
+        # iBeacon, Eddystone, vendor layouts: one watch reads the advertisements; point key -> name
+        self.watch = device.watch() if device.mode in MODES else None
+        self.advert_map: dict[str, str] = (
+            {p.key: p.name for p in device.points}
+            if device.points
+            else {p.name: p.name for p in self.watch.points()}
+            if self.watch
+            else {}
+        )
         self.default_map = device.mode == "bthome" and not device.points
         self.found: dict[str, PointInfo] = {}  # default map: a point per object seen so far
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -121,7 +140,12 @@ class BleDriver(BaseDriver):
         self._ble_device: Any = None  # bleak's BLEDevice from the latest advertisement
         # glucose: the last record number received, kept per meter in the data dir
         self.sequences = glucose.SequenceStore(Path(ctx.data_dir) / "ble-glucose")
-        self.last_sequence = self.sequences.load(device.address) if "glucose" in device.services else None
+        # (mode gatt always has an address: only beacons matched by their ids go without)
+        self.last_sequence = (
+            self.sequences.load(device.address)
+            if "glucose" in device.services and device.address is not None
+            else None
+        )
         self._sequence_dirty = False
         self.pairing = glucose.Pairing(self._glucose_record)
         self._racp: asyncio.Future[tuple[int, int]] | None = None
@@ -136,7 +160,10 @@ class BleDriver(BaseDriver):
     async def start(self) -> None:
         self._last_heard = time.monotonic()
         scanner = scanner_for(self.device.adapter)
-        await scanner.add(self.device.address, self._on_advertisement)
+        if self.device.address is not None:
+            await scanner.add(self.device.address, self._on_advertisement)
+        else:
+            await scanner.add_by_ids(self.id, self._on_advertisement)
         self._scanner = scanner
         self._tasks.append(asyncio.create_task(self._watch_silence(), name=f"ble:{self.id}:silence"))
         if self.device.mode == "gatt":
@@ -153,7 +180,10 @@ class BleDriver(BaseDriver):
                 task.result()
         self._tasks.clear()
         if self._scanner is not None:
-            await self._scanner.remove(self.device.address)
+            if self.device.address is not None:
+                await self._scanner.remove(self.device.address)
+            else:
+                await self._scanner.remove_by_ids(self.id)
             self._scanner = None
         self.set_health(HealthState.STOPPED, "stopped")
         self.end_stream()
@@ -172,20 +202,44 @@ class BleDriver(BaseDriver):
 
     def _went_silent(self) -> None:
         ts = self.ctx.clock()
-        if self.device.mode == "bthome":
+        if self.watch is not None:
+            absent = self.watch.absent()
+            prefix = self.id + "."
+            self.emit(
+                [
+                    Reading(ts, prefix + name, absent[key], Quality.GOOD)
+                    if key in absent
+                    else Reading(ts, prefix + name, self.last_values.get(prefix + name), Quality.STALE)
+                    for key, name in self.advert_map.items()
+                ]
+            )
+        elif self.device.mode == "bthome":
             self.emit(
                 [Reading(ts, pid, self.last_values.get(pid), Quality.STALE) for pid in self._point_ids()]
             )
         self.set_health(
-            HealthState.OFFLINE,
-            f"no advertisement from {self.device.address} for {self.device.stale_after:g}s",
+            HealthState.OFFLINE, f"no advertisement from {self._heard_as()} for {self.device.stale_after:g}s"
         )
+
+    def _heard_as(self) -> str:
+        """What the device is listened for by: its address, or its beacon ids."""
+        if self.device.address is not None:
+            return self.device.address
+        ids = self.device.beacon.model_dump(exclude_none=True) if self.device.beacon else {}
+        return "the beacon " + ", ".join(f"{k} {v}" for k, v in ids.items())
 
     def _point_ids(self) -> list[str]:
         return [info.id for info in self.points() if info.name != "measurements"]
 
     # ------------------------------------------------------------ advertisements
     def _on_advertisement(self, device: Any, adv: Any) -> None:
+        heard = None
+        if self.watch is not None:
+            heard = self.watch.read(
+                device.address, adv.manufacturer_data, adv.service_data, adv.rssi, adv.local_name
+            )
+            if heard is None:  # another beacon's, or a stranger's advertisement
+                return
         self.counters["advertisements"] += 1
         self._last_heard = time.monotonic()
         self._heard.set()
@@ -194,14 +248,41 @@ class BleDriver(BaseDriver):
             if self.health.state in (HealthState.OFFLINE, HealthState.STARTING):
                 self.set_health(HealthState.ONLINE, "advertising")
             return
+        if heard is not None:
+            self.on_heard(heard)
+            return
         data = adv.service_data.get(bthome.SERVICE_UUID)
         if data is not None:
             self.on_service_data(data, adv.rssi)
 
+    def on_heard(self, heard: Heard) -> None:
+        """One advertisement of a beacon or vendor sensor: de-duplicate, emit, count what could not be read."""
+        if heard.packet_id is not None:
+            if heard.packet_id == self.last_packet_id:
+                self.counters["duplicates"] += 1
+                return
+            self.last_packet_id = heard.packet_id
+        if heard.problem is None:
+            self.counters["packets"] += 1
+        ts = self.ctx.clock()
+        prefix = self.id + "."
+        batch: list[Record] = []
+        for key, name in self.advert_map.items():
+            if key in heard.values:
+                value = heard.values[key]
+                self.last_values[prefix + name] = value
+                batch.append(Reading(ts, prefix + name, value, Quality.GOOD))
+        self.health.last_ok = ts
+        self.emit(batch)
+        if heard.problem is not None:
+            self._bad(heard.problem.counter, heard.problem.reason)
+        elif self.health.state != HealthState.ONLINE:
+            self.set_health(HealthState.ONLINE)
+
     def on_service_data(self, data: bytes, rssi: int | None = None) -> None:
         """One BTHome payload of this device: decode, de-duplicate, emit (never raises)."""
         try:
-            packet = bthome.decode(data, self.key, self.device.address)
+            packet = bthome.decode(data, self.key, self.device.address or "")
         except bthome.EncryptedPacket:
             self._bad("encrypted", "encrypted BTHome packet: give the sensor's bind_key_env or bind_key_file")
             return
@@ -317,7 +398,7 @@ class BleDriver(BaseDriver):
 
         d = self.device
         gone = asyncio.Event()
-        target = self._ble_device or d.address
+        target = self._ble_device or d.address or ""
         client = BleakClient(
             target,
             disconnected_callback=lambda _client: gone.set(),
@@ -511,7 +592,7 @@ class BleDriver(BaseDriver):
         self._bad("racp_failures", f"glucose: the meter answered the record request with {what}")
 
     def _save_sequence(self) -> None:
-        if not self._sequence_dirty or self.last_sequence is None:
+        if not self._sequence_dirty or self.last_sequence is None or self.device.address is None:
             return
         try:
             self.sequences.save(self.device.address, self.last_sequence)

@@ -3,7 +3,8 @@
 A radio scans for everyone at once: a scanner per device would ask BlueZ for a discovery session
 each and see every advertisement many times. The first device on an adapter starts its scanner,
 the last one to leave stops it. Advertisements from addresses no device claims are counted and
-dropped (a busy site hears phones, watches and the neighbours' kettles).
+offered to the beacons matched by their ids (whose address rotates), then dropped (a busy site
+hears phones, watches and the neighbours' kettles).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class SharedScanner:
     def __init__(self, adapter: str | None) -> None:
         self.adapter = adapter
         self.listeners: dict[str, Listener] = {}
+        #: beacons matched by their ids (their address rotates): offered every unclaimed advertisement
+        self.by_ids: dict[str, Listener] = {}
         self.advertisements = 0  # every advertisement heard
         self.unclaimed = 0  # ...from addresses no device of the site has
         self._scanner: Any = None
@@ -37,6 +40,8 @@ class SharedScanner:
         listener = self.listeners.get(device.address.upper())
         if listener is None:
             self.unclaimed += 1
+            for beacon in self.by_ids.values():
+                beacon(device, adv)
             return
         listener(device, adv)
 
@@ -46,30 +51,52 @@ class SharedScanner:
             if address in self.listeners:
                 raise ValueError(f"BLE address {address} is already used by another device of this site")
             self.listeners[address] = listener
-            if self._scanner is not None:
-                return
             try:
-                from bleak import BleakScanner
-
-                scanner = BleakScanner(self.dispatch, bluez={"adapter": self.adapter} if self.adapter else {})
-                await scanner.start()
+                await self._start()
             except BaseException:
                 self.listeners.pop(address, None)
                 raise
-            self._scanner = scanner
-            log.info("BLE scanning started on %s", self.adapter or "the default adapter")
+
+    async def add_by_ids(self, device_id: str, listener: Listener) -> None:
+        """Offer `listener` every advertisement no address claims (a beacon matched by its ids)."""
+        async with self._lock:
+            self.by_ids[device_id] = listener
+            try:
+                await self._start()
+            except BaseException:
+                self.by_ids.pop(device_id, None)
+                raise
+
+    async def _start(self) -> None:
+        if self._scanner is not None:
+            return
+        from bleak import BleakScanner
+
+        scanner = BleakScanner(self.dispatch, bluez={"adapter": self.adapter} if self.adapter else {})
+        await scanner.start()
+        self._scanner = scanner
+        log.info("BLE scanning started on %s", self.adapter or "the default adapter")
 
     async def remove(self, address: str) -> None:
         """Stop listening for `address`; the last listener stops the scan."""
         async with self._lock:
             self.listeners.pop(address, None)
-            if self.listeners or self._scanner is None:
-                return
-            scanner, self._scanner = self._scanner, None
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(10):
-                    await scanner.stop()
-            log.info("BLE scanning stopped on %s", self.adapter or "the default adapter")
+            await self._stop_if_idle()
+
+    async def remove_by_ids(self, device_id: str) -> None:
+        """Stop offering unclaimed advertisements to the beacon `device_id`."""
+        async with self._lock:
+            self.by_ids.pop(device_id, None)
+            await self._stop_if_idle()
+
+    async def _stop_if_idle(self) -> None:
+        if self.listeners or self.by_ids or self._scanner is None:
+            return
+        scanner, self._scanner = self._scanner, None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await scanner.stop()
+        log.info("BLE scanning stopped on %s", self.adapter or "the default adapter")
 
     @property
     def scanning(self) -> bool:
