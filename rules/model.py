@@ -825,10 +825,10 @@ def edited_text(source: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> 
     return "".join(lines)
 
 
-def _pack_lines(place: PackPlace, source: str | None, dash: int) -> list[str]:
+def _pack_lines(place: PackPlace, source: str, dash: int) -> list[str]:
     """A rule as lines of a pack whose items start at column `dash`: the lines it had in its pack
     where its text still has them, the others indented like them."""
-    new = (source or "").splitlines(keepends=True)
+    new = source.splitlines(keepends=True)
     if new and not new[-1].endswith("\n"):
         new[-1] += "\n"
     chunk = place.chunk.splitlines(keepends=True)
@@ -836,7 +836,7 @@ def _pack_lines(place: PackPlace, source: str | None, dash: int) -> list[str]:
         chunk[-1] += "\n"
     orig = _standalone_lines(place)
     out: list[str] = []
-    if new == orig or source is None:
+    if new == orig:
         out = chunk
     else:
         dash_row = next(
@@ -895,10 +895,10 @@ def dump_pack(docs: Sequence[Mapping[str, Any]]) -> str:
     head = first.header if first and first.header else "rules:\n" if docs else "rules: []\n"
     lines = [head if head.endswith("\n") else head + "\n"]
     for doc in docs:
-        place = getattr(doc, "place", None)
-        if place is not None:
-            lines += _pack_lines(place, getattr(doc, "source", None), dash)
-        else:
+        place, source = getattr(doc, "place", None), getattr(doc, "source", None)
+        if place is not None and source is not None:
+            lines += _pack_lines(place, source, dash)
+        else:  # no text of its own (a rule whose pack lines do not stand alone): written fresh
             lines += _fresh_lines(rule_text(doc), dash)
     last = getattr(docs[-1], "place", None) if docs else None
     if last is not None and last.trailer:

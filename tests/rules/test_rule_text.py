@@ -172,3 +172,14 @@ def test_a_rule_stored_before_texts_were_kept_is_shown_in_field_order() -> None:
     }
     keys = [line.split(":")[0] for line in rule_text(stored).splitlines() if line[:1].isalpha()]
     assert keys == ["id", "enabled", "when", "if", "then"]
+
+
+def test_a_pack_rule_whose_lines_do_not_stand_alone_is_exported_as_it_is_now() -> None:
+    # rule b's lines name an anchor of rule a: on their own they are not YAML
+    pack = "rules:\n  - id: a\n    when: &w m-1.p\n  - id: b\n    when: *w\n    for: 1m\n"
+    a, b = (cr.rule.doc() for cr in compile_pack(pack))
+    assert a.source == "id: a\nwhen: &w m-1.p\n" and b.source is None
+    edited = parse_rule({**b, "for": "5m"}).rule.doc()
+    edited.place = b.place
+    out = dump_pack([a, edited])
+    assert [cr.rule.doc()["for"] for cr in compile_pack(out) if cr.rule.id == "b"] == ["5m"]
