@@ -17,6 +17,7 @@ from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, field_valida
 from drivers.ble import mfr
 from drivers.ble.adverts import MODES, AdvertWatch, Mode, PointSpec, point_specs, watch_for
 from drivers.ble.bthome import OBJECT_NAMES
+from edge.config import PROFILE_DIR
 from edge.driver import DeviceConfig, PointConfig
 from edge.model import PointInfo, PointType, Privacy
 from edge.units import Duration
@@ -187,7 +188,8 @@ class BeaconIds(Strict):
         return None if v is None else v.lower()
 
     def key(self) -> str:
-        return ":".join(str(x) for x in (self.uuid, self.major, self.minor, self.namespace, self.instance))
+        """The ids as a person reads them (`uuid f7826da6-..., major 1`); equal ids, equal keys."""
+        return ", ".join(f"{k} {v}" for k, v in self.model_dump(exclude_none=True).items())
 
 
 def _advert_points(data: Any) -> dict[str, PointSpec] | None:
@@ -201,6 +203,19 @@ def _advert_points(data: Any) -> dict[str, PointSpec] | None:
         except (LookupError, ConfigError):
             return {}  # the device's own check says what is wrong with its profile
     return {p.name: p for p in point_specs(data["mode"], layout)}
+
+
+def _layout_error(profile: str, exc: ConfigError) -> str:
+    """Why mode advert cannot use `profile`: it has no layout, or the layout's located problems
+    (paths from the project's root, as the profile files are named in the docs)."""
+    with_layouts = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if "\nadvert:" in p.read_text())
+    if any("has no advert: section" in p.message for p in exc.problems):
+        return (
+            f"mode advert reads its profile's advert: layout; profile {profile!r} has none "
+            f"(profiles with one: {', '.join(with_layouts)})"
+        )
+    root = str(PROFILE_DIR.parent.parent) + "/"
+    return f"profile {profile!r} has a wrong advert: layout:\n" + str(exc).replace(root, "")
 
 
 class BleDevice(DeviceConfig):
@@ -314,7 +329,7 @@ class BleDevice(DeviceConfig):
             except LookupError as exc:
                 raise ValueError(str(exc).strip("'\"")) from None
             except ConfigError as exc:
-                raise ValueError(f"profile {self.profile!r} has a wrong layout:\n{exc}") from None
+                raise ValueError(_layout_error(self.profile, exc)) from None
         if self.records_timeout <= 0:
             raise ValueError("records_timeout must be greater than 0")
         if self.reconnect_max < self.reconnect_min:

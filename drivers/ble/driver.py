@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.ble import bthome, glucose, plx
-from drivers.ble.adverts import MODES, Heard
+from drivers.ble.adverts import MODES, PRESENCE, Heard
 from drivers.ble.config import (
     GLUCOSE_CONTEXT,
     PLX_CONTINUOUS,
@@ -90,6 +90,7 @@ COUNTERS = (
 
 
 RESET_AFTER = 3
+PRESENCE_KEYS = frozenset(p.name for p in PRESENCE)
 
 
 def _bind_key(device: BleDevice) -> bytes | None:
@@ -262,8 +263,8 @@ class BleDriver(BaseDriver):
                 self.counters["duplicates"] += 1
                 return
             self.last_packet_id = heard.packet_id
-        if heard.problem is None:
-            self.counters["packets"] += 1
+        if heard.problem is None and len(heard.values) > len(PRESENCE_KEYS & heard.values.keys()):
+            self.counters["packets"] += 1  # not an advertisement that only says it is there
         ts = self.ctx.clock()
         prefix = self.id + "."
         batch: list[Record] = []

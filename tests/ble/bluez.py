@@ -349,16 +349,24 @@ class MockBluez:
     async def set_properties(self, path: str, interface: str, props: dict[str, Variant]) -> None:
         await self.call("/", MOCK, "SetProperties", "osa{sv}", [path, interface, props])
 
-    async def advertise(self, path: str, service_data: dict[str, bytes], rssi: int = -60) -> None:
-        """One advertisement: new ServiceData (and RSSI) in one PropertiesChanged, as BlueZ does."""
-        await self.set_properties(
-            path,
-            DEVICE,
-            {
-                "ServiceData": Variant("a{sv}", {k: Variant("ay", v) for k, v in service_data.items()}),
-                "RSSI": Variant("n", rssi),
-            },
-        )
+    async def advertise(
+        self,
+        path: str,
+        service_data: dict[str, bytes] | None = None,
+        rssi: int = -60,
+        *,
+        manufacturer_data: dict[int, bytes] | None = None,
+    ) -> None:
+        """One advertisement: new ServiceData and/or ManufacturerData (keyed by company id) and
+        RSSI in one PropertiesChanged, as BlueZ does; a dictionary not given keeps its value."""
+        props = {"RSSI": Variant("n", rssi)}
+        if service_data is not None:
+            props["ServiceData"] = Variant("a{sv}", {k: Variant("ay", v) for k, v in service_data.items()})
+        if manufacturer_data is not None:
+            props["ManufacturerData"] = Variant(
+                "a{qv}", {k: Variant("ay", v) for k, v in manufacturer_data.items()}
+            )
+        await self.set_properties(path, DEVICE, props)
 
     async def add_gatt(self, device_path: str, service: int, characteristic: int) -> str:
         """A GATT service with one indicating characteristic; returns the characteristic's path."""
