@@ -291,5 +291,8 @@ class KpiComponent:
 def create(ctx: ComponentContext) -> KpiComponent | None:
     cfg = ctx.site.sections.get("kpi")
     if not isinstance(cfg, KpiConfig) or not cfg.enabled:
+        if ctx.journal.get_cursor(CURSOR) is not None:
+            # KPIs turned off: a cursor nobody moves would hold retention back for good
+            ctx.spawn(ctx.journal.remove_cursor(CURSOR), "kpi-cursor")
         return None
     return KpiComponent(ctx, cfg)

@@ -106,3 +106,19 @@ async def test_rebuild_a_past_day_from_the_journal(tmp_path: Path) -> None:
     assert lines[0].startswith("day,device,availability") and lines[1].startswith(f"{day},a,")
     bad = edge_cli("kpi", "show", "-c", str(config), "--device", "nope")
     assert bad.returncode == 2 and "'nope'" in bad.stderr
+
+
+async def test_turning_the_kpis_off_removes_their_journal_cursor(tmp_path: Path) -> None:
+    """A cursor nobody moves would keep every public record from retention."""
+    rt = Runtime(load(tmp_path, SITE), with_web=False)
+    await rt.start()
+    try:
+        assert rt.journal.cursors()["kpi"][0] == "kpi"
+    finally:
+        await rt.stop()
+    rt = Runtime(load(tmp_path, {**SITE, "kpi": {"enabled": False}}), with_web=False)
+    await rt.start()
+    try:
+        await until(lambda: "kpi" not in rt.journal.cursors(), timeout=10)
+    finally:
+        await rt.stop()
