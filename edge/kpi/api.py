@@ -98,7 +98,8 @@ async def kpi(request: web.Request) -> web.StreamResponse:
         raise Problem(400, "Bad query parameter format", "format is json or csv")
     if today >= first and today <= last:
         await comp.step()  # today so far: everything committed until now
-    out = await asyncio.to_thread(report, comp, first, last, device)
+    async with comp.lock:  # a fold step in its thread must not change the days being read
+        out = await asyncio.to_thread(report, comp, first, last, device)
     if fmt == "csv":
         return web.Response(
             text=to_csv(out["days"]),

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from aiohttp import web
     from pydantic import BaseModel
 
+    from edge.config import Site
     from edge.plugins import ComponentContext
     from edge.runtime import Runtime
 
@@ -42,6 +43,18 @@ def openapi() -> Mapping[str, Any]:
     return openapi.paths()
 
 
+def check_targets(site: Site) -> list[str]:
+    """`kpi.devices` entries that name no device of the site (a typo would silently keep the
+    site's targets for the device meant)."""
+    kpi = site.sections.get("kpi")
+    known = {d.id for d in site.devices}
+    return [
+        f"{site.source}: kpi.devices.{dev}: no device {dev!r} in this site; known: {', '.join(sorted(known)) or 'none'}"
+        for dev in sorted(getattr(kpi, "devices", {}) or {})
+        if dev not in known
+    ]
+
+
 def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from edge.kpi import cli
 
@@ -55,5 +68,6 @@ PLUGIN = Plugin(
     routes=routes,
     openapi=openapi,
     commands=commands,
+    check=check_targets,
     order=60,
 )

@@ -3,11 +3,14 @@ errors that name the file, the line and the key."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edge.config import load_site_text
 from edge.kpi.config import KpiConfig
 from edge.validation import ConfigError
+from tests.support.cli import edge_cli
 
 SITE = """\
 site: {id: kpi-config, name: KPI}
@@ -46,3 +49,13 @@ def test_a_bad_entry_is_refused_naming_file_line_and_key(entry: str, says: str) 
         load_site_text(SITE + entry, "site.yaml")
     text = "\n".join(str(p) for p in err.value.problems)
     assert "site.yaml:5" in text and "kpi." in text and says in text, text
+
+
+def test_edge_check_names_a_target_for_a_device_the_site_has_not(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE + "  devices: {meterr: {availability: 95%}}\n", encoding="utf-8")
+    done = edge_cli("check", "-c", str(path))
+    assert done.returncode == 1
+    assert "kpi.devices.meterr: no device 'meterr' in this site; known: meter" in done.stderr
+    path.write_text(SITE + "  devices: {meter: {availability: 95%}}\n", encoding="utf-8")
+    assert edge_cli("check", "-c", str(path)).returncode == 0
