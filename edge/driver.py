@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from edge.model import (
     CommandResult,
@@ -75,6 +75,8 @@ class PointConfig(Strict):
     deadband: float = Field(0.0, ge=0)
     report_every: Duration = 0.0
     description: str = ""
+    #: decimals to show (UI, CLI); `decimals:` is accepted too. None: derived from the unit
+    precision: int | None = Field(None, ge=0, le=10, validation_alias=AliasChoices("precision", "decimals"))
 
     def point_type(self) -> PointType:
         """The engineering type of the values (drivers whose `type` means more override this)."""
@@ -112,6 +114,7 @@ class DeviceConfig(Strict):
                     deadband=p.deadband,
                     report_every=p.report_every,
                     description=p.description,
+                    precision=p.precision,
                 )
             )
         return out

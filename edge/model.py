@@ -118,6 +118,7 @@ class PointInfo:
     deadband: float = 0.0  # journal a change only when |new - last journaled| > deadband
     report_every: float = 0.0  # ...but journal at least this often (seconds; 0 = only on change)
     description: str = ""
+    precision: int | None = None  # decimals people are shown; None: derived from the unit
 
 
 class HealthState(StrEnum):

@@ -94,6 +94,12 @@ SCHEMAS: dict[str, Any] = {
             "writable": {"type": "boolean"},
             "privacy": {"type": "string", "enum": ["public", "personal", "sensitive"]},
             "description": {"type": "string"},
+            "precision": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": 10,
+                "description": "decimals to show, as the point or its profile declares; null: derived from the unit",
+            },
         },
         ["id", "device", "name", "type", "privacy"],
     ),

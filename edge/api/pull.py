@@ -202,6 +202,7 @@ async def points(request: web.Request) -> web.Response:
             "writable": p.writable,
             "privacy": str(p.privacy),
             "description": p.description,
+            "precision": p.precision,
         }
         for p in sorted(keys.get_runtime(request).hub.points.values(), key=lambda p: p.id)
     ]

@@ -92,8 +92,8 @@ def point_view(runtime: Runtime, point_id: str, now: float) -> dict[str, Any]:
         "writable": info.writable,
         "privacy": str(info.privacy),
         "description": info.description,
-        # decimals the UI rounds to, once profiles declare them (else it derives them from the unit)
-        "precision": getattr(info, "precision", None),
+        # decimals the UI rounds to (declared by the point or its profile; else derived from the unit)
+        "precision": info.precision,
         "value": latest.value if latest else None,
         "quality": QUALITY_NAMES[latest.quality & 3] if latest else None,
         "ts": latest.ts if latest else None,
