@@ -88,12 +88,17 @@ def _report(args: argparse.Namespace) -> dict | None:  # type: ignore[type-arg]
         kpi.close()
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def _report_or_problem(args: argparse.Namespace) -> dict | None:  # type: ignore[type-arg]
+    """The report, or None after saying on stderr what is wrong with the site file or the days."""
     try:
-        out = _report(args)
+        return _report(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    out = _report_or_problem(args)
     if out is None:
         return 2
     if args.json:
@@ -115,11 +120,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from edge.kpi.figures import to_csv
 
-    try:
-        out = _report(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = _report_or_problem(args)
     if out is None:
         return 2
     text = to_csv(out["days"])
