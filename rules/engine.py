@@ -50,6 +50,8 @@ Route = tuple[
 
 EVAL_BUDGET_S = 0.05  # one evaluation of a timed expression (see the module docstring)
 STRIKES = 2  # evaluations over budget in a row that suspend a rule
+#: the state key that keeps a `notify: always` rule's last firing (no point or device has it)
+ALWAYS_KEY = "*"
 
 
 class Engine:
@@ -508,7 +510,11 @@ class Engine:
         if rr.error:
             self._recovered(rr)
         if hit:
-            if rr.always:  # derived values: act on every evaluation that holds, keep no state
+            if rr.always:  # derived values: act on every evaluation that holds, keep no state per key
+                rr.last_fired = ts
+                # but when it last fired, rule-wide, survives a restart: the rules list shows it
+                rr.state(ALWAYS_KEY).last_fired = ts
+                self.dirty.add((rr.id, ALWAYS_KEY))
                 out.append(Firing(rr, key, "fired", ts, args))
             elif phase == "ok":
                 st = st or rr.state(key)

@@ -159,3 +159,21 @@ async def test_dry_run_windows_hold_the_readings_before_the_range(tmp_path: Path
         # the first low reading in the range is judged with the nine high ones before it
         assert [(f["kind"], round(f["ts"] - start)) for f in body["firings"]][:1] == [("fired", 30)]
         assert body["evaluated"] == 5 and body["prefill"]["samples"] == 9
+
+
+async def test_a_notify_always_rule_shows_when_it_last_fired_across_a_restart(tmp_path: Path) -> None:
+    """`notify: always` keeps no state per key, yet the rules list says when it last fired, and
+    still does after the gateway restarts."""
+    rule = {**RULE, "id": "bin-report", "notify": "always"}
+    del rule["clear_if"]
+    fired = time.time()
+    for run in range(2):
+        async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+            assert rt.state is not None
+            tech = Client(session, rt.web_port, create_token(rt.state, f"tech{run}", ["read", "rules"]))
+            if run == 0:
+                assert (await tech.call("POST", "", rule))[0] == 201
+                assert (await tech.call("GET", "/bin-report"))[1]["last_fired"] is None
+                rt.hub.ingest([Reading(fired, "bin-1.fill_pct", 90)])
+            status, body = await tech.call("GET", "/bin-report")
+            assert status == 200 and body["last_fired"] == fired, (run, body)
