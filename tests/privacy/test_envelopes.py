@@ -81,3 +81,25 @@ def test_a_sensitive_dead_letter_is_sealed_and_bound_to_its_sink_and_seq(
         unregister(state.path, sealer)
         state.close()
         sealer.close()
+
+
+def test_a_components_own_state_text_is_sealed_where_the_gateway_seals(tmp_path: Path, master: Path) -> None:
+    """`seal_text`/`open_text`: what a component keeps of a sensitive record in the state DB (a
+    rule's evaluation context) sealed under the site key, bound to where it is kept."""
+    from edge.privacy.atrest import open_text, seal_text
+    from edge.store.rows import register, unregister
+
+    state = str(tmp_path / "state.db")
+    assert seal_text(state, f'{{"systolic": {SYSTOLIC}}}', "rule bp-high") == f'{{"systolic": {SYSTOLIC}}}'
+    sealer = Sealer.open(tmp_path / "edge.db", str(master))
+    register(state, sealer)
+    try:
+        sealed = seal_text(state, f'{{"systolic": {SYSTOLIC}}}', "rule bp-high")
+        assert type(sealed) is bytes and str(SYSTOLIC).encode() not in sealed
+        assert open_text(state, sealed, "rule bp-high") == f'{{"systolic": {SYSTOLIC}}}'
+        assert open_text(state, sealed, "rule other") is None  # bound to where it was kept
+        assert open_text(state, "as it was", "rule bp-high") == "as it was"
+    finally:
+        unregister(state, sealer)
+        sealer.close()
+    assert open_text(state, sealed, "rule bp-high") is None  # no keys in this process
