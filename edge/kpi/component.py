@@ -57,6 +57,8 @@ class KpiComponent:
         self.store = KpiStore(ctx.state)
         self.fold = Fold(self.cal, self.plans, ctx.site.site.id, self.store.meta("state"), self._load_day)
         self.cursors: dict[str, list[Any]] = self.store.meta("cursors") or {}
+        #: closed days whose kpi_daily is not in the journal yet
+        self.pending: list[str] = self.store.meta("announce") or []
         self.closed_days = 0
         self.errors = 0
         self.last_error = ""
@@ -132,11 +134,26 @@ class KpiComponent:
                 last_ts = self.fold.state["last_ts"] or now
                 self.fold.advance(min(now, max(last_ts, now - STALE_S)), overdue_until=now - STALE_S)
                 closed = self._close_days(now)
+            # a day is marked closed and due upstream in one transaction; its kpi_daily goes
+            # into the journal after, so a crash in between sends it at the next start
+            self.pending = sorted(set(self.pending) | set(closed))
             await self._commit(closed=closed, starts=starts)
             self.caught_up.set()
-        for day, figures in closed.items():
-            await self._announce(day, figures)
+        if self.pending:
+            await self._announce_pending(closed)
         await journal.set_cursor(CURSOR, self.fold.state["pos"], kind="kpi")
+
+    async def _announce_pending(self, closed: dict[str, dict[str, Any]]) -> None:
+        for day in self.pending:
+            figures = closed.get(day)
+            if figures is None:
+                found = self.store.day(day)
+                figures = found[2] if found is not None else None
+            if figures is not None:
+                await self._announce(day, figures)
+        await self.ctx.journal.flush()
+        self.pending = []
+        await asyncio.to_thread(self.store.set_meta, "announce", [])
 
     async def _commit(
         self, closed: dict[str, dict[str, Any]] | None = None, starts: dict[str, dict[str, Any]] | None = None
@@ -154,7 +171,7 @@ class KpiComponent:
             state=state,
             alert_ops=ops,
             day_of=self.cal.day_of,
-            meta={"cursors": self.cursors},
+            meta={"cursors": self.cursors, "announce": self.pending},
             day_starts=starts,
             closed=closed,
             keep_from=keep_from,

@@ -140,6 +140,13 @@ class KpiStore:
                 conn.execute("ROLLBACK")
                 raise
 
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.db.lock:
+            self.db.conn.execute(
+                "INSERT INTO kpi_meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value, separators=(",", ":"))),
+            )
+
     def replace_day(self, day: str, data: dict[str, Any], figures: dict[str, Any] | None) -> None:
         """A rebuilt day: its accumulators (and its figures when it was closed) replaced."""
         with self.db.lock:
