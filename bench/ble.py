@@ -90,7 +90,7 @@ async def pipeline(ads: list[tuple[Any, Any]], rounds: int) -> tuple[float, int]
             }
         )
         driver = BleDriver(dev, ctx)
-        scanner.listeners[address] = driver._on_advertisement  # what start() registers
+        scanner.listeners[address] = driver.on_advertisement  # what start() registers
         hub.register_points(driver.points())
         drivers.append(driver)
 

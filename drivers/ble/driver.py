@@ -160,12 +160,7 @@ class BleDriver(BaseDriver):
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._last_heard = time.monotonic()
-        scanner = scanner_for(self.device.adapter)
-        if self.device.address is not None:
-            await scanner.add(self.device.address, self._on_advertisement)
-        else:
-            await scanner.add_by_ids(self.id, self._on_advertisement)
-        self._scanner = scanner
+        await self.listen()
         self._tasks.append(asyncio.create_task(self._watch_silence(), name=f"ble:{self.id}:silence"))
         if self.device.mode == "gatt":
             self._tasks.append(asyncio.create_task(self._gatt_loop(), name=f"ble:{self.id}:gatt"))
@@ -180,14 +175,27 @@ class BleDriver(BaseDriver):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
         self._tasks.clear()
+        await self.unlisten()
+        self.set_health(HealthState.STOPPED, "stopped")
+        self.end_stream()
+
+    async def listen(self) -> None:
+        """Have `on_advertisement` called for this device's advertisements: by the adapter's
+        shared scanner (the demo's simulated devices call it themselves instead)."""
+        scanner = scanner_for(self.device.adapter)
+        if self.device.address is not None:
+            await scanner.add(self.device.address, self.on_advertisement)
+        else:
+            await scanner.add_by_ids(self.id, self.on_advertisement)
+        self._scanner = scanner
+
+    async def unlisten(self) -> None:
         if self._scanner is not None:
             if self.device.address is not None:
                 await self._scanner.remove(self.device.address)
             else:
                 await self._scanner.remove_by_ids(self.id)
             self._scanner = None
-        self.set_health(HealthState.STOPPED, "stopped")
-        self.end_stream()
 
     async def _watch_silence(self) -> None:
         """Offline (and BTHome points stale) after `stale_after` without an advertisement."""
@@ -233,7 +241,10 @@ class BleDriver(BaseDriver):
         return [info.id for info in self.points() if info.name != "measurements"]
 
     # ------------------------------------------------------------ advertisements
-    def _on_advertisement(self, device: Any, adv: Any) -> None:
+    def on_advertisement(self, device: Any, adv: Any) -> None:
+        """One advertisement (bleak's BLEDevice and AdvertisementData, or look-alikes with
+        `address`; `manufacturer_data`, `service_data`, `rssi`, `local_name`). Never raises on
+        what it contains."""
         heard = None
         if self.watch is not None:
             heard = self.watch.read(

@@ -423,3 +423,49 @@ def decode(layout: AdvertLayout, data: bytes) -> FieldValues | NotDecoded:
             values[r.name] = round(raw * r.scale + r.add, r.digits)
     packet_id = values.get(layout.packet_id) if layout.packet_id else None
     return FieldValues(values, tuple(invalid), packet_id if isinstance(packet_id, int) else None)
+
+
+# ---------------------------------------------------------------- encoding (simulated sensors)
+def encode(layout: AdvertLayout, values: Mapping[str, Value]) -> bytes:
+    """The payload a sensor of this layout sends for `values` (the demo's simulated sensors, and
+    tests): each field's raw value is `(value - add) / scale`, a bit field is merged into its
+    bytes; a field left out is sent as its `invalid:` value (zero bits when it has none), an
+    address left out as FF:FF:FF:FF:FF:FF. ValueError for a value the field cannot hold."""
+    prefix = layout.prefix_bytes
+    size = layout.length or max(
+        layout.min_length or 0, len(prefix), *(f.offset + f.size for f in layout.fields)
+    )
+    buf = bytearray(size)
+    buf[: len(prefix)] = prefix
+    for f in layout.fields:
+        width_bytes, signed, order = TYPES[f.type]
+        end = f.offset + width_bytes
+        value = values.get(f.name)
+        if f.type in MAC_TYPES:
+            mac = bytes.fromhex(str(value).replace(":", "")) if value is not None else b"\xff" * 6
+            buf[f.offset : end] = mac if order == "big" else mac[::-1]
+            continue
+        if value is None:
+            if f.invalid is None:
+                continue
+            raw = f.invalid
+        elif f.bit is not None:
+            raw = int(bool(value))
+        else:
+            raw = round((float(value) - f.add) / f.scale)
+        if f.bit is not None or f.width is not None or f.shift:
+            shift, width = (
+                (f.bit, 1) if f.bit is not None else (f.shift, f.width or width_bytes * 8 - f.shift)
+            )
+            mask = (1 << width) - 1
+            if not 0 <= raw <= mask:
+                raise ValueError(f"field {f.name!r}: {value!r} is outside what its {width} bits hold")
+            current = int.from_bytes(buf[f.offset : end], order)
+            current = (current & ~(mask << shift)) | (raw << shift)
+            buf[f.offset : end] = current.to_bytes(width_bytes, order)
+            continue
+        try:
+            buf[f.offset : end] = raw.to_bytes(width_bytes, order, signed=signed)
+        except OverflowError:
+            raise ValueError(f"field {f.name!r}: {value!r} is outside what a {f.type} holds") from None
+    return bytes(buf)

@@ -1,7 +1,10 @@
 """`edge demo`: a simulated community site — meters, parking gates, waste bins, a health kiosk.
 
 `kiosk-instruments` (`driver: demo_kiosk`, edge/demo/kiosk.py) plays the kiosk's five Bluetooth
-instruments through the BLE driver's decoders, so their events are those of real ones.
+instruments through the BLE driver's decoders, so their events are those of real ones;
+`kiosk-wheelchair` (an iBeacon matched by its ids) and `corridor-climate` (a thermometer on the
+pvvx firmware) are `driver: demo_ble` devices whose made-up advertisements go through the BLE
+driver itself (the same decoders, presence and staleness as a radio's).
 
 The generated site file is an ordinary one (written to DATA_DIR/site.yaml), so every other
 command works against it: `edge buffer stats -c DATA_DIR/site.yaml`.
@@ -36,6 +39,7 @@ SIM_PORT = 15020
 SIM_DEVICES = ("meter-main", "gate-south")
 _LOOPBACK = ("127.0.0.1", "localhost")
 DEMO_CAMERA = "cam-parking"
+DEMO_BEACON_UUID = "f7826da6-4fa2-4e98-8024-bc5b71e0893e"  # the wheelchair tag's proximity UUID
 DEMO_VIDEO = "demo-parking.avi"  # drawn into the data dir at demo start when missing
 #: the site file the demo runs instead when its cameras cannot run (no OpenCV)
 NO_CAMERA_SITE = "site.no-camera.yaml"
@@ -178,6 +182,28 @@ def demo_site(
                 "driver": "demo_kiosk",
                 "seed": 10,
                 "every": "20s",
+            },
+            {
+                # the kiosk's loan wheelchair carries an iBeacon tag whose address rotates; it leaves
+                # now and then, so `present` goes false and comes back
+                "id": "kiosk-wheelchair",
+                "name": "健康小屋 轮椅 Kiosk wheelchair tag (simulated iBeacon)",
+                "driver": "demo_ble",
+                "mode": "ibeacon",
+                "beacon": {"uuid": DEMO_BEACON_UUID, "major": 1, "minor": 1},
+                "stale_after": "1m",
+                "every": "5s",
+                "away_every": "10m",
+                "seed": 11,
+            },
+            {
+                "id": "corridor-climate",
+                "name": "走廊温湿度 Corridor thermometer (simulated, pvvx firmware)",
+                "driver": "demo_ble",
+                "profile": "ble-pvvx-thermometer",
+                "address": "A4:C1:38:8C:41:93",
+                "every": "10s",
+                "seed": 12,
             },
             {
                 "id": "env-courtyard",

@@ -26,8 +26,9 @@ def register(sub: Subcommands) -> None:
         description=(
             "Run a simulated community site: electricity and water meters, parking gates with loop\n"
             "sensors, waste bins, a health kiosk (its five instruments simulated down to the bytes they\n"
-            "send: blood pressure, weight, temperature, glucose, SpO2) and an environment sensor that\n"
-            "drops out now and then.\n"
+            "send: blood pressure, weight, temperature, glucose, SpO2), the kiosk's wheelchair tag (an\n"
+            "iBeacon that leaves now and then), a corridor thermometer (pvvx firmware advertisements)\n"
+            "and an environment sensor that drops out now and then.\n"
             "Two devices are real Modbus TCP devices simulated in the demo process on 127.0.0.1:15020\n"
             "(a free port if that one is taken) and read by the modbus driver: meter-main (CHINT\n"
             "DTSU666, unit 1) and gate-south (parking barrier, unit 2). cam-parking is a camera\n"
@@ -122,6 +123,24 @@ def kiosk_driver() -> type[Driver]:
     return DemoKioskDriver
 
 
+def beacon_model() -> type[BaseModel]:
+    from edge.demo.kiosk import DemoBleDevice
+
+    return DemoBleDevice
+
+
+def beacon_driver() -> type[Driver]:
+    from edge.demo.kiosk import DemoBleDriver
+
+    return DemoBleDriver
+
+
 PLUGIN = Plugin(
-    name="demo", commands=register, order=0, drivers={"demo_kiosk": Spec(kiosk_model, kiosk_driver)}
+    name="demo",
+    commands=register,
+    order=0,
+    drivers={
+        "demo_kiosk": Spec(kiosk_model, kiosk_driver),
+        "demo_ble": Spec(beacon_model, beacon_driver),
+    },
 )
