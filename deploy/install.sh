@@ -18,7 +18,8 @@
 #
 # Settings (environment): PREFIX, ETC (site file's folder), EXTRAS, and for a gateway without
 # systemd (a container, a test) SERVICE=none with START_CMD / STOP_CMD (shell commands; the
-# default is systemctl), HEALTH_TIMEOUT (seconds, default 90), HEALTH_TOKEN_FILE.
+# default is systemctl), HEALTH_TIMEOUT (seconds, default 90), HEALTH_TOKEN_FILE, and
+# SITE_EXAMPLE=no to write no example site file when there is none (the Ansible role renders it).
 set -eu
 PREFIX=${PREFIX:-/opt/community-edge}
 # the pip extras of the drivers to install: all, or a comma-separated list of modbus, ble, camera
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
             BUNDLE=$2; shift 2 ;;
     --from=*) BUNDLE=${1#--from=}; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +56,7 @@ system_setup() {
 site_file() {
   # $1: the folder holding deploy/sites/example-site.yaml
   mkdir -p "$ETC"
-  if [ ! -f "$ETC/site.yaml" ]; then
+  if [ ! -f "$ETC/site.yaml" ] && [ "${SITE_EXAMPLE:-yes}" != no ]; then
     sed "s#path: .*edge.db#path: /var/lib/community-edge/edge.db#" "$1/deploy/sites/example-site.yaml" > "$ETC/site.yaml"
     echo "wrote $ETC/site.yaml — edit it, then: edge check -c $ETC/site.yaml"
   fi
