@@ -52,7 +52,7 @@ class Fleet:
         (tmp_path / "pack.yaml").write_text(PACK)
         self.ports = {h: free_port() for h in HOSTS}
         fmt = {"prefix": "{{ edge_prefix }}", "etc": "{{ edge_etc }}", "data": "{{ edge_data_dir }}"}
-        hosts = {"gateways": {"hosts": {h: {} for h in HOSTS}}}
+        hosts: dict[str, Any] = {"gateways": {"hosts": {h: {} for h in HOSTS}}}
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
         shared = {
             "ansible_connection": "local",
