@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
 
 
@@ -85,13 +86,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         state.close()
     if result.broken is None:
         last = f"last entry #{result.last_id}" if result.last_id is not None else "no entries yet"
-        print(f"audit log intact: {result.checked} entries, {last}, head hash {result.last_hash}")
+        print(f"audit log intact: {fmt.count(result.checked, 'entry')}, {last}, head hash {result.last_hash}")
         return 0
     where = f"entry #{result.broken.entry_id}" if result.broken.entry_id is not None else "the log"
     print(f"audit log broken at {where}: {result.broken.reason}")
     if result.broken.entry is not None:
         print(json.dumps(result.broken.entry, ensure_ascii=False))
-    print(f"{result.checked} entries before it verified")
+    print(f"{fmt.count(result.checked, 'entry')} before it verified")
     return 1
 
 
@@ -113,7 +114,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 return 1
             with open(fd, "w", encoding="utf-8") as out:
                 n = audit.export(state, out)
-            print(f"exported {n} audit entries to {args.output}", file=sys.stderr)
+            print(f"exported {fmt.count(n, 'audit entry')} to {args.output}", file=sys.stderr)
         audit.record(state, "cli", "audit_export", args.output or "stdout", entries=n)
     finally:
         state.close()

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge import fmt
 from edge.cli import Subcommands, add_command, arg
 
 #: the account of deploy/systemd/community-edge.service
@@ -469,7 +470,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 print(f"             fix: {f.fix}")
         problems = sum(1 for f in findings if f.severity in (WARNING, ERROR))
         print(
-            f"{len(findings)} checks as user {user.name}: "
+            f"{fmt.count(len(findings), 'check')} as user {user.name}: "
             + (f"{problems} to fix" if problems else "nothing to fix")
         )
     return EXIT[verdict]

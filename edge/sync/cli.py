@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
 
 
@@ -121,15 +122,13 @@ def collect(site: Any) -> dict[str, Any]:
         journal.close_sync()
 
 
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+def _when(ts: float | None, tz: str | None) -> str:
+    return fmt.timestamp(ts, tz) if ts else "never"
 
 
-def _shown(key: str, value: Any) -> str:
+def _shown(key: str, value: Any, tz: str | None) -> str:
     if key.startswith("last_") and isinstance(value, int | float) and not isinstance(value, bool):
-        return _when(value)
+        return _when(value, tz)
     return "yes" if value is True else "no" if value is False else str(value)
 
 
@@ -152,23 +151,25 @@ def status_command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
+    tz = site.site.timezone
     print(f"last committed seq: {data['committed_seq']}")
     if not data["sinks"] and not data["consumers"]:
         print("no upstream sinks and no pull consumers are configured")
     for s in data["sinks"]:
         print(
             f"sink {s['id']} ({s['type']}{'' if s['enabled'] else ', disabled'}): cursor {s['cursor']}, "
-            f"backlog {s['backlog_rows']} rows, oldest unsent {s['oldest_unsent_age_s']:.0f}s, "
-            f"last success {_when(s['last_success'])}, dead letters {s['dead_letters']}"
+            f"backlog {fmt.count(s['backlog_rows'], 'row')}, "
+            f"oldest unsent {fmt.duration(s['oldest_unsent_age_s'])}, "
+            f"last success {_when(s['last_success'], tz)}, dead letters {s['dead_letters']}"
         )
         if s["last_error"]:
             print(f"    last error: {s['last_error']}")
         own = {k: v for k, v in s.items() if k not in ROW_KEYS}
         if own:
-            print("    " + ", ".join(f"{k.replace('_', ' ')} {_shown(k, v)}" for k, v in own.items()))
+            print("    " + ", ".join(f"{k.replace('_', ' ')} {_shown(k, v, tz)}" for k, v in own.items()))
     for c in data["consumers"]:
         print(
-            f"consumer {c['id']}: cursor {c['cursor']}, backlog {c['backlog_rows']} rows, "
-            f"oldest unacked {c['oldest_unsent_age_s']:.0f}s, last ack {_when(c['last_ack'])}"
+            f"consumer {c['id']}: cursor {c['cursor']}, backlog {fmt.count(c['backlog_rows'], 'row')}, "
+            f"oldest unacked {fmt.duration(c['oldest_unsent_age_s'])}, last ack {_when(c['last_ack'], tz)}"
         )
     return 0

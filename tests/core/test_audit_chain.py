@@ -228,7 +228,7 @@ def test_audit_verify_exits_0_on_an_intact_log_and_1_at_the_first_break(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "audit log broken at entry #3: entry #2 is missing: deleted from the middle of the log"
     assert json.loads(lines[1])["action"] == "point_write"
-    assert lines[2] == "1 entries before it verified"
+    assert lines[2] == "1 entry before it verified"
 
 
 def test_audit_export_writes_a_private_file_and_records_itself(

@@ -75,7 +75,7 @@ def test_the_installed_package_is_what_makes_the_driver_known(tmp_path: Path, in
 
     found = edge_cli("check", "-c", str(config), env=python_env(installed))
     assert found.returncode == 0, found.stderr
-    assert "1 devices, 1 points" in found.stdout
+    assert "1 device, 1 point" in found.stdout
 
 
 def test_the_installed_driver_is_checked_by_its_own_model(tmp_path: Path, installed: Path) -> None:
