@@ -26,6 +26,10 @@ def test_the_documented_device_entries_validate() -> None:
     assert isinstance(meter, BleDevice) and meter.services == ["glucose"] and meter.resident == "r-0042"
     assert isinstance(by_id["kiosk-spo2"], BleDevice) and by_id["kiosk-spo2"].services == ["pulse_oximeter"]
     assert [p.name for p in site.device("bin-west-1").points][:3] == ["distance_mm", "temperature", "battery"]
+    cart, ruuvi = by_id["cart-7"], by_id["hall-climate"]
+    assert isinstance(cart, BleDevice) and cart.address is None and cart.beacon is not None
+    assert isinstance(ruuvi, BleDevice) and ruuvi.mode == "advert"
+    assert [(p.name, p.unit) for p in ruuvi.point_infos()] == [("present", ""), ("temp", "°C")]
 
 
 def test_the_bthome_profile_maps_known_objects() -> None:
