@@ -41,7 +41,8 @@ MIN_KEY_BYTES = 32
 #: Payload fields that identify a person, per event kind the shipped drivers and rule packs emit:
 #: the demo gate's `vehicle_passage` and the parking pack's `vehicle` carry the licence plate; the
 #: simulated kiosk's measurements carry the resident id, a BLE cuff's, scale's or thermometer's the
-#: device's user index (which, with the device, names one person). Measurement values are
+#: device's user index (which, with the device, names one person), a glucose meter's or
+#: oximeter's the `resident` its device entry names. Measurement values are
 #: sensitive but do not identify anyone on their own: they are withheld or encrypted, not
 #: pseudonymised.
 DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -49,7 +50,9 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "vehicle": ("plate",),
     "blood_pressure": ("resident", "user"),
     "weight": ("resident", "user"),
-    "body_temperature": ("user",),
+    "body_temperature": ("resident", "user"),
+    "glucose": ("resident", "user"),
+    "spo2": ("resident", "user"),
 }
 KNOWN_FIELDS = frozenset(f for fields in DEFAULT_FIELDS.values() for f in fields)
 

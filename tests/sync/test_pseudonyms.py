@@ -237,3 +237,31 @@ def test_the_privacy_report_says_what_each_recipient_gets_of_a_plate(tmp_path: P
     assert point_to["a"] == {"receives": "pseudonymised", "fields": "value"}
     for got in (passage_to["b"], point_to["b"]):
         assert got["receives"] == "fields_withheld" and got["withheld_fields"] in ("plate", "value"), got
+
+
+async def test_every_health_measurement_kind_sends_the_resident_as_a_pseudonym(tmp_path: Path) -> None:
+    """The kiosk's five instruments (cuff, scale, thermometer, glucose meter, oximeter) name the
+    resident in the same field: a sink allowed the measurements receives its own pseudonym of
+    it, never the reference itself."""
+    from edge.model import Event, Severity
+
+    key, secret = key_file(tmp_path, "health")
+    kinds = ("blood_pressure", "weight", "body_temperature", "glucose", "spo2")
+    collector = Collector()
+    async with collector.serving("/health") as c:
+        cfg = sink(c.url("/health"), max_privacy="sensitive", pseudonymise={"key_file": str(key)})
+        async with running_site(tmp_path, {"upstream": [cfg]}) as rt:
+            rt.hub.ingest(
+                [
+                    Event(kind, "kiosk-1", Severity.INFO, {"resident": "r-0340"}, 1.0 + i)
+                    for i, kind in enumerate(kinds)
+                ]
+            )
+            committed = await rt.journal.flush()
+            s = rt.components["sync"].sinks["central"]
+            await wait_for(lambda: s.cursor >= committed, 20, "the sink to deliver")
+    sent = {e["kind"]: e["payload"] for b in batches(c, "/health") for e in b["events"]}
+    assert set(sent) >= set(kinds)
+    for kind in kinds:
+        assert sent[kind]["resident"] == pseudonym(secret, "r-0340"), kind
+    assert not any(b"r-0340" in body for body in c.bodies["/health"])
