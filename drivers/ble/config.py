@@ -1,8 +1,11 @@
-"""Site-file models of BLE devices: address, adapter, mode, the BTHome point map, GATT services.
+"""Site-file models of BLE devices: address, adapter, mode, the point map, GATT services, beacon ids.
 
 Mistakes a technician can make are caught here and name the key: a MAC address in the wrong
 shape, an object name BTHome does not have, a health service this driver does not speak, points
-in GATT mode (whose data are events, not points).
+in GATT mode (whose data are events, not points), a beacon with neither address nor ids (or ids
+of the other format), mode advert without a profile whose layout loads, a point its mode does
+not give. In modes ibeacon, eddystone and advert a point's `object:` is checked against the
+points the device's advertisements give (`_ADVERT_POINTS`, set while its entry is validated).
 """
 
 from __future__ import annotations
