@@ -47,24 +47,26 @@ class SharedScanner:
 
     async def add(self, address: str, listener: Listener) -> None:
         """Listen for `address` (upper case); starts scanning for the first listener."""
-        async with self._lock:
-            if address in self.listeners:
-                raise ValueError(f"BLE address {address} is already used by another device of this site")
-            self.listeners[address] = listener
-            try:
-                await self._start()
-            except BaseException:
-                self.listeners.pop(address, None)
-                raise
+        await self._add(
+            self.listeners,
+            address,
+            listener,
+            f"BLE address {address} is already used by another device of this site",
+        )
 
     async def add_by_ids(self, device_id: str, listener: Listener) -> None:
         """Offer `listener` every advertisement no address claims (a beacon matched by its ids)."""
-        async with self._lock:
-            self.by_ids[device_id] = listener
+        await self._add(self.by_ids, device_id, listener, f"device {device_id} already listens")
+
+    async def _add(self, table: dict[str, Listener], key: str, listener: Listener, taken: str) -> None:
+        async with self._lock:  # checked and taken in one step: two devices starting at once
+            if key in table:
+                raise ValueError(taken)
+            table[key] = listener
             try:
                 await self._start()
             except BaseException:
-                self.by_ids.pop(device_id, None)
+                table.pop(key, None)
                 raise
 
     async def _start(self) -> None:

@@ -41,6 +41,11 @@ def thermometer(**extra: Any) -> dict[str, Any]:
     }
 
 
+def cart_site(mode: str, **ids: Any) -> dict[str, Any]:
+    """A site with one beacon, `cart-7`, matched by its ids (no address)."""
+    return {"devices": [{"id": "cart-7", "driver": "ble", "mode": mode, "adapter": ADAPTER, "beacon": ids}]}
+
+
 async def test_vendor_layout_becomes_readings_and_repeats_are_dropped(
     tmp_path: Path, bluez: MockBluez
 ) -> None:
@@ -76,17 +81,7 @@ async def test_silent_beacon_is_absent_and_its_values_stale(tmp_path: Path, blue
 
 
 async def test_eddystone_matched_by_namespace_across_addresses(tmp_path: Path, bluez: MockBluez) -> None:
-    site = {
-        "devices": [
-            {
-                "id": "cart-7",
-                "driver": "ble",
-                "mode": "eddystone",
-                "adapter": ADAPTER,
-                "beacon": {"namespace": NAMESPACE},
-            }
-        ]
-    }
+    site = cart_site("eddystone", namespace=NAMESPACE)
     uid = adverts.encode_eddystone(EddystoneUID(NAMESPACE, "000000000007", -20))
     tlm = adverts.encode_eddystone(EddystoneTLM(2840, 19.0, 5223, 1094.8))
     async with running_site(tmp_path, site, web=False) as rt:
@@ -168,17 +163,7 @@ async def test_ruuvi_manufacturer_data_through_bluez(tmp_path: Path, bluez: Mock
 
 
 async def test_ibeacon_matched_by_its_ids_whatever_its_address(tmp_path: Path, bluez: MockBluez) -> None:
-    site = {
-        "devices": [
-            {
-                "id": "cart-7",
-                "driver": "ble",
-                "mode": "ibeacon",
-                "adapter": ADAPTER,
-                "beacon": {"uuid": CART_UUID.upper(), "major": 1},
-            }
-        ]
-    }
+    site = cart_site("ibeacon", uuid=CART_UUID.upper(), major=1)
     cart = adverts.encode_ibeacon(adverts.IBeacon(CART_UUID, 1, 7, -59))
     other_major = adverts.encode_ibeacon(adverts.IBeacon(CART_UUID, 2, 7, -59))
     stranger = adverts.encode_ibeacon(adverts.IBeacon("e2c56db5-dffb-48d2-b060-d0f5a71096e0", 1, 7, -59))
