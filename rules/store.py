@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.state import StateDB
+from edge.store.rows import sealer_for
 from rules.engine import KeyState
 from rules.model import PackPlace, RuleDoc, edited_text
 
@@ -226,9 +227,29 @@ class RuleStore:
             ).fetchall()
         out: dict[str, dict[str, KeyState]] = {}
         for r in rows:
-            args = tuple(json.loads(r[6])) if r[6] else None
+            text = self._open_args(r[0], r[1], r[6])
+            args = tuple(json.loads(text)) if text else None
             out.setdefault(r[0], {})[r[1]] = KeyState(r[2], r[3], r[4], r[5], args)
         return out
+
+    # A state's args are the record that fired it (a blood pressure, say): where the site seals
+    # sensitive data at rest, they are sealed like the journal's payloads, bound to the rule and key.
+    def _seal_args(self, rule_id: str, key: str, args: tuple[Any, ...] | None) -> str | bytes | None:
+        if not args:
+            return None
+        text = json.dumps(args, default=str, ensure_ascii=False)
+        if sealer_for(self.state.path) is None:
+            return text
+        from edge.privacy.atrest import seal_text  # cryptography, only where a site seals
+
+        return seal_text(self.state.path, text, f"rule_state\x00{rule_id}\x00{key}")
+
+    def _open_args(self, rule_id: str, key: str, stored: str | bytes | None) -> str | None:
+        if stored is None or isinstance(stored, str):
+            return stored
+        from edge.privacy.atrest import open_text
+
+        return open_text(self.state.path, stored, f"rule_state\x00{rule_id}\x00{key}")
 
     def save_states(self, rows: list[tuple[str, str, KeyState | None]]) -> None:
         with self.state.lock:
@@ -251,7 +272,7 @@ class RuleStore:
                             st.since,
                             st.last_fired,
                             st.last_notified,
-                            json.dumps(st.args, default=str, ensure_ascii=False) if st.args else None,
+                            self._seal_args(rule_id, key, st.args),
                         ),
                     )
                 conn.execute("COMMIT")

@@ -85,8 +85,8 @@ async def test_a_rule_alert_quoting_a_sensitive_value_is_sealed_too(tmp_path: Pa
         alert = next(r for r in rt.journal.tail(10) if r.get("kind") == "alert")
         assert str(SYSTOLIC) in alert["payload"]["message"]
         await rt.journal.flush()
-    # the rule's own state (its evaluation context in the state DB) is the rules engine's to seal
-    assert plaintext_in(tmp_path, skip=("state.db",)) == []
+    # the rule's own state (the record that fired it, in the state DB) is sealed too
+    assert plaintext_in(tmp_path) == []
 
 
 async def test_a_sensitive_point_keeps_its_last_value_across_a_restart(tmp_path: Path, master: Path) -> None:
@@ -96,3 +96,28 @@ async def test_a_sensitive_point_keeps_its_last_value_across_a_restart(tmp_path:
     async with running_site(tmp_path, site_doc(master)) as rt:
         # what the rules took as the point's value before the kiosk reported again
         assert rt.restored_good["kiosk-1.last_systolic"].value == SECRET_VALUE
+
+
+async def test_a_rule_state_sealed_at_rest_comes_back_after_a_restart(tmp_path: Path, master: Path) -> None:
+    """The record that made a rule active is kept sealed in the state DB and opened again at the
+    next start, so the active alert keeps what fired it."""
+    rule = {
+        "id": "bp-high",
+        "when": [{"event": "blood_pressure"}],
+        "if": "payload['systolic_mmhg'] >= 140",
+        "clear_if": "payload['systolic_mmhg'] < 120",
+        "then": [{"alert": "high reading"}],
+    }
+    async with running_site(tmp_path, site_doc(master)) as rt:
+        rt.components["rules"].put(rule, "test", "create")
+        rt.hub.ingest(
+            [Event("blood_pressure", "kiosk-1", payload={"systolic_mmhg": SYSTOLIC}, ts=time.time())]
+        )
+        rr = rt.components["rules"].engine.rules["bp-high"]
+        assert rr.summary == "active"
+    assert plaintext_in(tmp_path) == []  # the state DB holds the args sealed
+    async with running_site(tmp_path, site_doc(master)) as rt:
+        rr = rt.components["rules"].engine.rules["bp-high"]
+        assert rr.summary == "active"
+        (state,) = rr.states.values()
+        assert state.args is not None and {"systolic_mmhg": SYSTOLIC} in state.args
