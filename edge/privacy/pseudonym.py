@@ -42,7 +42,8 @@ MIN_KEY_BYTES = 32
 #: the demo gate's `vehicle_passage` and the parking pack's `vehicle` carry the licence plate; the
 #: simulated kiosk's measurements carry the resident id, a BLE cuff's, scale's or thermometer's the
 #: device's user index (which, with the device, names one person), a glucose meter's or
-#: oximeter's the `resident` its device entry names. Measurement values are
+#: oximeter's the `resident` its device entry names; an alert acknowledgement (`alert_ack`) carries
+#: the account name of who acknowledged it. Measurement values are
 #: sensitive but do not identify anyone on their own: they are withheld or encrypted, not
 #: pseudonymised.
 DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -53,6 +54,7 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "body_temperature": ("resident", "user"),
     "glucose": ("resident", "user"),
     "spo2": ("resident", "user"),
+    "alert_ack": ("user",),  # the account that acknowledged an alert
 }
 KNOWN_FIELDS = frozenset(f for fields in DEFAULT_FIELDS.values() for f in fields)
 

@@ -16,6 +16,7 @@ import pytest
 
 from edge.api.tokens import create_token
 from edge.kpi.days import Days
+from edge.privacy.pseudonym import WITHHELD
 from edge.runtime import Runtime
 from tests.support.site import load
 from tests.support.waiting import until, until_async
@@ -104,6 +105,8 @@ async def test_kpi_daily_and_alert_ack_reach_a_receiver_and_the_pull_api(
             assert ack["payload"]["seq"] == alert["seq"]
             assert ack["payload"]["rule"] == "kpi" and ack["payload"]["severity"] == "warning"
             assert ack["payload"]["comment"] == "技术员已到场" and ack["payload"]["privacy"] == "personal"
+            # who acknowledged is personal: a recipient without a pseudonym key does not get the name
+            assert ack["payload"]["user"] is None and ack["payload"]["user_withheld"] == WITHHELD
             waited = ack["payload"]["acked_at"] - alert["ts"]
 
             # the pull API carries both
