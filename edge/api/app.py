@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from edge.api import account_routes, auth, blobs, core_routes, metrics, pull, tokens
+from edge.api import account_routes, auth, blobs, core_routes, metrics, privacy_routes, pull, tokens
 from edge.api.auth import auth_middleware
 from edge.api.keys import CONNECTIONS_KEY, RUNTIME_KEY
 from edge.api.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
@@ -22,7 +22,7 @@ log = logging.getLogger("edge.web")
 
 #: the core's route modules, each with `setup(app, runtime)`, in order; plugins add theirs after
 #: (`edge.plugins`, `routes`)
-ROUTE_MODULES = [auth, tokens, core_routes, pull, metrics, account_routes, blobs]
+ROUTE_MODULES = [auth, tokens, core_routes, pull, metrics, account_routes, blobs, privacy_routes]
 MAX_BODY = 1024 * 1024
 
 

@@ -3,7 +3,7 @@
 Written as data (not derived from handlers) and checked against the app's router by
 tests/sync/test_openapi.py, so the two cannot drift apart. This module holds the pull paths and
 assembles the document; the core's other areas are in `openapi_web` (core, accounts, tokens,
-audit) and `openapi_blobs`. A plugin that adds routes describes them in its own
+audit), `openapi_blobs` and `openapi_privacy`. A plugin that adds routes describes them in its own
 `openapi.py` and declares it through the `openapi` hook of its manifest (`edge.plugins`), so the
 document holds a feature's paths exactly when the installation has the feature.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edge import __version__
-from edge.api import openapi_blobs, openapi_web
+from edge.api import openapi_blobs, openapi_privacy, openapi_web
 from edge.api.openapi_base import (
     BODY_ERRORS,
     COMPONENTS,
@@ -308,6 +308,7 @@ def document() -> dict[str, Any]:
     areas: list[tuple[str, Mapping[str, Any]]] = [
         ("the core", openapi_web.paths()),
         ("the core", openapi_blobs.paths()),
+        ("the core", openapi_privacy.paths()),
     ]
     for plugin in registry().with_hook("openapi"):
         if plugin.openapi is not None:

@@ -1,0 +1,159 @@
+"""The privacy routes for an admin: the record of processing (`edge privacy report --json`), and a
+resident's copy (PIPL art. 45) and erasure (art. 47), the same as `edge privacy export` and
+`forget`. The resident's reference travels in the body of a POST, so it stays out of URLs and
+access logs; every call is one audit entry, naming the resident by the site's pseudonym only.
+Described by `edge.api.openapi_privacy`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from edge import audit
+from edge.api import keys
+from edge.api.auth import require
+from edge.api.privacy import limit_for, route_of
+from edge.api.problem import Problem, json_response, read_json
+from edge.model import PRIVACY_RANK, Privacy
+from edge.privacy import report as processing
+from edge.privacy import subjects
+from edge.privacy.component import PrivacyComponent
+
+if TYPE_CHECKING:
+    from edge.api.auth import Principal
+    from edge.privacy.atrest import Sealer
+    from edge.runtime import Runtime
+    from edge.state import StateDB
+
+#: records one export answers; a resident with more is exported on the gateway (`edge privacy export`)
+MAX_EXPORT_RECORDS = 50_000
+MAX_BODY = 4096
+
+
+def _admin(request: web.Request) -> Principal:
+    principal = require(request, "admin")
+    if limit_for(principal) < PRIVACY_RANK[Privacy.SENSITIVE]:
+        raise Problem(403, "Private data", "a resident's records are sensitive: an admin's role is needed")
+    return principal
+
+
+def _subject(data: Any) -> str:
+    if not isinstance(data, dict) or set(data) != {"subject"} or not isinstance(data["subject"], str):
+        raise Problem(400, "Bad body", 'send {"subject": "<resident id, user id or plate>"} and nothing else')
+    try:
+        return subjects.check_subject(data["subject"])
+    except ValueError as exc:
+        raise Problem(400, "Bad subject", str(exc).replace("--subject", "subject")) from None
+
+
+async def _subject_request(request: web.Request) -> tuple[Principal, Runtime, Sealer, StateDB, str]:
+    principal = _admin(request)
+    subject = _subject(await read_json(request, MAX_BODY))
+    runtime = keys.get_runtime(request)
+    comp = runtime.component(PrivacyComponent)
+    if comp is None or comp.sealer is None or runtime.state is None:
+        # without the site's keys a resident has no pseudonym to audit under and nothing sealed
+        # to shred: the command line's export still reads a journal in clear
+        raise Problem(
+            409,
+            "Encryption at rest is off",
+            "this site has no privacy.master_key_file: nothing is sealed per resident; "
+            "see docs/privacy.md, or use edge privacy export on the gateway",
+        )
+    return principal, runtime, comp.sealer, runtime.state, subject
+
+
+async def privacy_report(request: web.Request) -> web.Response:
+    principal = _admin(request)
+    runtime = keys.get_runtime(request)
+    built = await asyncio.to_thread(lambda: processing.build(runtime.site).as_dict())
+    if runtime.state is not None:
+        await asyncio.to_thread(
+            audit.record,
+            runtime.state,
+            principal.name,
+            "read",
+            route_of(request.method, request.path),
+            kind=principal.kind,
+            what="record of processing",
+        )
+    return json_response(built)
+
+
+async def export(request: web.Request) -> web.Response:
+    principal, runtime, sealer, state, subject = await _subject_request(request)
+
+    def collect() -> list[bytes]:
+        lines: list[bytes] = []
+        for rec in subjects.journal_records(runtime.journal.path, subject):
+            if len(lines) >= MAX_EXPORT_RECORDS:
+                raise Problem(
+                    413,
+                    "Too many records",
+                    f"this resident has more than {MAX_EXPORT_RECORDS} records: "
+                    "use edge privacy export --subject on the gateway",
+                )
+            lines.append(orjson.dumps(rec, default=str) + b"\n")
+        return lines
+
+    lines = await asyncio.to_thread(collect)
+    pseudonym = sealer.keys.local_pseudonym(subject)
+    await asyncio.to_thread(
+        audit.record,
+        state,
+        principal.name,
+        "privacy_export",
+        pseudonym,
+        records=len(lines),
+        kind=principal.kind,
+    )
+    return web.Response(
+        body=b"".join(lines),
+        content_type="application/x-ndjson",
+        headers={
+            "Content-Disposition": f'attachment; filename="subject-{pseudonym}.jsonl"',
+            "X-Records": str(len(lines)),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def forget(request: web.Request) -> web.Response:
+    principal, runtime, sealer, state, subject = await _subject_request(request)
+    done = await asyncio.to_thread(subjects.forget, runtime.site, sealer, state, subject)
+    await asyncio.to_thread(
+        audit.record,
+        state,
+        principal.name,
+        "privacy_forget",
+        done.subject_pseudonym,
+        had_key=done.had_key,
+        kept_in_clear=done.kept_in_clear,
+        recipients=done.recipients,
+        kind=principal.kind,
+    )
+    comp = runtime.component(PrivacyComponent)
+    if comp is not None:  # the subject_erased notice now, not at the next poll
+        await comp.journal_notices()
+    return json_response(
+        {
+            "subject": done.subject_pseudonym,
+            "had_key": done.had_key,
+            "kept_in_clear": done.kept_in_clear,
+            "recipients": done.recipients,
+        }
+    )
+
+
+ROUTES = [
+    web.get("/api/v1/privacy/report", privacy_report),
+    web.post("/api/v1/privacy/subjects/export", export),
+    web.post("/api/v1/privacy/subjects/forget", forget),
+]
+
+
+def setup(app: web.Application, runtime: Runtime) -> None:
+    app.router.add_routes(ROUTES)
