@@ -159,7 +159,7 @@ async def first_setup(request: web.Request) -> web.Response:
             raise _bad(exc) from None
         accounts.setup_code.consume()
     audit.record(state, name, "setup", name, role="admin", address=_address(request))
-    sid, csrf = acc.create_session(state, name, _address(request))
+    sid, csrf = acc.sign_in(state, name, _address(request))
     response = json_response(
         {"user": {"name": name, "role": "admin"}, "csrf": csrf, "next": safe_next(nxt)}, status=201
     )
@@ -180,7 +180,7 @@ async def login(request: web.Request) -> web.Response:
         audit.record(state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request))
         return _refused(exc, "Login failed" if exc.status == 401 else "Too many attempts")
     audit.record(state, name, "login", name, address=_address(request))
-    sid, csrf = acc.create_session(state, name, _address(request))
+    sid, csrf = acc.sign_in(state, name, _address(request))
     response = json_response({"user": {"name": name, "role": role}, "csrf": csrf, "next": safe_next(nxt)})
     _set_cookie(response, request, sid)
     return response
@@ -216,7 +216,7 @@ async def change_password(request: web.Request) -> web.Response:
         raise _bad(exc) from None
     audit.record(state, principal.name, "password_change", principal.name)
     # every session of the user ended; start a fresh one for this browser
-    sid, csrf = acc.create_session(state, principal.name, _address(request))
+    sid, csrf = acc.sign_in(state, principal.name, _address(request))
     response = json_response({"ok": True, "csrf": csrf})
     _set_cookie(response, request, sid)
     return response

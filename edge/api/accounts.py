@@ -446,7 +446,6 @@ def verify_login(state: StateDB, guard: LoginGuard, name: str, password: str, ad
     rehashed = hash_password(password) if hasher().check_needs_rehash(pw_hash) else None
     with state.lock:
         state.conn.execute("DELETE FROM login_throttle WHERE name=? AND source=?", key)
-        state.conn.execute("UPDATE users SET last_login=? WHERE name=?", (time.time(), name))
         if rehashed is not None:
             state.conn.execute(
                 "UPDATE users SET pw_hash=? WHERE name=? AND pw_hash=?", (rehashed, name, pw_hash)
@@ -530,6 +529,16 @@ def _verify(pw_hash: str, password: str) -> bool:
 
 
 # ---------------------------------------------------------------- sessions
+def sign_in(state: StateDB, user: str, address: str = "") -> tuple[str, str]:
+    """A user who proved who they are (first setup, login, password change) gets a session, and
+    the account's last login is now: every way in goes through here, so the users page never
+    shows an admin who set the gateway up as one who never logged in."""
+    ensure(state)
+    with state.lock:
+        state.conn.execute("UPDATE users SET last_login=? WHERE name=?", (time.time(), user))
+    return create_session(state, user, address)
+
+
 def create_session(state: StateDB, user: str, address: str = "") -> tuple[str, str]:
     """A new session; returns (cookie value, csrf token). Only the hash of the cookie is stored."""
     ensure(state)

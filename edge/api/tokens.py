@@ -124,9 +124,32 @@ def _state(request: web.Request) -> StateDB:
     return state
 
 
+def site_consumers(runtime: Runtime) -> list[dict[str, Any]]:
+    """The pull consumers the site file declares: their tokens come from the file's references
+    (an environment variable or a file), so only where the token comes from is said, never it."""
+    return [
+        {
+            "id": c.id,
+            "description": c.description,
+            "max_privacy": str(c.max_privacy),
+            "token_from": "env" if c.token_env else "file",
+            "pseudonymised": c.pseudonymise is not None,
+            "scopes": ["pull"],
+            "source": "site",
+        }
+        for c in runtime.site.consumers
+    ]
+
+
 async def index(request: web.Request) -> web.Response:
+    """Tokens made here (database) and the consumers declared in the site file, so the users and
+    tokens page need not infer the latter from the sync status."""
     require(request, "admin")
-    return json_response({"tokens": list_tokens(_state(request))})
+    from edge.api.keys import get_runtime
+
+    return json_response(
+        {"tokens": list_tokens(_state(request)), "consumers": site_consumers(get_runtime(request))}
+    )
 
 
 async def create(request: web.Request) -> web.Response:
