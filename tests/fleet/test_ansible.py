@@ -7,9 +7,9 @@ updated, it on its previous site file, the one after it untouched."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +81,7 @@ class Fleet:
     def pid_file(self, host: str) -> Path:
         return self.dir(host) / "data" / "edge.pid"
 
-    def host_vars(self, host: str, devices: list[dict[str, Any]]) -> None:
+    def host_vars(self, host: str, devices: list[dict[str, Any]], **more: Any) -> None:
         d = self.dir(host)
         doc = {
             "edge_prefix": str(d / "opt"),
@@ -91,6 +91,7 @@ class Fleet:
             "edge_site_name": f"gateway {host}",
             "edge_web_listen": f"127.0.0.1:{self.ports[host]}",
             "edge_devices": devices,
+            **more,
         }
         (self.inventory / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(doc))
 
@@ -173,4 +174,26 @@ def test_rollout_idempotence_and_a_broken_host_stops_it(
     assert fleet.site("gw3").read_bytes() == before["gw3"]
     assert fleet.site("gw3").stat().st_mtime_ns == stamps["gw3"]
     assert int(fleet.pid_file("gw3").read_text()) == pids["gw3"]
-    assert json.loads(json.dumps(recap))  # the recap was parsed for every host that ran
+
+    # a site file edge check accepts but the gateway cannot serve (its port is taken): gw1 fails
+    # the health gate, gets its previous site file back, is restarted on it, and the rollout stops
+    fleet.host_vars("gw2", [meter("meter")])
+    good = fleet.site("gw1").read_bytes()
+    with socket.socket() as busy:
+        taken = free_port()
+        busy.bind(("127.0.0.1", taken))
+        busy.listen()
+        fleet.host_vars(
+            "gw1",
+            [meter("meter"), meter("meter-2")],
+            edge_web_listen=f"127.0.0.1:{taken}",
+            edge_health_retries=10,
+        )
+        rc, out, recap = fleet.play()
+    assert rc != 0, out
+    assert "gw1 failed its health gate and is back on its previous site file (healthy again)" in out, out
+    assert set(recap) == {"gw1"}, out
+    assert fleet.site("gw1").read_bytes() == good
+    status, health = asyncio.run(healthz(fleet.ports["gw1"]))
+    assert status == 200 and health["site"] == "site-gw1"
+    assert fleet.site("gw2").read_bytes() == before["gw2"]
