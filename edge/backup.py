@@ -139,13 +139,17 @@ def create(site: Site, out: Path) -> Summary:
         if targets.state.exists():
             store_backup.copy_database(str(targets.state), str(work / STATE))
             schema["state"] = store_backup.state_facts(str(work / STATE)).versions
-        members = [(name, work / name) for name in (JOURNAL, STATE, TREND) if (work / name).exists()]
-        members += list(_blob_files(targets.blobs))
-        for name, path in members:
+        for name, path in _blob_files(targets.blobs):
+            # copied first, so what is summed is what is archived even if retention deletes it now
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
             try:
-                files[name] = {"sha256": _sha256(path), "size": path.stat().st_size}
+                shutil.copy2(path, work / name)
             except FileNotFoundError:
                 continue  # a snapshot expired while the backup ran
+        members = [(name, work / name) for name in (JOURNAL, STATE, TREND) if (work / name).exists()]
+        members += list(_blob_files(work / BLOBS))
+        for name, path in members:
+            files[name] = {"sha256": _sha256(path), "size": path.stat().st_size}
         from edge import __version__
 
         manifest = {
@@ -165,8 +169,7 @@ def create(site: Site, out: Path) -> Summary:
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             tar.addfile(info, io.BytesIO(data))
             for name, path in members:
-                if name in files:
-                    tar.add(path, arcname=name, recursive=False)
+                tar.add(path, arcname=name, recursive=False)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, out)
@@ -194,6 +197,9 @@ def _read_manifest(tar: tarfile.TarFile, archive: Path) -> dict[str, Any]:
         not isinstance(manifest, dict)
         or manifest.get("format") != FORMAT
         or not isinstance(manifest.get("files"), dict)
+        or not all(
+            isinstance(f, dict) and isinstance(f.get("sha256"), str) for f in manifest["files"].values()
+        )
     ):
         raise BackupError(f"{archive}: {MANIFEST} is not a backup manifest of format {FORMAT}")
     return manifest

@@ -225,6 +225,17 @@ def test_restore_refuses_a_cut_archive_and_a_stranger(
 
     rewrite(archive, stranger, add_path)
     unchanged(tmp_path, config, stranger, "'../journal.db' is not a file its manifest lists")
+    odd = tmp_path / "odd.tar.gz"
+
+    def odd_manifest(member: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+        if member.name == "manifest.json":
+            doc = json.loads(data)
+            doc["files"]["journal.db"] = "not an entry"
+            data = json.dumps(doc).encode()
+        return member, data
+
+    rewrite(archive, odd, odd_manifest)
+    unchanged(tmp_path, config, odd, "manifest.json is not a backup manifest of format 1")
     plain = tmp_path / "plain.tar.gz"
     plain.write_bytes(gzip.compress(b"not a tar"))
     unchanged(tmp_path, config, plain, "not a backup archive")
