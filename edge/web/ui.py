@@ -22,7 +22,19 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = ["/", "/devices", "/devices/{id}", "/rules", "/rules/{id}", "/alerts", "/sync", "/audit", "/admin"]
+PAGES = [
+    "/",
+    "/devices",
+    "/devices/{id}",
+    "/rules",
+    "/rules/{id}",
+    "/alerts",
+    "/kpi",
+    "/sync",
+    "/audit",
+    "/admin",
+    "/privacy",
+]
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "

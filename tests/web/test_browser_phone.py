@@ -37,9 +37,11 @@ PAGES = [
     "/alerts",
     "/rules",
     "/rules/bp-high",
+    "/kpi",
     "/sync",
     "/audit",
     "/admin",
+    "/privacy",
 ]
 
 # Visible text of the page (options of a select count as visible: they are what it offers).
@@ -276,6 +278,22 @@ def check_sync(s: Session) -> None:
     assert s.page.locator('tr[data-consumer="city-platform"]').count() == 1
 
 
+def check_kpi_off(s: Session) -> None:
+    # the demo has no kpi: section: the page says how to turn KPIs on, not an error
+    cat = EN if s.lang == "en" else ZH
+    assert s.page.inner_text("#kpi-off h2") == cat["kpi.off.title"]
+    assert "kpi:" in s.page.inner_text("#kpi-off pre")
+
+
+def check_privacy(s: Session) -> None:
+    # the record of processing: the kiosk's health measurements are sensitive, the gate's plates personal
+    assert (
+        s.page.get_attribute('#privacy-events tr[data-item="blood_pressure"] [data-class]', "data-class")
+        == "sensitive"
+    )
+    assert s.page.locator('#privacy-recipients tr[data-recipient="city-platform"]').count() == 1
+
+
 def check_admin(s: Session) -> None:
     # the consumer the site file declares is listed with the API tokens
     row = s.page.locator('tr[data-site-consumer="city-platform"]')
@@ -285,6 +303,8 @@ def check_admin(s: Session) -> None:
 CHECKS = {
     "/sync": check_sync,
     "/admin": check_admin,
+    "/kpi": check_kpi_off,
+    "/privacy": check_privacy,
     "/": check_overview,
     "/devices": check_devices,
     "/devices/meter-main": check_modbus_meter,

@@ -11,6 +11,8 @@ const ROUTES = [
   [/^\/rules\/([^/]+)$/, () => import('./pages/rule_editor.js'), 'nav.rules'],
   [/^\/alerts$/, () => import('./pages/alerts.js'), 'nav.alerts'],
   [/^\/sync$/, () => import('./pages/sync.js'), 'nav.sync'],
+  [/^\/kpi$/, () => import('./pages/kpi.js'), 'nav.kpi'],
+  [/^\/privacy$/, () => import('./pages/privacy.js'), 'nav.privacy'],
   [/^\/audit$/, () => import('./pages/audit.js'), 'nav.audit'],
   [/^\/admin$/, () => import('./pages/admin.js'), 'nav.admin'],
 ];

@@ -130,6 +130,14 @@ export function createFormat({ lang = 'en', timeZone = 'UTC', t }) {
       if (!unit || s === '—') return s;
       return unit === '%' ? `${s}%` : `${s} ${unit}`;
     },
+    // A share (0..1) as a percentage: 0.99512 → "99.5%"; one decimal, two under 1 point short
+    // of whole, so 99.95% does not read as 100.0%.
+    share(v, decimals) {
+      if (missing(v)) return '—';
+      const pct = v * 100;
+      const d = Number.isInteger(decimals) ? decimals : (pct < 100 && pct >= 99 ? 2 : 1);
+      return `${f.number(pct, d)}%`;
+    },
     bytes(n) {
       if (missing(n)) return '—';
       const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

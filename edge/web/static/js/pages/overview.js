@@ -1,7 +1,9 @@
 // Overview: site health at a glance, refreshed every 5 s from /api/v1/status (whose buffer
 // carries the ingest rate and the time until full, so both show from the first render).
 // Active alerts are counted once, from /api/v1/alerts/active, for every card that shows them.
+// An untrusted clock is a warning above the cards; a site with KPIs shows today's so far.
 import { api, fmt, fmtAge, fmtBytes, h, t, table } from '../core.js';
+import { grade, share, today as kpiToday } from './kpi.js';
 
 const STATES = ['online', 'degraded', 'offline', 'starting', 'stopped'];
 
@@ -15,16 +17,19 @@ function stat(key, value, label, cls) {
 
 export async function render(view) {
   view.append(h('h1', {}, t('overview.title')));
+  const clock = h('div', { id: 'clock-warning', class: 'warn-box', role: 'status', hidden: true });
   const body = h('div', { class: 'grid' });
-  view.append(body);
+  view.append(clock, body);
   let timer = null;
 
   async function refresh() {
-    const [st, alerts, sync] = await Promise.all([
+    const [st, alerts, sync, kpi] = await Promise.all([
       api('GET', '/api/v1/status'),
       api('GET', '/api/v1/alerts/active').catch(() => null),
       api('GET', '/api/v1/sync', undefined, { allowError: true }).then((r) => (r.ok ? r.data : null)),
+      kpiToday().catch(() => null),
     ]);
+    showClock(clock, st.clock);
     const now = Date.now() / 1000;
     const f = fmt();
     const rate = st.buffer.ingest_rate ?? null;
@@ -68,6 +73,17 @@ export async function render(view) {
         stat('hub-received', f.number(st.hub.received, 0), t('overview.received'))),
       h('p', { class: 'hint' }, t('overview.uptime', { age: f.duration(st.uptime_s), since: f.dateTime(now - st.uptime_s) })));
     const cards = [deviceCard, alertCard, bufferCard, hubCard];
+    if (kpi) {
+      const dev = kpi.devices || [];
+      const worstTarget = (k) => Math.max(...dev.map((x) => (x.targets || {})[k] ?? 0), 0) || null;
+      const unacked = (kpi.alerts || {}).awaiting_ack ?? 0;
+      cards.splice(2, 0, card(t('overview.kpi'),
+        h('div', { class: 'stats', id: 'kpi-today' },
+          stat('kpi-availability', share(kpi.site.availability), t('overview.kpiAvailability'), `g-${grade(kpi.site.availability, worstTarget('availability'))}`),
+          stat('kpi-completeness', share(kpi.site.completeness), t('overview.kpiCompleteness'), `g-${grade(kpi.site.completeness, worstTarget('completeness'))}`),
+          stat('kpi-unacked', f.number(unacked, 0), t('overview.kpiUnacked'), unacked ? 'st-offline' : 'st-online')),
+        h('a', { href: '/kpi' }, t('overview.toKpi'))));
+    }
     if (sync && (sync.sinks.length || sync.consumers.length)) {
       cards.push(card(t('overview.sync'), h('table', { class: 'plain' }, h('tbody', {},
         sync.sinks.map((s) => h('tr', { 'data-sync': s.id }, h('td', {}, s.id),
@@ -87,6 +103,18 @@ export async function render(view) {
   await refresh();
   timer = setInterval(() => refresh().catch(() => {}), 5000);
   return () => clearInterval(timer);
+}
+
+// The clock's trust (`clock` of /api/v1/status): a warning in the page's language, with the
+// gateway's own reason (it names the kernel's sync state) as data.
+function showClock(box, clock) {
+  const untrusted = !!clock && clock.trusted === false;
+  box.hidden = !untrusted;
+  if (!untrusted) { box.replaceChildren(); return; }
+  box.replaceChildren(
+    h('strong', {}, t('overview.clockUntrusted')),
+    h('div', {}, t('overview.clockReason'), ' ', h('span', { translate: 'no', 'data-k': 'clock-reason' }, clock.reason || '')),
+    h('div', { class: 'sub' }, t('overview.clockHelp')));
 }
 
 // The components the UI knows get translated rows; any other falls back to its raw fields.

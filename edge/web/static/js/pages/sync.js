@@ -1,5 +1,7 @@
 // Sync: per sink and consumer cursor, backlog, last success/error; dead letters with retry. An
-// empty list says so ("no push sinks configured") rather than showing bare headers.
+// empty list says so ("no push sinks configured") rather than showing bare headers. MQTT sinks
+// (those whose status says whether the broker link is up) get a second table for the link:
+// connected, session present, in flight, last PUBACK, backlog.
 import { api, errorBox, fmt, fmtAge, fmtBytes, fmtTime, h, t, table, tableOrNone } from '../core.js';
 
 export async function render(view) {
@@ -26,6 +28,8 @@ export async function render(view) {
       h('td', {}, fmtTime(s.last_success)), h('td', { class: 'err-text' }, s.last_error || ''),
       h('td', {}, s.retry_in_s ? fmt().fromNow(s.retry_in_s) : '—'), h('td', {}, fmt().number(s.dead_letters || 0, 0)))),
     t('sync.noSinks'), { id: 'sinks' }));
+  const mqtt = (d.sinks || []).filter((s) => 'connected' in s && 'last_puback' in s);
+  if (mqtt.length) view.append(h('h2', {}, t('sync.mqttSinks')), mqttTable(mqtt));
   view.append(h('h2', {}, t('sync.consumers')), tableOrNone(
     [t('sync.id'), t('sync.cursor'), t('overview.backlog'), t('overview.oldestUnsent'), t('sync.lastAck')],
     (d.consumers || []).map((c) => h('tr', { 'data-consumer': c.id },
@@ -47,4 +51,18 @@ export async function render(view) {
         } }, t('sync.retry')))))) : h('p', { class: 'hint' }, t('sync.noDead')));
   }
   await loadDead();
+}
+
+function mqttTable(sinks) {
+  const now = Date.now() / 1000;
+  return table([t('sync.id'), t('sync.broker'), t('sync.connected'), t('sync.sessionPresent'), t('sync.inFlight'), t('sync.lastPuback'), t('overview.backlog')],
+    sinks.map((s) => h('tr', { 'data-mqtt': s.id },
+      h('td', { translate: 'no' }, s.id),
+      h('td', { translate: 'no' }, s.broker || s.url || ''),
+      h('td', { 'data-k': 'connected', class: s.connected ? '' : 'err-text' }, s.connected ? t('sync.isConnected') : t('sync.notConnected')),
+      h('td', { 'data-k': 'session' }, s.session_present ? t('sync.sessionKept') : t('sync.sessionNew')),
+      h('td', { 'data-k': 'in-flight' }, `${fmt().number(s.in_flight ?? 0, 0)} / ${fmt().number(s.max_in_flight ?? 1, 0)}`),
+      h('td', { 'data-k': 'last-puback', title: fmtTime(s.last_puback) }, s.last_puback ? fmt().relative(s.last_puback, now) : '—'),
+      h('td', { 'data-k': 'backlog' }, `${fmt().number(s.backlog_rows, 0)} (${fmtBytes(s.backlog_bytes)})`))),
+    { id: 'mqtt-sinks' });
 }
