@@ -1,7 +1,8 @@
 """Sync benchmark: drain a backlog of readings from the journal to a local HTTP receiver, beside
 the floor of encoding + gzip + POST of the same rows without the journal (same encoder, same
 receiver, one batch in flight), measured in the same run; then the pull API's rows/s for a
-consumer catching up, beside a paged SELECT of the same journal (alternated, 3 rounds, medians); then the same drain over a
+consumer catching up (in a process of its own, as a central platform is), beside a paged SELECT of
+the same journal (alternated, 3 rounds, medians; CPU per row is the gateway's alone); then the same drain over a
 high-latency link (a receiver that holds every answer 100 ms, 50 ms with --quick: a 4G or
 satellite round trip) with max_in_flight 1, 4 and 8 and batches of 5000, and with the sink's
 default settings (one batch in flight, batches sized by the link up to batch.max_items).
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import yaml
 
 BATCH = 5000
@@ -205,10 +205,14 @@ PULL_ROUNDS = 3  # pull catch-ups, each beside its own paged SELECT; the figures
 PULL_TOKEN = "bench-pull-token-{}-0123456789"
 
 
-async def pull_catch_up(base: str, consumer: str, token: str) -> tuple[float, float]:
-    """Rows/s and CPU s/row (this process, all threads: the gateway and the consumer) of `consumer`
-    paging the whole journal from 0 through the pull API, 10k a page, acking each page (a
-    consumer catching up after an outage)."""
+# The consumer: a central platform reading over the network, so a process of its own (as the
+# receivers are): it pages the whole journal from 0, 10k a page, parses each page and acks it (a
+# consumer catching up after an outage); prints its rows, seconds and CPU seconds.
+PULL_CONSUMER = """
+import asyncio, sys, time
+import aiohttp, orjson
+base, consumer, token = sys.argv[1:4]
+async def main():
     got = 0
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         start, cpu = time.perf_counter(), time.process_time()
@@ -219,8 +223,27 @@ async def pull_catch_up(base: str, consumer: str, token: str) -> tuple[float, fl
             got += len(page["items"])
             after, more = page["next"], page["more"]
             async with http.post(f"{base}/consumers/{consumer}/ack", json={"seq": after}) as r:
-                assert r.status == 200
-        return got / (time.perf_counter() - start), (time.process_time() - cpu) / got
+                assert r.status == 200, r.status
+        print(got, time.perf_counter() - start, time.process_time() - cpu)
+asyncio.run(main())
+"""
+
+
+async def pull_catch_up(base: str, consumer: str, token: str) -> tuple[float, float, float]:
+    """Rows/s of `consumer` paging the whole journal through the pull API, with the CPU s/row of
+    the gateway (this process, all threads) and of the consumer (its process) apart: the
+    consumer's parsing of what it reads is its own machine's work, not the gateway's."""
+    cpu = time.process_time()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PULL_CONSUMER, base, consumer, token, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await child.communicate()
+    gateway_cpu = time.process_time() - cpu
+    if child.returncode != 0:
+        raise SystemExit(f"the pull consumer failed with {child.returncode}")
+    got, seconds, consumer_cpu = out.split()
+    rows = int(got)
+    return rows / float(seconds), gateway_cpu / rows, float(consumer_cpu) / rows
 
 
 def paged_select(db: Path) -> tuple[float, float]:
@@ -245,7 +268,7 @@ def paged_select(db: Path) -> tuple[float, float]:
 
 async def drain_and_pull(
     tmp: Path, url: str, committed: int
-) -> tuple[float, float, list[tuple[float, float]], list[tuple[float, float]]]:
+) -> tuple[float, float, list[tuple[float, float, float]], list[tuple[float, float]]]:
     """The sink's drain, then PULL_ROUNDS rounds of a consumer catching up (a new consumer each
     round, so each pages from 0) beside the paged SELECT, both with the runtime up: the machine
     is shared, so each pull has its floor measured a moment later, not minutes apart."""
@@ -334,7 +357,8 @@ def main() -> None:
         f"ratio {pull_ratio:.2f} (median of the rounds' own; target >= 0.60)"
     )
     print(
-        f"  CPU per row: pull {statistics.median(p[1] for p in pulls) * 1e6:.2f} us (gateway and consumer), "
+        f"  CPU per row: pull {statistics.median(p[1] for p in pulls) * 1e6:.2f} us in the gateway "
+        f"(and {statistics.median(p[2] for p in pulls) * 1e6:.2f} us in the consumer's process), "
         f"SELECT {statistics.median(q[1] for q in selects) * 1e6:.2f} us (cpu_ratio {pull_cpu_ratio:.2f})"
     )
     print(
@@ -364,6 +388,8 @@ def main() -> None:
                 "select_rows_per_s": round(select_rate),
                 "pull_ratio": round(pull_ratio, 3),
                 "pull_cpu_ratio": round(pull_cpu_ratio, 3),
+                "pull_gateway_cpu_us_per_row": round(statistics.median(p[1] for p in pulls) * 1e6, 3),
+                "pull_consumer_cpu_us_per_row": round(statistics.median(p[2] for p in pulls) * 1e6, 3),
                 "pull_rounds_rows_per_s": [round(p[0]) for p in pulls],
                 "select_rounds_rows_per_s": [round(q[0]) for q in selects],
                 "latency_ms": round(latency * 1000),

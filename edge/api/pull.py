@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,10 +23,10 @@ from edge.api import keys, openapi, privacy
 from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
-from edge.model import Privacy
+from edge.model import QUALITY_NAMES, Privacy
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
-from edge.store.reader import JournalReader
+from edge.store.reader import JournalReader, Row
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 
 if TYPE_CHECKING:
@@ -103,15 +104,43 @@ class PullService:
         kept = self.shaper_for(consumer).apply(self.filter_for(consumer).apply(rows))
         nxt = rows[-1][0] if rows else after
         more = nxt < self.runtime.journal.committed_seq
-        items = [row_to_record(r) for r in kept]
+        items = records_of(kept)
         page = {"items": items, "next": nxt, "more": more}
         # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
         # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
-        return orjson.dumps(page, default=str), len(kept), privacy.count_records(self.runtime, items)
+        return orjson.dumps(page, default=str), len(kept), self.read_counts(kept, items)
+
+    def read_counts(self, rows: list[Row], items: list[dict[str, Any]]) -> privacy.ReadCounts:
+        """`privacy.count_records(items)`, by point for a page of readings only: one class
+        look-up per point instead of one per record (a page holds few points many times)."""
+        if list(map(_KIND, rows)).count(None) != len(rows):
+            return privacy.count_records(self.runtime, items)
+        counts: privacy.ReadCounts = Counter()
+        points = self.runtime.hub.points
+        for point, n in Counter(map(_POINT, rows)).items():
+            info = points.get(point)
+            privacy.count_read(counts, PRIVACY_RANK[info.privacy] if info is not None else 0, n)
+        return counts
 
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+
+
+_KIND = itemgetter(5)
+_POINT = itemgetter(2)
+
+
+def records_of(rows: list[Row]) -> list[dict[str, Any]]:
+    """`row_to_record` of each row, with the plain reading (no flag in its quality column: most
+    of a page) built inline: a call per record was a fifth of a page's CPU."""
+    names = QUALITY_NAMES
+    return [
+        {"seq": r[0], "ts": r[1], "type": "reading", "point": r[2], "value": r[3], "quality": names[r[4]]}
+        if r[5] is None and r[4] < 3
+        else row_to_record(r)
+        for r in rows
+    ]
 
 
 def consumer_of(principal: Principal) -> str:
