@@ -78,11 +78,12 @@ def register(sub: Subcommands) -> None:
     add_command(
         group,
         "forget",
-        help="erase one resident: delete their data key so every sealed copy stops opening",
-        description="Deletes the resident's data key (crypto-shredding, PIPL art. 47): their sensitive\n"
-        "records stop opening everywhere at once (journal, trend index, dead letters, and backups of\n"
-        "those files taken before) and read as erased. Records that name them in clear (a personal\n"
-        "plate) are counted and kept to their retention. A subject_erased event carrying only\n"
+        help="erase one resident or plate: delete its data key so every sealed copy stops opening",
+        description="Deletes the subject's data key (crypto-shredding, PIPL art. 47): its personal and\n"
+        "sensitive records (a resident's measurements, a plate's passages) stop opening everywhere at\n"
+        "once (journal, trend index, dead letters, and backups of those files taken before) and read\n"
+        "as erased. Records that name it outside its key (a public event, an alert sealed under the\n"
+        "site key) are counted and kept to their retention. A subject_erased event carrying only\n"
         "pseudonyms (the site's, and each recipient's own) is journaled by the gateway (within seconds\n"
         "when it runs, else at its next start). Written to the audit log. Cannot be undone.",
         epilog="example:\n  edge privacy forget -c site.yaml --subject R-1042",
@@ -225,7 +226,8 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
             if done.had_key
             else "held no data key"
         )
-        + f"; {done.kept_in_clear} records name it in clear and stay until their retention;"
+        + f"; {done.kept_in_clear} records name it outside its key (in clear, or sealed under"
+        " another key) and stay until their retention;"
         " the subject_erased event is journaled by the gateway"
     )
     return 0

@@ -1,10 +1,14 @@
-"""Sensitive values sealed before they reach SQLite, opened again where rows are read.
+"""Personal and sensitive values sealed before they reach SQLite, opened again where rows are read.
 
-What is sealed: the payload of every `sensitive` event and the value of every reading of a
-`sensitive` point, in the journal (and, being copied as they are, in the trend index's events),
-and a sensitive record a sink dead-lettered (state DB). Each is an envelope of
-`edge.privacy.keys` under its subject's data key: the resident named by the payload's `resident`,
-`user` or `subject` field, else the site-wide key `SITE_SUBJECT` (a sensitive point's readings).
+What is sealed: the payload of every `personal` or `sensitive` event, the value of every reading
+of a `sensitive` point and the string values of a `personal` point (a gate's `last_plate`), in
+the journal (and, being copied as they are, in the trend index's events), and a personal or
+sensitive record a sink dead-lettered (state DB). Each is an envelope of `edge.privacy.keys` under
+its subject's data key: the person named by the payload's `resident`, `user`, `subject` or
+`plate` field (a plate is its own subject: forgetting it shreds its passages), a string value
+itself (a `last_plate` reading), else the site-wide key `SITE_SUBJECT` (a sensitive point's
+numbers, an alert that names nobody). A personal point's numbers are not sealed: they identify
+nobody on their own, and keep their trend buckets.
 
 The associated data binds an envelope to its row: the column, the record's time and its point
 (an event's source), so an envelope copied onto another record does not open. The trend index
@@ -47,7 +51,7 @@ __all__ = [
 ]
 
 SITE_SUBJECT = "@site"  # the data key of sensitive records that name no resident
-SUBJECT_FIELDS = ("resident", "user", "subject")  # payload fields that name the record's subject
+SUBJECT_FIELDS = ("resident", "user", "subject", "plate")  # payload fields naming the record's subject
 
 
 def keys_path(journal_path: str | os.PathLike[str]) -> str:
@@ -56,13 +60,18 @@ def keys_path(journal_path: str | os.PathLike[str]) -> str:
 
 
 def subject_of(payload: Any) -> str:
-    """The subject a sensitive payload belongs to: its resident's reference, else the site."""
+    """The subject a sealed payload belongs to: its resident's reference or plate, else the site."""
     if isinstance(payload, dict):
         for name in SUBJECT_FIELDS:
             value = payload.get(name)
             if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
                 return str(value)
     return SITE_SUBJECT
+
+
+def value_subject(value: Any) -> str:
+    """The subject of a sealed reading: a string value names itself (a plate), else the site."""
+    return value if type(value) is str and value else SITE_SUBJECT
 
 
 def aad(column: str, ts: float, source: str) -> bytes:
@@ -79,16 +88,17 @@ class Sealer:
         # the journal's classes (`edge.store.rows.RecordClasses`: the hub), for `is_sensitive`
         self.classes: Any = None
 
-    def is_sensitive(self, record: Mapping[str, Any]) -> bool:
-        """A record in the pull-API shape is of class `sensitive` (a dead letter to seal)."""
+    def is_private(self, record: Mapping[str, Any]) -> bool:
+        """A record in the pull-API shape is of class `personal` or `sensitive` (a dead letter to
+        seal)."""
         from edge.model import Privacy, event_privacy
 
         classes = self.classes
         if record.get("type") == "event":
             points = classes.points if classes is not None else {}
-            return event_privacy(str(record.get("kind")), record.get("payload"), points) == Privacy.SENSITIVE
+            return event_privacy(str(record.get("kind")), record.get("payload"), points) != Privacy.PUBLIC
         ranks = classes.private_ranks if classes is not None else {}
-        return ranks.get(record.get("point"), 0) >= 2
+        return ranks.get(record.get("point"), 0) >= 1
 
     @classmethod
     def open(cls, journal_path: str | os.PathLike[str], master_key_file: str) -> Sealer:
@@ -105,7 +115,7 @@ class Sealer:
 
     def seal_value(self, value: Any, ts: float, source: str) -> bytes:
         self.sealed += 1
-        return self.keys.seal(SITE_SUBJECT, orjson.dumps(value), aad("value", ts, source))
+        return self.keys.seal(value_subject(value), orjson.dumps(value), aad("value", ts, source))
 
     def seal_record(self, record: Mapping[str, Any], where: str) -> bytes:
         """A whole record (a dead letter) bound to `where` (its sink and seq)."""

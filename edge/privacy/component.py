@@ -88,11 +88,11 @@ class PrivacyComponent:
         }
 
     async def restore_sensitive(self) -> int:
-        """The newest values of sensitive points, read again now that they open: the runtime took
+        """The newest values of private points, read again now that they open: the runtime took
         the journal's newest readings before this component started, when a sealed value read as
         null. Returns how many points were restored."""
         hub = self.ctx.hub
-        secret = {p for p, rank in hub.private_ranks.items() if rank >= 2}
+        secret = set(hub.private_ranks)  # sensitive points, and personal ones' strings
         if not secret:
             return 0
         last, good = await asyncio.to_thread(self.ctx.journal.last_readings)

@@ -70,8 +70,9 @@ AT_REST_OFF = (
     "for this site)"
 )
 AT_REST_ON = (
-    "sensitive: yes, AES-256-GCM with one data key per resident, wrapped by the master key in {key} "
-    "(journal, trend index events, dead letters); personal and public: no"
+    "personal and sensitive: yes, AES-256-GCM with one data key per resident or plate, wrapped by the "
+    "master key in {key} (journal, trend index events, dead letters; a personal point's numbers "
+    "stay clear); public: no"
 )
 
 
@@ -109,6 +110,7 @@ class Item:
     privacy: Privacy
     receives: dict[str, dict[str, str]] = field(default_factory=dict)
     note: str = ""
+    numbers_only: bool = False  # a point whose values are not strings (a personal one's stay clear)
 
 
 @dataclass
@@ -122,11 +124,14 @@ class Report:
     retention: dict[str, float | None]
     held: dict[str, int] | None
     held_note: str
-    master_key_file: str | None = None  # sensitive records are sealed at rest under it
+    master_key_file: str | None = None  # personal and sensitive records are sealed at rest under it
 
-    def encrypted(self, cls: str | Privacy) -> bool:
-        """Records of class `cls` are encrypted at rest."""
-        return self.master_key_file is not None and str(cls) == str(Privacy.SENSITIVE)
+    def encrypted(self, cls: str | Privacy, numbers_only: bool = False) -> bool:
+        """Records of class `cls` are encrypted at rest (`numbers_only`: a point's readings that
+        are not strings, which a personal point keeps in clear for its trend)."""
+        if self.master_key_file is None or str(cls) == str(Privacy.PUBLIC):
+            return False
+        return not (numbers_only and str(cls) == str(Privacy.PERSONAL))
 
     def as_dict(self) -> dict[str, Any]:
         def item(i: Item, key: str) -> dict[str, Any]:
@@ -134,7 +139,7 @@ class Report:
             if i.note:
                 out["note"] = i.note
             out["retention_s"] = self.retention[str(i.privacy)]
-            out["encrypted_at_rest"] = self.encrypted(i.privacy)
+            out["encrypted_at_rest"] = self.encrypted(i.privacy, i.numbers_only)
             out["recipients"] = i.receives
             return out
 
@@ -234,7 +239,8 @@ def _point_items(infos: Iterable[PointInfo], rs: list[Recipient]) -> list[Item]:
     out = []
     for p in infos:
         row = (0, 0.0, p.id, None, 0, None, None, None)
-        out.append(Item(p.id, p.device, p.privacy, {r.id: _verdict(r, row, None, p) for r in rs}))
+        receives = {r.id: _verdict(r, row, None, p) for r in rs}
+        out.append(Item(p.id, p.device, p.privacy, receives, numbers_only=p.type != PointType.STR))
     out.sort(key=lambda i: (-PRIVACY_RANK[i.privacy], i.id))
     return out
 

@@ -1,12 +1,14 @@
 """A resident's rights over what the gateway holds: a copy of it (PIPL art. 45) and its erasure
 (art. 47), by the resident's reference (the `resident`/`user` id a kiosk records, or a plate).
 
-- `export`: every journal record that names the subject in an identifying field (sealed ones
-  opened with the site's keys), as JSON lines.
+- `export`: every journal record that names the subject in an identifying field, or a reading
+  whose value is the reference (a gate's `last_plate`), sealed ones opened with the site's keys,
+  as JSON lines.
 - `forget`: deletes the subject's data key (`edge.privacy.keys`), so every sealed copy of its
-  sensitive records, in the journal, the trend index, dead letters and any backup of them, stops
-  opening at once; records that named it in clear (a `personal` plate) are counted, not rewritten:
-  they leave at their class's retention. An erasure notice is queued in the state DB and the
+  personal and sensitive records, in the journal, the trend index, dead letters and any backup of
+  them, stops opening at once; records that named it but are not sealed under its key (a public
+  event naming it, an alert sealed under the site key) are counted, not rewritten: they leave at
+  their class's retention. An erasure notice is queued in the state DB and the
   gateway journals it as a `subject_erased` event: the subject's local pseudonym and, per
   recipient with a pseudonym key, that recipient's own pseudonym, keyed by a fingerprint of the
   key so a recipient receives only its own (`edge.privacy.pseudonym.RecordShaper`).
@@ -21,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from edge.privacy.atrest import SITE_SUBJECT, SUBJECT_FIELDS, Sealer
+from edge.privacy.atrest import SITE_SUBJECT, SUBJECT_FIELDS, Sealer, subject_of
 from edge.privacy.pseudonym import (
     KNOWN_FIELDS,
     canonical_text,
@@ -70,8 +72,8 @@ def names_subject(payload: Any, subject: str) -> bool:
 
 # ---------------------------------------------------------------- export
 def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]:
-    """The journal's records that name `subject`, oldest first (sealed ones as they came, when
-    this process holds the site's keys)."""
+    """The journal's records that name `subject` (events in an identifying field, readings by
+    their value), oldest first (sealed ones as they came, when this process holds the keys)."""
     from edge.store.reader import JournalReader
     from edge.store.rows import row_to_record
 
@@ -85,6 +87,8 @@ def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]
             after = rows[-1][0]
             for row in rows:
                 if row[5] is None:
+                    if row[3] == subject:
+                        yield row_to_record(row)
                     continue
                 rec = row_to_record(row)
                 if names_subject(rec["payload"], subject):
@@ -105,14 +109,21 @@ def export(journal_path: str, subject: str, out: IO[str]) -> int:
 
 
 def count_in_clear(journal_path: str, subject: str) -> int:
-    """Records that name `subject` and are not sensitive, so not sealed (a `personal` plate):
-    what forgetting the key does not reach."""
+    """Records that name `subject` but are not sealed under its key: public events that name it,
+    and private ones sealed under another subject's (an alert that names nobody in its own
+    fields, a measurement whose `resident` comes before the plate). What forgetting the key does
+    not reach. A reading whose value is the reference is sealed under it when its point is private,
+    which the journal alone does not say: readings are not counted."""
     from edge.model import Privacy, event_privacy
 
     return sum(
         1
         for rec in journal_records(journal_path, subject)
-        if event_privacy(rec["kind"], rec["payload"], {}) != Privacy.SENSITIVE
+        if rec["type"] == "event"
+        and (
+            event_privacy(rec["kind"], rec["payload"], {}) == Privacy.PUBLIC
+            or subject_of(rec["payload"]) != subject
+        )
     )
 
 

@@ -95,11 +95,12 @@ LAST_SEQ_SQL = (
 )
 
 
-# sensitive records still in clear: events whose payload is text, readings whose value is not sealed
+# records sealed at rest still in clear: personal and sensitive events whose payload is text, and
+# readings whose value is not sealed (every sensitive one, a personal point's strings)
 UNSEALED_SQL = (
-    "SELECT seq, ts, point, value, kind, payload FROM journal WHERE seq > ? AND privacy = 2 AND "
-    "((kind IS NOT NULL AND typeof(payload) = 'text') OR (kind IS NULL AND typeof(value) <> 'blob'))"
-    " ORDER BY seq LIMIT ?"
+    "SELECT seq, ts, point, value, kind, payload FROM journal WHERE seq > ? AND privacy >= 1 AND "
+    "((kind IS NOT NULL AND typeof(payload) = 'text') OR (kind IS NULL AND (typeof(value) = 'text' "
+    "OR (privacy = 2 AND typeof(value) <> 'blob')))) ORDER BY seq LIMIT ?"
 )
 
 
@@ -405,8 +406,10 @@ class Journal(JournalQueries):
         last: dict[str, Reading] = {}
         good: dict[str, Reading] = {}
         for ts, point, value, quality in self.readings_after(max(0, self.committed_seq - rows)):
-            if quality & BOOL_FLAG:
-                value, quality = bool(value), quality & 3
+            if quality > 3:  # a bool, or the clock flag: in memory a reading has its quality alone
+                if quality & BOOL_FLAG:
+                    value = bool(value)
+                quality &= 3
             r = Reading(ts, point, value, quality)
             last[point] = r
             if quality == 0:
@@ -759,7 +762,7 @@ class Journal(JournalQueries):
             if self.sealer is not None and not self._secure_delete:
                 w.execute("PRAGMA secure_delete=FAST")  # deleted sealed rows leave no stale bytes behind
                 self._secure_delete = True
-            insert_records(w, records, seq, self.classes, self.sealer)
+            insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
             if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
                 cap = retention.make_room(
                     w,
@@ -810,6 +813,12 @@ class Journal(JournalQueries):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
         self._after_step(len(records), disk_drop)
         return True
+
+    def _clock_untrusted(self) -> bool:
+        """The records of this commit are stamped by a clock the site does not trust: each row
+        carries CLOCK_FLAG. Not before the clock's first check (trusted is None)."""
+        trust = self.clock_trust
+        return trust is not None and trust.trusted is False
 
     def _limit(self, rows: int) -> tuple[int | None, str]:
         """The byte limit for a flush of `rows` records: max_bytes, or less when the filesystem

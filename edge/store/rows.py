@@ -20,6 +20,9 @@ import orjson
 from edge.model import PRIVACY_RANK, QUALITY_NAMES, Event, Privacy, Reading, Record, event_privacy
 
 BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
+# quality column, bit 3: journaled while the clock was not trusted (`edge.clock.ClockTrust`); set on
+# events too, whose quality is otherwise NULL. Decoded as `"clock_untrusted": true`.
+CLOCK_FLAG = 8
 SQLITE_FULL = 13
 
 READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
@@ -28,6 +31,12 @@ CLASSED_EVENT_SQL = (
     "INSERT INTO journal(seq, ts, point, kind, severity, payload, privacy) VALUES (?,?,?,?,?,?,?)"
 )
 AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?,?)"
+# the same statements for records journaled while the clock is untrusted: SQLite sets the flag as it
+# inserts, so flagging costs no Python work per row
+FLAGGED_READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?|8)"
+FLAGGED_EVENT_SQL = (
+    "INSERT INTO journal(seq, ts, point, kind, severity, payload, privacy, quality) VALUES (?,?,?,?,?,?,?,8)"
+)
 READING_VALUES = "INSERT INTO journal(seq, ts, point, value, quality) VALUES "
 AUTO_READING_VALUES = "INSERT INTO journal(ts, point, value, quality) VALUES "
 _VALUE = operator.itemgetter(2)
@@ -35,7 +44,7 @@ _POINT = operator.itemgetter(1)  # of a Reading
 _ROW_POINT = operator.itemgetter(2)  # of an explicit-seq reading row
 IN_LIST_MAX = 500  # points per `point IN (...)` when a flush's readings are classed
 SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
-_sensitive_points: tuple[int, frozenset[str]] = (0, frozenset())  # (id of the ranks, its sensitive points)
+PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
 
 
 class RecordClasses(Protocol):
@@ -191,10 +200,12 @@ def row_to_record(row: Sequence[Any]) -> dict[str, Any]:
     """A journal row in the shape shared by `edge buffer tail --json` and the pull API."""
     seq, ts, point, value, quality, kind, severity, payload = row
     if kind is None:
-        if quality & BOOL_FLAG:
-            value = bool(value)
-            quality &= 3
-        return {
+        flags = 0
+        if quality > 3:
+            flags, quality = quality, quality & 3
+            if flags & BOOL_FLAG:
+                value = bool(value)
+        rec = {
             "seq": seq,
             "ts": ts,
             "type": "reading",
@@ -202,7 +213,10 @@ def row_to_record(row: Sequence[Any]) -> dict[str, Any]:
             "value": value,
             "quality": QUALITY_NAMES[quality],
         }
-    return {
+        if flags & CLOCK_FLAG:
+            rec["clock_untrusted"] = True
+        return rec
+    rec = {
         "seq": seq,
         "ts": ts,
         "type": "event",
@@ -211,6 +225,9 @@ def row_to_record(row: Sequence[Any]) -> dict[str, Any]:
         "severity": severity,
         "payload": orjson.loads(payload) if payload else {},
     }
+    if quality:  # NULL for an event unless the clock flag is set
+        rec["clock_untrusted"] = True
+    return rec
 
 
 class OpeningCursor(sqlite3.Cursor):
@@ -267,7 +284,8 @@ def build_rows(
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Explicit-seq rows for a mixed batch: readings (bools flagged) and events (payload as JSON,
     their privacy rank last; `points` maps point ids to PointInfo for `event_privacy`). With a
-    `sealer`, a sensitive event's payload is sealed here, before it reaches SQLite."""
+    `sealer`, the payload of a personal or sensitive event is sealed here, before it reaches
+    SQLite."""
     known: Mapping[str, Any] = points if points is not None else {}
     readings: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
@@ -283,7 +301,7 @@ def build_rows(
             text = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
             rank = PRIVACY_RANK[event_privacy(rec.kind, rec.payload, known)]
             payload: str | bytes = text
-            if rank == SENSITIVE and sealer is not None:
+            if rank >= PERSONAL and sealer is not None:
                 payload = sealer.seal_payload(rec.payload, text, rec.ts, rec.source)
             events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload, rank))
         seq += 1
@@ -294,27 +312,31 @@ def build_rows(
 # one sqlite3_step with the GIL released. `executemany` steps (and releases the GIL) once per row:
 # it measured 2.5x slower here, and while the event loop is busy every row waits for the GIL.
 ROWS_PER_INSERT = 1000
-_insert_sql: dict[tuple[str, int], str] = {}
+_insert_sql: dict[tuple[str, int, bool], str] = {}
 
 
-def _values_sql(head: str, ncols: int, nrows: int) -> str:
-    sql = _insert_sql.get((head, nrows))
+def _values_sql(head: str, ncols: int, nrows: int, flagged: bool = False) -> str:
+    sql = _insert_sql.get((head, nrows, flagged))
     if sql is None:
-        row = "(" + ",".join("?" * ncols) + ")"
-        sql = _insert_sql[(head, nrows)] = head + ",".join([row] * nrows)
+        # the last column is the quality: `?|8` sets the clock flag as SQLite inserts the row
+        row = "(" + ",".join("?" * ncols) + ("|8)" if flagged else ")")
+        sql = _insert_sql[(head, nrows, flagged)] = head + ",".join([row] * nrows)
     return sql
 
 
-def insert_many(w: sqlite3.Connection, head: str, ncols: int, rows: Sequence[Sequence[Any]]) -> None:
+def insert_many(
+    w: sqlite3.Connection, head: str, ncols: int, rows: Sequence[Sequence[Any]], flagged: bool = False
+) -> None:
     """Insert `rows` in order with `head` ("INSERT INTO t(cols) VALUES ") in statements of up to
     ROWS_PER_INSERT rows; what is left goes in power-of-two blocks, so at most a dozen statement
-    shapes exist (each compiled once, then found in the connection's statement cache)."""
+    shapes exist (each compiled once, then found in the connection's statement cache).
+    `flagged`: the last column (a reading's quality) gets CLOCK_FLAG."""
     most = min(ROWS_PER_INSERT, w.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // ncols)
     i, n = 0, len(rows)
     while i < n:
         left = n - i
         size = most if left >= most else 1 << (left.bit_length() - 1)
-        w.execute(_values_sql(head, ncols, size), tuple(chain.from_iterable(rows[i : i + size])))
+        w.execute(_values_sql(head, ncols, size, flagged), tuple(chain.from_iterable(rows[i : i + size])))
         i += size
 
 
@@ -340,24 +362,18 @@ def class_readings(w: sqlite3.Connection, points: Iterable[str], seq: int, ranks
             )
 
 
-def sensitive_points(ranks: Mapping[str, int]) -> frozenset[str]:
-    """The sensitive points among `ranks`, recomputed only when the owner replaces the mapping."""
-    global _sensitive_points
-    key, found = _sensitive_points
-    if key != id(ranks):
-        found = frozenset(p for p, r in ranks.items() if r == SENSITIVE)
-        _sensitive_points = (id(ranks), found)
-    return found
-
-
-def seal_readings(records: list[Any], hits: frozenset[str] | set[str], sealer: Sealer) -> list[Any]:
-    """`records` with the value of each reading of a point in `hits` sealed (bools keep their
-    flag in the quality column, so the value opens to what it was)."""
+def seal_readings(records: list[Any], ranks: Mapping[str, int], sealer: Sealer) -> list[Any]:
+    """`records` with the value of each reading that is sealed at rest sealed: every value of a
+    sensitive point, the string values of a personal point (a gate's `last_plate`; a personal
+    point's numbers identify nobody and keep their trend). Bools keep their flag in the quality
+    column, so the value opens to what it was."""
     out = []
     for r in records:
-        if type(r) is Reading and r.point in hits:
-            q = r.quality | BOOL_FLAG if r.value is True or r.value is False else r.quality
-            r = Reading(r.ts, r.point, cast(Any, sealer.seal_value(r.value, r.ts, r.point)), q)
+        if type(r) is Reading:
+            rank = ranks.get(r.point, 0)
+            if rank == SENSITIVE or (rank and type(r.value) is str):
+                q = r.quality | BOOL_FLAG if r.value is True or r.value is False else r.quality
+                r = Reading(r.ts, r.point, cast(Any, sealer.seal_value(r.value, r.ts, r.point)), q)
         out.append(r)
     return out
 
@@ -368,10 +384,12 @@ def insert_records(
     seq: int,
     classes: RecordClasses | None = None,
     sealer: Sealer | None = None,
+    untrusted: bool = False,
 ) -> None:
     """Insert `records` as seq, seq+1, ... inside the caller's transaction, each with its privacy
     class (`classes`; without it readings are public and events classed by kind and payload).
-    With a `sealer`, sensitive payloads and the values of sensitive points are sealed first.
+    With a `sealer`, personal and sensitive payloads and the values of private points are sealed
+    first (`seal_readings`). `untrusted`: every row gets CLOCK_FLAG (the clock was not trusted).
 
     The common flush (readings only) binds the readings' fields as they are and lets SQLite number
     them (rowid = max + 1): no per-row Python work beyond C-level maps. The numbering is checked
@@ -381,32 +399,29 @@ def insert_records(
     end = seq + len(records)
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
     if sealer is not None and ranks:
-        secret = sensitive_points(ranks)
-        if secret:
-            only = set(map(type, records)) == {Reading}
-            pts = (
-                map(_POINT, cast(list[Reading], records))
-                if only
-                else (r.point for r in records if type(r) is Reading)
-            )
-            hits = secret.intersection(pts)
-            if hits:
-                records = seal_readings(records, hits, sealer)
+        only = set(map(type, records)) == {Reading}
+        pts = (
+            map(_POINT, cast(list[Reading], records))
+            if only
+            else (r.point for r in records if type(r) is Reading)
+        )
+        if not ranks.keys().isdisjoint(pts):
+            records = seal_readings(records, ranks, sealer)
     if set(map(type, records)) == {Reading}:
         rows: list[Any] = records
         if bool in set(map(type, map(_VALUE, rows))):
             rows = [r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in rows]
         top = w.execute("SELECT max(seq) FROM journal").fetchone()[0]
         if top != seq - 1:  # rows deleted up to the end (or a gap): pin the first seq explicitly
-            w.execute(READING_SQL, (seq, *rows[0]))
+            w.execute(FLAGGED_READING_SQL if untrusted else READING_SQL, (seq, *rows[0]))
             rows = rows[1:]
-        insert_many(w, AUTO_READING_VALUES, 4, rows)
+        insert_many(w, AUTO_READING_VALUES, 4, rows, untrusted)
         if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != end - 1:
             raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
         if ranks:
             class_readings(w, map(_POINT, cast(list[Reading], records)), seq, ranks)
         return
-    _insert_mixed(w, records, seq, classes, sealer)
+    _insert_mixed(w, records, seq, classes, sealer, untrusted)
     if ranks:
         class_readings(w, (r[1] for r in records if type(r) is Reading), seq, ranks)
 
@@ -417,6 +432,7 @@ def _insert_mixed(
     seq: int,
     classes: RecordClasses | None,
     sealer: Sealer | None,
+    untrusted: bool = False,
 ) -> None:
     """A batch of readings with a few events among them, in seq order: each run of readings
     between two events goes in as the readings-only flush does (SQLite numbers them max + 1, which
@@ -434,12 +450,12 @@ def _insert_mixed(
                     r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in rows
                 ]
             if top != seq + start - 1:  # rows deleted up to the end (or a gap): pin this run's first seq
-                w.execute(READING_SQL, (seq + start, *rows[0]))
+                w.execute(FLAGGED_READING_SQL if untrusted else READING_SQL, (seq + start, *rows[0]))
                 rows = rows[1:]
-            insert_many(w, AUTO_READING_VALUES, 4, rows)
+            insert_many(w, AUTO_READING_VALUES, 4, rows, untrusted)
         if at < len(records):
             _, event_rows = build_rows([records[at]], seq + at, points, sealer)
-            w.execute(CLASSED_EVENT_SQL, event_rows[0])
+            w.execute(FLAGGED_EVENT_SQL if untrusted else CLASSED_EVENT_SQL, event_rows[0])
         top = seq + at
         start = at + 1
     if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != seq + len(records) - 1:

@@ -83,7 +83,8 @@ def _where(sink: str, seq: int) -> str:
 
 
 def _record(state: StateDB, stored: str | bytes, sink: str, seq: int) -> Any:
-    """A stored record: sensitive ones are sealed (opened where the gateway holds the keys)."""
+    """A stored record: personal and sensitive ones are sealed (opened where the gateway holds the
+    keys)."""
     return open_record(state.path, stored, _where(sink, seq))
 
 
@@ -111,8 +112,8 @@ def add(
 ) -> None:
     stored: str | bytes = orjson.dumps(record).decode()
     sealer = sealer_for(state.path)
-    if isinstance(sealer, Sealer) and sealer.is_sensitive(record):
-        # a receiver's answer may quote what it rejected: a sensitive record's is not kept
+    if isinstance(sealer, Sealer) and sealer.is_private(record):
+        # a receiver's answer may quote what it rejected: a personal or sensitive record's is not kept
         stored, response = sealer.seal_record(record, _where(sink, seq)), ""
     with state.lock:
         state.conn.execute(

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from edge.model import QUALITY_NAMES
-from edge.store.journal import BOOL_FLAG
 from edge.store.records import Row
+from edge.store.rows import BOOL_FLAG, CLOCK_FLAG
 from edge.sync.base import LinkBoard, PushSink
 from edge.sync.sink_config import PushSinkConfig
 from edge.validation import resolve_secret
@@ -36,22 +36,24 @@ class HttpSinkConfig(PushSinkConfig):
 
 
 def reading_value(value: Any, quality: int) -> tuple[Any, int]:
-    """A journal value and quality as sent: a bool is stored as 0/1 with BOOL_FLAG in its quality."""
+    """A journal value and quality as sent: a bool is stored as 0/1 with BOOL_FLAG in its quality
+    (and the clock flag, CLOCK_FLAG, is not a quality)."""
     if quality & BOOL_FLAG:
         return bool(value), quality & 3
-    return value, quality
+    return value, quality & 3
 
 
 def batch_record(row: Row) -> dict[str, Any]:
     """One journal row as the batch document holds it (the MQTT sink's json and point formats
     too): a reading {seq, ts, point, value, quality} or an event {seq, ts, kind, source,
-    severity, payload}."""
+    severity, payload}; either with `"clock_untrusted": true` when it was journaled while the
+    clock was not trusted (absent otherwise)."""
     seq, ts, point, value, quality, kind, severity, payload = row
     if kind is None:
-        if quality & BOOL_FLAG:  # reading_value, inlined: this runs once per record sent
-            value, quality = bool(value), quality & 3
+        if quality > 3:  # a bool or the clock flag (bits above the quality): rare, off the hot path
+            return _flagged_reading(row)
         return {"seq": seq, "ts": ts, "point": point, "value": value, "quality": QUALITY_NAMES[quality]}
-    return {
+    rec = {
         "seq": seq,
         "ts": ts,
         "kind": kind,
@@ -60,6 +62,19 @@ def batch_record(row: Row) -> dict[str, Any]:
         # already JSON in the journal: embed it without a decode/encode round trip
         "payload": orjson.Fragment(payload or "{}"),
     }
+    if quality:  # an event's quality is NULL unless the clock flag is set
+        rec["clock_untrusted"] = True
+    return rec
+
+
+def _flagged_reading(row: Row) -> dict[str, Any]:
+    seq, ts, point, value, quality, _kind, _severity, _payload = row
+    if quality & BOOL_FLAG:
+        value = bool(value)
+    rec = {"seq": seq, "ts": ts, "point": point, "value": value, "quality": QUALITY_NAMES[quality & 3]}
+    if quality & CLOCK_FLAG:
+        rec["clock_untrusted"] = True
+    return rec
 
 
 def encode_batch(gateway: str, sink: str, rows: list[Row], first: int, last: int) -> bytes:

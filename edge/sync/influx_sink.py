@@ -2,7 +2,9 @@
 
 Readings: measurement = device id, tags `gateway` and `device` (and `quality` when not good),
 one field per point name, timestamp at the configured precision. Events: measurement `events`,
-tags gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A point with the same
+tags gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A record journaled
+while the gateway's clock was not trusted has the tag `clock_untrusted=true` (absent otherwise): a
+tag, so a query can select or leave out those timestamps without reading every field. A point with the same
 measurement, tags and timestamp overwrites, so a replayed batch is idempotent. Readings without a
 value (None) cannot be represented and are counted as withheld.
 """
@@ -16,14 +18,15 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import model_validator
 
 from edge.model import QUALITY_NAMES
-from edge.store.journal import BOOL_FLAG
 from edge.store.records import Row
+from edge.store.rows import BOOL_FLAG, CLOCK_FLAG
 from edge.sync.base import LinkBoard, PushSink
 from edge.sync.sink_config import PushSinkConfig
 
 if TYPE_CHECKING:
     from edge.plugins import ComponentContext
 
+UNTRUSTED_TAG = "clock_untrusted=true,"
 SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # The `precision=` query value each server version takes for a site-file precision: 1.x's /write
 # knows n, u, ms, s, m, h and reads an unknown value ("us") as nanoseconds, answering 204, so
@@ -111,8 +114,12 @@ class InfluxSink(PushSink):
         for seq, ts, point, value, quality, kind, severity, payload in rows:
             t = round(ts * scale)
             if kind is None:
-                if quality & BOOL_FLAG:
-                    value = bool(value)
+                untrusted = ""  # tags in key order (what InfluxDB sorts them to): this one first
+                if quality > 3:  # a bool, or the clock flag
+                    if quality & BOOL_FLAG:
+                        value = bool(value)
+                    if quality & CLOCK_FLAG:
+                        untrusted = UNTRUSTED_TAG
                     quality &= 3
                 fv = field_value(value)
                 if fv is None:
@@ -121,10 +128,11 @@ class InfluxSink(PushSink):
                 device, _, name = point.partition(".")
                 dev = _escape_key(device)
                 q = "" if quality == 0 else f",quality={QUALITY_NAMES[quality]}"
-                add(f"{dev},device={dev},gateway={gw}{q} {_escape_key(name)}={fv} {t}")
+                add(f"{dev},{untrusted}device={dev},gateway={gw}{q} {_escape_key(name)}={fv} {t}")
             else:
+                untrusted = UNTRUSTED_TAG if quality else ""  # an event's quality: NULL or the flag
                 add(
-                    f"events,gateway={gw},kind={_escape_key(kind)},severity={_escape_key(severity or 'info')},"
+                    f"events,{untrusted}gateway={gw},kind={_escape_key(kind)},severity={_escape_key(severity or 'info')},"
                     f"source={_escape_key(point)} payload={_escape_str(payload or '{}')},seq={seq}i {t}"
                 )
         return ("\n".join(lines) + "\n").encode()

@@ -14,7 +14,10 @@ from edge.privacy.keyfile import create_master_key
 RESIDENT = "R-90417"  # a resident reference no other test data contains
 SYSTOLIC = 14159  # a blood pressure no other record carries
 SECRET_VALUE = 31337.25  # a sensitive point's reading
-PLATE = "沪A77531"  # a personal (not sensitive) field: pseudonymised upstream, kept in clear here
+PLATE = "沪A77531"  # a personal (not sensitive) field: pseudonymised upstream, sealed at rest
+GATE_PLATE = "沪A23522"  # what the sim gate reads: its passages and its `last_plate`
+OTHER_PLATE = "沪B61804"  # the gate's other plate (kept when GATE_PLATE is forgotten)
+PUBLIC_MARK = "door-7731-opened"  # a public record's text, in clear: shows the grep sees clear text
 
 SITE = """
 site: {id: sealed-site}
@@ -29,8 +32,27 @@ devices:
 """
 
 
-def site_doc(master: Path) -> str:
-    return SITE.replace("MASTER", str(master))
+GATE = """
+  - id: gate-1
+    driver: sim
+    points:
+      - {name: last_plate, type: str, signal: step, values: [GATE_PLATE, OTHER_PLATE], period: 40ms,
+         interval: 20ms, privacy: personal}
+      - {name: loop_occupied, type: bool, signal: toggle, period: 40ms, interval: 20ms}
+    events:
+      - {kind: vehicle_passage, every: 30ms, payload: {plate: GATE_PLATE, direction: in, privacy: personal}}
+"""
+
+
+def site_doc(master: Path, gate: bool = False) -> str:
+    """The kiosk site; `gate`: with a sim gate reading plates (its passages and `last_plate` are
+    personal). The site file then names the gate's plates: skip it when grepping (`SITE_FILE`)."""
+    doc = SITE + GATE if gate else SITE
+    doc = doc.replace("GATE_PLATE", GATE_PLATE).replace("OTHER_PLATE", OTHER_PLATE)
+    return doc.replace("MASTER", str(master))
+
+
+SITE_FILE = ("site.yaml",)  # written by tests.support.site: the configuration, not data
 
 
 @pytest.fixture
@@ -47,19 +69,34 @@ def measurement(ts: float | None = None, resident: str = RESIDENT, systolic: int
 
 
 def private_records(ts: float | None = None) -> list[Event | Reading]:
-    """A measurement, a sensitive point's reading and a vehicle passage (personal: in clear)."""
+    """A measurement, a sensitive point's reading and a vehicle passage (personal)."""
     now = ts or time.time()
     return [
         measurement(now),
         Reading(now, "kiosk-1.last_systolic", SECRET_VALUE),
-        Event("vehicle_passage", "kiosk-1", payload={"plate": PLATE}, ts=now),
+        Event("vehicle_passage", "kiosk-1", payload={"plate": PLATE, "privacy": "personal"}, ts=now),
     ]
 
 
+def public_record(ts: float | None = None) -> Event:
+    """A public event whose text stays in clear on disk."""
+    return Event("door", "kiosk-1", payload={"note": PUBLIC_MARK}, ts=ts or time.time())
+
+
 def markers() -> list[bytes]:
-    """The plaintext a sealed file must not contain: as text, and the reading as SQLite stores a
-    REAL (big-endian IEEE 754)."""
-    return [RESIDENT.encode(), str(SYSTOLIC).encode(), struct.pack(">d", SECRET_VALUE), b"31337.25"]
+    """The plaintext a sealed file must not contain: as text, the reading as SQLite stores a REAL
+    (big-endian IEEE 754), the plates as UTF-8 and their ASCII tail (which a JSON \\u escape of
+    the first character would leave readable)."""
+    plates = [p.encode() for p in (PLATE, GATE_PLATE, OTHER_PLATE)]
+    tails = [p[1:].encode() for p in (PLATE, GATE_PLATE, OTHER_PLATE)]
+    return [
+        RESIDENT.encode(),
+        str(SYSTOLIC).encode(),
+        struct.pack(">d", SECRET_VALUE),
+        b"31337.25",
+        *plates,
+        *tails,
+    ]
 
 
 def raw(folder: Path) -> dict[str, bytes]:

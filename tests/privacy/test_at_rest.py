@@ -1,5 +1,5 @@
-"""Sensitive records are sealed before they reach any file the gateway writes, and read back as
-they came by whoever may see them."""
+"""Personal and sensitive records are sealed before they reach any file the gateway writes, and
+read back as they came by whoever may see them."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ from pathlib import Path
 from edge.model import Event
 from edge.sync import deadletters
 from tests.privacy.conftest import (
+    GATE_PLATE,
+    OTHER_PLATE,
     PLATE,
+    PUBLIC_MARK,
     RESIDENT,
     SECRET_VALUE,
+    SITE_FILE,
     SYSTOLIC,
     plaintext_in,
     private_records,
+    public_record,
     raw,
     site_doc,
 )
@@ -27,7 +32,7 @@ async def test_no_plaintext_of_a_sensitive_record_in_any_file_while_the_api_read
     tmp_path: Path, master: Path
 ) -> None:
     async with running_site(tmp_path, site_doc(master)) as rt:
-        rt.hub.ingest(private_records())
+        rt.hub.ingest([*private_records(), public_record()])
         await rt.journal.flush()
         trend = rt.components["trend"]
         await trend.caught_up()
@@ -44,7 +49,9 @@ async def test_no_plaintext_of_a_sensitive_record_in_any_file_while_the_api_read
         # while it runs: the WAL files hold the newest pages
         assert plaintext_in(tmp_path) == []
         assert any(name.endswith("-wal") for name in raw(tmp_path))
-        assert PLATE.encode() in raw(tmp_path)["edge.db-wal"]  # personal data is not sealed: the grep works
+        assert (
+            PUBLIC_MARK.encode() in raw(tmp_path)["edge.db-wal"]
+        )  # public data is not sealed: the grep works
 
         async with signed_in_roles(rt) as clients:
             events = (await clients["admin"].json("GET", "/api/v1/events?source=kiosk-1"))["events"]
@@ -58,9 +65,11 @@ async def test_no_plaintext_of_a_sensitive_record_in_any_file_while_the_api_read
             history = "/api/v1/history?point=kiosk-1.last_systolic&since=0&resolution=raw"
             values = [r[1] for r in (await clients["admin"].json("GET", history))["readings"]]
             assert SECRET_VALUE in values
+            passage = next(e for e in tech if e["kind"] == "vehicle_passage")
+            assert passage["payload"]["plate"] == PLATE  # personal: a technician sees it
         letters = deadletters.listing(rt.state, "city", None, 10)
         assert letters[0]["record"]["payload"]["systolic_mmhg"] == SYSTOLIC
-        assert rt.journal.tail(5)[-3]["payload"]["resident"] == RESIDENT  # the CLI's shape, opened
+        assert rt.journal.tail(5)[-4]["payload"]["resident"] == RESIDENT  # the CLI's shape, opened
     assert plaintext_in(tmp_path) == []  # after the last checkpoint too
 
 
@@ -121,3 +130,40 @@ async def test_a_rule_state_sealed_at_rest_comes_back_after_a_restart(tmp_path: 
         assert rr.summary == "active"
         (state,) = rr.states.values()
         assert state.args is not None and {"systolic_mmhg": SYSTOLIC} in state.args
+
+
+async def test_a_gates_plates_are_sealed_in_every_file_and_shown_only_to_roles_allowed_personal_data(
+    tmp_path: Path, master: Path
+) -> None:
+    """A sim gate's vehicle passages and its `last_plate` readings (personal) through a real
+    runtime: no plate in any byte of the journal, its WAL, the trend index or the state DB; the API
+    opens them for a technician and redacts them for a viewer."""
+    async with running_site(tmp_path, site_doc(master, gate=True)) as rt:
+        rt.hub.ingest([public_record()])
+
+        async def both_plates_journaled() -> bool:
+            await rt.journal.flush()
+            recs = rt.journal.tail(400)
+            passages = [r for r in recs if r.get("kind") == "vehicle_passage"]
+            plates = {r["value"] for r in recs if r.get("point") == "gate-1.last_plate"}
+            return len(passages) >= 2 and {GATE_PLATE, OTHER_PLATE} <= plates
+
+        await until_async(both_plates_journaled, what="the gate's passages and both plates journaled")
+        await rt.components["trend"].caught_up()
+        files = raw(tmp_path)
+        assert "edge.db-wal" in files and "trend.db" in files and "state.db" in files
+        assert PUBLIC_MARK.encode() in files["edge.db-wal"]  # the grep sees what is in clear
+        assert plaintext_in(tmp_path, SITE_FILE) == []
+
+        async with signed_in_roles(rt) as clients:
+            events = "/api/v1/events?source=gate-1&kind=vehicle_passage"
+            tech = (await clients["technician"].json("GET", events))["events"]
+            assert tech and {e["payload"]["plate"] for e in tech} == {GATE_PLATE}
+            viewer = (await clients["viewer"].json("GET", events))["events"]
+            assert viewer and all(e["payload"] == {"privacy": "personal", "redacted": True} for e in viewer)
+            history = "/api/v1/history?point=gate-1.last_plate&since=0&resolution=raw"
+            values = {r[1] for r in (await clients["technician"].json("GET", history))["readings"]}
+            assert {GATE_PLATE, OTHER_PLATE} <= values
+            hidden = await clients["viewer"].request("GET", history)
+            assert GATE_PLATE.encode() not in await hidden.read()
+    assert plaintext_in(tmp_path, SITE_FILE) == []  # after the last checkpoint too

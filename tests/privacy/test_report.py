@@ -1,5 +1,5 @@
-"""The record of processing says which records are encrypted at rest: sensitive ones, where the
-site names a master key; none without one."""
+"""The record of processing says which records are encrypted at rest: personal and sensitive ones
+(a personal point's numbers excepted), where the site names a master key; none without one."""
 
 from __future__ import annotations
 
@@ -12,21 +12,29 @@ from tests.support.cli import edge_cli
 from tests.support.site import site_file
 
 
-def test_the_report_says_sensitive_records_are_encrypted_at_rest(tmp_path: Path, master: Path) -> None:
-    config = site_file(tmp_path, site_doc(master))
+def test_the_report_says_personal_and_sensitive_records_are_encrypted_at_rest(
+    tmp_path: Path, master: Path
+) -> None:
+    doc = site_doc(master, gate=True).replace(
+        "      - {name: loop_occupied,",
+        "      - {name: occupancy, privacy: personal, signal: constant, value: 1}\n"
+        "      - {name: loop_occupied,",
+    )
+    config = site_file(tmp_path, doc)
     report = json.loads(edge_cli("privacy", "report", "-c", str(config), "--json").stdout)
     assert {c: v["encrypted_at_rest"] for c, v in report["classes"].items()} == {
         "public": False,
-        "personal": False,
+        "personal": True,
         "sensitive": True,
     }
-    point = next(p for p in report["points"] if p["point"] == "kiosk-1.last_systolic")
-    assert point["encrypted_at_rest"] is True
+    at_rest = {p["point"]: p["encrypted_at_rest"] for p in report["points"]}
+    assert at_rest["kiosk-1.last_systolic"] is True and at_rest["gate-1.last_plate"] is True
+    assert at_rest["gate-1.occupancy"] is False  # a personal point's numbers stay clear
+    assert at_rest["gate-1.loop_occupied"] is False
+    passage = next(e for e in report["events"] if e["kind"] == "vehicle_passage")
+    assert passage["encrypted_at_rest"] is True
     text = edge_cli("privacy", "report", "-c", str(config)).stdout
-    assert (
-        f"sensitive: yes, AES-256-GCM with one data key per resident, wrapped by the master key in {master}"
-        in text
-    )
+    assert "personal and sensitive: yes, AES-256-GCM with one data key per resident or plate" in text
 
     plain = site_file(tmp_path, SITE_WITHOUT_KEY, name="plain.yaml")
     report = json.loads(edge_cli("privacy", "report", "-c", str(plain), "--json").stdout)

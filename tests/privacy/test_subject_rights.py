@@ -7,17 +7,28 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 
 import orjson
 
 from edge import audit
+from edge.model import Event
 from edge.privacy.atrest import Sealer
 from edge.privacy.pseudonym import PseudonymiseConfig, Pseudonymiser, RecordShaper, pseudonym
 from edge.state import StateDB
 from edge.store.journal import Journal
 from edge.store.rows import register, unregister
-from tests.privacy.conftest import PLATE, RESIDENT, SYSTOLIC, measurement, private_records, raw, site_doc
+from tests.privacy.conftest import (
+    GATE_PLATE,
+    OTHER_PLATE,
+    RESIDENT,
+    SYSTOLIC,
+    measurement,
+    private_records,
+    raw,
+    site_doc,
+)
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
@@ -120,16 +131,51 @@ async def test_export_then_forget_shreds_every_copy_and_journals_pseudonyms_only
         sealer.close()
 
 
-async def test_forget_says_what_stays_in_clear(tmp_path: Path, master: Path) -> None:
-    """A plate is personal, not sensitive: it is not sealed, so forgetting it shreds nothing and
-    says how many records still name it (they leave at their retention)."""
-    config, _ = with_consumers(tmp_path, master)
-    async with running_site(tmp_path, config.read_text(encoding="utf-8")) as rt:
-        rt.hub.ingest(private_records())
-        await rt.journal.flush()
-    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", PLATE)
+async def test_a_plate_is_exported_and_forgotten_like_a_resident(tmp_path: Path, master: Path) -> None:
+    """A sim gate's passages and `last_plate` readings are sealed under the plate's own key:
+    export copies them, forget shreds them (the other plate's stay readable), and a public event
+    that names the plate is counted as left outside its key."""
+    config = site_file(tmp_path, site_doc(master, gate=True))
+    doc = config.read_text(encoding="utf-8")
+    async with running_site(tmp_path, doc) as rt:
+        rt.hub.ingest([Event("note", "gate-1", payload={"plate": GATE_PLATE}, ts=time.time())])  # public
+
+        async def journaled() -> bool:
+            await rt.journal.flush()
+            recs = rt.journal.tail(400)
+            plates = {r["value"] for r in recs if r.get("point") == "gate-1.last_plate"}
+            return (
+                any(r.get("kind") == "vehicle_passage" for r in recs) and {GATE_PLATE, OTHER_PLATE} <= plates
+            )
+
+        await until_async(journaled, what="the gate's passages and both plates journaled")
+
+    out = tmp_path / "plate.jsonl"
+    done = edge_cli("privacy", "export", "-c", str(config), "--subject", GATE_PLATE, "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert "held no data key" in done.stdout and "1 records name it in clear" in done.stdout
+    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    kinds = {r.get("kind") or r["point"] for r in exported}
+    assert kinds == {"vehicle_passage", "gate-1.last_plate", "note"}
+    assert {r["value"] for r in exported if r["type"] == "reading"} == {GATE_PLATE}
+
+    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", GATE_PLATE)
+    assert done.returncode == 0, done.stderr
+    assert "data key deleted" in done.stdout and GATE_PLATE not in done.stdout
+    assert "1 records name it outside its key" in done.stdout  # the public note
+
+    sealer = Sealer.open(tmp_path / "edge.db", str(master))
+    register(tmp_path / "edge.db", sealer)
+    journal = Journal.open_readonly(str(tmp_path / "edge.db"))
+    try:
+        records = journal.read(0, 100_000)
+    finally:
+        journal.close_sync()
+        unregister(tmp_path / "edge.db", sealer)
+        sealer.close()
+    passages = [r["payload"] for r in records if r.get("kind") == "vehicle_passage"]
+    assert passages and all(p == {"erased": True} for p in passages)
+    values = [r["value"] for r in records if r.get("point") == "gate-1.last_plate"]
+    assert OTHER_PLATE in values and GATE_PLATE not in values and None in values
 
 
 async def test_bad_requests_change_nothing(tmp_path: Path, master: Path) -> None:
