@@ -228,6 +228,13 @@ def test_kpi_page(gateway: Gateway, browser: Any, locale: str, viewport: dict[st
         lamp = page.locator(f'#kpi-calendar button[data-device="lamp-1"][data-day="{gateway.days[-2]}"]')
         assert "g-bad" in (lamp.get_attribute("class") or "")
         lamp.click()  # a tap shows the figure (a hover shows it as the title)
+        # the device's name stays in view however far the calendar scrolled inside its box
+        seen = page.eval_on_selector(
+            '#kpi-calendar .cal-name[title="lamp-1"]',
+            "e => { const r = e.getBoundingClientRect(), box = e.closest('.cal-box').getBoundingClientRect();"
+            " return r.left >= box.left - 1 && r.left < box.right && e.textContent === 'lamp-1'; }",
+        )
+        assert seen
         shown = page.inner_text("#kpi-cell-info")
         assert "lamp-1" in shown and "90.0%" in shown, shown
         gate = page.locator(f'#kpi-calendar button[data-device="gate-1"][data-day="{gateway.days[-2]}"]')
@@ -237,6 +244,7 @@ def test_kpi_page(gateway: Gateway, browser: Any, locale: str, viewport: dict[st
             "#kpi-devices tr[data-device]", "rs => rs.map((r) => r.dataset.device)"
         )
         assert order[0] == "lamp-1" and order[1] == "gate-1", order
+        s.shot("kpi")
         page.click('button[data-sort="device"]')
         order = page.eval_on_selector_all(
             "#kpi-devices tr[data-device]", "rs => rs.map((r) => r.dataset.device)"
@@ -256,7 +264,6 @@ def test_kpi_page(gateway: Gateway, browser: Any, locale: str, viewport: dict[st
         assert csv.text().splitlines()[0].startswith("day,device,availability")
         problems = s.problems(path)
         assert problems == [], "\n".join(problems)
-        s.shot("kpi")
         # a range from the picker: the page follows it
         page.fill("#kpi-range input[name=from]", gateway.days[-3])
         page.click("#kpi-range button[type=submit]")

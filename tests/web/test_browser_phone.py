@@ -110,6 +110,8 @@ def language_problems(texts: list[str], lang: str) -> list[str]:
         m = KEY_LIKE.match(text)
         if text in EN or (m and m.group(1) in KEY_PREFIXES):
             problems.append(f"unrendered key {text!r}")
+        if text in ("null", "undefined", "NaN", "[object Object]"):
+            problems.append(f"a script's placeholder shown as text: {text!r}")
         if lang != "zh-CN":
             continue
         if text in EXACT:
@@ -191,6 +193,12 @@ class Session:
 
     def close(self) -> None:
         self.ctx.close()
+
+
+# Navigation entries the header cuts off (the navigation does not wrap at desktop widths).
+CLIPPED_NAV = """() => { const nav = document.getElementById('nav').getBoundingClientRect();
+  return [...document.querySelectorAll('#nav a')].filter((a) => a.getBoundingClientRect().right > nav.right + 1)
+    .map((a) => a.textContent); }"""
 
 
 # Table cells squeezed into a column a few characters wide (text wrapping a character per line).
@@ -338,6 +346,7 @@ def walk(
         else:
             header = s.page.eval_on_selector("header.top", "e => e.getBoundingClientRect().height")
             assert header < 60, f"the header wraps at {viewport['width']} px: {header}px high"
+            assert s.page.evaluate(CLIPPED_NAV) == [], f"navigation cut off at {viewport['width']} px"
         problems += [f"script error: {e}" for e in s.errors]
     finally:
         s.close()
@@ -397,3 +406,7 @@ def test_checks_catch_what_they_look_for() -> None:
         "unrendered key 'alerts.more'",
     ], found
     assert language_problems(["Load older events", "3 minutes ago"], "en") == []
+    assert language_problems(["null", "undefined"], "en") == [
+        "a script's placeholder shown as text: 'null'",
+        "a script's placeholder shown as text: 'undefined'",
+    ]

@@ -70,8 +70,10 @@ function siteTable(days, today) {
       h('td', { class: 'when' }, d.day, d.day === today ? h('div', { class: 'sub' }, t('kpi.today')) : null),
       h('td', { class: `figure g-${grade(d.site.availability, null)}`, 'data-k': 'availability' }, share(d.site.availability)),
       h('td', { 'data-k': 'completeness' }, share(d.site.completeness)),
-      h('td', {}, t('kpi.gatewayDown', { share: share(d.gateway.availability), d: f.duration(d.gateway.down_s) })),
-      h('td', {}, t('kpi.alertsLine', { n: f.number(a.count ?? 0, 0), mean: f.duration(a.ack_mean_s), p90: f.duration(a.ack_p90_s) }),
+      h('td', {}, d.gateway.down_s ? t('kpi.gatewayDown', { share: share(d.gateway.availability), d: f.duration(d.gateway.down_s) }) : share(d.gateway.availability)),
+      h('td', { 'data-k': 'alerts' }, a.acknowledged
+        ? t('kpi.alertsLine', { n: f.number(a.count ?? 0, 0), mean: f.duration(a.ack_mean_s), p90: f.duration(a.ack_p90_s) })
+        : f.number(a.count ?? 0, 0),
         late ? h('div', { class: 'err-text' }, t('kpi.lateAcks', { n: f.number(late, 0) })) : null),
       h('td', { class: (d.rule_actions || {}).failed ? 'err-text' : '' },
         t('kpi.actionsLine', { ok: f.number((d.rule_actions || {}).executed ?? 0, 0), failed: f.number((d.rule_actions || {}).failed ?? 0, 0) })),
@@ -119,7 +121,7 @@ function calendar(matrix, days) {
   for (const day of days) for (const d of day.devices || []) targets[d.id] = (d.targets || {}).availability;
   const info = h('p', { class: 'cal-info', id: 'kpi-cell-info', 'aria-live': 'polite' }, t('kpi.calendarHint'));
   const cols = matrix.days.length;
-  const grid = h('div', { class: 'cal', id: 'kpi-calendar', role: 'grid', style: `--days: ${cols}` },
+  const grid = h('div', { class: 'cal', id: 'kpi-calendar', role: 'grid' },
     h('div', { class: 'cal-row cal-head', role: 'row' },
       h('span', { class: 'cal-name' }),
       matrix.days.map((day) => h('span', { class: 'cal-day', role: 'columnheader', title: day }, day.slice(8)))),
@@ -134,6 +136,7 @@ function calendar(matrix, days) {
           onclick: () => { info.textContent = text; },
         });
       }))));
+  grid.style.setProperty('--days', String(cols)); // through the CSSOM: the CSP refuses style attributes
   const legend = h('div', { class: 'cal-legend' }, ['good', 'near', 'bad', 'none'].map((g) => h('span', {},
     h('span', { class: `cal-swatch g-${g}`, 'aria-hidden': 'true' }), t(`kpi.legend.${g}`))));
   return h('div', {}, h('div', { class: 'cal-box' }, grid), info, legend);

@@ -52,9 +52,9 @@ function itemsTable(items, key, id) {
         h('td', {}, x.encrypted_at_rest ? t('privacy.yes') : t('privacy.no')),
         h('td', {}, receives(x)))),
       { id }),
-    items.length > shown.length
-      ? h('button', { type: 'button', class: 'secondary', onclick: () => draw(true) }, t('privacy.showAll', { n: fmt().number(items.length, 0) }))
-      : null);
+    ...(items.length > shown.length
+      ? [h('button', { type: 'button', class: 'secondary', onclick: () => draw(true) }, t('privacy.showAll', { n: fmt().number(items.length, 0) }))]
+      : []));
   }
   draw(false);
   return holder;
