@@ -42,7 +42,7 @@ Severity = Literal["debug", "info", "warning", "critical"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class Trigger(Strict):

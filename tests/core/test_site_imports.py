@@ -1,0 +1,93 @@
+"""What `edge run` loads for a minimal site (one simulated device, no upstream, the web UI): no
+library the site does not use. Each of these costs resident memory on a small gateway box for as
+long as it runs (prometheus_client about 12 MB, pymodbus 11, cryptography 7, ruamel.yaml 3,
+argon2 2.5): they are imported when a feature needs them (a scrape, a login, a sealed record, the
+rule editor, a Modbus device), not at start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.support.ports import free_port
+from tests.support.procs import stop_process, terminate
+from tests.support.site import site_file
+from tests.support.waiting import until_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# `edge run` as the console script runs it, writing the loaded modules' names at exit
+RUN = """
+import atexit, sys
+out = sys.argv[2]
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+from edge.cli import main
+sys.exit(main(["run", "-c", sys.argv[1], "--log-level", "warning"]))
+"""
+
+#: top-level packages a minimal site must not import (protocol libraries, the metrics library, the
+#: password hasher, the encryption library, the rule editor's YAML, browsers, message brokers)
+NOT_LOADED = (
+    "pymodbus",
+    "serial",
+    "bleak",
+    "cv2",
+    "numpy",
+    "prometheus_client",
+    "argon2",
+    "cryptography",
+    "ruamel",
+    "playwright",
+    "aiomqtt",
+    "paho",
+)
+
+
+def loaded_by_a_minimal_site(tmp_path: Path) -> set[str]:
+    port = free_port()
+    config = site_file(
+        tmp_path,
+        {
+            "web": {"listen": f"127.0.0.1:{port}"},
+            "devices": [
+                {"id": "m", "driver": "sim", "points": [{"name": "p", "signal": "sine", "interval": "50ms"}]}
+            ],
+        },
+    )
+    modules = tmp_path / "modules.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN, str(config), str(modules)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    return bool(json.load(resp)["status"] == "ok")
+            except OSError:
+                return False
+
+        until_sync(healthy, timeout=60, what="/healthz of the minimal site")
+        # the UI's first page and a status read, as a browser left open does
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+            assert resp.status == 200
+        output = terminate(proc)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, output
+    return {name.split(".")[0] for name in modules.read_text().split()}
+
+
+def test_a_minimal_site_loads_no_library_it_does_not_use(tmp_path: Path) -> None:
+    top = loaded_by_a_minimal_site(tmp_path)
+    assert "aiohttp" in top and "edge" in top  # the run really got that far
+    assert sorted(top & set(NOT_LOADED)) == []
