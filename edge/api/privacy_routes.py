@@ -78,7 +78,6 @@ async def privacy_report(request: web.Request) -> web.Response:
             "read",
             route_of(request.method, request.path),
             kind=principal.kind,
-            what="record of processing",
         )
     return json_response(built)
 

@@ -177,11 +177,12 @@ export async function render(view, _params, query) {
     h('section', { class: 'card' }, h('h2', {}, t('kpi.site')), siteTable(d.days, d.today)));
 }
 
-// The overview's card: today so far (the site's day, in its zone), or null when the site
-// computes no KPIs.
+// The overview's card: today so far (the site's day, in its zone); undefined when the site
+// computes no KPIs (404), null when today cannot be read now.
 export async function today() {
   const day = fmt().date(Date.now() / 1000);
   const res = await api('GET', `/api/v1/kpi?from=${day}&to=${day}`, undefined, { allowError: true });
+  if (res.status === 404) return undefined;
   if (!res.ok) return null;
   return res.data.days.find((x) => x.day === res.data.today) || null;
 }

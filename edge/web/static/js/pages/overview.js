@@ -21,14 +21,16 @@ export async function render(view) {
   const body = h('div', { class: 'grid' });
   view.append(clock, body);
   let timer = null;
+  let kpiOff = false; // a site without kpi: answers 404 once; it is not asked again every 5 s
 
   async function refresh() {
     const [st, alerts, sync, kpi] = await Promise.all([
       api('GET', '/api/v1/status'),
       api('GET', '/api/v1/alerts/active').catch(() => null),
       api('GET', '/api/v1/sync', undefined, { allowError: true }).then((r) => (r.ok ? r.data : null)),
-      kpiToday().catch(() => null),
+      kpiOff ? null : kpiToday().catch(() => null),
     ]);
+    if (kpi === undefined) kpiOff = true;
     showClock(clock, st.clock);
     const now = Date.now() / 1000;
     const f = fmt();
