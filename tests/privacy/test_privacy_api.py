@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from edge import audit
+from edge.api import privacy_routes
 from tests.privacy.conftest import PLATE, RESIDENT, SYSTOLIC, measurement, private_records, site_doc
 from tests.support.site import running_site
 from tests.support.waiting import until_async
@@ -25,7 +27,9 @@ def jsonl(text: str) -> list[dict]:
     return [orjson.loads(line) for line in text.splitlines()]
 
 
-async def test_admin_exports_and_forgets_a_resident_others_are_refused(tmp_path: Path, master: Path) -> None:
+async def test_admin_exports_and_forgets_a_resident_others_are_refused(
+    tmp_path: Path, master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with running_site(tmp_path, site_doc(master)) as rt, signed_in_roles(rt) as clients:
         rt.hub.ingest([*private_records(), measurement(resident=OTHER, systolic=128)])
         await rt.journal.flush()
@@ -59,6 +63,11 @@ async def test_admin_exports_and_forgets_a_resident_others_are_refused(tmp_path:
         assert kinds == ["blood_pressure"], kinds
         assert exported[0]["payload"]["systolic_mmhg"] == SYSTOLIC  # opened: the key is there
         assert resp.headers["X-Records"] == "1"
+        # more than the cap: refused whole, and the refusal says where the rest can be had
+        monkeypatch.setattr(privacy_routes, "MAX_EXPORT_RECORDS", 0)
+        resp = await admin.request("POST", EXPORT, json={"subject": RESIDENT})
+        assert resp.status == 413 and "edge privacy export" in (await resp.json())["detail"]
+        monkeypatch.undo()
 
         done = await admin.json("POST", FORGET, {"subject": RESIDENT})
         assert done["had_key"] is True and done["subject"].startswith("ps_")
@@ -83,7 +92,7 @@ async def test_admin_exports_and_forgets_a_resident_others_are_refused(tmp_path:
         assert ("boss", "read", f"GET {REPORT}") in actions
         exports = [e for e in entries if e["action"] == "privacy_export"]
         forgets = [e for e in entries if e["action"] == "privacy_forget"]
-        assert len(exports) == 2 and len(forgets) == 1, actions
+        assert len(exports) == 2 and len(forgets) == 1, actions  # the refused export wrote nothing
         assert {e["target"] for e in exports + forgets} == {done["subject"]}
         assert RESIDENT not in orjson.dumps(entries).decode()
 
