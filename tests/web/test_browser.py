@@ -10,6 +10,7 @@ copies the README shows); page load times are printed (not asserted).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -96,8 +97,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         d.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(demo: Demo) -> Iterator[Any]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium through Playwright, closed on exit."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -106,6 +108,12 @@ def browser(demo: Demo) -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(demo: Demo) -> Iterator[Any]:
+    with chromium() as b:
+        yield b
 
 
 def new_page(browser: Any, locale: str, base: str) -> tuple[Any, Any, list[str]]:

@@ -11,6 +11,7 @@ Screenshots: kpi, kpi-phone-zh-CN, privacy (EDGE_UPDATE_SCREENSHOTS=1: docs/scre
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import urllib.request
@@ -34,8 +35,8 @@ from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.tools import require_tool
 from tests.support.waiting import until_sync
-from tests.web.test_browser import ARGS, PASSWORD, T
-from tests.web.test_browser_phone import DESKTOP, EN, PHONE, ZH, Session
+from tests.web.test_browser import T, chromium
+from tests.web.test_browser_phone import DESKTOP, EN, PHONE, ZH, Session, first_admin
 
 TZ = "Asia/Shanghai"
 RESIDENT = "R-55120"  # the kiosk's resident: exported, then erased
@@ -184,21 +185,26 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 @pytest.fixture(scope="module")
 def browser(gateway: Gateway) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    with chromium() as b:
+        first_admin(b, gateway.base, gateway.setup_code())
+        yield b
 
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        try:
-            ctx = b.new_context(base_url=gateway.base)
-            resp = ctx.request.post(
-                "/api/v1/auth/setup",
-                data={"code": gateway.setup_code(), "name": "admin", "password": PASSWORD},
-            )
-            assert resp.status == 201, resp.text()
-            ctx.close()
-            yield b
-        finally:
-            b.close()
+
+@contextlib.contextmanager
+def signed_in(browser: Any, gateway: Gateway, locale: str, viewport: dict[str, int]) -> Iterator[Session]:
+    """The admin's page of `locale` at `viewport`; on exit no script may have failed."""
+    s = Session(browser, gateway, locale, viewport)  # type: ignore[arg-type]
+    try:
+        yield s
+        assert s.errors == [], s.errors
+    finally:
+        s.close()
+
+
+def reads_right(s: Session, path: str) -> None:
+    """The checks of the page walk (test_browser_phone) on the page as it is now."""
+    problems = s.problems(path)
+    assert problems == [], "\n".join(problems)
 
 
 def cat(s: Session) -> dict[str, str]:
@@ -214,9 +220,8 @@ def range_path(g: Gateway) -> str:
     "locale,viewport", [("en-US", DESKTOP), ("zh-CN", PHONE)], ids=["en-1280", "zh-CN-390"]
 )
 def test_kpi_page(gateway: Gateway, browser: Any, locale: str, viewport: dict[str, int]) -> None:
-    s = Session(browser, gateway, locale, viewport)  # type: ignore[arg-type]
-    page = s.page
-    try:
+    with signed_in(browser, gateway, locale, viewport) as s:
+        page = s.page
         path = range_path(gateway)
         api = page.request.get("/api/v1/kpi" + path[4:]).json()
         assert len(api["days"]) == PAST_DAYS + 1
@@ -262,8 +267,7 @@ def test_kpi_page(gateway: Gateway, browser: Any, locale: str, viewport: dict[st
         csv = page.request.get(href)
         assert csv.headers["content-type"].startswith("text/csv")
         assert csv.text().splitlines()[0].startswith("day,device,availability")
-        problems = s.problems(path)
-        assert problems == [], "\n".join(problems)
+        reads_right(s, path)
         # a range from the picker: the page follows it
         page.fill("#kpi-range input[name=from]", gateway.days[-3])
         page.click("#kpi-range button[type=submit]")
@@ -272,17 +276,13 @@ def test_kpi_page(gateway: Gateway, browser: Any, locale: str, viewport: dict[st
             arg=gateway.days[-3],
             timeout=T,
         )
-        assert s.errors == [], s.errors
-    finally:
-        s.close()
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
 def test_overview_today_and_clock(gateway: Gateway, browser: Any, locale: str) -> None:
-    s = Session(browser, gateway, locale, DESKTOP)  # type: ignore[arg-type]
-    page = s.page
-    try:
+    with signed_in(browser, gateway, locale, DESKTOP) as s:
+        page = s.page
         status = page.request.get("/api/v1/status").json()
         s.open("/")
         page.wait_for_selector("#kpi-today", timeout=T)
@@ -306,9 +306,6 @@ def test_overview_today_and_clock(gateway: Gateway, browser: Any, locale: str) -
         text = page.inner_text("#clock-warning")
         assert cat(s)["overview.clockUntrusted"] in text and reason in text, text
         assert s.problems("/") == []
-        assert s.errors == [], s.errors
-    finally:
-        s.close()
 
 
 @pytest.mark.timeout(240)
@@ -318,9 +315,8 @@ def test_overview_today_and_clock(gateway: Gateway, browser: Any, locale: str) -
 def test_sync_page_shows_the_mqtt_link(
     gateway: Gateway, browser: Any, locale: str, viewport: dict[str, int]
 ) -> None:
-    s = Session(browser, gateway, locale, viewport)  # type: ignore[arg-type]
-    page = s.page
-    try:
+    with signed_in(browser, gateway, locale, viewport) as s:
+        page = s.page
 
         def acked() -> bool:
             sink = next(x for x in page.request.get("/api/v1/sync").json()["sinks"] if x["id"] == "central")
@@ -340,18 +336,13 @@ def test_sync_page_shows_the_mqtt_link(
         assert row.locator("td[translate=no]").nth(1).inner_text() == f"127.0.0.1:{gateway.broker.port}"
         # the sink keeps its row in the general table too, with the columns every sink has
         assert page.locator('#sinks tr[data-sink="central"]').count() == 1
-        problems = s.problems("/sync")
-        assert problems == [], "\n".join(problems)
-        assert s.errors == [], s.errors
-    finally:
-        s.close()
+        reads_right(s, "/sync")
 
 
 @pytest.mark.timeout(240)
 def test_privacy_page_zh_cn_reads_the_record(gateway: Gateway, browser: Any) -> None:
-    s = Session(browser, gateway, "zh-CN", PHONE)  # type: ignore[arg-type]
-    page = s.page
-    try:
+    with signed_in(browser, gateway, "zh-CN", PHONE) as s:
+        page = s.page
         s.open("/privacy")
         enc = page.inner_text('#privacy-classes tr[data-class="sensitive"] [data-k=encrypted]')
         assert enc == ZH["privacy.yes"]
@@ -366,16 +357,12 @@ def test_privacy_page_zh_cn_reads_the_record(gateway: Gateway, browser: Any) -> 
         dialog.locator("button[data-act=cancel]").click()
         assert page.locator("#privacy-done").count() == 0
         assert problems == [], "\n".join(problems)
-        assert s.errors == [], s.errors
-    finally:
-        s.close()
 
 
 @pytest.mark.timeout(240)
 def test_privacy_page_exports_then_erases_a_resident(gateway: Gateway, browser: Any) -> None:
-    s = Session(browser, gateway, "en-US", DESKTOP)  # type: ignore[arg-type]
-    page = s.page
-    try:
+    with signed_in(browser, gateway, "en-US", DESKTOP) as s:
+        page = s.page
         s.open("/privacy")
         s.shot("privacy")
         page.fill("#privacy-subject", RESIDENT)
@@ -410,6 +397,3 @@ def test_privacy_page_exports_then_erases_a_resident(gateway: Gateway, browser: 
         audit = page.request.get("/api/v1/audit?limit=50").json()
         actions = [e["action"] for e in audit.get("entries", audit.get("items", []))]
         assert "privacy_export" in actions and "privacy_forget" in actions, actions
-        assert s.errors == [], s.errors
-    finally:
-        s.close()

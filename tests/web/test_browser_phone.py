@@ -124,15 +124,18 @@ def language_problems(texts: list[str], lang: str) -> list[str]:
     return problems
 
 
+def first_admin(browser: Any, base: str, code: str) -> None:
+    """The admin "admin" (password PASSWORD) created through first-run setup of the gateway at `base`."""
+    ctx = browser.new_context(base_url=base)
+    resp = ctx.request.post("/api/v1/auth/setup", data={"code": code, "name": "admin", "password": PASSWORD})
+    assert resp.status == 201, resp.text()
+    ctx.close()
+
+
 @pytest.fixture(scope="module")
 def admin_ready(demo: Demo, browser: Any) -> Demo:
     """The demo with its admin created through first-run setup, and an alert to acknowledge."""
-    ctx = browser.new_context(base_url=demo.base)
-    resp = ctx.request.post(
-        "/api/v1/auth/setup", data={"code": demo.setup_code(), "name": "admin", "password": PASSWORD}
-    )
-    assert resp.status == 201, resp.text()
-    ctx.close()
+    first_admin(browser, demo.base, demo.setup_code())
     return demo
 
 
