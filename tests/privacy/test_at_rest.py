@@ -167,3 +167,16 @@ async def test_a_gates_plates_are_sealed_in_every_file_and_shown_only_to_roles_a
             hidden = await clients["viewer"].request("GET", history)
             assert GATE_PLATE.encode() not in await hidden.read()
     assert plaintext_in(tmp_path, SITE_FILE) == []  # after the last checkpoint too
+
+
+async def test_a_plate_point_keeps_its_last_value_across_a_restart(tmp_path: Path, master: Path) -> None:
+    """`last_plate` is sealed under the plate's key: the next start opens it again for the rules."""
+    async with running_site(tmp_path, site_doc(master, gate=True)) as rt:
+
+        async def journaled() -> bool:
+            await rt.journal.flush()
+            return any(r.get("point") == "gate-1.last_plate" for r in rt.journal.tail(50))
+
+        await until_async(journaled, what="a last_plate reading journaled")
+    async with running_site(tmp_path, site_doc(master, gate=True)) as rt:
+        assert rt.restored_good["gate-1.last_plate"].value in (GATE_PLATE, OTHER_PLATE)
