@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 
 from edge.store import schema
-from tests.privacy.conftest import RESIDENT, SECRET_VALUE, SYSTOLIC, plaintext_in, private_records, site_doc
+from tests.privacy.conftest import (
+    PLATE,
+    RESIDENT,
+    SECRET_VALUE,
+    SYSTOLIC,
+    plaintext_in,
+    private_records,
+    site_doc,
+)
 from tests.support.site import running_site
 
 SITE_WITHOUT_KEY = """
@@ -56,6 +64,8 @@ async def test_a_clear_journal_is_sealed_at_the_first_start_with_a_master_key(
         bp = next(r for r in records if r.get("kind") == "blood_pressure")
         assert bp["payload"]["resident"] == RESIDENT
         assert SECRET_VALUE in [r.get("value") for r in records]
+        passage = next(r for r in records if r.get("kind") == "vehicle_passage")  # personal: sealed too
+        assert passage["payload"]["plate"] == PLATE
         assert plaintext_in(tmp_path) == []
 
     async with running_site(tmp_path, site_doc(master)) as rt:  # nothing left to seal
