@@ -45,6 +45,9 @@ async def test_no_plaintext_of_a_sensitive_record_in_any_file_while_the_api_read
         }
         deadletters.ensure(rt.state)
         deadletters.add(rt.state, "city", 1, record, 400, f"bad systolic {SYSTOLIC}")
+        passage = {"seq": 3, "type": "event", "kind": "vehicle_passage", "source": "gate-1"}
+        passage["payload"] = {"plate": PLATE, "privacy": "personal"}
+        deadletters.add(rt.state, "city", 3, passage, 400, f"unknown plate {PLATE}")  # personal: sealed
 
         # while it runs: the WAL files hold the newest pages
         assert plaintext_in(tmp_path) == []
@@ -68,7 +71,8 @@ async def test_no_plaintext_of_a_sensitive_record_in_any_file_while_the_api_read
             passage = next(e for e in tech if e["kind"] == "vehicle_passage")
             assert passage["payload"]["plate"] == PLATE  # personal: a technician sees it
         letters = deadletters.listing(rt.state, "city", None, 10)
-        assert letters[0]["record"]["payload"]["systolic_mmhg"] == SYSTOLIC
+        assert letters[1]["record"]["payload"]["systolic_mmhg"] == SYSTOLIC
+        assert letters[0]["record"]["payload"]["plate"] == PLATE
         assert rt.journal.tail(5)[-4]["payload"]["resident"] == RESIDENT  # the CLI's shape, opened
     assert plaintext_in(tmp_path) == []  # after the last checkpoint too
 
