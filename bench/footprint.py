@@ -8,7 +8,8 @@ The site: 10 CHINT DTSU666 meters over Modbus TCP polled every second (the simul
 (bench.sync's, in its own process), the web UI listening and idle. The gateway is sampled every
 half second: RSS, VmHWM (its peak RSS since start) and CPU time. The floor is a fresh interpreter
 that imports every module the gateway had loaded (written by the gateway at exit) and does
-nothing else. Both load the project's modules as compiled bytecode, as an installed package does.
+nothing else. Both load the project's modules as compiled bytecode, as an installed package does
+(compiled first into the checkout's __pycache__).
 Targets for this workload: steady RSS <= 45 MB, peak <= 60 MB.
 
 --profile runs the site a second time with tracemalloc and `-X importtime` on (slower, more
@@ -87,13 +88,12 @@ print(rss() - before)
 """
 
 
-def installed_env(tmp: Path) -> dict[str, str]:
-    """The environment of the gateway and its floor: the project's modules load compiled bytecode,
-    as on a box where the package was installed (pip compiles it then), not compiled from source
-    at each start (PYTHONDONTWRITEBYTECODE, a checkout): the compiler's memory is no part of a
-    gateway's footprint. The bytecode goes to a directory of the run's own, not into the tree."""
+def compile_project() -> None:
+    """The project's modules as compiled bytecode, beside their sources (__pycache__, ignored by
+    git), as on a box where the package was installed (pip compiles it then): a checkout run with
+    PYTHONDONTWRITEBYTECODE compiles every module at each start, and the compiler's memory is no
+    part of a gateway's footprint. Third-party packages and the standard library have theirs."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", "edge", "drivers", "rules"],
         cwd=ROOT,
@@ -102,7 +102,6 @@ def installed_env(tmp: Path) -> dict[str, str]:
         capture_output=True,
         timeout=300,
     )
-    return env
 
 
 # ---------------------------------------------------------------- the meters
@@ -205,7 +204,7 @@ def run_gateway(
     site.write_text(yaml.safe_dump(site_doc(tmp, meter_ports, upstream, web_port), sort_keys=False))
     modules = tmp / "modules.txt"
     log = tmp / "edge.log"
-    env = installed_env(tmp)
+    env = dict(os.environ)
     if snapshot is not None:
         env["PYTHONTRACEMALLOC"] = "1"  # from the first import on
     importtime = ["-X", "importtime"] if snapshot else []
@@ -261,25 +260,14 @@ def run_gateway(
 
 
 def floor(modules: Path) -> dict[str, float]:
-    env = installed_env(modules.parent)
     out = subprocess.run(
-        [sys.executable, "-c", FLOOR, str(modules)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
+        [sys.executable, "-c", FLOOR, str(modules)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     if out.returncode != 0:
         raise SystemExit(f"floor interpreter failed:\n{out.stderr[-3000:]}")
     got = json.loads(out.stdout.splitlines()[-1])
     bare = subprocess.run(
-        [sys.executable, "-c", FLOOR, os.devnull],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+        [sys.executable, "-c", FLOOR, os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     return {
         "floor_rss_mb": round(got["VmRSS"] / MB, 1),
@@ -314,16 +302,10 @@ def profile(tmp: Path, meter_ports: list[int], upstream: str, seconds: float, mo
         print(f"  {s.size / MB:6.2f} MB  {_short(frame.filename)}:{frame.lineno}")
 
     print("RSS of importing one package alone, in a fresh interpreter (dependencies included):")
-    env = installed_env(tmp)
     costs = []
     for name in _packages(modules):
         out = subprocess.run(
-            [sys.executable, "-c", IMPORT_COST, name],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
+            [sys.executable, "-c", IMPORT_COST, name], cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         if out.returncode == 0:
             costs.append((int(out.stdout.split()[-1]), name))
@@ -388,6 +370,7 @@ def main() -> None:
         serve_meters(args.serve_meters)
         return
     seconds = 30.0 if args.quick else 120.0
+    compile_project()
     meters, ports = start_meters(METERS)
     receiver, upstream = start_receiver()
     try:
