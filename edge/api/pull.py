@@ -28,6 +28,7 @@ from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader, Row
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
+from edge.store.rows import CLOCK_FLAG
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -132,12 +133,24 @@ _POINT = itemgetter(2)
 
 
 def records_of(rows: list[Row]) -> list[dict[str, Any]]:
-    """`row_to_record` of each row, with the plain reading (no flag in its quality column: most
-    of a page) built inline: a call per record was a fifth of a page's CPU."""
+    """`row_to_record` of each row, with the plain reading built inline (most of a page): its
+    quality column holds the quality alone, or with the clock flag when it was journaled while the
+    clock was untrusted. A call per record was a fifth of a page's CPU."""
     names = QUALITY_NAMES
+    flagged = CLOCK_FLAG
     return [
         {"seq": r[0], "ts": r[1], "type": "reading", "point": r[2], "value": r[3], "quality": names[r[4]]}
         if r[5] is None and r[4] < 3
+        else {
+            "seq": r[0],
+            "ts": r[1],
+            "type": "reading",
+            "point": r[2],
+            "value": r[3],
+            "quality": names[r[4] - flagged],
+            "clock_untrusted": True,
+        }
+        if r[5] is None and flagged <= r[4] < flagged + 3
         else row_to_record(r)
         for r in rows
     ]
