@@ -86,7 +86,7 @@ def paths() -> dict[str, Any]:
             "post": op(
                 "privacySubjectForget",
                 "Delete a resident's data key: their sealed records stop opening everywhere, "
-                "records naming them in clear are counted and left to retention, a subject_erased "
+                "records naming them outside their key are counted and left to retention, a subject_erased "
                 "notice is journaled (scope admin; audited)",
                 {
                     "200": ok(
