@@ -142,6 +142,7 @@ def broken_copy(bundle: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.timeout(900)  # the bundle is built first (the registry, ~40 s on a quiet machine)
 def test_the_bundle_holds_the_installer_and_a_wheel_per_dependency(bundle: Path) -> None:
     with tarfile.open(bundle) as tar:
         names = tar.getnames()
@@ -170,6 +171,7 @@ def test_the_bundle_holds_the_installer_and_a_wheel_per_dependency(bundle: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the bundle, two installs and a health gate left to time out
 def test_install_offline_upgrade_and_rollback(
     bundle: Path, offline: list[str], tmp_path: Path, pid_files: list[Path]
 ) -> None:
