@@ -94,9 +94,12 @@ def _section(site: Site, key: str) -> Any:
     return value
 
 
-# glibc's mallopt parameter: the most malloc arenas the process may have (M_ARENA_MAX)
+# glibc's mallopt parameters: the most malloc arenas the process may have, and the size from
+# which an allocation gets pages of its own, returned to the system when it is freed
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
 ARENAS = 2
+MMAP_FROM = 1024 * 1024
 
 
 def _libc() -> Any:
@@ -109,12 +112,18 @@ def _libc() -> Any:
 
 
 def lean_heap() -> None:
-    """Fewer malloc arenas for the service: glibc gives each thread that allocates at once an arena
-    of its own (up to 8 per core), each keeping freed memory resident; a gateway's threads (the
-    journal writer, the executor's workers) take turns, and two arenas serve them with less RSS."""
+    """Fewer malloc arenas, and large blocks always on pages of their own, for the service.
+
+    glibc gives each thread that allocates at once an arena of its own (up to 8 per core), each
+    keeping freed memory resident; a gateway's threads (the journal writer, the executor's
+    workers) take turns, and two arenas serve them with less RSS. And glibc raises its mapping
+    threshold to the size of each mapped block freed: after the first password hash (19 MiB,
+    freed) every later one came from the heap and stayed resident, 19 MiB more RSS for good after
+    one login. A fixed threshold keeps such blocks mapped, and gone once freed."""
     libc = _libc()
     if libc is not None:
         libc.mallopt(M_ARENA_MAX, ARENAS)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)
 
 
 def return_freed_memory() -> None:
