@@ -400,12 +400,13 @@ def insert_records(
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
     if sealer is not None and ranks:
         only = set(map(type, records)) == {Reading}
-        pts = (
-            map(_POINT, cast(list[Reading], records))
-            if only
-            else (r.point for r in records if type(r) is Reading)
-        )
-        if not ranks.keys().isdisjoint(pts):
+        readings = cast(list[Reading], records) if only else [r for r in records if type(r) is Reading]
+        hits = ranks.keys() & set(map(_POINT, readings))
+        # a flush whose private readings are a personal point's numbers (nothing to seal) pays two
+        # C-level scans, not a Python loop over every record
+        if hits and (
+            SENSITIVE in map(ranks.__getitem__, hits) or str in set(map(type, map(_VALUE, readings)))
+        ):
             records = seal_readings(records, ranks, sealer)
     if set(map(type, records)) == {Reading}:
         rows: list[Any] = records

@@ -23,6 +23,7 @@ from tests.privacy.conftest import (
     raw,
     site_doc,
 )
+from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.support.waiting import until_async
 from tests.web.conftest import signed_in_roles
@@ -184,3 +185,30 @@ async def test_a_plate_point_keeps_its_last_value_across_a_restart(tmp_path: Pat
         await until_async(journaled, what="a last_plate reading journaled")
     async with running_site(tmp_path, site_doc(master, gate=True)) as rt:
         assert rt.restored_good["gate-1.last_plate"].value in (GATE_PLATE, OTHER_PLATE)
+
+
+async def test_a_personal_points_numbers_stay_clear_and_its_strings_are_sealed(
+    tmp_path: Path, master: Path
+) -> None:
+    """What is sealed is what identifies: a personal point's strings (a plate), not its numbers,
+    which keep their place in the trend rollups; a sensitive point's numbers are sealed."""
+    doc = site_doc(master, gate=True).replace(
+        "      - {name: loop_occupied,",
+        "      - {name: occupancy, privacy: personal, signal: counter, interval: 20ms}\n"
+        "      - {name: loop_occupied,",
+    )
+    async with running_site(tmp_path, doc) as rt:
+        rt.hub.ingest(private_records())
+
+        async def journaled() -> bool:
+            await rt.journal.flush()
+            points = {r.get("point") for r in rt.journal.tail(200)}
+            return {"gate-1.occupancy", "gate-1.last_plate"} <= points
+
+        await until_async(journaled, what="the gate's personal points journaled")
+        stored = sql(rt.journal, "SELECT point, typeof(value), privacy FROM journal WHERE kind IS NULL")
+    kinds = {(p, t, c) for p, t, c in stored if p != "gate-1.loop_occupied"}
+    assert ("gate-1.occupancy", "integer", 1) in kinds or ("gate-1.occupancy", "real", 1) in kinds
+    assert {t for p, t, _ in kinds if p == "gate-1.occupancy"} <= {"integer", "real"}
+    assert {t for p, t, _ in kinds if p == "gate-1.last_plate"} == {"blob"}
+    assert {t for p, t, _ in kinds if p == "kiosk-1.last_systolic"} == {"blob"}
