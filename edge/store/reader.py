@@ -223,11 +223,18 @@ class JournalQueries:
         }
 
 
+READER_CACHE_KIB = 512  # a reader's page cache: the seq index's inner pages, not the rows'
+
+
 class JournalReader(JournalQueries):
     """A read connection of its own on the journal at `path`. Thread-safe; call it via `to_thread`."""
 
     def __init__(self, path: str) -> None:
         self._read = connect(path)
+        # Its reads page forward through records read once (a sink's batches, a consumer's pages):
+        # SQLite's default 2 MB page cache per connection would fill with pages never read again,
+        # held for as long as the gateway runs, one per sink reader and one for the pull API.
+        self._read.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
         self._read_lock = threading.Lock()
 
     def close(self) -> None:

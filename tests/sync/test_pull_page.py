@@ -13,6 +13,7 @@ from edge.api import privacy
 from edge.api.pull import PULL_KEY, records_of
 from edge.model import Event, PointInfo, Privacy, Reading
 from edge.store.journal import row_to_record
+from edge.store.reader import READER_CACHE_KIB
 from tests.support.site import running_site
 
 T = 1.7e9
@@ -55,3 +56,12 @@ async def test_page_records_and_counts_match_the_per_record_path(
             items = records_of(page)
             assert svc.read_counts(page, items) == privacy.count_records(rt, items)
         assert svc.read_counts(readings, records_of(readings)) == {"sensitive": 1, "personal": 1}
+
+
+async def test_a_readers_page_cache_is_capped(tmp_path: Path) -> None:
+    """Sink and pull readers page forward through rows read once: SQLite's default 2 MB cache per
+    connection would hold pages never read again for as long as the gateway runs."""
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        svc: Any = rt.web_runner.app[PULL_KEY]
+        assert svc.reader._query("PRAGMA cache_size") == [(-READER_CACHE_KIB,)]
+        assert READER_CACHE_KIB <= 512
