@@ -36,6 +36,9 @@ from edge.store import backup as store_backup
 FORMAT = 1
 MANIFEST = "manifest.json"
 MAX_MANIFEST = 4 << 20  # a manifest lists the files; more than this is not one of ours
+# gzip level: for a journal of 1M readings (37 MB) on the build machine, 9 (tarfile's default)
+# took 10.3 s and 6 took 1.7 s, for 0.3 % more bytes (9.4 MB); a gateway's CPU is slower still
+COMPRESS = 6
 # the archive's names for the site's files
 JOURNAL, STATE, TREND, BLOBS = "journal.db", "state.db", "trend.db", "blobs"
 # the byte of a WAL database's -shm file every connection holds a read lock on (SQLite's
@@ -163,7 +166,7 @@ def create(site: Site, out: Path) -> Summary:
         }
         partial = work / "archive.tar.gz"
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        with open(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=COMPRESS) as tar:
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
             info = tarfile.TarInfo(MANIFEST)
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
