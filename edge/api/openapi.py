@@ -52,6 +52,13 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+#: present (true) only on records committed while the gateway's clock was not trusted
+CLOCK_UNTRUSTED = {
+    "type": "boolean",
+    "const": True,
+    "description": "committed while the gateway's clock was not trusted: its ts may be wrong",
+}
+
 #: Named schemas: code generators name a model after its schema, so each record variant and each
 #: listed item is a component of its own (inline variants made two models with one name).
 SCHEMAS: dict[str, Any] = {
@@ -63,6 +70,7 @@ SCHEMAS: dict[str, Any] = {
             "point": {"type": "string"},
             "value": {"type": ["number", "integer", "boolean", "string", "null"]},
             "quality": {"type": "string", "enum": ["good", "bad", "stale"]},
+            "clock_untrusted": CLOCK_UNTRUSTED,
         },
         ["seq", "ts", "type", "point", "value", "quality"],
     ),
@@ -71,6 +79,7 @@ SCHEMAS: dict[str, Any] = {
             **EVENT_FIELDS,
             "type": {"type": "string", "const": "event"},
             "payload": {"type": "object", "additionalProperties": True},
+            "clock_untrusted": CLOCK_UNTRUSTED,
         },
         ["seq", "ts", "type", "kind", "source", "severity", "payload"],
     ),

@@ -28,6 +28,9 @@ def site_file(tmp_path: Path, doc: dict[str, Any] | str, name: str = "site.yaml"
     """Write a site file whose storage lives in tmp_path and whose web server takes a free port."""
     data = yaml.safe_load(doc) if isinstance(doc, str) else dict(doc)
     data.setdefault("site", {"id": "test-site", "name": "test"})
+    # the build machines' kernel clock is unsynchronised (no NTP in the sandbox): a test site trusts
+    # it like a lab box, so records do not carry clock_untrusted; the clock tests say otherwise
+    data.setdefault("clock", {"trust_unsynced": True})
     storage = dict(data.get("storage") or {})
     storage.setdefault("path", str(tmp_path / "edge.db"))
     data["storage"] = storage
