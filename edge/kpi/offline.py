@@ -46,6 +46,7 @@ class OfflineKpi:
         self.store = KpiStore(StateDB(self.site.storage.resolved_state_path()))
         self.ctx = SimpleNamespace(clock=time.time)
         self.fold = SimpleNamespace(days={})
+        self._sealer: Any = None
         self._cursors = self._read_cursors()
 
     def _read_cursors(self) -> dict[str, tuple[str, int, float]]:
@@ -63,6 +64,22 @@ class OfflineKpi:
         path = self.site.storage.path
         return Journal.open_readonly(path) if Path(path).exists() else None
 
+    def _open_sealed(self, path: str) -> None:
+        """Where the site seals personal and sensitive records, open them as the gateway does:
+        a sealed alert or acknowledgement would otherwise count as neither."""
+        key_file = self.site.privacy.master_key_file
+        if key_file is None or self._sealer is not None:
+            return
+        from edge.privacy.atrest import Sealer, register
+        from edge.privacy.keyfile import KeyFileError
+        from edge.privacy.keys import WrongMasterKey
+
+        try:
+            self._sealer = Sealer.open(path, key_file)
+        except (KeyFileError, WrongMasterKey) as exc:
+            raise RebuildError(f"privacy.master_key_file: {exc} (nothing was changed)") from None
+        register(path, self._sealer)
+
     def figures(
         self, day: str, acc: dict[str, Any], *, closed: bool, now: float, device: str | None = None
     ) -> dict[str, Any]:
@@ -72,6 +89,12 @@ class OfflineKpi:
 
     def close(self) -> None:
         self.store.db.close()
+        if self._sealer is not None:
+            from edge.privacy.atrest import unregister
+
+            unregister(self.site.storage.path, self._sealer)
+            self._sealer.close()
+            self._sealer = None
 
     def rebuild(self, day: str) -> dict[str, Any]:
         """Fold `day` again from the journal, from the state saved at its start (or, without
@@ -83,6 +106,11 @@ class OfflineKpi:
         journal = self._journal()
         if journal is None:
             raise RebuildError(f"{self.site.storage.path}: no journal (nothing was changed)")
+        try:
+            self._open_sealed(self.site.storage.path)
+        except RebuildError:
+            journal.close_sync()
+            raise
         try:
             stored = self.store.day(day)
             oldest = journal.first_at_or_after(0)

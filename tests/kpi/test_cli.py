@@ -165,3 +165,64 @@ async def test_a_day_that_ended_while_the_gateway_was_off_is_sent_at_the_next_st
         assert KpiStore(state).meta("announce") == []
     finally:
         state.close()
+
+
+async def test_rebuild_opens_what_the_site_sealed(tmp_path: Path) -> None:
+    """On a site that seals personal records, the rebuild reads an alert's acknowledgement (a
+    personal record, sealed in the journal) as the live fold did; a wrong master key is refused
+    and changes nothing."""
+    from edge.kpi.api import report
+    from edge.kpi.offline import OfflineKpi
+    from edge.model import Event, Severity
+    from edge.privacy.keyfile import create_master_key
+    from tests.kpi.test_alerts import alert
+
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    doc = {
+        **SITE,
+        "devices": [],
+        "privacy": {"master_key_file": str(master)},
+        "kpi": {"interval": "1h", "ack_within": {"warning": "4h"}},
+    }
+    offset = -2 * 86400.0
+
+    def clock() -> float:
+        return time.time() + offset
+
+    site = load(tmp_path, doc)
+    config = site_file(tmp_path, doc)
+    day = Days("Asia/Shanghai").day_of(clock())
+    rt = Runtime(site, clock=clock, with_web=False)
+    await rt.start()
+    try:
+        now = clock()
+        rt.hub.publish_event(alert("door", "warning", now - 100))
+        await rt.journal.flush()
+        seq = next(r["seq"] for r in rt.journal.tail(20) if r.get("kind") == "alert")
+        ack = {"seq": seq, "user": "wang", "comment": "", "privacy": "personal"}
+        rt.hub.publish_event(Event("alert_ack", "kpi-cli", Severity.INFO, ack, now - 40))
+        await rt.journal.flush()
+    finally:
+        await rt.stop()
+    with sqlite3.connect(site.storage.path) as conn:
+        payloads = [r[0] for r in conn.execute("SELECT payload FROM journal WHERE kind = 'alert_ack'")]
+    assert len(payloads) == 1 and b"wang" not in bytes(payloads[0])  # sealed on disk
+
+    def acknowledged() -> int:
+        kpi = OfflineKpi(load(tmp_path, doc))
+        try:
+            return int(report(kpi, day, day, None)["days"][0]["alerts"]["acknowledged"])
+        finally:
+            kpi.close()
+
+    assert acknowledged() == 1  # the live fold's figure
+    wrong = tmp_path / "wrong.key"
+    create_master_key(wrong)
+    bad = site_file(tmp_path, {**doc, "privacy": {"master_key_file": str(wrong)}}, name="wrong.yaml")
+    refused = edge_cli("kpi", "rebuild", "--day", day, "-c", str(bad))
+    assert refused.returncode == 1 and "master_key_file" in refused.stderr, refused.stderr
+    assert acknowledged() == 1
+    done = edge_cli("kpi", "rebuild", "--day", day, "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert acknowledged() == 1  # read through the seal, not as {"sealed": true}
