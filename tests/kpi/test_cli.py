@@ -212,7 +212,7 @@ async def test_rebuild_opens_what_the_site_sealed(tmp_path: Path) -> None:
     def acknowledged() -> int:
         kpi = OfflineKpi(load(tmp_path, doc))
         try:
-            return int(report(kpi, day, day, None)["days"][0]["alerts"]["acknowledged"])
+            return int(report(kpi, day, day, None)["days"][0]["alerts"]["acknowledged"])  # type: ignore[arg-type]
         finally:
             kpi.close()
 
