@@ -376,6 +376,10 @@ def build(site: Any) -> Report:
         add(kind, cls, source, note)
     for kind in GATEWAY_KINDS:
         add(kind, Privacy.PUBLIC, "gateway")
+    if site.sections.get("kpi") is not None:
+        add("kpi_daily", Privacy.PUBLIC, "kpi", "the day's figures per device: counts and shares")
+        add("alert", Privacy.PUBLIC, "kpi", "a day below its targets")
+    add("alert_ack", Privacy.PERSONAL, "gateway", "who acknowledged an alert (`user`), when, the comment")
     writable = [p for p in infos if p.writable]
     if writable:
         top = max((p.privacy for p in writable), key=PRIVACY_RANK.__getitem__)
