@@ -93,6 +93,18 @@ TOKEN = obj(
     },
     ["id", "name", "scopes"],
 )
+SITE_CONSUMER = obj(
+    {
+        "id": {"type": "string"},
+        "description": {"type": "string"},
+        "max_privacy": {"type": "string", "enum": ["public", "personal", "sensitive"]},
+        "token_from": {"type": "string", "enum": ["env", "file"], "description": "never the token"},
+        "pseudonymised": {"type": "boolean"},
+        "scopes": array({"type": "string"}),
+        "source": {"type": "string", "const": "site"},
+    },
+    ["id", "max_privacy", "token_from", "pseudonymised", "scopes", "source"],
+)
 SESSION = obj(
     {
         "id": {"type": "string", "description": "opaque; neither the cookie value nor its stored hash"},
@@ -304,7 +316,15 @@ def paths() -> dict[str, Any]:
             "get": op(
                 "tokens",
                 "API tokens, without their secrets (scope admin)",
-                {"200": ok(obj({"tokens": array(TOKEN)}, ["tokens"])), **errors()},
+                {
+                    "200": ok(
+                        obj(
+                            {"tokens": array(TOKEN), "consumers": array(SITE_CONSUMER)},
+                            ["tokens", "consumers"],
+                        )
+                    ),
+                    **errors(),
+                },
             ),
             "post": op(
                 "createToken",

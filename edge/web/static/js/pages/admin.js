@@ -63,7 +63,7 @@ async function drawSessions(box) {
 }
 
 async function drawTokens(box) {
-  const [{ tokens }, sync] = await Promise.all([
+  const [{ tokens, consumers }, sync] = await Promise.all([
     api('GET', '/api/v1/tokens'),
     api('GET', '/api/v1/sync', undefined, { allowError: true }).then((r) => (r.ok ? r.data : null)),
   ]);
@@ -74,13 +74,14 @@ async function drawTokens(box) {
     h('td', {}, k.revoked ? t('admin.revoked') : h('button', { class: 'danger small', onclick: async () => {
       try { await api('DELETE', `/api/v1/tokens/${k.id}`); await drawTokens(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
     } }, t('admin.revoke')))));
-  // a consumer no API token names holds the token its site-file entry points at
-  const byToken = new Set(tokens.map((k) => k.consumer).filter(Boolean));
-  for (const c of (sync && sync.consumers) || []) {
-    if (byToken.has(c.id)) continue;
+  // the consumers the site file declares hold the token their entry points at (a file or a
+  // variable on the gateway); their last use is their last acknowledgement
+  const lastAck = new Map(((sync && sync.consumers) || []).map((c) => [c.id, c.last_ack]));
+  for (const c of consumers || []) {
+    const acked = lastAck.get(c.id);
     rows.push(h('tr', { 'data-site-consumer': c.id },
-      h('td', {}, c.id, h('div', { class: 'sub' }, t('admin.siteConsumer'))), h('td', {}, t('scope.pull')), h('td', {}, c.id),
-      h('td', {}, '—'), h('td', {}, c.last_ack ? fmtTime(c.last_ack) : t('admin.never')),
+      h('td', {}, c.id, h('div', { class: 'sub' }, t('admin.siteConsumer'))), h('td', {}, c.scopes.map((x) => t('scope.' + x)).join(' ')), h('td', {}, c.id),
+      h('td', {}, '—'), h('td', {}, acked ? fmtTime(acked) : t('admin.never')),
       h('td', {}, h('span', { class: 'sub' }, t('admin.siteConsumerHow')))));
   }
   const form = h('form', { class: 'row', id: 'add-token' },
