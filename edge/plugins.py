@@ -180,6 +180,11 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class StartError(RuntimeError):
+    """A site that cannot start for a reason a person can fix (the message says how): the
+    runtime, or a component's `start`, raises it; `edge run` prints the message and exits 1."""
+
+
 class PluginConflict(ValueError):
     """Two installed plugins declare the same driver, sink or section."""
 

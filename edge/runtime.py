@@ -35,7 +35,7 @@ from edge.model import (
     Value,
     point_id,
 )
-from edge.plugins import Component, ComponentContext, registry
+from edge.plugins import Component, ComponentContext, StartError, registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal
 
@@ -49,10 +49,6 @@ C = TypeVar("C")
 #: looping (`crash_looping` in the status: what a rollout's health gate refuses)
 CRASH_LOOP_RESTARTS = 3
 CRASH_LOOP_WINDOW = 600.0
-
-
-class StartError(RuntimeError):
-    """A site that cannot start for a reason a person can fix (the message says how)."""
 
 
 @dataclass

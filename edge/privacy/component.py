@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from edge.model import Event, Severity
-from edge.plugins import ComponentContext
+from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import Sealer, register, unregister
 from edge.privacy.pseudonym import ERASED_KIND
@@ -16,7 +16,7 @@ from edge.privacy.pseudonym import ERASED_KIND
 log = logging.getLogger("edge.privacy")
 
 
-class PrivacyStartError(RuntimeError):
+class PrivacyStartError(StartError):
     """The site's master key cannot be used: the message names the file and what to do."""
 
 

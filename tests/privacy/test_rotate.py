@@ -67,3 +67,19 @@ async def test_a_master_key_others_may_read_stops_the_start_naming_the_file(
     config = site_file(tmp_path, site_doc(master))
     checked = edge_cli("check", "-c", str(config))
     assert checked.returncode != 0 and "privacy.master_key_file" in checked.stdout + checked.stderr
+
+
+def test_edge_run_with_a_master_key_it_cannot_use_says_why_without_a_traceback(
+    tmp_path: Path, master: Path
+) -> None:
+    """A master key others may read stops `edge run` with exit 1 and the one line that names the
+    file and its mode, as any start a person can fix does: no traceback."""
+    from tests.support.cli import edge_cli
+
+    master.chmod(0o644)
+    config = site_file(tmp_path, site_doc(master))
+    done = edge_cli("run", "-c", str(config), timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "start failed" in out and "master.key" in out and "0644" in out, out
+    assert "Traceback" not in out, out
