@@ -117,6 +117,34 @@ class ComponentContext:
         return found
 
 
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A hook that imports its code only when it runs: `lazy("pkg.module:function")` calls that
+    function with the hook's arguments. Manifests name their code this way so that reading them
+    (every command does) imports nothing heavy."""
+
+    def hook(*args: Any) -> Any:
+        return _resolve(target)(*args)
+
+    hook.__qualname__ = hook.__name__ = f"lazy({target})"
+    return hook
+
+
+def lazy_value(target: str) -> Callable[[], Any]:
+    """A hook that returns a module's attribute (a config model, a driver or sink class) imported
+    only when asked for: `lazy_value("pkg.module:Model")`."""
+
+    def hook() -> Any:
+        return _resolve(target)
+
+    hook.__qualname__ = hook.__name__ = f"lazy_value({target})"
+    return hook
+
+
 @dataclass(frozen=True)
 class Spec:
     """A driver or a sink: its config model (light: `edge check` imports only this) and the class

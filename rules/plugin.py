@@ -3,50 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edge.plugins import Plugin
+from edge.plugins import Plugin, lazy, lazy_value
 
 if TYPE_CHECKING:
-    import argparse
-
-    from aiohttp import web
-    from pydantic import BaseModel
-
     from edge.config import Site
-    from edge.plugins import ComponentContext
-    from edge.runtime import Runtime
-
-
-def section() -> type[BaseModel]:
-    from rules.config import RulesConfig
-
-    return RulesConfig
-
-
-def component(ctx: ComponentContext) -> Any:
-    from rules.component import create
-
-    return create(ctx)
-
-
-def routes(app: web.Application, runtime: Runtime) -> None:
-    from rules import api
-
-    api.setup(app, runtime)
-
-
-def openapi() -> Mapping[str, Any]:
-    from rules import openapi
-
-    return openapi.paths()
-
-
-def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from rules import cli
-
-    cli.register(sub)
 
 
 def check_rule_packs(site: Site) -> list[str]:
@@ -80,12 +42,12 @@ def check_rule_packs(site: Site) -> list[str]:
 
 PLUGIN = Plugin(
     name="rules",
-    sections={"rules": section},
+    sections={"rules": lazy_value("rules.config:RulesConfig")},
     live_sections=("rules",),
-    component=component,
-    routes=routes,
-    openapi=openapi,
-    commands=commands,
+    component=lazy("rules.component:create"),
+    routes=lazy("rules.api:setup"),
+    openapi=lazy("rules.openapi:paths"),
+    commands=lazy("rules.cli:register"),
     check=check_rule_packs,
     order=10,
 )

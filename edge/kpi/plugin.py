@@ -3,44 +3,12 @@ daily figures, `GET /api/v1/kpi` (JSON and CSV) and `edge kpi show|rebuild|expor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edge.plugins import Plugin
+from edge.plugins import Plugin, lazy, lazy_value
 
 if TYPE_CHECKING:
-    import argparse
-
-    from aiohttp import web
-    from pydantic import BaseModel
-
     from edge.config import Site
-    from edge.plugins import ComponentContext
-    from edge.runtime import Runtime
-
-
-def section() -> type[BaseModel]:
-    from edge.kpi.config import KpiConfig
-
-    return KpiConfig
-
-
-def component(ctx: ComponentContext) -> Any:
-    from edge.kpi.component import create
-
-    return create(ctx)
-
-
-def routes(app: web.Application, runtime: Runtime) -> None:
-    from edge.kpi import api
-
-    api.setup(app, runtime)
-
-
-def openapi() -> Mapping[str, Any]:
-    from edge.kpi import openapi
-
-    return openapi.paths()
 
 
 def check_targets(site: Site) -> list[str]:
@@ -55,19 +23,13 @@ def check_targets(site: Site) -> list[str]:
     ]
 
 
-def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from edge.kpi import cli
-
-    cli.register(sub)
-
-
 PLUGIN = Plugin(
     name="kpi",
-    sections={"kpi": section},
-    component=component,
-    routes=routes,
-    openapi=openapi,
-    commands=commands,
+    sections={"kpi": lazy_value("edge.kpi.config:KpiConfig")},
+    component=lazy("edge.kpi.component:create"),
+    routes=lazy("edge.kpi.api:setup"),
+    openapi=lazy("edge.kpi.openapi:paths"),
+    commands=lazy("edge.kpi.cli:register"),
     check=check_targets,
     order=60,
 )

@@ -4,75 +4,22 @@ with their OpenAPI paths, and `edge sync status`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from edge.plugins import Plugin, Spec
-
-if TYPE_CHECKING:
-    import argparse
-
-    from aiohttp import web
-    from pydantic import BaseModel
-
-    from edge.plugins import ComponentContext
-    from edge.runtime import Runtime
-
-
-def http_model() -> type[BaseModel]:
-    from edge.sync.http_sink import HttpSinkConfig
-
-    return HttpSinkConfig
-
-
-def http_sink() -> Any:
-    from edge.sync.http_sink import HttpSink
-
-    return HttpSink
-
-
-def influx_model() -> type[BaseModel]:
-    from edge.sync.influx_sink import InfluxSinkConfig
-
-    return InfluxSinkConfig
-
-
-def influx_sink() -> Any:
-    from edge.sync.influx_sink import InfluxSink
-
-    return InfluxSink
-
-
-def component(ctx: ComponentContext) -> Any:
-    from edge.sync.component import create
-
-    return create(ctx)
-
-
-def routes(app: web.Application, runtime: Runtime) -> None:
-    from edge.sync import api
-
-    api.setup(app, runtime)
-
-
-def openapi() -> Mapping[str, Any]:
-    from edge.sync import openapi
-
-    return openapi.paths()
-
-
-def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from edge.sync import cli
-
-    cli.register(sub)
-
+from edge.plugins import Plugin, Spec, lazy, lazy_value
 
 PLUGIN = Plugin(
     name="sync",
-    sinks={"http": Spec(http_model, http_sink), "influxdb": Spec(influx_model, influx_sink)},
-    component=component,
-    routes=routes,
-    openapi=openapi,
-    commands=commands,
+    sinks={
+        "http": Spec(
+            lazy_value("edge.sync.http_sink:HttpSinkConfig"), lazy_value("edge.sync.http_sink:HttpSink")
+        ),
+        "influxdb": Spec(
+            lazy_value("edge.sync.influx_sink:InfluxSinkConfig"),
+            lazy_value("edge.sync.influx_sink:InfluxSink"),
+        ),
+    },
+    component=lazy("edge.sync.component:create"),
+    routes=lazy("edge.sync.api:setup"),
+    openapi=lazy("edge.sync.openapi:paths"),
+    commands=lazy("edge.sync.cli:register"),
     order=20,
 )
