@@ -47,39 +47,39 @@ def register(sub: Subcommands) -> None:
     )
 
 
-def cmd_backup(args: argparse.Namespace) -> int:
-    from edge import backup
+def _run(args: argparse.Namespace, action: str, path: str) -> int:
+    """`edge backup` or `edge restore`: the site file, then the archive; one line either way."""
+    from edge import backup, fmt
     from edge.cli import load_or_report
 
     site = load_or_report(args.config)
     if site is None:
         return 1
     try:
-        summary = backup.create(site, Path(args.out))
+        if action == "backup":
+            summary = backup.create(site, Path(path))
+        else:
+            summary = backup.restore(site, Path(path))
     except (backup.BackupError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(
-        f"backup of site {summary.site_id} written to {summary.path}: {summary.files} files, "
-        f"journal up to seq {summary.last_seq}, {summary.bytes} bytes"
-    )
+    files = fmt.count(summary.files, "file")
+    if action == "backup":
+        print(
+            f"backup of site {summary.site_id} written to {summary.path}: {files}, "
+            f"journal up to seq {summary.last_seq}, {summary.bytes} bytes"
+        )
+    else:
+        print(
+            f"restored site {summary.site_id} from {summary.path}: {files}, journal up to "
+            f"seq {summary.last_seq}; the replaced files are kept as *.pre-restore"
+        )
     return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    return _run(args, "backup", args.out)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from edge import backup
-    from edge.cli import load_or_report
-
-    site = load_or_report(args.config)
-    if site is None:
-        return 1
-    try:
-        summary = backup.restore(site, Path(args.archive))
-    except (backup.BackupError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"restored site {summary.site_id} from {summary.path}: {summary.files} files, journal up to "
-        f"seq {summary.last_seq}; the replaced files are kept as *.pre-restore"
-    )
-    return 0
+    return _run(args, "restore", args.archive)
