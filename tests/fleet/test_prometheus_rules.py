@@ -84,7 +84,8 @@ async def test_the_rules_use_only_families_a_gateway_exports(tmp_path: Path) -> 
 async def test_prometheus_scrapes_with_the_shipped_config_and_evaluates_a_rule(tmp_path: Path) -> None:
     prometheus = require_tool("prometheus", "Debian package prometheus")
     # the kernel's sync status as the test says (unsynchronised, so not trusted), the clocks real
-    rt = Runtime(load(tmp_path, {"devices": [METER]}), clock_sync=Clocks().sync)
+    doc = {"devices": [METER], "clock": {"trust_unsynced": False}}
+    rt = Runtime(load(tmp_path, doc), clock_sync=Clocks().sync)
     await rt.start()
     server = None
     log_path = tmp_path / "prometheus.log"
