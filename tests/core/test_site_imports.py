@@ -1,8 +1,8 @@
 """What `edge run` loads for a minimal site (one simulated device, no upstream, the web UI): no
 library the site does not use. Each of these costs resident memory on a small gateway box for as
-long as it runs (prometheus_client about 12 MB, pymodbus 11, cryptography 7, ruamel.yaml 3,
-argon2 2.5): they are imported when a feature needs them (a scrape, a login, a sealed record, the
-rule editor, a Modbus device), not at start."""
+long as it runs (prometheus_client about 12 MB, pymodbus 11, cryptography 7, argon2 2.5): they
+are imported when a feature needs them (a scrape, a login, a sealed record, a Modbus device), not
+at start."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ NOT_LOADED = (
     "prometheus_client",
     "argon2",
     "cryptography",
-    "ruamel",
     "playwright",
     "aiomqtt",
     "paho",
