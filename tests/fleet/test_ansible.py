@@ -127,6 +127,7 @@ async def healthz(port: int) -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.rollout
 @pytest.mark.timeout(1500)  # three installs and four rollouts, on a machine others share
 def test_rollout_idempotence_and_a_broken_host_stops_it(
     bundle: Path, tmp_path: Path, pid_files: list[Path]
