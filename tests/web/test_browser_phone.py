@@ -223,6 +223,10 @@ def check_overview(s: Session) -> None:
     rules = page.locator("[data-k=comp-rules-active]")
     if rules.count():
         assert rules.inner_text() == shown
+    # every component the demo runs has its own title and rows, none the raw fallback
+    cat = EN if s.lang == "en" else ZH
+    assert page.inner_text('[data-component="kpi"] h3') == cat["comp.kpi.title"]
+    assert page.locator('[data-k$="-raw"]').count() == 0
 
 
 def check_devices(s: Session) -> None:

@@ -130,7 +130,7 @@ function componentView(name, s, now) {
       h('dd', { 'data-k': `comp-${name}-${key}`, class: cls || '' }, String(value))])));
 }
 
-const COMPONENT_TITLES = { rules: 'comp.rules.title', sync: 'comp.sync.title', modbus_server: 'comp.modbus.title', trend: 'comp.trend.title' };
+const COMPONENT_TITLES = { rules: 'comp.rules.title', sync: 'comp.sync.title', modbus_server: 'comp.modbus.title', trend: 'comp.trend.title', kpi: 'comp.kpi.title' };
 
 const COMPONENT_ROWS = {
   rules: (s) => [
@@ -163,6 +163,11 @@ const COMPONENT_ROWS = {
     ['buckets', t('comp.trend.buckets'), fmt().number(s.buckets ?? 0, 0)],
     ['last-rollup', t('comp.trend.lastRollup'), s.last_rollup ? fmtAge(now - s.last_rollup) : '—'],
     ...(s.last_error ? [['error', t('comp.trend.lastError'), s.last_error, 'err-text']] : []),
+  ],
+  kpi: (s) => [
+    ['position', t('comp.kpi.position'), s.position ?? 0],
+    ['closed', t('comp.kpi.daysClosed'), fmt().number(s.days_closed ?? 0, 0)],
+    ...(s.last_error ? [['error', t('comp.kpi.lastError'), s.last_error, 'err-text']] : []),
   ],
   modbus_server: (s) => [
     ['listen', t('comp.modbus.listen'), s.port ? `${s.listen} (${s.port})` : String(s.listen ?? '—')],
