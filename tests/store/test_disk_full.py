@@ -259,13 +259,15 @@ async def test_recovery_from_a_full_disk_keeps_the_reserve_and_status_tells_each
         # space returns, but not enough for the whole backlog in one transaction
         backlog = j.pending
         with DiskSampler(db) as sampler:
+            # what another process sees before the space returns: the writer may start recovering
+            # as soon as it does, before a second look could catch "full"
+            published = [phase(flow.seen_by_another_process())]
+            phases = [phase(buffer_health(j, flow.storage))]
             t0 = time.monotonic()
             free_until(files, small_disk, RESERVE + 3 * 1024**2)
             sampler.armed.set()
             room = space.free_bytes(str(db))
             assert room is not None
-            phases = [phase(buffer_health(j, flow.storage))]
-            published = [phase(flow.seen_by_another_process())]
             polls = 0
 
             def caught_up() -> bool:
