@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
 
 JSON_SHAPE = """\
@@ -185,7 +186,7 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
     finally:
         state.close()
         sealer.close()
-    print(f"{n} records of subject {pseudonym} exported", file=sys.stderr)
+    print(f"{fmt.count(n, 'record')} of subject {pseudonym} exported", file=sys.stderr)
     return 0
 
 
