@@ -34,7 +34,7 @@ from pathlib import Path
 from edge.hub import Hub
 from edge.model import Event, PointInfo, Reading, Record
 from edge.store.journal import READING_SQL, Journal
-from edge.store.rows import AUTO_READING_VALUES, insert_many
+from edge.store.rows import insert_readings
 from edge.store.schema import migrate
 
 DEVICES = 200
@@ -46,14 +46,15 @@ FLUSH_ROWS = 5000  # the pipeline's journal commits this many rows per transacti
 
 def floor(path: Path, n: int) -> float:
     """The physical limit here: prebuilt rows inserted with multi-row INSERT ... VALUES statements
-    (the journal's own `insert_many`, seq numbered by SQLite), FLUSH_ROWS per transaction, WAL,
-    synchronous=NORMAL: the same statements and transactions the journal writes, nothing else."""
+    (the journal's own `insert_readings`: the first seq bound, the rest numbered by SQLite),
+    FLUSH_ROWS per transaction, WAL, synchronous=NORMAL: the same statements and transactions the
+    journal writes, nothing else."""
     conn = _floor_db(path)
     rows = list(_floor_rows(n))
     start = time.perf_counter()
     for i in range(0, n, FLUSH_ROWS):
         conn.execute("BEGIN")
-        insert_many(conn, AUTO_READING_VALUES, 4, rows[i : i + FLUSH_ROWS])
+        insert_readings(conn, rows[i : i + FLUSH_ROWS], i + 1)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
@@ -122,6 +123,11 @@ def with_sensitive(batches: list[list[Reading]], share: float) -> list[list[Reco
 
 
 async def pipeline(path: Path, n: int, privacy: bool = False, sensitive: float = 0.0) -> tuple[float, int]:
+    """Readings/s from the first driver batch to the last commit. The producer ingests batch after
+    batch and, with more than two steps waiting, awaits `Journal.drained` (until no more than one
+    step waits: the writer has taken the rest), not `flush`: drivers never wait for a commit, and
+    a producer that waits for every commit takes turns with the writer instead of overlapping it.
+    The clock stops at a `flush` after the last batch, so every record is committed."""
     journal = Journal(str(path), flush_interval=0.1, flush_max_items=FLUSH_ROWS).open()
     hub = Hub(journal.append)
     if privacy:
@@ -142,12 +148,12 @@ async def pipeline(path: Path, n: int, privacy: bool = False, sensitive: float =
     )
     hub.subscribe(lambda records: None)  # a live subscriber (rules, UI) on the path, as in a site
     batches = with_sensitive(driver_batches(n), sensitive)
-    high_water = 4 * journal.flush_max_items
+    step = journal.flush_max_items
     start = time.perf_counter()
     for batch in batches:
         hub.ingest(batch)
-        if journal.pending > high_water:  # drivers wait for their next poll; never outrun the writer
-            await journal.flush()
+        if journal.pending > 2 * step:  # never outrun the writer, but keep it fed
+            await journal.drained(step)
     committed = await journal.flush()
     elapsed = time.perf_counter() - start
     await journal.close()

@@ -211,6 +211,8 @@ class Journal(JournalQueries):
         # flush() waiters with the count of records appended before they asked: a step commits at
         # most flush_max_items, and a waiter must not wait for records appended after it
         self._flush_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int], int]] = []
+        # drained() waiters with their mark: answered once no more than that many records wait
+        self._room_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[int], int]] = []
         self._appended = 0  # records ever appended
         self._taken = 0  # ...of which taken from the head of the queue (a step, or dropped)
         self._thread: threading.Thread | None = None
@@ -469,6 +471,23 @@ class Journal(JournalQueries):
             self._cond.notify()
         return await fut
 
+    async def drained(self, below: int) -> int:
+        """Wait until no more than `below` records wait for the writer: it has taken the rest into
+        a step, committed or not. A producer's backpressure that keeps appending while the writer
+        commits (`flush` waits for every commit, so producer and writer would take turns). Also
+        answered when the writer can take nothing now (disk full, failing, closing): what is
+        appended then is held or dropped by the full policy. Returns the number still waiting."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        with self._cond:
+            if self._thread is None:
+                raise JournalClosed("journal is closed")
+            if len(self._pending) <= below:
+                return len(self._pending)
+            self._room_waiters.append((loop, fut, below))
+            self._cond.notify()
+        return await fut
+
     async def set_cursor(self, name: str, seq: int, kind: str = "sink") -> None:
         """Move a cursor durably (committed before this returns)."""
         with self._cond:
@@ -510,6 +529,7 @@ class Journal(JournalQueries):
                 if not (
                     self._closing
                     or self._flush_waiters
+                    or self._room_waiters
                     or len(self._pending) >= self.flush_max_items
                     or self._ready_events
                 ):
@@ -528,6 +548,9 @@ class Journal(JournalQueries):
                 else:
                     waiters = [w for w in self._flush_waiters if w[2] <= self._taken]
                     self._flush_waiters = [w for w in self._flush_waiters if w[2] > self._taken]
+                left = len(self._pending)
+                if self._room_waiters:
+                    self._answer_room(left, fits == 0 or closing)
             if overflow:
                 self._refused(overflow, "queue_overflow", "dropped_overflow")
             if self._bursts:
@@ -549,9 +572,24 @@ class Journal(JournalQueries):
                     return
                 failures_while_closing += 1
             if not ok:
+                if self._room_waiters:  # failing: the producer's appends meet the full policy
+                    with self._cond:
+                        self._answer_room(len(self._pending), True)
                 time.sleep(min(1.0, max(0.05, self.flush_interval * 5)))
             elif time.monotonic() >= self._next_retention and len(self._pending) < self.flush_max_items:
                 self._retention_step()
+
+    def _answer_room(self, left: int, every: bool) -> None:
+        """Answer the drained() waiters whose mark `left` records meet (all with `every`), with
+        the lock held: the producer runs while this step commits."""
+        keep = []
+        for waiter in self._room_waiters:
+            if every or left <= waiter[2]:
+                loop, fut, _ = waiter
+                loop.call_soon_threadsafe(_resolve, fut, left)
+            else:
+                keep.append(waiter)
+        self._room_waiters = keep
 
     def _give_up(self) -> None:
         """Closing while SQLite still fails: what is left cannot be kept; count and log it."""

@@ -10,9 +10,9 @@ import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import Any, Protocol, cast
 
 import orjson
@@ -312,32 +312,68 @@ def build_rows(
 # one sqlite3_step with the GIL released. `executemany` steps (and releases the GIL) once per row:
 # it measured 2.5x slower here, and while the event loop is busy every row waits for the GIL.
 ROWS_PER_INSERT = 1000
-_insert_sql: dict[tuple[str, int, bool], str] = {}
+_insert_sql: dict[tuple[str, int, bool, bool], str] = {}  # (head, rows, flagged, pinned)
 
 
-def _values_sql(head: str, ncols: int, nrows: int, flagged: bool = False) -> str:
-    sql = _insert_sql.get((head, nrows, flagged))
+def _values_sql(head: str, ncols: int, nrows: int, flagged: bool = False, pinned: bool = False) -> str:
+    key = (head, nrows, flagged, pinned)
+    sql = _insert_sql.get(key)
     if sql is None:
         # the last column is the quality: `?|8` sets the clock flag as SQLite inserts the row
-        row = "(" + ",".join("?" * ncols) + ("|8)" if flagged else ")")
-        sql = _insert_sql[(head, nrows, flagged)] = head + ",".join([row] * nrows)
+        cols = ",".join("?" * ncols) + ("|8)" if flagged else ")")
+        row = "(" + cols
+        if pinned:  # the first row's seq is bound, the others' NULL: SQLite numbers them after it
+            sql = head + ",".join(["(?," + cols, *["(NULL," + cols] * (nrows - 1)])
+        else:
+            sql = head + ",".join([row] * nrows)
+        _insert_sql[key] = sql
     return sql
+
+
+def _blocks(n: int, most: int) -> Iterator[tuple[int, int]]:
+    """(start, size) of `most` items each, then power-of-two blocks for what is left."""
+    i = 0
+    while i < n:
+        left = n - i
+        size = most if left >= most else 1 << (left.bit_length() - 1)
+        yield i, size
+        i += size
 
 
 def insert_many(
     w: sqlite3.Connection, head: str, ncols: int, rows: Sequence[Sequence[Any]], flagged: bool = False
-) -> None:
+) -> int:
     """Insert `rows` in order with `head` ("INSERT INTO t(cols) VALUES ") in statements of up to
     ROWS_PER_INSERT rows; what is left goes in power-of-two blocks, so at most a dozen statement
     shapes exist (each compiled once, then found in the connection's statement cache).
-    `flagged`: the last column (a reading's quality) gets CLOCK_FLAG."""
+    `flagged`: the last column (a reading's quality) gets CLOCK_FLAG. Returns the rowid of the
+    last row inserted (0 when none)."""
     most = min(ROWS_PER_INSERT, w.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // ncols)
-    i, n = 0, len(rows)
-    while i < n:
-        left = n - i
-        size = most if left >= most else 1 << (left.bit_length() - 1)
-        w.execute(_values_sql(head, ncols, size, flagged), tuple(chain.from_iterable(rows[i : i + size])))
-        i += size
+    last = 0
+    for i, size in _blocks(len(rows), most):
+        sql = _values_sql(head, ncols, size, flagged)
+        last = w.execute(sql, tuple(chain.from_iterable(rows[i : i + size]))).lastrowid or 0
+    return last
+
+
+def insert_readings(
+    w: sqlite3.Connection, rows: Sequence[Sequence[Any]], seq: int, flagged: bool = False
+) -> int:
+    """The journal's own statements for (ts, point, value, quality) rows numbered seq, seq+1, ...:
+    the first row's seq bound (whatever was deleted before it), SQLite numbering the others as it
+    appends them (max + 1), in statements of `insert_many`'s sizes. Returns the last rowid
+    inserted: seq + len(rows) - 1 unless a row above seq was there (the numbering check)."""
+    if not rows:
+        return 0
+    most = min(ROWS_PER_INSERT, w.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4 - 1)
+    size = min(len(rows), most)
+    if size < most:
+        size = 1 << (size.bit_length() - 1)
+    sql = _values_sql(READING_VALUES, 4, size, flagged, pinned=True)
+    last = w.execute(sql, (seq, *chain.from_iterable(rows[:size]))).lastrowid or 0
+    if size < len(rows):
+        last = insert_many(w, AUTO_READING_VALUES, 4, rows[size:], flagged)
+    return last
 
 
 def class_readings(w: sqlite3.Connection, points: Iterable[str], seq: int, ranks: Mapping[str, int]) -> None:
@@ -391,15 +427,18 @@ def insert_records(
     With a `sealer`, personal and sensitive payloads and the values of private points are sealed
     first (`seal_readings`). `untrusted`: every row gets CLOCK_FLAG (the clock was not trusted).
 
-    The common flush (readings only) binds the readings' fields as they are and lets SQLite number
-    them (rowid = max + 1): no per-row Python work beyond C-level maps. The numbering is checked
-    before the transaction can commit. Anything else takes the explicit-seq path."""
+    Every record goes in with the readings' statements (`insert_readings`: SQLite numbers the rows
+    as it appends them; the fields bound as they are, no per-row Python work beyond C-level maps);
+    an event goes in as a row of its time and source, whose event columns one UPDATE per block of
+    events fills in after. A flush with 1 % events runs as few statements as one without; the
+    events are in the seq order they were appended in. The numbering is checked before the
+    transaction can commit."""
     if not records:
         return
     end = seq + len(records)
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
+    only = set(map(type, records)) == {Reading}
     if sealer is not None and ranks:
-        only = set(map(type, records)) == {Reading}
         readings = cast(list[Reading], records) if only else [r for r in records if type(r) is Reading]
         hits = ranks.keys() & set(map(_POINT, readings))
         # a flush whose private readings are a personal point's numbers (nothing to seal) pays two
@@ -408,56 +447,64 @@ def insert_records(
             SENSITIVE in map(ranks.__getitem__, hits) or str in set(map(type, map(_VALUE, readings)))
         ):
             records = seal_readings(records, ranks, sealer)
-    if set(map(type, records)) == {Reading}:
-        rows: list[Any] = records
-        if bool in set(map(type, map(_VALUE, rows))):
-            rows = [r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in rows]
-        top = w.execute("SELECT max(seq) FROM journal").fetchone()[0]
-        if top != seq - 1:  # rows deleted up to the end (or a gap): pin the first seq explicitly
-            w.execute(FLAGGED_READING_SQL if untrusted else READING_SQL, (seq, *rows[0]))
-            rows = rows[1:]
-        insert_many(w, AUTO_READING_VALUES, 4, rows, untrusted)
-        if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != end - 1:
-            raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
-        if ranks:
-            class_readings(w, map(_POINT, cast(list[Reading], records)), seq, ranks)
-        return
-    _insert_mixed(w, records, seq, classes, sealer, untrusted)
+    rows: list[Any] = records
+    events: list[tuple[Any, ...]] = []
+    if not only:
+        known = classes.points if classes is not None else None
+        # an event's quality is NULL, or CLOCK_FLAG alone: 0 becomes 8 under the flagged `?|8`
+        rows, events = _event_rows(records, seq, known, sealer, 0 if untrusted else None)
+    if bool in set(map(type, map(_VALUE, rows))):
+        rows = [r if r[2].__class__ is not bool else (*r[:3], r[3] | BOOL_FLAG) for r in rows]
+    if insert_readings(w, rows, seq, untrusted) != end - 1:
+        raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
+    if events:
+        _fill_events(w, events)
     if ranks:
-        class_readings(w, (r[1] for r in records if type(r) is Reading), seq, ranks)
+        names = (
+            map(_POINT, cast(list[Reading], records))
+            if only
+            else (r[1] for r in records if type(r) is Reading)
+        )
+        class_readings(w, names, seq, ranks)
 
 
-def _insert_mixed(
-    w: sqlite3.Connection,
+_IS_NOT = operator.is_not
+EVENT_FILL_MAX = 256  # events per UPDATE statement
+_fill_sql: dict[int, str] = {}
+
+
+def _event_rows(
     records: list[Record],
     seq: int,
-    classes: RecordClasses | None,
+    points: Mapping[str, Any] | None,
     sealer: Sealer | None,
-    untrusted: bool = False,
-) -> None:
-    """A batch of readings with a few events among them, in seq order: each run of readings
-    between two events goes in as the readings-only flush does (SQLite numbers them max + 1, which
-    is their seq since everything before them is in), each event with its explicit seq. A stream
-    with 1 % events pays per event, not per reading."""
-    events = [i for i, t in enumerate(map(type, records)) if t is not Reading]
-    points = classes.points if classes is not None else None
-    top = w.execute("SELECT max(seq) FROM journal").fetchone()[0]
-    start = 0
-    for at in [*events, len(records)]:
-        if at > start:
-            rows: list[Any] = records[start:at]
-            if bool in set(map(type, map(_VALUE, rows))):
-                rows = [
-                    r if r[2].__class__ is not bool else r._replace(quality=r[3] | BOOL_FLAG) for r in rows
-                ]
-            if top != seq + start - 1:  # rows deleted up to the end (or a gap): pin this run's first seq
-                w.execute(FLAGGED_READING_SQL if untrusted else READING_SQL, (seq + start, *rows[0]))
-                rows = rows[1:]
-            insert_many(w, AUTO_READING_VALUES, 4, rows, untrusted)
-        if at < len(records):
-            _, event_rows = build_rows([records[at]], seq + at, points, sealer)
-            w.execute(FLAGGED_EVENT_SQL if untrusted else CLASSED_EVENT_SQL, event_rows[0])
-        top = seq + at
-        start = at + 1
-    if w.execute("SELECT max(seq) FROM journal").fetchone()[0] != seq + len(records) - 1:
-        raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
+    quality: int | None,
+) -> tuple[list[Any], list[tuple[Any, ...]]]:
+    """(records with each event replaced by its placeholder row (ts, source, NULL, `quality`), the
+    events' (seq, kind, severity, payload, rank)): the events found with C-level maps, so a
+    flush pays per event, not per reading."""
+    at = list(compress(range(len(records)), map(_IS_NOT, map(type, records), repeat(Reading))))
+    rows: list[Any] = list(records)
+    events: list[tuple[Any, ...]] = []
+    for i in at:
+        rec = cast(Event, rows[i])
+        _, event = build_rows([rec], seq + i, points, sealer)
+        events.append(event[0])
+        rows[i] = (rec.ts, rec.source, None, quality)
+    return rows, [(e[0], e[3], e[4], e[5], e[6]) for e in events]
+
+
+def _fill_events(w: sqlite3.Connection, events: list[tuple[Any, ...]]) -> None:
+    """Give the placeholder rows of `events` (seq, kind, severity, payload, rank) their event
+    columns: one statement per EVENT_FILL_MAX events (power-of-two blocks for the rest)."""
+    for i, size in _blocks(len(events), EVENT_FILL_MAX):
+        sql = _fill_sql.get(size)
+        if sql is None:
+            sql = _fill_sql[size] = (
+                "UPDATE journal SET kind = v.column2, severity = v.column3, payload = v.column4, "
+                f"privacy = v.column5 FROM (VALUES {','.join(['(?,?,?,?,?)'] * size)}) AS v "
+                "WHERE journal.seq = v.column1"
+            )
+        cur = w.execute(sql, tuple(chain.from_iterable(events[i : i + size])))
+        if cur.rowcount != size:
+            raise sqlite3.IntegrityError("journal event rows missing; transaction rolled back")

@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from edge.config import StorageConfig
 from edge.model import Event, Reading
 from edge.store import schema
 from edge.store.health import buffer_health
-from edge.store.journal import Journal
+from edge.store.journal import Journal, JournalClosed
 from edge.store.rows import insert_many
 from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.waiting import until
@@ -328,3 +329,64 @@ def test_statements_shrink_to_the_variable_limit_of_the_sqlite_build(tmp_path: P
         insert_many(conn, "INSERT INTO t(a, b, c, d) VALUES ", 4, rows[:n])
         assert conn.execute("SELECT a, b, c, d FROM t ORDER BY rowid").fetchall() == rows[:n]
     conn.close()
+
+
+async def test_events_among_thousands_of_readings_keep_their_seq_columns_and_class(tmp_path: Path) -> None:
+    """A flush's events go in as rows of the readings' statements and get their event columns
+    after: each at the seq it was appended at, with its kind, severity, payload and privacy class,
+    whether it comes first, last, next to another event, or beyond one UPDATE's block of events."""
+    j = open_journal(tmp_path, flush_max_items=5000, keep_history=None)
+    records: list[Reading | Event] = []
+    for i in range(6000):
+        if i in (0, 1, 2, 4999, 5000, 5999) or i % 17 == 0:
+            kind = "blood_pressure" if i % 2 else "door"
+            records.append(Event(kind, f"src{i % 3}", "warning", {"i": i, "ok": True}, float(i)))
+        else:
+            records.append(Reading(float(i), f"m.p{i % 7}", i if i % 5 else i % 10 == 0, 0))
+    events = sum(isinstance(r, Event) for r in records)
+    assert events > 300  # more than one UPDATE's block in the first flush
+    try:
+        j.append(records)
+        assert await j.flush() == 6000
+        rows = j.read(0, 7000)
+        classes = sql(j, "SELECT seq, privacy, quality IS NULL, value IS NULL FROM journal ORDER BY seq")
+    finally:
+        await j.close()
+    assert [r["seq"] for r in rows] == list(range(1, 6001))
+    for rec, row, (_seq, privacy, no_quality, no_value) in zip(records, rows, classes, strict=True):
+        if isinstance(rec, Event):
+            assert (row["type"], row["kind"], row["source"], row["severity"]) == (
+                "event",
+                rec.kind,
+                rec.source,
+                "warning",
+            )
+            assert row["payload"] == rec.payload and row["ts"] == rec.ts
+            assert privacy == (2 if rec.kind == "blood_pressure" else 0)
+            assert no_quality and no_value
+        else:
+            assert (row["type"], row["point"], row["value"], row["ts"]) == ("reading", *rec[1:3], rec.ts)
+            assert type(row["value"]) is type(rec.value)
+            assert privacy == 0 and not no_quality
+
+
+async def test_drained_returns_once_the_writer_took_the_records_before_they_commit(tmp_path: Path) -> None:
+    """drained(n): the producer goes on as soon as no more than n records wait for the writer,
+    while the step it took still waits for SQLite (another connection holds the write lock)."""
+    j = open_journal(tmp_path, flush_max_items=1000)
+    blocker = sqlite3.connect(j.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the writer's step waits in its own BEGIN IMMEDIATE
+        j.append(readings(5000))
+        left = await asyncio.wait_for(j.drained(4000), 10)
+        assert left <= 4000 and j.pending <= 4000
+        assert j.committed_seq == 0  # taken, not committed
+        blocker.execute("COMMIT")
+        assert await j.drained(10_000) == j.pending  # nothing to wait for: answered at once
+        assert await j.flush() == 5000
+        assert [r["seq"] for r in j.read(0, 6000)] == list(range(1, 5001))
+    finally:
+        blocker.close()
+        await j.close()
+    with pytest.raises(JournalClosed):
+        await j.drained(0)
