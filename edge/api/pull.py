@@ -12,9 +12,10 @@ withheld when it has no `pseudonymise:` key (an API-token consumer not in the si
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -26,7 +27,7 @@ from edge.api.problem import Problem, json_response, read_json
 from edge.model import QUALITY_NAMES, Privacy
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
-from edge.store.reader import JournalReader, Row
+from edge.store.reader import JournalReader, Row, StreamRows
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 from edge.store.rows import CLOCK_FLAG
 
@@ -41,6 +42,33 @@ MAX_LIMIT = 10_000
 PAGE_SLOTS = 2
 PULL_KEY: web.AppKey[PullService] = web.AppKey("sync.pull", object)  # type: ignore[arg-type]
 MAX_WAIT = 60.0
+# A page read ahead and not asked for is dropped after this: its memory (up to a page, ~1 MB at
+# MAX_LIMIT) is held for a consumer that stores its page and comes back, not for one that left.
+READ_AHEAD_TTL = 30.0
+log = logging.getLogger("edge.api.pull")
+
+
+class Page(NamedTuple):
+    """A stream page as served, and what says whether it still is (read ahead, served later)."""
+
+    body: bytes
+    served: int  # records in it
+    counts: privacy.ReadCounts  # ...per class above public, for the audit of reads
+    after: int
+    limit: int
+    rows: int  # rows read (records withheld for privacy included)
+    next: int
+    more: bool
+    committed: int  # the journal's committed seq when it was read
+    view: tuple[int, int, int]  # PullService.view when it was built
+    read: StreamRows
+
+
+class ReadAhead(NamedTuple):
+    after: int
+    limit: int
+    task: asyncio.Task[Page | None]
+    expiry: asyncio.TimerHandle
 
 
 class PullService:
@@ -60,6 +88,12 @@ class PullService:
         self.page_slots = asyncio.Semaphore(PAGE_SLOTS)
         self.served_rows = 0
         self.waiting = 0  # long polls waiting right now
+        self._ahead: dict[str, ReadAhead] = {}  # consumer -> its next page, being built or built
+        self._tasks: set[asyncio.Task[Page | None]] = set()
+        self._closing = False
+        self.read_ahead_served = 0  # pages served from a read-ahead
+        self.read_ahead_missed = 0  # read ahead, then another page asked for (or none in time)
+        self.read_ahead_stale = 0  # read ahead, asked for, but read again: something changed
 
     @property
     def reader(self) -> JournalReader:
@@ -97,31 +131,126 @@ class PullService:
             shaper = self._shapers[consumer] = self._shaper(None)
         return shaper
 
-    def page(self, consumer: str, after: int, limit: int) -> tuple[bytes, int, privacy.ReadCounts]:
-        """The stream page after `after` as JSON, how many records it holds and how many of them
-        per class above public (for the audit of reads). Blocking: the read, the privacy filter
-        and the encoding all run in the calling (worker) thread."""
-        rows = self.reader.read_rows(after, limit)
-        kept = self.shaper_for(consumer).apply(self.filter_for(consumer).apply(rows))
+    def view(self) -> tuple[int, int, int]:
+        """What the privacy filters and shapers decide by (`RecordFilter.refresh`): a page built
+        under one view is built again under another."""
+        points = self.runtime.hub.points
+        return id(points), len(points), self.runtime.hub.points_version
+
+    def page(self, consumer: str, after: int, limit: int) -> Page:
+        """The stream page after `after`, encoded, with what the audit of reads and a later
+        check of its freshness need. Blocking: the read, the privacy filter and the encoding all
+        run in the calling (worker) thread."""
+        view = self.view()
+        read = self.reader.read_stream(after, limit)
+        rows = read.rows
+        shaper = self.shaper_for(consumer)
+        kept = shaper.apply(self.filter_for(consumer).apply(rows))
         nxt = rows[-1][0] if rows else after
-        more = nxt < self.runtime.journal.committed_seq
+        committed = self.runtime.journal.committed_seq
+        more = nxt < committed
         items = records_of(kept)
-        page = {"items": items, "next": nxt, "more": more}
+        counts = self.read_counts(kept, items, shaper.personal_points())
         # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
         # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
-        return orjson.dumps(page, default=str), len(kept), self.read_counts(kept, items)
+        body = orjson.dumps({"items": items, "next": nxt, "more": more}, default=str)
+        return Page(body, len(kept), counts, after, limit, len(rows), nxt, more, committed, view, read)
 
-    def read_counts(self, rows: list[Row], items: list[dict[str, Any]]) -> privacy.ReadCounts:
+    def read_counts(
+        self, rows: list[Row], items: list[dict[str, Any]], private: frozenset[str] | None = None
+    ) -> privacy.ReadCounts:
         """`privacy.count_records(items)`, by point for a page of readings only: one class
-        look-up per point instead of one per record (a page holds few points many times)."""
+        look-up per point instead of one per record (a page holds few points many times), none
+        when no point of the page is among the `private` ones (of a class above public)."""
         if list(map(_KIND, rows)).count(None) != len(rows):
             return privacy.count_records(self.runtime, items)
         counts: privacy.ReadCounts = Counter()
+        if private is not None and private.isdisjoint(map(_POINT, rows)):
+            return counts
         points = self.runtime.hub.points
         for point, n in Counter(map(_POINT, rows)).items():
             info = points.get(point)
             privacy.count_read(counts, PRIVACY_RANK[info.privacy] if info is not None else 0, n)
         return counts
+
+    # ------------------------------------------------------------ read-ahead
+    async def prepared(self, consumer: str, after: int, limit: int) -> Page | None:
+        """The page read ahead for `consumer` when it is exactly this one and still what a read
+        now gives; None otherwise (it is dropped either way: one guess per page served)."""
+        ahead = self._ahead.pop(consumer, None)
+        if ahead is None:
+            return None
+        ahead.expiry.cancel()
+        if (ahead.after, ahead.limit) != (after, limit):
+            self.read_ahead_missed += 1
+            return None
+        # shielded: a request that goes away must not cancel a build whose thread runs on
+        page = await asyncio.shield(ahead.task)
+        if page is None or not self._unchanged(page) or not await asyncio.to_thread(self._still_read, page):
+            self.read_ahead_stale += 1
+            return None
+        self.read_ahead_served += 1
+        return page
+
+    def _unchanged(self, page: Page) -> bool:
+        """Nothing the event loop knows of changed what the page holds: the points' classes, and
+        the records after it (a full page with more behind it reads the same whatever was
+        committed since; a shorter one, or the last, only when nothing was)."""
+        if page.view != self.view():
+            return False
+        full = page.rows == page.limit and page.more
+        return full or page.committed == self.runtime.journal.committed_seq
+
+    def _still_read(self, page: Page) -> bool:
+        """The journal still holds every row the page read, and its sealed values open as they
+        did (a subject forgotten since opens as erased). Blocking: one count over the page's
+        range, and the page's sealed rows opened again."""
+        if page.rows and self.reader.count_range(page.after, page.next) != page.rows:
+            return False
+        return not page.read.stored or self.reader.reopen(page.read.stored) == page.read.opened
+
+    def read_ahead(self, consumer: str, after: int, limit: int) -> None:
+        """Build `consumer`'s next page in a worker thread while it stores this one, when a page
+        slot is free: a consumer catching up asks for it next. One per consumer, dropped when
+        the next request asks for another page or after READ_AHEAD_TTL."""
+        if self.page_slots.locked() or self._closing:
+            return
+        old = self._ahead.pop(consumer, None)
+        if old is not None:
+            old.expiry.cancel()
+        task = asyncio.create_task(self._build_ahead(consumer, after, limit))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        ahead = ReadAhead(after, limit, task, loop.call_later(READ_AHEAD_TTL, self._expire, consumer))
+        self._ahead[consumer] = ahead
+
+    async def _build_ahead(self, consumer: str, after: int, limit: int) -> Page | None:
+        try:
+            async with self.page_slots:
+                return await asyncio.to_thread(self.page, consumer, after, limit)
+        except Exception as exc:  # the request that asks for it reads afresh, and fails if it must
+            log.debug("pull: the page after %d for %s was not read ahead: %s", after, consumer, exc)
+            return None
+
+    def ahead(self, consumer: str) -> asyncio.Task[Page | None] | None:
+        """The build of the page held read ahead for `consumer`, if one is."""
+        ahead = self._ahead.get(consumer)
+        return ahead.task if ahead is not None else None
+
+    def _expire(self, consumer: str) -> None:
+        if self._ahead.pop(consumer, None) is not None:
+            self.read_ahead_missed += 1
+
+    async def stop(self) -> None:
+        """Drop what was read ahead and wait for the builds under way (they use the reader)."""
+        self._closing = True
+        for ahead in self._ahead.values():
+            ahead.expiry.cancel()
+        self._ahead.clear()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.close()
 
     def close(self) -> None:
         if self._reader is not None:
@@ -130,13 +259,22 @@ class PullService:
 
 _KIND = itemgetter(5)
 _POINT = itemgetter(2)
+_QUALITY = itemgetter(4)
+STREAM_READING = 6  # the length of a reading's row from `JournalReader.read_stream`
 
 
 def records_of(rows: list[Row]) -> list[dict[str, Any]]:
-    """`row_to_record` of each row, with the plain reading built inline (most of a page): its
-    quality column holds the quality alone, or with the clock flag when it was journaled while the
-    clock was untrusted. A call per record was a fifth of a page's CPU."""
+    """`row_to_record` of each row (a `Row`, or a reading as `JournalReader.read_stream` gives
+    it), with the plain reading built inline (most of a page): its quality column holds the
+    quality alone, or with the clock flag when it was journaled while the clock was untrusted. A
+    call per record was a fifth of a page's CPU."""
     names = QUALITY_NAMES
+    if rows and len(rows[0]) == STREAM_READING and list(map(_KIND, rows)).count(None) == len(rows):
+        if max(map(_QUALITY, rows)) < 3:  # plain readings alone (checked in C): unpacked, not indexed
+            return [
+                {"seq": s, "ts": ts, "type": "reading", "point": p, "value": v, "quality": names[q]}
+                for s, ts, p, v, q, _ in rows
+            ]
     flagged = CLOCK_FLAG
     return [
         {"seq": r[0], "ts": r[1], "type": "reading", "point": r[2], "value": r[3], "quality": names[r[4]]}
@@ -151,7 +289,7 @@ def records_of(rows: list[Row]) -> list[dict[str, Any]]:
             "clock_untrusted": True,
         }
         if r[5] is None and flagged <= r[4] < flagged + 3
-        else row_to_record(r)
+        else row_to_record(r if len(r) > STREAM_READING else (*r, None, None))
         for r in rows
     ]
 
@@ -163,7 +301,7 @@ def consumer_of(principal: Principal) -> str:
 
 
 async def _close_reader(app: web.Application) -> None:
-    app[PULL_KEY].close()
+    await app[PULL_KEY].stop()
 
 
 async def stream(request: web.Request) -> web.Response:
@@ -188,11 +326,17 @@ async def stream(request: web.Request) -> web.Response:
             svc.waiting -= 1
     svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
     svc.shaper_for(cid).personal_points()
-    async with svc.page_slots:
-        body, served, counts = await asyncio.to_thread(svc.page, cid, after, limit)
-    svc.served_rows += served
-    await privacy.audit_reads(svc.runtime, principal, privacy.route_of(request.method, request.path), counts)
-    return web.Response(body=body, content_type="application/json")
+    page = await svc.prepared(cid, after, limit)
+    if page is None:
+        async with svc.page_slots:
+            page = await asyncio.to_thread(svc.page, cid, after, limit)
+    svc.served_rows += page.served
+    if page.more:  # built while this one travels and the consumer stores it
+        svc.read_ahead(cid, page.next, limit)
+    await privacy.audit_reads(
+        svc.runtime, principal, privacy.route_of(request.method, request.path), page.counts
+    )
+    return web.Response(body=page.body, content_type="application/json")
 
 
 async def ack(request: web.Request) -> web.Response:
