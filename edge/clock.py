@@ -18,8 +18,7 @@ clock.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -58,37 +57,6 @@ class SyncStatus:
 SyncSource = Callable[[], SyncStatus]
 
 
-class _Timeval(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
-
-
-class _Timex(ctypes.Structure):
-    # <sys/timex.h> on Linux/glibc: `long` fields, natural alignment, 11 reserved ints at the end
-    _fields_ = [
-        ("modes", ctypes.c_uint),
-        ("offset", ctypes.c_long),
-        ("freq", ctypes.c_long),
-        ("maxerror", ctypes.c_long),
-        ("esterror", ctypes.c_long),
-        ("status", ctypes.c_int),
-        ("constant", ctypes.c_long),
-        ("precision", ctypes.c_long),
-        ("tolerance", ctypes.c_long),
-        ("time", _Timeval),
-        ("tick", ctypes.c_long),
-        ("ppsfreq", ctypes.c_long),
-        ("jitter", ctypes.c_long),
-        ("shift", ctypes.c_int),
-        ("stabil", ctypes.c_long),
-        ("jitcnt", ctypes.c_long),
-        ("calcnt", ctypes.c_long),
-        ("errcnt", ctypes.c_long),
-        ("stbcnt", ctypes.c_long),
-        ("tai", ctypes.c_int),
-        ("reserved", ctypes.c_int * 11),
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class KernelClock:
     """The fields of one `adjtimex(2)` read that decide synchronisation."""
@@ -117,9 +85,43 @@ class KernelClock:
         return SyncStatus(self.synchronised, detail)
 
 
-def read_kernel_clock() -> KernelClock:
-    """One read-only `adjtimex(2)` call (modes 0: needs no privilege, changes nothing).
-    OSError when the C library has no adjtimex (not Linux) or the call fails."""
+@functools.cache
+def _adjtimex() -> tuple[Any, Any]:
+    """adjtimex from the C library and its `struct timex`, looked up at the first read and kept:
+    ctypes is loaded only by a process that reads the clock, and `find_library` (which runs
+    ldconfig in a child process) runs once, not at every check. OSError when it is not there."""
+    import ctypes
+    import ctypes.util
+
+    class _Timeval(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
+
+    class _Timex(ctypes.Structure):
+        # <sys/timex.h> on Linux/glibc: `long` fields, natural alignment, 11 reserved ints at the end
+        _fields_ = [
+            ("modes", ctypes.c_uint),
+            ("offset", ctypes.c_long),
+            ("freq", ctypes.c_long),
+            ("maxerror", ctypes.c_long),
+            ("esterror", ctypes.c_long),
+            ("status", ctypes.c_int),
+            ("constant", ctypes.c_long),
+            ("precision", ctypes.c_long),
+            ("tolerance", ctypes.c_long),
+            ("time", _Timeval),
+            ("tick", ctypes.c_long),
+            ("ppsfreq", ctypes.c_long),
+            ("jitter", ctypes.c_long),
+            ("shift", ctypes.c_int),
+            ("stabil", ctypes.c_long),
+            ("jitcnt", ctypes.c_long),
+            ("calcnt", ctypes.c_long),
+            ("errcnt", ctypes.c_long),
+            ("stbcnt", ctypes.c_long),
+            ("tai", ctypes.c_int),
+            ("reserved", ctypes.c_int * 11),
+        ]
+
     libc_name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(libc_name, use_errno=True)
@@ -128,7 +130,16 @@ def read_kernel_clock() -> KernelClock:
         raise OSError(f"adjtimex is not available in the C library ({libc_name}): {exc}") from None
     adjtimex.argtypes = [ctypes.POINTER(_Timex)]
     adjtimex.restype = ctypes.c_int
-    tx = _Timex()
+    return adjtimex, _Timex
+
+
+def read_kernel_clock() -> KernelClock:
+    """One read-only `adjtimex(2)` call (modes 0: needs no privilege, changes nothing).
+    OSError when the C library has no adjtimex (not Linux) or the call fails."""
+    import ctypes
+
+    adjtimex, timex = _adjtimex()
+    tx = timex()
     state = adjtimex(ctypes.byref(tx))
     if state < 0:
         errno = ctypes.get_errno()
