@@ -32,7 +32,6 @@ from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
 from rules.cron import site_tz
-from rules.dry_run_worker import ChildFailed, OverBudget, end, run_in_child
 from rules.engine import Engine, Firing, KeyState
 from rules.model import (
     CompiledRule,
@@ -131,7 +130,10 @@ class RulesComponent:
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        await asyncio.gather(*(end(p) for p in list(self.dry_run_procs)))
+        if self.dry_run_procs:
+            from rules.dry_run_worker import end
+
+            await asyncio.gather(*(end(p) for p in list(self.dry_run_procs)))
         for task in list(self._backfills):
             task.cancel()
         await asyncio.gather(*self._backfills, return_exceptions=True)
@@ -242,6 +244,9 @@ class RulesComponent:
         wall-clock budget (`dry_run_seconds`) and a memory budget (`dry_run_memory` resident), at
         most MAX_DRY_RUNS at once. Raises `Problem`: 422 over a budget or a limit, 429 with
         Retry-After when too many run, 503 when the child failed."""
+        # here: a gateway nobody dry-runs a rule on never loads the child's supervisor
+        from rules.dry_run_worker import ChildFailed, OverBudget, run_in_child
+
         now = time.monotonic()
         if len(self.dry_runs) >= MAX_DRY_RUNS:
             raise DryRunBusy(max(1, math.ceil(min(self.dry_runs.values()) - now)))

@@ -8,7 +8,6 @@ report all of them at once.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -477,6 +476,8 @@ def _validation_errors(exc: ValidationError, rid: str) -> list[ExprError]:
         if kind != "extra_forbidden":
             continue
         unknown = str(loc[-1])
+        import difflib  # here: only a rule with a typo needs it
+
         guess = difflib.get_close_matches(unknown, _known_keys(loc[:-1]), n=1, cutoff=0.6)
         if guess:
             meant.add((*loc[:-1], guess[0]))
@@ -839,6 +840,8 @@ def _pack_lines(place: PackPlace, source: str, dash: int) -> list[str]:
     if new == orig:
         out = chunk
     else:
+        import difflib  # here: only an edit of a rule's YAML needs it
+
         dash_row = next(
             (i for i, line in enumerate(chunk) if _DASH.match(line) and _indent_of(line) == place.dash), -1
         )

@@ -40,6 +40,8 @@ def server_section() -> type[BaseModel]:
 
 
 def server_component(ctx: ComponentContext) -> Any:
+    if ctx.site.sections.get("modbus_server") is None:
+        return None  # as `create` answers, without loading the server for a site that has none
     from drivers.modbus.server import create
 
     return create(ctx)

@@ -1,4 +1,5 @@
-"""A site without Modbus devices never loads pymodbus (nor any other protocol library)."""
+"""A site without Modbus devices never loads pymodbus (nor any other protocol library), and modules
+that load a library only one feature needs import it where that feature runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.support.site import site_file
 
@@ -39,3 +42,23 @@ def test_a_sim_site_loads_no_protocol_library(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "LOADED=\n" in proc.stdout, proc.stdout
+
+
+#: (module, what importing it must not load): each is imported where it is used, so a gateway that
+#: never uses it keeps its memory
+LAZY = [
+    ("edge.clock", "ctypes"),  # adjtimex is looked up at the first clock read
+    ("rules.component", "rules.dry_run_worker"),  # only a dry run starts its child
+    ("rules.api", "rules.dry_run_worker"),
+    ("rules.model", "difflib"),  # only a typo's "did you mean" and a YAML edit need it
+]
+
+
+@pytest.mark.parametrize(("module", "lazy"), LAZY, ids=[f"{m}-{x}" for m, x in LAZY])
+def test_importing_a_module_loads_nothing_it_uses_only_on_demand(module: str, lazy: str) -> None:
+    script = f"import sys, {module}\nprint({lazy!r} in sys.modules)\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False", f"importing {module} loads {lazy}"
