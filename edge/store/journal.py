@@ -188,6 +188,11 @@ class Journal(JournalQueries):
         self._paused_since: float | None = None  # monotonic time the pause began
         self._last_pass: ClockSample | None = None
         self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
+        # the highest seq this writer gave a personal or sensitive row, and the last seq before it
+        # started: a private class's walk over rows after both finds none of its rows, so it is
+        # skipped (it scanned every row a site journals, twice, at every retention pass)
+        self._private_upto = 0
+        self._opened_seq = 0
         self._law: dict[int, retention.LawExpiry] = {}  # expired before delivery, not reported yet
         self.blobs = blobs  # snapshot files, kept no longer than their class (personal)
         # seals sensitive payloads and values before they reach SQLite (see attach_sealer)
@@ -298,7 +303,7 @@ class Journal(JournalQueries):
         last = int(row[0]) if row else 0
         last = max(last, int(conn.execute("SELECT max(seq) FROM journal").fetchone()[0] or 0))
         self.next_seq = last + 1
-        self.committed_seq = last
+        self.committed_seq = self._opened_seq = last
         for name, value in conn.execute("SELECT name, value FROM counters"):
             self.counters[name] = int(value)
 
@@ -800,7 +805,7 @@ class Journal(JournalQueries):
             if self.sealer is not None and not self._secure_delete:
                 w.execute("PRAGMA secure_delete=FAST")  # deleted sealed rows leave no stale bytes behind
                 self._secure_delete = True
-            insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
+            rank = insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
             if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
                 cap = retention.make_room(
                     w,
@@ -841,6 +846,8 @@ class Journal(JournalQueries):
         self.failing = False
         disk_drop = reason == "disk_full" and cap is not None and bool(cap.dropped or cap.short_rows)
         self.next_seq = end
+        if rank:
+            self._private_upto = end - 1
         if records:
             self.committed_rows += len(records)
             self.flushes += 1
@@ -943,12 +950,15 @@ class Journal(JournalQueries):
             for rank, keep in self.retention_s.items():
                 if keep is None:
                     continue
+                start = self._retention_from[rank]
+                if rank and start >= max(self._opened_seq, self._private_upto):
+                    start = self._retention_from[rank] = self.committed_seq  # none of its rows since
                 chunks.append(
                     retention.expire_class(
                         w,
                         rank,
                         now - keep,
-                        start=self._retention_from[rank],
+                        start=start,
                         committed=self.committed_seq,
                         limit=self.retention_chunk,
                     )

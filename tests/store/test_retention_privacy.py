@@ -331,3 +331,29 @@ async def test_a_journal_of_the_previous_schema_migrates_in_place(tmp_path: Path
     finally:
         await j.close()
     assert integrity(str(path)) == "ok"
+
+
+async def test_a_class_walk_skips_public_rows_yet_finds_every_private_row(tmp_path: Path) -> None:
+    """A private class's retention walk is skipped over rows this writer journaled as public, but
+    still reaches the rows that were there when it opened and every private row written since."""
+    clock = FakeClock()
+    kept = {"sensitive": "3650d", "personal": "3650d"}
+    j = journal(tmp_path, clock, kept)
+    try:
+        j.append(one_of_each(START - 40 * DAY))  # written before the restart
+        await j.flush()
+    finally:
+        await j.close()
+    j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "3650d"})
+    try:
+        sensitive = "SELECT count(*) FROM journal WHERE privacy = 2"
+        await until(lambda: sql(j, sensitive) == [(0,)], what="the sensitive rows from before the restart")
+        for _ in range(3):  # public only: the sensitive walk is skipped over these
+            j.append([Reading(START - 40 * DAY, "meter.kw", float(i)) for i in range(500)])
+            await passes(j, clock, 2)
+        j.append(one_of_each(START - 40 * DAY))
+        await j.flush()
+        await until(lambda: sql(j, sensitive) == [(0,)], what="the sensitive rows written since")
+        assert sql(j, "SELECT count(*) FROM journal WHERE privacy = 1") == [(4,)]
+    finally:
+        await j.close()
