@@ -392,6 +392,52 @@ def _resolve_entry_point(value: str) -> Any:
     return obj
 
 
+#: pydantic's module that reads the `pydantic` entry-point group with importlib.metadata
+PYDANTIC_LOADER = "pydantic.plugin._loader"
+
+
+def spare_pydantic_the_metadata_library() -> bool:
+    """Answer pydantic's plugin lookup without importlib.metadata when the answer is known.
+
+    The first time pydantic builds a model it imports its plugin loader, which imports
+    importlib.metadata (and through it zipfile, csv, importlib.resources: 0.7 MB resident for as
+    long as a gateway runs) to look for distributions declaring a `pydantic` entry point. When the
+    distributions' entry_points.txt show that none does, that loader would find no plugin: this
+    puts a loader in its place that says so, and pydantic builds plain validators as it would
+    have. With a pydantic plugin installed, or anything on sys.path only importlib.metadata
+    reads, or pydantic's loader already imported, it changes nothing. True when it took effect."""
+    if PYDANTIC_LOADER in sys.modules:
+        return False
+    files = _entry_point_files()
+    if files is None:
+        return False
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            return False
+        if any(True for _ in _entries(text, "pydantic")):
+            return False
+    import types
+
+    loader = types.ModuleType(
+        PYDANTIC_LOADER, "pydantic's plugin loader where no pydantic plugin is installed"
+    )
+    loader.PYDANTIC_ENTRY_POINT_GROUP = "pydantic"  # type: ignore[attr-defined]
+    loader._plugins = {}  # type: ignore[attr-defined]
+    loader._loading_plugins = False  # type: ignore[attr-defined]
+    loader.get_plugins = _no_pydantic_plugins  # type: ignore[attr-defined]
+    sys.modules[PYDANTIC_LOADER] = loader
+    return True
+
+
+def _no_pydantic_plugins() -> tuple[()]:
+    return ()
+
+
+spare_pydantic_the_metadata_library()
+
 _registry: Registry | None = None
 
 

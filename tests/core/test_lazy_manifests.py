@@ -4,8 +4,11 @@ hooks name it (`lazy("pkg.module:function")`) and import it when they run."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from edge.plugins import lazy, lazy_value
 
@@ -65,3 +68,71 @@ def test_the_entry_points_found_are_those_importlib_metadata_finds() -> None:
 
     for group in (GROUP, "console_scripts"):
         assert entry_points_of(group) == [(ep.name, ep.value) for ep in entry_points(group=group)]
+
+
+def test_pydantic_builds_models_without_the_metadata_library_when_no_pydantic_plugin_is_installed() -> None:
+    script = (
+        "import json, sys\n"
+        "import edge.plugins\n"
+        "from edge.validation import Strict\n"
+        "class M(Strict):\n"
+        "    n: int\n"
+        "assert M.model_validate({'n': 1}).n == 1\n"
+        "print(json.dumps('importlib.metadata' in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) is False
+
+
+def test_what_pydantic_asks_of_its_plugin_loader_is_in_the_one_put_in_its_place() -> None:
+    """A later pydantic that asks its loader for more than get_plugins must not meet the stand-in
+    unprepared: every name pydantic's own modules import from it is there."""
+    import pydantic
+
+    from edge.plugins import PYDANTIC_LOADER
+
+    asked: set[str] = set()
+    for source in Path(pydantic.__file__).parent.rglob("*.py"):
+        for found in re.finditer(r"from \S*_loader import ([\w, ]+)", source.read_text(encoding="utf-8")):
+            asked |= {name.strip() for name in found.group(1).split(",")}
+    assert "get_plugins" in asked
+    script = (
+        "import json, sys\n"
+        "import edge.plugins\n"
+        f"print(json.dumps(sorted(dir(sys.modules[{PYDANTIC_LOADER!r}]))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert asked <= set(json.loads(done.stdout))
+
+
+def test_an_installed_pydantic_plugin_is_found_by_pydantic_as_before(tmp_path: Path) -> None:
+    dist = tmp_path / "probe_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: probe-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pydantic]\nprobe = probe_plugin:plugin\n")
+    (tmp_path / "probe_plugin.py").write_text(
+        "seen = []\n"
+        "class Probe:\n"
+        "    def new_schema_validator(self, schema, schema_type, path, kind, config, settings):\n"
+        "        seen.append(path.name)\n"
+        "        return None, None, None\n"
+        "plugin = Probe()\n"
+    )
+    script = (
+        "import json, sys\n"
+        "import edge.plugins\n"
+        "from pydantic import BaseModel\n"
+        "class Probed(BaseModel):\n"
+        "    n: int = 0\n"
+        "import probe_plugin\n"
+        "print(json.dumps(probe_plugin.seen))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    assert "Probed" in json.loads(done.stdout)

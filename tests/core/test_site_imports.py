@@ -46,8 +46,9 @@ NOT_LOADED = (
 )
 
 
-#: modules of features a minimal site does not use (the Modbus server, the rules' dry-run child)
-NOT_LOADED_MODULES = ("drivers.modbus.server", "rules.dry_run_worker")
+#: modules of features a minimal site does not use (the Modbus server, the rules' dry-run child),
+#: and the distribution metadata library (the plugins are found without it)
+NOT_LOADED_MODULES = ("drivers.modbus.server", "rules.dry_run_worker", "importlib.metadata", "zipfile")
 
 
 def loaded_by_a_minimal_site(tmp_path: Path) -> set[str]:
