@@ -51,6 +51,7 @@ LAZY = [
     ("rules.component", "rules.dry_run_worker"),  # only a dry run starts its child
     ("rules.api", "rules.dry_run_worker"),
     ("rules.model", "difflib"),  # only a typo's "did you mean" and a YAML edit need it
+    ("edge.api.openapi", "edge.api.openapi_web"),  # the document is built when it is asked for
 ]
 
 
