@@ -22,6 +22,8 @@ from tests.support.site import busy_meter
 from tests.sync.helpers import ROOT, free_port, sink, wait_for
 
 KILLS = 3
+TOTAL_TIMEOUT = "1500ms"
+HANG = "2.5"  # seconds the receiver holds a request in its hang mode: past TOTAL_TIMEOUT
 
 
 def site_doc(tmp_path: Path, url: str, port: int, with_sim: bool) -> dict[str, Any]:
@@ -34,7 +36,9 @@ def site_doc(tmp_path: Path, url: str, port: int, with_sim: bool) -> dict[str, A
             sink(
                 url,
                 batch={"max_items": 200, "max_age": "100ms"},
-                timeout={"connect": "1s", "total": "3s"},
+                # a hang costs a whole `total`: short, so the run is not mostly waiting on them;
+                # a slow answer past it is a retry of the same batch, which the checks allow
+                timeout={"connect": "1s", "total": TOTAL_TIMEOUT},
                 retry={"initial": "50ms", "max": "1s"},
             )
         ],
@@ -111,7 +115,7 @@ async def kill_then_drain(
 
 
 async def test_every_seq_arrives_in_order_across_kill9_and_failures(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
-    rx = receiver("--fail", "0.35", "--hang", "5", "--seed", "7", "--cycle")
+    rx = receiver("--fail", "0.35", "--hang", HANG, "--seed", "7", "--cycle")
     web_port = free_port()
     busy = tmp_path / "busy.yaml"
     busy.write_text(yaml.safe_dump(site_doc(tmp_path, rx.url, web_port, True)))

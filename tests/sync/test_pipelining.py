@@ -22,7 +22,7 @@ from edge.model import Reading
 from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.sync.helpers import free_port
-from tests.sync.test_chaos import KILLS, kill_then_drain, site_doc
+from tests.sync.test_chaos import HANG, KILLS, kill_then_drain, site_doc
 from tests.sync.test_http_sink import sink as http_sink
 
 
@@ -276,7 +276,7 @@ async def test_default_sends_one_batch_at_a_time_in_order(tmp_path: Path) -> Non
 async def test_nothing_is_lost_across_kill9_with_four_in_flight(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
     """test_chaos's scenario with max_in_flight 4: out of order, replays bounded by the window."""
     in_flight = 4
-    rx = receiver("--fail", "0.35", "--hang", "5", "--seed", "11", "--cycle")
+    rx = receiver("--fail", "0.35", "--hang", HANG, "--seed", "11", "--cycle")
     web_port = free_port()
     sites = {}
     for name, with_sim in (("busy", True), ("drain", False)):
