@@ -1,4 +1,4 @@
-"""A real Prometheus server scrapes the gateway's /metrics with a bearer token every second and
+"""A real Prometheus server scrapes the gateway's /metrics with a bearer token twice a second and
 computes the ingest rate from the counters, while another scraper reads /metrics as fast as it
 can: what Prometheus sees must not depend on that other scraper."""
 
@@ -21,24 +21,25 @@ from tests.support.tools import require_tool
 from tests.support.waiting import until, until_async
 from tests.sync.test_metrics_cli import METER, METER_POINTS, scrape
 
-WINDOW = "10s"
-# rate() over a window the series only partly covers reads low (11/s for 20/s after 6 s): wait until
-# the series is older than the window
-HISTORY = "20s"
-SCRAPES_BEFORE = 12  # at 1 s: the first one is more than WINDOW old
-TOLERANCE = 0.3  # bursts once a second against scrapes once a second, on a loaded machine
-OTHER_EVERY = 0.05  # the other scraper: 20 reads for each of Prometheus's
+SCRAPE_EVERY = "500ms"
+WINDOW = "5s"  # ten scrapes, five of the meter's bursts
+# rate() over a window the series only partly covers reads low (11/s for 20/s after 6 s of a 10 s
+# window): wait until the series is older than the window
+HISTORY = "10s"
+SCRAPES_BEFORE = 14  # at 500 ms: the first one is 6.5 s old, more than WINDOW
+TOLERANCE = 0.3  # bursts once a second against scrapes twice a second, on a loaded machine
+OTHER_EVERY = 0.05  # the other scraper: 10 reads for each of Prometheus's
 
 
 def prometheus_config(target_port: int, token: str) -> str:
     return json.dumps(  # YAML is a superset of JSON
         {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": SCRAPE_EVERY, "evaluation_interval": SCRAPE_EVERY},
             "scrape_configs": [
                 {
                     "job_name": "edge",
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
+                    "scrape_interval": SCRAPE_EVERY,
+                    "scrape_timeout": SCRAPE_EVERY,
                     "authorization": {"type": "Bearer", "credentials": token},
                     "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
                 }
