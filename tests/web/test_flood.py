@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from edge.api.limits import HEADER_TIMEOUT
 from edge.model import Event, Quality, Reading, Record, Severity
 from edge.store.journal import Journal
 from edge.web.rule_yaml import MAX_TEXT_BYTES
@@ -43,7 +44,8 @@ devices:
 """
 UNIT_DEFAULT_NOFILE = 1024
 SLOW_CONNECTIONS = 1000
-WINDOW_S = 15.0  # unloaded, then loaded; longer than the header timeout, so slow connections cycle
+# unloaded, then loaded; longer than the header timeout, so slow connections cycle
+WINDOW_S = HEADER_TIMEOUT + 2.0
 PROBE_EVERY = 0.25
 HEALTHZ_BOUND_S = 1.0
 MAX_GAP_S = 2.0
