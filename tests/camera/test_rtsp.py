@@ -27,6 +27,7 @@ from tests.support.tools import require_gi_typelib
 from tests.support.waiting import until, until_sync
 
 SCRIPT = Path(__file__).with_name("rtsp_server.py")
+FREEZES = 2  # a thread a reopen left behind shows after the first; the second is a reopen of a reopen
 PACKAGES = (
     "Debian packages gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base "
     "gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly"
@@ -158,7 +159,7 @@ async def test_a_frozen_rtsp_source_goes_offline_the_site_keeps_running_and_it_r
             assert before.count("camera:cam") == 1
             native_before = native_threads()
 
-            for cycle in range(3):
+            for cycle in range(FREEZES):
                 await source.freeze()
                 # noticed after stale_after (2 s) plus a watchdog tick; generous for a loaded box
                 await until(lambda: slot.health.state == "offline", timeout=30, what=f"offline ({cycle})")
@@ -182,7 +183,7 @@ async def test_a_frozen_rtsp_source_goes_offline_the_site_keeps_running_and_it_r
             assert runtime_threads() == before, "a freeze/reopen cycle left a thread behind"
             assert native_threads() <= native_before, "a reopen left FFmpeg's threads behind"
             states = [e.payload["state"] for e in seen.kind("device_state") if e.source == "cam"]
-            assert states.count("offline") == 3
+            assert states.count("offline") == FREEZES
 
 
 async def test_a_killed_rtsp_server_goes_offline_and_recovers_when_it_is_back(tmp_path: Path) -> None:
