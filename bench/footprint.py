@@ -62,10 +62,15 @@ sys.exit(main(["run", "-c", site, "--log-level", "warning"]))
 """
 
 # The floor: import the gateway's modules (those a fresh interpreter can import on their own) and
-# report the same two figures.
+# report the same two figures. edge.plugins first, as `edge run` imports it before anything builds
+# a pydantic model: it decides which plugin loader pydantic gets, and so whether importlib.metadata
+# is loaded at all.
 FLOOR = """
 import importlib, json, sys
-for name in open(sys.argv[1]).read().split():
+names = open(sys.argv[1]).read().split()
+if "edge.plugins" in names:
+    importlib.import_module("edge.plugins")
+for name in names:
     if name not in sys.modules and name != "__main__":
         try:
             importlib.import_module(name)
