@@ -224,6 +224,10 @@ class Journal(JournalQueries):
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_event: asyncio.Event | None = None
+        # wait_committed() calls waiting: the writer wakes the event loop after a commit only for
+        # them (a wake-up per commit costs the writer the GIL while the loop runs)
+        self._commit_waiting = 0
+        self._page_size = 0  # of the write connection's file, read once
         self._read: sqlite3.Connection | None = None
         self._w: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
@@ -428,16 +432,20 @@ class Journal(JournalQueries):
         if self.committed_seq > after or timeout <= 0 or self._commit_event is None:
             return self.committed_seq
         deadline = time.monotonic() + timeout
-        while self.committed_seq <= after:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._commit_event.clear()
-            if self.committed_seq > after:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._commit_event.wait()
+        self._commit_waiting += 1  # before the checks below: the writer reads it after committing
+        try:
+            while self.committed_seq <= after:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._commit_event.clear()
+                if self.committed_seq > after:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._commit_event.wait()
+        finally:
+            self._commit_waiting -= 1
         return self.committed_seq
 
     # ------------------------------------------------------------ writing (event loop side)
@@ -806,7 +814,8 @@ class Journal(JournalQueries):
                 w.execute("PRAGMA secure_delete=FAST")  # deleted sealed rows leave no stale bytes behind
                 self._secure_delete = True
             rank = insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
-            if limit is not None and drop_oldest:  # measure after inserting, trim the head to fit
+            # measure after inserting, trim the head to fit (not while the whole file fits)
+            if limit is not None and drop_oldest and self._page_bytes(w) > limit:
                 cap = retention.make_room(
                     w,
                     incoming=0,
@@ -853,11 +862,17 @@ class Journal(JournalQueries):
             self.flushes += 1
             self.committed_seq = end - 1
             self._sample_rate()
-            if self._loop is not None and self._commit_event is not None:
+            if self._commit_waiting and self._loop is not None and self._commit_event is not None:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
         self._after_step(len(records), disk_drop)
         return True
+
+    def _page_bytes(self, w: sqlite3.Connection) -> int:
+        """The file's pages in bytes, free ones included: at most this is in use."""
+        if not self._page_size:
+            self._page_size = int(w.execute("PRAGMA page_size").fetchone()[0])
+        return int(w.execute("PRAGMA page_count").fetchone()[0]) * self._page_size
 
     def _clock_untrusted(self) -> bool:
         """The records of this commit are stamped by a clock the site does not trust: each row

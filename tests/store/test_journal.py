@@ -390,3 +390,20 @@ async def test_drained_returns_once_the_writer_took_the_records_before_they_comm
         await j.close()
     with pytest.raises(JournalClosed):
         await j.drained(0)
+
+
+async def test_wait_committed_wakes_at_the_commit_it_waits_for(tmp_path: Path) -> None:
+    """The writer wakes the event loop after a commit only while someone waits: a waiter that
+    started before the records were appended still wakes at their commit, not at its timeout."""
+    j = open_journal(tmp_path)
+    try:
+        j.append(readings(10))
+        first = await j.flush()
+        waiter = asyncio.ensure_future(j.wait_committed(first, timeout=60))
+        await asyncio.sleep(0)  # let it start waiting (it runs up to its first await)
+        assert not waiter.done()
+        j.append(readings(5))
+        assert await asyncio.wait_for(waiter, 10) == first + 5
+        assert await j.wait_committed(first, timeout=60) == first + 5  # already there: at once
+    finally:
+        await j.close()
