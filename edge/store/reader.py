@@ -63,6 +63,7 @@ class StreamRows(NamedTuple):
     rows: list[Row]
     stored: list[Row]
     opened: list[Row]
+    events: int  # how many of the rows are events
 
 
 class JournalQueries:
@@ -111,9 +112,9 @@ class JournalQueries:
                 rows[at[raw[0]]], stored[at[raw[0]]] = event, raw
                 sealed = sealed or event is not raw
         if not sealed:
-            return StreamRows(rows, [], [])
+            return StreamRows(rows, [], [], len(events))
         hit = [i for i, (a, b) in enumerate(zip(stored, rows, strict=True)) if a is not b]
-        return StreamRows(rows, [stored[i] for i in hit], [rows[i] for i in hit])
+        return StreamRows(rows, [stored[i] for i in hit], [rows[i] for i in hit], len(events))
 
     def reopen(self, stored: list[Row]) -> list[Row]:
         """Rows of `StreamRows.stored` opened again, as a read now would open them."""
