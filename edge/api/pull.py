@@ -27,7 +27,7 @@ from edge.api.problem import Problem, json_response, read_json
 from edge.model import QUALITY_NAMES, Privacy
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
-from edge.store.reader import JournalReader, Row, StreamRows
+from edge.store.reader import JournalReader, Row
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 from edge.store.rows import CLOCK_FLAG
 
@@ -61,7 +61,10 @@ class Page(NamedTuple):
     more: bool
     committed: int  # the journal's committed seq when it was read
     view: tuple[int, int, int]  # PullService.view when it was built
-    read: StreamRows
+    # its rows that held a sealed value, as stored and as they opened (not the page's rows: a
+    # page held for a consumer keeps its body, not a second copy of what it encodes)
+    sealed: list[Row]
+    opened: list[Row]
 
 
 class ReadAhead(NamedTuple):
@@ -158,7 +161,20 @@ class PullService:
         # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
         # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
         body = orjson.dumps({"items": items, "next": nxt, "more": more}, default=str)
-        return Page(body, len(kept), counts, after, limit, len(rows), nxt, more, committed, view, read)
+        return Page(
+            body,
+            len(kept),
+            counts,
+            after,
+            limit,
+            len(rows),
+            nxt,
+            more,
+            committed,
+            view,
+            read.stored,
+            read.opened,
+        )
 
     def read_counts(
         self, rows: list[Row], items: list[dict[str, Any]], private: frozenset[str] | None = None
@@ -211,7 +227,7 @@ class PullService:
         range, and the page's sealed rows opened again."""
         if page.rows and self.reader.count_range(page.after, page.next) != page.rows:
             return False
-        return not page.read.stored or self.reader.reopen(page.read.stored) == page.read.opened
+        return not page.sealed or self.reader.reopen(page.sealed) == page.opened
 
     def read_ahead(self, consumer: str, after: int, limit: int) -> None:
         """Build `consumer`'s next page in a worker thread while it stores this one, when a page
