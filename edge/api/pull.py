@@ -59,7 +59,7 @@ class Page(NamedTuple):
     rows: int  # rows read (records withheld for privacy included)
     next: int
     more: bool
-    committed: int  # the journal's committed seq when it was read
+    committed: int  # the journal's committed seq before it was read
     view: tuple[int, int, int]  # PullService.view when it was built
     # its rows that held a sealed value, as stored and as they opened (not the page's rows: a
     # page held for a consumer keeps its body, not a second copy of what it encodes)
@@ -145,13 +145,15 @@ class PullService:
         check of its freshness need. Blocking: the read, the privacy filter and the encoding all
         run in the calling (worker) thread."""
         view = self.view()
+        # before the read: a record committed from now on makes a short page held stale, even
+        # one the read already saw (committed_seq moves after the commit)
+        before = self.runtime.journal.committed_seq
         read = self.reader.read_stream(after, limit)
         rows = read.rows
         shaper = self.shaper_for(consumer)
         private = shaper.personal_points()  # every point the filter could withhold is among them
         nxt = rows[-1][0] if rows else after
-        committed = self.runtime.journal.committed_seq
-        more = nxt < committed
+        more = nxt < self.runtime.journal.committed_seq
         if read.events or private:
             kept = shaper.apply(self.filter_for(consumer).apply(rows))
             items = records_of(kept)
@@ -170,7 +172,7 @@ class PullService:
             len(rows),
             nxt,
             more,
-            committed,
+            before,
             view,
             read.stored,
             read.opened,

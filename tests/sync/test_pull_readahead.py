@@ -6,6 +6,7 @@ a fresh read is. One page per consumer, dropped when another is asked for or nob
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,39 @@ async def test_records_committed_behind_a_short_page_are_served(
     second = await page_after(site, first["next"], 10)
     assert svc.read_ahead_stale == 1
     assert len(second["items"]) == 10 and second["more"] is True
+    assert second == await fresh(site, first["next"], 10)
+
+
+async def test_records_committed_while_a_short_page_is_read_are_served(
+    pull_site: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit between the read-ahead's query and its look at the committed seq: the page
+    did not see those records, so it is not the page a read now gives."""
+    site = pull_site
+    ingest(site, 15)
+    start = await site.journal.flush() - 15
+    svc = site.web_runner.app[PULL_KEY]
+    read_stream = svc.reader.read_stream
+    queried, committed = threading.Event(), threading.Event()
+
+    def read_then_wait(after: int, limit: int) -> Any:
+        rows = read_stream(after, limit)
+        if after > start:  # the page read ahead
+            queried.set()
+            committed.wait(10)
+        return rows
+
+    monkeypatch.setattr(svc.reader, "read_stream", read_then_wait)
+    first = await page_after(site, start, 10)
+    await wait_for(queried.is_set, 10, "the read-ahead's query")
+    ingest(site, 10)
+    await site.journal.flush()
+    committed.set()
+    assert (await read_ahead(site)).rows == 5
+
+    second = await page_after(site, first["next"], 10)
+    assert len(second["items"]) == 10 and svc.read_ahead_stale == 1
     assert second == await fresh(site, first["next"], 10)
 
 
