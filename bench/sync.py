@@ -2,7 +2,7 @@
 the floor of encoding + gzip + POST of the same rows without the journal (same encoder, same
 receiver, one batch in flight), measured in the same run; then the pull API's rows/s for a
 consumer catching up (in a process of its own, as a central platform is), beside a paged SELECT of
-the same journal (alternated, 3 rounds, medians; CPU per row is the gateway's alone); then the same drain over a
+the same journal (alternated, 5 rounds, medians; CPU per row is the gateway's alone); then the same drain over a
 high-latency link (a receiver that holds every answer 100 ms, 50 ms with --quick: a 4G or
 satellite round trip) with max_in_flight 1, 4 and 8 and batches of 5000, and with the sink's
 default settings (one batch in flight, batches sized by the link up to batch.max_items).
@@ -201,7 +201,7 @@ async def drain_over_latency(
     return rate, items
 
 
-PULL_ROUNDS = 3  # pull catch-ups, each beside its own paged SELECT; the figures are medians
+PULL_ROUNDS = 5  # pull catch-ups, each beside its own paged SELECT; the figures are medians
 PULL_TOKEN = "bench-pull-token-{}-0123456789"
 
 
@@ -268,7 +268,7 @@ def paged_select(db: Path) -> tuple[float, float]:
 
 async def drain_and_pull(
     tmp: Path, url: str, committed: int
-) -> tuple[float, float, list[tuple[float, float, float]], list[tuple[float, float]]]:
+) -> tuple[float, float, list[tuple[float, float, float]], list[tuple[float, float]], dict[str, int]]:
     """The sink's drain, then PULL_ROUNDS rounds of a consumer catching up (a new consumer each
     round, so each pages from 0) beside the paged SELECT, both with the runtime up: the machine
     is shared, so each pull has its floor measured a moment later, not minutes apart."""
@@ -285,8 +285,16 @@ async def drain_and_pull(
     for k in range(PULL_ROUNDS):
         pulls.append(await pull_catch_up(base, f"city{k}", PULL_TOKEN.format(k)))
         selects.append(paged_select(tmp / "edge.db"))
+    from edge.api.pull import PULL_KEY
+
+    svc = rt.web_runner.app[PULL_KEY]
+    ahead = {
+        "served": svc.read_ahead_served,
+        "read_again": svc.read_ahead_stale,
+        "unused": svc.read_ahead_missed,
+    }
     await rt.stop()
-    return drain_rate, drain_cpu, pulls, selects
+    return drain_rate, drain_cpu, pulls, selects, ahead
 
 
 def main() -> None:
@@ -313,7 +321,7 @@ def main() -> None:
             copy(tmp / "edge.db", tmp / "filled" / "edge.db")
             rows = rows_for(n)
             floor_before, cpu_before = asyncio.run(floor(url, rows))
-            drain, drain_cpu, pulls, selects = asyncio.run(drain_and_pull(tmp, url, committed))
+            drain, drain_cpu, pulls, selects, ahead = asyncio.run(drain_and_pull(tmp, url, committed))
             # the machine is shared: measure the floor on both sides of the drain, keep the higher
             floor_after, cpu_after = asyncio.run(floor(url, rows))
             floor_rate = max(floor_before, floor_after)
@@ -362,6 +370,10 @@ def main() -> None:
         f"SELECT {statistics.median(q[1] for q in selects) * 1e6:.2f} us (cpu_ratio {pull_cpu_ratio:.2f})"
     )
     print(
+        f"  pages served as read ahead {ahead['served']} (read again: {ahead['read_again']}, "
+        f"not asked for: {ahead['unused']})"
+    )
+    print(
         f"sink drain over a {latency * 1000:.0f} ms round trip (one batch in flight caps it at "
         f"{BATCH / latency:,.0f} rows/s), beside the floor above:"
     )
@@ -391,6 +403,7 @@ def main() -> None:
                 "pull_gateway_cpu_us_per_row": round(statistics.median(p[1] for p in pulls) * 1e6, 3),
                 "pull_consumer_cpu_us_per_row": round(statistics.median(p[2] for p in pulls) * 1e6, 3),
                 "pull_rounds_rows_per_s": [round(p[0]) for p in pulls],
+                "pull_pages_read_ahead": ahead,
                 "select_rounds_rows_per_s": [round(q[0]) for q in selects],
                 "latency_ms": round(latency * 1000),
                 "latency_drain_rows_per_s": {str(k): round(rate) for k, rate in over_latency.items()},
