@@ -1,7 +1,7 @@
 """Footprint benchmark: memory and CPU of a real `edge run` on a small site, beside the floor of a
 bare interpreter that imports the same modules, measured in the same run.
 
-    python -m bench.footprint [--quick] [--profile]
+    python -m bench.footprint [--quick] [--profile] [--optimize]
 
 The site: 10 CHINT DTSU666 meters over Modbus TCP polled every second (the simulated meters of
 `edge demo`, one pymodbus server each, in a child process), one HTTP upstream to a local receiver
@@ -11,6 +11,9 @@ that imports every module the gateway had loaded (written by the gateway at exit
 nothing else. Both load the project's modules as compiled bytecode, as an installed package does
 (compiled first into the checkout's __pycache__).
 Targets for this workload: steady RSS <= 45 MB, peak <= 60 MB.
+
+--optimize runs the gateway and the floor with `python -OO` (docstrings and asserts left out of
+the loaded code), to weigh starting the service that way.
 
 --profile runs the site a second time with tracemalloc and `-X importtime` on (slower, more
 memory: its figures are not the benchmark's) and prints the largest allocation sites and
@@ -29,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.request
@@ -93,14 +97,21 @@ print(rss() - before)
 """
 
 
-def compile_project() -> None:
+#: the interpreter and its flags for the gateway and the floor (`--optimize` adds -OO)
+PYTHON = [sys.executable]
+
+
+def compile_project(optimize: bool = False) -> None:
     """The project's modules as compiled bytecode, beside their sources (__pycache__, ignored by
     git), as on a box where the package was installed (pip compiles it then): a checkout run with
     PYTHONDONTWRITEBYTECODE compiles every module at each start, and the compiler's memory is no
-    part of a gateway's footprint. Third-party packages and the standard library have theirs."""
+    part of a gateway's footprint. Third-party packages and the standard library have theirs,
+    except for -OO, which pip does not compile: with `optimize` the installed packages are compiled
+    at that level too, as a box started with -OO would need."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    extra = ["-o", "2", sysconfig.get_paths()["purelib"]] if optimize else []
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "edge", "drivers", "rules"],
+        [sys.executable, "-m", "compileall", "-q", *extra, "edge", "drivers", "rules"],
         cwd=ROOT,
         env=env,
         check=True,
@@ -215,7 +226,7 @@ def run_gateway(
     importtime = ["-X", "importtime"] if snapshot else []
     with open(log, "w") as out:
         gateway = subprocess.Popen(
-            [sys.executable, *importtime, "-c", GATEWAY, str(site), str(modules), str(snapshot or "")],
+            [*PYTHON, *importtime, "-c", GATEWAY, str(site), str(modules), str(snapshot or "")],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -266,13 +277,13 @@ def run_gateway(
 
 def floor(modules: Path) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", FLOOR, str(modules)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [*PYTHON, "-c", FLOOR, str(modules)], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     if out.returncode != 0:
         raise SystemExit(f"floor interpreter failed:\n{out.stderr[-3000:]}")
     got = json.loads(out.stdout.splitlines()[-1])
     bare = subprocess.run(
-        [sys.executable, "-c", FLOOR, os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [*PYTHON, "-c", FLOOR, os.devnull], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     return {
         "floor_rss_mb": round(got["VmRSS"] / MB, 1),
@@ -369,13 +380,20 @@ def main() -> None:
     ap.add_argument(
         "--profile", action="store_true", help="also a traced run: largest allocations and imports"
     )
+    ap.add_argument(
+        "--optimize",
+        action="store_true",
+        help="run the gateway and the floor with python -OO (no docstrings, no asserts in memory)",
+    )
     ap.add_argument("--serve-meters", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_meters:
         serve_meters(args.serve_meters)
         return
     seconds = 30.0 if args.quick else 120.0
-    compile_project()
+    if args.optimize:
+        PYTHON.append("-OO")
+    compile_project(args.optimize)
     meters, ports = start_meters(METERS)
     receiver, upstream = start_receiver()
     try:
@@ -386,6 +404,7 @@ def main() -> None:
             modules = r.pop("modules")
             r.update(floor(modules))
             r["meters"] = METERS
+            r["optimize"] = args.optimize
             r["ratio"] = round(r["steady_rss_mb"] / r["floor_rss_mb"], 3)
             r["ratio_peak"] = round(r["peak_mb"] / r["floor_peak_mb"], 3)
             r["target_steady_mb"], r["target_peak_mb"] = TARGET_STEADY_MB, TARGET_PEAK_MB
