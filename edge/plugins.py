@@ -368,14 +368,15 @@ def _entry_point_files() -> list[str] | None:
 
 
 def _entries(text: str, group: str) -> Iterator[tuple[str, str]]:
-    """(name, value) of the lines of `[group]` in an entry_points.txt (an INI file)."""
+    """(name, value) of the lines of `[group]` in an entry_points.txt, parsed as importlib.metadata
+    parses it."""
     section = None
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or line.startswith(("#", ";")):
+        if not line or line.startswith("#"):
             continue
         if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
+            section = line.strip("[]")
             continue
         if section == group and "=" in line:
             name, _, value = line.partition("=")
