@@ -136,3 +136,34 @@ def test_an_installed_pydantic_plugin_is_found_by_pydantic_as_before(tmp_path: P
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
     )
     assert "Probed" in json.loads(done.stdout)
+
+
+def test_entry_points_are_read_as_importlib_metadata_reads_them(tmp_path: Path) -> None:
+    """Comments, extras, and two copies of one distribution on the path (the first one counts)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root, dist, body in (
+        (
+            first,
+            "Probe_Dist-2.0.dist-info",
+            "# a comment\n[probe.group]\none = mod.a:obj [extra]\ntwo=mod.b\n",
+        ),
+        (second, "probe.dist-1.0.dist-info", "[probe.group]\nshadowed = mod.c:obj\n"),
+        (second, "other-1.0.egg-info", "[probe.group]\nthree = mod.d:obj.attr\n[other]\nx = y\n"),
+    ):
+        (root / dist).mkdir(parents=True)
+        (root / dist / "entry_points.txt").write_text(body)
+    script = (
+        "import json\n"
+        "from importlib.metadata import entry_points\n"
+        "from edge.plugins import entry_points_of\n"
+        "ours = entry_points_of('probe.group')\n"
+        "theirs = [[ep.name, ep.value] for ep in entry_points(group='probe.group')]\n"
+        "print(json.dumps([ours, theirs]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(first), str(second)])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    ours, theirs = json.loads(done.stdout)
+    assert ours == theirs
+    assert [name for name, _ in ours] == ["one", "two", "three"]
