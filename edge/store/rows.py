@@ -440,7 +440,11 @@ def insert_records(
         return 0
     end = seq + len(records)
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
-    only = set(map(type, records)) == {Reading}
+    try:  # one C-level pass: the value types, or a TypeError at an event (it has no item 2)
+        values = set(map(type, map(_VALUE, cast(list[Reading], records))))
+        only = True
+    except TypeError:
+        only = False
     if sealer is not None and ranks:
         readings = cast(list[Reading], records) if only else [r for r in records if type(r) is Reading]
         hits = ranks.keys() & set(map(_POINT, readings))
@@ -456,7 +460,8 @@ def insert_records(
         known = classes.points if classes is not None else None
         # an event's quality is NULL, or CLOCK_FLAG alone: 0 becomes 8 under the flagged `?|8`
         rows, events = _event_rows(records, seq, known, sealer, 0 if untrusted else None)
-    if bool in set(map(type, map(_VALUE, rows))):
+        values = set(map(type, map(_VALUE, rows)))
+    if bool in values:
         rows = [r if r[2].__class__ is not bool else (*r[:3], r[3] | BOOL_FLAG) for r in rows]
     if insert_readings(w, rows, seq, untrusted) != end - 1:
         raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
