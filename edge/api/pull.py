@@ -7,6 +7,9 @@ Records above the consumer's privacy class (default `personal`) are withheld; `n
 past them, so the consumer's cursor passes them too. What a consumer receives is shaped for it
 (`RecordShaper`): identifying event fields and personal string points as its own pseudonyms, or
 withheld when it has no `pseudonymise:` key (an API-token consumer not in the site file has none).
+
+While a consumer stores a page, its next one is read ahead (`PullService.read_ahead`) and served
+only if it is still exactly what a read at the time of the request gives (`PullService.prepared`).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 MAX_LIMIT = 10_000
-# Stream pages built at once: each filters, shapes and encodes up to MAX_LIMIT rows (about 5 ms of
-# CPU per 10,000) in a thread, as the UI's history queries do (edge.web.ui_api QUERY_SLOTS), so a
+# Stream pages built at once: each filters, shapes and encodes up to MAX_LIMIT rows (about 10 ms
+# of CPU per 10,000) in a thread, as the UI's history queries do (edge.web.ui_api QUERY_SLOTS), so a
 # consumer paging fast takes no event-loop time from ingest and at most two threads of the default
 # executor the rest of the runtime shares; further requests wait their turn.
 PAGE_SLOTS = 2
