@@ -1,8 +1,12 @@
 """The journal: the one outbound log of readings and events, with one monotonic `seq`.
 
 One writer thread owns the write connection (WAL). The event loop only appends to an in-memory
-list; the writer swaps the list out and commits it with `executemany` in one transaction per flush
-(group commit), on a timer (`flush_interval`) or as soon as `flush_max_items` records wait.
+list; the writer swaps the list out and commits it with multi-row INSERTs (`edge.store.rows.
+insert_records`) in one transaction per flush (group commit), on a timer (`flush_interval`) or as
+soon as `flush_max_items` records wait. A producer that must not outrun the writer awaits
+`drained` (the writer has taken the work), not `flush` (it has committed it): the writer and the
+event loop share the GIL, and a producer that waits for commits takes turns with the writer
+instead of running while SQLite works without the GIL.
 `seq` is assigned by the writer in commit order and never reused, even when every row is deleted.
 
 Between flushes the same thread applies retention in small chunks, and inside each flush it

@@ -279,6 +279,16 @@ def is_disk_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
 
 
+def event_row(rec: Event, points: Mapping[str, Any], sealer: Sealer | None) -> tuple[str, str, Any, int]:
+    """(kind, severity, payload, privacy rank) of an event's row: the payload as JSON, sealed
+    when the event is personal or sensitive and a `sealer` is given."""
+    text = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    rank = PRIVACY_RANK[event_privacy(rec.kind, rec.payload, points)]
+    if rank >= PERSONAL and sealer is not None:
+        return rec.kind, str(rec.severity), sealer.seal_payload(rec.payload, text, rec.ts, rec.source), rank
+    return rec.kind, str(rec.severity), text, rank
+
+
 def build_rows(
     batch: list[Record], seq: int, points: Mapping[str, Any] | None = None, sealer: Sealer | None = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -298,12 +308,8 @@ def build_rows(
             radd((seq, ts, point, v, q))
         else:
             assert isinstance(rec, Event)
-            text = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-            rank = PRIVACY_RANK[event_privacy(rec.kind, rec.payload, known)]
-            payload: str | bytes = text
-            if rank >= PERSONAL and sealer is not None:
-                payload = sealer.seal_payload(rec.payload, text, rec.ts, rec.source)
-            events.append((seq, rec.ts, rec.source, rec.kind, str(rec.severity), payload, rank))
+            row = event_row(rec, known, sealer)
+            events.append((seq, rec.ts, rec.source, row[0], row[1], row[2], row[3]))
         seq += 1
     return readings, events
 
@@ -497,13 +503,13 @@ def _event_rows(
     flush pays per event, not per reading."""
     at = list(compress(range(len(records)), map(_IS_NOT, map(type, records), repeat(Reading))))
     rows: list[Any] = list(records)
+    known: Mapping[str, Any] = points if points is not None else {}
     events: list[tuple[Any, ...]] = []
     for i in at:
         rec = cast(Event, rows[i])
-        _, event = build_rows([rec], seq + i, points, sealer)
-        events.append(event[0])
+        events.append((seq + i, *event_row(rec, known, sealer)))
         rows[i] = (rec.ts, rec.source, None, quality)
-    return rows, [(e[0], e[3], e[4], e[5], e[6]) for e in events]
+    return rows, events
 
 
 def _fill_events(w: sqlite3.Connection, events: list[tuple[Any, ...]]) -> None:
