@@ -13,15 +13,13 @@ expanded (`max_nodes`, the "billion laughs"). Each limit is a located YamlError 
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from edge.gcpause import gc_paused
 from edge.units import format_size
 
 Path = tuple[str | int, ...]
@@ -83,32 +81,6 @@ MAX_NODES = 200_000  # a "billion laughs" document (aliases of aliases) must not
 MAX_DEPTH = 64  # a real site file nests about 6 levels deep, a rule pack about 8
 MAX_BYTES = 1024 * 1024  # a large site is ~100 KB; pure-Python parsing takes seconds per MiB
 GC_PAUSE_BYTES = 64 * 1024  # from this size on, parsing pauses the cyclic garbage collector
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic GC off while a large document is parsed. Its node graph is a million tracked
-    objects: full collections made parsing 2.5 times slower, and each holds the GIL, so a parse in
-    a worker thread stalled the event loop for up to a second per collection. Counted, because
-    parses in two threads may overlap."""
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 def too_large(file: str, size: int, max_bytes: int) -> YamlError:
@@ -204,7 +176,7 @@ def load(
     if size > max_bytes:
         raise too_large(file, size, max_bytes)
     large = size >= GC_PAUSE_BYTES
-    with _gc_paused() if large else contextlib.nullcontext():
+    with gc_paused() if large else contextlib.nullcontext():
         return _load(text, file, max_nodes, max_depth, large)
 
 

@@ -27,13 +27,13 @@ from edge.api import keys, openapi, privacy
 from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
+from edge.gcpause import gc_paused
 from edge.model import QUALITY_NAMES, Privacy
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader, Row
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 from edge.store.rows import CLOCK_FLAG
-from edge.yamlpos import _gc_paused
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -150,7 +150,7 @@ class PullService:
         run in the calling (worker) thread."""
         # a page is 10,000 row tuples and as many dicts: the cyclic GC ran ~30 young collections
         # over them per page, none of which could find a cycle (~8 % of a page's CPU)
-        with _gc_paused():
+        with gc_paused():
             return self._page(consumer, after, limit)
 
     def _page(self, consumer: str, after: int, limit: int) -> Page:
