@@ -371,7 +371,7 @@ def insert_readings(
     inserted: seq + len(rows) - 1 unless a row above seq was there (the numbering check)."""
     if not rows:
         return 0
-    most = min(ROWS_PER_INSERT, w.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4 - 1)
+    most = min(ROWS_PER_INSERT, (w.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1) // 4)
     size = min(len(rows), most)
     if size < most:
         size = 1 << (size.bit_length() - 1)

@@ -17,7 +17,7 @@ from edge.model import Event, Reading
 from edge.store import schema
 from edge.store.health import buffer_health
 from edge.store.journal import Journal, JournalClosed
-from edge.store.rows import insert_many
+from edge.store.rows import insert_many, insert_records
 from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.waiting import until
 
@@ -319,7 +319,8 @@ async def test_every_record_lands_at_its_seq_in_append_order_whatever_the_flush_
 
 
 def test_statements_shrink_to_the_variable_limit_of_the_sqlite_build(tmp_path: Path) -> None:
-    """A SQLite built with the old 999-variable limit still takes every row, in order."""
+    """A SQLite built with the old 999-variable limit still takes every row, in order, with the
+    generic statements and with the journal's (whose first statement binds one more: the seq)."""
     conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
     conn.execute("CREATE TABLE t (a, b, c, d)")
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
@@ -329,6 +330,27 @@ def test_statements_shrink_to_the_variable_limit_of_the_sqlite_build(tmp_path: P
         insert_many(conn, "INSERT INTO t(a, b, c, d) VALUES ", 4, rows[:n])
         assert conn.execute("SELECT a, b, c, d FROM t ORDER BY rowid").fetchall() == rows[:n]
     conn.close()
+    # the journal's own statements: the first seq bound beside each row's four values
+    records: list[Reading | Event] = [Reading(float(i), f"p{i % 5}", float(i), 0) for i in range(1234)]
+    records[248] = Event("door", "gate", "info", {"open": True}, 248.0)
+    for limit in (999, 1000):
+        path = tmp_path / f"j{limit}.db"
+        schema.migrate(journal := sqlite3.connect(path, isolation_level=None), str(path))
+        journal.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        seq = 1
+        for n in (1, 248, 249, 250, 1234):
+            journal.execute("BEGIN")
+            insert_records(journal, records[:n], seq)
+            journal.execute("COMMIT")
+            got = journal.execute(
+                "SELECT seq, ts, point, kind FROM journal WHERE seq >= ? ORDER BY seq", (seq,)
+            )
+            assert got.fetchall() == [
+                (seq + i, r.ts, r.point if isinstance(r, Reading) else r.source, getattr(r, "kind", None))
+                for i, r in enumerate(records[:n])
+            ]
+            seq += n
+        journal.close()
 
 
 async def test_events_among_thousands_of_readings_keep_their_seq_columns_and_class(tmp_path: Path) -> None:
