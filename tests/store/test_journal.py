@@ -331,14 +331,15 @@ def test_statements_shrink_to_the_variable_limit_of_the_sqlite_build(tmp_path: P
         assert conn.execute("SELECT a, b, c, d FROM t ORDER BY rowid").fetchall() == rows[:n]
     conn.close()
     # the journal's own statements: the first seq bound beside each row's four values
-    records: list[Reading | Event] = [Reading(float(i), f"p{i % 5}", float(i), 0) for i in range(1234)]
-    records[248] = Event("door", "gate", "info", {"open": True}, 248.0)
-    for limit in (999, 1000):
+    records: list[Reading | Event] = [Reading(float(i), f"p{i % 5}", float(i), 0) for i in range(5003)]
+    records[248] = records[5001] = Event("door", "gate", "info", {"open": True}, 248.0)
+    for limit in (999, 1000, None):  # None: the build's own, where a full step is one statement
         path = tmp_path / f"j{limit}.db"
         schema.migrate(journal := sqlite3.connect(path, isolation_level=None), str(path))
-        journal.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        if limit is not None:
+            journal.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
         seq = 1
-        for n in (1, 248, 249, 250, 1234):
+        for n in (1, 248, 249, 250, 1234, 4999, 5000, 5003):
             journal.execute("BEGIN")
             insert_records(journal, records[:n], seq)
             journal.execute("COMMIT")
