@@ -430,3 +430,26 @@ async def test_wait_committed_wakes_at_the_commit_it_waits_for(tmp_path: Path) -
         assert await j.wait_committed(first, timeout=60) == first + 5  # already there: at once
     finally:
         await j.close()
+
+
+async def test_a_flush_whose_numbering_diverges_is_rolled_back_and_retried(tmp_path: Path) -> None:
+    """SQLite numbers a flush's rows after the largest seq in the table: a row above the journal's
+    own (another writer's) would shift them, so the writer checks the last rowid before it
+    commits, rolls back, keeps the records and retries until the numbering holds."""
+    j = open_journal(tmp_path)
+    foreign = sqlite3.connect(j.path, isolation_level=None)
+    try:
+        j.append(readings(10))
+        assert await j.flush() == 10
+        foreign.execute("INSERT INTO journal(seq, ts, point, value, quality) VALUES (15, 0, 'x.y', 1, 0)")
+        j.append(readings(10))
+        await until(lambda: j.failing and "numbering diverged" in j.last_error, what="the refused commit")
+        assert j.committed_seq == 10
+        assert foreign.execute("SELECT seq FROM journal WHERE seq > 10").fetchall() == [(15,)]
+        foreign.execute("DELETE FROM journal WHERE seq = 15")
+        assert await j.flush() == 20
+        assert [r["seq"] for r in j.read(0, 100)] == list(range(1, 21))
+        assert not j.failing
+    finally:
+        foreign.close()
+        await j.close()
