@@ -4,7 +4,9 @@ The core's command modules (COMMAND_MODULES) and every plugin's `commands` hook 
 take the subparsers and declare each command with `add_command` (and a group of them with
 `add_command_group`), which gives every command the same help layout, the same `-c SITE.yaml` and
 its `func=callable(args) -> int`. They run when the CLI starts, so they keep heavy imports
-(pymodbus, cv2) inside their command functions.
+(pymodbus, cv2) inside their command functions. A core command is declared by its own module
+alone: `edge run` is the service, and every other command's module would stay in its memory for
+as long as it runs.
 """
 
 from __future__ import annotations
@@ -20,22 +22,29 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 if TYPE_CHECKING:
     from edge.config import Site
 
-COMMAND_MODULES = [
-    "edge.commands",  # run, check, buffer
-    "edge.api.cli",  # users / tokens / tls
-    "edge.audit_cli",  # audit verify / export
-    "edge.privacy_cli",  # privacy report
-    "edge.status_cli",  # status
-    "edge.doctor",  # doctor
-    "edge.backup_cli",  # backup / restore
-]
+#: each core command module and the top-level commands its `register` declares, in `edge --help`
+#: order: `edge NAME` imports only the module that declares NAME (tests/core/test_cli.py holds
+#: every module to its names)
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "edge.commands": ("run", "check", "buffer"),
+    "edge.api.cli": ("users", "tokens", "tls"),
+    "edge.audit_cli": ("audit",),
+    "edge.privacy_cli": ("privacy",),
+    "edge.status_cli": ("status",),
+    "edge.doctor": ("doctor",),
+    "edge.backup_cli": ("backup", "restore"),
+}
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `edge` parser with every command, or, for a `command` a core module declares, with that
+    module's commands alone (parsing `edge COMMAND ...` needs no other: the top-level help and
+    the list of choices in an unknown command's error are never printed then). The plugins are
+    loaded either way, so that a conflict between them stops every command alike."""
     parser = argparse.ArgumentParser(
         prog="edge",
         description=(
@@ -50,11 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"community-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    own = [module for module, names in COMMAND_MODULES.items() if command in names]
+    for name in own or COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     from edge.plugins import registry
 
-    for plugin in registry().plugins:
+    plugins = registry().plugins
+    if own:
+        return parser
+    for plugin in plugins:
         if plugin.commands is None:
             continue
         before = set(sub.choices)
@@ -194,8 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge.plugins import PluginConflict
     from edge.state import StateDBError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the first word names the command unless it is an option (-h, --version) of `edge` itself
+    command = argv[0] if argv and not argv[0].startswith("-") else None
     try:
-        parser = build_parser()
+        parser = build_parser(command)
     except PluginConflict as exc:
         print(f"edge: {exc}; uninstall one of the packages that provide them", file=sys.stderr)
         return 2

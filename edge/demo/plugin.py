@@ -1,146 +1,21 @@
 """`edge demo`: a simulated community site (Modbus meters and gates simulated in-process, a camera
-reading a drawn video, simulated sensors) served with its web UI."""
+reading a drawn video, simulated sensors) served with its web UI. This manifest names its code:
+the command (edge.demo.cli) and the kiosk's drivers (edge.demo.kiosk) are imported when used."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from edge.cli import Subcommands, add_command, arg, load_or_report, log_level_arg
-from edge.commands import token_prefix
-from edge.plugins import Plugin, Spec
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
-
-    from edge.driver import Driver
-
-
-def register(sub: Subcommands) -> None:
-    add_command(
-        sub,
-        "demo",
-        help="run a simulated community site with its web UI",
-        description=(
-            "Run a simulated community site: electricity and water meters, parking gates with loop\n"
-            "sensors, waste bins, a health kiosk (its five instruments simulated down to the bytes they\n"
-            "send: blood pressure, weight, temperature, glucose, SpO2), the kiosk's wheelchair tag (an\n"
-            "iBeacon that leaves now and then), a corridor thermometer (pvvx firmware advertisements)\n"
-            "and an environment sensor that drops out now and then.\n"
-            "Two devices are real Modbus TCP devices simulated in the demo process on 127.0.0.1:15020\n"
-            "(a free port if that one is taken) and read by the modbus driver: meter-main (CHINT\n"
-            "DTSU666, unit 1) and gate-south (parking barrier, unit 2). cam-parking is a camera\n"
-            "reading a video the demo draws into DATA_DIR (OpenCV, no camera needed).\n"
-            "The site file is written to DATA_DIR/site.yaml (kept across runs, so edits survive); point\n"
-            "the other commands at it, e.g. `edge buffer stats -c DATA_DIR/site.yaml`."
-        ),
-        func=cmd_demo,
-        args=[
-            arg("--data-dir", default="demo-data", help="where the journal, state and site file live"),
-            arg("--host", default="127.0.0.1", help="address of the web UI (0.0.0.0 for the site LAN)"),
-            arg("--port", type=int, default=8080, help="port of the web UI"),
-            log_level_arg(),
-        ],
-    )
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import prepare
-    from edge.logs import setup_logging
-
-    data_dir = Path(args.data_dir)
-    path = prepare(data_dir, args.host, args.port)
-    setup_logging(args.log_level)
-    return asyncio.run(_demo(args, data_dir, path))
-
-
-async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
-    """Start the simulated Modbus field devices, then serve the site; stop them afterwards."""
-    import logging
-
-    from edge.demo import SIM_HOST, move_simulator_port, ready_cameras, simulator_port
-    from edge.service import serve
-
-    log = logging.getLogger("edge.demo")
-    path = ready_cameras(path, log)  # without OpenCV: a copy of the site file without cameras
-    simulator: Any = None
-    wanted = simulator_port(path)
-    if wanted is None:
-        log.info("site file %s has no simulated Modbus devices (delete it to get them)", path)
-    else:
-        from drivers.modbus.simulator import FieldDeviceSimulator
-
-        simulator = FieldDeviceSimulator(SIM_HOST, wanted)
-        try:
-            await simulator.start()
-        except OSError as exc:
-            simulator = FieldDeviceSimulator(SIM_HOST, 0)
-            got = await simulator.start()
-            move_simulator_port(path, wanted, got)
-            log.warning("Modbus simulator: port %d unavailable (%s); serving on %d instead", wanted, exc, got)
-        log.info(
-            "Modbus simulator on %s:%d (unit 1: CHINT DTSU666 meter, unit 2: parking barrier)",
-            SIM_HOST,
-            simulator.port,
-        )
-    try:
-        site = load_or_report(str(path))
-        if site is None:
-            return 1
-        site.web = site.web.model_copy(update={"listen": f"{args.host}:{args.port}"})
-        token_file = data_dir / "city-platform.token"
-        # a log is copied into tickets and chats: it names the token and where it is, not all of it
-        shown = token_prefix(token_file.read_text().strip())
-
-        def announce(rt: Any) -> None:
-            url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{rt.web_port}/"
-            log.info(
-                "demo site running: open %s (site file %s; pull API token for consumer city-platform: "
-                "%s, the whole token is in %s)",
-                url,
-                path,
-                shown,
-                token_file,
-            )
-
-        return await serve(str(path), site, on_ready=announce)
-    finally:
-        if simulator is not None:
-            await simulator.stop()
-
-
-def kiosk_model() -> type[BaseModel]:
-    from edge.demo.kiosk import DemoKioskDevice
-
-    return DemoKioskDevice
-
-
-def kiosk_driver() -> type[Driver]:
-    from edge.demo.kiosk import DemoKioskDriver
-
-    return DemoKioskDriver
-
-
-def beacon_model() -> type[BaseModel]:
-    from edge.demo.kiosk import DemoBleDevice
-
-    return DemoBleDevice
-
-
-def beacon_driver() -> type[Driver]:
-    from edge.demo.kiosk import DemoBleDriver
-
-    return DemoBleDriver
-
+from edge.plugins import Plugin, Spec, lazy, lazy_value
 
 PLUGIN = Plugin(
     name="demo",
-    commands=register,
+    commands=lazy("edge.demo.cli:register"),
     order=0,
     drivers={
-        "demo_kiosk": Spec(kiosk_model, kiosk_driver),
-        "demo_ble": Spec(beacon_model, beacon_driver),
+        "demo_kiosk": Spec(
+            lazy_value("edge.demo.kiosk:DemoKioskDevice"), lazy_value("edge.demo.kiosk:DemoKioskDriver")
+        ),
+        "demo_ble": Spec(
+            lazy_value("edge.demo.kiosk:DemoBleDevice"), lazy_value("edge.demo.kiosk:DemoBleDriver")
+        ),
     },
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import build_parser
+from edge.cli import COMMAND_MODULES, build_parser
 from tests.core.test_file_modes import not_private
 from tests.support.cli import edge_cli
 from tests.support.ports import free_port
@@ -129,3 +130,56 @@ def test_buffer_commands_explain_a_missing_journal(tmp_path: Path) -> None:
     proc = edge_cli("buffer", "stats", "-c", str(site))
     assert proc.returncode == 1
     assert "no journal yet" in proc.stderr
+
+
+def _parsers(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command's parser under `parser`, by its words."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out[(*prefix, name)] = sub
+                out.update(_parsers(sub, (*prefix, name)))
+    return out
+
+
+@pytest.mark.parametrize("module", list(COMMAND_MODULES))
+def test_each_core_command_module_declares_the_commands_it_is_listed_with(module: str) -> None:
+    """`edge NAME` imports the module listed with NAME alone: a command it does not list would be
+    parsed by another module's parser, or not at all."""
+    sub = argparse.ArgumentParser(prog="edge").add_subparsers()
+    importlib.import_module(module).register(sub)
+    assert tuple(sub.choices) == COMMAND_MODULES[module]
+
+
+CORE = [name for names in COMMAND_MODULES.values() for name in names]
+
+
+@pytest.mark.parametrize("command", CORE)
+def test_a_core_command_parses_and_helps_alike_with_its_module_alone(command: str) -> None:
+    everything = {k: p for k, p in _parsers(build_parser()).items() if k[0] == command}
+    alone = _parsers(build_parser(command))
+    assert set(everything) <= set(alone)
+    for words, parser in everything.items():
+        assert alone[words].format_help() == parser.format_help(), words
+        assert alone[words].get_default("func") == parser.get_default("func"), words
+    # and the parser built for it holds no plugin's command
+    plugin_commands = {c[0] for c in COMMANDS} - set(CORE)
+    assert plugin_commands and not plugin_commands & {k[0] for k in alone}
+
+
+def test_edge_help_lists_every_command_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    lines = {c.dest: " ".join(str(c.help).split()) for c in sub._choices_actions}
+    assert set(lines) == {c[0] for c in COMMANDS if len(c) == 1}
+    text = " ".join(out.split())
+    for name, line in lines.items():
+        assert f"{name} {line}" in text, name

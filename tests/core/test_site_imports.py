@@ -6,6 +6,7 @@ at start."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,6 +14,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from edge.cli import build_parser
 from tests.support.ports import free_port
 from tests.support.procs import stop_process, terminate
 from tests.support.site import site_file
@@ -51,7 +55,10 @@ NOT_LOADED = (
 NOT_LOADED_MODULES = ("drivers.modbus.server", "rules.dry_run_worker", "importlib.metadata", "zipfile")
 
 
-def loaded_by_a_minimal_site(tmp_path: Path) -> set[str]:
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The modules a minimal site's `edge run` had loaded when it stopped (one run for the module)."""
+    tmp_path = tmp_path_factory.mktemp("minimal-site")
     port = free_port()
     config = site_file(
         tmp_path,
@@ -91,10 +98,33 @@ def loaded_by_a_minimal_site(tmp_path: Path) -> set[str]:
     return set(modules.read_text().split())
 
 
-def test_a_minimal_site_loads_no_library_it_does_not_use(tmp_path: Path) -> None:
-    loaded = loaded_by_a_minimal_site(tmp_path)
+def test_a_minimal_site_loads_no_library_it_does_not_use(loaded: set[str]) -> None:
     top = {name.split(".")[0] for name in loaded}
     assert "aiohttp" in top and "edge" in top  # the run really got that far
     assert sorted(top & set(NOT_LOADED)) == []
     assert "rules.component" in loaded and "drivers.modbus.plugin" in loaded
     assert sorted(loaded & set(NOT_LOADED_MODULES)) == []
+
+
+def command_modules() -> set[str]:
+    """The modules that hold the functions of every `edge` command, core or plugin."""
+    out = set()
+    parsers = [build_parser()]
+    while parsers:
+        parser = parsers.pop()
+        func = parser.get_default("func")
+        if func is not None:
+            out.add(func.__module__)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return out
+
+
+def test_edge_run_loads_no_other_command(loaded: set[str]) -> None:
+    """`edge run` is the service: every other command's module would stay in its memory."""
+    run = build_parser().parse_args(["run", "-c", "site.yaml"]).func.__module__
+    others = command_modules() - {run, "edge.cli"}
+    assert {"edge.doctor", "edge.status_cli", "rules.cli", "edge.demo.cli"} <= others
+    assert run in loaded
+    assert sorted(loaded & others) == []
