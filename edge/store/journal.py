@@ -192,10 +192,10 @@ class Journal(JournalQueries):
         self._paused_since: float | None = None  # monotonic time the pause began
         self._last_pass: ClockSample | None = None
         self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
-        # the highest seq this writer gave a personal or sensitive row, and the last seq before it
-        # started: a private class's walk over rows after both finds none of its rows, so it is
-        # skipped (it scanned every row a site journals, twice, at every retention pass)
-        self._private_upto = 0
+        # per private class, the highest seq this writer gave a row of it, and the last seq before
+        # it started: the class's walk over rows after both finds none of its rows, so it is
+        # skipped (it scanned every row a site journals, per class, at every retention pass)
+        self._private_upto: dict[int, int] = {}
         self._opened_seq = 0
         self._law: dict[int, retention.LawExpiry] = {}  # expired before delivery, not reported yet
         self.blobs = blobs  # snapshot files, kept no longer than their class (personal)
@@ -817,7 +817,7 @@ class Journal(JournalQueries):
             if self.sealer is not None and not self._secure_delete:
                 w.execute("PRAGMA secure_delete=FAST")  # deleted sealed rows leave no stale bytes behind
                 self._secure_delete = True
-            rank = insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
+            private = insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
             # measure after inserting, trim the head to fit (not while the whole file fits)
             if limit is not None and drop_oldest and self._page_bytes(w) > limit:
                 cap = retention.make_room(
@@ -859,8 +859,8 @@ class Journal(JournalQueries):
         self.failing = False
         disk_drop = reason == "disk_full" and cap is not None and bool(cap.dropped or cap.short_rows)
         self.next_seq = end
-        if rank:
-            self._private_upto = end - 1
+        for rank in private:
+            self._private_upto[rank] = end - 1
         if records:
             self.committed_rows += len(records)
             self.flushes += 1
@@ -970,7 +970,7 @@ class Journal(JournalQueries):
                 if keep is None:
                     continue
                 start = self._retention_from[rank]
-                if rank and start >= max(self._opened_seq, self._private_upto):
+                if rank and start >= max(self._opened_seq, self._private_upto.get(rank, 0)):
                     start = self._retention_from[rank] = self.committed_seq  # none of its rows since
                 chunks.append(
                     retention.expire_class(

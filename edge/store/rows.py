@@ -382,16 +382,18 @@ def insert_readings(
     return last
 
 
-def class_readings(w: sqlite3.Connection, points: Iterable[str], seq: int, ranks: Mapping[str, int]) -> int:
+def class_readings(
+    w: sqlite3.Connection, points: Iterable[str], seq: int, ranks: Mapping[str, int]
+) -> set[int]:
     """Set the class of the readings of private points among rows inserted from `seq` on: one
     C-level set of the batch's points, then an UPDATE over the new rows per class present.
     Readings of public points, nearly all of them, stay at the column's default 0. Returns the
-    highest class set (0: none)."""
+    classes it set."""
     if not ranks:
-        return 0
+        return set()
     hits = set(points).intersection(ranks)
     if not hits:
-        return 0
+        return set()
     by_rank: dict[int, list[str]] = {}
     for point in hits:
         by_rank.setdefault(ranks[point], []).append(point)
@@ -403,7 +405,7 @@ def class_readings(w: sqlite3.Connection, points: Iterable[str], seq: int, ranks
                 f"({','.join('?' * len(part))})",
                 (rank, seq, *part),
             )
-    return max(by_rank)
+    return set(by_rank)
 
 
 def seal_readings(records: list[Any], ranks: Mapping[str, int], sealer: Sealer) -> list[Any]:
@@ -429,12 +431,12 @@ def insert_records(
     classes: RecordClasses | None = None,
     sealer: Sealer | None = None,
     untrusted: bool = False,
-) -> int:
+) -> set[int]:
     """Insert `records` as seq, seq+1, ... inside the caller's transaction, each with its privacy
     class (`classes`; without it readings are public and events classed by kind and payload).
     With a `sealer`, personal and sensitive payloads and the values of private points are sealed
     first (`seal_readings`). `untrusted`: every row gets CLOCK_FLAG (the clock was not trusted).
-    Returns the highest privacy class among the rows (0: every one is public).
+    Returns the privacy classes above public among the rows.
 
     Every record goes in with the readings' statements (`insert_readings`: SQLite numbers the rows
     as it appends them; the fields bound as they are, no per-row Python work beyond C-level maps);
@@ -443,7 +445,7 @@ def insert_records(
     events are in the seq order they were appended in. The numbering is checked before the
     transaction can commit."""
     if not records:
-        return 0
+        return set()
     end = seq + len(records)
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
     try:  # one C-level pass: the value types, or a TypeError at an event (it has no item 2)
@@ -471,18 +473,19 @@ def insert_records(
         rows = [r if r[2].__class__ is not bool else (*r[:3], r[3] | BOOL_FLAG) for r in rows]
     if insert_readings(w, rows, seq, untrusted) != end - 1:
         raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
-    top = 0
+    private = set()
     if events:
         _fill_events(w, events)
-        top = max(map(_RANK, events))
+        private = set(map(_RANK, events))
+        private.discard(0)
     if ranks:
         names = (
             map(_POINT, cast(list[Reading], records))
             if only
             else (r[1] for r in records if type(r) is Reading)
         )
-        top = max(top, class_readings(w, names, seq, ranks))
-    return top
+        private |= class_readings(w, names, seq, ranks)
+    return private
 
 
 _IS_NOT = operator.is_not

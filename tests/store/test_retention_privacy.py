@@ -334,26 +334,33 @@ async def test_a_journal_of_the_previous_schema_migrates_in_place(tmp_path: Path
 
 
 async def test_a_class_walk_skips_public_rows_yet_finds_every_private_row(tmp_path: Path) -> None:
-    """A private class's retention walk is skipped over rows this writer journaled as public, but
-    still reaches the rows that were there when it opened and every private row written since."""
+    """A private class's retention walk is skipped over rows this writer journaled in other
+    classes, but still reaches the rows that were there when it opened and every row of the
+    class written since."""
     clock = FakeClock()
-    kept = {"sensitive": "3650d", "personal": "3650d"}
-    j = journal(tmp_path, clock, kept)
+    j = journal(tmp_path, clock, {"sensitive": "3650d", "personal": "3650d"})
     try:
         j.append(one_of_each(START - 40 * DAY))  # written before the restart
         await j.flush()
     finally:
         await j.close()
-    j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "3650d"})
+    j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "35d"})
+    old = START - 40 * DAY
+
+    def count(rank: int) -> int:
+        return int(sql(j, "SELECT count(*) FROM journal WHERE privacy = ?", (rank,))[0][0])
+
     try:
-        sensitive = "SELECT count(*) FROM journal WHERE privacy = 2"
-        await until(lambda: sql(j, sensitive) == [(0,)], what="the sensitive rows from before the restart")
-        for _ in range(3):  # public only: the sensitive walk is skipped over these
-            j.append([Reading(START - 40 * DAY, "meter.kw", float(i)) for i in range(500)])
+        await until(lambda: count(1) == count(2) == 0, what="the private rows from before the restart")
+        for _ in range(3):  # public only: both private walks are skipped over these
+            j.append([Reading(old, "meter.kw", float(i)) for i in range(500)])
             await passes(j, clock, 2)
-        j.append(one_of_each(START - 40 * DAY))
+        for _ in range(3):  # sensitive only: the personal walk is skipped over these
+            j.append([Reading(old, "kiosk.bp_sys", 120.0 + i) for i in range(3)])
+            await passes(j, clock, 2)
+            assert count(2) == 0
+        j.append([Reading(old, "gate.plate", "B1234")])
         await j.flush()
-        await until(lambda: sql(j, sensitive) == [(0,)], what="the sensitive rows written since")
-        assert sql(j, "SELECT count(*) FROM journal WHERE privacy = 1") == [(4,)]
+        await until(lambda: count(1) == 0, what="the personal row written since")
     finally:
         await j.close()
