@@ -134,6 +134,29 @@ def return_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+#: seconds between two times the running service gives its freed heap back to the system
+TRIM_EVERY = 10.0
+
+
+async def trim_heap_now_and_then() -> None:
+    """Give the heap the running site freed back to the system every TRIM_EVERY seconds.
+
+    glibc returns only the top of the heap by itself: pages freed below a block still in use
+    (upstream batches sent, pages the web UI built, a burst of events) stay resident until malloc
+    reuses them. malloc_trim(0) hands every whole free page back, in a fraction of a millisecond
+    on a gateway's heap, from a task of its own on the event loop: never on a request's or a
+    reading's path. The polling and syncing bring part of those pages back within seconds, which
+    is why it runs this often (once a minute, RSS was back where it was well before the next).
+    Nothing to do without glibc."""
+    libc = _libc()
+    if libc is None:
+        return
+    while True:
+        await asyncio.sleep(TRIM_EVERY)
+        returned = bool(libc.malloc_trim(0))
+        log.debug("freed heap given back to the system", extra={"returned": returned})
+
+
 async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) -> int:
     """Run the site until SIGTERM/SIGINT. Returns the process exit code."""
     lean_heap()
@@ -192,10 +215,11 @@ async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) ->
             notifier.ready(status_line(rt))
 
     reloader = asyncio.create_task(reloads(), name="reloader")
+    trimmer = asyncio.create_task(trim_heap_now_and_then(), name="heap-trim")
     await stop.wait()
     log.info("stopping")
     notifier.stopping()
-    for task in (beat, reloader):
+    for task in (beat, reloader, trimmer):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
