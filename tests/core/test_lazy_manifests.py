@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge.plugins import lazy, lazy_value
 
@@ -22,6 +23,14 @@ CODE = (
 )
 
 
+def in_fresh_interpreter(script: str, env: dict[str, str] | None = None) -> Any:
+    """What `script` prints as JSON, run by a new interpreter (nothing imported yet)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    return json.loads(done.stdout)
+
+
 def test_discovering_the_plugins_imports_none_of_their_code() -> None:
     script = (
         "import json, sys\n"
@@ -30,10 +39,7 @@ def test_discovering_the_plugins_imports_none_of_their_code() -> None:
         "reg.section_keys()\n"
         f"print(json.dumps(sorted(m for m in {list(CODE)!r} if m in sys.modules)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert json.loads(done.stdout) == []
+    assert in_fresh_interpreter(script) == []
 
 
 def test_a_lazy_hook_runs_the_named_function_and_a_lazy_value_returns_the_named_object() -> None:
@@ -53,10 +59,7 @@ def test_discovering_the_plugins_loads_no_distribution_metadata_library() -> Non
         "heavy = sorted(m for m in ('importlib.metadata', 'zipfile', 'csv') if m in sys.modules)\n"
         "print(json.dumps([names, heavy]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    names, heavy = json.loads(done.stdout)
+    names, heavy = in_fresh_interpreter(script)
     assert heavy == []
     assert {"modbus", "rules", "sync", "web-ui"} <= set(names)
 
@@ -80,10 +83,7 @@ def test_pydantic_builds_models_without_the_metadata_library_when_no_pydantic_pl
         "assert M.model_validate({'n': 1}).n == 1\n"
         "print(json.dumps('importlib.metadata' in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert json.loads(done.stdout) is False
+    assert in_fresh_interpreter(script) is False
 
 
 def test_what_pydantic_asks_of_its_plugin_loader_is_in_the_one_put_in_its_place() -> None:
@@ -103,10 +103,7 @@ def test_what_pydantic_asks_of_its_plugin_loader_is_in_the_one_put_in_its_place(
         "import edge.plugins\n"
         f"print(json.dumps(sorted(dir(sys.modules[{PYDANTIC_LOADER!r}]))))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert asked <= set(json.loads(done.stdout))
+    assert asked <= set(in_fresh_interpreter(script))
 
 
 def test_an_installed_pydantic_plugin_is_found_by_pydantic_as_before(tmp_path: Path) -> None:
@@ -132,10 +129,7 @@ def test_an_installed_pydantic_plugin_is_found_by_pydantic_as_before(tmp_path: P
         "print(json.dumps(probe_plugin.seen))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
-    )
-    assert "Probed" in json.loads(done.stdout)
+    assert "Probed" in in_fresh_interpreter(script, env)
 
 
 def test_entry_points_are_read_as_importlib_metadata_reads_them(tmp_path: Path) -> None:
@@ -161,9 +155,6 @@ def test_entry_points_are_read_as_importlib_metadata_reads_them(tmp_path: Path) 
         "print(json.dumps([ours, theirs]))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(first), str(second)])}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True, env=env
-    )
-    ours, theirs = json.loads(done.stdout)
+    ours, theirs = in_fresh_interpreter(script, env)
     assert ours == theirs
     assert [name for name, _ in ours] == ["one", "two", "three"]
