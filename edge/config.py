@@ -9,7 +9,6 @@ an upstream entry by its sink's, and every other top-level section by the plugin
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import types
 import typing
@@ -272,6 +271,8 @@ def _without_profile(
     driver = entry.get("driver")
     guessed = ""
     if driver is None:  # the profile would name it: take the driver of the profile meant
+        import difflib  # only a misspelt profile needs it: not resident in every running gateway
+
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         close = difflib.get_close_matches(str(entry.get("profile")), known, n=1, cutoff=0.6)
         with contextlib.suppress(LookupError, YamlError):

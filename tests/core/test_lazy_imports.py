@@ -52,6 +52,7 @@ LAZY = [
     ("rules.api", "rules.dry_run_worker"),
     ("rules.model", "difflib"),  # only a typo's "did you mean" and a YAML edit need it
     ("edge.api.openapi", "edge.api.openapi_web"),  # the document is built when it is asked for
+    ("edge.config", "difflib"),  # only a misspelt profile's check needs it
 ]
 
 

@@ -51,8 +51,15 @@ NOT_LOADED = (
 
 
 #: modules of features a minimal site does not use (the Modbus server, the rules' dry-run child),
-#: and the distribution metadata library (the plugins are found without it)
-NOT_LOADED_MODULES = ("drivers.modbus.server", "rules.dry_run_worker", "importlib.metadata", "zipfile")
+#: the distribution metadata library (the plugins are found without it) and the close-match
+#: finder of typo hints
+NOT_LOADED_MODULES = (
+    "drivers.modbus.server",
+    "rules.dry_run_worker",
+    "importlib.metadata",
+    "zipfile",
+    "difflib",
+)
 
 
 @pytest.fixture(scope="module")
