@@ -15,12 +15,12 @@ from aiohttp import web
 from edge.api.auth import require
 from edge.api.keys import get_runtime
 from edge.api.problem import Problem, json_response
-from edge.kpi.component import KpiComponent
 from edge.kpi.days import parse_day
-from edge.kpi.engine import new_day
-from edge.kpi.figures import to_csv
 
+# The route is there on every site; the fold's code (component, engine, figures and csv) is
+# imported by a request on a site that computes KPIs, and a site without them never loads it.
 if TYPE_CHECKING:
+    from edge.kpi.component import KpiComponent
     from edge.runtime import Runtime
 
 MAX_DAYS = 400
@@ -28,7 +28,12 @@ DEFAULT_DAYS = 7
 
 
 def _component(request: web.Request) -> KpiComponent:
-    comp = get_runtime(request).component(KpiComponent)
+    if not getattr(get_runtime(request).site.sections.get("kpi"), "enabled", False):
+        comp = None
+    else:
+        from edge.kpi.component import KpiComponent
+
+        comp = get_runtime(request).component(KpiComponent)
     if comp is None:
         raise Problem(404, "KPIs are off", "this site computes no KPIs: add a kpi: section to the site file")
     return comp
@@ -46,6 +51,8 @@ def _day_param(request: web.Request, name: str, default: str) -> str:
 
 def report(comp: KpiComponent, first: str, last: str, device: str | None) -> dict[str, Any]:
     """The figures of every day from `first` to `last` (both included, local days)."""
+    from edge.kpi.engine import new_day
+
     now = comp.ctx.clock()
     today = comp.cal.day_of(now)
     stored = {d: (data, closed) for d, data, closed in comp.store.days_between(first, last)}
@@ -101,6 +108,8 @@ async def kpi(request: web.Request) -> web.StreamResponse:
     async with comp.lock:  # a fold step in its thread must not change the days being read
         out = await asyncio.to_thread(report, comp, first, last, device)
     if fmt == "csv":
+        from edge.kpi.figures import to_csv
+
         return web.Response(
             text=to_csv(out["days"]),
             content_type="text/csv",

@@ -9,6 +9,10 @@ from edge.plugins import Plugin, lazy, lazy_value
 
 if TYPE_CHECKING:
     from edge.config import Site
+    from edge.plugins import Component, ComponentContext
+
+#: the fold's journal cursor (edge.kpi.component registers and removes it under this name)
+CURSOR = "kpi"
 
 
 def check_targets(site: Site) -> list[str]:
@@ -23,10 +27,22 @@ def check_targets(site: Site) -> list[str]:
     ]
 
 
+def component(ctx: ComponentContext) -> Component | None:
+    """The KPI fold of a site with `kpi:` enabled. A site without it loads none of the fold's code
+    (engine, figures, store) for as long as it runs, unless an earlier run's fold left its
+    journal cursor behind: edge.kpi.component removes it."""
+    cfg = ctx.site.sections.get("kpi")
+    if not getattr(cfg, "enabled", False) and ctx.journal.get_cursor(CURSOR) is None:
+        return None
+    from edge.kpi.component import create
+
+    return create(ctx)
+
+
 PLUGIN = Plugin(
     name="kpi",
     sections={"kpi": lazy_value("edge.kpi.config:KpiConfig")},
-    component=lazy("edge.kpi.component:create"),
+    component=component,
     routes=lazy("edge.kpi.api:setup"),
     openapi=lazy("edge.kpi.openapi:paths"),
     commands=lazy("edge.kpi.cli:register"),

@@ -53,6 +53,10 @@ LAZY = [
     ("rules.model", "difflib"),  # only a typo's "did you mean" and a YAML edit need it
     ("edge.api.openapi", "edge.api.openapi_web"),  # the document is built when it is asked for
     ("edge.config", "difflib"),  # only a misspelt profile's check needs it
+    # the KPI route is on every site; the fold's code only on a site with `kpi:`, at a request
+    ("edge.kpi.api", "edge.kpi.component"),
+    ("edge.kpi.api", "edge.kpi.engine"),
+    ("edge.kpi.api", "edge.kpi.figures"),
 ]
 
 

@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from edge.cli import build_parser
+from tests.support.cli import edge_cli
 from tests.support.ports import free_port
 from tests.support.procs import stop_process, terminate
 from tests.support.site import site_file
@@ -52,13 +54,19 @@ NOT_LOADED = (
 
 #: modules of features a minimal site does not use (the Modbus server, the rules' dry-run child),
 #: the distribution metadata library (the plugins are found without it) and the close-match
-#: finder of typo hints
+#: finder of typo hints, and the code of the KPIs the site does not compute (even when its KPI API
+#: is asked: it answers 404)
 NOT_LOADED_MODULES = (
     "drivers.modbus.server",
     "rules.dry_run_worker",
     "importlib.metadata",
     "zipfile",
     "difflib",
+    "edge.kpi.component",
+    "edge.kpi.engine",
+    "edge.kpi.figures",
+    "edge.kpi.store",
+    "csv",
 )
 
 
@@ -76,6 +84,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
             ],
         },
     )
+    made = edge_cli("tokens", "create", "-c", str(config), "reader")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.split()[0]
     modules = tmp_path / "modules.txt"
     proc = subprocess.Popen(
         [sys.executable, "-c", RUN, str(config), str(modules)],
@@ -98,6 +109,12 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         # the UI's first page and a status read, as a browser left open does
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
             assert resp.status == 200
+        kpi = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/kpi", headers={"Authorization": f"Bearer {token}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as off:
+            urllib.request.urlopen(kpi, timeout=5)
+        assert off.value.code == 404 and "KPIs are off" in off.value.read().decode()
         output = terminate(proc)
     finally:
         stop_process(proc)
