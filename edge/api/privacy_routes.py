@@ -18,10 +18,9 @@ from edge.api.auth import require
 from edge.api.privacy import limit_for, route_of
 from edge.api.problem import Problem, json_response, read_json
 from edge.model import PRIVACY_RANK, Privacy
-from edge.privacy import report as processing
-from edge.privacy import subjects
-from edge.privacy.component import PrivacyComponent
 
+# The routes are on every site; edge.privacy's code is imported by the handlers (the record of
+# processing, a resident's records): a site without privacy does not keep it loaded.
 if TYPE_CHECKING:
     from edge.api.auth import Principal
     from edge.privacy.atrest import Sealer
@@ -43,6 +42,8 @@ def _admin(request: web.Request) -> Principal:
 def _subject(data: Any) -> str:
     if not isinstance(data, dict) or set(data) != {"subject"} or not isinstance(data["subject"], str):
         raise Problem(400, "Bad body", 'send {"subject": "<resident id, user id or plate>"} and nothing else')
+    from edge.privacy import subjects
+
     try:
         return subjects.check_subject(data["subject"])
     except ValueError as exc:
@@ -53,7 +54,11 @@ async def _subject_request(request: web.Request) -> tuple[Principal, Runtime, Se
     principal = _admin(request)
     subject = _subject(await read_json(request, MAX_BODY))
     runtime = keys.get_runtime(request)
-    comp = runtime.component(PrivacyComponent)
+    comp = None
+    if runtime.site.privacy.master_key_file is not None:  # else there is no privacy component
+        from edge.privacy.component import PrivacyComponent
+
+        comp = runtime.component(PrivacyComponent)
     if comp is None or comp.sealer is None or runtime.state is None:
         # without the site's keys a resident has no pseudonym to audit under and nothing sealed
         # to shred: the command line's export still reads a journal in clear
@@ -67,6 +72,8 @@ async def _subject_request(request: web.Request) -> tuple[Principal, Runtime, Se
 
 
 async def privacy_report(request: web.Request) -> web.Response:
+    from edge.privacy import report as processing
+
     principal = _admin(request)
     runtime = keys.get_runtime(request)
     built = await asyncio.to_thread(lambda: processing.build(runtime.site).as_dict())
@@ -83,6 +90,8 @@ async def privacy_report(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.Response:
+    from edge.privacy import subjects
+
     principal, runtime, sealer, state, subject = await _subject_request(request)
 
     def collect() -> list[bytes]:
@@ -121,6 +130,8 @@ async def export(request: web.Request) -> web.Response:
 
 
 async def forget(request: web.Request) -> web.Response:
+    from edge.privacy import subjects
+
     principal, runtime, sealer, state, subject = await _subject_request(request)
     done = await asyncio.to_thread(subjects.forget, runtime.site, sealer, state, subject)
     await asyncio.to_thread(

@@ -57,6 +57,12 @@ LAZY = [
     ("edge.kpi.api", "edge.kpi.component"),
     ("edge.kpi.api", "edge.kpi.engine"),
     ("edge.kpi.api", "edge.kpi.figures"),
+    # the privacy routes and the dead letters are on every site; sealing only on a site with keys
+    ("edge.sync.deadletters", "edge.privacy.atrest"),
+    ("edge.api.privacy_routes", "edge.privacy.atrest"),
+    ("edge.api.privacy_routes", "edge.privacy.component"),
+    ("edge.api.privacy_routes", "edge.privacy.report"),
+    ("edge.api.privacy_routes", "edge.privacy.subjects"),
 ]
 
 

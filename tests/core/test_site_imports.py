@@ -54,8 +54,9 @@ NOT_LOADED = (
 
 #: modules of features a minimal site does not use (the Modbus server, the rules' dry-run child),
 #: the distribution metadata library (the plugins are found without it) and the close-match
-#: finder of typo hints, and the code of the KPIs the site does not compute (even when its KPI API
-#: is asked: it answers 404)
+#: finder of typo hints, the code of the KPIs the site does not compute (even when its KPI API is
+#: asked: it answers 404), and the code that seals and opens records and answers for residents'
+#: records, for a site without privacy keys
 NOT_LOADED_MODULES = (
     "drivers.modbus.server",
     "rules.dry_run_worker",
@@ -67,6 +68,10 @@ NOT_LOADED_MODULES = (
     "edge.kpi.figures",
     "edge.kpi.store",
     "csv",
+    "edge.privacy.atrest",
+    "edge.privacy.component",
+    "edge.privacy.report",
+    "edge.privacy.subjects",
 )
 
 
