@@ -41,7 +41,7 @@ def register(sub: Subcommands) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import prepare
+    from edge.demo.site import prepare
     from edge.logs import setup_logging
 
     data_dir = Path(args.data_dir)
@@ -54,7 +54,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
     """Start the simulated Modbus field devices, then serve the site; stop them afterwards."""
     import logging
 
-    from edge.demo import SIM_HOST, move_simulator_port, ready_cameras, simulator_port
+    from edge.demo.site import SIM_HOST, move_simulator_port, ready_cameras, simulator_port
     from edge.service import serve
 
     log = logging.getLogger("edge.demo")

@@ -3,6 +3,7 @@ that load a library only one feature needs import it where that feature runs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -74,3 +75,31 @@ def test_importing_a_module_loads_nothing_it_uses_only_on_demand(module: str, la
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False", f"importing {module} loads {lazy}"
+
+
+def test_every_site_loads_the_demo_manifest_and_none_of_its_code() -> None:
+    """Plugin discovery imports edge.demo.plugin on every site, and with it the edge.demo package:
+    the demo's site, command and drivers are in submodules imported when the demo runs."""
+    script = textwrap.dedent(
+        """
+        import inspect, json, sys
+        import edge.demo.plugin
+        package = vars(sys.modules["edge.demo"])
+        code = [n for n, v in package.items() if inspect.isfunction(v) and n != "__getattr__"]
+        print(json.dumps([sorted(m for m in sys.modules if m.startswith("edge.demo")), code]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [["edge.demo", "edge.demo.plugin"], []]
+
+
+def test_the_demo_package_still_answers_for_its_site_module() -> None:
+    from edge import demo
+    from edge.demo import site
+
+    assert demo.demo_site is site.demo_site and demo.SIM_PORT == site.SIM_PORT
+    with pytest.raises(AttributeError, match="no attribute 'nothing_like_this'"):
+        demo.nothing_like_this  # noqa: B018

@@ -56,7 +56,7 @@ NOT_LOADED = (
 #: the distribution metadata library (the plugins are found without it) and the close-match
 #: finder of typo hints, the code of the KPIs the site does not compute (even when its KPI API is
 #: asked: it answers 404), and the code that seals and opens records and answers for residents'
-#: records, for a site without privacy keys
+#: records, for a site without privacy keys; of the demo, its manifest alone
 NOT_LOADED_MODULES = (
     "drivers.modbus.server",
     "rules.dry_run_worker",
@@ -72,6 +72,8 @@ NOT_LOADED_MODULES = (
     "edge.privacy.component",
     "edge.privacy.report",
     "edge.privacy.subjects",
+    "edge.demo.site",
+    "edge.demo.kiosk",
 )
 
 
