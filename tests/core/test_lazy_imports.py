@@ -3,7 +3,6 @@ that load a library only one feature needs import it where that feature runs."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.core.test_lazy_manifests import in_fresh_interpreter
 from tests.support.site import site_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,11 +89,7 @@ def test_every_site_loads_the_demo_manifest_and_none_of_its_code() -> None:
         print(json.dumps([sorted(m for m in sys.modules if m.startswith("edge.demo")), code]))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [["edge.demo", "edge.demo.plugin"], []]
+    assert in_fresh_interpreter(script) == [["edge.demo", "edge.demo.plugin"], []]
 
 
 def test_the_demo_package_still_answers_for_its_site_module() -> None:
