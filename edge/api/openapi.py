@@ -201,6 +201,18 @@ def _core_document() -> dict[str, Any]:
                             "description": "long-poll: wait up to this many seconds for new data",
                             "schema": {"type": "number", "minimum": 0, "maximum": 60},
                         },
+                        {
+                            "name": "ack",
+                            "in": "query",
+                            "required": False,
+                            "description": (
+                                "true: first acknowledge `after` (required then) as POST "
+                                "/api/v1/consumers/{id}/ack would, durably, then answer the page "
+                                "after it: one request a page for a consumer catching up; 409 "
+                                "below the cursor, 400 past the last committed seq"
+                            ),
+                            "schema": {"type": "boolean", "default": False},
+                        },
                     ],
                     "responses": {
                         "200": _ok(
@@ -217,6 +229,7 @@ def _core_document() -> dict[str, Any]:
                                 },
                             }
                         ),
+                        "409": _PROBLEM,
                         **_ERRORS,
                     },
                 }

@@ -53,3 +53,20 @@ def float_param(request: web.Request, name: str, default: float, lo: float, hi: 
             parameter=name,
         )
     return value
+
+
+def bool_param(request: web.Request, name: str, default: bool = False) -> bool:
+    """`true`/`1` or `false`/`0` (absent or empty: `default`)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise Problem(
+        400,
+        "Invalid parameter",
+        f"{name}={raw[:40]!r}: expected true or false",
+        parameter=name,
+    )

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from edge.api import keys, openapi, privacy
 from edge.api.auth import Principal, require
-from edge.api.params import MAX_SEQ, float_param, int_param
+from edge.api.params import MAX_SEQ, bool_param, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
 from edge.gcpause import gc_paused
 from edge.model import QUALITY_NAMES, Privacy
@@ -344,7 +344,19 @@ async def stream(request: web.Request) -> web.Response:
     after = int_param(request, "after", None, 0, MAX_SEQ)
     limit = int_param(request, "limit", 1000, 1, MAX_LIMIT)
     wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
+    acked = bool_param(request, "ack")
     assert limit is not None
+    if acked:
+        # stored up to `after`: acknowledged as POST .../ack would, before the next page is read, so
+        # a consumer catching up makes one round trip a page instead of two
+        if after is None:
+            raise Problem(
+                400,
+                "Invalid parameter",
+                "ack=true acknowledges `after`: expected after=SEQ with it",
+                parameter="ack",
+            )
+        await acknowledge(svc, cid, after)
     cursor = journal.get_cursor(cid)
     if cursor is None:  # an API-token consumer not declared in the site file
         cursor = await journal.register_cursor(cid, "consumer")
@@ -379,13 +391,20 @@ async def ack(request: web.Request) -> web.Response:
             403, "Forbidden", f"this credential belongs to consumer {principal.consumer!r}, not {cid!r}"
         )
     svc = request.app[PULL_KEY]
-    journal = svc.runtime.journal
     body = await read_json(request, max_bytes=4096)
     seq = body.get("seq") if isinstance(body, dict) else None
     if not isinstance(body, dict) or set(body) != {"seq"} or type(seq) is not int or seq < 0:
         raise Problem(
             400, "Invalid acknowledgement", 'expected a JSON object {"seq": N} with an integer N >= 0'
         )
+    await acknowledge(svc, cid, seq)
+    return json_response({"consumer": cid, "cursor": seq, "committed": svc.runtime.journal.committed_seq})
+
+
+async def acknowledge(svc: PullService, cid: str, seq: int) -> None:
+    """Move consumer `cid`'s cursor to `seq`, durably (committed before this returns): a 400 past
+    the last committed seq, a 409 below the cursor; the same seq again changes nothing."""
+    journal = svc.runtime.journal
     async with svc.ack_lock:
         committed = journal.committed_seq
         if seq > committed:
@@ -405,7 +424,6 @@ async def ack(request: web.Request) -> web.Response:
             )
         if seq > current or stored is None:
             await journal.set_cursor(cid, seq, kind="consumer")
-    return json_response({"consumer": cid, "cursor": seq, "committed": journal.committed_seq})
 
 
 async def points(request: web.Request) -> web.Response:

@@ -129,6 +129,35 @@ async def test_ack_semantics(site: Any) -> None:
     assert city["cursor"] == 5 and city["backlog_rows"] == committed - 5 and city["last_ack"]
 
 
+async def test_a_page_asked_with_ack_acknowledges_after_first(site: Any) -> None:
+    """ack=true on GET /stream moves the cursor to `after` durably before the page after it is
+    read: what POST .../ack does, in the request for the next page."""
+    ingest(site, 30)
+    committed = await site.journal.flush()
+    stream = f"{site.base}/api/v1/stream"
+    seqs: list[int] = []
+    status, page, _ = await call("GET", f"{stream}?after=0&limit=10", CITY)
+    while page["more"]:
+        seqs += [i["seq"] for i in page["items"]]
+        after = page["next"]
+        status, page, _ = await call("GET", f"{stream}?after={after}&limit=10&ack=true", CITY)
+        assert status == 200
+        assert site.journal.get_cursor("city") == after  # committed before the answer
+        # a reader of the journal's file sees it too: the cursor is on disk, not only in memory
+        assert site.journal.cursors()["city"][:2] == ("consumer", after)
+    seqs += [i["seq"] for i in page["items"]]
+    assert seqs == list(range(1, committed + 1))
+    assert site.journal.get_cursor("other") in (None, 0)  # only the caller's own cursor moved
+    # the same rules as POST .../ack: backwards is a 409 and serves no page, past the end a 400
+    status, body, ctype = await call("GET", f"{stream}?after=5&ack=true", CITY)
+    assert (status, ctype) == (409, "application/problem+json") and body["cursor"] == after
+    status, body, _ = await call("GET", f"{stream}?after={committed + 1}&ack=1", CITY)
+    assert status == 400 and str(committed) in body["detail"]
+    status, page, _ = await call("GET", f"{stream}?after=5&ack=false", CITY)
+    assert status == 200 and page["items"][0]["seq"] == 6  # ack=false reads as before
+    assert site.journal.get_cursor("city") == after
+
+
 async def test_auth_failures(site: Any) -> None:
     stream = f"{site.base}/api/v1/stream"
     status, _, ctype = await call("GET", stream)
@@ -160,6 +189,8 @@ async def test_auth_failures(site: Any) -> None:
         "wait=61",
         "wait=nan",
         "wait=x",
+        "ack=yes",
+        "ack=true",  # acknowledges `after`, which is not given
     ],
 )
 async def test_malformed_parameters(site: Any, query: str) -> None:
