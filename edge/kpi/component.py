@@ -15,6 +15,7 @@ from edge.kpi.config import KpiConfig
 from edge.kpi.days import Days
 from edge.kpi.engine import UP, Fold, PointPlan, new_day, plans_of
 from edge.kpi.figures import EDGES, add_delays, day_figures
+from edge.kpi.plugin import CURSOR  # the journal cursor: retention keeps what the fold has not read
 from edge.kpi.store import KpiStore
 from edge.model import Event, Severity
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.kpi")
 
 CHUNK = 50_000  # journal records per fold step (one aggregate, one transaction)
-CURSOR = "kpi"  # the journal cursor: retention keeps what the fold has not read yet
 MARGIN_S = 3600.0  # records a little out of ts order still land in their own day
 STALE_S = 60.0  # without records this long, open intervals are counted up to now anyway
 

@@ -207,15 +207,8 @@ def test_the_export_is_checkable_with_hashlib_alone(state_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the commands
-@pytest.fixture
-def edge_main(monkeypatch: pytest.MonkeyPatch) -> object:
-    if "edge.audit_cli" not in cli.COMMAND_MODULES:
-        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "edge.audit_cli"])
-    return cli.main
-
-
 def test_audit_verify_exits_0_on_an_intact_log_and_1_at_the_first_break(
-    tmp_path: Path, state_path: Path, edge_main: object, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, state_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = site_file(tmp_path, {"devices": [], "storage": {"state_path": str(state_path)}})
     assert cli.main(["audit", "verify", "-c", str(config)]) == 0
@@ -232,7 +225,7 @@ def test_audit_verify_exits_0_on_an_intact_log_and_1_at_the_first_break(
 
 
 def test_audit_export_writes_a_private_file_and_records_itself(
-    tmp_path: Path, state_path: Path, edge_main: object, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, state_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = site_file(tmp_path, {"devices": [], "storage": {"state_path": str(state_path)}})
     target = tmp_path / "audit.jsonl"
@@ -255,7 +248,7 @@ def test_audit_export_writes_a_private_file_and_records_itself(
 
 
 def test_audit_commands_refuse_a_site_without_a_state_db(
-    tmp_path: Path, edge_main: object, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "nowhere" / "state.db"
     config = site_file(tmp_path, {"devices": [], "storage": {"state_path": str(missing)}})
