@@ -15,7 +15,6 @@ from edge.kpi.config import KpiConfig
 from edge.kpi.days import Days
 from edge.kpi.engine import UP, Fold, PointPlan, new_day, plans_of
 from edge.kpi.figures import EDGES, add_delays, day_figures
-from edge.kpi.plugin import CURSOR  # the journal cursor: retention keeps what the fold has not read
 from edge.kpi.store import KpiStore
 from edge.model import Event, Severity
 
@@ -24,6 +23,10 @@ if TYPE_CHECKING:
     from edge.store.reader import JournalQueries
 
 log = logging.getLogger("edge.kpi")
+
+#: the journal cursor: retention keeps what the fold has not read (the same name as
+#: edge.kpi.plugin.CURSOR, which the manifest reads without importing this module)
+CURSOR = "kpi"
 
 CHUNK = 50_000  # journal records per fold step (one aggregate, one transaction)
 MARGIN_S = 3600.0  # records a little out of ts order still land in their own day
