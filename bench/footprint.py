@@ -1,7 +1,7 @@
 """Footprint benchmark: memory and CPU of a real `edge run` on a small site, beside the floor of a
 bare interpreter that imports the same modules, measured in the same run.
 
-    python -m bench.footprint [--quick] [--profile] [--optimize]
+    python -m bench.footprint [--quick | --minutes N] [--profile] [--optimize]
 
 The site: 10 CHINT DTSU666 meters over Modbus TCP polled every second (the simulated meters of
 `edge demo`, one pymodbus server each, in a child process), one HTTP upstream to a local receiver
@@ -11,6 +11,11 @@ that imports every module the gateway had loaded (written by the gateway at exit
 nothing else. Both load the project's modules as compiled bytecode, as an installed package does
 (compiled first into the checkout's __pycache__).
 Targets for this workload: steady RSS <= 45 MB, peak <= 60 MB.
+
+Every run reports the RSS slope in MB per minute (least squares over the samples after the first
+minute, or after the first half of a shorter run): a gateway runs for months, and anything that
+grows without bound shows here first. `--minutes N` runs the site N minutes (5 or more tells a
+creep from caches still filling up).
 
 --optimize runs the gateway and the floor with `python -OO` (docstrings and asserts left out of
 the loaded code), to weigh starting the service that way.
@@ -265,6 +270,7 @@ def run_gateway(
         "startup_s": round(startup_s, 2),
         "steady_rss_mb": round(statistics.median(steady) / MB, 1),
         "max_rss_mb": round(max(rss for _, rss, _ in samples) / MB, 1),
+        "rss_slope_mb_per_min": rss_slope(samples, min(60.0, seconds / 2)),
         "rss_at_up_mb": round(samples[0][1] / MB, 1),
         "peak_mb": round(end["VmHWM"] / MB, 1),
         "file_backed_mb": round(end["RssFile"] / MB, 1),
@@ -273,6 +279,21 @@ def run_gateway(
         "seconds": round(wall, 1),
         "modules": modules,
     }
+
+
+def rss_slope(samples: list[tuple[float, int, int]], after: float) -> float:
+    """MB per minute the RSS grew by, a least-squares line through the samples from `after`
+    seconds on (the start's allocations and the first flushes left out)."""
+    points = [(t, rss) for t, rss, _ in samples if t >= after]
+    if len(points) < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_r = sum(r for _, r in points) / len(points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return 0.0
+    slope = sum((t - mean_t) * (r - mean_r) for t, r in points) / var  # bytes per second
+    return round(slope * 60 / MB, 3)
 
 
 def floor(modules: Path) -> dict[str, float]:
@@ -376,7 +397,11 @@ def _package(filename: str) -> str:
 # ---------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a 30 s run instead of 120 s")
+    length = ap.add_mutually_exclusive_group()
+    length.add_argument("--quick", action="store_true", help="a 30 s run instead of 120 s")
+    length.add_argument(
+        "--minutes", type=float, help="run the site this many minutes (the RSS slope wants 5 or more)"
+    )
     ap.add_argument(
         "--profile", action="store_true", help="also a traced run: largest allocations and imports"
     )
@@ -390,7 +415,9 @@ def main() -> None:
     if args.serve_meters:
         serve_meters(args.serve_meters)
         return
-    seconds = 30.0 if args.quick else 120.0
+    if args.minutes is not None and args.minutes <= 0:
+        ap.error(f"--minutes must be a positive number of minutes, not {args.minutes:g}")
+    seconds = 30.0 if args.quick else 60.0 * args.minutes if args.minutes else 120.0
     if args.optimize:
         PYTHON.append("-OO")
     compile_project(args.optimize)
@@ -415,7 +442,7 @@ def main() -> None:
             print(
                 f"edge run: steady RSS {r['steady_rss_mb']} MB (median of the second half; max "
                 f"{r['max_rss_mb']}), peak {r['peak_mb']} MB (VmHWM), CPU {r['cpu_pct']} % of one core, "
-                f"up in {r['startup_s']} s"
+                f"up in {r['startup_s']} s; RSS slope {r['rss_slope_mb_per_min']:+.3f} MB/min"
             )
             print(
                 f"floor (bare interpreter importing the same modules): RSS {r['floor_rss_mb']} MB, peak "
