@@ -171,6 +171,25 @@ async def test_many_chunks_and_a_restart_count_every_reading_once(tmp_path: Path
     assert_same(held(tmp_path / "trend.db"), want)
 
 
+async def test_the_followers_cache_on_the_journal_stays_small(tmp_path: Path) -> None:
+    # it reads every row once, forward: SQLite's default 2 MB cache filled with pages never read
+    # again, a gateway's RSS rising for hours; a fresh file and a reopened one get the same cap
+    j = open_journal(tmp_path, keep_history=None)
+    try:
+        j.append([Reading(time.time() - 600 + i * 0.01, f"m.p{i % 7}", float(i), 0) for i in range(3000)])
+        await j.flush()
+        for _ in range(2):
+            async with following(j, tmp_path / "trend.db", chunk=700) as trend:
+                assert await trend.caught_up() == 3000
+                conn = trend._conn
+                assert conn is not None
+                cap = trend_module.FOLLOWER_JOURNAL_CACHE_KIB
+                assert conn.execute("PRAGMA main.cache_size").fetchall() == [(-cap,)]
+                assert cap <= 512
+    finally:
+        await j.close()
+
+
 async def test_a_deleted_trend_file_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
     async with running_site(tmp_path, SIM, web=False) as rt:
         await until(lambda: rt.hub.journaled > 200, what="sim readings journaled")
