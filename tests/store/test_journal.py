@@ -16,7 +16,7 @@ from edge.config import StorageConfig
 from edge.model import Event, Reading
 from edge.store import schema
 from edge.store.health import buffer_health
-from edge.store.journal import Journal, JournalClosed
+from edge.store.journal import WRITER_CACHE_KIB, Journal, JournalClosed
 from edge.store.rows import insert_many, insert_records
 from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.waiting import until
@@ -34,6 +34,25 @@ async def test_group_commit_many_appends_few_transactions(tmp_path: Path) -> Non
         assert j.counters["rows"] == 20_000
     finally:
         await j.close()
+
+
+async def test_the_writers_cache_stays_small_and_a_step_beyond_it_commits_whole(tmp_path: Path) -> None:
+    # the writer writes each page once: SQLite's default 2 MB cache filled with them and stayed,
+    # the gateway's RSS rising a quarter MB a minute; a step of 40,000 records (some 2 MB of
+    # pages) spills past the cap into the WAL and still commits as one transaction
+    j = open_journal(tmp_path, flush_max_items=40_000)
+    try:
+        assert j._w is not None
+        assert j._w.execute("PRAGMA cache_size").fetchall() == [(-WRITER_CACHE_KIB,)]
+        assert WRITER_CACHE_KIB <= 512
+        steps = j.flushes
+        j.append(readings(40_000))
+        await j.flush()
+        assert j.committed_seq == 40_000 and j.flushes == steps + 1
+        assert sql(j, "SELECT count(*), min(seq), max(seq) FROM journal") == [(40_000, 1, 40_000)]
+    finally:
+        await j.close()
+    assert integrity(str(tmp_path / "edge.db")) == "ok"
 
 
 async def test_values_round_trip_and_seq_never_reused(tmp_path: Path) -> None:
