@@ -315,20 +315,37 @@ def entry_points_of(group: str) -> list[tuple[str, str]]:
     distribution installed in a directory, one small text file: this reads that file, and leaves
     to importlib.metadata the layouts it alone reads (a zip archive or an egg on sys.path, a
     finder of its own)."""
-    files = _entry_point_files()
-    if files is None:
+    texts = _entry_point_texts()
+    if texts is None:
         from importlib.metadata import entry_points
 
         return [(ep.name, ep.value) for ep in entry_points(group=group)]
-    found: list[tuple[str, str]] = []
-    for path in files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError):
-            continue
-        found.extend(_entries(text, group))
-    return found
+    return [entry for text in texts for entry in _entries(text, group)]
+
+
+_texts_read: tuple[tuple[str, ...], list[str] | None] | None = None  # (sys.path, its texts)
+
+
+def _entry_point_texts() -> list[str] | None:
+    """The text of each distribution's entry_points.txt (`_entry_point_files`), read once for a
+    given sys.path: pydantic's plugin look-up at import and the plugin discovery after it ask for
+    the same files. None where importlib.metadata must read them."""
+    global _texts_read
+    key = tuple(sys.path)
+    if _texts_read is not None and _texts_read[0] == key:
+        return _texts_read[1]
+    files = _entry_point_files()
+    texts: list[str] | None = None
+    if files is not None:
+        texts = []
+        for path in files:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    texts.append(f.read())
+            except (OSError, UnicodeDecodeError):  # importlib.metadata finds nothing there either
+                continue
+    _texts_read = (key, texts)
+    return texts
 
 
 def _entry_point_files() -> list[str] | None:
@@ -409,17 +426,9 @@ def spare_pydantic_the_metadata_library() -> bool:
     reads, or pydantic's loader already imported, it changes nothing. True when it took effect."""
     if PYDANTIC_LOADER in sys.modules:
         return False
-    files = _entry_point_files()
-    if files is None:
+    texts = _entry_point_texts()
+    if texts is None or any(True for text in texts for _ in _entries(text, "pydantic")):
         return False
-    for path in files:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError):
-            return False
-        if any(True for _ in _entries(text, "pydantic")):
-            return False
     import types
 
     loader = types.ModuleType(
