@@ -117,6 +117,13 @@ async def test_generated_client_pages_the_stream_and_acks(
             assert acked is not None and acked.cursor == seqs[20]
             rest = await stream.asyncio(client=c, limit=100)  # from the consumer's cursor
             assert [i.seq for i in rest.items] == seqs[21:]
+            # ack=true: the generated parameter acknowledges `after`, then pages on from it
+            on = await stream.asyncio(client=c, after=seqs[25], limit=2, ack=True)
+            assert isinstance(on, models.StreamResponse200), on
+            assert [i.seq for i in on.items] == seqs[26:28]
+            assert rt.journal.get_cursor("city") == seqs[25]
+            back = await stream.asyncio_detailed(client=c, after=seqs[20], ack=True)
+            assert back.status_code == 409 and rt.journal.get_cursor("city") == seqs[25]
 
         reader = client_mod.AuthenticatedClient(base_url=base, token=read_token)
         async with reader as c:
