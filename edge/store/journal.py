@@ -54,7 +54,6 @@ from edge.store.rows import (
     JournalClosed,
     RecordClasses,
     Sealer,
-    build_rows,
     connect,
     insert_records,
     is_disk_full,
@@ -87,7 +86,6 @@ __all__ = [  # re-exported: other modules import these from here
     "Journal",
     "JournalClosed",
     "JournalUnreadable",
-    "build_rows",
     "connect",
     "row_to_record",
 ]

@@ -27,21 +27,13 @@ SQLITE_FULL = 13
 
 READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
 EVENT_SQL = "INSERT INTO journal(seq, ts, point, kind, severity, payload) VALUES (?,?,?,?,?,?)"
-CLASSED_EVENT_SQL = (
-    "INSERT INTO journal(seq, ts, point, kind, severity, payload, privacy) VALUES (?,?,?,?,?,?,?)"
-)
 AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?,?)"
-# the same statements for records journaled while the clock is untrusted: SQLite sets the flag as it
-# inserts, so flagging costs no Python work per row
-FLAGGED_READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?|8)"
-FLAGGED_EVENT_SQL = (
-    "INSERT INTO journal(seq, ts, point, kind, severity, payload, privacy, quality) VALUES (?,?,?,?,?,?,?,8)"
-)
+# the multi-row heads of the journal's own inserts (`_values_sql` builds their rows; a flush
+# journaled while the clock is untrusted gets `?|8` for its quality: SQLite sets the flag)
 READING_VALUES = "INSERT INTO journal(seq, ts, point, value, quality) VALUES "
 AUTO_READING_VALUES = "INSERT INTO journal(ts, point, value, quality) VALUES "
 _VALUE = operator.itemgetter(2)
 _POINT = operator.itemgetter(1)  # of a Reading
-_ROW_POINT = operator.itemgetter(2)  # of an explicit-seq reading row
 IN_LIST_MAX = 500  # points per `point IN (...)` when a flush's readings are classed
 SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
 PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
@@ -287,31 +279,6 @@ def event_row(rec: Event, points: Mapping[str, Any], sealer: Sealer | None) -> t
     if rank >= PERSONAL and sealer is not None:
         return rec.kind, str(rec.severity), sealer.seal_payload(rec.payload, text, rec.ts, rec.source), rank
     return rec.kind, str(rec.severity), text, rank
-
-
-def build_rows(
-    batch: list[Record], seq: int, points: Mapping[str, Any] | None = None, sealer: Sealer | None = None
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Explicit-seq rows for a mixed batch: readings (bools flagged) and events (payload as JSON,
-    their privacy rank last; `points` maps point ids to PointInfo for `event_privacy`). With a
-    `sealer`, the payload of a personal or sensitive event is sealed here, before it reaches
-    SQLite."""
-    known: Mapping[str, Any] = points if points is not None else {}
-    readings: list[tuple[Any, ...]] = []
-    events: list[tuple[Any, ...]] = []
-    radd = readings.append
-    for rec in batch:
-        if type(rec) is Reading:
-            ts, point, v, q = rec
-            if v is True or v is False:
-                q |= BOOL_FLAG
-            radd((seq, ts, point, v, q))
-        else:
-            assert isinstance(rec, Event)
-            row = event_row(rec, known, sealer)
-            events.append((seq, rec.ts, rec.source, row[0], row[1], row[2], row[3]))
-        seq += 1
-    return readings, events
 
 
 # Rows per INSERT statement: a multi-row VALUES statement binds all its rows, then runs them in
