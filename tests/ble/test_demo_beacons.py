@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edge.config import load_site_text
-from edge.demo import demo_site
+from edge.demo.site import demo_site
 from edge.model import HealthState, Quality
 from edge.validation import ConfigError
 from tests.support.site import running_site

@@ -205,7 +205,7 @@ async def test_the_health_pack_alerts_on_a_very_high_reading_from_a_real_cuff(
 
 
 async def test_the_demo_kiosk_sends_all_five_instruments_as_real_ones_would(tmp_path: Path) -> None:
-    from edge.demo import demo_site
+    from edge.demo.site import demo_site
 
     entry = next(d for d in demo_site(tmp_path)["devices"] if d["id"] == "kiosk-instruments")
     assert entry["driver"] == "demo_kiosk"

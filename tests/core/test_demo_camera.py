@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edge.demo import DEMO_CAMERA, DEMO_VIDEO, car_at, prepare
+from edge.demo.site import DEMO_CAMERA, DEMO_VIDEO, car_at, prepare
 from tests.core.test_demo_modbus import edge_demo
 from tests.support.cli import edge_cli
 from tests.support.waiting import until_sync

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from drivers.modbus.simulator import FieldDeviceSimulator, GateModel
-from edge.demo import SIM_DEVICES, demo_site, move_simulator_port, prepare, simulator_port
+from edge.demo.site import SIM_DEVICES, demo_site, move_simulator_port, prepare, simulator_port
 from edge.model import Quality
 from tests.support.cli import edge_cli
 from tests.support.ports import free_port

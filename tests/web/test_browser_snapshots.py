@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge.demo import DEMO_CAMERA, demo_site, write_demo_video
+from edge.demo.site import DEMO_CAMERA, demo_site, write_demo_video
 from edge.model import Quality
 from tests.support.site import running_site
 from tests.support.waiting import until
