@@ -118,12 +118,19 @@ class Subscriber:
 
         while True:
             try:
+                # a session that outlives the connection: MQTT 5 says so with clean_start and an
+                # expiry interval, 3.1.1 with clean_session
+                session: dict[str, Any] = (
+                    {"clean_start": False}
+                    if self.client_args.get("protocol") == aiomqtt.ProtocolVersion.V5
+                    else {"clean_session": False}
+                )
                 async with aiomqtt.Client(
                     "127.0.0.1",
                     self.port,
                     identifier=self.client_id,
-                    clean_session=False,
                     timeout=5,
+                    **session,
                     **self.client_args,
                 ) as client:
                     await client.subscribe(self.topic, qos=1)
