@@ -70,7 +70,9 @@ def register(sub: Subcommands) -> None:
         help="everything the gateway holds about one resident, as JSON lines (access and copy)",
         description="Every journal record that names the resident REF in an identifying\n"
         "field (resident, user, subject, plate), sensitive ones opened with the site's keys, one JSON\n"
-        "object per line (PIPL art. 45). The export is written to the audit log. The gateway may run.",
+        "object per line (PIPL art. 45), then one line per snapshot sealed under REF's key\n"
+        '({"type": "blob", "blob": ID, ...}: fetch it from GET /api/v1/blobs/ID as an admin).\n'
+        "The export is written to the audit log. The gateway may run.",
         epilog="example:\n  edge privacy export -c site.yaml --subject R-1042 --out R-1042.jsonl",
         func=cmd_privacy_export,
         config=True,
@@ -83,7 +85,7 @@ def register(sub: Subcommands) -> None:
         description="Deletes the subject's data key (crypto-shredding, PIPL art. 47): its personal and\n"
         "sensitive records (a resident's measurements, a plate's passages) stop opening everywhere at\n"
         "once (journal, trend index, dead letters, and backups of those files taken before) and read\n"
-        "as erased. Records that name it outside its key (a public event, an alert sealed under the\n"
+        "as erased; the snapshot files sealed under its key are removed. Records that name it outside its key (a public event, an alert sealed under the\n"
         "site key) are counted and kept to their retention. A subject_erased event carrying only\n"
         "pseudonyms (the site's, and each recipient's own) is journaled by the gateway (within seconds\n"
         "when it runs, else at its next start). Written to the audit log. Cannot be undone.",
@@ -175,18 +177,25 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
         return 1
     state = StateDB(site.storage.resolved_state_path())
     try:
+        blob_dir = site.storage.resolved_blob_dir()
         if args.out:
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                n = subjects.export(site.storage.path, subject, out)
+                n, snaps = subjects.export(site.storage.path, subject, out, blob_dir, sealer)
         else:
-            n = subjects.export(site.storage.path, subject, sys.stdout)
+            n, snaps = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer)
         pseudonym = sealer.keys.local_pseudonym(subject)
-        audit.record(state, "cli", "privacy_export", pseudonym, records=n, out=args.out or "stdout")
+        audit.record(
+            state, "cli", "privacy_export", pseudonym, records=n, snapshots=snaps, out=args.out or "stdout"
+        )
     finally:
         state.close()
         sealer.close()
-    print(f"{fmt.count(n, 'record')} of subject {pseudonym} exported", file=sys.stderr)
+    print(
+        f"{fmt.count(n, 'record')} and {fmt.count(snaps, 'sealed snapshot')} (blob ids) of subject "
+        f"{pseudonym} exported",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -216,6 +225,7 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
             had_key=done.had_key,
             kept_in_clear=done.kept_in_clear,
             recipients=done.recipients,
+            snapshots_removed=done.snapshots_removed,
         )
     finally:
         state.close()
@@ -224,6 +234,7 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
         f"subject {done.subject_pseudonym}: "
         + (
             "data key deleted; its sealed records no longer open anywhere"
+            + f", {fmt.count(done.snapshots_removed, 'sealed snapshot')} removed"
             if done.had_key
             else "held no data key"
         )

@@ -7,13 +7,13 @@ drawn once stays right when the camera's stream resolution changes (main vs sub 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from drivers.camera.points import camera_points
 from edge.driver import DeviceConfig
-from edge.model import PointInfo
+from edge.model import PointInfo, Privacy
 from edge.units import Duration, Size
 from edge.validation import Strict, ZoneName
 
@@ -78,6 +78,9 @@ class CameraDevice(DeviceConfig):
     occupied_fraction: float = Field(0.3, gt=0, lt=1)  # share of a zone that must differ
     hold: Duration = 3.0  # a zone's state must hold this long before its point changes
     redact: bool = True  # blur faces, plates and moving regions before a snapshot is stored
+    #: the class of its snapshots: `sensitive` (a camera at the health kiosk) seals each file at
+    #: rest and needs privacy.master_key_file
+    privacy: Privacy = Privacy.PERSONAL
     snapshots: Snapshots = Field(default_factory=lambda: Snapshots())
 
     @field_validator("url")
@@ -93,6 +96,15 @@ class CameraDevice(DeviceConfig):
                 "a file path or a V4L2 device such as /dev/video0"
             )
         return text
+
+    @field_validator("privacy")
+    @classmethod
+    def _privacy(cls, v: Privacy) -> Privacy:
+        if v == Privacy.PUBLIC:
+            raise ValueError(
+                "a camera's snapshots show people: privacy is personal (the default) or sensitive"
+            )
+        return v
 
     @field_validator("analyse_every", "stale_after", "open_timeout", "read_timeout")
     @classmethod
@@ -123,3 +135,32 @@ class CameraDevice(DeviceConfig):
 
     def point_infos(self) -> list[PointInfo]:
         return camera_points(self.id, [z.name for z in self.zones])
+
+
+def sealing_problems(site: Any) -> list[str]:
+    """One line per camera whose snapshots are sensitive on a site that has no master key to
+    seal them with (`FILE:LINE: devices[i].privacy: ...`)."""
+    if site.privacy.master_key_file is not None:
+        return []
+    out = []
+    for i, d in enumerate(site.devices):
+        if isinstance(d, CameraDevice) and d.enabled and d.privacy == Privacy.SENSITIVE:
+            out.append(
+                f"{_where(site, ('devices', i, 'privacy'))}: camera {d.id} has privacy: sensitive: its "
+                "snapshots are sealed at rest, which needs privacy.master_key_file (edge privacy "
+                "new-key FILE writes one); or set privacy: personal"
+            )
+    return out
+
+
+def _where(site: Any, path: tuple[str | int, ...]) -> str:
+    """`FILE:LINE: KEY` of `path` in the site file (without the line when it cannot be read)."""
+    from edge.yamlpos import YamlError, format_path, load, read_text
+
+    source = str(site.source)
+    try:
+        _, pos = load(read_text(source), source)
+        line = pos.line_of(path)
+    except (OSError, YamlError, UnicodeDecodeError):
+        line = None
+    return f"{source}:{line}: {format_path(path)}" if line else f"{source}: {format_path(path)}"

@@ -35,6 +35,7 @@ from edge.model import (
     Value,
     point_id,
 )
+from edge.store.blobs import CAMERA_KEY, BlobSealError
 
 TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings
@@ -63,11 +64,22 @@ class CameraDriver(BaseDriver, Snapshots):
         self.last_motion: float | None = None
         self._restate = False  # zone points were marked stale: report every zone state again
 
+    @property
+    def sensitive(self) -> bool:
+        """Its snapshots are sensitive data: sealed at rest, served to those allowed sensitive."""
+        return self.device.privacy == Privacy.SENSITIVE
+
     def points(self) -> list[PointInfo]:
         return self.device.point_infos()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self.sensitive and self.blobs.sealer() is None:
+            # the site check stops such a site first; this holds where the store has no key anyway
+            raise SnapshotError(
+                f"camera {self.id}: privacy: sensitive needs privacy.master_key_file to seal its "
+                "snapshots; none is in force"
+            )
         self.source.start()
         self._task = asyncio.create_task(self._watch_loop(), name=f"camera:{self.id}")
 
@@ -184,17 +196,26 @@ class CameraDriver(BaseDriver, Snapshots):
         except SnapshotError as exc:
             self.log.warning("snapshot (%s) not taken: %s", reason, exc)
 
-    async def snapshot(self, reason: str, rule: str | None = None) -> dict[str, Any]:
+    async def snapshot(
+        self, reason: str, rule: str | None = None, subject: str | None = None
+    ) -> dict[str, Any]:
         """Take a snapshot of the latest frame: redact, store as a blob, emit a `snapshot` event.
+        `subject`: the resident or plate the picture is about (the record that fired the rule): a
+        sensitive camera seals it under that subject's key, so forgetting the subject erases it,
+        and the event names it (`subject`).
 
-        Returns the event's payload; raises SnapshotError when there is no recent frame."""
+        Returns the event's payload; raises SnapshotError when there is no recent frame or a
+        sensitive snapshot cannot be sealed."""
         frame = self.source.latest()
         if frame is None or time.monotonic() - frame.at > self.device.stale_after:
             state = f"{self.health.state}" + (f": {self.health.reason}" if self.health.reason else "")
             raise SnapshotError(f"camera {self.id} has no recent frame ({state})")
         async with self._snapshot_lock:
             started = time.perf_counter()
-            payload, pruned = await asyncio.to_thread(self._store_snapshot, frame, reason, rule)
+            try:
+                payload, pruned = await asyncio.to_thread(self._store_snapshot, frame, reason, rule, subject)
+            except BlobSealError as exc:
+                raise SnapshotError(str(exc)) from None
             self.snapshot_ms.append((time.perf_counter() - started) * 1000)
             if len(self.snapshot_ms) > 1000:
                 del self.snapshot_ms[:500]
@@ -224,7 +245,7 @@ class CameraDriver(BaseDriver, Snapshots):
         return payload
 
     def _store_snapshot(
-        self, frame: Frame, reason: str, rule: str | None
+        self, frame: Frame, reason: str, rule: str | None, subject: str | None = None
     ) -> tuple[dict[str, Any], list[Any]]:
         """In a worker thread: redact, encode, write the blob, apply the retention cap."""
         image = frame.image
@@ -234,7 +255,8 @@ class CameraDriver(BaseDriver, Snapshots):
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.device.snapshots.quality])
         if not ok:
             raise SnapshotError(f"camera {self.id}: the frame could not be encoded as JPEG")
-        blob = self.blobs.put(self.id, encoded.tobytes())
+        seal = (subject or CAMERA_KEY + self.id) if self.sensitive else None
+        blob = self.blobs.put(self.id, encoded.tobytes(), seal=seal)
         payload: dict[str, Any] = {
             "blob": blob.id,
             "bytes": blob.bytes,
@@ -243,8 +265,12 @@ class CameraDriver(BaseDriver, Snapshots):
             "height": int(image.shape[0]),
             "reason": reason,
             "redacted": redaction is not None,
-            "privacy": str(Privacy.PERSONAL),
+            "privacy": str(self.device.privacy),
         }
+        if blob.sealed:
+            payload["sealed"] = True
+        if subject is not None:
+            payload["subject"] = subject
         if redaction is not None:
             payload["redaction"] = redaction.mode
             payload["faces"] = redaction.faces

@@ -1,10 +1,12 @@
-"""`GET /api/v1/blobs/{id}`: a stored snapshot, for callers allowed to see personal data.
+"""`GET /api/v1/blobs/{id}`: a stored snapshot, for callers allowed to see its class.
 
 Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
-admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above.
-The id is the blob's sha256; anything else is refused before the file system is touched.
-Every image served is written to the audit log (who, which snapshot, its class and count as a
-read of personal data; the action stays `view_snapshot`, the one entry of the response).
+admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above. A
+sensitive camera's snapshots are sealed on disk (`edge.store.blobs`): they are opened here only
+for callers allowed `sensitive` (admin; a consumer whose `max_privacy` is `sensitive`), and are
+never cached by the browser. The id is the blob's sha256; anything else is refused before the
+file system is touched. Every image served is written to the audit log (who, which snapshot, its
+class and count as a read; the action stays `view_snapshot`, the one entry of the response).
 """
 
 from __future__ import annotations
@@ -19,40 +21,63 @@ from edge.api import keys, privacy
 from edge.api.auth import Principal, require
 from edge.api.problem import Problem
 from edge.model import PRIVACY_RANK, Privacy
-from edge.store.blobs import BlobStore, valid_blob_id
+from edge.store.blobs import SEALED_SUFFIX, BlobSealError, BlobStore, valid_blob_id
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from edge.runtime import Runtime
 
 BLOBS_KEY: web.AppKey[BlobStore] = web.AppKey("blobs", BlobStore)
 
 
-def may_see_personal(runtime: Runtime, principal: Principal) -> bool:
+def may_see(runtime: Runtime, principal: Principal, cls: Privacy) -> bool:
+    """The caller may receive data of class `cls` (the limits the rest of the API applies)."""
     if "read" in principal.scopes:  # a local user or an API token: the class of its role/scopes
-        return privacy.limit_for(principal) >= PRIVACY_RANK[Privacy.PERSONAL]
+        return privacy.limit_for(principal) >= PRIVACY_RANK[cls]
     if principal.consumer:  # a pull consumer: its class from the site file (undeclared: personal)
         limit = next((c.max_privacy for c in runtime.site.consumers if c.id == principal.consumer), None)
-        return PRIVACY_RANK[limit or Privacy.PERSONAL] >= PRIVACY_RANK[Privacy.PERSONAL]
+        return PRIVACY_RANK[limit or Privacy.PERSONAL] >= PRIVACY_RANK[cls]
     return False
+
+
+def _read(store: BlobStore, path: Path, blob_id: str) -> bytes:
+    """The image, opened when sealed; Problems for what the caller is told instead."""
+    try:
+        return store.open(path)
+    except FileNotFoundError:  # deleted by retention between find and read
+        raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
+    except LookupError:  # the key of the resident it shows was deleted: erased
+        raise Problem(410, "Erased", f"snapshot {blob_id} was erased with its subject's data key") from None
+    except BlobSealError:
+        raise Problem(
+            503, "Sealed", f"snapshot {blob_id} is sealed and the gateway holds no key to open it"
+        ) from None
+    except ValueError:
+        raise Problem(
+            500, "Sealed snapshot does not open", f"snapshot {blob_id} was altered or moved"
+        ) from None
 
 
 async def get_blob(request: web.Request) -> web.Response:
     principal = require(request, "read", "pull")
     runtime = keys.get_runtime(request)
-    if not may_see_personal(runtime, principal):
+    if not may_see(runtime, principal, Privacy.PERSONAL):
         raise Problem(403, "Forbidden", "snapshots are personal data: this needs a technician or admin")
     blob_id = request.match_info["id"]
     if not valid_blob_id(blob_id):
         raise Problem(
             400, "Malformed blob id", "a blob id is the sha256 of the image: 64 lowercase hex digits"
         )
-    path = await asyncio.to_thread(request.app[BLOBS_KEY].find, blob_id)
+    store = request.app[BLOBS_KEY]
+    path = await asyncio.to_thread(store.find, blob_id)
     if path is None:
         raise Problem(404, "No such blob", f"no snapshot {blob_id} (it may have been deleted by retention)")
-    try:
-        data = await asyncio.to_thread(path.read_bytes)
-    except FileNotFoundError:  # deleted by retention between find and read
-        raise Problem(404, "No such blob", f"no snapshot {blob_id}") from None
+    sealed = path.name.endswith(SEALED_SUFFIX)
+    cls = Privacy.SENSITIVE if sealed else Privacy.PERSONAL
+    if sealed and not may_see(runtime, principal, cls):
+        raise Problem(403, "Forbidden", "this snapshot is sensitive data: this needs an admin")
+    data = await asyncio.to_thread(_read, store, path, blob_id)
     if runtime.state is not None:  # who looked at which personal image, like every write
         detail = {"kind": principal.kind, "route": privacy.route_of(request.method, request.path)}
         if principal.consumer:
@@ -63,14 +88,15 @@ async def get_blob(request: web.Request) -> web.Response:
             principal.name,
             "view_snapshot",
             blob_id,
-            classes={str(Privacy.PERSONAL): 1},
+            classes={str(cls): 1},
             **detail,
         )
     return web.Response(
         body=data,
         content_type="image/jpeg",
         headers={
-            "Cache-Control": "private, max-age=86400, immutable",
+            # a sensitive image is not left in the browser's disk cache
+            "Cache-Control": "no-store" if sealed else "private, max-age=86400, immutable",
             "X-Content-Type-Options": "nosniff",
         },
     )

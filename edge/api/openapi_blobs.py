@@ -12,13 +12,17 @@ def paths() -> dict[str, Any]:
         "/api/v1/blobs/{id}": {
             "get": op(
                 "getBlob",
-                "A stored camera snapshot (personal data: technician, admin, or a consumer allowed personal)",
+                "A stored camera snapshot (personal data: technician, admin, or a consumer allowed personal; "
+                "a sensitive camera's, sealed at rest: admin, or a consumer allowed sensitive)",
                 {
                     "200": {
                         "description": "The JPEG, redacted unless the camera has redact: false",
                         "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
                     },
                     "404": PROBLEM,
+                    "410": PROBLEM,  # erased: the data key of the resident it shows was deleted
+                    "500": PROBLEM,  # a sealed file that does not open (altered or moved)
+                    "503": PROBLEM,  # sealed, and the gateway holds no key to open it
                     **errors(),
                 },
                 parameters=[path("id", "the blob id: the sha256 of the image (64 lowercase hex digits)")],

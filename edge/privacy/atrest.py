@@ -34,12 +34,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edge.store.blobs import CAMERA_KEY
 from edge.store.rows import register, sealer_for, unregister
 
 if TYPE_CHECKING:  # `cryptography` loads only where something is sealed or opened
     from edge.privacy.keys import SubjectKeys
 
 __all__ = [
+    "CAMERA_SUBJECT",
     "SITE_SUBJECT",
     "SUBJECT_FIELDS",
     "Sealer",
@@ -51,6 +53,7 @@ __all__ = [
 ]
 
 SITE_SUBJECT = "@site"  # the data key of sensitive records that name no resident
+CAMERA_SUBJECT = CAMERA_KEY  # + a camera id: the key of its sealed snapshots that name no resident
 SUBJECT_FIELDS = ("resident", "user", "subject", "plate")  # payload fields naming the record's subject
 
 
@@ -130,6 +133,17 @@ class Sealer:
         except LookupError:
             return None
         return dict(orjson.loads(text))
+
+    def seal_blob(self, subject: str, data: bytes, where: str) -> bytes:
+        """A snapshot file's content sealed under `subject`'s key, bound to `where` (its camera
+        and blob id: a file renamed onto another id does not open)."""
+        self.sealed += 1
+        return self.keys.seal(subject, data, aad("blob", 0.0, where))
+
+    def open_blob(self, envelope: bytes, where: str) -> bytes:
+        """What `seal_blob` sealed. KeyForgotten (a LookupError) when its subject was forgotten,
+        EnvelopeError or WrongMasterKey (ValueErrors) when it does not open here."""
+        return self.keys.open(envelope, aad("blob", 0.0, where))
 
     def open_text(self, envelope: bytes, column: str, ts: float, source: str) -> str:
         """The sealed text. Raises KeyForgotten (a LookupError) when its subject was forgotten,

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from edge.model import Event, Severity
+from edge.model import PRIVACY_RANK, Event, Privacy, Severity
 from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import Sealer, register, unregister
@@ -43,6 +43,7 @@ class PrivacyComponent:
         self.sealed_existing = 0
         self.notices = 0
         self._task: asyncio.Task[None] | None = None
+        self._blob_dir: str | None = None
 
     async def start(self) -> None:
         from edge.privacy.keyfile import KeyFileError
@@ -61,6 +62,13 @@ class PrivacyComponent:
         sealer.classes = journal.classes  # which dead letters are sensitive
         journal.attach_sealer(sealer)  # the journal closes it, after its last flush
         register(self.ctx.state.path, sealer)  # dead letters
+        self._blob_dir = site.storage.resolved_blob_dir()
+        register(self._blob_dir, sealer)  # a sensitive camera's snapshots, and the API that serves them
+        if journal.blobs is not None:  # cameras: their sealed snapshots expire as sensitive data
+            keep = site.privacy.retention_s(site.storage.keep_history)
+            journal.blobs.set_retention(
+                keep[PRIVACY_RANK[Privacy.PERSONAL]], keep[PRIVACY_RANK[Privacy.SENSITIVE]]
+            )
         self.sealed_existing = await journal.seal_existing()
         if self.sealed_existing:
             # the trend index copied those events in clear: it is derived data, rebuilt (from the
@@ -78,6 +86,8 @@ class PrivacyComponent:
             self._task = None
         if self.sealer is not None:
             unregister(self.ctx.state.path, self.sealer)
+            if self._blob_dir is not None:
+                unregister(self._blob_dir, self.sealer)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -58,6 +58,7 @@ __all__ = [
     "SubjectKeys",
     "WrongMasterKey",
     "create_master_key",
+    "envelope_kid",
     "load_master_key",
 ]
 
@@ -100,6 +101,14 @@ class EnvelopeError(ValueError):
 
 class WrongMasterKey(ValueError):
     """The master key given does not open this key store."""
+
+
+def envelope_kid(envelope: bytes) -> bytes | None:
+    """The reference of the key that sealed `envelope` (readable without any key), None when the
+    bytes are not an envelope of this version."""
+    if len(envelope) < OVERHEAD or envelope[0] != VERSION:
+        return None
+    return bytes(envelope[1:HEADER_BYTES])
 
 
 def _check_master(master_key: bytes) -> None:
@@ -285,6 +294,19 @@ class SubjectKeys:
         import base64
 
         return "ps_" + base64.b32encode(self._ref(subject)).decode()[:20].lower()
+
+    def kid_of(self, subject: str) -> bytes | None:
+        """The reference envelopes sealed under `subject`'s key carry (`envelope_kid`), None when
+        the subject has no key; never creates one."""
+        ref = self._ref(subject)
+        with self._lock:
+            row = self._conn.execute("SELECT kid FROM subject_keys WHERE subject = ?", (ref,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def forgotten_kids(self) -> set[bytes]:
+        """The references of every forgotten key: what they sealed opens nowhere any more."""
+        with self._lock:
+            return {bytes(r[0]) for r in self._conn.execute("SELECT kid FROM forgotten_keys")}
 
     def subjects_count(self) -> int:
         """How many subjects hold a data key."""

@@ -3,12 +3,14 @@
 
 - `export`: every journal record that names the subject in an identifying field, or a reading
   whose value is the reference (a gate's `last_plate`), sealed ones opened with the site's keys,
-  as JSON lines.
+  as JSON lines, then one line per snapshot file sealed under the subject's key (a sensitive
+  camera's picture of the resident: its blob id, to fetch from `GET /api/v1/blobs/{id}`).
 - `forget`: deletes the subject's data key (`edge.privacy.keys`), so every sealed copy of its
   personal and sensitive records, in the journal, the trend index, dead letters and any backup of
   them, stops opening at once; records that named it but are not sealed under its key (a public
   event naming it, an alert sealed under the site key) are counted, not rewritten: they leave at
-  their class's retention. An erasure notice is queued in the state DB and the
+  their class's retention. The snapshot files sealed under the key are removed as well (a copy
+  of them taken before stays unreadable). An erasure notice is queued in the state DB and the
   gateway journals it as a `subject_erased` event: the subject's local pseudonym and, per
   recipient with a pseudonym key, that recipient's own pseudonym, keyed by a fingerprint of the
   key so a recipient receives only its own (`edge.privacy.pseudonym.RecordShaper`).
@@ -23,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from edge.privacy.atrest import SITE_SUBJECT, SUBJECT_FIELDS, Sealer, subject_of
+from edge.privacy.atrest import CAMERA_SUBJECT, SITE_SUBJECT, SUBJECT_FIELDS, Sealer, subject_of
 from edge.privacy.pseudonym import (
     KNOWN_FIELDS,
     canonical_text,
@@ -56,8 +58,8 @@ def check_subject(subject: str) -> str:
     ref = subject.strip() if isinstance(subject, str) else ""
     if not ref:
         raise ValueError("--subject: give the resident's reference (a resident id, user id or plate)")
-    if ref == SITE_SUBJECT:
-        raise ValueError(f"--subject {SITE_SUBJECT}: that is the site's own key, not a resident")
+    if ref == SITE_SUBJECT or ref.startswith(CAMERA_SUBJECT):
+        raise ValueError(f"--subject {ref}: that is one of the site's own keys, not a resident")
     return ref
 
 
@@ -97,15 +99,49 @@ def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]
         reader.close()
 
 
-def export(journal_path: str, subject: str, out: IO[str]) -> int:
-    """Write every journal record held about `subject` to `out` as JSON lines; returns how many.
-    (A dead letter is a copy of a journal record a receiver refused: sealed like it, it goes with
-    its subject's key.)"""
+def subject_snapshots(blob_dir: str, sealer: Sealer, subject: str) -> list[dict[str, Any]]:
+    """The snapshot files sealed under `subject`'s key, oldest first: `{"type": "blob", "blob": id,
+    "source": camera, "ts": stored, "privacy": "sensitive"}`."""
+    from edge.privacy.keys import envelope_kid
+    from edge.store.blobs import BlobStore
+
+    kid = sealer.keys.kid_of(subject)
+    if kid is None:
+        return []
+    found = []
+    for path, head in BlobStore(blob_dir).sealed_heads():
+        if envelope_kid(head) == kid:
+            try:
+                ts = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            blob = path.name.split(".", 1)[0]
+            found.append(
+                {"type": "blob", "blob": blob, "source": path.parent.name, "ts": ts, "privacy": "sensitive"}
+            )
+    found.sort(key=lambda b: (b["ts"], b["blob"]))
+    return found
+
+
+def export(
+    journal_path: str,
+    subject: str,
+    out: IO[str],
+    blob_dir: str | None = None,
+    sealer: Sealer | None = None,
+) -> tuple[int, int]:
+    """Write every journal record held about `subject` to `out` as JSON lines, then (with
+    `blob_dir` and `sealer`) its sealed snapshot files; returns (records, snapshots). (A dead
+    letter is a copy of a journal record a receiver refused: sealed like it, it goes with its
+    subject's key.)"""
     n = 0
     for rec in journal_records(journal_path, subject):
         out.write(orjson.dumps(rec, default=str).decode() + "\n")
         n += 1
-    return n
+    snapshots = subject_snapshots(blob_dir, sealer, subject) if blob_dir and sealer else []
+    for line in snapshots:
+        out.write(orjson.dumps(line).decode() + "\n")
+    return n, len(snapshots)
 
 
 def count_in_clear(journal_path: str, subject: str) -> int:
@@ -134,6 +170,7 @@ class Erasure:
     had_key: bool  # a data key existed (sealed records of the subject may exist)
     kept_in_clear: int  # records naming the subject in clear, left to their retention
     recipients: int  # recipients whose own pseudonym the notice carries
+    snapshots_removed: int = 0  # snapshot files sealed under a forgotten key, deleted
 
 
 def notice_payload(site: Site, sealer: Sealer, subject: str) -> dict[str, Any]:
@@ -155,6 +192,7 @@ def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
     payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
     kept = count_in_clear(site.storage.path, subject)
     had_key = sealer.keys.forget(subject)
+    removed = remove_forgotten_snapshots(site.storage.resolved_blob_dir(), sealer)
     payload["kept_in_clear"] = kept
     state.migrate(COMPONENT, MIGRATIONS)
     with state.lock:
@@ -162,7 +200,20 @@ def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
             "INSERT INTO privacy_erasures(ts, payload) VALUES (?, ?)",
             (time.time(), orjson.dumps(payload).decode()),
         )
-    return Erasure(payload["subject"], had_key, kept, len(payload["recipients"]))
+    return Erasure(payload["subject"], had_key, kept, len(payload["recipients"]), removed)
+
+
+def remove_forgotten_snapshots(blob_dir: str, sealer: Sealer) -> int:
+    """Delete every snapshot file sealed under a forgotten key (this subject's, and any an earlier
+    forget left behind): they no longer open, and a file that stays still says when a picture
+    was taken. Returns how many went."""
+    from edge.privacy.keys import envelope_kid
+    from edge.store.blobs import BlobStore
+
+    forgotten = sealer.keys.forgotten_kids()
+    if not forgotten:
+        return 0
+    return len(BlobStore(blob_dir).remove_sealed(lambda head: envelope_kid(head) in forgotten))
 
 
 def pending_notices(state: StateDB) -> list[tuple[int, float, dict[str, Any]]]:

@@ -7,18 +7,46 @@ A file appears under its final name only complete (temp file, fsync, rename). A 
 its file's modification time (set when it was stored, or stored again). Snapshots show
 people and plates: files are created 0600 and camera folders 0700 whatever the umask. No OpenCV here:
 the web server serves blobs on sites without cameras too.
+
+A sensitive camera's snapshots are sealed (`<sha256>.sealed`): `SEALED_MAGIC` and an envelope of
+`edge.privacy.keys` (version, key reference, nonce, AES-256-GCM ciphertext and tag) of the image
+under the data key of the subject the caller names, bound to the camera and blob id. The id stays
+the sha256 of the plain image, so links and dedupe work as for plain ones; the file holds no byte
+of the image in clear. Sealing and opening go through the sealer registered for the blob folder
+(`edge.store.rows.register`, done by the privacy component where the site has a master key):
+without one a sealed snapshot is refused (`BlobSealError`), never written in clear.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 BLOB_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 SUFFIX = ".jpg"
+SEALED_SUFFIX = ".sealed"
+SUFFIXES = (SUFFIX, SEALED_SUFFIX)
+SEALED_MAGIC = b"CESEAL1\n"  # a sealed snapshot file's first bytes; the envelope follows
+CAMERA_KEY = "@camera:"  # + a camera id: the subject of its sealed snapshots that name no resident
+HEAD_BYTES = 64  # read of a sealed file to learn its key: the magic and the envelope's header
+
+
+class BlobSealer(Protocol):
+    """What seals and opens snapshot files (`edge.privacy.atrest.Sealer`)."""
+
+    def seal_blob(self, subject: str, data: bytes, where: str) -> bytes: ...
+
+    def open_blob(self, envelope: bytes, where: str) -> bytes: ...
+
+
+class BlobSealError(RuntimeError):
+    """A snapshot to seal, and no key to seal it with: nothing was written."""
 
 
 def valid_blob_id(blob_id: str) -> bool:
@@ -31,25 +59,79 @@ class Blob:
     path: Path
     bytes: int
     sha256: str
+    sealed: bool = False
+
+
+def _where(camera: str, blob_id: str) -> str:
+    return f"{camera}/{blob_id}"
+
+
+def _blob_id(name: str) -> str | None:
+    """The blob id of a file name of this store, None for anything else (temp files)."""
+    for suffix in SUFFIXES:
+        if name.endswith(suffix) and valid_blob_id(name[: -len(suffix)]):
+            return name[: -len(suffix)]
+    return None
+
+
+def sealed_envelope(data: bytes) -> bytes | None:
+    """The envelope of a sealed file's content, None when it is not one."""
+    return data[len(SEALED_MAGIC) :] if data.startswith(SEALED_MAGIC) else None
 
 
 class BlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        # how much earlier than a plain (personal) snapshot a sealed (sensitive) one expires:
+        # the personal retention minus the sensitive one (`set_retention`); the journal's retention
+        # pass asks `expire` with the personal cutoff only
+        self.sealed_shift: float = 0.0
 
-    def put(self, camera: str, data: bytes) -> Blob:
+    def set_retention(self, personal: float | None, sensitive: float | None) -> None:
+        """Sealed snapshots expire at `sensitive` seconds, plain ones at `personal` (the cutoff
+        `expire` is given); None: that class is kept until the count and size caps."""
+        if sensitive is None:
+            self.sealed_shift = -math.inf
+        elif personal is None:
+            self.sealed_shift = 0.0  # no age cutoff is asked for then: nothing expires by age
+        else:
+            self.sealed_shift = personal - sensitive
+
+    def sealer(self) -> BlobSealer | None:
+        """The sealer registered for this store's folder, None where the site has no master key."""
+        from edge.store.rows import sealer_for
+
+        found = sealer_for(self.root)
+        return found if callable(getattr(found, "seal_blob", None)) else None  # type: ignore[return-value]
+
+    def put(self, camera: str, data: bytes, seal: str | None = None) -> Blob:
+        """Store `data` for `camera`; `seal`: the subject whose data key seals the file (a sensitive
+        camera's snapshot), BlobSealError when no sealer is registered for this folder."""
         digest = hashlib.sha256(data).hexdigest()
+        content = data
+        suffix = SUFFIX
+        sealer = None
+        if seal is not None:
+            sealer = self.sealer()
+            if sealer is None:
+                raise BlobSealError(
+                    f"camera {camera}: its snapshots are sensitive and this process holds no key to "
+                    "seal them (set privacy.master_key_file); the snapshot was not stored"
+                )
+            suffix = SEALED_SUFFIX
         folder = self.root / camera
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)  # mkdir's mode is filtered by the umask
-        final = folder / f"{digest}{SUFFIX}"
+        final = folder / f"{digest}{suffix}"
         if final.exists():  # the same picture again: it becomes the newest, once
             os.utime(final)
-            return Blob(digest, final, len(data), digest)
+            return Blob(digest, final, len(data), digest, seal is not None)
+        if seal is not None and sealer is not None:
+            content = SEALED_MAGIC + sealer.seal_blob(seal, data, _where(camera, digest))
         tmp = folder / f".{digest}.{os.getpid()}.tmp"
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(data)
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -58,7 +140,7 @@ class BlobStore:
             os.fsync(fd)  # the rename itself survives a power cut
         finally:
             os.close(fd)
-        return Blob(digest, final, len(data), digest)
+        return Blob(digest, final, len(data), digest, seal is not None)
 
     def _entries(self, folder: Path) -> list[tuple[int, str, int]]:
         """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first."""
@@ -66,7 +148,7 @@ class BlobStore:
         try:
             with os.scandir(folder) as it:
                 for e in it:
-                    if e.is_file() and e.name.endswith(SUFFIX) and valid_blob_id(e.name[: -len(SUFFIX)]):
+                    if e.is_file() and _blob_id(e.name) is not None:
                         st = e.stat()
                         entries.append((st.st_mtime_ns, e.name, st.st_size))
         except FileNotFoundError:
@@ -90,18 +172,21 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return None
-        blob_id = name[: -len(SUFFIX)]
-        return Blob(blob_id, path, size, blob_id)
+        blob_id = _blob_id(name) or name
+        return Blob(blob_id, path, size, blob_id, name.endswith(SEALED_SUFFIX))
 
     def expire(self, cutoff_ts: float) -> list[Blob]:
         """Delete every camera's blobs stored before `cutoff_ts` (epoch seconds): the retention of
-        their privacy class, beside the count and size caps of `prune`."""
-        cutoff_ns = int(cutoff_ts * 1e9)
+        their privacy class, beside the count and size caps of `prune`. Sealed ones go at the
+        sensitive retention (`set_retention`)."""
+        cutoffs = {SUFFIX: int(cutoff_ts * 1e9)}
+        shifted = cutoff_ts + self.sealed_shift
+        cutoffs[SEALED_SUFFIX] = int(shifted * 1e9) if math.isfinite(shifted) else -1
         deleted: list[Blob] = []
         for folder in self._folders():
             for mtime_ns, name, size in self._entries(folder):
-                if mtime_ns >= cutoff_ns:
-                    break
+                if mtime_ns >= cutoffs[SEALED_SUFFIX if name.endswith(SEALED_SUFFIX) else SUFFIX]:
+                    continue
                 blob = self._delete(folder, name, size)
                 if blob is not None:
                     deleted.append(blob)
@@ -127,7 +212,51 @@ class BlobStore:
         if not valid_blob_id(blob_id):
             return None
         for folder in self._folders():
-            path = folder / f"{blob_id}{SUFFIX}"
-            if path.is_file():
-                return path
+            for suffix in SUFFIXES:
+                path = folder / f"{blob_id}{suffix}"
+                if path.is_file():
+                    return path
         return None
+
+    def open(self, path: Path) -> bytes:
+        """The image in the file `find` gave: as stored, or opened with the registered sealer.
+        KeyForgotten (a LookupError) when its subject was forgotten; BlobSealError when this
+        process holds no key; ValueError when it does not open (altered, moved, another key store);
+        FileNotFoundError when it went in between."""
+        data = path.read_bytes()
+        if path.name.endswith(SUFFIX):
+            return data
+        envelope = sealed_envelope(data)
+        if envelope is None:
+            raise ValueError(f"{path}: not a sealed snapshot")
+        sealer = self.sealer()
+        if sealer is None:
+            raise BlobSealError(f"{path}: a sealed snapshot, and this process holds no key to open it")
+        return sealer.open_blob(envelope, _where(path.parent.name, path.name[: -len(SEALED_SUFFIX)]))
+
+    def sealed_heads(self) -> list[tuple[Path, bytes]]:
+        """(file, the first bytes of its envelope: enough for the key reference) of every sealed
+        snapshot, for erasure and export by key."""
+        out = []
+        for folder in self._folders():
+            for _mtime, name, _size in self._entries(folder):
+                if not name.endswith(SEALED_SUFFIX):
+                    continue
+                try:
+                    with open(folder / name, "rb") as f:
+                        head = sealed_envelope(f.read(HEAD_BYTES))
+                except FileNotFoundError:
+                    continue
+                if head is not None:
+                    out.append((folder / name, head))
+        return out
+
+    def remove_sealed(self, sealed_by: Callable[[bytes], bool]) -> list[Blob]:
+        """Delete every sealed snapshot whose envelope head `sealed_by` picks (a forgotten key's)."""
+        deleted = []
+        for path, head in self.sealed_heads():
+            if sealed_by(head):
+                blob = self._delete(path.parent, path.name, 0)
+                if blob is not None:
+                    deleted.append(blob)
+        return deleted
