@@ -55,6 +55,7 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "glucose": ("resident", "user"),
     "spo2": ("resident", "user"),
     "alert_ack": ("user",),  # the account that acknowledged an alert
+    "snapshot": ("subject",),  # the resident or plate a camera's picture is about
 }
 KNOWN_FIELDS = frozenset(f for fields in DEFAULT_FIELDS.values() for f in fields)
 
