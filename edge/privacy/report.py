@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from edge import fmt
 from edge.model import PRIVACY_RANK, PointInfo, PointType, Privacy, event_privacy
 from edge.privacy.pseudonym import DEFAULT_FIELDS
 from edge.store.records import IncludeConfig, RecordFilter
@@ -40,6 +41,7 @@ PSEUDONYMISED = "pseudonymised"
 FIELDS_WITHHELD = "fields_withheld"
 WITHHELD = "withheld"
 CLASSES = tuple(PRIVACY_RANK)  # public, personal, sensitive
+MODBUS_SERVER = "modbus_server"  # the recipient id of the `modbus_server:` section's map
 
 #: kinds the gateway emits on its own, whatever the site; all carry operational data only
 GATEWAY_KINDS = (
@@ -71,8 +73,8 @@ AT_REST_OFF = (
 )
 AT_REST_ON = (
     "personal and sensitive: yes, AES-256-GCM with one data key per resident or plate, wrapped by the "
-    "master key in {key} (journal, trend index events, dead letters; a personal point's numbers "
-    "stay clear); public: no"
+    "master key in {key} (journal, trend index events, dead letters, the image files of sensitive "
+    "cameras; a personal point's numbers and a personal camera's image files stay clear); public: no"
 )
 
 
@@ -88,9 +90,11 @@ class Recipient:
     include: IncludeConfig
     pseudonymise: Any = None  # the recipient's `pseudonymise:` block, when its config has one
     filter: RecordFilter | None = None
+    #: a server's map: the points it serves (None: a sink or consumer, judged by `filter`)
+    serves: frozenset[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "kind": self.kind,
             "type": self.type,
@@ -99,6 +103,9 @@ class Recipient:
             "include": self.include.model_dump(),
             "pseudonymise": _pseudonymise_dict(self.pseudonymise),
         }
+        if self.serves is not None:
+            out["points"] = sorted(self.serves)
+        return out
 
 
 @dataclass
@@ -200,12 +207,28 @@ def recipients(site: Any) -> list[Recipient]:
                 pseudonymise=getattr(c, "pseudonymise", None),
             )
         )
+    server = site.sections.get("modbus_server") if isinstance(site.sections, dict) else None
+    if server is not None:
+        # whoever reaches its port reads the map: no account, no pseudonyms, points only
+        out.append(
+            Recipient(
+                id=MODBUS_SERVER,
+                kind="server",
+                type="modbus",
+                enabled=True,
+                max_privacy=Privacy(getattr(server, "max_privacy", Privacy.PUBLIC)),
+                include=IncludeConfig(),
+                serves=frozenset(str(p.point) for p in getattr(server, "points", None) or []),
+            )
+        )
     return out
 
 
 def _verdict(
     r: Recipient, row: tuple[Any, ...], kind: str | None, point: PointInfo | None = None
 ) -> dict[str, str]:
+    if r.serves is not None:
+        return _served(r, point)
     assert r.filter is not None
     if not r.enabled:
         return {"receives": WITHHELD, "why": "disabled"}
@@ -228,6 +251,19 @@ def _verdict(
             "withheld_fields": ", ".join(fields),
             "why": "no pseudonymise: key, so its identifying fields are withheld (null)",
         }
+    return {"receives": CLEAR}
+
+
+def _served(r: Recipient, point: PointInfo | None) -> dict[str, str]:
+    """What a server's map gives of a point (None: an event kind, which no map serves): a point
+    above its `max_privacy` reads as having no value."""
+    assert r.serves is not None
+    if point is None:
+        return {"receives": WITHHELD, "why": "a register map serves points only"}
+    if point.id not in r.serves:
+        return {"receives": WITHHELD, "why": "not in its map"}
+    if PRIVACY_RANK[point.privacy] > PRIVACY_RANK[r.max_privacy]:
+        return {"receives": WITHHELD, "why": f"above its max_privacy {r.max_privacy}: served as no value"}
     return {"receives": CLEAR}
 
 
@@ -262,6 +298,9 @@ def _device_kinds(device: Any, points: Mapping[str, PointInfo]) -> list[tuple[st
         cls = Privacy(getattr(device, "privacy", None) or Privacy.SENSITIVE)
         out.extend((str(s), cls, "a measurement of the device's user") for s in services)
     for kind, cls in DRIVER_KINDS.get(str(getattr(device, "driver", "")), {}).items():
+        if kind == "snapshot" and getattr(device, "privacy", None) == Privacy.SENSITIVE:
+            out.append((kind, Privacy.SENSITIVE, "its image files are sealed at rest (privacy: sensitive)"))
+            continue
         out.append((kind, cls, ""))
     return out
 
@@ -357,7 +396,8 @@ def build(site: Any) -> Report:
     points = {p.id: p for p in infos}
     rs = recipients(site)
     for r in rs:
-        r.filter = RecordFilter(r.include, r.max_privacy, lambda: points)
+        if r.serves is None:
+            r.filter = RecordFilter(r.include, r.max_privacy, lambda: points)
 
     kinds: dict[tuple[str, str], tuple[Privacy, str]] = {}
 
@@ -428,6 +468,8 @@ def render_text(report: Report) -> str:
     for r in report.recipients:
         ps = _pseudonymise_dict(r.pseudonymise)
         how = f"pseudonymise {ps}" if ps is not None else "no pseudonymise: (identifying fields withheld)"
+        if r.serves is not None:
+            how = f"serves {fmt.count(len(r.serves), 'point')} of its map to whoever reaches its port, no pseudonyms"
         state = "" if r.enabled else ", disabled"
         lines.append(f"  {r.id}: {r.kind} ({r.type}{state}), max_privacy {r.max_privacy}, {how}")
     lines.append("")
