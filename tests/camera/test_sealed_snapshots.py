@@ -88,7 +88,11 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
     blobs = tmp_path / "blobs"
     async with running_site(tmp_path, doc) as rt:
         of_resident = await snapshot(rt, subject=RESIDENT)
+        source = rt.slots["cam"].driver.source
+        taken = source.latest().seq
+        await until(lambda: source.latest().seq > taken, timeout=10, what="a new frame")
         of_nobody = await snapshot(rt)
+        assert of_nobody["blob"] != of_resident["blob"]
         assert of_resident["privacy"] == "sensitive" and of_resident["sealed"] is True
         assert of_resident["subject"] == RESIDENT and "subject" not in of_nobody
         # the journal's retention pass expires sealed snapshots 60 days before plain ones
