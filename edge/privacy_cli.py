@@ -14,8 +14,9 @@ from edge.cli import Subcommands, add_command, add_command_group, arg
 JSON_SHAPE = """\
 --json prints one object:
   site, config, journal          the site id, the site file, the journal file
-  recipients[]                   id, kind (sink|consumer), type, enabled, max_privacy, include,
-                                 pseudonymise (null when the recipient has no pseudonymise: block)
+  recipients[]                   id, kind (sink|consumer|server), type, enabled, max_privacy, include,
+                                 pseudonymise (null when the recipient has no pseudonymise: block),
+                                 points (a server's map: the Modbus server, id modbus_server)
   classes.{public,personal,sensitive}
                                  retention_s (null: kept until the byte cap), encrypted_at_rest,
                                  held (records in the journal now; null when there is no journal)
@@ -43,9 +44,10 @@ def register(sub: Subcommands) -> None:
         help="the record of processing for an auditor, per point and event kind",
         description="For every point of the site's devices and every event kind the site can produce\n"
         "(the devices' declared events, the shipped drivers' own kinds, the rule packs' alert and\n"
-        "event actions, the gateway's kinds), its privacy class, and for every upstream sink and\n"
-        "pull consumer whether it receives it in clear, pseudonymised or withheld (judged by the\n"
-        "same filter the sinks and the pull API apply: include lists and max_privacy). Then each\n"
+        "event actions, the gateway's kinds), its privacy class, and for every upstream sink, pull\n"
+        "consumer and the Modbus server's map whether it receives it in clear, pseudonymised or\n"
+        "withheld (judged by the same filter the sinks and the pull API apply: include lists and\n"
+        "max_privacy; the map serves its points up to its own max_privacy). Then each\n"
         "class's retention (privacy.retention, else storage.keep_history), whether it is encrypted\n"
         "at rest (sensitive records are, where privacy.master_key_file is set), and the records the journal holds now per class (read-\n"
         "only; a site that has not run yet has none). A rule's alert or event takes the class of\n"

@@ -10,7 +10,8 @@ This package holds the building blocks, each usable and tested on its own:
   key (crypto-shredding);
 - `keyfile`: reading a key given by reference (a file only its owner can read, or an environment
   variable) and writing a new master key file;
-- `atrest`: the sealer the journal, the trend index and dead letters use for sensitive values,
+- `atrest`: the sealer the journal, the trend index, dead letters and a sensitive camera's
+  snapshot files use for private data,
   wired into a running gateway by the `privacy` plugin's component (`plugin`, `component`);
 - `subjects`: a resident's export and erasure (`edge privacy export`/`forget`).
 

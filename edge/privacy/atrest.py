@@ -2,8 +2,9 @@
 
 What is sealed: the payload of every `personal` or `sensitive` event, the value of every reading
 of a `sensitive` point and the string values of a `personal` point (a gate's `last_plate`), in
-the journal (and, being copied as they are, in the trend index's events), and a personal or
-sensitive record a sink dead-lettered (state DB). Each is an envelope of `edge.privacy.keys` under
+the journal (and, being copied as they are, in the trend index's events), a personal or
+sensitive record a sink dead-lettered (state DB), and the image files of a sensitive camera
+(`seal_blob`, through `edge.store.blobs`, which finds the sealer registered for its folder). Each is an envelope of `edge.privacy.keys` under
 its subject's data key: the person named by the payload's `resident`, `user`, `subject` or
 `plate` field (a plate is its own subject: forgetting it shreds its passages), a string value
 itself (a `last_plate` reading), else the site-wide key `SITE_SUBJECT` (a sensitive point's
