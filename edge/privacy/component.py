@@ -7,7 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from edge.model import PRIVACY_RANK, Event, Privacy, Severity
+from edge.model import Event, Severity
 from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import Sealer, register, unregister
@@ -64,11 +64,6 @@ class PrivacyComponent:
         register(self.ctx.state.path, sealer)  # dead letters
         self._blob_dir = site.storage.resolved_blob_dir()
         register(self._blob_dir, sealer)  # a sensitive camera's snapshots, and the API that serves them
-        if journal.blobs is not None:  # cameras: their sealed snapshots expire as sensitive data
-            keep = site.privacy.retention_s(site.storage.keep_history)
-            journal.blobs.set_retention(
-                keep[PRIVACY_RANK[Privacy.PERSONAL]], keep[PRIVACY_RANK[Privacy.SENSITIVE]]
-            )
         self.sealed_existing = await journal.seal_existing()
         if self.sealed_existing:
             # the trend index copied those events in clear: it is derived data, rebuilt (from the

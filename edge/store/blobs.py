@@ -20,7 +20,6 @@ without one a sealed snapshot is refused (`BlobSealError`), never written in cle
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 from collections.abc import Callable
@@ -82,20 +81,6 @@ def sealed_envelope(data: bytes) -> bytes | None:
 class BlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        # how much earlier than a plain (personal) snapshot a sealed (sensitive) one expires:
-        # the personal retention minus the sensitive one (`set_retention`); the journal's retention
-        # pass asks `expire` with the personal cutoff only
-        self.sealed_shift: float = 0.0
-
-    def set_retention(self, personal: float | None, sensitive: float | None) -> None:
-        """Sealed snapshots expire at `sensitive` seconds, plain ones at `personal` (the cutoff
-        `expire` is given); None: that class is kept until the count and size caps."""
-        if sensitive is None:
-            self.sealed_shift = -math.inf
-        elif personal is None:
-            self.sealed_shift = 0.0  # no age cutoff is asked for then: nothing expires by age
-        else:
-            self.sealed_shift = personal - sensitive
 
     def sealer(self) -> BlobSealer | None:
         """The sealer registered for this store's folder, None where the site has no master key."""
@@ -178,17 +163,18 @@ class BlobStore:
         blob_id = _blob_id(name) or name
         return Blob(blob_id, path, size, blob_id, name.endswith(SEALED_SUFFIX))
 
-    def expire(self, cutoff_ts: float) -> list[Blob]:
-        """Delete every camera's blobs stored before `cutoff_ts` (epoch seconds): the retention of
-        their privacy class, beside the count and size caps of `prune`. Sealed ones go at the
-        sensitive retention (`set_retention`)."""
-        cutoffs = {SUFFIX: int(cutoff_ts * 1e9)}
-        shifted = cutoff_ts + self.sealed_shift
-        cutoffs[SEALED_SUFFIX] = int(shifted * 1e9) if math.isfinite(shifted) else -1
+    def expire(self, plain_before: float | None, sealed_before: float | None) -> list[Blob]:
+        """Delete every camera's blobs stored before the cutoff of their class (epoch seconds):
+        plain snapshots (personal) before `plain_before`, sealed ones (sensitive) before
+        `sealed_before`; None keeps that class until the count and size caps of `prune`."""
+        cutoffs = {
+            False: -1 if plain_before is None else int(plain_before * 1e9),
+            True: -1 if sealed_before is None else int(sealed_before * 1e9),
+        }
         deleted: list[Blob] = []
         for folder in self._folders():
             for mtime_ns, name, size in self._entries(folder):
-                if mtime_ns >= cutoffs[SEALED_SUFFIX if name.endswith(SEALED_SUFFIX) else SUFFIX]:
+                if mtime_ns >= cutoffs[name.endswith(SEALED_SUFFIX)]:
                     continue
                 blob = self._delete(folder, name, size)
                 if blob is not None:

@@ -1035,26 +1035,32 @@ class Journal(JournalQueries):
             self._next_retention = time.monotonic()
 
     def _expire_blobs(self, now: float) -> int:
-        """Snapshot files older than the retention of their class (personal: the camera records
-        every snapshot as personal), at most every BLOB_INTERVAL_S; returns how many went."""
-        keep = self.retention_s[PRIVACY_RANK[Privacy.PERSONAL]]
-        if self.blobs is None or keep is None or time.monotonic() < self._next_blobs:
+        """Snapshot files older than the retention of their class (a camera's plain snapshots are
+        personal, a sensitive camera's sealed ones sensitive), at most every BLOB_INTERVAL_S;
+        returns how many went. One `snapshots_expired` event per class with files deleted."""
+        keep = {cls: self.retention_s[PRIVACY_RANK[cls]] for cls in (Privacy.PERSONAL, Privacy.SENSITIVE)}
+        if self.blobs is None or all(k is None for k in keep.values()) or time.monotonic() < self._next_blobs:
             return 0
         self._next_blobs = time.monotonic() + BLOB_INTERVAL_S
+        plain, sealed = (None if k is None else now - k for k in keep.values())
         try:
-            gone = self.blobs.expire(now - keep)
+            gone = self.blobs.expire(plain, sealed)
         except OSError as exc:
             log.warning("journal: snapshot files could not be checked for age: %s", exc)
             return 0
-        if gone:
-            payload = {
-                "class": str(Privacy.PERSONAL),
-                "count": len(gone),
-                "bytes": sum(b.bytes for b in gone),
-                "blobs": [b.id for b in gone[:1000]],
-                "retention_s": keep,
-            }
-            self._ready_events.append(Event("snapshots_expired", self.source, Severity.INFO, payload, now))
+        for cls, is_sealed in ((Privacy.PERSONAL, False), (Privacy.SENSITIVE, True)):
+            of_class = [b for b in gone if b.sealed is is_sealed]
+            if of_class:
+                payload = {
+                    "class": str(cls),
+                    "count": len(of_class),
+                    "bytes": sum(b.bytes for b in of_class),
+                    "blobs": [b.id for b in of_class[:1000]],
+                    "retention_s": keep[cls],
+                }
+                self._ready_events.append(
+                    Event("snapshots_expired", self.source, Severity.INFO, payload, now)
+                )
         return len(gone)
 
     def _clock_allows(self, sample: ClockSample) -> bool:

@@ -95,8 +95,6 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
         assert of_nobody["blob"] != of_resident["blob"]
         assert of_resident["privacy"] == "sensitive" and of_resident["sealed"] is True
         assert of_resident["subject"] == RESIDENT and "subject" not in of_nobody
-        # the journal's retention pass expires sealed snapshots 60 days before plain ones
-        assert rt.journal.blobs is not None and rt.journal.blobs.sealed_shift == (90 - 30) * 86400
         base = f"http://127.0.0.1:{rt.web_port}"
         admin = Client(base)
         clients = [admin]
@@ -224,10 +222,16 @@ async def test_a_sensitive_camera_without_a_master_key_is_refused_naming_the_cam
     )
 
 
+@pytest.mark.parametrize("personal", ["90d", None], ids=["personal-90d", "personal-kept"])
 async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journals_clock(
-    tmp_path: Path,
+    tmp_path: Path, personal: str | None
 ) -> None:
-    from tests.store.test_retention_privacy import DAY, START, FakeClock, journal, passes
+    """Sealed files go at the sensitive age, plain ones at the personal age; with personal data
+    kept (no personal retention, no keep_history) the sealed ones still go."""
+    from edge.config import StorageConfig
+    from edge.privacy.config import PrivacyConfig
+    from tests.store.helpers import open_journal, sql
+    from tests.store.test_retention_privacy import DAY, START, FakeClock, passes, site_hub
 
     master = tmp_path / "master.key"
     create_master_key(master)
@@ -244,18 +248,36 @@ async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journal
             blob = store.put("cam", f"a picture: {name}".encode(), seal=seal)
             os.utime(blob.path, (START - days * DAY, START - days * DAY))
             aged[name] = blob
-        # what the privacy component does at start: sensitive 30 days, personal 90 days
-        store.set_retention(90 * DAY, 30 * DAY)
         clock = FakeClock()
-        j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "90d"}, blobs=store)
+        keep = StorageConfig().keep_history if personal else None
+        retention = {"sensitive": "30d", **({"personal": personal} if personal else {})}
+        j = open_journal(
+            tmp_path,
+            keep_history=keep,
+            retention_s=PrivacyConfig.model_validate({"retention": retention}).retention_s(keep),
+            classes=site_hub(),
+            clock=clock.now,
+            clock_sample=clock.sample,
+            retention_interval=0.01,
+            blobs=store,
+        )
         try:
             await until(lambda: j.counters["snapshots_expired"] == 1, what="the sealed snapshot expired")
             await passes(j, clock)
+            await j.flush()
+            events = [
+                json.loads(p)
+                for (p,) in sql(j, "SELECT payload FROM journal WHERE kind = 'snapshots_expired'")
+            ]
         finally:
             await j.close()
         assert not aged["sealed-40"].path.exists()
         assert aged["sealed-10"].path.exists() and aged["plain-40"].path.exists()
         assert j.counters["snapshots_expired"] == 1
+        # the event says which class went, at which retention
+        assert [(e["class"], e["count"], e["blobs"], e["retention_s"]) for e in events] == [
+            ("sensitive", 1, [aged["sealed-40"].id], 30 * DAY)
+        ]
     finally:
         unregister(store.root, sealer)
         sealer.close()
