@@ -164,9 +164,12 @@ class Snapshots:
     subclassing (`class CameraDriver(BaseDriver, Snapshots)`); a rule's snapshot action asks for
     it (`Runtime.driver_with(device, Snapshots)`), never for a driver type or a method name."""
 
-    async def snapshot(self, reason: str, rule: str | None = None) -> dict[str, Any]:
-        """Take one now; returns the payload of the `snapshot` event it emits. Raises an
-        exception whose message says why when no picture can be taken."""
+    async def snapshot(
+        self, reason: str, rule: str | None = None, subject: str | None = None
+    ) -> dict[str, Any]:
+        """Take one now; returns the payload of the `snapshot` event it emits. `subject`: the
+        resident or plate the picture is about, when the record that asked for it names one.
+        Raises an exception whose message says why when no picture can be taken."""
         raise NotImplementedError(f"{type(self).__name__} declares Snapshots but takes none")
 
 

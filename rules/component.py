@@ -25,7 +25,7 @@ from edge import audit
 from edge.api.problem import Problem
 from edge.clock import ClockSample, boottime, forward_jump
 from edge.driver import Snapshots
-from edge.model import Event, Record, Severity
+from edge.model import Event, Privacy, Record, Severity
 from edge.yamlpos import YamlError, read_text
 from rules import metrics
 from rules.actions import ActionRunner
@@ -155,7 +155,25 @@ class RulesComponent:
             raise LookupError(f"snapshot: {exc} (name a device that takes snapshots: a camera)") from None
         if taker is None:
             raise RuntimeError(f"snapshot: camera {camera!r} is restarting")
-        return await taker.snapshot(f"rule:{firing.rule.id}", rule=firing.rule.id)
+        subject = self._subject_of(firing)
+        if subject is None:
+            return await taker.snapshot(f"rule:{firing.rule.id}", rule=firing.rule.id)
+        return await taker.snapshot(f"rule:{firing.rule.id}", rule=firing.rule.id, subject=subject)
+
+    def _subject_of(self, firing: Firing) -> str | None:
+        """Whom the record that fired the rule is about: the resident or plate its event payload
+        names, or a personal/sensitive string point's value (a plate); None for anything else. A
+        sensitive camera seals the picture under that subject's key, so forgetting them erases it."""
+        from edge.privacy.atrest import SITE_SUBJECT, subject_of
+
+        value, point, payload = firing.args[0], firing.args[2], firing.args[10]
+        if isinstance(payload, dict):
+            subject = subject_of(payload)
+            return None if subject == SITE_SUBJECT else subject
+        info = self.ctx.hub.points.get(point) if point else None
+        if info is not None and info.privacy != Privacy.PUBLIC and isinstance(value, str) and value:
+            return value
+        return None
 
     def status(self) -> dict[str, Any]:
         rules = self.engine.rules.values()

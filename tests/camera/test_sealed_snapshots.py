@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import aiohttp
 import pytest
 
 from edge import audit
+from edge.model import Event, PointInfo, PointType, Privacy, Reading
 from edge.plugins import StartError
 from edge.privacy.atrest import Sealer
 from edge.privacy.keyfile import create_master_key
@@ -153,6 +155,13 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
             for blob_id, image in images.items():
                 resp = await admin.request("GET", f"/api/v1/blobs/{blob_id}")
                 assert resp.status == 200 and await resp.read() == image
+            # the API's export lists the resident's sealed file by its key, beside its event
+            resp = await admin.request("POST", "/api/v1/privacy/subjects/export", json={"subject": RESIDENT})
+            assert resp.status == 200
+            exported = [json.loads(line) for line in (await resp.read()).splitlines()]
+            assert [(x["blob"], x["source"]) for x in exported if x.get("type") == "blob"] == [
+                (of_resident["blob"], "cam")
+            ]
         finally:
             await admin.close()
 
@@ -281,3 +290,63 @@ async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journal
     finally:
         unregister(store.root, sealer)
         sealer.close()
+
+
+async def test_a_rules_snapshot_is_sealed_under_the_key_of_the_subject_of_the_record_that_fired_it(
+    tmp_path: Path,
+) -> None:
+    """A rule on a resident's blood pressure that takes a picture at the kiosk: the picture is
+    that resident's data, so forgetting them removes it; the same for a rule on a personal point's
+    plate; a snapshot naming nobody stays."""
+    from tests.camera.helpers import Collector
+
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
+    doc = kiosk_site(video, master)
+    doc.pop("consumers")
+    blobs = tmp_path / "blobs"
+    plate = "沪A23522"
+    async with running_site(tmp_path, doc, web=False) as rt:
+        seen = Collector(rt)
+        source = rt.slots["cam"].driver.source
+        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        rules = rt.components["rules"]
+        rules.put(
+            {"id": "at-kiosk", "when": {"event": "blood_pressure"}, "then": [{"snapshot": "cam"}]},
+            "test",
+            "create",
+        )
+        rules.put({"id": "at-gate", "when": "gate.plate", "then": [{"snapshot": "cam"}]}, "test", "create")
+        rt.hub.register_points(
+            [PointInfo("gate.plate", "gate", "plate", type=PointType.STR, privacy=Privacy.PERSONAL)]
+        )
+
+        async def fired_by(rule: str) -> dict[str, Any]:
+            got = await until(
+                lambda: [e.payload for e in seen.kind("snapshot") if e.payload.get("rule") == rule],
+                timeout=15,
+                what=f"the snapshot of rule {rule}",
+            )
+            taken = source.latest().seq
+            await until(lambda: source.latest().seq > taken, timeout=10, what="a new frame")
+            return got[0]
+
+        rt.hub.publish_event(
+            Event("blood_pressure", "kiosk", payload={"resident": RESIDENT, "systolic_mmhg": 131})
+        )
+        of_resident = await fired_by("at-kiosk")
+        rt.hub.ingest([Reading(time.time(), "gate.plate", plate)])
+        of_plate = await fired_by("at-gate")
+        of_nobody = await snapshot(rt)
+    assert of_resident["sealed"] is True and of_resident["subject"] == RESIDENT
+    assert of_plate["sealed"] is True and of_plate["subject"] == plate
+    assert "subject" not in of_nobody
+    names = [f"{x['blob']}.sealed" for x in (of_resident, of_plate, of_nobody)]
+    assert sorted(p.name for p in blobs.rglob("*.sealed")) == sorted(names)
+    config = str(site_file(tmp_path, doc))
+    for subject, gone in ((RESIDENT, names[0]), (plate, names[1])):
+        done = edge_cli("privacy", "forget", "-c", config, "--subject", subject)
+        assert done.returncode == 0, done.stderr
+        assert gone not in [p.name for p in blobs.rglob("*")]
+    assert sorted(p.name for p in blobs.rglob("*") if p.is_file()) == [names[2]]
