@@ -237,10 +237,8 @@ async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journal
 ) -> None:
     """Sealed files go at the sensitive age, plain ones at the personal age; with personal data
     kept (no personal retention, no keep_history) the sealed ones still go."""
-    from edge.config import StorageConfig
-    from edge.privacy.config import PrivacyConfig
-    from tests.store.helpers import open_journal, sql
-    from tests.store.test_retention_privacy import DAY, START, FakeClock, passes, site_hub
+    from tests.store.helpers import sql
+    from tests.store.test_retention_privacy import DAY, KEEP_HISTORY, START, FakeClock, journal, passes
 
     master = tmp_path / "master.key"
     create_master_key(master)
@@ -258,18 +256,8 @@ async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journal
             os.utime(blob.path, (START - days * DAY, START - days * DAY))
             aged[name] = blob
         clock = FakeClock()
-        keep = StorageConfig().keep_history if personal else None
         retention = {"sensitive": "30d", **({"personal": personal} if personal else {})}
-        j = open_journal(
-            tmp_path,
-            keep_history=keep,
-            retention_s=PrivacyConfig.model_validate({"retention": retention}).retention_s(keep),
-            classes=site_hub(),
-            clock=clock.now,
-            clock_sample=clock.sample,
-            retention_interval=0.01,
-            blobs=store,
-        )
+        j = journal(tmp_path, clock, retention, keep=KEEP_HISTORY if personal else None, blobs=store)
         try:
             await until(lambda: j.counters["snapshots_expired"] == 1, what="the sealed snapshot expired")
             await passes(j, clock)

@@ -57,8 +57,14 @@ def site_hub() -> Hub:
     return hub
 
 
-def journal(tmp_path: Path, clock: FakeClock, retention: dict[str, Any], **kw: Any) -> Journal:
-    keep = StorageConfig().keep_history
+KEEP_HISTORY = StorageConfig().keep_history
+
+
+def journal(
+    tmp_path: Path, clock: FakeClock, retention: dict[str, Any], keep: float | None = KEEP_HISTORY, **kw: Any
+) -> Journal:
+    """A journal on `clock` with the privacy `retention` and `keep` as keep_history (None: kept
+    until the byte cap)."""
     return open_journal(
         tmp_path,
         keep_history=keep,
