@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import signal
 from typing import Any
@@ -102,8 +103,10 @@ ARENAS = 2
 MMAP_FROM = 1024 * 1024
 
 
+@functools.cache
 def _libc() -> Any:
-    """The C library's malloc controls, or None where they do not exist (not glibc)."""
+    """The C library's malloc controls, or None where they do not exist (not glibc); looked up
+    once, as the trimmer asks every TRIM_EVERY seconds."""
     try:
         libc = ctypes.CDLL(None)
     except OSError:
@@ -126,12 +129,15 @@ def lean_heap() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)
 
 
-def return_freed_memory() -> None:
-    """Give the memory the start freed (the parsed site file, validators built once, the journal's
-    last readings) back to the system: glibc keeps it resident otherwise."""
+def return_freed_memory() -> bool:
+    """Hand every whole free page of the heap back to the system; True when some were.
+
+    glibc returns only the top of the heap by itself: pages freed below a block still in use (the
+    parsed site file and the validators built once at start, upstream batches sent, pages the web
+    UI built, a burst of events) stay resident until malloc reuses them. malloc_trim(0) takes a
+    fraction of a millisecond on a gateway's heap. False, and nothing to do, without glibc."""
     libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 #: seconds between two times the running service gives its freed heap back to the system
@@ -139,21 +145,15 @@ TRIM_EVERY = 10.0
 
 
 async def trim_heap_now_and_then() -> None:
-    """Give the heap the running site freed back to the system every TRIM_EVERY seconds.
-
-    glibc returns only the top of the heap by itself: pages freed below a block still in use
-    (upstream batches sent, pages the web UI built, a burst of events) stay resident until malloc
-    reuses them. malloc_trim(0) hands every whole free page back, in a fraction of a millisecond
-    on a gateway's heap, from a task of its own on the event loop: never on a request's or a
-    reading's path. The polling and syncing bring part of those pages back within seconds, which
-    is why it runs this often (once a minute, RSS was back where it was well before the next).
-    Nothing to do without glibc."""
-    libc = _libc()
-    if libc is None:
+    """`return_freed_memory` every TRIM_EVERY seconds, from a task of its own on the event loop:
+    never on a request's or a reading's path. The polling and syncing bring part of those pages
+    back within seconds, which is why it runs this often (once a minute, RSS was back where it was
+    well before the next). Nothing to do without glibc."""
+    if _libc() is None:
         return
     while True:
         await asyncio.sleep(TRIM_EVERY)
-        returned = bool(libc.malloc_trim(0))
+        returned = return_freed_memory()
         log.debug("freed heap given back to the system", extra={"returned": returned})
 
 
