@@ -15,7 +15,11 @@ import contextlib
 import ctypes
 import functools
 import logging
+import os
+import re
 import signal
+import ssl
+import sys
 from typing import Any
 
 from pydantic import BaseModel
@@ -157,9 +161,43 @@ async def trim_heap_now_and_then() -> None:
         log.debug("freed heap given back to the system", extra={"returned": returned})
 
 
+#: a certificate in OpenSSL's hashed directory: the subject's hash, a dot, a number
+HASH_LINK = re.compile(r"[0-9a-f]{8}\.[0-9]+")
+
+
+def import_aiohttp_with_ca_lookup_on_demand() -> bool:
+    """Import aiohttp with its default TLS contexts finding the system's CA certificates when a
+    handshake needs one, instead of holding them all from the start. True when that was done.
+
+    aiohttp makes two default contexts as it is imported (aiohttp.connector), and OpenSSL reads the
+    whole CA bundle (about 140 certificates) into each: 2 MB resident for as long as the gateway
+    runs, on a site whose upstreams speak plain http and whose web UI has no TLS. With the bundle
+    file out of the way for that import, the same contexts look a CA up in the hashed certificate
+    directory (the same certificates, one file each, named by subject hash) when a verification asks
+    for it: a rule's webhook to an https URL. Done only where that directory holds hash links and
+    the operator chose no bundle (SSL_CERT_FILE); the variable is put back at once, so the contexts
+    the project makes later (an https sink's, MQTT over TLS) read the bundle as before."""
+    if "aiohttp" in sys.modules or "SSL_CERT_FILE" in os.environ:
+        return False
+    capath = ssl.get_default_verify_paths().capath
+    try:
+        hashed = capath is not None and any(HASH_LINK.fullmatch(name) for name in os.listdir(capath))
+    except OSError:
+        hashed = False
+    if not hashed:
+        return False
+    os.environ["SSL_CERT_FILE"] = os.devnull  # OpenSSL reads it at each context's default paths
+    try:
+        import aiohttp.connector  # noqa: F401  (its default contexts are made now)
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+    return True
+
+
 async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) -> int:
     """Run the site until SIGTERM/SIGINT. Returns the process exit code."""
     lean_heap()
+    import_aiohttp_with_ca_lookup_on_demand()
     site = site or load_site(path)
     rt = Runtime(site)
     notifier = Notifier()

@@ -1,0 +1,151 @@
+"""`edge run` imports aiohttp with its default TLS contexts holding no CA certificate until a
+handshake needs one (OpenSSL finds it in the hashed certificate directory then): the bundle read
+into both contexts cost 2 MB for as long as the gateway ran. What is trusted does not change: a
+default aiohttp session (a rule's webhook) still reaches a server whose CA is in the directory and
+still refuses one whose CA is not, and the contexts made later (an https sink's) read the bundle."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.core.test_service import SITE
+from tests.support.site import site_file
+from tests.support.tools import require_tool
+from tests.sync.test_tls import pki  # noqa: F401  (the fixture: a test CA and a server certificate)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A default aiohttp session against two local https servers: one whose certificate the test CA
+# signed (the CA is in SSL_CERT_DIR), one self-signed.
+REQUESTS = textwrap.dedent(
+    """
+    import asyncio, os, ssl, sys
+    from edge import service
+
+    assert "aiohttp" not in sys.modules
+    print("DEFERRED", service.import_aiohttp_with_ca_lookup_on_demand())
+    import aiohttp, aiohttp.connector
+    from aiohttp import web
+
+    print("HELD", aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"])
+    print("ENV", "SSL_CERT_FILE" in os.environ)
+    print("LATER", ssl.create_default_context().cert_store_stats()["x509_ca"])
+
+    async def serve(cert, key):
+        app = web.Application()
+        app.router.add_get("/", lambda request: web.Response(text="ok"))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]
+
+    async def main():
+        pki = sys.argv[1]
+        trusted, port = await serve(f"{pki}/server.pem", f"{pki}/server.key")
+        stranger, other = await serve(f"{pki}/self.pem", f"{pki}/self.key")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://127.0.0.1:{port}/") as resp:
+                print("TRUSTED", resp.status, await resp.text())
+            try:
+                async with session.get(f"https://127.0.0.1:{other}/") as resp:
+                    print("STRANGER", resp.status)
+            except aiohttp.ClientConnectorCertificateError:
+                print("STRANGER refused")
+        await trusted.cleanup()
+        await stranger.cleanup()
+
+    asyncio.run(main())
+    """
+)
+
+
+def bundle_size() -> int:
+    """CA certificates a default context reads from this host's bundle (0 without one)."""
+    return int(ssl.create_default_context().cert_store_stats()["x509_ca"])
+
+
+@pytest.fixture
+def ca_dir(pki: Path) -> Path:  # noqa: F811
+    """A hashed certificate directory holding the test CA alone (as /etc/ssl/certs holds the
+    system's), and a self-signed server certificate no CA there vouches for."""
+    openssl = require_tool("openssl")
+    d = pki / "certs"
+    d.mkdir()
+    (d / "ca.pem").write_bytes((pki / "ca.pem").read_bytes())
+    subprocess.run([openssl, "rehash", str(d)], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "self.key", "-out", "self.pem",
+         "-days", "2", "-subj", "/CN=self", "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=pki, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return d
+
+
+def child_env(ca_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
+    env["SSL_CERT_DIR"] = str(ca_dir)
+    return env
+
+
+def test_default_contexts_hold_no_ca_and_still_verify(pki: Path, ca_dir: Path) -> None:  # noqa: F811
+    out = subprocess.run(
+        [sys.executable, "-c", REQUESTS, str(pki)],
+        cwd=ROOT,
+        env=child_env(ca_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == [
+        "DEFERRED True",
+        "HELD 0",
+        "ENV False",
+        f"LATER {bundle_size()}",
+        "TRUSTED 200 ok",
+        "STRANGER refused",
+    ], out.stdout
+
+
+# `serve` as `edge run` calls it; once the site is up, the number of CA certificates aiohttp's
+# default context holds, then the service stops as systemd stops it
+RUN = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    from edge import service
+
+    def ready(rt):
+        import aiohttp.connector
+        print("HELD", aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"], flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sys.exit(asyncio.run(service.serve(sys.argv[1], on_ready=ready)))
+    """
+)
+
+
+def test_edge_run_starts_with_no_ca_in_aiohttp(tmp_path: Path, ca_dir: Path) -> None:
+    if bundle_size() == 0:
+        pytest.skip("this host has no CA bundle: its contexts hold none either way")
+    config = site_file(tmp_path, SITE)
+    out = subprocess.run(
+        [sys.executable, "-c", RUN, str(config)],
+        cwd=ROOT,
+        env=child_env(ca_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "HELD 0" in out.stdout.splitlines(), out.stdout
