@@ -31,7 +31,7 @@ from edge.gcpause import gc_paused
 from edge.model import QUALITY_NAMES, Privacy
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
-from edge.store.reader import JournalReader, Row
+from edge.store.reader import JournalReader, PlainRows, Row
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 from edge.store.rows import CLOCK_FLAG
 
@@ -158,21 +158,27 @@ class PullService:
         # before the read: a record committed from now on makes a short page held stale, even
         # one the read already saw (committed_seq moves after the commit)
         before = self.runtime.journal.committed_seq
-        read = self.reader.read_stream(after, limit)
-        rows = read.rows
         shaper = self.shaper_for(consumer)
         private = shaper.personal_points()  # every point the filter could withhold is among them
+        # public plain readings (most pages), read by column: nothing to withhold, shape or count
+        plain = self.reader.read_plain(after, limit, private)
+        if plain is not None:
+            n = len(plain.seqs)
+            nxt = plain.seqs[-1] if n else after
+            more = nxt < self.runtime.journal.committed_seq
+            body = plain_body(plain, nxt, more)
+            return Page(body, n, Counter(), after, limit, n, nxt, more, before, view, [], [])
+        read = self.reader.read_stream(after, limit)
+        rows = read.rows
         nxt = rows[-1][0] if rows else after
         more = nxt < self.runtime.journal.committed_seq
         if read.events or private:
             kept = shaper.apply(self.filter_for(consumer).apply(rows))
             items = records_of(kept)
             counts = self.read_counts(kept, items, private)
-        else:  # public readings alone (most pages): nothing to withhold, shape or count
+        else:  # public readings alone, some flagged or sealed, or with gaps between their seqs
             kept, items, counts = rows, records_of(rows), Counter()
-        # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
-        # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
-        body = orjson.dumps({"items": items, "next": nxt, "more": more}, default=str)
+        body = _encode_page(items, nxt, more)
         return Page(
             body,
             len(kept),
@@ -324,6 +330,33 @@ def records_of(rows: list[Row]) -> list[dict[str, Any]]:
         else row_to_record(r if len(r) > STREAM_READING else (*r, None, None))
         for r in rows
     ]
+
+
+_QUALITY_DIGITS = {str(q): name for q, name in enumerate(QUALITY_NAMES)}
+
+
+def plain_body(page: PlainRows, nxt: int, more: bool) -> bytes:
+    """The stream page of `page`'s plain readings, encoded: the bytes `records_of` and the
+    page's encoding give for the same rows."""
+    seqs, points, values = page.seqs, page.points, page.values
+    if page.quality is None:  # all good: the common page
+        items = [
+            {"seq": s, "ts": ts, "type": "reading", "point": p, "value": v, "quality": "good"}
+            for s, p, (ts, v) in zip(seqs, points, values, strict=True)
+        ]
+    else:
+        names = map(_QUALITY_DIGITS.__getitem__, page.quality)
+        items = [
+            {"seq": s, "ts": ts, "type": "reading", "point": p, "value": v, "quality": q}
+            for s, p, (ts, v), q in zip(seqs, points, values, names, strict=True)
+        ]
+    return _encode_page(items, nxt, more)
+
+
+def _encode_page(items: list[dict[str, Any]], nxt: int, more: bool) -> bytes:
+    # json_body's OPT_NON_STR_KEYS nearly doubles the encoding time of 10,000 records, and
+    # these keys are all strings (payloads are parsed from JSON text): the same bytes, sooner
+    return orjson.dumps({"items": items, "next": nxt, "more": more}, default=str)
 
 
 def consumer_of(principal: Principal) -> str:

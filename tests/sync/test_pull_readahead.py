@@ -180,17 +180,21 @@ async def test_records_committed_while_a_short_page_is_read_are_served(
     ingest(site, 15)
     start = await site.journal.flush() - 15
     svc = site.web_runner.app[PULL_KEY]
-    read_stream = svc.reader.read_stream
     queried, committed = threading.Event(), threading.Event()
 
-    def read_then_wait(after: int, limit: int) -> Any:
-        rows = read_stream(after, limit)
-        if after > start:  # the page read ahead
-            queried.set()
-            committed.wait(10)
-        return rows
+    def read_then_wait(read: Any) -> Any:
+        def wrapped(after: int, limit: int, *args: Any) -> Any:
+            rows = read(after, limit, *args)
+            if after > start:  # the page read ahead
+                queried.set()
+                committed.wait(10)
+            return rows
 
-    monkeypatch.setattr(svc.reader, "read_stream", read_then_wait)
+        return wrapped
+
+    # a page of plain readings is read by column, any other row by row: either way
+    for method in ("read_plain", "read_stream"):
+        monkeypatch.setattr(svc.reader, method, read_then_wait(getattr(svc.reader, method)))
     first = await page_after(site, start, 10)
     await wait_for(queried.is_set, 10, "the read-ahead's query")
     ingest(site, 10)
