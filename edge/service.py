@@ -175,11 +175,16 @@ def import_aiohttp_with_ca_lookup_on_demand() -> bool:
     file out of the way for that import, the same contexts look a CA up in the hashed certificate
     directory (the same certificates, one file each, named by subject hash) when a verification asks
     for it: a rule's webhook to an https URL. Done only where that directory holds hash links and
-    the operator chose no bundle (SSL_CERT_FILE); the variable is put back at once, so the contexts
-    the project makes later (an https sink's, MQTT over TLS) read the bundle as before."""
-    if "aiohttp" in sys.modules or "SSL_CERT_FILE" in os.environ:
+    SSL_CERT_FILE names no bundle but the system's (another one may hold CAs the directory lacks);
+    the variable is put back at once, so the contexts the project makes later (an https sink's,
+    MQTT over TLS) read the bundle as before."""
+    chosen = os.environ.get("SSL_CERT_FILE")
+    paths = ssl.get_default_verify_paths()
+    if "aiohttp" in sys.modules or (
+        chosen is not None and os.path.realpath(chosen) != os.path.realpath(paths.openssl_cafile)
+    ):
         return False
-    capath = ssl.get_default_verify_paths().capath
+    capath = paths.capath
     try:
         hashed = capath is not None and any(HASH_LINK.fullmatch(name) for name in os.listdir(capath))
     except OSError:
@@ -190,14 +195,22 @@ def import_aiohttp_with_ca_lookup_on_demand() -> bool:
     try:
         import aiohttp.connector  # noqa: F401  (its default contexts are made now)
     finally:
-        del os.environ["SSL_CERT_FILE"]
+        if chosen is None:
+            del os.environ["SSL_CERT_FILE"]
+        else:
+            os.environ["SSL_CERT_FILE"] = chosen
     return True
+
+
+#: whether aiohttp's default contexts look CAs up on demand: done here, not in `serve`, because
+#: `edge run` and `edge demo` import this module before they read the site file, and validating
+#: that imports aiohttp (an http sink's model lives beside the sink)
+CA_ON_DEMAND = import_aiohttp_with_ca_lookup_on_demand()
 
 
 async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) -> int:
     """Run the site until SIGTERM/SIGINT. Returns the process exit code."""
     lean_heap()
-    import_aiohttp_with_ca_lookup_on_demand()
     site = site or load_site(path)
     rt = Runtime(site)
     notifier = Notifier()

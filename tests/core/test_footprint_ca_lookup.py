@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = textwrap.dedent(
     """
     import asyncio, os, ssl, sys
-    from edge import service
+    from edge import service  # as `edge run` does before it reads the site file
 
-    assert "aiohttp" not in sys.modules
-    print("DEFERRED", service.import_aiohttp_with_ca_lookup_on_demand())
+    print("DEFERRED", service.CA_ON_DEMAND)
     import aiohttp, aiohttp.connector
     from aiohttp import web
 
@@ -91,31 +90,45 @@ def ca_dir(pki: Path) -> Path:  # noqa: F811
     return d
 
 
-def child_env(ca_dir: Path) -> dict[str, str]:
+def child_env(ca_dir: Path, cert_file: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
     env["SSL_CERT_DIR"] = str(ca_dir)
+    if cert_file is not None:
+        env["SSL_CERT_FILE"] = cert_file
     return env
 
 
-def test_default_contexts_hold_no_ca_and_still_verify(pki: Path, ca_dir: Path) -> None:  # noqa: F811
+def requests(certs: Path, env: dict[str, str]) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", REQUESTS, str(pki)],
+        [sys.executable, "-c", REQUESTS, str(certs)],
         cwd=ROOT,
-        env=child_env(ca_dir),
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    return out.stdout.splitlines()
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["no-SSL_CERT_FILE", "SSL_CERT_FILE-the-system-bundle"])
+def test_default_contexts_hold_no_ca_and_still_verify(pki: Path, ca_dir: Path, named: bool) -> None:  # noqa: F811
+    system = ssl.get_default_verify_paths().openssl_cafile
+    lines = requests(pki, child_env(ca_dir, system if named else None))
     assert lines == [
         "DEFERRED True",
         "HELD 0",
-        "ENV False",
+        f"ENV {named}",
         f"LATER {bundle_size()}",
         "TRUSTED 200 ok",
         "STRANGER refused",
-    ], out.stdout
+    ]
+
+
+def test_a_bundle_of_the_operators_own_is_read_as_before(pki: Path, ca_dir: Path) -> None:  # noqa: F811
+    """SSL_CERT_FILE naming another bundle: its CAs may be missing from the directory."""
+    lines = requests(pki, child_env(ca_dir, str(pki / "ca.pem")))
+    assert lines == ["DEFERRED False", "HELD 1", "ENV True", "LATER 1", "TRUSTED 200 ok", "STRANGER refused"]
 
 
 # `serve` as `edge run` calls it; once the site is up, the number of CA certificates aiohttp's
