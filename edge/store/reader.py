@@ -51,11 +51,15 @@ _KIND = operator.itemgetter(5)
 # says whether the page is plain and gives its points as one JSON array (a string survives JSON
 # exactly); only ts and value are fetched a row at a time, as only a fetch carries a REAL exactly
 # (SQLite prints one with 15 significant digits, Python and the encoder with up to 17).
+PLAIN_FIRST_SQL = "SELECT seq FROM journal WHERE seq > ? ORDER BY seq LIMIT 1"
 PLAIN_END_SQL = "SELECT seq FROM journal WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?"
 PLAIN_LAST_SQL = "SELECT max(seq) FROM journal WHERE seq > ?"
+# 3 when a row is not a plain reading (an event, a flagged or missing quality, a sealed value),
+# else the highest quality: one aggregate, as each costs SQLite about as much as the JSON array
 PLAIN_CHECK_SQL = (
-    "SELECT min(seq), count(*), count(quality), min(quality), max(quality), count(kind), "
-    "sum(typeof(value) = 'blob'), json_group_array(point) FROM journal WHERE seq > ? AND seq <= ?"
+    "SELECT count(*), max(CASE WHEN kind IS NULL AND quality BETWEEN 0 AND 2 "
+    "AND typeof(value) != 'blob' THEN quality ELSE 3 END), json_group_array(point) "
+    "FROM journal WHERE seq > ? AND seq <= ?"
 )
 PLAIN_QUALITY_SQL = "SELECT group_concat(quality, '') FROM journal WHERE seq > ? AND seq <= ?"
 PLAIN_VALUES_SQL = "SELECT ts, value FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq"
@@ -161,24 +165,23 @@ class JournalQueries:
 
     @staticmethod
     def _plain(cur: sqlite3.Cursor, after: int, limit: int, withheld: frozenset[str]) -> PlainRows | None:
+        head = cur.execute(PLAIN_FIRST_SQL, (after,)).fetchone()
+        if head is None:
+            return PlainRows(range(0), [], [], None)
         end = cur.execute(PLAIN_END_SQL, (after, limit - 1)).fetchone()
         last = end[0] if end is not None else cur.execute(PLAIN_LAST_SQL, (after,)).fetchone()[0]
-        if last is None:
-            return PlainRows(range(0), [], [], None)
         try:
-            first, n, rated, low, top, events, sealed, points = cur.execute(
-                PLAIN_CHECK_SQL, (after, last)
-            ).fetchone()
+            n, top, points = cur.execute(PLAIN_CHECK_SQL, (after, last)).fetchone()
         except sqlite3.OperationalError:  # a point stored as a BLOB, which JSON cannot hold
             return None
-        if events or sealed or rated != n or low < 0 or top > 2 or n != last - first + 1:
+        if top > 2 or n != last - head[0] + 1:
             return None
         names: list[str] = orjson.loads(points)
         if len(names) != n or (withheld and not withheld.isdisjoint(names)):
             return None
         quality = cur.execute(PLAIN_QUALITY_SQL, (after, last)).fetchone()[0] if top else None
         values = cur.execute(PLAIN_VALUES_SQL, (after, last)).fetchall()
-        return PlainRows(range(first, last + 1), names, values, quality)
+        return PlainRows(range(head[0], last + 1), names, values, quality)
 
     def reopen(self, stored: list[Row]) -> list[Row]:
         """Rows of `StreamRows.stored` opened again, as a read now would open them."""

@@ -123,6 +123,9 @@ async def test_pages_that_are_not_plain_are_read_row_by_row(
         after, n = await window([Reading(T, "meter.kw", 4.0)])
         sql(rt.journal, "UPDATE journal SET value = X'00ff' WHERE seq = ?", (after + 2,))
         cases["sealed value"] = (after, n)
+        after, n = await window([Reading(T, "meter.kw", 5.0)])
+        sql(rt.journal, "UPDATE journal SET point = X'6b77' WHERE seq = ?", (after + 2,))
+        cases["point stored as a BLOB"] = (after, n)
         private = svc.shaper_for("city").personal_points()
         assert private == {"kiosk.systolic"}
         for what, (after, n) in cases.items():
