@@ -379,6 +379,7 @@ async def stream(request: web.Request) -> web.Response:
     wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT)
     acked = bool_param(request, "ack")
     assert limit is not None
+    check: asyncio.Task[Page | None] | None = None
     if acked:
         # stored up to `after`: acknowledged as POST .../ack would, before the next page is read, so
         # a consumer catching up makes one round trip a page instead of two
@@ -389,7 +390,17 @@ async def stream(request: web.Request) -> web.Response:
                 "ack=true acknowledges `after`: expected after=SEQ with it",
                 parameter="ack",
             )
-        await acknowledge(svc, cid, after)
+        # the page read ahead is checked while the ack commits (each waits on a thread) when no
+        # long poll can come between: records after `after` are committed already
+        if svc.ahead(cid) is not None and journal.committed_seq > after:
+            check = asyncio.create_task(svc.prepared(cid, after, limit))
+        try:
+            await acknowledge(svc, cid, after)
+        except BaseException:
+            if check is not None:  # a refused ack serves no page
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+            raise
     cursor = journal.get_cursor(cid)
     if cursor is None:  # an API-token consumer not declared in the site file
         cursor = await journal.register_cursor(cid, "consumer")
@@ -403,7 +414,7 @@ async def stream(request: web.Request) -> web.Response:
             svc.waiting -= 1
     svc.filter_for(cid).refresh()  # the point classes as the loop sees them now
     svc.shaper_for(cid).personal_points()
-    page = await svc.prepared(cid, after, limit)
+    page = await (check if check is not None else svc.prepared(cid, after, limit))
     if page is None:
         async with svc.page_slots:
             page = await asyncio.to_thread(svc.page, cid, after, limit)

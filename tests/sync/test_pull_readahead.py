@@ -245,3 +245,46 @@ async def test_one_page_per_consumer_dropped_when_not_asked_for(
     assert svc.read_ahead_served == 1
     await wait_for(lambda: svc.ahead("city") is None, 10, "the page nobody asked for to be dropped")
     assert svc.read_ahead_missed == 2
+
+
+async def test_the_page_read_ahead_is_checked_while_the_ack_commits(
+    pull_site: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With ack=true the check that the page held is still what a read gives runs while the ack
+    is committed, not after it; a refused ack still serves no page."""
+    site = pull_site
+    ingest(site, 40)
+    start = await site.journal.flush() - 40
+    svc = site.web_runner.app[PULL_KEY]
+    first = await page_after(site, start, 10)
+    await read_ahead(site)
+    checking = threading.Event()
+    count_range = svc.reader.count_range
+
+    def counted(after: int, upto: int) -> int:
+        checking.set()
+        return count_range(after, upto)
+
+    set_cursor = site.journal.set_cursor
+
+    async def ack_once_checked(*args: Any, **kw: Any) -> None:
+        await wait_for(checking.is_set, 10, "the page read ahead to be checked")
+        await set_cursor(*args, **kw)
+
+    monkeypatch.setattr(svc.reader, "count_range", counted)
+    monkeypatch.setattr(site.journal, "set_cursor", ack_once_checked)
+    url = STREAM.format(base=site.base, after=first["next"], limit=10) + "&ack=true"
+    status, second, _ = await call("GET", url, CITY)
+    assert status == 200 and svc.read_ahead_served == 1
+    assert site.journal.get_cursor("city") == first["next"]
+    assert second == await fresh(site, first["next"], 10)
+
+    await read_ahead(site)  # the third page, held
+    checking.clear()
+    url = STREAM.format(base=site.base, after=start, limit=10) + "&ack=true"
+    status, body, _ = await call("GET", url, CITY)
+    assert status == 409 and "items" not in body
+    assert site.journal.get_cursor("city") == first["next"]
+    third = await page_after(site, second["next"], 10)
+    assert third == await fresh(site, second["next"], 10) and len(third["items"]) == 10
