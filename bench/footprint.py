@@ -73,12 +73,14 @@ sys.exit(main(["run", "-c", site, "--log-level", "warning"]))
 # The floor: import the gateway's modules (those a fresh interpreter can import on their own) and
 # report the same two figures. edge.plugins first, as `edge run` imports it before anything builds
 # a pydantic model: it decides which plugin loader pydantic gets, and so whether importlib.metadata
-# is loaded at all.
+# is loaded at all; then edge.service, as `edge run` imports it before aiohttp: it decides whether
+# aiohttp's default TLS contexts read the CA bundle (2 MB) at import.
 FLOOR = """
 import importlib, json, sys
 names = open(sys.argv[1]).read().split()
-if "edge.plugins" in names:
-    importlib.import_module("edge.plugins")
+for first in ("edge.plugins", "edge.service"):
+    if first in names:
+        importlib.import_module(first)
 for name in names:
     if name not in sys.modules and name != "__main__":
         try:
@@ -355,7 +357,11 @@ def profile(tmp: Path, meter_ports: list[int], upstream: str, seconds: float, mo
         parts = line.split("|")
         if line.startswith("import time:") and len(parts) == 3 and parts[1].strip().isdigit():
             rows.append((int(parts[1]), parts[2].rstrip()))
-    print("the gateway's imports by cumulative time (python -X importtime, nested names indented):")
+    print(
+        "the gateway's imports by cumulative time (python -X importtime, nested names indented; what a"
+        " plugin's hook imports with importlib.import_module is not timed, and its own imports show"
+        " unindented):"
+    )
     for us, name in sorted(rows, reverse=True)[:20]:
         print(f"  {us / 1000:7.1f} ms  {name}")
 
