@@ -175,13 +175,15 @@ def import_aiohttp_with_ca_lookup_on_demand() -> bool:
     file out of the way for that import, the same contexts look a CA up in the hashed certificate
     directory (the same certificates, one file each, named by subject hash) when a verification asks
     for it: a rule's webhook to an https URL. Done only where that directory holds hash links and
-    SSL_CERT_FILE names no bundle but the system's (another one may hold CAs the directory lacks);
+    SSL_CERT_FILE and SSL_CERT_DIR name no bundle and no directory but the system's (a bundle of
+    the operator's may hold CAs the directory lacks, and a directory of theirs the bundle's CAs);
     the variable is put back at once, so the contexts the project makes later (an https sink's,
     MQTT over TLS) read the bundle as before."""
     chosen = os.environ.get("SSL_CERT_FILE")
     paths = ssl.get_default_verify_paths()
-    if "aiohttp" in sys.modules or (
-        chosen is not None and os.path.realpath(chosen) != os.path.realpath(paths.openssl_cafile)
+    if "aiohttp" in sys.modules or not (
+        _the_systems(chosen, paths.openssl_cafile)
+        and _the_systems(os.environ.get("SSL_CERT_DIR"), paths.openssl_capath)
     ):
         return False
     capath = paths.capath
@@ -200,6 +202,11 @@ def import_aiohttp_with_ca_lookup_on_demand() -> bool:
         else:
             os.environ["SSL_CERT_FILE"] = chosen
     return True
+
+
+def _the_systems(chosen: str | None, default: str) -> bool:
+    """An SSL_CERT_* variable unset, or naming the very file or directory OpenSSL uses without it."""
+    return chosen is None or os.path.realpath(chosen) == os.path.realpath(default)
 
 
 #: whether aiohttp's default contexts look CAs up on demand: done here, not in `serve`, because

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.service import HASH_LINK
 from tests.core.test_service import SITE
 from tests.support.site import site_file
 from tests.support.tools import require_tool
@@ -23,10 +24,14 @@ from tests.sync.test_tls import pki  # noqa: F401  (the fixture: a test CA and a
 ROOT = Path(__file__).resolve().parents[2]
 
 # A default aiohttp session against two local https servers: one whose certificate the test CA
-# signed (the CA is in SSL_CERT_DIR), one self-signed.
+# signed (the CA is in SSL_CERT_DIR), one self-signed. With "as-system", the test's directory
+# stands in for the one compiled into OpenSSL (which only root could add the test CA to).
 REQUESTS = textwrap.dedent(
     """
     import asyncio, os, ssl, sys
+    if sys.argv[2] == "as-system":
+        real = ssl.get_default_verify_paths
+        ssl.get_default_verify_paths = lambda: real()._replace(openssl_capath=os.environ["SSL_CERT_DIR"])
     from edge import service  # as `edge run` does before it reads the site file
 
     print("DEFERRED", service.CA_ON_DEMAND)
@@ -90,17 +95,18 @@ def ca_dir(pki: Path) -> Path:  # noqa: F811
     return d
 
 
-def child_env(ca_dir: Path, cert_file: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "SSL_CERT_FILE"}
-    env["SSL_CERT_DIR"] = str(ca_dir)
+def child_env(cert_dir: Path | None = None, cert_file: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    if cert_dir is not None:
+        env["SSL_CERT_DIR"] = str(cert_dir)
     if cert_file is not None:
         env["SSL_CERT_FILE"] = cert_file
     return env
 
 
-def requests(certs: Path, env: dict[str, str]) -> list[str]:
+def requests(certs: Path, env: dict[str, str], as_system: bool = True) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-c", REQUESTS, str(certs)],
+        [sys.executable, "-c", REQUESTS, str(certs), "as-system" if as_system else "-"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -131,6 +137,20 @@ def test_a_bundle_of_the_operators_own_is_read_as_before(pki: Path, ca_dir: Path
     assert lines == ["DEFERRED False", "HELD 1", "ENV True", "LATER 1", "TRUSTED 200 ok", "STRANGER refused"]
 
 
+def test_a_directory_of_the_operators_own_leaves_the_bundle_read_as_before(pki: Path, ca_dir: Path) -> None:  # noqa: F811
+    """SSL_CERT_DIR naming another directory: the bundle's CAs may be missing from it."""
+    held = bundle_size()
+    lines = requests(pki, child_env(ca_dir), as_system=False)
+    assert lines == [
+        "DEFERRED False",
+        f"HELD {held}",
+        "ENV False",
+        f"LATER {held}",
+        "TRUSTED 200 ok",
+        "STRANGER refused",
+    ]
+
+
 # `serve` as `edge run` calls it; once the site is up, the number of CA certificates aiohttp's
 # default context holds, then the service stops as systemd stops it
 RUN = textwrap.dedent(
@@ -148,14 +168,18 @@ RUN = textwrap.dedent(
 )
 
 
-def test_edge_run_starts_with_no_ca_in_aiohttp(tmp_path: Path, ca_dir: Path) -> None:
+def test_edge_run_starts_with_no_ca_in_aiohttp(tmp_path: Path) -> None:
+    """This host's own bundle and directory, as a service started by systemd has them."""
     if bundle_size() == 0:
         pytest.skip("this host has no CA bundle: its contexts hold none either way")
+    capath = ssl.get_default_verify_paths().openssl_capath
+    if not any(HASH_LINK.fullmatch(name) for name in os.listdir(capath)):
+        pytest.skip(f"{capath} has no hash links: the bundle is read as before")
     config = site_file(tmp_path, SITE)
     out = subprocess.run(
         [sys.executable, "-c", RUN, str(config)],
         cwd=ROOT,
-        env=child_env(ca_dir),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
