@@ -10,6 +10,9 @@ withheld when it has no `pseudonymise:` key (an API-token consumer not in the si
 
 While a consumer stores a page, its next one is read ahead (`PullService.read_ahead`) and served
 only if it is still exactly what a read at the time of the request gives (`PullService.prepared`).
+A page of plain readings with no point the consumer could be denied (most pages) is read by column
+(`JournalReader.read_plain`) and encoded from the columns (`plain_body`), into the same bytes;
+any other page is read row by row and filtered, shaped and counted.
 """
 
 from __future__ import annotations
