@@ -62,6 +62,14 @@ async def page_after(rt: Any, after: int, limit: int, token: str = CITY) -> Any:
     return page
 
 
+async def first_page(rt: Any, n: int) -> tuple[int, Any, Any]:
+    """`n` public readings ingested and committed: (the seq before them, the pull service, the
+    first page of 10 after it)."""
+    ingest(rt, n)
+    start = await rt.journal.flush() - n
+    return start, rt.web_runner.app[PULL_KEY], await page_after(rt, start, 10)
+
+
 def reads(rt: Any) -> list[dict[str, Any]]:
     return [e for e in audit.entries(rt.state) if e["action"] == "read"]
 
@@ -135,10 +143,7 @@ async def test_records_deleted_between_two_pages_are_not_served(
 ) -> None:
     """Retention, or room made on a full disk, deletes records a page read ahead may hold."""
     site = pull_site
-    ingest(site, 30)
-    start = await site.journal.flush() - 30
-    svc = site.web_runner.app[PULL_KEY]
-    first = await page_after(site, start, 10)
+    _, svc, first = await first_page(site, 30)
     ahead = orjson.loads((await read_ahead(site)).body)
     gone = ahead["items"][3]["seq"]
     sql(site.journal, "DELETE FROM journal WHERE seq = ?", (gone,))
@@ -155,10 +160,7 @@ async def test_records_committed_behind_a_short_page_are_served(
     """The last page read ahead had what was committed then; the consumer asks for it after
     more came: it gets them, and `more` as it is now."""
     site = pull_site
-    ingest(site, 15)
-    start = await site.journal.flush() - 15
-    svc = site.web_runner.app[PULL_KEY]
-    first = await page_after(site, start, 10)
+    _, svc, first = await first_page(site, 15)
     ahead = await read_ahead(site)
     assert (ahead.rows, ahead.more) == (5, False)
     ingest(site, 10)
@@ -230,10 +232,7 @@ async def test_one_page_per_consumer_dropped_when_not_asked_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     site = pull_site
-    ingest(site, 40)
-    start = await site.journal.flush() - 40
-    svc = site.web_runner.app[PULL_KEY]
-    first = await page_after(site, start, 10)
+    start, svc, first = await first_page(site, 40)
     await read_ahead(site)
     # another page than the one read ahead: read afresh, and the next one after it is held
     again = await page_after(site, start, 10)
@@ -254,10 +253,7 @@ async def test_the_page_read_ahead_is_checked_while_the_ack_commits(
     """With ack=true the check that the page held is still what a read gives runs while the ack
     is committed, not after it; a refused ack still serves no page."""
     site = pull_site
-    ingest(site, 40)
-    start = await site.journal.flush() - 40
-    svc = site.web_runner.app[PULL_KEY]
-    first = await page_after(site, start, 10)
+    start, svc, first = await first_page(site, 40)
     await read_ahead(site)
     checking = threading.Event()
     count_range = svc.reader.count_range
