@@ -66,6 +66,7 @@ async def pages_both_ways(
     svc: Any, monkeypatch: pytest.MonkeyPatch, after: int, limit: int
 ) -> tuple[Any, Any]:
     """(the page as served, with the column read; the page the row-by-row read gives)."""
+    monkeypatch.setattr(svc, "row_reads_after_miss", 0)  # each page tries the column read
     fast = svc.page("city", after, limit)
     with monkeypatch.context() as m:
         m.setattr(svc.reader, "read_plain", lambda *a: None)
@@ -139,3 +140,31 @@ async def test_pages_that_are_not_plain_are_read_row_by_row(
         assert b'"value":true' in slow.body
         _, slow = await pages_both_ways(svc, monkeypatch, cases["withheld point"][0], 3)
         assert b"kiosk.systolic" not in slow.body and slow.served == 2
+
+
+async def test_after_a_page_that_is_not_plain_the_next_pages_skip_the_column_reads_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a stream with events nearly every page fails the check: the consumer's next pages go
+    straight to the row read, and try the column read again after ROW_READS_AFTER_MISS."""
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        svc: Any = rt.web_runner.app[PULL_KEY]
+        monkeypatch.setattr(svc, "row_reads_after_miss", 2)
+        rt.journal.append([Event("device_online", "meter", "info", {}, T)])
+        rt.journal.append([Reading(T + i, "meter.kw", float(i)) for i in range(10)])
+        end = await rt.journal.flush()
+        start = end - 11
+        tried: list[Any] = []
+        read_plain = svc.reader.read_plain
+
+        def counted(*args: Any) -> Any:
+            tried.append(read_plain(*args))
+            return tried[-1]
+
+        monkeypatch.setattr(svc.reader, "read_plain", counted)
+        bodies = [svc.page("city", start + k, 2).body for k in range(4)]
+        # the first page holds the event: a miss; the next two are read row by row; then again
+        assert [x is None for x in tried] == [True, False]
+        assert b"device_online" in bodies[0] and all(b"meter.kw" in b for b in bodies[1:])
+        monkeypatch.setattr(svc, "row_reads_after_miss", 0)
+        assert [svc.page("city", start + k, 2).body for k in range(4)] == bodies  # same either way
