@@ -56,12 +56,16 @@ def buckets_of(readings: list[Reading], width: int) -> dict[int, tuple[float, fl
     return {k: (sum(v) / len(v), min(v), max(v)) for k, v in acc.items()}
 
 
-def journal_buckets(rt: Any, point: str, width: int) -> dict[int, tuple[float, float, float]]:
-    """Every good reading of the point in the journal (the sim's own included), bucketed here."""
+def journal_buckets(
+    rt: Any, point: str, width: int, since: float = 0.0
+) -> dict[int, tuple[float, float, float]]:
+    """Every good reading of the point in the journal (the sim's own included) from the minute of
+    `since` on, bucketed here: the API's buckets start at that minute (the trend index's minutes
+    are what it sums into hours), so the oldest hour holds the readings from there."""
     rows = sql(
         rt.journal,
-        "SELECT ts, value FROM journal WHERE point = ? AND kind IS NULL AND quality & 3 = 0",
-        (point,),
+        "SELECT ts, value FROM journal WHERE point = ? AND kind IS NULL AND quality & 3 = 0 AND ts >= ?",
+        (point, math.floor(since / 60) * 60),
     )
     return buckets_of([Reading(ts, point, value) for ts, value in rows], width)
 
@@ -73,7 +77,7 @@ def check_buckets(body: dict[str, Any], rt: Any, since: float, width: int) -> No
     for (ts, avg, quality), (lo, hi) in zip(body["readings"], body["ranges"], strict=True):
         assert quality == "good" and ts % width == width / 2, "ts is the bucket's middle"
         got[math.floor(ts / width)] = (avg, lo, hi)
-    want = {k: v for k, v in journal_buckets(rt, POINT, width).items() if k >= math.floor(since / width)}
+    want = journal_buckets(rt, POINT, width, since)
     assert list(got) == sorted(want)[-len(got) :]
     for k, (avg, lo, hi) in got.items():
         assert (lo, hi) == want[k][1:]
