@@ -117,11 +117,12 @@ async def test_an_alert_older_than_the_scan_window_is_listed_filtered_and_acknow
     assert await seqs(admin, f"?since={now - 3550}", old) == [door]
     assert await seqs(admin, f"?since={now - 4000}&kind=alert&severity=critical") == [old]
     assert await seqs(admin, "?limit=1") == [door]
-    assert await seqs(admin, "?unacked=1", old) == [door, old]
+    ours = {old, door}  # the runtime may journal events of its own meanwhile (a slow run)
+    assert [s for s in await seqs(admin, "?unacked=1", old) if s in ours] == [door, old]
     assert [a["seq"] for a in (await admin.json("GET", "/api/v1/alerts/active"))["alerts"]] == [old]
 
     await admin.json("POST", f"/api/v1/alerts/{old}/ack", {"comment": "fan replaced"})
-    assert await seqs(admin, "?unacked=true", old) == [door]
+    assert [s for s in await seqs(admin, "?unacked=true", old) if s in ours] == [door]
     (acked,) = (await admin.json("GET", "/api/v1/events?kind=alert"))["events"]
     assert acked["ack"]["user"] == "admin" and acked["ack"]["comment"] == "fan replaced"
     (active,) = (await admin.json("GET", "/api/v1/alerts/active"))["alerts"]
