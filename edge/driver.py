@@ -148,6 +148,11 @@ class DriverContext:
     register_points: Callable[[Iterable[PointInfo]], None] = _no_registration
     #: where snapshots and other binary objects go (None: `blobs/` under `data_dir`)
     blobs: BlobStore | None = field(default=None)
+    #: see the site's records: `subscribe(fn)` calls `fn(records)` with every journaled batch
+    #: (every device's readings and events), synchronously on the event loop's hot path, so `fn`
+    #: only looks (a type and a source compared) and never blocks; returns the unsubscribe, which
+    #: the driver calls in `stop()`. None outside a runtime (a probe, a test): nothing to see
+    subscribe: Callable[[Callable[[list[Record]], None]], Callable[[], None]] | None = None
 
     def blob_store(self) -> BlobStore:
         """The site's blob store (one under `data_dir` when the runtime gave none)."""

@@ -360,6 +360,7 @@ class Runtime:
             clock=self.clock,
             register_points=self.hub.register_points,
             blobs=self._blobs(),
+            subscribe=self.hub.subscribe,
         )
         while not self.stopping.is_set():
             driver: Driver | None = None
