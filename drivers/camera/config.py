@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from drivers.camera.points import camera_points
 from edge.driver import DeviceConfig
 from edge.model import PointInfo, Privacy
 from edge.units import Duration, Size
-from edge.validation import Strict, ZoneName
+from edge.validation import DeviceId, Strict, ZoneName
 
 #: accepted source schemes; anything else is refused with this list
 SCHEMES = ("http", "https", "rtsp", "rtsps", "file")
@@ -58,6 +58,28 @@ class Snapshots(Strict):
     max_bytes: Size = 256 * 1024**2  # per camera
 
 
+#: bounds of `subject_from.within`: a picture is filed under the resident measured this recently
+WITHIN_MIN, WITHIN_MAX = 1.0, 3600.0
+
+
+class SubjectFrom(Strict):
+    """Whom a sensitive camera's periodic and command snapshots are about: the subject (resident
+    or plate) named by the newest event of `device`, if that event is at most `within` old."""
+
+    device: DeviceId
+    within: Duration = 120.0
+
+    @field_validator("within")
+    @classmethod
+    def _within(cls, v: float) -> float:
+        if not WITHIN_MIN <= v <= WITHIN_MAX:
+            raise ValueError(
+                f"must be between {WITHIN_MIN:g} s and {WITHIN_MAX / 60:g} min: a picture taken this "
+                "long after the device's event is filed under the subject the event names"
+            )
+        return v
+
+
 class CameraDevice(DeviceConfig):
     """A camera: one video source, analysed at a low rate, snapshots stored as blobs."""
 
@@ -82,6 +104,9 @@ class CameraDevice(DeviceConfig):
     #: rest and needs privacy.master_key_file
     privacy: Privacy = Privacy.PERSONAL
     snapshots: Snapshots = Field(default_factory=lambda: Snapshots())
+    #: a sensitive camera's periodic and command snapshots are about the subject named by the
+    #: newest event of this device (a kiosk's measurement), if it is recent enough
+    subject_from: SubjectFrom | None = None
 
     @field_validator("url")
     @classmethod
@@ -113,6 +138,19 @@ class CameraDevice(DeviceConfig):
             raise ValueError("must be greater than 0")
         return v
 
+    @field_validator("subject_from")
+    @classmethod
+    def _subject_needs_sensitive(cls, v: SubjectFrom | None, info: ValidationInfo) -> SubjectFrom | None:
+        # `privacy` is declared above: validated first, it is in info.data (absent if it was refused)
+        if v is not None and info.data.get("privacy", Privacy.SENSITIVE) != Privacy.SENSITIVE:
+            raise ValueError(
+                "subject_from needs privacy: sensitive: only a sensitive camera seals its snapshots "
+                "under the key of the subject they show (a personal camera's are not sealed per "
+                "subject, so forgetting a resident would not remove them); set privacy: sensitive "
+                "or remove subject_from"
+            )
+        return v
+
     @model_validator(mode="after")
     def _unique_zones(self) -> CameraDevice:
         names = [z.name for z in self.zones]
@@ -138,18 +176,38 @@ class CameraDevice(DeviceConfig):
 
 
 def sealing_problems(site: Any) -> list[str]:
-    """One line per camera whose snapshots are sensitive on a site that has no master key to
-    seal them with (`FILE:LINE: devices[i].privacy: ...`)."""
-    if site.privacy.master_key_file is not None:
-        return []
+    """One line per problem with how a camera's snapshots are sealed (`FILE:LINE: KEY: ...`): a
+    sensitive camera on a site that has no master key to seal them with, and a `subject_from`
+    that names no other device of the site."""
+    out = []
+    if site.privacy.master_key_file is None:
+        for i, d in enumerate(site.devices):
+            if isinstance(d, CameraDevice) and d.enabled and d.privacy == Privacy.SENSITIVE:
+                out.append(
+                    f"{_where(site, ('devices', i, 'privacy'))}: camera {d.id} has privacy: sensitive: "
+                    "its snapshots are sealed at rest, which needs privacy.master_key_file (edge "
+                    "privacy new-key FILE writes one); or set privacy: personal"
+                )
+    return out + subject_problems(site)
+
+
+def subject_problems(site: Any) -> list[str]:
+    """One line per camera whose `subject_from.device` is not the id of another device of the
+    site (`FILE:LINE: devices[i].subject_from.device: ...`)."""
+    ids = [d.id for d in site.devices]
     out = []
     for i, d in enumerate(site.devices):
-        if isinstance(d, CameraDevice) and d.enabled and d.privacy == Privacy.SENSITIVE:
-            out.append(
-                f"{_where(site, ('devices', i, 'privacy'))}: camera {d.id} has privacy: sensitive: its "
-                "snapshots are sealed at rest, which needs privacy.master_key_file (edge privacy "
-                "new-key FILE writes one); or set privacy: personal"
-            )
+        if not isinstance(d, CameraDevice) or d.subject_from is None:
+            continue
+        name = d.subject_from.device
+        if name == d.id:
+            why = "names the camera itself; it names the device whose events say whom it shows (a kiosk)"
+        elif name not in ids:
+            known = ", ".join(sorted(str(x) for x in ids if x != d.id)) or "none"
+            why = f"names no device of the site (devices: {known})"
+        else:
+            continue
+        out.append(f"{_where(site, ('devices', i, 'subject_from', 'device'))}: camera {d.id}: {name!r} {why}")
     return out
 
 

@@ -4,6 +4,10 @@ The event loop never touches OpenCV: the capture thread keeps the latest frame; 
 redaction and JPEG encoding run in worker threads (OpenCV releases the GIL). The watch loop
 ticks a few times a second: it reports `fps` and `frames`, judges health from the age of the
 latest frame, runs an analysis when one is due and takes periodic snapshots.
+
+A sensitive camera with `subject_from` watches the site's records for the events of that device
+(the kiosk beside it): the subject the newest one names is whom its periodic and command
+snapshots are about while that event is at most `within` old.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -35,6 +40,7 @@ from edge.model import (
     Value,
     point_id,
 )
+from edge.privacy.atrest import SITE_SUBJECT, subject_of
 from edge.store.blobs import CAMERA_KEY, BlobSealError
 
 TICK = 0.2  # seconds between watchdog/analysis checks
@@ -63,6 +69,10 @@ class CameraDriver(BaseDriver, Snapshots):
         self.analysis_ms: list[float] = []
         self.last_motion: float | None = None
         self._restate = False  # zone points were marked stale: report every zone state again
+        #: (subject, ts) of the newest event of `subject_from.device` that names a subject
+        self.recent_subject: tuple[str, float] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._subject_source = device.subject_from.device if device.subject_from is not None else None
 
     @property
     def sensitive(self) -> bool:
@@ -80,10 +90,15 @@ class CameraDriver(BaseDriver, Snapshots):
                 f"camera {self.id}: privacy: sensitive needs privacy.master_key_file to seal its "
                 "snapshots; none is in force"
             )
+        if self.sensitive and self.device.subject_from is not None and self.ctx.subscribe is not None:
+            self._unsubscribe = self.ctx.subscribe(self._see_records)
         self.source.start()
         self._task = asyncio.create_task(self._watch_loop(), name=f"camera:{self.id}")
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         tasks = [t for t in (self._task, *self._snapshot_tasks) if t is not None]
         for t in tasks:
             t.cancel()
@@ -184,6 +199,30 @@ class CameraDriver(BaseDriver, Snapshots):
             batch.append(Reading(ts, point_id(self.id, zone_point(zone)), occupied))
         self.emit(batch)
 
+    # ------------------------------------------------------------ whom a snapshot shows
+    def _see_records(self, records: list[Record]) -> None:
+        """Hub subscriber (every journaled batch, on the hot path): keep the newest event of the
+        `subject_from` device that names a subject; everything else is passed over at the cost of
+        a type check."""
+        source = self._subject_source
+        for r in records:
+            if type(r) is Event and r.source == source:
+                subject = subject_of(r.payload)
+                if subject != SITE_SUBJECT and (
+                    self.recent_subject is None or r.ts >= self.recent_subject[1]
+                ):
+                    self.recent_subject = (subject, r.ts)
+
+    def current_subject(self) -> str | None:
+        """The subject a periodic or command snapshot is about now: the one the newest event of the
+        `subject_from` device named, if that event is no more than `within` from the clock."""
+        by = self.device.subject_from
+        recent = self.recent_subject
+        if by is None or recent is None or not self.sensitive:
+            return None
+        subject, ts = recent
+        return subject if abs(self.ctx.clock() - ts) <= by.within else None
+
     # ------------------------------------------------------------ snapshots
     def _spawn_snapshot(self, reason: str) -> None:
         task = asyncio.create_task(self._snapshot_logged(reason), name=f"camera:{self.id}:snapshot")
@@ -202,7 +241,9 @@ class CameraDriver(BaseDriver, Snapshots):
         """Take a snapshot of the latest frame: redact, store as a blob, emit a `snapshot` event.
         `subject`: the resident or plate the picture is about (the record that fired the rule): a
         sensitive camera seals it under that subject's key, so forgetting the subject erases it,
-        and the event names it (`subject`).
+        and the event names it (`subject`). Without one, a sensitive camera with `subject_from`
+        takes the subject of that device's recent event (`current_subject`); the event then also
+        says which device it was attributed by (`subject_from`).
 
         Returns the event's payload; raises SnapshotError when there is no recent frame or a
         sensitive snapshot cannot be sealed."""
@@ -210,12 +251,18 @@ class CameraDriver(BaseDriver, Snapshots):
         if frame is None or time.monotonic() - frame.at > self.device.stale_after:
             state = f"{self.health.state}" + (f": {self.health.reason}" if self.health.reason else "")
             raise SnapshotError(f"camera {self.id} has no recent frame ({state})")
+        attributed = False
+        if subject is None:
+            subject = self.current_subject()
+            attributed = subject is not None
         async with self._snapshot_lock:
             started = time.perf_counter()
             try:
                 payload, pruned = await asyncio.to_thread(self._store_snapshot, frame, reason, rule, subject)
             except BlobSealError as exc:
                 raise SnapshotError(str(exc)) from None
+            if attributed:
+                payload["subject_from"] = self._subject_source
             self.snapshot_ms.append((time.perf_counter() - started) * 1000)
             if len(self.snapshot_ms) > 1000:
                 del self.snapshot_ms[:500]

@@ -1,0 +1,202 @@
+"""A sensitive camera with `subject_from: {device: kiosk-1, within: ...}` files its periodic and
+command snapshots under the resident the kiosk's newest measurement names, while that measurement
+is at most `within` old: the snapshot event names the resident, the file is sealed under the
+resident's key, the resident's export lists it and forgetting the resident removes it. An older
+measurement, another device's event or one naming nobody leaves the picture under the camera's
+own key; a rule's explicit subject still wins. A `subject_from` naming no other device of the site,
+or on a camera that is not sensitive, is refused at its line of the site file."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.model import CommandStatus, Event
+from edge.privacy.keyfile import create_master_key
+from tests.camera.helpers import Collector, write_video
+from tests.camera.test_snapshots import moving_dots
+from tests.privacy.conftest import RESIDENT
+from tests.support.cli import edge_cli
+from tests.support.site import running_site, site_file
+from tests.support.waiting import until
+
+OTHER = "R-55218"  # another resident, measured elsewhere or named by a rule
+IDLE_POINT = {"name": "in_use", "type": "bool", "signal": "constant", "value": False, "interval": "1h"}
+
+
+def kiosk_site(
+    video: Path, master: Path, *, within: str = "2m", every: str = "0s", events: list[Any] | None = None
+) -> dict[str, Any]:
+    """The sensitive camera `cam` beside the kiosk `kiosk-1` (a sim device, emitting `events`)."""
+    cam = {
+        "id": "cam",
+        "driver": "camera",
+        "url": str(video),
+        "loop": True,
+        "privacy": "sensitive",
+        "subject_from": {"device": "kiosk-1", "within": within},
+        "snapshots": {"every": every},
+    }
+    kiosk = {"id": "kiosk-1", "driver": "sim", "points": [IDLE_POINT], "events": events or []}
+    return {"devices": [cam, kiosk], "privacy": {"master_key_file": str(master)}}
+
+
+async def command_snapshot(rt: Any, seen: Collector) -> dict[str, Any]:
+    """Write the camera's `snapshot` point (the command path) and return its snapshot event's
+    payload; waits for a frame newer than the last one taken, so each picture is its own file."""
+    source = rt.slots["cam"].driver.source
+    taken = source.latest().seq
+    await until(lambda: source.latest().seq > taken, timeout=10, what="a new frame")
+    result = await rt.hub.write("cam.snapshot", True, source="test")
+    assert result.status == CommandStatus.OK, result.reason
+    blob = result.reason.removeprefix("blob ")
+    got: list[dict[str, Any]] = await until(
+        lambda: [e.payload for e in seen.kind("snapshot") if e.payload["blob"] == blob],
+        timeout=10,
+        what="the command's snapshot event",
+    )
+    return got[0]
+
+
+def export(config: Path, subject: str, out: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """`edge privacy export`: the blob ids sealed under `subject`'s key and its snapshot events."""
+    done = edge_cli("privacy", "export", "-c", str(config), "--subject", subject, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    blobs = sorted(x["blob"] for x in lines if x["type"] == "blob")
+    return blobs, [x["payload"] for x in lines if x.get("kind") == "snapshot"]
+
+
+def files(blobs: Path) -> set[str]:
+    return {p.name for p in blobs.rglob("*") if p.is_file()}
+
+
+async def test_the_kiosks_measurement_names_whom_the_periodic_and_command_snapshots_show(
+    tmp_path: Path,
+) -> None:
+    """The kiosk (its own driver, through the hub) measures a resident every 300 ms: a command
+    snapshot and a periodic one are that resident's, sealed under their key, exported with them
+    and removed by forgetting them."""
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
+    measurement = {"resident": RESIDENT, "systolic_mmhg": 131, "privacy": "sensitive"}
+    events = [{"kind": "blood_pressure", "every": "300ms", "privacy": "sensitive", "payload": measurement}]
+    doc = kiosk_site(video, master, every="1s", events=events)
+    blobs = tmp_path / "blobs"
+    async with running_site(tmp_path, doc, web=False) as rt:
+        seen = Collector(rt)
+        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        await until(
+            lambda: [e for e in seen.kind("blood_pressure") if e.source == "kiosk-1"],
+            timeout=10,
+            what="a measurement at the kiosk",
+        )
+        by_command = await command_snapshot(rt, seen)
+        periodic: list[dict[str, Any]] = await until(
+            lambda: [
+                e.payload
+                for e in seen.kind("snapshot")
+                if e.payload["reason"] == "periodic" and e.payload.get("subject") == RESIDENT
+            ],
+            timeout=15,
+            what="a periodic snapshot of the resident",
+        )
+    for payload in (by_command, periodic[0]):
+        assert payload["subject"] == RESIDENT and payload["subject_from"] == "kiosk-1"
+        assert payload["sealed"] is True and payload["privacy"] == "sensitive"
+    named = {by_command["blob"], periodic[0]["blob"]}
+    assert {f"{b}.sealed" for b in named} <= files(blobs)
+
+    config = site_file(tmp_path, doc)
+    listed, snapshots = export(config, RESIDENT, tmp_path / "export.jsonl")
+    assert named <= set(listed)
+    assert by_command in snapshots  # the command's event, as journaled, is the resident's too
+
+    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", RESIDENT)
+    assert done.returncode == 0, done.stderr
+    removed = re.search(r"(\d+) sealed snapshots? removed", done.stdout)
+    assert removed is not None and int(removed.group(1)) == len(listed), done.stdout
+    assert not files(blobs) & {f"{b}.sealed" for b in listed}
+
+
+async def test_an_old_measurement_another_device_or_no_resident_leave_the_snapshot_under_the_cameras_key(
+    tmp_path: Path,
+) -> None:
+    """A measurement older than `within` names nobody in the picture; nor does a resident named by
+    another device, nor an event of the kiosk naming nobody. A fresh measurement does; a rule's
+    explicit subject wins over it."""
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
+    doc = kiosk_site(video, master, within="30s")
+    blobs = tmp_path / "blobs"
+    async with running_site(tmp_path, doc, web=False) as rt:
+        seen = Collector(rt)
+        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        now = time.time()
+        # the hub hands every journaled batch to the camera synchronously: no wait is needed
+        rt.hub.publish_event(Event("blood_pressure", "kiosk-1", payload={"resident": RESIDENT}, ts=now - 45))
+        rt.hub.publish_event(Event("blood_pressure", "kiosk-2", payload={"resident": OTHER}))
+        rt.hub.publish_event(Event("door", "kiosk-1", payload={"state": "open"}))
+        stale = await command_snapshot(rt, seen)
+        rt.hub.publish_event(Event("blood_pressure", "kiosk-1", payload={"resident": RESIDENT}))
+        fresh = await command_snapshot(rt, seen)
+        source = rt.slots["cam"].driver.source
+        taken = source.latest().seq
+        await until(lambda: source.latest().seq > taken, timeout=10, what="a new frame")
+        by_rule = await rt.slots["cam"].driver.snapshot("rule:at-kiosk", rule="at-kiosk", subject=OTHER)
+    assert stale["sealed"] is True and "subject" not in stale and "subject_from" not in stale
+    assert fresh["subject"] == RESIDENT and fresh["subject_from"] == "kiosk-1"
+    assert by_rule["subject"] == OTHER and "subject_from" not in by_rule
+    assert files(blobs) == {f"{p['blob']}.sealed" for p in (stale, fresh, by_rule)}
+
+    config = site_file(tmp_path, doc)
+    assert export(config, RESIDENT, tmp_path / "resident.jsonl")[0] == [fresh["blob"]]
+    assert export(config, OTHER, tmp_path / "other.jsonl")[0] == [by_rule["blob"]]
+    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", RESIDENT)
+    assert done.returncode == 0, done.stderr
+    assert "1 sealed snapshot removed" in done.stdout
+    assert files(blobs) == {f"{p['blob']}.sealed" for p in (stale, by_rule)}
+
+
+def test_subject_from_naming_no_other_device_or_on_a_camera_that_is_not_sensitive_is_refused_at_its_line(
+    tmp_path: Path,
+) -> None:
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    video = tmp_path / "kiosk.avi"  # never opened: edge check reads the site file only
+
+    def check(doc: dict[str, Any]) -> tuple[Path, str]:
+        config = site_file(tmp_path, doc)
+        done = edge_cli("check", "-c", str(config))
+        assert done.returncode == 1, done.stdout
+        return config, done.stdout + done.stderr
+
+    def line_of(config: Path, text: str) -> int:
+        lines = config.read_text(encoding="utf-8").splitlines()
+        return next(i for i, line in enumerate(lines, 1) if text in line)
+
+    doc = kiosk_site(video, master)
+    doc["devices"][0]["subject_from"]["device"] = "kiosk-9"
+    config, err = check(doc)
+    at = f"{config}:{line_of(config, 'kiosk-9')}: devices[0].subject_from.device: camera cam: 'kiosk-9'"
+    assert at in err and "names no device of the site (devices: kiosk-1)" in err, err
+
+    doc["devices"][0]["subject_from"]["device"] = "cam"
+    config, err = check(doc)
+    assert f"{config}:{line_of(config, 'device: cam')}: devices[0].subject_from.device" in err, err
+    assert "names the camera itself" in err, err
+
+    doc = kiosk_site(video, master)
+    doc["devices"][0]["privacy"] = "personal"
+    config, err = check(doc)
+    at = f"{config}:{line_of(config, 'subject_from:')}: devices[0].subject_from: subject_from needs privacy: sensitive"
+    assert at in err, err
+
+    doc = kiosk_site(video, master, within="0s")
+    config, err = check(doc)
+    assert "devices[0].subject_from.within" in err and "must be between 1 s and 60 min" in err, err
