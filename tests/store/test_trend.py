@@ -136,9 +136,10 @@ async def test_buckets_equal_a_group_by_of_the_journal_in_a_running_site(tmp_pat
         )
         rt.hub.publish_event(Event("note", "meter", Severity.INFO, {"value": 1}, now))
         await until(lambda: rt.hub.journaled > 400, what="sim readings journaled")
-        await rt.journal.flush()
+        flushed = await rt.journal.flush()
         cursor = await trend.caught_up()
-        assert cursor == rt.journal.committed_seq
+        # the sim keeps journaling: the follower reached at least what was committed at the flush
+        assert flushed <= cursor <= rt.journal.committed_seq
         status = rt.status()["components"]["trend"]
         assert status["cursor"] >= cursor and status["last_rollup"] is not None
         assert assert_matches_journal(tmp_path) >= cursor
