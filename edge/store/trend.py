@@ -139,6 +139,12 @@ FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
 #: default (2 MB a schema) would fill with journal pages never read again and hold them for as
 #: long as the gateway runs (the footprint site's follower: 0.1 MB after a minute, +10 kB a minute)
 FOLLOWER_JOURNAL_CACHE_KIB = 512
+#: the page cache of the trend index itself, in KiB, on the follower's and on the reader's
+#: connection: SQLite's default (2 MB each) fills, as the index grows (about 9 kB a minute on the
+#: footprint site), with bucket pages a rollup touches once and a chart rarely reads again, and
+#: holds them for as long as the gateway runs. The follower's working set is the newest buckets'
+#: pages; a 24-hour chart reads under 100 pages.
+TREND_CACHE_KIB = 512
 
 
 def default_path(journal_path: str) -> str:
@@ -163,6 +169,7 @@ def _prepare(conn: sqlite3.Connection, trend_path: str) -> None:
     conn.isolation_level = None
     conn.execute(f"PRAGMA main.cache_size=-{FOLLOWER_JOURNAL_CACHE_KIB}")
     conn.execute("ATTACH DATABASE ? AS trend", (trend_path,))
+    conn.execute(f"PRAGMA trend.cache_size=-{TREND_CACHE_KIB}")
     conn.execute("PRAGMA trend.journal_mode=WAL")
     conn.execute("PRAGMA trend.synchronous=NORMAL")
     conn.execute("PRAGMA temp_store=MEMORY")
@@ -324,6 +331,7 @@ class TrendIndex:
         self.cursor = read_cursor(self._conn)
         # events copied from the journal keep their sealed payloads: this connection opens them
         self._read = connect(self.path)
+        self._read.execute(f"PRAGMA cache_size=-{TREND_CACHE_KIB}")
         self._task = asyncio.create_task(self._follow(), name="trend-follower")
 
     async def stop(self) -> None:

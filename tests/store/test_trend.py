@@ -172,7 +172,7 @@ async def test_many_chunks_and_a_restart_count_every_reading_once(tmp_path: Path
     assert_same(held(tmp_path / "trend.db"), want)
 
 
-async def test_the_followers_cache_on_the_journal_stays_small(tmp_path: Path) -> None:
+async def test_the_followers_caches_stay_small(tmp_path: Path) -> None:
     # it reads every row once, forward: SQLite's default 2 MB cache filled with pages never read
     # again, a gateway's RSS rising for hours; a fresh file and a reopened one get the same cap
     j = open_journal(tmp_path, keep_history=None)
@@ -187,6 +187,12 @@ async def test_the_followers_cache_on_the_journal_stays_small(tmp_path: Path) ->
                 cap = trend_module.FOLLOWER_JOURNAL_CACHE_KIB
                 assert conn.execute("PRAGMA main.cache_size").fetchall() == [(-cap,)]
                 assert cap <= 512
+                # the index's own pages too, on the follower's and on the charts' connection
+                own = trend_module.TREND_CACHE_KIB
+                assert conn.execute("PRAGMA trend.cache_size").fetchall() == [(-own,)]
+                assert trend._read is not None
+                assert trend._read.execute("PRAGMA cache_size").fetchall() == [(-own,)]
+                assert own <= 512
     finally:
         await j.close()
 
