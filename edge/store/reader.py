@@ -54,15 +54,30 @@ _KIND = operator.itemgetter(5)
 PLAIN_FIRST_SQL = "SELECT seq FROM journal WHERE seq > ? ORDER BY seq LIMIT 1"
 PLAIN_END_SQL = "SELECT seq FROM journal WHERE seq > ? ORDER BY seq LIMIT 1 OFFSET ?"
 PLAIN_LAST_SQL = "SELECT max(seq) FROM journal WHERE seq > ?"
-# 3 when a row is not a plain reading (an event, a flagged or missing quality, a sealed value),
-# else the highest quality: one aggregate, as each costs SQLite about as much as the JSON array
+# A plain reading: no event, no flagged or missing quality, no sealed value.
+_PLAIN_ROW = "kind IS NULL AND quality BETWEEN 0 AND 2 AND typeof(value) != 'blob'"
+# One aggregate, as each costs SQLite about as much as the JSON array: the rows that are not plain
+# readings (each counts OTHER_ROW) and the plain ones' qualities (0 good, 1 bad, 2 stale) summed.
+OTHER_ROW = 1 << 32
 PLAIN_CHECK_SQL = (
-    "SELECT count(*), max(CASE WHEN kind IS NULL AND quality BETWEEN 0 AND 2 "
-    "AND typeof(value) != 'blob' THEN quality ELSE 3 END), json_group_array(point) "
-    "FROM journal WHERE seq > ? AND seq <= ?"
+    f"SELECT count(*), sum(CASE WHEN {_PLAIN_ROW} THEN quality ELSE {OTHER_ROW} END), "
+    "json_group_array(point) FROM journal WHERE seq > ? AND seq <= ?"
 )
 PLAIN_QUALITY_SQL = "SELECT group_concat(quality, '') FROM journal WHERE seq > ? AND seq <= ?"
 PLAIN_VALUES_SQL = "SELECT ts, value FROM journal WHERE seq > ? AND seq <= ? ORDER BY seq"
+# A mixed page (a few rows that are not plain readings among plain ones: the common page of a
+# stream with events): the plain rows' quality digits with a 0 in place of each other row's; the
+# page's seqs when they have gaps; the other rows, and the readings of points given as a JSON
+# array, read whole (as `read_stream` reads them, opened after).
+MIXED_QUALITY_SQL = (
+    f"SELECT group_concat(CASE WHEN {_PLAIN_ROW} THEN quality ELSE 0 END, '') "
+    "FROM journal WHERE seq > ? AND seq <= ?"
+)
+MIXED_SEQS_SQL = "SELECT json_group_array(seq) FROM journal WHERE seq > ? AND seq <= ?"
+MIXED_ROWS_SQL = (
+    f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? AND seq <= ? "
+    f"AND (NOT coalesce({_PLAIN_ROW}, 0) OR point IN (SELECT value FROM json_each(?))) ORDER BY seq"
+)
 
 HISTORY_SQL = (
     "SELECT seq, ts, point, value FROM journal "
@@ -89,12 +104,16 @@ class StreamRows(NamedTuple):
 
 class PlainRows(NamedTuple):
     """A stream page of plain readings by column: reading i is (seqs[i], values[i][0] (its ts),
-    points[i], values[i][1], the quality digit quality[i]). Its seqs are contiguous."""
+    points[i], values[i][1], the quality digit quality[i]). Its seqs are contiguous, unless it
+    is a mixed page (`others` not None): then they are the page's seqs, and its rows that are not
+    plain readings (or are readings of a withheld point) are `others`, read as `read_stream`
+    reads rows; at their places the columns hold what they hold (and a 0 quality digit)."""
 
     seqs: Sequence[int]
     points: list[str]
     values: list[tuple[float, Any]]
     quality: str | None  # a digit per reading (0 good, 1 bad, 2 stale); None when all are good
+    others: StreamRows | None = None
 
 
 class JournalQueries:
@@ -147,41 +166,71 @@ class JournalQueries:
         hit = [i for i, (a, b) in enumerate(zip(stored, rows, strict=True)) if a is not b]
         return StreamRows(rows, [stored[i] for i in hit], [rows[i] for i in hit], len(events))
 
-    def read_plain(self, after: int, limit: int, withheld: frozenset[str] = frozenset()) -> PlainRows | None:
+    def read_plain(
+        self, after: int, limit: int, withheld: frozenset[str] = frozenset(), others: int = 0
+    ) -> PlainRows | None:
         """The page `read_stream(after, limit)` reads, by column, when it holds plain readings
         alone (no event, no quality flag, no sealed value), without gaps in its seqs and with no
-        point among `withheld`; None otherwise (then `read_stream` reads it)."""
+        point among `withheld`; None otherwise (then `read_stream` reads it). With `others`, a
+        page with gaps, or with up to that many rows that are not plain or are of a point among
+        `withheld`, is read too, as a mixed page (see `PlainRows`)."""
         if self._read is None:
             raise JournalClosed("journal is not open")
         if limit < 1:
             return None
         with self._read_lock:
-            cur = self._read.cursor(sqlite3.Cursor)  # the rows as stored: a sealed one is refused
+            conn = self._read
+            cur = conn.cursor(sqlite3.Cursor)  # the rows as stored: a sealed one is refused
             cur.execute("BEGIN")  # one snapshot for every query of the page
             try:
-                return self._plain(cur, after, limit, withheld)
+                page = self._plain(cur, after, limit, withheld, others)
             finally:
                 cur.execute("COMMIT")
+        if page is None or page.others is None:
+            return page
+        return page._replace(others=_opened(getattr(conn, "path", ""), page.others.rows))
 
     @staticmethod
-    def _plain(cur: sqlite3.Cursor, after: int, limit: int, withheld: frozenset[str]) -> PlainRows | None:
+    def _plain(
+        cur: sqlite3.Cursor, after: int, limit: int, withheld: frozenset[str], most: int
+    ) -> PlainRows | None:
         head = cur.execute(PLAIN_FIRST_SQL, (after,)).fetchone()
         if head is None:
             return PlainRows(range(0), [], [], None)
         end = cur.execute(PLAIN_END_SQL, (after, limit - 1)).fetchone()
         last = end[0] if end is not None else cur.execute(PLAIN_LAST_SQL, (after,)).fetchone()[0]
         try:
-            n, top, points = cur.execute(PLAIN_CHECK_SQL, (after, last)).fetchone()
+            n, total, points = cur.execute(PLAIN_CHECK_SQL, (after, last)).fetchone()
         except sqlite3.OperationalError:  # a point stored as a BLOB, which JSON cannot hold
             return None
-        if top > 2 or n != last - head[0] + 1:
+        other, qualities = divmod(total, OTHER_ROW)
+        gaps = n != last - head[0] + 1
+        if other > most or (gaps and most < 1):
             return None
         names: list[str] = orjson.loads(points)
-        if len(names) != n or (withheld and not withheld.isdisjoint(names)):
+        if len(names) != n:
             return None
-        quality = cur.execute(PLAIN_QUALITY_SQL, (after, last)).fetchone()[0] if top else None
+        hit = withheld.intersection(names) if withheld and not withheld.isdisjoint(names) else None
+        if not (other or gaps or hit):  # plain readings alone (most pages)
+            quality = cur.execute(PLAIN_QUALITY_SQL, (after, last)).fetchone()[0] if qualities else None
+            values = cur.execute(PLAIN_VALUES_SQL, (after, last)).fetchall()
+            return PlainRows(range(head[0], last + 1), names, values, quality)
+        if hit is not None and other + sum(map(hit.__contains__, names)) > most:
+            return None  # (with most 0, any hit)
+        seqs = orjson.loads(cur.execute(MIXED_SEQS_SQL, (after, last)).fetchone()[0]) if gaps else None
+        quality = None
+        if qualities:
+            quality = cur.execute(
+                MIXED_QUALITY_SQL if other else PLAIN_QUALITY_SQL, (after, last)
+            ).fetchone()[0]
         values = cur.execute(PLAIN_VALUES_SQL, (after, last)).fetchall()
-        return PlainRows(range(head[0], last + 1), names, values, quality)
+        listed = orjson.dumps(sorted(hit) if hit is not None else []).decode()
+        rows = cur.execute(MIXED_ROWS_SQL, (after, last, listed)).fetchall() if other or hit else []
+        if len(values) != n or (seqs is not None and len(seqs) != n):
+            return None
+        return PlainRows(
+            seqs or range(head[0], last + 1), names, values, quality, StreamRows(rows, [], [], 0)
+        )
 
     def reopen(self, stored: list[Row]) -> list[Row]:
         """Rows of `StreamRows.stored` opened again, as a read now would open them."""
@@ -369,6 +418,16 @@ class JournalQueries:
             r[0]: (r[1], int(r[2]), float(r[3]))
             for r in self._query("SELECT name, kind, seq, updated FROM cursors")
         }
+
+
+def _opened(path: str, raw: list[Row]) -> StreamRows:
+    """Whole rows (`SELECT_COLS`) as `read_stream` gives them: a reading without the columns only
+    an event fills, sealed values opened, and apart the rows that held one, as stored and opened."""
+    stored = [r if r[5] is not None else r[:6] for r in raw]
+    rows = [open_rows(path, _COLUMNS[len(r)], [r])[0] if bytes in set(map(type, r)) else r for r in stored]
+    hit = [i for i, (a, b) in enumerate(zip(stored, rows, strict=True)) if a is not b]
+    events = len(stored) - list(map(_KIND, stored)).count(None)
+    return StreamRows(rows, [stored[i] for i in hit], [rows[i] for i in hit], events)
 
 
 READER_CACHE_KIB = 512  # a reader's page cache: the seq index's inner pages, not the rows'
