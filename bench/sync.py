@@ -4,7 +4,9 @@ receiver, one batch in flight), measured in the same run; then the pull API's ro
 consumer catching up (in a process of its own, as a central platform is; it acks each page with
 `ack=true` in its request for the next, and a second consumer with a POST .../ack a page) beside a
 paged SELECT of the same journal (alternated, 5 rounds, medians; CPU per row is the gateway's
-alone); then the same drain over a
+alone), and a consumer catching up on a stream with 1 % events (vehicle passages) and a personal
+point, beside its own paged SELECT and the same pull with every page read row by row (alternated,
+3 rounds); then the same drain over a
 high-latency link (a receiver that holds every answer 100 ms, 50 ms with --quick: a 4G or
 satellite round trip) with max_in_flight 1, 4 and 8 and batches of 5000, and with the sink's
 default settings (one batch in flight, batches sized by the link up to batch.max_items).
@@ -113,21 +115,31 @@ async def floor(url: str, rows: list[tuple[object, ...]]) -> tuple[float, float]
         return len(rows) / (time.perf_counter() - start), (time.process_time() - cpu) / len(rows)
 
 
-def fill_journal(path: str, n: int) -> int:
+EVENTS_EVERY = 100  # the stream with events: one record in 100 a vehicle passage
+PLATE_EVERY = 5000  # ...and one in 5000 the gate's last plate (a personal point)
+
+
+def fill_journal(path: str, n: int, events: bool = False) -> int:
+    """`n` readings of POINTS points; with `events`, one record in EVENTS_EVERY a vehicle passage
+    naming a plate and one in PLATE_EVERY a reading of `gate.last_plate` instead."""
     from edge.model import Event, Reading
     from edge.store.journal import Journal
+
+    def record(i: int) -> Reading | Event:
+        ts = t0 + i * 0.01
+        if events and i % EVENTS_EVERY == 7:
+            return Event("vehicle_passage", "gate", "info", {"plate": f"A{i % 9973:05d}", "lane": 1}, ts)
+        if events and i % PLATE_EVERY == 13:
+            return Reading(ts, "gate.last_plate", f"A{i % 9973:05d}")
+        return Reading(ts, f"dev{i % 50}.p{i % POINTS}", float(i % 1000) * 0.5)
+
+    t0 = 1.7e9
 
     async def go() -> int:
         j = Journal(path, flush_max_items=50_000).open()
         j.append([Event("bench_started", "bench", "info", {}, 1.7e9)])
-        t0 = 1.7e9
         for start in range(0, n, 50_000):
-            j.append(
-                [
-                    Reading(t0 + i * 0.01, f"dev{i % 50}.p{i % POINTS}", float(i % 1000) * 0.5)
-                    for i in range(start, min(n, start + 50_000))
-                ]
-            )
+            j.append([record(i) for i in range(start, min(n, start + 50_000))])
             await j.flush()
         seq = await j.flush()
         await j.close()
@@ -311,6 +323,57 @@ async def drain_and_pull(
     return drain_rate, drain_cpu, pulls, selects, ahead
 
 
+EVENT_ROUNDS = 3  # pulls of the stream with events, each beside a paged SELECT and a row-read pull
+
+
+async def pull_events(tmp: Path, url: str, n: int) -> dict[str, Any]:
+    """A consumer catching up on a stream with 1 % events and a personal point (most 10k pages
+    hold a few rows that are not plain readings), beside its own paged SELECT and the same pull
+    with every page read row by row (`mixed_share` 0), alternated; the sink drains first."""
+    from edge.api.pull import MIXED_SHARE, PULL_KEY
+    from edge.model import PointInfo, PointType, Privacy
+
+    run = tmp / "events"
+    run.mkdir()
+    committed = await asyncio.to_thread(fill_journal, str(run / "edge.db"), n, True)  # a loop of its own
+    consumers = []
+    for k in range(2 * EVENT_ROUNDS):
+        os.environ[f"BENCH_EVENTS_TOKEN_{k}"] = PULL_TOKEN.format(f"events{k}")
+        consumers.append({"id": f"events{k}", "token_env": f"BENCH_EVENTS_TOKEN_{k}"})
+    storage = {"path": str(run / "edge.db"), "keep_history": "3650d"}
+    rt = await start_site(run, run / "edge.db", url, consumers=consumers, storage=storage)
+    plate = PointInfo("gate.last_plate", "gate", "last_plate", type=PointType.STR, privacy=Privacy.PERSONAL)
+    rt.hub.register_points([plate])
+    await drain(rt, committed)
+    svc = rt.web_runner.app[PULL_KEY]
+    base = f"http://127.0.0.1:{rt.web_port}/api/v1"
+    mixed, selects, rows = [], [], []
+    for k in range(EVENT_ROUNDS):
+        svc.mixed_share = MIXED_SHARE
+        mixed.append(await pull_catch_up(base, f"events{k}", PULL_TOKEN.format(f"events{k}"), "next"))
+        selects.append(paged_select(run / "edge.db"))
+        svc.mixed_share = 0.0
+        j = EVENT_ROUNDS + k
+        rows.append(await pull_catch_up(base, f"events{j}", PULL_TOKEN.format(f"events{j}"), "next"))
+    mixed_pages = svc.mixed_pages
+    await rt.stop()
+    shutil.rmtree(run)
+    return {
+        "rows_per_s": round(statistics.median(p[0] for p in mixed)),
+        "ratio": round(statistics.median(p[0] / q[0] for p, q in zip(mixed, selects, strict=True)), 3),
+        "row_read_rows_per_s": round(statistics.median(p[0] for p in rows)),
+        "row_read_ratio": round(
+            statistics.median(p[0] / q[0] for p, q in zip(rows, selects, strict=True)), 3
+        ),
+        "mixed_vs_row_read": round(
+            statistics.median(p[0] / r[0] for p, r in zip(mixed, rows, strict=True)), 3
+        ),
+        "gateway_cpu_us_per_row": round(statistics.median(p[1] for p in mixed) * 1e6, 3),
+        "row_read_gateway_cpu_us_per_row": round(statistics.median(p[1] for p in rows) * 1e6, 3),
+        "mixed_pages": mixed_pages,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="200,000 readings instead of 1,000,000")
@@ -336,6 +399,7 @@ def main() -> None:
             rows = rows_for(n)
             floor_before, cpu_before = asyncio.run(floor(url, rows))
             drain, drain_cpu, both, selects, ahead = asyncio.run(drain_and_pull(tmp, url, committed))
+            events = asyncio.run(pull_events(tmp, url, n))
             # the machine is shared: measure the floor on both sides of the drain, keep the higher
             floor_after, cpu_after = asyncio.run(floor(url, rows))
             floor_rate = max(floor_before, floor_after)
@@ -395,6 +459,16 @@ def main() -> None:
         f"not asked for: {ahead['unused']})"
     )
     print(
+        f"pull API on a stream with 1 % events, consumer catching up {events['rows_per_s']:>12,.0f} rows/s "
+        f"(ratio {events['ratio']:.2f} beside its own paged SELECT; median of {EVENT_ROUNDS})"
+    )
+    print(
+        f"  the same with every page read row by row   {events['row_read_rows_per_s']:>12,.0f} rows/s "
+        f"(ratio {events['row_read_ratio']:.2f}); mixed / row read {events['mixed_vs_row_read']:.2f}; "
+        f"gateway CPU per row {events['gateway_cpu_us_per_row']:.2f} vs "
+        f"{events['row_read_gateway_cpu_us_per_row']:.2f} us; {events['mixed_pages']} pages read mixed"
+    )
+    print(
         f"sink drain over a {latency * 1000:.0f} ms round trip (one batch in flight caps it at "
         f"{BATCH / latency:,.0f} rows/s), beside the floor above:"
     )
@@ -427,6 +501,11 @@ def main() -> None:
                 "pull_consumer_cpu_us_per_row": round(statistics.median(p[2] for p in pulls) * 1e6, 3),
                 "pull_rounds_rows_per_s": [round(p[0]) for p in pulls],
                 "pull_pages_read_ahead": ahead,
+                "pull_events_rows_per_s": events["rows_per_s"],
+                "pull_events_ratio": events["ratio"],
+                "pull_events_row_read_ratio": events["row_read_ratio"],
+                "pull_events_mixed_vs_row_read": events["mixed_vs_row_read"],
+                "pull_events": events,
                 "select_rounds_rows_per_s": [round(q[0]) for q in selects],
                 "latency_ms": round(latency * 1000),
                 "latency_drain_rows_per_s": {str(k): round(rate) for k, rate in over_latency.items()},
