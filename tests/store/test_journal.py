@@ -14,10 +14,11 @@ import pytest
 
 from edge.config import StorageConfig
 from edge.model import Event, Reading
+from edge.store import rows as rows_module
 from edge.store import schema
 from edge.store.health import buffer_health
 from edge.store.journal import WRITER_CACHE_KIB, Journal, JournalClosed
-from edge.store.rows import insert_many, insert_records
+from edge.store.rows import insert_many, insert_readings, insert_records
 from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.waiting import until
 
@@ -337,9 +338,38 @@ async def test_every_record_lands_at_its_seq_in_append_order_whatever_the_flush_
         await j.close()
 
 
+def test_flushes_of_every_size_compile_one_multi_row_insert_per_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps every statement shape a connection has run compiled in its statement cache
+    (a 1,000-row INSERT: about 550 kB of its memory): flushes of 1 to 1,100 rows run one
+    single-row statement (the seq bound) and multi-row statements of one head, a shape per size,
+    none of them twice (the seq-bound first row inside them made every size exist twice)."""
+    monkeypatch.setattr(rows_module, "_insert_sql", {})
+    path = tmp_path / "j.db"
+    schema.migrate(conn := sqlite3.connect(path, isolation_level=None), str(path))
+    seq = 1
+    for n in range(1, 1101):
+        batch = [(float(i), f"p{i % 7}", float(i), 0) for i in range(n)]
+        conn.execute("BEGIN")
+        assert insert_readings(conn, batch, seq) == seq + n - 1
+        conn.execute("COMMIT")
+        seq += n
+    assert conn.execute("SELECT count(*), min(seq), max(seq) FROM journal").fetchone() == (
+        seq - 1,
+        1,
+        seq - 1,
+    )
+    conn.close()
+    shapes = rows_module._insert_sql
+    assert {head for head, _, _ in shapes} == {rows_module.AUTO_READING_VALUES}
+    sizes = sorted(n for _, n, _ in shapes)
+    assert sizes == [1 << k for k in range(10)] + [rows_module.ROWS_PER_INSERT], sizes
+
+
 def test_statements_shrink_to_the_variable_limit_of_the_sqlite_build(tmp_path: Path) -> None:
     """A SQLite built with the old 999-variable limit still takes every row, in order, with the
-    generic statements and with the journal's (whose first statement binds one more: the seq)."""
+    generic statements and with the journal's (whose first row goes alone, its seq bound)."""
     conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
     conn.execute("CREATE TABLE t (a, b, c, d)")
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
