@@ -34,7 +34,12 @@ AUTO_READING_SQL = "INSERT INTO journal(ts, point, value, quality) VALUES (?,?,?
 AUTO_READING_VALUES = "INSERT INTO journal(ts, point, value, quality) VALUES "
 _VALUE = operator.itemgetter(2)
 _POINT = operator.itemgetter(1)  # of a Reading
-IN_LIST_MAX = 500  # points per `point IN (...)` when a flush's readings are classed
+# the readings of a flush's private points get their class: the names as one JSON parameter, so
+# the statement has one shape whatever their number (each shape a connection runs stays compiled)
+CLASS_READINGS_SQL = (
+    "UPDATE journal SET privacy = ? WHERE seq >= ? AND kind IS NULL "
+    "AND point IN (SELECT value FROM json_each(?))"
+)
 SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
 PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
 
@@ -363,13 +368,7 @@ def class_readings(
     for point in hits:
         by_rank.setdefault(ranks[point], []).append(point)
     for rank, names in by_rank.items():
-        for i in range(0, len(names), IN_LIST_MAX):
-            part = names[i : i + IN_LIST_MAX]
-            w.execute(
-                "UPDATE journal SET privacy = ? WHERE seq >= ? AND kind IS NULL AND point IN "
-                f"({','.join('?' * len(part))})",
-                (rank, seq, *part),
-            )
+        w.execute(CLASS_READINGS_SQL, (rank, seq, orjson.dumps(names).decode()))
     return set(by_rank)
 
 

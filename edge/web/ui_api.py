@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
 from edge import audit
@@ -148,10 +149,11 @@ async def _newest_events(
 def _acks_for(state: StateDB, seqs: list[int]) -> dict[int, dict[str, Any]]:
     if not seqs:
         return {}
-    marks = ",".join("?" * len(seqs))
+    # the seqs as one JSON parameter: one statement shape for any page (each stays compiled)
     with state.lock:
         rows = state.conn.execute(
-            f"SELECT seq, user, comment, ts FROM ui_acks WHERE seq IN ({marks})", seqs
+            "SELECT seq, user, comment, ts FROM ui_acks WHERE seq IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(seqs).decode(),),
         ).fetchall()
     return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3]} for r in rows}
 

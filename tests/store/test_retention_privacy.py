@@ -370,3 +370,33 @@ async def test_a_class_walk_skips_public_rows_yet_finds_every_private_row(tmp_pa
         await until(lambda: count(1) == 0, what="the personal row written since")
     finally:
         await j.close()
+
+
+def test_classing_a_flushs_private_readings_runs_one_statement_shape(tmp_path: Path) -> None:
+    """Flushes holding 1 to 40 private points of two classes: every reading of those points gets
+    its class, public ones stay 0, and the UPDATE has one text whatever the number of points
+    (SQLite keeps each statement shape a connection runs compiled for as long as it is open)."""
+    from edge.store.rows import class_readings, insert_readings
+
+    path = tmp_path / "j.db"
+    schema.migrate(conn := sqlite3.connect(path, isolation_level=None), str(path))
+    texts: set[str] = set()
+
+    class Recording:
+        def execute(self, sql_text: str, args: Any = ()) -> Any:
+            texts.add(sql_text)
+            return conn.execute(sql_text, args)
+
+    ranks = {f"gate.p{i}": 1 + i % 2 for i in range(40)}
+    seq = 1
+    for n in range(1, 41):
+        names = [f"gate.p{i}" for i in range(n)] + ["meter.power"]
+        rows = [(float(seq + k), p, float(k), 0) for k, p in enumerate(names)]
+        insert_readings(conn, rows, seq)
+        classes = class_readings(Recording(), names, seq, ranks)  # type: ignore[arg-type]
+        assert classes == ({1, 2} if n > 1 else {1})
+        got = dict(conn.execute("SELECT point, privacy FROM journal WHERE seq >= ?", (seq,)).fetchall())
+        assert got == {**{p: ranks[p] for p in names[:-1]}, "meter.power": 0}
+        seq += len(rows)
+    assert len(texts) == 1, texts
+    conn.close()
