@@ -37,7 +37,7 @@ from edge.gcpause import gc_paused
 from edge.model import QUALITY_NAMES, Privacy
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
-from edge.store.reader import JournalReader, PlainRows, Row
+from edge.store.reader import JournalReader, PlainRows, Row, StreamRows
 from edge.store.records import PRIVACY_RANK, IncludeConfig, RecordFilter
 from edge.store.rows import CLOCK_FLAG
 
@@ -201,12 +201,7 @@ class PullService:
         rows = read.rows
         nxt = rows[-1][0] if rows else after
         more = nxt < self.runtime.journal.committed_seq
-        if read.events or private:
-            kept = shaper.apply(self.filter_for(consumer).apply(rows))
-            items = records_of(kept)
-            counts = self.read_counts(kept, items, private)
-        else:  # public readings alone, some flagged or sealed, or with gaps between their seqs
-            kept, items, counts = rows, records_of(rows), Counter()
+        kept, items, counts = self._served(consumer, read, private)
         body = _encode_page(items, nxt, more)
         return Page(
             body,
@@ -229,17 +224,25 @@ class PullService:
         put in their places among the plain ones."""
         assert plain.others is not None
         read = plain.others
+        kept, items, counts = self._served(consumer, read, private)
+        self.mixed_pages += 1
+        body = _encode_page(mixed_items(plain, kept, items), page.next, page.more)
+        served = page.rows - len(read.rows) + len(kept)
+        return page._replace(body=body, served=served, counts=counts, sealed=read.stored, opened=read.opened)
+
+    def _served(
+        self, consumer: str, read: StreamRows, private: frozenset[str]
+    ) -> tuple[list[Row], list[dict[str, Any]], privacy.ReadCounts]:
+        """(rows served, their records, the audit's counts) of rows read row by row, for the whole
+        page or for a mixed page's other rows: filtered and shaped for the consumer when an event
+        or a point it could be denied may be among them, else served as they are."""
         rows = read.rows
         if read.events or private:
             kept = self.shaper_for(consumer).apply(self.filter_for(consumer).apply(rows))
             items = records_of(kept)
-            counts = self.read_counts(kept, items, private)
-        else:  # public readings, flagged or sealed, or none (a page with gaps alone)
-            kept, items, counts = rows, records_of(rows), Counter()
-        self.mixed_pages += 1
-        body = _encode_page(mixed_items(plain, kept, items), page.next, page.more)
-        served = page.rows - len(rows) + len(kept)
-        return page._replace(body=body, served=served, counts=counts, sealed=read.stored, opened=read.opened)
+            return kept, items, self.read_counts(kept, items, private)
+        # public readings alone, some flagged or sealed, or with gaps between their seqs
+        return rows, records_of(rows), Counter()
 
     def read_counts(
         self, rows: list[Row], items: list[dict[str, Any]], private: frozenset[str] | None = None

@@ -163,8 +163,7 @@ class JournalQueries:
                 sealed = sealed or event is not raw
         if not sealed:
             return StreamRows(rows, [], [], len(events))
-        hit = [i for i, (a, b) in enumerate(zip(stored, rows, strict=True)) if a is not b]
-        return StreamRows(rows, [stored[i] for i in hit], [rows[i] for i in hit], len(events))
+        return _stream_rows(stored, rows, len(events))
 
     def read_plain(
         self, after: int, limit: int, withheld: frozenset[str] = frozenset(), others: int = 0
@@ -425,8 +424,13 @@ def _opened(path: str, raw: list[Row]) -> StreamRows:
     an event fills, sealed values opened, and apart the rows that held one, as stored and opened."""
     stored = [r if r[5] is not None else r[:6] for r in raw]
     rows = [open_rows(path, _COLUMNS[len(r)], [r])[0] if bytes in set(map(type, r)) else r for r in stored]
+    return _stream_rows(stored, rows, len(stored) - list(map(_KIND, stored)).count(None))
+
+
+def _stream_rows(stored: list[Row], rows: list[Row], events: int) -> StreamRows:
+    """`rows` (`stored` with sealed values opened) and, apart, the rows that held one, as stored
+    and as opened (what the read-ahead checks opens the same again)."""
     hit = [i for i, (a, b) in enumerate(zip(stored, rows, strict=True)) if a is not b]
-    events = len(stored) - list(map(_KIND, stored)).count(None)
     return StreamRows(rows, [stored[i] for i in hit], [rows[i] for i in hit], events)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from edge.model import Event, PointInfo, PointType, Privacy, Reading
 from tests.support.ports import free_port as free_port  # re-exported for the sync tests
@@ -154,3 +155,16 @@ def passage(n: int) -> list[Any]:
         Reading(t, LAST_PLATE.id, PLATE),
         Event("alert", "plate-seen", payload=alert, ts=t),
     ]
+
+
+def record_plain_reads(svc: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The list every later `read_plain` of `svc` appends its result to (None: not served)."""
+    results: list[Any] = []
+    read_plain = svc.reader.read_plain
+
+    def recorded(*args: Any) -> Any:
+        results.append(read_plain(*args))
+        return results[-1]
+
+    monkeypatch.setattr(svc.reader, "read_plain", recorded)
+    return results

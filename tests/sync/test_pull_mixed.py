@@ -25,7 +25,7 @@ from tests.privacy.conftest import (
 )
 from tests.store.helpers import sql
 from tests.support.site import running_site
-from tests.sync.helpers import key_file
+from tests.sync.helpers import key_file, record_plain_reads
 from tests.sync.test_pull_api import call
 
 PLATES = ["沪A23522", "沪B61804", "京C00417"]
@@ -226,9 +226,7 @@ async def test_pages_with_many_rows_that_are_not_plain_are_read_row_by_row(
         assert gap is not None and gap.others is not None and gap.others.rows == []
         assert list(gap.seqs) == [s for s in range(end - 11, end + 1) if s != end - 5][:10]
 
-        tried: list[Any] = []
-        read_plain = svc.reader.read_plain
-        monkeypatch.setattr(svc.reader, "read_plain", lambda *a: tried.append(read_plain(*a)) or tried[-1])
+        tried = record_plain_reads(svc, monkeypatch)
         monkeypatch.setattr(svc, "row_reads_after_miss", 2)
         bodies = [svc.page("city", start, 10).body, *(svc.page("city", end - 12, 10).body for _ in range(3))]
         assert [p is None for p in tried] == [True, False]  # a miss, two row reads, then mixed again

@@ -15,6 +15,7 @@ from edge.api.pull import PULL_KEY
 from edge.model import Event, PointInfo, Privacy, Reading
 from tests.store.helpers import sql
 from tests.support.site import running_site
+from tests.sync.helpers import record_plain_reads
 
 T = 1.7e9
 # floats whose shortest text needs 16-17 digits, an exponent, or a sign SQLite's own printing
@@ -82,14 +83,7 @@ async def test_a_plain_page_is_byte_for_byte_the_row_by_row_page(
         end = await rt.journal.flush()
         start = end - len(VALUES)
         svc: Any = rt.web_runner.app[PULL_KEY]
-        reads: list[Any] = []
-        read_plain = svc.reader.read_plain
-
-        def counted(*args: Any) -> Any:
-            reads.append(read_plain(*args))
-            return reads[-1]
-
-        monkeypatch.setattr(svc.reader, "read_plain", counted)
+        reads = record_plain_reads(svc, monkeypatch)
         n = len(VALUES)  # pages within what this test wrote, and one far past the end (empty)
         for after, limit in [(start, n), (start, 1), (start + 3, 7), (end - 2, 2), (end + 10**6, 10)]:
             fast, slow = await pages_both_ways(svc, monkeypatch, after, limit)
@@ -154,14 +148,7 @@ async def test_after_a_page_that_is_not_plain_the_next_pages_skip_the_column_rea
         rt.journal.append([Reading(T + i, "meter.kw", float(i)) for i in range(10)])
         end = await rt.journal.flush()
         start = end - 11
-        tried: list[Any] = []
-        read_plain = svc.reader.read_plain
-
-        def counted(*args: Any) -> Any:
-            tried.append(read_plain(*args))
-            return tried[-1]
-
-        monkeypatch.setattr(svc.reader, "read_plain", counted)
+        tried = record_plain_reads(svc, monkeypatch)
         bodies = [svc.page("city", start + k, 2).body for k in range(4)]
         # the first page holds the event: a miss; the next two are read row by row; then again
         assert [x is None for x in tried] == [True, False]
