@@ -341,7 +341,11 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     # switching the language by hand
     page.select_option("#lang", "en")
     page.wait_for_function("() => document.documentElement.lang === 'en'", timeout=T)
-    page.wait_for_selector("text=Alerts & events", timeout=T)
+    # the reloaded page's own heading, not the nav link (whose English text is in the static HTML
+    # before the app has started and bound the logout button: a click then did nothing)
+    page.wait_for_function(
+        "() => document.querySelector('main h1')?.textContent === 'Alerts & events'", timeout=T
+    )
     page.click("#logout")
     page.wait_for_url(re.compile(r"/login"), timeout=T)
     assert errors == [], errors
