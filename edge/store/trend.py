@@ -17,8 +17,9 @@ readings: the copy costs little.
 
 `TrendIndex` is the runtime component (`create`); `history_buckets` answers the history API with
 buckets plus the newest readings the follower has not rolled up yet, so a trend reaches "now";
-`TrendIndex.read_events` answers the events API the same way (its caller adds the journal's rows
-after the cursor).
+`newest_events` answers the events API the same way: the index's events up to its cursor, the
+journal's rows after it (the UI's events page, and the runtime's `recent_events` for drivers,
+through `TrendIndex.newest_events`).
 """
 
 from __future__ import annotations
@@ -446,6 +447,13 @@ class TrendIndex:
         )
         return self._snapshot(sql, (*args, limit))
 
+    def newest_events(
+        self, match: EventMatch, limit: int, scan_floor: int
+    ) -> tuple[list[tuple[Any, ...]], int, int | None]:
+        """The events of the index and the journal's tail after its cursor (`newest_events`),
+        for a reader that finds the index as a component (the runtime's `EventIndex`)."""
+        return newest_events(self.journal, self, match, limit, scan_floor)
+
     def event_kind(self, seq: int) -> str | None:
         """The kind of the indexed event at `seq` (None: the index holds no event there)."""
         _, rows = self._snapshot("SELECT kind FROM events WHERE seq = ?", (seq,))
@@ -504,6 +512,22 @@ def history_buckets(
             a[3] += value
     keys = sorted(acc)[-limit:]
     return [(k * width + width / 2, acc[k][3] / acc[k][0], acc[k][1], acc[k][2]) for k in keys]
+
+
+def newest_events(
+    journal: Journal, trend: TrendIndex | None, match: EventMatch, limit: int, scan_floor: int
+) -> tuple[list[tuple[Any, ...]], int, int | None]:
+    """(the newest `limit` events that `match`, newest first; the journal scan's lower bound; the
+    index's cursor, None without an index). Events up to the cursor come from the index, those
+    after it from the journal (only seqs after `scan_floor`, the raw scan's bound), so each is
+    listed once whatever the follower's progress. Rows have the journal's shape, sealed payloads
+    opened. Runs in a worker thread."""
+    if trend is None:
+        return journal.newest_events(match, scan_floor, limit), scan_floor, None
+    cursor, indexed = trend.read_events(match, limit)
+    lo = max(cursor, scan_floor)
+    tail = journal.newest_events(match, lo, limit)
+    return (tail + indexed)[:limit], lo, cursor
 
 
 def create(runtime: Runtime) -> TrendIndex:

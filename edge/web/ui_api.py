@@ -31,7 +31,7 @@ from edge.model import QUALITY_NAMES, CommandStatus, Event, Severity
 from edge.state import StateDB
 from edge.store.journal import BOOL_FLAG, Journal, row_to_record
 from edge.store.rows import EventMatch
-from edge.store.trend import TrendIndex, history_buckets
+from edge.store.trend import TrendIndex, history_buckets, newest_events
 from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
 from edge.web.rule_yaml import YamlWorker
 
@@ -132,18 +132,10 @@ async def _newest_events(
     runtime: Runtime, match: EventMatch, limit: int
 ) -> tuple[list[Any], int, int | None]:
     """(the newest `limit` events that `match`, newest first; the raw scan's lower bound; the
-    trend index's cursor or None). Events up to the cursor come from the index, those after it
-    from the journal (at most SCAN_ROWS back), so each is listed once whatever the follower's
-    progress."""
+    trend index's cursor or None): `edge.store.trend.newest_events`, at most SCAN_ROWS back."""
     journal = runtime.journal
-    floor = _scan_floor(journal)
     trend = _trend_index(runtime)
-    if trend is None:
-        return await asyncio.to_thread(journal.newest_events, match, floor, limit), floor, None
-    cursor, indexed = await asyncio.to_thread(trend.read_events, match, limit)
-    lo = max(cursor, floor)
-    tail = await asyncio.to_thread(journal.newest_events, match, lo, limit)
-    return (tail + indexed)[:limit], lo, cursor
+    return await asyncio.to_thread(newest_events, journal, trend, match, limit, _scan_floor(journal))
 
 
 def _acks_for(state: StateDB, seqs: list[int]) -> dict[int, dict[str, Any]]:
