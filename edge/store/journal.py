@@ -44,7 +44,7 @@ from edge import paths
 from edge.clock import ClockSample, boottime, forward_jump
 from edge.model import PRIVACY_RANK, Event, Privacy, Reading, Record, Severity
 from edge.store import retention, space
-from edge.store.reader import JournalQueries
+from edge.store.reader import READER_CACHE_KIB, JournalQueries
 from edge.store.rows import (
     AUTO_READING_SQL,
     BOOL_FLAG,
@@ -287,6 +287,9 @@ class Journal(JournalQueries):
             self._w = None
             raise unreadable(self.path, exc) from None
         self._read = connect(self.path)
+        # the UI's and the CLI's reads (tails, events, history) page through records read once:
+        # capped as every reader of the journal is, not SQLite's default 2 MB for as long as it runs
+        self._read.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
         problem = self._status.open()
         if problem:
             log.warning("journal: cannot write its status for other processes: %s", problem)

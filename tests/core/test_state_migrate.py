@@ -1,4 +1,5 @@
-"""Two processes opening an old state database at once each apply a migration step only once."""
+"""The state database: a migration step applied once by two processes opening it at once; its
+page cache capped."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.state import StateDB
+from edge.state import STATE_CACHE_KIB, StateDB
 
 STEPS = [
     "CREATE TABLE things (id INTEGER PRIMARY KEY);",
@@ -41,3 +42,14 @@ def test_a_step_another_connection_applied_meanwhile_is_not_applied_again(
     assert [c[1] for c in second.conn.execute("PRAGMA table_info(things)")] == ["id", "name"]
     first.close()
     second.close()
+
+
+def test_the_state_databases_page_cache_is_capped(tmp_path: Path) -> None:
+    # one connection for as long as the gateway runs: SQLite's default cache (2 MB) would fill
+    # with every page it ever read
+    db = StateDB(str(tmp_path / "state.db"))
+    try:
+        assert db.conn.execute("PRAGMA cache_size").fetchone()[0] == -STATE_CACHE_KIB
+        assert STATE_CACHE_KIB <= 512
+    finally:
+        db.close()

@@ -18,6 +18,7 @@ from edge.store import rows as rows_module
 from edge.store import schema
 from edge.store.health import buffer_health
 from edge.store.journal import WRITER_CACHE_KIB, Journal, JournalClosed
+from edge.store.reader import READER_CACHE_KIB
 from edge.store.rows import insert_many, insert_readings, insert_records
 from tests.store.helpers import drop_events, integrity, open_journal, readings, sql
 from tests.support.waiting import until
@@ -46,6 +47,9 @@ async def test_the_writers_cache_stays_small_and_a_step_beyond_it_commits_whole(
         assert j._w is not None
         assert j._w.execute("PRAGMA cache_size").fetchall() == [(-WRITER_CACHE_KIB,)]
         assert WRITER_CACHE_KIB <= 512
+        # and the journal's own read connection (the UI's and CLI's reads) is capped alike
+        assert j._read is not None
+        assert j._read.execute("PRAGMA cache_size").fetchall() == [(-READER_CACHE_KIB,)]
         steps = j.flushes
         j.append(readings(40_000))
         await j.flush()
