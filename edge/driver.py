@@ -36,7 +36,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -153,6 +153,13 @@ class DriverContext:
     #: only looks (a type and a source compared) and never blocks; returns the unsubscribe, which
     #: the driver calls in `stop()`. None outside a runtime (a probe, a test): nothing to see
     subscribe: Callable[[Callable[[list[Record]], None]], Callable[[], None]] | None = None
+    #: look back at the site's journal: `await recent_events(source, since)` gives the journaled
+    #: events of device `source` with ts >= since, newest first, payloads opened (sealed ones
+    #: decrypted in memory, a forgotten subject's as `{"erased": true}`), at most a few dozen
+    #: (RECENT_EVENTS of `edge.runtime`); everything ingested before the call is included. It
+    #: reads in a worker thread and may raise (the journal closed, a read error). None outside a
+    #: runtime: no journal to look at
+    recent_events: Callable[[str, float], Awaitable[list[Event]]] | None = None
 
     def blob_store(self) -> BlobStore:
         """The site's blob store (one under `data_dir` when the runtime gave none)."""

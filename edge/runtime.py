@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from edge import buildinfo, fileperm
 from edge.clock import ClockSample, ClockTrust, SyncSource, boottime, kernel_sync_status
@@ -37,7 +37,8 @@ from edge.model import (
 )
 from edge.plugins import Component, ComponentContext, StartError, registry
 from edge.state import StateDB, StateDBError
-from edge.store import Journal
+from edge.store import Journal, row_to_record
+from edge.store.rows import EventMatch
 
 if TYPE_CHECKING:
     from edge.store.blobs import BlobStore
@@ -49,6 +50,25 @@ C = TypeVar("C")
 #: looping (`crash_looping` in the status: what a rollout's health gate refuses)
 CRASH_LOOP_RESTARTS = 3
 CRASH_LOOP_WINDOW = 600.0
+#: the most events `Runtime.recent_events` gives a driver (the newest: a driver asks about one
+#: device's last minutes, as a camera about the kiosk beside it)
+RECENT_EVENTS = 32
+#: how many journal rows back `Runtime.recent_events` scans what no event index holds yet (the
+#: rows after the trend index's cursor; the whole read on a site without one): the UI's events
+#: page bounds its raw scan the same way (the journal has no index on source)
+RECENT_SCAN_ROWS = 300_000
+
+
+@runtime_checkable
+class EventIndex(Protocol):
+    """A component keeping an indexed copy of the journal's events (the trend index): its
+    `newest_events(match, limit, scan_floor)` gives (the newest `limit` events that match,
+    newest first, from its copy up to its cursor and from the journal's rows after it with seq >
+    scan_floor; the scan's bound; its cursor). Called in a worker thread."""
+
+    def newest_events(
+        self, match: EventMatch, limit: int, scan_floor: int
+    ) -> tuple[list[Any], int, int | None]: ...
 
 
 @dataclass
@@ -350,6 +370,26 @@ class Runtime:
         with contextlib.suppress(asyncio.CancelledError):
             await slot.task
 
+    async def recent_events(self, source: str, since: float) -> list[Event]:
+        """The journaled events of device `source` with ts >= since, newest first (at most
+        RECENT_EVENTS), their payloads opened as every reader of the journal gets them: what a
+        driver asks for through `DriverContext.recent_events`. What the hub has ingested before
+        the call is committed first, so an event still on its way to the journal is there too."""
+        await self.journal.flush()
+        match = EventMatch(source=source, since=since)
+        index = next((c for c in self.components.values() if isinstance(c, EventIndex)), None)
+        floor = max(0, self.journal.committed_seq - RECENT_SCAN_ROWS)
+
+        def read() -> list[Event]:
+            if index is None:
+                rows = self.journal.newest_events(match, floor, RECENT_EVENTS)
+            else:
+                rows = index.newest_events(match, RECENT_EVENTS, floor)[0]
+            records = map(row_to_record, rows)
+            return [Event(r["kind"], r["source"], r["severity"], r["payload"], r["ts"]) for r in records]
+
+        return await asyncio.to_thread(read)
+
     async def _run_device(self, slot: DriverSlot) -> None:
         dev = slot.config
         cls = registry().driver(dev.driver)
@@ -361,6 +401,7 @@ class Runtime:
             register_points=self.hub.register_points,
             blobs=self._blobs(),
             subscribe=self.hub.subscribe,
+            recent_events=self.recent_events,
         )
         while not self.stopping.is_set():
             driver: Driver | None = None
