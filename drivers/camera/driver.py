@@ -7,7 +7,8 @@ latest frame, runs an analysis when one is due and takes periodic snapshots.
 
 A sensitive camera with `subject_from` watches the site's records for the events of that device
 (the kiosk beside it): the subject the newest one names is whom its periodic and command
-snapshots are about while that event is at most `within` old.
+snapshots are about while that event is at most `within` old. At start the camera looks for that
+event in the journal too (`DriverContext.recent_events`), so a restart does not forget it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from edge.store.blobs import CAMERA_KEY, BlobSealError
 
 TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings
+RECALL_TIMEOUT = 10.0  # seconds the start waits for the `subject_from` device's journaled events
 
 
 class SnapshotError(RuntimeError):
@@ -92,6 +94,7 @@ class CameraDriver(BaseDriver, Snapshots):
             )
         if self.sensitive and self.device.subject_from is not None and self.ctx.subscribe is not None:
             self._unsubscribe = self.ctx.subscribe(self._see_records)
+            await self._recall_subject()
         self.source.start()
         self._task = asyncio.create_task(self._watch_loop(), name=f"camera:{self.id}")
 
@@ -214,6 +217,30 @@ class CameraDriver(BaseDriver, Snapshots):
                     self.recent_subject is None or r.ts >= self.recent_subject[1]
                 ):
                     self.recent_subject = (subject, r.ts)
+
+    async def _recall_subject(self) -> None:
+        """At start (after subscribing: nothing falls between the two), the subject of the
+        `subject_from` device's newest journaled event within `within`: a restarted gateway or
+        driver goes on naming the resident the kiosk measured before it. A failed read leaves
+        the snapshots under the camera's key until the device's next event; the camera starts."""
+        by = self.device.subject_from
+        recent = self.ctx.recent_events
+        if by is None or recent is None:
+            return
+        try:
+            async with asyncio.timeout(RECALL_TIMEOUT):
+                events: list[Record] = list(await recent(by.device, self.ctx.clock() - by.within))
+        except Exception as exc:
+            self.log.warning(
+                "camera %s: the recent events of %s could not be read from the journal (%s: %s); "
+                "snapshots name nobody until its next event",
+                self.id,
+                by.device,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self._see_records(events)
 
     def current_subject(self) -> str | None:
         """The subject a periodic or command snapshot is about now: the one the newest event of the

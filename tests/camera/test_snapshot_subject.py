@@ -3,13 +3,17 @@ command snapshots under the resident the kiosk's newest measurement names, while
 is at most `within` old: the snapshot event names the resident, the file is sealed under the
 resident's key, the resident's export lists it and forgetting the resident removes it. An older
 measurement, another device's event or one naming nobody leaves the picture under the camera's
-own key; a rule's explicit subject still wins. A `subject_from` naming no other device of the site,
-or on a camera that is not sensitive, is refused at its line of the site file."""
+own key; a rule's explicit subject still wins. The measurement is found again in the journal when
+the camera's driver starts: a restarted gateway or driver names the same resident. A `subject_from`
+naming no other device of the site, or on a camera that is not sensitive, is refused at its line of
+the site file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +63,18 @@ async def command_snapshot(rt: Any, seen: Collector) -> dict[str, Any]:
         what="the command's snapshot event",
     )
     return got[0]
+
+
+async def restart_camera(rt: Any) -> None:
+    """Stop the camera's driver and start a new one, as applying a changed site file does; wait
+    until it is online and past the old driver's frames: the new one plays the video from its
+    start, and a snapshot of a frame taken before would be the same file (named by its content)."""
+    played = rt.slots["cam"].driver.source.latest().seq
+    await rt.stop_device("cam")
+    rt.start_device(rt.site.device("cam"))
+    await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online again")
+    source = rt.slots["cam"].driver.source
+    await until(lambda: source.latest().seq > played, timeout=15, what="frames past the old driver's")
 
 
 def export(config: Path, subject: str, out: Path) -> tuple[list[str], list[dict[str, Any]]]:
@@ -161,6 +177,85 @@ async def test_an_old_measurement_another_device_or_no_resident_leave_the_snapsh
     assert done.returncode == 0, done.stderr
     assert "1 sealed snapshot removed" in done.stdout
     assert files(blobs) == {f"{p['blob']}.sealed" for p in (stale, by_rule)}
+
+
+async def test_after_a_gateway_restart_the_camera_names_the_resident_of_the_kiosks_journaled_measurement(
+    tmp_path: Path,
+) -> None:
+    """The kiosk measures a resident, then the gateway stops. Started again on the same data and
+    master key, with the kiosk quiet, the camera's first command snapshot is that resident's:
+    the measurement (sealed at rest) is read back from the journal when the camera starts."""
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
+    measurement = {"resident": RESIDENT, "systolic_mmhg": 131, "privacy": "sensitive"}
+    events = [{"kind": "blood_pressure", "every": "300ms", "privacy": "sensitive", "payload": measurement}]
+    async with running_site(tmp_path, kiosk_site(video, master, events=events), web=False) as rt:
+        seen = Collector(rt)
+        await until(
+            lambda: [e for e in seen.kind("blood_pressure") if e.source == "kiosk-1"],
+            timeout=10,
+            what="a measurement at the kiosk",
+        )
+    with contextlib.closing(sqlite3.connect(tmp_path / "edge.db")) as conn:
+        stored = conn.execute("SELECT typeof(payload) FROM journal WHERE kind = 'blood_pressure'").fetchall()
+    assert stored and {t for (t,) in stored} == {"blob"}  # sealed at rest
+
+    doc = kiosk_site(video, master)  # the kiosk emits nothing now
+    async with running_site(tmp_path, doc, web=False) as rt:
+        seen = Collector(rt)
+        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        snap = await command_snapshot(rt, seen)
+        assert not seen.kind("blood_pressure")  # named by the journaled measurement, not a new one
+    assert snap["subject"] == RESIDENT and snap["subject_from"] == "kiosk-1"
+    assert snap["sealed"] is True
+    assert f"{snap['blob']}.sealed" in files(tmp_path / "blobs")
+
+    config = site_file(tmp_path, doc)
+    listed, snapshots = export(config, RESIDENT, tmp_path / "export.jsonl")
+    assert listed == [snap["blob"]] and snap in snapshots
+    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", RESIDENT)
+    assert done.returncode == 0, done.stderr
+    assert "1 sealed snapshot removed" in done.stdout, done.stdout
+    assert f"{snap['blob']}.sealed" not in files(tmp_path / "blobs")
+
+
+async def test_a_restarted_camera_driver_takes_the_newest_journaled_event_within_its_window(
+    tmp_path: Path,
+) -> None:
+    """The camera's driver restarted (as a config apply does) while the kiosk's newest measurement
+    is older than `within`: its snapshot stays under the camera's key. Restarted again after a
+    fresh measurement of another resident and a newer event of the kiosk naming nobody: its
+    snapshot is that resident's."""
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
+    doc = kiosk_site(video, master, within="30s")
+    blobs = tmp_path / "blobs"
+    async with running_site(tmp_path, doc, web=False) as rt:
+        seen = Collector(rt)
+        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        old = {"resident": RESIDENT, "privacy": "sensitive"}
+        rt.hub.publish_event(Event("blood_pressure", "kiosk-1", payload=old, ts=time.time() - 45))
+        await restart_camera(rt)
+        stale = await command_snapshot(rt, seen)
+        rt.hub.publish_event(
+            Event("blood_pressure", "kiosk-1", payload={"resident": OTHER, "privacy": "sensitive"})
+        )
+        rt.hub.publish_event(Event("door", "kiosk-1", payload={"state": "open"}))
+        await restart_camera(rt)
+        fresh = await command_snapshot(rt, seen)
+    assert stale["sealed"] is True and "subject" not in stale and "subject_from" not in stale
+    assert fresh["subject"] == OTHER and fresh["subject_from"] == "kiosk-1"
+    assert files(blobs) == {f"{p['blob']}.sealed" for p in (stale, fresh)}
+
+    config = site_file(tmp_path, doc)
+    assert export(config, RESIDENT, tmp_path / "resident.jsonl")[0] == []
+    assert export(config, OTHER, tmp_path / "other.jsonl")[0] == [fresh["blob"]]
+    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", OTHER)
+    assert done.returncode == 0, done.stderr
+    assert "1 sealed snapshot removed" in done.stdout, done.stdout
+    assert files(blobs) == {f"{stale['blob']}.sealed"}
 
 
 def test_subject_from_naming_no_other_device_or_on_a_camera_that_is_not_sensitive_is_refused_at_its_line(
