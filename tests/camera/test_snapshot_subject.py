@@ -28,7 +28,22 @@ from tests.support.site import running_site, site_file
 from tests.support.waiting import until
 
 OTHER = "R-55218"  # another resident, measured elsewhere or named by a rule
+MEASURED_EVERY_300MS = [
+    {
+        "kind": "blood_pressure",
+        "every": "300ms",
+        "privacy": "sensitive",
+        "payload": {"resident": RESIDENT, "systolic_mmhg": 131, "privacy": "sensitive"},
+    }
+]  # the kiosk's events: a measurement of the resident every 300 ms
 IDLE_POINT = {"name": "in_use", "type": "bool", "signal": "constant", "value": False, "interval": "1h"}
+
+
+def new_kiosk_site(tmp_path: Path, **options: Any) -> dict[str, Any]:
+    """`kiosk_site` with a new master key and the video the camera plays in a loop, in tmp_path."""
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    return kiosk_site(write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15), master, **options)
 
 
 def kiosk_site(
@@ -46,6 +61,18 @@ def kiosk_site(
     }
     kiosk = {"id": "kiosk-1", "driver": "sim", "points": [IDLE_POINT], "events": events or []}
     return {"devices": [cam, kiosk], "privacy": {"master_key_file": str(master)}}
+
+
+async def measured(seen: Collector) -> None:
+    await until(
+        lambda: [e for e in seen.kind("blood_pressure") if e.source == "kiosk-1"],
+        timeout=10,
+        what="a measurement at the kiosk",
+    )
+
+
+async def camera_online(rt: Any) -> None:
+    await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
 
 
 async def command_snapshot(rt: Any, seen: Collector) -> dict[str, Any]:
@@ -96,21 +123,12 @@ async def test_the_kiosks_measurement_names_whom_the_periodic_and_command_snapsh
     """The kiosk (its own driver, through the hub) measures a resident every 300 ms: a command
     snapshot and a periodic one are that resident's, sealed under their key, exported with them
     and removed by forgetting them."""
-    master = tmp_path / "master.key"
-    create_master_key(master)
-    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
-    measurement = {"resident": RESIDENT, "systolic_mmhg": 131, "privacy": "sensitive"}
-    events = [{"kind": "blood_pressure", "every": "300ms", "privacy": "sensitive", "payload": measurement}]
-    doc = kiosk_site(video, master, every="1s", events=events)
+    doc = new_kiosk_site(tmp_path, every="1s", events=MEASURED_EVERY_300MS)
     blobs = tmp_path / "blobs"
     async with running_site(tmp_path, doc, web=False) as rt:
         seen = Collector(rt)
-        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
-        await until(
-            lambda: [e for e in seen.kind("blood_pressure") if e.source == "kiosk-1"],
-            timeout=10,
-            what="a measurement at the kiosk",
-        )
+        await camera_online(rt)
+        await measured(seen)
         by_command = await command_snapshot(rt, seen)
         periodic: list[dict[str, Any]] = await until(
             lambda: [
@@ -145,14 +163,11 @@ async def test_an_old_measurement_another_device_or_no_resident_leave_the_snapsh
     """A measurement older than `within` names nobody in the picture; nor does a resident named by
     another device, nor an event of the kiosk naming nobody. A fresh measurement does; a rule's
     explicit subject wins over it."""
-    master = tmp_path / "master.key"
-    create_master_key(master)
-    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
-    doc = kiosk_site(video, master, within="30s")
+    doc = new_kiosk_site(tmp_path, within="30s")
     blobs = tmp_path / "blobs"
     async with running_site(tmp_path, doc, web=False) as rt:
         seen = Collector(rt)
-        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        await camera_online(rt)
         now = time.time()
         # the hub hands every journaled batch to the camera synchronously: no wait is needed
         rt.hub.publish_event(Event("blood_pressure", "kiosk-1", payload={"resident": RESIDENT}, ts=now - 45))
@@ -185,26 +200,17 @@ async def test_after_a_gateway_restart_the_camera_names_the_resident_of_the_kios
     """The kiosk measures a resident, then the gateway stops. Started again on the same data and
     master key, with the kiosk quiet, the camera's first command snapshot is that resident's:
     the measurement (sealed at rest) is read back from the journal when the camera starts."""
-    master = tmp_path / "master.key"
-    create_master_key(master)
-    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
-    measurement = {"resident": RESIDENT, "systolic_mmhg": 131, "privacy": "sensitive"}
-    events = [{"kind": "blood_pressure", "every": "300ms", "privacy": "sensitive", "payload": measurement}]
-    async with running_site(tmp_path, kiosk_site(video, master, events=events), web=False) as rt:
+    async with running_site(tmp_path, new_kiosk_site(tmp_path, events=MEASURED_EVERY_300MS), web=False) as rt:
         seen = Collector(rt)
-        await until(
-            lambda: [e for e in seen.kind("blood_pressure") if e.source == "kiosk-1"],
-            timeout=10,
-            what="a measurement at the kiosk",
-        )
+        await measured(seen)
     with contextlib.closing(sqlite3.connect(tmp_path / "edge.db")) as conn:
         stored = conn.execute("SELECT typeof(payload) FROM journal WHERE kind = 'blood_pressure'").fetchall()
     assert stored and {t for (t,) in stored} == {"blob"}  # sealed at rest
 
-    doc = kiosk_site(video, master)  # the kiosk emits nothing now
+    doc = kiosk_site(tmp_path / "kiosk.avi", tmp_path / "master.key")  # the kiosk emits nothing now
     async with running_site(tmp_path, doc, web=False) as rt:
         seen = Collector(rt)
-        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        await camera_online(rt)
         snap = await command_snapshot(rt, seen)
         assert not seen.kind("blood_pressure")  # named by the journaled measurement, not a new one
     assert snap["subject"] == RESIDENT and snap["subject_from"] == "kiosk-1"
@@ -227,14 +233,11 @@ async def test_a_restarted_camera_driver_takes_the_newest_journaled_event_within
     is older than `within`: its snapshot stays under the camera's key. Restarted again after a
     fresh measurement of another resident and a newer event of the kiosk naming nobody: its
     snapshot is that resident's."""
-    master = tmp_path / "master.key"
-    create_master_key(master)
-    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
-    doc = kiosk_site(video, master, within="30s")
+    doc = new_kiosk_site(tmp_path, within="30s")
     blobs = tmp_path / "blobs"
     async with running_site(tmp_path, doc, web=False) as rt:
         seen = Collector(rt)
-        await until(lambda: rt.slots["cam"].health.state == "online", timeout=15, what="camera online")
+        await camera_online(rt)
         old = {"resident": RESIDENT, "privacy": "sensitive"}
         rt.hub.publish_event(Event("blood_pressure", "kiosk-1", payload=old, ts=time.time() - 45))
         await restart_camera(rt)
