@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
     from edge.state import StateDB
     from edge.store import Journal
+    from edge.store.rows import EventMatch
 
 log = logging.getLogger("edge.plugins")
 
@@ -77,6 +78,18 @@ class MetricsSource(Protocol):
     imports prometheus_client only inside the call, so a gateway nobody scrapes never loads it."""
 
     def collect_metrics(self) -> Iterable[Metric]: ...
+
+
+@runtime_checkable
+class EventIndex(Protocol):
+    """A component keeping an indexed copy of the journal's events (the trend index): its
+    `newest_events(match, limit, scan_floor)` gives (the newest `limit` events that match,
+    newest first, from its copy up to its cursor and from the journal's rows after it with seq >
+    scan_floor; the scan's bound; its cursor). Called in a worker thread."""
+
+    def newest_events(
+        self, match: EventMatch, limit: int, scan_floor: int
+    ) -> tuple[list[Any], int, int | None]: ...
 
 
 T = TypeVar("T")

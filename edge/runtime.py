@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge import buildinfo, fileperm
 from edge.clock import ClockSample, ClockTrust, SyncSource, boottime, kernel_sync_status
@@ -35,7 +35,7 @@ from edge.model import (
     Value,
     point_id,
 )
-from edge.plugins import Component, ComponentContext, StartError, registry
+from edge.plugins import Component, ComponentContext, EventIndex, StartError, registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal, row_to_record
 from edge.store.rows import EventMatch
@@ -57,18 +57,6 @@ RECENT_EVENTS = 32
 #: rows after the trend index's cursor; the whole read on a site without one): the UI's events
 #: page bounds its raw scan the same way (the journal has no index on source)
 RECENT_SCAN_ROWS = 300_000
-
-
-@runtime_checkable
-class EventIndex(Protocol):
-    """A component keeping an indexed copy of the journal's events (the trend index): its
-    `newest_events(match, limit, scan_floor)` gives (the newest `limit` events that match,
-    newest first, from its copy up to its cursor and from the journal's rows after it with seq >
-    scan_floor; the scan's bound; its cursor). Called in a worker thread."""
-
-    def newest_events(
-        self, match: EventMatch, limit: int, scan_floor: int
-    ) -> tuple[list[Any], int, int | None]: ...
 
 
 @dataclass
