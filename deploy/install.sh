@@ -74,6 +74,20 @@ unit() {
   systemctl enable community-edge.service
 }
 
+bytecode() {
+  # $1: the venv. The unit runs the service with PYTHONOPTIMIZE=2 (docstrings and asserts left out
+  # of the loaded code: 2.2 MB less resident on a small site) and PYTHONPYCACHEPREFIX=VENV/pycache;
+  # under ProtectSystem=strict it cannot write bytecode, so every module it may import, the
+  # standard library's too, is compiled at that level here, into the venv's own cache (a version
+  # and its bytecode come and go together). A failure costs only memory: the service then
+  # compiles in memory what it imports.
+  stdlib=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+  site=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  PYTHONPYCACHEPREFIX="$1/pycache" "$1/bin/python" -m compileall -q -j 0 -o 2 \
+      -x '/(test|tests|idlelib|tkinter|turtledemo|lib2to3|ensurepip)/' "$stdlib" "$site" >/dev/null \
+    || log "compiling the bytecode for PYTHONOPTIMIZE=2 failed: the service will compile it in memory at each start"
+}
+
 # ---------------------------------------------------------------- from a checkout (needs network)
 if [ -z "$BUNDLE" ]; then
   [ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
@@ -83,6 +97,7 @@ if [ -z "$BUNDLE" ]; then
   cp -a "$SRC/edge" "$SRC/drivers" "$SRC/rules" "$SRC/deploy" "$SRC/pyproject.toml" "$SRC/README.md" "$PREFIX/"
   sh "$SRC/scripts/bootstrap-venv.sh" "$PREFIX/.venv"
   "$PREFIX/.venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PREFIX[$EXTRAS]"
+  bytecode "$PREFIX/.venv"
   site_file "$SRC"
   unit "$SRC"
   if "$PREFIX/.venv/bin/edge" check -q -c "$ETC/site.yaml"; then
@@ -134,6 +149,7 @@ if ! "$NEW/venv/bin/python" -m pip install --quiet --disable-pip-version-check -
   echo "error: installing $REQ from the bundle failed; $PREFIX is unchanged" >&2
   exit 1
 fi
+bytecode "$NEW/venv"
 cp -a "$STAGE/deploy" "$STAGE/BUNDLE" "$NEW/"
 site_file "$NEW"
 

@@ -170,6 +170,50 @@ def test_the_bundle_holds_the_installer_and_a_wheel_per_dependency(bundle: Path)
     )
 
 
+# What a gateway imports (the command line, a site's check, the runtime, the web server and API,
+# the Modbus driver), under the unit's settings, writing no bytecode: each module's cached file,
+# as the import system looks it up then, must be there (install.sh compiled it).
+IMPORTS_COMPILED = """
+import importlib, json, os, sys
+from edge.cli import main
+assert main(["check", "-q", "-c", sys.argv[1]]) == 0
+for name in ("edge.service", "edge.runtime", "edge.api.app", "edge.web", "drivers.modbus.driver", "aiohttp.web"):
+    importlib.import_module(name)
+cached = [m.__cached__ for m in list(sys.modules.values()) if getattr(m, "__cached__", None)]
+print(json.dumps({"missing": [c for c in cached if not os.path.exists(c)], "cached": cached}))
+"""
+
+
+def assert_bytecode_compiled(gw: Gateway) -> None:
+    """Every module a gateway imports has its optimised bytecode in the venv's cache, where the
+    unit's service (PYTHONOPTIMIZE=2, PYTHONPYCACHEPREFIX, ProtectSystem=strict) only reads it."""
+    cache = gw.prefix / ".venv" / "pycache"
+    env = dict(
+        os.environ,
+        PYTHONOPTIMIZE="2",
+        PYTHONPYCACHEPREFIX=str(cache),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.pop("PYTHONPATH", None)
+    # the interpreter `edge` runs with: its venv as the service finds its modules (the version's own
+    # path, not the .venv link's)
+    shebang = (gw.prefix / ".venv" / "bin" / "edge").read_text().splitlines()[0]
+    python = shebang.removeprefix("#!").strip()
+    done = subprocess.run(
+        [python, "-c", IMPORTS_COMPILED, str(gw.etc / "site.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=gw.data,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(found["cached"]) > 300  # the standard library's and the venv's, not a handful
+    assert all(c.startswith(str(cache)) and c.endswith(".opt-2.pyc") for c in found["cached"])
+    assert found["missing"] == [], f"{len(found['missing'])} modules not compiled: {found['missing'][:10]}"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # the bundle, two installs and a health gate left to time out
 def test_install_offline_upgrade_and_rollback(
@@ -204,6 +248,8 @@ def test_install_offline_upgrade_and_rollback(
         Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1]
         == str(gw.prefix / ".venv/bin/edge").encode()
     )
+    assert b"PYTHONOPTIMIZE=2" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert_bytecode_compiled(gw)
 
     again = gw.install(bundle)
     assert again.returncode == 0 and "unchanged" in again.stdout, again.stdout + again.stderr
