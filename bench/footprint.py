@@ -1,7 +1,7 @@
 """Footprint benchmark: memory and CPU of a real `edge run` on a small site, beside the floor of a
 bare interpreter that imports the same modules, measured in the same run.
 
-    python -m bench.footprint [--quick | --minutes N] [--profile] [--optimize]
+    python -m bench.footprint [--quick | --minutes N] [--profile] [--plain]
 
 The site: 10 CHINT DTSU666 meters over Modbus TCP polled every second (the simulated meters of
 `edge demo`, one pymodbus server each, in a child process), one HTTP upstream to a local receiver
@@ -17,8 +17,9 @@ minute, or after the first half of a shorter run): a gateway runs for months, an
 grows without bound shows here first. `--minutes N` runs the site N minutes (5 or more tells a
 creep from caches still filling up).
 
---optimize runs the gateway and the floor with `python -OO` (docstrings and asserts left out of
-the loaded code), to weigh starting the service that way.
+The gateway and the floor run with `python -OO` (docstrings and asserts left out of the loaded
+code), as the service runs (PYTHONOPTIMIZE=2 in its unit, its bytecode compiled at install);
+--plain runs both without it, as `edge run` typed in a shell does.
 
 --profile runs the site a second time with tracemalloc and `-X importtime` on (slower, more
 memory: its figures are not the benchmark's) and prints the largest allocation sites and
@@ -104,7 +105,7 @@ print(rss() - before)
 """
 
 
-#: the interpreter and its flags for the gateway and the floor (`--optimize` adds -OO)
+#: the interpreter and its flags for the gateway and the floor (-OO unless `--plain`)
 PYTHON = [sys.executable]
 
 
@@ -114,7 +115,8 @@ def compile_project(optimize: bool = False) -> None:
     PYTHONDONTWRITEBYTECODE compiles every module at each start, and the compiler's memory is no
     part of a gateway's footprint. Third-party packages and the standard library have theirs,
     except for -OO, which pip does not compile: with `optimize` the installed packages are compiled
-    at that level too, as a box started with -OO would need."""
+    at that level too, as install.sh does for the service (the standard library's own here has
+    them already)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     extra = ["-o", "2", sysconfig.get_paths()["purelib"]] if optimize else []
     subprocess.run(
@@ -412,9 +414,9 @@ def main() -> None:
         "--profile", action="store_true", help="also a traced run: largest allocations and imports"
     )
     ap.add_argument(
-        "--optimize",
+        "--plain",
         action="store_true",
-        help="run the gateway and the floor with python -OO (no docstrings, no asserts in memory)",
+        help="run the gateway and the floor without python -OO (the service runs with it)",
     )
     ap.add_argument("--serve-meters", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -424,9 +426,10 @@ def main() -> None:
     if args.minutes is not None and args.minutes <= 0:
         ap.error(f"--minutes must be a positive number of minutes, not {args.minutes:g}")
     seconds = 30.0 if args.quick else 60.0 * args.minutes if args.minutes else 120.0
-    if args.optimize:
+    optimize = not args.plain
+    if optimize:
         PYTHON.append("-OO")
-    compile_project(args.optimize)
+    compile_project(optimize)
     meters, ports = start_meters(METERS)
     receiver, upstream = start_receiver()
     try:
@@ -437,7 +440,7 @@ def main() -> None:
             modules = r.pop("modules")
             r.update(floor(modules))
             r["meters"] = METERS
-            r["optimize"] = args.optimize
+            r["optimize"] = optimize
             r["ratio"] = round(r["steady_rss_mb"] / r["floor_rss_mb"], 3)
             r["ratio_peak"] = round(r["peak_mb"] / r["floor_peak_mb"], 3)
             r["target_steady_mb"], r["target_peak_mb"] = TARGET_STEADY_MB, TARGET_PEAK_MB
