@@ -83,9 +83,11 @@ bytecode() {
   # compiles in memory what it imports.
   stdlib=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
   site=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  PYTHONPYCACHEPREFIX="$1/pycache" "$1/bin/python" -m compileall -q -j 0 -o 2 \
-      -x '/(test|tests|idlelib|tkinter|turtledemo|lib2to3|ensurepip)/' "$stdlib" "$site" >/dev/null \
-    || log "compiling the bytecode for PYTHONOPTIMIZE=2 failed: the service will compile it in memory at each start"
+  # the standard library without the base interpreter's own site-packages (the venv has its own)
+  { PYTHONPYCACHEPREFIX="$1/pycache" "$1/bin/python" -m compileall -q -j 0 -o 2 \
+      -x '/(test|tests|idlelib|tkinter|turtledemo|lib2to3|ensurepip|site-packages|dist-packages)/' "$stdlib" &&
+    PYTHONPYCACHEPREFIX="$1/pycache" "$1/bin/python" -m compileall -q -j 0 -o 2 -x '/(test|tests)/' "$site"
+  } >/dev/null || log "compiling the bytecode for PYTHONOPTIMIZE=2 failed: the service will compile it in memory at each start"
 }
 
 # ---------------------------------------------------------------- from a checkout (needs network)
