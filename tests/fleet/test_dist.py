@@ -180,7 +180,9 @@ assert main(["check", "-q", "-c", sys.argv[1]]) == 0
 for name in ("edge.service", "edge.runtime", "edge.api.app", "edge.web", "drivers.modbus.driver", "aiohttp.web"):
     importlib.import_module(name)
 cached = [m.__cached__ for m in list(sys.modules.values()) if getattr(m, "__cached__", None)]
-print(json.dumps({"missing": [c for c in cached if not os.path.exists(c)], "cached": cached}))
+import sysconfig
+site = sysconfig.get_paths()["purelib"]
+print(json.dumps({"missing": [c for c in cached if not os.path.exists(c)], "cached": cached, "site": site}))
 """
 
 
@@ -212,6 +214,10 @@ def assert_bytecode_compiled(gw: Gateway) -> None:
     assert len(found["cached"]) > 300  # the standard library's and the venv's, not a handful
     assert all(c.startswith(str(cache)) and c.endswith(".opt-2.pyc") for c in found["cached"])
     assert found["missing"] == [], f"{len(found['missing'])} modules not compiled: {found['missing'][:10]}"
+    # and nothing of packages the venv does not use (the base interpreter's own site-packages)
+    venv_site = str(cache) + found["site"]
+    stray = [p for p in map(str, cache.rglob("*.pyc")) if "-packages/" in p and not p.startswith(venv_site)]
+    assert stray == [], f"{len(stray)} files compiled outside the venv's packages: {stray[:5]}"
 
 
 @pytest.mark.slow
