@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from edge.privacy.keyfile import KeyFileError
 from edge.privacy.keys import (
+    NONCES_PER_DRAW,
     OVERHEAD,
     EnvelopeError,
     KeyForgotten,
@@ -334,6 +335,53 @@ def test_threads_seal_and_open_through_one_store(tmp_path: Path, master: bytes) 
             t.join(timeout=60)
         assert errors == []
         assert keys.subjects_count() == 40
+
+
+def test_nonces_come_from_the_os_in_blocks_and_never_twice(
+    tmp_path: Path, master: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `os.urandom` call per seal gave the GIL up at every sensitive record the journal's
+    writer sealed; the nonces are drawn in blocks, each used once, from threads too."""
+    real = os.urandom
+    calls: list[int] = []
+    monkeypatch.setattr(os, "urandom", lambda n: calls.append(n) or real(n))
+    nonces: list[bytes] = []
+    with SubjectKeys(tmp_path / "keys.db", master) as keys:
+        keys.seal("r-1", b"", b"")  # the subject's key exists (its creation draws bytes of its own)
+        calls.clear()
+
+        def work() -> None:
+            for i in range(500):
+                sealed = keys.seal("r-1", b"%d" % i, b"")
+                nonces.append(sealed[1 + 16 : 1 + 16 + 12])
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert len(nonces) == 2000 and len(set(nonces)) == 2000
+    assert 1 <= len(calls) <= 2000 // NONCES_PER_DRAW + 1
+
+
+def test_a_forked_child_never_reuses_the_parents_nonces(tmp_path: Path, master: bytes) -> None:
+    """Nonces drawn before a fork are dropped in the child: the parent and the child seal with the
+    same keys, and one nonce under one key twice would give the key away."""
+    with SubjectKeys(tmp_path / "keys.db", master) as keys:
+        keys.seal("r-1", b"", b"")  # a block of nonces is drawn and partly used
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next nonce, to the parent
+            try:
+                os.write(write, keys.seal("r-1", b"child", b"")[17:29])
+            finally:
+                os._exit(0)
+        os.close(write)
+        parents = keys.seal("r-1", b"parent", b"")[17:29]
+        childs = os.read(read, 64)
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert len(childs) == 12 and childs != parents
 
 
 def test_a_rotation_elsewhere_stops_new_keys_under_the_old_master(tmp_path: Path, master: bytes) -> None:
