@@ -72,6 +72,10 @@ CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never the 
 TIGHT_STEPS = 8  # closer to the reserve than this many full steps' WAL: checkpoint after every step
 PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
 BLOB_INTERVAL_S = 60.0  # snapshot files are checked for age this often (a directory scan)
+EXPIRER_INTERVAL_S = 60.0  # stores beside the journal (add_expirer) expire this often
+#: `fn(now, retention_s)` of a store beside the journal: deletes what is past its retention by the
+#: trusted wall clock `now` and returns the events that say so (journaled with the next commit)
+Expirer = Callable[[float, Mapping[int, "float | None"]], list[Event]]
 RANK_NAMES = {rank: str(cls) for cls, rank in PRIVACY_RANK.items()}
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
@@ -210,6 +214,10 @@ class Journal(JournalQueries):
         if sealer is not None:
             self.attach_sealer(sealer)
         self._next_blobs = 0.0
+        # stores beside the journal that expire by its retention and its clock guard (add_expirer)
+        self._expirers: list[Expirer] = []
+        self.expirer_interval = EXPIRER_INTERVAL_S
+        self._next_expirers = 0.0
         # records held in memory while SQLite fails; past this the full policy applies in memory
         self.max_pending = max_pending or max(200_000, 20 * flush_max_items)
         # free space the journal leaves on its filesystem (for the WAL and checkpoints): beyond it
@@ -972,6 +980,7 @@ class Journal(JournalQueries):
         assert w is not None
         now = sample.wall
         snapshots = self._expire_blobs(now)
+        self._run_expirers(now)
         chunks: list[retention.ClassExpiry] = []
         try:
             w.execute("BEGIN IMMEDIATE")
@@ -1036,6 +1045,24 @@ class Journal(JournalQueries):
                 )
         if more:  # come back right after the next flush, not after a full interval
             self._next_retention = time.monotonic()
+
+    def add_expirer(self, fn: Expirer) -> None:
+        """Run `fn(now, retention_s)` in the writer thread with the retention passes the clock guard
+        lets through, at most every EXPIRER_INTERVAL_S: a store beside the journal (the sinks' dead
+        letters, the data keys) deletes by the same retention and the same trusted clock, and
+        never while age-based deletion is on hold (`expirer_interval`: how often). A failing `fn` is logged and tried again at the
+        next interval."""
+        self._expirers.append(fn)
+
+    def _run_expirers(self, now: float) -> None:
+        if not self._expirers or time.monotonic() < self._next_expirers:
+            return
+        self._next_expirers = time.monotonic() + self.expirer_interval
+        for fn in list(self._expirers):
+            try:
+                self._ready_events.extend(fn(now, self.retention_s))
+            except Exception as exc:  # one store failing must not stop the journal's retention
+                log.warning("journal: retention of %r failed: %s", fn, exc)
 
     def _expire_blobs(self, now: float) -> int:
         """Snapshot files older than the retention of their class (a camera's plain snapshots are

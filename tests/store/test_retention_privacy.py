@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,46 @@ async def test_without_a_trust_to_ask_a_jump_pauses_one_pass(tmp_path: Path) -> 
         assert j.counters["retention_expired"] == 0
         # the next pass without a jump measures the clocks in step again and resumes
         await until(lambda: j.counters["retention_expired"] == 2, what="retention resuming")
+    finally:
+        await j.close()
+
+
+async def test_stores_beside_the_journal_expire_by_its_clock_and_its_pause(tmp_path: Path) -> None:
+    """An expirer (the sinks' dead letters, the data keys) runs with the journal's retention
+    passes, gets the trusted wall time and the retention per class, has its events journaled, and
+    is not called while a clock jump holds age-based deletion."""
+    clock = FakeClock()
+    synced = [False]
+    trust = ClockTrust(
+        ClockConfig(trust_unsynced=True),
+        "test-site",
+        sync=lambda: SyncStatus(synced[0], "test"),
+        clock=clock.sample,
+    )
+    trust.check()
+    calls: list[tuple[float, dict[int, float | None]]] = []
+
+    def expire(now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
+        calls.append((now, dict(retention_s)))
+        return [Event("thing_expired", "test-store", "info", {"count": len(calls)}, now)]
+
+    j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "90d"}, clock_trust=trust)
+    j.expirer_interval = 0.0
+    j.add_expirer(expire)
+    try:
+        await until(lambda: len(calls) >= 2, what="the expirer run by retention passes")
+        assert calls[0] == (START, {0: KEEP_HISTORY, 1: 90 * DAY, 2: 30 * DAY})
+        await j.flush()
+        assert sql(j, "SELECT count(*) FROM journal WHERE kind = 'thing_expired'")[0][0] >= 1
+        clock.wall += 2 * DAY  # a jump: no store deletes by this clock
+        clock.mono += 10
+        await until(lambda: j.retention_paused is not None, what="the pause")
+        assert [e.kind for e in trust.check()] == ["clock_untrusted"] and not trust.trusted
+        await passes(j, clock, 5)
+        assert all(now == START for now, _ in calls)
+        synced[0] = True  # NTP answers: the jumped clock is right
+        trust.check()
+        await until(lambda: calls[-1][0] == START + 2 * DAY, what="the expirer by the trusted clock")
     finally:
         await j.close()
 
