@@ -144,6 +144,17 @@ def entry_hash(prev_hash: str, encoded: bytes) -> str:
     return hashlib.sha256(prev_hash.encode("ascii", "replace") + b"\n" + encoded).hexdigest()
 
 
+def written_value(privacy: Any, value: Any) -> dict[str, Any]:
+    """What a `point_write` entry keeps of the value written to a point of class `privacy` (None:
+    an unknown point): the value of a public point; of a personal or sensitive one (a plate, a
+    resident's reference) only the class, as `value_class`. The log is kept for good and not
+    sealed; the value itself reaches the journal, sealed where the site seals, and leaves it at
+    its class's retention."""
+    if privacy is None or str(privacy) == "public":
+        return {"value": value}
+    return {"value_class": str(privacy)}
+
+
 def record(state: StateDB, actor: str, action: str, target: str = "", **detail: Any) -> None:
     ensure(state)
     ts = time.time()

@@ -276,13 +276,14 @@ class Commands:
         state = self.ctx.state
         if state is None:
             return
+        info = self.ctx.hub.points.get(point) if isinstance(point, str) else None
         await asyncio.to_thread(
             audit.record,
             state,
             self.source,
             "point_write",
             point or "",
-            value=value,
+            **audit.written_value(info.privacy if info is not None else None, value),
             status=answer["status"],
             reason=answer["reason"],
             request=answer["id"],

@@ -258,6 +258,11 @@ async def device_points(request: web.Request) -> web.Response:
     return json_response({"device": status, "points": points, "now": now})
 
 
+def _privacy_of(runtime: Runtime, point: str) -> Any:
+    info = runtime.hub.points.get(point)
+    return info.privacy if info is not None else None
+
+
 async def write_point(request: web.Request) -> web.Response:
     principal = require(request, "write")
     runtime = keys.get_runtime(request)
@@ -271,7 +276,7 @@ async def write_point(request: web.Request) -> web.Response:
         principal.name,
         "point_write",
         point,
-        value=body["value"],
+        **audit.written_value(_privacy_of(runtime, point), body["value"]),
         status=str(result.status),
         reason=result.reason,
     )

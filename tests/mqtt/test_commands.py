@@ -118,6 +118,13 @@ async def test_commands_write_through_modbus_and_refusals_change_nothing(tmp_pat
         assert st["commands_done"] == {"ok": 1, "rejected": 2}
         entries = [e for e in audit.entries(rt.state, 50) if e["actor"] == "mqtt:central"]
         assert len(entries) == 8 and {e["action"] for e in entries} == {"point_write"}
+        # the log is kept for good: a private point's value stays out of it, its class says why
+        details = {e["target"]: e["detail"] for e in entries if e["detail"]["status"] in ("ok", "refused")}
+        assert (
+            details["boiler.occupant"]["value_class"] == "sensitive"
+            and "value" not in details["boiler.occupant"]
+        )
+        assert [e["detail"]["value"] for e in entries if e["detail"]["status"] == "ok"] == [55]
 
 
 async def test_commands_over_the_rate_are_refused(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]

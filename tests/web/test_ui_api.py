@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 
 from edge.model import Event, Reading
-from tests.web.conftest import Client
+from tests.support.site import running_site
+from tests.web.conftest import Client, signed_in_admin
 
 STATIC = Path(__file__).resolve().parents[2] / "edge" / "web" / "static"
 
@@ -88,6 +89,33 @@ async def test_write_goes_through_the_hub_and_is_audited(site: Any, admin: Clien
         ("gate-north.power_kw", "rejected"),
         ("gate-north.barrier_open", "ok"),
     ]
+
+
+PRIVATE_WRITE_SITE = """
+site: {id: web-private-write}
+devices:
+  - id: gate-north
+    driver: sim
+    points:
+      - {name: allow_plate, type: str, signal: constant, value: "", writable: true, privacy: personal}
+      - {name: barrier_open, type: bool, signal: constant, value: false, writable: true}
+"""
+
+
+async def test_a_personal_value_written_is_audited_by_its_class_not_its_value(tmp_path: Path) -> None:
+    """The audit log is kept for good and not sealed: a plate written to a personal point leaves
+    its class there, not the plate; a public point's value stays."""
+    async with running_site(tmp_path, PRIVATE_WRITE_SITE) as rt, signed_in_admin(rt) as admin:
+        for point, value in (("allow_plate", "沪A23522"), ("barrier_open", True)):
+            body = await admin.json("POST", f"/api/v1/points/gate-north.{point}/write", {"value": value})
+            assert body["status"] == "ok"
+        entries = (await admin.json("GET", "/api/v1/audit?action=point_write"))["entries"]
+        assert [(e["target"], e["detail"]) for e in entries] == [
+            ("gate-north.barrier_open", {"value": True, "status": "ok", "reason": ""}),
+            ("gate-north.allow_plate", {"value_class": "personal", "status": "ok", "reason": ""}),
+        ]
+    state = [tmp_path / name for name in ("state.db", "state.db-wal") if (tmp_path / name).exists()]
+    assert state and all("沪A23522".encode() not in f.read_bytes() for f in state)
 
 
 async def test_events_filter_and_acknowledge_with_comment(site: Any, admin: Client) -> None:
