@@ -16,7 +16,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,7 +27,7 @@ from edge.api import keys, privacy
 from edge.api.auth import require
 from edge.api.params import MAX_SEQ, int_param, path_int
 from edge.api.problem import Problem, json_body, json_response, read_json
-from edge.model import QUALITY_NAMES, CommandStatus, Event, Severity
+from edge.model import PRIVACY_RANK, QUALITY_NAMES, CommandStatus, Event, Privacy, Severity, event_privacy
 from edge.state import StateDB
 from edge.store.journal import BOOL_FLAG, Journal, row_to_record
 from edge.store.rows import EventMatch
@@ -55,7 +55,10 @@ ACK_MIGRATIONS = [
         comment TEXT NOT NULL DEFAULT '',
         ts REAL NOT NULL
     );
-    """
+    """,
+    # an acknowledgement names its user and may say anything in its comment: personal, or the
+    # acked event's class when that is higher; it expires at that class's retention (expire_acks)
+    "ALTER TABLE ui_acks ADD COLUMN privacy INTEGER NOT NULL DEFAULT 1",
 ]
 #: the history, events and alerts queries allowed to run at once (QUERY_SLOTS)
 QUERY_SLOTS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("ui.query_slots", asyncio.Semaphore)
@@ -391,23 +394,42 @@ async def ack(request: web.Request) -> web.Response:
         kind = await asyncio.to_thread(trend.event_kind, seq)
     if kind is None:
         raise Problem(404, "No such event", f"no event with seq {seq} in the local journal")
+    rows = await asyncio.to_thread(runtime.journal.read_range, seq - 1, seq)
+    acked = row_to_record(rows[0]) if rows else {}
+    found = acked.get("payload")
+    payload: dict[str, Any] = found if isinstance(found, dict) else {}
+    # the user's name is personal; the acked event's class when higher (a comment on a health
+    # alert may quote it): an acknowledgement launders nothing
+    rank = max(PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[event_privacy(kind, payload, runtime.hub.points)])
     with state.lock:
         state.conn.execute(
-            "INSERT INTO ui_acks(seq, user, comment, ts) VALUES (?,?,?,?) "
-            "ON CONFLICT(seq) DO UPDATE SET user=excluded.user, comment=excluded.comment, ts=excluded.ts",
-            (seq, principal.name, comment, time.time()),
+            "INSERT INTO ui_acks(seq, user, comment, ts, privacy) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(seq) DO UPDATE SET user=excluded.user, comment=excluded.comment, ts=excluded.ts, "
+            "privacy=excluded.privacy",
+            (seq, principal.name, comment, time.time(), rank),
         )
-    audit.record(state, principal.name, "alert_ack", str(seq), kind=kind, comment=comment)
-    await _journal_ack(runtime, seq, kind, principal.name, comment)
+    # the audit log is kept for good and not sealed: who acknowledged what, not the comment
+    audit.record(state, principal.name, "alert_ack", str(seq), kind=kind, commented=bool(comment))
+    _journal_ack(runtime, seq, kind, acked, payload, principal.name, comment, RANK_CLASS[rank])
     return json_response({"seq": seq, "ack": {"user": principal.name, "comment": comment}})
 
 
-async def _journal_ack(runtime: Runtime, seq: int, kind: str, user: str, comment: str) -> None:
+RANK_CLASS = {rank: cls for cls, rank in PRIVACY_RANK.items()}
+
+
+def _journal_ack(
+    runtime: Runtime,
+    seq: int,
+    kind: str,
+    acked: dict[str, Any],
+    payload: dict[str, Any],
+    user: str,
+    comment: str,
+    cls: Privacy,
+) -> None:
     """The acknowledgement as an `alert_ack` event, so it travels upstream and into the KPIs like
-    the alert did. The account name is personal: sinks pseudonymise or withhold `user`."""
-    rows = await asyncio.to_thread(runtime.journal.read_range, seq - 1, seq)
-    acked = row_to_record(rows[0]) if rows else {}
-    payload = acked.get("payload") or {}
+    the alert did, of class `cls`: sinks pseudonymise or withhold `user`, and withhold the whole
+    acknowledgement of a sensitive alert from a recipient not allowed sensitive data."""
     runtime.hub.publish_event(
         Event(
             "alert_ack",
@@ -421,7 +443,7 @@ async def _journal_ack(runtime: Runtime, seq: int, kind: str, user: str, comment
                 "user": user,
                 "comment": comment,
                 "acked_at": runtime.clock(),
-                "privacy": "personal",
+                "privacy": str(cls),
             },
             runtime.clock(),
         )
@@ -457,8 +479,33 @@ ROUTES = [
 ]
 
 
+def expire_acks(state: StateDB, source: str) -> Callable[[float, Mapping[int, float | None]], list[Event]]:
+    """The journal's expirer of acknowledgements (`Journal.add_expirer`): each goes at the
+    retention of its class, counted by one `alert_acks_expired` event."""
+
+    def expire(now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
+        gone: dict[str, int] = {}
+        for cls in (Privacy.PERSONAL, Privacy.SENSITIVE):
+            keep = retention_s.get(PRIVACY_RANK[cls])
+            if keep is None:
+                continue
+            with state.lock:
+                n = state.conn.execute(
+                    "DELETE FROM ui_acks WHERE privacy = ? AND ts < ?", (PRIVACY_RANK[cls], now - keep)
+                ).rowcount
+            if n:
+                gone[str(cls)] = n
+        if not gone:
+            return []
+        payload = {"count": sum(gone.values()), "by_class": gone}
+        return [Event("alert_acks_expired", source, Severity.INFO, payload, now)]
+
+    return expire
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
     _state(runtime).migrate("ui", ACK_MIGRATIONS)
+    runtime.journal.add_expirer(expire_acks(_state(runtime), runtime.site.site.id))
     app[QUERY_SLOTS_KEY] = asyncio.Semaphore(QUERY_SLOTS)
     worker = app[YAML_WORKER_KEY] = YamlWorker()
     app.on_cleanup.append(worker.close)

@@ -14,6 +14,7 @@ import aiohttp
 
 from edge.model import Event, Reading
 from tests.support.site import running_site
+from tests.support.waiting import until, until_async
 from tests.web.conftest import Client, signed_in_admin
 
 STATIC = Path(__file__).resolve().parents[2] / "edge" / "web" / "static"
@@ -116,6 +117,60 @@ async def test_a_personal_value_written_is_audited_by_its_class_not_its_value(tm
         ]
     state = [tmp_path / name for name in ("state.db", "state.db-wal") if (tmp_path / name).exists()]
     assert state and all("沪A23522".encode() not in f.read_bytes() for f in state)
+
+
+ACK_RETENTION_SITE = """
+site: {id: web-acks}
+privacy: {retention: {sensitive: 30d, personal: 90d}}
+devices:
+  - id: gate-north
+    driver: sim
+    points:
+      - {name: barrier_open, type: bool, signal: constant, value: false, writable: true}
+"""
+
+
+async def test_an_acknowledgement_takes_its_alerts_class_and_expires_at_its_retention(tmp_path: Path) -> None:
+    """An acknowledgement names its user and its comment may quote the alert: of a health alert
+    it is sensitive (upstream and at rest), it leaves the state DB at that class's retention, and
+    the audit log, kept for good, says who acknowledged, not what they wrote."""
+    async with running_site(tmp_path, ACK_RETENTION_SITE) as rt, signed_in_admin(rt) as admin:
+        rt.hub.publish_event(Event("alert", "bp-high", "warning", {"state": "fired", "privacy": "sensitive"}))
+        rt.hub.publish_event(Event("alert", "bin-full", "warning", {"state": "fired", "message": "92%"}))
+        await rt.journal.flush()
+        seqs = {
+            e["source"]: e["seq"] for e in (await admin.json("GET", "/api/v1/events?kind=alert"))["events"]
+        }
+        await admin.json("POST", f"/api/v1/alerts/{seqs['bp-high']}/ack", {"comment": "王 3-201: 186/124"})
+        await admin.json("POST", f"/api/v1/alerts/{seqs['bin-full']}/ack", {"comment": "emptied"})
+        await rt.journal.flush()
+        acks = {
+            e["payload"]["seq"]: e["payload"]["privacy"]
+            for e in (await admin.json("GET", "/api/v1/events?kind=alert_ack"))["events"]
+        }
+        assert acks == {seqs["bp-high"]: "sensitive", seqs["bin-full"]: "personal"}
+        entries = (await admin.json("GET", "/api/v1/audit?action=alert_ack"))["entries"]
+        assert sorted(e["detail"]["commented"] for e in entries) == [True, True]
+        assert all("comment" not in e["detail"] for e in entries)
+
+        def stored() -> dict[int, int]:
+            with rt.state.lock:
+                return dict(rt.state.conn.execute("SELECT seq, privacy FROM ui_acks").fetchall())
+
+        assert stored() == {seqs["bp-high"]: 2, seqs["bin-full"]: 1}
+        with rt.state.lock:  # both acknowledged 31 days ago: past the sensitive retention only
+            rt.state.conn.execute("UPDATE ui_acks SET ts = ts - 31 * 86400")
+        rt.journal.expirer_interval = 0.0
+        await until(
+            lambda: seqs["bp-high"] not in stored(), 20, what="the sensitive acknowledgement expiring"
+        )
+        assert stored() == {seqs["bin-full"]: 1}
+        await until_async(lambda: _expired_acks(admin), 10, what="the alert_acks_expired event")
+
+
+async def _expired_acks(admin: Client) -> bool:
+    events = (await admin.json("GET", "/api/v1/events?kind=alert_acks_expired"))["events"]
+    return [e["payload"] for e in events] == [{"count": 1, "by_class": {"sensitive": 1}}]
 
 
 async def test_events_filter_and_acknowledge_with_comment(site: Any, admin: Client) -> None:
