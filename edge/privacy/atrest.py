@@ -21,6 +21,10 @@ without a line of their own. A process that holds no key for the file (a tool ru
 master key) sees `SEALED_PAYLOAD` / a null value; a record whose subject was forgotten shows
 `ERASED_PAYLOAD` / a null value: erased, not an error.
 
+Each seal tells the key store when it happened (the record's own time, when it has one and it is
+later), so that a key is deleted only once everything it sealed is past its retention
+(`SubjectKeys.expire`, run by the privacy component with the journal's retention passes).
+
 `Sealer`s are found by the path of the file they serve (`edge.store.rows.register`), so a reader
 opened anywhere in the process (a sink's own connection, the trend follower) opens what the
 writer sealed.
@@ -29,7 +33,7 @@ writer sealed.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,24 +109,34 @@ class Sealer:
         return ranks.get(record.get("point"), 0) >= 1
 
     @classmethod
-    def open(cls, journal_path: str | os.PathLike[str], master_key_file: str) -> Sealer:
+    def open(
+        cls,
+        journal_path: str | os.PathLike[str],
+        master_key_file: str,
+        clock: Callable[[], float] | None = None,
+    ) -> Sealer:
         """The sealer of the site whose journal is `journal_path`, with the master key in
-        `master_key_file` (refused, naming the file, unless only its owner can read it)."""
+        `master_key_file` (refused, naming the file, unless only its owner can read it). `clock`:
+        the wall time seals are recorded at (the journal's; default the system's)."""
+        import time
+
         from edge.privacy.keyfile import load_master_key
         from edge.privacy.keys import SubjectKeys
 
-        return cls(SubjectKeys(keys_path(journal_path), load_master_key(master_key_file)))
+        path = keys_path(journal_path)
+        return cls(SubjectKeys(path, load_master_key(master_key_file), clock=clock or time.time))
 
     def seal_payload(self, payload: dict[str, Any], text: str, ts: float, source: str) -> bytes:
         self.sealed += 1
-        return self.keys.seal(subject_of(payload), text.encode(), aad("payload", ts, source))
+        return self.keys.seal(subject_of(payload), text.encode(), aad("payload", ts, source), ts)
 
     def seal_value(self, value: Any, ts: float, source: str) -> bytes:
         self.sealed += 1
-        return self.keys.seal(value_subject(value), orjson.dumps(value), aad("value", ts, source))
+        return self.keys.seal(value_subject(value), orjson.dumps(value), aad("value", ts, source), ts)
 
     def seal_record(self, record: Mapping[str, Any], where: str) -> bytes:
-        """A whole record (a dead letter) bound to `where` (its sink and seq)."""
+        """A whole record (a dead letter) bound to `where` (its sink and seq); it expires from when
+        it was dead-lettered, so the key keeps the time of this seal."""
         payload = record.get("payload")
         self.sealed += 1
         return self.keys.seal(subject_of(payload), orjson.dumps(record), aad("record", 0.0, where))

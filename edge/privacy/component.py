@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from edge.model import Event, Severity
 from edge.plugins import ComponentContext, StartError
@@ -13,7 +14,13 @@ from edge.privacy import subjects
 from edge.privacy.atrest import Sealer, register, unregister
 from edge.privacy.pseudonym import ERASED_KIND
 
+if TYPE_CHECKING:
+    from edge.privacy.keys import SubjectKeys
+
 log = logging.getLogger("edge.privacy")
+
+KEYS_EXPIRED_KIND = "data_keys_expired"
+PERSONAL, SENSITIVE = 1, 2  # privacy ranks (edge.model.PRIVACY_RANK)
 
 
 class PrivacyStartError(StartError):
@@ -34,6 +41,41 @@ def drop_trend_index(journal_path: str) -> None:
     log.warning("trend index %s removed: it held copies of records now sealed; it is rebuilt", trend)
 
 
+def key_horizon(retention_s: Mapping[int, float | None]) -> float | None:
+    """How long after its last seal a data key is kept: the longer of the personal and sensitive
+    retentions (a key may have sealed records, snapshot files and dead letters of both); None,
+    keys never expire, when either class is kept without a time limit."""
+    personal, sensitive = retention_s.get(PERSONAL), retention_s.get(SENSITIVE)
+    if personal is None or sensitive is None:
+        return None
+    return max(personal, sensitive)
+
+
+class KeyExpiry:
+    """The journal's expirer for the data keys (`Journal.add_expirer`): run in its writer thread
+    with the retention passes the clock guard lets through, it deletes every key whose last seal
+    is more than the horizon ago (`SubjectKeys.expire`) and returns one `data_keys_expired` event
+    (counts only, never a subject) when some went."""
+
+    def __init__(self, keys: SubjectKeys, source: str) -> None:
+        self.keys = keys
+        self.source = source
+        self.expired = 0  # keys deleted since start
+        self.active = True  # off once the component stopped: the journal may still run a pass
+
+    def __call__(self, now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
+        horizon = key_horizon(retention_s)
+        if horizon is None or not self.active:
+            return []
+        n = self.keys.expire(now - horizon)
+        if not n:
+            return []
+        self.expired += n
+        log.info("%d data keys expired: nothing they sealed is younger than %.0f s", n, horizon)
+        payload = {"count": n, "horizon_s": horizon}
+        return [Event(KEYS_EXPIRED_KIND, self.source, Severity.INFO, payload, now)]
+
+
 class PrivacyComponent:
     name = "privacy"
 
@@ -44,6 +86,7 @@ class PrivacyComponent:
         self.notices = 0
         self._task: asyncio.Task[None] | None = None
         self._blob_dir: str | None = None
+        self.key_expiry: KeyExpiry | None = None
 
     async def start(self) -> None:
         from edge.privacy.keyfile import KeyFileError
@@ -53,7 +96,7 @@ class PrivacyComponent:
         key_file = site.privacy.master_key_file
         assert key_file is not None
         try:
-            sealer = await asyncio.to_thread(Sealer.open, journal.path, key_file)
+            sealer = await asyncio.to_thread(Sealer.open, journal.path, key_file, journal.clock)
         except KeyFileError as exc:
             raise PrivacyStartError(f"privacy.master_key_file: {exc}") from None
         except WrongMasterKey as exc:
@@ -61,6 +104,9 @@ class PrivacyComponent:
         self.sealer = sealer
         sealer.classes = journal.classes  # which dead letters are sensitive
         journal.attach_sealer(sealer)  # the journal closes it, after its last flush
+        # a key goes once everything it sealed is past its retention (by the journal's clock guard)
+        self.key_expiry = KeyExpiry(sealer.keys, site.site.id)
+        journal.add_expirer(self.key_expiry)
         register(self.ctx.state.path, sealer)  # dead letters
         self._blob_dir = site.storage.resolved_blob_dir()
         register(self._blob_dir, sealer)  # a sensitive camera's snapshots, and the API that serves them
@@ -79,6 +125,8 @@ class PrivacyComponent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.key_expiry is not None:
+            self.key_expiry.active = False
         if self.sealer is not None:
             unregister(self.ctx.state.path, self.sealer)
             if self._blob_dir is not None:
@@ -90,6 +138,7 @@ class PrivacyComponent:
             "sealed": self.sealer.sealed if self.sealer is not None else 0,
             "sealed_existing": self.sealed_existing,
             "erasures_journaled": self.notices,
+            "keys_expired": self.key_expiry.expired if self.key_expiry is not None else 0,
         }
 
     async def restore_sensitive(self) -> int:

@@ -12,11 +12,20 @@ What keys.db holds and what it never holds:
   would change every subject's row on a master-key rotation, and a row cannot be re-keyed without
   the id it hides);
 - a forgotten key's bytes never: the file runs with `secure_delete`, so SQLite overwrites deleted
-  content with zeros, and the WAL is checkpointed and truncated after every forget and rotation,
-  so no earlier page image of the row stays in it. What the file system or the flash keeps of
+  content with zeros, and the WAL is checkpointed and truncated after every forget, rotation and
+  expiry that deleted keys, so no earlier page image of the row stays in it. What the file system or the flash keeps of
   blocks the file no longer uses is outside the file's reach;
-- the random reference (`kid`) of each forgotten key, so that opening what it sealed says
-  `KeyForgotten` rather than "unknown key".
+- the random reference (`kid`) of each forgotten or expired key, so that opening what it sealed
+  says `KeyForgotten` rather than "unknown key";
+- per key, the latest time it sealed something (`last_seal`): the wall time of the seal, or the
+  sealed record's own time when that is later. It is kept in memory at each seal and written at
+  each expiry pass and at close (a seal writes nothing), so a power cut loses the seal times since
+  the last pass.
+
+Keys expire with their data (`expire`): once everything a key sealed is past its retention, the
+key is deleted like a forgotten one, so copies and backups of the expired records stop opening
+too. The site-wide key (`SITE_SUBJECT`) never expires: it also seals the rules' persistent state,
+which no retention removes.
 
 An envelope is: version byte (1) | the key's 16-byte reference | 96-bit random nonce | ciphertext
 and tag (45 bytes over the plaintext). The version and the reference are authenticated with the
@@ -44,7 +53,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
@@ -52,6 +61,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edge.privacy.atrest import SITE_SUBJECT
 from edge.privacy.keyfile import MASTER_KEY_BYTES, create_master_key, load_master_key
 
 __all__ = [
@@ -85,9 +95,11 @@ SUBJECT_AAD = b"community-edge subject key "
 KEYRING_AAD = b"community-edge keyring "
 
 SCHEMA = (
-    # subject: HMAC-SHA256 of the subject id under the index key; kid: the reference envelopes carry
+    # subject: HMAC-SHA256 of the subject id under the index key; kid: the reference envelopes carry;
+    # last_seal: the latest time the key sealed something, as of the last expiry pass (NULL: a row
+    # an earlier version inserted, taken as "now" by the next pass)
     "CREATE TABLE IF NOT EXISTS subject_keys ("
-    " subject BLOB PRIMARY KEY, kid BLOB NOT NULL UNIQUE, wrapped BLOB NOT NULL)",
+    " subject BLOB PRIMARY KEY, kid BLOB NOT NULL UNIQUE, wrapped BLOB NOT NULL, last_seal REAL)",
     "CREATE TABLE IF NOT EXISTS forgotten_keys (kid BLOB PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS keyring (name TEXT PRIMARY KEY, wrapped BLOB NOT NULL)",
 )
@@ -179,6 +191,10 @@ def _create_private(path: str) -> None:
             os.chmod(path, mode & 0o700)
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
     """Least recently used entries leave first."""
     cache[key] = value
@@ -192,7 +208,8 @@ class SubjectKeys:
     """Per-subject data keys in `path`, wrapped by `master_key`. Safe to share between threads
     (one lock around the file and the caches; encryption itself runs outside it). Another process
     may use the same file: a key it forgets stops opening here within `recheck` seconds, and a
-    rotation it made is noticed before this one creates a key."""
+    rotation it made is noticed before this one creates a key. `clock`: the wall time a seal is
+    recorded at (the journal's, whose retention expires the keys)."""
 
     def __init__(
         self,
@@ -200,15 +217,19 @@ class SubjectKeys:
         master_key: bytes,
         cache_size: int = CACHE_SIZE,
         recheck: float = RECHECK_S,
+        clock: Callable[[], float] = time.time,
     ):
         self.path = str(path)
         self._wrapper = _wrapper(master_key)
         self._lock = threading.Lock()
         self._cache_size = max(1, cache_size)
         self._recheck = recheck
+        self._clock = clock
         # in memory only: the subject ids of recent seals, and the unwrapped keys
         self._keys: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()  # subject -> (header, key)
         self._ciphers: OrderedDict[bytes, AESGCM] = OrderedDict()  # kid -> key, for opening
+        # kid -> the latest time it sealed something, not yet written to the file (see expire)
+        self._seal_times: dict[bytes, float] = {}
         self._wal_pending = False
         _create_private(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -231,6 +252,26 @@ class SubjectKeys:
         c.execute("PRAGMA synchronous=FULL")
         for statement in SCHEMA:
             c.execute(statement)
+        self._migrate()
+        # an expiry pass finds the keys to delete without reading every row (a gate's 100,000 plates)
+        c.execute("CREATE INDEX IF NOT EXISTS subject_keys_last_seal ON subject_keys (last_seal)")
+
+    def _migrate(self) -> None:
+        """A keys.db of an earlier version has no seal times: its keys get the time of the upgrade,
+        so none expires before a full retention horizon has passed since."""
+        c = self._conn
+        if "last_seal" in _columns(c, "subject_keys"):
+            return
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            if "last_seal" not in _columns(c, "subject_keys"):  # another process may have been first
+                c.execute("ALTER TABLE subject_keys ADD COLUMN last_seal REAL")
+                c.execute("UPDATE subject_keys SET last_seal = ?", (float(self._clock()),))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
 
     def _load_index_key(self) -> bytes:
         aad = KEYRING_AAD + b"index"
@@ -248,8 +289,10 @@ class SubjectKeys:
             ) from None
 
     # ------------------------------------------------------------ public API
-    def seal(self, subject: str, plaintext: bytes, aad: bytes) -> bytes:
-        """`plaintext` sealed under `subject`'s data key (created on first use), bound to `aad`."""
+    def seal(self, subject: str, plaintext: bytes, aad: bytes, ts: float | None = None) -> bytes:
+        """`plaintext` sealed under `subject`'s data key (created on first use), bound to `aad`.
+        `ts`: the time of the record sealed, when it has one: the key is kept until the later of
+        it and now is past the retention horizon (`expire`)."""
         if not isinstance(subject, str) or not subject:
             raise ValueError(f"a subject id is a non-empty string, not {subject!r}")
         with self._lock:
@@ -259,6 +302,13 @@ class SubjectKeys:
                 entry = self._load_or_create(subject)
             else:
                 self._keys.move_to_end(subject)
+            # under the lock: an expiry pass sees this seal before it deletes anything
+            t = self._clock()
+            if ts is not None and ts > t:
+                t = ts
+            kid = entry[0][1:]
+            if t > self._seal_times.get(kid, 0.0):
+                self._seal_times[kid] = t
         header, cipher = entry
         nonce = NONCES.take()
         return header + nonce + cipher.encrypt(nonce, plaintext, header + aad)
@@ -299,6 +349,34 @@ class SubjectKeys:
             self._wal_pending = True
             self._truncate_wal()
         return True
+
+    def expire(self, before: float) -> int:
+        """Delete every data key that sealed nothing at or after `before` (a wall time: now minus
+        the retention horizon), except the site-wide key: like `forget`, what they sealed reads
+        as erased everywhere, copies and backups included. The seal times kept in memory are
+        written first, in the same transaction and under the same lock as the seals, so a key a
+        seal is using is never deleted. Returns how many keys went."""
+        before = float(before)
+        with self._lock:
+            site = self._ref(SITE_SUBJECT)
+            with self._writing(check=False) as c:  # expiring needs no master key
+                self._write_seal_times(c)
+                rows = c.execute(
+                    "DELETE FROM subject_keys WHERE last_seal < ? AND subject != ? RETURNING kid",
+                    (before, site),
+                ).fetchall()
+                c.executemany("INSERT OR IGNORE INTO forgotten_keys (kid) VALUES (?)", rows)
+            self._seal_times.clear()
+            if not rows:
+                return 0
+            gone = {bytes(kid) for (kid,) in rows}
+            for kid in gone:
+                self._ciphers.pop(kid, None)
+            for subject in [s for s, (header, _) in self._keys.items() if header[1:] in gone]:
+                del self._keys[subject]
+            self._wal_pending = True
+            self._truncate_wal()
+        return len(gone)
 
     def rotate_master(self, new_master_key: bytes) -> int:
         """Rewrap every data key (and the index key) under `new_master_key`; sealed data is not
@@ -350,6 +428,13 @@ class SubjectKeys:
 
     def close(self) -> None:
         with self._lock:
+            if self._seal_times:
+                try:
+                    with self._writing(check=False) as c:
+                        self._write_seal_times(c)
+                    self._seal_times.clear()
+                except sqlite3.Error as exc:
+                    log.warning("%s: the latest seal times were not written: %s", self.path, exc)
             if self._wal_pending:
                 self._truncate_wal()
             self._ciphers.clear()
@@ -385,6 +470,15 @@ class SubjectKeys:
                 c.execute("ROLLBACK")
             raise
 
+    def _write_seal_times(self, c: sqlite3.Connection) -> None:
+        """The seal times kept in memory into the file (never moving one back), and "now" for
+        keys an earlier version created without one."""
+        c.executemany(
+            "UPDATE subject_keys SET last_seal = max(coalesce(last_seal, 0), ?) WHERE kid = ?",
+            [(t, kid) for kid, t in self._seal_times.items()],
+        )
+        c.execute("UPDATE subject_keys SET last_seal = ? WHERE last_seal IS NULL", (float(self._clock()),))
+
     def _notice_other_writers(self, now: bool = False) -> None:
         """Drop the caches when another connection changed the file (`now`: check whatever the
         time since the last check): a key another process forgot must stop opening here too, and
@@ -415,8 +509,8 @@ class SubjectKeys:
                 kid = os.urandom(KID_BYTES)
                 wrapped = _wrap(self._wrapper, AESGCM.generate_key(bit_length=256), SUBJECT_AAD + kid)
                 c.execute(
-                    "INSERT OR IGNORE INTO subject_keys (subject, kid, wrapped) VALUES (?, ?, ?)",
-                    (ref, kid, wrapped),
+                    "INSERT OR IGNORE INTO subject_keys (subject, kid, wrapped, last_seal) VALUES (?, ?, ?, ?)",
+                    (ref, kid, wrapped, float(self._clock())),
                 )
                 # another process may have created this subject's key first: use the one stored
                 row = c.execute("SELECT kid, wrapped FROM subject_keys WHERE subject = ?", (ref,)).fetchone()

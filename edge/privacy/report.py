@@ -74,7 +74,8 @@ AT_REST_OFF = (
 AT_REST_ON = (
     "personal and sensitive: yes, AES-256-GCM with one data key per resident or plate, wrapped by the "
     "master key in {key} (journal, trend index events, dead letters, the image files of sensitive "
-    "cameras; a personal point's numbers and a personal camera's image files stay clear); public: no"
+    "cameras; a personal point's numbers and a personal camera's image files stay clear); a data key is "
+    "deleted once everything it sealed is past its retention (the site-wide key is kept); public: no"
 )
 
 
@@ -420,6 +421,13 @@ def build(site: Any) -> Report:
         add("kpi_daily", Privacy.PUBLIC, "kpi", "the day's figures per device: counts and shares")
         add("alert", Privacy.PUBLIC, "kpi", "a day below its targets")
     add("alert_ack", Privacy.PERSONAL, "gateway", "who acknowledged an alert (`user`), when, the comment")
+    if site.privacy.master_key_file is not None:
+        add(
+            "data_keys_expired",
+            Privacy.PUBLIC,
+            "gateway",
+            "how many data keys expired with their data: a count",
+        )
     writable = [p for p in infos if p.writable]
     if writable:
         top = max((p.privacy for p in writable), key=PRIVACY_RANK.__getitem__)
