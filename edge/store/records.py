@@ -49,6 +49,11 @@ def _pattern(globs: Sequence[str] | None) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs) or "(?!)")
 
 
+def _point_rank(info: PointInfo | None) -> int:
+    """A reading's rank: its point's class; an unknown point's readings are public."""
+    return PRIVACY_RANK[info.privacy] if info is not None else 0
+
+
 class RecordFilter:
     """Decides per journal row whether it may be sent; counts what it withholds and why."""
 
@@ -88,8 +93,7 @@ class RecordFilter:
             self._reading_ok[point] = 1
             return 1
         info = self._points().get(point)
-        rank = PRIVACY_RANK[info.privacy] if info is not None else 0
-        verdict = 0 if rank <= self.max_rank else 2
+        verdict = 0 if _point_rank(info) <= self.max_rank else 2
         if info is not None:  # unknown points may get a class later (a driver registers them)
             self._reading_ok[point] = verdict
         return verdict
@@ -102,6 +106,16 @@ class RecordFilter:
             except orjson.JSONDecodeError:
                 data = None
         return PRIVACY_RANK[event_privacy(kind, data, self._points())]
+
+    def rank(self, row: Row) -> int:
+        """The privacy rank (`PRIVACY_RANK`) of a journal row by the rule above, whatever this
+        filter's include lists and limit: a reading its point's class (public while the point is
+        unknown), an event the class `event_privacy` gives. Reads the points: call it on the event
+        loop, or where a thread may read the hub's points (the journal's writer does)."""
+        kind = row[5]
+        if kind is None:
+            return _point_rank(self._points().get(row[2]))
+        return self.event_privacy(kind, row[7])
 
     def verdict(self, row: Row) -> int:
         """0: send, 1: not in the include lists, 2: withheld for privacy."""
