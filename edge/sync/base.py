@@ -15,8 +15,9 @@ link is back; a sink the server answered with an error waits its backoff out.
 With several batches in flight, one backoff is shared and the failed batches retry in seq order
 before new ones are launched (no retry storm).
 A non-retryable 4xx is bisected until the rejected record(s) are isolated; those go to the
-dead-letter table in the state DB, are counted and raised as a `sync_dead_letter` event, and the
-stream goes on. 401/403/404 are configuration problems, not bad records: they are retried, never
+dead-letter table in the state DB with their privacy class (they expire at its retention:
+edge.sync.component), are counted and raised as a `sync_dead_letter` event, and the stream goes
+on. 401/403/404 are configuration problems, not bad records: they are retried, never
 dead-lettered (dead-lettering everything on a revoked token would be silent loss).
 """
 
@@ -125,6 +126,8 @@ class PushSink:
         self.retries = 0
         self.dead_letters = 0  # since start
         self.dead_letters_total = 0  # unresolved rows in the table
+        # deleted at their privacy class's retention (kept across restarts in the saved status)
+        self.dead_letters_expired = 0
         self.last_success: float | None = None
         self.last_error = ""
         self.last_error_at: float | None = None
@@ -160,6 +163,8 @@ class PushSink:
         assert self.ctx.state is not None
         deadletters.ensure(self.ctx.state)
         self.dead_letters_total = deadletters.pending(self.ctx.state, self.id)
+        expired = deadletters.saved_status(self.ctx.state, self.id).get("dead_letters_expired")
+        self.dead_letters_expired = expired if type(expired) is int else 0
         self.cursor = self.durable_cursor = await self.journal.register_cursor(self.id, "sink")
         self.readers = [JournalReader(self.journal.path) for _ in range(self.prefetch)]
         self.started_at = time.monotonic()
@@ -505,12 +510,13 @@ class PushSink:
     async def _dead_letter(self, row: Row, outcome: Outcome) -> None:
         state = self.ctx.state
         assert state is not None
+        # its class (the rule the filter applies), by which it expires from the table
+        rank = self.filter.rank(row)
         await asyncio.to_thread(
-            deadletters.add, state, self.id, row[0], row_to_record(row), outcome.status, outcome.body
+            deadletters.add, state, self.id, row[0], row_to_record(row), outcome.status, outcome.body, rank
         )
         self.dead_letters += 1
-        self.dead_letters_total += 1
-        self._status_dirty.set()
+        self._recount_dead_letters()
         self.ctx.hub.publish_event(
             Event(
                 "sync_dead_letter",
@@ -523,7 +529,20 @@ class PushSink:
 
     def dead_letter_resolved(self) -> None:
         """A manual retry delivered one of the dead letters."""
-        self.dead_letters_total = max(0, self.dead_letters_total - 1)
+        self._recount_dead_letters()
+
+    def dead_letters_gone(self, count: int) -> None:
+        """`count` of this sink's dead letters were deleted at their class's retention (on the
+        event loop, after the journal's writer deleted them)."""
+        self.dead_letters_expired += count
+        self._recount_dead_letters()
+
+    def _recount_dead_letters(self) -> None:
+        """The pending dead letters as the table holds them now. Read on the event loop after each
+        change (a dead letter added, retried or expired): whichever change comes last, the count
+        is the table's, never one adjusted from a stale value."""
+        if self.ctx.state is not None:
+            self.dead_letters_total = deadletters.pending(self.ctx.state, self.id)
         self._status_dirty.set()
 
     async def send_one(self, record_row: Row) -> Outcome:
@@ -555,6 +574,7 @@ class PushSink:
             "last_error_at": self.last_error_at,
             "retry_in_s": retry_in,
             "dead_letters": self.dead_letters_total,
+            "dead_letters_expired": self.dead_letters_expired,
             "sent_rows": self.sent_rows,
             "sent_batches": self.sent_batches,
             "sent_bytes": self.sent_bytes,
@@ -571,19 +591,23 @@ class PushSink:
 
     def snapshot(self) -> dict[str, Any]:
         """What `edge sync status` shows of a running sink beyond the files: its last success and
-        error and its dead letters (the moment's figures, backlog and age, it reads itself)."""
-        return {
+        error and its dead letters (the moment's figures, backlog and age, it reads itself); the
+        dead letters deleted at their class's retention once there are some."""
+        snapshot: dict[str, Any] = {
             "last_success": self.last_success,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "dead_letters": self.dead_letters_total,
             "instance": INSTANCE,
         }
+        if self.dead_letters_expired:
+            snapshot["dead_letters_expired"] = self.dead_letters_expired
+        return snapshot
 
     def _changed(self, snapshot: dict[str, Any]) -> bool:
         # the same error again (a retry failing alike) is no news: its time alone is not written
         old = self._status_written
-        return old is None or any(snapshot[k] != old[k] for k in snapshot if k != "last_error_at")
+        return old is None or any(snapshot[k] != old.get(k) for k in snapshot if k != "last_error_at")
 
     def _write_status(self, snapshot: dict[str, Any]) -> None:
         if self.ctx.state is not None:

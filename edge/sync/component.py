@@ -3,16 +3,27 @@
 `create(ctx)` (ctx: the runtime's narrow `ComponentContext`) returns None for a site with neither `upstream:` nor `consumers:`. Declared
 consumers get their cursor registered at start, so retention keeps their data even before they
 first connect.
+
+The sinks' dead letters expire at their privacy class's retention (PIPL art. 19) with the journal's
+retention passes and under its clock guard (`Journal.add_expirer`): personal and sensitive ones
+once dead-lettered longer ago than their class's retention, public ones never by age.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from edge.model import Event, Privacy, Severity
 from edge.plugins import registry
-from edge.sync import metrics
+from edge.store.journal import RANK_NAMES
+from edge.store.records import IncludeConfig, RecordFilter
+from edge.sync import deadletters, metrics
 from edge.sync.base import LinkBoard, PushSink
 
 if TYPE_CHECKING:
@@ -20,6 +31,8 @@ if TYPE_CHECKING:
 
     from edge.plugins import ComponentContext
     from edge.store import Journal
+
+log = logging.getLogger("edge.sync")
 
 
 def consumer_status(journal: Journal, consumer_id: str) -> dict[str, Any]:
@@ -48,14 +61,67 @@ class SyncComponent:
                 continue
             cls = registry().sink(cfg.type)
             self.sinks[cfg.id] = cls(cfg, ctx, self.links)
+        # the class of a dead letter stored before classes were (the sinks' own rule)
+        self._classes = RecordFilter(IncludeConfig(), Privacy.SENSITIVE, lambda: ctx.hub.points)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         for c in self.ctx.site.consumers:
             await self.ctx.journal.register_cursor(c.id, "consumer")
         for sink in self.sinks.values():
             await sink.start()
+        # dead letters expire while the site has sinks, and after its last one was removed or
+        # disabled too (each sink's start created the tables)
+        if self.sinks or deadletters.created(self.ctx.state):
+            deadletters.ensure(self.ctx.state)
+            self._loop = asyncio.get_running_loop()
+            self.ctx.journal.add_expirer(self.expire_dead_letters)
+
+    def expire_dead_letters(self, now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
+        """The journal's expirer (in its writer thread, by the trusted wall time `now`): the dead
+        letters of every sink, running or not, past their class's retention are deleted; one
+        `dead_letters_expired` event per class with some deleted. The running sinks recount theirs
+        on the event loop."""
+        state = self.ctx.state
+        classified = deadletters.classify(state, self._classes.rank)  # rows of before the class column
+        if classified:
+            log.info("sync: %d dead letters stored without a privacy class were classified", classified)
+        gone = deadletters.expire(state, now, retention_s)
+        if not gone:
+            return []
+        per_sink: Counter[str] = Counter()
+        events = []
+        for rank, sinks in gone.items():
+            per_sink.update(sinks)
+            count = sum(sinks.values())
+            payload = {
+                "class": RANK_NAMES[rank],
+                "count": count,
+                "sinks": dict(sinks),
+                "retention_s": retention_s[rank],
+            }
+            events.append(Event("dead_letters_expired", self.ctx.site.site.id, Severity.INFO, payload, now))
+            log.info(
+                "sync: %d %s dead letters past their retention (%s s) were deleted",
+                count,
+                RANK_NAMES[rank],
+                retention_s[rank],
+            )
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: a stopped gateway
+                self._loop.call_soon_threadsafe(self._dead_letters_gone, dict(per_sink))
+        return events
+
+    def _dead_letters_gone(self, per_sink: dict[str, int]) -> None:
+        if self._loop is None:  # stopped since: the sinks recount at their next start
+            return
+        for sink_id, count in per_sink.items():
+            sink = self.sinks.get(sink_id)
+            if sink is not None:
+                sink.dead_letters_gone(count)
 
     async def stop(self) -> None:
+        self._loop = None
         for sink in self.sinks.values():
             await sink.stop()
 

@@ -1,18 +1,26 @@
 """The sync tables in the state DB: dead letters (records a receiver rejected as bad content) and
 the last status snapshot of each sink (read by `edge sync status` while the gateway runs).
 
+Each dead letter keeps its record's privacy class; personal and sensitive ones are deleted once
+dead-lettered longer ago than their class's retention (`expire`, run by the journal's retention
+passes), public ones stay until an operator deals with them.
+
 Every statement against these tables is here: the routes (`edge.sync.api`), the sinks and the CLI
 call these functions."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from edge.model import PRIVACY_RANK, Privacy
 from edge.state import StateDB
+from edge.store.reader import Row
 from edge.store.rows import sealer_for
 
 MIGRATIONS = [
@@ -29,8 +37,20 @@ MIGRATIONS = [
     );
     CREATE INDEX sync_dead_letters_sink ON sync_dead_letters(sink, id);
     CREATE TABLE sync_status (sink TEXT PRIMARY KEY, status TEXT NOT NULL, updated REAL NOT NULL);
+    """,
+    # each dead letter's privacy class (PRIVACY_RANK: 0 public, 1 personal, 2 sensitive), so it
+    # expires at its class's retention; NULL on the rows of before, classified by the next pass
     """
+    ALTER TABLE sync_dead_letters ADD COLUMN privacy INTEGER;
+    CREATE INDEX sync_dead_letters_privacy ON sync_dead_letters(privacy, ts);
+    """,
 ]
+
+#: rows deleted (or classified) in one statement: the state lock is held only that long
+CHUNK = 1000
+#: chunks one expiry pass deletes at most; the rest go at the next pass
+MAX_CHUNKS = 20
+SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
 
 
 COMPONENT = "sync"  # the tables' owner in the state DB's migrations
@@ -40,7 +60,7 @@ def ensure(state: StateDB) -> None:
     state.migrate(COMPONENT, MIGRATIONS)
 
 
-def _created(state: StateDB) -> bool:
+def created(state: StateDB) -> bool:
     """The tables exist: a site that never ran a sink has none (and listing them is not an error)."""
     return state.version(COMPONENT) > 0
 
@@ -58,7 +78,7 @@ class DeadLetter:
 def listing(state: StateDB, sink: str | None, before: int | None, limit: int) -> list[dict[str, Any]]:
     """The newest dead letters first (of `sink` only when given; ids below `before` when given),
     at most `limit`, in the shape of `GET /api/v1/sync/dead-letters`."""
-    if not _created(state):
+    if not created(state):
         return []
     sql = "SELECT id, sink, seq, record, status, response, ts, retried FROM sync_dead_letters WHERE 1=1"
     args: list[Any] = []
@@ -93,7 +113,7 @@ def _record(state: StateDB, stored: str | bytes, sink: str, seq: int) -> Any:
 
 def one(state: StateDB, dead_letter_id: int) -> DeadLetter | None:
     """The dead letter `dead_letter_id`, None when there is no such one."""
-    if not _created(state):
+    if not created(state):
         return None
     with state.lock:
         row = state.conn.execute(
@@ -111,21 +131,32 @@ def mark_retried(state: StateDB, dead_letter_id: int) -> None:
 
 
 def add(
-    state: StateDB, sink: str, seq: int, record: dict[str, Any], status: int | None, response: str
+    state: StateDB,
+    sink: str,
+    seq: int,
+    record: dict[str, Any],
+    status: int | None,
+    response: str,
+    privacy: int | None = None,
 ) -> None:
+    """Store a record `sink` could not deliver. `privacy`: its class's rank (`PRIVACY_RANK`), by
+    which it expires; None leaves it to the next expiry pass (a sealed record is then sensitive)."""
     stored: str | bytes = orjson.dumps(record).decode()
     sealer = sealer_for(state.path)
     if sealer is not None:  # this process seals: the privacy component has loaded its code
         from edge.privacy.atrest import Sealer
 
-        if isinstance(sealer, Sealer) and sealer.is_private(record):
+        if isinstance(sealer, Sealer) and ((privacy or 0) >= 1 or sealer.is_private(record)):
             # a receiver's answer may quote what it rejected: a personal or sensitive record's is
             # not kept
             stored, response = sealer.seal_record(record, _where(sink, seq)), ""
+            if not privacy:  # private by the sealer's classes: the strictest of the private ones
+                privacy = SENSITIVE
     with state.lock:
         state.conn.execute(
-            "INSERT INTO sync_dead_letters(sink, seq, record, status, response, ts) VALUES (?,?,?,?,?,?)",
-            (sink, seq, stored, status, response[:2000], time.time()),
+            "INSERT INTO sync_dead_letters(sink, seq, record, status, response, ts, privacy) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (sink, seq, stored, status, response[:2000], time.time(), privacy),
         )
 
 
@@ -138,6 +169,16 @@ def pending(state: StateDB, sink: str) -> int:
     return int(row[0])
 
 
+def saved_status(state: StateDB, sink: str) -> dict[str, Any]:
+    """The last status snapshot `sink` saved ({} when none)."""
+    if not created(state):
+        return {}
+    with state.lock:
+        row = state.conn.execute("SELECT status FROM sync_status WHERE sink=?", (sink,)).fetchone()
+    saved = orjson.loads(row[0]) if row is not None else {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def save_status(state: StateDB, sink: str, status: dict[str, Any]) -> None:
     with state.lock:
         state.conn.execute(
@@ -145,3 +186,80 @@ def save_status(state: StateDB, sink: str, status: dict[str, Any]) -> None:
             "ON CONFLICT(sink) DO UPDATE SET status=excluded.status, updated=excluded.updated",
             (sink, orjson.dumps(status).decode(), time.time()),
         )
+
+
+# ---------------------------------------------------------------- retention
+
+
+def _row_of(record: Any) -> Row:
+    """The journal-row columns a record's class depends on (point or source, kind, payload), from
+    its pull-API shape: for `RecordFilter.rank`."""
+    if not isinstance(record, dict):
+        raise ValueError("not a record")
+    if record.get("type") == "event":
+        payload = record.get("payload")
+        text = orjson.dumps(payload).decode() if payload is not None else None
+        return (None, None, record.get("source"), None, None, record.get("kind") or "", None, text)
+    return (None, None, record.get("point"), None, None, None, None, None)
+
+
+def classify(state: StateDB, rank_of: Callable[[Row], int]) -> int:
+    """Give the dead letters stored without a class (privacy NULL: those of before the column) one,
+    each once: a sealed record is private, taken as sensitive (the strictest); a clear one the rank
+    `rank_of` gives its row (a record that cannot be read is taken as sensitive too). Returns how
+    many were classified. Finding none is one look-up in the (privacy, ts) index."""
+    if not created(state):
+        return 0
+    done = 0
+    while True:
+        with state.lock:
+            rows = state.conn.execute(
+                "SELECT id, record FROM sync_dead_letters WHERE privacy IS NULL LIMIT ?", (CHUNK,)
+            ).fetchall()
+            if not rows:
+                return done
+            ranks = []
+            for dead_letter_id, stored in rows:
+                if type(stored) is bytes:
+                    rank = SENSITIVE
+                else:
+                    try:
+                        rank = rank_of(_row_of(orjson.loads(stored)))
+                    except (ValueError, TypeError, KeyError):
+                        rank = SENSITIVE
+                ranks.append((rank, dead_letter_id))
+            state.conn.execute("BEGIN IMMEDIATE")
+            try:
+                state.conn.executemany("UPDATE sync_dead_letters SET privacy=? WHERE id=?", ranks)
+                state.conn.execute("COMMIT")
+            except BaseException:
+                state.conn.execute("ROLLBACK")
+                raise
+        done += len(rows)
+
+
+def expire(state: StateDB, now: float, retention_s: Mapping[int, float | None]) -> dict[int, Counter[str]]:
+    """Delete the personal and sensitive dead letters dead-lettered longer ago than their class's
+    retention (`retention_s`: seconds by rank, None: kept) by the wall time `now`, in chunks of
+    CHUNK rows, at most MAX_CHUNKS a call. Public ones are not expired by age. Returns, per rank
+    with some deleted, how many of each sink's."""
+    gone: dict[int, Counter[str]] = {}
+    if not created(state):
+        return gone
+    chunks = 0
+    for rank, keep in sorted(retention_s.items(), reverse=True):
+        if rank < 1 or keep is None:
+            continue
+        while chunks < MAX_CHUNKS:
+            chunks += 1
+            with state.lock:
+                sinks = state.conn.execute(
+                    "DELETE FROM sync_dead_letters WHERE id IN (SELECT id FROM sync_dead_letters "
+                    "WHERE privacy=? AND ts<? LIMIT ?) RETURNING sink",
+                    (rank, now - keep, CHUNK),
+                ).fetchall()
+            if sinks:
+                gone.setdefault(rank, Counter()).update(s for (s,) in sinks)
+            if len(sinks) < CHUNK:
+                break
+    return gone
