@@ -85,6 +85,11 @@ TAG_BYTES = 16
 HEADER_BYTES = 1 + KID_BYTES
 OVERHEAD = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
 NONCES_PER_DRAW = 256  # nonces read from the OS's random source at a time (see Nonces)
+# A seal writes its time through to keys.db (one synchronous commit) when the time the file holds
+# for its key is older than this; later seals are kept in memory until the next expiry pass. After
+# a crash the file's times are at most this old, and `expire` keeps every key this much longer,
+# so a key never goes before the records it sealed.
+SEAL_TIME_SLACK_S = 86400.0
 CACHE_SIZE = 4096  # unwrapped data keys kept in memory (a site's active residents)
 # how long a key another process forgot may still open here: asking SQLite whether the file
 # changed on every seal would cost as much as the encryption itself
@@ -230,6 +235,8 @@ class SubjectKeys:
         self._ciphers: OrderedDict[bytes, AESGCM] = OrderedDict()  # kid -> key, for opening
         # kid -> the latest time it sealed something, not yet written to the file (see expire)
         self._seal_times: dict[bytes, float] = {}
+        # kid -> the seal time keys.db holds for it, for the keys in use (SEAL_TIME_SLACK_S)
+        self._stored_times: OrderedDict[bytes, float] = OrderedDict()
         self._wal_pending = False
         _create_private(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -309,6 +316,8 @@ class SubjectKeys:
             kid = entry[0][1:]
             if t > self._seal_times.get(kid, 0.0):
                 self._seal_times[kid] = t
+                if t - self._stored_time(kid) > SEAL_TIME_SLACK_S:
+                    self._write_through(kid, t)
         header, cipher = entry
         nonce = NONCES.take()
         return header + nonce + cipher.encrypt(nonce, plaintext, header + aad)
@@ -355,8 +364,10 @@ class SubjectKeys:
         the retention horizon), except the site-wide key: like `forget`, what they sealed reads
         as erased everywhere, copies and backups included. The seal times kept in memory are
         written first, in the same transaction and under the same lock as the seals, so a key a
-        seal is using is never deleted. Returns how many keys went."""
-        before = float(before)
+        seal is using is never deleted. A key goes SEAL_TIME_SLACK_S after `before` would have it:
+        after a crash, the times in the file may be that much behind the last seals. Returns how
+        many keys went."""
+        before = float(before) - SEAL_TIME_SLACK_S
         with self._lock:
             site = self._ref(SITE_SUBJECT)
             with self._writing(check=False) as c:  # expiring needs no master key
@@ -366,12 +377,16 @@ class SubjectKeys:
                     (before, site),
                 ).fetchall()
                 c.executemany("INSERT OR IGNORE INTO forgotten_keys (kid) VALUES (?)", rows)
+            for kid, t in self._seal_times.items():
+                if kid in self._stored_times:
+                    self._stored_times[kid] = max(self._stored_times[kid], t)
             self._seal_times.clear()
             if not rows:
                 return 0
             gone = {bytes(kid) for (kid,) in rows}
             for kid in gone:
                 self._ciphers.pop(kid, None)
+                self._stored_times.pop(kid, None)
             for subject in [s for s, (header, _) in self._keys.items() if header[1:] in gone]:
                 del self._keys[subject]
             self._wal_pending = True
@@ -469,6 +484,26 @@ class SubjectKeys:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+
+    def _stored_time(self, kid: bytes) -> float:
+        stored = self._stored_times.get(kid)
+        if stored is None:
+            row = self._conn.execute("SELECT last_seal FROM subject_keys WHERE kid = ?", (kid,)).fetchone()
+            stored = float(row[0]) if row is not None and row[0] is not None else 0.0
+            _put(self._stored_times, kid, stored, self._cache_size)
+        return stored
+
+    def _write_through(self, kid: bytes, t: float) -> None:
+        """Write a seal time now: the file's is older than SEAL_TIME_SLACK_S (at most once a day
+        per key in use), so a crash cannot leave a key looking idle long before it was."""
+        try:
+            self._conn.execute(
+                "UPDATE subject_keys SET last_seal = max(coalesce(last_seal, 0), ?) WHERE kid = ?", (t, kid)
+            )
+        except sqlite3.Error as exc:  # busy or failing: the next expiry pass writes it
+            log.warning("%s: a seal time was not written yet: %s", self.path, exc)
+            return
+        _put(self._stored_times, kid, t, self._cache_size)
 
     def _write_seal_times(self, c: sqlite3.Connection) -> None:
         """The seal times kept in memory into the file (never moving one back), and "now" for
