@@ -138,14 +138,17 @@ FOLLOWER_NICE = 10
 FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
 #: the follower's page cache on the journal, in KiB. It reads each row once, forward: SQLite's
 #: default (2 MB a schema) would fill with journal pages never read again and hold them for as
-#: long as the gateway runs (the footprint site's follower: 0.1 MB after a minute, +10 kB a minute)
-FOLLOWER_JOURNAL_CACHE_KIB = 512
+#: long as the gateway runs (the footprint site's follower: 0.1 MB after a minute, +10 kB a minute);
+#: it needs only the pages of the rows it is reading
+FOLLOWER_JOURNAL_CACHE_KIB = 128
 #: the page cache of the trend index itself, in KiB, on the follower's and on the reader's
 #: connection: SQLite's default (2 MB each) fills, as the index grows (about 9 kB a minute on the
 #: footprint site), with bucket pages a rollup touches once and a chart rarely reads again, and
 #: holds them for as long as the gateway runs. The follower's working set is the newest buckets'
-#: pages; a 24-hour chart reads under 100 pages.
-TREND_CACHE_KIB = 512
+#: pages; a 24-hour chart reads under 100 pages. With 256 here and 128 on the follower's journal
+#: side (512 and 512 before), `bench.trend --quick` rolled up and charted within its noise (four
+#: alternated runs), and the three caches a gateway fills over hours hold 0.9 MB less at most.
+TREND_CACHE_KIB = 256
 
 
 def default_path(journal_path: str) -> str:
