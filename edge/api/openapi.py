@@ -158,6 +158,13 @@ def _schemas() -> dict[str, Any]:
                 "response": {"type": ["string", "null"]},
                 "ts": {"type": "number"},
                 "retried": {"type": ["number", "null"]},
+                "privacy": {
+                    "type": ["string", "null"],
+                    "enum": ["public", "personal", "sensitive", None],
+                    "description": "the record's class: a personal or sensitive dead letter is deleted at its "
+                    "class's retention from `ts` (null until the next retention pass classifies one stored "
+                    "before classes were)",
+                },
             },
             ["id", "sink", "seq", "record"],
         ),

@@ -51,6 +51,7 @@ CHUNK = 1000
 #: chunks one expiry pass deletes at most; the rest go at the next pass
 MAX_CHUNKS = 20
 SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
+CLASS_NAMES = {rank: str(cls) for cls, rank in PRIVACY_RANK.items()}  # as the listing shows them
 
 
 COMPONENT = "sync"  # the tables' owner in the state DB's migrations
@@ -80,7 +81,7 @@ def listing(state: StateDB, sink: str | None, before: int | None, limit: int) ->
     at most `limit`, in the shape of `GET /api/v1/sync/dead-letters`."""
     if not created(state):
         return []
-    sql = "SELECT id, sink, seq, record, status, response, ts, retried FROM sync_dead_letters WHERE 1=1"
+    sql = "SELECT id, sink, seq, record, status, response, ts, retried, privacy FROM sync_dead_letters WHERE 1=1"
     args: list[Any] = []
     if sink:
         sql += " AND sink=?"
@@ -93,7 +94,14 @@ def listing(state: StateDB, sink: str | None, before: int | None, limit: int) ->
     with state.lock:
         rows = state.conn.execute(sql, args).fetchall()
     # the state DB's rows are sqlite3.Row: keyed by the SELECT's column names, in its order
-    return [{**dict(r), "record": _record(state, r["record"], r["sink"], r["seq"])} for r in rows]
+    return [
+        {
+            **dict(r),
+            "record": _record(state, r["record"], r["sink"], r["seq"]),
+            "privacy": CLASS_NAMES.get(r["privacy"]),
+        }
+        for r in rows
+    ]
 
 
 def _where(sink: str, seq: int) -> str:

@@ -50,6 +50,7 @@ async def test_poison_record_is_isolated_dead_lettered_and_reported(tmp_path: Pa
                 letters = (await r.json())["dead_letters"]
             assert [d["seq"] for d in letters] == [poison_seq]
             assert letters[0]["record"]["point"] == "dev.poison" and "poison" in letters[0]["response"]
+            assert letters[0]["privacy"] == "public"  # its class: it is not deleted by age
             async with http.get(f"{base}/api/v1/sync") as r:
                 assert (await r.json())["sinks"][0]["dead_letters"] == 1
             # still rejected: 502 and it stays a dead letter
