@@ -35,6 +35,11 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
         "dead_letters": GaugeMetricFamily(
             "edge_sink_dead_letters", "Records in the dead-letter table", labels=["sink"]
         ),
+        "dead_letters_expired": CounterMetricFamily(
+            "edge_sink_dead_letters_expired",
+            "Personal and sensitive dead letters deleted at their class's retention",
+            labels=["sink"],
+        ),
         "withheld_privacy": CounterMetricFamily(
             "edge_sink_withheld_privacy", "Records kept on site by privacy class", labels=["sink"]
         ),

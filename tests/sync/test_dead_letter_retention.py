@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 from edge.clock import ClockSample, SyncStatus
 from edge.model import PointInfo, PointType, Privacy, Reading
@@ -190,6 +192,16 @@ async def test_private_dead_letters_expire_at_their_class_retention_and_public_o
         # the sink counts its pending dead letters again and the ones that expired
         await until(lambda: central.status()["dead_letters"] == 3, what="the pending dead letters recounted")
         assert central.status()["dead_letters_expired"] == 2
+
+        class Sync:
+            def collect(self) -> Any:
+                return rt.components["sync"].collect_metrics()
+
+        registry = CollectorRegistry()
+        registry.register(Sync())
+        assert (
+            'edge_sink_dead_letters_expired_total{sink="central"} 2.0' in generate_latest(registry).decode()
+        )
         # `edge sync status` shows them from the saved snapshot
         await wait_for(
             lambda: cli.collect(rt.site)["sinks"][0].get("dead_letters_expired") == 2,
