@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from edge.model import Event, Severity
 from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
-from edge.privacy.atrest import Sealer, register, unregister
+from edge.privacy.atrest import SITE_SUBJECT, Sealer, register, unregister
 from edge.privacy.pseudonym import ERASED_KIND
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class KeyExpiry:
         horizon = key_horizon(retention_s)
         if horizon is None or not self.active:
             return []
-        n = self.keys.expire(now - horizon)
+        n = self.keys.expire(now - horizon, keep=(SITE_SUBJECT,))
         if not n:
             return []
         self.expired += n

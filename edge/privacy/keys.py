@@ -18,14 +18,15 @@ What keys.db holds and what it never holds:
 - the random reference (`kid`) of each forgotten or expired key, so that opening what it sealed
   says `KeyForgotten` rather than "unknown key";
 - per key, the latest time it sealed something (`last_seal`): the wall time of the seal, or the
-  sealed record's own time when that is later. It is kept in memory at each seal and written at
-  each expiry pass and at close (a seal writes nothing), so a power cut loses the seal times since
-  the last pass.
+  sealed record's own time when that is later. A seal writes it through when the file's time for
+  that key is older than SEAL_TIME_SLACK_S, else it is kept in memory and written at each expiry
+  pass and at close; a power cut loses at most that slack, which `expire` allows for.
 
 Keys expire with their data (`expire`): once everything a key sealed is past its retention, the
 key is deleted like a forgotten one, so copies and backups of the expired records stop opening
-too. The site-wide key (`SITE_SUBJECT`) never expires: it also seals the rules' persistent state,
-which no retention removes.
+too. The caller names the keys that never expire: the site-wide key
+(`edge.privacy.atrest.SITE_SUBJECT`) also seals the rules' persistent state, which no retention
+removes.
 
 An envelope is: version byte (1) | the key's 16-byte reference | 96-bit random nonce | ciphertext
 and tag (45 bytes over the plaintext). The version and the reference are authenticated with the
@@ -53,15 +54,15 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TypeVar
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from edge.privacy.atrest import SITE_SUBJECT
 from edge.privacy.keyfile import MASTER_KEY_BYTES, create_master_key, load_master_key
 
 __all__ = [
@@ -359,9 +360,10 @@ class SubjectKeys:
             self._truncate_wal()
         return True
 
-    def expire(self, before: float) -> int:
+    def expire(self, before: float, *, keep: Collection[str]) -> int:
         """Delete every data key that sealed nothing at or after `before` (a wall time: now minus
-        the retention horizon), except the site-wide key: like `forget`, what they sealed reads
+        the retention horizon), except those of the subjects in `keep` (the site-wide key, which
+        also seals state no retention removes): like `forget`, what they sealed reads
         as erased everywhere, copies and backups included. The seal times kept in memory are
         written first, in the same transaction and under the same lock as the seals, so a key a
         seal is using is never deleted. A key goes SEAL_TIME_SLACK_S after `before` would have it:
@@ -369,12 +371,13 @@ class SubjectKeys:
         many keys went."""
         before = float(before) - SEAL_TIME_SLACK_S
         with self._lock:
-            site = self._ref(SITE_SUBJECT)
+            kept = orjson.dumps([self._ref(subject).hex().upper() for subject in keep]).decode()
             with self._writing(check=False) as c:  # expiring needs no master key
                 self._write_seal_times(c)
                 rows = c.execute(
-                    "DELETE FROM subject_keys WHERE last_seal < ? AND subject != ? RETURNING kid",
-                    (before, site),
+                    "DELETE FROM subject_keys WHERE last_seal < ? "
+                    "AND hex(subject) NOT IN (SELECT value FROM json_each(?)) RETURNING kid",
+                    (before, kept),
                 ).fetchall()
                 c.executemany("INSERT OR IGNORE INTO forgotten_keys (kid) VALUES (?)", rows)
             for kid, t in self._seal_times.items():

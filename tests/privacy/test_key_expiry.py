@@ -25,6 +25,7 @@ from tests.store.test_retention_privacy import DAY, START, FakeClock, journal, p
 from tests.support.site import running_site
 from tests.support.waiting import until, until_async
 
+KEEP = (SITE_SUBJECT,)  # as the privacy component calls expire
 OLD, RECENT = "沪A10001", "R-20002"  # a plate not seen for long, a resident seen lately
 
 
@@ -70,7 +71,7 @@ def test_a_key_that_sealed_nothing_within_the_horizon_is_deleted_the_site_key_st
         src.close()
         dst.close()
 
-        assert keys.expire(START + 10 * DAY) == 1
+        assert keys.expire(START + 10 * DAY, keep=KEEP) == 1
         with pytest.raises(KeyForgotten):
             keys.open(old, b"aad")
         assert keys.open(recent, b"aad") == b"128/84"
@@ -80,7 +81,7 @@ def test_a_key_that_sealed_nothing_within_the_horizon_is_deleted_the_site_key_st
         # no byte of the expired key left in the live file or its WAL (secure_delete, WAL truncated)
         assert old_wrapped not in file_bytes(db)
         assert (tmp_path / "keys.db-wal").stat().st_size == 0
-        assert keys.expire(START + 10 * DAY) == 0
+        assert keys.expire(START + 10 * DAY, keep=KEEP) == 0
 
         # the plate seen again: a new key, which seals and opens; what the old one sealed stays erased
         again = keys.seal(OLD, b"passage 2", b"aad")
@@ -98,12 +99,12 @@ def test_a_record_stamped_later_than_its_seal_keeps_its_key(tmp_path: Path, mast
         future = keys.seal(OLD, b"passage", b"aad", ts=START + 200 * DAY)
         stale = keys.seal(RECENT, b"128/84", b"aad", ts=START - 300 * DAY)  # the seal's time counts
         wall.t = START + 150 * DAY
-        assert keys.expire(wall.t - 90 * DAY) == 1  # START + 60 d
+        assert keys.expire(wall.t - 90 * DAY, keep=KEEP) == 1  # START + 60 d
         assert keys.open(future, b"aad") == b"passage"
         with pytest.raises(KeyForgotten):
             keys.open(stale, b"aad")
         wall.t = START + 292 * DAY  # 91 days after the record's own time, and the day's slack
-        assert keys.expire(wall.t - 90 * DAY) == 1
+        assert keys.expire(wall.t - 90 * DAY, keep=KEEP) == 1
         with pytest.raises(KeyForgotten):
             keys.open(future, b"aad")
 
@@ -130,15 +131,15 @@ def test_seal_times_are_kept_in_memory_and_written_by_the_expiry_pass_and_close(
             keys.seal(RECENT, str(i).encode(), b"aad")
         assert file_bytes(db) == on_disk
         # the pass writes the seal times first: the key sealed since START is kept
-        assert keys.expire(START + 10 * DAY) == 0
+        assert keys.expire(START + 10 * DAY, keep=KEEP) == 0
         assert stored(db, "SELECT last_seal FROM subject_keys") == [(START + 100.5 * DAY,)]
         wall.t = START + 120 * DAY
         keys.seal(RECENT, b"2", b"aad")
     assert stored(db, "SELECT last_seal FROM subject_keys") == [(START + 120 * DAY,)]  # at close
     with SubjectKeys(db, key, clock=wall) as keys:
-        assert keys.expire(START + 110 * DAY) == 0
+        assert keys.expire(START + 110 * DAY, keep=KEEP) == 0
         assert keys.open(first, b"aad") == b"1"
-        assert keys.expire(START + 122 * DAY) == 1  # a day after 121: the slack
+        assert keys.expire(START + 122 * DAY, keep=KEEP) == 1  # a day after 121: the slack
 
 
 def test_after_a_crash_a_key_is_kept_until_the_records_of_its_last_seals_expire(
@@ -156,9 +157,9 @@ def test_after_a_crash_a_key_is_kept_until_the_records_of_its_last_seals_expire(
     keys._conn.close()  # the process dies: no pass, no close
     with SubjectKeys(db, key, clock=wall) as again:
         # a pass whose horizon reaches to just before the last seal must keep the key
-        assert again.expire(START + 100.89 * DAY) == 0
+        assert again.expire(START + 100.89 * DAY, keep=KEEP) == 0
         assert again.open(last, b"aad") == b"passage 3"
-        assert again.expire(START + 102 * DAY) == 1
+        assert again.expire(START + 102 * DAY, keep=KEEP) == 1
 
 
 def test_a_seal_racing_the_expiry_never_uses_a_key_that_is_then_deleted(tmp_path: Path, master: Path) -> None:
@@ -172,7 +173,7 @@ def test_a_seal_racing_the_expiry_never_uses_a_key_that_is_then_deleted(tmp_path
         def expiring() -> None:
             start.wait()
             while not stop.is_set():
-                keys.expire(START)  # deletes whatever sealed nothing since START
+                keys.expire(START, keep=KEEP)  # deletes whatever sealed nothing since START
                 passes[0] += 1
 
         worker = threading.Thread(target=expiring)
@@ -203,7 +204,7 @@ def test_an_expiry_that_starts_while_a_seal_takes_its_key_waits_for_the_seal(
     armed = [True]
 
     def expiring() -> None:
-        expired.append(keys.expire(START))
+        expired.append(keys.expire(START, keep=KEEP))
         done.set()
 
     def clock() -> float:
@@ -238,7 +239,7 @@ def test_keys_of_a_keys_db_from_before_the_upgrade_get_the_upgrade_time(tmp_path
     upgrade = Wall(START)
     with SubjectKeys(db, key, clock=upgrade) as keys:
         assert stored(db, "SELECT last_seal FROM subject_keys") == [(START,)]
-        assert keys.expire(START - 1) == 0  # kept a full horizon after the upgrade
+        assert keys.expire(START - 1, keep=KEEP) == 0  # kept a full horizon after the upgrade
         assert keys.open(envelope, b"aad") == b"passage"
         # a row an earlier version inserts into the upgraded file (no seal time) gets the pass's time
         stored_conn = sqlite3.connect(db)
@@ -246,9 +247,9 @@ def test_keys_of_a_keys_db_from_before_the_upgrade_get_the_upgrade_time(tmp_path
         stored_conn.commit()
         stored_conn.close()
         upgrade.t = START + 5 * DAY
-        assert keys.expire(START + 1 * DAY) == 0
+        assert keys.expire(START + 1 * DAY, keep=KEEP) == 0
         assert stored(db, "SELECT last_seal FROM subject_keys") == [(START + 5 * DAY,)]
-        assert keys.expire(START + 7 * DAY) == 1  # a day after 6: the slack
+        assert keys.expire(START + 7 * DAY, keep=KEEP) == 1  # a day after 6: the slack
         with pytest.raises(KeyForgotten):
             keys.open(envelope, b"aad")
 
