@@ -56,6 +56,8 @@ GATEWAY_KINDS = (
     "retention_paused",
     "retention_resumed",
     "snapshots_expired",
+    "dead_letters_expired",
+    "alert_acks_expired",
     "buffer_drop",
     "sync_dead_letter",
     "cursor_removed",
@@ -420,7 +422,11 @@ def build(site: Any) -> Report:
     if site.sections.get("kpi") is not None:
         add("kpi_daily", Privacy.PUBLIC, "kpi", "the day's figures per device: counts and shares")
         add("alert", Privacy.PUBLIC, "kpi", "a day below its targets")
-    add("alert_ack", Privacy.PERSONAL, "gateway", "who acknowledged an alert (`user`), when, the comment")
+    # an acknowledgement names its user, and its comment may quote the alert: personal, or the
+    # class of the most private alert it may acknowledge
+    alerts = [cls for (kind, _), (cls, _) in kinds.items() if kind == "alert"]
+    ack = max([Privacy.PERSONAL, *alerts], key=PRIVACY_RANK.__getitem__)
+    add("alert_ack", ack, "gateway", "who acknowledged an alert (`user`), when, the comment")
     if site.privacy.master_key_file is not None:
         add(
             "data_keys_expired",

@@ -249,3 +249,32 @@ def test_a_rule_packs_alerts_take_the_class_of_their_trigger(tmp_path: Path) -> 
     energy = next(e for e in data["events"] if e["kind"] == "energy_high")
     assert energy["privacy"] == "public"
     assert receives(data["events"], "kind", "energy_high")["viewer"] == "clear"
+
+
+def test_an_acknowledgement_takes_the_class_of_the_most_private_alert(tmp_path: Path) -> None:
+    """An acknowledgement names its user and its comment may quote the alert: personal, or
+    sensitive where a rule can raise a health alert."""
+    assert (
+        next(e for e in report(site_file(tmp_path, SITE))["events"] if e["kind"] == "alert_ack")["privacy"]
+        == "personal"
+    )
+    (tmp_path / "health.yaml").write_text(
+        "rules:\n"
+        "  - id: bp-high\n"
+        "    when: kiosk-2.systolic\n"
+        "    if: value > 180\n"
+        "    then:\n"
+        "      - alert: 'systolic {value}'\n",
+        encoding="utf-8",
+    )
+    kiosk = {
+        "id": "kiosk-2",
+        "driver": "sim",
+        "points": [{"name": "systolic", "privacy": "sensitive", "signal": "constant", "value": 120}],
+    }
+    site = {**SITE, "devices": [*SITE["devices"], kiosk], "rules": {"packs": ["health.yaml"]}}
+    data = report(site_file(tmp_path, site, name="health-site.yaml"))
+    assert next(e for e in data["events"] if e["kind"] == "alert")["privacy"] == "sensitive"
+    ack = next(e for e in data["events"] if e["kind"] == "alert_ack")
+    assert ack["privacy"] == "sensitive" and ack["recipients"]["bms"]["receives"] == "withheld"
+    assert {"dead_letters_expired", "alert_acks_expired"} <= {e["kind"] for e in data["events"]}
