@@ -27,7 +27,14 @@ from edge.web.ui_api import MAX_LIMIT
 
 ACK = {
     "type": ["object", "null"],
-    "properties": {"user": {"type": "string"}, "comment": {"type": "string"}, "ts": {"type": "number"}},
+    "description": "who acknowledged and their comment, for a caller whose class reaches the "
+    "acknowledgement's (personal, or the acknowledged event's when higher); else only `ts` and `redacted`",
+    "properties": {
+        "user": {"type": "string"},
+        "comment": {"type": "string"},
+        "ts": {"type": "number"},
+        "redacted": {"enum": ["personal", "sensitive"]},
+    },
 }
 SINCE = {"type": "number", "description": "UTC epoch seconds"}
 LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.api import keys, privacy
-from edge.api.auth import require
+from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, int_param, path_int
 from edge.api.problem import Problem, json_body, json_response, read_json
 from edge.model import PRIVACY_RANK, QUALITY_NAMES, CommandStatus, Event, Privacy, Severity, event_privacy
@@ -147,10 +147,32 @@ def _acks_for(state: StateDB, seqs: list[int]) -> dict[int, dict[str, Any]]:
     # the seqs as one JSON parameter: one statement shape for any page (each stays compiled)
     with state.lock:
         rows = state.conn.execute(
-            "SELECT seq, user, comment, ts FROM ui_acks WHERE seq IN (SELECT value FROM json_each(?))",
+            "SELECT seq, user, comment, ts, privacy FROM ui_acks WHERE seq IN (SELECT value FROM json_each(?))",
             (orjson.dumps(seqs).decode(),),
         ).fetchall()
-    return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3]} for r in rows}
+    return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3], "privacy": r[4]} for r in rows}
+
+
+def _shown_acks(
+    principal: Principal,
+    records: list[dict[str, Any]],
+    acks: dict[int, dict[str, Any]],
+    counts: privacy.ReadCounts,
+) -> None:
+    """Each record's acknowledgement as the caller may see it: who and the comment up to the
+    caller's class (counted as read), else only that and when it was acknowledged."""
+    limit = privacy.limit_for(principal)
+    for r in records:
+        ack = acks.get(r["seq"])
+        if ack is None:
+            r["ack"] = None
+            continue
+        rank = ack["privacy"]
+        if rank <= limit:
+            privacy.count_read(counts, rank)
+            r["ack"] = {"user": ack["user"], "comment": ack["comment"], "ts": ack["ts"]}
+        else:
+            r["ack"] = {"ts": ack["ts"], "redacted": str(RANK_CLASS[rank])}
 
 
 async def history(request: web.Request) -> web.Response:
@@ -331,8 +353,7 @@ async def _events(request: web.Request, runtime: Runtime) -> web.Response:
 
     def listed() -> dict[str, Any]:
         records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows], counts)
-        for r in records:
-            r["ack"] = acks.get(r["seq"])
+        _shown_acks(principal, records, acks, counts)
         return {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
 
     response = await _rendered(listed)
@@ -367,9 +388,7 @@ async def _active_alerts(request: web.Request, runtime: Runtime) -> web.Response
             latest.setdefault(rec["source"], rec)
         active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
         active = privacy.minimise(runtime, principal, active, counts)  # after the state is read from it
-        acks = _acks_for(state, [r["seq"] for r in active])
-        for r in active:
-            r["ack"] = acks.get(r["seq"])
+        _shown_acks(principal, active, _acks_for(state, [r["seq"] for r in active]), counts)
         return {"alerts": active}
 
     counts: privacy.ReadCounts = Counter()

@@ -15,7 +15,7 @@ import aiohttp
 from edge.model import Event, Reading
 from tests.support.site import running_site
 from tests.support.waiting import until, until_async
-from tests.web.conftest import Client, signed_in_admin
+from tests.web.conftest import Client, make_user, signed_in_admin
 
 STATIC = Path(__file__).resolve().parents[2] / "edge" / "web" / "static"
 
@@ -158,6 +158,26 @@ async def test_an_acknowledgement_takes_its_alerts_class_and_expires_at_its_rete
                 return dict(rt.state.conn.execute("SELECT seq, privacy FROM ui_acks").fetchall())
 
         assert stored() == {seqs["bp-high"]: 2, seqs["bin-full"]: 1}
+        # each role sees an acknowledgement up to its class: that it was acknowledged, and when
+        technician = await make_user(admin, rt, "technician", "technician")
+        viewer = await make_user(admin, rt, "viewer", "viewer")
+        try:
+            for who, shown in (
+                (admin, {"bp-high": "王 3-201: 186/124", "bin-full": "emptied"}),
+                (technician, {"bp-high": None, "bin-full": "emptied"}),
+                (viewer, {"bp-high": None, "bin-full": None}),
+            ):
+                listed = (await who.json("GET", "/api/v1/events?kind=alert"))["events"]
+                assert {e["source"]: e["ack"].get("comment") for e in listed} == shown
+                assert all(("user" in e["ack"]) == ("comment" in e["ack"]) for e in listed)
+                assert all(e["ack"]["ts"] > 0 for e in listed)
+                active = (await who.json("GET", "/api/v1/alerts/active"))["alerts"]
+                assert {e["source"]: e["ack"].get("comment") for e in active} == shown
+            reads = (await admin.json("GET", "/api/v1/audit?action=read&actor=technician"))["entries"]
+            assert reads and all(e["detail"]["classes"] == {"personal": 1} for e in reads)
+        finally:
+            await technician.close()
+            await viewer.close()
         with rt.state.lock:  # both acknowledged 31 days ago: past the sensitive retention only
             rt.state.conn.execute("UPDATE ui_acks SET ts = ts - 31 * 86400")
         rt.journal.expirer_interval = 0.0
