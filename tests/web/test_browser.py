@@ -296,6 +296,11 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     page.fill("#add-user input[name=password]", PASSWORD)
     page.click("#add-user button")
     page.wait_for_selector('tr[data-user="zhang.san"]', timeout=T)
+    page.fill("#add-user input[name=name]", "li.si")
+    page.fill("#add-user input[name=password]", PASSWORD)
+    page.select_option("#add-user select[name=role]", "viewer")
+    page.click("#add-user button")
+    page.wait_for_selector('tr[data-user="li.si"]', timeout=T)
     goto(page, demo.base, "/audit", timings)
     for action in ("setup", "alert_ack", "user_add"):
         assert page.locator(f'tr[data-action="{action}"]').count() >= 1, action
@@ -348,6 +353,21 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     )
     page.click("#logout")
     page.wait_for_url(re.compile(r"/login"), timeout=T)
+    assert errors == [], errors
+    ctx.close()
+
+    # a viewer sees that the alert was acknowledged, not who did it nor the comment (personal data)
+    ctx, page, errors = new_page(browser, "en-US", demo.base)
+    page.goto(demo.base + "/")
+    page.wait_for_selector("#login-form:not([hidden])", timeout=T)
+    page.fill("#login-name", "li.si")
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(demo.base + "/", timeout=T)
+    goto(page, demo.base, "/alerts", {})
+    acked = page.wait_for_selector('tr[data-source="ui-test-flow"] .acked', timeout=T)
+    assert acked.inner_text() == "acknowledged"
+    assert "checked on site" not in page.inner_text("main") and "admin" not in acked.inner_text()
     assert errors == [], errors
     ctx.close()
 
