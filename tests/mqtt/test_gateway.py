@@ -71,8 +71,12 @@ async def test_kill9_and_broker_restarts_lose_nothing_and_will_says_offline(tmp_
                 os.kill(gw.pid, signal.SIGKILL)
                 gw.wait(10)
                 await until(sub.says(STATUS, b"offline", statuses), 30, what="the will `offline`")
+            statuses = len(sub.on(STATUS))
             gw = start_edge_run(drain, tmp_path / "drain.log")
             procs.append(gw)
+            # up first: with every record already delivered before the last kill, a SIGTERM sent
+            # while it still imports would find no handler and end it with -15, not a clean stop
+            await until(sub.says(STATUS, b"online", statuses), 60, what="the drain's birth message `online`")
             committed = committed_seq(tmp_path / "edge.db")
             await until(
                 lambda: set(range(1, committed + 1)) <= set(sub.seqs(TOPIC)),
