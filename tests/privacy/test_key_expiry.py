@@ -15,13 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from edge.clock import ClockConfig, ClockTrust, SyncStatus
 from edge.model import Event
 from edge.privacy.atrest import SITE_SUBJECT, Sealer, keys_path
 from edge.privacy.component import KeyExpiry, key_horizon
 from edge.privacy.keys import KeyForgotten, SubjectKeys, load_master_key
 from tests.store.helpers import sql
-from tests.store.test_retention_privacy import DAY, START, FakeClock, journal, passes
+from tests.store.test_retention_privacy import DAY, START, FakeClock, journal, lab_trust, passes
 from tests.support.site import running_site
 from tests.support.waiting import until, until_async
 
@@ -280,14 +279,7 @@ async def test_a_plates_key_goes_after_its_records_expired_never_while_the_clock
     tmp_path: Path, master: Path
 ) -> None:
     clock = FakeClock()
-    synced = [False]
-    trust = ClockTrust(
-        ClockConfig(trust_unsynced=True),
-        "test-site",
-        sync=lambda: SyncStatus(synced[0], "test"),
-        clock=clock.sample,
-    )
-    trust.check()
+    trust, synced = lab_trust(clock)
     j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "90d"}, clock_trust=trust)
     sealer = Sealer(SubjectKeys(keys_path(j.path), load_master_key(master), clock=clock.now))
     j.attach_sealer(sealer)  # the journal closes it

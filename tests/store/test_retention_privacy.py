@@ -215,8 +215,9 @@ async def test_undelivered_personal_data_goes_at_its_retention_the_law_wins(tmp_
         await j.close()
 
 
-async def test_a_forward_jump_deletes_nothing_until_the_clock_is_trusted(tmp_path: Path) -> None:
-    clock = FakeClock()
+def lab_trust(clock: FakeClock) -> tuple[ClockTrust, list[bool]]:
+    """A clock trust on `clock` for a box without NTP that trusts its clock (checked once:
+    trusted), and the flag that says whether NTP answers (set `[0] = True` to have it)."""
     synced = [False]
     trust = ClockTrust(
         ClockConfig(trust_unsynced=True),
@@ -224,7 +225,14 @@ async def test_a_forward_jump_deletes_nothing_until_the_clock_is_trusted(tmp_pat
         sync=lambda: SyncStatus(synced[0], "test"),
         clock=clock.sample,
     )
-    assert trust.check()[:0] == [] and trust.trusted  # believed without NTP, as the site says
+    trust.check()
+    return trust, synced
+
+
+async def test_a_forward_jump_deletes_nothing_until_the_clock_is_trusted(tmp_path: Path) -> None:
+    clock = FakeClock()
+    trust, synced = lab_trust(clock)
+    assert trust.trusted  # believed without NTP, as the site says
     j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "90d"}, clock_trust=trust)
     try:
         await j.register_cursor("central", "sink", 0)
@@ -276,14 +284,7 @@ async def test_stores_beside_the_journal_expire_by_its_clock_and_its_pause(tmp_p
     passes, gets the trusted wall time and the retention per class, has its events journaled, and
     is not called while a clock jump holds age-based deletion."""
     clock = FakeClock()
-    synced = [False]
-    trust = ClockTrust(
-        ClockConfig(trust_unsynced=True),
-        "test-site",
-        sync=lambda: SyncStatus(synced[0], "test"),
-        clock=clock.sample,
-    )
-    trust.check()
+    trust, synced = lab_trust(clock)
     calls: list[tuple[float, dict[int, float | None]]] = []
 
     def expire(now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
