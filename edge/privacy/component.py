@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edge.model import Event, Severity
+from edge.model import PRIVACY_RANK, Event, Privacy, Severity
 from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import SITE_SUBJECT, Sealer, register, unregister
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.privacy")
 
 KEYS_EXPIRED_KIND = "data_keys_expired"
-PERSONAL, SENSITIVE = 1, 2  # privacy ranks (edge.model.PRIVACY_RANK)
+PERSONAL, SENSITIVE = PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[Privacy.SENSITIVE]
 
 
 class PrivacyStartError(StartError):
