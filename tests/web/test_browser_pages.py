@@ -93,6 +93,8 @@ async def test_sync_page_shows_dead_letter_and_retries_it(tmp_path: Path, browse
             await page.wait_for_selector('tr[data-sink="central"]', timeout=T)
             row = await page.inner_text("#dead-letters")
             assert "400" in row and "poison" in row and "dev.poison" in row
+            # its class, which says whether it is deleted at a retention: a public point's is not
+            assert await page.inner_text("#dead-letters [data-k=class]") == "public"
             # still poisonous: the retry is refused and the UI says so
             await page.click("#dead-letters button[data-retry]")
             await page.wait_for_selector("#dead-letters .error", timeout=T)

@@ -41,8 +41,9 @@ export async function render(view) {
   async function loadDead() {
     const r = await api('GET', '/api/v1/sync/dead-letters', undefined, { allowError: true });
     const items = r.ok ? (r.data.dead_letters || r.data.items || []) : [];
-    dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('sync.reason'), t('sync.record'), ''],
-      items.map((x) => h('tr', {}, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
+    dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('privacy.class'), t('sync.reason'), t('sync.record'), ''],
+      items.map((x) => h('tr', { 'data-dead': x.id }, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
+        h('td', { 'data-k': 'class', title: x.privacy && x.privacy !== 'public' ? t('sync.expiresByClass') : '' }, x.privacy ? t('privacy.class.' + x.privacy) : '—'),
         h('td', { class: 'err-text' }, `${x.status ?? ''} ${x.response || ''}`.trim()), h('td', {}, x.record ? t('sync.recordIs', { seq: x.seq, what: x.record.point || x.record.kind || '' }) : String(x.seq ?? '')),
         h('td', {}, x.retried ? t('sync.retried') : h('button', { class: 'secondary small', 'data-retry': x.id, onclick: async () => {
           const res = await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {}, { allowError: true });
