@@ -101,7 +101,8 @@ class CameraDevice(DeviceConfig):
     hold: Duration = 3.0  # a zone's state must hold this long before its point changes
     redact: bool = True  # blur faces, plates and moving regions before a snapshot is stored
     #: the class of its snapshots: `sensitive` (a camera at the health kiosk) seals each file at
-    #: rest and needs privacy.master_key_file
+    #: rest and needs privacy.master_key_file; a `personal` camera's files are sealed (as personal
+    #: data) where the site has one, plain otherwise
     privacy: Privacy = Privacy.PERSONAL
     snapshots: Snapshots = Field(default_factory=lambda: Snapshots())
     #: a sensitive camera's periodic and command snapshots are about the subject named by the

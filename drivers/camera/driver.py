@@ -269,10 +269,11 @@ class CameraDriver(BaseDriver, Snapshots):
     ) -> dict[str, Any]:
         """Take a snapshot of the latest frame: redact, store as a blob, emit a `snapshot` event.
         `subject`: the resident or plate the picture is about (the record that fired the rule): a
-        sensitive camera seals it under that subject's key, so forgetting the subject erases it,
-        and the event names it (`subject`). Without one, a sensitive camera with `subject_from`
-        takes the subject of that device's recent event (`current_subject`); the event then also
-        says which device it was attributed by (`subject_from`).
+        sensitive camera, and a personal one on a site with a master key, seals it under that
+        subject's key, so forgetting the subject erases it, and the event names it (`subject`).
+        Without one, a sensitive camera with `subject_from` takes the subject of that device's
+        recent event (`current_subject`); the event then also says which device it was
+        attributed by (`subject_from`).
 
         Returns the event's payload; raises SnapshotError when there is no recent frame or a
         sensitive snapshot cannot be sealed."""
@@ -331,8 +332,11 @@ class CameraDriver(BaseDriver, Snapshots):
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.device.snapshots.quality])
         if not ok:
             raise SnapshotError(f"camera {self.id}: the frame could not be encoded as JPEG")
-        seal = (subject or CAMERA_KEY + self.id) if self.sensitive else None
-        blob = self.blobs.put(self.id, encoded.tobytes(), seal=seal)
+        # a sensitive camera's pictures are always sealed; a personal camera's where the site
+        # has a master key (stored as personal data: `.psealed`), else plain
+        sealed = self.sensitive or self.blobs.sealer() is not None
+        seal = (subject or CAMERA_KEY + self.id) if sealed else None
+        blob = self.blobs.put(self.id, encoded.tobytes(), seal=seal, sensitive=self.sensitive)
         payload: dict[str, Any] = {
             "blob": blob.id,
             "bytes": blob.bytes,

@@ -3,9 +3,10 @@
 Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
 admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above. A
 sensitive camera's snapshots are sealed on disk (`edge.store.blobs`): they are opened here only
-for callers allowed `sensitive` (admin; a consumer whose `max_privacy` is `sensitive`), and are
-never cached by the browser. The id is the blob's sha256; anything else is refused before the
-file system is touched. Every image served is written to the audit log (who, which snapshot, its
+for callers allowed `sensitive` (admin; a consumer whose `max_privacy` is `sensitive`). On a site
+with a master key a personal camera's snapshots are sealed too: opened here for the callers
+allowed `personal`, as plain ones. A sealed image is never cached by the browser. The id is the
+blob's sha256; anything else is refused before the file system is touched. Every image served is written to the audit log (who, which snapshot, its
 class and count as a read; the action stays `view_snapshot`, the one entry of the response).
 """
 
@@ -21,7 +22,7 @@ from edge.api import keys, privacy
 from edge.api.auth import Principal, require
 from edge.api.problem import Problem
 from edge.model import PRIVACY_RANK, Privacy
-from edge.store.blobs import SEALED_SUFFIX, BlobSealError, BlobStore, valid_blob_id
+from edge.store.blobs import SUFFIX, BlobSealError, BlobStore, is_sensitive, valid_blob_id
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,9 +74,9 @@ async def get_blob(request: web.Request) -> web.Response:
     path = await asyncio.to_thread(store.find, blob_id)
     if path is None:
         raise Problem(404, "No such blob", f"no snapshot {blob_id} (it may have been deleted by retention)")
-    sealed = path.name.endswith(SEALED_SUFFIX)
-    cls = Privacy.SENSITIVE if sealed else Privacy.PERSONAL
-    if sealed and not may_see(runtime, principal, cls):
+    sealed = not path.name.endswith(SUFFIX)
+    cls = Privacy.SENSITIVE if is_sensitive(path.name) else Privacy.PERSONAL
+    if not may_see(runtime, principal, cls):
         raise Problem(403, "Forbidden", "this snapshot is sensitive data: this needs an admin")
     data = await asyncio.to_thread(_read, store, path, blob_id)
     if runtime.state is not None:  # who looked at which personal image, like every write
@@ -95,7 +96,7 @@ async def get_blob(request: web.Request) -> web.Response:
         body=data,
         content_type="image/jpeg",
         headers={
-            # a sensitive image is not left in the browser's disk cache
+            # a sealed image is not left in clear in the browser's disk cache
             "Cache-Control": "no-store" if sealed else "private, max-age=86400, immutable",
             "X-Content-Type-Options": "nosniff",
         },

@@ -4,7 +4,9 @@
 - `export`: every journal record that names the subject in an identifying field, or a reading
   whose value is the reference (a gate's `last_plate`), sealed ones opened with the site's keys,
   as JSON lines, then one line per snapshot file sealed under the subject's key (a sensitive
-  camera's picture of the resident: its blob id, to fetch from `GET /api/v1/blobs/{id}`).
+  camera's picture of the resident, or on a site with a master key a personal camera's picture a
+  rule took for the subject, e.g. a plate: its blob id and class, to fetch from
+  `GET /api/v1/blobs/{id}`).
 - `forget`: deletes the subject's data key (`edge.privacy.keys`), so every sealed copy of its
   personal and sensitive records, in the journal, the trend index, dead letters and any backup of
   them, stops opening at once; records that named it but are not sealed under its key (a public
@@ -100,10 +102,10 @@ def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]
 
 
 def subject_snapshots(blob_dir: str, sealer: Sealer, subject: str) -> list[dict[str, Any]]:
-    """The snapshot files sealed under `subject`'s key, oldest first: `{"type": "blob", "blob": id,
-    "source": camera, "ts": stored, "privacy": "sensitive"}`."""
+    """The snapshot files sealed under `subject`'s key, sensitive and personal, oldest first:
+    `{"type": "blob", "blob": id, "source": camera, "ts": stored, "privacy": class}`."""
     from edge.privacy.keys import envelope_kid
-    from edge.store.blobs import BlobStore
+    from edge.store.blobs import BlobStore, is_sensitive
 
     kid = sealer.keys.kid_of(subject)
     if kid is None:
@@ -116,9 +118,8 @@ def subject_snapshots(blob_dir: str, sealer: Sealer, subject: str) -> list[dict[
             except FileNotFoundError:
                 continue
             blob = path.name.split(".", 1)[0]
-            found.append(
-                {"type": "blob", "blob": blob, "source": path.parent.name, "ts": ts, "privacy": "sensitive"}
-            )
+            cls = "sensitive" if is_sensitive(path.name) else "personal"
+            found.append({"type": "blob", "blob": blob, "source": path.parent.name, "ts": ts, "privacy": cls})
     found.sort(key=lambda b: (b["ts"], b["blob"]))
     return found
 

@@ -1,24 +1,29 @@
 """Snapshot files: content-addressed, written atomically, capped per camera.
 
-Layout: `<blob_dir>/<camera id>/<sha256>.jpg`. The blob id is the sha256 of the bytes (64
-lowercase hex digits), so an id names exactly one content and a request can be validated
-without touching the file system; ids are matched by pattern, never joined into a path raw.
+Layout: `<blob_dir>/<camera id>/<sha256>.jpg` (sealed: `.sealed`, `.psealed`, below). The blob id
+is the sha256 of the image (64 lowercase hex digits), so an id names exactly one content and a
+request can be validated without touching the file system; ids are matched by pattern, never
+joined into a path raw.
 A file appears under its final name only complete (temp file, fsync, rename). A snapshot's age is
 its file's modification time (set when it was stored, or stored again). Snapshots show
 people and plates: files are created 0600 and camera folders 0700 whatever the umask. No OpenCV here:
 the web server serves blobs on sites without cameras too.
 
-A sensitive camera's snapshots are sealed (`<sha256>.sealed`): `SEALED_MAGIC` and an envelope of
-`edge.privacy.keys` (version, key reference, nonce, AES-256-GCM ciphertext and tag) of the image
-under the data key of the subject the caller names, bound to the camera and blob id. The id stays
-the sha256 of the plain image, so links and dedupe work as for plain ones; the file holds no byte
-of the image in clear. Sealing and opening go through the sealer registered for the blob folder
-(`edge.store.rows.register`, done by the privacy component where the site has a master key):
-without one a sealed snapshot is refused (`BlobSealError`), never written in clear.
+A sealed snapshot holds `SEALED_MAGIC` and an envelope of `edge.privacy.keys` (version, key
+reference, nonce, AES-256-GCM ciphertext and tag) of the image under the data key of the subject
+the caller names, bound to the camera, the blob id and the file's class. Its suffix says its class:
+`<sha256>.sealed` a sensitive camera's snapshot (sensitive data), `<sha256>.psealed` a personal
+camera's snapshot on a site with a master key (personal data). A sealed file renamed to the other
+suffix does not open. The id stays the sha256 of the plain image, so links and dedupe work as for
+plain ones; the file holds no byte of the image in clear. Sealing and opening go through the sealer
+registered for the blob folder (`edge.store.rows.register`, done by the privacy component where the
+site has a master key): without one a sealed snapshot is refused (`BlobSealError`), never written
+in clear. Plain `<sha256>.jpg` files are personal data.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -29,8 +34,10 @@ from typing import Protocol
 
 BLOB_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 SUFFIX = ".jpg"
-SEALED_SUFFIX = ".sealed"
-SUFFIXES = (SUFFIX, SEALED_SUFFIX)
+SEALED_SUFFIX = ".sealed"  # a sealed sensitive snapshot
+PERSONAL_SEALED_SUFFIX = ".psealed"  # a sealed personal snapshot
+SEALED_SUFFIXES = (SEALED_SUFFIX, PERSONAL_SEALED_SUFFIX)
+SUFFIXES = (SUFFIX, SEALED_SUFFIX, PERSONAL_SEALED_SUFFIX)
 SEALED_MAGIC = b"CESEAL1\n"  # a sealed snapshot file's first bytes; the envelope follows
 CAMERA_KEY = "@camera:"  # + a camera id: the subject of its sealed snapshots that name no resident
 HEAD_BYTES = 64  # read of a sealed file to learn its key: the magic and the envelope's header
@@ -59,18 +66,34 @@ class Blob:
     bytes: int
     sha256: str
     sealed: bool = False
+    sensitive: bool = False  # a sensitive camera's snapshot (sealed); else personal data
+
+    @property
+    def privacy(self) -> str:
+        """The class of the picture: `sensitive` or `personal`."""
+        return "sensitive" if self.sensitive else "personal"
 
 
-def _where(camera: str, blob_id: str) -> str:
-    return f"{camera}/{blob_id}"
+def _where(camera: str, blob_id: str, suffix: str = SEALED_SUFFIX) -> str:
+    """What a sealed file is bound to: its camera, blob id and (a personal one) its class."""
+    return f"{camera}/{blob_id}" + ("#personal" if suffix == PERSONAL_SEALED_SUFFIX else "")
+
+
+def suffix_of(name: str) -> str | None:
+    """The suffix of a file name of this store (`.jpg`, `.sealed`, `.psealed`), None for anything
+    else (temp files)."""
+    blob_id, dot, rest = name.partition(".")
+    return dot + rest if valid_blob_id(blob_id) and dot + rest in SUFFIXES else None
+
+
+def is_sensitive(name: str) -> bool:
+    """A file name of a sealed sensitive snapshot."""
+    return suffix_of(name) == SEALED_SUFFIX
 
 
 def _blob_id(name: str) -> str | None:
     """The blob id of a file name of this store, None for anything else (temp files)."""
-    for suffix in SUFFIXES:
-        if name.endswith(suffix) and valid_blob_id(name[: -len(suffix)]):
-            return name[: -len(suffix)]
-    return None
+    return name.partition(".")[0] if suffix_of(name) is not None else None
 
 
 def sealed_envelope(data: bytes) -> bytes | None:
@@ -89,21 +112,23 @@ class BlobStore:
         found = sealer_for(self.root)
         return found if callable(getattr(found, "seal_blob", None)) else None  # type: ignore[return-value]
 
-    def put(self, camera: str, data: bytes, seal: str | None = None) -> Blob:
-        """Store `data` for `camera`; `seal`: the subject whose data key seals the file (a sensitive
-        camera's snapshot), BlobSealError when no sealer is registered for this folder."""
+    def put(self, camera: str, data: bytes, seal: str | None = None, sensitive: bool = True) -> Blob:
+        """Store `data` for `camera`; `seal`: the subject whose data key seals the file,
+        BlobSealError when no sealer is registered for this folder; `sensitive` (sealed files
+        only): a sensitive camera's snapshot (`.sealed`), else a personal one (`.psealed`)."""
         digest = hashlib.sha256(data).hexdigest()
         content = data
         suffix = SUFFIX
         sealer = None
+        sensitive = sensitive and seal is not None
         if seal is not None:
             sealer = self.sealer()
             if sealer is None:
                 raise BlobSealError(
-                    f"camera {camera}: its snapshots are sensitive and this process holds no key to "
+                    f"camera {camera}: its snapshots are sealed and this process holds no key to "
                     "seal them (set privacy.master_key_file); the snapshot was not stored"
                 )
-            suffix = SEALED_SUFFIX
+            suffix = SEALED_SUFFIX if sensitive else PERSONAL_SEALED_SUFFIX
         folder = self.root / camera
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
@@ -114,9 +139,9 @@ class BlobStore:
         # removes it
         if final.exists() and (seal is None or seal.startswith(CAMERA_KEY)):
             os.utime(final)
-            return Blob(digest, final, len(data), digest, seal is not None)
+            return Blob(digest, final, len(data), digest, seal is not None, sensitive)
         if seal is not None and sealer is not None:
-            content = SEALED_MAGIC + sealer.seal_blob(seal, data, _where(camera, digest))
+            content = SEALED_MAGIC + sealer.seal_blob(seal, data, _where(camera, digest, suffix))
         tmp = folder / f".{digest}.{os.getpid()}.tmp"
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(content)
@@ -128,7 +153,11 @@ class BlobStore:
             os.fsync(fd)  # the rename itself survives a power cut
         finally:
             os.close(fd)
-        return Blob(digest, final, len(data), digest, seal is not None)
+        if seal is not None:
+            # the same picture stored in clear before the site had a key: the sealed copy replaces it
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{digest}{SUFFIX}").unlink()
+        return Blob(digest, final, len(data), digest, seal is not None, sensitive)
 
     def _entries(self, folder: Path) -> list[tuple[int, str, int]]:
         """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first."""
@@ -161,20 +190,21 @@ class BlobStore:
         except FileNotFoundError:
             return None
         blob_id = _blob_id(name) or name
-        return Blob(blob_id, path, size, blob_id, name.endswith(SEALED_SUFFIX))
+        return Blob(blob_id, path, size, blob_id, suffix_of(name) in SEALED_SUFFIXES, is_sensitive(name))
 
-    def expire(self, plain_before: float | None, sealed_before: float | None) -> list[Blob]:
+    def expire(self, personal_before: float | None, sensitive_before: float | None) -> list[Blob]:
         """Delete every camera's blobs stored before the cutoff of their class (epoch seconds):
-        plain snapshots (personal) before `plain_before`, sealed ones (sensitive) before
-        `sealed_before`; None keeps that class until the count and size caps of `prune`."""
+        personal snapshots (plain `.jpg` and sealed `.psealed`) before `personal_before`, sensitive
+        ones (`.sealed`) before `sensitive_before`; None keeps that class until the count and size
+        caps of `prune`."""
         cutoffs = {
-            False: -1 if plain_before is None else int(plain_before * 1e9),
-            True: -1 if sealed_before is None else int(sealed_before * 1e9),
+            False: -1 if personal_before is None else int(personal_before * 1e9),
+            True: -1 if sensitive_before is None else int(sensitive_before * 1e9),
         }
         deleted: list[Blob] = []
         for folder in self._folders():
             for mtime_ns, name, size in self._entries(folder):
-                if mtime_ns >= cutoffs[name.endswith(SEALED_SUFFIX)]:
+                if mtime_ns >= cutoffs[is_sensitive(name)]:
                     continue
                 blob = self._delete(folder, name, size)
                 if blob is not None:
@@ -212,8 +242,11 @@ class BlobStore:
         KeyForgotten (a LookupError) when its subject was forgotten; BlobSealError when this
         process holds no key; ValueError when it does not open (altered, moved, another key store);
         FileNotFoundError when it went in between."""
+        suffix = suffix_of(path.name)
+        if suffix is None:
+            raise ValueError(f"{path}: not a snapshot file")
         data = path.read_bytes()
-        if path.name.endswith(SUFFIX):
+        if suffix == SUFFIX:
             return data
         envelope = sealed_envelope(data)
         if envelope is None:
@@ -221,15 +254,15 @@ class BlobStore:
         sealer = self.sealer()
         if sealer is None:
             raise BlobSealError(f"{path}: a sealed snapshot, and this process holds no key to open it")
-        return sealer.open_blob(envelope, _where(path.parent.name, path.name[: -len(SEALED_SUFFIX)]))
+        return sealer.open_blob(envelope, _where(path.parent.name, path.name[:64], suffix))
 
     def sealed_heads(self) -> list[tuple[Path, bytes]]:
         """(file, the first bytes of its envelope: enough for the key reference) of every sealed
-        snapshot, for erasure and export by key."""
+        snapshot, sensitive and personal, for erasure and export by key."""
         out = []
         for folder in self._folders():
             for _mtime, name, _size in self._entries(folder):
-                if not name.endswith(SEALED_SUFFIX):
+                if suffix_of(name) not in SEALED_SUFFIXES:
                     continue
                 try:
                     with open(folder / name, "rb") as f:

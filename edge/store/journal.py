@@ -1065,21 +1065,21 @@ class Journal(JournalQueries):
                 log.warning("journal: retention of %r failed: %s", fn, exc)
 
     def _expire_blobs(self, now: float) -> int:
-        """Snapshot files older than the retention of their class (a camera's plain snapshots are
-        personal, a sensitive camera's sealed ones sensitive), at most every BLOB_INTERVAL_S;
+        """Snapshot files older than the retention of their class (a personal camera's snapshots,
+        plain or sealed, are personal, a sensitive camera's sensitive), at most every BLOB_INTERVAL_S;
         returns how many went. One `snapshots_expired` event per class with files deleted."""
         keep = {cls: self.retention_s[PRIVACY_RANK[cls]] for cls in (Privacy.PERSONAL, Privacy.SENSITIVE)}
         if self.blobs is None or all(k is None for k in keep.values()) or time.monotonic() < self._next_blobs:
             return 0
         self._next_blobs = time.monotonic() + BLOB_INTERVAL_S
-        plain, sealed = (None if k is None else now - k for k in keep.values())
+        personal, sensitive = (None if k is None else now - k for k in keep.values())
         try:
-            gone = self.blobs.expire(plain, sealed)
+            gone = self.blobs.expire(personal, sensitive)
         except OSError as exc:
             log.warning("journal: snapshot files could not be checked for age: %s", exc)
             return 0
-        for cls, is_sealed in ((Privacy.PERSONAL, False), (Privacy.SENSITIVE, True)):
-            of_class = [b for b in gone if b.sealed is is_sealed]
+        for cls in (Privacy.PERSONAL, Privacy.SENSITIVE):
+            of_class = [b for b in gone if b.privacy == str(cls)]
             if of_class:
                 payload = {
                     "class": str(cls),
