@@ -28,7 +28,7 @@ from tests.camera.test_snapshots import moving_dots
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until
-from tests.web.conftest import Client, make_user, set_up_admin
+from tests.web.conftest import signed_in_roles
 
 CITY = "city-token-0123456789"
 JPEG_START = b"\xff\xd8\xff"  # the first bytes of every JPEG image
@@ -97,13 +97,8 @@ async def test_a_personal_cameras_snapshot_is_sealed_with_a_master_key_and_serve
 
         base = f"http://127.0.0.1:{rt.web_port}"
         blob = f"/api/v1/blobs/{payload['blob']}"
-        admin = Client(base)
-        clients = [admin]
-        try:
-            await set_up_admin(admin, rt)
-            tech = await make_user(admin, rt, "tom", "technician")
-            viewer = await make_user(admin, rt, "vera", "viewer")
-            clients += [tech, viewer]
+        async with signed_in_roles(rt) as by_role:
+            tech, viewer = by_role["technician"], by_role["viewer"]
             resp = await tech.request("GET", blob)
             assert resp.status == 200 and resp.content_type == "image/jpeg"
             assert resp.headers["Cache-Control"] == "no-store"
@@ -117,19 +112,16 @@ async def test_a_personal_cameras_snapshot_is_sealed_with_a_master_key_and_serve
             views = [e for e in audit.entries(rt.state) if e["action"] == "view_snapshot"]
             assert [(e["actor"], e["target"]) for e in views] == [  # newest first
                 ("city", payload["blob"]),
-                ("tom", payload["blob"]),
+                ("technician", payload["blob"]),
             ]
             assert all(e["detail"]["classes"] == {"personal": 1} for e in views)
-        finally:
-            for c in clients:
-                await c.close()
 
 
 async def test_a_personal_cameras_sealed_snapshots_expire_at_the_personal_retention(tmp_path: Path) -> None:
     """Personal 90 days, sensitive 30 days: the personal camera's sealed file of 40 days stays, the
     one of 100 days goes; a sensitive sealed file of 40 days goes. One event per class."""
-    from tests.store.helpers import sql
-    from tests.store.test_retention_privacy import DAY, KEEP_HISTORY, START, FakeClock, journal, passes
+    from tests.camera.test_sealed_snapshots import expire_snapshots
+    from tests.store.test_retention_privacy import DAY, KEEP_HISTORY, START
 
     master = tmp_path / "master.key"
     create_master_key(master)
@@ -149,23 +141,14 @@ async def test_a_personal_cameras_sealed_snapshots_expire_at_the_personal_retent
         }
         for path, days in aged.values():
             os.utime(path, (START - days * DAY, START - days * DAY))
-        clock = FakeClock()
         lab = tmp_path / "lab"
         lab.mkdir()
-        j = journal(lab, clock, {"sensitive": "30d", "personal": "90d"}, keep=KEEP_HISTORY, blobs=store)
-        try:
-            await until(lambda: j.counters["snapshots_expired"] == 2, what="two snapshots expired")
-            await passes(j, clock)
-            await j.flush()
-            events = [
-                json.loads(p)
-                for (p,) in sql(j, "SELECT payload FROM journal WHERE kind = 'snapshots_expired'")
-            ]
-        finally:
-            await j.close()
+        expired, events = await expire_snapshots(
+            lab, store, {"sensitive": "30d", "personal": "90d"}, KEEP_HISTORY, 2
+        )
         assert aged["personal-40"][0].exists()
         assert not aged["personal-100"][0].exists() and not aged["sensitive-40"][0].exists()
-        assert j.counters["snapshots_expired"] == 2
+        assert expired == 2
         assert sorted((e["class"], e["count"], e["blobs"], e["retention_s"]) for e in events) == [
             ("personal", 1, [old["blob"]], 90 * DAY),
             ("sensitive", 1, [kiosk.id], 30 * DAY),
@@ -178,11 +161,9 @@ async def test_a_personal_cameras_sealed_snapshots_expire_at_the_personal_retent
 async def test_a_rules_snapshot_at_the_gate_goes_with_the_plates_forget(tmp_path: Path) -> None:
     """A rule on the gate's plate takes a picture: sealed under the plate's key as personal data,
     listed in the plate's export, removed by forgetting the plate; a picture naming nobody stays."""
-    master = tmp_path / "master.key"
-    create_master_key(master)
-    video = write_video(tmp_path / "gate.avi", moving_dots, 150, fps=15)
-    doc = gate_site(video, master)
-    doc.pop("consumers")
+    from tests.camera.test_sealed_snapshots import keyed_site
+
+    doc = keyed_site(tmp_path, gate_site)
     blobs = tmp_path / "blobs"
     plate = "沪A23522"
     async with running_site(tmp_path, doc, web=False) as rt:

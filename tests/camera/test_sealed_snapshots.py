@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from tests.privacy.conftest import RESIDENT
 from tests.support.cli import edge_cli
 from tests.support.site import load, running_site, site_file
 from tests.support.waiting import until
-from tests.web.conftest import Client, make_user, set_up_admin
+from tests.web.conftest import Client, signed_in_roles
 
 CITY, CLINIC = "city-token-0123456789", "clinic-token-0123456789"
 
@@ -98,13 +99,8 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
         assert of_resident["privacy"] == "sensitive" and of_resident["sealed"] is True
         assert of_resident["subject"] == RESIDENT and "subject" not in of_nobody
         base = f"http://127.0.0.1:{rt.web_port}"
-        admin = Client(base)
-        clients = [admin]
-        try:
-            await set_up_admin(admin, rt)
-            tech = await make_user(admin, rt, "tom", "technician")
-            viewer = await make_user(admin, rt, "vera", "viewer")
-            clients += [tech, viewer]
+        async with signed_in_roles(rt) as by_role:
+            admin, tech, viewer = by_role["admin"], by_role["technician"], by_role["viewer"]
             images = {}
             for payload in (of_resident, of_nobody):
                 resp = await admin.request("GET", f"/api/v1/blobs/{payload['blob']}")
@@ -125,13 +121,10 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
             views = [e for e in audit.entries(rt.state) if e["action"] == "view_snapshot"]
             assert [(e["actor"], e["target"]) for e in views] == [  # newest first
                 ("clinic", of_resident["blob"]),
-                ("admin", of_nobody["blob"]),
-                ("admin", of_resident["blob"]),
+                ("boss", of_nobody["blob"]),  # the admin of signed_in_roles
+                ("boss", of_resident["blob"]),
             ]
             assert all(e["detail"]["classes"] == {"sensitive": 1} for e in views)
-        finally:
-            for c in clients:
-                await c.close()
 
     files = sorted(p.relative_to(blobs).as_posix() for p in blobs.rglob("*") if p.is_file())
     assert files == sorted(f"cam/{b}.sealed" for b in images)
@@ -231,14 +224,35 @@ async def test_a_sensitive_camera_without_a_master_key_is_refused_naming_the_cam
     )
 
 
+async def expire_snapshots(
+    data: Path, store: BlobStore, retention: dict[str, str], keep: float | None, count: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """Run a journal on a test clock over `store` (`retention` per class, `keep` as keep_history)
+    until it has expired `count` snapshots; (its `snapshots_expired` counter, the events' payloads)."""
+    from tests.store.helpers import sql
+    from tests.store.test_retention_privacy import FakeClock, journal, passes
+
+    clock = FakeClock()
+    j = journal(data, clock, retention, keep=keep, blobs=store)
+    try:
+        await until(lambda: j.counters["snapshots_expired"] == count, what=f"{count} snapshots expired")
+        await passes(j, clock)
+        await j.flush()
+        events = [
+            json.loads(p) for (p,) in sql(j, "SELECT payload FROM journal WHERE kind = 'snapshots_expired'")
+        ]
+    finally:
+        await j.close()
+    return j.counters["snapshots_expired"], events
+
+
 @pytest.mark.parametrize("personal", ["90d", None], ids=["personal-90d", "personal-kept"])
 async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journals_clock(
     tmp_path: Path, personal: str | None
 ) -> None:
     """Sealed files go at the sensitive age, plain ones at the personal age; with personal data
     kept (no personal retention, no keep_history) the sealed ones still go."""
-    from tests.store.helpers import sql
-    from tests.store.test_retention_privacy import DAY, KEEP_HISTORY, START, FakeClock, journal, passes
+    from tests.store.test_retention_privacy import DAY, KEEP_HISTORY, START
 
     master = tmp_path / "master.key"
     create_master_key(master)
@@ -255,22 +269,13 @@ async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journal
             blob = store.put("cam", f"a picture: {name}".encode(), seal=seal)
             os.utime(blob.path, (START - days * DAY, START - days * DAY))
             aged[name] = blob
-        clock = FakeClock()
         retention = {"sensitive": "30d", **({"personal": personal} if personal else {})}
-        j = journal(tmp_path, clock, retention, keep=KEEP_HISTORY if personal else None, blobs=store)
-        try:
-            await until(lambda: j.counters["snapshots_expired"] == 1, what="the sealed snapshot expired")
-            await passes(j, clock)
-            await j.flush()
-            events = [
-                json.loads(p)
-                for (p,) in sql(j, "SELECT payload FROM journal WHERE kind = 'snapshots_expired'")
-            ]
-        finally:
-            await j.close()
+        expired, events = await expire_snapshots(
+            tmp_path, store, retention, KEEP_HISTORY if personal else None, 1
+        )
         assert not aged["sealed-40"].path.exists()
         assert aged["sealed-10"].path.exists() and aged["plain-40"].path.exists()
-        assert j.counters["snapshots_expired"] == 1
+        assert expired == 1
         # the event says which class went, at which retention
         assert [(e["class"], e["count"], e["blobs"], e["retention_s"]) for e in events] == [
             ("sensitive", 1, [aged["sealed-40"].id], 30 * DAY)
@@ -278,6 +283,15 @@ async def test_sealed_snapshots_expire_at_the_sensitive_retention_on_the_journal
     finally:
         unregister(store.root, sealer)
         sealer.close()
+
+
+def keyed_site(tmp_path: Path, make: Callable[[Path, Path | None], dict[str, Any]]) -> dict[str, Any]:
+    """The site `make` builds on a moving-dots video, with a new master key, without consumers."""
+    master = tmp_path / "master.key"
+    create_master_key(master)
+    doc = make(write_video(tmp_path / "camera.avi", moving_dots, 150, fps=15), master)
+    doc.pop("consumers")
+    return doc
 
 
 async def test_a_rules_snapshot_is_sealed_under_the_key_of_the_subject_of_the_record_that_fired_it(
@@ -288,11 +302,7 @@ async def test_a_rules_snapshot_is_sealed_under_the_key_of_the_subject_of_the_re
     plate; a snapshot naming nobody stays."""
     from tests.camera.helpers import Collector
 
-    master = tmp_path / "master.key"
-    create_master_key(master)
-    video = write_video(tmp_path / "kiosk.avi", moving_dots, 150, fps=15)
-    doc = kiosk_site(video, master)
-    doc.pop("consumers")
+    doc = keyed_site(tmp_path, kiosk_site)
     blobs = tmp_path / "blobs"
     plate = "沪A23522"
     async with running_site(tmp_path, doc, web=False) as rt:
