@@ -144,7 +144,7 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
     async with running_site(tmp_path, doc) as rt:
         admin = Client(f"http://127.0.0.1:{rt.web_port}")
         try:
-            await admin.login("admin")
+            await admin.login("boss")  # the admin signed_in_roles set up
             for blob_id, image in images.items():
                 resp = await admin.request("GET", f"/api/v1/blobs/{blob_id}")
                 assert resp.status == 200 and await resp.read() == image
@@ -190,7 +190,7 @@ async def test_a_sensitive_cameras_snapshots_are_sealed_served_to_admins_and_era
     async with running_site(tmp_path, doc) as rt:
         admin = Client(f"http://127.0.0.1:{rt.web_port}")
         try:
-            await admin.login("admin")
+            await admin.login("boss")  # the admin signed_in_roles set up
             resp = await admin.request("GET", f"/api/v1/blobs/{of_resident['blob']}")
             assert resp.status == 410 and resp.content_type != "image/jpeg"
         finally:
