@@ -512,11 +512,17 @@ class PushSink:
         assert state is not None
         # its class (the rule the filter applies), by which it expires from the table
         rank = self.filter.rank(row)
-        await asyncio.to_thread(
-            deadletters.add, state, self.id, row[0], row_to_record(row), outcome.status, outcome.body, rank
-        )
+        record = row_to_record(row)
+
+        def add_and_count() -> int:
+            deadletters.add(state, self.id, row[0], record, outcome.status, outcome.body, rank)
+            return deadletters.pending(state, self.id)
+
+        # the count in the same worker call: a bisection that isolates many bad records runs no
+        # query per record on the event loop
+        self.dead_letters_total = await asyncio.to_thread(add_and_count)
         self.dead_letters += 1
-        self._recount_dead_letters()
+        self._status_dirty.set()
         self.ctx.hub.publish_event(
             Event(
                 "sync_dead_letter",
@@ -538,9 +544,9 @@ class PushSink:
         self._recount_dead_letters()
 
     def _recount_dead_letters(self) -> None:
-        """The pending dead letters as the table holds them now. Read on the event loop after each
-        change (a dead letter added, retried or expired): whichever change comes last, the count
-        is the table's, never one adjusted from a stale value."""
+        """The pending dead letters as the table holds them now, read after a manual retry or an
+        expiry pass (rare; a new dead letter is counted in its own worker call): the count is the
+        table's, never one adjusted from a stale value."""
         if self.ctx.state is not None:
             self.dead_letters_total = deadletters.pending(self.ctx.state, self.id)
         self._status_dirty.set()
