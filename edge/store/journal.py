@@ -1118,7 +1118,8 @@ class Journal(JournalQueries):
         if trust is not None:
             seen = trust.last_sample  # before `trusted`: see ClockTrust.last_sample
             assert self._paused_at is not None
-            if seen is None or seen.mono < self._paused_at or not trust.trusted:
+            # a check at the very instant of the jump's pass may have been before it
+            if seen is None or seen.mono <= self._paused_at or not trust.trusted:
                 return False
         paused_for = sample.mono - (self._paused_since or sample.mono)
         log.info("journal retention resumed after %.0f s: the clock is trusted again", paused_for)

@@ -5,10 +5,11 @@ trusted again; a journal of the previous schema migrates in place."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,18 @@ START = 1_800_000_000.0  # the test clock's wall time at the start (2027)
 
 @dataclass
 class FakeClock:
-    """Wall and monotonic time the test moves by hand; counts the retention passes that read it."""
+    """Wall and monotonic time the test moves by hand; counts the retention passes that read it.
+    Like a real monotonic clock it never reads the same twice (a microsecond per read), so a check
+    of the clock's trust is always after, or before, a retention pass's jump, never at it."""
 
     wall: float = START
     mono: float = 5000.0
     reads: int = 0
+    ticks: Iterator[int] = field(default_factory=itertools.count)  # atomic, from any thread
 
     def sample(self) -> ClockSample:
         self.reads += 1
-        return ClockSample(self.wall, self.mono)
+        return ClockSample(self.wall, self.mono + next(self.ticks) * 1e-6)
 
     def now(self) -> float:
         return self.wall
@@ -258,6 +262,31 @@ async def test_a_forward_jump_deletes_nothing_until_the_clock_is_trusted(tmp_pat
         await j.flush()
         kinds = [k for (k,) in sql(j, "SELECT kind FROM journal WHERE kind LIKE 'retention_%' ORDER BY seq")]
         assert kinds == ["retention_paused", "retention_resumed", "retention_expired"]
+    finally:
+        await j.close()
+
+
+async def test_a_trust_check_at_the_instant_of_the_jump_does_not_resume_deletion(tmp_path: Path) -> None:
+    """The wall clock set between the clock's own check and a retention pass at the same monotonic
+    instant: that check may predate the jump, so its `trusted` does not lift the pause."""
+    clock = FakeClock()
+    clock.ticks = itertools.repeat(0)  # a monotonic clock too coarse to tell the two reads apart
+    trust, synced = lab_trust(clock)
+    j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "90d"}, clock_trust=trust)
+    try:
+        await j.register_cursor("central", "sink", 0)
+        j.append(one_of_each(START - 29.5 * DAY))  # 30.5 days old by the jumped clock
+        await j.flush()
+        await passes(j, clock)
+        assert trust.check() == [] and trust.trusted  # checked at this instant, before the jump
+        clock.wall += 1 * DAY
+        await until(lambda: j.retention_paused is not None, what="the pause")
+        await passes(j, clock, 5)
+        assert j.counters["retention_expired"] == 0 and j.retention_paused is not None
+        clock.ticks = itertools.count(1)  # time moves on; NTP answers: the jumped clock is right
+        synced[0] = True
+        trust.check()
+        await until(lambda: j.counters["retention_expired"] == 2, what="retention resuming")
     finally:
         await j.close()
 

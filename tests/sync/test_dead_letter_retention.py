@@ -6,6 +6,7 @@ classified and expire alike; a record a receiver rejects is stored with its clas
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from pathlib import Path
@@ -52,14 +53,16 @@ BP = {
 
 class Clocks:
     """Wall and monotonic time and the kernel's sync status as the test sets them; counts the reads
-    (each retention pass reads once)."""
+    (each retention pass reads once). Like a real monotonic clock it never reads the same twice (a
+    microsecond per read): a check of the clock's trust is always after, or before, a pass's jump."""
 
     def __init__(self) -> None:
         self.wall, self.mono, self.synced, self.reads = START, 100.0, False, 0
+        self._ticks = itertools.count()  # atomic, from the writer thread and the event loop alike
 
     def sample(self) -> ClockSample:
         self.reads += 1
-        return ClockSample(self.wall, self.mono)
+        return ClockSample(self.wall, self.mono + next(self._ticks) * 1e-6)
 
     def sync(self) -> SyncStatus:
         return SyncStatus(self.synced, "test clock")
