@@ -199,6 +199,10 @@ class Plugin:
     check: Callable[[Site], list[str]] | None = None
     #: OpenAPI paths of the routes this plugin adds (merged into the document at /api/v1/openapi.json)
     openapi: Callable[[], Mapping[str, Any]] | None = None
+    #: the copies of records this feature keeps beside the journal that name a resident
+    #: (`subject_records(site, state, subject)`: a sink's dead letters), for a subject's export;
+    #: each a dict whose `type` says what it is, with the `record` it copies
+    subject_records: Callable[[Site, StateDB, str], Iterable[dict[str, Any]]] | None = None
     #: start order among components and routes (lower first)
     order: int = 50
 

@@ -72,7 +72,9 @@ def register(sub: Subcommands) -> None:
         help="everything the gateway holds about one resident, as JSON lines (access and copy)",
         description="Every journal record that names the resident REF in an identifying\n"
         "field (resident, user, subject, plate), sensitive ones opened with the site's keys, one JSON\n"
-        "object per line (PIPL art. 45), then one line per snapshot sealed under REF's key\n"
+        "object per line (PIPL art. 45), then the sinks' dead letters of records naming REF\n"
+        '({"type": "dead_letter", "sink": ..., "record": {...}}: a receiver refused them; one may\n'
+        "outlive its journal record), then one line per snapshot sealed under REF's key\n"
         '({"type": "blob", "blob": ID, ...}: fetch it from GET /api/v1/blobs/ID as an admin).\n'
         "The export is written to the audit log. The gateway may run.",
         epilog="example:\n  edge privacy export -c site.yaml --subject R-1042 --out R-1042.jsonl",
@@ -180,22 +182,30 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
     state = StateDB(site.storage.resolved_state_path())
     try:
         blob_dir = site.storage.resolved_blob_dir()
+        beside = subjects.copies(site, state, subject)
         if args.out:
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                n, snaps = subjects.export(site.storage.path, subject, out, blob_dir, sealer)
+                done = subjects.export(site.storage.path, subject, out, blob_dir, sealer, beside)
         else:
-            n, snaps = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer)
+            done = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer, beside)
         pseudonym = sealer.keys.local_pseudonym(subject)
         audit.record(
-            state, "cli", "privacy_export", pseudonym, records=n, snapshots=snaps, out=args.out or "stdout"
+            state,
+            "cli",
+            "privacy_export",
+            pseudonym,
+            records=done.records,
+            copies=done.copies,
+            snapshots=done.snapshots,
+            out=args.out or "stdout",
         )
     finally:
         state.close()
         sealer.close()
     print(
-        f"{fmt.count(n, 'record')} and {fmt.count(snaps, 'sealed snapshot')} (blob ids) of subject "
-        f"{pseudonym} exported",
+        f"{fmt.count(done.records, 'record')}, {fmt.count(done.copies, 'dead letter')} and "
+        f"{fmt.count(done.snapshots, 'sealed snapshot')} (blob ids) of subject {pseudonym} exported",
         file=sys.stderr,
     )
     return 0

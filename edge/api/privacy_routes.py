@@ -105,6 +105,10 @@ async def export(request: web.Request) -> web.Response:
                     "use edge privacy export --subject on the gateway",
                 )
             lines.append(orjson.dumps(rec, default=str) + b"\n")
+        # the dead letters naming the resident (one may outlive its journal record)
+        lines.extend(
+            orjson.dumps(c, default=str) + b"\n" for c in subjects.copies(runtime.site, state, subject)
+        )
         # the sealed snapshot files under the resident's key, also those whose event is gone
         blob_dir = runtime.site.storage.resolved_blob_dir()
         lines.extend(orjson.dumps(b) + b"\n" for b in subjects.subject_snapshots(blob_dir, sealer, subject))

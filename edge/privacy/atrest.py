@@ -82,6 +82,14 @@ def value_subject(value: Any) -> str:
     return value if type(value) is str and value else SITE_SUBJECT
 
 
+def record_subject(record: Mapping[str, Any]) -> str:
+    """The subject of a record in the pull-API shape, as the journal seals it: an event's by its
+    payload, a reading's by its value."""
+    if record.get("type") == "event":
+        return subject_of(record.get("payload"))
+    return value_subject(record.get("value"))
+
+
 def aad(column: str, ts: float, source: str) -> bytes:
     """The associated data binding an envelope to its row's column, time and point."""
     return f"{column}\x00{float(ts)!r}\x00{source}".encode()
@@ -134,12 +142,17 @@ class Sealer:
         self.sealed += 1
         return self.keys.seal(value_subject(value), orjson.dumps(value), aad("value", ts, source), ts)
 
-    def seal_record(self, record: Mapping[str, Any], where: str) -> bytes:
-        """A whole record (a dead letter) bound to `where` (its sink and seq); it expires from when
-        it was dead-lettered, so the key keeps the time of this seal."""
-        payload = record.get("payload")
+    def seal_record(
+        self, record: Mapping[str, Any], where: str, about: Mapping[str, Any] | None = None
+    ) -> bytes:
+        """A whole record (a dead letter) bound to `where` (its sink and seq), under the key of the
+        subject `about` names (the record as the journal holds it, when `record` carries a
+        recipient's pseudonyms instead; else `record`'s own): an event's resident or plate, a
+        reading's string value, else the site's. It expires from when it was dead-lettered, so
+        the key keeps the time of this seal."""
         self.sealed += 1
-        return self.keys.seal(subject_of(payload), orjson.dumps(record), aad("record", 0.0, where))
+        subject = record_subject(about if about is not None else record)
+        return self.keys.seal(subject, orjson.dumps(record), aad("record", 0.0, where))
 
     def open_record(self, envelope: bytes, where: str) -> dict[str, Any] | None:
         """A sealed record (`seal_record`), or None when its subject was forgotten."""

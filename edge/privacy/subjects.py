@@ -21,7 +21,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -74,6 +74,17 @@ def names_subject(payload: Any, subject: str) -> bool:
     )
 
 
+def record_names_subject(rec: Any, subject: str) -> bool:
+    """A record in the pull-API shape names `subject`: an event in an identifying field of its
+    payload, a reading by its value."""
+    if not isinstance(rec, dict):
+        return False
+    if rec.get("type") == "event":
+        return names_subject(rec.get("payload"), subject)
+    value = rec.get("value")
+    return isinstance(value, str) and value == subject
+
+
 # ---------------------------------------------------------------- export
 def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]:
     """The journal's records that name `subject` (events in an identifying field, readings by
@@ -124,25 +135,65 @@ def subject_snapshots(blob_dir: str, sealer: Sealer, subject: str) -> list[dict[
     return found
 
 
+def copies(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, Any]]:
+    """The copies of records naming `subject` that features keep beside the journal (a sink's
+    dead letters: records a receiver refused, kept to their class's retention from when they were
+    refused, so one may outlive its journal record), as each feature's `subject_records` gives
+    them."""
+    from edge.plugins import registry
+
+    for plugin in registry().plugins:
+        if plugin.subject_records is not None and not plugin.missing():
+            yield from plugin.subject_records(site, state, subject)
+
+
+def names_by_recipient(site: Site, subject: str) -> dict[str, frozenset[str]]:
+    """Per upstream sink and pull consumer id, what names `subject` in what it was sent: the
+    reference, and its pseudonym under the recipient's key when it has one (a record kept as it
+    was to be sent, a dead letter, carries that)."""
+    names: dict[str, frozenset[str]] = {}
+    for what, recipient in [(f"upstream {s.id}", s) for s in site.upstream] + [
+        (f"consumer {c.id}", c) for c in site.consumers
+    ]:
+        cfg = getattr(recipient, "pseudonymise", None)
+        if cfg is None:
+            names[recipient.id] = frozenset([subject])
+        else:
+            key = load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
+            names[recipient.id] = frozenset([subject, pseudonym(key, subject)])
+    return names
+
+
+@dataclass(frozen=True)
+class Exported:
+    records: int  # journal records
+    copies: int  # copies kept beside the journal (dead letters)
+    snapshots: int  # sealed snapshot files (blob ids)
+
+
 def export(
     journal_path: str,
     subject: str,
     out: IO[str],
     blob_dir: str | None = None,
     sealer: Sealer | None = None,
-) -> tuple[int, int]:
-    """Write every journal record held about `subject` to `out` as JSON lines, then (with
-    `blob_dir` and `sealer`) its sealed snapshot files; returns (records, snapshots). (A dead
-    letter is a copy of a journal record a receiver refused: sealed like it, it goes with its
-    subject's key.)"""
+    beside: Iterable[dict[str, Any]] = (),
+) -> Exported:
+    """Write every journal record held about `subject` to `out` as JSON lines, then the copies
+    kept `beside` the journal (`copies`), then (with `blob_dir` and `sealer`) its sealed snapshot
+    files."""
     n = 0
     for rec in journal_records(journal_path, subject):
         out.write(orjson.dumps(rec, default=str).decode() + "\n")
         n += 1
+    kept = 0
+    for copy in beside:
+        out.write(orjson.dumps(copy, default=str).decode() + "\n")
+        kept += 1
     snapshots = subject_snapshots(blob_dir, sealer, subject) if blob_dir and sealer else []
     for line in snapshots:
         out.write(orjson.dumps(line).decode() + "\n")
-    return n, len(snapshots)
+    return Exported(n, kept, len(snapshots))
 
 
 def count_in_clear(journal_path: str, subject: str) -> int:

@@ -69,6 +69,9 @@ class Prepared:
     first: int  # seq range covered (filtered rows inside it are withheld on purpose)
     last: int
     body: bytes | None = None  # the compressed request body, when built ahead
+    #: `rows` as the journal holds them, where the recipient's shaping (pseudonyms, withheld
+    #: fields) changed some: a dead letter is sealed under the key of the resident its row names
+    sources: list[Row] | None = None
 
 
 async def _cancel_all(tasks: deque[asyncio.Task[Any]]) -> None:
@@ -316,8 +319,9 @@ class PushSink:
             last = upto
         # shaped here, before any sink type encodes them: http, InfluxDB and MQTT alike carry the
         # recipient's pseudonyms (and a dead letter keeps the rows as they were to be sent)
-        kept = self.shaper.apply(self.filter.apply(rows))
-        batch = Prepared(kept, after + 1, last)
+        allowed = self.filter.apply(rows)
+        kept = self.shaper.apply(allowed)
+        batch = Prepared(kept, after + 1, last, sources=None if kept is allowed else allowed)
         if kept:
             batch.body = self._encode_compressed(batch)
         return batch
@@ -346,12 +350,13 @@ class PushSink:
                 if len(part.rows) > 1:
                     mid = len(part.rows) // 2
                     split = part.rows[mid - 1][0]
+                    src = part.sources
                     queue[:0] = [
-                        Prepared(part.rows[:mid], part.first, split),
-                        Prepared(part.rows[mid:], split + 1, part.last),
+                        Prepared(part.rows[:mid], part.first, split, sources=src[:mid] if src else None),
+                        Prepared(part.rows[mid:], split + 1, part.last, sources=src[mid:] if src else None),
                     ]
                 else:
-                    await self._dead_letter(part.rows[0], outcome)
+                    await self._dead_letter(part.rows[0], outcome, part.sources[0] if part.sources else None)
                     await self._passed(slot, part.last)
                 continue
             self.retries += 1
@@ -507,15 +512,19 @@ class PushSink:
             return
 
     # ------------------------------------------------------------ dead letters
-    async def _dead_letter(self, row: Row, outcome: Outcome) -> None:
+    async def _dead_letter(self, row: Row, outcome: Outcome, source: Row | None = None) -> None:
+        """Store `row` (as it was sent) as a dead letter; `source`: the row as the journal holds
+        it, when the recipient's shaping changed it (the resident it names owns the dead letter's
+        key, so forgetting them shreds it)."""
         state = self.ctx.state
         assert state is not None
         # its class (the rule the filter applies), by which it expires from the table
         rank = self.filter.rank(row)
         record = row_to_record(row)
+        about = None if source is None else row_to_record(source)
 
         def add_and_count() -> int:
-            deadletters.add(state, self.id, row[0], record, outcome.status, outcome.body, rank)
+            deadletters.add(state, self.id, row[0], record, outcome.status, outcome.body, rank, about)
             return deadletters.pending(state, self.id)
 
         # the count in the same worker call: a bisection that isolates many bad records runs no

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -22,6 +22,9 @@ from edge.model import PRIVACY_RANK, Privacy
 from edge.state import StateDB
 from edge.store.reader import Row
 from edge.store.rows import sealer_for
+
+if TYPE_CHECKING:
+    from edge.config import Site
 
 MIGRATIONS = [
     """
@@ -104,6 +107,42 @@ def listing(state: StateDB, sink: str | None, before: int | None, limit: int) ->
     ]
 
 
+def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, Any]]:
+    """The dead letters whose record names `subject`, oldest first, for its export: `{"type":
+    "dead_letter", "id", "sink", "dead_lettered", "status", "privacy", "record"}`. A dead letter
+    keeps its record as it was to be sent: it names the subject by its reference (a field the
+    sink sends in clear) or by the sink's pseudonym of it, or not at all (withheld). Sealed ones
+    open where this process holds the keys; a forgotten subject's do not."""
+    from edge.privacy.subjects import names_by_recipient, record_names_subject
+
+    if not created(state):
+        return
+    names = names_by_recipient(site, subject)
+    after = 0
+    while True:
+        with state.lock:  # a page at a time: the lock is not held while the caller writes
+            rows = state.conn.execute(
+                "SELECT id, sink, seq, record, status, ts, privacy FROM sync_dead_letters "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (after, CHUNK),
+            ).fetchall()
+        if not rows:
+            return
+        after = rows[-1]["id"]
+        for r in rows:
+            record = _record(state, r["record"], r["sink"], r["seq"])
+            if any(record_names_subject(record, name) for name in names.get(r["sink"], (subject,))):
+                yield {
+                    "type": "dead_letter",
+                    "id": r["id"],
+                    "sink": r["sink"],
+                    "dead_lettered": r["ts"],
+                    "status": r["status"],
+                    "privacy": CLASS_NAMES.get(r["privacy"]),
+                    "record": record,
+                }
+
+
 def _where(sink: str, seq: int) -> str:
     """What a sealed dead letter is bound to: it opens only as this sink's record `seq`."""
     return f"dead letter\x00{sink}\x00{int(seq)}"
@@ -146,9 +185,13 @@ def add(
     status: int | None,
     response: str,
     privacy: int | None = None,
+    about: dict[str, Any] | None = None,
 ) -> None:
-    """Store a record `sink` could not deliver. `privacy`: its class's rank (`PRIVACY_RANK`), by
-    which it expires; None leaves it to the next expiry pass (a sealed record is then sensitive)."""
+    """Store a record `sink` could not deliver (as it was sent: the sink's pseudonyms, withheld
+    fields). `privacy`: its class's rank (`PRIVACY_RANK`), by which it expires; None leaves it to
+    the next expiry pass (a sealed record is then sensitive). `about`: the record as the journal
+    holds it, when it differs: sealed, the dead letter goes under the key of the resident or plate
+    that one names, so a forget shreds it with their other records."""
     stored: str | bytes = orjson.dumps(record).decode()
     sealer = sealer_for(state.path)
     if sealer is not None:  # this process seals: the privacy component has loaded its code
@@ -157,7 +200,7 @@ def add(
         if isinstance(sealer, Sealer) and ((privacy or 0) >= 1 or sealer.is_private(record)):
             # a receiver's answer may quote what it rejected: a personal or sensitive record's is
             # not kept
-            stored, response = sealer.seal_record(record, _where(sink, seq)), ""
+            stored, response = sealer.seal_record(record, _where(sink, seq), about), ""
             if not privacy:  # private by the sealer's classes: the strictest of the private ones
                 privacy = SENSITIVE
     with state.lock:

@@ -1,6 +1,7 @@
 """The upstream sync manifest: the `http` and `influxdb` push sinks, the sync component (which
 also keeps the pull consumers' cursors), its HTTP routes (`GET /api/v1/sync`, the dead letters)
-with their OpenAPI paths, and `edge sync status`."""
+with their OpenAPI paths, `edge sync status`, and the dead letters naming a resident for its
+export."""
 
 from __future__ import annotations
 
@@ -21,5 +22,6 @@ PLUGIN = Plugin(
     routes=lazy("edge.sync.api:setup"),
     openapi=lazy("edge.sync.openapi:paths"),
     commands=lazy("edge.sync.cli:register"),
+    subject_records=lazy("edge.sync.deadletters:of_subject"),
     order=20,
 )
