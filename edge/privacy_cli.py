@@ -250,7 +250,9 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
             if done.had_key
             else "held no data key"
         )
-        + f"; {done.kept_in_clear} records name it outside its key (in clear, or sealed under"
+        + f"; {fmt.count(done.kept_in_clear, 'record')} "
+        + ("names" if done.kept_in_clear == 1 else "name")
+        + " it outside its key (in clear, or sealed under"
         " another key) and stay until their retention;"
         " the subject_erased event is journaled by the gateway"
     )

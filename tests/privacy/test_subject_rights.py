@@ -161,7 +161,7 @@ async def test_a_plate_is_exported_and_forgotten_like_a_resident(tmp_path: Path,
     done = edge_cli("privacy", "forget", "-c", str(config), "--subject", GATE_PLATE)
     assert done.returncode == 0, done.stderr
     assert "data key deleted" in done.stdout and GATE_PLATE not in done.stdout
-    assert "1 records name it outside its key" in done.stdout  # the public note
+    assert "1 record names it outside its key" in done.stdout  # the public note
 
     sealer = Sealer.open(tmp_path / "edge.db", str(master))
     register(tmp_path / "edge.db", sealer)
