@@ -171,6 +171,7 @@ class RuntimeCollector:
         yield errors
         yield restarts
         yield up
+        yield drops  # the hub's, the buffer's and the drivers' (filled above)
         # drivers that count what they saw (advertisements, duplicates, garbage, replays...)
         counted = CounterMetricFamily(
             "edge_driver_count", "A driver's own counters since its start", labels=["device", "counter"]

@@ -80,6 +80,31 @@ async def test_metrics_expose_runtime_counters(tmp_path: Path, receiver) -> None
     assert 0 <= got[("edge_sink_in_flight", (("sink", "offline"),))] <= 1  # max_in_flight 1
 
 
+async def test_every_drop_is_in_the_metrics(tmp_path: Path) -> None:
+    """What the hub, the buffer and the drivers drop reaches /metrics as edge_dropped_total by
+    where and why: a driver that emits faster than the hub takes its batches, a hub subscriber
+    that fails on a batch."""
+    doc = {"devices": [{"id": "m", "driver": "sim", "points": [{"name": "p", "interval": "1h"}]}]}
+    async with running_site(tmp_path, doc) as rt:
+        await until(lambda: rt.slots["m"].driver is not None, what="the driver")
+        driver = rt.slots["m"].driver
+        t = time.time()
+        for i in range(1500):  # in one turn of the loop: past the driver's queue
+            driver.emit([Reading(t + i * 0.001, "m.p", float(i))])
+
+        def fails(records: object) -> None:
+            raise RuntimeError("a subscriber that cannot take this batch")
+
+        rt.hub.subscribe(fails)
+        rt.hub.ingest([Reading(t + 5, "m.p", -1.0)])
+        dropped = next(d["dropped"] for d in rt.devices_status() if d["id"] == "m")
+        assert dropped > 0 and rt.hub.subscriber_errors > 0
+        got = samples(await scrape(rt.web_port, create_token(rt.state, "prom", ["read"])))
+    assert got[("edge_dropped_total", (("reason", "dropped"), ("where", "driver:m")))] == dropped
+    assert got[("edge_dropped_total", (("reason", "subscriber_error"), ("where", "hub")))] >= 1
+    assert ("edge_dropped_total", (("reason", "dropped_oldest"), ("where", "buffer"))) in got
+
+
 async def test_a_scrape_does_not_change_what_the_next_scraper_reads(tmp_path: Path) -> None:
     async with running_site(tmp_path, {"devices": [METER]}) as rt:
         # the journal measures its rate once it has commits a second apart; over the first two
