@@ -6,7 +6,14 @@ tags gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A r
 while the gateway's clock was not trusted has the tag `clock_untrusted=true` (absent otherwise): a
 tag, so a query can select or leave out those timestamps without reading every field. A point with the same
 measurement, tags and timestamp overwrites, so a replayed batch is idempotent. Readings without a
-value (None) cannot be represented and are counted as withheld.
+value (None) cannot be represented and are counted as `unrepresentable`.
+
+Events of one series (gateway/source/kind/severity) at one timestamp, such as the alerts one
+poll fires, would overwrite each other. Within a batch each later one (in seq order) is written at
+the next free unit of its series instead, counted in `events_shifted`; the encoding depends only
+on the batch, so a retried batch writes the same points. Readings keep last-one-wins: two samples
+of one point in one unit are one value at that precision, and checking every reading would cost
+on the hot path.
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ class InfluxSink(PushSink):
         self.scale = SCALE[cfg.precision]
         self.gateway_tag = _escape_key(self.gateway)
         self.unrepresentable = 0
+        self.events_shifted = 0  # events written one or more units after their time (see encode)
         base = cfg.url.rstrip("/")
         if urlsplit(base).path in ("", "/"):
             path = "/write" if cfg.version == 1 else "/api/v2/write"
@@ -111,6 +119,8 @@ class InfluxSink(PushSink):
         add = lines.append
         scale = self.scale
         gw = self.gateway_tag
+        taken: set[tuple[str, int]] = set()  # (series key, time) of the events written so far
+        shifted = 0
         for seq, ts, point, value, quality, kind, severity, payload in rows:
             t = round(ts * scale)
             if kind is None:
@@ -131,13 +141,25 @@ class InfluxSink(PushSink):
                 add(f"{dev},{untrusted}device={dev},gateway={gw}{q} {_escape_key(name)}={fv} {t}")
             else:
                 untrusted = UNTRUSTED_TAG if quality else ""  # an event's quality: NULL or the flag
-                add(
-                    f"events,{untrusted}gateway={gw},kind={_escape_key(kind)},severity={_escape_key(severity or 'info')},"
-                    f"source={_escape_key(point)} payload={_escape_str(payload or '{}')},seq={seq}i {t}"
+                key = (
+                    f"events,{untrusted}gateway={gw},kind={_escape_key(kind)},"
+                    f"severity={_escape_key(severity or 'info')},source={_escape_key(point)}"
                 )
+                # events of one series at one time (the alerts of one poll) would overwrite each
+                # other: a later one (in seq order) takes the next free unit of its series
+                if (key, t) in taken:
+                    t += 1
+                    while (key, t) in taken:
+                        t += 1
+                    shifted += 1
+                taken.add((key, t))
+                add(f"{key} payload={_escape_str(payload or '{}')},seq={seq}i {t}")
+        if shifted:
+            self.events_shifted += shifted
         return ("\n".join(lines) + "\n").encode()
 
     def status(self) -> dict[str, Any]:
         out = super().status()
         out["unrepresentable"] = self.unrepresentable
+        out["events_shifted"] = self.events_shifted
         return out
