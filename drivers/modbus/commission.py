@@ -13,6 +13,12 @@ reader's language. `GET /api/v1/commission/registers/{id}` is the device's regis
 point's table, address, data type, word order), for the device page and the raw read's defaults.
 This module is imported only when the web server starts with the Modbus plugin installed.
 Every test-read, answered or not, is written to the audit log.
+
+Privacy: a raw range is refused (403) when it overlaps a configured point above the caller's
+class, so the register map plus a raw read cannot bypass the redaction a point read applies. The
+holding and input tables are checked as one address space (many meters serve one register file
+under both function codes). A read that returns a personal or sensitive value the caller may see,
+by point or by a raw range over such points, is also a `read` entry, like every other route's.
 """
 
 from __future__ import annotations
@@ -27,10 +33,10 @@ from drivers.modbus.codec import NUMERIC_TYPES
 from drivers.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, ModbusDevice, Table, _int
 from edge import audit
 from edge.api import privacy
-from edge.api.auth import require
+from edge.api.auth import Principal, require
 from edge.api.problem import Problem, json_response, read_json
 from edge.driver import DeviceReadError, reads_on_demand
-from edge.model import QUALITY_NAMES, Reading
+from edge.model import PRIVACY_RANK, QUALITY_NAMES, Reading
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -42,6 +48,8 @@ RUNTIME_KEY: web.AppKey[Any] = web.AppKey("modbus_commission_runtime", object)
 TABLES = (*(t for t in get_args(Table) if t not in BIT_TABLES), *BIT_TABLES)
 DATA_TYPES = (*NUMERIC_TYPES, "string")
 ASK = 'send {"point": ID} or {"device": ID, "table", "address", "count"}'
+#: tables a register-range read may alias: a device may serve one register file under FC3 and FC4
+REGISTER_TABLES = frozenset(t for t in TABLES if t not in BIT_TABLES)
 
 
 async def read_point(runtime: Runtime, point_id: str) -> dict[str, Any]:
@@ -92,7 +100,43 @@ def _answer(point: str, value: Any, quality: str, ts: float, source: str) -> dic
     }
 
 
-async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+def points_in_range(dev: ModbusDevice, table: str, address: int, count: int) -> list[str]:
+    """The points of `dev` whose registers (or bits) a raw read of `count` from `address` in
+    `table` returns, wholly or in part."""
+    tables = REGISTER_TABLES if table in REGISTER_TABLES else {table}
+    end = address + count
+    return [
+        f"{dev.id}.{p.name}" for p in dev.points if p.table in tables and p.address < end and address < p.end
+    ]
+
+
+def check_range(runtime: Runtime, principal: Principal, points: list[str]) -> privacy.ReadCounts:
+    """403 naming the points above the caller's class among `points`; else the readable ones
+    above public, per class (what the read's audit entry counts)."""
+    limit = privacy.limit_for(principal)
+    counts: privacy.ReadCounts = privacy.ReadCounts()
+    hidden: list[str] = []
+    for point in points:
+        rank = privacy.point_rank(runtime, point)
+        if rank > limit:
+            hidden.append(f"{point} ({runtime.hub.points[point].privacy})")
+        else:
+            privacy.count_read(counts, rank)
+    if hidden:
+        raise Problem(
+            403,
+            "Private data",
+            f"the range holds {', '.join(hidden)}: your role may not read "
+            f"{'it' if len(hidden) == 1 else 'them'}; read the unmapped registers around "
+            "or ask an admin",
+            points=hidden,
+        )
+    return counts
+
+
+async def read_registers(
+    runtime: Runtime, principal: Principal, body: dict[str, Any], counts: privacy.ReadCounts
+) -> dict[str, Any]:
     device_id = body.get("device")
     try:
         dev = runtime.site.device(str(device_id))
@@ -116,6 +160,8 @@ async def read_registers(runtime: Runtime, body: dict[str, Any]) -> dict[str, An
     data_type = body.get("type", "float32")
     if data_type not in DATA_TYPES:
         raise Problem(422, "Bad type", f"type is one of: {', '.join(DATA_TYPES)}")
+    # before the device is asked: a refused range is never read
+    counts.update(check_range(runtime, principal, points_in_range(dev, table, address, count)))
     # pymodbus is loaded at the first raw read, not when the web server starts
     from drivers.modbus.probe import probe
     from drivers.modbus.transport import DeviceException
@@ -221,24 +267,33 @@ async def commission_read(request: web.Request) -> web.Response:
     body = await read_json(request, 4096)
     if not isinstance(body, dict):
         raise Problem(400, "Expected a JSON object", ASK)
+    counts: privacy.ReadCounts = privacy.ReadCounts()  # values above public the caller receives
     if "point" in body:
         target = str(body["point"])
         reading = read_point(runtime, target)
     elif "device" in body:
         target = f"{body['device']}:{body.get('table', 'holding')}:{body.get('address', 0)}"
-        reading = read_registers(runtime, body)
+        reading = read_registers(runtime, principal, body, counts)
     else:
         raise Problem(400, "Nothing to read", ASK)
     try:
         answer = await reading
     except Problem as problem:
-        if problem.status not in (400, 404, 422, 501):  # a malformed ask reached no device
+        # a malformed ask reached no device; a refused private range is worth the log
+        if problem.status not in (400, 404, 422, 501):
             _audited(runtime, principal.name, target, None, problem)
         raise
     _audited(runtime, principal.name, target, answer, None)
-    if "point" in body and privacy.minimise_history(runtime, principal, target):
-        # the device answered (that is what commissioning checks); the value stays hidden
-        answer = {**answer, "value": None, "redacted": str(runtime.hub.points[target].privacy)}
+    if "point" in body:
+        info = runtime.hub.points[target]
+        if privacy.minimise_history(runtime, principal, target):
+            # the device answered (that is what commissioning checks); the value stays hidden
+            answer = {**answer, "value": None, "redacted": str(info.privacy)}
+        else:
+            privacy.count_read(counts, PRIVACY_RANK[info.privacy])
+    await privacy.audit_reads(
+        runtime, principal, privacy.route_of(request.method, request.path), counts, read=target
+    )
     return json_response(answer)
 
 
