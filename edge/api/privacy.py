@@ -3,7 +3,8 @@
 Each role sees data up to a privacy class: viewers `public`, technicians `personal` (they
 commission gates whose events carry plates), admins `sensitive` (health measurements). Tokens
 see `public` unless they hold the admin scope. Above that class a reading's value and an event's
-payload are replaced by a marker, so a viewer can still see *that* the kiosk measured, not *what*.
+payload are replaced by a marker, so a viewer can still see *that* the kiosk measured, not *what*;
+such an event's severity, and the rule that raised an alert, are replaced too.
 An event's class is `edge.model.event_privacy` (the rule the push sinks and the pull API apply
 too).
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 #: records a response returned, per class above public: what `audit_reads` writes
 ReadCounts = Counter[str]
+
+REDACTED = "redacted"  # an event's severity or source the caller may not see
 
 ROLE_LIMIT = {"viewer": Privacy.PUBLIC, "technician": Privacy.PERSONAL, "admin": Privacy.SENSITIVE}
 
@@ -73,6 +76,7 @@ def minimise(
     """Records with values above the caller's class replaced by a `redacted` marker (in place);
     the ones left readable above public are added to `counts`."""
     limit = limit_for(principal)
+    devices: set[str] | None = None
     for rec in records:
         rank = record_rank(runtime, rec)
         if rank <= limit:
@@ -85,7 +89,21 @@ def minimise(
             rec["redacted"] = str(klass)
         else:
             rec["payload"] = {"privacy": str(klass), "redacted": True}
+            # an event's severity says how bad the measurement was, and a rule's alert or event
+            # is named by the rule, whose id names its condition (`bp-very-high`): both go; a
+            # device's event keeps its device, so the caller sees *that* the kiosk measured
+            rec["severity"] = REDACTED
+            if devices is None:
+                devices = {d.id for d in runtime.site.devices}
+            if rec.get("source") not in devices:
+                rec["source"] = REDACTED
     return records
+
+
+def redacted_match(records: list[dict[str, Any]], *fields: str) -> list[dict[str, Any]]:
+    """`records` (minimised) without those whose `fields` the redaction hid: a query filtered by
+    severity or source must not say by its answer what the record no longer shows."""
+    return [r for r in records if all(r.get(f) != REDACTED for f in fields)]
 
 
 def minimise_history(runtime: Runtime, principal: Principal | None, point: str) -> bool:

@@ -137,6 +137,10 @@ async def live(request: web.Request) -> web.StreamResponse:
                 continue
             batch = getter.result()
             records = privacy.minimise(runtime, principal, [record_json(r) for r in batch], counts)
+            if sub.device is not None:  # its events chosen by source: not by a hidden one
+                records = privacy.redacted_match(records, "source")
+                if not records:
+                    continue
             payload = orjson.dumps(records, default=str)
             await response.write(b"event: records\ndata: " + payload + b"\n\n")
             if counts and time.monotonic() - audited >= AUDIT_EVERY_S:

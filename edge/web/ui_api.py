@@ -353,6 +353,9 @@ async def _events(request: web.Request, runtime: Runtime) -> web.Response:
 
     def listed() -> dict[str, Any]:
         records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows], counts)
+        filtered = [f for f in ("severity", "source") if getattr(match, f) is not None]
+        if filtered:
+            records = privacy.redacted_match(records, *filtered)
         _shown_acks(principal, records, acks, counts)
         return {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
 

@@ -127,12 +127,25 @@ async def test_an_alert_quoting_private_data_is_as_private_as_what_triggered_it(
             )
             assert admin["systolic-high"]["privacy"] == "sensitive"
             assert "privacy" not in admin["kiosk-busy"]  # a public trigger: a public alert
-            viewer = await active("viewer")
-            assert viewer["bp-high"] == {"privacy": "sensitive", "redacted": True}
-            assert viewer["systolic-high"] == {"privacy": "sensitive", "redacted": True}
-            assert viewer["kiosk-busy"]["message"] == "kiosk in use"
+            # a viewer sees that two sensitive alerts are active, not which rules raised them (their
+            # ids name the conditions) nor how severe they are
+            alerts = (await clients["viewer"].json("GET", "/api/v1/alerts/active"))["alerts"]
+            shown = sorted((a["source"], a["severity"], str(a["payload"])) for a in alerts)
+            hidden = ("redacted", "redacted", str({"privacy": "sensitive", "redacted": True}))
+            assert shown[0][0] == "kiosk-busy" and "kiosk in use" in shown[0][2]
+            assert shown[1:] == [hidden, hidden]
             events = (await clients["technician"].json("GET", "/api/v1/events?kind=alert"))["events"]
             assert all("171" not in str(e["payload"]) for e in events)
+            # nor by what a filter answers: by the rule's id or the severity it hides
+            by_rule = (await clients["admin"].json("GET", "/api/v1/events?source=bp-high"))["events"]
+            severity = by_rule[0]["severity"]
+            assert not (await clients["viewer"].json("GET", "/api/v1/events?source=bp-high"))["events"]
+            by_severity = f"/api/v1/events?kind=alert&severity={severity}"
+            assert "bp-high" in {
+                e["source"] for e in (await clients["admin"].json("GET", by_severity))["events"]
+            }
+            seen = {e["source"] for e in (await clients["viewer"].json("GET", by_severity))["events"]}
+            assert "bp-high" not in seen and "redacted" not in seen
 
 
 async def _has_three(alerts: Any) -> bool:
@@ -147,14 +160,14 @@ async def test_a_health_measurement_without_a_class_is_sensitive_in_the_ui_as_up
     from edge.store.records import IncludeConfig, RecordFilter
 
     async with running_site(tmp_path, SITE) as rt:
-        rt.hub.ingest([Event("weight", "scale-1", payload={"weight_kg": 81.5}, ts=time.time())])
+        rt.hub.ingest([Event("weight", "kiosk-1", payload={"weight_kg": 81.5}, ts=time.time())])
         await rt.journal.flush()
         sink = RecordFilter(IncludeConfig(), "personal", lambda: rt.hub.points)
         assert sink.event_privacy("weight", '{"weight_kg": 81.5}') == 2  # withheld upstream...
         async with signed_in_roles(rt) as clients:
             seen = {}
             for role, c in clients.items():
-                events = (await c.json("GET", "/api/v1/events?source=scale-1"))["events"]
+                events = (await c.json("GET", "/api/v1/events?kind=weight"))["events"]
                 seen[role] = events[0]["payload"]
             assert seen["admin"] == {"weight_kg": 81.5}
             assert seen["technician"] == {"privacy": "sensitive", "redacted": True}  # ...and here
