@@ -88,34 +88,75 @@ def _device_of(source: str) -> str:
     return source.partition(".")[0]
 
 
-def thingsboard_messages(names: Mapping[str, str], rows: list[Row], cap: int) -> list[Message]:
+class TbMessages(list[Message]):
+    """The thingsboard format's messages for a batch, with how many readings it left out."""
+
+    #: readings without a value (a failed read): ThingsBoard telemetry has no null
+    failed_reads: int = 0
+
+
+#: the values of an event's entry; a record's keys may not meet another's at one millisecond
+TB_EVENT_KEYS = frozenset(("event", "severity", "seq", "event_payload"))
+
+
+def thingsboard_messages(names: Mapping[str, str], rows: list[Row], cap: int) -> TbMessages:
     """`v1/gateway/telemetry` messages: per device, one entry per timestamp (ms) with the values
     of its points then; an event is an entry of its source device whose values are `event`,
-    `severity`, `seq` and `event_payload` (the event's JSON as a string). Readings without a value
-    are left out. `names`: device id -> ThingsBoard device name."""
+    `severity`, `seq` and `event_payload` (the event's JSON as a string). ThingsBoard keys
+    telemetry by device, key and millisecond (a later value replaces an earlier one), so a record
+    whose key(s) that device already has at its millisecond in this batch (two readings of one
+    point, two events of one source) goes to the next millisecond where they are free. Readings
+    without a value are left out and counted (`failed_reads`). `names`: device id -> ThingsBoard
+    device name."""
     per_device: dict[str, dict[int, dict[str, Any]]] = {}
+    failed = 0
     for seq, ts, point, value, quality, kind, severity, payload in rows:
         device, _, name = point.partition(".")
         entries = per_device.setdefault(names.get(device, device), {})
         ms = round(ts * 1000)
+        entry = entries.get(ms)
         if kind is None:
             if value is None:
+                failed += 1
                 continue
             value, _q = reading_value(value, quality)
-            entries.setdefault(ms, {})[name] = value
+            if entry is None:
+                entries[ms] = {name: value}
+                continue
+            while entry is not None and name in entry:  # taken: the next free millisecond
+                ms += 1
+                entry = entries.get(ms)
+            if entry is None:
+                entries[ms] = {name: value}
+            else:
+                entry[name] = value
         else:
-            entries.setdefault(ms, {}).update(
-                {"event": kind, "severity": severity or "info", "seq": seq, "event_payload": payload or "{}"}
-            )
-    return _pack_by_key(
-        TB_TELEMETRY,
-        (
-            (device, orjson.dumps({"ts": ms, "values": values}))
-            for device, entries in per_device.items()
-            for ms, values in entries.items()
-        ),
-        cap,
+            values = {
+                "event": kind,
+                "severity": severity or "info",
+                "seq": seq,
+                "event_payload": payload or "{}",
+            }
+            while entry is not None and not TB_EVENT_KEYS.isdisjoint(entry):
+                ms += 1
+                entry = entries.get(ms)
+            if entry is None:
+                entries[ms] = values
+            else:
+                entry.update(values)
+    out = TbMessages(
+        _pack_by_key(
+            TB_TELEMETRY,
+            (
+                (device, orjson.dumps({"ts": ms, "values": values}))
+                for device, entries in per_device.items()
+                for ms, values in entries.items()
+            ),
+            cap,
+        )
     )
+    out.failed_reads = failed
+    return out
 
 
 def _pack_by_key(topic: str, items: Iterable[tuple[str, bytes]], cap: int) -> list[Message]:

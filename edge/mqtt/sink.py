@@ -84,6 +84,8 @@ class MqttSink(PushSink):
         self.connects = 0
         self.last_puback: float | None = None
         self.messages_acked = 0
+        # records of acknowledged batches the format could not carry, by reason
+        self.left_out: dict[str, int] = {"failed_read": 0}
         self.commands: Commands | None = None
         self.command_topic = cfg.command_topic.format(site=self.gateway, sink=self.id)
         self.response_topic = cfg.response_topic.format(site=self.gateway, sink=self.id)
@@ -173,6 +175,8 @@ class MqttSink(PushSink):
         )
         self.sent_bytes += size
         self.messages_acked += len(msgs)
+        if isinstance(msgs, formats.TbMessages) and msgs.failed_reads:
+            self.left_out["failed_read"] += msgs.failed_reads
         self.last_puback = time.time()
         return Outcome(ACKED, elapsed=time.monotonic() - start)
 
@@ -367,6 +371,7 @@ class MqttSink(PushSink):
                 "connects": self.connects,
                 "last_puback": self.last_puback,
                 "messages_acked": self.messages_acked,
+                "left_out": dict(self.left_out),
             }
         )
         if self.commands is not None:
