@@ -5,6 +5,11 @@ the engine, which only decides). A per-rule token bucket limits how many firings
 execute actions; the excess is dropped, counted per rule and reported once per burst as a
 `rule_rate_limited` event. Every failed action is counted and journaled as `rule_action_failed`.
 
+At stop, firings still running get `SHUTDOWN_GRACE` seconds to finish; what is still running then
+is cancelled. The `alert`/`event` actions of a cancelled firing that had not run yet are journaled
+then (they only write to the journal, which is still open), every other action not done is
+counted (`cancelled`) and one `rule_actions_cancelled` event names the rules and the counts.
+
 What a firing produces is as private as what it read (`rules.model.firing_privacy`): an alert
 carries that class, and a virtual point written by `set:` takes it (a class only ever rises), so a
 rule cannot copy a blood pressure into a public point. Virtual points and their classes are kept in
@@ -54,6 +59,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("rules.actions")
 VIRTUAL_POINTS = "virtual_points"  # rules_meta key: {point id: [type, privacy class]}
 SnapshotHook = Callable[[str, Firing], Awaitable[Any]]
+#: seconds the firings still running at stop may take to finish before they are cancelled: well
+#: inside the service's stop timeout (deploy/systemd: TimeoutStopSec=20s), which the other
+#: components' stop shares
+SHUTDOWN_GRACE = 3.0
+JOURNAL_ONLY = ("alert", "event")  # actions that only journal: still written when a firing is cancelled
 
 
 def _privacy(value: Any) -> Privacy:
@@ -92,6 +102,17 @@ class RateLimit:
         return self.tokens
 
 
+class _Flight:
+    """A firing whose actions run in a task: `at` is the index of the action running or next."""
+
+    __slots__ = ("actions", "at", "firing")
+
+    def __init__(self, firing: Firing, actions: list[tuple[str, Action, bool]]) -> None:
+        self.firing = firing
+        self.actions = actions
+        self.at = 0
+
+
 class ActionRunner:
     def __init__(self, ctx: ComponentContext, config: RulesConfig) -> None:
         self.site_id = ctx.site.site.id
@@ -108,9 +129,12 @@ class ActionRunner:
         self._saved: dict[str, tuple[float, float]] = {}  # rule -> (tokens, wall time)
         self.limits_dirty = False
         self._session: Any = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[asyncio.Task[Any], _Flight] = {}
         self.executed = 0
         self.failed = 0
+        self.cancelled = 0  # actions not done because the gateway stopped while they ran or waited
+        self.shutdown_grace = SHUTDOWN_GRACE
+        self.closing = False
         self.rate_limited: dict[str, int] = {}
         self.write_latency_ms: list[float] = []  # recent reading->write-issued latencies (bench)
         self._meta = RuleStore(ctx.state)
@@ -190,9 +214,13 @@ class ActionRunner:
                     )
                 )
             return
-        task = asyncio.get_running_loop().create_task(self._run(firing, actions), name=f"rule:{rid}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        flight = _Flight(firing, actions)
+        task = asyncio.get_running_loop().create_task(self._run(flight), name=f"rule:{rid}")
+        self._tasks[task] = flight
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
 
     def export_limits(self) -> str:
         """Every rule's remaining budget as JSON (rules not limited yet keep their saved one)."""
@@ -214,23 +242,29 @@ class ActionRunner:
         # other subscribers this event before the batch that caused it
         asyncio.get_running_loop().call_soon(self.hub.publish_event, event)
 
-    async def _run(self, firing: Firing, actions: list[tuple[str, Action, bool]]) -> None:
-        for where, action, cleared in actions:
+    async def _run(self, flight: _Flight) -> None:
+        firing = flight.firing
+        for i, (where, action, cleared) in enumerate(flight.actions):
+            flight.at = i
             try:
                 await self._execute(firing, where, action, cleared)
                 self.executed += 1
             except Exception as exc:
-                self.failed += 1
-                log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
-                self.hub.publish_event(
-                    Event(
-                        "rule_action_failed",
-                        firing.rule.id,
-                        Severity.WARNING,
-                        {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"},
-                        time.time(),
-                    )
-                )
+                self._failed(firing, where, exc)
+        flight.at = len(flight.actions)
+
+    def _failed(self, firing: Firing, where: str, exc: Exception) -> None:
+        self.failed += 1
+        log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
+        self.hub.publish_event(
+            Event(
+                "rule_action_failed",
+                firing.rule.id,
+                Severity.WARNING,
+                {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"},
+                time.time(),
+            )
+        )
 
     def _value(self, firing: Firing, where: str, spec: WriteAction) -> Any:
         if spec.expr is not None:
@@ -390,12 +424,66 @@ class ActionRunner:
         raise RuntimeError(failed + status)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Let the firings still running finish within `shutdown_grace` seconds, then cancel the
+        rest: their `alert`/`event` actions not run yet are journaled now, every other action not
+        done is counted and reported in one `rule_actions_cancelled` event (the journal is still
+        open: the runtime closes it after its components)."""
+        self.closing = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.shutdown_grace)
+        flights = list(self._tasks.items())
+        for task, _ in flights:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in flights), return_exceptions=True)
+        await self._finish_cancelled([flight for _, flight in flights])
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def _finish_cancelled(self, flights: list[_Flight]) -> None:
+        """For firings cancelled at stop: journal the `alert`/`event` actions not run yet (in
+        their order), count the other actions not done, and report them in one event."""
+        per_rule: dict[str, int] = {}
+        firings = written = 0
+        for flight in flights:
+            firing, cancelled = flight.firing, 0
+            # an alert/event never waits, so the action at `at` is one in flight only if it is
+            # of another kind: that one and every later one not journal-only are not done
+            for where, action, cleared in flight.actions[flight.at :]:
+                if action.kind not in JOURNAL_ONLY:
+                    cancelled += 1
+                    continue
+                try:
+                    await self._execute(firing, where, action, cleared)
+                    self.executed += 1
+                    written += 1
+                except Exception as exc:
+                    self._failed(firing, where, exc)
+            if cancelled:
+                firings += 1
+                per_rule[firing.rule.id] = per_rule.get(firing.rule.id, 0) + cancelled
+        total = sum(per_rule.values())
+        if not total:
+            return
+        self.cancelled += total
+        log.warning(
+            "stopping: %d rule action(s) of %d firing(s) cancelled after %.1f s: %s",
+            total,
+            firings,
+            self.shutdown_grace,
+            ", ".join(f"{rid} ({n})" for rid, n in sorted(per_rule.items())),
+        )
+        payload = {
+            "rules": sorted(per_rule),
+            "cancelled": total,
+            "per_rule": dict(sorted(per_rule.items())),
+            "firings": firings,
+            "journaled_at_stop": written,
+            "grace_s": self.shutdown_grace,
+        }
+        self.hub.publish_event(
+            Event("rule_actions_cancelled", "rules", Severity.WARNING, payload, time.time())
+        )
 
 
 def _forbidden_address(addr: str) -> bool:

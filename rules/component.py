@@ -188,6 +188,7 @@ class RulesComponent:
             "schedules_skipped": self.schedules_skipped,
             "actions_executed": self.actions.executed,
             "actions_failed": self.actions.failed,
+            "actions_cancelled": self.actions.cancelled,  # not done: the gateway stopped (grace over)
             "rate_limited": sum(self.actions.rate_limited.values()),
             "state_write_errors": self.writer.errors if self.writer else 0,
             "suspended": len(self.engine.suspended),  # over their time budget, not evaluated
