@@ -135,6 +135,10 @@ def _no_registration(infos: Iterable[PointInfo]) -> None:
     """Outside a runtime (a probe, a test) nobody keeps point metadata: found points go nowhere."""
 
 
+def _no_drop_report(batch: Sequence[Record]) -> None:
+    """Outside a runtime nobody reports drops: the driver's own `dropped` still counts them."""
+
+
 @dataclass
 class DriverContext:
     """What the runtime hands a driver besides its own config."""
@@ -160,6 +164,11 @@ class DriverContext:
     #: reads in a worker thread and may raise (the journal closed, a read error). None outside a
     #: runtime: no journal to look at
     recent_events: Callable[[str, float], Awaitable[list[Event]]] | None = None
+    #: told of every batch `BaseDriver.emit` could not queue (the runtime fell behind the
+    #: driver): the runtime counts them per device for its lifetime and journals one
+    #: `driver_dropped` event per burst. Called on the event loop for each dropped batch: it only
+    #: counts
+    report_dropped: Callable[[Sequence[Record]], None] = _no_drop_report
 
     def blob_store(self) -> BlobStore:
         """The site's blob store (one under `data_dir` when the runtime gave none)."""
@@ -230,8 +239,9 @@ class BaseDriver(Driver):
         self._health = Health()
         # Bounded: a stalled consumer must not let a driver grow memory without limit.
         self._queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=queue_batches)
-        self.dropped = 0  # records dropped because the runtime did not keep up (counted, reported)
+        self.dropped = 0  # records this instance dropped because the runtime did not keep up
         self._failure: BaseException | None = None
+        self._ended = False  # end_stream() was called: stream() ends once the queue is drained
 
     @property
     def id(self) -> str:
@@ -248,6 +258,7 @@ class BaseDriver(Driver):
             self._queue.put_nowait(list(batch))
         except asyncio.QueueFull:
             self.dropped += len(batch)
+            self.ctx.report_dropped(batch)
 
     def set_health(self, state: HealthState, reason: str = "") -> None:
         """Change health; a change of state (other than a clean start) is an event in the journal."""
@@ -275,20 +286,22 @@ class BaseDriver(Driver):
         self.end_stream()
 
     def end_stream(self) -> None:
-        """Make `stream()` finish (used by stop())."""
+        """Make `stream()` finish (used by stop()) once it has given what was queued before."""
+        self._ended = True
         try:
             self._queue.put_nowait(None)
         except asyncio.QueueFull:
-            pass
+            pass  # no room for the marker: stream() sees `_ended` when it has drained the queue
 
     async def stream(self) -> AsyncIterator[list[Record]]:
-        while True:
-            batch = await self._queue.get()
+        queue = self._queue
+        while not (self._ended and queue.empty()):
+            batch = await queue.get()
             if batch is None:
-                if self._failure is not None:
-                    raise self._failure
-                return
+                break
             yield batch
+        if self._failure is not None:
+            raise self._failure
 
 
 def reads_on_demand(driver: object) -> bool:

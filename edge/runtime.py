@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +31,7 @@ from edge.model import (
     Health,
     HealthState,
     Reading,
+    Record,
     Severity,
     Value,
     point_id,
@@ -38,6 +39,7 @@ from edge.model import (
 from edge.plugins import Component, ComponentContext, EventIndex, StartError, registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal, row_to_record
+from edge.store.retention import BURST_MAX_S, BURST_QUIET_S
 from edge.store.rows import EventMatch
 
 if TYPE_CHECKING:
@@ -60,6 +62,39 @@ RECENT_SCAN_ROWS = 300_000
 
 
 @dataclass
+class DriverDrops:
+    """Consecutive drops of one device's driver (the runtime fell behind it): reported as one
+    `driver_dropped` event when it ends (BURST_QUIET_S without a drop, cut after BURST_MAX_S), when
+    the driver restarts and when the device stops."""
+
+    started_wall: float
+    started: float = field(default_factory=time.monotonic)
+    last_drop: float = 0.0
+    dropped: int = 0
+    first_ts: float = 0.0  # time range of the dropped records
+    last_ts: float = 0.0
+
+    def add(self, batch: Sequence[Record]) -> None:
+        self.last_drop = time.monotonic()
+        ts0, ts1 = batch[0].ts, batch[-1].ts
+        if self.dropped:
+            self.first_ts, self.last_ts = min(self.first_ts, ts0), max(self.last_ts, ts1)
+        else:
+            self.first_ts, self.last_ts = ts0, ts1
+        self.dropped += len(batch)
+
+    def payload(self, total: int) -> dict[str, Any]:
+        return {
+            "dropped": self.dropped,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "started": self.started_wall,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "total": total,
+        }
+
+
+@dataclass
 class DriverSlot:
     """One device: its driver instance, the task pumping its stream, restart bookkeeping."""
 
@@ -73,6 +108,8 @@ class DriverSlot:
     first_start: asyncio.Event = field(default_factory=asyncio.Event)  # set after the first start attempt
     #: monotonic times of the restarts within the crash-loop window (older ones are dropped)
     restart_times: deque[float] = field(default_factory=lambda: deque(maxlen=CRASH_LOOP_RESTARTS))
+    drops: DriverDrops | None = None  # the drop burst not reported yet
+    drops_timer: asyncio.TimerHandle | None = None  # looks whether that burst has ended
 
     @property
     def health(self) -> Health:
@@ -123,6 +160,9 @@ class Runtime:
         self.journal.classes = self.hub  # each record is stored with its privacy class
         self.state: StateDB | None = None
         self.slots: dict[str, DriverSlot] = {}
+        #: records each device's drivers dropped since the gateway started (kept across driver
+        #: restarts and reloads; what the status and /metrics show)
+        self.driver_dropped: dict[str, int] = {}
         self.components: dict[str, Component] = {}
         self.web_runner: Any = None
         self.started_at = 0.0
@@ -357,6 +397,55 @@ class Runtime:
         slot.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await slot.task
+        self._report_drops(slot)
+
+    def _drop_counter(self, slot: DriverSlot) -> Callable[[Sequence[Record]], None]:
+        """`DriverContext.report_dropped` of a device: counts each dropped batch (called for each
+        one, on the event loop) and opens a burst whose end a timer looks for."""
+        device = slot.config.id
+        counts = self.driver_dropped
+
+        def report_dropped(batch: Sequence[Record]) -> None:
+            if not batch:
+                return
+            counts[device] = counts.get(device, 0) + len(batch)
+            burst = slot.drops
+            if burst is None:
+                burst = slot.drops = DriverDrops(self.clock())
+                loop = asyncio.get_running_loop()
+                slot.drops_timer = loop.call_later(BURST_QUIET_S, self._check_drops, slot)
+            burst.add(batch)
+
+        return report_dropped
+
+    def _check_drops(self, slot: DriverSlot) -> None:
+        burst = slot.drops
+        slot.drops_timer = None
+        if burst is None:
+            return
+        now = time.monotonic()
+        quiet = now - burst.last_drop
+        if quiet >= BURST_QUIET_S or now - burst.started >= BURST_MAX_S:
+            self._report_drops(slot)
+        else:
+            loop = asyncio.get_running_loop()
+            slot.drops_timer = loop.call_later(BURST_QUIET_S - quiet, self._check_drops, slot)
+
+    def _report_drops(self, slot: DriverSlot) -> None:
+        """Journal the device's open drop burst, if any, as one `driver_dropped` event."""
+        burst, slot.drops = slot.drops, None
+        if slot.drops_timer is not None:
+            slot.drops_timer.cancel()
+            slot.drops_timer = None
+        if burst is None:
+            return
+        device = slot.config.id
+        payload = burst.payload(self.driver_dropped.get(device, 0))
+        log.warning(
+            "driver records dropped: the runtime did not keep up",
+            extra={"device": device, "dropped": burst.dropped, "total": payload["total"]},
+        )
+        self.hub.publish_event(Event("driver_dropped", device, Severity.WARNING, payload, self.clock()))
 
     async def recent_events(self, source: str, since: float) -> list[Event]:
         """The journaled events of device `source` with ts >= since, newest first (at most
@@ -390,6 +479,7 @@ class Runtime:
             blobs=self._blobs(),
             subscribe=self.hub.subscribe,
             recent_events=self.recent_events,
+            report_dropped=self._drop_counter(slot),
         )
         while not self.stopping.is_set():
             driver: Driver | None = None
@@ -425,12 +515,17 @@ class Runtime:
                 slot.placeholder = Health(HealthState.OFFLINE, f"restarting after: {slot.last_error}")
                 slot.placeholder.errors = (driver.health.errors if driver is not None else 0) + 1
                 slot.driver = None
+                self._report_drops(slot)  # what the failed driver dropped, before its restart
                 self.hub.publish_event(
                     Event(
                         "driver_restart",
                         dev.id,
                         Severity.WARNING,
-                        {"error": slot.last_error, "restarts": slot.restarts},
+                        {
+                            "error": slot.last_error,
+                            "restarts": slot.restarts,
+                            "dropped": self.driver_dropped.get(dev.id, 0),
+                        },
                         self.clock(),
                     )
                 )
@@ -468,7 +563,8 @@ class Runtime:
                     "health": health,
                     "restarts": slot.restarts if slot else 0,
                     "last_error": (slot.last_error if slot else "") or health.get("reason", ""),
-                    "dropped": getattr(slot.driver, "dropped", 0) if slot and slot.driver else 0,
+                    # since the gateway started, whichever driver instance dropped them
+                    "dropped": self.driver_dropped.get(dev.id, 0),
                 }
             )
         return out
