@@ -4,14 +4,21 @@ need `rules`. Every change goes through `RulesComponent`, which validates first 
 audit trail; a webhook to a destination the site's `rules.webhook_allow` does not name is refused
 there (422), before anything is stored; validate checks the same here.
 
-A dry run's firings quote journaled records, so each is shown only up to the caller's privacy
-class (`edge.api.privacy`): above it, message, key and point are withheld and the firing says
-`redacted` and its class, as the UI does for events.
+A dry run evaluates a condition its caller wrote, so whether and when it fires answers questions
+about every record it read: it may read only up to the caller's privacy class
+(`edge.api.privacy`). A rule whose triggers or expressions name points above that class, or a
+health-measurement kind above it, is refused (403) before it runs; one whose triggers took records
+above it (an event whose payload names its class, a wildcard kind) is refused once the replay says
+so, whatever its condition made of them. An allowed dry run over personal or sensitive records is
+audited as a read. Each firing is still judged again and, above the caller's class, its message,
+key and point withheld (`redacted`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -21,7 +28,7 @@ from edge.api.auth import Principal, require
 from edge.api.keys import get_runtime
 from edge.api.params import path_int
 from edge.api.problem import Problem, json_response, read_body, read_json
-from edge.model import PRIVACY_RANK, Privacy
+from edge.model import PRIVACY_RANK, SENSITIVE_EVENT_KINDS, Privacy
 from rules.component import RulesComponent
 from rules.model import (
     MAX_RULE_TEXT_BYTES,
@@ -233,6 +240,46 @@ def _point_rank(points: Any, point: Any) -> int:
     return PRIVACY_RANK[info.privacy] if info is not None else 0
 
 
+def _classed(name: str, klass: Any) -> str:
+    return f"{name} ({klass})"
+
+
+def above_class(runtime: Runtime, compiled: CompiledRule, limit: int) -> list[str]:
+    """What `compiled` would read above class rank `limit`, known before it runs: the points its
+    triggers watch or its expressions read (all points above `limit` when it computes which point
+    it reads) and the health-measurement kinds its event triggers name."""
+    points = runtime.hub.points
+    above = {p: i.privacy for p, i in points.items() if PRIVACY_RANK[i.privacy] > limit}
+    found: list[str] = []
+    if above:
+        patterns = [t.point or t.no_data for t in compiled.rule.when if t.point or t.no_data]
+        read = set(compiled.reads)
+        for point, klass in sorted(above.items()):
+            if (
+                compiled.reads_any_point
+                or point in read
+                or any(fnmatch.fnmatchcase(point, p) for p in patterns if p)
+            ):
+                found.append(_classed(f"point {point}", klass))
+    if limit < PRIVACY_RANK[Privacy.SENSITIVE]:
+        kinds = {t.event for t in compiled.rule.when if t.event}
+        found += [_classed(f"event:{k}", Privacy.SENSITIVE) for k in sorted(kinds & SENSITIVE_EVENT_KINDS)]
+    return found
+
+
+def _refused(principal: Principal, found: list[str], what: str) -> Problem:
+    klass = next(str(p) for p, r in PRIVACY_RANK.items() if r == privacy.limit_for(principal))
+    shown = ", ".join(found)
+    return Problem(
+        403,
+        "Dry run above your privacy class",
+        f"{what} above your class ({klass}): {shown}. Whether and when it fires would tell what "
+        "those records hold: leave them out of the rule, or ask an admin to dry-run it",
+        refused=found,
+        allowed=klass,
+    )
+
+
 def minimise_firings(
     runtime: Runtime, principal: Principal, compiled: CompiledRule, result: dict[str, Any]
 ) -> dict[str, Any]:
@@ -280,9 +327,48 @@ async def dry_run_handler(request: web.Request) -> web.Response:
     except RuleErrors as exc:
         raise _invalid(exc) from None
     runtime = get_runtime(request)
+    limit = privacy.limit_for(who)
+    found = above_class(runtime, compiled, limit)
+    if found:
+        raise _refused(who, found, "this rule reads data")
     now = runtime.clock()
     result = await comp.dry_run(compiled, now - hours * 3600, now)
+    inputs: dict[str, int] = result.pop("inputs", None) or {}
+    named: dict[str, list[str]] = result.pop("inputs_named", None) or {}
+    took = [
+        _classed(name, klass)
+        for klass, names in sorted(named.items())
+        if klass in PRIVACY_RANK and PRIVACY_RANK[Privacy(klass)] > limit
+        for name in names
+    ]
+    if took:
+        raise _refused(who, took, "this rule's triggers took records")
+    await privacy.audit_reads(
+        runtime,
+        who,
+        privacy.route_of(request.method, request.path),
+        _read_counts(runtime, compiled, inputs, int(result.get("evaluated") or 0)),
+        rule=compiled.rule.id,
+        hours=hours,
+    )
     return json_response(minimise_firings(runtime, who, compiled, result))
+
+
+def _read_counts(
+    runtime: Runtime, compiled: CompiledRule, inputs: dict[str, int], evaluated: int
+) -> privacy.ReadCounts:
+    """The records a dry run read, per class above public: each record its triggers took, at
+    least as private as the points its expressions read; evaluations no record brought (a
+    schedule, a timer) count at the class of those points."""
+    counts: privacy.ReadCounts = Counter()
+    read = PRIVACY_RANK[reads_privacy(compiled, runtime.hub.points)]
+    taken = 0
+    for klass, n in inputs.items():
+        if klass in PRIVACY_RANK:
+            privacy.count_read(counts, max(PRIVACY_RANK[Privacy(klass)], read), n)
+            taken += n
+    privacy.count_read(counts, read, max(0, evaluated - taken))
+    return counts
 
 
 async def versions(request: web.Request) -> web.Response:

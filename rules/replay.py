@@ -9,6 +9,10 @@ A dry run's firings quote journaled data, so each carries the class of what it r
 (`rules.model.firing_privacy`: its trigger record and the points the rule reads) and the trigger's
 point id; the API withholds message and key of firings above the caller's class.
 
+A dry run also says what its rule was fed (`inputs`: the records routed to it, per class, and
+the points and event kinds above public among them), whatever the rule's condition made of them:
+the API refuses a caller whose class is below one of them, and audits the read otherwise.
+
 A dry run starts where the live engine was, not empty: its windows are first filled with the
 journal's readings just before the range (`rules.backfill`, the same read as after a restart), so
 `avg(p, 10m)` in the range's first 10 minutes means what it meant live. The pre-fill evaluates
@@ -18,10 +22,11 @@ nothing and reports nothing.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from edge.model import QUALITY_BY_NAME, Event, Privacy, Reading
+from edge.model import QUALITY_BY_NAME, Event, Privacy, Reading, event_privacy
 from rules.backfill import DEFAULT_MAX_ROWS, History, read_history, wants_of
 from rules.engine import Engine, Firing
 from rules.model import CompiledRule, firing_privacy, reads_privacy
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from edge.store.reader import JournalQueries
 
 PAGE = 5000
+MAX_NAMED = 20  # points or event kinds named per class in a dry run's `inputs`
 
 
 def record_from_dict(d: dict[str, Any]) -> Reading | Event:
@@ -90,6 +96,11 @@ class Replay:
         self._started = False
         self.firings: list[dict[str, Any]] = []
         self.records = 0
+        # what the rules were fed, whatever their conditions made of it: records per class, and
+        # the points and event kinds above public (a dry run's caller may not be allowed them)
+        self.inputs: Counter[str] = Counter()
+        self.inputs_named: dict[str, set[str]] = {}
+        self._routed: dict[str, bool] = {}  # point id or "event:kind" -> fed to a rule
         if start is not None:
             self._start(start)
 
@@ -105,9 +116,43 @@ class Replay:
             if not self._started:
                 self._start(rec.ts)
             self.records += 1
+            self._note_input(rec)
             new.extend(self._dict(f) for f in self.engine.process((rec,)))
         self.firings.extend(new)
         return new
+
+    def _note_input(self, rec: Reading | Event) -> None:
+        """Count `rec` in `inputs` when a rule's trigger takes it (a good reading of a point it
+        watches or waits for, an event of a kind it names). Whether a record is routed is judged once per point
+        or kind; an event's class (its payload may name one) once per event routed."""
+        if isinstance(rec, Reading):
+            if rec.quality:
+                return  # bad samples reach no rule
+            name = rec.point
+            routed = self._routed.get(name)
+            if routed is None:
+                rules = self.engine.rules.values()
+                watched = [rx for rr in rules for rx in (*rr.points, *(rx for rx, _ in rr.no_data))]
+                routed = self._routed[name] = any(rx.match(name) for rx in watched)
+            if not routed:
+                return
+            info = self._points.get(name)
+            klass = Privacy(info.privacy) if info is not None else Privacy.PUBLIC
+        else:
+            key = f"event:{rec.kind}"
+            routed = self._routed.get(key)
+            if routed is None:
+                rules = self.engine.rules.values()
+                routed = self._routed[key] = any(p.match(rec.kind) for rr in rules for p in rr.events)
+            if not routed:
+                return
+            klass = event_privacy(rec.kind, rec.payload, self._points)
+            name = key
+        self.inputs[klass] += 1
+        if klass != Privacy.PUBLIC:
+            named = self.inputs_named.setdefault(str(klass), set())
+            if len(named) < MAX_NAMED:
+                named.add(name)
 
     def finish(self, until: float | None = None) -> list[dict[str, Any]]:
         """Run timers due up to `until` (default: the last record's time)."""
@@ -181,7 +226,7 @@ def dry_run(
     Each firing carries `privacy`, the class of what it read, judged with `point_classes` (point
     id -> class, the hub's; a point not in it counts as public, so a caller without it judges
     again with the point classes it has, from the firing's `point`), and `point`, the trigger's
-    point id."""
+    point id; `inputs` and `inputs_named`, what the rule's triggers took (`Replay.inputs`)."""
     classes = {pid: PointClass(Privacy(c)) for pid, c in (point_classes or {}).items()}
     rp = Replay([rule], tz, start=since, points=classes)
     first = first_seq_at(journal, since)
@@ -197,5 +242,7 @@ def dry_run(
             {k: f[k] for k in ("ts", "kind", "message", "key", "privacy", "point")} for f in rp.firings
         ],
         "evaluated": rp.evaluated,
+        "inputs": {str(k): n for k, n in rp.inputs.items()},
+        "inputs_named": {k: sorted(v) for k, v in rp.inputs_named.items()},
         "prefill": history.summary() if history is not None else None,
     }
