@@ -420,9 +420,19 @@ async def ack(request: web.Request) -> web.Response:
     acked = row_to_record(rows[0]) if rows else {}
     found = acked.get("payload")
     payload: dict[str, Any] = found if isinstance(found, dict) else {}
+    if kind != "alert" or payload.get("state") == "cleared":
+        what = "a cleared alert" if kind == "alert" else f"a {kind} event"
+        raise Problem(
+            409, "Not a fired alert", f"event {seq} is {what}: only an alert that fired is acknowledged"
+        )
+    alert_rank = PRIVACY_RANK[event_privacy(kind, payload, runtime.hub.points)]
+    if alert_rank > privacy.limit_for(principal):  # as the UI offers it: to who may read the alert
+        raise Problem(
+            403, "Private data", f"alert {seq} is {RANK_CLASS[alert_rank]}: above what this account may read"
+        )
     # the user's name is personal; the acked event's class when higher (a comment on a health
     # alert may quote it): an acknowledgement launders nothing
-    rank = max(PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[event_privacy(kind, payload, runtime.hub.points)])
+    rank = max(PRIVACY_RANK[Privacy.PERSONAL], alert_rank)
     with state.lock:
         state.conn.execute(
             "INSERT INTO ui_acks(seq, user, comment, ts, privacy) VALUES (?,?,?,?,?) "

@@ -176,6 +176,12 @@ async def test_an_acknowledgement_takes_its_alerts_class_and_expires_at_its_rete
                 assert {e["source"]: e["ack"].get("comment") for e in active} == shown
             reads = (await admin.json("GET", "/api/v1/audit?action=read&actor=technician"))["entries"]
             assert reads and all(e["detail"]["classes"] == {"personal": 1} for e in reads)
+            # acknowledged by those who may read it, as the UI offers it
+            resp = await technician.request(
+                "POST", f"/api/v1/alerts/{seqs['bp-high']}/ack", json={"comment": ""}
+            )
+            assert resp.status == 403 and "sensitive" in (await resp.json())["detail"]
+            assert stored() == {seqs["bp-high"]: 2, seqs["bin-full"]: 1}
         finally:
             await technician.close()
             await viewer.close()
@@ -204,7 +210,7 @@ async def test_events_filter_and_acknowledge_with_comment(site: Any, admin: Clie
     assert [e["source"] for e in alerts] == ["bin-full"] and alerts[0]["ack"] is None
     active = (await admin.json("GET", "/api/v1/alerts/active"))["alerts"]
     assert [a["source"] for a in active] == ["bin-full"]
-    seq = alerts[0]["seq"]
+    seq = seq_fired = alerts[0]["seq"]
     await admin.json("POST", f"/api/v1/alerts/{seq}/ack", {"comment": "已清运 emptied"})
     acked = (await admin.json("GET", "/api/v1/events?kind=alert"))["events"][0]
     assert acked["ack"]["user"] == "admin" and acked["ack"]["comment"] == "已清运 emptied"
@@ -214,6 +220,17 @@ async def test_events_filter_and_acknowledge_with_comment(site: Any, admin: Clie
     site.hub.publish_event(Event("alert", "bin-full", "warning", {"state": "cleared"}))
     await site.journal.flush()
     assert (await admin.json("GET", "/api/v1/alerts/active"))["alerts"] == []
+    # only an alert that fired is acknowledged: not another kind of event, not a cleared alert
+    events = (await admin.json("GET", "/api/v1/events"))["events"]
+    passage = next(e["seq"] for e in events if e["kind"] == "vehicle_passage")
+    cleared = next(
+        e["seq"] for e in events if e["kind"] == "alert" and e["payload"].get("state") == "cleared"
+    )
+    for seq, what in ((passage, "a vehicle_passage event"), (cleared, "a cleared alert")):
+        resp = await admin.request("POST", f"/api/v1/alerts/{seq}/ack", json={"comment": "x"})
+        assert resp.status == 409 and what in (await resp.json())["detail"], seq
+    with site.state.lock:
+        assert [r[0] for r in site.state.conn.execute("SELECT seq FROM ui_acks")] == [seq_fired]
 
 
 async def test_events_page_back_by_seq(site: Any, admin: Client) -> None:
