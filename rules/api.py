@@ -277,6 +277,8 @@ def _refused(principal: Principal, found: list[str], what: str) -> Problem:
         "those records hold: leave them out of the rule, or ask an admin to dry-run it",
         refused=found,
         allowed=klass,
+        message_key="editor.dryAboveClass",
+        args={"shown": shown},
     )
 
 

@@ -1,6 +1,6 @@
-"""The rule editor in headless Chromium as each role sees it: a technician's dry-run of a rule
-quoting health data lists the firing with its class instead of the values, and a viewer (no `rules`
-scope) gets the rule text without validation or dry-run."""
+"""The rule editor in headless Chromium as each role sees it: a technician's dry-run of a rule over
+health data is not run and says why (whether it fires would tell what the data holds), and a viewer
+(no `rules` scope) gets the rule text without validation or dry-run."""
 
 from __future__ import annotations
 
@@ -42,11 +42,12 @@ async def test_the_rule_editor_shows_each_role_only_what_it_may_see(tmp_path: Pa
         await tech.wait_for_selector("#rule-status.ok", timeout=T)
         await tech.select_option("#dry-hours", "1")
         await tech.click("#dry-run")
-        line = tech.locator("ol.firings li.k-fired .redacted")
-        await line.wait_for(timeout=T)
-        assert await line.get_attribute("data-privacy") == "sensitive"
-        assert await line.inner_text() == "hidden (sensitive data)"
-        assert "1 firings quote data above" in await tech.inner_text("[data-k=dry-redacted]")
+        refusal = tech.locator("#dry-result .error")
+        await refusal.wait_for(timeout=T)
+        said = await refusal.inner_text()
+        assert said.startswith("Not run: this rule reads data above your role's privacy class (personal)")
+        assert "event:blood_pressure (sensitive)" in said
+        assert await tech.locator("ol.firings").count() == 0
         body = await tech.inner_text("body")
         assert "王芳" not in body and "151" not in body
         assert tech.errors == []
