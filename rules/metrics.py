@@ -17,6 +17,7 @@ RULE_COUNTERS = (
     "firings",
     "actions_executed",
     "actions_failed",
+    "actions_cancelled",
     "rate_limited",
     "state_write_errors",
     "windows_refilled",

@@ -49,6 +49,7 @@ GATEWAY_KINDS = (
     "gateway_stopped",
     "device_state",
     "driver_restart",
+    "driver_dropped",
     "clock_untrusted",
     "clock_synced",
     "clock_stepped",
@@ -67,7 +68,13 @@ DRIVER_KINDS: dict[str, dict[str, Privacy]] = {
     "camera": {"snapshot": Privacy.PERSONAL, "blobs_pruned": Privacy.PUBLIC},
 }
 #: kinds the rules engine emits about itself when a site has rule packs
-RULE_ENGINE_KINDS = ("rule_error", "rule_rate_limited", "rule_action_failed", "rule_pack_error")
+RULE_ENGINE_KINDS = (
+    "rule_error",
+    "rule_rate_limited",
+    "rule_action_failed",
+    "rule_actions_cancelled",
+    "rule_pack_error",
+)
 
 AT_REST_OFF = (
     "no: stored in plaintext (privacy.master_key_file is not set: encryption at rest is not wired yet "
