@@ -43,14 +43,36 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
         "withheld_privacy": CounterMetricFamily(
             "edge_sink_withheld_privacy", "Records kept on site by privacy class", labels=["sink"]
         ),
+        "withheld_filter": CounterMetricFamily(
+            "edge_sink_withheld_filter", "Records left out by the sink's include lists", labels=["sink"]
+        ),
         "in_flight": GaugeMetricFamily(
             "edge_sink_in_flight", "Batches being sent now (at most max_in_flight)", labels=["sink"]
         ),
     }
+    left_out = CounterMetricFamily(
+        "edge_sink_left_out",
+        "Records the sink's format cannot carry (a failed read's missing value), left out of what it sent",
+        labels=["sink", "reason"],
+    )
+    shifted = CounterMetricFamily(
+        "edge_sink_events_shifted",
+        "Events written a unit or more after their time, not to overwrite another at the same time",
+        labels=["sink"],
+    )
     for s in status["sinks"]:
         for key, fam in fams.items():
             fam.add_metric([s["id"]], s.get(key) or 0)
+        # what each sink type counts of its own (InfluxDB, MQTT ThingsBoard)
+        if "unrepresentable" in s:
+            left_out.add_metric([s["id"], "unrepresentable"], s["unrepresentable"])
+        for reason, n in (s.get("left_out") or {}).items():
+            left_out.add_metric([s["id"], reason], n)
+        if "events_shifted" in s:
+            shifted.add_metric([s["id"]], s["events_shifted"])
     yield from fams.values()
+    yield left_out
+    yield shifted
     backlog = GaugeMetricFamily(
         "edge_consumer_backlog_rows", "Rows a pull consumer has not acked", labels=["consumer"]
     )

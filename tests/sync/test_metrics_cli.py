@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.api.tokens import create_token
-from edge.model import Reading
+from edge.model import Event, Quality, Reading
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.tools import require_tool
@@ -103,6 +103,50 @@ async def test_every_drop_is_in_the_metrics(tmp_path: Path) -> None:
     assert got[("edge_dropped_total", (("reason", "dropped"), ("where", "driver:m")))] == dropped
     assert got[("edge_dropped_total", (("reason", "subscriber_error"), ("where", "hub")))] >= 1
     assert ("edge_dropped_total", (("reason", "dropped_oldest"), ("where", "buffer"))) in got
+
+
+async def test_what_a_sinks_format_leaves_out_or_moves_is_in_the_metrics(tmp_path: Path) -> None:
+    """An InfluxDB sink cannot carry a failed read (no value) and writes an event that shares its
+    series and time with another one unit later: both are counted in its status and reach
+    /metrics (edge_sink_left_out_total by reason, edge_sink_events_shifted_total), and so does
+    what the sink's include lists leave out. Counted as the batch is encoded: the receiver need
+    not answer."""
+    doc = {
+        "upstream": [
+            {
+                "id": "tsdb",
+                "type": "influxdb",
+                "url": f"http://127.0.0.1:{free_port()}",
+                "database": "community",
+                "include": {"event_kinds": ["door"]},
+                "batch": {"max_items": 50, "max_age": "50ms"},
+                "retry": {"initial": "50ms", "max": "500ms"},
+            }
+        ]
+    }
+    async with running_site(tmp_path, doc) as rt:
+        t = time.time()
+        rt.hub.ingest(
+            [
+                Reading(t, "dev.kw", None, Quality.BAD),
+                Event("door", "dev", "info", {"n": 1}, t),
+                Event("door", "dev", "info", {"n": 2}, t),
+                Event("bin_full", "dev", "info", {}, t),
+            ]
+        )
+        tsdb = rt.components["sync"].sinks["tsdb"]
+        await until(
+            lambda: tsdb.status()["unrepresentable"] >= 1 and tsdb.status()["events_shifted"] >= 1,
+            what="the batch encoded",
+        )
+        got = samples(await scrape(rt.web_port, create_token(rt.state, "prom", ["read"])))
+        status = tsdb.status()
+    assert (
+        got[("edge_sink_left_out_total", (("reason", "unrepresentable"), ("sink", "tsdb")))]
+        == (status["unrepresentable"])
+    )
+    assert got[("edge_sink_events_shifted_total", (("sink", "tsdb"),))] == status["events_shifted"]
+    assert got[("edge_sink_withheld_filter_total", (("sink", "tsdb"),))] == status["withheld_filter"] >= 1
 
 
 async def test_a_scrape_does_not_change_what_the_next_scraper_reads(tmp_path: Path) -> None:
