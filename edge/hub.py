@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -200,7 +201,10 @@ class Hub:
 
 
 def coerce_value(info: PointInfo, value: Value) -> Value:
-    """Convert a written value to the point's type, or raise ValueError saying what is accepted."""
+    """Convert a written value to the point's type, or raise ValueError saying what is accepted.
+
+    A numeric point takes finite numbers only: NaN and infinities ("nan", "inf", "-Infinity", a
+    rule's `.nan`) are refused here, the one place every write passes, so no driver sees them."""
     t = info.type
     try:
         if t == PointType.BOOL:
@@ -220,7 +224,27 @@ def coerce_value(info: PointInfo, value: Value) -> Value:
         if t == PointType.FLOAT:
             if isinstance(value, bool) or value is None:
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         return str(value)
-    except (ValueError, TypeError):
-        raise ValueError(f"{value!r} is not a valid {t} for {info.id}") from None
+    except (ValueError, TypeError, OverflowError):
+        shown = repr(value)
+        if isinstance(value, int) and abs(value) >= 10**30:
+            shown = f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        if t in (PointType.INT, PointType.FLOAT) and _not_finite(value):
+            raise ValueError(f"{shown} is not a finite number: {info.id} takes a finite {t}") from None
+        raise ValueError(f"{shown} is not a valid {t} for {info.id}") from None
+
+
+def _not_finite(value: Value) -> bool:
+    """Whether `value` reads as NaN or an infinity, or is too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return False
+    try:
+        return not math.isfinite(float(value))
+    except OverflowError:
+        return True
+    except ValueError:
+        return False
