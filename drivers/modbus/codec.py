@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -187,8 +188,14 @@ def encode(
     scale: float = 1.0,
     offset: float = 0.0,
     length: int | None = None,
+    finite: bool = False,
 ) -> list[int]:
-    """Registers that hold the engineering `value`; ValueError says why a value does not fit."""
+    """Registers that hold the engineering `value`; ValueError says why a value does not fit.
+
+    A value beyond the register's range is refused naming the range (in engineering units when
+    scaled). Integer registers never take NaN or infinities; float registers refuse them too with
+    `finite` (every write to a device: NaN bits would become a setpoint), while the Modbus server
+    mode encodes NaN on purpose, as "no value"."""
     if data_type in ("bool", "bit"):
         return [1 if value else 0]
     if data_type == "string":
@@ -203,19 +210,48 @@ def encode(
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{value!r} is not a number")
     fmt, _n = _FORMATS[data_type]
-    raw: float = (value - offset) / scale if (scale != 1 or offset != 0) else value
-    if data_type in INTEGER_TYPES:
-        raw_int = round(raw)
-        bits = struct.calcsize(fmt) * 8
-        lo, hi = (0, 2**bits - 1) if data_type.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        if not lo <= raw_int <= hi:
-            raise ValueError(
-                f"{value!r} is out of range for {data_type} (raw {raw_int}, accepted {lo}..{hi})"
-            )
-        data = struct.pack(fmt, raw_int)
-    else:
-        data = struct.pack(fmt, float(raw))
-    return _from_bytes(data, order)
+    if isinstance(value, float) and not math.isfinite(value):
+        if finite or data_type in INTEGER_TYPES:
+            raise ValueError(f"{value!r} is not a finite number: {data_type} registers take finite values")
+        return _from_bytes(struct.pack(fmt, value), order)
+    lo, hi = _LIMITS[data_type]
+    try:
+        raw: float = (value - offset) / scale if (scale != 1 or offset != 0) else value
+        if data_type in INTEGER_TYPES:
+            raw_int = round(raw)  # OverflowError when a finite value scales past a float
+            if lo <= raw_int <= hi:
+                return _from_bytes(struct.pack(fmt, raw_int), order)
+            raw_shown = f"raw {raw_int}, " if abs(raw_int) < 10**30 else ""
+        else:
+            raw_float = float(raw)
+            if math.isfinite(raw_float):
+                return _from_bytes(struct.pack(fmt, raw_float), order)  # OverflowError past float32
+            raw_shown = ""
+    except OverflowError:
+        raw_shown = ""
+    span = f"{lo}..{hi}" if data_type in INTEGER_TYPES else f"{lo:.9g}..{hi:.9g}"
+    if scale != 1 or offset != 0:
+        ends = sorted((lo * scale + offset, hi * scale + offset))
+        span += f", i.e. {ends[0]:.12g}..{ends[1]:.12g}"
+    raise ValueError(f"{_shown(value)} is out of range for {data_type} ({raw_shown}accepted {span})")
+
+
+_FLOAT32_MAX: float = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+#: the smallest and largest raw value a register of each numeric type holds
+_LIMITS: dict[str, tuple[float, float]] = {
+    "float32": (-_FLOAT32_MAX, _FLOAT32_MAX),
+    "float64": (-sys.float_info.max, sys.float_info.max),
+}
+for _t in INTEGER_TYPES:
+    _bits = 8 * struct.calcsize(_FORMATS[_t][0])
+    _LIMITS[_t] = (0, 2**_bits - 1) if _t.startswith("u") else (-(2 ** (_bits - 1)), 2 ** (_bits - 1) - 1)
+
+
+def _shown(value: float) -> str:
+    """`value` for a message: a huge integer by its size, not its hundreds of digits."""
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return repr(value)
 
 
 def every_order(registers: Sequence[int], data_type: str) -> dict[str, object]:

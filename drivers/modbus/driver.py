@@ -356,7 +356,7 @@ class ModbusDriver(BaseDriver):
                 method, args = "write_register", (p.address, regs[0])
             else:
                 regs = codec.encode(
-                    value, str(p.type), p.order, scale=p.scale, offset=p.offset, length=p.length
+                    value, str(p.type), p.order, scale=p.scale, offset=p.offset, length=p.length, finite=True
                 )
                 if len(regs) == 1 and not p.write_multiple:
                     method, args = "write_register", (p.address, regs[0])
