@@ -155,6 +155,15 @@ def written_value(privacy: Any, value: Any) -> dict[str, Any]:
     return {"value_class": str(privacy)}
 
 
+def written_reason(privacy: Any, reason: str) -> str:
+    """What a `point_write` entry (or a caller below the point's class) gets of a write's outcome:
+    a device's answer may quote the point's value ("read-back gave 12345.7"), so of a personal or
+    sensitive point only that there was one."""
+    if not reason or privacy is None or str(privacy) == "public":
+        return reason
+    return f"withheld: the outcome of a write to a {privacy} point may quote its value"
+
+
 def record(state: StateDB, actor: str, action: str, target: str = "", **detail: Any) -> None:
     ensure(state)
     ts = time.time()

@@ -285,7 +285,7 @@ class Commands:
             point or "",
             **audit.written_value(info.privacy if info is not None else None, value),
             status=answer["status"],
-            reason=answer["reason"],
+            reason=audit.written_reason(info.privacy if info is not None else None, answer["reason"]),
             request=answer["id"],
         )
 

@@ -296,22 +296,24 @@ async def write_point(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or "value" not in body:
         raise Problem(400, "Missing value", 'send {"value": ...}')
     result = await runtime.hub.write(point, body["value"], source=f"user:{principal.name}")
+    klass = _privacy_of(runtime, point)
     audit.record(
         _state(runtime),
         principal.name,
         "point_write",
         point,
-        **audit.written_value(_privacy_of(runtime, point), body["value"]),
+        **audit.written_value(klass, body["value"]),
         status=str(result.status),
-        reason=result.reason,
+        reason=audit.written_reason(klass, result.reason),
     )
     status = {CommandStatus.OK: 200, CommandStatus.REJECTED: 422}.get(result.status, 502)
+    above = privacy.minimise_history(runtime, principal, point)  # the caller may not read it
     return json_response(
         {
             "point": point,
             "value": result.value,
             "status": str(result.status),
-            "reason": result.reason,
+            "reason": audit.written_reason(klass, result.reason) if above else result.reason,
             "duration_ms": round(result.duration_ms, 1),
         },
         status=status,

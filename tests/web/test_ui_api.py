@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from edge.api.tokens import create_token
 from edge.model import Event, Reading
 from tests.support.site import running_site
 from tests.support.waiting import until, until_async
@@ -100,6 +101,7 @@ devices:
     points:
       - {name: allow_plate, type: str, signal: constant, value: "", writable: true, privacy: personal}
       - {name: barrier_open, type: bool, signal: constant, value: false, writable: true}
+      - {name: visitor_slots, signal: constant, value: 2, writable: true, privacy: personal}
 """
 
 
@@ -115,8 +117,30 @@ async def test_a_personal_value_written_is_audited_by_its_class_not_its_value(tm
             ("gate-north.barrier_open", {"value": True, "status": "ok", "reason": ""}),
             ("gate-north.allow_plate", {"value_class": "personal", "status": "ok", "reason": ""}),
         ]
+        # a write's outcome may quote the value ("'沪A77531' is not a valid float", a device's
+        # read-back): of a personal point, neither the log nor a caller below its class gets it
+        token = create_token(rt.state, "bms", ["read", "write"])  # a token sees public data only
+        async with aiohttp.ClientSession() as http:
+            for who in ({"Authorization": f"Bearer {token}"}, None):
+                if who is None:
+                    resp = await admin.request(
+                        "POST", "/api/v1/points/gate-north.visitor_slots/write", json={"value": "沪A77531"}
+                    )
+                else:
+                    resp = await http.post(
+                        f"http://127.0.0.1:{rt.web_port}/api/v1/points/gate-north.visitor_slots/write",
+                        json={"value": "沪A77531"},
+                        headers=who,
+                    )
+                assert resp.status == 422
+                said = (await resp.json())["reason"]
+                assert ("沪A77531" in said) == (who is None), said  # the admin may read personal data
+        entries = (await admin.json("GET", "/api/v1/audit?action=point_write"))["entries"]
+        slots = [e["detail"] for e in entries if e["target"] == "gate-north.visitor_slots"]
+        assert len(slots) == 2 and all(d["reason"].startswith("withheld") for d in slots)
     state = [tmp_path / name for name in ("state.db", "state.db-wal") if (tmp_path / name).exists()]
     assert state and all("沪A23522".encode() not in f.read_bytes() for f in state)
+    assert all("沪A77531".encode() not in f.read_bytes() for f in state)
 
 
 ACK_RETENTION_SITE = """
