@@ -15,14 +15,22 @@ if TYPE_CHECKING:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 {"status": "ok"} while the gateway runs and journals what it reads; 503 while it starts
+    or stops, and 503 {"status": "failing", "reason": ...} while the journal cannot commit (its
+    writer thread ended, or its commits fail: disk full, I/O error, a record that cannot be
+    sealed): readings are then held in memory or dropped and counted, not journaled."""
     runtime = keys.get_runtime(request)
-    ok = runtime.ready.is_set() and not runtime.stopping.is_set() and not runtime.journal.failing
+    journal = runtime.journal
+    problem = journal.writer_problem
     body = {
-        "status": "ok" if ok else "degraded",
+        "status": "ok" if runtime.ready.is_set() and not runtime.stopping.is_set() else "degraded",
         "site": runtime.site.site.id,
-        "committed_seq": runtime.journal.committed_seq,
+        "committed_seq": journal.committed_seq,
     }
-    return json_response(body, status=200 if runtime.ready.is_set() else 503)
+    if problem is not None:
+        body["status"] = "failing"
+        body["reason"] = problem
+    return json_response(body, status=200 if runtime.ready.is_set() and problem is None else 503)
 
 
 async def status(request: web.Request) -> web.Response:

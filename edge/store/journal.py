@@ -22,6 +22,12 @@ steps, each followed by a WAL checkpoint that gives the frames back, so recovery
 the reserve; when not even a step fits, the writer holds (drop per policy, counted) and says so.
 `disk_full`, `recovering` and `failing` are published for other processes (`edge buffer stats`).
 
+Any exception in a commit, not only a SQLite error (a record that cannot be sealed, say), is
+handled as a failed commit: counted in `write_errors`, logged once per distinct error, the batch
+kept and retried, and `failing` set until a commit succeeds. Should the writer thread end all the
+same, the journal says so (`writer_problem`, `failing`), and what is appended from then on is
+counted as dropped instead of waiting for a writer that is gone.
+
 Readers (pull API, UI, sinks, CLI) use their own connection, so they never block the writer.
 """
 
@@ -252,6 +258,7 @@ class Journal(JournalQueries):
         self.committed_seq = 0
         self.last_error = ""
         self.failing = False  # the last commit attempt failed (cleared by the next success)
+        self.writer_stopped: str | None = None  # why the writer thread ended while the journal was open
         self.disk_full = False  # refusing or dropping for lack of space, or writing the backlog back
         self.recovering = False  # space is back and the backlog goes in bounded steps
         self.free_bytes: int | None = None  # on the journal's filesystem, at the last step
@@ -340,6 +347,20 @@ class Journal(JournalQueries):
     @property
     def write_errors(self) -> int:
         return self.counters["write_errors"]
+
+    @property
+    def writer_problem(self) -> str | None:
+        """Why this journal is not committing what is appended, for health checks: its writer
+        thread ended, or its commits fail (disk full included); None while the writer runs and its
+        last commit succeeded, and for a journal without a writer (`open_readonly`, closed)."""
+        thread = self._thread
+        if self._w is None or thread is None:
+            return None
+        if self.writer_stopped is not None or not thread.is_alive():
+            return f"journal writer stopped: {self.writer_stopped or self.last_error or 'cause unknown'}"
+        if self.failing:
+            return f"journal commits failing: {self.last_error or 'cause unknown'}"
+        return None
 
     async def close(self) -> None:
         """Flush everything pending, stop the writer, close connections."""
@@ -473,6 +494,9 @@ class Journal(JournalQueries):
     def append(self, records: Sequence[Record]) -> None:
         """Queue records for the next group commit. Never blocks (the lock is only held for swaps)."""
         with self._cond:
+            if self.writer_stopped is not None:  # no writer to take them: counted, not kept
+                self.counters["dropped_overflow"] += len(records)
+                return
             pending = self._pending
             pending.extend(records)
             self._appended += len(records)
@@ -501,6 +525,8 @@ class Journal(JournalQueries):
         with self._cond:
             if self._thread is None:
                 raise JournalClosed("journal is closed")
+            if self.writer_stopped is not None:  # nothing will commit: answer now
+                return self.committed_seq
             self._flush_waiters.append((loop, fut, self._appended))
             self._cond.notify()
         return await fut
@@ -516,7 +542,7 @@ class Journal(JournalQueries):
         with self._cond:
             if self._thread is None:
                 raise JournalClosed("journal is closed")
-            if len(self._pending) <= below:
+            if len(self._pending) <= below or self.writer_stopped is not None:
                 return len(self._pending)
             self._room_waiters.append((loop, fut, below))
             self._cond.notify()
@@ -557,6 +583,40 @@ class Journal(JournalQueries):
 
     # ------------------------------------------------------------ writer thread
     def _writer(self) -> None:
+        try:
+            self._write_loop()
+        except BaseException as exc:  # the thread's last act: say so, never end silently
+            self._writer_died(exc)
+
+    def _writer_died(self, exc: BaseException) -> None:
+        """The writer thread ends on an error no step handled: the journal reports it (failing,
+        `writer_problem`), what waits in memory is counted as dropped, and every waiter is answered
+        (nothing will commit what they wait for)."""
+        reason = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            self.writer_stopped = reason
+            left, self._pending = self._pending, []
+            overflow, self._overflow = self._overflow, []
+            waiters = [*self._flush_waiters, *self._room_waiters]
+            self._flush_waiters, self._room_waiters = [], []
+        self.failing = True
+        self.last_error = f"writer stopped: {reason}"
+        self.counters["write_errors"] += 1
+        self.counters["dropped_overflow"] += len(left) + len(overflow)
+        log.error(
+            "journal writer stopped: nothing more is journaled until the gateway restarts; "
+            "%d records waiting in memory are dropped: %s",
+            len(left) + len(overflow),
+            reason,
+            exc_info=exc,
+        )
+        for loop, fut, _ in waiters:
+            with contextlib.suppress(RuntimeError):  # the event loop may be closed already
+                loop.call_soon_threadsafe(_resolve, fut, self.committed_seq)
+        with contextlib.suppress(Exception):
+            self._publish(force=True)
+
+    def _write_loop(self) -> None:
         failures_while_closing = 0
         while True:
             with self._cond:
@@ -861,11 +921,13 @@ class Journal(JournalQueries):
             if records:
                 w.execute(LAST_SEQ_SQL, (end - 1,))
             w.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # SQLite's, or a record that cannot be written (sealing): the same
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
             self._failed(exc, batch, ops)
             return False
+        if self.failing and not self.disk_full:
+            log.warning("journal commits succeed again (the last failure: %s)", self.last_error)
         # committed: make the transaction's effects visible
         for name, n in fresh.items():
             self.counters[name] = self.counters.get(name, 0) + n
@@ -921,18 +983,25 @@ class Journal(JournalQueries):
             limit, reason = max(0, by_disk), "disk_full"
         return limit, reason
 
-    def _failed(
-        self, exc: sqlite3.Error, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]
-    ) -> None:
+    def _failed(self, exc: Exception, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """A commit failed: count it, say so once per distinct error, and keep the batch for the
+        retry (or refuse it under drop_newest when the disk is full)."""
         self._count("write_errors")
+        error = f"{type(exc).__name__}: {exc}"
+        repeated = self.failing and self.last_error == error
         self.failing = True
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        full = is_disk_full(exc)
+        self.last_error = error
+        full = isinstance(exc, sqlite3.Error) and is_disk_full(exc)
         if full:
             self._count("disk_full")
             self._enter_full()
-        else:
-            log.error("journal commit failed (%d records kept for retry): %s", len(batch), exc)
+        elif not repeated:  # a retry failing alike is no news; the counter says how often
+            log.error(
+                "journal commit failed (%d records kept and retried until a commit succeeds): %s",
+                len(batch),
+                error,
+                exc_info=None if isinstance(exc, sqlite3.Error) else exc,
+            )
         if full and self.when_full == "drop_newest":
             self._refused(batch, "disk_full", "dropped_newest")
             batch = []
