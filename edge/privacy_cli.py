@@ -103,7 +103,8 @@ def register(sub: Subcommands) -> None:
         "rotate-key",
         help="rewrap every resident's data key under a new master key (nothing else is rewritten)",
         description="Rewraps every data key in keys.db under the master key in NEW (created 0600 when it\n"
-        "does not exist); the journal and the other files are not rewritten. Stop the gateway first,\n"
+        "does not exist); the journal and the other files are not rewritten. Stop the gateway first\n"
+        "(refused, changing nothing, while a process holds the site's journal or state DB open),\n"
         "then point privacy.master_key_file at NEW and start it: the old master key opens nothing\n"
         "after the rotation.",
         epilog="example:\n  edge privacy rotate-key -c site.yaml --new-key /etc/community-edge/master-2027.key",
@@ -123,8 +124,10 @@ def register(sub: Subcommands) -> None:
     )
 
 
-def _open_site_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
-    """(site, sealer registered for its journal and state DB), or None after saying why."""
+def _open_site_keys(args: argparse.Namespace, stopped: str = "") -> tuple[Any, Any] | None:
+    """(site, sealer registered for its journal and state DB), or None after saying why.
+    `stopped`: the command needs the gateway stopped (named in the refusal), checked before the
+    key store is opened, as `edge restore` checks it."""
     from edge.cli import load_or_report
     from edge.privacy.atrest import Sealer, register
     from edge.privacy.keyfile import KeyFileError
@@ -132,6 +135,8 @@ def _open_site_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
 
     site = load_or_report(args.config)
     if site is None:
+        return None
+    if stopped and _gateway_running(site, stopped):
         return None
     key_file = site.privacy.master_key_file
     if key_file is None:
@@ -151,6 +156,26 @@ def _open_site_keys(args: argparse.Namespace) -> tuple[Any, Any] | None:
     register(site.storage.path, sealer)
     register(site.storage.resolved_state_path(), sealer)
     return site, sealer
+
+
+def _gateway_running(site: Any, command: str) -> bool:
+    """True, after saying so, when a process holds the site's journal or state DB open (the
+    gateway, or another edge command), or when that cannot be told."""
+    from edge.backup import BackupError, Targets, running_holder
+
+    try:
+        holder = running_holder(Targets.of(site))
+    except BackupError as exc:
+        print(f"error: {exc}; nothing was changed", file=sys.stderr)
+        return True
+    if holder is None:
+        return False
+    print(
+        f"error: {holder[0]} is open in process {holder[1]} (the gateway, or another edge command): "
+        f"stop the service first (systemctl stop community-edge), then {command}; nothing was changed",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _subject(args: argparse.Namespace) -> str | None:
@@ -266,7 +291,9 @@ def cmd_privacy_rotate(args: argparse.Namespace) -> int:
     from edge.privacy.keyfile import KeyFileError, create_master_key, load_master_key
     from edge.state import StateDB
 
-    opened = _open_site_keys(args)
+    # a running gateway seals with the master key it started with: rotated under it, its journal
+    # writer could seal nothing more (and would report itself failing until restarted)
+    opened = _open_site_keys(args, stopped="rotate the key")
     if opened is None:
         return 1
     site, sealer = opened
