@@ -37,7 +37,15 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Descriptions keep their line breaks; an option's help ends with its default when it has one:
+    not for an option without a default (None), a flag (on or off, nothing to default), or a help
+    text that states its default itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.nargs == 0 or "(default" in text:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -188,6 +196,31 @@ def add_command_group(
     return actions
 
 
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer from `low` to `high`; anything else is a usage error
+    (exit status 2) naming the range, before the command does anything."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {low} to {high}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its other errors
+    return parse
+
+
+def non_empty(text: str) -> str:
+    """An argparse `type`: a text with something besides spaces, stripped of surrounding spaces."""
+    stripped = text.strip()
+    if not stripped:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return stripped
+
+
 def log_level_arg() -> Arg:
     return arg(
         "--log-level",
@@ -230,8 +263,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a path the command was given: missing, a directory, not permitted ...
+        print(f"error: {os_error(exc)}", file=sys.stderr)
+        return 1
     finally:
         os.umask(previous)
+
+
+def os_error(exc: OSError) -> str:
+    """`PATH: what is wrong` for an OSError about a file (a missing parent directory said as such),
+    else its own text."""
+    path = exc.filename
+    if path is None or not exc.strerror:
+        return str(exc)
+    path = os.fsdecode(path) if isinstance(path, str | bytes | os.PathLike) else str(path)
+    if exc.filename2 is not None:
+        return f"{path} -> {os.fsdecode(exc.filename2)}: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            return f"{path}: no such directory: {parent}"
+    return f"{path}: {exc.strerror}"
 
 
 def load_or_report(path: str) -> Site | None:

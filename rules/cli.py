@@ -164,7 +164,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         for f in firings:
             out.write(orjson.dumps({k: f[k] for k in ("rule", "ts", "kind", "message")}).decode() + "\n")
 
-    src = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+    # bytes: a line that is not UTF-8 is a line that is not a record (orjson says so), not the end
+    src = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     bad = 0
     try:
         for n, line in enumerate(src, 1):
@@ -179,7 +180,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             emit(replay.feed([rec]))
         emit(replay.finish())
     finally:
-        if src is not sys.stdin:
+        if src is not sys.stdin.buffer:
             src.close()
     if bad:
         print(
