@@ -55,6 +55,9 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
     site = load_or_report(args.config)
     if site is None:
         return 1
+    if action == "backup" and Path(path).is_dir():
+        print(f"error: {path}: a directory; --out names the archive file to write", file=sys.stderr)
+        return 1
     try:
         if action == "backup":
             summary = backup.create(site, Path(path))

@@ -66,8 +66,11 @@ def read_token(path: str | None) -> str | None:
     a file named cannot be read."""
     path = path or os.environ.get("EDGE_TOKEN_FILE")
     if path:
-        with open(path, encoding="utf-8") as f:
-            token = f.readline().strip()
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except UnicodeDecodeError:
+            raise OSError(f"{path}: not a text file (one line: a token from `edge tokens create`)") from None
         if not token:
             raise OSError(f"{path}: the file is empty (one line: a token from `edge tokens create`)")
         return token
@@ -214,7 +217,7 @@ def human(code: int, r: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from edge.cli import load_or_report
+    from edge.cli import load_or_report, os_error
 
     site = load_or_report(args.config)
     if site is None:
@@ -222,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         token = read_token(args.token_file)
     except OSError as exc:
-        print(f"edge status: cannot read the token: {exc}", file=sys.stderr)
+        print(f"error: cannot read the token: {os_error(exc)}", file=sys.stderr)
         return BAD_INPUT
     code, report = gather(site, token)
     report["exit_code"] = code

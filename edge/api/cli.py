@@ -14,7 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.cli import Command, add_command, add_command_group, arg
+from edge.cli import Command, add_command, add_command_group, arg, int_range, non_empty
+
+#: the longest validity `edge tls selfsigned` writes: a hundred years
+MAX_DAYS = 36500
 
 _PASSWORD_STDIN = arg("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
 _JSON = arg("--json", action="store_true", help="print JSON")
@@ -108,7 +111,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         func=cmd_tokens_create,
         config=True,
         args=[
-            arg("name", help="what the token is for"),
+            arg("name", type=non_empty, help="what the token is for"),
             arg(
                 "--scope",
                 action="append",
@@ -135,7 +138,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Revoke an API token (see `edge tokens list` for ids); it stops working at once.",
         func=cmd_tokens_revoke,
         config=True,
-        args=[arg("id", type=int, help="the token's id")],
+        args=[arg("id", type=_token_id, help="the token's id")],
     )
 
     tl = add_command_group(
@@ -155,10 +158,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         func=cmd_tls_selfsigned,
         args=[
             arg("--out", required=True, metavar="DIR", help="writes DIR/edge.crt and DIR/edge.key"),
-            arg("--name", action="append", dest="names", help="host name or IP for the certificate (repeat)"),
-            arg("--days", type=int, default=3650, help="validity of the certificate in days"),
+            arg(
+                "--name",
+                action="append",
+                dest="names",
+                type=non_empty,
+                help="host name or IP for the certificate (repeat)",
+            ),
+            arg(
+                "--days",
+                type=int_range(1, MAX_DAYS),
+                default=3650,
+                help=f"validity of the certificate in days, 1 to {MAX_DAYS}",
+            ),
         ],
     )
+
+
+def _token_id(text: str) -> int:
+    """A token id as the API takes it (SQLite's integers stop at 64 bits): a usage error otherwise."""
+    from edge.api.tokens import MAX_TOKEN_ID
+
+    return int_range(1, MAX_TOKEN_ID)(text)
 
 
 def _state(args: argparse.Namespace) -> Any:
@@ -298,6 +319,12 @@ def cmd_tls_selfsigned(args: argparse.Namespace) -> int:
     import socket
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(
+            f"error: {out}: not a directory (--out names the directory for edge.crt and edge.key)",
+            file=sys.stderr,
+        )
+        return 1
     out.mkdir(parents=True, exist_ok=True)
     names = args.names or [socket.gethostname(), "localhost", "127.0.0.1"]
     crt, key = out / "edge.crt", out / "edge.key"

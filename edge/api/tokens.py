@@ -70,6 +70,11 @@ def create_token(
     return token
 
 
+#: the largest token id taken (SQLite's integers stop at 64 bits): `edge tokens revoke` refuses a
+#: larger one as a usage error, the API with 400
+MAX_TOKEN_ID = 2**62
+
+
 def revoke_token(state: StateDB, token_id: int) -> bool:
     ensure(state)
     with state.lock:

@@ -68,9 +68,16 @@ def create_master_key(path: str | os.PathLike[str]) -> None:
     whole or not at all. An existing file is never replaced: the data its key protects would
     become unreadable."""
     final = Path(path)
+    if final.is_dir():
+        raise KeyFileError(str(final), "a directory; name the key file to create in it (e.g. DIR/master.key)")
     tmp = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
     text = base64.b64encode(secrets.token_bytes(MASTER_KEY_BYTES)) + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileNotFoundError, NotADirectoryError):
+        raise KeyFileError(str(final), f"no such directory: {final.parent} (create it first)") from None
+    except OSError as exc:
+        raise KeyFileError(str(final), f"cannot write in {final.parent}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text)
