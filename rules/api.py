@@ -145,17 +145,41 @@ def _no_such_rule(rule_id: str) -> Problem:
     )
 
 
+#: what a rule's `state` says of the data it read: whether its condition holds now
+HELD_STATES = frozenset({"ok", "active", "pending"})
+
+
+def for_caller(request: web.Request, principal: Principal, shown: dict[str, Any]) -> dict[str, Any]:
+    """A described rule as `principal` may see it: of a rule that reads data above the caller's
+    class, whether it holds now (`state`) and when it last fired are withheld, as its dry run is
+    (when a blood-pressure rule fired tells what the kiosk measured); `redacted` names the class."""
+    limit = privacy.limit_for(principal)
+    if limit >= PRIVACY_RANK[Privacy.SENSITIVE]:
+        return shown
+    rr = _component(request).engine.rules.get(shown["id"])
+    if rr is None or not above_class(get_runtime(request), rr.compiled, limit):
+        return shown
+    shown["last_fired"] = None
+    if shown["state"] in HELD_STATES:
+        shown["state"] = "redacted"
+    shown["redacted"] = True
+    return shown
+
+
 async def list_rules(request: web.Request) -> web.Response:
-    require(request, "read")
+    principal = require(request, "read")
     comp = _component(request)
     assert comp.store is not None
-    return json_response({"rules": [comp.describe(s) for s in comp.store.list_rules()]})
+    rules = [for_caller(request, principal, comp.describe(s)) for s in comp.store.list_rules()]
+    return json_response({"rules": rules})
 
 
 async def get_rule(request: web.Request) -> web.Response:
-    require(request, "read")
+    principal = require(request, "read")
     comp = _component(request)
-    return json_response(described(comp, _found(comp, request.match_info["id"])))
+    return json_response(
+        for_caller(request, principal, described(comp, _found(comp, request.match_info["id"])))
+    )
 
 
 async def create_rule(request: web.Request) -> web.Response:

@@ -164,3 +164,38 @@ async def test_a_point_set_from_health_data_is_as_private_as_the_health_data(tmp
         assert items, "the consumer reads the journal"
         assert not [i for i in items if i.get("point") == "health.last_bp"]
         assert "health.last_bp" not in {r["point"] for r in pulled_latest}
+
+
+async def test_a_rule_over_data_above_the_callers_class_lists_without_its_state(tmp_path: Path) -> None:
+    """When a blood-pressure rule last fired, and whether it holds now, tell what the kiosk
+    measured: in the rules list and a rule's page those below its class get neither (as its dry
+    run refuses them); a rule over public data shows both to everyone."""
+    async with running_site(tmp_path, SITE) as rt:
+        rules = rt.components["rules"]
+        rules.put(
+            alert_rule("bp-high", [{"event": "blood_pressure"}], "high", "payload['systolic_mmhg'] >= 140"),
+            "t",
+        )
+        rules.put(alert_rule("kiosk-busy", [{"point": "kiosk-1.in_use"}], "in use", "value"), "t")
+        now = time.time()
+        rt.hub.ingest(
+            [
+                Event("blood_pressure", "kiosk-1", payload=dict(BP), ts=now),
+                Reading(now, "kiosk-1.in_use", True),
+            ]
+        )
+        await until(
+            lambda: all(rules.engine.rules[r].last_fired for r in ("bp-high", "kiosk-busy")),
+            what="both rules fired",
+        )
+        async with signed_in_roles(rt) as clients:
+            for role in ("admin", "technician", "viewer"):
+                listed = {r["id"]: r for r in (await clients[role].json("GET", "/api/v1/rules"))["rules"]}
+                one = await clients[role].json("GET", "/api/v1/rules/bp-high")
+                for shown in (listed["bp-high"], one):
+                    if role == "admin":
+                        assert shown["last_fired"] and shown["state"] == "active" and "redacted" not in shown
+                    else:
+                        assert shown["last_fired"] is None and shown["state"] == "redacted", role
+                        assert shown["redacted"] is True
+                assert listed["kiosk-busy"]["last_fired"] and listed["kiosk-busy"]["state"] == "active", role

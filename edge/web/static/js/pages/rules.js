@@ -43,7 +43,7 @@ export async function render(view) {
       h('td', {}, h('a', { href: `/rules/${encodeURIComponent(r.id)}` }, r.id)),
       h('td', {}, r.name || ''),
       h('td', {}, badge(STATE_BADGE[r.state] || 'muted', t('ruleState.' + r.state)), r.error ? h('div', { class: 'err-text' }, r.error) : null),
-      h('td', {}, r.last_fired ? fmtTime(r.last_fired) : t('rules.never')),
+      h('td', {}, r.redacted ? t('ruleState.redacted') : r.last_fired ? fmtTime(r.last_fired) : t('rules.never')),
       h('td', {}, String(r.version ?? '')),
       h('td', {}, toggle));
   });
