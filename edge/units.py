@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -25,6 +26,8 @@ _SIZE_UNITS = {
     "g": 1024**3,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+#: the largest size accepted: what SQLite and the file system count bytes in (a signed 64-bit int)
+MAX_SIZE = 2**63 - 1
 
 
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)(?![a-z])")
@@ -41,6 +44,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(bad)
     if isinstance(value, int | float):
+        if not math.isfinite(value):  # .nan or .inf: a timer that never fires, or fires at once
+            raise ValueError(f"a duration must be a finite number of seconds (got {value!r})")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -52,6 +57,10 @@ def parse_duration(value: object) -> float:
             total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
             pos = m.end()
         if text and pos == len(text):
+            if not math.isfinite(total):  # digits past what a float holds
+                raise ValueError(
+                    f"duration {_shown(value)} is too long; a duration must be a finite number of seconds"
+                )
             return total
         if pos:  # a valid start and something after it: say which part is not understood
             raise ValueError(
@@ -61,20 +70,36 @@ def parse_duration(value: object) -> float:
 
 
 def parse_size(value: object) -> int:
-    """Bytes from `4GiB`, `500MB`, `64k`, or a plain number of bytes."""
+    """Bytes from `4GiB`, `500MB`, `64k`, or a plain number of bytes; at most MAX_SIZE."""
     if isinstance(value, bool):
         raise ValueError(f"invalid size {value!r}; expected e.g. 512MiB, 4GiB, 100MB")
-    if isinstance(value, int):
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"a size must be a finite number of bytes (got {value!r})")
         if value < 0:
             raise ValueError("a size cannot be negative")
-        return value
-    if isinstance(value, float) and value >= 0:
-        return int(value)
+        return _at_most_max(value, value)
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m and m.group(2).lower() in _SIZE_UNITS:
-            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+            # inf for digits past what a float holds, or once multiplied by the unit
+            return _at_most_max(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()], value)
     raise ValueError(f"invalid size {value!r}; expected e.g. 512MiB, 4GiB, 100MB (or bytes)")
+
+
+def _at_most_max(n: float, given: object) -> int:
+    if not n <= MAX_SIZE:
+        raise ValueError(
+            f"size {_shown(given)} is too large; a size must be a finite number of bytes, "
+            f"at most {MAX_SIZE:,} (8EiB)"
+        )
+    return int(n)
+
+
+def _shown(value: object, most: int = 40) -> str:
+    """`value` as an error quotes it, a long one cut short (a number of a thousand digits)."""
+    text = repr(value)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def format_duration(seconds: float) -> str:

@@ -23,8 +23,12 @@ class ConfigError(Exception):
 
 
 class Strict(BaseModel):
-    # validators are built at first use: a site never builds those of driver kinds it does not use
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=False, defer_build=True)
+    # validators are built at first use: a site never builds those of driver kinds it does not use;
+    # a number of a setting is finite: `.inf`, `.nan` or 1e400 (inf) as a scale, a bound or a
+    # threshold gives readings of no value or a point that stops, so it is refused, naming the key
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, frozen=False, defer_build=True, allow_inf_nan=False
+    )
 
 
 def valid_id(value: str, what: str = "id") -> str:
