@@ -6,16 +6,23 @@ import argparse
 import asyncio
 import functools
 import json
+import os
+import re
+import stat
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from edge import fmt
 from edge.cli import Command, add_command, add_command_group, arg, load_or_report, log_level_arg
 from edge.config import Site
 from edge.units import format_size
+from edge.yamlpos import Path as YamlPath
+from edge.yamlpos import Positions
 
 if TYPE_CHECKING:
     from edge.store.journal import Journal
@@ -30,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Run the site described by SITE.yaml until SIGTERM/SIGINT.\n"
             "SIGTERM flushes the journal and exits within a few seconds. SIGHUP re-reads the file:\n"
             "device changes apply live; changes to storage, web, upstream or consumers are reported\n"
-            "as needing a restart; a file with errors is refused and nothing changes.\n"
+            "as needing a restart; a file `edge check` refuses is refused and nothing changes.\n"
             "Files, directories and databases it creates are private to its user (0600/0700), and\n"
             "older ones in the storage directory are made so at start.\n"
             "Logs go to stdout as logfmt lines. Under systemd (Type=notify) it sends READY=1,\n"
@@ -46,7 +53,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="validate a site file without starting anything",
         description=(
             "Validate SITE.yaml (and the profiles and rule packs it names) without starting anything.\n"
-            "Prints every problem as FILE:LINE: KEY: MESSAGE on stderr and exits 1; exits 0 when valid.\n"
+            "Every number must be finite; every file it names (tokens, keys, certificates) must be\n"
+            "readable, and a secret one non-empty and readable by its owner only (0600).\n"
+            "Prints every problem as FILE:LINE: KEY: MESSAGE on stderr, then their count, and exits 1;\n"
+            "exits 0 when valid.\n"
             "Each of these files may be at most 1 MiB and nest at most 64 levels deep."
         ),
         func=cmd_check,
@@ -96,24 +106,165 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-def pseudonym_key_problems(site: Site) -> list[str]:
-    """Each recipient's pseudonym key read as `edge run` will read it (a missing file, one others
-    may read, or a key too short would otherwise stop the gateway's start, not this check)."""
-    from edge.privacy.keyfile import KeyFileError
-    from edge.privacy.pseudonym import load_pseudonym_key
+#: config keys that name a file the gateway reads, beside every key ending in `_file`
+FILE_KEYS = frozenset({"tls_cert", "tls_key", "client_cert", "client_key"})
+#: words in such a key that make the file a secret: only its owner may read it (0600 or stricter)
+SECRET_WORDS = ("token", "password", "secret", "key")
+#: a key path at the start of a check's line (`privacy.master_key_file: …`), to be located
+_KEY_PATH = re.compile(r"[a-z_][a-z0-9_]*(?:\[\d+\]|\.[a-z_][a-z0-9_]*)*")
 
-    out: list[str] = []
-    recipients: list[tuple[str, object]] = [(f"upstream {s.id}", s) for s in site.upstream]
-    recipients += [(f"consumer {c.id}", c) for c in site.consumers]
-    for what, recipient in recipients:
-        cfg = getattr(recipient, "pseudonymise", None)
-        if cfg is None:
-            continue
-        try:
-            load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
-        except KeyFileError as exc:
-            out.extend(str(p) for p in exc.problems)
+
+def site_problems(site: Site) -> list[str]:
+    """What `edge check` finds beyond the schema, one FILE:LINE: KEY: MESSAGE line each: the
+    plugins' checks (a rule pack that does not compile, a master key that cannot be read) and
+    every file the site names read as the gateway will read it (`file_problems`). The SIGHUP
+    reload of `edge run` refuses a file with any of them, as `edge check` does."""
+    from edge.plugins import registry
+
+    lines = [line for p in registry().with_hook("check") if p.check for line in p.check(site)]
+    found = file_problems(site)
+    if not lines and not found:
+        return []
+    pos = _positions(site.source)
+    out = [_located(line, pos) for line in lines]
+    out += [str(pos.problem(path, message)) for path, message in found]
     return out
+
+
+def file_problems(site: Site) -> list[tuple[YamlPath, str]]:
+    """(key path, problem) for every file the site names that the gateway could not use as `edge
+    run` would: one that is missing or cannot be read, a secret (a token, password, key: the key
+    name says so) that others may read or that is empty, a recipient's pseudonym key too short,
+    and web TLS that is half given or whose certificate and key do not load together. What is
+    disabled (`enabled: false`) is not read by the gateway, nor here. The privacy master key is
+    read by its plugin's check, as its component reads it."""
+    from edge.privacy.keyfile import KeyFileError
+    from edge.privacy.pseudonym import PseudonymiseConfig, load_pseudonym_key
+
+    out: list[tuple[YamlPath, str]] = []
+
+    def walk(value: Any, path: YamlPath, owner: str) -> None:
+        if isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, (*path, i), owner)
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                walk(item, (*path, str(k)), owner)
+        elif isinstance(value, PseudonymiseConfig):
+            try:
+                load_pseudonym_key(value.key_file, value.key_env, f"{owner} pseudonymise")
+            except KeyFileError as exc:
+                key = "key_file" if value.key_file else "key_env"
+                out.extend(((*path, key), str(p)) for p in exc.problems)
+        elif isinstance(value, BaseModel) and getattr(value, "enabled", True) is not False:
+            if len(path) == 2 and path[0] in ("upstream", "consumers", "devices"):
+                owner = (
+                    f"{'device' if path[0] == 'devices' else path[0].rstrip('s')} {getattr(value, 'id', '')}"
+                )
+            for name in type(value).model_fields:
+                item = getattr(value, name)
+                if isinstance(item, str) and item and (name.endswith("_file") or name in FILE_KEYS):
+                    if path == ("privacy",) and name == "master_key_file":
+                        continue
+                    problem = file_problem(item, any(w in name for w in SECRET_WORDS))
+                    if problem:
+                        out.append(((*path, name), problem))
+                else:
+                    walk(item, (*path, name), owner)
+
+    walk(site.web, ("web",), "web")
+    walk(site.upstream, ("upstream",), "")
+    walk(site.consumers, ("consumers",), "")
+    walk(site.devices, ("devices",), "")
+    for key, section in sorted(site.sections.items()):
+        walk(section, (key,), key)
+    out += _web_tls_problems(site, {path for path, _ in out})
+    return out
+
+
+def file_problem(name: str, secret: bool) -> str | None:
+    """Why the gateway could not read `name` as it reads a file of the site (None when it can):
+    missing or unreadable, not a regular file, and for a secret also readable by others than its
+    owner or empty (an empty token file lets nobody in, without an error)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        return f"{name}: cannot read {'secret ' if secret else ''}file: {exc.strerror or exc}"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return f"{name}: not a regular file"
+        if not secret:
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            return (
+                f"{name}: secret file has mode {mode:04o}; it must be readable by its owner only "
+                f"(0600 or stricter: chmod 600 {name})"
+            )
+        try:
+            empty = not f.read(64 * 1024).strip()
+        except OSError as exc:
+            return f"{name}: cannot read secret file: {exc.strerror or exc}"
+        return f"{name}: secret file is empty" if empty else None
+
+
+def _web_tls_problems(site: Site, seen: set[YamlPath]) -> list[tuple[YamlPath, str]]:
+    """HTTPS needs both web.tls_cert and web.tls_key (with one of them the web UI would serve plain
+    HTTP), and the two must load together, as the web server loads them at start."""
+    web = site.web
+    if not web.enabled or not (web.tls_cert or web.tls_key):
+        return []
+    if not (web.tls_cert and web.tls_key):
+        given, missing = ("tls_cert", "tls_key") if web.tls_cert else ("tls_key", "tls_cert")
+        return [(("web", given), f"web.{given} needs web.{missing}: with one of them HTTPS is not served")]
+    if {("web", "tls_cert"), ("web", "tls_key")} & seen:
+        return []  # already reported: missing, unreadable or readable by others
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(web.tls_cert, web.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        return [
+            (
+                ("web", "tls_cert"),
+                f"{web.tls_cert} with {web.tls_key}: the web server cannot load this certificate "
+                f"and key: {getattr(exc, 'reason', None) or exc}",
+            )
+        ]
+    return []
+
+
+def _positions(source: str) -> Positions:
+    """The line of every key of the site file, to locate a problem found after it was loaded; no
+    lines (the file alone) when it cannot be read again."""
+    from edge.yamlpos import YamlError, load, read_text
+
+    try:
+        return load(read_text(source), source)[1]
+    except (OSError, UnicodeDecodeError, YamlError):
+        return Positions(source)
+
+
+def _located(line: str, pos: Positions) -> str:
+    """A check's line that starts with a key of the site file (`privacy.master_key_file: …`, or
+    the file's name and the key: `site.yaml: kpi.devices.x: …`) with the file and the line of
+    that key before it; any other line as it is."""
+    text = line[len(pos.file) + 2 :] if line.startswith(f"{pos.file}: ") else line
+    head, sep, rest = text.partition(": ")
+    if not sep or not _KEY_PATH.fullmatch(head):
+        return line
+    path = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", head))
+    if path not in pos.lines:  # not a key of this file (`site.yaml: …` is a file's name)
+        return line
+    return str(pos.problem(path, rest))
+
+
+def report_problems(config: str, problems: list[str]) -> None:
+    """Each problem on stderr, then their count, as for a file that does not validate."""
+    for line in problems:
+        print(line, file=sys.stderr)
+    print(f"{config}: {fmt.count(len(problems), 'problem')}", file=sys.stderr)
 
 
 def open_reader(config: str) -> tuple[Site, Journal] | None:
@@ -139,24 +290,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     site = load_or_report(args.config)
     if site is None:
         return 1
-    from edge.plugins import registry
-
     for warning in site.warnings:  # allowed, but someone should have decided it on purpose
         print(warning, file=sys.stderr)
-    problems = [line for p in registry().with_hook("check") if p.check for line in p.check(site)]
-    problems += pseudonym_key_problems(site)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if problems:
-        return 1
-    if Path(site.storage.path).exists():
+    problems = site_problems(site)
+    if not problems and Path(site.storage.path).exists():
         from edge.store.journal import Journal, JournalUnreadable
 
         try:
             Journal.open_readonly(site.storage.path).close_sync()
         except JournalUnreadable as exc:
-            print(f"{args.config}: storage.path: {exc}", file=sys.stderr)
-            return 1
+            problems = [str(_positions(site.source).problem(("storage", "path"), str(exc)))]
+    if problems:
+        report_problems(args.config, problems)
+        return 1
     if not args.quiet:
         points = sum(len(d.point_infos()) for d in site.devices)
         print(
@@ -175,7 +321,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if site is None:
         return 1
     setup_logging(args.log_level)
-    return asyncio.run(serve(args.config, site))
+    # a SIGHUP reload refuses what `edge check` refuses
+    return asyncio.run(serve(args.config, site, check=site_problems))
 
 
 def token_prefix(token: str, shown: int = 4) -> str:

@@ -1,11 +1,12 @@
 """The process around a Runtime: signals, systemd notifications, config reload.
 
 SIGTERM/SIGINT stop the runtime (drivers stop, the journal flushes) and the process exits.
-SIGHUP re-reads the site file (in a thread: a large file does not stall the loop): an invalid
-file is reported and changes nothing; device changes are applied live (changed devices restart,
-removed ones stop, new ones start); changes to sections that need a restart (storage, web,
-upstream, consumers, modbus_server) are named in the log and the STATUS line. A reload that
-fails anyway is logged, READY=1 is sent again and the next SIGHUP is still heard.
+SIGHUP re-reads the site file (in a thread: a large file does not stall the loop): a file that
+does not validate, or that `edge check` refuses (a file it names that cannot be read, a rule pack
+that does not compile), is reported and changes nothing; device changes are applied live (changed
+devices restart, removed ones stop, new ones start); changes to sections that need a restart
+(storage, web, upstream, consumers, modbus_server) are named in the log and the STATUS line. A
+reload that fails anyway is logged, READY=1 is sent again and the next SIGHUP is still heard.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -48,13 +50,34 @@ def _dump(items: list[Any]) -> dict[str, Any]:
     return {d.id: d.model_dump(mode="json") for d in items}
 
 
-async def reload(rt: Runtime, path: str) -> list[str]:
-    """Apply a changed site file; returns the sections that still need a restart."""
+#: what `edge check` finds in a loaded site beyond the schema: one located line per problem
+SiteCheck = Callable[[Site], list[str]]
+
+
+def _load_checked(path: str, check: SiteCheck | None) -> Site | list[str]:
+    """The site file loaded and checked, or its problems (located lines)."""
     try:
-        # reading and parsing a (capped, 1 MiB) file takes up to a second: not on the event loop
-        new = await asyncio.to_thread(load_site, path)
+        site = load_site(path)
     except ConfigError as exc:
-        log.error("reload refused: the site file has errors; nothing changed\n%s", exc)
+        return [str(p) for p in exc.problems]
+    return (check(site) if check is not None else []) or site
+
+
+async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list[str]:
+    """Apply a changed site file; returns the sections that still need a restart.
+
+    `check`: what `edge check` finds beyond the schema (`serve` is given the same function that
+    `edge check` runs): a file with any such problem is refused like one that does not validate."""
+    try:
+        # reading, parsing and checking a (capped, 1 MiB) file takes up to a second, and the
+        # checks read the files it names: not on the event loop
+        new = await asyncio.to_thread(_load_checked, path, check)
+    except Exception:
+        # nothing was applied yet: say so, rather than the failure of a reload half done
+        log.exception("reload refused: the site file could not be loaded and checked; nothing changed")
+        return []
+    if isinstance(new, list):
+        log.error("reload refused: the site file has errors; nothing changed\n%s", "\n".join(new))
         return []
     old = rt.site
     plugins = registry()
@@ -215,8 +238,11 @@ def _the_systems(chosen: str | None, default: str) -> bool:
 CA_ON_DEMAND = import_aiohttp_with_ca_lookup_on_demand()
 
 
-async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) -> int:
-    """Run the site until SIGTERM/SIGINT. Returns the process exit code."""
+async def serve(
+    path: str, site: Site | None = None, *, on_ready: Any = None, check: SiteCheck | None = None
+) -> int:
+    """Run the site until SIGTERM/SIGINT. Returns the process exit code. `check`: what a SIGHUP
+    reload runs on the new file beside its validation (`edge run` passes what `edge check` runs)."""
     lean_heap()
     site = site or load_site(path)
     rt = Runtime(site)
@@ -263,7 +289,7 @@ async def serve(path: str, site: Site | None = None, *, on_ready: Any = None) ->
             hup.clear()
             notifier.reloading()
             try:
-                pending_restart[:] = sorted(set(pending_restart) | set(await reload(rt, path)))
+                pending_restart[:] = sorted(set(pending_restart) | set(await reload(rt, path, check)))
             except Exception:
                 # one failed reload must not end the task: every later SIGHUP would go unheard
                 log.exception(
