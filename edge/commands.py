@@ -185,7 +185,7 @@ def file_problems(site: Site) -> list[tuple[YamlPath, str]]:
 def file_problem(name: str, secret: bool) -> str | None:
     """Why the gateway could not read `name` as it reads a file of the site (None when it can):
     missing or unreadable, not a regular file, and for a secret also readable by others than its
-    owner or empty (an empty token file lets nobody in, without an error)."""
+    owner and group or empty (an empty token file lets nobody in, without an error)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -197,10 +197,11 @@ def file_problem(name: str, secret: bool) -> str | None:
         if not secret:
             return None
         mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
+        if mode & 0o007:  # group-readable is how a root-owned file reaches the service's group
             return (
-                f"{name}: secret file has mode {mode:04o}; it must be readable by its owner only "
-                f"(0600 or stricter: chmod 600 {name})"
+                f"{name}: secret file has mode {mode:04o}: every user of the box can read it; "
+                f"make it readable by the gateway's user only (chmod 600 {name}; 640 with the "
+                "gateway's group)"
             )
         try:
             empty = not f.read(64 * 1024).strip()

@@ -104,6 +104,7 @@ def _secret(path: Path, text: str = "a-pull-token-long-enough-for-any-check-0123
 
 def test_edge_check_refuses_missing_unreadable_and_open_files_the_site_names(tmp_path: Path) -> None:
     token = _secret(tmp_path / "ok.token")
+    _secret(tmp_path / "group.token").chmod(0o640)  # root-owned, read through the gateway's group
     open_token = _secret(tmp_path / "open.token")
     open_token.chmod(0o644)
     empty = _secret(tmp_path / "empty.token", "\n")
@@ -113,6 +114,7 @@ def test_edge_check_refuses_missing_unreadable_and_open_files_the_site_names(tmp
             {"id": "b", "token_file": str(tmp_path / "missing.token")},
             {"id": "c", "token_file": str(open_token)},
             {"id": "d", "token_file": str(empty)},
+            {"id": "e", "token_file": str(tmp_path / "group.token")},
         ],
         "web": {"tls_cert": str(tmp_path / "missing.crt"), "tls_key": str(tmp_path / "missing.key")},
     }
@@ -124,12 +126,15 @@ def test_edge_check_refuses_missing_unreadable_and_open_files_the_site_names(tmp
         return f"{config}:{_line(config, path)}: {key}: "
 
     assert f"{at('consumers', 1, 'token_file')}{tmp_path / 'missing.token'}: cannot read secret file" in err
-    assert f"{at('consumers', 2, 'token_file')}{open_token}: secret file has mode 0644" in err
+    assert (
+        f"{at('consumers', 2, 'token_file')}{open_token}: secret file has mode 0644: every user of the box can read it"
+        in err
+    )
     assert f"chmod 600 {open_token}" in err
     assert f"{at('consumers', 3, 'token_file')}{empty}: secret file is empty" in err
     assert f"{at('web', 'tls_cert')}{tmp_path / 'missing.crt'}: cannot read file" in err
     assert f"{at('web', 'tls_key')}{tmp_path / 'missing.key'}: cannot read secret file" in err
-    assert "consumers[0]" not in err  # the readable 0600 token is fine
+    assert "consumers[0]" not in err and "consumers[4]" not in err  # 0600 and 0640 tokens are fine
 
 
 def test_edge_check_refuses_half_given_web_tls_and_accepts_a_pair_that_loads(tmp_path: Path) -> None:
