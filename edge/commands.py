@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from edge import fmt
-from edge.cli import Command, add_command, add_command_group, arg, load_or_report, log_level_arg
+from edge.cli import Command, add_command, add_command_group, arg, int_range, load_or_report, log_level_arg
 from edge.config import Site
 from edge.units import format_size
 from edge.yamlpos import Path as YamlPath
@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         func=cmd_buffer_tail,
         config=True,
         args=[
-            arg("-n", type=int, default=20, help="how many records"),
+            arg("-n", type=int_range(1, 100_000), default=20, help="how many records (1 to 100,000)"),
             arg("--json", action="store_true", help="JSON lines instead of a table"),
             arg("-f", "--follow", action="store_true", help="keep printing new records (Ctrl-C stops)"),
         ],
@@ -447,7 +447,7 @@ def format_health(h: dict[str, Any]) -> str:
 def cmd_buffer_tail(args: argparse.Namespace, site: Site, journal: Journal) -> int:
     shown = RecordFormat(site)
     try:
-        records = journal.tail(max(0, args.n))
+        records = journal.tail(args.n)
         last = records[-1]["seq"] if records else 0
         for rec in records:
             print(format_record(rec, args.json, shown), flush=True)

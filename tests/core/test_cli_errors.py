@@ -179,3 +179,12 @@ def test_help_states_a_default_only_where_there_is_one() -> None:
         assert "(default: False)" not in text, parser.prog  # a flag is on or off
     text = " ".join(edge_cli("tls", "selfsigned", "--help").stdout.split())
     assert "(default: 3650)" in text
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "1000001"])
+def test_buffer_tail_refuses_a_count_out_of_range(tmp_path: Path, n: str) -> None:
+    """`edge buffer tail -n 0` printed nothing with status 0: a count out of range is a usage error."""
+    config = site_file(tmp_path, {"devices": []})
+    done = edge_cli("buffer", "tail", "-c", str(config), "-n", n)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{n} is out of range: give 1 to 100000" in done.stderr
