@@ -380,8 +380,8 @@ class ActionRunner:
             log.warning("webhook to %s refused: a loopback/link-local/multicast/unspecified address", host)
             raise RuntimeError(failed)
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=CheckedResolver(allow))
+            self._session = aiohttp.ClientSession(  # an answer is never read: never unpacked either
+                connector=aiohttp.TCPConnector(resolver=CheckedResolver(allow)), auto_decompress=False
             )
         rr = firing.rule
         body = {

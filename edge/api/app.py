@@ -41,9 +41,25 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return problem(500, "Internal error", "the gateway logged the details")
 
 
+@web.middleware
+async def plain_bodies_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A request body comes as it is: the server does not decompress bodies (a 1 MiB gzip body
+    that unpacks to 1 GiB, sent without logging in, held the event loop for seconds while aiohttp
+    unpacked it), and a body that says it is encoded is refused before anything reads it."""
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return problem(
+            415,
+            "Encoded body",
+            f"Content-Encoding {encoding!r} is not accepted: send the request body uncompressed",
+        )
+    return await handler(request)  # type: ignore[no-any-return]
+
+
 def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(
-        middlewares=[busy_middleware, error_middleware, auth_middleware], client_max_size=MAX_BODY
+        middlewares=[plain_bodies_middleware, busy_middleware, error_middleware, auth_middleware],
+        client_max_size=MAX_BODY,
     )
     app[RUNTIME_KEY] = runtime
     app[CONNECTIONS_KEY] = ConnectionStats(total=connection_budget())
@@ -60,7 +76,10 @@ async def start_web(runtime: Runtime) -> tuple[web.AppRunner, int]:
     app = build_app(runtime)
     # aiohttp's keep-alive timer runs from the connection's start and after each response until
     # the next request's headers are complete: it is the header timeout as well as the idle one
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=HEADER_TIMEOUT)
+    # auto_decompress=False: bodies are never unpacked on the event loop (plain_bodies_middleware)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=2.0, keepalive_timeout=HEADER_TIMEOUT, auto_decompress=False
+    )
     await runner.setup()
     cfg = runtime.site.web
     ssl_ctx = None

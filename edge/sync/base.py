@@ -30,6 +30,7 @@ import logging
 import random
 import time
 import uuid
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,6 +62,23 @@ PREFETCH = 2  # batches built ahead while one is sent (each with its own read co
 STATUS_EVERY = 1.0  # seconds between two status snapshots written to the state DB, at least
 
 __all__ = ["LinkBoard", "Outcome", "Prepared", "PushSink", "PushSinkConfig"]
+
+
+#: bytes of a receiver's 2xx answer read (and dropped): a longer one closes the connection
+ANSWER_READ = 64 * 1024
+
+
+async def answer_text(resp: aiohttp.ClientResponse, limit: int) -> str:
+    """The start of a receiver's answer as text, at most `limit` characters: read raw (the
+    session does not decompress) and, when gzip or deflate, unpacked no further than `limit`."""
+    raw = await resp.content.read(limit if resp.headers.get("Content-Encoding") is None else 64 * 1024)
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("gzip", "deflate", "x-gzip"):
+        try:
+            raw = zlib.decompressobj(47).decompress(raw, limit)  # 47: gzip or zlib, by its header
+        except zlib.error:
+            return f"(a {encoding} answer that does not unpack)"
+    return raw[:limit].decode("utf-8", "replace")
 
 
 @dataclass
@@ -209,8 +227,10 @@ class PushSink:
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout.total, sock_connect=self.cfg.timeout.connect)
         connector = aiohttp.TCPConnector(ssl=ssl_context(self.cfg) or False, limit=self.cfg.max_in_flight)
+        # auto_decompress=False: a receiver's compressed answer is never unpacked whole (a 1 MiB gzip
+        # body that unpacks to 1 GiB took the gateway to 2.3 GB and held the loop for seconds)
         async with aiohttp.ClientSession(
-            timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}
+            timeout=timeout, connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
         ) as session:
             self.session = session
             while True:
@@ -381,9 +401,9 @@ class PushSink:
             async with self.session.post(self.target(), data=body, headers=headers) as resp:
                 text = ""
                 if not 200 <= resp.status < 300:
-                    text = (await resp.content.read(4096)).decode("utf-8", "replace")
-                else:
-                    await resp.read()
+                    text = await answer_text(resp, 4096)
+                else:  # unused: read what a receiver usually says, never an unbounded body
+                    await resp.content.read(ANSWER_READ)
                 self.sent_bytes += len(body)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 return Outcome(resp.status, "", retry_after, text, elapsed=time.monotonic() - start)
