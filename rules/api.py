@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 from collections import Counter
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -27,7 +28,7 @@ from edge.api import privacy
 from edge.api.auth import Principal, require
 from edge.api.keys import get_runtime
 from edge.api.params import path_int
-from edge.api.problem import Problem, json_response, read_body, read_json
+from edge.api.problem import Problem, json_body, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, SENSITIVE_EVENT_KINDS, Privacy
 from rules.component import RulesComponent
 from rules.model import (
@@ -105,9 +106,15 @@ async def _rule_body(request: web.Request) -> Any:
         raise _invalid(exc) from None
 
 
-def described(comp: RulesComponent, stored: Any) -> dict[str, Any]:
-    """A rule as the API shows it, with the YAML the editor shows (`text`)."""
-    return {**comp.describe(stored), "text": rule_text(stored.doc)}
+async def _rule_response(shown: dict[str, Any], doc: Any, status: int = 200) -> web.Response:
+    """A rule as the API shows it: `shown` (`describe`d on the loop) with the YAML the editor shows
+    (`text`), dumped and encoded in a thread (a large rule's YAML is tens of milliseconds of CPU)."""
+
+    def encode() -> bytes:
+        return json_body({**shown, "text": rule_text(doc)})
+
+    body = await asyncio.to_thread(encode)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _webhook_allow(request: web.Request) -> list[str]:
@@ -115,16 +122,26 @@ def _webhook_allow(request: web.Request) -> list[str]:
     return list(getattr(config, "webhook_allow", None) or [])
 
 
-def _checked(request: web.Request, doc: Any) -> CompiledRule:
-    """The rule compiled, its webhooks allowed on this site; else 422 naming every problem."""
-    try:
+async def _compiled(doc: Any, webhook_allow: list[str] | None = None) -> CompiledRule:
+    """The rule compiled in a thread (a rule at its size limits is about a tenth of a second of
+    CPU, which the event loop must not wait out), with `webhook_allow` its webhooks allowed on this
+    site; else 422 naming every problem. What it compiles, `put` applies on the loop."""
+
+    def compile_() -> CompiledRule:
         compiled = parse_rule(doc)
-        refused = webhook_problems(compiled.rule, _webhook_allow(request))
-        if refused:
+        if webhook_allow is not None and (refused := webhook_problems(compiled.rule, webhook_allow)):
             raise RuleErrors(refused)
+        return compiled
+
+    try:
+        return await asyncio.to_thread(compile_)
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    return compiled
+
+
+async def _checked(request: web.Request, doc: Any) -> CompiledRule:
+    """The rule compiled, its webhooks allowed on this site; else 422 naming every problem."""
+    return await _compiled(doc, _webhook_allow(request))
 
 
 def _found(comp: RulesComponent, rule_id: str) -> Any:
@@ -177,15 +194,11 @@ async def list_rules(request: web.Request) -> web.Response:
 async def get_rule(request: web.Request) -> web.Response:
     principal = require(request, "read")
     comp = _component(request)
-    return json_response(
-        for_caller(request, principal, described(comp, _found(comp, request.match_info["id"])))
-    )
+    stored = _found(comp, request.match_info["id"])
+    return await _rule_response(for_caller(request, principal, comp.describe(stored)), stored.doc)
 
 
-async def create_rule(request: web.Request) -> web.Response:
-    who = require(request, "rules")
-    comp = _component(request)
-    doc = await _rule_body(request)
+def _exists(comp: RulesComponent, doc: Any) -> None:
     if isinstance(doc, dict) and comp.store is not None and comp.store.get(str(doc.get("id"))) is not None:
         raise Problem(
             409,
@@ -194,11 +207,20 @@ async def create_rule(request: web.Request) -> web.Response:
             message_key="msg.rules.exists",
             args={"id": str(doc["id"])},
         )
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    who = require(request, "rules")
+    comp = _component(request)
+    doc = await _rule_body(request)
+    _exists(comp, doc)
+    compiled = await _compiled(doc)
+    _exists(comp, doc)  # created by another request while this one compiled
     try:
-        stored = comp.put(doc, who.name, "create")
+        stored = comp.put(compiled, who.name, "create")
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    return json_response(described(comp, stored), status=201)
+    return await _rule_response(comp.describe(stored), stored.doc, status=201)
 
 
 async def update_rule(request: web.Request) -> web.Response:
@@ -217,11 +239,12 @@ async def update_rule(request: web.Request) -> web.Response:
                 message_key="msg.rules.id_mismatch",
                 args={"given": str(doc.get("id")), "id": rule_id},
             )
+    compiled = await _compiled(doc)
     try:
-        stored = comp.put(doc, who.name, "update")
+        stored = comp.put(compiled, who.name, "update")
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    return json_response(described(comp, stored))
+    return await _rule_response(comp.describe(stored), stored.doc)
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -233,29 +256,30 @@ async def delete_rule(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
+async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
-    _found(comp, request.match_info["id"])
+    current = _found(comp, request.match_info["id"])
+    compiled = await _compiled({**current.doc, "enabled": enabled})
+    _found(comp, request.match_info["id"])  # not deleted while it compiled
     try:  # put checks webhooks: a rule stored before the allow-list changed does not start posting
-        stored = comp.set_enabled(request.match_info["id"], enabled, who.name)
+        stored = comp.put(compiled, who.name, "enable" if enabled else "disable")
     except RuleErrors as exc:
         raise _invalid(exc) from None
-    assert stored is not None
-    return json_response(described(comp, stored))
+    return await _rule_response(comp.describe(stored), stored.doc)
 
 
 async def enable_rule(request: web.Request) -> web.Response:
-    return _set_enabled(request, True)
+    return await _set_enabled(request, True)
 
 
 async def disable_rule(request: web.Request) -> web.Response:
-    return _set_enabled(request, False)
+    return await _set_enabled(request, False)
 
 
 async def validate(request: web.Request) -> web.Response:
     require(request, "rules")
-    _checked(request, await read_json(request))
+    await _checked(request, await read_json(request))
     return json_response({"ok": True})
 
 
@@ -312,8 +336,12 @@ def minimise_firings(
     """Each firing's class judged again with the hub's point classes (the replay may have run
     without them) and, above the caller's class, its message, key and point withheld (in place).
     A firing that does not say its class counts as sensitive."""
-    points = runtime.hub.points
-    limit = privacy.limit_for(principal)
+    return _minimised(runtime.hub.points, privacy.limit_for(principal), compiled, result)
+
+
+def _minimised(
+    points: Mapping[str, Any], limit: int, compiled: CompiledRule, result: dict[str, Any]
+) -> dict[str, Any]:
     read = PRIVACY_RANK[reads_privacy(compiled, points)]
     by_rank = {r: p for p, r in PRIVACY_RANK.items()}
     for f in result.get("firings", []):
@@ -348,10 +376,7 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         raise Problem(422, "No rule", 'give "rule": {...} (a new rule) or "id": an existing rule')
     if isinstance(doc, dict):
         doc = {**doc, "enabled": True}
-    try:
-        compiled = parse_rule(doc)
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
+    compiled = await _compiled(doc)
     runtime = get_runtime(request)
     limit = privacy.limit_for(who)
     found = above_class(runtime, compiled, limit)
@@ -377,7 +402,14 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         rule=compiled.rule.id,
         hours=hours,
     )
-    return json_response(minimise_firings(runtime, who, compiled, result))
+    # at most MAX_DRY_RUN_FIRINGS firings, each judged and the answer encoded in a thread; the
+    # hub's point classes as they are now (the loop may add points meanwhile)
+    points = dict(runtime.hub.points)
+
+    def encode() -> bytes:
+        return json_body(_minimised(points, limit, compiled, result))
+
+    return web.Response(body=await asyncio.to_thread(encode), content_type="application/json")
 
 
 def _read_counts(
@@ -419,11 +451,9 @@ async def restore(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     version = path_int(request, "v", "Bad version", "the version is a number", MAX_VERSION)
-    try:
-        stored = comp.restore_version(request.match_info["id"], version, who.name)
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
-    if stored is None:
+    assert comp.store is not None
+    doc = comp.store.version_doc(request.match_info["id"], version)
+    if doc is None:
         raise Problem(
             404,
             "No such version",
@@ -431,7 +461,12 @@ async def restore(request: web.Request) -> web.Response:
             message_key="msg.rules.no_version",
             args={"id": request.match_info["id"], "version": version},
         )
-    return json_response(described(comp, stored))
+    compiled = await _compiled(doc)
+    try:
+        stored = comp.put(compiled, who.name, "restore")
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+    return await _rule_response(comp.describe(stored), stored.doc)
 
 
 async def export_pack(request: web.Request) -> web.Response:

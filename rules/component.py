@@ -427,7 +427,7 @@ class RulesComponent:
                 done.add(key)
                 if legacy or self.store.get(cr.rule.id) is not None:
                     continue
-                self.put(cr.rule.doc(), "system", "import")
+                self.put(cr, "system", "import")  # compiled in a thread by _read_packs
                 log.info("rule %s imported from pack %s", cr.rule.id, pack)
         self.store.set_meta("packs_imported", json.dumps(sorted(done)))
 
@@ -448,9 +448,13 @@ class RulesComponent:
         }
 
     def put(self, doc: Any, actor: str, action: str = "update") -> StoredRule:
-        """Validate, store (new version), and (re)load a rule. Raises RuleErrors, changing nothing."""
+        """Validate, store (new version), and (re)load a rule. Raises RuleErrors, changing nothing.
+
+        `doc` is a rule document, or a `CompiledRule` compiled beforehand: the API compiles in a
+        thread (a large rule is a tenth of a second of CPU) and applies it here, on the event loop,
+        the only place the engine changes."""
         assert self.store is not None
-        compiled = parse_rule(doc)
+        compiled = doc if isinstance(doc, CompiledRule) else parse_rule(doc)
         # every way in (API, packs, restore, enable) stores an enabled rule only with allowed
         # destinations; disabling one whose host the site no longer allows must stay possible
         refused = webhook_problems(compiled.rule, self.config.webhook_allow) if compiled.rule.enabled else []
@@ -513,7 +517,7 @@ class RulesComponent:
 
     def store_pack(self, compiled: list[CompiledRule], actor: str) -> list[str]:
         """Store the rules of a pack compiled beforehand (all of it compiled: nothing stored else)."""
-        return [self.put(cr.rule.doc(), actor, "import").id for cr in compiled]
+        return [self.put(cr, actor, "import").id for cr in compiled]
 
     def export_pack(self) -> str:
         assert self.store is not None

@@ -18,7 +18,11 @@ cancellation (a request or the gateway stopping).
 
 Request (stdin, JSON): {"journal": path, "rule": rule document, "timezone": name or null,
 "since": ts, "until": ts, "max_rows": n, "memory_bytes": n, "seconds": n}.
-Answer (stdout, JSON): {"result": {firings, evaluated, prefill}} or {"error": text, "limit": name}.
+Answer (stdout, JSON): {"result": {firings, firings_total, truncated, evaluated, prefill}} or
+{"error": text, "limit": name}. `firings` holds the first MAX_FIRINGS firings, `firings_total` how
+many there were and `truncated` whether some were left out: the child keeps the rest to itself, so
+the gateway never reads, judges or sends an answer of hundreds of thousands of firings (a rule that
+fires on every reading of a fast point, over hours). The gateway parses the answer in a thread.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import orjson
 
 MAX_REQUEST = 4 * 1024 * 1024  # bytes of the request: a rule document and a few numbers
+MAX_FIRINGS = 1000  # firings a dry run answers with (the first ones; their total is counted)
 MEMORY_POLL_S = 0.1  # how often the gateway reads a running child's resident memory
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `rules` is importable from
 
@@ -85,7 +90,8 @@ async def run_in_child(
         running.discard(proc)
     if over_memory:
         raise OverBudget("memory", _memory_message(memory))
-    return _answer(out, err, proc.returncode)
+    # up to MAX_FIRINGS firings of up to 10,000 characters of message each: not on the loop
+    return await asyncio.to_thread(_answer, out, err, proc.returncode)
 
 
 async def end(proc: asyncio.subprocess.Process) -> None:
@@ -181,6 +187,10 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
         return {"error": str(exc), "limit": exc.limit}
     finally:
         journal.close_sync()
+    firings = result["firings"]
+    result["firings_total"] = len(firings)
+    result["truncated"] = len(firings) > MAX_FIRINGS
+    result["firings"] = firings[:MAX_FIRINGS]
     return {"result": result}
 
 
