@@ -32,7 +32,7 @@ from rules.actions import ActionRunner
 from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
 from rules.cron import site_tz
-from rules.engine import Engine, Firing, KeyState
+from rules.engine import LOOP_SHARE, Engine, Firing, KeyState
 from rules.model import (
     CompiledRule,
     RuleErrors,
@@ -83,6 +83,7 @@ class RulesComponent:
         self.ctx = ctx
         self.config = config
         self.engine = Engine(site_tz(ctx.site.site.timezone))
+        self.engine.loop_share = LOOP_SHARE  # live: no rule may take more than its share of the loop
         self.actions = ActionRunner(ctx, config)
         self.actions.snapshot_hook = self._snapshot
         self.store: RuleStore | None = None
@@ -192,6 +193,8 @@ class RulesComponent:
             "rate_limited": sum(self.actions.rate_limited.values()),
             "state_write_errors": self.writer.errors if self.writer else 0,
             "suspended": len(self.engine.suspended),  # over their time budget, not evaluated
+            # rules suspended since start for using more than their share of the event loop
+            "loop_share_suspensions": self.engine.loop_share_suspensions,
             "dry_runs": len(self.dry_runs),
             # flat, so /metrics shows them (edge_rules_status{field=...})
             "windows_refilled": self.backfill["windows"],

@@ -22,6 +22,7 @@ RULE_COUNTERS = (
     "state_write_errors",
     "windows_refilled",
     "window_backfill_truncated",
+    "loop_share_suspensions",
 )
 # Still in edge_rules_status as well, where docs/rules.md tells operators to look.
 RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated",)
