@@ -209,6 +209,14 @@ def _exists(comp: RulesComponent, doc: Any) -> None:
         )
 
 
+def _stored(comp: RulesComponent, compiled: CompiledRule, actor: str, action: str) -> Any:
+    """`compiled` applied by `put` (on the loop); its refusal as 422 naming every problem."""
+    try:
+        return comp.put(compiled, actor, action)
+    except RuleErrors as exc:
+        raise _invalid(exc) from None
+
+
 async def create_rule(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
@@ -216,10 +224,7 @@ async def create_rule(request: web.Request) -> web.Response:
     _exists(comp, doc)
     compiled = await _compiled(doc)
     _exists(comp, doc)  # created by another request while this one compiled
-    try:
-        stored = comp.put(compiled, who.name, "create")
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
+    stored = _stored(comp, compiled, who.name, "create")
     return await _rule_response(comp.describe(stored), stored.doc, status=201)
 
 
@@ -240,10 +245,7 @@ async def update_rule(request: web.Request) -> web.Response:
                 args={"given": str(doc.get("id")), "id": rule_id},
             )
     compiled = await _compiled(doc)
-    try:
-        stored = comp.put(compiled, who.name, "update")
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
+    stored = _stored(comp, compiled, who.name, "update")
     return await _rule_response(comp.describe(stored), stored.doc)
 
 
@@ -262,10 +264,8 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     current = _found(comp, request.match_info["id"])
     compiled = await _compiled({**current.doc, "enabled": enabled})
     _found(comp, request.match_info["id"])  # not deleted while it compiled
-    try:  # put checks webhooks: a rule stored before the allow-list changed does not start posting
-        stored = comp.put(compiled, who.name, "enable" if enabled else "disable")
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
+    # put checks webhooks: a rule stored before the allow-list changed does not start posting
+    stored = _stored(comp, compiled, who.name, "enable" if enabled else "disable")
     return await _rule_response(comp.describe(stored), stored.doc)
 
 
@@ -462,10 +462,7 @@ async def restore(request: web.Request) -> web.Response:
             args={"id": request.match_info["id"], "version": version},
         )
     compiled = await _compiled(doc)
-    try:
-        stored = comp.put(compiled, who.name, "restore")
-    except RuleErrors as exc:
-        raise _invalid(exc) from None
+    stored = _stored(comp, compiled, who.name, "restore")
     return await _rule_response(comp.describe(stored), stored.doc)
 
 
