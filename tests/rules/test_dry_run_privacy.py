@@ -16,18 +16,15 @@ from edge.api.tokens import create_token
 from edge.model import Event, Reading
 from tests.support.site import running_site
 from tests.web.conftest import signed_in_roles
+from tests.web.test_privacy import KIOSK
 
 RESIDENT = "R-MARKER-7731"
-SITE = """
-site: {id: dry-run-privacy}
-devices:
-  - id: kiosk-1
-    driver: sim
-    points:
-      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
-      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
-      - {name: room_temp, signal: constant, value: 21, interval: 1h}
-"""
+# the kiosk of the UI's privacy tests, with a public point beside its sensitive one
+SITE = (
+    "site: {id: dry-run-privacy}"
+    + KIOSK
+    + "      - {name: room_temp, signal: constant, value: 21, interval: 1h}\n"
+)
 DRY_RUN = "/api/v1/rules/dry-run"
 
 
