@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -265,6 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except OSError as exc:  # a path the command was given: missing, a directory, not permitted ...
         print(f"error: {os_error(exc)}", file=sys.stderr)
+        return 1
+    except sqlite3.OperationalError as exc:
+        if "disk is full" not in str(exc) and "disk I/O error" not in str(exc):
+            raise
+        print(
+            f"error: {exc}: nothing was changed; free space on the gateway's disk, then retry",
+            file=sys.stderr,
+        )
         return 1
     finally:
         os.umask(previous)

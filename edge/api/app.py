@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from edge.api.keys import CONNECTIONS_KEY, RUNTIME_KEY
 from edge.api.limits import HEADER_TIMEOUT, ConnectionStats, GatedSite, busy_middleware, connection_budget
 from edge.api.problem import Problem, problem
 from edge.plugins import registry
+from edge.store.rows import is_disk_full
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -36,6 +38,18 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status >= 400 and request.path.startswith("/api/"):
             return problem(exc.status, exc.reason or "Error", exc.text or "")
         raise
+    except sqlite3.OperationalError as exc:
+        if not is_disk_full(exc):
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return problem(500, "Internal error", "the gateway logged the details")
+        # a login's audit entry, a rule's new version, an acknowledgement: nothing was changed
+        log.error("%s %s refused: the disk is full (%s)", request.method, request.path, exc)
+        return problem(
+            507,
+            "Disk full",
+            "the gateway's disk is full: nothing was changed; free space (see edge buffer stats), then retry",
+            headers={"Retry-After": "60"},
+        )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "Internal error", "the gateway logged the details")
