@@ -4,7 +4,10 @@ letters, bandwidth cap) with a publish at QoS 1 in place of a POST.
 A batch is delivered when the broker has acknowledged (PUBACK) every message it became; only then
 does the cursor move past it. A connection lost with messages unacknowledged fails the batch, and
 the whole batch is published again on the next connection: duplicates come only from what was in
-flight. One connection per sink, opened on the first batch, with a will `offline` (retained) on
+flight. An MQTT 5 broker that refuses a message says so in its PUBACK (a reason code of 0x80 or
+more, e.g. 135 "not authorized" from an ACL): the batch is not delivered, the connection is kept,
+and the batch is retried with backoff (a refusal of the content itself, 0x90 topic name invalid or
+0x99 payload format invalid, is bisected down to the record and dead-lettered instead). One connection per sink, opened on the first batch, with a will `offline` (retained) on
 the status topic and a retained `online` published as soon as it is up; a stop publishes
 `offline` itself and disconnects cleanly (no will then).
 """
@@ -17,6 +20,7 @@ import logging
 import random
 import ssl
 import time
+import weakref
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,6 +30,7 @@ import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.mqtt import formats
 from edge.mqtt.commands import Commands, is_rpc_reply
@@ -47,6 +52,32 @@ ENCODED_AHEAD = 64
 #: what the sink's own outcome codes mean in `Outcome.status` (the push sinks speak HTTP):
 ACKED = 200  # every message of the batch got its PUBACK
 TOO_LARGE = 413  # a record alone is over max_message_bytes: dead-lettered
+#: MQTT 5 PUBACK reason codes of a refusal, as the push sinks' outcome codes: the content itself
+#: (bisected, the record dead-lettered), quota (retried like a 429); any other refusal, "not
+#: authorized" above all, is the site's configuration or the broker's state (403: retried with
+#: backoff, never dead-lettered: a wrong ACL must not lose data)
+REFUSED_CONTENT = {0x90: 400, 0x99: 400}  # topic name invalid, payload format invalid
+REFUSED_QUOTA = 0x97
+REFUSED = 403
+
+
+def refusal_status(codes: list[int]) -> int:
+    """The outcome code of a batch the broker refused some messages of (`codes`: their reasons)."""
+    if all(c in REFUSED_CONTENT for c in codes):
+        return 400
+    if all(c == REFUSED_QUOTA for c in codes):
+        return 429
+    return REFUSED
+
+
+class Unacknowledged(aiomqtt.MqttError):
+    """Not every PUBACK arrived (the connection was lost, or `timeout.total` passed); `refused`:
+    the messages whose PUBACK did arrive with a refusal."""
+
+    def __init__(self, what: str, refused: list[tuple[formats.Message, int]], sent: int) -> None:
+        super().__init__(what)
+        self.refused = refused
+        self.sent = sent
 
 
 def tls_context(cfg: MqttSinkConfig) -> ssl.SSLContext | None:
@@ -84,6 +115,11 @@ class MqttSink(PushSink):
         self.connects = 0
         self.last_puback: float | None = None
         self.messages_acked = 0
+        self.messages_refused = 0  # messages the broker answered with a refusal (MQTT 5)
+        # per connection: packet id -> the future its PUBACK's reason code resolves
+        self._pubacks: weakref.WeakKeyDictionary[aiomqtt.Client, dict[int, asyncio.Future[int]]] = (
+            weakref.WeakKeyDictionary()
+        )
         # records of acknowledged batches the format could not carry, by reason
         self.left_out: dict[str, int] = {"failed_read": 0}
         self.commands: Commands | None = None
@@ -164,12 +200,18 @@ class MqttSink(PushSink):
                 return Outcome(None, f"TLS to {self.host}:{self.port} failed: {text}")
             return Outcome(None, f"cannot connect to {self.host}:{self.port}: {text}", connect_failed=True)
         prefix = self._prefix(part.rows)
+        sent = [*prefix, *msgs]
         try:
-            await self._publish_all(client, [*prefix, *msgs])
+            reasons = await self._publish_all(client, sent)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             await self._close(client)
+            if isinstance(exc, Unacknowledged) and exc.refused:
+                return self._refused(exc.refused, exc.sent)
             what = str(exc) or "timed out"
             return Outcome(None, f"published {len(msgs)} message(s), not all acknowledged: {what}")
+        refused = [(m, code) for m, code in zip(sent, reasons, strict=True) if code >= 0x80]
+        if refused:  # the broker answered: the batch is not delivered
+            return self._refused(refused, len(sent))
         self.announced.update(
             orjson.loads(m.payload)["device"] for m in prefix if m.topic == formats.TB_CONNECT
         )
@@ -180,27 +222,65 @@ class MqttSink(PushSink):
         self.last_puback = time.time()
         return Outcome(ACKED, elapsed=time.monotonic() - start)
 
-    async def _publish_all(self, client: aiomqtt.Client, msgs: list[formats.Message]) -> None:
-        """Publish in order and return once every PUBACK is in; raises when the connection is lost
-        (or `timeout.total` passes) first."""
-        acks: asyncio.Future[Any] = asyncio.gather(
-            *(client.publish(m.topic, m.payload, qos=1, retain=m.retain, timeout=float("inf")) for m in msgs)
+    def _refused(self, refused: list[tuple[formats.Message, int]], sent: int) -> Outcome:
+        """The outcome of a batch the broker refused messages of: a server's answer, retried with
+        backoff (or bisected, for a refusal of the content), never a link failure."""
+        self.messages_refused += len(refused)
+        m, code = refused[0]
+        why = ReasonCode(PacketTypes.PUBACK, identifier=code)
+        text = (
+            f"broker {self.host}:{self.port} refused {len(refused)} of {sent} message(s): "
+            f"{why} (PUBACK reason {code}) on topic {m.topic}"
         )
+        if code == 0x87:
+            text += "; check the broker's ACL for this user and topic (retried until it allows them)"
+        return Outcome(refusal_status([c for _, c in refused]), text, body=text)
+
+    def _publish(self, client: aiomqtt.Client, msg: formats.Message) -> asyncio.Future[int]:
+        """Publish at QoS 1; the future resolves with the PUBACK's reason code (0 from an MQTT
+        3.1.1 broker, which has no way to refuse one)."""
+        pending = self._pubacks.setdefault(client, {})
+        info = client._client.publish(msg.topic, msg.payload, 1, msg.retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        # the PUBACK is read on this loop, so it cannot have arrived yet
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        pending[info.mid] = ack
+        return ack
+
+    async def _publish_all(self, client: aiomqtt.Client, msgs: list[formats.Message]) -> list[int]:
+        """Publish in order and return once every PUBACK is in, with their reason codes; raises
+        when the connection is lost (or `timeout.total` passes) first."""
+        each = [self._publish(client, m) for m in msgs]
+        acks: asyncio.Future[list[int]] = asyncio.gather(*each)
         lost: asyncio.Future[Any] = asyncio.ensure_future(self._down.wait())
+        done: set[asyncio.Future[Any]] = set()
         try:
             async with asyncio.timeout(self.cfg.timeout.total):
                 done, _ = await asyncio.wait({acks, lost}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
-            raise aiomqtt.MqttError(f"no PUBACK within {self.cfg.timeout.total:g}s") from None
+            pass
         finally:
             lost.cancel()
             if not acks.done():
                 acks.cancel()
                 with contextlib.suppress(BaseException):
                     await acks
-        if acks not in done:
-            raise aiomqtt.MqttError("connection lost before every PUBACK arrived")
-        acks.result()
+        if acks in done:
+            return acks.result()
+        # a broker may close the connection right after a refusal (mosquitto 2.0.11 does): the
+        # refusal is the news, not the lost link
+        refused = [
+            (m, ack.result())
+            for m, ack in zip(msgs, each, strict=True)
+            if ack.done() and not ack.cancelled() and ack.result() >= 0x80
+        ]
+        what = (
+            "connection lost before every PUBACK arrived"
+            if done
+            else f"no PUBACK within {self.cfg.timeout.total:g}s"
+        )
+        raise Unacknowledged(what, refused, len(msgs))
 
     # ------------------------------------------------------------ connection
     async def _connection(self) -> aiomqtt.Client:
@@ -225,7 +305,16 @@ class MqttSink(PushSink):
             self.announced = set()
             self._status_dirty.set()
             # the birth message: retained, so a subscriber arriving later still sees the state
-            await self._publish_all(client, [formats.Message(self.status_topic, b"online", retain=True)])
+            birth = await self._publish_all(
+                client, [formats.Message(self.status_topic, b"online", retain=True)]
+            )
+            if birth[0] >= 0x80:
+                log.warning(
+                    "sink %s: broker refused the status message on %s: %s",
+                    self.id,
+                    self.status_topic,
+                    ReasonCode(PacketTypes.PUBACK, identifier=birth[0]),
+                )
             if self.commands is not None:
                 await client.subscribe(self.command_topic, qos=1)
                 if self.rpc:
@@ -268,6 +357,14 @@ class MqttSink(PushSink):
         paho_client.connect_timeout = self.cfg.timeout.connect  # the TCP connect, in its thread
         on_connect: Any = paho_client.on_connect
         on_disconnect: Any = paho_client.on_disconnect
+        on_publish: Any = paho_client.on_publish
+        pending = self._pubacks.setdefault(client, {})
+
+        def published(c: Any, userdata: Any, mid: int, reason: Any, props: Any = None) -> None:
+            ack = pending.pop(mid, None)
+            if ack is not None and not ack.done():
+                ack.set_result(int(getattr(reason, "value", 0) or 0))
+            on_publish(c, userdata, mid, reason, props)
 
         def connected(c: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
             self.session_present = bool(getattr(flags, "session_present", False))
@@ -287,6 +384,7 @@ class MqttSink(PushSink):
 
         paho_client.on_connect = connected
         paho_client.on_disconnect = disconnected
+        paho_client.on_publish = published
         return client
 
     async def _close(self, client: aiomqtt.Client, *, goodbye: bool = False) -> None:
@@ -371,6 +469,7 @@ class MqttSink(PushSink):
                 "connects": self.connects,
                 "last_puback": self.last_puback,
                 "messages_acked": self.messages_acked,
+                "messages_refused": self.messages_refused,
                 "left_out": dict(self.left_out),
             }
         )
