@@ -31,11 +31,35 @@ class Message:
     retain: bool = False
 
 
-class TooLarge(ValueError):
-    """One record alone does not fit in a message: it is dead-lettered, the stream goes on."""
+class Unsendable(ValueError):
+    """One record cannot be a message: it is dead-lettered, the stream goes on."""
+
+
+class TooLarge(Unsendable):
+    """One record alone does not fit in a message."""
 
     def __init__(self, what: str, size: int, cap: int) -> None:
         super().__init__(f"{what} needs a {size}-byte message; max_message_bytes is {cap}")
+
+
+class BadTopic(Unsendable):
+    """A record's topic (from its event kind or source) is not one MQTT can publish on."""
+
+
+#: MQTT's limit on a topic name, in UTF-8 bytes
+MAX_TOPIC = 65535
+
+
+def topic_problem(topic: str) -> str:
+    """Why `topic` cannot be published on ("" when it can): a `+` or `#` wildcard, a NUL
+    character, too long."""
+    if "+" in topic or "#" in topic:
+        return "contains a + or # wildcard"
+    if "\0" in topic:
+        return "contains a NUL character"
+    if len(topic) * 4 > MAX_TOPIC and len(topic.encode()) > MAX_TOPIC:
+        return f"is over {MAX_TOPIC} bytes"
+    return ""
 
 
 def json_messages(
@@ -207,6 +231,9 @@ def point_messages(
             del record["point"]  # the topic names it
         else:
             topic = event_topic.format(site=gateway, sink=sink, kind=kind, source=point)
+        if problem := topic_problem(topic):
+            what = f"point {point!r}" if kind is None else f"event kind {kind!r} from {point!r}"
+            raise BadTopic(f"record seq {seq}: {what} makes topic {topic[:200]!r}, which {problem}")
         body = orjson.dumps(record)
         if len(body) > cap:
             raise TooLarge(f"record seq {seq}", len(body), cap)

@@ -52,6 +52,7 @@ ENCODED_AHEAD = 64
 #: what the sink's own outcome codes mean in `Outcome.status` (the push sinks speak HTTP):
 ACKED = 200  # every message of the batch got its PUBACK
 TOO_LARGE = 413  # a record alone is over max_message_bytes: dead-lettered
+BAD_TOPIC = 400  # a record's topic cannot be published on (a + or # in its event kind): dead-lettered
 #: MQTT 5 PUBACK reason codes of a refusal, as the push sinks' outcome codes: the content itself
 #: (bisected, the record dead-lettered), quota (retried like a 429); any other refusal, "not
 #: authorized" above all, is the site's configuration or the broker's state (403: retried with
@@ -159,7 +160,7 @@ class MqttSink(PushSink):
         # returned only feed the sink's size estimate
         try:
             msgs = self.messages(rows, first, last)
-        except formats.TooLarge:
+        except formats.Unsendable:
             return b""  # `_attempt` meets it again and dead-letters the record
         self._encoded[(first, last)] = msgs
         while len(self._encoded) > ENCODED_AHEAD:
@@ -185,8 +186,10 @@ class MqttSink(PushSink):
         if msgs is None:
             try:
                 msgs = await asyncio.to_thread(self.messages, part.rows, part.first, part.last)
-            except formats.TooLarge as exc:
-                return Outcome(TOO_LARGE, str(exc), body=str(exc))
+            except formats.Unsendable as exc:
+                # bisected down to the record, which is dead-lettered; the rest goes on
+                status = TOO_LARGE if isinstance(exc, formats.TooLarge) else BAD_TOPIC
+                return Outcome(status, str(exc), body=str(exc))
         size = sum(len(m.payload) for m in msgs)
         await self._throttle(size)
         start = time.monotonic()

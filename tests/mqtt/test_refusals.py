@@ -1,13 +1,16 @@
 """What the broker or the records refuse, against a real mosquitto and a running gateway: a publish
 the broker's ACL refuses (MQTT 5 PUBACK reason 135) fails the batch, is retried with backoff and
-said in the status, and nothing is lost once the ACL allows it."""
+said in the status, and nothing is lost once the ACL allows it; a record whose topic cannot be built
+(a + or # in its event kind) is dead-lettered and the stream goes on."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
+from edge.model import Event, Reading, Severity
 from tests.mqtt.broker import Subscriber, all_arrived, mqtt_sink, password_file, sink_of
 from tests.mqtt.test_mqtt_sink import TOPIC, readings
 from tests.support.site import running_site
@@ -44,3 +47,27 @@ async def test_a_publish_the_acl_refuses_is_retried_not_counted_delivered(tmp_pa
             await until(lambda: s.cursor >= committed, 30, what="the records delivered once allowed")
             await until(all_arrived(sub, TOPIC, committed), 10, what="every record at the subscriber")
             assert s.status()["dead_letters"] == 0
+
+
+async def test_a_record_whose_topic_cannot_be_built_is_dead_lettered(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    b = broker()
+    doc = {"upstream": [mqtt_sink(b.port, format="point")]}
+    async with Subscriber(b.port) as sub:
+        async with running_site(tmp_path, doc, web=False) as rt:
+            s = sink_of(rt)
+            t = time.time()
+            rt.hub.ingest([Reading(t, "dev.before", 1.0)])
+            rt.hub.publish_event(Event("bad/+", "dev", Severity.INFO, {}, t))
+            rt.hub.publish_event(Event("bad#", "dev", Severity.INFO, {}, t))
+            rt.hub.ingest([Reading(t, "dev.after", 2.0)])
+            rt.hub.publish_event(Event("alert", "dev", Severity.WARNING, {"text": "fine"}, t))
+            committed = await rt.journal.flush()
+            await until(lambda: s.cursor >= committed, 20, what="the stream past the bad topics")
+            await until(lambda: sub.on("edge/test-site/events/alert"), 10, what="the event after them")
+            st = s.status()
+            assert st["dead_letters"] == 2, st
+            assert "topic" in s.last_error, s.last_error
+            # each good record once: the ones before the bad one are not sent again and again
+            assert len(sub.on("edge/test-site/dev/before")) == 1
+            assert len(sub.on("edge/test-site/dev/after")) == 1
+            assert len(sub.on("edge/test-site/events/alert")) == 1
