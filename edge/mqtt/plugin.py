@@ -13,6 +13,8 @@ from edge.plugins import Plugin, Spec
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from edge.config import Site
+
 
 def config() -> type[BaseModel]:
     from edge.mqtt.config import MqttSinkConfig
@@ -26,9 +28,42 @@ def sink() -> Any:
     return MqttSink
 
 
+def check(site: Site) -> list[str]:
+    """What `edge check` (and a reload) refuses beyond each entry's own keys: two enabled mqtt
+    sinks on one broker that would take each other's commands or overwrite each other's status."""
+    from edge.mqtt.config import MqttSinkConfig
+
+    out: list[str] = []
+    # (broker, topic) -> the first sink that uses it: (index in upstream:, id)
+    commands: dict[tuple[str, str], tuple[int, str]] = {}
+    statuses: dict[tuple[str, str], tuple[int, str]] = {}
+    for i, cfg in enumerate(site.upstream):
+        if not isinstance(cfg, MqttSinkConfig) or not cfg.enabled:
+            continue
+        broker = f"{cfg.host.lower()}:{cfg.broker_port}"
+        status = cfg.status_topic.format(site=site.site.id, sink=cfg.id)
+        if (first := statuses.setdefault((broker, status), (i, cfg.id))) != (i, cfg.id):
+            out.append(
+                f"upstream[{i}]: sinks {first[1]} and {cfg.id} both publish their status on {status!r} "
+                f"at broker {broker}: one's offline would overwrite the other's online; give each "
+                "its own status_topic (e.g. edge/{site}/{sink}/status)"
+            )
+        if not cfg.commands:
+            continue
+        topic = cfg.command_topic.format(site=site.site.id, sink=cfg.id)
+        if (first := commands.setdefault((broker, topic), (i, cfg.id))) != (i, cfg.id):
+            out.append(
+                f"upstream[{i}]: sinks {first[1]} and {cfg.id} both take commands from {topic!r} at "
+                f"broker {broker}: every command would run twice; give each its own command_topic "
+                "(e.g. edge/{site}/{sink}/commands), or commands: true on one of them only"
+            )
+    return out
+
+
 PLUGIN = Plugin(
     name="mqtt",
     extra="mqtt",
     requires=("aiomqtt", "paho"),
     sinks={"mqtt": Spec(config, sink)},
+    check=check,
 )

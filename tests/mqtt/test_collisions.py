@@ -1,0 +1,52 @@
+"""`edge check` refuses mqtt sinks that would step on each other: two command-enabled sinks on one
+broker subscribed to the same command topic (every command would run twice), two sinks on one
+broker publishing their status on the same topic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.mqtt.broker import mqtt_sink
+from tests.support.cli import edge_cli
+from tests.support.site import site_file
+
+
+def check(tmp_path: Path, doc: dict[str, Any]) -> tuple[int, str]:
+    done = edge_cli("check", "-c", str(site_file(tmp_path, doc)))
+    return done.returncode, done.stderr
+
+
+def test_two_command_sinks_on_one_broker_and_topic_are_refused(tmp_path: Path) -> None:
+    doc = {
+        "upstream": [
+            mqtt_sink(1883, id="a", commands=True, status_topic="edge/{site}/{sink}/status"),
+            mqtt_sink(1883, id="b", commands=True, status_topic="edge/{site}/{sink}/status"),
+        ]
+    }
+    code, err = check(tmp_path, doc)
+    assert code == 1
+    assert "sinks a and b both take commands from 'edge/test-site/commands'" in err, err
+    assert "127.0.0.1:1883" in err and "run twice" in err
+    assert "site.yaml:" in err  # located at the second sink's entry
+    # each its own topic, or another broker, or commands on one of them only: fine
+    for second in (
+        {"command_topic": "edge/{site}/{sink}/commands"},
+        {"port": 1884},
+        {"commands": False},
+        {"enabled": False},
+    ):
+        b = mqtt_sink(1883, id="b", commands=True, status_topic="edge/{site}/{sink}/status")
+        b.update(second)
+        code, err = check(tmp_path, {"upstream": [doc["upstream"][0], b]})
+        assert code == 0, (second, err)
+
+
+def test_two_sinks_sharing_a_status_topic_on_one_broker_are_refused(tmp_path: Path) -> None:
+    doc = {"upstream": [mqtt_sink(1883, id="a"), mqtt_sink(1883, id="b", format="point")]}
+    code, err = check(tmp_path, doc)
+    assert code == 1
+    assert "sinks a and b both publish their status on 'edge/test-site/status'" in err, err
+    doc["upstream"][1]["status_topic"] = "edge/{site}/{sink}/status"
+    code, err = check(tmp_path, doc)
+    assert code == 0, err
