@@ -30,7 +30,8 @@ def sink() -> Any:
 
 def check(site: Site) -> list[str]:
     """What `edge check` (and a reload) refuses beyond each entry's own keys: two enabled mqtt
-    sinks on one broker that would take each other's commands or overwrite each other's status."""
+    sinks on one broker that would take each other's commands or overwrite each other's status;
+    with a thingsboard sink, two devices ThingsBoard would know by the same name."""
     from edge.mqtt.config import MqttSinkConfig
 
     out: list[str] = []
@@ -57,6 +58,23 @@ def check(site: Site) -> list[str]:
                 f"broker {broker}: every command would run twice; give each its own command_topic "
                 "(e.g. edge/{site}/{sink}/commands), or commands: true on one of them only"
             )
+    tb = [
+        cfg.id
+        for cfg in site.upstream
+        if isinstance(cfg, MqttSinkConfig) and cfg.enabled and cfg.format == "thingsboard"
+    ]
+    if tb:
+        # ThingsBoard knows a device by the name the gateway gives it (`name:`, else the id): two
+        # alike would be one device there, their telemetry mixed and an RPC to it writing either
+        named: dict[str, str] = {}
+        for j, device in enumerate(site.devices):
+            name = device.name or device.id
+            if (first := named.setdefault(name, device.id)) != device.id:
+                out.append(
+                    f"devices[{j}]: devices {first} and {device.id} are both {name!r} to ThingsBoard "
+                    f"(sink {', '.join(tb)}, format: thingsboard): they would be one ThingsBoard device; "
+                    "give each a name of its own"
+                )
     return out
 
 

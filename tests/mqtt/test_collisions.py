@@ -1,6 +1,7 @@
 """`edge check` refuses mqtt sinks that would step on each other: two command-enabled sinks on one
 broker subscribed to the same command topic (every command would run twice), two sinks on one
-broker publishing their status on the same topic."""
+broker publishing their status on the same topic, two devices a thingsboard sink would give one
+ThingsBoard name."""
 
 from __future__ import annotations
 
@@ -50,3 +51,32 @@ def test_two_sinks_sharing_a_status_topic_on_one_broker_are_refused(tmp_path: Pa
     doc["upstream"][1]["status_topic"] = "edge/{site}/{sink}/status"
     code, err = check(tmp_path, doc)
     assert code == 0, err
+
+
+def sim(device_id: str, name: str | None = None) -> dict[str, Any]:
+    device: dict[str, Any] = {
+        "id": device_id,
+        "driver": "sim",
+        "points": [{"name": "t", "signal": "random", "min": 0, "max": 1, "interval": "1s"}],
+    }
+    if name is not None:
+        device["name"] = name
+    return device
+
+
+def test_devices_thingsboard_would_know_by_one_name_are_refused(tmp_path: Path) -> None:
+    tb = mqtt_sink(1883, id="tb", format="thingsboard", commands=True)
+    doc = {"devices": [sim("boiler", "Boiler"), sim("boiler2", "Boiler")], "upstream": [tb]}
+    code, err = check(tmp_path, doc)
+    assert code == 1
+    assert "devices boiler and boiler2 are both 'Boiler' to ThingsBoard" in err, err
+    # a name that is another device's id (which is its ThingsBoard name when it has none)
+    doc["devices"] = [sim("boiler"), sim("boiler2", "boiler")]
+    code, err = check(tmp_path, doc)
+    assert code == 1 and "devices boiler and boiler2 are both 'boiler'" in err, err
+    # names of their own, or no thingsboard sink: fine
+    doc["devices"] = [sim("boiler", "Boiler"), sim("boiler2", "Boiler 2")]
+    assert check(tmp_path, doc)[0] == 0
+    doc["devices"] = [sim("boiler", "Boiler"), sim("boiler2", "Boiler")]
+    doc["upstream"] = [mqtt_sink(1883, id="plain")]
+    assert check(tmp_path, doc)[0] == 0
