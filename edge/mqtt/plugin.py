@@ -69,9 +69,9 @@ def check(site: Site) -> list[str]:
         named: dict[str, str] = {}
         for j, device in enumerate(site.devices):
             name = device.name or device.id
-            if (first := named.setdefault(name, device.id)) != device.id:
+            if (owner := named.setdefault(name, device.id)) != device.id:
                 out.append(
-                    f"devices[{j}]: devices {first} and {device.id} are both {name!r} to ThingsBoard "
+                    f"devices[{j}]: devices {owner} and {device.id} are both {name!r} to ThingsBoard "
                     f"(sink {', '.join(tb)}, format: thingsboard): they would be one ThingsBoard device; "
                     "give each a name of its own"
                 )
