@@ -64,6 +64,8 @@ STATUS_EVERY = 1.0  # seconds between two status snapshots written to the state 
 __all__ = ["LinkBoard", "Outcome", "Prepared", "PushSink", "PushSinkConfig"]
 
 
+DEAD_LETTER_KIND = "sync_dead_letter"  # the event journaled for each new dead letter
+
 #: bytes of a receiver's 2xx answer read (and dropped): a longer one closes the connection
 ANSWER_READ = 64 * 1024
 
@@ -552,9 +554,13 @@ class PushSink:
         self.dead_letters_total = await asyncio.to_thread(add_and_count)
         self.dead_letters += 1
         self._status_dirty.set()
+        if row[5] == DEAD_LETTER_KIND:
+            # the notice of a dead letter, refused in turn: stored and counted, but no notice of
+            # it (a receiver refusing everything made each notice the next dead letter, for ever)
+            return
         self.ctx.hub.publish_event(
             Event(
-                "sync_dead_letter",
+                DEAD_LETTER_KIND,
                 self.id,
                 Severity.WARNING,
                 {"sink": self.id, "seq": row[0], "status": outcome.status, "response": outcome.body[:500]},
