@@ -4,8 +4,9 @@ the response topic.
 A request is `{"id": "...", "point": "device.point", "value": ..., "ts": <unix seconds issued>}`.
 It is refused, with a reason, counted and never reaching a device, when it is malformed, older than
 `command_ttl` (or issued further in the future than that), a replay of a request id seen within
-the TTL (kept in the state DB, so a restart of the gateway does not make a replay new), over
-`command_rate`, or for a point above the sink's `max_privacy`. Otherwise it is the
+the TTL (kept in the state DB, so a restart of the gateway does not make a replay new), for a
+point above the sink's `max_privacy`, or over `command_rate`; only a request that passes every
+check takes its id (and only one that passed the privacy check a rate token). Otherwise it is the
 same write the UI makes (`Hub.write`: only `writable` points, the value checked against the
 point's type), from source `mqtt:<sink id>`, and audited under that name. The answer is
 `{"id", "point", "status": ok|rejected|failed|timeout|refused, "reason", "value"}`.
@@ -78,6 +79,14 @@ class SeenRequests:
         horizon = now - 2 * self.ttl
         while self.ids and (next(iter(self.ids.values())) < horizon or len(self.ids) > REMEMBERED):
             self.ids.popitem(last=False)
+
+    def known(self, rid: str, now: float) -> bool:
+        """Whether `rid` was taken within the TTL (a replay), taking nothing. Blocking the first
+        time (it reads the state DB): run it in a thread."""
+        if not self._loaded:
+            self._load(now)
+        self._forget_old(now)
+        return rid in self.ids
 
     def take(self, rid: str, now: float) -> bool:
         """Record `rid` as taken; False if it was taken within the TTL (a replay). Blocking: run
@@ -215,8 +224,10 @@ class Commands:
 
     async def run(self, rid: str, point: str, value: Any, issued: float | None) -> dict[str, Any]:
         """The checks every request goes through (TTL when it says when it was issued, replay,
-        rate, privacy), then the write; returns the answer
-        `{"id", "point", "status", "reason", "value"}`."""
+        privacy, rate), then the write; returns the answer
+        `{"id", "point", "status", "reason", "value"}`. Only a request that goes on to its write
+        takes its id (a rate-limited or too-private one may be sent again with it), and only a
+        request that passed the privacy check takes a rate token."""
         now = time.time()
         try:
             if issued is not None:
@@ -225,15 +236,19 @@ class Commands:
                     raise Refused(f"expired: issued {age:.1f}s ago; command_ttl is {self.cfg.command_ttl:g}s")
                 if age < -self.cfg.command_ttl:
                     raise Refused(f"expired: issued {-age:.1f}s in the future; the clocks disagree")
-            if not await asyncio.to_thread(self.seen.take, rid, now):
-                raise Refused(f"replayed: request id {rid!r} was already received")
-            if not self._take_token():
-                raise Refused(f"rate limited: at most {self.cfg.command_rate} requests a minute")
+            replayed = Refused(f"replayed: request id {rid!r} was already received")
+            if await asyncio.to_thread(self.seen.known, rid, now):
+                raise replayed
             info = self.ctx.hub.points.get(point)
             if info is not None and PRIVACY_RANK[info.privacy] > PRIVACY_RANK[self.cfg.max_privacy]:
                 raise Refused(
                     f"point {point!r} is {info.privacy}; this sink's max_privacy is {self.cfg.max_privacy}"
                 )
+            if not self._take_token():
+                raise Refused(f"rate limited: at most {self.cfg.command_rate} requests a minute")
+            # stored before the write runs: a crash between the two loses the write, never repeats it
+            if not await asyncio.to_thread(self.seen.take, rid, now):
+                raise replayed
         except Refused as exc:
             return await self._refuse(rid, point, exc)
         result = await self.ctx.hub.write(point, value, source=self.source)
