@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import io
 import json
 import os
 import shutil
+import sqlite3
 import struct
 import tarfile
 import tempfile
@@ -45,6 +47,29 @@ JOURNAL, STATE, TREND, BLOBS = "journal.db", "state.db", "trend.db", "blobs"
 # os_unix.c: UNIX_SHM_DMS = (22 + SQLITE_SHM_NLOCK) * 4 + SQLITE_SHM_NLOCK = 128)
 SHM_DMS = 128
 _FLOCK = "hhqqi4x"  # struct flock on Linux (x86_64, aarch64, armhf with 64-bit off_t)
+
+
+#: the state DB's components this program ships, and where each keeps its migrations (a
+#: component of another plugin is not known here, and not checked)
+STATE_SCHEMAS = {
+    "accounts": ("edge.api.accounts", "MIGRATIONS"),
+    "audit": ("edge.audit", "MIGRATIONS"),
+    "kpi": ("edge.kpi.store", "MIGRATIONS"),
+    "mqtt": ("edge.mqtt.commands", "SEEN_SCHEMA"),
+    "privacy": ("edge.privacy.subjects", "MIGRATIONS"),
+    "rules": ("rules.store", "MIGRATIONS"),
+    "sync": ("edge.sync.deadletters", "MIGRATIONS"),
+    "tokens": ("edge.api.tokens", "MIGRATIONS"),
+    "ui": ("edge.web.ui_api", "ACK_MIGRATIONS"),
+}
+
+
+def state_versions() -> dict[str, int]:
+    """The schema version of each state DB component this program ships (its migrations' count)."""
+    return {
+        component: len(getattr(importlib.import_module(module), name))
+        for component, (module, name) in STATE_SCHEMAS.items()
+    }
 
 
 class BackupError(RuntimeError):
@@ -81,6 +106,12 @@ class Summary:
     files: int
     bytes: int
     schema: dict[str, Any] = field(default_factory=dict)
+    #: (first, last) seq of the replaced journal's records the restored one does not hold: kept
+    #: in `kept`, and the restored journal goes on above them
+    left_out: tuple[int, int] | None = None
+    kept: Path | None = None
+    #: what the restored site will lack (said, the restore is done all the same)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _sha256(path: Path) -> str:
@@ -267,6 +298,16 @@ def _unpack(archive: Path, site: Site, into: Path) -> dict[str, Any]:
             f"{archive}: its journal has schema version {version}, newer than this program's; "
             "install the release that wrote it"
         )
+    if STATE in files:
+        known = state_versions()
+        stored = store_backup.state_facts(str(into / STATE)).versions
+        for component, version in sorted(stored.items()):
+            if version > known.get(component, version):
+                raise BackupError(
+                    f"{archive}: its {STATE}'s {component!r} tables have schema version {version}, "
+                    f"newer than this program understands ({known[component]}); install the "
+                    "release that wrote it"
+                )
     return manifest
 
 
@@ -301,6 +342,8 @@ def restore(site: Site, archive: Path) -> Summary:
             raise BackupError(
                 f"{holder[0]} was opened by process {holder[1]} during the restore; nothing replaced"
             )
+        warnings = _keys_warning(site, targets, work / JOURNAL)
+        left_out = _continue_seqs(targets.journal, work / JOURNAL, archive, manifest, warnings)
         places = [(JOURNAL, targets.journal), (STATE, targets.state), (TREND, targets.trend)]
         for name, dest in places:
             if (work / name).exists() or dest.exists():
@@ -320,4 +363,60 @@ def restore(site: Site, archive: Path) -> Summary:
         len(files),
         sum(int(f.get("size") or 0) for f in files.values()),
         dict(manifest.get("schema") or {}),
+        left_out,
+        Path(f"{targets.journal}.pre-restore"),
+        warnings,
     )
+
+
+def _continue_seqs(
+    journal: Path, copy: Path, archive: Path, manifest: dict[str, Any], warnings: list[str]
+) -> tuple[int, int] | None:
+    """Raise the restored journal's last seq to the replaced one's, so no seq is issued twice.
+
+    Receivers de-duplicate by (gateway, seq), and pull consumers and sinks have acknowledged seqs
+    up to the replaced journal's last: a record that reused one of those seqs would be dropped as
+    a duplicate or skipped. The records of the replaced journal above the backup's last seq are
+    not in the restored one; their range goes into its meta, for the next start to journal as
+    `journal_restored`. Returns that range, None when there is none."""
+    if not journal.exists():
+        return None
+    try:
+        replaced = store_backup.issued_seq(str(journal))
+    except sqlite3.Error as exc:
+        warnings.append(
+            f"the replaced journal {journal} cannot be read ({exc}): new records continue from the "
+            "backup's last seq, so seqs receivers already hold may be issued again"
+        )
+        return None
+    restored = store_backup.archived_seq(str(copy))
+    if replaced <= restored:
+        return None
+    note = {
+        "first_seq": restored + 1,
+        "last_seq": replaced,
+        "archive": archive.name,
+        "archive_created": manifest.get("created"),
+        "kept_in": f"{journal.name}.pre-restore",
+    }
+    store_backup.continue_after(str(copy), replaced, note)
+    return restored + 1, replaced
+
+
+def _keys_warning(site: Site, targets: Targets, copy: Path) -> list[str]:
+    """A site that seals records, with no `keys.db` to open those of the archive: said, not refused
+    (the rest of the journal, the rules and the accounts are still worth having back)."""
+    if site.privacy.master_key_file is None:
+        return []
+    from edge.privacy.atrest import keys_path
+
+    keys = Path(keys_path(targets.journal))
+    if keys.exists() or not store_backup.holds_sealed(str(copy)):
+        return []
+    return [
+        f"the restored journal holds records sealed at rest and there is no {keys}: backups leave "
+        "the data keys out, so their sealed values will not open "
+        "unless this site's keys.db is put back beside the journal before the gateway starts, "
+        "with the same privacy.master_key_file (docs/fleet.md, 'The subject keys are not in the "
+        "archive')"
+    ]

@@ -37,7 +37,10 @@ def register(sub: Subcommands) -> None:
         "(stop the service first), and for an archive of another site, one whose checksums or\n"
         "PRAGMA integrity_check fail, or one written by a newer schema. Nothing is replaced\n"
         "until the whole archive has been checked; the replaced files are kept beside the new\n"
-        "ones as *.pre-restore.",
+        "ones as *.pre-restore. New records continue above the replaced journal's last seq (no\n"
+        "seq a receiver or consumer holds is issued again); its records after the backup's last\n"
+        "seq stay in edge.db.pre-restore, and the next start journals their range\n"
+        "(journal_restored).",
         epilog="example:\n  systemctl stop community-edge\n"
         "  edge restore -c /etc/community-edge/site.yaml /var/backups/edge-2026-12-06.tar.gz\n"
         "  systemctl start community-edge",
@@ -77,6 +80,16 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
             f"restored site {summary.site_id} from {summary.path}: {files}, journal up to "
             f"seq {summary.last_seq}; the replaced files are kept as *.pre-restore"
         )
+        if summary.left_out:
+            first, last = summary.left_out
+            print(
+                f"the replaced journal's records {first}-{last} are not in the backup: they are "
+                f"kept in {summary.kept} (until the next restore replaces it); new records "
+                f"continue from seq {last + 1}, so no seq a receiver holds is issued again, and "
+                "the next start journals a journal_restored event naming that range"
+            )
+        for warning in summary.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,7 @@ from edge.model import (
 from edge.plugins import Component, ComponentContext, EventIndex, StartError, registry
 from edge.state import StateDB, StateDBError
 from edge.store import Journal, row_to_record
+from edge.store.backup import restored_note
 from edge.store.retention import BURST_MAX_S, BURST_QUIET_S
 from edge.store.rows import EventMatch
 
@@ -184,6 +185,9 @@ class Runtime:
         self.started_at = self.clock()
         if any(d.driver == "camera" for d in self.site.devices):
             self.journal.blobs = self._blobs()  # snapshots expire with their class
+        # a restore that left records of the replaced journal out: said once, the first record
+        # above them (the note stays, but only counts while nothing was journaled after it)
+        restored = await asyncio.to_thread(restored_note, self.site.storage.path)
         self.journal.open()
         try:
             self.state = StateDB(self.site.storage.resolved_state_path())
@@ -193,6 +197,10 @@ class Runtime:
         self.hub.register_points(self.site.point_infos())
         last, self.restored_good = await asyncio.to_thread(self.journal.last_readings)
         self.hub.restore_latest(last.values())
+        if restored is not None:
+            self.hub.publish_event(
+                Event("journal_restored", self.site.site.id, Severity.WARNING, restored, self.clock())
+            )
         self.hub.publish_event(
             Event(
                 "gateway_started",

@@ -64,8 +64,13 @@ class StateDB:
 
         The version is read again inside each step's IMMEDIATE transaction: two processes opening
         an old database at once (the service and `edge users add`) each apply a step only if the
-        other has not, instead of both running it (an ALTER TABLE twice fails)."""
+        other has not, instead of both running it (an ALTER TABLE twice fails). A component whose
+        stored version is above `len(steps)` was written by a newer release: refused, as the
+        journal refuses a newer schema, since this program would misread its tables."""
         with self.lock:
+            stored = self.version(component)
+            if stored > len(steps):
+                raise StateDBError(too_new(self.path, component, stored, len(steps)))
             while self.version(component) < len(steps):
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -87,6 +92,15 @@ class StateDB:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def too_new(path: str, component: str, stored: int, known: int) -> str:
+    """The refusal of a state database a newer release wrote (at start and by `edge restore`)."""
+    return (
+        f"{path}: the state database's {component!r} tables have schema version {stored}, newer "
+        f"than this program understands ({known}); upgrade community-edge or restore an older "
+        "state database"
+    )
 
 
 def split_sql(script: str) -> list[str]:

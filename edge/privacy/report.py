@@ -60,6 +60,7 @@ GATEWAY_KINDS = (
     "dead_letters_expired",
     "alert_acks_expired",
     "buffer_drop",
+    "journal_restored",
     "sync_dead_letter",
     "cursor_removed",
 )

@@ -8,9 +8,11 @@ began (WAL mode: the gateway keeps writing meanwhile, and nothing it commits lat
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.store.schema import SCHEMA_VERSION
 
@@ -101,3 +103,100 @@ def integrity_problem(path: str) -> str | None:
 def journal_too_new(version: int) -> bool:
     """A journal copy this program could not open (written by a newer release)."""
     return version > SCHEMA_VERSION
+
+
+#: the journal's meta key a restore leaves when it continues the seqs above records the backup
+#: does not hold: what the next start journals as `journal_restored`
+RESTORED_META = "restored"
+LAST_SEQ_META = "SELECT value FROM meta WHERE key='last_seq'"
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    """The last seq the journal issued: meta.last_seq or its newest row, the higher (as it opens)."""
+    row = conn.execute(LAST_SEQ_META).fetchone()
+    meta = int(row[0]) if row and row[0] is not None else 0
+    top = conn.execute("SELECT max(seq) FROM journal").fetchone()[0]
+    return max(meta, int(top or 0))
+
+
+def issued_seq(path: str) -> int:
+    """The highest seq a journal about to be replaced has issued or any cursor has reached.
+
+    Opened read-write (nothing is written): a gateway killed mid-run leaves committed records in
+    the `-wal`, which a read-only connection may be unable to read without its `-shm`."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        cursor = conn.execute("SELECT max(seq) FROM cursors").fetchone()[0]
+        return max(_last_seq(conn), int(cursor or 0))
+    finally:
+        conn.close()
+
+
+def archived_seq(path: str) -> int:
+    """The last seq of an archive's journal copy (its meta.last_seq counts rows retention deleted)."""
+    conn = _open_ro(path)
+    try:
+        return _last_seq(conn)
+    finally:
+        conn.close()
+
+
+def continue_after(path: str, last_seq: int, note: dict[str, object]) -> None:
+    """Make the journal copy at `path` issue its next seq above `last_seq`, and leave `note`."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('last_seq', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (int(last_seq),),
+            )
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (RESTORED_META, json.dumps(note, sort_keys=True)),
+            )
+    finally:
+        conn.close()
+
+
+def restored_note(path: str) -> dict[str, Any] | None:
+    """The note a restore left in the journal at `path`, while nothing has been journaled since
+    (its last seq is still the note's `last_seq`); None otherwise. Read before the writer opens."""
+    if not Path(path).exists():
+        return None
+    try:
+        conn = _open_ro(path)
+        try:
+            has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            row = (
+                conn.execute("SELECT value FROM meta WHERE key=?", (RESTORED_META,)).fetchone()
+                if has
+                else None
+            )
+            if row is None:
+                return None
+            note = json.loads(row[0])
+            if not isinstance(note, dict) or note.get("last_seq") != _last_seq(conn):
+                return None
+            return note
+        finally:
+            conn.close()
+    except (sqlite3.Error, ValueError):
+        return None  # the journal itself reports what is wrong with the file when it opens
+
+
+def holds_sealed(path: str) -> bool:
+    """The journal copy holds values sealed at rest (personal or sensitive; one row is enough)."""
+    conn = _open_ro(path)
+    try:
+        cols = {str(r[1]) for r in conn.execute("PRAGMA table_info(journal)")}
+        if "privacy" not in cols:
+            return False  # a journal from before sealing
+        row = conn.execute(
+            "SELECT 1 FROM journal WHERE privacy >= 1 AND "
+            "(typeof(value) = 'blob' OR typeof(payload) = 'blob') LIMIT 1"
+        ).fetchone()
+        return row is not None
+    finally:
+        conn.close()
