@@ -133,10 +133,14 @@ def is_rpc_reply(payload: bytes) -> bool:
     return isinstance(doc, dict) and "id" in doc and "method" not in (doc.get("data") or {})
 
 
-def parse_rpc(payload: bytes, devices: Mapping[str, str]) -> tuple[str, int | str, str, Any]:
+def parse_rpc(
+    payload: bytes, devices: Mapping[str, str], named: dict[str, Any] | None = None
+) -> tuple[str, int | str, str, Any]:
     """A ThingsBoard gateway RPC request `{"device": NAME, "data": {"id": N, "method": "set",
     "params": {"point": P, "value": V}}}` as (device name, id, point id, value); raises Refused.
-    P is the point's name on that device (or its full id `device.point` on that device)."""
+    P is the point's name on that device (or its full id `device.point` on that device).
+    `named` gets the request's `device` and `id` as soon as they are read (when a string, and a
+    number or string), so a refusal further on can still name them in its reply."""
     if len(payload) > MAX_REQUEST:
         raise Refused(f"malformed: request of {len(payload)} bytes; at most {MAX_REQUEST}")
     try:
@@ -147,10 +151,14 @@ def parse_rpc(payload: bytes, devices: Mapping[str, str]) -> tuple[str, int | st
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         raise Refused(f"malformed: expected {shape}")
     name, data = doc.get("device"), doc["data"]
+    rpc_id = data.get("id")
+    id_ok = not isinstance(rpc_id, bool) and isinstance(rpc_id, int | str) and rpc_id != ""
+    if named is not None:
+        named["device"] = name if isinstance(name, str) else None
+        named["id"] = rpc_id if id_ok else None
     if not isinstance(name, str) or name not in devices:
         raise Refused(f'malformed: "device" {name!r} is not a device of this gateway')
-    rpc_id = data.get("id")
-    if isinstance(rpc_id, bool) or not isinstance(rpc_id, int | str) or rpc_id == "":
+    if not id_ok:
         raise Refused('malformed: "data.id" must be the request number')
     method = data.get("method")
     if method not in RPC_WRITE_METHODS:
@@ -275,17 +283,17 @@ class Commands:
         gateway gave ThingsBoard to device ids. Returns the reply in ThingsBoard's shape,
         `{"device", "id", "data": {"success", "status", "reason", "point", "value"}}`."""
         self.received += 1
-        device: Any = None
-        rpc_id: Any = None
+        named: dict[str, Any] = {"device": None, "id": None}
         try:
-            device, rpc_id, point, value = parse_rpc(payload, devices)
+            device, rpc_id, point, value = parse_rpc(payload, devices, named)
         except Refused as exc:
             answer = await self._refuse(None, None, exc)
         else:
             # ThingsBoard numbers requests per device; it sends no issue time, so no TTL here
             answer = await self.run(f"tb:{device}:{rpc_id}", point, value, None)
         data = {k: answer[k] for k in ("status", "reason", "point", "value")}
-        return {"device": device, "id": rpc_id, "data": {"success": answer["status"] == "ok", **data}}
+        reply = {"device": named["device"], "id": named["id"]}
+        return {**reply, "data": {"success": answer["status"] == "ok", **data}}
 
     async def _audit(self, point: str | None, value: Any, answer: dict[str, Any]) -> None:
         state = self.ctx.state

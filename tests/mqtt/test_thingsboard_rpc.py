@@ -84,7 +84,7 @@ async def test_thingsboard_rpc_writes_through_modbus_and_refusals_change_nothing
             assert not_writable["id"] == 2 and not not_writable["data"]["success"]
             assert "not writable" in not_writable["data"]["reason"]
             assert replayed["id"] == 1 and replayed["data"]["reason"].startswith("replayed")
-            assert bad_method["id"] is None and bad_method["data"]["reason"].startswith("malformed")
+            assert bad_method["id"] == 3 and bad_method["data"]["reason"].startswith("malformed")
             assert "reboot" in bad_method["data"]["reason"]
             assert "Nowhere" in unknown_device["data"]["reason"]
             assert not_json["data"]["reason"].startswith("malformed")
