@@ -250,7 +250,8 @@ class Commands:
             info = self.ctx.hub.points.get(point)
             if info is not None and PRIVACY_RANK[info.privacy] > PRIVACY_RANK[self.cfg.max_privacy]:
                 raise Refused(
-                    f"point {point!r} is {info.privacy}; this sink's max_privacy is {self.cfg.max_privacy}"
+                    f"private: point {point!r} is {info.privacy}; "
+                    f"this sink's max_privacy is {self.cfg.max_privacy}"
                 )
             if not self._take_token():
                 raise Refused(f"rate limited: at most {self.cfg.command_rate} requests a minute")

@@ -1,7 +1,7 @@
 """Downlink commands through mosquitto and a running gateway, on what a refusal costs: a request
 refused as rate limited or too private keeps its id (sent again, it is judged again, not refused as
-a replay), and a privacy refusal takes no rate token; a ThingsBoard RPC refusal names the device
-and id the request gave."""
+a replay), and a privacy refusal takes no rate token and is counted as `private`; a ThingsBoard
+RPC refusal names the device and id the request gave."""
 
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ async def test_a_refused_request_keeps_its_id_and_privacy_takes_no_token(tmp_pat
 
         # one token a minute: a refusal for privacy must leave it to the next request
         private = await ask("p1", "boiler.occupant", 9)
-        assert private["status"] == "refused" and "sensitive" in private["reason"], private
+        assert private["status"] == "refused" and private["reason"].startswith("private: "), private
+        assert "sensitive" in private["reason"]
         ok = await ask("w1", "boiler.setpoint", 55)
         assert ok["status"] == "ok", ok
         assert await plc.get(1, "holding", 0) == [55]
+        assert s.status()["commands_refused"] == {"private": 1}  # counted by class
         # the bucket is empty: refused, and the same request sent again is judged again
         for _ in range(2):
             limited = await ask("w2", "boiler.setpoint", 56)
@@ -56,6 +58,7 @@ async def test_a_refused_request_keeps_its_id_and_privacy_takes_no_token(tmp_pat
         # an executed one does take its id
         replay = await ask("w1", "boiler.setpoint", 57)
         assert replay["reason"].startswith("replayed"), replay
+        assert s.status()["commands_refused"] == {"private": 2, "rate limited": 2, "replayed": 1}
         assert await plc.get(1, "holding", 0) == [55]
 
 
