@@ -30,6 +30,7 @@ from edge.config import ConfigError, Site, load_site
 from edge.plugins import Reloadable, registry
 from edge.runtime import Runtime, StartError
 from edge.sdnotify import Notifier
+from edge.state import StateDBError
 from edge.store.journal import JournalUnreadable
 
 log = logging.getLogger("edge.service")
@@ -255,7 +256,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, hup.set)
     try:
         await rt.start()
-    except (StartError, JournalUnreadable) as exc:
+    except (StartError, JournalUnreadable, StateDBError) as exc:  # said in full: no traceback
         log.error("start failed: %s", exc)
         with contextlib.suppress(Exception):
             await rt.stop()

@@ -241,6 +241,11 @@ async def test_a_newer_state_schema_is_refused_at_open(tmp_path: Path) -> None:
         state.close()
     done = edge_cli("rules", "export", "-c", str(config))
     assert done.returncode == 1 and "schema version 99, newer than this program" in done.stderr
+    # the gateway does not start on it, and says why in one line
+    done = edge_cli("run", "-c", str(config))
+    assert done.returncode == 1 and "start failed: " in done.stdout + done.stderr
+    assert "schema version 99, newer than this program" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and "exc=" not in done.stdout
 
 
 async def test_restore_warns_when_sealed_records_will_not_open(tmp_path: Path) -> None:
