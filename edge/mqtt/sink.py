@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.mqtt import formats
-from edge.mqtt.commands import Commands, is_rpc_reply
+from edge.mqtt.commands import MAX_REQUEST, Commands, is_rpc_reply
 from edge.mqtt.config import MqttSinkConfig
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
@@ -49,6 +49,10 @@ log = logging.getLogger("edge.mqtt")
 MAX_INFLIGHT = 200
 #: batches encoded ahead whose messages wait for their turn
 ENCODED_AHEAD = 64
+#: MQTT 5: the largest packet the sink takes (CONNECT's Maximum Packet Size; the broker drops a
+#: larger message to it, unread): a request is at most MAX_REQUEST bytes, and one somewhat over it
+#: still arrives, to be refused with a reason; the topic's own length comes on top
+MAX_PACKET = 16 * MAX_REQUEST
 #: what the sink's own outcome codes mean in `Outcome.status` (the push sinks speak HTTP):
 ACKED = 200  # every message of the batch got its PUBACK
 TOO_LARGE = 413  # a record alone is over max_message_bytes: dead-lettered
@@ -339,6 +343,9 @@ class MqttSink(PushSink):
         if v5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 0 if cfg.clean_start else int(cfg.session_expiry)
+            # a command or RPC request is small: a huge one is dropped by the broker, not read whole
+            topics = (self.command_topic, formats.TB_RPC) if cfg.commands else ()
+            properties.MaximumPacketSize = MAX_PACKET + max((len(t.encode()) for t in topics), default=0)
         client = aiomqtt.Client(
             self.host,
             self.port,
