@@ -37,18 +37,10 @@ def check(site: Site) -> list[str]:
     out: list[str] = []
     # (broker, topic) -> the first sink that uses it: (index in upstream:, id)
     commands: dict[tuple[str, str], tuple[int, str]] = {}
-    statuses: dict[tuple[str, str], tuple[int, str]] = {}
     for i, cfg in enumerate(site.upstream):
         if not isinstance(cfg, MqttSinkConfig) or not cfg.enabled:
             continue
         broker = f"{cfg.host.lower()}:{cfg.broker_port}"
-        status = cfg.status_topic.format(site=site.site.id, sink=cfg.id)
-        if (first := statuses.setdefault((broker, status), (i, cfg.id))) != (i, cfg.id):
-            out.append(
-                f"upstream[{i}]: sinks {first[1]} and {cfg.id} both publish their status on {status!r} "
-                f"at broker {broker}: one's offline would overwrite the other's online; give each "
-                "its own status_topic (e.g. edge/{site}/{sink}/status)"
-            )
         if not cfg.commands:
             continue
         topic = cfg.command_topic.format(site=site.site.id, sink=cfg.id)

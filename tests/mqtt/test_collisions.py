@@ -1,7 +1,6 @@
 """`edge check` refuses mqtt sinks that would step on each other: two command-enabled sinks on one
-broker subscribed to the same command topic (every command would run twice), two sinks on one
-broker publishing their status on the same topic, two devices a thingsboard sink would give one
-ThingsBoard name."""
+broker subscribed to the same command topic (every command would run twice), two devices a
+thingsboard sink would give one ThingsBoard name."""
 
 from __future__ import annotations
 
@@ -41,16 +40,6 @@ def test_two_command_sinks_on_one_broker_and_topic_are_refused(tmp_path: Path) -
         b.update(second)
         code, err = check(tmp_path, {"upstream": [doc["upstream"][0], b]})
         assert code == 0, (second, err)
-
-
-def test_two_sinks_sharing_a_status_topic_on_one_broker_are_refused(tmp_path: Path) -> None:
-    doc = {"upstream": [mqtt_sink(1883, id="a"), mqtt_sink(1883, id="b", format="point")]}
-    code, err = check(tmp_path, doc)
-    assert code == 1
-    assert "sinks a and b both publish their status on 'edge/test-site/status'" in err, err
-    doc["upstream"][1]["status_topic"] = "edge/{site}/{sink}/status"
-    code, err = check(tmp_path, doc)
-    assert code == 0, err
 
 
 def sim(device_id: str, name: str | None = None) -> dict[str, Any]:
