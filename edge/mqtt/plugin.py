@@ -30,7 +30,7 @@ def sink() -> Any:
 
 def check(site: Site) -> list[str]:
     """What `edge check` (and a reload) refuses beyond each entry's own keys: two enabled mqtt
-    sinks on one broker that would take each other's commands or overwrite each other's status;
+    sinks on one broker that would take each other's commands (every command run twice);
     with a thingsboard sink, two devices ThingsBoard would know by the same name."""
     from edge.mqtt.config import MqttSinkConfig
 
