@@ -134,6 +134,26 @@ def check_range(runtime: Runtime, principal: Principal, points: list[str]) -> pr
     return counts
 
 
+def _whole(value: Any, field: str) -> int:
+    """A raw read's address or count: an integer, or its decimal or hex text (8198, "0x2006"); a
+    fraction, true/false or anything else is refused naming the field, never truncated."""
+    try:
+        number = _int(value, field)
+    except ValueError:
+        number = None
+    if type(number) is int:
+        return number
+    if type(number) is float and number.is_integer():
+        return int(number)
+    raise Problem(
+        422,
+        "Bad range",
+        f"{field} is an integer, decimal or hex (8198 or 0x2006), not {str(value)[:40]!r}",
+        message_key="msg.commission.not_whole",
+        args={"field": field},
+    )
+
+
 async def read_registers(
     runtime: Runtime, principal: Principal, body: dict[str, Any], counts: privacy.ReadCounts
 ) -> dict[str, Any]:
@@ -147,13 +167,8 @@ async def read_registers(
     table = body.get("table", "holding")
     if table not in TABLES:
         raise Problem(422, "Bad table", f"table is one of: {', '.join(TABLES)}")
-    try:
-        address = int(_int(body.get("address", 0), "address"))
-        count = int(_int(body.get("count", 2), "count"))
-    except (TypeError, ValueError):
-        raise Problem(
-            422, "Bad range", "address and count are integers, decimal or hex (8198 or 0x2006)"
-        ) from None
+    address = _whole(body.get("address", 0), "address")
+    count = _whole(body.get("count", 2), "count")
     limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
     if not 0 <= address <= 65535 or not 1 <= count <= limit:
         raise Problem(422, "Bad range", f"address 0-65535 and count 1-{limit} for {table}")
