@@ -66,7 +66,10 @@ class Trigger(Strict):
             if not PATTERN_RE.match(self.no_data):
                 raise ValueError(f"{self.no_data!r} is not a point or pattern like 'meter-*.energy_kwh'")
             if not self.for_:
-                raise ValueError("no_data needs `for:` (how long without data), e.g. for: 5m")
+                raise KeyedValueError(
+                    "no_data needs `for:` (how long without data), e.g. for: 5m",
+                    message_key="msg.rule.no_data_needs_for",
+                )
         if self.event is not None and not EVENT_KIND_RE.match(self.event):
             raise ValueError(f"{self.event!r} is not an event kind ([a-z0-9_-], * allowed)")
         if self.schedule is not None:
@@ -98,7 +101,10 @@ class WriteAction(Strict):
     @model_validator(mode="after")
     def _value(self) -> WriteAction:
         if self.expr is None and self.value is None:
-            raise ValueError("give `value:` (a literal) or `expr:` (an expression)")
+            raise KeyedValueError(
+                "give `value:` (a literal) or `expr:` (an expression)",
+                message_key="msg.rule.write_needs_value",
+            )
         return self
 
 
@@ -170,7 +176,7 @@ class Action(Strict):
         if len(given) != 1:
             raise ValueError(f"an action is exactly one of: {', '.join(ACTION_KINDS)}")
         if self.event is not None and not self.event.kind:
-            raise ValueError("an event action needs `kind:`")
+            raise KeyedValueError("an event action needs `kind:`", message_key="msg.rule.event_needs_kind")
         return self
 
     @property
@@ -242,7 +248,11 @@ class Rule(Strict):
     @classmethod
     def _id(cls, v: str) -> str:
         if not RULE_ID_RE.match(v):
-            raise ValueError(f"rule id {v!r} must be 1-64 characters of [a-z0-9_-]")
+            raise KeyedValueError(
+                f"rule id {v!r} must be 1-64 characters of [a-z0-9_-]",
+                message_key="msg.rule.bad_id",
+                id=v[:80],
+            )
         return v
 
     @field_validator("if_", "clear_if", mode="before")
@@ -264,7 +274,9 @@ class Rule(Strict):
     @model_validator(mode="after")
     def _modes(self) -> Rule:
         if self.notify == "repeat" and not self.every:
-            raise ValueError("notify: repeat needs `every:` (e.g. every: 10m)")
+            raise KeyedValueError(
+                "notify: repeat needs `every:` (e.g. every: 10m)", message_key="msg.rule.repeat_needs_every"
+            )
         return self
 
     def doc(self) -> RuleDoc:
@@ -427,14 +439,20 @@ MAX_EXPRESSION_TEXT = 32_000  # characters of one rule's expressions: if, clear_
 def _too_many_parts(doc: Mapping[str, Any], rid: str) -> ExprError | None:
     when = doc.get("when")
     if isinstance(when, list) and len(when) > MAX_TRIGGERS:
-        return ExprError(
-            f"a rule has at most {MAX_TRIGGERS} triggers in when: ({len(when)} given)", rule=rid, field="when"
+        return KeyedError(
+            f"a rule has at most {MAX_TRIGGERS} triggers in when: ({len(when)} given)",
+            message_key="msg.rule.too_many_triggers",
+            args={"max": MAX_TRIGGERS, "given": len(when)},
+            rule=rid,
+            field="when",
         )
     count = sum(len(v) for k in ("then", "else") if isinstance(v := doc.get(k), list))
     if count <= MAX_ACTIONS:
         return None
-    return ExprError(
+    return KeyedError(
         f"a rule has at most {MAX_ACTIONS} actions in then: and else: together ({count} given)",
+        message_key="msg.rule.too_many_actions",
+        args={"max": MAX_ACTIONS, "given": count},
         rule=rid,
         field="then",
     )
@@ -446,9 +464,11 @@ def _too_much_expression(rule: Rule) -> ExprError | None:
     size = sum(len(t) for t in texts if t)
     if size <= MAX_EXPRESSION_TEXT:
         return None
-    return ExprError(
+    return KeyedError(
         f"a rule's expressions (if, clear_if and every expr:) are at most {MAX_EXPRESSION_TEXT} "
         f"characters together ({size} given)",
+        message_key="msg.rule.expressions_too_long",
+        args={"max": MAX_EXPRESSION_TEXT, "given": size},
         rule=rule.id,
     )
 
@@ -457,7 +477,7 @@ def parse_rule(doc: Any) -> CompiledRule:
     """Validate and compile one rule document; raises RuleErrors naming every problem. A rule over
     MAX_TRIGGERS, MAX_ACTIONS or MAX_EXPRESSION_TEXT is refused before anything of it is compiled."""
     if not isinstance(doc, dict):
-        raise RuleErrors([ExprError("a rule must be a mapping with id:, when:, if:, then:")])
+        raise RuleErrors([KeyedError(NOT_A_RULE, message_key="msg.rule.not_a_rule", args={})])
     rid = str(doc.get("id", ""))
     if (too_many := _too_many_parts(doc, rid)) is not None:
         raise RuleErrors([too_many])
@@ -494,6 +514,19 @@ _KEYS: dict[str, list[str]] = {
 def _known_keys(parent: tuple[Any, ...]) -> list[str]:
     named = [p for p in parent if isinstance(p, str)]
     return _KEYS.get(named[-1] if named else "", [])
+
+
+class KeyedValueError(ValueError):
+    """A validator's refusal with the message key and arguments a user interface words it by
+    (pydantic hands it on as a `value_error`; `_validation_errors` keeps its key)."""
+
+    def __init__(self, message: str, *, message_key: str, **args: Any) -> None:
+        super().__init__(message)
+        self.key = message_key
+        self.message_args = args
+
+
+NOT_A_RULE = "a rule must be a mapping with id:, when:, if:, then:"
 
 
 class KeyedError(ExprError):
@@ -551,6 +584,13 @@ def _validation_errors(exc: ValidationError, rid: str) -> list[ExprError]:
         if kind == "missing":
             msg, ctx = "required, missing", {"key": str(loc[-1])}
         key = PYDANTIC_KEYS.get(kind)
+        if kind == "value_error" and isinstance(keyed := ctx.get("error"), KeyedValueError):
+            errs.append(
+                KeyedError(
+                    msg, message_key=keyed.key, args=keyed.message_args, rule=rid, field=_field_name(loc)
+                )
+            )
+            continue
         if key is None:
             errs.append(ExprError(msg, rule=rid, field=_field_name(loc)))
             continue
@@ -815,7 +855,7 @@ def load_rule_text(text: str) -> RuleDoc:
             ]
         ) from None
     if not isinstance(data, dict):
-        raise RuleErrors([ExprError("a rule must be a mapping with id:, when:, if:, then:")])
+        raise RuleErrors([KeyedError(NOT_A_RULE, message_key="msg.rule.not_a_rule", args={})])
     return RuleDoc(data, text)
 
 

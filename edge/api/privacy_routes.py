@@ -35,19 +35,34 @@ MAX_BODY = 4096
 def _admin(request: web.Request) -> Principal:
     principal = require(request, "admin")
     if limit_for(principal) < PRIVACY_RANK[Privacy.SENSITIVE]:
-        raise Problem(403, "Private data", "a resident's records are sensitive: an admin's role is needed")
+        raise Problem(
+            403,
+            "Private data",
+            "a resident's records are sensitive: an admin's role is needed",
+            message_key="msg.privacy.admin_only",
+        )
     return principal
 
 
 def _subject(data: Any) -> str:
     if not isinstance(data, dict) or set(data) != {"subject"} or not isinstance(data["subject"], str):
-        raise Problem(400, "Bad body", 'send {"subject": "<resident id, user id or plate>"} and nothing else')
+        raise Problem(
+            400,
+            "Bad body",
+            'send {"subject": "<resident id, user id or plate>"} and nothing else',
+            message_key="msg.privacy.bad_subject",
+        )
     from edge.privacy import subjects
 
     try:
         return subjects.check_subject(data["subject"])
     except ValueError as exc:
-        raise Problem(400, "Bad subject", str(exc).replace("--subject", "subject")) from None
+        raise Problem(
+            400,
+            "Bad subject",
+            str(exc).replace("--subject", "subject"),
+            message_key="msg.privacy.bad_subject",
+        ) from None
 
 
 async def _subject_request(request: web.Request) -> tuple[Principal, Runtime, Sealer, StateDB, str]:
@@ -67,6 +82,7 @@ async def _subject_request(request: web.Request) -> tuple[Principal, Runtime, Se
             "Encryption at rest is off",
             "this site has no privacy.master_key_file: nothing is sealed per resident; "
             "see docs/privacy.md, or use edge privacy export on the gateway",
+            message_key="msg.privacy.encryption_off",
         )
     return principal, runtime, comp.sealer, runtime.state, subject
 
@@ -103,6 +119,8 @@ async def export(request: web.Request) -> web.Response:
                     "Too many records",
                     f"this resident has more than {MAX_EXPORT_RECORDS} records: "
                     "use edge privacy export --subject on the gateway",
+                    message_key="msg.privacy.too_many_records",
+                    args={"max": MAX_EXPORT_RECORDS},
                 )
             lines.append(orjson.dumps(rec, default=str) + b"\n")
         # the dead letters naming the resident (one may outlive its journal record)

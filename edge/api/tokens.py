@@ -176,12 +176,28 @@ async def create(request: web.Request) -> web.Response:
     principal = require(request, "admin")
     body = await read_json(request, 4096)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
-        raise Problem(400, "Missing token name", 'send {"name": ..., "scopes": [...], "consumer": ...}')
+        raise Problem(
+            400,
+            "Missing token name",
+            'send {"name": ..., "scopes": [...], "consumer": ...}',
+            message_key="msg.token.missing_name",
+        )
     scopes = body.get("scopes") or []
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
-        raise Problem(422, "Invalid scopes", f"a list of: {', '.join(sorted(VALID_SCOPES))}")
+        raise Problem(
+            422,
+            "Invalid scopes",
+            f"a list of: {', '.join(sorted(VALID_SCOPES))}",
+            message_key="msg.token.bad_scopes",
+            args={"accepted": ", ".join(sorted(VALID_SCOPES))},
+        )
     if not isinstance(body.get("consumer"), str | None):
-        raise Problem(422, "Invalid consumer", "consumer is a consumer id (a string) or null")
+        raise Problem(
+            422,
+            "Invalid consumer",
+            "consumer is a consumer id (a string) or null",
+            message_key="msg.token.bad_consumer",
+        )
     try:
         token = create_token(
             _state(request),
@@ -191,7 +207,15 @@ async def create(request: web.Request) -> web.Response:
             created_by=principal.name,
         )
     except ValueError as exc:
-        raise Problem(422, "Invalid token request", str(exc)) from None
+        # create_token refuses unknown or no scopes first, then a pull token without a consumer
+        scopes_ok = bool(scopes) and all(s in VALID_SCOPES for s in scopes)
+        raise Problem(
+            422,
+            "Invalid token request",
+            str(exc),
+            message_key="msg.token.pull_needs_consumer" if scopes_ok else "msg.token.bad_scopes",
+            args={} if scopes_ok else {"accepted": ", ".join(sorted(VALID_SCOPES))},
+        ) from None
     audit.record(_state(request), principal.name, "token_create", body["name"], scopes=sorted(scopes))
     return json_response({"token": token, "name": body["name"], "scopes": sorted(scopes)}, status=201)
 

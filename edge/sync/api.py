@@ -72,7 +72,12 @@ async def retry(request: web.Request) -> web.Response:
     principal = require(request, "write")
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:
-        raise Problem(400, "Invalid id", f"dead-letter id {raw[:40]!r} must be a positive integer")
+        raise Problem(
+            400,
+            "Invalid id",
+            f"dead-letter id {raw[:40]!r} must be a positive integer",
+            message_key="msg.sync.bad_id",
+        )
     runtime = keys.get_runtime(request)
     state = runtime.state
     letter = deadletters.one(state, int(raw)) if state is not None else None
@@ -81,15 +86,33 @@ async def retry(request: web.Request) -> web.Response:
     comp = runtime.component(SyncComponent)
     sink = comp.sinks.get(letter.sink) if comp is not None else None
     if sink is None:
-        raise Problem(409, "Sink not running", f"upstream {letter.sink!r} is not configured or disabled")
+        raise Problem(
+            409,
+            "Sink not running",
+            f"upstream {letter.sink!r} is not configured or disabled",
+            message_key="msg.sync.sink_not_running",
+            args={"sink": letter.sink},
+        )
     if letter.retried is not None:
         return json_response({"id": letter.id, "delivered": True, "already": True})
     outcome = await sink.send_one(record_to_row(letter.record))
+    if not outcome.ok and outcome.status is None:
+        # no answer at all (connection refused, DNS, timeout): nothing was rejected
+        raise Problem(
+            502,
+            "Receiver not reachable",
+            outcome.error or "no answer from the receiver",
+            message_key="msg.sync.unreachable",
+            args={"sink": letter.sink},
+            receiver_status=None,
+        )
     if not outcome.ok:
         raise Problem(
             502,
             "Receiver rejected the record again",
             outcome.error or outcome.body[:500],
+            message_key="msg.sync.rejected_again",
+            args={"sink": letter.sink, "status": outcome.status},
             receiver_status=outcome.status,
         )
     deadletters.mark_retried(state, letter.id)

@@ -33,11 +33,35 @@ function recipientsTable(report) {
     { id: 'privacy-recipients' });
 }
 
+// The report's reasons (English, for the command line's --json) in the reader's words; a reason
+// this page does not know shows as the report words it.
+const WHY = [
+  [/^disabled$/, 'privacy.why.disabled'],
+  [/^not in its include lists$/, 'privacy.why.notIncluded'],
+  [/^above its max_privacy (\w+): served as no value$/, 'privacy.why.aboveServedEmpty'],
+  [/^above its max_privacy (\w+)$/, 'privacy.why.above'],
+  [/^no pseudonymise: key/, 'privacy.why.noPseudonymKey'],
+  [/^a register map serves points only$/, 'privacy.why.pointsOnly'],
+  [/^not in its map$/, 'privacy.why.notInMap'],
+];
+
+export function whyText(v) {
+  if (v.why) {
+    for (const [re, key] of WHY) {
+      const m = re.exec(v.why);
+      if (m) return t(key, { max: m[1] ? t('privacy.class.' + m[1]) : '', fields: v.withheld_fields || '' });
+    }
+    return v.why;
+  }
+  if (v.fields) return t('privacy.why.pseudonymised', { fields: v.fields });
+  return '';
+}
+
 function receives(item) {
   const entries = Object.entries(item.recipients || {});
   const sent = entries.filter(([, v]) => v.receives !== 'withheld');
   if (!sent.length) return h('span', { class: 'sub' }, t('privacy.onlyHere'));
-  return entries.map(([id, v]) => h('div', { title: v.why || v.fields || v.withheld_fields || '' },
+  return entries.map(([id, v]) => h('div', { title: whyText(v) },
     h('span', { translate: 'no' }, id), ': ', t(`privacy.verdict.${v.receives}`)));
 }
 
