@@ -9,6 +9,7 @@ It lives in memory and is cheap: `ingest` is on the hot path.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -230,12 +231,31 @@ def coerce_value(info: PointInfo, value: Value) -> Value:
             return number
         return str(value)
     except (ValueError, TypeError, OverflowError):
-        shown = repr(value)
-        if isinstance(value, int) and abs(value) >= 10**30:
-            shown = f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        shown = _shown(value)
         if t in (PointType.INT, PointType.FLOAT) and _not_finite(value):
             raise ValueError(f"{shown} is not a finite number: {info.id} takes a finite {t}") from None
-        raise ValueError(f"{shown} is not a valid {t} for {info.id}") from None
+        raise ValueError(f"{shown} is not a valid {t} for {info.id}: {_ACCEPTS.get(t, '')}") from None
+
+
+# what a point of each type takes, said with a refused write
+_ACCEPTS = {
+    PointType.INT: "send a whole number",
+    PointType.FLOAT: "send a finite number",
+    PointType.BOOL: "send true or false",
+}
+
+
+def _shown(value: Value) -> str:
+    """A refused value as the JSON that sent it (null, true, "text"); a huge integer by its size."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
 
 
 def _not_finite(value: Value) -> bool:

@@ -12,14 +12,17 @@ export async function render(view) {
   const tokens = h('section', { class: 'card', id: 'tokens' });
   const sessions = h('section', { class: 'card', id: 'sessions' });
   view.append(users, sessions, tokens);
-  await Promise.all([drawUsers(users), drawSessions(sessions), drawTokens(tokens)]);
+  // a user disabled, deleted or given a new password loses their sessions: the sessions table
+  // is drawn again after every change of a user
+  const userChanged = () => drawSessions(sessions);
+  await Promise.all([drawUsers(users, userChanged), drawSessions(sessions), drawTokens(tokens)]);
 }
 
-async function drawUsers(box) {
+async function drawUsers(box, userChanged) {
   const { users } = await api('GET', '/api/v1/users');
   const msg = h('div');
   const act = async (name, body) => {
-    try { await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    try { await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body); await Promise.all([drawUsers(box, userChanged), userChanged()]); } catch (e) { msg.replaceChildren(errorBox(e)); }
   };
   const rows = users.map((u) => h('tr', { 'data-user': u.name },
     h('td', { translate: 'no' }, u.name), h('td', {}, t('role.' + u.role)),
@@ -34,7 +37,7 @@ async function drawUsers(box) {
       u.name !== state.user.name ? h('button', { class: 'secondary small', onclick: () => act(u.name, { disabled: !u.disabled }) }, u.disabled ? t('admin.enable') : t('admin.disable')) : null,
       u.name !== state.user.name ? h('button', { class: 'danger small', onclick: async () => {
         if (!confirm(t('admin.confirmDelete', { name: u.name }))) return;
-        try { await api('DELETE', `/api/v1/users/${encodeURIComponent(u.name)}`); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+        try { await api('DELETE', `/api/v1/users/${encodeURIComponent(u.name)}`); await Promise.all([drawUsers(box, userChanged), userChanged()]); } catch (e) { msg.replaceChildren(errorBox(e)); }
       } }, t('admin.delete')) : null)));
   const form = h('form', { class: 'row', id: 'add-user' },
     h('input', { name: 'name', placeholder: t('login.name'), required: true }),
@@ -43,7 +46,7 @@ async function drawUsers(box) {
     h('button', { class: 'primary' }, t('admin.addUser')));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    try { await api('POST', '/api/v1/users', Object.fromEntries(new FormData(form).entries())); await drawUsers(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    try { await api('POST', '/api/v1/users', Object.fromEntries(new FormData(form).entries())); await drawUsers(box, userChanged); } catch (e) { msg.replaceChildren(errorBox(e)); }
   });
   box.replaceChildren(h('h2', {}, t('admin.users')),
     table([t('login.name'), t('admin.role'), t('admin.status'), t('admin.lastLogin'), ''], rows), form, msg);
@@ -56,7 +59,8 @@ async function drawSessions(box) {
   const rows = sessions.map((s) => h('tr', { 'data-session': s.id, 'data-session-user': s.user },
     h('td', { translate: 'no' }, s.user), h('td', {}, fmtTime(s.created)), h('td', {}, fmtTime(s.last_seen)), h('td', {}, s.address),
     h('td', {}, s.current ? t('admin.thisSession') : h('button', { class: 'danger small', onclick: async () => {
-      try { await api('DELETE', `/api/v1/sessions/${encodeURIComponent(s.id)}`); await drawSessions(box); } catch (e) { msg.replaceChildren(errorBox(e)); }
+      // a session that ended meanwhile (its user disabled, logged out, expired) leaves the list too
+      try { await api('DELETE', `/api/v1/sessions/${encodeURIComponent(s.id)}`); await drawSessions(box); } catch (e) { await drawSessions(box); box.append(errorBox(e)); }
     } }, t('admin.endSession')))));
   box.replaceChildren(h('h2', {}, t('admin.sessions')),
     table([t('login.name'), t('admin.created'), t('admin.lastSeen'), t('admin.address'), ''], rows), msg);

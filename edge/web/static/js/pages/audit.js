@@ -1,15 +1,30 @@
 // Audit log: who logged in, changed a rule, wrote a point, created a token, read personal data.
-// Actions and detail fields read in the page's language; an action the catalogue does not know
-// shows as it is recorded.
+// Actions, detail fields and their coded values (roles, classes, states) read in the page's
+// language; an action or value the catalogue does not know shows as it is recorded.
 import { api, fmt, fmtTime, h, state, t, table } from '../core.js';
 
 const label = (prefix, key) => (state.cat[prefix + key] !== undefined ? t(prefix + key) : key);
+
+// a recorded value in words where the catalogue has them: a role, a principal's kind, a rule's
+// state, an alert's event kind; names, addresses and free text stay as recorded
+function valueText(field, v) {
+  if (field === 'role') return label('role.', v);
+  const own = `audit.value.${field}.${v}`;
+  if (state.cat[own] !== undefined) return t(own);
+  if (field === 'kind') return label('event.kind.', v);
+  return v;
+}
 
 function detailText(detail) {
   return Object.entries(detail || {}).map(([k, v]) => {
     let shown = v;
     if (typeof v === 'number') shown = fmt().number(v);
     else if (typeof v === 'boolean') shown = v ? t('value.yes') : t('value.no');
+    else if (typeof v === 'string') shown = valueText(k, v);
+    else if (k === 'classes' && v && typeof v === 'object' && !Array.isArray(v)) {
+      // records read per privacy class: "sensitive 11, personal 2"
+      shown = Object.entries(v).map(([c, n]) => `${label('privacy.class.', c)} ${typeof n === 'number' ? fmt().number(n) : n}`).join(', ');
+    } else if (Array.isArray(v)) shown = v.map((x) => (k === 'scopes' ? label('scope.', x) : typeof x === 'object' ? JSON.stringify(x) : x)).join(' ');
     else if (v && typeof v === 'object') shown = JSON.stringify(v);
     return `${label('audit.field.', k)}: ${shown}`;
   }).join(' · ');

@@ -89,7 +89,14 @@ export async function render(view, [deviceId]) {
     if (!values) return;
     let value = values.value;
     if (p.type === 'bool') value = value === 'true';
-    else if (p.type !== 'str' && value.trim() !== '' && !Number.isNaN(Number(value))) value = Number(value);
+    else if (p.type === 'int' || p.type === 'float') {
+      const refused = numberRefused(value, p);
+      if (refused) {
+        writeResult.replaceChildren(h('div', { class: 'error', role: 'status', 'data-k': 'write-refused' }, refused));
+        return;
+      }
+      value = Number(value.trim());
+    }
     const res = await api('POST', `/api/v1/points/${encodeURIComponent(p.id)}/write`, { value }, { allowError: true });
     const msg = res.ok ? t('device.writeOk', { point: p.id, value: fmtValue(res.data.value, p) })
       : res.data && res.data.status && typeof res.data.status === 'string'
@@ -148,6 +155,22 @@ export function defaultTrendPoint(points) {
   let best = null;
   for (const p of points) if (score(p) > -Infinity && (best === null || score(p) > score(best))) best = p;
   return best ? best.id : null;
+}
+
+// Why a number typed for an int or float point is not sent, or null when it may be: a finite
+// decimal (12.5, -3, 1e3), whole for an int point; hex, commas and units are refused rather than
+// read some other way ("0x10" is not 16 here, "1,5" not 15), and a value past what JSON carries
+// exactly (1e400, an int beyond 2^53) rather than sent as something else.
+export function numberRefused(text, p) {
+  const s = String(text).trim();
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s)) return t('device.writeNotDecimal', { value: s });
+  const n = Number(s);
+  if (!Number.isFinite(n)) return t('device.writeTooLarge', { value: s });
+  if (p.type === 'int') {
+    if (!Number.isInteger(n)) return t('device.writeNotWhole', { value: s, point: p.id });
+    if (!Number.isSafeInteger(n)) return t('device.writeTooLarge', { value: s });
+  }
+  return null;
 }
 
 const hex = (n) => '0x' + Number(n).toString(16).toUpperCase().padStart(4, '0');

@@ -1,7 +1,8 @@
 // The rule editor: YAML text, validated as you type with the error shown at its line and column,
 // dry-run over the buffered history with a timeline, save, enable/disable, versions with diff and
 // restore. YAML is parsed by the gateway (/api/v1/ui/yaml): there is no YAML parser in a browser.
-// Validating and dry runs need the `rules` scope: a role without it reads the rule and nothing more.
+// Validating and dry runs need the `rules` scope: a role without it reads the rule and nothing more
+// (and is told that a new rule needs that scope instead of an empty editor).
 // A dry-run firing that quotes data above the user's privacy class comes without its message; the
 // list says which class it was.
 import { api, badge, can, fmtClock, fmtTime, h, t } from '../core.js';
@@ -62,6 +63,12 @@ async function toYaml(data) { return (await api('POST', '/api/v1/ui/yaml', { dat
 export async function render(view, [ruleId]) {
   const isNew = ruleId === 'new';
   let current = null;
+  if (isNew && !can('rules')) {
+    // nothing to read in an empty editor: a role without the rules scope is told so instead
+    view.append(h('p', {}, h('a', { href: '/rules' }, '← ' + t('nav.rules'))),
+      h('h1', {}, t('editor.newTitle')), h('div', { class: 'error', id: 'new-needs-rules' }, t('editor.newNeedsRules')));
+    return;
+  }
   if (!isNew) {
     const res = await api('GET', `/api/v1/rules/${encodeURIComponent(ruleId)}`, undefined, { allowError: true });
     if (res.status === 404 && res.data && res.data.title !== 'Not Found') { view.append(h('div', { class: 'error' }, res.data.detail || res.data.title)); return; }

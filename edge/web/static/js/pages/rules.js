@@ -12,6 +12,23 @@ export function said(m) {
   return (m && (m.message || [m.title, m.detail].filter(Boolean).join(': '))) || '';
 }
 
+// A pack the gateway refused: the count, then its problems (each `file:line: text`) with their
+// line in the reader's words, the first ones listed (the rest counted).
+const PACK_PROBLEMS_SHOWN = 10;
+function packRefused(data) {
+  const box = h('div', { class: 'error', role: 'alert' }, said(data));
+  const errors = Array.isArray(data && data.errors) ? data.errors : data && data.args && data.args.first ? [data.args.first] : [];
+  if (!errors.length) return box;
+  const line = (p) => {
+    const m = /^[^\n]*?:(\d+): (.*)$/s.exec(String(p));
+    return m ? `${t('rules.packLine', { line: m[1] })} ${m[2]}` : String(p);
+  };
+  const list = h('ul', { class: 'pack-problems' }, errors.slice(0, PACK_PROBLEMS_SHOWN).map((p) => h('li', {}, line(p))));
+  if (errors.length > PACK_PROBLEMS_SHOWN) list.append(h('li', { class: 'hint' }, t('editor.more', { n: errors.length - PACK_PROBLEMS_SHOWN })));
+  box.append(list);
+  return box;
+}
+
 export async function render(view) {
   view.append(h('h1', {}, t('rules.title')));
   const res = await api('GET', '/api/v1/rules', undefined, { allowError: true });
@@ -26,7 +43,7 @@ export async function render(view) {
     const file = h('input', { type: 'file', accept: '.yaml,.yml', id: 'pack-file', hidden: true, onchange: async () => {
       const text = await file.files[0].text();
       const r = await api('POST', '/api/v1/rules/import', text, { raw: true, contentType: 'application/yaml', allowError: true });
-      msg.replaceChildren(h('div', { class: r.ok ? 'ok-box' : 'error' }, r.ok ? t('rules.imported') : said(r.data)));
+      msg.replaceChildren(r.ok ? h('div', { class: 'ok-box' }, t('rules.imported')) : packRefused(r.data));
       if (r.ok) setTimeout(() => location.reload(), 600);
     } });
     tools.append(h('a', { href: '/rules/new', class: 'button primary', id: 'new-rule' }, t('rules.new')),

@@ -1,8 +1,9 @@
-// Sync: per sink and consumer cursor, backlog, last success/error; dead letters with retry. An
+// Sync: per sink and consumer cursor, backlog, last success/error; dead letters (the newest first,
+// a page at a time, "Load older" for the next) with a retry button for roles that may write. An
 // empty list says so ("no push sinks configured") rather than showing bare headers. MQTT sinks
 // (those whose status says whether the broker link is up) get a second table for the link:
 // connected, session present, in flight, last PUBACK, backlog.
-import { api, errorBox, fmt, fmtAge, fmtBytes, fmtTime, h, t, table, tableOrNone } from '../core.js';
+import { api, can, errorBox, fmt, fmtAge, fmtBytes, fmtTime, h, t, table, tableOrNone } from '../core.js';
 
 export async function render(view) {
   view.append(h('h1', {}, t('sync.title')));
@@ -38,18 +39,38 @@ export async function render(view) {
     t('sync.noConsumers'), { id: 'consumers' }));
   const dl = h('div', { id: 'dead-letters' });
   view.append(h('h2', {}, t('sync.deadLetters')), dl);
-  async function loadDead() {
-    const r = await api('GET', '/api/v1/sync/dead-letters', undefined, { allowError: true });
+  // the sinks' count of dead letters not yet delivered on retry (the list also shows retried ones)
+  let waiting = (d.sinks || []).reduce((n, s) => n + (s.dead_letters || 0), 0);
+  const mayRetry = can('write');
+  const PAGE = 100;
+  let shown = [];
+  let more = false; // whether older dead letters than those shown exist
+  const row = (x) => h('tr', { 'data-dead': x.id }, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
+    h('td', { 'data-k': 'class', title: x.privacy && x.privacy !== 'public' ? t('sync.expiresByClass') : '' }, x.privacy ? t('privacy.class.' + x.privacy) : '—'),
+    h('td', { class: 'err-text' }, `${x.status ?? ''} ${x.response || ''}`.trim()), h('td', {}, x.record ? t('sync.recordIs', { seq: x.seq, what: x.record.point || x.record.kind || '' }) : String(x.seq ?? '')),
+    h('td', {}, x.retried ? t('sync.retried') : mayRetry ? h('button', { class: 'secondary small', 'data-retry': x.id, onclick: async () => {
+      const res = await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {}, { allowError: true });
+      if (res.ok && !x.retried) { x.retried = true; waiting = Math.max(0, waiting - 1); }
+      draw();
+      if (!res.ok) dl.prepend(errorBox(res));
+    } }, t('sync.retry')) : ''));
+  function draw() {
+    if (!shown.length) { dl.replaceChildren(h('p', { class: 'hint' }, t('sync.noDead'))); return; }
+    const older = more ? h('button', { class: 'secondary', id: 'dead-older', onclick: () => loadDead(shown[shown.length - 1].id) }, t('sync.loadOlder')) : null;
+    dl.replaceChildren(
+      h('p', { class: 'hint', id: 'dead-count' }, t('sync.deadShown', { shown: fmt().number(shown.length, 0), waiting: fmt().number(waiting, 0) })),
+      table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('privacy.class'), t('sync.reason'), t('sync.record'), ''], shown.map(row)),
+      older);
+  }
+  // from the newest, or the page older than dead letter `before` (appended to the list shown)
+  async function loadDead(before) {
+    const q = `limit=${PAGE + 1}${before ? `&before=${encodeURIComponent(before)}` : ''}`;
+    const r = await api('GET', `/api/v1/sync/dead-letters?${q}`, undefined, { allowError: true });
     const items = r.ok ? (r.data.dead_letters || r.data.items || []) : [];
-    dl.replaceChildren(items.length ? table([t('sync.id'), t('sync.sink'), t('alerts.time'), t('privacy.class'), t('sync.reason'), t('sync.record'), ''],
-      items.map((x) => h('tr', { 'data-dead': x.id }, h('td', {}, String(x.id)), h('td', {}, x.sink || ''), h('td', {}, fmtTime(x.ts)),
-        h('td', { 'data-k': 'class', title: x.privacy && x.privacy !== 'public' ? t('sync.expiresByClass') : '' }, x.privacy ? t('privacy.class.' + x.privacy) : '—'),
-        h('td', { class: 'err-text' }, `${x.status ?? ''} ${x.response || ''}`.trim()), h('td', {}, x.record ? t('sync.recordIs', { seq: x.seq, what: x.record.point || x.record.kind || '' }) : String(x.seq ?? '')),
-        h('td', {}, x.retried ? t('sync.retried') : h('button', { class: 'secondary small', 'data-retry': x.id, onclick: async () => {
-          const res = await api('POST', `/api/v1/sync/dead-letters/${encodeURIComponent(x.id)}/retry`, {}, { allowError: true });
-          await loadDead();
-          if (!res.ok) dl.prepend(errorBox(res));
-        } }, t('sync.retry')))))) : h('p', { class: 'hint' }, t('sync.noDead')));
+    more = items.length > PAGE;
+    shown = before ? shown.concat(items.slice(0, PAGE)) : items.slice(0, PAGE);
+    draw();
+    if (!r.ok) dl.prepend(errorBox(r));
   }
   await loadDead();
 }
