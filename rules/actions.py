@@ -185,16 +185,10 @@ class ActionRunner:
         if not actions:
             return
         rid = firing.rule.id
+        per_min = firing.rule.rule.max_actions_per_minute or self.config.max_actions_per_minute
         limit = self._limits.get(rid)
-        if limit is None:
-            per_min = firing.rule.rule.max_actions_per_minute or self.config.max_actions_per_minute
-            limit = self._limits[rid] = RateLimit(per_min)
-            saved = self._saved.pop(rid, None)
-            if saved is not None:  # refilled for the time the gateway was down, at most full
-                tokens, at = saved
-                limit.tokens = min(
-                    limit.capacity, max(0.0, tokens) + max(0.0, time.time() - at) * limit.refill
-                )
+        if limit is None or limit.capacity != per_min:
+            limit = self._limits[rid] = self._new_limit(rid, per_min, limit)
         self.limits_dirty = True
         if not limit.take():
             self.rate_limited[rid] = self.rate_limited.get(rid, 0) + 1
@@ -218,6 +212,31 @@ class ActionRunner:
         task = asyncio.get_running_loop().create_task(self._run(flight), name=f"rule:{rid}")
         self._tasks[task] = flight
         task.add_done_callback(self._forget)
+
+    def _new_limit(self, rid: str, per_min: int, old: RateLimit | None) -> RateLimit:
+        """The bucket of a rule firing for the first time since start, or whose limit was edited.
+
+        Edited: the firings of the last minute count against the new limit (what was spent of the
+        old bucket is spent of the new one), so lowering the limit of a runaway rule stops it at
+        once and raising it frees the difference at once; both refill at the new rate."""
+        limit = RateLimit(per_min)
+        if old is not None:
+            limit.tokens = max(0.0, limit.capacity - (old.capacity - old.export()))
+            return limit
+        saved = self._saved.pop(rid, None)
+        if saved is not None:  # refilled for the time the gateway was down, at most full
+            tokens, at = saved
+            limit.tokens = min(limit.capacity, max(0.0, tokens) + max(0.0, time.time() - at) * limit.refill)
+        return limit
+
+    def forget_rule(self, rule_id: str) -> None:
+        """A deleted rule's bucket (live and persisted) goes with it: a rule created later under
+        the same id starts with a full budget."""
+        dropped = self._limits.pop(rule_id, None) is not None
+        dropped = self._saved.pop(rule_id, None) is not None or dropped
+        self._reads.pop(rule_id, None)
+        if dropped:
+            self.limits_dirty = True  # written with the next state flush (at the latest at stop)
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         self._tasks.pop(task, None)

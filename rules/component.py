@@ -496,6 +496,7 @@ class RulesComponent:
         if not self.store.delete(rule_id, actor):
             return False
         self.engine.remove(rule_id)
+        self.actions.forget_rule(rule_id)
         self.broken.pop(rule_id, None)
         audit.record(self.ctx.state, actor, "rule_delete", rule_id)
         return True
