@@ -119,7 +119,13 @@ class RulesComponent:
         for rule_id, states in self.store.load_states().items():
             for key, st in states.items():
                 self.engine.restore(rule_id, key, st)
-        self.engine.watch_points(list(self.ctx.hub.points), now)
+        # a point that reported before but is not registered yet (a BLE sensor's default-map
+        # object registers on its first packet) is watched too, if its device is still configured
+        devices = {dev.id for dev in self.ctx.site.devices}
+        known = [
+            p for p in self.engine.latest if p not in self.ctx.hub.points and p.partition(".")[0] in devices
+        ]
+        self.engine.watch_points([*self.ctx.hub.points, *known], now)
         self.writer = StateWriter(self.store)
         # windows hold the journal's recent readings before the first live reading arrives
         await self._backfill(wants_of(self.engine.rules.values()), keep=set())

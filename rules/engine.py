@@ -273,12 +273,21 @@ class Engine:
                 rr.values[where] = timed(rr.values[where])
 
     def watch_points(self, points: Iterable[str], now: float) -> None:
-        """Start dead-man deadlines for known points that have not reported yet (at start-up)."""
+        """Start the dead-man deadlines of `points` not watched yet (at start-up, and for a rule
+        added): each from the point's last good reading (`latest`, restored at start-up), so a
+        restart does not restart the clock of a silent point; from `now` for a point never seen
+        (or whose last reading is stamped after `now`)."""
+        latest = self.latest
         for point in points:
-            for rr, secs in self._routing(point)[5]:
+            watches = self._routing(point)[5]
+            if not watches:
+                continue
+            hit = latest.get(point)
+            since = now if hit is None else min(hit[0], now)
+            for rr, secs in watches:
                 if (rr.id, point) not in self._nodata_seen:
-                    self._nodata_seen[(rr.id, point)] = now
-                    self._push(now + secs, rr.id, point, "no_data")
+                    self._nodata_seen[(rr.id, point)] = since
+                    self._push(since + secs, rr.id, point, "no_data")
 
     def restore(self, rule_id: str, key: str, st: KeyState) -> None:
         """Put back a persisted state and re-arm its timer (a pending `for:` keeps its start)."""
