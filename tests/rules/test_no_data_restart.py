@@ -61,12 +61,12 @@ async def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
 
 async def test_a_restart_does_not_restart_the_no_data_clock(tmp_path: Path) -> None:
-    # the last good reading came 10 s ago; the period is 15 s: due 5 s from now, whatever restarts
-    t0 = time.time() - 10
+    # the last good reading came 20 s ago; the period is 30 s: due 10 s from now, whatever restarts
+    t0 = time.time() - 20
     async with running_site(tmp_path, METER_SITE, web=False) as rt:
         seen: list[Any] = []
         rt.hub.subscribe(seen.extend)
-        rt.components["rules"].put(dead_man("m.kwh", "15s"), "test", "create")
+        rt.components["rules"].put(dead_man("m.kwh", "30s"), "test", "create")
         rt.hub.ingest([Reading(t0, "m.kwh", 5.0)])
     assert alerts(seen) == [], "the first run lasted past the deadline: nothing to judge"
 
@@ -77,7 +77,7 @@ async def test_a_restart_does_not_restart_the_no_data_clock(tmp_path: Path) -> N
         rt.hub.ingest([Reading(time.time(), "m.kwh", 5.0, Quality.STALE)])
         fired = await until(lambda: alerts(seen), timeout=20, what="the dead-man alert")
         assert [e.payload["message"] for e in fired] == ["dead m.kwh"]
-        assert fired[0].ts == pytest.approx(t0 + 15, abs=0.01)  # not the restart + 15 s
+        assert fired[0].ts == pytest.approx(t0 + 30, abs=0.01)  # not the restart + 30 s
 
 
 async def test_a_point_registered_on_its_first_report_is_watched_after_a_restart(
