@@ -46,6 +46,7 @@ from edge.store.blobs import CAMERA_KEY, BlobSealError
 
 TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings
+FAILURE_EVENT_EVERY_S = 60.0  # at most one snapshot_failed event a minute per camera
 RECALL_TIMEOUT = 10.0  # seconds the start waits for the `subject_from` device's journaled events
 
 
@@ -67,6 +68,8 @@ class CameraDriver(BaseDriver, Snapshots):
         self._snapshot_tasks: set[asyncio.Task[Any]] = set()
         self.snapshots_taken = 0
         self.snapshots_deleted = 0
+        self.snapshots_failed = 0  # periodic snapshots that could not be stored
+        self._failure_reported = float("-inf")  # monotonic time of the last snapshot_failed event
         self.snapshot_ms: list[float] = []  # recent snapshot latencies (bench)
         self.analysis_ms: list[float] = []
         self.last_motion: float | None = None
@@ -259,10 +262,18 @@ class CameraDriver(BaseDriver, Snapshots):
         task.add_done_callback(self._snapshot_tasks.discard)
 
     async def _snapshot_logged(self, reason: str) -> None:
+        """A snapshot nobody waits for (the periodic ones): a failure is logged, counted and
+        journaled as `snapshot_failed`, at most one event a minute (`failed` says how many)."""
         try:
             await self.snapshot(reason)
         except SnapshotError as exc:
+            self.snapshots_failed += 1
             self.log.warning("snapshot (%s) not taken: %s", reason, exc)
+            now = time.monotonic()
+            if now - self._failure_reported >= FAILURE_EVENT_EVERY_S:
+                self._failure_reported = now
+                payload = {"reason": reason, "error": str(exc), "failed": self.snapshots_failed}
+                self.emit([Event("snapshot_failed", self.id, Severity.WARNING, payload, self.ctx.clock())])
 
     async def snapshot(
         self, reason: str, rule: str | None = None, subject: str | None = None
@@ -291,6 +302,8 @@ class CameraDriver(BaseDriver, Snapshots):
                 payload, pruned = await asyncio.to_thread(self._store_snapshot, frame, reason, rule, subject)
             except BlobSealError as exc:
                 raise SnapshotError(str(exc)) from None
+            except OSError as exc:  # a full disk, a read-only blob dir: said, not a stray traceback
+                raise SnapshotError(f"camera {self.id}: the snapshot could not be stored: {exc}") from None
             if attributed:
                 payload["subject_from"] = self._subject_source
             self.snapshot_ms.append((time.perf_counter() - started) * 1000)

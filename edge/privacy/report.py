@@ -66,7 +66,11 @@ GATEWAY_KINDS = (
 )
 #: kinds a shipped driver emits beyond what its entry lists, with the class each carries
 DRIVER_KINDS: dict[str, dict[str, Privacy]] = {
-    "camera": {"snapshot": Privacy.PERSONAL, "blobs_pruned": Privacy.PUBLIC},
+    "camera": {
+        "snapshot": Privacy.PERSONAL,
+        "blobs_pruned": Privacy.PUBLIC,
+        "snapshot_failed": Privacy.PUBLIC,
+    },
 }
 #: kinds the rules engine emits about itself when a site has rule packs
 RULE_ENGINE_KINDS = (

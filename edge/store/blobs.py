@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ SEALED_SUFFIXES = (SEALED_SUFFIX, PERSONAL_SEALED_SUFFIX)
 SUFFIXES = (SUFFIX, SEALED_SUFFIX, PERSONAL_SEALED_SUFFIX)
 SEALED_MAGIC = b"CESEAL1\n"  # a sealed snapshot file's first bytes; the envelope follows
 CAMERA_KEY = "@camera:"  # + a camera id: the subject of its sealed snapshots that name no resident
+PARTIAL_STALE_S = 600.0  # a write in progress is seconds old: an older partial file was cut short
 HEAD_BYTES = 64  # read of a sealed file to learn its key: the magic and the envelope's header
 
 
@@ -143,11 +145,17 @@ class BlobStore:
         if seal is not None and sealer is not None:
             content = SEALED_MAGIC + sealer.seal_blob(seal, data, _where(camera, digest, suffix))
         tmp = folder / f".{digest}.{os.getpid()}.tmp"
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            # a full disk: no part of the picture stays behind, outside every retention
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)  # the rename itself survives a power cut
@@ -158,6 +166,20 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 (folder / f"{digest}{SUFFIX}").unlink()
         return Blob(digest, final, len(data), digest, seal is not None, sensitive)
+
+    @staticmethod
+    def _sweep_partial(folder: Path) -> None:
+        """Delete what a write cut short left (`.ID.PID.tmp`: the process was killed while writing)
+        once older than PARTIAL_STALE_S: no blob id, so no retention would ever see it."""
+        stale = time.time() - PARTIAL_STALE_S
+        try:
+            with os.scandir(folder) as it:
+                for e in it:
+                    if e.name.startswith(".") and e.name.endswith(".tmp") and e.stat().st_mtime < stale:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(e.path)
+        except FileNotFoundError:
+            return
 
     def _entries(self, folder: Path) -> list[tuple[int, str, int]]:
         """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first."""
@@ -203,6 +225,7 @@ class BlobStore:
         }
         deleted: list[Blob] = []
         for folder in self._folders():
+            self._sweep_partial(folder)
             for mtime_ns, name, size in self._entries(folder):
                 if mtime_ns >= cutoffs[is_sensitive(name)]:
                     continue
@@ -214,6 +237,7 @@ class BlobStore:
     def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
         """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain."""
         folder = self.root / camera
+        self._sweep_partial(folder)
         entries = self._entries(folder)
         total = sum(size for _, _, size in entries)
         deleted: list[Blob] = []
