@@ -77,6 +77,17 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     return state
 
 
+def effective_limit(
+    max_bytes: int | None, file_bytes: int, free: int | None, reserve: int | None
+) -> int | None:
+    """The bytes the journal's data can reach: `max_bytes`, or what the disk allows above the
+    reserve when that is less (the file as allocated plus the free space beyond the reserve)."""
+    by_disk = None if free is None else file_bytes + max(0, free - (reserve or 0))
+    if max_bytes is None:
+        return by_disk
+    return max_bytes if by_disk is None else min(max_bytes, by_disk)
+
+
 def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
     now = journal.clock()
     first = journal.first_at_or_after(0)
@@ -100,14 +111,17 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         ingest, expiring = journal.rates()
     else:
         ingest, expiring = _rate_from_data(journal, now), None
-    # Time until full: the net growth (ingest minus expiry) at the measured bytes per row.
+    writer = writer_state(journal, storage)
+    # Time until full: the net growth (ingest minus expiry) at the measured bytes per row, up to
+    # the effective limit: max_bytes, or less when the disk takes less (the file's free pages
+    # plus the free space beyond the reserve)
+    limit = effective_limit(max_bytes, pages * page_size, writer["free_bytes"], writer["disk_reserve"])
     row_bytes = used / rows if rows else None
     time_until_full = None
-    if ingest and row_bytes and max_bytes:
+    if ingest and row_bytes and limit is not None:
         net = (ingest - (expiring or 0.0)) * row_bytes
         if net > 0:
-            time_until_full = max(0.0, (max_bytes - used) / net)
-    writer = writer_state(journal, storage)
+            time_until_full = max(0.0, (limit - used) / net)
     return {
         "rows": rows,
         "first_seq": first[0] if first else None,
