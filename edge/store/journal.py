@@ -13,13 +13,16 @@ Between flushes the same thread applies retention in small chunks, and inside ea
 applies the byte cap (`max_bytes`, `when_full`); see `edge.store.retention`. A failed commit
 (disk full, I/O error) never loses committed rows: the batch is kept and retried, or refused under
 `drop_newest`, and every refused or deleted-unsent record is counted (persisted counters) and
-reported as one `buffer_drop` event per burst.
+reported as one `buffer_drop` event per burst (a burst for lack of disk space or memory is
+journaled at its start too, so a crash in the middle of it leaves a trace).
 
 A transaction inserts at most `flush_max_items` records, and no more than the free space beyond
 `disk_reserve` can take (WAL frames, then the file's growth at the checkpoint; see
 `edge.store.space`). After the disk was full the backlog waiting in memory goes in such bounded
 steps, each followed by a WAL checkpoint that gives the frames back, so recovery never writes into
 the reserve; when not even a step fits, the writer holds (drop per policy, counted) and says so.
+Committed rows are deleted for disk space only for newer rows that take their pages, and not at
+all when another program took the space (`_disk_share`; docs/storage.md).
 `disk_full`, `recovering` and `failing` are published for other processes (`edge buffer stats`).
 
 Any exception in a commit, not only a SQLite error (a record that cannot be sealed, say), is
@@ -76,6 +79,14 @@ log = logging.getLogger("edge.store")
 
 CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never the writer's 30 s
 TIGHT_STEPS = 8  # closer to the reserve than this many full steps' WAL: checkpoint after every step
+# a disk-limited episode ends only with this many full steps' WAL free beyond the reserve
+SPACE_BACK_STEPS = 2
+# the disk-full state ends this long after its last hold or drop, once the backlog is in: a journal
+# at the disk's limit would otherwise leave and enter it (and say so) at every other step
+SPACE_BACK_S = 5.0
+# bursts whose start is journaled as soon as it can be, not only their end: they happen while the
+# disk is full or the writer is behind, when a crash would lose the records held in memory
+ANNOUNCED_BURSTS = ("disk_full", "queue_overflow")
 PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
 BLOB_INTERVAL_S = 60.0  # snapshot files are checked for age this often (a directory scan)
 EXPIRER_INTERVAL_S = 60.0  # stores beside the journal (add_expirer) expire this often
@@ -232,6 +243,13 @@ class Journal(JournalQueries):
         self.disk_reserve = disk_reserve
         self.wal_autocheckpoint = wal_autocheckpoint
         self.disk_low = False  # the last flush was limited by free disk space, not max_bytes
+        # a full step does not fit on the disk now (`space.Room.limited`)...
+        self._disk_limited = False
+        # ...and the journal's own growth took it there: drop_oldest replaces the oldest rows
+        # with newer ones within the space the journal has. Space another program takes is not
+        # made up by deleting committed rows (see _disk_share)
+        self._rotating = False
+        self._disk_total: int | None = None  # free space plus the journal's files, at the last step
         self.source = source  # the `source` of buffer_drop events
         self._pending: list[Record] = []
         self._ops: list[tuple[str, tuple[Any, ...]]] = []  # cursor updates, committed with the next flush
@@ -266,6 +284,7 @@ class Journal(JournalQueries):
         self.peak_wal_bytes = 0  # largest WAL a step left before its checkpoint
         self.last_recovery: dict[str, Any] | None = None  # the last return from a full disk
         self._recovery: dict[str, Any] | None = None
+        self._last_full = 0.0  # monotonic time of the last hold or drop for lack of space
         self._status = space.StatusFile(path)
         self._tight = False
         self._step_room: space.Room | None = None  # measured before the step, used by its commit
@@ -277,6 +296,7 @@ class Journal(JournalQueries):
         self._unsaved: dict[str, int] = {}  # counter increments not yet persisted
         self._overflow: list[Record] = []  # refused in memory by append(), accounted by the writer
         self._bursts: dict[str, retention.DropBurst] = {}
+        self._announced: set[str] = set()  # bursts whose start event is out (ANNOUNCED_BURSTS)
         self._ready_events: list[Event] = []  # closed bursts waiting to be journaled
         self._rate: deque[tuple[float, int, int]] = deque()  # (monotonic, committed, expired)
         self._expired_total = 0
@@ -656,6 +676,8 @@ class Journal(JournalQueries):
                 ok = self._hold()
             elif batch or ops or self._ready_events:
                 ok = self._commit(batch, ops)
+            elif self.disk_full and fits != 0 and not self.failing:  # idle after a full disk
+                self._settle()
             self._publish()
             for loop, fut, _ in waiters:
                 loop.call_soon_threadsafe(_resolve, fut, self.committed_seq)
@@ -713,7 +735,9 @@ class Journal(JournalQueries):
             return None
         self._step_room = room
         self.free_bytes = room.free
-        fits = room.rows_that_fit(self.flush_max_items)
+        self._disk_share(room)
+        rotate = self._may_rotate()
+        fits = room.rows_that_fit(self.flush_max_items, rotate)
         # a few steps from the reserve: checkpoint after each step so the WAL does not pile up
         # (not otherwise: a TRUNCATE checkpoint per flush costs an fsync and wears an SD card)
         self._tight = room.spare < TIGHT_STEPS * room.wal_bytes(self.flush_max_items)
@@ -727,8 +751,57 @@ class Journal(JournalQueries):
             if room is None:
                 return None
             self.free_bytes = room.free
-            fits = room.rows_that_fit(self.flush_max_items)
+            fits = room.rows_that_fit(self.flush_max_items, rotate)
         return fits
+
+    def _disk_share(self, room: space.Room) -> None:
+        """Decide, when a full step stops fitting on the disk, whose doing it is. When the free
+        space went into the journal's own files (its data, its WAL) since the step before, the
+        journal grew into the limit: as at `max_bytes`, drop_oldest then replaces the oldest rows
+        with newer ones within that space. When another program took it, deleting committed rows
+        would not give it back (the file does not shrink) and the newer records would wait for
+        that space anyway, so nothing committed is deleted: the journal uses its free pages, then
+        holds the newest in memory (`max_pending`, counted beyond). Decided once per episode; it
+        ends when a full step fits again. Costs one stat (the WAL's size) per step."""
+        most = self.flush_max_items
+        limited = room.limited(most)
+        if self._disk_limited and not limited:  # hysteresis: over only with room for a few steps
+            limited = room.spare < SPACE_BACK_STEPS * room.wal_bytes(most)
+        total = room.free + room.file_bytes + space.file_size(self.path + "-wal")
+        before, self._disk_total = self._disk_total, total
+        if not limited:
+            self._rotating = False
+        elif not self._disk_limited:
+            slack = space.SHM_CHUNK + space.STEP_FIXED_PAGES * room.page_size  # -shm, the estimates
+            if before is None:  # the first step since open: compare the limit with what is stored
+                self._rotating = room.data_limit(most) + slack >= room.used
+            else:
+                self._rotating = total + slack >= before
+            if self._rotating and self.when_full == "drop_oldest":
+                log.warning(
+                    "journal: the filesystem of %s is full (%d bytes free, %d reserved): the journal "
+                    "keeps the newest records in the space it has, deleting the oldest as newer ones "
+                    "come (when_full=drop_oldest)",
+                    self.path,
+                    room.free,
+                    room.reserve,
+                )
+            elif self.when_full == "drop_oldest":
+                log.warning(
+                    "journal: another program took the free space on the filesystem of %s "
+                    "(%d bytes free, %d reserved): committed records are kept and newer ones wait "
+                    "in memory (up to %d) until space returns",
+                    self.path,
+                    room.free,
+                    room.reserve,
+                    self.max_pending,
+                )
+        self._disk_limited = limited
+
+    def _may_rotate(self) -> bool:
+        """The full policy may delete committed rows to make room on the disk (see _disk_share):
+        drop_newest deletes only delivered history, and only what the new rows take."""
+        return self.when_full != "drop_oldest" or self._rotating
 
     def _checkpoint(self) -> bool:
         """Copy the WAL into the file and truncate it, waiting briefly for readers: a reader holding
@@ -762,9 +835,23 @@ class Journal(JournalQueries):
             with self._cond:
                 refused, self._pending = self._pending, []
             self._refused(refused, "disk_full", "dropped_newest")
+        self._commit_events()
+        self.failing = True  # a step of events only (below) is no recovery
         return False
 
+    def _commit_events(self) -> None:
+        """While holding: journal the events that wait (a drop burst's start above all, so a crash
+        while the disk is full still leaves a trace) and the cursor moves, in a step without
+        records, when that step fits beyond the reserve."""
+        room = self._step_room
+        if not self._ready_events or room is None or not room.events_fit(len(self._ready_events)):
+            return
+        with self._cond:
+            ops, self._ops = self._ops, []
+        self._commit([], ops, events_only=True)
+
     def _enter_full(self) -> None:
+        self._last_full = time.monotonic()
         if not self.disk_full:
             log.error("journal: disk full (%s); applying when_full=%s", self.path, self.when_full)
         self.disk_full = True
@@ -785,20 +872,7 @@ class Journal(JournalQueries):
             if self.pending >= self.flush_max_items:
                 self.recovering = True
             else:
-                self.disk_full = self.recovering = False
-                self._recovery = None
-                self.last_recovery = {
-                    "rows": rec["rows"],
-                    "steps": rec["steps"],
-                    "seconds": round(time.monotonic() - rec["started"], 3),
-                    "ended": self.clock(),
-                }
-                log.info(
-                    "journal: space is back; the backlog of %d records went in %d steps in %.2f s",
-                    rec["rows"],
-                    rec["steps"],
-                    self.last_recovery["seconds"],
-                )
+                self._settle()
         if self.disk_reserve is None:
             if self.disk_full:
                 self._checkpoint()
@@ -815,6 +889,27 @@ class Journal(JournalQueries):
         if before_free is not None:
             low = before_free - grown
             self.min_free_bytes = low if self.min_free_bytes is None else min(self.min_free_bytes, low)
+
+    def _settle(self) -> None:
+        """The backlog is in: leave the disk-full state, and say so once, when SPACE_BACK_S passed
+        since the last hold or drop for lack of space (until then the state stays, quietly)."""
+        if time.monotonic() - self._last_full < SPACE_BACK_S:
+            return
+        rec = self._recovery or {"started": self._last_full, "rows": 0, "steps": 0}
+        self.disk_full = self.recovering = False
+        self._recovery = None
+        self.last_recovery = {
+            "rows": rec["rows"],
+            "steps": rec["steps"],
+            "seconds": round(time.monotonic() - rec["started"], 3),
+            "ended": self.clock(),
+        }
+        log.info(
+            "journal: space is back; the backlog of %d records went in %d steps in %.2f s",
+            rec["rows"],
+            rec["steps"],
+            self.last_recovery["seconds"],
+        )
 
     def _publish(self, force: bool = False) -> None:
         """The writer's state for other processes; the backlog figure at most every 0.2 s."""
@@ -855,14 +950,28 @@ class Journal(JournalQueries):
         return b
 
     def _close_bursts(self) -> None:
-        """A burst ends after BURST_QUIET_S without a drop, or is cut after BURST_MAX_S."""
+        """A burst ends after BURST_QUIET_S without a drop, or is cut after BURST_MAX_S. One of
+        ANNOUNCED_BURSTS is also journaled at its start: phase `started`, `dropped` 0 and the drops
+        so far in `dropped_so_far`; its end (phase `ended`) counts the whole burst as before, so
+        the events' `dropped` still add up to the counters."""
         now = time.monotonic()
         for reason, b in list(self._bursts.items()):
             if b.quiet() or now - b.started >= retention.BURST_MAX_S:
                 del self._bursts[reason]
-                self._ready_events.append(b.event(self.source, self.clock(), self.counters))
+                event = b.event(self.source, self.clock(), self.counters)
+                if reason in self._announced:
+                    self._announced.discard(reason)
+                    event.payload["phase"] = "ended"
+                self._ready_events.append(event)
+            elif reason in ANNOUNCED_BURSTS and reason not in self._announced and b.dropped:
+                self._announced.add(reason)
+                event = b.event(self.source, self.clock(), self.counters)
+                event.payload.update(phase="started", dropped=0, dropped_so_far=b.dropped)
+                self._ready_events.append(event)
 
-    def _commit(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> bool:
+    def _commit(
+        self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]], events_only: bool = False
+    ) -> bool:
         """One group commit; True on success. On failure the records are kept (or refused by
         the full policy) and counted; committed rows are never touched by a failure."""
         w = self._w
@@ -924,6 +1033,10 @@ class Journal(JournalQueries):
         except Exception as exc:  # SQLite's, or a record that cannot be written (sealing): the same
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
+            if events_only:  # the events wait for the next step
+                with self._cond:
+                    self._ops[:0] = ops
+                return False
             self._failed(exc, batch, ops)
             return False
         if self.failing and not self.disk_full:
@@ -936,7 +1049,14 @@ class Journal(JournalQueries):
             self._burst(reason).add(cap.dropped, cap.first, cap.last)
         self._ready_events = []
         self.failing = False
-        disk_drop = reason == "disk_full" and cap is not None and bool(cap.dropped or cap.short_rows)
+        # drop_oldest at the limit the journal grew into keeps the newest within it, as at
+        # max_bytes: the steady state of a disk-bound journal (disk_low), not a disk-full state
+        disk_drop = (
+            reason == "disk_full"
+            and cap is not None
+            and bool(cap.dropped or cap.short_rows)
+            and not (self._rotating and self.when_full == "drop_oldest")
+        )
         self.next_seq = end
         for rank in private:
             self._private_upto[rank] = end - 1
@@ -948,6 +1068,9 @@ class Journal(JournalQueries):
             if self._commit_waiting and self._loop is not None and self._commit_event is not None:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
+        if events_only:  # no recovery step: give the WAL back, stay in the state held
+            self._checkpoint()
+            return True
         self._after_step(len(records), disk_drop)
         return True
 
@@ -975,12 +1098,17 @@ class Journal(JournalQueries):
         if room is None:
             return limit, reason
         allocated = room.pages * room.page_size
+        headroom = max(rows, self.flush_max_items)
         # the file may grow only as far as leaves a full step's WAL beyond the reserve: when the
-        # journal itself fills the disk, every next step still fits (drop_oldest makes room inside)
-        by_disk = room.data_limit(max(rows, self.flush_max_items))
-        self.disk_low = by_disk < limit if limit is not None else by_disk < allocated
+        # journal itself fills the disk, every next step still fits (drop_oldest makes room inside).
+        # Never far below the file as allocated: deleting there frees no byte of the disk
+        by_disk = room.allowed(headroom)
+        grows_to = room.data_limit(headroom)
+        self.disk_low = grows_to < limit if limit is not None else grows_to < allocated
+        if not self._may_rotate():  # the space went to another program: nothing committed goes
+            return limit, reason
         if limit is None or by_disk < limit:
-            limit, reason = max(0, by_disk), "disk_full"
+            limit, reason = by_disk, "disk_full"
         return limit, reason
 
     def _failed(self, exc: Exception, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> None:
@@ -1010,16 +1138,27 @@ class Journal(JournalQueries):
             self._taken -= len(batch)
             self._ops[:0] = ops
         if full and self.when_full == "drop_oldest":
-            self._free_space()
+            self._free_space(len(batch))
 
-    def _free_space(self) -> None:
+    def _free_space(self, rows: int) -> None:
         """Disk full under drop_oldest: give the WAL back to the filesystem, then delete the oldest
-        rows so their pages can be reused by the retried batch."""
+        rows so their pages can be reused by the retried batch of `rows` records: no more than
+        the file's free pages lack for it (none once they suffice, however often the retry
+        fails), and none when the space went to another program (see _disk_share)."""
         w = self._w
         assert w is not None
         self._checkpoint()
-        n_rows = max(self.counters.get("rows", 0), 1)
-        want = max(self.flush_max_items, n_rows // 20)  # room for the next step, not the whole backlog
+        if self.disk_reserve is not None and not self._rotating:
+            return
+        try:
+            room = space.measure(w, self.path, self.disk_reserve or 0, self.counters.get("rows", 0))
+        except sqlite3.Error:
+            room = None
+        if room is None:
+            return
+        want = rows - int(room.free_pages * room.page_size / room.row_bytes)
+        if want <= 0:
+            return
         try:
             w.execute("BEGIN IMMEDIATE")
             n, first, last = retention.delete_head(w, self.committed_seq, want)

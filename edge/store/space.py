@@ -89,32 +89,60 @@ class Room:
         file grows by is paid for once as WAL frames and once as file, both out of `spare`."""
         return max(0, self.pages * self.page_size + self.spare - self.wal_bytes(headroom_rows))
 
-    def deleted_rows(self, rows: int, headroom_rows: int) -> int:
-        """Rows the full policy deletes to take `rows` more under `data_limit`."""
-        over = self.used + rows * self.row_bytes - self.data_limit(headroom_rows)
+    def allowed(self, headroom_rows: int) -> int:
+        """`data_limit`, but never more than `headroom_rows` rows below the file as allocated.
+        SQLite does not give a deleted row's page back to the filesystem: deleting only lets newer
+        rows reuse the pages. So the full policy deletes at most what the next steps reuse (a
+        step inserts before it deletes: without a step's free pages the file would grow at every
+        step), never the whole journal for a disk that deleting cannot free."""
+        floor = self.pages * self.page_size - int(headroom_rows * self.row_bytes)
+        return max(self.data_limit(headroom_rows), floor)
+
+    def limited(self, headroom_rows: int) -> bool:
+        """A full step of `headroom_rows` rows would not fit under `data_limit`."""
+        return self.used + headroom_rows * self.row_bytes > self.data_limit(headroom_rows)
+
+    def deleted_rows(self, rows: int, headroom_rows: int, rotate: bool = True) -> int:
+        """Rows the full policy deletes to take `rows` more under `allowed`: only as many as the
+        new rows need beyond the file's free pages and its allowed growth; none without `rotate`."""
+        if not rotate:
+            return 0
+        over = self.used + rows * self.row_bytes - self.allowed(headroom_rows)
         return max(0, math.ceil(over / self.row_bytes))
 
-    def step_wal(self, rows: int, headroom_rows: int) -> int:
+    def step_wal(self, rows: int, headroom_rows: int, rotate: bool = True) -> int:
         """WAL bytes of a step inserting `rows` rows, the deletions that make room for them
         included: with secure_delete (on in Debian's SQLite) a freed page is written, zeroed."""
-        return self.wal_bytes(rows + self.deleted_rows(rows, headroom_rows))
+        return self.wal_bytes(rows + self.deleted_rows(rows, headroom_rows, rotate))
 
-    def rows_that_fit(self, most: int) -> int:
+    def rows_that_fit(self, most: int, rotate: bool = True) -> int:
         """How many rows (at most `most`, a full step) a step may insert with its WAL frames kept
-        out of the reserve; 0 when not even an empty step fits."""
-        lo, hi = 0, most
+        out of the reserve; 0 when not even an empty step fits. Without `rotate` (no committed
+        row may be deleted for space) also no more than the file's free pages and its allowed
+        growth take."""
         spare = self.spare
-        if self.step_wal(most, most) <= spare:  # the common case: a full step fits
-            return most
-        if self.step_wal(0, most) > spare:
+        room_rows = most
+        if not rotate:
+            # its free pages, and the growth the disk allows
+            grows_to = max(self.data_limit(most), self.pages * self.page_size)
+            room_rows = max(0, int((grows_to - self.used) / self.row_bytes))
+            room_rows = min(most, room_rows)
+        if self.step_wal(room_rows, most, rotate) <= spare:  # the common case: a full step fits
+            return room_rows
+        if self.step_wal(0, most, rotate) > spare:
             return 0
+        lo, hi = 0, room_rows
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.step_wal(mid, most) <= spare:
+            if self.step_wal(mid, most, rotate) <= spare:
                 lo = mid
             else:
                 hi = mid - 1
         return lo
+
+    def events_fit(self, rows: int) -> bool:
+        """A step of `rows` events alone (no deletion) fits beyond the reserve."""
+        return self.wal_bytes(rows) + int(rows * self.row_bytes) <= self.spare
 
 
 def measure(conn: Any, path: str, reserve: int, rows: int) -> Room | None:
