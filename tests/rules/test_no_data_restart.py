@@ -6,7 +6,6 @@ default-map value) is watched after a restart too."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from drivers.ble.bthome import SERVICE_UUID
 from edge.model import Event, Quality, Reading
 from tests.ble.bluez import ADAPTER, MockBluez
+from tests.ble.conftest import bluez
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -36,6 +36,9 @@ EXAMPLE = bytes.fromhex("40 01 61 02 29 09 03 7c 15")  # battery 97 %, 23.45 deg
 CLIMATE_SITE = {"devices": [{"id": "climate-hall", "driver": "ble", "address": CLIMATE, "adapter": ADAPTER}]}
 
 
+__all__ = ["bluez"]  # the BLE tests' fixture
+
+
 def dead_man(point: str, period: str) -> dict[str, Any]:
     return {
         "id": "dead",
@@ -47,17 +50,6 @@ def dead_man(point: str, period: str) -> dict[str, Any]:
 
 def alerts(seen: list[Any]) -> list[Event]:
     return [r for r in seen if isinstance(r, Event) and r.kind == "alert"]
-
-
-@pytest.fixture
-async def bluez(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MockBluez]:
-    mock = MockBluez(tmp_path)
-    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", mock.address)
-    try:
-        await mock.start()
-        yield mock
-    finally:
-        await mock.stop()
 
 
 async def test_a_restart_does_not_restart_the_no_data_clock(tmp_path: Path) -> None:

@@ -65,6 +65,27 @@ class Receiver:
         terminate(self.proc, timeout=5)
 
 
+@contextlib.asynccontextmanager
+async def answering_with(
+    handler: Callable[[Any], Awaitable[Any]], max_body: int = 1024**2
+) -> AsyncIterator[str]:
+    """An aiohttp receiver in this test's event loop whose POST /ingest is `handler` (a test's own
+    answers: refusals, odd bodies); yields its URL and stops with the test."""
+    from aiohttp import web
+
+    app = web.Application(client_max_size=max_body)
+    app.router.add_post("/ingest", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/ingest"
+    finally:
+        await runner.cleanup()
+
+
 def sink(url: str, **extra: object) -> dict[str, object]:
     """An `upstream:` entry: HTTP sink "central" posting to `url` in small, quick batches with
     short retries; `extra` replaces or adds keys."""

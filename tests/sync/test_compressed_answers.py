@@ -17,7 +17,7 @@ from aiohttp import web
 from edge.model import Reading
 from edge.sync.component import SyncComponent
 from tests.support.site import running_site
-from tests.sync.helpers import sink, wait_for
+from tests.sync.helpers import answering_with, sink, wait_for
 
 UNPACKED = 256 * 1024 * 1024
 
@@ -51,17 +51,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[int]]]:
             body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
         )
 
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_post("/ingest", ingest)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/ingest", batches
-    finally:
-        await runner.cleanup()
+    async with answering_with(ingest, max_body=64 * 1024 * 1024) as url:
+        yield url, batches
 
 
 async def test_a_receivers_compressed_answer_is_not_unpacked_whole(

@@ -17,7 +17,7 @@ from edge.sync.component import SyncComponent
 from tests.store.helpers import sql
 from tests.support.site import running_site
 from tests.support.waiting import until_async
-from tests.sync.helpers import sink
+from tests.sync.helpers import answering_with, sink
 
 
 @pytest.fixture
@@ -28,17 +28,8 @@ async def refusing() -> AsyncIterator[str]:
         await request.read()
         return web.Response(status=400, text="schema mismatch")
 
-    app = web.Application()
-    app.router.add_post("/ingest", ingest)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/ingest"
-    finally:
-        await runner.cleanup()
+    async with answering_with(ingest) as url:
+        yield url
 
 
 async def test_refused_dead_letter_notices_raise_no_more_notices(tmp_path: Path, refusing: str) -> None:
