@@ -49,27 +49,31 @@ SHM_DMS = 128
 _FLOCK = "hhqqi4x"  # struct flock on Linux (x86_64, aarch64, armhf with 64-bit off_t)
 
 
-#: the state DB's components this program ships, and where each keeps its migrations (a
-#: component of another plugin is not known here, and not checked)
+#: the state DB's components of the core, and where each keeps its migrations; the features
+#: declare theirs in their manifests (`Plugin.state_schemas`)
 STATE_SCHEMAS = {
     "accounts": ("edge.api.accounts", "MIGRATIONS"),
     "audit": ("edge.audit", "MIGRATIONS"),
-    "kpi": ("edge.kpi.store", "MIGRATIONS"),
-    "mqtt": ("edge.mqtt.commands", "SEEN_SCHEMA"),
     "privacy": ("edge.privacy.subjects", "MIGRATIONS"),
-    "rules": ("rules.store", "MIGRATIONS"),
-    "sync": ("edge.sync.deadletters", "MIGRATIONS"),
     "tokens": ("edge.api.tokens", "MIGRATIONS"),
-    "ui": ("edge.web.ui_api", "ACK_MIGRATIONS"),
 }
 
 
 def state_versions() -> dict[str, int]:
-    """The schema version of each state DB component this program ships (its migrations' count)."""
-    return {
+    """The schema version of each state DB component this program knows (its migrations' count):
+    the core's and those of the installed features."""
+    from edge.plugins import registry
+
+    versions = {
         component: len(getattr(importlib.import_module(module), name))
         for component, (module, name) in STATE_SCHEMAS.items()
     }
+    for plugin in registry().plugins:
+        if not plugin.missing():
+            versions.update(
+                {component: len(migrations()) for component, migrations in plugin.state_schemas.items()}
+            )
+    return versions
 
 
 class BackupError(RuntimeError):

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -199,6 +199,9 @@ class Plugin:
     check: Callable[[Site], list[str]] | None = None
     #: OpenAPI paths of the routes this plugin adds (merged into the document at /api/v1/openapi.json)
     openapi: Callable[[], Mapping[str, Any]] | None = None
+    #: the state DB components this feature keeps -> its migrations (lazy): a restore refuses an
+    #: archive whose state DB has a component newer than this program knows
+    state_schemas: Mapping[str, Callable[[], Sequence[str]]] = field(default_factory=dict)
     #: the copies of records this feature keeps beside the journal that name a resident
     #: (`subject_records(site, state, subject)`: a sink's dead letters), for a subject's export;
     #: each a dict whose `type` says what it is, with the `record` it copies

@@ -50,4 +50,5 @@ PLUGIN = Plugin(
     commands=lazy("rules.cli:register"),
     check=check_rule_packs,
     order=10,
+    state_schemas={"rules": lazy_value("rules.store:MIGRATIONS")},
 )

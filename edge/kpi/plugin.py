@@ -48,4 +48,5 @@ PLUGIN = Plugin(
     commands=lazy("edge.kpi.cli:register"),
     check=check_targets,
     order=60,
+    state_schemas={"kpi": lazy_value("edge.kpi.store:MIGRATIONS")},
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from edge.plugins import Plugin, Spec
+from edge.plugins import Plugin, Spec, lazy_value
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -76,4 +76,5 @@ PLUGIN = Plugin(
     requires=("aiomqtt", "paho"),
     sinks={"mqtt": Spec(config, sink)},
     check=check,
+    state_schemas={"mqtt": lazy_value("edge.mqtt.commands:SEEN_SCHEMA")},
 )

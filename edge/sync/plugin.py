@@ -24,4 +24,5 @@ PLUGIN = Plugin(
     commands=lazy("edge.sync.cli:register"),
     subject_records=lazy("edge.sync.deadletters:of_subject"),
     order=20,
+    state_schemas={"sync": lazy_value("edge.sync.deadletters:MIGRATIONS")},
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edge.plugins import Plugin
+from edge.plugins import Plugin, lazy_value
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -25,4 +25,10 @@ def openapi() -> Mapping[str, Any]:
     return openapi.paths()
 
 
-PLUGIN = Plugin(name="web-ui", routes=routes, openapi=openapi, order=90)
+PLUGIN = Plugin(
+    name="web-ui",
+    routes=routes,
+    openapi=openapi,
+    state_schemas={"ui": lazy_value("edge.web.ui_api:ACK_MIGRATIONS")},
+    order=90,
+)
