@@ -234,6 +234,10 @@ class BleDevice(DeviceConfig):
     # encrypted BTHome: the sensor's bind key, by reference only (never in the site file)
     bind_key_env: str | None = None
     bind_key_file: str | None = None
+    #: advertisements read per second at most; the rest are dropped unread and counted
+    #: (`over_rate`): a device, or another one sending with its address, cannot flood the journal.
+    #: BLE's shortest advertising interval is 20 ms (50 a second, scan responses aside).
+    max_adverts_per_second: int = Field(100, ge=1, le=100_000)
     points: list[BlePoint] = Field(default_factory=list)
     # GATT health instruments
     services: list[Literal["blood_pressure", "weight", "temperature", "glucose", "pulse_oximeter"]] = Field(

@@ -26,6 +26,12 @@ seen twice in a row is dropped as in BTHome mode; what cannot be read is counted
 Every mode: no advertisement for `stale_after` takes the device offline with the reason (BTHome
 and beacon points go stale, last value kept; a beacon's `present` becomes false, a good reading:
 absence is a fact); the next advertisement brings it back.
+
+Advertising modes: at most `max_adverts_per_second` advertisements of the device are read in each
+second (a counter per second, O(1) per advertisement); the rest are dropped unread and counted
+(`over_rate`), and the device is degraded with the reason while that lasts (its reason updated
+once a second, one `device_state` event per burst). A second without excess ends the burst: the
+next good packet makes the device online again.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ COUNTERS = (
     "encrypted",  # encrypted packets that could not be decrypted (no bind key, or a wrong one; Eddystone eTLM)
     "unsupported",  # beacon frames of a kind no decoder reads (Eddystone EID)
     "replayed",  # encrypted packets whose counter did not move forward: dropped
+    "over_rate",  # advertisements beyond max_adverts_per_second in a second: dropped unread
     "measurements",  # GATT measurements turned into events
     "bad_measurements",  # GATT indications without a usable value (NaN, 0xFFFF, too short)
     "connects",
@@ -139,6 +146,11 @@ class BleDriver(BaseDriver):
         self._heard = asyncio.Event()
         self._last_heard = time.monotonic()
         self._ble_device: Any = None  # bleak's BLEDevice from the latest advertisement
+        # the rate cap: advertisements read in the current second, and the ones dropped in it
+        self._second = 0
+        self._in_second = 0
+        self._dropped_in_second = 0
+        self._flooding = False  # a burst over the cap is going on: the device stays degraded
         # glucose: the last record number received, kept per meter in the data dir
         self.sequences = glucose.SequenceStore(Path(ctx.data_dir) / "ble-glucose")
         # (mode gatt always has an address: only beacons matched by their ids go without)
@@ -253,12 +265,19 @@ class BleDriver(BaseDriver):
             if heard is None:  # another beacon's, or a stranger's advertisement
                 return
         self.counters["advertisements"] += 1
-        self._last_heard = time.monotonic()
+        self._last_heard = now = time.monotonic()
         self._heard.set()
         if self.device.mode == "gatt":
             self._ble_device = device
             if self.health.state in (HealthState.OFFLINE, HealthState.STARTING):
                 self.set_health(HealthState.ONLINE, "advertising")
+            return
+        second = int(now)
+        if second != self._second:
+            self._next_second(second)
+        self._in_second += 1
+        if self._in_second > self.device.max_adverts_per_second:
+            self._over_rate()
             return
         if heard is not None:
             self.on_heard(heard)
@@ -266,6 +285,29 @@ class BleDriver(BaseDriver):
         data = adv.service_data.get(bthome.SERVICE_UUID)
         if data is not None:
             self.on_service_data(data, adv.rssi)
+
+    def _next_second(self, second: int) -> None:
+        """A new second of the rate cap; a burst ends with a second (heard or not) without excess."""
+        if self._flooding and not (self._dropped_in_second and second == self._second + 1):
+            self._flooding = False
+        self._second = second
+        self._in_second = 0
+        self._dropped_in_second = 0
+
+    def _over_rate(self) -> None:
+        """An advertisement beyond the cap: counted, dropped; the reason is updated once a second."""
+        self.counters["over_rate"] += 1
+        self.health.errors += 1
+        self._dropped_in_second += 1
+        if self._dropped_in_second == 1:
+            self._flooding = True
+            self.set_health(
+                HealthState.DEGRADED,
+                f"more than {self.device.max_adverts_per_second} advertisements a second from "
+                f"{self._heard_as()} (max_adverts_per_second): the rest are dropped unread — a "
+                f"faulty device, or another one sending with its address "
+                f"({self.counters['over_rate']} over rate)",
+            )
 
     def on_heard(self, heard: Heard) -> None:
         """One advertisement of a beacon or vendor sensor: de-duplicate, emit, count what could not be read."""
@@ -288,7 +330,7 @@ class BleDriver(BaseDriver):
         self.emit(batch)
         if heard.problem is not None:
             self._bad(heard.problem.counter, heard.problem.reason)
-        elif self.health.state != HealthState.ONLINE:
+        elif self.health.state != HealthState.ONLINE and not self._flooding:
             self.set_health(HealthState.ONLINE)
 
     def on_service_data(self, data: bytes, rssi: int | None = None) -> None:
@@ -342,7 +384,7 @@ class BleDriver(BaseDriver):
                 f"unknown BTHome object id 0x{packet.unknown:02x}: kept the objects before it, "
                 "skipped the rest of the packet",
             )
-        elif self.health.state != HealthState.ONLINE:
+        elif self.health.state != HealthState.ONLINE and not self._flooding:
             self.set_health(HealthState.ONLINE)
 
     def _found(self, key: str) -> None:
