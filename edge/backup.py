@@ -33,6 +33,7 @@ from typing import Any
 
 from edge import paths
 from edge.config import Site
+from edge.state import too_new
 from edge.store import backup as store_backup
 
 FORMAT = 1
@@ -307,11 +308,7 @@ def _unpack(archive: Path, site: Site, into: Path) -> dict[str, Any]:
         stored = store_backup.state_facts(str(into / STATE)).versions
         for component, version in sorted(stored.items()):
             if version > known.get(component, version):
-                raise BackupError(
-                    f"{archive}: its {STATE}'s {component!r} tables have schema version {version}, "
-                    f"newer than this program understands ({known[component]}); install the "
-                    "release that wrote it"
-                )
+                raise BackupError(too_new(f"{archive}: {STATE}", component, version, known[component]))
     return manifest
 
 

@@ -268,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {os_error(exc)}", file=sys.stderr)
         return 1
     except sqlite3.OperationalError as exc:
-        if "disk is full" not in str(exc) and "disk I/O error" not in str(exc):
+        from edge.store.rows import is_disk_full
+
+        if not is_disk_full(exc) and "disk I/O error" not in str(exc):
             raise
         print(
             f"error: {exc}: nothing was changed; free space on the gateway's disk, then retry",

@@ -44,8 +44,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(bad)
     if isinstance(value, int | float):
-        if not math.isfinite(value):  # .nan or .inf: a timer that never fires, or fires at once
-            raise ValueError(f"a duration must be a finite number of seconds (got {value!r})")
+        if not _finite(value):  # .nan or .inf: a timer that never fires, or fires at once
+            raise ValueError(f"a duration must be a finite number of seconds (got {_shown(value)})")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -69,13 +69,21 @@ def parse_duration(value: object) -> float:
     raise ValueError(bad)
 
 
+def _finite(value: float) -> bool:
+    """`value` is a number a float holds (an int of 400 digits is not: isfinite raises on it)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def parse_size(value: object) -> int:
     """Bytes from `4GiB`, `500MB`, `64k`, or a plain number of bytes; at most MAX_SIZE."""
     if isinstance(value, bool):
         raise ValueError(f"invalid size {value!r}; expected e.g. 512MiB, 4GiB, 100MB")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"a size must be a finite number of bytes (got {value!r})")
+        if not _finite(value):
+            raise ValueError(f"a size must be a finite number of bytes (got {_shown(value)})")
         if value < 0:
             raise ValueError("a size cannot be negative")
         return _at_most_max(value, value)

@@ -402,7 +402,7 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         rule=compiled.rule.id,
         hours=hours,
     )
-    # at most MAX_DRY_RUN_FIRINGS firings, each judged and the answer encoded in a thread; the
+    # at most rules.dry_run_worker.MAX_FIRINGS firings, each judged and the answer encoded in a thread; the
     # hub's point classes as they are now (the loop may add points meanwhile)
     points = dict(runtime.hub.points)
 

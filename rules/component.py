@@ -514,13 +514,6 @@ class RulesComponent:
             return None
         return self.put({**stored.doc, "enabled": enabled}, actor, "enable" if enabled else "disable")
 
-    def restore_version(self, rule_id: str, version: int, actor: str) -> StoredRule | None:
-        assert self.store is not None
-        doc = self.store.version_doc(rule_id, version)
-        if doc is None:
-            return None
-        return self.put(doc, actor, "restore")
-
     def import_pack(self, text: str, actor: str, file: str = "<pack>") -> list[str]:
         """Compile the whole pack first; store nothing unless every rule compiles."""
         return self.store_pack(compile_pack(text, file, webhook_allow=self.config.webhook_allow), actor)

@@ -226,8 +226,8 @@ async def revoke(request: web.Request) -> web.Response:
         token_id = int(request.match_info["id"])
     except ValueError:
         raise Problem(400, "Bad token id", "token ids are integers") from None
-    if not 1 <= token_id <= 2**62:  # SQLite integers stop at 64 bits
-        raise Problem(400, "Bad token id", f"token ids are integers from 1 to {2**62}")
+    if not 1 <= token_id <= MAX_TOKEN_ID:  # SQLite integers stop at 64 bits
+        raise Problem(400, "Bad token id", f"token ids are integers from 1 to {MAX_TOKEN_ID}")
     if not revoke_token(_state(request), token_id):
         raise Problem(404, "No such token", f"no active token with id {token_id}")
     audit.record(_state(request), principal.name, "token_revoke", str(token_id))

@@ -61,7 +61,7 @@ BAD_TOPIC = 400  # a record's topic cannot be published on (a + or # in its even
 #: (bisected, the record dead-lettered), quota (retried like a 429); any other refusal, "not
 #: authorized" above all, is the site's configuration or the broker's state (403: retried with
 #: backoff, never dead-lettered: a wrong ACL must not lose data)
-REFUSED_CONTENT = {0x90: 400, 0x99: 400}  # topic name invalid, payload format invalid
+REFUSED_CONTENT = frozenset({0x90, 0x99})  # topic name invalid, payload format invalid
 REFUSED_QUOTA = 0x97
 REFUSED = 403
 
@@ -69,7 +69,7 @@ REFUSED = 403
 def refusal_status(codes: list[int]) -> int:
     """The outcome code of a batch the broker refused some messages of (`codes`: their reasons)."""
     if all(c in REFUSED_CONTENT for c in codes):
-        return 400
+        return BAD_TOPIC
     if all(c == REFUSED_QUOTA for c in codes):
         return 429
     return REFUSED

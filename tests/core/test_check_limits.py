@@ -48,6 +48,8 @@ NOT_FINITE: list[tuple[str, dict[str, Any], YamlPath]] = [
     ("keep_history-inf", {"storage": {"keep_history": INF}}, ("storage", "keep_history")),
     ("interval-nan", {"devices": [sim(interval=NAN)]}, (*POINT, "interval")),
     ("interval-long-number", {"devices": [sim(interval="9" * 400 + "s")]}, (*POINT, "interval")),
+    # a YAML integer of 400 digits: no float holds it (isfinite itself raised OverflowError)
+    ("keep_history-long-int", {"storage": {"keep_history": 10**400}}, ("storage", "keep_history")),
     ("period-inf", {"devices": [sim(period=INF)]}, (*POINT, "period")),
     ("report_every-nan", {"devices": [sim(report_every=NAN)]}, (*POINT, "report_every")),
     ("max-inf", {"devices": [sim(max=INF)]}, (*POINT, "max")),
