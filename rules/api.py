@@ -166,15 +166,18 @@ def _no_such_rule(rule_id: str) -> Problem:
 HELD_STATES = frozenset({"ok", "active", "pending"})
 
 
-def for_caller(request: web.Request, principal: Principal, shown: dict[str, Any]) -> dict[str, Any]:
+def for_caller(
+    request: web.Request, principal: Principal, shown: dict[str, Any], above: dict[str, Privacy] | None = None
+) -> dict[str, Any]:
     """A described rule as `principal` may see it: of a rule that reads data above the caller's
     class, whether it holds now (`state`) and when it last fired are withheld, as its dry run is
-    (when a blood-pressure rule fired tells what the kiosk measured); `redacted` names the class."""
+    (when a blood-pressure rule fired tells what the kiosk measured); `redacted` names the class.
+    `above`: the site's points above the caller's class (`points_above`), taken once for a list."""
     limit = privacy.limit_for(principal)
     if limit >= PRIVACY_RANK[Privacy.SENSITIVE]:
         return shown
     rr = _component(request).engine.rules.get(shown["id"])
-    if rr is None or not above_class(get_runtime(request), rr.compiled, limit):
+    if rr is None or not above_class(get_runtime(request), rr.compiled, limit, above):
         return shown
     shown["last_fired"] = None
     if shown["state"] in HELD_STATES:
@@ -187,7 +190,8 @@ async def list_rules(request: web.Request) -> web.Response:
     principal = require(request, "read")
     comp = _component(request)
     assert comp.store is not None
-    rules = [for_caller(request, principal, comp.describe(s)) for s in comp.store.list_rules()]
+    above = points_above(get_runtime(request), privacy.limit_for(principal))
+    rules = [for_caller(request, principal, comp.describe(s), above) for s in comp.store.list_rules()]
     return json_response({"rules": rules})
 
 
@@ -292,12 +296,20 @@ def _classed(name: str, klass: Any) -> str:
     return f"{name} ({klass})"
 
 
-def above_class(runtime: Runtime, compiled: CompiledRule, limit: int) -> list[str]:
+def points_above(runtime: Runtime, limit: int) -> dict[str, Privacy]:
+    """The site's points above class rank `limit`, with their class (once per request)."""
+    return {p: i.privacy for p, i in runtime.hub.points.items() if PRIVACY_RANK[i.privacy] > limit}
+
+
+def above_class(
+    runtime: Runtime, compiled: CompiledRule, limit: int, above: dict[str, Privacy] | None = None
+) -> list[str]:
     """What `compiled` would read above class rank `limit`, known before it runs: the points its
     triggers watch or its expressions read (all points above `limit` when it computes which point
-    it reads) and the health-measurement kinds its event triggers name."""
-    points = runtime.hub.points
-    above = {p: i.privacy for p, i in points.items() if PRIVACY_RANK[i.privacy] > limit}
+    it reads) and the health-measurement kinds its event triggers name. `above`: `points_above`,
+    when the caller judges many rules."""
+    if above is None:
+        above = points_above(runtime, limit)
     found: list[str] = []
     if above:
         patterns = [t.point or t.no_data for t in compiled.rule.when if t.point or t.no_data]

@@ -147,21 +147,25 @@ def copies(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, Any]]
             yield from plugin.subject_records(site, state, subject)
 
 
-def names_by_recipient(site: Site, subject: str) -> dict[str, frozenset[str]]:
-    """Per upstream sink and pull consumer id, what names `subject` in what it was sent: the
-    reference, and its pseudonym under the recipient's key when it has one (a record kept as it
-    was to be sent, a dead letter, carries that)."""
-    names: dict[str, frozenset[str]] = {}
-    for what, recipient in [(f"upstream {s.id}", s) for s in site.upstream] + [
-        (f"consumer {c.id}", c) for c in site.consumers
-    ]:
+def recipient_keys(site: Site, consumers: bool = True) -> Iterator[tuple[str, bytes | None]]:
+    """(id, pseudonym key or None) of every upstream sink and (with `consumers`) pull consumer."""
+    recipients: list[tuple[str, Any]] = [(f"upstream {s.id}", s) for s in site.upstream]
+    if consumers:
+        recipients += [(f"consumer {c.id}", c) for c in site.consumers]
+    for what, recipient in recipients:
         cfg = getattr(recipient, "pseudonymise", None)
-        if cfg is None:
-            names[recipient.id] = frozenset([subject])
-        else:
-            key = load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
-            names[recipient.id] = frozenset([subject, pseudonym(key, subject)])
-    return names
+        key = None if cfg is None else load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
+        yield recipient.id, key
+
+
+def names_by_sink(site: Site, subject: str) -> dict[str, frozenset[str]]:
+    """Per upstream sink, what names `subject` in what it was sent: the reference, and its
+    pseudonym under the sink's key when it has one (a record kept as it was to be sent, a dead
+    letter, carries that)."""
+    return {
+        sink: frozenset([subject] if key is None else [subject, pseudonym(key, subject)])
+        for sink, key in recipient_keys(site, consumers=False)
+    }
 
 
 @dataclass(frozen=True)
@@ -227,15 +231,9 @@ class Erasure:
 
 def notice_payload(site: Site, sealer: Sealer, subject: str) -> dict[str, Any]:
     """The subject_erased payload: pseudonyms only, never the reference itself."""
-    recipients: dict[str, str] = {}
-    for what, recipient in [(f"upstream {s.id}", s) for s in site.upstream] + [
-        (f"consumer {c.id}", c) for c in site.consumers
-    ]:
-        cfg = getattr(recipient, "pseudonymise", None)
-        if cfg is None:
-            continue
-        key = load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
-        recipients[key_fingerprint(key)] = pseudonym(key, subject)
+    recipients = {
+        key_fingerprint(key): pseudonym(key, subject) for _id, key in recipient_keys(site) if key is not None
+    }
     return {"subject": sealer.keys.local_pseudonym(subject), "recipients": recipients}
 
 

@@ -167,29 +167,23 @@ class BlobStore:
                 (folder / f"{digest}{SUFFIX}").unlink()
         return Blob(digest, final, len(data), digest, seal is not None, sensitive)
 
-    @staticmethod
-    def _sweep_partial(folder: Path) -> None:
-        """Delete what a write cut short left (`.ID.PID.tmp`: the process was killed while writing)
-        once older than PARTIAL_STALE_S: no blob id, so no retention would ever see it."""
-        stale = time.time() - PARTIAL_STALE_S
-        try:
-            with os.scandir(folder) as it:
-                for e in it:
-                    if e.name.startswith(".") and e.name.endswith(".tmp") and e.stat().st_mtime < stale:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(e.path)
-        except FileNotFoundError:
-            return
-
     def _entries(self, folder: Path) -> list[tuple[int, str, int]]:
-        """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first."""
+        """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first. The
+        same scan deletes what a write cut short left (`.ID.PID.tmp`: the process was killed while
+        writing) once older than PARTIAL_STALE_S: no blob id, so no retention would ever see it."""
         entries = []
+        stale = time.time_ns() - int(PARTIAL_STALE_S * 1e9)
         try:
             with os.scandir(folder) as it:
                 for e in it:
-                    if e.is_file() and _blob_id(e.name) is not None:
+                    if not e.is_file():
+                        continue
+                    if _blob_id(e.name) is not None:
                         st = e.stat()
                         entries.append((st.st_mtime_ns, e.name, st.st_size))
+                    elif e.name.startswith(".") and e.name.endswith(".tmp") and e.stat().st_mtime_ns < stale:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(e.path)
         except FileNotFoundError:
             return []
         entries.sort()
@@ -225,7 +219,6 @@ class BlobStore:
         }
         deleted: list[Blob] = []
         for folder in self._folders():
-            self._sweep_partial(folder)
             for mtime_ns, name, size in self._entries(folder):
                 if mtime_ns >= cutoffs[is_sensitive(name)]:
                     continue
@@ -237,7 +230,6 @@ class BlobStore:
     def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
         """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain."""
         folder = self.root / camera
-        self._sweep_partial(folder)
         entries = self._entries(folder)
         total = sum(size for _, _, size in entries)
         deleted: list[Blob] = []

@@ -113,11 +113,11 @@ def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, A
     keeps its record as it was to be sent: it names the subject by its reference (a field the
     sink sends in clear) or by the sink's pseudonym of it, or not at all (withheld). Sealed ones
     open where this process holds the keys; a forgotten subject's do not."""
-    from edge.privacy.subjects import names_by_recipient, record_names_subject
+    from edge.privacy.subjects import names_by_sink, record_names_subject
 
     if not created(state):
         return
-    names = names_by_recipient(site, subject)
+    names = names_by_sink(site, subject)
     after = 0
     while True:
         with state.lock:  # a page at a time: the lock is not held while the caller writes

@@ -161,5 +161,6 @@ class InfluxSink(PushSink):
     def status(self) -> dict[str, Any]:
         out = super().status()
         out["unrepresentable"] = self.unrepresentable
+        out["left_out"] = {"unrepresentable": self.unrepresentable}  # as every format reports it
         out["events_shifted"] = self.events_shifted
         return out

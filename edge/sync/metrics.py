@@ -63,9 +63,7 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
     for s in status["sinks"]:
         for key, fam in fams.items():
             fam.add_metric([s["id"]], s.get(key) or 0)
-        # what each sink type counts of its own (InfluxDB, MQTT ThingsBoard)
-        if "unrepresentable" in s:
-            left_out.add_metric([s["id"], "unrepresentable"], s["unrepresentable"])
+        # what a sink's format cannot carry (InfluxDB, MQTT ThingsBoard), by reason
         for reason, n in (s.get("left_out") or {}).items():
             left_out.add_metric([s["id"], reason], n)
         if "events_shifted" in s:
