@@ -535,7 +535,8 @@ class Journal(JournalQueries):
 
     @property
     def pending(self) -> int:
-        """Records appended but not committed yet."""
+        """Records appended and not yet taken by the writer (the step it is committing is not
+        counted: `flush` waits for that one too)."""
         return len(self._pending)
 
     async def flush(self) -> int:
