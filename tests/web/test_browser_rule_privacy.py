@@ -4,6 +4,8 @@ health data is not run and says why (whether it fires would tell what the data h
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -38,18 +40,44 @@ async def test_the_rule_editor_shows_each_role_only_what_it_may_see(tmp_path: Pa
 
         tech = await _page_as(browser, rt, "technician")
         await open_page(tech, "/rules/new")
-        await tech.fill("#rule-text", RULE_TEXT)
-        await tech.wait_for_selector("#rule-status.ok", timeout=T)
+        await tech.wait_for_selector("#rule-status.ok", timeout=T)  # the template, checked
         await tech.select_option("#dry-hours", "1")
+        # Dry-run clicked while the check of the typing is still due (350 ms after the last key):
+        # the click's own check is held until another check is asked for, as a slow gateway would
+        # answer. It must run the rule typed, never the template parsed before it, so no second
+        # check comes and the held one goes on after a second.
+        second = asyncio.Event()
+        held = 0
+
+        async def hold_the_first(route: Any) -> None:
+            nonlocal held
+            held += 1
+            if held == 1:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(second.wait(), 1.0)
+            else:
+                second.set()
+            await route.continue_()
+
+        await tech.route("**/api/v1/ui/yaml", hold_the_first)
+        await tech.fill("#rule-text", RULE_TEXT)
         await tech.click("#dry-run")
         refusal = tech.locator("#dry-result .error")
         await refusal.wait_for(timeout=T)
         said = await refusal.inner_text()
+        assert held == 1, "the check due after the typing ran beside the dry-run's own"
         assert said.startswith("Not run: this rule reads data above your role's privacy class (personal)")
         assert "event:blood_pressure (sensitive)" in said
         assert await tech.locator("ol.firings").count() == 0
         body = await tech.inner_text("body")
         assert "王芳" not in body and "151" not in body
+        # a text that does not parse is not dry-run, and the card says so (it stayed silent)
+        await tech.unroute("**/api/v1/ui/yaml")
+        await tech.fill("#rule-text", "id: [bp-dry\n")
+        await tech.click("#dry-run")
+        await tech.locator("#dry-result [data-k=dry-needs-valid]").wait_for(timeout=T)
+        assert "correct it first" in await tech.inner_text("#dry-result")
+        assert await tech.locator("#rule-status.bad").count() == 1
         assert tech.errors == []
 
         viewer = await _page_as(browser, rt, "viewer")

@@ -92,20 +92,23 @@ export async function render(view, [ruleId]) {
   view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where), help));
 
   let parsed = null;
+  let parsedText = null; // the text `parsed` was parsed from
   let seq = 0;
   async function validate() {
     if (!editable) return false;
     const mine = ++seq;
+    const sent = text.value;
     where.hidden = true;
-    const y = await api('POST', '/api/v1/ui/yaml', { text: text.value }, { allowError: true });
+    const y = await api('POST', '/api/v1/ui/yaml', { text: sent }, { allowError: true });
     if (mine !== seq) return false;
     if (!y.ok) {
       const e = y.data.error || {};
       showError(e.line, e.column, t('editor.yamlError', { message: e.message || said(y.data) }));
-      parsed = null;
+      parsed = parsedText = null;
       return false;
     }
     parsed = y.data.data;
+    parsedText = sent;
     const v = await api('POST', '/api/v1/rules/validate', parsed, { allowError: true });
     if (mine !== seq) return false;
     if (v.ok) { status.className = 'status-line ok'; status.textContent = t('editor.valid'); return true; }
@@ -133,7 +136,10 @@ export async function render(view, [ruleId]) {
   text.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(validate, 350); });
 
   // Dry-run
-  if (editable) view.append(dryRunCard(validate, () => parsed));
+  // a dry-run checks the text as it is now (a check still waiting for the typing to stop would
+  // void this one), and never runs what was parsed from an earlier text
+  const checkNow = () => { clearTimeout(timer); return validate(); };
+  if (editable) view.append(dryRunCard(checkNow, () => (parsedText === text.value ? parsed : null)));
   else view.append(h('p', { class: 'hint', id: 'dry-run-needs-rules' }, t('editor.needsRules')));
 
   if (editable) {
@@ -180,7 +186,11 @@ function dryRunCard(validate, parsed) {
   const hours = h('select', { id: 'dry-hours' }, [1, 6, 24, 72].map((x) => h('option', { value: x, selected: x === 6 }, t('editor.hours', { n: x }))));
   const dryOut = h('div', { id: 'dry-result' });
   const dryBtn = h('button', { class: 'secondary', id: 'dry-run', type: 'button', onclick: async () => {
-    if (!(await validate()) && !parsed()) return;
+    // a rule that parses but does not validate still runs: the dry-run names its errors
+    if (!(await validate()) && !parsed()) {
+      dryOut.replaceChildren(h('div', { class: 'error', 'data-k': 'dry-needs-valid' }, t('editor.dryNeedsValid')));
+      return;
+    }
     dryOut.replaceChildren(h('p', { class: 'loading' }, t('editor.dryRunning')));
     const n = Number(hours.value);
     const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed(), hours: n }, { allowError: true });
