@@ -103,29 +103,8 @@ def _fields(body: Any, *names: str) -> list[Any]:
     return [body.get(n) for n in names]
 
 
-# the UI's words for each refusal of an account change (message key, and its args from the
-# English message the accounts module words it with)
-_ACCOUNT_REFUSALS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"user name: "), "msg.account.bad_name"),
-    (re.compile(r"role (?P<role>.+) is not one of: (?P<roles>.+)"), "msg.account.bad_role"),
-    (re.compile(r"password: at least (?P<min>\d+) characters"), "msg.account.password_short"),
-    (re.compile(r"password: at most (?P<max>\d+) characters"), "msg.account.password_long"),
-    (re.compile(r"password: must not be the user name"), "msg.account.password_is_name"),
-    (re.compile(r"user (?P<name>.+) already exists"), "msg.account.exists"),
-    (re.compile(r"no user (?P<name>.+)"), "msg.account.no_user"),
-    (re.compile(r"this is the last admin"), "msg.account.last_admin"),
-]
-
-
 def _bad(exc: acc.AccountError) -> Problem:
-    detail = str(exc)
-    for pattern, key in _ACCOUNT_REFUSALS:
-        if m := pattern.match(detail):
-            args = {k: v.strip("'\"") for k, v in m.groupdict().items()}
-            return Problem(422, "Invalid account data", detail, message_key=key, args=args)
-    return Problem(
-        422, "Invalid account data", detail, message_key="msg.account.invalid", args={"detail": detail}
-    )
+    return Problem(422, "Invalid account data", str(exc), message_key=exc.key, args=exc.params)
 
 
 def _me(principal: Principal | None) -> dict[str, Any] | None:

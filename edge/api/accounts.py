@@ -134,7 +134,13 @@ MIGRATIONS = [
 
 
 class AccountError(ValueError):
-    """A bad account request; the message says what is accepted."""
+    """A bad account request; the message says what is accepted, `key` and `params` are the same
+    refusal in the UI's words (a key of the message catalogs and its arguments)."""
+
+    def __init__(self, message: str, key: str, **params: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.params = params
 
 
 class LoginRefused(Exception):
@@ -169,23 +175,32 @@ def ensure(state: StateDB) -> None:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise AccountError("user name: 1-64 characters from letters, digits and _ . @ -")
+        raise AccountError(
+            "user name: 1-64 characters from letters, digits and _ . @ -", "msg.account.bad_name"
+        )
     return name
 
 
 def check_role(role: str) -> str:
     if role not in ROLES:
-        raise AccountError(f"role {role!r} is not one of: {', '.join(ROLES)}")
+        roles = ", ".join(ROLES)
+        raise AccountError(
+            f"role {role!r} is not one of: {roles}", "msg.account.bad_role", role=str(role), roles=roles
+        )
     return role
 
 
 def check_password(password: str, name: str = "") -> str:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise AccountError(f"password: at least {MIN_PASSWORD} characters")
+        raise AccountError(
+            f"password: at least {MIN_PASSWORD} characters",
+            "msg.account.password_short",
+            min=str(MIN_PASSWORD),
+        )
     if len(password) > 1024:
-        raise AccountError("password: at most 1024 characters")
+        raise AccountError("password: at most 1024 characters", "msg.account.password_long", max="1024")
     if name and password.lower() == name.lower():
-        raise AccountError("password: must not be the user name")
+        raise AccountError("password: must not be the user name", "msg.account.password_is_name")
     return password
 
 
@@ -204,7 +219,7 @@ def add_user(state: StateDB, name: str, role: str, password: str, *, created_by:
     ensure(state)
     with state.lock:
         if state.conn.execute("SELECT 1 FROM users WHERE name=?", (name,)).fetchone():
-            raise AccountError(f"user {name!r} already exists")
+            raise AccountError(f"user {name!r} already exists", "msg.account.exists", name=name)
         state.conn.execute(
             "INSERT INTO users(name, role, pw_hash, created, created_by) VALUES (?,?,?,?,?)",
             (name, role, pw_hash, time.time(), created_by),
@@ -259,9 +274,9 @@ def update_user(
     with state.lock:
         row = state.conn.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
         if row is None:
-            raise AccountError(f"no user {name!r}")
+            raise AccountError(f"no user {name!r}", "msg.account.no_user", name=name)
         if (role not in (None, "admin") or disabled) and row[0] == "admin" and _admins(state, name) == 0:
-            raise AccountError("this is the last admin: add another admin first")
+            raise AccountError("this is the last admin: add another admin first", "msg.account.last_admin")
         if role is not None:
             state.conn.execute("UPDATE users SET role=? WHERE name=?", (role, name))
         if pw_hash is not None:
@@ -279,9 +294,9 @@ def delete_user(state: StateDB, name: str) -> None:
     with state.lock:
         row = state.conn.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
         if row is None:
-            raise AccountError(f"no user {name!r}")
+            raise AccountError(f"no user {name!r}", "msg.account.no_user", name=name)
         if row[0] == "admin" and _admins(state, name) == 0:
-            raise AccountError("this is the last admin: add another admin first")
+            raise AccountError("this is the last admin: add another admin first", "msg.account.last_admin")
         state.conn.execute("DELETE FROM sessions WHERE user=?", (name,))
         state.conn.execute("DELETE FROM users WHERE name=?", (name,))
 
