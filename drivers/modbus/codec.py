@@ -214,7 +214,7 @@ def encode(
         if finite or data_type in INTEGER_TYPES:
             raise ValueError(f"{value!r} is not a finite number: {data_type} registers take finite values")
         return _from_bytes(struct.pack(fmt, value), order)
-    lo, hi = _LIMITS[data_type]
+    lo, hi = LIMITS[data_type]
     try:
         raw: float = (value - offset) / scale if (scale != 1 or offset != 0) else value
         if data_type in INTEGER_TYPES:
@@ -238,13 +238,13 @@ def encode(
 
 _FLOAT32_MAX: float = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
 #: the smallest and largest raw value a register of each numeric type holds
-_LIMITS: dict[str, tuple[float, float]] = {
+LIMITS: dict[str, tuple[float, float]] = {
     "float32": (-_FLOAT32_MAX, _FLOAT32_MAX),
     "float64": (-sys.float_info.max, sys.float_info.max),
 }
 for _t in INTEGER_TYPES:
     _bits = 8 * struct.calcsize(_FORMATS[_t][0])
-    _LIMITS[_t] = (0, 2**_bits - 1) if _t.startswith("u") else (-(2 ** (_bits - 1)), 2 ** (_bits - 1) - 1)
+    LIMITS[_t] = (0, 2**_bits - 1) if _t.startswith("u") else (-(2 ** (_bits - 1)), 2 ** (_bits - 1) - 1)
 
 
 def _shown(value: float) -> str:

@@ -10,8 +10,12 @@ The optional `modbus_server:` section maps point ids to register addresses:
         - {point: gate-north.barrier_open, table: coil, address: 0}
 
 Values are encoded from the hub's latest readings at the moment a request arrives, so the server
-is never behind the hub. A point without a good value reads as NaN (floats) or 0. The map is
-read-only: writes are refused with "illegal function"/"illegal address" by the datastore.
+is never behind the hub. A point without a good value reads as NaN (floats) or 0. A bool reads
+1 or 0 in any numeric type. A value its register type cannot hold (70000 in a uint16, a negative
+value in an unsigned one, text in a number) is not served as some other number: a read of that
+point's registers is answered with exception 0x04 (server device failure), the point is logged once
+and each such read counted (`out_of_range`). The map is read-only: writes are refused with
+"illegal function"/"illegal address" by the datastore.
 
 A read that spans registers no point occupies is refused with "illegal data address" unless the
 site says `fill_gaps: zeros` (then the holes between the lowest and the highest mapped register of
@@ -156,11 +160,16 @@ class ModbusServerComponent:
         self.max_rank = PRIVACY_RANK[config.max_privacy]
         self.withheld_privacy = 0  # values not served because of their point's class
         self._withheld_named: set[str] = set()
+        #: reads refused because a point's value does not fit its register (exception 0x04)
+        self.out_of_range = 0
+        self._unfit_named: dict[tuple[str, int], str] = {}  # (table, address) -> point, logged
         self.unknown = sorted(p.point for p in config.points if p.point not in known)
         self.points = [p for p in config.points if p.point in known]
         self.requests = 0
         #: requests per unit id this server does not serve (at most 256 keys: unit ids are a byte)
         self.unknown_units: dict[int, int] = {}
+        #: what the map allows but may not serve (check.range_warnings), logged at start
+        self.warnings: list[str] = []
         self.port: int | None = None
         self._server: Any = None
         self._task: asyncio.Task[Any] | None = None
@@ -188,6 +197,7 @@ class ModbusServerComponent:
             "requests": self.requests,
             "unknown_unit_requests": sum(self.unknown_units.values()),
             "withheld_privacy": self.withheld_privacy,
+            "out_of_range": self.out_of_range,
         }
 
     def _devices(self) -> Any:
@@ -233,6 +243,7 @@ class ModbusServerComponent:
 
             return ExcCodes.ILLEGAL_FUNCTION  # read-only: the gateway is not controlled this way
         table = _FC_TABLE.get(function_code)
+        refused: ValueError | None = None
         for p in self.points:
             if p.table != table:
                 continue
@@ -253,12 +264,39 @@ class ModbusServerComponent:
                 continue
             value: Any = current if good else (math.nan if p.type.startswith("float") else 0)
             try:
-                regs = codec.encode(value, p.type, p.order, scale=p.scale, length=p.length)
-            except ValueError:
-                regs = [0] * p.count
+                regs = _encode(value, p)
+            except ValueError as exc:
+                # a plausible wrong number would be worse than none: a read of these registers
+                # fails, and the registers keep what they held (a neighbour's read sees no change)
+                if address < p.address + p.count and p.address < address + count:
+                    refused = refused or exc
+                    self._unfit(p, value, exc)
+                continue
             off = p.address - start_address
             registers[off : off + len(regs)] = regs
+        if refused is not None:
+            from pymodbus.constants import ExcCodes
+
+            return ExcCodes.DEVICE_FAILURE
         return None
+
+    def _unfit(self, p: ServedPoint, value: Any, exc: ValueError) -> None:
+        """Count a read refused because `p`'s value does not fit its register; log it once per entry."""
+        self.out_of_range += 1
+        key = (p.table, p.address)
+        if key not in self._unfit_named:
+            self._unfit_named[key] = p.point
+            log.warning(
+                "modbus_server: %s (%s %s at %s address %d) cannot be served: %s; reads of its registers "
+                "are answered with exception 0x04 (server device failure) while it does not fit. Further "
+                "refusals are counted (out_of_range), not logged",
+                p.point,
+                p.type,
+                f"scale {p.scale:g}" if p.scale != 1 else "unscaled",
+                p.table,
+                p.address,
+                exc,
+            )
 
     def _withhold(self, point: str, klass: str) -> None:
         self.withheld_privacy += 1
@@ -276,6 +314,8 @@ class ModbusServerComponent:
 
         if self.unknown:
             log.warning("modbus_server: unknown points not served: %s", ", ".join(self.unknown))
+        for line in self.warnings:
+            log.warning("%s", line)
         self._server = ModbusTcpServer(self._devices(), address=(self.config.host, self.config.port))
         if self.config.unit != 0:  # unit 0 answers every unit id
             self._server.context = _UnitGate(self._server.context, self)
@@ -298,9 +338,19 @@ class ModbusServerComponent:
             "fill_gaps": self.config.fill_gaps,
             "max_privacy": str(self.config.max_privacy),
             "withheld_privacy": self.withheld_privacy,
+            "out_of_range": self.out_of_range,
+            "out_of_range_points": sorted(set(self._unfit_named.values())),
             "unknown_unit_requests": sum(self.unknown_units.values()),
             "unknown_units": {str(u): n for u, n in sorted(self.unknown_units.items())},
         }
+
+
+def _encode(value: Any, p: ServedPoint) -> list[int]:
+    """The registers of `p` holding `value`; ValueError when its type cannot hold it. A bool is 1 or
+    0 in any numeric type, unscaled (a relay reads 1, as a BMS expects of a status register)."""
+    if isinstance(value, bool) and p.type in codec.NUMERIC_TYPES:
+        return codec.encode(int(value), p.type, p.order)
+    return codec.encode(value, p.type, p.order, scale=p.scale, length=p.length)
 
 
 def create(ctx: ComponentContext) -> ModbusServerComponent | None:
@@ -308,5 +358,9 @@ def create(ctx: ComponentContext) -> ModbusServerComponent | None:
     if config is None:
         return None
     assert isinstance(config, ServerConfig)
+    from drivers.modbus.check import range_warnings
+
     known = {p.id for p in ctx.site.point_infos()}
-    return ModbusServerComponent(config, ctx.hub.latest, known, ctx.hub.points)
+    component = ModbusServerComponent(config, ctx.hub.latest, known, ctx.hub.points)
+    component.warnings = range_warnings(ctx.site)
+    return component
