@@ -115,6 +115,9 @@ class Summary:
     #: in `kept`, and the restored journal goes on above them
     left_out: tuple[int, int] | None = None
     kept: Path | None = None
+    #: the seq the operator said the receivers hold (`--continue-after`), where no journal was
+    #: replaced or the replaced one could not be read
+    continued_after: int | None = None
     #: what the restored site will lack (said, the restore is done all the same)
     warnings: list[str] = field(default_factory=list)
 
@@ -325,8 +328,11 @@ def _aside(path: Path) -> None:
             os.replace(p, kept)
 
 
-def restore(site: Site, archive: Path) -> Summary:
-    """Put the archive's files in place of the site's; refuses while the gateway runs."""
+def restore(site: Site, archive: Path, continue_after: int | None = None) -> Summary:
+    """Put the archive's files in place of the site's; refuses while the gateway runs.
+
+    `continue_after`: the highest seq the receivers hold of this gateway, for a site with no
+    journal to replace (a replacement box): new records continue above it."""
     targets = Targets.of(site)
     holder = running_holder(targets)
     if holder:
@@ -344,7 +350,9 @@ def restore(site: Site, archive: Path) -> Summary:
                 f"{holder[0]} was opened by process {holder[1]} during the restore; nothing replaced"
             )
         warnings = _keys_warning(site, targets, work / JOURNAL)
-        left_out = _continue_seqs(targets.journal, work / JOURNAL, archive, manifest, warnings)
+        left_out, kept = _continue_seqs(
+            site, targets.journal, work / JOURNAL, archive, manifest, continue_after
+        )
         places = [(JOURNAL, targets.journal), (STATE, targets.state), (TREND, targets.trend)]
         for name, dest in places:
             if (work / name).exists() or dest.exists():
@@ -365,43 +373,67 @@ def restore(site: Site, archive: Path) -> Summary:
         sum(int(f.get("size") or 0) for f in files.values()),
         dict(manifest.get("schema") or {}),
         left_out,
-        Path(f"{targets.journal}.pre-restore"),
+        kept,
+        continue_after,
         warnings,
     )
 
 
 def _continue_seqs(
-    journal: Path, copy: Path, archive: Path, manifest: dict[str, Any], warnings: list[str]
-) -> tuple[int, int] | None:
+    site: Site,
+    journal: Path,
+    copy: Path,
+    archive: Path,
+    manifest: dict[str, Any],
+    continue_after: int | None,
+) -> tuple[tuple[int, int] | None, Path | None]:
     """Raise the restored journal's last seq to the replaced one's, so no seq is issued twice.
 
     Receivers de-duplicate by (gateway, seq), and pull consumers and sinks have acknowledged seqs
     up to the replaced journal's last: a record that reused one of those seqs would be dropped as
     a duplicate or skipped. The records of the replaced journal above the backup's last seq are
     not in the restored one; their range goes into its meta, for the next start to journal as
-    `journal_restored`. Returns that range, None when there is none."""
-    if not journal.exists():
-        return None
-    try:
-        replaced = store_backup.issued_seq(str(journal))
-    except sqlite3.Error as exc:
-        warnings.append(
-            f"the replaced journal {journal} cannot be read ({exc}): new records continue from the "
-            "backup's last seq, so seqs receivers already hold may be issued again"
-        )
-        return None
+    `journal_restored`. With no journal to replace (a replacement box) or one that cannot be read,
+    nothing here says how far the gateway went on after the backup: refused unless the operator
+    gives the highest seq the receivers hold (`continue_after`). Returns the range left out (None
+    when there is none) and the file that holds those of its records the replaced journal had."""
     restored = store_backup.archived_seq(str(copy))
-    if replaced <= restored:
-        return None
-    note = {
+    replaced: int | None = None
+    problem = ""
+    if journal.exists():
+        try:
+            replaced = store_backup.issued_seq(str(journal))
+        except sqlite3.Error as exc:
+            problem = f"the journal it would replace, {journal}, cannot be read ({exc})"
+    else:
+        problem = f"there is no journal to replace at {journal} (storage.path of {site.source})"
+    if replaced is None and continue_after is None:
+        raise BackupError(
+            f"{problem}, so the restore cannot tell how far the gateway went on after this backup "
+            f"(it ends at seq {restored}); new records would reuse seqs the receivers may already "
+            "hold with other records. Nothing was replaced. Ask the central platform (and every "
+            f"pull consumer) for the highest seq it holds from gateway {site.site.id!r}, then run:\n"
+            f"  edge restore -c {site.source} {archive} --continue-after SEQ\n"
+            "with SEQ that seq, or a higher one when unsure (the seqs skipped are named by a "
+            "journal_restored event at the next start)"
+        )
+    top = max(replaced or 0, continue_after or 0)
+    if top <= restored and continue_after is None:
+        return None, None
+    kept = Path(f"{journal}.pre-restore") if replaced is not None else None
+    note: dict[str, object] = {
         "first_seq": restored + 1,
-        "last_seq": replaced,
+        "last_seq": max(top, restored),
         "archive": archive.name,
         "archive_created": manifest.get("created"),
-        "kept_in": f"{journal.name}.pre-restore",
+        "kept_in": kept.name if kept else None,
     }
-    store_backup.continue_after(str(copy), replaced, note)
-    return restored + 1, replaced
+    if continue_after is not None:
+        note["continue_after"] = continue_after
+    store_backup.continue_after(str(copy), max(top, restored), note)
+    if top <= restored:
+        return None, kept
+    return (restored + 1, top), kept
 
 
 def _keys_warning(site: Site, targets: Targets, copy: Path) -> list[str]:

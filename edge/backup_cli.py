@@ -40,14 +40,36 @@ def register(sub: Subcommands) -> None:
         "ones as *.pre-restore. New records continue above the replaced journal's last seq (no\n"
         "seq a receiver or consumer holds is issued again); its records after the backup's last\n"
         "seq stay in edge.db.pre-restore, and the next start journals their range\n"
-        "(journal_restored).",
+        "(journal_restored). Where there is no journal to replace (a replacement box) or it\n"
+        "cannot be read, nothing says how far the gateway went on after the backup: the restore\n"
+        "is refused unless --continue-after names the highest seq the receivers hold.",
         epilog="example:\n  systemctl stop community-edge\n"
         "  edge restore -c /etc/community-edge/site.yaml /var/backups/edge-2026-12-06.tar.gz\n"
         "  systemctl start community-edge",
         func=cmd_restore,
         config=True,
-        args=[arg("archive", metavar="FILE", help="the backup archive")],
+        args=[
+            arg("archive", metavar="FILE", help="the backup archive"),
+            arg(
+                "--continue-after",
+                metavar="SEQ",
+                type=_seq,
+                help="the highest seq of this gateway the central platform and pull consumers hold "
+                "(or a higher one): new records continue above it. Needed where there is no journal "
+                "to replace (a replacement box) or it cannot be read",
+            ),
+        ],
     )
+
+
+def _seq(text: str) -> int:
+    try:
+        seq = int(text)
+    except ValueError:
+        seq = -1
+    if seq < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seq (a whole number, 0 or more)")
+    return seq
 
 
 def _run(args: argparse.Namespace, action: str, path: str) -> int:
@@ -65,7 +87,7 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
         if action == "backup":
             summary = backup.create(site, Path(path))
         else:
-            summary = backup.restore(site, Path(path))
+            summary = backup.restore(site, Path(path), args.continue_after)
     except (backup.BackupError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -80,13 +102,26 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
             f"restored site {summary.site_id} from {summary.path}: {files}, journal up to "
             f"seq {summary.last_seq}; the replaced files are kept as *.pre-restore"
         )
-        if summary.left_out:
+        if summary.left_out and summary.kept is None:
             first, last = summary.left_out
             print(
-                f"the replaced journal's records {first}-{last} are not in the backup: they are "
-                f"kept in {summary.kept} (until the next restore replaces it); new records "
+                f"new records continue from seq {last + 1} (--continue-after {summary.continued_after}): "
+                f"seqs {first}-{last} are skipped, none of them is kept here, and the next start "
+                "journals a journal_restored event naming that range"
+            )
+        elif summary.left_out:
+            first, last = summary.left_out
+            print(
+                f"the replaced journal's records {first}-{last} are not in the backup: those it held "
+                f"are kept in {summary.kept} (until the next restore replaces it); new records "
                 f"continue from seq {last + 1}, so no seq a receiver holds is issued again, and "
                 "the next start journals a journal_restored event naming that range"
+            )
+        elif summary.continued_after is not None:
+            print(
+                f"new records continue from seq {summary.last_seq + 1}, right after the backup's "
+                f"(--continue-after {summary.continued_after} is not above it); the next start "
+                "journals a journal_restored event"
             )
         for warning in summary.warnings:
             print(f"warning: {warning}", file=sys.stderr)
