@@ -124,7 +124,8 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # a failed COMMIT has rolled back already
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

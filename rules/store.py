@@ -144,7 +144,8 @@ class RuleStore:
                     conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT has rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         return StoredRule(rule_id, RuleDoc(doc, source, place), enabled, version, now, actor)
 
@@ -175,7 +176,8 @@ class RuleStore:
                 conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT has rolled back already
+                    conn.execute("ROLLBACK")
                 raise
         return True
 
@@ -277,7 +279,8 @@ class RuleStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT has rolled back already
+                    conn.execute("ROLLBACK")
                 raise
 
 

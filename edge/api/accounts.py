@@ -493,7 +493,8 @@ def _record_failure(state: StateDB, guard: LoginGuard, key: tuple[str, str], now
                 )
             state.conn.execute("COMMIT")
         except BaseException:
-            state.conn.execute("ROLLBACK")
+            if state.conn.in_transaction:  # a failed COMMIT has rolled back already
+                state.conn.execute("ROLLBACK")
             raise
 
 

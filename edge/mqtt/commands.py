@@ -110,7 +110,8 @@ class SeenRequests:
                     )
                     self.state.conn.execute("COMMIT")
                 except BaseException:
-                    self.state.conn.execute("ROLLBACK")
+                    if self.state.conn.in_transaction:  # a failed COMMIT has rolled back already
+                        self.state.conn.execute("ROLLBACK")
                     raise
         return True
 

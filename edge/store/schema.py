@@ -119,6 +119,7 @@ def migrate(conn: sqlite3.Connection, path: str, upto: int = SCHEMA_VERSION) -> 
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT has rolled back already
+                conn.execute("ROLLBACK")
             raise
     return version

@@ -284,7 +284,8 @@ def classify(state: StateDB, rank_of: Callable[[Row], int]) -> int:
                 state.conn.executemany("UPDATE sync_dead_letters SET privacy=? WHERE id=?", ranks)
                 state.conn.execute("COMMIT")
             except BaseException:
-                state.conn.execute("ROLLBACK")
+                if state.conn.in_transaction:  # a failed COMMIT has rolled back already
+                    state.conn.execute("ROLLBACK")
                 raise
         done += len(rows)
 
