@@ -189,13 +189,26 @@ def record(state: StateDB, actor: str, action: str, target: str = "", **detail: 
         )
 
 
-def entries(state: StateDB, limit: int = 200, before_id: int | None = None) -> list[dict[str, Any]]:
+def entries(
+    state: StateDB,
+    limit: int = 200,
+    before_id: int | None = None,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+) -> list[dict[str, Any]]:
+    """The newest `limit` entries (below `before_id`) by `actor` and of `action` when given: the
+    filters are in the query, so `limit` counts matches, however many other entries are newer."""
     ensure(state)
+    conds: list[str] = []
+    args: list[Any] = []
+    for cond, value in (("id < ?", before_id), ("actor = ?", actor), ("action = ?", action)):
+        if value is not None:
+            conds.append(cond)
+            args.append(value)
     sql = "SELECT id, ts, actor, action, target, detail FROM audit"
-    args: tuple[Any, ...] = ()
-    if before_id is not None:
-        sql += " WHERE id < ?"
-        args = (before_id,)
+    if conds:
+        sql += " WHERE " + " AND ".join(conds)
     sql += " ORDER BY id DESC LIMIT ?"
     with state.lock:
         rows = state.conn.execute(sql, (*args, limit)).fetchall()

@@ -343,10 +343,8 @@ async def audit_log(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 200, 1, 1000)
     before = int_param(request, "before", None, 1, MAX_SEQ)
     assert limit is not None
-    rows = audit.entries(state, limit, before)
-    for key in ("actor", "action"):
-        if request.query.get(key):
-            rows = [r for r in rows if r[key] == request.query[key]]
+    actor, action = (request.query.get(key) or None for key in ("actor", "action"))
+    rows = audit.entries(state, limit, before, actor=actor, action=action)
     return json_response({"entries": rows})
 
 
