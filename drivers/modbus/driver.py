@@ -66,6 +66,7 @@ class ModbusDriver(BaseDriver):
         self.last_values: dict[str, Value] = {}
         self.cycles = 0
         self.requests_last_cycle = 0
+        self._wrong_seen = 0  # the link's wrong answers to this unit already counted in errors
         self._stopping = False
 
     def points(self) -> list[PointInfo]:
@@ -88,6 +89,7 @@ class ModbusDriver(BaseDriver):
     async def start(self) -> None:
         d = self.device
         self.link = acquire(d.connection, timeout=d.timeout, retries=d.retries, reconnect_max=d.reconnect_max)
+        self._wrong_seen = self.link.wrong_by_unit.get(d.unit, 0)
         self._task = asyncio.create_task(self._poll_loop(), name=f"modbus:{self.id}")
 
     async def stop(self) -> None:
@@ -148,6 +150,7 @@ class ModbusDriver(BaseDriver):
                 answers.append((req, self._values(req, resp)))
             except LinkError as exc:
                 self._decode(answers, ts)  # the values that did arrive are the last known ones
+                self._count_wrong_answers()
                 self._went_silent(str(exc), ts)
                 self.requests_last_cycle = requests
                 return
@@ -162,6 +165,7 @@ class ModbusDriver(BaseDriver):
                     continue
                 answers.append((req, f"{READ_METHODS[req.table]} {req.start}+{req.count}: {exc}"))
         batch, errors = self._decode(answers, ts)
+        self._count_wrong_answers()
         self.requests_last_cycle = requests
         self.cycles += 1
         self.emit(batch)
@@ -171,6 +175,15 @@ class ModbusDriver(BaseDriver):
             self.set_health(HealthState.DEGRADED, "; ".join(errors[:3]))
         else:
             self.set_health(HealthState.ONLINE, "")
+
+    def _count_wrong_answers(self) -> None:
+        """Answers the link refused as not matching their request count as errors of the device,
+        also when the retry then got the right one."""
+        assert self.link is not None
+        wrong = self.link.wrong_by_unit.get(self.device.unit, 0)
+        if wrong != self._wrong_seen:
+            self.health.errors += wrong - self._wrong_seen
+            self._wrong_seen = wrong
 
     def _decode(
         self, answers: list[tuple[Request, list[Any] | str]], ts: float
@@ -187,12 +200,14 @@ class ModbusDriver(BaseDriver):
         return batch, errors
 
     def _values(self, req: Request, resp: Any) -> list[Any]:
-        """The `req.count` values of a poll request's answer; a short answer is no answer."""
+        """The `req.count` values of a request's answer. An answer holding more or fewer is the
+        answer to another request: an error, never values (bits come padded to a whole byte)."""
         values = resp.bits if req.table in BIT_TABLES else resp.registers
-        if len(values) != req.count:  # bits come padded to a whole byte
-            if len(values) < req.count:
+        if len(values) != req.count:
+            padded = req.table in BIT_TABLES and len(values) == (req.count + 7) // 8 * 8
+            if not padded:
                 raise LinkError(
-                    f"short answer: {len(values)} of {req.count} values at {req.table} {req.start}"
+                    f"wrong answer: {len(values)} values to a read of {req.count} at {req.table} {req.start}"
                 )
             values = values[: req.count]
         return list(values) if not isinstance(values, list) else values
@@ -398,10 +413,7 @@ class ModbusDriver(BaseDriver):
             retry_now=retry_now,
             **self.timing,
         )
-        values = resp.bits if req.table in BIT_TABLES else resp.registers
-        if len(values) < req.count:
-            raise LinkError(f"short answer: {len(values)} of {req.count} values")
-        return list(values[: req.count])
+        return list(self._values(req, resp))
 
     async def _bit_in_register(self, p: ModbusPoint, on: bool) -> list[int]:
         """Read-modify-write of one bit: the other 15 bits of the register keep their state."""

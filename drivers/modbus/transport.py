@@ -28,6 +28,20 @@ log = logging.getLogger("drivers.modbus")
 WRITE = 0  # priority of writes (lower runs first)
 READ = 1
 
+#: the function code each request method sends; an answer must carry the same one
+FUNCTION_CODES = {
+    "read_coils": 1,
+    "read_discrete_inputs": 2,
+    "read_holding_registers": 3,
+    "read_input_registers": 4,
+    "write_coil": 5,
+    "write_register": 6,
+    "write_coils": 15,
+    "write_registers": 16,
+}
+BIT_READS = ("read_coils", "read_discrete_inputs")
+REGISTER_READS = ("read_holding_registers", "read_input_registers")
+
 
 _ModbusException: type[Exception] | None = None
 
@@ -155,6 +169,16 @@ class Link:
         self.connects = 0
         self.users = 0
         self._last_frame = 0.0
+        # RTU has no transaction id: after a request got no valid answer, the next frame waits
+        # until the line has been quiet for `_drain_for` seconds and what came in is thrown away,
+        # so a late answer is never taken for the next request's
+        self._drain_for = 0.0
+        self._failed_at = 0.0
+        self._last_rx = 0.0  # monotonic time bytes last arrived on a serial line
+        self._draining = False
+        self.wrong_answers = 0  # answers that did not match their request (a count, a code, a unit)
+        self.wrong_by_unit: dict[int, int] = {}  # the same, per unit asked (devices share a bus)
+        self.discarded = 0  # bytes thrown away while the line settled after a failure
         self.trace: Callable[[str, int], None] | None = None  # (event, unit) hook for bus tests
 
     # ------------------------------------------------------------ connection
@@ -182,7 +206,50 @@ class Link:
         client = self._make_client()
         for answer in _fast_register_answers():
             client.register(answer)
+        if self.conn.transport == "rtu":
+            self._watch_line(client)
         return client
+
+    def _watch_line(self, client: Any) -> None:
+        """Note when bytes arrive on the serial line, and swallow them while it settles."""
+        ctx = client.ctx
+        received = ctx.data_received
+
+        def data_received(data: bytes) -> None:
+            self._last_rx = time.monotonic()
+            if self._draining:
+                self.discarded += len(data)
+                return
+            received(data)
+
+        ctx.data_received = data_received  # the serial transport calls its protocol's method
+
+    async def _drain(self, client: Any) -> None:
+        """Wait until the line has been quiet for `_drain_for` seconds since the failure, then
+        throw away what came in. Steady noise cannot hold the bus: the wait ends after four
+        quiet periods whatever arrives."""
+        quiet, self._drain_for = self._drain_for, 0.0
+        before = self.discarded
+        self._draining = True
+        try:
+            deadline = time.monotonic() + 4 * quiet
+            while (now := time.monotonic()) < deadline:
+                left = max(self._failed_at, self._last_rx) + quiet - now
+                if left <= 0:
+                    break
+                await asyncio.sleep(min(left, deadline - now))
+        finally:
+            self._draining = False
+        ctx = getattr(client, "ctx", None)
+        if ctx is not None and ctx.recv_buffer:
+            self.discarded += len(ctx.recv_buffer)
+            ctx.recv_buffer = b""
+        if self.discarded > before:
+            log.info(
+                "%s: discarded %d bytes that came after a failed request (a late answer or noise)",
+                self.describe(),
+                self.discarded - before,
+            )
 
     async def _ensure_connected(self, *, retry_now: bool = False) -> Any:
         if self._client is not None and self._client.connected:
@@ -262,6 +329,8 @@ class Link:
                 client = self._client
                 if client is None or not client.connected:
                     client = await self._ensure_connected(retry_now=retry_now and attempt == 0)
+                if self._drain_for:
+                    await self._drain(client)
                 # pymodbus 3.x reads the response timeout from its transaction manager's copy of the
                 # connection parameters at each request; we hold the bus, so this is ours alone
                 client.ctx.comm_params.timeout_connect = timeout
@@ -277,12 +346,21 @@ class Link:
                     error = (
                         f"no valid answer from unit {unit} at {self.describe()}: {exc or type(exc).__name__}"
                     )
-                    self._after_failure()
+                    self._after_failure(timeout)
                     continue
                 finally:
                     self._last_frame = time.monotonic()
                     if self.trace:
                         self.trace("end", unit)
+                wrong = _mismatch(unit, method, args, kwargs, response)
+                if wrong:
+                    # an answer to another request (a late one, or another unit's): an error, never a value
+                    self.wrong_answers += 1
+                    self.wrong_by_unit[unit] = self.wrong_by_unit.get(unit, 0) + 1
+                    error = f"wrong answer from unit {unit} at {self.describe()} to {method}: {wrong}"
+                    log.warning("%s", error)
+                    self._after_failure(timeout)
+                    continue
                 if response.isError():
                     code = int(getattr(response, "exception_code", 0) or 0)
                     raise DeviceException(code)
@@ -293,10 +371,37 @@ class Link:
         finally:
             self._lock.release()
 
-    def _after_failure(self) -> None:
-        # A late answer to a timed-out TCP request would be taken for the next one's: start afresh.
-        if self.conn.transport != "rtu" and self._client is not None:
-            self._client.close()
+    def _after_failure(self, timeout: float) -> None:
+        # A late answer to a failed request would be taken for the next one's. TCP: start afresh
+        # on a new connection. A serial line cannot be reopened clean: let it go quiet first.
+        if self.conn.transport != "rtu":
+            if self._client is not None:
+                self._client.close()
+            return
+        self._failed_at = time.monotonic()
+        self._drain_for = max(self._drain_for, timeout)
+
+
+def _mismatch(unit: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], response: Any) -> str:
+    """Why `response` is not the answer to this request ("" when it is): its unit, its function
+    code, or what it holds (the count of a read, the address of a write) differ from the request's."""
+    fc = FUNCTION_CODES.get(method)
+    got_fc = int(getattr(response, "function_code", 0) or 0) & 0x7F
+    if fc is not None and got_fc != fc:
+        return f"function code {got_fc}, asked {fc}"
+    got_unit = getattr(response, "dev_id", unit)
+    if unit and got_unit != unit:
+        return f"unit {got_unit}"
+    if response.isError():
+        return ""
+    count = kwargs.get("count")
+    if method in REGISTER_READS and count is not None and (n := len(response.registers)) != count:
+        return f"{'short' if n < count else 'long'} answer: {n} of {count} registers"
+    if method in BIT_READS and count is not None and len(response.bits) != (count + 7) // 8 * 8:
+        return f"{len(response.bits) // 8} bytes of bits, asked {count} bits"
+    if fc is not None and fc >= 5 and args and getattr(response, "address", args[0]) != args[0]:
+        return f"address {response.address}, asked {args[0]}"
+    return ""
 
 
 # ---------------------------------------------------------------- shared links

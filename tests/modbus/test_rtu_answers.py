@@ -1,0 +1,208 @@
+"""RTU answers that are late, wrong or noisy: never a value for the wrong request.
+
+A scripted device on one end of a socat pty pair stands in for the meter (a pymodbus server always
+answers at once and always right)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import struct
+import subprocess
+import threading
+import tty
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from edge.driver import DeviceReadError
+from edge.model import Quality
+from tests.modbus.harness import running_driver
+from tests.modbus.servers import stop_process
+from tests.support.tools import require_tool
+from tests.support.waiting import until as wait_for
+
+
+def crc(data: bytes) -> bytes:
+    c = 0xFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
+    return struct.pack("<H", c)
+
+
+#: how one request is answered: (unit, fc, address, count, the answer the device would give) ->
+#: what it sends instead (the test's misbehaviour)
+Answer = Callable[[int, int, int, int, bytes], bytes]
+
+
+class RtuDevice:
+    """Unit 1: FC3/FC4 register i holds 1000 + i unless written with FC6 (kept in `store`).
+    Requests are served one at a time, in order. `delays` holds the delay of each next answer
+    (popped per request; none left: at once); `answer`, when set, rewrites each next answer;
+    `noise` is sent before the next answer, `noise_gap` seconds ahead of it."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        self.store: dict[int, int] = {}
+        self.delays: list[float] = []
+        self.answer: Answer | None = None
+        self.noise = b""
+        self.noise_gap = 0.0
+        self.requests: list[tuple[int, int, int, int]] = []  # (unit, fc, address, count)
+        self.answered = 0
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds` unless stopped (then False)."""
+        ready, _, _ = select.select([self._stop_r], [], [], seconds)
+        return not ready
+
+    def _run(self) -> None:
+        buf = b""
+        while True:
+            ready, _, _ = select.select([self.fd, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            buf += os.read(self.fd, 256)
+            while len(buf) >= 8:
+                frame = buf[:8]
+                if crc(frame[:6]) != frame[6:8]:
+                    buf = buf[1:]
+                    continue
+                buf = buf[8:]
+                unit, fc, addr, count = struct.unpack(">BBHH", frame[:6])
+                self.requests.append((unit, fc, addr, count))
+                if unit != 1 or fc not in (3, 4, 6):
+                    continue
+                if self.delays and not self._wait(self.delays.pop(0)):
+                    return
+                if fc == 6:
+                    self.store[addr] = count
+                    body = frame[:6]
+                else:
+                    regs = [self.store.get(addr + i, (1000 + addr + i) & 0xFFFF) for i in range(count)]
+                    body = bytes([unit, fc, 2 * count]) + struct.pack(f">{count}H", *regs)
+                out = body + crc(body)
+                if self.answer is not None:
+                    out = self.answer(unit, fc, addr, count, out)
+                if self.noise:
+                    os.write(self.fd, self.noise)
+                    if self.noise_gap and not self._wait(self.noise_gap):
+                        return
+                os.write(self.fd, out)
+                self.answered += 1
+
+    def stop(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        for fd in (self.fd, self._stop_r, self._stop_w):
+            os.close(fd)
+
+
+def frame(body: bytes) -> bytes:
+    """An RTU frame: `body` (unit, function code, data) and its CRC."""
+    return body + crc(body)
+
+
+@contextlib.asynccontextmanager
+async def rtu_device(tmp_path: Path) -> AsyncIterator[tuple[str, RtuDevice]]:
+    """(the port the driver opens, the device on the other end of the pty pair)."""
+    socat = require_tool("socat", "apt-get install -y socat")
+    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; socat runs beside the test
+        [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(lambda: a.exists() and b.exists(), what="socat ptys")
+        dev = RtuDevice(b)
+        try:
+            yield str(a), dev
+        finally:
+            dev.stop()
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+
+
+POINTS = [
+    {"name": "r0", "address": 0, "type": "uint16"},
+    {"name": "r10", "address": 10, "type": "uint16"},
+    {"name": "alarm", "address": 300, "type": "bit", "bit": 0, "writable": True},
+]
+
+
+def slow_meter(port: str, **more: object) -> dict[str, object]:
+    # one poll at start, then only what a test asks for; each point its own request
+    conn = {"transport": "rtu", "port": port}
+    return {
+        "connection": conn,
+        "poll": "1h",
+        "timeout": 0.3,
+        "retries": 0,
+        "max_gap": 0,
+        "points": POINTS,
+        **more,
+    }
+
+
+async def test_a_late_answer_is_not_taken_for_the_next_request(tmp_path: Path) -> None:
+    async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
+        await got.polled(1)
+        assert got.values() == {"r0": 1000, "r10": 1010, "alarm": False}
+        dev.delays = [0.45]  # r0's answer comes after the 0.3 s timeout, while r10 is asked
+        with pytest.raises(DeviceReadError, match="did not answer"):
+            await got.driver.read("r0")
+        r10 = await got.driver.read("r10")
+        assert r10.value == 1010 and r10.quality == Quality.GOOD
+        assert dev.answered == 5  # the late answer did go out, and was thrown away
+        link = got.driver.link
+        assert link is not None and link.discarded == 7  # unit, fc, byte count, 2 bytes, CRC
+
+
+async def test_a_late_answer_does_not_reach_a_bit_write(tmp_path: Path) -> None:
+    async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
+        dev.store[300] = 0x0100
+        await got.polled(1)
+        dev.delays = [0.45]
+        with pytest.raises(DeviceReadError):
+            await got.driver.read("r10")
+        result = await got.driver.write("alarm", True)
+        assert result.ok, result.reason
+        assert dev.store == {300: 0x0101}  # the register's own bits, not r10's value with bit 0 set
+
+
+def longer(unit: int, fc: int, addr: int, count: int, out: bytes) -> bytes:
+    regs = out[3:-2] + b"\x00\x07"
+    return frame(bytes([unit, fc, len(regs)]) + regs)
+
+
+def other_function(unit: int, fc: int, addr: int, count: int, out: bytes) -> bytes:
+    return frame(bytes([unit, 7 - fc]) + out[2:-2])  # an input register answer to a holding read
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"), [(longer, "long answer: 2 of 1"), (other_function, "function code 4")]
+)
+async def test_an_answer_that_does_not_match_the_request_is_an_error(
+    tmp_path: Path, answer: Answer, why: str
+) -> None:
+    async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port, retries=1)) as got:
+        await got.polled(1)
+        dev.answer = answer
+        with pytest.raises(DeviceReadError, match=why):
+            await got.driver.read("r0")
+        link = got.driver.link
+        assert link is not None and link.wrong_answers == 2  # the request and its retry
+        dev.answer = None
+        assert (await got.driver.read("r0")).value == 1000
+        await got.driver.poll_group(3600.0)
+        assert got.driver.health.state == "online"
+        assert got.driver.health.errors == 2  # counted against the device, though the retry got it right
