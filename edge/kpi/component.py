@@ -9,8 +9,10 @@ import contextlib
 import copy
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge.clock import ClockSample, ClockWatch, boottime
 from edge.kpi.config import KpiConfig
 from edge.kpi.days import Days
 from edge.kpi.engine import UP, Fold, PointPlan, new_day, plans_of
@@ -70,6 +72,19 @@ class KpiComponent:
         self._wake = asyncio.Event()
         self.lock = asyncio.Lock()
         self.caught_up = asyncio.Event()
+        # steps of the wall clock, measured as the journal's retention measures them: with the
+        # runtime's (wall, monotonic) source and judged by its clock trust (edge.clock)
+        journal_sample = getattr(ctx.journal, "_clock_sample", None)
+        self._sample: Callable[[], ClockSample] = journal_sample or (
+            lambda: ClockSample(ctx.clock(), boottime())
+        )
+        self.trust = getattr(ctx.journal, "clock_trust", None)
+        self._watch = ClockWatch(ctx.site.clock.max_step)
+        #: why no day closes and nothing is deleted now (a step of the clock not yet followed by a
+        #: trusted check), None when the clock is believed; kept across a restart
+        self.clock_paused: str | None = self.store.meta("clock_paused")
+        self._paused_at: float | None = None  # monotonic time of the step (None: before this run)
+        self._started_mono = self._sample().mono
 
     def _load_day(self, day: str) -> dict[str, Any] | None:
         found = self.store.day(day)
@@ -116,35 +131,73 @@ class KpiComponent:
         """Fold everything committed, sample the cursors, advance to now, close finished days."""
         async with self.lock:
             journal = self.ctx.journal
+            # before the fold: records stamped after a step must find its gap already there
+            # and one reading of the clock for the whole step: a step of the clock after it is
+            # seen by the next step, never acted on by this one
+            now = self._watch_clock()
             target = journal.committed_seq
             while self.fold.state["pos"] < target:
                 upto = min(target, self.fold.state["pos"] + CHUNK)
                 await asyncio.to_thread(fold_step, self.fold, journal, upto)
                 if self.fold.state["pos"] < target:
-                    await self._commit()
-            now = self.ctx.clock()
+                    await self._commit(now)
             await asyncio.to_thread(self._sample_cursors, now)
             closed: dict[str, dict[str, Any]] = {}
             starts: dict[str, dict[str, Any]] = {}
             gw = self.fold.state["gw"]
             if advance and gw is not None and gw[0] == UP:
                 today, start, _end = self.cal.at(now)
-                if gw[1] < start and self.store.day_start(today) is None:
+                trusted = self.clock_paused is None
+                if trusted and gw[1] < start and self.store.day_start(today) is None:
                     self.fold.advance(start)
                     starts[today] = copy.deepcopy(self.fold.state)
                 # up to the newest record folded: a record still on its way to the journal must
                 # not find its device's interval already counted in the state before it
                 last_ts = self.fold.state["last_ts"] or now
                 self.fold.advance(min(now, max(last_ts, now - STALE_S)), overdue_until=now - STALE_S)
-                closed = self._close_days(now)
+                if trusted:  # an untrusted clock's midnight may be hours or years from the real one
+                    closed = self._close_days(now)
             # a day is marked closed and due upstream in one transaction; its kpi_daily goes
             # into the journal after, so a crash in between sends it at the next start
             self.pending = sorted(set(self.pending) | set(closed))
-            await self._commit(closed=closed, starts=starts)
+            await self._commit(now, closed=closed, starts=starts)
             self.caught_up.set()
         if self.pending:
             await self._announce_pending(closed)
         await journal.set_cursor(CURSOR, self.fold.state["pos"], kind="kpi")
+
+    def _watch_clock(self) -> float:
+        """A step of the wall clock is a gap in every figure (neither up nor down), and from it no
+        day closes and `keep` deletes nothing until the clock's trust, checked after the step,
+        says the clock is trusted (the rule of the journal's retention, edge.clock). Returns the
+        wall clock of the sample."""
+        before = self._watch.last
+        sample = self._sample()
+        step = self._watch.observe(sample)
+        if step is not None and before is not None and step.mono_elapsed >= 0:
+            if step.step > 0:
+                # the step happened somewhere between the two samples: these seconds were surely
+                # never lived (at most one sampling interval of the gap is counted as lived)
+                self.fold.skip(sample.wall - step.step, before.wall + step.step)
+            else:
+                self.fold.rewind(sample.wall)
+            self.clock_paused = f"the wall clock stepped {step.step:+.0f} s; waiting for a trusted clock"
+            self._paused_at = sample.mono
+            self.store.set_meta("clock_paused", self.clock_paused)
+            log.warning("kpi: %s (%s)", self.clock_paused, step.describe())
+            return sample.wall
+        if self.clock_paused is None:
+            return sample.wall
+        trust = self.trust
+        if trust is not None:
+            seen = trust.last_sample  # before `trusted`: see ClockTrust.last_sample
+            after = self._paused_at if self._paused_at is not None else self._started_mono
+            if seen is None or seen.mono <= after or not trust.trusted:
+                return sample.wall
+        log.info("kpi: the clock is trusted again; days close and old days are deleted again")
+        self.clock_paused = self._paused_at = None
+        self.store.set_meta("clock_paused", None)
+        return sample.wall
 
     async def _announce_pending(self, closed: dict[str, dict[str, Any]]) -> None:
         for day in self.pending:
@@ -159,13 +212,18 @@ class KpiComponent:
         await asyncio.to_thread(self.store.set_meta, "announce", [])
 
     async def _commit(
-        self, closed: dict[str, dict[str, Any]] | None = None, starts: dict[str, dict[str, Any]] | None = None
+        self,
+        now: float,
+        closed: dict[str, dict[str, Any]] | None = None,
+        starts: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         fold = self.fold
         days = {d: fold.days[d] for d in fold.dirty if d in fold.days}
-        keep_from = (
-            dt.date.fromisoformat(self.cal.day_of(self.ctx.clock())) - dt.timedelta(days=self.config.keep)
-        ).isoformat()
+        keep_from = None
+        if self.clock_paused is None:  # an untrusted clock's "today" may be far from the real one
+            keep_from = (
+                dt.date.fromisoformat(self.cal.day_of(now)) - dt.timedelta(days=self.config.keep)
+            ).isoformat()
         ops, fold.alert_ops = fold.alert_ops, []
         state = copy.deepcopy(fold.state)
         await asyncio.to_thread(
@@ -180,7 +238,7 @@ class KpiComponent:
             keep_from=keep_from,
         )
         fold.dirty.clear()
-        today = self.cal.day_of(self.ctx.clock())
+        today = self.cal.day_of(now)
         for d in [d for d in fold.days if d < today and self._is_closed(d)]:
             fold.days.pop(d, None)  # a closed past day need not stay in memory
 
@@ -235,9 +293,12 @@ class KpiComponent:
         self, day: str, acc: dict[str, Any], *, closed: bool, now: float, device: str | None = None
     ) -> dict[str, Any]:
         cursors = {n: (c[0], int(c[1]), float(c[2])) for n, c in self.cursors.items()}
-        return day_figures(
+        out = day_figures(
             day, acc, self.plans, self.config, self.store.alerts_of(day), cursors, now, closed, device
         )
+        if not closed:
+            out["clock_paused"] = self.clock_paused
+        return out
 
     async def _announce(self, day: str, figures: dict[str, Any]) -> None:
         """The closed day upstream (one `kpi_daily` per site and day) and, below a target, an
@@ -305,6 +366,7 @@ class KpiComponent:
             "days_closed": self.closed_days,
             "errors": self.errors,
             "last_error": self.last_error,
+            "clock_paused": self.clock_paused,
         }
 
 

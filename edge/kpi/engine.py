@@ -18,6 +18,7 @@ from typing import Any
 from edge.kpi.days import Days
 
 UP, DOWN, RESTART = "up", "down", "restart"
+MAX_GAPS = 100  # the newest steps of the clock the fold remembers (a gap older than a day is moot)
 DOWN_STATES = ("offline", "stopped")
 RULE_EVENTS_NOT_ACTIONS = ("rule_action_failed", "rule_error", "rule_rate_limited", "rule_pack_error")
 # what a chunk walks one by one: (seq, ts, point or source, quality, kind, severity, payload)
@@ -106,6 +107,8 @@ class Fold:
         for p in plans.values():
             self.by_device.setdefault(p.device, []).append(p)
         self.state: dict[str, Any] = state or {"pos": 0, "gw": None, "dev": {}, "pts": {}, "last_ts": None}
+        #: [from, to) spans of wall time a forward step of the clock skipped: no interval counts in them
+        self.state.setdefault("gaps", [])
         self.days: dict[str, dict[str, Any]] = {}
         self.dirty: set[str] = set()
         self._load_day = load_day
@@ -126,10 +129,55 @@ class Fold:
         return acc
 
     def _split(self, a: float, b: float) -> Iterable[tuple[dict[str, Any], float]]:
-        for key, secs in self.cal.split(a, b):
+        for lo, hi in self._outside_gaps(a, b):
+            for key, secs in self.cal.split(lo, hi):
+                acc = self.day(key)
+                if acc is not None:
+                    yield acc, secs
+
+    def _outside_gaps(self, a: float, b: float) -> list[tuple[float, float]]:
+        """The pieces of [a, b) outside the clock's gaps: a step is neither up nor down time."""
+        pieces = [(a, b)]
+        for g0, g1 in self.state["gaps"]:
+            if g1 <= a or g0 >= b:
+                continue
+            cut: list[tuple[float, float]] = []
+            for lo, hi in pieces:
+                if lo < g0:
+                    cut.append((lo, min(hi, g0)))
+                if hi > g1:
+                    cut.append((max(lo, g1), hi))
+            pieces = cut
+        return pieces
+
+    # ------------------------------------------------------------ steps of the wall clock
+    def skip(self, lo: float, hi: float) -> None:
+        """The wall clock stepped forward over [lo, hi): those seconds were never lived, so no
+        interval counts in them. The days at either end say how much of them the step took."""
+        if hi <= lo:
+            return
+        self.state["gaps"] = [*self.state["gaps"], [lo, hi]][-MAX_GAPS:]
+        first, _s, first_end = self.cal.at(lo)
+        last, last_start, _e = self.cal.at(hi)
+        for key, secs in {first: min(hi, first_end) - lo, last: hi - max(lo, last_start)}.items():
             acc = self.day(key)
             if acc is not None:
-                yield acc, secs
+                acc["clock_gap_s"] = acc.get("clock_gap_s", 0.0) + secs
+
+    def rewind(self, t: float) -> None:
+        """The wall clock stepped back to `t`: the open intervals start again from it (what was
+        counted beyond it stays where it was counted, nothing is counted twice)."""
+        gw = self.state["gw"]
+        if gw is not None:
+            gw[1] = min(gw[1], t)
+        for st in self.state["dev"].values():
+            st[1] = min(st[1], t)
+        for ps in self.state["pts"].values():
+            for i in (0, 1, 3):
+                if ps[i] is not None:
+                    ps[i] = min(ps[i], t)
+        if self.state["last_ts"] is not None:
+            self.state["last_ts"] = min(self.state["last_ts"], t)
 
     # ------------------------------------------------------------ intervals
     def _flush_gateway(self, t: float) -> None:

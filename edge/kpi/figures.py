@@ -194,6 +194,8 @@ def day_figures(
     return {
         "day": day,
         "closed": closed,
+        # seconds of the day a forward step of the wall clock skipped: counted nowhere
+        "clock_gap_s": round(acc.get("clock_gap_s", 0.0), 3),
         "site": {
             "availability": _share(site_up, site_span),
             "completeness": round(sum(all_points) / len(all_points), 6) if all_points else None,

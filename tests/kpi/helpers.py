@@ -14,6 +14,8 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from edge.clock import ClockSample
+
 T = TypeVar("T")
 
 
@@ -28,6 +30,12 @@ class FastClock:
         if self._frozen is not None:
             return self._frozen
         return self._start + (time.monotonic() - self._origin) * self.speed
+
+    def sample(self) -> ClockSample:
+        """The runtime's (wall, monotonic) source: the site's time is the only time here, so the
+        clock never steps against itself (a stop with a known downtime is no step either)."""
+        now = self()
+        return ClockSample(now, now)
 
     def freeze(self) -> float:
         self._frozen = self()

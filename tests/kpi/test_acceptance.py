@@ -166,7 +166,7 @@ async def live_the_night(tmp_path: Path) -> dict[str, Any]:
         await until(lambda: all(rt.driver(d) is not None for d in ("steady", "flaky")), timeout=10)
         return {d: rt.driver(d)._t0 for d in ("steady", "flaky")}  # type: ignore[union-attr]
 
-    rt = Runtime(site, clock=clock, with_web=False)
+    rt = Runtime(site, clock=clock, clock_sample=clock.sample, with_web=False)
     await rt.start()
     starts = await driver_starts(rt)
     await until(lambda: clock() >= STOP_AT, timeout=30, interval=5)
@@ -175,7 +175,7 @@ async def live_the_night(tmp_path: Path) -> dict[str, Any]:
     runs.append((T0, stopped, starts))
     clock.resume(DOWN_FOR)
 
-    rt = Runtime(site, clock=clock, with_web=False)
+    rt = Runtime(site, clock=clock, clock_sample=clock.sample, with_web=False)
     await rt.start()
     starts = await driver_starts(rt)
     await until(lambda: clock() >= END, timeout=60, interval=5)
