@@ -33,8 +33,11 @@ it copied); such points are named in the log once and counted (`withheld_privacy
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 import math
+import typing
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -140,6 +143,119 @@ class _UnitGate:
         if device_id != self.component.config.unit:
             return self.component.unknown_unit(device_id)
         return await self.core.async_setValues(device_id, func_code, address, values)
+
+
+#: requests of one connection decoded and waiting for their answer; past it the connection is not
+#: read until the answers catch up (TCP holds the rest: nothing is dropped)
+MAX_IN_FLIGHT = 32
+
+
+@functools.cache
+def _server_class() -> type[Any]:
+    """pymodbus' TCP server whose connections answer every request they receive, in order.
+
+    pymodbus' own connection keeps one "last request" slot: a second request arriving in the same
+    TCP segment was left unread, and one arriving while the first was answered replaced it (the
+    first went unanswered, the second was answered twice). Here each connection frames every
+    complete request in its buffer with pymodbus' framer and decoder, queues them, and one task per
+    connection answers them one after the other through the same datastore. Built on first use:
+    pymodbus is imported only by a site that serves."""
+    from pymodbus.constants import ExcCodes
+    from pymodbus.exceptions import NoSuchIdException
+    from pymodbus.pdu import ExceptionResponse
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.server.requesthandler import ServerRequestHandler
+
+    class Connection(ServerRequestHandler):  # type: ignore[misc]
+        def __init__(self, owner: Any) -> None:
+            super().__init__(owner, owner.trace_packet, owner.trace_pdu, owner.trace_connect)
+            # the buffer holds at most a partial frame, or what waits while reading is paused
+            self.max_buffer_size = 1 << 20
+            #: (request, or the ready exception answer of a frame that does not decode; client address)
+            self.queue: collections.deque[tuple[Any, bool, Any]] = collections.deque()
+            self.worker: asyncio.Task[None] | None = None
+            self.paused = False
+
+        def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+            used = self.frame(data, addr)
+            if self.queue and (self.worker is None or self.worker.done()):
+                self.worker = self.loop.create_task(self.answer_in_order())
+                self.server.workers.add(self.worker)
+                self.worker.add_done_callback(self.server.workers.discard)
+            if len(self.queue) >= MAX_IN_FLIGHT and not self.paused and self.transport:
+                self.paused = True
+                typing.cast(asyncio.ReadTransport, self.transport).pause_reading()
+            return used
+
+        def frame(self, data: bytes, addr: Any) -> int:
+            """Queue every complete request at the start of `data`; the bytes they took."""
+            used = 0
+            while len(self.queue) < MAX_IN_FLIGHT:
+                size, unit, tid, pdu_bytes = self.framer.decode(data[used:])
+                if not size:
+                    break  # a partial frame: the rest arrives with the next segment
+                used += size
+                if not pdu_bytes:
+                    continue
+                pdu = self.framer.decoder.decode(pdu_bytes)
+                if pdu is None:
+                    answer = ExceptionResponse(0, ExcCodes.ILLEGAL_FUNCTION, unit, tid)
+                    self.queue.append((answer, True, addr))
+                    continue
+                pdu.dev_id, pdu.transaction_id = unit, tid
+                self.queue.append((pdu, False, addr))
+            return used
+
+        async def answer_in_order(self) -> None:
+            while self.queue:
+                item, ready, addr = self.queue[0]
+                response = item if ready else await self.answer(item)
+                self.queue.popleft()
+                self.server_send(response, addr)
+                if self.paused and len(self.queue) <= MAX_IN_FLIGHT // 2:
+                    # what arrived while the queue was full waits in the buffer: frame it first
+                    self.recv_buffer = self.recv_buffer[self.frame(self.recv_buffer, addr) :]
+                    if len(self.queue) < MAX_IN_FLIGHT and self.transport:
+                        self.paused = False
+                        typing.cast(asyncio.ReadTransport, self.transport).resume_reading()
+
+        async def answer(self, pdu: Any) -> Any:
+            try:
+                response = await pdu.datastore_update(self.server.context, pdu.dev_id)
+            except NoSuchIdException:
+                response = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+            except Exception:
+                log.exception("modbus_server: request %s failed; answered server device failure", pdu)
+                response = ExceptionResponse(pdu.function_code, ExcCodes.DEVICE_FAILURE)
+            response.transaction_id = pdu.transaction_id
+            response.dev_id = pdu.dev_id
+            return response
+
+        def send(self, data: bytes, addr: tuple[Any, ...] | None = None) -> None:
+            kept = self.recv_buffer  # pymodbus empties it on each send: requests still to frame
+            super().send(data, addr)
+            self.recv_buffer = kept
+
+        def callback_disconnected(self, exc: Exception | None) -> None:
+            super().callback_disconnected(exc)
+            self.queue.clear()
+            if self.worker is not None:
+                self.worker.cancel()
+
+    class Server(ModbusTcpServer):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            #: the connections' answering tasks, awaited at shutdown
+            self.workers: set[asyncio.Task[None]] = set()
+
+        def callback_new_connection(self) -> Connection:
+            return Connection(self)
+
+        async def shutdown(self) -> None:
+            await super().shutdown()  # closes every connection, which cancels its task
+            await asyncio.gather(*self.workers, return_exceptions=True)
+
+    return Server
 
 
 class ModbusServerComponent:
@@ -310,13 +426,11 @@ class ModbusServerComponent:
             )
 
     async def start(self) -> None:
-        from pymodbus.server import ModbusTcpServer
-
         if self.unknown:
             log.warning("modbus_server: unknown points not served: %s", ", ".join(self.unknown))
         for line in self.warnings:
             log.warning("%s", line)
-        self._server = ModbusTcpServer(self._devices(), address=(self.config.host, self.config.port))
+        self._server = _server_class()(self._devices(), address=(self.config.host, self.config.port))
         if self.config.unit != 0:  # unit 0 answers every unit id
             self._server.context = _UnitGate(self._server.context, self)
         await self._server.serve_forever(background=True)
