@@ -361,6 +361,15 @@ class ModbusDriver(BaseDriver):
             return CommandResult(pid, value, CommandStatus.REJECTED, "point is not writable")
         if self.link is None:
             return CommandResult(pid, value, CommandStatus.FAILED, "device is not started")
+        if p.type == "bit" and p.table != "coil":
+            # the register's other bits are read and written back: a second write to the same
+            # register (another bit point) in between would be lost, so one at a time
+            async with self.link.register_lock(self.device.unit, p.address):
+                return await self._write(p, pid, value)
+        return await self._write(p, pid, value)
+
+    async def _write(self, p: ModbusPoint, pid: str, value: Value) -> CommandResult:
+        assert self.link is not None
         args: tuple[Any, ...]
         try:
             if p.table == "coil":

@@ -179,6 +179,7 @@ class Link:
         self.wrong_answers = 0  # answers that did not match their request (a count, a code, a unit)
         self.wrong_by_unit: dict[int, int] = {}  # the same, per unit asked (devices share a bus)
         self.discarded = 0  # bytes thrown away while the line settled after a failure
+        self._register_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self.trace: Callable[[str, int], None] | None = None  # (event, unit) hook for bus tests
 
     # ------------------------------------------------------------ connection
@@ -290,6 +291,15 @@ class Link:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def register_lock(self, unit: int, address: int) -> asyncio.Lock:
+        """The lock held across a read-modify-write of one register (a bit point's write), so that
+        two of them on the same register — from one device or two sharing this link — never
+        interleave and lose a bit."""
+        lock = self._register_locks.get((unit, address))
+        if lock is None:
+            lock = self._register_locks[unit, address] = asyncio.Lock()
+        return lock
 
     # ------------------------------------------------------------ requests
     async def call(
