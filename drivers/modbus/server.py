@@ -197,10 +197,15 @@ def _server_class() -> type[Any]:
                 used += size
                 if not pdu_bytes:
                     continue
-                pdu = self.framer.decoder.decode(pdu_bytes)
+                code = pdu_bytes[0]
+                pdu = None if code & 0x80 else self.framer.decoder.decode(pdu_bytes)
                 if pdu is None:
-                    answer = ExceptionResponse(0, ExcCodes.ILLEGAL_FUNCTION, unit, tid)
-                    self.queue.append((answer, True, addr))
+                    # the answer names the request's function, as the spec wants (pymodbus
+                    # answered function 0): 01 for a function it does not know, 03 for a known
+                    # one whose fields are not acceptable (a read of 0 or 126 registers)
+                    known = not code & 0x80 and code in self.framer.decoder.list_function_codes()
+                    reason = ExcCodes.ILLEGAL_VALUE if known else ExcCodes.ILLEGAL_FUNCTION
+                    self.queue.append((ExceptionResponse(code, reason, unit, tid), True, addr))
                     continue
                 pdu.dev_id, pdu.transaction_id = unit, tid
                 self.queue.append((pdu, False, addr))
