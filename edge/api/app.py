@@ -36,7 +36,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return exc.response()
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):
-            return problem(exc.status, exc.reason or "Error", exc.text or "")
+            # what the status needs said with it (a 405's Allow) goes along; the body is new
+            kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+            return problem(exc.status, exc.reason or "Error", exc.text or "", kept or None)
         raise
     except sqlite3.OperationalError as exc:
         if not is_disk_full(exc):

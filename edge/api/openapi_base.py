@@ -13,8 +13,9 @@ from typing import Any
 
 JSON = "application/json"
 PROBLEM = {"$ref": "#/components/responses/Problem"}
-#: every authenticated operation can answer these (bad input, no credential, wrong scope/CSRF)
-ERRORS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM}
+#: every authenticated operation can answer these (bad input, no credential, wrong scope/CSRF, a
+#: full disk: a change, or the audit entry a read of personal data writes, could not be stored)
+ERRORS = {"400": PROBLEM, "401": PROBLEM, "403": PROBLEM, "507": PROBLEM}
 #: an operation with a JSON body can also answer these (read_json): too slow (408), too large
 #: (413), not JSON (415), nested deeper than 64 levels (422)
 BODY_ERRORS = {"408": PROBLEM, "413": PROBLEM, "415": PROBLEM, "422": PROBLEM}

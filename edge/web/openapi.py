@@ -237,10 +237,12 @@ def paths() -> dict[str, Any]:
         "/api/v1/alerts/{seq}/ack": {
             "post": op(
                 "ackAlert",
-                "Acknowledge an event by its journal seq, with a comment; audited (scope write)",
+                "Acknowledge a fired alert by its journal seq, with a comment; audited (scope write). "
+                "409: the seq is another event, or an alert's clearing",
                 {
                     "200": ok(obj({"seq": {"type": "integer"}, "ack": ACK}, ["seq", "ack"])),
                     "404": PROBLEM,
+                    "409": PROBLEM,
                     **errors(body=True),
                 },
                 parameters=[

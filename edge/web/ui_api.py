@@ -79,10 +79,9 @@ def _float(request: web.Request, name: str, default: float | None) -> float | No
 
 
 def _limit(request: web.Request, default: int) -> int:
-    try:
-        return max(1, min(MAX_LIMIT, int(request.query.get("limit", default))))
-    except ValueError:
-        raise Problem(400, "Bad query parameter limit", f"an integer from 1 to {MAX_LIMIT}") from None
+    limit = int_param(request, "limit", default, 1, MAX_LIMIT)
+    assert limit is not None
+    return limit
 
 
 def point_view(runtime: Runtime, point_id: str, now: float) -> dict[str, Any]:
