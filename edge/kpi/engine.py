@@ -114,7 +114,7 @@ class Fold:
         self._load_day = load_day
         self.only_day = only_day  # a rebuild: nothing is added to any other day
         #: alert bookkeeping of this chunk: ("fired", seq, ts, source, severity, key) /
-        #: ("ack", acked seq, ts) / ("cleared", source, ts)
+        #: ("ack", acked seq, ts) / ("cleared", source, ts, key); key: `alert_key`
         self.alert_ops: list[tuple[Any, ...]] = []
 
     # ------------------------------------------------------------ day accumulators
@@ -433,10 +433,10 @@ class Fold:
             hit = first_good(src, seq, upto)
             return (hit[0], hit[1], src) if hit is not None else None
         elif kind == "alert":
+            key = alert_key(src, payload)
             if payload.get("state") == "cleared":
-                self.alert_ops.append(("cleared", src, ts))
+                self.alert_ops.append(("cleared", src, ts, key))
             else:
-                key = f"{src}/{payload['day']}" if "day" in payload else src
                 self.alert_ops.append(("fired", seq, ts, src, str(severity or "info"), key))
         elif kind == "alert_ack":
             acked = payload.get("seq")
@@ -455,6 +455,17 @@ class Fold:
             rec[1] = seq if rec[1] is None else min(rec[1], seq)
             rec[2] = seq if rec[2] is None else max(rec[2], seq)
         return None
+
+
+def alert_key(source: str, payload: Mapping[str, Any]) -> str:
+    """Which alert an `alert` event is an instance of: the rules engine keeps one state per rule
+    and key (the point for a point trigger, so a pattern rule such as `bin-*.fill_pct` fires one
+    alert per point) and journals the rule as the source and the key's point as `point`; the KPIs'
+    own alert is one per day."""
+    if "day" in payload:
+        return f"{source}/{payload['day']}"
+    point = payload.get("point")
+    return f"{source}/{point}" if isinstance(point, str) and point else source
 
 
 def _payload(raw: str | None) -> dict[str, Any]:

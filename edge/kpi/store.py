@@ -23,7 +23,7 @@ MIGRATIONS = [
     CREATE TABLE kpi_alerts (
         alert INTEGER PRIMARY KEY,   -- journal seq of the alert's first firing
         day TEXT NOT NULL,
-        akey TEXT NOT NULL,          -- source (and day of a KPI alert): repeats while open join it
+        akey TEXT NOT NULL,          -- edge.kpi.engine.alert_key: repeats while open join it
         severity TEXT NOT NULL,
         fired_ts REAL NOT NULL,
         ack_ts REAL,
@@ -185,8 +185,10 @@ def _alert_op(conn: Any, op: tuple[Any, ...], day_of: Any) -> None:
         alert = row[0] if row is not None else acked
         conn.execute("UPDATE kpi_alerts SET ack_ts=? WHERE alert=? AND ack_ts IS NULL", (ts, alert))
     elif op[0] == "cleared":
-        _, source, ts = op
+        # the instance the clear names; and an alert stored before alerts were told apart by
+        # their point (its key is the bare source)
+        _, source, ts, key = op
         conn.execute(
-            "UPDATE kpi_alerts SET cleared_ts=? WHERE cleared_ts IS NULL AND (akey=? OR akey LIKE ?)",
-            (ts, source, source + "/%"),
+            "UPDATE kpi_alerts SET cleared_ts=? WHERE cleared_ts IS NULL AND akey IN (?, ?)",
+            (ts, key, source),
         )
