@@ -397,9 +397,14 @@ class ModbusDriver(BaseDriver):
                 req = Request(p.table, p.address, p.count, (p.name,))
                 errors: list[str] = []
                 back = self._decode_point(p, req, await self._read_priority(req), self.ctx.clock(), errors)
-                if errors or not _same(back.value, value, p):
+                stored = _as_stored(p, value, regs)
+                if errors or back.value != stored:
+                    expected = repr(value) if stored == value else f"{stored!r} (for {value!r})"
                     return CommandResult(
-                        pid, value, CommandStatus.FAILED, f"read-back gave {back.value!r}, expected {value!r}"
+                        pid,
+                        value,
+                        CommandStatus.FAILED,
+                        f"read-back gave {back.value!r}, expected {expected}",
                     )
                 reported = back.value
         except LinkError as exc:
@@ -491,12 +496,12 @@ class _RequestReader:
 _reading: Callable[[tuple[float, str, Value, int]], Reading] = functools.partial(tuple.__new__, Reading)  # type: ignore[assignment]
 
 
-def _same(got: Value, want: Value, p: ModbusPoint) -> bool:
-    if isinstance(got, float) or isinstance(want, float):
-        if got is None or want is None:
-            return False
-        tol = max(abs(p.scale) / 2, 1e-6 * max(1.0, abs(float(want))))  # type: ignore[arg-type]
-        if p.type == "float32":
-            tol = max(tol, 1e-6 * abs(float(want)))  # type: ignore[arg-type]
-        return abs(float(got) - float(want)) <= tol  # type: ignore[arg-type]
-    return got == want
+def _as_stored(p: ModbusPoint, value: Value, regs: list[int]) -> Value:
+    """The value a device that kept the written registers reads back: what they decode to. A
+    float is compared within its own rounding (21.4 as float32 is 21.399999618530273), a scaled
+    integer within its step (21.43 at scale 0.1 is stored as 214, read back 21.4) — and exactly
+    beyond that: 21.0 read back for 21.4 is a device that did not keep the write."""
+    if p.table == "coil" or p.type == "bit":
+        return bool(value)
+    decoded = codec.decode(regs, str(p.type), p.order, scale=p.scale, offset=p.offset, bit=p.bit)
+    return decoded  # type: ignore[return-value]
