@@ -15,6 +15,7 @@ RULE_EVAL_KEYS = ("evaluations", "evaluated", "evals", "rule_evaluations")
 # have their own family, edge_rule_evaluations_total.
 RULE_COUNTERS = (
     "firings",
+    "schedules_skipped",
     "actions_executed",
     "actions_failed",
     "actions_cancelled",
@@ -24,8 +25,9 @@ RULE_COUNTERS = (
     "window_backfill_truncated",
     "loop_share_suspensions",
 )
-# Still in edge_rules_status as well, where docs/rules.md tells operators to look.
-RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated",)
+# Still in edge_rules_status as well, where docs/rules.md (window_backfill_truncated) and
+# docs/operations.md (schedules_skipped) tell operators to look.
+RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated", "schedules_skipped")
 
 
 def _numeric(d: dict[str, Any]) -> dict[str, float]:
