@@ -131,6 +131,17 @@ def site_problems(site: Site) -> list[str]:
     return out
 
 
+def site_warnings(site: Site) -> list[str]:
+    """The plugins' warnings about the site, located as `site_problems` locates its lines."""
+    from edge.plugins import registry
+
+    lines = [line for p in registry().with_hook("warnings") if p.warnings for line in p.warnings(site)]
+    if not lines:
+        return []
+    pos = _positions(site.source)
+    return [_located(line, pos) for line in lines]
+
+
 def file_problems(site: Site) -> list[tuple[YamlPath, str]]:
     """(key path, problem) for every file the site names that the gateway could not use as `edge
     run` would: one that is missing or cannot be read, a secret (a token, password, key: the key
@@ -291,7 +302,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     site = load_or_report(args.config)
     if site is None:
         return 1
-    for warning in site.warnings:  # allowed, but someone should have decided it on purpose
+    for warning in site.warnings + site_warnings(site):  # allowed, but should be decided on purpose
         print(warning, file=sys.stderr)
     problems = site_problems(site)
     if not problems and Path(site.storage.path).exists():

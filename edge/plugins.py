@@ -197,6 +197,9 @@ class Plugin:
     #: problems `edge check` reports beyond the schema (e.g. a rule pack that does not compile):
     #: lines for stderr, empty when the site is fine
     check: Callable[[Site], list[str]] | None = None
+    #: what `edge check` prints as warnings: allowed, and not refused by check or by a reload, but
+    #: worth a decision (e.g. a served point whose range cannot fit its register); same line form
+    warnings: Callable[[Site], list[str]] | None = None
     #: OpenAPI paths of the routes this plugin adds (merged into the document at /api/v1/openapi.json)
     openapi: Callable[[], Mapping[str, Any]] | None = None
     #: the state DB components this feature keeps -> its migrations (lazy): a restore refuses an

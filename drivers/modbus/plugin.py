@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from aiohttp import web
     from pydantic import BaseModel
 
+    from edge.config import Site
     from edge.driver import Driver
     from edge.plugins import ComponentContext
     from edge.runtime import Runtime
@@ -59,6 +60,14 @@ def openapi() -> Mapping[str, Any]:
     return paths()
 
 
+def warnings(site: Site) -> list[str]:
+    if site.sections.get("modbus_server") is None:
+        return []
+    from drivers.modbus.check import range_warnings
+
+    return range_warnings(site)
+
+
 def commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from drivers.modbus import cli
 
@@ -74,6 +83,7 @@ PLUGIN = Plugin(
     component=server_component,
     routes=routes,
     openapi=openapi,
+    warnings=warnings,
     commands=commands,
     order=30,
 )
