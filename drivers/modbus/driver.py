@@ -74,16 +74,19 @@ class ModbusDriver(BaseDriver):
 
     def plan_for(self, interval: float) -> list[Request]:
         if interval not in self._plans:
-            d = self.device
-            self._plans[interval] = plan(
-                self.groups[interval],
-                max_gap=d.max_gap,
-                max_gap_bits=d.max_gap_bits,
-                max_registers=d.max_registers,
-                max_bits=d.max_bits,
-                splits=self.splits,
-            )
+            self._plans[interval] = self._plan(self.groups[interval])
         return self._plans[interval]
+
+    def _plan(self, points: list[ModbusPoint]) -> list[Request]:
+        d = self.device
+        return plan(
+            points,
+            max_gap=d.max_gap,
+            max_gap_bits=d.max_gap_bits,
+            max_registers=d.max_registers,
+            max_bits=d.max_bits,
+            splits=self.splits,
+        )
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -158,10 +161,10 @@ class ModbusDriver(BaseDriver):
                 if exc.code == 2 and split_request(req, self.groups[interval], self.splits):
                     self._plans.pop(interval, None)
                     self.log.info("device refused %s; split and remembered", req)
-                    # re-read what this request covered, with the new cut
-                    pending = [
-                        r for r in self.plan_for(interval) if set(r.points) & set(req.points)
-                    ] + pending
+                    # re-read the points of this request, and only those, with the new cut: the
+                    # group's new plan may merge them with points read already or still pending
+                    # in this cycle, which would then be read (and journaled) twice
+                    pending = self._plan([self.by_name[n] for n in req.points]) + pending
                     continue
                 answers.append((req, f"{READ_METHODS[req.table]} {req.start}+{req.count}: {exc}"))
         batch, errors = self._decode(answers, ts)
