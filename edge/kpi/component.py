@@ -122,6 +122,17 @@ class KpiComponent:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("kpi step failed")
 
+    async def reload(self) -> None:
+        """The site file was reloaded: figures follow the devices now in it. A device removed or
+        disabled is counted up to now and then no more (its stored past days stay); a device
+        added is observed from its first record. The `kpi:` section itself needs a restart."""
+        async with self.lock:
+            self.plans = plans_of(self.ctx.site.devices)
+            now = self.ctx.clock()
+            last_ts = self.fold.state["last_ts"] or now
+            self.fold.replan(self.plans, min(now, max(last_ts, now - STALE_S)))
+        self.wake()
+
     def wake(self) -> None:
         """Run a step now (tests and the API's "today so far" use it)."""
         self._wake.set()

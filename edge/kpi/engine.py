@@ -97,15 +97,8 @@ class Fold:
         only_day: str | None = None,
     ) -> None:
         self.cal = days
-        self.plans = plans
         self.site_id = site_id
-        self.devices = {p.device for p in plans.values()}
-        self.ordered_points = sorted(
-            p.id for p in plans.values() if p.method in ("report_every", "on_change")
-        )
-        self.by_device: dict[str, list[PointPlan]] = {}
-        for p in plans.values():
-            self.by_device.setdefault(p.device, []).append(p)
+        self._plan(plans)
         self.state: dict[str, Any] = state or {"pos": 0, "gw": None, "dev": {}, "pts": {}, "last_ts": None}
         #: [from, to) spans of wall time a forward step of the clock skipped: no interval counts in them
         self.state.setdefault("gaps", [])
@@ -116,6 +109,31 @@ class Fold:
         #: alert bookkeeping of this chunk: ("fired", seq, ts, source, severity, key) /
         #: ("ack", acked seq, ts) / ("cleared", source, ts, key); key: `alert_key`
         self.alert_ops: list[tuple[Any, ...]] = []
+
+    def _plan(self, plans: Mapping[str, PointPlan]) -> None:
+        self.plans = plans
+        self.devices = {p.device for p in plans.values()}
+        self.ordered_points = sorted(
+            p.id for p in plans.values() if p.method in ("report_every", "on_change")
+        )
+        self.by_device: dict[str, list[PointPlan]] = {}
+        for p in plans.values():
+            self.by_device.setdefault(p.device, []).append(p)
+
+    def replan(self, plans: Mapping[str, PointPlan], t: float) -> None:
+        """The site's devices changed (a reload): a device gone, or disabled, is accounted up to
+        `t` and then followed no more; a device added is observed from its first record, and a
+        point whose plan changed is measured by its new plan from now on."""
+        gone = self.devices - {p.device for p in plans.values()}
+        for dev in gone:
+            self._flush_device(dev, t)
+            for plan in self.by_device.get(dev, ()):
+                self._flush_point(plan, t)
+        self._plan(plans)
+        for dev in gone:
+            self.state["dev"].pop(dev, None)
+        for pid in [pid for pid in self.state["pts"] if pid not in plans]:
+            del self.state["pts"][pid]
 
     # ------------------------------------------------------------ day accumulators
     def day(self, key: str) -> dict[str, Any] | None:
