@@ -14,6 +14,7 @@ backup in progress, and needs no pid file that a crash could leave behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import importlib
@@ -120,6 +121,10 @@ class Summary:
     continued_after: int | None = None
     #: what the restored site will lack (said, the restore is done all the same)
     warnings: list[str] = field(default_factory=list)
+    #: the earlier `*.pre-restore` files (of a previous restore) this one deleted
+    replaced_earlier: list[Path] = field(default_factory=list)
+    #: the site's files this restore set aside as `*.pre-restore`
+    set_aside: list[Path] = field(default_factory=list)
 
 
 def _sha256(path: Path) -> str:
@@ -275,14 +280,16 @@ def _unpack(archive: Path, site: Site, into: Path) -> dict[str, Any]:
                 if member.name not in files or not member.isfile() or not _safe_name(member.name):
                     raise BackupError(f"{archive}: {member.name!r} is not a file its manifest lists; refused")
                 stream = tar.extractfile(member)
-                dest = into / member.name
-                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                h = hashlib.sha256()
                 assert stream is not None
-                with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                h = hashlib.sha256()
+                # read errors are the archive's; write errors are the disk's (_WriteFailed)
+                fd = _create(into / member.name, into.parent)
+                try:
                     while chunk := stream.read(1 << 20):
                         h.update(chunk)
-                        f.write(chunk)
+                        _write_all(fd, chunk, into.parent)
+                finally:
+                    _close(fd, into.parent)
                 if h.hexdigest() != files[member.name].get("sha256"):
                     raise BackupError(
                         f"{archive}: {member.name} does not match its checksum; the backup is damaged"
@@ -315,17 +322,114 @@ def _unpack(archive: Path, site: Site, into: Path) -> dict[str, Any]:
     return manifest
 
 
-def _aside(path: Path) -> None:
-    """Move `path` (and a database's -wal/-shm) to `*.pre-restore`, replacing an older one."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        p = Path(f"{path}{suffix}")
-        kept = Path(f"{path}.pre-restore{suffix}")
-        if kept.is_dir():
-            shutil.rmtree(kept)
-        else:
-            kept.unlink(missing_ok=True)
-        if p.exists():
-            os.replace(p, kept)
+class _WriteFailed(BackupError):
+    """Writing on this box failed (no room, no permission): the archive is not at fault."""
+
+
+def _write_failed(exc: OSError, where: Path) -> _WriteFailed:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"no room left in {where}"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"no permission to write in {where}"
+    else:
+        why = f"cannot write in {where} ({exc.strerror})"
+    return _WriteFailed(
+        f"{why}; the archive is intact and nothing of the site was replaced: free space there or "
+        "fix its permissions, then restore again"
+    )
+
+
+def _create(path: Path, where: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise _write_failed(exc, where) from None
+
+
+def _create_dir(path: Path, where: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise _write_failed(exc, where) from None
+
+
+def _write_all(fd: int, data: bytes, where: Path) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise _write_failed(exc, where) from None
+
+
+def _close(fd: int, where: Path) -> None:
+    try:
+        os.close(fd)
+    except OSError as exc:
+        raise _write_failed(exc, where) from None
+
+
+def _copy_tree(src: Path, dst: Path, where: Path) -> None:
+    """Copy a file, or a folder of files, to `dst`; write errors are said as the disk's."""
+    if src.is_dir():
+        _create_dir(dst, where)
+        for path in sorted(src.rglob("*")):
+            if path.is_dir():
+                _create_dir(dst / path.relative_to(src), where)
+            else:
+                _copy_tree(path, dst / path.relative_to(src), where)
+        return
+    fd = _create(dst, where)
+    try:
+        with open(src, "rb") as f:
+            while chunk := f.read(1 << 20):
+                _write_all(fd, chunk, where)
+    finally:
+        _close(fd, where)
+
+
+#: a database's files beside it, set aside and put back together with it
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+class _Swap:
+    """The renames that put the restored files in place, undone together on any failure.
+
+    Every restored file is first copied next to the file it replaces (the only step that needs
+    room, and it touches nothing of the site); only renames within each folder follow: an earlier
+    `*.pre-restore` into the staging folder, the live files to `*.pre-restore`, the staged ones
+    into place. A failure among them renames everything back, so the site is the archive's or
+    what it was, never a mix."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[Path, Path]] = []
+        self.earlier: list[Path] = []  # earlier *.pre-restore files, deleted once all is in place
+        self.aside: list[Path] = []  # the site's files now kept as *.pre-restore
+
+    def rename(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
+        self.done.append((src, dst))
+
+    def undo(self) -> None:
+        for src, dst in reversed(self.done):
+            os.replace(dst, src)
+        self.done.clear()
+
+    def place(self, dest: Path, staged: Path | None, trash: Path) -> None:
+        """Set `dest` (and its side files) aside as `*.pre-restore`, then put `staged` there."""
+        for suffix in SIDE_FILES:
+            kept = Path(f"{dest}.pre-restore{suffix}")
+            if kept.exists() or kept.is_symlink():
+                self.rename(kept, trash / kept.name)
+                self.earlier.append(kept)
+        for suffix in SIDE_FILES:
+            live = Path(f"{dest}{suffix}")
+            if live.exists() or live.is_symlink():
+                self.rename(live, Path(f"{dest}.pre-restore{suffix}"))
+                self.aside.append(Path(f"{dest}.pre-restore{suffix}"))
+        if staged is not None:
+            self.rename(staged, dest)
 
 
 def restore(site: Site, archive: Path, continue_after: int | None = None) -> Summary:
@@ -340,7 +444,8 @@ def restore(site: Site, archive: Path, continue_after: int | None = None) -> Sum
             f"{holder[0]} is open in process {holder[1]} (the gateway, or another edge command): stop "
             "the service first (systemctl stop community-edge), then restore"
         )
-    targets.journal.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _refuse_unused_restore(targets.journal)
+    _create_dir(targets.journal.parent, targets.journal.parent)
     with tempfile.TemporaryDirectory(prefix=".edge-restore-", dir=targets.journal.parent) as tmp:
         work = Path(tmp)
         manifest = _unpack(archive.absolute(), site, work)
@@ -350,20 +455,19 @@ def restore(site: Site, archive: Path, continue_after: int | None = None) -> Sum
                 f"{holder[0]} was opened by process {holder[1]} during the restore; nothing replaced"
             )
         warnings = _keys_warning(site, targets, work / JOURNAL)
-        left_out, kept = _continue_seqs(
-            site, targets.journal, work / JOURNAL, archive, manifest, continue_after
-        )
-        places = [(JOURNAL, targets.journal), (STATE, targets.state), (TREND, targets.trend)]
-        for name, dest in places:
-            if (work / name).exists() or dest.exists():
-                _aside(dest)
-            if (work / name).exists():
-                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                shutil.move(str(work / name), str(dest))  # another filesystem too
-        if targets.blobs.exists() or (work / BLOBS).exists():
-            _aside(targets.blobs)
-        if (work / BLOBS).exists():
-            shutil.move(str(work / BLOBS), str(targets.blobs))
+        try:
+            left_out, kept = _continue_seqs(
+                site, targets.journal, work / JOURNAL, archive, manifest, continue_after
+            )
+        except sqlite3.OperationalError as exc:  # the copy in `work` could not be written
+            raise _write_failed(OSError(errno.EIO, str(exc)), work.parent) from None
+        places = [
+            (work / JOURNAL, targets.journal),
+            (work / STATE, targets.state),
+            (work / TREND, targets.trend),
+            (work / BLOBS, targets.blobs),
+        ]
+        earlier, aside = _put_in_place([(s, d) for s, d in places if s.exists() or d.exists()], work)
     files = manifest["files"]
     return Summary(
         archive,
@@ -376,6 +480,69 @@ def restore(site: Site, archive: Path, continue_after: int | None = None) -> Sum
         kept,
         continue_after,
         warnings,
+        [p for p in earlier if p.name.endswith(".pre-restore")],
+        [p for p in aside if p.name.endswith(".pre-restore")],
+    )
+
+
+def _put_in_place(places: list[tuple[Path, Path]], work: Path) -> tuple[list[Path], list[Path]]:
+    """Replace each `dest` by its `src` of `work` (a missing `src`: `dest` only set aside), all or
+    nothing (`_Swap`); returns the earlier `*.pre-restore` files deleted and those made now."""
+    staging: dict[Path, Path] = {}
+    try:
+        staged: list[tuple[Path | None, Path]] = []
+        for src, dest in places:
+            folder = dest.parent
+            if folder not in staging:
+                _create_dir(folder, folder)
+                try:
+                    staging[folder] = Path(tempfile.mkdtemp(prefix=".edge-restore-", dir=folder))
+                except OSError as exc:
+                    raise _write_failed(exc, folder) from None
+            if not src.exists():
+                staged.append((None, dest))
+                continue
+            copy = staging[folder] / dest.name
+            if os.stat(work).st_dev == os.stat(folder).st_dev:
+                os.replace(src, copy)
+            else:
+                _copy_tree(src, copy, folder)  # another filesystem: the one step that needs room
+            staged.append((copy, dest))
+        swap = _Swap()
+        try:
+            for staged_copy, dest in staged:
+                trash = staging[dest.parent] / "earlier"
+                trash.mkdir(exist_ok=True)
+                swap.place(dest, staged_copy, trash)
+        except BaseException as exc:
+            try:
+                swap.undo()
+            except OSError as undo_exc:
+                stranded = ", ".join(str(f) for f in staging.values())
+                staging.clear()  # they hold what could not be put back: left for the operator
+                raise BackupError(
+                    f"the restore failed ({exc}) and putting the site's files back failed too "
+                    f"({undo_exc}): files not in place are in {stranded}"
+                ) from None
+            raise
+        return swap.earlier, swap.aside
+    finally:
+        for folder in staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _refuse_unused_restore(journal: Path) -> None:
+    """A restored journal no start has used yet, whose left-out records only its `*.pre-restore`
+    holds: another restore would replace that file, the only copy of those records here."""
+    note = store_backup.restored_note(str(journal))
+    kept = Path(f"{journal}.pre-restore")
+    if note is None or not note.get("kept_in") or not kept.exists():
+        return
+    raise BackupError(
+        f"{journal} was restored from {note.get('archive')} and the gateway has not started since: "
+        f"the records {note.get('first_seq')}-{note.get('last_seq')} that restore left out are kept "
+        f"only in {kept}, which another restore would replace. Nothing was replaced. To keep them, "
+        f"move {kept} (with any {kept.name}-wal beside it) to another folder, then restore again"
     )
 
 

@@ -36,11 +36,13 @@ def register(sub: Subcommands) -> None:
         "written by `edge backup`. Refused while any process has the journal or state DB open\n"
         "(stop the service first), and for an archive of another site, one whose checksums or\n"
         "PRAGMA integrity_check fail, or one written by a newer schema. Nothing is replaced\n"
-        "until the whole archive has been checked; the replaced files are kept beside the new\n"
-        "ones as *.pre-restore. New records continue above the replaced journal's last seq (no\n"
-        "seq a receiver or consumer holds is issued again); its records after the backup's last\n"
-        "seq stay in edge.db.pre-restore, and the next start journals their range\n"
-        "(journal_restored). Where there is no journal to replace (a replacement box) or it\n"
+        "until the whole archive has been checked and written beside the files it replaces, and\n"
+        "a failure puts everything back (all or nothing); the replaced files are kept beside the\n"
+        "new ones as *.pre-restore. A second restore before the gateway has started is refused\n"
+        "while edge.db.pre-restore holds records the first one left out. New records continue\n"
+        "above the replaced journal's last seq (no seq a receiver or consumer holds is issued\n"
+        "again); its records after the backup's last seq stay in edge.db.pre-restore, and the\n"
+        "next start journals their range (journal_restored). Where there is no journal to replace (a replacement box) or it\n"
         "cannot be read, nothing says how far the gateway went on after the backup: the restore\n"
         "is refused unless --continue-after names the highest seq the receivers hold.",
         epilog="example:\n  systemctl stop community-edge\n"
@@ -100,8 +102,14 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
     else:
         print(
             f"restored site {summary.site_id} from {summary.path}: {files}, journal up to "
-            f"seq {summary.last_seq}; the replaced files are kept as *.pre-restore"
+            f"seq {summary.last_seq}"
+            + ("; the replaced files are kept as *.pre-restore" if summary.set_aside else "")
         )
+        if summary.replaced_earlier:
+            print(
+                "the *.pre-restore files of an earlier restore were deleted to make way: "
+                + ", ".join(str(p) for p in summary.replaced_earlier)
+            )
         if summary.left_out and summary.kept is None:
             first, last = summary.left_out
             print(
@@ -113,7 +121,7 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
             first, last = summary.left_out
             print(
                 f"the replaced journal's records {first}-{last} are not in the backup: those it held "
-                f"are kept in {summary.kept} (until the next restore replaces it); new records "
+                f"are kept in {summary.kept} (a restore after the next start replaces it); new records "
                 f"continue from seq {last + 1}, so no seq a receiver holds is issued again, and "
                 "the next start journals a journal_restored event naming that range"
             )
