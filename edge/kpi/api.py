@@ -62,7 +62,9 @@ def report(comp: KpiComponent, first: str, last: str, device: str | None) -> dic
         key = d.isoformat()
         d += dt.timedelta(days=1)
         if key == today:
-            acc, closed = comp.fold.days.get(key) or new_day(), False
+            # the running fold's, or what it stored (`edge kpi show` reads the files: no fold)
+            acc = comp.fold.days.get(key) or (stored[key][0] if key in stored else None) or new_day()
+            closed = False
         elif key in stored:
             acc, closed = stored[key]
             acc = comp.fold.days.get(key, acc)
