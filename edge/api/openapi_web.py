@@ -186,7 +186,9 @@ def paths() -> dict[str, Any]:
                             },
                             ["setup_required", "user", "csrf", "site"],
                         )
-                    )
+                    ),
+                    # a request that sends a bearer token is authenticated by it alone
+                    "401": PROBLEM,
                 },
                 security=PUBLIC,
             )

@@ -44,3 +44,7 @@ async def test_the_document_lists_what_the_routes_answer(admin: Client, site: An
     for method, path, op in changes:
         assert "507" in op["responses"], (method, path)
     assert "507" in doc["paths"]["/api/v1/events"]["get"]["responses"]
+    # a public route called with a bearer token that does not verify: 401, as documented
+    stale = await admin.request("GET", "/api/v1/auth/state", headers={"Authorization": "Bearer ce_stale"})
+    assert stale.status == 401
+    assert "401" in doc["paths"]["/api/v1/auth/state"]["get"]["responses"]
