@@ -1,7 +1,7 @@
 """The InfluxDB sink: line protocol to `/write` (1.x) or `/api/v2/write` (2.x).
 
 Readings: measurement = device id, tags `gateway` and `device` (and `quality` when not good),
-one field per point name, timestamp at the configured precision. Events: measurement `events`,
+one field per point name, timestamp truncated to the configured precision. Events: measurement `events`,
 tags gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A record journaled
 while the gateway's clock was not trusted has the tag `clock_untrusted=true` (absent otherwise): a
 tag, so a query can select or leave out those timestamps without reading every field. A point with the same
@@ -68,6 +68,19 @@ def _escape_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def units(ts: float, scale: int) -> int:
+    """`ts` (epoch seconds) in whole units of 1/`scale` s, truncated as Telegraf truncates: a
+    sample at 23:59:59.6 is written at 23:59:59 at precision s, never in the next day. A product a
+    hair below a whole unit only by floating-point error (1082083438.317 x 1000 is
+    1082083438316.9999) is that unit: the error of `ts` itself (half its ulp, scaled) and of the
+    product (half its ulp)."""
+    x = ts * scale
+    t = math.floor(x)
+    if t != x and t + 1 - x <= (math.ulp(ts) * scale + math.ulp(x)) / 2:
+        t += 1
+    return t
+
+
 def field_value(value: Any) -> str | None:
     if value is True:
         return "true"
@@ -122,7 +135,7 @@ class InfluxSink(PushSink):
         taken: set[tuple[str, int]] = set()  # (series key, time) of the events written so far
         shifted = 0
         for seq, ts, point, value, quality, kind, severity, payload in rows:
-            t = round(ts * scale)
+            t = units(ts, scale)
             if kind is None:
                 untrusted = ""  # tags in key order (what InfluxDB sorts them to): this one first
                 if quality > 3:  # a bool, or the clock flag
