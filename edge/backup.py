@@ -507,6 +507,7 @@ def _put_in_place(places: list[tuple[Path, Path]], work: Path) -> tuple[list[Pat
                 os.replace(src, copy)
             else:
                 _copy_tree(src, copy, folder)  # another filesystem: the one step that needs room
+            _own_like(copy, dest)
             staged.append((copy, dest))
         swap = _Swap()
         try:
@@ -529,6 +530,17 @@ def _put_in_place(places: list[tuple[Path, Path]], work: Path) -> tuple[list[Pat
     finally:
         for folder in staging.values():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_like(staged: Path, dest: Path) -> None:
+    """Give a restored file (or folder) the owner and group of the one it replaces, else of its
+    folder: a restore run as root (by hand, or install.sh's rollback) must leave files the
+    service's user can open. Only root can give a file away; anyone else's files are theirs."""
+    if os.geteuid() != 0:
+        return
+    st = os.lstat(dest) if os.path.lexists(dest) else os.stat(dest.parent)
+    for path in [staged, *(sorted(staged.rglob("*")) if staged.is_dir() else [])]:
+        os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)
 
 
 def _refuse_unused_restore(journal: Path) -> None:

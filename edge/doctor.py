@@ -4,8 +4,9 @@ problem with the command that fixes it.
 It looks at the host, not at the running gateway (`edge status` does that): the site file, the
 device nodes the site names (serial ports, V4L2 cameras) and whether the service user may open
 them, the user's membership of dialout / video / bluetooth, BlueZ for a site with BLE devices,
-the space on the journal's filesystem, the clock's sync, the ports the site listens on, and the
-modes of the secret files the site names. It changes nothing.
+the space on the journal's filesystem, whether the service user may read and write the data
+files (journal, state DB, trend index, snapshots), the clock's sync, the ports the site listens
+on, and the modes of the secret files the site names. It changes nothing.
 
 It knows the site file's devices by their entries (`driver:`, strings naming `/dev/...`), not by
 importing their drivers: a check of the host must work when a driver's extra is missing.
@@ -43,7 +44,7 @@ SECRET_WORDS = ("token", "secret", "password", "key", "hmac", "credential")
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # what was looked at: site, device, group, bluez, disk, clock, port, secret
+    check: str  # what was looked at: site, device, group, bluez, disk, data, clock, port, secret
     severity: str
     message: str
     fix: str = ""  # the command (or edit) that fixes it
@@ -408,6 +409,91 @@ def check_secrets(raw: dict[str, Any], user: User) -> Iterator[Finding]:
             yield Finding("secret", OK, f"{key}: {path} is {user.name}'s alone ({mode:04o})")
 
 
+def _dir_usable(user: User, st: os.stat_result) -> bool:
+    """Whether `user` may create and rename files in a folder of this stat (write and search)."""
+    if user.uid == 0:
+        return True
+    if st.st_uid == user.uid:
+        w, x = stat.S_IWUSR, stat.S_IXUSR
+    elif st.st_gid in user.groups:
+        w, x = stat.S_IWGRP, stat.S_IXGRP
+    else:
+        w, x = stat.S_IWOTH, stat.S_IXOTH
+    return bool(st.st_mode & w) and bool(st.st_mode & x)
+
+
+def _owner(st: os.stat_result) -> str:
+    try:
+        name = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        name = str(st.st_uid)
+    return f"{name}:{_group_name(st.st_gid)} {stat.S_IMODE(st.st_mode):04o}"
+
+
+def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
+    """The journal, state DB, trend index and snapshot folder (and their folders) must be readable
+    and writable by the service's user: a restore or an `edge` command run as root can leave
+    root-owned files the service then cannot open."""
+    from edge import paths
+    from edge.config import StorageConfig
+
+    try:
+        storage = StorageConfig.model_validate(raw.get("storage") or {})
+    except ValueError:
+        return  # the site check names the problem
+    journal = Path(storage.path)
+    databases = [journal, Path(storage.resolved_state_path()), Path(paths.trend_path(str(journal)))]
+    blobs = Path(storage.resolved_blob_dir())
+    folders = sorted({p.parent for p in databases} | {blobs.parent})
+    wrong: list[str] = []
+    repair: set[Path] = set()
+    for folder in folders:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            continue  # created at the first start
+        except OSError as exc:
+            wrong.append(f"{folder} ({exc.strerror})")
+            repair.add(folder)
+            continue
+        if not _dir_usable(user, st) or not may_open(user, st, write=False):
+            wrong.append(f"{folder}/ ({_owner(st)})")
+            repair.add(folder)
+    candidates = [Path(f"{db}{suffix}") for db in databases for suffix in ("", "-wal", "-shm")]
+    if blobs.is_dir():
+        candidates += [blobs, *blobs.rglob("*")]
+    for path in candidates:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            wrong.append(f"{path} ({exc.strerror})")
+            repair.add(path.parent)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        usable = _dir_usable(user, st) if stat.S_ISDIR(st.st_mode) else True
+        if not usable or not may_open(user, st):
+            wrong.append(f"{path} ({_owner(st)})")
+            repair.add(blobs.parent if path.is_relative_to(blobs) else path.parent)
+    if not wrong:
+        yield Finding("data", OK, f"the data files are {user.name}'s to read and write")
+        return
+    try:
+        group = _group_name(pwd.getpwnam(user.name).pw_gid)
+    except KeyError:
+        group = ""
+    more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+    yield Finding(
+        "data",
+        ERROR,
+        f"{user.name}, who runs the gateway, cannot read and write {', '.join(wrong[:3])}{more}: "
+        "it will not open its databases",
+        f"sudo chown -R {user.name}:{group} {' '.join(str(p) for p in sorted(repair))}",
+    )
+
+
 def check_site(config: str) -> tuple[dict[str, Any] | None, list[Finding]]:
     """The raw mapping of the site file (None when it is not YAML) and what `edge check` finds."""
     from edge.config import ConfigError, load_site
@@ -432,7 +518,13 @@ def check_site(config: str) -> tuple[dict[str, Any] | None, list[Finding]]:
 def diagnose(config: str, user: User) -> list[Finding]:
     raw, findings = check_site(config)
     if raw is not None:
-        for check in (check_devices(raw, user), check_disk(raw), check_ports(raw), check_secrets(raw, user)):
+        for check in (
+            check_devices(raw, user),
+            check_disk(raw),
+            check_data(raw, user),
+            check_ports(raw),
+            check_secrets(raw, user),
+        ):
             findings.extend(check)
         findings.extend(check_clock(raw))
     return findings
@@ -480,12 +572,13 @@ def register(sub: Subcommands) -> None:
     add_command(
         sub,
         "doctor",
-        help="check this host for the site: devices, groups, BlueZ, disk, clock, ports, secret files",
+        help="check this host for the site: devices, groups, BlueZ, disk, data files, clock, ports, secrets",
         description="Check what on this host stands between the site file and a working gateway: the\n"
         "site file, the device nodes it names and whether the service user may open them, its\n"
         "membership of dialout/video/bluetooth, BlueZ (a site with BLE devices), the space on the\n"
-        "journal's filesystem, the clock's sync, the ports it listens on, the modes of its secret\n"
-        "files. Each problem comes with the command that fixes it. It changes nothing.\n\n"
+        "journal's filesystem, whether that user may read and write the data files (journal,\n"
+        "state DB, trend index, snapshots), the clock's sync, the ports it listens on, the modes\n"
+        "of its secret files. Each problem comes with the command that fixes it. It changes nothing.\n\n"
         "exit codes: 0 nothing to fix, 1 warnings, 2 errors",
         epilog="example:\n  sudo edge doctor -c /etc/community-edge/site.yaml",
         func=cmd_doctor,

@@ -6,6 +6,7 @@ each component owns its tables and migrates them with `migrate(component, steps)
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ class StateDB:
         self.path = path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_owned_like_folder(Path(path))
         # check_same_thread=False: the CLI and tests may touch it from worker threads; the lock
         # keeps statements on the one connection serialised.
         try:
@@ -92,6 +94,25 @@ class StateDB:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def _create_owned_like_folder(path: Path) -> None:
+    """A state DB that root creates (`edge tokens create` before the first start) in a folder
+    another user owns (the service's data dir) is created owned by that folder's owner and group,
+    so the service can open it; SQLite gives its -wal and -shm the database file's owner."""
+    if os.geteuid() != 0 or path.exists():
+        return
+    folder = os.stat(path.parent)
+    if folder.st_uid == 0:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # created meanwhile by another process: its owner stands
+    try:
+        os.fchown(fd, folder.st_uid, folder.st_gid)
+    finally:
+        os.close(fd)
 
 
 def too_new(path: str, component: str, stored: int, known: int) -> str:
