@@ -6,18 +6,30 @@ The reads themselves are named queries in `edge.store.reader`.
 
 from __future__ import annotations
 
+import logging
 import operator
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from typing import Any, Protocol, cast
 
 import orjson
 
-from edge.model import PRIVACY_RANK, QUALITY_NAMES, Event, Privacy, Reading, Record, event_privacy
+from edge.model import (
+    PRIVACY_RANK,
+    QUALITY_NAMES,
+    Event,
+    Privacy,
+    Quality,
+    Reading,
+    Record,
+    event_privacy,
+)
+
+log = logging.getLogger(__name__)
 
 BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLite has no bool)
 # quality column, bit 3: journaled while the clock was not trusted (`edge.clock.ClockTrust`); set on
@@ -42,6 +54,21 @@ CLASS_READINGS_SQL = (
 )
 SENSITIVE = PRIVACY_RANK[Privacy.SENSITIVE]
 PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
+
+# An integer SQLite cannot hold (beyond its signed 64 bits: a Modbus uint64 of 0xFFFF..., a sim
+# constant of 1e20) is journaled as the nearest float (one beyond even a float's range as a bad
+# reading), and so is a payload's integer beyond orjson's 64 bits, signed or unsigned (beyond a
+# float's range: its decimal text). Found only when a statement fails to bind (OverflowError) or a payload fails to
+# serialise (TypeError): the hot path pays nothing. Counted in the journal's `counters` table, in
+# the transaction that stores them, and said in the log once per point or source.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+JSON_INT_MAX = (1 << 64) - 1  # orjson writes integers up to uint64
+INTS_AS_FLOATS = "ints_as_floats"
+ADD_COUNT_SQL = (
+    "INSERT INTO counters(name, value) VALUES(?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
+)
+_told_fitted: set[str] = set()  # the points and sources already named in the log
 
 
 class RecordClasses(Protocol):
@@ -276,13 +303,26 @@ def is_disk_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
 
 
-def event_row(rec: Event, points: Mapping[str, Any], sealer: Sealer | None) -> tuple[str, str, Any, int]:
+def event_row(
+    rec: Event, points: Mapping[str, Any], sealer: Sealer | None, fitted: list[tuple[str, Any]] | None = None
+) -> tuple[str, str, Any, int]:
     """(kind, severity, payload, privacy rank) of an event's row: the payload as JSON, sealed
-    when the event is personal or sensitive and a `sealer` is given."""
-    text = orjson.dumps(rec.payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    rank = PRIVACY_RANK[event_privacy(rec.kind, rec.payload, points)]
+    when the event is personal or sensitive and a `sealer` is given. An integer beyond 64 bits
+    in the payload is written as `fit_payload` makes it (and added to `fitted`)."""
+    payload = rec.payload
+    try:
+        text = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        found: list[tuple[str, Any]] = []
+        payload = fit_payload(payload, found, rec.source)
+        if not found:  # not an integer's fault
+            raise
+        text = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        if fitted is not None:
+            fitted.extend(found)
+    rank = PRIVACY_RANK[event_privacy(rec.kind, payload, points)]
     if rank >= PERSONAL and sealer is not None:
-        return rec.kind, str(rec.severity), sealer.seal_payload(rec.payload, text, rec.ts, rec.source), rank
+        return rec.kind, str(rec.severity), sealer.seal_payload(payload, text, rec.ts, rec.source), rank
     return rec.kind, str(rec.severity), text, rank
 
 
@@ -314,23 +354,40 @@ def _blocks(n: int, most: int) -> Iterator[tuple[int, int]]:
 
 
 def insert_many(
-    w: sqlite3.Connection, head: str, ncols: int, rows: Sequence[Sequence[Any]], flagged: bool = False
+    w: sqlite3.Connection,
+    head: str,
+    ncols: int,
+    rows: Sequence[Sequence[Any]],
+    flagged: bool = False,
+    fit: Callable[[Sequence[Sequence[Any]]], Sequence[Sequence[Any]]] | None = None,
 ) -> int:
     """Insert `rows` in order with `head` ("INSERT INTO t(cols) VALUES ") in statements of up to
     ROWS_PER_INSERT rows; what is left goes in power-of-two blocks, so at most a dozen statement
     shapes exist (each compiled once, then found in the connection's statement cache).
-    `flagged`: the last column (a reading's quality) gets CLOCK_FLAG. Returns the rowid of the
-    last row inserted (0 when none)."""
+    `flagged`: the last column (a reading's quality) gets CLOCK_FLAG. `fit`: what a statement's
+    rows become when one of their integers is beyond SQLite's (the statement then runs once more
+    with them); without it the OverflowError is raised. Returns the rowid of the last row
+    inserted (0 when none)."""
     most = min(ROWS_PER_INSERT, w.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // ncols)
     last = 0
     for i, size in _blocks(len(rows), most):
         sql = _values_sql(head, ncols, size, flagged)
-        last = w.execute(sql, tuple(chain.from_iterable(rows[i : i + size]))).lastrowid or 0
+        block = rows[i : i + size]
+        try:
+            last = w.execute(sql, tuple(chain.from_iterable(block))).lastrowid or 0
+        except OverflowError:  # raised while binding: the statement inserted nothing
+            if fit is None:
+                raise
+            last = w.execute(sql, tuple(chain.from_iterable(fit(block)))).lastrowid or 0
     return last
 
 
 def insert_readings(
-    w: sqlite3.Connection, rows: Sequence[Sequence[Any]], seq: int, flagged: bool = False
+    w: sqlite3.Connection,
+    rows: Sequence[Sequence[Any]],
+    seq: int,
+    flagged: bool = False,
+    fitted: list[tuple[str, Any]] | None = None,
 ) -> int:
     """The journal's own statements for (ts, point, value, quality) rows numbered seq, seq+1, ...:
     the first row alone with its seq bound (whatever was deleted before it), then the others in
@@ -342,14 +399,78 @@ def insert_readings(
     SQLite keeps each statement shape the connection has run compiled in its statement cache for
     good, and a 1,000-row INSERT holds 551 kB of SQLite's memory (512 rows: 268 kB). With the
     seq-bound first row inside the multi-row statements, each size existed twice, and the
-    gateway's memory grew by another 1.1 MB as flushes of new sizes came (a burst, a backlog)."""
+    gateway's memory grew by another 1.1 MB as flushes of new sizes came (a burst, a backlog).
+
+    A value SQLite cannot hold as an integer goes in as `fit_readings` makes it; its (point, value)
+    is added to `fitted`."""
     if not rows:
         return 0
+    into = fitted if fitted is not None else []
+
+    def fit(block: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+        return fit_readings(block, into)
+
     sql = FLAGGED_READING_SQL if flagged else READING_SQL
-    last = w.execute(sql, (seq, *rows[0])).lastrowid or 0
+    try:
+        last = w.execute(sql, (seq, *rows[0])).lastrowid or 0
+    except OverflowError:
+        last = w.execute(sql, (seq, *fit(rows[:1])[0])).lastrowid or 0
     if len(rows) > 1:
-        last = insert_many(w, AUTO_READING_VALUES, 4, rows[1:], flagged)
+        last = insert_many(w, AUTO_READING_VALUES, 4, rows[1:], flagged, fit)
     return last
+
+
+def fit_readings(rows: Sequence[Sequence[Any]], fitted: list[tuple[str, Any]]) -> list[Sequence[Any]]:
+    """(ts, point, value, quality) `rows` with each integer value beyond SQLite's signed 64 bits
+    as the nearest float, or, beyond a float's range, as no value of quality bad; the (point,
+    value) of each is added to `fitted`. Runs only for a statement that failed to bind."""
+    out: list[Sequence[Any]] = []
+    for row in rows:
+        value = row[2]
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            fitted.append((row[1], value))
+            try:
+                row = (row[0], row[1], float(value), row[3])
+            except OverflowError:  # beyond ±1.8e308: no number the journal can hold
+                row = (row[0], row[1], None, (row[3] & ~3) | int(Quality.BAD))
+        out.append(row)
+    return out
+
+
+def fit_payload(payload: Any, fitted: list[tuple[str, Any]], source: str) -> Any:
+    """`payload` with each integer beyond 64 bits (below -2**63, above 2**64-1: what orjson
+    refuses) replaced by the nearest float, or by its decimal text beyond a float's range; the
+    (source, value) of each is added to `fitted`. Dicts, lists and tuples are walked."""
+    if type(payload) is int:
+        if INT64_MIN <= payload <= JSON_INT_MAX:
+            return payload
+        fitted.append((source, payload))
+        try:
+            return float(payload)
+        except OverflowError:
+            return str(payload)
+    if isinstance(payload, dict):
+        return {k: fit_payload(v, fitted, source) for k, v in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [fit_payload(v, fitted, source) for v in payload]
+    return payload
+
+
+def count_fitted(w: sqlite3.Connection, fitted: Sequence[tuple[str, Any]]) -> None:
+    """Count the integers journaled as floats (`INTS_AS_FLOATS`, a persisted counter created on
+    first use) in the caller's transaction, so a rolled-back commit counts nothing; say so in the
+    log the first time a point or source has one."""
+    w.execute(ADD_COUNT_SQL, (INTS_AS_FLOATS, len(fitted)))
+    for where, value in fitted:
+        if where not in _told_fitted:
+            _told_fitted.add(where)
+            log.warning(
+                "%s: the integer %d is beyond the 64 bits the journal holds; journaled as the nearest "
+                "float (counted in %s; said once per point)",
+                where,
+                value,
+                INTS_AS_FLOATS,
+            )
 
 
 def class_readings(
@@ -372,18 +493,24 @@ def class_readings(
     return set(by_rank)
 
 
-def seal_readings(records: list[Any], ranks: Mapping[str, int], sealer: Sealer) -> list[Any]:
+def seal_readings(
+    records: list[Any], ranks: Mapping[str, int], sealer: Sealer, fitted: list[tuple[str, Any]] | None = None
+) -> list[Any]:
     """`records` with the value of each reading that is sealed at rest sealed: every value of a
     sensitive point, the string values of a personal point (a gate's `last_plate`; a personal
     point's numbers identify nobody and keep their trend). Bools keep their flag in the quality
-    column, so the value opens to what it was."""
+    column, so the value opens to what it was; an integer beyond 64 bits is sealed as
+    `fit_payload` makes it (and added to `fitted`)."""
     out = []
     for r in records:
         if type(r) is Reading:
             rank = ranks.get(r.point, 0)
             if rank == SENSITIVE or (rank and type(r.value) is str):
                 q = r.quality | BOOL_FLAG if r.value is True or r.value is False else r.quality
-                r = Reading(r.ts, r.point, cast(Any, sealer.seal_value(r.value, r.ts, r.point)), q)
+                value = r.value
+                if type(value) is int and not INT64_MIN <= value <= JSON_INT_MAX:
+                    value = fit_payload(value, fitted if fitted is not None else [], r.point)
+                r = Reading(r.ts, r.point, cast(Any, sealer.seal_value(value, r.ts, r.point)), q)
         out.append(r)
     return out
 
@@ -407,10 +534,12 @@ def insert_records(
     an event goes in as a row of its time and source, whose event columns an UPDATE by rowid fills
     in after. A flush with 1 % events runs as few INSERT statements as one without; the events are
     in the seq order they were appended in. The numbering is checked before the
-    transaction can commit."""
+    transaction can commit. An integer beyond 64 bits (a reading's value, inside a payload) is
+    journaled as the nearest float and counted (`count_fitted`), never left to fail the commit."""
     if not records:
         return set()
     end = seq + len(records)
+    fitted: list[tuple[str, Any]] = []  # integers beyond 64 bits, journaled as floats
     ranks: Mapping[str, int] = classes.private_ranks if classes is not None else {}
     try:  # one C-level pass: the value types, or a TypeError at an event (it has no item 2)
         values = set(map(type, map(_VALUE, cast(list[Reading], records))))
@@ -425,18 +554,20 @@ def insert_records(
         if hits and (
             SENSITIVE in map(ranks.__getitem__, hits) or str in set(map(type, map(_VALUE, readings)))
         ):
-            records = seal_readings(records, ranks, sealer)
+            records = seal_readings(records, ranks, sealer, fitted)
     rows: list[Any] = records
     events: list[tuple[Any, ...]] = []
     if not only:
         known = classes.points if classes is not None else None
         # an event's quality is NULL, or CLOCK_FLAG alone: 0 becomes 8 under the flagged `?|8`
-        rows, events = _event_rows(records, seq, known, sealer, 0 if untrusted else None)
+        rows, events = _event_rows(records, seq, known, sealer, 0 if untrusted else None, fitted)
         values = set(map(type, map(_VALUE, rows)))
     if bool in values:
         rows = [r if r[2].__class__ is not bool else (*r[:3], r[3] | BOOL_FLAG) for r in rows]
-    if insert_readings(w, rows, seq, untrusted) != end - 1:
+    if insert_readings(w, rows, seq, untrusted, fitted) != end - 1:
         raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
+    if fitted:
+        count_fitted(w, fitted)
     private = set()
     if events:
         _fill_events(w, events)
@@ -463,6 +594,7 @@ def _event_rows(
     points: Mapping[str, Any] | None,
     sealer: Sealer | None,
     quality: int | None,
+    fitted: list[tuple[str, Any]] | None = None,
 ) -> tuple[list[Any], list[tuple[Any, ...]]]:
     """(records with each event replaced by its placeholder row (ts, source, NULL, `quality`), the
     events' (kind, severity, payload, rank, seq)): the events found with C-level maps, so a
@@ -473,7 +605,7 @@ def _event_rows(
     events: list[tuple[Any, ...]] = []
     for i in at:
         rec = cast(Event, rows[i])
-        events.append((*event_row(rec, known, sealer), seq + i))
+        events.append((*event_row(rec, known, sealer, fitted), seq + i))
         rows[i] = (rec.ts, rec.source, None, quality)
     return rows, events
 
