@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,23 @@ from typing import TYPE_CHECKING, Any
 from edge.kpi.component import CHUNK, fold_step
 from edge.kpi.config import KpiConfig
 from edge.kpi.days import Days
-from edge.kpi.engine import Fold, PointPlan, plans_of
+from edge.kpi.engine import DOWN, DOWN_STATES, RESTART, UP, Fold, PointPlan, plans_of
 from edge.kpi.figures import day_figures
 from edge.kpi.store import KpiStore
+from edge.store.rows import EventMatch
 
 if TYPE_CHECKING:
     from edge.config import Site
     from edge.store.journal import Journal
+    from edge.store.reader import JournalQueries, Row
+
+
+def _payload(raw: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if isinstance(raw, str | bytes) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class RebuildError(RuntimeError):
@@ -96,6 +107,57 @@ class OfflineKpi:
             self._sealer.close()
             self._sealer = None
 
+    def _seed(self, journal: JournalQueries, start: float, first: int) -> dict[str, Any] | None:
+        """The fold's state at `start` when none was saved: the gateway and each device as their
+        last events before the day's first record (seq `first`) leave them. None when the journal
+        holds nothing before the day (the day the KPIs began: counted from its first record)."""
+        if first <= 1 or journal.last_at_or_before(first - 1) is None:
+            return None
+        site = self.site.site.id
+
+        def newest(kind: str, source: str) -> Row | None:
+            rows = journal.newest_events(EventMatch(kind=kind, source=source, before_seq=first), 0, 1)
+            return rows[0] if rows else None
+
+        started, stopped = newest("gateway_started", site), newest("gateway_stopped", site)
+        gw_up = stopped is None or (started is not None and started[0] > stopped[0])
+        restarted_at = started[0] if started is not None else 0  # a start makes every device available
+        devices: dict[str, list[Any]] = {}
+        for dev in sorted({p.device for p in self.plans.values()}):
+            said, crashed = newest("device_state", dev), newest("driver_restart", dev)
+            seen = (said is not None or crashed is not None) or journal.first_good_reading_of_device(
+                dev, 0, first - 1
+            ) is not None
+            if not seen:
+                continue  # observed from its first record, as live
+            state = UP
+            if crashed is not None and crashed[0] > restarted_at and (said is None or crashed[0] > said[0]):
+                # down until its next sign of life
+                if journal.first_good_reading_of_device(dev, crashed[0], first - 1) is None:
+                    state = RESTART
+            elif said is not None and said[0] > restarted_at:
+                state = DOWN if str(_payload(said[7]).get("state", "")) in DOWN_STATES else UP
+            devices[dev] = [state, start]
+        points: dict[str, list[Any]] = {}
+        for plan in self.plans.values():
+            if plan.device not in devices or plan.method not in ("report_every", "on_change"):
+                continue
+            last = journal.newest_readings(plan.id, 0.0, start, 0, 1)
+            good = bool(last) and (last[0][4] or 0) & 3 == 0
+            if plan.method == "report_every":
+                # overdue counted from the day's start on, as the live fold would have
+                points[plan.id] = [float(last[0][1]) if good else start, start, False, None]
+            else:
+                counts = gw_up and devices[plan.device][0] == UP
+                points[plan.id] = [None, None, good, start if good and counts else None]
+        return {
+            "pos": first - 1,
+            "gw": [UP if gw_up else DOWN, start],
+            "dev": devices,
+            "pts": points,
+            "last_ts": start,
+        }
+
     def rebuild(self, day: str) -> dict[str, Any]:
         """Fold `day` again from the journal, from the state saved at its start (or, without
         one, from its first record); returns the day's figures. The stored day is replaced only
@@ -130,7 +192,7 @@ class OfflineKpi:
             if first is None or last is None or last < first:
                 raise RebuildError(f"the journal holds no record of {day} (nothing was changed)")
             saved = self.store.day_start(day)
-            state = copy.deepcopy(saved) if saved is not None else None
+            state = copy.deepcopy(saved) if saved is not None else self._seed(journal, start, first)
             fold = Fold(self.cal, self.plans, self.site.site.id, state, only_day=day)
             fold.state["pos"] = first - 1
             while fold.state["pos"] < last:
