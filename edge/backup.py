@@ -171,6 +171,12 @@ def create(site: Site, out: Path) -> Summary:
             f"{targets.journal}: no journal to back up (storage.path of {site.source}; has the site run?)"
         )
     out = out.absolute()
+    clash = _site_file_at(site, targets, out)
+    if clash:
+        raise BackupError(
+            f"{out}: that is {clash}; writing the archive there would replace it. Name a file "
+            "outside the site's data, e.g. --out /var/backups/edge-$(date +%F).tar.gz"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, Any]] = {}
     schema: dict[str, Any] = {}
@@ -221,6 +227,37 @@ def create(site: Site, out: Path) -> Summary:
             os.fsync(raw.fileno())
         os.replace(partial, out)
     return Summary(out, site.site.id, facts.last_seq or 0, len(files), out.stat().st_size, schema)
+
+
+def _site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
+    """What of the site's own files `out` resolves to (links followed), None when none."""
+    from edge.privacy.atrest import keys_path
+    from edge.store.space import STATUS_SUFFIX
+
+    where = out.resolve()
+    named: dict[Path, str] = {}
+    for what, db in (
+        ("the journal", targets.journal),
+        ("the state DB", targets.state),
+        ("the trend index", targets.trend),
+    ):
+        for suffix in SIDE_FILES:
+            named[Path(f"{db}{suffix}")] = f"{what}'s file {db}{suffix}"
+            named[Path(f"{db}.pre-restore{suffix}")] = f"a file a restore kept, {db}.pre-restore{suffix}"
+    named[Path(f"{targets.journal}{STATUS_SUFFIX}")] = (
+        f"the journal's status file {targets.journal}{STATUS_SUFFIX}"
+    )
+    named[Path(keys_path(targets.journal))] = f"the data keys {keys_path(targets.journal)}"
+    named[Path(site.source)] = f"the site file {site.source}"
+    if site.privacy.master_key_file is not None:
+        named[Path(site.privacy.master_key_file)] = f"the master key {site.privacy.master_key_file}"
+    for path, what in named.items():
+        if path.resolve() == where:
+            return what
+    blobs = targets.blobs.resolve()
+    if where == blobs or where.is_relative_to(blobs):
+        return f"inside the snapshot folder {targets.blobs}"
+    return None
 
 
 def _safe_name(name: str) -> bool:
