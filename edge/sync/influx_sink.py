@@ -18,6 +18,7 @@ on the hot path.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
@@ -60,12 +61,37 @@ class InfluxSinkConfig(PushSinkConfig):
         return self
 
 
+# Line protocol (1.x and 2.x): a backslash is an escape only before the character it escapes, so
+# backslashes are written as they are. A line break cannot be escaped in a name or tag: it would
+# end the line (and start another, of the name's author's choosing); it and the other control
+# characters Telegraf replaces are written as their two-character escapes (a newline as `\n`).
+_CONTROL = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}
+_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", **_CONTROL})
+_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ ", **_CONTROL})
+#: what a final backslash is written as: InfluxDB reads one before the `,`, ` ` or `=` that
+#: follows the name as an escape, so no name or tag can end in one (the line is refused)
+FINAL_BACKSLASH = "\uff3c"
+
+
+@functools.lru_cache(maxsize=4096)  # the same few device and point names, batch after batch
 def _escape_key(s: str) -> str:
-    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    """A tag key, tag value or field key: comma, equals sign and space escaped."""
+    if s.endswith("\\"):
+        s = s[:-1] + FINAL_BACKSLASH
+    return s.translate(_KEY)
+
+
+@functools.lru_cache(maxsize=1024)
+def _escape_measurement(s: str) -> str:
+    """A measurement: comma and space escaped (an equals sign is an ordinary character there)."""
+    if s.endswith("\\"):
+        s = s[:-1] + FINAL_BACKSLASH
+    return s.translate(_MEASUREMENT)
 
 
 def _escape_str(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """A string field value: only `"` and `\\` are escaped; a newline is carried as it is."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def units(ts: float, scale: int) -> int:
@@ -149,9 +175,11 @@ class InfluxSink(PushSink):
                     self.unrepresentable += 1
                     continue
                 device, _, name = point.partition(".")
-                dev = _escape_key(device)
                 q = "" if quality == 0 else f",quality={QUALITY_NAMES[quality]}"
-                add(f"{dev},{untrusted}device={dev},gateway={gw}{q} {_escape_key(name)}={fv} {t}")
+                add(
+                    f"{_escape_measurement(device)},{untrusted}device={_escape_key(device)},"
+                    f"gateway={gw}{q} {_escape_key(name)}={fv} {t}"
+                )
             else:
                 untrusted = UNTRUSTED_TAG if quality else ""  # an event's quality: NULL or the flag
                 key = (
