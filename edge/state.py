@@ -87,7 +87,10 @@ class StateDB:
                         )
                     self.conn.execute("COMMIT")
                 except BaseException:
-                    self.conn.execute("ROLLBACK")
+                    # SQLite has already rolled back on some errors (a full disk, an I/O error,
+                    # RAISE(ROLLBACK)): a ROLLBACK then fails and would hide the real cause
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
                     raise
             return len(steps)
 
