@@ -1,8 +1,9 @@
 """The InfluxDB sink: line protocol to `/write` (1.x) or `/api/v2/write` (2.x).
 
 Readings: measurement = device id, tags `gateway` and `device` (and `quality` when not good),
-one field per point name, timestamp truncated to the configured precision. Events: measurement `events`,
-tags gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A record journaled
+one field per point name (a point named `time` as `time_`: InfluxDB refuses a field `time`),
+timestamp truncated to the configured precision. Events: measurement `events`, tags
+gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A record journaled
 while the gateway's clock was not trusted has the tag `clock_untrusted=true` (absent otherwise): a
 tag, so a query can select or leave out those timestamps without reading every field. A point with the same
 measurement, tags and timestamp overwrites, so a replayed batch is idempotent. Readings without a
@@ -87,6 +88,15 @@ def _escape_measurement(s: str) -> str:
     if s.endswith("\\"):
         s = s[:-1] + FINAL_BACKSLASH
     return s.translate(_MEASUREMENT)
+
+
+#: InfluxDB refuses a field named `time` (every point of it, 400); a point of that name is
+#: written as this field instead
+TIME_FIELD = "time_"
+
+
+def _field_key(name: str) -> str:
+    return _escape_key(TIME_FIELD if name == "time" else name)
 
 
 def _escape_str(s: str) -> str:
@@ -178,7 +188,7 @@ class InfluxSink(PushSink):
                 q = "" if quality == 0 else f",quality={QUALITY_NAMES[quality]}"
                 add(
                     f"{_escape_measurement(device)},{untrusted}device={_escape_key(device)},"
-                    f"gateway={gw}{q} {_escape_key(name)}={fv} {t}"
+                    f"gateway={gw}{q} {_field_key(name)}={fv} {t}"
                 )
             else:
                 untrusted = UNTRUSTED_TAG if quality else ""  # an event's quality: NULL or the flag
