@@ -132,12 +132,14 @@ def day_figures(
     site_up = site_span = 0.0
     all_points: list[float] = []
     below: list[dict[str, Any]] = []
+    counted = 0  # devices of the site file observed on the day (not those removed since)
     for dev in sorted(set(acc["dev"]) | set(by_device)):
         if dev not in by_device:
             continue
         times = acc["dev"].get(dev)
         if times is None:
             continue
+        counted += 1
         span = times["up"] + times["down"]
         points: dict[str, dict[str, Any]] = {}
         comps: list[float] = []
@@ -199,7 +201,7 @@ def day_figures(
         "site": {
             "availability": _share(site_up, site_span),
             "completeness": round(sum(all_points) / len(all_points), 6) if all_points else None,
-            "devices": len(acc["dev"]),
+            "devices": counted,
             "below_target": len(below),
         },
         "gateway": {

@@ -49,7 +49,9 @@ async def test_a_reload_drops_a_removed_device_and_follows_an_added_one(tmp_path
         after = await observed()
         assert set(after) == {"x", "z"}  # y, gone from the site file, is neither shown nor judged
         assert after["z"]["observed_s"] > 0 and after["z"]["completeness"] is not None
-        assert all(b["device"] != "y" for b in comp.today()["below_target"])
+        today = comp.today()
+        assert all(b["device"] != "y" for b in today["below_target"])
+        assert today["site"]["devices"] == 2  # y observed earlier today is no longer counted
         assert "y" not in comp.fold.state["dev"]  # and no longer followed
     finally:
         await rt.stop()
