@@ -170,6 +170,8 @@ def _duration(s: Any) -> str:
 
 def human(code: int, r: dict[str, Any]) -> str:
     site = r["site"]
+    if isinstance(site, dict):  # with a token: /api/v1/status's site, {id, name, timezone}
+        site = f"{site.get('id')} ({site.get('name')})" if site.get("name") else site.get("id")
     if code == NOT_RUNNING:
         return f"{site}: NOT RUNNING\n  {r['problem']}"
     if "problem" in r:
