@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
 
-ID_RE = re.compile(r"^[a-z0-9_-]+$")
-SITE_ID_RE = re.compile(r"^[a-z0-9-]+$")
+# Ids are matched whole with `\Z`: `$` also matches before a final newline, and an id "dev-2\n"
+# would break the HTTP headers, line protocol and batch schema it travels in.
+ID_RE = re.compile(r"^[a-z0-9_-]+\Z")
+SITE_ID_RE = re.compile(r"^[a-z0-9-]+\Z")
+# C0, DEL and C1 controls: never in an event kind (a newline in a kind starts a new line of
+# InfluxDB's line protocol, a new header in HTTP)
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 Value = float | int | bool | str | None
 
@@ -56,6 +61,20 @@ PRIVACY_RANK = {Privacy.PUBLIC: 0, Privacy.PERSONAL: 1, Privacy.SENSITIVE: 2}
 SENSITIVE_EVENT_KINDS = frozenset(
     {"blood_pressure", "heart_rate", "weight", "body_temperature", "glucose", "spo2", "health_measurement"}
 )
+
+
+def valid_event_kind(kind: object) -> str:
+    """`kind` when it can name an event: a non-empty text without control characters (any other
+    character, spaces and non-ASCII letters included, is carried escaped where it goes)."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"an event kind is a non-empty text, not {kind!r}")
+    bad = CONTROL_RE.search(kind)
+    if bad is not None:
+        raise ValueError(
+            f"event kind {kind!r} holds the control character {bad.group()!r} at position "
+            f"{bad.start()}; use letters, digits, spaces and punctuation"
+        )
+    return kind
 
 
 def event_privacy(kind: str, payload: Any, points: Any) -> Privacy:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from edge.model import ID_RE
+from edge.model import ID_RE, valid_event_kind
 from edge.yamlpos import Problem
 
 
@@ -32,7 +32,7 @@ class Strict(BaseModel):
 
 
 def valid_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_RE.match(value):
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}: use lowercase letters, digits, '_' and '-'")
     return value
 
@@ -47,6 +47,7 @@ PointName = Annotated[str, _id_of("point name")]
 ConsumerId = Annotated[str, _id_of("consumer id")]
 UpstreamId = Annotated[str, _id_of("upstream id")]
 ZoneName = Annotated[str, _id_of("zone name")]
+EventKind = Annotated[str, AfterValidator(valid_event_kind)]  # no control characters
 
 
 def valid_listen(value: object, example: str = "0.0.0.0:8080") -> str:

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge.model import PRIVACY_RANK, Privacy, event_privacy
+from edge.model import CONTROL_RE, PRIVACY_RANK, Privacy, event_privacy, valid_event_kind
 from edge.units import Duration
 from edge.yamlpos import Positions, YamlError
 from edge.yamlpos import load as load_yaml
@@ -33,10 +33,12 @@ from rules.config import allow_entry_for, webhook_allowed
 from rules.expr import Compiled, ExprError, compile_expr
 from rules.templates import check_template
 
-RULE_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-PATTERN_RE = re.compile(r"^[a-z0-9_*?\[\]-]+\.[a-z0-9_*?\[\]-]+$")
-EVENT_KIND_RE = re.compile(r"^[a-z0-9_*-]+$")
-POINT_RE = re.compile(r"^[a-z0-9_-]+\.[a-z0-9_-]+$")
+# matched whole (fullmatch): `$` would let a trailing newline through
+RULE_ID_RE = re.compile(r"[a-z0-9_-]{1,64}")
+PATTERN_RE = re.compile(r"[a-z0-9_*?\[\]-]+\.[a-z0-9_*?\[\]-]+")
+EVENT_KIND_RE = re.compile(r"[a-z0-9_*-]+")
+POINT_RE = re.compile(r"[a-z0-9_-]+\.[a-z0-9_-]+")
+WEBHOOK_URL_RE = re.compile(r"https?://[^\s]+")
 Severity = Literal["debug", "info", "warning", "critical"]
 
 
@@ -60,17 +62,17 @@ class Trigger(Strict):
             raise ValueError(
                 "a trigger is one of: a point pattern, event: KIND, schedule: CRON, no_data: PATTERN"
             )
-        if self.point is not None and not PATTERN_RE.match(self.point):
+        if self.point is not None and not PATTERN_RE.fullmatch(self.point):
             raise ValueError(f"{self.point!r} is not a point or pattern like 'bins-*.fill_pct'")
         if self.no_data is not None:
-            if not PATTERN_RE.match(self.no_data):
+            if not PATTERN_RE.fullmatch(self.no_data):
                 raise ValueError(f"{self.no_data!r} is not a point or pattern like 'meter-*.energy_kwh'")
             if not self.for_:
                 raise KeyedValueError(
                     "no_data needs `for:` (how long without data), e.g. for: 5m",
                     message_key="msg.rule.no_data_needs_for",
                 )
-        if self.event is not None and not EVENT_KIND_RE.match(self.event):
+        if self.event is not None and not EVENT_KIND_RE.fullmatch(self.event):
             raise ValueError(f"{self.event!r} is not an event kind ([a-z0-9_-], * allowed)")
         if self.schedule is not None:
             from rules.cron import Cron
@@ -91,7 +93,7 @@ class WriteAction(Strict):
     @field_validator("point")
     @classmethod
     def _point(cls, v: str) -> str:
-        if not POINT_RE.match(v.replace("{device}", "d")):
+        if not POINT_RE.fullmatch(v.replace("{device}", "d")):
             raise ValueError(
                 f"{v!r} is not a point id like 'gate-north.barrier_open' ('{{device}}.barrier_open' "
                 "names the triggering device)"
@@ -114,6 +116,11 @@ class MessageAction(Strict):
     kind: str | None = None  # event actions only
     payload: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str | None) -> str | None:
+        return v if not v else valid_event_kind(v)  # none at all: `Action` says an event needs one
+
 
 class WebhookAction(Strict):
     url: str
@@ -124,7 +131,7 @@ class WebhookAction(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s]+$", v):
+        if not WEBHOOK_URL_RE.fullmatch(v):
             raise ValueError("webhook url must start with http:// or https://")
         try:
             host, _ = webhook_target(v)
@@ -247,7 +254,7 @@ class Rule(Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not RULE_ID_RE.match(v):
+        if not RULE_ID_RE.fullmatch(v):
             raise KeyedValueError(
                 f"rule id {v!r} must be 1-64 characters of [a-z0-9_-]",
                 message_key="msg.rule.bad_id",
@@ -479,6 +486,8 @@ def parse_rule(doc: Any) -> CompiledRule:
     if not isinstance(doc, dict):
         raise RuleErrors([KeyedError(NOT_A_RULE, message_key="msg.rule.not_a_rule", args={})])
     rid = str(doc.get("id", ""))
+    if CONTROL_RE.search(rid):  # the id is refused; the errors name it escaped, one line each
+        rid = repr(rid)[1:-1]
     if (too_many := _too_many_parts(doc, rid)) is not None:
         raise RuleErrors([too_many])
     try:

@@ -32,7 +32,7 @@ from edge.model import (
     point_id,
 )
 from edge.units import Duration
-from edge.validation import Strict
+from edge.validation import EventKind, Strict
 
 Signal = Literal["constant", "ramp", "sine", "random_walk", "random", "counter", "toggle", "step"]
 
@@ -65,7 +65,7 @@ class SimPoint(PointConfig):
 
 
 class SimEvent(Strict):
-    kind: str
+    kind: EventKind
     every: Duration = 60.0
     generator: Literal["blood_pressure", "vehicle", "weight", "generic"] = "generic"
     severity: Severity = Severity.INFO
