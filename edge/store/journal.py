@@ -8,6 +8,9 @@ soon as `flush_max_items` records wait. A producer that must not outrun the writ
 event loop share the GIL, and a producer that waits for commits takes turns with the writer
 instead of running while SQLite works without the GIL.
 `seq` is assigned by the writer in commit order and never reused, even when every row is deleted.
+A commit that finds its seqs taken (another process appended rows to the file: `edge run` refuses
+a second gateway on a site, but a tool may still write) numbers its records anew above the file's
+highest seq, and says so in the log and in a `journal_seq_conflict` event.
 
 Between flushes the same thread applies retention in small chunks, and inside each flush it
 applies the byte cap (`max_bytes`, `when_full`); see `edge.store.retention`. A failed commit
@@ -274,6 +277,7 @@ class Journal(JournalQueries):
         self._read_lock = threading.Lock()
         self.next_seq = 1
         self.committed_seq = 0
+        self.seq_conflicts = 0  # commits that found their seqs taken by another writer, since open
         self.last_error = ""
         self.failing = False  # the last commit attempt failed (cleared by the next success)
         self.writer_stopped: str | None = None  # why the writer thread ended while the journal was open
@@ -1034,11 +1038,12 @@ class Journal(JournalQueries):
         except Exception as exc:  # SQLite's, or a record that cannot be written (sealing): the same
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
+            renumbered = _seq_taken(exc) and self._seqs_taken_elsewhere(len(batch) + len(self._ready_events))
             if events_only:  # the events wait for the next step
                 with self._cond:
                     self._ops[:0] = ops
                 return False
-            self._failed(exc, batch, ops)
+            self._failed(exc, batch, ops, logged=renumbered)
             return False
         if self.failing and not self.disk_full:
             log.warning("journal commits succeed again (the last failure: %s)", self.last_error)
@@ -1112,12 +1117,61 @@ class Journal(JournalQueries):
             limit, reason = by_disk, "disk_full"
         return limit, reason
 
-    def _failed(self, exc: Exception, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """A commit failed: count it, say so once per distinct error, and keep the batch for the
-        retry (or refuse it under drop_newest when the disk is full)."""
+    def _seqs_taken_elsewhere(self, waiting: int) -> bool:
+        """A commit found its seqs taken: another process appended rows to this journal (a second
+        gateway on the same site, a tool). The records waiting are numbered anew above the highest
+        seq in the file, so the retry commits them instead of failing alike for good; said in the
+        log and journaled (`journal_seq_conflict`) with the next commit. True when renumbered."""
+        w = self._w
+        assert w is not None
+        try:
+            top = int(w.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
+            row = w.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        except sqlite3.Error as exc:
+            log.error("journal: seqs taken by another writer, and the highest seq cannot be read: %s", exc)
+            return False
+        top = max(top, int(row[0]) if row else 0)
+        if top < self.next_seq:  # not taken after all: nothing to renumber
+            return False
+        first = self.next_seq
+        self.next_seq = top + 1
+        # the other writer's rows are walked by retention like rows from before this writer opened
+        self._opened_seq = max(self._opened_seq, top)
+        self.seq_conflicts += 1
+        log.error(
+            "journal: another process wrote seqs %d to %d into %s (a second `edge run` on this site?); "
+            "the %d records waiting are numbered from %d and committed (seq conflicts since start: %d)",
+            first,
+            top,
+            self.path,
+            waiting,
+            top + 1,
+            self.seq_conflicts,
+        )
+        payload = {
+            "taken_from": first,
+            "taken_to": top,
+            "renumbered": waiting,
+            "next_seq": top + 1,
+            "conflicts": self.seq_conflicts,
+        }
+        self._ready_events.append(
+            Event("journal_seq_conflict", self.source, Severity.WARNING, payload, self.clock())
+        )
+        return True
+
+    def _failed(
+        self,
+        exc: Exception,
+        batch: list[Record],
+        ops: list[tuple[str, tuple[Any, ...]]],
+        logged: bool = False,
+    ) -> None:
+        """A commit failed: count it, say so once per distinct error (unless `logged` already),
+        and keep the batch for the retry (or refuse it under drop_newest when the disk is full)."""
         self._count("write_errors")
         error = f"{type(exc).__name__}: {exc}"
-        repeated = self.failing and self.last_error == error
+        repeated = logged or (self.failing and self.last_error == error)
         self.failing = True
         self.last_error = error
         full = isinstance(exc, sqlite3.Error) and is_disk_full(exc)
@@ -1364,6 +1418,11 @@ class Journal(JournalQueries):
         if span <= 0:
             return None, None
         return (self.committed_rows - c0) / span, (self._expired_total - e0) / span
+
+
+def _seq_taken(exc: Exception) -> bool:
+    """The commit failed because a row with one of its seqs exists already."""
+    return isinstance(exc, sqlite3.IntegrityError) and "journal.seq" in str(exc)
 
 
 def _resolve(fut: asyncio.Future[int], value: int) -> None:
