@@ -18,7 +18,9 @@ A non-retryable 4xx is bisected until the rejected record(s) are isolated; those
 dead-letter table in the state DB with their privacy class (they expire at its retention:
 edge.sync.component), are counted and raised as a `sync_dead_letter` event, and the stream goes
 on. 401/403/404 are configuration problems, not bad records: they are retried, never
-dead-lettered (dead-lettering everything on a revoked token would be silent loss).
+dead-lettered (dead-lettering everything on a revoked token would be silent loss). So is an
+attempt that fails here, before an answer (a header the HTTP client refuses, an encoding error):
+counted, backed off and shown like any other failure, and logged once while it repeats.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -81,6 +83,19 @@ async def answer_text(resp: aiohttp.ClientResponse, limit: int) -> str:
         except zlib.error:
             return f"(a {encoding} answer that does not unpack)"
     return raw[:limit].decode("utf-8", "replace")
+
+
+@dataclass
+class LocalFailure(Outcome):
+    """An attempt that failed here, before or while sending (a header aiohttp refuses, an encoder
+    error): a failure like any other, retried with backoff, but not one of the link, so the link
+    coming back is no reason to try again early."""
+
+    cause: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def link_failed(self) -> bool:
+        return False
 
 
 @dataclass
@@ -154,6 +169,7 @@ class PushSink:
         self.last_success: float | None = None
         self.last_error = ""
         self.last_error_at: float | None = None
+        self._logged_error = ""  # the last error logged since the last success (logged once)
         self.retry_at: float | None = None  # monotonic deadline of the current backoff
         self.throttled_s = 0.0
         self.bytes_per_row = 100.0  # running estimate of encoded size, for backlog_bytes
@@ -245,9 +261,12 @@ class PushSink:
                 except Exception as exc:  # a bug must not end delivery for good
                     while isinstance(exc, ExceptionGroup):
                         exc = exc.exceptions[0]
-                    log.error("sink %s: unexpected error", self.id, exc_info=exc)
-                    self._note_error(f"{type(exc).__name__}: {exc}")
-                    await asyncio.sleep(1.0)
+                    # a failure like any other: counted, backed off, logged once while it repeats
+                    self.failures += 1
+                    self.retries += 1
+                    failure = LocalFailure(None, f"unexpected error: {type(exc).__name__}: {exc}")
+                    self._note_error(failure.error, exc)
+                    await self._backoff(failure)
 
     async def _launch(self, deliveries: asyncio.TaskGroup) -> None:
         """Form batches in seq order and hand each to a delivery task, at most `max_in_flight`
@@ -366,7 +385,8 @@ class PushSink:
                 await self._passed(slot, part.last)
                 continue
             self.failures += 1
-            self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}")
+            cause = outcome.cause if isinstance(outcome, LocalFailure) else None
+            self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}", cause)
             if outcome.poison:
                 queue.pop(0)
                 if len(part.rows) > 1:
@@ -388,6 +408,15 @@ class PushSink:
             await self._recovery.wait_turn(slot.first, functools.partial(self._backoff, outcome))
 
     async def _attempt(self, part: Prepared) -> Outcome:
+        """One send of `part`. Whatever goes wrong is an Outcome, never an exception: a request
+        that cannot even be built (a token with a newline makes a header aiohttp refuses) is a
+        failed attempt, counted and retried with backoff like a refused one."""
+        try:
+            return await self._send(part)
+        except Exception as exc:
+            return LocalFailure(None, f"cannot send: {type(exc).__name__}: {exc}", cause=exc)
+
+    async def _send(self, part: Prepared) -> Outcome:
         body = part.body if part.body is not None else await asyncio.to_thread(self._encode_compressed, part)
         await self._throttle(len(body))
         headers = {
@@ -445,6 +474,7 @@ class PushSink:
         self.sent_rows += len(part.rows)
         self.sent_batches += 1
         self.last_success = time.time()
+        self._logged_error = ""  # after a success, the same error again is news
         if not self._recovery.active:  # a batch sent before the failure says nothing of the retry
             self._attempt_no = 0
         self.links.link_up(self.host, but=self._wake)  # our own backoff keeps its Retry-After
@@ -470,11 +500,20 @@ class PushSink:
             self._progress.clear()
             await self._progress.wait()
 
-    def _note_error(self, message: str) -> None:
+    def _note_error(self, message: str, cause: BaseException | None = None) -> None:
+        """Record a failed attempt's error; log it when it is news (another error than the last
+        one logged, or the first since a success), with the traceback of an unexpected `cause`:
+        a sink failing alike every attempt logs once, not a line (or a traceback) per retry."""
         self.last_error = message
         self.last_error_at = time.time()
         self._status_dirty.set()
-        log.warning("sink %s: %s", self.id, message)
+        if message == self._logged_error:
+            return
+        self._logged_error = message
+        if cause is not None and not isinstance(cause, aiohttp.ClientError | OSError | TimeoutError):
+            log.error("sink %s: %s (logged once while it repeats)", self.id, message, exc_info=cause)
+        else:
+            log.warning("sink %s: %s", self.id, message)
 
     async def _backoff(self, outcome: Outcome) -> None:
         """Wait before the next attempt: the server's `Retry-After` when it gave one, else full
