@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path as FsPath
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
-from edge.model import ID_RE, valid_event_kind
+from edge.model import CONTROL_RE, ID_RE, valid_event_kind
 from edge.yamlpos import Problem
 
 
@@ -29,6 +29,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_default=True, frozen=False, defer_build=True, allow_inf_nan=False
     )
+
+    @model_validator(mode="after")
+    def _secrets_one_line(self) -> Self:
+        """A token, password or HMAC secret the model names (`LINE_SECRETS`) that is there now
+        must be usable as one line: refused at load (so `edge check` says so) when a control
+        character is left inside it. One not there (a variable the service's environment sets,
+        a file not yet installed) is left to the run, and to `edge check`'s file checks."""
+        fields = type(self).model_fields
+        for stem in LINE_SECRETS:
+            for key in (f"{stem}_env", f"{stem}_file"):
+                name = getattr(self, key, None) if key in fields else None
+                if not name:
+                    continue
+                try:
+                    value, where = _secret_text(*((name, None) if key.endswith("_env") else (None, name)))
+                except OSError:
+                    continue
+                problem = secret_problem(value, where)
+                if problem:
+                    raise ValueError(f"{key}: {problem}")
+        return self
 
 
 def valid_id(value: str, what: str = "id") -> str:
@@ -73,20 +94,54 @@ class ListenAddress:
         return int(self.listen.rpartition(":")[2])
 
 
-def resolve_secret(env: str | None, file: str | None, what: str) -> str | None:
-    """The secret named by `*_env` / `*_file`; a clear error when it is named but missing."""
+# The secrets `resolve_secret` serves, by the stem of their `*_env` / `*_file` keys: each goes into
+# an HTTP header or a protocol field as one line (a token, a password, an HMAC key). PEM keys and
+# binary key files (`key_file`, `client_key`) are read otherwise.
+LINE_SECRETS = ("token", "password", "hmac_secret")
+
+
+def _secret_text(env: str | None, file: str | None) -> tuple[str | None, str]:
+    """(the secret with its surrounding whitespace stripped, where it came from) as named by
+    `env` or `file`; (None, where) when the variable is not set. OSError when the file cannot be
+    read. A trailing newline (`echo` into a file, a Kubernetes or Docker secret, `$(cat file)`) is
+    no part of the secret, whichever way it comes."""
     if env:
         value = os.environ.get(env)
-        if value is None or value == "":
-            raise ConfigError(
-                [Problem("environment", None, (), f"{what}: environment variable {env} is not set")]
-            )
-        return value
-    if file:
-        try:
-            return FsPath(file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                [Problem(file, None, (), f"{what}: cannot read secret file: {exc.strerror}")]
-            ) from None
-    return None
+        return (value.strip() if value is not None else None), f"environment variable {env}"
+    assert file
+    return FsPath(file).read_text().strip(), f"file {file}"
+
+
+def secret_problem(value: str | None, where: str) -> str | None:
+    """Why `value` (stripped) cannot serve as a one-line secret, never showing it: a control
+    character left inside it (two lines pasted into a variable, a tab)."""
+    if value is None:
+        return None
+    bad = CONTROL_RE.search(value)
+    if bad is None:
+        return None
+    return (
+        f"the secret in {where} holds a control character (U+{ord(bad.group()):04X} at character "
+        f"{bad.start() + 1} of {len(value)}); a secret is one line of printable characters"
+    )
+
+
+def resolve_secret(env: str | None, file: str | None, what: str) -> str | None:
+    """The secret named by `*_env` / `*_file`, its surrounding whitespace stripped; a clear error
+    when it is named but missing, empty, or holds a control character."""
+    if not env and not file:
+        return None
+    try:
+        value, where = _secret_text(env, file)
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(str(file), None, (), f"{what}: cannot read secret file: {exc.strerror}")]
+        ) from None
+    source = "environment" if env else str(file)
+    if env and not value:
+        state = "is not set" if os.environ.get(env) is None else "is empty"
+        raise ConfigError([Problem(source, None, (), f"{what}: environment variable {env} {state}")])
+    problem = secret_problem(value, where)
+    if problem:
+        raise ConfigError([Problem(source, None, (), f"{what}: {problem}")])
+    return value
