@@ -17,7 +17,9 @@ before new ones are launched (no retry storm).
 A non-retryable 4xx is bisected until the rejected record(s) are isolated; those go to the
 dead-letter table in the state DB with their privacy class (they expire at its retention:
 edge.sync.component), are counted and raised as a `sync_dead_letter` event, and the stream goes
-on. 401/403/404 are configuration problems, not bad records: they are retried, never
+on. A rejection a sink type recognises as "stored, except records dropped by a rule that holds for
+each of them for ever" (InfluxDB's points beyond its retention policy: `dropped_by_receiver`)
+delivers the part and counts those as left out, without bisecting. 401/403/404 are configuration problems, not bad records: they are retried, never
 dead-lettered (dead-lettering everything on a revoked token would be silent loss). So is an
 attempt that fails here, before an answer (a header the HTTP client refuses, an encoding error):
 counted, backed off and shown like any other failure, and logged once while it repeats.
@@ -196,6 +198,14 @@ class PushSink:
 
     def extra_headers(self, body: bytes, first: int, last: int) -> dict[str, str]:
         return {}
+
+    def dropped_by_receiver(self, outcome: Outcome) -> int | None:
+        """For a rejection that says the receiver stored the part except records it drops by a
+        rule that holds for each of them alike and for ever (InfluxDB: points beyond its
+        retention policy), how many it dropped: the sink counts them as left out for that reason
+        and the part is delivered, not bisected (bisecting cost 2N-1 requests and N dead letters
+        that no retry could ever deliver). None: an ordinary rejection."""
+        return None
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -377,6 +387,20 @@ class PushSink:
             outcome = await self._attempt(part)
             if outcome.ok or outcome.poison:
                 self._recovery.answered(slot.first)
+            dropped = self.dropped_by_receiver(outcome) if outcome.poison else None
+            if dropped is not None:
+                queue.pop(0)
+                log.warning(
+                    "sink %s: the receiver stored seq %d-%d but dropped %d record(s), counted as left out: %s",
+                    self.id,
+                    part.first,
+                    part.last,
+                    dropped,
+                    outcome.body[:200],
+                )
+                self._on_success(part)
+                await self._passed(slot, part.last)
+                continue
             if outcome.ok:
                 queue.pop(0)
                 if part is batch:

@@ -7,7 +7,9 @@ gateway/source/kind/severity, fields `payload` (JSON string) and `seq`. A record
 while the gateway's clock was not trusted has the tag `clock_untrusted=true` (absent otherwise): a
 tag, so a query can select or leave out those timestamps without reading every field. A point with the same
 measurement, tags and timestamp overwrites, so a replayed batch is idempotent. Readings without a
-value (None) cannot be represented and are counted as `unrepresentable`.
+value (None) cannot be represented and are counted as `unrepresentable`; points InfluxDB drops as
+older than its retention policy (it stores the rest of the batch) are counted as
+`beyond_retention`, both in the status's `left_out`.
 
 Events of one series (gateway/source/kind/severity) at one timestamp, such as the alerts one
 poll fires, would overwrite each other. Within a batch each later one (in seq order) is written at
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -29,7 +32,7 @@ from pydantic import model_validator
 from edge.model import QUALITY_NAMES
 from edge.store.records import Row
 from edge.store.rows import BOOL_FLAG, CLOCK_FLAG
-from edge.sync.base import LinkBoard, PushSink
+from edge.sync.base import LinkBoard, Outcome, PushSink
 from edge.sync.sink_config import PushSinkConfig
 
 if TYPE_CHECKING:
@@ -42,6 +45,9 @@ SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # microsecond points would land in 1970; 2.x's /api/v2/write takes ns, us, ms, s.
 V1_PRECISION = {"s": "s", "ms": "ms", "us": "u", "ns": "n"}
 V2_PRECISION = {"s": "s", "ms": "ms", "us": "us", "ns": "ns"}
+#: InfluxDB's answer (1.x 400, 2.x 422) when it stored a write except the points older than its
+#: retention policy (only ever named alone: another error in the same write is named instead)
+BEYOND_RETENTION = re.compile(r"partial write: points beyond retention policy dropped=(\d+)")
 
 
 class InfluxSinkConfig(PushSinkConfig):
@@ -143,6 +149,7 @@ class InfluxSink(PushSink):
         self.scale = SCALE[cfg.precision]
         self.gateway_tag = _escape_key(self.gateway)
         self.unrepresentable = 0
+        self.beyond_retention = 0  # points InfluxDB dropped as older than its retention policy
         self.events_shifted = 0  # events written one or more units after their time (see encode)
         base = cfg.url.rstrip("/")
         if urlsplit(base).path in ("", "/"):
@@ -162,6 +169,16 @@ class InfluxSink(PushSink):
 
     def extra_headers(self, body: bytes, first: int, last: int) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}"} if self.token else {}
+
+    def dropped_by_receiver(self, outcome: Outcome) -> int | None:
+        """Points beyond the retention policy: InfluxDB wrote the rest of the batch and would
+        drop these at every retry, so they are left out (counted) rather than dead-lettered."""
+        found = BEYOND_RETENTION.search(outcome.body)
+        if found is None:
+            return None
+        dropped = int(found.group(1))
+        self.beyond_retention += dropped
+        return dropped
 
     def encode(self, rows: list[Row], first: int, last: int) -> bytes:
         lines: list[str] = []
@@ -212,6 +229,7 @@ class InfluxSink(PushSink):
     def status(self) -> dict[str, Any]:
         out = super().status()
         out["unrepresentable"] = self.unrepresentable
-        out["left_out"] = {"unrepresentable": self.unrepresentable}  # as every format reports it
+        # as every format reports it
+        out["left_out"] = {"unrepresentable": self.unrepresentable, "beyond_retention": self.beyond_retention}
         out["events_shifted"] = self.events_shifted
         return out
