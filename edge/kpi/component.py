@@ -323,6 +323,7 @@ class KpiComponent:
             "alerts": figures["alerts"],
             "rule_actions": figures["rule_actions"],
             "delivery": figures["delivery"],
+            "clock_gap_s": figures.get("clock_gap_s", 0.0),
             "devices": {
                 d["id"]: {
                     "availability": d["availability"],

@@ -119,6 +119,7 @@ async def test_a_forward_step_across_midnight_is_a_gap_and_closes_no_day_until_t
         sent = [json.loads(p) for p in kinds(rt, "kpi_daily")]
         assert [s["day"] for s in sent] == ["2026-12-07"]
         assert sent[0]["gateway"]["observed_s"] < 600
+        assert sent[0]["clock_gap_s"] == before["clock_gap_s"]  # upstream sees the day's gap too
         assert comp.status()["clock_paused"] is None
     finally:
         await rt.stop()
