@@ -69,6 +69,20 @@ class ModbusDriver(BaseDriver):
         self._wrong_seen = 0  # the link's wrong answers to this unit already counted in errors
         self._stopping = False
 
+    @property
+    def counters(self) -> dict[str, int]:
+        """What the connection threw away (in /metrics as `edge_driver_count_total`): answers to
+        this unit that did not match their request, and — for the whole bus — bytes discarded
+        while the line settled after a failed request, and noise skipped before RTU answers."""
+        link = self.link
+        if link is None:
+            return {}
+        return {
+            "wrong_answers": link.wrong_by_unit.get(self.device.unit, 0),
+            "late_bytes_discarded": link.discarded,
+            "noise_bytes_skipped": link.noise,
+        }
+
     def points(self) -> list[PointInfo]:
         return self.device.point_infos()
 

@@ -179,6 +179,7 @@ class Link:
         self.wrong_answers = 0  # answers that did not match their request (a count, a code, a unit)
         self.wrong_by_unit: dict[int, int] = {}  # the same, per unit asked (devices share a bus)
         self.discarded = 0  # bytes thrown away while the line settled after a failure
+        self.noise = 0  # bytes skipped before an RTU answer (line noise)
         self._register_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self.trace: Callable[[str, int], None] | None = None  # (event, unit) hook for bus tests
 
@@ -209,7 +210,33 @@ class Link:
             client.register(answer)
         if self.conn.transport == "rtu":
             self._watch_line(client)
+        if self.conn.transport in ("rtu", "rtu_over_tcp"):
+            self._hunt_frames(client)
         return client
+
+    def _hunt_frames(self, client: Any) -> None:
+        """Find an RTU answer behind noise. pymodbus drops everything received when the bytes at
+        the front do not end in a good CRC, and waits (until the timeout) when they look like the
+        start of a longer frame: one noise byte before an answer lost it, and steady noise kept a
+        device offline. Here each later byte is tried as the start of the frame; the bytes before
+        the frame found are counted in `noise` and thrown away, and when no frame is found yet the
+        bytes are kept for more to arrive (the next request starts afresh)."""
+        framer = client.ctx.framer
+        decode = framer.decode
+
+        def hunting(data: bytes) -> tuple[int, int, int, bytes]:
+            found = decode(data)
+            if found[3]:
+                return found  # type: ignore[no-any-return]
+            for skip in range(1, len(data) - 3):  # a frame is at least 4 bytes
+                used, dev_id, tid, frame = decode(data[skip:])
+                if frame:
+                    self.noise += skip
+                    log.debug("%s: skipped %d bytes of noise before an answer", self.describe(), skip)
+                    return skip + used, dev_id, tid, frame
+            return 0, 0, 0, b""
+
+        framer.decode = hunting
 
     def _watch_line(self, client: Any) -> None:
         """Note when bytes arrive on the serial line, and swallow them while it settles."""

@@ -96,8 +96,8 @@ class RtuDevice:
                     os.write(self.fd, self.noise)
                     if self.noise_gap and not self._wait(self.noise_gap):
                         return
+                self.answered += 1  # counted before it goes out: whoever reads it sees it counted
                 os.write(self.fd, out)
-                self.answered += 1
 
     def stop(self) -> None:
         os.write(self._stop_w, b"x")
@@ -165,6 +165,7 @@ async def test_a_late_answer_is_not_taken_for_the_next_request(tmp_path: Path) -
         assert dev.answered == 5  # the late answer did go out, and was thrown away
         link = got.driver.link
         assert link is not None and link.discarded == 7  # unit, fc, byte count, 2 bytes, CRC
+        assert got.driver.counters["late_bytes_discarded"] == 7
 
 
 async def test_a_late_answer_does_not_reach_a_bit_write(tmp_path: Path) -> None:
@@ -201,8 +202,34 @@ async def test_an_answer_that_does_not_match_the_request_is_an_error(
             await got.driver.read("r0")
         link = got.driver.link
         assert link is not None and link.wrong_answers == 2  # the request and its retry
+        assert got.driver.counters["wrong_answers"] == 2
         dev.answer = None
         assert (await got.driver.read("r0")).value == 1000
         await got.driver.poll_group(3600.0)
         assert got.driver.health.state == "online"
         assert got.driver.health.errors == 2  # counted against the device, though the retry got it right
+
+
+@pytest.mark.parametrize(
+    ("noise", "gap"),
+    [
+        (b"\x00", 0.05),  # a byte of line noise, then the answer after a pause
+        (b"\x00", 0.0),  # right before the answer
+        (b"\x01\x03\xff", 0.0),  # noise that looks like the head of a 255-byte answer
+    ],
+)
+async def test_noise_before_an_answer_does_not_lose_it(tmp_path: Path, noise: bytes, gap: float) -> None:
+    async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
+        await got.polled(1)
+        dev.noise, dev.noise_gap = noise, gap  # before every answer from now on
+        for _ in range(3):
+            assert (await got.driver.read("r10")).value == 1010
+        await got.driver.poll_group(3600.0)
+        assert got.driver.health.state == "online" and got.driver.health.errors == 0
+        link = got.driver.link
+        assert link is not None and link.noise == 6 * len(noise)  # counted: 3 reads, 3 requests of a poll
+        assert got.driver.counters == {
+            "wrong_answers": 0,
+            "late_bytes_discarded": 0,
+            "noise_bytes_skipped": 6 * len(noise),
+        }
