@@ -73,7 +73,9 @@ class KpiComponent:
         self.lock = asyncio.Lock()
         self.caught_up = asyncio.Event()
         # steps of the wall clock, measured as the journal's retention measures them: with the
-        # runtime's (wall, monotonic) source and judged by its clock trust (edge.clock)
+        # runtime's (wall, monotonic) source and judged by its clock trust (edge.clock). The
+        # component context does not carry them, so they are the journal's (the runtime gives it
+        # both); without them, the wall clock and CLOCK_BOOTTIME, as the runtime reads them
         journal_sample = getattr(ctx.journal, "_clock_sample", None)
         self._sample: Callable[[], ClockSample] = journal_sample or (
             lambda: ClockSample(ctx.clock(), boottime())
@@ -142,9 +144,9 @@ class KpiComponent:
         """Fold everything committed, sample the cursors, advance to now, close finished days."""
         async with self.lock:
             journal = self.ctx.journal
-            # before the fold: records stamped after a step must find its gap already there
-            # and one reading of the clock for the whole step: a step of the clock after it is
-            # seen by the next step, never acted on by this one
+            # one reading of the clock for the whole step, taken before the fold: records stamped
+            # after a step find its gap already there, and a step after this reading is acted on
+            # by the next step only
             now = self._watch_clock()
             target = journal.committed_seq
             while self.fold.state["pos"] < target:
