@@ -38,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from edge.hub import coerce_value
 from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity
 from rules.config import RulesConfig, normal_host, parse_allow_entry, webhook_allowed
 from rules.engine import Firing
 from rules.model import (
     Action,
     MessageAction,
+    SetAction,
     SnapshotAction,
     WebhookAction,
     WriteAction,
@@ -306,12 +308,13 @@ class ActionRunner:
             if not result.ok:
                 raise RuntimeError(f"write {target} {result.status}: {result.reason}")
         elif action.kind == "set":
-            assert isinstance(spec, WriteAction)
+            assert isinstance(spec, SetAction)
             self._set(
                 spec.point.replace("{device}", str(args[3])),
                 self._value(firing, where, spec),
                 firing.ts,
                 self._firing_privacy(rr, args),
+                spec.type,
             )
         elif action.kind in ("alert", "event"):
             assert isinstance(spec, MessageAction)
@@ -354,17 +357,21 @@ class ActionRunner:
                 )
 
     def _register(self, point: str, ptype: PointType, privacy: Privacy) -> PointInfo:
-        """The point registered at `privacy` at least (a point's class never goes down: earlier
-        values of it, journaled and shown, may have come from the more private input)."""
+        """The point registered as `ptype` at `privacy` at least (a point's class never goes down:
+        earlier values of it, journaled and shown, may have come from the more private input)."""
         info = self.hub.points.get(point)
         if info is None:
-            device, _, name = point.partition(".")
-            info = PointInfo(
-                point, device, name, ptype, privacy=privacy, description="virtual point set by rules"
-            )
-        elif PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
-            log.warning("point %s is now %s: rule input of that class was set into it", point, privacy)
-            info = dataclasses.replace(info, privacy=privacy)
+            info = _virtual_point(point, ptype, privacy)
+        elif info.type != ptype or PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
+            if info.type != ptype:  # a set action's `type:` says so
+                log.warning(
+                    "point %s is now of type %s (was %s): its set action declares it", point, ptype, info.type
+                )
+            if PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
+                log.warning("point %s is now %s: rule input of that class was set into it", point, privacy)
+            else:
+                privacy = info.privacy
+            info = dataclasses.replace(info, type=ptype, privacy=privacy)
         else:
             return info
         self.hub.register_points([info])
@@ -378,14 +385,30 @@ class ActionRunner:
             self._reads[rr.id] = cached
         return firing_privacy(rr.compiled, args, self.hub.points, cached[1])
 
-    def _set(self, point: str, value: Any, ts: float, privacy: Privacy) -> None:
-        """Write a virtual point whose value is derived from data of class `privacy`."""
+    def _set(
+        self, point: str, value: Any, ts: float, privacy: Privacy, declared: PointType | None = None
+    ) -> None:
+        """Write a virtual point whose value is derived from data of class `privacy`, converted to
+        the point's type: `declared` (the action's `type:`), else the type it has, else that of
+        this first value. A value that does not convert (2.5 for an int point, NaN, no value) is
+        refused with ValueError, so the action fails and is counted; the point keeps its last
+        value. An int for a float point goes in as a float: a receiver such as InfluxDB keeps
+        one type per field and refuses the other."""
         info = self.hub.points.get(point)
-        if info is None or PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
-            ptype = info.type if info is not None else _type_of(value)
+        ptype = declared or (info.type if info is not None else _type_of(value))
+        if info is not None and info.type != ptype and point not in self._virtual:
+            raise ValueError(
+                f"{point} is a {info.type} point of device {info.device}: `type: {ptype}` cannot change it"
+            )
+        if value is None:
+            raise ValueError(f"the expression gave no value for {point}; it keeps its last value")
+        value = coerce_value(
+            info if info is not None and info.type == ptype else _virtual_point(point, ptype, privacy), value
+        )
+        if info is None or info.type != ptype or PRIVACY_RANK[privacy] > PRIVACY_RANK[info.privacy]:
             info = self._register(point, ptype, privacy)
             self._virtual[point] = [str(info.type), str(info.privacy)]
-            if self._meta is not None:  # rare: a new point or a class that rose
+            if self._meta is not None:  # rare: a new point, a declared type, a class that rose
                 self._meta.set_meta(VIRTUAL_POINTS, json.dumps(self._virtual, sort_keys=True))
         self.hub.ingest([Reading(ts, point, value)])
 
@@ -556,6 +579,11 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _virtual_point(point: str, ptype: PointType, privacy: Privacy) -> PointInfo:
+    device, _, name = point.partition(".")
+    return PointInfo(point, device, name, ptype, privacy=privacy, description="virtual point set by rules")
 
 
 def _type_of(value: Any) -> PointType:

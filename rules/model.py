@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge.model import CONTROL_RE, PRIVACY_RANK, Privacy, event_privacy, valid_event_kind
+from edge.model import CONTROL_RE, PRIVACY_RANK, PointType, Privacy, event_privacy, valid_event_kind
 from edge.units import Duration
 from edge.yamlpos import Positions, YamlError
 from edge.yamlpos import load as load_yaml
@@ -110,6 +110,13 @@ class WriteAction(Strict):
         return self
 
 
+class SetAction(WriteAction):
+    """A virtual point's value. `type:` declares the point's type; without it the point takes the
+    type of the first value set (or the one it has). Every value is converted to it."""
+
+    type: PointType | None = None
+
+
 class MessageAction(Strict):
     message: str = "{rule_name}: {point} = {value}"
     severity: Severity | None = None
@@ -157,7 +164,7 @@ class SnapshotAction(Strict):
 
 class Action(Strict):
     write: WriteAction | None = None
-    set: WriteAction | None = None
+    set: SetAction | None = None
     alert: MessageAction | None = None
     event: MessageAction | None = None
     webhook: WebhookAction | None = None
@@ -512,7 +519,7 @@ _KEYS: dict[str, list[str]] = {
     "then": _keys_of(Action),
     "else": _keys_of(Action),
     "write": _keys_of(WriteAction),
-    "set": _keys_of(WriteAction),
+    "set": _keys_of(SetAction),
     "alert": _keys_of(MessageAction),
     "event": _keys_of(MessageAction),
     "webhook": _keys_of(WebhookAction),
