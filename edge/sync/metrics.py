@@ -52,7 +52,8 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
     }
     left_out = CounterMetricFamily(
         "edge_sink_left_out",
-        "Records the sink's format cannot carry (a failed read's missing value), left out of what it sent",
+        "Records left out of what the sink sent: a failed read's missing value its format cannot "
+        "carry, or points InfluxDB drops as beyond its retention policy",
         labels=["sink", "reason"],
     )
     shifted = CounterMetricFamily(
