@@ -465,8 +465,8 @@ def count_fitted(w: sqlite3.Connection, fitted: Sequence[tuple[str, Any]]) -> No
         if where not in _told_fitted:
             _told_fitted.add(where)
             log.warning(
-                "%s: the integer %d is beyond the 64 bits the journal holds; journaled as the nearest "
-                "float (counted in %s; said once per point)",
+                "%s: the integer %d is outside the journal's 64-bit integers (-2**63 to 2**63-1); "
+                "journaled as the nearest float (counted in %s; said once per point or source)",
                 where,
                 value,
                 INTS_AS_FLOATS,
