@@ -18,19 +18,27 @@ Vocabulary:
   (`history_trimmed`, no event: no consumer loses anything).
 - *dropped*: not delivered, deleted (`drop_oldest`) or refused (`drop_newest`): counted and
   reported as one `buffer_drop` event per burst.
+
+Stores beside the journal that delete in a thread of their own (the trend index) take their time
+from the journal's retention passes instead of reading the wall clock: `GuardedTime`, handed over
+by an expirer (`Journal.add_expirer`) that runs only when the clock guard lets a pass through, and
+`cutoffs`, each class's horizon by that time.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.model import Event, Severity
+from edge.model import PRIVACY_RANK, Event, Privacy, Severity
 
 BURST_MAX_S = 60.0  # a drop burst longer than this is reported and a new one starts
 BURST_QUIET_S = 1.0  # ...and one with no drop for this long has ended
+#: personal and sensitive: deleted at their class's retention, delivered or not, wherever kept
+PRIVATE_RANKS = (PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[Privacy.SENSITIVE])
 
 
 def lowest_cursor(conn: sqlite3.Connection) -> int | None:
@@ -53,6 +61,36 @@ def delete_head(conn: sqlite3.Connection, upto: int, limit: int) -> tuple[int, i
     last = int(row[0])
     n = conn.execute("DELETE FROM journal WHERE seq <= ?", (last,)).rowcount
     return n, int(first), last
+
+
+def cutoffs(now: float, retention_s: Mapping[int, float | None], ranks: Iterable[int]) -> dict[int, float]:
+    """Per class of `ranks`, the time before which its records are past their retention at the
+    trusted wall time `now` (`retention_s`: seconds by rank, the journal's); a class kept without
+    limit (None) is left out."""
+    out: dict[int, float] = {}
+    for rank in ranks:
+        keep = retention_s.get(rank)
+        if keep is not None:
+            out[rank] = now - keep
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedTime:
+    """The wall time a journal retention pass acted on, after its clock guard let it through, the
+    monotonic time it was handed over at, and the retention per class it used. A store deleting
+    in its own thread, later, advances it by the monotonic clock (which nobody sets) instead of
+    reading the wall clock again: a forward jump of the wall clock since then moves it by nothing,
+    a pass the guard holds hands over no new one."""
+
+    wall: float
+    mono: float
+    retention_s: Mapping[int, float | None]
+
+    def now(self, mono: float, wall: float) -> float:
+        """The trusted wall time at monotonic time `mono`, never later than the wall clock `wall`
+        then reads (a clock set back deletes less, never more)."""
+        return min(wall, self.wall + max(0.0, mono - self.mono))
 
 
 @dataclass

@@ -15,6 +15,11 @@ into an `events` table of the trend file, indexed on kind, source and ts, so the
 events page can filter days of events without scanning the journal. Events are rare next to
 readings: the copy costs little.
 
+Each bucket and event keeps its privacy class (the journal row's; a bucket the most private of its
+readings), so personal and sensitive ones are deleted at their class's retention as the journal's
+are, and the rest at keep_history: by the trusted time the journal's retention passes hand over
+(`Journal.add_expirer`, under its clock guard), never by the wall clock read here.
+
 `TrendIndex` is the runtime component (`create`); `history_buckets` answers the history API with
 buckets plus the newest readings the follower has not rolled up yet, so a trend reaches "now";
 `newest_events` answers the events API the same way: the index's events up to its cursor, the
@@ -33,43 +38,52 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import paths
+from edge.clock import boottime
+from edge.store import retention
 from edge.store.rows import READINGS_WHERE, EventMatch, connect
 
 if TYPE_CHECKING:
+    from edge.model import Event
     from edge.runtime import Runtime
     from edge.store.journal import Journal
 
 log = logging.getLogger("edge.store.trend")
 
-SCHEMA_VERSION = 2  # 2: the events table
+SCHEMA_VERSION = 3  # 2: the events table; 3: the privacy class of each bucket and event
+META = "CREATE TABLE IF NOT EXISTS trend.meta (key TEXT PRIMARY KEY, value)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trend.minute (
     point TEXT NOT NULL,
     bucket INTEGER NOT NULL,   -- floor(ts / 60): the minute, UTC epoch minutes
     n INTEGER NOT NULL,        -- good numeric readings in that minute
     vmin, vmax, vsum,
+    privacy INTEGER NOT NULL DEFAULT 0,  -- the most private class (PRIVACY_RANK) of its readings
     PRIMARY KEY (point, bucket)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS trend.meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS trend.events (
     seq INTEGER PRIMARY KEY,   -- the journal seq (acknowledgements refer to it)
     ts REAL NOT NULL,
     source TEXT,
     kind TEXT NOT NULL,
     severity TEXT,
-    payload TEXT
+    payload TEXT,
+    privacy INTEGER NOT NULL DEFAULT 0  -- the journal row's class
 );
 -- an index on (x) is ordered by (x, seq): "kind = ? ORDER BY seq DESC LIMIT n" reads n entries
 CREATE INDEX IF NOT EXISTS trend.events_kind ON events(kind);
 CREATE INDEX IF NOT EXISTS trend.events_kind_source ON events(kind, source);
 CREATE INDEX IF NOT EXISTS trend.events_source ON events(source);
 CREATE INDEX IF NOT EXISTS trend.events_ts ON events(ts);
+-- personal and sensitive rows by class and age, for their retention: partial, so the public rows
+-- (most of a site) cost these indexes nothing
+CREATE INDEX IF NOT EXISTS trend.minute_private ON minute(privacy, bucket) WHERE privacy > 0;
+CREATE INDEX IF NOT EXISTS trend.events_private ON events(privacy, ts) WHERE privacy > 0;
 """
 EVENT_COLS = "seq, ts, source, kind, severity, payload"
 # Each chunk is aggregated into `temp.stage` in a transaction that only reads the journal; every
@@ -80,25 +94,25 @@ EVENT_COLS = "seq, ts, source, kind, severity, payload"
 STAGE_TABLES = """
 CREATE TEMP TABLE IF NOT EXISTS stage (
     point TEXT NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL, vmin, vmax, vsum,
-    PRIMARY KEY (point, bucket)
+    privacy INTEGER NOT NULL, PRIMARY KEY (point, bucket)
 ) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS stage_events (
-    seq INTEGER PRIMARY KEY, ts REAL, source TEXT, kind TEXT, severity TEXT, payload TEXT
+    seq INTEGER PRIMARY KEY, ts REAL, source TEXT, kind TEXT, severity TEXT, payload TEXT, privacy INTEGER
 );
 CREATE TEMP TABLE IF NOT EXISTS stage_meta (key TEXT PRIMARY KEY, value);
 """
 STAGE_SQL = f"""
-INSERT INTO temp.stage(point, bucket, n, vmin, vmax, vsum)
-SELECT point, CAST(ts / 60 AS INTEGER), count(*), min(value), max(value), sum(value)
+INSERT INTO temp.stage(point, bucket, n, vmin, vmax, vsum, privacy)
+SELECT point, CAST(ts / 60 AS INTEGER), count(*), min(value), max(value), sum(value), max(privacy)
 FROM main.journal WHERE seq > ? AND seq <= ? AND {READINGS_WHERE}
 GROUP BY 1, 2
 ON CONFLICT(point, bucket) DO UPDATE SET
     n = n + excluded.n, vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
-    vsum = vsum + excluded.vsum
+    vsum = vsum + excluded.vsum, privacy = max(privacy, excluded.privacy)
 """
 EVENTS_SQL = """
-INSERT INTO temp.stage_events(seq, ts, source, kind, severity, payload)
-SELECT seq, ts, point, kind, severity, payload FROM main.journal
+INSERT INTO temp.stage_events(seq, ts, source, kind, severity, payload, privacy)
+SELECT seq, ts, point, kind, severity, payload, privacy FROM main.journal
 WHERE seq > ? AND seq <= ? AND kind IS NOT NULL
 """
 STAGED_SQL = (
@@ -106,15 +120,15 @@ STAGED_SQL = (
     "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 MERGE_SQL = """
-INSERT INTO trend.minute(point, bucket, n, vmin, vmax, vsum)
-SELECT point, bucket, n, vmin, vmax, vsum FROM temp.stage ORDER BY point, bucket
+INSERT INTO trend.minute(point, bucket, n, vmin, vmax, vsum, privacy)
+SELECT point, bucket, n, vmin, vmax, vsum, privacy FROM temp.stage ORDER BY point, bucket
 ON CONFLICT(point, bucket) DO UPDATE SET
     n = n + excluded.n, vmin = min(vmin, excluded.vmin), vmax = max(vmax, excluded.vmax),
-    vsum = vsum + excluded.vsum
+    vsum = vsum + excluded.vsum, privacy = max(privacy, excluded.privacy)
 """
 MERGE_EVENTS_SQL = """
-INSERT OR IGNORE INTO trend.events(seq, ts, source, kind, severity, payload)
-SELECT seq, ts, source, kind, severity, payload FROM temp.stage_events
+INSERT OR IGNORE INTO trend.events(seq, ts, source, kind, severity, payload, privacy)
+SELECT seq, ts, source, kind, severity, payload, privacy FROM temp.stage_events
 """
 CURSOR_SQL = (
     "INSERT INTO trend.meta(key, value) VALUES('cursor', ?) "
@@ -129,11 +143,22 @@ WITH RECURSIVE points(p) AS (
 )
 DELETE FROM trend.minute WHERE point IN (SELECT p FROM points WHERE p IS NOT NULL) AND bucket < ?
 """
+# A personal or sensitive point's buckets and events of a class past its retention, through the
+# partial indexes (`privacy > 0` repeated so that SQLite may use them). A bucket goes once its
+# first second is past (bucket < ceil(cutoff / 60)): no reading past retention stays in any count.
+EXPIRE_BUCKETS_SQL = "DELETE FROM trend.minute WHERE privacy > 0 AND privacy = ? AND bucket < ?"
+EXPIRE_EVENTS_SQL = "DELETE FROM trend.events WHERE privacy > 0 AND privacy = ? AND ts < ?"
+EXPIRED_COUNTERS = ("retention_expired_buckets", "retention_expired_events")
+ADD_META_SQL = (
+    "INSERT INTO trend.meta(key, value) VALUES(?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value"
+)
 
 CHUNK_SEQ = 10_000  # journal seqs per read transaction: short snapshots, the WAL can checkpoint between
 FLUSH_SEQ = 100_000  # journal seqs staged in memory before they go into trend.db (catching up only)
 IDLE_INTERVAL = 2.0  # seconds between rollups once caught up (not one per group commit)
 TRIM_INTERVAL = 600.0
+CHECKPOINT_BUSY_MS = 200  # a checkpoint after a deletion waits this long for the readers
 FOLLOWER_NICE = 10
 FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
 #: the follower's page cache on the journal, in KiB. It reads each row once, forward: SQLite's
@@ -176,22 +201,32 @@ def _prepare(conn: sqlite3.Connection, trend_path: str) -> None:
     conn.execute(f"PRAGMA trend.cache_size=-{TREND_CACHE_KIB}")
     conn.execute("PRAGMA trend.journal_mode=WAL")
     conn.execute("PRAGMA trend.synchronous=NORMAL")
+    # what retention deletes is overwritten in the file, not left in free space (the WAL is
+    # truncated after it: `expire_private`)
+    conn.execute("PRAGMA trend.secure_delete=ON")
     conn.execute("PRAGMA temp_store=MEMORY")
-    for stmt in (SCHEMA + STAGE_TABLES).split(";"):
-        if stmt.strip():
-            conn.execute(stmt)
+    conn.execute(META)
     meta = dict(conn.execute("SELECT key, value FROM trend.meta").fetchall())
     journal_last = _journal_last_seq(conn)
     if meta.get("version") != SCHEMA_VERSION or int(meta.get("cursor") or 0) > journal_last:
         if meta:
             log.warning("trend index %s does not match the journal; rebuilding it", trend_path)
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM trend.minute")
-        conn.execute("DELETE FROM trend.events")
+        # dropped, not emptied: a file of an earlier version has tables of an earlier shape
+        conn.execute("DROP TABLE IF EXISTS trend.minute")
+        conn.execute("DROP TABLE IF EXISTS trend.events")
         conn.execute("DELETE FROM trend.meta")
+        _create(conn, SCHEMA)
         conn.execute("INSERT INTO trend.meta(key, value) VALUES('version', ?)", (SCHEMA_VERSION,))
         conn.execute(CURSOR_SQL, (0,))
         conn.execute("COMMIT")
+    _create(conn, SCHEMA + STAGE_TABLES)
+
+
+def _create(conn: sqlite3.Connection, script: str) -> None:
+    for stmt in script.split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
 
 
 def _open_fresh(journal_path: str, trend_path: str) -> sqlite3.Connection:
@@ -273,6 +308,50 @@ def trim(conn: sqlite3.Connection, before_ts: float) -> tuple[int, int]:
         raise
 
 
+def expire_private(conn: sqlite3.Connection, cutoffs: dict[int, float]) -> tuple[int, int]:
+    """Delete the buckets and events of each personal or sensitive class (`cutoffs`: rank -> the
+    time before which it is past its retention) and add them to the index's counters in the same
+    transaction; returns (buckets, events) deleted. The caller then truncates the WAL
+    (`truncate_wal`), where the deleted rows' earlier page images still are."""
+    buckets = events = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for rank, cutoff in sorted(cutoffs.items()):
+            buckets += conn.execute(EXPIRE_BUCKETS_SQL, (rank, math.ceil(cutoff / 60))).rowcount
+            events += conn.execute(EXPIRE_EVENTS_SQL, (rank, cutoff)).rowcount
+        for name, n in zip(EXPIRED_COUNTERS, (buckets, events), strict=True):
+            if n:
+                conn.execute(ADD_META_SQL, (name, n))
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return buckets, events
+
+
+def truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Copy trend.db's WAL into the file and truncate it, waiting briefly for readers; False when
+    a reader's snapshot kept it from finishing (try again later)."""
+    try:
+        conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+        busy = conn.execute("PRAGMA trend.wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as exc:
+        log.debug("trend index checkpoint failed: %s", exc)
+        return False
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA busy_timeout=30000")
+    return not busy
+
+
+def read_counters(conn: sqlite3.Connection) -> dict[str, int]:
+    """The index's retention counters, as committed with its deletions."""
+    marks = ",".join("?" * len(EXPIRED_COUNTERS))
+    rows = conn.execute(f"SELECT key, value FROM trend.meta WHERE key IN ({marks})", EXPIRED_COUNTERS)
+    return {**dict.fromkeys(EXPIRED_COUNTERS, 0), **{k: int(v) for k, v in rows}}
+
+
 def _lower_priority() -> None:
     """The follower's thread yields the CPU to the hub and the journal writer (Linux nices
     threads one by one): under a burst it lags, and catches up when the burst is over."""
@@ -293,6 +372,7 @@ class TrendIndex:
         *,
         keep_history: float | None = 7 * 86400.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = boottime,
         idle_interval: float = IDLE_INTERVAL,
         chunk: int = CHUNK_SEQ,
     ) -> None:
@@ -300,13 +380,24 @@ class TrendIndex:
         self.path = path
         self.keep_history = keep_history
         self.clock = clock
+        self.monotonic = monotonic  # advances the time the journal's last retention pass handed over
         self.idle_interval = idle_interval
         self.chunk = chunk
         self.cursor = 0
         self.buckets = 0
         self.trimmed = 0  # buckets deleted for being older than keep_history, since start
-        self.events = 0  # events in the index (as of the last trim)
+        self.events = 0  # events in the index (as of the last trim, less those expired since)
         self.events_trimmed = 0
+        #: personal and sensitive buckets and events deleted at their class's retention, committed
+        #: with the deletions in trend.db (since it was last built); `/metrics` shows them too
+        self.counters: dict[str, int] = dict.fromkeys(EXPIRED_COUNTERS, 0)
+        # the wall time of the journal's last retention pass its clock guard let through (its
+        # expirer hands it over): nothing here is deleted by age before the first one
+        self._guarded: retention.GuardedTime | None = None
+        self._next_expiry = 0.0
+        self._handed = asyncio.Event()  # a retention pass handed a time over: wakes the follower
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wal_dirty = False  # deleted private rows may still be in the WAL
         self.last_rollup: float | None = None
         self.last_error = ""
         self.rolled = asyncio.Event()  # set after every rollup transaction (tests, benches wait on it)
@@ -333,6 +424,9 @@ class TrendIndex:
             )
             self._conn = await self._run(_open_fresh, self.journal.path, self.path)
         self.cursor = read_cursor(self._conn)
+        self.counters = read_counters(self._conn)
+        self._loop = asyncio.get_running_loop()
+        self.journal.add_expirer(self._hand_over)
         # events copied from the journal keep their sealed payloads: this connection opens them
         self._read = connect(self.path)
         self._read.execute(f"PRAGMA cache_size=-{TREND_CACHE_KIB}")
@@ -364,6 +458,7 @@ class TrendIndex:
             "trimmed": self.trimmed,
             "events": self.events,
             "events_trimmed": self.events_trimmed,
+            **self.counters,
             "last_rollup": self.last_rollup,
             "last_error": self.last_error,
         }
@@ -395,8 +490,7 @@ class TrendIndex:
                     if self.journal.committed_seq > top:  # the writer is busy: let one commit
                         # (and its WAL checkpoint) pass with no snapshot of ours pinning the WAL
                         await self.journal.wait_committed(self.journal.committed_seq, 0.5)
-                if time.monotonic() >= self._next_trim:  # after catching up: old rows may be rolled up
-                    await self._trim()
+                await self._expire()  # after catching up: old rows may be rolled up
             except sqlite3.Error as exc:  # e.g. the disk is full: keep the cursor, try again later
                 if not self.last_error:
                     log.warning("trend rollup failed: %s", exc)
@@ -404,18 +498,79 @@ class TrendIndex:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.idle_interval):
                     await self._stopping.wait()
-            await self.journal.wait_committed(self.cursor, 60.0)
+            await self._idle()
 
-    async def _trim(self) -> None:
-        self._next_trim = time.monotonic() + TRIM_INTERVAL
-        if self.keep_history is None or self._conn is None:
+    async def _idle(self) -> None:
+        """Wait until a record past the cursor is committed, the journal's retention hands over a
+        trusted time, or the next expiry is due: retention goes on while nothing is journaled."""
+        timeout = 60.0
+        if self._guarded is not None:
+            timeout = min(timeout, max(0.0, self._next_expiry - time.monotonic()))
+        committed = asyncio.create_task(self.journal.wait_committed(self.cursor, timeout))
+        handed = asyncio.create_task(self._handed.wait())
+        try:
+            await asyncio.wait((committed, handed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (committed, handed):
+                task.cancel()
+            await asyncio.gather(committed, handed, return_exceptions=True)
+        self._handed.clear()
+
+    def _hand_over(self, now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
+        """The journal's expirer (its writer thread, only for passes its clock guard lets through):
+        keeps the pass's trusted wall time and retention for the follower's thread, which deletes."""
+        self._guarded = retention.GuardedTime(now, self.monotonic(), dict(retention_s))
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: a stopped gateway
+                self._loop.call_soon_threadsafe(self._handed.set)
+        return []
+
+    def guarded_now(self) -> float | None:
+        """The trusted wall time to delete by: the journal's last guarded retention pass advanced
+        by the monotonic clock; None before the first pass and while the journal's retention is
+        paused (a forward jump of the wall clock, until the clock is trusted again)."""
+        guarded = self._guarded
+        if guarded is None or self.journal.retention_paused is not None:
+            return None
+        return guarded.now(self.monotonic(), self.clock())
+
+    async def _expire(self) -> None:
+        """Age-based deletion, by the guarded time only: personal and sensitive buckets and events
+        at their class's retention (as often as the journal's retention passes), everything at
+        keep_history (every TRIM_INTERVAL)."""
+        guarded, now = self._guarded, self.guarded_now()
+        if guarded is None or now is None or self._conn is None:
             return
-        buckets, events = await self._run(trim, self._conn, self.clock() - self.keep_history)
-        counts = await self._run(_count, self._conn)
-        # all at once: status() never shows a trim whose counts are not in yet
-        self.trimmed += buckets
-        self.events_trimmed += events
-        self.buckets, self.events = counts
+        conn = self._conn
+        mono = time.monotonic()
+        if mono >= self._next_expiry:
+            self._next_expiry = mono + self.journal.retention_interval
+            cutoffs = retention.cutoffs(now, guarded.retention_s, retention.PRIVATE_RANKS)
+            buckets, events = await self._run(expire_private, conn, cutoffs) if cutoffs else (0, 0)
+            if buckets or events:
+                old = self.counters  # replaced whole: /metrics reads it from another thread
+                self.counters = {
+                    name: old[name] + n for name, n in zip(EXPIRED_COUNTERS, (buckets, events), strict=True)
+                }
+                self.buckets, self.events = max(0, self.buckets - buckets), max(0, self.events - events)
+                self._wal_dirty = True
+                log.debug(
+                    "trend index: %d buckets and %d events of personal or sensitive data past their "
+                    "retention deleted",
+                    buckets,
+                    events,
+                )
+        if self.keep_history is not None and mono >= self._next_trim:
+            self._next_trim = mono + TRIM_INTERVAL
+            buckets, events = await self._run(trim, conn, now - self.keep_history)
+            counts = await self._run(_count, conn)
+            # all at once: status() never shows a trim whose counts are not in yet
+            self.trimmed += buckets
+            self.events_trimmed += events
+            self.buckets, self.events = counts
+            self._wal_dirty = self._wal_dirty or bool(buckets or events)
+        if self._wal_dirty:
+            self._wal_dirty = not await self._run(truncate_wal, conn)
 
     async def caught_up(self, timeout: float = 30.0) -> int:
         """Wait until the cursor has reached the journal's committed seq at the time of the call."""
