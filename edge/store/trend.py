@@ -538,13 +538,15 @@ class TrendIndex:
         """Age-based deletion, by the guarded time only: personal and sensitive buckets and events
         at their class's retention (as often as the journal's retention passes), everything at
         keep_history (every TRIM_INTERVAL)."""
+        mono = time.monotonic()
+        due = mono >= self._next_expiry
+        if due:  # paused or not: the follower idles until the next one (`_idle`)
+            self._next_expiry = mono + self.journal.retention_interval
         guarded, now = self._guarded, self.guarded_now()
         if guarded is None or now is None or self._conn is None:
             return
         conn = self._conn
-        mono = time.monotonic()
-        if mono >= self._next_expiry:
-            self._next_expiry = mono + self.journal.retention_interval
+        if due:
             cutoffs = retention.cutoffs(now, guarded.retention_s, retention.PRIVATE_RANKS)
             buckets, events = await self._run(expire_private, conn, cutoffs) if cutoffs else (0, 0)
             if buckets or events:
