@@ -75,7 +75,7 @@ METHODS = frozenset(
     "lower upper strip lstrip rstrip startswith endswith isdigit isalpha isalnum isspace casefold "
     "title count find split get keys values".split()
 )
-_TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)\Z")
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,

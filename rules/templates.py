@@ -19,7 +19,7 @@ from rules.expr import ExprError
 from rules.guards import MAX_INT_BITS, MAX_SEQUENCE, LimitExceeded, value_size
 
 MAX_MESSAGE = MAX_SEQUENCE  # characters of one rendered message
-_SPEC_RE = re.compile(r"^[<>^=]?[+\- ]?#?0?\d{0,2}[,_]?(\.\d{1,2})?[bdeEfFgGnosxX%]?$")
+_SPEC_RE = re.compile(r"^[<>^=]?[+\- ]?#?0?\d{0,2}[,_]?(\.\d{1,2})?[bdeEfFgGnosxX%]?\Z")
 TEMPLATE_FIELDS = frozenset(
     {
         "value",

@@ -26,7 +26,7 @@ from edge.model import PointInfo, PointType, Privacy
 from edge.units import Duration
 from edge.validation import ConfigError, Strict
 
-MAC_RE = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
+MAC_RE = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}\Z")
 
 #: GATT health service name -> (service UUID, measurement characteristic UUID, event kind)
 SERVICES: dict[str, tuple[str, str, str]] = {
@@ -61,7 +61,7 @@ RACP = "00002a52-0000-1000-8000-00805f9b34fb"
 PLX_CONTINUOUS = "00002a5f-0000-1000-8000-00805f9b34fb"
 PLX_FEATURES = "00002a60-0000-1000-8000-00805f9b34fb"
 SERVICE_LIST = ", ".join(SERVICES)
-RESIDENT_RE = re.compile(r"^[\w.@:-]{1,64}$")
+RESIDENT_RE = re.compile(r"^[\w.@:-]{1,64}\Z")
 
 #: not BTHome objects, but what every advertisement carries
 EXTRA_OBJECTS = {"rssi": ("dBm", PointType.INT)}
@@ -275,7 +275,7 @@ class BleDevice(DeviceConfig):
     @field_validator("adapter")
     @classmethod
     def _adapter(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^hci[0-9]+$", v):
+        if v is not None and not re.match(r"^hci[0-9]+\Z", v):
             raise ValueError(f"invalid adapter {v!r}; expected a name such as hci0")
         return v
 

@@ -61,7 +61,7 @@ log = logging.getLogger("edge.api.accounts")
 T = TypeVar("T")
 
 ROLES = ("admin", "technician", "viewer")
-NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD = 10
 IP_WINDOW = 60.0  # per-source rate limit on login and setup attempts
 IP_MAX_ATTEMPTS = 20
