@@ -107,8 +107,15 @@ class Problem(web.HTTPException):
 
 
 def json_body(data: Any) -> bytes:
-    """`data` as the JSON every API answers with (also for encoding in a thread)."""
-    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+    """`data` as the JSON every API answers with (also for encoding in a thread). An integer
+    beyond 64 bits (a uint64 register's top half, a large constant: orjson refuses it) is written
+    as the journal keeps it (`fit_payload`): the nearest float."""
+    try:
+        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        from edge.store.rows import fit_payload
+
+        return orjson.dumps(fit_payload(data, [], ""), default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

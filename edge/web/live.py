@@ -24,6 +24,7 @@ from aiohttp import web
 
 from edge.api import keys, privacy
 from edge.api.auth import require
+from edge.api.problem import json_body
 from edge.model import QUALITY_NAMES, Reading, Record
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                 records = privacy.redacted_match(records, "source")
                 if not records:
                     continue
-            payload = orjson.dumps(records, default=str)
+            payload = json_body(records)
             await response.write(b"event: records\ndata: " + payload + b"\n\n")
             if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
                 audited = await audit_span(runtime, principal, target, counts, audited, last=False)
