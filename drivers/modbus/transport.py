@@ -179,6 +179,7 @@ class Link:
         self.wrong_answers = 0  # answers that did not match their request (a count, a code, a unit)
         self.wrong_by_unit: dict[int, int] = {}  # the same, per unit asked (devices share a bus)
         self.discarded = 0  # bytes thrown away while the line settled after a failure
+        self.discarded_reported = 0  # of which logged
         self.noise = 0  # bytes skipped before an RTU answer (line noise)
         self._register_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self.trace: Callable[[str, int], None] | None = None  # (event, unit) hook for bus tests
@@ -257,7 +258,7 @@ class Link:
         throw away what came in. Steady noise cannot hold the bus: the wait ends after four
         quiet periods whatever arrives."""
         quiet, self._drain_for = self._drain_for, 0.0
-        before = self.discarded
+        before = self.discarded_reported
         self._draining = True
         try:
             deadline = time.monotonic() + 4 * quiet
@@ -272,6 +273,7 @@ class Link:
         if ctx is not None and ctx.recv_buffer:
             self.discarded += len(ctx.recv_buffer)
             ctx.recv_buffer = b""
+        self.discarded_reported = self.discarded
         if self.discarded > before:
             log.info(
                 "%s: discarded %d bytes that came after a failed request (a late answer or noise)",
@@ -417,6 +419,7 @@ class Link:
             return
         self._failed_at = time.monotonic()
         self._drain_for = max(self._drain_for, timeout)
+        self._draining = True  # from now until the next frame, what arrives is counted and dropped
 
 
 def _mismatch(unit: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], response: Any) -> str:

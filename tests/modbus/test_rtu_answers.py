@@ -168,6 +168,20 @@ async def test_a_late_answer_is_not_taken_for_the_next_request(tmp_path: Path) -
         assert got.driver.counters["late_bytes_discarded"] == 7
 
 
+async def test_a_late_answer_between_requests_is_counted(tmp_path: Path) -> None:
+    async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
+        await got.polled(1)
+        link = got.driver.link
+        assert link is not None
+        dev.delays = [0.45]
+        with pytest.raises(DeviceReadError, match="did not answer"):
+            await got.driver.read("r0")
+        # nothing asked meanwhile: the late answer arrives on a quiet link, and is still counted
+        await wait_for(lambda: link.discarded == 7, what="the late answer counted")
+        assert (await got.driver.read("r10")).value == 1010
+        assert got.driver.counters["late_bytes_discarded"] == 7
+
+
 async def test_a_late_answer_does_not_reach_a_bit_write(tmp_path: Path) -> None:
     async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
         dev.store[300] = 0x0100
