@@ -259,7 +259,7 @@ class ModbusDriver(BaseDriver):
                     r if s is None else round(r * s + o, 9)
                     for r, s, o in zip(raws, scales, reader.offsets, strict=True)
                 ]
-            if not (reader.may_be_nan and any(map(math.isnan, raws))):
+            if not (reader.may_be_nan and not all(map(math.isfinite, raws))):
                 self.last_values.update(zip(reader.names, raws, strict=True))
                 batch.extend(map(_reading, zip(repeat(ts), reader.pids, raws, repeat(Quality.GOOD))))
                 return
@@ -293,7 +293,7 @@ class ModbusDriver(BaseDriver):
                 value = unpack(le if swapped else be, at)[0]
                 if scale is not None:  # codec.scale_value; round() passes inf and NaN through
                     value = round(value * scale + offset, 9)
-            if value != value:  # NaN: the device says "no value"
+            if not math.isfinite(value):  # NaN: the device says "no value"; ±inf: out of its range
                 batch.append(_reading((ts, pid, None, bad)))
                 continue
             last[p.name] = value
@@ -501,7 +501,8 @@ class _RequestReader:
         scales = tuple(e[5] for e in self.entries)
         self.scales = scales if any(sc is not None for sc in scales) else None
         self.offsets = tuple(e[6] for e in self.entries)
-        # a NaN can only come from a float register or a scaled value (ints scale to floats)
+        # a NaN or an infinity can only come from a float register or a scaled value (ints scale
+        # to floats)
         self.may_be_nan = any(
             str(p.type).startswith("float") or e[5] is not None
             for p, e in zip(points, self.entries, strict=True)
