@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -60,6 +62,106 @@ RECENT_EVENTS = 32
 #: rows after the trend index's cursor; the whole read on a site without one): the UI's events
 #: page bounds its raw scan the same way (the journal has no index on source)
 RECENT_SCAN_ROWS = 300_000
+#: the site's lock file is the journal's path with this suffix (edge.db: edge.db-lock)
+LOCK_SUFFIX = "-lock"
+#: attempts at taking the lock while the file found is replaced under it (see SiteLock.acquire)
+LOCK_ATTEMPTS = 10
+
+
+class SiteBusy(StartError):
+    """Another process runs this site (it holds the site's lock); nothing was opened or written."""
+
+
+class SiteLock:
+    """One gateway per site: an exclusive `flock` on the journal's path plus LOCK_SUFFIX, taken
+    before the runtime opens or writes anything (journal, state DB, trend index, keys, snapshots)
+    and held until it has stopped.
+
+    Two processes on one journal would each number records from the max(seq) they read at start,
+    and the one that commits second could not commit again; the second also closes what the first
+    still counts (a KPI day). The holder writes its pid into the file so that the one refused can
+    name it. The kernel drops the lock when its holder exits, killed or not, so a lock file left
+    behind by a killed gateway blocks nobody; a gateway that stops removes its own."""
+
+    def __init__(self, journal_path: str) -> None:
+        self.path = journal_path + LOCK_SUFFIX
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise SiteBusy naming its holder (StartError when the file cannot be
+        opened or locked at all)."""
+        if self._fd is not None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(LOCK_ATTEMPTS):
+            fd = self._lock_file()
+            # the holder before may have removed the file between its open and its lock here: a
+            # lock on a file no longer at the path keeps out nobody; take the one there now
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:
+            raise StartError(
+                f"{self.path}: the site's lock file keeps being replaced; is another gateway starting?"
+            )
+        with contextlib.suppress(OSError):  # the pid only names the holder: the lock is what counts
+            if os.fstat(fd).st_mode & 0o077:  # left readable by an older umask: the user's alone
+                os.fchmod(fd, 0o600)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def _lock_file(self) -> int:
+        """The lock file, open and locked by this process."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StartError(
+                f"{self.path}: the site's lock file cannot be opened ({exc.strerror or exc}); "
+                "the gateway's data directory must be writable by the user it runs as"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise SiteBusy(
+                f"another gateway ({holder}) is running this site: {self.path} is locked; stop it "
+                "first (systemctl stop community-edge), or give this site file a storage.path of its "
+                "own; nothing was written"
+            ) from None
+        except OSError as exc:  # a filesystem without locks
+            os.close(fd)
+            raise StartError(
+                f"{self.path}: the site's lock cannot be taken ({exc.strerror or exc})"
+            ) from None
+        return fd
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock (removed while held: whoever opened it before
+        takes a lock on a file no longer at the path, and tries again)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """`pid N` from the lock file its holder wrote, or what it is when the file does not say."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return f"pid {text}" if text.isdigit() else "a process that has not written its pid yet"
 
 
 @dataclass
@@ -179,9 +281,13 @@ class Runtime:
         self._private_kept: set[str] = set()
         self._blob_store: BlobStore | None = None
         self._config_hash: tuple[dict[str, Any], str] | None = None  # (the raw site it hashes, hash)
+        self.lock = SiteLock(st.path)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Start the site. Raises SiteBusy, having opened and written nothing, when another process
+        runs it."""
+        self.lock.acquire()  # before anything of the site is opened, created or written
         self.started_at = self.clock()
         if any(d.driver == "camera" for d in self.site.devices):
             self.journal.blobs = self._blobs()  # snapshots expire with their class
@@ -293,8 +399,11 @@ class Runtime:
         return removed
 
     async def stop(self) -> None:
-        """Stop web, drivers, components; flush the journal. Safe to call twice."""
+        """Stop web, drivers, components; flush the journal; release the site's lock. Safe to call
+        twice, and after a start refused for the lock (nothing was started: nothing is done)."""
         self.stopping.set()
+        if not self.lock.held:
+            return
         if self.web_runner is not None:
             with contextlib.suppress(Exception):
                 await self.web_runner.cleanup()
@@ -314,6 +423,7 @@ class Runtime:
         if self.state is not None:
             self.state.close()
             self.state = None
+        self.lock.release()  # the last: every file of the site is closed
 
     def check_clock(self) -> None:
         """One look at the clock's trust; its transitions are journaled like any event."""
