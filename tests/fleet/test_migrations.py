@@ -16,6 +16,7 @@ import yaml
 
 from edge.store.journal import Journal
 from edge.store.schema import SCHEMA_VERSION
+from edge.store.trend import SCHEMA_VERSION as TREND_VERSION
 from tests.support.cli import answering, edge_cli, start_edge_run
 from tests.support.ports import free_port
 from tests.support.procs import stop_process, terminate
@@ -146,7 +147,7 @@ def test_the_upgraded_gateway_runs_on_the_old_files(
         dict(query(data / "edge.db", "SELECT name, seq FROM cursors"))["fixture-consumer"]
         == facts["cursors"]["fixture-consumer"]
     )
-    assert query(data / "trend.db", "SELECT value FROM meta WHERE key='version'") == [(2,)]
+    assert query(data / "trend.db", "SELECT value FROM meta WHERE key='version'") == [(TREND_VERSION,)]
     versions = dict(query(data / "state.db", "SELECT component, version FROM schema_versions"))
     for component, version in facts.get("state_schema", {}).items():
         assert versions[component] >= version
