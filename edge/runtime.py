@@ -233,9 +233,12 @@ class Runtime:
         with_web: bool = True,
         clock_sample: Callable[[], ClockSample] | None = None,
         clock_sync: SyncSource = kernel_sync_status,
+        lock: SiteLock | None = None,
     ) -> None:
         """`clock_sample` (wall and monotonic time read together) and `clock_sync` (the kernel's
-        NTP status) are the clock trust's sources: injectable, so a test drives a jump or a sync."""
+        NTP status) are the clock trust's sources: injectable, so a test drives a jump or a sync.
+        `lock`: the site's lock when the caller took it before (a command that writes files of the
+        site before it starts the runtime); the runtime releases it when it stops."""
         self.site = site
         self.clock = clock
         self.with_web = with_web
@@ -281,7 +284,7 @@ class Runtime:
         self._private_kept: set[str] = set()
         self._blob_store: BlobStore | None = None
         self._config_hash: tuple[dict[str, Any], str] | None = None  # (the raw site it hashes, hash)
-        self.lock = SiteLock(st.path)
+        self.lock = lock or SiteLock(st.path)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

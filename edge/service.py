@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from edge.config import ConfigError, Site, load_site
 from edge.plugins import Reloadable, registry
-from edge.runtime import Runtime, StartError
+from edge.runtime import Runtime, SiteLock, StartError
 from edge.sdnotify import Notifier
 from edge.state import StateDBError
 from edge.store.journal import JournalUnreadable
@@ -240,13 +240,20 @@ CA_ON_DEMAND = import_aiohttp_with_ca_lookup_on_demand()
 
 
 async def serve(
-    path: str, site: Site | None = None, *, on_ready: Any = None, check: SiteCheck | None = None
+    path: str,
+    site: Site | None = None,
+    *,
+    on_ready: Any = None,
+    check: SiteCheck | None = None,
+    lock: SiteLock | None = None,
 ) -> int:
     """Run the site until SIGTERM/SIGINT. Returns the process exit code. `check`: what a SIGHUP
-    reload runs on the new file beside its validation (`edge run` passes what `edge check` runs)."""
+    reload runs on the new file beside its validation (`edge run` passes what `edge check` runs).
+    The runtime takes the site's lock before it opens anything (another gateway running the site:
+    exit code 1, nothing written); `lock`: that lock, taken already by the caller."""
     lean_heap()
     site = site or load_site(path)
-    rt = Runtime(site)
+    rt = Runtime(site, lock=lock)
     notifier = Notifier()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

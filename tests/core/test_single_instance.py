@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from edge.config import load_site
+from edge.runtime import Runtime, SiteBusy, SiteLock
 from tests.support.cli import ROOT
 from tests.support.ports import free_port
 from tests.support.procs import stop_process, terminate
@@ -132,3 +136,22 @@ def test_the_lock_file_of_a_killed_gateway_does_not_block_the_next(tmp_path: Pat
     assert nxt.returncode == 0, out
     assert "start failed" not in out, out
     assert not lock.exists()  # a gateway that stops removes its own
+
+
+async def test_a_lock_taken_before_the_runtime_is_the_one_it_holds_and_releases(tmp_path: Path) -> None:
+    """A command that writes files of the site before it starts the runtime takes the lock first
+    and hands it over; the runtime does not refuse its own caller, and releases it at stop."""
+    site = load_site(site_file(tmp_path, SITE))
+    lock = SiteLock(site.storage.path)
+    lock.acquire()
+    rt = Runtime(site, with_web=False, lock=lock)
+    try:
+        await rt.start()
+        with pytest.raises(SiteBusy, match=rf"another gateway \(pid {os.getpid()}\) is running this site"):
+            SiteLock(site.storage.path).acquire()
+    finally:
+        await rt.stop()
+    assert not lock.held
+    after = SiteLock(site.storage.path)
+    after.acquire()  # free again
+    after.release()
