@@ -620,10 +620,15 @@ class TrendIndex:
         return rows[0][0] if rows else None
 
     def latest_events(self, kind: str) -> tuple[int, list[tuple[Any, ...]]]:
-        """(cursor, the newest event of `kind` from each source), rows as in `read_events`."""
+        """(cursor, the newest event of `kind` from each source and point), rows as in
+        `read_events`. The point is the payload's `point` (an alert of a pattern rule: the rule
+        is the source of one alert per point); a sealed payload's is not read, so its events
+        count per source."""
         sql = (
             "SELECT seq, ts, source, NULL, NULL, kind, severity, payload FROM events WHERE seq IN "
-            "(SELECT max(seq) FROM events WHERE kind = ? GROUP BY source) ORDER BY seq DESC"
+            "(SELECT max(seq) FROM events WHERE kind = ? GROUP BY source, "
+            "CASE WHEN typeof(payload) = 'text' AND json_valid(payload) "
+            "THEN json_extract(payload, '$.point') END) ORDER BY seq DESC"
         )
         return self._snapshot(sql, (kind,))
 

@@ -366,8 +366,9 @@ async def _events(request: web.Request, runtime: Runtime) -> web.Response:
 
 
 async def active_alerts(request: web.Request) -> web.Response:
-    """Alerts whose latest state per rule is `fired` (not yet cleared): per source, the newest
-    alert in the trend index's events or, when newer, in the journal after its cursor."""
+    """Alerts whose latest state is `fired` (not yet cleared): per source and point (a pattern
+    rule's alert per matching point), the newest alert in the trend index's events or, when
+    newer, in the journal after its cursor."""
     async with request.app[QUERY_SLOTS_KEY]:
         return await _active_alerts(request, keys.get_runtime(request))
 
@@ -386,10 +387,12 @@ async def _active_alerts(request: web.Request, runtime: Runtime) -> web.Response
         rows = await asyncio.to_thread(journal.newest_events, alerts, floor, MAX_LIMIT) + indexed
 
     def current() -> dict[str, Any]:
-        latest: dict[str, dict[str, Any]] = {}
-        for row in rows:  # newest first: the first seen per source is its current state
+        latest: dict[tuple[str, Any], dict[str, Any]] = {}
+        for row in rows:  # newest first: the first seen per alert is its current state
             rec = row_to_record(row)
-            latest.setdefault(rec["source"], rec)
+            # one alert per rule and point: a pattern rule fires and clears per matching point
+            point = rec["payload"].get("point") if isinstance(rec["payload"], dict) else None
+            latest.setdefault((rec["source"], point if isinstance(point, str) else None), rec)
         active = [r for r in latest.values() if r["payload"].get("state", "fired") == "fired"]
         active = privacy.minimise(runtime, principal, active, counts)  # after the state is read from it
         _shown_acks(principal, active, _acks_for(state, [r["seq"] for r in active]), counts)
