@@ -13,8 +13,10 @@
 # back up its data (edge backup), switch `current`, restart, and wait for the health gate
 # (`edge status`: /healthz answers for this site, and with HEALTH_TOKEN_FILE every device started
 # and none crash-looping). A gateway that fails the gate is rolled back: `current` points at the
-# previous version again, the backup is restored, the service restarted. The same bundle twice
-# changes nothing ("unchanged", exit 0). The two newest versions are kept.
+# previous version again, the backup is restored, the service restarted. The backup is taken
+# whenever the site has a journal, the service running or stopped (a stopped one is started for
+# the gate). The same bundle twice changes nothing ("unchanged", exit 0). The two newest versions
+# are kept.
 #
 # Settings (environment): PREFIX, ETC (site file's folder), EXTRAS, and for a gateway without
 # systemd (a container, a test) SERVICE=none with START_CMD / STOP_CMD (shell commands; the
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
             BUNDLE=$2; shift 2 ;;
     --from=*) BUNDLE=${1#--from=}; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
   esac
 done
@@ -185,18 +187,35 @@ switch() {
 }
 
 BACKUP=
+NO_BACKUP=
 if "$NEW/venv/bin/edge" check -q -c "$ETC/site.yaml" 2>"$WORK/check.txt"; then CHECKED=yes; else CHECKED=no; fi
+RUNNING=no
 if running; then
+  RUNNING=yes
   if [ "$CHECKED" = no ]; then
     cat "$WORK/check.txt" >&2
     rm -rf "$NEW"
     echo "error: community-edge $VERSION refuses the live site file (above); the running version is unchanged" >&2
     exit 1
   fi
-  BACKUP=$PREFIX/backups/before-$ID.tar.gz
-  # the new version takes it (a previous version may predate `edge backup`); copying migrates nothing
-  "$NEW/venv/bin/edge" backup -c "$ETC/site.yaml" --out "$BACKUP" >&2 \
-    || { rm -rf "$NEW"; echo "error: the backup before the upgrade failed; nothing changed" >&2; exit 1; }
+elif [ -n "$PREVIOUS" ] && [ "$CHECKED" = yes ]; then
+  log "the service is not running; it is started after the upgrade for the health gate"
+fi
+if [ -n "$PREVIOUS" ] && [ "$CHECKED" = yes ]; then
+  # backed up running or stopped (`edge backup` reads a stopped site's files as well): a rollback
+  # restores it
+  JOURNAL=$("$NEW/venv/bin/python" -c 'import sys; from edge.config import load_site; print(load_site(sys.argv[1]).storage.path)' \
+    "$ETC/site.yaml" 2>"$WORK/journal.txt") \
+    || { cat "$WORK/journal.txt" >&2; rm -rf "$NEW"; echo "error: reading the journal's path from $ETC/site.yaml failed; nothing changed" >&2; exit 1; }
+  if [ "$RUNNING" = yes ] || [ -e "$JOURNAL" ]; then
+    BACKUP=$PREFIX/backups/before-$ID.tar.gz
+    # the new version takes it (a previous version may predate `edge backup`); copying migrates nothing
+    "$NEW/venv/bin/edge" backup -c "$ETC/site.yaml" --out "$BACKUP" >&2 \
+      || { rm -rf "$NEW"; echo "error: the backup before the upgrade failed; nothing changed" >&2; exit 1; }
+  else
+    NO_BACKUP="no backup was taken (no journal yet: $JOURNAL does not exist)"
+    log "$NO_BACKUP"
+  fi
 fi
 switch "versions/$ID"
 unit "$NEW"
@@ -223,14 +242,17 @@ if [ -z "$PREVIOUS" ]; then
 fi
 sh -c "$STOP_CMD" >/dev/null 2>&1 || true
 switch "$PREVIOUS"
-if [ -n "$BACKUP" ]; then
-  "$NEW/venv/bin/edge" restore -c "$ETC/site.yaml" "$BACKUP" >&2 \
-    || log "restoring $BACKUP failed: the data of the failed version is still in place"
+if [ -z "$BACKUP" ]; then
+  DATA="the data as the failed version left it: $NO_BACKUP"
+elif "$NEW/venv/bin/edge" restore -c "$ETC/site.yaml" "$BACKUP" >&2; then
+  DATA="its data from $BACKUP"
+else
+  DATA="the data as the failed version left it: restoring $BACKUP failed (above)"
 fi
 sh -c "$START_CMD"
 if healthy; then
-  echo "error: rolled back to $PREVIOUS and its data from $BACKUP; it answers healthy" >&2
+  echo "error: rolled back to $PREVIOUS and $DATA; it answers healthy" >&2
 else
-  echo "error: rolled back to $PREVIOUS and its data from $BACKUP, and it does not answer healthy either" >&2
+  echo "error: rolled back to $PREVIOUS and $DATA; it does not answer healthy either" >&2
 fi
 exit 1
