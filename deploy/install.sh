@@ -16,11 +16,13 @@
 # previous version again, the backup is restored, the service restarted. The backup is taken
 # whenever the site has a journal, the service running or stopped (a stopped one is started for
 # the gate). The same bundle twice changes nothing ("unchanged", exit 0). The two newest versions
-# are kept.
+# are kept, and the KEEP_BACKUPS newest backups (each a copy of the whole journal, personal data
+# included): older ones are deleted after a healthy upgrade.
 #
 # Settings (environment): PREFIX, ETC (site file's folder), EXTRAS, and for a gateway without
 # systemd (a container, a test) SERVICE=none with START_CMD / STOP_CMD (shell commands; the
-# default is systemctl), HEALTH_TIMEOUT (seconds, default 90), HEALTH_TOKEN_FILE, and
+# default is systemctl), HEALTH_TIMEOUT (seconds, default 90), HEALTH_TOKEN_FILE, KEEP_BACKUPS
+# (pre-upgrade backups to keep, default 2), and
 # SITE_EXAMPLE=no to write no example site file when there is none (the Ansible role renders it).
 set -eu
 PREFIX=${PREFIX:-/opt/community-edge}
@@ -32,6 +34,9 @@ START_CMD=${START_CMD:-systemctl restart community-edge.service}
 STOP_CMD=${STOP_CMD:-systemctl stop community-edge.service}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-90}
 HEALTH_TOKEN_FILE=${HEALTH_TOKEN_FILE:-}
+# the pre-upgrade backups kept in PREFIX/backups (a journal's copy each: on an SD card they would
+# fill it, and they would keep personal data past privacy.retention)
+KEEP_BACKUPS=${KEEP_BACKUPS:-2}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=
 while [ $# -gt 0 ]; do
@@ -39,10 +44,13 @@ while [ $# -gt 0 ]; do
     --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
             BUNDLE=$2; shift 2 ;;
     --from=*) BUNDLE=${1#--from=}; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
   esac
 done
+case $KEEP_BACKUPS in
+  *[!0-9]*) echo "error: KEEP_BACKUPS=$KEEP_BACKUPS: the number of pre-upgrade backups to keep is a whole number (0 or more; default 2)" >&2; exit 2 ;;
+esac
 
 log() { echo "install.sh: $*" >&2; }
 
@@ -186,6 +194,19 @@ switch() {
   [ -L "$PREFIX/.venv" ] || { rm -rf "$PREFIX/.venv"; ln -s current/venv "$PREFIX/.venv"; }
 }
 
+prune_backups() {
+  # the newest KEEP_BACKUPS pre-upgrade backups stay; each is a copy of the whole journal
+  n=0
+  removed=
+  for old in $(ls -1t "$PREFIX/backups"); do
+    case $old in before-*.tar.gz) ;; *) continue ;; esac
+    n=$((n + 1))
+    [ "$n" -gt "$KEEP_BACKUPS" ] || continue
+    if rm -f "$PREFIX/backups/$old"; then removed="$removed $old"; else log "could not remove $PREFIX/backups/$old"; fi
+  done
+  [ -z "$removed" ] || echo "removed the pre-upgrade backups older than the newest $KEEP_BACKUPS (KEEP_BACKUPS) from $PREFIX/backups:$removed"
+}
+
 BACKUP=
 NO_BACKUP=
 if "$NEW/venv/bin/edge" check -q -c "$ETC/site.yaml" 2>"$WORK/check.txt"; then CHECKED=yes; else CHECKED=no; fi
@@ -231,6 +252,7 @@ if healthy; then
   for old in $(ls -1t "$PREFIX/versions"); do
     case "versions/$old" in "versions/$ID"|"$PREVIOUS") ;; *) rm -rf "${PREFIX:?}/versions/$old" ;; esac
   done
+  prune_backups
   echo "installed community-edge $ID in $PREFIX${PREVIOUS:+ (previous: $PREVIOUS)}; it answers healthy"
   exit 0
 fi
