@@ -232,6 +232,7 @@ def create(site: Site, out: Path) -> Summary:
 def _site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
     """What of the site's own files `out` resolves to (links followed), None when none."""
     from edge.privacy.atrest import keys_path
+    from edge.runtime import LOCK_SUFFIX
     from edge.store.space import STATUS_SUFFIX
 
     where = out.resolve()
@@ -248,6 +249,7 @@ def _site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
         f"the journal's status file {targets.journal}{STATUS_SUFFIX}"
     )
     named[Path(keys_path(targets.journal))] = f"the data keys {keys_path(targets.journal)}"
+    named[Path(f"{targets.journal}{LOCK_SUFFIX}")] = f"the site's lock file {targets.journal}{LOCK_SUFFIX}"
     named[Path(site.source)] = f"the site file {site.source}"
     if site.privacy.master_key_file is not None:
         named[Path(site.privacy.master_key_file)] = f"the master key {site.privacy.master_key_file}"
@@ -483,6 +485,22 @@ def restore(site: Site, archive: Path, continue_after: int | None = None) -> Sum
         )
     _refuse_unused_restore(targets.journal)
     _create_dir(targets.journal.parent, targets.journal.parent)
+    from edge.runtime import SiteLock, StartError
+
+    # held as a gateway holds it: one started during the restore is refused, instead of opening
+    # files while they are replaced (a gateway holding it before its files are open is seen here)
+    lock = SiteLock(str(targets.journal))
+    try:
+        lock.acquire()
+    except StartError as exc:
+        raise BackupError(str(exc)) from None
+    try:
+        return _restore_locked(site, archive, continue_after, targets)
+    finally:
+        lock.release()
+
+
+def _restore_locked(site: Site, archive: Path, continue_after: int | None, targets: Targets) -> Summary:
     with tempfile.TemporaryDirectory(prefix=".edge-restore-", dir=targets.journal.parent) as tmp:
         work = Path(tmp)
         manifest = _unpack(archive.absolute(), site, work)
