@@ -17,12 +17,13 @@
 # whenever the site has a journal, the service running or stopped (a stopped one is started for
 # the gate). The same bundle twice changes nothing ("unchanged", exit 0). The two newest versions
 # are kept, and the KEEP_BACKUPS newest backups (each a copy of the whole journal, personal data
-# included): older ones are deleted after a healthy upgrade.
+# included): older ones are deleted after a healthy upgrade. A version older than the installed
+# one is refused (a newer version's data may not be readable by it) unless ALLOW_DOWNGRADE=1.
 #
 # Settings (environment): PREFIX, ETC (site file's folder), EXTRAS, and for a gateway without
 # systemd (a container, a test) SERVICE=none with START_CMD / STOP_CMD (shell commands; the
 # default is systemctl), HEALTH_TIMEOUT (seconds, default 90), HEALTH_TOKEN_FILE, KEEP_BACKUPS
-# (pre-upgrade backups to keep, default 2), and
+# (pre-upgrade backups to keep, default 2), ALLOW_DOWNGRADE=1 to install an older version, and
 # SITE_EXAMPLE=no to write no example site file when there is none (the Ansible role renders it).
 set -eu
 PREFIX=${PREFIX:-/opt/community-edge}
@@ -37,6 +38,7 @@ HEALTH_TOKEN_FILE=${HEALTH_TOKEN_FILE:-}
 # the pre-upgrade backups kept in PREFIX/backups (a journal's copy each: on an SD card they would
 # fill it, and they would keep personal data past privacy.retention)
 KEEP_BACKUPS=${KEEP_BACKUPS:-2}
+ALLOW_DOWNGRADE=${ALLOW_DOWNGRADE:-0}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=
 while [ $# -gt 0 ]; do
@@ -44,12 +46,16 @@ while [ $# -gt 0 ]; do
     --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
             BUNDLE=$2; shift 2 ;;
     --from=*) BUNDLE=${1#--from=}; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
   esac
 done
 case $KEEP_BACKUPS in
   *[!0-9]*) echo "error: KEEP_BACKUPS=$KEEP_BACKUPS: the number of pre-upgrade backups to keep is a whole number (0 or more; default 2)" >&2; exit 2 ;;
+esac
+case $ALLOW_DOWNGRADE in
+  0|1) ;;
+  *) echo "error: ALLOW_DOWNGRADE=$ALLOW_DOWNGRADE: 1 installs a version older than the installed one, 0 (the default) refuses it" >&2; exit 2 ;;
 esac
 
 log() { echo "install.sh: $*" >&2; }
@@ -146,6 +152,66 @@ PREVIOUS=
 if [ "$PREVIOUS" = "versions/$ID" ] && [ -x "$NEW/venv/bin/edge" ]; then
   echo "unchanged: community-edge $ID is installed in $PREFIX"
   exit 0
+fi
+
+older() {
+  # exit 0 when version $1 comes before $2 (PEP 440: 0.9.0 < 0.10.0, 1.0rc1 < 1.0 < 1.0.post1),
+  # 1 when not, 3 when either is not a version
+  "$PY" - "$1" "$2" <<'EOF'
+import re
+import sys
+
+def key(text):
+    m = re.fullmatch(
+        r"v?(\d+(?:\.\d+)*)(?:[-_.]?(a|b|c|rc|alpha|beta|pre|preview)[-_.]?(\d*))?"
+        r"(?:[-_.]?(?:post|rev|r)[-_.]?(\d*))?(?:[-_.]?dev[-_.]?(\d*))?(?:\+[a-z0-9.]+)?",
+        text.strip().lower(),
+    )
+    if m is None:
+        sys.exit(3)
+    release = [int(n) for n in m[1].split(".")]
+    while release and release[-1] == 0:
+        release.pop()
+    kind = {"alpha": "a", "beta": "b", "c": "rc", "pre": "rc", "preview": "rc"}.get(m[2], m[2])
+    post, dev = m[4], m[5]
+    if kind:
+        pre = (0, kind, int(m[3] or 0))
+    elif dev is not None and post is None:
+        pre = (-1, "", 0)  # 1.0.dev1 comes before 1.0a1
+    else:
+        pre = (1, "", 0)
+    return (release, pre, -1 if post is None else int(post or 0), float("inf") if dev is None else int(dev or 0))
+
+sys.exit(0 if key(sys.argv[1]) < key(sys.argv[2]) else 1)
+EOF
+}
+
+if [ -n "$PREVIOUS" ]; then
+  # a newer version's state DB or journal may have a schema the older one cannot read (it refuses
+  # to start on a newer state schema, as `edge restore` refuses such an archive)
+  PREV_ID=${PREVIOUS#versions/}
+  PREV_VERSION=$(sed -n 's/^version=//p' "$PREFIX/$PREVIOUS/BUNDLE" 2>/dev/null) || PREV_VERSION=
+  [ -n "$PREV_VERSION" ] || PREV_VERSION=${PREV_ID%-*}
+  order=0
+  older "$VERSION" "$PREV_VERSION" || order=$?
+  if [ "$order" != 1 ] && [ "$ALLOW_DOWNGRADE" != 1 ]; then
+    if [ "$order" = 0 ]; then
+      echo "error: $BUNDLE holds community-edge $VERSION, older than the installed $PREV_VERSION ($PREFIX/$PREVIOUS); nothing changed" >&2
+    else
+      echo "error: cannot tell whether $BUNDLE's version $VERSION is older than the installed $PREV_VERSION ($PREFIX/$PREVIOUS); nothing changed" >&2
+    fi
+    echo "  An older version may not read the data a newer one wrote (a state DB of a newer schema is refused at start)." >&2
+    if [ -f "$PREFIX/backups/before-$PREV_ID.tar.gz" ]; then
+      echo "  To go back to the data as it was before $PREV_VERSION: stop the service, restore the backup taken before that upgrade," >&2
+      echo "    $PREFIX/.venv/bin/edge restore -c $ETC/site.yaml $PREFIX/backups/before-$PREV_ID.tar.gz" >&2
+      echo "  (the records journaled since are kept aside in *.pre-restore), then run this again with ALLOW_DOWNGRADE=1." >&2
+    else
+      echo "  No backup taken before $PREV_VERSION is kept in $PREFIX/backups to go back to." >&2
+    fi
+    echo "  ALLOW_DOWNGRADE=1 alone installs $VERSION on the current data; an upgrade that fails its health gate is rolled back." >&2
+    exit 1
+  fi
+  [ "$order" = 1 ] || log "installing community-edge $VERSION over $PREV_VERSION (ALLOW_DOWNGRADE=1)"
 fi
 
 system_setup
