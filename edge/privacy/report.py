@@ -61,6 +61,7 @@ GATEWAY_KINDS = (
     "alert_acks_expired",
     "buffer_drop",
     "journal_restored",
+    "journal_seq_conflict",
     "sync_dead_letter",
     "cursor_removed",
 )
