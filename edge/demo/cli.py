@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,31 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
     """Start the simulated Modbus field devices, then serve the site; stop them afterwards."""
     import logging
 
+    from edge.runtime import SiteLock, StartError
+
+    log = logging.getLogger("edge.demo")
+    # one gateway per site, as `edge run`: taken before the demo changes its site file (a camera-less
+    # copy, the simulator's port) or starts a simulator, so a second demo on this folder changes
+    # nothing of the first's
+    first = load_or_report(str(path))
+    if first is None:
+        return 1
+    lock = SiteLock(first.storage.path)
+    try:
+        lock.acquire()
+    except StartError as exc:
+        print(f"edge demo: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return await _demo_locked(args, data_dir, path, lock, log)
+    finally:
+        lock.release()  # the runtime releases it at its stop; this covers an earlier return
+
+
+async def _demo_locked(args: argparse.Namespace, data_dir: Path, path: Path, lock: Any, log: Any) -> int:
     from edge.demo.site import SIM_HOST, move_simulator_port, ready_cameras, simulator_port
     from edge.service import serve
 
-    log = logging.getLogger("edge.demo")
     path = ready_cameras(path, log)  # without OpenCV: a copy of the site file without cameras
     simulator: Any = None
     wanted = simulator_port(path)
@@ -99,7 +121,7 @@ async def _demo(args: argparse.Namespace, data_dir: Path, path: Path) -> int:
                 token_file,
             )
 
-        return await serve(str(path), site, on_ready=announce)
+        return await serve(str(path), site, on_ready=announce, lock=lock)
     finally:
         if simulator is not None:
             await simulator.stop()

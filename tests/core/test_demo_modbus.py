@@ -285,3 +285,21 @@ def test_a_site_file_from_an_older_demo_keeps_working(tmp_path: Path) -> None:
     with edge_demo(data):
         until_sync(lambda: _flowing(site, ("meter-b1", "gate-north")), timeout=30, what="readings")
     assert site.read_text(encoding="utf-8") == old
+
+
+def test_a_second_demo_on_the_same_folder_changes_nothing_of_the_first(tmp_path: Path) -> None:
+    # the second finds the simulator's port taken by the first: before the site's lock it moved
+    # the port in the first's site file, then was refused when its runtime started
+    data = tmp_path / "demo"
+    with edge_demo(data):
+        files = {p: p.read_bytes() for p in data.iterdir() if p.suffix in (".yaml", ".token")}
+        second = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "demo", "--data-dir", str(data), "--port", str(free_port())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert {p: p.read_bytes() for p in data.iterdir() if p.suffix in (".yaml", ".token")} == files
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "is running this site" in second.stderr and "nothing was written" in second.stderr
