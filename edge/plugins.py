@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from prometheus_client import Metric
     from pydantic import BaseModel
 
+    from edge.clock import ClockSample, ClockTrust
     from edge.config import Site
     from edge.driver import Driver
     from edge.hub import Hub
@@ -99,9 +100,9 @@ T = TypeVar("T")
 class ComponentContext:
     """What a component (rules engine, sync, Modbus server, trend index...) gets from the runtime,
     instead of the `Runtime` itself: the site's config, the journal, the hub, the state database,
-    the clock, a way to own background tasks, the devices' capabilities (`driver_with`) and the
-    other components by type (`component`). A component cannot reach a driver slot, restart a
-    device or stop the web server, and what it depends on is written here."""
+    the clock and the clock's trust, a way to own background tasks, the devices' capabilities
+    (`driver_with`) and the other components by type (`component`). A component cannot reach a
+    driver slot, restart a device or stop the web server, and what it depends on is written here."""
 
     site: Site
     journal: Journal
@@ -109,6 +110,11 @@ class ComponentContext:
     #: rules, accounts, audit, dead letters (open before any component is built)
     state: StateDB
     clock: Callable[[], float]
+    #: (wall, monotonic) read together: steps of the wall clock measured as the journal's
+    #: retention measures them (injectable in the runtime, so a test drives a jump)
+    clock_sample: Callable[[], ClockSample]
+    #: whether the wall clock is believed, and why (checked by the runtime every 10 s)
+    clock_trust: ClockTrust
     #: the newest good reading of each point found in the journal at start
     restored_good: Mapping[str, Reading]
     #: runs a background task the runtime owns (cancelled and awaited on stop)

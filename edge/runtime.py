@@ -244,6 +244,9 @@ class Runtime:
         self.with_web = with_web
         st = site.storage
         sample = clock_sample or (lambda: ClockSample(clock(), boottime()))
+        #: (wall, monotonic) read together: what the journal's retention and the components (the
+        #: KPIs) measure steps of the wall clock with, judged by `clock_trust`
+        self.clock_sample: Callable[[], ClockSample] = sample
         self.clock_trust = ClockTrust(site.clock, site.site.id, sync=clock_sync, clock=sample)
         self.clock_check_interval = 10.0  # an adjtimex call and two clock reads: cheap
         self.journal = Journal(
@@ -458,6 +461,8 @@ class Runtime:
             hub=self.hub,
             state=self.state,
             clock=self.clock,
+            clock_sample=self.clock_sample,
+            clock_trust=self.clock_trust,
             restored_good=self.restored_good,
             spawn=self.spawn,
             find_driver=self.driver_with,

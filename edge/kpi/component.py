@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.clock import ClockSample, ClockWatch, boottime
+from edge.clock import ClockSample, ClockWatch
 from edge.kpi.config import KpiConfig
 from edge.kpi.days import Days
 from edge.kpi.engine import UP, Fold, PointPlan, new_day, plans_of
@@ -73,14 +73,9 @@ class KpiComponent:
         self.lock = asyncio.Lock()
         self.caught_up = asyncio.Event()
         # steps of the wall clock, measured as the journal's retention measures them: with the
-        # runtime's (wall, monotonic) source and judged by its clock trust (edge.clock). The
-        # component context does not carry them, so they are the journal's (the runtime gives it
-        # both); without them, the wall clock and CLOCK_BOOTTIME, as the runtime reads them
-        journal_sample = getattr(ctx.journal, "_clock_sample", None)
-        self._sample: Callable[[], ClockSample] = journal_sample or (
-            lambda: ClockSample(ctx.clock(), boottime())
-        )
-        self.trust = getattr(ctx.journal, "clock_trust", None)
+        # runtime's (wall, monotonic) source and judged by its clock trust (edge.clock)
+        self._sample: Callable[[], ClockSample] = ctx.clock_sample
+        self.trust = ctx.clock_trust
         self._watch = ClockWatch(ctx.site.clock.max_step)
         #: why no day closes and nothing is deleted now (a step of the clock not yet followed by a
         #: trusted check), None when the clock is believed; kept across a restart
