@@ -287,6 +287,9 @@ class Runtime:
         self._private_kept: set[str] = set()
         self._blob_store: BlobStore | None = None
         self._config_hash: tuple[dict[str, Any], str] | None = None  # (the raw site it hashes, hash)
+        #: what the site file changed since it was loaded that only a restart applies (`section`
+        #: or `section.key`), as the last reload found it (edge.service.reload)
+        self.restart_pending: list[str] = []
         self.lock = lock or SiteLock(st.path)
 
     # ------------------------------------------------------------ lifecycle
@@ -430,6 +433,14 @@ class Runtime:
             self.state.close()
             self.state = None
         self.lock.release()  # the last: every file of the site is closed
+
+    def apply_retention(self) -> None:
+        """The retention of `site.privacy` in force from the journal's next retention pass on
+        (a reload applies it live): the stores beside the journal (dead letters, data keys, trend
+        index) are handed the journal's at each pass. Swapped whole, so the writer thread reads
+        either the old mapping or the new one, never a mix."""
+        site = self.site
+        self.journal.retention_s = site.privacy.retention_s(site.storage.keep_history)
 
     def check_clock(self) -> None:
         """One look at the clock's trust; its transitions are journaled like any event."""
@@ -735,6 +746,8 @@ class Runtime:
             },
             **self.build_info(),
             **self.health_gate(),
+            # changed in the site file, waiting for a restart (the hash above is the file in force)
+            "restart_pending": list(self.restart_pending),
             "uptime_s": round(self.clock() - self.started_at, 1),
             "devices": counts,
             "hub": {

@@ -3,10 +3,12 @@
 SIGTERM/SIGINT stop the runtime (drivers stop, the journal flushes) and the process exits.
 SIGHUP re-reads the site file (in a thread: a large file does not stall the loop): a file that
 does not validate, or that `edge check` refuses (a file it names that cannot be read, a rule pack
-that does not compile), is reported and changes nothing; device changes are applied live (changed
-devices restart, removed ones stop, new ones start); changes to sections that need a restart
-(storage, web, upstream, consumers, modbus_server) are named in the log and the STATUS line. A
-reload that fails anyway is logged, READY=1 is sent again and the next SIGHUP is still heard.
+that does not compile), is reported and changes nothing. What a reload applies is listed here
+(LIVE_KEYS, a plugin's `live_sections`): device changes (changed devices restart, removed ones
+stop, new ones start), `site.name`, `privacy.retention`, `rules`. Every other change waits for a
+restart: the keys are named in the log, the STATUS line and the status (`restart_pending`), and
+what runs, the reported site id and the config hash stay those of the file in force until then.
+A reload that fails anyway is logged, READY=1 is sent again and the next SIGHUP is still heard.
 """
 
 from __future__ import annotations
@@ -34,17 +36,26 @@ from edge.state import StateDBError
 from edge.store.journal import JournalUnreadable
 
 log = logging.getLogger("edge.service")
+#: the core's sections a reload applies whole
+LIVE_SECTIONS = ("devices",)
+#: the core's sections a reload applies in part -> the keys it applies: a site's name is only shown
+#: (status, UI), and each retention pass reads the retention in force; the other keys of these
+#: sections wait for a restart (`site.id` and `site.timezone` are read once at start by the sinks,
+#: the journal, the rules engine and the KPIs; `privacy.master_key_file` by the privacy component)
+LIVE_KEYS: dict[str, tuple[str, ...]] = {"site": ("name",), "privacy": ("retention",)}
 #: the core's sections a reload cannot apply; the plugins' sections need a restart too unless their
 #: plugin lists them in `live_sections`
-RESTART_SECTIONS = ("storage", "web", "upstream", "consumers")
+RESTART_SECTIONS = ("storage", "web", "upstream", "consumers", "clock")
 
 
 def status_line(rt: Runtime) -> str:
+    """systemd's STATUS=: the devices' states, the journal's position, what waits for a restart."""
     counts: dict[str, int] = {}
     for slot in rt.slots.values():
         counts[str(slot.health.state)] = counts.get(str(slot.health.state), 0) + 1
     devices = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no devices"
-    return f"{devices}; journal seq {rt.journal.committed_seq}"
+    pending = f"; restart needed for {', '.join(rt.restart_pending)}" if rt.restart_pending else ""
+    return f"{devices}; journal seq {rt.journal.committed_seq}{pending}"
 
 
 def _dump(items: list[Any]) -> dict[str, Any]:
@@ -83,8 +94,18 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
     old = rt.site
     plugins = registry()
     live = plugins.live_section_keys()
-    restart = [*RESTART_SECTIONS, *sorted(plugins.section_keys() - live)]
-    needs_restart = [key for key in restart if _section(old, key) != _section(new, key)]
+    # rt.site keeps what is in force of everything a reload does not apply: compared with the new
+    # file, this is every change still waiting for a restart, those of earlier reloads included
+    needs_restart = restart_keys(old, new, plugins.section_keys() - live)
+    applied = [
+        *(
+            f"{key}.{name}"
+            for key, names in LIVE_KEYS.items()
+            for name in names
+            if _key(old, key, name) != _key(new, key, name)
+        ),
+        *sorted(key for key in live if _section(old, key) != _section(new, key)),
+    ]
     before, after = _dump(old.devices), _dump(new.devices)
     changed = [i for i in after if i in before and after[i] != before[i]]
     removed = [i for i in before if i not in after]
@@ -93,10 +114,14 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
         await rt.stop_device(device_id)
         rt.hub.unregister_device(device_id)
     rt.site.devices = new.devices
-    rt.site.site = new.site
+    for key, names in LIVE_KEYS.items():  # the live keys of the new file over what is in force
+        in_force: BaseModel = getattr(old, key)
+        setattr(rt.site, key, in_force.model_copy(update={n: getattr(getattr(new, key), n) for n in names}))
+    rt.apply_retention()
     rt.site.sections.update({k: v for k, v in new.sections.items() if k in live})
     if not needs_restart:  # what runs is now the new file: its hash is the one to report
         rt.site.raw = new.raw
+    rt.restart_pending = needs_restart
     for dev in new.devices:
         if dev.id in added + changed and dev.enabled:
             rt.start_device(dev)
@@ -105,11 +130,39 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
             await component.reload()
     log.info(
         "site file reloaded",
-        extra={"added": ",".join(added), "changed": ",".join(changed), "removed": ",".join(removed)},
+        extra={
+            "added": ",".join(added),
+            "changed": ",".join(changed),
+            "removed": ",".join(removed),
+            "applied": ",".join(applied),
+            "restart_pending": ",".join(needs_restart),
+        },
     )
     if needs_restart:
-        log.warning("these sections changed and take effect after a restart: %s", ", ".join(needs_restart))
+        log.warning(
+            "these settings changed and take effect after a restart: %s; until then the gateway "
+            "runs on the ones in force, and reports their site id and config_hash",
+            ", ".join(needs_restart),
+        )
     return needs_restart
+
+
+def restart_keys(old: Site, new: Site, plugin_sections: set[str]) -> list[str]:
+    """What differs between the site in force (`old`) and the file (`new`) that only a restart
+    applies: whole sections (RESTART_SECTIONS, then `plugin_sections`: those whose plugin does not
+    apply them live) and `section.key` for the keys of a partly live section (LIVE_KEYS) that
+    a reload leaves alone."""
+    out = [key for key in RESTART_SECTIONS if _section(old, key) != _section(new, key)]
+    for key, names in LIVE_KEYS.items():
+        model: BaseModel = getattr(old, key)
+        waiting = sorted(set(type(model).model_fields) - set(names))
+        out += [f"{key}.{n}" for n in waiting if _key(old, key, n) != _key(new, key, n)]
+    return out + [key for key in sorted(plugin_sections) if _section(old, key) != _section(new, key)]
+
+
+def _key(site: Site, section: str, name: str) -> Any:
+    value = getattr(getattr(site, section), name)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def _section(site: Site, key: str) -> Any:
@@ -277,7 +330,6 @@ async def serve(
     notifier.ready(status_line(rt))
     if on_ready is not None:
         on_ready(rt)
-    pending_restart: list[str] = []
 
     async def heartbeat() -> None:
         # Sent from the event loop: if the loop hangs, the pings stop and systemd restarts us.
@@ -285,8 +337,7 @@ async def serve(
         while True:
             if notifier.watchdog_interval:
                 notifier.watchdog()
-            extra = f"; restart needed for {', '.join(pending_restart)}" if pending_restart else ""
-            notifier.status(status_line(rt) + extra)
+            notifier.status(status_line(rt))
             await asyncio.sleep(interval)
 
     beat = asyncio.create_task(heartbeat(), name="sd-heartbeat") if notifier.enabled else None
@@ -297,7 +348,7 @@ async def serve(
             hup.clear()
             notifier.reloading()
             try:
-                pending_restart[:] = sorted(set(pending_restart) | set(await reload(rt, path, check)))
+                await reload(rt, path, check)
             except Exception:
                 # one failed reload must not end the task: every later SIGHUP would go unheard
                 log.exception(
