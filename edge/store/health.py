@@ -142,6 +142,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         "dropped_oldest": counters.get("dropped_oldest", 0),
         "dropped_newest": counters.get("dropped_newest", 0),
         "dropped_overflow": counters.get("dropped_overflow", 0),
+        "dropped_unwritable": counters.get("dropped_unwritable", 0),
         "history_trimmed": counters.get("history_trimmed", 0),
         "retention_deleted": counters.get("retention_deleted", 0),
         "retention_expired": counters.get("retention_expired", 0),

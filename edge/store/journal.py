@@ -30,9 +30,13 @@ all when another program took the space (`_disk_share`; docs/storage.md).
 
 Any exception in a commit, not only a SQLite error (a record that cannot be sealed, say), is
 handled as a failed commit: counted in `write_errors`, logged once per distinct error, the batch
-kept and retried, and `failing` set until a commit succeeds. Should the writer thread end all the
-same, the journal says so (`writer_problem`, `failing`), and what is appended from then on is
-counted as dropped instead of waiting for a writer that is gone.
+kept and retried, and `failing` set until a commit succeeds. A batch that fails twice alike with
+a data error (`unwritable`: a payload nested deeper than orjson writes, a reading whose value is
+a list) is committed in halves, recursively, in order; a record that fails alone is refused,
+counted in `dropped_unwritable` and reported as a `buffer_drop` event of reason `unwritable`, so
+one record never stops the site's journal. Should the writer thread end all the same, the
+journal says so (`writer_problem`, `failing`), and what is appended from then on is counted as
+dropped instead of waiting for a writer that is gone.
 
 Readers (pull API, UI, sinks, CLI) use their own connection, so they never block the writer.
 """
@@ -48,13 +52,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
 
 from edge import paths
 from edge.clock import ClockSample, boottime, forward_jump
-from edge.model import PRIVACY_RANK, Event, Privacy, Reading, Record, Severity
+from edge.model import PRIVACY_RANK, Event, Privacy, Reading, Record, Severity, event_privacy
 from edge.store import retention, space
 from edge.store.reader import READER_CACHE_KIB, JournalQueries
 from edge.store.rows import (
@@ -98,6 +102,26 @@ EXPIRER_INTERVAL_S = 60.0  # stores beside the journal (add_expirer) expire this
 Expirer = Callable[[float, Mapping[int, "float | None"]], list[Event]]
 RANK_NAMES = {rank: str(cls) for cls, rank in PRIVACY_RANK.items()}
 SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
+DROPPED_UNWRITABLE = "dropped_unwritable"  # records refused as no commit can take them (persisted)
+ERROR_TEXT_MAX = 200  # characters of an error's text in a buffer_drop event
+TOLD_ERRORS_MAX = 100  # distinct error texts remembered as logged (then forgotten and said again)
+# A commit that fails with one of these (their exact types: a subclass, such as the key store's
+# WrongMasterKey, is a component's state, not a record's) fails for what a record holds: the
+# same records failing twice are split to find it (`Journal._bisect`). A full disk, an I/O error,
+# a busy or locked file are not among them and keep the retry.
+DATA_ERRORS = frozenset(
+    {
+        TypeError,
+        ValueError,
+        OverflowError,
+        orjson.JSONEncodeError,
+        sqlite3.ProgrammingError,
+        sqlite3.InterfaceError,
+        sqlite3.IntegrityError,
+    }
+)
+# IntegrityErrors of the journal's own checks, not of a record (`edge.store.rows.insert_records`)
+OWN_CHECKS = ("journal.seq", "seq numbering", "event rows missing")
 
 __all__ = [  # re-exported: other modules import these from here
     "AUTO_READING_SQL",
@@ -296,12 +320,16 @@ class Journal(JournalQueries):
         self._published_flags: tuple[bool, bool, bool, str | None] = (False, False, False, None)
         self.committed_rows = 0  # since open
         self.flushes = 0  # transactions that inserted records, since open
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.counters: dict[str, int] = dict.fromkeys((*COUNTERS, DROPPED_UNWRITABLE), 0)
         self._unsaved: dict[str, int] = {}  # counter increments not yet persisted
         self._overflow: list[Record] = []  # refused in memory by append(), accounted by the writer
         self._bursts: dict[str, retention.DropBurst] = {}
         self._announced: set[str] = set()  # bursts whose start event is out (ANNOUNCED_BURSTS)
         self._ready_events: list[Event] = []  # closed bursts waiting to be journaled
+        # the first record of a commit that failed with a data error: failing again, split it
+        self._suspect: Record | None = None
+        self._bisecting = False
+        self._told_unwritable: set[str] = set()  # error texts of refused records already logged
         self._rate: deque[tuple[float, int, int]] = deque()  # (monotonic, committed, expired)
         self._expired_total = 0
         self._next_retention = 0.0
@@ -978,7 +1006,37 @@ class Journal(JournalQueries):
         self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]], events_only: bool = False
     ) -> bool:
         """One group commit; True on success. On failure the records are kept (or refused by
-        the full policy) and counted; committed rows are never touched by a failure."""
+        the full policy) and counted; committed rows are never touched by a failure. The same
+        records failing twice with a data error (`unwritable`) are split (`_bisect`), so the one
+        that can never be written is set apart instead of holding back the site's journal."""
+        exc = self._attempt(batch, ops, events_only)
+        if exc is None:
+            self._suspect = None
+            return True
+        renumbered = _seq_taken(exc) and self._seqs_taken_elsewhere(len(batch) + len(self._ready_events))
+        if events_only:  # the events wait for the next step
+            with self._cond:
+                self._ops[:0] = ops
+            return False
+        first = self._ready_events[0] if self._ready_events else batch[0] if batch else None
+        if first is None or not unwritable(exc):
+            self._suspect = None
+        elif first is self._suspect:  # the same records failed alike before: find the culprit
+            self._suspect = None
+            self._count("write_errors")
+            self.failing = True
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return self._bisect(batch, ops)
+        else:
+            self._suspect = first
+        self._failed(exc, batch, ops, logged=renumbered)
+        return False
+
+    def _attempt(
+        self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]], events_only: bool = False
+    ) -> Exception | None:
+        """One transaction of the events waiting, `batch` and `ops`, with its bookkeeping when it
+        commits; the exception (rolled back, nothing else done) when it does not."""
         w = self._w
         assert w is not None
         cap: retention.CapResult | None = None
@@ -1030,22 +1088,18 @@ class Journal(JournalQueries):
             for name, n in fresh.items():
                 tx[name] = tx.get(name, 0) + n
             for name, n in tx.items():
-                if n:
+                if n and name in COUNTERS:
                     w.execute(COUNTER_SQL, (n, name))
+                elif n:  # a counter created on first use (dropped_unwritable)
+                    w.execute(ADD_COUNTER_SQL, (name, n))
             if records:
                 w.execute(LAST_SEQ_SQL, (end - 1,))
             w.execute("COMMIT")
         except Exception as exc:  # SQLite's, or a record that cannot be written (sealing): the same
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
-            renumbered = _seq_taken(exc) and self._seqs_taken_elsewhere(len(batch) + len(self._ready_events))
-            if events_only:  # the events wait for the next step
-                with self._cond:
-                    self._ops[:0] = ops
-                return False
-            self._failed(exc, batch, ops, logged=renumbered)
-            return False
-        if self.failing and not self.disk_full:
+            return exc
+        if self.failing and not self.disk_full and not self._bisecting:
             log.warning("journal commits succeed again (the last failure: %s)", self.last_error)
         # committed: make the transaction's effects visible
         for name, n in fresh.items():
@@ -1076,9 +1130,105 @@ class Journal(JournalQueries):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
         if events_only:  # no recovery step: give the WAL back, stay in the state held
             self._checkpoint()
-            return True
+            return None
         self._after_step(len(records), disk_drop)
+        return None
+
+    def _bisect(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> bool:
+        """The events waiting and `batch` failed twice with a data error: commit them in halves,
+        each half that fails halved again, in order, so the records that commit keep consecutive
+        seqs; a record that fails alone is refused (`_unwritable`: counted, logged, reported) and
+        gets no seq. The cursor moves (`ops`) go first, alone. An error that is not the data's
+        (disk full, I/O, a busy or locked file) stops the split: what is left is kept for the
+        retry as any failed commit. True when every record was committed or refused."""
+        waiting = len(self._ready_events)
+        records: list[Record] = [*self._ready_events, *batch]
+        self._ready_events = []
+        refused: list[Event] = []  # journaled after the split, never inside one of its halves
+        todo = [(0, len(records))]  # (start, end) ranges of `records`, the next one last
+        self._bisecting = True
+        try:
+            while todo or ops:
+                lo, hi = todo[-1] if todo else (0, 0)
+                exc = self._attempt(records[lo:hi] if not ops else [], ops)
+                if exc is None:
+                    if ops:
+                        ops = []
+                    else:
+                        todo.pop()
+                    continue
+                if ops or not unwritable(exc):
+                    renumbered = _seq_taken(exc) and self._seqs_taken_elsewhere(len(records) - lo)
+                    self._ready_events[:0] = cast(list[Event], records[lo:waiting])  # in their place
+                    self._failed(exc, records[max(lo, waiting) :], ops, logged=renumbered)
+                    self._ready_events.extend(refused)
+                    return False
+                todo.pop()
+                if hi - lo == 1:
+                    refused.append(self._unwritable(records[lo], exc))
+                    continue
+                mid = (lo + hi) // 2
+                todo += [(mid, hi), (lo, mid)]
+        finally:
+            self._bisecting = False
+        self._ready_events.extend(refused)
+        if self._ready_events:  # the buffer_drop events, now rather than with the next step
+            exc = self._attempt([], [])
+            if exc is not None:
+                self._failed(exc, [], [])
+                return False
         return True
+
+    def _unwritable(self, record: Record, exc: Exception) -> Event:
+        """A record that fails alone with a data error: refused, counted (`dropped_unwritable`,
+        persisted with the next commit), logged once per error text, and reported as a
+        `buffer_drop` event of reason `unwritable`. A personal or sensitive record's error is
+        reported by its type alone: the text may quote the value."""
+        self._count(DROPPED_UNWRITABLE)
+        error = f"{type(exc).__name__}: {exc}"
+        if len(error) > ERROR_TEXT_MAX:
+            error = error[: ERROR_TEXT_MAX - 1] + "…"
+        said = type(exc).__name__ if self._private(record) else error
+        payload: dict[str, Any] = {"reason": "unwritable", "policy": self.when_full, "dropped": 1}
+        if isinstance(record, Reading):
+            payload["point"] = str(record.point)
+        else:  # an event, or whatever else was appended
+            payload["kind"] = str(getattr(record, "kind", type(record).__name__))
+            payload["source"] = str(getattr(record, "source", ""))
+        try:
+            payload["ts"] = float(getattr(record, "ts", None))  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            payload["ts"] = None
+        payload["error"] = said
+        payload["totals"] = {
+            k: self.counters.get(k, 0)
+            for k in ("dropped_oldest", "dropped_newest", "dropped_overflow", DROPPED_UNWRITABLE)
+        }
+        if said not in self._told_unwritable:
+            if len(self._told_unwritable) >= TOLD_ERRORS_MAX:
+                self._told_unwritable.clear()
+            self._told_unwritable.add(said)
+            where = payload.get("point") or f"{payload['kind']} event of {payload['source']}"
+            log.error(
+                "journal: a record that cannot be written was dropped (%s, ts %s): %s; counted in "
+                "%s and reported as a buffer_drop event (said once per error)",
+                where,
+                payload["ts"],
+                said,
+                DROPPED_UNWRITABLE,
+            )
+        return Event("buffer_drop", self.source, Severity.WARNING, payload, self.clock())
+
+    def _private(self, record: Record) -> bool:
+        """The record is of a personal or sensitive class, or too odd to be classed."""
+        try:
+            if isinstance(record, Reading):
+                ranks = self.classes.private_ranks if self.classes is not None else {}
+                return bool(ranks.get(record.point, 0))
+            points = self.classes.points if self.classes is not None else {}
+            return event_privacy(record.kind, record.payload, points) != Privacy.PUBLIC
+        except Exception:
+            return True
 
     def _page_bytes(self, w: sqlite3.Connection) -> int:
         """The file's pages in bytes, free ones included: at most this is in use."""
@@ -1180,8 +1330,11 @@ class Journal(JournalQueries):
             self._enter_full()
         elif not repeated:  # a retry failing alike is no news; the counter says how often
             log.error(
-                "journal commit failed (%d records kept and retried until a commit succeeds): %s",
+                "journal commit failed (%d records kept and retried until a commit succeeds%s): %s",
                 len(batch),
+                "; failing alike again, they are split to set apart what cannot be written"
+                if unwritable(exc)
+                else "",
                 error,
                 exc_info=None if isinstance(exc, sqlite3.Error) else exc,
             )
@@ -1418,6 +1571,17 @@ class Journal(JournalQueries):
         if span <= 0:
             return None, None
         return (self.committed_rows - c0) / span, (self._expired_total - e0) / span
+
+
+def unwritable(exc: Exception) -> bool:
+    """`exc`, from a commit, says a record in it cannot be written (DATA_ERRORS), not that the
+    file, the disk or the journal's own numbering failed."""
+    if type(exc) not in DATA_ERRORS:
+        return False
+    text = str(exc)
+    if isinstance(exc, sqlite3.IntegrityError):
+        return not any(check in text for check in OWN_CHECKS)
+    return not (isinstance(exc, sqlite3.ProgrammingError) and "closed database" in text)
 
 
 def _seq_taken(exc: Exception) -> bool:

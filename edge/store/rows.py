@@ -312,9 +312,12 @@ def event_row(
     payload = rec.payload
     try:
         text = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
+    except TypeError as exc:
         found: list[tuple[str, Any]] = []
-        payload = fit_payload(payload, found, rec.source)
+        try:
+            payload = fit_payload(payload, found, rec.source)
+        except RecursionError:  # nested beyond Python's own depth: orjson's refusal is the error
+            raise exc from None
         if not found:  # not an integer's fault
             raise
         text = orjson.dumps(payload, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
