@@ -25,9 +25,9 @@ RULE_COUNTERS = (
     "window_backfill_truncated",
     "loop_share_suspensions",
 )
-# Still in edge_rules_status as well, where docs/rules.md (window_backfill_truncated) and
-# docs/operations.md (schedules_skipped) tell operators to look.
-RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated", "schedules_skipped")
+# Still in edge_rules_status as well, where docs/rules.md (window_backfill_truncated) tells
+# operators to look.
+RULE_COUNTERS_ALSO_STATUS = ("window_backfill_truncated",)
 
 
 def _numeric(d: dict[str, Any]) -> dict[str, float]:
