@@ -138,6 +138,11 @@ class RuntimeCollector:
                 "Snapshot files deleted at their class's retention",
                 value=buf.get("snapshots_expired") or 0,
             )
+            yield CounterMetricFamily(
+                "edge_ints_as_floats",
+                "Integers beyond the journal's 64 bits journaled as the nearest float",
+                value=buf.get("ints_as_floats") or 0,
+            )
             yield GaugeMetricFamily(
                 "edge_retention_paused",
                 "1 while deletion by age waits for a trusted clock after a forward jump",

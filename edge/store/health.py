@@ -148,6 +148,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         "retention_expired": counters.get("retention_expired", 0),
         "snapshots_expired": counters.get("snapshots_expired", 0),
         "sealed_existing": counters.get("sealed_existing", 0),
+        "ints_as_floats": counters.get("ints_as_floats", 0),
         "disk_full_errors": counters.get("disk_full", 0),
         "write_errors": counters.get("write_errors", 0),
         "disk_low": journal.disk_low,

@@ -65,6 +65,7 @@ from edge.store.rows import (
     AUTO_READING_SQL,
     BOOL_FLAG,
     EVENT_SQL,
+    INTS_AS_FLOATS,
     READING_SQL,
     SELECT_COLS,
     JournalClosed,
@@ -320,7 +321,7 @@ class Journal(JournalQueries):
         self._published_flags: tuple[bool, bool, bool, str | None] = (False, False, False, None)
         self.committed_rows = 0  # since open
         self.flushes = 0  # transactions that inserted records, since open
-        self.counters: dict[str, int] = dict.fromkeys((*COUNTERS, DROPPED_UNWRITABLE), 0)
+        self.counters: dict[str, int] = dict.fromkeys((*COUNTERS, DROPPED_UNWRITABLE, INTS_AS_FLOATS), 0)
         self._unsaved: dict[str, int] = {}  # counter increments not yet persisted
         self._overflow: list[Record] = []  # refused in memory by append(), accounted by the writer
         self._bursts: dict[str, retention.DropBurst] = {}
@@ -1066,7 +1067,10 @@ class Journal(JournalQueries):
             if self.sealer is not None and not self._secure_delete:
                 w.execute("PRAGMA secure_delete=FAST")  # deleted sealed rows leave no stale bytes behind
                 self._secure_delete = True
-            private = insert_records(w, records, seq, self.classes, self.sealer, self._clock_untrusted())
+            converted: list[tuple[str, Any]] = []  # integers journaled as floats (counted inside)
+            private = insert_records(
+                w, records, seq, self.classes, self.sealer, self._clock_untrusted(), converted
+            )
             # measure after inserting, trim the head to fit (not while the whole file fits)
             if limit is not None and drop_oldest and self._page_bytes(w) > limit:
                 cap = retention.make_room(
@@ -1104,6 +1108,8 @@ class Journal(JournalQueries):
         # committed: make the transaction's effects visible
         for name, n in fresh.items():
             self.counters[name] = self.counters.get(name, 0) + n
+        if converted:
+            self.counters[INTS_AS_FLOATS] = self.counters.get(INTS_AS_FLOATS, 0) + len(converted)
         self._unsaved.clear()
         if cap is not None and cap.dropped:
             self._burst(reason).add(cap.dropped, cap.first, cap.last)

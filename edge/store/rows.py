@@ -525,12 +525,15 @@ def insert_records(
     classes: RecordClasses | None = None,
     sealer: Sealer | None = None,
     untrusted: bool = False,
+    converted: list[tuple[str, Any]] | None = None,
 ) -> set[int]:
     """Insert `records` as seq, seq+1, ... inside the caller's transaction, each with its privacy
     class (`classes`; without it readings are public and events classed by kind and payload).
     With a `sealer`, personal and sensitive payloads and the values of private points are sealed
     first (`seal_readings`). `untrusted`: every row gets CLOCK_FLAG (the clock was not trusted).
-    Returns the privacy classes above public among the rows.
+    Returns the privacy classes above public among the rows; the (point or source, value) of each
+    integer journaled as a float is added to `converted`, so the caller can count them in memory
+    once the transaction commits (`count_fitted` counts them in the file, inside it).
 
     Every record goes in with the readings' statements (`insert_readings`: SQLite numbers the rows
     as it appends them; the fields bound as they are, no per-row Python work beyond C-level maps);
@@ -571,6 +574,8 @@ def insert_records(
         raise sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back")
     if fitted:
         count_fitted(w, fitted)
+        if converted is not None:
+            converted.extend(fitted)
     private = set()
     if events:
         _fill_events(w, events)

@@ -77,3 +77,35 @@ async def test_out_of_range_integers_are_journaled_as_floats_and_counted(tmp_pat
     # two values of m.big (the sim's, the uint64), two integers of the payload
     counted = rows(db, "SELECT value FROM counters WHERE name = ?", (INTS_AS_FLOATS,))
     assert counted == [(4,)]
+
+
+async def test_ints_as_floats_and_unwritable_records_are_shown_at_once(tmp_path: Path) -> None:
+    """The journal's counters, buffer health and /metrics show the integers journaled as floats
+    and the records refused as unwritable as soon as they are committed, not after a restart."""
+    from edge.api.tokens import create_token
+    from edge.store.health import buffer_health
+    from tests.sync.test_metrics_cli import samples, scrape
+
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        j = rt.journal
+        before = j.committed_seq
+        j.append(
+            [
+                Reading(rt.clock(), "m.big", BIG),
+                Reading(rt.clock(), "m.odd", [1, 2]),  # type: ignore[arg-type]  # no column holds a list
+                Reading(rt.clock(), "m.ok", 1.5),
+            ]
+        )
+
+        async def committed() -> bool:
+            await j.flush()
+            return j.counters["dropped_unwritable"] == 1 and j.committed_seq >= before + 3
+
+        await until_async(committed, timeout=20, what="the readings and the refusal committed")
+        assert j.counters[INTS_AS_FLOATS] == 1
+        health = buffer_health(j, rt.site.storage)
+        assert health[INTS_AS_FLOATS] == 1
+        assert health["dropped_unwritable"] == 1
+        got = samples(await scrape(rt.web_port, create_token(rt.state, "prom", ["read"])))
+    assert got[("edge_ints_as_floats_total", ())] == 1
+    assert got[("edge_dropped_total", (("reason", "dropped_unwritable"), ("where", "buffer")))] == 1
