@@ -262,7 +262,9 @@ class Journal(JournalQueries):
         # stores beside the journal that expire by its retention and its clock guard (add_expirer)
         self._expirers: list[Expirer] = []
         self.expirer_interval = EXPIRER_INTERVAL_S
-        self._next_expirers = 0.0
+        # monotonic time of the last run: compared with the interval at each pass, so a changed
+        # interval takes effect at once
+        self._expirers_ran: float | None = None
         # records held in memory while SQLite fails; past this the full policy applies in memory
         self.max_pending = max_pending or max(200_000, 20 * flush_max_items)
         # free space the journal leaves on its filesystem (for the WAL and checkpoints): beyond it
@@ -1477,9 +1479,10 @@ class Journal(JournalQueries):
         self._expirers.append(fn)
 
     def _run_expirers(self, now: float) -> None:
-        if not self._expirers or time.monotonic() < self._next_expirers:
+        ran = self._expirers_ran
+        if not self._expirers or (ran is not None and time.monotonic() < ran + self.expirer_interval):
             return
-        self._next_expirers = time.monotonic() + self.expirer_interval
+        self._expirers_ran = time.monotonic()
         for fn in list(self._expirers):
             try:
                 self._ready_events.extend(fn(now, self.retention_s))

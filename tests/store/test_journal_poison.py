@@ -2,10 +2,12 @@
 fails twice alike with a data error, is committed in halves, and the record that fails alone is
 refused, counted in the persisted `dropped_unwritable` and reported in a `buffer_drop` event of
 reason `unwritable`; everything else commits in order with consecutive seqs. Errors that are not
-the data's (a full disk, a locked file, a key store that no longer opens) keep the retry."""
+the data's (a full disk, a locked file, a key store that no longer opens) keep the retry. Also:
+a changed `expirer_interval` takes effect at the next retention pass."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import subprocess
@@ -313,3 +315,22 @@ def test_errors_of_the_file_and_of_the_journal_are_not_the_records(tmp_path: Pat
     assert not unwritable(closed.value)
     assert not unwritable(sqlite3.IntegrityError("journal seq numbering diverged; transaction rolled back"))
     assert not unwritable(KeyStoreLocked("the key store does not open"))
+
+
+async def test_a_changed_expirer_interval_takes_effect_at_once(tmp_path: Path) -> None:
+    runs: list[float] = []
+    ran = threading.Event()
+
+    def expirer(now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
+        runs.append(now)
+        ran.set()
+        return []
+
+    j = open_journal(tmp_path, retention_interval=0.02)
+    try:
+        j.add_expirer(expirer)
+        assert await asyncio.to_thread(ran.wait, 10), "the first expirer run"
+        j.expirer_interval = 0.0
+        await until(lambda: len(runs) >= 3, timeout=10, what="expirer runs at the new interval")
+    finally:
+        await j.close()
