@@ -182,6 +182,8 @@ def human(code: int, r: dict[str, Any]) -> str:
         return f"{site}: {verdict} (/healthz: {h.get('status')}, journal seq {h.get('committed_seq')})\n  {r['note']}"
     lines = [f"{site}: {verdict}  (version {r.get('version')}, up {_duration(r.get('uptime_s'))})"]
     lines.append(f"  config hash {r.get('config_hash')}   rules hash {r.get('rules_hash')}")
+    if r.get("restart_pending"):  # a reload found changes only a restart applies
+        lines.append("  ! restart needed for " + ", ".join(map(str, r["restart_pending"])))
     why = []
     if not r.get("ready"):
         why.append("not ready (starting or stopping)")

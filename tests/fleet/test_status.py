@@ -79,6 +79,13 @@ async def test_status_of_a_running_gateway_and_its_hashes(tmp_path: Path) -> Non
         done = await asyncio.to_thread(edge_cli, "status", "-c", str(config), env=env)
         assert done.returncode == HEALTHY and "healthy" in done.stdout, done.stdout + done.stderr
         assert f"config hash {report['config_hash']}" in done.stdout
+        assert "restart needed" not in done.stdout
+
+        # a reload whose change only a restart applies: the human output names its keys
+        await reload(rt, str(site_file(tmp_path, {**doc, "clock": {"trust_unsynced": False}}, "later.yaml")))
+        done = await asyncio.to_thread(edge_cli, "status", "-c", str(config), env=env)
+        assert "! restart needed for clock" in done.stdout, done.stdout + done.stderr
+        assert await reload(rt, str(config)) == []
 
         # no token: /healthz only; a refused token: running, status unreadable
         code, limited = await asyncio.to_thread(status, config)

@@ -306,6 +306,22 @@ def test_overview_today_and_clock(gateway: Gateway, browser: Any, locale: str) -
         text = page.inner_text("#clock-warning")
         assert cat(s)["overview.clockUntrusted"] in text and reason in text, text
         assert s.problems("/") == []
+        # a reload that read changes only a restart applies: the page names them until then
+        assert page.is_hidden("#restart-pending") and status.get("restart_pending") == []
+
+        def pending(route: Any) -> None:
+            body = route.fetch().json()
+            body["restart_pending"] = ["clock", "site.id"]
+            route.fulfill(json=body)
+
+        page.unroute("**/api/v1/status")
+        page.route("**/api/v1/status", pending)
+        s.open("/devices")
+        s.open("/")
+        page.wait_for_selector("#restart-pending:not([hidden])", timeout=T)
+        text = page.inner_text("#restart-pending")
+        assert cat(s)["overview.restartPending"] in text and "clock, site.id" in text, text
+        assert s.problems("/") == []
 
 
 @pytest.mark.timeout(240)

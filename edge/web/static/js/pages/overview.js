@@ -18,8 +18,9 @@ function stat(key, value, label, cls) {
 export async function render(view) {
   view.append(h('h1', {}, t('overview.title')));
   const clock = h('div', { id: 'clock-warning', class: 'warn-box', role: 'status', hidden: true });
+  const restart = h('div', { id: 'restart-pending', class: 'warn-box', role: 'status', hidden: true });
   const body = h('div', { class: 'grid' });
-  view.append(clock, body);
+  view.append(clock, restart, body);
   let timer = null;
   let kpiOff = false; // a site without kpi: answers 404 once; it is not asked again every 5 s
 
@@ -32,6 +33,7 @@ export async function render(view) {
     ]);
     if (kpi === undefined) kpiOff = true;
     showClock(clock, st.clock);
+    showRestart(restart, st.restart_pending);
     const now = Date.now() / 1000;
     const f = fmt();
     const rate = st.buffer.ingest_rate ?? null;
@@ -117,6 +119,18 @@ function showClock(box, clock) {
     h('strong', {}, t('overview.clockUntrusted')),
     h('div', {}, t('overview.clockReason'), ' ', h('span', { translate: 'no', 'data-k': 'clock-reason' }, clock.reason || '')),
     h('div', { class: 'sub' }, t('overview.clockHelp')));
+}
+
+// Keys of the site file a reload read but only a restart applies (`restart_pending` of
+// /api/v1/status): the settings in force are the earlier ones until then.
+function showRestart(box, keys) {
+  const pending = Array.isArray(keys) && keys.length > 0;
+  box.hidden = !pending;
+  if (!pending) { box.replaceChildren(); return; }
+  box.replaceChildren(
+    h('strong', {}, t('overview.restartPending')),
+    h('div', {}, h('span', { translate: 'no', 'data-k': 'restart-keys' }, keys.join(', '))),
+    h('div', { class: 'sub' }, t('overview.restartHelp')));
 }
 
 // The components the UI knows get translated rows; any other falls back to its raw fields.
