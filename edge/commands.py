@@ -406,6 +406,8 @@ def format_health(h: dict[str, Any]) -> str:
         "dropped_oldest",
         "dropped_newest",
         "dropped_overflow",
+        "dropped_unwritable",
+        "ints_as_floats",
         "history_trimmed",
         "retention_expired",
         "snapshots_expired",

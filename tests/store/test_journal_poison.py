@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from edge.commands import format_health
 from edge.config import StorageConfig
 from edge.model import Event, Reading, Record
 from edge.store.health import buffer_health
@@ -99,6 +100,7 @@ async def test_a_poison_record_is_refused_and_the_rest_commits_in_order(
         assert j.committed_seq == 9  # 8 readings, then the event that reports the refusal
         health = buffer_health(j, StorageConfig(path=j.path))
         assert health["dropped_unwritable"] == 1
+        assert "dropped unwritable 1" in format_health(health)  # as `edge buffer stats` prints it
         # a second record that fails alike: counted and reported, not logged again
         again: Record = (
             poison._replace(ts=t + 10)

@@ -107,7 +107,7 @@ LINES = {
         "Gate opened · gate-north: vehicle on the loop",
         "Device state · online → offline · no answer",
         "Blood oxygen 97% · mode spot check · pulse 76 bpm · resident ■■■■",
-        "Buffer full: records dropped · dropped 1,200 · lasted 3 minutes",
+        "Records dropped · dropped 1,200 · lasted 3 minutes",
     ],
     "zh-CN": [
         "南门 车辆驶入 沪A·23522",
@@ -116,7 +116,7 @@ LINES = {
         "道闸抬杆 · gate-north: vehicle on the loop",
         "设备状态 · 在线 → 离线 · no answer",
         "血氧 97% · 模式 单次测量 · 脉搏 76 bpm · 住户 ■■■■",
-        "缓冲区已满：记录被丢弃 · 丢弃 1,200 · 持续 3 分钟",
+        "记录被丢弃 · 丢弃 1,200 · 持续 3 分钟",
     ],
 }
 
