@@ -142,7 +142,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                 records = privacy.redacted_match(records, "source")
                 if not records:
                     continue
-            payload = json_body(records)
+            payload = json_body(records, str_keys=True)
             await response.write(b"event: records\ndata: " + payload + b"\n\n")
             if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
                 audited = await audit_span(runtime, principal, target, counts, audited, last=False)
