@@ -431,9 +431,9 @@ def _owner(st: os.stat_result) -> str:
 
 
 def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
-    """The journal, state DB, trend index and snapshot folder (and their folders) must be readable
-    and writable by the service's user: a restore or an `edge` command run as root can leave
-    root-owned files the service then cannot open."""
+    """The journal, state DB, trend index, the site's lock file and snapshot folder (and their
+    folders) must be readable and writable by the service's user: a restore or an `edge` command
+    run as root can leave root-owned files the service then cannot open."""
     from edge import paths
     from edge.config import StorageConfig
 
@@ -459,7 +459,11 @@ def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
         if not _dir_usable(user, st) or not may_open(user, st, write=False):
             wrong.append(f"{folder}/ ({_owner(st)})")
             repair.add(folder)
+    from edge.runtime import LOCK_SUFFIX
+
     candidates = [Path(f"{db}{suffix}") for db in databases for suffix in ("", "-wal", "-shm")]
+    # the site's lock file: a root command killed while it held it (a restore) leaves it root's
+    candidates.append(Path(f"{journal}{LOCK_SUFFIX}"))
     if blobs.is_dir():
         candidates += [blobs, *blobs.rglob("*")]
     for path in candidates:

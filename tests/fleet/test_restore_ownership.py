@@ -94,6 +94,15 @@ def test_doctor_finds_root_owned_data_files_and_its_fix_repairs_them(tmp_path: P
     code, found = data_findings(config)
     assert [f["severity"] for f in found] == ["ok"], found
 
+    # the site's lock file left by a root command that was killed holding it (a restore): the
+    # service could not open it, and so would not start
+    lock = data / "edge.db-lock"
+    lock.write_text("4242\n")
+    lock.chmod(0o600)
+    code, found = data_findings(config)
+    (problem,) = found
+    assert code == 2 and f"{lock} (root:root 0600)" in problem["message"], problem
+
 
 def test_tokens_created_as_root_before_the_first_start_leave_a_state_db_the_service_owns(
     tmp_path: Path,
