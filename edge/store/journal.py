@@ -1012,7 +1012,9 @@ class Journal(JournalQueries):
         the full policy) and counted; committed rows are never touched by a failure. The same
         records failing twice with a data error (`unwritable`) are split (`_bisect`), so the one
         that can never be written is set apart instead of holding back the site's journal."""
-        exc = self._attempt(batch, ops, events_only)
+        # what the attempt kept: the tail the byte cap refused (drop_newest) is counted as dropped
+        # already, and neither retried nor split
+        batch, exc = self._attempt(batch, ops, events_only)
         if exc is None:
             self._suspect = None
             return True
@@ -1036,10 +1038,18 @@ class Journal(JournalQueries):
         return False
 
     def _attempt(
-        self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]], events_only: bool = False
-    ) -> Exception | None:
+        self,
+        batch: list[Record],
+        ops: list[tuple[str, tuple[Any, ...]]],
+        events_only: bool = False,
+        own: int = 0,
+    ) -> tuple[list[Record], Exception | None]:
         """One transaction of the events waiting, `batch` and `ops`, with its bookkeeping when it
-        commits; the exception (rolled back, nothing else done) when it does not."""
+        commits. Returns the records of `batch` it kept, and the exception (rolled back) when it
+        did not commit: under drop_newest the byte cap refuses the batch's tail before inserting
+        (counted as dropped whether the commit succeeds or not), and only what it kept is for a
+        retry or a split. The journal's own events, the ones waiting and the first `own` records
+        of `batch` (a split of them, `_bisect`), are never refused by the cap."""
         w = self._w
         assert w is not None
         cap: retention.CapResult | None = None
@@ -1050,17 +1060,17 @@ class Journal(JournalQueries):
             if batch:
                 limit, reason = self._limit(len(batch) + len(self._ready_events))
             drop_oldest = self.when_full == "drop_oldest"
-            if limit is not None and not drop_oldest:  # decide what to refuse before inserting
+            if limit is not None and not drop_oldest and len(batch) > own:  # refuse before inserting
                 cap = retention.make_room(
                     w,
-                    incoming=len(batch),
+                    incoming=len(batch) - own,
                     max_bytes=limit,
                     drop_oldest=False,
                     committed=self.committed_seq,
                     rows=self.counters["rows"],
                 )
                 if cap.short_rows:
-                    keep = max(0, len(batch) - cap.short_rows)
+                    keep = max(own, len(batch) - cap.short_rows)
                     self._refused(batch[keep:], reason, "dropped_newest")
                     batch = batch[:keep]
             records: list[Record] = [*self._ready_events, *batch] if self._ready_events else batch
@@ -1104,7 +1114,7 @@ class Journal(JournalQueries):
         except Exception as exc:  # SQLite's, or a record that cannot be written (sealing): the same
             with contextlib.suppress(sqlite3.Error):
                 w.execute("ROLLBACK")
-            return exc
+            return batch, exc
         if self.failing and not self.disk_full and not self._bisecting:
             log.warning("journal commits succeed again (the last failure: %s)", self.last_error)
         # committed: make the transaction's effects visible
@@ -1138,9 +1148,9 @@ class Journal(JournalQueries):
                     self._loop.call_soon_threadsafe(self._commit_event.set)
         if events_only:  # no recovery step: give the WAL back, stay in the state held
             self._checkpoint()
-            return None
+            return batch, None
         self._after_step(len(records), disk_drop)
-        return None
+        return batch, None
 
     def _bisect(self, batch: list[Record], ops: list[tuple[str, tuple[Any, ...]]]) -> bool:
         """The events waiting and `batch` failed twice with a data error: commit them in halves,
@@ -1158,7 +1168,15 @@ class Journal(JournalQueries):
         try:
             while todo or ops:
                 lo, hi = todo[-1] if todo else (0, 0)
-                exc = self._attempt(records[lo:hi] if not ops else [], ops)
+                part = records[lo:hi] if not ops else []
+                own = max(0, min(hi, waiting) - lo) if part else 0
+                kept, exc = self._attempt(part, ops, own=own)
+                if len(kept) < len(part):  # the byte cap refused the part's tail: gone, counted
+                    gone = len(part) - len(kept)
+                    del records[lo + len(kept) : hi]
+                    hi -= gone
+                    # the ranges still to do are all after this one
+                    todo = [*((a - gone, b - gone) for a, b in todo[:-1]), (lo, hi)]
                 if exc is None:
                     if ops:
                         ops = []
@@ -1172,8 +1190,9 @@ class Journal(JournalQueries):
                     self._ready_events.extend(refused)
                     return False
                 todo.pop()
-                if hi - lo == 1:
-                    refused.append(self._unwritable(records[lo], exc))
+                if hi - lo <= 1:
+                    if hi > lo:
+                        refused.append(self._unwritable(records[lo], exc))
                     continue
                 mid = (lo + hi) // 2
                 todo += [(mid, hi), (lo, mid)]
@@ -1181,7 +1200,7 @@ class Journal(JournalQueries):
             self._bisecting = False
         self._ready_events.extend(refused)
         if self._ready_events:  # the buffer_drop events, now rather than with the next step
-            exc = self._attempt([], [])
+            _, exc = self._attempt([], [])
             if exc is not None:
                 self._failed(exc, [], [])
                 return False
