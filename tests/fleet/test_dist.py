@@ -37,28 +37,41 @@ Runtime.start = _does_not_start
 class Gateway:
     """A gateway's prefix, site file and data directory under tmp_path, and install.sh run on it."""
 
+    site_id = "offline-site"
+    interval = "20ms"
+
     def __init__(self, tmp_path: Path, offline: list[str]) -> None:
         self.prefix, self.etc, self.data = tmp_path / "opt", tmp_path / "etc", tmp_path / "data"
         self.etc.mkdir()
         self.data.mkdir()
         self.offline = offline
         self.port = free_port()
+        self.site(self.data / "edge.db")
+        self.pid_file = self.data / "edge.pid"
+
+    def site(self, journal: Path) -> None:
+        """Write the site file with its journal at `journal`."""
         site = {
-            "site": {"id": "offline-site", "name": "offline"},
-            "storage": {"path": str(self.data / "edge.db")},
+            "site": {"id": self.site_id, "name": self.site_id},
+            "storage": {"path": str(journal)},
             "web": {"listen": f"127.0.0.1:{self.port}"},
             "devices": [
                 {
                     "id": "meter",
                     "driver": "sim",
-                    "points": [{"name": "p", "signal": "random", "min": 0, "max": 9, "interval": "20ms"}],
+                    "points": [
+                        {"name": "p", "signal": "random", "min": 0, "max": 9, "interval": self.interval}
+                    ],
                 }
             ],
         }
         (self.etc / "site.yaml").write_text(yaml.safe_dump(site))
-        self.pid_file = self.data / "edge.pid"
 
-    def install(self, bundle: Path, health_timeout: int = 60) -> subprocess.CompletedProcess[str]:
+    def install(
+        self, bundle: Path, health_timeout: int = 60, **settings: str
+    ) -> subprocess.CompletedProcess[str]:
+        """install.sh --from `bundle`, with `settings` (KEEP_BACKUPS, ALLOW_DOWNGRADE, ...) in its
+        environment and none of them inherited from this one."""
         fmt = {"prefix": self.prefix, "etc": self.etc, "data": self.data}
         env = dict(
             os.environ,
@@ -70,9 +83,18 @@ class Gateway:
             START_CMD=START_CMD.format(**fmt),
             STOP_CMD=STOP_CMD.format(**fmt),
             HEALTH_TIMEOUT=str(health_timeout),
+            **settings,
         )
-        for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-            env.pop(proxy, None)
+        for name in (
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "KEEP_BACKUPS",
+            "ALLOW_DOWNGRADE",
+        ):
+            if name not in settings:
+                env.pop(name, None)
         return subprocess.run(
             [*self.offline, "sh", str(ROOT / "deploy" / "install.sh"), "--from", str(bundle)],
             env=env,

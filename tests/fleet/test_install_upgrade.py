@@ -12,19 +12,16 @@ import hashlib
 import io
 import os
 import sqlite3
-import subprocess
-import sys
 import tarfile
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.fleet.conftest import ROOT, START_CMD, STOP_CMD, alive, stop_pid_file
+from tests.fleet.conftest import alive, stop_pid_file
 from tests.fleet.test_dist import BROKEN
-from tests.support.ports import free_port
+from tests.fleet.test_dist import Gateway as DistGateway
 from tests.support.waiting import until_sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the session's bundle may be built first
@@ -77,62 +74,15 @@ def bundles(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     }
 
 
-class Gateway:
-    """A gateway's prefix, site file and data folder under tmp_path, and install.sh run on it."""
+class Gateway(DistGateway):
+    """A gateway's prefix, site file and data folder under tmp_path, and install.sh run on it
+    (online: the bundles are local files)."""
+
+    site_id = "upgrade-site"
+    interval = "50ms"
 
     def __init__(self, tmp_path: Path) -> None:
-        self.prefix, self.etc, self.data = tmp_path / "opt", tmp_path / "etc", tmp_path / "data"
-        self.etc.mkdir()
-        self.data.mkdir()
-        self.port = free_port()
-        self.pid_file = self.data / "edge.pid"
-        self.site(self.data / "edge.db")
-
-    def site(self, journal: Path) -> None:
-        """Write the site file with its journal at `journal`."""
-        site = {
-            "site": {"id": "upgrade-site", "name": "upgrade"},
-            "storage": {"path": str(journal)},
-            "web": {"listen": f"127.0.0.1:{self.port}"},
-            "devices": [
-                {
-                    "id": "meter",
-                    "driver": "sim",
-                    "points": [{"name": "p", "signal": "random", "min": 0, "max": 9, "interval": "50ms"}],
-                }
-            ],
-        }
-        (self.etc / "site.yaml").write_text(yaml.safe_dump(site))
-
-    def install(
-        self, bundle: Path, health_timeout: int = 60, **settings: str
-    ) -> subprocess.CompletedProcess[str]:
-        fmt = {"prefix": self.prefix, "etc": self.etc, "data": self.data}
-        env = dict(
-            os.environ,
-            PREFIX=str(self.prefix),
-            ETC=str(self.etc),
-            SERVICE="none",
-            EXTRAS="modbus",
-            PYTHON=sys._base_executable,  # type: ignore[attr-defined]
-            START_CMD=START_CMD.format(**fmt),
-            STOP_CMD=STOP_CMD.format(**fmt),
-            HEALTH_TIMEOUT=str(health_timeout),
-            **settings,
-        )
-        for name in ("KEEP_BACKUPS", "ALLOW_DOWNGRADE"):
-            if name not in settings:
-                env.pop(name, None)
-        return subprocess.run(
-            ["sh", str(ROOT / "deploy" / "install.sh"), "--from", str(bundle)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-
-    def current(self) -> str:
-        return os.readlink(self.prefix / "current")
+        super().__init__(tmp_path, [])
 
     def backups(self) -> list[str]:
         return sorted(p.name for p in (self.prefix / "backups").iterdir())
