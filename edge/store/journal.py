@@ -32,7 +32,9 @@ Any exception in a commit, not only a SQLite error (a record that cannot be seal
 handled as a failed commit: counted in `write_errors`, logged once per distinct error, the batch
 kept and retried, and `failing` set until a commit succeeds. A batch that fails twice alike with
 a data error (`unwritable`: a payload nested deeper than orjson writes, a reading whose value is
-a list) is committed in halves, recursively, in order; a record that fails alone is refused,
+a list) is committed in halves, recursively, in order (and at its first failure when its error
+is the one the last split found: a point giving such a value at every poll costs neither the
+retry's wait nor a log line each time); a record that fails alone is refused,
 counted in `dropped_unwritable` and reported as a `buffer_drop` event of reason `unwritable`, so
 one record never stops the site's journal. Should the writer thread end all the same, the
 journal says so (`writer_problem`, `failing`), and what is appended from then on is counted as
@@ -46,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -123,6 +126,7 @@ DATA_ERRORS = frozenset(
 )
 # IntegrityErrors of the journal's own checks, not of a record (`edge.store.rows.insert_records`)
 OWN_CHECKS = ("journal.seq", "seq numbering", "event rows missing")
+DIGITS = re.compile(r"\d+")
 
 __all__ = [  # re-exported: other modules import these from here
     "AUTO_READING_SQL",
@@ -332,6 +336,9 @@ class Journal(JournalQueries):
         # the first record of a commit that failed with a data error: failing again, split it
         self._suspect: Record | None = None
         self._bisecting = False
+        # the error text of the last split, its numbers left out: a batch failing with it is split
+        # at once
+        self._bisected: str | None = None
         self._told_unwritable: set[str] = set()  # error texts of refused records already logged
         self._rate: deque[tuple[float, int, int]] = deque()  # (monotonic, committed, expired)
         self._expired_total = 0
@@ -1024,13 +1031,19 @@ class Journal(JournalQueries):
                 self._ops[:0] = ops
             return False
         first = self._ready_events[0] if self._ready_events else batch[0] if batch else None
+        error = f"{type(exc).__name__}: {exc}"
+        shape = DIGITS.sub("#", error)  # "Error binding parameter 15": wherever the record sits
         if first is None or not unwritable(exc):
             self._suspect = None
-        elif first is self._suspect:  # the same records failed alike before: find the culprit
+        elif first is self._suspect or shape == self._bisected:
+            # the same records failed alike before, or the error the last split found in a record
+            # is back (a point giving such a value at every poll): find the culprit now, without
+            # the retry's wait and without saying it again
             self._suspect = None
+            self._bisected = shape
             self._count("write_errors")
             self.failing = True
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.last_error = error
             return self._bisect(batch, ops)
         else:
             self._suspect = first

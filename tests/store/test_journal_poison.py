@@ -336,3 +336,33 @@ async def test_a_changed_expirer_interval_takes_effect_at_once(tmp_path: Path) -
         await until(lambda: len(runs) >= 3, timeout=10, what="expirer runs at the new interval")
     finally:
         await j.close()
+
+
+async def test_a_point_unwritable_at_every_poll_is_split_at_once_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error the last split found, back in the next batch: split at its first failure, not
+    after a failed commit, the retry's wait and another 'journal commit failed' line per poll."""
+    caplog.set_level(logging.ERROR, logger="edge.store")
+    t = time.time()
+    polls = 6
+    j = open_journal(tmp_path)
+    try:
+        for k in range(polls):
+            # the bad value sits elsewhere in each batch ("Error binding parameter N" differs)
+            poison = Reading(t + 100 * k + 50, "meter.odd", [1, 2])  # type: ignore[arg-type]
+            j.append([*clean(k, t + 100 * k), poison, *clean(20 - k, t + 100 * k + 60)])
+            await settled(j, k + 1)
+        assert not j.failing
+        # the first poll fails twice (the commit, its retry: then split), each later one once
+        assert j.write_errors == polls + 1
+    finally:
+        await j.close()
+    failed = [r for r in caplog.records if "journal commit failed" in r.getMessage()]
+    assert len(failed) == 1, [r.getMessage() for r in failed]
+    said = [r for r in caplog.records if "cannot be written was dropped" in r.getMessage()]
+    assert len(said) == 1
+    rows = journal_rows(j.path)
+    assert [seq for seq, *_ in rows] == list(range(1, len(rows) + 1))
+    assert len([r for r in rows if r[3] is None]) == 20 * polls
+    assert len(drops(rows)) == polls
