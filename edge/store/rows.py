@@ -462,16 +462,16 @@ def fit_payload(payload: Any, fitted: list[tuple[str, Any]], source: str) -> Any
 def count_fitted(w: sqlite3.Connection, fitted: Sequence[tuple[str, Any]]) -> None:
     """Count the integers journaled as floats (`INTS_AS_FLOATS`, a persisted counter created on
     first use) in the caller's transaction, so a rolled-back commit counts nothing; say so in the
-    log the first time a point or source has one."""
+    log the first time a point or source has one, naming the point or source, never the value
+    (a personal or sensitive reading's is sealed at rest, and the log is not)."""
     w.execute(ADD_COUNT_SQL, (INTS_AS_FLOATS, len(fitted)))
-    for where, value in fitted:
+    for where, _ in fitted:
         if where not in _told_fitted:
             _told_fitted.add(where)
             log.warning(
-                "%s: the integer %d is outside the journal's 64-bit integers (-2**63 to 2**63-1); "
+                "%s: an integer outside the journal's 64-bit integers (-2**63 to 2**63-1) was "
                 "journaled as the nearest float (counted in %s; said once per point or source)",
                 where,
-                value,
                 INTS_AS_FLOATS,
             )
 

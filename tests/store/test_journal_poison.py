@@ -3,7 +3,8 @@ fails twice alike with a data error, is committed in halves, and the record that
 refused, counted in the persisted `dropped_unwritable` and reported in a `buffer_drop` event of
 reason `unwritable`; everything else commits in order with consecutive seqs. Errors that are not
 the data's (a full disk, a locked file, a key store that no longer opens) keep the retry. Also:
-a changed `expirer_interval` takes effect at the next retention pass."""
+a changed `expirer_interval` takes effect at the next retention pass, and an integer journaled
+as a float is logged by its point, never its value."""
 
 from __future__ import annotations
 
@@ -366,3 +367,25 @@ async def test_a_point_unwritable_at_every_poll_is_split_at_once_and_said_once(
     assert [seq for seq, *_ in rows] == list(range(1, len(rows) + 1))
     assert len([r for r in rows if r[3] is None]) == 20 * polls
     assert len(drops(rows)) == polls
+
+
+async def test_an_integer_journaled_as_a_float_is_logged_by_its_point_not_its_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sensitive reading's value is sealed at rest: the log line that says it was journaled
+    as a float names the point, never the value."""
+    caplog.set_level(logging.WARNING, logger="edge.store")
+    point = f"kiosk.big_{time.monotonic_ns()}"  # said once per point: one no other test used
+    classes = Classes()
+    classes.private_ranks = {point: 2}
+    value = 2**70 + 12345
+    j = open_journal(tmp_path, classes=classes, sealer=Sealer())  # type: ignore[arg-type]
+    try:
+        j.append([Reading(time.time(), point, value)])
+        await j.flush()
+        assert j.committed_seq == 1 and j.counters["ints_as_floats"] == 1
+    finally:
+        await j.close()
+    said = [r.getMessage() for r in caplog.records if "nearest float" in r.getMessage()]
+    assert len(said) == 1 and point in said[0], said
+    assert str(value) not in caplog.text and str(float(value)) not in caplog.text
