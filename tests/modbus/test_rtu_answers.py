@@ -139,13 +139,19 @@ POINTS = [
 ]
 
 
+TIMEOUT = 0.3
+#: an answer this late comes after the timeout (the device's delay starts once it has the request)
+#: and well within the quiet period the line waits for after the failure, one timeout long
+LATE = TIMEOUT + 0.05
+
+
 def slow_meter(port: str, **more: object) -> dict[str, object]:
     # one poll at start, then only what a test asks for; each point its own request
     conn = {"transport": "rtu", "port": port}
     return {
         "connection": conn,
         "poll": "1h",
-        "timeout": 0.3,
+        "timeout": TIMEOUT,
         "retries": 0,
         "max_gap": 0,
         "points": POINTS,
@@ -157,7 +163,7 @@ async def test_a_late_answer_is_not_taken_for_the_next_request(tmp_path: Path) -
     async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
         await got.polled(1)
         assert got.values() == {"r0": 1000, "r10": 1010, "alarm": False}
-        dev.delays = [0.45]  # r0's answer comes after the 0.3 s timeout, while r10 is asked
+        dev.delays = [LATE]  # r0's answer comes after the timeout, while r10 is asked
         with pytest.raises(DeviceReadError, match="did not answer"):
             await got.driver.read("r0")
         r10 = await got.driver.read("r10")
@@ -173,7 +179,7 @@ async def test_a_late_answer_between_requests_is_counted(tmp_path: Path) -> None
         await got.polled(1)
         link = got.driver.link
         assert link is not None
-        dev.delays = [0.45]
+        dev.delays = [LATE]
         with pytest.raises(DeviceReadError, match="did not answer"):
             await got.driver.read("r0")
         # nothing asked meanwhile: the late answer arrives on a quiet link, and is still counted
@@ -186,7 +192,7 @@ async def test_a_late_answer_does_not_reach_a_bit_write(tmp_path: Path) -> None:
     async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port)) as got:
         dev.store[300] = 0x0100
         await got.polled(1)
-        dev.delays = [0.45]
+        dev.delays = [LATE]
         with pytest.raises(DeviceReadError):
             await got.driver.read("r10")
         result = await got.driver.write("alarm", True)
