@@ -181,6 +181,7 @@ class Link:
         self.discarded = 0  # bytes thrown away while the line settled after a failure
         self.discarded_reported = 0  # of which logged
         self.noise = 0  # bytes skipped before an RTU answer (line noise)
+        self._expected: tuple[int, int, int, int] | None = None  # the answer a request waits for
         self._register_locks: dict[tuple[int, int], asyncio.Lock] = {}
         self.trace: Callable[[str, int], None] | None = None  # (event, unit) hook for bus tests
 
@@ -219,25 +220,64 @@ class Link:
         """Find an RTU answer behind noise. pymodbus drops everything received when the bytes at
         the front do not end in a good CRC, and waits (until the timeout) when they look like the
         start of a longer frame: one noise byte before an answer lost it, and steady noise kept a
-        device offline. Here each later byte is tried as the start of the frame; the bytes before
-        the frame found are counted in `noise` and thrown away, and when no frame is found yet the
-        bytes are kept for more to arrive (the next request starts afresh)."""
-        framer = client.ctx.framer
+        device offline.
+
+        The answer the request in progress expects (`_expected`: its unit, function code and
+        length) tells noise from an answer still arriving. While the front can be that answer and
+        it is not complete, nothing is decoded (pymodbus would decode the whole buffer again at
+        each chunk received). Only when the front cannot be it (another head, a length the request
+        does not fit, a failed CRC) is the answer looked for further on, and only at bytes that
+        start with the unit and function code asked for (or its exception) and whose length fits
+        the request: register data that happens to hold a frame with a good CRC is never taken for
+        an answer. The bytes before the answer found are thrown away and counted in `noise`; so
+        are those before the head of one still arriving, when keeping them would lose it (pymodbus
+        drops a buffer whose front fails its CRC, and clears one past its size limit)."""
+        ctx = client.ctx
+        framer = ctx.framer
         decode = framer.decode
+        check_crc = framer.check_CRC
 
         def hunting(data: bytes) -> tuple[int, int, int, bytes]:
-            found = decode(data)
-            if found[3]:
-                return found  # type: ignore[no-any-return]
-            for skip in range(1, len(data) - 3):  # a frame is at least 4 bytes
-                used, dev_id, tid, frame = decode(data[skip:])
-                if frame:
-                    self.noise += skip
-                    log.debug("%s: skipped %d bytes of noise before an answer", self.describe(), skip)
-                    return skip + used, dev_id, tid, frame
-            return 0, 0, 0, b""
+            shape = self._expected
+            if shape is None:
+                return decode(data)  # type: ignore[no-any-return]
+            size = _answer_at(data, 0, shape)
+            if size and len(data) < size:
+                return 0, 0, 0, b""  # the answer asked for, the rest still to come
+            found: tuple[int, int, int, bytes] = decode(data)
+            if found[3] and size:
+                return found
+            # the front is not the answer asked for, or failed its CRC: look for it further on
+            unit = shape[0]
+            arriving = arriving_end = 0
+            at = data.find(unit, 1)
+            while at > 0:
+                length = _answer_at(data, at, shape)
+                if length and len(data) - at < length:
+                    if not arriving:
+                        arriving, arriving_end = at, at + length
+                elif length and check_crc(
+                    data[at : at + length - 2], int.from_bytes(data[at + length - 2 : at + length])
+                ):
+                    self._skipped(at)
+                    return len(data), unit, 0, data[at + 1 : at + length - 2]
+                at = data.find(unit, at + 1)
+            waiting = not found[0] and not found[3]
+            if arriving and (not waiting or arriving_end > ctx.max_buffer_size):
+                self._skipped(arriving)
+                return arriving, 0, 0, b""
+            if found[3] or waiting:
+                return found  # a frame _mismatch will name, or the front's rest still to come
+            # a failed CRC and no answer behind it: drop it, but its last byte may start the answer
+            keep = 1 if data[-1] == unit else 0
+            self._skipped(len(data) - keep)
+            return len(data) - keep, 0, 0, b""
 
         framer.decode = hunting
+
+    def _skipped(self, count: int) -> None:
+        self.noise += count
+        log.debug("%s: skipped %d bytes of noise before an answer", self.describe(), count)
 
     def _watch_line(self, client: Any) -> None:
         """Note when bytes arrive on the serial line, and swallow them while it settles."""
@@ -376,6 +416,7 @@ class Link:
                 self.requests += 1
                 if self.trace:
                     self.trace("start", unit)
+                self._expected = _answer_shape(unit, method, kwargs)
                 try:
                     # pymodbus bounds the request itself: the connect and the wait for the answer
                     # are each a wait_for(timeout_connect) (set above). A second timer of our own per
@@ -388,6 +429,7 @@ class Link:
                     self._after_failure(timeout)
                     continue
                 finally:
+                    self._expected = None
                     self._last_frame = time.monotonic()
                     if self.trace:
                         self.trace("end", unit)
@@ -420,6 +462,39 @@ class Link:
         self._failed_at = time.monotonic()
         self._drain_for = max(self._drain_for, timeout)
         self._draining = True  # from now until the next frame, what arrives is counted and dropped
+
+
+def _answer_shape(unit: int, method: str, kwargs: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """(unit, function code, length of the RTU frame, byte count it carries or -1) of the answer
+    to this request; None when no answer or no fixed one is expected (a broadcast, another method)."""
+    fc = FUNCTION_CODES.get(method)
+    if fc is None or not unit:
+        return None
+    count = int(kwargs.get("count", 1))  # pymodbus's default
+    if method in REGISTER_READS:
+        data = 2 * count
+    elif method in BIT_READS:
+        data = (count + 7) // 8
+    else:
+        return unit, fc, 8, -1  # a write's answer echoes its address and value or count
+    return unit, fc, data + 5, data
+
+
+def _answer_at(data: bytes, at: int, shape: tuple[int, int, int, int]) -> int:
+    """The length of the answer `shape` describes if one can start at data[at] (its bytes so far
+    agree: unit, function code or its exception, byte count), else 0."""
+    unit, fc, size, count = shape
+    if data[at] != unit:
+        return 0
+    if len(data) - at < 2:
+        return size
+    if data[at + 1] == fc | 0x80:
+        return 5  # unit, function code, exception code, CRC
+    if data[at + 1] != fc:
+        return 0
+    if count >= 0 and len(data) - at > 2 and data[at + 2] != count:
+        return 0
+    return size
 
 
 def _mismatch(unit: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], response: Any) -> str:

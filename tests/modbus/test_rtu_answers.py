@@ -43,7 +43,8 @@ class RtuDevice:
     """Unit 1: FC3/FC4 register i holds 1000 + i unless written with FC6 (kept in `store`).
     Requests are served one at a time, in order. `delays` holds the delay of each next answer
     (popped per request; none left: at once); `answer`, when set, rewrites each next answer;
-    `noise` is sent before the next answer, `noise_gap` seconds ahead of it."""
+    `noise` is sent before the next answer, `noise_gap` seconds ahead of it; `send`, when set,
+    sends each answer instead of one write (in chunks, say)."""
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
@@ -53,6 +54,7 @@ class RtuDevice:
         self.answer: Answer | None = None
         self.noise = b""
         self.noise_gap = 0.0
+        self.send: Callable[[bytes], None] | None = None
         self.requests: list[tuple[int, int, int, int]] = []  # (unit, fc, address, count)
         self.answered = 0
         self._stop_r, self._stop_w = os.pipe()
@@ -97,7 +99,10 @@ class RtuDevice:
                     if self.noise_gap and not self._wait(self.noise_gap):
                         return
                 self.answered += 1  # counted before it goes out: whoever reads it sees it counted
-                os.write(self.fd, out)
+                if self.send is not None:
+                    self.send(out)
+                else:
+                    os.write(self.fd, out)
 
     def stop(self) -> None:
         os.write(self._stop_w, b"x")
