@@ -169,9 +169,10 @@ class Link:
         self.connects = 0
         self.users = 0
         self._last_frame = 0.0
-        # RTU has no transaction id: after a request got no valid answer, the next frame waits
-        # until the line has been quiet for `_drain_for` seconds and what came in is thrown away,
-        # so a late answer is never taken for the next request's
+        # RTU has no transaction id: after a request got no valid answer (or was cancelled), the
+        # next frame waits until the line has been quiet for `_drain_for` seconds and what came in
+        # is thrown away, so a late answer that arrives before then is never taken for the next
+        # request's (one later than that, to a request of the same shape, cannot be told apart)
         self._drain_for = 0.0
         self._failed_at = 0.0
         self._last_rx = 0.0  # monotonic time bytes last arrived on a serial line
@@ -428,6 +429,11 @@ class Link:
                     )
                     self._after_failure(timeout)
                     continue
+                except asyncio.CancelledError:
+                    # the caller gave up (a hub's timeout around a write, a commissioning read's):
+                    # the device may still answer, and that answer must not be the next request's
+                    self._after_failure(timeout)
+                    raise
                 finally:
                     self._expected = None
                     self._last_frame = time.monotonic()

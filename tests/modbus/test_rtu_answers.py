@@ -5,6 +5,7 @@ answers at once and always right)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -203,6 +204,25 @@ async def test_a_late_answer_does_not_reach_a_bit_write(tmp_path: Path) -> None:
         result = await got.driver.write("alarm", True)
         assert result.ok, result.reason
         assert dev.store == {300: 0x0101}  # the register's own bits, not r10's value with bit 0 set
+
+
+async def test_an_answer_to_a_cancelled_request_is_not_taken_for_the_next(tmp_path: Path) -> None:
+    # the caller gives up before the timeout (a hub's timeout around a write, a commissioning
+    # read's): the device still answers, and that answer is thrown away like a late one
+    async with rtu_device(tmp_path) as (port, dev), running_driver(slow_meter(port, timeout=1.0)) as got:
+        await got.polled(1)
+        asked = len(dev.requests)
+        dev.delays = [0.2]  # r0's answer comes after the caller gave up, while r10 is asked
+        r0 = asyncio.create_task(got.driver.read("r0"))
+        await wait_for(lambda: len(dev.requests) > asked, what="r0 asked")
+        r0.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await r0
+        r10 = await got.driver.read("r10")
+        assert r10.value == 1010 and r10.quality == Quality.GOOD
+        link = got.driver.link
+        assert link is not None and link.discarded == 7
+        assert got.driver.counters["late_bytes_discarded"] == 7
 
 
 def longer(unit: int, fc: int, addr: int, count: int, out: bytes) -> bytes:
