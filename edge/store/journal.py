@@ -65,6 +65,7 @@ from edge.model import PRIVACY_RANK, Event, Privacy, Reading, Record, Severity, 
 from edge.store import retention, space
 from edge.store.reader import READER_CACHE_KIB, JournalQueries
 from edge.store.rows import (
+    ADD_COUNTER_SQL,
     AUTO_READING_SQL,
     BOOL_FLAG,
     EVENT_SQL,
@@ -74,6 +75,7 @@ from edge.store.rows import (
     JournalClosed,
     RecordClasses,
     Sealer,
+    checkpoint,
     connect,
     insert_records,
     is_disk_full,
@@ -88,7 +90,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.store")
 
-CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never the writer's 30 s
 TIGHT_STEPS = 8  # closer to the reserve than this many full steps' WAL: checkpoint after every step
 # a disk-limited episode ends only with this many full steps' WAL free beyond the reserve
 SPACE_BACK_STEPS = 2
@@ -144,7 +145,6 @@ __all__ = [  # re-exported: other modules import these from here
 ]
 
 COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
-ADD_COUNTER_SQL = "INSERT INTO counters(name, value) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 LAST_SEQ_SQL = (
     "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 )
@@ -851,16 +851,7 @@ class Journal(JournalQueries):
         an old snapshot keeps the frames it may still read (the next steps then see less room)."""
         w = self._w
         assert w is not None
-        try:
-            w.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
-            busy = w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except sqlite3.Error as exc:
-            log.debug("journal checkpoint failed: %s", exc)
-            return False
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                w.execute("PRAGMA busy_timeout=30000")
-        return not busy
+        return checkpoint(w)
 
     def _hold(self) -> bool:
         """Not even one step fits beyond the reserve: write nothing rather than take the reserve

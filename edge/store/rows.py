@@ -6,6 +6,7 @@ The reads themselves are named queries in `edge.store.reader`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -36,6 +37,7 @@ BOOL_FLAG = 4  # quality column: bits 0-1 quality, bit 2 "value is a bool" (SQLi
 # events too, whose quality is otherwise NULL. Decoded as `"clock_untrusted": true`.
 CLOCK_FLAG = 8
 SQLITE_FULL = 13
+CHECKPOINT_BUSY_MS = 200  # a checkpoint waits this long for readers, never a connection's 30 s
 
 READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?)"
 FLAGGED_READING_SQL = "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?,?,?,?,?|8)"
@@ -64,7 +66,8 @@ PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 JSON_INT_MAX = (1 << 64) - 1  # orjson writes integers up to uint64
 INTS_AS_FLOATS = "ints_as_floats"
-ADD_COUNT_SQL = (
+#: add to a persisted counter, created on first use (the journal's `counters` table)
+ADD_COUNTER_SQL = (
     "INSERT INTO counters(name, value) VALUES(?, ?) "
     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 )
@@ -299,6 +302,23 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def checkpoint(conn: sqlite3.Connection, schema: str = "main") -> bool:
+    """Copy the WAL of `schema` (the journal's file; an attached one, such as the trend index's)
+    into its file and truncate it, waiting CHECKPOINT_BUSY_MS for readers, never the
+    connection's 30 s; False when a reader's snapshot kept it from finishing or it failed (try
+    again later: the frames a reader may still read stay)."""
+    try:
+        conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+        busy = conn.execute(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)").fetchone()[0]
+    except sqlite3.Error as exc:
+        log.debug("checkpoint of %s (%s) failed: %s", schema, getattr(conn, "path", ""), exc)
+        return False
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA busy_timeout=30000")
+    return not busy
+
+
 def is_disk_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc)
 
@@ -464,7 +484,7 @@ def count_fitted(w: sqlite3.Connection, fitted: Sequence[tuple[str, Any]]) -> No
     first use) in the caller's transaction, so a rolled-back commit counts nothing; say so in the
     log the first time a point or source has one, naming the point or source, never the value
     (a personal or sensitive reading's is sealed at rest, and the log is not)."""
-    w.execute(ADD_COUNT_SQL, (INTS_AS_FLOATS, len(fitted)))
+    w.execute(ADD_COUNTER_SQL, (INTS_AS_FLOATS, len(fitted)))
     for where, _ in fitted:
         if where not in _told_fitted:
             _told_fitted.add(where)

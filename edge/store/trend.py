@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from edge import paths
 from edge.clock import boottime
 from edge.store import retention
-from edge.store.rows import READINGS_WHERE, EventMatch, connect
+from edge.store.rows import READINGS_WHERE, EventMatch, checkpoint, connect
 
 if TYPE_CHECKING:
     from edge.model import Event
@@ -158,7 +158,6 @@ CHUNK_SEQ = 10_000  # journal seqs per read transaction: short snapshots, the WA
 FLUSH_SEQ = 100_000  # journal seqs staged in memory before they go into trend.db (catching up only)
 IDLE_INTERVAL = 2.0  # seconds between rollups once caught up (not one per group commit)
 TRIM_INTERVAL = 600.0
-CHECKPOINT_BUSY_MS = 200  # a checkpoint after a deletion waits this long for the readers
 FOLLOWER_NICE = 10
 FAR_FUTURE = 1e13  # UTC epoch seconds, year ~318 000: beyond any reading
 #: the follower's page cache on the journal, in KiB. It reads each row once, forward: SQLite's
@@ -312,7 +311,7 @@ def expire_private(conn: sqlite3.Connection, cutoffs: dict[int, float]) -> tuple
     """Delete the buckets and events of each personal or sensitive class (`cutoffs`: rank -> the
     time before which it is past its retention) and add them to the index's counters in the same
     transaction; returns (buckets, events) deleted. The caller then truncates the WAL
-    (`truncate_wal`), where the deleted rows' earlier page images still are."""
+    (`checkpoint` of the schema `trend`), where the deleted rows' earlier page images still are."""
     buckets = events = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -328,21 +327,6 @@ def expire_private(conn: sqlite3.Connection, cutoffs: dict[int, float]) -> tuple
             conn.execute("ROLLBACK")
         raise
     return buckets, events
-
-
-def truncate_wal(conn: sqlite3.Connection) -> bool:
-    """Copy trend.db's WAL into the file and truncate it, waiting briefly for readers; False when
-    a reader's snapshot kept it from finishing (try again later)."""
-    try:
-        conn.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
-        busy = conn.execute("PRAGMA trend.wal_checkpoint(TRUNCATE)").fetchone()[0]
-    except sqlite3.Error as exc:
-        log.debug("trend index checkpoint failed: %s", exc)
-        return False
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA busy_timeout=30000")
-    return not busy
 
 
 def read_counters(conn: sqlite3.Connection) -> dict[str, int]:
@@ -572,7 +556,7 @@ class TrendIndex:
             self.buckets, self.events = counts
             self._wal_dirty = self._wal_dirty or bool(buckets or events)
         if self._wal_dirty:
-            self._wal_dirty = not await self._run(truncate_wal, conn)
+            self._wal_dirty = not await self._run(checkpoint, conn, "trend")
 
     async def caught_up(self, timeout: float = 30.0) -> int:
         """Wait until the cursor has reached the journal's committed seq at the time of the call."""

@@ -3,8 +3,9 @@ fails twice alike with a data error, is committed in halves, and the record that
 refused, counted in the persisted `dropped_unwritable` and reported in a `buffer_drop` event of
 reason `unwritable`; everything else commits in order with consecutive seqs. Errors that are not
 the data's (a full disk, a locked file, a key store that no longer opens) keep the retry. Also:
-a changed `expirer_interval` takes effect at the next retention pass, and an integer journaled
-as a float is logged by its point, never its value."""
+a changed `expirer_interval` takes effect at the next retention pass, an integer journaled as a
+float is logged by its point, never its value, and the checkpoint the journal and the trend
+index share."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from edge.config import StorageConfig
 from edge.model import Event, Reading, Record
 from edge.store.health import buffer_health
 from edge.store.journal import DROPPED_UNWRITABLE, Journal, unwritable
+from edge.store.rows import checkpoint, connect
 from tests.store.helpers import open_journal
 from tests.support.tools import require_root
 from tests.support.waiting import until
@@ -389,3 +391,30 @@ async def test_an_integer_journaled_as_a_float_is_logged_by_its_point_not_its_va
     said = [r.getMessage() for r in caplog.records if "nearest float" in r.getMessage()]
     assert len(said) == 1 and point in said[0], said
     assert str(value) not in caplog.text and str(float(value)) not in caplog.text
+
+
+@pytest.mark.parametrize("schema", ["main", "trend"])
+def test_a_checkpoint_waits_briefly_for_a_reader_then_truncates_the_wal(tmp_path: Path, schema: str) -> None:
+    """The one checkpoint of the journal's file and of the attached trend index: a reader's
+    snapshot keeps it from finishing (False, the connection's own busy timeout restored), and
+    once the reader is done the WAL is truncated."""
+    main, trend = tmp_path / "edge.db", tmp_path / "trend.db"
+    conn = connect(str(main))
+    reader = sqlite3.connect(str(trend if schema == "trend" else main), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"ATTACH DATABASE '{trend}' AS trend")
+        conn.execute("PRAGMA trend.journal_mode=WAL")
+        conn.execute(f"CREATE TABLE {schema}.t (x)")
+        conn.executemany(f"INSERT INTO {schema}.t VALUES (?)", [(i,) for i in range(100)])
+        wal = Path(f"{trend if schema == 'trend' else main}-wal")
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM t").fetchone() == (100,)
+        assert checkpoint(conn, schema) is False
+        assert conn.execute("PRAGMA busy_timeout").fetchone() == (30000,)
+        reader.execute("COMMIT")
+        assert checkpoint(conn, schema) is True
+        assert wal.stat().st_size == 0
+    finally:
+        reader.close()
+        conn.close()
