@@ -930,8 +930,6 @@ class Journal(JournalQueries):
         if time.monotonic() - self._last_full < SPACE_BACK_S:
             return
         rec = self._recovery or {"started": self._last_full, "rows": 0, "steps": 0}
-        self.disk_full = self.recovering = False
-        self._recovery = None
         self.last_recovery = {
             "rows": rec["rows"],
             "steps": rec["steps"],
@@ -944,6 +942,10 @@ class Journal(JournalQueries):
             rec["steps"],
             self.last_recovery["seconds"],
         )
+        # then the state: whoever sees it end (a health check, `edge buffer stats`) finds the
+        # recovery's figures and its log line there already
+        self.disk_full = self.recovering = False
+        self._recovery = None
 
     def _publish(self, force: bool = False) -> None:
         """The writer's state for other processes; the backlog figure at most every 0.2 s."""
