@@ -5,32 +5,16 @@ with spaces, punctuation or Chinese characters stay accepted."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from edge.yamlpos import load as load_yaml
+from tests.core.test_check_limits import _line, _refused
 from tests.support.cli import edge_cli
 from tests.support.site import site_file
 
 YamlPath = tuple[str | int, ...]
-
-
-def _line(config: Path, path: YamlPath) -> int:
-    _, pos = load_yaml(config.read_text(encoding="utf-8"), str(config))
-    line = pos.lines.get(path)
-    assert line is not None, f"{path} not in {config}"
-    return line
-
-
-def _refused(proc: subprocess.CompletedProcess[str], n: int) -> str:
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 1, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    assert f": {n} problem{'s' if n != 1 else ''}\n" in proc.stderr, out[-3000:]
-    return proc.stderr
 
 
 def _at(config: Path, *path: str | int) -> str:

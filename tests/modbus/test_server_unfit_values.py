@@ -6,12 +6,10 @@ mapped points whose configured range cannot fit."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +18,8 @@ import pytest
 from drivers.modbus import codec
 from drivers.modbus.check import range_warnings
 from edge.model import Reading
+from tests.modbus.test_server_and_probe import modbus_client
 from tests.support.site import load, running_site
-
-
-@contextlib.asynccontextmanager
-async def modbus_client(port: int) -> AsyncIterator[Any]:
-    from pymodbus.client import AsyncModbusTcpClient
-
-    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
-    await client.connect()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def site(points: list[dict[str, Any]]) -> dict[str, Any]:
