@@ -137,7 +137,8 @@ class KpiStore:
                     conn.execute("DELETE FROM kpi_alerts WHERE day < ?", (keep_from,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a failed COMMIT has rolled back already
+                    conn.execute("ROLLBACK")
                 raise
 
     def set_meta(self, key: str, value: Any) -> None:
