@@ -71,18 +71,23 @@ def service_user(name: str | None) -> User:
     return User(entry.pw_name, entry.pw_uid, frozenset(gids))
 
 
+def _perms(user: User, st: os.stat_result) -> int:
+    """The permission bits of a file of this stat that apply to `user` (its owner's, its group's
+    or the others'): 4 read, 2 write, 1 execute/search. Mode bits only: ACLs and capabilities
+    other than root's are not looked at."""
+    if st.st_uid == user.uid:
+        return (st.st_mode >> 6) & 7
+    if st.st_gid in user.groups:
+        return (st.st_mode >> 3) & 7
+    return st.st_mode & 7
+
+
 def may_open(user: User, st: os.stat_result, read: bool = True, write: bool = True) -> bool:
-    """Whether `user` may open a file of this stat for reading and/or writing (mode bits; ACLs
-    and capabilities other than root's are not looked at)."""
+    """Whether `user` may open a file of this stat for reading and/or writing."""
     if user.uid == 0:
         return True
-    if st.st_uid == user.uid:
-        r, w = stat.S_IRUSR, stat.S_IWUSR
-    elif st.st_gid in user.groups:
-        r, w = stat.S_IRGRP, stat.S_IWGRP
-    else:
-        r, w = stat.S_IROTH, stat.S_IWOTH
-    return (not read or bool(st.st_mode & r)) and (not write or bool(st.st_mode & w))
+    bits = _perms(user, st)
+    return (not read or bool(bits & 4)) and (not write or bool(bits & 2))
 
 
 def _group_name(gid: int) -> str:
@@ -411,15 +416,7 @@ def check_secrets(raw: dict[str, Any], user: User) -> Iterator[Finding]:
 
 def _dir_usable(user: User, st: os.stat_result) -> bool:
     """Whether `user` may create and rename files in a folder of this stat (write and search)."""
-    if user.uid == 0:
-        return True
-    if st.st_uid == user.uid:
-        w, x = stat.S_IWUSR, stat.S_IXUSR
-    elif st.st_gid in user.groups:
-        w, x = stat.S_IWGRP, stat.S_IXGRP
-    else:
-        w, x = stat.S_IWOTH, stat.S_IXOTH
-    return bool(st.st_mode & w) and bool(st.st_mode & x)
+    return user.uid == 0 or _perms(user, st) & 3 == 3
 
 
 def _owner(st: os.stat_result) -> str:
