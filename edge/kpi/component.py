@@ -142,7 +142,7 @@ class KpiComponent:
             # one reading of the clock for the whole step, taken before the fold: records stamped
             # after a step find its gap already there, and a step after this reading is acted on
             # by the next step only
-            now = self._watch_clock()
+            now = await self._watch_clock()
             target = journal.committed_seq
             while self.fold.state["pos"] < target:
                 upto = min(target, self.fold.state["pos"] + CHUNK)
@@ -174,7 +174,7 @@ class KpiComponent:
             await self._announce_pending(closed)
         await journal.set_cursor(CURSOR, self.fold.state["pos"], kind="kpi")
 
-    def _watch_clock(self) -> float:
+    async def _watch_clock(self) -> float:
         """A step of the wall clock is a gap in every figure (neither up nor down), and from it no
         day closes and `keep` deletes nothing until the clock's trust, checked after the step,
         says the clock is trusted (the rule of the journal's retention, edge.clock). Returns the
@@ -191,7 +191,7 @@ class KpiComponent:
                 self.fold.rewind(sample.wall)
             self.clock_paused = f"the wall clock stepped {step.step:+.0f} s; waiting for a trusted clock"
             self._paused_at = sample.mono
-            self.store.set_meta("clock_paused", self.clock_paused)
+            await asyncio.to_thread(self.store.set_meta, "clock_paused", self.clock_paused)
             log.warning("kpi: %s (%s)", self.clock_paused, step.describe())
             return sample.wall
         if self.clock_paused is None:
@@ -204,7 +204,7 @@ class KpiComponent:
                 return sample.wall
         log.info("kpi: the clock is trusted again; days close and old days are deleted again")
         self.clock_paused = self._paused_at = None
-        self.store.set_meta("clock_paused", None)
+        await asyncio.to_thread(self.store.set_meta, "clock_paused", None)
         return sample.wall
 
     async def _announce_pending(self, closed: dict[str, dict[str, Any]]) -> None:

@@ -26,9 +26,9 @@ async def test_the_context_carries_the_runtimes_clock_and_the_kpis_follow_it(tmp
         given = dataclasses.replace(ctx, clock_sample=own.sample, clock_trust=trust)
         comp = KpiComponent(given, KpiConfig.model_validate(SITE["kpi"]))
         assert comp.trust is trust
-        comp._watch_clock()
+        await comp._watch_clock()
         own.offset += 3600  # the context's clock steps; the runtime's and the journal's do not
-        comp._watch_clock()
+        await comp._watch_clock()
         assert comp.clock_paused is not None and "stepped +3600 s" in comp.clock_paused
     finally:
         await rt.stop()
