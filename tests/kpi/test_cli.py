@@ -33,8 +33,18 @@ SITE = {
 }
 
 
+def noon_days_ago(n: int) -> float:
+    """The offset that puts a test clock at the site's noon `n` days ago: every scripted time of
+    the test falls on one day, whenever the suite runs (a run near a Shanghai midnight split a
+    test's alert and its acknowledgement across two days)."""
+    days = Days("Asia/Shanghai")
+    day = (dt.date.fromisoformat(days.day_of(time.time())) - dt.timedelta(days=n)).isoformat()
+    start, _end = days.bounds_of(day)
+    return start + 12 * 3600 - time.time()
+
+
 async def test_rebuild_a_past_day_from_the_journal(tmp_path: Path) -> None:
-    offset = -2 * 86400.0  # the gateway ran two days ago
+    offset = noon_days_ago(2)  # the gateway ran two days ago
 
     def clock() -> float:
         return time.time() + offset
@@ -185,7 +195,7 @@ async def test_rebuild_opens_what_the_site_sealed(tmp_path: Path) -> None:
         "privacy": {"master_key_file": str(master)},
         "kpi": {"interval": "1h", "ack_within": {"warning": "4h"}},
     }
-    offset = -2 * 86400.0
+    offset = noon_days_ago(2)
 
     def clock() -> float:
         return time.time() + offset
