@@ -106,7 +106,9 @@ def gather(site: Site, token: str | None) -> tuple[int, dict[str, Any]]:
     from edge import __version__
     from edge.store import space
 
-    report: dict[str, Any] = {"site": site.site.id, "cli_version": __version__, "running": False}
+    # the shape of /api/v1/status's `site`, from the site file until the gateway's own is read
+    mine = {"id": site.site.id, "name": site.site.name, "timezone": site.site.timezone}
+    report: dict[str, Any] = {"site": mine, "cli_version": __version__, "running": False}
     writer = space.read_status(site.storage.path)
     report["writer_pid"] = writer.get("pid") if writer else None
     if not site.web.enabled:
@@ -169,9 +171,8 @@ def _duration(s: Any) -> str:
 
 
 def human(code: int, r: dict[str, Any]) -> str:
-    site = r["site"]
-    if isinstance(site, dict):  # with a token: /api/v1/status's site, {id, name, timezone}
-        site = f"{site.get('id')} ({site.get('name')})" if site.get("name") else site.get("id")
+    site = r["site"]  # {id, name, timezone}
+    site = f"{site.get('id')} ({site.get('name')})" if site.get("name") else site.get("id")
     if code == NOT_RUNNING:
         return f"{site}: NOT RUNNING\n  {r['problem']}"
     if "problem" in r:

@@ -90,6 +90,7 @@ async def test_status_of_a_running_gateway_and_its_hashes(tmp_path: Path) -> Non
         # no token: /healthz only; a refused token: running, status unreadable
         code, limited = await asyncio.to_thread(status, config)
         assert (code, limited["detail"], limited["healthy"]) == (HEALTHY, False, True)
+        assert limited["site"] == report["site"]  # one shape for a script, token or not
         (tmp_path / "bad.token").write_text("edge_not-a-token\n")
         code, refused = await asyncio.to_thread(status, config, "--token-file", str(tmp_path / "bad.token"))
         assert code == UNREADABLE and "401" in refused["problem"], refused
