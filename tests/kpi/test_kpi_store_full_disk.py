@@ -26,7 +26,7 @@ def step(store: KpiStore, data: dict[str, object]) -> None:
 
 
 def test_a_step_the_disk_cannot_hold_fails_as_full_and_changes_nothing(small_disk: Path) -> None:
-    state = StateDB(small_disk / "state.db")
+    state = StateDB(str(small_disk / "state.db"))
     try:
         store = KpiStore(state)
         step(store, {"n": 1})
