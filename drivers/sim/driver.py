@@ -69,7 +69,9 @@ class SimEvent(Strict):
     every: Duration = 60.0
     generator: Literal["blood_pressure", "vehicle", "weight", "generic"] = "generic"
     severity: Severity = Severity.INFO
-    privacy: Literal["public", "personal", "sensitive"] = "public"
+    # a generated payload names a class only when the site sets one: else its kind's applies
+    # (`edge.model.event_privacy`: sensitive for a health measurement)
+    privacy: Literal["public", "personal", "sensitive"] | None = None
     payload: dict[str, Any] = Field(default_factory=dict)  # generic: the payload as given
 
 
@@ -247,26 +249,21 @@ class SimDriver(BaseDriver):
         if ev.generator == "blood_pressure":
             systolic = round(r.gauss(128, 16))
             diastolic = round(min(systolic - 20, r.gauss(82, 10)))
-            return {
+            payload: dict[str, Any] = {
                 "systolic_mmhg": systolic,
                 "diastolic_mmhg": diastolic,
                 "pulse_bpm": round(r.gauss(74, 9)),
                 "resident": f"r-{r.randrange(1, 400):04d}",
-                "privacy": ev.privacy,
             }
-        if ev.generator == "vehicle":
-            return {
-                "plate": f"沪A{r.randrange(10000, 99999)}",
-                "direction": r.choice(["in", "out"]),
-                "privacy": ev.privacy,
-            }
-        if ev.generator == "weight":
-            return {
-                "weight_kg": round(r.gauss(68, 12), 1),
-                "resident": f"r-{r.randrange(1, 400):04d}",
-                "privacy": ev.privacy,
-            }
-        return dict(ev.payload)
+        elif ev.generator == "vehicle":
+            payload = {"plate": f"沪A{r.randrange(10000, 99999)}", "direction": r.choice(["in", "out"])}
+        elif ev.generator == "weight":
+            payload = {"weight_kg": round(r.gauss(68, 12), 1), "resident": f"r-{r.randrange(1, 400):04d}"}
+        else:
+            return dict(ev.payload)
+        if ev.privacy is not None:
+            payload["privacy"] = ev.privacy
+        return payload
 
     # ------------------------------------------------------------ on-demand read
     async def read(self, point: str) -> Reading:
