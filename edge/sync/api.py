@@ -15,10 +15,12 @@ from edge.api import keys, privacy
 from edge.api.auth import require
 from edge.api.params import MAX_SEQ, int_param
 from edge.api.problem import Problem, json_response
+from edge.model import PRIVACY_RANK, Privacy
 from edge.store.journal import BOOL_FLAG
 from edge.store.records import Row
 from edge.sync import deadletters
 from edge.sync.component import SyncComponent
+from edge.sync.deadletters import CLASS_NAMES
 from edge.sync.openapi import MAX_DEAD_LETTERS
 
 if TYPE_CHECKING:
@@ -47,6 +49,16 @@ def record_to_row(record: dict[str, Any]) -> Row:
     )
 
 
+def letter_rank(runtime: Runtime, stored: str | None, record: Any) -> int:
+    """A dead letter's class rank: the higher of the class it was stored with and the one its
+    record has by today's points; one that cannot be classified (a sealed record this process
+    cannot open, stored before classes were) is taken as sensitive, the strictest."""
+    rank = PRIVACY_RANK[Privacy(stored)] if stored in PRIVACY_RANK else None
+    if isinstance(record, dict) and ("type" in record or "kind" in record):
+        return max(rank or 0, privacy.record_rank(runtime, record))
+    return rank if rank is not None else deadletters.SENSITIVE
+
+
 async def sync_status(request: web.Request) -> web.Response:
     require(request, "read")
     comp = keys.get_runtime(request).component(SyncComponent)
@@ -61,7 +73,14 @@ async def dead_letters(request: web.Request) -> web.Response:
     runtime = keys.get_runtime(request)
     state = runtime.state
     found = deadletters.listing(state, sink, before, limit) if state is not None else []
-    # a dead letter holds a record as it was sent: the caller sees it only up to its class
+    # a dead letter holds a record as it was sent, and the receiver's answer often quotes it: the
+    # caller sees both only up to its class (the class is read before the record is redacted)
+    limit_rank = privacy.limit_for(principal)
+    for letter in found:
+        rank = letter_rank(runtime, letter["privacy"], letter["record"])
+        if rank > limit_rank and letter.get("response"):
+            letter["response"] = None
+            letter["response_withheld"] = CLASS_NAMES[rank]
     counts: privacy.ReadCounts = Counter()
     privacy.minimise(runtime, principal, [letter["record"] for letter in found], counts)
     await privacy.audit_reads(runtime, principal, privacy.route_of(request.method, request.path), counts)
@@ -107,10 +126,17 @@ async def retry(request: web.Request) -> web.Response:
             receiver_status=None,
         )
     if not outcome.ok:
+        # the receiver's answer may quote the record: shown only to a caller allowed its class
+        rank = letter_rank(runtime, None, letter.record)
+        answer = outcome.body[:500]
+        if rank > privacy.limit_for(principal) and answer:
+            answer = (
+                f"HTTP {outcome.status} (the answer is withheld: it is about a {CLASS_NAMES[rank]} record)"
+            )
         raise Problem(
             502,
             "Receiver rejected the record again",
-            outcome.error or outcome.body[:500],
+            outcome.error or answer,
             message_key="msg.sync.rejected_again",
             args={"sink": letter.sink, "status": outcome.status},
             receiver_status=outcome.status,

@@ -17,7 +17,8 @@ before new ones are launched (no retry storm).
 A non-retryable 4xx is bisected until the rejected record(s) are isolated; those go to the
 dead-letter table in the state DB with their privacy class (they expire at its retention:
 edge.sync.component), are counted and raised as a `sync_dead_letter` event, and the stream goes
-on. A rejection a sink type recognises as "stored, except records dropped by a rule that holds for
+on. A receiver's answer may quote what it refused: `last_error`, the log and that public event keep
+its body only when the records it answered were all public. A rejection a sink type recognises as "stored, except records dropped by a rule that holds for
 each of them for ever" (InfluxDB's points beyond its retention policy: `dropped_by_receiver`)
 delivers the part and counts those as left out, without bisecting. 401/403/404 are configuration problems, not bad records: they are retried, never
 dead-lettered (dead-lettering everything on a revoked token would be silent loss). So is an
@@ -48,6 +49,7 @@ from edge.store.journal import row_to_record
 from edge.store.reader import JournalReader
 from edge.store.records import RecordFilter, Row
 from edge.sync import deadletters
+from edge.sync.deadletters import CLASS_NAMES, SENSITIVE
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
 from edge.sync.sink_config import PushSinkConfig, ssl_context
 from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window
@@ -391,12 +393,12 @@ class PushSink:
             if dropped is not None:
                 queue.pop(0)
                 log.warning(
-                    "sink %s: the receiver stored seq %d-%d but dropped %d record(s), counted as left out: %s",
+                    "sink %s: the receiver stored seq %d-%d but dropped %d record(s), counted as left out (%s)",
                     self.id,
                     part.first,
                     part.last,
                     dropped,
-                    outcome.body[:200],
+                    self._answer(outcome, part),
                 )
                 self._on_success(part)
                 await self._passed(slot, part.last)
@@ -410,7 +412,7 @@ class PushSink:
                 continue
             self.failures += 1
             cause = outcome.cause if isinstance(outcome, LocalFailure) else None
-            self._note_error(outcome.error or f"HTTP {outcome.status}: {outcome.body[:200]}", cause)
+            self._note_error(outcome.error or self._answer(outcome, part), cause)
             if outcome.poison:
                 queue.pop(0)
                 if len(part.rows) > 1:
@@ -430,6 +432,28 @@ class PushSink:
                 # the floor of every attempt of this sink, also of batches already waiting
                 self._not_before = max(self._not_before, time.monotonic() + outcome.retry_after)
             await self._recovery.wait_turn(slot.first, functools.partial(self._backoff, outcome))
+
+    def _answer(self, outcome: Outcome, part: Prepared) -> str:
+        """An answer's status line and the start of its body, as `last_error` and the log show
+        it. A receiver often quotes what it refused, so the body is kept only when the batch held
+        nothing above public; else a note that it is withheld (the dead letters keep it up to
+        their class)."""
+        klass = self._private_class(part.sources or part.rows) if outcome.body else None
+        if klass is None:
+            return f"HTTP {outcome.status}: {outcome.body[:200]}"
+        return f"HTTP {outcome.status} (the answer is withheld: the batch held {klass} records)"
+
+    def _private_class(self, rows: list[Row]) -> str | None:
+        """The highest class above public among `rows` (as the journal holds them), None when all
+        are public. On the event loop: the class of a reading is its point's."""
+        if self.filter.max_rank == 0:
+            return None  # this sink sends nothing above public
+        top = 0
+        for row in rows:
+            top = max(top, self.filter.rank(row))
+            if top >= SENSITIVE:
+                break
+        return CLASS_NAMES[top] if top else None
 
     async def _attempt(self, part: Prepared) -> Outcome:
         """One send of `part`. Whatever goes wrong is an Outcome, never an exception: a request
@@ -621,15 +645,14 @@ class PushSink:
             # the notice of a dead letter, refused in turn: stored and counted, but no notice of
             # it (a receiver refusing everything made each notice the next dead letter, for ever)
             return
-        self.ctx.hub.publish_event(
-            Event(
-                DEAD_LETTER_KIND,
-                self.id,
-                Severity.WARNING,
-                {"sink": self.id, "seq": row[0], "status": outcome.status, "response": outcome.body[:500]},
-                time.time(),
-            )
-        )
+        # the notice is public: the receiver's answer, which may quote the record, goes in it only
+        # when the record is public (the dead letter keeps it up to its class)
+        notice: dict[str, Any] = {"sink": self.id, "seq": row[0], "status": outcome.status}
+        if rank == 0:
+            notice["response"] = outcome.body[:500]
+        else:
+            notice["response_withheld"] = CLASS_NAMES[rank]
+        self.ctx.hub.publish_event(Event(DEAD_LETTER_KIND, self.id, Severity.WARNING, notice, time.time()))
 
     def dead_letter_resolved(self) -> None:
         """A manual retry delivered one of the dead letters."""
