@@ -8,6 +8,13 @@ Reads of personal and sensitive records are audited per connection, not per reco
 entry with the records sent per class when the connection ends (noticed at the next write or
 keepalive, or when the gateway stops), and one every AUDIT_EVERY_S while it stays open, so a
 stream held open for days, or a gateway that dies, leaves at most that span unrecorded.
+
+A stream outlives the request that opened it, so its credential is asked again every RECHECK_S:
+once the token is revoked, the session ended (logout, password change, an admin ending it, the
+account disabled or deleted) or the account's role lowered below the class the stream was
+opened with, the stream says so in a `closed` event and ends (so does one whose credential cannot
+be verified, the state DB failing). A browser's EventSource then reconnects on its own, and gets
+a 401, or a stream at its new, lower class.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import orjson
 from aiohttp import web
 
 from edge.api import keys, privacy
-from edge.api.auth import require
-from edge.api.problem import json_body
+from edge.api.auth import AUTHENTICATORS, Principal, by_bearer, require
+from edge.api.problem import Problem, json_body
 from edge.model import QUALITY_NAMES, Reading, Record
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 QUEUE_BATCHES = 500
 KEEPALIVE_S = 15.0
 AUDIT_EVERY_S = 300.0
+RECHECK_S = 5.0  # how long a revoked or lowered credential may keep an open stream
 
 
 def record_json(rec: Record) -> dict[str, Any]:
@@ -98,6 +106,33 @@ async def audit_span(
     return now
 
 
+def current_principal(request: web.Request) -> Principal | None:
+    """The caller as the request's credential says now, as the auth middleware finds it (the
+    bearer token when the request sent one, else the session cookie); None when it no longer
+    authenticates."""
+    if "Authorization" in request.headers:
+        try:
+            return by_bearer(request)
+        except Problem:  # unknown or revoked
+            return None
+    for authenticate in request.app.get(AUTHENTICATORS, []):
+        principal: Principal | None = authenticate(request)
+        if principal is not None:
+            return principal
+    return None
+
+
+def ended_by(opened: Principal, now: Principal | None) -> str | None:
+    """Why a stream opened by `opened` must end, its credential now being `now`: `revoked` when
+    the credential no longer authenticates or no longer reads, `demoted` when it may see less
+    than the class the stream serves; None while it may go on."""
+    if now is None or now.kind != opened.kind or now.name != opened.name or "read" not in now.scopes:
+        return "revoked"
+    if privacy.limit_for(now) < privacy.limit_for(opened):
+        return "demoted"
+    return None
+
+
 async def live(request: web.Request) -> web.StreamResponse:
     principal = require(request, "read")
     runtime = keys.get_runtime(request)
@@ -119,20 +154,35 @@ async def live(request: web.Request) -> web.StreamResponse:
     reported_drops = 0
     counts: privacy.ReadCounts = Counter()
     target = privacy.route_of(request.method, request.path)
-    opened = audited = time.monotonic()
+    opened = audited = checked = written = time.monotonic()
 
     try:
         await response.write(b"retry: 2000\nevent: hello\ndata: {}\n\n")
         while not runtime.stopping.is_set():
             getter = asyncio.ensure_future(sub.queue.get())
+            wait = min(checked + RECHECK_S, written + KEEPALIVE_S) - time.monotonic()
             done, _ = await asyncio.wait(
-                {getter, stopping}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED"
+                {getter, stopping}, timeout=max(0.0, wait), return_when="FIRST_COMPLETED"
             )
             if getter not in done:
                 getter.cancel()
-                if stopping in done:
+            if stopping in done:
+                break
+            if time.monotonic() - checked >= RECHECK_S:  # before anything more is sent
+                try:
+                    reason = ended_by(principal, await asyncio.to_thread(current_principal, request))
+                except Exception as exc:  # the state DB failing: a credential not verified serves nothing
+                    log.warning("live stream of %s: credential not verified: %s", principal.name, exc)
+                    reason = "unverified"
+                if reason is not None:
+                    msg = orjson.dumps({"reason": reason, "ts": time.time()})
+                    await response.write(b"event: closed\ndata: " + msg + b"\n\n")
                     break
-                await response.write(b": keepalive\n\n")
+                checked = time.monotonic()
+            if getter not in done:
+                if time.monotonic() - written >= KEEPALIVE_S:
+                    await response.write(b": keepalive\n\n")
+                    written = time.monotonic()
                 if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
                     audited = await audit_span(runtime, principal, target, counts, audited, last=False)
                 continue
@@ -144,6 +194,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                     continue
             payload = json_body(records, str_keys=True)
             await response.write(b"event: records\ndata: " + payload + b"\n\n")
+            written = time.monotonic()
             if counts and time.monotonic() - audited >= AUDIT_EVERY_S:
                 audited = await audit_span(runtime, principal, target, counts, audited, last=False)
             if sub.dropped != reported_drops:
