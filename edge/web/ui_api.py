@@ -174,6 +174,16 @@ def _shown_acks(
             r["ack"] = {"ts": ack["ts"], "redacted": str(RANK_CLASS[rank])}
 
 
+def _shown_by_filter(
+    runtime: Runtime, principal: Principal, rows: list[Any], fields: tuple[str, ...]
+) -> list[Any]:
+    """The event rows whose `fields` (the ones a query filters on) the caller sees: a row whose
+    severity or source the redaction hides never matches a filter on it, so which rows a filtered
+    page holds says nothing of what was hidden."""
+    records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows])
+    return [row for row, rec in zip(rows, records, strict=True) if privacy.redacted_match([rec], *fields)]
+
+
 async def history(request: web.Request) -> web.Response:
     """Raw readings, or minute/hour buckets from the trend index (`resolution`, default
     `auto`: raw when the range is short and the raw scan covers it, else buckets)."""
@@ -338,25 +348,31 @@ async def _events(request: web.Request, runtime: Runtime) -> web.Response:
     )
     limit = _limit(request, 200)
     unacked = request.query.get("unacked") in ("1", "true")
-    page = max(limit, EVENT_PAGE) if unacked else limit
+    filtered = tuple(f for f in ("severity", "source") if getattr(match, f) is not None)
+    # skipped rows are made up for page by page, not cut after `limit`: acknowledged ones (unacked)
+    # and, under a severity or source filter, those whose filtered field the caller may not see
+    page = max(limit, EVENT_PAGE) if unacked or filtered else limit
     rows, scanned_from, indexed_to = await _newest_events(runtime, match, page)
+    kept: list[Any] = []
+    while True:
+        got = rows
+        if filtered:
+            got = await asyncio.to_thread(_shown_by_filter, runtime, principal, got, filtered)
+        if unacked:
+            acked = await asyncio.to_thread(_acks_for, state, [r[0] for r in got])
+            got = [r for r in got if r[0] not in acked]
+        kept += got
+        if len(kept) >= limit or len(rows) < page:  # enough, or nothing older matches
+            break
+        older = dataclasses.replace(match, before_seq=rows[-1][0])
+        rows, _, _ = await _newest_events(runtime, older, page)
+    rows = kept[:limit]
     acks = await asyncio.to_thread(_acks_for, state, [r[0] for r in rows])
-    if unacked:
-        kept = [r for r in rows if r[0] not in acks]
-        while len(kept) < limit and len(rows) == page:  # more may be older than this page
-            older = dataclasses.replace(match, before_seq=rows[-1][0])
-            rows, _, _ = await _newest_events(runtime, older, page)
-            acked = await asyncio.to_thread(_acks_for, state, [r[0] for r in rows])
-            kept += [r for r in rows if r[0] not in acked]
-        rows = kept[:limit]
 
     counts: privacy.ReadCounts = Counter()
 
     def listed() -> dict[str, Any]:
         records = privacy.minimise(runtime, principal, [row_to_record(r) for r in rows], counts)
-        filtered = [f for f in ("severity", "source") if getattr(match, f) is not None]
-        if filtered:
-            records = privacy.redacted_match(records, *filtered)
         _shown_acks(principal, records, acks, counts)
         return {"events": records, "scanned_from_seq": scanned_from, "indexed_to_seq": indexed_to}
 
