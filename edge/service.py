@@ -296,12 +296,13 @@ async def serve(
     path: str,
     site: Site | None = None,
     *,
+    check: SiteCheck,
     on_ready: Any = None,
-    check: SiteCheck | None = None,
     lock: SiteLock | None = None,
 ) -> int:
     """Run the site until SIGTERM/SIGINT. Returns the process exit code. `check`: what a SIGHUP
-    reload runs on the new file beside its validation (`edge run` passes what `edge check` runs).
+    reload runs on the new file beside its validation: what `edge check` runs, so that a reload
+    refuses what `edge check` refuses (`edge run` and `edge demo` alike).
     The runtime takes the site's lock before it opens anything (another gateway running the site:
     exit code 1, nothing written); `lock`: that lock, taken already by the caller."""
     lean_heap()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli import Subcommands, add_command, arg, load_or_report, log_level_arg
-from edge.commands import token_prefix
+from edge.commands import site_problems, token_prefix
 
 
 def register(sub: Subcommands) -> None:
@@ -121,7 +121,7 @@ async def _demo_locked(args: argparse.Namespace, data_dir: Path, path: Path, loc
                 token_file,
             )
 
-        return await serve(str(path), site, on_ready=announce, lock=lock)
+        return await serve(str(path), site, check=site_problems, on_ready=announce, lock=lock)
     finally:
         if simulator is not None:
             await simulator.stop()
