@@ -127,6 +127,15 @@ class PullService:
                 return Privacy(getattr(c, "max_privacy", Privacy.PERSONAL))
         return Privacy.PERSONAL
 
+    def cursor_owner(self, consumer: str) -> str | None:
+        """What other than a pull consumer a cursor named `consumer` belongs to ("the upstream
+        sink 'X'", "the kpi cursor"), None when it is a consumer's or nobody's yet. Sinks are
+        judged by the site file, so a sink not started yet (or disabled) keeps its id too."""
+        if any(s.id == consumer for s in self.runtime.site.upstream):
+            return f"the upstream sink {consumer!r}"
+        held = self.runtime.journal.cursors().get(consumer)  # a few rows: sinks, consumers, kpi
+        return None if held is None or held[0] == "consumer" else f"the {held[0]} cursor {consumer!r}"
+
     def filter_for(self, consumer: str) -> RecordFilter:
         f = self._filters.get(consumer)
         if f is None:
@@ -442,10 +451,24 @@ def _encode_page(items: list[dict[str, Any]], nxt: int, more: bool) -> bytes:
     return orjson.dumps({"items": items, "next": nxt, "more": more}, default=str)
 
 
-def consumer_of(principal: Principal) -> str:
+def consumer_of(principal: Principal, svc: PullService) -> str:
+    """The consumer id the credential names, when its cursor is a consumer's: an id that names an
+    upstream sink (or another component's cursor, as the KPI fold's `kpi`) would read and move
+    that one's cursor, so a sink would skip what the consumer acknowledged."""
     if not principal.consumer:
         raise Problem(403, "Forbidden", "this credential has the pull scope but names no consumer")
-    return principal.consumer
+    cid = principal.consumer
+    owner = svc.cursor_owner(cid)
+    if owner is not None:
+        raise Problem(
+            409,
+            "Consumer id taken",
+            f"consumer id {cid!r} names {owner}, whose cursor is not a pull consumer's; create a pull "
+            "token with another consumer id (edge tokens create NAME --scope pull --consumer ID) "
+            "and revoke this one",
+            consumer=cid,
+        )
+    return cid
 
 
 async def _close_reader(app: web.Application) -> None:
@@ -454,8 +477,8 @@ async def _close_reader(app: web.Application) -> None:
 
 async def stream(request: web.Request) -> web.Response:
     principal = require(request, "pull")
-    cid = consumer_of(principal)
     svc = request.app[PULL_KEY]
+    cid = consumer_of(principal, svc)
     journal = svc.runtime.journal
     after = int_param(request, "after", None, 0, MAX_SEQ)
     limit = int_param(request, "limit", 1000, 1, MAX_LIMIT)
@@ -513,11 +536,11 @@ async def stream(request: web.Request) -> web.Response:
 async def ack(request: web.Request) -> web.Response:
     principal = require(request, "pull")
     cid = request.match_info["id"]
-    if consumer_of(principal) != cid:
+    svc = request.app[PULL_KEY]
+    if consumer_of(principal, svc) != cid:
         raise Problem(
             403, "Forbidden", f"this credential belongs to consumer {principal.consumer!r}, not {cid!r}"
         )
-    svc = request.app[PULL_KEY]
     body = await read_json(request, max_bytes=4096)
     seq = body.get("seq") if isinstance(body, dict) else None
     if not isinstance(body, dict) or set(body) != {"seq"} or type(seq) is not int or seq < 0:
@@ -581,7 +604,7 @@ async def latest(request: web.Request) -> web.Response:
     if "read" in principal.scopes:  # a local user or token: the class of its role
         limit_rank = privacy.limit_for(principal)
     else:  # a consumer sees only what its class allows, personal strings as its pseudonyms
-        cid = consumer_of(principal)
+        cid = consumer_of(principal, svc)
         limit_rank = PRIVACY_RANK[svc.max_privacy(cid)]
         shaper = svc.shaper_for(cid)
     out: list[dict[str, Any]] = []

@@ -1,0 +1,86 @@
+"""A pull consumer's id names its cursor. A token whose consumer id is an upstream sink's (or
+another component's cursor) would read and move that cursor, and the sink would then skip what the
+token acknowledged: such a token is refused, whether made on the command line or through the API,
+and the cursor stays as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from edge.api.tokens import create_token
+from edge.model import Reading
+from tests.support.cli import edge_cli
+from tests.support.site import running_site
+from tests.sync.helpers import answering_with, sink, wait_for
+
+
+async def unavailable(request: web.Request) -> web.Response:
+    """A receiver that is down for maintenance: the sink keeps its records and its cursor."""
+    return web.Response(status=503, text="maintenance")
+
+
+async def call(base: str, token: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
+        http.request(method, base + path, json=body) as r,
+    ):
+        return r.status, await r.json(content_type=None)
+
+
+async def test_a_consumer_id_naming_a_sink_or_another_cursor_is_refused(tmp_path: Path) -> None:
+    async with answering_with(unavailable) as url, running_site(tmp_path, {"upstream": [sink(url)]}) as rt:
+        journal = rt.journal
+        await wait_for(lambda: "central" in journal.cursors(), 10, "the sink's cursor")
+        now = time.time()
+        rt.hub.ingest([Reading(now + i * 1e-3, "dev.p", float(i)) for i in range(20)])
+        committed = await journal.flush()
+        await journal.register_cursor("fold", "kpi")  # another component's cursor
+        before = journal.cursors()
+        base = f"http://127.0.0.1:{rt.web_port}"
+
+        made = await asyncio.to_thread(
+            edge_cli, "tokens", "create", "-c", str(tmp_path / "site.yaml"), "x", "--scope", "pull",
+            "--consumer", "central",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        admin = create_token(rt.state, "admin", ["admin"])
+        status, body = await call(
+            base, admin, "POST", "/api/v1/tokens", {"name": "y", "scopes": ["pull"], "consumer": "central"}
+        )
+        assert status == 201, body
+        takers = {
+            "central (edge tokens create)": made.stdout.split()[0],
+            "central (POST /api/v1/tokens)": body["token"],
+            "fold": create_token(rt.state, "z", ["pull"], consumer="fold"),
+        }
+        owners = {"central": "the upstream sink 'central'", "fold": "the kpi cursor 'fold'"}
+        for who, token in takers.items():
+            cid = who.split()[0]
+            for method, path, payload in (
+                ("GET", "/api/v1/stream?limit=5", None),
+                ("GET", f"/api/v1/stream?after={committed}&ack=true", None),
+                ("POST", f"/api/v1/consumers/{cid}/ack", {"seq": committed}),
+                ("GET", "/api/v1/latest", None),
+            ):
+                status, problem = await call(base, token, method, path, payload)
+                assert status == 409, (who, method, path, status, problem)
+                assert problem["consumer"] == cid and owners[cid] in problem["detail"], problem
+                assert "another consumer id" in problem["detail"], problem
+
+        # the cursors are as they were: the sink still holds every record it has not delivered
+        assert journal.cursors() == before
+        assert before["central"][:2] == ("sink", 0) and before["fold"][0] == "kpi"
+
+        # a consumer id of its own reads and acknowledges as before
+        own = create_token(rt.state, "own", ["pull"], consumer="platform")
+        status, page = await call(base, own, "GET", "/api/v1/stream?limit=100")
+        assert status == 200 and page["items"], page
+        status, acked = await call(base, own, "POST", "/api/v1/consumers/platform/ack", {"seq": page["next"]})
+        assert status == 200 and acked["cursor"] == page["next"], acked
+        assert journal.cursors()["central"][:2] == ("sink", 0)
