@@ -71,7 +71,9 @@ def register(sub: Subcommands) -> None:
         "export",
         help="everything the gateway holds about one resident, as JSON lines (access and copy)",
         description="Every journal record that names the resident REF in an identifying\n"
-        "field (resident, user, subject, plate), sensitive ones opened with the site's keys, one JSON\n"
+        "field (resident, user, subject, plate) or, an alert or event about a personal or sensitive\n"
+        "point, in its value (a rule's alert on a gate's last_plate), and every reading whose value\n"
+        "is REF, sensitive ones opened with the site's keys, one JSON\n"
         "object per line (PIPL art. 45), then the sinks' dead letters of records naming REF\n"
         '({"type": "dead_letter", "sink": ..., "record": {...}}: a receiver refused them; one may\n'
         "outlive its journal record), then one line per snapshot sealed under REF's key\n"
@@ -208,12 +210,13 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
     try:
         blob_dir = site.storage.resolved_blob_dir()
         beside = subjects.copies(site, state, subject)
+        private = subjects.private_points(site)
         if args.out:
             fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                done = subjects.export(site.storage.path, subject, out, blob_dir, sealer, beside)
+                done = subjects.export(site.storage.path, subject, out, blob_dir, sealer, beside, private)
         else:
-            done = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer, beside)
+            done = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer, beside, private)
         pseudonym = sealer.keys.local_pseudonym(subject)
         audit.record(
             state,

@@ -7,8 +7,9 @@ sensitive record a sink dead-lettered (state DB), and the image files of a sensi
 (`seal_blob`, through `edge.store.blobs`, which finds the sealer registered for its folder). Each is an envelope of `edge.privacy.keys` under
 its subject's data key: the person named by the payload's `resident`, `user`, `subject` or
 `plate` field (a plate is its own subject: forgetting it shreds its passages), a string value
-itself (a `last_plate` reading), else the site-wide key `SITE_SUBJECT` (a sensitive point's
-numbers, an alert that names nobody). A personal point's numbers are not sealed: they identify
+itself (a `last_plate` reading, and an alert or event about a personal or sensitive point whose
+`value` is such a string), else the site-wide key `SITE_SUBJECT` (a sensitive point's numbers, an
+alert that names nobody). A personal point's numbers are not sealed: they identify
 nobody on their own, and keep their trend buckets.
 
 The associated data binds an envelope to its row: the column, the record's time and its point
@@ -33,12 +34,13 @@ writer sealed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edge.privacy.pseudonym import value_names
 from edge.store.blobs import CAMERA_KEY
 from edge.store.rows import register, sealer_for, unregister
 
@@ -67,13 +69,19 @@ def keys_path(journal_path: str | os.PathLike[str]) -> str:
     return str(Path(journal_path).with_name("keys.db"))
 
 
-def subject_of(payload: Any) -> str:
-    """The subject a sealed payload belongs to: its resident's reference or plate, else the site."""
+def subject_of(payload: Any, private_points: Container[str] = ()) -> str:
+    """The subject a sealed payload belongs to: its resident's reference or plate, else the string
+    `value` of an event about one of `private_points` (the site's personal and sensitive points: a
+    rule's alert on a gate's `last_plate` is the plate's, `edge.privacy.pseudonym.value_names`),
+    else the site."""
     if isinstance(payload, dict):
         for name in SUBJECT_FIELDS:
             value = payload.get(name)
             if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
                 return str(value)
+        named = value_names(payload, private_points)
+        if named is not None:
+            return named
     return SITE_SUBJECT
 
 
@@ -82,11 +90,11 @@ def value_subject(value: Any) -> str:
     return value if type(value) is str and value else SITE_SUBJECT
 
 
-def record_subject(record: Mapping[str, Any]) -> str:
+def record_subject(record: Mapping[str, Any], private_points: Container[str] = ()) -> str:
     """The subject of a record in the pull-API shape, as the journal seals it: an event's by its
-    payload, a reading's by its value."""
+    payload (`subject_of`), a reading's by its value."""
     if record.get("type") == "event":
-        return subject_of(record.get("payload"))
+        return subject_of(record.get("payload"), private_points)
     return value_subject(record.get("value"))
 
 
@@ -103,6 +111,12 @@ class Sealer:
         self.sealed = 0  # values sealed since open (for status)
         # the journal's classes (`edge.store.rows.RecordClasses`: the hub), for `is_sensitive`
         self.classes: Any = None
+
+    def private_points(self) -> Mapping[str, int]:
+        """The site's personal and sensitive points (the hub's `private_ranks`; none before the
+        journal's classes are known): an event about one names its subject by its value."""
+        classes = self.classes
+        return classes.private_ranks if classes is not None else {}  # type: ignore[no-any-return]
 
     def is_private(self, record: Mapping[str, Any]) -> bool:
         """A record in the pull-API shape is of class `personal` or `sensitive` (a dead letter to
@@ -136,7 +150,8 @@ class Sealer:
 
     def seal_payload(self, payload: dict[str, Any], text: str, ts: float, source: str) -> bytes:
         self.sealed += 1
-        return self.keys.seal(subject_of(payload), text.encode(), aad("payload", ts, source), ts)
+        subject = subject_of(payload, self.private_points())
+        return self.keys.seal(subject, text.encode(), aad("payload", ts, source), ts)
 
     def seal_value(self, value: Any, ts: float, source: str) -> bytes:
         self.sealed += 1
@@ -151,7 +166,7 @@ class Sealer:
         reading's string value, else the site's. It expires from when it was dead-lettered, so
         the key keeps the time of this seal."""
         self.sealed += 1
-        subject = record_subject(about if about is not None else record)
+        subject = record_subject(about if about is not None else record, self.private_points())
         return self.keys.seal(subject, orjson.dumps(record), aad("record", 0.0, where))
 
     def open_record(self, envelope: bytes, where: str) -> dict[str, Any] | None:

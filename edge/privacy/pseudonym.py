@@ -24,7 +24,7 @@ import hmac
 import json
 import operator
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -58,6 +58,21 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "snapshot": ("subject",),  # the resident or plate a camera's picture is about
 }
 KNOWN_FIELDS = frozenset(f for fields in DEFAULT_FIELDS.values() for f in fields)
+
+
+def value_names(payload: Any, private_points: Container[str]) -> str | None:
+    """Whom an event payload names by its `value`: the value, when the payload's `point` is one of
+    `private_points` (the site's personal and sensitive points) and the value a non-empty string
+    (a rule's alert on a gate's `last_plate` carries the plate), as that point's own readings name
+    it; else None. The one rule that the sealing at rest (`edge.privacy.atrest.subject_of`), a
+    subject's export and forget (`edge.privacy.subjects`), each recipient's pseudonyms
+    (`RecordShaper`) and the record of processing (`edge.privacy.report`) apply."""
+    if not isinstance(payload, Mapping):
+        return None
+    point, value = payload.get("point"), payload.get("value")
+    if type(value) is str and value and isinstance(point, str) and point in private_points:
+        return value
+    return None
 
 
 def canonical_text(value: object) -> str:
@@ -293,7 +308,7 @@ class RecordShaper:
             return payload
         if not isinstance(data, dict):
             return payload
-        if about_point and data.get("point") in self._personal and isinstance(data.get("value"), str):
+        if about_point and value_names(data, self._personal) is not None:
             names = names | {"value"}
         elif not named:
             return payload

@@ -1,16 +1,18 @@
 """A resident's rights over what the gateway holds: a copy of it (PIPL art. 45) and its erasure
 (art. 47), by the resident's reference (the `resident`/`user` id a kiosk records, or a plate).
 
-- `export`: every journal record that names the subject in an identifying field, or a reading
-  whose value is the reference (a gate's `last_plate`), sealed ones opened with the site's keys,
+- `export`: every journal record that names the subject in an identifying field, a reading
+  whose value is the reference (a gate's `last_plate`), or an event about a personal or sensitive
+  point whose `value` is (a rule's alert on `last_plate`), sealed ones opened with the site's keys,
   as JSON lines, then one line per snapshot file sealed under the subject's key (a sensitive
   camera's picture of the resident, or on a site with a master key a personal camera's picture a
   rule took for the subject, e.g. a plate: its blob id and class, to fetch from
   `GET /api/v1/blobs/{id}`).
 - `forget`: deletes the subject's data key (`edge.privacy.keys`), so every sealed copy of its
   personal and sensitive records, in the journal, the trend index, dead letters and any backup of
-  them, stops opening at once; records that named it but are not sealed under its key (a public
-  event naming it, an alert sealed under the site key) are counted, not rewritten: they leave at
+  them, stops opening at once; records that still name it once the key is gone (a public
+  event naming it, a record sealed under another subject's key or, journaled by an older version,
+  an alert on `last_plate` sealed under the site key) are counted, not rewritten: they leave at
   their class's retention. The snapshot files sealed under the key are removed as well (a copy
   of them taken before stays unreadable). An erasure notice is queued in the state DB and the
   gateway journals it as a `subject_erased` event: the subject's local pseudonym and, per
@@ -21,19 +23,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from edge.privacy.atrest import CAMERA_SUBJECT, SITE_SUBJECT, SUBJECT_FIELDS, Sealer, subject_of
+from edge.privacy.atrest import CAMERA_SUBJECT, SITE_SUBJECT, SUBJECT_FIELDS, Sealer
 from edge.privacy.pseudonym import (
     KNOWN_FIELDS,
     canonical_text,
     key_fingerprint,
     load_pseudonym_key,
     pseudonym,
+    value_names,
 )
 from edge.state import StateDB
 
@@ -65,33 +68,60 @@ def check_subject(subject: str) -> str:
     return ref
 
 
-def names_subject(payload: Any, subject: str) -> bool:
-    """An identifying field of `payload` (at its top level) holds `subject`."""
+def private_points(site: Site) -> frozenset[str]:
+    """The site's personal and sensitive points: an event about one names its subject by its
+    `value` (`edge.privacy.pseudonym.value_names`)."""
+    from edge.model import Privacy
+
+    return frozenset(p.id for p in site.point_infos() if p.privacy != Privacy.PUBLIC)
+
+
+def names_subject(payload: Any, subject: str, private: Container[str] = ()) -> bool:
+    """An identifying field of `payload` (at its top level) holds `subject`, or its `value` does
+    and it is about one of the `private` points (an alert on a gate's `last_plate`)."""
     if not isinstance(payload, dict):
         return False
+    if value_names(payload, private) == subject:
+        return True
     return any(
         k in IDENTIFYING and v is not None and canonical_text(v) == subject for k, v in payload.items()
     )
 
 
-def record_names_subject(rec: Any, subject: str) -> bool:
+def record_names_subject(rec: Any, subject: str, private: Container[str] = ()) -> bool:
     """A record in the pull-API shape names `subject`: an event in an identifying field of its
-    payload, a reading by its value."""
+    payload or by its value (`names_subject`), a reading by its value."""
     if not isinstance(rec, dict):
         return False
     if rec.get("type") == "event":
-        return names_subject(rec.get("payload"), subject)
+        return names_subject(rec.get("payload"), subject, private)
     value = rec.get("value")
     return isinstance(value, str) and value == subject
 
 
+def _private_of(journal_path: str, private: Container[str] | None) -> Container[str]:
+    """`private`, else the personal and sensitive points known to the sealer of the journal (a
+    running gateway's: its hub's), else none."""
+    if private is not None:
+        return private
+    from edge.store.rows import sealer_for
+
+    sealer = sealer_for(journal_path)
+    return sealer.private_points() if isinstance(sealer, Sealer) else frozenset()
+
+
 # ---------------------------------------------------------------- export
-def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]:
-    """The journal's records that name `subject` (events in an identifying field, readings by
-    their value), oldest first (sealed ones as they came, when this process holds the keys)."""
+def journal_records(
+    journal_path: str, subject: str, private: Container[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The journal's records that name `subject` (events in an identifying field or, about one of
+    the `private` points, by their value; readings by their value), oldest first (sealed ones as
+    they came, when this process holds the keys). `private`: the site's personal and sensitive
+    points (`private_points`); None: those the journal's sealer knows."""
     from edge.store.reader import JournalReader
     from edge.store.rows import row_to_record
 
+    private = _private_of(journal_path, private)
     reader = JournalReader(journal_path)
     try:
         after = 0
@@ -106,7 +136,7 @@ def journal_records(journal_path: str, subject: str) -> Iterator[dict[str, Any]]
                         yield row_to_record(row)
                     continue
                 rec = row_to_record(row)
-                if names_subject(rec["payload"], subject):
+                if names_subject(rec["payload"], subject, private):
                     yield rec
     finally:
         reader.close()
@@ -182,12 +212,13 @@ def export(
     blob_dir: str | None = None,
     sealer: Sealer | None = None,
     beside: Iterable[dict[str, Any]] = (),
+    private: Container[str] | None = None,
 ) -> Exported:
-    """Write every journal record held about `subject` to `out` as JSON lines, then the copies
-    kept `beside` the journal (`copies`), then (with `blob_dir` and `sealer`) its sealed snapshot
-    files."""
+    """Write every journal record held about `subject` to `out` as JSON lines (`journal_records`,
+    `private` as there), then the copies kept `beside` the journal (`copies`), then (with
+    `blob_dir` and `sealer`) its sealed snapshot files."""
     n = 0
-    for rec in journal_records(journal_path, subject):
+    for rec in journal_records(journal_path, subject, private):
         out.write(orjson.dumps(rec, default=str).decode() + "\n")
         n += 1
     kept = 0
@@ -200,23 +231,14 @@ def export(
     return Exported(n, kept, len(snapshots))
 
 
-def count_in_clear(journal_path: str, subject: str) -> int:
-    """Records that name `subject` but are not sealed under its key: public events that name it,
-    and private ones sealed under another subject's (an alert that names nobody in its own
-    fields, a measurement whose `resident` comes before the plate). What forgetting the key does
-    not reach. A reading whose value is the reference is sealed under it when its point is private,
-    which the journal alone does not say: readings are not counted."""
-    from edge.model import Privacy, event_privacy
-
-    return sum(
-        1
-        for rec in journal_records(journal_path, subject)
-        if rec["type"] == "event"
-        and (
-            event_privacy(rec["kind"], rec["payload"], {}) == Privacy.PUBLIC
-            or subject_of(rec["payload"]) != subject
-        )
-    )
+def count_in_clear(journal_path: str, subject: str, private: Container[str] | None = None) -> int:
+    """Records that still name `subject` once its data key is deleted: what forgetting the key
+    did not reach. Those sealed under its key read as erased by then; what is left are records in
+    clear (a public event or reading naming it) and private ones sealed under another subject's
+    key (a measurement whose `resident` comes before the plate, an alert journaled before its
+    value was taken as its subject). Counted after the deletion, so that the count is the key's
+    own answer, not a guess at which key each record was sealed under."""
+    return sum(1 for _ in journal_records(journal_path, subject, private))
 
 
 # ---------------------------------------------------------------- forget
@@ -240,8 +262,8 @@ def notice_payload(site: Site, sealer: Sealer, subject: str) -> dict[str, Any]:
 def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
     """Delete `subject`'s data key and queue the subject_erased notice (see the module)."""
     payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
-    kept = count_in_clear(site.storage.path, subject)
     had_key = sealer.keys.forget(subject)
+    kept = count_in_clear(site.storage.path, subject, private_points(site))
     removed = remove_forgotten_snapshots(site.storage.resolved_blob_dir(), sealer)
     payload["kept_in_clear"] = kept
     state.migrate(COMPONENT, MIGRATIONS)
