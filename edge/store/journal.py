@@ -99,6 +99,9 @@ SPACE_BACK_S = 5.0
 # bursts whose start is journaled as soon as it can be, not only their end: they happen while the
 # disk is full or the writer is behind, when a crash would lose the records held in memory
 ANNOUNCED_BURSTS = ("disk_full", "queue_overflow")
+# a close commits the backlog in as many steps as it needs within this time: the service's stop
+# timeout (TimeoutStopSec=20s in deploy/systemd) also covers the web, the drivers and the components
+CLOSE_BUDGET_S = 10.0
 PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
 BLOB_INTERVAL_S = 60.0  # snapshot files are checked for age this often (a directory scan)
 EXPIRER_INTERVAL_S = 60.0  # stores beside the journal (add_expirer) expire this often
@@ -297,6 +300,10 @@ class Journal(JournalQueries):
         self._taken = 0  # ...of which taken from the head of the queue (a step, or dropped)
         self._thread: threading.Thread | None = None
         self._closing = False
+        # seconds a close may spend committing the backlog waiting in memory (step after step);
+        # what still waits then is counted as dropped (see _give_up)
+        self.close_budget = CLOSE_BUDGET_S
+        self._close_by = 0.0  # monotonic time the close must be done by
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_event: asyncio.Event | None = None
         # wait_committed() calls waiting: the writer wakes the event loop after a commit only for
@@ -441,6 +448,7 @@ class Journal(JournalQueries):
         thread, self._thread = self._thread, None
         if thread is not None:
             with self._cond:
+                self._close_by = time.monotonic() + self.close_budget
                 self._closing = True
                 self._cond.notify()
         return thread
@@ -725,11 +733,16 @@ class Journal(JournalQueries):
             for loop, fut, _ in waiters:
                 loop.call_soon_threadsafe(_resolve, fut, self.committed_seq)
             if closing:
-                if ok or failures_while_closing >= 3:
-                    if not ok:
-                        self._give_up()
+                # every step the backlog needs, not one: a step takes at most flush_max_items, or
+                # what the disk takes, and what waits after the last one is lost with the process
+                if not ok:
+                    failures_while_closing += 1
+                out_of_time = time.monotonic() >= self._close_by
+                if (ok and not self._pending) or failures_while_closing >= 3 or out_of_time:
+                    self._give_up()
                     return
-                failures_while_closing += 1
+                if ok:
+                    continue
             if not ok:
                 if self._room_waiters:  # failing: the producer's appends meet the full policy
                     with self._cond:
@@ -751,12 +764,41 @@ class Journal(JournalQueries):
         self._room_waiters = keep
 
     def _give_up(self) -> None:
-        """Closing while SQLite still fails: what is left cannot be kept; count and log it."""
+        """Closing with records still waiting (commits fail, or the close's time is up): they
+        cannot be kept. Counted in `dropped_overflow` and reported as a `buffer_drop` event of
+        reason `shutdown`, both committed in a last small transaction when the disk still takes
+        one (it may take a few pages of the reserve: nothing else will write after it), and
+        logged with the count either way. Bursts still open are closed and journaled with it."""
         with self._cond:
             left, self._pending = self._pending, []
+            overflow, self._overflow = self._overflow, []
+        if overflow:
+            self._refused(overflow, "queue_overflow", "dropped_overflow")
         if left:
             self._refused(left, "shutdown", "dropped_overflow")
-            log.error("journal closed with %d records it could not commit: %s", len(left), self.last_error)
+        for reason, b in list(self._bursts.items()):  # the end of each burst, now
+            del self._bursts[reason]
+            event = b.event(self.source, self.clock(), self.counters)
+            if reason in self._announced:
+                self._announced.discard(reason)
+                event.payload["phase"] = "ended"
+            self._ready_events.append(event)
+        kept = ""
+        if self._ready_events or self._unsaved:
+            with self._cond:
+                ops, self._ops = self._ops, []
+            _, exc = self._attempt([], ops, events_only=True)
+            if exc is not None:
+                kept = f"; the count could not be committed either ({type(exc).__name__}: {exc})"
+        if left or overflow:
+            reason = self.last_error if self.failing else f"the close's {self.close_budget:.0f} s were up"
+            log.error(
+                "journal closed with %d records it could not commit, counted in dropped_overflow "
+                "and reported as a buffer_drop event%s: %s",
+                len(left) + len(overflow),
+                kept,
+                reason,
+            )
 
     # ------------------------------------------------------------ space
     def _room(self) -> space.Room | None:
