@@ -287,6 +287,8 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     page.wait_for_selector("#rule-status.ok", timeout=T)
     page.click("#dry-run")
     page.wait_for_selector("[data-k=dry-summary]", timeout=T)
+    dry = page.locator("[data-k=dry-summary]").locator("xpath=..").inner_text()
+    assert "null" not in dry, dry  # a hint left out must not show as the text "null"
     page.screenshot(path=str(SHOTS / "rule-editor-dry-run.png"), full_page=True)
 
     for path in ("/sync", "/audit", "/admin"):

@@ -200,7 +200,8 @@ function dryRunCard(validate, parsed) {
     const hidden = f.filter((x) => x.redacted).length;
     dryOut.replaceChildren(
       h('p', { 'data-k': 'dry-summary' }, t('editor.drySummary', { evaluated: r.data.evaluated ?? 0, fired: f.filter((x) => x.kind === 'fired').length, cleared: f.filter((x) => x.kind === 'cleared').length })),
-      hidden ? h('p', { class: 'hint', 'data-k': 'dry-redacted' }, t('editor.dryRedacted', { n: hidden })) : null,
+      // replaceChildren writes a null as the text "null": the hint is left out, not passed as null
+      ...(hidden ? [h('p', { class: 'hint', 'data-k': 'dry-redacted' }, t('editor.dryRedacted', { n: hidden }))] : []),
       timeline(f, from, to, { fmtX: fmtClock }),
       h('ol', { class: 'firings' }, f.slice(0, 200).map(firingLine)));
   } }, t('editor.dryRun'));
