@@ -216,12 +216,40 @@ class PushSink:
         self.dead_letters_total = deadletters.pending(self.ctx.state, self.id)
         expired = deadletters.saved_status(self.ctx.state, self.id).get("dead_letters_expired")
         self.dead_letters_expired = expired if type(expired) is int else 0
+        await self._take_cursor_name()
         self.cursor = self.durable_cursor = await self.journal.register_cursor(self.id, "sink")
         self.readers = [JournalReader(self.journal.path) for _ in range(self.prefetch)]
         self.started_at = time.monotonic()
         self.task = asyncio.create_task(self._run(), name=f"sink:{self.id}")
         self._persister = asyncio.create_task(self._persist_cursor(), name=f"sink:{self.id}:cursor")
         self._status_writer = asyncio.create_task(self._persist_status(), name=f"sink:{self.id}:status")
+
+    async def _take_cursor_name(self) -> None:
+        """A pull consumer (an API token's) that acknowledged under this sink's id before the sink
+        was configured left a cursor of that name: its position says what that consumer stored,
+        not what this sink delivered, and taking it over would skip everything before it. The
+        sink starts on a cursor of its own, as a new sink does; the consumer's is removed, logged
+        and journaled (`cursor_removed`), and its token is refused from now on (edge.api.pull)."""
+        held = self.journal.cursors().get(self.id)
+        if held is None or held[0] != "consumer":
+            return
+        await self.journal.remove_cursor(self.id)
+        log.warning(
+            "sink %s: removed the pull consumer cursor of the same id (at seq %d); the sink starts on "
+            "its own, and a pull token naming consumer %s is refused: give it another consumer id",
+            self.id,
+            held[1],
+            self.id,
+        )
+        self.ctx.hub.publish_event(
+            Event(
+                "cursor_removed",
+                self.id,
+                Severity.WARNING,
+                {"cursor": self.id, "kind": "consumer", "seq": held[1], "reason": "upstream sink of this id"},
+                time.time(),
+            )
+        )
 
     async def _persist_cursor(self) -> None:
         while True:

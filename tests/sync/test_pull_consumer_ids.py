@@ -84,3 +84,43 @@ async def test_a_consumer_id_naming_a_sink_or_another_cursor_is_refused(tmp_path
         status, acked = await call(base, own, "POST", "/api/v1/consumers/platform/ack", {"seq": page["next"]})
         assert status == 200 and acked["cursor"] == page["next"], acked
         assert journal.cursors()["central"][:2] == ("sink", 0)
+
+
+async def test_a_sink_configured_after_a_consumer_of_its_id_starts_on_its_own_cursor(tmp_path: Path) -> None:
+    # a pull token of consumer "central" reads and acknowledges before any sink has that id
+    async with running_site(tmp_path, {}) as rt:
+        token = create_token(rt.state, "early", ["pull"], consumer="central")
+        rt.hub.ingest([Reading(time.time() + i * 1e-3, "dev.p", float(i)) for i in range(20)])
+        acked = await rt.journal.flush()
+        status, body = await call(
+            f"http://127.0.0.1:{rt.web_port}", token, "POST", "/api/v1/consumers/central/ack", {"seq": acked}
+        )
+        assert status == 200, body
+
+    got: list[int] = []
+
+    async def take(request: web.Request) -> web.Response:
+        batch = await request.json()
+        got.extend(r["seq"] for r in batch["readings"] + batch["events"])
+        return web.Response(status=204)
+
+    # then an upstream sink "central" is added: it delivers what the journal holds from the start
+    async with (
+        answering_with(take) as url,
+        running_site(tmp_path, {"upstream": [sink(url, gzip_level=0)]}) as rt,
+    ):
+        s = rt.components["sync"].sinks["central"]
+        committed = await rt.journal.flush()
+        await wait_for(lambda: s.cursor >= committed, 20, "the sink to deliver the journal")
+        assert set(range(1, acked + 1)) <= set(got), sorted(got)
+        assert rt.journal.cursors()["central"][0] == "sink"
+        removed = [
+            r["payload"]
+            for r in rt.journal.tail(500)
+            if r["type"] == "event" and r["kind"] == "cursor_removed"
+        ]
+        assert removed == [
+            {"cursor": "central", "kind": "consumer", "seq": acked, "reason": "upstream sink of this id"}
+        ]
+        status, problem = await call(f"http://127.0.0.1:{rt.web_port}", token, "GET", "/api/v1/stream")
+        assert status == 409 and "the upstream sink 'central'" in problem["detail"], problem
