@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge import fmt
 from edge.cli import Command, add_command, add_command_group, arg, int_range, non_empty
 
 #: the longest validity `edge tls selfsigned` writes: a hundred years
@@ -182,14 +183,19 @@ def _token_id(text: str) -> int:
     return int_range(1, MAX_TOKEN_ID)(text)
 
 
-def _state(args: argparse.Namespace) -> Any:
+def _site(args: argparse.Namespace) -> Any:
     from edge.cli import load_or_report
-    from edge.state import StateDB
 
     site = load_or_report(args.config)
     if site is None:
         raise SystemExit(1)
-    return StateDB(site.storage.resolved_state_path())
+    return site
+
+
+def _state(args: argparse.Namespace, site: Any = None) -> Any:
+    from edge.state import StateDB
+
+    return StateDB((site or _site(args)).storage.resolved_state_path())
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -246,16 +252,23 @@ def cmd_users_add(args: argparse.Namespace, state: Any) -> int:
     return _done(state, "user_add", args.name, f"added {args.name} ({args.role})", role=args.role)
 
 
-def _user_line(u: dict[str, Any]) -> str:
+def _when(ts: float | None, tz: str, never: str) -> str:
+    return fmt.timestamp(ts, tz) if ts else never
+
+
+def _user_line(u: dict[str, Any], tz: str) -> str:
     slowed = f"slowed ({u['failures']} failed logins)"
     flags = " ".join(f for f, on in ((slowed, u["locked"]), ("disabled", u["disabled"])) if on)
-    return f"{u['name']:<24} {u['role']:<11} {flags}"
+    last = _when(u["last_login"], tz, "never")
+    return f"{u['name']:<24} {u['role']:<11} last login {last:<26} {flags}".rstrip()
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
     from edge.api.accounts import list_users
 
-    return _listed(args, list_users(_state(args)), _user_line)
+    site = _site(args)
+    tz = site.site.timezone  # times as the site's UI shows them
+    return _listed(args, list_users(_state(args, site)), lambda u: _user_line(u, tz))
 
 
 @_on_state
@@ -294,15 +307,22 @@ def cmd_tokens_create(args: argparse.Namespace, state: Any) -> int:
     return 0
 
 
-def _token_line(t: dict[str, Any]) -> str:
+def _token_line(t: dict[str, Any], tz: str) -> str:
     status = "revoked" if t["revoked"] else "active"
-    return f"{t['id']:>4} {t['name']:<24} {' '.join(t['scopes']):<24} {t['consumer'] or '':<16} {status}"
+    created = _when(t["created"], tz, "?")
+    used = _when(t["last_used"], tz, "never")
+    return (
+        f"{t['id']:>4} {t['name']:<24} {' '.join(t['scopes']):<24} {t['consumer'] or '':<16} {status:<8} "
+        f"created {created}  last used {used}"
+    )
 
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     from edge.api.tokens import list_tokens
 
-    return _listed(args, list_tokens(_state(args)), _token_line)
+    site = _site(args)
+    tz = site.site.timezone
+    return _listed(args, list_tokens(_state(args, site)), lambda t: _token_line(t, tz))
 
 
 @_on_state

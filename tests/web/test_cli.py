@@ -48,7 +48,10 @@ def test_users_add_list_passwd(site_path: Path, monkeypatch: Any, capsys: Any) -
             (time.time(),),
         )
         code, out, _ = run(monkeypatch, capsys, "users", "list", "-c", c)
-        assert "slowed (9 failed logins)" in out
+        assert "slowed (9 failed logins)" in out and "last login never" in out
+        state.conn.execute("UPDATE users SET last_login=? WHERE name='wang'", (1796601600.0,))
+        code, out, _ = run(monkeypatch, capsys, "users", "list", "-c", c)
+        assert "last login 2026-12-07 08:00:00 +08:00" in out, out  # in the site's zone
         assert (
             run(monkeypatch, capsys, "users", "passwd", "-c", c, "wang", stdin="another long one\n")[0] == 0
         )
@@ -80,6 +83,8 @@ def test_tokens_create_list_revoke(site_path: Path, monkeypatch: Any, capsys: An
     code, out, _ = run(monkeypatch, capsys, "tokens", "list", "-c", c, "--json")
     listed = json.loads(out)
     assert listed[0]["scopes"] == ["pull"] and token not in out
+    code, out, _ = run(monkeypatch, capsys, "tokens", "list", "-c", c)
+    assert "active" in out and "created 20" in out and "last used never" in out, out
     assert run(monkeypatch, capsys, "tokens", "revoke", "-c", c, str(listed[0]["id"]))[0] == 0
     code, _, err = run(monkeypatch, capsys, "tokens", "revoke", "-c", c, str(listed[0]["id"]))
     assert code == 1 and "no active token" in err
