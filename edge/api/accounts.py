@@ -176,7 +176,7 @@ def ensure(state: StateDB) -> None:
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise AccountError(
-            "user name: 1-64 characters from letters, digits and _ . @ -", "msg.account.bad_name"
+            "user name: 1-64 characters from ASCII letters (a-z, A-Z), digits and _ . @ -", "msg.account.bad_name"
         )
     return name
 

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         func=cmd_users_add,
         config=True,
         args=[
-            arg("name", help="user name (letters, digits, _ . @ -)"),
+            arg("name", help="user name (ASCII letters, digits, _ . @ -)"),
             arg(
                 "--role",
                 default="technician",

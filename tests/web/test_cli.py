@@ -34,6 +34,9 @@ def test_users_add_list_passwd(site_path: Path, monkeypatch: Any, capsys: Any) -
         run(monkeypatch, capsys, "users", "add", "-c", c, "wang", "--role", "admin", stdin=PASSWORD + "\n")[0]
         == 0
     )
+    # Chinese characters are letters too: the refusal says which letters a name may hold
+    code, _, err = run(monkeypatch, capsys, "users", "add", "-c", c, "王师傅", stdin=PASSWORD + "\n")
+    assert code == 1 and "ASCII letters" in err, err
     code, _, err = run(monkeypatch, capsys, "users", "add", "-c", c, "li", stdin="short\n")
     assert code == 1 and "10 characters" in err
     code, _, err = run(monkeypatch, capsys, "users", "add", "-c", c, "wang", stdin=PASSWORD + "\n")
