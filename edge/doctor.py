@@ -324,8 +324,8 @@ def check_clock(raw: dict[str, Any]) -> Iterator[Finding]:
                 if trusted
                 else ": the gateway will not trust it (clock_untrusted, edge_clock_trusted 0)"
             ),
-            "sudo timedatectl set-ntp true  (needs systemd-timesyncd or chrony and a reachable NTP server); "
-            "a box with a battery-backed RTC may set clock.trust_unsynced: true",
+            "sudo timedatectl set-ntp true  (needs systemd-timesyncd or chrony and a reachable NTP server)"
+            + ("" if trusted else "; a box with a battery-backed RTC may set clock.trust_unsynced: true"),
         )
 
 

@@ -136,3 +136,18 @@ def _nobody_exists() -> None:
         pwd.getpwnam(USER)
     except KeyError:
         pytest.skip(f"this host has no user {USER}")
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_an_unsynchronised_clock_suggests_trust_unsynced_only_to_a_site_without_it(
+    monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    # the kernel's NTP state cannot be set by a test: the sync source answers "not synchronised"
+    import edge.clock
+    from edge.doctor import check_clock
+
+    monkeypatch.setattr(edge.clock, "kernel_sync_status", lambda: edge.clock.SyncStatus(False, "no NTP"))
+    (found,) = check_clock({"clock": {"trust_unsynced": trusted}})
+    assert found.severity == ("info" if trusted else "warning")
+    assert "timedatectl set-ntp true" in found.fix
+    assert ("may set clock.trust_unsynced" in found.fix) is not trusted, found.fix
