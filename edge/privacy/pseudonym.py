@@ -75,6 +75,14 @@ def value_names(payload: Any, private_points: Container[str]) -> str | None:
     return None
 
 
+def shaped_fields(names: frozenset[str], payload: Any, private_points: Container[str]) -> frozenset[str]:
+    """The fields of an event payload a recipient receives as pseudonyms (withheld, without a
+    key): `names`, the identifying fields of its kind for that recipient, and `value` when the
+    payload names someone by it (`value_names`). What `RecordShaper` replaces, and what the record
+    of processing says it replaces."""
+    return names | {"value"} if value_names(payload, private_points) is not None else names
+
+
 def canonical_text(value: object) -> str:
     """The text a value is hashed as: a string as it is, anything else as compact JSON with sorted
     keys (3 -> "3", True -> "true", {"b": 1, "a": 2} -> '{"a":2,"b":1}')."""
@@ -308,12 +316,13 @@ class RecordShaper:
             return payload
         if not isinstance(data, dict):
             return payload
-        if about_point and value_names(data, self._personal) is not None:
-            names = names | {"value"}
-        elif not named:
+        fields = shaped_fields(names, data, self._personal) if about_point else names
+        if not named and fields == names:
             return payload
         p = self.pseudonymiser
-        shaped = pseudonymise_payload(data, names, p.key) if p is not None else withhold_payload(data, names)
+        shaped = (
+            pseudonymise_payload(data, fields, p.key) if p is not None else withhold_payload(data, fields)
+        )
         return orjson.dumps(shaped).decode()
 
     def _erasure(self, payload: str) -> str:

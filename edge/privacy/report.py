@@ -12,7 +12,10 @@ Event kinds are gathered from what the site declares: the events a device entry 
 of a simulated device, `services:` of a BLE device), the kinds the shipped drivers emit on their
 own, the `alert:` and `event:` actions of the rule packs (read as YAML: the core does not load the
 rules engine), and the gateway's own kinds. A rule's message takes the class of what fired it, so
-a rule kind is reported at the most private class of the points its trigger matches.
+a rule kind is reported at the most private class of the points its trigger matches; it carries
+the `point` and `value` that fired it, so where that is a personal or sensitive string point its
+value is reported as each recipient's `RecordShaper` sends it (`shaped_fields`: pseudonymised, or
+withheld without a key).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import orjson
 
 from edge import fmt
 from edge.model import PRIVACY_RANK, PointInfo, PointType, Privacy, event_privacy
-from edge.privacy.pseudonym import DEFAULT_FIELDS
+from edge.privacy.pseudonym import DEFAULT_FIELDS, shaped_fields
 from edge.store.records import IncludeConfig, RecordFilter
 from edge.units import format_duration
 from edge.yamlpos import YamlError
@@ -241,7 +244,12 @@ def recipients(site: Any) -> list[Recipient]:
 
 
 def _verdict(
-    r: Recipient, row: tuple[Any, ...], kind: str | None, point: PointInfo | None = None
+    r: Recipient,
+    row: tuple[Any, ...],
+    kind: str | None,
+    point: PointInfo | None = None,
+    example: Mapping[str, Any] | None = None,
+    private: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     if r.serves is not None:
         return _served(r, point)
@@ -256,7 +264,9 @@ def _verdict(
     # what RecordShaper does to it where it leaves: pseudonyms with a key, withheld fields without
     fields_for = getattr(r.pseudonymise, "fields_for", None)
     if kind is not None:
-        fields = sorted(fields_for(kind) if callable(fields_for) else DEFAULT_FIELDS.get(kind, ()))
+        names = frozenset(fields_for(kind) if callable(fields_for) else DEFAULT_FIELDS.get(kind, ()))
+        # an event about a personal or sensitive string point: its value, as the sinks judge it
+        fields = sorted(shaped_fields(names, example or {}, private))
     else:
         fields = ["value"] if point is not None and _personal_string(point) else []
     if fields and callable(fields_for):
@@ -338,11 +348,26 @@ def _pack_actions(pack: Any) -> Iterable[tuple[dict[str, Any], str, dict[str, An
                 yield rule, spec["kind"], payload if isinstance(payload, dict) else {}
 
 
+def example_payload(matched: Iterable[PointInfo]) -> dict[str, Any]:
+    """What a rule's alert or event carries about the point that fired it (`point`, `value`), for
+    the one among `matched` (its trigger's points) whose value says most: a private string
+    point's (a plate), else a private point's, else any; {} when it matches none."""
+    ranked = sorted(
+        matched,
+        key=lambda p: (p.privacy == Privacy.PUBLIC, p.type != PointType.STR, p.id),
+    )
+    if not ranked:
+        return {}
+    p = ranked[0]
+    return {"point": p.id, "value": "text" if p.type == PointType.STR else 0}
+
+
 def _trigger_class(
     rule: Mapping[str, Any], payload: Mapping[str, Any], points: Mapping[str, PointInfo]
-) -> Privacy:
+) -> tuple[Privacy, dict[str, Any]]:
     """The most private class among the named privacy of the payload and the points the rule's
-    trigger matches or its conditions name: a message may quote any of them."""
+    trigger matches or its conditions name (a message may quote any of them), and the payload
+    its message carries about the point that fires it (`example_payload`)."""
     when = rule.get("when")
     patterns: list[str] = []
     for entry in when if isinstance(when, list) else [when]:
@@ -352,20 +377,25 @@ def _trigger_class(
             patterns.extend(v for v in entry.values() if isinstance(v, str))
     text = " ".join(str(rule.get(k) or "") for k in ("if", "clear_if"))
     ranks = [PRIVACY_RANK[event_privacy("", dict(payload), points)]]
+    fired_by = []
     for pid, info in points.items():
-        if pid in text or any(fnmatch.fnmatchcase(pid, pat) for pat in patterns):
+        fires = any(fnmatch.fnmatchcase(pid, pat) for pat in patterns)
+        if fires:
+            fired_by.append(info)
+        if fires or pid in text:
             ranks.append(PRIVACY_RANK[info.privacy])
-    return CLASSES[max(ranks)]
+    return CLASSES[max(ranks)], example_payload(fired_by)
 
 
 def _rule_kinds(
     site: Any, points: Mapping[str, PointInfo]
-) -> tuple[list[tuple[str, Privacy, str, str]], list[str]]:
-    """(kind, class, source, note) of the rule packs' actions, and problems reading a pack."""
+) -> tuple[list[tuple[str, Privacy, str, str, dict[str, Any]]], list[str]]:
+    """(kind, class, source, note, example payload) of the rule packs' actions, and problems
+    reading a pack."""
     section = site.raw.get("rules") if isinstance(site.raw, dict) else None
     if not isinstance(section, dict) or section.get("enabled") is False:
         return [], []
-    out: list[tuple[str, Privacy, str, str]] = []
+    out: list[tuple[str, Privacy, str, str, dict[str, Any]]] = []
     problems: list[str] = []
     for name in section.get("packs") or []:
         path = Path(str(name))
@@ -378,9 +408,10 @@ def _rule_kinds(
             continue
         for rule, kind, payload in _pack_actions(pack):
             note = f"rule {rule.get('id', '?')}: the class of what fires it"
-            out.append((kind, _trigger_class(rule, payload, points), f"rules ({name})", note))
+            cls, example = _trigger_class(rule, payload, points)
+            out.append((kind, cls, f"rules ({name})", note, {**payload, **example}))
     for kind in RULE_ENGINE_KINDS:
-        out.append((kind, Privacy.PUBLIC, "rules", ""))
+        out.append((kind, Privacy.PUBLIC, "rules", "", {}))
     return out, problems
 
 
@@ -416,20 +447,27 @@ def build(site: Any) -> Report:
             r.filter = RecordFilter(r.include, r.max_privacy, lambda: points)
 
     kinds: dict[tuple[str, str], tuple[Privacy, str]] = {}
+    private = frozenset(p.id for p in infos if p.privacy != Privacy.PUBLIC)
+    # per kind and source, a payload that names someone by its value, when one of its actions does
+    examples: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(kind: str, cls: Privacy, source: str, note: str = "") -> None:
+    def add(
+        kind: str, cls: Privacy, source: str, note: str = "", example: dict[str, Any] | None = None
+    ) -> None:
         key = (kind, source)
         old = kinds.get(key)
         if old is None or PRIVACY_RANK[cls] > PRIVACY_RANK[old[0]]:
             kinds[key] = (cls, note)
+        if example and (key not in examples or shaped_fields(frozenset(), example, private)):
+            examples[key] = example
 
     for d in site.devices:
         if getattr(d, "enabled", True):
             for kind, cls, note in _device_kinds(d, points):
                 add(kind, cls, d.id, note)
     rule_kinds, problems = _rule_kinds(site, points)
-    for kind, cls, source, note in rule_kinds:
-        add(kind, cls, source, note)
+    for kind, cls, source, note, example in rule_kinds:
+        add(kind, cls, source, note, example)
     for kind in GATEWAY_KINDS:
         add(kind, Privacy.PUBLIC, "gateway")
     if site.sections.get("kpi") is not None:
@@ -455,7 +493,9 @@ def build(site: Any) -> Report:
     events = []
     for (kind, source), (cls, note) in kinds.items():
         row = (0, 0.0, source, None, None, kind, "info", orjson.dumps({"privacy": str(cls)}).decode())
-        events.append(Item(kind, source, cls, {r.id: _verdict(r, row, kind) for r in rs}, note))
+        example = examples.get((kind, source), {})
+        receives = {r.id: _verdict(r, row, kind, example=example, private=private) for r in rs}
+        events.append(Item(kind, source, cls, receives, note))
     events.sort(key=lambda i: (-PRIVACY_RANK[i.privacy], i.id, i.source))
 
     retention = {str(c): site.privacy.retention_of(c, site.storage.keep_history) for c in CLASSES}
