@@ -7,12 +7,18 @@ primary key); SCAN_ROWS bounds how far back one looks. Long trends come from the
 buckets and events from its copy of the events (`edge.store.trend`), with the journal's rows after
 the index's cursor scanned raw, so the newest data is there at once; without the trend component,
 the raw scan answers alone.
+
+An acknowledgement's user and comment are personal data, kept in the state DB (`ui_acks`). With a
+master key they are sealed there, as the journal seals the `alert_ack` event, under the data key
+of the user who acknowledged (`edge.privacy.atrest`): forgetting that user shreds them too, and
+they then read as erased. Rows stored in clear before the key was set are sealed at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import time
 from collections import Counter
@@ -30,7 +36,7 @@ from edge.api.problem import Problem, json_body, json_response, read_json
 from edge.model import PRIVACY_RANK, QUALITY_NAMES, CommandStatus, Event, Privacy, Severity, event_privacy
 from edge.state import StateDB
 from edge.store.journal import BOOL_FLAG, Journal, row_to_record
-from edge.store.rows import EventMatch
+from edge.store.rows import EventMatch, sealer_for
 from edge.store.trend import TrendIndex, history_buckets, newest_events
 from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
 from edge.web.rule_yaml import YamlWorker
@@ -38,6 +44,7 @@ from edge.web.rule_yaml import YamlWorker
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
+log = logging.getLogger(__name__)
 SCAN_ROWS = 300_000
 MAX_LIMIT = 5000
 # History, events and alerts queries running at once: each scans in a thread and turns up to
@@ -59,6 +66,9 @@ ACK_MIGRATIONS = [
     # an acknowledgement names its user and may say anything in its comment: personal, or the
     # acked event's class when that is higher; it expires at that class's retention (expire_acks)
     "ALTER TABLE ui_acks ADD COLUMN privacy INTEGER NOT NULL DEFAULT 1",
+    # with a master key: {"user", "comment"} sealed under the user's data key (user and comment
+    # are then empty), so a forget of that user reaches the state DB and its backups
+    "ALTER TABLE ui_acks ADD COLUMN sealed BLOB",
 ]
 #: the history, events and alerts queries allowed to run at once (QUERY_SLOTS)
 QUERY_SLOTS_KEY: web.AppKey[asyncio.Semaphore] = web.AppKey("ui.query_slots", asyncio.Semaphore)
@@ -140,16 +150,85 @@ async def _newest_events(
     return await asyncio.to_thread(newest_events, journal, trend, match, limit, _scan_floor(journal))
 
 
+def _ack_where(seq: int) -> str:
+    """What a sealed acknowledgement is bound to: it opens only as the acknowledgement of `seq`."""
+    return f"alert ack\x00{int(seq)}"
+
+
+def _stored_ack(
+    state: StateDB, seq: int, user: str, comment: str, ts: float
+) -> tuple[str, str, bytes | None]:
+    """(user, comment, sealed) as `ui_acks` keeps them: sealed under `user`'s data key, as the
+    journal seals the `alert_ack` event, when this process seals for the state DB; else in clear."""
+    sealer = sealer_for(state.path)
+    if sealer is None:
+        return user, comment, None
+    text = orjson.dumps({"user": user, "comment": comment}).decode()
+    return "", "", sealer.seal_payload({"user": user}, text, ts, _ack_where(seq))
+
+
+def _opened_ack(state: StateDB, seq: int, ts: float, sealed: bytes) -> dict[str, Any]:
+    """A sealed acknowledgement's user and comment; `erased` when its user was forgotten, `sealed`
+    when this process holds no key that opens it."""
+    sealer = sealer_for(state.path)
+    if sealer is None:
+        return {"sealed": True}
+    try:
+        opened = orjson.loads(sealer.open_text(sealed, "payload", ts, _ack_where(seq)))
+    except LookupError:  # the user was forgotten
+        return {"erased": True}
+    except ValueError:  # altered, or another site's keys
+        return {"sealed": True}
+    return {"user": opened["user"], "comment": opened["comment"]}
+
+
+def seal_clear_acks(state: StateDB) -> int:
+    """Seal the acknowledgements stored in clear (before the site had a master key), overwriting
+    the clear text in the file; returns how many. Nothing without a master key."""
+    if sealer_for(state.path) is None:
+        return 0
+    with state.lock:
+        rows = state.conn.execute(
+            "SELECT seq, user, comment, ts FROM ui_acks WHERE sealed IS NULL"
+        ).fetchall()
+        if not rows:
+            return 0
+        # the old text is zeroed where it stood, and the WAL's copies of those pages go with it
+        secure = state.conn.execute("PRAGMA secure_delete").fetchone()[0]
+        state.conn.execute("PRAGMA secure_delete=ON")
+        try:
+            state.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, user, comment, ts in rows:
+                    stored = _stored_ack(state, seq, user, comment, ts)
+                    state.conn.execute(
+                        "UPDATE ui_acks SET user=?, comment=?, sealed=? WHERE seq=?", (*stored, seq)
+                    )
+                state.conn.execute("COMMIT")
+            except BaseException:
+                state.conn.execute("ROLLBACK")
+                raise
+            state.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            state.conn.execute(f"PRAGMA secure_delete={int(secure)}")
+    return len(rows)
+
+
 def _acks_for(state: StateDB, seqs: list[int]) -> dict[int, dict[str, Any]]:
     if not seqs:
         return {}
     # the seqs as one JSON parameter: one statement shape for any page (each stays compiled)
     with state.lock:
         rows = state.conn.execute(
-            "SELECT seq, user, comment, ts, privacy FROM ui_acks WHERE seq IN (SELECT value FROM json_each(?))",
+            "SELECT seq, user, comment, ts, privacy, sealed FROM ui_acks "
+            "WHERE seq IN (SELECT value FROM json_each(?))",
             (orjson.dumps(seqs).decode(),),
         ).fetchall()
-    return {r[0]: {"user": r[1], "comment": r[2], "ts": r[3], "privacy": r[4]} for r in rows}
+    acks = {}
+    for seq, user, comment, ts, rank, sealed in rows:
+        who = {"user": user, "comment": comment} if sealed is None else _opened_ack(state, seq, ts, sealed)
+        acks[seq] = {**who, "ts": ts, "privacy": rank}
+    return acks
 
 
 def _shown_acks(
@@ -167,9 +246,11 @@ def _shown_acks(
             r["ack"] = None
             continue
         rank = ack["privacy"]
-        if rank <= limit:
+        if rank <= limit and "user" in ack:
             privacy.count_read(counts, rank)
             r["ack"] = {"user": ack["user"], "comment": ack["comment"], "ts": ack["ts"]}
+        elif rank <= limit:  # erased (its user forgotten), or sealed where no key opens it
+            r["ack"] = {"ts": ack["ts"], **{k: v for k, v in ack.items() if k in ("erased", "sealed")}}
         else:
             r["ack"] = {"ts": ack["ts"], "redacted": str(RANK_CLASS[rank])}
 
@@ -453,12 +534,14 @@ async def ack(request: web.Request) -> web.Response:
     # the user's name is personal; the acked event's class when higher (a comment on a health
     # alert may quote it): an acknowledgement launders nothing
     rank = max(PRIVACY_RANK[Privacy.PERSONAL], alert_rank)
+    now = time.time()
+    stored = await asyncio.to_thread(_stored_ack, state, seq, principal.name, comment, now)
     with state.lock:
         state.conn.execute(
-            "INSERT INTO ui_acks(seq, user, comment, ts, privacy) VALUES (?,?,?,?,?) "
+            "INSERT INTO ui_acks(seq, user, comment, ts, privacy, sealed) VALUES (?,?,?,?,?,?) "
             "ON CONFLICT(seq) DO UPDATE SET user=excluded.user, comment=excluded.comment, ts=excluded.ts, "
-            "privacy=excluded.privacy",
-            (seq, principal.name, comment, time.time(), rank),
+            "privacy=excluded.privacy, sealed=excluded.sealed",
+            (seq, stored[0], stored[1], now, rank, stored[2]),
         )
     # the audit log is kept for good and not sealed: who acknowledged what, not the comment
     audit.record(state, principal.name, "alert_ack", str(seq), kind=kind, commented=bool(comment))
@@ -557,6 +640,9 @@ def expire_acks(state: StateDB, source: str) -> Callable[[float, Mapping[int, fl
 
 def setup(app: web.Application, runtime: Runtime) -> None:
     _state(runtime).migrate("ui", ACK_MIGRATIONS)
+    sealed = seal_clear_acks(_state(runtime))  # the privacy component, which seals, starts first
+    if sealed:
+        log.info("sealed %d alert acknowledgements stored in clear", sealed)
     runtime.journal.add_expirer(expire_acks(_state(runtime), runtime.site.site.id))
     app[QUERY_SLOTS_KEY] = asyncio.Semaphore(QUERY_SLOTS)
     worker = app[YAML_WORKER_KEY] = YamlWorker()
