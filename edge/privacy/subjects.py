@@ -56,6 +56,7 @@ MIGRATIONS = [
 ]
 IDENTIFYING = frozenset(SUBJECT_FIELDS) | KNOWN_FIELDS  # fields whose value names a person
 PAGE = 5000
+INT64_MAX = (1 << 63) - 1
 
 
 def check_subject(subject: str) -> str:
@@ -112,12 +113,13 @@ def _private_of(journal_path: str, private: Container[str] | None) -> Container[
 
 # ---------------------------------------------------------------- export
 def journal_records(
-    journal_path: str, subject: str, private: Container[str] | None = None
+    journal_path: str, subject: str, private: Container[str] | None = None, upto: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """The journal's records that name `subject` (events in an identifying field or, about one of
     the `private` points, by their value; readings by their value), oldest first (sealed ones as
     they came, when this process holds the keys). `private`: the site's personal and sensitive
-    points (`private_points`); None: those the journal's sealer knows."""
+    points (`private_points`); None: those the journal's sealer knows. `upto`: no record after
+    that seq."""
     from edge.store.reader import JournalReader
     from edge.store.rows import row_to_record
 
@@ -131,6 +133,8 @@ def journal_records(
                 return
             after = rows[-1][0]
             for row in rows:
+                if upto is not None and row[0] > upto:
+                    return
                 if row[5] is None:
                     if row[3] == subject:
                         yield row_to_record(row)
@@ -231,14 +235,30 @@ def export(
     return Exported(n, kept, len(snapshots))
 
 
-def count_in_clear(journal_path: str, subject: str, private: Container[str] | None = None) -> int:
+def newest_seq(journal_path: str) -> int:
+    """The journal's newest seq now (0: it holds nothing)."""
+    from edge.store.reader import JournalReader
+
+    reader = JournalReader(journal_path)
+    try:
+        last = reader.last_at_or_before(INT64_MAX)
+    finally:
+        reader.close()
+    return 0 if last is None else last[0]
+
+
+def count_in_clear(
+    journal_path: str, subject: str, private: Container[str] | None = None, upto: int | None = None
+) -> int:
     """Records that still name `subject` once its data key is deleted: what forgetting the key
     did not reach. Those sealed under its key read as erased by then; what is left are records in
     clear (a public event or reading naming it) and private ones sealed under another subject's
     key (a measurement whose `resident` comes before the plate, an alert journaled before its
     value was taken as its subject). Counted after the deletion, so that the count is the key's
-    own answer, not a guess at which key each record was sealed under."""
-    return sum(1 for _ in journal_records(journal_path, subject, private))
+    own answer, not a guess at which key each record was sealed under. `upto`: the newest seq
+    when the key was deleted: a running gateway seals what it sees after that under a new key,
+    which is not left behind by the forget but new."""
+    return sum(1 for _ in journal_records(journal_path, subject, private, upto))
 
 
 # ---------------------------------------------------------------- forget
@@ -262,8 +282,9 @@ def notice_payload(site: Site, sealer: Sealer, subject: str) -> dict[str, Any]:
 def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
     """Delete `subject`'s data key and queue the subject_erased notice (see the module)."""
     payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
+    upto = newest_seq(site.storage.path)
     had_key = sealer.keys.forget(subject)
-    kept = count_in_clear(site.storage.path, subject, private_points(site))
+    kept = count_in_clear(site.storage.path, subject, private_points(site), upto)
     removed = remove_forgotten_snapshots(site.storage.resolved_blob_dir(), sealer)
     payload["kept_in_clear"] = kept
     state.migrate(COMPONENT, MIGRATIONS)

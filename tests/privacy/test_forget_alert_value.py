@@ -110,3 +110,34 @@ async def test_an_alert_journaled_under_the_site_key_is_counted_as_left_by_forge
         p["value"]
         for p in alerts_by_plate(tmp_path / "edge.db", tmp_path / "edge.db", master).get(GATE_PLATE, [])
     ] == [GATE_PLATE]
+
+
+async def test_what_a_running_gateway_journals_after_the_key_is_deleted_is_not_counted_as_left(
+    tmp_path: Path, master: Path
+) -> None:
+    """The gate keeps seeing the plate while it is forgotten: the passages sealed after the
+    deletion are under a new key, new records, not ones the forget left behind."""
+    import asyncio
+
+    from edge.privacy import subjects
+
+    config = site_file(tmp_path, site_doc(master, gate=True))
+    async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
+        path = rt.journal.path
+
+        async def passage_after(seq: int) -> bool:
+            await rt.journal.flush()
+            return any(
+                r.get("kind") == "vehicle_passage" and r["payload"].get("plate") == GATE_PLATE
+                for r in rt.journal.read(seq, 5000)
+            )
+
+        await until_async(lambda: passage_after(0), what="a passage journaled")
+        upto = await asyncio.to_thread(subjects.newest_seq, path)
+        assert rt.components["privacy"].sealer.keys.forget(GATE_PLATE)
+        await until_async(lambda: passage_after(upto), what="a passage sealed under the plate's new key")
+        private = subjects.private_points(rt.site)
+        left = await asyncio.to_thread(subjects.count_in_clear, path, GATE_PLATE, private, upto)
+        new = await asyncio.to_thread(subjects.count_in_clear, path, GATE_PLATE, private)
+    assert left == 0
+    assert new >= 1
