@@ -163,7 +163,7 @@ RUN = textwrap.dedent(
         print("HELD", aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"], flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    sys.exit(asyncio.run(service.serve(sys.argv[1], on_ready=ready)))
+    sys.exit(asyncio.run(service.serve(sys.argv[1], check=lambda site: [], on_ready=ready)))
     """
 )
 

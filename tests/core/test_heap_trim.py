@@ -28,7 +28,7 @@ async def test_the_service_trims_its_heap_again_and_again_while_it_runs(
     caplog.set_level(logging.DEBUG, logger="edge.service")
     ready = asyncio.Event()
     running = asyncio.create_task(
-        service.serve(str(site_file(tmp_path, SITE)), on_ready=lambda rt: ready.set())
+        service.serve(str(site_file(tmp_path, SITE)), check=lambda site: [], on_ready=lambda rt: ready.set())
     )
 
     async def up() -> bool:
