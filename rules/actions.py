@@ -14,7 +14,10 @@ What a firing produces is as private as what it read (`rules.model.firing_privac
 carries that class, and a virtual point written by `set:` takes it (a class only ever rises), so a
 rule cannot copy a blood pressure into a public point. Virtual points and their classes are kept in
 the state database and registered again when the runner is created at start-up, before any
-consumer reads the journal: values journaled before a restart keep their class.
+consumer reads the journal: values journaled before a restart keep their class. `set:` writes
+virtual points only: a point a driver registered is refused when the rule is stored
+(`rules.model.set_target_problems`) and here (the action fails, counted), so a rule can neither
+forge a device's readings nor raise a device point's class.
 
 Webhooks post only to destinations `rules.webhook_allow` names, checked again here at send time:
 the name must resolve to an address that is not loopback, link-local, multicast or unspecified
@@ -51,6 +54,7 @@ from rules.model import (
     WriteAction,
     firing_privacy,
     reads_privacy,
+    set_target_refused,
     webhook_target,
 )
 from rules.store import RuleStore
@@ -153,8 +157,18 @@ class ActionRunner:
             log.error("the saved classes of rule-set points are unreadable; they register again when set")
             return
         for point, (ptype, privacy) in saved.items():
+            if point in self.hub.points:  # the site's devices registered theirs before this runs
+                # a driver's point, set by a rule of an earlier version: it stays its driver's
+                log.warning("point %s is a device's point: rules no longer set it", point)
+                continue
             self._virtual[point] = [str(ptype), str(privacy)]
             self._register(point, ptype, privacy)
+
+    def driver_point(self, point: str) -> PointInfo | None:
+        """The point `point` when a driver registered it (not a virtual point of the rules): a
+        `set:` may not write it."""
+        info = self.hub.points.get(point)
+        return info if info is not None and point not in self._virtual else None
 
     def actions_for(self, firing: Firing) -> list[tuple[str, Action, bool]]:
         """(where, action, cleared-notice) to run for a firing."""
@@ -394,12 +408,10 @@ class ActionRunner:
         refused with ValueError, so the action fails and is counted; the point keeps its last
         value. An int for a float point goes in as a float: a receiver such as InfluxDB keeps
         one type per field and refuses the other."""
+        if (device := self.driver_point(point)) is not None:
+            raise ValueError(set_target_refused(point, device.device))
         info = self.hub.points.get(point)
         ptype = declared or (info.type if info is not None else _type_of(value))
-        if info is not None and info.type != ptype and point not in self._virtual:
-            raise ValueError(
-                f"{point} is a {info.type} point of device {info.device}: `type: {ptype}` cannot change it"
-            )
         if value is None:
             raise ValueError(f"the expression gave no value for {point}; it keeps its last value")
         value = coerce_value(

@@ -283,7 +283,9 @@ async def disable_rule(request: web.Request) -> web.Response:
 
 async def validate(request: web.Request) -> web.Response:
     require(request, "rules")
-    await _checked(request, await read_json(request))
+    compiled = await _checked(request, await read_json(request))
+    if refused := _component(request).problems(compiled):  # what saving it would refuse
+        raise _invalid(RuleErrors(refused))
     return json_response({"ok": True})
 
 

@@ -33,6 +33,7 @@ from rules.backfill import WindowWants, read_history, wants_of
 from rules.config import RulesConfig, resolve_pack
 from rules.cron import site_tz
 from rules.engine import LOOP_SHARE, Engine, Firing, KeyState
+from rules.expr import ExprError
 from rules.model import (
     CompiledRule,
     RuleErrors,
@@ -41,6 +42,7 @@ from rules.model import (
     dump_pack,
     parse_rule,
     same_logic,
+    set_target_problems,
     webhook_problems,
 )
 from rules.store import RuleStore, StateWriter, StoredRule
@@ -422,6 +424,10 @@ class RulesComponent:
         except (ValueError, TypeError):
             done = set()
         for pack, compiled in packs:
+            if not isinstance(compiled, Exception):
+                new = [cr for cr in compiled if f"{pack}#{cr.rule.id}" not in done]
+                if problems := self.pack_problems(new, pack):
+                    compiled = RulePackError(problems)
             if isinstance(compiled, Exception):
                 exc = compiled
                 log.error("rule pack %s not imported: %s", pack, exc)
@@ -465,8 +471,8 @@ class RulesComponent:
         assert self.store is not None
         compiled = doc if isinstance(doc, CompiledRule) else parse_rule(doc)
         # every way in (API, packs, restore, enable) stores an enabled rule only with allowed
-        # destinations; disabling one whose host the site no longer allows must stay possible
-        refused = webhook_problems(compiled.rule, self.config.webhook_allow) if compiled.rule.enabled else []
+        # destinations and virtual `set:` points; disabling one stored before must stay possible
+        refused = self.problems(compiled)
         if refused:
             raise RuleErrors(refused)
         clean = compiled.rule.doc()
@@ -497,6 +503,20 @@ class RulesComponent:
         self._arm()
         return stored
 
+    def problems(self, compiled: CompiledRule) -> list[ExprError]:
+        """What this site refuses in an enabled rule that compiles: a webhook to a destination
+        `rules.webhook_allow` does not name, a `set:` of a point a driver registered."""
+        if not compiled.rule.enabled:
+            return []
+        return [
+            *webhook_problems(compiled.rule, self.config.webhook_allow),
+            *set_target_problems(compiled.rule, self.actions.driver_point),
+        ]
+
+    def pack_problems(self, compiled: list[CompiledRule], file: str) -> list[str]:
+        """`problems` of every rule of a pack, as `file: rule ID:FIELD: ...` lines."""
+        return [f"{file}: {e}" for cr in compiled for e in self.problems(cr)]
+
     def delete(self, rule_id: str, actor: str) -> bool:
         assert self.store is not None
         if not self.store.delete(rule_id, actor):
@@ -518,8 +538,11 @@ class RulesComponent:
         """Compile the whole pack first; store nothing unless every rule compiles."""
         return self.store_pack(compile_pack(text, file, webhook_allow=self.config.webhook_allow), actor)
 
-    def store_pack(self, compiled: list[CompiledRule], actor: str) -> list[str]:
-        """Store the rules of a pack compiled beforehand (all of it compiled: nothing stored else)."""
+    def store_pack(self, compiled: list[CompiledRule], actor: str, file: str = "<upload>") -> list[str]:
+        """Store the rules of a pack compiled beforehand: all of them, or (RulePackError naming
+        every problem) none."""
+        if problems := self.pack_problems(compiled, file):
+            raise RulePackError(problems)
         return [self.put(cr, actor, "import").id for cr in compiled]
 
     def export_pack(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -378,6 +378,36 @@ def webhook_problems(rule: Rule, allow: Sequence[str]) -> list[ExprError]:
                     field=f"{section}[{i}].webhook.url",
                 )
             )
+    return problems
+
+
+def set_target_refused(point: str, device: str) -> str:
+    """Why a `set:` may not write `point`, a point of device `device` registered by its driver."""
+    return (
+        f"{point} is a point of device {device}, read by its driver: `set:` writes only virtual "
+        "points of the rules (a point no device has, such as site.total_power_kw); its values "
+        "would pass for the device's readings. Use `write:` to command a writable device point"
+    )
+
+
+def set_target_problems(rule: Rule, driver_point: Callable[[str], Any]) -> list[ExprError]:
+    """Every `set:` of `rule` whose target is a point a driver registered: `driver_point(point)`
+    gives that point's PointInfo, or None for a point the rules may set. A target naming
+    `{device}` is known only when it fires, and checked then."""
+    problems = []
+    for section, actions in (("then", rule.then), ("else", rule.else_)):
+        for i, action in enumerate(actions):
+            if action.set is None or "{device}" in action.set.point:
+                continue
+            info = driver_point(action.set.point)
+            if info is not None:
+                problems.append(
+                    ExprError(
+                        set_target_refused(action.set.point, info.device),
+                        rule=rule.id,
+                        field=f"{section}[{i}].set.point",
+                    )
+                )
     return problems
 
 
