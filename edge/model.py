@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
@@ -184,6 +185,13 @@ class CommandStatus(StrEnum):
     REJECTED = "rejected"  # not writable, unknown point, bad value: never reached the device
 
 
+#: the class of the data a write's value was derived from, for the writes the current task issues:
+#: a rule sets it around its `write:` (`rules.actions`), so the `command` event that journals the
+#: write is as private as the firing that computed the value, not only as its target point. None
+#: (any other write): the event is classed by its point.
+WRITE_DERIVED_FROM: ContextVar[Privacy | None] = ContextVar("write_derived_from", default=None)
+
+
 @dataclass(slots=True)
 class CommandResult:
     point: str
@@ -200,18 +208,22 @@ class CommandResult:
 
     def as_event(self) -> Event:
         device = self.point.split(".", 1)[0]
+        payload: dict[str, Any] = {
+            "point": self.point,
+            "value": self.value,
+            "status": str(self.status),
+            "reason": self.reason,
+            "by": self.source,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+        derived = WRITE_DERIVED_FROM.get()
+        if derived is not None:  # the value (and a refusal's reason, which quotes it) came from it
+            payload["privacy"] = str(derived)
         return Event(
             kind="command",
             source=device,
             severity=Severity.INFO if self.ok else Severity.WARNING,
-            payload={
-                "point": self.point,
-                "value": self.value,
-                "status": str(self.status),
-                "reason": self.reason,
-                "by": self.source,
-                "duration_ms": round(self.duration_ms, 3),
-            },
+            payload=payload,
             ts=self.ts,
         )
 

@@ -12,7 +12,10 @@ counted (`cancelled`) and one `rule_actions_cancelled` event names the rules and
 
 What a firing produces is as private as what it read (`rules.model.firing_privacy`): an alert
 carries that class, and a virtual point written by `set:` takes it (a class only ever rises), so a
-rule cannot copy a blood pressure into a public point. Virtual points and their classes are kept in
+rule cannot copy a blood pressure into a public point. So do the records a firing leaves besides
+its actions, which may quote what it read: its `rule_error` (the expression's exception quotes
+operands), its `rule_action_failed` and the `command` event of its `write:` (the value written).
+Virtual points and their classes are kept in
 the state database and registered again when the runner is created at start-up, before any
 consumer reads the journal: values journaled before a restart keep their class. `set:` writes
 virtual points only: a point a driver registered is refused when the rule is stored
@@ -42,7 +45,16 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from edge.hub import coerce_value
-from edge.model import PRIVACY_RANK, Event, PointInfo, PointType, Privacy, Reading, Severity
+from edge.model import (
+    PRIVACY_RANK,
+    WRITE_DERIVED_FROM,
+    Event,
+    PointInfo,
+    PointType,
+    Privacy,
+    Reading,
+    Severity,
+)
 from rules.config import RulesConfig, normal_host, parse_allow_entry, webhook_allowed
 from rules.engine import Firing
 from rules.model import (
@@ -143,6 +155,8 @@ class ActionRunner:
         self.closing = False
         self.rate_limited: dict[str, int] = {}
         self.write_latency_ms: list[float] = []  # recent reading->write-issued latencies (bench)
+        #: rule id -> the class of the firing whose error the rule shows (`error_privacy`)
+        self._error_class: dict[str, Privacy] = {}
         self._meta = RuleStore(ctx.state)
         self._virtual: dict[str, list[str]] = {}
         self._restore_virtual_points()
@@ -170,6 +184,11 @@ class ActionRunner:
         info = self.hub.points.get(point)
         return info if info is not None and point not in self._virtual else None
 
+    def error_privacy(self, rule_id: str) -> Privacy:
+        """The class of the firing whose error rule `rule_id` shows now (its message may quote
+        what that firing read)."""
+        return self._error_class.get(rule_id, Privacy.PUBLIC)
+
     def actions_for(self, firing: Firing) -> list[tuple[str, Action, bool]]:
         """(where, action, cleared-notice) to run for a firing."""
         rule = firing.rule.rule
@@ -187,14 +206,10 @@ class ActionRunner:
     def dispatch(self, firing: Firing) -> None:
         """Called from the engine's callback: decide synchronously, execute in a task."""
         if firing.kind == "error":
+            klass = self._error_class[firing.rule.id] = self._firing_privacy(firing.rule, firing.args)
+            payload = {"rule": firing.rule.id, "message": firing.error}
             self._publish_soon(
-                Event(
-                    "rule_error",
-                    firing.rule.id,
-                    Severity.WARNING,
-                    {"rule": firing.rule.id, "message": firing.error},
-                    firing.ts,
-                )
+                Event("rule_error", firing.rule.id, Severity.WARNING, _classed(payload, klass), firing.ts)
             )
             return
         actions = self.actions_for(firing)
@@ -251,6 +266,7 @@ class ActionRunner:
         dropped = self._limits.pop(rule_id, None) is not None
         dropped = self._saved.pop(rule_id, None) is not None or dropped
         self._reads.pop(rule_id, None)
+        self._error_class.pop(rule_id, None)
         if dropped:
             self.limits_dirty = True  # written with the next state flush (at the latest at stop)
 
@@ -291,13 +307,12 @@ class ActionRunner:
     def _failed(self, firing: Firing, where: str, exc: Exception) -> None:
         self.failed += 1
         log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
+        # the error can quote the value the firing computed ("'121/71 r-0298' is not a valid ...")
+        payload = {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"}
+        klass = self._firing_privacy(firing.rule, firing.args)
         self.hub.publish_event(
             Event(
-                "rule_action_failed",
-                firing.rule.id,
-                Severity.WARNING,
-                {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"},
-                time.time(),
+                "rule_action_failed", firing.rule.id, Severity.WARNING, _classed(payload, klass), time.time()
             )
         )
 
@@ -318,7 +333,16 @@ class ActionRunner:
             if len(self.write_latency_ms) > 10_000:
                 del self.write_latency_ms[:5000]
             target = spec.point.replace("{device}", str(args[3]))
-            result = await self.hub.write(target, self._value(firing, where, spec), source=f"rule:{rr.id}")
+            value = self._value(firing, where, spec)
+            # the command event quotes the value: as private as the firing, if more than its point
+            klass = self._firing_privacy(rr, args)
+            info = self.hub.points.get(target)
+            above = PRIVACY_RANK[klass] > PRIVACY_RANK[info.privacy if info is not None else Privacy.PUBLIC]
+            derived = WRITE_DERIVED_FROM.set(klass if above else None)
+            try:
+                result = await self.hub.write(target, value, source=f"rule:{rr.id}")
+            finally:
+                WRITE_DERIVED_FROM.reset(derived)
             if not result.ok:
                 raise RuntimeError(f"write {target} {result.status}: {result.reason}")
         elif action.kind == "set":
@@ -591,6 +615,14 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def _classed(payload: dict[str, Any], klass: Privacy) -> dict[str, Any]:
+    """`payload` of a record a firing of class `klass` left, classed so when above public (a
+    payload without `privacy` and `point` is public to the sinks and the views)."""
+    if PRIVACY_RANK[klass] > PRIVACY_RANK[Privacy.PUBLIC]:
+        payload["privacy"] = str(klass)
+    return payload
 
 
 def _virtual_point(point: str, ptype: PointType, privacy: Privacy) -> PointInfo:

@@ -12,6 +12,12 @@ above it (an event whose payload names its class, a wildcard kind) is refused on
 so, whatever its condition made of them. An allowed dry run over personal or sensitive records is
 audited as a read. Each firing is still judged again and, above the caller's class, its message,
 key and point withheld (`redacted`).
+
+A stored rule runs on every record its triggers take, and its state, its last firing, its error
+and its actions' records answer the same questions: a rule reading above its author's class (the
+same check, before it runs) is refused (403) when it is created, updated, enabled, restored or
+imported, and a rule of an admin shows a caller below what it reads no state, last firing or error
+(`for_caller`).
 """
 
 from __future__ import annotations
@@ -176,12 +182,19 @@ def for_caller(
     limit = privacy.limit_for(principal)
     if limit >= PRIVACY_RANK[Privacy.SENSITIVE]:
         return shown
-    rr = _component(request).engine.rules.get(shown["id"])
-    if rr is None or not above_class(get_runtime(request), rr.compiled, limit, above):
+    comp = _component(request)
+    rr = comp.engine.rules.get(shown["id"])
+    if rr is None:
         return shown
-    shown["last_fired"] = None
-    if shown["state"] in HELD_STATES:
-        shown["state"] = "redacted"
+    if above_class(get_runtime(request), rr.compiled, limit, above):
+        shown["last_fired"] = None
+        if shown["state"] in HELD_STATES:
+            shown["state"] = "redacted"
+    elif not (shown["error"] and PRIVACY_RANK[comp.actions.error_privacy(rr.id)] > limit):
+        return shown
+    # an expression's error quotes its operands ("invalid literal ... '121/71 r-0298'")
+    if shown["error"]:
+        shown["error"] = None
     shown["redacted"] = True
     return shown
 
@@ -227,6 +240,7 @@ async def create_rule(request: web.Request) -> web.Response:
     doc = await _rule_body(request)
     _exists(comp, doc)
     compiled = await _compiled(doc)
+    _within_class(request, who, compiled)
     _exists(comp, doc)  # created by another request while this one compiled
     stored = _stored(comp, compiled, who.name, "create")
     return await _rule_response(comp.describe(stored), stored.doc, status=201)
@@ -249,6 +263,7 @@ async def update_rule(request: web.Request) -> web.Response:
                 args={"given": str(doc.get("id")), "id": rule_id},
             )
     compiled = await _compiled(doc)
+    _within_class(request, who, compiled)
     stored = _stored(comp, compiled, who.name, "update")
     return await _rule_response(comp.describe(stored), stored.doc)
 
@@ -267,6 +282,8 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     comp = _component(request)
     current = _found(comp, request.match_info["id"])
     compiled = await _compiled({**current.doc, "enabled": enabled})
+    if enabled:  # stopping a rule reads nothing: anyone who may change rules may disable it
+        _within_class(request, who, compiled)
     _found(comp, request.match_info["id"])  # not deleted while it compiled
     # put checks webhooks: a rule stored before the allow-list changed does not start posting
     stored = _stored(comp, compiled, who.name, "enable" if enabled else "disable")
@@ -324,14 +341,31 @@ def above_class(
             ):
                 found.append(_classed(f"point {point}", klass))
     if limit < PRIVACY_RANK[Privacy.SENSITIVE]:
+        # a wildcard (`event: "*"`, `"heart_*"`) takes the health measurements it matches
         kinds = {t.event for t in compiled.rule.when if t.event}
-        found += [_classed(f"event:{k}", Privacy.SENSITIVE) for k in sorted(kinds & SENSITIVE_EVENT_KINDS)]
+        found += [
+            _classed(f"event:{k}", Privacy.SENSITIVE)
+            for k in sorted(kinds)
+            if any(fnmatch.fnmatchcase(health, k) for health in SENSITIVE_EVENT_KINDS)
+        ]
     return found
 
 
-def _refused(principal: Principal, found: list[str], what: str) -> Problem:
+def _refused(principal: Principal, found: list[str], what: str, save: bool = False) -> Problem:
+    """403 naming what a rule reads above `principal`'s class: for a dry run, or (`save`) for
+    storing or enabling the rule."""
     klass = next(str(p) for p, r in PRIVACY_RANK.items() if r == privacy.limit_for(principal))
     shown = ", ".join(found)
+    if save:
+        return Problem(
+            403,
+            "Rule above your privacy class",
+            f"{what} above your class ({klass}): {shown}. Its state, its errors and what its "
+            "actions write would tell what those records hold: leave them out of the rule, or "
+            "ask an admin to save it",
+            refused=found,
+            allowed=klass,
+        )
     return Problem(
         403,
         "Dry run above your privacy class",
@@ -342,6 +376,14 @@ def _refused(principal: Principal, found: list[str], what: str) -> Problem:
         message_key="editor.dryAboveClass",
         args={"shown": shown},
     )
+
+
+def _within_class(request: web.Request, who: Principal, compiled: CompiledRule) -> None:
+    """403 when `compiled` reads data above `who`'s class (known before it runs, as for a dry
+    run): stored, it would run on those records and answer for them."""
+    found = above_class(get_runtime(request), compiled, privacy.limit_for(who))
+    if found:
+        raise _refused(who, found, "this rule reads data", save=True)
 
 
 def minimise_firings(
@@ -476,6 +518,7 @@ async def restore(request: web.Request) -> web.Response:
             args={"id": request.match_info["id"], "version": version},
         )
     compiled = await _compiled(doc)
+    _within_class(request, who, compiled)
     stored = _stored(comp, compiled, who.name, "restore")
     return await _rule_response(comp.describe(stored), stored.doc)
 
@@ -494,6 +537,13 @@ async def import_pack(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
         # parsing up to MAX_PACK_BYTES of YAML is seconds of CPU: never on the event loop
         compiled = await asyncio.to_thread(compile_pack, text, "<upload>", _webhook_allow(request))
+        found = [
+            f"rule {cr.rule.id}: {f}"
+            for cr in compiled
+            for f in above_class(get_runtime(request), cr, privacy.limit_for(who))
+        ]
+        if found:
+            raise _refused(who, found, "this pack has rules that read data", save=True)
         ids = comp.store_pack(compiled, who.name)
     except UnicodeDecodeError:
         raise Problem(
