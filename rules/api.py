@@ -17,7 +17,7 @@ A stored rule runs on every record its triggers take, and its state, its last fi
 and its actions' records answer the same questions: a rule reading above its author's class (the
 same check, before it runs) is refused (403) when it is created, updated, enabled, restored or
 imported, and a rule of an admin shows a caller below what it reads no state, last firing or error
-(`for_caller`).
+(`for_caller`), in every answer that shows it.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ async def create_rule(request: web.Request) -> web.Response:
     _within_class(request, who, compiled)
     _exists(comp, doc)  # created by another request while this one compiled
     stored = _stored(comp, compiled, who.name, "create")
-    return await _rule_response(comp.describe(stored), stored.doc, status=201)
+    return await _rule_response(_shown(request, who, comp, stored), stored.doc, status=201)
 
 
 async def update_rule(request: web.Request) -> web.Response:
@@ -265,7 +265,7 @@ async def update_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = _stored(comp, compiled, who.name, "update")
-    return await _rule_response(comp.describe(stored), stored.doc)
+    return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -287,7 +287,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     _found(comp, request.match_info["id"])  # not deleted while it compiled
     # put checks webhooks: a rule stored before the allow-list changed does not start posting
     stored = _stored(comp, compiled, who.name, "enable" if enabled else "disable")
-    return await _rule_response(comp.describe(stored), stored.doc)
+    return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 
 async def enable_rule(request: web.Request) -> web.Response:
@@ -384,6 +384,11 @@ def _within_class(request: web.Request, who: Principal, compiled: CompiledRule) 
     found = above_class(get_runtime(request), compiled, privacy.limit_for(who))
     if found:
         raise _refused(who, found, "this rule reads data", save=True)
+
+
+def _shown(request: web.Request, who: Principal, comp: RulesComponent, stored: Any) -> dict[str, Any]:
+    """A rule just changed, as `who` may see it (as GET shows it)."""
+    return for_caller(request, who, comp.describe(stored))
 
 
 def minimise_firings(
@@ -520,7 +525,7 @@ async def restore(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = _stored(comp, compiled, who.name, "restore")
-    return await _rule_response(comp.describe(stored), stored.doc)
+    return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 
 async def export_pack(request: web.Request) -> web.Response:
