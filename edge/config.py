@@ -27,7 +27,16 @@ from edge.plugins import registry
 from edge.privacy.config import PrivacyConfig
 from edge.privacy.pseudonym import PseudonymiseConfig
 from edge.units import Duration, Size
-from edge.validation import ConfigError, ConsumerId, ListenAddress, Strict, UpstreamId, valid_listen
+from edge.validation import (
+    ConfigError,
+    ConsumerId,
+    ListenAddress,
+    SitePath,
+    Strict,
+    UpstreamId,
+    beside,
+    valid_listen,
+)
 
 # kept only while edge/api/auth.py still imports it from here; its one place is edge.validation
 from edge.yamlpos import Path, Positions, Problem, YamlError, format_path
@@ -63,9 +72,9 @@ class SiteInfo(Strict):
 
 
 class StorageConfig(Strict):
-    path: str = "/var/lib/community-edge/edge.db"
-    state_path: str | None = None  # rules, accounts, audit; default: state.db beside `path`
-    blob_dir: str | None = None  # camera snapshots; default: blobs/ beside `path`
+    path: SitePath = "/var/lib/community-edge/edge.db"
+    state_path: SitePath | None = None  # rules, accounts, audit; default: state.db beside `path`
+    blob_dir: SitePath | None = None  # camera snapshots; default: blobs/ beside `path`
     max_bytes: Size = 4 * 1024**3
     # left free on the journal's filesystem for the WAL, checkpoints, trend index and snapshots:
     # beyond it the disk counts as full (the when_full policy applies) before SQLite ever fails
@@ -85,8 +94,8 @@ class StorageConfig(Strict):
 
 class WebConfig(ListenAddress, Strict):
     listen: str = "0.0.0.0:8080"
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    tls_cert: SitePath | None = None
+    tls_key: SitePath | None = None
     enabled: bool = True
 
     @field_validator("listen", mode="before")
@@ -101,7 +110,7 @@ class ConsumerConfig(Strict):
     id: ConsumerId
     description: str = ""
     token_env: str | None = None
-    token_file: str | None = None
+    token_file: SitePath | None = None
     # the most private class of data this consumer may pull (sensitive data stays on site by default)
     max_privacy: Privacy = Privacy.PERSONAL
     # its own pseudonym key, extra fields and fields it sees in clear; without it the identifying
@@ -576,7 +585,8 @@ def _clear_warnings(recipients: list[Recipient], pos: Positions) -> list[Problem
 
 def load_site(path: str | os.PathLike[str]) -> Site:
     """Read and validate a site file. Pure-Python parsing takes about a second per MiB (the cap):
-    callers on an event loop run this in a thread."""
+    callers on an event loop run this in a thread. A relative file path in it (`SitePath`) names a
+    file beside the site file."""
     p = FsPath(path)
     try:
         text = read_yaml_text(p)
@@ -586,4 +596,5 @@ def load_site(path: str | os.PathLike[str]) -> Site:
         raise ConfigError([Problem(str(p), None, (), "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(p), None, (), f"cannot read: {exc}")]) from None
-    return load_site_text(text, str(p))
+    with beside(p):
+        return load_site_text(text, str(p))

@@ -380,8 +380,10 @@ def check_ports(raw: dict[str, Any]) -> Iterator[Finding]:
 
 
 def check_secrets(raw: dict[str, Any], user: User) -> Iterator[Finding]:
+    from edge.validation import site_relative
+
     for key, name in secret_files(raw):
-        path = Path(name)
+        path = Path(site_relative(name))
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -517,18 +519,25 @@ def check_site(config: str) -> tuple[dict[str, Any] | None, list[Finding]]:
 
 
 def diagnose(config: str, user: User) -> list[Finding]:
+    from edge.validation import beside
+
     raw, findings = check_site(config)
     if raw is not None:
-        for check in (
-            check_devices(raw, user),
-            check_disk(raw),
-            check_data(raw, user),
-            check_ports(raw),
-            check_secrets(raw, user),
-        ):
-            findings.extend(check)
-        findings.extend(check_clock(raw))
+        with beside(config):  # the paths in it as the gateway reads them: beside the site file
+            findings.extend(_checks(raw, user))
     return findings
+
+
+def _checks(raw: dict[str, Any], user: User) -> Iterator[Finding]:
+    for check in (
+        check_devices(raw, user),
+        check_disk(raw),
+        check_data(raw, user),
+        check_ports(raw),
+        check_secrets(raw, user),
+        check_clock(raw),
+    ):
+        yield from check
 
 
 def worst(findings: list[Finding]) -> str:

@@ -4,7 +4,10 @@ error that lists a site file's problems. It imports neither, so both can import 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path as FsPath
 from typing import Annotated, Self
 
@@ -20,6 +23,35 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+#: the folder of the site file being loaded: a relative file path in it names a file beside the
+#: site file, wherever the command that reads it runs (`edge run` under systemd runs in /, a
+#: technician's `edge users add` in their home: each opened its own journal and state DB)
+_SITE_DIR: ContextVar[str | None] = ContextVar("site_dir", default=None)
+
+
+@contextlib.contextmanager
+def beside(site_file: str | os.PathLike[str]) -> Iterator[None]:
+    """Within it, `SitePath` values are resolved against `site_file`'s folder."""
+    token = _SITE_DIR.set(str(FsPath(site_file).resolve().parent))
+    try:
+        yield
+    finally:
+        _SITE_DIR.reset(token)
+
+
+def site_relative(path: str) -> str:
+    """`path` as the site file means it: a relative one joined to the folder of the site file being
+    loaded (`beside`), an absolute one (or one read outside a load) as it is."""
+    base = _SITE_DIR.get()
+    if base is None or not path or os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base, path))
+
+
+#: a file or folder the site file names (a database, a key, a certificate, a secret)
+SitePath = Annotated[str, AfterValidator(site_relative)]
 
 
 class Strict(BaseModel):

@@ -24,7 +24,7 @@ from edge.config import PROFILE_DIR
 from edge.driver import DeviceConfig, PointConfig
 from edge.model import PointInfo, PointType, Privacy
 from edge.units import Duration
-from edge.validation import ConfigError, Strict
+from edge.validation import ConfigError, SitePath, Strict
 
 MAC_RE = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}\Z")
 
@@ -233,7 +233,7 @@ class BleDevice(DeviceConfig):
     stale_after: Duration = 600.0
     # encrypted BTHome: the sensor's bind key, by reference only (never in the site file)
     bind_key_env: str | None = None
-    bind_key_file: str | None = None
+    bind_key_file: SitePath | None = None
     #: advertisements read per second at most; the rest are dropped unread and counted
     #: (`over_rate`): a device, or another one sending with its address, cannot flood the journal.
     #: BLE's shortest advertising interval is 20 ms (50 a second, scan responses aside).

@@ -15,7 +15,7 @@ from drivers.camera.points import camera_points
 from edge.driver import DeviceConfig
 from edge.model import PointInfo, Privacy
 from edge.units import Duration, Size
-from edge.validation import DeviceId, Strict, ZoneName
+from edge.validation import DeviceId, Strict, ZoneName, site_relative
 
 #: accepted source schemes; anything else is refused with this list
 SCHEMES = ("http", "https", "rtsp", "rtsps", "file")
@@ -121,7 +121,7 @@ class CameraDevice(DeviceConfig):
                 f"unsupported url scheme {m.group(1)!r}; expected one of {', '.join(SCHEMES)}, "
                 "a file path or a V4L2 device such as /dev/video0"
             )
-        return text
+        return text if m else site_relative(text)  # a video file beside the site file
 
     @field_validator("privacy")
     @classmethod

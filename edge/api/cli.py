@@ -338,7 +338,7 @@ def cmd_tokens_revoke(args: argparse.Namespace, state: Any) -> int:
 def cmd_tls_selfsigned(args: argparse.Namespace) -> int:
     import socket
 
-    out = Path(args.out)
+    out = Path(args.out).absolute()  # printed for the site file: a path that holds from any folder
     if out.exists() and not out.is_dir():
         print(
             f"error: {out}: not a directory (--out names the directory for edge.crt and edge.key)",

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge.sync.sink_config import PushSinkConfig
 from edge.units import Duration, Size
-from edge.validation import Strict
+from edge.validation import SitePath, Strict
 
 #: the placeholders each topic template may use
 TOPIC_FIELDS = {
@@ -27,9 +27,9 @@ MAX_MESSAGE = 256 * 1024 * 1024  # the MQTT protocol's own limit on a packet
 class TlsConfig(Strict):
     """TLS to the broker: a custom CA (else the system's) and a client certificate."""
 
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: SitePath | None = None
+    cert_file: SitePath | None = None
+    key_file: SitePath | None = None
     # off only for a lab broker with a self-made certificate: the chain and name are not checked
     verify: bool = True
 
@@ -55,7 +55,7 @@ class MqttSinkConfig(PushSinkConfig):
     tls: TlsConfig | None = None
     username: str | None = None
     password_env: str | None = None
-    password_file: str | None = None
+    password_file: SitePath | None = None
     client_id: str | None = None  # default edge-<site id>-<sink id>
     clean_start: bool = False  # false: a persistent session the broker keeps across reconnects
     session_expiry: Duration = 86_400.0  # MQTT 5: how long the broker keeps the session offline

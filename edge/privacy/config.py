@@ -23,7 +23,7 @@ from pydantic import Field
 
 from edge.model import PRIVACY_RANK, Privacy
 from edge.units import Duration
-from edge.validation import Strict
+from edge.validation import SitePath, Strict
 
 
 class RetentionConfig(Strict):
@@ -39,7 +39,7 @@ class PrivacyConfig(Strict):
 
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # the site master key that wraps every resident's data key (None: nothing is sealed)
-    master_key_file: str | None = Field(default=None, min_length=1)
+    master_key_file: SitePath | None = Field(default=None, min_length=1)
 
     @property
     def encrypted_at_rest(self) -> bool:

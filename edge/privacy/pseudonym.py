@@ -32,7 +32,7 @@ from pydantic import field_validator, model_validator
 
 from edge.model import PRIVACY_RANK, PointInfo, Privacy
 from edge.privacy.keyfile import KeyFileError, read_key
-from edge.validation import Strict
+from edge.validation import SitePath, Strict
 
 PREFIX = "ps_"
 DIGEST_CHARS = 20  # base32 characters: 5 bits each, 100 bits
@@ -194,7 +194,7 @@ class PseudonymiseConfig(Strict):
 
     fields: list[str] = []
     clear: list[str] = []
-    key_file: str | None = None
+    key_file: SitePath | None = None
     key_env: str | None = None
 
     @field_validator("fields", "clear")

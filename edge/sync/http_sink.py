@@ -20,7 +20,7 @@ from edge.store.records import Row
 from edge.store.rows import BOOL_FLAG, CLOCK_FLAG
 from edge.sync.base import LinkBoard, PushSink
 from edge.sync.sink_config import PushSinkConfig
-from edge.validation import resolve_secret
+from edge.validation import SitePath, resolve_secret
 
 if TYPE_CHECKING:
     from edge.plugins import ComponentContext
@@ -32,7 +32,7 @@ SIGNATURE_HEADER = "X-Edge-Signature"
 class HttpSinkConfig(PushSinkConfig):
     type: str = "http"
     hmac_secret_env: str | None = None
-    hmac_secret_file: str | None = None
+    hmac_secret_file: SitePath | None = None
 
 
 def reading_value(value: Any, quality: int) -> tuple[Any, int]:

@@ -12,7 +12,7 @@ from edge.model import Privacy
 from edge.privacy.pseudonym import PseudonymiseConfig
 from edge.store.records import IncludeConfig
 from edge.units import Duration, Size
-from edge.validation import Strict
+from edge.validation import SitePath, Strict
 
 MAX_IN_FLIGHT = 16  # batches a sink may send at once; the window a crash can replay
 
@@ -52,11 +52,11 @@ class PushSinkConfig(SinkConfig):
 
     url: str
     token_env: str | None = None
-    token_file: str | None = None
+    token_file: SitePath | None = None
     batch: BatchConfig = Field(default_factory=lambda: BatchConfig.model_validate({}))
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
+    ca_file: SitePath | None = None
+    client_cert: SitePath | None = None
+    client_key: SitePath | None = None
     verify_tls: bool = True
     max_bytes_per_s: Size | None = None
     include: IncludeConfig = Field(default_factory=lambda: IncludeConfig.model_validate({}))
