@@ -14,6 +14,13 @@ from pathlib import Path
 
 #: the state database's page cache, in KiB
 STATE_CACHE_KIB = 512
+#: its WAL is checkpointed at this many pages (SQLite's default: 1000) and cut back to this size
+#: after a checkpoint: it shares the journal's filesystem, and a WAL left at the size a busy
+#: hour grew it to holds that space for good (SQLite reuses a WAL file, it does not shrink it)
+STATE_WAL_PAGES = 64
+STATE_WAL_LIMIT = 256 * 1024
+#: how long giving the WAL back waits for the connection or for a reader, in ms
+GIVE_BACK_WAIT_MS = 200
 
 
 class StateDBError(RuntimeError):
@@ -41,6 +48,8 @@ class StateDB:
             # a small database (rules, accounts, cursors, audit) on one connection for as long as
             # the gateway runs: its page cache capped, not SQLite's default 2 MB
             self.conn.execute(f"PRAGMA cache_size=-{STATE_CACHE_KIB}")
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={STATE_WAL_PAGES}")
+            self.conn.execute(f"PRAGMA journal_size_limit={STATE_WAL_LIMIT}")
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_versions "
                 "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -93,6 +102,27 @@ class StateDB:
                         self.conn.execute("ROLLBACK")
                     raise
             return len(steps)
+
+    def give_wal_back(self) -> bool:
+        """Copy the WAL into the file and truncate it to nothing (the journal asks when it holds
+        for lack of disk space: `Journal.add_space_reclaimer`). Waits GIVE_BACK_WAIT_MS at most
+        for the connection and for readers, never a transaction's length; False when it could
+        not finish (tried again at the journal's next ask)."""
+        if self.path == ":memory:" or not self.lock.acquire(timeout=GIVE_BACK_WAIT_MS / 1000):
+            return False
+        try:
+            if self.conn.in_transaction:
+                return False
+            self.conn.execute(f"PRAGMA busy_timeout={GIVE_BACK_WAIT_MS}")
+            try:
+                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                self.conn.execute("PRAGMA busy_timeout=10000")
+            return not busy
+        except sqlite3.Error:
+            return False
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         with self.lock:

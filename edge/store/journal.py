@@ -102,6 +102,8 @@ ANNOUNCED_BURSTS = ("disk_full", "queue_overflow")
 # a close commits the backlog in as many steps as it needs within this time: the service's stop
 # timeout (TimeoutStopSec=20s in deploy/systemd) also covers the web, the drivers and the components
 CLOSE_BUDGET_S = 10.0
+# while the journal holds for space, the stores beside it (add_space_reclaimer) are asked this often
+RECLAIM_INTERVAL_S = 1.0
 PUBLISH_INTERVAL_S = 0.2  # the backlog figure a recovering writer publishes, at most this often
 BLOB_INTERVAL_S = 60.0  # snapshot files are checked for age this often (a directory scan)
 EXPIRER_INTERVAL_S = 60.0  # stores beside the journal (add_expirer) expire this often
@@ -268,6 +270,9 @@ class Journal(JournalQueries):
         self._next_blobs = 0.0
         # stores beside the journal that expire by its retention and its clock guard (add_expirer)
         self._expirers: list[Expirer] = []
+        # stores beside the journal that give their space back when it holds for space
+        self._reclaimers: list[Callable[[], object]] = []
+        self._reclaimed = float("-inf")  # monotonic time they were last asked
         self.expirer_interval = EXPIRER_INTERVAL_S
         # monotonic time of the last run: compared with the interval at each pass, so a changed
         # interval takes effect at once
@@ -822,22 +827,49 @@ class Journal(JournalQueries):
         self.free_bytes = room.free
         self._disk_share(room)
         rotate = self._may_rotate()
-        fits = room.rows_that_fit(self.flush_max_items, rotate)
+        fits: int | None = room.rows_that_fit(self.flush_max_items, rotate)
         # a few steps from the reserve: checkpoint after each step so the WAL does not pile up
         # (not otherwise: a TRUNCATE checkpoint per flush costs an fsync and wears an SD card)
         self._tight = room.spare < TIGHT_STEPS * room.wal_bytes(self.flush_max_items)
         if fits == 0 and space.file_size(self.path + "-wal") > 0:
             self._checkpoint()  # the WAL may be holding the space: give it back and measure again
-            try:
-                room = self._room()
-            except sqlite3.Error:
-                room = None
-            self._step_room = room
-            if room is None:
-                return None
-            self.free_bytes = room.free
-            fits = room.rows_that_fit(self.flush_max_items, rotate)
+            fits = self._measure_again(rotate)
+        if fits == 0 and self._reclaim():  # the stores beside it gave back what they could
+            fits = self._measure_again(rotate)
         return fits
+
+    def _measure_again(self, rotate: bool) -> int | None:
+        try:
+            room = self._room()
+        except sqlite3.Error:
+            room = None
+        self._step_room = room
+        if room is None:
+            return None
+        self.free_bytes = room.free
+        return room.rows_that_fit(self.flush_max_items, rotate)
+
+    def add_space_reclaimer(self, fn: Callable[[], object]) -> None:
+        """Run `fn()` in the writer thread when not even a small step fits beyond the reserve, at
+        most every RECLAIM_INTERVAL_S: a store beside the journal on its filesystem (the state
+        database, the trend index) gives back what it holds without need, its WAL above all,
+        which grew while the disk was full and which nothing else truncates. It may do so later
+        in a thread of its own: the writer measures again at its next attempt. A failing `fn` is
+        logged and tried again at the next interval."""
+        self._reclaimers.append(fn)
+
+    def _reclaim(self) -> bool:
+        """Ask the stores beside the journal for their space; True when any was asked."""
+        now = time.monotonic()
+        if not self._reclaimers or now < self._reclaimed + RECLAIM_INTERVAL_S:
+            return False
+        self._reclaimed = now
+        for fn in list(self._reclaimers):
+            try:
+                fn()
+            except Exception as exc:  # one store failing must not stop the journal
+                log.warning("journal: %r could not give space back: %s", fn, exc)
+        return True
 
     def _disk_share(self, room: space.Room) -> None:
         """Decide, when a full step stops fitting on the disk, whose doing it is. When the free
@@ -917,10 +949,14 @@ class Journal(JournalQueries):
 
     def _commit_events(self) -> None:
         """While holding: journal the events that wait (a drop burst's start above all, so a crash
-        while the disk is full still leaves a trace) and the cursor moves, in a step without
-        records, when that step fits beyond the reserve."""
+        while the disk is full still leaves a trace), the cursor moves (a sink's delivery, so a
+        restart does not send it again; delivered history is then what drop_oldest may replace)
+        and the counters not yet persisted, in a small step without records, when that step fits
+        beyond the reserve (`space.Room.small_fits`)."""
         room = self._step_room
-        if not self._ready_events or room is None or not room.events_fit(len(self._ready_events)):
+        if not (self._ready_events or self._ops or self._unsaved):
+            return
+        if room is None or not room.small_fits(len(self._ready_events)):
             return
         with self._cond:
             ops, self._ops = self._ops, []

@@ -33,6 +33,11 @@ STEP_FIXED_PAGES = 16
 WAL_SLACK = 1.5
 # the WAL index (-shm) grows in 32 KiB chunks, one per 4096 frames: a step may start one
 SHM_CHUNK = 32 * 1024
+# pages a small transaction of the writer's own writes: a cursor's row, the counters, the meta
+# row, a few events' leaf and interior pages, a page split, the header page. It starts no -shm
+# chunk: the writer holding for space has just truncated the WAL (one chunk serves 4096 frames)
+SMALL_STEP_PAGES = 8
+WAL_HEADER = 32
 STATUS_SUFFIX = "-status"
 STATUS_SIZE = 4096
 
@@ -140,9 +145,14 @@ class Room:
                 hi = mid - 1
         return lo
 
-    def events_fit(self, rows: int) -> bool:
-        """A step of `rows` events alone (no deletion) fits beyond the reserve."""
-        return self.wal_bytes(rows) + int(rows * self.row_bytes) <= self.spare
+    def small_fits(self, rows: int) -> bool:
+        """A small step (`rows` events, cursor moves, counters; no deletion) fits beyond the reserve:
+        its WAL frames and what its rows add to the file. Sized apart from `wal_bytes`, whose
+        fixed pages and -shm chunk are there for a full step: with only those the writer, once
+        holding, could not even move a sink's cursor over what it has delivered."""
+        pages = math.ceil(rows * self.row_bytes * WAL_SLACK / self.page_size) + SMALL_STEP_PAGES
+        frames = pages * (self.page_size + WAL_FRAME_HEADER) + WAL_HEADER
+        return frames + int(rows * self.row_bytes) <= self.spare
 
 
 def measure(conn: Any, path: str, reserve: int, rows: int) -> Room | None:

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge import paths
 from edge.clock import boottime
-from edge.store import retention
+from edge.store import retention, space
 from edge.store.rows import READINGS_WHERE, EventMatch, checkpoint, connect
 
 if TYPE_CHECKING:
@@ -173,6 +173,11 @@ FOLLOWER_JOURNAL_CACHE_KIB = 128
 #: side (512 and 512 before), `bench.trend --quick` rolled up and charted within its noise (four
 #: alternated runs), and the three caches a gateway fills over hours hold 0.9 MB less at most.
 TREND_CACHE_KIB = 256
+# trend.db's WAL is checkpointed at this many pages (SQLite's default: 1000) and cut back to
+# this size after a checkpoint: it shares the journal's filesystem, and a WAL left at the size a
+# catch-up grew it to would hold that space for good (SQLite reuses a WAL file, never shrinks it)
+TREND_WAL_PAGES = 128
+TREND_WAL_LIMIT = 512 * 1024
 
 
 def default_path(journal_path: str) -> str:
@@ -200,6 +205,9 @@ def _prepare(conn: sqlite3.Connection, trend_path: str) -> None:
     conn.execute(f"PRAGMA trend.cache_size=-{TREND_CACHE_KIB}")
     conn.execute("PRAGMA trend.journal_mode=WAL")
     conn.execute("PRAGMA trend.synchronous=NORMAL")
+    # the follower writes trend.db alone: the connection's checkpoint threshold is trend.db's
+    conn.execute(f"PRAGMA wal_autocheckpoint={TREND_WAL_PAGES}")
+    conn.execute(f"PRAGMA trend.journal_size_limit={TREND_WAL_LIMIT}")
     # what retention deletes is overwritten in the file, not left in free space (the WAL is
     # truncated after it: `expire_private`)
     conn.execute("PRAGMA trend.secure_delete=ON")
@@ -329,6 +337,14 @@ def expire_private(conn: sqlite3.Connection, cutoffs: dict[int, float]) -> tuple
     return buckets, events
 
 
+def truncate_wal(conn: sqlite3.Connection, wal_path: str) -> bool:
+    """trend.db's WAL into its file and truncated, unless it is empty already (a stat, no
+    checkpoint: the follower asks after every rollup while the journal's disk is full)."""
+    if space.file_size(wal_path) == 0:
+        return True
+    return checkpoint(conn, "trend")
+
+
 def read_counters(conn: sqlite3.Connection) -> dict[str, int]:
     """The index's retention counters, as committed with its deletions."""
     marks = ",".join("?" * len(EXPIRED_COUNTERS))
@@ -382,6 +398,9 @@ class TrendIndex:
         self._handed = asyncio.Event()  # a retention pass handed a time over: wakes the follower
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wal_dirty = False  # deleted private rows may still be in the WAL
+        # the journal holds for lack of disk space and asked for trend.db's WAL (give_wal_back)
+        self._give_back = False
+        self._asked = asyncio.Event()
         self.last_rollup: float | None = None
         self.last_error = ""
         self.rolled = asyncio.Event()  # set after every rollup transaction (tests, benches wait on it)
@@ -411,6 +430,7 @@ class TrendIndex:
         self.counters = read_counters(self._conn)
         self._loop = asyncio.get_running_loop()
         self.journal.add_expirer(self._hand_over)
+        self.journal.add_space_reclaimer(self.give_wal_back)
         # events copied from the journal keep their sealed payloads: this connection opens them
         self._read = connect(self.path)
         self._read.execute(f"PRAGMA cache_size=-{TREND_CACHE_KIB}")
@@ -464,11 +484,14 @@ class TrendIndex:
         while not self._stopping.is_set():
             try:
                 while not self._stopping.is_set():
+                    # before the rollup too: a merge that fails for room is not stuck behind it
+                    await self._spare_the_disk(conn)
                     cursor, top = await self._run(rollup_chunk, conn, self.chunk)
                     self.cursor = cursor
                     self.last_rollup = self.clock()
                     self.last_error = ""
                     self.rolled.set()
+                    await self._spare_the_disk(conn)
                     if cursor >= top:
                         break
                     if self.journal.committed_seq > top:  # the writer is busy: let one commit
@@ -492,13 +515,32 @@ class TrendIndex:
             timeout = min(timeout, max(0.0, self._next_expiry - time.monotonic()))
         committed = asyncio.create_task(self.journal.wait_committed(self.cursor, timeout))
         handed = asyncio.create_task(self._handed.wait())
+        asked = asyncio.create_task(self._asked.wait())
         try:
-            await asyncio.wait((committed, handed), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((committed, handed, asked), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (committed, handed):
+            for task in (committed, handed, asked):
                 task.cancel()
-            await asyncio.gather(committed, handed, return_exceptions=True)
+            await asyncio.gather(committed, handed, asked, return_exceptions=True)
         self._handed.clear()
+
+    def give_wal_back(self) -> None:
+        """The journal holds for lack of disk space (`Journal.add_space_reclaimer`, its writer
+        thread): the follower truncates trend.db's WAL in its own thread, on its connection,
+        after the rollup under way (the journal measures again at its next attempt)."""
+        self._give_back = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: a stopped gateway
+                self._loop.call_soon_threadsafe(self._asked.set)
+
+    async def _spare_the_disk(self, conn: sqlite3.Connection) -> None:
+        """Truncate trend.db's WAL when the journal asked for space, and after every rollup while
+        its disk is full: a catch-up after the disk was full would otherwise grow the WAL back
+        into the room the journal's backlog needs."""
+        asked, self._give_back = self._give_back, False
+        self._asked.clear()
+        if asked or self.journal.disk_full:
+            await self._run(truncate_wal, conn, self.path + "-wal")
 
     def _hand_over(self, now: float, retention_s: Mapping[int, float | None]) -> list[Event]:
         """The journal's expirer (its writer thread, only for passes its clock guard lets through):
