@@ -149,10 +149,37 @@ def file_problems(site: Site) -> list[tuple[YamlPath, str]]:
     and web TLS that is half given or whose certificate and key do not load together. What is
     disabled (`enabled: false`) is not read by the gateway, nor here. The privacy master key is
     read by its plugin's check, as its component reads it."""
+    return _references(site)[0]
+
+
+def env_warnings(site: Site) -> list[str]:
+    """A secret given by an environment variable (`token_env`, `password_env`, `key_env`…) that is
+    not set where `edge check` runs: not a problem (the service's environment may set it: systemd
+    `Environment=` or `EnvironmentFile=`), but `edge run` fails without it, so it is said."""
+    unset = [(path, name) for path, name in _references(site)[1] if name not in os.environ]
+    if not unset:
+        return []
+    pos = _positions(site.source)
+    return [
+        str(
+            pos.problem(
+                path,
+                f"environment variable {name} is not set here: the gateway needs it in its own "
+                "environment (systemd: Environment= or EnvironmentFile= in its unit), or it will not start",
+            )
+        )
+        for path, name in unset
+    ]
+
+
+def _references(site: Site) -> tuple[list[tuple[YamlPath, str]], list[tuple[YamlPath, str]]]:
+    """`file_problems`, and the (key path, variable name) of every `*_env` setting of what is
+    enabled."""
     from edge.privacy.keyfile import KeyFileError
     from edge.privacy.pseudonym import PseudonymiseConfig, load_pseudonym_key
 
     out: list[tuple[YamlPath, str]] = []
+    env: list[tuple[YamlPath, str]] = []
 
     def walk(value: Any, path: YamlPath, owner: str) -> None:
         if isinstance(value, list | tuple):
@@ -180,6 +207,8 @@ def file_problems(site: Site) -> list[tuple[YamlPath, str]]:
                     problem = file_problem(item, any(w in name for w in SECRET_WORDS))
                     if problem:
                         out.append(((*path, name), problem))
+                elif isinstance(item, str) and item and name.endswith("_env"):
+                    env.append(((*path, name), item))
                 else:
                     walk(item, (*path, name), owner)
 
@@ -190,7 +219,7 @@ def file_problems(site: Site) -> list[tuple[YamlPath, str]]:
     for key, section in sorted(site.sections.items()):
         walk(section, (key,), key)
     out += _web_tls_problems(site, {path for path, _ in out})
-    return out
+    return out, env
 
 
 def file_problem(name: str, secret: bool) -> str | None:
@@ -302,7 +331,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     site = load_or_report(args.config)
     if site is None:
         return 1
-    for warning in site.warnings + site_warnings(site):  # allowed, but should be decided on purpose
+    # allowed, but should be decided on purpose
+    for warning in site.warnings + site_warnings(site) + env_warnings(site):
         print(warning, file=sys.stderr)
     problems = site_problems(site)
     if not problems and Path(site.storage.path).exists():
