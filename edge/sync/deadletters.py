@@ -113,11 +113,13 @@ def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, A
     keeps its record as it was to be sent: it names the subject by its reference (a field the
     sink sends in clear) or by the sink's pseudonym of it, or not at all (withheld). Sealed ones
     open where this process holds the keys; a forgotten subject's do not."""
-    from edge.privacy.subjects import names_by_sink, record_names_subject
+    from edge.privacy.subjects import names_by_sink, private_points, record_names_subject
 
     if not created(state):
         return
     names = names_by_sink(site, subject)
+    # an alert on a gate's plate point names the plate by its value, as the journal's copy does
+    private = private_points(site)
     after = 0
     while True:
         with state.lock:  # a page at a time: the lock is not held while the caller writes
@@ -131,7 +133,7 @@ def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, A
         after = rows[-1]["id"]
         for r in rows:
             record = _record(state, r["record"], r["sink"], r["seq"])
-            if any(record_names_subject(record, name) for name in names.get(r["sink"], (subject,))):
+            if any(record_names_subject(record, name, private) for name in names.get(r["sink"], (subject,))):
                 yield {
                     "type": "dead_letter",
                     "id": r["id"],
