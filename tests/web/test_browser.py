@@ -245,7 +245,11 @@ def test_technician_flows_in_english_then_chinese(demo: Demo, browser: Any) -> N
     page.fill("#setup-code", "1111-2222-3333")
     page.fill("#setup-name", "admin")
     page.fill("#setup-password", PASSWORD)
-    page.fill("#setup-password2", PASSWORD)
+    page.fill("#setup-password2", PASSWORD + "x")
+    page.click("#setup-submit")
+    page.wait_for_selector("#message:not([hidden])", timeout=T)  # the two passwords differ
+    page.fill("#setup-password2", PASSWORD)  # an edit clears what was said about the last submit
+    page.wait_for_selector("#message", state="hidden", timeout=T)
     page.click("#setup-submit")
     page.wait_for_selector("#message:not([hidden])", timeout=T)
     assert "setup code" in page.inner_text("#message").lower()

@@ -47,6 +47,9 @@ async function main() {
   const form = document.getElementById(setup ? 'setup-form' : 'login-form');
   form.hidden = false;
   document.title = `${t(setup ? 'setup.title' : 'login.title')} · ${t('app.title')}`;
+  // a message is about what was sent: an edit clears it (the browser's own checks, a password
+  // too short, stop the submit, and an old "the passwords differ" would stay beside them)
+  form.addEventListener('input', () => show(''));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     show('');
