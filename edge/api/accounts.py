@@ -176,7 +176,8 @@ def ensure(state: StateDB) -> None:
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise AccountError(
-            "user name: 1-64 characters from ASCII letters (a-z, A-Z), digits and _ . @ -", "msg.account.bad_name"
+            "user name: 1-64 characters from ASCII letters (a-z, A-Z), digits and _ . @ -",
+            "msg.account.bad_name",
         )
     return name
 
@@ -573,7 +574,11 @@ def create_session(state: StateDB, user: str, address: str = "") -> tuple[str, s
     return sid, csrf
 
 
-def find_session(state: StateDB, sid: str) -> Session | None:
+def find_session(state: StateDB, sid: str, *, touch: bool = True) -> Session | None:
+    """The live session whose cookie is `sid`; an expired one is deleted. A request the user made
+    (`touch`) moves its last use (at most once a minute); a look that is not the user's doing (an
+    open live stream asking again whether its session still holds) does not, so a session left
+    with only such a look still ends at its idle timeout."""
     ensure(state)
     now = time.time()
     h = _sha(sid)
@@ -588,7 +593,7 @@ def find_session(state: StateDB, sid: str) -> Session | None:
         if row[4] < now - SESSION_IDLE or row[3] < now - SESSION_MAX:
             state.conn.execute("DELETE FROM sessions WHERE hash=?", (h,))
             return None
-        if now - row[4] > 60:  # touching every request would be a write per request
+        if touch and now - row[4] > 60:  # touching every request would be a write per request
             state.conn.execute("UPDATE sessions SET last_seen=? WHERE hash=?", (now, h))
     return Session(h, row[0], row[1], row[2])
 
@@ -680,14 +685,15 @@ def open_accounts(state: StateDB) -> Accounts:
     return Accounts(state, LoginGuard(), code)
 
 
-def session_authenticator(state: StateDB) -> Callable[[web.Request], Principal | None]:
-    """Who a request's session cookie belongs to (None: no cookie, or no live session)."""
+def session_authenticator(state: StateDB) -> Callable[..., Principal | None]:
+    """Who a request's session cookie belongs to (None: no cookie, or no live session); `touch`
+    as in `find_session`."""
 
-    def by_session(request: web.Request) -> Principal | None:
+    def by_session(request: web.Request, *, touch: bool = True) -> Principal | None:
         sid = request.cookies.get(COOKIE)
         if not sid:
             return None
-        session = find_session(state, sid)
+        session = find_session(state, sid, touch=touch)
         return session_principal(session) if session else None
 
     return by_session

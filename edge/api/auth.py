@@ -4,8 +4,10 @@ A request is authenticated by exactly one credential. One that carries an `Autho
 is authenticated by that header alone: the middleware asks each of `bearer_authenticators(app)`
 (pull consumers, API tokens), and a token none of them knows is a 401, never a fall-through to
 the session cookie. Any other request is asked of `authenticators(app)` (the session cookie).
-The first `Principal` (or None) goes into `request[PRINCIPAL]` (`principal_of(request)`); handlers
-call `require(request, scope)`. Scopes: `read` (status, points, history), `write` (commands),
+`authenticate(request)` is that lookup, the one place of its order: the middleware puts its
+`Principal` (or None) into `request[PRINCIPAL]` (`principal_of(request)`), and an open live stream
+asks it again with `touch=False` (a look that is not a use: a session's idle time goes on);
+handlers call `require(request, scope)`. Scopes: `read` (status, points, history), `write` (commands),
 `rules` (edit rules), `admin` (accounts, tokens), `pull` (the stream and acks of one consumer).
 
 Cross-site request forgery: a browser sends the session cookie by itself, so every
@@ -33,7 +35,8 @@ from edge.validation import resolve_secret
 if TYPE_CHECKING:
     from edge.runtime import Runtime
 
-#: the authenticators asked in turn for a request without an Authorization header (the cookie)
+#: the authenticators asked in turn for a request without an Authorization header (the cookie);
+#: each: (request, *, touch) -> Principal | None, `touch` False when the look is not a use
 AUTHENTICATORS: web.AppKey[list[Any]] = web.AppKey("authenticators", list)
 #: the authenticators asked in turn for a bearer token (each: (request, token) -> Principal | None)
 BEARER_AUTHENTICATORS: web.AppKey[list[Any]] = web.AppKey("bearer_authenticators", list)
@@ -146,16 +149,26 @@ def by_bearer(request: web.Request) -> Principal | None:
     )
 
 
+def authenticate(request: web.Request, *, touch: bool = True) -> Principal | None:
+    """The caller as the request's credential says now: the bearer token when the request sends an
+    Authorization header (a Problem 401 when it does not verify: never a fall-through to the
+    cookie), else the first authenticator (the session cookie) that knows it; None when nobody is
+    logged in. `touch=False` asks without it counting as the caller's activity: a session's last
+    use is not moved, so it still ends at its idle timeout (a token's last use is a note of when
+    it was presented, and is kept as usual)."""
+    if "Authorization" in request.headers:
+        return by_bearer(request)
+    for authenticator in request.app.get(AUTHENTICATORS, []):
+        principal: Principal | None = authenticator(request, touch=touch)
+        if principal is not None:
+            return principal
+    return None
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    principal = None
-    if "Authorization" in request.headers:
-        principal = by_bearer(request)
-    else:
-        for authenticate in request.app.get(AUTHENTICATORS, []):
-            principal = authenticate(request)
-            if principal is not None:
-                break
+    principal = authenticate(request)
+    if "Authorization" not in request.headers:
         if request.method in UNSAFE_METHODS:
             check_origin(request)
         if request.method in UNSAFE_METHODS and principal is not None and principal.csrf is not None:

@@ -13,8 +13,9 @@ A stream outlives the request that opened it, so its credential is asked again e
 once the token is revoked, the session ended (logout, password change, an admin ending it, the
 account disabled or deleted) or the account's role lowered below the class the stream was
 opened with, the stream says so in a `closed` event and ends (so does one whose credential cannot
-be verified, the state DB failing). A browser's EventSource then reconnects on its own, and gets
-a 401, or a stream at its new, lower class.
+be verified, the state DB failing). The re-check is not the user's activity: a session whose
+user does nothing but keep a live page open ends at its idle timeout as any other. A browser's
+EventSource then reconnects on its own, and gets a 401, or a stream at its new, lower class.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from edge.api import keys, privacy
-from edge.api.auth import AUTHENTICATORS, Principal, by_bearer, require
+from edge.api.auth import Principal, authenticate, require
 from edge.api.problem import Problem, json_body
 from edge.model import QUALITY_NAMES, Reading, Record
 
@@ -107,19 +108,13 @@ async def audit_span(
 
 
 def current_principal(request: web.Request) -> Principal | None:
-    """The caller as the request's credential says now, as the auth middleware finds it (the
-    bearer token when the request sent one, else the session cookie); None when it no longer
-    authenticates."""
-    if "Authorization" in request.headers:
-        try:
-            return by_bearer(request)
-        except Problem:  # unknown or revoked
-            return None
-    for authenticate in request.app.get(AUTHENTICATORS, []):
-        principal: Principal | None = authenticate(request)
-        if principal is not None:
-            return principal
-    return None
+    """The caller as the request's credential says now, found as the auth middleware finds it
+    (`authenticate`), but as a look, not a use: the stream's re-check does not keep its session
+    from ending at its idle timeout. None when it no longer authenticates."""
+    try:
+        return authenticate(request, touch=False)
+    except Problem:  # a bearer token unknown or revoked
+        return None
 
 
 def ended_by(opened: Principal, now: Principal | None) -> str | None:
