@@ -111,7 +111,7 @@ FILE_KEYS = frozenset({"tls_cert", "tls_key", "client_cert", "client_key"})
 #: words in such a key that make the file a secret: only its owner may read it (0600 or stricter)
 SECRET_WORDS = ("token", "password", "secret", "key")
 #: a key path at the start of a check's line (`privacy.master_key_file: …`), to be located
-_KEY_PATH = re.compile(r"[a-z_][a-z0-9_]*(?:\[\d+\]|\.[a-z_][a-z0-9_]*)*")
+_KEY_PATH = re.compile(r"[a-z_][a-z0-9_]*(?:\[\d+\]|\.[a-z0-9_][a-z0-9_-]*)*")
 
 
 def site_problems(site: Site) -> list[str]:

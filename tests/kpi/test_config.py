@@ -56,6 +56,11 @@ def test_edge_check_names_a_target_for_a_device_the_site_has_not(tmp_path: Path)
     path.write_text(SITE + "  devices: {meterr: {availability: 95%}}\n", encoding="utf-8")
     done = edge_cli("check", "-c", str(path))
     assert done.returncode == 1
-    assert "kpi.devices.meterr: no device 'meterr' in this site; known: meter" in done.stderr
+    assert f"{path}:5: kpi.devices.meterr: no device 'meterr' in this site; known: meter" in done.stderr
+    # an id with a hyphen is located too
+    path.write_text(SITE + "  devices: {gate-camera: {availability: 95%}}\n", encoding="utf-8")
+    done = edge_cli("check", "-c", str(path))
+    assert done.returncode == 1
+    assert f"{path}:5: kpi.devices.gate-camera: no device 'gate-camera'" in done.stderr, done.stderr
     path.write_text(SITE + "  devices: {meter: {availability: 95%}}\n", encoding="utf-8")
     assert edge_cli("check", "-c", str(path)).returncode == 0
