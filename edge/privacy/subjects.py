@@ -12,9 +12,10 @@
   personal and sensitive records, in the journal, the trend index, dead letters and any backup of
   them, stops opening at once; records that still name it once the key is gone (a public
   event naming it, a record sealed under another subject's key or, journaled by an older version,
-  an alert on `last_plate` sealed under the site key) are counted, not rewritten: they leave at
-  their class's retention. The snapshot files sealed under the key are removed as well (a copy
-  of them taken before stays unreadable). An erasure notice is queued in the state DB and the
+  an alert on `last_plate` sealed under the site key), and a user's alert acknowledgements the
+  state DB still keeps in clear (stored before the key was set, until a start with it seals them),
+  are counted, not rewritten: they leave at their class's retention. The snapshot files sealed
+  under the key are removed as well (a copy of them taken before stays unreadable). An erasure notice is queued in the state DB and the
   gateway journals it as a `subject_erased` event: the subject's local pseudonym and, per
   recipient with a pseudonym key, that recipient's own pseudonym, keyed by a fingerprint of the
   key so a recipient receives only its own (`edge.privacy.pseudonym.RecordShaper`).
@@ -261,12 +262,33 @@ def count_in_clear(
     return sum(1 for _ in journal_records(journal_path, subject, private, upto))
 
 
+def clear_acks(state: StateDB, subject: str) -> int:
+    """The alert acknowledgements of user `subject` the state DB keeps in clear (`ui_acks`, stored
+    before the site had a master key and not yet sealed by a start with it): forgetting the key
+    does not reach them. 0 where the UI never stored one."""
+    import sqlite3
+
+    with state.lock:
+        try:
+            row = state.conn.execute(
+                "SELECT count(*) FROM ui_acks WHERE sealed IS NULL AND user = ?", (subject,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # no ui_acks table (or none of its sealed column yet)
+            try:
+                row = state.conn.execute("SELECT count(*) FROM ui_acks WHERE user = ?", (subject,)).fetchone()
+            except sqlite3.OperationalError:
+                return 0
+    return int(row[0])
+
+
 # ---------------------------------------------------------------- forget
 @dataclass(frozen=True)
 class Erasure:
     subject_pseudonym: str  # the site's own pseudonym of the subject
     had_key: bool  # a data key existed (sealed records of the subject may exist)
-    kept_in_clear: int  # records naming the subject in clear, left to their retention
+    #: records naming the subject outside its key (and its clear acknowledgements in the state
+    #: DB), left to their retention
+    kept_in_clear: int
     recipients: int  # recipients whose own pseudonym the notice carries
     snapshots_removed: int = 0  # snapshot files sealed under a forgotten key, deleted
 
@@ -284,7 +306,7 @@ def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
     payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
     upto = newest_seq(site.storage.path)
     had_key = sealer.keys.forget(subject)
-    kept = count_in_clear(site.storage.path, subject, private_points(site), upto)
+    kept = count_in_clear(site.storage.path, subject, private_points(site), upto) + clear_acks(state, subject)
     removed = remove_forgotten_snapshots(site.storage.resolved_blob_dir(), sealer)
     payload["kept_in_clear"] = kept
     state.migrate(COMPONENT, MIGRATIONS)
