@@ -3,11 +3,13 @@
 What is sealed: the payload of every `personal` or `sensitive` event, the value of every reading
 of a `sensitive` point and the string values of a `personal` point (a gate's `last_plate`), in
 the journal (and, being copied as they are, in the trend index's events), a personal or
-sensitive record a sink dead-lettered (state DB), and the image files of a sensitive camera
-(`seal_blob`, through `edge.store.blobs`, which finds the sealer registered for its folder). Each is an envelope of `edge.privacy.keys` under
-its subject's data key: the person named by the payload's `resident`, `user`, `subject` or
-`plate` field (a plate is its own subject: forgetting it shreds its passages), a string value
-itself (a `last_plate` reading, and an alert or event about a personal or sensitive point whose
+sensitive record a sink dead-lettered (state DB), an alert acknowledgement's user and comment in
+the state DB (`ui_acks`), under the acknowledging user's key (acknowledgements stored in clear
+before the key was set are sealed at the next start), and the image files of a sensitive camera
+(`seal_blob`, through `edge.store.blobs`, which finds the sealer registered for its folder). Each
+is an envelope of `edge.privacy.keys` under its subject's data key: the person named by the
+payload's `resident`, `user`, `subject` or `plate` field (a plate is its own subject: forgetting
+it shreds its passages), a string value itself (a `last_plate` reading, and an alert or event about a personal or sensitive point whose
 `value` is such a string), else the site-wide key `SITE_SUBJECT` (a sensitive point's numbers, an
 alert that names nobody). A personal point's numbers are not sealed: they identify
 nobody on their own, and keep their trend buckets.
