@@ -23,7 +23,10 @@ A transaction inserts at most `flush_max_items` records, and no more than the fr
 `disk_reserve` can take (WAL frames, then the file's growth at the checkpoint; see
 `edge.store.space`). After the disk was full the backlog waiting in memory goes in such bounded
 steps, each followed by a WAL checkpoint that gives the frames back, so recovery never writes into
-the reserve; when not even a step fits, the writer holds (drop per policy, counted) and says so.
+the reserve; when not even a step fits, the writer holds (drop per policy, counted) and says so,
+still commits its own small transactions (cursor moves, counters, drop events) while they fit,
+and asks the stores beside it on the disk for their space (`add_space_reclaimer`: their WALs).
+A close commits the backlog step after step within `close_budget`; what is left is counted.
 Committed rows are deleted for disk space only for newer rows that take their pages, and not at
 all when another program took the space (`_disk_share`; docs/storage.md).
 `disk_full`, `recovering` and `failing` are published for other processes (`edge buffer stats`).
@@ -788,6 +791,8 @@ class Journal(JournalQueries):
                 self._announced.discard(reason)
                 event.payload["phase"] = "ended"
             self._ready_events.append(event)
+        # why, before the last transaction below clears `failing`
+        why = self.last_error if self.failing else f"the close's {self.close_budget:.0f} s were up"
         kept = ""
         if self._ready_events or self._unsaved:
             with self._cond:
@@ -796,13 +801,12 @@ class Journal(JournalQueries):
             if exc is not None:
                 kept = f"; the count could not be committed either ({type(exc).__name__}: {exc})"
         if left or overflow:
-            reason = self.last_error if self.failing else f"the close's {self.close_budget:.0f} s were up"
             log.error(
                 "journal closed with %d records it could not commit, counted in dropped_overflow "
                 "and reported as a buffer_drop event%s: %s",
                 len(left) + len(overflow),
                 kept,
-                reason,
+                why,
             )
 
     # ------------------------------------------------------------ space
