@@ -13,7 +13,7 @@ import os
 import types
 import typing
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
@@ -46,6 +46,12 @@ from edge.yamlpos import read_text as read_yaml_text
 PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
 # `key`: a pseudonym key written in clear (`pseudonymise: {key: ...}`) is refused like a token
 SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key", "key"}
+
+
+#: journal cursors a component of the gateway keeps under a fixed name -> whose it is: an upstream
+#: sink or a pull consumer under one of these ids would read and move that component's position
+#: (the KPI fold's, edge.kpi.plugin.CURSOR), so neither may take one
+COMPONENT_CURSORS: Mapping[str, str] = {"kpi": "the KPI fold"}
 
 
 # ---------------------------------------------------------------- core sections
@@ -168,6 +174,19 @@ class Site:
         for d in self.devices:
             out.extend(d.point_infos())
         return out
+
+    def cursor_owner(self, name: str, cursors: Mapping[str, tuple[Any, ...]] | None = None) -> str | None:
+        """What other than a pull consumer a journal cursor named `name` belongs to ("the upstream
+        sink 'X'", "the KPI fold's cursor 'kpi'"), None when it is a pull consumer's or nobody's
+        yet. Sinks are judged by this file, so a sink not started yet (or disabled) keeps its id
+        too; `cursors` are the journal's (name -> (kind, ...)), so a cursor of another kind that
+        is there already is not taken either."""
+        if any(s.id == name for s in self.upstream):
+            return f"the upstream sink {name!r}"
+        if name in COMPONENT_CURSORS:
+            return f"{COMPONENT_CURSORS[name]}'s cursor {name!r}"
+        held = (cursors or {}).get(name)
+        return None if held is None or held[0] == "consumer" else f"the {held[0]} cursor {name!r}"
 
 
 # ---------------------------------------------------------------- secrets
@@ -422,14 +441,16 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         if found is None:
             continue
         dev = typing.cast(DeviceConfig, found)
+        # an entry refused for one reason is still checked for the others: every problem at once
+        before = len(problems)
         if dev.id in seen_devices:
             problems.append(
                 pos.problem(
                     (*path, "id"), f"duplicate device id {dev.id!r} (also devices[{seen_devices[dev.id]}])"
                 )
             )
-            continue
-        seen_devices[dev.id] = i
+        else:
+            seen_devices[dev.id] = i
         taken = next((k for k in dev.exclusive() if k in seen_exclusive), None) if dev.enabled else None
         if taken is not None:
             j = seen_exclusive[taken]
@@ -440,16 +461,15 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
                     "one device, one entry",
                 )
             )
-            continue
-        if dev.enabled:
+        elif dev.enabled:
             seen_exclusive.update({k: i for k in dev.exclusive()})
-        devices_by_index[i] = dev.id
+        devices_by_index.setdefault(i, dev.id)
         names = [p.name for p in getattr(dev, "points", []) or []]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(pos.problem((*path, "points"), f"duplicate point names: {', '.join(dupes)}"))
-            continue
-        devices.append(dev)
+        if len(problems) == before:
+            devices.append(dev)
 
     sinks: list[SinkConfig] = []
     seen_sinks: set[str] = set()
@@ -467,6 +487,9 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         sink = typing.cast(SinkConfig, found)
         if sink.id in seen_sinks:
             problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
+            continue
+        if sink.id in COMPONENT_CURSORS:
+            problems.append(pos.problem((*path, "id"), _reserved_id("upstream id", "an upstream sink", sink.id)))
             continue
         seen_sinks.add(sink.id)
         sink_index[sink.id] = i
@@ -495,6 +518,8 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             if c.id in seen:
                 problems.append(pos.problem(("consumers", i, "id"), f"duplicate consumer id {c.id!r}"))
             seen.add(c.id)
+            if c.id in COMPONENT_CURSORS:
+                problems.append(pos.problem(("consumers", i, "id"), _reserved_id("consumer id", "a pull consumer", c.id)))
             if not (c.token_env or c.token_file):
                 problems.append(pos.problem(("consumers", i), "a consumer needs token_env: or token_file:"))
         clash = seen & seen_sinks
@@ -539,6 +564,14 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         privacy=env.privacy,
         clock=env.clock,
         warnings=warnings,
+    )
+
+
+def _reserved_id(label: str, holder: str, cid: str) -> str:
+    return (
+        f"{label} {cid!r} is the name of {COMPONENT_CURSORS[cid]}'s journal cursor, which {holder} "
+        f"under that id would read and move as its own; choose another id (reserved: "
+        f"{', '.join(sorted(COMPONENT_CURSORS))})"
     )
 
 
