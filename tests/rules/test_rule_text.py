@@ -57,7 +57,8 @@ def _changed_lines(a: str, b: str) -> list[tuple[str, str]]:
 async def test_a_pack_survives_import_edit_enable_and_export(tmp_path: Path) -> None:
     async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
         assert rt.state is not None
-        tech = TextClient(session, rt.web_port, create_token(rt.state, "tech", ["read", "rules"]))
+        # the pack holds a health rule (bp-high): only a caller allowed sensitive data stores it
+        tech = TextClient(session, rt.web_port, create_token(rt.state, "tech", ["read", "rules", "admin"]))
         assert (await tech.send_text("POST", "/import", PACK))[0] == 200
         assert (await tech.call("GET", "/export"))[1] == PACK
 
