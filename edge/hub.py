@@ -163,9 +163,17 @@ class Hub:
         self._writers[device_id] = writer
 
     async def write(
-        self, point_id: str, value: Value, *, source: str, timeout: float = 10.0
+        self,
+        point_id: str,
+        value: Value,
+        *,
+        source: str,
+        timeout: float = 10.0,
+        privacy: Privacy | None = None,
     ) -> CommandResult:
-        """Write a point through its driver; the outcome is returned and journaled as an event."""
+        """Write a point through its driver; the outcome is returned and journaled as a `command`
+        event. `privacy`: the class of the data `value` was derived from (a rule's firing), when
+        above the point's own: the event, which quotes the value, carries it."""
         start = time.monotonic()
         device, _, name = point_id.partition(".")
         info = self.points.get(point_id)
@@ -197,7 +205,7 @@ class Hub:
                 result.point = point_id
                 result.source = source
         result.duration_ms = (time.monotonic() - start) * 1000
-        self.publish_event(result.as_event())
+        self.publish_event(result.as_event(privacy))
         return result
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
@@ -185,13 +184,6 @@ class CommandStatus(StrEnum):
     REJECTED = "rejected"  # not writable, unknown point, bad value: never reached the device
 
 
-#: the class of the data a write's value was derived from, for the writes the current task issues:
-#: a rule sets it around its `write:` (`rules.actions`), so the `command` event that journals the
-#: write is as private as the firing that computed the value, not only as its target point. None
-#: (any other write): the event is classed by its point.
-WRITE_DERIVED_FROM: ContextVar[Privacy | None] = ContextVar("write_derived_from", default=None)
-
-
 @dataclass(slots=True)
 class CommandResult:
     point: str
@@ -206,7 +198,10 @@ class CommandResult:
     def ok(self) -> bool:
         return self.status == CommandStatus.OK
 
-    def as_event(self) -> Event:
+    def as_event(self, privacy: Privacy | None = None) -> Event:
+        """The `command` event journaling this write. `privacy`: the class of the data the value was
+        derived from (a rule's firing), when above the point's own; the event carries it, as its
+        value and a refusal's reason (which quotes the value) do. None: classed by its point."""
         device = self.point.split(".", 1)[0]
         payload: dict[str, Any] = {
             "point": self.point,
@@ -216,9 +211,8 @@ class CommandResult:
             "by": self.source,
             "duration_ms": round(self.duration_ms, 3),
         }
-        derived = WRITE_DERIVED_FROM.get()
-        if derived is not None:  # the value (and a refusal's reason, which quotes it) came from it
-            payload["privacy"] = str(derived)
+        if privacy is not None:
+            payload["privacy"] = str(privacy)
         return Event(
             kind="command",
             source=device,

@@ -47,7 +47,6 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from edge.hub import coerce_value
 from edge.model import (
     PRIVACY_RANK,
-    WRITE_DERIVED_FROM,
     Event,
     PointInfo,
     PointType,
@@ -338,11 +337,9 @@ class ActionRunner:
             klass = self._firing_privacy(rr, args)
             info = self.hub.points.get(target)
             above = PRIVACY_RANK[klass] > PRIVACY_RANK[info.privacy if info is not None else Privacy.PUBLIC]
-            derived = WRITE_DERIVED_FROM.set(klass if above else None)
-            try:
-                result = await self.hub.write(target, value, source=f"rule:{rr.id}")
-            finally:
-                WRITE_DERIVED_FROM.reset(derived)
+            result = await self.hub.write(
+                target, value, source=f"rule:{rr.id}", privacy=klass if above else None
+            )
             if not result.ok:
                 raise RuntimeError(f"write {target} {result.status}: {result.reason}")
         elif action.kind == "set":
