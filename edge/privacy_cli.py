@@ -74,7 +74,8 @@ def register(sub: Subcommands) -> None:
         "field (resident, user, subject, plate) or, an alert or event about a personal or sensitive\n"
         "point, in its value (a rule's alert on a gate's last_plate), and every reading whose value\n"
         "is REF, sensitive ones opened with the site's keys, one JSON\n"
-        "object per line (PIPL art. 45), then the sinks' dead letters of records naming REF\n"
+        "object per line (PIPL art. 45; on a site without privacy.master_key_file, as stored, in\n"
+        "clear), then the sinks' dead letters of records naming REF\n"
         '({"type": "dead_letter", "sink": ..., "record": {...}}: a receiver refused them; one may\n'
         "outlive its journal record), then one line per snapshot sealed under REF's key\n"
         '({"type": "blob", "blob": ID, ...}: fetch it from GET /api/v1/blobs/ID as an admin).\n'
@@ -94,7 +95,9 @@ def register(sub: Subcommands) -> None:
         "as erased; the snapshot files sealed under its key are removed. Records that name it outside its key (a public event, an alert sealed under the\n"
         "site key) are counted and kept to their retention. A subject_erased event carrying only\n"
         "pseudonyms (the site's, and each recipient's own) is journaled by the gateway (within seconds\n"
-        "when it runs, else at its next start). Written to the audit log. Cannot be undone.",
+        "when it runs, else at its next start). Written to the audit log. Cannot be undone. A site\n"
+        "without privacy.master_key_file keeps its records in clear: there is no key to delete and\n"
+        "nothing is erased (exit 1, saying how many records name REF and how to set a key).",
         epilog="example:\n  edge privacy forget -c site.yaml --subject R-1042",
         func=cmd_privacy_forget,
         config=True,
@@ -126,10 +129,13 @@ def register(sub: Subcommands) -> None:
     )
 
 
-def _open_site_keys(args: argparse.Namespace, stopped: str = "") -> tuple[Any, Any] | None:
+def _open_site_keys(
+    args: argparse.Namespace, stopped: str = "", keyless: bool = False
+) -> tuple[Any, Any] | None:
     """(site, sealer registered for its journal and state DB), or None after saying why.
     `stopped`: the command needs the gateway stopped (named in the refusal), checked before the
-    key store is opened, as `edge restore` checks it."""
+    key store is opened, as `edge restore` checks it. `keyless`: a site without a master key gives
+    (site, None) instead of a refusal (its records are in clear)."""
     from edge.cli import load_or_report
     from edge.privacy.atrest import Sealer, register
     from edge.privacy.keyfile import KeyFileError
@@ -141,6 +147,8 @@ def _open_site_keys(args: argparse.Namespace, stopped: str = "") -> tuple[Any, A
     if stopped and _gateway_running(site, stopped):
         return None
     key_file = site.privacy.master_key_file
+    if key_file is None and keyless:
+        return site, None
     if key_file is None:
         print(
             f"{args.config}: privacy.master_key_file is not set: nothing is sealed, no key to use",
@@ -199,12 +207,15 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
     from edge.state import StateDB
 
     subject = _subject(args)
-    opened = _open_site_keys(args) if subject is not None else None
+    # a site without a master key holds its records in clear: they are exported as they are
+    opened = _open_site_keys(args, keyless=True) if subject is not None else None
     if subject is None or opened is None:
         return 1
     site, sealer = opened
     if not Path(site.storage.path).exists():
         print(f"{site.storage.path}: no journal yet (has the site run?)", file=sys.stderr)
+        if sealer is not None:
+            sealer.close()
         return 1
     state = StateDB(site.storage.resolved_state_path())
     try:
@@ -217,7 +228,7 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
                 done = subjects.export(site.storage.path, subject, out, blob_dir, sealer, beside, private)
         else:
             done = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer, beside, private)
-        pseudonym = sealer.keys.local_pseudonym(subject)
+        pseudonym = subjects.audit_pseudonym(state, sealer, subject)
         audit.record(
             state,
             "cli",
@@ -231,26 +242,41 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
         )
     finally:
         state.close()
-        sealer.close()
+        if sealer is not None:
+            sealer.close()
     print(
         f"{fmt.count(done.records, 'record')}, {fmt.count(done.copies, 'dead letter')} and "
-        f"{fmt.count(done.snapshots, 'sealed snapshot')} (blob ids) of subject {pseudonym} exported",
+        f"{fmt.count(done.snapshots, 'sealed snapshot')} (blob ids) of subject {pseudonym} exported"
+        + ("" if sealer is not None else " (no privacy.master_key_file: read as stored, in clear)"),
         file=sys.stderr,
     )
     return 0
 
 
 def cmd_privacy_forget(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from edge import audit
     from edge.privacy import subjects
     from edge.privacy.keyfile import KeyFileError
     from edge.state import StateDB
 
     subject = _subject(args)
-    opened = _open_site_keys(args) if subject is not None else None
+    opened = _open_site_keys(args, keyless=True) if subject is not None else None
     if subject is None or opened is None:
         return 1
     site, sealer = opened
+    if sealer is None:
+        # a refusal changes nothing: a site that never ran gets no state DB from it
+        path = site.storage.resolved_state_path()
+        state = StateDB(path) if Path(path).exists() else None
+        try:
+            kept = subjects.kept_without_key(site, state, subject)
+        finally:
+            if state is not None:
+                state.close()
+        print(f"{args.config}: {subjects.forget_refused_without_key(kept)}", file=sys.stderr)
+        return 1
     state = StateDB(site.storage.resolved_state_path())
     try:
         try:

@@ -65,26 +65,24 @@ def _subject(data: Any) -> str:
         ) from None
 
 
-async def _subject_request(request: web.Request) -> tuple[Principal, Runtime, Sealer, StateDB, str]:
+async def _subject_request(
+    request: web.Request,
+) -> tuple[Principal, Runtime, Sealer | None, StateDB, str]:
+    """(caller, runtime, the site's sealer or None on a site without a master key, state DB,
+    subject) of an admin's subject request."""
     principal = _admin(request)
     subject = _subject(await read_json(request, MAX_BODY))
     runtime = keys.get_runtime(request)
-    comp = None
+    assert runtime.state is not None, "the state DB opens before the web server"
+    sealer = None
     if runtime.site.privacy.master_key_file is not None:  # else there is no privacy component
         from edge.privacy.component import PrivacyComponent
 
         comp = runtime.component(PrivacyComponent)
-    if comp is None or comp.sealer is None or runtime.state is None:
-        # without the site's keys a resident has no pseudonym to audit under and nothing sealed
-        # to shred: the command line's export still reads a journal in clear
-        raise Problem(
-            409,
-            "Encryption at rest is off",
-            "this site has no privacy.master_key_file: nothing is sealed per resident; "
-            "see docs/privacy.md, or use edge privacy export on the gateway",
-            message_key="msg.privacy.encryption_off",
-        )
-    return principal, runtime, comp.sealer, runtime.state, subject
+        sealer = comp.sealer if comp is not None else None
+        if sealer is None:
+            raise Problem(503, "Not ready", "the site's keys are not open yet: try again in a moment")
+    return principal, runtime, sealer, runtime.state, subject
 
 
 async def privacy_report(request: web.Request) -> web.Response:
@@ -110,9 +108,12 @@ async def export(request: web.Request) -> web.Response:
 
     principal, runtime, sealer, state, subject = await _subject_request(request)
 
+    # a site without a master key: its records are in clear, exported as they are
+    private = runtime.hub.private_ranks  # an alert about one of these names its subject by its value
+
     def collect() -> list[bytes]:
         lines: list[bytes] = []
-        for rec in subjects.journal_records(runtime.journal.path, subject):
+        for rec in subjects.journal_records(runtime.journal.path, subject, private):
             if len(lines) >= MAX_EXPORT_RECORDS:
                 raise Problem(
                     413,
@@ -128,12 +129,14 @@ async def export(request: web.Request) -> web.Response:
             orjson.dumps(c, default=str) + b"\n" for c in subjects.copies(runtime.site, state, subject)
         )
         # the sealed snapshot files under the resident's key, also those whose event is gone
-        blob_dir = runtime.site.storage.resolved_blob_dir()
-        lines.extend(orjson.dumps(b) + b"\n" for b in subjects.subject_snapshots(blob_dir, sealer, subject))
+        if sealer is not None:
+            blob_dir = runtime.site.storage.resolved_blob_dir()
+            snapshots = subjects.subject_snapshots(blob_dir, sealer, subject)
+            lines.extend(orjson.dumps(b) + b"\n" for b in snapshots)
         return lines
 
     lines = await asyncio.to_thread(collect)
-    pseudonym = sealer.keys.local_pseudonym(subject)
+    pseudonym = await asyncio.to_thread(subjects.audit_pseudonym, state, sealer, subject)
     await asyncio.to_thread(
         audit.record,
         state,
@@ -158,6 +161,15 @@ async def forget(request: web.Request) -> web.Response:
     from edge.privacy import subjects
 
     principal, runtime, sealer, state, subject = await _subject_request(request)
+    if sealer is None:
+        # records in clear: no key to delete, and nothing is erased; say what stays and what to do
+        kept = await asyncio.to_thread(subjects.kept_without_key, runtime.site, state, subject)
+        raise Problem(
+            409,
+            "Encryption at rest is off",
+            subjects.forget_refused_without_key(kept),
+            message_key="msg.privacy.encryption_off",
+        )
     done = await asyncio.to_thread(subjects.forget, runtime.site, sealer, state, subject)
     await asyncio.to_thread(
         audit.record,

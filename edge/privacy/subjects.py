@@ -53,7 +53,15 @@ MIGRATIONS = [
         payload TEXT NOT NULL,      -- the subject_erased event's payload (pseudonyms only)
         journaled REAL              -- when the gateway journaled it; NULL until then
     );
+    """,
+    # on a site without a master key there is no keys.db: the audit log names a subject by an
+    # HMAC under this random secret instead (`audit_pseudonym`)
     """
+    CREATE TABLE privacy_audit_secret (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        secret BLOB NOT NULL
+    );
+    """,
 ]
 IDENTIFYING = frozenset(SUBJECT_FIELDS) | KNOWN_FIELDS  # fields whose value names a person
 PAGE = 5000
@@ -281,7 +289,53 @@ def clear_acks(state: StateDB, subject: str) -> int:
     return int(row[0])
 
 
+def audit_pseudonym(state: StateDB, sealer: Sealer | None, subject: str) -> str:
+    """How the audit log names `subject`: the site's own pseudonym (`SubjectKeys.local_pseudonym`)
+    where the site has a master key; without one, an HMAC under a random secret the state DB keeps
+    for this (created at the first use), so an export of a site in clear is audited without the
+    reference too. The two differ: a subject audited before the key was set is named otherwise
+    after."""
+    if sealer is not None:
+        return sealer.keys.local_pseudonym(subject)
+    import secrets
+
+    state.migrate(COMPONENT, MIGRATIONS)
+    with state.lock:
+        state.conn.execute(
+            "INSERT OR IGNORE INTO privacy_audit_secret(id, secret) VALUES (1, ?)", (secrets.token_bytes(32),)
+        )
+        secret = state.conn.execute("SELECT secret FROM privacy_audit_secret WHERE id = 1").fetchone()[0]
+    return pseudonym(bytes(secret), subject)
+
+
 # ---------------------------------------------------------------- forget
+def kept_without_key(site: Site, state: StateDB | None, subject: str) -> int:
+    """What names `subject` on a site without a master key, where a forget has no key to delete:
+    journal records, dead letters and acknowledgements (None: no state DB yet), all in clear."""
+    from pathlib import Path
+
+    journal = site.storage.path
+    held = count_in_clear(journal, subject, private_points(site)) if Path(journal).exists() else 0
+    if state is not None:
+        held += sum(1 for _ in copies(site, state, subject)) + clear_acks(state, subject)
+    return held
+
+
+def forget_refused_without_key(kept: int) -> str:
+    """Why a forget erases nothing on a site without a master key, what stays, and what to do."""
+    from edge import fmt
+
+    return (
+        "privacy.master_key_file is not set: this site keeps its records in clear, so there is no "
+        f"data key to delete and nothing was erased ({fmt.count(kept, 'record')} naming the subject "
+        "kept until their class's retention). "
+        "To erase a resident or plate: set privacy.master_key_file (edge privacy new-key writes one) "
+        "and restart the gateway, which seals the journal's personal and sensitive records under "
+        "each one's key, then forget (dead letters and snapshot files stored in clear stay until "
+        "their retention); see docs/privacy.md"
+    )
+
+
 @dataclass(frozen=True)
 class Erasure:
     subject_pseudonym: str  # the site's own pseudonym of the subject
