@@ -489,7 +489,9 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
             continue
         if sink.id in COMPONENT_CURSORS:
-            problems.append(pos.problem((*path, "id"), _reserved_id("upstream id", "an upstream sink", sink.id)))
+            problems.append(
+                pos.problem((*path, "id"), _reserved_id("upstream id", "an upstream sink", sink.id))
+            )
             continue
         seen_sinks.add(sink.id)
         sink_index[sink.id] = i
@@ -519,7 +521,9 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
                 problems.append(pos.problem(("consumers", i, "id"), f"duplicate consumer id {c.id!r}"))
             seen.add(c.id)
             if c.id in COMPONENT_CURSORS:
-                problems.append(pos.problem(("consumers", i, "id"), _reserved_id("consumer id", "a pull consumer", c.id)))
+                problems.append(
+                    pos.problem(("consumers", i, "id"), _reserved_id("consumer id", "a pull consumer", c.id))
+                )
             if not (c.token_env or c.token_file):
                 problems.append(pos.problem(("consumers", i), "a consumer needs token_env: or token_file:"))
         clash = seen & seen_sinks

@@ -108,7 +108,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "create",
         help="create a token and print it once",
         description="Create an API token and print it once; only its hash is stored. Scopes: read, write,\n"
-        "rules, admin, pull (pull needs --consumer: the consumer whose cursor the token moves).",
+        "rules, admin, pull (pull needs --consumer: the consumer whose cursor the token moves). A consumer\n"
+        "id that names an upstream sink of the site or a component's cursor (kpi) is refused: the token\n"
+        "would move that cursor.",
         func=cmd_tokens_create,
         config=True,
         args=[
@@ -120,7 +122,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 choices=["read", "write", "rules", "admin", "pull"],
                 help="repeat for several scopes (default: read)",
             ),
-            arg("--consumer", help="pull consumer id (needed with --scope pull)"),
+            arg(
+                "--consumer",
+                help="pull consumer id (needed with --scope pull; not an upstream sink's id, not kpi)",
+            ),
         ],
     )
     add_command(
@@ -296,12 +301,37 @@ def cmd_users_unlock(args: argparse.Namespace) -> int:
     return _done(state, "user_unlock", args.name or "*", message, counters=cleared)
 
 
-@_on_state
-def cmd_tokens_create(args: argparse.Namespace, state: Any) -> int:
-    from edge.api.tokens import create_token
+def _journal_cursors(site: Any) -> dict[str, tuple[Any, ...]]:
+    """The journal's cursors (name -> (kind, seq, updated)); none when it does not exist yet. A
+    journal that cannot be read is a ValueError: what it holds cannot be checked."""
+    from edge.store.journal import Journal, JournalUnreadable
 
+    if not Path(site.storage.path).exists():
+        return {}
+    try:
+        journal = Journal.open_readonly(site.storage.path)
+    except JournalUnreadable as exc:
+        raise ValueError(f"the journal's cursors cannot be checked: {exc}") from None
+    try:
+        return dict(journal.cursors())
+    finally:
+        journal.close_sync()
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from edge.api.tokens import consumer_refusal, create_token
+
+    site = _site(args)
+    state = _state(args, site)
     scopes = args.scopes or ["read"]
-    token = create_token(state, args.name, scopes, consumer=args.consumer, created_by="cli")
+    try:
+        refusal = args.consumer and consumer_refusal(site, args.consumer, _journal_cursors(site))
+        if refusal:
+            raise ValueError(refusal)
+        token = create_token(state, args.name, scopes, consumer=args.consumer, created_by="cli")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     _done(state, "token_create", args.name, token, scopes=sorted(scopes))
     print("(shown once: it is stored only as a hash)", file=sys.stderr)
     return 0

@@ -1,7 +1,9 @@
 """API tokens for scripts and central systems: random, shown once, stored as SHA-256 only.
 
 Tokens carry scopes (read, write, rules, admin, pull) and optionally a consumer id for the pull
-API. They are 256-bit random strings, so a fast hash is enough (a KDF protects low-entropy
+API: the name of the journal cursor the token reads and moves, so one that names another's cursor
+(an upstream sink's, a component's such as the KPI fold's) is refused when the token is made,
+through the API and on the command line alike (`consumer_refusal`). They are 256-bit random strings, so a fast hash is enough (a KDF protects low-entropy
 passwords, not random keys).
 """
 
@@ -12,7 +14,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -23,6 +25,7 @@ from edge.api.problem import Problem, json_response, read_json
 from edge.state import StateDB
 
 if TYPE_CHECKING:
+    from edge.config import Site
     from edge.runtime import Runtime
 
 log = logging.getLogger("edge.api")
@@ -71,6 +74,20 @@ def create_token(
             (name, _hash(token), " ".join(scopes), consumer, time.time(), created_by),
         )
     return token
+
+
+def consumer_refusal(site: Site, consumer: str, cursors: Mapping[str, tuple[Any, ...]]) -> str | None:
+    """Why a token may not name `consumer` as its consumer id (None when it may): the id names an
+    upstream sink of `site`, a component's reserved cursor, or a cursor of another kind among the
+    journal's `cursors`; such a token would read and move that cursor, and the sink or component
+    would skip what the token acknowledged (`Site.cursor_owner`)."""
+    owner = site.cursor_owner(consumer, cursors)
+    if owner is None:
+        return None
+    return (
+        f"consumer id {consumer!r} names {owner}, whose cursor it is, not a pull consumer's; "
+        "give the pull token another consumer id"
+    )
 
 
 #: the largest token id taken (SQLite's integers stop at 64 bits): `edge tokens revoke` refuses a
@@ -198,12 +215,27 @@ async def create(request: web.Request) -> web.Response:
             "consumer is a consumer id (a string) or null",
             message_key="msg.token.bad_consumer",
         )
+    consumer = body.get("consumer") or None
+    if consumer is not None:
+        from edge.api.keys import get_runtime
+
+        runtime = get_runtime(request)
+        refusal = consumer_refusal(runtime.site, consumer, runtime.journal.cursors())
+        if refusal is not None:
+            raise Problem(
+                422,
+                "Invalid consumer",
+                refusal,
+                message_key="msg.token.consumer_taken",
+                args={"consumer": consumer},
+                consumer=consumer,
+            )
     try:
         token = create_token(
             _state(request),
             body["name"].strip()[:100],
             scopes,
-            consumer=body.get("consumer") or None,
+            consumer=consumer,
             created_by=principal.name,
         )
     except ValueError as exc:
