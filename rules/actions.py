@@ -18,7 +18,8 @@ operands), its `rule_action_failed` and the `command` event of its `write:` (the
 Virtual points and their classes are kept in
 the state database and registered again when the runner is created at start-up, before any
 consumer reads the journal: values journaled before a restart keep their class. `set:` writes
-virtual points only: a point a driver registered is refused when the rule is stored
+virtual points only: a point of a device the site configures (registered or not yet) or that a
+driver registered is refused when the rule is stored
 (`rules.model.set_target_problems`) and here (the action fails, counted), so a rule can neither
 forge a device's readings nor raise a device point's class.
 
@@ -63,6 +64,7 @@ from rules.model import (
     SnapshotAction,
     WebhookAction,
     WriteAction,
+    configured_device,
     firing_privacy,
     reads_privacy,
     set_target_refused,
@@ -158,6 +160,9 @@ class ActionRunner:
         self._error_class: dict[str, Privacy] = {}
         self._meta = RuleStore(ctx.state)
         self._virtual: dict[str, list[str]] = {}
+        #: the devices the site file configures: `set:` writes none of their points, registered or
+        #: not yet (a BLE device's default map registers at its first packet)
+        self._devices = frozenset(d.id for d in ctx.site.devices)
         self._restore_virtual_points()
 
     def _restore_virtual_points(self) -> None:
@@ -170,18 +175,21 @@ class ActionRunner:
             log.error("the saved classes of rule-set points are unreadable; they register again when set")
             return
         for point, (ptype, privacy) in saved.items():
-            if point in self.hub.points:  # the site's devices registered theirs before this runs
-                # a driver's point, set by a rule of an earlier version: it stays its driver's
+            if self.driver_point(point) is not None:  # registered before this runs, or to come
+                # a device's point, set by a rule of an earlier version: it stays its driver's
                 log.warning("point %s is a device's point: rules no longer set it", point)
                 continue
             self._virtual[point] = [str(ptype), str(privacy)]
             self._register(point, ptype, privacy)
 
-    def driver_point(self, point: str) -> PointInfo | None:
-        """The point `point` when a driver registered it (not a virtual point of the rules): a
-        `set:` may not write it."""
+    def driver_point(self, point: str) -> str | None:
+        """The device of `point` when it is a device's point, which a `set:` may not write: of a
+        device the site configures (registered or not yet), or registered by a driver (not a
+        virtual point of the rules)."""
+        if (device := configured_device(point, self._devices)) is not None:
+            return device
         info = self.hub.points.get(point)
-        return info if info is not None and point not in self._virtual else None
+        return info.device if info is not None and point not in self._virtual else None
 
     def error_privacy(self, rule_id: str) -> Privacy:
         """The class of the firing whose error rule `rule_id` shows now (its message may quote
@@ -430,7 +438,7 @@ class ActionRunner:
         value. An int for a float point goes in as a float: a receiver such as InfluxDB keeps
         one type per field and refuses the other."""
         if (device := self.driver_point(point)) is not None:
-            raise ValueError(set_target_refused(point, device.device))
+            raise ValueError(set_target_refused(point, device))
         info = self.hub.points.get(point)
         ptype = declared or (info.type if info is not None else _type_of(value))
         if value is None:

@@ -203,20 +203,24 @@ def _store(config: str, site: Any = None) -> Any:
 def cmd_import(args: argparse.Namespace) -> int:
     from edge import audit
     from edge.config import ConfigError, load_site
-    from rules.model import RulePackError, compile_pack, set_target_problems
+    from rules.model import RulePackError, compile_pack, configured_device, set_target_problems
 
     compiled = []
     try:
         site = load_site(args.config)  # once: for the allow-list and the store
         allow = _webhook_allow(args.config, site)
-        devices = {p.id: p for p in site.point_infos()}  # `set:` may not write their points
+        devices = {d.id for d in site.devices}  # `set:` may not write their points
+
+        def device_of(point: str) -> str | None:
+            return configured_device(point, devices)
+
         for pack in args.packs:
             rules = compile_pack(_read(pack), pack, webhook_allow=allow)
             problems = [
                 f"{pack}: {e}"
                 for cr in rules
                 if cr.rule.enabled
-                for e in set_target_problems(cr.rule, devices.get)
+                for e in set_target_problems(cr.rule, device_of)
             ]
             if problems:
                 raise RulePackError(problems)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -382,7 +382,8 @@ def webhook_problems(rule: Rule, allow: Sequence[str]) -> list[ExprError]:
 
 
 def set_target_refused(point: str, device: str) -> str:
-    """Why a `set:` may not write `point`, a point of device `device` registered by its driver."""
+    """Why a `set:` may not write `point`, a point of device `device` (one the site configures, or
+    whose driver registered the point)."""
     return (
         f"{point} is a point of device {device}, read by its driver: `set:` writes only virtual "
         "points of the rules (a point no device has, such as site.total_power_kw); its values "
@@ -390,20 +391,28 @@ def set_target_refused(point: str, device: str) -> str:
     )
 
 
-def set_target_problems(rule: Rule, driver_point: Callable[[str], Any]) -> list[ExprError]:
-    """Every `set:` of `rule` whose target is a point a driver registered: `driver_point(point)`
-    gives that point's PointInfo, or None for a point the rules may set. A target naming
-    `{device}` is known only when it fires, and checked then."""
+def configured_device(point: str, devices: Collection[str]) -> str | None:
+    """The device of `point` when the site configures it (`devices`: their ids), whether or not
+    its driver registered the point yet: a driver that learns its points from its first packet
+    (a BLE default map) has none before the device reports."""
+    device = point.partition(".")[0]
+    return device if device in devices else None
+
+
+def set_target_problems(rule: Rule, device_of: Callable[[str], str | None]) -> list[ExprError]:
+    """Every `set:` of `rule` whose target is a device's point: `device_of(point)` gives that
+    device, or None for a point the rules may set. A target naming `{device}` is known only when
+    it fires, and checked then."""
     problems = []
     for section, actions in (("then", rule.then), ("else", rule.else_)):
         for i, action in enumerate(actions):
             if action.set is None or "{device}" in action.set.point:
                 continue
-            info = driver_point(action.set.point)
-            if info is not None:
+            device = device_of(action.set.point)
+            if device is not None:
                 problems.append(
                     ExprError(
-                        set_target_refused(action.set.point, info.device),
+                        set_target_refused(action.set.point, device),
                         rule=rule.id,
                         field=f"{section}[{i}].set.point",
                     )
