@@ -156,6 +156,12 @@ def _schemas() -> dict[str, Any]:
                 "record": _ref("Record"),
                 "status": {"type": ["integer", "null"], "description": "the receiver's HTTP status"},
                 "response": {"type": ["string", "null"]},
+                "response_withheld": {
+                    "type": "string",
+                    "enum": ["personal", "sensitive"],
+                    "description": "the record's class, when the receiver's answer (which may quote it) is "
+                    "withheld from this caller; response is null then. Absent when the answer is shown",
+                },
                 "ts": {"type": "number"},
                 "retried": {"type": ["number", "null"]},
                 "privacy": {
@@ -298,6 +304,7 @@ def _core_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _ok(obj({"latest": array(_ref("LatestValue"))}, ["latest"])),
+                        "409": _PROBLEM,
                         **_ERRORS,
                     },
                 }
