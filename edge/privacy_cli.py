@@ -51,8 +51,9 @@ def register(sub: Subcommands) -> None:
         "class's retention (privacy.retention, else storage.keep_history), whether it is encrypted\n"
         "at rest (sensitive records are, where privacy.master_key_file is set), and the records the journal holds now per class (read-\n"
         "only; a site that has not run yet has none). A rule's alert or event takes the class of\n"
-        "what fired it: it is listed at the most private class of the points its trigger matches.\n\n"
-        + JSON_SHAPE,
+        "what fired it: it is listed at the most private class of the points its trigger matches\n"
+        "and of the event kinds its event: triggers match (as the devices declare them, else the\n"
+        "kind's default: a health measurement is sensitive).\n\n" + JSON_SHAPE,
         epilog="examples:\n  edge privacy report -c /etc/community-edge/site.yaml\n"
         "  edge privacy report -c site.yaml --json > record-of-processing.json",
         func=cmd_privacy_report,

@@ -54,12 +54,22 @@ NAN = b"\xff\x07"
 RESIDENTS = 400
 
 
+#: the kinds of the kiosk's measurements, one per instrument, in the order a resident uses them
+KINDS = ("blood_pressure", "weight", "body_temperature", "glucose", "spo2")
+
+
 class DemoKioskDevice(DeviceConfig):
     """The simulated kiosk's entry: how often a resident visits, and the seed of its randomness."""
 
     driver: Literal["demo_kiosk"] = "demo_kiosk"
     seed: int = 0
     every: Duration = 20.0  # one visit (five measurements) this often
+
+    def declared_events(self) -> dict[str, dict[str, Any]]:
+        """The event kinds the kiosk emits without its entry listing them, each with the payload
+        fields that set its class (`edge.model.event_privacy`): every measurement carries
+        `privacy: sensitive`. Read by the record of processing (`edge privacy report`)."""
+        return {kind: {"privacy": "sensitive"} for kind in KINDS}
 
 
 def _sf(value: float, digits: int = 1) -> bytes:
@@ -320,20 +330,20 @@ class DemoKioskDriver(BaseDriver):
         resident = f"r-{r.randrange(1, RESIDENTS):04d}"
         self.sequence += 1
         m, c = meter(r, self.sequence)
-        readings: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("blood_pressure", lambda: measurements.blood_pressure(cuff(r))),
-            ("weight", lambda: measurements.weight(scale(r))),
-            ("body_temperature", lambda: measurements.body_temperature(thermometer(r))),
-            ("glucose", lambda: glucose.glucose_record(glucose.measurement(m), glucose.context(c)[1])),
-            ("spo2", lambda: plx.spot_check(oximeter(r))),
+        decoders: list[Callable[[], dict[str, Any]]] = [
+            lambda: measurements.blood_pressure(cuff(r)),
+            lambda: measurements.weight(scale(r)),
+            lambda: measurements.body_temperature(thermometer(r)),
+            lambda: glucose.glucose_record(glucose.measurement(m), glucose.context(c)[1]),
+            lambda: plx.spot_check(oximeter(r)),
         ]
-        for kind, decode in readings:
+        for kind, decode in zip(KINDS, decoders, strict=True):
             try:
                 payload = decode()
             except measurements.BadMeasurement:
                 continue
             payload["resident"] = resident
-            payload["privacy"] = "sensitive"
+            payload.update(self.device.declared_events()[kind])
             self.count += 1
             ts = self.ctx.clock()
             self.emit(

@@ -10,9 +10,12 @@ where a recipient's config has one.
 
 Event kinds are gathered from what the site declares: the events a device entry lists (`events:`
 of a simulated device, `services:` of a BLE device), the kinds the shipped drivers emit on their
-own, the `alert:` and `event:` actions of the rule packs (read as YAML: the core does not load the
+own (and those a driver's entry declares through its `declared_events()`, as the demo's kiosk does),
+the `alert:` and `event:` actions of the rule packs (read as YAML: the core does not load the
 rules engine), and the gateway's own kinds. A rule's message takes the class of what fired it, so
-a rule kind is reported at the most private class of the points its trigger matches; it carries
+a rule kind is reported at the most private class of the points its trigger matches and of the
+event kinds its `event:` triggers match (the class the site declares for a kind, else the kind's
+default by `edge.model.event_privacy`, the runtime's own rule); it carries
 the `point` and `value` that fired it, so where that is a personal or sensitive string point its
 value is reported as each recipient's `RecordShaper` sends it (`shaped_fields`: pseudonymised, or
 withheld without a key).
@@ -323,6 +326,13 @@ def _device_kinds(device: Any, points: Mapping[str, PointInfo]) -> list[tuple[st
     if isinstance(services, list) and services:
         cls = Privacy(getattr(device, "privacy", None) or Privacy.SENSITIVE)
         out.extend((str(s), cls, "a measurement of the device's user") for s in services)
+    # a driver that emits kinds of its own without an entry listing them declares them (the
+    # demo's kiosk): kind -> the payload fields that set its class
+    declared = getattr(device, "declared_events", None)
+    if callable(declared):
+        out.extend(
+            (str(kind), event_privacy(str(kind), dict(p), points), "") for kind, p in declared().items()
+        )
     for kind, cls in DRIVER_KINDS.get(str(getattr(device, "driver", "")), {}).items():
         if kind == "snapshot" and getattr(device, "privacy", None) == Privacy.SENSITIVE:
             out.append((kind, Privacy.SENSITIVE, "its image files are sealed at rest (privacy: sensitive)"))
@@ -363,20 +373,31 @@ def example_payload(matched: Iterable[PointInfo]) -> dict[str, Any]:
 
 
 def _trigger_class(
-    rule: Mapping[str, Any], payload: Mapping[str, Any], points: Mapping[str, PointInfo]
+    rule: Mapping[str, Any],
+    payload: Mapping[str, Any],
+    points: Mapping[str, PointInfo],
+    events: Mapping[str, Privacy] | None = None,
 ) -> tuple[Privacy, dict[str, Any]]:
-    """The most private class among the named privacy of the payload and the points the rule's
-    trigger matches or its conditions name (a message may quote any of them), and the payload
-    its message carries about the point that fires it (`example_payload`)."""
+    """The most private class among the named privacy of the payload, the points the rule's
+    trigger matches or its conditions name (a message may quote any of them) and the event kinds
+    its `event:` triggers match, and the payload its message carries about the point that fires it
+    (`example_payload`). `events`: the class of each event kind the site declares; a kind it does
+    not declare has its default class (`edge.model.event_privacy`, as the runtime judges it)."""
     when = rule.get("when")
     patterns: list[str] = []
+    kinds: list[str] = []
     for entry in when if isinstance(when, list) else [when]:
         if isinstance(entry, str):
             patterns.append(entry)
         elif isinstance(entry, dict):
-            patterns.extend(v for v in entry.values() if isinstance(v, str))
+            for key, v in entry.items():
+                if isinstance(v, str):
+                    (kinds if key == "event" else patterns).append(v)
     text = " ".join(str(rule.get(k) or "") for k in ("if", "clear_if"))
     ranks = [PRIVACY_RANK[event_privacy("", dict(payload), points)]]
+    for pattern in kinds:
+        matched = [cls for kind, cls in (events or {}).items() if fnmatch.fnmatchcase(kind, pattern)]
+        ranks.extend(PRIVACY_RANK[c] for c in matched or [event_privacy(pattern, {}, points)])
     fired_by = []
     for pid, info in points.items():
         fires = any(fnmatch.fnmatchcase(pid, pat) for pat in patterns)
@@ -388,10 +409,10 @@ def _trigger_class(
 
 
 def _rule_kinds(
-    site: Any, points: Mapping[str, PointInfo]
+    site: Any, points: Mapping[str, PointInfo], events: Mapping[str, Privacy] | None = None
 ) -> tuple[list[tuple[str, Privacy, str, str, dict[str, Any]]], list[str]]:
     """(kind, class, source, note, example payload) of the rule packs' actions, and problems
-    reading a pack."""
+    reading a pack. `events`: the class of each event kind the site declares (`_trigger_class`)."""
     section = site.raw.get("rules") if isinstance(site.raw, dict) else None
     if not isinstance(section, dict) or section.get("enabled") is False:
         return [], []
@@ -408,7 +429,7 @@ def _rule_kinds(
             continue
         for rule, kind, payload in _pack_actions(pack):
             note = f"rule {rule.get('id', '?')}: the class of what fires it"
-            cls, example = _trigger_class(rule, payload, points)
+            cls, example = _trigger_class(rule, payload, points, events)
             out.append((kind, cls, f"rules ({name})", note, {**payload, **example}))
     for kind in RULE_ENGINE_KINDS:
         out.append((kind, Privacy.PUBLIC, "rules", "", {}))
@@ -465,11 +486,23 @@ def build(site: Any) -> Report:
         if getattr(d, "enabled", True):
             for kind, cls, note in _device_kinds(d, points):
                 add(kind, cls, d.id, note)
-    rule_kinds, problems = _rule_kinds(site, points)
-    for kind, cls, source, note, example in rule_kinds:
-        add(kind, cls, source, note, example)
     for kind in GATEWAY_KINDS:
         add(kind, Privacy.PUBLIC, "gateway")
+    # a rule triggered by an event takes that event's class: of the kinds declared so far, then
+    # again with the rules' own kinds (a rule on another rule's alert), until no class rises
+    event_classes: dict[str, Privacy] = {}
+    problems: list[str] = []
+    for _ in range(4):
+        seen: dict[str, Privacy] = {}
+        for (kind, _source), (cls, _note) in kinds.items():
+            if kind not in seen or PRIVACY_RANK[cls] > PRIVACY_RANK[seen[kind]]:
+                seen[kind] = cls
+        if seen == event_classes:
+            break
+        event_classes = seen
+        rule_kinds, problems = _rule_kinds(site, points, event_classes)
+        for kind, cls, source, note, example in rule_kinds:
+            add(kind, cls, source, note, example)
     if site.sections.get("kpi") is not None:
         add("kpi_daily", Privacy.PUBLIC, "kpi", "the day's figures per device: counts and shares")
         add("alert", Privacy.PUBLIC, "kpi", "a day below its targets")
