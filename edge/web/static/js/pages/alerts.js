@@ -181,7 +181,9 @@ export async function render(view, _params, query) {
     const raw = withheld(p) ? null : h('details', { class: 'raw' }, h('summary', {}, t('alerts.raw')),
       h('pre', {}, JSON.stringify(p, null, 2)));
     let ackCell = '';
-    if (e.ack && e.ack.redacted) ackCell = h('span', { class: 'acked' }, t('alerts.acked'));
+    // who acknowledged is shown only when the server sends it: withheld from this caller
+    // (redacted), its user forgotten (erased), or sealed where no key here opens it
+    if (e.ack && typeof e.ack.user !== 'string') ackCell = h('span', { class: 'acked' }, t('alerts.acked'));
     else if (e.ack) ackCell = h('span', { class: 'acked', title: e.ack.comment }, t('alerts.ackedBy', { user: e.ack.user }), e.ack.comment ? h('div', { class: 'sub' }, e.ack.comment) : null);
     else if (ackable(e) && can('write')) ackCell = h('button', { class: 'secondary small', 'data-ack': e.seq, onclick: () => ack(e) }, t('alerts.ack'));
     return h('tr', { 'data-seq': e.seq, 'data-kind': e.kind, 'data-source': e.source, 'data-count': n },
