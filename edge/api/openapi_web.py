@@ -357,7 +357,8 @@ def paths() -> dict[str, Any]:
                             "consumer": {
                                 "type": ["string", "null"],
                                 "description": "the consumer id whose cursor a pull token moves "
-                                "(required with scope pull)",
+                                "(required with scope pull); one that names an upstream sink of the site "
+                                "or a component's cursor (kpi) is refused: 422 Invalid consumer",
                             },
                         },
                         ["name", "scopes"],
