@@ -327,8 +327,8 @@ def forget_refused_without_key(kept: int) -> str:
 
     return (
         "privacy.master_key_file is not set: this site keeps its records in clear, so there is no "
-        f"data key to delete and nothing was erased ({fmt.count(kept, 'record')} naming the subject "
-        "kept until their class's retention). "
+        f"data key to delete and nothing was erased ({fmt.count(kept, 'record')} naming the subject, "
+        "each kept until its class's retention). "
         "To erase a resident or plate: set privacy.master_key_file (edge privacy new-key writes one) "
         "and restart the gateway, which seals the journal's personal and sensitive records under "
         "each one's key, then forget (dead letters and snapshot files stored in clear stay until "
