@@ -102,7 +102,7 @@ async def test_a_site_without_a_master_key_says_how_to_seal(tmp_path: Path) -> N
         "privacy:\n  master_key_file: " + str(tmp_path / "unused.key") + "\n", ""
     )
     async with running_site(tmp_path, doc) as rt, signed_in_roles(rt) as clients:
-        resp = await clients["admin"].request("POST", EXPORT, json={"subject": RESIDENT})
+        resp = await clients["admin"].request("POST", FORGET, json={"subject": RESIDENT})
         assert resp.status == 409
         assert "privacy.master_key_file" in (await resp.json())["detail"]
         report = await clients["admin"].json("GET", REPORT)

@@ -48,7 +48,7 @@ async def test_refusals_carry_their_message_key(tmp_path: Path) -> None:
         p = await _problem(c, "POST", "/api/v1/tokens", {"name": "bms", "scopes": ["pull"]}, 422)
         assert p["message_key"] == "msg.token.pull_needs_consumer"
 
-        p = await _problem(c, "POST", "/api/v1/privacy/subjects/export", {"subject": "r-1"}, 409)
+        p = await _problem(c, "POST", "/api/v1/privacy/subjects/forget", {"subject": "r-1"}, 409)
         assert p["message_key"] == "msg.privacy.encryption_off" and "master_key_file" in p["detail"]
 
         record = {
