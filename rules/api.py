@@ -203,6 +203,7 @@ async def list_rules(request: web.Request) -> web.Response:
     principal = require(request, "read")
     comp = _component(request)
     assert comp.store is not None
+    comp.reload_changed()  # a rule `edge rules import` stored is shown once it is in force
     above = points_above(get_runtime(request), privacy.limit_for(principal))
     rules = [for_caller(request, principal, comp.describe(s), above) for s in comp.store.list_rules()]
     return json_response({"rules": rules})
@@ -211,6 +212,7 @@ async def list_rules(request: web.Request) -> web.Response:
 async def get_rule(request: web.Request) -> web.Response:
     principal = require(request, "read")
     comp = _component(request)
+    comp.reload_changed()
     stored = _found(comp, request.match_info["id"])
     return await _rule_response(for_caller(request, principal, comp.describe(stored)), stored.doc)
 

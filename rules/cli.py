@@ -60,8 +60,9 @@ def register(sub: Subcommands) -> None:
         "import",
         help="store the rules of packs in the site's state database",
         description="Compile the packs and store their rules (a new version each) in the state database.\n"
-        "Nothing is stored unless every rule compiles. A running gateway loads them at its next start;\n"
-        "use POST /api/v1/rules/import to change a running gateway.",
+        "Nothing is stored unless every rule compiles. A running gateway of the site runs them within\n"
+        "a few seconds (it watches the state database; each imported rule starts with a fresh state,\n"
+        "as after a restart); a stopped one at its next start.",
         func=cmd_import,
         config=True,
         args=[arg("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to import")],
@@ -237,6 +238,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         stored = store.put(cr.rule.doc(), "cli", "import")
         audit.record(store.state, "cli", "rule_import", stored.id, version=stored.version)
         print(f"imported {stored.id} (version {stored.version})")
+    if compiled:
+        print(
+            "a running gateway of this site runs them within a few seconds; a stopped one at its next start"
+        )
     return 0
 
 

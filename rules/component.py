@@ -6,7 +6,11 @@ imported before, loads every stored rule into the `Engine`, restores persisted r
 from the journal (`rules.backfill`, so `avg(P, 10m)` means the same right after a restart), and
 only then subscribes to the hub. A rule created or changed at run time gets its new windows
 refilled the same way, in a task.
-The API and CLI change rules only through the methods here, so store and engine never diverge.
+The API changes rules only through the methods here, so store and engine never diverge. `edge rules
+import` stores rules from another process: the component notices (SQLite's `data_version` moves
+when another connection commits) and loads every rule whose stored version is not the one it runs,
+as a restart would, within RELOAD_INTERVAL and before the API lists, shows or changes a rule; so
+the rule the UI shows is the one in force.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill
 DRY_RUN_SECONDS = 30.0  # wall-clock budget of one dry run (its process is killed past it)
 DRY_RUN_MEMORY = 512 * 2**20  # resident memory of a dry run's process (its address space: twice that)
 MAX_DRY_RUNS = 2  # dry runs at once; more are refused with 429 and Retry-After
+RELOAD_INTERVAL = 2.0  # seconds between looks for rules another process stored (`edge rules import`)
 
 
 class DryRunBusy(Problem):
@@ -91,6 +96,12 @@ class RulesComponent:
         self.store: RuleStore | None = None
         self.writer: StateWriter | None = None
         self.broken: dict[str, str] = {}  # stored rules that no longer compile: id -> error
+        #: id -> the stored version the engine runs (or found broken): a stored version other than
+        #: this one was stored by another process, and is loaded (`reload_changed`)
+        self._loaded: dict[str, int] = {}
+        self._data_version: int | None = None
+        self._reload_timer: asyncio.TimerHandle | None = None
+        self.reloaded = 0  # rule versions loaded from what another process stored
         self._unsubscribe: Any = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -112,6 +123,8 @@ class RulesComponent:
         # reading and compiling packs is CPU work proportional to their size: off the event loop
         self._import_packs(await asyncio.to_thread(self._read_packs))
         self.actions.restore_limits(self.store.meta(RATE_LIMITS))
+        # before the rules are read: a commit of another process after this is looked at
+        self._data_version = self.store.changed_elsewhere()
         now = self.ctx.clock()
         self.engine.now = now
         for point, reading in self.ctx.restored_good.items():
@@ -135,6 +148,7 @@ class RulesComponent:
         self._unsubscribe = self.ctx.hub.subscribe(self._on_records)
         # timers whose deadline passed while the gateway was down are due now
         self._after(self.engine.advance(now))
+        self._reload_timer = asyncio.get_running_loop().call_later(RELOAD_INTERVAL, self._reload_tick)
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -148,6 +162,9 @@ class RulesComponent:
         await asyncio.gather(*self._backfills, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
+        if self._reload_timer is not None:
+            self._reload_timer.cancel()
+            self._reload_timer = None
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         self._flush_states()
@@ -389,6 +406,7 @@ class RulesComponent:
 
     # ------------------------------------------------------------ management (API, CLI)
     def _load(self, stored: StoredRule) -> None:
+        self._loaded[stored.id] = stored.version
         try:
             compiled = parse_rule(stored.doc)
         except RuleErrors as exc:
@@ -397,6 +415,55 @@ class RulesComponent:
             return
         self.broken.pop(stored.id, None)
         self.engine.add(compiled, self.ctx.clock())
+
+    def _reload_tick(self) -> None:
+        self._reload_timer = None
+        try:
+            self.reload_changed()
+        except Exception:  # a locked or failing state DB: looked at again at the next tick
+            log.exception("looking for rules stored by another process failed")
+        if self._started:
+            self._reload_timer = asyncio.get_running_loop().call_later(RELOAD_INTERVAL, self._reload_tick)
+
+    def reload_changed(self) -> list[str]:
+        """Load what another process (`edge rules import`) stored since the last look: each rule
+        whose stored version is not the one the engine runs, as a restart would load it (its
+        state starts fresh: the import dropped it), and drop a rule no longer stored. The ids
+        loaded or dropped. Cheap when nothing changed: one `PRAGMA data_version`."""
+        if self.store is None or not self._started:
+            return []
+        seen = self.store.changed_elsewhere()
+        if seen == self._data_version:
+            return []
+        self._data_version = seen
+        stored = self.store.stored_versions()
+        changed = sorted(
+            {i for i in self._loaded if i not in stored}
+            | {i for i, v in stored.items() if self._loaded.get(i) != v}
+        )
+        if not changed:
+            return []
+        now = self.ctx.clock()
+        for rule_id in changed:
+            current = self.store.get(rule_id)
+            if current is None:
+                self._loaded.pop(rule_id, None)
+                self.engine.remove(rule_id)
+                self.actions.forget_rule(rule_id)
+                self.broken.pop(rule_id, None)
+                log.info("rule %s deleted by another process: no longer run", rule_id)
+                continue
+            old = self.engine.rules.get(rule_id)
+            if old is not None:  # its states go from the DB too, should the old version's be written since
+                self.engine.dirty.update((rule_id, key) for key in old.states)
+            had = set(self.engine.windows)
+            self._load(current)
+            self._backfill_later(rule_id, had)
+            log.info("rule %s version %d, stored by %s, loaded", rule_id, current.version, current.updated_by)
+        self.reloaded += len(changed)
+        self.engine.watch_points(list(self.ctx.hub.points), now)
+        self._after([])  # the dropped states are written, the timers armed
+        return changed
 
     def _read_packs(self) -> list[tuple[str, list[CompiledRule] | Exception]]:
         """Each site pack compiled, or why it cannot be (too large, unreadable, a rule that does
@@ -469,6 +536,7 @@ class RulesComponent:
         thread (a large rule is a tenth of a second of CPU) and applies it here, on the event loop,
         the only place the engine changes."""
         assert self.store is not None
+        self.reload_changed()  # a version stored by `edge rules import` is the one changed here
         compiled = doc if isinstance(doc, CompiledRule) else parse_rule(doc)
         # every way in (API, packs, restore, enable) stores an enabled rule only with allowed
         # destinations and virtual `set:` points; disabling one stored before must stay possible
@@ -484,6 +552,7 @@ class RulesComponent:
             and same_logic(previous.doc, clean)
         )
         stored = self.store.put(clean, actor, action, keep_state=keep)
+        self._loaded[stored.id] = stored.version
         had = set(self.engine.windows)
         if keep:  # a renamed rule or a reworded message keeps its pending timer and active alert
             self.engine.replace(compiled)
@@ -519,8 +588,10 @@ class RulesComponent:
 
     def delete(self, rule_id: str, actor: str) -> bool:
         assert self.store is not None
+        self.reload_changed()
         if not self.store.delete(rule_id, actor):
             return False
+        self._loaded.pop(rule_id, None)
         self.engine.remove(rule_id)
         self.actions.forget_rule(rule_id)
         self.broken.pop(rule_id, None)

@@ -91,6 +91,19 @@ class RuleStore:
             rows = self.state.conn.execute(f"SELECT {self.COLUMNS} FROM rules ORDER BY id").fetchall()
         return [self._row(r) for r in rows]
 
+    def stored_versions(self) -> dict[str, int]:
+        """Each stored rule's id -> its version: what a running gateway compares with the versions
+        it runs, to pick up what another process (`edge rules import`) stored."""
+        with self.state.lock:
+            rows = self.state.conn.execute("SELECT id, version FROM rules").fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def changed_elsewhere(self) -> int:
+        """SQLite's `data_version` of this connection: it changes when another connection (another
+        process) commits to the state database, never for this connection's own writes."""
+        with self.state.lock:
+            return int(self.state.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def get(self, rule_id: str) -> StoredRule | None:
         with self.state.lock:
             r = self.state.conn.execute(f"SELECT {self.COLUMNS} FROM rules WHERE id=?", (rule_id,)).fetchone()
