@@ -62,7 +62,7 @@ PERSIST_DELAY = 0.05  # seconds a rule state change may wait to be written (kill
 DRY_RUN_SECONDS = 30.0  # wall-clock budget of one dry run (its process is killed past it)
 DRY_RUN_MEMORY = 512 * 2**20  # resident memory of a dry run's process (its address space: twice that)
 MAX_DRY_RUNS = 2  # dry runs at once; more are refused with 429 and Retry-After
-RELOAD_INTERVAL = 2.0  # seconds between looks for rules another process stored (`edge rules import`)
+RELOAD_INTERVAL = 1.0  # seconds between looks for rules another process stored (`edge rules import`)
 
 
 class DryRunBusy(Problem):
