@@ -417,6 +417,12 @@ class Journal(JournalQueries):
             self.counters[name] = int(value)
 
     @property
+    def near_reserve(self) -> bool:
+        """The last step found the disk within TIGHT_STEPS full steps of the reserve: the writer
+        truncates its WAL after every step, and the stores beside it on the disk should too."""
+        return self._tight
+
+    @property
     def writing(self) -> bool:
         """This object runs the writer (opened with `open`, not `open_readonly`, and not closed)."""
         return self._w is not None

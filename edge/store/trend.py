@@ -535,11 +535,12 @@ class TrendIndex:
 
     async def _spare_the_disk(self, conn: sqlite3.Connection) -> None:
         """Truncate trend.db's WAL when the journal asked for space, and after every rollup while
-        its disk is full: a catch-up after the disk was full would otherwise grow the WAL back
-        into the room the journal's backlog needs."""
+        its disk is full or close to the reserve (where the journal truncates its own after every
+        step): the WAL would otherwise grow, up to its checkpoint, into the room the journal's
+        next steps need, and the journal would hold until it asked for it."""
         asked, self._give_back = self._give_back, False
         self._asked.clear()
-        if asked or self.journal.disk_full:
+        if asked or self.journal.disk_full or self.journal.near_reserve:
             await self._run(truncate_wal, conn, self.path + "-wal")
 
     def _hand_over(self, now: float, retention_s: Mapping[int, float | None]) -> list[Event]:

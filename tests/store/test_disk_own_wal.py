@@ -6,6 +6,7 @@ still go in. Real SQLite files, a real small tmpfs for the disk."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -76,9 +77,10 @@ async def test_the_trend_wal_stays_small_and_is_given_back_when_asked(tmp_path: 
     try:
         trend_db = tmp_path / "trend.db"
         async with following(j, trend_db, chunk=2000) as trend:
+            now = time.time()  # recent: the journal's retention would delete old rows unread
             largest = 0
             for i in range(40):  # many points: each rollup writes many buckets
-                j.append(readings(5000, start_ts=1.7e9 + i * 600, step=0.1, device=f"d{i}"))
+                j.append(readings(5000, start_ts=now + i * 600, step=0.1, device=f"d{i}"))
                 await j.flush()
                 await trend.caught_up()
                 largest = max(largest, wal_size(trend_db))
@@ -141,5 +143,25 @@ async def test_a_journal_holding_for_space_still_commits_cursors_and_counters(sm
 
         await until(persisted, 20, what="the drops persisted while holding")
         assert stored(j.path, "SELECT count(*) FROM journal WHERE kind='buffer_drop'") >= 1  # type: ignore[operator]
+    finally:
+        await j.close()
+
+
+@pytest.mark.root
+async def test_the_trend_wal_is_truncated_after_each_rollup_near_the_reserve(small_disk: Path) -> None:  # noqa: F811
+    """Within a few steps of the reserve the journal truncates its WAL after every step; the trend
+    index does the same after every rollup, so its WAL does not take the room of the next steps."""
+    j = open_journal(small_disk, when_full="drop_oldest", disk_reserve=RESERVE, flush_max_items=STEP)
+    trend_db = small_disk / "trend.db"
+    try:
+        async with following(j, trend_db) as trend:
+            now = time.time()  # recent: the journal's retention would delete old rows unread
+            leave_exactly(small_disk, RESERVE + 1024**2)  # a full step fits, a few more do not
+            for i in range(3):
+                j.append(readings(STEP, start_ts=now + i * 600, step=0.1, device=f"d{i}"))
+                await j.flush()
+                assert j.near_reserve and not j.disk_full
+                await trend.caught_up()
+                await until(lambda: wal_size(trend_db) == 0, 10, what="trend.db's WAL truncated")
     finally:
         await j.close()
