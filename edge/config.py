@@ -48,12 +48,6 @@ PROFILE_DIR = FsPath(__file__).resolve().parent.parent / "drivers" / "profiles"
 SECRET_KEYS = {"token", "password", "secret", "api_key", "hmac_secret", "private_key", "bind_key", "key"}
 
 
-#: journal cursors a component of the gateway keeps under a fixed name -> whose it is: an upstream
-#: sink or a pull consumer under one of these ids would read and move that component's position
-#: (the KPI fold's, edge.kpi.plugin.CURSOR), so neither may take one
-COMPONENT_CURSORS: Mapping[str, str] = {"kpi": "the KPI fold"}
-
-
 # ---------------------------------------------------------------- core sections
 class SiteInfo(Strict):
     id: str
@@ -183,8 +177,9 @@ class Site:
         is there already is not taken either."""
         if any(s.id == name for s in self.upstream):
             return f"the upstream sink {name!r}"
-        if name in COMPONENT_CURSORS:
-            return f"{COMPONENT_CURSORS[name]}'s cursor {name!r}"
+        reserved = registry().component_cursors()
+        if name in reserved:
+            return f"{reserved[name]}'s cursor {name!r}"
         held = (cursors or {}).get(name)
         return None if held is None or held[0] == "consumer" else f"the {held[0]} cursor {name!r}"
 
@@ -373,6 +368,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
     problems = _secret_problems(data, (), pos)
     plugins = registry()
+    reserved = plugins.component_cursors()  # fixed journal cursor names: no sink or consumer id
     section_keys = plugins.section_keys()
     try:
         env = _Envelope.model_validate({k: v for k, v in data.items() if k not in section_keys})
@@ -488,7 +484,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
         if sink.id in seen_sinks:
             problems.append(pos.problem((*path, "id"), f"duplicate upstream id {sink.id!r}"))
             continue
-        if sink.id in COMPONENT_CURSORS:
+        if sink.id in reserved:
             problems.append(
                 pos.problem((*path, "id"), _reserved_id("upstream id", "an upstream sink", sink.id))
             )
@@ -520,7 +516,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             if c.id in seen:
                 problems.append(pos.problem(("consumers", i, "id"), f"duplicate consumer id {c.id!r}"))
             seen.add(c.id)
-            if c.id in COMPONENT_CURSORS:
+            if c.id in reserved:
                 problems.append(
                     pos.problem(("consumers", i, "id"), _reserved_id("consumer id", "a pull consumer", c.id))
                 )
@@ -572,10 +568,11 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
 
 
 def _reserved_id(label: str, holder: str, cid: str) -> str:
+    reserved = registry().component_cursors()  # the journal cursors of the plugins' components
     return (
-        f"{label} {cid!r} is the name of {COMPONENT_CURSORS[cid]}'s journal cursor, which {holder} "
+        f"{label} {cid!r} is the name of {reserved[cid]}'s journal cursor, which {holder} "
         f"under that id would read and move as its own; choose another id (reserved: "
-        f"{', '.join(sorted(COMPONENT_CURSORS))})"
+        f"{', '.join(sorted(reserved))})"
     )
 
 

@@ -215,6 +215,10 @@ class Plugin:
     #: (`subject_records(site, state, subject)`: a sink's dead letters), for a subject's export;
     #: each a dict whose `type` says what it is, with the `record` it copies
     subject_records: Callable[[Site, StateDB, str], Iterable[dict[str, Any]]] | None = None
+    #: journal cursors its component keeps under a fixed name -> whose they are ("the KPI fold"):
+    #: an upstream sink or a pull consumer of that id would read and move them as its own, so
+    #: `edge check` and token creation refuse such an id
+    cursors: Mapping[str, str] = field(default_factory=dict)
     #: start order among components and routes (lower first)
     order: int = 50
 
@@ -309,6 +313,10 @@ class Registry:
 
     def section_keys(self) -> set[str]:
         return {k for p in self.plugins for k in p.sections}
+
+    def component_cursors(self) -> dict[str, str]:
+        """Every plugin's fixed journal cursors -> whose they are (`Plugin.cursors`)."""
+        return {name: whose for p in self.plugins for name, whose in p.cursors.items()}
 
     def live_section_keys(self) -> set[str]:
         return {k for p in self.plugins for k in p.live_sections}

@@ -131,10 +131,7 @@ class PullService:
         """What other than a pull consumer a cursor named `consumer` belongs to ("the upstream
         sink 'X'", "the kpi cursor"), None when it is a consumer's or nobody's yet. Sinks are
         judged by the site file, so a sink not started yet (or disabled) keeps its id too."""
-        if any(s.id == consumer for s in self.runtime.site.upstream):
-            return f"the upstream sink {consumer!r}"
-        held = self.runtime.journal.cursors().get(consumer)  # a few rows: sinks, consumers, kpi
-        return None if held is None or held[0] == "consumer" else f"the {held[0]} cursor {consumer!r}"
+        return self.runtime.site.cursor_owner(consumer, self.runtime.journal.cursors())
 
     def filter_for(self, consumer: str) -> RecordFilter:
         f = self._filters.get(consumer)

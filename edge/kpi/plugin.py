@@ -43,6 +43,7 @@ PLUGIN = Plugin(
     name="kpi",
     sections={"kpi": lazy_value("edge.kpi.config:KpiConfig")},
     component=component,
+    cursors={CURSOR: "the KPI fold"},
     routes=lazy("edge.kpi.api:setup"),
     openapi=lazy("edge.kpi.openapi:paths"),
     commands=lazy("edge.kpi.cli:register"),
