@@ -790,13 +790,7 @@ class Journal(JournalQueries):
             self._refused(overflow, "queue_overflow", "dropped_overflow")
         if left:
             self._refused(left, "shutdown", "dropped_overflow")
-        for reason, b in list(self._bursts.items()):  # the end of each burst, now
-            del self._bursts[reason]
-            event = b.event(self.source, self.clock(), self.counters)
-            if reason in self._announced:
-                self._announced.discard(reason)
-                event.payload["phase"] = "ended"
-            self._ready_events.append(event)
+        self._close_bursts(every=True)  # the end of each burst, now
         # why, before the last transaction below clears `failing`
         why = self.last_error if self.failing else f"the close's {self.close_budget:.0f} s were up"
         kept = ""
@@ -1073,14 +1067,15 @@ class Journal(JournalQueries):
             b = self._bursts[reason] = retention.DropBurst(reason, self.when_full, self.clock())
         return b
 
-    def _close_bursts(self) -> None:
-        """A burst ends after BURST_QUIET_S without a drop, or is cut after BURST_MAX_S. One of
-        ANNOUNCED_BURSTS is also journaled at its start: phase `started`, `dropped` 0 and the drops
-        so far in `dropped_so_far`; its end (phase `ended`) counts the whole burst as before, so
-        the events' `dropped` still add up to the counters."""
+    def _close_bursts(self, every: bool = False) -> None:
+        """A burst ends after BURST_QUIET_S without a drop, or is cut after BURST_MAX_S; with
+        `every` (the journal closes) all end now. One of ANNOUNCED_BURSTS is also journaled at its
+        start: phase `started`, `dropped` 0 and the drops so far in `dropped_so_far`; its end
+        (phase `ended`) counts the whole burst as before, so the events' `dropped` still add up
+        to the counters."""
         now = time.monotonic()
         for reason, b in list(self._bursts.items()):
-            if b.quiet() or now - b.started >= retention.BURST_MAX_S:
+            if every or b.quiet() or now - b.started >= retention.BURST_MAX_S:
                 del self._bursts[reason]
                 event = b.event(self.source, self.clock(), self.counters)
                 if reason in self._announced:
