@@ -245,7 +245,8 @@ async def create_rule(request: web.Request) -> web.Response:
     _within_class(request, who, compiled)
     _exists(comp, doc)  # created by another request while this one compiled
     stored = _stored(comp, compiled, who.name, "create")
-    return await _rule_response(_shown(request, who, comp, stored), stored.doc, status=201)
+    shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
+    return await _rule_response(shown, stored.doc, status=201)
 
 
 async def update_rule(request: web.Request) -> web.Response:
@@ -267,7 +268,8 @@ async def update_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = _stored(comp, compiled, who.name, "update")
-    return await _rule_response(_shown(request, who, comp, stored), stored.doc)
+    shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
+    return await _rule_response(shown, stored.doc)
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -303,9 +305,10 @@ async def disable_rule(request: web.Request) -> web.Response:
 async def validate(request: web.Request) -> web.Response:
     require(request, "rules")
     compiled = await _checked(request, await read_json(request))
-    if refused := _component(request).problems(compiled):  # what saving it would refuse
+    comp = _component(request)
+    if refused := comp.problems(compiled):  # what saving it would refuse
         raise _invalid(RuleErrors(refused))
-    return json_response({"ok": True})
+    return json_response(await _warned({"ok": True}, comp, compiled))
 
 
 def _point_rank(points: Any, point: Any) -> int:
@@ -386,6 +389,15 @@ def _within_class(request: web.Request, who: Principal, compiled: CompiledRule) 
     found = above_class(get_runtime(request), compiled, privacy.limit_for(who))
     if found:
         raise _refused(who, found, "this rule reads data", save=True)
+
+
+async def _warned(answer: dict[str, Any], comp: RulesComponent, compiled: CompiledRule) -> dict[str, Any]:
+    """`answer` with `warnings` (located as `errors` are) when an enabled `compiled` names what
+    this site does not have: a point no pattern of it matches, a p() of no point, a write to a
+    point that is not writable. Not refused: a device may register its points at its first packet."""
+    if compiled.rule.enabled and (found := await comp.warnings(compiled)):
+        answer["warnings"] = [w.as_dict() for w in found]
+    return answer
 
 
 def _shown(request: web.Request, who: Principal, comp: RulesComponent, stored: Any) -> dict[str, Any]:

@@ -49,6 +49,7 @@ from rules.model import (
     set_target_problems,
     webhook_problems,
 )
+from rules.point_warnings import rule_warnings, set_targets
 from rules.store import RuleStore, StateWriter, StoredRule
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class RulesComponent:
         self.config = config
         self.engine = Engine(site_tz(ctx.site.site.timezone))
         self.engine.loop_share = LOOP_SHARE  # live: no rule may take more than its share of the loop
+        self.engine.known_point = self._known_point
         self.actions = ActionRunner(ctx, config)
         self.actions.snapshot_hook = self._snapshot
         self.store: RuleStore | None = None
@@ -581,6 +583,25 @@ class RulesComponent:
             *webhook_problems(compiled.rule, self.config.webhook_allow),
             *set_target_problems(compiled.rule, self.actions.driver_point),
         ]
+
+    async def warnings(self, compiled: CompiledRule) -> list[ExprError]:
+        """What `compiled` names that this site does not have now (`rules.point_warnings`): said
+        when it is validated or saved, never refused. Matched in a thread (a rule's patterns
+        against every point of a large site), over copies taken here on the loop."""
+        points = dict(self.ctx.hub.points)
+        virtual = set_targets(rr.rule for rr in self.engine.rules.values())
+        return await asyncio.to_thread(rule_warnings, compiled, points, virtual)
+
+    def _known_point(self, point: str) -> bool:
+        """Whether `point` exists here: a device registered it, or a rule sets it (a virtual point
+        not set yet has no value, as a device's before its first reading)."""
+        if point in self.ctx.hub.points:
+            return True
+        return any(
+            a.set is not None and a.set.point == point
+            for rr in self.engine.rules.values()
+            for a in (*rr.rule.then, *rr.rule.else_)
+        )
 
     def pack_problems(self, compiled: list[CompiledRule], file: str) -> list[str]:
         """`problems` of every rule of a pack, as `file: rule ID:FIELD: ...` lines."""

@@ -93,6 +93,11 @@ class Engine:
         self.suspended: dict[str, str] = {}  # rule id -> why: over its time budget, not evaluated
         self.loop_share_suspensions = 0  # rules suspended for using more than their loop share
         self._scheduled: set[str] = set()  # rules with a schedule trigger
+        #: whether a point exists on the site (a running gateway's hub): p('dev.point') of a point
+        #: named in the rule, without a value, that does not exist fails naming it, instead of
+        #: giving None to a comparison that fails without the name. None (a replay, a dry run),
+        #: and a computed p(device + '.x'): None
+        self.known_point: Callable[[str], bool] | None = None
         self.env = self._make_env()
 
     # ------------------------------------------------------------ helpers for expressions
@@ -103,9 +108,22 @@ class Engine:
         def _win(point: str, seconds: float) -> Any:
             return windows.get((point, seconds), EMPTY)
 
+        engine = self
+
         def _p(point: str) -> Any:
             hit = latest.get(point)
             return hit[2] if hit else None
+
+        def _p_named(point: str) -> Any:
+            """p('dev.point') of a point named in the rule: one the site does not have is a
+            misspelt id, named in the rule's error (a computed p() asks whether it is there)."""
+            hit = latest.get(point)
+            if hit:
+                return hit[2]
+            known = engine.known_point
+            if known is not None and not known(point):
+                raise UnknownPoint(point)
+            return None
 
         def _age(point: str, ts: float) -> float:
             hit = latest.get(point)
@@ -122,6 +140,7 @@ class Engine:
         env.update(
             _win=_win,
             _p=_p,
+            _p_named=_p_named,
             _age=_age,
             _hour=lambda ts: _local(ts).hour,
             _minute=lambda ts: _local(ts).minute,
@@ -643,6 +662,16 @@ class Engine:
                 self._route.clear()  # the rule leaves the hot path until it recovers
             rr.error, rr.error_ts = msg, ts
             out.append(Firing(rr, key, "error", ts, args, error=msg))
+
+
+class UnknownPoint(LookupError):
+    """p() of a point the site does not have (a misspelt id), named in the rule's error."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__(
+            f"p('{point}'): no point {point} on this site (is the id misspelt? a device that "
+            "registers its points at its first packet has none before it reports)"
+        )
 
 
 def _with_ts(args: Args, ts: float) -> Args:

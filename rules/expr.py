@@ -337,8 +337,10 @@ class _Checker(ast.NodeTransformer):
                 pt = self._point_literal(args[0], fname)
                 self.points.add(pt)
                 call_args: list[ast.expr] = [ast.Constant(pt)]
+                if fname == "p":  # a point named: the site must have it (`_p_named`)
+                    target = "_p_named"
             else:  # computed, e.g. p(device + '.current_b'): just a lookup of the latest value
-                self.any_point = True
+                self.any_point = True  # (None for a point that is not there: a rule may ask that)
                 call_args = [self.visit(args[0])]
             if fname == "age":
                 call_args.append(ast.Name("ts", ast.Load()))
@@ -474,6 +476,11 @@ def _shift_lines(tree: ast.AST) -> None:
                 setattr(node, "end_lineno", max(1, end - 1))  # noqa: B010 - not every AST type declares it
 
 
+#: a duration written without quotes (`5m`, `1h30m`, `500ms`): Python reads a number followed by
+#: letters as an "invalid decimal literal"
+_BARE_DURATION = re.compile(r"(?<![\w.'\"])\d+(?:\.\d+)?(?:ms|[smhdw])(?:\d+(?:\.\d+)?(?:ms|[smhdw]))*\b")
+
+
 def compile_expr(source: Any, *, rule: str = "", field: str = "if") -> Compiled:
     """Validate and compile one expression; raises ExprError (located) when it is not accepted."""
     try:
@@ -504,7 +511,11 @@ def _compile(source: Any) -> Compiled:
         line, column = max(1, (exc.lineno or 2) - 1), exc.offset or 1
         if line > len(lines):  # the error is at the end of the text
             line, column = len(lines), len(lines[-1]) + 1
-        raise ExprError(f"syntax error: {exc.msg}", line=line, column=column) from None
+        message = f"syntax error: {exc.msg}"
+        bare = _BARE_DURATION.search(lines[line - 1]) if "decimal literal" in exc.msg else None
+        if bare is not None:  # avg(point, 5m): a duration is text
+            message += f"; a duration is quoted: '{bare.group(0)}', as in avg(point, '5m')"
+        raise ExprError(message, line=line, column=column) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExprError(f"the expression is nested too deeply; at most {MAX_DEPTH} levels") from None
     depth, count = _depth_and_count(tree)

@@ -46,6 +46,21 @@ RULE = {
         "else": array({"type": "object"}),
     },
 }
+#: what an enabled rule names that the site does not have (a point no trigger pattern matches, a
+#: p() of no point, a write to a point that is not writable): said, located as errors are, when the
+#: rule is validated, created or updated; never refused
+WARNINGS = array(
+    obj(
+        {
+            "rule": {"type": "string"},
+            "field": {"type": "string"},
+            "line": {"type": "integer"},
+            "column": {"type": "integer"},
+            "message": {"type": "string"},
+        },
+        ["field", "message"],
+    )
+)
 DESCRIBED = obj(
     {
         "id": {"type": "string"},
@@ -61,6 +76,7 @@ DESCRIBED = obj(
         # the YAML the editor shows: as its author wrote it (a pack, the editor), or the
         # document written out in its fields' order for a rule that came as JSON
         "text": {"type": "string"},
+        "warnings": WARNINGS,  # in the answer to a create or update only
     },
     ["id", "enabled", "state", "version"],
 )
@@ -141,7 +157,11 @@ def paths() -> dict[str, Any]:
             "post": op(
                 "validateRule",
                 "Check a rule without storing it (scope rules)",
-                {"200": ok(obj({"ok": {"const": True}}, ["ok"])), "422": PROBLEM, **errors(body=True)},
+                {
+                    "200": ok(obj({"ok": {"const": True}, "warnings": WARNINGS}, ["ok"])),
+                    "422": PROBLEM,
+                    **errors(body=True),
+                },
                 request_body=body(RULE),
                 security=WRITE_SECURITY,
             )

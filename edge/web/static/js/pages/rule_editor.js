@@ -84,12 +84,15 @@ export async function render(view, [ruleId]) {
   text.value = current ? (current.text ?? await toYaml(current.rule)) : TEMPLATE;
   const status = h('div', { id: 'rule-status', class: 'status-line', role: 'status' });
   const where = h('pre', { id: 'rule-error-where', class: 'where', hidden: true });
+  // what the rule names that this site does not have (a point, a writable point): valid, but said
+  const warnings = h('ul', { id: 'rule-warnings', class: 'warnings', role: 'status', hidden: true });
+  Object.assign(warnings.style, { background: '#fff8c5', color: '#7d4e00', borderRadius: '6px', padding: '6px 8px 6px 24px', marginTop: '6px' });
   const example = h('pre', { id: 'rule-help-text' }, t('editor.helpText'));
   // a YAML example wrapped mid-line reads as different YAML: it scrolls sideways instead
   example.style.whiteSpace = 'pre';
   example.style.overflowX = 'auto';
   const help = h('details', { class: 'help' }, h('summary', {}, t('editor.help')), example);
-  view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where), help));
+  view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where, warnings), help));
 
   let parsed = null;
   let parsedText = null; // the text `parsed` was parsed from
@@ -99,6 +102,7 @@ export async function render(view, [ruleId]) {
     const mine = ++seq;
     const sent = text.value;
     where.hidden = true;
+    showWarnings([]);
     const y = await api('POST', '/api/v1/ui/yaml', { text: sent }, { allowError: true });
     if (mine !== seq) return false;
     if (!y.ok) {
@@ -111,7 +115,12 @@ export async function render(view, [ruleId]) {
     parsedText = sent;
     const v = await api('POST', '/api/v1/rules/validate', parsed, { allowError: true });
     if (mine !== seq) return false;
-    if (v.ok) { status.className = 'status-line ok'; status.textContent = t('editor.valid'); return true; }
+    if (v.ok) {
+      status.className = 'status-line ok';
+      status.textContent = t('editor.valid');
+      showWarnings(v.data.warnings);
+      return true;
+    }
     const errs = v.data.errors || [];
     if (!errs.length) { showError(null, null, said(v.data)); return false; }
     const e = errs[0];
@@ -120,6 +129,16 @@ export async function render(view, [ruleId]) {
     const named = e.args && e.args.key !== undefined && String(e.field || '').endsWith(String(e.args.key));
     showError(pos.line, pos.column, `${e.field && !named ? e.field + ': ' : ''}${said(e)}`, errs.length - 1);
     return false;
+  }
+  // each warning on its line, as an error is placed, in the server's words
+  function showWarnings(list) {
+    const items = Array.isArray(list) ? list : [];
+    warnings.replaceChildren(...items.map((w) => {
+      const pos = locate(text.value, w.field, w.line, w.column);
+      return h('li', { class: 'warn', 'data-field': w.field || '', 'data-line': pos.line },
+        `⚠ ${t('editor.at', { line: pos.line, column: pos.column })} ${w.field ? w.field + ': ' : ''}${said(w)}`);
+    }));
+    warnings.hidden = !items.length;
   }
   function showError(line, column, message, more = 0) {
     status.className = 'status-line bad';
@@ -155,6 +174,7 @@ export async function render(view, [ruleId]) {
         : await api('PUT', `/api/v1/rules/${encodeURIComponent(ruleId)}`, text.value, asText);
       if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
       saveMsg.replaceChildren(h('div', { class: 'ok-box' }, t('editor.saved')));
+      if (r.data && r.data.warnings) showWarnings(r.data.warnings);
       if (isNew && id) location.href = `/rules/${encodeURIComponent(id)}`;
     } }, t('editor.save'));
     const row = h('div', { class: 'row' }, save);
