@@ -308,6 +308,8 @@ class Runtime:
             self.state = StateDB(self.site.storage.resolved_state_path())
         except StateDBError as exc:
             raise StartError(str(exc)) from None
+        # a journal holding for disk space asks for the state DB's WAL back, as for the trend index's
+        self.journal.add_space_reclaimer(self.state.give_wal_back)
         private = await self.make_data_private()
         self.hub.register_points(self.site.point_infos())
         last, self.restored_good = await asyncio.to_thread(self.journal.last_readings)
