@@ -80,7 +80,8 @@ async def test_rules_api_crud_validate_versions_dry_run_and_scopes(tmp_path: Pat
         assert status == 200 and body["rule"]["if"] == "value >= 85" and body["version"] == 5
 
         # validate
-        assert await tech.call("POST", "/validate", RULE) == (200, {"ok": True})
+        status, body = await tech.call("POST", "/validate", RULE)  # warnings: this site has no bins
+        assert status == 200 and body["ok"] is True
         status, body = await tech.call("POST", "/validate", {**RULE, "if": "value >"})
         assert (
             status == 422 and body["errors"][0]["field"] == "if" and "syntax" in body["errors"][0]["message"]

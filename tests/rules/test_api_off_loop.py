@@ -100,7 +100,7 @@ async def test_the_largest_rule_compiles_while_the_gateway_answers(tmp_path: Pat
 
         port, big = rt.web_port, _largest("big")
         answered, status, body = await _answered_during(probe, port, token, "POST", "/validate", big)
-        assert status == 200 and body == {"ok": True}
+        assert status == 200 and body["ok"] is True
         assert answered == PROBES, "the gateway did not answer /healthz while it validated the rule"
 
         answered, status, body = await _answered_during(probe, port, token, "POST", "", big)
