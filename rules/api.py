@@ -37,6 +37,7 @@ from edge.api.params import path_int
 from edge.api.problem import Problem, json_body, json_response, read_body, read_json
 from edge.model import PRIVACY_RANK, SENSITIVE_EVENT_KINDS, Privacy
 from rules.component import RulesComponent
+from rules.expr import ExprError
 from rules.model import (
     MAX_RULE_TEXT_BYTES,
     CompiledRule,
@@ -71,14 +72,17 @@ def _component(request: web.Request) -> RulesComponent:
     return comp
 
 
+def _located(e: ExprError) -> dict[str, Any]:
+    """A located error or warning as the API answers it; the UI words its message in the reader's
+    language from the key (`message` is English)."""
+    item = e.as_dict()
+    item["message_key"] = getattr(e, "key", None)
+    item["args"] = getattr(e, "message_args", None) if item["message_key"] else None
+    return item
+
+
 def _invalid(exc: RuleErrors) -> Problem:
-    errors = []
-    for e in exc.errors:
-        item = e.as_dict()
-        # the UI words the message in the reader's language from the key; `message` is English
-        item["message_key"] = getattr(e, "key", None)
-        item["args"] = getattr(e, "message_args", None) if item["message_key"] else None
-        errors.append(item)
+    errors = [_located(e) for e in exc.errors]
     first = exc.errors[0] if exc.errors else None
     return Problem(
         422,
@@ -370,6 +374,8 @@ def _refused(principal: Principal, found: list[str], what: str, save: bool = Fal
             "ask an admin to save it",
             refused=found,
             allowed=klass,
+            message_key="msg.rules.above_class",
+            args={"shown": shown, "allowed": klass},
         )
     return Problem(
         403,
@@ -396,7 +402,7 @@ async def _warned(answer: dict[str, Any], comp: RulesComponent, compiled: Compil
     this site does not have: a point no pattern of it matches, a p() of no point, a write to a
     point that is not writable. Not refused: a device may register its points at its first packet."""
     if compiled.rule.enabled and (found := await comp.warnings(compiled)):
-        answer["warnings"] = [w.as_dict() for w in found]
+        answer["warnings"] = [_located(w) for w in found]
     return answer
 
 

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 from edge.model import PointInfo
 from rules.expr import ExprError
-from rules.model import CompiledRule, Rule, SetAction, WriteAction
+from rules.model import CompiledRule, KeyedError, Rule, SetAction, WriteAction
 
 #: how a warning ends when the point may still come: which devices register their points late
 NOT_YET = "(a device that registers its points at its first packet has none before it reports)"
@@ -43,9 +43,11 @@ def rule_warnings(
         for kind, pattern in (("point", trigger.point), ("no_data", trigger.no_data)):
             if pattern is not None and not any(fnmatch.fnmatchcase(p, pattern) for p in known):
                 out.append(
-                    ExprError(
+                    KeyedError(
                         f"no point of this site matches {pattern}: the rule is never evaluated "
                         f"until one does {NOT_YET}",
+                        message_key="msg.rule.warn_no_point_matches",
+                        args={"pattern": pattern},
                         rule=rule.id,
                         field=f"when[{i}].{kind}",
                     )
@@ -56,9 +58,11 @@ def rule_warnings(
         for point in sorted(expr.points if expr is not None else ()):
             if point not in known:
                 out.append(
-                    ExprError(
+                    KeyedError(
                         f"{point} is no point of this site: p() of it fails naming it, age() of "
                         f"it is inf and its windows stay empty {NOT_YET}",
+                        message_key="msg.rule.warn_unknown_point",
+                        args={"point": point},
                         rule=rule.id,
                         field=field,
                     )
@@ -73,9 +77,13 @@ def rule_warnings(
                 continue
             why = "is no point of this site" if info is None else "is not writable"
             out.append(
-                ExprError(
+                KeyedError(
                     f"{spec.point} {why}: the write fails each time the rule fires "
                     "(rule_action_failed); write a point the site file declares `writable: true`",
+                    message_key="msg.rule.warn_write_unknown"
+                    if info is None
+                    else "msg.rule.warn_not_writable",
+                    args={"point": spec.point},
                     rule=rule.id,
                     field=f"{section}[{i}].write.point",
                 )

@@ -81,6 +81,7 @@ async def test_a_rule_above_its_authors_class_is_refused_by_every_way_in(tmp_pat
             for doc in below_sensitive:
                 body = await tech.json("POST", BASE, doc, expect=403)
                 assert body["title"] == "Rule above your privacy class" and body["allowed"] == "personal"
+                assert body["message_key"] == "msg.rules.above_class", body
                 assert "sensitive" in body["detail"], body
                 status, body = await by_token("POST", BASE, json=doc)
                 assert status == 403 and body["allowed"] == "public", body

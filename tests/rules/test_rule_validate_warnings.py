@@ -65,18 +65,24 @@ async def test_validate_and_save_warn_of_points_the_site_does_not_have(tmp_path:
                 return resp.status, await resp.json()
 
         expected = {
-            "r1": ("when[0].point", "no point of this site matches meter-b9.voltage"),
-            "r2": ("if", "meter-b1.voltag is no point of this site"),
-            "r3": ("then[0].write.point", "meter-b1.voltage is not writable"),
+            "r1": (
+                "when[0].point",
+                "no point of this site matches meter-b9.voltage",
+                "warn_no_point_matches",
+            ),
+            "r2": ("if", "meter-b1.voltag is no point of this site", "warn_unknown_point"),
+            "r3": ("then[0].write.point", "meter-b1.voltage is not writable", "warn_not_writable"),
         }
         for doc in (NO_TRIGGER, MISSPELT, READ_ONLY):
-            field, said = expected[str(doc["id"])]
+            field, said, key = expected[str(doc["id"])]
             for path, status in (("/validate", 200), ("", 201)):
                 code, body = await post(path, doc)
                 assert code == status, body
                 (warning,) = body["warnings"]
                 assert warning["field"] == field and said in warning["message"], warning
                 assert warning["rule"] == doc["id"]
+                # the UI words it in the reader's language from its key, as it words errors
+                assert warning["message_key"] == f"msg.rule.{key}" and warning["args"], warning
         code, body = await post("/validate", FINE)
         assert (code, body) == (200, {"ok": True})
         code, body = await post("", FINE)
