@@ -1,9 +1,12 @@
 """Snapshot files: content-addressed, written atomically, capped per camera.
 
-Layout: `<blob_dir>/<camera id>/<sha256>.jpg` (sealed: `.sealed`, `.psealed`, below). The blob id
-is the sha256 of the image (64 lowercase hex digits), so an id names exactly one content and a
+Layout: `<blob_dir>/<camera id>/<blob id>.jpg` (sealed: `.sealed`, `.psealed`, below). A blob id
+is 64 lowercase hex digits: the sha256 of the image, so an id names exactly one content and a
 request can be validated without touching the file system; ids are matched by pattern, never
-joined into a path raw.
+joined into a path raw. A sealed file holds one picture under one key: the same picture sealed
+under another subject's key (two plates caught in one frame, a periodic snapshot under the
+camera's key) is a copy of its own, whose id is the sha256 of that key's tag and the image
+(`_sealed_id`), so forgetting one subject removes its copy and no other.
 A file appears under its final name only complete (temp file, fsync, rename). A snapshot's age is
 its file's modification time (set when it was stored, or stored again). Snapshots show
 people and plates: files are created 0600 and camera folders 0700 whatever the umask. No OpenCV here:
@@ -12,10 +15,11 @@ the web server serves blobs on sites without cameras too.
 A sealed snapshot holds `SEALED_MAGIC` and an envelope of `edge.privacy.keys` (version, key
 reference, nonce, AES-256-GCM ciphertext and tag) of the image under the data key of the subject
 the caller names, bound to the camera, the blob id and the file's class. Its suffix says its class:
-`<sha256>.sealed` a sensitive camera's snapshot (sensitive data), `<sha256>.psealed` a personal
+`<id>.sealed` a sensitive camera's snapshot (sensitive data), `<id>.psealed` a personal
 camera's snapshot on a site with a master key (personal data). A sealed file renamed to the other
-suffix does not open. The id stays the sha256 of the plain image, so links and dedupe work as for
-plain ones; the file holds no byte of the image in clear. Sealing and opening go through the sealer
+suffix does not open. The first copy's id is the sha256 of the plain image, so links and dedupe
+work as for plain ones; the file holds no byte of the image in clear. A file is never sealed
+again under another key. Sealing and opening go through the sealer
 registered for the blob folder (`edge.store.rows.register`, done by the privacy component where the
 site has a master key): without one a sealed snapshot is refused (`BlobSealError`), never written
 in clear. Plain `<sha256>.jpg` files are personal data.
@@ -103,6 +107,56 @@ def sealed_envelope(data: bytes) -> bytes | None:
     return data[len(SEALED_MAGIC) :] if data.startswith(SEALED_MAGIC) else None
 
 
+def _key_tag(sealer: BlobSealer, subject: str) -> str:
+    """What names `subject`'s key in a blob id without saying who it is: the site's own pseudonym
+    of the subject (`SubjectKeys.local_pseudonym`), else a hash of the subject."""
+    keys = getattr(sealer, "keys", None)
+    named = getattr(keys, "local_pseudonym", None)
+    if callable(named):
+        return str(named(subject))
+    return hashlib.sha256(subject.encode()).hexdigest()
+
+
+def _sealed_under(path: Path, kid: bytes | None) -> bool:
+    """The sealed file at `path` is under the key whose reference is `kid` (`kid_of`). An envelope
+    opens with its version byte and its key's reference (`edge.privacy.keys.envelope_kid`, not
+    imported: the privacy package imports this store)."""
+    if kid is None:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = sealed_envelope(f.read(HEAD_BYTES))
+    except FileNotFoundError:
+        return False
+    return head is not None and head[1 : 1 + len(kid)] == kid
+
+
+def _sealed_id(
+    sealer: BlobSealer, subject: str, data: bytes, digest: str, folder: Path, suffix: str
+) -> tuple[str, bool]:
+    """(blob id, whether the file is to be written) of `data` sealed under `subject`'s key in
+    `folder`. One sealed copy per key: the picture's sha256 names the first copy, as for plain
+    ones; a copy of the same picture under another key (another plate caught in the same frame, a
+    periodic snapshot under the camera's key) gets its own id, the sha256 of the key's tag and the
+    picture, so forgetting one subject never removes, and never re-keys, a picture filed under
+    another. A file is never sealed again under another subject's key."""
+    keys = getattr(sealer, "keys", None)
+    kid_of = getattr(keys, "kid_of", None)
+    kid = kid_of(subject) if callable(kid_of) else None
+    first = folder / f"{digest}{suffix}"
+    if first.exists():
+        if _sealed_under(first, kid):
+            return digest, False
+    else:
+        return digest, True
+    tag = _key_tag(sealer, subject)
+    own = hashlib.sha256(b"sealed for\x00" + tag.encode() + b"\x00" + data).hexdigest()
+    path = folder / f"{own}{suffix}"
+    # the id is this subject's alone: a file there under an older (forgotten) key of the same
+    # subject is sealed again under the current one
+    return own, not _sealed_under(path, kid)
+
+
 class BlobStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -135,16 +189,21 @@ class BlobStore:
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o700)  # mkdir's mode is filtered by the umask
-        final = folder / f"{digest}{suffix}"
-        # the same picture again: it becomes the newest, once; a sealed one asked for again on
-        # behalf of a resident is sealed again under that resident's key, so forgetting them
-        # removes it
-        if final.exists() and (seal is None or seal.startswith(CAMERA_KEY)):
-            os.utime(final)
-            return Blob(digest, final, len(data), digest, seal is not None, sensitive)
+        blob_id = digest
+        if seal is None or sealer is None:
+            final = folder / f"{digest}{suffix}"
+            if final.exists():  # the same picture again: it becomes the newest, once
+                os.utime(final)
+                return Blob(digest, final, len(data), digest, False, False)
+        else:
+            blob_id, fresh = _sealed_id(sealer, seal, data, digest, folder, suffix)
+            final = folder / f"{blob_id}{suffix}"
+            if not fresh:  # this picture under this key again: it becomes the newest, once
+                os.utime(final)
+                return Blob(blob_id, final, len(data), digest, True, sensitive)
         if seal is not None and sealer is not None:
-            content = SEALED_MAGIC + sealer.seal_blob(seal, data, _where(camera, digest, suffix))
-        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+            content = SEALED_MAGIC + sealer.seal_blob(seal, data, _where(camera, blob_id, suffix))
+        tmp = folder / f".{blob_id}.{os.getpid()}.tmp"
         try:
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(content)
@@ -165,7 +224,7 @@ class BlobStore:
             # the same picture stored in clear before the site had a key: the sealed copy replaces it
             with contextlib.suppress(FileNotFoundError):
                 (folder / f"{digest}{SUFFIX}").unlink()
-        return Blob(digest, final, len(data), digest, seal is not None, sensitive)
+        return Blob(blob_id, final, len(data), digest, seal is not None, sensitive)
 
     def _entries(self, folder: Path) -> list[tuple[int, str, int]]:
         """(mtime in ns, file name, size) of the blobs in one camera's folder, oldest first. The
