@@ -48,6 +48,7 @@ TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings
 FAILURE_EVENT_EVERY_S = 60.0  # at most one snapshot_failed event a minute per camera
 RECALL_TIMEOUT = 10.0  # seconds the start waits for the `subject_from` device's journaled events
+STOP_SNAPSHOTS_TIMEOUT = 10.0  # seconds a stop waits for the snapshots already being stored
 
 
 class SnapshotError(RuntimeError):
@@ -78,6 +79,10 @@ class CameraDriver(BaseDriver, Snapshots):
         self.recent_subject: tuple[str, float] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._subject_source = device.subject_from.device if device.subject_from is not None else None
+        #: its snapshots are sealed: decided at start (a sensitive camera, or a site with a master
+        #: key), never again by a worker thread, which could see the key holder gone during a stop
+        #: and would then write in clear
+        self._seal = self.sensitive
 
     @property
     def sensitive(self) -> bool:
@@ -95,6 +100,7 @@ class CameraDriver(BaseDriver, Snapshots):
                 f"camera {self.id}: privacy: sensitive needs privacy.master_key_file to seal its "
                 "snapshots; none is in force"
             )
+        self._seal = self.sensitive or self.blobs.sealer() is not None
         if self.sensitive and self.device.subject_from is not None and self.ctx.subscribe is not None:
             self._unsubscribe = self.ctx.subscribe(self._see_records)
             await self._recall_subject()
@@ -105,13 +111,28 @@ class CameraDriver(BaseDriver, Snapshots):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        tasks = [t for t in (self._task, *self._snapshot_tasks) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
+        if self._task is not None:  # no new snapshot is started
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        self._task = None
+                await self._task
+            self._task = None
+        # a snapshot being stored runs on in its worker thread whatever its task is told: it is
+        # waited for (bounded), so it ends, stored or failed, while the site's key is still there
+        running = set(self._snapshot_tasks)
+        if running:
+            _done, late = await asyncio.wait(running, timeout=STOP_SNAPSHOTS_TIMEOUT)
+            if late:
+                self.log.warning(
+                    "camera %s: %d snapshots still being stored after %g s; stopping without them",
+                    self.id,
+                    len(late),
+                    STOP_SNAPSHOTS_TIMEOUT,
+                )
+            for t in late:
+                t.cancel()
+            for t in running:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
         await asyncio.to_thread(self.source.stop)
         self.end_stream()
 
@@ -346,9 +367,9 @@ class CameraDriver(BaseDriver, Snapshots):
         if not ok:
             raise SnapshotError(f"camera {self.id}: the frame could not be encoded as JPEG")
         # a sensitive camera's pictures are always sealed; a personal camera's where the site
-        # has a master key (stored as personal data: `.psealed`), else plain
-        sealed = self.sensitive or self.blobs.sealer() is not None
-        seal = (subject or CAMERA_KEY + self.id) if sealed else None
+        # has a master key (stored as personal data: `.psealed`), else plain. Decided at start:
+        # a put that must seal and finds no key fails (BlobSealError), never writes in clear
+        seal = (subject or CAMERA_KEY + self.id) if self._seal else None
         blob = self.blobs.put(self.id, encoded.tobytes(), seal=seal, sensitive=self.sensitive)
         payload: dict[str, Any] = {
             "blob": blob.id,
