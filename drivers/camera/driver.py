@@ -8,7 +8,11 @@ latest frame, runs an analysis when one is due and takes periodic snapshots.
 A sensitive camera with `subject_from` watches the site's records for the events of that device
 (the kiosk beside it): the subject the newest one names is whom its periodic and command
 snapshots are about while that event is at most `within` old. At start the camera looks for that
-event in the journal too (`DriverContext.recent_events`), so a restart does not forget it.
+event in the journal too (`DriverContext.recent_events`), so a restart does not forget it. A
+`subject_erased` notice naming that subject (by the site's own pseudonym of it) ends it: no later
+snapshot is attributed to a measurement of that subject journaled before the erasure, and a
+snapshot that finds the subject's data key gone since the last one sealed under it is filed under
+the camera's key instead, before the notice arrives.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from edge.model import (
     point_id,
 )
 from edge.privacy.atrest import SITE_SUBJECT, subject_of
+from edge.privacy.pseudonym import ERASED_KIND
 from edge.store.blobs import CAMERA_KEY, BlobSealError
 
 TICK = 0.2  # seconds between watchdog/analysis checks
@@ -49,6 +54,7 @@ FPS_EVERY = 1.0  # seconds between fps/frames readings
 FAILURE_EVENT_EVERY_S = 60.0  # at most one snapshot_failed event a minute per camera
 RECALL_TIMEOUT = 10.0  # seconds the start waits for the `subject_from` device's journaled events
 STOP_SNAPSHOTS_TIMEOUT = 10.0  # seconds a stop waits for the snapshots already being stored
+ERASURES_KEPT = 1024  # erasure notices a camera remembers (the site's pseudonym: when forgotten)
 
 
 class SnapshotError(RuntimeError):
@@ -78,6 +84,12 @@ class CameraDriver(BaseDriver, Snapshots):
         #: (subject, ts) of the newest event of `subject_from.device` that names a subject
         self.recent_subject: tuple[str, float] | None = None
         self._unsubscribe: Callable[[], None] | None = None
+        #: the site's pseudonym of each subject a `subject_erased` notice named: when it was erased
+        self._erased: dict[str, float] = {}
+        #: (the measurement's ts, the data key's reference) an attributed snapshot of a subject was
+        #: last sealed under: another key now (or none) for that measurement or an older one means
+        #: the subject was forgotten since (worker threads only, one at a time: the snapshot lock)
+        self._sealed_kid: dict[str, tuple[float, bytes | None]] = {}
         self._subject_source = device.subject_from.device if device.subject_from is not None else None
         #: its snapshots are sealed: decided at start (a sensitive camera, or a site with a master
         #: key), never again by a worker thread, which could see the key holder gone during a stop
@@ -229,18 +241,55 @@ class CameraDriver(BaseDriver, Snapshots):
     # ------------------------------------------------------------ whom a snapshot shows
     def _see_records(self, records: list[Record]) -> None:
         """Hub subscriber (every journaled batch, on the hot path): keep the newest event of the
-        `subject_from` device that names a subject. A batch without an event (nearly all) costs
-        one C-level scan of its types, not a Python loop over its readings."""
+        `subject_from` device that names a subject, and drop it when a `subject_erased` notice
+        names that subject. A batch without an event (nearly all) costs one C-level scan of its
+        types, not a Python loop over its readings."""
         if Event not in set(map(type, records)):
             return
         source = self._subject_source
         for r in records:
-            if type(r) is Event and r.source == source:
+            if type(r) is not Event:
+                continue
+            if r.kind == ERASED_KIND:
+                self._see_erasure(r)
+            elif r.source == source:
                 subject = subject_of(r.payload)
-                if subject != SITE_SUBJECT and (
-                    self.recent_subject is None or r.ts >= self.recent_subject[1]
-                ):
+                if subject == SITE_SUBJECT or self._erased_since(subject, r.ts):
+                    continue
+                if self.recent_subject is None or r.ts >= self.recent_subject[1]:
                     self.recent_subject = (subject, r.ts)
+
+    def _pseudonym(self, subject: str) -> str | None:
+        """The site's own pseudonym of `subject` (what a `subject_erased` notice names), None
+        without the site's keys."""
+        keys = getattr(self.blobs.sealer(), "keys", None)
+        named = getattr(keys, "local_pseudonym", None)
+        return str(named(subject)) if callable(named) else None
+
+    def _see_erasure(self, notice: Event) -> None:
+        """A subject was forgotten: remember whom (by pseudonym) and when; the subject the camera
+        files its snapshots under goes if it is that one."""
+        payload = notice.payload if isinstance(notice.payload, dict) else {}
+        erased = payload.get("subject")
+        if not isinstance(erased, str) or not erased:
+            return
+        if len(self._erased) >= ERASURES_KEPT:
+            self._erased.pop(next(iter(self._erased)))
+        self._erased[erased] = max(notice.ts, self._erased.get(erased, notice.ts))
+        recent = self.recent_subject
+        if recent is not None and self._pseudonym(recent[0]) == erased:
+            self.log.info(
+                "camera %s: the subject of its snapshots was forgotten; they name nobody now", self.id
+            )
+            self.recent_subject = None
+
+    def _erased_since(self, subject: str, ts: float) -> bool:
+        """An event of `subject` at `ts` was journaled before `subject` was forgotten."""
+        if not self._erased:
+            return False
+        pseudonym = self._pseudonym(subject)
+        at = self._erased.get(pseudonym) if pseudonym is not None else None
+        return at is not None and ts <= at
 
     async def _recall_subject(self) -> None:
         """At start (after subscribing: nothing falls between the two), the subject of the
@@ -313,20 +362,25 @@ class CameraDriver(BaseDriver, Snapshots):
         if frame is None or time.monotonic() - frame.at > self.device.stale_after:
             state = f"{self.health.state}" + (f": {self.health.reason}" if self.health.reason else "")
             raise SnapshotError(f"camera {self.id} has no recent frame ({state})")
-        attributed = False
+        attributed: float | None = None  # the ts of the measurement the subject is taken from
+        recent = self.recent_subject
         if subject is None:
             subject = self.current_subject()
-            attributed = subject is not None
+            attributed = recent[1] if subject is not None and recent is not None else None
         async with self._snapshot_lock:
             started = time.perf_counter()
             try:
-                payload, pruned = await asyncio.to_thread(self._store_snapshot, frame, reason, rule, subject)
+                payload, pruned = await asyncio.to_thread(
+                    self._store_snapshot, frame, reason, rule, subject, attributed
+                )
             except BlobSealError as exc:
                 raise SnapshotError(str(exc)) from None
             except OSError as exc:  # a full disk, a read-only blob dir: said, not a stray traceback
                 raise SnapshotError(f"camera {self.id}: the snapshot could not be stored: {exc}") from None
-            if attributed:
+            if attributed is not None and "subject" in payload:
                 payload["subject_from"] = self._subject_source
+            elif attributed is not None and self.recent_subject == recent:
+                self.recent_subject = None  # forgotten since its last snapshot: it names nobody now
             self.snapshot_ms.append((time.perf_counter() - started) * 1000)
             if len(self.snapshot_ms) > 1000:
                 del self.snapshot_ms[:500]
@@ -356,9 +410,17 @@ class CameraDriver(BaseDriver, Snapshots):
         return payload
 
     def _store_snapshot(
-        self, frame: Frame, reason: str, rule: str | None, subject: str | None = None
+        self,
+        frame: Frame,
+        reason: str,
+        rule: str | None,
+        subject: str | None = None,
+        attributed: float | None = None,
     ) -> tuple[dict[str, Any], list[Any]]:
-        """In a worker thread: redact, encode, write the blob, apply the retention cap."""
+        """In a worker thread: redact, encode, write the blob, apply the retention cap. `attributed`:
+        `subject` came from the `subject_from` device's event of that ts, and is dropped (the
+        picture goes under the camera's key) when the data key a snapshot was sealed under for that
+        event, or an older one, is gone since: the subject was forgotten."""
         image = frame.image
         redaction = None
         if self.device.redact:
@@ -369,8 +431,18 @@ class CameraDriver(BaseDriver, Snapshots):
         # a sensitive camera's pictures are always sealed; a personal camera's where the site
         # has a master key (stored as personal data: `.psealed`), else plain. Decided at start:
         # a put that must seal and finds no key fails (BlobSealError), never writes in clear
+        keys = getattr(self.blobs.sealer(), "keys", None) if attributed is not None else None
+        kid_of = getattr(keys, "kid_of", None)
+        if callable(kid_of) and subject is not None and attributed is not None:
+            known = self._sealed_kid.get(subject)
+            if known is not None and attributed <= known[0] and kid_of(subject) != known[1]:
+                subject = None  # forgotten since that measurement: never a fresh key for it
         seal = (subject or CAMERA_KEY + self.id) if self._seal else None
         blob = self.blobs.put(self.id, encoded.tobytes(), seal=seal, sensitive=self.sensitive)
+        if callable(kid_of) and subject is not None and attributed is not None and blob.sealed:
+            if len(self._sealed_kid) >= ERASURES_KEPT:
+                self._sealed_kid.clear()
+            self._sealed_kid[subject] = (attributed, kid_of(subject))
         payload: dict[str, Any] = {
             "blob": blob.id,
             "bytes": blob.bytes,
