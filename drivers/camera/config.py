@@ -49,6 +49,11 @@ class Zone(Strict):
         return v
 
 
+#: the smallest `snapshots.max_bytes`: room for a few snapshots of a 1080p stream (100-500 KB
+#: each); below one snapshot every picture would be deleted as it is stored
+MAX_BYTES_MIN = 2 * 1024**2
+
+
 class Snapshots(Strict):
     """When snapshots are taken besides rules and commands, and how many are kept."""
 
@@ -56,6 +61,17 @@ class Snapshots(Strict):
     quality: int = Field(default=80, ge=10, le=100)  # JPEG quality
     keep: int = Field(default=500, ge=1, le=1_000_000)  # per camera, oldest deleted first
     max_bytes: Size = 256 * 1024**2  # per camera
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _max_bytes(cls, v: int) -> int:
+        if v < MAX_BYTES_MIN:
+            raise ValueError(
+                f"must be at least {MAX_BYTES_MIN // 1024**2} MiB (got {v} bytes): one snapshot "
+                "takes 100-500 KB, and a cap below a few of them deletes every picture as it is "
+                "stored; to keep fewer pictures lower snapshots.keep"
+            )
+        return v
 
 
 #: bounds of `subject_from.within`: a picture is filed under the resident measured this recently

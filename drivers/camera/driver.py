@@ -467,7 +467,7 @@ class CameraDriver(BaseDriver, Snapshots):
         if rule is not None:
             payload["rule"] = rule
         snaps = self.device.snapshots
-        pruned = self.blobs.prune(self.id, snaps.keep, snaps.max_bytes)
+        pruned = self.blobs.prune(self.id, snaps.keep, snaps.max_bytes, spare=blob.path)
         return payload, pruned
 
     # ------------------------------------------------------------ commands

@@ -286,8 +286,10 @@ class BlobStore:
                     deleted.append(blob)
         return deleted
 
-    def prune(self, camera: str, keep: int, max_bytes: int) -> list[Blob]:
-        """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain."""
+    def prune(self, camera: str, keep: int, max_bytes: int, spare: Path | None = None) -> list[Blob]:
+        """Delete this camera's oldest blobs until at most `keep` and `max_bytes` remain; `spare`
+        (the file just stored) is never deleted, even when it alone is over `max_bytes`: a
+        snapshot whose id was just handed out is there to be fetched."""
         folder = self.root / camera
         entries = self._entries(folder)
         total = sum(size for _, _, size in entries)
@@ -295,6 +297,8 @@ class BlobStore:
         for _, name, size in entries:
             if len(entries) - len(deleted) <= keep and total <= max_bytes:
                 break
+            if spare is not None and name == spare.name and folder == spare.parent:
+                continue
             blob = self._delete(folder, name, size)
             if blob is not None:
                 total -= size
