@@ -1,7 +1,8 @@
 """`GET /api/v1/blobs/{id}`: a stored snapshot, for callers allowed to see its class.
 
 Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
-admin), an API token the admin scope, a pull consumer a `max_privacy` of `personal` or above. A
+admin), an API token the `read` and `admin` scopes (reading is the `read` scope on every route;
+`admin` lifts its class above `public`), a pull consumer a `max_privacy` of `personal` or above. A
 sensitive camera's snapshots are sealed on disk (`edge.store.blobs`): they are opened here only
 for callers allowed `sensitive` (admin; a consumer whose `max_privacy` is `sensitive`). On a site
 with a master key a personal camera's snapshots are sealed too: opened here for the callers
@@ -60,11 +61,24 @@ def _read(store: BlobStore, path: Path, blob_id: str) -> bytes:
         ) from None
 
 
+TOKEN_SCOPES = "an API token needs the read and admin scopes"
+
+
+def _refusal(principal: Principal) -> str:
+    """Why a caller may not see snapshots, saying what it would need."""
+    if principal.kind == "token":
+        held = ", ".join(sorted(principal.scopes)) or "none"
+        return f"snapshots are personal data: {TOKEN_SCOPES} (this one has: {held})"
+    return "snapshots are personal data: this needs a technician or admin"
+
+
 async def get_blob(request: web.Request) -> web.Response:
-    principal = require(request, "read", "pull")
+    principal = require(request)
+    if not principal.scopes & {"read", "pull"}:
+        raise Problem(403, "Forbidden", _refusal(principal))
     runtime = keys.get_runtime(request)
     if not may_see(runtime, principal, Privacy.PERSONAL):
-        raise Problem(403, "Forbidden", "snapshots are personal data: this needs a technician or admin")
+        raise Problem(403, "Forbidden", _refusal(principal))
     blob_id = request.match_info["id"]
     if not valid_blob_id(blob_id):
         raise Problem(
@@ -77,7 +91,12 @@ async def get_blob(request: web.Request) -> web.Response:
     sealed = not path.name.endswith(SUFFIX)
     cls = Privacy.SENSITIVE if is_sensitive(path.name) else Privacy.PERSONAL
     if not may_see(runtime, principal, cls):
-        raise Problem(403, "Forbidden", "this snapshot is sensitive data: this needs an admin")
+        raise Problem(
+            403,
+            "Forbidden",
+            "this snapshot is sensitive data: this needs an admin"
+            + (f" ({TOKEN_SCOPES})" if principal.kind == "token" else ""),
+        )
     data = await asyncio.to_thread(_read, store, path, blob_id)
     if runtime.state is not None:  # who looked at which personal image, like every write
         detail = {"kind": principal.kind, "route": privacy.route_of(request.method, request.path)}
