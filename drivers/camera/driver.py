@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cv2
@@ -253,11 +253,17 @@ class CameraDriver(BaseDriver, Snapshots):
             if r.kind == ERASED_KIND:
                 self._see_erasure(r)
             elif r.source == source:
-                subject = subject_of(r.payload)
+                subject = subject_of(r.payload, self._private_points())
                 if subject == SITE_SUBJECT or self._erased_since(subject, r.ts):
                     continue
                 if self.recent_subject is None or r.ts >= self.recent_subject[1]:
                     self.recent_subject = (subject, r.ts)
+
+    def _private_points(self) -> Mapping[str, int]:
+        """The site's personal and sensitive points (the sealer's, as the journal seals by): an
+        event about one names its subject by its `value` (a plate)."""
+        points = getattr(self.blobs.sealer(), "private_points", None)
+        return points() if callable(points) else {}  # type: ignore[no-any-return]
 
     def _pseudonym(self, subject: str) -> str | None:
         """The site's own pseudonym of `subject` (what a `subject_erased` notice names), None
