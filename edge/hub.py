@@ -209,6 +209,10 @@ class Hub:
         return result
 
 
+class OutOfRange(ValueError):
+    """A whole number too large for any int point."""
+
+
 def coerce_value(info: PointInfo, value: Value) -> Value:
     """Convert a written value to the point's type, or raise ValueError saying what is accepted.
 
@@ -229,7 +233,14 @@ def coerce_value(info: PointInfo, value: Value) -> Value:
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(value)  # type: ignore[arg-type]
+            whole = int(value)  # type: ignore[arg-type]
+            if not INT_MIN <= whole <= INT_MAX:
+                # no register or driver holds more, and an answer quoting it could not be encoded
+                raise OutOfRange(
+                    f"{_shown(value)} is out of range for {info.id}: "
+                    f"an int point takes a whole number from {INT_MIN} to {INT_MAX} (64 bits)"
+                )
+            return whole
         if t == PointType.FLOAT:
             if isinstance(value, bool) or value is None:
                 raise ValueError
@@ -238,12 +249,18 @@ def coerce_value(info: PointInfo, value: Value) -> Value:
                 raise ValueError
             return number
         return str(value)
+    except OutOfRange:
+        raise
     except (ValueError, TypeError, OverflowError):
         shown = _shown(value)
         if t in (PointType.INT, PointType.FLOAT) and _not_finite(value):
             raise ValueError(f"{shown} is not a finite number: {info.id} takes a finite {t}") from None
         raise ValueError(f"{shown} is not a valid {t} for {info.id}: {_ACCEPTS.get(t, '')}") from None
 
+
+#: the whole numbers an int point takes: 64 bits, signed or unsigned (a Modbus int64 or uint64)
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
 
 # what a point of each type takes, said with a refused write
 _ACCEPTS = {

@@ -18,6 +18,7 @@ With the thingsboard format the same checks and write serve ThingsBoard's gatewa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from edge.mqtt.config import MqttSinkConfig
     from edge.plugins import ComponentContext
     from edge.state import StateDB
+
+log = logging.getLogger("edge.mqtt")
 
 MAX_REQUEST = 4096  # bytes; the UI's write takes the same
 REMEMBERED = 100_000  # request ids kept for replay detection (each for command_ttl at most)
@@ -131,7 +134,26 @@ def is_rpc_reply(payload: bytes) -> bool:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(doc, dict) and "id" in doc and "method" not in (doc.get("data") or {})
+    if not isinstance(doc, dict) or "id" not in doc:
+        return False
+    data = doc.get("data")
+    return not (isinstance(data, dict) and "method" in data)
+
+
+def encode_answer(answer: dict[str, Any]) -> bytes:
+    """An answer as JSON, always: a value JSON cannot carry (an integer beyond 64 bits) is sent as
+    null with the reason saying so, so the request is answered all the same."""
+    try:
+        return orjson.dumps(answer)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        body = answer.get("data") if isinstance(answer.get("data"), dict) else answer
+        assert isinstance(body, dict)
+        body["value"] = None
+        body["reason"] = f"{body.get('reason') or ''} (value not shown: {exc})".strip()
+        try:
+            return orjson.dumps(answer)
+        except (TypeError, orjson.JSONEncodeError):
+            return orjson.dumps({"id": None, "status": "failed", "reason": f"answer not encodable: {exc}"})
 
 
 def parse_rpc(
@@ -188,6 +210,7 @@ class Commands:
         self.refused: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()
         self.received = 0
+        self.errors = 0  # requests that failed on an error of the gateway's own (logged)
         self._tokens = float(cfg.command_rate)
         self._refilled = time.monotonic()
 
@@ -229,7 +252,18 @@ class Commands:
             req = self.parse(payload)
         except Refused as exc:
             return await self._refuse(None, None, exc)
-        return await self.run(req["id"], req["point"], req["value"], float(req["ts"]))
+        try:
+            return await self.run(req["id"], req["point"], req["value"], float(req["ts"]))
+        except Exception as exc:
+            return self.failed(req["id"], req["point"], exc)
+
+    def failed(self, rid: Any, point: Any, exc: Exception) -> dict[str, Any]:
+        """The answer to a request that met an error of the gateway's own: logged and counted; the
+        next request is handled as usual."""
+        self.errors += 1
+        log.exception("sink %s: request %r failed", self.source, rid)
+        reason = f"failed: {type(exc).__name__}: {exc}"
+        return {"id": rid, "point": point, "status": "failed", "reason": reason, "value": None}
 
     async def run(self, rid: str, point: str, value: Any, issued: float | None) -> dict[str, Any]:
         """The checks every request goes through (TTL when it says when it was issued, replay,
@@ -292,7 +326,10 @@ class Commands:
             answer = await self._refuse(None, None, exc)
         else:
             # ThingsBoard numbers requests per device; it sends no issue time, so no TTL here
-            answer = await self.run(f"tb:{device}:{rpc_id}", point, value, None)
+            try:
+                answer = await self.run(f"tb:{device}:{rpc_id}", point, value, None)
+            except Exception as exc:
+                answer = self.failed(f"tb:{device}:{rpc_id}", point, exc)
         data = {k: answer[k] for k in ("status", "reason", "point", "value")}
         reply = {"device": named["device"], "id": named["id"]}
         return {**reply, "data": {"success": answer["status"] == "ok", **data}}
@@ -319,4 +356,5 @@ class Commands:
             "commands_received": self.received,
             "commands_refused": dict(self.refused),
             "commands_done": dict(self.outcomes),
+            "commands_errors": self.errors,
         }

@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.mqtt import formats
-from edge.mqtt.commands import MAX_REQUEST, Commands, is_rpc_reply
+from edge.mqtt.commands import MAX_REQUEST, Commands, encode_answer, is_rpc_reply
 from edge.mqtt.config import MqttSinkConfig
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
@@ -426,27 +426,50 @@ class MqttSink(PushSink):
                 async for msg in client.messages:
                     payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
                     if msg.topic.matches(self.command_topic):
-                        answer = await self.commands.handle(payload)
-                        topic = self.response_topic
+                        rpc = False
                     elif self.rpc and msg.topic.matches(formats.TB_RPC):
                         if is_rpc_reply(payload):
                             continue  # a reply (ours) comes back on the topic it shares with requests
-                        answer = await self.commands.handle_rpc(payload, self.devices_by_name)
-                        topic = formats.TB_RPC
+                        rpc = True
                     else:
                         continue
-                    await client.publish(topic, orjson.dumps(answer), qos=1, timeout=self.cfg.timeout.total)
+                    answer = await self._reply(payload, rpc)
+                    topic = formats.TB_RPC if rpc else self.response_topic
+                    await client.publish(topic, encode_answer(answer), qos=1, timeout=self.cfg.timeout.total)
             except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
                 log.debug("sink %s: command subscription: %s", self.id, exc)
+            except Exception:  # a bug must not end command handling for good: logged, retried
+                log.exception("sink %s: command handling failed; reconnecting", self.id)
             failures += 1
             retry = self.cfg.retry
             await asyncio.sleep(random.uniform(0, min(retry.max, retry.initial * 2 ** min(failures, 20))))
 
+    async def _reply(self, payload: bytes, rpc: bool) -> dict[str, Any]:
+        """The answer to one request; an error of the gateway's own answers it failed (logged,
+        counted) and the next request is handled as usual."""
+        assert self.commands is not None
+        try:
+            if rpc:
+                return await self.commands.handle_rpc(payload, self.devices_by_name)
+            return await self.commands.handle(payload)
+        except Exception as exc:
+            answer = self.commands.failed(None, None, exc)
+            if rpc:
+                data = {k: answer[k] for k in ("status", "reason", "point", "value")}
+                return {"device": None, "id": None, "data": {"success": False, **data}}
+            return answer
+
     async def stop(self) -> None:
+        """Never raises: the push loop's stop (which makes the cursor durable) and the clean
+        disconnect run whatever the command task ended with."""
         if self._command_task is not None:
             self._command_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._command_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("sink %s: command handling had failed", self.id)
             self._command_task = None
         await super().stop()
         if self.client is not None:
