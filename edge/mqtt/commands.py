@@ -211,6 +211,7 @@ class Commands:
         self.outcomes: Counter[str] = Counter()
         self.received = 0
         self.errors = 0  # requests that failed on an error of the gateway's own (logged)
+        self.retained = 0  # retained messages on a command topic, skipped unanswered
         self._tokens = float(cfg.command_rate)
         self._refilled = time.monotonic()
 
@@ -357,4 +358,5 @@ class Commands:
             "commands_refused": dict(self.refused),
             "commands_done": dict(self.outcomes),
             "commands_errors": self.errors,
+            "commands_retained": self.retained,
         }

@@ -31,6 +31,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.mqtt import formats
 from edge.mqtt.commands import MAX_REQUEST, Commands, encode_answer, is_rpc_reply
@@ -323,9 +324,14 @@ class MqttSink(PushSink):
                     ReasonCode(PacketTypes.PUBACK, identifier=birth[0]),
                 )
             if self.commands is not None:
-                await client.subscribe(self.command_topic, qos=1)
-                if self.rpc:
-                    await client.subscribe(formats.TB_RPC, qos=1)
+                # a retained request would run again on every connection: under MQTT 5 the broker
+                # is asked not to send retained messages at all (retain handling 2); under 3.1.1
+                # they arrive flagged and are skipped
+                for topic in (self.command_topic, *([formats.TB_RPC] if self.rpc else [])):
+                    if self.mcfg.protocol == "5":
+                        await client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=2))
+                    else:
+                        await client.subscribe(topic, qos=1)
             log.info(
                 "sink %s: connected to %s:%s as %s (session present: %s)",
                 self.id,
@@ -433,6 +439,9 @@ class MqttSink(PushSink):
                         rpc = True
                     else:
                         continue
+                    if msg.retain:
+                        self._skip_retained(str(msg.topic))
+                        continue
                     answer = await self._reply(payload, rpc)
                     topic = formats.TB_RPC if rpc else self.response_topic
                     await client.publish(topic, encode_answer(answer), qos=1, timeout=self.cfg.timeout.total)
@@ -443,6 +452,20 @@ class MqttSink(PushSink):
             failures += 1
             retry = self.cfg.retry
             await asyncio.sleep(random.uniform(0, min(retry.max, retry.initial * 2 ** min(failures, 20))))
+
+    def _skip_retained(self, topic: str) -> None:
+        """A retained message on a command topic is no request: it was sent once and would run
+        again on every connection. Skipped unanswered, counted, logged the first time."""
+        assert self.commands is not None
+        self.commands.retained += 1
+        if self.commands.retained == 1:
+            log.warning(
+                "sink %s: skipped a retained message on %s: requests must be published without "
+                "the retain flag (clear it with an empty retained message); later ones are counted "
+                "in commands_retained",
+                self.id,
+                topic,
+            )
 
     async def _reply(self, payload: bytes, rpc: bool) -> dict[str, Any]:
         """The answer to one request; an error of the gateway's own answers it failed (logged,
