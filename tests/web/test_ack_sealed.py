@@ -40,12 +40,17 @@ def state_bytes(rt: Any) -> bytes:
     return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
-async def acknowledged(rt: Any, admin: Client) -> int:
-    """A sensitive alert, fired and acknowledged with COMMENT by `admin`; its seq."""
+async def acknowledged(rt: Any) -> int:
+    """A sensitive alert, fired and acknowledged with COMMENT by the site's admin (set up here as
+    boss); its seq."""
     rt.hub.ingest([Event("alert", "bp-very-high", Severity.CRITICAL, ALERT, time.time())])
     await rt.journal.flush()
-    seq = int((await admin.json("GET", "/api/v1/events?kind=alert"))["events"][0]["seq"])
-    await admin.json("POST", f"/api/v1/alerts/{seq}/ack", {"comment": COMMENT})
+    admin = await set_up_admin(Client(f"http://127.0.0.1:{rt.web_port}"), rt, "boss")
+    try:
+        seq = int((await admin.json("GET", "/api/v1/events?kind=alert"))["events"][0]["seq"])
+        await admin.json("POST", f"/api/v1/alerts/{seq}/ack", {"comment": COMMENT})
+    finally:
+        await admin.close()
     return seq
 
 
@@ -76,11 +81,7 @@ async def test_an_acknowledgement_is_sealed_under_its_user_and_forgetting_them_e
     config = site_file(tmp_path, site_doc(master))
     doc = config.read_text(encoding="utf-8")
     async with running_site(tmp_path, doc) as rt:
-        admin = await set_up_admin(Client(f"http://127.0.0.1:{rt.web_port}"), rt, "boss")
-        try:
-            await acknowledged(rt, admin)
-        finally:
-            await admin.close()
+        await acknowledged(rt)
         on_disk = state_bytes(rt)
         assert not [s for s in SECRETS if s in on_disk]
         [(user, comment, sealed)] = stored_rows(rt)
@@ -103,11 +104,7 @@ async def test_an_acknowledgement_is_sealed_under_its_user_and_forgetting_them_e
 
 async def test_acknowledgements_kept_in_clear_are_sealed_once_the_site_has_a_key(tmp_path: Path) -> None:
     async with running_site(tmp_path, site_doc(None)) as rt:
-        admin = await set_up_admin(Client(f"http://127.0.0.1:{rt.web_port}"), rt, "boss")
-        try:
-            await acknowledged(rt, admin)
-        finally:
-            await admin.close()
+        await acknowledged(rt)
         assert stored_rows(rt) == [("boss", COMMENT, None)]
         on_disk = state_bytes(rt)
         assert all(s in on_disk for s in SECRETS)  # the search finds the text where it is in clear

@@ -13,7 +13,7 @@ import pytest
 from edge.privacy.keyfile import create_master_key
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
-from tests.web.conftest import PASSWORD, Client, set_up_admin
+from tests.web.conftest import PASSWORD
 from tests.web.test_ack_sealed import acknowledged, acks_shown, site_doc
 from tests.web.test_browser import T
 from tests.web.test_browser_pages import browser, open_page, site_context, watched_page
@@ -30,11 +30,7 @@ async def test_an_acknowledgement_no_one_can_read_shows_without_a_name(
     config = site_file(tmp_path, site_doc(master))
     with_key = config.read_text(encoding="utf-8")
     async with running_site(tmp_path, with_key) as rt:
-        admin = await set_up_admin(Client(f"http://127.0.0.1:{rt.web_port}"), rt, "boss")
-        try:
-            await acknowledged(rt, admin)
-        finally:
-            await admin.close()
+        await acknowledged(rt)
 
     if how == "erased":
         done = edge_cli("privacy", "forget", "-c", str(config), "--subject", "boss")
