@@ -5,14 +5,8 @@ redaction and JPEG encoding run in worker threads (OpenCV releases the GIL). The
 ticks a few times a second: it reports `fps` and `frames`, judges health from the age of the
 latest frame, runs an analysis when one is due and takes periodic snapshots.
 
-A sensitive camera with `subject_from` watches the site's records for the events of that device
-(the kiosk beside it): the subject the newest one names is whom its periodic and command
-snapshots are about while that event is at most `within` old. At start the camera looks for that
-event in the journal too (`DriverContext.recent_events`), so a restart does not forget it. A
-`subject_erased` notice naming that subject (by the site's own pseudonym of it) ends it: no later
-snapshot is attributed to a measurement of that subject journaled before the erasure, and a
-snapshot that finds the subject's data key gone since the last one sealed under it is filed under
-the camera's key instead, before the notice arrives.
+A sensitive camera with `subject_from` files its periodic and command snapshots under the subject
+of that device's newest event (`drivers.camera.subject`).
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -30,6 +24,7 @@ from drivers.camera.capture import Frame, FrameSource
 from drivers.camera.config import CameraDevice
 from drivers.camera.points import COMMANDS, zone_point
 from drivers.camera.redact import redact
+from drivers.camera.subject import SubjectWatch
 from edge.driver import BaseDriver, DriverContext, Snapshots
 from edge.model import (
     CommandResult,
@@ -45,16 +40,12 @@ from edge.model import (
     Value,
     point_id,
 )
-from edge.privacy.atrest import SITE_SUBJECT, subject_of
-from edge.privacy.pseudonym import ERASED_KIND
 from edge.store.blobs import CAMERA_KEY, BlobSealError
 
 TICK = 0.2  # seconds between watchdog/analysis checks
 FPS_EVERY = 1.0  # seconds between fps/frames readings
 FAILURE_EVENT_EVERY_S = 60.0  # at most one snapshot_failed event a minute per camera
-RECALL_TIMEOUT = 10.0  # seconds the start waits for the `subject_from` device's journaled events
 STOP_SNAPSHOTS_TIMEOUT = 10.0  # seconds a stop waits for the snapshots already being stored
-ERASURES_KEPT = 1024  # erasure notices a camera remembers (the site's pseudonym: when forgotten)
 
 
 class SnapshotError(RuntimeError):
@@ -81,16 +72,13 @@ class CameraDriver(BaseDriver, Snapshots):
         self.analysis_ms: list[float] = []
         self.last_motion: float | None = None
         self._restate = False  # zone points were marked stale: report every zone state again
-        #: (subject, ts) of the newest event of `subject_from.device` that names a subject
-        self.recent_subject: tuple[str, float] | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        #: the site's pseudonym of each subject a `subject_erased` notice named: when it was erased
-        self._erased: dict[str, float] = {}
-        #: (the measurement's ts, the data key's reference) an attributed snapshot of a subject was
-        #: last sealed under: another key now (or none) for that measurement or an older one means
-        #: the subject was forgotten since (worker threads only, one at a time: the snapshot lock)
-        self._sealed_kid: dict[str, tuple[float, bytes | None]] = {}
-        self._subject_source = device.subject_from.device if device.subject_from is not None else None
+        #: whom its snapshots show: a sensitive camera with `subject_from` only
+        self.subjects = (
+            SubjectWatch(self.id, device.subject_from, self.blobs, ctx.clock, self.log)
+            if device.subject_from is not None and self.sensitive
+            else None
+        )
         #: its snapshots are sealed: decided at start (a sensitive camera, or a site with a master
         #: key), never again by a worker thread, which could see the key holder gone during a stop
         #: and would then write in clear
@@ -113,9 +101,9 @@ class CameraDriver(BaseDriver, Snapshots):
                 "snapshots; none is in force"
             )
         self._seal = self.sensitive or self.blobs.sealer() is not None
-        if self.sensitive and self.device.subject_from is not None and self.ctx.subscribe is not None:
-            self._unsubscribe = self.ctx.subscribe(self._see_records)
-            await self._recall_subject()
+        if self.subjects is not None and self.ctx.subscribe is not None:
+            self._unsubscribe = self.ctx.subscribe(self.subjects.see)
+            await self.subjects.recall(self.ctx.recent_events)
         self.source.start()
         self._task = asyncio.create_task(self._watch_loop(), name=f"camera:{self.id}")
 
@@ -239,97 +227,11 @@ class CameraDriver(BaseDriver, Snapshots):
         self.emit(batch)
 
     # ------------------------------------------------------------ whom a snapshot shows
-    def _see_records(self, records: list[Record]) -> None:
-        """Hub subscriber (every journaled batch, on the hot path): keep the newest event of the
-        `subject_from` device that names a subject, and drop it when a `subject_erased` notice
-        names that subject. A batch without an event (nearly all) costs one C-level scan of its
-        types, not a Python loop over its readings."""
-        if Event not in set(map(type, records)):
-            return
-        source = self._subject_source
-        for r in records:
-            if type(r) is not Event:
-                continue
-            if r.kind == ERASED_KIND:
-                self._see_erasure(r)
-            elif r.source == source:
-                subject = subject_of(r.payload, self._private_points())
-                if subject == SITE_SUBJECT or self._erased_since(subject, r.ts):
-                    continue
-                if self.recent_subject is None or r.ts >= self.recent_subject[1]:
-                    self.recent_subject = (subject, r.ts)
-
-    def _private_points(self) -> Mapping[str, int]:
-        """The site's personal and sensitive points (the sealer's, as the journal seals by): an
-        event about one names its subject by its `value` (a plate)."""
-        points = getattr(self.blobs.sealer(), "private_points", None)
-        return points() if callable(points) else {}  # type: ignore[no-any-return]
-
-    def _pseudonym(self, subject: str) -> str | None:
-        """The site's own pseudonym of `subject` (what a `subject_erased` notice names), None
-        without the site's keys."""
-        keys = getattr(self.blobs.sealer(), "keys", None)
-        named = getattr(keys, "local_pseudonym", None)
-        return str(named(subject)) if callable(named) else None
-
-    def _see_erasure(self, notice: Event) -> None:
-        """A subject was forgotten: remember whom (by pseudonym) and when; the subject the camera
-        files its snapshots under goes if it is that one."""
-        payload = notice.payload if isinstance(notice.payload, dict) else {}
-        erased = payload.get("subject")
-        if not isinstance(erased, str) or not erased:
-            return
-        if len(self._erased) >= ERASURES_KEPT:
-            self._erased.pop(next(iter(self._erased)))
-        self._erased[erased] = max(notice.ts, self._erased.get(erased, notice.ts))
-        recent = self.recent_subject
-        if recent is not None and self._pseudonym(recent[0]) == erased:
-            self.log.info(
-                "camera %s: the subject of its snapshots was forgotten; they name nobody now", self.id
-            )
-            self.recent_subject = None
-
-    def _erased_since(self, subject: str, ts: float) -> bool:
-        """An event of `subject` at `ts` was journaled before `subject` was forgotten."""
-        if not self._erased:
-            return False
-        pseudonym = self._pseudonym(subject)
-        at = self._erased.get(pseudonym) if pseudonym is not None else None
-        return at is not None and ts <= at
-
-    async def _recall_subject(self) -> None:
-        """At start (after subscribing: nothing falls between the two), the subject of the
-        `subject_from` device's newest journaled event within `within`: a restarted gateway or
-        driver goes on naming the resident the kiosk measured before it. A failed read leaves
-        the snapshots under the camera's key until the device's next event; the camera starts."""
-        by = self.device.subject_from
-        recent = self.ctx.recent_events
-        if by is None or recent is None:
-            return
-        try:
-            async with asyncio.timeout(RECALL_TIMEOUT):
-                events: list[Record] = list(await recent(by.device, self.ctx.clock() - by.within))
-        except Exception as exc:
-            self.log.warning(
-                "camera %s: the recent events of %s could not be read from the journal (%s: %s); "
-                "snapshots name nobody until its next event",
-                self.id,
-                by.device,
-                type(exc).__name__,
-                exc,
-            )
-            return
-        self._see_records(events)
-
     def current_subject(self) -> str | None:
         """The subject a periodic or command snapshot is about now: the one the newest event of the
         `subject_from` device named, if that event is no more than `within` from the clock."""
-        by = self.device.subject_from
-        recent = self.recent_subject
-        if by is None or recent is None or not self.sensitive:
-            return None
-        subject, ts = recent
-        return subject if abs(self.ctx.clock() - ts) <= by.within else None
+        attributed = self.subjects.current() if self.subjects is not None else None
+        return attributed[0] if attributed is not None else None
 
     # ------------------------------------------------------------ snapshots
     def _spawn_snapshot(self, reason: str) -> None:
@@ -368,11 +270,10 @@ class CameraDriver(BaseDriver, Snapshots):
         if frame is None or time.monotonic() - frame.at > self.device.stale_after:
             state = f"{self.health.state}" + (f": {self.health.reason}" if self.health.reason else "")
             raise SnapshotError(f"camera {self.id} has no recent frame ({state})")
-        attributed: float | None = None  # the ts of the measurement the subject is taken from
-        recent = self.recent_subject
-        if subject is None:
-            subject = self.current_subject()
-            attributed = recent[1] if subject is not None and recent is not None else None
+        attributed = None  # (subject, ts) of the `subject_from` device's event it is taken from
+        if subject is None and self.subjects is not None:
+            attributed = self.subjects.current()
+            subject = attributed[0] if attributed is not None else None
         async with self._snapshot_lock:
             started = time.perf_counter()
             try:
@@ -383,10 +284,11 @@ class CameraDriver(BaseDriver, Snapshots):
                 raise SnapshotError(str(exc)) from None
             except OSError as exc:  # a full disk, a read-only blob dir: said, not a stray traceback
                 raise SnapshotError(f"camera {self.id}: the snapshot could not be stored: {exc}") from None
-            if attributed is not None and "subject" in payload:
-                payload["subject_from"] = self._subject_source
-            elif attributed is not None and self.recent_subject == recent:
-                self.recent_subject = None  # forgotten since its last snapshot: it names nobody now
+            if attributed is not None and self.subjects is not None:
+                if "subject" in payload:
+                    payload["subject_from"] = self.subjects.by.device
+                else:  # forgotten since its last snapshot: it names nobody now
+                    self.subjects.forgotten(attributed)
             self.snapshot_ms.append((time.perf_counter() - started) * 1000)
             if len(self.snapshot_ms) > 1000:
                 del self.snapshot_ms[:500]
@@ -421,12 +323,11 @@ class CameraDriver(BaseDriver, Snapshots):
         reason: str,
         rule: str | None,
         subject: str | None = None,
-        attributed: float | None = None,
+        attributed: tuple[str, float] | None = None,
     ) -> tuple[dict[str, Any], list[Any]]:
         """In a worker thread: redact, encode, write the blob, apply the retention cap. `attributed`:
-        `subject` came from the `subject_from` device's event of that ts, and is dropped (the
-        picture goes under the camera's key) when the data key a snapshot was sealed under for that
-        event, or an older one, is gone since: the subject was forgotten."""
+        (`subject`, ts) of the `subject_from` device's event it came from; dropped (the picture
+        goes under the camera's key) when the subject was forgotten since (`SubjectWatch`)."""
         image = frame.image
         redaction = None
         if self.device.redact:
@@ -437,18 +338,13 @@ class CameraDriver(BaseDriver, Snapshots):
         # a sensitive camera's pictures are always sealed; a personal camera's where the site
         # has a master key (stored as personal data: `.psealed`), else plain. Decided at start:
         # a put that must seal and finds no key fails (BlobSealError), never writes in clear
-        keys = getattr(self.blobs.sealer(), "keys", None) if attributed is not None else None
-        kid_of = getattr(keys, "kid_of", None)
-        if callable(kid_of) and subject is not None and attributed is not None:
-            known = self._sealed_kid.get(subject)
-            if known is not None and attributed <= known[0] and kid_of(subject) != known[1]:
-                subject = None  # forgotten since that measurement: never a fresh key for it
+        watch = self.subjects if attributed is not None else None
+        if watch is not None and attributed is not None and not watch.still_keyed(attributed):
+            subject = None  # forgotten since that event: never a fresh key for it
         seal = (subject or CAMERA_KEY + self.id) if self._seal else None
         blob = self.blobs.put(self.id, encoded.tobytes(), seal=seal, sensitive=self.sensitive)
-        if callable(kid_of) and subject is not None and attributed is not None and blob.sealed:
-            if len(self._sealed_kid) >= ERASURES_KEPT:
-                self._sealed_kid.clear()
-            self._sealed_kid[subject] = (attributed, kid_of(subject))
+        if watch is not None and attributed is not None and subject is not None and blob.sealed:
+            watch.sealed(attributed)
         payload: dict[str, Any] = {
             "blob": blob.id,
             "bytes": blob.bytes,
