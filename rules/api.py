@@ -569,7 +569,7 @@ async def import_pack(request: web.Request) -> web.Response:
         ]
         if found:
             raise _refused(who, found, "this pack has rules that read data", save=True)
-        ids = comp.store_pack(compiled, who.name)
+        ids = await comp.store_pack(compiled, who.name)
     except UnicodeDecodeError:
         raise Problem(
             400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="msg.rules.not_utf8"

@@ -45,7 +45,6 @@ from rules.model import (
     compile_pack,
     dump_pack,
     parse_rule,
-    same_logic,
     set_target_problems,
     webhook_problems,
 )
@@ -123,7 +122,7 @@ class RulesComponent:
     async def start(self) -> None:
         self.store = RuleStore(self.ctx.state)
         # reading and compiling packs is CPU work proportional to their size: off the event loop
-        self._import_packs(await asyncio.to_thread(self._read_packs))
+        await self._import_packs(await asyncio.to_thread(self._read_packs))
         self.actions.restore_limits(self.store.meta(RATE_LIMITS))
         # before the rules are read: a commit of another process after this is looked at
         self._data_version = self.store.changed_elsewhere()
@@ -260,12 +259,15 @@ class RulesComponent:
                 limit,
             )
 
-    def _backfill_later(self, rule_id: str, keep: set[tuple[str, float]]) -> None:
-        rr = self.engine.rules.get(rule_id)
-        if rr is None or not self._started:
+    def _backfill_later(self, rule_ids: list[str], keep: set[tuple[str, float]]) -> None:
+        """Refill, in one task, the windows of `rule_ids` not in `keep` (a pack: one journal read)."""
+        if not self._started:
             return  # at start-up every rule's windows are refilled at once
         wants = WindowWants()
-        wants.add_rule(rr)
+        for rule_id in rule_ids:
+            rr = self.engine.rules.get(rule_id)
+            if rr is not None:
+                wants.add_rule(rr)
         wants.points -= keep
         if not wants:
             return
@@ -446,6 +448,8 @@ class RulesComponent:
         if not changed:
             return []
         now = self.ctx.clock()
+        had = set(self.engine.windows)
+        loaded: list[str] = []
         for rule_id in changed:
             current = self.store.get(rule_id)
             if current is None:
@@ -458,12 +462,12 @@ class RulesComponent:
             old = self.engine.rules.get(rule_id)
             if old is not None:  # its states go from the DB too, should the old version's be written since
                 self.engine.dirty.update((rule_id, key) for key in old.states)
-            had = set(self.engine.windows)
             self._load(current)
-            self._backfill_later(rule_id, had)
+            loaded.append(rule_id)
             log.info("rule %s version %d, stored by %s, loaded", rule_id, current.version, current.updated_by)
         self.reloaded += len(changed)
-        self.engine.watch_points(list(self.ctx.hub.points), now)
+        self._backfill_later(loaded, had)
+        self.engine.watch_points(list(self.ctx.hub.points), now, rules=loaded)
         self._after([])  # the dropped states are written, the timers armed
         return changed
 
@@ -479,13 +483,16 @@ class RulesComponent:
                 out.append((pack, exc))
         return out
 
-    def _import_packs(self, packs: list[tuple[str, list[CompiledRule] | Exception]]) -> None:
+    async def _import_packs(self, packs: list[tuple[str, list[CompiledRule] | Exception]]) -> None:
         """Import, from the site's packs, every rule not imported before: a pack added to the site
         file or a rule added to a pack arrives at the next start, while a rule once imported is
         never imported again — edited in the UI, or deleted there, it stays as the technician left
         it. An existing rule id is never overwritten. The state DB remembers `pack#rule` pairs;
-        a database from before this (meta "1") counts every rule of the listed packs as imported."""
+        a database from before this (meta "1") counts every rule of the listed packs as imported.
+        The new rules are stored in one transaction, in a thread; `start` loads them afterwards."""
         assert self.store is not None
+        to_store: list[CompiledRule] = []  # compiled in a thread by _read_packs
+        to_store_ids: set[str] = set()
         raw = self.store.meta("packs_imported")
         legacy = raw == "1"
         try:
@@ -509,10 +516,17 @@ class RulesComponent:
                 if key in done:
                     continue
                 done.add(key)
-                if legacy or self.store.get(cr.rule.id) is not None:
+                if legacy or cr.rule.id in to_store_ids or self.store.get(cr.rule.id) is not None:
                     continue
-                self.put(cr, "system", "import")  # compiled in a thread by _read_packs
+                to_store.append(cr)
+                to_store_ids.add(cr.rule.id)
                 log.info("rule %s imported from pack %s", cr.rule.id, pack)
+        if to_store:
+            store = self.store
+            stored = await asyncio.to_thread(
+                lambda: store.put_many([cr.rule.doc() for cr in to_store], "system", "import")
+            )
+            await self._audit_stored(stored, "system", "import")
         self.store.set_meta("packs_imported", json.dumps(sorted(done)))
 
     def describe(self, stored: StoredRule) -> dict[str, Any]:
@@ -545,34 +559,53 @@ class RulesComponent:
         refused = self.problems(compiled)
         if refused:
             raise RuleErrors(refused)
-        clean = compiled.rule.doc()
-        previous = self.store.get(compiled.rule.id)
-        keep = (
-            previous is not None
-            and compiled.rule.id in self.engine.rules
-            and compiled.rule.id not in self.broken
-            and same_logic(previous.doc, clean)
-        )
-        stored = self.store.put(clean, actor, action, keep_state=keep)
-        self._loaded[stored.id] = stored.version
-        had = set(self.engine.windows)
-        if keep:  # a renamed rule or a reworded message keeps its pending timer and active alert
-            self.engine.replace(compiled)
-        else:
-            self.engine.add(compiled, self.ctx.clock())
-        self._backfill_later(stored.id, had)
-        self.engine.watch_points(list(self.ctx.hub.points), self.ctx.clock())
-        self.broken.pop(stored.id, None)
+        stored, previous, keep = self.store.put_many(
+            [compiled.rule.doc()], actor, action, self._running([compiled])
+        )[0]
+        self._apply([(compiled, stored, keep)])
         audit.record(
-            self.ctx.state,
-            actor,
-            f"rule_{action}",
-            stored.id,
-            version=stored.version,
-            rule_state="kept" if keep else "reset" if previous else "new",
+            self.ctx.state, actor, f"rule_{action}", stored.id, **_audit_detail(stored, previous, keep)
         )
-        self._arm()
         return stored
+
+    def _running(self, compiled: list[CompiledRule]) -> set[str]:
+        """The rules of `compiled` the engine runs now, compiled: a new version of one of them
+        that leaves its logic alone keeps its state (`same_logic`, judged as it is stored)."""
+        rules, broken = self.engine.rules, self.broken
+        return {cr.rule.id for cr in compiled if cr.rule.id in rules and cr.rule.id not in broken}
+
+    def _apply(self, stored: list[tuple[CompiledRule, StoredRule, bool]]) -> None:
+        """Run the rules just stored, on the event loop (the only place the engine changes): each
+        added, or swapped in keeping its state; then, once for them all, their dead-man watches
+        started (their own patterns against the points), their windows refilled (one journal
+        read) and the timer armed. Each rule costs its own patterns, not the routing of every
+        point against every rule."""
+        now = self.ctx.clock()
+        had = set(self.engine.windows)
+        for compiled, rule, keep in stored:
+            self._loaded[rule.id] = rule.version
+            if keep:  # a renamed rule or a reworded message keeps its pending timer and active alert
+                self.engine.replace(compiled)
+            else:
+                self.engine.add(compiled, now)
+            self.broken.pop(rule.id, None)
+        ids = [rule.id for _, rule, _ in stored]
+        self._backfill_later(ids, had)
+        self.engine.watch_points(list(self.ctx.hub.points), now, rules=ids)
+        self._arm()
+
+    async def _audit_stored(
+        self, stored: list[tuple[StoredRule, Any, bool]], actor: str, action: str
+    ) -> None:
+        """One audit entry per rule stored, written in a thread: each is a hashed, chained
+        transaction, a thousand of them seconds of the event loop."""
+        state = self.ctx.state
+
+        def write() -> None:
+            for rule, previous, keep in stored:
+                audit.record(state, actor, f"rule_{action}", rule.id, **_audit_detail(rule, previous, keep))
+
+        await asyncio.to_thread(write)
 
     def problems(self, compiled: CompiledRule) -> list[ExprError]:
         """What this site refuses in an enabled rule that compiles: a webhook to a destination
@@ -626,20 +659,36 @@ class RulesComponent:
             return None
         return self.put({**stored.doc, "enabled": enabled}, actor, "enable" if enabled else "disable")
 
-    def import_pack(self, text: str, actor: str, file: str = "<pack>") -> list[str]:
-        """Compile the whole pack first; store nothing unless every rule compiles."""
-        return self.store_pack(compile_pack(text, file, webhook_allow=self.config.webhook_allow), actor)
+    async def import_pack(self, text: str, actor: str, file: str = "<pack>") -> list[str]:
+        """Compile the whole pack first (in a thread); store nothing unless every rule compiles."""
+        allow = self.config.webhook_allow
+        compiled = await asyncio.to_thread(compile_pack, text, file, webhook_allow=allow)
+        return await self.store_pack(compiled, actor, file)
 
-    def store_pack(self, compiled: list[CompiledRule], actor: str, file: str = "<upload>") -> list[str]:
+    async def store_pack(self, compiled: list[CompiledRule], actor: str, file: str = "<upload>") -> list[str]:
         """Store the rules of a pack compiled beforehand: all of them, or (RulePackError naming
-        every problem) none."""
+        every problem) none. Stored in one transaction and audited in a thread; the event loop
+        only runs the stored rules (`_apply`), so the gateway keeps serving, reading and acting
+        while a pack of a thousand rules is imported."""
+        assert self.store is not None
         if problems := self.pack_problems(compiled, file):
             raise RulePackError(problems)
-        return [self.put(cr, actor, "import").id for cr in compiled]
+        self.reload_changed()  # a version stored by `edge rules import` is the one replaced here
+        store, running = self.store, self._running(compiled)
+        stored = await asyncio.to_thread(
+            lambda: store.put_many([cr.rule.doc() for cr in compiled], actor, "import", running)
+        )
+        self._apply([(cr, rule, keep) for cr, (rule, _, keep) in zip(compiled, stored, strict=True)])
+        await self._audit_stored(stored, actor, "import")
+        return [rule.id for rule, _, _ in stored]
 
     def export_pack(self) -> str:
         assert self.store is not None
         return dump_pack([s.doc for s in self.store.list_rules()])
+
+
+def _audit_detail(stored: StoredRule, previous: Any, keep: bool) -> dict[str, Any]:
+    return {"version": stored.version, "rule_state": "kept" if keep else "reset" if previous else "new"}
 
 
 def create(ctx: ComponentContext) -> RulesComponent | None:

@@ -37,6 +37,7 @@ import datetime as dt
 import heapq
 import itertools
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -55,6 +56,15 @@ Route = tuple[
     list[Window],
     list[tuple["RuleRuntime", float]],
     int,
+]
+
+#: a rule on the hot path: (its condition, its states, the rule), one tuple per rule, shared by
+#: the routes of every point it is on
+FastEntry = tuple[Callable[..., Any], dict[str, "KeyState"], "RuleRuntime"]
+#: (trigger pattern -> its rules, dead-man pattern -> its watches): see `Engine._patterns`
+PatternIndex = tuple[
+    list[tuple[re.Pattern[str], list[tuple[int, "RuleRuntime", tuple[float, ...], FastEntry]]]],
+    list[tuple[re.Pattern[str], list[tuple[int, int, "RuleRuntime", float]]]],
 ]
 
 EVAL_BUDGET_S = 0.05  # one evaluation of a timed expression (see the module docstring)
@@ -81,6 +91,7 @@ class Engine:
         self.dirty: set[tuple[str, str]] = set()  # (rule, key) whose state changed: to persist
         self.evaluations = 0
         self._route: dict[str, Route] = {}
+        self._pattern_index: PatternIndex | None = None
         self._event_route: dict[str, tuple[RuleRuntime, ...]] = {}
         self._timers: list[tuple[float, int, str, str, str]] = []  # (deadline, n, rule, key, kind)
         self._counter = itertools.count()
@@ -159,8 +170,8 @@ class Engine:
         for expr in (compiled.cond, compiled.clear, *compiled.exprs.values()):
             for point, secs in expr.windows if expr else ():
                 if point is not None:
-                    self.windows.setdefault((point, secs), Window(secs))
-        self._route.clear()
+                    self._window(point, secs)
+        self._unroute(rr)
         self._event_route.clear()
         rr.schedule_token = f"@{next(self._counter)}"
         if rr.schedules:
@@ -189,19 +200,41 @@ class Engine:
         for expr in compiled.exprs.values():  # actions may bring new windows; the condition's stay
             for point, secs in expr.windows:
                 if point is not None:
-                    self.windows.setdefault((point, secs), Window(secs))
-        self._route.clear()
+                    self._window(point, secs)
+        self._unroute(old)  # the routes hold the old version's functions
+        self._unroute(rr)
         self._event_route.clear()
         return rr
 
     def remove(self, rule_id: str) -> None:
         self.suspended.pop(rule_id, None)
         self._scheduled.discard(rule_id)
-        if self.rules.pop(rule_id, None) is not None:
-            self._route.clear()
+        old = self.rules.pop(rule_id, None)
+        if old is not None:
+            self._unroute(old)
             self._event_route.clear()
             for k in [k for k in self._nodata_seen if k[0] == rule_id]:
                 del self._nodata_seen[k]
+
+    def _window(self, point: str, secs: float) -> None:
+        """The window (point, secs), created if new: the point's route lists its windows."""
+        if (point, secs) not in self.windows:
+            self.windows[(point, secs)] = Window(secs)
+            self._route.pop(point, None)
+
+    def _unroute(self, rr: RuleRuntime, rules_changed: bool = True) -> None:
+        """Drop the routes `rr` is part of, or would be: those of the points its triggers or
+        dead-man watches match; they are built again, with the rules of today, at their point's
+        next reading. One rule saved costs a match of its patterns per routed point, not a rebuild
+        of every point's route against every rule."""
+        if rules_changed:  # else only how the rule is routed changed (its error, its suspension)
+            self._pattern_index = None
+        patterns = (*rr.points, *(rx for rx, _ in rr.no_data))
+        if not patterns:
+            return
+        route = self._route
+        for point in [p for p in route if any(rx.match(p) for rx in patterns)]:
+            del route[point]
 
     def _rearm(self, rr: RuleRuntime) -> None:
         """Arm the timers of a rule coming out of suspension (`advance` dropped all but its
@@ -291,22 +324,38 @@ class Engine:
             if expr.cost:
                 rr.values[where] = timed(rr.values[where])
 
-    def watch_points(self, points: Iterable[str], now: float) -> None:
+    def watch_points(self, points: Iterable[str], now: float, rules: Iterable[str] | None = None) -> None:
         """Start the dead-man deadlines of `points` not watched yet (at start-up, and for a rule
         added): each from the point's last good reading (`latest`, restored at start-up), so a
         restart does not restart the clock of a silent point; from `now` for a point never seen
-        (or whose last reading is stamped after `now`)."""
-        latest = self.latest
+        (or whose last reading is stamped after `now`). With `rules`, only those rules' watches:
+        a rule saved costs its own `no_data` patterns against the points, nothing for a rule
+        without any, instead of every point's route rebuilt against every rule."""
+        if rules is None:
+            for point in points:
+                self._watch(point, self._routing(point)[5], now)
+            return
+        watching = [
+            rr
+            for rr in (self.rules.get(rid) for rid in rules)
+            if rr is not None and rr.no_data and rr.rule.enabled and rr.id not in self.suspended
+        ]
+        if not watching:
+            return
         for point in points:
-            watches = self._routing(point)[5]
-            if not watches:
-                continue
-            hit = latest.get(point)
-            since = now if hit is None else min(hit[0], now)
-            for rr, secs in watches:
-                if (rr.id, point) not in self._nodata_seen:
-                    self._nodata_seen[(rr.id, point)] = since
-                    self._push(since + secs, rr.id, point, "no_data")
+            watches = [(rr, secs) for rr in watching for rx, secs in rr.no_data if rx.match(point)]
+            if watches:
+                self._watch(point, watches, now)
+
+    def _watch(self, point: str, watches: list[tuple[RuleRuntime, float]], now: float) -> None:
+        if not watches:
+            return
+        hit = self.latest.get(point)
+        since = now if hit is None else min(hit[0], now)
+        for rr, secs in watches:
+            if (rr.id, point) not in self._nodata_seen:
+                self._nodata_seen[(rr.id, point)] = since
+                self._push(since + secs, rr.id, point, "no_data")
 
     def restore(self, rule_id: str, key: str, st: KeyState) -> None:
         """Put back a persisted state and re-arm its timer (a pending `for:` keeps its start)."""
@@ -344,27 +393,64 @@ class Engine:
             n += 1
         return n
 
+    def _patterns(self) -> PatternIndex:
+        """The rules by the distinct patterns of their triggers and dead-man watches, each with
+        its position among the rules (the order they are evaluated in) and, for trigger patterns,
+        the spans of its windows over the triggering point. Built again after a rule is added,
+        replaced or removed: O(rules), once, instead of every rule's patterns per point routed."""
+        index = self._pattern_index
+        if index is None:
+            triggers: dict[str, list[tuple[int, RuleRuntime, tuple[float, ...], FastEntry]]] = {}
+            watches: dict[str, list[tuple[int, int, RuleRuntime, float]]] = {}
+            for n, rr in enumerate(self.rules.values()):
+                c = rr.compiled
+                own = tuple(
+                    secs
+                    for expr in (c.cond, c.clear, *c.exprs.values())
+                    if expr
+                    for wp, secs in expr.windows
+                    if wp is None  # avg(point, ...) of the triggering point
+                )
+                # only used when the rule has a condition (a rule without one is routed slow)
+                entry: FastEntry = (rr.cond or _no_condition, rr.states, rr)
+                for pattern in dict.fromkeys(rx.pattern for rx in rr.points):
+                    triggers.setdefault(pattern, []).append((n, rr, own, entry))
+                for j, (rx, secs) in enumerate(rr.no_data):
+                    watches.setdefault(rx.pattern, []).append((n, j, rr, secs))
+            index = self._pattern_index = (
+                [(re.compile(p), rules) for p, rules in triggers.items()],
+                [(re.compile(p), rules) for p, rules in watches.items()],
+            )
+        return index
+
     def _routing(self, point: str) -> Route:
         """(fast rules, slow rules, has side effects, (device, name), windows, dead-man watches)."""
         route = self._route.get(point)
         if route is None:
-            fast: list[tuple[Callable[..., Any], dict[str, KeyState], RuleRuntime]] = []
+            fast: list[FastEntry] = []
             slow: list[RuleRuntime] = []
-            nodata: list[tuple[RuleRuntime, float]] = []
-            for rr in self.rules.values():
-                if not rr.rule.enabled or rr.id in self.suspended:
+            triggers, watches = self._patterns()
+            hits = [rules for rx, rules in triggers if rx.match(point)]
+            # in the rules' order; a rule two of whose patterns match, once
+            matched = (
+                hits[0] if len(hits) == 1 else sorted({e[0]: e for rules in hits for e in rules}.values())
+            )
+            suspended = self.suspended
+            for _, rr, own, entry in matched:
+                if not rr.rule.enabled or rr.id in suspended:
                     continue
-                if any(p.match(point) for p in rr.points):
-                    if rr.cond is not None and not rr.always and not rr.error:
-                        fast.append((rr.cond, rr.states, rr))
-                    else:
-                        slow.append(rr)
-                    exprs = (rr.compiled.cond, rr.compiled.clear, *rr.compiled.exprs.values())
-                    for expr in exprs:
-                        for wp, secs in expr.windows if expr else ():
-                            if wp is None:  # avg(point, ...) of the triggering point
-                                self.windows.setdefault((point, secs), Window(secs))
-                nodata.extend((rr, secs) for rx, secs in rr.no_data if rx.match(point))
+                if rr.cond is not None and not rr.always and not rr.error:
+                    fast.append(entry)
+                else:
+                    slow.append(rr)
+                for secs in own:
+                    self.windows.setdefault((point, secs), Window(secs))
+            watching = [e for rx, entries in watches if rx.match(point) for e in entries]
+            nodata = [
+                (rr, secs)
+                for _, _, rr, secs in sorted(watching, key=lambda e: e[:2])
+                if rr.rule.enabled and rr.id not in suspended
+            ]
             wins = [w for (p, _), w in self.windows.items() if p == point]
             device, _, name = point.partition(".")
             route = (
@@ -645,7 +731,7 @@ class Engine:
 
     def _recovered(self, rr: RuleRuntime) -> None:
         rr.error = ""
-        self._route.clear()
+        self._unroute(rr, rules_changed=False)
 
     def _error(
         self, rr: RuleRuntime, key: str, ts: float, args: Args, exc: BaseException, out: list[Firing]
@@ -655,11 +741,11 @@ class Engine:
             if exc.limit == "loop share" and rr.id not in self.suspended:
                 self.loop_share_suspensions += 1
             self.suspended[rr.id] = msg
-            self._route.clear()
+            self._unroute(rr, rules_changed=False)
             self._event_route.clear()
         if rr.error != msg:  # report a new error once, not on every reading
             if not rr.error:
-                self._route.clear()  # the rule leaves the hot path until it recovers
+                self._unroute(rr, rules_changed=False)  # the rule leaves the hot path until it recovers
             rr.error, rr.error_ts = msg, ts
             out.append(Firing(rr, key, "error", ts, args, error=msg))
 
@@ -672,6 +758,10 @@ class UnknownPoint(LookupError):
             f"p('{point}'): no point {point} on this site (is the id misspelt? a device that "
             "registers its points at its first packet has none before it reports)"
         )
+
+
+def _no_condition(args: Args) -> bool:
+    return True
 
 
 def _with_ts(args: Args, ts: float) -> Args:
