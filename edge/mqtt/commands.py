@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -65,6 +66,8 @@ class SeenRequests:
         self.ttl = ttl
         self.ids: OrderedDict[str, float] = OrderedDict()  # request id -> when it arrived
         self._loaded = state is None
+        # requests run concurrently (one at a time per device), each check in its own thread
+        self._lock = threading.Lock()
 
     def _load(self, now: float) -> None:
         assert self.state is not None
@@ -86,6 +89,10 @@ class SeenRequests:
     def known(self, rid: str, now: float) -> bool:
         """Whether `rid` was taken within the TTL (a replay), taking nothing. Blocking the first
         time (it reads the state DB): run it in a thread."""
+        with self._lock:
+            return self._known(rid, now)
+
+    def _known(self, rid: str, now: float) -> bool:
         if not self._loaded:
             self._load(now)
         self._forget_old(now)
@@ -94,10 +101,11 @@ class SeenRequests:
     def take(self, rid: str, now: float) -> bool:
         """Record `rid` as taken; False if it was taken within the TTL (a replay). Blocking: run
         it in a thread."""
-        if not self._loaded:
-            self._load(now)
-        self._forget_old(now)
-        if rid in self.ids:
+        with self._lock:
+            return self._take(rid, now)
+
+    def _take(self, rid: str, now: float) -> bool:
+        if self._known(rid, now):
             return False
         self.ids[rid] = now
         if self.state is not None:
@@ -212,6 +220,7 @@ class Commands:
         self.received = 0
         self.errors = 0  # requests that failed on an error of the gateway's own (logged)
         self.retained = 0  # retained messages on a command topic, skipped unanswered
+        self.answers_lost = 0  # answers that could not be published
         self._tokens = float(cfg.command_rate)
         self._refilled = time.monotonic()
 
@@ -246,15 +255,31 @@ class Commands:
             raise Refused('malformed: "ts" must be the unix time (seconds) the request was issued')
         return req
 
-    async def handle(self, payload: bytes) -> dict[str, Any]:
-        """Run one request from the command topic; returns the answer to publish."""
+    def device_of(self, payload: bytes, rpc: bool, devices: Mapping[str, str]) -> str | None:
+        """The device a request writes to (its requests run one at a time, in order), or None
+        for one that is refused before reaching any device (malformed)."""
+        try:
+            if rpc:
+                return parse_rpc(payload, devices)[2].partition(".")[0]
+            return str(self.parse(payload)["point"]).partition(".")[0]
+        except Refused:
+            return None
+
+    async def handle(
+        self, payload: bytes, arrived: float | None = None, refuse: Refused | None = None
+    ) -> dict[str, Any]:
+        """Run one request from the command topic; returns the answer to publish. `arrived`: the
+        unix time it arrived (its age is judged then, not when its turn comes); `refuse`: a
+        refusal for a request that passed parsing (the sink is too busy)."""
         self.received += 1
         try:
             req = self.parse(payload)
         except Refused as exc:
             return await self._refuse(None, None, exc)
+        if refuse is not None:
+            return await self._refuse(req["id"], req["point"], refuse)
         try:
-            return await self.run(req["id"], req["point"], req["value"], float(req["ts"]))
+            return await self.run(req["id"], req["point"], req["value"], float(req["ts"]), arrived)
         except Exception as exc:
             return self.failed(req["id"], req["point"], exc)
 
@@ -266,7 +291,9 @@ class Commands:
         reason = f"failed: {type(exc).__name__}: {exc}"
         return {"id": rid, "point": point, "status": "failed", "reason": reason, "value": None}
 
-    async def run(self, rid: str, point: str, value: Any, issued: float | None) -> dict[str, Any]:
+    async def run(
+        self, rid: str, point: str, value: Any, issued: float | None, arrived: float | None = None
+    ) -> dict[str, Any]:
         """The checks every request goes through (TTL when it says when it was issued, replay,
         privacy, rate), then the write; returns the answer
         `{"id", "point", "status", "reason", "value"}`. Only a request that goes on to its write
@@ -275,7 +302,7 @@ class Commands:
         now = time.time()
         try:
             if issued is not None:
-                age = now - issued
+                age = (now if arrived is None else arrived) - issued
                 if age > self.cfg.command_ttl:
                     raise Refused(f"expired: issued {age:.1f}s ago; command_ttl is {self.cfg.command_ttl:g}s")
                 if age < -self.cfg.command_ttl:
@@ -315,7 +342,9 @@ class Commands:
         await self._audit(point, None, answer)
         return answer
 
-    async def handle_rpc(self, payload: bytes, devices: Mapping[str, str]) -> dict[str, Any]:
+    async def handle_rpc(
+        self, payload: bytes, devices: Mapping[str, str], refuse: Refused | None = None
+    ) -> dict[str, Any]:
         """Run one ThingsBoard RPC request (`v1/gateway/rpc`); `devices` maps the names the
         gateway gave ThingsBoard to device ids. Returns the reply in ThingsBoard's shape,
         `{"device", "id", "data": {"success", "status", "reason", "point", "value"}}`."""
@@ -326,11 +355,17 @@ class Commands:
         except Refused as exc:
             answer = await self._refuse(None, None, exc)
         else:
+            if refuse is not None:
+                return self._rpc_reply(named, await self._refuse(f"tb:{device}:{rpc_id}", point, refuse))
             # ThingsBoard numbers requests per device; it sends no issue time, so no TTL here
             try:
                 answer = await self.run(f"tb:{device}:{rpc_id}", point, value, None)
             except Exception as exc:
                 answer = self.failed(f"tb:{device}:{rpc_id}", point, exc)
+        return self._rpc_reply(named, answer)
+
+    @staticmethod
+    def _rpc_reply(named: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
         data = {k: answer[k] for k in ("status", "reason", "point", "value")}
         reply = {"device": named["device"], "id": named["id"]}
         return {**reply, "data": {"success": answer["status"] == "ok", **data}}
@@ -359,4 +394,5 @@ class Commands:
             "commands_done": dict(self.outcomes),
             "commands_errors": self.errors,
             "commands_retained": self.retained,
+            "answers_lost": self.answers_lost,
         }

@@ -34,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.mqtt import formats
-from edge.mqtt.commands import MAX_REQUEST, Commands, encode_answer, is_rpc_reply
+from edge.mqtt.commands import MAX_REQUEST, Commands, Refused, encode_answer, is_rpc_reply
 from edge.mqtt.config import MqttSinkConfig
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
@@ -48,6 +48,8 @@ log = logging.getLogger("edge.mqtt")
 
 #: QoS 1 messages one connection has unacknowledged at once (paho queues the rest, in order)
 MAX_INFLIGHT = 200
+#: command requests handled at once (running or waiting for their device); one more is refused busy
+MAX_REQUESTS = 64
 #: batches encoded ahead whose messages wait for their turn
 ENCODED_AHEAD = 64
 #: MQTT 5: the largest packet the sink takes (CONNECT's Maximum Packet Size; the broker drops a
@@ -134,6 +136,10 @@ class MqttSink(PushSink):
         if cfg.commands:
             self.commands = Commands(cfg, ctx, f"mqtt:{self.id}")
         self._command_task: asyncio.Task[None] | None = None
+        # requests being handled, each in its own task; per device: its lock and how many wait on it
+        self._requests: set[asyncio.Task[None]] = set()
+        self._device_turns: dict[str, list[Any]] = {}
+        self.max_requests = MAX_REQUESTS
         # ThingsBoard RPC: requests name a device as this gateway announced it
         self.rpc = cfg.commands and cfg.format == "thingsboard"
 
@@ -442,9 +448,7 @@ class MqttSink(PushSink):
                     if msg.retain:
                         self._skip_retained(str(msg.topic))
                         continue
-                    answer = await self._reply(payload, rpc)
-                    topic = formats.TB_RPC if rpc else self.response_topic
-                    await client.publish(topic, encode_answer(answer), qos=1, timeout=self.cfg.timeout.total)
+                    await self._take_request(payload, rpc, time.time())
             except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
                 log.debug("sink %s: command subscription: %s", self.id, exc)
             except Exception:  # a bug must not end command handling for good: logged, retried
@@ -467,14 +471,76 @@ class MqttSink(PushSink):
                 topic,
             )
 
-    async def _reply(self, payload: bytes, rpc: bool) -> dict[str, Any]:
+    async def _take_request(self, payload: bytes, rpc: bool, arrived: float) -> None:
+        """Start one request in its own task: requests to one device run one at a time in the
+        order they arrived, requests to different devices side by side, so a slow device delays
+        only its own. At most `max_requests` at once: one more is refused "busy" (counted) here,
+        which also slows down a flood."""
+        assert self.commands is not None
+        if len(self._requests) >= self.max_requests:
+            busy = Refused(f"busy: {len(self._requests)} requests in progress; at most {self.max_requests}")
+            await self._serve(payload, rpc, arrived, None, busy)
+            return
+        device = self.commands.device_of(payload, rpc, self.devices_by_name)
+        # one naming no device (refused as malformed) is answered after the requests before it:
+        # answers come in the order the requests arrived unless a device is slower
+        earlier = set(self._requests) if device is None else set()
+        task = asyncio.create_task(
+            self._serve(payload, rpc, arrived, device, None, earlier), name=f"sink:{self.id}:request"
+        )
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _serve(
+        self,
+        payload: bytes,
+        rpc: bool,
+        arrived: float,
+        device: str | None,
+        busy: Refused | None,
+        earlier: set[asyncio.Task[None]] | None = None,
+    ) -> None:
+        if earlier:
+            await asyncio.wait(earlier)
+        if device is None:
+            answer = await self._reply(payload, rpc, arrived, busy)
+        else:
+            # taken before the first await: requests to one device queue on its lock in arrival order
+            turn = self._device_turns.get(device)
+            if turn is None:
+                turn = self._device_turns[device] = [asyncio.Lock(), 0]
+            turn[1] += 1
+            try:
+                async with turn[0]:
+                    answer = await self._reply(payload, rpc, arrived, busy)
+            finally:
+                turn[1] -= 1
+                if turn[1] == 0:
+                    del self._device_turns[device]
+        await self._publish_answer(formats.TB_RPC if rpc else self.response_topic, encode_answer(answer))
+
+    async def _publish_answer(self, topic: str, body: bytes) -> None:
+        """Publish an answer on the current connection."""
+        client = self.client
+        try:
+            if client is None or self._down.is_set():
+                raise aiomqtt.MqttError("not connected")
+            await client.publish(topic, body, qos=1, timeout=self.cfg.timeout.total)
+        except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
+            assert self.commands is not None
+            self.commands.answers_lost += 1
+            log.warning("sink %s: an answer on %s was not published: %s", self.id, topic, exc)
+
+    async def _reply(
+        self, payload: bytes, rpc: bool, arrived: float, busy: Refused | None = None
+    ) -> dict[str, Any]:
         """The answer to one request; an error of the gateway's own answers it failed (logged,
         counted) and the next request is handled as usual."""
         assert self.commands is not None
         try:
             if rpc:
-                return await self.commands.handle_rpc(payload, self.devices_by_name)
-            return await self.commands.handle(payload)
+                return await self.commands.handle_rpc(payload, self.devices_by_name, busy)
+            return await self.commands.handle(payload, arrived, busy)
         except Exception as exc:
             answer = self.commands.failed(None, None, exc)
             if rpc:
@@ -494,6 +560,12 @@ class MqttSink(PushSink):
             except Exception:
                 log.exception("sink %s: command handling had failed", self.id)
             self._command_task = None
+        requests = list(self._requests)
+        for task in requests:
+            task.cancel()
+        for result in await asyncio.gather(*requests, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("sink %s: a request had failed: %r", self.id, result)
         await super().stop()
         if self.client is not None:
             await self._close(self.client, goodbye=True)

@@ -65,7 +65,11 @@ def sim_site(broker_port: int, **sink: Any) -> dict[str, Any]:
                 ],
             },
         ],
-        "upstream": [mqtt_sink(broker_port, commands=True, command_ttl="30s", format="thingsboard", **sink)],
+        "upstream": [
+            mqtt_sink(
+                broker_port, **{"commands": True, "command_ttl": "30s", "format": "thingsboard", **sink}
+            )
+        ],
     }
 
 
