@@ -12,7 +12,8 @@ def paths() -> dict[str, Any]:
         "/api/v1/blobs/{id}": {
             "get": op(
                 "getBlob",
-                "A stored camera snapshot (personal data: technician, admin, or a consumer allowed personal; "
+                "A stored camera snapshot (personal data: technician, admin, an API token with the read and admin "
+                "scopes, or a consumer allowed personal; "
                 "a sensitive camera's, sealed at rest: admin, or a consumer allowed sensitive)",
                 {
                     "200": {
