@@ -50,12 +50,18 @@ SEEN_SCHEMA = [
         PRIMARY KEY (sink, id)
     ) WITHOUT ROWID;
     CREATE INDEX mqtt_requests_at ON mqtt_requests(at);
+    """,
+    # the answer given to each request, so a re-sent one gets it again (its first may be lost)
     """
+    ALTER TABLE mqtt_requests ADD COLUMN fingerprint TEXT;
+    ALTER TABLE mqtt_requests ADD COLUMN answer BLOB;
+    """,
 ]
 
 
 class SeenRequests:
-    """The request ids a sink took within twice its TTL, in memory and in the state DB.
+    """The request ids a sink took within twice its TTL, in memory and in the state DB, each with
+    what it asked (point and value) and, once given, its answer.
 
     An id is stored before its write runs: a crash between the two loses the write, never repeats
     it. Without a state DB (a test's bare context) the ids live in memory only."""
@@ -68,6 +74,8 @@ class SeenRequests:
         self._loaded = state is None
         # requests run concurrently (one at a time per device), each check in its own thread
         self._lock = threading.Lock()
+        # without a state DB: request id -> (fingerprint, answer)
+        self.kept: dict[str, tuple[str, bytes | None]] = {}
 
     def _load(self, now: float) -> None:
         assert self.state is not None
@@ -84,7 +92,8 @@ class SeenRequests:
     def _forget_old(self, now: float) -> None:
         horizon = now - 2 * self.ttl
         while self.ids and (next(iter(self.ids.values())) < horizon or len(self.ids) > REMEMBERED):
-            self.ids.popitem(last=False)
+            rid, _ = self.ids.popitem(last=False)
+            self.kept.pop(rid, None)
 
     def known(self, rid: str, now: float) -> bool:
         """Whether `rid` was taken within the TTL (a replay), taking nothing. Blocking the first
@@ -98,23 +107,57 @@ class SeenRequests:
         self._forget_old(now)
         return rid in self.ids
 
-    def take(self, rid: str, now: float) -> bool:
+    def stored(self, rid: str, fingerprint: str, now: float) -> dict[str, Any] | None:
+        """The answer given to `rid` within the replay window, when the request sent again is the
+        same (same point and value); None otherwise: never taken, taken by a different request,
+        or its write not done yet. Blocking: run it in a thread."""
+        with self._lock:
+            if not self._known(rid, now):
+                return None
+            if self.state is None:
+                kept = self.kept.get(rid)
+            else:
+                with self.state.lock:
+                    kept = self.state.conn.execute(
+                        "SELECT fingerprint, answer FROM mqtt_requests WHERE sink=? AND id=?",
+                        (self.sink, rid),
+                    ).fetchone()
+        if kept is None or kept[0] != fingerprint or kept[1] is None:
+            return None
+        answer: dict[str, Any] = orjson.loads(kept[1])
+        return answer
+
+    def answered(self, rid: str, answer: bytes) -> None:
+        """Keep the answer given to `rid`. Blocking: run it in a thread."""
+        with self._lock:
+            if self.state is None:
+                if rid in self.ids:
+                    self.kept[rid] = (self.kept.get(rid, ("", None))[0], answer)
+                return
+            with self.state.lock:
+                self.state.conn.execute(
+                    "UPDATE mqtt_requests SET answer=? WHERE sink=? AND id=?", (answer, self.sink, rid)
+                )
+
+    def take(self, rid: str, now: float, fingerprint: str = "") -> bool:
         """Record `rid` as taken; False if it was taken within the TTL (a replay). Blocking: run
         it in a thread."""
         with self._lock:
-            return self._take(rid, now)
+            return self._take(rid, now, fingerprint)
 
-    def _take(self, rid: str, now: float) -> bool:
+    def _take(self, rid: str, now: float, fingerprint: str) -> bool:
         if self._known(rid, now):
             return False
         self.ids[rid] = now
-        if self.state is not None:
+        if self.state is None:
+            self.kept[rid] = (fingerprint, None)
+        else:
             with self.state.lock:
                 self.state.conn.execute("BEGIN IMMEDIATE")
                 try:
                     self.state.conn.execute(
-                        "INSERT OR REPLACE INTO mqtt_requests(sink, id, at) VALUES(?, ?, ?)",
-                        (self.sink, rid, now),
+                        "INSERT OR REPLACE INTO mqtt_requests(sink, id, at, fingerprint) VALUES(?, ?, ?, ?)",
+                        (self.sink, rid, now, fingerprint),
                     )
                     self.state.conn.execute(
                         "DELETE FROM mqtt_requests WHERE sink=? AND at<?", (self.sink, now - 2 * self.ttl)
@@ -125,6 +168,14 @@ class SeenRequests:
                         self.state.conn.execute("ROLLBACK")
                     raise
         return True
+
+
+def _fingerprint(point: str, value: Any) -> str:
+    """What a request asked, to tell the same request sent again from another with its id."""
+    try:
+        return orjson.dumps([point, value]).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return repr((point, value))
 
 
 class Refused(Exception):
@@ -220,7 +271,7 @@ class Commands:
         self.received = 0
         self.errors = 0  # requests that failed on an error of the gateway's own (logged)
         self.retained = 0  # retained messages on a command topic, skipped unanswered
-        self.answers_lost = 0  # answers that could not be published
+        self.answered_again = 0  # requests sent again, answered with the answer they were given
         self._tokens = float(cfg.command_rate)
         self._refilled = time.monotonic()
 
@@ -300,6 +351,13 @@ class Commands:
         takes its id (a rate-limited or too-private one may be sent again with it), and only a
         request that passed the privacy check takes a rate token."""
         now = time.time()
+        fingerprint = _fingerprint(point, value)
+        # the same request sent again (its answer lost on the way) gets the answer it was given,
+        # whatever its age: the write is not repeated
+        kept = await asyncio.to_thread(self.seen.stored, rid, fingerprint, now)
+        if kept is not None:
+            self.answered_again += 1
+            return kept
         try:
             if issued is not None:
                 age = (now if arrived is None else arrived) - issued
@@ -319,7 +377,7 @@ class Commands:
             if not self._take_token():
                 raise Refused(f"rate limited: at most {self.cfg.command_rate} requests a minute")
             # stored before the write runs: a crash between the two loses the write, never repeats it
-            if not await asyncio.to_thread(self.seen.take, rid, now):
+            if not await asyncio.to_thread(self.seen.take, rid, now, fingerprint):
                 raise replayed
         except Refused as exc:
             return await self._refuse(rid, point, exc)
@@ -332,6 +390,10 @@ class Commands:
             "reason": result.reason,
             "value": result.value,
         }
+        try:
+            await asyncio.to_thread(self.seen.answered, rid, encode_answer(dict(answer)))
+        except Exception:  # the write ran: its answer is sent all the same, only not kept
+            log.exception("sink %s: the answer to request %r could not be kept", self.source, rid)
         await self._audit(point, value, answer)
         return answer
 
@@ -394,5 +456,5 @@ class Commands:
             "commands_done": dict(self.outcomes),
             "commands_errors": self.errors,
             "commands_retained": self.retained,
-            "answers_lost": self.answers_lost,
+            "commands_answered_again": self.answered_again,
         }

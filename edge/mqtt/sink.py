@@ -21,7 +21,7 @@ import random
 import ssl
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiomqtt
@@ -50,6 +50,8 @@ log = logging.getLogger("edge.mqtt")
 MAX_INFLIGHT = 200
 #: command requests handled at once (running or waiting for their device); one more is refused busy
 MAX_REQUESTS = 64
+#: answers kept for the next connection when they cannot be published; the oldest go beyond it
+MAX_UNSENT = 1000
 #: batches encoded ahead whose messages wait for their turn
 ENCODED_AHEAD = 64
 #: MQTT 5: the largest packet the sink takes (CONNECT's Maximum Packet Size; the broker drops a
@@ -140,6 +142,10 @@ class MqttSink(PushSink):
         self._requests: set[asyncio.Task[None]] = set()
         self._device_turns: dict[str, list[Any]] = {}
         self.max_requests = MAX_REQUESTS
+        # answers that could not be published, for the next connection (topic, body)
+        self._unsent: deque[tuple[str, bytes]] = deque()
+        self.answers_resent = 0  # answers published on a later connection
+        self.answers_dropped = 0  # answers dropped while more than MAX_UNSENT waited
         # ThingsBoard RPC: requests name a device as this gateway announced it
         self.rpc = cfg.commands and cfg.format == "thingsboard"
 
@@ -435,6 +441,7 @@ class MqttSink(PushSink):
             try:
                 client = await self._connection()
                 failures = 0
+                await self._publish_unsent(client)
                 async for msg in client.messages:
                     payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
                     if msg.topic.matches(self.command_topic):
@@ -520,16 +527,39 @@ class MqttSink(PushSink):
         await self._publish_answer(formats.TB_RPC if rpc else self.response_topic, encode_answer(answer))
 
     async def _publish_answer(self, topic: str, body: bytes) -> None:
-        """Publish an answer on the current connection."""
+        """Publish an answer on the current connection; one that cannot be (the connection is
+        down, no PUBACK) waits for the next connection, at most MAX_UNSENT of them."""
         client = self.client
         try:
             if client is None or self._down.is_set():
                 raise aiomqtt.MqttError("not connected")
             await client.publish(topic, body, qos=1, timeout=self.cfg.timeout.total)
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
-            assert self.commands is not None
-            self.commands.answers_lost += 1
-            log.warning("sink %s: an answer on %s was not published: %s", self.id, topic, exc)
+            log.info("sink %s: an answer on %s waits for the next connection: %s", self.id, topic, exc)
+            self._keep_unsent(topic, body)
+
+    def _keep_unsent(self, topic: str, body: bytes) -> None:
+        if len(self._unsent) >= MAX_UNSENT:
+            self._unsent.popleft()
+            self.answers_dropped += 1
+            log.warning(
+                "sink %s: more than %d answers wait for a connection: the oldest is dropped "
+                "(%d so far; a request sent again with its id gets its answer)",
+                self.id,
+                MAX_UNSENT,
+                self.answers_dropped,
+            )
+        self._unsent.append((topic, body))
+
+    async def _publish_unsent(self, client: aiomqtt.Client) -> None:
+        """Publish the answers kept while the connection was down, oldest first; raises (to
+        reconnect) when the connection is lost again, keeping those not yet acknowledged."""
+        while self._unsent:
+            topic, body = self._unsent[0]
+            await client.publish(topic, body, qos=1, timeout=self.cfg.timeout.total)
+            if self._unsent and self._unsent[0] == (topic, body):
+                self._unsent.popleft()
+            self.answers_resent += 1
 
     async def _reply(
         self, payload: bytes, rpc: bool, arrived: float, busy: Refused | None = None
@@ -603,4 +633,11 @@ class MqttSink(PushSink):
         )
         if self.commands is not None:
             out.update(self.commands.status())
+            out.update(
+                {
+                    "answers_unsent": len(self._unsent),
+                    "answers_resent": self.answers_resent,
+                    "answers_dropped": self.answers_dropped,
+                }
+            )
         return out
