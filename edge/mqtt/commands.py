@@ -188,7 +188,9 @@ RPC_WRITE_METHODS = ("set", "setValue", "write")
 
 def is_rpc_reply(payload: bytes) -> bool:
     """A reply on `v1/gateway/rpc` (the gateway's own, coming back through its subscription):
-    `id` at the top level, where a request has it inside `data`."""
+    `id` at the top level and a `data` object without a method, where a request has its id inside
+    `data`. Anything else on the topic is taken as a request (refused with a reason if it is not
+    one), never skipped unseen."""
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -196,7 +198,7 @@ def is_rpc_reply(payload: bytes) -> bool:
     if not isinstance(doc, dict) or "id" not in doc:
         return False
     data = doc.get("data")
-    return not (isinstance(data, dict) and "method" in data)
+    return isinstance(data, dict) and "method" not in data
 
 
 def encode_answer(answer: dict[str, Any]) -> bytes:

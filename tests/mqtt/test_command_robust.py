@@ -119,5 +119,5 @@ async def test_bad_messages_are_answered_and_handling_goes_on(tmp_path: Path, br
         assert rt.hub.latest["m1.cnt"].value == 1
         st = s.status()
         assert st["commands_errors"] == 1
-        assert st["commands_refused"] == {"malformed": 1}  # the RPC naming a device, data not an object
+        assert st["commands_refused"] == {"malformed": 2}  # the two RPCs whose data is not an object
         assert st["connected"]
