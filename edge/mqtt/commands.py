@@ -3,13 +3,15 @@ the response topic.
 
 A request is `{"id": "...", "point": "device.point", "value": ..., "ts": <unix seconds issued>}`.
 It is refused, with a reason, counted and never reaching a device, when it is malformed, older than
-`command_ttl` (or issued further in the future than that), a replay of a request id seen within
-the TTL (kept in the state DB, so a restart of the gateway does not make a replay new), for a
-point above the sink's `max_privacy`, or over `command_rate`; only a request that passes every
-check takes its id (and only one that passed the privacy check a rate token). Otherwise it is the
-same write the UI makes (`Hub.write`: only `writable` points, the value checked against the
-point's type), from source `mqtt:<sink id>`, and audited under that name. The answer is
-`{"id", "point", "status": ok|rejected|failed|timeout|refused, "reason", "value"}`.
+`command_ttl` when it arrived (or issued further in the future than that), a replay of a request
+id seen within the TTL (kept in the state DB, so a restart of the gateway does not make a replay
+new), for a point above the sink's `max_privacy`, or over `command_rate`; only a request that
+passes every check takes its id (and only one that passed the privacy check a rate token).
+Otherwise it is the same write the UI makes (`Hub.write`: only `writable` points, the value checked
+against the point's type), from source `mqtt:<sink id>`, and audited under that name. The answer is
+`{"id", "point", "status": ok|rejected|failed|timeout|refused, "reason", "value"}`; it is kept with
+the id, and the same request (same id, point and value) sent again within the replay window gets
+that answer again without a second write: an answer lost on the way is never lost for good.
 
 With the thingsboard format the same checks and write serve ThingsBoard's gateway RPC
 (`v1/gateway/rpc`), less the TTL: its requests carry no issue time.

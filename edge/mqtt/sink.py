@@ -10,6 +10,11 @@ and the batch is retried with backoff (a refusal of the content itself, 0x90 top
 0x99 payload format invalid, is bisected down to the record and dead-lettered instead). One connection per sink, opened on the first batch, with a will `offline` (retained) on
 the status topic and a retained `online` published as soon as it is up; a stop publishes
 `offline` itself and disconnects cleanly (no will then).
+
+With `commands: true` the same connection carries requests (see `edge.mqtt.commands`): each runs
+in its own task, one at a time per device and in arrival order, at most MAX_REQUESTS at once; a
+retained message on a command topic is never run; an answer that cannot be published waits for
+the next connection.
 """
 
 from __future__ import annotations
