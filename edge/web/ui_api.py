@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -206,7 +207,8 @@ def seal_clear_acks(state: StateDB) -> int:
                     )
                 state.conn.execute("COMMIT")
             except BaseException:
-                state.conn.execute("ROLLBACK")
+                if state.conn.in_transaction:  # a failed COMMIT has rolled back already
+                    state.conn.execute("ROLLBACK")
                 raise
             state.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -640,9 +642,13 @@ def expire_acks(state: StateDB, source: str) -> Callable[[float, Mapping[int, fl
 
 def setup(app: web.Application, runtime: Runtime) -> None:
     _state(runtime).migrate("ui", ACK_MIGRATIONS)
-    sealed = seal_clear_acks(_state(runtime))  # the privacy component, which seals, starts first
-    if sealed:
-        log.info("sealed %d alert acknowledgements stored in clear", sealed)
+    try:
+        sealed = seal_clear_acks(_state(runtime))  # the privacy component, which seals, starts first
+    except sqlite3.Error as exc:  # a full disk: the gateway runs on, and the next start seals them
+        log.warning("alert acknowledgements stored in clear stay so until the next start: %s", exc)
+    else:
+        if sealed:
+            log.info("sealed %d alert acknowledgements stored in clear", sealed)
     runtime.journal.add_expirer(expire_acks(_state(runtime), runtime.site.site.id))
     app[QUERY_SLOTS_KEY] = asyncio.Semaphore(QUERY_SLOTS)
     worker = app[YAML_WORKER_KEY] = YamlWorker()
