@@ -115,9 +115,9 @@ async def test_a_pack_of_a_thousand_rules_is_stored_while_the_gateway_answers(tm
         token = create_token(rt.state, "tech", ["read", "rules"])
         async with aiohttp.ClientSession() as session:
             tech = Client(session, rt.web_port, token)
-            job = asyncio.create_task(tech.call("POST", "/import", data=_pack("s")))
-            answered = await _probed(probe, rt.web_port, job)
-            status, body = await job
+            call = asyncio.create_task(tech.call("POST", "/import", data=_pack("s")))
+            answered = await _probed(probe, rt.web_port, call)
+            status, body = await call
         assert status == 200, body
         assert len(body["imported"]) == RULES
         assert answered >= PROBES, "the gateway did not answer /healthz while it imported the pack"
