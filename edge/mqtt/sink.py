@@ -542,6 +542,9 @@ class MqttSink(PushSink):
         except (aiomqtt.MqttError, TimeoutError, OSError) as exc:
             log.info("sink %s: an answer on %s waits for the next connection: %s", self.id, topic, exc)
             self._keep_unsent(topic, body)
+        except Exception:  # not the link: publishing it again would fail again
+            self.answers_dropped += 1
+            log.exception("sink %s: an answer on %s cannot be published; dropped", self.id, topic)
 
     def _keep_unsent(self, topic: str, body: bytes) -> None:
         if len(self._unsent) >= MAX_UNSENT:
@@ -561,10 +564,17 @@ class MqttSink(PushSink):
         reconnect) when the connection is lost again, keeping those not yet acknowledged."""
         while self._unsent:
             topic, body = self._unsent[0]
-            await client.publish(topic, body, qos=1, timeout=self.cfg.timeout.total)
+            try:
+                await client.publish(topic, body, qos=1, timeout=self.cfg.timeout.total)
+            except (aiomqtt.MqttError, TimeoutError, OSError):
+                raise
+            except Exception:  # not the link: it would block every answer after it
+                self.answers_dropped += 1
+                log.exception("sink %s: an answer on %s cannot be published; dropped", self.id, topic)
+            else:
+                self.answers_resent += 1
             if self._unsent and self._unsent[0] == (topic, body):
                 self._unsent.popleft()
-            self.answers_resent += 1
 
     async def _reply(
         self, payload: bytes, rpc: bool, arrived: float, busy: Refused | None = None

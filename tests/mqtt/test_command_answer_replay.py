@@ -86,3 +86,33 @@ async def test_a_stored_answer_survives_a_restart_of_the_gateway(tmp_path: Path,
                 assert done == ({"ok": 1} if run == 1 else {})
         first, again = all_answers(sub)
         assert first["status"] == "ok" and again == first
+
+
+async def test_an_answer_that_cannot_be_published_is_dropped_counted(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    """An answer the client refuses for itself (not the link) is dropped and counted: kept, it
+    would hold every answer after it."""
+    import aiomqtt
+
+    b = broker()
+    async with (
+        Subscriber(b.port, RESPONSES) as sub,
+        running_site(tmp_path, sim_site(b.port), web=False) as rt,
+    ):
+        s = sink_of(rt)
+        await until(partial(connected, s), 20, what="the sink connected and subscribed")
+        client = s.client
+        real_publish = client.publish
+
+        async def refusing(topic: str, payload: bytes, *args: Any, **kw: Any) -> None:
+            if b'"bad-1"' in payload:
+                raise ValueError("refused by the client")
+            await real_publish(topic, payload, *args, **kw)
+
+        client.publish = refusing
+        async with aiomqtt.Client("127.0.0.1", b.port, identifier="operator") as operator:
+            for rid in ("bad-1", "good-1"):
+                req = {"id": rid, "point": "m1.sp", "value": 7, "ts": time.time()}
+                await operator.publish(COMMANDS, orjson.dumps(req), qos=1)
+            await until(partial(answered, sub, 1), 20, what="the next answer")
+        assert [a["id"] for a in all_answers(sub)] == ["good-1"]
+        assert s.status()["answers_dropped"] == 1 and s.status()["answers_unsent"] == 0
