@@ -121,3 +121,25 @@ async def test_bad_messages_are_answered_and_handling_goes_on(tmp_path: Path, br
         assert st["commands_errors"] == 1
         assert st["commands_refused"] == {"malformed": 2}  # the two RPCs whose data is not an object
         assert st["connected"]
+
+
+async def test_stop_runs_to_the_end_whatever_the_command_task_ended_with(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    """A stop never raises out of the sink: the push loop's stop and the clean disconnect run
+    even when the command task had ended with an error."""
+    import asyncio
+
+    b = broker()
+    async with running_site(tmp_path, sim_site(b.port), web=False) as rt:
+        s = sink_of(rt)
+        await until(lambda: s.status()["connected"], 20, what="the sink connected and subscribed")
+        real = s._command_task
+        real.cancel()
+        await asyncio.gather(real, return_exceptions=True)
+
+        async def broken() -> None:
+            raise RuntimeError("a bug")
+
+        s._command_task = asyncio.create_task(broken())
+        await asyncio.gather(s._command_task, return_exceptions=True)
+        await s.stop()
+        assert s.client is None and not s.status()["connected"]
