@@ -131,7 +131,7 @@ def read_history(
         out.rows += len(rows)
         after = rows[-1][0]
     # a point that matched a pattern but had no numeric reading gets no window (as live)
-    for key in [k for k, w in windows.items() if not w.samples]:
+    for key in [k for k, w in windows.items() if w.empty()]:
         del windows[key]
     out.seconds = time.monotonic() - started
     return out

@@ -16,9 +16,11 @@ the rule the UI shows is the one in force.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,7 @@ from rules.model import (
 )
 from rules.point_warnings import rule_warnings, set_targets
 from rules.store import RuleStore, StateWriter, StoredRule
+from rules.windows import expected_bytes
 
 if TYPE_CHECKING:
     from prometheus_client import Metric
@@ -117,6 +120,8 @@ class RulesComponent:
         self.dry_run_memory = DRY_RUN_MEMORY
         self.dry_runs: dict[object, float] = {}  # each running dry run -> its monotonic deadline
         self.dry_run_procs: set[asyncio.subprocess.Process] = set()
+        self.window_refusals = 0  # rules refused for windows over rules.window_memory_mb
+        self._intervals = _point_intervals(ctx)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -226,6 +231,17 @@ class RulesComponent:
             "windows_refilled": self.backfill["windows"],
             "window_backfill_truncated": self.backfill["truncated"],
             "window_backfill": dict(self.backfill),
+            **self._window_status(),
+        }
+
+    def _window_status(self) -> dict[str, Any]:
+        windows = self.engine.windows.values()
+        return {
+            "windows": len(self.engine.windows),
+            "windows_downsampled": sum(1 for w in windows if w.coarse),
+            "window_memory_bytes": sum(w.memory() for w in windows),
+            "window_memory_budget_bytes": self.config.window_memory_mb * 2**20,
+            "window_budget_refusals": self.window_refusals,
         }
 
     def collect_metrics(self) -> Iterator[Metric]:
@@ -454,7 +470,7 @@ class RulesComponent:
             current = self.store.get(rule_id)
             if current is None:
                 self._loaded.pop(rule_id, None)
-                self.engine.remove(rule_id)
+                self.engine.remove(rule_id, drop_windows=True)
                 self.actions.forget_rule(rule_id)
                 self.broken.pop(rule_id, None)
                 log.info("rule %s deleted by another process: no longer run", rule_id)
@@ -607,15 +623,65 @@ class RulesComponent:
 
         await asyncio.to_thread(write)
 
-    def problems(self, compiled: CompiledRule) -> list[ExprError]:
+    def problems(
+        self, compiled: CompiledRule, planned: set[tuple[str, float]] | None = None
+    ) -> list[ExprError]:
         """What this site refuses in an enabled rule that compiles: a webhook to a destination
-        `rules.webhook_allow` does not name, a `set:` of a point a driver registered."""
+        `rules.webhook_allow` does not name, a `set:` of a point a driver registered, windows
+        that would take the live windows over `rules.window_memory_mb` (`planned`: windows of the
+        rules saved with it, a pack's)."""
         if not compiled.rule.enabled:
             return []
         return [
             *webhook_problems(compiled.rule, self.config.webhook_allow),
             *set_target_problems(compiled.rule, self.actions.driver_point),
+            *self._window_problems(compiled, set() if planned is None else planned),
         ]
+
+    def _window_bytes(self, key: tuple[str, float]) -> int:
+        return expected_bytes(key[1], self._intervals.get(key[0]))
+
+    def _window_problems(self, compiled: CompiledRule, planned: set[tuple[str, float]]) -> list[ExprError]:
+        """The rule's windows not held yet, each at its size when full (its span over the point's
+        interval when the site file gives one, else the most one window takes), on top of those
+        held and `planned`: over the budget, the rule is refused, naming the window that does not
+        fit. A window over a trigger pattern (`avg(value, ...)`) is one per point it matches."""
+        budget = self.config.window_memory_mb * 2**20
+        held = self.engine.windows
+        used = sum(self._window_bytes(k) for k in held) + sum(self._window_bytes(k) for k in planned)
+        rule = compiled.rule
+        patterns = [_glob(t.point) for t in rule.when if t.point]
+        fields = (("if", compiled.cond), ("clear_if", compiled.clear), *compiled.exprs.items())
+        out: list[ExprError] = []
+        for field_name, expr in fields:
+            for wp, secs in expr.windows if expr else ():
+                points = (
+                    [wp]
+                    if wp is not None
+                    else [p for p in self.ctx.hub.points if any(rx.match(p) for rx in patterns)]
+                )
+                for point in points:
+                    key = (point, secs)
+                    if key in held or key in planned:
+                        continue
+                    need = self._window_bytes(key)
+                    if used + need > budget:
+                        self.window_refusals += 1
+                        out.append(
+                            ExprError(
+                                f"the window of {secs:g} s over {point} would take about "
+                                f"{need / 2**20:.1f} MiB when full; the rules' windows take "
+                                f"{used / 2**20:.1f} MiB of their {budget // 2**20} MiB "
+                                "(rules.window_memory_mb): shorten the window, read a point that "
+                                "reports less often, or raise rules.window_memory_mb",
+                                rule=rule.id,
+                                field=field_name,
+                            )
+                        )
+                        return out
+                    used += need
+                    planned.add(key)
+        return out
 
     async def warnings(self, compiled: CompiledRule) -> list[ExprError]:
         """What `compiled` names that this site does not have now (`rules.point_warnings`): said
@@ -637,8 +703,10 @@ class RulesComponent:
         )
 
     def pack_problems(self, compiled: list[CompiledRule], file: str) -> list[str]:
-        """`problems` of every rule of a pack, as `file: rule ID:FIELD: ...` lines."""
-        return [f"{file}: {e}" for cr in compiled for e in self.problems(cr)]
+        """`problems` of every rule of a pack, as `file: rule ID:FIELD: ...` lines (the windows of
+        the pack's rules together)."""
+        planned: set[tuple[str, float]] = set()
+        return [f"{file}: {e}" for cr in compiled for e in self.problems(cr, planned)]
 
     def delete(self, rule_id: str, actor: str) -> bool:
         assert self.store is not None
@@ -646,7 +714,7 @@ class RulesComponent:
         if not self.store.delete(rule_id, actor):
             return False
         self._loaded.pop(rule_id, None)
-        self.engine.remove(rule_id)
+        self.engine.remove(rule_id, drop_windows=True)
         self.actions.forget_rule(rule_id)
         self.broken.pop(rule_id, None)
         audit.record(self.ctx.state, actor, "rule_delete", rule_id)
@@ -685,6 +753,24 @@ class RulesComponent:
     def export_pack(self) -> str:
         assert self.store is not None
         return dump_pack([s.doc for s in self.store.list_rules()])
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern))
+
+
+def _point_intervals(ctx: ComponentContext) -> dict[str, float]:
+    """Each point's reading interval where the site file gives one (a point's or its device's
+    `interval`, in seconds): how full a window over it gets."""
+    out: dict[str, float] = {}
+    for dev in ctx.site.devices:
+        default = getattr(dev, "interval", None)
+        for point in getattr(dev, "points", None) or ():
+            name = getattr(point, "name", None)
+            interval = getattr(point, "interval", None) or default
+            if isinstance(name, str) and isinstance(interval, int | float) and interval > 0:
+                out[f"{dev.id}.{name}"] = float(interval)
+    return out
 
 
 def _audit_detail(stored: StoredRule, previous: Any, keep: bool) -> dict[str, Any]:

@@ -38,6 +38,10 @@ class RulesConfig(BaseModel):
     #: journal rows read at most to refill rule windows after a restart or a rule change (newest
     #: kept); bounds start-up on a huge journal. 0: windows start empty
     window_backfill_rows: int = Field(500_000, ge=0, le=50_000_000)
+    #: memory the rules' live windows may take when full, all together (MiB): a rule whose new
+    #: windows would take more is refused when it is saved, validated or imported. One window
+    #: takes at most about 2.2 MB (longer ones are downsampled, see docs/rules.md)
+    window_memory_mb: int = Field(256, ge=1, le=65_536)
 
     @field_validator("webhook_allow")
     @classmethod

@@ -206,15 +206,29 @@ class Engine:
         self._event_route.clear()
         return rr
 
-    def remove(self, rule_id: str) -> None:
+    def remove(self, rule_id: str, drop_windows: bool = False) -> None:
+        """Stop running a rule; with `drop_windows` (the rule is deleted, not replaced) also drop
+        the windows over named points that no other rule reads, so they no longer take memory."""
         self.suspended.pop(rule_id, None)
         self._scheduled.discard(rule_id)
         old = self.rules.pop(rule_id, None)
         if old is not None:
             self._unroute(old)
             self._event_route.clear()
+            if drop_windows:
+                self._drop_windows(old)
             for k in [k for k in self._nodata_seen if k[0] == rule_id]:
                 del self._nodata_seen[k]
+
+    def _drop_windows(self, gone: RuleRuntime) -> None:
+        named = {key for key in _named_windows(gone.compiled)}
+        if not named:
+            return
+        for rr in self.rules.values():
+            named -= _named_windows(rr.compiled)
+        for key in named:
+            if self.windows.pop(key, None) is not None:
+                self._route.pop(key[0], None)
 
     def _window(self, point: str, secs: float) -> None:
         """The window (point, secs), created if new: the point's route lists its windows."""
@@ -758,6 +772,12 @@ class UnknownPoint(LookupError):
             f"p('{point}'): no point {point} on this site (is the id misspelt? a device that "
             "registers its points at its first packet has none before it reports)"
         )
+
+
+def _named_windows(compiled: CompiledRule) -> set[tuple[str, float]]:
+    """The windows a rule reads over points it names (`avg('m1.p', '10m')`)."""
+    exprs = (compiled.cond, compiled.clear, *compiled.exprs.values())
+    return {(p, secs) for expr in exprs if expr for p, secs in expr.windows if p is not None}
 
 
 def _no_condition(args: Args) -> bool:

@@ -24,6 +24,7 @@ RULE_COUNTERS = (
     "windows_refilled",
     "window_backfill_truncated",
     "loop_share_suspensions",
+    "window_budget_refusals",
 )
 # Still in edge_rules_status as well, where docs/rules.md (window_backfill_truncated) tells
 # operators to look.
