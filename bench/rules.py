@@ -2,6 +2,8 @@
 latency, each beside a floor measured in the same run.
 
     python -m bench.rules [--quick]
+    python -m bench.rules --pack
+
 
 Throughput: 1,000 rules (4 per point over 250 points, the FIELD-NOTES expression shape
 `value > T and prev < T and device.startswith('bin')`) fed batches of readings through
@@ -11,6 +13,10 @@ rules plus a barrier rule; from `hub.ingest` of the loop reading to the barrier 
 device's writer, against the floor of a bare hub subscriber that issues the same write.
 Window refill: journal rows/s read back into windows at start-up, against a bare paged SELECT.
 The last line is JSON with `"ratio"` = floor evaluations/s / engine evaluations/s.
+`--pack` measures instead a pack import through the API on a running gateway of 501 points (500
+read every 5 s, one every 50 ms): 200 rules, then 1,000 more, each `when: 'big.p*'`; for each, the
+import's duration, the longest wait between two /healthz answers while it ran, and the readings of
+the 50 ms point journaled meanwhile against those its interval gives.
 """
 
 from __future__ import annotations
@@ -215,6 +221,91 @@ def refill_rates(rows: int) -> tuple[float, float]:
         return asyncio.run(build())
 
 
+async def pack_imports(points: int = 500, sizes: tuple[int, ...] = (200, 1000)) -> list[dict[str, Any]]:
+    """Each pack of `sizes` imported in turn through the API of a running gateway (see the module
+    docstring)."""
+    import aiohttp
+    import yaml
+
+    from edge.api.tokens import create_token
+    from edge.config import load_site_text
+    from edge.runtime import Runtime
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        big = "".join(
+            f"      - {{name: p{i}, signal: random, min: 0, max: 100, interval: 5s}}\n" for i in range(points)
+        )
+        site = load_site_text(
+            f"site: {{id: bench, name: bench}}\nstorage: {{path: {Path(tmp) / 'edge.db'}}}\n"
+            "web: {listen: '127.0.0.1:0'}\nclock: {trust_unsynced: true}\n"
+            "devices:\n  - id: m1\n    driver: sim\n    points:\n"
+            "      - {name: fast, signal: random, min: 0, max: 100, interval: 50ms}\n"
+            f"  - id: big\n    driver: sim\n    points:\n{big}"
+        )
+        rt = Runtime(site, with_web=True)
+        await rt.start()
+        try:
+            assert rt.state is not None
+            token = create_token(rt.state, "bench", ["read", "rules"])
+            rules_component: Any = rt.components["rules"]  # the Component protocol declares no engine
+            engine = rules_component.engine
+            fast: list[float] = []
+            rt.hub.subscribe(
+                lambda recs: fast.extend(r[0] for r in recs if type(r) is Reading and r[1] == "m1.fast")
+            )
+            base = f"http://127.0.0.1:{rt.web_port}"
+            async with aiohttp.ClientSession() as session:
+                for k, size in enumerate(sizes):
+                    rules = [
+                        {
+                            "id": f"p{k}-{i}",
+                            "when": "big.p*",
+                            "if": "value > 1000",
+                            "then": [{"alert": "{value}"}],
+                        }
+                        for i in range(size)
+                    ]
+                    text = yaml.safe_dump({"rules": rules})
+                    done = asyncio.Event()
+                    gaps: list[float] = []
+
+                    async def probe(done: asyncio.Event, gaps: list[float]) -> None:
+                        last = time.monotonic()
+                        while not done.is_set():
+                            async with session.get(f"{base}/healthz") as resp:
+                                await resp.read()
+                            now = time.monotonic()
+                            gaps.append(now - last)
+                            last = now
+                            await asyncio.sleep(0.01)
+
+                    prober = asyncio.create_task(probe(done, gaps))
+                    seen, start = len(fast), time.monotonic()
+                    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"}
+                    async with session.post(
+                        f"{base}/api/v1/rules/import", data=text, headers=headers
+                    ) as resp:
+                        assert resp.status == 200, await resp.text()
+                    took = time.monotonic() - start
+                    done.set()
+                    await prober
+                    out.append(
+                        {
+                            "points": points + 1,
+                            "pack": size,
+                            "rules_after": len(engine.rules),
+                            "import_s": round(took, 3),
+                            "worst_healthz_gap_ms": round(max(gaps) * 1000, 1),
+                            "fast_readings": len(fast) - seen,
+                            "fast_readings_expected": round(took / 0.05),
+                        }
+                    )
+        finally:
+            await rt.stop()
+    return out
+
+
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))]
@@ -223,7 +314,12 @@ def pct(xs: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller run (well under a minute)")
+    ap.add_argument("--pack", action="store_true", help="measure a pack import on a running gateway instead")
     args = ap.parse_args()
+    if args.pack:
+        for row in asyncio.run(pack_imports()):
+            print(json.dumps(row))
+        return
     n = 50_000 if args.quick else 300_000
     samples = 300 if args.quick else 2000
     recs = readings(n)
