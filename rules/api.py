@@ -232,10 +232,12 @@ def _exists(comp: RulesComponent, doc: Any) -> None:
         )
 
 
-def _stored(comp: RulesComponent, compiled: CompiledRule, actor: str, action: str) -> Any:
-    """`compiled` applied by `put` (on the loop); its refusal as 422 naming every problem."""
+async def _stored(comp: RulesComponent, compiled: CompiledRule, actor: str, action: str) -> Any:
+    """`compiled` applied by `put` (on the loop), once a pack being stored is (`changing`); its
+    refusal as 422 naming every problem."""
     try:
-        return comp.put(compiled, actor, action)
+        async with comp.changing:
+            return comp.put(compiled, actor, action)
     except RuleErrors as exc:
         raise _invalid(exc) from None
 
@@ -248,7 +250,7 @@ async def create_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     _exists(comp, doc)  # created by another request while this one compiled
-    stored = _stored(comp, compiled, who.name, "create")
+    stored = await _stored(comp, compiled, who.name, "create")
     shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc, status=201)
 
@@ -271,7 +273,7 @@ async def update_rule(request: web.Request) -> web.Response:
             )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = _stored(comp, compiled, who.name, "update")
+    stored = await _stored(comp, compiled, who.name, "update")
     shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc)
 
@@ -280,7 +282,9 @@ async def delete_rule(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     rule_id = request.match_info["id"]
-    if not comp.delete(rule_id, who.name):
+    async with comp.changing:  # once a pack being stored is
+        deleted = comp.delete(rule_id, who.name)
+    if not deleted:
         raise _no_such_rule(rule_id)
     return web.Response(status=204)
 
@@ -294,7 +298,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
         _within_class(request, who, compiled)
     _found(comp, request.match_info["id"])  # not deleted while it compiled
     # put checks webhooks: a rule stored before the allow-list changed does not start posting
-    stored = _stored(comp, compiled, who.name, "enable" if enabled else "disable")
+    stored = await _stored(comp, compiled, who.name, "enable" if enabled else "disable")
     return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 
@@ -544,7 +548,7 @@ async def restore(request: web.Request) -> web.Response:
         )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = _stored(comp, compiled, who.name, "restore")
+    stored = await _stored(comp, compiled, who.name, "restore")
     return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 

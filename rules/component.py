@@ -106,6 +106,12 @@ class RulesComponent:
         self._data_version: int | None = None
         self._reload_timer: asyncio.TimerHandle | None = None
         self.reloaded = 0  # rule versions loaded from what another process stored
+        #: held while a pack is stored: the API's saves and deletions wait for it here, off the
+        #: event loop, instead of for the state database's lock on it
+        self.changing = asyncio.Lock()
+        #: one per pack being stored: rule id -> the version a save or deletion on the loop wrote
+        #: meanwhile; the pack's older version of such a rule is not run (`store_pack`)
+        self._storing: list[dict[str, int]] = []
         self._unsubscribe: Any = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -452,6 +458,10 @@ class RulesComponent:
         loaded or dropped. Cheap when nothing changed: one `PRAGMA data_version`."""
         if self.store is None or not self._started:
             return []
+        if self._storing:
+            # the pack's transaction holds the state database: looked at once it runs (the
+            # data version stays unseen), not before, or a pack's rule would be loaded twice
+            return []
         seen = self.store.changed_elsewhere()
         if seen == self._data_version:
             return []
@@ -578,6 +588,7 @@ class RulesComponent:
         stored, previous, keep = self.store.put_many(
             [compiled.rule.doc()], actor, action, self._running([compiled])
         )[0]
+        self._changed_meanwhile(stored.id, stored.version)
         self._apply([(compiled, stored, keep)])
         audit.record(
             self.ctx.state, actor, f"rule_{action}", stored.id, **_audit_detail(stored, previous, keep)
@@ -711,14 +722,21 @@ class RulesComponent:
     def delete(self, rule_id: str, actor: str) -> bool:
         assert self.store is not None
         self.reload_changed()
-        if not self.store.delete(rule_id, actor):
+        version = self.store.delete(rule_id, actor)
+        if version is None:
             return False
+        self._changed_meanwhile(rule_id, version)
         self._loaded.pop(rule_id, None)
         self.engine.remove(rule_id, drop_windows=True)
         self.actions.forget_rule(rule_id)
         self.broken.pop(rule_id, None)
         audit.record(self.ctx.state, actor, "rule_delete", rule_id)
         return True
+
+    def _changed_meanwhile(self, rule_id: str, version: int) -> None:
+        """Tell each pack being stored that `rule_id` is at `version` now (saved or deleted)."""
+        for seen in self._storing:
+            seen[rule_id] = max(version, seen.get(rule_id, 0))
 
     def set_enabled(self, rule_id: str, enabled: bool, actor: str) -> StoredRule | None:
         assert self.store is not None
@@ -737,16 +755,33 @@ class RulesComponent:
         """Store the rules of a pack compiled beforehand: all of them, or (RulePackError naming
         every problem) none. Stored in one transaction and audited in a thread; the event loop
         only runs the stored rules (`_apply`), so the gateway keeps serving, reading and acting
-        while a pack of a thousand rules is imported."""
+        while a pack of a thousand rules is imported.
+
+        `changing` is held meanwhile (the API's saves wait for it), and what another process
+        stored is looked at once the pack runs. A rule saved or deleted on the loop all the same,
+        after the pack's transaction, is left as that change left it: the pack's older version
+        is not run, nor a deleted rule run again."""
         assert self.store is not None
-        if problems := self.pack_problems(compiled, file):
-            raise RulePackError(problems)
-        self.reload_changed()  # a version stored by `edge rules import` is the one replaced here
-        store, running = self.store, self._running(compiled)
-        stored = await asyncio.to_thread(
-            lambda: store.put_many([cr.rule.doc() for cr in compiled], actor, "import", running)
-        )
-        self._apply([(cr, rule, keep) for cr, (rule, _, keep) in zip(compiled, stored, strict=True)])
+        async with self.changing:
+            if problems := self.pack_problems(compiled, file):
+                raise RulePackError(problems)
+            self.reload_changed()  # a version stored by `edge rules import` is the one replaced here
+            store, running = self.store, self._running(compiled)
+            seen: dict[str, int] = {}
+            self._storing.append(seen)
+            try:
+                stored = await asyncio.to_thread(
+                    lambda: store.put_many([cr.rule.doc() for cr in compiled], actor, "import", running)
+                )
+            finally:
+                self._storing.remove(seen)
+            self._apply(
+                [
+                    (cr, rule, keep)
+                    for cr, (rule, _, keep) in zip(compiled, stored, strict=True)
+                    if seen.get(rule.id, 0) < rule.version
+                ]
+            )
         await self._audit_stored(stored, actor, "import")
         return [rule.id for rule, _, _ in stored]
 

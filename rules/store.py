@@ -197,10 +197,11 @@ class RuleStore:
             conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
         return StoredRule(rule_id, RuleDoc(doc, source, place), enabled, version, now, actor), previous, keep
 
-    def delete(self, rule_id: str, actor: str) -> bool:
+    def delete(self, rule_id: str, actor: str) -> int | None:
+        """Delete a rule, recording its deletion as a version: that version, or None (no such rule)."""
         current = self.get(rule_id)
         if current is None:
-            return False
+            return None
         now = time.time()
         with self.state.lock:
             conn = self.state.conn
@@ -227,7 +228,7 @@ class RuleStore:
                 if conn.in_transaction:  # a failed COMMIT has rolled back already
                     conn.execute("ROLLBACK")
                 raise
-        return True
+        return current.version + 1
 
     def versions(self, rule_id: str) -> list[dict[str, Any]]:
         with self.state.lock:
