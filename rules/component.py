@@ -128,6 +128,9 @@ class RulesComponent:
         self.dry_run_procs: set[asyncio.subprocess.Process] = set()
         self.window_refusals = 0  # rules refused for windows over rules.window_memory_mb
         self._intervals = _point_intervals(ctx)
+        #: the points the rules set by name (`set_targets`): a virtual point not set yet is known
+        #: to p() by one set lookup, rebuilt where rules are run or dropped (`_targets_changed`)
+        self._set_targets: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -143,6 +146,7 @@ class RulesComponent:
             self.engine.latest.setdefault(point, reading)
         for stored in self.store.list_rules():
             self._load(stored)
+        self._targets_changed()
         for rule_id, states in self.store.load_states().items():
             for key, st in states.items():
                 self.engine.restore(rule_id, key, st)
@@ -492,6 +496,7 @@ class RulesComponent:
             loaded.append(rule_id)
             log.info("rule %s version %d, stored by %s, loaded", rule_id, current.version, current.updated_by)
         self.reloaded += len(changed)
+        self._targets_changed()
         self._backfill_later(loaded, had)
         self.engine.watch_points(list(self.ctx.hub.points), now, rules=loaded)
         self._after([])  # the dropped states are written, the timers armed
@@ -616,6 +621,7 @@ class RulesComponent:
             else:
                 self.engine.add(compiled, now)
             self.broken.pop(rule.id, None)
+        self._targets_changed()
         ids = [rule.id for _, rule, _ in stored]
         self._backfill_later(ids, had)
         self.engine.watch_points(list(self.ctx.hub.points), now, rules=ids)
@@ -699,19 +705,16 @@ class RulesComponent:
         when it is validated or saved, never refused. Matched in a thread (a rule's patterns
         against every point of a large site), over copies taken here on the loop."""
         points = dict(self.ctx.hub.points)
-        virtual = set_targets(rr.rule for rr in self.engine.rules.values())
-        return await asyncio.to_thread(rule_warnings, compiled, points, virtual)
+        return await asyncio.to_thread(rule_warnings, compiled, points, set(self._set_targets))
+
+    def _targets_changed(self) -> None:
+        self._set_targets = set_targets(rr.rule for rr in self.engine.rules.values())
 
     def _known_point(self, point: str) -> bool:
         """Whether `point` exists here: a device registered it, or a rule sets it (a virtual point
-        not set yet has no value, as a device's before its first reading)."""
-        if point in self.ctx.hub.points:
-            return True
-        return any(
-            a.set is not None and a.set.point == point
-            for rr in self.engine.rules.values()
-            for a in (*rr.rule.then, *rr.rule.else_)
-        )
+        not set yet has no value, as a device's before its first reading). Called for every p()
+        of a point without a value: set lookups, whatever the number of rules."""
+        return point in self.ctx.hub.points or point in self._set_targets
 
     def pack_problems(self, compiled: list[CompiledRule], file: str) -> list[str]:
         """`problems` of every rule of a pack, as `file: rule ID:FIELD: ...` lines (the windows of
@@ -728,6 +731,7 @@ class RulesComponent:
         self._changed_meanwhile(rule_id, version)
         self._loaded.pop(rule_id, None)
         self.engine.remove(rule_id, drop_windows=True)
+        self._targets_changed()
         self.actions.forget_rule(rule_id)
         self.broken.pop(rule_id, None)
         audit.record(self.ctx.state, actor, "rule_delete", rule_id)
