@@ -325,10 +325,8 @@ class MqttSink(PushSink):
                     client._client.disconnect()
                 raise
             self.client = client
-            self.connected = True
             self.connects += 1
             self.announced = set()
-            self._status_dirty.set()
             # the birth message: retained, so a subscriber arriving later still sees the state
             birth = await self._publish_all(
                 client, [formats.Message(self.status_topic, b"online", retain=True)]
@@ -349,6 +347,9 @@ class MqttSink(PushSink):
                         await client.subscribe(topic, options=SubscribeOptions(qos=1, retainHandling=2))
                     else:
                         await client.subscribe(topic, qos=1)
+            # connected once requests can arrive: a request sent on seeing it is not missed
+            self.connected = not self._down.is_set()
+            self._status_dirty.set()
             log.info(
                 "sink %s: connected to %s:%s as %s (session present: %s)",
                 self.id,
