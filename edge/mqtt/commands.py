@@ -20,6 +20,7 @@ With the thingsboard format the same checks and write serve ThingsBoard's gatewa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -173,11 +174,13 @@ class SeenRequests:
 
 
 def _fingerprint(point: str, value: Any) -> str:
-    """What a request asked, to tell the same request sent again from another with its id."""
+    """What a request asked, to tell the same request sent again from another with its id; a
+    digest, so the state DB does not hold the value under it."""
     try:
-        return orjson.dumps([point, value]).decode()
+        asked = orjson.dumps([point, value])
     except (TypeError, orjson.JSONEncodeError):
-        return repr((point, value))
+        asked = repr((point, value)).encode()
+    return hashlib.sha256(asked).hexdigest()
 
 
 class Refused(Exception):

@@ -86,6 +86,12 @@ async def test_a_stored_answer_survives_a_restart_of_the_gateway(tmp_path: Path,
                     await until(partial(answered, sub, run), 20, what="the answer")
                 done = s.status()["commands_done"]
                 assert done == ({"ok": 1} if run == 1 else {})
+                # what was asked is kept as a digest: the request's value is not stored beside its id
+                with rt.state.lock:
+                    (fingerprint,) = rt.state.conn.execute(
+                        "SELECT fingerprint FROM mqtt_requests WHERE id='kept-1'"
+                    ).fetchone()
+                assert "m1.sp" not in fingerprint and len(fingerprint) == 64
         first, again = all_answers(sub)
         assert first["status"] == "ok" and again == first
 
