@@ -45,6 +45,7 @@ from rules.model import (
     RuleErrors,
     RulePackError,
     compile_pack,
+    configured_device,
     dump_pack,
     parse_rule,
     set_target_problems,
@@ -131,6 +132,11 @@ class RulesComponent:
         #: the points the rules set by name (`set_targets`): a virtual point not set yet is known
         #: to p() by one set lookup, rebuilt where rules are run or dropped (`_targets_changed`)
         self._set_targets: set[str] = set()
+        #: the devices whose points the site file does not give (a BLE device's default map: a
+        #: point registered per object at its first packet): p() of their point not reported yet
+        #: is None; a device's point the site file would have given is a misspelt id
+        declared = {info.device for info in ctx.site.point_infos()}
+        self._learning = frozenset(dev.id for dev in ctx.site.devices if dev.id not in declared)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -711,10 +717,16 @@ class RulesComponent:
         self._set_targets = set_targets(rr.rule for rr in self.engine.rules.values())
 
     def _known_point(self, point: str) -> bool:
-        """Whether `point` exists here: a device registered it, or a rule sets it (a virtual point
-        not set yet has no value, as a device's before its first reading). Called for every p()
-        of a point without a value: set lookups, whatever the number of rules."""
-        return point in self.ctx.hub.points or point in self._set_targets
+        """Whether `point` exists here: a device registered it, a rule sets it (a virtual point
+        not set yet has no value, as a device's before its first reading), or it is of a device
+        that registers its points as it reports them (the site file gives none: a BLE default
+        map), which a rule may ask for (`p(...) is None`) before it does. Called for every p() of
+        a point without a value: a few set lookups, whatever the number of rules."""
+        return (
+            point in self.ctx.hub.points
+            or point in self._set_targets
+            or configured_device(point, self._learning) is not None
+        )
 
     def pack_problems(self, compiled: list[CompiledRule], file: str) -> list[str]:
         """`problems` of every rule of a pack, as `file: rule ID:FIELD: ...` lines (the windows of
