@@ -234,8 +234,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     except (OSError, ConfigError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    for cr in compiled:
-        stored = store.put(cr.rule.doc(), "cli", "import")
+    # one transaction: a running gateway looking meanwhile finds none of the packs' rules or all
+    stored_rules = store.put_many([cr.rule.doc() for cr in compiled], "cli", "import") if compiled else []
+    for stored, _, _ in stored_rules:
         audit.record(store.state, "cli", "rule_import", stored.id, version=stored.version)
         print(f"imported {stored.id} (version {stored.version})")
     if compiled:

@@ -441,13 +441,17 @@ class RulesComponent:
         self._after(self.engine.advance(self.ctx.clock()))
 
     # ------------------------------------------------------------ management (API, CLI)
-    def _load(self, stored: StoredRule) -> None:
+    def _load(self, stored: StoredRule, checked: bool = False) -> None:
+        """Run a stored rule, or hold it as broken: one that no longer compiles, or (`checked`,
+        a version another process stored) one this site refuses to save (`problems`)."""
         self._loaded[stored.id] = stored.version
         try:
             compiled = parse_rule(stored.doc)
+            if checked and (refused := self.problems(compiled)):
+                raise RuleErrors(refused)
         except RuleErrors as exc:
             self.broken[stored.id] = str(exc)
-            self.engine.remove(stored.id)
+            self.engine.remove(stored.id, drop_windows=checked)
             return
         self.broken.pop(stored.id, None)
         self.engine.add(compiled, self.ctx.clock())
@@ -498,7 +502,16 @@ class RulesComponent:
             old = self.engine.rules.get(rule_id)
             if old is not None:  # its states go from the DB too, should the old version's be written since
                 self.engine.dirty.update((rule_id, key) for key in old.states)
-            self._load(current)
+            self._load(current, checked=True)
+            if rule_id in self.broken:
+                log.warning(
+                    "rule %s version %d, stored by %s, not run: %s",
+                    rule_id,
+                    current.version,
+                    current.updated_by,
+                    self.broken[rule_id],
+                )
+                continue
             loaded.append(rule_id)
             log.info("rule %s version %d, stored by %s, loaded", rule_id, current.version, current.updated_by)
         self.reloaded += len(changed)
