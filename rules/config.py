@@ -108,10 +108,15 @@ def allow_entry_for(host: str, port: int, scheme_port: int) -> str:
 
 
 def resolve_pack(pack: str, site_source: str) -> Path:
-    """Where a pack named in the site file is: as written (absolute, or found from the working
-    directory), else relative to the site file — as a technician writing `packs: [rules/waste.yaml]`
-    next to the site file means."""
+    """Where a pack named in the site file is: an absolute path as it is; a relative one beside
+    the site file, as every other path the site file names (`edge.validation.site_relative`), so
+    `packs: [rules/waste.yaml]` is the same file whichever folder a command runs in. A pack found
+    only from the working folder (a setup from before packs were looked for beside the site file
+    first) is still found there; one found nowhere is named beside the site file."""
     path = Path(pack)
-    if path.is_absolute() or path.exists():
+    if path.is_absolute():
         return path
-    return Path(site_source).parent / pack
+    beside = Path(site_source).parent / pack
+    if not beside.exists() and path.exists():
+        return path
+    return beside

@@ -33,7 +33,8 @@ def check_rule_packs(site: Site) -> list[str]:
             problems.append(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}")
         except OSError as exc:
             problems.append(
-                f"{site.source}: rules.packs[{i}]: cannot read rule pack {pack!r}: {exc.strerror or exc}"
+                f"{site.source}: rules.packs[{i}]: cannot read rule pack {pack!r} ({path}): "
+                f"{exc.strerror or exc}"
             )
         except RulePackError as exc:
             problems.extend(str(p) for p in exc.problems)
