@@ -61,6 +61,7 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
         "Events written a unit or more after their time, not to overwrite another at the same time",
         labels=["sink"],
     )
+    commands = _command_families()
     for s in status["sinks"]:
         for key, fam in fams.items():
             fam.add_metric([s["id"]], s.get(key) or 0)
@@ -69,9 +70,12 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
             left_out.add_metric([s["id"], reason], n)
         if "events_shifted" in s:
             shifted.add_metric([s["id"]], s["events_shifted"])
+        if "commands_received" in s:  # a sink that takes commands (MQTT `commands: true`)
+            _add_commands(commands, s)
     yield from fams.values()
     yield left_out
     yield shifted
+    yield from commands.values()
     backlog = GaugeMetricFamily(
         "edge_consumer_backlog_rows", "Rows a pull consumer has not acked", labels=["consumer"]
     )
@@ -85,3 +89,59 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
         oldest.add_metric([c["id"]], c["oldest_unsent_age_s"])
     yield backlog
     yield oldest
+
+
+def _command_families() -> dict[str, Any]:
+    """The families of the commands a sink takes (MQTT `commands: true`): every request is counted
+    once, as refused by class, done by outcome, an error of the gateway's own, a retained message
+    never run, or answered again from its stored answer; answers that could not be published wait
+    for the next connection or are dropped."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    return {
+        "received": CounterMetricFamily(
+            "edge_sink_commands_received", "Command requests received", labels=["sink"]
+        ),
+        "refused": CounterMetricFamily(
+            "edge_sink_commands_refused",
+            "Command requests refused before any device, by class (malformed, expired, replayed, ...)",
+            labels=["sink", "reason"],
+        ),
+        "done": CounterMetricFamily(
+            "edge_sink_commands_done", "Command requests run, by outcome", labels=["sink", "outcome"]
+        ),
+        "errors": CounterMetricFamily(
+            "edge_sink_commands_errors", "Command requests failed by an error of the gateway", labels=["sink"]
+        ),
+        "retained": CounterMetricFamily(
+            "edge_sink_commands_retained", "Retained command messages skipped, never run", labels=["sink"]
+        ),
+        "answered_again": CounterMetricFamily(
+            "edge_sink_commands_answered_again",
+            "Requests sent again, given their stored answer without a second write",
+            labels=["sink"],
+        ),
+        "answers_dropped": CounterMetricFamily(
+            "edge_sink_command_answers_dropped",
+            "Command answers never published (the waiting list was full, or the client refused one)",
+            labels=["sink"],
+        ),
+        "answers_unsent": GaugeMetricFamily(
+            "edge_sink_command_answers_unsent",
+            "Command answers waiting for the next connection",
+            labels=["sink"],
+        ),
+    }
+
+
+def _add_commands(fams: dict[str, Any], s: dict[str, Any]) -> None:
+    sink = s["id"]
+    fams["received"].add_metric([sink], s.get("commands_received") or 0)
+    for reason, n in (s.get("commands_refused") or {}).items():
+        fams["refused"].add_metric([sink, reason], n)
+    for outcome, n in (s.get("commands_done") or {}).items():
+        fams["done"].add_metric([sink, outcome], n)
+    for key in ("errors", "retained", "answered_again"):
+        fams[key].add_metric([sink], s.get(f"commands_{key}") or 0)
+    for key in ("answers_dropped", "answers_unsent"):
+        fams[key].add_metric([sink], s.get(key) or 0)
