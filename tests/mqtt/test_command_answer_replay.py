@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from tests.mqtt.broker import Subscriber, sink_of
-from tests.mqtt.test_command_robust import COMMANDS, RESPONSES, sim_site
+from tests.mqtt.test_command_robust import COMMANDS, RESPONSES, commanded_site, sim_site
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -34,12 +34,7 @@ async def test_an_answer_lost_in_a_broker_restart_is_recovered(tmp_path: Path, b
     import aiomqtt
 
     b = broker()
-    async with (
-        Subscriber(b.port, RESPONSES) as sub,
-        running_site(tmp_path, sim_site(b.port), web=False) as rt,
-    ):
-        s = sink_of(rt)
-        await until(lambda: s.status()["connected"], 20, what="the sink connected and subscribed")
+    async with commanded_site(tmp_path, b.port) as (sub, rt, s):
         request = orjson.dumps({"id": "la-1", "point": "slowdev.sp", "value": 9, "ts": time.time()})
         async with aiomqtt.Client("127.0.0.1", b.port, identifier="operator") as operator:
             await operator.publish(COMMANDS, request, qos=1)

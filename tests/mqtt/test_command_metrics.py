@@ -12,9 +12,7 @@ from pathlib import Path
 import orjson
 
 from edge.api.tokens import create_token
-from tests.mqtt.broker import Subscriber, sink_of
-from tests.mqtt.test_command_robust import COMMANDS, RESPONSES, answers, sim_site
-from tests.support.site import running_site
+from tests.mqtt.test_command_robust import COMMANDS, answers, commanded_site
 from tests.support.tools import require_tool
 from tests.support.waiting import until
 from tests.sync.test_metrics_cli import samples, scrape
@@ -25,9 +23,7 @@ async def test_commands_are_counted_in_metrics(tmp_path: Path, broker) -> None: 
 
     promtool = require_tool("promtool", "Debian package prometheus")
     b = broker()
-    async with Subscriber(b.port, RESPONSES) as sub, running_site(tmp_path, sim_site(b.port)) as rt:
-        s = sink_of(rt)
-        await until(lambda: s.status()["connected"], 20, what="the sink connected and subscribed")
+    async with commanded_site(tmp_path, b.port, web=True) as (sub, rt, s):
         await until(lambda: "m1.sp" in rt.hub.latest, 20, what="m1 sampled")
         async with aiomqtt.Client("127.0.0.1", b.port, identifier="operator") as operator:
             await operator.publish(COMMANDS, b"not json", qos=1)

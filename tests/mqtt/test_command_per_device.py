@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from tests.mqtt.broker import Subscriber, sink_of
-from tests.mqtt.test_command_robust import COMMANDS, RESPONSES, answers, sim_site
+from tests.mqtt.test_command_robust import COMMANDS, RESPONSES, answers, commanded_site, sim_site
 from tests.support.site import running_site
 from tests.support.waiting import until
 
@@ -51,12 +51,7 @@ async def test_requests_over_the_bound_are_refused_busy(tmp_path: Path, broker) 
     import aiomqtt
 
     b = broker()
-    async with (
-        Subscriber(b.port, RESPONSES) as sub,
-        running_site(tmp_path, sim_site(b.port), web=False) as rt,
-    ):
-        s = sink_of(rt)
-        await until(lambda: s.status()["connected"], 20, what="the sink connected and subscribed")
+    async with commanded_site(tmp_path, b.port) as (sub, rt, s):
         s.max_requests = 1
         async with aiomqtt.Client("127.0.0.1", b.port, identifier="operator") as operator:
             for rid, point in (("slow", "slowdev.sp"), ("more", "slowdev.sp"), ("other", "m1.sp")):

@@ -5,7 +5,9 @@ next request is answered as usual; the sink stops cleanly afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +79,27 @@ def answers(sub: Subscriber) -> dict[str, dict[str, Any]]:
     return {d["id"]: d for d in (orjson.loads(p) for p in sub.on(RESPONSES))}
 
 
+@contextlib.asynccontextmanager
+async def commanded_site(
+    tmp_path: Path, broker_port: int, **site: Any
+) -> AsyncIterator[tuple[Subscriber, Any, Any]]:
+    """`sim_site` running (web UI off unless `web=True`), a subscriber on the answers, and the sink
+    once it is connected and subscribed: (subscriber, runtime, sink)."""
+    web = bool(site.pop("web", False))
+    async with (
+        Subscriber(broker_port, RESPONSES) as sub,
+        running_site(tmp_path, sim_site(broker_port, **site), web=web) as rt,
+    ):
+        s = sink_of(rt)
+        await until(lambda: s.status()["connected"], 20, what="the sink connected and subscribed")
+        yield sub, rt, s
+
+
 async def test_bad_messages_are_answered_and_handling_goes_on(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
     import aiomqtt
 
     b = broker()
-    async with (
-        Subscriber(b.port, RESPONSES) as sub,
-        running_site(tmp_path, sim_site(b.port), web=False) as rt,
-    ):
-        s = sink_of(rt)
-        await until(lambda: s.status()["connected"], 20, what="the sink connected and subscribed")
+    async with commanded_site(tmp_path, b.port) as (sub, rt, s):
         await until(lambda: "m1.cnt" in rt.hub.latest, 20, what="m1 sampled")
         real_run = s.commands.run
         broken = {"n": 0}
