@@ -216,7 +216,8 @@ class RulesComponent:
 
         value, point, payload = firing.args[0], firing.args[2], firing.args[10]
         if isinstance(payload, dict):
-            subject = subject_of(payload)
+            # an event about a private string point (another rule's alert on a plate) names its value
+            subject = subject_of(payload, self.ctx.hub.private_ranks)
             return None if subject == SITE_SUBJECT else subject
         info = self.ctx.hub.points.get(point) if point else None
         if info is not None and info.privacy != Privacy.PUBLIC and isinstance(value, str) and value:
