@@ -6,7 +6,9 @@ stores meanwhile is loaded once the pack runs, not half-way through it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +59,21 @@ class PackWindow:
         assert await asyncio.to_thread(self.committed.wait, 10), "the pack's transaction never committed"
 
 
+@contextlib.asynccontextmanager
+async def pack_held_open(comp: Any) -> AsyncIterator[None]:
+    """PACK being stored by `comp`, held in the window after its transaction committed and before
+    it runs; on leaving, released and awaited to its end."""
+    window = PackWindow(comp.store)
+    compiled = await asyncio.to_thread(compile_pack, PACK, "p.yaml")
+    task = asyncio.create_task(comp.store_pack(compiled, "admin"))
+    try:
+        await window.opened()
+        yield
+    finally:
+        window.release.set()
+        await asyncio.wait_for(task, 10)
+
+
 def _engine_matches_store(comp: Any) -> None:
     stored = comp.store.stored_versions()
     assert set(comp.engine.rules) == set(stored)
@@ -68,11 +85,7 @@ def _engine_matches_store(comp: Any) -> None:
 async def test_save_and_delete_while_pack_is_stored(tmp_path: Path) -> None:
     async with running_site(tmp_path, SITE, web=False) as rt:
         comp = rt.components["rules"]
-        window = PackWindow(comp.store)
-        compiled = await asyncio.to_thread(compile_pack, PACK, "p.yaml")
-        task = asyncio.create_task(comp.store_pack(compiled, "admin"))
-        try:
-            await window.opened()
+        async with pack_held_open(comp):
             comp.put(
                 {
                     "id": "r2",
@@ -85,9 +98,6 @@ async def test_save_and_delete_while_pack_is_stored(tmp_path: Path) -> None:
                 "update",
             )
             assert comp.delete("r0", "admin")
-        finally:
-            window.release.set()
-        await asyncio.wait_for(task, 10)
         assert comp.store.get("r0") is None
         assert "r0" not in comp.engine.rules
         assert comp.engine.rules["r2"].rule.name == "saved-in-ui"
@@ -99,11 +109,7 @@ async def test_save_and_delete_while_pack_is_stored(tmp_path: Path) -> None:
 async def test_other_process_commits_while_pack_is_stored(tmp_path: Path) -> None:
     async with running_site(tmp_path, SITE, web=False) as rt:
         comp = rt.components["rules"]
-        window = PackWindow(comp.store)
-        compiled = await asyncio.to_thread(compile_pack, PACK, "p.yaml")
-        task = asyncio.create_task(comp.store_pack(compiled, "admin"))
-        try:
-            await window.opened()
+        async with pack_held_open(comp):
             # another process (edge rules import) stores a rule of its own after the pack
             other = RuleStore(type(comp.store.state)(comp.store.state.path))
             try:
@@ -117,9 +123,6 @@ async def test_other_process_commits_while_pack_is_stored(tmp_path: Path) -> Non
             # a look (the reload tick, a GET) in the window loads nothing of the pack, nor waits for it
             assert comp.reload_changed() == []
             assert "r1" not in comp.engine.rules
-        finally:
-            window.release.set()
-        await asyncio.wait_for(task, 10)
         assert comp.reload_changed() == ["x"]
         _engine_matches_store(comp)
 
@@ -140,11 +143,7 @@ async def test_an_api_save_waits_for_the_pack(tmp_path: Path) -> None:
         comp = rt.components["rules"]
         tech = Client(session, rt.web_port, create_token(rt.state, "tech", ["read", "rules"]))
         comp.changing = AskedLock()
-        window = PackWindow(comp.store)
-        compiled = await asyncio.to_thread(compile_pack, PACK, "p.yaml")
-        task = asyncio.create_task(comp.store_pack(compiled, "admin"))
-        try:
-            await window.opened()
+        async with pack_held_open(comp):
             rule = {
                 "id": "r2",
                 "name": "saved-in-ui",
@@ -159,9 +158,6 @@ async def test_an_api_save_waits_for_the_pack(tmp_path: Path) -> None:
                 lambda: comp.changing.asked >= 3, what="the save and the deletion waiting for the pack"
             )
             assert not call.done() and not deleted.done()
-        finally:
-            window.release.set()
-        await asyncio.wait_for(task, 10)
         status, body = await asyncio.wait_for(call, 10)
         assert status == 200, body
         assert body["version"] == 2 and body["rule"]["name"] == "saved-in-ui"  # after the pack's
