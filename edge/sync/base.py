@@ -51,7 +51,7 @@ from edge.store.records import RecordFilter, Row
 from edge.sync import deadletters
 from edge.sync.deadletters import CLASS_NAMES, SENSITIVE
 from edge.sync.retry import LinkBoard, Outcome, parse_retry_after
-from edge.sync.sink_config import PushSinkConfig, ssl_context
+from edge.sync.sink_config import PushSinkConfig, ssl_context, without_userinfo
 from edge.sync.window import BatchSizer, Recovery, Signal, Slot, Window
 from edge.validation import resolve_secret
 
@@ -719,7 +719,9 @@ class PushSink:
         return {
             "id": self.id,
             "type": self.type_name,
-            "url": self.cfg.url,
+            # a URL that carries USER:PASSWORD@ is refused by the site file's check; were one
+            # to get through, the status still never shows it (every read-scope caller sees this)
+            "url": without_userinfo(self.cfg.url),
             "cursor": self.cursor,
             "backlog_rows": backlog,
             "backlog_bytes": int(backlog * self.bytes_per_row),  # estimate: rows x recent bytes/row

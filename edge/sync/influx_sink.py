@@ -59,6 +59,11 @@ class InfluxSinkConfig(PushSinkConfig):
     bucket: str | None = None  # 2.x
     precision: Literal["s", "ms", "us", "ns"] = "ms"
 
+    credentials_hint: ClassVar[str] = (
+        "give the credentials by reference: token_env: VARIABLE or token_file: PATH holding "
+        "USER:PASSWORD for InfluxDB 1.x or the API token for 2.x (sent as Authorization: Token)"
+    )
+
     @model_validator(mode="after")
     def _target(self) -> InfluxSinkConfig:
         if self.version == 1 and not self.database:

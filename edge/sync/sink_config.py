@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from urllib.parse import urlsplit
+from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 
@@ -70,10 +71,24 @@ class PushSinkConfig(SinkConfig):
     # batches sent at once; above 1 they may arrive out of seq order (docs/sync.md)
     max_in_flight: int = 1
 
+    #: where this sink type takes the credentials a URL must not carry (said when one does)
+    credentials_hint: ClassVar[str] = (
+        "give the receiver's token by reference: token_env: VARIABLE or token_file: PATH "
+        "(sent as Authorization: Bearer)"
+    )
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         parts = urlsplit(v)
+        if parts.username is not None or parts.password is not None:
+            # a secret in the site file, and shown to every reader of the sync status: refused
+            # without repeating it
+            raise ValueError(
+                f"url carries a user name or password (USER:PASSWORD@ before "
+                f"{parts.netloc.rpartition('@')[2]}); secrets are never written in the site file: "
+                f"remove it and {cls.credentials_hint}"
+            )
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid url {v!r}; expected http://HOST[:PORT]/PATH or https://...")
         return v
@@ -93,6 +108,16 @@ class PushSinkConfig(SinkConfig):
                 f"max_in_flight {v} is out of range; expected 1 to {MAX_IN_FLIGHT} batches sent at once"
             )
         return v
+
+
+def without_userinfo(url: str) -> str:
+    """`url` without a user name or password (`USER:PASSWORD@`) in its authority, the rest as it
+    is: what a status or a message may show of a sink's URL."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def ssl_context(cfg: PushSinkConfig) -> ssl.SSLContext | None:
