@@ -504,6 +504,8 @@ async def stream(request: web.Request) -> web.Response:
                 check.cancel()
                 await asyncio.gather(check, return_exceptions=True)
             raise
+    elif after is not None and after > journal.committed_seq:
+        await past_the_end(svc, after)
     cursor = journal.get_cursor(cid)
     if cursor is None:  # an API-token consumer not declared in the site file
         cursor = await journal.register_cursor(cid, "consumer")
@@ -528,6 +530,27 @@ async def stream(request: web.Request) -> web.Response:
         svc.runtime, principal, privacy.route_of(request.method, request.path), page.counts
     )
     return web.Response(body=page.body, content_type="application/json")
+
+
+async def past_the_end(svc: PullService, after: int) -> None:
+    """Refuse a page after a seq the journal never committed (a cursor kept across a journal
+    that was replaced, a seq made up): its answer would be an empty page with `next` = `after`,
+    for ever, and a consumer that does not ack would wait on it without a word. A 400 as an ack
+    past the end gets, with the last committed seq to go on from. The rows a page read may be
+    committed a moment before `committed_seq` says so: the journal itself is asked first."""
+    reader = svc.reader
+    if await asyncio.to_thread(reader.first_at_or_after, after) is not None:
+        return
+    committed = svc.runtime.journal.committed_seq
+    if after <= committed:
+        return
+    raise Problem(
+        400,
+        "After past the end",
+        f"after={after} is past the journal's end: the last committed seq is {committed}; ask "
+        f"for the records after a seq at most {committed} (or leave after out: the consumer's cursor)",
+        committed=committed,
+    )
 
 
 async def ack(request: web.Request) -> web.Response:
@@ -559,6 +582,7 @@ async def acknowledge(svc: PullService, cid: str, seq: int) -> None:
                 400,
                 "Ack past the end",
                 f"seq {seq} was never committed; the last committed seq is {committed}",
+                committed=committed,
             )
         stored = journal.get_cursor(cid)  # one query on the loop: None when never acked
         current = stored or 0
