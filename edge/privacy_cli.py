@@ -4,9 +4,15 @@ journal (read-only; the gateway may be running)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
 import sys
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
 
 from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
@@ -27,6 +33,14 @@ JSON_SHAPE = """\
                                  withheld_fields (fields_withheld)}}
   events[]                       kind, source (device, rules or gateway), privacy, note, and the
                                  same retention_s, encrypted_at_rest and recipients"""
+
+
+FORCE = arg(
+    "--force",
+    action="store_true",
+    help="replace FILE if it exists (never one of the site's own files: journal, state DB, keys, "
+    "site file, master key)",
+)
 
 
 def register(sub: Subcommands) -> None:
@@ -84,7 +98,16 @@ def register(sub: Subcommands) -> None:
         epilog="example:\n  edge privacy export -c site.yaml --subject R-1042 --out R-1042.jsonl",
         func=cmd_privacy_export,
         config=True,
-        args=[subject, arg("--out", metavar="FILE", help="write here (created 0600) instead of stdout")],
+        args=[
+            subject,
+            arg(
+                "--out",
+                metavar="FILE",
+                help="write here instead of stdout: a new file, readable by its owner only (0600); "
+                "an existing FILE is refused unless --force, and never one of the site's own files",
+            ),
+            FORCE,
+        ],
     )
     add_command(
         group,
@@ -189,6 +212,61 @@ def _gateway_running(site: Any, command: str) -> bool:
     return True
 
 
+def _out_refused(site: Any, out: str, force: bool) -> str | None:
+    """Why `--out FILE` is refused, None when it may be written: one of the site's own files (the
+    journal, state DB, keys, site file, master key, links to them followed: `edge backup --out`'s
+    guard), a directory, or an existing file without `force`. Checked before anything is read."""
+    from edge.backup import Targets, _site_file_at
+
+    path = Path(out).absolute()
+    clash = _site_file_at(site, Targets.of(site), path)
+    if clash:
+        return f"error: {out}: that is {clash}; writing there would replace it. Name a new file; nothing was written"
+    if path.is_dir():
+        return f"error: {out}: a directory; --out names the file to write; nothing was written"
+    if not force and (path.exists() or path.is_symlink()):
+        return f"error: {out}: exists; name a new file, or give --force to replace it; nothing was written"
+    return None
+
+
+@contextlib.contextmanager
+def _private_out(path: Path, force: bool) -> Iterator[IO[str]]:
+    """A text file for `path`: written to a new file created 0600 beside it, then put in its place
+    (`_place`), so a failure leaves no part-written copy and an existing file's mode is not kept."""
+    fd, tmp = _new_private_file(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        _place(Path(tmp), path, force)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _new_private_file(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new file beside `path`, created 0600 with O_EXCL (`mkstemp`)."""
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.absolute().parent)
+
+
+def _place(tmp: Path, path: Path, force: bool) -> None:
+    """Move the finished `tmp` to `path`: with `force` by rename (a link at `path` is replaced, not
+    followed); without it by a hard link that fails if `path` appeared meanwhile, so a file
+    created since the check is still not replaced."""
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, "created meanwhile; name a new file, or give --force to replace it", str(path)
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _subject(args: argparse.Namespace) -> str | None:
     from edge.privacy.subjects import check_subject
 
@@ -200,9 +278,6 @@ def _subject(args: argparse.Namespace) -> str | None:
 
 
 def cmd_privacy_export(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
     from edge import audit
     from edge.privacy import subjects
     from edge.state import StateDB
@@ -213,8 +288,9 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
     if subject is None or opened is None:
         return 1
     site, sealer = opened
-    if not Path(site.storage.path).exists():
-        print(f"{site.storage.path}: no journal yet (has the site run?)", file=sys.stderr)
+    refused = _out_refused(site, args.out, args.force) if args.out else None
+    if refused is not None or not Path(site.storage.path).exists():
+        print(refused or f"{site.storage.path}: no journal yet (has the site run?)", file=sys.stderr)
         if sealer is not None:
             sealer.close()
         return 1
@@ -224,8 +300,7 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
         beside = subjects.copies(site, state, subject)
         private = subjects.private_points(site)
         if args.out:
-            fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with _private_out(Path(args.out), args.force) as out:
                 done = subjects.export(site.storage.path, subject, out, blob_dir, sealer, beside, private)
         else:
             done = subjects.export(site.storage.path, subject, sys.stdout, blob_dir, sealer, beside, private)
@@ -255,8 +330,6 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_forget(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from edge import audit
     from edge.privacy import subjects
     from edge.privacy.keyfile import KeyFileError
@@ -316,8 +389,6 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_rotate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from edge import audit
     from edge.privacy.keyfile import KeyFileError, create_master_key, load_master_key
     from edge.state import StateDB
