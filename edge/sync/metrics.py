@@ -17,7 +17,9 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
 
     fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
         "backlog_rows": GaugeMetricFamily(
-            "edge_sink_backlog_rows", "Rows not yet delivered", labels=["sink"]
+            "edge_sink_backlog_rows",
+            "Rows the journal still holds that the sink has not delivered",
+            labels=["sink"],
         ),
         "backlog_bytes": GaugeMetricFamily(
             "edge_sink_backlog_bytes", "Estimated bytes not yet delivered", labels=["sink"]
