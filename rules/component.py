@@ -550,6 +550,7 @@ class RulesComponent:
             done: set[str] = set(json.loads(raw)) if raw and not legacy else set()
         except (ValueError, TypeError):
             done = set()
+        kept: list[tuple[str, CompiledRule]] = []  # pack rules whose stored version stays in force
         for pack, compiled in packs:
             if not isinstance(compiled, Exception):
                 new = [cr for cr in compiled if f"{pack}#{cr.rule.id}" not in done]
@@ -565,9 +566,13 @@ class RulesComponent:
             for cr in compiled:
                 key = f"{pack}#{cr.rule.id}"
                 if key in done:
+                    kept.append((pack, cr))
                     continue
                 done.add(key)
-                if legacy or cr.rule.id in to_store_ids or self.store.get(cr.rule.id) is not None:
+                if cr.rule.id in to_store_ids:
+                    continue
+                if legacy or self.store.get(cr.rule.id) is not None:
+                    kept.append((pack, cr))
                     continue
                 to_store.append(cr)
                 to_store_ids.add(cr.rule.id)
@@ -579,6 +584,33 @@ class RulesComponent:
             )
             await self._audit_stored(stored, "system", "import")
         self.store.set_meta("packs_imported", json.dumps(sorted(done)))
+        await asyncio.to_thread(self._warn_pack_differs, kept)
+
+    def _warn_pack_differs(self, kept: list[tuple[str, CompiledRule]]) -> None:
+        """One warning per rule whose pack text differs from the stored rule that stays in force:
+        a pack edited after its import (a fleet rollout, a hand edit) would otherwise change
+        nothing without a word. Once per start: the packs are read only then."""
+        assert self.store is not None
+        warned: set[str] = set()
+        for pack, cr in kept:
+            rule_id = cr.rule.id
+            stored = self.store.get(rule_id)
+            if rule_id in warned or stored is None:
+                continue  # deleted since its import: it stays deleted
+            if json.loads(json.dumps(cr.rule.doc(), ensure_ascii=False)) == dict(stored.doc):
+                continue
+            warned.add(rule_id)
+            log.warning(
+                "rule %s in pack %s differs from its stored version %d (stored by %s), which stays "
+                "in force: a pack read at start never overwrites a stored rule; to run the pack's "
+                "version: edge rules import -c %s %s",
+                rule_id,
+                pack,
+                stored.version,
+                stored.updated_by,
+                self.ctx.site.source,
+                resolve_pack(pack, self.ctx.site.source),
+            )
 
     def describe(self, stored: StoredRule) -> dict[str, Any]:
         rr = self.engine.rules.get(stored.id)

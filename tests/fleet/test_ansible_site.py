@@ -1,0 +1,226 @@
+"""The Ansible role (deploy/ansible/) on one gateway of this machine, run by the real
+ansible-playbook (connection local) with no bundle: the role uses the edge already in its prefix
+(a link to this checkout's venv), so each case costs a few plays, not an install. A changed rule
+pack is in force after the rollout that brings it, and the gateway itself warns when a pack it
+reads at start differs from the stored rule it keeps."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edge.api.tokens import create_token
+from edge.state import StateDB
+from rules.store import RuleStore
+from tests.fleet.conftest import ROOT, alive, stop_pid_file
+from tests.support.ports import free_port
+from tests.support.site import running_site
+
+PLAYBOOK = ROOT / "deploy" / "ansible" / "playbook.yml"
+ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
+HOST = "gw1"
+
+
+def pack(threshold: int) -> str:
+    return f"""rules:
+  - id: p-high
+    name: p above {threshold}
+    when: "*.p"
+    if: value > {threshold}
+    then:
+      - event: {{kind: p_high, severity: info, message: "p is {{value}}"}}
+"""
+
+
+# the gateway started and stopped as the role's edge_start_cmd / edge_stop_cmd do it without
+# systemd (the checkout's venv: no bytecode cache of the unit's own)
+START = 'nohup "{prefix}/.venv/bin/edge" run -c "{etc}/site.yaml" >> "{data}/run.log" 2>&1 & echo $! > "{data}/edge.pid"'
+STOP = (
+    'p=$(cat "{data}/edge.pid" 2>/dev/null) || exit 0; kill "$p" 2>/dev/null || exit 0; '
+    'while [ -d /proc/$p ] && [ "$(cut -d" " -f3 /proc/$p/stat 2>/dev/null)" != Z ]; do sleep 0.1; done'
+)
+
+
+class Gateway:
+    """One gateway of an inventory of its own under `root`: prefix, site file and data dir there."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.prefix = root / "opt"
+        self.etc = root / "etc"
+        self.data = root / "data"
+        self.prefix.mkdir()
+        (self.prefix / ".venv").symlink_to(ROOT / ".venv")
+        self.inventory = root / "inventory"
+        (self.inventory / "group_vars").mkdir(parents=True)
+        (self.inventory / "host_vars").mkdir()
+        (self.inventory / "hosts.yml").write_text(yaml.safe_dump({"gateways": {"hosts": {HOST: {}}}}))
+        self.port = free_port()
+        self.pack = root / "pack.yaml"
+        self.pack.write_text(pack(8))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data / "edge.pid"
+
+    @property
+    def site(self) -> Path:
+        return self.etc / "site.yaml"
+
+    def vars(self, **more: Any) -> None:
+        fmt = {"prefix": "{{ edge_prefix }}", "etc": "{{ edge_etc }}", "data": "{{ edge_data_dir }}"}
+        doc = {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "edge_bundle": "",
+            "edge_service": "none",
+            "edge_start_cmd": START.format(**fmt),
+            "edge_stop_cmd": STOP.format(**fmt),
+            "edge_restart_cmd": f"({STOP.format(**fmt)}); {START.format(**fmt)}",
+            "edge_health_retries": 60,
+            "edge_health_delay": 1,
+            "edge_prefix": str(self.prefix),
+            "edge_etc": str(self.etc),
+            "edge_data_dir": str(self.data),
+            "edge_site_id": "site-gw1",
+            "edge_web_listen": f"127.0.0.1:{self.port}",
+            "edge_devices": [
+                {
+                    "id": "meter",
+                    "driver": "sim",
+                    "points": [{"name": "p", "signal": "random", "min": 0, "max": 9, "interval": "200ms"}],
+                }
+            ],
+            "edge_rule_packs": [str(self.pack)],
+            **more,
+        }
+        (self.inventory / "host_vars" / f"{HOST}.yml").write_text(yaml.safe_dump(doc))
+
+    def play(self) -> tuple[int, str, dict[str, int]]:
+        env = dict(
+            os.environ,
+            ANSIBLE_HOME=str(self.root / "ansible-home"),
+            ANSIBLE_LOCAL_TEMP=str(self.root / "ansible-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            ANSIBLE_CONFIG=str(PLAYBOOK.parent / "ansible.cfg"),
+            PYTHONWARNINGS="ignore",
+        )
+        done = subprocess.run(
+            [str(ANSIBLE), "-i", str(self.inventory), str(PLAYBOOK)],
+            cwd=PLAYBOOK.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        out = done.stdout + done.stderr
+        found = re.search(rf"^{HOST}\s+:\s+(.*)$", out, re.M)
+        recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", found.group(1))} if found else {}
+        return done.returncode, out, recap
+
+    def stored_rule(self, rule_id: str) -> tuple[str, int]:
+        state = StateDB(str(self.data / "state.db"))
+        try:
+            stored = RuleStore(state).get(rule_id)
+        finally:
+            state.close()
+        assert stored is not None
+        return stored.doc["if"], stored.version
+
+    def rule_in_force(self, rule_id: str) -> tuple[str, int]:
+        """The rule as the running gateway's API gives it (it loads what was imported first)."""
+        state = StateDB(str(self.data / "state.db"))
+        try:
+            token = create_token(state, "test", ["read"])
+        finally:
+            state.close()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/v1/rules/{rule_id}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = json.load(r)
+        return body["rule"]["if"], body["version"]
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Any:
+    gw = Gateway(tmp_path)
+    yield gw
+    stop_pid_file(gw.pid_file)
+
+
+@pytest.mark.timeout(600)
+def test_a_changed_rule_pack_is_in_force_after_the_rollout(gateway: Gateway) -> None:
+    gateway.vars()
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["failed"] == 0, out
+    assert gateway.stored_rule("p-high") == ("value > 8", 1)
+    first = int(gateway.pid_file.read_text())
+
+    gateway.pack.write_text(pack(3))  # the operator changes the threshold in the pack
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["failed"] == 0, out
+    assert (gateway.etc / "rules" / "pack.yaml").read_text() == pack(3)
+    # imported: the pack's version is the one stored and the one the gateway runs, no restart
+    assert gateway.stored_rule("p-high") == ("value > 3", 2)
+    pid = int(gateway.pid_file.read_text())
+    assert pid == first and alive(pid)
+    assert gateway.rule_in_force("p-high") == ("value > 3", 2)
+    # a restart (a changed site file) keeps it, and the gateway has nothing to warn about
+    gateway.vars(edge_site_name="renamed")
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["failed"] == 0, out
+    pid = int(gateway.pid_file.read_text())
+    assert pid != first and alive(pid)
+    assert gateway.rule_in_force("p-high") == ("value > 3", 2)
+    assert "differs from its stored version" not in (gateway.data / "run.log").read_text()
+
+    rc, out, recap = gateway.play()  # nothing changed: nothing imported, nothing restarted
+    assert rc == 0 and recap["changed"] == 0, out
+    assert gateway.stored_rule("p-high") == ("value > 3", 2)
+    assert int(gateway.pid_file.read_text()) == pid
+
+
+async def test_the_gateway_warns_once_when_a_pack_differs_from_the_rule_it_keeps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "rules").mkdir()
+    pack_file = tmp_path / "rules" / "pack.yaml"
+    pack_file.write_text(pack(8))
+    doc = {"rules": {"packs": ["rules/pack.yaml"]}}
+    async with running_site(tmp_path, doc, web=False) as rt:
+        assert rt.components["rules"].store.get("p-high").doc["if"] == "value > 8"
+    pack_file.write_text(pack(3))  # changed after its import
+    caplog.set_level(logging.WARNING, logger="rules")
+    async with running_site(tmp_path, doc, web=False) as rt:
+        assert rt.components["rules"].store.get("p-high").doc["if"] == "value > 8"  # kept, as documented
+        warnings = [
+            r.getMessage() for r in caplog.records if "differs from its stored version" in r.getMessage()
+        ]
+    assert len(warnings) == 1, warnings
+    site = str(tmp_path / "site.yaml")
+    assert warnings[0].startswith("rule p-high in pack rules/pack.yaml differs from its stored version 1"), (
+        warnings
+    )
+    assert f"edge rules import -c {site} {pack_file}" in warnings[0], warnings
+    caplog.clear()
+    async with running_site(tmp_path, doc, web=False):  # each start says it again
+        pass
+    assert sum("differs from its stored version" in r.getMessage() for r in caplog.records) == 1
+    pack_file.write_text(pack(8))  # the same again: nothing to say
+    caplog.clear()
+    async with running_site(tmp_path, doc, web=False):
+        pass
+    assert not [r for r in caplog.records if "differs from its stored version" in r.getMessage()]
