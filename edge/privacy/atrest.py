@@ -54,8 +54,10 @@ __all__ = [
     "SITE_SUBJECT",
     "SUBJECT_FIELDS",
     "Sealer",
+    "check_key_store",
     "keys_path",
     "register",
+    "sealed_data",
     "sealer_for",
     "subject_of",
     "unregister",
@@ -69,6 +71,84 @@ SUBJECT_FIELDS = ("resident", "user", "subject", "plate")  # payload fields nami
 def keys_path(journal_path: str | os.PathLike[str]) -> str:
     """The data keys: `keys.db` beside the journal."""
     return str(Path(journal_path).with_name("keys.db"))
+
+
+# a sealed value or payload in the journal: one row is enough to know (no index on purpose: the
+# scan runs only when keys.db is missing or empty)
+SEALED_ROW_SQL = (
+    "SELECT 1 FROM journal WHERE privacy >= 1 AND (typeof(payload) = 'blob' OR typeof(value) = 'blob') "
+    "LIMIT 1"
+)
+
+
+def sealed_data(
+    journal_path: str | os.PathLike[str],
+    state_path: str | os.PathLike[str] | None = None,
+    blob_dir: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """What the site holds sealed under its data keys, said for a person ("edge.db holds sealed
+    records"), None when nothing: a sealed record in the journal, a sealed dead letter in the
+    state DB, a sealed snapshot file. Read-only; a file that does not exist holds nothing, one
+    that cannot be read is said to hold sealed data (it may)."""
+    import sqlite3
+
+    from edge.store.blobs import PERSONAL_SEALED_SUFFIX, SEALED_SUFFIX
+
+    checks = [(journal_path, SEALED_ROW_SQL, "sealed records")]
+    if state_path is not None:
+        checks.append(
+            (
+                state_path,
+                "SELECT 1 FROM sync_dead_letters WHERE typeof(record) = 'blob' LIMIT 1",
+                "sealed dead letters",
+            )
+        )
+    for path, sql, what in checks:
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            continue
+        try:
+            conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=10)
+        except sqlite3.Error:
+            return f"{path} (unreadable) may hold {what}"
+        try:
+            if conn.execute(sql).fetchone() is not None:
+                return f"{path} holds {what}"
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                return f"{path} (unreadable: {exc}) may hold {what}"
+        except sqlite3.DatabaseError as exc:
+            return f"{path} (unreadable: {exc}) may hold {what}"
+        finally:
+            conn.close()
+    if blob_dir is not None and Path(blob_dir).is_dir():
+        for _ in Path(blob_dir).glob(f"*/*{SEALED_SUFFIX}"):
+            return f"{blob_dir} holds sealed snapshots"
+        for _ in Path(blob_dir).glob(f"*/*{PERSONAL_SEALED_SUFFIX}"):
+            return f"{blob_dir} holds sealed snapshots"
+    return None
+
+
+def check_key_store(
+    journal_path: str | os.PathLike[str],
+    state_path: str | os.PathLike[str] | None = None,
+    blob_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Refuse (`edge.privacy.keys.KeyStoreUnusable`, naming keys.db and what to do) when the site's
+    keys.db is missing or empty while something is sealed under the keys it held (`sealed_data`):
+    a new key store would open none of it, and a forget run on it would delete nothing. Without
+    sealed data (a first start) it is fine: the key store is created at its first open. Changes
+    nothing; `Sealer.open` runs it too."""
+    from edge.privacy.keys import KeyStoreUnusable, missing_message
+
+    path = keys_path(journal_path)
+    try:
+        absent = Path(path).stat().st_size == 0
+    except FileNotFoundError:
+        absent = True
+    if absent:
+        found = sealed_data(journal_path, state_path, blob_dir)
+        if found is not None:
+            raise KeyStoreUnusable(missing_message(path, found))
 
 
 def subject_of(payload: Any, private_points: Container[str] = ()) -> str:
@@ -138,17 +218,30 @@ class Sealer:
         journal_path: str | os.PathLike[str],
         master_key_file: str,
         clock: Callable[[], float] | None = None,
+        state_path: str | os.PathLike[str] | None = None,
+        blob_dir: str | os.PathLike[str] | None = None,
     ) -> Sealer:
         """The sealer of the site whose journal is `journal_path`, with the master key in
         `master_key_file` (refused, naming the file, unless only its owner can read it). `clock`:
-        the wall time seals are recorded at (the journal's; default the system's)."""
+        the wall time seals are recorded at (the journal's; default the system's). A keys.db
+        missing or empty while the journal (and the state DB at `state_path`, the snapshots in
+        `blob_dir`, when given) holds sealed data is refused, and not created
+        (`check_key_store`: KeyStoreUnusable, a WrongMasterKey); so is one that is not a database."""
         import time
 
         from edge.privacy.keyfile import load_master_key
         from edge.privacy.keys import SubjectKeys
 
         path = keys_path(journal_path)
-        return cls(SubjectKeys(path, load_master_key(master_key_file), clock=clock or time.time))
+        master = load_master_key(master_key_file)
+        return cls(
+            SubjectKeys(
+                path,
+                master,
+                clock=clock or time.time,
+                sealed_elsewhere=lambda: sealed_data(journal_path, state_path, blob_dir),
+            )
+        )
 
     def seal_payload(self, payload: dict[str, Any], text: str, ts: float, source: str) -> bytes:
         self.sealed += 1

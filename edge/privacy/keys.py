@@ -68,6 +68,7 @@ from edge.privacy.keyfile import MASTER_KEY_BYTES, create_master_key, load_maste
 __all__ = [
     "EnvelopeError",
     "KeyForgotten",
+    "KeyStoreUnusable",
     "SubjectKeys",
     "WrongMasterKey",
     "create_master_key",
@@ -122,6 +123,14 @@ class EnvelopeError(ValueError):
 
 class WrongMasterKey(ValueError):
     """The master key given does not open this key store."""
+
+
+class KeyStoreUnusable(WrongMasterKey):
+    """keys.db cannot be used as it is: missing or empty while sealed data exists, not a database,
+    or removed from under this process. The message names the file and what to do. A
+    WrongMasterKey, so whoever refuses a key store that does not open refuses these alike; not a
+    plain ValueError, so the journal holds (and retries) a record whose seal it stopped rather
+    than taking the record for one that can never be written."""
 
 
 def envelope_kid(envelope: bytes) -> bytes | None:
@@ -201,6 +210,51 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
+def _absent(path: str) -> bool:
+    """No key store at `path`: no file, or an empty one (SQLite would take it for a new database)."""
+    if path == ":memory:":
+        return False
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    if path == ":memory:":
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def missing_message(path: str, found: str) -> str:
+    """The refusal of a new key store where the old one held the keys of sealed data."""
+    return (
+        f"{path} is missing or empty, but {found} under the keys it held: a new key store "
+        "would open none of it, and a forget run now would delete nothing. Put keys.db back from its "
+        'copy (docs/fleet.md, "Backup and restore"), then run this again; nothing was changed'
+    )
+
+
+def displaced_message(path: str) -> str:
+    """Why a running store stopped sealing: its file is no longer at `path`."""
+    return (
+        f"{path} was deleted, moved or replaced while in use: nothing more is sealed under keys that "
+        "would be lost with the file it had open (records are held, not written). Put keys.db back "
+        'from its copy (docs/fleet.md, "Backup and restore") and restart the gateway'
+    )
+
+
+def _open_error(path: str, exc: sqlite3.Error) -> str:
+    if isinstance(exc, sqlite3.OperationalError) and "not a database" not in str(exc):
+        # locked, read-only, disk I/O: the file may be fine
+        return f"{path}: cannot open the key store ({exc}); nothing was changed"
+    return (
+        f"{path}: the key store is not a SQLite database or is damaged ({exc}): put keys.db back "
+        'from its copy (docs/fleet.md, "Backup and restore"); nothing was changed'
+    )
+
+
 def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
     """Least recently used entries leave first."""
     cache[key] = value
@@ -215,7 +269,13 @@ class SubjectKeys:
     (one lock around the file and the caches; encryption itself runs outside it). Another process
     may use the same file: a key it forgets stops opening here within `recheck` seconds, and a
     rotation it made is noticed before this one creates a key. `clock`: the wall time a seal is
-    recorded at (the journal's, whose retention expires the keys)."""
+    recorded at (the journal's, whose retention expires the keys).
+
+    `sealed_elsewhere`: asked when the file is missing or empty, it names what was sealed under
+    the keys the file held (None: nothing): a new file is then refused (KeyStoreUnusable), since
+    what it would hold opens none of it. Sealing stops, with the same error, while the file this
+    store opened is no longer the one at `path` (deleted, moved aside or replaced): keys created
+    in a file nobody can open again would take what they seal with them."""
 
     def __init__(
         self,
@@ -224,6 +284,7 @@ class SubjectKeys:
         cache_size: int = CACHE_SIZE,
         recheck: float = RECHECK_S,
         clock: Callable[[], float] = time.time,
+        sealed_elsewhere: Callable[[], str | None] | None = None,
     ):
         self.path = str(path)
         self._wrapper = _wrapper(master_key)
@@ -239,16 +300,30 @@ class SubjectKeys:
         # kid -> the seal time keys.db holds for it, for the keys in use (SEAL_TIME_SLACK_S)
         self._stored_times: OrderedDict[bytes, float] = OrderedDict()
         self._wal_pending = False
+        if sealed_elsewhere is not None and _absent(self.path):
+            found = sealed_elsewhere()
+            if found is not None:
+                raise KeyStoreUnusable(missing_message(self.path, found))
         _create_private(self.path)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise KeyStoreUnusable(_open_error(self.path, exc)) from None
         try:
             self._setup()
             self._index_key = self._load_index_key()
+            self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise KeyStoreUnusable(_open_error(self.path, exc)) from None
         except BaseException:
             self._conn.close()
             raise
-        self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         self._checked = time.monotonic()
+        # the file as opened: sealing stops while `path` is no longer it (`_check_in_place`)
+        self._inode = _inode(self.path)
+        self._placed_checked = self._checked
+        self._displaced: str | None = None
 
     def _setup(self) -> None:
         c = self._conn
@@ -304,6 +379,7 @@ class SubjectKeys:
         if not isinstance(subject, str) or not subject:
             raise ValueError(f"a subject id is a non-empty string, not {subject!r}")
         with self._lock:
+            self._check_in_place()
             self._notice_other_writers()
             entry = self._keys.get(subject)
             if entry is None:
@@ -451,7 +527,7 @@ class SubjectKeys:
                     with self._writing(check=False) as c:
                         self._write_seal_times(c)
                     self._seal_times.clear()
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, KeyStoreUnusable) as exc:
                     log.warning("%s: the latest seal times were not written: %s", self.path, exc)
             if self._wal_pending:
                 self._truncate_wal()
@@ -476,6 +552,7 @@ class SubjectKeys:
         """One write transaction holding the file's write lock from the start. `check`: first make
         sure this store's master key is still the one in force, so no rotation elsewhere can come
         between that check and a key wrapped under it."""
+        self._check_in_place(now=True)
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -516,6 +593,26 @@ class SubjectKeys:
             [(t, kid) for kid, t in self._seal_times.items()],
         )
         c.execute("UPDATE subject_keys SET last_seal = ? WHERE last_seal IS NULL", (float(self._clock()),))
+
+    def _check_in_place(self, now: bool = False) -> None:
+        """KeyStoreUnusable while the file at `path` is not the one this store opened (`now`:
+        looked at whatever the time since the last look; else at most every `recheck` seconds).
+        A file moved back into place is used again."""
+        t = time.monotonic()
+        if now or t - self._placed_checked >= self._recheck:
+            self._placed_checked = t
+            try:
+                placed = _inode(self.path) == self._inode
+            except OSError:
+                placed = False
+            if placed and self._displaced is not None:
+                log.warning("%s is in place again: sealing goes on", self.path)
+                self._displaced = None
+            elif not placed and self._displaced is None:
+                self._displaced = displaced_message(self.path)
+                log.error("%s", self._displaced)
+        if self._displaced is not None:
+            raise KeyStoreUnusable(self._displaced)
 
     def _notice_other_writers(self, now: bool = False) -> None:
         """Drop the caches when another connection changed the file (`now`: check whatever the
