@@ -74,6 +74,7 @@ __all__ = [
     "create_master_key",
     "envelope_kid",
     "load_master_key",
+    "opens_with",
 ]
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,33 @@ def _open_error(path: str, exc: sqlite3.Error) -> str:
         f"{path}: the key store is not a SQLite database or is damaged ({exc}): put keys.db back "
         'from its copy (docs/fleet.md, "Backup and restore"); nothing was changed'
     )
+
+
+def opens_with(path: str | os.PathLike[str], master_key: bytes) -> bool:
+    """Whether `master_key` opens the key store at `path`, read without changing it (the file
+    must exist): a rotation's re-run learns it was done, `edge doctor` that the site's master key
+    is the one in force. KeyStoreUnusable when it is missing, empty or not a key store."""
+    wrapper = _wrapper(master_key)
+    where = str(path)
+    if _absent(where):
+        raise KeyStoreUnusable(f"{where}: no key store there (missing or empty)")
+    try:
+        conn = sqlite3.connect(f"file:{os.path.abspath(where)}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise KeyStoreUnusable(_open_error(where, exc)) from None
+    try:
+        row = conn.execute("SELECT wrapped FROM keyring WHERE name = 'index'").fetchone()
+    except sqlite3.Error as exc:
+        raise KeyStoreUnusable(_open_error(where, exc)) from None
+    finally:
+        conn.close()
+    if row is None:
+        raise KeyStoreUnusable(f"{where}: the key store holds no index key (it was never opened)")
+    try:
+        _unwrap(wrapper, row[0], KEYRING_AAD + b"index")
+    except InvalidTag:
+        return False
+    return True
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
@@ -679,9 +707,20 @@ class SubjectKeys:
 
     def _truncate_wal(self) -> None:
         """Copy the WAL into the database and cut it to zero bytes, so that no earlier image of a
-        deleted or rewrapped key stays in it. A reader in another process can hold it back: then
-        it is tried again at the next forget, rotation or close."""
-        busy, _log, _done = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        deleted or rewrapped key stays in it. A reader in another process can hold it back, and
+        the checkpoint's own writes can fail (an I/O error at its fsync): then it is tried again at
+        the next forget, rotation or close. It runs after the change committed: its failure is a
+        warning, never the change's failure, which would have the caller believe nothing changed."""
+        try:
+            busy, _log, _done = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning(
+                "%s: the change is committed, but its WAL was not checkpointed and truncated (%s); "
+                "retried at the next forget, rotation or close",
+                self.path,
+                exc,
+            )
+            return
         if busy:
             log.warning(
                 "%s: the WAL could not be truncated (another connection is reading); retried later",
