@@ -2,7 +2,9 @@
 ansible-playbook (connection local) with no bundle: the role uses the edge already in its prefix
 (a link to this checkout's venv), so each case costs a few plays, not an install. A changed rule
 pack is in force after the rollout that brings it, and the gateway itself warns when a pack it
-reads at start differs from the stored rule it keeps."""
+reads at start differs from the stored rule it keeps; `edge_site_extra` adds to the rendered
+sections without losing storage.path or web.listen, and one that changes site.id or storage.path
+is refused with nothing changed."""
 
 from __future__ import annotations
 
@@ -224,3 +226,57 @@ async def test_the_gateway_warns_once_when_a_pack_differs_from_the_rule_it_keeps
     async with running_site(tmp_path, doc, web=False):
         pass
     assert not [r for r in caplog.records if "differs from its stored version" in r.getMessage()]
+
+
+def healthz(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        body: dict[str, Any] = json.load(r)
+    return body
+
+
+@pytest.mark.timeout(600)
+def test_site_extra_merges_into_the_rendered_sections_and_may_not_move_the_journal(gateway: Gateway) -> None:
+    gateway.vars()
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["failed"] == 0, out
+    journal = str(gateway.data / "edge.db")
+
+    # more storage: and web: keys: merged into the rendered sections, path and listen kept
+    gateway.vars(edge_site_extra={"storage": {"max_bytes": "512MiB"}, "web": {"enabled": True}})
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["failed"] == 0, out
+    site = yaml.safe_load(gateway.site.read_text())
+    assert site["storage"] == {"path": journal, "max_bytes": "512MiB"}
+    assert site["web"] == {"listen": f"127.0.0.1:{gateway.port}", "enabled": True}
+    assert healthz(gateway.port)["site"] == "site-gw1"  # on its own port, its own journal
+    pid = int(gateway.pid_file.read_text())
+    before = gateway.site.read_bytes()
+
+    # a storage.path or site.id of another: refused, nothing changed, nothing restarted
+    cases: list[tuple[dict[str, Any], str]] = [
+        (
+            {"edge_site_extra": {"storage": {"path": str(gateway.root / "new.db")}}},
+            "edge_site_extra sets storage.path",
+        ),
+        ({"edge_storage": {"path": str(gateway.root / "new.db")}}, "edge_storage sets storage.path"),
+        ({"edge_site_extra": {"site": {"id": "another"}}}, 'edge_site_extra sets site.id to "another"'),
+    ]
+    for more, said in cases:
+        gateway.vars(**more)
+        rc, out, recap = gateway.play()
+        assert rc != 0 and recap["failed"] == 1, out
+        assert said in out and "Nothing was changed on the gateway" in out, out
+        assert gateway.site.read_bytes() == before
+        assert int(gateway.pid_file.read_text()) == pid and alive(pid)
+    assert not (gateway.root / "new.db").exists()
+
+    # the same site id and journal path spelt out: accepted, nothing to change
+    gateway.vars(
+        edge_site_extra={
+            "storage": {"max_bytes": "512MiB", "path": journal},
+            "web": {"enabled": True},
+            "site": {"id": "site-gw1"},
+        }
+    )
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["changed"] == 0, out
