@@ -237,6 +237,12 @@ def log_level_arg() -> Arg:
 PRIVATE_UMASK = 0o077
 
 
+class PartlyDone(RuntimeError):
+    """An error after the command committed its change (a key deleted, keys rewrapped): the
+    message says what is done and what is not. Any other error of a command leaves nothing
+    changed, and `main` says so."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from edge.plugins import PluginConflict
     from edge.state import StateDBError
@@ -260,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateDBError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except PartlyDone as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -272,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not is_disk_full(exc) and "disk I/O error" not in str(exc):
             raise
+        # true here: a command whose change may be committed by then raises PartlyDone instead
         print(
             f"error: {exc}: nothing was changed; free space on the gateway's disk, then retry",
             file=sys.stderr,

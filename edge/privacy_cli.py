@@ -8,6 +8,7 @@ import contextlib
 import errno
 import json
 import os
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge import fmt
-from edge.cli import Subcommands, add_command, add_command_group, arg
+from edge.cli import PartlyDone, Subcommands, add_command, add_command_group, arg
 
 JSON_SHAPE = """\
 --json prints one object:
@@ -330,7 +331,6 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
 
 
 def cmd_privacy_forget(args: argparse.Namespace) -> int:
-    from edge import audit
     from edge.privacy import subjects
     from edge.privacy.keyfile import KeyFileError
     from edge.state import StateDB
@@ -354,23 +354,16 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
     state = StateDB(site.storage.resolved_state_path())
     try:
         try:
-            done = subjects.forget(site, sealer, state, subject)
+            # audited by the forget itself: its entry is queued with the erasure, before the key goes
+            done = subjects.forget(site, sealer, state, subject, actor="cli")
         except KeyFileError as exc:
             print(f"error: {exc}; nothing was erased", file=sys.stderr)
             return 1
-        audit.record(
-            state,
-            "cli",
-            "privacy_forget",
-            done.subject_pseudonym,
-            had_key=done.had_key,
-            kept_in_clear=done.kept_in_clear,
-            recipients=done.recipients,
-            snapshots_removed=done.snapshots_removed,
-        )
+        except subjects.ErasureUnfinished as exc:
+            raise PartlyDone(str(exc)) from exc
     finally:
         state.close()
-        sealer.close()
+        _close_after_commit(sealer)
     print(
         f"subject {done.subject_pseudonym}: "
         + (
@@ -386,6 +379,38 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
         " the subject_erased event is journaled by the gateway"
     )
     return 0
+
+
+def _rotated_anyway(path: str, new: bytes, exc: sqlite3.OperationalError) -> int:
+    """The number of data keys, when `new` opens keys.db although the rotation raised `exc` (its
+    commit went through, the WAL's truncation after it failed); else `exc` again: nothing was
+    rotated."""
+    from edge.privacy.keys import SubjectKeys
+
+    try:
+        keys = SubjectKeys(path, new)
+    except Exception:
+        raise exc from None
+    try:
+        n = keys.subjects_count()
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            keys.close()
+    print(f"warning: {path}: rewrapped, then {exc}", file=sys.stderr)
+    return n
+
+
+def _close_after_commit(sealer: Any) -> None:
+    """Close the sealer once the command's change is committed: a failure now (keys.db's WAL not
+    truncated) changes nothing of what was done, and is said as a warning."""
+    try:
+        sealer.close()
+    except sqlite3.Error as exc:
+        print(
+            f"warning: {sealer.keys.path}: {exc}: its WAL was not truncated, so the old bytes of a "
+            "deleted or rewrapped key may stay in the file until the next forget, rotation or start",
+            file=sys.stderr,
+        )
 
 
 def cmd_privacy_rotate(args: argparse.Namespace) -> int:
@@ -407,9 +432,12 @@ def cmd_privacy_rotate(args: argparse.Namespace) -> int:
         except KeyFileError as exc:
             print(f"error: {exc}; nothing was rotated", file=sys.stderr)
             return 1
-        n = sealer.keys.rotate_master(new)
+        try:
+            n = sealer.keys.rotate_master(new)
+        except sqlite3.OperationalError as exc:
+            n = _rotated_anyway(sealer.keys.path, new, exc)  # committed, then the WAL's truncation failed
     finally:
-        sealer.close()
+        _close_after_commit(sealer)
     state = StateDB(site.storage.resolved_state_path())
     try:
         audit.record(state, "cli", "privacy_rotate_key", args.new_key, subject_keys=n)

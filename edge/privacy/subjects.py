@@ -18,11 +18,17 @@
   under the key are removed as well (a copy of them taken before stays unreadable). An erasure notice is queued in the state DB and the
   gateway journals it as a `subject_erased` event: the subject's local pseudonym and, per
   recipient with a pseudonym key, that recipient's own pseudonym, keyed by a fingerprint of the
-  key so a recipient receives only its own (`edge.privacy.pseudonym.RecordShaper`).
+  key so a recipient receives only its own (`edge.privacy.pseudonym.RecordShaper`). The notice and
+  the audit entry are queued before the key is deleted and released after, so an interrupted
+  forget leaves either nothing done or an erasure that is audited and notified (`forget`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 import time
 from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
@@ -44,6 +50,8 @@ from edge.state import StateDB
 if TYPE_CHECKING:
     from edge.config import Site
 
+log = logging.getLogger("edge.privacy")
+
 COMPONENT = "privacy"  # the erasure notices' owner in the state DB's migrations
 MIGRATIONS = [
     """
@@ -62,7 +70,14 @@ MIGRATIONS = [
         secret BLOB NOT NULL
     );
     """,
+    # an erasure is queued before its key is deleted (`forget`): until it is settled, `kid` names
+    # the key it deletes and `audit` the entry to write once that key is gone
+    """
+    ALTER TABLE privacy_erasures ADD COLUMN kid BLOB;
+    ALTER TABLE privacy_erasures ADD COLUMN audit TEXT;
+    """,
 ]
+FORGET_LOCK_SUFFIX = "-forget-lock"  # beside keys.db: held while a forget runs (`_erasing`)
 IDENTIFYING = frozenset(SUBJECT_FIELDS) | KNOWN_FIELDS  # fields whose value names a person
 PAGE = 5000
 INT64_MAX = (1 << 63) - 1
@@ -355,21 +370,181 @@ def notice_payload(site: Site, sealer: Sealer, subject: str) -> dict[str, Any]:
     return {"subject": sealer.keys.local_pseudonym(subject), "recipients": recipients}
 
 
-def forget(site: Site, sealer: Sealer, state: StateDB, subject: str) -> Erasure:
-    """Delete `subject`'s data key and queue the subject_erased notice (see the module)."""
-    payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
-    upto = newest_seq(site.storage.path)
-    had_key = sealer.keys.forget(subject)
-    kept = count_in_clear(site.storage.path, subject, private_points(site), upto) + clear_acks(state, subject)
-    removed = remove_forgotten_snapshots(site.storage.resolved_blob_dir(), sealer)
-    payload["kept_in_clear"] = kept
+class ErasureUnfinished(RuntimeError):
+    """The subject's data key is deleted, but a later step failed: the message says what was done
+    and what was not. The erasure is queued all the same: its audit entry and notice follow."""
+
+
+def forget(
+    site: Site, sealer: Sealer, state: StateDB, subject: str, actor: str | None = None, **detail: Any
+) -> Erasure:
+    """Delete `subject`'s data key and queue the subject_erased notice (see the module); with
+    `actor`, also write its `privacy_forget` audit entry (`detail` added to it).
+
+    The erasure is queued in the state DB, with its notice and audit entry, before the key goes,
+    and settled after: a crash at any point leaves either the key in place (the queued erasure is
+    dropped, nothing was done) or the key gone and the erasure queued, which the next forget, or
+    the running gateway, settles (`settle_interrupted`): audited and notified, without the counts
+    the command had not made yet. A failure after the key's deletion raises ErasureUnfinished."""
+    with _erasing(sealer):
+        settle_interrupted(state, sealer)
+        payload = notice_payload(site, sealer, subject)  # before anything changes: a bad key stops here
+        upto = newest_seq(site.storage.path)
+        # a key created after this (a running gateway sealing something new) is not the forget's
+        kid = sealer.keys.kid_of(subject)
+        entry = {
+            "actor": actor,
+            "target": payload["subject"],
+            "detail": {"had_key": kid is not None, **detail},
+        }
+        queued = None  # without a key nothing is deleted: queued and audited in one go at the end
+        if kid is not None:
+            queued = _queue(state, payload, kid, entry if actor is not None else None)
+            _delete_key(sealer, subject, kid, state, queued)
+        try:
+            kept = count_in_clear(site.storage.path, subject, private_points(site), upto)
+            kept += clear_acks(state, subject)
+            removed = remove_forgotten_snapshots(site.storage.resolved_blob_dir(), sealer)
+            payload["kept_in_clear"] = kept
+            if actor is not None:
+                entry["detail"].update(
+                    kept_in_clear=kept, recipients=len(payload["recipients"]), snapshots_removed=removed
+                )
+            _settle(state, queued, payload, entry if actor is not None else None)
+        except Exception as exc:
+            if kid is None:
+                raise
+            raise ErasureUnfinished(
+                f"the data key of subject {payload['subject']} is deleted: its sealed records no longer "
+                f"open; then {exc}: the erasure is queued, and its audit entry and subject_erased "
+                "notice are written by the running gateway (or at its next start, or by the next "
+                "forget), without the count of records kept in clear"
+            ) from exc
+    return Erasure(payload["subject"], kid is not None, kept, len(payload["recipients"]), removed)
+
+
+@contextlib.contextmanager
+def _erasing(sealer: Sealer, wait: bool = True) -> Iterator[bool]:
+    """Hold the site's forget lock (an exclusive `flock` on keys.db's path plus
+    FORGET_LOCK_SUFFIX, released by the kernel when the process dies): one forget at a time, and
+    no erasure is settled by another process while the forget that queued it still runs. Yields
+    False, holding nothing, when `wait` is off and another process holds it."""
+    path = sealer.keys.path + FORGET_LOCK_SUFFIX
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _queue(state: StateDB, payload: dict[str, Any], kid: bytes | None, entry: dict[str, Any] | None) -> int:
+    """Queue the erasure, not to be journaled while `kid` (the key it deletes) is set."""
     state.migrate(COMPONENT, MIGRATIONS)
     with state.lock:
-        state.conn.execute(
-            "INSERT INTO privacy_erasures(ts, payload) VALUES (?, ?)",
-            (time.time(), orjson.dumps(payload).decode()),
+        if kid is not None:  # an earlier forget of this key that died before deleting it
+            state.conn.execute("DELETE FROM privacy_erasures WHERE kid = ?", (kid,))
+        cur = state.conn.execute(
+            "INSERT INTO privacy_erasures(ts, payload, kid, audit) VALUES (?, ?, ?, ?)",
+            (
+                time.time(),
+                orjson.dumps(payload).decode(),
+                kid,
+                None if entry is None else orjson.dumps(entry).decode(),
+            ),
         )
-    return Erasure(payload["subject"], had_key, kept, len(payload["recipients"]), removed)
+    return int(cur.lastrowid or 0)
+
+
+def _delete_key(sealer: Sealer, subject: str, kid: bytes, state: StateDB, queued: int) -> None:
+    """Delete the key; an error leaves the queued erasure only where the key is gone anyway (an
+    I/O error after the deletion committed, in the WAL's truncation)."""
+    try:
+        sealer.keys.forget(subject)
+    except Exception as exc:
+        if _key_gone(sealer, kid):
+            log.warning("%s: the data key is deleted, but then: %s", sealer.keys.path, exc)
+            return
+        with contextlib.suppress(Exception):  # else the next forget or the gateway drops it
+            with state.lock:
+                state.conn.execute("DELETE FROM privacy_erasures WHERE id = ?", (queued,))
+        raise
+
+
+def _key_gone(sealer: Sealer, kid: bytes) -> bool:
+    """The key `kid` is no longer in keys.db (read on a connection of its own: the store's may be
+    in a failed state)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{sealer.keys.path}?mode=ro", uri=True, timeout=30)
+    try:
+        return conn.execute("SELECT 1 FROM subject_keys WHERE kid = ?", (kid,)).fetchone() is None
+    finally:
+        conn.close()
+
+
+def _settle(
+    state: StateDB, queued: int | None, payload: dict[str, Any], entry: dict[str, Any] | None
+) -> bool:
+    """Mark the queued erasure (None: a new one) ready to journal, with `payload`, and write its
+    audit entry, in one transaction; False (nothing written) when it was settled already."""
+    from edge import audit
+
+    state.migrate(COMPONENT, MIGRATIONS)
+    audit.ensure(state)  # its migrations are transactions of their own
+    text = orjson.dumps(payload).decode()
+    with state.lock:
+        state.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if queued is None:
+                state.conn.execute(
+                    "INSERT INTO privacy_erasures(ts, payload) VALUES (?, ?)", (time.time(), text)
+                )
+                done = 1
+            else:
+                done = state.conn.execute(
+                    "UPDATE privacy_erasures SET payload = ?, kid = NULL, audit = NULL "
+                    "WHERE id = ? AND (kid IS NOT NULL OR audit IS NOT NULL)",
+                    (text, queued),
+                ).rowcount
+            if done and entry is not None:
+                audit.record(state, entry["actor"], "privacy_forget", entry["target"], **entry["detail"])
+            state.conn.execute("COMMIT")
+        except BaseException:
+            if state.conn.in_transaction:
+                state.conn.execute("ROLLBACK")
+            raise
+    return bool(done)
+
+
+def settle_interrupted(state: StateDB, sealer: Sealer) -> int:
+    """Settle the erasures a forget queued and did not settle (it died, or failed after the key's
+    deletion): where the key is gone, the erasure is audited (`"interrupted": true`) and its notice
+    made ready; where it is still there, nothing was done and the queued erasure is dropped. Call
+    it holding the forget lock (`_erasing`). Returns how many were audited and notified."""
+    state.migrate(COMPONENT, MIGRATIONS)
+    with state.lock:
+        rows = state.conn.execute(
+            "SELECT id, payload, kid, audit FROM privacy_erasures WHERE kid IS NOT NULL OR audit IS NOT NULL"
+        ).fetchall()
+    settled = 0
+    for queued, payload, kid, entry in rows:
+        if kid is not None and not _key_gone(sealer, bytes(kid)):
+            with state.lock:
+                state.conn.execute("DELETE FROM privacy_erasures WHERE id = ?", (queued,))
+            continue
+        notice = orjson.loads(payload)
+        audit_entry = orjson.loads(entry) if entry else None
+        if audit_entry is not None:
+            audit_entry["detail"].update(interrupted=True, recipients=len(notice.get("recipients") or {}))
+        settled += _settle(state, queued, notice, audit_entry)
+    if settled:
+        log.warning("erasures interrupted after their key's deletion, audited and queued now: %d", settled)
+    return settled
 
 
 def remove_forgotten_snapshots(blob_dir: str, sealer: Sealer) -> int:
@@ -386,11 +561,26 @@ def remove_forgotten_snapshots(blob_dir: str, sealer: Sealer) -> int:
 
 
 def pending_notices(state: StateDB) -> list[tuple[int, float, dict[str, Any]]]:
-    """Erasure notices not journaled yet: (id, when forgotten, payload)."""
+    """Erasure notices ready and not journaled yet: (id, when forgotten, payload). An erasure a
+    forget queued and did not settle is settled first (`settle_interrupted`), with the sealer of
+    this process for the state DB (a running gateway's), unless a forget runs now."""
     state.migrate(COMPONENT, MIGRATIONS)
     with state.lock:
+        unsettled = state.conn.execute(
+            "SELECT 1 FROM privacy_erasures WHERE kid IS NOT NULL OR audit IS NOT NULL LIMIT 1"
+        ).fetchone()
+    if unsettled is not None:
+        from edge.store.rows import sealer_for
+
+        sealer = sealer_for(state.path)
+        if isinstance(sealer, Sealer):
+            with _erasing(sealer, wait=False) as held:
+                if held:
+                    settle_interrupted(state, sealer)
+    with state.lock:
         rows = state.conn.execute(
-            "SELECT id, ts, payload FROM privacy_erasures WHERE journaled IS NULL ORDER BY id"
+            "SELECT id, ts, payload FROM privacy_erasures "
+            "WHERE journaled IS NULL AND kid IS NULL AND audit IS NULL ORDER BY id"
         ).fetchall()
     return [(int(r[0]), float(r[1]), orjson.loads(r[2])) for r in rows]
 
