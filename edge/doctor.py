@@ -6,7 +6,8 @@ device nodes the site names (serial ports, V4L2 cameras) and whether the service
 them, the user's membership of dialout / video / bluetooth, BlueZ for a site with BLE devices,
 the space on the journal's filesystem, whether the service user may read and write the data
 files (journal, state DB, trend index, snapshots), the clock's sync, the ports the site listens
-on, and the modes of the secret files the site names. It changes nothing.
+on, the modes of the secret files the site names, and whether the site's master key opens its
+keys.db (read-only). It changes nothing.
 
 It knows the site file's devices by their entries (`driver:`, strings naming `/dev/...`), not by
 importing their drivers: a check of the host must work when a driver's extra is missing.
@@ -44,7 +45,7 @@ SECRET_WORDS = ("token", "secret", "password", "key", "hmac", "credential")
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # what was looked at: site, device, group, bluez, disk, data, clock, port, secret
+    check: str  # what was looked at: site, device, group, bluez, disk, data, clock, port, secret, keys
     severity: str
     message: str
     fix: str = ""  # the command (or edit) that fixes it
@@ -416,6 +417,53 @@ def check_secrets(raw: dict[str, Any], user: User) -> Iterator[Finding]:
             yield Finding("secret", OK, f"{key}: {path} is {user.name}'s alone ({mode:04o})")
 
 
+def check_keys(raw: dict[str, Any]) -> Iterator[Finding]:
+    """A site that seals (`privacy.master_key_file`): its keys.db, read without changing it, must
+    open with that master key, and must be there when the site holds sealed data: a start, an
+    export or a forget would be refused. A key file that cannot be read is the secrets check's."""
+    from edge.config import StorageConfig
+    from edge.privacy.atrest import check_key_store, keys_path
+    from edge.privacy.keyfile import KeyFileError, load_master_key
+    from edge.privacy.keys import KeyStoreUnusable, opens_with
+    from edge.validation import site_relative
+
+    privacy = raw.get("privacy")
+    key_file = privacy.get("master_key_file") if isinstance(privacy, dict) else None
+    if not isinstance(key_file, str) or not key_file:
+        return
+    try:
+        storage = StorageConfig.model_validate(raw.get("storage") or {})
+        master = load_master_key(site_relative(key_file))
+    except (ValueError, KeyFileError):
+        return  # the site and secrets checks name the problem
+    keys = keys_path(storage.path)
+    try:
+        check_key_store(storage.path, storage.resolved_state_path(), storage.resolved_blob_dir())
+        if not Path(keys).is_file() or Path(keys).stat().st_size == 0:
+            yield Finding("keys", OK, f"{keys}: none yet, and nothing sealed: created at the first start")
+            return
+        opens = opens_with(keys, master)
+    except KeyStoreUnusable as exc:
+        yield Finding(
+            "keys", ERROR, str(exc), "put keys.db back from its copy (docs/fleet.md, Backup and restore)"
+        )
+        return
+    except OSError as exc:
+        yield Finding("keys", ERROR, f"{keys} cannot be looked at: {exc.strerror}")
+        return
+    if opens:
+        yield Finding("keys", OK, f"privacy.master_key_file opens {keys}")
+        return
+    yield Finding(
+        "keys",
+        ERROR,
+        f"privacy.master_key_file {key_file} does not open {keys}: it was written, or last rotated, "
+        "under another master key (the gateway will not start)",
+        "set privacy.master_key_file to the key keys.db was last rotated to (edge privacy rotate-key "
+        "named it), or put back the keys.db of this key",
+    )
+
+
 def _dir_usable(user: User, st: os.stat_result) -> bool:
     """Whether `user` may create and rename files in a folder of this stat (write and search)."""
     return user.uid == 0 or _perms(user, st) & 3 == 3
@@ -535,6 +583,7 @@ def _checks(raw: dict[str, Any], user: User) -> Iterator[Finding]:
         check_data(raw, user),
         check_ports(raw),
         check_secrets(raw, user),
+        check_keys(raw),
         check_clock(raw),
     ):
         yield from check
@@ -582,13 +631,15 @@ def register(sub: Subcommands) -> None:
     add_command(
         sub,
         "doctor",
-        help="check this host for the site: devices, groups, BlueZ, disk, data files, clock, ports, secrets",
+        help="check this host for the site: devices, groups, BlueZ, disk, data files, clock, ports, secrets, keys",
         description="Check what on this host stands between the site file and a working gateway: the\n"
         "site file, the device nodes it names and whether the service user may open them, its\n"
         "membership of dialout/video/bluetooth, BlueZ (a site with BLE devices), the space on the\n"
         "journal's filesystem, whether that user may read and write the data files (journal,\n"
         "state DB, trend index, snapshots), the clock's sync, the ports it listens on, the modes\n"
-        "of its secret files. Each problem comes with the command that fixes it. It changes nothing.\n\n"
+        "of its secret files, and whether its master key opens its keys.db (read-only; a keys.db\n"
+        "missing while sealed data exists is an error). Each problem comes with the command that\n"
+        "fixes it. It changes nothing.\n\n"
         "exit codes: 0 nothing to fix, 1 warnings, 2 errors",
         epilog="example:\n  sudo edge doctor -c /etc/community-edge/site.yaml",
         func=cmd_doctor,

@@ -55,6 +55,7 @@ __all__ = [
     "SUBJECT_FIELDS",
     "Sealer",
     "check_key_store",
+    "key_store_problem",
     "keys_path",
     "register",
     "sealed_data",
@@ -79,6 +80,15 @@ SEALED_ROW_SQL = (
     "SELECT 1 FROM journal WHERE privacy >= 1 AND (typeof(payload) = 'blob' OR typeof(value) = 'blob') "
     "LIMIT 1"
 )
+
+
+def _read_only_uri(path: str | os.PathLike[str]) -> str:
+    """A URI opening `path` read-only. Without a WAL (nobody has the file open) as immutable:
+    SQLite then creates no -wal or -shm, which a root command (`edge doctor`) would leave root's,
+    for the gateway to fail on."""
+    wal = Path(f"{path}-wal")
+    immutable = "" if wal.exists() and wal.stat().st_size > 0 else "&immutable=1"
+    return f"{Path(path).resolve().as_uri()}?mode=ro{immutable}"
 
 
 def sealed_data(
@@ -107,7 +117,7 @@ def sealed_data(
         if not Path(path).is_file() or Path(path).stat().st_size == 0:
             continue
         try:
-            conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=10)
+            conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=10)
         except sqlite3.Error:
             return f"{path} (unreadable) may hold {what}"
         try:
@@ -149,6 +159,34 @@ def check_key_store(
         found = sealed_data(journal_path, state_path, blob_dir)
         if found is not None:
             raise KeyStoreUnusable(missing_message(path, found))
+
+
+def key_store_problem(
+    journal_path: str | os.PathLike[str],
+    master_key: bytes,
+    state_path: str | os.PathLike[str] | None = None,
+    blob_dir: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """What stops the site's keys.db from opening with `master_key`, said for a person (naming the
+    file and what to do), None when it opens, or when there is none yet and nothing is sealed (a
+    first start creates it). Read-only: `edge doctor` and `edge check` ask it before a start
+    would fail."""
+    from edge.privacy.keys import KeyStoreUnusable, opens_with
+
+    path = keys_path(journal_path)
+    try:
+        check_key_store(journal_path, state_path, blob_dir)
+        if not Path(path).is_file() or Path(path).stat().st_size == 0:
+            return None  # nothing sealed: created at the first start
+        if opens_with(path, master_key):
+            return None
+    except KeyStoreUnusable as exc:
+        return str(exc)
+    return (
+        f"{path}: this master key does not open the key store (it was written, or last rotated, "
+        "under another master key): name in privacy.master_key_file the key keys.db was last "
+        "rotated to, or put back the keys.db of this master key"
+    )
 
 
 def subject_of(payload: Any, private_points: Container[str] = ()) -> str:

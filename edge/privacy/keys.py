@@ -55,6 +55,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import orjson
@@ -264,8 +265,13 @@ def opens_with(path: str | os.PathLike[str], master_key: bytes) -> bool:
     where = str(path)
     if _absent(where):
         raise KeyStoreUnusable(f"{where}: no key store there (missing or empty)")
+    # without a WAL (nobody has the file open) it is read as immutable: SQLite then creates no
+    # -wal or -shm, which a root `edge doctor` would leave root's, for the service to fail on
+    wal = f"{where}-wal"
+    mode = "ro" if os.path.exists(wal) and os.path.getsize(wal) > 0 else "ro&immutable=1"
     try:
-        conn = sqlite3.connect(f"file:{os.path.abspath(where)}?mode=ro", uri=True, timeout=10)
+        uri = f"{Path(where).resolve().as_uri()}?mode={mode}"
+        conn = sqlite3.connect(uri, uri=True, timeout=10)
     except sqlite3.Error as exc:
         raise KeyStoreUnusable(_open_error(where, exc)) from None
     try:
