@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from edge.api.tokens import create_token
@@ -43,7 +44,7 @@ def alert_rules() -> dict[str, dict[str, Any]]:
 def test_promtool_checks_the_rules() -> None:
     done = promtool("check", "rules", RULES.name)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 9 rules found" in done.stdout
+    assert "SUCCESS: 12 rules found" in done.stdout
 
 
 def test_each_alert_fires_and_stays_quiet_in_the_unit_tests() -> None:
@@ -57,13 +58,18 @@ def test_each_alert_fires_and_stays_quiet_in_the_unit_tests() -> None:
     assert fired == set(alert_rules())
 
 
-async def test_the_rules_use_only_families_a_gateway_exports(tmp_path: Path) -> None:
+async def test_the_rules_use_only_families_a_gateway_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rule on a renamed or missing family would never fire: each `edge_*` name the rules use
-    must be in a scrape of a gateway with a device, a sink that fails and a byte cap."""
+    must be in a scrape of a gateway with a device, a sink that fails, a pull consumer and a byte
+    cap."""
     dead = f"http://127.0.0.1:{free_port()}/ingest"
+    monkeypatch.setenv("EDGE_TEST_CITY_TOKEN", "ce_pullcitytoken_" + "x" * 32)
     doc = {
         "devices": [METER],
         "upstream": [{**sink(dead), "retry": {"initial": "10ms", "max": "50ms"}}],
+        "consumers": [{"id": "city", "token_env": "EDGE_TEST_CITY_TOKEN"}],
         "storage": {"max_bytes": "64MiB"},
     }
     async with running_site(tmp_path, doc) as rt:
