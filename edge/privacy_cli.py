@@ -224,7 +224,7 @@ def _out_refused(site: Any, out: str, force: bool) -> str | None:
     if clash:
         return f"error: {out}: that is {clash}; writing there would replace it. Name a new file; nothing was written"
     if path.is_dir():
-        return f"error: {out}: a directory; --out names the file to write; nothing was written"
+        return f"error: {out}: Is a directory; --out names the file to write; nothing was written"
     if not force and (path.exists() or path.is_symlink()):
         return f"error: {out}: exists; name a new file, or give --force to replace it; nothing was written"
     return None
@@ -248,7 +248,10 @@ def _private_out(path: Path, force: bool) -> Iterator[IO[str]]:
 
 def _new_private_file(path: Path) -> tuple[int, str]:
     """(fd, name) of a new file beside `path`, created 0600 with O_EXCL (`mkstemp`)."""
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.absolute().parent)
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.absolute().parent)
+    except OSError as exc:  # said of the file asked for, not of the temporary name
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _place(tmp: Path, path: Path, force: bool) -> None:
