@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -111,10 +112,16 @@ class PrivacyComponent:
         self._blob_dir = site.storage.resolved_blob_dir()
         register(self._blob_dir, sealer)  # a sensitive camera's snapshots, and the API that serves them
         self.sealed_existing = await journal.seal_existing()
-        if self.sealed_existing:
-            # the trend index copied those events in clear: it is derived data, rebuilt (from the
-            # sealed journal) by its component, which starts after this one
+        # the trend index copied those events in clear: it is derived data, rebuilt (from the
+        # sealed journal) by its component, which starts after this one. The journal marks it
+        # stale in the sealing's first transaction, so a start killed before the drop drops it at
+        # the next start, which has nothing left to seal
+        if self.sealed_existing or await asyncio.to_thread(journal.trend_index_stale):
             await asyncio.to_thread(drop_trend_index, journal.path)
+            try:
+                await asyncio.to_thread(journal.trend_index_dropped)
+            except sqlite3.Error as exc:  # a full disk, say: the next start drops it again, no harm
+                log.warning("privacy: the trend index's drop is not recorded yet: %s", exc)
         await self.restore_sensitive()
         await self.journal_notices()
         self._task = self.ctx.spawn(self._watch(), "privacy-notices")

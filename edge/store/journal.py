@@ -156,6 +156,11 @@ COUNTER_SQL = "UPDATE counters SET value = value + ? WHERE name = ?"
 LAST_SEQ_SQL = (
     "INSERT INTO meta(key, value) VALUES('last_seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 )
+SET_META_SQL = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+#: set in the first transaction that seals records written in clear, deleted once the trend index
+#: (which copied them in clear) is gone: a crash in between leaves it, and the next start drops
+#: the index although nothing is left to seal
+TREND_STALE_META = "trend_index_stale"
 
 
 # records sealed at rest still in clear: personal and sensitive events whose payload is text, and
@@ -505,6 +510,8 @@ class Journal(JournalQueries):
                             conn.execute("UPDATE journal SET payload = ? WHERE seq = ?", (sealed, seq))
                     if rows:
                         conn.execute(ADD_COUNTER_SQL, ("sealed_existing", len(rows)))
+                        # with the first sealed rows: the trend index holds their clear copies
+                        conn.execute(SET_META_SQL, (TREND_STALE_META, "1"))
                     conn.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -521,6 +528,46 @@ class Journal(JournalQueries):
             return total
         finally:
             conn.close()
+
+    def meta(self, key: str) -> str | None:
+        """A value of the journal's `meta` table (read on a connection of its own), None when absent."""
+        conn = connect(self.path)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_meta(self, values: Mapping[str, str | None]) -> None:
+        """Write `values` into the journal's `meta` table in one transaction, on a connection of
+        its own beside the writer (a None deletes the key). For a component's small durable
+        marks (the trend index to drop, a recipient's key fingerprint), not for the writer's own."""
+        conn = connect(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for key, value in values.items():
+                    if key in ("last_seq", "schema_version"):
+                        raise ValueError(f"meta key {key!r} is the journal's own")
+                    if value is None:
+                        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+                    else:
+                        conn.execute(SET_META_SQL, (key, value))
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def trend_index_stale(self) -> bool:
+        """Records were sealed in place (`seal_existing`) and the trend index, which copied them in
+        clear, has not been dropped since (`trend_index_dropped`): a crash may have come between."""
+        return self.meta(TREND_STALE_META) is not None
+
+    def trend_index_dropped(self) -> None:
+        self.set_meta({TREND_STALE_META: None})
 
     def _close_connections(self) -> None:
         if self.sealer is not None:
