@@ -86,6 +86,23 @@ class Hub:
                 n += 1
         return n
 
+    def erase_latest(self, points: Iterable[str]) -> int:
+        """The latest values of `points` read as erased from now on (a null value, its time and
+        quality kept, as the journal's history shows a reading whose subject was forgotten), in
+        what the UI and `/latest` serve and in what change detection compares the next sample
+        with: a forgotten plate is not kept in memory until the next car. Returns how many."""
+        n = 0
+        for point in points:
+            r = self.latest.get(point)
+            if r is None or r.value is None:
+                continue
+            erased = r._replace(value=None)
+            self.latest[point] = erased
+            if point in self._reported:
+                self._reported[point] = erased
+            n += 1
+        return n
+
     def unregister_device(self, device_id: str) -> None:
         prefix = device_id + "."
         self.private_ranks = {p: r for p, r in self.private_ranks.items() if not p.startswith(prefix)}

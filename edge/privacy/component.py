@@ -88,6 +88,7 @@ class PrivacyComponent:
         self._task: asyncio.Task[None] | None = None
         self._blob_dir: str | None = None
         self.key_expiry: KeyExpiry | None = None
+        self.latest_erased = 0  # latest values of private points erased by a running forget
 
     async def start(self) -> None:
         from edge.privacy.keyfile import KeyFileError
@@ -146,6 +147,7 @@ class PrivacyComponent:
             "sealed_existing": self.sealed_existing,
             "erasures_journaled": self.notices,
             "keys_expired": self.key_expiry.expired if self.key_expiry is not None else 0,
+            "latest_erased": self.latest_erased,
         }
 
     async def restore_sensitive(self) -> int:
@@ -168,10 +170,14 @@ class PrivacyComponent:
         return len(restored)
 
     async def journal_notices(self) -> int:
-        """Journal every erasure notice queued by `edge privacy forget` as a subject_erased event."""
+        """Journal every erasure notice queued by `edge privacy forget` as a subject_erased event;
+        before it, the latest values that name the erased subject read as erased (`erase_latest`)."""
         state = self.ctx.state
         pending = await asyncio.to_thread(subjects.pending_notices, state)
         for _id, ts, payload in pending:
+            erased = payload.get("subject")
+            if isinstance(erased, str):
+                self.latest_erased += self.erase_latest(erased)
             self.ctx.hub.publish_event(Event(ERASED_KIND, self.ctx.site.site.id, Severity.INFO, payload, ts))
         if pending:
             await self.ctx.journal.flush()
@@ -179,6 +185,35 @@ class PrivacyComponent:
             self.notices += len(pending)
             log.info("journaled %d subject_erased notices", len(pending))
         return len(pending)
+
+    def erase_latest(self, subject_pseudonym: str) -> int:
+        """Make every private point whose latest value is the subject the site names
+        `subject_pseudonym` (`SubjectKeys.local_pseudonym`, as an erasure notice names it) read
+        as erased, in the hub and in the newest readings the rules took at start. Returns how
+        many points."""
+        sealer = self.sealer
+        if sealer is None:
+            return 0
+        hub, keys = self.ctx.hub, sealer.keys
+        private = hub.private_ranks
+        named = [
+            point
+            for point, r in list(hub.latest.items())
+            if point in private
+            and type(r.value) is str
+            and r.value
+            and keys.local_pseudonym(r.value) == subject_pseudonym
+        ]
+        n = hub.erase_latest(named)
+        good = self.ctx.restored_good
+        if isinstance(good, dict):
+            for point in named:
+                r = good.get(point)
+                if r is not None:
+                    good[point] = r._replace(value=None)
+        if n:
+            log.info("%d latest values named an erased subject and read as erased", n)
+        return n
 
     async def _watch(self) -> None:
         while True:
