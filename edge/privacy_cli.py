@@ -130,6 +130,28 @@ def register(sub: Subcommands) -> None:
     )
     add_command(
         group,
+        "backup-keys",
+        help="copy keys.db (the residents' data keys) to a file kept apart from the backups",
+        description="Writes a consistent copy of the site's keys.db to FILE (0600), by SQLite's backup API:\n"
+        "the gateway may run (a plain cp of keys.db beside a running gateway misses the keys still\n"
+        "in keys.db-wal, and the records sealed under them never open again). `edge backup`\n"
+        "leaves keys.db out on purpose, so that a forget reaches the archives too: without a\n"
+        "copy of keys.db, the loss of the box loses every sealed record. Take one after the\n"
+        "first start with privacy.master_key_file, then regularly (new residents and plates get\n"
+        "keys as they are seen) and after every forget (an older copy still holds the forgotten\n"
+        "key) and rotate-key (a copy opens with the master key of its time). Keep it apart from\n"
+        "the archives and from the master key: each is useless without the other. To restore,\n"
+        "put it back as keys.db beside the journal before the gateway's first start. FILE is\n"
+        "refused when it exists (unless --force) or is one of the site's own files. Written to\n"
+        "the audit log.",
+        epilog="example:\n  edge privacy backup-keys -c /etc/community-edge/site.yaml "
+        "--out /mnt/keys-safe/keys-$(date +%F).db",
+        func=cmd_privacy_backup_keys,
+        config=True,
+        args=[arg("--out", required=True, metavar="FILE", help="the copy to write (0600)"), FORCE],
+    )
+    add_command(
+        group,
         "rotate-key",
         help="rewrap every resident's data key under a new master key (nothing else is rewritten)",
         description="Rewraps every data key in keys.db under the master key in NEW (created 0600 when it\n"
@@ -180,6 +202,8 @@ def _open_site_keys(
             file=sys.stderr,
         )
         return None
+    # the check that keys.db is present and holds keys where sealed data exists belongs here, before
+    # Sealer.open creates an empty keys.db: every privacy command that uses the keys comes this way
     try:
         sealer = Sealer.open(site.storage.path, key_file)
     except KeyFileError as exc:
@@ -414,6 +438,82 @@ def _close_after_commit(sealer: Any) -> None:
             "deleted or rewrapped key may stay in the file until the next forget, rotation or start",
             file=sys.stderr,
         )
+
+
+def cmd_privacy_backup_keys(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.cli import load_or_report
+    from edge.privacy.atrest import keys_path
+    from edge.state import StateDB
+
+    site = load_or_report(args.config)
+    if site is None:
+        return 1
+    refused = _out_refused(site, args.out, args.force)
+    keys = Path(keys_path(site.storage.path))
+    if refused is None and site.privacy.master_key_file is None:
+        refused = (
+            f"{args.config}: privacy.master_key_file is not set: nothing is sealed, there are no keys to copy"
+        )
+    elif refused is None and not keys.exists():
+        refused = (
+            f"{keys}: no data keys yet (has the site run with privacy.master_key_file?); nothing was written"
+        )
+    if refused is not None:
+        print(refused, file=sys.stderr)
+        return 1
+    # the keys must open with the site's master key: a copy of a store it cannot open is no backup
+    opened = _open_site_keys(args)
+    if opened is None:
+        return 1
+    _, sealer = opened
+    try:
+        out = Path(args.out)
+        copied = _copy_keys(keys, out, args.force)
+    finally:
+        sealer.close()
+    state = StateDB(site.storage.resolved_state_path())
+    try:
+        audit.record(state, "cli", "privacy_backup_keys", str(out.absolute()), subject_keys=copied)
+    finally:
+        state.close()
+    print(
+        f"{copied} data keys copied to {args.out} (0600); keep it apart from the backup archives and "
+        "from the master key, and take a new copy after every forget: an older one still holds the "
+        "forgotten key"
+    )
+    return 0
+
+
+def _copy_keys(keys: Path, out: Path, force: bool) -> int:
+    """Copy keys.db to `out` by SQLite's backup API (one read snapshot, the WAL's keys included),
+    as one self-contained file (rollback journal, no -wal beside it); checked, then put in place
+    (`_place`). Returns the number of data keys in the copy."""
+    fd, tmp = _new_private_file(out)
+    os.close(fd)
+    try:
+        source = sqlite3.connect(f"file:{keys}?mode=ro", uri=True, timeout=30)
+        try:
+            copy = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+                check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"the copy fails its integrity check: {check}")
+                n = int(copy.execute("SELECT count(*) FROM subject_keys").fetchone()[0])
+            finally:
+                copy.close()
+        finally:
+            source.close()
+        with open(tmp, "rb+") as written:
+            os.fsync(written.fileno())
+        _place(Path(tmp), out, force)
+    except BaseException:
+        for leftover in (tmp, f"{tmp}-journal"):
+            Path(leftover).unlink(missing_ok=True)
+        raise
+    return n
 
 
 def cmd_privacy_rotate(args: argparse.Namespace) -> int:
