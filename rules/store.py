@@ -12,7 +12,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,23 +277,54 @@ class RuleStore:
                 "SELECT rule_id, key, phase, since, last_fired, last_notified, args FROM rule_state"
             ).fetchall()
         out: dict[str, dict[str, KeyState]] = {}
+        resealed: list[tuple[bytes, str, str]] = []
         for r in rows:
             text = self._open_args(r[0], r[1], r[6])
             args = tuple(json.loads(text)) if text else None
             out.setdefault(r[0], {})[r[1]] = KeyState(r[2], r[3], r[4], r[5], args)
+            if args and isinstance(r[6], bytes) and not self._under_own_key(r[6], args):
+                # an earlier version sealed it under the site key: a forget would not shred it
+                sealed = self._seal_args(r[0], r[1], args)
+                if isinstance(sealed, bytes):
+                    resealed.append((sealed, r[0], r[1]))
+        if resealed:
+            with self.state.lock:
+                self.state.conn.executemany(
+                    "UPDATE rule_state SET args=? WHERE rule_id=? AND key=?", resealed
+                )
         return out
 
+    def _under_own_key(self, envelope: bytes, args: tuple[Any, ...]) -> bool:
+        """Whether a stored state's envelope is sealed under the key of the subject its record
+        names (`args_subject`), as `_seal_args` seals it now."""
+        from edge.privacy.atrest import Sealer
+        from edge.privacy.keys import envelope_kid
+
+        sealer = sealer_for(self.state.path)
+        if not isinstance(sealer, Sealer):
+            return True
+        kid = sealer.keys.kid_of(args_subject(args, sealer.private_points())[0])
+        return kid is not None and envelope_kid(envelope) == kid
+
     # A state's args are the record that fired it (a blood pressure, say): where the site seals
-    # sensitive data at rest, they are sealed like the journal's payloads, bound to the rule and key.
+    # sensitive data at rest, they are sealed like the journal's payloads, under the key of the
+    # subject the record names (so forgetting the resident or plate shreds it), bound to the rule
+    # and key.
     def _seal_args(self, rule_id: str, key: str, args: tuple[Any, ...] | None) -> str | bytes | None:
         if not args:
             return None
-        text = json.dumps(args, default=str, ensure_ascii=False)
         if sealer_for(self.state.path) is None:
-            return text
-        from edge.privacy.atrest import seal_text  # cryptography, only where a site seals
+            return json.dumps(args, default=str, ensure_ascii=False)
+        from edge.privacy.atrest import Sealer, aad  # cryptography, only where a site seals
 
-        return seal_text(self.state.path, text, f"rule_state\x00{rule_id}\x00{key}")
+        sealer = sealer_for(self.state.path)
+        if not isinstance(sealer, Sealer):  # unregistered in between, or another kind
+            return json.dumps(args, default=str, ensure_ascii=False)
+        subject, kept = args_subject(args, sealer.private_points())
+        text = json.dumps(kept, default=str, ensure_ascii=False)
+        sealer.sealed += 1
+        where = f"rule_state\x00{rule_id}\x00{key}"
+        return sealer.keys.seal(subject, text.encode(), aad("state", 0.0, where))
 
     def _open_args(self, rule_id: str, key: str, stored: str | bytes | None) -> str | None:
         if stored is None or isinstance(stored, str):
@@ -331,6 +362,27 @@ class RuleStore:
                 if conn.in_transaction:  # a failed COMMIT has rolled back already
                     conn.execute("ROLLBACK")
                 raise
+
+
+def args_subject(args: tuple[Any, ...], private: Container[str]) -> tuple[str, tuple[Any, ...]]:
+    """Whom a rule state's record (its args: value, previous value, point, ..., the event's
+    payload last) names, by the project's one subject rule: an event's resident or plate, or the
+    string `value` of an event about a private point (`edge.privacy.atrest.subject_of`); a
+    private point's string reading (a plate) by its value; else the site. Returned with the args
+    to keep under that subject's key: a previous reading naming someone else (the plate before)
+    is not kept, as it would outlive that other subject's erasure."""
+    from edge.privacy.atrest import SITE_SUBJECT, subject_of
+
+    payload = args[10] if len(args) > 10 else None
+    if isinstance(payload, dict):
+        return subject_of(payload, private), args
+    value = args[0]
+    point = args[2] if len(args) > 2 else None
+    if not (isinstance(point, str) and point in private and type(value) is str and value):
+        return SITE_SUBJECT, args
+    if len(args) > 1 and type(args[1]) is str and args[1] != value:
+        return value, (args[0], None, *args[2:])
+    return value, args
 
 
 class StateWriter:
