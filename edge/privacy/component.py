@@ -14,6 +14,7 @@ from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import SITE_SUBJECT, Sealer, register, unregister
 from edge.privacy.pseudonym import ERASED_KIND
+from edge.store import space
 
 if TYPE_CHECKING:
     from edge.privacy.keys import SubjectKeys
@@ -29,6 +30,11 @@ class PrivacyStartError(StartError):
 
 
 NOTICE_INTERVAL_S = 2.0  # how soon a running gateway journals an erasure `edge privacy forget` queued
+# keys.db's WAL is given back (truncated) once a burst of new subjects grew it past this: SQLite
+# reuses it from its start after each checkpoint but never shrinks it, and keys.db is the only
+# store beside the journal whose WAL has no size limit (its secure_delete and FULL sync are kept)
+KEYS_WAL_KEEP = 1 << 20
+KEYS_WAL_WAIT_MS = 200  # how long a truncation waits for the key store's own writer
 
 
 def drop_trend_index(journal_path: str) -> None:
@@ -88,7 +94,9 @@ class PrivacyComponent:
         self._task: asyncio.Task[None] | None = None
         self._blob_dir: str | None = None
         self.key_expiry: KeyExpiry | None = None
+        self._stopped = False  # the journal may still ask for keys.db's WAL after the stop
         self.latest_erased = 0  # latest values of private points erased by a running forget
+        self.keys_wal_given_back = 0
 
     async def start(self) -> None:
         from edge.privacy.keyfile import KeyFileError
@@ -112,6 +120,10 @@ class PrivacyComponent:
         register(self.ctx.state.path, sealer)  # dead letters
         self._blob_dir = site.storage.resolved_blob_dir()
         register(self._blob_dir, sealer)  # a sensitive camera's snapshots, and the API that serves them
+        # keys.db grows with every new subject on the journal's filesystem: the gateway's own
+        # space, not another program's, and its WAL given back when the journal holds for space
+        journal.add_own_space(self.keys_bytes)
+        journal.add_space_reclaimer(self.give_keys_wal_back)
         self.sealed_existing = await journal.seal_existing()
         # the trend index copied those events in clear: it is derived data, rebuilt (from the
         # sealed journal) by its component, which starts after this one. The journal marks it
@@ -135,6 +147,7 @@ class PrivacyComponent:
             self._task = None
         if self.key_expiry is not None:
             self.key_expiry.active = False
+        self._stopped = True
         if self.sealer is not None:
             unregister(self.ctx.state.path, self.sealer)
             if self._blob_dir is not None:
@@ -148,7 +161,39 @@ class PrivacyComponent:
             "erasures_journaled": self.notices,
             "keys_expired": self.key_expiry.expired if self.key_expiry is not None else 0,
             "latest_erased": self.latest_erased,
+            "keys_wal_given_back": self.keys_wal_given_back,
         }
+
+    def keys_bytes(self) -> int:
+        """What keys.db and its WAL hold on the journal's filesystem (`Journal.add_own_space`)."""
+        sealer = self.sealer
+        if sealer is None:
+            return 0
+        path = sealer.keys.path
+        return space.file_size(path) + space.file_size(path + "-wal")
+
+    def give_keys_wal_back(self, keep: int = 0) -> bool:
+        """Truncate keys.db's WAL when it holds more than `keep` bytes, from a connection of its
+        own (the key store's writer is not disturbed: a busy store is tried again later). Asked
+        by the journal when it holds for space (`add_space_reclaimer`, its writer thread) and,
+        with KEYS_WAL_KEEP, after a burst of new subjects. True when the WAL was truncated."""
+        sealer = self.sealer
+        if sealer is None or self._stopped:
+            return False
+        path = sealer.keys.path
+        if space.file_size(path + "-wal") <= keep:
+            return False
+        # mode=rw: a keys.db removed under the running gateway is not created anew here
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=0)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={KEYS_WAL_WAIT_MS}")
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.close()
+        if busy:
+            return False
+        self.keys_wal_given_back += 1
+        return True
 
     async def restore_sensitive(self) -> int:
         """The newest values of private points, read again now that they open: the runtime took
@@ -222,3 +267,10 @@ class PrivacyComponent:
                 await self.journal_notices()
             except Exception as exc:  # the state DB busy or failing: try again next time
                 log.warning("privacy: erasure notices not journaled yet: %s", exc)
+            try:
+                await asyncio.to_thread(self.give_keys_wal_back, KEYS_WAL_KEEP)
+            except sqlite3.Error as exc:  # busy or failing: tried again next time
+                log.warning("privacy: %s could not give its WAL back: %s", self._keys_path(), exc)
+
+    def _keys_path(self) -> str:
+        return self.sealer.keys.path if self.sealer is not None else "keys.db"

@@ -281,6 +281,8 @@ class Journal(JournalQueries):
         # stores beside the journal that give their space back when it holds for space
         self._reclaimers: list[Callable[[], object]] = []
         self._reclaimed = float("-inf")  # monotonic time they were last asked
+        # bytes the gateway's other stores on the journal's filesystem hold (add_own_space)
+        self._own_space: list[Callable[[], int]] = []
         self.expirer_interval = EXPIRER_INTERVAL_S
         # monotonic time of the last run: compared with the interval at each pass, so a changed
         # interval takes effect at once
@@ -909,6 +911,23 @@ class Journal(JournalQueries):
         logged and tried again at the next interval."""
         self._reclaimers.append(fn)
 
+    def add_own_space(self, fn: Callable[[], int]) -> None:
+        """Count `fn()`, the bytes another store of the gateway holds on the journal's filesystem
+        (the data keys, their WAL), as the gateway's own when a full step stops fitting
+        (`_disk_share`): its growth is the gateway's, not another program's taking. Called in the
+        writer thread once per step while the disk is near its limit: a few stats, no I/O beyond.
+        A failing `fn` counts 0 and is logged."""
+        self._own_space.append(fn)
+
+    def _own_bytes(self) -> int:
+        total = 0
+        for fn in list(self._own_space):
+            try:
+                total += max(0, int(fn()))
+            except Exception as exc:  # a store failing must not stop the journal
+                log.warning("journal: %r could not say the space it holds: %s", fn, exc)
+        return total
+
     def _reclaim(self) -> bool:
         """Ask the stores beside the journal for their space; True when any was asked."""
         now = time.monotonic()
@@ -935,7 +954,7 @@ class Journal(JournalQueries):
         limited = room.limited(most)
         if self._disk_limited and not limited:  # hysteresis: over only with room for a few steps
             limited = room.spare < SPACE_BACK_STEPS * room.wal_bytes(most)
-        total = room.free + room.file_bytes + space.file_size(self.path + "-wal")
+        total = room.free + room.file_bytes + space.file_size(self.path + "-wal") + self._own_bytes()
         before, self._disk_total = self._disk_total, total
         if not limited:
             self._rotating = False
