@@ -13,7 +13,13 @@ from edge.model import PRIVACY_RANK, Event, Privacy, Severity
 from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import SITE_SUBJECT, Sealer, register, unregister
-from edge.privacy.pseudonym import ERASED_KIND
+from edge.privacy.pseudonym import (
+    ERASED_KIND,
+    FINGERPRINT_META,
+    KEY_CHANGED_KIND,
+    key_changes,
+    recipient_fingerprints,
+)
 from edge.store import space
 
 if TYPE_CHECKING:
@@ -137,6 +143,7 @@ class PrivacyComponent:
                 log.warning("privacy: the trend index's drop is not recorded yet: %s", exc)
         await self.restore_sensitive()
         await self.journal_notices()
+        await self.note_pseudonym_keys()
         self._task = self.ctx.spawn(self._watch(), "privacy-notices")
 
     async def stop(self) -> None:
@@ -259,6 +266,46 @@ class PrivacyComponent:
         if n:
             log.info("%d latest values named an erased subject and read as erased", n)
         return n
+
+    async def note_pseudonym_keys(self) -> int:
+        """Journal one `pseudonym_key_changed` event (and log a warning) per sink or consumer whose
+        pseudonym key is not the one of the previous start: every pseudonym it receives changes
+        with it, those of records journaled before and not yet delivered included. The
+        fingerprints are kept in the journal's meta; the first start that sees a recipient
+        records its key without an event. Returns how many changed."""
+        site, journal = self.ctx.site, self.ctx.journal
+        recipients = [(f"upstream {s.id}", getattr(s, "pseudonymise", None)) for s in site.upstream]
+        recipients += [(f"consumer {c.id}", c.pseudonymise) for c in site.consumers]
+        now = await asyncio.to_thread(recipient_fingerprints, recipients)
+        if not now:
+            return 0
+
+        def recorded() -> dict[str, str | None]:
+            return {what: journal.meta(FINGERPRINT_META + what) for what in now}
+
+        try:
+            changes = key_changes(now, await asyncio.to_thread(recorded))
+        except sqlite3.Error as exc:  # the journal busy or failing: checked at the next start
+            log.warning("privacy: the recipients' pseudonym keys were not checked: %s", exc)
+            return 0
+        for change in changes:
+            log.warning(
+                "%s: its pseudonym key changed since the last start (fingerprint %s, was %s): every "
+                "pseudonym it receives from now on differs from those it received before, records "
+                "journaled before and not yet delivered included; if that was not meant, put the "
+                "previous key back",
+                change["recipient"],
+                change["fingerprint"],
+                change["previous_fingerprint"],
+            )
+            self.ctx.hub.publish_event(Event(KEY_CHANGED_KIND, site.site.id, Severity.WARNING, change))
+        if changes:
+            await journal.flush()  # the events before the new fingerprints: a crash repeats them
+        try:
+            await asyncio.to_thread(journal.set_meta, {FINGERPRINT_META + w: fp for w, fp in now.items()})
+        except sqlite3.Error as exc:  # not recorded: the next start says the same again
+            log.warning("privacy: the recipients' pseudonym keys were not recorded: %s", exc)
+        return len(changes)
 
     async def _watch(self) -> None:
         while True:

@@ -106,6 +106,38 @@ def key_fingerprint(key: bytes) -> str:
     return hmac.new(key, FINGERPRINT_INFO, hashlib.sha256).hexdigest()[:16]
 
 
+KEY_CHANGED_KIND = "pseudonym_key_changed"  # a recipient's pseudonym key differs from the last start's
+FINGERPRINT_META = "pseudonym_key_fingerprint:"  # + the recipient: its key's fingerprint at the last start
+
+
+def recipient_fingerprints(recipients: Iterable[tuple[str, PseudonymiseConfig | None]]) -> dict[str, str]:
+    """The fingerprint of each recipient's pseudonym key, by recipient (`upstream central`,
+    `consumer city`); a recipient without a `pseudonymise:` block, or whose key cannot be read
+    (its sink or consumer refuses to start and says why), is left out."""
+    out: dict[str, str] = {}
+    for what, cfg in recipients:
+        if cfg is None:
+            continue
+        try:
+            key = load_pseudonym_key(cfg.key_file, cfg.key_env, f"{what} pseudonymise")
+        except KeyFileError:
+            continue
+        out[what] = key_fingerprint(key)
+    return out
+
+
+def key_changes(now: Mapping[str, str], recorded: Mapping[str, str | None]) -> list[dict[str, str]]:
+    """The recipients whose key fingerprint differs from the one recorded at the previous start:
+    one `pseudonym_key_changed` payload each (the recipient, the fingerprints before and now; a
+    fingerprint names a key without revealing it). A recipient with nothing recorded (the first
+    start that sees it) is not a change."""
+    return [
+        {"recipient": what, "previous_fingerprint": old, "fingerprint": fp}
+        for what, fp in sorted(now.items())
+        if (old := recorded.get(what)) is not None and old != fp
+    ]
+
+
 def erasure_for(payload: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
     """What one recipient (its pseudonym key, None without one) sees of a subject_erased notice:
     its own pseudonym of the subject, never the site's nor another recipient's."""
