@@ -120,9 +120,17 @@ def expire_class(
     to the lowest cursor; personal and sensitive rows up to `committed`, delivered or not.
 
     Rows are visited in seq order and the walk stops at the first row of the class that is young
-    enough to keep: records arrive in time order, so what follows is younger too (a record stamped
-    earlier than one before it waits for it). The next chunk starts there, so a class's walk never
-    revisits rows: its cost is the rows between the two, not the journal."""
+    enough to keep: records arrive in time order, so what follows is younger too. The next chunk
+    starts there, so a class's walk never revisits rows: its cost is the rows between the two,
+    not the journal.
+
+    A stamp is the wall clock's, though, and seq order is commit order: a wall clock that ran
+    ahead and was set back stamps rows "young" that were committed before rows already past their
+    retention. For a personal or sensitive class the walk therefore does not trust a young row to
+    end it: past it, `sweep_for_expired` looks, one bounded window of seqs per pass, for a later
+    row of the class stamped before the cutoff (so not after the pass's own time). Every row of
+    the class committed before such a row is at least as old as it, whatever its stamp says:
+    they go with it, counted as the rest. A row stamped in the future never holds the others."""
     safe = lowest_cursor(conn)
     upto = min(safe, committed) if (rank == 0 and safe is not None) else committed
     res = ClassExpiry(rank, next_start=max(start, 0))
@@ -142,6 +150,16 @@ def expire_class(
         if len(taken) >= limit:
             break
     cur.close()
+    behind: int | None = None  # the last row of the class (past `young`) stamped before the cutoff
+    if young is not None and rank in PRIVATE_RANKS and len(taken) < limit:
+        behind = sweep_for_expired(conn, rank, cutoff_ts, young=young, upto=upto, window=limit * SWEEP_CHUNKS)
+        if behind is not None:
+            taken += conn.execute(
+                "SELECT seq, ts FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ? ORDER BY seq LIMIT ?",
+                (young, behind, rank, limit - len(taken)),
+            ).fetchall()
+    if behind is not None and taken[-1][0] < behind:  # the chunk ran out before it: find it again
+        _swept[(id(conn), rank)] = behind - 1
     if taken:
         first, last = taken[0][0], taken[-1][0]
         # the walk took every row of the class in [first, last]: delete exactly those
@@ -155,11 +173,46 @@ def expire_class(
                 res.newest_ts = ts if res.newest_ts is None else max(res.newest_ts, ts)
     if len(taken) >= limit:
         res.more, res.next_start = True, taken[-1][0]
+    elif behind is not None:  # more may hide further on: the next pass sweeps on from here
+        res.more, res.next_start = True, behind
     elif young is not None:
         res.next_start = young - 1
     else:
         res.next_start = upto
     return res
+
+
+#: how far past a young row one pass of a personal or sensitive class looks for rows stamped before
+#: the cutoff: this many chunks' worth of seqs (a range of the primary key, read row by row)
+SWEEP_CHUNKS = 4
+# (id of the write connection, class) -> the seq the look-ahead has swept up to. Only a position:
+# a wrong one (a connection id reused) starts the sweep elsewhere in the same range, nothing more.
+_swept: dict[tuple[int, int], int] = {}
+
+
+def sweep_for_expired(
+    conn: sqlite3.Connection, rank: int, cutoff_ts: float, *, young: int, upto: int, window: int
+) -> int | None:
+    """The highest seq of class `rank` stamped before `cutoff_ts` in the next `window` seqs after
+    the young row `young` (at most up to `upto`), or None. Each call takes the window after the
+    last one and starts over from `young` once it reaches `upto`, so an expired row anywhere past
+    a young one is found within one sweep of the class's young rows, at a cost per call of
+    `window` rows whatever the journal's size (no index on ts or class: an index on `journal`
+    costs the insert rate)."""
+    key = (id(conn), rank)
+    frontier = _swept.get(key, young)
+    if frontier < young or frontier >= upto:
+        frontier = young
+    end = min(frontier + max(window, 1), upto)
+    row = conn.execute(
+        "SELECT max(seq) FROM journal WHERE seq > ? AND seq <= ? AND privacy = ? AND ts < ?",
+        (frontier, end, rank, cutoff_ts),
+    ).fetchone()
+    if row[0] is not None:
+        _swept[key] = int(row[0])  # the rows up to it go: sweep on after it
+        return int(row[0])
+    _swept[key] = end if end < upto else young
+    return None
 
 
 @dataclass
