@@ -102,7 +102,7 @@ def buffer_health(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         cursors[name] = {
             "kind": kind,
             "seq": seq,
-            "backlog": max(0, journal.committed_seq - seq),
+            "backlog": journal.unsent(seq, journal.committed_seq)[0],
             "oldest_unsent_ts": oldest_ts,
             "oldest_unsent_age_s": round(max(0.0, now - oldest_ts), 3) if oldest_ts is not None else None,
             "updated": updated,

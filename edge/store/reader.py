@@ -364,6 +364,20 @@ class JournalQueries:
         rows = self._query("SELECT min(seq) FROM journal")
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
+    def unsent(self, cursor: int, committed: int) -> tuple[int, float | None]:
+        """(rows, timestamp of the oldest) a cursor at `cursor` can still fetch, up to `committed`:
+        counted from the first record the journal still holds after the cursor, so the records it
+        dropped before they were fetched (`drop_oldest`, a private class past its retention) are not
+        a backlog (they are counted as drops where they happened). One indexed look-up: a status
+        read at every scrape never counts rows; a record of a private class deleted at its
+        retention in the middle of the backlog is still among the rows."""
+        if committed <= cursor:
+            return 0, None
+        first = self.first_at_or_after(cursor + 1)
+        if first is None or first[0] > committed:
+            return 0, None
+        return committed - first[0] + 1, float(first[1])
+
     def first_at_or_after(self, seq: int) -> tuple[int, float] | None:
         """(seq, ts) of the first record with seq >= `seq`."""
         rows = self._query("SELECT seq, ts FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,))

@@ -1,5 +1,5 @@
 """The sync plugin's HTTP routes: `GET /api/v1/sync` (every sink and consumer), the dead-letter
-list and a manual dead-letter retry. Added by the `routes` hook of `edge.sync.plugin`, described
+list, a manual dead-letter retry and a dead letter's deletion. Added by the `routes` hook of `edge.sync.plugin`, described
 by `edge.sync.openapi`; the dead-letter table is read and written through `edge.sync.deadletters`."""
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def letter_rank(runtime: Runtime, stored: str | None, record: Any) -> int:
 async def sync_status(request: web.Request) -> web.Response:
     require(request, "read")
     comp = keys.get_runtime(request).component(SyncComponent)
-    return json_response(comp.status() if comp is not None else {"sinks": [], "consumers": []})
+    empty: dict[str, Any] = {"sinks": [], "consumers": [], "removed_sinks": []}
+    return json_response(comp.status() if comp is not None else empty)
 
 
 async def dead_letters(request: web.Request) -> web.Response:
@@ -104,6 +105,16 @@ async def retry(request: web.Request) -> web.Response:
         raise Problem(404, "Not found", f"no dead letter {raw}")
     comp = runtime.component(SyncComponent)
     sink = comp.sinks.get(letter.sink) if comp is not None else None
+    if sink is None and letter.sink not in {cfg.id for cfg in runtime.site.upstream}:
+        raise Problem(
+            409,
+            "Sink removed",
+            f"upstream {letter.sink!r} is no longer in the site file, so nothing can send its dead "
+            f"letters; delete this one (DELETE /api/v1/sync/dead-letters/{letter.id}), or it is "
+            "deleted at its class's retention (storage.keep_history for a public one)",
+            message_key="msg.sync.sink_removed",
+            args={"sink": letter.sink},
+        )
     if sink is None:
         raise Problem(
             409,
@@ -147,10 +158,36 @@ async def retry(request: web.Request) -> web.Response:
     return json_response({"id": letter.id, "delivered": True, "status": outcome.status})
 
 
+async def delete(request: web.Request) -> web.Response:
+    """Delete one dead letter (an operator gave up on it, or its sink was removed): audited, and
+    its sink's count follows."""
+    principal = require(request, "write")
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(
+            400,
+            "Invalid id",
+            f"dead-letter id {raw[:40]!r} must be a positive integer",
+            message_key="msg.sync.bad_id",
+        )
+    runtime = keys.get_runtime(request)
+    state = runtime.state
+    letter = deadletters.one(state, int(raw)) if state is not None else None
+    if state is None or letter is None or not deadletters.delete(state, letter.id):
+        raise Problem(404, "Not found", f"no dead letter {raw}")
+    comp = runtime.component(SyncComponent)
+    sink = comp.sinks.get(letter.sink) if comp is not None else None
+    if sink is not None:
+        sink.dead_letter_resolved()
+    audit.record(state, principal.name, "sync.dead_letter.delete", letter.sink, dead_letter=letter.id)
+    return json_response({"id": letter.id, "sink": letter.sink, "deleted": True})
+
+
 ROUTES = [
     web.get("/api/v1/sync", sync_status),
     web.get("/api/v1/sync/dead-letters", dead_letters),
     web.post("/api/v1/sync/dead-letters/{id}/retry", retry),
+    web.delete("/api/v1/sync/dead-letters/{id}", delete),
 ]
 
 

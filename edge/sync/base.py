@@ -46,7 +46,7 @@ import aiohttp
 from edge.model import Event, Severity
 from edge.privacy.pseudonym import Pseudonymiser, RecordShaper
 from edge.store.journal import row_to_record
-from edge.store.reader import JournalQueries, JournalReader
+from edge.store.reader import JournalReader
 from edge.store.records import RecordFilter, Row
 from edge.sync import deadletters
 from edge.sync.deadletters import CLASS_NAMES, SENSITIVE
@@ -119,21 +119,6 @@ async def _cancel_all(tasks: deque[asyncio.Task[Any]]) -> None:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-
-
-def unsent(journal: JournalQueries, cursor: int, committed: int) -> tuple[int, float | None]:
-    """(rows, timestamp of the oldest) a cursor at `cursor` can still fetch, up to `committed`:
-    counted from the first record the journal still holds after the cursor, so the records it
-    dropped before they were fetched (`drop_oldest`, a private class past its retention) are not
-    a backlog (they are counted as drops where they happened). One indexed look-up: a status
-    read at every scrape never counts rows; a record of a private class deleted at its retention
-    in the middle of the backlog is still among the rows."""
-    if committed <= cursor:
-        return 0, None
-    first = journal.first_at_or_after(cursor + 1)
-    if first is None or first[0] > committed:
-        return 0, None
-    return committed - first[0] + 1, float(first[1])
 
 
 # ---------------------------------------------------------------- the sink
@@ -725,7 +710,7 @@ class PushSink:
         backlog, oldest = 0, None
         if self.readers:
             with contextlib.suppress(Exception):
-                backlog, oldest = unsent(self.readers[0], self.cursor, self.journal.committed_seq)
+                backlog, oldest = self.readers[0].unsent(self.cursor, self.journal.committed_seq)
         retry_in = None
         if self.retry_at is not None:
             retry_in = round(max(0.0, self.retry_at - time.monotonic()), 3)

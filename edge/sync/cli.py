@@ -96,7 +96,7 @@ def collect(site: Any) -> dict[str, Any]:
                     "type": cfg.type,
                     "enabled": cfg.enabled,
                     "cursor": seq,
-                    "backlog_rows": max(0, committed_seq - seq),
+                    "backlog_rows": journal.unsent(seq, committed_seq)[0],
                     "oldest_unsent_age_s": oldest(seq) if committed_seq > seq else 0.0,
                     "last_success": snap.get("last_success"),
                     "last_error": snap.get("last_error", ""),
@@ -112,7 +112,7 @@ def collect(site: Any) -> dict[str, Any]:
                 {
                     "id": c.id,
                     "cursor": seq,
-                    "backlog_rows": max(0, committed_seq - seq),
+                    "backlog_rows": journal.unsent(seq, committed_seq)[0],
                     "oldest_unsent_age_s": oldest(seq) if committed_seq > seq else 0.0,
                     "last_ack": updated if seq > 0 else None,
                 }

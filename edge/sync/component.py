@@ -6,7 +6,9 @@ first connect.
 
 The sinks' dead letters expire at their privacy class's retention (PIPL art. 19) with the journal's
 retention passes and under its clock guard (`Journal.add_expirer`): personal and sensitive ones
-once dead-lettered longer ago than their class's retention, public ones never by age.
+once dead-lettered longer ago than their class's retention, public ones never by age while their
+sink is in the site file, and at the public class's retention once it is not (nothing can retry
+them then); those are listed in the status as `removed_sinks` until then.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ log = logging.getLogger("edge.sync")
 def consumer_status(journal: Journal, consumer_id: str) -> dict[str, Any]:
     found = journal.consumer_cursor(consumer_id)
     cursor, updated = found if found is not None else (0, None)
-    backlog = max(0, journal.committed_seq - cursor)
-    oldest = journal.oldest_after(cursor) if backlog else None
+    # what the consumer can still fetch: records dropped before it did are counted as drops
+    backlog, oldest = journal.unsent(cursor, journal.committed_seq)
     return {
         "id": consumer_id,
         "cursor": cursor,
@@ -86,7 +88,7 @@ class SyncComponent:
         classified = deadletters.classify(state, self._classes.rank)  # rows of before the class column
         if classified:
             log.info("sync: %d dead letters stored without a privacy class were classified", classified)
-        gone = deadletters.expire(state, now, retention_s)
+        gone = deadletters.expire(state, now, retention_s, self.configured())
         if not gone:
             return []
         per_sink: Counter[str] = Counter()
@@ -134,10 +136,27 @@ class SyncComponent:
         )
         return declared + extra
 
+    def configured(self) -> set[str]:
+        """The ids of the site file's sinks, enabled or not: their dead letters are theirs."""
+        return {cfg.id for cfg in self.ctx.site.upstream}
+
+    def removed_sinks(self) -> list[dict[str, Any]]:
+        """Sinks no longer in the site file (removed or renamed) that left dead letters: each
+        with how many, until they are deleted or expire (docs/sync.md, *Dead letters*)."""
+        state = self.ctx.state
+        if state is None:
+            return []
+        configured = self.configured()
+        pending = deadletters.pending_by_sink(state)
+        return [
+            {"id": sink, "dead_letters": n} for sink, n in sorted(pending.items()) if sink not in configured
+        ]
+
     def status(self) -> dict[str, Any]:
         return {
             "sinks": [s.status() for s in self.sinks.values()],
             "consumers": [consumer_status(self.ctx.journal, cid) for cid in self.consumer_ids()],
+            "removed_sinks": self.removed_sinks(),
         }
 
     def collect_metrics(self) -> Iterator[Metric]:

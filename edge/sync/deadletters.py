@@ -3,7 +3,8 @@ the last status snapshot of each sink (read by `edge sync status` while the gate
 
 Each dead letter keeps its record's privacy class; personal and sensitive ones are deleted once
 dead-lettered longer ago than their class's retention (`expire`, run by the journal's retention
-passes), public ones stay until an operator deals with them.
+passes), public ones stay until an operator deals with them (retries or deletes them), or, once
+their sink is no longer in the site file, until the public class's retention.
 
 Every statement against these tables is here: the routes (`edge.sync.api`), the sinks and the CLI
 call these functions."""
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -222,6 +223,26 @@ def pending(state: StateDB, sink: str) -> int:
     return int(row[0])
 
 
+def pending_by_sink(state: StateDB) -> dict[str, int]:
+    """Dead letters not yet delivered by a manual retry, per sink (those of sinks no longer
+    configured among them). One pass over the (sink, id) index: the table is small."""
+    if not created(state):
+        return {}
+    with state.lock:
+        rows = state.conn.execute(
+            "SELECT sink, count(*) FROM sync_dead_letters WHERE retried IS NULL GROUP BY sink"
+        ).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def delete(state: StateDB, dead_letter_id: int) -> bool:
+    """Delete one dead letter; False when there is no such one."""
+    if not created(state):
+        return False
+    with state.lock:
+        return state.conn.execute("DELETE FROM sync_dead_letters WHERE id=?", (dead_letter_id,)).rowcount > 0
+
+
 def saved_status(state: StateDB, sink: str) -> dict[str, Any]:
     """The last status snapshot `sink` saved ({} when none)."""
     if not created(state):
@@ -292,26 +313,40 @@ def classify(state: StateDB, rank_of: Callable[[Row], int]) -> int:
         done += len(rows)
 
 
-def expire(state: StateDB, now: float, retention_s: Mapping[int, float | None]) -> dict[int, Counter[str]]:
+def expire(
+    state: StateDB,
+    now: float,
+    retention_s: Mapping[int, float | None],
+    configured: Collection[str] | None = None,
+) -> dict[int, Counter[str]]:
     """Delete the personal and sensitive dead letters dead-lettered longer ago than their class's
     retention (`retention_s`: seconds by rank, None: kept) by the wall time `now`, in chunks of
-    CHUNK rows, at most MAX_CHUNKS a call. Public ones are not expired by age. Returns, per rank
-    with some deleted, how many of each sink's."""
+    CHUNK rows, at most MAX_CHUNKS a call. Public ones of a configured sink are not expired by
+    age (an operator retries them); those of a sink not among `configured` (removed or renamed in
+    the site file: nothing can retry them) expire at the public class's retention
+    (`storage.keep_history`) too. Returns, per rank with some deleted, how many of each sink's."""
     gone: dict[int, Counter[str]] = {}
     if not created(state):
         return gone
     chunks = 0
     for rank, keep in sorted(retention_s.items(), reverse=True):
-        if rank < 1 or keep is None:
+        if keep is None or (rank < 1 and configured is None):
             continue
+        sql = (
+            "DELETE FROM sync_dead_letters WHERE id IN (SELECT id FROM sync_dead_letters "
+            "WHERE privacy=? AND ts<?{} LIMIT ?) RETURNING sink"
+        )
+        args: list[Any] = [rank, now - keep]
+        if rank < 1:  # public: a removed sink's only
+            assert configured is not None
+            sql = sql.format(f" AND sink NOT IN ({','.join('?' * len(configured))})" if configured else "")
+            args += list(configured)
+        else:
+            sql = sql.format("")
         while chunks < MAX_CHUNKS:
             chunks += 1
             with state.lock:
-                sinks = state.conn.execute(
-                    "DELETE FROM sync_dead_letters WHERE id IN (SELECT id FROM sync_dead_letters "
-                    "WHERE privacy=? AND ts<? LIMIT ?) RETURNING sink",
-                    (rank, now - keep, CHUNK),
-                ).fetchall()
+                sinks = state.conn.execute(sql, (*args, CHUNK)).fetchall()
             if sinks:
                 gone.setdefault(rank, Counter()).update(s for (s,) in sinks)
             if len(sinks) < CHUNK:

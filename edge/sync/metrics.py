@@ -74,6 +74,10 @@ def families(status: dict[str, Any]) -> Iterator[Metric]:
             shifted.add_metric([s["id"]], s["events_shifted"])
         if "commands_received" in s:  # a sink that takes commands (MQTT `commands: true`)
             _add_commands(commands, s)
+    # a sink removed or renamed in the site file keeps its dead letters until they are deleted or
+    # expire: they are still counted, under the id they were stored with
+    for removed in status.get("removed_sinks") or ():
+        fams["dead_letters"].add_metric([removed["id"]], removed["dead_letters"])
     yield from fams.values()
     yield left_out
     yield shifted

@@ -1,5 +1,6 @@
 """OpenAPI paths of the sync routes (`edge.sync.api`): the status of every sink and consumer, the
-dead-letter list and a manual retry. Reading needs scope read, the retry scope write.
+dead-letter list, a manual retry and a deletion. Reading needs scope read, the retry and the
+deletion scope write.
 
 Declared by the sync plugin's `openapi` hook, so the document describes these routes exactly when
 the plugin serves them. The schemas they name (`SinkStatus`, `ConsumerStatus`, `DeadLetter`) are
@@ -34,6 +35,12 @@ def paths() -> dict[str, Any]:
                             "properties": {
                                 "sinks": array(_ref("SinkStatus")),
                                 "consumers": array(_ref("ConsumerStatus")),
+                                "removed_sinks": array(
+                                    obj(
+                                        {"id": {"type": "string"}, "dead_letters": {"type": "integer"}},
+                                        ["id", "dead_letters"],
+                                    )
+                                ),
                             },
                         }
                     ),
@@ -52,6 +59,28 @@ def paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": ok(obj({"dead_letters": array(_ref("DeadLetter"))}, ["dead_letters"])),
+                    **ERRORS,
+                },
+            }
+        },
+        f"{BASE}/dead-letters/{{id}}": {
+            "delete": {
+                "operationId": "deleteDeadLetter",
+                "security": WRITE_SECURITY,
+                "summary": "Delete one dead letter (scope write; audited)",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": ok(
+                        obj(
+                            {
+                                "id": {"type": "integer"},
+                                "sink": {"type": "string"},
+                                "deleted": {"type": "boolean"},
+                            },
+                            ["id", "sink", "deleted"],
+                        )
+                    ),
+                    "404": PROBLEM,
                     **ERRORS,
                 },
             }

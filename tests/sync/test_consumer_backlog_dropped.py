@@ -13,7 +13,6 @@ from prometheus_client.core import Metric
 
 from edge.model import Reading
 from edge.sync import metrics
-from edge.sync.base import unsent
 from tests.support.site import running_site
 from tests.support.waiting import until
 from tests.sync.helpers import sink
@@ -73,19 +72,14 @@ async def test_the_sink_backlog_counts_only_what_the_journal_still_holds(overfil
 async def test_a_consumer_cursor_counts_only_what_it_can_still_fetch(overfilled: Any) -> None:
     rt = overfilled
     cursor = rt.journal.get_cursor("city") or 0
-    rows, oldest = unsent(rt.journal, cursor, rt.journal.committed_seq)
+    rows, oldest = rt.journal.unsent(cursor, rt.journal.committed_seq)
     assert rows == held_after(rt, cursor) < rt.journal.committed_seq - cursor
     first = rt.journal.first_at_or_after(cursor + 1)
     assert first is not None and oldest == first[1]
     # a cursor at the end, or past what was committed, has nothing to fetch
-    assert unsent(rt.journal, rt.journal.committed_seq, rt.journal.committed_seq) == (0, None)
+    assert rt.journal.unsent(rt.journal.committed_seq, rt.journal.committed_seq) == (0, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge.sync.component.consumer_status still counts committed - cursor; it needs "
-    "edge.sync.base.unsent (remove this mark with that change)",
-)
 async def test_the_consumer_backlog_metric_counts_only_what_it_can_still_fetch(overfilled: Any) -> None:
     rt = overfilled
     comp = rt.components["sync"]
