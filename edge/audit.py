@@ -7,8 +7,12 @@ The log is append-only and hash-chained, so that an edit or a deletion is found 
   compact JSON with sorted keys of its id, ts, actor, action, target and detail);
 - a separate head record (table `audit_head`, one row) holds the chain's first and last entry
   and the last hash, so that entries cut from the end are found too, not only from the middle;
-- entries written before the chain existed are chained, in id order, when a state DB is first
-  opened by this version (`ensure`); from then on an entry without a hash is reported.
+- entries written before the chain existed are chained, in id order, by the schema migration
+  that brings in the chain, in its own transaction (`ensure`, once per file); never again later:
+  from then on an entry without a hash, or a head that asks for chaining (`pending`), is reported
+  as a break, and nothing but that migration writes a hash other than its entry's own;
+- `verify` and `export` only read: given a path they open the file read-only, so checking a log
+  never changes it.
 
 What the chain does not stop: anyone who can write the state DB file can rewrite an entry and
 recompute every hash after it and the head (there is no secret in the chain), cut the end and move
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge.state import StateDB
+from edge.state import StateDB, split_sql
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,8 @@ MIGRATIONS = [
     );
     CREATE INDEX audit_ts ON audit(ts);
     """,
-    # the hash chain; `pending` asks `ensure` to chain the entries written before it
+    # the hash chain; `pending` was the old way to ask for the entries written before it to be
+    # chained: `ensure` now chains them in this step's own transaction and clears it
     f"""
     ALTER TABLE audit ADD COLUMN prev_hash TEXT;
     ALTER TABLE audit ADD COLUMN hash TEXT;
@@ -75,18 +80,44 @@ _COLUMNS = "id, ts, actor, action, target, detail, prev_hash, hash"
 _ready: weakref.WeakSet[StateDB] = weakref.WeakSet()  # state DBs migrated and chained in this process
 
 
+CHAIN_VERSION = 2  # the audit schema version that brought in the hash chain
+
+
 def ensure(state: StateDB) -> None:
+    """Bring the audit tables to the newest version. The step to the chain also chains the entries
+    written before it, in the same transaction: a file is either not chained yet or chained, and
+    nothing later (a start, a verify) chains unhashed entries, which would hash a forgery in."""
     if state in _ready:
         return
-    state.migrate("audit", MIGRATIONS)
-    pending = "SELECT last_hash, first_id FROM audit_head WHERE id=1 AND pending"
     with state.lock:
-        if state.conn.execute(pending).fetchone() is not None:
-            with _transaction(state.conn):
-                head = state.conn.execute(pending).fetchone()  # another process may have done it
-                if head is not None:
-                    _chain_unchained(state.conn, head["last_hash"], head["first_id"])
+        if state.version("audit") < CHAIN_VERSION:
+            state.migrate("audit", MIGRATIONS[: CHAIN_VERSION - 1])
+            _introduce_chain(state)
+    state.migrate("audit", MIGRATIONS)
     _ready.add(state)
+
+
+def _introduce_chain(state: StateDB) -> None:
+    """The migration to CHAIN_VERSION: its SQL, the chaining of every entry already there, and the
+    version, in one IMMEDIATE transaction (another process may have done it: checked inside)."""
+    conn = state.conn
+    with state.lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if state.version("audit") == CHAIN_VERSION - 1:
+                for statement in split_sql(MIGRATIONS[CHAIN_VERSION - 1]):
+                    conn.execute(statement)
+                _chain_unchained(conn, GENESIS, None)
+                conn.execute(
+                    "INSERT INTO schema_versions(component, version) VALUES('audit', ?) "
+                    "ON CONFLICT(component) DO UPDATE SET version=excluded.version",
+                    (CHAIN_VERSION,),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # a failed COMMIT has rolled back already
+                conn.execute("ROLLBACK")
+            raise
 
 
 def _chain_unchained(conn: sqlite3.Connection, prev: str, first_id: int | None) -> None:
@@ -246,22 +277,65 @@ def _exported(row: sqlite3.Row) -> dict[str, Any]:
     return entry
 
 
+class NoChain(RuntimeError):
+    """The file holds no hash-chained audit log that this program can read."""
+
+
+class NotChainedYet(NoChain):
+    """The audit log is from before the chain: `ensure` (its migration) chains it, once."""
+
+
 @contextlib.contextmanager
-def _snapshot(state: StateDB) -> Iterator[sqlite3.Connection]:
-    """One read transaction on a connection of its own: the head and every entry as of one
-    moment, while the gateway goes on appending (WAL readers do not block the writer) and without
-    holding the state lock for the whole read. A database in memory has only its one connection."""
-    if state.path == ":memory:":
-        with state.lock:
-            yield state.conn
+def _snapshot(source: StateDB | str | Path) -> Iterator[sqlite3.Connection | None]:
+    """One read transaction on a read-only connection of its own: the head and every entry as of
+    one moment, while the gateway goes on appending (WAL readers do not block the writer) and
+    without holding the state lock for the whole read. A database in memory has only its one
+    connection. Yields None for a state DB that has no audit log yet (nothing was ever recorded);
+    raises NoChain when its log is not chained or is of a newer release."""
+    if isinstance(source, StateDB) and source.path == ":memory:":
+        with source.lock:
+            yield source.conn if _chained(source.conn, source.path) else None
         return
-    conn = sqlite3.connect(f"{Path(state.path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    path = source.path if isinstance(source, StateDB) else str(source)
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        raise NoChain(f"{path}: cannot open the state database read-only: {exc}") from None
     conn.row_factory = sqlite3.Row
     try:
         conn.execute("BEGIN")
-        yield conn
+        yield conn if _chained(conn, path) else None
     finally:
         conn.close()
+
+
+def _chained(conn: sqlite3.Connection, path: str) -> bool:
+    """True when the file holds a chained audit log, False when it has none at all yet."""
+    try:
+        row = conn.execute("SELECT version FROM schema_versions WHERE component='audit'").fetchone()
+        table = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='audit'").fetchone()
+    except sqlite3.OperationalError:  # no schema_versions table: a state DB nothing was kept in yet
+        row = table = None
+    except sqlite3.DatabaseError as exc:
+        raise NoChain(f"{path}: cannot read the state database: {exc}") from None
+    version = int(row[0]) if row else 0
+    if version == 0:
+        if table is not None:
+            raise NoChain(
+                f"{path}: the audit table is there but its schema version is not: not written by edge"
+            )
+        return False
+    if version < CHAIN_VERSION:
+        raise NotChainedYet(
+            f"{path}: the audit log is from before its hash chain: the migration that brings in the "
+            "chain chains its entries, once (the first entry this version writes runs it)"
+        )
+    if version > len(MIGRATIONS):
+        raise NoChain(
+            f"{path}: audit schema version {version} is newer than this program understands "
+            f"({len(MIGRATIONS)}); upgrade community-edge"
+        )
+    return True
 
 
 def _rows(conn: sqlite3.Connection) -> Iterator[sqlite3.Row]:
@@ -310,13 +384,19 @@ def _row_canonical(row: sqlite3.Row) -> bytes:
     return canonical(row["id"], row["ts"], row["actor"], row["action"], row["target"], row["detail"])
 
 
-def verify(state: StateDB) -> Verification:
+def verify(source: StateDB | str | Path) -> Verification:
     """Check every entry's hash and link in id order, then the end against the head record; the
-    first break wins. Reads one snapshot, so it may run beside a gateway that is writing."""
-    ensure(state)
-    with _snapshot(state) as conn:
+    first break wins. Reads one snapshot, so it may run beside a gateway that is writing; given a
+    path (the CLI) it opens the file read-only and changes nothing, migrations included. An open
+    StateDB is brought to the newest audit schema first, as any of its users does. Raises NoChain
+    when there is no chained log to check."""
+    if isinstance(source, StateDB):
+        ensure(source)
+    with _snapshot(source) as conn:
+        if conn is None:  # nothing was ever recorded: an empty log, intact
+            return Verification(0, None, GENESIS, None)
         head = conn.execute(
-            "SELECT first_id, first_prev, last_id, last_hash FROM audit_head WHERE id=1"
+            "SELECT first_id, first_prev, last_id, last_hash, pending FROM audit_head WHERE id=1"
         ).fetchone()
         first_id = head["first_id"] if head else None
         expected_prev = head["first_prev"] if head else GENESIS
@@ -332,6 +412,12 @@ def verify(state: StateDB) -> Verification:
             prev_id, expected_prev = row["id"], row["hash"]
     if head is None:
         reason = "the head record (table audit_head) is missing: entries cut from the end cannot be detected"
+        return Verification(checked, prev_id, expected_prev, ChainBreak(None, reason))
+    if head["pending"]:
+        reason = (
+            "the head record asks for unhashed entries to be chained (pending): only the migration "
+            "that brought in the chain sets it, and it has run: set outside the audit log"
+        )
         return Verification(checked, prev_id, expected_prev, ChainBreak(None, reason))
     last_id, last_hash = head["last_id"], head["last_hash"]
     if last_id == prev_id and last_hash == expected_prev:
@@ -353,16 +439,18 @@ def verify(state: StateDB) -> Verification:
     return Verification(checked, prev_id, expected_prev, broken)
 
 
-def export(state: StateDB, out: TextIO) -> int:
+def export(source: StateDB | str | Path, out: TextIO) -> int:
     """Write every entry as one JSON line, oldest first: id, ts, actor, action, target, detail (or
     detail_raw when the stored detail is not JSON), prev_hash and hash. An entry's hash is
     SHA-256 of `prev_hash + "\\n" +` the line without its two hash fields, encoded as compact JSON
     with sorted keys (ensure_ascii off): the export is checkable without this program. Returns the
-    number of entries written."""
-    ensure(state)
+    number of entries written. Only reads, as `verify` does (a path: opened read-only); raises
+    NoChain when there is no chained log."""
+    if isinstance(source, StateDB):
+        ensure(source)
     n = 0
-    with _snapshot(state) as conn:
-        for row in _rows(conn):
+    with _snapshot(source) as conn:
+        for row in _rows(conn) if conn is not None else ():
             out.write(json.dumps(_exported(row), ensure_ascii=False) + "\n")
             n += 1
     return n

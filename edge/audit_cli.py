@@ -7,11 +7,14 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
+
+T = TypeVar("T")
 
 
 def register(sub: Subcommands) -> None:
@@ -32,7 +35,11 @@ def register(sub: Subcommands) -> None:
         "against the head record. Prints the number of entries and the last hash (keep it off the\n"
         "gateway: anyone who can write the state DB can rebuild the whole chain, and a kept hash is\n"
         "what such a rebuild no longer matches). On a break it prints the first broken entry and\n"
-        "why, and exits 1. It reads one snapshot of the log, so the gateway may be running.",
+        "why, and exits 1: an entry without a hash and a head asking for entries to be chained are\n"
+        "breaks too. It opens the state DB read-only and reads one snapshot of the log, so it\n"
+        "changes nothing and the gateway may be running. Only a log from before the chain (an\n"
+        "upgraded site that has written no entry since) is chained first, once, by the chain's\n"
+        "own migration.",
         epilog="example:\n  edge audit verify -c /etc/community-edge/site.yaml",
         func=cmd_audit_verify,
         config=True,
@@ -44,8 +51,9 @@ def register(sub: Subcommands) -> None:
         description="Write every entry of the audit log, oldest first, as one JSON object per line: id, ts,\n"
         "actor, action, target, detail, prev_hash and hash. A line's hash is SHA-256 of its\n"
         'prev_hash, "\\n" and the line without its two hash fields as compact JSON with sorted keys,\n'
-        "so the export can be checked without this program. The export itself is written to the\n"
-        "audit log (action audit_export) after the last entry it holds.",
+        "so the export can be checked without this program. It reads the state DB read-only; the\n"
+        "export itself is then appended to the audit log (action audit_export) after the last\n"
+        "entry it holds.",
         epilog="example:\n  edge audit export -c /etc/community-edge/site.yaml --output audit.jsonl",
         func=cmd_audit_export,
         config=True,
@@ -59,31 +67,62 @@ def register(sub: Subcommands) -> None:
     )
 
 
-def _open_state(config: str) -> Any:
-    """The site's state DB, or None with the reason on stderr: a missing file is not created."""
+def _state_path(config: str) -> str | None:
+    """The site's state DB file, or None with the reason on stderr: a missing file is not created."""
     from edge.cli import load_or_report
-    from edge.state import StateDB
 
     site = load_or_report(config)
     if site is None:
         return None
-    path = site.storage.resolved_state_path()
+    path = str(site.storage.resolved_state_path())
     if not Path(path).exists():
         print(f"{path}: no state database yet, so no audit log (has the site run?)", file=sys.stderr)
         return None
-    return StateDB(path)
+    return path
+
+
+def _chain_once(path: str) -> None:
+    """A log from before the chain, which the gateway has not written to since the upgrade: its
+    schema migration chains it, once, in one transaction, as the first new entry would. Every
+    later read is read-only, and nothing after that migration chains an unhashed entry."""
+    from edge import audit
+    from edge.state import StateDB
+
+    state = StateDB(path)
+    try:
+        audit.ensure(state)
+        n = state.conn.execute("SELECT count(*) FROM audit").fetchone()[0]
+    finally:
+        state.close()
+    print(
+        f"{path}: chained the {fmt.count(n, 'audit entry')} written before the hash chain existed",
+        file=sys.stderr,
+    )
+
+
+def _read(path: str, read: Callable[[], T]) -> T:
+    """`read` (a read-only verify or export); a log from before the chain is chained once first
+    (it raises NotChainedYet before reading anything)."""
+    from edge import audit
+
+    try:
+        return read()
+    except audit.NotChainedYet:
+        _chain_once(path)
+        return read()
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from edge import audit
 
-    state = _open_state(args.config)
-    if state is None:
+    path = _state_path(args.config)
+    if path is None:
         return 1
     try:
-        result = audit.verify(state)
-    finally:
-        state.close()
+        result = _read(path, lambda: audit.verify(path))  # read-only: checking never changes it
+    except audit.NoChain as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if result.broken is None:
         last = f"last entry #{result.last_id}" if result.last_id is not None else "no entries yet"
         print(f"audit log intact: {fmt.count(result.checked, 'entry')}, {last}, head hash {result.last_hash}")
@@ -98,13 +137,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from edge import audit
+    from edge.state import StateDB
 
-    state = _open_state(args.config)
-    if state is None:
+    path = _state_path(args.config)
+    if path is None:
         return 1
     try:
         if args.output is None:
-            n = audit.export(state, sys.stdout)
+            n = _read(path, lambda: audit.export(path, sys.stdout))
             sys.stdout.flush()
         else:
             try:
@@ -113,8 +153,13 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 print(f"error: {args.output}: cannot write the export: {exc.strerror}", file=sys.stderr)
                 return 1
             with open(fd, "w", encoding="utf-8") as out:
-                n = audit.export(state, out)
+                n = _read(path, lambda: audit.export(path, out))
             print(f"exported {fmt.count(n, 'audit entry')} to {args.output}", file=sys.stderr)
+    except audit.NoChain as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    state = StateDB(path)  # only now: one chained append, after the read-only export
+    try:
         audit.record(state, "cli", "audit_export", args.output or "stdout", entries=n)
     finally:
         state.close()
