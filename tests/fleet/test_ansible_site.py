@@ -4,10 +4,12 @@ ansible-playbook (connection local) with no bundle: the role uses the edge alrea
 pack is in force after the rollout that brings it, and the gateway itself warns when a pack it
 reads at start differs from the stored rule it keeps; `edge_site_extra` adds to the rendered
 sections without losing storage.path or web.listen, and one that changes site.id or storage.path
-is refused with nothing changed."""
+is refused with nothing changed; the targets file the role writes for Prometheus is one the
+shipped scrape config reads, and its token command is one `edge` takes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,15 +20,20 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
-from edge.api.tokens import create_token
+from edge.api.tokens import create_token, list_tokens
 from edge.state import StateDB
 from rules.store import RuleStore
 from tests.fleet.conftest import ROOT, alive, stop_pid_file
 from tests.support.ports import free_port
-from tests.support.site import running_site
+from tests.support.procs import stop_process
+from tests.support.site import running_site, site_file
+from tests.support.tools import require_tool
+from tests.support.waiting import until_async
+from tests.sync.test_prometheus import query, start_prometheus
 
 PLAYBOOK = ROOT / "deploy" / "ansible" / "playbook.yml"
 ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
@@ -280,3 +287,88 @@ def test_site_extra_merges_into_the_rendered_sections_and_may_not_move_the_journ
     )
     rc, out, recap = gateway.play()
     assert rc == 0 and recap["changed"] == 0, out
+
+
+@pytest.mark.timeout(600)
+def test_the_role_writes_the_prometheus_targets_file_the_shipped_config_reads(gateway: Gateway) -> None:
+    targets = gateway.root / "prometheus" / "targets"
+    gateway.vars(
+        ansible_host="127.0.0.1",
+        edge_prometheus_host="localhost",
+        edge_prometheus_targets_dir=str(targets),
+        edge_prometheus_labels={"group": "north"},
+    )
+    rc, out, recap = gateway.play()
+    assert rc == 0 and recap["failed"] == 0, out
+    written = yaml.safe_load((targets / f"{HOST}.yml").read_text())
+    assert written == [
+        {"targets": [f"127.0.0.1:{gateway.port}"], "labels": {"site": "site-gw1", "group": "north"}}
+    ]
+
+    # Prometheus with the shipped scrape config, pointed at this folder, scrapes the gateway
+    prometheus = require_tool("prometheus", "Debian package prometheus")
+    state = StateDB(str(gateway.data / "state.db"))
+    try:
+        token = create_token(state, "prometheus", ["read"])
+    finally:
+        state.close()
+    token_file = gateway.root / "prometheus" / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = []
+    job = config["scrape_configs"][0]
+    job["authorization"]["credentials_file"] = str(token_file)
+    job["scrape_timeout"] = "1s"
+    job["file_sd_configs"][0]["files"] = [str(targets / "*.yml")]
+    config_path = gateway.root / "prometheus" / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    log_path = gateway.root / "prometheus" / "prometheus.log"
+    port = free_port()
+    server = start_prometheus(prometheus, config_path, port, log_path)
+    try:
+        up = asyncio.run(scraped_up(f"http://127.0.0.1:{port}", server))
+        assert server.poll() is None, log_path.read_text()[-3000:]
+    finally:
+        stop_process(server)
+    assert [(s["metric"]["instance"], s["metric"]["site"], s["metric"]["group"]) for s in up] == [
+        (f"127.0.0.1:{gateway.port}", "site-gw1", "north")
+    ]
+
+    rc, out, recap = gateway.play()  # the same inventory: the file is not written again
+    assert rc == 0 and recap["changed"] == 0, out
+
+
+async def scraped_up(api: str, server: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """`up` of the community-edge job once Prometheus has scraped a target successfully."""
+    async with aiohttp.ClientSession() as http:
+
+        async def scraped() -> bool:
+            if server.poll() is not None:
+                return True  # exited: the caller shows its log
+            try:
+                found = await query(http, api, 'up{job="community-edge"} == 1')
+            except aiohttp.ClientError:
+                return False  # not listening yet
+            return bool(found)
+
+        await until_async(scraped, timeout=60, what="Prometheus scraping the gateway")
+        return [] if server.poll() is not None else await query(http, api, 'up{job="community-edge"}')
+
+
+def test_the_scrape_config_gives_a_token_command_that_edge_takes(tmp_path: Path) -> None:
+    """The `edge tokens create` line in prometheus.yml's comment, run against a site of the test's."""
+    text = (ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text()
+    (line,) = [ln.lstrip("# ").strip() for ln in text.splitlines() if "edge tokens create" in ln]
+    site = site_file(tmp_path, {"devices": []})
+    argv = [str(ROOT / ".venv" / "bin" / "edge"), *line.split()[1:]]
+    argv[argv.index("-c") + 1] = str(site)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = StateDB(str(tmp_path / "state.db"))
+    try:
+        tokens = [(t["name"], t["scopes"]) for t in list_tokens(state)]
+    finally:
+        state.close()
+    assert tokens == [("prometheus", ["read"])]
