@@ -432,6 +432,7 @@ def _erasing(sealer: Sealer, wait: bool = True) -> Iterator[bool]:
     path = sealer.keys.path + FORGET_LOCK_SUFFIX
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        _own_like_folder(fd, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -440,6 +441,16 @@ def _erasing(sealer: Sealer, wait: bool = True) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
+
+
+def _own_like_folder(fd: int, path: str) -> None:
+    """A lock file root created in a folder another user owns (the service's data dir) is given
+    to that user, so the gateway can take the lock too."""
+    if os.geteuid() != 0:
+        return
+    folder = os.stat(os.path.dirname(os.path.abspath(path)))
+    if folder.st_uid != 0 and os.fstat(fd).st_uid == 0:
+        os.fchown(fd, folder.st_uid, folder.st_gid)
 
 
 def _queue(state: StateDB, payload: dict[str, Any], kid: bytes | None, entry: dict[str, Any] | None) -> int:
@@ -573,10 +584,13 @@ def pending_notices(state: StateDB) -> list[tuple[int, float, dict[str, Any]]]:
         from edge.store.rows import sealer_for
 
         sealer = sealer_for(state.path)
-        if isinstance(sealer, Sealer):
-            with _erasing(sealer, wait=False) as held:
-                if held:
-                    settle_interrupted(state, sealer)
+        try:
+            if isinstance(sealer, Sealer):
+                with _erasing(sealer, wait=False) as held:
+                    if held:
+                        settle_interrupted(state, sealer)
+        except OSError as exc:  # the lock file: the erasures that are ready are journaled all the same
+            log.warning("interrupted erasures not settled yet: %s", exc)
     with state.lock:
         rows = state.conn.execute(
             "SELECT id, ts, payload FROM privacy_erasures "

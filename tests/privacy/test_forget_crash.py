@@ -162,3 +162,24 @@ async def test_an_io_error_after_the_deletion_says_the_key_is_deleted(tmp_path: 
     notices, payloads = await journaled(tmp_path, config)
     assert len(notices) == 1 and payloads == [{"erased": True}]
     assert [(e["had_key"], e["interrupted"]) for e in forgets(tmp_path)] == [(True, True)]
+
+
+async def test_a_lock_file_that_cannot_be_opened_holds_back_only_the_interrupted_erasure(
+    tmp_path: Path, master: Path
+) -> None:
+    other = "R-20333"
+    config = site_file(tmp_path, site_doc(master))
+    async with running_site(tmp_path, site_text(config), web=False) as rt:
+        rt.hub.ingest([measurement(), measurement(resident=other, systolic=131)])
+        await rt.journal.flush()
+    done = edge_cli("privacy", "forget", "-c", str(config), "--subject", other)
+    assert done.returncode == 0, done.stderr
+    assert faulty_forget(config, KILLED_AT_SCAN).returncode == -signal.SIGKILL
+    lock = tmp_path / "keys.db-forget-lock"
+    lock.unlink()
+    lock.mkdir()  # cannot be opened as the lock
+
+    notices, payloads = await journaled(tmp_path, config)
+    assert len(notices) == 1  # the settled erasure; the gateway started all the same
+    assert payloads == [{"erased": True}, {"erased": True}]
+    assert [e["had_key"] for e in forgets(tmp_path)] == [True]
