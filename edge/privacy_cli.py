@@ -244,13 +244,27 @@ def _out_refused(site: Any, out: str, force: bool) -> str | None:
     from edge.backup import Targets, _site_file_at
 
     path = Path(out).absolute()
-    clash = _site_file_at(site, Targets.of(site), path)
+    clash = _site_file_at(site, Targets.of(site), path) or _keys_side_file_at(site, path)
     if clash:
         return f"error: {out}: that is {clash}; writing there would replace it. Name a new file; nothing was written"
     if path.is_dir():
         return f"error: {out}: Is a directory; --out names the file to write; nothing was written"
     if not force and (path.exists() or path.is_symlink()):
         return f"error: {out}: exists; name a new file, or give --force to replace it; nothing was written"
+    return None
+
+
+def _keys_side_file_at(site: Any, path: Path) -> str | None:
+    """What of keys.db's side files (its WAL, which holds the newest keys, its -shm, the forget
+    lock) `path` resolves to, None when none: `_site_file_at` names keys.db alone."""
+    from edge.privacy.atrest import keys_path
+    from edge.privacy.subjects import FORGET_LOCK_SUFFIX
+
+    keys = keys_path(site.storage.path)
+    where = path.resolve()
+    for suffix in ("-wal", "-shm", "-journal", FORGET_LOCK_SUFFIX):
+        if Path(keys + suffix).resolve() == where:
+            return f"the data keys' file {keys}{suffix}"
     return None
 
 
