@@ -161,6 +161,8 @@ SET_META_SQL = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UP
 #: (which copied them in clear) is gone: a crash in between leaves it, and the next start drops
 #: the index although nothing is left to seal
 TREND_STALE_META = "trend_index_stale"
+# a pause of the retention's clock guard, kept across restarts: {"reason", "landed", "step"} (JSON)
+PAUSE_META = "retention_paused"
 
 
 # records sealed at rest still in clear: personal and sensitive events whose payload is text, and
@@ -173,14 +175,18 @@ UNSEALED_SQL = (
 
 
 class TrustView(Protocol):
-    """What retention asks of the clock's trust (`edge.clock.ClockTrust`): trusted or not, and the
-    (wall, monotonic) sample of its last check, so a trust older than a jump is not believed."""
+    """What retention asks of the clock's trust (`edge.clock.ClockTrust`): trusted or not, whether
+    the kernel clock is synchronised, and the (wall, monotonic) sample of its last check, so a
+    trust older than a jump is not believed."""
 
     @property
     def trusted(self) -> bool | None: ...
 
     @property
     def last_sample(self) -> ClockSample | None: ...
+
+    @property
+    def synchronised(self) -> bool | None: ...
 
 
 #: the writer's page cache, in KiB. It appends at the end of the file and retention deletes at its
@@ -262,6 +268,10 @@ class Journal(JournalQueries):
         self._paused_at: float | None = None  # monotonic time of the (latest) jump
         self._paused_since: float | None = None  # monotonic time the pause began
         self._last_pass: ClockSample | None = None
+        # (wall time where the jump landed, its step): a pause kept from before this start, which only
+        # a synchronised clock or a wall clock set back behind the jump ends (see _clock_allows)
+        self._kept_pause: tuple[float, float] | None = None
+        self._pause_step = 0.0  # the steps of the jumps of this pause, added up
         self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
         # per private class, the highest seq this writer gave a row of it, and the last seq before
         # it started: the class's walk over rows after both finds none of its rows, so it is
@@ -415,6 +425,7 @@ class Journal(JournalQueries):
         return j
 
     def _load_state(self, conn: sqlite3.Connection) -> None:
+        self._load_pause(conn)
         row = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         last = int(row[0]) if row else 0
         last = max(last, int(conn.execute("SELECT max(seq) FROM journal").fetchone()[0] or 0))
@@ -1692,6 +1703,58 @@ class Journal(JournalQueries):
                 )
         return len(gone)
 
+    def _load_pause(self, conn: sqlite3.Connection) -> None:
+        """A retention pause kept by an earlier start: still paused (a restart while the clock is
+        wrong must not delete by it), shown as such."""
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (PAUSE_META,)).fetchone()
+        if row is None:
+            return
+        try:
+            kept = orjson.loads(row[0])
+            landed, step, reason = float(kept["landed"]), float(kept["step"]), str(kept["reason"])
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("journal: an unreadable kept retention pause, ignored: %s", exc)
+            return
+        self._kept_pause, self._pause_step = (landed, step), step
+        self.retention_paused = f"{reason} (paused before the last start)"
+        self._paused_at = self._paused_since = self._clock_sample().mono  # the clock of the passes
+
+    def _keep_pause(self, reason: str, landed: float) -> None:
+        """Keep the pause in the journal's meta, so that a restart does not end it. A failed write
+        (a full disk) leaves the pause in memory: it still holds until this gateway stops."""
+        w = self._w
+        if w is None:
+            return
+        value = orjson.dumps({"reason": reason, "landed": landed, "step": self._pause_step}).decode()
+        try:
+            w.execute(SET_META_SQL, (PAUSE_META, value))
+        except sqlite3.Error as exc:
+            log.warning("journal: cannot keep the retention pause across a restart: %s", exc)
+
+    def _end_kept_pause(self) -> None:
+        w = self._w
+        if w is None:
+            return
+        try:
+            w.execute("DELETE FROM meta WHERE key=?", (PAUSE_META,))
+        except sqlite3.Error as exc:  # the next start is paused again: the safe side
+            log.warning("journal: cannot clear the kept retention pause: %s", exc)
+
+    def _kept_pause_ends(self, sample: ClockSample) -> bool:
+        """A pause kept from before this start ends when the kernel clock is synchronised (checked
+        after this start), or when the wall clock reads more than half the jump behind where the
+        jump landed (set back by hand). The trust's memory of a step seen while unsynchronised is
+        gone with the restart, so `clock.trust_unsynced` alone does not end it."""
+        assert self._kept_pause is not None and self._paused_at is not None
+        landed, step = self._kept_pause
+        if sample.wall < landed - step / 2:
+            return True
+        trust = self.clock_trust
+        if trust is None:
+            return False
+        seen = trust.last_sample
+        return seen is not None and seen.mono > self._paused_at and bool(trust.synchronised and trust.trusted)
+
     def _clock_allows(self, sample: ClockSample) -> bool:
         """The clock guard of age-based deletion: False (delete nothing) from a pass that sees the
         wall clock jump forward against the monotonic clock until the clock's trust, checked
@@ -1699,9 +1762,13 @@ class Journal(JournalQueries):
         last, self._last_pass = self._last_pass, sample
         jump = forward_jump(last, sample, self.clock_tolerance) if last is not None else None
         if jump is not None:
-            reason = f"clock jumped forward {jump.step:.0f} s; waiting for a trusted clock"
             first = self.retention_paused is None
+            self._pause_step = jump.step if first else self._pause_step + jump.step
+            reason = f"clock jumped forward {self._pause_step:.0f} s; waiting for a trusted clock"
             self.retention_paused, self._paused_at = reason, sample.mono
+            self._keep_pause(reason, sample.wall)
+            if self._kept_pause is not None:
+                self._kept_pause = (sample.wall, self._pause_step)
             if first:
                 self._paused_since = sample.mono
                 log.warning("journal retention paused: %s (%s)", reason, jump.describe())
@@ -1714,7 +1781,10 @@ class Journal(JournalQueries):
         if self.retention_paused is None:
             return True
         trust = self.clock_trust
-        if trust is not None:
+        if self._kept_pause is not None:
+            if not self._kept_pause_ends(sample):
+                return False
+        elif trust is not None:
             seen = trust.last_sample  # before `trusted`: see ClockTrust.last_sample
             assert self._paused_at is not None
             # a check at the very instant of the jump's pass may have been before it
@@ -1732,6 +1802,8 @@ class Journal(JournalQueries):
             )
         )
         self.retention_paused = self._paused_at = self._paused_since = None
+        self._kept_pause, self._pause_step = None, 0.0
+        self._end_kept_pause()
         self._publish(force=True)
         return True
 
