@@ -28,7 +28,12 @@ class StateDBError(RuntimeError):
 
 
 class StateDB:
-    def __init__(self, path: str) -> None:
+    """`journal`: the journal the site's state goes with (its file name is recorded). The first
+    opener that names one claims an unclaimed database; another journal's is refused
+    (StateDBError): two sites sharing one state database share their accounts, API tokens, rules
+    and resident data (a token made for one works on the other)."""
+
+    def __init__(self, path: str, journal: str | None = None) -> None:
         self.path = path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +59,11 @@ class StateDB:
                 "CREATE TABLE IF NOT EXISTS schema_versions "
                 "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
             )
+            if journal is not None:
+                self._claim(Path(journal).name)
+        except StateDBError:
+            self.conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk I/O: not damage
@@ -63,6 +73,32 @@ class StateDB:
                 f"or not a database ({exc}); restore it from a backup, or move it aside to start "
                 "with an empty one (rules, accounts and tokens are then gone)"
             ) from None
+
+    def _claim(self, journal: str) -> None:
+        """Record `journal` (a file name) as the one this database goes with, when none is;
+        refuse another's."""
+        c = self.conn
+        c.execute("CREATE TABLE IF NOT EXISTS belongs_to (journal TEXT NOT NULL)")
+        row = c.execute("SELECT journal FROM belongs_to").fetchone()
+        if row is None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute("SELECT journal FROM belongs_to").fetchone()  # another may be first
+                if row is None:
+                    c.execute("INSERT INTO belongs_to (journal) VALUES (?)", (journal,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        if row is not None and row[0] != journal:
+            raise StateDBError(
+                f"{self.path}: the state database goes with the journal {row[0]}, not with {journal}: "
+                "two sites sharing it would share their accounts, API tokens, rules and residents' "
+                "data (a token made for one would work on the other). Give each site a folder of its "
+                "own (storage.path), or a state database of its own (storage.state_path); if this "
+                f"journal was renamed, give it back its name {row[0]}; nothing was changed"
+            )
 
     def version(self, component: str) -> int:
         row = self.conn.execute(

@@ -264,7 +264,8 @@ class Sealer:
         the wall time seals are recorded at (the journal's; default the system's). A keys.db
         missing or empty while the journal (and the state DB at `state_path`, the snapshots in
         `blob_dir`, when given) holds sealed data is refused, and not created
-        (`check_key_store`: KeyStoreUnusable, a WrongMasterKey); so is one that is not a database."""
+        (`check_key_store`: KeyStoreUnusable, a WrongMasterKey); so is one that is not a database,
+        or one that holds another journal's keys (`SubjectKeys`' `journal`)."""
         import time
 
         from edge.privacy.keyfile import load_master_key
@@ -278,6 +279,7 @@ class Sealer:
                 master,
                 clock=clock or time.time,
                 sealed_elsewhere=lambda: sealed_data(journal_path, state_path, blob_dir),
+                journal=Path(journal_path).name,
             )
         )
 

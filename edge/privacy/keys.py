@@ -111,6 +111,8 @@ SCHEMA = (
     " subject BLOB PRIMARY KEY, kid BLOB NOT NULL UNIQUE, wrapped BLOB NOT NULL, last_seal REAL)",
     "CREATE TABLE IF NOT EXISTS forgotten_keys (kid BLOB PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS keyring (name TEXT PRIMARY KEY, wrapped BLOB NOT NULL)",
+    # the file name of the journal beside it whose records these keys seal (one row; see _claim)
+    "CREATE TABLE IF NOT EXISTS belongs_to (journal TEXT NOT NULL)",
 )
 
 
@@ -309,7 +311,12 @@ class SubjectKeys:
     the keys the file held (None: nothing): a new file is then refused (KeyStoreUnusable), since
     what it would hold opens none of it. Sealing stops, with the same error, while the file this
     store opened is no longer the one at `path` (deleted, moved aside or replaced): keys created
-    in a file nobody can open again would take what they seal with them."""
+    in a file nobody can open again would take what they seal with them.
+
+    `journal`: the file name of the journal beside it that the store serves. The first store
+    opened with one claims an unclaimed file; another journal's is refused (KeyStoreUnusable):
+    two sites whose journals share a folder would share their residents' keys, and a forget at
+    one would erase the other's."""
 
     def __init__(
         self,
@@ -319,6 +326,7 @@ class SubjectKeys:
         recheck: float = RECHECK_S,
         clock: Callable[[], float] = time.time,
         sealed_elsewhere: Callable[[], str | None] | None = None,
+        journal: str | None = None,
     ):
         self.path = str(path)
         self._wrapper = _wrapper(master_key)
@@ -346,6 +354,8 @@ class SubjectKeys:
         try:
             self._setup()
             self._index_key = self._load_index_key()
+            if journal is not None:
+                self._claim(journal)
             self._data_version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.Error as exc:
             self._conn.close()
@@ -389,6 +399,29 @@ class SubjectKeys:
             if c.in_transaction:
                 c.execute("ROLLBACK")
             raise
+
+    def _claim(self, journal: str) -> None:
+        """Record `journal` as the one this file serves, when none is; refuse another."""
+        c = self._conn
+        row = c.execute("SELECT journal FROM belongs_to").fetchone()
+        if row is None:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute("SELECT journal FROM belongs_to").fetchone()  # another may be first
+                if row is None:
+                    c.execute("INSERT INTO belongs_to (journal) VALUES (?)", (journal,))
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        if row is not None and row[0] != journal:
+            raise KeyStoreUnusable(
+                f"{self.path} holds the data keys of the journal {row[0]} beside it, not of {journal}: "
+                "two sites whose journals share a folder would share their residents' keys (a forget at "
+                "one would erase the other's). Give each site a folder of its own (storage.path); if "
+                f"this journal was renamed, give it back its name {row[0]}; nothing was changed"
+            )
 
     def _load_index_key(self) -> bytes:
         aad = KEYRING_AAD + b"index"
