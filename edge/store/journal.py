@@ -272,6 +272,7 @@ class Journal(JournalQueries):
         # a synchronised clock or a wall clock set back behind the jump ends (see _clock_allows)
         self._kept_pause: tuple[float, float] | None = None
         self._pause_step = 0.0  # the steps of the jumps of this pause, added up
+        self._retention_swept: dict[int, int] = {}  # class -> seq the look-ahead swept up to
         self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
         # per private class, the highest seq this writer gave a row of it, and the last seq before
         # it started: the class's walk over rows after both finds none of its rows, so it is
@@ -1607,6 +1608,7 @@ class Journal(JournalQueries):
                         start=start,
                         committed=self.committed_seq,
                         limit=self.retention_chunk,
+                        swept=self._retention_swept,
                     )
                 )
             deleted = sum(c.deleted for c in chunks)

@@ -114,6 +114,7 @@ def expire_class(
     start: int,
     committed: int,
     limit: int,
+    swept: dict[int, int] | None = None,
 ) -> ClassExpiry:
     """Delete up to `limit` rows of privacy class `rank` older than the cutoff, oldest seq first,
     from `start` (exclusive; every earlier row of the class is gone). Public rows (rank 0) only up
@@ -152,14 +153,16 @@ def expire_class(
     cur.close()
     behind: int | None = None  # the last row of the class (past `young`) stamped before the cutoff
     if young is not None and rank in PRIVATE_RANKS and len(taken) < limit:
-        behind = sweep_for_expired(conn, rank, cutoff_ts, young=young, upto=upto, window=limit * SWEEP_CHUNKS)
+        behind = sweep_for_expired(
+            conn, rank, cutoff_ts, young=young, upto=upto, window=limit * SWEEP_CHUNKS, swept=swept
+        )
         if behind is not None:
             taken += conn.execute(
                 "SELECT seq, ts FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ? ORDER BY seq LIMIT ?",
                 (young, behind, rank, limit - len(taken)),
             ).fetchall()
-    if behind is not None and taken[-1][0] < behind:  # the chunk ran out before it: find it again
-        _swept[(id(conn), rank)] = behind - 1
+    if behind is not None and swept is not None and taken[-1][0] < behind:  # the chunk ran out: again
+        swept[rank] = behind - 1
     if taken:
         first, last = taken[0][0], taken[-1][0]
         # the walk took every row of the class in [first, last]: delete exactly those
@@ -185,22 +188,27 @@ def expire_class(
 #: how far past a young row one pass of a personal or sensitive class looks for rows stamped before
 #: the cutoff: this many chunks' worth of seqs (a range of the primary key, read row by row)
 SWEEP_CHUNKS = 4
-# (id of the write connection, class) -> the seq the look-ahead has swept up to. Only a position:
-# a wrong one (a connection id reused) starts the sweep elsewhere in the same range, nothing more.
-_swept: dict[tuple[int, int], int] = {}
 
 
 def sweep_for_expired(
-    conn: sqlite3.Connection, rank: int, cutoff_ts: float, *, young: int, upto: int, window: int
+    conn: sqlite3.Connection,
+    rank: int,
+    cutoff_ts: float,
+    *,
+    young: int,
+    upto: int,
+    window: int,
+    swept: dict[int, int] | None = None,
 ) -> int | None:
     """The highest seq of class `rank` stamped before `cutoff_ts` in the next `window` seqs after
     the young row `young` (at most up to `upto`), or None. Each call takes the window after the
     last one and starts over from `young` once it reaches `upto`, so an expired row anywhere past
     a young one is found within one sweep of the class's young rows, at a cost per call of
     `window` rows whatever the journal's size (no index on ts or class: an index on `journal`
-    costs the insert rate)."""
-    key = (id(conn), rank)
-    frontier = _swept.get(key, young)
+    costs the insert rate). `swept`: the caller's class -> seq the look-ahead has swept up to,
+    kept between calls (the journal's own; without one each call looks right after `young`)."""
+    swept = {} if swept is None else swept
+    frontier = swept.get(rank, young)
     if frontier < young or frontier >= upto:
         frontier = young
     end = min(frontier + max(window, 1), upto)
@@ -209,9 +217,9 @@ def sweep_for_expired(
         (frontier, end, rank, cutoff_ts),
     ).fetchone()
     if row[0] is not None:
-        _swept[key] = int(row[0])  # the rows up to it go: sweep on after it
+        swept[rank] = int(row[0])  # the rows up to it go: sweep on after it
         return int(row[0])
-    _swept[key] = end if end < upto else young
+    swept[rank] = end if end < upto else young
     return None
 
 
