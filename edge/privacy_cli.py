@@ -136,14 +136,14 @@ def register(sub: Subcommands) -> None:
         "the gateway may run (a plain cp of keys.db beside a running gateway misses the keys still\n"
         "in keys.db-wal, and the records sealed under them never open again). `edge backup`\n"
         "leaves keys.db out on purpose, so that a forget reaches the archives too: without a\n"
-        "copy of keys.db, the loss of the box loses every sealed record. Take one after the\n"
-        "first start with privacy.master_key_file, then regularly (new residents and plates get\n"
-        "keys as they are seen) and after every forget (an older copy still holds the forgotten\n"
-        "key) and rotate-key (a copy opens with the master key of its time). Keep it apart from\n"
-        "the archives and from the master key: each is useless without the other. To restore,\n"
-        "put it back as keys.db beside the journal before the gateway's first start. FILE is\n"
-        "refused when it exists (unless --force) or is one of the site's own files. Written to\n"
-        "the audit log.",
+        "copy of keys.db, the loss of the box loses every sealed record. Take one after each\n"
+        "`edge backup` (a copy taken before misses the keys created in between, and the archive's\n"
+        "records sealed under them never open), after every forget (an older copy still holds\n"
+        "the forgotten key) and after rotate-key (a copy opens with the master key of its\n"
+        "time). Keep it apart from the archives and from the master key: each is useless\n"
+        "without the other. To restore, put it back as keys.db beside the journal before the\n"
+        "gateway's first start. FILE is refused when it exists (unless --force) or is one of\n"
+        "the site's own files. Written to the audit log.",
         epilog="example:\n  edge privacy backup-keys -c /etc/community-edge/site.yaml "
         "--out /mnt/keys-safe/keys-$(date +%F).db",
         func=cmd_privacy_backup_keys,
