@@ -36,6 +36,12 @@ resident produces. They come from the OS's random source a few hundred at a time
 `os.urandom` call per seal gave the GIL up at every sealed record, and the journal's writer then
 waited behind the event loop to take it back.
 
+keys.db is never created where sealed data already exists (`sealed_elsewhere`): a new key store
+would open none of it, and a forget run on it would delete nothing. It records the journal it
+serves (`belongs_to`) and refuses another's. A store whose file left `path` while in use (deleted,
+moved aside, replaced) seals nothing more until the file is back: keys created in a file nobody
+can open again would take what they seal with them.
+
 The master key is rotated by rewrapping every data key (`rotate_master`); sealed records are not
 touched. Install the new key file only after the rotation returned: until then the file holds
 data keys wrapped by the old one. Copies of keys.db taken before a rotation still open with the
