@@ -268,44 +268,8 @@ class PrivacyComponent:
         return n
 
     async def note_pseudonym_keys(self) -> int:
-        """Journal one `pseudonym_key_changed` event (and log a warning) per sink or consumer whose
-        pseudonym key is not the one of the previous start: every pseudonym it receives changes
-        with it, those of records journaled before and not yet delivered included. The
-        fingerprints are kept in the journal's meta; the first start that sees a recipient
-        records its key without an event. Returns how many changed."""
-        site, journal = self.ctx.site, self.ctx.journal
-        recipients = [(f"upstream {s.id}", getattr(s, "pseudonymise", None)) for s in site.upstream]
-        recipients += [(f"consumer {c.id}", c.pseudonymise) for c in site.consumers]
-        now = await asyncio.to_thread(recipient_fingerprints, recipients)
-        if not now:
-            return 0
-
-        def recorded() -> dict[str, str | None]:
-            return {what: journal.meta(FINGERPRINT_META + what) for what in now}
-
-        try:
-            changes = key_changes(now, await asyncio.to_thread(recorded))
-        except sqlite3.Error as exc:  # the journal busy or failing: checked at the next start
-            log.warning("privacy: the recipients' pseudonym keys were not checked: %s", exc)
-            return 0
-        for change in changes:
-            log.warning(
-                "%s: its pseudonym key changed since the last start (fingerprint %s, was %s): every "
-                "pseudonym it receives from now on differs from those it received before, records "
-                "journaled before and not yet delivered included; if that was not meant, put the "
-                "previous key back",
-                change["recipient"],
-                change["fingerprint"],
-                change["previous_fingerprint"],
-            )
-            self.ctx.hub.publish_event(Event(KEY_CHANGED_KIND, site.site.id, Severity.WARNING, change))
-        if changes:
-            await journal.flush()  # the events before the new fingerprints: a crash repeats them
-        try:
-            await asyncio.to_thread(journal.set_meta, {FINGERPRINT_META + w: fp for w, fp in now.items()})
-        except sqlite3.Error as exc:  # not recorded: the next start says the same again
-            log.warning("privacy: the recipients' pseudonym keys were not recorded: %s", exc)
-        return len(changes)
+        """See `note_pseudonym_keys` (the module's)."""
+        return await note_pseudonym_keys(self.ctx)
 
     async def _watch(self) -> None:
         while True:
@@ -321,3 +285,64 @@ class PrivacyComponent:
 
     def _keys_path(self) -> str:
         return self.sealer.keys.path if self.sealer is not None else "keys.db"
+
+
+async def note_pseudonym_keys(ctx: ComponentContext) -> int:
+    """Journal one `pseudonym_key_changed` event (and log a warning) per sink or consumer whose
+    pseudonym key is not the one of the previous start: every pseudonym it receives changes
+    with it, those of records journaled before and not yet delivered included. The
+    fingerprints are kept in the journal's meta; the first start that sees a recipient
+    records its key without an event. Returns how many changed."""
+    site, journal = ctx.site, ctx.journal
+    recipients = [(f"upstream {s.id}", getattr(s, "pseudonymise", None)) for s in site.upstream]
+    recipients += [(f"consumer {c.id}", c.pseudonymise) for c in site.consumers]
+    now = await asyncio.to_thread(recipient_fingerprints, recipients)
+    if not now:
+        return 0
+
+    def recorded() -> dict[str, str | None]:
+        return {what: journal.meta(FINGERPRINT_META + what) for what in now}
+
+    try:
+        changes = key_changes(now, await asyncio.to_thread(recorded))
+    except sqlite3.Error as exc:  # the journal busy or failing: checked at the next start
+        log.warning("privacy: the recipients' pseudonym keys were not checked: %s", exc)
+        return 0
+    for change in changes:
+        log.warning(
+            "%s: its pseudonym key changed since the last start (fingerprint %s, was %s): every "
+            "pseudonym it receives from now on differs from those it received before, records "
+            "journaled before and not yet delivered included; if that was not meant, put the "
+            "previous key back",
+            change["recipient"],
+            change["fingerprint"],
+            change["previous_fingerprint"],
+        )
+        ctx.hub.publish_event(Event(KEY_CHANGED_KIND, site.site.id, Severity.WARNING, change))
+    if changes:
+        await journal.flush()  # the events before the new fingerprints: a crash repeats them
+    try:
+        await asyncio.to_thread(journal.set_meta, {FINGERPRINT_META + w: fp for w, fp in now.items()})
+    except sqlite3.Error as exc:  # not recorded: the next start says the same again
+        log.warning("privacy: the recipients' pseudonym keys were not recorded: %s", exc)
+    return len(changes)
+
+
+class PseudonymKeyWatch:
+    """A site without a master key still has pseudonym keys: this component alone notes their
+    changes at start (`note_pseudonym_keys`)."""
+
+    name = "privacy"
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        self.ctx = ctx
+        self.changed = 0
+
+    async def start(self) -> None:
+        self.changed = await note_pseudonym_keys(self.ctx)
+
+    async def stop(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"encrypted_at_rest": False, "pseudonym_keys_changed": self.changed}

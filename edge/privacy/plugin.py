@@ -3,7 +3,9 @@
 Its component starts before every other one: it opens the site's data keys (`keys.db` beside the
 journal) with the master key, hands the sealer to the journal (so the sinks, the rules and the
 trend index, which start after it, only ever see a journal that seals), seals what an earlier run
-stored in clear, and journals the `subject_erased` notices `edge privacy forget` queued.
+stored in clear, and journals the `subject_erased` notices `edge privacy forget` queued. Without a
+master key, a site whose recipients have pseudonym keys gets a component that only notes a changed
+key at start (`pseudonym_key_changed`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ if TYPE_CHECKING:
 
 
 def component(ctx: ComponentContext) -> Any:
-    if ctx.site.privacy.master_key_file is None:
-        return None
+    site = ctx.site
+    if site.privacy.master_key_file is None:
+        if not any(getattr(s, "pseudonymise", None) for s in site.upstream) and not any(
+            c.pseudonymise for c in site.consumers
+        ):
+            return None
+        from edge.privacy.component import PseudonymKeyWatch  # a replaced key is said on every site
+
+        return PseudonymKeyWatch(ctx)
     from edge.privacy.component import PrivacyComponent
 
     return PrivacyComponent(ctx)

@@ -70,6 +70,7 @@ GATEWAY_KINDS = (
     "journal_seq_conflict",
     "sync_dead_letter",
     "cursor_removed",
+    "pseudonym_key_changed",
 )
 #: kinds a shipped driver emits beyond what its entry lists, with the class each carries
 DRIVER_KINDS: dict[str, dict[str, Privacy]] = {

@@ -20,11 +20,15 @@ def changes(rt: Any) -> list[dict[str, Any]]:
     return [r["payload"] for r in rt.journal.read(0, 10_000) if r.get("kind") == "pseudonym_key_changed"]
 
 
+@pytest.mark.parametrize("sealed", [True, False], ids=["master-key", "no-master-key"])
 async def test_a_replaced_pseudonym_key_is_journaled_and_logged(
-    tmp_path: Path, master: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, master: Path, caplog: pytest.LogCaptureFixture, sealed: bool
 ) -> None:
     config, keys = with_consumers(tmp_path, master)
     doc = config.read_text(encoding="utf-8")
+    if not sealed:  # pseudonyms upstream without sealing at rest: the key's change is said too
+        doc = doc.replace(f"privacy:\n  master_key_file: {master}\n", "")
+        assert str(master) not in doc
     caplog.set_level(logging.WARNING, logger="edge.privacy")
     async with running_site(tmp_path, doc) as rt:  # the first start records the keys
         assert changes(rt) == []
