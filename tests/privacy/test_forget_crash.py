@@ -50,8 +50,12 @@ def forget_args(config: Path) -> list[str]:
 
 
 def faulty_forget(config: Path, fault: str) -> subprocess.CompletedProcess[str]:
+    return faulty_edge(fault, *forget_args(config))
+
+
+def faulty_edge(fault: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", FAULTY_EDGE.format(fault=fault), *forget_args(config)],
+        [sys.executable, "-c", FAULTY_EDGE.format(fault=fault), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -183,3 +187,19 @@ async def test_a_lock_file_that_cannot_be_opened_holds_back_only_the_interrupted
     assert len(notices) == 1  # the settled erasure; the gateway started all the same
     assert payloads == [{"erased": True}, {"erased": True}]
     assert [e["had_key"] for e in forgets(tmp_path)] == [True]
+
+
+async def test_a_rotation_whose_commit_went_through_is_not_nothing_changed(
+    tmp_path: Path, master: Path
+) -> None:
+    config = await sealed_site(tmp_path, master)
+    new = tmp_path / "master-2.key"
+    rotate = ("privacy", "rotate-key", "-c", str(config), "--new-key", str(new))
+    done = faulty_edge(IO_ERROR_AFTER_COMMIT, *rotate)
+    assert done.returncode == 0, done.stderr
+    assert "nothing was changed" not in done.stderr and "rewrapped" in done.stdout
+    rotated = site_file(tmp_path, site_doc(new))
+    copy = tmp_path / "copy.jsonl"
+    done = edge_cli("privacy", "export", "-c", str(rotated), "--subject", RESIDENT, "--out", str(copy))
+    assert done.returncode == 0, done.stderr
+    assert RESIDENT in site_text(copy)
