@@ -40,7 +40,7 @@ from edge.model import (
 )
 from edge.plugins import Component, ComponentContext, EventIndex, StartError, registry
 from edge.state import StateDB, StateDBError
-from edge.store import Journal, row_to_record
+from edge.store import Journal, row_to_record, space
 from edge.store.backup import restored_note
 from edge.store.retention import BURST_MAX_S, BURST_QUIET_S
 from edge.store.rows import EventMatch
@@ -310,6 +310,10 @@ class Runtime:
             raise StartError(str(exc)) from None
         # a journal holding for disk space asks for the state DB's WAL back, as for the trend index's
         self.journal.add_space_reclaimer(self.state.give_wal_back)
+        # its growth (and the trend index's, which registers its own) is the gateway's, not another
+        # program's taking of the journal's disk
+        state_path = self.state.path
+        self.journal.add_own_space(lambda: space.db_bytes(state_path))
         private = await self.make_data_private()
         self.hub.register_points(self.site.point_infos())
         last, self.restored_good = await asyncio.to_thread(self.journal.last_readings)

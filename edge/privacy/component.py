@@ -176,8 +176,7 @@ class PrivacyComponent:
         sealer = self.sealer
         if sealer is None:
             return 0
-        path = sealer.keys.path
-        return space.file_size(path) + space.file_size(path + "-wal")
+        return space.db_bytes(sealer.keys.path)
 
     def give_keys_wal_back(self, keep: int = 0) -> bool:
         """Truncate keys.db's WAL when it holds more than `keep` bytes, from a connection of its

@@ -58,6 +58,12 @@ def file_size(path: str) -> int:
         return 0
 
 
+def db_bytes(path: str) -> int:
+    """What a SQLite database in WAL mode holds on disk: its file and its WAL (`Journal.add_own_space`
+    for the stores beside the journal)."""
+    return file_size(path) + file_size(path + "-wal")
+
+
 @dataclass(frozen=True)
 class Room:
     """The space one write step may use: free bytes beyond the reserve, and the file's shape."""

@@ -431,6 +431,7 @@ class TrendIndex:
         self._loop = asyncio.get_running_loop()
         self.journal.add_expirer(self._hand_over)
         self.journal.add_space_reclaimer(self.give_wal_back)
+        self.journal.add_own_space(lambda: space.db_bytes(self.path))
         # events copied from the journal keep their sealed payloads: this connection opens them
         self._read = connect(self.path)
         self._read.execute(f"PRAGMA cache_size=-{TREND_CACHE_KIB}")
