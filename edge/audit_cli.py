@@ -67,8 +67,10 @@ def register(sub: Subcommands) -> None:
     )
 
 
-def _state_path(config: str) -> str | None:
-    """The site's state DB file, or None with the reason on stderr: a missing file is not created."""
+def _state_path(config: str) -> tuple[str, str] | None:
+    """(the site's state DB file, its journal), or None with the reason on stderr: a missing file
+    is not created. The journal is what the state DB must belong to when it is opened to write
+    (`StateDB`'s `journal`): another site's in the same folder is refused."""
     from edge.cli import load_or_report
 
     site = load_or_report(config)
@@ -78,17 +80,17 @@ def _state_path(config: str) -> str | None:
     if not Path(path).exists():
         print(f"{path}: no state database yet, so no audit log (has the site run?)", file=sys.stderr)
         return None
-    return path
+    return path, site.storage.path
 
 
-def _chain_once(path: str) -> None:
+def _chain_once(path: str, journal: str) -> None:
     """A log from before the chain, which the gateway has not written to since the upgrade: its
     schema migration chains it, once, in one transaction, as the first new entry would. Every
     later read is read-only, and nothing after that migration chains an unhashed entry."""
     from edge import audit
     from edge.state import StateDB
 
-    state = StateDB(path)
+    state = StateDB(path, journal=journal)
     try:
         audit.ensure(state)
         n = state.conn.execute("SELECT count(*) FROM audit").fetchone()[0]
@@ -100,7 +102,7 @@ def _chain_once(path: str) -> None:
     )
 
 
-def _read(path: str, read: Callable[[], T]) -> T:
+def _read(path: str, journal: str, read: Callable[[], T]) -> T:
     """`read` (a read-only verify or export); a log from before the chain is chained once first
     (it raises NotChainedYet before reading anything)."""
     from edge import audit
@@ -108,18 +110,19 @@ def _read(path: str, read: Callable[[], T]) -> T:
     try:
         return read()
     except audit.NotChainedYet:
-        _chain_once(path)
+        _chain_once(path, journal)
         return read()
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from edge import audit
 
-    path = _state_path(args.config)
-    if path is None:
+    found = _state_path(args.config)
+    if found is None:
         return 1
+    path, journal = found
     try:
-        result = _read(path, lambda: audit.verify(path))  # read-only: checking never changes it
+        result = _read(path, journal, lambda: audit.verify(path))  # read-only: checking never changes it
     except audit.NoChain as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -139,12 +142,13 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     from edge import audit
     from edge.state import StateDB
 
-    path = _state_path(args.config)
-    if path is None:
+    found = _state_path(args.config)
+    if found is None:
         return 1
+    path, journal = found
     try:
         if args.output is None:
-            n = _read(path, lambda: audit.export(path, sys.stdout))
+            n = _read(path, journal, lambda: audit.export(path, sys.stdout))
             sys.stdout.flush()
         else:
             try:
@@ -153,12 +157,12 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
                 print(f"error: {args.output}: cannot write the export: {exc.strerror}", file=sys.stderr)
                 return 1
             with open(fd, "w", encoding="utf-8") as out:
-                n = _read(path, lambda: audit.export(path, out))
+                n = _read(path, journal, lambda: audit.export(path, out))
             print(f"exported {fmt.count(n, 'audit entry')} to {args.output}", file=sys.stderr)
     except audit.NoChain as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    state = StateDB(path)  # only now: one chained append, after the read-only export
+    state = StateDB(path, journal=journal)  # only now: one chained append, after the read-only export
     try:
         audit.record(state, "cli", "audit_export", args.output or "stdout", entries=n)
     finally:

@@ -135,8 +135,8 @@ class SiteLock:
             os.close(fd)
             raise SiteBusy(
                 f"another gateway ({holder}) is running this site: {self.path} is locked; stop it "
-                "first (systemctl stop community-edge), or give this site file a storage.path of its "
-                "own; nothing was written"
+                "first (systemctl stop community-edge), or give this site file a storage.path in a "
+                "folder of its own (the state DB and keys.db go beside the journal); nothing was written"
             ) from None
         except OSError as exc:  # a filesystem without locks
             os.close(fd)
@@ -305,7 +305,7 @@ class Runtime:
         restored = await asyncio.to_thread(restored_note, self.site.storage.path)
         self.journal.open()
         try:
-            self.state = StateDB(self.site.storage.resolved_state_path())
+            self.state = StateDB(self.site.storage.resolved_state_path(), journal=self.site.storage.path)
         except StateDBError as exc:
             raise StartError(str(exc)) from None
         # a journal holding for disk space asks for the state DB's WAL back, as for the trend index's

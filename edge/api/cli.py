@@ -200,7 +200,9 @@ def _site(args: argparse.Namespace) -> Any:
 def _state(args: argparse.Namespace, site: Any = None) -> Any:
     from edge.state import StateDB
 
-    return StateDB((site or _site(args)).storage.resolved_state_path())
+    site = site or _site(args)
+    # refused when it is another journal's: two sites in one folder would share accounts and tokens
+    return StateDB(site.storage.resolved_state_path(), journal=site.storage.path)
 
 
 def _password(args: argparse.Namespace) -> str:

@@ -54,7 +54,9 @@ class OfflineKpi:
         self.config = cfg if isinstance(cfg, KpiConfig) else KpiConfig.model_validate({})
         self.cal = Days(self.site.site.timezone)
         self.plans = plans_of(self.site.devices)
-        self.store = KpiStore(StateDB(self.site.storage.resolved_state_path()))
+        self.store = KpiStore(
+            StateDB(self.site.storage.resolved_state_path(), journal=self.site.storage.path)
+        )
         self.ctx = SimpleNamespace(clock=time.time)
         self.fold = SimpleNamespace(days={})
         self._sealer: Any = None
