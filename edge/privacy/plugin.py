@@ -35,18 +35,27 @@ def component(ctx: ComponentContext) -> Any:
 
 
 def check(site: Site) -> list[str]:
-    """The master key read as `edge run` will read it: a missing file or one others may read is
-    found by `edge check`, not at the gateway's start."""
+    """The master key read as `edge run` will read it: a missing file or one others may read, a
+    key that does not open the site's keys.db (another site's, or the one before a rotation), or a
+    keys.db missing while sealed data exists is found by `edge check` (the unit's ExecStartPre),
+    not at the gateway's start. Read-only."""
     path = site.privacy.master_key_file
     if path is None:
         return []
+    from edge.privacy.atrest import key_store_problem
     from edge.privacy.keyfile import KeyFileError, load_master_key
 
     try:
-        load_master_key(path)
+        master = load_master_key(path)
     except KeyFileError as exc:
         return [f"privacy.master_key_file: {p}" for p in exc.problems]
-    return []
+    problem = key_store_problem(
+        site.storage.path,
+        master,
+        site.storage.resolved_state_path(),
+        site.storage.resolved_blob_dir(),
+    )
+    return [] if problem is None else [f"privacy.master_key_file: {problem}"]
 
 
 PLUGIN = Plugin(name="privacy", component=component, check=check, order=1)
