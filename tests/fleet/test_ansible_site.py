@@ -372,3 +372,19 @@ def test_the_scrape_config_gives_a_token_command_that_edge_takes(tmp_path: Path)
     finally:
         state.close()
     assert tokens == [("prometheus", ["read"])]
+
+
+@pytest.mark.timeout(600)
+def test_the_live_site_file_is_readable_by_the_service_users_group(gateway: Gateway) -> None:
+    """A first install has no site file to inherit a group from: the role gives the staged and the
+    live file the service user's group (0640), or the service could not read its own site file.
+    `daemon` stands in for the service user (a user and a group of that name on Debian)."""
+    import grp
+
+    gid = grp.getgrnam("daemon").gr_gid
+    gateway.vars(edge_user="daemon", edge_rule_packs=[])  # no pack: nothing runs as that user
+    code, out, _ = gateway.play()
+    assert code == 0, out[-3000:]
+    for path in (gateway.site, gateway.etc / ".staged" / "site.yaml"):
+        st = path.stat()
+        assert st.st_gid == gid and st.st_mode & 0o777 == 0o640, (path, st)
