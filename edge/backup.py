@@ -171,7 +171,7 @@ def create(site: Site, out: Path) -> Summary:
             f"{targets.journal}: no journal to back up (storage.path of {site.source}; has the site run?)"
         )
     out = out.absolute()
-    clash = _site_file_at(site, targets, out)
+    clash = site_file_at(site, targets, out)
     if clash:
         raise BackupError(
             f"{out}: that is {clash}; writing the archive there would replace it. Name a file "
@@ -229,9 +229,14 @@ def create(site: Site, out: Path) -> Summary:
     return Summary(out, site.site.id, facts.last_seq or 0, len(files), out.stat().st_size, schema)
 
 
-def _site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
-    """What of the site's own files `out` resolves to (links followed), None when none."""
+def site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
+    """What of the site's own files `out` resolves to (links followed), None when none: the
+    journal, state DB and trend index with their side files, the data keys (keys.db, its -wal,
+    which holds the newest keys, -shm and -journal, the forget lock), the lock and status files,
+    the site file, the master key, the snapshot folder. The guard of every command that writes a
+    file a person names (`edge backup --out`, `edge privacy export` and `backup-keys --out`)."""
     from edge.privacy.atrest import keys_path
+    from edge.privacy.subjects import FORGET_LOCK_SUFFIX
     from edge.runtime import LOCK_SUFFIX
     from edge.store.space import STATUS_SUFFIX
 
@@ -248,7 +253,10 @@ def _site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
     named[Path(f"{targets.journal}{STATUS_SUFFIX}")] = (
         f"the journal's status file {targets.journal}{STATUS_SUFFIX}"
     )
-    named[Path(keys_path(targets.journal))] = f"the data keys {keys_path(targets.journal)}"
+    keys = keys_path(targets.journal)
+    named[Path(keys)] = f"the data keys {keys}"
+    for suffix in (*SIDE_FILES[1:], FORGET_LOCK_SUFFIX):
+        named[Path(f"{keys}{suffix}")] = f"the data keys' file {keys}{suffix}"
     named[Path(f"{targets.journal}{LOCK_SUFFIX}")] = f"the site's lock file {targets.journal}{LOCK_SUFFIX}"
     named[Path(site.source)] = f"the site file {site.source}"
     if site.privacy.master_key_file is not None:

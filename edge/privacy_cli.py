@@ -183,10 +183,28 @@ def _open_site_keys(
     `stopped`: the command needs the gateway stopped (named in the refusal), checked before the
     key store is opened, as `edge restore` checks it. `keyless`: a site without a master key gives
     (site, None) instead of a refusal (its records are in clear)."""
-    from edge.cli import load_or_report
-    from edge.privacy.atrest import Sealer, register
     from edge.privacy.keyfile import KeyFileError
     from edge.privacy.keys import WrongMasterKey
+
+    found = _site_and_key(args, stopped, keyless)
+    if found is None:
+        return None
+    site, key_file = found
+    if key_file is None:
+        return site, None
+    try:
+        return site, _open_sealer(site, key_file)
+    except (KeyFileError, WrongMasterKey) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _site_and_key(
+    args: argparse.Namespace, stopped: str = "", keyless: bool = False
+) -> tuple[Any, str | None] | None:
+    """(site, its master key file) for `_open_site_keys`, or None after saying why; the key file
+    is None only with `keyless`."""
+    from edge.cli import load_or_report
 
     site = load_or_report(args.config)
     if site is None:
@@ -194,27 +212,31 @@ def _open_site_keys(
     if stopped and _gateway_running(site, stopped):
         return None
     key_file = site.privacy.master_key_file
-    if key_file is None and keyless:
-        return site, None
-    if key_file is None:
+    if key_file is None and not keyless:
         print(
             f"{args.config}: privacy.master_key_file is not set: nothing is sealed, no key to use",
             file=sys.stderr,
         )
         return None
-    # the check that keys.db is present and holds keys where sealed data exists belongs here, before
-    # Sealer.open creates an empty keys.db: every privacy command that uses the keys comes this way
-    try:
-        sealer = Sealer.open(site.storage.path, key_file)
-    except KeyFileError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
-    except WrongMasterKey as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
+    return site, key_file
+
+
+def _open_sealer(site: Any, key_file: str) -> Any:
+    """The site's sealer, registered for its journal and state DB. A keys.db missing or empty
+    while the journal, the dead letters or the snapshots hold sealed data is refused
+    (KeyStoreUnusable) before one is created: every privacy command that uses the keys comes this
+    way. KeyFileError, WrongMasterKey as `Sealer.open` raises them."""
+    from edge.privacy.atrest import Sealer, register
+
+    sealer = Sealer.open(
+        site.storage.path,
+        key_file,
+        state_path=site.storage.resolved_state_path(),
+        blob_dir=site.storage.resolved_blob_dir(),
+    )
     register(site.storage.path, sealer)
     register(site.storage.resolved_state_path(), sealer)
-    return site, sealer
+    return sealer
 
 
 def _gateway_running(site: Any, command: str) -> bool:
@@ -241,30 +263,16 @@ def _out_refused(site: Any, out: str, force: bool) -> str | None:
     """Why `--out FILE` is refused, None when it may be written: one of the site's own files (the
     journal, state DB, keys, site file, master key, links to them followed: `edge backup --out`'s
     guard), a directory, or an existing file without `force`. Checked before anything is read."""
-    from edge.backup import Targets, _site_file_at
+    from edge.backup import Targets, site_file_at
 
     path = Path(out).absolute()
-    clash = _site_file_at(site, Targets.of(site), path) or _keys_side_file_at(site, path)
+    clash = site_file_at(site, Targets.of(site), path)
     if clash:
         return f"error: {out}: that is {clash}; writing there would replace it. Name a new file; nothing was written"
     if path.is_dir():
         return f"error: {out}: Is a directory; --out names the file to write; nothing was written"
     if not force and (path.exists() or path.is_symlink()):
         return f"error: {out}: exists; name a new file, or give --force to replace it; nothing was written"
-    return None
-
-
-def _keys_side_file_at(site: Any, path: Path) -> str | None:
-    """What of keys.db's side files (its WAL, which holds the newest keys, its -shm, the forget
-    lock) `path` resolves to, None when none: `_site_file_at` names keys.db alone."""
-    from edge.privacy.atrest import keys_path
-    from edge.privacy.subjects import FORGET_LOCK_SUFFIX
-
-    keys = keys_path(site.storage.path)
-    where = path.resolve()
-    for suffix in ("-wal", "-shm", "-journal", FORGET_LOCK_SUFFIX):
-        if Path(keys + suffix).resolve() == where:
-            return f"the data keys' file {keys}{suffix}"
     return None
 
 
@@ -336,7 +344,7 @@ def cmd_privacy_export(args: argparse.Namespace) -> int:
         if sealer is not None:
             sealer.close()
         return 1
-    state = StateDB(site.storage.resolved_state_path())
+    state = StateDB(site.storage.resolved_state_path(), journal=site.storage.path)
     try:
         blob_dir = site.storage.resolved_blob_dir()
         beside = subjects.copies(site, state, subject)
@@ -384,7 +392,7 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
     if sealer is None:
         # a refusal changes nothing: a site that never ran gets no state DB from it
         path = site.storage.resolved_state_path()
-        state = StateDB(path) if Path(path).exists() else None
+        state = StateDB(path, journal=site.storage.path) if Path(path).exists() else None
         try:
             kept = subjects.kept_without_key(site, state, subject)
         finally:
@@ -392,7 +400,7 @@ def cmd_privacy_forget(args: argparse.Namespace) -> int:
                 state.close()
         print(f"{args.config}: {subjects.forget_refused_without_key(kept)}", file=sys.stderr)
         return 1
-    state = StateDB(site.storage.resolved_state_path())
+    state = StateDB(site.storage.resolved_state_path(), journal=site.storage.path)
     try:
         try:
             # audited by the forget itself: its entry is queued with the erasure, before the key goes
@@ -486,7 +494,7 @@ def cmd_privacy_backup_keys(args: argparse.Namespace) -> int:
         copied = _copy_keys(keys, out, args.force)
     finally:
         sealer.close()
-    state = StateDB(site.storage.resolved_state_path())
+    state = StateDB(site.storage.resolved_state_path(), journal=site.storage.path)
     try:
         audit.record(state, "cli", "privacy_backup_keys", str(out.absolute()), subject_keys=copied)
     finally:
@@ -533,14 +541,31 @@ def _copy_keys(keys: Path, out: Path, force: bool) -> int:
 def cmd_privacy_rotate(args: argparse.Namespace) -> int:
     from edge import audit
     from edge.privacy.keyfile import KeyFileError, create_master_key, load_master_key
+    from edge.privacy.keys import KeyStoreUnusable, WrongMasterKey
     from edge.state import StateDB
 
     # a running gateway seals with the master key it started with: rotated under it, its journal
     # writer could seal nothing more (and would report itself failing until restarted)
-    opened = _open_site_keys(args, stopped="rotate the key")
-    if opened is None:
+    found = _site_and_key(args, stopped="rotate the key")
+    if found is None:
         return 1
-    site, sealer = opened
+    site, key_file = found
+    assert key_file is not None  # not keyless: a site without one was refused
+    try:
+        sealer = _open_sealer(site, key_file)
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except WrongMasterKey as exc:
+        if not isinstance(exc, KeyStoreUnusable) and _rotated_before(site, args.new_key):
+            print(
+                f"keys.db was already rotated to {args.new_key} (it opens with that key, not with "
+                f"{key_file}): set privacy.master_key_file: {args.new_key} before the next start; "
+                "nothing was changed"
+            )
+            return 0
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         try:
             if not Path(args.new_key).exists():
@@ -555,7 +580,7 @@ def cmd_privacy_rotate(args: argparse.Namespace) -> int:
             n = _rotated_anyway(sealer.keys.path, new, exc)  # committed, then the WAL's truncation failed
     finally:
         _close_after_commit(sealer)
-    state = StateDB(site.storage.resolved_state_path())
+    state = StateDB(site.storage.resolved_state_path(), journal=site.storage.path)
     try:
         audit.record(state, "cli", "privacy_rotate_key", args.new_key, subject_keys=n)
     finally:
@@ -565,6 +590,22 @@ def cmd_privacy_rotate(args: argparse.Namespace) -> int:
         "before the next start (the old master key no longer opens keys.db)"
     )
     return 0
+
+
+def _rotated_before(site: Any, new_key: str) -> bool:
+    """Whether keys.db opens with the master key in `new_key`: a rotation to it that committed
+    (the command re-run after it, the site file still naming the old key). False when that key
+    cannot be read or keys.db cannot be opened."""
+    from edge.privacy.atrest import keys_path
+    from edge.privacy.keyfile import KeyFileError, load_master_key
+    from edge.privacy.keys import KeyStoreUnusable, opens_with
+
+    if not Path(new_key).exists():
+        return False
+    try:
+        return opens_with(keys_path(site.storage.path), load_master_key(new_key))
+    except (KeyFileError, KeyStoreUnusable):
+        return False
 
 
 def cmd_privacy_new_key(args: argparse.Namespace) -> int:

@@ -112,7 +112,16 @@ class PrivacyComponent:
         key_file = site.privacy.master_key_file
         assert key_file is not None
         try:
-            sealer = await asyncio.to_thread(Sealer.open, journal.path, key_file, journal.clock)
+            # the dead letters and the snapshots are sealed data too: a keys.db gone while they
+            # exist is refused, not created empty
+            sealer = await asyncio.to_thread(
+                Sealer.open,
+                journal.path,
+                key_file,
+                journal.clock,
+                state_path=self.ctx.state.path,
+                blob_dir=site.storage.resolved_blob_dir(),
+            )
         except KeyFileError as exc:
             raise PrivacyStartError(f"privacy.master_key_file: {exc}") from None
         except WrongMasterKey as exc:
