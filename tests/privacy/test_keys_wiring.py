@@ -1,23 +1,31 @@
 """The site's keys as the commands and the gateway use them: keys.db missing while only the dead
 letters hold sealed data is refused, not created empty; `edge check` (the unit's ExecStartPre)
 finds a master key that does not open keys.db; a rotate-key run again after its rotation committed
-says it was done; `edge backup --out` is refused keys.db's WAL."""
+says it was done; `edge backup --out` is refused keys.db's WAL; and a forget through the API is
+audited by the erasure itself, once, even when it fails after the key's deletion."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from edge import audit
+from edge.privacy import subjects
 from edge.privacy.atrest import sealed_data
 from edge.privacy.component import PrivacyStartError
 from edge.privacy.keyfile import create_master_key
 from edge.runtime import Runtime
 from edge.sync import deadletters
-from tests.privacy.conftest import RESIDENT, private_records, site_doc
+from tests.privacy.conftest import RESIDENT, measurement, private_records, site_doc
 from tests.support.cli import edge_cli
 from tests.support.site import load, running_site, site_file
+from tests.support.waiting import until_async
+from tests.web.conftest import signed_in_admin
+
+FORGET = "/api/v1/privacy/subjects/forget"
 
 # a site whose journal holds nothing sealed: its one point is public
 PUBLIC_SITE = """
@@ -131,3 +139,58 @@ async def test_edge_backup_refuses_to_write_over_keys_db_s_side_files(tmp_path: 
         assert done.returncode != 0, done.stdout
         assert f"the data keys' file {tmp_path / name}" in done.stderr, done.stderr
         assert (out.read_bytes() if out.exists() else None) == before
+
+
+def forget_entries(rt: Runtime) -> list[dict[str, object]]:
+    assert rt.state is not None
+    return [e for e in audit.entries(rt.state, limit=200) if e["action"] == "privacy_forget"]
+
+
+async def notices(rt: Runtime) -> int:
+    await rt.journal.flush()
+    return sum(1 for r in rt.journal.read(0, 1000) if r.get("kind") == "subject_erased")
+
+
+async def test_an_api_forget_is_audited_once_by_the_erasure(tmp_path: Path, master: Path) -> None:
+    async with running_site(tmp_path, site_doc(master)) as rt, signed_in_admin(rt, "boss") as admin:
+        rt.hub.ingest([measurement()])
+        await rt.journal.flush()
+        done = await admin.json("POST", FORGET, {"subject": RESIDENT})
+        assert done["had_key"] is True
+
+        async def noticed() -> bool:
+            return await notices(rt) >= 1
+
+        await until_async(noticed, timeout=15, what="the subject_erased notice")
+        [entry] = forget_entries(rt)
+        assert entry["actor"] == "boss" and entry["target"] == done["subject"]
+        detail = entry["detail"]
+        assert isinstance(detail, dict)
+        # the erasure's own entry, as `edge privacy forget` writes it, with the caller's kind
+        assert detail["kind"] == "user" and "snapshots_removed" in detail
+        assert await notices(rt) == 1
+        assert RESIDENT not in orjson.dumps(forget_entries(rt)).decode()
+
+
+async def test_an_api_forget_failing_after_the_key_went_is_still_audited(
+    tmp_path: Path, master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def snapshots_fail(*_: object) -> int:
+        raise OSError(5, "Input/output error", "blobs")
+
+    async with running_site(tmp_path, site_doc(master)) as rt, signed_in_admin(rt, "boss") as admin:
+        rt.hub.ingest([measurement()])
+        await rt.journal.flush()
+        monkeypatch.setattr(subjects, "remove_forgotten_snapshots", snapshots_fail)
+        resp = await admin.request("POST", FORGET, json={"subject": RESIDENT})
+        assert resp.status == 500
+        assert "data key of subject" in (await resp.json())["detail"]
+        monkeypatch.undo()
+
+        async def settled() -> bool:
+            return await notices(rt) >= 1 and len(forget_entries(rt)) >= 1
+
+        await until_async(settled, timeout=15, what="the interrupted erasure settled")
+        [entry] = forget_entries(rt)
+        assert entry["actor"] == "boss"
+        assert await notices(rt) == 1
