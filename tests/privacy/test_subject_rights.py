@@ -79,7 +79,10 @@ async def test_export_then_forget_shreds_every_copy_and_journals_pseudonyms_only
     done = edge_cli("privacy", "forget", "-c", str(config), "--subject", RESIDENT)
     assert done.returncode == 0, done.stderr
     assert "data key deleted" in done.stdout and RESIDENT not in done.stdout
-    again = edge_cli("privacy", "export", "-c", str(config), "--subject", RESIDENT, "--out", str(out))
+    # the first export's file is there: replacing it takes --force
+    again = edge_cli(
+        "privacy", "export", "-c", str(config), "--subject", RESIDENT, "--out", str(out), "--force"
+    )
     assert again.returncode == 0 and out.read_text(encoding="utf-8") == ""
 
     async with running_site(tmp_path, doc) as rt:
