@@ -51,6 +51,9 @@ def test_a_second_site_in_the_folder_is_refused_the_first_sites_state(tmp_path: 
     # south's commands see nothing of north's: no token listed, none made, no account added
     refused(edge_cli("tokens", "list", "-c", str(south)))
     refused(edge_cli("tokens", "create", "-c", str(south), "bms"))
+    # nor is north's audit log verified or exported as south's
+    refused(edge_cli("audit", "verify", "-c", str(south)))
+    refused(edge_cli("audit", "export", "-c", str(south)))
     adding = subprocess.run(
         [sys.executable, "-m", "edge.cli", "users", "add", "-c", str(south), "--password-stdin", "ann"],
         cwd=ROOT,
