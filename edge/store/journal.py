@@ -161,6 +161,7 @@ SET_META_SQL = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UP
 #: (which copied them in clear) is gone: a crash in between leaves it, and the next start drops
 #: the index although nothing is left to seal
 TREND_STALE_META = "trend_index_stale"
+SWEEP_INTERVAL_S = 60.0  # the retention's look-ahead past rows stamped young: this often at most
 # a pause of the retention's clock guard, kept across restarts: {"reason", "landed", "step"} (JSON)
 PAUSE_META = "retention_paused"
 
@@ -226,6 +227,7 @@ class Journal(JournalQueries):
         when_full: str = "drop_oldest",
         keep_history: float | None = 7 * 86400.0,
         retention_interval: float = 5.0,
+        sweep_interval: float = SWEEP_INTERVAL_S,
         retention_chunk: int = 2000,
         max_pending: int | None = None,
         disk_reserve: int | None = 32 * 1024**2,
@@ -273,6 +275,8 @@ class Journal(JournalQueries):
         self._kept_pause: tuple[float, float] | None = None
         self._pause_step = 0.0  # the steps of the jumps of this pause, added up
         self._retention_swept: dict[int, int] = {}  # class -> seq the look-ahead swept up to
+        self._next_sweep = 0.0  # monotonic time of the next look-ahead (retention.expire_class)
+        self.sweep_interval = sweep_interval
         self._retention_from = dict.fromkeys(PRIVACY_RANK.values(), 0)  # per class: walked up to
         # per private class, the highest seq this writer gave a row of it, and the last seq before
         # it started: the class's walk over rows after both finds none of its rows, so it is
@@ -1594,6 +1598,11 @@ class Journal(JournalQueries):
         chunks: list[retention.ClassExpiry] = []
         try:
             w.execute("BEGIN IMMEDIATE")
+            # the look-ahead for rows a wrong clock stamped young reads thousands of rows: once a
+            # minute at most, not at every pass
+            sweep = time.monotonic() >= self._next_sweep
+            if sweep:
+                self._next_sweep = time.monotonic() + self.sweep_interval
             for rank, keep in self.retention_s.items():
                 if keep is None:
                     continue
@@ -1609,6 +1618,8 @@ class Journal(JournalQueries):
                         committed=self.committed_seq,
                         limit=self.retention_chunk,
                         swept=self._retention_swept,
+                        now=now,
+                        sweep=sweep,
                     )
                 )
             deleted = sum(c.deleted for c in chunks)

@@ -115,6 +115,8 @@ def expire_class(
     committed: int,
     limit: int,
     swept: dict[int, int] | None = None,
+    now: float | None = None,
+    sweep: bool = True,
 ) -> ClassExpiry:
     """Delete up to `limit` rows of privacy class `rank` older than the cutoff, oldest seq first,
     from `start` (exclusive; every earlier row of the class is gone). Public rows (rank 0) only up
@@ -129,9 +131,13 @@ def expire_class(
     ahead and was set back stamps rows "young" that were committed before rows already past their
     retention. For a personal or sensitive class the walk therefore does not trust a young row to
     end it: past it, `sweep_for_expired` looks, one bounded window of seqs per pass, for a later
-    row of the class stamped before the cutoff (so not after the pass's own time). Every row of
-    the class committed before such a row is at least as old as it, whatever its stamp says:
-    they go with it, counted as the rest. A row stamped in the future never holds the others."""
+    row of the class stamped before the cutoff (so not after the pass's own time). A row of the
+    class committed before such a row and stamped after the pass's own time `now` (a clock that
+    was ahead) is at least as old as it, whatever its stamp says: it goes with it, counted as the
+    rest, so a row stamped in the future never holds the others. A row between them stamped in the
+    past but after the cutoff is kept: the later row's stamp may be the wrong one (a box that
+    booted with its clock behind), and the walk comes back to it. `sweep`: look ahead at all in
+    this pass (the caller spaces the look-aheads out)."""
     safe = lowest_cursor(conn)
     upto = min(safe, committed) if (rank == 0 and safe is not None) else committed
     res = ClassExpiry(rank, next_start=max(start, 0))
@@ -152,21 +158,35 @@ def expire_class(
             break
     cur.close()
     behind: int | None = None  # the last row of the class (past `young`) stamped before the cutoff
-    if young is not None and rank in PRIVATE_RANKS and len(taken) < limit:
+    kept: int | None = None  # the first row past `young` kept for its young stamp in the past
+    walked = len(taken)  # the rows before `young`: every row of the class in [first, walked-th]
+    if young is not None and rank in PRIVATE_RANKS and sweep and len(taken) < limit:
         behind = sweep_for_expired(
             conn, rank, cutoff_ts, young=young, upto=upto, window=limit * SWEEP_CHUNKS, swept=swept
         )
         if behind is not None:
-            taken += conn.execute(
-                "SELECT seq, ts FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ? ORDER BY seq LIMIT ?",
-                (young, behind, rank, limit - len(taken)),
+            later = float("inf") if now is None else now
+            room = limit - len(taken)
+            seen = conn.execute(
+                "SELECT seq, ts FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ? AND (ts < ? OR ts > ?) "
+                "ORDER BY seq LIMIT ?",
+                (young, behind, rank, cutoff_ts, later, room),
             ).fetchall()
-    if behind is not None and swept is not None and taken[-1][0] < behind:  # the chunk ran out: again
-        swept[rank] = behind - 1
+            taken += seen
+            kept = conn.execute(
+                "SELECT min(seq) FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ? AND ts >= ? AND ts <= ?",
+                (young, behind, rank, cutoff_ts, later),
+            ).fetchone()[0]
+            if swept is not None and len(seen) >= room and seen[-1][0] < behind:  # the chunk ran out
+                swept[rank] = behind - 1
     if taken:
-        first, last = taken[0][0], taken[-1][0]
-        # the walk took every row of the class in [first, last]: delete exactly those
-        conn.execute("DELETE FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ?", (first, last, rank))
+        first, last = taken[0][0], taken[walked - 1][0] if walked else None
+        if last is not None:  # the walk took every row of the class in [first, last]: exactly those
+            conn.execute(
+                "DELETE FROM journal WHERE seq >= ? AND seq <= ? AND privacy = ?", (first, last, rank)
+            )
+        if len(taken) > walked:  # past the young row, the rows taken one by one
+            conn.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq, _ in taken[walked:]])
         for seq, ts in taken:
             if safe is None or seq <= safe:
                 res.deleted += 1
@@ -174,7 +194,9 @@ def expire_class(
                 res.expired += 1
                 res.oldest_ts = ts if res.oldest_ts is None else min(res.oldest_ts, ts)
                 res.newest_ts = ts if res.newest_ts is None else max(res.newest_ts, ts)
-    if len(taken) >= limit:
+    if kept is not None and young is not None:  # a young row stays: the walk starts there again
+        res.more, res.next_start = behind is not None, young - 1
+    elif len(taken) >= limit:
         res.more, res.next_start = True, taken[-1][0]
     elif behind is not None:  # more may hide further on: the next pass sweeps on from here
         res.more, res.next_start = True, behind

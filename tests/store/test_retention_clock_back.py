@@ -60,9 +60,11 @@ async def test_records_stamped_while_the_clock_was_ahead_do_not_hold_later_ones(
         await j.close()
 
 
-async def test_a_young_stamp_committed_before_an_expired_one_does_not_keep_it(tmp_path: Path) -> None:
-    """The clock was ahead by less than the retention and real time has passed its stamps: they
-    look young and sane, yet the records after them, stamped right, are past their retention."""
+async def test_a_young_stamp_in_the_past_is_kept_while_the_expired_one_behind_it_goes(tmp_path: Path) -> None:
+    """The clock was ahead by less than the retention and real time has passed its stamps: the
+    record looks young and sane, while one committed after it, stamped right, is past its
+    retention. That one goes; the young-looking one stays until its own stamp expires (it cannot
+    be told from a record of a box whose clock is behind, below), then goes too."""
     clock = FakeClock()
     j = journal(tmp_path, clock, {"sensitive": "1h", "personal": "90d"})
     try:
@@ -71,10 +73,35 @@ async def test_a_young_stamp_committed_before_an_expired_one_does_not_keep_it(tm
         j.append([Reading(START - 3 * HOUR, "kiosk.bp_sys", 121.0)])  # stamped right, 3 h ago
         j.append([Reading(START - 5 * 60, "kiosk.bp_sys", 122.0)])  # committed last: young
         await j.flush()
-        await until(lambda: j.counters["retention_expired"] == 2, what="the record behind the young stamp")
+        await until(lambda: j.counters["retention_expired"] == 1, what="the record behind the young stamp")
         await passes(j, clock)
-        assert j.counters["retention_expired"] == 2
+        assert j.counters["retention_expired"] == 1
+        assert private_left(j) == [("kiosk.bp_sys", START - 10 * 60), ("kiosk.bp_sys", START - 5 * 60)]
+        clock.wall += 52 * 60  # its own stamp is past the hour now
+        clock.mono += 52 * 60
+        await until(lambda: j.counters["retention_expired"] == 2, what="the young stamp at its own time")
         assert private_left(j) == [("kiosk.bp_sys", START - 5 * 60)]
+    finally:
+        await j.close()
+
+
+async def test_a_box_that_booted_with_its_clock_behind_keeps_the_records_it_holds(tmp_path: Path) -> None:
+    """Records stamped right, then a restart on a box without a real-time clock stamping a day
+    behind until NTP answers: the rows stamped behind look past their retention and go, but the
+    rows committed before them, stamped right and young, are kept (deleting them would lose the
+    whole retained history, undelivered records included)."""
+    clock = FakeClock()
+    j = journal(tmp_path, clock, {"sensitive": "1h", "personal": "2h"})
+    try:
+        await j.register_cursor("central", "sink", 0)
+        recent = [Reading(START - 30 * 60 + i, "kiosk.bp_sys", float(i)) for i in range(50)]
+        j.append(recent)  # the last half hour, stamped right
+        j.append([Reading(START - DAY + i, "kiosk.bp_sys", float(i)) for i in range(5)])  # a day behind
+        await j.flush()
+        await until(lambda: j.counters["retention_expired"] == 5, what="the rows stamped a day behind")
+        await passes(j, clock, 5)
+        assert j.counters["retention_expired"] == 5
+        assert [ts for _, ts in private_left(j)] == [r.ts for r in recent]
     finally:
         await j.close()
 

@@ -78,6 +78,7 @@ def journal(
         clock=clock.now,
         clock_sample=clock.sample,
         retention_interval=0.01,
+        sweep_interval=0.0,  # the look-ahead past young stamps at every pass, as fast as the passes
         **kw,
     )
 
