@@ -374,6 +374,7 @@ def test_the_scrape_config_gives_a_token_command_that_edge_takes(tmp_path: Path)
     assert tokens == [("prometheus", ["read"])]
 
 
+@pytest.mark.root  # giving a file a group one is not in
 @pytest.mark.timeout(600)
 def test_the_live_site_file_is_readable_by_the_service_users_group(gateway: Gateway) -> None:
     """A first install has no site file to inherit a group from: the role gives the staged and the
@@ -388,3 +389,16 @@ def test_the_live_site_file_is_readable_by_the_service_users_group(gateway: Gate
     for path in (gateway.site, gateway.etc / ".staged" / "site.yaml"):
         st = path.stat()
         assert st.st_gid == gid and st.st_mode & 0o777 == 0o640, (path, st)
+
+
+def test_no_task_before_the_install_needs_the_service_users_group() -> None:
+    """On a fresh box the service's user and group are made by install.sh, in the install block:
+    a task before it that sets `group: edge_user` fails the first rollout ("chgrp failed: failed
+    to look up group community-edge"). Read from the role's task list."""
+    tasks = yaml.safe_load((PLAYBOOK.parent / "roles" / "edge" / "tasks" / "main.yml").read_text())
+    names = [t.get("name", "") for t in tasks]
+    install = next(i for i, n in enumerate(names) if n.startswith("Install or upgrade"))
+    before = tasks[:install]
+    assert [t["name"] for t in before if "edge_user" in yaml.safe_dump(t)] == []
+    after = yaml.safe_dump(tasks[install + 1 :])
+    assert "edge_user" in after  # the group is still given, after the install
