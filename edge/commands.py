@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import functools
 import json
+import logging
 import os
 import re
 import stat
@@ -363,6 +364,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if site is None:
         return 1
     setup_logging(args.log_level)
+    for warning in site.warnings:  # what `edge check` warns of, in the service's log too
+        logging.getLogger("edge.config").warning("%s", warning)
     # a SIGHUP reload refuses what `edge check` refuses
     return asyncio.run(serve(args.config, site, check=site_problems))
 

@@ -531,6 +531,11 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             )
 
     warnings: list[Problem] = []
+    for sink in sinks:
+        said = getattr(sink, "credentials_warning", None)
+        credentials = said() if callable(said) else None
+        if credentials:
+            warnings.append(pos.problem(("upstream", sink_index[sink.id], "url"), str(credentials)))
     if env is not None:
         recipients: list[Recipient] = []
         for sink in sinks:
@@ -543,7 +548,7 @@ def load_site_text(text: str, file: str = "<site>") -> Site:
             if c.pseudonymise is not None
         ]
         problems.extend(_shared_keys(recipients, pos))
-        warnings = _clear_warnings(recipients, pos)
+        warnings += _clear_warnings(recipients, pos)
 
     secret_paths = {p.path for p in problems if p.message.startswith("secrets are never")}
     problems = [p for p in problems if not (p.path in secret_paths and p.message.startswith("unknown key"))]

@@ -81,17 +81,24 @@ class PushSinkConfig(SinkConfig):
     @classmethod
     def _url(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.username is not None or parts.password is not None:
-            # a secret in the site file, and shown to every reader of the sync status: refused
-            # without repeating it
-            raise ValueError(
-                f"url carries a user name or password (USER:PASSWORD@ before "
-                f"{parts.netloc.rpartition('@')[2]}); secrets are never written in the site file: "
-                f"remove it and {cls.credentials_hint}"
-            )
+        # USER:PASSWORD@ is a secret in the site file: `edge check` warns (`credentials_warning`),
+        # the status never shows it; a site file of an earlier release that has one keeps working
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"invalid url {v!r}; expected http://HOST[:PORT]/PATH or https://...")
         return v
+
+    def credentials_warning(self) -> str | None:
+        """What `edge check` says of a url carrying USER:PASSWORD@ (never repeating them): sent as
+        the receiver's credentials, but a secret written in the site file."""
+        parts = urlsplit(self.url)
+        if parts.username is None and parts.password is None:
+            return None
+        return (
+            f"warning: url carries a user name or password (USER:PASSWORD@ before "
+            f"{parts.netloc.rpartition('@')[2]}): sent as the receiver's credentials, but secrets "
+            f"are not to be written in the site file and a later release will refuse it: remove it "
+            f"and {self.credentials_hint}"
+        )
 
     @field_validator("max_bytes_per_s")
     @classmethod
