@@ -87,6 +87,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_command(
         bsub,
+        "resume-retention",
+        help="end a retention pause kept since a clock jump (gateway stopped)",
+        description=(
+            "After the wall clock jumped forward, the journal deletes nothing by age until the clock\n"
+            "is trusted again, and the pause outlives a restart: it ends by itself when the kernel\n"
+            "clock is synchronised (NTP), or when the wall clock is set back behind the jump. On a box\n"
+            "that never synchronises, whose clock is right now (check `date`), this ends it: the next\n"
+            "start deletes by age again, by the clock it has then. Stop the gateway first; the command\n"
+            "is refused while it runs, and is written to the audit log."
+        ),
+        func=cmd_buffer_resume_retention,
+        config=True,
+        args=[],
+    )
+    add_command(
+        bsub,
         "tail",
         help="print the newest records",
         description=(
@@ -392,6 +408,45 @@ def on_journal(command: Callable[[argparse.Namespace, Site, Journal], int]) -> C
             journal.close_sync()
 
     return run
+
+
+def cmd_buffer_resume_retention(args: argparse.Namespace) -> int:
+    from edge import audit
+    from edge.runtime import SiteLock, StartError
+    from edge.state import StateDB, StateDBError
+    from edge.store.journal import Journal
+
+    site = load_or_report(args.config)
+    if site is None:
+        return 1
+    path = site.storage.path
+    if not Path(path).exists():
+        print(f"{path}: no journal yet (has the site run?)", file=sys.stderr)
+        return 1
+    lock = SiteLock(path)
+    try:
+        lock.acquire()  # the gateway keeps its pause in memory too: it must be stopped
+    except StartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        reason = Journal.end_kept_pause(path)
+        if reason is None:
+            print("no retention pause is kept: nothing to do")
+            return 0
+        try:
+            state = StateDB(site.storage.resolved_state_path(), journal=path)
+        except StateDBError as exc:
+            print(f"error: the pause ended, but the audit log could not be written: {exc}", file=sys.stderr)
+            return 1
+        try:
+            audit.record(state, "cli", "retention_resume", path, reason=reason)
+        finally:
+            state.close()
+    finally:
+        lock.release()
+    print(f"retention resumed (it was paused: {reason}); the next start deletes by age by its clock")
+    return 0
 
 
 @on_journal

@@ -1732,6 +1732,24 @@ class Journal(JournalQueries):
         self.retention_paused = f"{reason} (paused before the last start)"
         self._paused_at = self._paused_since = self._clock_sample().mono  # the clock of the passes
 
+    @staticmethod
+    def end_kept_pause(path: str) -> str | None:
+        """Remove the retention pause kept in the journal at `path` (`edge buffer resume-retention`,
+        the gateway stopped: its site lock held by the caller). Returns the pause's reason, or None
+        when none was kept."""
+        conn = connect(path)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (PAUSE_META,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM meta WHERE key=?", (PAUSE_META,))
+            try:
+                return str(orjson.loads(row[0])["reason"])
+            except (ValueError, TypeError, KeyError):
+                return "unreadable"
+        finally:
+            conn.close()
+
     def _keep_pause(self, reason: str, landed: float) -> None:
         """Keep the pause in the journal's meta, so that a restart does not end it. A failed write
         (a full disk) leaves the pause in memory: it still holds until this gateway stops."""

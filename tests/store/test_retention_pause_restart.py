@@ -98,3 +98,49 @@ async def test_a_kept_pause_ends_when_the_wall_clock_is_set_back_behind_the_jump
         await until(lambda: j.counters["retention_expired"] == 2, what="expiry by the right clock")
     finally:
         await j.close()
+
+
+async def test_an_operator_ends_a_kept_pause_with_the_gateway_stopped(tmp_path: Path) -> None:
+    """A box that never synchronises, whose clock was set forward by hand and is right now: only the
+    operator can say so. `edge buffer resume-retention` ends the kept pause (audited); refused
+    while the site's lock is held, as by a running gateway."""
+    from edge import audit
+    from edge.runtime import SiteLock
+    from edge.state import StateDB
+    from tests.support.cli import edge_cli
+    from tests.support.site import site_file
+
+    clock = FakeClock()
+    await paused_then_closed(tmp_path, clock)
+    site = site_file(tmp_path, {"devices": []})
+    lock = SiteLock(str(tmp_path / "edge.db"))
+    lock.acquire()  # a gateway running the site
+    try:
+        done = edge_cli("buffer", "resume-retention", "-c", str(site))
+        assert done.returncode == 1 and "is running this site" in done.stderr, done.stderr
+    finally:
+        lock.release()
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM meta WHERE key=?", (PAUSE_META,)).fetchone() == (1,)
+    finally:
+        conn.close()
+
+    done = edge_cli("buffer", "resume-retention", "-c", str(site))
+    assert done.returncode == 0, done.stderr
+    assert "retention resumed" in done.stdout and "clock jumped forward" in done.stdout
+    state = StateDB(str(tmp_path / "state.db"))
+    try:
+        (entry,) = [e for e in audit.entries(state) if e["action"] == "retention_resume"]
+    finally:
+        state.close()
+    assert entry["actor"] == "cli"
+    clock.mono += 30
+    j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
+    try:
+        assert j.retention_paused is None
+        await until(lambda: j.counters["retention_expired"] == 2, what="deletion by age again")
+    finally:
+        await j.close()
+    done = edge_cli("buffer", "resume-retention", "-c", str(site))
+    assert done.returncode == 0 and "nothing to do" in done.stdout
