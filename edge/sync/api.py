@@ -179,6 +179,8 @@ async def delete(request: web.Request) -> web.Response:
     sink = comp.sinks.get(letter.sink) if comp is not None else None
     if sink is not None:
         sink.dead_letter_resolved()
+    if comp is not None:
+        comp.recount_removed()
     audit.record(state, principal.name, "sync.dead_letter.delete", letter.sink, dead_letter=letter.id)
     return json_response({"id": letter.id, "sink": letter.sink, "deleted": True})
 

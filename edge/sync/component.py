@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edge.sync")
 
+#: the removed sinks' dead letters are counted this often at most (the status is read at every
+#: scrape; a count reads every letter of those sinks)
+REMOVED_SINKS_EVERY_S = 30.0
+
 
 def consumer_status(journal: Journal, consumer_id: str) -> dict[str, Any]:
     found = journal.consumer_cursor(consumer_id)
@@ -66,6 +70,7 @@ class SyncComponent:
         # the class of a dead letter stored before classes were (the sinks' own rule)
         self._classes = RecordFilter(IncludeConfig(), Privacy.SENSITIVE, lambda: ctx.hub.points)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._removed_sinks: tuple[float, list[dict[str, Any]]] | None = None  # (when, removed_sinks)
 
     async def start(self) -> None:
         for c in self.ctx.site.consumers:
@@ -91,6 +96,7 @@ class SyncComponent:
         gone = deadletters.expire(state, now, retention_s, self.configured())
         if not gone:
             return []
+        self.recount_removed()
         per_sink: Counter[str] = Counter()
         events = []
         for rank, sinks in gone.items():
@@ -140,17 +146,25 @@ class SyncComponent:
         """The ids of the site file's sinks, enabled or not: their dead letters are theirs."""
         return {cfg.id for cfg in self.ctx.site.upstream}
 
+    def recount_removed(self) -> None:
+        """Count the removed sinks' dead letters again at the next status (one was deleted)."""
+        self._removed_sinks = None
+
     def removed_sinks(self) -> list[dict[str, Any]]:
         """Sinks no longer in the site file (removed or renamed) that left dead letters: each
         with how many, until they are deleted or expire (docs/sync.md, *Dead letters*)."""
         state = self.ctx.state
         if state is None:
             return []
-        configured = self.configured()
-        pending = deadletters.pending_by_sink(state)
-        return [
-            {"id": sink, "dead_letters": n} for sink, n in sorted(pending.items()) if sink not in configured
-        ]
+        now = time.monotonic()
+        cached = self._removed_sinks
+        if cached is None or now - cached[0] >= REMOVED_SINKS_EVERY_S:  # read at every scrape
+            held = deadletters.held_by_sinks(state, self.configured())
+            cached = self._removed_sinks = (
+                now,
+                [{"id": s, "dead_letters": n} for s, n in sorted(held.items())],
+            )
+        return cached[1]
 
     def status(self) -> dict[str, Any]:
         return {

@@ -223,16 +223,31 @@ def pending(state: StateDB, sink: str) -> int:
     return int(row[0])
 
 
-def pending_by_sink(state: StateDB) -> dict[str, int]:
-    """Dead letters not yet delivered by a manual retry, per sink (those of sinks no longer
-    configured among them). One pass over the (sink, id) index: the table is small."""
+def held_by_sinks(state: StateDB, but: set[str]) -> dict[str, int]:
+    """The dead letters held per sink, for the sinks with any except those in `but` (the site
+    file's: the status counts theirs): the sinks no longer configured (removed or renamed). The
+    sinks are found by seeks on the (sink, id) index, one per sink, and only those outside `but`
+    are counted, on that index alone: the cost is their own letters, not the table's."""
     if not created(state):
         return {}
     with state.lock:
-        rows = state.conn.execute(
-            "SELECT sink, count(*) FROM sync_dead_letters WHERE retried IS NULL GROUP BY sink"
-        ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
+        sinks = [
+            str(r[0])
+            for r in state.conn.execute(
+                "WITH RECURSIVE s(sink) AS (SELECT min(sink) FROM sync_dead_letters UNION ALL "
+                "SELECT (SELECT min(sink) FROM sync_dead_letters WHERE sink > s.sink) FROM s "
+                "WHERE s.sink IS NOT NULL) SELECT sink FROM s WHERE sink IS NOT NULL"
+            )
+        ]
+        return {
+            sink: int(
+                state.conn.execute("SELECT count(*) FROM sync_dead_letters WHERE sink=?", (sink,)).fetchone()[
+                    0
+                ]
+            )
+            for sink in sinks
+            if sink not in but
+        }
 
 
 def delete(state: StateDB, dead_letter_id: int) -> bool:
