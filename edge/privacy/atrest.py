@@ -44,6 +44,7 @@ import orjson
 
 from edge.privacy.pseudonym import value_names
 from edge.store.blobs import CAMERA_KEY
+from edge.store.reader import SEALED_ROW_SQL
 from edge.store.rows import register, sealer_for, unregister
 
 if TYPE_CHECKING:  # `cryptography` loads only where something is sealed or opened
@@ -74,12 +75,6 @@ def keys_path(journal_path: str | os.PathLike[str]) -> str:
     return str(Path(journal_path).with_name("keys.db"))
 
 
-# a sealed value or payload in the journal: one row is enough to know (no index on purpose: the
-# scan runs only when keys.db is missing or empty)
-SEALED_ROW_SQL = (
-    "SELECT 1 FROM journal WHERE privacy >= 1 AND (typeof(payload) = 'blob' OR typeof(value) = 'blob') "
-    "LIMIT 1"
-)
 
 
 def _read_only_uri(path: str | os.PathLike[str]) -> str:

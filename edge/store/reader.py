@@ -30,6 +30,13 @@ from edge.store.rows import (
 
 Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
 ROWS_SQL = f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?"
+# a sealed value or payload in the journal (`edge.privacy.atrest.sealed_data`): one row is enough
+# to know (no index on purpose: the scan runs only when keys.db is missing or empty)
+SEALED_ROW_SQL = (
+    "SELECT 1 FROM journal WHERE privacy >= 1 AND (typeof(payload) = 'blob' OR typeof(value) = 'blob') "
+    "LIMIT 1"
+)
+
 # A stream page reads each reading without the three columns only an event fills: a NULL column
 # costs the Python row as much as a value (~0.6 ms per 10,000 rows each); its events are read
 # whole by a second query over the page's range, in the same read transaction.
