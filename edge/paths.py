@@ -19,3 +19,21 @@ def trend_path(journal_path: str) -> str:
     if journal.name == DEFAULT_JOURNAL:
         return str(journal.with_name("trend.db"))
     return str(journal.with_name(f"{journal.stem}-trend.db"))
+
+
+def adopt_old_trend(journal_path: str) -> str | None:
+    """A site whose journal is not `edge.db` had its trend index at `trend.db` before the index was
+    named from the journal: move it (with its WAL) to `trend_path`, so it is neither rebuilt from
+    the whole journal nor left behind holding personal data that no retention reaches. Only when
+    no `edge.db` lies beside the journal (whose index `trend.db` would be) and the new name is
+    free. Returns the old path moved, else None."""
+    journal = Path(journal_path)
+    new = Path(trend_path(journal_path))
+    old = journal.with_name("trend.db")
+    if new == old or new.exists() or not old.exists() or journal.with_name(DEFAULT_JOURNAL).exists():
+        return None
+    for suffix in ("-wal", "-shm", ""):  # the database file last: a crash leaves it at one name
+        side = Path(f"{old}{suffix}")
+        if side.exists():
+            side.rename(f"{new}{suffix}")
+    return str(old)

@@ -416,6 +416,14 @@ class TrendIndex:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(1, "trend-follower", initializer=_lower_priority)
+        if self.path == paths.trend_path(self.journal.path):
+            try:
+                moved = await self._run(paths.adopt_old_trend, self.journal.path)
+            except OSError as exc:  # derived data: rebuilt under the new name at worst
+                log.warning("trend index: cannot move %s to %s: %s", "trend.db", self.path, exc)
+            else:
+                if moved:
+                    log.info("trend index %s moved to %s (named from the journal)", moved, self.path)
         try:
             self._conn = await self._run(open_follower, self.journal.path, self.path)
         except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is derived data
