@@ -93,8 +93,38 @@ def ensure(state: StateDB) -> None:
         if state.version("audit") < CHAIN_VERSION:
             state.migrate("audit", MIGRATIONS[: CHAIN_VERSION - 1])
             _introduce_chain(state)
+        elif _interrupted(state.conn):
+            _finish_interrupted(state)
     state.migrate("audit", MIGRATIONS)
     _ready.add(state)
+
+
+def _interrupted(conn: sqlite3.Connection) -> bool:
+    """A log whose step to the chain ran in a release that chained its entries in a transaction
+    of its own, stopped between the two: the chain's tables, `pending` set, not one entry hashed
+    and no chained entry on record. The rest of that migration, not a forgery (a forged
+    `pending` on a chained log has hashed entries or a first entry)."""
+    try:
+        head = conn.execute("SELECT pending, first_id FROM audit_head WHERE id=1").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    if head is None or not head[0] or head[1] is not None:
+        return False
+    return conn.execute("SELECT 1 FROM audit WHERE hash IS NOT NULL LIMIT 1").fetchone() is None
+
+
+def _finish_interrupted(state: StateDB) -> None:
+    conn = state.conn
+    with state.lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if _interrupted(conn):  # another process may have finished it: checked inside
+                _chain_unchained(conn, GENESIS, None)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
 
 def _introduce_chain(state: StateDB) -> None:
@@ -325,7 +355,7 @@ def _chained(conn: sqlite3.Connection, path: str) -> bool:
                 f"{path}: the audit table is there but its schema version is not: not written by edge"
             )
         return False
-    if version < CHAIN_VERSION:
+    if version < CHAIN_VERSION or _interrupted(conn):
         raise NotChainedYet(
             f"{path}: the audit log is from before its hash chain: the migration that brings in the "
             "chain chains its entries, once (the first entry this version writes runs it)"

@@ -151,3 +151,35 @@ def test_a_state_db_from_before_the_chain_is_chained_once_by_its_migration(tmp_p
     )
     assert "chained" not in done.stderr
     assert files(path) == before
+
+
+def test_a_chaining_an_earlier_release_left_unfinished_is_finished_once(tmp_path: Path) -> None:
+    """An earlier release migrated to the chain (its tables, `pending` set) and chained the entries
+    in a transaction of its own: stopped between the two, not one entry is hashed and no chained
+    entry is on record. That is the rest of a migration, not a forgery: the migration finishes it."""
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    with conn:  # schema 2's tables, and the entries of before, none chained
+        conn.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        conn.executescript(audit.MIGRATIONS[0])
+        conn.executescript(audit.MIGRATIONS[1])
+        conn.execute("INSERT INTO schema_versions VALUES ('audit', 2)")
+        for i in range(3):
+            conn.execute(
+                "INSERT INTO audit(ts, actor, action, target) VALUES (?, 'wang', 'login', 'wang')",
+                (1_700_000_000.0 + i,),
+            )
+    conn.close()
+    with pytest.raises(audit.NotChainedYet):
+        audit.verify(path)  # read-only: it cannot finish it, and says so
+    config = site_file(tmp_path, {"devices": [], "storage": {"state_path": str(path)}})
+    done = edge("audit", "verify", "-c", str(config))
+    assert (done.returncode, done.stdout.split(",")[0]) == (0, "audit log intact: 3 entries"), done.stderr
+    assert all(h is not None for _, h in hashes(path))
+    state = StateDB(str(path))  # a later start: nothing more to do, the log stays intact
+    try:
+        audit.record(state, "li", "login", "li")
+    finally:
+        state.close()
+    done = edge("audit", "verify", "-c", str(config))
+    assert (done.returncode, done.stdout.split(",")[0]) == (0, "audit log intact: 4 entries"), done.stderr
