@@ -577,6 +577,10 @@ async def acknowledge(svc: PullService, cid: str, seq: int) -> None:
     journal = svc.runtime.journal
     async with svc.ack_lock:
         committed = journal.committed_seq
+        # a page's `next` may name a row committed a moment before `committed_seq` says so: the
+        # journal itself is asked first, as for a page's `after`
+        if seq > committed and await asyncio.to_thread(svc.reader.first_at_or_after, seq) is not None:
+            committed = seq
         if seq > committed:
             raise Problem(
                 400,

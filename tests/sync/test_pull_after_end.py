@@ -52,3 +52,36 @@ async def test_a_page_after_the_end_is_a_problem_naming_the_end(site: Any) -> No
     assert status == 200 and page == {"items": [], "next": committed, "more": False}
     status, _, page = await get(f"{site.base}?after={committed - 3}")
     assert status == 200 and [i["seq"] for i in page["items"]] == [committed - 2, committed - 1, committed]
+
+
+async def test_an_ack_of_a_row_committed_before_the_journal_said_so_is_taken(site: Any) -> None:
+    """A page's `next` may name a row SQLite has committed a moment before the journal's
+    `committed_seq` says so (a consumer acking the `next` it was just given was refused "Ack past
+    the end" and got the records again): the journal itself is asked, as for a page's `after`. A
+    row committed behind the journal's back stands in for that moment."""
+    import sqlite3
+
+    t = time.time()
+    site.hub.ingest([Reading(t, "meter.kw", 1.0)])
+    committed = await site.journal.flush()
+    conn = sqlite3.connect(site.journal.path)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO journal(seq, ts, point, value, quality) VALUES (?, ?, 'meter.kw', 2.0, 0)",
+                (committed + 1, t + 1),
+            )
+    finally:
+        conn.close()
+    assert site.journal.committed_seq == committed
+    headers = {"Authorization": f"Bearer {CITY}"}
+    async with aiohttp.ClientSession() as s:
+        url = f"http://127.0.0.1:{site.web_port}/api/v1/consumers/city/ack"
+        async with s.post(url, json={"seq": committed + 1}, headers=headers) as r:
+            body = orjson.loads(await r.read())
+            assert r.status == 200, body
+    assert site.journal.get_cursor("city") == committed + 1
+    # a seq no row reaches is still past the end
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json={"seq": committed + 5}, headers=headers) as r:
+            assert r.status == 400
