@@ -161,6 +161,7 @@ SET_META_SQL = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UP
 #: (which copied them in clear) is gone: a crash in between leaves it, and the next start drops
 #: the index although nothing is left to seal
 TREND_STALE_META = "trend_index_stale"
+PAUSE_EVENTS_READ = "retention_pause_events_read"  # the journal's events were read for a pause, once
 SWEEP_INTERVAL_S = 60.0  # the retention's look-ahead past rows stamped young: this often at most
 # a pause of the retention's clock guard, kept across restarts: {"reason", "landed", "step"} (JSON)
 PAUSE_META = "retention_paused"
@@ -1720,6 +1721,8 @@ class Journal(JournalQueries):
         """A retention pause kept by an earlier start: still paused (a restart while the clock is
         wrong must not delete by it), shown as such."""
         row = conn.execute("SELECT value FROM meta WHERE key=?", (PAUSE_META,)).fetchone()
+        if row is None and conn is self._w:
+            row = self._pause_of_events(conn)
         if row is None:
             return
         try:
@@ -1731,6 +1734,31 @@ class Journal(JournalQueries):
         self._kept_pause, self._pause_step = (landed, step), step
         self.retention_paused = f"{reason} (paused before the last start)"
         self._paused_at = self._paused_since = self._clock_sample().mono  # the clock of the passes
+
+    def _pause_of_events(self, conn: sqlite3.Connection) -> tuple[str] | None:
+        """A release before the pause was kept in `meta` journaled it only as an event: once (a scan
+        of the journal at the first start of this release, then `PAUSE_EVENTS_READ` is set), a
+        `retention_paused` event with no `retention_resumed` after it becomes the kept pause
+        (landed at its time, its step), written to `meta` as this release keeps one."""
+        if conn.execute("SELECT 1 FROM meta WHERE key=?", (PAUSE_EVENTS_READ,)).fetchone() is not None:
+            return None
+        last = conn.execute(
+            "SELECT kind, ts, payload FROM journal WHERE kind IN ('retention_paused', 'retention_resumed') "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        kept: tuple[str] | None = None
+        if last is not None and last[0] == "retention_paused":
+            try:
+                payload = orjson.loads(last[2]) if last[2] is not None else {}
+                step = float(payload["step_s"])
+                reason = str(payload.get("reason") or f"clock jumped forward {step:.0f} s")
+            except (ValueError, TypeError, KeyError):
+                step, reason = 0.0, "clock jumped forward; waiting for a trusted clock"
+            kept = (orjson.dumps({"reason": reason, "landed": float(last[1]), "step": step}).decode(),)
+            conn.execute(SET_META_SQL, (PAUSE_META, kept[0]))
+            log.warning("journal retention stays paused, as an earlier release left it: %s", reason)
+        conn.execute(SET_META_SQL, (PAUSE_EVENTS_READ, "1"))
+        return kept
 
     @staticmethod
     def end_kept_pause(path: str) -> str | None:

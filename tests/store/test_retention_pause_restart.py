@@ -144,3 +144,44 @@ async def test_an_operator_ends_a_kept_pause_with_the_gateway_stopped(tmp_path: 
         await j.close()
     done = edge_cli("buffer", "resume-retention", "-c", str(site))
     assert done.returncode == 0 and "nothing to do" in done.stdout
+
+
+async def test_a_pause_an_earlier_release_journaled_is_kept_at_the_upgrade(tmp_path: Path) -> None:
+    """A release before the pause was kept in `meta` journaled it only as a `retention_paused`
+    event: the first start of this release, on a clock still wrong, stays paused (it deleted every
+    undelivered record past its retention by that clock)."""
+    from edge.model import Event, Severity
+    from edge.store.journal import PAUSE_EVENTS_READ
+
+    clock = FakeClock()
+    await paused_then_closed(tmp_path, clock)
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    try:
+        with conn:  # as the earlier release left the file: the event, nothing in meta
+            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
+            kinds = [k for (k,) in conn.execute("SELECT kind FROM journal WHERE kind LIKE 'retention_%'")]
+    finally:
+        conn.close()
+    assert kinds == ["retention_paused"]
+    clock.mono += 30
+    j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
+    try:
+        assert j.retention_paused is not None and "before the last start" in j.retention_paused
+        await passes(j, clock, 5)
+        assert j.counters["retention_expired"] == 0
+        # a pause resumed before the upgrade is not revived
+        j.append([Event("retention_resumed", "test-site", Severity.INFO, {"paused_s": 1.0}, clock.wall)])
+        await j.flush()
+    finally:
+        await j.close()
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    try:
+        with conn:
+            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
+    finally:
+        conn.close()
+    j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
+    try:
+        assert j.retention_paused is None
+    finally:
+        await j.close()
