@@ -31,7 +31,11 @@ async def test_a_second_journal_in_the_folder_is_refused_keys_db_and_forgets_not
     async with running_site(tmp_path, north, web=False) as rt:
         rt.hub.ingest(private_records())
         await rt.journal.flush()
-    south = named(master, tmp_path, "south.db")
+    # a state DB of its own: the keys are what south would share (a shared state DB is refused
+    # first, tests/core/test_state_claim.py)
+    south = site_doc(master) + (
+        f"storage: {{path: {tmp_path / 'south.db'}, state_path: {tmp_path / 'south-state.db'}}}\n"
+    )
     keys = tmp_path / "keys.db"
     before = keys.read_bytes()
 
