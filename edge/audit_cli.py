@@ -72,6 +72,7 @@ def _state_path(config: str) -> tuple[str, str] | None:
     is not created. The journal is what the state DB must belong to when it is opened to write
     (`StateDB`'s `journal`): another site's in the same folder is refused."""
     from edge.cli import load_or_report
+    from edge.state import other_journal
 
     site = load_or_report(config)
     if site is None:
@@ -80,7 +81,7 @@ def _state_path(config: str) -> tuple[str, str] | None:
     if not Path(path).exists():
         print(f"{path}: no state database yet, so no audit log (has the site run?)", file=sys.stderr)
         return None
-    other = _other_journal(path, site.storage.path)
+    other = other_journal(path, site.storage.path)
     if other is not None:
         print(
             f"error: {path}: the state database goes with the journal {other}, not with "
@@ -90,24 +91,6 @@ def _state_path(config: str) -> tuple[str, str] | None:
         )
         return None
     return path, site.storage.path
-
-
-def _other_journal(path: str, journal: str) -> str | None:
-    """The journal the state DB at `path` records as its own when that is not `journal` (read
-    only; None when it records none yet, or cannot be read: the read that follows says why)."""
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error:
-        return None
-    try:
-        row = conn.execute("SELECT journal FROM belongs_to").fetchone()
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
-    return None if row is None or row[0] == Path(journal).name else str(row[0])
 
 
 def _chain_once(path: str, journal: str) -> None:

@@ -139,7 +139,7 @@ def site_problems(site: Site) -> list[str]:
     from edge.plugins import registry
 
     lines = [line for p in registry().with_hook("check") if p.check for line in p.check(site)]
-    found = file_problems(site)
+    found = file_problems(site) + _claimed_elsewhere(site)
     if not lines and not found:
         return []
     pos = _positions(site.source)
@@ -157,6 +157,25 @@ def site_warnings(site: Site) -> list[str]:
         return []
     pos = _positions(site.source)
     return [_located(line, pos) for line in lines]
+
+
+def _claimed_elsewhere(site: Site) -> list[tuple[YamlPath, str]]:
+    """A state DB beside the journal that records another journal as its own (two sites sharing a
+    folder): `edge run` refuses it, so `edge check` (the unit's ExecStartPre) says so first."""
+    from edge.state import other_journal
+
+    path = site.storage.resolved_state_path()
+    other = other_journal(path, site.storage.path) if Path(path).exists() else None
+    if other is None:
+        return []
+    return [
+        (
+            ("storage",),
+            f"the state database {path} goes with the journal {other}, not with "
+            f"{Path(site.storage.path).name}: give each site a folder of its own (storage.path), or a "
+            "state database of its own (storage.state_path)",
+        )
+    ]
 
 
 def file_problems(site: Site) -> list[tuple[YamlPath, str]]:

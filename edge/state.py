@@ -23,6 +23,24 @@ STATE_WAL_LIMIT = 256 * 1024
 GIVE_BACK_WAIT_MS = 200
 
 
+def other_journal(path: str | os.PathLike[str], journal: str | os.PathLike[str]) -> str | None:
+    """The journal a database beside it (the state DB, keys.db: their `belongs_to`) records as its
+    own when that is not `journal`, read only; None when it records none yet or cannot be read (the
+    open that follows says why). `edge check` and the read-only commands ask it before they read
+    another site's data as this one's."""
+    try:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT journal FROM belongs_to").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None if row is None or row[0] == Path(journal).name else str(row[0])
+
+
 class StateDBError(RuntimeError):
     """The state database cannot be opened; the message names the file and what to do."""
 

@@ -75,8 +75,6 @@ def keys_path(journal_path: str | os.PathLike[str]) -> str:
     return str(Path(journal_path).with_name("keys.db"))
 
 
-
-
 def _read_only_uri(path: str | os.PathLike[str]) -> str:
     """A URI opening `path` read-only. Without a WAL (nobody has the file open) as immutable:
     SQLite then creates no -wal or -shm, which a root command (`edge doctor`) would leave root's,
@@ -167,12 +165,19 @@ def key_store_problem(
     first start creates it). Read-only: `edge doctor` and `edge check` ask it before a start
     would fail."""
     from edge.privacy.keys import KeyStoreUnusable, opens_with
+    from edge.state import other_journal
 
     path = keys_path(journal_path)
     try:
         check_key_store(journal_path, state_path, blob_dir)
         if not Path(path).is_file() or Path(path).stat().st_size == 0:
             return None  # nothing sealed: created at the first start
+        other = other_journal(path, journal_path)
+        if other is not None:
+            return (
+                f"{path} holds the data keys of the journal {other} beside it, not of "
+                f"{Path(journal_path).name}: give each site a folder of its own (storage.path)"
+            )
         if opens_with(path, master_key):
             return None
     except KeyStoreUnusable as exc:

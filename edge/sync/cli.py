@@ -53,6 +53,7 @@ def collect(site: Any) -> dict[str, Any]:
 
     import orjson
 
+    from edge.state import StateDBError, other_journal
     from edge.store.journal import Journal
 
     path = site.storage.path
@@ -70,6 +71,13 @@ def collect(site: Any) -> dict[str, Any]:
         snapshots: dict[str, dict[str, Any]] = {}
         dead: dict[str, int] = {}
         state_path = site.storage.resolved_state_path()
+        other = other_journal(state_path, path) if Path(state_path).exists() else None
+        if other is not None:  # another site's dead letters and sink status: not this one's
+            raise StateDBError(
+                f"{state_path}: the state database goes with the journal {other}, not with "
+                f"{Path(path).name}: give each site a folder of its own (storage.path), or a state "
+                "database of its own (storage.state_path)"
+            )
         if Path(state_path).exists():
             sconn = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=10)
             try:
@@ -138,6 +146,7 @@ def status_command(args: argparse.Namespace) -> int:
     import orjson
 
     from edge.config import ConfigError, load_site
+    from edge.state import StateDBError
 
     try:
         site = load_site(args.config)
@@ -145,7 +154,7 @@ def status_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    except (FileNotFoundError, sqlite3.Error) as exc:
+    except (FileNotFoundError, sqlite3.Error, StateDBError) as exc:
         print(f"edge sync status: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -54,6 +54,10 @@ def test_a_second_site_in_the_folder_is_refused_the_first_sites_state(tmp_path: 
     # nor is north's audit log verified or exported as south's
     refused(edge_cli("audit", "verify", "-c", str(south)))
     refused(edge_cli("audit", "export", "-c", str(south)))
+    # edge check (the unit's ExecStartPre) says so before a start would fail
+    out = refused(edge_cli("check", "-c", str(south)))
+    assert "storage" in out and "folder of its own" in out, out
+    assert edge_cli("check", "-c", str(north)).returncode == 0
     adding = subprocess.run(
         [sys.executable, "-m", "edge.cli", "users", "add", "-c", str(south), "--password-stdin", "ann"],
         cwd=ROOT,
@@ -103,3 +107,18 @@ def test_the_lock_refusal_asks_for_a_folder_of_its_own(tmp_path: Path) -> None:
     finally:
         held.release()
     assert "storage.path in a folder of its own" in str(err.value)
+
+
+async def test_sync_status_does_not_read_another_sites_state(tmp_path: Path) -> None:
+    """A south journal of before (two sites once shared the folder): `edge sync status` of south does
+    not show north's dead letters and sinks' status as south's."""
+    from edge.store.journal import Journal
+    from tests.support.site import running_site
+
+    async with running_site(tmp_path, site_doc(tmp_path, "north"), web=False):
+        pass
+    journal = Journal(str(tmp_path / "south.db")).open()
+    await journal.close()
+    south = site_file(tmp_path, site_doc(tmp_path, "south"), name="south.yaml")
+    out = refused(edge_cli("sync", "status", "-c", str(south)))
+    assert "folder of its own" in out, out
