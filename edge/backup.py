@@ -524,6 +524,10 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
             )
         except sqlite3.OperationalError as exc:  # the copy in `work` could not be written
             raise _write_failed(OSError(errno.EIO, str(exc)), work.parent) from None
+        try:
+            _claim_for(work / STATE, targets.journal.name)
+        except sqlite3.OperationalError as exc:
+            raise _write_failed(OSError(errno.EIO, str(exc)), work.parent) from None
         places = [
             (work / JOURNAL, targets.journal),
             (work / STATE, targets.state),
@@ -546,6 +550,23 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
         [p for p in earlier if p.name.endswith(".pre-restore")],
         [p for p in aside if p.name.endswith(".pre-restore")],
     )
+
+
+def _claim_for(state: Path, journal_name: str) -> None:
+    """The restored state DB goes with the journal it is restored beside (`belongs_to`, see
+    `edge.state`): the archive's journal may have had another name (a site moved to a new box or
+    folder), and a state DB naming that one would refuse the restored site's start."""
+    if not state.exists():
+        return
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            if conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='belongs_to'"
+            ).fetchone():
+                conn.execute("UPDATE belongs_to SET journal=?", (journal_name,))
+    finally:
+        conn.close()
 
 
 def _put_in_place(places: list[tuple[Path, Path]], work: Path) -> tuple[list[Path], list[Path]]:
