@@ -6,6 +6,7 @@ here they need no part of the store to learn them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 DEFAULT_JOURNAL = "edge.db"
@@ -37,3 +38,9 @@ def adopt_old_trend(journal_path: str) -> str | None:
         if side.exists():
             side.rename(f"{new}{suffix}")
     return str(old)
+
+
+def sqlite_uri(path: str | os.PathLike[str], mode: str = "ro") -> str:
+    """The SQLite URI of the database at `path` opened in `mode` (`ro`, `rw`): percent-encoded, so a
+    path with `#`, `?` or `%` in it names that file and no other."""
+    return f"{Path(path).absolute().as_uri()}?mode={mode}"

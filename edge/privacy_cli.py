@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from edge import fmt
 from edge.cli import PartlyDone, Subcommands, add_command, add_command_group, arg
+from edge.paths import sqlite_uri
 
 JSON_SHAPE = """\
 --json prints one object:
@@ -514,7 +515,7 @@ def _copy_keys(keys: Path, out: Path, force: bool) -> int:
     fd, tmp = _new_private_file(out)
     os.close(fd)
     try:
-        source = sqlite3.connect(f"file:{keys}?mode=ro", uri=True, timeout=30)
+        source = sqlite3.connect(sqlite_uri(keys), uri=True, timeout=30)
         try:
             copy = sqlite3.connect(tmp, isolation_level=None)
             try:

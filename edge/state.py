@@ -12,6 +12,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge.paths import sqlite_uri
+
 #: the state database's page cache, in KiB
 STATE_CACHE_KIB = 512
 #: its WAL is checkpointed at this many pages (SQLite's default: 1000) and cut back to this size
@@ -29,7 +31,7 @@ def other_journal(path: str | os.PathLike[str], journal: str | os.PathLike[str])
     open that follows says why). `edge check` and the read-only commands ask it before they read
     another site's data as this one's."""
     try:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        conn = sqlite3.connect(sqlite_uri(path), uri=True, timeout=10)
     except sqlite3.Error:
         return None
     try:

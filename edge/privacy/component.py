@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edge.model import PRIVACY_RANK, Event, Privacy, Severity
+from edge.paths import sqlite_uri
 from edge.plugins import ComponentContext, StartError
 from edge.privacy import subjects
 from edge.privacy.atrest import SITE_SUBJECT, Sealer, register, unregister
@@ -199,7 +200,7 @@ class PrivacyComponent:
         if space.file_size(path + "-wal") <= keep:
             return False
         # mode=rw: a keys.db removed under the running gateway is not created anew here
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=0)
+        conn = sqlite3.connect(sqlite_uri(path, "rw"), uri=True, isolation_level=None, timeout=0)
         try:
             conn.execute(f"PRAGMA busy_timeout={KEYS_WAL_WAIT_MS}")
             busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

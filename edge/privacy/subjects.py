@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from edge.paths import sqlite_uri
 from edge.privacy.atrest import CAMERA_SUBJECT, SITE_SUBJECT, SUBJECT_FIELDS, Sealer
 from edge.privacy.pseudonym import (
     KNOWN_FIELDS,
@@ -491,7 +492,7 @@ def _key_gone(sealer: Sealer, kid: bytes) -> bool:
     in a failed state)."""
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{sealer.keys.path}?mode=ro", uri=True, timeout=30)
+    conn = sqlite3.connect(sqlite_uri(sealer.keys.path), uri=True, timeout=30)
     try:
         return conn.execute("SELECT 1 FROM subject_keys WHERE kid = ?", (kid,)).fetchone() is None
     finally:

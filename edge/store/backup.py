@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge import paths
 from edge.store.schema import SCHEMA_VERSION
 
 # the trend index's own version, as edge/store/trend.py writes it; a restored index of another
@@ -31,7 +32,7 @@ class Copied:
 
 def _open_ro(path: str) -> sqlite3.Connection:
     # read-only through a URI, so a copy never creates a missing file nor takes a write lock
-    return sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True, timeout=30)
+    return sqlite3.connect(paths.sqlite_uri(path), uri=True, timeout=30)
 
 
 def copy_database(src: str, dst: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 
+from edge import paths
 from edge.model import (
     PRIVACY_RANK,
     QUALITY_NAMES,
@@ -291,7 +292,7 @@ class JournalConnection(sqlite3.Connection):
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30, factory=JournalConnection
+            paths.sqlite_uri(path), uri=True, check_same_thread=False, timeout=30, factory=JournalConnection
         )
     else:
         conn = sqlite3.connect(

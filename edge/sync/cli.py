@@ -13,6 +13,7 @@ from typing import Any
 
 from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
+from edge.paths import sqlite_uri
 
 
 def register(subparsers: Subcommands) -> None:
@@ -79,7 +80,7 @@ def collect(site: Any) -> dict[str, Any]:
                 "database of its own (storage.state_path)"
             )
         if Path(state_path).exists():
-            sconn = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=10)
+            sconn = sqlite3.connect(sqlite_uri(state_path), uri=True, timeout=10)
             try:
                 has = sconn.execute("SELECT 1 FROM sqlite_master WHERE name='sync_status'").fetchone()
                 if has:
