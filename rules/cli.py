@@ -198,12 +198,13 @@ def _store(config: str, site: Any = None) -> Any:
     from rules.store import RuleStore
 
     site = site or load_site(config)
-    return RuleStore(StateDB(site.storage.resolved_state_path()))
+    return RuleStore(StateDB(site.storage.resolved_state_path(), journal=site.storage.path))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from edge import audit
     from edge.config import ConfigError, load_site
+    from edge.state import StateDBError
     from rules.model import RulePackError, compile_pack, configured_device, set_target_problems
 
     compiled = []
@@ -231,7 +232,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print("\n".join(exc.problems), file=sys.stderr)
         print("nothing was imported", file=sys.stderr)
         return 1
-    except (OSError, ConfigError) as exc:
+    except (OSError, ConfigError, StateDBError) as exc:
         print(exc, file=sys.stderr)
         return 2
     # one transaction: a running gateway looking meanwhile finds none of the packs' rules or all
@@ -248,11 +249,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from edge.config import ConfigError
+    from edge.state import StateDBError
     from rules.model import dump_pack
 
     try:
         store = _store(args.config)
-    except ConfigError as exc:
+    except (ConfigError, StateDBError) as exc:
         print(exc, file=sys.stderr)
         return 2
     text = dump_pack([s.doc for s in store.list_rules()])

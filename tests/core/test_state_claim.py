@@ -54,6 +54,10 @@ def test_a_second_site_in_the_folder_is_refused_the_first_sites_state(tmp_path: 
     # nor is north's audit log verified or exported as south's
     refused(edge_cli("audit", "verify", "-c", str(south)))
     refused(edge_cli("audit", "export", "-c", str(south)))
+    pack = tmp_path / "pack.yaml"
+    pack.write_text("rules:\n  - {id: r1, when: meter-1.kw, if: value > 1, notify: always}\n")
+    refused(edge_cli("rules", "import", "-c", str(south), str(pack)))  # nor rules stored in north's
+    refused(edge_cli("rules", "export", "-c", str(south)))
     # edge check (the unit's ExecStartPre) says so before a start would fail
     out = refused(edge_cli("check", "-c", str(south)))
     assert "storage" in out and "folder of its own" in out, out
