@@ -43,6 +43,27 @@ def other_journal(path: str | os.PathLike[str], journal: str | os.PathLike[str])
     return None if row is None or row[0] == Path(journal).name else str(row[0])
 
 
+def claim(conn: sqlite3.Connection, journal: str) -> str:
+    """Record `journal` (a file name) in `conn`'s `belongs_to` as the journal this database goes with
+    (the state DB, keys.db), when none is, in a transaction of its own (another process may be
+    first: checked inside); returns the journal recorded, `journal` or another's, for the caller
+    to refuse."""
+    conn.execute("CREATE TABLE IF NOT EXISTS belongs_to (journal TEXT NOT NULL)")
+    row = conn.execute("SELECT journal FROM belongs_to").fetchone()
+    if row is None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT journal FROM belongs_to").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO belongs_to (journal) VALUES (?)", (journal,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return journal if row is None else str(row[0])
+
+
 class StateDBError(RuntimeError):
     """The state database cannot be opened; the message names the file and what to do."""
 
@@ -97,27 +118,14 @@ class StateDB:
     def _claim(self, journal: str) -> None:
         """Record `journal` (a file name) as the one this database goes with, when none is;
         refuse another's."""
-        c = self.conn
-        c.execute("CREATE TABLE IF NOT EXISTS belongs_to (journal TEXT NOT NULL)")
-        row = c.execute("SELECT journal FROM belongs_to").fetchone()
-        if row is None:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                row = c.execute("SELECT journal FROM belongs_to").fetchone()  # another may be first
-                if row is None:
-                    c.execute("INSERT INTO belongs_to (journal) VALUES (?)", (journal,))
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
-        if row is not None and row[0] != journal:
+        owner = claim(self.conn, journal)
+        if owner != journal:
             raise StateDBError(
-                f"{self.path}: the state database goes with the journal {row[0]}, not with {journal}: "
+                f"{self.path}: the state database goes with the journal {owner}, not with {journal}: "
                 "two sites sharing it would share their accounts, API tokens, rules and residents' "
                 "data (a token made for one would work on the other). Give each site a folder of its "
                 "own (storage.path), or a state database of its own (storage.state_path); if this "
-                f"journal was renamed, give it back its name {row[0]}; nothing was changed"
+                f"journal was renamed, give it back its name {owner}; nothing was changed"
             )
 
     def version(self, component: str) -> int:

@@ -408,25 +408,15 @@ class SubjectKeys:
 
     def _claim(self, journal: str) -> None:
         """Record `journal` as the one this file serves, when none is; refuse another."""
-        c = self._conn
-        row = c.execute("SELECT journal FROM belongs_to").fetchone()
-        if row is None:
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                row = c.execute("SELECT journal FROM belongs_to").fetchone()  # another may be first
-                if row is None:
-                    c.execute("INSERT INTO belongs_to (journal) VALUES (?)", (journal,))
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
-        if row is not None and row[0] != journal:
+        from edge.state import claim
+
+        owner = claim(self._conn, journal)
+        if owner != journal:
             raise KeyStoreUnusable(
-                f"{self.path} holds the data keys of the journal {row[0]} beside it, not of {journal}: "
+                f"{self.path} holds the data keys of the journal {owner} beside it, not of {journal}: "
                 "two sites whose journals share a folder would share their residents' keys (a forget at "
                 "one would erase the other's). Give each site a folder of its own (storage.path); if "
-                f"this journal was renamed, give it back its name {row[0]}; nothing was changed"
+                f"this journal was renamed, give it back its name {owner}; nothing was changed"
             )
 
     def _load_index_key(self) -> bytes:

@@ -88,8 +88,9 @@ async def dead_letters(request: web.Request) -> web.Response:
     return json_response({"dead_letters": found})
 
 
-async def retry(request: web.Request) -> web.Response:
-    principal = require(request, "write")
+def _dead_letter(request: web.Request) -> tuple[Any, Any, str, Any]:
+    """(runtime, state DB, the id as given, the dead letter or None) of a route's `{id}`; 400 when
+    the id is not a positive integer."""
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:
         raise Problem(
@@ -100,7 +101,12 @@ async def retry(request: web.Request) -> web.Response:
         )
     runtime = keys.get_runtime(request)
     state = runtime.state
-    letter = deadletters.one(state, int(raw)) if state is not None else None
+    return runtime, state, raw, deadletters.one(state, int(raw)) if state is not None else None
+
+
+async def retry(request: web.Request) -> web.Response:
+    principal = require(request, "write")
+    runtime, state, raw, letter = _dead_letter(request)
     if state is None or letter is None:
         raise Problem(404, "Not found", f"no dead letter {raw}")
     comp = runtime.component(SyncComponent)
@@ -162,17 +168,7 @@ async def delete(request: web.Request) -> web.Response:
     """Delete one dead letter (an operator gave up on it, or its sink was removed): audited, and
     its sink's count follows."""
     principal = require(request, "write")
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise Problem(
-            400,
-            "Invalid id",
-            f"dead-letter id {raw[:40]!r} must be a positive integer",
-            message_key="msg.sync.bad_id",
-        )
-    runtime = keys.get_runtime(request)
-    state = runtime.state
-    letter = deadletters.one(state, int(raw)) if state is not None else None
+    runtime, state, raw, letter = _dead_letter(request)
     if state is None or letter is None or not deadletters.delete(state, letter.id):
         raise Problem(404, "Not found", f"no dead letter {raw}")
     comp = runtime.component(SyncComponent)
