@@ -162,6 +162,7 @@ SET_META_SQL = "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UP
 #: the index although nothing is left to seal
 TREND_STALE_META = "trend_index_stale"
 PAUSE_EVENTS_READ = "retention_pause_events_read"  # the journal's events were read for a pause, once
+PAUSE_EVENTS_ROWS = 2_000_000  # how far back from the journal's end that one read goes, at most
 SWEEP_INTERVAL_S = 60.0  # the retention's look-ahead past rows stamped young: this often at most
 # a pause of the retention's clock guard, kept across restarts: {"reason", "landed", "step"} (JSON)
 PAUSE_META = "retention_paused"
@@ -1736,15 +1737,20 @@ class Journal(JournalQueries):
         self._paused_at = self._paused_since = self._clock_sample().mono  # the clock of the passes
 
     def _pause_of_events(self, conn: sqlite3.Connection) -> tuple[str] | None:
-        """A release before the pause was kept in `meta` journaled it only as an event: once (a scan
-        of the journal at the first start of this release, then `PAUSE_EVENTS_READ` is set), a
-        `retention_paused` event with no `retention_resumed` after it becomes the kept pause
-        (landed at its time, its step), written to `meta` as this release keeps one."""
+        """A release before the pause was kept in `meta` journaled it only as an event: once (a read
+        of the journal's newest rows, backwards, at the first start of this release, then
+        `PAUSE_EVENTS_READ` is set), a `retention_paused` event of that release's last run (no
+        `retention_resumed` nor `gateway_started` after it) becomes the kept pause (landed at its
+        time, its step), written to `meta` as this release keeps one."""
         if conn.execute("SELECT 1 FROM meta WHERE key=?", (PAUSE_EVENTS_READ,)).fetchone() is not None:
             return None
+        # that release ended a pause at its next start without a word: only a pause of its last run
+        # counts (none when a gateway_started came after it), and only the newest rows are read
+        top = int(conn.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0])
         last = conn.execute(
-            "SELECT kind, ts, payload FROM journal WHERE kind IN ('retention_paused', 'retention_resumed') "
-            "ORDER BY seq DESC LIMIT 1"
+            "SELECT kind, ts, payload FROM journal WHERE seq > ? AND kind IN "
+            "('retention_paused', 'retention_resumed', 'gateway_started') ORDER BY seq DESC LIMIT 1",
+            (top - PAUSE_EVENTS_ROWS,),
         ).fetchone()
         kept: tuple[str] | None = None
         if last is not None and last[0] == "retention_paused":

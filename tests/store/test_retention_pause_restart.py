@@ -183,5 +183,21 @@ async def test_a_pause_an_earlier_release_journaled_is_kept_at_the_upgrade(tmp_p
     j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
     try:
         assert j.retention_paused is None
+        # that release ended a pause at its next start without a word: a pause followed by a
+        # gateway_started is over too
+        j.append([Event("retention_paused", "test-site", Severity.WARNING, {"step_s": 86390.0}, clock.wall)])
+        j.append([Event("gateway_started", "test-site", Severity.INFO, {}, clock.wall)])
+        await j.flush()
+    finally:
+        await j.close()
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    try:
+        with conn:
+            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
+    finally:
+        conn.close()
+    j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
+    try:
+        assert j.retention_paused is None
     finally:
         await j.close()
