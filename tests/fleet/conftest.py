@@ -5,9 +5,11 @@ the way install.sh and the Ansible role start them where there is no systemd."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +105,35 @@ def pid_files() -> Iterator[list[Path]]:
     yield files
     for f in files:
         stop_pid_file(f)
+
+
+PLAYBOOK = ROOT / "deploy" / "ansible" / "playbook.yml"
+ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
+
+
+def run_playbook(root: Path, inventory: Path, timeout: float) -> tuple[int, str, dict[str, dict[str, int]]]:
+    """The real ansible-playbook on the shipped playbook with `inventory`, its home and temp under
+    `root`: (exit code, output, each host's recap counts)."""
+    env = dict(
+        os.environ,
+        ANSIBLE_HOME=str(root / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(root / "ansible-tmp"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_CONFIG=str(PLAYBOOK.parent / "ansible.cfg"),
+        PYTHONWARNINGS="ignore",
+    )
+    done = subprocess.run(
+        [str(ANSIBLE), "-i", str(inventory), str(PLAYBOOK)],
+        cwd=PLAYBOOK.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    out = done.stdout + done.stderr
+    recap = {
+        m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+        for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M)
+    }
+    return done.returncode, out, recap

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,9 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.fleet.conftest import ROOT, START_CMD, STOP_CMD, alive
+from tests.fleet.conftest import START_CMD, STOP_CMD, alive, run_playbook
 from tests.support.ports import free_port
 
-PLAYBOOK = ROOT / "deploy" / "ansible" / "playbook.yml"
-ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
 HOSTS = ("gw1", "gw2", "gw3")
 PACK = """rules:
   - id: p-high
@@ -96,29 +92,7 @@ class Fleet:
         (self.inventory / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(doc))
 
     def play(self) -> tuple[int, str, dict[str, dict[str, int]]]:
-        env = dict(
-            os.environ,
-            ANSIBLE_HOME=str(self.root / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(self.root / "ansible-tmp"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_CONFIG=str(PLAYBOOK.parent / "ansible.cfg"),
-            PYTHONWARNINGS="ignore",
-        )
-        done = subprocess.run(
-            [str(ANSIBLE), "-i", str(self.inventory), str(PLAYBOOK)],
-            cwd=PLAYBOOK.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        out = done.stdout + done.stderr
-        recap = {
-            m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
-            for m in re.finditer(r"^(gw\d)\s+:\s+(.*)$", out, re.M)
-        }
-        return done.returncode, out, recap
+        return run_playbook(self.root, self.inventory, timeout=900)
 
 
 async def healthz(port: int) -> Any:

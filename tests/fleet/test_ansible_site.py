@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import re
 import subprocess
 import sys
 import urllib.request
@@ -27,7 +25,7 @@ import yaml
 from edge.api.tokens import create_token, list_tokens
 from edge.state import StateDB
 from rules.store import RuleStore
-from tests.fleet.conftest import ROOT, alive, stop_pid_file
+from tests.fleet.conftest import PLAYBOOK, ROOT, alive, run_playbook, stop_pid_file
 from tests.support.ports import free_port
 from tests.support.procs import stop_process
 from tests.support.site import running_site, site_file
@@ -35,8 +33,6 @@ from tests.support.tools import require_tool
 from tests.support.waiting import until_async
 from tests.sync.test_prometheus import query, start_prometheus
 
-PLAYBOOK = ROOT / "deploy" / "ansible" / "playbook.yml"
-ANSIBLE = Path(sys.executable).parent / "ansible-playbook"
 HOST = "gw1"
 
 
@@ -116,27 +112,8 @@ class Gateway:
         (self.inventory / "host_vars" / f"{HOST}.yml").write_text(yaml.safe_dump(doc))
 
     def play(self) -> tuple[int, str, dict[str, int]]:
-        env = dict(
-            os.environ,
-            ANSIBLE_HOME=str(self.root / "ansible-home"),
-            ANSIBLE_LOCAL_TEMP=str(self.root / "ansible-tmp"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_CONFIG=str(PLAYBOOK.parent / "ansible.cfg"),
-            PYTHONWARNINGS="ignore",
-        )
-        done = subprocess.run(
-            [str(ANSIBLE), "-i", str(self.inventory), str(PLAYBOOK)],
-            cwd=PLAYBOOK.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        out = done.stdout + done.stderr
-        found = re.search(rf"^{HOST}\s+:\s+(.*)$", out, re.M)
-        recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", found.group(1))} if found else {}
-        return done.returncode, out, recap
+        code, out, recaps = run_playbook(self.root, self.inventory, timeout=300)
+        return code, out, recaps.get(HOST, {})
 
     def stored_rule(self, rule_id: str) -> tuple[str, int]:
         state = StateDB(str(self.data / "state.db"))
