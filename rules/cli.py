@@ -232,9 +232,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         print("\n".join(exc.problems), file=sys.stderr)
         print("nothing was imported", file=sys.stderr)
         return 1
-    except (OSError, ConfigError, StateDBError) as exc:
+    except (OSError, ConfigError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    except StateDBError as exc:  # another journal's, or of a newer release: said, nothing imported
+        print(exc, file=sys.stderr)
+        return 1
     # one transaction: a running gateway looking meanwhile finds none of the packs' rules or all
     stored_rules = store.put_many([cr.rule.doc() for cr in compiled], "cli", "import") if compiled else []
     for stored, _, _ in stored_rules:
@@ -254,9 +257,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         store = _store(args.config)
-    except (ConfigError, StateDBError) as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except StateDBError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     text = dump_pack([s.doc for s in store.list_rules()])
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
