@@ -161,6 +161,13 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             n = _read(path, journal, lambda: audit.export(path, sys.stdout))
             sys.stdout.flush()
         else:
+            from edge.backup import refuse_own_file
+            from edge.config import load_site
+
+            refused = refuse_own_file(load_site(args.config), args.output)
+            if refused:  # the state DB it exports from, the journal, keys.db...
+                print(refused, file=sys.stderr)
+                return 1
             try:
                 fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             except OSError as exc:

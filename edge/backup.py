@@ -229,6 +229,15 @@ def create(site: Site, out: Path) -> Summary:
     return Summary(out, site.site.id, facts.last_seq or 0, len(files), out.stat().st_size, schema)
 
 
+def refuse_own_file(site: Site, out: str) -> str | None:
+    """The error line for an output file a person names (`--out`, `--output`) that is one of the
+    site's own files (`site_file_at`), None when it is not: the command then writes nothing."""
+    clash = site_file_at(site, Targets.of(site), Path(out).absolute())
+    if clash:
+        return f"error: {out}: that is {clash}; writing there would replace it. Name a new file; nothing was written"
+    return None
+
+
 def site_file_at(site: Site, targets: Targets, out: Path) -> str | None:
     """What of the site's own files `out` resolves to (links followed), None when none: the
     journal, state DB and trend index with their side files, the data keys (keys.db, its -wal,

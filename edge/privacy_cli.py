@@ -264,12 +264,12 @@ def _out_refused(site: Any, out: str, force: bool) -> str | None:
     """Why `--out FILE` is refused, None when it may be written: one of the site's own files (the
     journal, state DB, keys, site file, master key, links to them followed: `edge backup --out`'s
     guard), a directory, or an existing file without `force`. Checked before anything is read."""
-    from edge.backup import Targets, site_file_at
+    from edge.backup import refuse_own_file
 
     path = Path(out).absolute()
-    clash = site_file_at(site, Targets.of(site), path)
-    if clash:
-        return f"error: {out}: that is {clash}; writing there would replace it. Name a new file; nothing was written"
+    refused = refuse_own_file(site, out)
+    if refused:
+        return refused
     if path.is_dir():
         return f"error: {out}: Is a directory; --out names the file to write; nothing was written"
     if not force and (path.exists() or path.is_symlink()):

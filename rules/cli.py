@@ -251,7 +251,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError
+    from edge.config import ConfigError, load_site
     from edge.state import StateDBError
     from rules.model import dump_pack
 
@@ -265,6 +265,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     text = dump_pack([s.doc for s in store.list_rules()])
     if args.output:
+        from edge.backup import refuse_own_file
+
+        refused = refuse_own_file(load_site(args.config), args.output)
+        if refused:
+            print(refused, file=sys.stderr)
+            return 1
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
     else:

@@ -120,6 +120,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from edge.kpi.figures import to_csv
 
+    if args.output:  # before anything is read or folded
+        from edge.backup import refuse_own_file
+        from edge.cli import load_or_report
+
+        site = load_or_report(args.config)
+        if site is None:
+            return 2
+        refused = refuse_own_file(site, args.output)
+        if refused:
+            print(refused, file=sys.stderr)
+            return 1
     out = _report_or_problem(args)
     if out is None:
         return 2
