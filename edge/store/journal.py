@@ -1564,6 +1564,8 @@ class Journal(JournalQueries):
             room = None
         if room is None:
             return
+        if room.spare >= room.wal_bytes(rows) + rows * room.row_bytes:
+            return  # the space came back meanwhile (another program freed it): the retry fits
         want = rows - int(room.free_pages * room.page_size / room.row_bytes)
         if want <= 0:
             return
