@@ -146,23 +146,29 @@ async def test_an_operator_ends_a_kept_pause_with_the_gateway_stopped(tmp_path: 
     assert done.returncode == 0 and "nothing to do" in done.stdout
 
 
+def as_an_earlier_release_left_it(tmp_path: Path) -> list[str]:
+    """The journal as a release before the pause was kept in `meta` left it: its retention events,
+    nothing in meta. Returns the kinds of those events."""
+    from edge.store.journal import PAUSE_EVENTS_READ
+
+    conn = sqlite3.connect(tmp_path / "edge.db")
+    try:
+        with conn:
+            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
+            return [k for (k,) in conn.execute("SELECT kind FROM journal WHERE kind LIKE 'retention_%'")]
+    finally:
+        conn.close()
+
+
 async def test_a_pause_an_earlier_release_journaled_is_kept_at_the_upgrade(tmp_path: Path) -> None:
     """A release before the pause was kept in `meta` journaled it only as a `retention_paused`
     event: the first start of this release, on a clock still wrong, stays paused (it deleted every
     undelivered record past its retention by that clock)."""
     from edge.model import Event, Severity
-    from edge.store.journal import PAUSE_EVENTS_READ
 
     clock = FakeClock()
     await paused_then_closed(tmp_path, clock)
-    conn = sqlite3.connect(tmp_path / "edge.db")
-    try:
-        with conn:  # as the earlier release left the file: the event, nothing in meta
-            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
-            kinds = [k for (k,) in conn.execute("SELECT kind FROM journal WHERE kind LIKE 'retention_%'")]
-    finally:
-        conn.close()
-    assert kinds == ["retention_paused"]
+    assert as_an_earlier_release_left_it(tmp_path) == ["retention_paused"]
     clock.mono += 30
     j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
     try:
@@ -174,12 +180,7 @@ async def test_a_pause_an_earlier_release_journaled_is_kept_at_the_upgrade(tmp_p
         await j.flush()
     finally:
         await j.close()
-    conn = sqlite3.connect(tmp_path / "edge.db")
-    try:
-        with conn:
-            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
-    finally:
-        conn.close()
+    as_an_earlier_release_left_it(tmp_path)
     j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
     try:
         assert j.retention_paused is None
@@ -190,12 +191,7 @@ async def test_a_pause_an_earlier_release_journaled_is_kept_at_the_upgrade(tmp_p
         await j.flush()
     finally:
         await j.close()
-    conn = sqlite3.connect(tmp_path / "edge.db")
-    try:
-        with conn:
-            conn.execute("DELETE FROM meta WHERE key IN (?, ?)", (PAUSE_META, PAUSE_EVENTS_READ))
-    finally:
-        conn.close()
+    as_an_earlier_release_left_it(tmp_path)
     j = journal(tmp_path, clock, RETENTION, clock_trust=lab_trust(clock)[0])
     try:
         assert j.retention_paused is None
