@@ -9,10 +9,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from edge import fmt
 from edge.cli import Subcommands, add_command, add_command_group, arg
+
+if TYPE_CHECKING:
+    from edge.config import Site
 
 T = TypeVar("T")
 
@@ -67,12 +70,12 @@ def register(sub: Subcommands) -> None:
     )
 
 
-def _state_path(config: str) -> tuple[str, str] | None:
-    """(the site's state DB file, its journal), or None with the reason on stderr: a missing file
-    is not created. The journal is what the state DB must belong to when it is opened to write
-    (`StateDB`'s `journal`): another site's in the same folder is refused."""
+def _state_path(config: str) -> tuple[str, Site] | None:
+    """(the site's state DB file, the site), or None with the reason on stderr: a missing file is
+    not created, another site's in the same folder is refused (the journal it records is not
+    this site's: `StateDB`'s `journal`)."""
     from edge.cli import load_or_report
-    from edge.state import other_journal
+    from edge.state import claim_problem
 
     site = load_or_report(config)
     if site is None:
@@ -81,16 +84,11 @@ def _state_path(config: str) -> tuple[str, str] | None:
     if not Path(path).exists():
         print(f"{path}: no state database yet, so no audit log (has the site run?)", file=sys.stderr)
         return None
-    other = other_journal(path, site.storage.path)
-    if other is not None:
-        print(
-            f"error: {path}: the state database goes with the journal {other}, not with "
-            f"{Path(site.storage.path).name}: its audit log is another site's. Give each site a "
-            "folder of its own (storage.path), or a state database of its own (storage.state_path)",
-            file=sys.stderr,
-        )
+    problem = claim_problem(path, site.storage.path)
+    if problem:
+        print(f"error: {problem}: its audit log is another site's", file=sys.stderr)
         return None
-    return path, site.storage.path
+    return path, site
 
 
 def _chain_once(path: str, journal: str) -> None:
@@ -130,7 +128,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     found = _state_path(args.config)
     if found is None:
         return 1
-    path, journal = found
+    path, site = found
+    journal = site.storage.path
     try:
         result = _read(path, journal, lambda: audit.verify(path))  # read-only: checking never changes it
     except audit.NoChain as exc:
@@ -155,16 +154,16 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     found = _state_path(args.config)
     if found is None:
         return 1
-    path, journal = found
+    path, site = found
+    journal = site.storage.path
     try:
         if args.output is None:
             n = _read(path, journal, lambda: audit.export(path, sys.stdout))
             sys.stdout.flush()
         else:
             from edge.backup import refuse_own_file
-            from edge.config import load_site
 
-            refused = refuse_own_file(load_site(args.config), args.output)
+            refused = refuse_own_file(site, args.output)
             if refused:  # the state DB it exports from, the journal, keys.db...
                 print(refused, file=sys.stderr)
                 return 1

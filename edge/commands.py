@@ -162,20 +162,10 @@ def site_warnings(site: Site) -> list[str]:
 def _claimed_elsewhere(site: Site) -> list[tuple[YamlPath, str]]:
     """A state DB beside the journal that records another journal as its own (two sites sharing a
     folder): `edge run` refuses it, so `edge check` (the unit's ExecStartPre) says so first."""
-    from edge.state import other_journal
+    from edge.state import claim_problem
 
-    path = site.storage.resolved_state_path()
-    other = other_journal(path, site.storage.path) if Path(path).exists() else None
-    if other is None:
-        return []
-    return [
-        (
-            ("storage",),
-            f"the state database {path} goes with the journal {other}, not with "
-            f"{Path(site.storage.path).name}: give each site a folder of its own (storage.path), or a "
-            "state database of its own (storage.state_path)",
-        )
-    ]
+    problem = claim_problem(site.storage.resolved_state_path(), site.storage.path)
+    return [(("storage",), problem)] if problem else []
 
 
 def file_problems(site: Site) -> list[tuple[YamlPath, str]]:

@@ -43,6 +43,20 @@ def other_journal(path: str | os.PathLike[str], journal: str | os.PathLike[str])
     return None if row is None or row[0] == Path(journal).name else str(row[0])
 
 
+def claim_problem(path: str | os.PathLike[str], journal: str | os.PathLike[str]) -> str | None:
+    """What to say of a state DB at `path` that records another journal than `journal` (two sites
+    sharing a folder), None when it does not (or does not exist yet): `edge check`, the audit and
+    sync commands say it before reading another site's data as this one's."""
+    other = other_journal(path, journal) if Path(path).exists() else None
+    if other is None:
+        return None
+    return (
+        f"the state database {path} goes with the journal {other}, not with {Path(journal).name}: "
+        "give each site a folder of its own (storage.path), or a state database of its own "
+        "(storage.state_path)"
+    )
+
+
 def claim(conn: sqlite3.Connection, journal: str) -> str:
     """Record `journal` (a file name) in `conn`'s `belongs_to` as the journal this database goes with
     (the state DB, keys.db), when none is, in a transaction of its own (another process may be

@@ -251,12 +251,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from edge.backup import refuse_own_file
     from edge.config import ConfigError, load_site
     from edge.state import StateDBError
     from rules.model import dump_pack
 
     try:
-        store = _store(args.config)
+        site = load_site(args.config)  # once: for the output's check and the store
+        refused = refuse_own_file(site, args.output) if args.output else None
+        if refused:  # before anything is read
+            print(refused, file=sys.stderr)
+            return 1
+        store = _store(args.config, site)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -265,12 +271,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     text = dump_pack([s.doc for s in store.list_rules()])
     if args.output:
-        from edge.backup import refuse_own_file
-
-        refused = refuse_own_file(load_site(args.config), args.output)
-        if refused:
-            print(refused, file=sys.stderr)
-            return 1
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
     else:

@@ -54,7 +54,7 @@ def collect(site: Any) -> dict[str, Any]:
 
     import orjson
 
-    from edge.state import StateDBError, other_journal
+    from edge.state import StateDBError, claim_problem
     from edge.store.journal import Journal
 
     path = site.storage.path
@@ -72,13 +72,9 @@ def collect(site: Any) -> dict[str, Any]:
         snapshots: dict[str, dict[str, Any]] = {}
         dead: dict[str, int] = {}
         state_path = site.storage.resolved_state_path()
-        other = other_journal(state_path, path) if Path(state_path).exists() else None
-        if other is not None:  # another site's dead letters and sink status: not this one's
-            raise StateDBError(
-                f"{state_path}: the state database goes with the journal {other}, not with "
-                f"{Path(path).name}: give each site a folder of its own (storage.path), or a state "
-                "database of its own (storage.state_path)"
-            )
+        problem = claim_problem(state_path, path)
+        if problem:  # another site's dead letters and sink status: not this one's
+            raise StateDBError(problem)
         if Path(state_path).exists():
             sconn = sqlite3.connect(sqlite_uri(state_path), uri=True, timeout=10)
             try:
