@@ -184,13 +184,13 @@ def create(site: Site, out: Path) -> Summary:
         work = Path(tmp)
         os.chmod(work, 0o700)
         if targets.trend.exists():
-            store_backup.copy_database(str(targets.trend), str(work / TREND))
+            _copy_sound(targets.trend, work / TREND)
             schema["trend"] = store_backup.trend_facts(str(work / TREND)).versions["trend"]
-        store_backup.copy_database(str(targets.journal), str(work / JOURNAL))
+        _copy_sound(targets.journal, work / JOURNAL)
         facts = store_backup.journal_facts(str(work / JOURNAL))
         schema["journal"] = facts.versions["journal"]
         if targets.state.exists():
-            store_backup.copy_database(str(targets.state), str(work / STATE))
+            _copy_sound(targets.state, work / STATE)
             schema["state"] = store_backup.state_facts(str(work / STATE)).versions
         for name, path in _blob_files(targets.blobs):
             # copied first, so what is summed is what is archived even if retention deletes it now
@@ -227,6 +227,27 @@ def create(site: Site, out: Path) -> Summary:
             os.fsync(raw.fileno())
         os.replace(partial, out)
     return Summary(out, site.site.id, facts.last_seq or 0, len(files), out.stat().st_size, schema)
+
+
+def _copy_sound(src: Path, dst: Path) -> None:
+    """Copy one database for the archive and check the copy as a restore will (`PRAGMA
+    integrity_check`): an archive holding a damaged copy would be written, and refused by every
+    restore of it, exactly when it is needed."""
+    try:
+        store_backup.copy_database(str(src), str(dst))
+    except sqlite3.OperationalError:
+        raise  # the copy's disk, a lock: not the database's damage
+    except sqlite3.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB met while copying
+        problem: str | None = str(exc)
+    else:
+        problem = store_backup.integrity_problem(str(dst))
+    if problem:
+        raise BackupError(
+            f"{src} fails PRAGMA integrity_check ({problem}): the database is damaged, and a restore "
+            "would refuse an archive holding this copy. No archive was written. Keep the last good "
+            "archive; the damaged file needs repair (e.g. sqlite3's .recover into a new file, with the "
+            "gateway stopped) or a restore of that archive"
+        )
 
 
 def refuse_own_file(site: Site, out: str) -> str | None:

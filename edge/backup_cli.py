@@ -19,8 +19,10 @@ def register(sub: Subcommands) -> None:
         "and camera snapshots to one .tar.gz with a manifest (site id, schema versions, the\n"
         "journal's last seq, a SHA-256 per file). The gateway may be running: each database is\n"
         "copied by SQLite's backup API as one snapshot, so the archive holds every record\n"
-        "committed before the backup began. The file is readable by its owner only: it holds\n"
-        "the site's personal data and the accounts' password hashes.",
+        "committed before the backup began. Each copy must pass PRAGMA integrity_check, as a\n"
+        "restore requires: a damaged database fails the backup (exit 1) and no archive is\n"
+        "written. The file is readable by its owner only: it holds the site's personal data\n"
+        "and the accounts' password hashes.",
         epilog="example:\n  edge backup -c /etc/community-edge/site.yaml --out /var/backups/edge-$(date +%F).tar.gz",
         func=cmd_backup,
         config=True,
