@@ -9,6 +9,7 @@ It lives in memory and is cheap: `ingest` is on the hot path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -49,6 +50,8 @@ class Hub:
         self._reported: dict[str, Reading] = {}  # point -> its last journaled reading
         self._subscribers: list[Subscriber] = []
         self._writers: dict[str, Writer] = {}
+        #: devices that start soon (`expect_writer`): set when their writer is registered
+        self._starting: dict[str, asyncio.Event] = {}
         self.received = 0  # samples received from drivers
         self.journaled = 0  # samples that passed change detection
         self.events = 0
@@ -112,6 +115,9 @@ class Hub:
             self._reported.pop(pid, None)
             self.latest.pop(pid, None)
         self._writers.pop(device_id, None)
+        starting = self._starting.pop(device_id, None)
+        if starting is not None:  # a write waiting for it finds it gone
+            starting.set()
 
     # ------------------------------------------------------------ ingest (hot path)
     def ingest(self, batch: Sequence[Record]) -> list[Record]:
@@ -176,8 +182,31 @@ class Hub:
         return unsubscribe
 
     # ------------------------------------------------------------ commands
+    def expect_writer(self, device_id: str) -> None:
+        """Say that `device_id` is configured and starts soon: until its writer is registered, a
+        write to it waits for it, within the write's timeout, instead of failing as not running.
+        At start-up the components start before the devices, and a rule's `for:` or `no_data`
+        deadline that passed while the gateway was stopped fires then."""
+        if device_id not in self._writers:
+            self._starting.setdefault(device_id, asyncio.Event())
+
     def register_writer(self, device_id: str, writer: Writer) -> None:
         self._writers[device_id] = writer
+        starting = self._starting.pop(device_id, None)
+        if starting is not None:
+            starting.set()
+
+    async def _writer_of(self, device: str, timeout: float) -> Writer | None:
+        """The device's writer; for a device about to start (`expect_writer`), once it is
+        registered, waiting at most `timeout` seconds."""
+        writer = self._writers.get(device)
+        starting = self._starting.get(device)
+        if writer is None and starting is not None and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await starting.wait()
+            writer = self._writers.get(device)
+        return writer
 
     async def write(
         self,
@@ -200,25 +229,32 @@ class Hub:
             )
         elif not info.writable:
             result = CommandResult(point_id, value, CommandStatus.REJECTED, "point is not writable", source)
-        elif device not in self._writers:
-            result = CommandResult(point_id, value, CommandStatus.FAILED, "device is not running", source)
         else:
             try:
                 value = coerce_value(info, value)
             except ValueError as exc:
                 result = CommandResult(point_id, value, CommandStatus.REJECTED, str(exc), source)
             else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await self._writers[device](name, value)
-                except TimeoutError:
+                writer = await self._writer_of(device, timeout)
+                # what is left of the timeout after waiting for a starting device
+                left = timeout - (time.monotonic() - start)
+                if writer is None:
+                    why = f"device did not start within {timeout:g}s" if device in self._starting else ""
                     result = CommandResult(
-                        point_id, value, CommandStatus.TIMEOUT, f"no answer within {timeout:g}s"
+                        point_id, value, CommandStatus.FAILED, why or "device is not running"
                     )
-                except Exception as exc:
-                    result = CommandResult(
-                        point_id, value, CommandStatus.FAILED, f"{type(exc).__name__}: {exc}"
-                    )
+                else:
+                    try:
+                        async with asyncio.timeout(left):
+                            result = await writer(name, value)
+                    except TimeoutError:
+                        result = CommandResult(
+                            point_id, value, CommandStatus.TIMEOUT, f"no answer within {timeout:g}s"
+                        )
+                    except Exception as exc:
+                        result = CommandResult(
+                            point_id, value, CommandStatus.FAILED, f"{type(exc).__name__}: {exc}"
+                        )
                 result.point = point_id
                 result.source = source
         result.duration_ms = (time.monotonic() - start) * 1000

@@ -333,6 +333,11 @@ class Runtime:
         )
         self.check_clock()
         self.spawn(self._watch_clock(), "clock-trust")
+        # the components start before the devices: a rule's timer that fell due while the gateway
+        # was stopped fires at their start, and its write waits for the device's first start
+        for dev in self.site.devices:
+            if dev.enabled:
+                self.hub.expect_writer(dev.id)
         ctx = self.component_context()
         for plugin in registry().with_hook("component"):
             assert plugin.component is not None
@@ -683,6 +688,9 @@ class Runtime:
 
     def _writer_for(self, slot: DriverSlot) -> Callable[[str, Value], Any]:
         async def write(point: str, value: Value) -> CommandResult:
+            # a write sent while the driver makes its first start (one a rule sent at start-up)
+            # goes to the started driver; the hub's timeout bounds the wait
+            await slot.first_start.wait()
             if slot.driver is None:
                 return CommandResult(
                     point_id(slot.config.id, point), value, CommandStatus.FAILED, "device is restarting"
