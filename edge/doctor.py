@@ -3,11 +3,11 @@ problem with the command that fixes it.
 
 It looks at the host, not at the running gateway (`edge status` does that): the site file, the
 device nodes the site names (serial ports, V4L2 cameras) and whether the service user may open
-them, the user's membership of dialout / video / bluetooth, BlueZ for a site with BLE devices,
-the space on the journal's filesystem, whether the service user may read and write the data
-files (journal, state DB, trend index, snapshots), the clock's sync, the ports the site listens
-on, the modes of the secret files the site names, and whether the site's master key opens its
-keys.db (read-only). It changes nothing.
+them, the user's membership of dialout / video / bluetooth (the groups the service's unit gives
+it count: SupplementaryGroups=), BlueZ for a site with BLE devices, the space on the journal's
+filesystem, whether the service user may read and write the data files (journal, state DB, trend
+index, snapshots), the clock's sync, the ports the site listens on, the modes of the secret files
+the site names, and whether the site's master key opens its keys.db (read-only). It changes nothing.
 
 It knows the site file's devices by their entries (`driver:`, strings naming `/dev/...`), not by
 importing their drivers: a check of the host must work when a driver's extra is missing.
@@ -56,11 +56,75 @@ class User:
     name: str
     uid: int
     groups: frozenset[int]  # primary and supplementary gids
+    #: the groups the unit gives it (SupplementaryGroups=) that /etc/group does not
+    unit_groups: frozenset[str] = frozenset()
+    #: the folders systemd makes for it at each start (StateDirectory=, under /var/lib)
+    state_dirs: frozenset[str] = frozenset()
 
 
-def service_user(name: str | None) -> User:
+@dataclass(frozen=True)
+class Unit:
+    """What the service's unit file says about its account."""
+
+    path: str
+    user: str
+    groups: tuple[str, ...]  # SupplementaryGroups=
+    state_dirs: tuple[str, ...]  # StateDirectory=, as /var/lib/NAME
+
+
+#: where the service's unit is installed, and its drop-ins
+INSTALLED_UNIT = Path("/etc/systemd/system/community-edge.service")
+
+
+def shipped_unit() -> Path:
+    """The unit this release ships: deploy/systemd/ of the checkout, or of the install that holds
+    this venv (PREFIX/deploy beside PREFIX/.venv; PREFIX/versions/V/deploy beside its venv)."""
+    name = Path("deploy") / "systemd" / "community-edge.service"
+    for root in (Path(__file__).resolve().parents[1], Path(sys.prefix).parent):
+        if (root / name).is_file():
+            return root / name
+    return Path(__file__).resolve().parents[1] / name
+
+
+def read_unit(path: Path | None = None) -> Unit | None:
+    """The unit's User=, SupplementaryGroups= and StateDirectory= (its drop-ins in
+    NAME.service.d/*.conf applied in order; an empty assignment clears a list, as systemd reads
+    it), from `path`, else the installed unit, else the shipped one. None when there is none."""
+    if path is None:
+        path = INSTALLED_UNIT if INSTALLED_UNIT.is_file() else shipped_unit()
+    files = [path, *sorted(Path(f"{path}.d").glob("*.conf"))]
+    user = "root"
+    lists: dict[str, list[str]] = {"SupplementaryGroups": [], "StateDirectory": []}
+    found = False
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        found = True
+        section = ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line
+            elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+                key, _, value = line.partition("=")
+                key, value = key.strip(), value.strip()
+                if key == "User" and value:
+                    user = value
+                elif key in lists:
+                    lists[key] = lists[key] + value.split() if value else []
+    if not found:
+        return None
+    dirs = tuple(f"/var/lib/{d}" for d in lists["StateDirectory"])
+    return Unit(str(path), user, tuple(lists["SupplementaryGroups"]), dirs)
+
+
+def service_user(name: str | None, unit: Unit | None = None) -> User:
     """The named account, else the service's account when it exists, else whoever runs this.
-    KeyError when a named account does not exist."""
+    When `unit` runs as that account, its SupplementaryGroups count as the account's groups (the
+    service has them whether /etc/group lists it there or not). KeyError when a named account
+    does not exist."""
     if name is None:
         try:
             entry = pwd.getpwnam(SERVICE_USER)
@@ -69,7 +133,19 @@ def service_user(name: str | None) -> User:
     else:
         entry = pwd.getpwnam(name)
     gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem}
-    return User(entry.pw_name, entry.pw_uid, frozenset(gids))
+    granted: set[str] = set()
+    state_dirs: frozenset[str] = frozenset()
+    if unit is not None and unit.user == entry.pw_name:
+        state_dirs = frozenset(unit.state_dirs)
+        for group in unit.groups:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                continue  # check_devices says the host lacks it
+            if gid not in gids:
+                gids.add(gid)
+                granted.add(group)
+    return User(entry.pw_name, entry.pw_uid, frozenset(gids), frozenset(granted), state_dirs)
 
 
 def _perms(user: User, st: os.stat_result) -> int:
@@ -225,6 +301,8 @@ def check_devices(raw: dict[str, Any], user: User) -> Iterator[Finding]:
             yield Finding("group", OK, f"{user.name} may open any device; group {group} not needed")
         elif member is None:
             yield Finding("group", WARNING, f"this host has no group {group} (for {why})")
+        elif group in user.unit_groups:
+            yield Finding("group", OK, f"{user.name} has group {group} from the unit's SupplementaryGroups")
         elif member:
             yield Finding("group", OK, f"{user.name} is in group {group}")
         else:
@@ -528,20 +606,20 @@ def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
         if not usable or not may_open(user, st):
             wrong.append(f"{path} ({_owner(st)})")
             repair.add(blobs.parent if path.is_relative_to(blobs) else path.parent)
-    if not wrong:
-        yield Finding("data", OK, f"the data files are {user.name}'s to read and write")
-        return
     try:
         group = _group_name(pwd.getpwnam(user.name).pw_gid)
     except KeyError:
         group = ""
+    if not wrong:
+        yield Finding("data", OK, f"the data files are {user.name}'s to read and write")
+        return
     more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
     yield Finding(
         "data",
         ERROR,
         f"{user.name}, who runs the gateway, cannot read and write {', '.join(wrong[:3])}{more}: "
         "it will not open its databases",
-        f"sudo chown -R {user.name}:{group} {' '.join(str(p) for p in sorted(repair))}",
+        f"sudo chown -R {user.name}{':' + group if group else ''} {' '.join(str(p) for p in sorted(repair))}",
     )
 
 
@@ -595,8 +673,12 @@ def worst(findings: list[Finding]) -> str:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    unit = read_unit(Path(args.unit) if args.unit else None)
+    if args.unit and unit is None:
+        print(f"edge doctor: --unit {args.unit}: cannot read that unit file", file=sys.stderr)
+        return EXIT[ERROR]
     try:
-        user = service_user(args.user)
+        user = service_user(args.user, unit)
     except KeyError:
         print(
             f"edge doctor: no user {args.user!r} on this host (--user names the account the gateway runs as)",
@@ -633,13 +715,12 @@ def register(sub: Subcommands) -> None:
         "doctor",
         help="check this host for the site: devices, groups, BlueZ, disk, data files, clock, ports, secrets, keys",
         description="Check what on this host stands between the site file and a working gateway: the\n"
-        "site file, the device nodes it names and whether the service user may open them, its\n"
-        "membership of dialout/video/bluetooth, BlueZ (a site with BLE devices), the space on the\n"
-        "journal's filesystem, whether that user may read and write the data files (journal,\n"
-        "state DB, trend index, snapshots), the clock's sync, the ports it listens on, the modes\n"
-        "of its secret files, and whether its master key opens its keys.db (read-only; a keys.db\n"
-        "missing while sealed data exists is an error). Each problem comes with the command that\n"
-        "fixes it. It changes nothing.\n\n"
+        "site file, the device nodes it names and whether the service user may open them, its membership of dialout/video/bluetooth (the unit's\n"
+        "SupplementaryGroups= count), BlueZ (a site with BLE devices), the space on the journal's\n"
+        "filesystem, whether that user may read and write the data files (journal, state DB, trend\n"
+        "index, snapshots), the clock's sync, the ports it listens on, the modes of its secret files, and whether\n"
+        "its master key opens its keys.db (read-only; a keys.db missing while sealed data exists is\n"
+        "an error). Each problem comes with the command that fixes it. It changes nothing.\n\n"
         "exit codes: 0 nothing to fix, 1 warnings, 2 errors",
         epilog="example:\n  sudo edge doctor -c /etc/community-edge/site.yaml",
         func=cmd_doctor,
@@ -649,6 +730,12 @@ def register(sub: Subcommands) -> None:
             arg(
                 "--user",
                 help=f"the account the gateway runs as (default: {SERVICE_USER} if it exists, else you)",
+            ),
+            arg(
+                "--unit",
+                metavar="FILE",
+                help="the service's unit file, whose SupplementaryGroups= the user has when it is the "
+                f"unit's User= (default: {INSTALLED_UNIT} if installed, else the one this release ships)",
             ),
             arg("-v", "--verbose", action="store_true", help="list what is fine too"),
         ],

@@ -1,0 +1,143 @@
+"""`edge doctor` judges the host as the service finds it: the groups its unit gives its user
+(SupplementaryGroups=) count as that user's. Real files and folders; the service user is
+`nobody`, so the mode bits count even when the test runs as root."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cli import edge_cli
+from tests.support.site import site_file
+
+USER = "nobody"
+
+
+@pytest.fixture(autouse=True)
+def _nobody_exists() -> None:
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        pytest.skip(f"this host has no user {USER}")
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user may reach (pytest's own temporary folders are their owner's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="edge-doctor-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def doctor(config: Path, *more: str) -> tuple[int, list[dict[str, Any]]]:
+    done = edge_cli("doctor", "-c", str(config), "--user", USER, "--json", *more)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)["findings"]
+
+
+def of(findings: list[dict[str, Any]], check: str, severity: str | None = None) -> list[dict[str, Any]]:
+    return [f for f in findings if f["check"] == check and severity in (None, f["severity"])]
+
+
+def unit_file(folder: Path, body: str) -> Path:
+    path = folder / "community-edge.service"
+    path.write_text("[Unit]\nDescription=test\n\n[Service]\n" + body)
+    return path
+
+
+def sim_site(folder: Path, journal: Path, **more: Any) -> Path:
+    doc = {
+        "storage": {"path": str(journal)},
+        "devices": [
+            {"id": "m", "driver": "sim", "points": [{"name": "v", "signal": "constant", "value": 1}]}
+        ],
+        **more,
+    }
+    return site_file(folder, doc)
+
+
+# ---------------------------------------------------------------- the unit's groups
+def test_the_units_supplementary_groups_count_for_its_user(tmp_path: Path) -> None:
+    try:
+        grp.getgrnam("dialout")
+    except KeyError:
+        pytest.skip("this host has no group dialout")
+    doc = {
+        "devices": [
+            {
+                "id": "meter",
+                "driver": "modbus",
+                "connection": {"transport": "rtu", "port": "/dev/ttyUSB-edge-doctor-test"},
+                "unit": 1,
+                "points": [{"name": "v", "address": 0, "type": "uint16"}],
+            }
+        ]
+    }
+    config = site_file(tmp_path, doc)
+    granted = unit_file(tmp_path, f"User={USER}\nSupplementaryGroups=dialout video bluetooth\n")
+    _, findings = doctor(config, "--unit", str(granted))
+    (group,) = of(findings, "group")
+    assert group["severity"] == "ok", group
+    assert group["message"] == f"{USER} has group dialout from the unit's SupplementaryGroups"
+
+    # another account's unit gives nobody nothing; a drop-in that clears the list takes them away
+    other = tmp_path / "other"
+    other.mkdir()
+    _, findings = doctor(
+        config, "--unit", str(unit_file(other, "User=community-edge\nSupplementaryGroups=dialout\n"))
+    )
+    assert of(findings, "group", "error"), findings
+    (granted.parent / "community-edge.service.d").mkdir()
+    (granted.parent / "community-edge.service.d" / "10-no-groups.conf").write_text(
+        "[Service]\nSupplementaryGroups=\n"
+    )
+    _, findings = doctor(config, "--unit", str(granted))
+    (group,) = of(findings, "group", "error")
+    assert f"{USER} is not in group dialout" in group["message"]
+
+
+def test_a_device_of_a_group_the_unit_grants_is_openable(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to group dialout needs root")
+    try:
+        dialout = grp.getgrnam("dialout").gr_gid
+    except KeyError:
+        pytest.skip("this host has no group dialout")
+    serial = tmp_path / "ttyUSB3"
+    serial.write_bytes(b"")
+    os.chown(serial, 0, dialout)
+    serial.chmod(0o660)
+    doc = {
+        "devices": [
+            {
+                "id": "meter",
+                "driver": "modbus",
+                "connection": {"transport": "rtu", "port": "/dev/.." + str(serial)},
+                "unit": 1,
+                "points": [{"name": "v", "address": 0, "type": "uint16"}],
+            }
+        ]
+    }
+    config = site_file(tmp_path, doc)
+    granted = unit_file(tmp_path, f"User={USER}\nSupplementaryGroups=dialout\n")
+    _, findings = doctor(config, "--unit", str(granted))
+    assert not of(findings, "device", "error"), findings
+    assert of(findings, "device", "ok")
+
+
+def test_an_unreadable_unit_file_is_refused(tmp_path: Path) -> None:
+    config = site_file(tmp_path, {})
+    done = edge_cli("doctor", "-c", str(config), "--unit", str(tmp_path / "none.service"))
+    assert done.returncode == 2 and "cannot read that unit file" in done.stderr
