@@ -125,6 +125,55 @@ def test_a_deadline_passed_during_a_restart_writes_once_the_device_runs(
     assert len(_query(journal, "SELECT 1 FROM journal WHERE kind='alert'")) == 1
 
 
+@needs_faketime
+def test_repeats_missed_while_stopped_run_once(tmp_path: Path) -> None:
+    """`notify: repeat` every 10 min, stopped for two hours with the value high: one repeat at
+    the start, not the twelve the stop went over."""
+    rule = {
+        "id": "rep",
+        "when": "tank.level",
+        "if": "value > 50",
+        "notify": "repeat",
+        "every": "10m",
+        "then": [{"alert": "tank still high {value}"}],
+    }
+    pack = tmp_path / "pack.yaml"
+    pack.write_text(yaml.safe_dump({"rules": [rule]}))
+    config = site_file(tmp_path, {"devices": DEVICES, "rules": {"packs": [str(pack)]}})
+    journal, state = tmp_path / "edge.db", tmp_path / "state.db"
+
+    def alerts() -> list[tuple[int]]:
+        return _query(journal, "SELECT seq FROM journal WHERE kind='alert' ORDER BY seq")
+
+    proc = _start(config)
+    try:
+        until_sync(
+            lambda: _query(state, "SELECT 1 FROM rule_state WHERE rule_id='rep' AND phase='active'"),
+            timeout=30,
+            what="the rule active, persisted",
+        )
+        until_sync(alerts, timeout=30, what="its alert journaled")
+        _stop(proc, signal.SIGTERM)
+    finally:
+        _stop(proc, signal.SIGKILL)
+    assert len(alerts()) == 1
+
+    proc = _start(config, ahead="+2h")
+    try:
+        until_sync(lambda: len(alerts()) > 1, timeout=30, what="the repeat at the start")
+        # the drivers start after the rules' start-up run: their readings come after its alerts
+        after = alerts()[1][0]
+        until_sync(
+            lambda: _query(journal, f"SELECT 1 FROM journal WHERE point='tank.level' AND seq > {after}"),
+            timeout=30,
+            what="a reading after the start",
+        )
+        _stop(proc, signal.SIGTERM)  # actions under way finish before it exits
+    finally:
+        _stop(proc, signal.SIGKILL)
+    assert len(alerts()) == 2
+
+
 async def test_a_write_to_a_device_that_never_starts_fails_within_its_timeout() -> None:
     from edge.hub import Hub
     from edge.model import PointInfo, PointType
