@@ -1,13 +1,14 @@
 """`edge doctor`: what on this host stands between a site file and a gateway that works, each
 problem with the command that fixes it.
 
-It looks at the host, not at the running gateway (`edge status` does that): the site file, the
-device nodes the site names (serial ports, V4L2 cameras) and whether the service user may open
-them, the user's membership of dialout / video / bluetooth (the groups the service's unit gives
-it count: SupplementaryGroups=), BlueZ for a site with BLE devices, the space on the journal's
-filesystem, whether the service user may read and write the data files (journal, state DB, trend
-index, snapshots), the clock's sync, the ports the site listens on, the modes of the secret files
-the site names, and whether the site's master key opens its keys.db (read-only). It changes nothing.
+It looks at the host, not at the running gateway (`edge status` does that): the site file and
+whether the service user may read it, the device nodes the site names (serial ports, V4L2
+cameras) and whether the service user may open them, the user's membership of dialout / video /
+bluetooth (the groups the service's unit gives it count: SupplementaryGroups=), BlueZ for a site
+with BLE devices, the space on the journal's filesystem, whether the service user may read and
+write the data files (journal, state DB, trend index, snapshots) or create their missing folder,
+the clock's sync, the ports the site listens on, the modes of the secret files the site names,
+and whether the site's master key opens its keys.db (read-only). It changes nothing.
 
 It knows the site file's devices by their entries (`driver:`, strings naming `/dev/...`), not by
 importing their drivers: a check of the host must work when a driver's extra is missing.
@@ -547,6 +548,43 @@ def _dir_usable(user: User, st: os.stat_result) -> bool:
     return user.uid == 0 or _perms(user, st) & 3 == 3
 
 
+def _unsearchable(user: User, path: Path) -> tuple[Path, str] | None:
+    """The first folder above `path` that `user` may not search (pass through), and that said
+    with its owner and mode; None when it may reach `path`."""
+    if user.uid == 0:
+        return None
+    for folder in reversed(path.absolute().parents):
+        try:
+            st = folder.stat()
+        except OSError as exc:
+            return folder, f"{folder}: {exc.strerror}"
+        if not _perms(user, st) & 1:
+            return folder, f"{folder}/ ({_owner(st)}) may not be searched by {user.name}"
+    return None
+
+
+def _cannot_create(user: User, folder: Path) -> str | None:
+    """Why `user` could not create the missing `folder` (None when it can): the gateway makes it,
+    with the folders above it that are missing, inside the nearest one that exists. A folder
+    systemd makes for the service (the unit's StateDirectory=) counts as the user's."""
+    for above in (folder, *folder.parents):
+        if str(above) in user.state_dirs:
+            return None  # systemd creates it, the user's, at each start
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        st = parent.stat()
+    except OSError as exc:
+        return f"missing; {parent}: {exc.strerror}"
+    blocked = _unsearchable(user, parent / "x")
+    if blocked:
+        return f"missing; {blocked[1]}"
+    if not _dir_usable(user, st):
+        return f"missing, and {user.name} may not create it in {parent}/ ({_owner(st)})"
+    return None
+
+
 def _owner(st: os.stat_result) -> str:
     try:
         name = pwd.getpwuid(st.st_uid).pw_name
@@ -558,7 +596,8 @@ def _owner(st: os.stat_result) -> str:
 def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
     """The journal, state DB, trend index, the site's lock file and snapshot folder (and their
     folders) must be readable and writable by the service's user: a restore or an `edge` command
-    run as root can leave root-owned files the service then cannot open."""
+    run as root can leave root-owned files the service then cannot open. A folder not there yet
+    must be one that user may create."""
     from edge import paths
     from edge.config import StorageConfig
 
@@ -572,11 +611,15 @@ def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
     folders = sorted({p.parent for p in databases} | {blobs.parent})
     wrong: list[str] = []
     repair: set[Path] = set()
+    missing: list[tuple[Path, str]] = []  # (folder, why the user cannot create it)
     for folder in folders:
         try:
             st = folder.stat()
         except FileNotFoundError:
-            continue  # created at the first start
+            why = _cannot_create(user, folder)
+            if why:
+                missing.append((folder, why))
+            continue
         except OSError as exc:
             wrong.append(f"{folder} ({exc.strerror})")
             repair.add(folder)
@@ -610,8 +653,19 @@ def check_data(raw: dict[str, Any], user: User) -> Iterator[Finding]:
         group = _group_name(pwd.getpwnam(user.name).pw_gid)
     except KeyError:
         group = ""
+    if missing:
+        yield Finding(
+            "data",
+            ERROR,
+            f"{user.name}, who runs the gateway, cannot create the data folder "
+            + ", ".join(f"{folder} ({why})" for folder, why in missing)
+            + ": it will not start",
+            f"sudo install -d -m 0750 -o {user.name}{' -g ' + group if group else ''} "
+            + " ".join(str(folder) for folder, _ in missing),
+        )
     if not wrong:
-        yield Finding("data", OK, f"the data files are {user.name}'s to read and write")
+        if not missing:
+            yield Finding("data", OK, f"the data files are {user.name}'s to read and write")
         return
     more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
     yield Finding(
@@ -644,10 +698,44 @@ def check_site(config: str) -> tuple[dict[str, Any] | None, list[Finding]]:
     return raw, [Finding("site", OK, f"{config} is valid")]
 
 
+def check_site_access(config: str, user: User) -> Iterator[Finding]:
+    """The service reads its site file as `user` (ExecStartPre's `edge check` too): a file this
+    command may read, as root, may still be closed to it."""
+    path = Path(config)
+    try:
+        st = path.stat()
+    except OSError:
+        return  # check_site names it
+    blocked = _unsearchable(user, path)
+    if blocked:
+        folder, why = blocked
+        yield Finding(
+            "site",
+            ERROR,
+            f"{config}: {why}: the gateway, which runs as {user.name}, cannot read its site file",
+            f"sudo chgrp {_primary_group(user)} {folder} && sudo chmod g+x {folder}",
+        )
+    elif not may_open(user, st, write=False):
+        yield Finding(
+            "site",
+            ERROR,
+            f"{config} ({_owner(st)}) is not readable by {user.name}, who runs the gateway",
+            f"sudo chgrp {_primary_group(user)} {config} && sudo chmod g+r {config}",
+        )
+
+
+def _primary_group(user: User) -> str:
+    try:
+        return _group_name(pwd.getpwnam(user.name).pw_gid)
+    except KeyError:
+        return user.name
+
+
 def diagnose(config: str, user: User) -> list[Finding]:
     from edge.validation import beside
 
     raw, findings = check_site(config)
+    findings.extend(check_site_access(config, user))
     if raw is not None:
         with beside(config):  # the paths in it as the gateway reads them: beside the site file
             findings.extend(_checks(raw, user))
@@ -715,10 +803,11 @@ def register(sub: Subcommands) -> None:
         "doctor",
         help="check this host for the site: devices, groups, BlueZ, disk, data files, clock, ports, secrets, keys",
         description="Check what on this host stands between the site file and a working gateway: the\n"
-        "site file, the device nodes it names and whether the service user may open them, its membership of dialout/video/bluetooth (the unit's\n"
+        "site file and whether the service user may read it, the device nodes it names and whether\n"
+        "that user may open them, its membership of dialout/video/bluetooth (the unit's\n"
         "SupplementaryGroups= count), BlueZ (a site with BLE devices), the space on the journal's\n"
         "filesystem, whether that user may read and write the data files (journal, state DB, trend\n"
-        "index, snapshots), the clock's sync, the ports it listens on, the modes of its secret files, and whether\n"
+        "index, snapshots) or create their missing folder, the clock's sync, the ports it listens on, the modes of its secret files, and whether\n"
         "its master key opens its keys.db (read-only; a keys.db missing while sealed data exists is\n"
         "an error). Each problem comes with the command that fixes it. It changes nothing.\n\n"
         "exit codes: 0 nothing to fix, 1 warnings, 2 errors",

@@ -1,12 +1,16 @@
 """`edge doctor` on real files, directories and ports: a serial device path the service user may
 not open, a secret file others may read, a port another program holds, a site file that does not
 validate; each finding with its fix, and the exit code of the worst one. The service user is
-`nobody`, so the mode bits count even when the test runs as root."""
+`nobody`, so the mode bits count even when the test runs as root; a site file meant to be read by
+it lives in a folder it may reach (pytest's own are their owner's alone)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,17 @@ from tests.support.ports import free_port
 from tests.support.site import site_file
 
 USER = "nobody"
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user may reach."""
+    path = Path(tempfile.mkdtemp(prefix="edge-doctor-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def doctor(config: Path, *more: str) -> tuple[int, list[dict[str, Any]]]:
@@ -40,7 +55,7 @@ def modbus_rtu(port: str) -> dict[str, Any]:
     }
 
 
-def test_doctor_finds_each_problem_with_its_fix(tmp_path: Path) -> None:
+def test_doctor_finds_each_problem_with_its_fix(tmp_path: Path, open_dir: Path) -> None:
     serial = tmp_path / "ttyUSB7"  # a file, owned by the test, that nobody may not open
     serial.write_bytes(b"")
     serial.chmod(0o600)
@@ -59,7 +74,7 @@ def test_doctor_finds_each_problem_with_its_fix(tmp_path: Path) -> None:
                 {"id": "central", "type": "http", "url": "http://127.0.0.1:9/x", "hmac_secret_file": str(key)}
             ],
         }
-        config = site_file(tmp_path, doc)
+        config = site_file(open_dir, doc)
         code, findings = doctor(config)
     assert code == 2, findings
     assert of(findings, "site") == [
@@ -107,8 +122,8 @@ def test_a_healthy_setup_has_nothing_to_fix_and_exit_0(tmp_path: Path) -> None:
     assert {f["severity"] for f in json.loads(done.stdout)["findings"]} <= {"ok", "info"}
 
 
-def test_an_invalid_site_file_is_an_error_naming_the_key(tmp_path: Path) -> None:
-    config = site_file(tmp_path, {"storage": {"max_bytes": "lots"}})
+def test_an_invalid_site_file_is_an_error_naming_the_key(open_dir: Path) -> None:
+    config = site_file(open_dir, {"storage": {"max_bytes": "lots"}})
     code, findings = doctor(config)
     assert code == 2
     (site,) = of(findings, "site", "error")

@@ -1,6 +1,7 @@
 """`edge doctor` judges the host as the service finds it: the groups its unit gives its user
-(SupplementaryGroups=) count as that user's. Real files and folders; the service user is
-`nobody`, so the mode bits count even when the test runs as root."""
+(SupplementaryGroups=) count, and a site file or a missing data folder that user cannot reach is
+a problem even when the caller can. Real files and folders; the service user is `nobody`, so the
+mode bits count even when the test runs as root."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import pwd
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,51 @@ def test_an_unreadable_unit_file_is_refused(tmp_path: Path) -> None:
     config = site_file(tmp_path, {})
     done = edge_cli("doctor", "-c", str(config), "--unit", str(tmp_path / "none.service"))
     assert done.returncode == 2 and "cannot read that unit file" in done.stderr
+
+
+# ---------------------------------------------------------------- what the user must reach
+def test_a_site_file_the_user_cannot_read_is_an_error(open_dir: Path) -> None:
+    config = sim_site(open_dir, open_dir / "edge.db")
+    config.chmod(0o600)  # the caller's alone
+    code, findings = doctor(config)
+    assert code == 2
+    (site,) = of(findings, "site", "error")
+    assert f"is not readable by {USER}, who runs the gateway" in site["message"]
+    assert site["fix"].endswith(f"&& sudo chmod g+r {config}")
+    config.chmod(0o644)
+    inner = open_dir / "closed"
+    inner.mkdir(mode=0o700)
+    shutil.move(config, inner / "site.yaml")
+    _, findings = doctor(inner / "site.yaml")
+    (site,) = of(findings, "site", "error")
+    assert f"{inner}/ (" in site["message"] and f"may not be searched by {USER}" in site["message"]
+    assert site["fix"].endswith(f"sudo chmod g+x {inner}")
+
+
+def test_a_missing_data_folder_the_user_cannot_create_is_an_error(open_dir: Path) -> None:
+    config = sim_site(open_dir, open_dir / "data" / "edge.db")
+    code, findings = doctor(config)
+    assert code == 2
+    (data,) = of(findings, "data", "error")
+    assert f"cannot create the data folder {open_dir / 'data'}" in data["message"]
+    assert f"{USER} may not create it in {open_dir}/" in data["message"]
+    assert data["fix"].startswith(f"sudo install -d -m 0750 -o {USER} ") and data["fix"].endswith(
+        str(open_dir / "data")
+    )
+    # where the user may create it, nothing to say
+    open_dir.chmod(0o777)
+    _, findings = doctor(config)
+    assert not of(findings, "data", "error"), findings
+
+
+def test_a_missing_state_directory_is_systemds_to_create(tmp_path: Path) -> None:
+    name = f"edge-doctor-test-{uuid.uuid4().hex[:8]}"
+    state = Path("/var/lib") / name
+    assert not state.exists()
+    config = sim_site(tmp_path, state / "edge.db")
+    _, findings = doctor(config)
+    assert of(findings, "data", "error"), findings  # no unit: nobody cannot create it in /var/lib
+    unit = unit_file(tmp_path, f"User={USER}\nStateDirectory={name}\n")
+    _, findings = doctor(config, "--unit", str(unit))
+    assert not of(findings, "data", "error"), findings
+    assert not state.exists()  # the doctor changes nothing
