@@ -125,6 +125,9 @@ class Summary:
     replaced_earlier: list[Path] = field(default_factory=list)
     #: the site's files this restore set aside as `*.pre-restore`
     set_aside: list[Path] = field(default_factory=list)
+    #: (where it is kept, its last seq): the replaced journal, when it did not go on from the
+    #: archive's (a replacement box's own first start): none of its records is in the restored one
+    foreign_journal: tuple[Path, int] | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -549,7 +552,7 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
             )
         warnings = _keys_warning(site, targets, work / JOURNAL)
         try:
-            left_out, kept = _continue_seqs(
+            left_out, kept, foreign = _continue_seqs(
                 site, targets.journal, work / JOURNAL, archive, manifest, continue_after
             )
         except sqlite3.OperationalError as exc:  # the copy in `work` could not be written
@@ -579,6 +582,7 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
         warnings,
         [p for p in earlier if p.name.endswith(".pre-restore")],
         [p for p in aside if p.name.endswith(".pre-restore")],
+        (Path(f"{targets.journal}.pre-restore"), foreign) if foreign is not None else None,
     )
 
 
@@ -662,7 +666,17 @@ def _refuse_unused_restore(journal: Path) -> None:
     holds: another restore would replace that file, the only copy of those records here."""
     note = store_backup.restored_note(str(journal))
     kept = Path(f"{journal}.pre-restore")
-    if note is None or not note.get("kept_in") or not kept.exists():
+    if note is None or not kept.exists():
+        return
+    other = note.get("replaced_journal")
+    if isinstance(other, dict) and not note.get("kept_in"):
+        raise BackupError(
+            f"{journal} was restored from {note.get('archive')} and the gateway has not started since: "
+            f"the journal it replaced (a journal of its own, seqs up to {other.get('last_seq')}) is "
+            f"kept only in {kept}, which another restore would replace. Nothing was replaced. To keep "
+            f"it, move {kept} (with any {kept.name}-wal beside it) to another folder, then restore again"
+        )
+    if not note.get("kept_in"):
         return
     raise BackupError(
         f"{journal} was restored from {note.get('archive')} and the gateway has not started since: "
@@ -679,28 +693,39 @@ def _continue_seqs(
     archive: Path,
     manifest: dict[str, Any],
     continue_after: int | None,
-) -> tuple[tuple[int, int] | None, Path | None]:
+) -> tuple[tuple[int, int] | None, Path | None, int | None]:
     """Raise the restored journal's last seq to the replaced one's, so no seq is issued twice.
 
     Receivers de-duplicate by (gateway, seq), and pull consumers and sinks have acknowledged seqs
     up to the replaced journal's last: a record that reused one of those seqs would be dropped as
     a duplicate or skipped. The records of the replaced journal above the backup's last seq are
     not in the restored one; their range goes into its meta, for the next start to journal as
-    `journal_restored`. With no journal to replace (a replacement box) or one that cannot be read,
-    nothing here says how far the gateway went on after the backup: refused unless the operator
-    gives the highest seq the receivers hold (`continue_after`). Returns the range left out (None
-    when there is none) and the file that holds those of its records the replaced journal had."""
+    `journal_restored`. That holds only for a journal that went on from the archive's
+    (`store_backup.not_descended`): with no journal to replace, one that cannot be read, or one of
+    its own (a replacement box started once, seqs 1-133 of its own while the receivers hold the
+    lost box's up to 395), nothing here says how far the gateway went on after the backup: refused
+    unless the operator gives the highest seq the receivers hold (`continue_after`). Returns the
+    range left out (None when there is none), the file that holds those of its records the
+    replaced journal had, and the replaced journal's last seq when it was of another line."""
     restored = store_backup.archived_seq(str(copy))
     replaced: int | None = None
     problem = ""
+    foreign: int | None = None  # the replaced journal's last seq, when it is not of the archive's line
     if journal.exists():
         try:
             replaced = store_backup.issued_seq(str(journal))
+            why = store_backup.not_descended(str(journal), str(copy))
         except sqlite3.Error as exc:
+            replaced = None
             problem = f"the journal it would replace, {journal}, cannot be read ({exc})"
+        else:
+            if why is not None:
+                foreign = replaced
+                problem = f"the journal it would replace, {journal} (seqs up to {replaced}), {why}"
     else:
         problem = f"there is no journal to replace at {journal} (storage.path of {site.source})"
-    if replaced is None and continue_after is None:
+    store_backup.carry_journal_id(str(copy))
+    if problem and continue_after is None:
         raise BackupError(
             f"{problem}, so the restore cannot tell how far the gateway went on after this backup "
             f"(it ends at seq {restored}); new records would reuse seqs the receivers may already "
@@ -710,10 +735,12 @@ def _continue_seqs(
             "with SEQ that seq, or a higher one when unsure (the seqs skipped are named by a "
             "journal_restored event at the next start)"
         )
+    # a journal of another line still issued its seqs under this gateway's name: never reused either
     top = max(replaced or 0, continue_after or 0)
     if top <= restored and continue_after is None:
-        return None, None
-    kept = Path(f"{journal}.pre-restore") if replaced is not None else None
+        return None, None, None
+    # the records left out are kept only where the replaced journal went on from the backup
+    kept = Path(f"{journal}.pre-restore") if replaced is not None and foreign is None else None
     note: dict[str, object] = {
         "first_seq": restored + 1,
         "last_seq": max(top, restored),
@@ -723,10 +750,13 @@ def _continue_seqs(
     }
     if continue_after is not None:
         note["continue_after"] = continue_after
+    if foreign is not None:
+        # set aside whole, and named: its records are none of the range above
+        note["replaced_journal"] = {"kept_in": f"{journal.name}.pre-restore", "last_seq": foreign}
     store_backup.continue_after(str(copy), max(top, restored), note)
     if top <= restored:
-        return None, kept
-    return (restored + 1, top), kept
+        return None, kept, foreign
+    return (restored + 1, top), kept, foreign
 
 
 def _keys_warning(site: Site, targets: Targets, copy: Path) -> list[str]:

@@ -44,9 +44,11 @@ def register(sub: Subcommands) -> None:
         "while edge.db.pre-restore holds records the first one left out. New records continue\n"
         "above the replaced journal's last seq (no seq a receiver or consumer holds is issued\n"
         "again); its records after the backup's last seq stay in edge.db.pre-restore, and the\n"
-        "next start journals their range (journal_restored). Where there is no journal to replace (a replacement box) or it\n"
-        "cannot be read, nothing says how far the gateway went on after the backup: the restore\n"
-        "is refused unless --continue-after names the highest seq the receivers hold.",
+        "next start journals their range (journal_restored). That holds for a journal that went\n"
+        "on from the backup's (it holds the backup's newest records). Where there is no journal\n"
+        "to replace, it cannot be read, or it is one of its own (a replacement box started once),\n"
+        "nothing says how far the gateway went on after the backup: the restore is refused\n"
+        "unless --continue-after names the highest seq the receivers hold.",
         epilog="example:\n  systemctl stop community-edge\n"
         "  edge restore -c /etc/community-edge/site.yaml /var/backups/edge-2026-12-06.tar.gz\n"
         "  systemctl start community-edge",
@@ -60,7 +62,8 @@ def register(sub: Subcommands) -> None:
                 type=_seq,
                 help="the highest seq of this gateway the central platform and pull consumers hold "
                 "(or a higher one): new records continue above it. Needed where there is no journal "
-                "to replace (a replacement box) or it cannot be read",
+                "to replace, it cannot be read, or it did not go on from the backup's (a "
+                "replacement box started once)",
             ),
         ],
     )
@@ -132,6 +135,13 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
                 f"new records continue from seq {summary.last_seq + 1}, right after the backup's "
                 f"(--continue-after {summary.continued_after} is not above it); the next start "
                 "journals a journal_restored event"
+            )
+        if summary.foreign_journal:
+            kept, last = summary.foreign_journal
+            print(
+                f"the replaced journal (seqs up to {last}) did not go on from this backup (a journal "
+                f"of its own, such as this box's first start): it is kept whole in {kept} (a restore "
+                "after the next start replaces it); none of its records is in the restored journal"
             )
         for warning in summary.warnings:
             print(f"warning: {warning}", file=sys.stderr)

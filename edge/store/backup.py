@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,101 @@ def issued_seq(path: str) -> int:
         conn.execute("PRAGMA query_only=1")
         cursor = conn.execute("SELECT max(seq) FROM cursors").fetchone()[0]
         return max(_last_seq(conn), int(cursor or 0))
+    finally:
+        conn.close()
+
+
+#: the journal's meta key naming its line of descent: a restore carries the archive's (or gives
+#: one to a journal of a release that wrote none), and backups carry it on
+JOURNAL_ID_META = "journal_id"
+#: how many of the archive's newest records a restore looks for in the journal it replaces
+LINEAGE_PROBE = 100
+
+
+def _journal_id(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (JOURNAL_ID_META,)).fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
+def not_descended(path: str, copy: str) -> str | None:
+    """None when the journal at `path` went on from the archive's journal copy at `copy` (it holds
+    the copy's newest records, or both carry the same `journal_id` where retention deleted them),
+    else why not, or why that cannot be told, as a phrase about that journal.
+
+    Only such a journal knows how far the gateway went on after the backup: any other (a
+    replacement box's first start, another site's file) issued seqs of its own, which say nothing
+    of the seqs the receivers hold from the archive's line. Records are compared by seq, time,
+    point and kind: a value may have been sealed since, never moved."""
+    source = _open_ro(copy)
+    try:
+        probe = source.execute(
+            "SELECT seq, ts, point, kind FROM journal ORDER BY seq DESC LIMIT ?", (LINEAGE_PROBE,)
+        ).fetchall()
+        copy_id = _journal_id(source)
+        archived = _last_seq(source)
+    finally:
+        source.close()
+    conn = sqlite3.connect(path, timeout=30)  # read-write for a -wal without its -shm, as issued_seq
+    try:
+        conn.execute("PRAGMA query_only=1")
+        live_id = _journal_id(conn)
+        marks = ",".join("?" * len(probe))
+        held = (
+            {
+                int(r[0]): tuple(r[1:])
+                for r in conn.execute(
+                    f"SELECT seq, ts, point, kind FROM journal WHERE seq IN ({marks})", [r[0] for r in probe]
+                )
+            }
+            if probe
+            else {}
+        )
+        issued = _last_seq(conn)
+        live_newest = conn.execute("SELECT max(seq) FROM journal").fetchone()[0]
+    finally:
+        conn.close()
+    newest = int(probe[0][0]) if probe else None
+    for seq, *record in probe:
+        if int(seq) in held:
+            if held[int(seq)] != tuple(record):
+                return (
+                    f"holds a record at seq {seq} other than the backup's (a journal of its own, "
+                    "such as a replacement box's first start)"
+                )
+    if held:
+        return None
+    if copy_id is not None and live_id is not None:
+        if copy_id == live_id:
+            return None
+        return "is another journal than the backup's (its journal_id differs)"
+    if newest is None:
+        # an archive of a journal that holds nothing: so may the one it replaces, at the same seq
+        if live_newest is None and issued == archived:
+            return None
+        return "cannot be compared with the backup, which holds no record"
+    if issued < newest:
+        return (
+            f"has issued seqs only up to {issued}, below the backup's newest record ({newest}): a "
+            "journal of its own, such as a replacement box's first start"
+        )
+    return (
+        f"no longer holds the backup's newest records (up to seq {newest}; deleted at retention), so "
+        "whether it went on from this backup cannot be told"
+    )
+
+
+def carry_journal_id(copy: str) -> str:
+    """Give the journal copy a `journal_id` where it has none (an archive of an earlier release);
+    returns it. The restored journal and every backup of it carry it from then on."""
+    conn = sqlite3.connect(copy)
+    try:
+        with conn:
+            known = _journal_id(conn)
+            if known is not None:
+                return known
+            made = uuid.uuid4().hex
+            conn.execute("INSERT INTO meta(key, value) VALUES(?, ?)", (JOURNAL_ID_META, made))
+            return made
     finally:
         conn.close()
 
