@@ -1,7 +1,8 @@
 """`edge doctor` judges the host as the service finds it: the groups its unit gives its user
-(SupplementaryGroups=) count, and a site file or a missing data folder that user cannot reach is
-a problem even when the caller can. Real files and folders; the service user is `nobody`, so the
-mode bits count even when the test runs as root."""
+(SupplementaryGroups=) count, a site file or a missing data folder that user cannot reach is a
+problem even when the caller can, and a damaged database (journal, state DB, trend index, keys.db)
+is found by SQLite's quick_check, with what to do. Real files, folders and SQLite databases; the
+service user is `nobody`, so the mode bits count even when the test runs as root."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import pwd
 import shutil
+import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -191,3 +193,57 @@ def test_a_missing_state_directory_is_systemds_to_create(tmp_path: Path) -> None
     _, findings = doctor(config, "--unit", str(unit))
     assert not of(findings, "data", "error"), findings
     assert not state.exists()  # the doctor changes nothing
+
+
+# ---------------------------------------------------------------- damaged databases
+def filled_db(path: Path, rows: int = 3000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE journal (seq INTEGER PRIMARY KEY, body TEXT)")
+        conn.executemany("INSERT INTO journal (body) VALUES (?)", ((f"{i:06d}" * 30,) for i in range(rows)))
+    conn.close()
+
+
+def damage(path: Path, page: int) -> None:
+    """Overwrite the cells of one page (not its header) with garbage, as a torn write would."""
+    with path.open("r+b") as f:
+        f.seek(4096 * (page - 1) + 100)
+        f.write(b"\x07" * 2000)
+
+
+def test_a_damaged_journal_is_an_error_with_the_restore_to_run(tmp_path: Path) -> None:
+    journal = tmp_path / "edge.db"
+    filled_db(journal)
+    config = sim_site(tmp_path, journal)
+    _, findings = doctor(config, "--user", "root")
+    (fine,) = of(findings, "data")
+    assert fine["severity"] == "ok" and fine["message"].endswith("; quick_check ok: edge.db"), fine
+    damage(journal, 40)
+    code, findings = doctor(config, "--user", "root")
+    assert code == 2
+    (broken,) = of(findings, "data", "error")
+    assert broken["message"].startswith(f"journal {journal} is damaged (PRAGMA quick_check: ")
+    assert "edge restore -c" in broken["fix"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge.db", "site.yaml"]  # read-only, no -wal/-shm
+
+
+def test_a_damaged_trend_index_may_simply_be_deleted(tmp_path: Path) -> None:
+    trend = tmp_path / "trend.db"
+    filled_db(trend)
+    damage(trend, 40)
+    config = sim_site(tmp_path, tmp_path / "edge.db")
+    _, findings = doctor(config, "--user", "root")
+    (broken,) = of(findings, "data", "error")
+    assert broken["message"].startswith(f"trend index {trend} is damaged")
+    assert f"delete {trend}" in broken["fix"] and "rebuilds it" in broken["fix"]
+
+
+def test_the_check_stops_at_its_time_budget_and_says_what_it_left(tmp_path: Path) -> None:
+    journal = tmp_path / "edge.db"
+    filled_db(journal)
+    from edge.doctor import check_integrity
+
+    (found,) = check_integrity({"storage": {"path": str(journal)}}, budget_s=0)
+    assert found.severity == "info" and found.check == "data"
+    assert found.message.startswith("not fully checked within 0 s") and str(journal) in found.message
