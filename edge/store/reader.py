@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from edge.store.backup import RESTORED_META
 from edge.store.rows import (
     READINGS_WHERE,
     SELECT_COLS,
@@ -383,7 +384,26 @@ class JournalQueries:
         first = self.first_at_or_after(cursor + 1)
         if first is None or first[0] > committed:
             return 0, None
-        return committed - first[0] + 1, float(first[1])
+        rows = committed - first[0] + 1
+        gap = self.restore_gap()
+        if gap is not None:  # seqs a restore skipped (--continue-after): never records, never sent
+            low, high = max(gap[0], first[0]), min(gap[1], committed)
+            rows -= max(0, high - low + 1)
+        return rows, float(first[1])
+
+    def restore_gap(self) -> tuple[int, int] | None:
+        """(first, last) of the seqs a restore skipped, which no record of this journal holds: the
+        range of its note (`meta.restored`, edge/store/backup.py), None when there is none. One
+        primary-key probe."""
+        rows = self._query("SELECT value FROM meta WHERE key=?", (RESTORED_META,))
+        if not rows:
+            return None
+        try:
+            note = json.loads(rows[0][0])
+            first, last = int(note["first_seq"]), int(note["last_seq"])
+        except (TypeError, ValueError, KeyError):
+            return None
+        return (first, last) if first <= last else None
 
     def first_at_or_after(self, seq: int) -> tuple[int, float] | None:
         """(seq, ts) of the first record with seq >= `seq`."""
