@@ -577,8 +577,8 @@ def create_session(state: StateDB, user: str, address: str = "") -> tuple[str, s
 def find_session(state: StateDB, sid: str, *, touch: bool = True) -> Session | None:
     """The live session whose cookie is `sid`; an expired one is deleted. A request the user made
     (`touch`) moves its last use (at most once a minute); a look that is not the user's doing (an
-    open live stream asking again whether its session still holds) does not, so a session left
-    with only such a look still ends at its idle timeout."""
+    open live stream asking again whether its session still holds, a page's own periodic refresh)
+    does not, so a session left with only such a look still ends at its idle timeout."""
     ensure(state)
     now = time.time()
     h = _sha(sid)

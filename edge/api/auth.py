@@ -6,8 +6,10 @@ is authenticated by that header alone: the middleware asks each of `bearer_authe
 the session cookie. Any other request is asked of `authenticators(app)` (the session cookie).
 `authenticate(request)` is that lookup, the one place of its order: the middleware puts its
 `Principal` (or None) into `request[PRINCIPAL]` (`principal_of(request)`), and an open live stream
-asks it again with `touch=False` (a look that is not a use: a session's idle time goes on);
-handlers call `require(request, scope)`. Scopes: `read` (status, points, history), `write` (commands),
+asks it again with `touch=False` (a look that is not a use: a session's idle time goes on). So is
+a page's own periodic refresh: the UI marks it with the `X-Edge-Background: 1` header, and a GET
+so marked is authenticated with `touch=False` (a page left open is not the user's activity; a
+click of theirs, which the UI sends unmarked, is). Handlers call `require(request, scope)`. Scopes: `read` (status, points, history), `write` (commands),
 `rules` (edit rules), `admin` (accounts, tokens), `pull` (the stream and acks of one consumer).
 
 Cross-site request forgery: a browser sends the session cookie by itself, so every
@@ -71,6 +73,9 @@ ROLE_SCOPES = {
 PUBLIC_PATHS = {"/healthz"}
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
+#: the header the UI sets on a page's own periodic refresh (`1`): not the user's activity
+BACKGROUND_HEADER = "X-Edge-Background"
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,15 @@ def authenticate(request: web.Request, *, touch: bool = True) -> Principal | Non
     return None
 
 
+def is_background(request: web.Request) -> bool:
+    """Whether the request is a page's own periodic refresh (a GET the UI marks with
+    `BACKGROUND_HEADER`), which is not the user's activity: a state-changing request always is."""
+    return request.method in SAFE_METHODS and request.headers.get(BACKGROUND_HEADER) == "1"
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    principal = authenticate(request)
+    principal = authenticate(request, touch=not is_background(request))
     if "Authorization" not in request.headers:
         if request.method in UNSAFE_METHODS:
             check_origin(request)

@@ -76,9 +76,20 @@ export class ApiError extends Error {
   }
 }
 
+// A page's own periodic refresh is not the user's activity: the server does not count it toward
+// keeping the session alive (a tab left open still ends at the idle timeout). `api(..., {background:
+// true})` marks one call; `inBackground(fn)` marks every call `fn` starts before its first await.
+let backgroundDepth = 0;
+
+export function inBackground(fn) {
+  backgroundDepth += 1;
+  try { return fn(); } finally { backgroundDepth -= 1; }
+}
+
 export async function api(method, path, body, opts = {}) {
   const headers = {};
   if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
+  if (method === 'GET' && (opts.background || backgroundDepth > 0)) headers['X-Edge-Background'] = '1';
   let payload;
   if (body !== undefined) {
     if (opts.raw) { payload = body; headers['Content-Type'] = opts.contentType || 'text/plain'; }

@@ -241,7 +241,7 @@ export async function render(view, _params, query) {
       if (kind.value) q.set('kind', kind.value);
       if (severity.value) q.set('severity', severity.value);
       if (unacked.checked) q.set('unacked', '1');
-      api('GET', '/api/v1/events?' + q).then(({ events }) => {
+      api('GET', '/api/v1/events?' + q, undefined, { background: true }).then(({ events }) => {
         const fresh = events.filter((e) => e.seq > since);
         if (!fresh.length) return;
         shown = fresh.concat(shown);

@@ -1,5 +1,5 @@
 // Devices: every device with its state, how long it has been in it, restarts and last error.
-import { api, badge, fmt, h, t, table } from '../core.js';
+import { api, badge, fmt, h, inBackground, t, table } from '../core.js';
 
 const CLS = { online: 'ok', degraded: 'warn', offline: 'bad', starting: 'info', stopped: 'muted' };
 
@@ -22,6 +22,6 @@ export async function render(view) {
       { class: 'devices' }));
   }
   await refresh();
-  const timer = setInterval(() => refresh().catch(() => {}), 5000);
+  const timer = setInterval(() => inBackground(refresh).catch(() => {}), 5000);
   return () => clearInterval(timer);
 }

@@ -2,7 +2,7 @@
 // carries the ingest rate and the time until full, so both show from the first render).
 // Active alerts are counted once, from /api/v1/alerts/active, for every card that shows them.
 // An untrusted clock is a warning above the cards; a site with KPIs shows today's so far.
-import { api, fmt, fmtAge, fmtBytes, h, t, table } from '../core.js';
+import { api, fmt, fmtAge, fmtBytes, h, inBackground, t, table } from '../core.js';
 import { grade, share, today as kpiToday } from './kpi.js';
 
 const STATES = ['online', 'degraded', 'offline', 'starting', 'stopped'];
@@ -105,7 +105,8 @@ export async function render(view) {
   }
 
   await refresh();
-  timer = setInterval(() => refresh().catch(() => {}), 5000);
+  // every call of refresh() starts before its first await: all are marked as the page's own
+  timer = setInterval(() => inBackground(refresh).catch(() => {}), 5000);
   return () => clearInterval(timer);
 }
 
