@@ -29,7 +29,7 @@ from aiohttp import web
 
 from edge import audit
 from edge.api.problem import Problem
-from edge.clock import ClockSample, boottime, forward_jump
+from edge.clock import ClockWatch
 from edge.driver import Snapshots
 from edge.model import Event, Privacy, Record, Severity
 from edge.yamlpos import YamlError, read_text
@@ -120,7 +120,9 @@ class RulesComponent:
         self._flush_handle: asyncio.TimerHandle | None = None
         self.firings = 0
         self.schedules_skipped = 0  # schedule matches a forward jump of the clock went over
-        self._clock_seen: ClockSample | None = None
+        self.timers_moved = 0  # rule keys whose timers moved with a step of the wall clock
+        #: steps of the wall clock between two looks of `_guard_clock`
+        self._clock_watch = ClockWatch(ctx.site.clock.max_step)
         self._started = False
         self._backfills: set[asyncio.Task[None]] = set()
         self.backfill: dict[str, Any] = {"runs": 0, "windows": 0, "rows": 0, "samples": 0, "truncated": 0}
@@ -149,6 +151,7 @@ class RulesComponent:
         self._data_version = self.store.changed_elsewhere()
         now = self.ctx.clock()
         self.engine.now = now
+        self._clock_watch.observe(self.ctx.clock_sample())  # a step from here on moves the timers
         for point, reading in self.ctx.restored_good.items():
             self.engine.latest.setdefault(point, reading)
         for stored in self.store.list_rules():
@@ -368,28 +371,38 @@ class RulesComponent:
         self._after(self.engine.process(records))
 
     def _guard_clock(self) -> None:
-        """Schedules never act on a forward jump of the wall clock: before the engine sees a time
-        later than a jump (a record stamped after it, or a timer), the schedules due in the span
-        the jump went over are skipped — each runs next at its first match after the new time —
-        instead of all running at once, and an hourly rule not 24 times for a clock set a day
-        ahead. A step back needs nothing: the engine's timers wait for the time to come again."""
-        now = ClockSample(self.ctx.clock(), boottime())
-        last, self._clock_seen = self._clock_seen, now
-        if last is None or not self.engine.has_schedules:
+        """Rule timers follow real time, not steps of the wall clock (`edge.clock.ClockWatch`
+        measures them against the monotonic clock), looked at before the engine sees a time
+        later than a step (a record stamped after it, or a timer):
+
+        - what measures a duration — a pending `for:`, a repeat's `every`, a dead-man's `no_data`
+          period — moves with the step (`Engine.shift_timers`): a step of an hour forward
+          neither fires a `for: 15s` at once nor, backwards, holds it an hour;
+        - schedules never act on a forward step: the matches in the span it went over are skipped
+          — each runs next at its first match after the new time — instead of all running at
+          once, and an hourly rule not 24 times for a clock set a day ahead. A step back needs
+          nothing for them: their timers wait for the time of day to come again."""
+        now = self.ctx.clock_sample()
+        step = self._clock_watch.observe(now)
+        if step is None or step.mono_elapsed < 0:
             return
-        jump = forward_jump(last, now, self.ctx.site.clock.max_step)
-        if jump is None or jump.mono_elapsed < 0:
+        moved = self.engine.shift_timers(step.step)
+        if moved:
+            self.timers_moved += moved
+            log.warning("rule timers of %d keys moved with the clock: %s", moved, step.describe())
+        if step.step <= 0 or not self.engine.has_schedules:
             return
-        skipped = self.engine.skip_schedules(last.wall + jump.mono_elapsed, now.wall)
+        last_wall = now.wall - step.wall_elapsed
+        skipped = self.engine.skip_schedules(last_wall + step.mono_elapsed, now.wall)
         if not skipped:
             return
         self.schedules_skipped += len(skipped)
-        log.warning("schedules of %s not run: %s", ", ".join(sorted(set(skipped))), jump.describe())
+        log.warning("schedules of %s not run: %s", ", ".join(sorted(set(skipped))), step.describe())
         payload = {
             "rules": sorted(set(skipped)),
             "skipped": len(skipped),
-            "step_s": round(jump.step, 3),
-            "reason": jump.describe(),
+            "step_s": round(step.step, 3),
+            "reason": step.describe(),
         }
         event = Event("schedules_skipped", "rules", Severity.WARNING, payload, now.wall)
         # not from inside the hub's fan-out that called us: the event is a record of its own

@@ -259,13 +259,17 @@ class Engine:
         """Arm the timers of a rule coming out of suspension (`advance` dropped all but its
         schedule meanwhile), as `restore` does after a restart; a timer that was not dropped finds
         its state moved on and does nothing."""
+        self._rearm_states(rr)
+        for k in [k for k in self._nodata_seen if k[0] == rr.id]:
+            del self._nodata_seen[k]  # the next reading starts the dead-man watch again
+
+    def _rearm_states(self, rr: RuleRuntime) -> None:
+        """Push the timers of the rule's pending `for:`s and active repeats."""
         for key, st in rr.states.items():
             if st.phase == "pending" and st.since is not None:
                 self._push(st.since + rr.for_s, rr.id, key, "for")
             elif st.phase == "active" and rr.rule.notify == "repeat" and st.last_notified is not None:
                 self._push(st.last_notified + rr.every, rr.id, key, "repeat")
-        for k in [k for k in self._nodata_seen if k[0] == rr.id]:
-            del self._nodata_seen[k]  # the next reading starts the dead-man watch again
 
     def _time(self, rr: RuleRuntime) -> None:
         """Time the rule's expressions that have size-dependent operations (see the module
@@ -562,6 +566,43 @@ class Engine:
         for rr in skipped:
             self._next_schedule(rr, until)
         return [rr.id for rr in skipped]
+
+    def shift_timers(self, step: float) -> int:
+        """Move by `step` seconds what measures a duration on the wall clock: each pending
+        `for:`'s start, each active repeat's last notification, each dead-man watch's last good
+        reading, and their timers. The wall clock was stepped by that much (NTP, a hand set) and no
+        real time passed: a `for: 15s` still needs 15 s of holding, and a step of an hour neither
+        fires it at once nor, backwards, holds it an hour. Schedules are times of the day and
+        stay (a forward step's are `skip_schedules`). Returns how many keys moved."""
+        if not step:
+            return 0
+        moved = 0
+        # `for:` and repeat timers are pushed again from their moved states, so that a timer's
+        # deadline is exactly what `advance` compares it with
+        timers = [
+            (deadline + step, n, rid, key, kind) if kind == "no_data" else (deadline, n, rid, key, kind)
+            for deadline, n, rid, key, kind in self._timers
+            if kind in ("schedule", "no_data")
+        ]
+        heapq.heapify(timers)
+        self._timers = timers
+        for rr in self.rules.values():
+            for key, st in rr.states.items():
+                if st.phase == "pending" and st.since is not None:
+                    st.since += step
+                elif st.phase == "active" and rr.rule.notify == "repeat" and st.last_notified is not None:
+                    st.last_notified += step
+                else:
+                    continue
+                moved += 1
+                self.dirty.add((rr.id, key))
+            if rr.rule.enabled and rr.id not in self.suspended:
+                self._rearm_states(rr)  # a suspended rule's are armed when it is saved again
+        seen = self._nodata_seen
+        for k in seen:
+            seen[k] += step
+        self.now += step
+        return moved + len(seen)
 
     def _next_schedule(self, rr: RuleRuntime, deadline: float) -> None:
         for cron in rr.schedules:

@@ -3,13 +3,25 @@
 - `notify: repeat` runs at most one repeat it missed (the gateway stopped, the clock stepped
   forward), not every one of them at once; a replay still runs each at its deadline, as the live
   timers sent them.
+- A step of the wall clock (NTP, a hand set) moves neither a `for:` duration, nor a repeat's
+  `every`, nor a `no_data` period: the rules component measures the step against the monotonic
+  clock and moves those timers with it. Driven by a wall and a monotonic clock the test sets, in
+  a running gateway.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from edge.model import Reading
+from edge.runtime import Runtime
+from rules.component import RulesComponent
+from tests.core.test_clock_runtime import Clocks
 from tests.rules.helpers import engine, r, run
+from tests.support.site import load
 
 REPEAT = {
     "id": "rep",
@@ -49,3 +61,103 @@ def test_a_replay_runs_each_repeat_at_its_deadline() -> None:
     e = engine(REPEAT)
     run(e, r(1000.0, "tank.level", 80))
     assert [f.ts for f in e.advance(1020.0)] == [1005.0, 1010.0, 1015.0, 1020.0]
+
+
+HIGH_FOR_15S = {
+    "id": "high",
+    "when": "tank.level",
+    "if": "value > 50",
+    "for": "15s",
+    "then": [{"alert": "tank high {value}"}],
+}
+SILENT_10M = {
+    "id": "silent",
+    "when": [{"no_data": "tank.level", "for": "10m"}],
+    "then": [{"alert": "tank silent"}],
+}
+
+
+@contextlib.asynccontextmanager
+async def _gateway(tmp_path: Path, clocks: Clocks, *docs: dict[str, Any]) -> AsyncIterator[Any]:
+    rt = Runtime(
+        load(tmp_path, {"clock": {"trust_unsynced": True}}),
+        clock=lambda: clocks.wall,
+        clock_sample=clocks.sample,
+        clock_sync=clocks.sync,
+        with_web=False,
+    )
+    await rt.start()
+    try:
+        rules = rt.component(RulesComponent)
+        assert rules is not None
+        for doc in docs:
+            rules.put(doc, "test")
+        yield rt, rules
+    finally:
+        await rt.stop()
+
+
+def _pass(clocks: Clocks, seconds: float) -> None:
+    """Real time passing: both clocks move."""
+    clocks.wall += seconds
+    clocks.mono += seconds
+
+
+def _level(rt: Runtime, clocks: Clocks, value: float, point: str = "tank.level") -> None:
+    rt.hub.ingest([Reading(clocks.wall, point, value)])
+
+
+async def test_a_forward_step_does_not_fire_a_pending_for(tmp_path: Path) -> None:
+    clocks = Clocks()
+    async with _gateway(tmp_path, clocks, HIGH_FOR_15S) as (rt, rules):
+        _level(rt, clocks, 80)
+        _pass(clocks, 3)
+        _level(rt, clocks, 80)
+        clocks.wall += 3600  # stepped an hour ahead, 3 s into the 15 s
+        _level(rt, clocks, 80)
+        assert rules.firings == 0
+        assert rules.engine.rules["high"].states["tank.level"].phase == "pending"
+        assert rules.engine.next_deadline() == clocks.wall + 12
+        _pass(clocks, 12)
+        _level(rt, clocks, 80)
+        assert rules.firings == 1
+        assert rules.engine.rules["high"].states["tank.level"].phase == "active"
+
+
+async def test_a_backward_step_does_not_hold_a_pending_for(tmp_path: Path) -> None:
+    clocks = Clocks()
+    async with _gateway(tmp_path, clocks, HIGH_FOR_15S) as (rt, rules):
+        _level(rt, clocks, 80)
+        _pass(clocks, 5)
+        clocks.wall -= 600  # a fast clock corrected by 10 min, 5 s into the 15 s
+        _level(rt, clocks, 80)
+        assert rules.engine.next_deadline() == clocks.wall + 10
+        _pass(clocks, 10)
+        _level(rt, clocks, 80)
+        assert rules.firings == 1  # 15 s after the condition began, not 10 min later
+
+
+async def test_a_forward_step_does_not_end_a_no_data_period(tmp_path: Path) -> None:
+    clocks = Clocks()
+    async with _gateway(tmp_path, clocks, SILENT_10M) as (rt, rules):
+        _level(rt, clocks, 5)
+        _pass(clocks, 8)
+        clocks.wall += 3600
+        _level(rt, clocks, 1, point="other.point")  # a record stamped after the step
+        assert rules.firings == 0
+        assert rules.engine.next_deadline() == clocks.wall + 600 - 8
+        _pass(clocks, 600 - 8)
+        _level(rt, clocks, 1, point="other.point")
+        assert rules.firings == 1
+
+
+async def test_a_forward_step_runs_no_repeat(tmp_path: Path) -> None:
+    clocks = Clocks()
+    async with _gateway(tmp_path, clocks, REPEAT) as (rt, rules):
+        _level(rt, clocks, 80)
+        assert rules.firings == 1
+        _pass(clocks, 2)
+        clocks.wall += 600
+        _level(rt, clocks, 80)
+        assert rules.firings == 1
+        assert rules.engine.next_deadline() == clocks.wall + 3
