@@ -122,14 +122,18 @@ class RateLimit:
 
 
 class _Flight:
-    """A firing whose actions run in a task: `at` is the index of the action running or next."""
+    """A firing whose actions run in a task: `at` is the index of the action running or next;
+    `first_fired` the time its incident first fired (see `ActionRunner.first_fired`)."""
 
-    __slots__ = ("actions", "at", "firing")
+    __slots__ = ("actions", "at", "firing", "first_fired")
 
-    def __init__(self, firing: Firing, actions: list[tuple[str, Action, bool]]) -> None:
+    def __init__(
+        self, firing: Firing, actions: list[tuple[str, Action, bool]], first_fired: float | None = None
+    ) -> None:
         self.firing = firing
         self.actions = actions
         self.at = 0
+        self.first_fired = first_fired
 
 
 class ActionRunner:
@@ -163,6 +167,8 @@ class ActionRunner:
         #: the devices the site file configures: `set:` writes none of their points, registered or
         #: not yet (a BLE device's default map registers at its first packet)
         self._devices = frozenset(d.id for d in ctx.site.devices)
+        #: (rule id, key) -> when the key's current incident first fired: its repeats name it
+        self._incidents: dict[tuple[str, str], float] = {}
         self._restore_virtual_points()
 
     def _restore_virtual_points(self) -> None:
@@ -210,8 +216,35 @@ class ActionRunner:
             return out
         return []
 
+    def first_fired(self, firing: Firing) -> float | None:
+        """When the incident `firing` belongs to first fired: its own time for a first firing;
+        for a repeat (`notify: repeat`), the first firing's, so that its alert names the alert it
+        repeats and is never taken for a new incident. Called in order for every firing, at
+        dispatch: the engine's state of the key may be gone by the time an action runs (a repeat
+        and a clear in one batch)."""
+        rr = firing.rule
+        if rr.always or firing.kind == "error":
+            return firing.ts if firing.kind == "fired" else None
+        ident = (rr.id, firing.key)
+        if firing.kind == "fired":
+            self._incidents[ident] = firing.ts
+            return firing.ts
+        if firing.kind == "cleared":
+            self._incidents.pop(ident, None)
+            return None
+        first = self._incidents.get(ident)
+        if first is None or first > firing.ts:
+            # first fired before this start: the engine keeps since when the key is active
+            st = rr.states.get(firing.key)
+            first = st.since if st is not None and st.phase == "active" else None
+            if first is None or first > firing.ts:
+                return None
+            self._incidents[ident] = first
+        return first
+
     def dispatch(self, firing: Firing) -> None:
         """Called from the engine's callback: decide synchronously, execute in a task."""
+        first_fired = self.first_fired(firing)
         if firing.kind == "error":
             klass = self._error_class[firing.rule.id] = self._firing_privacy(firing.rule, firing.args)
             payload = {"rule": firing.rule.id, "message": firing.error}
@@ -246,7 +279,7 @@ class ActionRunner:
                     )
                 )
             return
-        flight = _Flight(firing, actions)
+        flight = _Flight(firing, actions, first_fired)
         task = asyncio.get_running_loop().create_task(self._run(flight), name=f"rule:{rid}")
         self._tasks[task] = flight
         task.add_done_callback(self._forget)
@@ -274,6 +307,8 @@ class ActionRunner:
         dropped = self._saved.pop(rule_id, None) is not None or dropped
         self._reads.pop(rule_id, None)
         self._error_class.pop(rule_id, None)
+        for ident in [i for i in self._incidents if i[0] == rule_id]:
+            del self._incidents[ident]
         if dropped:
             self.limits_dirty = True  # written with the next state flush (at the latest at stop)
 
@@ -305,7 +340,7 @@ class ActionRunner:
         for i, (where, action, cleared) in enumerate(flight.actions):
             flight.at = i
             try:
-                await self._execute(firing, where, action, cleared)
+                await self._execute(firing, where, action, cleared, flight.first_fired)
                 self.executed += 1
             except Exception as exc:
                 self._failed(firing, where, exc)
@@ -328,7 +363,9 @@ class ActionRunner:
             return firing.rule.values[where](firing.args)
         return spec.value
 
-    async def _execute(self, firing: Firing, where: str, action: Action, cleared: bool) -> None:
+    async def _execute(
+        self, firing: Firing, where: str, action: Action, cleared: bool, first_fired: float | None = None
+    ) -> None:
         rr = firing.rule
         spec = action.spec
         state = "cleared" if cleared or firing.kind == "cleared" else "fired"
@@ -376,6 +413,11 @@ class ActionRunner:
             kind = "alert" if action.kind == "alert" else str(spec.kind)
             if action.kind == "event":
                 payload = {**spec.payload, **payload}
+            if kind == "alert" and state == "fired":
+                # a repeat is told from a new incident by these two: the KPIs count an incident once
+                payload["repeat"] = firing.kind == "repeat"
+                if first_fired is not None:
+                    payload["first_fired"] = first_fired
             inherited = self._firing_privacy(rr, args)
             if PRIVACY_RANK[inherited] > PRIVACY_RANK[_privacy(payload.get("privacy"))]:
                 # a message can quote what triggered it ("186/124 mmHg"): it is at least as private
@@ -537,7 +579,7 @@ class ActionRunner:
                     cancelled += 1
                     continue
                 try:
-                    await self._execute(firing, where, action, cleared)
+                    await self._execute(firing, where, action, cleared, flight.first_fired)
                     self.executed += 1
                     written += 1
                 except Exception as exc:

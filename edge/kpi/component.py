@@ -343,6 +343,7 @@ class KpiComponent:
                 for b in below[:10]
             )
             more = f" (+{len(below) - 10} more)" if len(below) > 10 else ""
+            fired = self.ctx.clock()
             self.ctx.hub.publish_event(
                 Event(
                     "alert",
@@ -357,8 +358,10 @@ class KpiComponent:
                         "value": len(below),
                         "day": day,
                         "below_target": below,
+                        "repeat": False,
+                        "first_fired": fired,
                     },
-                    self.ctx.clock(),
+                    fired,
                 )
             )
 

@@ -11,6 +11,7 @@ walked one by one, because their order is what the figures are made of.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,8 +107,9 @@ class Fold:
         self.dirty: set[str] = set()
         self._load_day = load_day
         self.only_day = only_day  # a rebuild: nothing is added to any other day
-        #: alert bookkeeping of this chunk: ("fired", seq, ts, source, severity, key) /
-        #: ("ack", acked seq, ts) / ("cleared", source, ts, key); key: `alert_key`
+        #: alert bookkeeping of this chunk: ("fired", seq, ts, source, severity, key, firing) /
+        #: ("ack", acked seq, ts) / ("cleared", source, ts, key); key: `alert_key`, firing:
+        #: `firing_of`
         self.alert_ops: list[tuple[Any, ...]] = []
 
     def _plan(self, plans: Mapping[str, PointPlan]) -> None:
@@ -455,7 +457,8 @@ class Fold:
             if payload.get("state") == "cleared":
                 self.alert_ops.append(("cleared", src, ts, key))
             else:
-                self.alert_ops.append(("fired", seq, ts, src, str(severity or "info"), key))
+                firing = firing_of(payload)
+                self.alert_ops.append(("fired", seq, ts, src, str(severity or "info"), key, *firing))
         elif kind == "alert_ack":
             acked = payload.get("seq")
             if isinstance(acked, int):
@@ -484,6 +487,26 @@ def alert_key(source: str, payload: Mapping[str, Any]) -> str:
         return f"{source}/{payload['day']}"
     point = payload.get("point")
     return f"{source}/{point}" if isinstance(point, str) and point else source
+
+
+#: what a fired `alert` record is (`firing_of`)
+NEW, REPEAT, UNMARKED = "new", "repeat", "unmarked"
+
+
+def firing_of(payload: Mapping[str, Any]) -> tuple[str, float | None]:
+    """What a fired `alert` record is, by the marks the rules engine's alerts carry: (NEW, None)
+    an incident's first firing (`repeat: false`); (REPEAT, the first firing's time or None) a
+    repeat of a `notify: repeat` rule (`repeat: true`, `first_fired`); (UNMARKED, None) a record
+    without `repeat`, as the previous release journaled them, which cannot tell the two apart."""
+    repeat = payload.get("repeat")
+    if repeat is False:
+        return NEW, None
+    if repeat is True:
+        first = payload.get("first_fired")
+        if isinstance(first, int | float) and not isinstance(first, bool) and math.isfinite(first):
+            return REPEAT, float(first)
+        return REPEAT, None
+    return UNMARKED, None
 
 
 def _payload(raw: str | None) -> dict[str, Any]:

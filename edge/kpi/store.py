@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from edge.kpi.engine import NEW, REPEAT
 from edge.state import StateDB
 
 MIGRATIONS = [
@@ -34,6 +35,8 @@ MIGRATIONS = [
     """
 ]
 COMPONENT = "kpi"
+#: seconds within which a repeat's `first_fired` names the time its first firing was journaled at
+SAME_TS = 0.001
 
 
 class KpiStore:
@@ -165,20 +168,47 @@ class KpiStore:
             )
 
 
+def _repeated(conn: Any, seq: int, ts: float, key: str, firing: str, first: float | None, day: str) -> Any:
+    """The alert a fired record repeats (a row), or None when it is an alert of its own.
+
+    A repeat names its first firing: the alert of the same rule and point fired then (whatever
+    became of it since: acknowledged, it is still the same incident); not found (the first firing
+    was never journaled, as when the rate limit dropped it, or its day is no longer kept), it is
+    an alert of its own. An unmarked record (the previous release) joins, as that release counted
+    it, the alert of the same rule and point still neither acknowledged nor cleared, but only one
+    of the same day: a day never loses an alert to an earlier one."""
+    if firing == NEW:
+        return None
+    if firing == REPEAT and first is not None:
+        return conn.execute(
+            "SELECT alert FROM kpi_alerts WHERE akey=? AND fired_ts BETWEEN ? AND ? AND alert < ? "
+            "ORDER BY alert DESC LIMIT 1",
+            (key, first - SAME_TS, first + SAME_TS, seq),
+        ).fetchone()
+    if firing == REPEAT:  # a repeat whose first firing the rules engine could not name
+        return conn.execute(
+            "SELECT alert FROM kpi_alerts WHERE akey=? AND fired_ts <= ? AND alert < ? "
+            "ORDER BY alert DESC LIMIT 1",
+            (key, ts, seq),
+        ).fetchone()
+    return conn.execute(
+        "SELECT alert FROM kpi_alerts WHERE akey=? AND day=? AND ack_ts IS NULL AND cleared_ts IS NULL "
+        "AND alert < ? ORDER BY alert DESC LIMIT 1",
+        (key, day, seq),
+    ).fetchone()
+
+
 def _alert_op(conn: Any, op: tuple[Any, ...], day_of: Any) -> None:
     if op[0] == "fired":
-        _, seq, ts, source, severity, key = op
-        row = conn.execute(
-            "SELECT alert FROM kpi_alerts WHERE akey=? AND ack_ts IS NULL AND cleared_ts IS NULL "
-            "ORDER BY alert DESC LIMIT 1",
-            (key,),
-        ).fetchone()
-        if row is not None:  # fired again while still open: the same alert
+        _, seq, ts, source, severity, key, firing, first = op
+        day = day_of(ts)
+        row = _repeated(conn, seq, ts, key, firing, first, day)
+        if row is not None:  # a repeat: the same alert
             conn.execute("INSERT OR IGNORE INTO kpi_alert_alias(alias, alert) VALUES(?, ?)", (seq, row[0]))
             return
         conn.execute(
             "INSERT OR IGNORE INTO kpi_alerts(alert, day, akey, severity, fired_ts) VALUES(?,?,?,?,?)",
-            (seq, day_of(ts), key, severity, ts),
+            (seq, day, key, severity, ts),
         )
     elif op[0] == "ack":
         _, acked, ts = op
