@@ -12,6 +12,8 @@ An acknowledgement's user and comment are personal data, kept in the state DB (`
 master key they are sealed there, as the journal seals the `alert_ack` event, under the data key
 of the user who acknowledged (`edge.privacy.atrest`): forgetting that user shreds them too, and
 they then read as erased. Rows stored in clear before the key was set are sealed at start.
+An alert is acknowledged once: a second acknowledgement is refused (409, saying the first) and
+neither stored, audited nor journaled.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiohttp import web
@@ -538,13 +542,14 @@ async def ack(request: web.Request) -> web.Response:
     rank = max(PRIVACY_RANK[Privacy.PERSONAL], alert_rank)
     now = time.time()
     stored = await asyncio.to_thread(_stored_ack, state, seq, principal.name, comment, now)
-    with state.lock:
-        state.conn.execute(
+    with state.lock:  # the first acknowledgement stays: a second would erase who, when and why
+        added = state.conn.execute(
             "INSERT INTO ui_acks(seq, user, comment, ts, privacy, sealed) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT(seq) DO UPDATE SET user=excluded.user, comment=excluded.comment, ts=excluded.ts, "
-            "privacy=excluded.privacy, sealed=excluded.sealed",
+            "ON CONFLICT(seq) DO NOTHING",
             (seq, stored[0], stored[1], now, rank, stored[2]),
-        )
+        ).rowcount
+    if not added:
+        await _already_acked(request, runtime, principal, seq)
     # the audit log is kept for good and not sealed: who acknowledged what, not the comment
     audit.record(state, principal.name, "alert_ack", str(seq), kind=kind, commented=bool(comment))
     _journal_ack(runtime, seq, kind, acked, payload, principal.name, comment, RANK_CLASS[rank])
@@ -552,6 +557,43 @@ async def ack(request: web.Request) -> web.Response:
 
 
 RANK_CLASS = {rank: cls for cls, rank in PRIVACY_RANK.items()}
+
+
+async def _already_acked(request: web.Request, runtime: Runtime, principal: Principal, seq: int) -> None:
+    """Refuse a second acknowledgement of alert `seq` (409), saying the first as the caller may
+    read it (who up to their class, counted as read; else only when), under `ack`."""
+    record: dict[str, Any] = {"seq": seq}
+    counts: privacy.ReadCounts = Counter()
+    acks = await asyncio.to_thread(_acks_for, _state(runtime), [seq])
+    _shown_acks(principal, [record], acks, counts)
+    first = record["ack"] or {}
+    await privacy.audit_reads(runtime, principal, _route(request), counts)
+    at = _site_time(runtime, first.get("ts"))
+    if "user" in first:
+        raise Problem(
+            409,
+            "Already acknowledged",
+            f"alert {seq} was acknowledged by {first['user']} at {at}; the first acknowledgement stays",
+            message_key="msg.alert.already_acked",
+            args={"user": first["user"], "at": at},
+            ack=first,
+        )
+    raise Problem(
+        409,
+        "Already acknowledged",
+        f"alert {seq} was acknowledged at {at}; the first acknowledgement stays",
+        message_key="msg.alert.already_acked_at",
+        args={"at": at},
+        ack=first,
+    )
+
+
+def _site_time(runtime: Runtime, ts: Any) -> str:
+    """Epoch seconds as the site's local time (its timezone's name after it), for a message."""
+    if not isinstance(ts, int | float):
+        return "?"
+    zone = runtime.site.site.timezone
+    return f"{datetime.fromtimestamp(ts, ZoneInfo(zone)):%Y-%m-%d %H:%M:%S} ({zone})"
 
 
 def _journal_ack(

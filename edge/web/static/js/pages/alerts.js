@@ -3,7 +3,7 @@
 // of the same line grouped; older events a page at a time (the server pages by seq). Only alerts
 // are acknowledged. A camera's `snapshot` event shows a thumbnail of its blob that opens the full
 // image in a new tab.
-import { api, badge, can, dialog, errorBox, fmt, fmtTime, h, state, t, table } from '../core.js';
+import { api, ApiError, badge, can, dialog, errorBox, fmt, fmtTime, h, problemText, state, t, table } from '../core.js';
 
 const SEV = { critical: 'bad', warning: 'warn', info: 'info', debug: 'muted' };
 const PAGE = 100;
@@ -224,7 +224,15 @@ export async function render(view, _params, query) {
     try {
       await api('POST', `/api/v1/alerts/${e.seq}/ack`, { comment: v.comment || '' });
       await load(false);
-    } catch (err) { showError(err); }
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 409 && err.body.ack)) { showError(err); return; }
+      // acknowledged meanwhile from elsewhere: the row shows that first acknowledgement, which
+      // stays, and the message says who and when (in the site's zone, as the table does)
+      e.ack = err.body.ack;
+      draw();
+      const body = { ...err.body, args: { ...(err.body.args || {}), at: fmtTime(e.ack.ts) } };
+      list.prepend(h('div', { class: 'error', role: 'alert', id: 'ack-refused' }, problemText(body, err.status)));
+    }
   }
 
   await load(false);
