@@ -164,6 +164,10 @@ class KpiComponent:
                 last_ts = self.fold.state["last_ts"] or now
                 self.fold.advance(min(now, max(last_ts, now - STALE_S)), overdue_until=now - STALE_S)
                 if trusted:  # an untrusted clock's midnight may be hours or years from the real one
+                    if self.fold.alert_ops and self._due_to_close(now):
+                        # a day's figures read its alerts from the store: the alerts and the
+                        # acknowledgements this step folded (a backlog) must be there first
+                        await self._commit(now)
                     closed = self._close_days(now)
             # a day is marked closed and due upstream in one transaction; its kpi_daily goes
             # into the journal after, so a crash in between sends it at the next start
@@ -284,12 +288,19 @@ class KpiComponent:
                     self.fold.dirty.add(day)
 
     # ------------------------------------------------------------ closing a day
-    def _close_days(self, now: float) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
+    def _due_to_close(self, now: float) -> list[str]:
+        """The days not closed yet whose end was `close_after` or more before `now`."""
+        due = []
         for day in sorted(set(self.store.open_days()) | set(self.fold.days)):
             _start, end = self.cal.bounds_of(day)
-            if now < end + self.config.close_after or self._is_closed(day):
-                continue
+            if now >= end + self.config.close_after and not self._is_closed(day):
+                due.append(day)
+        return due
+
+    def _close_days(self, now: float) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for day in self._due_to_close(now):
+            _start, end = self.cal.bounds_of(day)
             gw = self.fold.state["gw"]
             if gw is not None and gw[1] < end:
                 self.fold.advance(end)

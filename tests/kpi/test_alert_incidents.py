@@ -157,6 +157,12 @@ async def test_a_repeat_after_a_restart_names_the_first_firing_of_before(tmp_pat
     assert [r["alert"] for r in rows] == [fired[0]["seq"]]
 
 
+def sent(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """The alert figures of each `kpi_daily` journaled, by day."""
+    daily = (r for r in rt.journal.tail(500) if r["type"] == "event" and r["kind"] == "kpi_daily")
+    return {r["payload"]["day"]: r["payload"]["alerts"] for r in daily}
+
+
 def shown(comp: KpiComponent, day: str) -> dict[str, Any]:
     """A day's alert figures as `edge kpi show` and the API read them from the store."""
     found = comp.store.day(day)
@@ -172,7 +178,7 @@ def local(day: dt.date, hour: int) -> float:
 async def test_an_incident_two_days_later_is_that_days_alert(tmp_path: Path, marked: bool) -> None:
     """One rule fires on day 1 and on day 3; day 3's alert is acknowledged after 60 s. Marked as
     the rules engine journals them now, or unmarked as the previous release did, day 3 counts its
-    own alert and day 1's stays unacknowledged."""
+    own alert and day 1's stays unacknowledged, in the stored figures and in each `kpi_daily`."""
     site_id = "kpi-days"
     doc = {
         "site": {"id": site_id, "name": "KPI", "timezone": TZ},
@@ -205,10 +211,12 @@ async def test_an_incident_two_days_later_is_that_days_alert(tmp_path: Path, mar
         comp = rt.component(KpiComponent)
         assert comp is not None
         await comp.step()
+        await until(lambda: day3.isoformat() in sent(rt), what="day 3's kpi_daily")
+        daily = sent(rt)
         stored = {day: shown(comp, day) for day in (day1.isoformat(), day3.isoformat())}
     finally:
         await rt.stop()
-    for figures in (stored,):
+    for figures in (daily, stored):
         first, last = figures[day1.isoformat()], figures[day3.isoformat()]
         assert first["count"] == 1 and first["acknowledged"] == 0 and first["ack_mean_s"] is None
         assert first["not_acked_within_target"] == {"warning": 1}
