@@ -5,7 +5,9 @@ Beside the English `title` and `detail`, a problem people meet in the UI carries
 object of key -> template with `{arg}` placeholders) in the reader's language. A raiser names the
 key (`Problem(..., message_key="rules.not_found", args={"id": ...})`); a problem raised without
 one gets the key its title has in `TITLE_KEYS`, with its numeric and text extra fields as args
-(`retry_after`, `max_bytes`)."""
+(`retry_after`, `max_bytes`); for a title in `REASON_TITLES` the `detail` is the device's or
+driver's own reason ("cannot connect to 127.0.0.1:502 (tcp)") and is the arg `reason` too, since
+without it the message says only that something failed."""
 
 from __future__ import annotations
 
@@ -59,6 +61,9 @@ TITLE_KEYS: dict[str, str] = {
     "Dry run failed": "msg.rules.dry_run_failed",
 }
 
+#: titles whose `detail` is the reason a device or driver gave, passed to the message as `reason`
+REASON_TITLES = frozenset({"Device did not answer", "Read failed"})
+
 
 def problem(
     status: int,
@@ -79,8 +84,9 @@ def problem(
         plain = {
             k: v for k, v in extra.items() if isinstance(v, str | int | float) and not isinstance(v, bool)
         }
+        reason = {"reason": detail} if title in REASON_TITLES and message_key is None else {}
         body["message_key"] = key
-        body["args"] = {**plain, **(args or {})}
+        body["args"] = {**plain, **reason, **(args or {})}
     return web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM, headers=headers)
 
 
