@@ -157,6 +157,46 @@ async def test_a_repeat_after_a_restart_names_the_first_firing_of_before(tmp_pat
     assert [r["alert"] for r in rows] == [fired[0]["seq"]]
 
 
+async def test_a_repeat_of_a_first_firing_never_journaled_is_an_alert_of_its_own(tmp_path: Path) -> None:
+    """The rate limit can drop an incident's first firing and let its repeat through: the repeat
+    names a first firing the KPIs do not hold, and counts as the incident's alert instead of
+    joining the incident before it. A repeat that names no first firing joins the newest alert."""
+    clock = noon_clock()
+    doc = {"site": {"id": "kpi-dropped", "name": "KPI", "timezone": TZ}, "kpi": {"interval": "1h"}}
+    rt = Runtime(load(tmp_path, {**doc, "devices": []}), clock=clock, with_web=False)
+    await rt.start()
+    try:
+        now = clock()
+        t1, t2 = now - 100.0, now - 50.0
+
+        def fired(ts: float, repeat: bool, first: float | None) -> Event:
+            payload: dict[str, Any] = {"rule": "high", "name": "v high", "state": "fired", "message": "high"}
+            payload |= {"point": "ctl.v", "value": 80.0, "repeat": repeat}
+            if first is not None:
+                payload["first_fired"] = first
+            return Event("alert", "high", Severity.WARNING, payload, ts)
+
+        # incident 1 and its repeat; incident 2's first firing dropped, its repeats journaled
+        for event in (fired(t1, False, t1), fired(t1 + 10, True, t1), fired(t2 + 10, True, t2)):
+            rt.hub.publish_event(event)
+        rt.hub.publish_event(fired(t2 + 20, True, None))
+        seqs = [a["seq"] for a in await journaled_alerts(rt, 4, "four alert records")]
+        rt.hub.publish_event(ack("kpi-dropped", seqs[3], t2 + 25))
+        await rt.journal.flush()
+        comp = rt.component(KpiComponent)
+        assert comp is not None
+        await comp.step()
+        figures = comp.today()
+        rows = {r["alert"]: r for r in comp.store.alerts_of(figures["day"])}
+    finally:
+        await rt.stop()
+    assert sorted(rows) == [seqs[0], seqs[2]]
+    assert rows[seqs[2]]["fired_ts"] == t2 + 10 and rows[seqs[2]]["ack_ts"] == t2 + 25
+    assert rows[seqs[0]]["ack_ts"] is None
+    a = figures["alerts"]
+    assert a["count"] == 2 and a["acknowledged"] == 1 and a["ack_mean_s"] == pytest.approx(15.0, abs=1e-3)
+
+
 def sent(rt: Runtime) -> dict[str, dict[str, Any]]:
     """The alert figures of each `kpi_daily` journaled, by day."""
     daily = (r for r in rt.journal.tail(500) if r["type"] == "event" and r["kind"] == "kpi_daily")
