@@ -1,5 +1,6 @@
 """Buffer health: rows, bytes, per-cursor backlog and oldest unsent age, ingest rate, time until
-full, drop counters and write errors — what `edge buffer stats` and `/api/v1/status` show.
+full, drop counters, write errors and failing retention — what `edge buffer stats` and
+`/api/v1/status` show.
 
 Whether the journal is writing right now (`disk_full`, `recovering`, `failing`) is known to the
 writer alone: in its own process it is read from the journal, in another one (`edge buffer stats`)
@@ -50,6 +51,8 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
             "peak_wal_bytes": journal.peak_wal_bytes,
             "last_recovery": journal.last_recovery,
             "retention_paused": journal.retention_paused,
+            "retention_failures": journal.retention_failures,
+            "retention_failing": journal.retention_problem,
         }
     else:
         published = space.read_status(journal.path)
@@ -65,6 +68,8 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
             "peak_wal_bytes": (published or {}).get("peak_wal_bytes"),
             "last_recovery": (published or {}).get("last_recovery"),
             "retention_paused": (published or {}).get("retention_paused"),
+            "retention_failures": int((published or {}).get("retention_failures") or 0),
+            "retention_failing": _retention_failing(published),
         }
     free = space.free_bytes(journal.path)
     state["free_bytes"] = free
@@ -75,6 +80,18 @@ def writer_state(journal: Journal, storage: StorageConfig) -> dict[str, Any]:
         if not state["last_error"]:
             state["last_error"] = f"disk full: {free} bytes free, {reserve} reserved for the journal"
     return state
+
+
+def _retention_failing(published: dict[str, Any] | None) -> str | None:
+    """The running writer's `Journal.retention_problem`, from the state it published."""
+    error = (published or {}).get("retention_error")
+    if not error:
+        return None
+    failures = int((published or {}).get("retention_failures") or 0)
+    return (
+        f"journal retention failing ({failures} failed steps since the start): {error}; records past "
+        "their retention are not deleted"
+    )
 
 
 def effective_limit(

@@ -269,6 +269,10 @@ class Journal(JournalQueries):
         self.clock_trust = clock_trust
         self.clock_tolerance = clock_tolerance
         self.retention_paused: str | None = None  # why age-based deletion is on hold, for people
+        # retention steps that failed since the start, and the last one's error while they still
+        # fail: records past their retention are then kept (health, /healthz, /metrics say so)
+        self.retention_failures = 0
+        self.retention_error: str | None = None
         self._paused_at: float | None = None  # monotonic time of the (latest) jump
         self._paused_since: float | None = None  # monotonic time the pause began
         self._last_pass: ClockSample | None = None
@@ -363,7 +367,13 @@ class Journal(JournalQueries):
         self._tight = False
         self._step_room: space.Room | None = None  # measured before the step, used by its commit
         self._published = 0.0
-        self._published_flags: tuple[bool, bool, bool, str | None] = (False, False, False, None)
+        self._published_flags: tuple[bool, bool, bool, str | None, str | None] = (
+            False,
+            False,
+            False,
+            None,
+            None,
+        )
         self.committed_rows = 0  # since open
         self.flushes = 0  # transactions that inserted records, since open
         self.counters: dict[str, int] = dict.fromkeys((*COUNTERS, DROPPED_UNWRITABLE, INTS_AS_FLOATS), 0)
@@ -469,6 +479,17 @@ class Journal(JournalQueries):
         if self.failing:
             return f"journal commits failing: {self.last_error or 'cause unknown'}"
         return None
+
+    @property
+    def retention_problem(self) -> str | None:
+        """Why records past their retention are not being deleted, for health checks: the last
+        retention step failed (a damaged page, an I/O error); None while it succeeds."""
+        if self.retention_error is None:
+            return None
+        return (
+            f"journal retention failing ({self.retention_failures} failed steps since the start): "
+            f"{self.retention_error}; records past their retention are not deleted"
+        )
 
     async def close(self) -> None:
         """Flush everything pending, stop the writer, close connections."""
@@ -1116,7 +1137,7 @@ class Journal(JournalQueries):
     def _publish(self, force: bool = False) -> None:
         """The writer's state for other processes; the backlog figure at most every 0.2 s."""
         now = time.monotonic()
-        flags = (self.disk_full, self.recovering, self.failing, self.retention_paused)
+        flags = (self.disk_full, self.recovering, self.failing, self.retention_paused, self.retention_error)
         if not force and flags == self._published_flags and now - self._published < PUBLISH_INTERVAL_S:
             return
         self._published, self._published_flags = now, flags
@@ -1134,6 +1155,8 @@ class Journal(JournalQueries):
                 "peak_wal_bytes": self.peak_wal_bytes if troubled else None,
                 "last_recovery": self.last_recovery,
                 "retention_paused": self.retention_paused,
+                "retention_failures": self.retention_failures,
+                "retention_error": self.retention_error,
             }
         )
 
@@ -1643,8 +1666,20 @@ class Journal(JournalQueries):
                 w.execute("ROLLBACK")
             if snapshots:  # the files are gone: count them with the next commit
                 self._count("snapshots_expired", snapshots)
-            log.warning("journal retention step failed: %s", exc)
+            self.retention_failures += 1
+            self.retention_error = str(exc)
+            self._publish()
+            log.warning(
+                "journal retention step failed (%d since the start): %s; records past their "
+                "retention are kept until it succeeds",
+                self.retention_failures,
+                exc,
+            )
             return
+        if self.retention_error is not None:
+            log.warning("journal retention works again after %d failed steps", self.retention_failures)
+            self.retention_error = None
+            self._publish()
         self.counters["rows"] -= deleted + expired
         self.counters["retention_deleted"] += deleted
         self.counters["retention_expired"] += expired
