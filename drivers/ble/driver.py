@@ -5,6 +5,8 @@ is decoded; a packet id seen twice in a row is the same packet again (BlueZ re-r
 data with every RSSI change) and is dropped; objects become readings of the mapped points (or, with
 no `points:`, of a point named after each object, added as they appear). Garbage, unknown
 objects and encrypted packets are counted, never raised: the device is degraded with the reason.
+An encrypted packet whose counter does not grow is a replay, refused and counted the same way; a
+restarted counter is believed only after RESET_AFTER packets with distinct, growing counters.
 
 `mode: gatt`: when the instrument advertises (a cuff or a scale wakes up for a measurement), the
 driver connects, subscribes to the measurement characteristics of its `services:` and turns each
@@ -85,6 +87,7 @@ COUNTERS = (
     "encrypted",  # encrypted packets that could not be decrypted (no bind key, or a wrong one; Eddystone eTLM)
     "unsupported",  # beacon frames of a kind no decoder reads (Eddystone EID)
     "replayed",  # encrypted packets whose counter did not move forward: dropped
+    "counter_restarts",  # encrypted sensors believed to have restarted their counter (a new battery)
     "over_rate",  # advertisements beyond max_adverts_per_second in a second: dropped unread
     "measurements",  # GATT measurements turned into events
     "bad_measurements",  # GATT indications without a usable value (NaN, 0xFFFF, too short)
@@ -138,7 +141,10 @@ class BleDriver(BaseDriver):
         self.last_values: dict[str, Value] = {}
         self.last_packet_id: int | None = None
         self.last_counter: int | None = None  # encrypted packets: the newest counter accepted
-        self._behind = 0  # authentic packets in a row with an older counter (a sensor reset?)
+        self._last_sealed = b""  # ...and that packet as sent: BlueZ reports it again, not a replay
+        # a restart candidate: the counter of the last authentic packet below `last_counter` and
+        # how many such packets in a row had distinct, growing counters (a sensor reset?)
+        self._restart = (0, 0)
         self.key = _bind_key(device)
         self.connected = False
         self._scanner: SharedScanner | None = None
@@ -346,8 +352,13 @@ class BleDriver(BaseDriver):
         except bthome.BTHomeError as exc:
             self._bad("garbage", f"bad BTHome data {bytes(data[:24]).hex(' ')}: {exc}")
             return
-        if packet.counter is not None and not self._counter_moves_on(packet.counter):
-            return
+        if packet.counter is not None:
+            if packet.counter == self.last_counter and bytes(data) == self._last_sealed:
+                self.counters["duplicates"] += 1  # the packet accepted last, reported again
+                return
+            if not self._counter_moves_on(packet.counter):
+                return
+            self._last_sealed = bytes(data)
         if packet.packet_id is not None:
             if packet.packet_id == self.last_packet_id:
                 self.counters["duplicates"] += 1
@@ -401,14 +412,32 @@ class BleDriver(BaseDriver):
         self.ctx.register_points([info])
 
     def _counter_moves_on(self, counter: int) -> bool:
-        """Replay protection for encrypted packets: the counter must grow. A sensor whose counter
-        restarted (new battery) is believed after RESET_AFTER authentic packets in a row."""
-        if self.last_counter is not None and counter <= self.last_counter:
-            self._behind += 1
-            if self._behind < RESET_AFTER:
-                self.counters["replayed"] += 1
+        """Replay protection for encrypted packets: the counter must grow; a packet whose counter
+        does not is refused, counted and degrades the device. A sensor whose counter restarted
+        (new battery) is believed after RESET_AFTER authentic packets in a row with distinct,
+        growing counters: one recorded packet sent again and again never passes for a restart."""
+        last = self.last_counter
+        if last is not None and counter <= last:
+            previous, run = self._restart
+            run = run + 1 if run and counter > previous else 1
+            self._restart = (counter, run)
+            if run < RESET_AFTER:
+                self._bad(
+                    "replayed",
+                    f"encrypted BTHome packet refused as a replay: its counter {counter} is not "
+                    f"above {last}, the last accepted",
+                )
                 return False
-        self._behind = 0
+            self.counters["counter_restarts"] += 1
+            self.log.warning(
+                "%s: BTHome counter restarted at %d (was %d): believed after %d packets with "
+                "growing counters",
+                self._heard_as(),
+                counter,
+                last,
+                RESET_AFTER,
+            )
+        self._restart = (0, 0)
         self.last_counter = counter
         return True
 
