@@ -193,6 +193,10 @@ class Plugin:
     #: those of `sections` a reload (SIGHUP) applies at once: the component's `reload()` re-reads
     #: them; a change to any other section is reported as needing a restart
     live_sections: tuple[str, ...] = ()
+    #: those of `sections` a reload applies in part -> the keys it applies (the component's
+    #: `reload()` reads them from the section in force); a change to any other key of the section
+    #: is reported as `section.key` needing a restart
+    live_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: builds the feature's component for a site from the runtime's narrow context (journal, hub,
     #: state, clock, capabilities of the devices...), or None when the site does not use it
     component: Callable[[ComponentContext], Component | None] | None = None
@@ -320,6 +324,10 @@ class Registry:
 
     def live_section_keys(self) -> set[str]:
         return {k for p in self.plugins for k in p.live_sections}
+
+    def live_keys(self) -> dict[str, tuple[str, ...]]:
+        """Every plugin section a reload applies in part -> the keys it applies (`Plugin.live_keys`)."""
+        return {sec: keys for p in self.plugins for sec, keys in p.live_keys.items()}
 
     def with_hook(self, hook: str) -> list[Plugin]:
         """Plugins that define `hook` and whose modules are installed, in order."""

@@ -5,7 +5,8 @@ SIGHUP re-reads the site file (in a thread: a large file does not stall the loop
 does not validate, or that `edge check` refuses (a file it names that cannot be read, a rule pack
 that does not compile), is reported and changes nothing. What a reload applies is listed here
 (LIVE_KEYS, a plugin's `live_sections`): device changes (changed devices restart, removed ones
-stop, new ones start), `site.name`, `privacy.retention`, `rules`. Every other change waits for a
+stop, new ones start), `site.name`, `privacy.retention`, the `rules` keys its plugin lists in
+`live_keys` (not `enabled` nor `packs`). Every other change waits for a
 restart: the keys are named in the log, the STATUS line and the status (`restart_pending`), and
 what runs, the reported site id and the config hash stay those of the file in force until then.
 A reload that fails anyway is logged, READY=1 is sent again and the next SIGHUP is still heard.
@@ -94,9 +95,10 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
     old = rt.site
     plugins = registry()
     live = plugins.live_section_keys()
+    partly = plugins.live_keys()
     # rt.site keeps what is in force of everything a reload does not apply: compared with the new
     # file, this is every change still waiting for a restart, those of earlier reloads included
-    needs_restart = restart_keys(old, new, plugins.section_keys() - live)
+    needs_restart = restart_keys(old, new, plugins.section_keys() - live - set(partly), partly)
     applied = [
         *(
             f"{key}.{name}"
@@ -105,6 +107,12 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
             if _key(old, key, name) != _key(new, key, name)
         ),
         *sorted(key for key in live if _section(old, key) != _section(new, key)),
+        *(
+            f"{key}.{name}"
+            for key, names in sorted(partly.items())
+            for name in names
+            if _plugin_key(old, key, name) != _plugin_key(new, key, name)
+        ),
     ]
     before, after = _dump(old.devices), _dump(new.devices)
     changed = [i for i in after if i in before and after[i] != before[i]]
@@ -119,6 +127,12 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
         setattr(rt.site, key, in_force.model_copy(update={n: getattr(getattr(new, key), n) for n in names}))
     rt.apply_retention()
     rt.site.sections.update({k: v for k, v in new.sections.items() if k in live})
+    for key, names in partly.items():  # the live keys of the new file over what is in force
+        if any(_plugin_key(old, key, n) != _plugin_key(new, key, n) for n in names):
+            section = _plugin_section(new, key)
+            rt.site.sections[key] = _plugin_section(old, key).model_copy(
+                update={n: getattr(section, n) for n in names}
+            )
     if not needs_restart:  # what runs is now the new file: its hash is the one to report
         rt.site.raw = new.raw
     rt.restart_pending = needs_restart
@@ -147,21 +161,38 @@ async def reload(rt: Runtime, path: str, check: SiteCheck | None = None) -> list
     return needs_restart
 
 
-def restart_keys(old: Site, new: Site, plugin_sections: set[str]) -> list[str]:
+def restart_keys(
+    old: Site, new: Site, plugin_sections: set[str], partly: dict[str, tuple[str, ...]] | None = None
+) -> list[str]:
     """What differs between the site in force (`old`) and the file (`new`) that only a restart
     applies: whole sections (RESTART_SECTIONS, then `plugin_sections`: those whose plugin does not
-    apply them live) and `section.key` for the keys of a partly live section (LIVE_KEYS) that
-    a reload leaves alone."""
+    apply them live) and `section.key` for the keys of a partly live section (LIVE_KEYS, and
+    `partly`: a plugin's section -> the keys a reload applies) that a reload leaves alone."""
     out = [key for key in RESTART_SECTIONS if _section(old, key) != _section(new, key)]
     for key, names in LIVE_KEYS.items():
         model: BaseModel = getattr(old, key)
         waiting = sorted(set(type(model).model_fields) - set(names))
         out += [f"{key}.{n}" for n in waiting if _key(old, key, n) != _key(new, key, n)]
-    return out + [key for key in sorted(plugin_sections) if _section(old, key) != _section(new, key)]
+    out += [key for key in sorted(plugin_sections) if _section(old, key) != _section(new, key)]
+    for key, names in sorted((partly or {}).items()):
+        waiting = sorted(set(type(_plugin_section(old, key)).model_fields) - set(names))
+        out += [f"{key}.{n}" for n in waiting if _plugin_key(old, key, n) != _plugin_key(new, key, n)]
+    return out
 
 
 def _key(site: Site, section: str, name: str) -> Any:
     value = getattr(getattr(site, section), name)
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _plugin_section(site: Site, key: str) -> BaseModel:
+    """A plugin's section as the site gives it, or its defaults where the file leaves it out."""
+    value = site.sections.get(key)
+    return value if value is not None else registry().section(key).model_validate({})
+
+
+def _plugin_key(site: Site, section: str, name: str) -> Any:
+    value = getattr(_plugin_section(site, section), name)
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 

@@ -176,6 +176,16 @@ class RulesComponent:
         self._after(self.engine.advance(now))
         self._reload_timer = asyncio.get_running_loop().call_later(RELOAD_INTERVAL, self._reload_tick)
 
+    async def reload(self) -> None:
+        """The site file was reloaded: the keys of `rules:` a reload applies (the plugin's
+        `live_keys`: where webhooks may post, their timeout and retries, the action budget, the
+        window limits) are read from the section now in force, by the actions at their next run and
+        by the next save; `enabled` and `packs` wait for a restart (named in `restart_pending`)."""
+        config = self.ctx.site.sections.get("rules")
+        if isinstance(config, RulesConfig) and config is not self.config:
+            self.config = config
+            self.actions.config = config
+
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()

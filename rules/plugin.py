@@ -44,7 +44,17 @@ def check_rule_packs(site: Site) -> list[str]:
 PLUGIN = Plugin(
     name="rules",
     sections={"rules": lazy_value("rules.config:RulesConfig")},
-    live_sections=("rules",),
+    # what the engine reads at each action or save; `enabled` and `packs` take effect at a start
+    live_keys={
+        "rules": (
+            "webhook_allow",
+            "webhook_timeout",
+            "webhook_retries",
+            "max_actions_per_minute",
+            "window_backfill_rows",
+            "window_memory_mb",
+        )
+    },
     component=lazy("rules.component:create"),
     routes=lazy("rules.api:setup"),
     openapi=lazy("rules.openapi:paths"),

@@ -169,8 +169,9 @@ def test_a_web_port_in_use_is_a_clear_error_and_exit_1(tmp_path: Path) -> None:
 
 
 async def test_a_reload_applies_live_sections_and_names_the_ones_that_need_a_restart(tmp_path: Path) -> None:
-    """Which plugin sections a reload applies comes from the plugins (`live_sections`): `rules:`
-    is re-read at once by its component; `modbus_server:` (no live section) is named for a restart."""
+    """Which plugin sections a reload applies comes from the plugins (`live_sections`, `live_keys`):
+    `rules:` in part (its packs are imported at a start, so `rules.packs` waits for one);
+    `modbus_server:` (nothing live) is named for a restart."""
     from edge.config import load_site
     from edge.runtime import Runtime
     from edge.service import reload
@@ -194,8 +195,8 @@ async def test_a_reload_applies_live_sections_and_names_the_ones_that_need_a_res
         data["rules"] = {"packs": ["b.yaml"]}
         data["modbus_server"]["points"][0]["address"] = 10
         config.write_text(yaml.safe_dump(data), encoding="utf-8")
-        assert await reload(rt, str(config)) == ["modbus_server"]
-        assert list(rt.site.sections["rules"].packs) == ["b.yaml"]  # type: ignore[attr-defined]
+        assert await reload(rt, str(config)) == ["modbus_server", "rules.packs"]
+        assert list(rt.site.sections["rules"].packs) == ["a.yaml"]  # type: ignore[attr-defined]
     finally:
         await rt.stop()
 
