@@ -249,6 +249,7 @@ class RulesComponent:
             "evaluations": self.engine.evaluations,
             "firings": self.firings,
             "schedules_skipped": self.schedules_skipped,
+            "timers_moved": self.timers_moved,
             "actions_executed": self.actions.executed,
             "actions_failed": self.actions.failed,
             "actions_cancelled": self.actions.cancelled,  # not done: the gateway stopped (grace over)

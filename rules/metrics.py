@@ -16,6 +16,7 @@ RULE_EVAL_KEYS = ("evaluations", "evaluated", "evals", "rule_evaluations")
 RULE_COUNTERS = (
     "firings",
     "schedules_skipped",
+    "timers_moved",
     "actions_executed",
     "actions_failed",
     "actions_cancelled",

@@ -118,6 +118,12 @@ async def test_a_forward_step_does_not_fire_a_pending_for(tmp_path: Path) -> Non
         assert rules.firings == 0
         assert rules.engine.rules["high"].states["tank.level"].phase == "pending"
         assert rules.engine.next_deadline() == clocks.wall + 12
+        # counted, and exported as a counter for rate()
+        assert rules.status()["timers_moved"] == 1
+        exported = {
+            (m.name, s.labels.get("counter")): s.value for m in rules.collect_metrics() for s in m.samples
+        }
+        assert exported[("edge_rules_count", "timers_moved")] == 1
         _pass(clocks, 12)
         _level(rt, clocks, 80)
         assert rules.firings == 1
