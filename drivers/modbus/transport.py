@@ -84,6 +84,11 @@ def _fast_register_answers() -> tuple[type[Any], ...]:
     return _register_answers
 
 
+class MalformedAnswer(Exception):
+    """An answer whose frame arrived whole but whose PDU does not decode (a byte count the frame
+    does not hold, an exception response without its code, an unknown function code)."""
+
+
 class LinkError(Exception):
     """The request did not get an answer: not connected, timed out, or the answer was garbage."""
 
@@ -179,6 +184,8 @@ class Link:
         self._draining = False
         self.wrong_answers = 0  # answers that did not match their request (a count, a code, a unit)
         self.wrong_by_unit: dict[int, int] = {}  # the same, per unit asked (devices share a bus)
+        # wrong answers per unit since its last good one: the first is logged, the rest counted
+        self._wrong_run: dict[int, int] = {}
         self.discarded = 0  # bytes thrown away while the line settled after a failure
         self.discarded_reported = 0  # of which logged
         self.noise = 0  # bytes skipped before an RTU answer (line noise)
@@ -211,11 +218,45 @@ class Link:
         client = self._make_client()
         for answer in _fast_register_answers():
             client.register(answer)
+        self._guard_decoding(client)
         if self.conn.transport == "rtu":
             self._watch_line(client)
         if self.conn.transport in ("rtu", "rtu_over_tcp"):
             self._hunt_frames(client)
         return client
+
+    def _guard_decoding(self, client: Any) -> None:
+        """Fail the request at once on an answer that is framed but does not decode. pymodbus
+        raises from inside its protocol's data_received: asyncio logged a traceback per answer,
+        and the request waited out its timeout as if nothing had come."""
+        ctx = client.ctx
+        framer = ctx.framer
+        decoder = framer.decoder
+        decode_pdu = decoder.decode
+        handle = framer.handleFrame
+        why: list[str] = []
+
+        def decoding(frame: bytes) -> Any:
+            pdu = decode_pdu(frame)
+            if pdu is None:
+                why.append(_undecodable(decoder, frame))
+            return pdu
+
+        def handling(data: bytes, exp_devid: int, exp_tid: int) -> tuple[int, Any]:
+            why.clear()
+            try:
+                return handle(data, exp_devid, exp_tid)  # type: ignore[no-any-return]
+            except Exception as exc:  # whatever it is, it must not escape into the event loop
+                reason = why[0] if why else f"{exc or type(exc).__name__}"
+                future = ctx.response_future
+                if future.done():
+                    self.discarded += len(data)  # no request waits for it
+                else:
+                    future.set_exception(MalformedAnswer(reason))
+                return len(data), None
+
+        decoder.decode = decoding
+        framer.handleFrame = handling
 
     def _hunt_frames(self, client: Any) -> None:
         """Find an RTU answer behind noise. pymodbus drops everything received when the bytes at
@@ -263,6 +304,10 @@ class Link:
                     self._skipped(at)
                     return len(data), unit, 0, data[at + 1 : at + length - 2]
                 at = data.find(unit, at + 1)
+            if not size and not found[3] and not arriving and _whole_frame(data, unit, check_crc):
+                # the front cannot be the answer, yet the whole buffer is one frame from the unit
+                # (another or an unknown function code, another byte count): a malformed answer
+                return len(data), unit, 0, data[1:-2]
             waiting = not found[0] and not found[3]
             if arriving and (not waiting or arriving_end > ctx.max_buffer_size):
                 self._skipped(arriving)
@@ -423,6 +468,10 @@ class Link:
                     # are each a wait_for(timeout_connect) (set above). A second timer of our own per
                     # request cost more than all the link's other bookkeeping.
                     response = await getattr(client, method)(*args, device_id=unit, **kwargs)
+                except MalformedAnswer as exc:
+                    error = self._wrong_answer(unit, method, f"malformed answer: {exc}")
+                    self._after_failure(timeout)
+                    continue
                 except (TimeoutError, _modbus_exception(), OSError) as exc:
                     error = (
                         f"no valid answer from unit {unit} at {self.describe()}: {exc or type(exc).__name__}"
@@ -442,12 +491,16 @@ class Link:
                 wrong = _mismatch(unit, method, args, kwargs, response)
                 if wrong:
                     # an answer to another request (a late one, or another unit's): an error, never a value
-                    self.wrong_answers += 1
-                    self.wrong_by_unit[unit] = self.wrong_by_unit.get(unit, 0) + 1
-                    error = f"wrong answer from unit {unit} at {self.describe()} to {method}: {wrong}"
-                    log.warning("%s", error)
+                    error = self._wrong_answer(unit, method, wrong)
                     self._after_failure(timeout)
                     continue
+                if self._wrong_run.get(unit):
+                    log.info(
+                        "%s: unit %d answers again, after %d wrong or malformed answers",
+                        self.describe(),
+                        unit,
+                        self._wrong_run.pop(unit),
+                    )
                 if response.isError():
                     code = int(getattr(response, "exception_code", 0) or 0)
                     raise DeviceException(code)
@@ -457,6 +510,18 @@ class Link:
             raise LinkError(error, no_answer=True)
         finally:
             self._lock.release()
+
+    def _wrong_answer(self, unit: int, method: str, why: str) -> str:
+        """Count an answer that is not the answer to the request, and say why. Logged once per
+        run of them (a device answering every request wrongly would otherwise log each one); the
+        count is in `wrong_answers` and in the line logged when the unit answers again."""
+        self.wrong_answers += 1
+        self.wrong_by_unit[unit] = self.wrong_by_unit.get(unit, 0) + 1
+        run = self._wrong_run[unit] = self._wrong_run.get(unit, 0) + 1
+        error = f"no valid answer from unit {unit} at {self.describe()} to {method}: {why}"
+        if run == 1:
+            log.warning("%s (further ones are counted in wrong_answers until it answers again)", error)
+        return error
 
     def _after_failure(self, timeout: float) -> None:
         # A late answer to a failed request would be taken for the next one's. TCP: start afresh
@@ -468,6 +533,35 @@ class Link:
         self._failed_at = time.monotonic()
         self._drain_for = max(self._drain_for, timeout)
         self._draining = True  # from now until the next frame, what arrives is counted and dropped
+
+
+def _undecodable(decoder: Any, frame: bytes) -> str:
+    """Why pymodbus could not decode the PDU `frame` (its decoder only logs the reason)."""
+    shown = frame[:16].hex(" ") + (" ..." if len(frame) > 16 else "")
+    if not frame:
+        return "an empty PDU"
+    fc = frame[0]
+    if fc > 0x80:
+        return f"exception response {fc:#04x} without its exception code ({shown})"
+    pdu_class = decoder.pdu_table.get(fc, (None, None))[decoder.pdu_inx]
+    if pdu_class is None:
+        return f"unknown function code {fc:#04x} ({shown})"
+    try:
+        pdu = pdu_class()
+        pdu.decode(frame[1:])
+        sub_class = decoder.pdu_sub_table.get(fc, {}).get(pdu.sub_function_code, (None, None))[
+            decoder.pdu_inx
+        ]
+        if pdu.sub_function_code >= 0 and sub_class is not None:
+            sub_class().decode(frame[1:])
+    except Exception as exc:
+        return f"function code {fc}: {exc or type(exc).__name__} ({shown})"
+    return f"function code {fc}: not decodable ({shown})"
+
+
+def _whole_frame(data: bytes, unit: int, check_crc: Callable[[bytes, int], bool]) -> bool:
+    """`data` is one RTU frame from `unit`: its last two bytes are the CRC of the rest."""
+    return len(data) >= 4 and data[0] == unit and bool(check_crc(data[:-2], int.from_bytes(data[-2:])))
 
 
 def _answer_shape(unit: int, method: str, kwargs: dict[str, Any]) -> tuple[int, int, int, int] | None:
