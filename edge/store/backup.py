@@ -99,7 +99,12 @@ def integrity_problem(path: str) -> str | None:
     except sqlite3.DatabaseError as exc:
         return str(exc)
     result = [str(r[0]) for r in rows]
-    return None if result == ["ok"] else "; ".join(result[:3])
+    if result == ["ok"]:
+        return None
+    # one row may hold many lines, one per fault: the first three are enough to say what it is
+    faults = [line for r in result for line in r.splitlines() if line and not line.startswith("***")]
+    more = f"; and {len(faults) - 3} more" if len(faults) > 3 else ""
+    return "; ".join(faults[:3]) + more
 
 
 def journal_too_new(version: int) -> bool:

@@ -54,6 +54,8 @@ def test_a_damaged_journal_fails_the_backup_and_writes_no_archive(tmp_path: Path
     assert "written" not in done.stdout
     assert f"{journal} fails PRAGMA integrity_check" in done.stderr, done.stderr
     assert "No archive was written" in done.stderr
+    # one line, naming the first faults the check found, however many it found
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not out.exists()
     # nothing half-made is left beside it, and the earlier archive is untouched
     assert sorted(p.name for p in out.parent.iterdir()) == ["good.tar.gz"]
