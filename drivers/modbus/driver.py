@@ -408,12 +408,17 @@ class ModbusDriver(BaseDriver):
         except (LinkError, DeviceException) as exc:
             return CommandResult(pid, value, CommandStatus.FAILED, f"read before write: {exc}")
         try:
-            await self.link.call(self.device.unit, method, *args, priority=WRITE, **self.timing)
+            # a command is a person or a rule asking now: connect at once, even while the link
+            # backs off after an outage (the device may be back long before the next attempt)
+            await self.link.call(
+                self.device.unit, method, *args, priority=WRITE, retry_now=True, **self.timing
+            )
             reported: Value = value
             if p.verify:
                 req = Request(p.table, p.address, p.count, (p.name,))
                 errors: list[str] = []
-                back = self._decode_point(p, req, await self._read_priority(req), self.ctx.clock(), errors)
+                answer = await self._read_priority(req, retry_now=True)
+                back = self._decode_point(p, req, answer, self.ctx.clock(), errors)
                 stored = _as_stored(p, value, regs)
                 if errors or back.value != stored:
                     expected = repr(value) if stored == value else f"{stored!r} (for {value!r})"
@@ -448,7 +453,7 @@ class ModbusDriver(BaseDriver):
 
     async def _bit_in_register(self, p: ModbusPoint, on: bool) -> list[int]:
         """Read-modify-write of one bit: the other 15 bits of the register keep their state."""
-        (reg,) = await self._read_priority(Request(p.table, p.address, 1, (p.name,)))
+        (reg,) = await self._read_priority(Request(p.table, p.address, 1, (p.name,)), retry_now=True)
         mask = 1 << (p.bit or 0)
         return [(reg | mask) if on else (reg & ~mask)]
 
