@@ -521,7 +521,8 @@ class ActionRunner:
         }
         timeout = aiohttp.ClientTimeout(total=spec.timeout or self.config.webhook_timeout)
         status = ""
-        for attempt in range(spec.retries + 1):
+        retries = self.config.webhook_retries if spec.retries is None else spec.retries
+        for attempt in range(retries + 1):
             try:
                 # no redirects: a 3xx would send the post to a destination nobody allowed
                 async with self._session.post(
@@ -544,7 +545,7 @@ class ActionRunner:
                     type(exc).__name__,
                     exc,
                 )
-            if attempt < spec.retries:
+            if attempt < retries:
                 await asyncio.sleep(min(30.0, 0.2 * 2**attempt))
         raise RuntimeError(failed + status)
 

@@ -132,7 +132,7 @@ class MessageAction(Strict):
 class WebhookAction(Strict):
     url: str
     timeout: Duration | None = None
-    retries: int = Field(3, ge=0, le=10)
+    retries: int | None = Field(None, ge=0, le=10)  # None: the site's `rules.webhook_retries`
     message: str = "{rule_name}: {point} = {value}"
 
     @field_validator("url")

@@ -116,3 +116,49 @@ def test_every_key_of_the_rules_section_is_either_applied_by_a_reload_or_held_to
     assert "rules" not in PLUGIN.live_sections
     assert live < set(RulesConfig.model_fields)
     assert set(RulesConfig.model_fields) - live == {"enabled", "packs"}
+
+
+async def test_a_webhook_without_its_own_retries_follows_the_site_setting(tmp_path: Path) -> None:
+    """`rules.webhook_retries` is what a webhook without `retries:` gets (it was read nowhere: every
+    such webhook was tried 4 times whatever the site said), and a reload changes it."""
+    attempts: list[float] = []
+
+    async def busy(request: web.Request) -> web.Response:
+        attempts.append(time.monotonic())
+        return web.Response(status=503)
+
+    async with serving({"/busy": busy}, shutdown_timeout=0.1) as port:
+        config = site_file(
+            tmp_path,
+            {
+                "site": {"id": "retries", "name": "r", "timezone": "UTC"},
+                "devices": [],
+                "rules": {"webhook_retries": 0, "webhook_allow": [f"127.0.0.1:{port}"]},
+            },
+        )
+        rt = Runtime(load_site(config), with_web=False)
+        await rt.start()
+        try:
+            events = Collector(rt)
+            rules = rt.components["rules"]
+            assert isinstance(rules, RulesComponent)
+            hook = {
+                "id": "hook",
+                "when": "d.x",
+                "notify": "always",
+                "then": [{"webhook": f"http://127.0.0.1:{port}/busy"}],
+            }
+            rules.put(hook, "test", "create")
+            rt.hub.ingest([Reading(time.time(), "d.x", 1)])
+            await until(lambda: events.kind("rule_action_failed"), timeout=20, what="the webhook failing")
+            assert len(attempts) == 1  # no retry
+
+            _rewrite(config, webhook_retries=1)
+            assert await reload(rt, str(config)) == []
+            rt.hub.ingest([Reading(time.time(), "d.x", 2)])
+            await until(
+                lambda: len(events.kind("rule_action_failed")) == 2, timeout=20, what="the second failure"
+            )
+            assert len(attempts) == 3  # one more post, and one retry
+        finally:
+            await rt.stop()
