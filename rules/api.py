@@ -18,6 +18,11 @@ and its actions' records answer the same questions: a rule reading above its aut
 same check, before it runs) is refused (403) when it is created, updated, enabled, restored or
 imported, and a rule of an admin shows a caller below what it reads no state, last firing or error
 (`for_caller`), in every answer that shows it.
+
+A rule's answer carries its version as an ETag (`"7"`). A change sent with `If-Match: "7"` (the
+editor sends the version it loaded) is made only if the rule is still at version 7, checked in the
+write's own transaction; else 409 with the rule as it is now (who changed it, its version, its
+text), and nothing changes. A change sent without If-Match replaces whatever is stored, as before.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from rules.model import (
     rule_text,
     webhook_problems,
 )
+from rules.store import VersionConflict, expecting
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -118,13 +124,59 @@ async def _rule_body(request: web.Request) -> Any:
 
 async def _rule_response(shown: dict[str, Any], doc: Any, status: int = 200) -> web.Response:
     """A rule as the API shows it: `shown` (`describe`d on the loop) with the YAML the editor shows
-    (`text`), dumped and encoded in a thread (a large rule's YAML is tens of milliseconds of CPU)."""
+    (`text`), dumped and encoded in a thread (a large rule's YAML is tens of milliseconds of CPU);
+    its version as the ETag a change sends back in If-Match."""
 
     def encode() -> bytes:
         return json_body({**shown, "text": rule_text(doc)})
 
     body = await asyncio.to_thread(encode)
-    return web.Response(status=status, body=body, content_type="application/json")
+    return web.Response(
+        status=status, body=body, content_type="application/json", headers={"ETag": f'"{shown["version"]}"'}
+    )
+
+
+def _if_match(request: web.Request) -> int | None:
+    """The version a change was made against: If-Match's one ETag (`"7"`, as a rule's answer
+    gives it), or None (no If-Match: the change replaces whatever is stored). 400 for anything
+    else, before anything is read or changed."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    tag = raw.strip()
+    if len(tag) >= 2 and tag[0] == tag[-1] == '"':
+        tag = tag[1:-1]
+    if not (tag.isascii() and tag.isdigit() and 0 < int(tag) <= MAX_VERSION):
+        raise Problem(
+            400,
+            "Bad If-Match",
+            f"If-Match {raw[:40]!r} is not one version of the rule: send the ETag its GET answered "
+            'with, e.g. If-Match: "7", or no If-Match to replace whatever is stored',
+        )
+    return int(tag)
+
+
+async def _conflict(exc: VersionConflict) -> Problem:
+    """409 for a change made against a version the rule has left: the rule as it is now (its
+    version, who changed it and when, whether it is enabled, its text) to show what moved."""
+    cur = exc.current
+    text = await asyncio.to_thread(rule_text, cur.doc) if cur else None
+    now = f"at version {cur.version}, saved by {cur.updated_by or '?'}" if cur else "deleted"
+    return Problem(
+        409,
+        "Rule changed meanwhile",
+        f"rule {exc.rule_id!r} is {now} since version {exc.expected} this change was made against; "
+        "nothing was changed. Load it again, or send If-Match with its current version to replace it",
+        message_key="editor.saveConflict",
+        args={"id": exc.rule_id, "version": exc.expected},
+        rule=exc.rule_id,
+        your_version=exc.expected,
+        current_version=cur.version if cur else None,
+        updated_by=cur.updated_by if cur else None,
+        updated=cur.updated if cur else None,
+        enabled=cur.enabled if cur else None,
+        text=text,
+    )
 
 
 def _webhook_allow(request: web.Request) -> list[str]:
@@ -232,14 +284,21 @@ def _exists(comp: RulesComponent, doc: Any) -> None:
         )
 
 
-async def _stored(comp: RulesComponent, compiled: CompiledRule, actor: str, action: str) -> Any:
+async def _stored(
+    comp: RulesComponent, compiled: CompiledRule, actor: str, action: str, base: int | None = None
+) -> Any:
     """`compiled` applied by `put` (on the loop), once a pack being stored is (`changing`); its
-    refusal as 422 naming every problem."""
+    refusal as 422 naming every problem. `base`: the version the change was made against (If-Match),
+    else 409 and nothing changed."""
+    versions = {} if base is None else {compiled.rule.id: base}
     try:
         async with comp.changing:
-            return comp.put(compiled, actor, action)
+            with expecting(versions):
+                return comp.put(compiled, actor, action)
     except RuleErrors as exc:
         raise _invalid(exc) from None
+    except VersionConflict as exc:
+        raise await _conflict(exc) from None
 
 
 async def create_rule(request: web.Request) -> web.Response:
@@ -259,6 +318,7 @@ async def update_rule(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     rule_id = request.match_info["id"]
+    base = _if_match(request)
     doc = await _rule_body(request)
     if isinstance(doc, dict):
         if getattr(doc, "source", None) is None:  # a text without its id would not say which rule
@@ -273,7 +333,7 @@ async def update_rule(request: web.Request) -> web.Response:
             )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who.name, "update")
+    stored = await _stored(comp, compiled, who.name, "update", base)
     shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc)
 
@@ -282,8 +342,13 @@ async def delete_rule(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     rule_id = request.match_info["id"]
-    async with comp.changing:  # once a pack being stored is
-        deleted = comp.delete(rule_id, who.name)
+    base = _if_match(request)
+    try:
+        async with comp.changing:  # once a pack being stored is
+            with expecting({} if base is None else {rule_id: base}):
+                deleted = comp.delete(rule_id, who.name)
+    except VersionConflict as exc:
+        raise await _conflict(exc) from None
     if not deleted:
         raise _no_such_rule(rule_id)
     return web.Response(status=204)
@@ -292,13 +357,14 @@ async def delete_rule(request: web.Request) -> web.Response:
 async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
+    base = _if_match(request)
     current = _found(comp, request.match_info["id"])
     compiled = await _compiled({**current.doc, "enabled": enabled})
     if enabled:  # stopping a rule reads nothing: anyone who may change rules may disable it
         _within_class(request, who, compiled)
     _found(comp, request.match_info["id"])  # not deleted while it compiled
     # put checks webhooks: a rule stored before the allow-list changed does not start posting
-    stored = await _stored(comp, compiled, who.name, "enable" if enabled else "disable")
+    stored = await _stored(comp, compiled, who.name, "enable" if enabled else "disable", base)
     return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 
@@ -536,6 +602,7 @@ async def restore(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     version = path_int(request, "v", "Bad version", "the version is a number", MAX_VERSION)
+    base = _if_match(request)
     assert comp.store is not None
     doc = comp.store.version_doc(request.match_info["id"], version)
     if doc is None:
@@ -548,7 +615,7 @@ async def restore(request: web.Request) -> web.Response:
         )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who.name, "restore")
+    stored = await _stored(comp, compiled, who.name, "restore", base)
     return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 

@@ -1,7 +1,10 @@
 """Rules, their version history and their runtime state, in the state database.
 
 Every change of a rule writes a new row in `rule_versions` (who, when, what: the whole document,
-and whether the rule's state was kept or reset), so any version can be shown or restored. Rule state (pending `for:` timers with their start,
+and whether the rule's state was kept or reset), so any version can be shown or restored. A change
+made against the version its author loaded (`expecting`) is refused, in its own transaction, when
+the rule moved on meanwhile (`VersionConflict`): two editors saving one rule never lose a change
+silently. Rule state (pending `for:` timers with their start,
 active alerts, last firing) is written by a background thread (`StateWriter`) so a synchronous
 fsync never sits between a reading and the action it triggers.
 """
@@ -12,7 +15,9 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +79,37 @@ class StoredRule:
     version: int
     updated: float
     updated_by: str
+
+
+#: rule id -> the version a change in this context was made against (None: the rule did not
+#: exist). A context variable, not an attribute: it follows the request that set it into the thread
+#: a pack is stored in (`asyncio.to_thread` copies the context), and no other request sees it.
+_EXPECTED: ContextVar[Mapping[str, int | None] | None] = ContextVar("rules_expected_versions", default=None)
+
+
+class VersionConflict(Exception):
+    """A change made against a version of a rule that is no longer its current one: nothing was
+    stored. `current` is the rule as stored now (None: deleted since, or never stored)."""
+
+    def __init__(self, rule_id: str, expected: int | None, current: StoredRule | None) -> None:
+        self.rule_id = rule_id
+        self.expected = expected
+        self.current = current
+        now = f"version {current.version}" if current else "deleted"
+        super().__init__(f"rule {rule_id!r} is {now}, not version {expected}")
+
+
+@contextmanager
+def expecting(versions: Mapping[str, int | None]) -> Iterator[None]:
+    """Within it, a change of a rule `versions` names is stored only if the rule is still at that
+    version (None: does not exist) when its transaction writes; else `VersionConflict` and the
+    whole transaction (a pack's every rule) is rolled back. Checked inside the write, so a change
+    another process (`edge rules import`) committed just before is caught too."""
+    token = _EXPECTED.set(dict(versions))
+    try:
+        yield
+    finally:
+        _EXPECTED.reset(token)
 
 
 class RuleStore:
@@ -163,6 +199,7 @@ class RuleStore:
         text = json.dumps(doc, ensure_ascii=False)
         source = getattr(doc, "source", None)
         place = getattr(doc, "place", None)
+        self._check_expected(conn, rule_id)
         row = conn.execute("SELECT MAX(version) FROM rule_versions WHERE rule_id=?", (rule_id,)).fetchone()
         version = (row[0] or 0) + 1
         existed = conn.execute("SELECT doc, source, place FROM rules WHERE id=?", (rule_id,)).fetchone()
@@ -197,6 +234,17 @@ class RuleStore:
             conn.execute("DELETE FROM rule_state WHERE rule_id=?", (rule_id,))
         return StoredRule(rule_id, RuleDoc(doc, source, place), enabled, version, now, actor), previous, keep
 
+    def _check_expected(self, conn: Any, rule_id: str) -> None:
+        """`VersionConflict` when the change being written was made against a version of
+        `rule_id` (`expecting`) that is not the stored one (in the caller's transaction)."""
+        expected = _EXPECTED.get()
+        if expected is None or rule_id not in expected:
+            return
+        r = conn.execute(f"SELECT {self.COLUMNS} FROM rules WHERE id=?", (rule_id,)).fetchone()
+        current = self._row(r) if r else None
+        if (current.version if current else None) != expected[rule_id]:
+            raise VersionConflict(rule_id, expected[rule_id], current)
+
     def delete(self, rule_id: str, actor: str) -> int | None:
         """Delete a rule, recording its deletion as a version: that version, or None (no such rule)."""
         current = self.get(rule_id)
@@ -207,6 +255,7 @@ class RuleStore:
             conn = self.state.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._check_expected(conn, rule_id)
                 conn.execute(
                     "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state, source) "
                     "VALUES (?,?,?,?,?,?,?,?)",

@@ -5,7 +5,10 @@
 // (and is told that a new rule needs that scope instead of an empty editor).
 // A dry-run firing that quotes data above the user's privacy class comes without its message; the
 // list says which class it was.
-import { api, badge, can, fmtClock, fmtTime, h, t } from '../core.js';
+// A save is made against the version the editor loaded (If-Match): when a colleague saved since,
+// the gateway refuses it (409) and the editor shows what they changed, to load theirs or to save
+// this text over theirs knowingly.
+import { api, badge, can, fmtClock, fmtTime, h, state, t } from '../core.js';
 import { timeline } from '../chart.js';
 import { STATE_BADGE, said } from './rules.js';
 
@@ -60,6 +63,17 @@ function stateBadge(state) { return badge(STATE_BADGE[state] || 'muted', t('rule
 
 async function toYaml(data) { return (await api('POST', '/api/v1/ui/yaml', { data })).text; }
 
+// A request of the editor's own: core.js's api() sends no header of its caller's (If-Match).
+async function send(method, path, body, headers = {}) {
+  const hdrs = { ...headers };
+  if (state.csrf) hdrs['X-CSRF-Token'] = state.csrf;
+  if (body !== undefined) hdrs['Content-Type'] = 'application/yaml';
+  const r = await fetch(path, { method, headers: hdrs, body, credentials: 'same-origin' });
+  const type = r.headers.get('Content-Type') || '';
+  const data = type.includes('json') ? await r.json() : await r.text();
+  return { status: r.status, ok: r.ok, data };
+}
+
 export async function render(view, [ruleId]) {
   const isNew = ruleId === 'new';
   let current = null;
@@ -93,6 +107,9 @@ export async function render(view, [ruleId]) {
   example.style.overflowX = 'auto';
   const help = h('details', { class: 'help' }, h('summary', {}, t('editor.help')), example);
   view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where, warnings), help));
+
+  // the version (and its text) this editor's changes are made against: a save sends it
+  let base = { version: current ? current.version : null, text: text.value };
 
   let parsed = null;
   let parsedText = null; // the text `parsed` was parsed from
@@ -163,19 +180,49 @@ export async function render(view, [ruleId]) {
 
   if (editable) {
     const saveMsg = h('div', { id: 'save-msg' });
-    const save = h('button', { class: 'primary', id: 'save-rule', type: 'button', onclick: async () => {
-      clearTimeout(timer); // a check still waiting for the typing to stop would void this one
-      if (!(await validate())) return;
-      const id = parsed && parsed.id;
-      // the text itself is saved, so the rule keeps every line the author did not change
-      const asText = { raw: true, contentType: 'application/yaml', allowError: true };
-      const r = isNew
-        ? await api('POST', '/api/v1/rules', text.value, asText)
-        : await api('PUT', `/api/v1/rules/${encodeURIComponent(ruleId)}`, text.value, asText);
+    // the text itself is saved, so the rule keeps every line the author did not change; made
+    // against `version` (If-Match): none for a new rule, or to re-create one deleted meanwhile
+    async function store(version) {
+      const url = isNew ? '/api/v1/rules' : `/api/v1/rules/${encodeURIComponent(ruleId)}`;
+      const r = await send(isNew ? 'POST' : 'PUT', url, text.value, version ? { 'If-Match': `"${version}"` } : {});
+      if (r.status === 409 && !isNew && r.data && 'your_version' in r.data) { conflict(r.data); return; }
       if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
+      base = { version: r.data.version, text: text.value };
       saveMsg.replaceChildren(h('div', { class: 'ok-box' }, t('editor.saved')));
       if (r.data && r.data.warnings) showWarnings(r.data.warnings);
-      if (isNew && id) location.href = `/rules/${encodeURIComponent(id)}`;
+      if (isNew && r.data && r.data.id) location.href = `/rules/${encodeURIComponent(r.data.id)}`;
+    }
+    // a colleague saved (or deleted) the rule since this editor loaded it: what they changed,
+    // what saving this text would change in theirs, and the two ways on
+    function conflict(p) {
+      const mineEnabled = !(parsed && parsed.enabled === false);
+      const lines = (a, b) => diffLines(a, b).map(([k, l]) => h('span', { class: k === '+' ? 'add' : k === '-' ? 'del' : '' }, `${k} ${l}\n`));
+      const gone = p.current_version === null || p.current_version === undefined;
+      const box = h('div', { class: 'error', id: 'save-conflict', role: 'alert' },
+        h('p', { 'data-k': 'conflict-what' }, gone
+          ? t('editor.conflictDeleted', { version: p.your_version })
+          : t('editor.conflictChanged', { by: p.updated_by || '?', when: p.updated ? fmtTime(p.updated) : '', from: p.your_version, to: p.current_version })));
+      if (!gone && p.enabled !== mineEnabled) {
+        box.append(h('p', { 'data-k': 'conflict-enabled' }, t(p.enabled ? 'editor.conflictWouldDisable' : 'editor.conflictWouldEnable')));
+      }
+      if (!gone) {
+        box.append(h('p', {}, t('editor.conflictTheirs')), h('pre', { class: 'diff', id: 'conflict-theirs' }, lines(base.text, p.text || '')),
+          h('p', {}, t('editor.conflictMine')), h('pre', { class: 'diff', id: 'conflict-mine' }, lines(p.text || '', text.value)));
+      }
+      box.append(h('div', { class: 'row' },
+        gone ? null : h('button', { class: 'secondary', id: 'conflict-reload', type: 'button', onclick: () => location.reload() }, t('editor.conflictReload')),
+        h('button', { class: 'danger', id: 'conflict-overwrite', type: 'button', onclick: () => {
+          // knowingly over what is stored now: a change after it is told the same way
+          if (!gone) base = { version: p.current_version, text: p.text || '' };
+          return store(gone ? null : p.current_version);
+        } }, t('editor.conflictOverwrite'))));
+      saveMsg.replaceChildren(box);
+    }
+    const save = h('button', { class: 'primary', id: 'save-rule', type: 'button', onclick: async () => {
+      clearTimeout(timer); // a check still waiting for the typing to stop would void this one
+      saveMsg.replaceChildren(); // what an earlier save said is not this one's answer
+      if (!(await validate())) return;
+      await store(base.version);
     } }, t('editor.save'));
     const row = h('div', { class: 'row' }, save);
     if (current) {

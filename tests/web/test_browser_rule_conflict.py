@@ -1,0 +1,134 @@
+"""The rule editor in headless Chromium when someone else acts meanwhile: two editors of one rule
+both press Save, and the second is told what the first changed instead of silently overwriting it
+(then loads the stored version, or saves over it knowingly); and a stale editor does not enable
+again a rule a colleague disabled without saying so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.support.site import running_site
+from tests.web.conftest import PASSWORD
+from tests.web.test_browser import T
+from tests.web.test_browser_pages import browser, logged_in_page, open_page, site_context, watched_page
+
+__all__ = ["browser"]  # the fixture shared with the module it comes from
+
+TEXT = """\
+id: bin-full
+name: Bin full
+when: bin-*.fill_pct
+if: value >= 85
+for: 1m
+severity: warning
+then:
+  - alert: "{device} {value:.0f}%"
+"""
+
+
+async def _second_session(browser: Any, rt: Any) -> Any:
+    """Another browser of the same site, logged in (the admin set up by `logged_in_page`)."""
+    ctx = await site_context(browser, rt)
+    resp = await ctx.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
+    assert resp.status == 200
+    return await watched_page(ctx)
+
+
+async def _api(page: Any, method: str, path: str, **kw: Any) -> Any:
+    csrf = (await (await page.request.get("/api/v1/auth/state")).json())["csrf"]
+    headers = {"X-CSRF-Token": csrf, **({"Content-Type": "application/yaml"} if "data" in kw else {})}
+    resp = await page.request.fetch(path, method=method, headers=headers, **kw)
+    return resp.status, await resp.json() if resp.status != 204 else None
+
+
+async def _stored(page: Any) -> Any:
+    return await (await page.request.get("/api/v1/rules/bin-full")).json()
+
+
+async def _edit(page: Any, old: str, new: str) -> None:
+    await page.fill("#rule-text", (await page.input_value("#rule-text")).replace(old, new))
+    await page.wait_for_selector("#rule-status.ok", timeout=T)
+
+
+async def test_two_editors_save_one_rule_and_the_second_sees_what_the_first_changed(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        a = await logged_in_page(browser, rt)
+        b = await _second_session(browser, rt)
+        status, _ = await _api(a, "POST", "/api/v1/rules", data=TEXT.encode())
+        assert status == 201
+        await open_page(a, "/rules/bin-full")
+        await open_page(b, "/rules/bin-full")
+
+        await _edit(a, "value >= 85", "value >= 95")
+        await _edit(b, "severity: warning", "severity: info")
+        await a.click("#save-rule")
+        await a.wait_for_selector("#save-msg .ok-box", timeout=T)
+        await b.click("#save-rule")
+        await b.wait_for_selector("#save-conflict", timeout=T)
+        said = await b.inner_text("#save-conflict")
+        assert (
+            "admin saved this rule" in said and "(version 2); your text was made against version 1" in said
+        ), said
+        assert "+ if: value >= 95" in await b.inner_text("#conflict-theirs")
+        mine = await b.inner_text("#conflict-mine")
+        assert "- if: value >= 95" in mine and "+ severity: info" in mine
+        assert await b.locator("#save-msg .ok-box").count() == 0
+        stored = await _stored(b)
+        assert (
+            stored["version"] == 2
+            and "value >= 95" in stored["text"]
+            and "severity: warning" in stored["text"]
+        )
+
+        # the first editor saves again: its version is the one it saved, no conflict
+        await _edit(a, "for: 1m", "for: 2m")
+        await a.click("#save-rule")
+        await a.wait_for_selector("#save-msg .ok-box", timeout=T)
+        assert (await _stored(a))["version"] == 3
+
+        # the second one saves its text over the stored version knowingly: made against version 3
+        await b.click("#conflict-overwrite")
+        await b.wait_for_selector("#save-conflict", timeout=T)  # version 3 came meanwhile: said again
+        assert "(version 3); your text was made against version 2" in await b.inner_text("#save-conflict")
+        assert "+ for: 2m" in await b.inner_text("#conflict-theirs")  # what changed since version 2
+        await b.click("#conflict-overwrite")
+        await b.wait_for_selector("#save-msg .ok-box", timeout=T)
+        stored = await _stored(b)
+        assert (
+            stored["version"] == 4 and "severity: info" in stored["text"] and "value >= 85" in stored["text"]
+        )
+
+        # loading the stored version throws this editor's edits away and shows the stored text
+        await _edit(a, "for: 2m", "for: 3m")
+        await a.click("#save-rule")
+        await a.wait_for_selector("#conflict-reload", timeout=T)
+        await a.click("#conflict-reload")
+        await a.wait_for_function(
+            "() => document.getElementById('rule-text')?.value.includes('severity: info')", timeout=T
+        )
+        assert "for: 1m" in await a.input_value("#rule-text")
+        assert (await _stored(a))["version"] == 4
+        assert a.errors == [] and b.errors == []
+
+
+async def test_a_stale_editor_says_saving_would_enable_a_rule_disabled_meanwhile(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        page = await logged_in_page(browser, rt)
+        assert (await _api(page, "POST", "/api/v1/rules", data=TEXT.encode()))[0] == 201
+        await open_page(page, "/rules/bin-full")
+        status, disabled = await _api(page, "POST", "/api/v1/rules/bin-full/disable")
+        assert status == 200 and disabled["enabled"] is False
+
+        await _edit(page, "for: 1m", "for: 2m")
+        await page.click("#save-rule")
+        await page.wait_for_selector("#save-conflict [data-k=conflict-enabled]", timeout=T)
+        assert "would enable it again" in await page.inner_text("#save-conflict")
+        assert "+ enabled: false" in await page.inner_text("#conflict-theirs")
+        stored = await _stored(page)
+        assert stored["enabled"] is False and stored["version"] == 2 and "for: 1m" in stored["text"]
+        assert page.errors == []
