@@ -27,7 +27,9 @@ seen twice in a row is dropped as in BTHome mode; what cannot be read is counted
 
 Every mode: no advertisement for `stale_after` takes the device offline with the reason (BTHome
 and beacon points go stale, last value kept; a beacon's `present` becomes false, a good reading:
-absence is a fact); the next advertisement brings it back.
+absence is a fact); the next advertisement brings it back. The packet read last, heard again
+then, is still not read twice, but the points it carries are good again with their values (the
+sensor states them now); the RSSI and the points it does not carry stay stale until a new packet.
 
 Advertising modes: at most `max_adverts_per_second` advertisements of the device are read in each
 second (a counter per second, O(1) per advertisement); the rest are dropped unread and counted
@@ -140,6 +142,7 @@ class BleDriver(BaseDriver):
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.last_values: dict[str, Value] = {}
         self.last_packet_id: int | None = None
+        self._silent = False  # went offline for silence: the last packet's points are stale
         self.last_counter: int | None = None  # encrypted packets: the newest counter accepted
         self._last_sealed = b""  # ...and that packet as sent: BlueZ reports it again, not a replay
         # a restart candidate: the counter of the last authentic packet below `last_counter` and
@@ -244,6 +247,7 @@ class BleDriver(BaseDriver):
             self.emit(
                 [Reading(ts, pid, self.last_values.get(pid), Quality.STALE) for pid in self._point_ids()]
             )
+        self._silent = True
         self.set_health(
             HealthState.OFFLINE, f"no advertisement from {self._heard_as()} for {self.device.stale_after:g}s"
         )
@@ -317,15 +321,24 @@ class BleDriver(BaseDriver):
 
     def on_heard(self, heard: Heard) -> None:
         """One advertisement of a beacon or vendor sensor: de-duplicate, emit, count what could not be read."""
+        prefix = self.id + "."
         if heard.packet_id is not None:
             if heard.packet_id == self.last_packet_id:
-                self.counters["duplicates"] += 1
+                present = self.advert_map.get("present")
+                self._same_packet(
+                    [
+                        prefix + n
+                        for k, n in self.advert_map.items()
+                        if k in heard.values and k not in PRESENCE_KEYS
+                    ],
+                    {prefix + present: True} if present is not None else {},
+                )
                 return
             self.last_packet_id = heard.packet_id
         if heard.problem is None and len(heard.values) > len(PRESENCE_KEYS & heard.values.keys()):
             self.counters["packets"] += 1  # not an advertisement that only says it is there
+            self._silent = False
         ts = self.ctx.clock()
-        prefix = self.id + "."
         batch: list[Record] = []
         for key, name in self.advert_map.items():
             if key in heard.values:
@@ -352,21 +365,22 @@ class BleDriver(BaseDriver):
         except bthome.BTHomeError as exc:
             self._bad("garbage", f"bad BTHome data {bytes(data[:24]).hex(' ')}: {exc}")
             return
+        values: dict[str, Any] = packet.values
         if packet.counter is not None:
             if packet.counter == self.last_counter and bytes(data) == self._last_sealed:
-                self.counters["duplicates"] += 1  # the packet accepted last, reported again
+                self._same_packet(self._restated(values))  # BlueZ reporting it again: not a replay
                 return
             if not self._counter_moves_on(packet.counter):
                 return
             self._last_sealed = bytes(data)
         if packet.packet_id is not None:
             if packet.packet_id == self.last_packet_id:
-                self.counters["duplicates"] += 1
+                self._same_packet(self._restated(values))
                 return
             self.last_packet_id = packet.packet_id
         self.counters["packets"] += 1
+        self._silent = False
         ts = self.ctx.clock()
-        values: dict[str, Any] = packet.values
         if rssi is not None:
             values["rssi"] = rssi
         batch: list[Record] = []
@@ -396,6 +410,38 @@ class BleDriver(BaseDriver):
                 "skipped the rest of the packet",
             )
         elif self.health.state != HealthState.ONLINE and not self._flooding:
+            self.set_health(HealthState.ONLINE)
+
+    def _restated(self, values: dict[str, Any]) -> list[str]:
+        """The points a BTHome packet's values feed (the RSSI is the advertisement's, not the packet's)."""
+        prefix = self.id + "."
+        if self.default_map:
+            return [prefix + key for key in values if key in self.found]
+        return [prefix + p.name for key, p in self.by_key.items() if key in values]
+
+    def _same_packet(self, restated: list[str], facts: dict[str, Value] | None = None) -> None:
+        """The packet read last, heard again: dropped and counted. When the device went silent
+        since, it is back in range: the sensor still says what that packet said, so the points it
+        restates are good again with their last values (a reading each, for the quality's change;
+        the repeats that follow add nothing), `facts` (a beacon's `present`) are reported, and the
+        device is online. The RSSI of the last packet read and the points this packet does not
+        carry stay stale until a new packet."""
+        self.counters["duplicates"] += 1
+        if not self._silent:
+            return
+        self._silent = False
+        ts = self.ctx.clock()
+        batch: list[Record] = [
+            Reading(ts, pid, self.last_values[pid], Quality.GOOD)
+            for pid in restated
+            if pid in self.last_values
+        ]
+        for pid, value in (facts or {}).items():
+            self.last_values[pid] = value
+            batch.append(Reading(ts, pid, value, Quality.GOOD))
+        self.health.last_ok = ts
+        self.emit(batch)
+        if self.health.state != HealthState.ONLINE and not self._flooding:
             self.set_health(HealthState.ONLINE)
 
     def _found(self, key: str) -> None:
