@@ -1,13 +1,15 @@
 """The rule editor in headless Chromium when someone else acts meanwhile: two editors of one rule
 both press Save, and the second is told what the first changed instead of silently overwriting it
-(then loads the stored version, or saves over it knowingly); and a stale editor does not enable
-again a rule a colleague disabled without saying so."""
+(then loads the stored version, or saves over it knowingly); a stale editor does not enable again a
+rule a colleague disabled without saying so; and a session that ends while a rule is being edited
+keeps the text on the page, and puts it back once its author logged in again."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from edge.api.tokens import create_token
 from tests.support.site import running_site
 from tests.web.conftest import PASSWORD
 from tests.web.test_browser import T
@@ -131,4 +133,58 @@ async def test_a_stale_editor_says_saving_would_enable_a_rule_disabled_meanwhile
         assert "+ enabled: false" in await page.inner_text("#conflict-theirs")
         stored = await _stored(page)
         assert stored["enabled"] is False and stored["version"] == 2 and "for: 1m" in stored["text"]
+        assert page.errors == []
+
+
+async def test_an_ended_session_keeps_the_rule_text_and_gives_it_back_after_the_login(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        assert rt.state is not None
+        page = await logged_in_page(browser, rt)
+        assert (await _api(page, "POST", "/api/v1/rules", data=TEXT.encode()))[0] == 201
+        await open_page(page, "/rules/bin-full")
+        edited = (await page.input_value("#rule-text")).replace("value >= 85", "value >= 25")
+        edited += "# a long edit the technician has been working on\n"
+        await page.fill("#rule-text", edited)
+        await page.wait_for_selector("#rule-status.ok", timeout=T)
+
+        # an admin ends every session of the editing user
+        admin = {"Authorization": f"Bearer {create_token(rt.state, 'ops', ['read', 'admin'])}"}
+        listed = await (await page.request.get("/api/v1/sessions", headers=admin)).json()
+        assert listed["sessions"]
+        for s in listed["sessions"]:
+            resp = await page.request.delete(f"/api/v1/sessions/{s['id']}", headers=admin)
+            assert resp.status in (200, 204)
+
+        # the next keystroke's validation is refused: the page stays, the text stays, it is said
+        await page.focus("#rule-text")
+        await page.keyboard.press("End")
+        await page.keyboard.type(" ")
+        await page.wait_for_selector("#session-ended", timeout=T)
+        assert page.url.endswith("/rules/bin-full")
+        assert await page.input_value("#rule-text") == edited + " "
+        assert "Copy your text, then log in again" in await page.inner_text("#session-ended")
+
+        # Save says the same and stores nothing
+        await page.click("#save-rule")
+        await page.wait_for_selector("#rule-status.bad", timeout=T)
+        assert page.url.endswith("/rules/bin-full") and await page.input_value("#rule-text") == edited + " "
+
+        # logging in again in this tab brings the text back, still made against version 1
+        await page.click("#session-login")
+        await page.wait_for_selector("#login-form:not([hidden])", timeout=T)
+        await page.fill("#login-name", "admin")
+        await page.fill("#login-password", PASSWORD)
+        await page.click("#login-submit")
+        await page.wait_for_function(
+            "() => document.getElementById('view')?.dataset.ready === '/rules/bin-full'", timeout=T
+        )
+        await page.wait_for_selector("#draft-restored", timeout=T)
+        assert await page.input_value("#rule-text") == edited + " "
+        await page.wait_for_selector("#rule-status.ok", timeout=T)
+        await page.click("#save-rule")
+        await page.wait_for_selector("#save-msg .ok-box", timeout=T)
+        stored = await _stored(page)
+        assert stored["version"] == 2 and "value >= 25" in stored["text"]
         assert page.errors == []

@@ -7,7 +7,8 @@
 // list says which class it was.
 // A save is made against the version the editor loaded (If-Match): when a colleague saved since,
 // the gateway refuses it (409) and the editor shows what they changed, to load theirs or to save
-// this text over theirs knowingly.
+// this text over theirs knowingly. When the session ends, nothing jumps to the login page: the
+// text stays, and this tab keeps it to put back once its author logged in again.
 import { api, badge, can, fmtClock, fmtTime, h, state, t } from '../core.js';
 import { timeline } from '../chart.js';
 import { STATE_BADGE, said } from './rules.js';
@@ -63,7 +64,8 @@ function stateBadge(state) { return badge(STATE_BADGE[state] || 'muted', t('rule
 
 async function toYaml(data) { return (await api('POST', '/api/v1/ui/yaml', { data })).text; }
 
-// A request of the editor's own: core.js's api() sends no header of its caller's (If-Match).
+// A request of the editor's own: core.js's api() sends no header of its caller's (If-Match), and
+// answers a 401 by leaving for the login page, which would throw the text being edited away.
 async function send(method, path, body, headers = {}) {
   const hdrs = { ...headers };
   if (state.csrf) hdrs['X-CSRF-Token'] = state.csrf;
@@ -73,6 +75,9 @@ async function send(method, path, body, headers = {}) {
   const data = type.includes('json') ? await r.json() : await r.text();
   return { status: r.status, ok: r.ok, data };
 }
+
+// where this tab keeps a rule's unsaved text while its author logs in again
+const draftKey = (ruleId) => `edge.ruleDraft:${ruleId}`;
 
 export async function render(view, [ruleId]) {
   const isNew = ruleId === 'new';
@@ -106,10 +111,36 @@ export async function render(view, [ruleId]) {
   example.style.whiteSpace = 'pre';
   example.style.overflowX = 'auto';
   const help = h('details', { class: 'help' }, h('summary', {}, t('editor.help')), example);
-  view.append(h('div', { class: 'editor' }, h('div', {}, text, status, where, warnings), help));
+  const notice = h('div', { id: 'editor-notice' });
+  view.append(h('div', { class: 'editor' }, h('div', {}, notice, text, status, where, warnings), help));
 
   // the version (and its text) this editor's changes are made against: a save sends it
   let base = { version: current ? current.version : null, text: text.value };
+  let ended = false;
+  if (editable) {
+    let draft = null;
+    try { draft = JSON.parse(sessionStorage.getItem(draftKey(ruleId)) || 'null'); } catch { draft = null; }
+    if (draft && typeof draft.text === 'string') {
+      sessionStorage.removeItem(draftKey(ruleId));
+      text.value = draft.text;
+      if (draft.base) base = draft.base;
+      notice.replaceChildren(h('div', { class: 'hint', id: 'draft-restored', role: 'status' },
+        base.version ? t('editor.draftRestored', { version: base.version }) : t('editor.draftRestoredNew')));
+    }
+  }
+  // the session ended (an admin ended it, a password reset, idle): the text stays where it is,
+  // this tab keeps it for after the login, and the author is told, instead of being sent away
+  function sessionEnded() {
+    clearTimeout(timer);
+    try { sessionStorage.setItem(draftKey(ruleId), JSON.stringify({ text: text.value, base })); } catch { /* private mode: the text stays on the page */ }
+    status.className = 'status-line bad';
+    status.textContent = t('editor.sessionEnded');
+    if (ended) return;
+    ended = true;
+    notice.replaceChildren(h('div', { class: 'error', id: 'session-ended', role: 'alert' }, t('editor.sessionEnded'), ' ',
+      // target: a page load of the login page, not a route of this app
+      h('a', { href: '/login?next=' + encodeURIComponent(location.pathname), id: 'session-login', target: '_self' }, t('editor.logInAgain'))));
+  }
 
   let parsed = null;
   let parsedText = null; // the text `parsed` was parsed from
@@ -120,8 +151,9 @@ export async function render(view, [ruleId]) {
     const sent = text.value;
     where.hidden = true;
     showWarnings([]);
-    const y = await api('POST', '/api/v1/ui/yaml', { text: sent }, { allowError: true });
+    const y = await api('POST', '/api/v1/ui/yaml', { text: sent }, { allowError: true, noRedirect: true });
     if (mine !== seq) return false;
+    if (y.status === 401) { sessionEnded(); return false; }
     if (!y.ok) {
       const e = y.data.error || {};
       showError(e.line, e.column, t('editor.yamlError', { message: e.message || said(y.data) }));
@@ -130,8 +162,9 @@ export async function render(view, [ruleId]) {
     }
     parsed = y.data.data;
     parsedText = sent;
-    const v = await api('POST', '/api/v1/rules/validate', parsed, { allowError: true });
+    const v = await api('POST', '/api/v1/rules/validate', parsed, { allowError: true, noRedirect: true });
     if (mine !== seq) return false;
+    if (v.status === 401) { sessionEnded(); return false; }
     if (v.ok) {
       status.className = 'status-line ok';
       status.textContent = t('editor.valid');
@@ -175,7 +208,7 @@ export async function render(view, [ruleId]) {
   // a dry-run checks the text as it is now (a check still waiting for the typing to stop would
   // void this one), and never runs what was parsed from an earlier text
   const checkNow = () => { clearTimeout(timer); return validate(); };
-  if (editable) view.append(dryRunCard(checkNow, () => (parsedText === text.value ? parsed : null)));
+  if (editable) view.append(dryRunCard(checkNow, () => (parsedText === text.value ? parsed : null), sessionEnded));
   else view.append(h('p', { class: 'hint', id: 'dry-run-needs-rules' }, t('editor.needsRules')));
 
   if (editable) {
@@ -185,6 +218,7 @@ export async function render(view, [ruleId]) {
     async function store(version) {
       const url = isNew ? '/api/v1/rules' : `/api/v1/rules/${encodeURIComponent(ruleId)}`;
       const r = await send(isNew ? 'POST' : 'PUT', url, text.value, version ? { 'If-Match': `"${version}"` } : {});
+      if (r.status === 401) { sessionEnded(); return; }
       if (r.status === 409 && !isNew && r.data && 'your_version' in r.data) { conflict(r.data); return; }
       if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
       base = { version: r.data.version, text: text.value };
@@ -249,7 +283,7 @@ function firingLine(x) {
   return h('li', { class: `k-${x.kind}` }, `${fmtTime(x.ts)} · ${t('firing.' + x.kind)} · `, what);
 }
 
-function dryRunCard(validate, parsed) {
+function dryRunCard(validate, parsed, sessionEnded) {
   const hours = h('select', { id: 'dry-hours' }, [1, 6, 24, 72].map((x) => h('option', { value: x, selected: x === 6 }, t('editor.hours', { n: x }))));
   const dryOut = h('div', { id: 'dry-result' });
   const dryBtn = h('button', { class: 'secondary', id: 'dry-run', type: 'button', onclick: async () => {
@@ -260,7 +294,8 @@ function dryRunCard(validate, parsed) {
     }
     dryOut.replaceChildren(h('p', { class: 'loading' }, t('editor.dryRunning')));
     const n = Number(hours.value);
-    const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed(), hours: n }, { allowError: true });
+    const r = await api('POST', '/api/v1/rules/dry-run', { rule: parsed(), hours: n }, { allowError: true, noRedirect: true });
+    if (r.status === 401) { dryOut.replaceChildren(); sessionEnded(); return; }
     if (!r.ok) { dryOut.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
     const to = Date.now() / 1000, from = to - n * 3600;
     const f = r.data.firings || [];
