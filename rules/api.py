@@ -23,6 +23,7 @@ A rule's answer carries its version as an ETag (`"7"`). A change sent with `If-M
 editor sends the version it loaded) is made only if the rule is still at version 7, checked in the
 write's own transaction; else 409 with the rule as it is now (who changed it, its version, its
 text), and nothing changes. A change sent without If-Match replaces whatever is stored, as before.
+An import asked with `?dry_run=1` stores nothing and answers what it would do to each rule.
 """
 
 from __future__ import annotations
@@ -625,9 +626,22 @@ async def export_pack(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/yaml", charset="utf-8")
 
 
+def _dry_run_asked(request: web.Request) -> bool:
+    raw = request.query.get("dry_run")
+    if raw is None or raw.lower() in ("0", "false", "no", ""):
+        return False
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    raise Problem(400, "Bad dry_run", f"dry_run {raw[:40]!r} is not one of 1, true, yes, 0, false, no")
+
+
 async def import_pack(request: web.Request) -> web.Response:
+    """Store a pack's rules (all or none); with `?dry_run=1`, the same checks and nothing stored:
+    what the import would do to each rule (`RuleStore.pack_changes`), for its author to confirm
+    before a rule tuned and disabled since is replaced and enabled again."""
     who = require(request, "rules")
     comp = _component(request)
+    dry_run = _dry_run_asked(request)
     raw = await read_body(request, MAX_PACK_BYTES)
     try:
         text = raw.decode("utf-8")
@@ -640,6 +654,12 @@ async def import_pack(request: web.Request) -> web.Response:
         ]
         if found:
             raise _refused(who, found, "this pack has rules that read data", save=True)
+        if dry_run:
+            if problems := comp.pack_problems(compiled, "<upload>"):
+                raise RulePackError(problems)
+            assert comp.store is not None
+            changes = comp.store.pack_changes([cr.rule.doc() for cr in compiled])
+            return json_response({"dry_run": True, "changes": changes})
         ids = await comp.store_pack(compiled, who.name)
     except UnicodeDecodeError:
         raise Problem(

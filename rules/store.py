@@ -279,6 +279,41 @@ class RuleStore:
                 raise
         return current.version + 1
 
+    def pack_changes(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What storing `docs` (a pack's rules, compiled) would do to each rule, storing nothing:
+        `change` is `new`, `replaced` (its document differs) or `unchanged` (only its text may
+        differ), with the stored `version` (None: new), `enabled_before`/`enabled_after`, and
+        who changed it last and how (`updated_by`, `updated`, `action`: an import, or an edit)."""
+        out: list[dict[str, Any]] = []
+        with self.state.lock:
+            conn = self.state.conn
+            for doc in docs:
+                rule_id = doc["id"]
+                after = bool(doc.get("enabled", True))
+                r = conn.execute(
+                    "SELECT r.doc, r.enabled, r.version, r.updated, r.updated_by, v.action FROM rules r "
+                    "LEFT JOIN rule_versions v ON v.rule_id = r.id AND v.version = r.version WHERE r.id=?",
+                    (rule_id,),
+                ).fetchone()
+                if r is None:
+                    out.append({"id": rule_id, "change": "new", "version": None, "enabled_after": after})
+                    continue
+                # the pack's document as storing it would write it (JSON: tuples become lists)
+                same = json.loads(r[0]) == json.loads(json.dumps(doc, ensure_ascii=False))
+                out.append(
+                    {
+                        "id": rule_id,
+                        "change": "unchanged" if same else "replaced",
+                        "version": r[2],
+                        "enabled_before": bool(r[1]),
+                        "enabled_after": after,
+                        "updated": r[3],
+                        "updated_by": r[4],
+                        "action": r[5] or "",
+                    }
+                )
+        return out
+
     def versions(self, rule_id: str) -> list[dict[str, Any]]:
         with self.state.lock:
             rows = self.state.conn.execute(

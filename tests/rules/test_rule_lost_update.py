@@ -2,7 +2,8 @@
 (`If-Match`, the version as the rule's ETag) is refused with 409 and the rule as it is now when a
 colleague saved meanwhile, and nothing changes; the first save was silently overwritten, and a stale
 editor holding `enabled: true` enabled again a rule a colleague had disabled. A client that sends no
-If-Match replaces whatever is stored, as before."""
+If-Match replaces whatever is stored, as before. An import asked with `?dry_run=1` stores nothing and
+says what it would replace, enable or disable."""
 
 from __future__ import annotations
 
@@ -173,3 +174,67 @@ def test_the_version_is_checked_in_the_write_itself_against_another_connections_
     finally:
         gateway.state.close()
         other.state.close()
+
+
+PACK = """\
+rules:
+  - id: bin-full
+    name: Bin full
+    when: bin-*.fill_pct
+    if: value >= 85
+    for: 1m
+    severity: warning
+    then:
+      - alert: "{device} {value:.0f}%"
+  - id: bin-empty
+    when: bin-*.fill_pct
+    if: value < 5
+    enabled: false
+    then:
+      - alert: "{device} empty"
+  - id: bin-new
+    when: bin-*.fill_pct
+    if: value > 99
+    then:
+      - alert: "{device} overflowing"
+"""
+
+
+async def test_an_import_dry_run_says_what_it_would_replace_and_stores_nothing(tmp_path: Path) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
+        assert (await a.call("POST", "/import", PACK))[0] == 200
+        # tuned and disabled in the UI since; bin-empty enabled
+        tuned = (await a.call("GET", "/bin-full"))[1]["text"].replace("for: 1m", "for: 5m")
+        assert (await a.call("PUT", "/bin-full", tuned))[0] == 200
+        assert (await a.call("POST", "/bin-full/disable"))[1]["version"] == 3
+        assert (await a.call("POST", "/bin-empty/enable"))[0] == 200
+        assert (await a.call("DELETE", "/bin-new"))[0] == 204
+        before = (await a.call("GET"))[1]
+
+        status, answer, _ = await a.call("POST", "/import?dry_run=1", PACK)
+        assert status == 200 and answer["dry_run"] is True
+        changes = {c["id"]: c for c in answer["changes"]}
+        assert changes["bin-full"]["change"] == "replaced" and changes["bin-full"]["version"] == 3
+        assert changes["bin-full"]["enabled_before"] is False and changes["bin-full"]["enabled_after"] is True
+        assert changes["bin-full"]["updated_by"] == "tech-a" and changes["bin-full"]["action"] == "disable"
+        assert (
+            changes["bin-empty"]["enabled_before"] is True and changes["bin-empty"]["enabled_after"] is False
+        )
+        assert changes["bin-new"] == {
+            "id": "bin-new",
+            "change": "new",
+            "version": None,
+            "enabled_after": True,
+        }
+        assert (await a.call("GET"))[1] == before  # nothing stored
+
+        # the same pack again, unchanged rules say so
+        same = (await a.call("POST", "/import?dry_run=true", (await a.call("GET", "/export"))[1]))[1]
+        assert {c["change"] for c in same["changes"]} == {"unchanged"}
+
+        # a bad pack, or a bad dry_run, is refused as the import would be
+        assert (await a.call("POST", "/import?dry_run=1", "rules: [{id: x}]"))[0] == 422
+        assert (await a.call("POST", "/import?dry_run=maybe", PACK))[0] == 400
+        assert (await a.call("GET"))[1] == before

@@ -1,8 +1,9 @@
-"""The rule editor in headless Chromium when someone else acts meanwhile: two editors of one rule
+"""The rules pages in headless Chromium when someone else acts meanwhile: two editors of one rule
 both press Save, and the second is told what the first changed instead of silently overwriting it
 (then loads the stored version, or saves over it knowingly); a stale editor does not enable again a
-rule a colleague disabled without saying so; and a session that ends while a rule is being edited
-keeps the text on the page, and puts it back once its author logged in again."""
+rule a colleague disabled without saying so; a session that ends while a rule is being edited keeps
+the text on the page, and puts it back once its author logged in again; and an import that would
+replace a rule tuned and disabled since lists it, says it would enable it, and asks first."""
 
 from __future__ import annotations
 
@@ -187,4 +188,59 @@ async def test_an_ended_session_keeps_the_rule_text_and_gives_it_back_after_the_
         await page.wait_for_selector("#save-msg .ok-box", timeout=T)
         stored = await _stored(page)
         assert stored["version"] == 2 and "value >= 25" in stored["text"]
+        assert page.errors == []
+
+
+PACK = """\
+rules:
+  - id: bin-full
+    name: Bin full
+    when: bin-*.fill_pct
+    if: value >= 85
+    for: 1m
+    then:
+      - alert: "{device} {value:.0f}%"
+  - id: bin-empty
+    when: bin-*.fill_pct
+    if: value < 5
+    then:
+      - alert: "{device} empty"
+"""
+
+
+async def test_an_import_that_would_replace_a_tuned_disabled_rule_asks_first(
+    tmp_path: Path, browser: Any
+) -> None:
+    pack = tmp_path / "waste.yaml"
+    pack.write_text(PACK, encoding="utf-8")
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        page = await logged_in_page(browser, rt)
+        await open_page(page, "/rules")
+        await page.set_input_files("#pack-file", str(pack))  # only new rules: nothing to ask
+        await page.wait_for_selector("#rules-msg .ok-box", timeout=T)
+        assert await page.locator("dialog").count() == 0
+
+        # tuned and disabled since
+        tuned = (await _stored(page))["text"].replace("for: 1m", "for: 5m")
+        assert (await _api(page, "PUT", "/api/v1/rules/bin-full", data=tuned.encode()))[0] == 200
+        assert (await _api(page, "POST", "/api/v1/rules/bin-full/disable"))[0] == 200
+        await open_page(page, "/rules")
+        await page.set_input_files("#pack-file", str(pack))
+        await page.wait_for_selector("#import-preview tr[data-rule=bin-full]", timeout=T)
+        row = await page.inner_text("#import-preview tr[data-rule=bin-full]")
+        assert "will be enabled" in row and "version 3: admin disabled a rule" in row, row
+        assert await page.locator("#import-preview tr[data-rule=bin-empty]").count() == 0
+        assert "1 unchanged" in await page.inner_text("#import-preview")
+        await page.click("dialog [data-act=cancel]")
+        await page.wait_for_selector("#import-cancelled", timeout=T)
+        stored = await _stored(page)
+        assert stored["version"] == 3 and stored["enabled"] is False and "for: 5m" in stored["text"]
+
+        # the same file again, confirmed this time
+        await page.set_input_files("#pack-file", str(pack))
+        await page.wait_for_selector("#import-preview", timeout=T)
+        await page.click("dialog [data-act=ok]")
+        await page.wait_for_selector("#rules-msg .ok-box", timeout=T)
+        stored = await _stored(page)
+        assert stored["version"] == 4 and stored["enabled"] is True and "for: 1m" in stored["text"]
         assert page.errors == []

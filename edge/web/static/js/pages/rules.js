@@ -1,5 +1,7 @@
 // Rules: list with state and last firing, enable/disable, pack import/export (rules API).
-import { api, badge, can, errorBox, fmtTime, h, t, table } from '../core.js';
+// An import that would replace stored rules (a rule tuned or disabled here since) first lists
+// them, with those it would enable or disable, and imports only once that is confirmed.
+import { api, badge, can, dialog, errorBox, fmtTime, h, t, table } from '../core.js';
 
 // a rule state's badge colour, the same in the list and the editor: an active rule has an alert on
 export const STATE_BADGE = { ok: 'ok', pending: 'warn', active: 'bad', error: 'bad', disabled: 'muted' };
@@ -29,6 +31,30 @@ function packRefused(data) {
   return box;
 }
 
+// What an import would do (`?dry_run=1`), for its author to confirm: each rule it replaces, with
+// the enabling or disabling that comes with it and who changed the stored one last; true to import.
+// how the stored rule was last changed (the audit's words: "disabled a rule"), else its action name
+function actionSaid(action) {
+  const key = `action.rule_${action}`;
+  const said = t(key);
+  return said === key ? action : said;
+}
+
+function confirmImport(changes) {
+  const replaced = changes.filter((c) => c.change === 'replaced');
+  const rows = replaced.map((c) => h('tr', { 'data-rule': c.id },
+    h('td', {}, c.id),
+    h('td', {}, c.enabled_before === c.enabled_after ? ''
+      : h('strong', { 'data-k': c.enabled_after ? 'will-enable' : 'will-disable' }, t(c.enabled_after ? 'rules.importWillEnable' : 'rules.importWillDisable'))),
+    h('td', {}, t('rules.importLastChange', { version: c.version, by: c.updated_by || '?', action: actionSaid(c.action), when: c.updated ? fmtTime(c.updated) : '' }))));
+  const counted = ['new', 'unchanged'].map((k) => [k, changes.filter((c) => c.change === k).length]).filter(([, n]) => n);
+  const body = h('div', { id: 'import-preview' },
+    h('p', {}, t('rules.importAsk')),
+    table([t('rules.id'), t('rules.importEnabled'), t('rules.importStored')], rows, { class: 'import-changes' }),
+    counted.length ? h('p', { class: 'hint' }, counted.map(([k, n]) => t(k === 'new' ? 'rules.importNew' : 'rules.importUnchanged', { n })).join(' · ')) : null);
+  return dialog(t('rules.import'), body, t('rules.importConfirm')).then((v) => v !== null);
+}
+
 export async function render(view) {
   view.append(h('h1', {}, t('rules.title')));
   const res = await api('GET', '/api/v1/rules', undefined, { allowError: true });
@@ -42,7 +68,16 @@ export async function render(view) {
   if (can('rules')) {
     const file = h('input', { type: 'file', accept: '.yaml,.yml', id: 'pack-file', hidden: true, onchange: async () => {
       const text = await file.files[0].text();
-      const r = await api('POST', '/api/v1/rules/import', text, { raw: true, contentType: 'application/yaml', allowError: true });
+      file.value = ''; // choosing the same file again is a change again
+      const asPack = { raw: true, contentType: 'application/yaml', allowError: true };
+      const preview = await api('POST', '/api/v1/rules/import?dry_run=1', text, asPack);
+      if (!preview.ok) { msg.replaceChildren(packRefused(preview.data)); return; }
+      const changes = Array.isArray(preview.data.changes) ? preview.data.changes : [];
+      if (changes.some((c) => c.change === 'replaced') && !(await confirmImport(changes))) {
+        msg.replaceChildren(h('div', { class: 'hint', id: 'import-cancelled' }, t('rules.importCancelled')));
+        return;
+      }
+      const r = await api('POST', '/api/v1/rules/import', text, asPack);
       msg.replaceChildren(r.ok ? h('div', { class: 'ok-box' }, t('rules.imported')) : packRefused(r.data));
       if (r.ok) setTimeout(() => location.reload(), 600);
     } });
