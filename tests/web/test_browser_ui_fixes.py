@@ -11,8 +11,9 @@ from typing import Any
 
 from edge import audit
 from tests.support.site import running_site
+from tests.web.conftest import PASSWORD
 from tests.web.test_browser import T
-from tests.web.test_browser_pages import browser, logged_in_page, open_page
+from tests.web.test_browser_pages import browser, logged_in_page, open_page, watched_page
 
 __all__ = ["browser"]
 
@@ -48,6 +49,29 @@ SITE = {
 
 async def _scroll_width(page: Any) -> list[int]:
     return list(await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]"))
+
+
+async def test_a_long_value_or_point_name_never_scrolls_the_page_sideways(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        admin = await logged_in_page(browser, rt)
+        await admin.close()
+        for viewport in ({"width": 1280, "height": 900}, {"width": 390, "height": 844}):
+            ctx = await browser.new_context(
+                locale="en-US", viewport=viewport, base_url=f"http://127.0.0.1:{rt.web_port}", bypass_csp=True
+            )
+            resp = await ctx.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
+            assert resp.status == 200
+            page = await watched_page(ctx)
+            await open_page(page, "/devices/pump-1")
+            await page.wait_for_selector("td.value[data-point='pump-1.serial']", timeout=T)
+            assert LONG_VALUE in await page.inner_text("td.value[data-point='pump-1.serial']")
+            await page.select_option("#commission-point", f"pump-1.{LONG_NAME}")
+            width, inner = await _scroll_width(page)
+            assert width <= inner, (viewport, width, inner)
+            assert page.errors == []
+            await ctx.close()
 
 
 async def test_the_audit_page_leaves_out_fields_recorded_empty(tmp_path: Path, browser: Any) -> None:
