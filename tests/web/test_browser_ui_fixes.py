@@ -51,6 +51,51 @@ async def _scroll_width(page: Any) -> list[int]:
     return list(await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]"))
 
 
+async def test_a_refusal_goes_once_the_reader_types_again(tmp_path: Path, browser: Any) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        page = await logged_in_page(browser, rt)
+        await open_page(page, "/admin")
+        form = "#add-user"
+        await page.fill(f"{form} input[name=name]", "tech1")
+        await page.fill(f"{form} input[name=password]", "techpass1234")
+        await page.click(f"{form} button")
+        await page.wait_for_selector("#users tr[data-user=tech1]", timeout=T)
+        # the same name again: the server refuses it
+        await page.fill(f"{form} input[name=name]", "tech1")
+        await page.fill(f"{form} input[name=password]", "techpass1234")
+        await page.click(f"{form} button")
+        await page.wait_for_selector("#users .error", timeout=T)
+        # a short password: the browser blocks the submit, and the earlier refusal is gone
+        await page.fill(f"{form} input[name=name]", "tech2")
+        await page.fill(f"{form} input[name=password]", "short")
+        await page.click(f"{form} button")
+        assert await page.locator("#users .error").count() == 0
+        # and a submit blocked without typing first (the field left empty) clears it too
+        await page.fill(f"{form} input[name=name]", "tech1")
+        await page.fill(f"{form} input[name=password]", "techpass1234")
+        await page.click(f"{form} button")
+        await page.wait_for_selector("#users .error", timeout=T)
+        await page.eval_on_selector(f"{form} input[name=password]", "e => { e.value = ''; }")
+        await page.click(f"{form} button")
+        assert await page.locator("#users .error").count() == 0
+
+        # the write dialog: a refused number, then an empty value the browser blocks
+        await open_page(page, "/devices/pump-1")
+        await page.click("button[data-write='pump-1.setpoint_kw']")
+        await page.fill("#write-value", "12,5")
+        await page.click("dialog [data-act=ok]")
+        await page.wait_for_selector("#write-result .error", timeout=T)
+        await page.click("button[data-write='pump-1.setpoint_kw']")
+        await page.click("dialog [data-act=ok]")  # empty: required, the dialog stays open
+        assert await page.locator("dialog[open]").count() == 1
+        assert await page.inner_text("#write-result") == ""
+        await page.fill("#write-value", "3")
+        assert await page.inner_text("#write-result") == ""
+        await page.click("dialog [data-act=ok]")
+        await page.wait_for_selector("#write-result .ok-box", timeout=T)
+        assert page.errors == []
+
+
 async def test_a_long_value_or_point_name_never_scrolls_the_page_sideways(
     tmp_path: Path, browser: Any
 ) -> None:

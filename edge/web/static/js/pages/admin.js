@@ -18,6 +18,15 @@ export async function render(view) {
   await Promise.all([drawUsers(users, userChanged), drawSessions(sessions), drawTokens(tokens)]);
 }
 
+// An earlier refusal goes once the reader edits the form again, or submits it and the browser
+// refuses a field (no request is sent then, so nothing else would replace it). A new token shown
+// once stays.
+function clearOnEdit(form, msg) {
+  const clear = () => { for (const e of msg.querySelectorAll('.error')) e.remove(); };
+  form.addEventListener('input', clear);
+  form.addEventListener('invalid', clear, true);
+}
+
 async function drawUsers(box, userChanged) {
   const { users } = await api('GET', '/api/v1/users');
   const msg = h('div');
@@ -44,6 +53,7 @@ async function drawUsers(box, userChanged) {
     h('select', { name: 'role' }, ROLES.map((r) => h('option', { value: r, selected: r === 'technician' }, t('role.' + r)))),
     h('input', { name: 'password', type: 'password', placeholder: t('login.password'), minlength: 10, required: true }),
     h('button', { class: 'primary' }, t('admin.addUser')));
+  clearOnEdit(form, msg);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     try { await api('POST', '/api/v1/users', Object.fromEntries(new FormData(form).entries())); await drawUsers(box, userChanged); } catch (e) { msg.replaceChildren(errorBox(e)); }
@@ -93,6 +103,7 @@ async function drawTokens(box) {
     SCOPES.map((s) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'scope', value: s, checked: s === 'read' }), t('scope.' + s))),
     h('input', { name: 'consumer', placeholder: t('admin.consumer') }),
     h('button', { class: 'primary' }, t('admin.createToken')));
+  clearOnEdit(form, msg);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const fd = new FormData(form);

@@ -84,6 +84,10 @@ export async function render(view, [deviceId]) {
     const input = p.type === 'bool'
       ? h('select', { name: 'value', id: 'write-value' }, h('option', { value: 'true' }, t('value.true')), h('option', { value: 'false' }, t('value.false')))
       : h('input', { name: 'value', id: 'write-value', required: true });
+    // the last write's answer goes once this one is typed, or refused by the browser (empty)
+    const clear = () => writeResult.replaceChildren();
+    input.addEventListener('input', clear);
+    input.addEventListener('invalid', clear);
     const values = await dialog(t('device.writeTitle', { point: p.id }),
       h('div', {}, h('p', {}, t('device.writeWarn')), h('label', {}, t('device.newValue'), input)), t('device.writeConfirm'));
     if (!values) return;
