@@ -18,18 +18,30 @@ async def healthz(request: web.Request) -> web.Response:
     """200 {"status": "ok"} while the gateway runs and journals what it reads; 503 while it starts
     or stops, and 503 {"status": "failing", "reason": ...} while the journal cannot commit (its
     writer thread ended, or its commits fail: disk full, I/O error, a record that cannot be
-    sealed): readings are then held in memory or dropped and counted, not journaled."""
+    sealed): readings are then held in memory or dropped and counted, not journaled.
+
+    200 {"status": "degraded", "reason": ..., "retention_failing": ...} while the journal's
+    retention steps fail (a damaged page): records are still journaled, but those past their
+    retention are kept, so the journal grows toward its cap until it is repaired or restored."""
     runtime = keys.get_runtime(request)
     journal = runtime.journal
     problem = journal.writer_problem
+    running = runtime.ready.is_set() and not runtime.stopping.is_set()
     body = {
-        "status": "ok" if runtime.ready.is_set() and not runtime.stopping.is_set() else "degraded",
+        "status": "ok" if running else "degraded",
         "site": runtime.site.site.id,
         "committed_seq": journal.committed_seq,
     }
     if problem is not None:
         body["status"] = "failing"
         body["reason"] = problem
+    else:
+        retention = journal.retention_problem
+        if retention is not None:
+            body["retention_failing"] = retention
+            if running:  # a start or a stop is degraded already, and says no reason
+                body["status"] = "degraded"
+                body["reason"] = retention
     return json_response(body, status=200 if runtime.ready.is_set() and problem is None else 503)
 
 

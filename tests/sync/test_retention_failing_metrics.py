@@ -1,0 +1,78 @@
+"""A journal whose retention steps fail (a damaged page) says so wherever a person or a monitor
+looks: `/healthz` answers 200 `degraded` with the reason (records are still journaled),
+`/metrics` exports `edge_retention_failures_total` and `edge_retention_failing`, the shipped
+alert rule `EdgeRetentionFailing` fires on the latter, and `edge buffer stats` and `edge status`
+print a warning line. Before, only the log said it, every 5 s, while every figure looked fine."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edge.runtime import Runtime
+from tests.store.helpers import open_journal, readings
+from tests.store.test_retention_failing import damage_an_old_leaf
+from tests.support.ports import free_port
+from tests.support.site import load, site_file
+from tests.support.waiting import until
+
+
+def site_doc() -> dict[str, Any]:
+    """The site: records kept a minute; its web server on a port `edge status` can be told."""
+    return {"storage": {"keep_history": "60s"}, "web": {"listen": f"127.0.0.1:{free_port()}"}}
+
+
+async def old_records(tmp_path: Path) -> None:
+    """A journal of 20,000 records an hour old (past the site's keep_history, for retention), then
+    the 200,000 newest ones a start reads the latest values from, all recent."""
+    journal = open_journal(tmp_path, keep_history=None)  # nothing expires while it is filled
+    try:
+        journal.append(readings(20_000, start_ts=time.time() - 3600, step=1e-3))
+        journal.append(readings(200_000, start_ts=time.time(), step=1e-5))
+        await journal.flush()
+    finally:
+        await journal.close()
+
+
+@asynccontextmanager
+async def gateway(tmp_path: Path, doc: dict[str, Any]) -> AsyncIterator[Runtime]:
+    rt = Runtime(load(tmp_path, doc))
+    rt.journal.retention_interval = 0.02
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.stop()
+
+
+async def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
+        return r.status, await r.json()
+
+
+@asynccontextmanager
+async def damaged_gateway(tmp_path: Path) -> AsyncIterator[tuple[Runtime, Path]]:
+    """A running gateway whose journal has a damaged old page: its retention steps fail (two have,
+    when this yields); with the site file."""
+    await old_records(tmp_path)
+    damage_an_old_leaf(tmp_path / "edge.db")
+    doc = site_doc()
+    config = site_file(tmp_path, doc)
+    async with gateway(tmp_path, doc) as rt:
+        await until(lambda: rt.journal.retention_failures >= 2, timeout=30, what="failed retention steps")
+        yield rt, config
+
+
+async def test_healthz_says_degraded_with_the_reason(tmp_path: Path) -> None:
+    async with damaged_gateway(tmp_path) as (rt, _):
+        assert rt.web_port is not None
+        code, body = await healthz(rt.web_port)
+    assert code == 200, body  # records are still journaled
+    assert body["status"] == "degraded", body
+    assert body["reason"].startswith("journal retention failing ("), body
+    assert "malformed" in body["reason"] and body["retention_failing"] == body["reason"]
