@@ -148,6 +148,17 @@ class RuntimeCollector:
                 "1 while deletion by age waits for a trusted clock after a forward jump",
                 value=1 if buf.get("retention_paused") else 0,
             )
+            # a damaged journal page fails every step: records past their retention are kept
+            yield CounterMetricFamily(
+                "edge_retention_failures",
+                "Retention steps that failed since the start (records past their retention are kept)",
+                value=buf.get("retention_failures") or 0,
+            )
+            yield GaugeMetricFamily(
+                "edge_retention_failing",
+                "1 while the journal's retention steps fail (the last one failed)",
+                value=1 if buf.get("retention_failing") else 0,
+            )
         info = InfoMetricFamily(
             "edge_build",
             "The version and the configuration hashes in force (edge.buildinfo)",

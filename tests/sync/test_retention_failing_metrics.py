@@ -14,12 +14,15 @@ from typing import Any
 
 import aiohttp
 
+from edge.api.tokens import create_token
 from edge.runtime import Runtime
+from tests.fleet.test_prometheus_rules import alert_rules, promtool
 from tests.store.helpers import open_journal, readings
 from tests.store.test_retention_failing import damage_an_old_leaf
 from tests.support.ports import free_port
 from tests.support.site import load, site_file
 from tests.support.waiting import until
+from tests.sync.test_metrics_cli import samples, scrape
 
 
 def site_doc() -> dict[str, Any]:
@@ -76,3 +79,20 @@ async def test_healthz_says_degraded_with_the_reason(tmp_path: Path) -> None:
     assert body["status"] == "degraded", body
     assert body["reason"].startswith("journal retention failing ("), body
     assert "malformed" in body["reason"] and body["retention_failing"] == body["reason"]
+
+
+async def test_metrics_count_the_failed_steps(tmp_path: Path) -> None:
+    async with damaged_gateway(tmp_path) as (rt, _):
+        assert rt.web_port is not None and rt.state is not None
+        scraped = samples(await scrape(rt.web_port, create_token(rt.state, "prom", ["read"])))
+    assert scraped[("edge_retention_failures_total", ())] >= 2
+    assert scraped[("edge_retention_failing", ())] == 1
+
+
+def test_the_alert_rule_on_failing_retention() -> None:
+    """`EdgeRetentionFailing` is shipped, reads the exported gauge, and its promtool cases (one
+    gateway failing for good, one that failed once) pass."""
+    rule = alert_rules()["EdgeRetentionFailing"]
+    assert "edge_retention_failing" in rule["expr"]
+    done = promtool("test", "rules", "tests.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
