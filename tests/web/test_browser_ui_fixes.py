@@ -13,7 +13,7 @@ from edge import audit
 from tests.support.site import running_site
 from tests.web.conftest import PASSWORD
 from tests.web.test_browser import T
-from tests.web.test_browser_pages import browser, logged_in_page, open_page, watched_page
+from tests.web.test_browser_pages import browser, logged_in_page, open_page, site_context, watched_page
 
 __all__ = ["browser"]
 
@@ -93,6 +93,36 @@ async def test_a_refusal_goes_once_the_reader_types_again(tmp_path: Path, browse
         assert await page.inner_text("#write-result") == ""
         await page.click("dialog [data-act=ok]")
         await page.wait_for_selector("#write-result .ok-box", timeout=T)
+        assert page.errors == []
+
+
+async def test_an_admin_setting_their_own_password_on_the_users_page_stays_logged_in(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, SITE) as rt:
+        page = await logged_in_page(browser, rt)
+        await open_page(page, "/admin")
+        await page.click("tr[data-user=admin] button:has-text('Set password')")
+        # one's own password: the current one is asked, as in the header's dialog
+        await page.fill("dialog[open] input[name=old]", PASSWORD)
+        await page.fill("dialog[open] input[name=new]", "a new password 2")
+        await page.click("dialog[open] button[data-act=ok]")
+        await page.wait_for_selector("#users .ok-box", timeout=T)
+        assert "Password changed" in await page.inner_text("#users .ok-box")
+        # still logged in, with a working CSRF token: the next change goes through
+        await page.fill("#add-user input[name=name]", "tech9")
+        await page.fill("#add-user input[name=password]", "techpass1234")
+        await page.click("#add-user button")
+        await page.wait_for_selector("#users tr[data-user=tech9]", timeout=T)
+        assert page.url.endswith("/admin")
+        # the new password is the one that logs in
+        ctx = await site_context(browser, rt)
+        bad = await ctx.request.post("/api/v1/auth/login", data={"name": "admin", "password": PASSWORD})
+        good = await ctx.request.post(
+            "/api/v1/auth/login", data={"name": "admin", "password": "a new password 2"}
+        )
+        assert (bad.status, good.status) == (401, 200)
+        await ctx.close()
         assert page.errors == []
 
 

@@ -29,9 +29,24 @@ function clearOnEdit(form, msg) {
 
 async function drawUsers(box, userChanged) {
   const { users } = await api('GET', '/api/v1/users');
-  const msg = h('div');
+  const msg = h('div', { id: 'user-msg' });
   const act = async (name, body) => {
     try { await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body); await Promise.all([drawUsers(box, userChanged), userChanged()]); } catch (e) { msg.replaceChildren(errorBox(e)); }
+  };
+  // One's own password goes as the header's dialog sends it (with the current one): this
+  // session stays, with its new CSRF token; the user's other sessions end. Set as another
+  // user's, it would end this session too and leave the page at the login without a word.
+  const ownPassword = async () => {
+    const v = await dialog(t('password.title'), h('div', {},
+      h('label', {}, t('password.old'), h('input', { name: 'old', type: 'password', required: true, autocomplete: 'current-password' })),
+      h('label', {}, t('password.new'), h('input', { name: 'new', type: 'password', required: true, minlength: 10, autocomplete: 'new-password' }))),
+    t('password.submit'));
+    if (!v) return;
+    const res = await api('POST', '/api/v1/auth/password', v, { allowError: true });
+    if (!res.ok) { msg.replaceChildren(errorBox(res)); return; }
+    state.csrf = res.data.csrf;
+    await Promise.all([drawUsers(box, userChanged), userChanged()]);
+    box.querySelector('#user-msg').replaceChildren(h('div', { class: 'ok-box', role: 'status' }, t('password.done')));
   };
   const rows = users.map((u) => h('tr', { 'data-user': u.name },
     h('td', { translate: 'no' }, u.name), h('td', {}, t('role.' + u.role)),
@@ -39,6 +54,7 @@ async function drawUsers(box, userChanged) {
     h('td', {}, u.last_login ? fmtTime(u.last_login) : t('admin.never')),
     h('td', {},
       h('button', { class: 'secondary small', onclick: async () => {
+        if (u.name === state.user.name) { await ownPassword(); return; }
         const v = await dialog(t('admin.resetTitle', { name: u.name }), h('label', {}, t('login.password'), h('input', { name: 'password', type: 'password', minlength: 10, required: true })));
         if (v) await act(u.name, { password: v.password });
       } }, t('admin.resetPassword')),
