@@ -515,6 +515,8 @@ def format_health(h: dict[str, Any]) -> str:
             lines.append(f"{key.replace('_', ' '):<15} {h[key]:,}")
     if h.get("retention_paused"):
         lines.append(f"WARNING         retention paused: {h['retention_paused']}")
+    if h.get("retention_failing"):
+        lines.append(f"WARNING         retention failing: {h['retention_failing']}")
     if h.get("failing") or h.get("disk_full") or h.get("disk_low") or h.get("recovering"):
         if h.get("recovering"):
             state = "recovering from a full disk"

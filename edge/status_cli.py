@@ -137,7 +137,14 @@ def gather(site: Site, token: str | None) -> tuple[int, dict[str, Any]]:
         return UNREADABLE, report
     if token is None:
         report["detail"] = False
-        report["healthy"] = code == 200 and health.get("status") == "ok"
+        # failing retention degrades /healthz but, as in /api/v1/status, not the verdict: records
+        # are still journaled (the warning is printed)
+        retention_only = (
+            health.get("status") == "degraded"
+            and health.get("reason") is not None
+            and (health.get("reason") == health.get("retention_failing"))
+        )
+        report["healthy"] = code == 200 and (health.get("status") == "ok" or retention_only)
         report["note"] = "no token: only /healthz was read (--token-file FILE with a read-scope token)"
         return (HEALTHY if report["healthy"] else UNHEALTHY), report
     code, status = _get(target, "/api/v1/status", token)
@@ -180,7 +187,11 @@ def human(code: int, r: dict[str, Any]) -> str:
     verdict = "healthy" if code == HEALTHY else "UNHEALTHY"
     if not r.get("detail"):
         h = r.get("healthz") or {}
-        return f"{site}: {verdict} (/healthz: {h.get('status')}, journal seq {h.get('committed_seq')})\n  {r['note']}"
+        head = f"{site}: {verdict} (/healthz: {h.get('status')}, journal seq {h.get('committed_seq')})"
+        warning = (
+            f"\n  WARNING retention failing: {h['retention_failing']}" if h.get("retention_failing") else ""
+        )
+        return f"{head}{warning}\n  {r['note']}"
     lines = [f"{site}: {verdict}  (version {r.get('version')}, up {_duration(r.get('uptime_s'))})"]
     lines.append(f"  config hash {r.get('config_hash')}   rules hash {r.get('rules_hash')}")
     if r.get("restart_pending"):  # a reload found changes only a restart applies
@@ -213,6 +224,10 @@ def human(code: int, r: dict[str, Any]) -> str:
         f"{b.get('ingest_rate')} records/s, full in {_duration(b.get('time_until_full_s'))}"
         + (", DISK FULL" if b.get("disk_full") else "")
     )
+    if b.get("retention_paused"):
+        lines.append(f"  WARNING retention paused: {b['retention_paused']}")
+    if b.get("retention_failing"):
+        lines.append(f"  WARNING retention failing: {b['retention_failing']}")
     for name, cur in sorted((b.get("cursors") or {}).items()):
         lines.append(
             f"    {cur.get('kind')} {name}: backlog {cur.get('backlog')}, "

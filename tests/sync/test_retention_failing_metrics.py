@@ -6,6 +6,7 @@ print a warning line. Before, only the log said it, every 5 s, while every figur
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,9 +17,11 @@ import aiohttp
 
 from edge.api.tokens import create_token
 from edge.runtime import Runtime
+from edge.status_cli import HEALTHY
 from tests.fleet.test_prometheus_rules import alert_rules, promtool
 from tests.store.helpers import open_journal, readings
 from tests.store.test_retention_failing import damage_an_old_leaf
+from tests.support.cli import edge_cli
 from tests.support.ports import free_port
 from tests.support.site import load, site_file
 from tests.support.waiting import until
@@ -87,6 +90,42 @@ async def test_metrics_count_the_failed_steps(tmp_path: Path) -> None:
         scraped = samples(await scrape(rt.web_port, create_token(rt.state, "prom", ["read"])))
     assert scraped[("edge_retention_failures_total", ())] >= 2
     assert scraped[("edge_retention_failing", ())] == 1
+
+
+async def test_buffer_stats_and_status_print_a_warning(tmp_path: Path) -> None:
+    async with damaged_gateway(tmp_path) as (rt, config):
+        assert rt.state is not None
+        stats = await asyncio.to_thread(edge_cli, "buffer", "stats", "-c", str(config))
+        assert stats.returncode == 0, stats.stderr
+        warning = [line for line in stats.stdout.splitlines() if "retention failing" in line]
+        assert len(warning) == 1 and warning[0].startswith("WARNING"), stats.stdout
+        assert "malformed" in warning[0] and "records past their retention are not deleted" in warning[0]
+
+        token_file = tmp_path / "status.token"
+        token_file.write_text(create_token(rt.state, "status", ["read"]) + "\n")
+        for more in (("--token-file", str(token_file)), ()):  # with a token, and /healthz alone
+            done = await asyncio.to_thread(edge_cli, "status", "-c", str(config), *more)
+            # records are still journaled: a warning, not an unhealthy gateway
+            assert done.returncode == HEALTHY, done.stdout + done.stderr
+            lines = [line.strip() for line in done.stdout.splitlines()]
+            failing = [line for line in lines if line.startswith("WARNING retention failing: ")]
+            assert len(failing) == 1 and "malformed" in failing[0], done.stdout
+
+
+async def test_a_sound_journal_says_nothing_of_retention(tmp_path: Path) -> None:
+    await old_records(tmp_path)
+    doc = site_doc()
+    config = site_file(tmp_path, doc)
+    async with gateway(tmp_path, doc) as rt:
+        assert rt.web_port is not None and rt.state is not None
+        await until(lambda: rt.journal.counters["retention_deleted"] > 0, timeout=30, what="retention")
+        code, body = await healthz(rt.web_port)
+        assert (code, body["status"]) == (200, "ok") and "reason" not in body, body
+        scraped = samples(await scrape(rt.web_port, create_token(rt.state, "prom", ["read"])))
+        assert scraped[("edge_retention_failures_total", ())] == 0
+        assert scraped[("edge_retention_failing", ())] == 0
+        stats = await asyncio.to_thread(edge_cli, "buffer", "stats", "-c", str(config))
+        assert stats.returncode == 0 and "retention failing" not in stats.stdout, stats.stdout + stats.stderr
 
 
 def test_the_alert_rule_on_failing_retention() -> None:
