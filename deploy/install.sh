@@ -5,7 +5,8 @@
 #   sudo ./install.sh --from community-edge-VERSION-cpXY-ARCH.tar.gz   # offline, from `make dist`
 # Installs to /opt/community-edge, a site file to /etc/community-edge/site.yaml (kept if present),
 # data to /var/lib/community-edge, and the unit community-edge.service (enabled, not started
-# until the site file checks clean).
+# until the site file checks clean as the service reads it, as its user). Files already in
+# /etc/community-edge keep their owner and mode.
 #
 # --from BUNDLE installs with no network (pip --no-index from the bundle's wheels) into its own
 # venv, PREFIX/versions/VERSION-SUM/venv; PREFIX/current points at the one in use and
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
     --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
             BUNDLE=$2; shift 2 ;;
     --from=*) BUNDLE=${1#--from=}; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
   esac
 done
@@ -71,14 +72,30 @@ for group in dialout video bluetooth; do getent group "$group" >/dev/null || gro
 }
 
 site_file() {
-  # $1: the folder holding deploy/sites/example-site.yaml
+  # $1: the folder holding deploy/sites/example-site.yaml. Only what this makes gets its owner
+  # and mode here: the folder and the example site file. The operator's files in it keep theirs
+  # (a master key or token file given to the service user stays the service user's).
   mkdir -p "$ETC"
   if [ ! -f "$ETC/site.yaml" ] && [ "${SITE_EXAMPLE:-yes}" != no ]; then
     sed "s#path: .*edge.db#path: /var/lib/community-edge/edge.db#" "$1/deploy/sites/example-site.yaml" > "$ETC/site.yaml"
+    if [ "$SERVICE" = systemd ]; then chown root:community-edge "$ETC/site.yaml"; chmod 0640 "$ETC/site.yaml"; fi
     echo "wrote $ETC/site.yaml — edit it, then: edge check -c $ETC/site.yaml"
   fi
+  # the unit's EnvironmentFile: systemd reads it as root, the service user never does
   [ -f "$ETC/env" ] || { install -m 0600 /dev/null "$ETC/env"; echo "# EDGE_CENTRAL_TOKEN=..." > "$ETC/env"; }
-  if [ "$SERVICE" = systemd ]; then chown -R root:community-edge "$ETC"; chmod 0750 "$ETC"; fi
+  if [ "$SERVICE" = systemd ]; then chown root:community-edge "$ETC"; chmod 0750 "$ETC"; fi
+}
+
+as_service() (
+  # run "$@" as the unit runs ExecStartPre: with SERVICE=systemd as its user (a root shell's
+  # access would hide what the service lacks)
+  [ "$SERVICE" != systemd ] || set -- setpriv --reuid=community-edge --regid=community-edge --init-groups "$@"
+  exec "$@"
+)
+
+check_site() {
+  # $1: the venv. `edge check` of the site file as the service will start
+  as_service "$1/bin/edge" check -q -c "$ETC/site.yaml"
 }
 
 unit() {
@@ -118,7 +135,7 @@ if [ -z "$BUNDLE" ]; then
   bytecode "$PREFIX/.venv"
   site_file "$SRC"
   unit "$SRC"
-  if "$PREFIX/.venv/bin/edge" check -q -c "$ETC/site.yaml"; then
+  if check_site "$PREFIX/.venv"; then
     systemctl restart community-edge.service && echo "community-edge is running: journalctl -u community-edge -f"
   else
     echo "fix the site file above, then: systemctl start community-edge" >&2
@@ -275,7 +292,7 @@ prune_backups() {
 
 BACKUP=
 NO_BACKUP=
-if "$NEW/venv/bin/edge" check -q -c "$ETC/site.yaml" 2>"$WORK/check.txt"; then CHECKED=yes; else CHECKED=no; fi
+if check_site "$NEW/venv" 2>"$WORK/check.txt"; then CHECKED=yes; else CHECKED=no; fi
 RUNNING=no
 if running; then
   RUNNING=yes
