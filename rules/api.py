@@ -23,13 +23,18 @@ A rule's answer carries its version as an ETag (`"7"`). A change sent with `If-M
 editor sends the version it loaded) is made only if the rule is still at version 7, checked in the
 write's own transaction; else 409 with the rule as it is now (who changed it, its version, its
 text), and nothing changes. A change sent without If-Match replaces whatever is stored, as before.
-An import asked with `?dry_run=1` stores nothing and answers what it would do to each rule.
+An import asked with `?dry_run=1` stores nothing and answers what it would do to each rule, with
+the stored versions of the pack's rules as an ETag: the import sent with it as If-Match stores the
+pack only if none of those rules changed since (else 409 with what it would do now).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
+import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -626,6 +631,44 @@ async def export_pack(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/yaml", charset="utf-8")
 
 
+PACK_TAG_RE = re.compile(r'"?([0-9a-f]{32})"?')
+
+
+def _pack_tag(changes: list[dict[str, Any]]) -> str:
+    """The stored versions of a pack's rules (None: not stored) as one ETag: what a dry run
+    showed, for the import to be made against."""
+    versions = sorted((c["id"], c["version"]) for c in changes)
+    return hashlib.sha256(json.dumps(versions).encode()).hexdigest()[:32]
+
+
+def _pack_if_match(request: web.Request) -> str | None:
+    """The dry run's ETag an import is made against (If-Match), or None; 400 for anything else."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    m = PACK_TAG_RE.fullmatch(raw.strip())
+    if m is None:
+        raise Problem(
+            400,
+            "Bad If-Match",
+            f"If-Match {raw[:40]!r} is not the ETag a dry run of the import answered with "
+            "(?dry_run=1); send that, or no If-Match to import over whatever is stored",
+        )
+    return m.group(1)
+
+
+def _pack_moved(changes: list[dict[str, Any]]) -> Problem:
+    return Problem(
+        409,
+        "Rules changed since the dry run",
+        "a rule of the pack was saved, imported or deleted since the dry run this import was made "
+        "against; nothing was imported: `changes` is what it would do now, `etag` to import over that",
+        message_key="rules.importMoved",
+        changes=changes,
+        etag=_pack_tag(changes),
+    )
+
+
 def _dry_run_asked(request: web.Request) -> bool:
     raw = request.query.get("dry_run")
     if raw is None or raw.lower() in ("0", "false", "no", ""):
@@ -642,6 +685,7 @@ async def import_pack(request: web.Request) -> web.Response:
     who = require(request, "rules")
     comp = _component(request)
     dry_run = _dry_run_asked(request)
+    base = _pack_if_match(request)
     raw = await read_body(request, MAX_PACK_BYTES)
     try:
         text = raw.decode("utf-8")
@@ -654,13 +698,33 @@ async def import_pack(request: web.Request) -> web.Response:
         ]
         if found:
             raise _refused(who, found, "this pack has rules that read data", save=True)
+        store = comp.store
+        assert store is not None
+
+        async def changes_now() -> list[dict[str, Any]]:
+            # a thousand rules' documents compared: off the event loop, as the pack is stored
+            return await asyncio.to_thread(lambda: store.pack_changes([cr.rule.doc() for cr in compiled]))
+
         if dry_run:
             if problems := comp.pack_problems(compiled, "<upload>"):
                 raise RulePackError(problems)
-            assert comp.store is not None
-            changes = comp.store.pack_changes([cr.rule.doc() for cr in compiled])
-            return json_response({"dry_run": True, "changes": changes})
-        ids = await comp.store_pack(compiled, who.name)
+            changes = await changes_now()
+            tag = _pack_tag(changes)
+            return json_response(
+                {"dry_run": True, "changes": changes, "etag": tag}, headers={"ETag": f'"{tag}"'}
+            )
+        if base is None:
+            ids = await comp.store_pack(compiled, who.name)
+        else:
+            changes = await changes_now()
+            if _pack_tag(changes) != base:
+                raise _pack_moved(changes)
+            # the versions the dry run showed, checked again in the pack's own transaction
+            try:
+                with expecting({c["id"]: c["version"] for c in changes}):
+                    ids = await comp.store_pack(compiled, who.name)
+            except VersionConflict:
+                raise _pack_moved(await changes_now()) from None
     except UnicodeDecodeError:
         raise Problem(
             400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="msg.rules.not_utf8"

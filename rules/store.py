@@ -15,7 +15,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -279,7 +279,7 @@ class RuleStore:
                 raise
         return current.version + 1
 
-    def pack_changes(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def pack_changes(self, docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """What storing `docs` (a pack's rules, compiled) would do to each rule, storing nothing:
         `change` is `new`, `replaced` (its document differs) or `unchanged` (only its text may
         differ), with the stored `version` (None: new), `enabled_before`/`enabled_after`, and

@@ -238,3 +238,34 @@ async def test_an_import_dry_run_says_what_it_would_replace_and_stores_nothing(t
         assert (await a.call("POST", "/import?dry_run=1", "rules: [{id: x}]"))[0] == 422
         assert (await a.call("POST", "/import?dry_run=maybe", PACK))[0] == 400
         assert (await a.call("GET"))[1] == before
+
+
+async def test_an_import_made_against_its_dry_run_is_refused_when_a_rule_changed_since(
+    tmp_path: Path,
+) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
+        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+        assert (await a.call("POST", "/import", PACK))[0] == 200
+        status, shown, etag = await a.call("POST", "/import?dry_run=1", PACK)
+        assert status == 200 and etag == f'"{shown["etag"]}"'
+
+        # a colleague disables a rule of the pack while the list is on screen
+        assert (await b.call("POST", "/bin-full/disable"))[0] == 200
+        status, refused, _ = await a.call("POST", "/import", PACK, {"If-Match": etag or ""})
+        assert status == 409 and refused["message_key"] == "rules.importMoved", refused
+        moved = {c["id"]: c for c in refused["changes"]}
+        assert moved["bin-full"]["enabled_before"] is False and moved["bin-full"]["version"] == 2
+        stored = (await a.call("GET", "/bin-full"))[1]
+        assert stored["enabled"] is False and stored["version"] == 2  # nothing imported
+
+        # made against what is stored now, it is imported
+        status, imported, _ = await a.call("POST", "/import", PACK, {"If-Match": f'"{refused["etag"]}"'})
+        assert status == 200 and sorted(imported["imported"]) == ["bin-empty", "bin-full", "bin-new"]
+        assert (await a.call("GET", "/bin-full"))[1]["version"] == 3
+
+        # an If-Match that is no dry run's ETag is refused; none imports over whatever is stored
+        assert (await a.call("POST", "/import", PACK, {"If-Match": '"7"'}))[0] == 400
+        assert (await a.call("POST", "/import", PACK))[0] == 200
+        assert (await a.call("GET", "/bin-full"))[1]["version"] == 4

@@ -236,11 +236,21 @@ async def test_an_import_that_would_replace_a_tuned_disabled_rule_asks_first(
         stored = await _stored(page)
         assert stored["version"] == 3 and stored["enabled"] is False and "for: 5m" in stored["text"]
 
-        # the same file again, confirmed this time
+        # the same file again; a colleague changes the rule while the list is on screen: the list
+        # comes again with what the import would replace now, and nothing is stored before it
         await page.set_input_files("#pack-file", str(pack))
         await page.wait_for_selector("#import-preview", timeout=T)
+        retuned = tuned.replace("for: 5m", "for: 7m")
+        assert (await _api(page, "PUT", "/api/v1/rules/bin-full", data=retuned.encode()))[0] == 200
+        await page.click("dialog [data-act=ok]")
+        await page.wait_for_selector("#import-moved", timeout=T)
+        assert "version 4: admin changed a rule" in await page.inner_text(
+            "#import-preview tr[data-rule=bin-full]"
+        )
+        stored = await _stored(page)
+        assert stored["version"] == 4 and "for: 7m" in stored["text"]
         await page.click("dialog [data-act=ok]")
         await page.wait_for_selector("#rules-msg .ok-box", timeout=T)
         stored = await _stored(page)
-        assert stored["version"] == 4 and stored["enabled"] is True and "for: 1m" in stored["text"]
+        assert stored["version"] == 5 and stored["enabled"] is True and "for: 1m" in stored["text"]
         assert page.errors == []

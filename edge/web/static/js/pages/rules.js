@@ -1,7 +1,8 @@
 // Rules: list with state and last firing, enable/disable, pack import/export (rules API).
 // An import that would replace stored rules (a rule tuned or disabled here since) first lists
-// them, with those it would enable or disable, and imports only once that is confirmed.
-import { api, badge, can, dialog, errorBox, fmtTime, h, t, table } from '../core.js';
+// them, with those it would enable or disable, and imports only once that is confirmed, made
+// against what the list showed: a rule changed meanwhile is listed again before anything is stored.
+import { api, badge, can, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
 
 // a rule state's badge colour, the same in the list and the editor: an active rule has an alert on
 export const STATE_BADGE = { ok: 'ok', pending: 'warn', active: 'bad', error: 'bad', disabled: 'muted' };
@@ -40,7 +41,7 @@ function actionSaid(action) {
   return said === key ? action : said;
 }
 
-function confirmImport(changes) {
+function confirmImport(changes, moved) {
   const replaced = changes.filter((c) => c.change === 'replaced');
   const rows = replaced.map((c) => h('tr', { 'data-rule': c.id },
     h('td', {}, c.id),
@@ -49,10 +50,41 @@ function confirmImport(changes) {
     h('td', {}, t('rules.importLastChange', { version: c.version, by: c.updated_by || '?', action: actionSaid(c.action), when: c.updated ? fmtTime(c.updated) : '' }))));
   const counted = ['new', 'unchanged'].map((k) => [k, changes.filter((c) => c.change === k).length]).filter(([, n]) => n);
   const body = h('div', { id: 'import-preview' },
+    moved ? h('p', { class: 'error', id: 'import-moved' }, t('rules.importMoved')) : null,
     h('p', {}, t('rules.importAsk')),
     table([t('rules.id'), t('rules.importEnabled'), t('rules.importStored')], rows, { class: 'import-changes' }),
     counted.length ? h('p', { class: 'hint' }, counted.map(([k, n]) => t(k === 'new' ? 'rules.importNew' : 'rules.importUnchanged', { n })).join(' · ')) : null);
   return dialog(t('rules.import'), body, t('rules.importConfirm')).then((v) => v !== null);
+}
+
+const asPack = { raw: true, contentType: 'application/yaml', allowError: true };
+
+// The import itself, made against the dry run's ETag (If-Match: core.js's api() sends no header of
+// its caller's): refused (409) when a rule of the pack changed since the list was shown.
+async function storePack(text, etag) {
+  const headers = { 'Content-Type': 'application/yaml' };
+  if (state.csrf) headers['X-CSRF-Token'] = state.csrf;
+  if (etag) headers['If-Match'] = `"${etag}"`;
+  const r = await fetch('/api/v1/rules/import', { method: 'POST', headers, body: text, credentials: 'same-origin' });
+  const type = r.headers.get('Content-Type') || '';
+  return { status: r.status, ok: r.ok, data: type.includes('json') ? await r.json() : await r.text() };
+}
+
+// Import `text`: what it would do first (a dry run), asked when it replaces stored rules, then
+// stored against what was shown; shown again when a rule changed meanwhile.
+async function importPack(text, msg, moved = 0) {
+  const preview = await api('POST', '/api/v1/rules/import?dry_run=1', text, asPack);
+  if (!preview.ok) { msg.replaceChildren(packRefused(preview.data)); return; }
+  const changes = Array.isArray(preview.data.changes) ? preview.data.changes : [];
+  if ((moved || changes.some((c) => c.change === 'replaced')) && !(await confirmImport(changes, moved > 0))) {
+    msg.replaceChildren(h('div', { class: 'hint', id: 'import-cancelled' }, t('rules.importCancelled')));
+    return;
+  }
+  const r = await storePack(text, preview.data.etag);
+  if (r.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); return; }
+  if (r.status === 409 && r.data && Array.isArray(r.data.changes) && moved < 3) { await importPack(text, msg, moved + 1); return; }
+  msg.replaceChildren(r.ok ? h('div', { class: 'ok-box' }, t('rules.imported')) : packRefused(r.data));
+  if (r.ok) setTimeout(() => location.reload(), 600);
 }
 
 export async function render(view) {
@@ -69,17 +101,7 @@ export async function render(view) {
     const file = h('input', { type: 'file', accept: '.yaml,.yml', id: 'pack-file', hidden: true, onchange: async () => {
       const text = await file.files[0].text();
       file.value = ''; // choosing the same file again is a change again
-      const asPack = { raw: true, contentType: 'application/yaml', allowError: true };
-      const preview = await api('POST', '/api/v1/rules/import?dry_run=1', text, asPack);
-      if (!preview.ok) { msg.replaceChildren(packRefused(preview.data)); return; }
-      const changes = Array.isArray(preview.data.changes) ? preview.data.changes : [];
-      if (changes.some((c) => c.change === 'replaced') && !(await confirmImport(changes))) {
-        msg.replaceChildren(h('div', { class: 'hint', id: 'import-cancelled' }, t('rules.importCancelled')));
-        return;
-      }
-      const r = await api('POST', '/api/v1/rules/import', text, asPack);
-      msg.replaceChildren(r.ok ? h('div', { class: 'ok-box' }, t('rules.imported')) : packRefused(r.data));
-      if (r.ok) setTimeout(() => location.reload(), 600);
+      await importPack(text, msg);
     } });
     tools.append(h('a', { href: '/rules/new', class: 'button primary', id: 'new-rule' }, t('rules.new')),
       h('button', { class: 'secondary', onclick: () => file.click() }, t('rules.import')), file);
