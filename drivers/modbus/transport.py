@@ -4,6 +4,8 @@ A `Link` owns one pymodbus client. Every request goes through `Link.call`, which
   - serialises requests on the link (an RS-485 bus carries one frame at a time, and several
     devices on one bus share one Link), with an optional pause between frames;
   - lets writes jump the queue, so a command waits for at most the one request in progress;
+  - queues a retry behind the requests that waited meanwhile (a silent unit does not hold a
+    shared bus through all its retries);
   - connects lazily and, after a failure, reconnects with capped exponential backoff and jitter —
     failing fast in between, so a dead device costs nothing and comes back by itself even after
     hours (the cap keeps the retry interval bounded).
@@ -142,6 +144,10 @@ class PriorityLock:
             if fut.done() and not fut.cancelled():
                 self.release()  # we were handed the lock as we got cancelled: pass it on
             raise
+
+    def contended(self) -> bool:
+        """Someone is waiting for the lock."""
+        return any(not fut.done() for _, _, fut in self._waiters)
 
     def release(self) -> None:
         while self._waiters:
@@ -440,17 +446,25 @@ class Link:
         # of every poll, and each extra level is paid again at every resume.
         if not self._lock.try_acquire():
             await self._lock.acquire(priority)
+        held = True
         try:
             if timeout is None:
                 timeout = self.timeout
             if retries is None:
                 retries = self.retries
-            if self.conn.frame_delay:
-                delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
-                if delay > 0:
-                    await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
             error = ""
             for attempt in range(retries + 1):
+                if attempt and self._lock.contended():
+                    # a retry queues again behind the requests waiting meanwhile: a unit that
+                    # does not answer must not hold a shared bus through all its retries
+                    held = False
+                    self._lock.release()
+                    await self._lock.acquire(priority)
+                    held = True
+                if self.conn.frame_delay:
+                    delay = self.conn.frame_delay - (time.monotonic() - self._last_frame)
+                    if delay > 0:
+                        await asyncio.sleep(delay)  # the inter-frame pause a slow RS-485 device needs
                 client = self._client
                 if client is None or not client.connected:
                     client = await self._ensure_connected(retry_now=retry_now and attempt == 0)
@@ -509,7 +523,8 @@ class Link:
             self.last_error = error
             raise LinkError(error, no_answer=True)
         finally:
-            self._lock.release()
+            if held:
+                self._lock.release()
 
     def _wrong_answer(self, unit: int, method: str, why: str) -> str:
         """Count an answer that is not the answer to the request, and say why. Logged once per
