@@ -145,7 +145,9 @@ COMPONENTS: dict[str, Any] = {
             "type": "apiKey",
             "in": "cookie",
             "name": "edge_session",
-            "description": "The web UI's session (POST /api/v1/auth/login); scopes by role",
+            "description": "The web UI's session (POST /api/v1/auth/login); scopes by role. A GET "
+            "sent with `X-Edge-Background: 1` (a page's own periodic refresh) does not count as the "
+            "session's use: the session still ends after 12 h without one",
         },
         "csrf": {
             "type": "apiKey",

@@ -238,7 +238,9 @@ def paths() -> dict[str, Any]:
             "post": op(
                 "ackAlert",
                 "Acknowledge a fired alert by its journal seq, with a comment; audited (scope write). "
-                "409: the seq is another event, or an alert's clearing",
+                "409: the seq is another event, an alert's clearing, or an alert already "
+                "acknowledged (the first acknowledgement stays; the problem gives it under `ack`, "
+                "as far as the caller may read it)",
                 {
                     "200": ok(obj({"seq": {"type": "integer"}, "ack": ACK}, ["seq", "ack"])),
                     "404": PROBLEM,
