@@ -75,7 +75,8 @@ async def test_two_editors_save_one_rule_and_the_second_sees_what_the_first_chan
         assert (
             "admin saved this rule" in said and "(version 2); your text was made against version 1" in said
         ), said
-        assert "+ if: value >= 95" in await b.inner_text("#conflict-theirs")
+        # a changed line reads as the line before, then the line after
+        assert "- if: value >= 85\n+ if: value >= 95\n" in await b.inner_text("#conflict-theirs")
         mine = await b.inner_text("#conflict-mine")
         assert "- if: value >= 95" in mine and "+ severity: info" in mine
         assert await b.locator("#save-msg .ok-box").count() == 0

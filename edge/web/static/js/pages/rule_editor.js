@@ -45,7 +45,7 @@ export function locate(text, field, line, column) {
 }
 
 function diffLines(a, b) {
-  // LCS line diff: small texts, so the O(n·m) table is fine.
+  // LCS line diff: small texts, so the O(n·m) table is fine. A changed line reads - then +.
   const x = a.split('\n'), y = b.split('\n');
   const n = x.length, m = y.length;
   const L = Array.from({ length: n + 1 }, () => new Array(m + 1).fill(0));
@@ -54,7 +54,7 @@ function diffLines(a, b) {
   let i = 0, j = 0;
   while (i < n || j < m) {
     if (i < n && j < m && x[i] === y[j]) { out.push([' ', x[i]]); i++; j++; }
-    else if (j < m && (i >= n || L[i][j + 1] >= L[i + 1][j])) { out.push(['+', y[j]]); j++; }
+    else if (j < m && (i >= n || L[i][j + 1] > L[i + 1][j])) { out.push(['+', y[j]]); j++; }
     else { out.push(['-', x[i]]); i++; }
   }
   return out;
