@@ -86,7 +86,7 @@ from edge.store.rows import (
     row_to_record,
     unregister,
 )
-from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, migrate
+from edge.store.schema import COUNTERS, MIGRATIONS, SCHEMA_VERSION, ensure_journal_id, journal_id, migrate
 
 if TYPE_CHECKING:
     from edge.store.blobs import BlobStore
@@ -269,6 +269,9 @@ class Journal(JournalQueries):
         self.clock_trust = clock_trust
         self.clock_tolerance = clock_tolerance
         self.retention_paused: str | None = None  # why age-based deletion is on hold, for people
+        #: the journal's line of descent (`meta.journal_id`): given at the first writable open,
+        #: read by a read-only one (None there for a journal no writer of this release opened)
+        self.journal_id: str | None = None
         # retention steps that failed since the start, and the last one's error while they still
         # fail: records past their retention are then kept (health, /healthz, /metrics say so)
         self.retention_failures = 0
@@ -407,6 +410,7 @@ class Journal(JournalQueries):
             # after a checkpoint, give a WAL grown by a burst back to the filesystem
             w.execute(f"PRAGMA journal_size_limit={int(self.wal_autocheckpoint) * 4096 * 2}")
             migrate(w, self.path)
+            self.journal_id = ensure_journal_id(w)
             self._load_state(w)
         except sqlite3.DatabaseError as exc:
             w.close()
@@ -443,6 +447,7 @@ class Journal(JournalQueries):
 
     def _load_state(self, conn: sqlite3.Connection) -> None:
         self._load_pause(conn)
+        self.journal_id = journal_id(conn)
         row = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         last = int(row[0]) if row else 0
         last = max(last, int(conn.execute("SELECT max(seq) FROM journal").fetchone()[0] or 0))

@@ -7,6 +7,7 @@ always at exactly one version (`meta.schema_version`). Never edit a released ent
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 from edge.model import PRIVACY_RANK, SENSITIVE_EVENT_KINDS
 from edge.state import split_sql
@@ -87,6 +88,14 @@ MIGRATIONS: list[str] = [V1, V2, V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+#: the journal's meta key naming its line of descent (a uuid4 hex): given at its creation, or at
+#: the first writable open of a journal made before it existed; a backup copies it and a restore
+#: keeps the archive's, so a restore can tell a journal that went on from the archive's after
+#: retention deleted the archive's records from it (edge.store.backup.not_descended). Not a schema
+#: version: an older release opens such a journal and leaves the key alone.
+JOURNAL_ID_META = "journal_id"
+
+
 class SchemaTooNew(RuntimeError):
     pass
 
@@ -123,3 +132,33 @@ def migrate(conn: sqlite3.Connection, path: str, upto: int = SCHEMA_VERSION) -> 
                 conn.execute("ROLLBACK")
             raise
     return version
+
+
+def journal_id(conn: sqlite3.Connection) -> str | None:
+    """The journal's `journal_id`, None when it has none (made before it existed)."""
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (JOURNAL_ID_META,)).fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
+def ensure_journal_id(conn: sqlite3.Connection) -> str:
+    """The journal's `journal_id`, given a new one (uuid4 hex) in its own transaction where it has
+    none. For the writer's connection only: a read-only open must not write."""
+    known = journal_id(conn)
+    if known is not None:
+        return known
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # read again under the write lock: another process may have given it one meanwhile
+        known = journal_id(conn)
+        if known is None:
+            known = uuid.uuid4().hex
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (JOURNAL_ID_META, known),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return known
