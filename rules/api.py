@@ -360,18 +360,39 @@ async def delete_rule(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+#: how many times enabling or disabling reads the rule again when a save landed while it compiled
+SET_ENABLED_TRIES = 3
+
+
 async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
+    """The stored rule with `enabled` changed. It is stored against the version it was read at:
+    a save that landed while it compiled is kept (read again and enabled or disabled in turn), not
+    replaced by the document read before it. With If-Match, that version or 409."""
     who = require(request, "rules")
     comp = _component(request)
+    rule_id = request.match_info["id"]
     base = _if_match(request)
-    current = _found(comp, request.match_info["id"])
-    compiled = await _compiled({**current.doc, "enabled": enabled})
-    if enabled:  # stopping a rule reads nothing: anyone who may change rules may disable it
-        _within_class(request, who, compiled)
-    _found(comp, request.match_info["id"])  # not deleted while it compiled
-    # put checks webhooks: a rule stored before the allow-list changed does not start posting
-    stored = await _stored(comp, compiled, who.name, "enable" if enabled else "disable", base)
-    return await _rule_response(_shown(request, who, comp, stored), stored.doc)
+    action = "enable" if enabled else "disable"
+    for attempt in range(SET_ENABLED_TRIES):
+        current = _found(comp, rule_id)
+        compiled = await _compiled({**current.doc, "enabled": enabled})
+        if enabled:  # stopping a rule reads nothing: anyone who may change rules may disable it
+            _within_class(request, who, compiled)
+        try:
+            # put checks webhooks: a rule stored before the allow-list changed does not start posting
+            async with comp.changing:
+                with expecting({rule_id: current.version if base is None else base}):
+                    stored = comp.put(compiled, who.name, action)
+        except RuleErrors as exc:
+            raise _invalid(exc) from None
+        except VersionConflict as exc:
+            if base is None and exc.current is None:
+                raise _no_such_rule(rule_id) from None  # deleted while it compiled
+            if base is not None or attempt == SET_ENABLED_TRIES - 1:
+                raise await _conflict(exc) from None
+            continue
+        return await _rule_response(_shown(request, who, comp, stored), stored.doc)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 async def enable_rule(request: web.Request) -> web.Response:

@@ -269,3 +269,38 @@ async def test_an_import_made_against_its_dry_run_is_refused_when_a_rule_changed
         assert (await a.call("POST", "/import", PACK, {"If-Match": '"7"'}))[0] == 400
         assert (await a.call("POST", "/import", PACK))[0] == 200
         assert (await a.call("GET", "/bin-full"))[1]["version"] == 4
+
+
+async def test_disabling_keeps_a_save_that_landed_while_it_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disabling reads the rule, compiles it off the loop, then stores it: a colleague's save that
+    landed in between was replaced by the document read before it."""
+    import rules.api
+
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
+        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+        assert (await a.call("POST", "", TEXT))[0] == 201
+        compile_first = rules.api._compiled
+        landed: list[int] = []
+
+        async def compiled_then_a_save_lands(doc: Any, webhook_allow: list[str] | None = None) -> Any:
+            out = await compile_first(doc, webhook_allow)
+            if not landed:  # the first compile is the disable's: B saves meanwhile
+                landed.append(1)
+                status, saved, _ = await b.call(
+                    "PUT", "/bin-full", TEXT.replace("value >= 85", "value >= 95")
+                )
+                assert status == 200 and saved["version"] == 2
+            return out
+
+        monkeypatch.setattr(rules.api, "_compiled", compiled_then_a_save_lands)
+        status, disabled, _ = await a.call("POST", "/bin-full/disable")
+        assert status == 200 and disabled["enabled"] is False and disabled["version"] == 3
+        assert "value >= 95" in disabled["text"]
+        stored = (await a.call("GET", "/bin-full"))[1]
+        assert stored["enabled"] is False and "value >= 95" in stored["text"]
+        actions = [v["action"] for v in (await a.call("GET", "/bin-full/versions"))[1]["versions"]]
+        assert actions == ["disable", "update", "create"]
