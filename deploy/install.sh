@@ -5,7 +5,8 @@
 #   sudo ./install.sh --from community-edge-VERSION-cpXY-ARCH.tar.gz   # offline, from `make dist`
 # Installs to /opt/community-edge, a site file to /etc/community-edge/site.yaml (kept if present),
 # data to /var/lib/community-edge, and the unit community-edge.service (enabled, not started
-# until the site file checks clean as the service reads it, as its user). Files already in
+# until the site file checks clean as the service reads it: as its user, with the variables of
+# /etc/community-edge/env, where every token_env: the site names must be set). Files already in
 # /etc/community-edge keep their owner and mode.
 #
 # --from BUNDLE installs with no network (pip --no-index from the bundle's wheels) into its own
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --from) [ $# -ge 2 ] || { echo "error: --from needs the bundle's path (a .tar.gz from make dist)" >&2; exit 2; }
             BUNDLE=$2; shift 2 ;;
     --from=*) BUNDLE=${1#--from=}; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (accepted: --from BUNDLE)" >&2; exit 2 ;;
   esac
 done
@@ -87,15 +88,38 @@ site_file() {
 }
 
 as_service() (
-  # run "$@" as the unit runs ExecStartPre: with SERVICE=systemd as its user (a root shell's
-  # access would hide what the service lacks)
+  # run "$@" as the unit runs ExecStartPre: with the variables of $ETC/env (its EnvironmentFile:
+  # NAME=value lines, the value quoted or not, # and ; comments), and with SERVICE=systemd as its
+  # user, in an environment of that file alone (a root shell's variables and access would hide
+  # what the service lacks)
   [ "$SERVICE" != systemd ] || set -- setpriv --reuid=community-edge --regid=community-edge --init-groups "$@"
-  exec "$@"
+  if [ -f "$ETC/env" ]; then
+    while IFS= read -r line || [ -n "$line" ]; do
+      line=$(printf '%s' "$line" | sed 's/^[[:space:]]*//')
+      case $line in [A-Za-z_]*=*) ;; *) continue ;; esac
+      name=$(printf '%s' "${line%%=*}" | sed 's/[[:space:]]*$//')
+      value=$(printf '%s' "${line#*=}" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')
+      case $value in \"*\") value=${value#\"}; value=${value%\"} ;; \'*\') value=${value#\'}; value=${value%\'} ;; esac
+      set -- "$name=$value" "$@"
+    done < "$ETC/env"
+  fi
+  if [ "$SERVICE" = systemd ]; then
+    exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+  fi
+  exec env "$@"
 )
 
 check_site() {
-  # $1: the venv. `edge check` of the site file as the service will start
-  as_service "$1/bin/edge" check -q -c "$ETC/site.yaml"
+  # $1: the venv. `edge check` of the site file as the service will start; a variable the site
+  # names for a secret (token_env: and the like) that the service's environment does not set is
+  # an error here, for `edge run` would exit at every start
+  as_service "$1/bin/edge" check -q -c "$ETC/site.yaml" || return 1
+  as_service "$1/bin/python" -c 'import sys
+from edge.commands import env_warnings
+from edge.config import load_site
+sys.exit(1 if env_warnings(load_site(sys.argv[1])) else 0)' "$ETC/site.yaml" 2>/dev/null && return 0
+  echo "error: $ETC/site.yaml names environment variables (above) that the service's environment does not set: set them in $ETC/env (NAME=value, one a line)" >&2
+  return 1
 }
 
 unit() {
@@ -135,12 +159,17 @@ if [ -z "$BUNDLE" ]; then
   bytecode "$PREFIX/.venv"
   site_file "$SRC"
   unit "$SRC"
-  if check_site "$PREFIX/.venv"; then
-    systemctl restart community-edge.service && echo "community-edge is running: journalctl -u community-edge -f"
-  else
-    echo "fix the site file above, then: systemctl start community-edge" >&2
+  if ! check_site "$PREFIX/.venv"; then
+    echo "fix the site file or $ETC/env (above), then: systemctl start community-edge" >&2
+    exit 0
   fi
-  exit 0
+  # Type=notify: the restart returns once the gateway is ready, or fails when it exits first
+  if systemctl restart community-edge.service && systemctl is-active --quiet community-edge.service; then
+    echo "community-edge is running: journalctl -u community-edge -f"
+    exit 0
+  fi
+  echo "error: community-edge.service did not start: journalctl -u community-edge -n 50" >&2
+  exit 1
 fi
 
 # ---------------------------------------------------------------- from an offline bundle
@@ -325,7 +354,7 @@ switch "versions/$ID"
 unit "$NEW"
 if [ "$CHECKED" = no ]; then
   cat "$WORK/check.txt" >&2
-  echo "installed community-edge $ID in $PREFIX; fix the site file above, then start the service" >&2
+  echo "installed community-edge $ID in $PREFIX; fix the site file or $ETC/env (above), then start the service" >&2
   exit 0
 fi
 sh -c "$STOP_CMD" >/dev/null 2>&1 || true

@@ -1,7 +1,8 @@
 """`deploy/install.sh --from BUNDLE` as a systemd install (SERVICE=systemd) run again and again on
 one gateway: a file the operator gave the service user in /etc/community-edge stays that user's
-(an upgrade chowned every file there to root), and the site file is checked as the service user
-will read it before anything starts.
+(an upgrade chowned every file there to root), the site file is checked as the service will read
+it (its user, its EnvironmentFile) before anything starts, and a site that names a token variable
+the environment file does not set is not started (nor said to run).
 
 This machine has no systemd as PID 1: each install runs in a private mount namespace whose /etc
 and /usr/local/bin are scratch copies (the service user is made there, by install.sh's own
@@ -237,3 +238,25 @@ def test_the_site_is_checked_as_the_service_user_before_the_start(box: Box, bund
     assert "Permission denied" in done.stderr and str(Path("/etc/community-edge/master.key")) in done.stderr
     assert "then start the service" in done.stderr
     assert box.starts() == [] and not box.running()
+
+
+def test_a_token_variable_the_env_file_does_not_set_keeps_the_service_stopped(
+    box: Box, bundle: Path, upgrade: Path
+) -> None:
+    # the first install writes the example site, which names token_env: EDGE_CENTRAL_TOKEN, and an
+    # env file of a comment only
+    first = box.install(bundle, health_timeout=10)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "wrote /etc/community-edge/site.yaml" in first.stdout
+    assert "EDGE_CENTRAL_TOKEN is not set here" in first.stderr
+    assert "set them in /etc/community-edge/env (NAME=value, one a line)" in first.stderr
+    assert box.starts() == [] and not box.running()
+    assert "answers healthy" not in first.stdout
+
+    # a site of the operator's with its token in the env file (and not in the installer's
+    # environment): checked with it, started, healthy
+    box.site(consumers=[{"id": "city", "token_env": "EDGE_PULL_TOKEN"}])
+    (box.conf / "env").write_text("EDGE_PULL_TOKEN=" + "t" * 40 + "\n")
+    second = box.install(upgrade)
+    assert second.returncode == 0 and "answers healthy" in second.stdout, second.stdout + second.stderr
+    assert box.running()
