@@ -255,3 +255,49 @@ async def test_an_import_that_would_replace_a_tuned_disabled_rule_asks_first(
         stored = await _stored(page)
         assert stored["version"] == 5 and stored["enabled"] is True and "for: 1m" in stored["text"]
         assert page.errors == []
+
+
+async def _log_in_here(page: Any, name: str, password: str, then: str) -> None:
+    """Log in on this tab's login page, then open `then`."""
+    await page.goto("/login?next=" + then)
+    await page.wait_for_selector("#login-form:not([hidden])", timeout=T)
+    await page.fill("#login-name", name)
+    await page.fill("#login-password", password)
+    await page.click("#login-submit")
+    await page.wait_for_function(
+        "p => document.getElementById('view')?.dataset.ready === p", arg=then, timeout=T
+    )
+
+
+async def test_the_text_kept_after_a_session_ended_goes_back_to_its_author_only(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        assert rt.state is not None
+        page = await logged_in_page(browser, rt)
+        assert (await _api(page, "POST", "/api/v1/rules", data=TEXT.encode()))[0] == 201
+        ops = {"Authorization": f"Bearer {create_token(rt.state, 'ops', ['read', 'admin'])}"}
+        user = {"name": "tech2", "password": "tech2-password-ok", "role": "technician"}
+        assert (await page.request.post("/api/v1/users", data=user, headers=ops)).status == 201
+        await open_page(page, "/rules/bin-full")
+        edited = (await page.input_value("#rule-text")).replace("value >= 85", "value >= 25")
+        await page.fill("#rule-text", edited)
+        await page.wait_for_selector("#rule-status.ok", timeout=T)
+        for s in (await (await page.request.get("/api/v1/sessions", headers=ops)).json())["sessions"]:
+            assert (await page.request.delete(f"/api/v1/sessions/{s['id']}", headers=ops)).status in (
+                200,
+                204,
+            )
+        await page.fill("#rule-text", edited + "# more\n")
+        await page.wait_for_selector("#session-ended", timeout=T)
+
+        # another user at this browser opens the rule: the stored text, not the admin's draft
+        await _log_in_here(page, "tech2", "tech2-password-ok", "/rules/bin-full")
+        assert await page.locator("#draft-restored").count() == 0
+        assert "value >= 85" in await page.input_value("#rule-text")
+
+        # its author, back at this browser, gets it
+        await _log_in_here(page, "admin", PASSWORD, "/rules/bin-full")
+        await page.wait_for_selector("#draft-restored", timeout=T)
+        assert await page.input_value("#rule-text") == edited + "# more\n"
+        assert page.errors == []

@@ -76,8 +76,10 @@ async function send(method, path, body, headers = {}) {
   return { status: r.status, ok: r.ok, data };
 }
 
-// where this tab keeps a rule's unsaved text while its author logs in again
+// where this tab keeps a rule's unsaved text while its author logs in again; given back to that
+// author only (another user logging in at this browser does not get it)
 const draftKey = (ruleId) => `edge.ruleDraft:${ruleId}`;
+const me = () => (state.user && state.user.name) || '';
 
 export async function render(view, [ruleId]) {
   const isNew = ruleId === 'new';
@@ -120,7 +122,7 @@ export async function render(view, [ruleId]) {
   if (editable) {
     let draft = null;
     try { draft = JSON.parse(sessionStorage.getItem(draftKey(ruleId)) || 'null'); } catch { draft = null; }
-    if (draft && typeof draft.text === 'string') {
+    if (draft && typeof draft.text === 'string' && draft.user === me()) {
       sessionStorage.removeItem(draftKey(ruleId));
       text.value = draft.text;
       if (draft.base) base = draft.base;
@@ -132,7 +134,7 @@ export async function render(view, [ruleId]) {
   // this tab keeps it for after the login, and the author is told, instead of being sent away
   function sessionEnded() {
     clearTimeout(timer);
-    try { sessionStorage.setItem(draftKey(ruleId), JSON.stringify({ text: text.value, base })); } catch { /* private mode: the text stays on the page */ }
+    try { sessionStorage.setItem(draftKey(ruleId), JSON.stringify({ user: me(), text: text.value, base })); } catch { /* private mode: the text stays on the page */ }
     status.className = 'status-line bad';
     status.textContent = t('editor.sessionEnded');
     if (ended) return;
