@@ -200,18 +200,23 @@ WRITER_CACHE_KIB = 512
 
 
 class JournalUnreadable(RuntimeError):
-    """The journal file cannot be opened as a SQLite database; the message names it and says what
-    to do. Nothing in the file was changed."""
+    """The journal file cannot be opened as a SQLite database, or a start cannot read the records it
+    needs from it (a damaged page); the message names it and says what to do."""
 
 
 def unreadable(path: str, exc: sqlite3.Error) -> JournalUnreadable:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code in (SQLITE_NOTADB, SQLITE_CORRUPT) or "not a database" in str(exc) or "malformed" in str(exc):
+    if damaged(exc):
         return JournalUnreadable(
             f"journal {path} is not a SQLite database or is damaged ({exc}): restore it from a backup "
             "or move it aside (a new journal is created on the next start); nothing was changed"
         )
     return JournalUnreadable(f"journal {path} cannot be opened ({exc}); nothing was changed")
+
+
+def damaged(exc: sqlite3.Error) -> bool:
+    """The error says a page of the database is damaged (or the file is not one)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (SQLITE_NOTADB, SQLITE_CORRUPT) or "not a database" in str(exc) or "malformed" in str(exc)
 
 
 class Journal(JournalQueries):
@@ -635,7 +640,19 @@ class Journal(JournalQueries):
         records (bounded: start-up must not scan a multi-GiB journal)."""
         last: dict[str, Reading] = {}
         good: dict[str, Reading] = {}
-        for ts, point, value, quality in self.readings_after(max(0, self.committed_seq - rows)):
+        try:
+            newest = self.readings_after(max(0, self.committed_seq - rows))
+        except sqlite3.DatabaseError as exc:
+            if not damaged(exc):
+                raise
+            # a start reads these first: said in one line that names the file and the way out
+            raise JournalUnreadable(
+                f"journal {self.path} is damaged: its newest records cannot be read ({exc}). `edge doctor "
+                "-c SITE.yaml` runs SQLite's quick_check on it and names the damage; restore it from a "
+                "backup taken before the damage (`edge backup` refuses to archive a damaged journal), "
+                "see docs/storage.md, 'A damaged journal'"
+            ) from None
+        for ts, point, value, quality in newest:
             if quality > 3:  # a bool, or the clock flag: in memory a reading has its quality alone
                 if quality & BOOL_FLAG:
                     value = bool(value)
