@@ -82,7 +82,12 @@ def shipped_unit() -> Path:
     """The unit this release ships: deploy/systemd/ of the checkout, or of the install that holds
     this venv (PREFIX/deploy beside PREFIX/.venv; PREFIX/versions/V/deploy beside its venv)."""
     name = Path("deploy") / "systemd" / "community-edge.service"
-    for root in (Path(__file__).resolve().parents[1], Path(sys.prefix).parent):
+    # sys.prefix may name the venv by PREFIX/.venv, a link to current/venv: resolved too
+    for root in (
+        Path(__file__).resolve().parents[1],
+        Path(sys.prefix).parent,
+        Path(sys.prefix).resolve().parent,
+    ):
         if (root / name).is_file():
             return root / name
     return Path(__file__).resolve().parents[1] / name

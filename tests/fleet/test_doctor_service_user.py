@@ -247,3 +247,14 @@ def test_the_check_stops_at_its_time_budget_and_says_what_it_left(tmp_path: Path
     (found,) = check_integrity({"storage": {"path": str(journal)}}, budget_s=0)
     assert found.severity == "info" and found.check == "data"
     assert found.message.startswith("not fully checked within 0 s") and str(journal) in found.message
+
+
+def test_the_shipped_unit_is_read_as_systemd_reads_it() -> None:
+    """What the doctor takes from deploy/systemd/community-edge.service is what the unit says."""
+    from edge.doctor import read_unit, shipped_unit
+
+    unit = read_unit(shipped_unit())
+    assert unit is not None
+    assert unit.user == "community-edge"
+    assert unit.groups == ("dialout", "video", "bluetooth")
+    assert unit.state_dirs == ("/var/lib/community-edge",)
