@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import sqlite3
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -258,3 +259,25 @@ def test_the_shipped_unit_is_read_as_systemd_reads_it() -> None:
     assert unit.user == "community-edge"
     assert unit.groups == ("dialout", "video", "bluetooth")
     assert unit.state_dirs == ("/var/lib/community-edge",)
+
+
+def test_an_installed_bundle_finds_its_shipped_unit_through_the_venv_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install.sh --from: PREFIX/versions/V/deploy beside PREFIX/versions/V/venv, which the service
+    and the `edge` link run as PREFIX/.venv -> current/venv; the package itself in site-packages."""
+    import edge.doctor
+    from edge.doctor import shipped_unit
+
+    prefix = tmp_path / "opt"
+    unit = prefix / "versions" / "0.1.0-abc" / "deploy" / "systemd" / "community-edge.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nUser=community-edge\n")
+    (prefix / "versions" / "0.1.0-abc" / "venv").mkdir()
+    (prefix / "current").symlink_to("versions/0.1.0-abc")
+    (prefix / ".venv").symlink_to("current/venv")
+    package = prefix / "versions" / "0.1.0-abc" / "venv" / "lib" / "python3" / "site-packages" / "edge"
+    package.mkdir(parents=True)
+    monkeypatch.setattr(edge.doctor, "__file__", str(package / "doctor.py"))
+    monkeypatch.setattr(sys, "prefix", str(prefix / ".venv"))
+    assert shipped_unit().resolve() == unit.resolve()
