@@ -711,10 +711,12 @@ def _continue_seqs(
     replaced: int | None = None
     problem = ""
     foreign: int | None = None  # the replaced journal's last seq, when it is not of the archive's line
+    line: str | None = None  # the replaced journal's journal_id, when it went on from the archive's
     if journal.exists():
         try:
             replaced = store_backup.issued_seq(str(journal))
             why = store_backup.not_descended(str(journal), str(copy))
+            line = store_backup.journal_id_at(str(journal)) if why is None else None
         except sqlite3.Error as exc:
             replaced = None
             problem = f"the journal it would replace, {journal}, cannot be read ({exc})"
@@ -724,7 +726,7 @@ def _continue_seqs(
                 problem = f"the journal it would replace, {journal} (seqs up to {replaced}), {why}"
     else:
         problem = f"there is no journal to replace at {journal} (storage.path of {site.source})"
-    store_backup.carry_journal_id(str(copy))
+    store_backup.carry_journal_id(str(copy), line)
     if problem and continue_after is None:
         raise BackupError(
             f"{problem}, so the restore cannot tell how far the gateway went on after this backup "

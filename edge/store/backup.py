@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import paths
-from edge.store.schema import SCHEMA_VERSION
+from edge.store.schema import JOURNAL_ID_META, SCHEMA_VERSION, journal_id
 
 # the trend index's own version, as edge/store/trend.py writes it; a restored index of another
 # version is rebuilt from the journal by the trend plugin, so it is recorded, never refused
@@ -140,16 +140,8 @@ def issued_seq(path: str) -> int:
         conn.close()
 
 
-#: the journal's meta key naming its line of descent: a restore carries the archive's (or gives
-#: one to a journal of a release that wrote none), and backups carry it on
-JOURNAL_ID_META = "journal_id"
 #: how many of the archive's newest records a restore looks for in the journal it replaces
 LINEAGE_PROBE = 100
-
-
-def _journal_id(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (JOURNAL_ID_META,)).fetchone()
-    return str(row[0]) if row and row[0] else None
 
 
 def not_descended(path: str, copy: str) -> str | None:
@@ -166,14 +158,14 @@ def not_descended(path: str, copy: str) -> str | None:
         probe = source.execute(
             "SELECT seq, ts, point, kind FROM journal ORDER BY seq DESC LIMIT ?", (LINEAGE_PROBE,)
         ).fetchall()
-        copy_id = _journal_id(source)
+        copy_id = journal_id(source)
         archived = _last_seq(source)
     finally:
         source.close()
     conn = sqlite3.connect(path, timeout=30)  # read-write for a -wal without its -shm, as issued_seq
     try:
         conn.execute("PRAGMA query_only=1")
-        live_id = _journal_id(conn)
+        live_id = journal_id(conn)
         marks = ",".join("?" * len(probe))
         held = (
             {
@@ -202,7 +194,10 @@ def not_descended(path: str, copy: str) -> str | None:
     if copy_id is not None and live_id is not None:
         if copy_id == live_id:
             return None
-        return "is another journal than the backup's (its journal_id differs)"
+        return (
+            "is another journal than the backup's (its journal_id differs: a journal of its own, "
+            "such as a replacement box's first start)"
+        )
     if newest is None:
         # an archive of a journal that holds nothing: so may the one it replaces, at the same seq
         if live_newest is None and issued == archived:
@@ -219,18 +214,30 @@ def not_descended(path: str, copy: str) -> str | None:
     )
 
 
-def carry_journal_id(copy: str) -> str:
-    """Give the journal copy a `journal_id` where it has none (an archive of an earlier release);
-    returns it. The restored journal and every backup of it carry it from then on."""
+def carry_journal_id(copy: str, replaced: str | None = None) -> str:
+    """Give the journal copy a `journal_id` where it has none (an archive of an earlier release):
+    that of the journal it replaces when that one went on from it (`replaced`: its later backups
+    carry that id), else a new one; returns it. The restored journal and every backup of it carry
+    it from then on."""
     conn = sqlite3.connect(copy)
     try:
         with conn:
-            known = _journal_id(conn)
+            known = journal_id(conn)
             if known is not None:
                 return known
-            made = uuid.uuid4().hex
+            made = replaced or uuid.uuid4().hex
             conn.execute("INSERT INTO meta(key, value) VALUES(?, ?)", (JOURNAL_ID_META, made))
             return made
+    finally:
+        conn.close()
+
+
+def journal_id_at(path: str) -> str | None:
+    """The `journal_id` of the journal at `path`, read only (None: it has none)."""
+    conn = sqlite3.connect(path, timeout=30)  # read-write for a -wal without its -shm, as issued_seq
+    try:
+        conn.execute("PRAGMA query_only=1")
+        return journal_id(conn)
     finally:
         conn.close()
 

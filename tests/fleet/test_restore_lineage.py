@@ -148,9 +148,33 @@ def test_the_journal_id_decides_where_retention_deleted_the_backups_records(tmp_
     conn = sqlite3.connect(other / "edge.db")
     try:
         with conn:
-            conn.execute("INSERT INTO meta(key, value) VALUES('journal_id', 'another-line')")
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('journal_id', 'another-line')")
     finally:
         conn.close()
     done = edge_cli("restore", "-c", str(other_config), str(second))
     assert done.returncode == 1, done.stdout
     assert "its journal_id differs" in done.stderr, done.stderr
+
+
+def test_an_archive_without_an_id_restored_onto_its_own_line_keeps_that_lines_id(tmp_path: Path) -> None:
+    """An archive of an earlier release has no journal_id; restored onto the journal that went on
+    from it, it takes that journal's, which the backups taken since carry: a later restore of one
+    of those is still known as the same line where retention deleted its records."""
+    box = tmp_path / "box"
+    box.mkdir()
+    config = site_file(box, SITE)
+    asyncio.run(journal_of(box, 50, 1_000.0))
+    conn = sqlite3.connect(box / "edge.db")
+    try:
+        with conn:  # a journal as an earlier release left it: no journal_id
+            conn.execute("DELETE FROM meta WHERE key='journal_id'")
+    finally:
+        conn.close()
+    archive = tmp_path / "old.tar.gz"
+    assert edge_cli("backup", "-c", str(config), "--out", str(archive)).returncode == 0
+    asyncio.run(journal_of(box, 20, 2_000.0))  # this release goes on with it, and names its line
+    line = query(box / "edge.db", "SELECT value FROM meta WHERE key='journal_id'")
+    assert len(line) == 1 and line[0][0]
+    done = edge_cli("restore", "-c", str(config), str(archive))
+    assert done.returncode == 0, done.stderr
+    assert query(box / "edge.db", "SELECT value FROM meta WHERE key='journal_id'") == line
