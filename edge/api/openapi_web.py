@@ -134,7 +134,10 @@ def paths() -> dict[str, Any]:
         "/healthz": {
             "get": op(
                 "healthz",
-                "Liveness and readiness (no credential)",
+                "Liveness and readiness (no credential). 200 `degraded` while starting or stopping, "
+                "or while the journal's retention steps fail (`reason`, `retention_failing`: records "
+                "are still journaled, those past their retention are kept); 503 while starting, or "
+                "`failing` with a `reason` while the journal cannot commit",
                 {
                     "200": ok(
                         obj(
@@ -142,11 +145,13 @@ def paths() -> dict[str, Any]:
                                 "status": {"enum": ["ok", "degraded"]},
                                 "site": {"type": "string"},
                                 "committed_seq": {"type": "integer"},
+                                "reason": {"type": "string"},
+                                "retention_failing": {"type": "string"},
                             },
                             ["status", "site", "committed_seq"],
                         )
                     ),
-                    "503": ok({"type": "object"}, "Not ready yet (starting)"),
+                    "503": ok({"type": "object"}, "Not ready yet (starting), or failing (`reason`)"),
                 },
                 security=PUBLIC,
             )
