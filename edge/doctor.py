@@ -838,21 +838,44 @@ def diagnose(config: str, user: User) -> list[Finding]:
     findings.extend(check_site_access(config, user))
     if raw is not None:
         with beside(config):  # the paths in it as the gateway reads them: beside the site file
-            findings.extend(_checks(raw, user))
+            findings.extend(_checks(_shaped(raw), user, valid=findings[0].severity == OK))
     return findings
 
 
-def _checks(raw: dict[str, Any], user: User) -> Iterator[Finding]:
-    for check in (
-        check_devices(raw, user),
-        check_disk(raw),
-        check_data(raw, user),
-        check_ports(raw),
-        check_secrets(raw, user),
-        check_keys(raw),
-        check_clock(raw),
+#: the top-level keys of a site file that hold a list; every other one holds a mapping
+LIST_KEYS = ("devices", "upstream", "consumers")
+
+
+def _shaped(raw: dict[str, Any]) -> dict[str, Any]:
+    """The site file's sections of the shape the checks read (`devices: 5` left out): what is not
+    is a problem `check_site` has named already, with its line."""
+    return {k: v for k, v in raw.items() if v is None or isinstance(v, list if k in LIST_KEYS else dict)}
+
+
+def _checks(raw: dict[str, Any], user: User, valid: bool = True) -> Iterator[Finding]:
+    for name, check in (
+        ("device", lambda: check_devices(raw, user)),
+        ("disk", lambda: check_disk(raw)),
+        ("data", lambda: check_data(raw, user)),
+        ("port", lambda: check_ports(raw)),
+        ("secret", lambda: check_secrets(raw, user)),
+        ("keys", lambda: check_keys(raw)),
+        ("clock", lambda: check_clock(raw)),
     ):
-        yield from check
+        try:
+            yield from check()
+        except Exception as exc:
+            if valid:
+                raise
+            # a value of the wrong kind deeper in a file that does not validate (named above)
+            yield Finding(
+                name,
+                INFO,
+                f"not checked: the site file has errors (above) ({type(exc).__name__}: {exc})".splitlines()[
+                    0
+                ],
+                "fix the site file first",
+            )
 
 
 def worst(findings: list[Finding]) -> str:
