@@ -18,6 +18,7 @@ from edge.api.openapi_base import (
     ok,
     op,
     path,
+    query,
 )
 
 BASE = "/api/v1/rules"
@@ -91,6 +92,103 @@ def rule_body() -> dict[str, Any]:
 
 INVALID = {"422": PROBLEM, "503": PROBLEM}
 RULE_ID = path("id", "the rule id")
+#: a rule's answer carries its version as its ETag; a change sends it back to be made against it
+ETAG = {
+    "ETag": {
+        "description": 'the rule\'s version, quoted ("7"): send it as If-Match with a change of the rule',
+        "schema": {"type": "string"},
+    }
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'the version the change was made against, as the ETag a GET answered with ("7"): '
+    "the change is made only if the rule is still at that version, else 409 with the rule as it is "
+    "now (`current_version`, `updated_by`, `updated`, `enabled`, `text`; null when it was deleted) and "
+    "nothing changes. Without If-Match the change replaces whatever is stored",
+    "schema": {"type": "string", "pattern": '^"?[1-9][0-9]{0,17}"?$'},
+}
+CONFLICT = {
+    "409": {
+        "description": "The rule is no longer at the version If-Match named: nothing changed",
+        "content": {
+            "application/problem+json": {
+                "schema": obj(
+                    {
+                        "rule": {"type": "string"},
+                        "your_version": {"type": "integer"},
+                        "current_version": {"type": ["integer", "null"]},
+                        "updated_by": {"type": ["string", "null"]},
+                        "updated": {"type": ["number", "null"]},
+                        "enabled": {"type": ["boolean", "null"]},
+                        "text": {"type": ["string", "null"]},
+                    },
+                    ["rule", "your_version", "current_version"],
+                )
+            }
+        },
+    }
+}
+
+
+def versioned(schema: dict[str, Any]) -> dict[str, Any]:
+    """A 200 answer of one rule, with its version as the ETag."""
+    return {**ok(schema), "headers": ETAG}
+
+
+#: what an import asked with `?dry_run=1` would do to each rule, storing nothing
+IMPORT_CHANGES = obj(
+    {
+        "dry_run": {"const": True},
+        "etag": {
+            "type": "string",
+            "description": "the stored versions of the pack's rules (also the ETag header): send it "
+            "quoted as If-Match with the import to store the pack only if none of them changed since",
+        },
+        "changes": array(
+            obj(
+                {
+                    "id": {"type": "string"},
+                    "change": {"enum": ["new", "replaced", "unchanged"]},
+                    "version": {"type": ["integer", "null"], "description": "the stored version; null: new"},
+                    "enabled_before": {"type": "boolean"},
+                    "enabled_after": {"type": "boolean"},
+                    "updated": {"type": "number"},
+                    "updated_by": {"type": "string"},
+                    "action": {
+                        "type": "string",
+                        "description": "how the stored version came: import, update, disable, ...",
+                    },
+                },
+                ["id", "change", "version", "enabled_after"],
+            )
+        ),
+    },
+    ["dry_run", "changes", "etag"],
+)
+PACK_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "the `etag` a dry run of this import answered with: the pack is stored only if "
+    "none of its rules was saved, imported or deleted since, else 409 with `changes` and `etag` as "
+    "they are now and nothing imported. Without If-Match the import replaces whatever is stored",
+    "schema": {"type": "string", "pattern": '^"?[0-9a-f]{32}"?$'},
+}
+PACK_MOVED = {
+    "409": {
+        "description": "A rule of the pack changed since the dry run If-Match names: nothing imported",
+        "content": {
+            "application/problem+json": {
+                "schema": obj(
+                    {"changes": IMPORT_CHANGES["properties"]["changes"], "etag": {"type": "string"}},
+                    ["changes", "etag"],
+                )
+            }
+        },
+    }
+}
 
 
 def paths() -> dict[str, Any]:
@@ -99,8 +197,8 @@ def paths() -> dict[str, Any]:
             "post": op(
                 f"{name}Rule",
                 f"{name.capitalize()} a rule (a new version; scope rules)",
-                {"200": ok(DESCRIBED), "404": PROBLEM, **INVALID, **errors()},
-                parameters=[RULE_ID],
+                {"200": versioned(DESCRIBED), "404": PROBLEM, **CONFLICT, **INVALID, **errors()},
+                parameters=[RULE_ID, IF_MATCH],
                 security=WRITE_SECURITY,
             )
         }
@@ -142,13 +240,31 @@ def paths() -> dict[str, Any]:
         f"{BASE}/import": {
             "post": op(
                 "importRules",
-                "Import a YAML rule pack: all rules or none (scope rules)",
+                "Import a YAML rule pack: all rules or none (scope rules); with dry_run, what it "
+                "would do to each rule, storing nothing",
                 {
-                    "200": ok(obj({"imported": array({"type": "string"})}, ["imported"])),
+                    "200": ok(
+                        {
+                            "oneOf": [
+                                obj({"imported": array({"type": "string"})}, ["imported"]),
+                                IMPORT_CHANGES,
+                            ]
+                        }
+                    ),
                     "413": PROBLEM,
+                    **PACK_MOVED,
                     **INVALID,
                     **errors(),
                 },
+                parameters=[
+                    PACK_IF_MATCH,
+                    query(
+                        "dry_run",
+                        {"enum": ["1", "true", "yes", "0", "false", "no"]},
+                        "1: check the pack as the import would and store nothing; answer what it would do "
+                        "to each rule (new, replaced or unchanged, enabled before and after)",
+                    ),
+                ],
                 request_body=body({"type": "string"}, "application/yaml", "a rule pack, UTF-8, up to 1 MiB"),
                 security=WRITE_SECURITY,
             )
@@ -234,23 +350,24 @@ def paths() -> dict[str, Any]:
         BASE + "/{id}": {
             "get": op(
                 "getRule",
-                "One rule with its state (scope read)",
-                {"200": ok(DESCRIBED), "404": PROBLEM, "503": PROBLEM, **errors()},
+                "One rule with its state (scope read); its version is its ETag",
+                {"200": versioned(DESCRIBED), "404": PROBLEM, "503": PROBLEM, **errors()},
                 parameters=[RULE_ID],
             ),
             "put": op(
                 "updateRule",
-                "Replace a rule (a new version; scope rules); the body's id, if any, must match",
-                {"200": ok(DESCRIBED), **INVALID, **errors(body=True)},
-                parameters=[RULE_ID],
+                "Replace a rule (a new version; scope rules); the body's id, if any, must match. "
+                "With If-Match, only if the rule is still at that version (else 409)",
+                {"200": versioned(DESCRIBED), **CONFLICT, **INVALID, **errors(body=True)},
+                parameters=[RULE_ID, IF_MATCH],
                 request_body=rule_body(),
                 security=WRITE_SECURITY,
             ),
             "delete": op(
                 "deleteRule",
-                "Delete a rule; its history stays (scope rules)",
-                {"204": {"description": "Deleted"}, "404": PROBLEM, "503": PROBLEM, **errors()},
-                parameters=[RULE_ID],
+                "Delete a rule; its history stays (scope rules); with If-Match, only that version",
+                {"204": {"description": "Deleted"}, "404": PROBLEM, **CONFLICT, "503": PROBLEM, **errors()},
+                parameters=[RULE_ID, IF_MATCH],
                 security=WRITE_SECURITY,
             ),
         },
@@ -295,10 +412,12 @@ def paths() -> dict[str, Any]:
         BASE + "/{id}/versions/{v}/restore": {
             "post": op(
                 "restoreRule",
-                "Make an old version current again (a new version; scope rules)",
-                {"200": ok(DESCRIBED), "404": PROBLEM, **INVALID, **errors()},
+                "Make an old version current again (a new version; scope rules); with If-Match, only "
+                "if the rule is still at that version",
+                {"200": versioned(DESCRIBED), "404": PROBLEM, **CONFLICT, **INVALID, **errors()},
                 parameters=[
                     RULE_ID,
+                    IF_MATCH,
                     path(
                         "v", "the version number", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
                     ),
