@@ -47,13 +47,36 @@ class Request:
         return {"table": self.table, "start": self.start, "count": self.count, "points": list(self.points)}
 
 
+#: cycles after which a learnt split is dropped and the merged read tried again, doubling at each
+#: refusal of it up to the cap (a device that refuses for good costs one refused request per
+#: merged read every SPLIT_RETRY_MAX cycles; one that refused while it booted is merged again soon)
+SPLIT_RETRY_FIRST = 8
+SPLIT_RETRY_MAX = 256
+
+
 @dataclass
 class SplitMemory:
-    """Addresses (per table) that a request must not span: the device answered 'illegal address'."""
+    """Addresses (per table) that a request must not span: the device answered 'illegal address'.
+
+    A split is not for good: after SPLIT_RETRY_FIRST poll cycles it is dropped (`expire`) and the
+    merged read tried again; refused again, the split comes back for twice as long (up to
+    SPLIT_RETRY_MAX cycles); answered, it is forgotten (`settle`). A refused request over a
+    contiguous run of points (no hole to blame) is split only when it is refused again."""
 
     breaks: dict[str, set[int]] = field(default_factory=dict)
+    # (table, address) -> (refusals so far, the cycle at which the merged read is tried again)
+    learnt: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    on_trial: set[tuple[str, int]] = field(default_factory=set)  # dropped, merged read not yet answered
+    suspects: set[tuple[str, int, int]] = field(default_factory=set)  # contiguous runs refused once
+    _next_due: int = 1 << 60
 
-    def add(self, table: str, address: int) -> None:
+    def add(self, table: str, address: int, now: int = 0) -> None:
+        key = (table, address)
+        refusals = self.learnt.get(key, (0, 0))[0] + 1
+        due = now + min(SPLIT_RETRY_MAX, SPLIT_RETRY_FIRST << min(refusals - 1, 30))
+        self.learnt[key] = (refusals, due)
+        self.on_trial.discard(key)
+        self._next_due = min(self._next_due, due)
         self.breaks.setdefault(table, set()).add(address)
 
     def crosses(self, table: str, start: int, end: int) -> bool:
@@ -61,6 +84,55 @@ class SplitMemory:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.breaks.values())
+
+    def expire(self, now: int) -> bool:
+        """Drop the splits whose time is up, so the next plan tries the merged read again.
+        True when one was dropped (the plans must be made again)."""
+        if now < self._next_due:
+            return False
+        dropped = False
+        self._next_due = 1 << 60
+        for key, (_, due) in self.learnt.items():
+            table, address = key
+            if key in self.on_trial or address not in self.breaks.get(table, ()):
+                continue
+            if due <= now:
+                self.breaks[table].discard(address)
+                self.on_trial.add(key)
+                dropped = True
+            else:
+                self._next_due = min(self._next_due, due)
+        return dropped
+
+    def proven(self, req: Request, points: Sequence[PlannedPoint]) -> bool:
+        """Whether a refusal of `req` ('illegal data address') is reason to split it: it spans a
+        hole, it was refused before (the same run, or a split learnt inside it), or it is refused
+        again. A first refusal of a contiguous run is only noted: a device that refuses for a
+        moment (booting) does not get read point by point."""
+        pts = sorted((p for p in points if p.name in req.points), key=lambda p: p.address)
+        if len(pts) <= 1:
+            return True  # nothing to split: split_request says the point itself is refused
+        end = pts[0].address + pts[0].count
+        for p in pts[1:]:
+            if p.address > end:
+                return True  # a hole: the likely reason, and cutting there costs little
+            end = max(end, p.address + p.count)
+        run = (req.table, req.start, req.end)
+        if run in self.suspects or any(
+            (req.table, p.address) in self.learnt for p in pts if p.address > req.start
+        ):
+            self.suspects.discard(run)
+            return True
+        self.suspects.add(run)
+        return False
+
+    def settle(self, req: Request) -> None:
+        """`req` was answered: a split on trial inside it is forgotten (the device reads across
+        it now), and so is a single refusal of it."""
+        self.suspects.discard((req.table, req.start, req.end))
+        for key in [k for k in self.on_trial if k[0] == req.table and req.start < k[1] < req.end]:
+            self.on_trial.discard(key)
+            del self.learnt[key]
 
 
 def plan(
@@ -132,8 +204,9 @@ def _plan_table(
     return groups
 
 
-def split_request(req: Request, points: Sequence[PlannedPoint], splits: SplitMemory) -> bool:
-    """Remember to cut `req` at its holes (or between every point when it has none).
+def split_request(req: Request, points: Sequence[PlannedPoint], splits: SplitMemory, now: int = 0) -> bool:
+    """Remember to cut `req` at its holes (or between every point when it has none), from poll
+    cycle `now` (the splits expire: see SplitMemory).
 
     Returns False when there is nothing left to split (one point): the point itself is refused.
     """
@@ -144,12 +217,12 @@ def split_request(req: Request, points: Sequence[PlannedPoint], splits: SplitMem
     end = pts[0].address + pts[0].count
     for p in pts[1:]:
         if p.address > end:  # a hole: the device may refuse to read across it
-            splits.add(req.table, p.address)
+            splits.add(req.table, p.address, now)
         end = max(end, p.address + p.count)
     if len(splits) == before:  # contiguous yet refused: read point by point from now on
         for p in pts[1:]:
             if p.address > pts[0].address:
-                splits.add(req.table, p.address)
+                splits.add(req.table, p.address, now)
     return len(splits) > before
 
 
