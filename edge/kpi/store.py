@@ -172,18 +172,28 @@ def _repeated(conn: Any, seq: int, ts: float, key: str, firing: str, first: floa
     """The alert a fired record repeats (a row), or None when it is an alert of its own.
 
     A repeat names its first firing: the alert of the same rule and point fired then (whatever
-    became of it since: acknowledged, it is still the same incident); not found (the first firing
-    was never journaled, as when the rate limit dropped it, or its day is no longer kept), it is
+    became of it since: acknowledged, it is still the same incident). Not found (the first firing
+    was never journaled, as when the rate limit dropped it, or its day is no longer kept), it joins
+    the newest alert of the same rule and point fired since its first firing: an earlier repeat of
+    the incident that became its alert. Incidents of one rule and point never overlap, so an alert
+    fired between an incident's first firing and its repeat is that incident's. None either, it is
     an alert of its own. An unmarked record (the previous release) joins, as that release counted
     it, the alert of the same rule and point still neither acknowledged nor cleared, but only one
     of the same day: a day never loses an alert to an earlier one."""
     if firing == NEW:
         return None
     if firing == REPEAT and first is not None:
-        return conn.execute(
+        exact = conn.execute(
             "SELECT alert FROM kpi_alerts WHERE akey=? AND fired_ts BETWEEN ? AND ? AND alert < ? "
             "ORDER BY alert DESC LIMIT 1",
             (key, first - SAME_TS, first + SAME_TS, seq),
+        ).fetchone()
+        if exact is not None:
+            return exact
+        return conn.execute(
+            "SELECT alert FROM kpi_alerts WHERE akey=? AND fired_ts BETWEEN ? AND ? AND alert < ? "
+            "ORDER BY alert DESC LIMIT 1",
+            (key, first - SAME_TS, ts, seq),
         ).fetchone()
     if firing == REPEAT:  # a repeat whose first firing the rules engine could not name
         return conn.execute(

@@ -157,10 +157,12 @@ async def test_a_repeat_after_a_restart_names_the_first_firing_of_before(tmp_pat
     assert [r["alert"] for r in rows] == [fired[0]["seq"]]
 
 
-async def test_a_repeat_of_a_first_firing_never_journaled_is_an_alert_of_its_own(tmp_path: Path) -> None:
-    """The rate limit can drop an incident's first firing and let its repeat through: the repeat
-    names a first firing the KPIs do not hold, and counts as the incident's alert instead of
-    joining the incident before it. A repeat that names no first firing joins the newest alert."""
+async def test_the_repeats_of_a_first_firing_never_journaled_are_one_alert(tmp_path: Path) -> None:
+    """The rate limit can drop an incident's first firing and let its repeats through: each names
+    a first firing the KPIs do not hold. The first repeat counts as the incident's alert instead
+    of joining the incident before it, and every later repeat, naming the same first firing as the
+    rules engine sends it, joins that alert: one incident, one alert, however often it repeats. A
+    repeat that names no first firing joins the newest alert."""
     clock = noon_clock()
     doc = {"site": {"id": "kpi-dropped", "name": "KPI", "timezone": TZ}, "kpi": {"interval": "1h"}}
     rt = Runtime(load(tmp_path, {**doc, "devices": []}), clock=clock, with_web=False)
@@ -176,12 +178,14 @@ async def test_a_repeat_of_a_first_firing_never_journaled_is_an_alert_of_its_own
                 payload["first_fired"] = first
             return Event("alert", "high", Severity.WARNING, payload, ts)
 
-        # incident 1 and its repeat; incident 2's first firing dropped, its repeats journaled
-        for event in (fired(t1, False, t1), fired(t1 + 10, True, t1), fired(t2 + 10, True, t2)):
-            rt.hub.publish_event(event)
-        rt.hub.publish_event(fired(t2 + 20, True, None))
-        seqs = [a["seq"] for a in await journaled_alerts(rt, 4, "four alert records")]
-        rt.hub.publish_event(ack("kpi-dropped", seqs[3], t2 + 25))
+        # incident 1 and its repeat; incident 2's first firing (t2) dropped, its 4 repeats journaled
+        rt.hub.publish_event(fired(t1, False, t1))
+        rt.hub.publish_event(fired(t1 + 10, True, t1))
+        for i in range(1, 5):
+            rt.hub.publish_event(fired(t2 + 10 * i, True, t2))
+        rt.hub.publish_event(fired(t2 + 45, True, None))
+        seqs = [a["seq"] for a in await journaled_alerts(rt, 7, "seven alert records")]
+        rt.hub.publish_event(ack("kpi-dropped", seqs[5], t2 + 42))  # acknowledging the last repeat
         await rt.journal.flush()
         comp = rt.component(KpiComponent)
         assert comp is not None
@@ -191,10 +195,10 @@ async def test_a_repeat_of_a_first_firing_never_journaled_is_an_alert_of_its_own
     finally:
         await rt.stop()
     assert sorted(rows) == [seqs[0], seqs[2]]
-    assert rows[seqs[2]]["fired_ts"] == t2 + 10 and rows[seqs[2]]["ack_ts"] == t2 + 25
+    assert rows[seqs[2]]["fired_ts"] == t2 + 10 and rows[seqs[2]]["ack_ts"] == t2 + 42
     assert rows[seqs[0]]["ack_ts"] is None
     a = figures["alerts"]
-    assert a["count"] == 2 and a["acknowledged"] == 1 and a["ack_mean_s"] == pytest.approx(15.0, abs=1e-3)
+    assert a["count"] == 2 and a["acknowledged"] == 1 and a["ack_mean_s"] == pytest.approx(32.0, abs=1e-3)
 
 
 def sent(rt: Runtime) -> dict[str, dict[str, Any]]:
