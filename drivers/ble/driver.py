@@ -30,6 +30,8 @@ and beacon points go stale, last value kept; a beacon's `present` becomes false,
 absence is a fact); the next advertisement brings it back. The packet read last, heard again
 then, is still not read twice, but the points it carries are good again with their values (the
 sensor states them now); the RSSI and the points it does not carry stay stale until a new packet.
+An encrypted BTHome sensor's last packet is the exception: anyone who recorded it can send it, so
+only a packet with a newer counter brings that sensor back.
 
 Advertising modes: at most `max_adverts_per_second` advertisements of the device are read in each
 second (a counter per second, O(1) per advertisement); the rest are dropped unread and counted
@@ -368,7 +370,11 @@ class BleDriver(BaseDriver):
         values: dict[str, Any] = packet.values
         if packet.counter is not None:
             if packet.counter == self.last_counter and bytes(data) == self._last_sealed:
-                self._same_packet(self._restated(values))  # BlueZ reporting it again: not a replay
+                # BlueZ reporting it again: not a replay. But anyone who recorded it can send it
+                # too, so it never brings a silent sensor back: only a newer counter does.
+                self.counters["duplicates"] += 1
+                if self._silent:
+                    self._still_silent(packet.counter)
                 return
             if not self._counter_moves_on(packet.counter):
                 return
@@ -443,6 +449,16 @@ class BleDriver(BaseDriver):
         self.emit(batch)
         if self.health.state != HealthState.ONLINE and not self._flooding:
             self.set_health(HealthState.ONLINE)
+
+    def _still_silent(self, counter: int) -> None:
+        """A silent encrypted sensor's last packet, heard again: it stays offline, its points
+        stale, and the reason says why (the sensor itself comes back with a new counter)."""
+        self.set_health(
+            HealthState.OFFLINE,
+            f"no new packet from {self._heard_as()} for {self.device.stale_after:g}s: only its last "
+            f"one (counter {counter}) heard again, which anyone who recorded it can send; "
+            f"back with a newer counter ({self.counters['duplicates']} duplicates)",
+        )
 
     def _found(self, key: str) -> None:
         """Default map: a new object becomes a point (announced through the context, so the site knows its metadata)."""

@@ -2,7 +2,8 @@
 bleak's BlueZ backend, the shared scanner, the driver, the hub and its journal): the packet it
 advertised last, heard again, brings it back online; the points that packet restates are good
 again with their values, once in the journal; what it does not restate (the RSSI of the last
-packet read) stays stale until a new packet."""
+packet read) stays stale until a new packet. An encrypted sensor's last packet is the exception:
+anyone who recorded it can send it again, so only a newer counter brings that sensor back."""
 
 from __future__ import annotations
 
@@ -130,15 +131,20 @@ async def test_a_layout_sensor_heard_again_is_present_with_its_values_good(
         assert driver.counters["duplicates"] == 1 and driver.counters["packets"] == 1
 
 
-async def test_an_encrypted_sensor_is_back_on_its_last_packet_never_on_a_replay(
+async def test_a_silent_encrypted_sensor_is_back_on_a_new_counter_never_on_its_last_packet(
     tmp_path: Path, bluez: MockBluez, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Anyone who recorded an encrypted sensor's last packet can send it again: heard while the
+    sensor is silent, it is a counted duplicate that brings nothing back; the sensor's next packet
+    (a newer counter) does."""
     monkeypatch.setenv("EDGE_TEST_DOOR_KEY", KEY.hex())
 
     def sealed(counter: int, opened: bool) -> bytes:
         return encrypt(bytes([0x1A, int(opened)]), KEY, DOOR, counter)  # no packet id: the counter
 
     async with running_site(tmp_path, door_site(bind_key_env="EDGE_TEST_DOOR_KEY"), web=False) as rt:
+        seen: list[Any] = []
+        rt.hub.subscribe(seen.extend)
         path = await bluez.add_device(DOOR, "door")
         slot = rt.slots["door-2"]
         driver = slot.driver
@@ -152,7 +158,19 @@ async def test_an_encrypted_sensor_is_back_on_its_last_packet_never_on_a_replay(
         await until(lambda: driver.counters["replayed"] == 1, what="the replay refused")
         assert slot.health.state != HealthState.ONLINE
         assert latest["door-2.door"].value is False and latest["door-2.door"].quality == Quality.STALE
-        await bluez.advertise(path, {SERVICE_UUID: sealed(11, False)}, rssi=-63)  # its last one
+        for n in range(1, 4):  # its last packet, re-sent (recorded, or the sensor repeating it)
+            await bluez.advertise(path, {SERVICE_UUID: sealed(11, False)}, rssi=-62 - n)
+            await until(reaches(driver.counters, "duplicates", n), what=f"re-sent packet {n} dropped")
+            assert slot.health.state == HealthState.OFFLINE
+            assert latest["door-2.door"].quality == Quality.STALE
+        assert "only its last one (counter 11) heard again" in slot.health.reason
+        assert "3 duplicates" in slot.health.reason
+        assert driver.counters["packets"] == 2
+        assert "online" not in states(seen)
+        door = [r.quality for r in readings(seen, "door-2.door")]
+        assert door[:2] == [Quality.GOOD, Quality.GOOD] and set(door[2:]) == {Quality.STALE}
+        # the sensor's next packet: a newer counter, believed
+        await bluez.advertise(path, {SERVICE_UUID: sealed(12, False)}, rssi=-63)
         await until(lambda: slot.health.state == HealthState.ONLINE, what="online again")
         assert latest["door-2.door"].value is False and latest["door-2.door"].quality == Quality.GOOD
-        assert driver.counters["packets"] == 2 and driver.counters["duplicates"] == 1
+        assert driver.counters["packets"] == 3 and driver.counters["duplicates"] == 3
