@@ -104,6 +104,15 @@ as_service() (
     done < "$ETC/env"
   fi
   if [ "$SERVICE" = systemd ]; then
+    # and the unit's own Environment= (its drop-ins too), before the file's, which win as in systemd
+    units=$(systemctl show -p Environment --value community-edge.service 2>/dev/null | xargs -n1 2>/dev/null) || units=""
+    if [ -n "$units" ]; then
+      while IFS= read -r pair; do
+        case $pair in [A-Za-z_]*=*) set -- "$pair" "$@" ;; esac
+      done <<EOF_UNIT_ENV
+$units
+EOF_UNIT_ENV
+    fi
     exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
   fi
   exec env "$@"

@@ -7,7 +7,7 @@ the environment file does not set is not started (nor said to run).
 This machine has no systemd as PID 1: each install runs in a private mount namespace whose /etc
 and /usr/local/bin are scratch copies (the service user is made there, by install.sh's own
 useradd), with a `systemctl` that does what community-edge.service does at a start:
-StateDirectory=, EnvironmentFile=, then ExecStartPre (`edge check`) and ExecStart (`edge run`)
+StateDirectory=, Environment= (a drop-in's, from `unit-env`), EnvironmentFile=, then ExecStartPre (`edge check`) and ExecStart (`edge run`)
 as User=, the gateway in the background with its pid in a file. Root only."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ stop() {
 }
 start() {
   install -d -o community-edge -g community-edge -m 0750 "$GW/data"   # StateDirectory=
-  env -i PATH=/usr/bin:/bin PYTHONOPTIMIZE=2 PYTHONPYCACHEPREFIX="$PREFIX/.venv/pycache" sh -c '
+  env -i PATH=/usr/bin:/bin $(cat "$GW/unit-env" 2>/dev/null) PYTHONOPTIMIZE=2 PYTHONPYCACHEPREFIX="$PREFIX/.venv/pycache" sh -c '
     set -a; [ ! -f /etc/community-edge/env ] || . /etc/community-edge/env; set +a
     as="setpriv --reuid=community-edge --regid=community-edge --init-groups"
     $as "$0/.venv/bin/edge" check -q -c /etc/community-edge/site.yaml || { echo "ExecStartPre failed"; exit 1; }
@@ -54,6 +54,7 @@ case $1 in
   stop) stop ;;
   start|restart) stop; start ;;
   is-active) p=$(cat "$PIDF" 2>/dev/null) && kill -0 "$p" 2>/dev/null || exit 3 ;;
+  show) cat "$GW/unit-env" 2>/dev/null ;;  # -p Environment --value: the unit's Environment= (drop-ins)
 esac
 exit 0
 """
@@ -259,4 +260,19 @@ def test_a_token_variable_the_env_file_does_not_set_keeps_the_service_stopped(
     (box.conf / "env").write_text("EDGE_PULL_TOKEN=" + "t" * 40 + "\n")
     second = box.install(upgrade)
     assert second.returncode == 0 and "answers healthy" in second.stdout, second.stdout + second.stderr
+    assert box.running()
+
+
+def test_a_token_the_unit_sets_by_a_drop_in_is_one_the_check_sees(box: Box, bundle: Path) -> None:
+    """`edge check` runs with the unit's own Environment= (a drop-in's, as `systemctl show` gives
+    it) as well as its EnvironmentFile: a token set there was refused as unset, which stopped the
+    upgrade of a site that ran."""
+    box.make_service_user()
+    box.site(consumers=[{"id": "city", "token_env": "EDGE_PULL_TOKEN"}])
+    box.conf.mkdir(exist_ok=True)
+    (box.conf / "env").write_text("# the token comes from the unit\n")
+    (box.root / "unit-env").write_text("EDGE_PULL_TOKEN=" + "u" * 40 + "\n")
+    done = box.install(bundle)
+    assert done.returncode == 0 and "answers healthy" in done.stdout, done.stdout + done.stderr
+    assert "is not set here" not in done.stderr
     assert box.running()
