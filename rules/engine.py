@@ -102,9 +102,9 @@ class Engine:
         self.loop_share: float | None = None
         self.loop_window = LOOP_WINDOW_S
         #: a repeat overdue by a whole `every` or more (the gateway was stopped, the clock stepped)
-        #: runs once, and the next one `every` after `now`: a live gateway (the component sets it)
-        #: sends no burst of the repeats it missed. A replay (False) runs each at its deadline, as
-        #: the live timers, which run on time, sent them
+        #: runs once, at `now` and stamped with it, and the next one `every` after `now`: a live
+        #: gateway (the component sets it) sends no burst of the repeats it missed. A replay
+        #: (False) runs each at its own deadline
         self.one_late_repeat = False
         self.suspended: dict[str, str] = {}  # rule id -> why: over its time budget, not evaluated
         self.loop_share_suspensions = 0  # rules suspended for using more than their loop share
@@ -522,11 +522,15 @@ class Engine:
                     and st.last_notified is not None
                     and st.last_notified + rr.every == deadline
                 ):
+                    if self.one_late_repeat and deadline + rr.every <= now:
+                        # the ones missed since are not run, and the one that is runs now: stamped
+                        # with its old deadline it would be hours in the past (journaled, sent to
+                        # webhooks, counted in a day already closed). The next is `every` from now
+                        deadline = now
+                        self.now = max(self.now, now)
                     out.append(
                         Firing(rr, key, "repeat", deadline, _with_ts(st.args or _empty_args(key), deadline))
                     )
-                    if self.one_late_repeat and deadline + rr.every <= now:
-                        deadline = now  # the ones missed since are not run: the next is `every` from now
                     st.last_notified = deadline
                     self.dirty.add((rid, key))
                     self._push(deadline + rr.every, rid, key, "repeat")

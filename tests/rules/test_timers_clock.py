@@ -22,6 +22,7 @@ from rules.component import RulesComponent
 from tests.core.test_clock_runtime import Clocks
 from tests.rules.helpers import engine, r, run
 from tests.support.site import load
+from tests.support.waiting import until
 
 REPEAT = {
     "id": "rep",
@@ -49,6 +50,15 @@ def test_repeats_missed_run_once_and_the_next_is_every_from_now() -> None:
     assert e.rules["rep"].states["tank.level"].last_notified == 1605.0
 
 
+def test_the_one_late_repeat_is_stamped_with_the_time_it_runs() -> None:
+    e = _live(REPEAT)
+    run(e, r(1000.0, "tank.level", 80))
+    # 10 h without a timer run: the repeat journaled (and sent) is of now, not of 10 h ago
+    late = e.advance(37000.0)
+    assert [(f.kind, f.ts, f.args[5]) for f in late] == [("repeat", 37000.0, 37000.0)]
+    assert e.now == 37000.0
+
+
 def test_a_repeat_run_on_time_keeps_its_cadence() -> None:
     e = _live(REPEAT)
     run(e, r(1000.0, "tank.level", 80))
@@ -61,6 +71,8 @@ def test_a_replay_runs_each_repeat_at_its_deadline() -> None:
     e = engine(REPEAT)
     run(e, r(1000.0, "tank.level", 80))
     assert [f.ts for f in e.advance(1020.0)] == [1005.0, 1010.0, 1015.0, 1020.0]
+    # however late the replay comes to them: each keeps its own time
+    assert [f.ts for f in e.advance(37000.0)][:2] == [1025.0, 1030.0]
 
 
 HIGH_FOR_15S = {
@@ -167,3 +179,24 @@ async def test_a_forward_step_runs_no_repeat(tmp_path: Path) -> None:
         _level(rt, clocks, 80)
         assert rules.firings == 1
         assert rules.engine.next_deadline() == clocks.wall + 3
+
+
+def _alerts(rt: Runtime) -> list[dict[str, Any]]:
+    return [r for r in rt.journal.tail(50) if r["type"] == "event" and r["kind"] == "alert"]
+
+
+async def test_the_repeat_sent_after_a_long_stop_is_of_its_start(tmp_path: Path) -> None:
+    """Stopped for 10 h past a 5 s repeat: the one repeat the start sends is journaled at the start
+    (a KPI day, a webhook receiver see it then), not at the deadline 10 h before."""
+    clocks = Clocks()
+    async with _gateway(tmp_path, clocks, REPEAT) as (rt, rules):
+        fired_at = clocks.wall
+        _level(rt, clocks, 80)
+        await until(lambda: len(_alerts(rt)) == 1, what="the alert journaled")
+    _pass(clocks, 10 * 3600)
+    async with _gateway(tmp_path, clocks) as (rt, rules):
+        alerts = await until(lambda: _alerts(rt)[1:], what="the repeat journaled")
+        assert [(a["ts"], a["payload"]["repeat"], a["payload"]["first_fired"]) for a in alerts] == [
+            (clocks.wall, True, fired_at)
+        ]
+        assert rules.engine.next_deadline() == clocks.wall + 5
