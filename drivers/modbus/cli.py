@@ -67,6 +67,7 @@ def probe_command(args: argparse.Namespace) -> int:
 
     # pymodbus logs its own connection errors; the probe says what failed in one line of its own
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("drivers.modbus").setLevel(logging.ERROR)  # a malformed answer: said below
     from drivers.modbus.config import Connection
     from drivers.modbus.probe import format_probe, probe
     from drivers.modbus.transport import DeviceException, LinkError
