@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edge.store import space
-from edge.store.journal import Journal
+from edge.store.journal import Journal, retention_failing
 
 if TYPE_CHECKING:
     from edge.config import StorageConfig
@@ -87,11 +87,7 @@ def _retention_failing(published: dict[str, Any] | None) -> str | None:
     error = (published or {}).get("retention_error")
     if not error:
         return None
-    failures = int((published or {}).get("retention_failures") or 0)
-    return (
-        f"journal retention failing ({failures} failed steps since the start): {error}; records past "
-        "their retention are not deleted"
-    )
+    return retention_failing(int((published or {}).get("retention_failures") or 0), str(error))
 
 
 def effective_limit(

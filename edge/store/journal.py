@@ -199,6 +199,14 @@ class TrustView(Protocol):
 WRITER_CACHE_KIB = 512
 
 
+def retention_failing(failures: int, error: str) -> str:
+    """What `Journal.retention_problem` says, also for the state a running writer published."""
+    return (
+        f"journal retention failing ({failures} failed steps since the start): {error}; records past "
+        "their retention are not deleted"
+    )
+
+
 class JournalUnreadable(RuntimeError):
     """The journal file cannot be opened as a SQLite database, or a start cannot read the records it
     needs from it (a damaged page); the message names it and says what to do."""
@@ -496,10 +504,7 @@ class Journal(JournalQueries):
         retention step failed (a damaged page, an I/O error); None while it succeeds."""
         if self.retention_error is None:
             return None
-        return (
-            f"journal retention failing ({self.retention_failures} failed steps since the start): "
-            f"{self.retention_error}; records past their retention are not deleted"
-        )
+        return retention_failing(self.retention_failures, self.retention_error)
 
     async def close(self) -> None:
         """Flush everything pending, stop the writer, close connections."""
