@@ -545,6 +545,9 @@ class Runtime:
         slot.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await slot.task
+        # a task cancelled before it ran never made its first start: a write waiting for it
+        # fails now, not after its whole timeout
+        slot.first_start.set()
         self._report_drops(slot)
 
     def _drop_counter(self, slot: DriverSlot) -> Callable[[Sequence[Record]], None]:
@@ -691,6 +694,13 @@ class Runtime:
             # a write sent while the driver makes its first start (one a rule sent at start-up)
             # goes to the started driver; the hub's timeout bounds the wait
             await slot.first_start.wait()
+            if self.slots.get(slot.config.id) is not slot:
+                return CommandResult(
+                    point_id(slot.config.id, point),
+                    value,
+                    CommandStatus.FAILED,
+                    "device was stopped (removed or changed by a reload, or the gateway stopping)",
+                )
             if slot.driver is None:
                 return CommandResult(
                     point_id(slot.config.id, point), value, CommandStatus.FAILED, "device is restarting"
