@@ -1,8 +1,8 @@
 """Rule timers against lost time and steps of the wall clock, the engine driven with explicit clocks.
 
 - `notify: repeat` runs at most one repeat it missed (the gateway stopped, the clock stepped
-  forward), not every one of them at once; a replay still runs each at its deadline, as the live
-  timers sent them.
+  forward), not every one of them at once, stamped with the time it runs; a replay, which cannot
+  tell a stop from time passing, runs each at its own deadline.
 - A step of the wall clock (NTP, a hand set) moves neither a `for:` duration, nor a repeat's
   `every`, nor a `no_data` period: the rules component measures the step against the monotonic
   clock and moves those timers with it. Driven by a wall and a monotonic clock the test sets, in
