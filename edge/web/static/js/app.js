@@ -1,7 +1,7 @@
 // The application shell: session state, navigation (server paths, history.pushState), language
 // switch, logout, and the page modules. Each page module exports `render(view, params)` and may
 // return a cleanup function (to close its live stream or timers).
-import { api, applyI18n, can, dialog, fmt, h, loadLang, pickLang, problemText, setLang, state, t } from './core.js';
+import { api, applyI18n, can, changeOwnPassword, fmt, h, loadLang, pickLang, problemText, setLang, state, t } from './core.js';
 
 const ROUTES = [
   [/^\/$/, () => import('./pages/overview.js'), 'nav.overview'],
@@ -51,14 +51,8 @@ export async function navigate(path, push = true) {
 }
 
 async function changePassword() {
-  const v = await dialog(t('password.title'), h('div', {},
-    h('label', {}, t('password.old'), h('input', { name: 'old', type: 'password', required: true, autocomplete: 'current-password' })),
-    h('label', {}, t('password.new'), h('input', { name: 'new', type: 'password', required: true, minlength: 10, autocomplete: 'new-password' }))),
-  t('password.submit'));
-  if (!v) return;
-  const res = await api('POST', '/api/v1/auth/password', v, { allowError: true });
-  if (res.ok) state.csrf = res.data.csrf;
-  alert(res.ok ? t('password.done') : problemText(res.data, res.status));
+  const res = await changeOwnPassword();
+  if (res) alert(res.ok ? t('password.done') : problemText(res.data, res.status));
 }
 
 // On a narrow screen the navigation folds behind a menu button.

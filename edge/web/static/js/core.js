@@ -163,6 +163,20 @@ export function dialog(title, body, okLabel) {
   });
 }
 
+// The signed-in user's own password, changed with the current one: this session stays (with the
+// CSRF token the answer gives), the user's other sessions end. The answer ({ok, status, data}),
+// or null when the dialog was cancelled.
+export async function changeOwnPassword() {
+  const v = await dialog(t('password.title'), h('div', {},
+    h('label', {}, t('password.old'), h('input', { name: 'old', type: 'password', required: true, autocomplete: 'current-password' })),
+    h('label', {}, t('password.new'), h('input', { name: 'new', type: 'password', required: true, minlength: 10, autocomplete: 'new-password' }))),
+  t('password.submit'));
+  if (!v) return null;
+  const res = await api('POST', '/api/v1/auth/password', v, { allowError: true });
+  if (res.ok) state.csrf = res.data.csrf;
+  return res;
+}
+
 // An error box for an ApiError, a problem body ({status, data} of an allowError call) or anything else.
 export function errorBox(err) {
   let msg;

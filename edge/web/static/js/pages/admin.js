@@ -1,7 +1,7 @@
 // Users and API tokens (admins): roles, passwords, lockouts; tokens are shown once, at creation.
 // The pull consumers the site file declares (their token is a file or variable on the gateway,
 // not one of the API's tokens) are listed with the tokens, since they reach the same API.
-import { api, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
+import { api, changeOwnPassword, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
 
 const ROLES = ['admin', 'technician', 'viewer'];
 const SCOPES = ['read', 'write', 'rules', 'admin', 'pull'];
@@ -37,14 +37,9 @@ async function drawUsers(box, userChanged) {
   // session stays, with its new CSRF token; the user's other sessions end. Set as another
   // user's, it would end this session too and leave the page at the login without a word.
   const ownPassword = async () => {
-    const v = await dialog(t('password.title'), h('div', {},
-      h('label', {}, t('password.old'), h('input', { name: 'old', type: 'password', required: true, autocomplete: 'current-password' })),
-      h('label', {}, t('password.new'), h('input', { name: 'new', type: 'password', required: true, minlength: 10, autocomplete: 'new-password' }))),
-    t('password.submit'));
-    if (!v) return;
-    const res = await api('POST', '/api/v1/auth/password', v, { allowError: true });
+    const res = await changeOwnPassword();
+    if (!res) return;
     if (!res.ok) { msg.replaceChildren(errorBox(res)); return; }
-    state.csrf = res.data.csrf;
     await Promise.all([drawUsers(box, userChanged), userChanged()]);
     box.querySelector('#user-msg').replaceChildren(h('div', { class: 'ok-box', role: 'status' }, t('password.done')));
   };
