@@ -95,7 +95,7 @@ class RulesComponent:
         self.config = config
         self.engine = Engine(site_tz(ctx.site.site.timezone))
         self.engine.loop_share = LOOP_SHARE  # live: no rule may take more than its share of the loop
-        self.engine.one_late_repeat = True  # live: repeats missed while stopped are not sent in a burst
+        self.engine.one_late_repeat = True  # live: missed repeats go as one, stamped when it is sent
         self.engine.known_point = self._known_point
         self.actions = ActionRunner(ctx, config)
         self.actions.snapshot_hook = self._snapshot

@@ -3,7 +3,10 @@
 Both the dry-run API (the journal's last N hours) and `edge rules test` (a JSONL file in the
 `edge buffer tail --json` shape) feed records to a fresh `Engine` in timestamp order and report
 each firing as `{rule, ts, kind, message}`; timers run on the records' time, so a `for: 1m` in a
-replay fires exactly where it would have fired live.
+replay fires where it fired live, except where the gateway was stopped or its wall clock stepped:
+the live engine then sends one repeat for those it missed, stamped with the time it runs, and
+moves its `for:`, repeat and `no_data` timers with a step, which a replay, knowing only the
+records' time, cannot tell.
 
 A dry run's firings quote journaled data, so each carries the class of what it read
 (`rules.model.firing_privacy`: its trigger record and the points the rule reads) and the trigger's
