@@ -734,10 +734,14 @@ def check_integrity(raw: dict[str, Any], budget_s: float = INTEGRITY_BUDGET_S) -
         path = Path(name)
         if not path.is_file() or path.stat().st_size == 0:
             continue
-        # immutable without a WAL (nobody has it open): SQLite then makes no -wal or -shm, which
-        # would be root's and keep the gateway out
-        wal = Path(f"{path}-wal")
-        immutable = "" if wal.exists() and wal.stat().st_size > 0 else "&immutable=1"
+        # immutable only when nobody has it open: SQLite then makes no -wal or -shm, which would be
+        # root's and keep the gateway out. Every connection to a WAL database maps its -shm, so no
+        # -shm (and nothing in a -wal) is what says so; an empty -wal does not: state.db and
+        # keys.db truncate theirs while the gateway runs, and an immutable read of a file a
+        # checkpoint writes meanwhile can see a damage that is not there
+        wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+        in_use = shm.exists() or (wal.exists() and wal.stat().st_size > 0)
+        immutable = "" if in_use else "&immutable=1"
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True)
         except sqlite3.Error as exc:
