@@ -61,7 +61,7 @@ from rules.model import (
     rule_text,
     webhook_problems,
 )
-from rules.store import VersionConflict, expecting
+from rules.store import RuleStore, VersionConflict, expecting
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -699,6 +699,12 @@ def _dry_run_asked(request: web.Request) -> bool:
     raise Problem(400, "Bad dry_run", f"dry_run {raw[:40]!r} is not one of 1, true, yes, 0, false, no")
 
 
+async def _pack_changes(store: RuleStore, compiled: list[CompiledRule]) -> list[dict[str, Any]]:
+    """What storing the pack would do to each rule; a thousand rules' documents compared: off the
+    event loop, as the pack is stored."""
+    return await asyncio.to_thread(lambda: store.pack_changes([cr.rule.doc() for cr in compiled]))
+
+
 async def import_pack(request: web.Request) -> web.Response:
     """Store a pack's rules (all or none); with `?dry_run=1`, the same checks and nothing stored:
     what the import would do to each rule (`RuleStore.pack_changes`), for its author to confirm
@@ -721,15 +727,10 @@ async def import_pack(request: web.Request) -> web.Response:
             raise _refused(who, found, "this pack has rules that read data", save=True)
         store = comp.store
         assert store is not None
-
-        async def changes_now() -> list[dict[str, Any]]:
-            # a thousand rules' documents compared: off the event loop, as the pack is stored
-            return await asyncio.to_thread(lambda: store.pack_changes([cr.rule.doc() for cr in compiled]))
-
         if dry_run:
             if problems := comp.pack_problems(compiled, "<upload>"):
                 raise RulePackError(problems)
-            changes = await changes_now()
+            changes = await _pack_changes(store, compiled)
             tag = _pack_tag(changes)
             return json_response(
                 {"dry_run": True, "changes": changes, "etag": tag}, headers={"ETag": f'"{tag}"'}
@@ -737,7 +738,7 @@ async def import_pack(request: web.Request) -> web.Response:
         if base is None:
             ids = await comp.store_pack(compiled, who.name)
         else:
-            changes = await changes_now()
+            changes = await _pack_changes(store, compiled)
             if _pack_tag(changes) != base:
                 raise _pack_moved(changes)
             # the versions the dry run showed, checked again in the pack's own transaction
@@ -745,7 +746,7 @@ async def import_pack(request: web.Request) -> web.Response:
                 with expecting({c["id"]: c["version"] for c in changes}):
                     ids = await comp.store_pack(compiled, who.name)
             except VersionConflict:
-                raise _pack_moved(await changes_now()) from None
+                raise _pack_moved(await _pack_changes(store, compiled)) from None
     except UnicodeDecodeError:
         raise Problem(
             400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="msg.rules.not_utf8"
