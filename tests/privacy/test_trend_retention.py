@@ -248,7 +248,9 @@ async def test_a_forward_jump_deletes_nothing_from_the_index_until_the_clock_is_
         before = buckets(tmp_path)
         clocks.wall += 2 * DAY  # the wall clock runs two days ahead of the 10 s that passed
         clocks.mono += 10
-        await until(lambda: rt.journal.retention_paused is not None, what="the journal's retention paused")
+        await until(
+            lambda: rt.journal.retention_paused is not None, timeout=30, what="the journal's retention paused"
+        )
         rt.check_clock()
         assert not rt.clock_trust.trusted
         target = clocks.reads + 10
