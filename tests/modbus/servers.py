@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,53 @@ async def tcp_server(units: dict[int, dict[str, dict[int, Any]]], port: int = 0)
         yield s
     finally:
         await s.stop()
+
+
+def crc(data: bytes) -> bytes:
+    """Modbus RTU's CRC-16 of `data`, as it follows a frame (low byte first)."""
+    c = 0xFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
+    return struct.pack("<H", c)
+
+
+class RtuGarbageServer:
+    """A serial server's far end (RTU over TCP): each 8-byte request is logged in `requests` and
+    answered with `reply(request)` framed with its CRC, or not at all when that is None (a unit
+    that is not powered)."""
+
+    def __init__(self, reply: Callable[[bytes], bytes | None]) -> None:
+        self.reply = reply
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> RtuGarbageServer:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    request = await reader.readexactly(8)
+                    self.requests.append(request)
+                    frame = self.reply(request)
+                    if frame is None:
+                        continue
+                    writer.write(frame + crc(frame))
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
 
 
 class GarbageServer:

@@ -5,17 +5,15 @@ logged a traceback per answer and the request waited out its whole timeout)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from edge.model import HealthState
 from tests.modbus.harness import Collected, running_driver
-from tests.modbus.servers import GarbageServer
+from tests.modbus.servers import GarbageServer, RtuGarbageServer
 from tests.support.waiting import until as wait_for
 
 #: answers to a read of 2 holding registers, and what the reason names
@@ -32,15 +30,6 @@ RTU_UNDECIDABLE = {"83"}
 GOOD = bytes.fromhex("03 04 00 00 04 d2")  # registers 0-1 hold 1234 as uint32
 
 
-def crc(data: bytes) -> bytes:
-    c = 0xFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-    return struct.pack("<H", c)
-
-
 def tcp_answer(pdu: Callable[[], bytes]) -> Callable[[bytes], bytes]:
     def answer(request: bytes) -> bytes:
         body = bytes([request[6]]) + pdu()
@@ -49,46 +38,13 @@ def tcp_answer(pdu: Callable[[], bytes]) -> Callable[[bytes], bytes]:
     return answer
 
 
-class RtuOverTcpDevice:
-    """A serial server's far end: answers each 8-byte RTU request with `pdu()` framed with a CRC."""
-
-    def __init__(self, pdu: Callable[[], bytes]) -> None:
-        self.pdu = pdu
-        self.requests = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> RtuOverTcpDevice:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    request = await reader.readexactly(8)
-                    self.requests += 1
-                    frame = bytes([request[0]]) + self.pdu()
-                    writer.write(frame + crc(frame))
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
 @contextlib.asynccontextmanager
 async def device_answering(transport: str, pdu: Callable[[], bytes]) -> AsyncIterator[Collected]:
-    srv: GarbageServer | RtuOverTcpDevice
+    srv: GarbageServer | RtuGarbageServer
     if transport == "tcp":
         srv = await GarbageServer(tcp_answer(pdu)).start()
-    else:
-        srv = await RtuOverTcpDevice(pdu).start()
+    else:  # each request answered with `pdu()` framed for its unit
+        srv = await RtuGarbageServer(lambda request: bytes([request[0]]) + pdu()).start()
     try:
         doc = {
             "connection": {"transport": transport, "host": "127.0.0.1", "port": srv.port},

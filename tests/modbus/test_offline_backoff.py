@@ -4,65 +4,27 @@ and a retry queues behind the requests that waited meanwhile instead of holding 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 from edge.model import HealthState
 from tests.modbus.harness import running_driver
+from tests.modbus.servers import RtuGarbageServer
 from tests.support.waiting import until as wait_for
 
 
-def crc(data: bytes) -> bytes:
-    c = 0xFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-    return struct.pack("<H", c)
-
-
-class SerialServer:
-    """A serial server's far end (RTU over TCP): unit 1 answers every FC3 read with registers
-    holding 7; every other unit is unpowered and never answers. `units` logs each request's unit."""
-
-    def __init__(self) -> None:
-        self.units: list[int] = []
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> SerialServer:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    request = await reader.readexactly(8)
-                    self.units.append(request[0])
-                    if request[0] != 1:
-                        continue
-                    count = int.from_bytes(request[4:6], "big")
-                    frame = bytes([1, 3, 2 * count]) + b"\x00\x07" * count
-                    writer.write(frame + crc(frame))
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+def meter_bus(request: bytes) -> bytes | None:
+    """Unit 1 answers every FC3 read with registers holding 7; every other unit is unpowered."""
+    if request[0] != 1:
+        return None
+    count = int.from_bytes(request[4:6], "big")
+    return bytes([1, 3, 2 * count]) + b"\x00\x07" * count
 
 
 @contextlib.asynccontextmanager
-async def serial_server() -> AsyncIterator[SerialServer]:
-    srv = await SerialServer().start()
+async def serial_server() -> AsyncIterator[RtuGarbageServer]:
+    srv = await RtuGarbageServer(meter_bus).start()
     try:
         yield srv
     finally:
@@ -108,7 +70,7 @@ async def test_a_silent_unit_on_a_shared_bus_backs_off() -> None:
             went_silent = m.driver._went_silent
 
             def counting(*args: Any, **kwargs: Any) -> None:
-                failed.append(srv.units.count(2))
+                failed.append([r[0] for r in srv.requests].count(2))
                 went_silent(*args, **kwargs)
 
             m.driver._went_silent = counting  # type: ignore[method-assign]

@@ -21,19 +21,9 @@ import pytest
 from edge.driver import DeviceReadError
 from edge.model import Quality
 from tests.modbus.harness import running_driver
-from tests.modbus.servers import stop_process
+from tests.modbus.servers import crc, stop_process
 from tests.support.tools import require_tool
 from tests.support.waiting import until as wait_for
-
-
-def crc(data: bytes) -> bytes:
-    c = 0xFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-    return struct.pack("<H", c)
-
 
 #: how one request is answered: (unit, fc, address, count, the answer the device would give) ->
 #: what it sends instead (the test's misbehaviour)
