@@ -5,10 +5,9 @@ left behind, where it used to write an archive every restore of which is refused
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
-from tests.store.helpers import open_journal, readings
+from tests.store.helpers import damage_journal_leaf, open_journal, readings
 from tests.support.cli import edge_cli
 from tests.support.site import site_file
 
@@ -22,23 +21,6 @@ async def fill(tmp_path: Path) -> None:
         await journal.close()
 
 
-def damage_a_leaf(path: Path) -> int:
-    """Overwrite the middle of one of the journal table's leaf pages; returns its page number."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        (page,) = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name='journal' AND pagetype='leaf' LIMIT 1 OFFSET 20"
-        ).fetchone()
-    finally:
-        conn.close()
-    with open(path, "r+b") as f:
-        f.seek(size * (page - 1) + 100)
-        f.write(b"\x07" * 2000)
-    return int(page)
-
-
 def test_a_damaged_journal_fails_the_backup_and_writes_no_archive(tmp_path: Path) -> None:
     config = site_file(tmp_path, {"site": {"id": "damaged", "name": "d"}})
     asyncio.run(fill(tmp_path))
@@ -46,7 +28,7 @@ def test_a_damaged_journal_fails_the_backup_and_writes_no_archive(tmp_path: Path
     good = tmp_path / "backups" / "good.tar.gz"
     done = edge_cli("backup", "-c", str(config), "--out", str(good))
     assert done.returncode == 0, done.stderr
-    damage_a_leaf(journal)
+    damage_journal_leaf(journal, offset=20)
 
     out = tmp_path / "backups" / "nightly.tar.gz"
     done = edge_cli("backup", "-c", str(config), "--out", str(out))

@@ -45,3 +45,23 @@ def integrity(path: str) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         conn.close()
+
+
+def damage_journal_leaf(path: Path, *, newest: bool = False, offset: int = 0) -> int:
+    """Overwrite the middle of one of the journal table's leaf pages, the `offset`-th from the
+    oldest (or the newest) in b-tree order, as a bad sector would; returns its page number."""
+    order = "path DESC" if newest else "path"
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        (page,) = conn.execute(
+            f"SELECT pageno FROM dbstat WHERE name='journal' AND pagetype='leaf' ORDER BY {order} LIMIT 1 OFFSET ?",
+            (offset,),
+        ).fetchone()
+    finally:
+        conn.close()
+    with open(path, "r+b") as f:
+        f.seek(size * (page - 1) + 100)
+        f.write(b"\x07" * 2000)
+    return int(page)

@@ -5,30 +5,12 @@ the file nor a way out."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
-from tests.store.helpers import open_journal, readings
+from tests.store.helpers import damage_journal_leaf, open_journal, readings
 from tests.support.cli import edge_cli
 from tests.support.site import site_file
-
-
-def damage_a_new_leaf(path: Path) -> None:
-    """Overwrite the middle of one of the journal table's newest leaf pages (not the last one,
-    which every open reads for the highest seq)."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        (page,) = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name='journal' AND pagetype='leaf' ORDER BY path DESC LIMIT 1 OFFSET 5"
-        ).fetchone()
-    finally:
-        conn.close()
-    with open(path, "r+b") as f:
-        f.seek(size * (page - 1) + 100)
-        f.write(b"\x07" * 2000)
 
 
 async def test_a_damaged_page_among_the_newest_records_stops_the_start_in_one_line(tmp_path: Path) -> None:
@@ -39,7 +21,7 @@ async def test_a_damaged_page_among_the_newest_records_stops_the_start_in_one_li
     finally:
         await journal.close()
     path = tmp_path / "edge.db"
-    damage_a_new_leaf(path)
+    damage_journal_leaf(path, newest=True, offset=5)
     config = site_file(tmp_path, {"site": {"id": "damaged", "name": "d"}})
 
     done = edge_cli("run", "-c", str(config), timeout=120)

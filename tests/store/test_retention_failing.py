@@ -5,32 +5,14 @@ the number of failed steps, for as long as it fails. Before, it was a warning in
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 from edge.config import StorageConfig
 from edge.store.health import buffer_health
 from edge.store.journal import Journal
-from tests.store.helpers import open_journal, readings
+from tests.store.helpers import damage_journal_leaf, open_journal, readings
 from tests.support.waiting import until
-
-
-def damage_an_old_leaf(path: Path) -> None:
-    """Overwrite the middle of one of the journal table's oldest leaf pages (what retention
-    deletes first)."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        (page,) = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name='journal' AND pagetype='leaf' ORDER BY path LIMIT 1 OFFSET 2"
-        ).fetchone()
-    finally:
-        conn.close()
-    with open(path, "r+b") as f:
-        f.seek(size * (page - 1) + 100)
-        f.write(b"\x07" * 2000)
 
 
 async def test_a_failing_retention_step_is_counted_and_named_in_health(tmp_path: Path) -> None:
@@ -40,7 +22,7 @@ async def test_a_failing_retention_step_is_counted_and_named_in_health(tmp_path:
     await j.flush()
     await j.close()
     path = tmp_path / "edge.db"
-    damage_an_old_leaf(path)
+    damage_journal_leaf(path, offset=2)
 
     storage = StorageConfig(path=str(path), keep_history=60)
     j = open_journal(tmp_path, keep_history=60.0, retention_interval=0.01)

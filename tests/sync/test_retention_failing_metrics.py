@@ -19,8 +19,7 @@ from edge.api.tokens import create_token
 from edge.runtime import Runtime
 from edge.status_cli import HEALTHY
 from tests.fleet.test_prometheus_rules import alert_rules, promtool
-from tests.store.helpers import open_journal, readings
-from tests.store.test_retention_failing import damage_an_old_leaf
+from tests.store.helpers import damage_journal_leaf, open_journal, readings
 from tests.support.cli import edge_cli
 from tests.support.ports import free_port
 from tests.support.site import load, site_file
@@ -66,7 +65,7 @@ async def damaged_gateway(tmp_path: Path) -> AsyncIterator[tuple[Runtime, Path]]
     """A running gateway whose journal has a damaged old page: its retention steps fail (two have,
     when this yields); with the site file."""
     await old_records(tmp_path)
-    damage_an_old_leaf(tmp_path / "edge.db")
+    damage_journal_leaf(tmp_path / "edge.db", offset=2)
     doc = site_doc()
     config = site_file(tmp_path, doc)
     async with gateway(tmp_path, doc) as rt:
