@@ -152,60 +152,35 @@ def crc(data: bytes) -> bytes:
     return struct.pack("<H", c)
 
 
-class RtuGarbageServer:
-    """A serial server's far end (RTU over TCP): each 8-byte request is logged in `requests` and
-    answered with `reply(request)` framed with its CRC, or not at all when that is None (a unit
-    that is not powered)."""
+class GarbageServer:
+    """A 'device' on 127.0.0.1 that answers each request with `reply(request)` (garbage, short...):
+    over Modbus TCP (MBAP-framed requests, the reply sent as it is), or with `rtu` as a serial
+    server's far end (RTU over TCP: 8-byte requests, the reply framed with its CRC). A reply of
+    None sends nothing (a unit that is not powered). `requests` logs each request."""
 
-    def __init__(self, reply: Callable[[bytes], bytes | None]) -> None:
+    def __init__(self, reply: Callable[[bytes], bytes | None], rtu: bool = False) -> None:
         self.reply = reply
+        self.rtu = rtu
         self.requests: list[bytes] = []
         self.server: asyncio.Server | None = None
         self.port = 0
 
-    async def start(self) -> RtuGarbageServer:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    request = await reader.readexactly(8)
-                    self.requests.append(request)
-                    frame = self.reply(request)
-                    if frame is None:
-                        continue
-                    writer.write(frame + crc(frame))
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
-class GarbageServer:
-    """A TCP 'device' that answers with a reply built by `reply(request_bytes)` (garbage, short...)."""
-
-    def __init__(self, reply: Callable[[bytes], bytes]) -> None:
-        self.reply = reply
-        self.requests = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
+    async def _request(self, reader: asyncio.StreamReader) -> bytes:
+        if self.rtu:
+            return await reader.readexactly(8)
+        head = await reader.readexactly(7)
+        return head + await reader.readexactly(int.from_bytes(head[4:6], "big") - 1)
 
     async def start(self) -> GarbageServer:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 while True:
-                    head = await reader.readexactly(7)
-                    body = await reader.readexactly(int.from_bytes(head[4:6], "big") - 1)
-                    self.requests += 1
-                    writer.write(self.reply(head + body))
+                    request = await self._request(reader)
+                    self.requests.append(request)
+                    answer = self.reply(request)
+                    if answer is None:
+                        continue
+                    writer.write(answer + crc(answer) if self.rtu else answer)
                     await writer.drain()
             except (asyncio.IncompleteReadError, ConnectionError):
                 pass

@@ -13,7 +13,7 @@ import pytest
 
 from edge.model import HealthState
 from tests.modbus.harness import Collected, running_driver
-from tests.modbus.servers import GarbageServer, RtuGarbageServer
+from tests.modbus.servers import GarbageServer
 from tests.support.waiting import until as wait_for
 
 #: answers to a read of 2 holding registers, and what the reason names
@@ -40,11 +40,10 @@ def tcp_answer(pdu: Callable[[], bytes]) -> Callable[[bytes], bytes]:
 
 @contextlib.asynccontextmanager
 async def device_answering(transport: str, pdu: Callable[[], bytes]) -> AsyncIterator[Collected]:
-    srv: GarbageServer | RtuGarbageServer
     if transport == "tcp":
         srv = await GarbageServer(tcp_answer(pdu)).start()
     else:  # each request answered with `pdu()` framed for its unit
-        srv = await RtuGarbageServer(lambda request: bytes([request[0]]) + pdu()).start()
+        srv = await GarbageServer(lambda request: bytes([request[0]]) + pdu(), rtu=True).start()
     try:
         doc = {
             "connection": {"transport": transport, "host": "127.0.0.1", "port": srv.port},

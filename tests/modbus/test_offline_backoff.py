@@ -10,7 +10,7 @@ from typing import Any
 
 from edge.model import HealthState
 from tests.modbus.harness import running_driver
-from tests.modbus.servers import RtuGarbageServer
+from tests.modbus.servers import GarbageServer
 from tests.support.waiting import until as wait_for
 
 
@@ -23,8 +23,8 @@ def meter_bus(request: bytes) -> bytes | None:
 
 
 @contextlib.asynccontextmanager
-async def serial_server() -> AsyncIterator[RtuGarbageServer]:
-    srv = await RtuGarbageServer(meter_bus).start()
+async def serial_server() -> AsyncIterator[GarbageServer]:
+    srv = await GarbageServer(meter_bus, rtu=True).start()
     try:
         yield srv
     finally:
