@@ -6,6 +6,7 @@ keep receiving the site's data."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,6 +51,27 @@ def _hook(rule_id: str, url: str) -> dict[str, Any]:
     }
 
 
+@contextlib.asynccontextmanager
+async def _gateway(
+    tmp_path: Path, rules_section: dict[str, Any]
+) -> AsyncIterator[tuple[Runtime, RulesComponent, Path]]:
+    """A running gateway of a site file with that `rules:` section: its runtime, rules engine and file."""
+    site = {
+        "site": {"id": "reload-rules", "name": "r", "timezone": "UTC"},
+        "devices": [],
+        "rules": rules_section,
+    }
+    config = site_file(tmp_path, site)
+    rt = Runtime(load_site(config), with_web=False)
+    await rt.start()
+    try:
+        rules = rt.components["rules"]
+        assert isinstance(rules, RulesComponent)
+        yield rt, rules, config
+    finally:
+        await rt.stop()
+
+
 def _rewrite(config: Path, **rules: Any) -> None:
     data = yaml.safe_load(config.read_text(encoding="utf-8"))
     data["rules"].update(rules)
@@ -60,20 +82,9 @@ async def test_a_reload_applies_the_webhook_allow_list_and_holds_enabled_to_a_re
     tmp_path: Path, receiver: tuple[int, list[dict[str, Any]]]
 ) -> None:
     port, hits = receiver
-    config = site_file(
-        tmp_path,
-        {
-            "site": {"id": "reload-rules", "name": "r", "timezone": "UTC"},
-            "devices": [],
-            "rules": {"max_actions_per_minute": 600, "webhook_allow": [f"127.0.0.1:{port}"]},
-        },
-    )
-    rt = Runtime(load_site(config), with_web=False)
-    await rt.start()
-    try:
+    rules_section = {"max_actions_per_minute": 600, "webhook_allow": [f"127.0.0.1:{port}"]}
+    async with _gateway(tmp_path, rules_section) as (rt, rules, config):
         events = Collector(rt)
-        rules = rt.components["rules"]
-        assert isinstance(rules, RulesComponent)
         rules.put(_hook("hook", f"http://127.0.0.1:{port}/ok"), "test", "create")
         rt.hub.ingest([Reading(time.time(), "d.x", 1)])
         await until(lambda: hits, what="the post while the host is allowed")
@@ -102,8 +113,6 @@ async def test_a_reload_applies_the_webhook_allow_list_and_holds_enabled_to_a_re
         assert await reload(rt, str(config)) == []
         assert rt.status()["restart_pending"] == []
         rules.put(_hook("other", other), "test", "create")
-    finally:
-        await rt.stop()
 
 
 def test_every_key_of_the_rules_section_is_either_applied_by_a_reload_or_held_to_a_restart() -> None:
@@ -128,20 +137,9 @@ async def test_a_webhook_without_its_own_retries_follows_the_site_setting(tmp_pa
         return web.Response(status=503)
 
     async with serving({"/busy": busy}, shutdown_timeout=0.1) as port:
-        config = site_file(
-            tmp_path,
-            {
-                "site": {"id": "retries", "name": "r", "timezone": "UTC"},
-                "devices": [],
-                "rules": {"webhook_retries": 0, "webhook_allow": [f"127.0.0.1:{port}"]},
-            },
-        )
-        rt = Runtime(load_site(config), with_web=False)
-        await rt.start()
-        try:
+        rules_section = {"webhook_retries": 0, "webhook_allow": [f"127.0.0.1:{port}"]}
+        async with _gateway(tmp_path, rules_section) as (rt, rules, config):
             events = Collector(rt)
-            rules = rt.components["rules"]
-            assert isinstance(rules, RulesComponent)
             hook = {
                 "id": "hook",
                 "when": "d.x",
@@ -160,5 +158,3 @@ async def test_a_webhook_without_its_own_retries_follows_the_site_setting(tmp_pa
                 lambda: len(events.kind("rule_action_failed")) == 2, timeout=20, what="the second failure"
             )
             assert len(attempts) == 3  # one more post, and one retry
-        finally:
-            await rt.stop()
