@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +138,14 @@ def run_playbook(root: Path, inventory: Path, timeout: float) -> tuple[int, str,
         for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M)
     }
     return done.returncode, out, recap
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder every user may reach (pytest's own temporary folders are their owner's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="edge-doctor-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -7,10 +7,7 @@ it lives in a folder it may reach (pytest's own are their owner's alone)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +19,6 @@ from tests.support.ports import free_port
 from tests.support.site import site_file
 
 USER = "nobody"
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder every user may reach."""
-    path = Path(tempfile.mkdtemp(prefix="edge-doctor-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def doctor(config: Path, *more: str) -> tuple[int, list[dict[str, Any]]]:

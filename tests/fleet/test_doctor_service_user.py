@@ -7,24 +7,20 @@ service user is `nobody`, so the mode bits count even when the test runs as root
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
 import shutil
 import sqlite3
 import sys
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fleet.test_doctor import USER, doctor, of
 from tests.support.cli import edge_cli
 from tests.support.site import site_file
-
-USER = "nobody"
 
 
 @pytest.fixture(autouse=True)
@@ -33,27 +29,6 @@ def _nobody_exists() -> None:
         pwd.getpwnam(USER)
     except KeyError:
         pytest.skip(f"this host has no user {USER}")
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder every user may reach (pytest's own temporary folders are their owner's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="edge-doctor-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def doctor(config: Path, *more: str) -> tuple[int, list[dict[str, Any]]]:
-    done = edge_cli("doctor", "-c", str(config), "--user", USER, "--json", *more)
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)["findings"]
-
-
-def of(findings: list[dict[str, Any]], check: str, severity: str | None = None) -> list[dict[str, Any]]:
-    return [f for f in findings if f["check"] == check and severity in (None, f["severity"])]
 
 
 def unit_file(folder: Path, body: str) -> Path:
