@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import paths
-from edge.store.schema import JOURNAL_ID_META, SCHEMA_VERSION, journal_id
+from edge.store.schema import JOURNAL_ID_META, JOURNAL_ID_SINCE_META, SCHEMA_VERSION, journal_id
 
 # the trend index's own version, as edge/store/trend.py writes it; a restored index of another
 # version is rebuilt from the journal by the trend plugin, so it is recorded, never refused
@@ -166,6 +166,8 @@ def not_descended(path: str, copy: str) -> str | None:
     try:
         conn.execute("PRAGMA query_only=1")
         live_id = journal_id(conn)
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (JOURNAL_ID_SINCE_META,)).fetchone()
+        live_since = int(row[0]) if row and row[0] is not None else None
         marks = ",".join("?" * len(probe))
         held = (
             {
@@ -198,6 +200,11 @@ def not_descended(path: str, copy: str) -> str | None:
             "is another journal than the backup's (its journal_id differs: a journal of its own, "
             "such as a replacement box's first start)"
         )
+    if copy_id is None and live_since is not None and newest is not None and newest <= live_since:
+        # an archive taken before the journal was given its id (an earlier release's backup, or
+        # the one install.sh takes before an upgrade): the journal had issued past its newest
+        # record then, and the newest records agreed or are gone with retention
+        return None
     if newest is None:
         # an archive of a journal that holds nothing: so may the one it replaces, at the same seq
         if live_newest is None and issued == archived:

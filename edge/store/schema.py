@@ -94,6 +94,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 #: retention deleted the archive's records from it (edge.store.backup.not_descended). Not a schema
 #: version: an older release opens such a journal and leaves the key alone.
 JOURNAL_ID_META = "journal_id"
+#: the last seq a journal made before `journal_id` existed had issued when this release gave it
+#: one (0 for a journal created with it): an archive of that journal without an id (a backup taken
+#: before the upgrade) whose newest record is at or below it is of the same line
+JOURNAL_ID_SINCE_META = "journal_id_since"
 
 
 class SchemaTooNew(RuntimeError):
@@ -152,9 +156,12 @@ def ensure_journal_id(conn: sqlite3.Connection) -> str:
         known = journal_id(conn)
         if known is None:
             known = uuid.uuid4().hex
-            conn.execute(
+            row = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+            top = conn.execute("SELECT max(seq) FROM journal").fetchone()[0]
+            issued = max(int(row[0]) if row and row[0] is not None else 0, int(top or 0))
+            conn.executemany(
                 "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (JOURNAL_ID_META, known),
+                [(JOURNAL_ID_META, known), (JOURNAL_ID_SINCE_META, issued)],
             )
         conn.execute("COMMIT")
     except BaseException:

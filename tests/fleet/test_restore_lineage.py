@@ -178,3 +178,48 @@ def test_an_archive_without_an_id_restored_onto_its_own_line_keeps_that_lines_id
     done = edge_cli("restore", "-c", str(config), str(archive))
     assert done.returncode == 0, done.stderr
     assert query(box / "edge.db", "SELECT value FROM meta WHERE key='journal_id'") == line
+
+
+def test_an_archive_from_before_the_journal_had_an_id_restores_after_retention(tmp_path: Path) -> None:
+    """A backup taken before the upgrade (by the earlier release, or the one install.sh takes
+    before it starts the new one) has no journal_id, and the journal gets its id only at the new
+    release's first start: once retention has deleted the backup's records, the seq the journal had
+    issued when it got its id still says the backup is of its line."""
+    box = tmp_path / "box"
+    box.mkdir()
+    config = site_file(box, SITE)
+    asyncio.run(journal_of(box, 50, 1_000.0))
+    conn = sqlite3.connect(box / "edge.db")
+    try:
+        with conn:  # the journal as the earlier release left it
+            conn.execute("DELETE FROM meta WHERE key IN ('journal_id', 'journal_id_since')")
+    finally:
+        conn.close()
+    archive = tmp_path / "before-upgrade.tar.gz"
+    assert edge_cli("backup", "-c", str(config), "--out", str(archive)).returncode == 0
+    asyncio.run(journal_of(box, 30, 2_000.0))  # the new release's first start gives the id
+    assert query(box / "edge.db", "SELECT value FROM meta WHERE key='journal_id_since'") == [(50,)]
+    newest = top(box / "edge.db")
+    conn = sqlite3.connect(box / "edge.db")
+    try:
+        with conn:  # what retention does to the oldest records, the backup's among them
+            conn.execute("DELETE FROM journal WHERE seq <= ?", (newest - 5,))
+    finally:
+        conn.close()
+    done = edge_cli("restore", "-c", str(config), str(archive))
+    assert done.returncode == 0, done.stderr
+    assert top(box / "edge.db.pre-restore") == newest
+
+    # a journal created with its id (a replacement box) is not taken for the backup's line
+    other = tmp_path / "other"
+    other.mkdir()
+    other_config = site_file(other, SITE)
+    asyncio.run(journal_of(other, 80, 7_000.0))
+    conn = sqlite3.connect(other / "edge.db")
+    try:
+        with conn:
+            conn.execute("DELETE FROM journal WHERE seq <= 75")
+    finally:
+        conn.close()
+    done = edge_cli("restore", "-c", str(other_config), str(archive))
+    assert done.returncode == 1, done.stdout
