@@ -9,6 +9,9 @@
 // the gateway refuses it (409) and the editor shows what they changed, to load theirs or to save
 // this text over theirs knowingly. When the session ends, nothing jumps to the login page: the
 // text stays, and this tab keeps it to put back once its author logged in again.
+// Delete, enable/disable and restore are made against the version the page shows (If-Match) too:
+// a colleague's change since is said (who, when, enabled or not now), the page shows the rule as
+// it is now, and the same button does it again, knowingly, against that version.
 import { api, badge, can, fmtClock, fmtTime, h, state, t } from '../core.js';
 import { timeline } from '../chart.js';
 import { STATE_BADGE, said } from './rules.js';
@@ -99,7 +102,7 @@ export async function render(view, [ruleId]) {
   const editable = can('rules');
   view.append(h('p', {}, h('a', { href: '/rules' }, '← ' + t('nav.rules'))),
     h('h1', {}, isNew ? t('editor.newTitle') : t('editor.title', { id: ruleId }), ' ',
-      current ? stateBadge(current.state || (current.enabled ? 'ok' : 'disabled')) : null));
+      current ? h('span', { id: 'rule-state' }, stateBadge(current.state || (current.enabled ? 'ok' : 'disabled'))) : null));
   const text = h('textarea', { id: 'rule-text', spellcheck: 'false', rows: 16, readonly: !editable });
   // the text the author wrote (comments, key order, shorthand), as the rule keeps it
   text.value = current ? (current.text ?? await toYaml(current.rule)) : TEMPLATE;
@@ -118,6 +121,9 @@ export async function render(view, [ruleId]) {
 
   // the version (and its text) this editor's changes are made against: a save sends it
   let base = { version: current ? current.version : null, text: text.value };
+  // the version and the enabling the page shows: delete, enable/disable and restore send it
+  let shown = current ? { version: current.version, enabled: !!current.enabled } : null;
+  let restoreVersion = null; // set below for an editable rule: the versions card's Restore
   let ended = false;
   if (editable) {
     let draft = null;
@@ -224,6 +230,7 @@ export async function render(view, [ruleId]) {
       if (r.status === 409 && !isNew && r.data && 'your_version' in r.data) { conflict(r.data); return; }
       if (!r.ok) { saveMsg.replaceChildren(h('div', { class: 'error' }, said(r.data))); return; }
       base = { version: r.data.version, text: text.value };
+      if (shown) { shown = { version: r.data.version, enabled: !!r.data.enabled }; drawShown(r.data.state); }
       saveMsg.replaceChildren(h('div', { class: 'ok-box' }, t('editor.saved')));
       if (r.data && r.data.warnings) showWarnings(r.data.warnings);
       if (isNew && r.data && r.data.id) location.href = `/rules/${encodeURIComponent(r.data.id)}`;
@@ -261,20 +268,62 @@ export async function render(view, [ruleId]) {
       await store(base.version);
     } }, t('editor.save'));
     const row = h('div', { class: 'row' }, save);
-    if (current) {
-      row.append(h('button', { class: 'secondary', type: 'button', onclick: async () => {
-        await api('POST', `/api/v1/rules/${encodeURIComponent(ruleId)}/${current.enabled ? 'disable' : 'enable'}`, {});
-        location.reload();
-      } }, current.enabled ? t('rules.disable') : t('rules.enable')),
-      h('button', { class: 'danger', type: 'button', onclick: async () => {
-        if (!confirm(t('editor.confirmDelete', { id: ruleId }))) return;
-        await api('DELETE', `/api/v1/rules/${encodeURIComponent(ruleId)}`);
-        location.href = '/rules';
-      } }, t('editor.delete')));
+    const actMsg = h('div', { id: 'action-msg' });
+    const rulePath = `/api/v1/rules/${encodeURIComponent(ruleId)}`;
+    // a change of the rule as the page shows it (its version as If-Match); `done` once it went through
+    async function act(method, path, done) {
+      actMsg.replaceChildren();
+      const r = await send(method, path, undefined, shown && shown.version ? { 'If-Match': `"${shown.version}"` } : {});
+      if (r.status === 401) { sessionEnded(); return; }
+      if (r.status === 409 && r.data && 'your_version' in r.data) { await changedMeanwhile(r.data); return; }
+      if (!r.ok) { actMsg.replaceChildren(h('div', { class: 'error', role: 'alert' }, said(r.data))); return; }
+      done();
     }
-    view.append(row, saveMsg);
+    // refused: a colleague changed (or deleted) the rule since the version shown. Nothing changed;
+    // the page shows the rule as it is now, and the next click is made against that version
+    async function changedMeanwhile(p) {
+      const gone = p.current_version === null || p.current_version === undefined;
+      if (gone) {
+        actMsg.replaceChildren(h('div', { class: 'error', id: 'action-conflict', role: 'alert' }, t('editor.actionDeleted', { version: p.your_version })));
+        actMsg.scrollIntoView({ block: 'nearest' });
+        return;
+      }
+      shown = { version: p.current_version, enabled: !!p.enabled };
+      // a text not edited here is the stored one: it becomes theirs; an edited one stays, and its
+      // save is told what they changed
+      if (text.value === base.text && typeof p.text === 'string') {
+        text.value = p.text;
+        base = { version: p.current_version, text: p.text };
+        checkNow();
+      }
+      const now = await api('GET', rulePath, undefined, { allowError: true, noRedirect: true });
+      drawShown(now.ok && now.data.version === shown.version ? now.data.state : null);
+      actMsg.replaceChildren(h('div', { class: 'error', id: 'action-conflict', role: 'alert' },
+        t('editor.actionConflict', { by: p.updated_by || '?', when: p.updated ? fmtTime(p.updated) : '', from: p.your_version, to: p.current_version }),
+        ' ', h('strong', { 'data-k': 'action-now' }, t(p.enabled ? 'editor.actionNowEnabled' : 'editor.actionNowDisabled'))));
+      actMsg.scrollIntoView({ block: 'nearest' });
+    }
+    const toggle = h('button', { class: 'secondary', id: 'toggle-rule', type: 'button', onclick: () =>
+      act('POST', `${rulePath}/${shown.enabled ? 'disable' : 'enable'}`, () => location.reload()) });
+    // the toggle's words and the state badge, for the rule as `shown` (state: its engine state, if known)
+    function drawShown(ruleState) {
+      if (!shown) return;
+      toggle.textContent = shown.enabled ? t('rules.disable') : t('rules.enable');
+      const badgeAt = document.getElementById('rule-state');
+      if (badgeAt) badgeAt.replaceChildren(stateBadge(ruleState || (shown.enabled ? 'ok' : 'disabled')));
+    }
+    if (current) {
+      drawShown(current.state);
+      row.append(toggle,
+        h('button', { class: 'danger', id: 'delete-rule', type: 'button', onclick: () => {
+          if (!confirm(t('editor.confirmDelete', { id: ruleId }))) return;
+          return act('DELETE', rulePath, () => { location.href = '/rules'; });
+        } }, t('editor.delete')));
+      restoreVersion = (v) => act('POST', `${rulePath}/versions/${v}/restore`, () => location.reload());
+    }
+    view.append(row, actMsg, saveMsg);
   }
-  if (current) view.append(await versions(ruleId, text, editable));
+  if (current) view.append(await versions(ruleId, text, restoreVersion));
   await validate();
 }
 
@@ -312,7 +361,8 @@ function dryRunCard(validate, parsed, sessionEnded) {
   return h('section', { class: 'card' }, h('h2', {}, t('editor.dryTitle')), h('div', { class: 'row' }, hours, dryBtn), dryOut);
 }
 
-async function versions(ruleId, text, editable) {
+// `restore(version)`: restores it (made against the version the page shows); none: read only
+async function versions(ruleId, text, restore) {
   const box = h('section', { class: 'card' }, h('h2', {}, t('editor.versions')));
   const res = await api('GET', `/api/v1/rules/${encodeURIComponent(ruleId)}/versions`, undefined, { allowError: true });
   if (!res.ok) { box.append(h('p', { class: 'hint' }, t('editor.noVersions'))); return box; }
@@ -325,10 +375,7 @@ async function versions(ruleId, text, editable) {
         diff.hidden = false;
         diff.replaceChildren(...diffLines(old, text.value).map(([k, l]) => h('span', { class: k === '+' ? 'add' : k === '-' ? 'del' : '' }, `${k} ${l}\n`)));
       } }, t('editor.diff')),
-      editable ? h('button', { class: 'secondary small', type: 'button', onclick: async () => {
-        await api('POST', `/api/v1/rules/${encodeURIComponent(ruleId)}/versions/${v.version}/restore`, {});
-        location.reload();
-      } }, t('editor.restore')) : null));
+      restore ? h('button', { class: 'secondary small', type: 'button', 'data-restore': v.version, onclick: () => restore(v.version) }, t('editor.restore')) : null));
   }
   box.append(list, diff);
   return box;

@@ -2,6 +2,8 @@
 // An import that would replace stored rules (a rule tuned or disabled here since) first lists
 // them, with those it would enable or disable, and imports only once that is confirmed, made
 // against what the list showed: a rule changed meanwhile is listed again before anything is stored.
+// Enable/disable is made against the version its row shows (If-Match): a rule a colleague changed
+// since is not touched, and its row shows it as it is now, with who changed it and when.
 import { api, badge, can, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
 
 // a rule state's badge colour, the same in the list and the editor: an active rule has an alert on
@@ -87,6 +89,15 @@ async function importPack(text, msg, moved = 0) {
   if (r.ok) setTimeout(() => location.reload(), 600);
 }
 
+// Enable or disable rule `r` as its row shows it (its version as If-Match). Answers the response.
+async function setEnabled(r) {
+  const headers = { 'If-Match': `"${r.version}"` };
+  if (state.csrf) headers['X-CSRF-Token'] = state.csrf;
+  const resp = await fetch(`/api/v1/rules/${encodeURIComponent(r.id)}/${r.enabled ? 'disable' : 'enable'}`, { method: 'POST', headers, credentials: 'same-origin' });
+  const type = resp.headers.get('Content-Type') || '';
+  return { status: resp.status, ok: resp.ok, data: type.includes('json') ? await resp.json() : await resp.text() };
+}
+
 export async function render(view) {
   view.append(h('h1', {}, t('rules.title')));
   const res = await api('GET', '/api/v1/rules', undefined, { allowError: true });
@@ -108,9 +119,13 @@ export async function render(view) {
   }
   tools.append(h('a', { href: '/api/v1/rules/export', class: 'button secondary', download: 'rules.yaml' }, t('rules.export')));
   view.append(tools, msg);
-  const rows = res.data.rules.map((r) => {
-    const toggle = can('rules') ? h('button', { class: 'secondary small', onclick: async () => {
-      await api('POST', `/api/v1/rules/${encodeURIComponent(r.id)}/${r.enabled ? 'disable' : 'enable'}`, {});
+  const rowOf = (r) => {
+    const toggle = can('rules') ? h('button', { class: 'secondary small', 'data-act': 'toggle', onclick: async () => {
+      msg.replaceChildren();
+      const done = await setEnabled(r);
+      if (done.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); return; }
+      if (done.status === 409 && done.data && 'your_version' in done.data) { await changedMeanwhile(r, done.data); return; }
+      if (!done.ok) { msg.replaceChildren(h('div', { class: 'error', role: 'alert' }, said(done.data))); return; }
       location.reload();
     } }, r.enabled ? t('rules.disable') : t('rules.enable')) : null;
     return h('tr', { 'data-rule': r.id },
@@ -120,7 +135,26 @@ export async function render(view) {
       h('td', {}, r.redacted ? t('ruleState.redacted') : r.last_fired ? fmtTime(r.last_fired) : t('rules.never')),
       h('td', {}, String(r.version ?? '')),
       h('td', {}, toggle));
-  });
+  };
+  // refused: a colleague changed (or deleted) the rule since this list was drawn; nothing changed,
+  // its row is drawn again as the rule is now, and a click is then made against that version
+  async function changedMeanwhile(r, p) {
+    const tr = view.querySelector(`tr[data-rule="${CSS.escape(r.id)}"]`);
+    const gone = p.current_version === null || p.current_version === undefined;
+    const now = gone ? null : await api('GET', `/api/v1/rules/${encodeURIComponent(r.id)}`, undefined, { allowError: true });
+    if (tr) {
+      if (now && now.ok) {
+        const fresh = rowOf(now.data);
+        [...fresh.children].forEach((td, i) => { td.dataset.label = tr.children[i]?.dataset.label || ''; }); // as table() labels them
+        tr.replaceWith(fresh);
+      }
+      else if (gone || (now && now.status === 404)) tr.remove();
+    }
+    msg.replaceChildren(h('div', { class: 'error', id: 'rule-conflict', role: 'alert' }, gone
+      ? t('rules.actionDeleted', { id: r.id, version: p.your_version })
+      : t('rules.actionConflict', { id: r.id, by: p.updated_by || '?', when: p.updated ? fmtTime(p.updated) : '', from: p.your_version, to: p.current_version })));
+  }
+  const rows = res.data.rules.map(rowOf);
   view.append(rows.length
     ? table([t('rules.id'), t('rules.name'), t('rules.state'), t('rules.lastFired'), t('rules.version'), ''], rows, { class: 'rules' })
     : h('p', { class: 'hint' }, t('rules.none')));
