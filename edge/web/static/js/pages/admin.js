@@ -1,4 +1,7 @@
 // Users and API tokens (admins): roles, passwords, lockouts; tokens are shown once, at creation.
+// A user's role is changed from its row's selector: that ends the user's sessions, so their next
+// request is made with the new role once they logged in again; the gateway's refusal (the last
+// admin) is said next to the selector, which shows the role kept.
 // The pull consumers the site file declares (their token is a file or variable on the gateway,
 // not one of the API's tokens) are listed with the tokens, since they reach the same API.
 import { api, changeOwnPassword, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
@@ -43,8 +46,27 @@ async function drawUsers(box, userChanged) {
     await Promise.all([drawUsers(box, userChanged), userChanged()]);
     box.querySelector('#user-msg').replaceChildren(h('div', { class: 'ok-box', role: 'status' }, t('password.done')));
   };
+  // One's own role too (another admin may remain): it ends this session, so it is asked first
+  // and the page then goes to the login.
+  const roleCell = (u) => {
+    const refusal = h('span', { class: 'role-refusal', 'data-role-refusal': u.name });
+    const select = h('select', { 'data-role-of': u.name, 'aria-label': t('admin.roleOf', { name: u.name }) },
+      ROLES.map((r) => h('option', { value: r, selected: r === u.role }, t('role.' + r))));
+    select.addEventListener('change', async () => {
+      const role = select.value;
+      const own = u.name === state.user.name;
+      refusal.replaceChildren();
+      if (own && !confirm(t('admin.ownRoleConfirm', { role: t('role.' + role) }))) { select.value = u.role; return; }
+      const r = await api('PATCH', `/api/v1/users/${encodeURIComponent(u.name)}`, { role }, { allowError: true, noRedirect: own });
+      if (!r.ok) { select.value = u.role; refusal.replaceChildren(errorBox(r)); return; }
+      if (own) { location.href = '/login'; return; }
+      await Promise.all([drawUsers(box, userChanged), userChanged()]);
+      box.querySelector('#user-msg').replaceChildren(h('div', { class: 'ok-box', role: 'status' }, t('admin.roleChanged', { name: u.name, role: t('role.' + role) })));
+    });
+    return h('td', {}, select, refusal);
+  };
   const rows = users.map((u) => h('tr', { 'data-user': u.name },
-    h('td', { translate: 'no' }, u.name), h('td', {}, t('role.' + u.role)),
+    h('td', { translate: 'no' }, u.name), roleCell(u),
     h('td', {}, u.disabled ? t('admin.disabled') : u.locked ? t('admin.locked') : t('admin.active')),
     h('td', {}, u.last_login ? fmtTime(u.last_login) : t('admin.never')),
     h('td', {},
