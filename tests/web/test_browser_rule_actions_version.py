@@ -74,6 +74,7 @@ async def test_a_stale_editor_is_told_before_it_enables_restores_or_deletes_a_ru
         stored = await _stored(a)
         assert stored["version"] == 5 and stored["enabled"] is False
         assert "for: 2m" in await a.input_value("#rule-text")  # the rule as it is now
+        assert "v5 · " in await a.inner_text("#rule-versions")  # with its versions since
 
         # restoring version 1 over a change made since is refused the same way
         await _save_over(b, "for: 2m", "for: 3m")

@@ -124,6 +124,7 @@ export async function render(view, [ruleId]) {
   // the version and the enabling the page shows: delete, enable/disable and restore send it
   let shown = current ? { version: current.version, enabled: !!current.enabled } : null;
   let restoreVersion = null; // set below for an editable rule: the versions card's Restore
+  let redrawVersions = async () => {}; // the versions card again, with those saved since
   let ended = false;
   if (editable) {
     let draft = null;
@@ -298,6 +299,7 @@ export async function render(view, [ruleId]) {
       }
       const now = await api('GET', rulePath, undefined, { allowError: true, noRedirect: true });
       drawShown(now.ok && now.data.version === shown.version ? now.data.state : null);
+      await redrawVersions();
       actMsg.replaceChildren(h('div', { class: 'error', id: 'action-conflict', role: 'alert' },
         t('editor.actionConflict', { by: p.updated_by || '?', when: p.updated ? fmtTime(p.updated) : '', from: p.your_version, to: p.current_version }),
         ' ', h('strong', { 'data-k': 'action-now' }, t(p.enabled ? 'editor.actionNowEnabled' : 'editor.actionNowDisabled'))));
@@ -323,7 +325,11 @@ export async function render(view, [ruleId]) {
     }
     view.append(row, actMsg, saveMsg);
   }
-  if (current) view.append(await versions(ruleId, text, restoreVersion));
+  if (current) {
+    let card = await versions(ruleId, text, restoreVersion);
+    view.append(card);
+    redrawVersions = async () => { const fresh = await versions(ruleId, text, restoreVersion); card.replaceWith(fresh); card = fresh; };
+  }
   await validate();
 }
 
@@ -363,7 +369,7 @@ function dryRunCard(validate, parsed, sessionEnded) {
 
 // `restore(version)`: restores it (made against the version the page shows); none: read only
 async function versions(ruleId, text, restore) {
-  const box = h('section', { class: 'card' }, h('h2', {}, t('editor.versions')));
+  const box = h('section', { class: 'card', id: 'rule-versions' }, h('h2', {}, t('editor.versions')));
   const res = await api('GET', `/api/v1/rules/${encodeURIComponent(ruleId)}/versions`, undefined, { allowError: true });
   if (!res.ok) { box.append(h('p', { class: 'hint' }, t('editor.noVersions'))); return box; }
   const diff = h('pre', { class: 'diff', id: 'version-diff', hidden: true }); // shown once a diff is asked for
