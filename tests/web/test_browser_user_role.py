@@ -83,3 +83,44 @@ async def test_an_admin_makes_a_technician_a_viewer_and_the_last_admin_is_refuse
         assert {u["name"]: u["role"] for u in users} == {"admin": "admin", "tech": "viewer"}
         assert page.errors == []
         await tech.close()
+
+
+async def test_an_admin_who_changes_their_own_role_is_asked_first_and_logs_in_again(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        page = await logged_in_page(browser, rt)
+        csrf = (await (await page.request.get("/api/v1/auth/state")).json())["csrf"]
+        other = {"name": "ops", "password": "ops-password-ok", "role": "admin"}
+        added = await page.request.post("/api/v1/users", data=other, headers={"X-CSRF-Token": csrf})
+        assert added.status == 201, await added.text()
+        await open_page(page, "/admin")
+        asked: list[str] = []
+
+        async def answer(dialog: Any) -> None:
+            asked.append(dialog.message)
+            await (dialog.dismiss() if len(asked) == 1 else dialog.accept())
+
+        page.on("dialog", answer)
+        # cancelled: nothing sent, the selector shows the role kept
+        await page.select_option("select[data-role-of=admin]", "technician")
+        await page.wait_for_function(
+            "() => document.querySelector('select[data-role-of=admin]').value === 'admin'", timeout=T
+        )
+        assert "ends this session" in asked[0]
+        assert (await page.request.get("/api/v1/auth/state")).status == 200
+        users = (await (await page.request.get("/api/v1/users")).json())["users"]
+        assert {u["name"]: u["role"] for u in users}["admin"] == "admin"
+
+        # confirmed: stored, this session ended, the page goes to the login
+        await page.select_option("select[data-role-of=admin]", "technician")
+        await page.wait_for_selector("#login-form:not([hidden])", timeout=T)
+        me = await (await page.request.get("/api/v1/auth/state")).json()
+        assert me["user"] is None, me
+        login = await page.request.post(
+            "/api/v1/auth/login", data={"name": "ops", "password": other["password"]}
+        )
+        assert login.status == 200
+        users = (await (await page.request.get("/api/v1/users")).json())["users"]
+        assert {u["name"]: u["role"] for u in users} == {"admin": "technician", "ops": "admin"}
+        assert len(asked) == 2 and page.errors == []
