@@ -65,7 +65,15 @@ def register(sub: Subcommands) -> None:
         "as after a restart); a stopped one at its next start.",
         func=cmd_import,
         config=True,
-        args=[arg("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to import")],
+        args=[
+            arg("packs", nargs="+", metavar="PACK.yaml", help="rule pack files to import"),
+            arg(
+                "--dry-run",
+                action="store_true",
+                help="the same checks, then say what the import would do to each rule (new, replaced, "
+                "unchanged; enabled or disabled by it; who changed it last) and store nothing",
+            ),
+        ],
     )
     add_command(
         rs,
@@ -201,6 +209,21 @@ def _store(config: str, site: Any = None) -> Any:
     return RuleStore(StateDB(site.storage.resolved_state_path(), journal=site.storage.path))
 
 
+def _pack_change_line(c: dict[str, Any], tz: str) -> str:
+    """One line of `edge rules import --dry-run`: what importing the pack would do to one rule
+    (times in the site's zone `tz`)."""
+    if c["change"] == "new":
+        return f"new        {c['id']}" + ("" if c["enabled_after"] else " (disabled)")
+    when = fmt.timestamp(c["updated"], tz) if c.get("updated") else "?"
+    line = (
+        f"{c['change']:<10} {c['id']} (version {c['version']}, last changed by {c.get('updated_by') or '?'}"
+        f"{' (' + c['action'] + ')' if c.get('action') else ''} at {when})"
+    )
+    if c["enabled_before"] != c["enabled_after"]:
+        line += " — the import would " + ("enable it" if c["enabled_after"] else "disable it")
+    return line
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from edge import audit
     from edge.config import ConfigError, load_site
@@ -238,6 +261,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     except StateDBError as exc:  # another journal's, or of a newer release: said, nothing imported
         print(exc, file=sys.stderr)
         return 1
+    if args.dry_run:
+        changes = store.pack_changes([cr.rule.doc() for cr in compiled])
+        for c in changes:
+            print(_pack_change_line(c, site.site.timezone))
+        replaced = sum(1 for c in changes if c["change"] == "replaced")
+        print(
+            f"nothing was imported (dry run): {len(changes)} rules, {replaced} of them replacing a stored one"
+        )
+        return 0
     # one transaction: a running gateway looking meanwhile finds none of the packs' rules or all
     stored_rules = store.put_many([cr.rule.doc() for cr in compiled], "cli", "import") if compiled else []
     for stored, _, _ in stored_rules:
