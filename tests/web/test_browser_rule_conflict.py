@@ -89,13 +89,15 @@ async def test_two_editors_save_one_rule_and_the_second_sees_what_the_first_chan
 
         # the first editor saves again: its version is the one it saved, no conflict
         await _edit(a, "for: 1m", "for: 2m")
+        await a.evaluate("document.querySelector('#save-msg').replaceChildren()")  # the first save's
         await a.click("#save-rule")
         await a.wait_for_selector("#save-msg .ok-box", timeout=T)
         assert (await _stored(a))["version"] == 3
 
         # the second one saves its text over the stored version knowingly: made against version 3
         await b.click("#conflict-overwrite")
-        await b.wait_for_selector("#save-conflict", timeout=T)  # version 3 came meanwhile: said again
+        # version 3 came meanwhile: said again (the first conflict's box stays until the answer)
+        await b.locator("#save-conflict", has_text="(version 3)").wait_for(timeout=T)
         assert "(version 3); your text was made against version 2" in await b.inner_text("#save-conflict")
         assert "+ for: 2m" in await b.inner_text("#conflict-theirs")  # what changed since version 2
         await b.click("#conflict-overwrite")
