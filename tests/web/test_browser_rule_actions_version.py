@@ -29,6 +29,7 @@ async def _save_over(page: Any, old: str, new: str) -> None:
     """A colleague's edit, saved from their own editor."""
     await page.fill("#rule-text", (await page.input_value("#rule-text")).replace(old, new))
     await page.wait_for_selector("#rule-status.ok", timeout=T)
+    await page.evaluate("document.querySelector('#save-msg').replaceChildren()")  # an earlier save's
     await page.click("#save-rule")
     await page.wait_for_selector("#save-msg .ok-box", timeout=T)
 
