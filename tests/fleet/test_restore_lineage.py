@@ -36,6 +36,17 @@ def query(path: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any
         conn.close()
 
 
+def write(path: Path, sql: str, args: tuple[object, ...] = ()) -> None:
+    """One statement committed to the SQLite file at `path` (what retention or an earlier release
+    would have done to it)."""
+    conn = sqlite3.connect(path)
+    try:
+        with conn:
+            conn.execute(sql, args)
+    finally:
+        conn.close()
+
+
 def top(path: Path) -> int:
     return int(query(path, "SELECT coalesce(max(seq), 0) FROM journal")[0][0])
 
@@ -131,12 +142,8 @@ def test_the_journal_id_decides_where_retention_deleted_the_backups_records(tmp_
     assert edge_cli("backup", "-c", str(config), "--out", str(second)).returncode == 0
     asyncio.run(journal_of(lost, 100, 3_000.0))
     newest = top(lost / "edge.db")
-    conn = sqlite3.connect(lost / "edge.db")
-    try:
-        with conn:  # what retention does to the oldest records
-            conn.execute("DELETE FROM journal WHERE seq <= ?", (newest - 10,))
-    finally:
-        conn.close()
+    # what retention does to the oldest records
+    write(lost / "edge.db", "DELETE FROM journal WHERE seq <= ?", (newest - 10,))
     done = edge_cli("restore", "-c", str(config), str(second))
     assert done.returncode == 0, done.stderr
     assert top(lost / "edge.db.pre-restore") == newest > lost_top
@@ -145,12 +152,7 @@ def test_the_journal_id_decides_where_retention_deleted_the_backups_records(tmp_
     other.mkdir()
     other_config = site_file(other, SITE)
     asyncio.run(journal_of(other, 5, 7_000.0))
-    conn = sqlite3.connect(other / "edge.db")
-    try:
-        with conn:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('journal_id', 'another-line')")
-    finally:
-        conn.close()
+    write(other / "edge.db", "INSERT OR REPLACE INTO meta(key, value) VALUES('journal_id', 'another-line')")
     done = edge_cli("restore", "-c", str(other_config), str(second))
     assert done.returncode == 1, done.stdout
     assert "its journal_id differs" in done.stderr, done.stderr
@@ -164,12 +166,8 @@ def test_an_archive_without_an_id_restored_onto_its_own_line_keeps_that_lines_id
     box.mkdir()
     config = site_file(box, SITE)
     asyncio.run(journal_of(box, 50, 1_000.0))
-    conn = sqlite3.connect(box / "edge.db")
-    try:
-        with conn:  # a journal as an earlier release left it: no journal_id
-            conn.execute("DELETE FROM meta WHERE key='journal_id'")
-    finally:
-        conn.close()
+    # a journal as an earlier release left it: no journal_id
+    write(box / "edge.db", "DELETE FROM meta WHERE key='journal_id'")
     archive = tmp_path / "old.tar.gz"
     assert edge_cli("backup", "-c", str(config), "--out", str(archive)).returncode == 0
     asyncio.run(journal_of(box, 20, 2_000.0))  # this release goes on with it, and names its line
@@ -189,23 +187,15 @@ def test_an_archive_from_before_the_journal_had_an_id_restores_after_retention(t
     box.mkdir()
     config = site_file(box, SITE)
     asyncio.run(journal_of(box, 50, 1_000.0))
-    conn = sqlite3.connect(box / "edge.db")
-    try:
-        with conn:  # the journal as the earlier release left it
-            conn.execute("DELETE FROM meta WHERE key IN ('journal_id', 'journal_id_since')")
-    finally:
-        conn.close()
+    # the journal as the earlier release left it
+    write(box / "edge.db", "DELETE FROM meta WHERE key IN ('journal_id', 'journal_id_since')")
     archive = tmp_path / "before-upgrade.tar.gz"
     assert edge_cli("backup", "-c", str(config), "--out", str(archive)).returncode == 0
     asyncio.run(journal_of(box, 30, 2_000.0))  # the new release's first start gives the id
     assert query(box / "edge.db", "SELECT value FROM meta WHERE key='journal_id_since'") == [(50,)]
     newest = top(box / "edge.db")
-    conn = sqlite3.connect(box / "edge.db")
-    try:
-        with conn:  # what retention does to the oldest records, the backup's among them
-            conn.execute("DELETE FROM journal WHERE seq <= ?", (newest - 5,))
-    finally:
-        conn.close()
+    # what retention does to the oldest records, the backup's among them
+    write(box / "edge.db", "DELETE FROM journal WHERE seq <= ?", (newest - 5,))
     done = edge_cli("restore", "-c", str(config), str(archive))
     assert done.returncode == 0, done.stderr
     assert top(box / "edge.db.pre-restore") == newest
@@ -215,11 +205,6 @@ def test_an_archive_from_before_the_journal_had_an_id_restores_after_retention(t
     other.mkdir()
     other_config = site_file(other, SITE)
     asyncio.run(journal_of(other, 80, 7_000.0))
-    conn = sqlite3.connect(other / "edge.db")
-    try:
-        with conn:
-            conn.execute("DELETE FROM journal WHERE seq <= 75")
-    finally:
-        conn.close()
+    write(other / "edge.db", "DELETE FROM journal WHERE seq <= 75")
     done = edge_cli("restore", "-c", str(other_config), str(archive))
     assert done.returncode == 1, done.stdout
