@@ -99,37 +99,46 @@ ETAG = {
         "schema": {"type": "string"},
     }
 }
-IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": 'the version the change was made against, as the ETag a GET answered with ("7"): '
-    "the change is made only if the rule is still at that version, else 409 with the rule as it is "
-    "now (`current_version`, `updated_by`, `updated`, `enabled`, `text`; null when it was deleted) and "
-    "nothing changes. Without If-Match the change replaces whatever is stored",
-    "schema": {"type": "string", "pattern": '^"?[1-9][0-9]{0,17}"?$'},
-}
-CONFLICT = {
-    "409": {
-        "description": "The rule is no longer at the version If-Match named: nothing changed",
-        "content": {
-            "application/problem+json": {
-                "schema": obj(
-                    {
-                        "rule": {"type": "string"},
-                        "your_version": {"type": "integer"},
-                        "current_version": {"type": ["integer", "null"]},
-                        "updated_by": {"type": ["string", "null"]},
-                        "updated": {"type": ["number", "null"]},
-                        "enabled": {"type": ["boolean", "null"]},
-                        "text": {"type": ["string", "null"]},
-                    },
-                    ["rule", "your_version", "current_version"],
-                )
-            }
-        },
+
+
+def if_match(description: str, pattern: str) -> dict[str, Any]:
+    """The optional If-Match header of a change made against what its caller read."""
+    return {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
     }
-}
+
+
+def conflict(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The 409 of a change whose If-Match no longer holds: a problem with what holds now."""
+    return {"409": {"description": description, "content": {"application/problem+json": {"schema": schema}}}}
+
+
+IF_MATCH = if_match(
+    'the version the change was made against, as the ETag a GET answered with ("7"): the change is '
+    "made only if the rule is still at that version, else 409 with the rule as it is now "
+    "(`current_version`, `updated_by`, `updated`, `enabled`, `text`; null when it was deleted) and "
+    "nothing changes. Without If-Match the change replaces whatever is stored",
+    '^"?[1-9][0-9]{0,17}"?$',
+)
+CONFLICT = conflict(
+    "The rule is no longer at the version If-Match named: nothing changed",
+    obj(
+        {
+            "rule": {"type": "string"},
+            "your_version": {"type": "integer"},
+            "current_version": {"type": ["integer", "null"]},
+            "updated_by": {"type": ["string", "null"]},
+            "updated": {"type": ["number", "null"]},
+            "enabled": {"type": ["boolean", "null"]},
+            "text": {"type": ["string", "null"]},
+        },
+        ["rule", "your_version", "current_version"],
+    ),
+)
 
 
 def versioned(schema: dict[str, Any]) -> dict[str, Any]:
@@ -167,28 +176,18 @@ IMPORT_CHANGES = obj(
     },
     ["dry_run", "changes", "etag"],
 )
-PACK_IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": "the `etag` a dry run of this import answered with: the pack is stored only if "
-    "none of its rules was saved, imported or deleted since, else 409 with `changes` and `etag` as "
-    "they are now and nothing imported. Without If-Match the import replaces whatever is stored",
-    "schema": {"type": "string", "pattern": '^"?[0-9a-f]{32}"?$'},
-}
-PACK_MOVED = {
-    "409": {
-        "description": "A rule of the pack changed since the dry run If-Match names: nothing imported",
-        "content": {
-            "application/problem+json": {
-                "schema": obj(
-                    {"changes": IMPORT_CHANGES["properties"]["changes"], "etag": {"type": "string"}},
-                    ["changes", "etag"],
-                )
-            }
-        },
-    }
-}
+PACK_IF_MATCH = if_match(
+    "the `etag` a dry run of this import answered with: the pack is stored only if none of its rules "
+    "was saved, imported or deleted since, else 409 with `changes` and `etag` as they are now and "
+    "nothing imported. Without If-Match the import replaces whatever is stored",
+    '^"?[0-9a-f]{32}"?$',
+)
+PACK_MOVED = conflict(
+    "A rule of the pack changed since the dry run If-Match names: nothing imported",
+    obj(
+        {"changes": IMPORT_CHANGES["properties"]["changes"], "etag": {"type": "string"}}, ["changes", "etag"]
+    ),
+)
 
 
 def paths() -> dict[str, Any]:
