@@ -7,6 +7,8 @@ says what it would replace, enable or disable."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,16 @@ then:
   - alert: "{device} {value:.0f}%"
 """
 YAML = {"Content-Type": "application/yaml"}
+
+
+@contextlib.asynccontextmanager
+async def two_techs(tmp_path: Path) -> AsyncIterator[tuple[Tech, Tech]]:
+    """Two technicians' API clients (tokens with read and rules) of a running gateway."""
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
+        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+        yield a, b
 
 
 class Tech:
@@ -55,10 +67,7 @@ class Tech:
 async def test_a_save_made_against_an_old_version_is_refused_with_the_rule_as_it_is_now(
     tmp_path: Path,
 ) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
-        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+    async with two_techs(tmp_path) as (a, b):
         assert (await a.call("POST", "", TEXT))[0] == 201
 
         # both open the rule: its version is its ETag
@@ -93,10 +102,7 @@ async def test_a_save_made_against_an_old_version_is_refused_with_the_rule_as_it
 
 
 async def test_a_stale_editor_does_not_enable_again_a_rule_a_colleague_disabled(tmp_path: Path) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
-        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+    async with two_techs(tmp_path) as (a, b):
         assert (await a.call("POST", "", TEXT))[0] == 201
         stale = (await a.call("GET", "/bin-full"))[1]["text"]  # enabled: the editor's text says so
 
@@ -127,9 +133,7 @@ async def test_a_stale_editor_does_not_enable_again_a_rule_a_colleague_disabled(
 async def test_without_if_match_a_change_replaces_what_is_stored_and_a_bad_one_is_refused(
     tmp_path: Path,
 ) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
+    async with two_techs(tmp_path) as (a, _):
         assert (await a.call("POST", "", TEXT))[0] == 201
         assert (await a.call("PUT", "/bin-full", TEXT.replace("85", "90")))[0] == 200
         assert (await a.call("PUT", "/bin-full", TEXT.replace("85", "80")))[1]["version"] == 3
@@ -201,9 +205,7 @@ rules:
 
 
 async def test_an_import_dry_run_says_what_it_would_replace_and_stores_nothing(tmp_path: Path) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
+    async with two_techs(tmp_path) as (a, _):
         assert (await a.call("POST", "/import", PACK))[0] == 200
         # tuned and disabled in the UI since; bin-empty enabled
         tuned = (await a.call("GET", "/bin-full"))[1]["text"].replace("for: 1m", "for: 5m")
@@ -243,10 +245,7 @@ async def test_an_import_dry_run_says_what_it_would_replace_and_stores_nothing(t
 async def test_an_import_made_against_its_dry_run_is_refused_when_a_rule_changed_since(
     tmp_path: Path,
 ) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
-        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+    async with two_techs(tmp_path) as (a, b):
         assert (await a.call("POST", "/import", PACK))[0] == 200
         status, shown, etag = await a.call("POST", "/import?dry_run=1", PACK)
         assert status == 200 and etag == f'"{shown["etag"]}"'
@@ -278,10 +277,7 @@ async def test_disabling_keeps_a_save_that_landed_while_it_compiled(
     landed in between was replaced by the document read before it."""
     import rules.api
 
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        a = Tech(session, rt.web_port, create_token(rt.state, "tech-a", ["read", "rules"]))
-        b = Tech(session, rt.web_port, create_token(rt.state, "tech-b", ["read", "rules"]))
+    async with two_techs(tmp_path) as (a, b):
         assert (await a.call("POST", "", TEXT))[0] == 201
         compile_first = rules.api._compiled
         landed: list[int] = []
