@@ -14,6 +14,9 @@ backup in progress, and needs no pid file that a crash could leave behind.
 
 from __future__ import annotations
 
+import calendar
+import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -78,6 +81,15 @@ def state_versions() -> dict[str, int]:
     return versions
 
 
+#: what a restore does to a feature's state in the restored state DB, by the state component that
+#: keeps it: `hook(state_copy, store_backup.RestoreFacts) -> (lines for the restore's report,
+#: fields for its journal_restored event)`, run on the copy before anything is put in place, for a
+#: component the copy holds and an installed feature keeps. State that holds only while no time
+#: passes (a rule's pending `for:`, begun on readings taken before the backup) or that the
+#: replaced journal moved on (a KPI day it closed, its kpi_daily sent) is put right there, once.
+RESTORED_STATE = {"rules": "rules.store:restored"}
+
+
 class BackupError(RuntimeError):
     """A backup or restore that cannot go on; the message names the file and what to do."""
 
@@ -128,6 +140,8 @@ class Summary:
     #: (where it is kept, its last seq): the replaced journal, when it did not go on from the
     #: archive's (a replacement box's own first start): none of its records is in the restored one
     foreign_journal: tuple[Path, int] | None = None
+    #: what the restore did to the features' state (`RESTORED_STATE`), one line each
+    state_changes: list[str] = field(default_factory=list)
 
 
 def _sha256(path: Path) -> str:
@@ -552,14 +566,11 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
             )
         warnings = _keys_warning(site, targets, work / JOURNAL)
         try:
-            left_out, kept, foreign = _continue_seqs(
-                site, targets.journal, work / JOURNAL, archive, manifest, continue_after
-            )
-        except sqlite3.OperationalError as exc:  # the copy in `work` could not be written
-            raise _write_failed(OSError(errno.EIO, str(exc)), work.parent) from None
-        try:
+            seqs = _continue_seqs(site, targets.journal, work / JOURNAL, archive, manifest, continue_after)
+            changes, noted = _restore_state(work / STATE, seqs.facts)
+            _leave_note(work / JOURNAL, seqs, noted, archive, manifest)
             _claim_for(work / STATE, targets.journal.name)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.OperationalError as exc:  # the copies in `work` could not be written
             raise _write_failed(OSError(errno.EIO, str(exc)), work.parent) from None
         places = [
             (work / JOURNAL, targets.journal),
@@ -576,13 +587,14 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
         len(files),
         sum(int(f.get("size") or 0) for f in files.values()),
         dict(manifest.get("schema") or {}),
-        left_out,
-        kept,
+        seqs.left_out,
+        seqs.kept,
         continue_after,
         warnings,
         [p for p in earlier if p.name.endswith(".pre-restore")],
         [p for p in aside if p.name.endswith(".pre-restore")],
-        (Path(f"{targets.journal}.pre-restore"), foreign) if foreign is not None else None,
+        (Path(f"{targets.journal}.pre-restore"), seqs.foreign) if seqs.foreign is not None else None,
+        changes,
     )
 
 
@@ -686,6 +698,20 @@ def _refuse_unused_restore(journal: Path) -> None:
     )
 
 
+@dataclass
+class _Continuation:
+    """Where the restored journal goes on (`_continue_seqs`): the range of seqs it skips (None:
+    none), the file that keeps those of its records the replaced journal had, the replaced
+    journal's last seq where it was of another line, the note for the next start (None: nothing to
+    say) and what the features are told of it."""
+
+    left_out: tuple[int, int] | None
+    kept: Path | None
+    foreign: int | None
+    note: dict[str, object] | None
+    facts: store_backup.RestoreFacts
+
+
 def _continue_seqs(
     site: Site,
     journal: Path,
@@ -693,20 +719,18 @@ def _continue_seqs(
     archive: Path,
     manifest: dict[str, Any],
     continue_after: int | None,
-) -> tuple[tuple[int, int] | None, Path | None, int | None]:
+) -> _Continuation:
     """Raise the restored journal's last seq to the replaced one's, so no seq is issued twice.
 
     Receivers de-duplicate by (gateway, seq), and pull consumers and sinks have acknowledged seqs
     up to the replaced journal's last: a record that reused one of those seqs would be dropped as
     a duplicate or skipped. The records of the replaced journal above the backup's last seq are
-    not in the restored one; their range goes into its meta, for the next start to journal as
-    `journal_restored`. That holds only for a journal that went on from the archive's
+    not in the restored one; their range goes into its note (`_leave_note`), for the next start to
+    journal as `journal_restored`. That holds only for a journal that went on from the archive's
     (`store_backup.not_descended`): with no journal to replace, one that cannot be read, or one of
     its own (a replacement box started once, seqs 1-133 of its own while the receivers hold the
     lost box's up to 395), nothing here says how far the gateway went on after the backup: refused
-    unless the operator gives the highest seq the receivers hold (`continue_after`). Returns the
-    range left out (None when there is none), the file that holds those of its records the
-    replaced journal had, and the replaced journal's last seq when it was of another line."""
+    unless the operator gives the highest seq the receivers hold (`continue_after`)."""
     restored = store_backup.archived_seq(str(copy))
     replaced: int | None = None
     problem = ""
@@ -737,10 +761,16 @@ def _continue_seqs(
             "with SEQ that seq, or a higher one when unsure (the seqs skipped are named by a "
             "journal_restored event at the next start)"
         )
+    facts = store_backup.RestoreFacts(
+        archive.name,
+        restored,
+        str(journal) if replaced is not None else None,
+        restored if foreign is None else 0,
+    )
     # a journal of another line still issued its seqs under this gateway's name: never reused either
     top = max(replaced or 0, continue_after or 0)
     if top <= restored and continue_after is None:
-        return None, None, None
+        return _Continuation(None, None, None, None, facts)
     # the records left out are kept only where the replaced journal went on from the backup
     kept = Path(f"{journal}.pre-restore") if replaced is not None and foreign is None else None
     note: dict[str, object] = {
@@ -755,10 +785,76 @@ def _continue_seqs(
     if foreign is not None:
         # set aside whole, and named: its records are none of the range above
         note["replaced_journal"] = {"kept_in": f"{journal.name}.pre-restore", "last_seq": foreign}
-    store_backup.continue_after(str(copy), max(top, restored), note)
-    if top <= restored:
-        return None, kept, foreign
-    return (restored + 1, top), kept, foreign
+    left_out = (restored + 1, top) if top > restored else None
+    # records journaled after the backup are missing from the restored journal: from its newest
+    # record to the replaced journal's newest (where it went on from the backup), else to now
+    # (a lost box went on for as long as the operator's --continue-after says, at most until now)
+    since = store_backup.newest_ts(str(copy))
+    if since is None:
+        since = _created(manifest)
+    until = None
+    if kept is not None:
+        with contextlib.suppress(sqlite3.Error):  # read a moment ago: if not now, the time of the restore
+            until = store_backup.newest_ts(str(journal), read_only=False)
+    facts = dataclasses.replace(
+        facts,
+        gap=left_out,
+        gap_from=since,
+        gap_until=max(until if until is not None else time.time(), since or 0.0),
+    )
+    return _Continuation(left_out, kept, foreign, note, facts)
+
+
+def _created(manifest: dict[str, Any]) -> float | None:
+    """The archive's creation time (its manifest's `created`), None when it does not say."""
+    try:
+        return calendar.timegm(time.strptime(str(manifest.get("created")), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def _restore_state(state: Path, facts: store_backup.RestoreFacts) -> tuple[list[str], dict[str, Any]]:
+    """Run each installed feature's restore step (`RESTORED_STATE`) on the restored state DB copy:
+    the lines it says, and the fields it gives the journal_restored event."""
+    if not state.exists():
+        return [], {}
+    from edge.plugins import lazy
+
+    held = store_backup.state_facts(str(state)).versions
+    installed = state_versions()
+    said: list[str] = []
+    noted: dict[str, Any] = {}
+    for component, target in RESTORED_STATE.items():
+        if component in held and component in installed:
+            lines, fields = lazy(target)(str(state), facts)
+            said += lines
+            noted.update(fields)
+    return said, noted
+
+
+def _leave_note(
+    copy: Path, seqs: _Continuation, noted: dict[str, Any], archive: Path, manifest: dict[str, Any]
+) -> None:
+    """Leave the restore's note in the journal copy, for the next start to journal as
+    `journal_restored`, with what the features' restore steps said (`noted`): where seqs were
+    skipped, or where a feature's state was changed (the event then names no skipped seq:
+    `first_seq` is above `last_seq`)."""
+    note = seqs.note
+    if note is None and not noted:
+        return
+    if note is None:
+        last = seqs.facts.archive_last_seq
+        note = {
+            "first_seq": last + 1,
+            "last_seq": last,
+            "archive": archive.name,
+            "archive_created": manifest.get("created"),
+            "kept_in": None,
+        }
+    note = {**note, **noted}
+    last_seq = note["last_seq"]
+    assert isinstance(last_seq, int)
+    store_backup.continue_after(str(copy), last_seq, note)
 
 
 def _keys_warning(site: Site, targets: Targets, copy: Path) -> list[str]:

@@ -48,7 +48,10 @@ def register(sub: Subcommands) -> None:
         "on from the backup's (it holds the backup's newest records). Where there is no journal\n"
         "to replace, it cannot be read, or it is one of its own (a replacement box started once),\n"
         "nothing says how far the gateway went on after the backup: the restore is refused\n"
-        "unless --continue-after names the highest seq the receivers hold.",
+        "unless --continue-after names the highest seq the receivers hold. The backup's rule\n"
+        "timers (pending `for:` conditions, `notify: repeat` alerts' next repeats) are dropped,\n"
+        "counted and said: their conditions must hold again on fresh readings; `no_data`\n"
+        "watches count from the next start, not from the backup's last readings.",
         epilog="example:\n  systemctl stop community-edge\n"
         "  edge restore -c /etc/community-edge/site.yaml /var/backups/edge-2026-12-06.tar.gz\n"
         "  systemctl start community-edge",
@@ -143,6 +146,8 @@ def _run(args: argparse.Namespace, action: str, path: str) -> int:
                 f"of its own, such as this box's first start): it is kept whole in {kept} (a restore "
                 "after the next start replaces it); none of its records is in the restored journal"
             )
+        for line in summary.state_changes:
+            print(line)
         for warning in summary.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     return 0

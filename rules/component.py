@@ -52,7 +52,7 @@ from rules.model import (
     webhook_problems,
 )
 from rules.point_warnings import rule_warnings, set_targets
-from rules.store import RuleStore, StateWriter, StoredRule
+from rules.store import RESTORED, RuleStore, StateWriter, StoredRule
 from rules.windows import expected_bytes
 
 if TYPE_CHECKING:
@@ -166,7 +166,17 @@ class RulesComponent:
         known = [
             p for p in self.engine.latest if p not in self.ctx.hub.points and p.partition(".")[0] in devices
         ]
-        self.engine.watch_points([*self.ctx.hub.points, *known], now)
+        if self.store.meta(RESTORED):
+            # the first start after a restore: the journal's newest readings are the backup's (those
+            # since are not in it), so a silence counted from them would be the restore's, not the
+            # device's. The watches count from now; the values stay for p() and prev
+            latest = dict(self.engine.latest)
+            self.engine.latest.clear()
+            self.engine.watch_points([*self.ctx.hub.points, *known], now)
+            self.engine.latest.update(latest)
+            self.store.set_meta(RESTORED, "")
+        else:
+            self.engine.watch_points([*self.ctx.hub.points, *known], now)
         self.writer = StateWriter(self.store)
         # windows hold the journal's recent readings before the first live reading arrives
         await self._backfill(wants_of(self.engine.rules.values()), keep=set())

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import json
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge import fmt
 from edge.state import StateDB
 from edge.store.rows import sealer_for
 from rules.engine import KeyState
 from rules.model import PackPlace, RuleDoc, edited_text, same_logic
+
+if TYPE_CHECKING:
+    from edge.store.backup import RestoreFacts
 
 MIGRATIONS = [
     """
@@ -446,6 +451,81 @@ class RuleStore:
                 if conn.in_transaction:  # a failed COMMIT has rolled back already
                     conn.execute("ROLLBACK")
                 raise
+
+
+#: rules_meta key: set by a restore (`restored`), read and cleared by the next start, whose
+#: `no_data` watches then count from the start instead of from the journal's newest readings
+RESTORED = "restored"
+
+
+def restored(state: str, facts: RestoreFacts) -> tuple[list[str], dict[str, Any]]:
+    """A restore's step on the state DB it puts back (`edge.backup.RESTORED_STATE`): the archive's
+    rule timers are not resumed as if no time had passed.
+
+    A pending `for:` began on readings taken before the backup, and a `notify: repeat` alert's
+    next repeat was set from one: resumed at the next start, their deadlines, passed in the time
+    between the backup and the restore, would fire at once, a barrier write or a webhook run on a
+    condition that held hours or days ago. They are dropped: the condition must hold again on
+    fresh readings (and `for:` again for its whole length); when each rule last fired is kept. A
+    `no_data` watch counts from a point's newest reading in the journal, which after a restore is
+    the backup's (the readings since are not in it): the next start counts it from the start
+    (`RESTORED`). Returns the lines the restore prints and the counts for its event."""
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='rule_state'"
+            ).fetchone():
+                return [], {}
+            rows = conn.execute(
+                "SELECT s.rule_id, s.key, s.phase, s.last_fired, r.doc FROM rule_state s "
+                "LEFT JOIN rules r ON r.id = s.rule_id WHERE s.phase IN ('pending', 'active') "
+                "ORDER BY s.rule_id, s.key"
+            ).fetchall()
+            dropped: list[str] = []
+            for rule_id, key, phase, last_fired, doc in rows:
+                if phase == "active" and (doc is None or json.loads(doc).get("notify") != "repeat"):
+                    continue  # an alert with no timer: a fresh reading clears it, or it stays
+                dropped.append(rule_id)
+                if last_fired is None:
+                    conn.execute("DELETE FROM rule_state WHERE rule_id=? AND key=?", (rule_id, key))
+                else:
+                    conn.execute(
+                        "UPDATE rule_state SET phase='ok', since=NULL, last_notified=NULL, args=NULL "
+                        "WHERE rule_id=? AND key=?",
+                        (rule_id, key),
+                    )
+            watching = [
+                rule_id
+                for rule_id, doc in conn.execute("SELECT id, doc FROM rules WHERE enabled=1 ORDER BY id")
+                if any(isinstance(t, dict) and "no_data" in t for t in json.loads(doc).get("when") or ())
+            ]
+            if watching:
+                conn.execute(
+                    "INSERT INTO rules_meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (RESTORED, json.dumps({"archive": facts.archive})),
+                )
+    finally:
+        conn.close()
+    said: list[str] = []
+    counts: dict[str, Any] = {}
+    if dropped:
+        rules = ", ".join(dict.fromkeys(dropped))
+        said.append(
+            f"{fmt.count(len(dropped), 'rule timer')} of the backup "
+            f"{'was' if len(dropped) == 1 else 'were'} dropped (pending `for:` conditions and "
+            f"`notify: repeat` alerts of rules {rules}): their deadlines may have passed since the "
+            "backup, on readings taken before it; each condition must hold again on fresh readings"
+        )
+        counts["rule_timers_dropped"] = len(dropped)
+    if watching:
+        said.append(
+            f"the `no_data` watches of {fmt.count(len(watching), 'rule')} ({', '.join(watching)}) count "
+            "from the next start, not from the backup's last readings"
+        )
+        counts["rule_no_data_restarted"] = len(watching)
+    return said, counts
 
 
 def args_subject(args: tuple[Any, ...], private: Container[str]) -> tuple[str, tuple[Any, ...]]:

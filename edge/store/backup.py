@@ -24,6 +24,27 @@ TREND_META = "SELECT value FROM meta WHERE key='version'"
 
 
 @dataclass(frozen=True)
+class RestoreFacts:
+    """What a restore knows of the time its archive does not cover, for the features whose state
+    in the restored state DB depends on it (`edge.backup.RESTORED_STATE`): each gets these facts
+    with the state DB copy, before anything is put in place."""
+
+    archive: str  # the archive's file name
+    #: the archive journal's last seq: records above it are not in the restored journal
+    archive_last_seq: int
+    #: the journal being replaced, when it can be read: what it journaled after the archive's last
+    #: seq (all of it, for a journal of its own: `replaced_after` is then 0) went to the receivers
+    replaced: str | None
+    replaced_after: int
+    #: (first, last) seq of the records the restored journal lacks (the restore's gap; None: none),
+    #: and the span of time they were journaled in (UTC epoch seconds; `until` is the restore's
+    #: time where the replaced journal does not say)
+    gap: tuple[int, int] | None = None
+    gap_from: float | None = None
+    gap_until: float | None = None
+
+
+@dataclass(frozen=True)
 class Copied:
     """What one copied database holds: its schema version(s) and, for a journal, its last seq."""
 
@@ -245,6 +266,18 @@ def journal_id_at(path: str) -> str | None:
     try:
         conn.execute("PRAGMA query_only=1")
         return journal_id(conn)
+    finally:
+        conn.close()
+
+
+def newest_ts(path: str, read_only: bool = True) -> float | None:
+    """The ts of the newest record (highest seq) of the journal at `path`, None when it holds none.
+    `read_only=False` for a live journal whose -wal may lack its -shm (see `issued_seq`)."""
+    conn = _open_ro(path) if read_only else sqlite3.connect(path, timeout=30)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        row = conn.execute("SELECT ts FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        return float(row[0]) if row else None
     finally:
         conn.close()
 
