@@ -280,23 +280,38 @@ async def get_rule(request: web.Request) -> web.Response:
 
 
 def _exists(comp: RulesComponent, doc: Any) -> None:
+    """409 early, before a create compiles, when the rule is stored already (the create's own
+    transaction checks again: `_stored`)."""
     if isinstance(doc, dict) and comp.store is not None and comp.store.get(str(doc.get("id"))) is not None:
-        raise Problem(
-            409,
-            "Rule exists",
-            f"rule {doc['id']!r} exists; PUT {BASE}/{doc['id']} to change it",
-            message_key="msg.rules.exists",
-            args={"id": str(doc["id"])},
-        )
+        raise _rule_exists(str(doc["id"]))
+
+
+def _rule_exists(rule_id: str) -> Problem:
+    return Problem(
+        409,
+        "Rule exists",
+        f"rule {rule_id!r} exists; PUT {BASE}/{rule_id} to change it",
+        message_key="msg.rules.exists",
+        args={"id": rule_id},
+    )
 
 
 async def _stored(
-    comp: RulesComponent, compiled: CompiledRule, actor: str, action: str, base: int | None = None
+    comp: RulesComponent,
+    compiled: CompiledRule,
+    actor: str,
+    action: str,
+    base: int | None = None,
+    *,
+    new: bool = False,
 ) -> Any:
     """`compiled` applied by `put` (on the loop), once a pack being stored is (`changing`); its
     refusal as 422 naming every problem. `base`: the version the change was made against (If-Match),
-    else 409 and nothing changed."""
-    versions = {} if base is None else {compiled.rule.id: base}
+    else 409 and nothing changed. `new` (a create): stored only if no rule has its id, else 409
+    "Rule exists"; checked in the write's own transaction, so a rule another create, a pack import
+    or `edge rules import` stored while this one waited is never replaced."""
+    rule_id = compiled.rule.id
+    versions: dict[str, int | None] = {rule_id: None} if new else {} if base is None else {rule_id: base}
     try:
         async with comp.changing:
             with expecting(versions):
@@ -304,6 +319,8 @@ async def _stored(
     except RuleErrors as exc:
         raise _invalid(exc) from None
     except VersionConflict as exc:
+        if new:
+            raise _rule_exists(rule_id) from None
         raise await _conflict(exc) from None
 
 
@@ -314,8 +331,7 @@ async def create_rule(request: web.Request) -> web.Response:
     _exists(comp, doc)
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    _exists(comp, doc)  # created by another request while this one compiled
-    stored = await _stored(comp, compiled, who.name, "create")
+    stored = await _stored(comp, compiled, who.name, "create", new=True)
     shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc, status=201)
 
