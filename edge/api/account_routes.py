@@ -1,14 +1,22 @@
 """HTTP side of accounts: first-run setup, login/logout, the session's own state, users, audit log.
 
 `/api/v1/auth/state`, `/setup` and `/login` are public (they are how a session starts); everything
-else calls `require`. Every change is written to the audit log.
+else calls `require`. Every change is written to the audit log, and so is every wrong password; the
+logins the throttle refuses before a password is checked are counted and written as one entry per
+source and minute (`RefusedLogins`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
+import time
 import unicodedata
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -23,14 +31,134 @@ from edge.api.problem import Problem, json_response, read_json
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
+    from edge.state import StateDB
+
+log = logging.getLogger("edge.api.accounts")
 
 ACCOUNTS_KEY: web.AppKey[acc.Accounts] = web.AppKey("accounts", acc.Accounts)
+
+
+#: a source's logins refused without a password check are written as one entry per this many seconds
+REFUSAL_WINDOW = 60.0
+#: sources with a window open at once; the refusals of any further source are counted together
+REFUSAL_SOURCES = 1000
+REFUSAL_NAMES = 3  # the first distinct names a window's entry quotes
+
+
+@dataclass
+class RefusalWindow:
+    """The refused logins of one source (or, as "*", of the sources past REFUSAL_SOURCES) since
+    `first`; its entry is written once `due` (monotonic) has passed."""
+
+    due: float
+    first: float
+    last: float = 0.0
+    count: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    names: list[str] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+
+
+class RefusedLogins:
+    """Logins the throttle refused before any password was checked (the per-source limit, an
+    attempt already being verified, a slowed name): counted, and written to the audit log as one
+    `login_refused` entry per source and REFUSAL_WINDOW, never one each, so a flood from one
+    address cannot fill the disk through the audit log and still shows in it. A wrong password
+    stays one `login_failed` entry of its own. Every refusal is counted in `total`/`by_reason`
+    (wrong passwords too) for as long as the gateway runs; a window still open when the gateway
+    stops is written then."""
+
+    def __init__(self, state: StateDB, window: float = REFUSAL_WINDOW) -> None:
+        self.state = state
+        self.window = window
+        self.by_reason: Counter[str] = Counter()
+        self.open: dict[str, RefusalWindow] = {}
+        self.closed: list[tuple[str, RefusalWindow]] = []
+        self.wake = asyncio.Event()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+    def note(self, address: str, name: str, exc: acc.LoginRefused) -> None:
+        """Count one refusal; a refusal without a password check goes into its source's window."""
+        self.by_reason[exc.reason] += 1
+        if exc.checked:
+            return
+        source = acc.source_of(address)
+        key = source if source in self.open or len(self.open) < REFUSAL_SOURCES else "*"
+        now = time.monotonic()
+        win = self.open.get(key)
+        if win is not None and now >= win.due:
+            self.closed.append((key, self.open.pop(key)))
+            win = None
+        if win is None:
+            win = self.open[key] = RefusalWindow(now + self.window, time.time())
+            self.wake.set()  # the writer's next deadline may be this one
+        win.count += 1
+        win.last = time.time()
+        win.reasons[exc.reason] += 1
+        win.sources.add(source)
+        if name[:64] not in win.names and len(win.names) < REFUSAL_NAMES:
+            win.names.append(name[:64])
+
+    def _take(self, everything: bool) -> list[tuple[str, RefusalWindow]]:
+        now = time.monotonic()
+        due = [key for key, win in self.open.items() if everything or now >= win.due]
+        taken, self.closed = self.closed + [(key, self.open.pop(key)) for key in due], []
+        return taken
+
+    def _write(self, windows: list[tuple[str, RefusalWindow]]) -> None:
+        for key, win in windows:
+            detail: dict[str, Any] = {
+                "count": win.count,
+                "reasons": dict(win.reasons),
+                "names": win.names,
+                "first": win.first,
+                "last": win.last,
+            }
+            if key == "*":
+                detail["sources"] = len(win.sources)
+            else:
+                detail["address"] = key
+            try:
+                audit.record(self.state, "anonymous", "login_refused", key, **detail)
+            except Exception as exc:  # the counts are not lost: they go to the log instead
+                log.error("login refusals not audited (%s): %d from %s: %s", exc, win.count, key, detail)
+        if windows:
+            log.warning(
+                "%d logins refused without a password check from %d source(s); see the audit log's "
+                "login_refused entries",
+                sum(win.count for _, win in windows),
+                sum(len(win.sources) for _, win in windows),
+            )
+
+    async def run(self) -> None:
+        """Write each window's entry when it closes, until cancelled."""
+        while True:
+            self.wake.clear()
+            deadline = min((win.due for win in self.open.values()), default=None)
+            try:
+                async with asyncio.timeout(
+                    None if deadline is None else max(0.0, deadline - time.monotonic())
+                ):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+            windows = self._take(everything=False)
+            if windows:
+                await asyncio.to_thread(self._write, windows)
+
+    def flush(self) -> None:
+        """Write every window now, closed or not (the gateway stops)."""
+        self._write(self._take(everything=True))
 
 
 class AccountWork:
     """What the account handlers of one app share besides the accounts."""
 
-    def __init__(self) -> None:
+    def __init__(self, refused: RefusedLogins) -> None:
+        self.refused = refused
         self.setup_lock = asyncio.Lock()  # two browsers racing with the right code must not make two admins
         # Password hashing runs on one thread of its own (accounts.py); a request waiting for it
         # would otherwise hold one of the few threads of the executor the rest of the API shares.
@@ -177,7 +305,11 @@ async def login(request: web.Request) -> web.Response:
             acc.verify_login, state, guard, name, password, _address(request)
         )
     except acc.LoginRefused as exc:
-        audit.record(state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request))
+        request.app[ACCOUNT_WORK_KEY].refused.note(_address(request), name, exc)
+        if exc.checked:  # the throttle's own refusals are counted per source, not one entry each
+            audit.record(
+                state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request)
+            )
         return _refused(exc, "Login failed" if exc.status == 401 else "Too many attempts")
     audit.record(state, name, "login", name, address=_address(request))
     sid, csrf = acc.sign_in(state, name, _address(request))
@@ -365,10 +497,22 @@ ROUTES = [
 ]
 
 
+async def _refusals_writer(app: web.Application) -> AsyncIterator[None]:
+    """The task that writes the refused logins' entries; what is still open is written at stop."""
+    refused = app[ACCOUNT_WORK_KEY].refused
+    task = asyncio.create_task(refused.run(), name="login-refusals")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    refused.flush()
+
+
 def setup(app: web.Application, runtime: Runtime) -> None:
     state = runtime.state
     assert state is not None, "the state DB opens before the web server"
     app[ACCOUNTS_KEY] = acc.open_accounts(state)
-    app[ACCOUNT_WORK_KEY] = AccountWork()
+    app[ACCOUNT_WORK_KEY] = AccountWork(RefusedLogins(state))
+    app.cleanup_ctx.append(_refusals_writer)
     authenticators(app).append(acc.session_authenticator(state))
     app.router.add_routes(ROUTES)

@@ -144,12 +144,23 @@ class AccountError(ValueError):
 
 
 class LoginRefused(Exception):
-    """A refused login: 401 wrong name or password, 429 wait `retry_after` seconds first."""
+    """A refused login: 401 wrong name or password, 429 wait `retry_after` seconds first.
 
-    def __init__(self, status: int, message: str, retry_after: float = 0.0) -> None:
+    `reason` says which check refused it: "wrong_password" (the only one that verified a
+    password), "address_limit" (the per-source window), "in_flight" (an attempt at the same name
+    from the same source is being verified) or "slowed" (the name's or the pair's wait)."""
+
+    def __init__(self, status: int, message: str, retry_after: float = 0.0, *, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.reason = reason or ("wrong_password" if status == 401 else "slowed")
+
+    @property
+    def checked(self) -> bool:
+        """Whether a password was verified before the refusal (a 401), as opposed to a refusal
+        the throttle gave before any verification, which costs the gateway nothing."""
+        return self.reason == "wrong_password"
 
     @property
     def retry_after_header(self) -> str | None:
@@ -383,7 +394,12 @@ class LoginGuard:
                 q.popleft()
             if len(q) >= IP_MAX_ATTEMPTS:
                 wait = q[0] + IP_WINDOW - now
-                raise LoginRefused(429, f"too many attempts from this address: wait {_secs(wait)} s", wait)
+                raise LoginRefused(
+                    429,
+                    f"too many attempts from this address: wait {_secs(wait)} s",
+                    wait,
+                    reason="address_limit",
+                )
             q.append(now)
             if len(self.attempts) > MAX_SOURCES:
                 self.attempts = {a: d for a, d in self.attempts.items() if d and d[-1] > now - IP_WINDOW}
@@ -392,7 +408,12 @@ class LoginGuard:
         """Let one attempt at key = (name, source) go to verification, or LoginRefused(429)."""
         with self.lock:
             if key in self.inflight:
-                raise LoginRefused(429, "an attempt for this name is already being checked: wait 1 s", 1.0)
+                raise LoginRefused(
+                    429,
+                    "an attempt for this name is already being checked: wait 1 s",
+                    1.0,
+                    reason="in_flight",
+                )
             ready = pair_ready
             if slowed_by > 0:
                 ticket = self.tickets.get(key)
@@ -405,7 +426,9 @@ class LoginGuard:
                 ready = max(ready, ticket)
             if ready > now:
                 wait = ready - now
-                raise LoginRefused(429, f"too many failed logins: wait {_secs(wait)} s", wait)
+                raise LoginRefused(
+                    429, f"too many failed logins: wait {_secs(wait)} s", wait, reason="slowed"
+                )
             self.tickets.pop(key, None)  # one verification per wait
             self.inflight.add(key)
 
@@ -454,7 +477,7 @@ def verify_login(state: StateDB, guard: LoginGuard, name: str, password: str, ad
         good = _verify(row[1] if row is not None else dummy, password)
         if row is None or not good or row[2]:
             _record_failure(state, guard, key, now)
-            raise LoginRefused(401, "wrong user name or password")
+            raise LoginRefused(401, "wrong user name or password", reason="wrong_password")
     finally:
         guard.done(key)
     role, pw_hash, _ = row
