@@ -21,8 +21,9 @@ imported, and a rule of an admin shows a caller below what it reads no state, la
 
 A rule's answer carries its version as an ETag (`"7"`). A change sent with `If-Match: "7"` (the
 editor sends the version it loaded) is made only if the rule is still at version 7, checked in the
-write's own transaction; else 409 with the rule as it is now (who changed it, its version, its
-text), and nothing changes. A change sent without If-Match replaces whatever is stored, as before.
+write's own transaction; else 409 with its current version and, to a caller who may read rules,
+the rule as it is now (who changed it, its text), and nothing changes. A change sent without
+If-Match replaces whatever is stored, as before.
 An import asked with `?dry_run=1` stores nothing and answers what it would do to each rule, with
 the stored versions of the pack's rules as an ETag: the import sent with it as If-Match stores the
 pack only if none of those rules changed since (else 409 with what it would do now).
@@ -162,12 +163,23 @@ def _if_match(request: web.Request) -> int | None:
     return int(tag)
 
 
-async def _conflict(exc: VersionConflict) -> Problem:
-    """409 for a change made against a version the rule has left: the rule as it is now (its
-    version, who changed it and when, whether it is enabled, its text) to show what moved."""
+async def _conflict(who: Principal, exc: VersionConflict) -> Problem:
+    """409 for a change made against a version the rule has left: its current version (null:
+    deleted), enough to load it and retry. A caller who may read rules (`read`) is shown the rule
+    as it is now, to see what moved: who changed it and when, whether it is enabled, its text; a
+    caller who may only change them is not (a made-up If-Match would read any rule's text)."""
     cur = exc.current
-    text = await asyncio.to_thread(rule_text, cur.doc) if cur else None
-    now = f"at version {cur.version}, saved by {cur.updated_by or '?'}" if cur else "deleted"
+    shown: dict[str, Any] = {}
+    if "read" in who.scopes:
+        shown = {
+            "updated_by": cur.updated_by if cur else None,
+            "updated": cur.updated if cur else None,
+            "enabled": cur.enabled if cur else None,
+            "text": await asyncio.to_thread(rule_text, cur.doc) if cur else None,
+        }
+        now = f"at version {cur.version}, saved by {cur.updated_by or '?'}" if cur else "deleted"
+    else:
+        now = f"at version {cur.version}" if cur else "deleted"
     return Problem(
         409,
         "Rule changed meanwhile",
@@ -178,10 +190,7 @@ async def _conflict(exc: VersionConflict) -> Problem:
         rule=exc.rule_id,
         your_version=exc.expected,
         current_version=cur.version if cur else None,
-        updated_by=cur.updated_by if cur else None,
-        updated=cur.updated if cur else None,
-        enabled=cur.enabled if cur else None,
-        text=text,
+        **shown,
     )
 
 
@@ -299,7 +308,7 @@ def _rule_exists(rule_id: str) -> Problem:
 async def _stored(
     comp: RulesComponent,
     compiled: CompiledRule,
-    actor: str,
+    who: Principal,
     action: str,
     base: int | None = None,
     *,
@@ -315,13 +324,13 @@ async def _stored(
     try:
         async with comp.changing:
             with expecting(versions):
-                return comp.put(compiled, actor, action)
+                return comp.put(compiled, who.name, action)
     except RuleErrors as exc:
         raise _invalid(exc) from None
     except VersionConflict as exc:
         if new:
             raise _rule_exists(rule_id) from None
-        raise await _conflict(exc) from None
+        raise await _conflict(who, exc) from None
 
 
 async def create_rule(request: web.Request) -> web.Response:
@@ -331,7 +340,7 @@ async def create_rule(request: web.Request) -> web.Response:
     _exists(comp, doc)
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who.name, "create", new=True)
+    stored = await _stored(comp, compiled, who, "create", new=True)
     shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc, status=201)
 
@@ -355,7 +364,7 @@ async def update_rule(request: web.Request) -> web.Response:
             )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who.name, "update", base)
+    stored = await _stored(comp, compiled, who, "update", base)
     shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc)
 
@@ -370,7 +379,7 @@ async def delete_rule(request: web.Request) -> web.Response:
             with expecting({} if base is None else {rule_id: base}):
                 deleted = comp.delete(rule_id, who.name)
     except VersionConflict as exc:
-        raise await _conflict(exc) from None
+        raise await _conflict(who, exc) from None
     if not deleted:
         raise _no_such_rule(rule_id)
     return web.Response(status=204)
@@ -405,7 +414,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
             if base is None and exc.current is None:
                 raise _no_such_rule(rule_id) from None  # deleted while it compiled
             if base is not None or attempt == SET_ENABLED_TRIES - 1:
-                raise await _conflict(exc) from None
+                raise await _conflict(who, exc) from None
             continue
         return await _rule_response(_shown(request, who, comp, stored), stored.doc)
     raise AssertionError("unreachable: the last attempt returns or raises")
@@ -658,7 +667,7 @@ async def restore(request: web.Request) -> web.Response:
         )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who.name, "restore", base)
+    stored = await _stored(comp, compiled, who, "restore", base)
     return await _rule_response(_shown(request, who, comp, stored), stored.doc)
 
 

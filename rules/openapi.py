@@ -119,22 +119,26 @@ def conflict(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 IF_MATCH = if_match(
     'the version the change was made against, as the ETag a GET answered with ("7"): the change is '
-    "made only if the rule is still at that version, else 409 with the rule as it is now "
-    "(`current_version`, `updated_by`, `updated`, `enabled`, `text`; null when it was deleted) and "
-    "nothing changes. Without If-Match the change replaces whatever is stored",
+    "made only if the rule is still at that version, else 409 with its `current_version` (null when "
+    "it was deleted) and, to a caller with scope read, the rule as it is now (`updated_by`, "
+    "`updated`, `enabled`, `text`), and nothing changes. Without If-Match the change replaces "
+    "whatever is stored",
     '^"?[1-9][0-9]{0,17}"?$',
 )
+#: what a 409 shows of the rule as it is now only to a caller with scope read (null: deleted)
+SHOWN_TO_READERS = "only to a caller with scope read; null when the rule was deleted"
 CONFLICT = conflict(
-    "The rule is no longer at the version If-Match named: nothing changed",
+    "The rule is no longer at the version If-Match named: nothing changed. The rule as it is now "
+    "(`updated_by`, `updated`, `enabled`, `text`) is sent only to a caller with scope read",
     obj(
         {
             "rule": {"type": "string"},
             "your_version": {"type": "integer"},
-            "current_version": {"type": ["integer", "null"]},
-            "updated_by": {"type": ["string", "null"]},
-            "updated": {"type": ["number", "null"]},
-            "enabled": {"type": ["boolean", "null"]},
-            "text": {"type": ["string", "null"]},
+            "current_version": {"type": ["integer", "null"], "description": "null: deleted since"},
+            "updated_by": {"type": ["string", "null"], "description": SHOWN_TO_READERS},
+            "updated": {"type": ["number", "null"], "description": SHOWN_TO_READERS},
+            "enabled": {"type": ["boolean", "null"], "description": SHOWN_TO_READERS},
+            "text": {"type": ["string", "null"], "description": SHOWN_TO_READERS},
         },
         ["rule", "your_version", "current_version"],
     ),
