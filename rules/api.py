@@ -392,7 +392,9 @@ SET_ENABLED_TRIES = 3
 async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     """The stored rule with `enabled` changed. It is stored against the version it was read at:
     a save that landed while it compiled is kept (read again and enabled or disabled in turn), not
-    replaced by the document read before it. With If-Match, that version or 409."""
+    replaced by the document read before it. With If-Match, that version or 409: the version read
+    is the one If-Match names, so the document enabled is that version's, never an older one read
+    before a save of that version landed."""
     who = require(request, "rules")
     comp = _component(request)
     rule_id = request.match_info["id"]
@@ -400,13 +402,15 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     action = "enable" if enabled else "disable"
     for attempt in range(SET_ENABLED_TRIES):
         current = _found(comp, rule_id)
+        if base is not None and current.version != base:
+            raise await _conflict(who, VersionConflict(rule_id, base, current))
         compiled = await _compiled({**current.doc, "enabled": enabled})
         if enabled:  # stopping a rule reads nothing: anyone who may change rules may disable it
             _within_class(request, who, compiled)
         try:
             # put checks webhooks: a rule stored before the allow-list changed does not start posting
             async with comp.changing:
-                with expecting({rule_id: current.version if base is None else base}):
+                with expecting({rule_id: current.version}):
                     stored = comp.put(compiled, who.name, action)
         except RuleErrors as exc:
             raise _invalid(exc) from None

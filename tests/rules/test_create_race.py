@@ -2,7 +2,8 @@
 stored only if no rule has its id yet, checked in the create's own transaction: two technicians
 creating one new rule get 201 and 409 "Rule exists", not 201 twice with the second replacing the
 first, and a create of a rule the pack itself brings does not replace the pack's. Each create here
-has passed the early look for an existing rule before it waits."""
+has passed the early look for an existing rule before it waits. Enabling with If-Match enables
+the document of the version If-Match names, never one read before that version was saved."""
 
 from __future__ import annotations
 
@@ -138,3 +139,29 @@ async def test_a_create_of_a_rule_the_import_brings_does_not_replace_it(tmp_path
         # once the pack is in, a create of one of its rules is refused at once, as before
         assert (await tech.call("POST", "", rule("r2", "made in the editor")))[0] == 409
         assert history(comp, "r2") == [(1, "admin", "import")]
+
+
+async def test_enabling_with_if_match_never_enables_a_document_read_before_that_version(
+    tmp_path: Path,
+) -> None:
+    async with running_site(tmp_path, SITE) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        comp = rt.components["rules"]
+        tech = Client(session, rt.web_port, create_token(rt.state, "tech", ["read", "rules"]))
+        assert (await tech.call("POST", "", {**rule("r", "original"), "enabled": False}))[0] == 201
+        comp.changing = AskedLock()
+        tech.h["If-Match"] = '"2"'
+        async with comp.changing:  # as a pack being stored holds it
+            call = asyncio.create_task(tech.call("POST", "/r/enable"))
+            await until(lambda: call.done() or comp.changing.asked >= 2, what="the enable read the rule")
+            # version 2 is saved while the enable, which read version 1, waits
+            comp.put({**rule("r", "renamed"), "enabled": False}, "tech2", "update")
+        status, body = await asyncio.wait_for(call, 10)
+        assert status == 409 and body["your_version"] == 2, body
+        stored = comp.store.get("r")
+        assert stored.version == 2 and stored.doc["name"] == "renamed" and stored.enabled is False
+
+        # made against the version it names, it enables that version's document
+        status, body = await tech.call("POST", "/r/enable")
+        assert status == 200 and body["version"] == 3, body
+        assert body["rule"]["name"] == "renamed" and body["enabled"] is True
