@@ -2,8 +2,8 @@
 
 `/api/v1/auth/state`, `/setup` and `/login` are public (they are how a session starts); everything
 else calls `require`. Every change is written to the audit log, and so is every wrong password; the
-logins the throttle refuses before a password is checked are counted and written as one entry per
-source and minute (`RefusedLogins`).
+logins the per-source limit refuses (and those of an attempt already being checked) are counted and
+written as one entry per source and minute (`RefusedLogins`).
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ class RefusalWindow:
 
 
 class RefusedLogins:
-    """Logins the throttle refused before any password was checked (the per-source limit, an
-    attempt already being verified, a slowed name): counted, and written to the audit log as one
+    """Logins refused before any password was checked by the per-source limit, or because an
+    attempt at the same name is being checked: counted, and written to the audit log as one
     `login_refused` entry per source and REFUSAL_WINDOW, never one each, so a flood from one
     address cannot fill the disk through the audit log and still shows in it. A wrong password
-    stays one `login_failed` entry of its own. Every refusal is counted in `total`/`by_reason`
-    (wrong passwords too) for as long as the gateway runs; a window still open when the gateway
-    stops is written then."""
+    and a slowed name's wait stay one `login_failed` entry each (at most IP_MAX_ATTEMPTS a minute
+    per source). Every refusal is counted in `total`/`by_reason` (wrong passwords too) for as
+    long as the gateway runs; a window still open when the gateway stops is written then."""
 
     def __init__(self, state: StateDB, window: float = REFUSAL_WINDOW) -> None:
         self.state = state
@@ -81,9 +81,9 @@ class RefusedLogins:
         return sum(self.by_reason.values())
 
     def note(self, address: str, name: str, exc: acc.LoginRefused) -> None:
-        """Count one refusal; a refusal without a password check goes into its source's window."""
+        """Count one refusal; one not audited on its own goes into its source's window."""
         self.by_reason[exc.reason] += 1
-        if exc.checked:
+        if exc.audited_each:
             return
         source = acc.source_of(address)
         key = source if source in self.open or len(self.open) < REFUSAL_SOURCES else "*"
@@ -306,7 +306,7 @@ async def login(request: web.Request) -> web.Response:
         )
     except acc.LoginRefused as exc:
         request.app[ACCOUNT_WORK_KEY].refused.note(_address(request), name, exc)
-        if exc.checked:  # the throttle's own refusals are counted per source, not one entry each
+        if exc.audited_each:  # the others are counted per source, not one entry each
             audit.record(
                 state, name[:64], "login_failed", name[:64], reason=str(exc), address=_address(request)
             )

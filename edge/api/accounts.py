@@ -157,10 +157,12 @@ class LoginRefused(Exception):
         self.reason = reason or ("wrong_password" if status == 401 else "slowed")
 
     @property
-    def checked(self) -> bool:
-        """Whether a password was verified before the refusal (a 401), as opposed to a refusal
-        the throttle gave before any verification, which costs the gateway nothing."""
-        return self.reason == "wrong_password"
+    def audited_each(self) -> bool:
+        """Whether the refusal is written to the audit log on its own: a wrong password, or the
+        wait of a slowed name (both come after the per-source limit let the attempt through). The
+        per-source limit's own refusals and those of an attempt already being checked cost the
+        gateway nothing and come as fast as a client sends them: they are counted per source."""
+        return self.reason in ("wrong_password", "slowed")
 
     @property
     def retry_after_header(self) -> str | None:
