@@ -393,7 +393,7 @@ async def change_user(request: web.Request) -> web.Response:
                 args={"field": flag},
             )
     try:
-        await request.app[ACCOUNT_WORK_KEY].hashed(
+        revoked = await request.app[ACCOUNT_WORK_KEY].hashed(
             acc.update_user,
             state,
             name,
@@ -407,8 +407,8 @@ async def change_user(request: web.Request) -> web.Response:
     detail = {k: v for k, v in body.items() if k != "password"}
     if "password" in body:
         detail["password"] = "changed"
-    audit.record(state, principal.name, "user_update", name, **detail)
-    return json_response({"ok": True})
+    why = "its owner was disabled" if body.get("disabled") else f"its owner's role is now {body.get('role')}"
+    return _changed(state, principal, "user_update", name, revoked, why, **detail)
 
 
 async def delete_user(request: web.Request) -> web.Response:
@@ -416,11 +416,34 @@ async def delete_user(request: web.Request) -> web.Response:
     principal = require(request, "admin")
     name = request.match_info["name"]
     try:
-        acc.delete_user(state, name)
+        revoked = acc.delete_user(state, name)
     except acc.AccountError as exc:
         raise _bad(exc) from None
-    audit.record(state, principal.name, "user_delete", name)
-    return json_response({"ok": True})
+    return _changed(state, principal, "user_delete", name, revoked, "its owner was deleted")
+
+
+def _changed(
+    state: StateDB,
+    principal: Principal,
+    action: str,
+    name: str,
+    revoked: list[dict[str, Any]],
+    why: str,
+    **detail: Any,
+) -> web.Response:
+    """Audit a user's change and each API token it revoked; the answer lists those tokens."""
+    audit.record(state, principal.name, action, name, **detail, tokens_revoked=len(revoked))
+    for token in revoked:
+        audit.record(
+            state,
+            principal.name,
+            "token_revoke",
+            str(token["id"]),
+            name=token["name"],
+            owner=name,
+            reason=why,
+        )
+    return json_response({"ok": True, "tokens_revoked": len(revoked), "revoked_tokens": revoked})
 
 
 def _session_user(request: web.Request) -> Principal:

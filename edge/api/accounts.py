@@ -35,6 +35,7 @@ address per ACCOUNT_MAX_DELAY once the name is slowed, so passwords must still b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -45,11 +46,12 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from edge.api import tokens
 from edge.api.auth import ROLE_SCOPES, Principal
 from edge.state import StateDB
 
@@ -271,6 +273,27 @@ def list_users(state: StateDB) -> list[dict[str, Any]]:
     return out
 
 
+def token_scopes(role: str) -> frozenset[str]:
+    """The scopes a token made on the authority of a user with `role` may keep: an admin's any
+    (machines' pull tokens included), anyone else's only those of the role itself."""
+    return tokens.VALID_SCOPES if role == "admin" else ROLE_SCOPES.get(role, frozenset())
+
+
+@contextlib.contextmanager
+def _one_step(state: StateDB) -> Iterator[None]:
+    """One IMMEDIATE transaction under the state lock: a user's change, the end of their sessions
+    and the revocation of their tokens happen together or not at all."""
+    with state.lock:
+        state.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if state.conn.in_transaction:  # a failed COMMIT has rolled back already
+                state.conn.execute("ROLLBACK")
+            raise
+        state.conn.execute("COMMIT")
+
+
 def update_user(
     state: StateDB,
     name: str,
@@ -279,13 +302,18 @@ def update_user(
     password: str | None = None,
     disabled: bool | None = None,
     unlock: bool = False,
-) -> None:
-    """Change a user; a new password, a role change or disabling also ends the user's sessions."""
+) -> list[dict[str, Any]]:
+    """Change a user; a new password, a role change or disabling also ends the user's sessions. A
+    role change revokes the API tokens made on the user's authority that hold a scope the new role
+    could not give (`token_scopes`), disabling revokes all of them; returns the tokens revoked
+    (id, name, scopes)."""
     ensure(state)
+    tokens.ensure(state)
     if role is not None:
         check_role(role)
     pw_hash = hash_password(check_password(password, name)) if password is not None else None
-    with state.lock:
+    revoked: list[dict[str, Any]] = []
+    with _one_step(state):
         row = state.conn.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
         if row is None:
             raise AccountError(f"no user {name!r}", "msg.account.no_user", name=name)
@@ -293,26 +321,35 @@ def update_user(
             raise AccountError("this is the last admin: add another admin first", "msg.account.last_admin")
         if role is not None:
             state.conn.execute("UPDATE users SET role=? WHERE name=?", (role, name))
+            revoked = tokens.revoke_owned(state, name, token_scopes(role))
         if pw_hash is not None:
             state.conn.execute("UPDATE users SET pw_hash=? WHERE name=?", (pw_hash, name))
         if disabled is not None:
             state.conn.execute("UPDATE users SET disabled=? WHERE name=?", (int(disabled), name))
+        if disabled:
+            revoked += tokens.revoke_owned(state, name)
         if unlock or pw_hash is not None:
             clear_throttle(state, name)
         if role is not None or pw_hash is not None or disabled:
             state.conn.execute("DELETE FROM sessions WHERE user=?", (name,))
+    return revoked
 
 
-def delete_user(state: StateDB, name: str) -> None:
+def delete_user(state: StateDB, name: str) -> list[dict[str, Any]]:
+    """Delete a user with their sessions, and revoke every API token made on their authority;
+    returns the tokens revoked (id, name, scopes)."""
     ensure(state)
-    with state.lock:
+    tokens.ensure(state)
+    with _one_step(state):
         row = state.conn.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
         if row is None:
             raise AccountError(f"no user {name!r}", "msg.account.no_user", name=name)
         if row[0] == "admin" and _admins(state, name) == 0:
             raise AccountError("this is the last admin: add another admin first", "msg.account.last_admin")
+        revoked = tokens.revoke_owned(state, name)
         state.conn.execute("DELETE FROM sessions WHERE user=?", (name,))
         state.conn.execute("DELETE FROM users WHERE name=?", (name,))
+    return revoked
 
 
 def _admins(state: StateDB, other_than: str) -> int:

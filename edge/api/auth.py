@@ -87,6 +87,7 @@ class Principal:
     consumer: str | None = None  # for kind == "consumer": the consumer id
     session: str | None = None  # kind == "user": hash of the session id (to log out)
     csrf: str | None = None  # kind == "user": the token unsafe requests must echo
+    token_id: int | None = None  # kind == "token": its id among the API tokens
 
 
 def require(request: web.Request, *scopes: str) -> Principal:

@@ -44,7 +44,13 @@ MIGRATIONS = [
         last_used REAL,
         revoked REAL
     );
+    """,
+    # the user on whose authority a token was made (a token made with another token: that one's
+    # owner); NULL for the console's: a user who loses the right to a token's scopes loses it
     """
+    ALTER TABLE api_tokens ADD COLUMN owner TEXT;
+    UPDATE api_tokens SET owner = created_by WHERE created_by NOT IN ('', 'cli');
+    """,
 ]
 
 
@@ -57,9 +63,17 @@ def ensure(state: StateDB) -> None:
 
 
 def create_token(
-    state: StateDB, name: str, scopes: Iterable[str], *, consumer: str | None = None, created_by: str = ""
+    state: StateDB,
+    name: str,
+    scopes: Iterable[str],
+    *,
+    consumer: str | None = None,
+    created_by: str = "",
+    owner: str | None = None,
 ) -> str:
-    """Create a token; returns the plaintext, which is never stored."""
+    """Create a token; returns the plaintext, which is never stored. `owner` is the user on whose
+    authority it is made (None: the console's), whose demotion, disabling or deletion revokes it
+    (`revoke_owned`)."""
     scopes = sorted(set(scopes))
     bad = [s for s in scopes if s not in VALID_SCOPES]
     if bad or not scopes:
@@ -70,8 +84,9 @@ def create_token(
     token = PREFIX + secrets.token_urlsafe(32)
     with state.lock:
         state.conn.execute(
-            "INSERT INTO api_tokens(name, hash, scopes, consumer, created, created_by) VALUES (?,?,?,?,?,?)",
-            (name, _hash(token), " ".join(scopes), consumer, time.time(), created_by),
+            "INSERT INTO api_tokens(name, hash, scopes, consumer, created, created_by, owner) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (name, _hash(token), " ".join(scopes), consumer, time.time(), created_by, owner),
         )
     return token
 
@@ -104,11 +119,37 @@ def revoke_token(state: StateDB, token_id: int) -> bool:
     return cur.rowcount > 0
 
 
+def owner_of(state: StateDB, token_id: int) -> str | None:
+    """The user on whose authority token `token_id` was made (None: the console's, or no token)."""
+    ensure(state)
+    with state.lock:
+        row = state.conn.execute("SELECT owner FROM api_tokens WHERE id=?", (token_id,)).fetchone()
+    return None if row is None else row[0]
+
+
+def revoke_owned(state: StateDB, owner: str, keep: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Revoke the live tokens made on `owner`'s authority that hold a scope outside `keep` (every
+    one when `keep` is empty); returns them (id, name, scopes). Runs inside the caller's
+    transaction when there is one, so a user's change and its tokens' revocation are one."""
+    kept = frozenset(keep)
+    ensure(state)
+    now = time.time()
+    with state.lock:
+        rows = state.conn.execute(
+            "SELECT id, name, scopes FROM api_tokens WHERE owner=? AND revoked IS NULL ORDER BY id", (owner,)
+        ).fetchall()
+        gone = [r for r in rows if not set(r[2].split()) <= kept]
+        for r in gone:
+            state.conn.execute("UPDATE api_tokens SET revoked=? WHERE id=?", (now, r[0]))
+    return [{"id": r[0], "name": r[1], "scopes": r[2].split()} for r in gone]
+
+
 def list_tokens(state: StateDB) -> list[dict[str, Any]]:
     ensure(state)
     with state.lock:
         rows = state.conn.execute(
-            "SELECT id, name, scopes, consumer, created, created_by, last_used, revoked FROM api_tokens ORDER BY id"
+            "SELECT id, name, scopes, consumer, created, created_by, owner, last_used, revoked "
+            "FROM api_tokens ORDER BY id"
         ).fetchall()
     # the state DB's rows are sqlite3.Row: keyed by the SELECT's column names, in its order
     return [{**dict(r), "scopes": r["scopes"].split()} for r in rows]
@@ -133,7 +174,7 @@ def lookup(state: StateDB, token: str) -> Principal | None:
                 _noted[noted] = now
             except sqlite3.OperationalError as exc:
                 log.warning("token %s: last use not recorded: %s", row[1], exc)
-    return Principal("token", row[1], frozenset(row[2].split()), consumer=row[3])
+    return Principal("token", row[1], frozenset(row[2].split()), consumer=row[3], token_id=row[0])
 
 
 #: a token's `last_used` is written at most this often (a scraper every 15 s wrote it each time)
@@ -230,6 +271,10 @@ async def create(request: web.Request) -> web.Response:
                 args={"consumer": consumer},
                 consumer=consumer,
             )
+    # on whose authority: the user's, or for a token made with a token, that token's owner's
+    owner = principal.name if principal.kind == "user" else None
+    if principal.token_id is not None:
+        owner = owner_of(_state(request), principal.token_id)
     try:
         token = create_token(
             _state(request),
@@ -237,6 +282,7 @@ async def create(request: web.Request) -> web.Response:
             scopes,
             consumer=consumer,
             created_by=principal.name,
+            owner=owner,
         )
     except ValueError as exc:
         # create_token refuses unknown or no scopes first, then a pull token without a consumer
