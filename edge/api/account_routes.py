@@ -392,6 +392,15 @@ async def change_user(request: web.Request) -> web.Response:
                 message_key="msg.account.not_boolean",
                 args={"field": flag},
             )
+    if (
+        all(body.get(k) in (None, False) for k in ("role", "password", "unlock"))
+        and body.get("disabled") is None
+    ):
+        raise Problem(
+            422,
+            "Nothing to change",
+            "send at least one of: role, password, disabled (true or false), unlock (true)",
+        )
     try:
         revoked = await request.app[ACCOUNT_WORK_KEY].hashed(
             acc.update_user,

@@ -1,7 +1,8 @@
 """An API token acts on the authority of the user who made it (or, made with a token, that
 token's owner's). When that user is demoted, the tokens holding a scope the new role could not
 give are revoked; when the user is disabled or deleted, all of them. Each revocation is audited and
-the user-changing answer lists them. Tokens other users or the console made are untouched."""
+the user-changing answer lists them. Tokens other users or the console made are untouched, and a
+change that changes nothing is refused."""
 
 from __future__ import annotations
 
@@ -103,3 +104,17 @@ async def test_disabling_a_user_revokes_all_their_tokens(tmp_path: Path) -> None
         answer = await boss.json("PATCH", "/api/v1/users/other", {"disabled": False})
         assert answer["tokens_revoked"] == 0
         assert await _bearer(boss.base, token, "GET", "/api/v1/status") == 401
+
+
+async def test_a_change_of_nothing_is_refused(tmp_path: Path) -> None:
+    async with running_site(tmp_path, SITE) as rt, signed_in_admin(rt, "boss") as boss:
+        await boss.json(
+            "POST", "/api/v1/users", {"name": "tech", "role": "technician", "password": PASSWORD}, expect=201
+        )
+        before = audit.entries(rt.state, 1000)
+        for body in ({}, {"role": None}, {"unlock": False}, {"role": None, "password": None}):
+            problem = await boss.json("PATCH", "/api/v1/users/tech", body, expect=422)
+            assert problem["title"] == "Nothing to change", problem
+        assert audit.entries(rt.state, 1000) == before
+        (user,) = [u for u in (await boss.json("GET", "/api/v1/users"))["users"] if u["name"] == "tech"]
+        assert user["role"] == "technician" and not user["disabled"]
