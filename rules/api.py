@@ -2,7 +2,9 @@
 versions and restore, YAML import/export. Reading needs `read`; changing, validating and dry runs
 need `rules`. Every change goes through `RulesComponent`, which validates first and records the
 audit trail; a webhook to a destination the site's `rules.webhook_allow` does not name is refused
-there (422), before anything is stored; validate checks the same here.
+there (422), before anything is stored; validate checks the same here. A caller who may change
+rules but not read them (`rules` without `read`) is told of a rule it enabled, disabled or restored
+that it changed, not what it says, and of a 409 the version, not the rule.
 
 A dry run evaluates a condition its caller wrote, so whether and when it fires answers questions
 about every record it read: it may read only up to the caller's privacy class
@@ -420,7 +422,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
             if base is not None or attempt == SET_ENABLED_TRIES - 1:
                 raise await _conflict(who, exc) from None
             continue
-        return await _rule_response(_shown(request, who, comp, stored), stored.doc)
+        return await _changed_response(request, who, comp, stored)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -535,6 +537,26 @@ async def _warned(answer: dict[str, Any], comp: RulesComponent, compiled: Compil
 def _shown(request: web.Request, who: Principal, comp: RulesComponent, stored: Any) -> dict[str, Any]:
     """A rule just changed, as `who` may see it (as GET shows it)."""
     return for_caller(request, who, comp.describe(stored))
+
+
+#: what the answer of an enable, disable or restore shows a caller who may change rules but not
+#: read them: that the rule changed, not what it says
+UNREAD_SHOWN = ("id", "enabled", "state", "version", "updated", "updated_by", "redacted")
+
+
+async def _changed_response(
+    request: web.Request, who: Principal, comp: RulesComponent, stored: Any
+) -> web.Response:
+    """A rule an enable, disable or restore stored, as `who` may see it. Its document came from the
+    store, not from the caller: a caller who may change rules but not read them (`rules` without
+    `read`, whose GET is refused) is shown its id, version, whether it is enabled and its state,
+    not its name, document or text (else enabling a rule already enabled would read any rule)."""
+    shown = _shown(request, who, comp, stored)
+    if "read" in who.scopes:
+        return await _rule_response(shown, stored.doc)
+    return json_response(
+        {k: shown[k] for k in UNREAD_SHOWN if k in shown}, headers={"ETag": f'"{stored.version}"'}
+    )
 
 
 def minimise_firings(
@@ -672,7 +694,7 @@ async def restore(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = await _stored(comp, compiled, who, "restore", base)
-    return await _rule_response(_shown(request, who, comp, stored), stored.doc)
+    return await _changed_response(request, who, comp, stored)
 
 
 async def export_pack(request: web.Request) -> web.Response:

@@ -145,9 +145,18 @@ CONFLICT = conflict(
 )
 
 
-def versioned(schema: dict[str, Any]) -> dict[str, Any]:
+def versioned(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     """A 200 answer of one rule, with its version as the ETag."""
-    return {**ok(schema), "headers": ETAG}
+    return {**ok(schema, description), "headers": ETAG}
+
+
+#: the answer of an enable, disable or restore: the rule as stored, whose document its caller did
+#: not send (`rules.api.UNREAD_SHOWN`)
+CHANGED = versioned(
+    DESCRIBED,
+    "The rule as stored. To a caller without scope read, only that it changed: `id`, `enabled`, "
+    "`state`, `version`, `updated`, `updated_by` (not its `name`, `rule` or `text`)",
+)
 
 
 #: what an import asked with `?dry_run=1` would do to each rule, storing nothing
@@ -200,7 +209,7 @@ def paths() -> dict[str, Any]:
             "post": op(
                 f"{name}Rule",
                 f"{name.capitalize()} a rule (a new version; scope rules)",
-                {"200": versioned(DESCRIBED), "404": PROBLEM, **CONFLICT, **INVALID, **errors()},
+                {"200": CHANGED, "404": PROBLEM, **CONFLICT, **INVALID, **errors()},
                 parameters=[RULE_ID, IF_MATCH],
                 security=WRITE_SECURITY,
             )
@@ -417,7 +426,7 @@ def paths() -> dict[str, Any]:
                 "restoreRule",
                 "Make an old version current again (a new version; scope rules); with If-Match, only "
                 "if the rule is still at that version",
-                {"200": versioned(DESCRIBED), "404": PROBLEM, **CONFLICT, **INVALID, **errors()},
+                {"200": CHANGED, "404": PROBLEM, **CONFLICT, **INVALID, **errors()},
                 parameters=[
                     RULE_ID,
                     IF_MATCH,
