@@ -279,6 +279,35 @@ def entries(
     ]
 
 
+#: what a caller who may not see personal data reads instead of an entry's actor and target
+WITHHELD = "redacted"
+
+
+def withheld(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as a caller below the `personal` class reads it (an API token without `admin`):
+    its id, time and action, and of its detail only numbers and flags (counts, versions,
+    `commented`); the actor and target (user names, typed login names, addresses) and every text,
+    list or object of the detail (reasons, addresses, names, comments) withheld, marked
+    `redacted: true`. Who did what is personal: a user's logins and acknowledgements say where
+    they were and when."""
+    detail = entry.get("detail")
+    kept = {
+        key: value
+        for key, value in (detail.items() if isinstance(detail, dict) else ())
+        if isinstance(value, bool | int | float)
+    }
+    return {
+        "id": entry["id"],
+        "ts": entry["ts"],
+        "actor": WITHHELD,
+        "action": entry["action"],
+        "target": WITHHELD,
+        "detail": kept,
+        "redacted": True,
+        "privacy": "personal",
+    }
+
+
 # ---------------------------------------------------------------- verify and export
 @dataclass(frozen=True, slots=True)
 class ChainBreak:

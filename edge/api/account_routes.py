@@ -24,10 +24,11 @@ from aiohttp import web
 
 from edge import audit
 from edge.api import accounts as acc
-from edge.api import keys
+from edge.api import keys, privacy
 from edge.api.auth import Principal, authenticators, principal_of, require
 from edge.api.params import MAX_SEQ, int_param
 from edge.api.problem import Problem, json_response, read_json
+from edge.model import PRIVACY_RANK, Privacy
 
 if TYPE_CHECKING:
     from edge.runtime import Runtime
@@ -501,16 +502,28 @@ async def end_session(request: web.Request) -> web.Response:
 
 
 async def audit_log(request: web.Request) -> web.Response:
+    """The audit log, newest first. Who did what is personal data: a caller below the `personal`
+    class (an API token without `admin`, as everywhere in the API) gets each entry with its actor,
+    target and text withheld (`audit.withheld`), and may not filter by actor (a match would tell)."""
     state = request.app[ACCOUNTS_KEY].state
-    require(request, "admin", "write")
+    principal = require(request, "admin", "write")
     # bounded: SQLite integers stop at 64 bits and a negative LIMIT means "no limit"
     limit = int_param(request, "limit", 200, 1, 1000)
     before = int_param(request, "before", None, 1, MAX_SEQ)
     assert limit is not None
     actor, action = (request.query.get(key) or None for key in ("actor", "action"))
+    personal = privacy.limit_for(principal) >= PRIVACY_RANK[Privacy.PERSONAL]
+    if actor is not None and not personal:
+        raise Problem(
+            403,
+            "Forbidden",
+            "who did what is personal data: filtering the audit log by actor needs a technician's or "
+            "admin's session, or a token with the admin scope",
+            parameter="actor",
+        )
     # in a thread: a filter that matches few entries reads the log back to its start
     rows = await asyncio.to_thread(audit.entries, state, limit, before, actor=actor, action=action)
-    return json_response({"entries": rows})
+    return json_response({"entries": rows if personal else [audit.withheld(row) for row in rows]})
 
 
 ROUTES = [
