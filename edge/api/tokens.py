@@ -219,15 +219,35 @@ def site_consumers(runtime: Runtime) -> list[dict[str, Any]]:
     ]
 
 
+#: what a pull consumer the site file does not declare receives (the pull API's default class)
+UNDECLARED_CLASS = "personal"
+
+
+def undeclared_warning(consumer: str, declared: list[str]) -> str:
+    """What the maker of a pull token is told when its consumer id is not in the site file: most
+    often a typo, and such a consumer gets the pull API's defaults, not a class the site chose."""
+    return (
+        f"consumer id {consumer!r} is not declared under consumers: in the site file (declared: "
+        f"{', '.join(declared) or 'none'}); check it for a typo. Until an entry declares it (and the "
+        f"gateway restarts), its records leave up to class {UNDECLARED_CLASS} with identifying fields "
+        "withheld, and retention does not wait for it"
+    )
+
+
 async def index(request: web.Request) -> web.Response:
     """Tokens made here (database) and the consumers declared in the site file, so the users and
-    tokens page need not infer the latter from the sync status."""
+    tokens page need not infer the latter from the sync status; a pull token whose consumer the
+    site file does not declare says so (`consumer_declared` false)."""
     require(request, "admin")
     from edge.api.keys import get_runtime
 
-    return json_response(
-        {"tokens": list_tokens(_state(request)), "consumers": site_consumers(get_runtime(request))}
-    )
+    runtime = get_runtime(request)
+    declared = {c.id for c in runtime.site.consumers}
+    rows = list_tokens(_state(request))
+    for row in rows:
+        if row["consumer"]:
+            row["consumer_declared"] = row["consumer"] in declared
+    return json_response({"tokens": rows, "consumers": site_consumers(runtime)})
 
 
 async def create(request: web.Request) -> web.Response:
@@ -257,10 +277,12 @@ async def create(request: web.Request) -> web.Response:
             message_key="msg.token.bad_consumer",
         )
     consumer = body.get("consumer") or None
+    declared: list[str] = []
     if consumer is not None:
         from edge.api.keys import get_runtime
 
         runtime = get_runtime(request)
+        declared = [c.id for c in runtime.site.consumers]
         refusal = consumer_refusal(runtime.site, consumer, runtime.journal.cursors())
         if refusal is not None:
             raise Problem(
@@ -294,8 +316,17 @@ async def create(request: web.Request) -> web.Response:
             message_key="msg.token.pull_needs_consumer" if scopes_ok else "msg.token.bad_scopes",
             args={} if scopes_ok else {"accepted": ", ".join(sorted(VALID_SCOPES))},
         ) from None
-    audit.record(_state(request), principal.name, "token_create", body["name"], scopes=sorted(scopes))
-    return json_response({"token": token, "name": body["name"], "scopes": sorted(scopes)}, status=201)
+    answer: dict[str, Any] = {"token": token, "name": body["name"], "scopes": sorted(scopes)}
+    detail: dict[str, Any] = {"scopes": sorted(scopes)}
+    if consumer is not None:
+        answer["consumer"] = detail["consumer"] = consumer
+        answer["consumer_declared"] = detail["consumer_declared"] = consumer in declared
+        if consumer not in declared and "pull" in scopes:
+            answer["warning"] = undeclared_warning(consumer, declared)
+            answer["declared_consumers"] = declared
+            log.warning("API token %r: %s", body["name"][:100], answer["warning"])
+    audit.record(_state(request), principal.name, "token_create", body["name"], **detail)
+    return json_response(answer, status=201)
 
 
 async def revoke(request: web.Request) -> web.Response:
