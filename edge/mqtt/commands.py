@@ -10,8 +10,9 @@ passes every check takes its id (and only one that passed the privacy check a ra
 Otherwise it is the same write the UI makes (`Hub.write`: only `writable` points, the value checked
 against the point's type), from source `mqtt:<sink id>`, and audited under that name. The answer is
 `{"id", "point", "status": ok|rejected|failed|timeout|refused, "reason", "value"}`; it is kept with
-the id, and the same request (same id, point and value) sent again within the replay window gets
-that answer again without a second write: an answer lost on the way is never lost for good.
+the id (`edge.mqtt.seen`: sealed, or its status only, when it quotes a personal or sensitive value),
+and the same request (same id, point and value) sent again within the replay window gets that
+answer again without a second write: an answer lost on the way is never lost for good.
 
 With the thingsboard format the same checks and write serve ThingsBoard's gateway RPC
 (`v1/gateway/rpc`), less the TTL: its requests carry no issue time.
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.mqtt")
 
 MAX_REQUEST = 4096  # bytes; the UI's write takes the same
+PRUNE_EVERY_MIN = 1.0  # s: the shortest wait between two deletions of requests past the window
 
 
 class Refused(Exception):
@@ -140,6 +142,20 @@ class Commands:
         self._tokens = float(cfg.command_rate)
         self._refilled = time.monotonic()
 
+    async def prune_kept(self) -> None:
+        """Delete the requests kept past the replay window: at once (those a stopped gateway left
+        behind), then each as it leaves the window, whether or not another request arrives. Runs
+        until cancelled; a state DB that fails (a full disk) is tried again a window later."""
+        window = 2 * self.cfg.command_ttl
+        while True:
+            try:
+                oldest = await asyncio.to_thread(self.seen.prune, time.time())
+            except Exception:
+                log.exception("sink %s: the requests kept past %gs could not be deleted", self.source, window)
+                oldest = None
+            wait = window if oldest is None else oldest + window - time.time()
+            await asyncio.sleep(min(window, max(PRUNE_EVERY_MIN, wait)))
+
     def _take_token(self) -> bool:
         now = time.monotonic()
         per_s = self.cfg.command_rate / 60.0
@@ -219,7 +235,7 @@ class Commands:
         fingerprint = fingerprint_of(point, value)
         # the same request sent again (its answer lost on the way) gets the answer it was given,
         # whatever its age: the write is not repeated
-        kept = await asyncio.to_thread(self.seen.stored, rid, fingerprint, now)
+        kept = await asyncio.to_thread(self.seen.stored, rid, fingerprint, value, now)
         if kept is not None:
             self.answered_again += 1
             return kept
@@ -234,6 +250,9 @@ class Commands:
             if await asyncio.to_thread(self.seen.known, rid, now):
                 raise replayed
             info = self.ctx.hub.points.get(point)
+            # an answer quotes the value written: of a personal or sensitive point it is not kept
+            # in clear
+            privacy = str(info.privacy) if info is not None else "public"
             if info is not None and PRIVACY_RANK[info.privacy] > PRIVACY_RANK[self.cfg.max_privacy]:
                 raise Refused(
                     f"private: point {point!r} is {info.privacy}; "
@@ -242,7 +261,7 @@ class Commands:
             if not self._take_token():
                 raise Refused(f"rate limited: at most {self.cfg.command_rate} requests a minute")
             # stored before the write runs: a crash between the two loses the write, never repeats it
-            if not await asyncio.to_thread(self.seen.take, rid, now, fingerprint):
+            if not await asyncio.to_thread(self.seen.take, rid, now, fingerprint, privacy != "public"):
                 raise replayed
         except Refused as exc:
             return await self._refuse(rid, point, exc)
@@ -256,7 +275,8 @@ class Commands:
             "value": result.value,
         }
         try:
-            await asyncio.to_thread(self.seen.answered, rid, encode_answer(dict(answer)))
+            body = encode_answer(dict(answer))
+            await asyncio.to_thread(self.seen.answered, rid, body, fingerprint, value, privacy)
         except Exception:  # the write ran: its answer is sent all the same, only not kept
             log.exception("sink %s: the answer to request %r could not be kept", self.source, rid)
         await self._audit(point, value, answer)

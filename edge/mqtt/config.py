@@ -22,6 +22,7 @@ TOPIC_FIELDS = {
 }
 MIN_MESSAGE = 1024
 MAX_MESSAGE = 256 * 1024 * 1024  # the MQTT protocol's own limit on a packet
+MAX_COMMAND_TTL = 3600.0  # s: the longest command_ttl, so no request is kept past twice this
 
 
 class TlsConfig(Strict):
@@ -79,7 +80,7 @@ class MqttSinkConfig(PushSinkConfig):
     @field_validator("command_ttl")
     @classmethod
     def _ttl(cls, v: float) -> float:
-        if not 1 <= v <= 3600:
+        if not 1 <= v <= MAX_COMMAND_TTL:
             raise ValueError(f"command_ttl {v:g}s is out of range; expected 1s to 1h")
         return v
 

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import ssl
 import time
 import weakref
@@ -41,6 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edge.mqtt import formats
 from edge.mqtt.commands import MAX_REQUEST, Commands, Refused, encode_answer, is_rpc_reply
 from edge.mqtt.config import MqttSinkConfig
+from edge.mqtt.seen import prune
 from edge.store.records import Row
 from edge.sync.base import LinkBoard, Outcome, Prepared, PushSink
 from edge.sync.sink_config import PushSinkConfig
@@ -143,6 +145,7 @@ class MqttSink(PushSink):
         if cfg.commands:
             self.commands = Commands(cfg, ctx, f"mqtt:{self.id}")
         self._command_task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
         # requests being handled, each in its own task; per device: its lock and how many wait on it
         self._requests: set[asyncio.Task[None]] = set()
         self._device_turns: dict[str, list[Any]] = {}
@@ -438,6 +441,15 @@ class MqttSink(PushSink):
         await super().start()
         if self.commands is not None:
             self._command_task = asyncio.create_task(self._command_loop(), name=f"sink:{self.id}:commands")
+            self._prune_task = asyncio.create_task(self.commands.prune_kept(), name=f"sink:{self.id}:prune")
+        elif self.ctx.state is not None:
+            # the requests kept while commands were on: none will be answered again
+            try:
+                await asyncio.to_thread(prune, self.ctx.state, f"mqtt:{self.id}", 0.0, time.time())
+            except sqlite3.Error as exc:  # a full disk, say: the next start deletes them
+                log.warning(
+                    "sink %s: the requests kept from its commands could not be deleted: %s", self.id, exc
+                )
 
     async def _command_loop(self) -> None:
         """Keep the connection up (also when there is nothing to publish) and answer requests."""
@@ -606,6 +618,11 @@ class MqttSink(PushSink):
             except Exception:
                 log.exception("sink %s: command handling had failed", self.id)
             self._command_task = None
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prune_task
+            self._prune_task = None
         requests = list(self._requests)
         for task in requests:
             task.cancel()
