@@ -10,13 +10,17 @@ The read is bounded twice, so a large journal cannot stall start-up: by reading 
 window wanted plus `MARGIN_S` for readings journaled slightly out of timestamp order) and by a row
 budget (`max_rows` journal rows, newest kept). It runs in a thread, paged on the journal's read
 connection, so the event loop and the journal writer keep going.
+
+A sealed reading (a sensitive point's number) comes opened from the gateway's own connection. A
+dry run's process reads the journal as stored and has no keys: it passes an `Opener`, which opens
+the envelopes of the page's readings that fill a window (and no other) where the keys are.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +34,10 @@ MARGIN_S = 60.0  # readings journaled up to this much out of timestamp order are
 PAGE = 5000
 DEFAULT_MAX_ROWS = 500_000
 WindowKey = tuple[str, float]
+#: Opens sealed journal cells: each (column, ts, point or source, envelope) -> the cell as a reader
+#: holding the site's keys fetches it (a reading's value; an event's payload as JSON text), or as
+#: one without them (null; `{"sealed": true}`) when it does not open.
+Opener = Callable[[Sequence[tuple[str, float, str, bytes]]], list[Any]]
 
 
 @dataclass
@@ -97,10 +105,13 @@ def read_history(
     upto_seq: int,
     max_rows: int = DEFAULT_MAX_ROWS,
     before_now: bool = False,
+    opener: Opener | None = None,
 ) -> History:
     """The wanted windows filled with the journal's readings up to `upto_seq` (blocking: run it
     in a thread). `now` is the time the windows are measured back from; with `before_now` only
-    readings older than `now` are read (a dry run's past, when later rows are its range)."""
+    readings older than `now` are read (a dry run's past, when later rows are its range).
+    `opener` opens the sealed values (bytes) of the readings that fill a window, where the
+    journal's connection hands them over as stored (`rules.replay.StoredJournal`)."""
     started = time.monotonic()
     out = History({}, upto_seq)
     if not wants or upto_seq <= 0:
@@ -117,12 +128,12 @@ def read_history(
         rows = journal.history_page(after, upto_seq, PAGE, now if before_now else None)
         if not rows:
             break
+        if opener is not None:
+            rows = _opened(rows, lambda point: _route(route, windows, wants, point), opener)
         for _, ts, point, value in rows:
             wins = route.get(point)
             if wins is None:
-                wins = route[point] = [
-                    windows.setdefault((point, s), Window(s)) for s in wants.lengths(point)
-                ]
+                wins = _route(route, windows, wants, point)
             if wins and isinstance(value, int | float):
                 fv = float(value)
                 for w in wins:
@@ -135,6 +146,32 @@ def read_history(
         del windows[key]
     out.seconds = time.monotonic() - started
     return out
+
+
+def _route(
+    route: dict[str, list[Window]], windows: dict[WindowKey, Window], wants: WindowWants, point: str
+) -> list[Window]:
+    """The windows `point`'s readings fill (none: a point no window wants), created at its first."""
+    wins = route.get(point)
+    if wins is None:
+        wins = route[point] = [windows.setdefault((point, s), Window(s)) for s in wants.lengths(point)]
+    return wins
+
+
+def _opened(
+    rows: list[tuple[int, float, str, Any]], fills: Callable[[str], list[Window]], opener: Opener
+) -> list[tuple[int, float, str, Any]]:
+    """`rows` with the sealed values of the points that fill a window opened (one call for the
+    page); a sealed value no window takes stays as it is (it is not a number)."""
+    at = [i for i, r in enumerate(rows) if type(r[3]) is bytes and fills(r[2])]
+    if not at:
+        return rows
+    values = opener([("value", rows[i][1], rows[i][2], rows[i][3]) for i in at])
+    rows = list(rows)
+    for i, value in zip(at, values, strict=True):
+        seq, ts, point, _ = rows[i]
+        rows[i] = (seq, ts, point, value)
+    return rows
 
 
 def _first_seq_at(journal: JournalQueries, since: float, upto_seq: int) -> int | None:

@@ -16,31 +16,53 @@ The gateway kills the child past its wall-clock budget or once its resident memo
 budget (read from /proc every MEMORY_POLL_S), and reaps it on every path: answer, budget, error,
 cancellation (a request or the gateway stopping).
 
-Request (stdin, JSON): {"journal": path, "rule": rule document, "timezone": name or null,
-"since": ts, "until": ts, "max_rows": n, "memory_bytes": n, "seconds": n}.
-Answer (stdout, JSON): {"result": {firings, firings_total, truncated, evaluated, prefill}} or
-{"error": text, "limit": name}. `firings` holds the first MAX_FIRINGS firings, `firings_total` how
-many there were and `truncated` whether some were left out: the child keeps the rest to itself, so
-the gateway never reads, judges or sends an answer of hundreds of thousands of firings (a rule that
-fires on every reading of a fast point, over hours). The gateway parses the answer in a thread.
+The child holds no key. Where the site seals personal and sensitive records at rest it reads them
+as stored (`rules.replay.StoredJournal`) and asks the gateway to open those its rule reads, a page
+at a time: the gateway opens them where it opens every journal row it reads
+(`edge.store.rows.open_rows`, with the site's sealer), so the rule sees the records the live
+engine saw, the master key and the data keys never leave the gateway's process, a subject
+forgotten meanwhile reads as erased, and the child keeps one page at a time.
+
+Messages are JSON documents of one line each (JSON text holds no raw newline).
+Request (stdin): {"journal": path, "rule": rule document, "timezone": name or null,
+"since": ts, "until": ts, "max_rows": n, "point_classes": {point: class}, "memory_bytes": n,
+"seconds": n}.
+To open (stdout): {"open": [[column, ts, point or source, envelope in base64], ...]}; the reply
+(stdin): {"opened": [cell, ...]}, each as a reader with the keys fetches it (a value; a payload's
+JSON text), or as one without them (null; `{"sealed":true}`) where it does not open. A child with
+nobody to ask (its stdin closed) takes every sealed record as sealed.
+Answer (stdout): {"result": {firings, firings_total, truncated, evaluated, inputs, inputs_named,
+prefill}} or {"error": text, "limit": name}. `firings` holds the first MAX_FIRINGS firings,
+`firings_total` how many there were and `truncated` whether some were left out: the child keeps
+the rest to itself, so the gateway never reads, judges or sends an answer of hundreds of thousands
+of firings (a rule that fires on every reading of a fast point, over hours). The gateway parses
+the answer, and opens what the child asks, in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import os
 import resource
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
 MAX_REQUEST = 4 * 1024 * 1024  # bytes of the request: a rule document and a few numbers
 MAX_FIRINGS = 1000  # firings a dry run answers with (the first ones; their total is counted)
 MEMORY_POLL_S = 0.1  # how often the gateway reads a running child's resident memory
+# bytes of one line from the child: its answer (MAX_FIRINGS messages of up to 10,000 characters),
+# or a page of envelopes to open
+MAX_LINE = 64 * 2**20
+STDERR_TAIL = 64 * 1024  # bytes of the child's stderr kept, for the error of a child that failed
+OPEN = b'{"open":'  # how a request to open starts (the child writes that key first and alone)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # where `rules` is importable from
 
 
@@ -73,13 +95,18 @@ async def run_in_child(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": path},
+        limit=MAX_LINE,
     )
     running.add(proc)
     watch = asyncio.create_task(_watch_memory(proc, memory))
+    err = bytearray()
+    errors = asyncio.create_task(_keep_tail(proc, err))
     try:
         async with asyncio.timeout(seconds):
-            out, err = await proc.communicate(
-                orjson.dumps({**request, "memory_bytes": memory, "seconds": seconds})
+            out = await _converse(
+                proc,
+                orjson.dumps({**request, "memory_bytes": memory, "seconds": seconds}),
+                request["journal"],
             )
     except TimeoutError:
         raise OverBudget("time", f"the dry run did not finish within {seconds:g} s and was stopped") from None
@@ -88,10 +115,66 @@ async def run_in_child(
         over_memory = (await asyncio.gather(watch, return_exceptions=True))[0] is True
         await end(proc)
         running.discard(proc)
+        # the rest of its stderr, which an ended process has closed
+        await asyncio.wait({errors}, timeout=1.0)
+        errors.cancel()
+        await asyncio.gather(errors, return_exceptions=True)
     if over_memory:
         raise OverBudget("memory", _memory_message(memory))
     # up to MAX_FIRINGS firings of up to 10,000 characters of message each: not on the loop
-    return await asyncio.to_thread(_answer, out, err, proc.returncode)
+    return await asyncio.to_thread(_answer, out, bytes(err), proc.returncode)
+
+
+async def _converse(proc: asyncio.subprocess.Process, request: bytes, journal: str) -> bytes:
+    """Send the child `request`, open what it asks to open of `journal` (in a thread, with the
+    sealer this process registered for it), and give back its answer line (empty: it ended
+    without one)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(request + b"\n")
+        await proc.stdin.drain()
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line over MAX_LINE
+                raise ChildFailed(f"the dry run's process sent more than {MAX_LINE} bytes at once") from None
+            if not line.startswith(OPEN) or not line.endswith(b"\n"):
+                return line
+            proc.stdin.write(await asyncio.to_thread(_open_cells, journal, line))
+            await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):  # it ended: its status says how
+        return b""
+
+
+def _open_cells(journal: str, line: bytes) -> bytes:
+    """The reply to the child's request to open sealed cells of `journal` (see the module
+    docstring): each opened as every read of the journal in this process opens it."""
+    from edge.store.rows import open_rows
+
+    try:
+        asked = orjson.loads(line)["open"]
+        opened: list[Any] = [None] * len(asked)
+        for column in ("value", "payload"):
+            at = [i for i, cell in enumerate(asked) if cell[0] == column]
+            if not at:
+                continue
+            rows = [(float(asked[i][1]), str(asked[i][2]), base64.b64decode(asked[i][3])) for i in at]
+            for i, row in zip(at, open_rows(journal, (("ts",), ("point",), (column,)), rows), strict=True):
+                opened[i] = row[2]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError, binascii.Error):
+        raise ChildFailed(
+            "the dry run's process asked to open something that is not a journal cell"
+        ) from None
+    return orjson.dumps({"opened": opened}) + b"\n"
+
+
+async def _keep_tail(proc: asyncio.subprocess.Process, tail: bytearray) -> None:
+    """Read the child's stderr to its end, keeping its last STDERR_TAIL bytes in `tail` (a child
+    that writes more than a pipe holds would otherwise wait on it)."""
+    assert proc.stderr is not None
+    while chunk := await proc.stderr.read(65536):
+        tail += chunk
+        del tail[:-STDERR_TAIL]
 
 
 async def end(proc: asyncio.subprocess.Process) -> None:
@@ -132,6 +215,7 @@ def _memory_message(memory: int) -> str:
 
 
 def _answer(out: bytes, err: bytes, returncode: int | None) -> dict[str, Any]:
+    """The child's answer line as a result, or the exception it stands for."""
     try:
         answer = orjson.loads(out)
     except orjson.JSONDecodeError:
@@ -160,19 +244,47 @@ def _cap(memory_bytes: int, seconds: float) -> None:
     signal.alarm(int(seconds) + 2)
 
 
-def run(request: dict[str, Any]) -> dict[str, Any]:
-    """The dry run a request asks for (in this process; `main` caps the process first)."""
-    from edge.store.journal import Journal
+class GatewayOpener:
+    """Opens sealed journal cells (`rules.backfill.Opener`) by asking the gateway at the other end
+    of `ask` and `replies` (the child's stdout and stdin), one request a page. With nobody to ask
+    (the gateway gone, the child run on its own) they stay sealed."""
+
+    def __init__(self, ask: IO[bytes], replies: IO[bytes]) -> None:
+        self._ask = ask
+        self._replies = replies
+        self._alone = False
+
+    def __call__(self, cells: Sequence[tuple[str, float, str, bytes]]) -> list[Any]:
+        if not self._alone:
+            asked = [[c, ts, src, base64.b64encode(env).decode("ascii")] for c, ts, src, env in cells]
+            try:
+                self._ask.write(orjson.dumps({"open": asked}) + b"\n")
+                self._ask.flush()
+                reply = orjson.loads(self._replies.readline(MAX_LINE) or b"null")
+            except (OSError, orjson.JSONDecodeError):
+                reply = None
+            opened = reply.get("opened") if isinstance(reply, dict) else None
+            if isinstance(opened, list) and len(opened) == len(cells):
+                return opened
+            self._alone = True
+        from edge.store.rows import SEALED_PAYLOAD
+
+        return [None if c == "value" else SEALED_PAYLOAD for c, _, _, _ in cells]
+
+
+def run(request: dict[str, Any], opener: GatewayOpener | None = None) -> dict[str, Any]:
+    """The dry run a request asks for (in this process; `main` caps the process first), sealed
+    records opened by `opener`."""
     from rules.cron import site_tz
     from rules.guards import LimitExceeded
     from rules.model import RuleErrors, parse_rule
-    from rules.replay import dry_run
+    from rules.replay import StoredJournal, dry_run
 
     try:
         compiled = parse_rule(request["rule"])
     except RuleErrors as exc:
         return {"error": str(exc), "limit": ""}
-    journal = Journal.open_readonly(request["journal"])
+    journal = StoredJournal(request["journal"])
     try:
         result = dry_run(
             journal,
@@ -182,11 +294,12 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
             float(request["until"]),
             int(request["max_rows"]),
             point_classes=request.get("point_classes"),
+            opener=opener,
         )
     except LimitExceeded as exc:  # a message template over its size limit
         return {"error": str(exc), "limit": exc.limit}
     finally:
-        journal.close_sync()
+        journal.close()
     firings = result["firings"]
     result["firings_total"] = len(firings)
     result["truncated"] = len(firings) > MAX_FIRINGS
@@ -195,14 +308,14 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    request = orjson.loads(sys.stdin.buffer.read(MAX_REQUEST))
+    request = orjson.loads(sys.stdin.buffer.readline(MAX_REQUEST))
     memory = int(request["memory_bytes"])
     _cap(memory, float(request["seconds"]))
     try:
-        answer = run(request)
+        answer = run(request, GatewayOpener(sys.stdout.buffer, sys.stdin.buffer))
     except MemoryError:
         answer = {"error": _memory_message(memory), "limit": "memory"}
-    sys.stdout.buffer.write(orjson.dumps(answer, default=str, option=orjson.OPT_NON_STR_KEYS))
+    sys.stdout.buffer.write(orjson.dumps(answer, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
     sys.stdout.buffer.flush()
     return 0 if "result" in answer else 1
 
