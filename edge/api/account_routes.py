@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
+import threading
 import time
 import unicodedata
 from collections import Counter
@@ -76,6 +78,9 @@ class RefusedLogins:
         self.open: dict[str, RefusalWindow] = {}
         self.closed: list[tuple[str, RefusalWindow]] = []
         self.wake = asyncio.Event()
+        self.log_lock = threading.Lock()  # written from the writer's thread and at stop
+        self.unlogged = [0, 0]  # refusals and sources written since the last log line
+        self.logged = -math.inf
 
     @property
     def total(self) -> int:
@@ -99,7 +104,8 @@ class RefusedLogins:
         win.count += 1
         win.last = time.time()
         win.reasons[exc.reason] += 1
-        win.sources.add(source)
+        if len(win.sources) < acc.MAX_SOURCES:  # "*" counts distinct sources up to this many
+            win.sources.add(source)
         if name[:64] not in win.names and len(win.names) < REFUSAL_NAMES:
             win.names.append(name[:64])
 
@@ -109,7 +115,7 @@ class RefusedLogins:
         taken, self.closed = self.closed + [(key, self.open.pop(key)) for key in due], []
         return taken
 
-    def _write(self, windows: list[tuple[str, RefusalWindow]]) -> None:
+    def _write(self, windows: list[tuple[str, RefusalWindow]], final: bool = False) -> None:
         for key, win in windows:
             detail: dict[str, Any] = {
                 "count": win.count,
@@ -126,13 +132,17 @@ class RefusedLogins:
                 audit.record(self.state, "anonymous", "login_refused", key, **detail)
             except Exception as exc:  # the counts are not lost: they go to the log instead
                 log.error("login refusals not audited (%s): %d from %s: %s", exc, win.count, key, detail)
-        if windows:
-            log.warning(
-                "%d logins refused without a password check from %d source(s); see the audit log's "
-                "login_refused entries",
-                sum(win.count for _, win in windows),
-                sum(len(win.sources) for _, win in windows),
-            )
+        with self.log_lock:  # one line a minute at most, however many sources' windows close
+            self.unlogged[0] += sum(win.count for _, win in windows)
+            self.unlogged[1] += sum(len(win.sources) for _, win in windows)
+            now = time.monotonic()
+            if self.unlogged[0] and (final or now - self.logged >= REFUSAL_WINDOW):
+                log.warning(
+                    "%d logins refused without a password check (%d source windows); see the audit "
+                    "log's login_refused entries",
+                    *self.unlogged,
+                )
+                self.unlogged, self.logged = [0, 0], now
 
     async def run(self) -> None:
         """Write each window's entry when it closes, until cancelled."""
@@ -152,7 +162,7 @@ class RefusedLogins:
 
     def flush(self) -> None:
         """Write every window now, closed or not (the gateway stops)."""
-        self._write(self._take(everything=True))
+        self._write(self._take(everything=True), final=True)
 
 
 class AccountWork:

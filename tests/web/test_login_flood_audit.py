@@ -2,7 +2,8 @@
 the throttle refuses before any password check (the per-source limit, an attempt already being
 verified, a slowed name) are counted and written as one `login_refused` entry per source and
 window, naming the address and the count; a wrong password stays one `login_failed` entry of its
-own. A window still open when the gateway stops is written then, so no refusal goes unrecorded."""
+own. A window still open when the gateway stops is written then, so no refusal goes unrecorded;
+past a cap of sources at once, the rest are counted together."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import aiohttp
 
 from edge import audit
+from edge.api import account_routes
 from edge.api.account_routes import ACCOUNT_WORK_KEY
+from edge.api.accounts import LoginRefused
 from edge.state import StateDB
 from tests.support.site import running_site
 from tests.sync.helpers import wait_for
@@ -86,3 +89,24 @@ async def test_a_window_is_written_when_it_closes(tmp_path: Path) -> None:
 
         await wait_for(lambda: written() == codes[429], 10, "every refusal in a closed window's entry")
         assert not refused.open
+
+
+def test_sources_past_the_cap_are_counted_together(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(account_routes, "REFUSAL_SOURCES", 2)
+    state = StateDB(str(tmp_path / "state.db"))
+    try:
+        refused = account_routes.RefusedLogins(state)
+        limit = LoginRefused(429, "too many attempts from this address: wait 9 s", 9, reason="address_limit")
+        for i in range(5):
+            for _ in range(3):
+                refused.note(f"10.0.0.{i}", "admin", limit)
+        refused.note("10.0.0.9", "admin", LoginRefused(401, "wrong user name or password"))
+        refused.flush()
+        entries = {e["target"]: e["detail"] for e in _entries(state, "login_refused")}
+        assert set(entries) == {"10.0.0.0", "10.0.0.1", "*"}, entries
+        assert entries["10.0.0.0"]["count"] == entries["10.0.0.1"]["count"] == 3
+        assert entries["*"]["count"] == 9 and entries["*"]["sources"] == 3, entries
+        assert refused.total == 16 and refused.by_reason["wrong_password"] == 1
+        assert not refused.open
+    finally:
+        state.close()
