@@ -15,6 +15,11 @@ carries that class, and a virtual point written by `set:` takes it (a class only
 rule cannot copy a blood pressure into a public point. So do the records a firing leaves besides
 its actions, which may quote what it read: its `rule_error` (the expression's exception quotes
 operands), its `rule_action_failed` and the `command` event of its `write:` (the value written).
+Its alerts and events, its `rule_error` and its `rule_action_failed` are about whom the record that
+fired it names (a resident, a plate: `rules.store.args_subject`), and hold that subject beside
+their fields (`edge.privacy.atrest.SubjectPayload`): the journal seals them under that subject's
+key, so forgetting the resident or plate shreds them with the record, and no recipient receives
+the reference.
 Virtual points and their classes are kept in
 the state database and registered again when the runner is created at start-up, before any
 consumer reads the journal: values journaled before a restart keep their class. `set:` writes
@@ -55,6 +60,7 @@ from edge.model import (
     Reading,
     Severity,
 )
+from edge.privacy.atrest import SITE_SUBJECT, SubjectPayload
 from rules.config import RulesConfig, normal_host, parse_allow_entry, webhook_allowed
 from rules.engine import Firing
 from rules.model import (
@@ -70,7 +76,7 @@ from rules.model import (
     set_target_refused,
     webhook_target,
 )
-from rules.store import RuleStore
+from rules.store import RuleStore, args_subject
 
 if TYPE_CHECKING:
     from edge.plugins import ComponentContext
@@ -247,10 +253,8 @@ class ActionRunner:
         first_fired = self.first_fired(firing)
         if firing.kind == "error":
             klass = self._error_class[firing.rule.id] = self._firing_privacy(firing.rule, firing.args)
-            payload = {"rule": firing.rule.id, "message": firing.error}
-            self._publish_soon(
-                Event("rule_error", firing.rule.id, Severity.WARNING, _classed(payload, klass), firing.ts)
-            )
+            payload = self._about(firing, _classed({"rule": firing.rule.id, "message": firing.error}, klass))
+            self._publish_soon(Event("rule_error", firing.rule.id, Severity.WARNING, payload, firing.ts))
             return
         actions = self.actions_for(firing)
         if not actions:
@@ -348,15 +352,26 @@ class ActionRunner:
 
     def _failed(self, firing: Firing, where: str, exc: Exception) -> None:
         self.failed += 1
-        log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
         # the error can quote the value the firing computed ("'121/71 r-0298' is not a valid ...")
-        payload = {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"}
         klass = self._firing_privacy(firing.rule, firing.args)
+        log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
+        payload = {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"}
         self.hub.publish_event(
             Event(
-                "rule_action_failed", firing.rule.id, Severity.WARNING, _classed(payload, klass), time.time()
+                "rule_action_failed",
+                firing.rule.id,
+                Severity.WARNING,
+                self._about(firing, _classed(payload, klass)),
+                time.time(),
             )
         )
+
+    def _about(self, firing: Firing, payload: dict[str, Any]) -> dict[str, Any]:
+        """`payload` of a record `firing` leaves, holding (beside its fields) the subject the record
+        that fired it names, under whose key the journal then seals it; as it is when that record
+        names no one."""
+        subject, _ = args_subject(firing.args, self.hub.private_ranks)
+        return payload if subject == SITE_SUBJECT else SubjectPayload(payload, subject)
 
     def _value(self, firing: Firing, where: str, spec: WriteAction) -> Any:
         if spec.expr is not None:
@@ -422,7 +437,7 @@ class ActionRunner:
             if PRIVACY_RANK[inherited] > PRIVACY_RANK[_privacy(payload.get("privacy"))]:
                 # a message can quote what triggered it ("186/124 mmHg"): it is at least as private
                 payload["privacy"] = str(inherited)
-            self.hub.publish_event(Event(kind, rr.id, severity, payload, firing.ts))
+            self.hub.publish_event(Event(kind, rr.id, severity, self._about(firing, payload), firing.ts))
         elif action.kind == "webhook":
             assert isinstance(spec, WebhookAction)
             await self._webhook(spec, firing, state)

@@ -10,9 +10,11 @@ before the key was set are sealed at the next start), and the image files of a s
 is an envelope of `edge.privacy.keys` under its subject's data key: the person named by the
 payload's `resident`, `user`, `subject` or `plate` field (a plate is its own subject: forgetting
 it shreds its passages), a string value itself (a `last_plate` reading, and an alert or event about a personal or sensitive point whose
-`value` is such a string), else the site-wide key `SITE_SUBJECT` (a sensitive point's numbers, an
-alert that names nobody). A personal point's numbers are not sealed: they identify
-nobody on their own, and keep their trend buckets.
+`value` is such a string), the subject a `SubjectPayload` holds beside its fields (what a rule's
+firing leaves, an alert, a `rule_error`, a `rule_action_failed`, is about whom the record that
+fired it names), else the site-wide key `SITE_SUBJECT` (a sensitive point's numbers, an alert that
+names nobody). A personal point's numbers are not sealed: they identify nobody on their own, and
+keep their trend buckets.
 
 The associated data binds an envelope to its row: the column, the record's time and its point
 (an event's source), so an envelope copied onto another record does not open. The trend index
@@ -55,6 +57,7 @@ __all__ = [
     "SITE_SUBJECT",
     "SUBJECT_FIELDS",
     "Sealer",
+    "SubjectPayload",
     "check_key_store",
     "key_store_problem",
     "keys_path",
@@ -189,11 +192,26 @@ def key_store_problem(
     )
 
 
+class SubjectPayload(dict[str, Any]):
+    """An event payload with the subject it is about held beside its fields, not in them: what a
+    rule's firing leaves (its alert, `rule_error`, `rule_action_failed`) is about the resident or
+    plate the record that fired it names, though no field of its own names them. The journal seals
+    it under that subject's key (`subject_of`), so forgetting the subject shreds it with the
+    record. Written out (orjson, json) it is its fields alone: no reader, sink or pull consumer
+    receives the reference, which a field would carry to them in clear."""
+
+    __slots__ = ("subject",)
+
+    def __init__(self, fields: Mapping[str, Any], subject: str) -> None:
+        super().__init__(fields)
+        self.subject = subject
+
+
 def subject_of(payload: Any, private_points: Container[str] = ()) -> str:
     """The subject a sealed payload belongs to: its resident's reference or plate, else the string
     `value` of an event about one of `private_points` (the site's personal and sensitive points: a
     rule's alert on a gate's `last_plate` is the plate's, `edge.privacy.pseudonym.value_names`),
-    else the site."""
+    else the subject a `SubjectPayload` holds (the record's that fired a rule), else the site."""
     if isinstance(payload, dict):
         for name in SUBJECT_FIELDS:
             value = payload.get(name)
@@ -202,6 +220,8 @@ def subject_of(payload: Any, private_points: Container[str] = ()) -> str:
         named = value_names(payload, private_points)
         if named is not None:
             return named
+        if type(payload) is SubjectPayload and payload.subject:
+            return payload.subject
     return SITE_SUBJECT
 
 
