@@ -19,7 +19,9 @@ Its alerts and events, its `rule_error` and its `rule_action_failed` are about w
 fired it names (a resident, a plate: `rules.store.args_subject`), and hold that subject beside
 their fields (`edge.privacy.atrest.SubjectPayload`): the journal seals them under that subject's
 key, so forgetting the resident or plate shreds them with the record, and no recipient receives
-the reference.
+the reference. A failed action of a firing above public is logged without its reason, which can
+quote what the firing read (the log reaches journald, beyond every class and retention); its
+`rule_action_failed` event keeps the reason, at the firing's class.
 Virtual points and their classes are kept in
 the state database and registered again when the runner is created at start-up, before any
 consumer reads the journal: values journaled before a restart keep their class. `set:` writes
@@ -347,14 +349,27 @@ class ActionRunner:
                 await self._execute(firing, where, action, cleared, flight.first_fired)
                 self.executed += 1
             except Exception as exc:
-                self._failed(firing, where, exc)
+                self._failed(firing, where, action, exc)
         flight.at = len(flight.actions)
 
-    def _failed(self, firing: Firing, where: str, exc: Exception) -> None:
+    def _failed(self, firing: Firing, where: str, action: Action, exc: Exception) -> None:
         self.failed += 1
         # the error can quote the value the firing computed ("'121/71 r-0298' is not a valid ...")
         klass = self._firing_privacy(firing.rule, firing.args)
-        log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
+        if PRIVACY_RANK[klass] > PRIVACY_RANK[Privacy.PUBLIC]:
+            # the log goes to journald, beyond the classes and their retention: what a technician
+            # acts on (rule, action, target, what kind of failure), not the text
+            log.warning(
+                "rule %s action %s (%s) failed: %s (the reason is withheld: the firing read %s "
+                "records; its rule_action_failed event keeps it)",
+                firing.rule.id,
+                where,
+                _target(action, firing.args),
+                _reason_kind(exc),
+                klass,
+            )
+        else:
+            log.warning("rule %s action %s failed: %s", firing.rule.id, where, exc)
         payload = {"rule": firing.rule.id, "action": where, "error": f"{type(exc).__name__}: {exc}"}
         self.hub.publish_event(
             Event(
@@ -401,7 +416,7 @@ class ActionRunner:
                 target, value, source=f"rule:{rr.id}", privacy=klass if above else None
             )
             if not result.ok:
-                raise RuntimeError(f"write {target} {result.status}: {result.reason}")
+                raise WriteFailed(target, str(result.status), result.reason)
         elif action.kind == "set":
             assert isinstance(spec, SetAction)
             self._set(
@@ -599,7 +614,7 @@ class ActionRunner:
                     self.executed += 1
                     written += 1
                 except Exception as exc:
-                    self._failed(firing, where, exc)
+                    self._failed(firing, where, action, exc)
             if cancelled:
                 firings += 1
                 per_rule[firing.rule.id] = per_rule.get(firing.rule.id, 0) + cancelled
@@ -678,6 +693,33 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class WriteFailed(RuntimeError):
+    """A rule's write the hub did not complete; `status` (rejected, failed, timeout) says how
+    without the reason, which may quote the value written."""
+
+    def __init__(self, target: str, status: str, reason: str) -> None:
+        super().__init__(f"write {target} {status}: {reason}")
+        self.status = status
+
+
+def _target(action: Action, args: tuple[Any, ...]) -> str:
+    """What an action acts on, in words that quote no value: `write door-1.limit`,
+    `set site.note`, `snapshot cam-gate`, `webhook`, `alert`."""
+    spec = action.spec
+    if isinstance(spec, WriteAction | SetAction):
+        return f"{action.kind} {spec.point.replace('{device}', str(args[3]))}"
+    if isinstance(spec, SnapshotAction):
+        return f"snapshot {spec.camera}"
+    return str(action.kind)
+
+
+def _reason_kind(exc: Exception) -> str:
+    """What kind of failure `exc` is, without its text: `ValueError`, `write rejected`."""
+    if isinstance(exc, WriteFailed):
+        return f"write {exc.status}"
+    return type(exc).__name__
 
 
 def _classed(payload: dict[str, Any], klass: Privacy) -> dict[str, Any]:
