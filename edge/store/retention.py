@@ -6,14 +6,21 @@ not at all). Deletions always take the head of the journal (lowest seqs) and at 
 at a time, so no single transaction holds the writer for long.
 
 Vocabulary:
-- *delivered*: seq <= the lowest cursor (every sink and pull consumer has it). With no cursors at
-  all, age alone decides retention, but nothing counts as delivered for the byte cap.
-- *expired*: delivered and older than its class's retention (public: `keep_history`) -> deleted by
+- *delivered*: seq <= the lowest cursor (every sink and pull consumer has it, and the KPI fold has
+  read it). With no cursors at all, age alone decides retention, but nothing counts as delivered
+  for the byte cap.
+- *owed*: a personal or sensitive record is owed to the sinks and pull consumers whose
+  `max_privacy` admits its class (`expire_class`'s `receives`), and only to them: a recipient that
+  never receives the class is owed none of it, and a cursor that is no recipient's (the KPI
+  fold's) is owed nothing.
+- *expired*: delivered (a personal or sensitive record: to every recipient it is owed to, or owed
+  to none) and older than its class's retention (public: `keep_history`) -> deleted by
   `expire_class` (normal, counted as `retention_deleted`, no event).
 - *expired before delivery*: a personal or sensitive record older than its class's retention that
-  a sink or consumer has not fetched yet -> deleted all the same (the law wins over delivery),
-  counted as `retention_expired` and reported as one `retention_expired` event per class once the
-  retention pass has caught up. Public records are never deleted by age before delivery.
+  a sink or consumer it is owed to has not fetched yet -> deleted all the same (the law wins over
+  delivery), counted as `retention_expired` and reported as one `retention_expired` event per
+  class once the retention pass has caught up. Public records are never deleted by age before
+  delivery.
 - *trimmed*: delivered but younger than `keep_history`, deleted because of `max_bytes`
   (`history_trimmed`, no event: no consumer loses anything).
 - *dropped*: not delivered, deleted (`drop_oldest`) or refused (`drop_newest`): counted and
@@ -41,9 +48,29 @@ BURST_QUIET_S = 1.0  # ...and one with no drop for this long has ended
 PRIVATE_RANKS = (PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[Privacy.SENSITIVE])
 
 
+#: the kinds of cursor that belong to a recipient (a sink, a pull consumer); others (the KPI
+#: fold's `kpi`) read the journal for the gateway itself
+RECIPIENT_KINDS = ("sink", "consumer")
+
+
 def lowest_cursor(conn: sqlite3.Connection) -> int | None:
     row = conn.execute("SELECT min(seq), count(*) FROM cursors").fetchone()
     return int(row[0]) if row[1] else None
+
+
+def lowest_owed(conn: sqlite3.Connection, rank: int, receives: Mapping[str, int] | None = None) -> int | None:
+    """The lowest cursor of the recipients owed class `rank`: sinks and pull consumers whose
+    highest class received (`receives`: cursor name -> PRIVACY_RANK of its `max_privacy`) is
+    `rank` or above; None when none is. A recipient `receives` does not name (or every one, without
+    `receives`) is taken to receive every class: a loss is reported rather than hidden."""
+    low: int | None = None
+    for name, kind, seq in conn.execute("SELECT name, kind, seq FROM cursors"):
+        if kind not in RECIPIENT_KINDS:
+            continue
+        if receives is not None and receives.get(name, rank) < rank:
+            continue
+        low = int(seq) if low is None else min(low, int(seq))
+    return low
 
 
 def delete_head(conn: sqlite3.Connection, upto: int, limit: int) -> tuple[int, int, int]:
@@ -98,7 +125,7 @@ class ClassExpiry:
     """What one chunk of retention removed of one privacy class (applied once it commits)."""
 
     rank: int
-    deleted: int = 0  # delivered (or no cursor at all): retention_deleted
+    deleted: int = 0  # delivered, or owed to no recipient (or no cursor at all): retention_deleted
     expired: int = 0  # not delivered yet: retention_expired
     oldest_ts: float | None = None  # of the expired (undelivered) ones
     newest_ts: float | None = None
@@ -117,6 +144,7 @@ def expire_class(
     swept: dict[int, int] | None = None,
     now: float | None = None,
     sweep: bool = True,
+    receives: Mapping[str, int] | None = None,
 ) -> ClassExpiry:
     """Delete up to `limit` rows of privacy class `rank` older than the cutoff, oldest seq first,
     from `start` (exclusive; every earlier row of the class is gone). Public rows (rank 0) only up
@@ -137,9 +165,14 @@ def expire_class(
     rest, so a row stamped in the future never holds the others. A row between them stamped in the
     past but after the cutoff is kept: the later row's stamp may be the wrong one (a box that
     booted with its clock behind), and the walk comes back to it. `sweep`: look ahead at all in
-    this pass (the caller spaces the look-aheads out)."""
+    this pass (the caller spaces the look-aheads out).
+
+    A deleted personal or sensitive row counts as expired before delivery only above the cursor of
+    a recipient it is owed to (`lowest_owed`, `receives`: cursor name -> the highest class the sink
+    or consumer receives); a row no recipient may receive goes as retention_deleted, no warning."""
     safe = lowest_cursor(conn)
     upto = min(safe, committed) if (rank == 0 and safe is not None) else committed
+    owed = safe if rank == 0 else lowest_owed(conn, rank, receives)
     res = ClassExpiry(rank, next_start=max(start, 0))
     if upto <= start:
         return res
@@ -188,7 +221,7 @@ def expire_class(
         if len(taken) > walked:  # past the young row, the rows taken one by one
             conn.executemany("DELETE FROM journal WHERE seq = ?", [(seq,) for seq, _ in taken[walked:]])
         for seq, ts in taken:
-            if safe is None or seq <= safe:
+            if owed is None or seq <= owed:
                 res.deleted += 1
             else:
                 res.expired += 1
