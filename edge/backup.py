@@ -82,12 +82,12 @@ def state_versions() -> dict[str, int]:
 
 
 #: what a restore does to a feature's state in the restored state DB, by the state component that
-#: keeps it: `hook(state_copy, store_backup.RestoreFacts) -> (lines for the restore's report,
-#: fields for its journal_restored event)`, run on the copy before anything is put in place, for a
+#: keeps it: `hook(state_copy, store_backup.RestoreFacts) -> (lines for the restore's report, a
+#: line starting "warning: " a warning; fields for its journal_restored event)`, run on the copy before anything is put in place, for a
 #: component the copy holds and an installed feature keeps. State that holds only while no time
 #: passes (a rule's pending `for:`, begun on readings taken before the backup) or that the
 #: replaced journal moved on (a KPI day it closed, its kpi_daily sent) is put right there, once.
-RESTORED_STATE = {"rules": "rules.store:restored"}
+RESTORED_STATE = {"rules": "rules.store:restored", "kpi": "edge.kpi.store:restored"}
 
 
 class BackupError(RuntimeError):
@@ -567,7 +567,8 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
         warnings = _keys_warning(site, targets, work / JOURNAL)
         try:
             seqs = _continue_seqs(site, targets.journal, work / JOURNAL, archive, manifest, continue_after)
-            changes, noted = _restore_state(work / STATE, seqs.facts)
+            changes, more, noted = _restore_state(work / STATE, seqs.facts)
+            warnings += more
             _leave_note(work / JOURNAL, seqs, noted, archive, manifest)
             _claim_for(work / STATE, targets.journal.name)
         except sqlite3.OperationalError as exc:  # the copies in `work` could not be written
@@ -813,23 +814,30 @@ def _created(manifest: dict[str, Any]) -> float | None:
         return None
 
 
-def _restore_state(state: Path, facts: store_backup.RestoreFacts) -> tuple[list[str], dict[str, Any]]:
+def _restore_state(
+    state: Path, facts: store_backup.RestoreFacts
+) -> tuple[list[str], list[str], dict[str, Any]]:
     """Run each installed feature's restore step (`RESTORED_STATE`) on the restored state DB copy:
-    the lines it says, and the fields it gives the journal_restored event."""
+    the lines they say, their warnings, and the fields they give the journal_restored event."""
     if not state.exists():
-        return [], {}
+        return [], [], {}
     from edge.plugins import lazy
 
     held = store_backup.state_facts(str(state)).versions
     installed = state_versions()
     said: list[str] = []
+    warnings: list[str] = []
     noted: dict[str, Any] = {}
     for component, target in RESTORED_STATE.items():
         if component in held and component in installed:
             lines, fields = lazy(target)(str(state), facts)
-            said += lines
+            for line in lines:
+                if line.startswith("warning: "):
+                    warnings.append(line.removeprefix("warning: "))
+                else:
+                    said.append(line)
             noted.update(fields)
-    return said, noted
+    return said, warnings, noted
 
 
 def _leave_note(

@@ -51,7 +51,9 @@ def register(sub: Subcommands) -> None:
         "unless --continue-after names the highest seq the receivers hold. The backup's rule\n"
         "timers (pending `for:` conditions, `notify: repeat` alerts' next repeats) are dropped,\n"
         "counted and said: their conditions must hold again on fresh readings; `no_data`\n"
-        "watches count from the next start, not from the backup's last readings.",
+        "watches count from the next start, not from the backup's last readings. KPI days the\n"
+        "replaced journal closed after the backup stay closed (no second kpi_daily); a day the\n"
+        "restore's gap touches closes with its figures marked partial (restore_gap).",
         epilog="example:\n  systemctl stop community-edge\n"
         "  edge restore -c /etc/community-edge/site.yaml /var/backups/edge-2026-12-06.tar.gz\n"
         "  systemctl start community-edge",

@@ -17,7 +17,7 @@ from edge.kpi.config import KpiConfig
 from edge.kpi.days import Days
 from edge.kpi.engine import UP, Fold, PointPlan, new_day, plans_of
 from edge.kpi.figures import EDGES, add_delays, day_figures
-from edge.kpi.store import KpiStore
+from edge.kpi.store import RESTORE_GAPS, KpiStore
 from edge.model import Event, Severity
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class KpiComponent:
         #: why no day closes and nothing is deleted now (a step of the clock not yet followed by a
         #: trusted check), None when the clock is believed; kept across a restart
         self.clock_paused: str | None = self.store.meta("clock_paused")
+        #: spans of time whose records a restore left out of the journal (edge.kpi.store.restored)
+        self.restore_gaps: list[dict[str, Any]] = self.store.meta(RESTORE_GAPS) or []
         self._paused_at: float | None = None  # monotonic time of the step (None: before this run)
         self._started_mono = self._sample().mono
 
@@ -317,7 +319,15 @@ class KpiComponent:
         )
         if not closed:
             out["clock_paused"] = self.clock_paused
+        out["restore_gap"] = self.restore_gap(day)
         return out
+
+    def restore_gap(self, day: str) -> dict[str, Any] | None:
+        """The newest restore's gap that touches `day` (records journaled in it are not in the
+        journal: the day's figures count only those it holds), None when none does."""
+        start, end = self.cal.bounds_of(day)
+        touching = [g for g in self.restore_gaps if g["from"] < end and g["until"] > start]
+        return touching[-1] if touching else None
 
     async def _announce(self, day: str, figures: dict[str, Any]) -> None:
         """The closed day upstream (one `kpi_daily` per site and day) and, below a target, an
@@ -332,6 +342,7 @@ class KpiComponent:
             "rule_actions": figures["rule_actions"],
             "delivery": figures["delivery"],
             "clock_gap_s": figures.get("clock_gap_s", 0.0),
+            "restore_gap": figures.get("restore_gap"),
             "devices": {
                 d["id"]: {
                     "availability": d["availability"],

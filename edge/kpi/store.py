@@ -5,11 +5,16 @@ clear). Everything one fold step changes is written in one transaction."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.kpi.engine import NEW, REPEAT
+from edge import fmt
+from edge.kpi.engine import NEW, REPEAT, new_day
 from edge.state import StateDB
+
+if TYPE_CHECKING:
+    from edge.store.backup import RestoreFacts
 
 MIGRATIONS = [
     """
@@ -35,6 +40,9 @@ MIGRATIONS = [
     """
 ]
 COMPONENT = "kpi"
+#: kpi_meta key: the spans of time whose records a restored journal lacks (`restored`), each
+#: {"from", "until" (UTC epoch s), "first_seq", "last_seq", "archive"}; a day one touches says so
+RESTORE_GAPS = "restore_gaps"
 #: seconds within which a repeat's `first_fired` names the time its first firing was journaled at
 SAME_TS = 0.001
 
@@ -166,6 +174,117 @@ class KpiStore:
                 "INSERT OR IGNORE INTO kpi_days(day, data) VALUES(?, ?)",
                 (day, json.dumps(data, separators=(",", ":"))),
             )
+
+
+def restored(state: str, facts: RestoreFacts) -> tuple[list[str], dict[str, Any]]:
+    """A restore's step on the state DB it puts back (`edge.backup.RESTORED_STATE`).
+
+    A day is closed, and its `kpi_daily` journaled, at most once per site: a day the replaced
+    journal closed after the backup (its kpi_daily is there, above the archive's last seq, and went
+    upstream) is marked closed here with the figures it sent, and taken off the days still to be
+    announced, so the next start neither closes it again from the backup's records alone nor sends
+    a second, partial kpi_daily. The span of time whose records the restored journal lacks (the
+    restore's gap) is kept, for a day it touches to say so when it closes (`restore_gap`), where
+    the box cannot know whether it was closed (a replacement box restored with --continue-after)
+    or it was not closed yet. Returns the lines the restore prints and the days for its event."""
+    sent, problem = _sent_days(facts)
+    said: list[str] = []
+    kept_closed: list[str] = []
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='kpi_days'"
+            ).fetchone():
+                return [], {}
+            announce = _meta(conn, "announce") or []
+            for day, (seq, payload) in sorted(sent.items()):
+                row = conn.execute("SELECT closed FROM kpi_days WHERE day=?", (day,)).fetchone()
+                due = day in announce
+                if row is not None and row[0] and not due:
+                    continue  # closed and journaled before the backup too
+                figures = json.dumps(payload, separators=(",", ":"))
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO kpi_days(day, data, closed, figures) VALUES(?, ?, 1, ?)",
+                        (day, json.dumps(new_day(), separators=(",", ":")), figures),
+                    )
+                elif not row[0]:
+                    conn.execute("UPDATE kpi_days SET closed=1, figures=? WHERE day=?", (figures, day))
+                kept_closed.append(day)
+                said.append(
+                    f"KPI day {day} was closed after this backup (kpi_daily at seq {seq}): it stays "
+                    "closed, and no second kpi_daily is sent from the backup's records"
+                )
+            if kept_closed:
+                _set_meta(conn, "announce", [d for d in announce if d not in kept_closed])
+            if facts.gap_from is not None and facts.gap_until is not None:
+                gap = {
+                    "from": facts.gap_from,
+                    "until": facts.gap_until,
+                    "first_seq": facts.gap[0] if facts.gap else None,
+                    "last_seq": facts.gap[1] if facts.gap else None,
+                    "archive": facts.archive,
+                }
+                _set_meta(conn, RESTORE_GAPS, [*(_meta(conn, RESTORE_GAPS) or []), gap])
+                said.append(
+                    "KPI days not closed yet that the restore's gap touches (records journaled after "
+                    "the backup, not in the restored journal) close with their figures marked partial "
+                    "(restore_gap)"
+                )
+    finally:
+        conn.close()
+    if problem:
+        said.append(f"warning: {problem}: a KPI day it closed after the backup may be closed again")
+    return said, {"kpi_days_kept_closed": kept_closed} if kept_closed else {}
+
+
+def _sent_days(facts: RestoreFacts) -> tuple[dict[str, tuple[int, dict[str, Any]]], str | None]:
+    """The days the replaced journal closed after the archive: day -> (seq, payload) of its first
+    kpi_daily above `replaced_after`; and what of them could not be read (None: all could)."""
+    if facts.replaced is None:
+        return {}, None
+    try:
+        # read-write for a -wal without its -shm (edge.store.backup.issued_seq); nothing is written
+        conn = sqlite3.connect(facts.replaced, timeout=30)
+        try:
+            conn.execute("PRAGMA query_only=1")
+            rows = conn.execute(
+                "SELECT seq, payload FROM journal WHERE seq > ? AND kind = 'kpi_daily' ORDER BY seq",
+                (facts.replaced_after,),
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:  # read a moment ago by the restore; said, the restore goes on
+        return {}, f"the kpi_daily records of {facts.replaced} cannot be read ({exc})"
+    sent: dict[str, tuple[int, dict[str, Any]]] = {}
+    unreadable = 0
+    for seq, payload in rows:
+        try:
+            figures = json.loads(payload)
+            day = figures["day"]
+        except (TypeError, ValueError, KeyError):
+            unreadable += 1
+            continue
+        sent.setdefault(str(day), (int(seq), figures))
+    problem = (
+        f"{fmt.count(unreadable, 'kpi_daily record')} of {facts.replaced} cannot be read"
+        if unreadable
+        else None
+    )
+    return sent, problem
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> Any:
+    row = conn.execute("SELECT value FROM kpi_meta WHERE key=?", (key,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
+    conn.execute(
+        "INSERT INTO kpi_meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        (key, json.dumps(value, separators=(",", ":"))),
+    )
 
 
 def _repeated(conn: Any, seq: int, ts: float, key: str, firing: str, first: float | None, day: str) -> Any:
