@@ -19,7 +19,8 @@ A stored rule runs on every record its triggers take, and its state, its last fi
 and its actions' records answer the same questions: a rule reading above its author's class (the
 same check, before it runs) is refused (403) when it is created, updated, enabled, restored or
 imported, and a rule of an admin shows a caller below what it reads no state, last firing or error
-(`for_caller`), in every answer that shows it.
+(`for_caller`), in every answer that shows it. An error shown above public (it quotes what its
+firing read: a plate) is audited as a read, one entry per answer, at the error's class.
 
 A rule's answer carries its version as an ETag (`"7"`). A change sent with `If-Match: "7"` (the
 editor sends the version it loaded) is made only if the rule is still at version 7, checked in the
@@ -246,30 +247,49 @@ HELD_STATES = frozenset({"ok", "active", "pending"})
 
 
 def for_caller(
-    request: web.Request, principal: Principal, shown: dict[str, Any], above: dict[str, Privacy] | None = None
+    request: web.Request,
+    principal: Principal,
+    shown: dict[str, Any],
+    counts: privacy.ReadCounts,
+    above: dict[str, Privacy] | None = None,
 ) -> dict[str, Any]:
     """A described rule as `principal` may see it: of a rule that reads data above the caller's
     class, whether it holds now (`state`) and when it last fired are withheld, as its dry run is
     (when a blood-pressure rule fired tells what the kiosk measured); `redacted` names the class.
+    Its error quotes what its firing read ("invalid literal ... '121/71 r-0298'"): shown only up to
+    the caller's class and, above public, counted in `counts` at that class (the answer's read
+    audit).
     `above`: the site's points above the caller's class (`points_above`), taken once for a list."""
     limit = privacy.limit_for(principal)
-    if limit >= PRIVACY_RANK[Privacy.SENSITIVE]:
-        return shown
     comp = _component(request)
     rr = comp.engine.rules.get(shown["id"])
     if rr is None:
-        return shown
-    if above_class(get_runtime(request), rr.compiled, limit, above):
+        return shown  # not running: its error, if any, is its compile error (the rule's own text)
+    if limit < PRIVACY_RANK[Privacy.SENSITIVE] and above_class(
+        get_runtime(request), rr.compiled, limit, above
+    ):
         shown["last_fired"] = None
         if shown["state"] in HELD_STATES:
             shown["state"] = "redacted"
-    elif not (shown["error"] and PRIVACY_RANK[comp.actions.error_privacy(rr.id)] > limit):
+        if shown["error"]:
+            shown["error"] = None
+        shown["redacted"] = True
         return shown
-    # an expression's error quotes its operands ("invalid literal ... '121/71 r-0298'")
-    if shown["error"]:
+    if not shown["error"]:
+        return shown
+    rank = PRIVACY_RANK[comp.actions.error_privacy(rr.id)]
+    if rank > limit:
         shown["error"] = None
-    shown["redacted"] = True
+        shown["redacted"] = True
+    else:
+        privacy.count_read(counts, rank)
     return shown
+
+
+async def _audited(request: web.Request, who: Principal, counts: privacy.ReadCounts) -> None:
+    """The answer's `read` audit entry, when it shows anything above public (`counts`)."""
+    route = privacy.route_of(request.method, request.path)
+    await privacy.audit_reads(get_runtime(request), who, route, counts)
 
 
 async def list_rules(request: web.Request) -> web.Response:
@@ -278,7 +298,9 @@ async def list_rules(request: web.Request) -> web.Response:
     assert comp.store is not None
     comp.reload_changed()  # a rule `edge rules import` stored is shown once it is in force
     above = points_above(get_runtime(request), privacy.limit_for(principal))
-    rules = [for_caller(request, principal, comp.describe(s), above) for s in comp.store.list_rules()]
+    counts: privacy.ReadCounts = Counter()
+    rules = [for_caller(request, principal, comp.describe(s), counts, above) for s in comp.store.list_rules()]
+    await _audited(request, principal, counts)
     return json_response({"rules": rules})
 
 
@@ -287,7 +309,10 @@ async def get_rule(request: web.Request) -> web.Response:
     comp = _component(request)
     comp.reload_changed()
     stored = _found(comp, request.match_info["id"])
-    return await _rule_response(for_caller(request, principal, comp.describe(stored)), stored.doc)
+    counts: privacy.ReadCounts = Counter()
+    shown = for_caller(request, principal, comp.describe(stored), counts)
+    await _audited(request, principal, counts)
+    return await _rule_response(shown, stored.doc)
 
 
 def _exists(comp: RulesComponent, doc: Any) -> None:
@@ -343,7 +368,7 @@ async def create_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = await _stored(comp, compiled, who, "create", new=True)
-    shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
+    shown = await _warned(await _shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc, status=201)
 
 
@@ -367,7 +392,7 @@ async def update_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = await _stored(comp, compiled, who, "update", base)
-    shown = await _warned(_shown(request, who, comp, stored), comp, compiled)
+    shown = await _warned(await _shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc)
 
 
@@ -534,9 +559,12 @@ async def _warned(answer: dict[str, Any], comp: RulesComponent, compiled: Compil
     return answer
 
 
-def _shown(request: web.Request, who: Principal, comp: RulesComponent, stored: Any) -> dict[str, Any]:
-    """A rule just changed, as `who` may see it (as GET shows it)."""
-    return for_caller(request, who, comp.describe(stored))
+async def _shown(request: web.Request, who: Principal, comp: RulesComponent, stored: Any) -> dict[str, Any]:
+    """A rule just changed, as `who` may see it (as GET shows it, audited as GET is)."""
+    counts: privacy.ReadCounts = Counter()
+    shown = for_caller(request, who, comp.describe(stored), counts)
+    await _audited(request, who, counts)
+    return shown
 
 
 #: what the answer of an enable, disable or restore shows a caller who may change rules but not
@@ -551,7 +579,7 @@ async def _changed_response(
     store, not from the caller: a caller who may change rules but not read them (`rules` without
     `read`, whose GET is refused) is shown its id, version, whether it is enabled and its state,
     not its name, document or text (else enabling a rule already enabled would read any rule)."""
-    shown = _shown(request, who, comp, stored)
+    shown = await _shown(request, who, comp, stored)
     if "read" in who.scopes:
         return await _rule_response(shown, stored.doc)
     return json_response(

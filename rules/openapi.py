@@ -69,10 +69,18 @@ DESCRIBED = obj(
         "enabled": {"type": "boolean"},
         "state": {"type": "string"},
         "last_fired": {"type": ["number", "null"]},
-        "error": {"type": ["string", "null"]},
+        "error": {
+            "type": ["string", "null"],
+            "description": "why the rule failed; it may quote what it read (a plate): null above the "
+            "caller's privacy class, else audited as a read at its class",
+        },
         "version": {"type": "integer"},
         "updated": {"type": "number"},
         "updated_by": {"type": "string"},
+        "redacted": {
+            "type": "boolean",
+            "description": "its state, last firing or error withheld: above the caller's privacy class",
+        },
         "rule": RULE,
         # the YAML the editor shows: as its author wrote it (a pack, the editor), or the
         # document written out in its fields' order for a rule that came as JSON
