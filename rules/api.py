@@ -3,8 +3,9 @@ versions and restore, YAML import/export. Reading needs `read`; changing, valida
 need `rules`. Every change goes through `RulesComponent`, which validates first and records the
 audit trail; a webhook to a destination the site's `rules.webhook_allow` does not name is refused
 there (422), before anything is stored; validate checks the same here. A caller who may change
-rules but not read them (`rules` without `read`) is told of a rule it enabled, disabled or restored
-that it changed, not what it says, and of a 409 the version, not the rule.
+rules but not read them (`rules` without `read`) is told of a rule it updated, enabled, disabled or
+restored that it changed, not what it says, of a 409 the version, not the rule, and by an import's
+dry run which rules are stored at which version; it may not dry-run a stored rule by its id.
 
 A dry run evaluates a condition its caller wrote, so whether and when it fires answers questions
 about every record it read: it may read only up to the caller's privacy class
@@ -368,6 +369,7 @@ async def create_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = await _stored(comp, compiled, who, "create", new=True)
+    # a new rule: its document and text are the caller's own (no stored text to build on)
     shown = await _warned(await _shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc, status=201)
 
@@ -392,8 +394,7 @@ async def update_rule(request: web.Request) -> web.Response:
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
     stored = await _stored(comp, compiled, who, "update", base)
-    shown = await _warned(await _shown(request, who, comp, stored), comp, compiled)
-    return await _rule_response(shown, stored.doc)
+    return await _changed_response(request, who, comp, stored, compiled)
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -567,19 +568,27 @@ async def _shown(request: web.Request, who: Principal, comp: RulesComponent, sto
     return shown
 
 
-#: what the answer of an enable, disable or restore shows a caller who may change rules but not
-#: read them: that the rule changed, not what it says
-UNREAD_SHOWN = ("id", "enabled", "state", "version", "updated", "updated_by", "redacted")
+#: what the answer of an update, enable, disable or restore shows a caller who may change rules but
+#: not read them: that the rule changed, not what it says
+UNREAD_SHOWN = ("id", "enabled", "state", "version", "updated", "updated_by", "redacted", "warnings")
 
 
 async def _changed_response(
-    request: web.Request, who: Principal, comp: RulesComponent, stored: Any
+    request: web.Request,
+    who: Principal,
+    comp: RulesComponent,
+    stored: Any,
+    compiled: CompiledRule | None = None,
 ) -> web.Response:
-    """A rule an enable, disable or restore stored, as `who` may see it. Its document came from the
-    store, not from the caller: a caller who may change rules but not read them (`rules` without
-    `read`, whose GET is refused) is shown its id, version, whether it is enabled and its state,
-    not its name, document or text (else enabling a rule already enabled would read any rule)."""
+    """A rule an update, enable, disable or restore stored, as `who` may see it (with `compiled`'s
+    warnings: an update's). Its text came from the store, not from the caller: an update sent as
+    JSON keeps the stored text's comments and layout, an enable or restore the stored document. A
+    caller who may change rules but not read them (`rules` without `read`, whose GET is refused)
+    is shown its id, version, whether it is enabled and its state, not its name, document or text
+    (else enabling a rule already enabled, or a JSON update, would read the stored rule)."""
     shown = await _shown(request, who, comp, stored)
+    if compiled is not None:
+        shown = await _warned(shown, comp, compiled)
     if "read" in who.scopes:
         return await _rule_response(shown, stored.doc)
     return json_response(
@@ -628,6 +637,13 @@ async def dry_run_handler(request: web.Request) -> web.Response:
         )
     doc = body.get("rule")
     if doc is None and "id" in body:
+        if "read" not in who.scopes:  # the stored rule's firings would tell what it says
+            raise Problem(
+                403,
+                "Forbidden",
+                "dry-running a stored rule needs the scope read, as reading it does; send the rule "
+                'itself as "rule": {...}',
+            )
         doc = _found(comp, str(body["id"])).doc
     if doc is None:
         raise Problem(422, "No rule", 'give "rule": {...} (a new rule) or "id": an existing rule')
@@ -757,14 +773,35 @@ def _pack_if_match(request: web.Request) -> str | None:
     return m.group(1)
 
 
-def _pack_moved(changes: list[dict[str, Any]]) -> Problem:
+#: what a dry run of an import (and its 409) says of a stored rule to a caller who may change
+#: rules but not read them: that it is stored and at which version, which the import replaces
+UNREAD_CHANGE = ("id", "change", "version", "enabled_after")
+
+
+async def _changes_shown(
+    request: web.Request, who: Principal, changes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """`changes` (`RuleStore.pack_changes`) as `who` may see them. A caller who may read rules sees
+    who changed each stored rule last, when and how, whether it is enabled, and whether the pack's
+    document is the stored one (`unchanged`); one who may not (`rules` without `read`) learns only
+    which rules are stored, at which version: `unchanged` would confirm a guessed rule, so it reads
+    `replaced` (the import stores a new version over it)."""
+    if "read" in who.scopes:
+        return changes
+    return [
+        {k: ("replaced" if k == "change" and c[k] == "unchanged" else c[k]) for k in UNREAD_CHANGE if k in c}
+        for c in changes
+    ]
+
+
+async def _pack_moved(request: web.Request, who: Principal, changes: list[dict[str, Any]]) -> Problem:
     return Problem(
         409,
         "Rules changed since the dry run",
         "a rule of the pack was saved, imported or deleted since the dry run this import was made "
         "against; nothing was imported: `changes` is what it would do now, `etag` to import over that",
         message_key="rules.importMoved",
-        changes=changes,
+        changes=await _changes_shown(request, who, changes),
         etag=_pack_tag(changes),
     )
 
@@ -811,21 +848,22 @@ async def import_pack(request: web.Request) -> web.Response:
                 raise RulePackError(problems)
             changes = await _pack_changes(store, compiled)
             tag = _pack_tag(changes)
+            shown = await _changes_shown(request, who, changes)
             return json_response(
-                {"dry_run": True, "changes": changes, "etag": tag}, headers={"ETag": f'"{tag}"'}
+                {"dry_run": True, "changes": shown, "etag": tag}, headers={"ETag": f'"{tag}"'}
             )
         if base is None:
             ids = await comp.store_pack(compiled, who.name)
         else:
             changes = await _pack_changes(store, compiled)
             if _pack_tag(changes) != base:
-                raise _pack_moved(changes)
+                raise await _pack_moved(request, who, changes)
             # the versions the dry run showed, checked again in the pack's own transaction
             try:
                 with expecting({c["id"]: c["version"] for c in changes}):
                     ids = await comp.store_pack(compiled, who.name)
             except VersionConflict:
-                raise _pack_moved(await _pack_changes(store, compiled)) from None
+                raise await _pack_moved(request, who, await _pack_changes(store, compiled)) from None
     except UnicodeDecodeError:
         raise Problem(
             400, "Not UTF-8", "send the YAML pack as UTF-8 text", message_key="msg.rules.not_utf8"

@@ -158,12 +158,13 @@ def versioned(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]
     return {**ok(schema, description), "headers": ETAG}
 
 
-#: the answer of an enable, disable or restore: the rule as stored, whose document its caller did
-#: not send (`rules.api.UNREAD_SHOWN`)
+#: the answer of an update, enable, disable or restore: the rule as stored, whose text came from the
+#: store (an update as JSON keeps the stored text's comments) (`rules.api.UNREAD_SHOWN`)
 CHANGED = versioned(
     DESCRIBED,
     "The rule as stored. To a caller without scope read, only that it changed: `id`, `enabled`, "
-    "`state`, `version`, `updated`, `updated_by` (not its `name`, `rule` or `text`)",
+    "`state`, `version`, `updated`, `updated_by` and an update's `warnings` (not its `name`, `rule` "
+    "or `text`)",
 )
 
 
@@ -180,15 +181,20 @@ IMPORT_CHANGES = obj(
             obj(
                 {
                     "id": {"type": "string"},
-                    "change": {"enum": ["new", "replaced", "unchanged"]},
+                    "change": {
+                        "enum": ["new", "replaced", "unchanged"],
+                        "description": "to a caller without scope read, new or replaced (the import "
+                        "stores a new version): whether the stored document is the pack's is not said",
+                    },
                     "version": {"type": ["integer", "null"], "description": "the stored version; null: new"},
-                    "enabled_before": {"type": "boolean"},
+                    "enabled_before": {"type": "boolean", "description": "only to a caller with scope read"},
                     "enabled_after": {"type": "boolean"},
-                    "updated": {"type": "number"},
-                    "updated_by": {"type": "string"},
+                    "updated": {"type": "number", "description": "only to a caller with scope read"},
+                    "updated_by": {"type": "string", "description": "only to a caller with scope read"},
                     "action": {
                         "type": "string",
-                        "description": "how the stored version came: import, update, disable, ...",
+                        "description": "how the stored version came: import, update, disable, ...; "
+                        "only to a caller with scope read",
                     },
                 },
                 ["id", "change", "version", "enabled_after"],
@@ -358,7 +364,8 @@ def paths() -> dict[str, Any]:
                             "rule": RULE,
                             "id": {
                                 "type": "string",
-                                "description": "a stored rule, when `rule` is not given",
+                                "description": "a stored rule, when `rule` is not given; needs scope "
+                                "read too (403 without it)",
                             },
                             "hours": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DRY_RUN_HOURS},
                         }
@@ -378,7 +385,7 @@ def paths() -> dict[str, Any]:
                 "updateRule",
                 "Replace a rule (a new version; scope rules); the body's id, if any, must match. "
                 "With If-Match, only if the rule is still at that version (else 409)",
-                {"200": versioned(DESCRIBED), **CONFLICT, **INVALID, **errors(body=True)},
+                {"200": CHANGED, **CONFLICT, **INVALID, **errors(body=True)},
                 parameters=[RULE_ID, IF_MATCH],
                 request_body=rule_body(),
                 security=WRITE_SECURITY,
