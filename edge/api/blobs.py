@@ -2,13 +2,15 @@
 
 Snapshots are personal data (PIPL): a local user needs a role that sees `personal` (technician,
 admin), an API token the `read` and `admin` scopes (reading is the `read` scope on every route;
-`admin` lifts its class above `public`), a pull consumer a `max_privacy` of `personal` or above. A
-sensitive camera's snapshots are sealed on disk (`edge.store.blobs`): they are opened here only
-for callers allowed `sensitive` (admin; a consumer whose `max_privacy` is `sensitive`). On a site
-with a master key a personal camera's snapshots are sealed too: opened here for the callers
-allowed `personal`, as plain ones. A sealed image is never cached by the browser. The id is the
-blob's sha256; anything else is refused before the file system is touched. Every image served is written to the audit log (who, which snapshot, its
-class and count as a read; the action stays `view_snapshot`, the one entry of the response).
+`admin` lifts its class above `public`), a pull consumer a `max_privacy` of `personal` or above
+(one the site file does not declare has `public`: `tokens.UNDECLARED_CLASS`). A sensitive
+camera's snapshots are sealed on disk (`edge.store.blobs`): they are opened here only for callers
+allowed `sensitive` (admin; a consumer whose `max_privacy` is `sensitive`). On a site with a
+master key a personal camera's snapshots are sealed too: opened here for the callers allowed
+`personal`, as plain ones. A sealed image is never cached by the browser. The id is the blob's
+sha256; anything else is refused before the file system is touched. Every image served is
+written to the audit log (who, which snapshot, its class and count as a read; the action stays
+`view_snapshot`, the one entry of the response).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from edge import audit
-from edge.api import keys, privacy
+from edge.api import keys, privacy, tokens
 from edge.api.auth import Principal, require
 from edge.api.problem import Problem
 from edge.model import PRIVACY_RANK, Privacy
@@ -37,9 +39,9 @@ def may_see(runtime: Runtime, principal: Principal, cls: Privacy) -> bool:
     """The caller may receive data of class `cls` (the limits the rest of the API applies)."""
     if "read" in principal.scopes:  # a local user or an API token: the class of its role/scopes
         return privacy.limit_for(principal) >= PRIVACY_RANK[cls]
-    if principal.consumer:  # a pull consumer: its class from the site file (undeclared: personal)
+    if principal.consumer:  # a pull consumer: its class from the site file (undeclared: public)
         limit = next((c.max_privacy for c in runtime.site.consumers if c.id == principal.consumer), None)
-        return PRIVACY_RANK[limit or Privacy.PERSONAL] >= PRIVACY_RANK[cls]
+        return PRIVACY_RANK[limit or Privacy(tokens.UNDECLARED_CLASS)] >= PRIVACY_RANK[cls]
     return False
 
 

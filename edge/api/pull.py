@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from edge.api import keys, openapi, privacy
+from edge.api import keys, openapi, privacy, tokens
 from edge.api.auth import Principal, require
 from edge.api.params import MAX_SEQ, bool_param, float_param, int_param
 from edge.api.problem import Problem, json_response, read_json
@@ -122,10 +122,12 @@ class PullService:
         return self._reader
 
     def max_privacy(self, consumer: str) -> Privacy:
+        """The consumer's class from its `consumers:` entry; one the site file does not declare
+        (a token alone names it, perhaps misspelt) gets public records only until an entry does."""
         for c in self.runtime.site.consumers:
             if c.id == consumer:
                 return Privacy(getattr(c, "max_privacy", Privacy.PERSONAL))
-        return Privacy.PERSONAL
+        return Privacy(tokens.UNDECLARED_CLASS)
 
     def cursor_owner(self, consumer: str) -> str | None:
         """What other than a pull consumer a cursor named `consumer` belongs to ("the upstream

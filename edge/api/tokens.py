@@ -219,18 +219,19 @@ def site_consumers(runtime: Runtime) -> list[dict[str, Any]]:
     ]
 
 
-#: what a pull consumer the site file does not declare receives (the pull API's default class)
-UNDECLARED_CLASS = "personal"
+#: the class of the records and snapshots a pull consumer the site file does not declare receives
+#: (PullService.max_privacy, blobs.may_see): a token alone, perhaps misspelt, chose no class
+UNDECLARED_CLASS = "public"
 
 
 def undeclared_warning(consumer: str, declared: list[str]) -> str:
     """What the maker of a pull token is told when its consumer id is not in the site file: most
-    often a typo, and such a consumer gets the pull API's defaults, not a class the site chose."""
+    often a typo, and such a consumer gets only public records, not a class the site chose."""
     return (
         f"consumer id {consumer!r} is not declared under consumers: in the site file (declared: "
         f"{', '.join(declared) or 'none'}); check it for a typo. Until an entry declares it (and the "
-        f"gateway restarts), its records leave up to class {UNDECLARED_CLASS} with identifying fields "
-        "withheld, and retention does not wait for it"
+        f"gateway restarts), it gets only {UNDECLARED_CLASS} records and snapshots, and retention "
+        "does not wait for it"
     )
 
 
