@@ -27,11 +27,13 @@ from edge.config import Site
 from edge.driver import DeviceConfig, Driver, DriverContext
 from edge.hub import Hub
 from edge.model import (
+    PRIVACY_RANK,
     CommandResult,
     CommandStatus,
     Event,
     Health,
     HealthState,
+    Privacy,
     Reading,
     Record,
     Severity,
@@ -267,6 +269,7 @@ class Runtime:
         )
         self.hub = Hub(self.journal.append)
         self.journal.classes = self.hub  # each record is stored with its privacy class
+        self.apply_retention()  # and what each sink and consumer may receive of it
         self.state: StateDB | None = None
         self.slots: dict[str, DriverSlot] = {}
         #: records each device's drivers dropped since the gateway started (kept across driver
@@ -452,6 +455,13 @@ class Runtime:
         either the old mapping or the new one, never a mix."""
         site = self.site
         self.journal.retention_s = site.privacy.retention_s(site.storage.keep_history)
+        # what each recipient may receive: a private record it may not is not owed to it, so its
+        # deletion at retention is no loss (a sink type without `max_privacy` is taken to receive all)
+        receives = {c.id: PRIVACY_RANK[c.max_privacy] for c in site.consumers}
+        for sink in site.upstream:
+            if (most := getattr(sink, "max_privacy", None)) is not None:
+                receives[sink.id] = PRIVACY_RANK[Privacy(most)]
+        self.journal.receives = receives
 
     def check_clock(self) -> None:
         """One look at the clock's trust; its transitions are journaled like any event."""

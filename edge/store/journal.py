@@ -275,6 +275,11 @@ class Journal(JournalQueries):
         kept: dict[int, float | None] = dict.fromkeys(PRIVACY_RANK.values(), keep_history)
         kept.update(retention_s or {})
         self.retention_s = kept
+        #: cursor name -> PRIVACY_RANK of the highest class that sink or pull consumer receives: a
+        #: personal or sensitive record counts as expired before delivery only behind a recipient
+        #: it is owed to (retention.lowest_owed); None: every cursor is taken to receive every class.
+        #: Swapped whole by the runtime, read by the writer thread.
+        self.receives: Mapping[str, int] | None = None
         self.classes = classes  # the class of each record at ingest (the hub, in the runtime)
         # (wall, monotonic) read together: a retention pass that sees the wall clock run ahead of
         # the monotonic one deletes nothing by age until `clock_trust` says the clock is trusted
@@ -1674,6 +1679,7 @@ class Journal(JournalQueries):
                         swept=self._retention_swept,
                         now=now,
                         sweep=sweep,
+                        receives=self.receives,
                     )
                 )
             deleted = sum(c.deleted for c in chunks)
