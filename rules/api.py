@@ -22,6 +22,9 @@ same check, before it runs) is refused (403) when it is created, updated, enable
 imported, and a rule of an admin shows a caller below what it reads no state, last firing or error
 (`for_caller`), in every answer that shows it. An error shown above public (it quotes what its
 firing read: a plate) is audited as a read, one entry per answer, at the error's class.
+Who changed a rule (`updated_by`, a version's `actor`) is a staff name, personal as an alert
+acknowledger's is: withheld (null) below `personal` but for the caller's own, and audited as a
+personal read where shown (`staff_name`).
 
 A rule's answer carries its version as an ETag (`"7"`). A change sent with `If-Match: "7"` (the
 editor sends the version it loaded) is made only if the rule is still at version 7, checked in the
@@ -167,23 +170,27 @@ def _if_match(request: web.Request) -> int | None:
     return int(tag)
 
 
-async def _conflict(who: Principal, exc: VersionConflict) -> Problem:
+async def _conflict(request: web.Request, who: Principal, exc: VersionConflict) -> Problem:
     """409 for a change made against a version the rule has left: its current version (null:
     deleted), enough to load it and retry. A caller who may read rules (`read`) is shown the rule
-    as it is now, to see what moved: who changed it and when, whether it is enabled, its text; a
-    caller who may only change them is not (a made-up If-Match would read any rule's text)."""
+    as it is now, to see what moved: who changed it (`staff_name`: withheld below `personal`, and
+    audited as read) and when, whether it is enabled, its text; a caller who may only change them
+    is not (a made-up If-Match would read any rule's text)."""
     cur = exc.current
     shown: dict[str, Any] = {}
+    now = f"at version {cur.version}" if cur else "deleted"
     if "read" in who.scopes:
+        counts: privacy.ReadCounts = Counter()
+        by = staff_name(who, cur.updated_by, counts) if cur else None
         shown = {
-            "updated_by": cur.updated_by if cur else None,
+            "updated_by": by,
             "updated": cur.updated if cur else None,
             "enabled": cur.enabled if cur else None,
             "text": await asyncio.to_thread(rule_text, cur.doc) if cur else None,
         }
-        now = f"at version {cur.version}, saved by {cur.updated_by or '?'}" if cur else "deleted"
-    else:
-        now = f"at version {cur.version}" if cur else "deleted"
+        if cur and by:
+            now += f", saved by {by}"
+        await _audited(request, who, counts)
     return Problem(
         409,
         "Rule changed meanwhile",
@@ -247,6 +254,22 @@ def _no_such_rule(rule_id: str) -> Problem:
 HELD_STATES = frozenset({"ok", "active", "pending"})
 
 
+PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
+
+
+def staff_name(who: Principal, name: str | None, counts: privacy.ReadCounts) -> str | None:
+    """A staff account's (or token's) name as `who` may see it: personal data, as an alert
+    acknowledger's is. Below `personal` (a viewer, a token without admin) it is withheld (None),
+    but for the caller's own name; shown to anyone else, it is counted in `counts` as a personal
+    read, as an acknowledgement's user is."""
+    if not name or name == who.name:
+        return name
+    if privacy.limit_for(who) < PERSONAL:
+        return None
+    privacy.count_read(counts, PERSONAL)
+    return name
+
+
 def for_caller(
     request: web.Request,
     principal: Principal,
@@ -259,8 +282,9 @@ def for_caller(
     (when a blood-pressure rule fired tells what the kiosk measured); `redacted` names the class.
     Its error quotes what its firing read ("invalid literal ... '121/71 r-0298'"): shown only up to
     the caller's class and, above public, counted in `counts` at that class (the answer's read
-    audit).
+    audit), as is who changed it last (`staff_name`).
     `above`: the site's points above the caller's class (`points_above`), taken once for a list."""
+    shown["updated_by"] = staff_name(principal, shown["updated_by"], counts)
     limit = privacy.limit_for(principal)
     comp = _component(request)
     rr = comp.engine.rules.get(shown["id"])
@@ -334,6 +358,7 @@ def _rule_exists(rule_id: str) -> Problem:
 
 
 async def _stored(
+    request: web.Request,
     comp: RulesComponent,
     compiled: CompiledRule,
     who: Principal,
@@ -358,7 +383,7 @@ async def _stored(
     except VersionConflict as exc:
         if new:
             raise _rule_exists(rule_id) from None
-        raise await _conflict(who, exc) from None
+        raise await _conflict(request, who, exc) from None
 
 
 async def create_rule(request: web.Request) -> web.Response:
@@ -368,7 +393,7 @@ async def create_rule(request: web.Request) -> web.Response:
     _exists(comp, doc)
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who, "create", new=True)
+    stored = await _stored(request, comp, compiled, who, "create", new=True)
     # a new rule: its document and text are the caller's own (no stored text to build on)
     shown = await _warned(await _shown(request, who, comp, stored), comp, compiled)
     return await _rule_response(shown, stored.doc, status=201)
@@ -393,7 +418,7 @@ async def update_rule(request: web.Request) -> web.Response:
             )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who, "update", base)
+    stored = await _stored(request, comp, compiled, who, "update", base)
     return await _changed_response(request, who, comp, stored, compiled)
 
 
@@ -407,7 +432,7 @@ async def delete_rule(request: web.Request) -> web.Response:
             with expecting({} if base is None else {rule_id: base}):
                 deleted = comp.delete(rule_id, who.name)
     except VersionConflict as exc:
-        raise await _conflict(who, exc) from None
+        raise await _conflict(request, who, exc) from None
     if not deleted:
         raise _no_such_rule(rule_id)
     return web.Response(status=204)
@@ -431,7 +456,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
     for attempt in range(SET_ENABLED_TRIES):
         current = _found(comp, rule_id)
         if base is not None and current.version != base:
-            raise await _conflict(who, VersionConflict(rule_id, base, current))
+            raise await _conflict(request, who, VersionConflict(rule_id, base, current))
         compiled = await _compiled({**current.doc, "enabled": enabled})
         if enabled:  # stopping a rule reads nothing: anyone who may change rules may disable it
             _within_class(request, who, compiled)
@@ -446,7 +471,7 @@ async def _set_enabled(request: web.Request, enabled: bool) -> web.Response:
             if base is None and exc.current is None:
                 raise _no_such_rule(rule_id) from None  # deleted while it compiled
             if base is not None or attempt == SET_ENABLED_TRIES - 1:
-                raise await _conflict(who, exc) from None
+                raise await _conflict(request, who, exc) from None
             continue
         return await _changed_response(request, who, comp, stored)
     raise AssertionError("unreachable: the last attempt returns or raises")
@@ -703,7 +728,7 @@ def _read_counts(
 
 
 async def versions(request: web.Request) -> web.Response:
-    require(request, "read")
+    who = require(request, "read")
     comp = _component(request)
     assert comp.store is not None
     found = comp.store.versions(request.match_info["id"])
@@ -715,8 +740,11 @@ async def versions(request: web.Request) -> web.Response:
             message_key="msg.rules.no_history",
             args={"id": request.match_info["id"]},
         )
+    counts: privacy.ReadCounts = Counter()
     for v in found:  # each version's text as the editor shows it (for the diff)
         v["text"] = v.pop("source") or rule_text(v["rule"])
+        v["actor"] = staff_name(who, v["actor"], counts)
+    await _audited(request, who, counts)
     return json_response({"versions": found})
 
 
@@ -737,7 +765,7 @@ async def restore(request: web.Request) -> web.Response:
         )
     compiled = await _compiled(doc)
     _within_class(request, who, compiled)
-    stored = await _stored(comp, compiled, who, "restore", base)
+    stored = await _stored(request, comp, compiled, who, "restore", base)
     return await _changed_response(request, who, comp, stored)
 
 
@@ -781,17 +809,27 @@ UNREAD_CHANGE = ("id", "change", "version", "enabled_after")
 async def _changes_shown(
     request: web.Request, who: Principal, changes: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """`changes` (`RuleStore.pack_changes`) as `who` may see them. A caller who may read rules sees
-    who changed each stored rule last, when and how, whether it is enabled, and whether the pack's
-    document is the stored one (`unchanged`); one who may not (`rules` without `read`) learns only
-    which rules are stored, at which version: `unchanged` would confirm a guessed rule, so it reads
-    `replaced` (the import stores a new version over it)."""
-    if "read" in who.scopes:
-        return changes
-    return [
-        {k: ("replaced" if k == "change" and c[k] == "unchanged" else c[k]) for k in UNREAD_CHANGE if k in c}
+    """`changes` (`RuleStore.pack_changes`) as `who` may see them, audited as read. A caller who
+    may read rules sees who changed each stored rule last (`staff_name`), when and how, whether it
+    is enabled, and whether the pack's document is the stored one (`unchanged`); one who may not
+    (`rules` without `read`) learns only which rules are stored, at which version: `unchanged` would
+    confirm a guessed rule, so it reads `replaced` (the import stores a new version over it)."""
+    if "read" not in who.scopes:
+        return [
+            {
+                k: ("replaced" if k == "change" and c[k] == "unchanged" else c[k])
+                for k in UNREAD_CHANGE
+                if k in c
+            }
+            for c in changes
+        ]
+    counts: privacy.ReadCounts = Counter()
+    shown = [
+        {**c, "updated_by": staff_name(who, c["updated_by"], counts)} if "updated_by" in c else c
         for c in changes
     ]
+    await _audited(request, who, counts)
+    return shown
 
 
 async def _pack_moved(request: web.Request, who: Principal, changes: list[dict[str, Any]]) -> Problem:

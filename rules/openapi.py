@@ -62,6 +62,12 @@ WARNINGS = array(
         ["field", "message"],
     )
 )
+#: a staff account's (or token's) name: personal, as an alert acknowledger's is
+STAFF_NAME_SAID = (
+    "who made the change: a staff account's or token's name, personal data; null to a caller below "
+    "the personal class (a viewer, a token without admin) unless it is their own"
+)
+STAFF_NAME = {"type": ["string", "null"], "description": STAFF_NAME_SAID}
 DESCRIBED = obj(
     {
         "id": {"type": "string"},
@@ -76,7 +82,7 @@ DESCRIBED = obj(
         },
         "version": {"type": "integer"},
         "updated": {"type": "number"},
-        "updated_by": {"type": "string"},
+        "updated_by": STAFF_NAME,
         "redacted": {
             "type": "boolean",
             "description": "its state, last firing or error withheld: above the caller's privacy class",
@@ -143,7 +149,10 @@ CONFLICT = conflict(
             "rule": {"type": "string"},
             "your_version": {"type": "integer"},
             "current_version": {"type": ["integer", "null"], "description": "null: deleted since"},
-            "updated_by": {"type": ["string", "null"], "description": SHOWN_TO_READERS},
+            "updated_by": {
+                "type": ["string", "null"],
+                "description": SHOWN_TO_READERS + "; a staff name, null below the personal class",
+            },
             "updated": {"type": ["number", "null"], "description": SHOWN_TO_READERS},
             "enabled": {"type": ["boolean", "null"], "description": SHOWN_TO_READERS},
             "text": {"type": ["string", "null"], "description": SHOWN_TO_READERS},
@@ -190,7 +199,10 @@ IMPORT_CHANGES = obj(
                     "enabled_before": {"type": "boolean", "description": "only to a caller with scope read"},
                     "enabled_after": {"type": "boolean"},
                     "updated": {"type": "number", "description": "only to a caller with scope read"},
-                    "updated_by": {"type": "string", "description": "only to a caller with scope read"},
+                    "updated_by": {
+                        **STAFF_NAME,
+                        "description": "only to a caller with scope read; " + STAFF_NAME_SAID,
+                    },
                     "action": {
                         "type": "string",
                         "description": "how the stored version came: import, update, disable, ...; "
@@ -413,7 +425,7 @@ def paths() -> dict[str, Any]:
                                         {
                                             "version": {"type": "integer"},
                                             "ts": {"type": "number"},
-                                            "actor": {"type": "string"},
+                                            "actor": STAFF_NAME,
                                             "action": {"type": "string"},
                                             "state": {
                                                 "type": "string",
