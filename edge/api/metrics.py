@@ -5,7 +5,9 @@ touches a Prometheus object. Each app gets its own registry (no process-global s
 runtimes in one test process do not collide.
 
 Beside the runtime's families: `edge_build_info` (always 1, labelled with the version and the
-hashes of `edge.buildinfo`) and prometheus_client's `process_*` families of this process.
+hashes of `edge.buildinfo`), the web server's connections and refused logins
+(`edge_login_refused_total`, by reason, wrong passwords included) and prometheus_client's
+`process_*` families of this process.
 
 Everything counted is a counter (`*_total`) and Prometheus computes rates from it; gauges are
 levels only. The collector keeps no state between scrapes, so what one scraper reads never depends
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from edge.api.account_routes import ACCOUNT_WORK_KEY
 from edge.api.auth import require
 from edge.plugins import MetricsSource
 
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
 
 log = logging.getLogger("edge.metrics")
+
+#: the reasons a login is refused (`accounts.LoginRefused.reason`), each shown from 0 so that a
+#: rate or an alert on one exists before its first refusal
+LOGIN_REFUSAL_REASONS = ("wrong_password", "slowed", "address_limit", "in_flight")
 
 
 def _families_of(source: MetricsSource) -> list[Metric]:
@@ -53,9 +60,11 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
 class RuntimeCollector:
     """A prometheus_client collector (the registry needs only `collect`)."""
 
-    def __init__(self, runtime: Runtime, connections: Any = None) -> None:
+    def __init__(self, runtime: Runtime, connections: Any = None, app: web.Application | None = None) -> None:
         self.runtime = runtime
         self.connections = connections  # the web server's ConnectionStats, when it has one
+        # the web app, whose account routes (set up after this module) count the refused logins
+        self.app = app
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
@@ -230,15 +239,31 @@ class RuntimeCollector:
             refused.add_metric(["evicted_idle"], conns.evicted)
             refused.add_metric(["accept_error"], conns.accept_errors)
             yield refused
+        yield from self._refused_logins()
+
+    def _refused_logins(self) -> Iterator[Any]:
+        """`edge_login_refused_total` by reason, read at the scrape from the account routes'
+        counts (`RefusedLogins.by_reason`); absent from an app without them."""
+        from prometheus_client.core import CounterMetricFamily
+
+        work = None if self.app is None else self.app.get(ACCOUNT_WORK_KEY)
+        if work is None:
+            return
+        counts = dict.fromkeys(LOGIN_REFUSAL_REASONS, 0) | dict(work.refused.by_reason)
+        logins = CounterMetricFamily("edge_login_refused", "Logins refused, by reason", labels=["reason"])
+        for reason, count in sorted(counts.items()):
+            logins.add_metric([reason], count)
+        yield logins
 
 
 class Scrapes:
     """The app's own registry, made at its first scrape: prometheus_client (about 1 MB) is
     imported only on a gateway someone scrapes."""
 
-    def __init__(self, runtime: Runtime, connections: Any) -> None:
+    def __init__(self, runtime: Runtime, connections: Any, app: web.Application | None = None) -> None:
         self.runtime = runtime
         self.connections = connections
+        self.app = app
         self._registry: CollectorRegistry | None = None
 
     def registry(self) -> CollectorRegistry:
@@ -246,7 +271,7 @@ class Scrapes:
             from prometheus_client import CollectorRegistry, ProcessCollector
 
             self._registry = CollectorRegistry(auto_describe=False)
-            self._registry.register(RuntimeCollector(self.runtime, self.connections))  # type: ignore[arg-type]
+            self._registry.register(RuntimeCollector(self.runtime, self.connections, self.app))  # type: ignore[arg-type]
             # process_* (resident memory, CPU seconds, open fds, start time), read from /proc at
             # each scrape; on a system without /proc it yields nothing
             ProcessCollector(registry=self._registry)
@@ -267,5 +292,5 @@ async def metrics(request: web.Request) -> web.Response:
 def setup(app: web.Application, runtime: Runtime) -> None:
     from edge.api.keys import CONNECTIONS_KEY
 
-    app[SCRAPES_KEY] = Scrapes(runtime, app.get(CONNECTIONS_KEY))
+    app[SCRAPES_KEY] = Scrapes(runtime, app.get(CONNECTIONS_KEY), app)
     app.router.add_get("/metrics", metrics)
