@@ -17,7 +17,7 @@ its actions, which may quote what it read: its `rule_error` (the expression's ex
 operands), its `rule_action_failed` and the `command` event of its `write:` (the value written).
 Its alerts and events, its `rule_error` and its `rule_action_failed` are about whom the record that
 fired it names (a resident, a plate: `rules.store.args_subject`), and hold that subject beside
-their fields (`edge.privacy.atrest.SubjectPayload`): the journal seals them under that subject's
+their fields (`edge.privacy.payload.SubjectPayload`): the journal seals them under that subject's
 key, so forgetting the resident or plate shreds them with the record, and no recipient receives
 the reference. A failed action of a firing above public is logged without its reason, which can
 quote what the firing read (the log reaches journald, beyond every class and retention); its
@@ -62,7 +62,7 @@ from edge.model import (
     Reading,
     Severity,
 )
-from edge.privacy.atrest import SITE_SUBJECT, SubjectPayload
+from edge.privacy.payload import SITE_SUBJECT, SubjectPayload
 from rules.config import RulesConfig, normal_host, parse_allow_entry, webhook_allowed
 from rules.engine import Firing
 from rules.model import (

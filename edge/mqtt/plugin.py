@@ -76,5 +76,5 @@ PLUGIN = Plugin(
     requires=("aiomqtt", "paho"),
     sinks={"mqtt": Spec(config, sink)},
     check=check,
-    state_schemas={"mqtt": lazy_value("edge.mqtt.commands:SEEN_SCHEMA")},
+    state_schemas={"mqtt": lazy_value("edge.mqtt.seen:SEEN_SCHEMA")},
 )

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edge.privacy.payload import SITE_SUBJECT, SubjectPayload
 from edge.privacy.pseudonym import value_names
 from edge.store.blobs import CAMERA_KEY
 from edge.store.reader import SEALED_ROW_SQL
@@ -68,7 +69,6 @@ __all__ = [
     "unregister",
 ]
 
-SITE_SUBJECT = "@site"  # the data key of sensitive records that name no resident
 CAMERA_SUBJECT = CAMERA_KEY  # + a camera id: the key of its sealed snapshots that name no resident
 SUBJECT_FIELDS = ("resident", "user", "subject", "plate")  # payload fields naming the record's subject
 
@@ -190,21 +190,6 @@ def key_store_problem(
         "under another master key): name in privacy.master_key_file the key keys.db was last "
         "rotated to, or put back the keys.db of this master key"
     )
-
-
-class SubjectPayload(dict[str, Any]):
-    """An event payload with the subject it is about held beside its fields, not in them: what a
-    rule's firing leaves (its alert, `rule_error`, `rule_action_failed`) is about the resident or
-    plate the record that fired it names, though no field of its own names them. The journal seals
-    it under that subject's key (`subject_of`), so forgetting the subject shreds it with the
-    record. Written out (orjson, json) it is its fields alone: no reader, sink or pull consumer
-    receives the reference, which a field would carry to them in clear."""
-
-    __slots__ = ("subject",)
-
-    def __init__(self, fields: Mapping[str, Any], subject: str) -> None:
-        super().__init__(fields)
-        self.subject = subject
 
 
 def subject_of(payload: Any, private_points: Container[str] = ()) -> str:
