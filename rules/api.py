@@ -255,14 +255,17 @@ HELD_STATES = frozenset({"ok", "active", "pending"})
 
 
 PERSONAL = PRIVACY_RANK[Privacy.PERSONAL]
+#: who stored a rule when no one did: the packs read at start (`RulesComponent`) and `edge rules
+#: import`; these name no person
+GATEWAY_ACTORS = frozenset({"system", "cli"})
 
 
 def staff_name(who: Principal, name: str | None, counts: privacy.ReadCounts) -> str | None:
     """A staff account's (or token's) name as `who` may see it: personal data, as an alert
     acknowledger's is. Below `personal` (a viewer, a token without admin) it is withheld (None),
     but for the caller's own name; shown to anyone else, it is counted in `counts` as a personal
-    read, as an acknowledgement's user is."""
-    if not name or name == who.name:
+    read, as an acknowledgement's user is. The gateway's own (`GATEWAY_ACTORS`) is no one's."""
+    if not name or name == who.name or name in GATEWAY_ACTORS:
         return name
     if privacy.limit_for(who) < PERSONAL:
         return None

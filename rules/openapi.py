@@ -65,7 +65,8 @@ WARNINGS = array(
 #: a staff account's (or token's) name: personal, as an alert acknowledger's is
 STAFF_NAME_SAID = (
     "who made the change: a staff account's or token's name, personal data; null to a caller below "
-    "the personal class (a viewer, a token without admin) unless it is their own"
+    "the personal class (a viewer, a token without admin) unless it is their own; `system` (a pack "
+    "read at start) and `cli` (edge rules import) name the gateway and are shown to all"
 )
 STAFF_NAME = {"type": ["string", "null"], "description": STAFF_NAME_SAID}
 DESCRIBED = obj(

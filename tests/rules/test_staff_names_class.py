@@ -33,9 +33,12 @@ async def test_a_staff_name_is_shown_only_up_to_personal_and_audited(tmp_path: P
         async with signed_in_roles(rt) as clients:
             tech, viewer = clients["technician"], clients["viewer"]
             await tech.json("POST", BASE, RULE, expect=201)
+            # a rule a pack brought at start: the gateway stored it, no person did
+            rt.components["rules"].put({**RULE, "id": "bin-empty", "if": "value < 5"}, "system", "import")
 
-            # a viewer: neither in the rule nor in its versions
-            assert (await viewer.json("GET", BASE))["rules"][0]["updated_by"] is None
+            # a viewer: neither in the rule nor in its versions; the gateway's own name it is shown
+            listed = (await viewer.json("GET", BASE))["rules"]
+            assert {r["id"]: r["updated_by"] for r in listed} == {"bin-empty": "system", "bin-full": None}
             assert (await viewer.json("GET", f"{BASE}/bin-full"))["updated_by"] is None
             [version] = (await viewer.json("GET", f"{BASE}/bin-full/versions"))["versions"]
             assert version["actor"] is None and version["action"] == "create"
@@ -61,7 +64,10 @@ async def test_a_staff_name_is_shown_only_up_to_personal_and_audited(tmp_path: P
                 assert [v["actor"] for v in (await resp.json())["versions"]] == ["script", None]
             assert reads(rt) == []
 
-            # a technician (personal) is shown every name, each answer audited as a personal read
+            # a technician (personal) is shown every name, each answer audited as a personal read;
+            # the gateway's own is no one's
+            assert (await tech.json("GET", f"{BASE}/bin-empty"))["updated_by"] == "system"
+            assert reads(rt) == []
             assert (await tech.json("GET", f"{BASE}/bin-full"))["updated_by"] == "script"
             versions = (await tech.json("GET", f"{BASE}/bin-full/versions"))["versions"]
             assert [v["actor"] for v in versions] == ["script", "technician"]
