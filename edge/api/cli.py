@@ -110,7 +110,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Create an API token and print it once; only its hash is stored. Scopes: read, write,\n"
         "rules, admin, pull (pull needs --consumer: the consumer whose cursor the token moves). A consumer\n"
         "id that names an upstream sink of the site or a component's cursor (kpi) is refused: the token\n"
-        "would move that cursor.",
+        "would move that cursor. One the site file does not declare under consumers: is made with a\n"
+        "warning naming the declared ones: until declared, it gets only public records.",
         func=cmd_tokens_create,
         config=True,
         args=[
@@ -321,7 +322,7 @@ def _journal_cursors(site: Any) -> dict[str, tuple[Any, ...]]:
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
-    from edge.api.tokens import consumer_refusal, create_token
+    from edge.api.tokens import consumer_refusal, create_token, undeclared_warning
 
     site = _site(args)
     state = _state(args, site)
@@ -334,7 +335,14 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _done(state, "token_create", args.name, token, scopes=sorted(scopes))
+    detail: dict[str, Any] = {"scopes": sorted(scopes)}
+    if args.consumer:  # as the API does: a misspelt consumer id is seen when its token is made
+        declared = [c.id for c in site.consumers]
+        detail["consumer"] = args.consumer
+        detail["consumer_declared"] = args.consumer in declared
+        if args.consumer not in declared and "pull" in scopes:
+            print(f"warning: {undeclared_warning(args.consumer, declared)}", file=sys.stderr)
+    _done(state, "token_create", args.name, token, **detail)
     print("(shown once: it is stored only as a hash)", file=sys.stderr)
     return 0
 

@@ -1,20 +1,25 @@
 """A pull token made for a consumer id the site file does not declare gets only `public` data: no
 personal record on the stream or in /latest, no personal snapshot, until a `consumers:` entry
 declares it (and chooses its class). A misspelt id must not be what reads a site's plates. A token
-for a declared consumer gets that entry's class, as before."""
+for a declared consumer gets that entry's class, as before. `edge tokens create` warns of such an id
+on stderr as the API's answer does, naming the declared consumers."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from edge import audit
 from edge.api.blobs import BLOBS_KEY
 from edge.model import PointInfo, PointType, Privacy, Reading
-from tests.support.site import running_site
+from edge.state import StateDB
+from tests.support.cli import edge_cli
+from tests.support.site import running_site, site_file
 from tests.web.conftest import SITE, signed_in_admin
 
 
@@ -81,3 +86,32 @@ async def test_a_token_of_an_undeclared_consumer_reads_public_data_only(tmp_path
         assert got["city-platfrom"]["blob"] == 403, got
         assert b"\xff\xd8" not in got["city-platfrom"]["image"]
         assert declared["consumer_declared"] is True and "warning" not in declared
+
+
+def test_the_console_warns_of_an_undeclared_consumer_when_its_token_is_made(tmp_path: Path) -> None:
+    token_file = tmp_path / "city.token"
+    token_file.write_text("c" * 40)
+    token_file.chmod(0o600)
+    config = str(
+        site_file(tmp_path, SITE + f"consumers:\n  - {{id: city-platform, token_file: {token_file}}}\n")
+    )
+    made: dict[str, subprocess.CompletedProcess[str]] = {
+        cid: edge_cli("tokens", "create", "-c", config, cid, "--scope", "pull", "--consumer", cid)
+        for cid in ("city-platfrom", "city-platform")
+    }
+    for cid, cli in made.items():
+        assert cli.returncode == 0 and cli.stdout.startswith("ce_"), (cid, cli.stderr)
+    typo = made["city-platfrom"].stderr
+    assert "warning: consumer id 'city-platfrom' is not declared" in typo, typo
+    assert "(declared: city-platform)" in typo and "only public records" in typo, typo
+    assert "warning" not in made["city-platform"].stderr, made["city-platform"].stderr
+
+    state = StateDB(str(tmp_path / "state.db"))
+    try:
+        entries = audit.entries(state, 10, action="token_create")
+        assert [(e["target"], e["detail"]["consumer_declared"]) for e in entries] == [
+            ("city-platform", True),
+            ("city-platfrom", False),
+        ]
+    finally:
+        state.close()
