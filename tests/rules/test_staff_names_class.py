@@ -15,6 +15,11 @@ from edge import audit
 from edge.api.tokens import create_token
 from tests.support.site import running_site
 from tests.web.conftest import signed_in_roles
+from tests.web.test_browser import T
+from tests.web.test_browser_pages import browser, open_page
+from tests.web.test_browser_snapshots import _page_as
+
+__all__ = ["browser"]  # the fixture, shared with the module it comes from
 
 BASE = "/api/v1/rules"
 RULE = {"id": "bin-full", "when": "bin-*.fill_pct", "if": "value >= 85", "then": [{"alert": "full"}]}
@@ -78,3 +83,19 @@ async def test_a_staff_name_is_shown_only_up_to_personal_and_audited(tmp_path: P
                 ("technician", f"GET {BASE}/bin-full/versions", {"personal": 1}),
                 ("technician", f"DELETE {BASE}/bin-full", {"personal": 1}),
             ]
+
+
+async def test_the_rule_page_shows_a_viewer_its_versions_without_names(tmp_path: Path, browser: Any) -> None:
+    async with running_site(tmp_path, {"devices": []}) as rt:
+        async with signed_in_roles(rt) as clients:
+            await clients["technician"].json("POST", BASE, RULE, expect=201)
+            await clients["technician"].json("POST", f"{BASE}/bin-full/disable")
+        for role, shown in (("viewer", False), ("technician", True)):
+            page = await _page_as(browser, rt, role)
+            await open_page(page, "/rules/bin-full")
+            listed = page.locator("#rule-versions ul.versions li")
+            await listed.nth(1).wait_for(timeout=T)
+            said = await page.inner_text("#rule-versions")
+            assert said.count("v1") == 1 and said.count("v2") == 1, said
+            assert ("technician" in said) is shown, (role, said)
+            assert page.errors == []
