@@ -86,12 +86,38 @@ TOKEN = obj(
         "name": {"type": "string"},
         "scopes": array({"type": "string"}),
         "consumer": NULLABLE_STR,
+        "consumer_declared": {
+            "type": "boolean",
+            "description": "a pull token's consumer is declared under consumers: in the site file "
+            "(present when the token has a consumer); one that is not gets only public records",
+        },
         "created": {"type": "number"},
         "created_by": {"type": "string"},
+        "owner": {
+            "type": ["string", "null"],
+            "description": "the user whose demotion, disabling or deletion revokes this token; null: "
+            "made at the console",
+        },
         "last_used": NULLABLE_NUM,
         "revoked": NULLABLE_NUM,
     },
     ["id", "name", "scopes"],
+)
+#: an API token a user's demotion, disabling or deletion revoked
+REVOKED_TOKEN = obj(
+    {"id": {"type": "integer"}, "name": {"type": "string"}, "scopes": array({"type": "string"})},
+    ["id", "name", "scopes"],
+)
+#: the answer to a change of a user: the API tokens it revoked (made on that user's authority)
+USER_CHANGED = ok(
+    obj(
+        {
+            "ok": {"const": True},
+            "tokens_revoked": {"type": "integer", "minimum": 0, "description": "how many were revoked"},
+            "revoked_tokens": array(REVOKED_TOKEN),
+        },
+        ["ok", "tokens_revoked", "revoked_tokens"],
+    )
 )
 SITE_CONSUMER = obj(
     {
@@ -124,6 +150,12 @@ AUDIT_ENTRY = obj(
         "action": {"type": "string"},
         "target": {"type": "string"},
         "detail": {"type": "object"},
+        "redacted": {
+            "type": "boolean",
+            "description": "true: the caller is below personal (an API token without admin): actor "
+            "and target read `redacted`, and the detail keeps only its numbers and flags",
+        },
+        "privacy": {"type": "string", "description": "the class of what a redacted entry withholds"},
     },
     ["id", "ts", "actor", "action", "target"],
 )
@@ -283,7 +315,11 @@ def paths() -> dict[str, Any]:
             "patch": op(
                 "changeUser",
                 "Change a user's role or password, disable or unlock it (scope admin)",
-                {"200": OK_TRUE, **errors(422, body=True)},
+                {"200": USER_CHANGED, **errors(422, body=True)},
+                description="A lower role revokes the API tokens made on the user's authority that hold "
+                "a scope the new role lacks, disabling revokes all of them: the answer lists them. 422 "
+                "Invalid account data, or Nothing to change for a body that changes nothing ({}, a null "
+                "role, unlock false)",
                 parameters=[path("name", "the user name")],
                 request_body=body(
                     obj(
@@ -301,7 +337,9 @@ def paths() -> dict[str, Any]:
             "delete": op(
                 "deleteUser",
                 "Delete a user and its sessions; never the last admin (scope admin)",
-                {"200": OK_TRUE, **errors(422)},
+                {"200": USER_CHANGED, **errors(422)},
+                description="Every API token made on the user's authority is revoked too: the answer "
+                "lists them",
                 parameters=[path("name", "the user name")],
                 security=WRITE_SECURITY,
             ),
@@ -311,10 +349,16 @@ def paths() -> dict[str, Any]:
                 "audit",
                 "The audit log, newest first (scope admin or write)",
                 {"200": ok(obj({"entries": array(AUDIT_ENTRY)}, ["entries"])), **errors()},
+                description="Entries of a caller below personal have actor, target and text withheld; "
+                "filtering by actor is then 403",
                 parameters=[
                     int_query("limit", "at most this many entries (default 200)", 1, 1000),
                     int_query("before", "only entries with id below this (paging)", 1, MAX_SEQ),
-                    query("actor", {"type": "string"}, "only entries by this actor"),
+                    query(
+                        "actor",
+                        {"type": "string"},
+                        "only entries by this actor (403 for a caller below personal)",
+                    ),
                     query("action", {"type": "string"}, "only entries of this action"),
                 ],
             )
@@ -343,6 +387,22 @@ def paths() -> dict[str, Any]:
                                 "token": {"type": "string"},
                                 "name": {"type": "string"},
                                 "scopes": array({"enum": SCOPES}),
+                                "consumer": {"type": "string", "description": "with a consumer"},
+                                "consumer_declared": {
+                                    "type": "boolean",
+                                    "description": "the consumer is declared under consumers: in the "
+                                    "site file (with a consumer)",
+                                },
+                                "warning": {
+                                    "type": "string",
+                                    "description": "a pull token whose consumer is not declared: "
+                                    "check it for a typo; until declared it gets only public records",
+                                },
+                                "declared_consumers": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "the consumers the site file declares (with `warning`)",
+                                },
                             },
                             ["token", "name", "scopes"],
                         )
