@@ -3,7 +3,9 @@
 
 - `export`: every journal record that names the subject in an identifying field, a reading
   whose value is the reference (a gate's `last_plate`), or an event about a personal or sensitive
-  point whose `value` is (a rule's alert on `last_plate`), sealed ones opened with the site's keys,
+  point whose `value` is (a rule's alert on `last_plate`), and every event sealed under the
+  subject's data key though it names them in no field (a rule's alert, `rule_error` or
+  `rule_action_failed` that their record fired), sealed ones opened with the site's keys,
   as JSON lines, then one line per snapshot file sealed under the subject's key (a sensitive
   camera's picture of the resident, or on a site with a master key a personal camera's picture a
   rule took for the subject, e.g. a plate: its blob id and class, to fetch from
@@ -138,26 +140,41 @@ def _private_of(journal_path: str, private: Container[str] | None) -> Container[
 
 # ---------------------------------------------------------------- export
 def journal_records(
-    journal_path: str, subject: str, private: Container[str] | None = None, upto: int | None = None
+    journal_path: str,
+    subject: str,
+    private: Container[str] | None = None,
+    upto: int | None = None,
+    keyed: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The journal's records that name `subject` (events in an identifying field or, about one of
-    the `private` points, by their value; readings by their value), oldest first (sealed ones as
-    they came, when this process holds the keys). `private`: the site's personal and sensitive
-    points (`private_points`); None: those the journal's sealer knows. `upto`: no record after
-    that seq."""
-    from edge.store.reader import JournalReader
-    from edge.store.rows import row_to_record
+    the `private` points, by their value; readings by their value), and with `keyed` the events
+    sealed under its data key though no field names it (what a rule's firing on its record left:
+    an alert, a `rule_error`, a `rule_action_failed`, `edge.privacy.payload.SubjectPayload`),
+    oldest first (sealed ones as they came, when this process holds the keys). `private`: the
+    site's personal and sensitive points (`private_points`); None: those the journal's sealer
+    knows. `upto`: no record after that seq. A page of rows at a time, as stored, opened after
+    their envelope's key is read."""
+    import sqlite3
+
+    from edge.store.reader import READER_CACHE_KIB
+    from edge.store.rows import SELECT_COLS, connect, open_rows, row_to_record
 
     private = _private_of(journal_path, private)
-    reader = JournalReader(journal_path)
+    kid = _subject_kid(journal_path, subject) if keyed else None
+    conn = connect(journal_path)
     try:
+        conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")  # rows read once, not kept
+        cur = conn.cursor(sqlite3.Cursor)  # the rows as stored: an envelope says whose key sealed it
         after = 0
         while True:
-            rows = reader.read_rows(after, PAGE)
-            if not rows:
+            stored = cur.execute(
+                f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
+            ).fetchall()
+            if not stored:
                 return
-            after = rows[-1][0]
-            for row in rows:
+            after = stored[-1][0]
+            rows = open_rows(journal_path, cur.description, stored)
+            for raw, row in zip(stored, rows, strict=True):
                 if upto is not None and row[0] > upto:
                     return
                 if row[5] is None:
@@ -165,10 +182,28 @@ def journal_records(
                         yield row_to_record(row)
                     continue
                 rec = row_to_record(row)
-                if names_subject(rec["payload"], subject, private):
+                if names_subject(rec["payload"], subject, private) or (
+                    kid is not None and _sealed_under(raw[7], kid)
+                ):
                     yield rec
     finally:
-        reader.close()
+        conn.close()
+
+
+def _subject_kid(journal_path: str, subject: str) -> bytes | None:
+    """The reference of `subject`'s data key in the keys of the journal's sealer (a running
+    gateway's, or the one a command opened), None without a key or a sealer."""
+    from edge.store.rows import sealer_for
+
+    sealer = sealer_for(journal_path)
+    return sealer.keys.kid_of(subject) if isinstance(sealer, Sealer) else None
+
+
+def _sealed_under(stored: Any, kid: bytes) -> bool:
+    """A stored payload is an envelope sealed under the key `kid`."""
+    from edge.privacy.keys import envelope_kid
+
+    return type(stored) is bytes and envelope_kid(stored) == kid
 
 
 def subject_snapshots(blob_dir: str, sealer: Sealer, subject: str) -> list[dict[str, Any]]:
@@ -283,7 +318,7 @@ def count_in_clear(
     own answer, not a guess at which key each record was sealed under. `upto`: the newest seq
     when the key was deleted: a running gateway seals what it sees after that under a new key,
     which is not left behind by the forget but new."""
-    return sum(1 for _ in journal_records(journal_path, subject, private, upto))
+    return sum(1 for _ in journal_records(journal_path, subject, private, upto, keyed=False))
 
 
 def clear_acks(state: StateDB, subject: str) -> int:

@@ -1,0 +1,86 @@
+"""A resident's export (PIPL art. 45) lists what a rule's firing on their records left — its alert,
+its `rule_error` — though it names them in no field: it is sealed under their data key, which is
+how the export finds it (and how forget shreds it). Another resident's are not listed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.model import Event
+from tests.privacy.conftest import RESIDENT, SYSTOLIC, measurement, site_doc
+from tests.support.cli import edge_cli
+from tests.support.site import running_site, site_file
+from tests.support.waiting import until_async
+
+OTHER = "R-55121"  # a second resident, whose records and alerts are not the first one's
+OTHER_SYSTOLIC = 15271
+RULES: list[dict[str, Any]] = [
+    {  # an alert quoting the reading, as the shipped health pack's do
+        "id": "bp-high",
+        "when": [{"event": "blood_pressure"}],
+        "if": "payload['systolic_mmhg'] >= 180",
+        "notify": "always",
+        "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
+    },
+    {  # a condition whose exception quotes the resident's id
+        "id": "bp-id",
+        "when": [{"event": "blood_pressure"}],
+        "if": "int(payload['resident']) > 0",
+        "then": [{"alert": "numeric id"}],
+    },
+]
+
+
+async def test_export_lists_the_alerts_and_errors_a_residents_records_fired(
+    tmp_path: Path, master: Path
+) -> None:
+    config = site_file(tmp_path, site_doc(master))
+    async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
+        rules = rt.components["rules"]
+        for rule in RULES:
+            rules.put(rule, "test", "create")
+        now = time.time()
+        rt.hub.ingest(
+            [
+                measurement(now, RESIDENT, SYSTOLIC),
+                Event(
+                    "blood_pressure",
+                    "kiosk-1",
+                    payload={"resident": OTHER, "systolic_mmhg": OTHER_SYSTOLIC, "diastolic_mmhg": 71},
+                    ts=now + 1,
+                ),
+            ]
+        )
+
+        async def fired() -> bool:
+            await rt.journal.flush()
+            kinds = [r.get("kind") for r in rt.journal.tail(200)]
+            return kinds.count("alert") >= 2 and kinds.count("rule_error") >= 2
+
+        await until_async(fired, what="both residents' alerts and rule errors journaled")
+
+    out = tmp_path / "export.jsonl"
+    done = await asyncio.to_thread(
+        edge_cli, "privacy", "export", "-c", str(config), "--subject", RESIDENT, "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for rec in lines:
+        by_kind.setdefault(str(rec.get("kind") or rec.get("type")), []).append(rec)
+
+    assert [r["payload"]["resident"] for r in by_kind["blood_pressure"]] == [RESIDENT]
+    # the alert quotes the reading, the error the id; neither names the resident in a field
+    alerts = by_kind["alert"]
+    assert [(a["source"], f"{SYSTOLIC}/71" in a["payload"]["message"]) for a in alerts] == [("bp-high", True)]
+    errors = by_kind["rule_error"]
+    assert [(e["source"], RESIDENT in e["payload"]["message"]) for e in errors] == [("bp-id", True)]
+    assert all("resident" not in r["payload"] for r in alerts + errors)
+    # the other resident's measurement, alert and error are theirs, not in this export
+    assert not [
+        line for line in lines if OTHER in json.dumps(line) or str(OTHER_SYSTOLIC) in json.dumps(line)
+    ]
