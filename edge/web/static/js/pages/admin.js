@@ -4,7 +4,9 @@
 // admin) is said next to the selector, which shows the role kept.
 // The pull consumers the site file declares (their token is a file or variable on the gateway,
 // not one of the API's tokens) are listed with the tokens, since they reach the same API.
-import { api, changeOwnPassword, dialog, errorBox, fmtTime, h, state, t, table } from '../core.js';
+// A role change, disabling or deletion revokes API tokens the user made (those holding a scope
+// the new role lacks; all of them): the answer's count is said, and the tokens are drawn again.
+import { api, changeOwnPassword, dialog, errorBox, fmt, fmtTime, h, state, t, table } from '../core.js';
 
 const ROLES = ['admin', 'technician', 'viewer'];
 const SCOPES = ['read', 'write', 'rules', 'admin', 'pull'];
@@ -15,9 +17,9 @@ export async function render(view) {
   const tokens = h('section', { class: 'card', id: 'tokens' });
   const sessions = h('section', { class: 'card', id: 'sessions' });
   view.append(users, sessions, tokens);
-  // a user disabled, deleted or given a new password loses their sessions: the sessions table
-  // is drawn again after every change of a user
-  const userChanged = () => drawSessions(sessions);
+  // a user disabled, deleted or given a new password loses their sessions, and a demoted,
+  // disabled or deleted one their API tokens: both tables are drawn again after every change
+  const userChanged = () => Promise.all([drawSessions(sessions), drawTokens(tokens)]);
   await Promise.all([drawUsers(users, userChanged), drawSessions(sessions), drawTokens(tokens)]);
 }
 
@@ -30,11 +32,26 @@ function clearOnEdit(form, msg) {
   form.addEventListener('invalid', clear, true);
 }
 
+// "N API tokens revoked" after a change of a user that revoked any (`tokens_revoked`), else nothing
+function revokedNote(answer) {
+  const n = (answer && answer.tokens_revoked) || 0;
+  return n > 0 ? h('p', { 'data-tokens-revoked': n }, fmt().count(n, 'admin.tokensRevoked')) : null;
+}
+
 async function drawUsers(box, userChanged) {
   const { users } = await api('GET', '/api/v1/users');
   const msg = h('div', { id: 'user-msg' });
+  // after a change the users are drawn again: its note goes into the new table's message box
+  const said = (...notes) => {
+    const shown = notes.filter(Boolean);
+    if (shown.length) box.querySelector('#user-msg').replaceChildren(h('div', { class: 'ok-box', role: 'status' }, shown));
+  };
   const act = async (name, body) => {
-    try { await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body); await Promise.all([drawUsers(box, userChanged), userChanged()]); } catch (e) { msg.replaceChildren(errorBox(e)); }
+    try {
+      const r = await api('PATCH', `/api/v1/users/${encodeURIComponent(name)}`, body);
+      await Promise.all([drawUsers(box, userChanged), userChanged()]);
+      said(revokedNote(r));
+    } catch (e) { msg.replaceChildren(errorBox(e)); }
   };
   // One's own password goes as the header's dialog sends it (with the current one): this
   // session stays, with its new CSRF token; the user's other sessions end. Set as another
@@ -61,7 +78,7 @@ async function drawUsers(box, userChanged) {
       if (!r.ok) { select.value = u.role; refusal.replaceChildren(errorBox(r)); return; }
       if (own) { location.href = '/login'; return; }
       await Promise.all([drawUsers(box, userChanged), userChanged()]);
-      box.querySelector('#user-msg').replaceChildren(h('div', { class: 'ok-box', role: 'status' }, t('admin.roleChanged', { name: u.name, role: t('role.' + role) })));
+      said(t('admin.roleChanged', { name: u.name, role: t('role.' + role) }), revokedNote(r.data));
     });
     return h('td', {}, select, refusal);
   };
@@ -79,7 +96,11 @@ async function drawUsers(box, userChanged) {
       u.name !== state.user.name ? h('button', { class: 'secondary small', onclick: () => act(u.name, { disabled: !u.disabled }) }, u.disabled ? t('admin.enable') : t('admin.disable')) : null,
       u.name !== state.user.name ? h('button', { class: 'danger small', onclick: async () => {
         if (!confirm(t('admin.confirmDelete', { name: u.name }))) return;
-        try { await api('DELETE', `/api/v1/users/${encodeURIComponent(u.name)}`); await Promise.all([drawUsers(box, userChanged), userChanged()]); } catch (e) { msg.replaceChildren(errorBox(e)); }
+        try {
+          const r = await api('DELETE', `/api/v1/users/${encodeURIComponent(u.name)}`);
+          await Promise.all([drawUsers(box, userChanged), userChanged()]);
+          said(revokedNote(r));
+        } catch (e) { msg.replaceChildren(errorBox(e)); }
       } }, t('admin.delete')) : null)));
   const form = h('form', { class: 'row', id: 'add-user' },
     h('input', { name: 'name', placeholder: t('login.name'), required: true }),
