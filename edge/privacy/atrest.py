@@ -231,8 +231,11 @@ def aad(column: str, ts: float, source: str) -> bytes:
 class Sealer:
     """Seals and opens sensitive values with `keys`. Thread-safe (SubjectKeys is)."""
 
-    def __init__(self, keys: SubjectKeys) -> None:
+    def __init__(self, keys: SubjectKeys, journal_path: str | None = None) -> None:
         self.keys = keys
+        # the journal whose records this sealer seals (`open`): a dead letter of one of its events
+        # is sealed under the key its row was (`seal_record`)
+        self.journal_path = journal_path
         self.sealed = 0  # values sealed since open (for status)
         # the journal's classes (`edge.store.rows.RecordClasses`: the hub), for `is_sensitive`
         self.classes: Any = None
@@ -285,7 +288,8 @@ class Sealer:
                 clock=clock or time.time,
                 sealed_elsewhere=lambda: sealed_data(journal_path, state_path, blob_dir),
                 journal=Path(journal_path).name,
-            )
+            ),
+            os.fspath(journal_path),
         )
 
     def seal_payload(self, payload: dict[str, Any], text: str, ts: float, source: str) -> bytes:
@@ -298,16 +302,59 @@ class Sealer:
         return self.keys.seal(value_subject(value), orjson.dumps(value), aad("value", ts, source), ts)
 
     def seal_record(
-        self, record: Mapping[str, Any], where: str, about: Mapping[str, Any] | None = None
+        self,
+        record: Mapping[str, Any],
+        where: str,
+        about: Mapping[str, Any] | None = None,
+        journal_seq: int | None = None,
     ) -> bytes:
         """A whole record (a dead letter) bound to `where` (its sink and seq), under the key of the
         subject `about` names (the record as the journal holds it, when `record` carries a
         recipient's pseudonyms instead; else `record`'s own): an event's resident or plate, a
-        reading's string value, else the site's. It expires from when it was dead-lettered, so
-        the key keeps the time of this seal."""
+        reading's string value; else, with `journal_seq` (the seq of the journal row it is a copy
+        of), the key that row's payload is sealed under (a rule's alert, `rule_error` or
+        `rule_action_failed` is its firing's resident's, though it names them in no field:
+        `SubjectPayload`); else the site's. It expires from when it was dead-lettered, so the key
+        keeps the time of this seal."""
         self.sealed += 1
+        text = orjson.dumps(record)
+        bound = aad("record", 0.0, where)
         subject = record_subject(about if about is not None else record, self.private_points())
-        return self.keys.seal(subject, orjson.dumps(record), aad("record", 0.0, where))
+        if subject == SITE_SUBJECT and journal_seq is not None:
+            kid = self._journal_kid(journal_seq, about if about is not None else record)
+            if kid is not None:
+                try:
+                    return _seal_under_kid(self.keys, kid, text, bound)
+                except (LookupError, ValueError):  # forgotten since (the record reads as erased)
+                    pass
+        return self.keys.seal(subject, text, bound)
+
+    def _journal_kid(self, seq: int, record: Mapping[str, Any]) -> bytes | None:
+        """The reference of the key the journal's event `seq` is sealed under, when that row is
+        still `record`'s (same time and source), None otherwise (a reading, a row in clear or
+        gone, no journal known)."""
+        import sqlite3
+
+        from edge.paths import sqlite_uri
+        from edge.privacy.keys import envelope_kid
+
+        if self.journal_path is None or record.get("type") != "event":
+            return None
+        try:
+            conn = sqlite3.connect(sqlite_uri(self.journal_path), uri=True, timeout=10)
+        except sqlite3.Error:
+            return None
+        try:
+            row = conn.execute("SELECT ts, point, payload FROM journal WHERE seq = ?", (int(seq),)).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            conn.close()
+        if row is None or type(row[2]) is not bytes:
+            return None
+        if row[0] != record.get("ts") or row[1] != record.get("source"):
+            return None
+        return envelope_kid(row[2])
 
     def open_record(self, envelope: bytes, where: str) -> dict[str, Any] | None:
         """A sealed record (`seal_record`), or None when its subject was forgotten."""
@@ -335,6 +382,28 @@ class Sealer:
 
     def close(self) -> None:
         self.keys.close()
+
+
+def _seal_under_kid(keys: SubjectKeys, kid: bytes, plaintext: bytes, bound: bytes) -> bytes:
+    """`plaintext` sealed under the data key whose reference is `kid` (as `SubjectKeys.seal` seals
+    under a subject's: its seal time recorded now), for a copy of a record whose subject this
+    process knows only by the key it was sealed under (`envelope_kid`). KeyForgotten when that
+    key was deleted. Reads the key store's cipher cache and seal times as `seal` does: a key store
+    method `seal_kid` would own it."""
+    from edge.privacy.keys import NONCES, SEAL_TIME_SLACK_S, VERSION
+
+    with keys._lock:
+        keys._check_in_place()
+        keys._notice_other_writers()
+        cipher = keys._cipher(kid)
+        t = keys._clock()
+        if t > keys._seal_times.get(kid, 0.0):
+            keys._seal_times[kid] = t
+            if t - keys._stored_time(kid) > SEAL_TIME_SLACK_S:
+                keys._write_through(kid, t)
+    header = bytes((VERSION,)) + kid
+    nonce = NONCES.take()
+    return header + nonce + cipher.encrypt(nonce, plaintext, header + bound)
 
 
 def open_record(path: str, envelope: Any, where: str) -> Any:

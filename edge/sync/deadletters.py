@@ -112,13 +112,15 @@ def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, A
     """The dead letters whose record names `subject`, oldest first, for its export: `{"type":
     "dead_letter", "id", "sink", "dead_lettered", "status", "privacy", "record"}`. A dead letter
     keeps its record as it was to be sent: it names the subject by its reference (a field the
-    sink sends in clear) or by the sink's pseudonym of it, or not at all (withheld). Sealed ones
-    open where this process holds the keys; a forgotten subject's do not."""
+    sink sends in clear) or by the sink's pseudonym of it, or not at all (withheld); an event
+    sealed under the subject's key is theirs though it names them nowhere (a rule's alert their
+    measurement fired). Sealed ones open where this process holds the keys; a forgotten subject's do not."""
     from edge.privacy.subjects import names_by_sink, private_points, record_names_subject
 
     if not created(state):
         return
     names = names_by_sink(site, subject)
+    kid = _subject_kid(state, subject)
     # an alert on a gate's plate point names the plate by its value, as the journal's copy does
     private = private_points(site)
     after = 0
@@ -134,7 +136,15 @@ def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, A
         after = rows[-1]["id"]
         for r in rows:
             record = _record(state, r["record"], r["sink"], r["seq"])
-            if any(record_names_subject(record, name, private) for name in names.get(r["sink"], (subject,))):
+            # an event sealed under the subject's key is theirs though it names no one (a rule's
+            # alert their measurement fired), as the journal's copy is; a reading names its
+            # subject by its value, which a sink without a pseudonym key was sent withheld
+            keyed = (
+                isinstance(record, dict) and record.get("type") == "event" and _sealed_under(r["record"], kid)
+            )
+            if keyed or any(
+                record_names_subject(record, name, private) for name in names.get(r["sink"], (subject,))
+            ):
                 yield {
                     "type": "dead_letter",
                     "id": r["id"],
@@ -144,6 +154,25 @@ def of_subject(site: Site, state: StateDB, subject: str) -> Iterator[dict[str, A
                     "privacy": CLASS_NAMES.get(r["privacy"]),
                     "record": record,
                 }
+
+
+def _subject_kid(state: StateDB, subject: str) -> bytes | None:
+    """The reference of `subject`'s data key where this process seals the state DB, else None."""
+    sealer = sealer_for(state.path)
+    if sealer is None:
+        return None
+    from edge.privacy.atrest import Sealer
+
+    return sealer.keys.kid_of(subject) if isinstance(sealer, Sealer) else None
+
+
+def _sealed_under(stored: Any, kid: bytes | None) -> bool:
+    """A stored record is sealed under the key `kid`."""
+    if kid is None or type(stored) is not bytes:
+        return False
+    from edge.privacy.keys import envelope_kid
+
+    return envelope_kid(stored) == kid
 
 
 def _where(sink: str, seq: int) -> str:
@@ -194,7 +223,8 @@ def add(
     fields). `privacy`: its class's rank (`PRIVACY_RANK`), by which it expires; None leaves it to
     the next expiry pass (a sealed record is then sensitive). `about`: the record as the journal
     holds it, when it differs: sealed, the dead letter goes under the key of the resident or plate
-    that one names, so a forget shreds it with their other records."""
+    that one names, or, when it names none, under the key the journal's row `seq` is sealed under
+    (a rule's alert on a resident's measurement), so a forget shreds it with their other records."""
     stored: str | bytes = orjson.dumps(record).decode()
     sealer = sealer_for(state.path)
     if sealer is not None:  # this process seals: the privacy component has loaded its code
@@ -203,7 +233,9 @@ def add(
         if isinstance(sealer, Sealer) and ((privacy or 0) >= 1 or sealer.is_private(record)):
             # a receiver's answer may quote what it rejected: a personal or sensitive record's is
             # not kept
-            stored, response = sealer.seal_record(record, _where(sink, seq), about), ""
+            # under the key of the journal's row when no field names its subject (a rule's alert
+            # about the resident whose measurement fired it): a forget of them shreds it too
+            stored, response = sealer.seal_record(record, _where(sink, seq), about, journal_seq=seq), ""
             if not privacy:  # private by the sealer's classes: the strictest of the private ones
                 privacy = SENSITIVE
     with state.lock:

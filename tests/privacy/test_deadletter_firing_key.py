@@ -1,0 +1,141 @@
+"""A sink's dead letter of a rule's alert on a resident's measurement is sealed under the resident's
+key, as the journal's alert is, though the alert names them in no field: a forget of the resident
+shreds it (it no longer opens, the other resident's still does), and the resident's export lists
+it before. On a real sealed gateway whose HTTP receiver refuses (400) every batch with an alert."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from edge.model import Event
+from edge.privacy.atrest import Sealer
+from edge.state import StateDB
+from edge.store.rows import register, unregister
+from edge.sync import deadletters
+from edge.sync.component import SyncComponent
+from tests.privacy.conftest import RESIDENT, SITE_FILE, SYSTOLIC, measurement, plaintext_in, site_doc
+from tests.support.cli import edge_cli
+from tests.support.site import running_site, site_file
+from tests.support.waiting import until_async
+
+OTHER = "R-55122"  # a second resident, not forgotten
+OTHER_SYSTOLIC = 15277
+RULE: dict[str, Any] = {  # an alert quoting the reading, as the shipped health pack's do
+    "id": "bp-high",
+    "when": [{"event": "blood_pressure"}],
+    "if": "payload['systolic_mmhg'] >= 180",
+    "notify": "always",
+    "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
+}
+UPSTREAM = """
+upstream:
+  - id: central
+    type: http
+    url: URL
+    max_privacy: sensitive
+    batch: {max_items: 50, max_age: 50ms}
+    retry: {initial: 50ms, max: 500ms}
+"""
+
+
+@pytest.fixture
+async def refusing_alerts() -> AsyncIterator[str]:
+    """An HTTP receiver answering 400 to every batch holding an alert, 204 to the others; its URL."""
+
+    async def ingest(request: web.Request) -> web.Response:
+        doc = orjson.loads(await request.read())
+        if any(e.get("kind") == "alert" for e in doc.get("events", [])):
+            return web.Response(status=400, text="alerts are not taken here")
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/ingest", ingest)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/ingest"
+    finally:
+        await runner.cleanup()
+
+
+def dead_letters(tmp_path: Path, master: Path) -> list[dict[str, Any]]:
+    """The dead letters' records as the site's keys open them."""
+    sealer = Sealer.open(tmp_path / "edge.db", str(master))
+    state = StateDB(str(tmp_path / "state.db"))
+    register(state.path, sealer)
+    try:
+        return [d["record"] for d in deadletters.listing(state, None, None, 100)]
+    finally:
+        unregister(state.path, sealer)
+        state.conn.close()
+        sealer.close()
+
+
+def quoting(records: list[dict[str, Any]], mark: object) -> list[dict[str, Any]]:
+    return [r for r in records if str(mark) in json.dumps(r, ensure_ascii=False)]
+
+
+async def test_forget_shreds_the_dead_letter_of_an_alert_a_residents_measurement_fired(
+    tmp_path: Path, master: Path, refusing_alerts: str
+) -> None:
+    config = site_file(tmp_path, site_doc(master) + UPSTREAM.replace("URL", refusing_alerts))
+    async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
+        rt.components["rules"].put(RULE, "test", "create")
+        now = time.time()
+        rt.hub.ingest(
+            [
+                measurement(now, RESIDENT, SYSTOLIC),
+                Event(
+                    "blood_pressure",
+                    "kiosk-1",
+                    payload={"resident": OTHER, "systolic_mmhg": OTHER_SYSTOLIC, "diastolic_mmhg": 71},
+                    ts=now + 1,
+                ),
+            ]
+        )
+        sync = rt.component(SyncComponent)
+        assert sync is not None
+        central = sync.sinks["central"]
+
+        async def both_dead_lettered() -> bool:
+            await rt.journal.flush()
+            return central.dead_letters >= 2
+
+        await until_async(both_dead_lettered, timeout=30, what="both residents' alerts dead-lettered")
+
+    held = dead_letters(tmp_path, master)
+    assert [r["kind"] for r in held] == ["alert", "alert"]
+    mine, others = quoting(held, f"{SYSTOLIC}/71"), quoting(held, f"{OTHER_SYSTOLIC}/71")
+    assert len(mine) == 1 and len(others) == 1
+    assert not quoting(held, RESIDENT)  # named in no field: found by its key
+    assert plaintext_in(tmp_path, skip=SITE_FILE) == []
+
+    out = tmp_path / "export.jsonl"
+    done = await asyncio.to_thread(
+        edge_cli, "privacy", "export", "-c", str(config), "--subject", RESIDENT, "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    listed = [d["record"] for d in exported if d.get("type") == "dead_letter"]
+    assert listed == mine
+
+    done = await asyncio.to_thread(edge_cli, "privacy", "forget", "-c", str(config), "--subject", RESIDENT)
+    assert done.returncode == 0, done.stderr
+
+    after = dead_letters(tmp_path, master)
+    assert quoting(after, SYSTOLIC) == []
+    assert {"erased": True} in after  # it no longer opens
+    assert quoting(after, f"{OTHER_SYSTOLIC}/71") == others  # the other resident's stays
+    assert plaintext_in(tmp_path, skip=(*SITE_FILE, "export.jsonl")) == []
