@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.kpi.days import Days
+from edge.store.rows import ERASED_PAYLOAD
 
 UP, DOWN, RESTART = "up", "down", "restart"
 MAX_GAPS = 100  # the newest steps of the clock the fold remembers (a gap older than a day is moot)
 DOWN_STATES = ("offline", "stopped")
+ERASED = json.loads(ERASED_PAYLOAD)  # a record's payload once its subject is forgotten
 RULE_EVENTS_NOT_ACTIONS = ("rule_action_failed", "rule_error", "rule_rate_limited", "rule_pack_error")
 # what a chunk walks one by one: (seq, ts, point or source, quality, kind, severity, payload)
 Ordered = tuple[int, float, str, "int | None", "str | None", "str | None", "str | None"]
@@ -521,7 +523,14 @@ def _payload(raw: str | None) -> dict[str, Any]:
 
 def _rule_action(kind: str, source: str, payload: Mapping[str, Any]) -> bool:
     """An event a rule's action left: its alerts and events carry the rule as their source, its
-    writes are commands `by` `rule:<id>` that succeeded (a failed one is a rule_action_failed)."""
+    writes are commands `by` `rule:<id>` that succeeded (a failed one is a rule_action_failed).
+    An alert whose payload is erased (its resident forgotten: `edge.privacy.payload`) is one too:
+    only a rule's alert is sealed under a resident's key, and both its states, fired and cleared,
+    count, so its kind (in clear on the row) tells all this needs. Another erased event (a rule's
+    `event:` of its own kind, a `command`) cannot be told from a device's or a user's: not
+    counted."""
+    if kind == "alert" and payload == ERASED:
+        return True
     if kind == "command":
         return str(payload.get("by", "")).startswith("rule:") and payload.get("status") == "ok"
     if kind in RULE_EVENTS_NOT_ACTIONS or "below_target" in payload:  # the KPIs' own alert

@@ -41,7 +41,7 @@ from edge.api.problem import Problem, json_body, json_response, read_json
 from edge.model import PRIVACY_RANK, QUALITY_NAMES, CommandStatus, Event, Privacy, Severity, event_privacy
 from edge.state import StateDB
 from edge.store.journal import BOOL_FLAG, Journal, row_to_record
-from edge.store.rows import EventMatch, sealer_for
+from edge.store.rows import ERASED_PAYLOAD, EventMatch, sealer_for
 from edge.store.trend import TrendIndex, history_buckets, newest_events
 from edge.web.rule_yaml import MAX_BODY_BYTES as MAX_YAML_BODY
 from edge.web.rule_yaml import YamlWorker
@@ -57,6 +57,7 @@ MAX_LIMIT = 5000
 # thread of the default executor the rest of the runtime shares; the others wait their turn.
 QUERY_SLOTS = 2
 RESOLUTIONS = ("auto", "raw", "minute", "hour")
+ERASED = orjson.loads(ERASED_PAYLOAD)  # a record's payload once its subject is forgotten
 EVENT_PAGE = 500  # rows fetched per round while skipping acknowledged events (unacked=1)
 RAW_SPAN = 3 * 3600.0  # auto answers raw readings for ranges up to this long (when the scan covers them)
 ACK_MIGRATIONS = [
@@ -493,6 +494,10 @@ async def _active_alerts(request: web.Request, runtime: Runtime) -> web.Response
         latest: dict[tuple[str, Any], dict[str, Any]] = {}
         for row in rows:  # newest first: the first seen per alert is its current state
             rec = row_to_record(row)
+            if rec["payload"] == ERASED:
+                # its subject was forgotten: which alert it was (its point) and whether it fired or
+                # cleared are gone with its payload; it is no alert's current state
+                continue
             # one alert per rule and point: a pattern rule fires and clears per matching point
             point = rec["payload"].get("point") if isinstance(rec["payload"], dict) else None
             latest.setdefault((rec["source"], point if isinstance(point, str) else None), rec)
