@@ -93,8 +93,8 @@ def sealed_data(
     blob_dir: str | os.PathLike[str] | None = None,
 ) -> str | None:
     """What the site holds sealed under its data keys, said for a person ("edge.db holds sealed
-    records"), None when nothing: a sealed record in the journal, a sealed dead letter in the
-    state DB, a sealed snapshot file. Read-only; a file that does not exist holds nothing, one
+    records"), None when nothing: a sealed record in the journal, a sealed dead letter or MQTT
+    command answer in the state DB, a sealed snapshot file. Read-only; a file that does not exist holds nothing, one
     that cannot be read is said to hold sealed data (it may)."""
     import sqlite3
 
@@ -109,6 +109,15 @@ def sealed_data(
                 "sealed dead letters",
             )
         )
+        # an MQTT command's kept answer about a personal or sensitive point (`edge.mqtt.seen`):
+        # no table on a site without MQTT commands, no column where they predate sealing
+        checks.append(
+            (
+                state_path,
+                "SELECT 1 FROM mqtt_requests WHERE sealed IS NOT NULL LIMIT 1",
+                "sealed MQTT command answers",
+            )
+        )
     for path, sql, what in checks:
         if not Path(path).is_file() or Path(path).stat().st_size == 0:
             continue
@@ -120,7 +129,7 @@ def sealed_data(
             if conn.execute(sql).fetchone() is not None:
                 return f"{path} holds {what}"
         except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
+            if "no such table" not in str(exc) and "no such column" not in str(exc):
                 return f"{path} (unreadable: {exc}) may hold {what}"
         except sqlite3.DatabaseError as exc:
             return f"{path} (unreadable: {exc}) may hold {what}"

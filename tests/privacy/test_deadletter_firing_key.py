@@ -1,7 +1,11 @@
 """A sink's dead letter of a rule's alert on a resident's measurement is sealed under the resident's
 key, as the journal's alert is, though the alert names them in no field: a forget of the resident
 shreds it (it no longer opens, the other resident's still does), and the resident's export lists
-it before. On a real sealed gateway whose HTTP receiver refuses (400) every batch with an alert."""
+it before. On a real sealed gateway whose HTTP receiver refuses (400) every batch with an alert.
+
+What else the state DB keeps sealed under the data keys counts as sealed data too: a keys.db gone
+while the state DB holds an MQTT command's sealed answer is refused, not made anew (a new one would
+open none of it, and a forget would delete nothing)."""
 
 from __future__ import annotations
 
@@ -17,12 +21,22 @@ import pytest
 from aiohttp import web
 
 from edge.model import Event
-from edge.privacy.atrest import Sealer
+from edge.mqtt.seen import SEEN_SCHEMA
+from edge.privacy.atrest import Sealer, aad, keys_path, sealed_data
+from edge.privacy.keys import KeyStoreUnusable
 from edge.state import StateDB
 from edge.store.rows import register, unregister
 from edge.sync import deadletters
 from edge.sync.component import SyncComponent
-from tests.privacy.conftest import RESIDENT, SITE_FILE, SYSTOLIC, measurement, plaintext_in, site_doc
+from tests.privacy.conftest import (
+    GATE_PLATE,
+    RESIDENT,
+    SITE_FILE,
+    SYSTOLIC,
+    measurement,
+    plaintext_in,
+    site_doc,
+)
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
@@ -139,3 +153,37 @@ async def test_forget_shreds_the_dead_letter_of_an_alert_a_residents_measurement
     assert {"erased": True} in after  # it no longer opens
     assert quoting(after, f"{OTHER_SYSTOLIC}/71") == others  # the other resident's stays
     assert plaintext_in(tmp_path, skip=(*SITE_FILE, "export.jsonl")) == []
+
+
+def test_a_missing_keys_db_is_not_made_anew_over_sealed_mqtt_command_answers(
+    tmp_path: Path, master: Path
+) -> None:
+    journal, state_path = tmp_path / "edge.db", tmp_path / "state.db"
+    state = StateDB(str(state_path))
+    state.migrate("mqtt", SEEN_SCHEMA)
+    sealer = Sealer.open(journal, str(master), state_path=state_path)
+    try:  # a card reader's answer, sealed under the plate's key as edge.mqtt.seen keeps it
+        answer = sealer.keys.seal(GATE_PLATE, b'{"status": "ok"}', aad("mqtt", 0.0, "central\x00r-1"))
+    finally:
+        sealer.close()
+    with state.lock:
+        state.conn.execute(
+            "INSERT INTO mqtt_requests(sink, id, at, sealed) VALUES (?, ?, ?, ?)",
+            ("central", "r-1", time.time(), answer),
+        )
+    state.conn.close()
+    Path(keys_path(journal)).unlink()
+
+    assert sealed_data(journal, state_path) == f"{state_path} holds sealed MQTT command answers"
+    with pytest.raises(KeyStoreUnusable, match="sealed MQTT command answers"):
+        Sealer.open(journal, str(master), state_path=state_path)
+    assert not Path(keys_path(journal)).exists()
+
+
+def test_mqtt_requests_without_a_sealed_answer_leave_a_missing_keys_db_to_be_made(tmp_path: Path) -> None:
+    state = StateDB(str(tmp_path / "state.db"))
+    state.migrate("mqtt", SEEN_SCHEMA[:2])  # the table as a release before sealed answers made it
+    with state.lock:
+        state.conn.execute("INSERT INTO mqtt_requests(sink, id, at) VALUES ('central', 'r-1', 1.0)")
+    state.conn.close()
+    assert sealed_data(tmp_path / "edge.db", tmp_path / "state.db") is None
