@@ -81,15 +81,6 @@ def state_versions() -> dict[str, int]:
     return versions
 
 
-#: what a restore does to a feature's state in the restored state DB, by the state component that
-#: keeps it: `hook(state_copy, store_backup.RestoreFacts) -> (lines for the restore's report, a
-#: line starting "warning: " a warning; fields for its journal_restored event)`, run on the copy before anything is put in place, for a
-#: component the copy holds and an installed feature keeps. State that holds only while no time
-#: passes (a rule's pending `for:`, begun on readings taken before the backup) or that the
-#: replaced journal moved on (a KPI day it closed, its kpi_daily sent) is put right there, once.
-RESTORED_STATE = {"rules": "rules.store:restored", "kpi": "edge.kpi.store:restored"}
-
-
 class BackupError(RuntimeError):
     """A backup or restore that cannot go on; the message names the file and what to do."""
 
@@ -140,7 +131,7 @@ class Summary:
     #: (where it is kept, its last seq): the replaced journal, when it did not go on from the
     #: archive's (a replacement box's own first start): none of its records is in the restored one
     foreign_journal: tuple[Path, int] | None = None
-    #: what the restore did to the features' state (`RESTORED_STATE`), one line each
+    #: what the restore did to the features' state (`Plugin.restored_state`), one line each
     state_changes: list[str] = field(default_factory=list)
 
 
@@ -817,20 +808,24 @@ def _created(manifest: dict[str, Any]) -> float | None:
 def _restore_state(
     state: Path, facts: store_backup.RestoreFacts
 ) -> tuple[list[str], list[str], dict[str, Any]]:
-    """Run each installed feature's restore step (`RESTORED_STATE`) on the restored state DB copy:
-    the lines they say, their warnings, and the fields they give the journal_restored event."""
+    """Run each installed feature's restore step (`Plugin.restored_state`) on the restored state
+    DB copy, for a component the copy holds: the lines they say, their warnings, and the fields
+    they give the journal_restored event."""
     if not state.exists():
         return [], [], {}
-    from edge.plugins import lazy
+    from edge.plugins import registry
 
     held = store_backup.state_facts(str(state)).versions
-    installed = state_versions()
     said: list[str] = []
     warnings: list[str] = []
     noted: dict[str, Any] = {}
-    for component, target in RESTORED_STATE.items():
-        if component in held and component in installed:
-            lines, fields = lazy(target)(str(state), facts)
+    for plugin in registry().plugins:
+        if plugin.missing():
+            continue
+        for component, step in plugin.restored_state.items():
+            if component not in held:
+                continue
+            lines, fields = step(str(state), facts)
             for line in lines:
                 if line.startswith("warning: "):
                     warnings.append(line.removeprefix("warning: "))

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from edge.runtime import Runtime
     from edge.state import StateDB
     from edge.store import Journal
+    from edge.store.backup import RestoreFacts
     from edge.store.rows import EventMatch
 
 log = logging.getLogger("edge.plugins")
@@ -215,6 +216,15 @@ class Plugin:
     #: the state DB components this feature keeps -> its migrations (lazy): a restore refuses an
     #: archive whose state DB has a component newer than this program knows
     state_schemas: Mapping[str, Callable[[], Sequence[str]]] = field(default_factory=dict)
+    #: what a restore does to this feature's state, by the state component that keeps it (lazy):
+    #: `step(state_copy, facts) -> (lines for the restore's report, a line starting "warning: " a
+    #: warning; fields for its journal_restored event)`, run by `edge.backup` on the restored state
+    #: DB's copy before anything is put in place, when the copy holds that component. State that
+    #: holds only while no time passes (a rule's pending `for:`) or that the replaced journal moved
+    #: on (a KPI day it closed, its kpi_daily sent) is put right there, once
+    restored_state: Mapping[str, Callable[[str, RestoreFacts], tuple[list[str], dict[str, Any]]]] = field(
+        default_factory=dict
+    )
     #: the copies of records this feature keeps beside the journal that name a resident
     #: (`subject_records(site, state, subject)`: a sink's dead letters), for a subject's export;
     #: each a dict whose `type` says what it is, with the `record` it copies

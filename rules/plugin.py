@@ -62,4 +62,5 @@ PLUGIN = Plugin(
     check=check_rule_packs,
     order=10,
     state_schemas={"rules": lazy_value("rules.store:MIGRATIONS")},
+    restored_state={"rules": lazy("rules.store:restored")},
 )

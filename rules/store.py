@@ -459,8 +459,8 @@ RESTORED = "restored"
 
 
 def restored(state: str, facts: RestoreFacts) -> tuple[list[str], dict[str, Any]]:
-    """A restore's step on the state DB it puts back (`edge.backup.RESTORED_STATE`): the archive's
-    rule timers are not resumed as if no time had passed.
+    """A restore's step on the state DB it puts back (`Plugin.restored_state` of rules/plugin.py):
+    the archive's rule timers are not resumed as if no time had passed.
 
     A pending `for:` began on readings taken before the backup, and a `notify: repeat` alert's
     next repeat was set from one: resumed at the next start, their deadlines, passed in the time

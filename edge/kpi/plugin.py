@@ -50,4 +50,5 @@ PLUGIN = Plugin(
     check=check_targets,
     order=60,
     state_schemas={"kpi": lazy_value("edge.kpi.store:MIGRATIONS")},
+    restored_state={"kpi": lazy("edge.kpi.store:restored")},
 )

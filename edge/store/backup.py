@@ -26,7 +26,7 @@ TREND_META = "SELECT value FROM meta WHERE key='version'"
 @dataclass(frozen=True)
 class RestoreFacts:
     """What a restore knows of the time its archive does not cover, for the features whose state
-    in the restored state DB depends on it (`edge.backup.RESTORED_STATE`): each gets these facts
+    in the restored state DB depends on it (`Plugin.restored_state`): each gets these facts
     with the state DB copy, before anything is put in place."""
 
     archive: str  # the archive's file name
