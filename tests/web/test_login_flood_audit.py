@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from edge import audit
-from edge.api import account_routes
+from edge.api import refused_logins
 from edge.api.account_routes import ACCOUNT_WORK_KEY
 from edge.api.accounts import LoginRefused
 from edge.state import StateDB
@@ -92,10 +92,10 @@ async def test_a_window_is_written_when_it_closes(tmp_path: Path) -> None:
 
 
 def test_sources_past_the_cap_are_counted_together(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(account_routes, "REFUSAL_SOURCES", 2)
+    monkeypatch.setattr(refused_logins, "REFUSAL_SOURCES", 2)
     state = StateDB(str(tmp_path / "state.db"))
     try:
-        refused = account_routes.RefusedLogins(state)
+        refused = refused_logins.RefusedLogins(state)
         limit = LoginRefused(429, "too many attempts from this address: wait 9 s", 9, reason="address_limit")
         for i in range(5):
             for _ in range(3):
