@@ -333,7 +333,7 @@ class Sealer:
             kid = self._journal_kid(journal_seq, about if about is not None else record)
             if kid is not None:
                 try:
-                    return _seal_under_kid(self.keys, kid, text, bound)
+                    return self.keys.seal_kid(kid, text, bound)
                 except (LookupError, ValueError):  # forgotten since (the record reads as erased)
                     pass
         return self.keys.seal(subject, text, bound)
@@ -391,28 +391,6 @@ class Sealer:
 
     def close(self) -> None:
         self.keys.close()
-
-
-def _seal_under_kid(keys: SubjectKeys, kid: bytes, plaintext: bytes, bound: bytes) -> bytes:
-    """`plaintext` sealed under the data key whose reference is `kid` (as `SubjectKeys.seal` seals
-    under a subject's: its seal time recorded now), for a copy of a record whose subject this
-    process knows only by the key it was sealed under (`envelope_kid`). KeyForgotten when that
-    key was deleted. Reads the key store's cipher cache and seal times as `seal` does: a key store
-    method `seal_kid` would own it."""
-    from edge.privacy.keys import NONCES, SEAL_TIME_SLACK_S, VERSION
-
-    with keys._lock:
-        keys._check_in_place()
-        keys._notice_other_writers()
-        cipher = keys._cipher(kid)
-        t = keys._clock()
-        if t > keys._seal_times.get(kid, 0.0):
-            keys._seal_times[kid] = t
-            if t - keys._stored_time(kid) > SEAL_TIME_SLACK_S:
-                keys._write_through(kid, t)
-    header = bytes((VERSION,)) + kid
-    nonce = NONCES.take()
-    return header + nonce + cipher.encrypt(nonce, plaintext, header + bound)
 
 
 def open_record(path: str, envelope: Any, where: str) -> Any:

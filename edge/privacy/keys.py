@@ -453,14 +453,31 @@ class SubjectKeys:
             t = self._clock()
             if ts is not None and ts > t:
                 t = ts
-            kid = entry[0][1:]
-            if t > self._seal_times.get(kid, 0.0):
-                self._seal_times[kid] = t
-                if t - self._stored_time(kid) > SEAL_TIME_SLACK_S:
-                    self._write_through(kid, t)
+            self._note_seal(entry[0][1:], t)
         header, cipher = entry
         nonce = NONCES.take()
         return header + nonce + cipher.encrypt(nonce, plaintext, header + aad)
+
+    def seal_kid(self, kid: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """`plaintext` sealed under the data key whose reference is `kid`, as `seal` seals under a
+        subject's: for a copy of a record whose subject this process knows only by the key it was
+        sealed under (`envelope_kid`). KeyForgotten when that key was deleted."""
+        with self._lock:
+            self._check_in_place()
+            self._notice_other_writers()
+            cipher = self._cipher(kid)
+            self._note_seal(kid, self._clock())
+        header = bytes((VERSION,)) + kid
+        nonce = NONCES.take()
+        return header + nonce + cipher.encrypt(nonce, plaintext, header + aad)
+
+    def _note_seal(self, kid: bytes, t: float) -> None:
+        """Key `kid` sealed a record of time `t` (under the lock): an expiry pass keeps it until
+        `t` is past the retention horizon; written through once it moved by more than the slack."""
+        if t > self._seal_times.get(kid, 0.0):
+            self._seal_times[kid] = t
+            if t - self._stored_time(kid) > SEAL_TIME_SLACK_S:
+                self._write_through(kid, t)
 
     def open(self, envelope: bytes, aad: bytes) -> bytes:
         """The plaintext of `envelope`; KeyForgotten when its subject was forgotten, EnvelopeError
