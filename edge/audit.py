@@ -227,13 +227,21 @@ def written_reason(privacy: Any, reason: str) -> str:
 
 
 def record(state: StateDB, actor: str, action: str, target: str = "", **detail: Any) -> None:
+    record_above(state, 0, actor, action, target, **detail)
+
+
+def record_above(state: StateDB, floor: int, actor: str, action: str, target: str = "", **detail: Any) -> int:
+    """`record`, with an id above `floor` as well as above every entry's: a restore that could not
+    carry the replaced log's entries (`carry_forward`) numbers its own entry above them, so no id
+    that log used names another entry here. The chain links by hash, so the ids skipped break
+    nothing `verify` checks. Returns the entry's id."""
     ensure(state)
     ts = time.time()
     text = json.dumps(detail, ensure_ascii=False, default=str)
     conn = state.conn
     with state.lock, _transaction(conn):
         head = conn.execute("SELECT last_id, last_hash FROM audit_head WHERE id=1").fetchone()
-        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit").fetchone()[0]
+        top = max(conn.execute("SELECT COALESCE(MAX(id), 0) FROM audit").fetchone()[0], floor)
         if head is not None:
             prev, entry_id = head["last_hash"], max(top, head["last_id"] or 0) + 1
         else:  # the head record was deleted: go on from the last entry; verify reports the loss
@@ -248,6 +256,82 @@ def record(state: StateDB, actor: str, action: str, target: str = "", **detail: 
             "UPDATE audit_head SET first_id=COALESCE(first_id, ?), last_id=?, last_hash=? WHERE id=1",
             (entry_id, entry_id, digest),
         )
+    return int(entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """What a restore carried of the audit log it replaces (`carry_forward`)."""
+
+    #: entries of the replaced log appended to the restored one, as they were (ids, hashes)
+    entries: int
+    #: the replaced log's last entry (None: it had none, or it could not be read)
+    replaced_last_id: int | None
+    #: why its entries were not carried (None: they were, or there were none to carry)
+    problem: str | None = None
+
+
+def carry_forward(restored: StateDB, replaced: str) -> Carried:
+    """Carry into the restored state DB's log the entries the replaced state DB's log (at
+    `replaced`) holds beyond it: a restore must not erase who did what since the backup (a
+    `privacy_forget`, a login), nor let the next entries take the ids those had.
+
+    The replaced log went on from the archive's where it holds the archive's last entry with the
+    same hash (the hash covers every entry before it through the chain): its later entries are
+    appended as they are, with their ids and hashes, and the head takes the replaced log's, so the
+    restored log is the replaced one and `verify` says of it what it said of that one. Any other
+    log (another box's, one not chained, one that cannot be read) is not carried: its last id is
+    returned, for the restore's own entry to be numbered above it (`record_above`)."""
+    ensure(restored)
+    conn = restored.conn
+    try:
+        other = sqlite3.connect(replaced, timeout=30)  # read-write for a -wal without its -shm
+    except sqlite3.Error as exc:
+        return Carried(0, None, f"{replaced} cannot be read ({exc})")
+    other.row_factory = sqlite3.Row
+    try:
+        other.execute("PRAGMA query_only=1")
+        other.execute("BEGIN")
+        if not _chained(other, replaced):
+            return Carried(0, None)  # nothing was ever recorded there
+        theirs = other.execute(
+            "SELECT first_id, first_prev, last_id, last_hash FROM audit_head WHERE id=1"
+        ).fetchone()
+        top = other.execute("SELECT MAX(id) FROM audit").fetchone()[0]
+        last = max(int(top or 0), int(theirs["last_id"] or 0) if theirs else 0) or None
+        with restored.lock:
+            ours = conn.execute(
+                "SELECT first_id, first_prev, last_id, last_hash FROM audit_head WHERE id=1"
+            ).fetchone()
+            if theirs is None or ours is None:
+                return Carried(0, last, f"{replaced}: its audit log has no head record")
+            if ours["last_id"] is None:
+                went_on = theirs["first_prev"] == ours["first_prev"]
+            else:
+                row = other.execute("SELECT hash FROM audit WHERE id=?", (ours["last_id"],)).fetchone()
+                went_on = row is not None and row["hash"] == ours["last_hash"]
+            if not went_on:
+                mine = conn.execute("SELECT hash FROM audit WHERE id=?", (theirs["last_id"],)).fetchone()
+                if theirs["last_id"] is not None and mine is not None and mine["hash"] == theirs["last_hash"]:
+                    return Carried(0, last)  # the archive's log went on from the replaced one
+                return Carried(0, last, f"the audit log of {replaced} did not go on from the backup's")
+            rows = other.execute(
+                f"SELECT {_COLUMNS} FROM audit WHERE id > ? ORDER BY id", (ours["last_id"] or 0,)
+            ).fetchall()
+            with _transaction(conn):
+                conn.executemany(
+                    f"INSERT INTO audit({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", [tuple(r) for r in rows]
+                )
+                if rows or (theirs["last_id"] or 0) > (ours["last_id"] or 0):
+                    conn.execute(
+                        "UPDATE audit_head SET first_id=?, first_prev=?, last_id=?, last_hash=? WHERE id=1",
+                        (theirs["first_id"], theirs["first_prev"], theirs["last_id"], theirs["last_hash"]),
+                    )
+            return Carried(len(rows), last)
+    except (sqlite3.Error, NoChain) as exc:
+        return Carried(0, None, f"the audit log of {replaced} cannot be read ({exc})")
+    finally:
+        other.close()
 
 
 def entries(

@@ -131,7 +131,8 @@ class Summary:
     #: (where it is kept, its last seq): the replaced journal, when it did not go on from the
     #: archive's (a replacement box's own first start): none of its records is in the restored one
     foreign_journal: tuple[Path, int] | None = None
-    #: what the restore did to the features' state (`Plugin.restored_state`), one line each
+    #: what the restore did to the features' state (`Plugin.restored_state`) and what it carried
+    #: forward of the replaced files (`_carry_forward`), one line each
     state_changes: list[str] = field(default_factory=list)
 
 
@@ -560,6 +561,10 @@ def _restore_locked(site: Site, archive: Path, continue_after: int | None, targe
             seqs = _continue_seqs(site, targets.journal, work / JOURNAL, archive, manifest, continue_after)
             changes, more, noted = _restore_state(work / STATE, seqs.facts)
             warnings += more
+            carried, more, fields = _carry_forward(work / STATE, targets, seqs.facts, archive, manifest)
+            changes += carried
+            warnings += more
+            noted.update(fields)
             _leave_note(work / JOURNAL, seqs, noted, archive, manifest)
             _claim_for(work / STATE, targets.journal.name)
         except sqlite3.OperationalError as exc:  # the copies in `work` could not be written
@@ -833,6 +838,82 @@ def _restore_state(
                     said.append(line)
             noted.update(fields)
     return said, warnings, noted
+
+
+def _carry_forward(
+    state: Path, targets: Targets, facts: store_backup.RestoreFacts, archive: Path, manifest: dict[str, Any]
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Carry into the restored state DB copy what the files it replaces hold that must outlive a
+    restore, and audit the restore there: the lines it says, its warnings and the fields of its
+    journal_restored event.
+
+    - The erasures (`edge privacy forget`) done since the backup: the replaced state DB's queued
+      erasures and the `subject_erased` events of the replaced journal above the archive's seqs
+      are queued again (`store_backup.queue_erasures`), for the next start to journal above the
+      restore's seqs: a recipient whose cursor was below the replaced journal's event would never
+      get it (those seqs are the restore's gap), and its copy of the resident would stay. The
+      forgotten keys stay deleted: keys.db is not in the archive.
+    - The audit log: the replaced log's entries newer than the archive's, as they are, where it
+      went on from it (`audit.carry_forward`), so no entry is lost and no id is taken again.
+    - The restore itself, as an audit entry."""
+    from edge import audit, fmt
+    from edge.privacy.subjects import COMPONENT, MIGRATIONS
+    from edge.state import StateDB
+
+    said: list[str] = []
+    warnings: list[str] = []
+    fields: dict[str, Any] = {}
+    replaced_state = targets.state if targets.state.exists() else None
+    notices, problems = store_backup.erasures_since(
+        str(targets.journal) if facts.replaced is not None else None,
+        str(replaced_state) if replaced_state is not None else None,
+        facts.replaced_after,
+    )
+    warnings += [f"erasures done since the backup may not all be carried forward: {p}" for p in problems]
+    db = StateDB(str(state))  # the archive's copy, or a new one where the archive holds none
+    try:
+        erasures = 0
+        if notices:
+            db.migrate(COMPONENT, MIGRATIONS)
+            erasures = store_backup.queue_erasures(str(state), notices)
+        if erasures:
+            fields["erasures_carried"] = erasures
+            said.append(
+                f"{fmt.count(erasures, 'erasure')} done since the backup (edge privacy forget) carried forward: "
+                "the next start journals each as a subject_erased event again, for every sink and pull "
+                "consumer; the forgotten keys stay deleted"
+            )
+        kept = audit.Carried(0, None)
+        if replaced_state is not None:
+            kept = audit.carry_forward(db, str(replaced_state))
+        if kept.entries:
+            fields["audit_entries_carried"] = kept.entries
+            said.append(
+                f"{fmt.count(kept.entries, 'audit entry', 'audit entries')} written since the backup "
+                f"carried forward from {replaced_state}"
+            )
+        detail: dict[str, Any] = {
+            "archive_created": manifest.get("created"),
+            "archive_last_seq": facts.archive_last_seq,
+            "erasures_carried": erasures,
+            "audit_entries_carried": kept.entries,
+        }
+        if kept.problem is not None:
+            detail["replaced_log"] = {
+                "kept_in": f"{replaced_state}.pre-restore",
+                "last_id": kept.replaced_last_id,
+            }
+            warnings.append(
+                f"{kept.problem}: its entries are not in the restored log; they are kept in "
+                f"{replaced_state}.pre-restore, and the restored log's next entries are numbered above "
+                f"#{kept.replaced_last_id or 0}"
+            )
+        entry = audit.record_above(db, kept.replaced_last_id or 0, "cli", "restore", archive.name, **detail)
+        said.append(f"this restore is audit entry #{entry}")
+        db.conn.execute("PRAGMA journal_mode=DELETE")  # one file again, as the archive's copy was
+    finally:
+        db.close()
+    return said, warnings, fields
 
 
 def _leave_note(

@@ -349,3 +349,119 @@ def holds_sealed(path: str) -> bool:
         return row is not None
     finally:
         conn.close()
+
+
+ERASED_KIND = "subject_erased"
+
+
+@dataclass(frozen=True)
+class ErasureNotice:
+    """An erasure a replaced site holds (`erasures_since`): as its state DB queued it, or as its
+    journal holds the `subject_erased` event (`in_gap`: above the archive's last seq)."""
+
+    ts: float
+    payload: str
+    kid: Any = None  # the key a forget that had not settled it was deleting
+    audit: Any = None  # that forget's audit entry, written when it is settled
+    in_gap: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.kid is None and self.audit is None
+
+    @property
+    def key(self) -> tuple[float, Any]:
+        """An erasure is the same one by its time and the subject it names."""
+        try:
+            subject = json.loads(self.payload).get("subject")
+        except (ValueError, AttributeError):
+            subject = None
+        return self.ts, subject
+
+
+def erasures_since(
+    journal: str | None, state: str | None, after_seq: int
+) -> tuple[list[ErasureNotice], list[str]]:
+    """The erasures a replaced site holds, for a restore to queue again in the restored state DB
+    (`queue_erasures`): its state DB's queued erasures as they are, then the `subject_erased`
+    events its journal holds above `after_seq` (the archive's last). Either file may be None (not
+    there); one that cannot be read is named in the problems returned, and the other still read."""
+    found: list[ErasureNotice] = []
+    problems: list[str] = []
+    if state is not None:
+        try:
+            conn = sqlite3.connect(state, timeout=30)  # read-write for a -wal without its -shm
+            try:
+                conn.execute("PRAGMA query_only=1")
+                if conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name='privacy_erasures'"
+                ).fetchone():
+                    cols = {str(r[1]) for r in conn.execute("PRAGMA table_info(privacy_erasures)")}
+                    extra = "kid, audit" if {"kid", "audit"} <= cols else "NULL, NULL"
+                    found += [
+                        ErasureNotice(float(r[0]), str(r[1]), r[2], r[3])
+                        for r in conn.execute(
+                            f"SELECT ts, payload, {extra} FROM privacy_erasures ORDER BY id"
+                        )
+                    ]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            problems.append(f"{state} cannot be read ({exc})")
+    if journal is not None:
+        try:
+            conn = sqlite3.connect(journal, timeout=30)
+            try:
+                conn.execute("PRAGMA query_only=1")
+                found += [
+                    ErasureNotice(float(r[0]), str(r[1]), in_gap=True)
+                    for r in conn.execute(
+                        "SELECT ts, payload FROM journal WHERE kind=? AND seq > ? AND typeof(payload)='text' "
+                        "ORDER BY seq",
+                        (ERASED_KIND, after_seq),
+                    )
+                ]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            problems.append(f"{journal} cannot be read ({exc})")
+    return found, problems
+
+
+def queue_erasures(state: str, notices: list[ErasureNotice]) -> int:
+    """Queue in the restored state DB copy, not journaled yet, each erasure of `notices` it does
+    not hold, or holds journaled where the restored journal lacks the event (`in_gap`): the next
+    start journals it as a `subject_erased` event above the restore's seqs, so every sink and pull
+    consumer receives it, whether or not it had the one the replaced journal held. One the copy
+    holds unsettled (the backup ran while its forget did) is replaced by the settled one, which
+    was audited already. Returns how many were queued. The erasures table must be there."""
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            held: dict[tuple[float, Any], tuple[int, bool, bool]] = {}  # key -> (id, settled, journaled)
+            for i, ts, payload, kid, audit, journaled in conn.execute(
+                "SELECT id, ts, payload, kid, audit, journaled FROM privacy_erasures"
+            ):
+                mine = ErasureNotice(float(ts), str(payload), kid, audit)
+                held[mine.key] = (int(i), mine.settled, journaled is not None)
+            queued = 0
+            for notice in notices:
+                found = held.get(notice.key)
+                if found is not None:
+                    row, settled, journaled = found
+                    if notice.in_gap and settled and journaled:
+                        conn.execute("UPDATE privacy_erasures SET journaled=NULL WHERE id=?", (row,))
+                        held[notice.key] = (row, True, False)
+                        queued += 1
+                    if settled or not notice.settled:
+                        continue
+                    conn.execute("DELETE FROM privacy_erasures WHERE id=?", (row,))
+                cur = conn.execute(
+                    "INSERT INTO privacy_erasures(ts, payload, kid, audit) VALUES (?, ?, ?, ?)",
+                    (notice.ts, notice.payload, notice.kid, notice.audit),
+                )
+                held[notice.key] = (int(cur.lastrowid or 0), notice.settled, False)
+                queued += 1
+            return queued
+    finally:
+        conn.close()
