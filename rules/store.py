@@ -251,16 +251,22 @@ class RuleStore:
             raise VersionConflict(rule_id, expected[rule_id], current)
 
     def delete(self, rule_id: str, actor: str) -> int | None:
-        """Delete a rule, recording its deletion as a version: that version, or None (no such rule)."""
-        current = self.get(rule_id)
-        if current is None:
-            return None
+        """Delete a rule, recording its deletion as a version: that version, or None (no such rule).
+
+        The rule is read inside the write's transaction: another process (`edge rules import`)
+        may commit a version of it until then, and the deletion must follow that version (its
+        number, and its document as the one deleted), not one read before."""
         now = time.time()
         with self.state.lock:
             conn = self.state.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
                 self._check_expected(conn, rule_id)
+                r = conn.execute(f"SELECT {self.COLUMNS} FROM rules WHERE id=?", (rule_id,)).fetchone()
+                if r is None:
+                    conn.execute("ROLLBACK")
+                    return None
+                current = self._row(r)
                 conn.execute(
                     "INSERT INTO rule_versions(rule_id, version, ts, actor, action, doc, state, source) "
                     "VALUES (?,?,?,?,?,?,?,?)",
