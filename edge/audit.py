@@ -305,6 +305,8 @@ def carry_forward(restored: StateDB, replaced: str) -> Carried:
             ).fetchone()
             if theirs is None or ours is None:
                 return Carried(0, last, f"{replaced}: its audit log has no head record")
+            if theirs["last_id"] is None and top is None:
+                return Carried(0, None)  # a log with no entry yet: nothing to carry, no id taken
             if ours["last_id"] is None:
                 went_on = theirs["first_prev"] == ours["first_prev"]
             else:

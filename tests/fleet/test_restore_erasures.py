@@ -197,3 +197,27 @@ async def test_a_log_that_did_not_go_on_from_the_backup_is_kept_aside_and_its_id
     finally:
         state.close()
     assert detail["replaced_log"]["last_id"] == theirs[-1][0]
+
+
+async def test_a_log_with_no_entry_yet_is_nothing_to_carry(tmp_path: Path, master: Path) -> None:
+    """A state DB whose audit log was set up and never written (a new box's) takes no id and
+    draws no warning: the restored log goes on from the archive's."""
+    config, _key = with_consumer(tmp_path, master)
+    doc = config.read_text(encoding="utf-8")
+    async with running_site(tmp_path, doc, web=False) as rt:
+        rt.hub.ingest([measurement()])
+        await rt.journal.flush()
+    write_audit(tmp_path, "login")
+    archive = tmp_path / "nightly.tar.gz"
+    assert edge_cli("backup", "-c", str(config), "--out", str(archive)).returncode == 0
+    archived = audit_log(tmp_path)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    assert audit_log(tmp_path) == []  # its audit tables made, no entry
+
+    done = edge_cli("restore", "-c", str(config), str(archive))
+    assert done.returncode == 0, done.stderr
+    assert "audit" not in done.stderr
+    after = audit_log(tmp_path)
+    assert after[: len(archived)] == archived
+    assert [(i, a) for i, a, _ in after[len(archived) :]] == [(archived[-1][0] + 1, "restore")]
