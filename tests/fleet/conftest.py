@@ -1,17 +1,23 @@
-"""The fleet tests' shared pieces: the offline bundle (built once per test session: it takes the
-registry and ~20 s), a network namespace with no network, and gateways started by shell commands
-the way install.sh and the Ansible role start them where there is no systemd."""
+"""The fleet tests' shared pieces: the offline bundle (built once per test run, shared by the
+xdist workers: it takes the registry and ~20 s) and its copy as version 0.2.0, a network namespace
+with no network, and gateways started by shell commands the way install.sh and the Ansible role
+start them where there is no systemd."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import io
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +28,28 @@ from tests.support.waiting import until_sync
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`scripts/make-dist.sh` (what `make dist` runs) for this Python and architecture."""
-    out = tmp_path_factory.mktemp("dist")
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """What `build(folder)` makes, made once per test run: under xdist each worker is a session of
+    its own, so the first to ask builds it into the run's folder they share (under a lock) and the
+    others take it from there. A build that fails leaves nothing: the next to ask builds again."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent
+    done = shared / f"{name}.built"
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if done.exists():
+            return Path(done.read_text())
+        folder = shared / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        made = build(folder)
+        done.write_text(str(made))
+        return made
+
+
+def make_dist(out: Path) -> Path:
+    """`scripts/make-dist.sh` (what `make dist` runs) for this Python and architecture, into `out`."""
     env = dict(os.environ, DIST=str(out), PYTHON=str(ROOT / ".venv" / "bin" / "python"))
     done = subprocess.run(
         ["sh", str(ROOT / "scripts" / "make-dist.sh")], env=env, capture_output=True, text=True, timeout=900
@@ -33,6 +57,69 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stdout + done.stderr
     (made,) = out.glob("community-edge-*.tar.gz")
     return made
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline bundle of this checkout (0.1.0), for this Python and architecture. Read only:
+    the tests that need another copy repack it."""
+    return built_once(tmp_path_factory, "dist", make_dist)
+
+
+BROKEN = b"""
+
+async def _does_not_start(self, *args, **kwargs):  # a build that fails its health gate
+    raise RuntimeError("this build cannot start")
+
+
+Runtime.start = _does_not_start
+"""
+
+
+def repack(bundle: Path, out: Path, version: str, broken: bool = False) -> Path:
+    """`bundle` as version `version` (its BUNDLE file), its project wheel's Runtime.start made to
+    fail when `broken`; SHA256SUMS made to match."""
+    with tarfile.open(bundle) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else b"") for m in src]  # type: ignore[union-attr]
+    files = {m.name: data for m, data in members}
+    (top,) = {name.split("/")[0] for name in files}
+    changed = [f"{top}/BUNDLE"]
+    files[f"{top}/BUNDLE"] = b"".join(
+        b"version=" + version.encode() + b"\n" if line.startswith(b"version=") else line
+        for line in files[f"{top}/BUNDLE"].splitlines(keepends=True)
+    )
+    if broken:
+        (wheel,) = [n for n in files if "/wheels/community_edge-" in n]
+        patched = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(files[wheel])) as zin, zipfile.ZipFile(patched, "w") as zout:
+            for item in zin.infolist():
+                data = zin.read(item)
+                zout.writestr(item, data + BROKEN if item.filename == "edge/runtime.py" else data)
+        files[wheel] = patched.getvalue()
+        changed.append(wheel)
+    sums = files[f"{top}/SHA256SUMS"].decode().splitlines()
+    for name in changed:
+        rel = "./" + name.split("/", 1)[1]
+        digest = hashlib.sha256(files[name]).hexdigest()
+        sums = [f"{digest}  {rel}" if line.endswith("  " + rel) else line for line in sums]
+    files[f"{top}/SHA256SUMS"] = ("\n".join(sums) + "\n").encode()
+    # the wheels are compressed already: the fastest level makes the copy in seconds
+    with tarfile.open(out, "w:gz", compresslevel=1) as dst:
+        for member, _ in members:
+            data = files[member.name]
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def upgrade_bundle(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's bundle as version 0.2.0 (an upgrade of it); read only, like `bundle`."""
+    return built_once(
+        tmp_path_factory,
+        "dist-0.2.0",
+        lambda out: repack(bundle, out / "community-edge-0.2.0.tar.gz", "0.2.0"),
+    )
 
 
 @pytest.fixture

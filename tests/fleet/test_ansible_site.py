@@ -92,8 +92,10 @@ class Gateway:
             "edge_start_cmd": START.format(**fmt),
             "edge_stop_cmd": STOP.format(**fmt),
             "edge_restart_cmd": f"({STOP.format(**fmt)}); {START.format(**fmt)}",
-            "edge_health_retries": 60,
-            "edge_health_delay": 1,
+            # the same 60 s window as retries 60 of 1 s, tried twice as often: each try that comes
+            # before the gateway answers costs less
+            "edge_health_retries": 120,
+            "edge_health_delay": 0.5,
             "edge_prefix": str(self.prefix),
             "edge_etc": str(self.etc),
             "edge_data_dir": str(self.data),

@@ -24,7 +24,6 @@ import pytest
 import yaml
 
 from tests.fleet.conftest import ROOT, alive, stop_pid_file
-from tests.fleet.test_install_upgrade import repack
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the session's bundle may be built first
@@ -188,10 +187,10 @@ def box() -> Iterator[Box]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def upgrade(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session")
+def upgrade(upgrade_bundle: Path) -> Path:
     """The session's bundle as version 0.2.0."""
-    return repack(bundle, tmp_path_factory.mktemp("rerun") / "community-edge-0.2.0.tar.gz", "0.2.0")
+    return upgrade_bundle
 
 
 def test_an_upgrade_leaves_the_operators_files_in_etc_as_they_were(

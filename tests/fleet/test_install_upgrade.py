@@ -8,68 +8,27 @@ another version (SHA256SUMS made to match), one of them with a project wheel tha
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import sqlite3
-import tarfile
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.fleet.conftest import alive, stop_pid_file
-from tests.fleet.test_dist import BROKEN
+from tests.fleet.conftest import alive, repack, stop_pid_file
 from tests.fleet.test_dist import Gateway as DistGateway
 from tests.support.waiting import until_sync
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the session's bundle may be built first
 
 
-def repack(bundle: Path, out: Path, version: str, broken: bool = False) -> Path:
-    """`bundle` as version `version` (its BUNDLE file), its project wheel's Runtime.start made to
-    fail when `broken`; SHA256SUMS made to match."""
-    with tarfile.open(bundle) as src:
-        members = [(m, src.extractfile(m).read() if m.isfile() else b"") for m in src]  # type: ignore[union-attr]
-    files = {m.name: data for m, data in members}
-    (top,) = {name.split("/")[0] for name in files}
-    changed = [f"{top}/BUNDLE"]
-    files[f"{top}/BUNDLE"] = b"".join(
-        b"version=" + version.encode() + b"\n" if line.startswith(b"version=") else line
-        for line in files[f"{top}/BUNDLE"].splitlines(keepends=True)
-    )
-    if broken:
-        (wheel,) = [n for n in files if "/wheels/community_edge-" in n]
-        patched = io.BytesIO()
-        with zipfile.ZipFile(io.BytesIO(files[wheel])) as zin, zipfile.ZipFile(patched, "w") as zout:
-            for item in zin.infolist():
-                data = zin.read(item)
-                zout.writestr(item, data + BROKEN if item.filename == "edge/runtime.py" else data)
-        files[wheel] = patched.getvalue()
-        changed.append(wheel)
-    sums = files[f"{top}/SHA256SUMS"].decode().splitlines()
-    for name in changed:
-        rel = "./" + name.split("/", 1)[1]
-        digest = hashlib.sha256(files[name]).hexdigest()
-        sums = [f"{digest}  {rel}" if line.endswith("  " + rel) else line for line in sums]
-    files[f"{top}/SHA256SUMS"] = ("\n".join(sums) + "\n").encode()
-    # the wheels are compressed already: the fastest level makes the copy in seconds
-    with tarfile.open(out, "w:gz", compresslevel=1) as dst:
-        for member, _ in members:
-            data = files[member.name]
-            member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if member.isfile() else None)
-    return out
-
-
 @pytest.fixture(scope="module")
-def bundles(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def bundles(bundle: Path, upgrade_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The session's bundle (0.1.0) and its copies: 0.2.0, and a 0.1.5 that fails its health gate."""
     out = tmp_path_factory.mktemp("bundles")
     return {
         "0.1.0": bundle,
-        "0.2.0": repack(bundle, out / "community-edge-0.2.0.tar.gz", "0.2.0"),
+        "0.2.0": upgrade_bundle,
         "0.1.5-broken": repack(bundle, out / "community-edge-0.1.5.tar.gz", "0.1.5", broken=True),
     }
 
