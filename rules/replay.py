@@ -43,15 +43,13 @@ from typing import Any, NamedTuple
 from edge import paths
 from edge.model import PRIVACY_RANK, QUALITY_BY_NAME, Event, Privacy, Reading, event_privacy
 from edge.store.reader import JournalQueries, Row
-from edge.store.rows import SEALED_PAYLOAD, SELECT_COLS, row_to_record
+from edge.store.rows import SEALED_PAYLOAD, row_to_record
 from rules.backfill import DEFAULT_MAX_ROWS, History, Opener, read_history, wants_of
 from rules.engine import Engine, Firing
 from rules.model import CompiledRule, firing_privacy, reads_privacy
 
 PAGE = 5000
 MAX_NAMED = 20  # points or event kinds named per class in a dry run's `inputs`
-# the rows `read_rows` reads, each with the class the journal stored it with (PRIVACY_RANK) last
-CLASSED_ROWS_SQL = f"SELECT {SELECT_COLS}, privacy FROM journal WHERE seq > ? ORDER BY seq LIMIT ?"
 CLASS_OF_RANK = {rank: klass for klass, rank in PRIVACY_RANK.items()}
 
 
@@ -257,7 +255,7 @@ class StoredJournal(JournalQueries):
 def classed_rows(journal: JournalQueries, after: int, limit: int) -> list[Row]:
     """`read_rows(after, limit)`, each row with the class the journal stored it with
     (PRIVACY_RANK) last."""
-    return journal._query(CLASSED_ROWS_SQL, (after, limit))
+    return journal.read_classed_rows(after, limit)
 
 
 def first_seq_at(journal: JournalQueries, since: float) -> int | None:

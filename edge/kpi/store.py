@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edge import fmt
 from edge.kpi.engine import NEW, REPEAT, new_day
 from edge.state import StateDB
+from edge.store.reader import kind_payloads_after
 
 if TYPE_CHECKING:
     from edge.store.backup import RestoreFacts
@@ -245,16 +246,7 @@ def _sent_days(facts: RestoreFacts) -> tuple[dict[str, tuple[int, dict[str, Any]
     if facts.replaced is None:
         return {}, None
     try:
-        # read-write for a -wal without its -shm (edge.store.backup.issued_seq); nothing is written
-        conn = sqlite3.connect(facts.replaced, timeout=30)
-        try:
-            conn.execute("PRAGMA query_only=1")
-            rows = conn.execute(
-                "SELECT seq, payload FROM journal WHERE seq > ? AND kind = 'kpi_daily' ORDER BY seq",
-                (facts.replaced_after,),
-            ).fetchall()
-        finally:
-            conn.close()
+        rows = kind_payloads_after(facts.replaced, "kpi_daily", facts.replaced_after)
     except sqlite3.Error as exc:  # read a moment ago by the restore; said, the restore goes on
         return {}, f"the kpi_daily records of {facts.replaced} cannot be read ({exc})"
     sent: dict[str, tuple[int, dict[str, Any]]] = {}

@@ -47,7 +47,7 @@ import orjson
 from edge.privacy.payload import SITE_SUBJECT, SubjectPayload
 from edge.privacy.pseudonym import value_names
 from edge.store.blobs import CAMERA_KEY
-from edge.store.reader import SEALED_ROW_SQL
+from edge.store.reader import SEALED_ROW_SQL, stored_event_at
 from edge.store.rows import register, sealer_for, unregister
 
 if TYPE_CHECKING:  # `cryptography` loads only where something is sealed or opened
@@ -344,21 +344,14 @@ class Sealer:
         gone, no journal known)."""
         import sqlite3
 
-        from edge.paths import sqlite_uri
         from edge.privacy.keys import envelope_kid
 
         if self.journal_path is None or record.get("type") != "event":
             return None
         try:
-            conn = sqlite3.connect(sqlite_uri(self.journal_path), uri=True, timeout=10)
+            row = stored_event_at(self.journal_path, int(seq))
         except sqlite3.Error:
             return None
-        try:
-            row = conn.execute("SELECT ts, point, payload FROM journal WHERE seq = ?", (int(seq),)).fetchone()
-        except sqlite3.Error:
-            return None
-        finally:
-            conn.close()
         if row is None or type(row[2]) is not bytes:
             return None
         if row[0] != record.get("ts") or row[1] != record.get("source"):

@@ -156,8 +156,8 @@ def journal_records(
     their envelope's key is read."""
     import sqlite3
 
-    from edge.store.reader import READER_CACHE_KIB
-    from edge.store.rows import SELECT_COLS, connect, open_rows, row_to_record
+    from edge.store.reader import READER_CACHE_KIB, ROWS_SQL
+    from edge.store.rows import connect, open_rows, row_to_record
 
     private = _private_of(journal_path, private)
     kid = _subject_kid(journal_path, subject) if keyed else None
@@ -167,9 +167,7 @@ def journal_records(
         cur = conn.cursor(sqlite3.Cursor)  # the rows as stored: an envelope says whose key sealed it
         after = 0
         while True:
-            stored = cur.execute(
-                f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
-            ).fetchall()
+            stored = cur.execute(ROWS_SQL, (after, PAGE)).fetchall()
             if not stored:
                 return
             after = stored[-1][0]

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from edge import paths
 from edge.store.backup import RESTORED_META
 from edge.store.rows import (
     READINGS_WHERE,
@@ -31,6 +32,10 @@ from edge.store.rows import (
 
 Row = tuple[Any, ...]  # (seq, ts, point, value, quality, kind, severity, payload)
 ROWS_SQL = f"SELECT {SELECT_COLS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?"
+# the rows of `read_rows`, each with the class the journal stored it with (PRIVACY_RANK) last
+CLASSED_ROWS_SQL = f"SELECT {SELECT_COLS}, privacy FROM journal WHERE seq > ? ORDER BY seq LIMIT ?"
+STORED_EVENT_SQL = "SELECT ts, point, payload FROM journal WHERE seq = ?"
+KIND_AFTER_SQL = "SELECT seq, payload FROM journal WHERE seq > ? AND kind = ? ORDER BY seq"
 # a sealed value or payload in the journal (`edge.privacy.atrest.sealed_data`): one row is enough
 # to know (no index on purpose: the scan runs only when keys.db is missing or empty)
 SEALED_ROW_SQL = (
@@ -140,6 +145,11 @@ class JournalQueries:
     def read_rows(self, after: int, limit: int) -> list[Row]:
         """Raw rows with seq > after, in seq order (see `row_to_record`)."""
         return self._query(ROWS_SQL, (after, limit))
+
+    def read_classed_rows(self, after: int, limit: int) -> list[Row]:
+        """`read_rows(after, limit)`, each row with the class the journal stored it with
+        (PRIVACY_RANK) last."""
+        return self._query(CLASSED_ROWS_SQL, (after, limit))
 
     def read_stream(self, after: int, limit: int) -> StreamRows:
         """The rows with seq > after, in seq order, at most `limit`, shaped for the pull API (see
@@ -499,3 +509,26 @@ class JournalReader(JournalQueries):
                 conn.close()
             except sqlite3.Error:
                 pass
+
+
+def stored_event_at(path: str, seq: int) -> tuple[float, str | None, Any] | None:
+    """(ts, source, payload as stored: a sealed one stays an envelope) of the journal file's row
+    `seq`, None when there is none. sqlite3.Error when the file cannot be read."""
+    conn = sqlite3.connect(paths.sqlite_uri(path), uri=True, timeout=10)
+    try:
+        row = conn.execute(STORED_EVENT_SQL, (int(seq),)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def kind_payloads_after(path: str, kind: str, after: int) -> list[tuple[int, Any]]:
+    """(seq, payload) of the journal file's events of `kind` above seq `after`, in seq order; for a
+    file that is no live journal (one a restore replaces), read without writing: opened read-write
+    so a -wal without its -shm still reads. sqlite3.Error when it cannot be read."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        return conn.execute(KIND_AFTER_SQL, (after, kind)).fetchall()
+    finally:
+        conn.close()
