@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +67,23 @@ def measurement(ts: float | None = None, resident: str = RESIDENT, systolic: int
     """A kiosk's blood-pressure measurement (sensitive by kind) naming its resident."""
     payload = {"resident": resident, "systolic_mmhg": systolic, "diastolic_mmhg": 71}
     return Event("blood_pressure", "kiosk-1", payload=payload, ts=ts or time.time())
+
+
+# Rules whose firing on a measurement quotes it (neither names the resident in a field): what a
+# resident's export must list and their forgetting must shred.
+BP_HIGH_RULE: dict[str, Any] = {  # an alert quoting the reading, as the shipped health pack's do
+    "id": "bp-high",
+    "when": [{"event": "blood_pressure"}],
+    "if": "payload['systolic_mmhg'] >= 180",
+    "notify": "always",
+    "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
+}
+BP_ID_RULE: dict[str, Any] = {  # a condition whose exception quotes the resident's id
+    "id": "bp-id",
+    "when": [{"event": "blood_pressure"}],
+    "if": "int(payload['resident']) > 0",
+    "then": [{"alert": "numeric id"}],
+}
 
 
 def private_records(ts: float | None = None) -> list[Event | Reading]:

@@ -20,7 +20,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from edge.model import Event
 from edge.mqtt.seen import SEEN_SCHEMA
 from edge.privacy.atrest import Sealer, aad, keys_path, sealed_data
 from edge.privacy.keys import KeyStoreUnusable
@@ -111,12 +110,7 @@ async def test_forget_shreds_the_dead_letter_of_an_alert_a_residents_measurement
         rt.hub.ingest(
             [
                 measurement(now, RESIDENT, SYSTOLIC),
-                Event(
-                    "blood_pressure",
-                    "kiosk-1",
-                    payload={"resident": OTHER, "systolic_mmhg": OTHER_SYSTOLIC, "diastolic_mmhg": 71},
-                    ts=now + 1,
-                ),
+                measurement(now + 1, OTHER, OTHER_SYSTOLIC),
             ]
         )
         sync = rt.component(SyncComponent)

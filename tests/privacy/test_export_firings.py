@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.model import Event
-from tests.privacy.conftest import RESIDENT, SYSTOLIC, measurement, site_doc
+from tests.privacy.conftest import BP_HIGH_RULE, BP_ID_RULE, RESIDENT, SYSTOLIC, measurement, site_doc
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
@@ -19,19 +18,8 @@ from tests.support.waiting import until_async
 OTHER = "R-55121"  # a second resident, whose records and alerts are not the first one's
 OTHER_SYSTOLIC = 15271
 RULES: list[dict[str, Any]] = [
-    {  # an alert quoting the reading, as the shipped health pack's do
-        "id": "bp-high",
-        "when": [{"event": "blood_pressure"}],
-        "if": "payload['systolic_mmhg'] >= 180",
-        "notify": "always",
-        "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
-    },
-    {  # a condition whose exception quotes the resident's id
-        "id": "bp-id",
-        "when": [{"event": "blood_pressure"}],
-        "if": "int(payload['resident']) > 0",
-        "then": [{"alert": "numeric id"}],
-    },
+    BP_HIGH_RULE,
+    BP_ID_RULE,
 ]
 
 
@@ -47,12 +35,7 @@ async def test_export_lists_the_alerts_and_errors_a_residents_records_fired(
         rt.hub.ingest(
             [
                 measurement(now, RESIDENT, SYSTOLIC),
-                Event(
-                    "blood_pressure",
-                    "kiosk-1",
-                    payload={"resident": OTHER, "systolic_mmhg": OTHER_SYSTOLIC, "diastolic_mmhg": 71},
-                    ts=now + 1,
-                ),
+                measurement(now + 1, OTHER, OTHER_SYSTOLIC),
             ]
         )
 

@@ -13,11 +13,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.model import Event
 from edge.privacy.atrest import Sealer
 from edge.store.journal import Journal
 from edge.store.rows import register, unregister
-from tests.privacy.conftest import RESIDENT, SITE_FILE, SYSTOLIC, measurement, plaintext_in, site_doc
+from tests.privacy.conftest import (
+    BP_HIGH_RULE,
+    BP_ID_RULE,
+    RESIDENT,
+    SITE_FILE,
+    SYSTOLIC,
+    measurement,
+    plaintext_in,
+    site_doc,
+)
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
@@ -26,19 +34,8 @@ OTHER = "R-55120"  # a second resident, not forgotten
 OTHER_SYSTOLIC = 15263
 FIRING_KINDS = ("alert", "rule_error", "rule_action_failed")
 RULES: list[dict[str, Any]] = [
-    {  # an alert quoting the reading, as the shipped health pack's do
-        "id": "bp-high",
-        "when": [{"event": "blood_pressure"}],
-        "if": "payload['systolic_mmhg'] >= 180",
-        "notify": "always",
-        "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
-    },
-    {  # a condition whose exception quotes the resident's id
-        "id": "bp-id",
-        "when": [{"event": "blood_pressure"}],
-        "if": "int(payload['resident']) > 0",
-        "then": [{"alert": "numeric id"}],
-    },
+    BP_HIGH_RULE,
+    BP_ID_RULE,
     {  # an action whose failure quotes the reading and the id
         "id": "bp-note",
         "when": [{"event": "blood_pressure"}],
@@ -87,12 +84,7 @@ async def test_forget_shreds_the_alerts_and_errors_a_residents_measurement_fired
         rt.hub.ingest(
             [
                 measurement(now, RESIDENT, SYSTOLIC),
-                Event(
-                    "blood_pressure",
-                    "kiosk-1",
-                    payload={"resident": OTHER, "systolic_mmhg": OTHER_SYSTOLIC, "diastolic_mmhg": 71},
-                    ts=now + 1,
-                ),
+                measurement(now + 1, OTHER, OTHER_SYSTOLIC),
             ]
         )
 
