@@ -1,4 +1,5 @@
-"""Build an engine from rule documents and run records through it."""
+"""Build an engine from rule documents and run records through it; the site and pack the races
+between a pack import and a rule change run on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ from rules.engine import Engine
 from rules.model import parse_rule
 
 SHANGHAI = site_tz("Asia/Shanghai")
+
+# one point the pack's rules watch, and a pack of three rules on it: what a pack import being
+# stored while a rule changes needs
+PACK_RACE_SITE: dict[str, Any] = {
+    "devices": [
+        {
+            "id": "m",
+            "driver": "sim",
+            "points": [{"name": "v", "signal": "constant", "value": 0, "interval": "1h"}],
+        }
+    ]
+}
+THREE_RULE_PACK = "rules:\n" + "".join(
+    f"  - {{id: r{i}, name: from-pack, when: m.v, if: value > {i}, then: [{{alert: pack}}]}}\n"
+    for i in range(3)
+)
 
 
 def engine(*docs: dict[str, Any], tz: dt.tzinfo = dt.UTC, now: float = 0.0) -> Engine:

@@ -17,23 +17,11 @@ import aiohttp
 from edge.api.tokens import create_token
 from rules.model import compile_pack
 from rules.store import RuleStore
+from tests.rules.helpers import PACK_RACE_SITE as SITE
+from tests.rules.helpers import THREE_RULE_PACK as PACK
 from tests.rules.test_api import Client
 from tests.support.site import running_site
 from tests.support.waiting import until
-
-SITE = {
-    "devices": [
-        {
-            "id": "m",
-            "driver": "sim",
-            "points": [{"name": "v", "signal": "constant", "value": 0, "interval": "1h"}],
-        }
-    ]
-}
-PACK = "rules:\n" + "".join(
-    f"  - {{id: r{i}, name: from-pack, when: m.v, if: value > {i}, then: [{{alert: pack}}]}}\n"
-    for i in range(3)
-)
 
 
 class PackWindow:
