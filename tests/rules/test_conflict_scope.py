@@ -8,6 +8,8 @@ rule says: enabling a rule already enabled read its text as well."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,18 @@ RULE = {
 }
 PROBLEM_KEYS = {"type", "title", "status", "detail", "message_key", "args"}
 SHOWN_TO_READERS = {"updated_by", "updated", "enabled", "text"}
+
+
+@contextlib.asynccontextmanager
+async def stored_rule(tmp_path: Path) -> AsyncIterator[tuple[Client, Client]]:
+    """A running site with RULE stored, and its callers: one who may read rules, and a token
+    with `rules` only."""
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        admin = Client(session, rt.web_port, create_token(rt.state, "admin", ["read", "rules"]))
+        changer = Client(session, rt.web_port, create_token(rt.state, "script", ["rules"]))
+        assert (await admin.call("POST", "", RULE))[0] == 201
+        yield admin, changer
 
 
 def conflict_schema() -> dict[str, Any]:
@@ -51,11 +65,7 @@ def assert_described(body: dict[str, Any]) -> None:
 
 
 async def test_a_conflict_shows_the_rule_only_to_a_caller_who_may_read_it(tmp_path: Path) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        admin = Client(session, rt.web_port, create_token(rt.state, "admin", ["read", "rules"]))
-        changer = Client(session, rt.web_port, create_token(rt.state, "script", ["rules"]))
-        assert (await admin.call("POST", "", RULE))[0] == 201
+    async with stored_rule(tmp_path) as (admin, changer):
         path = f"/{RULE['id']}"
         assert (await changer.call("GET", path))[0] == 403
 
@@ -100,11 +110,7 @@ async def test_a_conflict_shows_the_rule_only_to_a_caller_who_may_read_it(tmp_pa
 async def test_enable_disable_and_restore_answer_a_caller_who_may_not_read_without_the_rule(
     tmp_path: Path,
 ) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        admin = Client(session, rt.web_port, create_token(rt.state, "admin", ["read", "rules"]))
-        changer = Client(session, rt.web_port, create_token(rt.state, "script", ["rules"]))
-        assert (await admin.call("POST", "", RULE))[0] == 201
+    async with stored_rule(tmp_path) as (admin, changer):
         path = f"/{RULE['id']}"
         for suffix, route, version, enabled in (
             ("/enable", "/enable", 2, True),

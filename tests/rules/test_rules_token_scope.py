@@ -8,6 +8,8 @@ a dry run of a stored rule by its id is refused (its firings tell what it says).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,20 @@ PACK = "rules:\n" + "".join(
     ("  - " if i == 0 else "    ") + line + "\n" for i, line in enumerate(TEXT.splitlines()[1:])
 )
 UNREAD_CHANGE = {"id", "change", "version", "enabled_after"}
+
+
+@contextlib.asynccontextmanager
+async def stored_text(tmp_path: Path) -> AsyncIterator[tuple[Client, Client]]:
+    """A running site with TEXT stored, and its callers: an admin, who may read rules, and a
+    token with `rules` only."""
+    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
+        assert rt.state is not None
+        admin = Client(session, rt.web_port, create_token(rt.state, "admin", ["read", "rules", "admin"]))
+        changer = Client(session, rt.web_port, create_token(rt.state, "script", ["rules"]))
+        admin.h["Content-Type"] = "application/yaml"
+        assert (await admin.call("POST", "", data=TEXT))[0] == 201
+        del admin.h["Content-Type"]
+        yield admin, changer
 
 
 def described(route: str, method: str, status: str, media: str = "application/json") -> dict[str, Any]:
@@ -81,13 +97,7 @@ async def test_a_rules_only_token_learns_no_stored_rule_from_an_import(tmp_path:
 async def test_a_rules_only_token_is_not_answered_the_stored_text_of_a_rule_it_updates(
     tmp_path: Path,
 ) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        admin = Client(session, rt.web_port, create_token(rt.state, "admin", ["read", "rules", "admin"]))
-        changer = Client(session, rt.web_port, create_token(rt.state, "script", ["rules"]))
-        admin.h["Content-Type"] = "application/yaml"
-        assert (await admin.call("POST", "", data=TEXT))[0] == 201
-        del admin.h["Content-Type"]
+    async with stored_text(tmp_path) as (admin, changer):
         doc = {
             "id": "gate-open-permitted-plate",
             "when": [{"event": "vehicle"}],
@@ -109,14 +119,7 @@ async def test_a_rules_only_token_is_not_answered_the_stored_text_of_a_rule_it_u
 
 
 async def test_a_rules_only_token_may_not_dry_run_a_stored_rule_by_its_id(tmp_path: Path) -> None:
-    async with running_site(tmp_path, {"devices": []}) as rt, aiohttp.ClientSession() as session:
-        assert rt.state is not None
-        admin = Client(session, rt.web_port, create_token(rt.state, "admin", ["read", "rules", "admin"]))
-        changer = Client(session, rt.web_port, create_token(rt.state, "script", ["rules"]))
-        admin.h["Content-Type"] = "application/yaml"
-        assert (await admin.call("POST", "", data=TEXT))[0] == 201
-        del admin.h["Content-Type"]
-
+    async with stored_text(tmp_path) as (admin, changer):
         status, refused = await changer.call(
             "POST", "/dry-run", {"id": "gate-open-permitted-plate", "hours": 1}
         )
