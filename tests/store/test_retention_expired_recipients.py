@@ -14,8 +14,15 @@ from edge.model import PRIVACY_RANK, Privacy
 from edge.store import retention
 from edge.store.journal import Journal
 from tests.store.helpers import open_journal, sql
-from tests.store.test_retention_privacy import DAY, START, FakeClock, journal, one_of_each, passes, site_hub
-from tests.support.waiting import until
+from tests.store.test_retention_privacy import (
+    DAY,
+    START,
+    FakeClock,
+    journal,
+    one_of_each,
+    private_ones_expired,
+    site_hub,
+)
 
 PERSONAL, SENSITIVE = PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[Privacy.SENSITIVE]
 BATCHES = 10  # each: one sensitive reading and event, one personal reading and snapshot, public ones
@@ -28,13 +35,7 @@ async def test_records_behind_only_the_kpi_cursor_expire_without_a_warning(tmp_p
     j = journal(tmp_path, clock, {"sensitive": "30d", "personal": "90d"})  # public: 7 d
     try:
         await j.register_cursor("kpi", "kpi", 0)  # a fold that has read nothing yet
-        j.append(one_of_each(START - 100 * DAY))
-        await j.flush()
-        await until(
-            lambda: j.counters["retention_deleted"] + j.counters["retention_expired"] == 4,
-            what="private records past retention",
-        )
-        await passes(j, clock)
+        await private_ones_expired(j, clock)
         assert j.counters["retention_deleted"] == 4 and j.counters["retention_expired"] == 0
         assert sql(j, "SELECT count(*) FROM journal WHERE kind='retention_expired'") == [(0,)]
         # the public ones stay for the fold

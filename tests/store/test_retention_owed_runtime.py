@@ -12,9 +12,8 @@ import pytest
 from edge.model import PRIVACY_RANK, Privacy
 from edge.runtime import Runtime
 from tests.store.helpers import sql
-from tests.store.test_retention_privacy import DAY, START, FakeClock, journal, one_of_each, passes
+from tests.store.test_retention_privacy import FakeClock, journal, private_ones_expired
 from tests.support.site import load
-from tests.support.waiting import until
 
 PERSONAL, SENSITIVE = PRIVACY_RANK[Privacy.PERSONAL], PRIVACY_RANK[Privacy.SENSITIVE]
 
@@ -46,13 +45,7 @@ async def test_the_journals_passes_owe_a_class_only_to_recipients_that_receive_i
     try:
         j.receives = {"city": PERSONAL}  # the default max_privacy: never sensitive
         await j.register_cursor("city", "consumer", 0)  # has fetched nothing
-        j.append(one_of_each(START - 100 * DAY))
-        await j.flush()
-        await until(
-            lambda: j.counters["retention_deleted"] + j.counters["retention_expired"] == 4,
-            what="private records past retention",
-        )
-        await passes(j, clock)
+        await private_ones_expired(j, clock)
         # two sensitive records the city could never receive; two personal ones it lost
         assert (j.counters["retention_deleted"], j.counters["retention_expired"]) == (2, 2)
         warned = sql(j, "SELECT payload FROM journal WHERE kind='retention_expired'")

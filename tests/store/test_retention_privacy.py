@@ -109,6 +109,19 @@ async def passes(j: Journal, clock: FakeClock, n: int = 3) -> None:
     await j.flush()
 
 
+async def private_ones_expired(j: Journal, clock: FakeClock) -> None:
+    """Appends `one_of_each` 100 days old, waits until its four private records are deleted or
+    expired (sensitive 30 d, personal 90 d), then lets three more passes run: what each pass
+    counted and wrote is then final."""
+    j.append(one_of_each(START - 100 * DAY))
+    await j.flush()
+    await until(
+        lambda: j.counters["retention_deleted"] + j.counters["retention_expired"] == 4,
+        what="private records past retention",
+    )
+    await passes(j, clock)
+
+
 async def test_each_record_is_stored_with_its_class(tmp_path: Path) -> None:
     clock = FakeClock()
     j = journal(tmp_path, clock, {})
