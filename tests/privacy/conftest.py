@@ -11,6 +11,7 @@ import pytest
 
 from edge.model import Event, Reading
 from edge.privacy.keyfile import create_master_key
+from tests.support.site import KIOSK_DEVICE
 
 RESIDENT = "R-90417"  # a resident reference no other test data contains
 SYSTOLIC = 14159  # a blood pressure no other record carries
@@ -20,17 +21,14 @@ GATE_PLATE = "沪A23522"  # what the sim gate reads: its passages and its `last_
 OTHER_PLATE = "沪B61804"  # the gate's other plate (kept when GATE_PLATE is forgotten)
 PUBLIC_MARK = "door-7731-opened"  # a public record's text, in clear: shows the grep sees clear text
 
-SITE = """
-site: {id: sealed-site}
-privacy:
-  master_key_file: MASTER
-devices:
-  - id: kiosk-1
-    driver: sim
-    points:
-      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
-      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
-"""
+
+def sealed_site(site_id: str, devices: str) -> str:
+    """A site file's text sealing at rest under the key file MASTER (the placeholder a test
+    replaces with its key's path), with `devices`: the items of its `devices:` list, as text."""
+    return f"\nsite: {{id: {site_id}}}\nprivacy:\n  master_key_file: MASTER\ndevices:{devices}"
+
+
+SITE = sealed_site("sealed-site", KIOSK_DEVICE)
 
 
 GATE = """

@@ -15,7 +15,7 @@ import orjson
 
 from edge.privacy.pseudonym import pseudonym
 from edge.sync import deadletters
-from tests.privacy.conftest import GATE_PLATE, OTHER_PLATE
+from tests.privacy.conftest import GATE_PLATE, OTHER_PLATE, sealed_site
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.web.conftest import signed_in_roles
@@ -24,16 +24,13 @@ EXPORT = "/api/v1/privacy/subjects/export"
 POINT = "gate-1.last_plate"
 KEY = b"central-pseudonym-key-0123456789abcdef"
 
-SITE = """
-site: {id: dead-letter-site}
-privacy:
-  master_key_file: MASTER
-devices:
+GATE = """
   - id: gate-1
     driver: sim
     points:
       - {name: last_plate, type: str, signal: constant, value: OTHER_PLATE, interval: 1h, privacy: personal}
-upstream:
+"""
+UPSTREAM = """upstream:
   - id: central
     type: http
     enabled: false
@@ -41,6 +38,7 @@ upstream:
     max_privacy: personal
     pseudonymise: {key_file: KEY}
 """
+SITE = sealed_site("dead-letter-site", GATE) + UPSTREAM
 
 
 def alert(seq: int, value: Any) -> dict[str, Any]:

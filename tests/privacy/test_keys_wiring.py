@@ -19,7 +19,7 @@ from edge.privacy.component import PrivacyStartError
 from edge.privacy.keyfile import create_master_key
 from edge.runtime import Runtime
 from edge.sync import deadletters
-from tests.privacy.conftest import RESIDENT, measurement, private_records, site_doc
+from tests.privacy.conftest import RESIDENT, measurement, private_records, sealed_site, site_doc
 from tests.support.cli import edge_cli
 from tests.support.site import load, running_site, site_file
 from tests.support.waiting import until_async
@@ -28,16 +28,15 @@ from tests.web.conftest import signed_in_admin
 FORGET = "/api/v1/privacy/subjects/forget"
 
 # a site whose journal holds nothing sealed: its one point is public
-PUBLIC_SITE = """
-site: {id: dead-letter-keys}
-privacy:
-  master_key_file: MASTER
-devices:
+PUBLIC_SITE = sealed_site(
+    "dead-letter-keys",
+    """
   - id: meter-1
     driver: sim
     points:
       - {name: kw, signal: constant, value: 1.0, interval: 1h}
-"""
+""",
+)
 
 
 def dead_letter(seq: int) -> dict[str, object]:

@@ -17,17 +17,9 @@ from tests.privacy.conftest import (
     private_records,
     site_doc,
 )
-from tests.support.site import running_site
+from tests.support.site import KIOSK_DEVICE, running_site
 
-SITE_WITHOUT_KEY = """
-site: {id: sealed-site}
-devices:
-  - id: kiosk-1
-    driver: sim
-    points:
-      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
-      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
-"""
+SITE_WITHOUT_KEY = "\nsite: {id: sealed-site}\ndevices:" + KIOSK_DEVICE
 
 
 def build_v1(path: Path) -> None:

@@ -16,28 +16,21 @@ import yaml
 from edge import audit
 from edge.api.tokens import create_token
 from edge.model import Event, Reading
+from tests.privacy.conftest import sealed_site
 from tests.store.helpers import sql
-from tests.support.site import running_site
+from tests.support.site import KIOSK_DEVICE, running_site
 from tests.web.conftest import signed_in_roles
 
 ROOT = Path(__file__).resolve().parents[2]
 DRY_RUN = "/api/v1/rules/dry-run"
 PLATE = "沪B98765"
-SITE = """
-site: {id: dry-run-sealed}
-privacy:
-  master_key_file: MASTER
-devices:
-  - id: kiosk-1
-    driver: sim
-    points:
-      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
-      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
+GATE = """
   - id: gate-1
     driver: sim
     points:
       - {name: last_plate, type: str, signal: constant, value: "-", interval: 1h, privacy: personal}
 """
+SITE = sealed_site("dry-run-sealed", KIOSK_DEVICE + GATE)
 
 
 def _site(tmp_path: Path) -> str:

@@ -11,6 +11,15 @@ import yaml
 
 from edge.config import Site, load_site
 
+# a health kiosk whose last systolic reading is sensitive: an item of a site file's `devices:`
+KIOSK_DEVICE = """
+  - id: kiosk-1
+    driver: sim
+    points:
+      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
+      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
+"""
+
 
 def busy_meter() -> dict[str, Any]:
     """A sim device `meter` with ten random points, each read every 20 ms: a steady stream of

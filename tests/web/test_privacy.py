@@ -7,18 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from edge.model import Event, Reading
-from tests.support.site import running_site
+from tests.support.site import KIOSK_DEVICE, running_site
 from tests.web.conftest import clients_by_role, signed_in_roles
 
 #: a health kiosk whose last systolic reading is sensitive (a site file's `devices:` section)
-KIOSK = """
-devices:
-  - id: kiosk-1
-    driver: sim
-    points:
-      - {name: in_use, type: bool, signal: constant, value: false, interval: 1h}
-      - {name: last_systolic, signal: constant, value: 120, interval: 1h, privacy: sensitive}
-"""
+KIOSK = "\ndevices:" + KIOSK_DEVICE
 SITE = "site: {id: privacy-test}" + KIOSK
 
 
