@@ -12,7 +12,10 @@ The log is append-only and hash-chained, so that an edit or a deletion is found 
   from then on an entry without a hash, or a head that asks for chaining (`pending`), is reported
   as a break, and nothing but that migration writes a hash other than its entry's own;
 - `verify` and `export` only read: given a path they open the file read-only, so checking a log
-  never changes it.
+  never changes it;
+- `edge restore`, which puts a backup's state DB in place of the live one, carries the replaced
+  log's entries written since the backup into it as they are (`carry_forward`) and audits itself,
+  so a restore neither loses entries nor gives their ids to others.
 
 What the chain does not stop: anyone who can write the state DB file can rewrite an entry and
 recompute every hash after it and the head (there is no secret in the chain), cut the end and move
