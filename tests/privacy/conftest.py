@@ -54,6 +54,15 @@ def site_doc(master: Path, gate: bool = False) -> str:
 SITE_FILE = ("site.yaml",)  # written by tests.support.site: the configuration, not data
 
 
+def http_sink(sink_id: str, max_privacy: str, *settings: str) -> str:
+    """An item of a site file's `upstream:` posting to URL (the placeholder a test replaces with
+    its receiver's), batching and retrying within tens of milliseconds; `settings`: more of its
+    keys, each a YAML line."""
+    lines = [f"id: {sink_id}", "type: http", "url: URL", f"max_privacy: {max_privacy}", *settings]
+    lines += ["batch: {max_items: 50, max_age: 50ms}", "retry: {initial: 50ms, max: 500ms}"]
+    return "\n  - " + "\n    ".join(lines)
+
+
 @pytest.fixture
 def master(tmp_path: Path) -> Path:
     path = tmp_path / "master.key"

@@ -28,10 +28,12 @@ from edge.store.rows import register, unregister
 from edge.sync import deadletters
 from edge.sync.component import SyncComponent
 from tests.privacy.conftest import (
+    BP_HIGH_RULE,
     GATE_PLATE,
     RESIDENT,
     SITE_FILE,
     SYSTOLIC,
+    http_sink,
     measurement,
     plaintext_in,
     site_doc,
@@ -42,22 +44,7 @@ from tests.support.waiting import until_async
 
 OTHER = "R-55122"  # a second resident, not forgotten
 OTHER_SYSTOLIC = 15277
-RULE: dict[str, Any] = {  # an alert quoting the reading, as the shipped health pack's do
-    "id": "bp-high",
-    "when": [{"event": "blood_pressure"}],
-    "if": "payload['systolic_mmhg'] >= 180",
-    "notify": "always",
-    "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
-}
-UPSTREAM = """
-upstream:
-  - id: central
-    type: http
-    url: URL
-    max_privacy: sensitive
-    batch: {max_items: 50, max_age: 50ms}
-    retry: {initial: 50ms, max: 500ms}
-"""
+UPSTREAM = "\nupstream:" + http_sink("central", "sensitive") + "\n"
 
 
 @pytest.fixture
@@ -105,7 +92,7 @@ async def test_forget_shreds_the_dead_letter_of_an_alert_a_residents_measurement
 ) -> None:
     config = site_file(tmp_path, site_doc(master) + UPSTREAM.replace("URL", refusing_alerts))
     async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
-        rt.components["rules"].put(RULE, "test", "create")
+        rt.components["rules"].put(BP_HIGH_RULE, "test", "create")
         now = time.time()
         rt.hub.ingest(
             [

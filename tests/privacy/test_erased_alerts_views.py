@@ -14,20 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from edge.kpi.component import KpiComponent
-from tests.privacy.conftest import RESIDENT, SYSTOLIC, measurement, site_doc
+from tests.privacy.conftest import BP_HIGH_RULE, RESIDENT, SYSTOLIC, measurement, site_doc
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
 from tests.web.conftest import Client, signed_in_roles
 
 ACTIVE = "/api/v1/alerts/active"
-RULE = {  # an alert quoting the reading, as the shipped health pack's do
-    "id": "bp-high",
-    "when": [{"event": "blood_pressure"}],
-    "if": "payload['systolic_mmhg'] >= 180",
-    "notify": "always",
-    "then": [{"alert": "reading {payload[systolic_mmhg]}/{payload[diastolic_mmhg]} mmHg"}],
-}
 KPI = """
 kpi: {interval: 1h}
 """
@@ -40,7 +33,7 @@ async def forgotten_alert(tmp_path: Path, master: Path) -> AsyncIterator[tuple[A
     alert as erased; with an admin's client."""
     config = site_file(tmp_path, site_doc(master) + KPI)
     async with running_site(tmp_path, config.read_text(encoding="utf-8")) as rt:
-        rt.components["rules"].put(RULE, "test", "create")
+        rt.components["rules"].put(BP_HIGH_RULE, "test", "create")
         rt.hub.ingest([measurement(time.time(), RESIDENT, SYSTOLIC)])
 
         async def alerts() -> list[dict[str, Any]]:

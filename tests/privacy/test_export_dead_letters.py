@@ -21,7 +21,7 @@ import pytest
 from edge.model import PRIVACY_RANK, PointInfo, PointType, Privacy, Reading
 from edge.privacy.pseudonym import pseudonym
 from edge.sync.component import SyncComponent
-from tests.privacy.conftest import GATE_PLATE, OTHER_PLATE
+from tests.privacy.conftest import GATE_PLATE, OTHER_PLATE, http_sink
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
@@ -32,26 +32,17 @@ DAY = 86400.0
 EXPORT = "/api/v1/privacy/subjects/export"
 POINT = "gate-1.plate"
 
-SITE = """
+SITE = (
+    """
 site: {id: sealed-site}
 privacy:
   master_key_file: MASTER
   retention: {personal: 90d}
-upstream:
-  - id: central
-    type: http
-    url: URL
-    max_privacy: personal
-    pseudonymise: {key_file: KEY}
-    batch: {max_items: 50, max_age: 50ms}
-    retry: {initial: 50ms, max: 500ms}
-  - id: city
-    type: http
-    url: URL
-    max_privacy: personal
-    batch: {max_items: 50, max_age: 50ms}
-    retry: {initial: 50ms, max: 500ms}
-"""
+upstream:"""
+    + http_sink("central", "personal", "pseudonymise: {key_file: KEY}")
+    + http_sink("city", "personal")
+    + "\n"
+)
 KEY = b"central-pseudonym-key-0123456789abcdef"
 
 
