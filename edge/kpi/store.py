@@ -178,7 +178,7 @@ class KpiStore:
 
 
 def restored(state: str, facts: RestoreFacts) -> tuple[list[str], dict[str, Any]]:
-    """A restore's step on the state DB it puts back (`edge.backup.RESTORED_STATE`).
+    """A restore's step on the state DB it puts back (`Plugin.restored_state`).
 
     A day is closed, and its `kpi_daily` journaled, at most once per site: a day the replaced
     journal closed after the backup (its kpi_daily is there, above the archive's last seq, and went
