@@ -26,6 +26,15 @@ devices:
 PASSWORD = "correct horse battery"
 
 
+async def token_get(base: str, path: str, token: str) -> tuple[int, Any]:
+    """GET `path` from `base` with an API token (no session): the status and the JSON body."""
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
+        http.get(base + path) as r,
+    ):
+        return r.status, await r.json(content_type=None)
+
+
 class Client:
     """An HTTP client for one browser-like session against the runtime's web server."""
 

@@ -6,22 +6,11 @@ may not filter by actor; a technician's session and an admin's token read it in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 from edge import audit
 from edge.api.tokens import create_token
 from tests.support.site import running_site
-from tests.web.conftest import SITE, Client, make_user, signed_in_admin
-
-
-async def _get(base: str, token: str, path: str) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
-        http.get(base + path) as r,
-    ):
-        return r.status, await r.json(content_type=None)
+from tests.web.conftest import SITE, Client, make_user, signed_in_admin, token_get
 
 
 async def test_a_token_below_personal_reads_the_audit_log_without_who(tmp_path: Path) -> None:
@@ -37,7 +26,7 @@ async def test_a_token_below_personal_reads_the_audit_log_without_who(tmp_path: 
         writer = create_token(rt.state, "writer", ["read", "write"])
         admin_token = create_token(rt.state, "auditor", ["admin"])
         try:
-            status, body = await _get(base, writer, "/api/v1/audit")
+            status, body = await token_get(base, "/api/v1/audit", writer)
             assert status == 200, body
             entries = body["entries"]
             assert {e["action"] for e in entries} >= {
@@ -56,15 +45,15 @@ async def test_a_token_below_personal_reads_the_audit_log_without_who(tmp_path: 
             (ack,) = [e for e in entries if e["action"] == "alert_ack"]
             assert ack["detail"] == {"commented": True, "attempt": 3}, ack
             # filtering by action is fine; by actor a match would tell who
-            status, body = await _get(base, writer, "/api/v1/audit?action=login_failed")
+            status, body = await token_get(base, "/api/v1/audit?action=login_failed", writer)
             assert status == 200 and [e["actor"] for e in body["entries"]] == ["redacted"], body
-            status, body = await _get(base, writer, "/api/v1/audit?actor=wang.li")
+            status, body = await token_get(base, "/api/v1/audit?actor=wang.li", writer)
             assert status == 403 and body["parameter"] == "actor", body
 
             # a technician's session and an admin's token see who
             for seen in (
                 (await tech.json("GET", "/api/v1/audit?actor=wang.li"))["entries"],
-                (await _get(base, admin_token, "/api/v1/audit?actor=wang.li"))[1]["entries"],
+                (await token_get(base, "/api/v1/audit?actor=wang.li", admin_token))[1]["entries"],
             ):
                 assert {e["action"] for e in seen} == {"login", "alert_ack"}, seen
                 assert all(e["actor"] == "wang.li" and "redacted" not in e for e in seen), seen

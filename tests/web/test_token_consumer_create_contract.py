@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jsonschema_rs
 from aiohttp import web
 
@@ -17,7 +16,7 @@ from edge.model import Event
 from tests.support.site import running_site
 from tests.sync.helpers import answering_with, sink, wait_for
 from tests.sync.test_dead_letter_response_class import SECRET, quoting_refusal, site
-from tests.web.conftest import signed_in_roles
+from tests.web.conftest import signed_in_roles, token_get
 
 
 async def unavailable(request: web.Request) -> web.Response:
@@ -31,22 +30,14 @@ def conforms(doc: dict[str, Any], ref: str, value: Any) -> None:
     assert not errors, (ref, errors, value)
 
 
-async def get(base: str, path: str, token: str) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http,
-        http.get(base + path) as r,
-    ):
-        return r.status, await r.json(content_type=None)
-
-
 async def test_latest_documents_its_409_for_a_consumer_id_naming_a_sink(tmp_path: Path) -> None:
     async with answering_with(unavailable) as url, running_site(tmp_path, {"upstream": [sink(url)]}) as rt:
         base = f"http://127.0.0.1:{rt.web_port}"
         # made as a token was before the check at creation (the library call does not check)
         taker = create_token(rt.state, "old", ["pull"], consumer="central")
-        status, problem = await get(base, "/api/v1/latest", taker)
+        status, problem = await token_get(base, "/api/v1/latest", taker)
         assert status == 409 and "the upstream sink 'central'" in problem["detail"], problem
-        status, doc = await get(base, "/api/v1/openapi.json", create_token(rt.state, "r", ["read"]))
+        status, doc = await token_get(base, "/api/v1/openapi.json", create_token(rt.state, "r", ["read"]))
         assert status == 200
         answers = doc["paths"]["/api/v1/latest"]["get"]["responses"]
         assert "409" in answers, sorted(answers)
