@@ -26,6 +26,15 @@ devices:
 PASSWORD = "correct horse battery"
 
 
+def city_consumer_site(tmp_path: Path) -> str:
+    """SITE with one declared pull consumer, `city-platform`, whose token is in a file (0600) in
+    `tmp_path`."""
+    token_file = tmp_path / "city.token"
+    token_file.write_text("c" * 40)
+    token_file.chmod(0o600)
+    return SITE + f"consumers:\n  - {{id: city-platform, token_file: {token_file}}}\n"
+
+
 async def token_get(base: str, path: str, token: str) -> tuple[int, Any]:
     """GET `path` from `base` with an API token (no session): the status and the JSON body."""
     async with (

@@ -12,7 +12,7 @@ import jsonschema_rs
 
 from edge.api.tokens import create_token
 from tests.support.site import running_site
-from tests.web.conftest import PASSWORD, SITE, Client, make_user, signed_in_admin
+from tests.web.conftest import PASSWORD, Client, city_consumer_site, make_user, signed_in_admin
 from tests.web.test_browser import T
 from tests.web.test_browser_pages import browser, logged_in_page, open_page, site_context, watched_page
 
@@ -131,10 +131,7 @@ def conforms(doc: dict[str, Any], schema: dict[str, Any], value: Any) -> None:
 
 
 async def test_the_document_describes_what_these_routes_answer(tmp_path: Path) -> None:
-    token_file = tmp_path / "city.token"
-    token_file.write_text("c" * 40)
-    token_file.chmod(0o600)
-    site = SITE + f"consumers:\n  - {{id: city-platform, token_file: {token_file}}}\n"
+    site = city_consumer_site(tmp_path)
     async with running_site(tmp_path, site) as rt, signed_in_admin(rt) as admin:
         doc = await admin.json("GET", "/api/v1/openapi.json")
         ops = await make_user(admin, rt, "ops", "admin")

@@ -9,14 +9,11 @@ from pathlib import Path
 
 from edge import audit
 from tests.support.site import running_site
-from tests.web.conftest import SITE, signed_in_admin
+from tests.web.conftest import city_consumer_site, signed_in_admin
 
 
 async def test_a_pull_token_for_an_undeclared_consumer_is_made_with_a_warning(tmp_path: Path) -> None:
-    token_file = tmp_path / "city.token"
-    token_file.write_text("c" * 40)
-    token_file.chmod(0o600)
-    site = SITE + f"consumers:\n  - {{id: city-platform, token_file: {token_file}}}\n"
+    site = city_consumer_site(tmp_path)
     async with running_site(tmp_path, site) as rt, signed_in_admin(rt) as admin:
         made = await admin.json(
             "POST",

@@ -20,7 +20,7 @@ from edge.model import PointInfo, PointType, Privacy, Reading
 from edge.state import StateDB
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
-from tests.web.conftest import SITE, signed_in_admin
+from tests.web.conftest import city_consumer_site, signed_in_admin
 
 
 async def call(base: str, token: str, path: str) -> tuple[int, Any]:
@@ -33,10 +33,7 @@ async def call(base: str, token: str, path: str) -> tuple[int, Any]:
 
 
 async def test_a_token_of_an_undeclared_consumer_reads_public_data_only(tmp_path: Path) -> None:
-    token_file = tmp_path / "city.token"
-    token_file.write_text("c" * 40)
-    token_file.chmod(0o600)
-    site = SITE + f"consumers:\n  - {{id: city-platform, token_file: {token_file}}}\n"
+    site = city_consumer_site(tmp_path)
     async with running_site(tmp_path, site) as rt, signed_in_admin(rt) as admin:
         base = f"http://127.0.0.1:{rt.web_port}"
         made = {
@@ -89,12 +86,7 @@ async def test_a_token_of_an_undeclared_consumer_reads_public_data_only(tmp_path
 
 
 def test_the_console_warns_of_an_undeclared_consumer_when_its_token_is_made(tmp_path: Path) -> None:
-    token_file = tmp_path / "city.token"
-    token_file.write_text("c" * 40)
-    token_file.chmod(0o600)
-    config = str(
-        site_file(tmp_path, SITE + f"consumers:\n  - {{id: city-platform, token_file: {token_file}}}\n")
-    )
+    config = str(site_file(tmp_path, city_consumer_site(tmp_path)))
     made: dict[str, subprocess.CompletedProcess[str]] = {
         cid: edge_cli("tokens", "create", "-c", config, cid, "--scope", "pull", "--consumer", cid)
         for cid in ("city-platfrom", "city-platform")
