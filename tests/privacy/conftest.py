@@ -93,6 +93,15 @@ BP_ID_RULE: dict[str, Any] = {  # a condition whose exception quotes the residen
 }
 
 
+def measure_two_residents(rt: Any, rules: list[dict[str, Any]], other: str, other_systolic: int) -> None:
+    """Stores `rules` in the running gateway `rt`, then has it ingest the resident's measurement
+    (RESIDENT, SYSTOLIC) and, a second later, `other`'s: records whose firings each quote one."""
+    for rule in rules:
+        rt.components["rules"].put(rule, "test", "create")
+    now = time.time()
+    rt.hub.ingest([measurement(now, RESIDENT, SYSTOLIC), measurement(now + 1, other, other_systolic)])
+
+
 def private_records(ts: float | None = None) -> list[Event | Reading]:
     """A measurement, a sensitive point's reading and a vehicle passage (personal)."""
     now = ts or time.time()

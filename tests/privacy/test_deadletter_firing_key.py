@@ -34,7 +34,7 @@ from tests.privacy.conftest import (
     SITE_FILE,
     SYSTOLIC,
     http_sink,
-    measurement,
+    measure_two_residents,
     plaintext_in,
     site_doc,
 )
@@ -92,14 +92,7 @@ async def test_forget_shreds_the_dead_letter_of_an_alert_a_residents_measurement
 ) -> None:
     config = site_file(tmp_path, site_doc(master) + UPSTREAM.replace("URL", refusing_alerts))
     async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
-        rt.components["rules"].put(BP_HIGH_RULE, "test", "create")
-        now = time.time()
-        rt.hub.ingest(
-            [
-                measurement(now, RESIDENT, SYSTOLIC),
-                measurement(now + 1, OTHER, OTHER_SYSTOLIC),
-            ]
-        )
+        measure_two_residents(rt, [BP_HIGH_RULE], OTHER, OTHER_SYSTOLIC)
         sync = rt.component(SyncComponent)
         assert sync is not None
         central = sync.sinks["central"]

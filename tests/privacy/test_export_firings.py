@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.privacy.conftest import BP_HIGH_RULE, BP_ID_RULE, RESIDENT, SYSTOLIC, measurement, site_doc
+from tests.privacy.conftest import (
+    BP_HIGH_RULE,
+    BP_ID_RULE,
+    RESIDENT,
+    SYSTOLIC,
+    measure_two_residents,
+    site_doc,
+)
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.support.waiting import until_async
@@ -28,16 +34,7 @@ async def test_export_lists_the_alerts_and_errors_a_residents_records_fired(
 ) -> None:
     config = site_file(tmp_path, site_doc(master))
     async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
-        rules = rt.components["rules"]
-        for rule in RULES:
-            rules.put(rule, "test", "create")
-        now = time.time()
-        rt.hub.ingest(
-            [
-                measurement(now, RESIDENT, SYSTOLIC),
-                measurement(now + 1, OTHER, OTHER_SYSTOLIC),
-            ]
-        )
+        measure_two_residents(rt, RULES, OTHER, OTHER_SYSTOLIC)
 
         async def fired() -> bool:
             await rt.journal.flush()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from tests.privacy.conftest import (
     RESIDENT,
     SITE_FILE,
     SYSTOLIC,
-    measurement,
+    measure_two_residents,
     plaintext_in,
     site_doc,
 )
@@ -77,16 +76,7 @@ async def test_forget_shreds_the_alerts_and_errors_a_residents_measurement_fired
 ) -> None:
     config = site_file(tmp_path, site_doc(master))
     async with running_site(tmp_path, config.read_text(encoding="utf-8"), web=False) as rt:
-        rules = rt.components["rules"]
-        for rule in RULES:
-            rules.put(rule, "test", "create")
-        now = time.time()
-        rt.hub.ingest(
-            [
-                measurement(now, RESIDENT, SYSTOLIC),
-                measurement(now + 1, OTHER, OTHER_SYSTOLIC),
-            ]
-        )
+        measure_two_residents(rt, RULES, OTHER, OTHER_SYSTOLIC)
 
         async def all_journaled() -> bool:
             await rt.journal.flush()
