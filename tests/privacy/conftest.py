@@ -22,13 +22,13 @@ OTHER_PLATE = "沪B61804"  # the gate's other plate (kept when GATE_PLATE is for
 PUBLIC_MARK = "door-7731-opened"  # a public record's text, in clear: shows the grep sees clear text
 
 
-def sealed_site(site_id: str, devices: str) -> str:
+def sealed_site_text(site_id: str, devices: str) -> str:
     """A site file's text sealing at rest under the key file MASTER (the placeholder a test
     replaces with its key's path), with `devices`: the items of its `devices:` list, as text."""
     return f"\nsite: {{id: {site_id}}}\nprivacy:\n  master_key_file: MASTER\ndevices:{devices}"
 
 
-SITE = sealed_site("sealed-site", KIOSK_DEVICE)
+SITE = sealed_site_text("sealed-site", KIOSK_DEVICE)
 
 
 GATE = """

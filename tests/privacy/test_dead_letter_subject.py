@@ -15,7 +15,7 @@ import orjson
 
 from edge.privacy.pseudonym import pseudonym
 from edge.sync import deadletters
-from tests.privacy.conftest import GATE_PLATE, OTHER_PLATE, sealed_site
+from tests.privacy.conftest import GATE_PLATE, OTHER_PLATE, sealed_site_text
 from tests.support.cli import edge_cli
 from tests.support.site import running_site, site_file
 from tests.web.conftest import signed_in_roles
@@ -38,7 +38,7 @@ UPSTREAM = """upstream:
     max_privacy: personal
     pseudonymise: {key_file: KEY}
 """
-SITE = sealed_site("dead-letter-site", GATE) + UPSTREAM
+SITE = sealed_site_text("dead-letter-site", GATE) + UPSTREAM
 
 
 def alert(seq: int, value: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from edge.privacy.component import PrivacyStartError
 from edge.privacy.keyfile import create_master_key
 from edge.runtime import Runtime
 from edge.sync import deadletters
-from tests.privacy.conftest import RESIDENT, measurement, private_records, sealed_site, site_doc
+from tests.privacy.conftest import RESIDENT, measurement, private_records, sealed_site_text, site_doc
 from tests.support.cli import edge_cli
 from tests.support.site import load, running_site, site_file
 from tests.support.waiting import until_async
@@ -28,7 +28,7 @@ from tests.web.conftest import signed_in_admin
 FORGET = "/api/v1/privacy/subjects/forget"
 
 # a site whose journal holds nothing sealed: its one point is public
-PUBLIC_SITE = sealed_site(
+PUBLIC_SITE = sealed_site_text(
     "dead-letter-keys",
     """
   - id: meter-1

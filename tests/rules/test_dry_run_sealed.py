@@ -16,7 +16,7 @@ import yaml
 from edge import audit
 from edge.api.tokens import create_token
 from edge.model import Event, Reading
-from tests.privacy.conftest import sealed_site
+from tests.privacy.conftest import sealed_site_text
 from tests.store.helpers import sql
 from tests.support.site import KIOSK_DEVICE, running_site
 from tests.web.conftest import signed_in_roles
@@ -30,7 +30,7 @@ GATE = """
     points:
       - {name: last_plate, type: str, signal: constant, value: "-", interval: 1h, privacy: personal}
 """
-SITE = sealed_site("dry-run-sealed", KIOSK_DEVICE + GATE)
+SITE = sealed_site_text("dry-run-sealed", KIOSK_DEVICE + GATE)
 
 
 def _site(tmp_path: Path) -> str:
