@@ -161,11 +161,9 @@ async def test_an_erasure_queued_while_the_gateway_was_stopped_is_carried_forwar
     assert [a for _, a, _ in audit_log(tmp_path)].count("privacy_forget") == 1
 
 
-async def test_a_log_that_did_not_go_on_from_the_backup_is_kept_aside_and_its_ids_not_reused(
-    tmp_path: Path, master: Path
-) -> None:
-    """The state DB replaced is not the archive's line (a replacement box's own): its entries are
-    not carried, the restore says where they are, and the restored log's next ids go above them."""
+async def backed_up_then_state_lost(tmp_path: Path, master: Path) -> tuple[Path, Path, list[Any]]:
+    """A site that ran, wrote one audit entry and was backed up, whose state DB was then lost (a
+    replacement box's, or one set up anew): its site file, the archive and the archive's log."""
     config, _key = with_consumer(tmp_path, master)
     doc = config.read_text(encoding="utf-8")
     async with running_site(tmp_path, doc, web=False) as rt:
@@ -177,6 +175,15 @@ async def test_a_log_that_did_not_go_on_from_the_backup_is_kept_aside_and_its_id
     archived = audit_log(tmp_path)
     for suffix in ("", "-wal", "-shm"):
         (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    return config, archive, archived
+
+
+async def test_a_log_that_did_not_go_on_from_the_backup_is_kept_aside_and_its_ids_not_reused(
+    tmp_path: Path, master: Path
+) -> None:
+    """The state DB replaced is not the archive's line (a replacement box's own): its entries are
+    not carried, the restore says where they are, and the restored log's next ids go above them."""
+    config, archive, archived = await backed_up_then_state_lost(tmp_path, master)
     for _ in range(len(archived) + 3):
         write_audit(tmp_path, "login")  # a log of its own, longer than the archive's
     theirs = audit_log(tmp_path)
@@ -202,17 +209,7 @@ async def test_a_log_that_did_not_go_on_from_the_backup_is_kept_aside_and_its_id
 async def test_a_log_with_no_entry_yet_is_nothing_to_carry(tmp_path: Path, master: Path) -> None:
     """A state DB whose audit log was set up and never written (a new box's) takes no id and
     draws no warning: the restored log goes on from the archive's."""
-    config, _key = with_consumer(tmp_path, master)
-    doc = config.read_text(encoding="utf-8")
-    async with running_site(tmp_path, doc, web=False) as rt:
-        rt.hub.ingest([measurement()])
-        await rt.journal.flush()
-    write_audit(tmp_path, "login")
-    archive = tmp_path / "nightly.tar.gz"
-    assert edge_cli("backup", "-c", str(config), "--out", str(archive)).returncode == 0
-    archived = audit_log(tmp_path)
-    for suffix in ("", "-wal", "-shm"):
-        (tmp_path / f"state.db{suffix}").unlink(missing_ok=True)
+    config, archive, archived = await backed_up_then_state_lost(tmp_path, master)
     assert audit_log(tmp_path) == []  # its audit tables made, no entry
 
     done = edge_cli("restore", "-c", str(config), str(archive))
