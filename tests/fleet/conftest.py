@@ -76,18 +76,20 @@ Runtime.start = _does_not_start
 """
 
 
-def repack(bundle: Path, out: Path, version: str, broken: bool = False) -> Path:
-    """`bundle` as version `version` (its BUNDLE file), its project wheel's Runtime.start made to
-    fail when `broken`; SHA256SUMS made to match."""
+def repack(bundle: Path, out: Path, version: str | None, broken: bool = False) -> Path:
+    """`bundle` as version `version` (its BUNDLE file; None: its own), its project wheel's
+    Runtime.start made to fail when `broken`; SHA256SUMS made to match."""
     with tarfile.open(bundle) as src:
         members = [(m, src.extractfile(m).read() if m.isfile() else b"") for m in src]  # type: ignore[union-attr]
     files = {m.name: data for m, data in members}
     (top,) = {name.split("/")[0] for name in files}
-    changed = [f"{top}/BUNDLE"]
-    files[f"{top}/BUNDLE"] = b"".join(
-        b"version=" + version.encode() + b"\n" if line.startswith(b"version=") else line
-        for line in files[f"{top}/BUNDLE"].splitlines(keepends=True)
-    )
+    changed = []
+    if version is not None:
+        changed.append(f"{top}/BUNDLE")
+        files[f"{top}/BUNDLE"] = b"".join(
+            b"version=" + version.encode() + b"\n" if line.startswith(b"version=") else line
+            for line in files[f"{top}/BUNDLE"].splitlines(keepends=True)
+        )
     if broken:
         (wheel,) = [n for n in files if "/wheels/community_edge-" in n]
         patched = io.BytesIO()

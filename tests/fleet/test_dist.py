@@ -5,22 +5,19 @@ that fails the health gate is rolled back to the previous version and the backup
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import tarfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.fleet.conftest import BROKEN, ROOT, START_CMD, STOP_CMD, alive, stop_pid_file
+from tests.fleet.conftest import ROOT, START_CMD, STOP_CMD, alive, repack, stop_pid_file
 from tests.support.ports import free_port
 from tests.support.waiting import until_sync
 
@@ -125,35 +122,7 @@ def last_seq(db: Path) -> int:
 
 def broken_copy(bundle: Path, out: Path) -> Path:
     """The bundle with its project wheel's Runtime.start made to fail (SHA256SUMS made to match)."""
-    with tarfile.open(bundle) as src:
-        members = [(m, src.extractfile(m).read() if m.isfile() else b"") for m in src]  # type: ignore[union-attr]
-    files = {m.name: data for m, data in members}
-    (wheel_name,) = [n for n in files if "/wheels/community_edge-" in n]
-    patched = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(files[wheel_name])) as zin, zipfile.ZipFile(patched, "w") as zout:
-        for item in zin.infolist():
-            data = zin.read(item)
-            if item.filename == "edge/runtime.py":
-                data += BROKEN
-            zout.writestr(item, data)
-    files[wheel_name] = patched.getvalue()
-    top = wheel_name.split("/")[0]
-    sums = files[f"{top}/SHA256SUMS"].decode().splitlines()
-    rel = "./" + wheel_name.split("/", 1)[1]
-    files[f"{top}/SHA256SUMS"] = (
-        "\n".join(
-            f"{hashlib.sha256(files[wheel_name]).hexdigest()}  {rel}" if line.endswith("  " + rel) else line
-            for line in sums
-        )
-        + "\n"
-    ).encode()
-    # the wheels are compressed already: the fastest level makes the copy in seconds
-    with tarfile.open(out, "w:gz", compresslevel=1) as dst:
-        for member, _ in members:
-            data = files[member.name]
-            member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if member.isfile() else None)
-    return out
+    return repack(bundle, out, None, broken=True)
 
 
 @pytest.mark.timeout(900)  # the bundle is built first (the registry, ~40 s on a quiet machine)
