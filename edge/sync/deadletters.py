@@ -231,10 +231,9 @@ def add(
         from edge.privacy.atrest import Sealer
 
         if isinstance(sealer, Sealer) and ((privacy or 0) >= 1 or sealer.is_private(record)):
-            # a receiver's answer may quote what it rejected: a personal or sensitive record's is
-            # not kept
-            # under the key of the journal's row when no field names its subject (a rule's alert
-            # about the resident whose measurement fired it): a forget of them shreds it too
+            # sealed under the key of the journal's row when no field names its subject (a rule's
+            # alert about the resident whose measurement fired it), so a forget shreds it too; a
+            # receiver's answer may quote what it rejected, so a private record's is not kept
             stored, response = sealer.seal_record(record, _where(sink, seq), about, journal_seq=seq), ""
             if not privacy:  # private by the sealer's classes: the strictest of the private ones
                 privacy = SENSITIVE
